@@ -1,0 +1,1 @@
+//! Fake PicoScope vendor library (filled in by the USB driver work).

@@ -1,0 +1,205 @@
+//! The one interface every device family fills, in the manner of libsigrok's `api.c`:
+//! scan, open, configure, start, read events, stop, close.
+//!
+//! A driver writes each event straight into bytes the caller owns (a ring slot), laid out as
+//! the records the driver declares in [`EventLayout`]: `records` records of the named numpy
+//! fields, packed little-endian. It allocates nothing per event. The engine checks the layout
+//! against the setup's buffer before the run starts.
+//!
+//! This crate does not depend on the engine, so fields are named by numpy type strings
+//! (`"f4"`, `"int16"`), which the engine's dtype parser reads.
+
+use std::time::Duration;
+
+/// Which family a device belongs to; names the driver a setup selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// GQ Electronics GMC Geiger counters (GQ-RFC1201 / RFC1801).
+    Gmc,
+    /// MightyOhm Geiger kit, NetIO GC10 and Arduino-style line counters.
+    LineCounter,
+    /// CosmicWatch desktop muon detector v2 / v3X.
+    CosmicWatch,
+    /// PicoScope oscilloscopes through Pico's driver libraries.
+    PicoScope,
+    /// Hantek 6022BE/BL USB oscilloscopes.
+    Hantek6022,
+    /// PSI DRS4 evaluation board.
+    Drs4,
+}
+
+impl Family {
+    /// The name used in setups and in `daq-engine devices`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gmc => "gmc",
+            Family::LineCounter => "line-counter",
+            Family::CosmicWatch => "cosmicwatch",
+            Family::PicoScope => "picoscope",
+            Family::Hantek6022 => "hantek6022",
+            Family::Drs4 => "drs4",
+        }
+    }
+}
+
+/// A device found by a scan (or the simulator standing in for one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Driver family.
+    pub family: Family,
+    /// Model as the device reports it (`GMC-320Re 4.26`, `PicoScope 5444D`), or as guessed.
+    pub model: String,
+    /// Serial number, when the device has one.
+    pub serial: Option<String>,
+    /// Where it is: a tty path, `usb:BUS:ADDR`, or `sim:...` for a simulator.
+    pub port: String,
+    /// USB vendor and product id, where known.
+    pub usb_id: Option<(u16, u16)>,
+}
+
+/// One field of the records a driver writes: name and numpy type string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// Field name (e.g. `chA`, `cpm`, `adc`).
+    pub name: String,
+    /// numpy type string (e.g. `f4`, `int16`, `u4`).
+    pub numpy_type: &'static str,
+}
+
+/// The shape of the events a configured driver writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventLayout {
+    /// Fields of one record, in order.
+    pub fields: Vec<FieldSpec>,
+    /// Records per event (the buffer's `data_length`).
+    pub records: usize,
+}
+
+impl EventLayout {
+    /// Bytes one record takes.
+    pub fn record_size(&self) -> usize {
+        self.fields.iter().map(|f| numpy_size(f.numpy_type)).sum()
+    }
+
+    /// Bytes one event takes.
+    pub fn event_size(&self) -> usize {
+        self.record_size() * self.records
+    }
+}
+
+/// Size in bytes of a numpy scalar type string this crate uses; 0 for anything else.
+pub fn numpy_size(t: &str) -> usize {
+    match t.trim_start_matches(['<', '|', '=']) {
+        "i1" | "u1" | "int8" | "uint8" => 1,
+        "i2" | "u2" | "int16" | "uint16" => 2,
+        "i4" | "u4" | "f4" | "int32" | "uint32" | "float32" => 4,
+        "i8" | "u8" | "f8" | "int64" | "uint64" | "float64" => 8,
+        _ => 0,
+    }
+}
+
+/// What a driver reports with each event besides its samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EventInfo {
+    /// The device's own time of the event in seconds since its start, where it reports one.
+    pub device_time: Option<f64>,
+    /// Dead time the device reports for this event, in seconds, where it does.
+    pub device_deadtime: Option<f64>,
+    /// Events the device says it lost before this one (overflow, buffer stall), if known.
+    pub device_lost: u64,
+}
+
+/// What came of waiting for an event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadOutcome {
+    /// An event was written into the output bytes.
+    Event(EventInfo),
+    /// Nothing arrived within the timeout; call again.
+    Idle,
+    /// The source has no more events (a finite simulator, a replay).
+    End,
+}
+
+/// Errors every driver can report. Families add their own detail in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The device is gone (unplugged, pty closed). The engine may try [`Source::reconnect`].
+    #[error("{device}: disconnected: {detail}")]
+    Disconnected {
+        /// Which device.
+        device: String,
+        /// What was seen.
+        detail: String,
+    },
+    /// The device sent bytes that do not fit its protocol. Nothing was written to the slot.
+    #[error("{device}: bad data at byte {offset}: {detail}")]
+    Protocol {
+        /// Which device.
+        device: String,
+        /// Byte offset in the stream since open.
+        offset: u64,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The configuration asks for something the device cannot do.
+    #[error("{device}: {detail}")]
+    Config {
+        /// Which device.
+        device: String,
+        /// What is wrong and what would work.
+        detail: String,
+    },
+    /// A vendor library is missing or refused (PicoScope, CAEN).
+    #[error("{0}")]
+    Vendor(String),
+    /// The device or port could not be opened.
+    #[error("{device}: cannot open: {detail}")]
+    Open {
+        /// Which device or path.
+        device: String,
+        /// Why, and what to do.
+        detail: String,
+    },
+    /// An I/O error on the transport.
+    #[error("{device}: {source}")]
+    Io {
+        /// Which device.
+        device: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A configured, opened device that produces events. One per Importer process.
+pub trait Source: Send {
+    /// The device this is.
+    fn info(&self) -> &DeviceInfo;
+
+    /// The records this source writes per event, fixed once configured.
+    fn layout(&self) -> &EventLayout;
+
+    /// Starts acquisition.
+    fn start(&mut self) -> Result<(), DriverError>;
+
+    /// Waits at most `timeout` for the next event and writes it into `out`, which is exactly
+    /// `layout().event_size()` bytes. Must not allocate. On `Err` or `Idle`, `out` may hold
+    /// partial bytes but the caller does not publish it.
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration)
+        -> Result<ReadOutcome, DriverError>;
+
+    /// Stops acquisition; `start` may be called again.
+    fn stop(&mut self) -> Result<(), DriverError>;
+
+    /// After [`DriverError::Disconnected`]: tries once to open the device again at the same
+    /// place and restart acquisition. `Ok(true)` when it is back.
+    fn reconnect(&mut self) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+
+    /// Device facts worth keeping with the run (serial number, firmware, voltage, clock),
+    /// as key/value text for the run's metadata.
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,1 @@
+//! (setup: see DESIGN.md)

@@ -1,0 +1,1 @@
+//! (shm: see DESIGN.md)
