@@ -5,4 +5,15 @@
 
 pub mod driver;
 
+// Serial detectors (issue 6).
+pub mod cosmicwatch;
+pub mod gmc;
+pub mod linecounter;
+pub mod serial;
+
+// USB oscilloscopes and digitizers (issue 7).
+pub mod drs4;
+pub mod hantek6022;
+pub mod picoscope;
+
 pub use driver::{DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source};

@@ -1,0 +1,1 @@
+//! (cosmicwatch: filled in by its driver work; see HARDWARE.md)

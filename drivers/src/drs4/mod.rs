@@ -1,0 +1,1 @@
+//! (drs4: filled in by its driver work; see HARDWARE.md)

@@ -1,0 +1,1 @@
+//! (gmc: filled in by its driver work; see HARDWARE.md)

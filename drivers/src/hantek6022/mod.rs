@@ -1,0 +1,1 @@
+//! (hantek6022: filled in by its driver work; see HARDWARE.md)

@@ -1,0 +1,1 @@
+//! (linecounter: filled in by its driver work; see HARDWARE.md)

@@ -1,0 +1,1 @@
+//! (picoscope: filled in by its driver work; see HARDWARE.md)

@@ -1,0 +1,1 @@
+//! (serial: filled in by its driver work; see HARDWARE.md)
