@@ -397,7 +397,7 @@ fn locate<T: Element>(
         });
     }
     let stride = dtype.record_size();
-    if bytes_len % stride != 0 {
+    if !bytes_len.is_multiple_of(stride) {
         return Err(ColumnError::WrongSize {
             bytes: bytes_len,
             len: bytes_len / stride,
@@ -564,7 +564,10 @@ mod tests {
         let offs: Vec<usize> = d.fields().iter().map(|f| f.offset).collect();
         assert_eq!(offs, vec![0, 2, 10]);
         assert_eq!(d.record_size(), 11);
-        assert_eq!(d.numpy_descr(), "[('a', '<i2'), ('b', '<f8'), ('c', '|u1')]");
+        assert_eq!(
+            d.numpy_descr(),
+            "[('a', '<i2'), ('b', '<f8'), ('c', '|u1')]"
+        );
     }
 
     #[test]
@@ -608,7 +611,10 @@ mod tests {
         }
         let b = Column::<f32>::new(&d, &bytes, "b").unwrap();
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert_eq!(Column::<i16>::new(&d, &bytes, "c").unwrap().get(4), Some(-7));
+        assert_eq!(
+            Column::<i16>::new(&d, &bytes, "c").unwrap().get(4),
+            Some(-7)
+        );
         assert_eq!(Column::<u8>::new(&d, &bytes, "a").unwrap().get(2), Some(0));
         assert!(matches!(
             Column::<f32>::new(&d, &bytes[1..], "b"),

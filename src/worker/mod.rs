@@ -1,1 +1,11 @@
-//! (worker: see DESIGN.md)
+//! Workers: the templates (Importer, Filter, Processor, Exporter, Observer) that user and
+//! built-in functions are written against, and the declarations the setup validator checks.
+
+pub mod api;
+pub mod spec;
+
+pub use api::{
+    BufferShape, BuildContext, Config, ConfigError, Emit, EventMut, EventRef, Exporter, Filter,
+    Importer, Observer, Processor, Produced, SinkMask, WorkerError,
+};
+pub use spec::{Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template};

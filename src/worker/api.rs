@@ -1,0 +1,432 @@
+//! The API a worker function is written against: one trait per template.
+//!
+//! The engine owns the rings and the loop; a function only sees events. It borrows each input
+//! event in place (zero copy) as an [`EventRef`] and fills output events in place through
+//! [`EventMut`]. Nothing here allocates per event, and a function must not either: whatever
+//! scratch space it needs it allocates in its constructor.
+//!
+//! A function reports bad input or a failed write as a [`WorkerError`]; it never panics on
+//! data. The engine names the worker and the event in the message.
+
+use crate::dtype::{Column, ColumnError, ColumnMut, Dtype, Element, Metadata};
+use std::path::PathBuf;
+
+/// One event borrowed read-only from a ring slot.
+#[derive(Clone, Copy)]
+pub struct EventRef<'a> {
+    /// The records, `data_length × record_size` bytes, laid out as numpy would.
+    pub data: &'a [u8],
+    /// counter, timestamp, deadtime.
+    pub meta: Metadata,
+    /// The buffer's record type.
+    pub dtype: &'a Dtype,
+}
+
+impl<'a> EventRef<'a> {
+    /// The field `name` as a column of `T` across the event's records.
+    pub fn column<T: Element>(&self, name: &str) -> Result<Column<'a, T>, ColumnError> {
+        Column::new(self.dtype, self.data, name)
+    }
+
+    /// Records in the event.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dtype.record_size()
+    }
+
+    /// True when the event holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// One event being written in place into a ring slot.
+pub struct EventMut<'a> {
+    /// The records to fill.
+    pub data: &'a mut [u8],
+    /// counter, timestamp, deadtime. Importers fill `timestamp`; the engine fills `counter` and
+    /// `deadtime` for Importers. Filters and Processors start from the input's metadata.
+    pub meta: &'a mut Metadata,
+    /// The buffer's record type.
+    pub dtype: &'a Dtype,
+}
+
+impl<'a> EventMut<'a> {
+    /// The field `name` as a writable column of `T`.
+    pub fn column_mut<T: Element>(&mut self, name: &str) -> Result<ColumnMut<'_, T>, ColumnError> {
+        ColumnMut::new(self.dtype, self.data, name)
+    }
+
+    /// The field `name` as a read-only column of `T`.
+    pub fn column<T: Element>(&self, name: &str) -> Result<Column<'_, T>, ColumnError> {
+        Column::new(self.dtype, self.data, name)
+    }
+
+    /// Records in the event.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dtype.record_size()
+    }
+
+    /// True when the event holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// Why a worker function could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The function's config is wrong (caught at construction, before the run).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A buffer does not have the field or type the function needs.
+    #[error("buffer '{buffer}': {source}")]
+    Column {
+        /// The buffer.
+        buffer: String,
+        /// What is wrong.
+        #[source]
+        source: ColumnError,
+    },
+    /// A device failed.
+    #[error(transparent)]
+    Device(#[from] daq_drivers::DriverError),
+    /// Writing output failed (disk full, file gone).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being written, and where.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else, said plainly.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What an Importer produced on one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Produced {
+    /// The event was written; publish it.
+    Event,
+    /// Nothing this time (no trigger within the timeout); nothing is published.
+    Idle,
+    /// The source is exhausted; the run ends when the rings drain.
+    End,
+}
+
+/// Takes data from a device or generator into its sink.
+pub trait Importer: Send {
+    /// Fill `out` with the next event, waiting at most a short while (≈100 ms) so the engine
+    /// can react to a stop. Fill `out.meta.timestamp` with the time the data was taken.
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError>;
+
+    /// Facts about the source to keep with the run (device serial, firmware, seed).
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// Which sinks an event goes to: bit `i` set means sink `i` (in setup order). Sinks whose bit
+/// is clear are not touched at all: no slot is taken in them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinkMask(pub u64);
+
+impl SinkMask {
+    /// To no sink (the event is discarded).
+    pub const NONE: SinkMask = SinkMask(0);
+    /// To every sink.
+    pub const ALL: SinkMask = SinkMask(u64::MAX);
+
+    /// True when sink `i` gets the event.
+    pub fn contains(self, i: usize) -> bool {
+        i < 64 && self.0 & (1 << i) != 0
+    }
+}
+
+impl From<bool> for SinkMask {
+    fn from(b: bool) -> Self {
+        if b {
+            SinkMask::ALL
+        } else {
+            SinkMask::NONE
+        }
+    }
+}
+
+/// Passes each event unchanged to all, some or none of its sinks.
+pub trait Filter: Send {
+    /// Decide where `event` goes. The engine copies it, metadata included.
+    fn select(&mut self, event: &EventRef<'_>) -> Result<SinkMask, WorkerError>;
+}
+
+/// Where a Processor writes its results.
+pub trait Emit {
+    /// Take a slot in sink `sink` (setup order), let `fill` write it, and publish it. The
+    /// slot's metadata starts as the input event's. Under `block` this waits for room; under
+    /// `drop` a full sink counts the event as lost and `fill` is not called.
+    fn emit(
+        &mut self,
+        sink: usize,
+        fill: &mut dyn FnMut(&mut EventMut<'_>) -> Result<(), WorkerError>,
+    ) -> Result<(), WorkerError>;
+}
+
+/// Turns each event into zero or more results per sink.
+pub trait Processor: Send {
+    /// Process one event, emitting results through `out`.
+    fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError>;
+
+    /// Called once after the last event; may emit final results and write summaries.
+    fn finish(&mut self, _out: &mut dyn Emit) -> Result<(), WorkerError> {
+        Ok(())
+    }
+}
+
+/// Consumes every event of its source.
+pub trait Exporter: Send {
+    /// Take one event.
+    fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError>;
+
+    /// Called about once a second while the run goes on, and when idle: write what is
+    /// buffered so a crash loses at most this interval.
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        Ok(())
+    }
+
+    /// Called once after the last event: write everything and close files.
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        Ok(())
+    }
+}
+
+/// Looks at copies of the latest events, never holding the writer back.
+pub trait Observer: Send {
+    /// A copy of a recent event (at most `config.update_interval` apart).
+    fn observe(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError>;
+
+    /// Called once at the end.
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        Ok(())
+    }
+}
+
+/// A bad config value, found when the function is built (before the run starts).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("worker '{worker}', config key '{key}': {problem}")]
+pub struct ConfigError {
+    /// The worker's name in the setup.
+    pub worker: String,
+    /// The key.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub problem: String,
+}
+
+/// A worker's merged `config:` (base_config under the worker's own), as JSON-like values,
+/// with typed getters whose errors name the worker and key.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The worker's name, for messages.
+    pub worker: String,
+    /// The merged values.
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Config {
+    /// A config for `worker` from a JSON object.
+    pub fn new(
+        worker: impl Into<String>,
+        values: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        Config {
+            worker: worker.into(),
+            values,
+        }
+    }
+
+    /// An error about `key`.
+    pub fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            worker: self.worker.clone(),
+            key: key.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The raw value of `key`.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.values.get(key)
+    }
+
+    fn typed<T>(
+        &self,
+        key: &str,
+        what: &str,
+        conv: impl Fn(&serde_json::Value) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.values.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => conv(v)
+                .map(Some)
+                .ok_or_else(|| self.error(key, format!("expected {what}, found {v}"))),
+        }
+    }
+
+    /// A number, or `default` when absent.
+    pub fn f64_or(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+        Ok(self
+            .typed(key, "a number", |v| v.as_f64())?
+            .unwrap_or(default))
+    }
+
+    /// A required number.
+    pub fn f64(&self, key: &str) -> Result<f64, ConfigError> {
+        self.typed(key, "a number", |v| v.as_f64())?
+            .ok_or_else(|| self.error(key, "is required"))
+    }
+
+    /// A whole number ≥ 0, or `default` when absent.
+    pub fn usize_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        Ok(self
+            .typed(key, "a whole number ≥ 0", |v| {
+                v.as_u64().and_then(|u| usize::try_from(u).ok())
+            })?
+            .unwrap_or(default))
+    }
+
+    /// A whole number (may be negative), or `default` when absent.
+    pub fn i64_or(&self, key: &str, default: i64) -> Result<i64, ConfigError> {
+        Ok(self
+            .typed(key, "a whole number", |v| v.as_i64())?
+            .unwrap_or(default))
+    }
+
+    /// true/false, or `default` when absent.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        Ok(self
+            .typed(key, "true or false", |v| v.as_bool())?
+            .unwrap_or(default))
+    }
+
+    /// A string, or `default` when absent.
+    pub fn str_or<'a>(&'a self, key: &str, default: &'a str) -> Result<&'a str, ConfigError> {
+        match self.values.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(serde_json::Value::String(s)) => Ok(s.as_str()),
+            Some(v) => Err(self.error(key, format!("expected a string, found {v}"))),
+        }
+    }
+
+    /// A list of numbers, or `None` when absent.
+    pub fn f64_list(&self, key: &str) -> Result<Option<Vec<f64>>, ConfigError> {
+        self.typed(key, "a list of numbers", |v| {
+            v.as_array()?.iter().map(|x| x.as_f64()).collect()
+        })
+    }
+
+    /// A list of strings (a single string counts as a list of one), or `None` when absent.
+    pub fn str_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        self.typed(key, "a list of strings", |v| match v {
+            serde_json::Value::String(s) => Some(vec![s.clone()]),
+            serde_json::Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from)).collect(),
+            _ => None,
+        })
+    }
+}
+
+/// What a function is given when it is built, in the worker process, before the run starts.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// The worker's name in the setup.
+    pub worker: String,
+    /// Which of the worker's `number_of_processes` processes this is (0-based), and how many.
+    pub process: (usize, usize),
+    /// The merged config.
+    pub config: Config,
+    /// Source buffers in setup order: name, dtype, data_length.
+    pub sources: Vec<BufferShape>,
+    /// Sink buffers in setup order.
+    pub sinks: Vec<BufferShape>,
+    /// Observed buffers in setup order.
+    pub observes: Vec<BufferShape>,
+    /// The run directory, where output files go.
+    pub run_dir: PathBuf,
+    /// The directory of the setup file (relative paths in config are relative to it).
+    pub setup_dir: PathBuf,
+}
+
+/// A buffer as a function sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferShape {
+    /// Its name.
+    pub name: String,
+    /// Its record type.
+    pub dtype: Dtype,
+    /// Records per event.
+    pub data_length: usize,
+}
+
+impl BuildContext {
+    /// A minimal context for tests and benchmarks: one worker, no run directory.
+    pub fn for_test(
+        worker: &str,
+        config: serde_json::Value,
+        sources: Vec<BufferShape>,
+        sinks: Vec<BufferShape>,
+    ) -> BuildContext {
+        let values = match config {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        BuildContext {
+            worker: worker.to_string(),
+            process: (0, 1),
+            config: Config::new(worker, values),
+            sources,
+            sinks,
+            observes: Vec::new(),
+            run_dir: std::env::temp_dir(),
+            setup_dir: PathBuf::from("."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: serde_json::Value) -> Config {
+        Config::new("trig", v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn typed_getters_name_worker_and_key() {
+        let c = cfg(json!({"level": 0.5, "n": 3, "edge": "rising", "chs": ["a", "b"], "bad": "x"}));
+        assert_eq!(c.f64("level").unwrap(), 0.5);
+        assert_eq!(c.f64_or("missing", 2.0).unwrap(), 2.0);
+        assert_eq!(c.usize_or("n", 0).unwrap(), 3);
+        assert_eq!(c.str_or("edge", "falling").unwrap(), "rising");
+        assert_eq!(c.str_list("chs").unwrap().unwrap(), vec!["a", "b"]);
+        let e = c.f64("bad").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "worker 'trig', config key 'bad': expected a number, found \"x\""
+        );
+        assert!(c
+            .f64("missing")
+            .unwrap_err()
+            .to_string()
+            .contains("is required"));
+        assert!(c.usize_or("level", 0).is_err());
+    }
+
+    #[test]
+    fn sink_mask_bits() {
+        assert!(SinkMask::from(true).contains(3));
+        assert!(!SinkMask::from(false).contains(0));
+        assert!(SinkMask(0b10).contains(1) && !SinkMask(0b10).contains(0));
+        assert!(!SinkMask::ALL.contains(64));
+    }
+}

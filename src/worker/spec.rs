@@ -1,0 +1,205 @@
+//! What a worker function declares about itself: its template, how many buffers it takes on
+//! each side, and its config keys. The setup validator checks a setup file against these
+//! declarations before anything starts, so a missing key or a wrong buffer count is reported
+//! with its file position instead of failing at run time.
+
+use std::fmt;
+
+/// The five mimoCoRB2 templates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Template {
+    /// Takes data from a device or generator into one sink.
+    Importer,
+    /// Passes each event unchanged to all, some or none of its sinks (same dtype and length).
+    Filter,
+    /// Turns each event into zero or more results per sink (any dtype).
+    Processor,
+    /// Consumes every event (to a file, a histogram, nowhere), optionally passing it on.
+    Exporter,
+    /// Looks at the latest events without ever holding the writer back.
+    Observer,
+}
+
+impl Template {
+    /// Lower-case name, as printed in messages and graphs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::Importer => "importer",
+            Template::Filter => "filter",
+            Template::Processor => "processor",
+            Template::Exporter => "exporter",
+            Template::Observer => "observer",
+        }
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How many buffers a function takes on one side (`sources`, `sinks`, `observes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arity {
+    /// At least this many.
+    pub min: usize,
+    /// At most this many.
+    pub max: usize,
+}
+
+impl Arity {
+    /// Exactly none.
+    pub const NONE: Arity = Arity { min: 0, max: 0 };
+    /// Exactly one.
+    pub const ONE: Arity = Arity { min: 1, max: 1 };
+    /// One or more.
+    pub const SOME: Arity = Arity {
+        min: 1,
+        max: usize::MAX,
+    };
+    /// Any number, including none.
+    pub const ANY: Arity = Arity {
+        min: 0,
+        max: usize::MAX,
+    };
+
+    /// True when `n` buffers are allowed.
+    pub fn allows(self, n: usize) -> bool {
+        n >= self.min && n <= self.max
+    }
+}
+
+impl fmt::Display for Arity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.min, self.max) {
+            (a, b) if a == b => write!(f, "exactly {a}"),
+            (0, usize::MAX) => write!(f, "any number"),
+            (a, usize::MAX) => write!(f, "at least {a}"),
+            (a, b) => write!(f, "{a} to {b}"),
+        }
+    }
+}
+
+/// The type a config value must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    /// A whole number.
+    Int,
+    /// A number (whole numbers accepted).
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// Text.
+    Str,
+    /// A list.
+    List,
+    /// A mapping.
+    Map,
+    /// Anything.
+    Any,
+}
+
+impl KeyType {
+    /// What a message calls it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyType::Int => "a whole number",
+            KeyType::Float => "a number",
+            KeyType::Bool => "true or false",
+            KeyType::Str => "a string",
+            KeyType::List => "a list",
+            KeyType::Map => "a mapping",
+            KeyType::Any => "any value",
+        }
+    }
+}
+
+/// One config key a function reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigKey {
+    /// The key as written in `config:`.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: KeyType,
+    /// Whether the setup must give it.
+    pub required: bool,
+    /// The default, as YAML text, when not required (shown in docs and `check`).
+    pub default: Option<&'static str>,
+    /// One line for the README and `--help`: what it does, with its unit.
+    pub doc: &'static str,
+}
+
+/// Everything the setup validator and the docs need to know about a worker function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// The name selected with `function:` (e.g. `simulate.pulses`).
+    pub name: &'static str,
+    /// Its template.
+    pub template: Template,
+    /// One paragraph: what it does.
+    pub summary: &'static str,
+    /// Buffers read (`sources`).
+    pub sources: Arity,
+    /// Buffers written (`sinks`).
+    pub sinks: Arity,
+    /// Buffers observed (`observes`).
+    pub observes: Arity,
+    /// Config keys it reads; any other key is an error (with a "did you mean").
+    pub keys: &'static [ConfigKey],
+}
+
+impl FunctionSpec {
+    /// The key with this name.
+    pub fn key(&self, name: &str) -> Option<&ConfigKey> {
+        self.keys.iter().find(|k| k.name == name)
+    }
+}
+
+/// Where the setup validator looks functions up. The engine's registry implements it; tests
+/// may use their own.
+pub trait Catalog {
+    /// The function with this name, if known.
+    fn function(&self, name: &str) -> Option<&FunctionSpec>;
+    /// All known function names (for "did you mean").
+    fn names(&self) -> Vec<&'static str>;
+}
+
+impl Catalog for [FunctionSpec] {
+    fn function(&self, name: &str) -> Option<&FunctionSpec> {
+        self.iter().find(|f| f.name == name)
+    }
+    fn names(&self) -> Vec<&'static str> {
+        self.iter().map(|f| f.name).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arity_bounds() {
+        assert!(Arity::ONE.allows(1) && !Arity::ONE.allows(0) && !Arity::ONE.allows(2));
+        assert!(Arity::SOME.allows(5) && !Arity::SOME.allows(0));
+        assert!(Arity::ANY.allows(0));
+        assert_eq!(Arity::SOME.to_string(), "at least 1");
+        assert_eq!(Arity::ONE.to_string(), "exactly 1");
+    }
+
+    #[test]
+    fn slice_catalog_finds_by_name() {
+        const F: [FunctionSpec; 1] = [FunctionSpec {
+            name: "export.drain",
+            template: Template::Exporter,
+            summary: "",
+            sources: Arity::ONE,
+            sinks: Arity::NONE,
+            observes: Arity::NONE,
+            keys: &[],
+        }];
+        assert!(F[..].function("export.drain").is_some());
+        assert!(F[..].function("export.csv").is_none());
+        assert_eq!(F[..].names(), vec!["export.drain"]);
+    }
+}
