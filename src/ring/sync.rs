@@ -1,0 +1,147 @@
+//! Atomics and the futex, switchable to loom's models under `--cfg loom`.
+//!
+//! Under loom the shared-memory types are built on the heap with loom's atomics so the model
+//! checker explores every interleaving of the cursor protocol; a futex wait becomes a yield.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
+
+pub(crate) use std::sync::atomic::Ordering;
+
+/// Sleeps while `*word == expected`, at most `timeout_ns` (0 = a short default). Spurious
+/// wake-ups are allowed: callers re-check their condition. The word lives in memory shared
+/// between processes, so the non-private futex operations are used.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `word` is a live, 4-byte aligned AtomicU32 (in a mapping that outlives this call);
+    // FUTEX_WAIT only reads it and compares with `expected`; `ts` is a valid timespec on the stack.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process sleeping on `word`.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a live AtomicU32; FUTEX_WAKE does not touch memory beyond looking it up.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Sleeps until any of `words[i] != expected[i]` may hold, at most `timeout_ns`
+/// (Linux `futex_waitv`, 5.16+). Falls back to a wait on the first word where the kernel
+/// lacks it.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout_ns: u64) {
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    const FUTEX2_SIZE_U32: u32 = 2;
+    const MAX: usize = 128;
+    if words.is_empty() {
+        return;
+    }
+    if words.len() == 1 || words.len() > MAX {
+        futex_wait(words[0].0, words[0].1, timeout_ns);
+        return;
+    }
+    let mut waiters: [FutexWaitv; MAX] = std::array::from_fn(|_| FutexWaitv {
+        val: 0,
+        uaddr: 0,
+        flags: 0,
+        reserved: 0,
+    });
+    for (w, (word, expected)) in waiters.iter_mut().zip(words) {
+        w.val = u64::from(*expected);
+        w.uaddr = word.as_ptr() as u64;
+        w.flags = FUTEX2_SIZE_U32;
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let total = now.tv_nsec as u64 + timeout_ns;
+    let deadline = libc::timespec {
+        tv_sec: now.tv_sec + (total / 1_000_000_000) as libc::time_t,
+        tv_nsec: (total % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `waiters[..n]` are initialised futex_waitv entries pointing at live AtomicU32s;
+    // the kernel only reads them. `deadline` is a valid absolute CLOCK_MONOTONIC timespec.
+    let r = unsafe {
+        libc::syscall(
+            449, // SYS_futex_waitv
+            waiters.as_ptr(),
+            words.len() as u32,
+            0u32,
+            &deadline as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        futex_wait(words[0].0, words[0].1, timeout_ns.min(1_000_000));
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout_ns: u64) {
+    loom::thread::yield_now();
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wake(_word: &AtomicU32) {}
+
+/// Spins politely for one iteration of a busy wait.
+#[inline]
+pub(crate) fn spin() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}
+
+/// Current monotonic time in nanoseconds (vDSO, no syscall).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(loom)]
+pub(crate) fn now_ns() -> u64 {
+    0
+}
