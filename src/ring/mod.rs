@@ -124,9 +124,13 @@ pub struct RingSpec {
 }
 
 impl RingSpec {
-    /// Bytes per slot: the slot header plus the data, rounded up to a cache line.
+    /// Bytes per slot: the slot header plus the data, rounded up to a cache line
+    /// (`usize::MAX` when that overflows; [`Ring::create`] refuses such a spec).
     pub fn slot_size(&self) -> usize {
-        (SLOT_HEADER + self.data_length * self.dtype.record_size()).div_ceil(64) * 64
+        self.data_length
+            .checked_mul(self.dtype.record_size())
+            .and_then(slot_size_for)
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -182,20 +186,36 @@ struct Geometry {
     total: usize,
 }
 
-fn round_up(x: usize, to: usize) -> usize {
-    x.div_ceil(to) * to
+/// `x` rounded up to a multiple of `to`; None on overflow.
+fn round_up(x: usize, to: usize) -> Option<usize> {
+    x.checked_next_multiple_of(to)
+}
+
+/// Bytes per slot for events of `data_bytes`: the slot header plus the data, rounded up to a
+/// cache line; None when that does not fit a usize.
+fn slot_size_for(data_bytes: usize) -> Option<usize> {
+    data_bytes
+        .checked_add(SLOT_HEADER)?
+        .checked_next_multiple_of(64)
 }
 
 impl Geometry {
+    /// The layout of a ring; None when it would not fit the address space. Every step is
+    /// checked: attach feeds this numbers read from a file that may be garbage.
     fn new(slots: usize, slot_size: usize, n_groups: usize) -> Option<Geometry> {
-        let control = round_up(std::mem::size_of::<Header>(), PAGE);
-        let groups = round_up(control + std::mem::size_of::<Control>(), PAGE);
+        let control = round_up(std::mem::size_of::<Header>(), PAGE)?;
+        let groups = round_up(control.checked_add(std::mem::size_of::<Control>())?, PAGE)?;
         let done = round_up(
             groups.checked_add(n_groups.checked_mul(std::mem::size_of::<Group>())?)?,
             PAGE,
-        );
-        let data = round_up(done.checked_add(n_groups * slots * 8)?, PAGE);
+        )?;
+        let done_bytes = n_groups.checked_mul(slots)?.checked_mul(8)?;
+        let data = round_up(done.checked_add(done_bytes)?, PAGE)?;
         let total = data.checked_add(slots.checked_mul(slot_size)?)?;
+        // A mapping cannot exceed isize::MAX bytes; slices into it must not either.
+        if total > isize::MAX as usize {
+            return None;
+        }
         Some(Geometry {
             slots,
             slot_size,
@@ -483,7 +503,11 @@ impl Ring {
                 "a ring name must be non-empty and contain no '/'".into()
             ));
         }
-        let geo = Geometry::new(spec.slot_count, spec.slot_size(), spec.groups.len())
+        let geo = spec
+            .data_length
+            .checked_mul(spec.dtype.record_size())
+            .and_then(slot_size_for)
+            .and_then(|slot_size| Geometry::new(spec.slot_count, slot_size, spec.groups.len()))
             .ok_or_else(|| bad("the ring would be larger than memory".into()))?;
         let shm = match ShmFile::create(places, &spec.name, geo.total) {
             Ok(f) => f,
@@ -633,10 +657,21 @@ impl Ring {
             return Err(corrupt("field table does not match its schema hash".into()));
         }
         let data_length = h.data_length as usize;
-        let slot_size =
-            (SLOT_HEADER + data_length.saturating_mul(dtype.record_size())).div_ceil(64) * 64;
-        let geo = Geometry::new(slots, slot_size, h.n_groups as usize)
-            .ok_or_else(|| corrupt("geometry overflows".into()))?;
+        let slot_size = data_length
+            .checked_mul(dtype.record_size())
+            .and_then(slot_size_for)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "data_length {data_length} × record size {} overflows",
+                    dtype.record_size()
+                ))
+            })?;
+        let geo = Geometry::new(slots, slot_size, h.n_groups as usize).ok_or_else(|| {
+            corrupt(format!(
+                "{slots} slots of {slot_size} bytes for {} groups overflow the address space",
+                h.n_groups
+            ))
+        })?;
         let stored = (
             h.slot_size,
             h.control_offset,
@@ -984,6 +1019,51 @@ impl Producer {
         self.w
     }
 
+    /// True when the next claim would find room at once (no waiting, nothing counted).
+    /// An Importer under `drop` asks this first, so that it can read a device's event into
+    /// scratch space and count it lost only when the device really delivered one.
+    pub fn has_room(&mut self) -> bool {
+        self.ring.inner.core().has_room(self.w, &mut self.cached)
+    }
+
+    /// Waits up to `timeout` for room for the next event, booking the wait as dead time.
+    /// Returns whether there is room. Under `drop` it does not wait.
+    pub fn wait_room(&mut self, timeout: Duration) -> bool {
+        let inner = &*self.ring.inner;
+        let core = inner.core();
+        if core.has_room(self.w, &mut self.cached) {
+            return true;
+        }
+        if inner.policy == Policy::Drop {
+            return false;
+        }
+        let t0 = sync::now_ns();
+        let ok = core.wait_room(
+            self.w,
+            &mut self.cached,
+            timeout.as_nanos() as u64,
+            sync::now_ns,
+        );
+        core.ctl
+            .stats
+            .0
+            .blocked_ns
+            .fetch_add(sync::now_ns() - t0, Ordering::Relaxed);
+        ok
+    }
+
+    /// Counts `n` events as lost (taken from the source but not published).
+    pub fn count_lost(&mut self, n: u64) {
+        self.ring
+            .inner
+            .core()
+            .ctl
+            .stats
+            .0
+            .lost
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Claims the slot for the next event. `block` policy: waits up to `timeout` for room
     /// (`Err(Timeout)` after that; the time waited is added to the ring's dead time and to
     /// the slot's [`SlotMut::blocked_ns`]). `drop` policy: never waits; a full ring counts
@@ -1244,11 +1324,16 @@ pub fn wait_any(tokens: &[WaitToken<'_>], timeout: Duration) {
     for t in tokens {
         t.waiting.fetch_add(1, Ordering::SeqCst);
     }
-    let words: Vec<(&AtomicU32, u32)> = tokens.iter().map(|t| (t.futex, t.seen)).collect();
+    const MAX: usize = 64;
+    let n = tokens.len().min(MAX);
+    let mut words: [(Option<&AtomicU32>, u32); MAX] = [(None, 0); MAX];
+    for (w, t) in words.iter_mut().zip(tokens) {
+        *w = (Some(t.futex), t.seen);
+    }
     #[cfg(not(loom))]
-    sync::futex_wait_any(&words, timeout.as_nanos() as u64);
+    sync::futex_wait_any(&words[..n], timeout.as_nanos() as u64);
     #[cfg(loom)]
-    let _ = (&words, timeout);
+    let _ = (&words, n, timeout);
     for t in tokens {
         t.waiting.fetch_sub(1, Ordering::SeqCst);
     }
