@@ -55,7 +55,7 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
 /// (Linux `futex_waitv`, 5.16+). Falls back to a wait on the first word where the kernel
 /// lacks it.
 #[cfg(not(loom))]
-pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout_ns: u64) {
+pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], timeout_ns: u64) {
     #[repr(C)]
     struct FutexWaitv {
         val: u64,
@@ -65,11 +65,11 @@ pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout_ns: u64) {
     }
     const FUTEX2_SIZE_U32: u32 = 2;
     const MAX: usize = 128;
-    if words.is_empty() {
+    let Some(first) = words.first().and_then(|w| w.0) else {
         return;
-    }
+    };
     if words.len() == 1 || words.len() > MAX {
-        futex_wait(words[0].0, words[0].1, timeout_ns);
+        futex_wait(first, words[0].1, timeout_ns);
         return;
     }
     let mut waiters: [FutexWaitv; MAX] = std::array::from_fn(|_| FutexWaitv {
@@ -80,7 +80,7 @@ pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout_ns: u64) {
     });
     for (w, (word, expected)) in waiters.iter_mut().zip(words) {
         w.val = u64::from(*expected);
-        w.uaddr = word.as_ptr() as u64;
+        w.uaddr = word.map_or(0, |x| x.as_ptr() as u64);
         w.flags = FUTEX2_SIZE_U32;
     }
     let mut now = libc::timespec {
@@ -107,7 +107,7 @@ pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout_ns: u64) {
         )
     };
     if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-        futex_wait(words[0].0, words[0].1, timeout_ns.min(1_000_000));
+        futex_wait(first, words[0].1, timeout_ns.min(1_000_000));
     }
 }
 

@@ -1,0 +1,233 @@
+//! The engine's own functions, used by benchmarks and tests to measure and check the
+//! plumbing itself: `bench.source` (an Importer that copies one prepared event per call, as
+//! mimoCoRB2's benchmark source does) and `bench.sink` (an Exporter that counts, checks the
+//! order and integrity of what arrives, measures latency and writes a result file).
+
+use super::registry::{Build, Function};
+use crate::worker::{
+    Arity, BuildContext, ConfigKey, EventMut, EventRef, Exporter, FunctionSpec, Importer, KeyType,
+    Produced, Template, WorkerError,
+};
+use std::path::PathBuf;
+
+/// Every built-in function.
+pub fn functions() -> Vec<Function> {
+    vec![
+        Function {
+            spec: SOURCE_SPEC,
+            build: Build::Importer(|c| Ok(Box::new(BenchSource::build(c)?))),
+        },
+        Function {
+            spec: SINK_SPEC,
+            build: Build::Exporter(|c| Ok(Box::new(BenchSink::build(c)?))),
+        },
+    ]
+}
+
+const SOURCE_SPEC: FunctionSpec = FunctionSpec {
+    name: "bench.source",
+    template: Template::Importer,
+    summary: "Copies one prepared event into its sink per call, stamped with the event counter \
+              in its first 8 bytes and a checksum in its last 8: the cost of the plumbing alone.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[ConfigKey {
+        name: "n_events",
+        ty: KeyType::Int,
+        required: false,
+        default: Some("200000"),
+        doc: "events to produce (over all processes of the worker), then end",
+    }],
+};
+
+const SINK_SPEC: FunctionSpec = FunctionSpec {
+    name: "bench.sink",
+    template: Template::Exporter,
+    summary: "Counts the events of its source, checks counter order and the checksum, measures \
+              latency from the event timestamp, and writes bench_<worker>_<process>.json.",
+    sources: Arity::ONE,
+    sinks: Arity::NONE,
+    observes: Arity::NONE,
+    keys: &[ConfigKey {
+        name: "touch",
+        ty: KeyType::Bool,
+        required: false,
+        default: Some("true"),
+        doc: "read every byte of each event (as a real consumer would)",
+    }],
+};
+
+/// The checksum `bench.source` writes: a mix of the counter.
+pub fn bench_checksum(counter: i64) -> u64 {
+    (counter as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(17)
+        ^ 0xD1B5_4A32_D192_ED03
+}
+
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `bench.source`.
+pub struct BenchSource {
+    template: Vec<u8>,
+    remaining: u64,
+}
+
+impl BenchSource {
+    fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let total = ctx.config.usize_or("n_events", 200_000)? as u64;
+        let (me, n) = ctx.process;
+        let share = total / n as u64 + u64::from((me as u64) < total % n as u64);
+        let sink = &ctx.sinks[0];
+        let bytes = sink.data_length * sink.dtype.record_size();
+        // A recognisable pattern so a reader that checks bytes finds wrong slots.
+        let template = (0..bytes).map(|i| (i % 251) as u8).collect();
+        Ok(BenchSource {
+            template,
+            remaining: share,
+        })
+    }
+}
+
+impl Importer for BenchSource {
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.remaining == 0 {
+            return Ok(Produced::End);
+        }
+        self.remaining -= 1;
+        out.data.copy_from_slice(&self.template);
+        let c = out.meta.counter;
+        let n = out.data.len();
+        if n >= 16 {
+            out.data[..8].copy_from_slice(&c.to_le_bytes());
+            out.data[n - 8..].copy_from_slice(&bench_checksum(c).to_le_bytes());
+        }
+        out.meta.timestamp = wall_clock();
+        Ok(Produced::Event)
+    }
+}
+
+/// What `bench.sink` found, written as JSON at the end.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SinkReport {
+    /// Worker name.
+    pub worker: String,
+    /// Process index.
+    pub process: usize,
+    /// Events received.
+    pub events: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Events whose counter was lower than the previous one's.
+    pub out_of_order: u64,
+    /// Events whose checksum did not match their counter.
+    pub corrupt: u64,
+    /// Sum of counters (to check that a set of sinks saw every event once).
+    pub counter_sum: u64,
+    /// Latency from the event timestamp to arrival, in microseconds: p50, p99, max.
+    pub latency_us: [f64; 3],
+    /// Seconds from the first to the last event.
+    pub seconds: f64,
+    /// Sum of the 8-byte words read (keeps the reads from being optimised away).
+    pub touched: u64,
+}
+
+/// `bench.sink`.
+pub struct BenchSink {
+    report: SinkReport,
+    touch: bool,
+    last: Option<i64>,
+    first_t: f64,
+    last_t: f64,
+    hist: hdrhistogram::Histogram<u64>,
+    out: PathBuf,
+}
+
+impl BenchSink {
+    fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let touch = ctx.config.bool_or("touch", true)?;
+        let hist = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .map_err(|e| WorkerError::Other(e.to_string()))?;
+        Ok(BenchSink {
+            report: SinkReport {
+                worker: ctx.worker.clone(),
+                process: ctx.process.0,
+                ..SinkReport::default()
+            },
+            touch,
+            last: None,
+            first_t: 0.0,
+            last_t: 0.0,
+            hist,
+            out: ctx
+                .run_dir
+                .join(format!("bench_{}_{}.json", ctx.worker, ctx.process.0)),
+        })
+    }
+}
+
+impl Exporter for BenchSink {
+    fn consume(&mut self, ev: &EventRef<'_>) -> Result<(), WorkerError> {
+        let now = wall_clock();
+        let r = &mut self.report;
+        if r.events == 0 {
+            self.first_t = now;
+        }
+        self.last_t = now;
+        r.events += 1;
+        r.bytes += ev.data.len() as u64;
+        let c = ev.meta.counter;
+        r.counter_sum = r.counter_sum.wrapping_add(c as u64);
+        if self.last.is_some_and(|l| c < l) {
+            r.out_of_order += 1;
+        }
+        self.last = Some(c);
+        let n = ev.data.len();
+        if n >= 16 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&ev.data[..8]);
+            let head = i64::from_le_bytes(w);
+            w.copy_from_slice(&ev.data[n - 8..]);
+            let tail = u64::from_le_bytes(w);
+            if head != c || tail != bench_checksum(c) {
+                r.corrupt += 1;
+            }
+        }
+        if self.touch {
+            let mut sum = 0u64;
+            for chunk in ev.data.chunks_exact(8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                sum = sum.wrapping_add(u64::from_le_bytes(w));
+            }
+            r.touched = r.touched.wrapping_add(sum);
+        }
+        let lat_us = ((now - ev.meta.timestamp) * 1e6).max(1.0) as u64;
+        let _ = self.hist.record(lat_us.min(3_600_000_000));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        let r = &mut self.report;
+        r.seconds = self.last_t - self.first_t;
+        if !self.hist.is_empty() {
+            r.latency_us = [
+                self.hist.value_at_quantile(0.5) as f64,
+                self.hist.value_at_quantile(0.99) as f64,
+                self.hist.max() as f64,
+            ];
+        }
+        let text =
+            serde_json::to_string_pretty(r).map_err(|e| WorkerError::Other(e.to_string()))?;
+        std::fs::write(&self.out, text).map_err(|source| WorkerError::Io {
+            what: format!("writing {}", self.out.display()),
+            source,
+        })
+    }
+}

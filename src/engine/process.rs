@@ -1,0 +1,660 @@
+//! A worker process: attaches to its rings, builds its function and runs its template's
+//! loop until its sources end (or, for an Importer, until it is told to stop or its source
+//! is exhausted).
+//!
+//! Guarantees: every event taken from a source is released exactly once; every event a
+//! Filter or Processor emits is published or, under `drop`, counted lost; every ring this
+//! process produces is closed when it ends, so downstream workers drain and finish. Nothing
+//! in the loops allocates. A SIGTERM or SIGINT asks an Importer to stop; other workers keep
+//! going until their sources end. If the supervisor dies, the kernel sends SIGTERM
+//! (PR_SET_PDEATHSIG), the pipeline drains on its own, and the last worker out removes the
+//! ring files.
+
+use super::plan::{BufferPlan, Plan, WorkerPlan};
+use super::registry::{Build, Registry};
+use crate::dtype::{Dtype, Metadata};
+use crate::ring::{wait_any, Next, Policy, Producer, Reader, Ring, RingObserver};
+use crate::worker::{
+    BuildContext, Config, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// True once this process was asked to stop.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// How a worker process ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Ran to the end.
+    Finished,
+    /// Failed; the message says why.
+    Failed(String),
+}
+
+fn install_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_stop),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: `on_stop` only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// Entry point of a worker process (`daq-engine __worker PLAN WORKER PROCESS`).
+pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) -> i32 {
+    install_signals();
+    let supervisor = std::env::var("DAQ_SUPERVISOR_PID")
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok());
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a per-process attribute.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if let Some(pid) = supervisor {
+        if nix::unistd::getppid().as_raw() != pid {
+            STOP.store(true, Ordering::SeqCst);
+        }
+    }
+    let plan = match Plan::load(plan_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "daq-engine worker {worker}: cannot read {}: {e}",
+                plan_path.display()
+            );
+            return 1;
+        }
+    };
+    let outcome = match plan.worker(worker) {
+        Some(w) => run_worker(&plan, w, process, registry),
+        None => Outcome::Failed(format!("no worker '{worker}' in the plan")),
+    };
+    let orphaned = supervisor.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid);
+    if orphaned {
+        // The supervisor is gone: whoever ends last leaves no ring files behind.
+        for b in &plan.buffers {
+            for r in &b.rings {
+                let _ = std::fs::remove_file(r);
+            }
+        }
+    }
+    match outcome {
+        Outcome::Finished => 0,
+        Outcome::Failed(msg) => {
+            tracing::error!("worker '{worker}' process {process}: {msg}");
+            eprintln!("daq-engine: worker '{worker}' process {process}: {msg}");
+            1
+        }
+    }
+}
+
+struct Source {
+    readers: Vec<Reader>,
+    ended: Vec<bool>,
+    next: usize,
+    dtype: Dtype,
+}
+
+enum Step {
+    Did,
+    Idle,
+    End,
+}
+
+impl Source {
+    fn attach(buffer: &BufferPlan, group: usize, member: usize) -> Result<Source, String> {
+        let dtype = buffer.dtype();
+        let mut readers = Vec::new();
+        for path in &buffer.rings {
+            let ring = Ring::attach(path, Some(&dtype), Some(buffer.data_length))
+                .map_err(|e| e.to_string())?;
+            readers.push(ring.reader(group, member).map_err(|e| e.to_string())?);
+        }
+        Ok(Source {
+            ended: vec![false; readers.len()],
+            readers,
+            next: 0,
+            dtype,
+        })
+    }
+
+    /// Hands the next event of any ring to `f`, waiting at most `timeout`.
+    fn step(
+        &mut self,
+        timeout: Duration,
+        f: &mut dyn FnMut(&EventRef<'_>) -> Result<(), WorkerError>,
+    ) -> Result<Step, WorkerError> {
+        let n = self.readers.len();
+        if n == 1 {
+            if self.ended[0] {
+                return Ok(Step::End);
+            }
+            return match self.readers[0].next(timeout) {
+                Next::Event(slot) => {
+                    let ev = EventRef {
+                        data: slot.data(),
+                        meta: slot.meta(),
+                        dtype: &self.dtype,
+                    };
+                    f(&ev)?;
+                    Ok(Step::Did)
+                }
+                Next::Idle => Ok(Step::Idle),
+                Next::End => {
+                    self.ended[0] = true;
+                    Ok(Step::End)
+                }
+            };
+        }
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.ended[i] {
+                continue;
+            }
+            match self.readers[i].try_next() {
+                Next::Event(slot) => {
+                    self.next = (i + 1) % n;
+                    let ev = EventRef {
+                        data: slot.data(),
+                        meta: slot.meta(),
+                        dtype: &self.dtype,
+                    };
+                    f(&ev)?;
+                    return Ok(Step::Did);
+                }
+                Next::End => self.ended[i] = true,
+                Next::Idle => {}
+            }
+        }
+        if self.ended.iter().all(|&e| e) {
+            return Ok(Step::End);
+        }
+        let tokens: Vec<_> = self
+            .readers
+            .iter()
+            .zip(&self.ended)
+            .filter(|(_, &e)| !e)
+            .map(|(r, _)| r.wait_token())
+            .collect();
+        let any_ready = self
+            .readers
+            .iter()
+            .zip(&self.ended)
+            .any(|(r, &e)| !e && r.ready());
+        if !any_ready {
+            wait_any(&tokens, timeout);
+        }
+        Ok(Step::Idle)
+    }
+
+    /// After a stop, rings whose producer died without closing are closed here, so the
+    /// pipeline can drain even when the supervisor is gone too.
+    fn close_orphans(&self) {
+        for (r, &ended) in self.readers.iter().zip(&self.ended) {
+            if !ended {
+                let ring = r.ring();
+                if ring
+                    .producer_pid()
+                    .is_none_or(|p| !crate::ring::pid_alive(p))
+                {
+                    ring.close();
+                }
+            }
+        }
+    }
+}
+
+struct Sinks {
+    producers: Vec<Producer>,
+    dtypes: Vec<Dtype>,
+    input_meta: Metadata,
+}
+
+impl Sinks {
+    fn attach(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<Sinks, String> {
+        let mut producers = Vec::new();
+        let mut dtypes = Vec::new();
+        for name in &w.sinks {
+            let b = plan
+                .buffer(name)
+                .ok_or_else(|| format!("sink '{name}' is not in the plan"))?;
+            let dtype = b.dtype();
+            let path = b
+                .rings
+                .get(process)
+                .ok_or_else(|| format!("sink '{name}' has no ring for process {process}"))?;
+            let ring =
+                Ring::attach(path, Some(&dtype), Some(b.data_length)).map_err(|e| e.to_string())?;
+            producers.push(ring.producer().map_err(|e| e.to_string())?);
+            dtypes.push(dtype);
+        }
+        Ok(Sinks {
+            producers,
+            dtypes,
+            input_meta: Metadata::default(),
+        })
+    }
+
+    /// Copies `ev` into every sink in `mask`.
+    fn copy(&mut self, ev: &EventRef<'_>, mask: SinkMask) -> Result<(), WorkerError> {
+        for (i, p) in self.producers.iter_mut().enumerate() {
+            if !mask.contains(i) {
+                continue;
+            }
+            if let Some(mut slot) = claim(p)? {
+                let (data, meta) = slot.parts();
+                data.copy_from_slice(ev.data);
+                *meta = ev.meta;
+                slot.publish();
+            }
+        }
+        Ok(())
+    }
+
+    fn close(self) {
+        for p in self.producers {
+            p.close();
+        }
+    }
+}
+
+/// Claims a slot, waiting in short steps. `None` under `drop` when full (counted lost).
+fn claim(p: &mut Producer) -> Result<Option<crate::ring::SlotMut<'_>>, WorkerError> {
+    let mut waited = Duration::ZERO;
+    if p.ring().policy() == Policy::Block {
+        while !p.wait_room(POLL) {
+            waited += POLL;
+            if waited >= Duration::from_secs(3600) {
+                return Err(WorkerError::Other(format!(
+                    "ring '{}' has had no room for an hour; is a reader stuck?",
+                    p.ring().name()
+                )));
+            }
+        }
+    }
+    // After wait_room said yes only this producer could take the room, so a timeout here
+    // would be a broken ring protocol.
+    match p.claim(Duration::ZERO) {
+        Ok(slot) => Ok(Some(slot)),
+        Err(crate::ring::ClaimError::Full) => Ok(None),
+        Err(crate::ring::ClaimError::Timeout) => Err(WorkerError::Other(
+            "a sink ring lost its room between wait and claim (ring protocol broken)".into(),
+        )),
+    }
+}
+
+impl Emit for Sinks {
+    fn emit(
+        &mut self,
+        sink: usize,
+        fill: &mut dyn FnMut(&mut EventMut<'_>) -> Result<(), WorkerError>,
+    ) -> Result<(), WorkerError> {
+        let input = self.input_meta;
+        let dtype = self
+            .dtypes
+            .get(sink)
+            .ok_or_else(|| WorkerError::Other(format!("no sink number {sink}")))?;
+        let p = &mut self.producers[sink];
+        if let Some(mut slot) = claim(p)? {
+            let (data, meta) = slot.parts();
+            *meta = input;
+            let mut ev = EventMut { data, meta, dtype };
+            fill(&mut ev)?;
+            slot.publish();
+        }
+        Ok(())
+    }
+}
+
+fn context(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<BuildContext, String> {
+    let shapes = |names: &[String]| -> Result<Vec<_>, String> {
+        names
+            .iter()
+            .map(|n| {
+                plan.buffer(n)
+                    .map(|b| b.shape())
+                    .ok_or_else(|| format!("buffer '{n}' is not in the plan"))
+            })
+            .collect()
+    };
+    Ok(BuildContext {
+        worker: w.name.clone(),
+        process: (process, w.processes),
+        config: Config::new(w.name.clone(), w.config.clone()),
+        sources: shapes(&w.sources)?,
+        sinks: shapes(&w.sinks)?,
+        observes: shapes(&w.observes)?,
+        run_dir: plan.run_dir.clone(),
+        setup_dir: plan.setup_dir.clone(),
+    })
+}
+
+/// Runs one process of worker `w`.
+pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Registry) -> Outcome {
+    let ctx = match context(plan, w, process) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let Some(function) = registry.get(&w.function) else {
+        return Outcome::Failed(format!("unknown function '{}'", w.function));
+    };
+    let fail = |e: WorkerError| Outcome::Failed(e.to_string());
+    let result = match function.build {
+        Build::Importer(b) => match b(&ctx) {
+            Ok(f) => importer_loop(plan, w, process, f),
+            Err(e) => return fail(e),
+        },
+        Build::Filter(b) => match b(&ctx) {
+            Ok(mut f) => through_loop(
+                plan,
+                w,
+                process,
+                &mut |ev, sinks| {
+                    let mask = f.select(ev)?;
+                    sinks.copy(ev, mask)
+                },
+                &mut |_| Ok(()),
+            ),
+            Err(e) => return fail(e),
+        },
+        Build::Processor(b) => match b(&ctx) {
+            Ok(f) => {
+                let f = std::cell::RefCell::new(f);
+                through_loop(
+                    plan,
+                    w,
+                    process,
+                    &mut |ev, sinks| {
+                        sinks.input_meta = ev.meta;
+                        f.borrow_mut().process(ev, sinks)
+                    },
+                    &mut |sinks| f.borrow_mut().finish(sinks),
+                )
+            }
+            Err(e) => return fail(e),
+        },
+        Build::Exporter(b) => match b(&ctx) {
+            Ok(f) => exporter_loop(plan, w, process, f),
+            Err(e) => return fail(e),
+        },
+        Build::Observer(b) => match b(&ctx) {
+            Ok(f) => observer_loop(plan, w, f),
+            Err(e) => return fail(e),
+        },
+    };
+    match result {
+        Ok(()) => Outcome::Finished,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn importer_loop(
+    plan: &Plan,
+    w: &WorkerPlan,
+    process: usize,
+    mut f: Box<dyn crate::worker::Importer>,
+) -> Result<(), String> {
+    let mut sinks = Sinks::attach(plan, w, process)?;
+    let sink_name = &w.sinks[0];
+    let dtype = sinks.dtypes[0].clone();
+    let data_bytes = sinks.producers[0].ring().event_bytes();
+    let mut scratch = vec![0u8; data_bytes];
+    let mut scratch_meta = Metadata::default();
+    let step = w.processes as i64;
+    let mut counter = process as i64;
+    let limit = plan.max_events.map(|n| {
+        let n_proc = w.processes as u64;
+        n / n_proc + u64::from((process as u64) < n % n_proc)
+    });
+    let mut taken = 0u64;
+    let mut last_cycle = Instant::now();
+    let p = &mut sinks.producers[0];
+    let result = loop {
+        if stop_requested() || limit.is_some_and(|l| taken >= l) {
+            break Ok(());
+        }
+        if p.ring().policy() == Policy::Drop && !p.has_room() {
+            // Full under `drop`: take the event anyway (keeps the device flowing) and
+            // count it lost if there was one.
+            scratch_meta.counter = counter;
+            let mut ev = EventMut {
+                data: &mut scratch,
+                meta: &mut scratch_meta,
+                dtype: &dtype,
+            };
+            match f.next(&mut ev) {
+                Ok(Produced::Event) => {
+                    p.count_lost(1);
+                    counter += step;
+                    taken += 1;
+                }
+                Ok(Produced::Idle) => {}
+                Ok(Produced::End) => break Ok(()),
+                Err(e) => break Err(format!("{e}")),
+            }
+            continue;
+        }
+        let mut slot = match p.claim(POLL) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        let blocked = slot.blocked_ns();
+        let (data, meta) = slot.parts();
+        *meta = Metadata {
+            counter,
+            timestamp: 0.0,
+            deadtime: 0.0,
+        };
+        let mut ev = EventMut {
+            data,
+            meta,
+            dtype: &dtype,
+        };
+        match f.next(&mut ev) {
+            Ok(Produced::Event) => {
+                let now = Instant::now();
+                let cycle = now.duration_since(last_cycle).as_nanos().max(1) as f64;
+                last_cycle = now;
+                if ev.meta.timestamp == 0.0 {
+                    ev.meta.timestamp = wall_clock();
+                }
+                ev.meta.deadtime = (blocked as f64 / cycle).clamp(0.0, 1.0);
+                slot.publish();
+                counter += step;
+                taken += 1;
+            }
+            Ok(Produced::Idle) => drop(slot),
+            Ok(Produced::End) => break Ok(()),
+            Err(e) => break Err(format!("writing '{sink_name}': {e}")),
+        }
+    };
+    sinks.close();
+    result
+}
+
+type Through<'a> = dyn FnMut(&EventRef<'_>, &mut Sinks) -> Result<(), WorkerError> + 'a;
+
+fn sources_of(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<Vec<Source>, String> {
+    w.sources
+        .iter()
+        .map(|name| {
+            let b = plan
+                .buffer(name)
+                .ok_or_else(|| format!("source '{name}' is not in the plan"))?;
+            let g = b
+                .group_of(&w.name)
+                .ok_or_else(|| format!("'{}' is not a reader of '{name}'", w.name))?;
+            Source::attach(b, g, process)
+        })
+        .collect()
+}
+
+fn through_loop(
+    plan: &Plan,
+    w: &WorkerPlan,
+    process: usize,
+    f: &mut Through<'_>,
+    finish: &mut dyn FnMut(&mut Sinks) -> Result<(), WorkerError>,
+) -> Result<(), String> {
+    let mut sources = sources_of(plan, w, process)?;
+    let mut sinks = Sinks::attach(plan, w, process)?;
+    let mut result = Ok(());
+    let mut done = vec![false; sources.len()];
+    let wait = POLL / sources.len().max(1) as u32;
+    while done.iter().any(|d| !d) {
+        for (i, src) in sources.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let step = src.step(wait, &mut |ev| f(ev, &mut sinks));
+            match step {
+                Ok(Step::Did) => {}
+                Ok(Step::Idle) => {
+                    if stop_requested() {
+                        src.close_orphans();
+                    }
+                }
+                Ok(Step::End) => done[i] = true,
+                Err(e) => {
+                    result = Err(e.to_string());
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = finish(&mut sinks).map_err(|e| e.to_string());
+    }
+    sinks.close();
+    result
+}
+
+fn exporter_loop(
+    plan: &Plan,
+    w: &WorkerPlan,
+    process: usize,
+    mut f: Box<dyn crate::worker::Exporter>,
+) -> Result<(), String> {
+    let mut sources = sources_of(plan, w, process)?;
+    let mut sinks = Sinks::attach(plan, w, process)?;
+    let mut last_flush = Instant::now();
+    let mut result: Result<(), String> = Ok(());
+    let src = sources
+        .first_mut()
+        .ok_or_else(|| "an exporter needs a source".to_string())?;
+    let pass_on = !sinks.producers.is_empty();
+    loop {
+        let step = src.step(POLL, &mut |ev| {
+            if pass_on {
+                sinks.copy(ev, SinkMask::ALL)?;
+            }
+            f.consume(ev)
+        });
+        match step {
+            Ok(Step::Did) => {}
+            Ok(Step::Idle) => {
+                if stop_requested() {
+                    src.close_orphans();
+                }
+            }
+            Ok(Step::End) => break,
+            Err(e) => {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            last_flush = Instant::now();
+            if let Err(e) = f.flush() {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+    }
+    let fin = f.finish().map_err(|e| e.to_string());
+    sinks.close();
+    result.and(fin)
+}
+
+fn observer_loop(
+    plan: &Plan,
+    w: &WorkerPlan,
+    mut f: Box<dyn crate::worker::Observer>,
+) -> Result<(), String> {
+    let name = w
+        .observes
+        .first()
+        .ok_or_else(|| "an observer needs a buffer to observe".to_string())?;
+    let b = plan
+        .buffer(name)
+        .ok_or_else(|| format!("observed buffer '{name}' is not in the plan"))?;
+    let dtype = b.dtype();
+    let mut observers: Vec<RingObserver> = Vec::new();
+    for path in &b.rings {
+        let ring =
+            Ring::attach(path, Some(&dtype), Some(b.data_length)).map_err(|e| e.to_string())?;
+        observers.push(ring.observer());
+    }
+    let interval = w
+        .config
+        .get("update_interval")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.2)
+        .max(0.001);
+    let mut data = vec![0u8; b.data_length * dtype.record_size()];
+    let mut meta = Metadata::default();
+    loop {
+        let mut fresh = false;
+        for o in observers.iter_mut() {
+            if o.latest(&mut data, &mut meta).is_some() {
+                fresh = true;
+                let ev = EventRef {
+                    data: &data,
+                    meta,
+                    dtype: &dtype,
+                };
+                f.observe(&ev).map_err(|e| e.to_string())?;
+            }
+        }
+        let all_closed = observers.iter().all(|o| o.ring().stats().closed);
+        if all_closed && !fresh {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs_f64(interval));
+    }
+    f.finish().map_err(|e| e.to_string())
+}
+
+/// The ring file for process `k` of the writer of `buffer` in run `run_id`.
+pub fn ring_name(run_id: &str, buffer: &str, k: usize) -> String {
+    format!("daq-{run_id}-{buffer}-{k}")
+}
+
+/// Where worker logs go.
+pub fn log_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("daq-engine.log")
+}

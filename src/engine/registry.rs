@@ -1,0 +1,96 @@
+//! Worker functions by name: the built-ins, and those loaded from user shared libraries.
+//!
+//! A function is its declaration ([`FunctionSpec`], checked by the setup validator) and a
+//! constructor for its template's trait, called in the worker process before the run.
+
+use crate::worker::{
+    BuildContext, Catalog, Exporter, Filter, FunctionSpec, Importer, Observer, Processor, Template,
+    WorkerError,
+};
+
+/// A constructor for one template.
+#[derive(Clone, Copy)]
+pub enum Build {
+    /// Builds an Importer.
+    Importer(fn(&BuildContext) -> Result<Box<dyn Importer>, WorkerError>),
+    /// Builds a Filter.
+    Filter(fn(&BuildContext) -> Result<Box<dyn Filter>, WorkerError>),
+    /// Builds a Processor.
+    Processor(fn(&BuildContext) -> Result<Box<dyn Processor>, WorkerError>),
+    /// Builds an Exporter.
+    Exporter(fn(&BuildContext) -> Result<Box<dyn Exporter>, WorkerError>),
+    /// Builds an Observer.
+    Observer(fn(&BuildContext) -> Result<Box<dyn Observer>, WorkerError>),
+}
+
+impl Build {
+    /// The template it builds.
+    pub fn template(&self) -> Template {
+        match self {
+            Build::Importer(_) => Template::Importer,
+            Build::Filter(_) => Template::Filter,
+            Build::Processor(_) => Template::Processor,
+            Build::Exporter(_) => Template::Exporter,
+            Build::Observer(_) => Template::Observer,
+        }
+    }
+}
+
+/// A registered function.
+#[derive(Clone, Copy)]
+pub struct Function {
+    /// Its declaration.
+    pub spec: FunctionSpec,
+    /// Its constructor.
+    pub build: Build,
+}
+
+/// Functions by name.
+#[derive(Default)]
+pub struct Registry {
+    functions: Vec<Function>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Every built-in function of daq-engine.
+    pub fn builtin() -> Registry {
+        let mut r = Registry::new();
+        for f in super::builtin::functions() {
+            r.add(f);
+        }
+        r
+    }
+
+    /// Adds a function; a later one of the same name replaces the earlier (a user's own
+    /// binary may override a built-in).
+    pub fn add(&mut self, f: Function) {
+        debug_assert_eq!(f.spec.template, f.build.template(), "{}", f.spec.name);
+        self.functions.retain(|g| g.spec.name != f.spec.name);
+        self.functions.push(f);
+    }
+
+    /// The function called `name`.
+    pub fn get(&self, name: &str) -> Option<&Function> {
+        self.functions.iter().find(|f| f.spec.name == name)
+    }
+
+    /// All functions, in registration order.
+    pub fn all(&self) -> &[Function] {
+        &self.functions
+    }
+}
+
+impl Catalog for Registry {
+    fn function(&self, name: &str) -> Option<&FunctionSpec> {
+        self.get(name).map(|f| &f.spec)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.functions.iter().map(|f| f.spec.name).collect()
+    }
+}
