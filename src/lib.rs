@@ -10,6 +10,7 @@ pub mod engine;
 pub mod export;
 pub mod monitor;
 pub mod ring;
+pub mod ring_bench;
 pub mod setup;
 pub mod shm;
 pub mod worker;

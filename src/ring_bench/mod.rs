@@ -1,0 +1,883 @@
+//! The ring benchmark behind `daq-engine bench ring`: how fast and how promptly daq-engine's
+//! shared-memory rings move events between processes, beside two baselines measured in the
+//! same run on the same machine.
+//!
+//! What it measures, for each event size and each number of consumer groups:
+//! - **ours**: a producer process pinned to one CPU copies each event from a source buffer
+//!   into a claimed slot, writes the event number into 64-bit word 1 and its
+//!   `CLOCK_MONOTONIC` publish time into word 0, and publishes it; one reader process per
+//!   consumer group, all pinned to a second CPU (with two groups both readers share that
+//!   CPU), reads every 64-bit word of every event (a checksum, so the bandwidth is real),
+//!   checks the event number, and records publish→read latency in an HDR histogram.
+//!   Throughput is taken at full speed (`block` policy, the producer waits for room);
+//!   latency both at full speed (where it is mostly time spent queued in a full ring) and
+//!   at a paced rate (default 10 kHz, what a detector at a realistic trigger rate sees).
+//! - **memcpy**: one process on the producer's CPU copies the same bytes, event by event,
+//!   from a source of the same size into a destination the size of the ring's data area.
+//! - **iceoryx2**: the `ring-peer` program (the bench-only crate `benches/peer/`, built
+//!   apart so that daq-engine never compiles iceoryx2) moves the same events the same way
+//!   through iceoryx2 publish-subscribe, one subscriber process per group.
+//!
+//! The source events are copied from is 512 MiB (larger than any last-level cache, so the
+//! copy reads memory) for events of 64 KiB and more, and 1 MiB (cache resident) for smaller
+//! ones. Each case runs [`RingBenchOptions::repeats`] times; the report gives the run with
+//! the median figure.
+//!
+//! It never reports a figure it did not measure: a run whose reader saw a wrong event
+//! number or a missing event is an error, and a baseline that could not run is shown as
+//! absent with the reason. Child processes are made with `fork`, so [`run`] must be called
+//! from a process whose other threads (if any) hold no lock the children need; the CLI's
+//! main thread and the test harness qualify. Every child is killed and reaped if the run
+//! fails half-way, and every ring file is removed.
+
+mod child;
+
+use crate::dtype::{Dtype, Scalar};
+use crate::ring::{Next, Policy, Ring, RingSpec};
+use crate::shm::{places, Backing, HugePages};
+use child::{now_ns, Child};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variable naming the `ring-peer` program, when it is not at its default place.
+pub const PEER_ENV: &str = "DAQ_RING_PEER";
+
+/// How to build the iceoryx2 baseline program, shown when it is missing.
+pub const PEER_BUILD_HINT: &str = "build it with `cargo build --release --manifest-path benches/peer/Cargo.toml --target-dir target/peer` (or name it in DAQ_RING_PEER)";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RingBenchOptions {
+    /// Event sizes in bytes: multiples of 8, at least 16.
+    pub sizes: Vec<usize>,
+    /// Numbers of consumer groups (one reader process each), 1 ..= 16.
+    pub groups: Vec<usize>,
+    /// Runs of each case; the median is reported.
+    pub repeats: usize,
+    /// Bytes each full-speed run moves (events = this / size, within
+    /// `min_events ..= max_events`).
+    pub full_bytes: u64,
+    /// Fewest events of a full-speed run.
+    pub min_events: u64,
+    /// Most events of a full-speed run.
+    pub max_events: u64,
+    /// Event rate of the paced latency runs, Hz; 0 skips them.
+    pub paced_rate_hz: f64,
+    /// Events of each paced run.
+    pub paced_events: u64,
+    /// Target size of the ring's data area; slots = this / event size, rounded down to a
+    /// power of two within 16 ..= 1024. iceoryx2's subscriber queue gets the same depth.
+    pub ring_bytes: usize,
+    /// CPU of the producer (and of the memcpy baseline).
+    pub producer_cpu: usize,
+    /// CPU every reader shares.
+    pub consumer_cpu: usize,
+    /// Which pages the ring may use.
+    pub huge: HugePages,
+    /// The `ring-peer` program; `None`: [`PEER_ENV`], else `target/peer/release/ring-peer`
+    /// in the source tree this library was built from.
+    pub peer: Option<PathBuf>,
+    /// Skip the iceoryx2 baseline.
+    pub no_peer: bool,
+}
+
+impl Default for RingBenchOptions {
+    fn default() -> Self {
+        RingBenchOptions {
+            sizes: vec![64, 4096, 65536],
+            groups: vec![1, 2],
+            repeats: 3,
+            full_bytes: 2 << 30,
+            min_events: 20_000,
+            max_events: 4_000_000,
+            paced_rate_hz: 10_000.0,
+            paced_events: 10_000,
+            ring_bytes: 4 << 20,
+            producer_cpu: 0,
+            consumer_cpu: 1,
+            huge: HugePages::Auto,
+            peer: None,
+            no_peer: false,
+        }
+    }
+}
+
+impl RingBenchOptions {
+    /// Events of a full-speed run with events of `bytes`.
+    pub fn full_events(&self, bytes: usize) -> u64 {
+        (self.full_bytes / bytes.max(1) as u64)
+            .clamp(self.min_events, self.max_events.max(self.min_events))
+    }
+
+    /// Slots of the ring (and depth of iceoryx2's queue) for events of `bytes`.
+    pub fn slots(&self, bytes: usize) -> usize {
+        let n = (self.ring_bytes / bytes.max(1)).clamp(16, 1024);
+        1 << n.ilog2()
+    }
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RingBenchError {
+    /// The options are not usable.
+    #[error("ring benchmark options: {0}")]
+    Options(String),
+    /// The ring could not be created.
+    #[error("creating the benchmark ring: {0}")]
+    Ring(#[from] crate::ring::CreateError),
+    /// A child process could not be started or talked to.
+    #[error("{what}: {source}")]
+    Process {
+        /// What was being done.
+        what: &'static str,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A child process reported a failure or an impossible result.
+    #[error("{role} process: {message}")]
+    Child {
+        /// producer, reader, memcpy.
+        role: &'static str,
+        /// What it said.
+        message: String,
+    },
+}
+
+/// Latency percentiles, nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest seen.
+    pub max_ns: u64,
+}
+
+/// One measured run through a ring or through iceoryx2.
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize)]
+pub struct Transfer {
+    /// Events every group received.
+    pub events: u64,
+    /// From the first publish to the last read of the slowest reader.
+    pub elapsed_ns: u64,
+    /// Latency of the worst reader (highest p99).
+    pub latency: Latency,
+}
+
+impl Transfer {
+    /// Events per second delivered to each group.
+    pub fn events_per_s(&self) -> f64 {
+        self.events as f64 * 1e9 / self.elapsed_ns.max(1) as f64
+    }
+}
+
+/// Figures of one event size and number of groups.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RingRow {
+    /// Event size, bytes.
+    pub bytes: usize,
+    /// Consumer groups.
+    pub groups: usize,
+    /// Ring slots (and iceoryx2 queue depth).
+    pub slots: usize,
+    /// Ours at full speed (median run by events/s).
+    pub ours: Transfer,
+    /// Ours at the paced rate (median run by p99), if run.
+    pub ours_paced: Option<Transfer>,
+    /// memcpy of the same bytes: events per second (median run).
+    pub memcpy_events_per_s: f64,
+    /// iceoryx2 at full speed, if it ran.
+    pub peer: Option<Transfer>,
+    /// iceoryx2 at the paced rate, if it ran.
+    pub peer_paced: Option<Transfer>,
+}
+
+impl RingRow {
+    /// Ours, GB/s (10⁹ bytes) of event data delivered to each group.
+    pub fn gb_per_s(&self) -> f64 {
+        self.ours.events_per_s() * self.bytes as f64 / 1e9
+    }
+    /// memcpy, GB/s.
+    pub fn memcpy_gb_per_s(&self) -> f64 {
+        self.memcpy_events_per_s * self.bytes as f64 / 1e9
+    }
+}
+
+/// Whether the iceoryx2 baseline ran.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PeerStatus {
+    /// It ran; the program used.
+    Ran(PathBuf),
+    /// Not asked for.
+    Skipped,
+    /// The program is not there (with how to build it).
+    Missing(String),
+    /// It failed (its message); the rows have no iceoryx2 figures after the failure.
+    Failed(String),
+}
+
+/// The machine and its load while the benchmark ran.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MachineInfo {
+    /// CPUs available.
+    pub cpus: usize,
+    /// CPU model from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// /proc/loadavg when the run started.
+    pub load_before: String,
+    /// /proc/loadavg when it ended.
+    pub load_after: String,
+}
+
+/// Everything one benchmark run measured.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RingReport {
+    /// The machine.
+    pub machine: MachineInfo,
+    /// What pages the rings got.
+    pub backing: String,
+    /// Whether the ring mappings were locked in memory.
+    pub locked: bool,
+    /// CPU of the producer.
+    pub producer_cpu: usize,
+    /// CPU of the readers.
+    pub consumer_cpu: usize,
+    /// Runs per case.
+    pub repeats: usize,
+    /// Paced rate, Hz (0: not run).
+    pub paced_rate_hz: f64,
+    /// The iceoryx2 baseline.
+    pub peer: PeerStatus,
+    /// One row per event size and number of groups.
+    pub rows: Vec<RingRow>,
+}
+
+fn validate(opts: &RingBenchOptions) -> Result<(), RingBenchError> {
+    let bad = |m: String| Err(RingBenchError::Options(m));
+    if opts.sizes.is_empty() || opts.groups.is_empty() {
+        return bad("give at least one event size and one number of groups".into());
+    }
+    if let Some(s) = opts.sizes.iter().find(|&&s| s < 16 || s % 8 != 0) {
+        return bad(format!(
+            "event size {s} B: sizes must be multiples of 8 bytes, at least 16"
+        ));
+    }
+    if let Some(g) = opts
+        .groups
+        .iter()
+        .find(|&&g| g == 0 || g > crate::ring::MAX_GROUPS)
+    {
+        return bad(format!(
+            "{g} consumer groups: 1 to {} allowed",
+            crate::ring::MAX_GROUPS
+        ));
+    }
+    if opts.repeats == 0 || opts.min_events == 0 {
+        return bad("repeats and min_events must be at least 1".into());
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for cpu in [opts.producer_cpu, opts.consumer_cpu] {
+        if cpu >= cpus {
+            return bad(format!(
+                "CPU {cpu} does not exist here ({cpus} CPUs); choose producer and consumer CPUs below {cpus}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("({path}: {e})"))
+}
+
+fn machine_info() -> MachineInfo {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    MachineInfo {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model,
+        load_before: read_trimmed("/proc/loadavg"),
+        load_after: String::new(),
+    }
+}
+
+/// Finds the `ring-peer` program: the option, then [`PEER_ENV`], then the default build place.
+pub fn peer_program(opts: &RingBenchOptions) -> Result<PathBuf, String> {
+    let path = opts
+        .peer
+        .clone()
+        .or_else(|| std::env::var_os(PEER_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peer/release/ring-peer")
+        });
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "iceoryx2 baseline: {} not found; {PEER_BUILD_HINT}",
+            path.display()
+        ))
+    }
+}
+
+/// Runs the whole benchmark. Takes minutes with the default options.
+pub fn run(opts: &RingBenchOptions) -> Result<RingReport, RingBenchError> {
+    validate(opts)?;
+    let mut machine = machine_info();
+    let mut peer_status = if opts.no_peer {
+        PeerStatus::Skipped
+    } else {
+        match peer_program(opts) {
+            Ok(p) => PeerStatus::Ran(p),
+            Err(m) => PeerStatus::Missing(m),
+        }
+    };
+    let places = places(opts.huge, None);
+    let mut backing = None;
+    let mut rows = Vec::new();
+    for &bytes in &opts.sizes {
+        let events = opts.full_events(bytes);
+        let slots = opts.slots(bytes);
+        let mut copies = Vec::new();
+        for _ in 0..opts.repeats {
+            copies.push(memcpy_once(opts, bytes, slots, events)?);
+        }
+        let memcpy_events_per_s = median_by(copies, |x| *x);
+        for &groups in &opts.groups {
+            let case = Case {
+                bytes,
+                groups,
+                slots,
+            };
+            let mut ours = Vec::new();
+            let mut peer = Vec::new();
+            for _ in 0..opts.repeats {
+                let (t, b) = ours_once(opts, &places, &case, events, 0.0)?;
+                backing.get_or_insert(b);
+                ours.push(t);
+                if let Some(t) = peer_once(&mut peer_status, opts, &case, events, 0.0) {
+                    peer.push(t);
+                }
+            }
+            let (mut ours_paced, mut peer_paced) = (Vec::new(), Vec::new());
+            if opts.paced_rate_hz > 0.0 && opts.paced_events > 0 {
+                for _ in 0..opts.repeats {
+                    let rate = opts.paced_rate_hz;
+                    ours_paced.push(ours_once(opts, &places, &case, opts.paced_events, rate)?.0);
+                    if let Some(t) =
+                        peer_once(&mut peer_status, opts, &case, opts.paced_events, rate)
+                    {
+                        peer_paced.push(t);
+                    }
+                }
+            }
+            let by_rate = |t: &Transfer| t.events_per_s();
+            let by_p99 = |t: &Transfer| t.latency.p99_ns as f64;
+            let complete = |v: Vec<Transfer>, key: &dyn Fn(&Transfer) -> f64| {
+                (v.len() == opts.repeats).then(|| median_by(v, key))
+            };
+            rows.push(RingRow {
+                bytes,
+                groups,
+                slots,
+                ours: median_by(ours, by_rate),
+                ours_paced: (!ours_paced.is_empty()).then(|| median_by(ours_paced, by_p99)),
+                memcpy_events_per_s,
+                peer: complete(peer, &by_rate),
+                peer_paced: complete(peer_paced, &by_p99),
+            });
+        }
+    }
+    machine.load_after = read_trimmed("/proc/loadavg");
+    let (backing, locked) = backing.unwrap_or((Backing::Normal, false));
+    Ok(RingReport {
+        machine,
+        backing: backing.to_string(),
+        locked,
+        producer_cpu: opts.producer_cpu,
+        consumer_cpu: opts.consumer_cpu,
+        repeats: opts.repeats,
+        paced_rate_hz: opts.paced_rate_hz,
+        peer: peer_status,
+        rows,
+    })
+}
+
+/// The element with the median key (the lower one of an even count). `v` is not empty.
+fn median_by<T: Clone + Default>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    v.get(v.len().saturating_sub(1) / 2)
+        .cloned()
+        .unwrap_or_default()
+}
+
+struct Case {
+    bytes: usize,
+    groups: usize,
+    slots: usize,
+}
+
+/// Bytes of the source events are copied from (see the module comment).
+pub fn source_bytes(event_bytes: usize) -> usize {
+    if event_bytes >= 64 * 1024 {
+        512 << 20
+    } else {
+        1 << 20
+    }
+}
+
+/// A source of whole events, every page written.
+fn make_source(event_bytes: usize) -> (Vec<u8>, usize) {
+    let n = (source_bytes(event_bytes) / event_bytes).max(1);
+    let mut v = vec![0u8; n * event_bytes];
+    for (i, w) in v.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    }
+    (v, n)
+}
+
+static RING_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One run through a daq-engine ring; `rate` 0 is full speed.
+fn ours_once(
+    opts: &RingBenchOptions,
+    places: &[crate::shm::ShmPlace],
+    case: &Case,
+    events: u64,
+    rate: f64,
+) -> Result<(Transfer, (Backing, bool)), RingBenchError> {
+    let serial = RING_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let words = case.bytes / 8;
+    let spec = RingSpec {
+        name: format!("daq-ring-bench-{}-{serial}", std::process::id()),
+        dtype: Dtype::new([("word", Scalar::U64)])
+            .map_err(|e| RingBenchError::Options(e.to_string()))?,
+        data_length: words,
+        slot_count: case.slots,
+        policy: Policy::Block,
+        groups: vec![1; case.groups],
+    };
+    let ring = Ring::create(places, &spec)?;
+    let path = ring.path().to_path_buf();
+    let mut readers = Vec::new();
+    for g in 0..case.groups {
+        let path = path.clone();
+        let mut c = Child::spawn("reader", opts.consumer_cpu, move |out| {
+            read_events(&path, words, g, out)
+        })?;
+        let hello = c.line()?;
+        if hello != "READY" {
+            return Err(c.failure(hello));
+        }
+        readers.push(c);
+    }
+    let bytes = case.bytes;
+    let mut producer = Child::spawn("producer", opts.producer_cpu, move |out| {
+        write_events(&path, bytes, events, rate, out)
+    })?;
+    let done = producer.line()?;
+    if !done.starts_with("done") {
+        return Err(producer.failure(done));
+    }
+    producer.wait()?;
+    let mut first = u64::MAX;
+    let mut last = 0;
+    let mut worst: Option<Latency> = None;
+    for mut r in readers {
+        let line = r.line()?;
+        let got = |k: &str| field(&line, k);
+        let (Some(f), Some(l), Some(n), Some(errors)) =
+            (got("first"), got("last"), got("events"), got("errors"))
+        else {
+            return Err(r.failure(line));
+        };
+        if n != events || errors != 0 {
+            return Err(r.failure(format!(
+                "read {n} of {events} events, {errors} with a wrong event number"
+            )));
+        }
+        let lat = latency_of(&line).ok_or_else(|| r.failure(line.clone()))?;
+        r.wait()?;
+        first = first.min(f);
+        last = last.max(l);
+        if worst.is_none_or(|w| lat.p99_ns > w.p99_ns) {
+            worst = Some(lat);
+        }
+    }
+    Ok((
+        Transfer {
+            events,
+            elapsed_ns: last.saturating_sub(first),
+            latency: worst.unwrap_or_default(),
+        },
+        (ring.backing(), ring.locked()),
+    ))
+}
+
+/// Producer process: attaches by path and publishes `events` events.
+fn write_events(
+    path: &Path,
+    bytes: usize,
+    events: u64,
+    rate: f64,
+    out: &mut std::fs::File,
+) -> Result<(), String> {
+    let ring = Ring::attach(path, None, Some(bytes / 8)).map_err(|e| e.to_string())?;
+    let mut producer = ring.producer().map_err(|e| e.to_string())?;
+    let (source, in_source) = make_source(bytes);
+    let period = if rate > 0.0 { 1e9 / rate } else { 0.0 };
+    let t0 = now_ns();
+    for i in 0..events {
+        if period > 0.0 {
+            let due = t0 + (i as f64 * period) as u64;
+            while now_ns() < due {
+                std::hint::spin_loop();
+            }
+        }
+        let off = (i as usize % in_source) * bytes;
+        let mut slot = producer
+            .claim(Duration::from_secs(10))
+            .map_err(|e| format!("event {i}: {e} (did a reader die?)"))?;
+        let (data, meta) = slot.parts();
+        data.copy_from_slice(&source[off..off + bytes]);
+        meta.counter = i as i64;
+        data[8..16].copy_from_slice(&i.to_le_bytes());
+        data[..8].copy_from_slice(&now_ns().to_le_bytes());
+        slot.publish();
+    }
+    let blocked = ring.stats().blocked_ns;
+    producer.close();
+    writeln!(out, "done blocked_ns={blocked}").map_err(|e| e.to_string())
+}
+
+/// Reader process: attaches by path as the sole member of group `g`, reads every word of
+/// every event, checks event numbers and records latency.
+fn read_events(
+    path: &Path,
+    words: usize,
+    g: usize,
+    out: &mut std::fs::File,
+) -> Result<(), String> {
+    let ring = Ring::attach(path, None, Some(words)).map_err(|e| e.to_string())?;
+    let mut reader = ring.reader(g, 0).map_err(|e| e.to_string())?;
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)
+        .map_err(|e| e.to_string())?;
+    writeln!(out, "READY").map_err(|e| e.to_string())?;
+    let (mut n, mut errors, mut sum, mut first, mut last) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    loop {
+        match reader.next(Duration::from_secs(10)) {
+            Next::Event(ev) => {
+                let t = now_ns();
+                let (w, _) = ev.data().as_chunks::<8>();
+                let stamp = w.first().map_or(0, |x| u64::from_le_bytes(*x));
+                let number = w.get(1).map_or(u64::MAX, |x| u64::from_le_bytes(*x));
+                if number != n || ev.index() != n {
+                    errors += 1;
+                }
+                sum = w
+                    .iter()
+                    .fold(sum, |s, x| s.wrapping_add(u64::from_le_bytes(*x)));
+                if n == 0 {
+                    first = stamp;
+                }
+                hist.saturating_record(t.saturating_sub(stamp).max(1));
+                last = t;
+                n += 1;
+            }
+            Next::Idle => return Err(format!("no event for 10 s after {n} events")),
+            Next::End => break,
+        }
+    }
+    std::hint::black_box(sum);
+    writeln!(
+        out,
+        "first={first} last={last} events={n} errors={errors} p50={} p99={} p999={} max={} sum={sum}",
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max()
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The memcpy baseline: events per second copying the same bytes on the producer's CPU.
+fn memcpy_once(
+    opts: &RingBenchOptions,
+    bytes: usize,
+    slots: usize,
+    events: u64,
+) -> Result<f64, RingBenchError> {
+    let mut c = Child::spawn("memcpy", opts.producer_cpu, move |out| {
+        let (source, in_source) = make_source(bytes);
+        let mut dest = vec![1u8; slots * bytes];
+        let t0 = now_ns();
+        for i in 0..events as usize {
+            let s = (i % in_source) * bytes;
+            let d = (i % slots) * bytes;
+            dest[d..d + bytes].copy_from_slice(&source[s..s + bytes]);
+            std::hint::black_box(&mut dest);
+        }
+        let dt = now_ns() - t0;
+        writeln!(out, "elapsed_ns={dt}").map_err(|e| e.to_string())
+    })?;
+    let line = c.line()?;
+    let dt = field(&line, "elapsed_ns").ok_or_else(|| c.failure(line.clone()))?;
+    c.wait()?;
+    Ok(events as f64 * 1e9 / dt.max(1) as f64)
+}
+
+/// One iceoryx2 run, if the baseline is still usable; a failure marks it failed for good.
+fn peer_once(
+    status: &mut PeerStatus,
+    opts: &RingBenchOptions,
+    case: &Case,
+    events: u64,
+    rate: f64,
+) -> Option<Transfer> {
+    let PeerStatus::Ran(program) = &*status else {
+        return None;
+    };
+    let out = std::process::Command::new(program)
+        .args(["--bytes", &case.bytes.to_string()])
+        .args(["--events", &events.to_string()])
+        .args(["--rate", &rate.to_string()])
+        .args(["--subscribers", &case.groups.to_string()])
+        .args(["--depth", &case.slots.to_string()])
+        .args(["--producer-cpu", &opts.producer_cpu.to_string()])
+        .args(["--consumer-cpu", &opts.consumer_cpu.to_string()])
+        .output();
+    let result = match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            parse_peer_line(&text, events).map_err(|m| format!("{m}: {}", text.trim()))
+        }
+        Ok(o) => Err(format!(
+            "{} exited with {}: {}",
+            program.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("running {}: {e}", program.display())),
+    };
+    match result {
+        Ok(t) => Some(t),
+        Err(m) => {
+            *status = PeerStatus::Failed(m);
+            None
+        }
+    }
+}
+
+/// Parses the `peer ...` line of `ring-peer`; `events` is how many every subscriber must
+/// have received.
+pub fn parse_peer_line(text: &str, events: u64) -> Result<Transfer, String> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("peer "))
+        .ok_or("no result line from ring-peer")?;
+    let get = |k: &str| field(line, k).ok_or_else(|| format!("ring-peer result lacks {k}"));
+    if get("events")? != events {
+        return Err(format!(
+            "ring-peer moved {} events, asked {events}",
+            get("events")?
+        ));
+    }
+    if get("errors")? != 0 {
+        return Err(format!(
+            "ring-peer saw {} wrong event numbers",
+            get("errors")?
+        ));
+    }
+    Ok(Transfer {
+        events,
+        elapsed_ns: get("elapsed_ns")?,
+        latency: Latency {
+            p50_ns: get("p50_ns")?,
+            p99_ns: get("p99_ns")?,
+            p999_ns: get("p999_ns")?,
+            max_ns: get("max_ns")?,
+        },
+    })
+}
+
+/// The value of `key=value` in a line of space-separated pairs.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+fn latency_of(line: &str) -> Option<Latency> {
+    Some(Latency {
+        p50_ns: field(line, "p50")?,
+        p99_ns: field(line, "p99")?,
+        p999_ns: field(line, "p999")?,
+        max_ns: field(line, "max")?,
+    })
+}
+
+fn size_name(bytes: usize) -> String {
+    if bytes >= 1024 && bytes % 1024 == 0 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn rate_text(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M", r / 1e6)
+    } else {
+        format!("{:.1} k", r / 1e3)
+    }
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1e3)
+}
+
+fn lat_cells(t: Option<&Transfer>) -> String {
+    match t {
+        Some(t) => format!(
+            "{:>8} {:>8} {:>8} {:>9}",
+            us(t.latency.p50_ns),
+            us(t.latency.p99_ns),
+            us(t.latency.p999_ns),
+            us(t.latency.max_ns)
+        ),
+        None => format!("{:>8} {:>8} {:>8} {:>9}", "-", "-", "-", "-"),
+    }
+}
+
+fn ratio(a: f64, b: Option<f64>) -> String {
+    match b {
+        Some(b) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+impl fmt::Display for RingReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.machine;
+        writeln!(f, "Ring benchmark: {} CPUs, {}", m.cpus, m.cpu_model)?;
+        writeln!(
+            f,
+            "load average before: {}   after: {}",
+            m.load_before, m.load_after
+        )?;
+        writeln!(
+            f,
+            "ring pages: {}{}; producer on CPU {}, every reader on CPU {} (with 2 groups both readers share that CPU); median of {} runs",
+            self.backing,
+            if self.locked { ", locked" } else { ", NOT locked" },
+            self.producer_cpu,
+            self.consumer_cpu,
+            self.repeats
+        )?;
+        match &self.peer {
+            PeerStatus::Ran(p) => writeln!(f, "iceoryx2 baseline: {}", p.display())?,
+            PeerStatus::Skipped => writeln!(f, "iceoryx2 baseline: skipped")?,
+            PeerStatus::Missing(m) | PeerStatus::Failed(m) => {
+                writeln!(f, "iceoryx2 baseline: {m}")?
+            }
+        }
+        writeln!(f)?;
+        writeln!(f, "Throughput (full speed, block policy; GB/s = 10^9 B/s of event data delivered to each group)")?;
+        writeln!(
+            f,
+            "{:>7} {:>6} {:>6} | {:>10} {:>7} | {:>7} {:>6} | {:>10} {:>8}",
+            "event", "groups", "slots", "ours ev/s", "GB/s", "memcpy", "ratio", "iceoryx2", "ratio"
+        )?;
+        for r in &self.rows {
+            let peer_rate = r.peer.map(|p| p.events_per_s());
+            writeln!(
+                f,
+                "{:>7} {:>6} {:>6} | {:>10} {:>7.2} | {:>7.2} {:>6} | {:>10} {:>8}",
+                size_name(r.bytes),
+                r.groups,
+                r.slots,
+                rate_text(r.ours.events_per_s()),
+                r.gb_per_s(),
+                r.memcpy_gb_per_s(),
+                ratio(r.ours.events_per_s(), Some(r.memcpy_events_per_s)),
+                peer_rate.map_or("-".into(), rate_text),
+                ratio(r.ours.events_per_s(), peer_rate),
+            )?;
+        }
+        writeln!(
+            f,
+            "(memcpy: GB/s of one core copying the same events; ratio: ours / baseline)"
+        )?;
+        let tables: [(&str, fn(&RingRow) -> (Option<&Transfer>, Option<&Transfer>)); 2] = [
+            ("at full speed (mostly time queued in a full ring)", |r| {
+                (Some(&r.ours), r.peer.as_ref())
+            }),
+            ("paced", |r| (r.ours_paced.as_ref(), r.peer_paced.as_ref())),
+        ];
+        for (title, pick) in tables {
+            if title == "paced" && self.paced_rate_hz <= 0.0 {
+                continue;
+            }
+            writeln!(f)?;
+            if title == "paced" {
+                writeln!(
+                    f,
+                    "Latency publish -> read, µs, paced at {} Hz",
+                    self.paced_rate_hz
+                )?;
+            } else {
+                writeln!(f, "Latency publish -> read, µs, {title}")?;
+            }
+            writeln!(
+                f,
+                "{:>7} {:>6} | {:>8} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>9} | {:>9}",
+                "event",
+                "groups",
+                "ours p50",
+                "p99",
+                "p99.9",
+                "max",
+                "ice p50",
+                "p99",
+                "p99.9",
+                "max",
+                "p99 ratio"
+            )?;
+            for r in &self.rows {
+                let (ours, peer) = pick(r);
+                let p99 = |t: Option<&Transfer>| t.map(|t| t.latency.p99_ns as f64);
+                writeln!(
+                    f,
+                    "{:>7} {:>6} | {} | {} | {:>9}",
+                    size_name(r.bytes),
+                    r.groups,
+                    lat_cells(ours),
+                    lat_cells(peer),
+                    match p99(ours) {
+                        Some(o) => ratio(o, p99(peer)),
+                        None => "-".into(),
+                    }
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
