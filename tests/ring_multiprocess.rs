@@ -1,0 +1,462 @@
+//! Rings across real processes over the real shared mapping: one producer process, two
+//! consumer groups of two member processes each and one observer process, every event
+//! carrying a checksum derived from its number. Every group must receive every event exactly
+//! once (count, sum and a hash-sum of the indices per group), in publish order within each
+//! member, and the observer must never return a torn copy. The same under `drop` with a slow
+//! consumer: lost + published == attempted, exactly.
+//!
+//! Children are forked, attach to the ring by path, report through a shared anonymous
+//! mapping and leave with `_exit`; the parent reaps every child (killing what is left on
+//! failure) and its `Ring` handle removes the file.
+
+use daq_engine::dtype::{Dtype, Metadata};
+use daq_engine::ring::{ClaimError, Next, Policy, Ring, RingSpec};
+use daq_engine::shm::{places, HugePages};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+// ------------------------------------------------------------------ processes and reports
+
+/// One child's counted facts, in shared memory.
+#[derive(Default)]
+#[repr(C)]
+struct Report {
+    /// Events received (readers), published (producer) or copies taken (observer).
+    count: AtomicU64,
+    /// Sum of the event numbers.
+    sum: AtomicU64,
+    /// Wrapping sum of mix(event number): catches a duplicate hiding behind a missing one.
+    mix: AtomicU64,
+    /// Checksum failures, order violations, unexpected timeouts.
+    errors: AtomicU64,
+    /// Producer: refused claims (`drop`). Observer: copies with a bad checksum.
+    other: AtomicU64,
+}
+
+/// Reports of all children: an anonymous shared mapping inherited across fork.
+struct Board {
+    ptr: *mut Report,
+    n: usize,
+}
+
+impl Board {
+    fn new(n: usize) -> Board {
+        let len = n * std::mem::size_of::<Report>();
+        // SAFETY: a fresh anonymous shared mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Board { ptr: ptr.cast(), n }
+    }
+
+    fn get(&self, i: usize) -> &Report {
+        assert!(i < self.n);
+        // SAFETY: the mapping holds n zero-filled Reports (all-zero atomics are valid) and
+        // lives as long as self.
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in new.
+        unsafe { libc::munmap(self.ptr.cast(), self.n * std::mem::size_of::<Report>()) };
+    }
+}
+
+/// Forked children, killed and reaped when dropped (also when the test fails).
+#[derive(Default)]
+struct Children(Vec<Pid>);
+
+impl Children {
+    /// Runs `f` in a forked child that leaves with `_exit(f())` (101 on panic).
+    fn spawn(&mut self, f: impl FnOnce() -> i32) -> Pid {
+        // SAFETY: the child runs only ring code and atomics (no lock another thread of the
+        // harness could hold) and never returns into the harness: it leaves with _exit.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+                // SAFETY: ends the child without running the harness's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                self.0.push(child);
+                child
+            }
+        }
+    }
+
+    /// Waits for every child to exit, at most `limit` in all; returns each one's exit code
+    /// in spawn order. Panics (after the Drop kills the rest) on a timeout or a signal.
+    fn wait_all(&mut self, limit: Duration) -> Vec<i32> {
+        let deadline = Instant::now() + limit;
+        let mut codes = vec![None; self.0.len()];
+        while codes.iter().any(Option::is_none) {
+            for (i, &pid) in self.0.iter().enumerate() {
+                if codes[i].is_some() {
+                    continue;
+                }
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+                    WaitStatus::StillAlive => {}
+                    WaitStatus::Exited(_, c) => codes[i] = Some(c),
+                    WaitStatus::Signaled(_, s, _) => codes[i] = Some(-(s as i32)),
+                    _ => {}
+                }
+            }
+            if Instant::now() > deadline {
+                let stuck: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_none()).collect();
+                // Reaped ones must not be killed again by Drop.
+                self.0 = stuck.iter().map(|&i| self.0[i]).collect();
+                panic!("children {stuck:?} still running after {limit:?} (wedged ring?)");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.0.clear();
+        codes.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ events with checksums
+
+/// splitmix64: the payload and the index hash.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Records per event; each record is `a: u4, b: u4, check: u8`.
+const RECORDS: usize = 4;
+
+fn dtype() -> Dtype {
+    Dtype::parse([("a", "u4"), ("b", "u4"), ("check", "u8")]).unwrap()
+}
+
+/// Fills an event's records from its number `n`.
+fn fill(data: &mut [u8], n: u64) {
+    for (r, rec) in data.chunks_exact_mut(16).enumerate() {
+        let m = mix(n * RECORDS as u64 + r as u64);
+        rec[0..4].copy_from_slice(&(m as u32).to_le_bytes());
+        rec[4..8].copy_from_slice(&((m >> 32) as u32).to_le_bytes());
+        rec[8..16].copy_from_slice(&(m.rotate_left(17) ^ n).to_le_bytes());
+    }
+}
+
+/// Whether an event's records are exactly those of number `n`.
+fn valid(data: &[u8], n: u64) -> bool {
+    data.len() == RECORDS * 16
+        && data.chunks_exact(16).enumerate().all(|(r, rec)| {
+            let m = mix(n * RECORDS as u64 + r as u64);
+            let a = u32::from_le_bytes(rec[0..4].try_into().unwrap());
+            let b = u32::from_le_bytes(rec[4..8].try_into().unwrap());
+            let c = u64::from_le_bytes(rec[8..16].try_into().unwrap());
+            a == m as u32 && b == (m >> 32) as u32 && c == m.rotate_left(17) ^ n
+        })
+}
+
+fn ring(tag: &str, policy: Policy, slot_count: usize, groups: Vec<usize>) -> Ring {
+    let spec = RingSpec {
+        name: format!("ring-mp-{tag}-{}", std::process::id()),
+        dtype: dtype(),
+        data_length: RECORDS,
+        slot_count,
+        policy,
+        groups,
+    };
+    Ring::create(&places(HugePages::Off, None), &spec).unwrap()
+}
+
+fn attach(path: &Path) -> Ring {
+    Ring::attach(path, Some(&dtype()), Some(RECORDS)).expect("attach")
+}
+
+/// Producer process body under `block`: publishes events 0..n (counter = number), closes.
+fn produce_all(path: &Path, n: u64, rep: &Report) -> i32 {
+    let ring = attach(path);
+    let mut p = ring.producer().expect("producer role");
+    for e in 0..n {
+        let mut slot = match p.claim(Duration::from_secs(20)) {
+            Ok(s) => s,
+            Err(_) => {
+                rep.errors.fetch_add(1, Ordering::SeqCst);
+                return 2;
+            }
+        };
+        let (data, meta) = slot.parts();
+        fill(data, e);
+        meta.counter = e as i64;
+        meta.timestamp = e as f64;
+        slot.publish();
+        rep.count.fetch_add(1, Ordering::Relaxed);
+        rep.sum.fetch_add(e, Ordering::Relaxed);
+        rep.mix.fetch_add(mix(e), Ordering::Relaxed);
+    }
+    p.close();
+    0
+}
+
+/// Reader process body: reads member `m` of group `g` until the end, checking every event
+/// (checksum against its counter) and that its counters increase. `pause` is spent after
+/// every event (a slow consumer).
+fn consume_all(path: &Path, g: usize, m: usize, pause: Duration, rep: &Report) -> i32 {
+    let ring = attach(path);
+    let mut r = ring.reader(g, m).expect("member role");
+    let mut last: Option<u64> = None;
+    loop {
+        match r.next(Duration::from_secs(20)) {
+            Next::Event(ev) => {
+                let c = ev.meta().counter as u64;
+                if !valid(ev.data(), c) || last.is_some_and(|l| c <= l) {
+                    rep.errors.fetch_add(1, Ordering::SeqCst);
+                }
+                last = Some(c);
+                drop(ev);
+                rep.count.fetch_add(1, Ordering::Relaxed);
+                rep.sum.fetch_add(c, Ordering::Relaxed);
+                rep.mix.fetch_add(mix(c), Ordering::Relaxed);
+                if !pause.is_zero() {
+                    let t = Instant::now();
+                    while t.elapsed() < pause {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            Next::Idle => {
+                rep.errors.fetch_add(1, Ordering::SeqCst);
+                return 3;
+            }
+            Next::End => return 0,
+        }
+    }
+}
+
+/// Observer process body: copies the latest event until the stream is closed and the last
+/// event was seen, checking each copy.
+fn observe(path: &Path, rep: &Report) -> i32 {
+    let ring = attach(path);
+    let mut obs = ring.observer();
+    let mut data = vec![0u8; ring.event_bytes()];
+    let mut meta = Metadata::default();
+    let mut last_index = None;
+    loop {
+        if let Some(i) = obs.latest(&mut data, &mut meta) {
+            rep.count.fetch_add(1, Ordering::Relaxed);
+            if meta.counter as u64 != i || !valid(&data, i) {
+                rep.other.fetch_add(1, Ordering::SeqCst);
+            }
+            if last_index.is_some_and(|l| i <= l) {
+                rep.errors.fetch_add(1, Ordering::SeqCst);
+            }
+            last_index = Some(i);
+        } else {
+            let s = ring.stats();
+            if s.closed && last_index.map_or(0, |l| l + 1) == s.published {
+                return 0;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+/// Expected (count, sum, mix) of the event numbers 0..n.
+fn expected(n: u64) -> (u64, u64, u64) {
+    let mut s = (0u64, 0u64, 0u64);
+    for e in 0..n {
+        s.0 += 1;
+        s.1 = s.1.wrapping_add(e);
+        s.2 = s.2.wrapping_add(mix(e));
+    }
+    s
+}
+
+fn totals(reps: &[&Report]) -> (u64, u64, u64) {
+    reps.iter().fold((0, 0, 0), |t, r| {
+        (
+            t.0 + r.count.load(Ordering::SeqCst),
+            t.1.wrapping_add(r.sum.load(Ordering::SeqCst)),
+            t.2.wrapping_add(r.mix.load(Ordering::SeqCst)),
+        )
+    })
+}
+
+// ------------------------------------------------------------------ the tests
+
+/// One producer, groups [2, 2], one observer, `n` events through a 64-slot `block` ring.
+fn broadcast_and_share(n: u64) {
+    let t0 = Instant::now();
+    let ring = ring(&format!("block{n}"), Policy::Block, 64, vec![2, 2]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(6);
+    let mut kids = Children::default();
+    for (i, (g, m)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+        let (path, rep) = (&path, board.get(1 + i));
+        kids.spawn(move || consume_all(path, g, m, Duration::ZERO, rep));
+    }
+    kids.spawn(|| observe(&path, board.get(5)));
+    kids.spawn(|| produce_all(&path, n, board.get(0)));
+    let codes = kids.wait_all(Duration::from_secs(120));
+    assert_eq!(
+        codes,
+        vec![0; 6],
+        "exit codes (readers, observer, producer)"
+    );
+
+    let want = expected(n);
+    assert_eq!(totals(&[board.get(0)]), want, "producer");
+    for g in 0..2 {
+        let members = [board.get(1 + 2 * g), board.get(2 + 2 * g)];
+        for (m, rep) in members.iter().enumerate() {
+            assert_eq!(
+                rep.errors.load(Ordering::SeqCst),
+                0,
+                "group {g} member {m}: bad checksum or order"
+            );
+        }
+        assert_eq!(totals(&members), want, "group {g}: count, sum, mix");
+    }
+    let obs = board.get(5);
+    let copies = obs.count.load(Ordering::SeqCst);
+    assert!(copies > 0, "the observer took no copy");
+    assert_eq!(obs.other.load(Ordering::SeqCst), 0, "torn observer copies");
+    assert_eq!(obs.errors.load(Ordering::SeqCst), 0, "observer went back");
+
+    let s = ring.stats();
+    assert_eq!(s.published, n);
+    assert!(s.closed);
+    assert_eq!(s.lost, 0);
+    for g in &s.groups {
+        assert_eq!((g.claimed, g.released, g.abandoned), (n, n, 0));
+    }
+    let shares: Vec<u64> = (1..5)
+        .map(|i| board.get(i).count.load(Ordering::SeqCst))
+        .collect();
+    eprintln!(
+        "{n} events, groups [2, 2] shares {shares:?}, observer copies {copies}, \
+         producer dead time {} ms, {:.2} s",
+        s.blocked_ns / 1_000_000,
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn two_groups_of_two_and_an_observer_200k() {
+    broadcast_and_share(200_000);
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release")]
+fn two_groups_of_two_and_an_observer_1m() {
+    broadcast_and_share(1_000_000);
+}
+
+/// `drop` policy with a slow group: every attempt is either published or counted lost, and
+/// each group gets exactly the published events.
+#[test]
+fn drop_policy_counts_every_event() {
+    const ATTEMPTS: u64 = 100_000;
+    let ring = ring("drop", Policy::Drop, 16, vec![1, 2]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(4);
+    let mut kids = Children::default();
+    // Group 0: one slow member. Group 1: two fast members.
+    kids.spawn(|| consume_all(&path, 0, 0, Duration::from_micros(20), board.get(1)));
+    kids.spawn(|| consume_all(&path, 1, 0, Duration::ZERO, board.get(2)));
+    kids.spawn(|| consume_all(&path, 1, 1, Duration::ZERO, board.get(3)));
+    let prod = board.get(0);
+    kids.spawn(|| {
+        let ring = attach(&path);
+        let mut p = ring.producer().expect("producer role");
+        for a in 0..ATTEMPTS {
+            match p.claim(Duration::ZERO) {
+                Ok(mut slot) => {
+                    let (data, meta) = slot.parts();
+                    fill(data, a);
+                    meta.counter = a as i64;
+                    slot.publish();
+                    prod.count.fetch_add(1, Ordering::Relaxed);
+                    prod.sum.fetch_add(a, Ordering::Relaxed);
+                    prod.mix.fetch_add(mix(a), Ordering::Relaxed);
+                }
+                Err(ClaimError::Full) => {
+                    prod.other.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(ClaimError::Timeout) => {
+                    prod.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // Pace the attempts a little, so that the fast group keeps up.
+            if a % 64 == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        p.close();
+        0
+    });
+    let codes = kids.wait_all(Duration::from_secs(60));
+    assert_eq!(codes, vec![0; 4]);
+
+    let published = prod.count.load(Ordering::SeqCst);
+    let refused = prod.other.load(Ordering::SeqCst);
+    assert_eq!(
+        prod.errors.load(Ordering::SeqCst),
+        0,
+        "drop never times out"
+    );
+    assert_eq!(published + refused, ATTEMPTS);
+    let s = ring.stats();
+    assert_eq!(s.published, published);
+    assert_eq!(
+        s.lost, refused,
+        "stats().lost == the producer's count of Err(Full)"
+    );
+    assert!(
+        refused > 0,
+        "the slow group should have made the ring overflow"
+    );
+    assert!(
+        published > 16,
+        "more than one ring's worth should have got through"
+    );
+    let sent = totals(&[prod]);
+    for (g, members) in [vec![board.get(1)], vec![board.get(2), board.get(3)]]
+        .iter()
+        .enumerate()
+    {
+        for m in members {
+            assert_eq!(
+                m.errors.load(Ordering::SeqCst),
+                0,
+                "group {g}: checksum/order"
+            );
+        }
+        assert_eq!(
+            totals(members),
+            sent,
+            "group {g} must receive exactly the published events"
+        );
+        assert_eq!(s.groups[g].released, published);
+    }
+    eprintln!("drop: {ATTEMPTS} attempts, {published} published, {refused} lost");
+}
