@@ -15,5 +15,6 @@ pub mod serial;
 pub mod drs4;
 pub mod hantek6022;
 pub mod picoscope;
+pub mod usb;
 
 pub use driver::{DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source};

@@ -1,1 +1,63 @@
-//! (hantek6022: filled in by its driver work; see HARDWARE.md)
+//! Hantek 6022BE/BL USB oscilloscope (and the Voltcraft DSO-2020), driven directly over USB.
+//!
+//! `protocol` holds the wire facts (pure), `firmware` the FX2 firmware image and upload,
+//! `driver` the [`Source`](crate::Source) over any [`UsbTransport`](crate::usb::UsbTransport),
+//! `simulator` a device answering the same transfers. Guarantees: the driver code that runs
+//! against the simulator is the code that runs against hardware. Must never print.
+
+pub mod driver;
+pub mod firmware;
+pub mod protocol;
+pub mod simulator;
+
+pub use driver::{
+    Edge, EventCutter, Hantek6022, HantekConfig, SampleFormat, StreamCounters, Trigger,
+};
+pub use protocol::{Calibration, FirmwareFlavour, Gain, Model};
+pub use simulator::{SimHantek, SimHantekConfig, SimSignal};
+
+use std::time::{Duration, Instant};
+
+use crate::driver::{DriverError, ReadOutcome, Source};
+use crate::usb::BenchFigures;
+
+/// Measures the simulated scope through the whole driver (reader thread, buffer pool,
+/// event cutter) into one event buffer: `events` free-running events of
+/// `samples_per_event` two-channel samples in `format`.
+pub fn bench_simulated(
+    events: u64,
+    samples_per_event: usize,
+    format: SampleFormat,
+) -> Result<BenchFigures, DriverError> {
+    let sim = SimHantek::new(SimHantekConfig::default());
+    let config = HantekConfig {
+        sample_rate: 16_000_000,
+        samples_per_event,
+        format,
+        ..HantekConfig::default()
+    };
+    let mut scope = Hantek6022::open(&mut sim.bus(), config)?;
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start()?;
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < events {
+        match scope.read_event(&mut out, Duration::from_secs(1))? {
+            ReadOutcome::Event(_) => written += 1,
+            ReadOutcome::Idle => {
+                return Err(DriverError::Config {
+                    device: "sim:hantek6022".into(),
+                    detail: "simulator delivered nothing for 1 s".into(),
+                })
+            }
+            ReadOutcome::End => break,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    scope.stop()?;
+    Ok(BenchFigures {
+        events: written,
+        bytes: written * out.len() as u64,
+        seconds,
+    })
+}

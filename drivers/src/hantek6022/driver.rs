@@ -1,0 +1,760 @@
+//! The Hantek 6022 driver over any [`UsbTransport`]: open (with firmware upload and
+//! re-enumeration on a cold device), configure, gapless streaming, software trigger.
+//!
+//! Guarantees: samples are read by a dedicated reader thread in large bulk transfers into a
+//! pool of buffers allocated before the run and passed through bounded channels set up at
+//! start, so a run allocates nothing per transfer or per event; the first
+//! `discard_initial_bytes` of every stream (ADC settling glitch) never reach an event; a
+//! triggered event holds `pre_trigger` samples before the crossing; events never overlap.
+//! Must never: block in `read_event` longer than its timeout, allocate there, or publish an
+//! event whose samples are not contiguous in the stream.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::firmware::{upload, FirmwareImage};
+use super::protocol::*;
+use crate::driver::{
+    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+};
+use crate::usb::{UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
+
+/// Which edge fires the trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    /// Previous sample below the level, this one at or above.
+    Rising,
+    /// Previous sample above the level, this one at or below.
+    Falling,
+}
+
+/// Software trigger.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Trigger {
+    /// Channel watched (0 = CH1, 1 = CH2).
+    pub channel: usize,
+    /// Level in volts (after calibration).
+    pub level_volts: f32,
+    /// Edge.
+    pub edge: Edge,
+    /// Samples kept before the crossing sample (which is sample `pre_trigger` of the event).
+    pub pre_trigger: usize,
+}
+
+/// Sample format written into events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleFormat {
+    /// Calibrated volts as `f4`.
+    Volts,
+    /// The raw ADC code as `u1` (0x80 ≈ 0 V).
+    Raw,
+}
+
+/// Everything the driver needs to open and configure a scope.
+#[derive(Clone, Debug)]
+pub struct HantekConfig {
+    /// Firmware for a cold device: Intel-HEX (`.hex`, `.ihx`) or a raw image (`.fw`, `.bin`),
+    /// e.g. `/usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw` from Debian's
+    /// `sigrok-firmware-fx2lafw` package.
+    pub firmware_path: Option<PathBuf>,
+    /// Samples per second per channel; must be in the running firmware's table.
+    pub sample_rate: u32,
+    /// Active channels, 1 (CH1) or 2.
+    pub channels: u8,
+    /// Gains of CH1 and CH2.
+    pub gains: [Gain; 2],
+    /// Corrections of CH1 and CH2 at the chosen gains.
+    pub calibration: [Calibration; 2],
+    /// Volts (`f4`) or raw codes (`u1`).
+    pub format: SampleFormat,
+    /// Samples per channel in one event.
+    pub samples_per_event: usize,
+    /// `None`: consecutive blocks of `samples_per_event` (free running, gapless).
+    pub trigger: Option<Trigger>,
+    /// Bytes dropped at the start of every stream (libsigrok flushes about 2600).
+    pub discard_initial_bytes: usize,
+    /// Bytes per bulk transfer (a multiple of 512).
+    pub transfer_size: usize,
+    /// Buffers in the pool between reader thread and consumer.
+    pub pool_buffers: usize,
+    /// How long to wait for a device to come back after a firmware upload.
+    pub reenumeration_timeout: Duration,
+    /// Pause between bus scans while waiting.
+    pub rescan_interval: Duration,
+}
+
+impl Default for HantekConfig {
+    fn default() -> Self {
+        HantekConfig {
+            firmware_path: None,
+            sample_rate: 1_000_000,
+            channels: 2,
+            gains: [Gain::X1, Gain::X1],
+            calibration: [Calibration::default(); 2],
+            format: SampleFormat::Volts,
+            samples_per_event: 1000,
+            trigger: None,
+            discard_initial_bytes: 2600,
+            transfer_size: 256 * 1024,
+            pool_buffers: 16,
+            reenumeration_timeout: Duration::from_secs(5),
+            rescan_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Cuts events out of the interleaved uint8 stream. Pure: bytes in, events out; allocates
+/// only when built.
+#[derive(Debug)]
+pub struct EventCutter {
+    channels: usize,
+    samples: usize,
+    format: SampleFormat,
+    trigger: Option<Trigger>,
+    volts: [[f32; 256]; 2],
+    /// Last `samples` frames, frame f at `(f % samples) * channels`.
+    history: Vec<u8>,
+    /// Frames completed since the stream began (discarded ones included).
+    frames_seen: u64,
+    discard_frames: u64,
+    partial: [u8; 2],
+    partial_len: usize,
+    previous: Option<f32>,
+    /// Frame where the event being collected starts, and its trigger frame.
+    collecting: Option<(u64, u64)>,
+    /// First frame a new event may start at (end of the last event).
+    free_from: u64,
+}
+
+/// An event the cutter completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CutEvent {
+    /// Frame (sample index since the stream began) of the trigger, or of the first sample.
+    pub trigger_frame: u64,
+}
+
+impl EventCutter {
+    /// A cutter for `config`.
+    pub fn new(config: &HantekConfig) -> EventCutter {
+        let channels = config.channels.clamp(1, 2) as usize;
+        let samples = config.samples_per_event.max(1);
+        EventCutter {
+            channels,
+            samples,
+            format: config.format,
+            trigger: config.trigger,
+            volts: [
+                volts_table(config.gains[0], config.calibration[0]),
+                volts_table(config.gains[1], config.calibration[1]),
+            ],
+            history: vec![0; samples * channels],
+            frames_seen: 0,
+            discard_frames: (config.discard_initial_bytes / channels) as u64,
+            partial: [0; 2],
+            partial_len: 0,
+            previous: None,
+            collecting: None,
+            free_from: 0,
+        }
+    }
+
+    /// Bytes one event takes in the output.
+    pub fn event_size(&self) -> usize {
+        let per_sample = match self.format {
+            SampleFormat::Volts => 4,
+            SampleFormat::Raw => 1,
+        };
+        self.samples * self.channels * per_sample
+    }
+
+    /// Starts a new stream (after a start request).
+    pub fn reset(&mut self) {
+        self.frames_seen = 0;
+        self.partial_len = 0;
+        self.previous = None;
+        self.collecting = None;
+        self.free_from = 0;
+    }
+
+    /// Consumes stream bytes until an event is complete (written to `out`, which is
+    /// [`event_size`](Self::event_size) bytes) or `bytes` is used up. Returns the bytes
+    /// consumed and the event, if one completed.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut [u8]) -> (usize, Option<CutEvent>) {
+        for (i, &b) in bytes.iter().enumerate() {
+            self.partial[self.partial_len] = b;
+            self.partial_len += 1;
+            if self.partial_len < self.channels {
+                continue;
+            }
+            self.partial_len = 0;
+            if let Some(event) = self.frame(out) {
+                return (i + 1, Some(event));
+            }
+        }
+        (bytes.len(), None)
+    }
+
+    fn frame(&mut self, out: &mut [u8]) -> Option<CutEvent> {
+        let index = self.frames_seen;
+        self.frames_seen += 1;
+        if index < self.discard_frames {
+            return None;
+        }
+        let slot = (index % self.samples as u64) as usize * self.channels;
+        self.history[slot..slot + self.channels].copy_from_slice(&self.partial[..self.channels]);
+        match self.trigger {
+            None => {
+                let n = index - self.discard_frames + 1;
+                if n % self.samples as u64 == 0 {
+                    let start = index + 1 - self.samples as u64;
+                    self.write_event(start, out);
+                    return Some(CutEvent {
+                        trigger_frame: start,
+                    });
+                }
+            }
+            Some(trigger) => {
+                let channel = trigger.channel.min(self.channels - 1);
+                let v = self.volts[channel][self.partial[channel] as usize];
+                let crossed = match (self.previous, trigger.edge) {
+                    (Some(p), Edge::Rising) => p < trigger.level_volts && v >= trigger.level_volts,
+                    (Some(p), Edge::Falling) => p > trigger.level_volts && v <= trigger.level_volts,
+                    (None, _) => false,
+                };
+                self.previous = Some(v);
+                let pre = trigger.pre_trigger.min(self.samples - 1) as u64;
+                if self.collecting.is_none()
+                    && crossed
+                    && index >= self.discard_frames + pre
+                    && index - pre >= self.free_from
+                {
+                    self.collecting = Some((index - pre, index));
+                }
+                if let Some((start, trig)) = self.collecting {
+                    if index + 1 == start + self.samples as u64 {
+                        self.write_event(start, out);
+                        self.collecting = None;
+                        self.free_from = index + 1;
+                        return Some(CutEvent {
+                            trigger_frame: trig,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn write_event(&self, start: u64, out: &mut [u8]) {
+        let mut o = 0;
+        for k in 0..self.samples as u64 {
+            let slot = ((start + k) % self.samples as u64) as usize * self.channels;
+            for c in 0..self.channels {
+                let raw = self.history[slot + c];
+                match self.format {
+                    SampleFormat::Raw => {
+                        out[o] = raw;
+                        o += 1;
+                    }
+                    SampleFormat::Volts => {
+                        out[o..o + 4].copy_from_slice(&self.volts[c][raw as usize].to_le_bytes());
+                        o += 4;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counters of the reader thread, readable while it runs.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Bulk transfers completed with data.
+    pub transfers: AtomicU64,
+    /// Bytes received.
+    pub bytes: AtomicU64,
+    /// Times the reader found no free buffer and had to wait for the consumer: each is a
+    /// moment the device FIFO could overflow (a possible gap on real hardware).
+    pub starved: AtomicU64,
+}
+
+enum Filled {
+    Data(Box<[u8]>, usize),
+    Failed(UsbError, Box<[u8]>),
+}
+
+struct Run<T> {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(T, Receiver<Box<[u8]>>, Option<Box<[u8]>>)>,
+    filled: Receiver<Filled>,
+    free: SyncSender<Box<[u8]>>,
+}
+
+fn reader_loop<T: UsbTransport>(
+    mut transport: T,
+    stop: Arc<AtomicBool>,
+    free: Receiver<Box<[u8]>>,
+    filled: SyncSender<Filled>,
+    counters: Arc<StreamCounters>,
+) -> (T, Receiver<Box<[u8]>>, Option<Box<[u8]>>) {
+    let poll = Duration::from_millis(50);
+    let mut spare: Option<Box<[u8]>> = None;
+    while !stop.load(Ordering::Acquire) {
+        let mut buf = match spare.take() {
+            Some(b) => b,
+            None => match free.try_recv() {
+                Ok(b) => b,
+                Err(TryRecvError::Empty) => {
+                    counters.starved.fetch_add(1, Ordering::Relaxed);
+                    match free.recv_timeout(poll) {
+                        Ok(b) => b,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            },
+        };
+        match transport.bulk_in(SAMPLE_ENDPOINT, &mut buf, poll) {
+            Ok(0) | Err(UsbError::Timeout) => spare = Some(buf),
+            Ok(n) => {
+                counters.transfers.fetch_add(1, Ordering::Relaxed);
+                counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if let Err(e) = filled.send(Filled::Data(buf, n)) {
+                    if let Filled::Data(b, _) = e.0 {
+                        spare = Some(b);
+                    }
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = filled.send(Filled::Failed(e, buf));
+                break;
+            }
+        }
+    }
+    (transport, free, spare)
+}
+
+/// A configured Hantek 6022 on transport `T`.
+pub struct Hantek6022<T: UsbTransport + 'static> {
+    info: DeviceInfo,
+    layout: EventLayout,
+    config: HantekConfig,
+    flavour: FirmwareFlavour,
+    transport: Option<T>,
+    pool: Vec<Box<[u8]>>,
+    run: Option<Run<T>>,
+    current: Option<(Box<[u8]>, usize, usize)>,
+    cutter: EventCutter,
+    counters: Arc<StreamCounters>,
+    bytes_consumed: u64,
+}
+
+fn find_device<B: UsbBus>(bus: &mut B) -> Result<Option<(UsbDeviceEntry, DeviceState)>, UsbError> {
+    Ok(bus
+        .list()?
+        .into_iter()
+        .find_map(|e| identify(e.vendor_id, e.product_id).map(|s| (e, s))))
+}
+
+impl<T: UsbTransport + 'static> Hantek6022<T> {
+    /// Finds the first Hantek 6022 on `bus`, uploads firmware if it is cold, waits for it to
+    /// come back, and configures it.
+    pub fn open<B: UsbBus<Transport = T>>(
+        bus: &mut B,
+        config: HantekConfig,
+    ) -> Result<Self, DriverError> {
+        let name = "hantek6022";
+        let usb = |e: UsbError, doing: &str| e.into_driver_error(name, doing);
+        let found = find_device(bus).map_err(|e| usb(e, "scanning the USB bus"))?;
+        let Some((mut entry, mut state)) = found else {
+            return Err(DriverError::Open {
+                device: name.into(),
+                detail: "no Hantek 6022 found (looked for 04b4:6022/602a/2020, 04b5:6022/602a, 1d50:608e); \
+                         check the cable and `lsusb`"
+                    .into(),
+            });
+        };
+        let mut model_name = "Hantek 6022";
+        if let DeviceState::Cold(model) = state {
+            model_name = model.name();
+            let Some(path) = &config.firmware_path else {
+                return Err(DriverError::Config {
+                    device: entry.port(),
+                    detail: format!(
+                        "{} is cold and needs firmware: set firmware_path, e.g. \
+                         /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw (Debian package \
+                         sigrok-firmware-fx2lafw), or a Ho-Ro custom firmware .hex",
+                        model.name()
+                    ),
+                });
+            };
+            let image = FirmwareImage::load(path).map_err(|e| DriverError::Config {
+                device: entry.port(),
+                detail: e.to_string(),
+            })?;
+            {
+                let mut cold = bus
+                    .open(&entry, INTERFACE)
+                    .map_err(|e| usb(e, "opening the cold device"))?;
+                upload(&mut cold, &image).map_err(|e| usb(e, "uploading firmware"))?;
+            }
+            let deadline = Instant::now() + config.reenumeration_timeout;
+            loop {
+                if let Some((e, s @ DeviceState::Running(_))) =
+                    find_device(bus).map_err(|e| usb(e, "rescanning after the firmware upload"))?
+                {
+                    entry = e;
+                    state = s;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(DriverError::Open {
+                        device: entry.port(),
+                        detail: format!(
+                            "firmware {} uploaded but the scope did not re-enumerate within {:?}; \
+                             replug it and check the firmware file",
+                            path.display(),
+                            config.reenumeration_timeout
+                        ),
+                    });
+                }
+                std::thread::sleep(config.rescan_interval);
+            }
+        }
+        let flavour = match state {
+            DeviceState::Running(flavour) => flavour,
+            DeviceState::Cold(_) => {
+                return Err(DriverError::Open {
+                    device: entry.port(),
+                    detail: "the scope is still cold after the firmware upload; replug it".into(),
+                })
+            }
+        };
+        let transport = bus
+            .open(&entry, INTERFACE)
+            .map_err(|e| usb(e, "opening the scope"))?;
+        Self::configured(transport, flavour, entry, model_name, config)
+    }
+
+    fn configured(
+        mut transport: T,
+        flavour: FirmwareFlavour,
+        entry: UsbDeviceEntry,
+        model_name: &str,
+        config: HantekConfig,
+    ) -> Result<Self, DriverError> {
+        let port = entry.port();
+        let bad = |detail: String| DriverError::Config {
+            device: port.clone(),
+            detail,
+        };
+        if config.channels != 1 && config.channels != 2 {
+            return Err(bad(format!(
+                "channels must be 1 or 2, not {}",
+                config.channels
+            )));
+        }
+        let code = rate_code(flavour, config.sample_rate).ok_or_else(|| {
+            bad(format!(
+                "sample rate {} S/s not offered by the {:?} firmware; choose one of {}",
+                config.sample_rate,
+                flavour,
+                rates_offered(flavour)
+            ))
+        })?;
+        if config.transfer_size == 0 || config.transfer_size % 512 != 0 {
+            return Err(bad(format!(
+                "transfer_size {} must be a positive multiple of 512",
+                config.transfer_size
+            )));
+        }
+        if config.pool_buffers < 2 {
+            return Err(bad("pool_buffers must be at least 2".into()));
+        }
+        if config.samples_per_event == 0 {
+            return Err(bad("samples_per_event must be at least 1".into()));
+        }
+        if let Some(t) = config.trigger {
+            if t.channel >= config.channels as usize {
+                return Err(bad(format!(
+                    "trigger channel {} is not active",
+                    t.channel + 1
+                )));
+            }
+            if t.pre_trigger >= config.samples_per_event {
+                return Err(bad(format!(
+                    "pre_trigger {} must be below samples_per_event {}",
+                    t.pre_trigger, config.samples_per_event
+                )));
+            }
+        }
+        for (request, data) in configure_requests(config.channels, code, config.gains) {
+            transport
+                .control_out(VENDOR_OUT, request, 0, 0, &[data], CONTROL_TIMEOUT)
+                .map_err(|e| {
+                    e.into_driver_error(&port, &format!("sending request 0x{request:02X}"))
+                })?;
+        }
+        let numpy_type = match config.format {
+            SampleFormat::Volts => "f4",
+            SampleFormat::Raw => "u1",
+        };
+        let fields = (1..=config.channels)
+            .map(|c| FieldSpec {
+                name: format!("ch{c}"),
+                numpy_type,
+            })
+            .collect();
+        let layout = EventLayout {
+            fields,
+            records: config.samples_per_event,
+        };
+        let pool = (0..config.pool_buffers)
+            .map(|_| vec![0u8; config.transfer_size].into_boxed_slice())
+            .collect();
+        Ok(Hantek6022 {
+            info: DeviceInfo {
+                family: Family::Hantek6022,
+                model: model_name.to_string(),
+                serial: None,
+                port,
+                usb_id: Some((entry.vendor_id, entry.product_id)),
+            },
+            layout,
+            cutter: EventCutter::new(&config),
+            config,
+            flavour,
+            transport: Some(transport),
+            pool,
+            run: None,
+            current: None,
+            counters: Arc::new(StreamCounters::default()),
+            bytes_consumed: 0,
+        })
+    }
+
+    /// The firmware the scope runs.
+    pub fn firmware(&self) -> FirmwareFlavour {
+        self.flavour
+    }
+
+    /// Reader-thread counters of the current or last run.
+    pub fn counters(&self) -> &StreamCounters {
+        &self.counters
+    }
+
+    fn port(&self) -> &str {
+        &self.info.port
+    }
+
+    fn recycle(&mut self, buf: Box<[u8]>) {
+        match &self.run {
+            Some(run) => {
+                if let Err(e) = run.free.send(buf) {
+                    self.pool.push(e.0);
+                }
+            }
+            None => self.pool.push(buf),
+        }
+    }
+}
+
+impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn layout(&self) -> &EventLayout {
+        &self.layout
+    }
+
+    fn start(&mut self) -> Result<(), DriverError> {
+        if self.run.is_some() {
+            return Ok(());
+        }
+        let port = self.port().to_string();
+        let mut transport = self
+            .transport
+            .take()
+            .ok_or_else(|| DriverError::Disconnected {
+                device: port.clone(),
+                detail: "the scope was lost in an earlier run; open it again".into(),
+            })?;
+        if let Err(e) =
+            transport.control_out(VENDOR_OUT, REQ_START_STOP, 0, 0, &[1], CONTROL_TIMEOUT)
+        {
+            self.transport = Some(transport);
+            return Err(e.into_driver_error(&port, "starting acquisition"));
+        }
+        self.cutter.reset();
+        self.bytes_consumed = 0;
+        self.counters = Arc::new(StreamCounters::default());
+        let n = self.pool.len();
+        let (free_tx, free_rx) = sync_channel(n);
+        let (filled_tx, filled_rx) = sync_channel(n);
+        for buf in self.pool.drain(..) {
+            // Capacity is the pool size, so this never blocks or fails.
+            let _ = free_tx.send(buf);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, c) = (stop.clone(), self.counters.clone());
+        let thread = std::thread::Builder::new()
+            .name("hantek6022-reader".into())
+            .spawn(move || reader_loop(transport, s, free_rx, filled_tx, c))
+            .map_err(|e| DriverError::Io {
+                device: port,
+                source: e,
+            })?;
+        self.run = Some(Run {
+            stop,
+            thread,
+            filled: filled_rx,
+            free: free_tx,
+        });
+        Ok(())
+    }
+
+    fn read_event(
+        &mut self,
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<ReadOutcome, DriverError> {
+        if out.len() != self.cutter.event_size() {
+            return Err(DriverError::Config {
+                device: self.info.port.clone(),
+                detail: format!(
+                    "event buffer is {} bytes, the layout needs {}",
+                    out.len(),
+                    self.cutter.event_size()
+                ),
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((buf, len, pos)) = &mut self.current {
+                let (used, event) = self.cutter.feed(&buf[*pos..*len], out);
+                *pos += used;
+                self.bytes_consumed += used as u64;
+                if *pos == *len {
+                    if let Some((buf, _, _)) = self.current.take() {
+                        self.recycle(buf);
+                    }
+                }
+                if let Some(event) = event {
+                    return Ok(ReadOutcome::Event(EventInfo {
+                        device_time: Some(
+                            event.trigger_frame as f64 / self.config.sample_rate as f64,
+                        ),
+                        device_deadtime: None,
+                        device_lost: 0,
+                    }));
+                }
+                continue;
+            }
+            let Some(run) = &self.run else {
+                return Err(DriverError::Config {
+                    device: self.info.port.clone(),
+                    detail: "read_event before start".into(),
+                });
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(ReadOutcome::Idle);
+            }
+            match run.filled.recv_timeout(left) {
+                Ok(Filled::Data(buf, len)) => self.current = Some((buf, len, 0)),
+                Ok(Filled::Failed(e, buf)) => {
+                    self.pool.push(buf);
+                    return Err(e.into_driver_error(&self.info.port, "streaming samples"));
+                }
+                Err(RecvTimeoutError::Timeout) => return Ok(ReadOutcome::Idle),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(DriverError::Disconnected {
+                        device: self.info.port.clone(),
+                        detail: "the reader thread ended".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), DriverError> {
+        let Some(run) = self.run.take() else {
+            return Ok(());
+        };
+        run.stop.store(true, Ordering::Release);
+        let Run {
+            thread,
+            filled,
+            free,
+            ..
+        } = run;
+        drop(free);
+        let joined = thread.join();
+        while let Ok(f) = filled.try_recv() {
+            match f {
+                Filled::Data(b, _) | Filled::Failed(_, b) => self.pool.push(b),
+            }
+        }
+        if let Some((b, _, _)) = self.current.take() {
+            self.pool.push(b);
+        }
+        let (mut transport, free_rx, spare) = joined.map_err(|_| DriverError::Disconnected {
+            device: self.info.port.clone(),
+            detail: "the reader thread panicked".into(),
+        })?;
+        while let Ok(b) = free_rx.try_recv() {
+            self.pool.push(b);
+        }
+        if let Some(b) = spare {
+            self.pool.push(b);
+        }
+        let result = transport.control_out(VENDOR_OUT, REQ_START_STOP, 0, 0, &[0], CONTROL_TIMEOUT);
+        self.transport = Some(transport);
+        result
+            .map(|_| ())
+            .map_err(|e| e.into_driver_error(&self.info.port, "stopping acquisition"))
+    }
+
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        vec![
+            ("hantek6022.firmware".into(), format!("{:?}", self.flavour)),
+            (
+                "hantek6022.sample_rate".into(),
+                self.config.sample_rate.to_string(),
+            ),
+            (
+                "hantek6022.channels".into(),
+                self.config.channels.to_string(),
+            ),
+            (
+                "hantek6022.ch1_full_scale_volts".into(),
+                self.config.gains[0].full_scale_volts().to_string(),
+            ),
+            (
+                "hantek6022.ch2_full_scale_volts".into(),
+                self.config.gains[1].full_scale_volts().to_string(),
+            ),
+            (
+                "hantek6022.bytes_consumed".into(),
+                self.bytes_consumed.to_string(),
+            ),
+            (
+                "hantek6022.reader_starved".into(),
+                self.counters.starved.load(Ordering::Relaxed).to_string(),
+            ),
+        ]
+    }
+}
+
+impl<T: UsbTransport + 'static> Drop for Hantek6022<T> {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

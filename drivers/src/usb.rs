@@ -1,0 +1,364 @@
+//! USB at the transfer level, shared by the drivers that speak an open USB protocol
+//! (Hantek 6022, PSI DRS4).
+//!
+//! Guarantees: a driver talks to a device only through [`UsbTransport`] (control and bulk
+//! transfers) and finds devices only through [`UsbBus`], so the same driver code runs
+//! against real hardware ([`RusbBus`]) and against a simulated device that answers the same
+//! transfers. Every libusb failure becomes a typed [`UsbError`]; nothing here panics when
+//! the machine has no USB bus at all.
+//!
+//! Must never: call `rusb::devices()` or any other rusb global-context function (it panics
+//! without a USB bus), allocate inside a transfer, or print.
+
+use std::time::Duration;
+
+use crate::driver::DriverError;
+
+/// What to tell a user whose device refused access.
+pub const UDEV_HINT: &str = "no permission on the USB device node: install the udev rules with \
+`daq-engine udev install` (file udev/70-daq-engine.rules), then replug the device";
+
+/// Why a USB transfer or a device look-up failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsbError {
+    /// The device is gone: unplugged, or it re-enumerated after a firmware upload.
+    #[error("device is gone (unplugged or re-enumerated)")]
+    NoDevice,
+    /// The operating system refused access to the device node.
+    #[error("access denied")]
+    Access,
+    /// Nothing arrived (or could be sent) within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The device refused the request (endpoint stall), as a device does for requests it
+    /// does not know.
+    #[error("request refused by the device (pipe stall)")]
+    Stall,
+    /// libusb could not start: no USB bus on this machine.
+    #[error("no USB bus available: {0}")]
+    NoBus(String),
+    /// Anything else libusb reported.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl UsbError {
+    /// Maps a libusb error onto the cases a driver acts on.
+    pub fn from_rusb(error: rusb::Error) -> Self {
+        match error {
+            rusb::Error::NoDevice => UsbError::NoDevice,
+            rusb::Error::Access => UsbError::Access,
+            rusb::Error::Timeout => UsbError::Timeout,
+            rusb::Error::Pipe => UsbError::Stall,
+            other => UsbError::Other(other.to_string()),
+        }
+    }
+
+    /// The driver-level error for this failure on `device` while `doing` something.
+    /// `NoDevice` becomes [`DriverError::Disconnected`], `Access` becomes
+    /// [`DriverError::Open`] with the udev hint. Callers that wait for data treat
+    /// [`UsbError::Timeout`] as idle before they get here.
+    pub fn into_driver_error(self, device: &str, doing: &str) -> DriverError {
+        match self {
+            UsbError::NoDevice => DriverError::Disconnected {
+                device: device.to_string(),
+                detail: format!("device vanished while {doing}; replug it and restart the run"),
+            },
+            UsbError::Access => DriverError::Open {
+                device: device.to_string(),
+                detail: format!("{doing}: {UDEV_HINT}"),
+            },
+            UsbError::NoBus(why) => DriverError::Open {
+                device: device.to_string(),
+                detail: format!("{doing}: no USB bus on this machine ({why}); use the simulator"),
+            },
+            UsbError::Timeout => DriverError::Io {
+                device: device.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("timed out while {doing}"),
+                ),
+            },
+            UsbError::Stall => DriverError::Protocol {
+                device: device.to_string(),
+                offset: 0,
+                detail: format!(
+                    "device refused the request while {doing} (stall): wrong firmware loaded?"
+                ),
+            },
+            UsbError::Other(what) => DriverError::Io {
+                device: device.to_string(),
+                source: std::io::Error::other(format!("{doing}: {what}")),
+            },
+        }
+    }
+}
+
+/// One opened USB device, seen as the four kinds of transfer a driver needs.
+///
+/// `request_type` is the raw bmRequestType byte (0x40 vendor OUT, 0xC0 vendor IN).
+/// Each call returns the number of bytes moved.
+pub trait UsbTransport: Send {
+    /// Control transfer host → device with `data` as payload.
+    fn control_out(
+        &mut self,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError>;
+
+    /// Control transfer device → host into `buf`.
+    fn control_in(
+        &mut self,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError>;
+
+    /// Bulk transfer to OUT endpoint `endpoint` (e.g. 0x04).
+    fn bulk_out(&mut self, endpoint: u8, data: &[u8], timeout: Duration)
+        -> Result<usize, UsbError>;
+
+    /// Bulk transfer from IN endpoint `endpoint` (e.g. 0x86) into `buf`; returns bytes read.
+    fn bulk_in(
+        &mut self,
+        endpoint: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError>;
+}
+
+/// A device seen on the bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsbDeviceEntry {
+    /// USB vendor id.
+    pub vendor_id: u16,
+    /// USB product id.
+    pub product_id: u16,
+    /// Bus number.
+    pub bus: u8,
+    /// Device address on the bus (changes when the device re-enumerates).
+    pub address: u8,
+}
+
+impl UsbDeviceEntry {
+    /// Where the device is, as `usb:BUS:ADDR`.
+    pub fn port(&self) -> String {
+        format!("usb:{:03}:{:03}", self.bus, self.address)
+    }
+}
+
+/// Finds and opens devices: libusb for hardware, a simulated bus for tests.
+pub trait UsbBus {
+    /// The transport an opened device gives.
+    type Transport: UsbTransport + 'static;
+
+    /// All devices on the bus now.
+    fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError>;
+
+    /// Opens `entry` and claims `interface`.
+    fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<Self::Transport, UsbError>;
+}
+
+/// The real bus through libusb, with its own context (never the global one).
+pub struct RusbBus {
+    context: rusb::Context,
+}
+
+impl RusbBus {
+    /// Starts libusb. Fails with [`UsbError::NoBus`] where there is no USB bus.
+    pub fn new() -> Result<Self, UsbError> {
+        use rusb::UsbContext as _;
+        let context = rusb::Context::new().map_err(|e| UsbError::NoBus(e.to_string()))?;
+        // Touch the device list once so a broken bus shows here, not in the first list().
+        context
+            .devices()
+            .map_err(|e| UsbError::NoBus(e.to_string()))?;
+        Ok(RusbBus { context })
+    }
+}
+
+impl UsbBus for RusbBus {
+    type Transport = RusbTransport;
+
+    fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError> {
+        use rusb::UsbContext as _;
+        let devices = self.context.devices().map_err(UsbError::from_rusb)?;
+        let mut found = Vec::new();
+        for device in devices.iter() {
+            let Ok(descriptor) = device.device_descriptor() else {
+                continue;
+            };
+            found.push(UsbDeviceEntry {
+                vendor_id: descriptor.vendor_id(),
+                product_id: descriptor.product_id(),
+                bus: device.bus_number(),
+                address: device.address(),
+            });
+        }
+        Ok(found)
+    }
+
+    fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<RusbTransport, UsbError> {
+        use rusb::UsbContext as _;
+        let devices = self.context.devices().map_err(UsbError::from_rusb)?;
+        let device = devices
+            .iter()
+            .find(|d| d.bus_number() == entry.bus && d.address() == entry.address)
+            .ok_or(UsbError::NoDevice)?;
+        let handle = device.open().map_err(UsbError::from_rusb)?;
+        // Not supported on every platform; a kernel driver left attached shows up as Busy below.
+        let _ = handle.set_auto_detach_kernel_driver(true);
+        match handle.active_configuration() {
+            Ok(1) => {}
+            _ => handle
+                .set_active_configuration(1)
+                .map_err(UsbError::from_rusb)?,
+        }
+        handle
+            .claim_interface(interface)
+            .map_err(UsbError::from_rusb)?;
+        Ok(RusbTransport { handle, interface })
+    }
+}
+
+/// An opened libusb device with its interface claimed; released on drop.
+pub struct RusbTransport {
+    handle: rusb::DeviceHandle<rusb::Context>,
+    interface: u8,
+}
+
+impl Drop for RusbTransport {
+    fn drop(&mut self) {
+        let _ = self.handle.release_interface(self.interface);
+    }
+}
+
+impl UsbTransport for RusbTransport {
+    fn control_out(
+        &mut self,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        self.handle
+            .write_control(request_type, request, value, index, data, timeout)
+            .map_err(UsbError::from_rusb)
+    }
+
+    fn control_in(
+        &mut self,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        self.handle
+            .read_control(request_type, request, value, index, buf, timeout)
+            .map_err(UsbError::from_rusb)
+    }
+
+    fn bulk_out(
+        &mut self,
+        endpoint: u8,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        self.handle
+            .write_bulk(endpoint, data, timeout)
+            .map_err(UsbError::from_rusb)
+    }
+
+    fn bulk_in(
+        &mut self,
+        endpoint: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        self.handle
+            .read_bulk(endpoint, buf, timeout)
+            .map_err(UsbError::from_rusb)
+    }
+}
+
+/// Lists the devices on the real bus whose (vendor, product) id is in `ids`.
+/// Returns an empty list when none is plugged in and [`UsbError::NoBus`] when the machine
+/// has no USB bus; never panics.
+pub fn scan(ids: &[(u16, u16)]) -> Result<Vec<UsbDeviceEntry>, UsbError> {
+    let mut bus = RusbBus::new()?;
+    Ok(bus
+        .list()?
+        .into_iter()
+        .filter(|e| ids.contains(&(e.vendor_id, e.product_id)))
+        .collect())
+}
+
+/// Throughput of a simulated device through its driver into a byte buffer
+/// (what `daq-engine bench drivers` prints).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BenchFigures {
+    /// Events written.
+    pub events: u64,
+    /// Event bytes written into the buffer.
+    pub bytes: u64,
+    /// Wall time of the measurement, seconds.
+    pub seconds: f64,
+}
+
+impl BenchFigures {
+    /// Events per second.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.seconds.max(f64::MIN_POSITIVE)
+    }
+
+    /// Megabytes (10⁶ bytes) of event data per second.
+    pub fn megabytes_per_second(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds.max(f64::MIN_POSITIVE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rusb_errors_map_to_the_cases_drivers_act_on() {
+        assert_eq!(
+            UsbError::from_rusb(rusb::Error::NoDevice),
+            UsbError::NoDevice
+        );
+        assert_eq!(UsbError::from_rusb(rusb::Error::Access), UsbError::Access);
+        assert_eq!(UsbError::from_rusb(rusb::Error::Timeout), UsbError::Timeout);
+        assert_eq!(UsbError::from_rusb(rusb::Error::Pipe), UsbError::Stall);
+        let open = UsbError::Access.into_driver_error("hantek", "opening");
+        assert!(
+            open.to_string().contains("daq-engine udev install"),
+            "{open}"
+        );
+        assert!(open.to_string().contains("70-daq-engine.rules"), "{open}");
+        assert!(matches!(
+            UsbError::NoDevice.into_driver_error("hantek", "reading"),
+            DriverError::Disconnected { .. }
+        ));
+    }
+
+    #[test]
+    fn scanning_without_a_usb_bus_does_not_panic() {
+        // On a machine with a bus this lists devices; without one it is a clear error.
+        match scan(&[(0x04b4, 0x6022)]) {
+            Ok(list) => assert!(list.iter().all(|e| e.vendor_id == 0x04b4)),
+            Err(e) => assert!(matches!(e, UsbError::NoBus(_) | UsbError::Other(_)), "{e}"),
+        }
+    }
+}
