@@ -13,6 +13,9 @@
 //! - A member publishes the range it is about to claim in `held` *before* moving `claim[g]`,
 //!   so every claimed, unreleased event is covered by its owner's `held`: the supervisor can
 //!   release the events of a member that died without ever releasing a live member's.
+//! - A member whose claim lost the race withdraws its `held` (HELD_NONE) before it does
+//!   anything else, so a live member's `held` covers another member's events only for the
+//!   moment between a failed compare-exchange and that store, never while it idles.
 
 use super::sync::{futex_wait, futex_wake, spin, AtomicU32, AtomicU64, Ordering};
 
@@ -292,6 +295,12 @@ impl<'a> Core<'a> {
             {
                 return Claim::Got(c, end);
             }
+            // Lost the race: another member owns c.. now. Withdraw the announcement before
+            // anything else; left standing, it would cover the winner's events for good if
+            // we went idle (nothing more published), and the supervisor could never release
+            // them should the winner die. We hold nothing here: a member claims only after
+            // releasing everything it claimed before.
+            mem.held.store(HELD_NONE, Ordering::SeqCst);
         }
     }
 
@@ -377,7 +386,8 @@ impl<'a> Core<'a> {
                 continue;
             }
             // A live member whose `held` covers e either owns it or is about to find its claim
-            // failed; in both cases e is not ours to release now.
+            // failed and withdraw `held`; in both cases e is not ours to release now (the
+            // second case settles on a later call).
             let covered = (0..grp.members.len()).any(|i| {
                 i != m
                     && alive(i)
