@@ -1,0 +1,513 @@
+//! Dead consumer processes must not wedge a ring. A member killed with SIGKILL while it holds
+//! slots is found by the supervisor (`Ring::reclaim_dead`), which releases exactly what it
+//! held: delivered by the survivors + delivered by the dead + abandoned == published, for
+//! every group, with the abandoned events being exactly the rest of the dead member's batch.
+//! A group whose only member died is detached and the producer goes on; a new process can
+//! take a dead member's role. And a survivor that merely lost a claim race to the member
+//! that died must not keep the dead member's events from being reclaimed.
+//!
+//! Children are forked, attach by path, report through a shared anonymous mapping and leave
+//! with `_exit`; the parent reaps every child (killing what is left on failure).
+
+use daq_engine::dtype::Dtype;
+use daq_engine::ring::{Next, Policy, Ring, RingSpec};
+use daq_engine::shm::{places, HugePages};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+// ------------------------------------------------------------------ processes and reports
+
+/// One child's counted facts, in shared memory.
+#[derive(Default)]
+#[repr(C)]
+struct Report {
+    /// Events received (readers), published (producer) or copies taken (observer).
+    count: AtomicU64,
+    /// Sum of the event numbers.
+    sum: AtomicU64,
+    /// Wrapping sum of mix(event number): catches a duplicate hiding behind a missing one.
+    mix: AtomicU64,
+    /// Checksum failures, order violations, unexpected timeouts.
+    errors: AtomicU64,
+    /// Producer: refused claims (`drop`). Observer: copies with a bad checksum.
+    other: AtomicU64,
+}
+
+/// Reports of all children: an anonymous shared mapping inherited across fork.
+struct Board {
+    ptr: *mut Report,
+    n: usize,
+}
+
+impl Board {
+    fn new(n: usize) -> Board {
+        let len = n * std::mem::size_of::<Report>();
+        // SAFETY: a fresh anonymous shared mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Board { ptr: ptr.cast(), n }
+    }
+
+    fn get(&self, i: usize) -> &Report {
+        assert!(i < self.n);
+        // SAFETY: the mapping holds n zero-filled Reports (all-zero atomics are valid) and
+        // lives as long as self.
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in new.
+        unsafe { libc::munmap(self.ptr.cast(), self.n * std::mem::size_of::<Report>()) };
+    }
+}
+
+/// Forked children, killed and reaped when dropped (also when the test fails).
+#[derive(Default)]
+struct Children(Vec<Pid>);
+
+impl Children {
+    /// Runs `f` in a forked child that leaves with `_exit(f())` (101 on panic).
+    fn spawn(&mut self, f: impl FnOnce() -> i32) -> Pid {
+        // SAFETY: the child runs only ring code and atomics (no lock another thread of the
+        // harness could hold) and never returns into the harness: it leaves with _exit.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+                // SAFETY: ends the child without running the harness's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                self.0.push(child);
+                child
+            }
+        }
+    }
+
+    /// Waits for every child to exit, at most `limit` in all, calling `each` between
+    /// polls (the supervisor's work); returns each one's exit code in spawn order. Panics
+    /// (after Drop kills the rest) on a timeout.
+    fn wait_all_while(&mut self, limit: Duration, mut each: impl FnMut()) -> Vec<i32> {
+        let deadline = Instant::now() + limit;
+        let mut codes = vec![None; self.0.len()];
+        while codes.iter().any(Option::is_none) {
+            for (i, &pid) in self.0.iter().enumerate() {
+                if codes[i].is_some() {
+                    continue;
+                }
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+                    WaitStatus::StillAlive => {}
+                    WaitStatus::Exited(_, c) => codes[i] = Some(c),
+                    WaitStatus::Signaled(_, s, _) => codes[i] = Some(-(s as i32)),
+                    _ => {}
+                }
+            }
+            if Instant::now() > deadline {
+                let stuck: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_none()).collect();
+                self.0 = stuck.iter().map(|&i| self.0[i]).collect();
+                panic!("children {stuck:?} still running after {limit:?} (wedged ring?)");
+            }
+            each();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.0.clear();
+        codes.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ events with checksums
+
+/// splitmix64: the payload and the index hash.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Records per event; each record is `a: u4, b: u4, check: u8`.
+const RECORDS: usize = 4;
+
+fn dtype() -> Dtype {
+    Dtype::parse([("a", "u4"), ("b", "u4"), ("check", "u8")]).unwrap()
+}
+
+/// Fills an event's records from its number `n`.
+fn fill(data: &mut [u8], n: u64) {
+    for (r, rec) in data.chunks_exact_mut(16).enumerate() {
+        let m = mix(n * RECORDS as u64 + r as u64);
+        rec[0..4].copy_from_slice(&(m as u32).to_le_bytes());
+        rec[4..8].copy_from_slice(&((m >> 32) as u32).to_le_bytes());
+        rec[8..16].copy_from_slice(&(m.rotate_left(17) ^ n).to_le_bytes());
+    }
+}
+
+/// Whether an event's records are exactly those of number `n`.
+fn valid(data: &[u8], n: u64) -> bool {
+    data.len() == RECORDS * 16
+        && data.chunks_exact(16).enumerate().all(|(r, rec)| {
+            let m = mix(n * RECORDS as u64 + r as u64);
+            let a = u32::from_le_bytes(rec[0..4].try_into().unwrap());
+            let b = u32::from_le_bytes(rec[4..8].try_into().unwrap());
+            let c = u64::from_le_bytes(rec[8..16].try_into().unwrap());
+            a == m as u32 && b == (m >> 32) as u32 && c == m.rotate_left(17) ^ n
+        })
+}
+
+fn ring(tag: &str, policy: Policy, slot_count: usize, groups: Vec<usize>) -> Ring {
+    let spec = RingSpec {
+        name: format!("ring-rc-{tag}-{}", std::process::id()),
+        dtype: dtype(),
+        data_length: RECORDS,
+        slot_count,
+        policy,
+        groups,
+    };
+    Ring::create(&places(HugePages::Off, None), &spec).unwrap()
+}
+
+fn attach(path: &Path) -> Ring {
+    Ring::attach(path, Some(&dtype()), Some(RECORDS)).expect("attach")
+}
+
+// ------------------------------------------------------------------ process bodies
+
+/// Producer process body under `block`: publishes events 0..n (counter = number), closes.
+fn produce_all(path: &Path, n: u64, rep: &Report) -> i32 {
+    let ring = attach(path);
+    let mut p = ring.producer().expect("producer role");
+    for e in 0..n {
+        let Ok(mut slot) = p.claim(Duration::from_secs(30)) else {
+            rep.errors.fetch_add(1, Ordering::SeqCst);
+            return 2;
+        };
+        let (data, meta) = slot.parts();
+        fill(data, e);
+        meta.counter = e as i64;
+        slot.publish();
+        rep.count.fetch_add(1, Ordering::Relaxed);
+    }
+    p.close();
+    0
+}
+
+/// Reader process body. Reads and checks events; after `hold_after` events (if given) it
+/// takes one more, records its number + 1 in `other` and sleeps holding it until killed.
+fn consume(path: &Path, g: usize, m: usize, hold_after: Option<u64>, rep: &Report) -> i32 {
+    let ring = attach(path);
+    let mut r = ring.reader(g, m).expect("member role");
+    let mut last: Option<u64> = None;
+    loop {
+        match r.next(Duration::from_secs(30)) {
+            Next::Event(ev) => {
+                let c = ev.meta().counter as u64;
+                if c != ev.index() || !valid(ev.data(), c) || last.is_some_and(|l| c <= l) {
+                    rep.errors.fetch_add(1, Ordering::SeqCst);
+                }
+                last = Some(c);
+                if hold_after == Some(rep.count.load(Ordering::SeqCst)) {
+                    rep.other.store(c + 1, Ordering::SeqCst);
+                    loop {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+                drop(ev);
+                // Counted once released: a kill can never fall between the two.
+                rep.count.fetch_add(1, Ordering::SeqCst);
+                rep.sum.fetch_add(c, Ordering::SeqCst);
+                rep.mix.fetch_add(mix(c), Ordering::SeqCst);
+            }
+            Next::Idle => {
+                rep.errors.fetch_add(1, Ordering::SeqCst);
+                return 3;
+            }
+            Next::End => return 0,
+        }
+    }
+}
+
+/// Waits until `cond` holds, at most `limit`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Kills child `pid` with SIGKILL and reaps it.
+fn kill_child(kids: &mut Children, pid: Pid) {
+    kill(pid, Signal::SIGKILL).unwrap();
+    assert!(matches!(
+        waitpid(pid, None).unwrap(),
+        WaitStatus::Signaled(_, Signal::SIGKILL, _)
+    ));
+    kids.0.retain(|&p| p != pid);
+}
+
+/// (count, sum, mix) over the event numbers in `range`.
+fn over(range: std::ops::Range<u64>) -> (u64, u64, u64) {
+    range.fold((0, 0, 0), |t, e| {
+        (t.0 + 1, t.1.wrapping_add(e), t.2.wrapping_add(mix(e)))
+    })
+}
+
+fn of(r: &Report) -> (u64, u64, u64) {
+    (
+        r.count.load(Ordering::SeqCst),
+        r.sum.load(Ordering::SeqCst),
+        r.mix.load(Ordering::SeqCst),
+    )
+}
+
+fn add(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64, u64) {
+    (a.0 + b.0, a.1.wrapping_add(b.1), a.2.wrapping_add(b.2))
+}
+
+// ------------------------------------------------------------------ the tests
+
+/// Groups [2, 1]: member 0 of group 0 is killed holding an event (and the rest of its
+/// batch); the supervisor reclaims; the producer finishes; every event is accounted for.
+#[test]
+fn killed_member_is_reclaimed_and_every_event_accounted() {
+    const N: u64 = 50_000;
+    let ring = ring("kill", Policy::Block, 64, vec![2, 1]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(4);
+    let mut kids = Children::default();
+    let victim = kids.spawn(|| consume(&path, 0, 0, Some(5_000), board.get(0)));
+    kids.spawn(|| consume(&path, 0, 1, None, board.get(1)));
+    kids.spawn(|| consume(&path, 1, 0, None, board.get(2)));
+    kids.spawn(|| produce_all(&path, N, board.get(3)));
+    assert!(
+        wait_for(Duration::from_secs(30), || board
+            .get(0)
+            .other
+            .load(Ordering::SeqCst)
+            != 0),
+        "the victim never got its 5001st event"
+    );
+    kill_child(&mut kids, victim);
+    let held = board.get(0).other.load(Ordering::SeqCst) - 1;
+    let mut reclaimed = 0;
+    let codes = kids.wait_all_while(Duration::from_secs(60), || reclaimed += ring.reclaim_dead());
+    assert_eq!(codes, vec![0; 3], "survivor, other group, producer");
+    reclaimed += ring.reclaim_dead();
+
+    let s = ring.stats();
+    assert_eq!(s.published, N);
+    let abandoned = s.groups[0].abandoned;
+    assert_eq!(reclaimed, abandoned);
+    assert!(abandoned >= 1, "the held event must have been reclaimed");
+    let (dead, alive) = (board.get(0), board.get(1));
+    assert_eq!(alive.errors.load(Ordering::SeqCst), 0);
+    assert_eq!(dead.count.load(Ordering::SeqCst), 5_000);
+    assert_eq!(
+        dead.count.load(Ordering::SeqCst) + alive.count.load(Ordering::SeqCst) + abandoned,
+        N,
+        "delivered by the dead + by the survivor + abandoned == published"
+    );
+    // The abandoned events are the held one and the rest of the dead member's batch.
+    assert_eq!(
+        add(add(of(dead), of(alive)), over(held..held + abandoned)),
+        over(0..N),
+        "group 0 got every event exactly once"
+    );
+    assert_eq!(of(board.get(2)), over(0..N), "group 1 is unaffected");
+    assert_eq!((s.groups[1].abandoned, s.groups[1].released), (0, N));
+    assert_eq!(s.groups[0].released, N);
+    eprintln!("killed holding event {held}; {abandoned} events abandoned");
+}
+
+/// Groups [1, 1]: the only member of group 1 dies holding an event; the ring fills and the
+/// producer waits for the dead group until the supervisor detaches it.
+#[test]
+fn group_whose_only_member_died_is_detached_and_the_producer_goes_on() {
+    const N: u64 = 20_000;
+    const SLOTS: u64 = 16;
+    let ring = ring("detach", Policy::Block, SLOTS as usize, vec![1, 1]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(3);
+    let mut kids = Children::default();
+    kids.spawn(|| consume(&path, 0, 0, None, board.get(0)));
+    let victim = kids.spawn(|| consume(&path, 1, 0, Some(100), board.get(1)));
+    kids.spawn(|| produce_all(&path, N, board.get(2)));
+    assert!(wait_for(Duration::from_secs(30), || board
+        .get(1)
+        .other
+        .load(Ordering::SeqCst)
+        != 0));
+    kill_child(&mut kids, victim);
+    // The dead group holds the ring: it fills up and the producer waits.
+    assert!(
+        wait_for(Duration::from_secs(30), || ring.stats().filled == SLOTS),
+        "ring never filled: {:?}",
+        ring.stats()
+    );
+    let s = ring.stats();
+    assert!(s.published < N);
+    assert_eq!(s.published, s.groups[1].released + SLOTS);
+    ring.detach_group(1);
+    let codes = kids.wait_all_while(Duration::from_secs(60), || {});
+    assert_eq!(codes, vec![0; 2], "group 0 member, producer");
+    let s = ring.stats();
+    assert_eq!(s.published, N);
+    assert!(!s.groups[1].active);
+    assert!(s.groups[0].active);
+    assert_eq!(board.get(0).errors.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        of(board.get(0)),
+        over(0..N),
+        "the live group got everything"
+    );
+    assert_eq!(board.get(1).count.load(Ordering::SeqCst), 100);
+}
+
+/// Group [1]: its member is killed holding an event; a new process takes the member role
+/// (which releases the dead one's batch) and reads on.
+#[test]
+fn new_process_takes_over_a_dead_members_role() {
+    const N: u64 = 20_000;
+    let ring = ring("takeover", Policy::Block, 16, vec![1]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(3);
+    let mut kids = Children::default();
+    let victim = kids.spawn(|| consume(&path, 0, 0, Some(1_000), board.get(0)));
+    kids.spawn(|| produce_all(&path, N, board.get(2)));
+    assert!(wait_for(Duration::from_secs(30), || board
+        .get(0)
+        .other
+        .load(Ordering::SeqCst)
+        != 0));
+    kill_child(&mut kids, victim);
+    let held = board.get(0).other.load(Ordering::SeqCst) - 1;
+    kids.spawn(|| consume(&path, 0, 0, None, board.get(1)));
+    let codes = kids.wait_all_while(Duration::from_secs(60), || {});
+    assert_eq!(codes, vec![0; 2], "producer, successor");
+    let s = ring.stats();
+    let abandoned = s.groups[0].abandoned;
+    assert!(abandoned >= 1);
+    assert_eq!(board.get(1).errors.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        add(
+            add(of(board.get(0)), of(board.get(1))),
+            over(held..held + abandoned)
+        ),
+        over(0..N),
+        "dead + successor + abandoned == every event once"
+    );
+    assert_eq!((s.published, s.groups[0].released), (N, N));
+}
+
+/// Six members spin for the events of a 4-slot ring, published one at a time, with batches
+/// of 4; each member that gets an event holds it and is killed, so the ring stays full.
+/// Members that got nothing survive, each possibly having lost its last claim race to one
+/// that died. Reclaim must release all 4 events anyway, or the producer waits forever.
+#[test]
+fn reclaim_is_not_blocked_by_a_survivor_that_lost_the_claim_race() {
+    const TRIALS: usize = 30;
+    const SLOTS: u64 = 4;
+    const MEMBERS: usize = 6;
+    for trial in 0..TRIALS {
+        let ring = ring(
+            &format!("race{trial}"),
+            Policy::Block,
+            SLOTS as usize,
+            vec![MEMBERS],
+        );
+        let path = ring.path().to_path_buf();
+        let board = Board::new(MEMBERS);
+        let mut kids = Children::default();
+        let pids: Vec<Pid> = (0..MEMBERS)
+            .map(|m| {
+                let (path, rep) = (&path, board.get(m));
+                kids.spawn(move || {
+                    let ring = attach(path);
+                    let mut r = ring.reader(0, m).expect("member role");
+                    r.set_batch(SLOTS);
+                    rep.sum.store(1, Ordering::SeqCst); // ready
+                    loop {
+                        match r.try_next() {
+                            Next::Event(ev) => {
+                                rep.other.store(ev.index() + 1, Ordering::SeqCst);
+                                loop {
+                                    std::thread::sleep(Duration::from_secs(1));
+                                }
+                            }
+                            Next::Idle => std::hint::spin_loop(),
+                            Next::End => return 0,
+                        }
+                    }
+                })
+            })
+            .collect();
+        assert!(wait_for(Duration::from_secs(10), || (0..MEMBERS)
+            .all(|m| board.get(m).sum.load(Ordering::SeqCst) == 1)));
+        let mut p = ring.producer().unwrap();
+        for e in 0..SLOTS {
+            let mut slot = p.claim(Duration::from_secs(5)).unwrap();
+            fill(slot.data_mut(), e);
+            slot.meta_mut().counter = e as i64;
+            slot.publish();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        // Kill every member that reports holding an event, and reclaim, until all events
+        // are released or nothing moves for a while.
+        let mut killed = vec![false; MEMBERS];
+        let settled = wait_for(Duration::from_secs(3), || {
+            for m in 0..MEMBERS {
+                if !killed[m] && board.get(m).other.load(Ordering::SeqCst) != 0 {
+                    kill_child(&mut kids, pids[m]);
+                    killed[m] = true;
+                }
+            }
+            ring.reclaim_dead();
+            ring.stats().groups[0].abandoned == SLOTS
+        });
+        let s = ring.stats();
+        assert!(
+            settled,
+            "trial {trial}: wedged with {} of {SLOTS} events reclaimed; killed {killed:?}; {s:?}",
+            s.groups[0].abandoned
+        );
+        assert_eq!(s.groups[0].released, SLOTS);
+        // The producer has room again; the survivors see the end.
+        let mut slot = p.claim(Duration::from_secs(5)).expect("room after reclaim");
+        fill(slot.data_mut(), SLOTS);
+        drop(slot);
+        p.close();
+        let survivors = killed.iter().filter(|k| !**k).count();
+        let codes = kids.wait_all_while(Duration::from_secs(10), || {});
+        assert_eq!(
+            codes,
+            vec![0; survivors],
+            "trial {trial}: survivors end cleanly"
+        );
+    }
+}
