@@ -72,6 +72,12 @@ const PAGE: usize = 4096;
 /// Bytes before the data in every slot: sequence word and the metadata record.
 pub const SLOT_HEADER: usize = 64;
 
+/// A timeout in nanoseconds, saturating: `Duration::MAX` (or anything beyond ~584 years)
+/// means "for ever", never a wrapped-around short wait.
+fn nanos(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// What a full ring does to its producer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -1038,12 +1044,7 @@ impl Producer {
             return false;
         }
         let t0 = sync::now_ns();
-        let ok = core.wait_room(
-            self.w,
-            &mut self.cached,
-            timeout.as_nanos() as u64,
-            sync::now_ns,
-        );
+        let ok = core.wait_room(self.w, &mut self.cached, nanos(timeout), sync::now_ns);
         core.ctl
             .stats
             .0
@@ -1080,12 +1081,7 @@ impl Producer {
                 }
                 Policy::Block => {
                     let t0 = sync::now_ns();
-                    let ok = core.wait_room(
-                        self.w,
-                        &mut self.cached,
-                        timeout.as_nanos() as u64,
-                        sync::now_ns,
-                    );
+                    let ok = core.wait_room(self.w, &mut self.cached, nanos(timeout), sync::now_ns);
                     blocked = sync::now_ns() - t0;
                     core.ctl
                         .stats
@@ -1235,7 +1231,7 @@ impl Reader {
             return self.hand_out();
         }
         let core = self.ring.inner.core();
-        let deadline = sync::now_ns() + timeout.as_nanos() as u64;
+        let deadline = sync::now_ns().saturating_add(nanos(timeout));
         loop {
             match core.claim(self.group, self.member, self.batch) {
                 Claim::Got(s, e) => {
@@ -1331,7 +1327,7 @@ pub fn wait_any(tokens: &[WaitToken<'_>], timeout: Duration) {
         *w = (Some(t.futex), t.seen);
     }
     #[cfg(not(loom))]
-    sync::futex_wait_any(&words[..n], timeout.as_nanos() as u64);
+    sync::futex_wait_any(&words[..n], nanos(timeout));
     #[cfg(loom)]
     let _ = (&words, n, timeout);
     for t in tokens {

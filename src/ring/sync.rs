@@ -89,9 +89,11 @@ pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], timeout_ns: u6
     };
     // SAFETY: `now` is a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let total = now.tv_nsec as u64 + timeout_ns;
+    let total = (now.tv_nsec as u64).saturating_add(timeout_ns);
     let deadline = libc::timespec {
-        tv_sec: now.tv_sec + (total / 1_000_000_000) as libc::time_t,
+        tv_sec: now
+            .tv_sec
+            .saturating_add((total / 1_000_000_000) as libc::time_t),
         tv_nsec: (total % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `waiters[..n]` are initialised futex_waitv entries pointing at live AtomicU32s;
