@@ -1,0 +1,528 @@
+//! End of stream and dead time across processes. A closed stream is drained completely
+//! before readers see the end; a reader asleep in `next` (or in `wait_any`) with a long or
+//! unbounded timeout wakes when the stream is closed, by the producer or by the supervisor.
+//! Under `block` the producer's wait for a slow consumer is booked as dead time, identically
+//! in the ring's counters and in each slot's `blocked_ns`.
+//!
+//! Children are forked, attach by path, report through a shared anonymous mapping and leave
+//! with `_exit`; the parent reaps every child (killing what is left on failure).
+
+use daq_engine::dtype::Dtype;
+use daq_engine::ring::{wait_any, Next, Policy, Ring, RingSpec};
+use daq_engine::shm::{places, HugePages};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+// ------------------------------------------------------------------ processes and reports
+
+/// One child's counted facts, in shared memory.
+#[derive(Default)]
+#[repr(C)]
+struct Report {
+    /// Events received (readers), published (producer) or copies taken (observer).
+    count: AtomicU64,
+    /// Sum of the event numbers.
+    sum: AtomicU64,
+    /// Wrapping sum of mix(event number): catches a duplicate hiding behind a missing one.
+    mix: AtomicU64,
+    /// Checksum failures, order violations, unexpected timeouts.
+    errors: AtomicU64,
+    /// Producer: refused claims (`drop`). Observer: copies with a bad checksum.
+    other: AtomicU64,
+}
+
+/// Reports of all children: an anonymous shared mapping inherited across fork.
+struct Board {
+    ptr: *mut Report,
+    n: usize,
+}
+
+impl Board {
+    fn new(n: usize) -> Board {
+        let len = n * std::mem::size_of::<Report>();
+        // SAFETY: a fresh anonymous shared mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Board { ptr: ptr.cast(), n }
+    }
+
+    fn get(&self, i: usize) -> &Report {
+        assert!(i < self.n);
+        // SAFETY: the mapping holds n zero-filled Reports (all-zero atomics are valid) and
+        // lives as long as self.
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in new.
+        unsafe { libc::munmap(self.ptr.cast(), self.n * std::mem::size_of::<Report>()) };
+    }
+}
+
+/// Forked children, killed and reaped when dropped (also when the test fails).
+#[derive(Default)]
+struct Children(Vec<Pid>);
+
+impl Children {
+    /// Runs `f` in a forked child that leaves with `_exit(f())` (101 on panic).
+    fn spawn(&mut self, f: impl FnOnce() -> i32) -> Pid {
+        // SAFETY: the child runs only ring code and atomics (no lock another thread of the
+        // harness could hold) and never returns into the harness: it leaves with _exit.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+                // SAFETY: ends the child without running the harness's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                self.0.push(child);
+                child
+            }
+        }
+    }
+
+    /// Waits for every child to exit, at most `limit` in all, calling `each` between
+    /// polls (the supervisor's work); returns each one's exit code in spawn order. Panics
+    /// (after Drop kills the rest) on a timeout.
+    fn wait_all_while(&mut self, limit: Duration, mut each: impl FnMut()) -> Vec<i32> {
+        let deadline = Instant::now() + limit;
+        let mut codes = vec![None; self.0.len()];
+        while codes.iter().any(Option::is_none) {
+            for (i, &pid) in self.0.iter().enumerate() {
+                if codes[i].is_some() {
+                    continue;
+                }
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+                    WaitStatus::StillAlive => {}
+                    WaitStatus::Exited(_, c) => codes[i] = Some(c),
+                    WaitStatus::Signaled(_, s, _) => codes[i] = Some(-(s as i32)),
+                    _ => {}
+                }
+            }
+            if Instant::now() > deadline {
+                let stuck: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_none()).collect();
+                self.0 = stuck.iter().map(|&i| self.0[i]).collect();
+                panic!("children {stuck:?} still running after {limit:?} (wedged ring?)");
+            }
+            each();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.0.clear();
+        codes.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ events with checksums
+
+/// splitmix64: the payload and the index hash.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Records per event; each record is `a: u4, b: u4, check: u8`.
+const RECORDS: usize = 4;
+
+fn dtype() -> Dtype {
+    Dtype::parse([("a", "u4"), ("b", "u4"), ("check", "u8")]).unwrap()
+}
+
+/// Fills an event's records from its number `n`.
+fn fill(data: &mut [u8], n: u64) {
+    for (r, rec) in data.chunks_exact_mut(16).enumerate() {
+        let m = mix(n * RECORDS as u64 + r as u64);
+        rec[0..4].copy_from_slice(&(m as u32).to_le_bytes());
+        rec[4..8].copy_from_slice(&((m >> 32) as u32).to_le_bytes());
+        rec[8..16].copy_from_slice(&(m.rotate_left(17) ^ n).to_le_bytes());
+    }
+}
+
+/// Whether an event's records are exactly those of number `n`.
+fn valid(data: &[u8], n: u64) -> bool {
+    data.len() == RECORDS * 16
+        && data.chunks_exact(16).enumerate().all(|(r, rec)| {
+            let m = mix(n * RECORDS as u64 + r as u64);
+            let a = u32::from_le_bytes(rec[0..4].try_into().unwrap());
+            let b = u32::from_le_bytes(rec[4..8].try_into().unwrap());
+            let c = u64::from_le_bytes(rec[8..16].try_into().unwrap());
+            a == m as u32 && b == (m >> 32) as u32 && c == m.rotate_left(17) ^ n
+        })
+}
+
+fn ring(tag: &str, policy: Policy, slot_count: usize, groups: Vec<usize>) -> Ring {
+    let spec = RingSpec {
+        name: format!("ring-end-{tag}-{}", std::process::id()),
+        dtype: dtype(),
+        data_length: RECORDS,
+        slot_count,
+        policy,
+        groups,
+    };
+    Ring::create(&places(HugePages::Off, None), &spec).unwrap()
+}
+
+fn attach(path: &Path) -> Ring {
+    Ring::attach(path, Some(&dtype()), Some(RECORDS)).expect("attach")
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Whether process `pid` is asleep (state S in /proc), e.g. on the ring's futex.
+fn asleep(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('S'))
+        })
+        .unwrap_or(false)
+}
+
+/// Publishes events from..to (counter = number) without closing.
+fn publish(ring: &Ring, range: std::ops::Range<u64>) {
+    let mut p = ring.producer().expect("producer role");
+    for e in range {
+        let mut slot = p.claim(Duration::from_secs(10)).expect("room");
+        fill(slot.data_mut(), e);
+        slot.meta_mut().counter = e as i64;
+        slot.publish();
+    }
+}
+
+/// Reads member `m` of group `g` to the end; records count/sum/mix, checks checksums and
+/// order, and that the end stays the end.
+fn drain(path: &Path, g: usize, m: usize, timeout: Duration, rep: &Report) -> i32 {
+    let ring = attach(path);
+    let mut r = ring.reader(g, m).expect("member role");
+    let mut last = None;
+    rep.other.store(1, Ordering::SeqCst); // about to wait
+    loop {
+        match r.next(timeout) {
+            Next::Event(ev) => {
+                let c = ev.meta().counter as u64;
+                if c != ev.index() || !valid(ev.data(), c) || last.is_some_and(|l| c <= l) {
+                    rep.errors.fetch_add(1, Ordering::SeqCst);
+                }
+                last = Some(c);
+                drop(ev);
+                rep.count.fetch_add(1, Ordering::SeqCst);
+                rep.sum.fetch_add(c, Ordering::SeqCst);
+                rep.mix.fetch_add(mix(c), Ordering::SeqCst);
+            }
+            Next::Idle => return 3,
+            Next::End => break,
+        }
+    }
+    // The end is sticky.
+    for _ in 0..3 {
+        if !matches!(r.next(Duration::from_millis(1)), Next::End) {
+            return 4;
+        }
+    }
+    0
+}
+
+fn of(r: &Report) -> (u64, u64, u64) {
+    (
+        r.count.load(Ordering::SeqCst),
+        r.sum.load(Ordering::SeqCst),
+        r.mix.load(Ordering::SeqCst),
+    )
+}
+
+fn over(range: std::ops::Range<u64>) -> (u64, u64, u64) {
+    range.fold((0, 0, 0), |t, e| {
+        (t.0 + 1, t.1.wrapping_add(e), t.2.wrapping_add(mix(e)))
+    })
+}
+
+fn add(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64, u64) {
+    (a.0 + b.0, a.1.wrapping_add(b.1), a.2.wrapping_add(b.2))
+}
+
+// ------------------------------------------------------------------ end of stream
+
+/// The producer process publishes everything and closes before any reader starts; readers
+/// (groups [2, 1]) still get every event, then the end.
+#[test]
+fn readers_drain_a_closed_stream_then_see_the_end() {
+    const N: u64 = 3_000;
+    let ring = ring("drain", Policy::Block, 4096, vec![2, 1]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(3);
+    let mut kids = Children::default();
+    kids.spawn(|| {
+        let ring = attach(&path);
+        publish(&ring, 0..N);
+        ring.producer().expect("producer role").close();
+        0
+    });
+    assert_eq!(kids.wait_all_while(Duration::from_secs(30), || {}), vec![0]);
+    let s = ring.stats();
+    assert!(s.closed);
+    assert_eq!(s.published, N);
+    for (i, (g, m)) in [(0, 0), (0, 1), (1, 0)].into_iter().enumerate() {
+        let (path, rep) = (&path, board.get(i));
+        kids.spawn(move || drain(path, g, m, Duration::from_secs(20), rep));
+    }
+    assert_eq!(
+        kids.wait_all_while(Duration::from_secs(30), || {}),
+        vec![0; 3]
+    );
+    assert_eq!(add(of(board.get(0)), of(board.get(1))), over(0..N));
+    assert_eq!(of(board.get(2)), over(0..N));
+    for i in 0..3 {
+        assert_eq!(board.get(i).errors.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// Readers asleep in `next` with `timeout` wake on close and first drain what came before.
+fn sleepers_wake_on_close(timeout: Duration, by_supervisor: bool) {
+    let ring = ring(
+        &format!("wake{}{by_supervisor}", timeout.as_secs()),
+        Policy::Block,
+        64,
+        vec![1, 2],
+    );
+    let path = ring.path().to_path_buf();
+    let board = Board::new(3);
+    let mut kids = Children::default();
+    let pids: Vec<Pid> = [(0, 0), (1, 0), (1, 1)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (g, m))| {
+            let (path, rep) = (&path, board.get(i));
+            kids.spawn(move || drain(path, g, m, timeout, rep))
+        })
+        .collect();
+    // Some events first, so the sleepers also show they drain before the end.
+    publish(&ring, 0..10);
+    assert!(
+        wait_for(Duration::from_secs(10), || ring
+            .stats()
+            .groups
+            .iter()
+            .all(|g| g.released == 10)),
+        "readers did not take the first events"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || pids.iter().all(|&p| asleep(p))),
+        "readers never went to sleep"
+    );
+    if by_supervisor {
+        ring.close();
+    } else {
+        let mut p = ring.producer().unwrap();
+        let mut slot = p.claim(Duration::from_secs(1)).unwrap();
+        fill(slot.data_mut(), 10);
+        slot.meta_mut().counter = 10;
+        slot.publish();
+        p.close();
+    }
+    let n = if by_supervisor { 10 } else { 11 };
+    // Far less than the readers' timeout: they must have been woken.
+    let codes = kids.wait_all_while(Duration::from_secs(20), || {});
+    assert_eq!(codes, vec![0; 3], "readers end cleanly");
+    assert_eq!(of(board.get(0)), over(0..n));
+    assert_eq!(add(of(board.get(1)), of(board.get(2))), over(0..n));
+}
+
+#[test]
+fn reader_asleep_with_a_long_timeout_wakes_on_close() {
+    sleepers_wake_on_close(Duration::from_secs(3600), false);
+}
+
+#[test]
+fn reader_asleep_wakes_when_the_supervisor_closes() {
+    sleepers_wake_on_close(Duration::from_secs(3600), true);
+}
+
+/// `Duration::MAX` is the natural "wait for ever".
+#[test]
+fn reader_asleep_without_timeout_wakes_on_close() {
+    sleepers_wake_on_close(Duration::MAX, false);
+}
+
+/// A merged reader (two rings) asleep in `wait_any` without timeout wakes when either ring
+/// gets data or closes.
+#[test]
+fn wait_any_without_timeout_wakes_on_data_and_on_close() {
+    let a = ring("anyA", Policy::Block, 16, vec![1]);
+    let b = ring("anyB", Policy::Block, 16, vec![1]);
+    let (pa, pb) = (a.path().to_path_buf(), b.path().to_path_buf());
+    let board = Board::new(1);
+    let rep = board.get(0);
+    let mut kids = Children::default();
+    let pid = kids.spawn(|| {
+        let (ra, rb) = (attach(&pa), attach(&pb));
+        let mut readers = [ra.reader(0, 0).unwrap(), rb.reader(0, 0).unwrap()];
+        let mut ended = [false, false];
+        while !(ended[0] && ended[1]) {
+            let tokens = [readers[0].wait_token(), readers[1].wait_token()];
+            if !readers.iter().any(|r| r.ready()) {
+                rep.other.fetch_add(1, Ordering::SeqCst); // going to sleep
+                wait_any(&tokens, Duration::MAX);
+            }
+            drop(tokens);
+            for (i, r) in readers.iter_mut().enumerate() {
+                match r.try_next() {
+                    Next::Event(ev) => {
+                        let c = ev.meta().counter as u64;
+                        rep.count.fetch_add(1, Ordering::SeqCst);
+                        rep.sum.fetch_add(c + 1000 * i as u64, Ordering::SeqCst);
+                    }
+                    Next::End => ended[i] = true,
+                    Next::Idle => {}
+                }
+            }
+        }
+        0
+    });
+    // Asleep on both rings: data on B wakes it; then closing both ends it.
+    assert!(wait_for(Duration::from_secs(10), || rep
+        .other
+        .load(Ordering::SeqCst)
+        >= 1
+        && asleep(pid)));
+    publish(&b, 0..1);
+    assert!(
+        wait_for(Duration::from_secs(10), || rep.count.load(Ordering::SeqCst)
+            == 1),
+        "data on the second ring did not wake the merged reader"
+    );
+    assert_eq!(rep.sum.load(Ordering::SeqCst), 1000);
+    assert!(wait_for(Duration::from_secs(10), || asleep(pid)));
+    a.close();
+    b.close();
+    assert_eq!(kids.wait_all_while(Duration::from_secs(20), || {}), vec![0]);
+}
+
+// ------------------------------------------------------------------ dead time
+
+/// A consumer process slower than the producer: the producer's waits are dead time, booked
+/// identically in every slot's `blocked_ns` and in the ring's counter.
+#[test]
+fn blocked_producer_books_dead_time() {
+    const N: u64 = 2_000;
+    let ring = ring("dead", Policy::Block, 8, vec![1]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(1);
+    let mut kids = Children::default();
+    kids.spawn(|| {
+        let ring = attach(&path);
+        let mut r = ring.reader(0, 0).unwrap();
+        while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
+            drop(ev);
+            board.get(0).count.fetch_add(1, Ordering::SeqCst);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(30) {
+                std::hint::spin_loop();
+            }
+        }
+        0
+    });
+    let mut p = ring.producer().unwrap();
+    let mut slot_ns = 0u64;
+    let mut waited = 0u64;
+    for e in 0..N {
+        let mut slot = p.claim(Duration::from_secs(20)).expect("room within 20 s");
+        slot_ns += slot.blocked_ns();
+        waited += u64::from(slot.blocked_ns() > 0);
+        fill(slot.data_mut(), e);
+        slot.publish();
+    }
+    p.close();
+    assert_eq!(kids.wait_all_while(Duration::from_secs(30), || {}), vec![0]);
+    assert_eq!(board.get(0).count.load(Ordering::SeqCst), N);
+    let s = ring.stats();
+    assert!(slot_ns > 0, "a producer faster than its consumer must wait");
+    assert!(waited > 0);
+    assert_eq!(
+        s.blocked_ns, slot_ns,
+        "ring dead time == sum of the slots' waits"
+    );
+    eprintln!(
+        "slow consumer: {waited} of {N} claims waited, {:.1} ms dead time",
+        slot_ns as f64 / 1e6
+    );
+}
+
+/// A ring with room for every event never makes its producer wait: no dead time at all;
+/// with a fast consumer and a ring smaller than the run, whatever is booked is consistent.
+#[test]
+fn roomy_ring_books_no_dead_time() {
+    const SLOTS: u64 = 4096;
+    let ring = ring("roomy", Policy::Block, SLOTS as usize, vec![1]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(1);
+    let mut kids = Children::default();
+    kids.spawn(|| drain(&path, 0, 0, Duration::from_secs(20), board.get(0)));
+    let mut p = ring.producer().unwrap();
+    let mut slot_ns = 0u64;
+    let mut e = 0;
+    while e < SLOTS {
+        let mut slot = p.claim(Duration::from_secs(20)).unwrap();
+        slot_ns += slot.blocked_ns();
+        fill(slot.data_mut(), e);
+        slot.meta_mut().counter = e as i64;
+        slot.publish();
+        e += 1;
+    }
+    assert_eq!(slot_ns, 0, "never full, never waited");
+    assert_eq!(ring.stats().blocked_ns, 0);
+    // Four more rings' worth behind a fast consumer.
+    while e < 5 * SLOTS {
+        let mut slot = p.claim(Duration::from_secs(20)).unwrap();
+        slot_ns += slot.blocked_ns();
+        fill(slot.data_mut(), e);
+        slot.meta_mut().counter = e as i64;
+        slot.publish();
+        e += 1;
+    }
+    p.close();
+    assert_eq!(kids.wait_all_while(Duration::from_secs(30), || {}), vec![0]);
+    assert_eq!(of(board.get(0)), over(0..5 * SLOTS));
+    assert_eq!(ring.stats().blocked_ns, slot_ns);
+    eprintln!(
+        "fast consumer, {SLOTS}-slot ring, {} events: {:.3} ms dead time",
+        5 * SLOTS,
+        slot_ns as f64 / 1e6
+    );
+}
