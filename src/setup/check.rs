@@ -1,0 +1,493 @@
+//! Checks across the whole setup, after every section was read: buffer references, one writer
+//! per buffer, no cycles, functions against the [`Catalog`], buffer counts, Filter shapes,
+//! config keys and types. Then builds the resolved [`Setup`].
+//!
+//! Guarantees: all problems are recorded (not just the first), each at the position of the
+//! text to change. Must never start, open or map anything: it only reads the drafts.
+
+use super::diag::unknown_name_hint;
+use super::load::{to_json, BufferDraft, ConfigItem, Draft, Loader, WorkerDraft};
+use super::yaml::{Kind, Loc, Value};
+use super::{BufferSetup, PythonWorker, Setup, WorkerSetup};
+use crate::worker::{Catalog, FunctionSpec, KeyType, Template};
+use std::collections::{HashMap, HashSet};
+
+const SIDES: [&str; 3] = ["sources", "sinks", "observes"];
+
+fn side(w: &WorkerDraft, i: usize) -> &[(String, Loc)] {
+    match i {
+        0 => &w.sources,
+        1 => &w.sinks,
+        _ => &w.observes,
+    }
+}
+
+fn type_ok(ty: KeyType, v: &Value) -> bool {
+    match ty {
+        KeyType::Int => matches!(v.kind, Kind::Int(_) | Kind::UInt(_)),
+        KeyType::Float => matches!(v.kind, Kind::Int(_) | Kind::UInt(_) | Kind::Float(_)),
+        KeyType::Bool => matches!(v.kind, Kind::Bool(_)),
+        KeyType::Str => matches!(v.kind, Kind::Str(_)),
+        KeyType::List => matches!(v.kind, Kind::Seq(_)),
+        KeyType::Map => matches!(v.kind, Kind::Map(_)),
+        KeyType::Any => true,
+    }
+}
+
+fn same_shape(a: &BufferDraft, b: &BufferDraft) -> bool {
+    a.dtype == b.dtype && a.data_length == b.data_length
+}
+
+fn shape(b: &BufferDraft) -> String {
+    format!("{} records of {}", b.data_length, b.dtype)
+}
+
+/// The template a Python worker plays, guessed from its buffers (for the suggestion).
+fn guess_template(w: &WorkerDraft, buffers: &HashMap<&str, &BufferDraft>) -> Option<Template> {
+    match (
+        w.sources.is_empty(),
+        w.sinks.is_empty(),
+        w.observes.is_empty(),
+    ) {
+        (_, _, false) => Some(Template::Observer),
+        (true, false, true) => Some(Template::Importer),
+        (false, true, true) => Some(Template::Exporter),
+        (false, false, true) => {
+            let src = buffers.get(w.sources[0].0.as_str());
+            let all_same = w.sinks.iter().all(|(s, _)| {
+                matches!((src, buffers.get(s.as_str())), (Some(a), Some(b)) if same_shape(a, b))
+            });
+            Some(if all_same {
+                Template::Filter
+            } else {
+                Template::Processor
+            })
+        }
+        (true, true, true) => None,
+    }
+}
+
+/// Runs every cross-section check and builds the resolved setup (from what is valid).
+pub(crate) fn check(
+    l: &mut Loader,
+    draft: Draft,
+    catalog: &dyn Catalog,
+) -> (Setup, Vec<PythonWorker>) {
+    let buffers: HashMap<&str, &BufferDraft> =
+        draft.buffers.iter().map(|b| (b.name.as_str(), b)).collect();
+    let declared: Vec<&str> = draft.declared_buffers.iter().map(String::as_str).collect();
+    let mut python = Vec::new();
+
+    // References, duplicates within one list.
+    for w in &draft.workers {
+        for (i, side_name) in SIDES.iter().enumerate() {
+            let mut seen = HashSet::new();
+            for (b, at) in side(w, i) {
+                if !declared.contains(&b.as_str()) {
+                    l.error(
+                        *at,
+                        format!("worker '{}': {side_name} names buffer '{b}', which is not declared under Buffers", w.name),
+                        Some(unknown_name_hint(b, "buffers", &declared)),
+                    );
+                } else if !seen.insert(b.as_str()) {
+                    l.error(
+                        *at,
+                        format!(
+                            "worker '{}': buffer '{b}' appears twice in {side_name}",
+                            w.name
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    // Writers and readers per buffer.
+    let mut writers: HashMap<&str, Vec<(&str, Loc)>> = HashMap::new();
+    let mut readers: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut observers: HashMap<&str, Vec<&str>> = HashMap::new();
+    for w in &draft.workers {
+        for (b, at) in &w.sinks {
+            writers.entry(b).or_default().push((&w.name, *at));
+        }
+        for (b, _) in &w.sources {
+            readers.entry(b).or_default().push(&w.name);
+        }
+        for (b, _) in &w.observes {
+            observers.entry(b).or_default().push(&w.name);
+        }
+    }
+    for b in &draft.buffers {
+        let name = b.name.as_str();
+        let ws = writers.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        if ws.is_empty() {
+            l.warn(b.name_at, format!("buffer '{name}' has no writer: no worker lists it in sinks, so no event will arrive in it"), None);
+        }
+        for (other, at) in ws.iter().skip(1) {
+            let first = ws[0].0;
+            l.error(
+                *at,
+                format!("buffer '{name}' is written by worker '{first}' and also by worker '{other}': a buffer has exactly one writing worker"),
+                Some("give each writer its own buffer (a worker with number_of_processes: N is one writer: it gets N rings)".into()),
+            );
+        }
+        let rs = readers.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        if rs.is_empty() && !ws.is_empty() {
+            let observed = observers.contains_key(name);
+            l.warn(
+                b.name_at,
+                format!(
+                    "buffer '{name}' is not read by any worker{}: its events are written and never consumed",
+                    if observed { " (only observed)" } else { "" }
+                ),
+                Some("add a worker with it in `sources:` (e.g. an exporter), or remove the buffer".into()),
+            );
+        }
+        if rs.len() > 1 {
+            l.warn(
+                b.name_at,
+                format!(
+                    "buffer '{name}' is read by {} workers ({}): here each of them gets every event (broadcast); mimoCoRB2 split the events between them",
+                    rs.len(),
+                    rs.join(", ")
+                ),
+                Some("to share the events between processes instead, use one worker with number_of_processes: N".into()),
+            );
+        }
+    }
+
+    find_cycles(l, &draft);
+
+    // Functions, buffer counts, Filter shapes, config keys.
+    let mut templates: HashMap<&str, Template> = HashMap::new();
+    for w in &draft.workers {
+        let Some((function, f_at)) = &w.function else {
+            continue;
+        };
+        if let Some((file, file_at)) = &w.file {
+            if file.ends_with(".py") {
+                let template = guess_template(w, &buffers);
+                let like: Vec<&str> = template
+                    .map(|t| {
+                        catalog
+                            .names()
+                            .into_iter()
+                            .filter(|n| catalog.function(n).is_some_and(|s| s.template == t))
+                            .take(4)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let role = template.map_or(String::new(), |t| {
+                    let article = match t {
+                        Template::Filter | Template::Processor => "a",
+                        _ => "an",
+                    };
+                    format!(" (it acts as {article} {t})")
+                });
+                let such_as = if like.is_empty() {
+                    String::new()
+                } else {
+                    format!(" such as {}", like.join(", "))
+                };
+                l.error(
+                    *file_at,
+                    format!("not runnable here: Python worker '{}' (file {file}, function {function}){role}: daq-engine runs Rust workers", w.name),
+                    Some(format!("port it to Rust (a user library named with `file: libname.so`), or replace it with a built-in{such_as}")),
+                );
+                python.push(PythonWorker {
+                    worker: w.name.clone(),
+                    file: file.clone(),
+                    function: function.clone(),
+                    template,
+                });
+            } else {
+                let p = super::load::expand_home(file);
+                let full = if p.is_absolute() {
+                    p
+                } else {
+                    l.setup_dir.join(p)
+                };
+                if !full.is_file() {
+                    l.error(
+                        *file_at,
+                        format!("worker '{}': user library '{file}' not found (looked at {})", w.name, full.display()),
+                        Some("build it with `cargo build --release` and give its path relative to the setup file".into()),
+                    );
+                }
+            }
+            continue;
+        }
+        let Some(spec) = catalog.function(function) else {
+            let names = catalog.names();
+            let mut hint = unknown_name_hint(function, "functions", &names);
+            if function.contains('.')
+                && !names
+                    .iter()
+                    .any(|n| n.split('.').next() == function.split('.').next())
+            {
+                hint.push_str(" (mimoCoRB2's Python built-ins are not available here: pick the built-in that does the same job)");
+            }
+            l.error(
+                *f_at,
+                format!("worker '{}': unknown function '{function}'", w.name),
+                Some(hint),
+            );
+            continue;
+        };
+        templates.insert(&w.name, spec.template);
+        check_arity(l, w, spec);
+        if spec.template == Template::Filter {
+            check_filter_shapes(l, w, &buffers);
+        }
+        check_config(l, w, spec);
+    }
+
+    // The resolved setup, from what is valid.
+    let mut setup = Setup {
+        file: l.files[0].clone(),
+        setup_dir: l.setup_dir.clone(),
+        target_directory: draft.target_directory.clone(),
+        options: draft.options.clone(),
+        buffers: draft
+            .buffers
+            .iter()
+            .map(|b| BufferSetup {
+                name: b.name.clone(),
+                slot_count: b.slot_count,
+                data_length: b.data_length,
+                dtype: b.dtype.clone(),
+                policy: b.policy,
+            })
+            .collect(),
+        workers: Vec::new(),
+    };
+    for w in &draft.workers {
+        let Some((function, _)) = &w.function else {
+            continue;
+        };
+        let mut config = serde_json::Map::new();
+        let spec = catalog.function(function).filter(|_| w.file.is_none());
+        for ConfigItem {
+            key,
+            value,
+            from_base,
+            ..
+        } in &w.config
+        {
+            // A base_config key this built-in does not read is not part of its config.
+            if *from_base && spec.is_some_and(|s| s.key(key).is_none()) {
+                continue;
+            }
+            match to_json(value) {
+                Ok(j) => {
+                    config.insert(key.clone(), j);
+                }
+                Err((at, msg)) => l.error(
+                    at,
+                    format!("worker '{}', config key '{key}': {msg}", w.name),
+                    None,
+                ),
+            }
+        }
+        let file = w.file.as_ref().map(|(f, _)| {
+            let p = super::load::expand_home(f);
+            if p.is_absolute() {
+                p
+            } else {
+                l.setup_dir.join(p)
+            }
+        });
+        let names = |v: &[(String, Loc)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        setup.workers.push(WorkerSetup {
+            name: w.name.clone(),
+            function: function.clone(),
+            file,
+            template: templates.get(w.name.as_str()).copied(),
+            number_of_processes: w.number_of_processes,
+            sources: names(&w.sources),
+            sinks: names(&w.sinks),
+            observes: names(&w.observes),
+            config,
+            cpu: w.cpu.clone(),
+            priority: w.priority,
+            restart: w.restart,
+        });
+    }
+    (setup, python)
+}
+
+fn check_arity(l: &mut Loader, w: &WorkerDraft, spec: &FunctionSpec) {
+    for (i, arity) in [spec.sources, spec.sinks, spec.observes]
+        .into_iter()
+        .enumerate()
+    {
+        let n = side(w, i).len();
+        if !arity.allows(n) {
+            l.error(
+                w.side_at[i],
+                format!(
+                    "worker '{}': function {} ({}) takes {arity} buffer{} in {}, but {n} {} given",
+                    w.name,
+                    spec.name,
+                    spec.template,
+                    if arity.min == 1 && arity.max == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    SIDES[i],
+                    if n == 1 { "is" } else { "are" }
+                ),
+                None,
+            );
+        }
+    }
+}
+
+fn check_filter_shapes(l: &mut Loader, w: &WorkerDraft, buffers: &HashMap<&str, &BufferDraft>) {
+    let Some((src_name, _)) = w.sources.first() else {
+        return;
+    };
+    let Some(src) = buffers.get(src_name.as_str()) else {
+        return;
+    };
+    for (s, at) in &w.sinks {
+        if let Some(sink) = buffers.get(s.as_str()) {
+            if !same_shape(src, sink) {
+                l.error(
+                    *at,
+                    format!(
+                        "worker '{}' is a filter: it copies events from '{src_name}' ({}) unchanged, but sink '{s}' holds {}",
+                        w.name,
+                        shape(src),
+                        shape(sink)
+                    ),
+                    Some("a Filter's sinks need the same data_dtype and data_length as its source (use a processor to change the shape)".into()),
+                );
+            }
+        }
+    }
+}
+
+fn check_config(l: &mut Loader, w: &WorkerDraft, spec: &FunctionSpec) {
+    // A config file that could not be read is already an error; its keys are unknown.
+    let required = spec.keys.iter().filter(|k| k.required && w.config_complete);
+    for key in required {
+        let given = w
+            .config
+            .iter()
+            .any(|i| i.key == key.name && !matches!(i.value.kind, Kind::Null));
+        if !given {
+            l.error(
+                w.config_at,
+                format!(
+                    "worker '{}': function {} needs config key '{}' ({}): {}",
+                    w.name,
+                    spec.name,
+                    key.name,
+                    key.ty.describe(),
+                    key.doc
+                ),
+                Some(format!(
+                    "add `{}: ...` under config: (or base_config:)",
+                    key.name
+                )),
+            );
+        }
+    }
+    let valid: Vec<&str> = spec.keys.iter().map(|k| k.name).collect();
+    for item in &w.config {
+        match spec.key(&item.key) {
+            Some(key) => {
+                if !matches!(item.value.kind, Kind::Null) && !type_ok(key.ty, &item.value) {
+                    l.error(
+                        item.value.at,
+                        format!(
+                            "worker '{}', config key '{}': expected {}, found {}",
+                            w.name,
+                            item.key,
+                            key.ty.describe(),
+                            item.value.describe()
+                        ),
+                        Some(key.doc.to_string()),
+                    );
+                }
+            }
+            // base_config is shared by every worker: a key there that this function does not
+            // read is meant for another worker, as in mimoCoRB2.
+            None if item.from_base => {}
+            None => l.error(
+                item.key_at,
+                format!(
+                    "worker '{}': function {} has no config key '{}'",
+                    w.name, spec.name, item.key
+                ),
+                Some(unknown_name_hint(
+                    &item.key,
+                    &format!("config keys of {}", spec.name),
+                    &valid,
+                )),
+            ),
+        }
+    }
+}
+
+/// Reports every cycle buffer → worker → buffer, at the sink that closes it.
+fn find_cycles(l: &mut Loader, draft: &Draft) {
+    // Edges: buffer --(worker reading it, sink item)--> buffer.
+    let mut edges: HashMap<&str, Vec<(&str, &str, Loc)>> = HashMap::new();
+    for w in &draft.workers {
+        for (src, _) in &w.sources {
+            for (sink, at) in &w.sinks {
+                edges.entry(src).or_default().push((&w.name, sink, *at));
+            }
+        }
+    }
+    let mut done: HashSet<&str> = HashSet::new();
+    let mut names: Vec<&str> = edges.keys().copied().collect();
+    names.sort();
+    for start in names {
+        if done.contains(start) {
+            continue;
+        }
+        // Iterative depth-first search keeping the path.
+        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
+        let mut on_path: HashSet<&str> = HashSet::from([start]);
+        while let Some((node, next)) = path.last().copied() {
+            let out = edges.get(node).map(Vec::as_slice).unwrap_or(&[]);
+            if next >= out.len() {
+                path.pop();
+                on_path.remove(node);
+                done.insert(node);
+                continue;
+            }
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            let (worker, to, at) = out[next];
+            if on_path.contains(to) {
+                let from = path.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                let mut ring: Vec<String> = Vec::new();
+                for (i, (n, idx)) in path[from..].iter().enumerate() {
+                    ring.push(n.to_string());
+                    let via = if i + from + 1 == path.len() {
+                        worker
+                    } else {
+                        edges[n][idx - 1].0
+                    };
+                    ring.push(format!("({via})"));
+                }
+                ring.push(to.to_string());
+                l.error(
+                    at,
+                    format!("the buffers form a cycle: {}", ring.join(" → ")),
+                    Some("events must flow one way, from importers to exporters: break the cycle with a new buffer or by removing this sink".into()),
+                );
+            } else if !done.contains(to) {
+                on_path.insert(to);
+                path.push((to, 0));
+            }
+        }
+    }
+}

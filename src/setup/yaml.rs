@@ -1,0 +1,304 @@
+//! YAML text to a tree of values that each carry their file position.
+//!
+//! Guarantees: parsing never panics on any input (bytes that are not UTF-8 included); every
+//! node and every mapping key has a 1-based line and column; a syntax error is one
+//! positioned message. Anchors, aliases and `<<` merge keys are resolved by serde-saphyr,
+//! whose resource budget (depth 64, node and alias limits) bounds what a hostile file costs.
+//! Must never read other files: includes are the resolver's business.
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+use std::fmt;
+
+/// A position: file id (index into the loader's file table), 1-based line and column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Loc {
+    pub file: u32,
+    pub line: u64,
+    pub column: u64,
+}
+
+/// A YAML value.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Kind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Value>),
+    Map(Vec<(Value, Value)>),
+}
+
+/// A YAML value and where its text is (for an alias: where the anchored text is).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Value {
+    pub kind: Kind,
+    pub at: Loc,
+}
+
+impl Value {
+    /// A short description for "expected X, found Y" messages.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Null => "nothing (null)".into(),
+            Kind::Bool(b) => format!("`{b}`"),
+            Kind::Int(i) => format!("the number {i}"),
+            Kind::UInt(u) => format!("the number {u}"),
+            Kind::Float(x) => format!("the number {x}"),
+            Kind::Str(s) => format!("the text '{s}'"),
+            Kind::Seq(_) => "a list".into(),
+            Kind::Map(_) => "a mapping".into(),
+        }
+    }
+
+    /// Key text of a mapping key: strings as they are, numbers and booleans as written.
+    pub fn key_text(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Str(s) => Some(s.clone()),
+            Kind::Int(i) => Some(i.to_string()),
+            Kind::UInt(u) => Some(u.to_string()),
+            Kind::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// What the parser produced for one file: the root and the positions aliases point at.
+pub(crate) struct Parsed {
+    pub root: Value,
+    /// Every position that an alias or merge key copied from (anchor definitions in use).
+    pub alias_targets: Vec<Loc>,
+}
+
+/// A syntax error: position and message.
+pub(crate) struct SyntaxError {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+enum Raw {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Spanned<Raw>>),
+    Map(Vec<(Spanned<Raw>, Spanned<Raw>)>),
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Raw;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<Raw, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_none<E>(self) -> Result<Raw, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+                Raw::deserialize(d)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Raw, E> {
+                Ok(Raw::Bool(b))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Raw, E> {
+                Ok(Raw::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Raw, E> {
+                Ok(Raw::UInt(v))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Raw, E> {
+                i64::try_from(v)
+                    .map(Raw::Int)
+                    .map_err(|_| E::custom(format!("the number {v} is too large")))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Raw, E> {
+                u64::try_from(v)
+                    .map(Raw::UInt)
+                    .map_err(|_| E::custom(format!("the number {v} is too large")))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
+                Ok(Raw::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Raw, E> {
+                Ok(Raw::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Raw, E> {
+                Ok(Raw::Str(v))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Raw, E> {
+                Ok(Raw::Str(String::from_utf8_lossy(v).into_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element()? {
+                    v.push(x);
+                }
+                Ok(Raw::Seq(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = a.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Raw::Map(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn convert(raw: Spanned<Raw>, file: u32, parent: Loc, targets: &mut Vec<Loc>) -> Value {
+    let loc = |l: &serde_saphyr::Location| Loc {
+        file,
+        line: l.line(),
+        column: l.column().max(1),
+    };
+    let referenced = if raw.referenced.line() > 0 {
+        loc(&raw.referenced)
+    } else {
+        parent
+    };
+    let at = if raw.defined.line() > 0 {
+        loc(&raw.defined)
+    } else {
+        referenced
+    };
+    if at != referenced {
+        targets.push(at);
+    }
+    let kind = match raw.value {
+        Raw::Null => Kind::Null,
+        Raw::Bool(b) => Kind::Bool(b),
+        Raw::Int(i) => Kind::Int(i),
+        Raw::UInt(u) => Kind::UInt(u),
+        Raw::Float(x) => Kind::Float(x),
+        Raw::Str(s) => Kind::Str(s),
+        Raw::Seq(items) => Kind::Seq(
+            items
+                .into_iter()
+                .map(|x| convert(x, file, at, targets))
+                .collect(),
+        ),
+        Raw::Map(entries) => Kind::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = convert(k, file, at, targets);
+                    let value = convert(v, file, key.at, targets);
+                    (key, value)
+                })
+                .collect(),
+        ),
+    };
+    Value { kind, at }
+}
+
+/// Line and column (1-based) of byte `offset` in `bytes`.
+fn position_of(bytes: &[u8], offset: usize) -> (u64, u64) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count() as u64
+        + 1;
+    (line, column)
+}
+
+/// Strips serde-saphyr's " at line L, column C" suffix: the position is printed in front.
+fn bare_message(text: &str) -> String {
+    let first = text.lines().next().unwrap_or("").trim();
+    let cut = first
+        .rfind(" at line ")
+        .filter(|i| first[*i..].contains("column"))
+        .map_or(first, |i| &first[..i]);
+    let cut = cut.strip_prefix("error: ").unwrap_or(cut);
+    if cut.is_empty() {
+        "the file is not valid YAML".to_string()
+    } else {
+        cut.to_string()
+    }
+}
+
+/// Parses one YAML document. `file` is the id stamped on every position.
+pub(crate) fn parse(bytes: &[u8], file: u32) -> Result<Parsed, SyntaxError> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let (line, column) = position_of(bytes, e.valid_up_to());
+            let byte = bytes.get(e.valid_up_to()).copied().unwrap_or(0);
+            return Err(SyntaxError {
+                line,
+                column,
+                message: format!(
+                    "the file is not UTF-8 text (byte 0x{byte:02x}): save it as UTF-8"
+                ),
+            });
+        }
+    };
+    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
+        Ok(raw) => {
+            let mut alias_targets = Vec::new();
+            let top = Loc {
+                file,
+                line: 1,
+                column: 1,
+            };
+            let root = convert(raw, file, top, &mut alias_targets);
+            Ok(Parsed {
+                root,
+                alias_targets,
+            })
+        }
+        Err(e) => {
+            let (line, column) = e
+                .location()
+                .filter(|l| l.line() > 0)
+                .map_or((1, 1), |l| (l.line(), l.column().max(1)));
+            Err(SyntaxError {
+                line,
+                column,
+                message: bare_message(&e.without_snippet().to_string()),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_carry_positions() {
+        let p = parse(b"a: &x {k: 1}\nb: *x\n", 0).ok().unwrap();
+        let Kind::Map(m) = &p.root.kind else {
+            panic!("not a map")
+        };
+        assert_eq!((m[1].0.at.line, m[1].0.at.column), (2, 1));
+        // The alias's content points at the anchored text.
+        assert_eq!((m[1].1.at.line, m[1].1.at.column), (1, 7));
+        assert!(p.alias_targets.contains(&m[0].1.at));
+    }
+
+    #[test]
+    fn errors_are_positioned() {
+        let e = parse(b"a: {b: 1\n", 0).err().unwrap();
+        assert_eq!((e.line, e.column), (1, 4));
+        assert!(e.message.contains("unclosed"), "{}", e.message);
+        let e = parse(b"a: 1\nb: \xff\n", 0).err().unwrap();
+        assert_eq!((e.line, e.column), (2, 4));
+    }
+}

@@ -1,0 +1,582 @@
+//! Setup files end to end: every bad setup under tests/setups/bad gives its message at its
+//! position, the good ones resolve to exactly the expected buffers, workers and merged
+//! configs, and the mimoCoRB2 reference setups parse with their Python workers listed.
+
+use daq_engine::ring::Policy;
+use daq_engine::setup::{graph, Checked, HugePages, Restart, Setup, Severity};
+use daq_engine::worker::{Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+const fn key(name: &'static str, ty: KeyType, required: bool) -> ConfigKey {
+    ConfigKey {
+        name,
+        ty,
+        required,
+        default: None,
+        doc: "test key",
+    }
+}
+
+/// A catalog shaped like the engine's built-ins (the real registry comes from the engine).
+const CATALOG: [FunctionSpec; 6] = [
+    FunctionSpec {
+        name: "simulate.pulses",
+        template: Template::Importer,
+        summary: "",
+        sources: Arity::NONE,
+        sinks: Arity::ONE,
+        observes: Arity::NONE,
+        keys: &[
+            key("n_events", KeyType::Int, false),
+            key("rate", KeyType::Float, false),
+        ],
+    },
+    FunctionSpec {
+        name: "filter.threshold",
+        template: Template::Filter,
+        summary: "",
+        sources: Arity::ONE,
+        sinks: Arity::SOME,
+        observes: Arity::NONE,
+        keys: &[
+            key("level", KeyType::Float, true),
+            key("channel", KeyType::Str, false),
+        ],
+    },
+    FunctionSpec {
+        name: "process.pulses",
+        template: Template::Processor,
+        summary: "",
+        sources: Arity::SOME,
+        sinks: Arity::SOME,
+        observes: Arity::NONE,
+        keys: &[key("threshold", KeyType::Float, false)],
+    },
+    FunctionSpec {
+        name: "export.hdf5",
+        template: Template::Exporter,
+        summary: "",
+        sources: Arity::ONE,
+        sinks: Arity::ANY,
+        observes: Arity::NONE,
+        keys: &[key("file", KeyType::Str, false)],
+    },
+    FunctionSpec {
+        name: "export.drain",
+        template: Template::Exporter,
+        summary: "",
+        sources: Arity::ONE,
+        sinks: Arity::ANY,
+        observes: Arity::NONE,
+        keys: &[],
+    },
+    FunctionSpec {
+        name: "observe.oscilloscope",
+        template: Template::Observer,
+        summary: "",
+        sources: Arity::NONE,
+        sinks: Arity::NONE,
+        observes: Arity::ONE,
+        keys: &[
+            key("update_interval", KeyType::Float, false),
+            key("ylim", KeyType::List, false),
+        ],
+    },
+];
+
+/// `[FunctionSpec]` implements Catalog but is unsized, so it cannot be a `&dyn Catalog`.
+struct TestCatalog;
+
+impl Catalog for TestCatalog {
+    fn function(&self, name: &str) -> Option<&FunctionSpec> {
+        CATALOG[..].function(name)
+    }
+    fn names(&self) -> Vec<&'static str> {
+        CATALOG[..].names()
+    }
+}
+
+fn catalog() -> &'static dyn Catalog {
+    &TestCatalog
+}
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setups")
+}
+
+fn check(rel: &str) -> Checked {
+    Setup::check_file(&dir().join(rel), catalog(), 2)
+}
+
+fn listing(c: &Checked) -> String {
+    c.errors
+        .iter()
+        .chain(&c.warnings)
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// (file, expected fragment of the first error's message or hint, line, column).
+const BAD: &[(&str, &str, u64, u64)] = &[
+    ("syntax_unclosed", "did not find expected ',' or '}'", 6, 11),
+    ("unknown_buffer_key", "did you mean `slot_count`?", 3, 5),
+    (
+        "slot_count_not_power_of_two",
+        "the nearest valid values are 64 and 128",
+        3,
+        17,
+    ),
+    ("data_length_zero", "data_length must be at least 1", 4, 18),
+    ("dtype_unknown_type", "unknown data type 'f5'", 5, 23),
+    ("dtype_big_endian", "big-endian type '>f4'", 5, 23),
+    (
+        "sink_missing_buffer",
+        "did you mean `raw`? valid buffers: raw, accepted",
+        13,
+        13,
+    ),
+    (
+        "filter_shape_mismatch",
+        "sink 'accepted' holds 32 records",
+        17,
+        13,
+    ),
+    (
+        "importer_two_sinks",
+        "takes exactly 1 buffer in sinks, but 2 are given",
+        13,
+        5,
+    ),
+    (
+        "unknown_function",
+        "did you mean `filter.threshold`?",
+        15,
+        15,
+    ),
+    (
+        "python_worker",
+        "not runnable here: Python worker 'save' (file my_sink.py, function sink)",
+        20,
+        11,
+    ),
+    (
+        "config_missing_required",
+        "needs config key 'level' (a number)",
+        14,
+        3,
+    ),
+    (
+        "config_wrong_type",
+        "config key 'level': expected a number, found the text 'high'",
+        18,
+        21,
+    ),
+    ("config_unknown_key", "did you mean `level`?", 18, 26),
+    (
+        "cpu_does_not_exist",
+        "core 7 does not exist: this machine has 2 online CPUs",
+        13,
+        14,
+    ),
+    (
+        "priority_out_of_range",
+        "120 is not a SCHED_FIFO priority (1 to 99)",
+        13,
+        15,
+    ),
+    (
+        "two_writers",
+        "written by worker 'trigger' and also by worker 'save'",
+        21,
+        13,
+    ),
+    (
+        "cycle",
+        "the buffers form a cycle: accepted2 → (again) → raw2 → (loop) → accepted2",
+        29,
+        13,
+    ),
+    ("unknown_top_level_key", "did you mean `Buffers`?", 1, 1),
+    (
+        "restart_bad",
+        "'always' is not one of never, on-failure",
+        13,
+        14,
+    ),
+    ("policy_bad", "did you mean `drop`?", 6, 13),
+    (
+        "include_missing",
+        "cannot read the worker 'trigger', config file 'not_there.yaml'",
+        18,
+        28,
+    ),
+    ("duplicate_key", "duplicate mapping key: data_length", 5, 5),
+    ("tab_indent", "tabs disallowed", 3, 2),
+    (
+        "max_seconds_negative",
+        "options.max_seconds: must be more than 0",
+        22,
+        24,
+    ),
+    ("options_unknown_key", "did you mean `max_events`?", 23, 3),
+];
+
+#[test]
+fn bad_setups_give_positioned_messages() {
+    assert!(BAD.len() >= 15);
+    for (name, fragment, line, column) in BAD {
+        let path = dir().join(format!("bad/{name}.yaml"));
+        let c = Setup::check_file(&path, catalog(), 2);
+        let first = c
+            .errors
+            .first()
+            .unwrap_or_else(|| panic!("{name}: no error; warnings:\n{}", listing(&c)));
+        let text = first.to_string();
+        assert!(
+            text.contains(fragment),
+            "{name}: expected '{fragment}' in the first error, got:\n{}",
+            listing(&c)
+        );
+        assert_eq!(
+            (first.file.as_path(), first.line, first.column),
+            (path.as_path(), *line, *column),
+            "{name}: position of {text}"
+        );
+        // Through the entry point, it is a SetupError whose Display reads like a compiler.
+        let err = Setup::load(&path, catalog(), 2).unwrap_err();
+        let shown = err.to_string();
+        let prefix = format!("{}:{line}:{column}: error: ", path.display());
+        assert!(shown.contains(&prefix), "{name}: {shown}");
+        assert!(shown.ends_with(&format!(
+            "setup rejected: {} error{}",
+            c.errors.len(),
+            if c.errors.len() == 1 { "" } else { "s" }
+        )));
+    }
+}
+
+#[test]
+fn an_error_inside_an_included_file_points_into_that_file() {
+    let c = check("bad/include_syntax_error.yaml");
+    assert_eq!(c.errors.len(), 1, "{}", listing(&c));
+    let e = &c.errors[0];
+    assert_eq!(e.file, dir().join("bad/../include/broken_config.yaml"));
+    assert_eq!((e.line, e.column), (2, 10));
+    assert!(e.message.contains("unclosed bracket '['"), "{e}");
+}
+
+#[test]
+fn every_error_is_collected_and_sorted_by_position() {
+    let text = "Buffers:\n  raw: {slot_count: 3, data_length: 0, data_dtype: {a: q9}}\nWorkers:\n  w:\n    function: nothing.here\n    sinks: [nope]\n    priority: 0\n";
+    let c = Setup::check_bytes(text.as_bytes(), Path::new("many.yaml"), catalog(), 2);
+    let got: Vec<(u64, u64)> = c.errors.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(
+        got,
+        vec![(2, 21), (2, 37), (2, 56), (5, 15), (6, 13), (7, 15)],
+        "{}",
+        listing(&c)
+    );
+    assert!(c.errors[3]
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("valid functions: simulate.pulses"));
+}
+
+#[test]
+fn minimal_good_setup_resolves() {
+    let (setup, warnings) =
+        Setup::load(&dir().join("good/minimal.yaml"), catalog(), 2).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(setup.target_directory, dir().join("good/target"));
+    assert_eq!(setup.buffers.len(), 2);
+    assert_eq!(setup.workers.len(), 3);
+    let t = setup.worker("trigger").unwrap();
+    assert_eq!(t.template, Some(Template::Filter));
+    assert_eq!(t.config().f64("level").unwrap(), 0.5);
+    assert_eq!(setup.root_buffers(), vec!["raw"]);
+    assert_eq!(setup.options.stats_interval, 1.0);
+    assert_eq!(setup.options.max_events, None);
+}
+
+#[test]
+fn full_pipeline_resolves_includes_anchors_and_merges() {
+    let (setup, warnings) =
+        Setup::load(&dir().join("good/pipeline.yaml"), catalog(), 2).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+    assert_eq!(setup.target_directory, home.join("daq-runs"));
+
+    // Buffers: an alias copies the anchored spec; a path includes a file.
+    let names: Vec<&str> = setup.buffers.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["raw", "accepted", "pulses"]);
+    let raw = setup.buffer("raw").unwrap();
+    let acc = setup.buffer("accepted").unwrap();
+    assert_eq!(
+        (raw.slot_count, raw.data_length, raw.policy),
+        (256, 512, Policy::Drop)
+    );
+    assert_eq!(raw.dtype, acc.dtype);
+    assert_eq!(
+        raw.dtype.numpy_descr(),
+        "[('ch0', '<f4'), ('ch1', '<f4'), ('flags', '|u1')]"
+    );
+    let pulses = setup.buffer("pulses").unwrap();
+    assert_eq!((pulses.slot_count, pulses.data_length), (64, 1));
+    assert_eq!(pulses.policy, Policy::Block);
+    assert_eq!(pulses.dtype.record_size(), 24);
+
+    // base_config = [file, mapping]: the mapping wins; the worker's own config wins over both.
+    let src = setup.worker("source").unwrap();
+    assert_eq!(
+        serde_json::Value::Object(src.config.clone()),
+        json!({"rate": 250.0, "n_events": 5000})
+    );
+    assert_eq!((src.cpu.clone(), src.priority), (vec![1], Some(80)));
+    assert_eq!(src.restart, Restart::Never);
+
+    // config = [file, mapping], merged in order over base_config.
+    let trig = setup.worker("trigger").unwrap();
+    assert_eq!(trig.config().f64("level").unwrap(), 0.25);
+    assert_eq!(trig.config().str_or("channel", "").unwrap(), "ch1");
+    // base_config keys it does not read are left out of its config.
+    assert_eq!(trig.config.len(), 2);
+    assert!(trig.config.get("n_events").is_none());
+    assert_eq!(
+        (trig.number_of_processes, trig.restart),
+        (2, Restart::OnFailure)
+    );
+
+    // A worker spec from its own file, whose config path is relative to the setup file.
+    let save = setup.worker("save").unwrap();
+    assert_eq!(save.function, "export.hdf5");
+    assert_eq!(save.config().str_or("file", "").unwrap(), "pulses.h5");
+
+    // Merge keys: the template's config, overridden by the worker's own.
+    let scope = setup.worker("scope").unwrap();
+    let scope2 = setup.worker("scope_accepted").unwrap();
+    assert_eq!(scope.function, "observe.oscilloscope");
+    assert_eq!(scope.config().f64("update_interval").unwrap(), 0.5);
+    assert_eq!(scope2.config().f64("update_interval").unwrap(), 2.0);
+    assert_eq!(scope2.observes, ["accepted"]);
+
+    assert_eq!(setup.options.max_events, Some(100_000));
+    assert_eq!(setup.options.max_seconds, Some(30.5));
+    assert_eq!(setup.options.stats_interval, 2.0);
+    assert_eq!(setup.options.huge_pages, HugePages::Off);
+}
+
+#[test]
+fn resolved_setup_round_trips_through_yaml() {
+    let (setup, _) = Setup::load(&dir().join("good/pipeline.yaml"), catalog(), 2).unwrap();
+    let yaml = setup.to_yaml();
+    assert!(
+        yaml.contains("Buffers:") && yaml.contains("Workers:"),
+        "{yaml}"
+    );
+    assert!(
+        !yaml.contains("base_config"),
+        "configs are merged in: {yaml}"
+    );
+    let (again, _) =
+        Setup::from_str(&yaml, &setup.file, catalog(), 2).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(again, setup);
+}
+
+#[test]
+fn command_line_limits_override_options() {
+    let (mut setup, _) = Setup::load(&dir().join("good/pipeline.yaml"), catalog(), 2).unwrap();
+    setup.apply_limits(None, Some(5.0)).unwrap();
+    assert_eq!(setup.options.max_events, Some(100_000));
+    assert_eq!(setup.options.max_seconds, Some(5.0));
+    setup.apply_limits(Some(7), None).unwrap();
+    assert_eq!(setup.options.max_events, Some(7));
+    assert!(setup.apply_limits(Some(0), None).is_err());
+    assert!(setup.apply_limits(None, Some(-1.0)).is_err());
+    assert!(setup.apply_limits(None, Some(f64::NAN)).is_err());
+    assert_eq!(setup.options.max_events, Some(7));
+}
+
+#[test]
+fn graphs_show_every_buffer_and_worker() {
+    let (setup, _) = Setup::load(&dir().join("good/pipeline.yaml"), catalog(), 2).unwrap();
+    let text = graph::text(&setup);
+    assert!(
+        text.starts_with("pipeline: 3 buffers, 6 workers\n"),
+        "{text}"
+    );
+    assert!(text.contains("source (importer simulate.pulses, ×1)\n  ──▶ raw [root] 256 slots × 512 records of {ch0: float32, ch1: float32, flags: uint8}, drop\n        ──▶ trigger (filter filter.threshold, ×2)\n        ┈┈▶ scope (observer observe.oscilloscope, ×1)\n"), "{text}");
+    let dot = graph::dot(&setup);
+    assert!(dot.starts_with("digraph pipeline {"));
+    assert!(dot.contains("\"buffer:raw\" [shape=box,") && dot.contains("fillcolor"));
+    assert!(!dot.contains("\"buffer:accepted\" [shape=box, label=\"accepted\\n256 slots × 512\\n{ch0: float32, ch1: float32, flags: uint8}\\ndrop\", style"));
+    assert!(dot.contains("\"worker:trigger\" [shape=ellipse,"));
+    assert!(dot.contains("\"buffer:raw\" -> \"worker:scope\" [style=dotted];"));
+    assert!(dot.contains("\"worker:source\" -> \"buffer:raw\";"));
+    assert_eq!(dot.matches(" -> ").count(), 8);
+}
+
+#[test]
+fn mimocorb2_ignored_keys_and_templates() {
+    let text = "overwrite: true\nosc_template: &osc\n  function: observe.oscilloscope\nBuffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  out: {function: export.drain, sources: [raw]}\n  osc:\n    <<: *osc\n    observes: [raw]\nOptions:\n  debug_workers: True\n";
+    let (setup, warnings) =
+        Setup::from_str(text, Path::new("m.yaml"), catalog(), 2).expect("valid");
+    assert_eq!(
+        setup.worker("osc").unwrap().function,
+        "observe.oscilloscope"
+    );
+    let w: Vec<String> = warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].starts_with("m.yaml:1:1: warning: `overwrite:` is ignored"));
+    assert!(w[1].starts_with("m.yaml:12:1: warning: `Options:` is a mimoCoRB2 section"));
+    // The same template block with no alias using it is an unknown key.
+    let unused = text.replace("    <<: *osc\n", "    function: observe.oscilloscope\n");
+    let err = Setup::from_str(&unused, Path::new("m.yaml"), catalog(), 2).unwrap_err();
+    let first = err.errors().next().unwrap();
+    assert_eq!((first.line, first.column), (2, 1));
+    assert!(first
+        .message
+        .contains("unknown top-level key `osc_template`"));
+}
+
+#[test]
+fn two_reader_workers_get_the_broadcast_warning() {
+    let text = "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\n  lonely: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  a: {function: export.drain, sources: [raw]}\n  b: {function: export.drain, sources: [raw]}\n";
+    let (_, warnings) = Setup::from_str(text, Path::new("t.yaml"), catalog(), 2).unwrap();
+    assert_eq!(warnings.len(), 2);
+    assert!(warnings.iter().all(|d| d.severity == Severity::Warning));
+    assert_eq!((warnings[0].line, warnings[0].column), (2, 3));
+    assert!(warnings[0].message.contains(
+        "read by 2 workers (a, b): here each of them gets every event (broadcast); mimoCoRB2 split"
+    ));
+    assert_eq!((warnings[1].line, warnings[1].column), (3, 3));
+    assert!(warnings[1].message.contains("'lonely' has no writer"));
+}
+
+#[test]
+fn base_config_keys_a_function_does_not_read_are_not_errors() {
+    let text = "base_config: {n_events: 10}\nBuffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  out: {function: export.drain, sources: [raw], config: {n_events: 3}}\n";
+    let err = Setup::from_str(text, Path::new("b.yaml"), catalog(), 2).unwrap_err();
+    let errors: Vec<_> = err.errors().collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert_eq!((errors[0].line, errors[0].column), (6, 58));
+    assert!(errors[0]
+        .message
+        .contains("function export.drain has no config key 'n_events'"));
+    let fixed = text.replace(", config: {n_events: 3}", "");
+    let (setup, _) = Setup::from_str(&fixed, Path::new("b.yaml"), catalog(), 2).unwrap();
+    assert_eq!(
+        setup.worker("src").unwrap().config.get("n_events"),
+        Some(&json!(10))
+    );
+    assert!(setup.worker("out").unwrap().config.is_empty());
+}
+
+#[test]
+fn not_utf8_and_empty_files_are_positioned_errors() {
+    let c = Setup::check_bytes(
+        b"Buffers:\n  r\xffw: {}\n",
+        Path::new("x.yaml"),
+        catalog(),
+        2,
+    );
+    assert_eq!(c.errors.len(), 1);
+    assert_eq!((c.errors[0].line, c.errors[0].column), (2, 4));
+    assert!(c.errors[0].message.contains("not UTF-8"));
+    let c = Setup::check_bytes(b"", Path::new("e.yaml"), catalog(), 2);
+    assert_eq!(c.errors.len(), 1);
+    assert!(c.errors[0]
+        .message
+        .contains("expected a mapping with `Buffers:` and `Workers:`"));
+    let c = Setup::check_file(Path::new("/nonexistent/setup.yaml"), catalog(), 2);
+    assert!(c.errors[0]
+        .message
+        .starts_with("cannot read the setup file"));
+}
+
+/// The mimoCoRB2 reference setups parse; their Python workers are listed by name and the
+/// rest of each setup is read.
+#[test]
+fn mimocorb2_reference_setups_parse_and_list_python_workers() {
+    let refdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/mimocorb2");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&refdir)
+        .unwrap_or_else(|e| panic!("{}: {e}", refdir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 9);
+    for f in &files {
+        let c = Setup::check_file(f, catalog(), 2);
+        let name = f.file_stem().unwrap().to_string_lossy().to_string();
+        let python: Vec<&str> = c.python_workers.iter().map(|p| p.worker.as_str()).collect();
+        let expected: &[&str] = match name.as_str() {
+            "probe_filter_mask" => &["source", "filter", "sink_a", "sink_b"],
+            "probe_two_readers" => &["source", "sink_a", "sink_b"],
+            _ => &["source", "sink"],
+        };
+        assert_eq!(python, expected, "{name}");
+        assert!(c
+            .python_workers
+            .iter()
+            .all(|p| p.file == "bench_workers.py"));
+        assert_eq!(c.python_workers[0].template, Some(Template::Importer));
+        // Every error is a Python worker or a mimoCoRB2 built-in that does not exist here.
+        for e in &c.errors {
+            assert!(
+                e.message.starts_with("not runnable here: Python worker")
+                    || e.message.contains("unknown function 'misc.copy'")
+                    || e.message
+                        .contains("unknown function 'observers.oscilloscope'"),
+                "{name}: {e}"
+            );
+            assert_eq!(e.file, *f);
+        }
+        let py_errors = c
+            .errors
+            .iter()
+            .filter(|e| e.message.starts_with("not runnable here"))
+            .count();
+        assert_eq!(py_errors, expected.len(), "{name}");
+        // The rest is read: buffers, workers, base_config merged.
+        assert!(!c.setup.buffers.is_empty());
+        assert_eq!(c.setup.workers.len(), c.setup.workers.len());
+        let src = c.setup.worker("source").unwrap();
+        assert!(src.config.contains_key("n_events"));
+        assert_eq!(
+            c.setup.target_directory,
+            refdir.join(format!("runs/{name}"))
+        );
+    }
+    // The hint suggests built-ins that play the same part.
+    let c = Setup::check_file(&refdir.join("tiny_direct.yaml"), catalog(), 2);
+    let e = &c.errors[0];
+    assert!(e.message.contains("Python worker 'source' (file bench_workers.py, function source) (it acts as an importer)"), "{e}");
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap()
+            .contains("such as simulate.pulses"),
+        "{e}"
+    );
+    // probe_two_readers relies on mimoCoRB2's split: the warning says so.
+    let c = Setup::check_file(&refdir.join("probe_two_readers.yaml"), catalog(), 2);
+    assert!(c.warnings.iter().any(|w| w.message.contains("broadcast")));
+}
+
+#[test]
+#[ignore = "prints every diagnostic of every bad setup, for writing the table"]
+fn dump_bad_setups() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir().join("bad"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let c = Setup::check_file(&f, catalog(), 2);
+        println!("== {}\n{}", f.display(), listing(&c));
+    }
+}

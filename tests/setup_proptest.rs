@@ -1,0 +1,141 @@
+//! The setup parser never panics: random bytes, and random cuts, byte flips and insertions
+//! in a good setup, always give either a setup or errors that each name a file, a line ≥ 1
+//! and a column ≥ 1.
+
+use daq_engine::setup::Setup;
+use daq_engine::worker::{Arity, Catalog, FunctionSpec, Template};
+use proptest::prelude::*;
+use std::path::Path;
+
+const CATALOG: [FunctionSpec; 2] = [
+    FunctionSpec {
+        name: "simulate.pulses",
+        template: Template::Importer,
+        summary: "",
+        sources: Arity::NONE,
+        sinks: Arity::ONE,
+        observes: Arity::NONE,
+        keys: &[],
+    },
+    FunctionSpec {
+        name: "export.drain",
+        template: Template::Exporter,
+        summary: "",
+        sources: Arity::ONE,
+        sinks: Arity::ANY,
+        observes: Arity::NONE,
+        keys: &[],
+    },
+];
+
+struct TestCatalog;
+
+impl Catalog for TestCatalog {
+    fn function(&self, name: &str) -> Option<&FunctionSpec> {
+        CATALOG[..].function(name)
+    }
+    fn names(&self) -> Vec<&'static str> {
+        CATALOG[..].names()
+    }
+}
+
+const GOOD: &str = "target_directory: out\nbase_config: {n: 1}\nBuffers:\n  raw: &w\n    slot_count: 8\n    data_length: 4\n    data_dtype: {ch0: f4, ch1: int16}\n    policy: drop\n  copy: *w\nWorkers:\n  src:\n    function: simulate.pulses\n    sinks: [raw]\n    cpu: [0]\n    priority: 10\n  out:\n    function: export.drain\n    sources: [raw]\n    sinks: [copy]\n  end: {function: export.drain, sources: [copy]}\noptions: {max_events: 10, huge_pages: auto}\n";
+
+/// Checks one input: no panic, and every diagnostic positioned in a named file.
+fn positioned(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let c = Setup::check_bytes(bytes, Path::new("p.yaml"), &TestCatalog, 2);
+    for d in c.errors.iter().chain(&c.warnings) {
+        prop_assert!(d.line >= 1 && d.column >= 1, "{d}");
+        prop_assert!(!d.file.as_os_str().is_empty(), "{d}");
+        prop_assert!(!d.message.is_empty(), "{d}");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Cut(usize),
+    Flip(usize, u8),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let at = 0..GOOD.len();
+    prop_oneof![
+        at.clone().prop_map(Mutation::Cut),
+        (at.clone(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        (
+            at.clone(),
+            prop::collection::vec(
+                prop::sample::select(b"{}[]:,&*!|>-#'\"\t\n ~<?%@`\\0aZ\xff".to_vec()),
+                1..6
+            )
+        )
+            .prop_map(|(i, v)| Mutation::Insert(i, v)),
+        (at, 1..20usize).prop_map(|(i, n)| Mutation::Delete(i, n)),
+    ]
+}
+
+fn apply(text: &mut Vec<u8>, m: &Mutation) {
+    match m {
+        Mutation::Cut(i) => text.truncate((*i).min(text.len())),
+        Mutation::Flip(i, b) => {
+            if let Some(x) = text.get_mut(*i) {
+                *x = *b;
+            }
+        }
+        Mutation::Insert(i, v) => {
+            let i = (*i).min(text.len());
+            text.splice(i..i, v.iter().copied());
+        }
+        Mutation::Delete(i, n) => {
+            let i = (*i).min(text.len());
+            let j = (i + n).min(text.len());
+            text.drain(i..j);
+        }
+    }
+}
+
+#[test]
+fn the_unmutated_setup_is_valid() {
+    let (setup, warnings) =
+        Setup::from_str(GOOD, Path::new("p.yaml"), &TestCatalog, 2).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(setup.buffers.len(), 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        positioned(&bytes)?;
+    }
+
+    #[test]
+    fn mutated_setups_never_panic(ms in prop::collection::vec(mutation(), 1..4)) {
+        let mut text = GOOD.as_bytes().to_vec();
+        for m in &ms {
+            apply(&mut text, m);
+        }
+        positioned(&text)?;
+        // A mutation that still parses into a runnable setup must resolve to sane values.
+        if let Ok(text) = std::str::from_utf8(&text) {
+            if let Ok((setup, _)) = Setup::from_str(text, Path::new("p.yaml"), &TestCatalog, 2) {
+                for b in &setup.buffers {
+                    prop_assert!(b.slot_count.is_power_of_two() && b.slot_count >= 2);
+                    prop_assert!(b.data_length >= 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_setups_never_panic(cut_a in 0..GOOD.len(), cut_b in 0..GOOD.len()) {
+        // Two copies spliced at random points: duplicated keys, broken nesting.
+        let mut text = GOOD.as_bytes()[..cut_a].to_vec();
+        text.extend_from_slice(&GOOD.as_bytes()[cut_b..]);
+        positioned(&text)?;
+    }
+}
