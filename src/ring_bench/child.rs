@@ -24,12 +24,29 @@ pub(crate) fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Pins the calling process to `cpu`.
-fn pin(cpu: usize) -> Result<(), String> {
+/// Real-time priority (SCHED_FIFO) of benchmark children that ask for it: above ordinary
+/// work, below the kernel's own real-time threads.
+pub(crate) const FIFO_PRIORITY: i32 = 50;
+
+/// Pins the calling process to `cpu` and, when `realtime`, makes it SCHED_FIFO.
+pub(crate) fn place(cpu: usize, realtime: bool) -> Result<(), String> {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
     nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
-        .map_err(|e| format!("pinning to CPU {cpu}: {e}"))
+        .map_err(|e| format!("pinning to CPU {cpu}: {e}"))?;
+    if realtime {
+        let param = libc::sched_param {
+            sched_priority: FIFO_PRIORITY,
+        };
+        // SAFETY: `param` is a valid sched_param; pid 0 is the calling process.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            return Err(format!(
+                "SCHED_FIFO priority {FIFO_PRIORITY}: {} (run as root or with CAP_SYS_NICE, or without the real-time option)",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A running child and the read end of its pipe.
@@ -40,11 +57,13 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    /// Forks a child that pins itself to `cpu` and runs `body` with the pipe's write end.
+    /// Forks a child that pins itself to `cpu` (SCHED_FIFO when `realtime`) and runs `body`
+    /// with the pipe's write end.
     /// A body that fails writes `error <message>` as its last line and exits with status 1.
     pub(crate) fn spawn(
         role: &'static str,
         cpu: usize,
+        realtime: bool,
         body: impl FnOnce(&mut File) -> Result<(), String>,
     ) -> Result<Child, RingBenchError> {
         let io = |what| {
@@ -62,7 +81,7 @@ impl Child {
                 drop(read_end);
                 let mut out = File::from(write_end);
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    pin(cpu).and_then(|()| body(&mut out))
+                    place(cpu, realtime).and_then(|()| body(&mut out))
                 }));
                 let code = match result {
                     Ok(Ok(())) => 0,

@@ -67,6 +67,9 @@ pub struct RingBenchOptions {
     pub paced_rate_hz: f64,
     /// Events of each paced run.
     pub paced_events: u64,
+    /// Also run the paced case with readers that poll instead of sleeping (as iceoryx2's
+    /// subscribers do here), to separate the ring's own latency from the futex wake-up.
+    pub paced_poll: bool,
     /// Target size of the ring's data area; slots = this / event size, rounded down to a
     /// power of two within 16 ..= 1024. iceoryx2's subscriber queue gets the same depth.
     pub ring_bytes: usize,
@@ -74,6 +77,10 @@ pub struct RingBenchOptions {
     pub producer_cpu: usize,
     /// CPU every reader shares.
     pub consumer_cpu: usize,
+    /// Run every benchmark process (ours, memcpy, iceoryx2) under SCHED_FIFO, so that other
+    /// work on the machine cannot preempt it (needs root or CAP_SYS_NICE; the kernel still
+    /// leaves 5% of each CPU to other work).
+    pub realtime: bool,
     /// Which pages the ring may use.
     pub huge: HugePages,
     /// The `ring-peer` program; `None`: [`PEER_ENV`], else `target/peer/release/ring-peer`
@@ -94,9 +101,11 @@ impl Default for RingBenchOptions {
             max_events: 4_000_000,
             paced_rate_hz: 10_000.0,
             paced_events: 10_000,
+            paced_poll: true,
             ring_bytes: 4 << 20,
             producer_cpu: 0,
             consumer_cpu: 1,
+            realtime: false,
             huge: HugePages::Auto,
             peer: None,
             no_peer: false,
@@ -188,8 +197,11 @@ pub struct RingRow {
     pub slots: usize,
     /// Ours at full speed (median run by events/s).
     pub ours: Transfer,
-    /// Ours at the paced rate (median run by p99), if run.
+    /// Ours at the paced rate, readers sleeping on the futex when idle (the engine's way;
+    /// median run by p99), if run.
     pub ours_paced: Option<Transfer>,
+    /// Ours at the paced rate, readers polling (spin, then `sched_yield`), if run.
+    pub ours_paced_poll: Option<Transfer>,
     /// memcpy of the same bytes: events per second (median run).
     pub memcpy_events_per_s: f64,
     /// iceoryx2 at full speed, if it ran.
@@ -250,6 +262,8 @@ pub struct RingReport {
     pub consumer_cpu: usize,
     /// Runs per case.
     pub repeats: usize,
+    /// Whether the benchmark processes ran under SCHED_FIFO.
+    pub realtime: bool,
     /// Paced rate, Hz (0: not run).
     pub paced_rate_hz: f64,
     /// The iceoryx2 baseline.
@@ -367,18 +381,22 @@ pub fn run(opts: &RingBenchOptions) -> Result<RingReport, RingBenchError> {
             let mut ours = Vec::new();
             let mut peer = Vec::new();
             for _ in 0..opts.repeats {
-                let (t, b) = ours_once(opts, &places, &case, events, 0.0)?;
+                let (t, b) = ours_once(opts, &places, &case, events, 0.0, false)?;
                 backing.get_or_insert(b);
                 ours.push(t);
                 if let Some(t) = peer_once(&mut peer_status, opts, &case, events, 0.0) {
                     peer.push(t);
                 }
             }
-            let (mut ours_paced, mut peer_paced) = (Vec::new(), Vec::new());
+            let (mut ours_paced, mut ours_paced_poll, mut peer_paced) =
+                (Vec::new(), Vec::new(), Vec::new());
             if opts.paced_rate_hz > 0.0 && opts.paced_events > 0 {
                 for _ in 0..opts.repeats {
-                    let rate = opts.paced_rate_hz;
-                    ours_paced.push(ours_once(opts, &places, &case, opts.paced_events, rate)?.0);
+                    let (rate, n) = (opts.paced_rate_hz, opts.paced_events);
+                    ours_paced.push(ours_once(opts, &places, &case, n, rate, false)?.0);
+                    if opts.paced_poll {
+                        ours_paced_poll.push(ours_once(opts, &places, &case, n, rate, true)?.0);
+                    }
                     if let Some(t) =
                         peer_once(&mut peer_status, opts, &case, opts.paced_events, rate)
                     {
@@ -397,6 +415,8 @@ pub fn run(opts: &RingBenchOptions) -> Result<RingReport, RingBenchError> {
                 slots,
                 ours: median_by(ours, by_rate),
                 ours_paced: (!ours_paced.is_empty()).then(|| median_by(ours_paced, by_p99)),
+                ours_paced_poll: (!ours_paced_poll.is_empty())
+                    .then(|| median_by(ours_paced_poll, by_p99)),
                 memcpy_events_per_s,
                 peer: complete(peer, &by_rate),
                 peer_paced: complete(peer_paced, &by_p99),
@@ -412,6 +432,7 @@ pub fn run(opts: &RingBenchOptions) -> Result<RingReport, RingBenchError> {
         producer_cpu: opts.producer_cpu,
         consumer_cpu: opts.consumer_cpu,
         repeats: opts.repeats,
+        realtime: opts.realtime,
         paced_rate_hz: opts.paced_rate_hz,
         peer: peer_status,
         rows,
@@ -451,15 +472,19 @@ fn make_source(event_bytes: usize) -> (Vec<u8>, usize) {
     (v, n)
 }
 
+/// Spins of a polling reader before it yields its CPU (as the iceoryx2 subscribers do).
+const POLL_SPINS: u32 = 2_000;
+
 static RING_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// One run through a daq-engine ring; `rate` 0 is full speed.
+/// One run through a daq-engine ring; `rate` 0 is full speed; `poll`: readers poll.
 fn ours_once(
     opts: &RingBenchOptions,
     places: &[crate::shm::ShmPlace],
     case: &Case,
     events: u64,
     rate: f64,
+    poll: bool,
 ) -> Result<(Transfer, (Backing, bool)), RingBenchError> {
     let serial = RING_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let words = case.bytes / 8;
@@ -477,8 +502,8 @@ fn ours_once(
     let mut readers = Vec::new();
     for g in 0..case.groups {
         let path = path.clone();
-        let mut c = Child::spawn("reader", opts.consumer_cpu, move |out| {
-            read_events(&path, words, g, out)
+        let mut c = Child::spawn("reader", opts.consumer_cpu, opts.realtime, move |out| {
+            read_events(&path, words, g, poll, out)
         })?;
         let hello = c.line()?;
         if hello != "READY" {
@@ -487,7 +512,7 @@ fn ours_once(
         readers.push(c);
     }
     let bytes = case.bytes;
-    let mut producer = Child::spawn("producer", opts.producer_cpu, move |out| {
+    let mut producer = Child::spawn("producer", opts.producer_cpu, opts.realtime, move |out| {
         write_events(&path, bytes, events, rate, out)
     })?;
     let done = producer.line()?;
@@ -566,11 +591,13 @@ fn write_events(
 }
 
 /// Reader process: attaches by path as the sole member of group `g`, reads every word of
-/// every event, checks event numbers and records latency.
+/// every event, checks event numbers and records latency. `poll`: instead of sleeping on
+/// the ring's futex when idle, spin and then `sched_yield` until an event is there.
 fn read_events(
     path: &Path,
     words: usize,
     g: usize,
+    poll: bool,
     out: &mut std::fs::File,
 ) -> Result<(), String> {
     let ring = Ring::attach(path, None, Some(words)).map_err(|e| e.to_string())?;
@@ -579,8 +606,24 @@ fn read_events(
         .map_err(|e| e.to_string())?;
     writeln!(out, "READY").map_err(|e| e.to_string())?;
     let (mut n, mut errors, mut sum, mut first, mut last) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let patience = Duration::from_secs(10);
     loop {
-        match reader.next(Duration::from_secs(10)) {
+        if poll {
+            let since = now_ns();
+            let mut idle = 0u32;
+            while !reader.ready() {
+                idle += 1;
+                if idle < POLL_SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                    if now_ns() - since > patience.as_nanos() as u64 {
+                        return Err(format!("no event for 10 s after {n} events"));
+                    }
+                }
+            }
+        }
+        match reader.next(patience) {
             Next::Event(ev) => {
                 let t = now_ns();
                 let (w, _) = ev.data().as_chunks::<8>();
@@ -622,7 +665,7 @@ fn memcpy_once(
     slots: usize,
     events: u64,
 ) -> Result<f64, RingBenchError> {
-    let mut c = Child::spawn("memcpy", opts.producer_cpu, move |out| {
+    let mut c = Child::spawn("memcpy", opts.producer_cpu, opts.realtime, move |out| {
         let (source, in_source) = make_source(bytes);
         let mut dest = vec![1u8; slots * bytes];
         let t0 = now_ns();
@@ -660,6 +703,7 @@ fn peer_once(
         .args(["--depth", &case.slots.to_string()])
         .args(["--producer-cpu", &opts.producer_cpu.to_string()])
         .args(["--consumer-cpu", &opts.consumer_cpu.to_string()])
+        .args(["--realtime", if opts.realtime { "1" } else { "0" }])
         .output();
     let result = match out {
         Ok(o) if o.status.success() => {
@@ -782,11 +826,16 @@ impl fmt::Display for RingReport {
         )?;
         writeln!(
             f,
-            "ring pages: {}{}; producer on CPU {}, every reader on CPU {} (with 2 groups both readers share that CPU); median of {} runs",
+            "ring pages: {}{}; producer on CPU {}, every reader on CPU {} (with 2 groups both readers share that CPU); {}; median of {} runs",
             self.backing,
             if self.locked { ", locked" } else { ", NOT locked" },
             self.producer_cpu,
             self.consumer_cpu,
+            if self.realtime {
+                "SCHED_FIFO"
+            } else {
+                "normal scheduling (other work may preempt)"
+            },
             self.repeats
         )?;
         match &self.peer {
@@ -823,26 +872,28 @@ impl fmt::Display for RingReport {
             f,
             "(memcpy: GB/s of one core copying the same events; ratio: ours / baseline)"
         )?;
-        let tables: [(&str, fn(&RingRow) -> (Option<&Transfer>, Option<&Transfer>)); 2] = [
-            ("at full speed (mostly time queued in a full ring)", |r| {
-                (Some(&r.ours), r.peer.as_ref())
-            }),
-            ("paced", |r| (r.ours_paced.as_ref(), r.peer_paced.as_ref())),
+        type Pick = fn(&RingRow) -> (Option<&Transfer>, Option<&Transfer>);
+        let paced = format!("paced at {} Hz", self.paced_rate_hz);
+        let tables: [(String, Pick); 3] = [
+            (
+                "at full speed (mostly time queued in a full ring)".into(),
+                |r| (Some(&r.ours), r.peer.as_ref()),
+            ),
+            (
+                format!("{paced}, our readers sleep on the futex when idle (the engine's way)"),
+                |r| (r.ours_paced.as_ref(), r.peer_paced.as_ref()),
+            ),
+            (
+                format!("{paced}, our readers poll like the iceoryx2 subscribers"),
+                |r| (r.ours_paced_poll.as_ref(), r.peer_paced.as_ref()),
+            ),
         ];
         for (title, pick) in tables {
-            if title == "paced" && self.paced_rate_hz <= 0.0 {
+            if self.rows.iter().all(|r| pick(r).0.is_none()) {
                 continue;
             }
             writeln!(f)?;
-            if title == "paced" {
-                writeln!(
-                    f,
-                    "Latency publish -> read, µs, paced at {} Hz",
-                    self.paced_rate_hz
-                )?;
-            } else {
-                writeln!(f, "Latency publish -> read, µs, {title}")?;
-            }
+            writeln!(f, "Latency publish -> read, µs, {title}")?;
             writeln!(
                 f,
                 "{:>7} {:>6} | {:>8} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>9} | {:>9}",

@@ -45,6 +45,7 @@ fn every_group_reads_every_event_in_other_processes() {
         assert!(ordered(&r.ours.latency), "{:?}", r.ours.latency);
         let paced = r.ours_paced.unwrap();
         assert_eq!(paced.events, 200);
+        assert_eq!(r.ours_paced_poll.unwrap().events, 200);
         assert!(ordered(&paced.latency), "{:?}", paced.latency);
         // 200 events at 20 kHz take at least 199 periods of 50 µs.
         assert!(paced.elapsed_ns >= 199 * 50_000, "{}", paced.elapsed_ns);

@@ -10,6 +10,7 @@
 //! latency in an HDR histogram. The publisher blocks when a subscriber queue is full
 //! (lossless, like the ring's `block` policy); the queue depth is `--depth` samples.
 //! Subscribers poll (spin, then `sched_yield`), since that is iceoryx2's wait-free receive.
+//! `--realtime 1` runs every process under SCHED_FIFO priority 50, as the ring side does.
 //!
 //! Output, one line on stdout:
 //! `peer events=N bytes=B subscribers=S elapsed_ns=E p50_ns=.. p99_ns=.. p999_ns=.. max_ns=.. errors=K`
@@ -39,7 +40,7 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn pin(cpu: usize) -> Result<(), Failure> {
+fn pin(cpu: usize, realtime: bool) -> Result<(), Failure> {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write only into `set`, and
     // sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
     let r = unsafe {
@@ -50,6 +51,13 @@ fn pin(cpu: usize) -> Result<(), Failure> {
     };
     if r != 0 {
         return Err(format!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error()).into());
+    }
+    if realtime {
+        let param = libc::sched_param { sched_priority: 50 };
+        // SAFETY: `param` is a valid sched_param; pid 0 is the calling process.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            return Err(format!("SCHED_FIFO: {}", std::io::Error::last_os_error()).into());
+        }
     }
     Ok(())
 }
@@ -73,6 +81,7 @@ struct Args {
     depth: usize,
     producer_cpu: usize,
     consumer_cpu: usize,
+    realtime: bool,
 }
 
 fn parse_args() -> Result<Args, Failure> {
@@ -86,6 +95,7 @@ fn parse_args() -> Result<Args, Failure> {
         depth: 256,
         producer_cpu: 0,
         consumer_cpu: 1,
+        realtime: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -106,6 +116,7 @@ fn parse_args() -> Result<Args, Failure> {
             "--depth" => a.depth = v.parse().map_err(|e| bad(&e))?,
             "--producer-cpu" => a.producer_cpu = v.parse().map_err(|e| bad(&e))?,
             "--consumer-cpu" => a.consumer_cpu = v.parse().map_err(|e| bad(&e))?,
+            "--realtime" => a.realtime = v == "1",
             _ => return Err(format!("unknown option {k}").into()),
         }
     }
@@ -149,7 +160,7 @@ struct SubResult {
 }
 
 fn subscribe(a: &Args) -> Result<(), Failure> {
-    pin(a.consumer_cpu)?;
+    pin(a.consumer_cpu, a.realtime)?;
     let node = NodeBuilder::new().create::<ipc::Service>()?;
     let service = node
         .service_builder(&a.service.as_str().try_into()?)
@@ -227,7 +238,7 @@ fn parse_sub(line: &str) -> Result<SubResult, Failure> {
 }
 
 fn publish(a: &Args) -> Result<(), Failure> {
-    pin(a.producer_cpu)?;
+    pin(a.producer_cpu, a.realtime)?;
     let words = a.bytes / 8;
     let src_words = source_bytes(a.bytes) / 8;
     let events_in_source = (src_words / words).max(1);
@@ -262,6 +273,7 @@ fn publish(a: &Args) -> Result<(), Failure> {
             .args(["--events", &a.events.to_string()])
             .args(["--depth", &a.depth.to_string()])
             .args(["--consumer-cpu", &a.consumer_cpu.to_string()])
+            .args(["--realtime", if a.realtime { "1" } else { "0" }])
             .stdout(Stdio::piped())
             .spawn()?;
         let mut out = BufReader::new(child.stdout.take().ok_or("no subscriber stdout")?);
