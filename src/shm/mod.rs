@@ -298,18 +298,41 @@ impl ShmFile {
         backing: Backing,
         owner: bool,
     ) -> Result<ShmFile, ShmError> {
-        let map = memmap2::MmapOptions::new()
-            .len(len)
-            .populate()
-            .map_raw(file)
-            .map_err(io_err(path, "mapping"))?;
-        if backing == Backing::TmpfsHuge {
+        // On a huge tmpfs the kernel decides a page's size when it first allocates it, and
+        // with `huge=advise` it makes a huge one only inside a MADV_HUGEPAGE range: so the
+        // advice must come before any page is touched, and pre-faulting (MAP_POPULATE)
+        // must wait until after it.
+        let thp = backing == Backing::TmpfsHuge;
+        let mut options = memmap2::MmapOptions::new();
+        options.len(len);
+        if !thp {
+            options.populate();
+        }
+        let map = options.map_raw(file).map_err(io_err(path, "mapping"))?;
+        if thp {
             // SAFETY: the range is exactly our live mapping; MADV_HUGEPAGE only changes how
             // the kernel backs it.
             unsafe { libc::madvise(map.as_mut_ptr().cast(), len, libc::MADV_HUGEPAGE) };
         }
-        // SAFETY: the range is exactly our live mapping; mlock only pins its pages.
+        // SAFETY: the range is exactly our live mapping; mlock only pins (and faults in) its
+        // pages.
         let locked = unsafe { libc::mlock(map.as_ptr().cast(), len) } == 0;
+        if thp && !locked {
+            // Not locked, so not faulted in yet: pre-fault writable without changing a byte
+            // (the file may already hold a live ring).
+            // SAFETY: the range is exactly our live mapping; MADV_POPULATE_WRITE only
+            // faults its pages in.
+            let r =
+                unsafe { libc::madvise(map.as_mut_ptr().cast(), len, libc::MADV_POPULATE_WRITE) };
+            if r != 0 {
+                // Kernels before 5.14: read one byte per page, which allocates shmem pages.
+                for off in (0..len).step_by(4096) {
+                    // SAFETY: off < len, inside the live mapping; a volatile read of a byte
+                    // that may be shared is harmless and its value is unused.
+                    let _ = unsafe { std::ptr::read_volatile(map.as_ptr().add(off)) };
+                }
+            }
+        }
         Ok(ShmFile {
             path: path.to_path_buf(),
             map,
