@@ -261,6 +261,7 @@ fn bad_setups_give_positioned_messages() {
 fn an_error_inside_an_included_file_points_into_that_file() {
     let c = check("bad/include_syntax_error.yaml");
     assert_eq!(c.errors.len(), 1, "{}", listing(&c));
+    assert_eq!(c.files.len(), 2);
     let e = &c.errors[0];
     assert_eq!(e.file, dir().join("bad/../include/broken_config.yaml"));
     assert_eq!((e.line, e.column), (2, 10));
@@ -278,11 +279,12 @@ fn every_error_is_collected_and_sorted_by_position() {
         "{}",
         listing(&c)
     );
-    assert!(c.errors[3]
-        .hint
-        .as_deref()
-        .unwrap()
-        .contains("valid functions: simulate.pulses"));
+    let hint = c.errors[3].hint.as_deref().unwrap();
+    assert!(
+        hint.starts_with("valid functions: simulate.pulses"),
+        "{hint}"
+    );
+    assert!(!hint.contains("mimoCoRB2"), "{hint}");
 }
 
 #[test]
@@ -408,6 +410,7 @@ fn graphs_show_every_buffer_and_worker() {
         "{text}"
     );
     assert!(text.contains("source (importer simulate.pulses, ×1)\n  ──▶ raw [root] 256 slots × 512 records of {ch0: float32, ch1: float32, flags: uint8}, drop\n        ──▶ trigger (filter filter.threshold, ×2)\n        ┈┈▶ scope (observer observe.oscilloscope, ×1)\n"), "{text}");
+    assert!(text.ends_with("save (exporter export.hdf5, ×1) ◀── pulses\nscope (observer observe.oscilloscope, ×1) ◀── raw (observed)\nscope_accepted (observer observe.oscilloscope, ×1) ◀── accepted (observed)\n"), "{text}");
     let dot = graph::dot(&setup);
     assert!(dot.starts_with("digraph pipeline {"));
     assert!(dot.contains("\"buffer:raw\" [shape=box,") && dot.contains("fillcolor"));
@@ -561,6 +564,18 @@ fn mimocorb2_reference_setups_parse_and_list_python_workers() {
             .contains("such as simulate.pulses"),
         "{e}"
     );
+    // A mimoCoRB2 built-in is named as such.
+    let c = Setup::check_file(&refdir.join("tiny_filter.yaml"), catalog(), 2);
+    let copy = c
+        .errors
+        .iter()
+        .find(|e| e.message.contains("'misc.copy'"))
+        .unwrap();
+    assert!(copy
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("mimoCoRB2's Python built-ins are not available here"));
     // probe_two_readers relies on mimoCoRB2's split: the warning says so.
     let c = Setup::check_file(&refdir.join("probe_two_readers.yaml"), catalog(), 2);
     assert!(c.warnings.iter().any(|w| w.message.contains("broadcast")));
@@ -579,4 +594,16 @@ fn dump_bad_setups() {
         let c = Setup::check_file(&f, catalog(), 2);
         println!("== {}\n{}", f.display(), listing(&c));
     }
+}
+
+#[test]
+#[ignore = "prints the graphs and the resolved YAML of the full pipeline"]
+fn dump_pipeline() {
+    let (setup, _) = Setup::load(&dir().join("good/pipeline.yaml"), catalog(), 2).unwrap();
+    println!(
+        "{}\n{}\n{}",
+        graph::text(&setup),
+        graph::dot(&setup),
+        setup.to_yaml()
+    );
 }

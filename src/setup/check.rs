@@ -14,6 +14,18 @@ use std::collections::{HashMap, HashSet};
 
 const SIDES: [&str; 3] = ["sources", "sinks", "observes"];
 
+/// The packages of mimoCoRB2's built-in Python functions (`function: exporters.csv`).
+const MIMOCORB2_MODULES: [&str; 8] = [
+    "importers",
+    "exporters",
+    "filters",
+    "analyzers",
+    "observers",
+    "visualizers",
+    "misc",
+    "data",
+];
+
 fn side(w: &WorkerDraft, i: usize) -> &[(String, Loc)] {
     match i {
         0 => &w.sources,
@@ -221,11 +233,8 @@ pub(crate) fn check(
         let Some(spec) = catalog.function(function) else {
             let names = catalog.names();
             let mut hint = unknown_name_hint(function, "functions", &names);
-            if function.contains('.')
-                && !names
-                    .iter()
-                    .any(|n| n.split('.').next() == function.split('.').next())
-            {
+            let module = function.split('.').next().unwrap_or("");
+            if function.contains('.') && MIMOCORB2_MODULES.contains(&module) {
                 hint.push_str(" (mimoCoRB2's Python built-ins are not available here: pick the built-in that does the same job)");
             }
             l.error(

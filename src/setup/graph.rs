@@ -66,6 +66,13 @@ pub fn text(setup: &Setup) -> String {
         order.push(w);
     }
     for w in &order {
+        if w.sinks.is_empty() {
+            // An end of the pipeline: say what it reads.
+            let mut from: Vec<String> = w.sources.clone();
+            from.extend(w.observes.iter().map(|o| format!("{o} (observed)")));
+            let _ = writeln!(out, "{} ◀── {}", worker_label(w), from.join(", "));
+            continue;
+        }
         let _ = writeln!(out, "{}", worker_label(w));
         for s in &w.sinks {
             let Some(b) = setup.buffer(s) else {

@@ -229,6 +229,8 @@ pub struct Checked {
     pub warnings: Vec<Diagnostic>,
     /// Workers with a Python `file:` (each also has an error).
     pub python_workers: Vec<PythonWorker>,
+    /// Every file read: the setup first, then its includes in the order they were read.
+    pub files: Vec<PathBuf>,
 }
 
 impl Checked {
@@ -237,11 +239,16 @@ impl Checked {
         if self.errors.is_empty() {
             return Ok((self.setup, self.warnings));
         }
+        let files = self.files;
+        let rank = |d: &Diagnostic| {
+            files
+                .iter()
+                .position(|f| *f == d.file)
+                .unwrap_or(usize::MAX)
+        };
         let mut all = self.errors;
         all.extend(self.warnings);
-        all.sort_by(|a, b| {
-            (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
-        });
+        all.sort_by_key(|d| (rank(d), d.line, d.column, d.severity));
         Err(SetupError { diagnostics: all })
     }
 }
@@ -418,6 +425,7 @@ fn finish(mut l: load::Loader, draft: load::Draft, catalog: &dyn Catalog) -> Che
         errors,
         warnings,
         python_workers,
+        files: l.files,
     }
 }
 
