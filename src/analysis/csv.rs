@@ -1,0 +1,222 @@
+//! `export.csv` (feature records as CSV) and `export.drain` (consume and count).
+//!
+//! CSV: `run_dir/<filename>.csv`, header `counter,timestamp,deadtime,<fields…>`, one line per
+//! record (feature buffers have one record per event). Integer fields are written as
+//! integers, floats in the shortest form that reads back exactly (mimoCoRB2 cast everything
+//! to one type and printed `51.0`).
+//!
+//! Guarantees: `consume` formats into a text buffer reserved in `build` (1 MiB) and does no
+//! I/O until the buffer is nearly full; `flush` appends it to the file every `save_interval`,
+//! `finish` appends the rest and syncs the file. A write error names the file.
+
+use super::trace::{one_source, positive, FieldAccess};
+use crate::worker::{
+    Arity, BuildContext, ConfigKey, EventRef, Exporter, FunctionSpec, KeyType, Template,
+    WorkerError,
+};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Bytes of CSV text kept before it must be written.
+const TEXT_CAPACITY: usize = 1 << 20;
+
+/// The declaration of `export.csv`.
+pub const CSV_SPEC: FunctionSpec = FunctionSpec {
+    name: "export.csv",
+    template: Template::Exporter,
+    summary: "Writes every record of its source (small feature records) as a CSV line: \
+              counter, timestamp, deadtime, then the fields; integers as integers.",
+    sources: Arity::ONE,
+    sinks: Arity::NONE,
+    observes: Arity::NONE,
+    keys: &[
+        ConfigKey {
+            name: "filename",
+            ty: KeyType::Str,
+            required: false,
+            default: Some("the source buffer's name"),
+            doc: "file name in the run directory, without .csv",
+        },
+        ConfigKey {
+            name: "save_interval",
+            ty: KeyType::Float,
+            required: false,
+            default: Some("1.0"),
+            doc: "seconds between appends to the file",
+        },
+    ],
+};
+
+/// The declaration of `export.drain`.
+pub const DRAIN_SPEC: FunctionSpec = FunctionSpec {
+    name: "export.drain",
+    template: Template::Exporter,
+    summary: "Consumes and counts every event (for benchmarks and tests); writes \
+              drain_<worker>_<process>.json with the counts at the end.",
+    sources: Arity::ONE,
+    sinks: Arity::NONE,
+    observes: Arity::NONE,
+    keys: &[],
+};
+
+/// `export.csv`.
+pub struct CsvExport {
+    path: PathBuf,
+    file: std::fs::File,
+    fields: Vec<FieldAccess>,
+    text: String,
+    interval: Duration,
+    last_write: Instant,
+    rows: u64,
+}
+
+impl CsvExport {
+    /// Builds it and creates the file with its header.
+    pub fn build(ctx: &BuildContext) -> Result<CsvExport, WorkerError> {
+        let src = one_source(ctx)?;
+        let name = ctx.config.str_or("filename", &src.name)?;
+        if name.is_empty() || name.contains(['/', '\\']) {
+            return Err(ctx
+                .config
+                .error("filename", "must be a plain file name (no directories)")
+                .into());
+        }
+        let path = ctx.run_dir.join(format!("{name}.csv"));
+        let fields: Vec<FieldAccess> = src
+            .dtype
+            .fields()
+            .iter()
+            .map(|f| FieldAccess::new(src, &f.name))
+            .collect::<Result<_, _>>()?;
+        let mut header = String::from("counter,timestamp,deadtime");
+        for f in &fields {
+            header.push(',');
+            header.push_str(&f.name);
+        }
+        header.push('\n');
+        let io = |source| WorkerError::Io {
+            what: format!("creating {}", path.display()),
+            source,
+        };
+        let mut file = std::fs::File::create(&path).map_err(io)?;
+        file.write_all(header.as_bytes()).map_err(io)?;
+        Ok(CsvExport {
+            interval: Duration::from_secs_f64(positive(ctx, "save_interval", 1.0)?),
+            path,
+            file,
+            fields,
+            text: String::with_capacity(TEXT_CAPACITY),
+            last_write: Instant::now(),
+            rows: 0,
+        })
+    }
+
+    /// Lines written or buffered so far (header not counted).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn write_out(&mut self) -> Result<(), WorkerError> {
+        if !self.text.is_empty() {
+            self.file
+                .write_all(self.text.as_bytes())
+                .map_err(|source| WorkerError::Io {
+                    what: format!("appending to {}", self.path.display()),
+                    source,
+                })?;
+            self.text.clear();
+        }
+        self.last_write = Instant::now();
+        Ok(())
+    }
+}
+
+impl Exporter for CsvExport {
+    fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
+        for i in 0..event.len() {
+            // A line is at most a few hundred bytes per field; write out before the reserved
+            // capacity could be exceeded, so the buffer never reallocates.
+            if self.text.len() + 64 * (self.fields.len() + 3) > TEXT_CAPACITY {
+                self.write_out()?;
+            }
+            let m = event.meta;
+            let _ = write!(self.text, "{},{},{}", m.counter, m.timestamp, m.deadtime);
+            for f in &self.fields {
+                self.text.push(',');
+                f.write_text(event.data, i, &mut self.text);
+            }
+            self.text.push('\n');
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        if self.last_write.elapsed() >= self.interval {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        self.write_out()?;
+        self.file.sync_all().map_err(|source| WorkerError::Io {
+            what: format!("syncing {}", self.path.display()),
+            source,
+        })
+    }
+}
+
+/// `export.drain`.
+pub struct Drain {
+    path: PathBuf,
+    events: u64,
+    bytes: u64,
+}
+
+impl Drain {
+    /// Builds it.
+    pub fn build(ctx: &BuildContext) -> Result<Drain, WorkerError> {
+        one_source(ctx)?;
+        Ok(Drain {
+            path: ctx
+                .run_dir
+                .join(format!("drain_{}_{}.json", ctx.worker, ctx.process.0)),
+            events: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Events consumed.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Record bytes consumed.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Exporter for Drain {
+    fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
+        self.events += 1;
+        self.bytes += event.data.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        let body = format!(
+            "{{\"events\": {}, \"bytes\": {}}}\n",
+            self.events, self.bytes
+        );
+        super::write_atomically(&self.path, body.as_bytes())
+    }
+}

@@ -1,0 +1,457 @@
+//! `export.histogram`: 1-D histograms of feature fields, written as CSV into the run
+//! directory every `update_interval` and at the end, with optional fits at the end.
+//!
+//! Binning: `bins: {field: [min, max, n]}` gives **n bins** of width `(max − min)/n`
+//! (mimoCoRB2 made n−1). Bin `i` holds `min + i·w ≤ x < min + (i+1)·w`; values below `min`
+//! count as underflow, values at or above `max` as overflow, NaN as invalid. Every record of
+//! every event is filled (feature buffers have data_length 1, so one entry per event).
+//!
+//! Files (each replaced atomically, so a reader never sees half a file):
+//! - `histogram_<worker>_<field>.csv`: comment lines `# field`, `# entries/underflow/overflow/
+//!   invalid`, then `bin_low,bin_high,count`, one line per bin;
+//! - at the end, for each entry of `fit:`, `fit_<name>.json` and `fit_<name>.txt` with the
+//!   result (or the reason there is none); the same line is logged and kept for
+//!   [`HistogramExport::summary`].
+//!
+//! Guarantees: `consume` allocates nothing and does no I/O; files are written in
+//! `flush`/`finish` only. The live histograms can be read with
+//! [`HistogramExport::histograms`] (edges and counts) by a monitor in the same process.
+
+use super::fit::{self, ExponentialFit, FitError, GaussianFit};
+use super::trace::{one_source, FieldAccess};
+use crate::worker::{
+    Arity, BuildContext, ConfigKey, EventRef, Exporter, FunctionSpec, KeyType, Template,
+    WorkerError,
+};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The declaration of `export.histogram`.
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "export.histogram",
+    template: Template::Exporter,
+    summary: "Fills 1-D histograms of chosen feature fields (n bins over [min, max), with \
+              under/overflow), writes them as CSV into the run directory periodically and at the \
+              end, and optionally fits them at the end (exponential lifetime or gaussian peaks).",
+    sources: Arity::ONE,
+    sinks: Arity::NONE,
+    observes: Arity::NONE,
+    keys: &[
+        ConfigKey {
+            name: "bins",
+            ty: KeyType::Map,
+            required: true,
+            default: None,
+            doc: "field → [min, max, n]: n bins over [min, max) in the field's unit",
+        },
+        ConfigKey {
+            name: "update_interval",
+            ty: KeyType::Float,
+            required: false,
+            default: Some("1.0"),
+            doc: "seconds between rewrites of the CSV files",
+        },
+        ConfigKey {
+            name: "fit",
+            ty: KeyType::List,
+            required: false,
+            default: Some("[]"),
+            doc: "fits at the end: each {field, model: exponential|gaussian, min, max, background: false, name}",
+        },
+    ],
+};
+
+/// A 1-D histogram with n equal bins over `[lo, hi)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    lo: f64,
+    hi: f64,
+    inv_width: f64,
+    counts: Vec<u64>,
+    underflow: u64,
+    overflow: u64,
+    invalid: u64,
+}
+
+impl Histogram {
+    /// `n` bins over `[lo, hi)`; `None` unless `n ≥ 1`, both ends finite and `hi > lo`.
+    pub fn new(lo: f64, hi: f64, n: usize) -> Option<Histogram> {
+        if n == 0 || !lo.is_finite() || !hi.is_finite() || hi <= lo {
+            return None;
+        }
+        Some(Histogram {
+            lo,
+            hi,
+            inv_width: n as f64 / (hi - lo),
+            counts: vec![0; n],
+            underflow: 0,
+            overflow: 0,
+            invalid: 0,
+        })
+    }
+
+    /// Counts `x`.
+    #[inline]
+    pub fn fill(&mut self, x: f64) {
+        if x.is_nan() {
+            self.invalid += 1;
+        } else if x < self.lo {
+            self.underflow += 1;
+        } else if x >= self.hi {
+            self.overflow += 1;
+        } else {
+            let i = (((x - self.lo) * self.inv_width) as usize).min(self.counts.len() - 1);
+            self.counts[i] += 1;
+        }
+    }
+
+    /// The counts, one per bin.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// Number of bins.
+    pub fn bins(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Lower edge of the first bin.
+    pub fn lo(&self) -> f64 {
+        self.lo
+    }
+
+    /// Upper edge of the last bin.
+    pub fn hi(&self) -> f64 {
+        self.hi
+    }
+
+    /// Bin width.
+    pub fn bin_width(&self) -> f64 {
+        (self.hi - self.lo) / self.counts.len() as f64
+    }
+
+    /// Edge `i` (0 ≤ i ≤ bins): the lower edge of bin `i`, or `hi` for `i = bins`.
+    pub fn edge(&self, i: usize) -> f64 {
+        if i >= self.counts.len() {
+            self.hi
+        } else {
+            self.lo + i as f64 * self.bin_width()
+        }
+    }
+
+    /// All `bins + 1` edges.
+    pub fn edges(&self) -> Vec<f64> {
+        (0..=self.counts.len()).map(|i| self.edge(i)).collect()
+    }
+
+    /// Entries below `lo`.
+    pub fn underflow(&self) -> u64 {
+        self.underflow
+    }
+
+    /// Entries at or above `hi`.
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+
+    /// NaN entries.
+    pub fn invalid(&self) -> u64 {
+        self.invalid
+    }
+
+    /// Entries inside the bins.
+    pub fn entries(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The CSV text described in the module documentation.
+    pub fn to_csv(&self, field: &str) -> String {
+        let mut s = String::with_capacity(32 * self.counts.len() + 128);
+        let _ = writeln!(s, "# field: {field}");
+        let _ = writeln!(
+            s,
+            "# entries: {}, underflow: {}, overflow: {}, invalid: {}",
+            self.entries(),
+            self.underflow,
+            self.overflow,
+            self.invalid
+        );
+        s.push_str("bin_low,bin_high,count\n");
+        for (i, c) in self.counts.iter().enumerate() {
+            let _ = writeln!(s, "{},{},{}", self.edge(i), self.edge(i + 1), c);
+        }
+        s
+    }
+}
+
+/// The result of one configured fit.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum FitOutcome {
+    /// An exponential lifetime fit.
+    Exponential(ExponentialFit),
+    /// A gaussian peak fit.
+    Gaussian(GaussianFit),
+}
+
+impl std::fmt::Display for FitOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FitOutcome::Exponential(x) => x.fmt(f),
+            FitOutcome::Gaussian(x) => x.fmt(f),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FitRequest {
+    name: String,
+    hist: usize,
+    gaussian: bool,
+    background: bool,
+    lo: f64,
+    hi: f64,
+}
+
+/// `export.histogram`.
+pub struct HistogramExport {
+    worker: String,
+    run_dir: PathBuf,
+    fields: Vec<(FieldAccess, Histogram)>,
+    fits: Vec<FitRequest>,
+    interval: Duration,
+    last_write: Instant,
+    results: Vec<(String, Result<FitOutcome, FitError>)>,
+}
+
+impl HistogramExport {
+    /// Builds it; every histogrammed field must exist in the source.
+    pub fn build(ctx: &BuildContext) -> Result<HistogramExport, WorkerError> {
+        let c = &ctx.config;
+        let src = one_source(ctx)?;
+        let bins = c
+            .get("bins")
+            .ok_or_else(|| c.error("bins", "is required: {field: [min, max, n]}"))?
+            .as_object()
+            .ok_or_else(|| c.error("bins", "must be a mapping {field: [min, max, n]}"))?;
+        if bins.is_empty() {
+            return Err(c.error("bins", "names no field").into());
+        }
+        let mut fields = Vec::new();
+        for (name, spec) in bins {
+            let bad = || {
+                c.error(
+                    "bins",
+                    format!(
+                        "'{name}': expected [min, max, n] with min < max and n ≥ 1, found {spec}"
+                    ),
+                )
+            };
+            let v = spec.as_array().filter(|a| a.len() == 3).ok_or_else(bad)?;
+            let (lo, hi) = (
+                v[0].as_f64().ok_or_else(bad)?,
+                v[1].as_f64().ok_or_else(bad)?,
+            );
+            let n = v[2].as_u64().ok_or_else(bad)? as usize;
+            let h = Histogram::new(lo, hi, n).ok_or_else(bad)?;
+            let access = FieldAccess::new(src, name)
+                .map_err(|e| WorkerError::from(c.error("bins", e.to_string())))?;
+            fields.push((access, h));
+        }
+        let mut fits = Vec::new();
+        if let Some(list) = c.get("fit").filter(|v| !v.is_null()) {
+            let list = list
+                .as_array()
+                .ok_or_else(|| c.error("fit", "must be a list of {field, model, min, max}"))?;
+            for (k, item) in list.iter().enumerate() {
+                let bad = |what: &str| c.error("fit", format!("entry {k}: {what}, found {item}"));
+                let o = item.as_object().ok_or_else(|| bad("expected a mapping"))?;
+                let field = o
+                    .get("field")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| bad("needs 'field'"))?;
+                let hist = fields
+                    .iter()
+                    .position(|(f, _)| f.name == field)
+                    .ok_or_else(|| {
+                        bad("'field' must be one of the histogrammed fields in 'bins'")
+                    })?;
+                let gaussian = match o.get("model").and_then(|v| v.as_str()) {
+                    Some("exponential") => false,
+                    Some("gaussian") => true,
+                    _ => return Err(bad("'model' must be exponential or gaussian").into()),
+                };
+                let h = &fields[hist].1;
+                let lo = match o.get("min") {
+                    None => h.lo(),
+                    Some(v) => v.as_f64().ok_or_else(|| bad("'min' must be a number"))?,
+                };
+                let hi = match o.get("max") {
+                    None => h.hi(),
+                    Some(v) => v.as_f64().ok_or_else(|| bad("'max' must be a number"))?,
+                };
+                if !(hi > lo) {
+                    return Err(bad("needs min < max").into());
+                }
+                let background = match o.get("background") {
+                    None => false,
+                    Some(v) => v
+                        .as_bool()
+                        .ok_or_else(|| bad("'background' must be true or false"))?,
+                };
+                let name = match o.get("name") {
+                    None => format!("{field}_{k}"),
+                    Some(v) => v
+                        .as_str()
+                        .filter(|s| !s.is_empty() && !s.contains(['/', '\\']))
+                        .ok_or_else(|| bad("'name' must be a file-name-safe string"))?
+                        .to_string(),
+                };
+                if let Some(extra) = o.keys().find(|k| {
+                    !["field", "model", "min", "max", "background", "name"].contains(&k.as_str())
+                }) {
+                    return Err(bad(&format!("unknown key '{extra}'")).into());
+                }
+                fits.push(FitRequest {
+                    name,
+                    hist,
+                    gaussian,
+                    background,
+                    lo,
+                    hi,
+                });
+            }
+        }
+        let interval = super::trace::positive(ctx, "update_interval", 1.0)?;
+        Ok(HistogramExport {
+            worker: ctx.worker.clone(),
+            run_dir: ctx.run_dir.clone(),
+            fields,
+            fits,
+            interval: Duration::from_secs_f64(interval),
+            last_write: Instant::now(),
+            results: Vec::new(),
+        })
+    }
+
+    /// The live histograms: field name and histogram (edges and counts).
+    pub fn histograms(&self) -> impl Iterator<Item = (&str, &Histogram)> {
+        self.fields.iter().map(|(f, h)| (f.name.as_str(), h))
+    }
+
+    /// Runs the configured fits on the current histograms (also done by `finish`).
+    pub fn run_fits(&self) -> Vec<(String, Result<FitOutcome, FitError>)> {
+        self.fits
+            .iter()
+            .map(|r| {
+                let h = &self.fields[r.hist].1;
+                let res = if r.gaussian {
+                    fit::gaussian_histogram(h, r.lo, r.hi, r.background).map(FitOutcome::Gaussian)
+                } else {
+                    fit::exponential_histogram(h, r.lo, r.hi).map(FitOutcome::Exponential)
+                };
+                (r.name.clone(), res)
+            })
+            .collect()
+    }
+
+    /// The results of the fits made by `finish` (empty before).
+    pub fn fit_results(&self) -> &[(String, Result<FitOutcome, FitError>)] {
+        &self.results
+    }
+
+    /// One line per fit made by `finish`, for the end-of-run summary.
+    pub fn summary(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(o) => format!("{}: {name}: {o}", self.worker),
+                Err(e) => format!("{}: {name}: no fit: {e}", self.worker),
+            })
+            .collect()
+    }
+
+    /// Path of the CSV file for `field`.
+    pub fn csv_path(&self, field: &str) -> PathBuf {
+        self.run_dir
+            .join(format!("histogram_{}_{field}.csv", self.worker))
+    }
+
+    fn write_all(&mut self) -> Result<(), WorkerError> {
+        for (f, h) in &self.fields {
+            super::write_atomically(&self.csv_path(&f.name), h.to_csv(&f.name).as_bytes())?;
+        }
+        self.last_write = Instant::now();
+        Ok(())
+    }
+}
+
+impl Exporter for HistogramExport {
+    fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
+        let records = event.len();
+        for (f, h) in &mut self.fields {
+            for i in 0..records {
+                if let Some(x) = f.get(event.data, i) {
+                    h.fill(x);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        if self.last_write.elapsed() >= self.interval {
+            self.write_all()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        self.write_all()?;
+        self.results = self.run_fits();
+        for (name, r) in &self.results {
+            let json = match r {
+                Ok(o) => serde_json::json!({ "name": name, "result": o }),
+                Err(e) => serde_json::json!({ "name": name, "error": e.to_string() }),
+            };
+            let text = match r {
+                Ok(o) => format!("{o}\n"),
+                Err(e) => format!("no fit: {e}\n"),
+            };
+            let body =
+                serde_json::to_vec_pretty(&json).map_err(|e| WorkerError::Other(e.to_string()))?;
+            super::write_atomically(&self.run_dir.join(format!("fit_{name}.json")), &body)?;
+            super::write_atomically(
+                &self.run_dir.join(format!("fit_{name}.txt")),
+                text.as_bytes(),
+            )?;
+        }
+        for line in self.summary() {
+            tracing::info!("{line}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn n_bins_means_n_bins() {
+        let mut h = Histogram::new(0.0, 10.0, 5).unwrap();
+        for x in [-1.0, 0.0, 1.99, 2.0, 9.999, 10.0, f64::NAN] {
+            h.fill(x);
+        }
+        assert_eq!(h.bins(), 5);
+        assert_eq!(h.counts(), &[2, 1, 0, 0, 1]);
+        assert_eq!((h.underflow(), h.overflow(), h.invalid()), (1, 1, 1));
+        assert_eq!(h.edges(), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert!(Histogram::new(1.0, 1.0, 3).is_none());
+        assert!(Histogram::new(0.0, 1.0, 0).is_none());
+        let csv = h.to_csv("x");
+        assert!(csv.contains("bin_low,bin_high,count\n0,2,2\n"), "{csv}");
+        assert!(csv.contains("underflow: 1, overflow: 1, invalid: 1"));
+    }
+}

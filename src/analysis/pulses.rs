@@ -1,0 +1,808 @@
+//! Waveform processing: `process.baseline`, `process.pulses`, `process.pulse_pairs` and
+//! `process.downsample`, and the pulse finder they share ([`find_pulses`]).
+//!
+//! # What the pulse finder measures
+//! Each channel is baseline-subtracted (mean of the first `baseline_samples`), turned to
+//! positive polarity and multiplied by `scale`: `y = ±scale·(x − baseline)`. A pulse starts
+//! where `y` reaches `threshold` and lasts while `y ≥ release_fraction·threshold`
+//! (hysteresis, so noise on a falling edge does not start a second pulse). For each pulse:
+//! - **height**: the maximum, refined by a parabola through the highest sample and its two
+//!   neighbours (removes the bias of sampling beside the true peak);
+//! - **time**: the leading-edge crossing of `time_fraction × height` (constant fraction,
+//!   50 % by default), linearly interpolated between samples: independent of the height,
+//!   which a fixed-threshold time is not;
+//! - **index**: the sample of the maximum;
+//! - **width**: full width at half maximum, both half-height crossings interpolated;
+//! - **area**: the sum of `y` over the contiguous samples with `y ≥ release_fraction·threshold`
+//!   around the peak, times `sample_interval`.
+//! Times, widths and areas are in samples × `sample_interval` (so in seconds when it is set,
+//! in samples with the default 1).
+//!
+//! # Output: one record per pulse
+//! `process.pulses` writes one event **per pulse** into a sink with `data_length: 1`, whose
+//! fields choose the outputs from a fixed set (`channel`, `pulse`, `index`, `time`, `height`,
+//! `area`, `width`, any numeric type). Every record keeps the metadata of its event, so the
+//! event `counter` groups the pulses of one event. One record per pulse (rather than a fixed
+//! maximum per event) keeps histograms and CSV files free of padding values; at most
+//! `max_pulses` pulses per channel and event are reported.
+//!
+//! Guarantees: `process` allocates nothing (scratch is sized in `build`); no panics on data.
+
+use super::trace::{channels, choice, one_sink, one_source, positive, FieldAccess};
+use crate::worker::{
+    Arity, BufferShape, BuildContext, ConfigKey, Emit, EventRef, FunctionSpec, KeyType, Processor,
+    Template, WorkerError,
+};
+
+const fn opt(
+    name: &'static str,
+    ty: KeyType,
+    default: &'static str,
+    doc: &'static str,
+) -> ConfigKey {
+    ConfigKey {
+        name,
+        ty,
+        required: false,
+        default: Some(default),
+        doc,
+    }
+}
+
+const THRESHOLD_KEY: ConfigKey = ConfigKey {
+    name: "threshold",
+    ty: KeyType::Float,
+    required: true,
+    default: None,
+    doc: "pulse start level above the baseline, in channel units × scale (V or ADC counts)",
+};
+const POLARITY_KEY: ConfigKey = opt(
+    "polarity",
+    KeyType::Str,
+    "positive",
+    "pulse sign: positive or negative",
+);
+const BASELINE_KEY: ConfigKey = opt(
+    "baseline_samples",
+    KeyType::Int,
+    "50",
+    "samples at the start of the trace whose mean is the baseline; 0 = no subtraction",
+);
+const RELEASE_KEY: ConfigKey = opt(
+    "release_fraction",
+    KeyType::Float,
+    "0.5",
+    "a pulse ends when it falls below this fraction of threshold",
+);
+const TIME_FRACTION_KEY: ConfigKey = opt(
+    "time_fraction",
+    KeyType::Float,
+    "0.5",
+    "pulse time = leading-edge crossing of this fraction of the height",
+);
+const INTERVAL_KEY: ConfigKey = opt(
+    "sample_interval",
+    KeyType::Float,
+    "1.0",
+    "time between samples (s); 1 gives times and widths in samples",
+);
+const SCALE_KEY: ConfigKey = opt(
+    "scale",
+    KeyType::Float,
+    "1.0",
+    "multiplies the channel values (e.g. V per ADC count)",
+);
+const MAX_PULSES_KEY: ConfigKey = opt(
+    "max_pulses",
+    KeyType::Int,
+    "16",
+    "most pulses reported per channel and event",
+);
+
+/// The declaration of `process.baseline`.
+pub const BASELINE_SPEC: FunctionSpec = FunctionSpec {
+    name: "process.baseline",
+    template: Template::Processor,
+    summary: "Copies each event with the mean of its first `baseline_samples` samples subtracted \
+              from every chosen channel. The sink has the source's dtype and data_length.",
+    sources: Arity::ONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        opt(
+            "baseline_samples",
+            KeyType::Int,
+            "50",
+            "samples at the start of the trace (pre-trigger) whose mean is subtracted",
+        ),
+        opt(
+            "channels",
+            KeyType::List,
+            "all fields",
+            "channels to correct; other fields are copied unchanged",
+        ),
+    ],
+};
+
+/// The declaration of `process.pulses`.
+pub const PULSES_SPEC: FunctionSpec = FunctionSpec {
+    name: "process.pulses",
+    template: Template::Processor,
+    summary: "Finds every pulse on every chosen channel and emits one record per pulse into a \
+              feature buffer with data_length 1 whose fields are any of: channel, pulse, index, \
+              time, height, area, width.",
+    sources: Arity::ONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        THRESHOLD_KEY,
+        opt(
+            "channels",
+            KeyType::List,
+            "all fields",
+            "channels to search; `channel` in the output is the position in this list",
+        ),
+        POLARITY_KEY,
+        BASELINE_KEY,
+        RELEASE_KEY,
+        TIME_FRACTION_KEY,
+        INTERVAL_KEY,
+        SCALE_KEY,
+        MAX_PULSES_KEY,
+    ],
+};
+
+/// The declaration of `process.pulse_pairs`.
+pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec {
+    name: "process.pulse_pairs",
+    template: Template::Processor,
+    summary: "For events with at least two pulses on `channel`, emits one record with the delay \
+              between the first two (e.g. a muon and its decay electron). Sink fields: delay \
+              (required), and any of channel, time1, time2, height1, height2.",
+    sources: Arity::ONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        THRESHOLD_KEY,
+        opt(
+            "channel",
+            KeyType::Str,
+            "first field",
+            "the channel to search",
+        ),
+        POLARITY_KEY,
+        BASELINE_KEY,
+        RELEASE_KEY,
+        TIME_FRACTION_KEY,
+        INTERVAL_KEY,
+        SCALE_KEY,
+        MAX_PULSES_KEY,
+    ],
+};
+
+/// The declaration of `process.downsample`.
+pub const DOWNSAMPLE_SPEC: FunctionSpec = FunctionSpec {
+    name: "process.downsample",
+    template: Template::Processor,
+    summary: "Reduces every field by `factor`: the mean of each group of `factor` samples \
+              (average) or its first sample (decimate). The sink has the source's dtype and \
+              data_length = source data_length / factor (rounded down).",
+    sources: Arity::ONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        ConfigKey {
+            name: "factor",
+            ty: KeyType::Int,
+            required: true,
+            default: None,
+            doc: "samples per output sample (≥ 1)",
+        },
+        opt("mode", KeyType::Str, "average", "average or decimate"),
+    ],
+};
+
+/// One pulse found by [`find_pulses`]. Positions are in samples from the trace start.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pulse {
+    /// Sample of the maximum.
+    pub index: usize,
+    /// Interpolated leading-edge crossing of `time_fraction × height` (samples).
+    pub time: f64,
+    /// Peak height above the baseline (parabola-refined).
+    pub height: f64,
+    /// Sum of the samples of the pulse (value × samples).
+    pub area: f64,
+    /// Full width at half maximum (samples).
+    pub width: f64,
+}
+
+/// How [`find_pulses`] finds and measures pulses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FinderSettings {
+    /// A pulse starts where the signal reaches this.
+    pub threshold: f32,
+    /// It ends where the signal falls below `release_fraction × threshold`.
+    pub release_fraction: f32,
+    /// The pulse time is the leading-edge crossing of this fraction of the height.
+    pub time_fraction: f64,
+}
+
+/// Leading-edge crossing of `level` searched backwards from `peak` down to `floor`, linearly
+/// interpolated; `floor` when the signal never falls below it.
+#[inline]
+fn crossing_before(y: &[f32], peak: usize, floor: usize, level: f64) -> f64 {
+    let mut k = peak;
+    while k > floor {
+        let lo = f64::from(y[k - 1]);
+        if lo < level {
+            let hi = f64::from(y[k]);
+            let frac = if hi > lo {
+                (level - lo) / (hi - lo)
+            } else {
+                1.0
+            };
+            return (k - 1) as f64 + frac;
+        }
+        k -= 1;
+    }
+    floor as f64
+}
+
+/// Trailing-edge crossing of `level` after `peak`, interpolated; the last sample if none.
+#[inline]
+fn crossing_after(y: &[f32], peak: usize, level: f64) -> f64 {
+    let mut k = peak;
+    while k + 1 < y.len() {
+        let lo = f64::from(y[k + 1]);
+        if lo < level {
+            let hi = f64::from(y[k]);
+            let frac = if hi > lo {
+                (hi - level) / (hi - lo)
+            } else {
+                1.0
+            };
+            return k as f64 + frac;
+        }
+        k += 1;
+    }
+    (y.len() - 1) as f64
+}
+
+/// Finds the pulses of a baseline-subtracted, positive-polarity trace `y` (see the module
+/// documentation for the definitions), writing at most `out.len()` of them in time order.
+/// Returns how many were written. Allocates nothing.
+pub fn find_pulses(y: &[f32], s: &FinderSettings, out: &mut [Pulse]) -> usize {
+    let n = y.len();
+    let release = s.threshold * s.release_fraction;
+    let mut count = 0;
+    let mut i = 0;
+    let mut floor = 0; // end of the previous pulse: searches never reach back past it
+    while i < n && count < out.len() {
+        // Fast scan for the next sample at or above the threshold.
+        match y[i..].iter().position(|&v| v >= s.threshold) {
+            Some(p) => i += p,
+            None => break,
+        }
+        let mut peak = i;
+        let mut end = i;
+        while end < n && y[end] >= release {
+            if y[end] > y[peak] {
+                peak = end;
+            }
+            end += 1;
+        }
+        // Samples before the start that are still above the release level belong to it.
+        let mut left = i;
+        while left > floor && y[left - 1] >= release {
+            left -= 1;
+        }
+        let y0 = f64::from(y[peak]);
+        let mut height = y0;
+        if peak > 0 && peak + 1 < n {
+            let (a, c) = (f64::from(y[peak - 1]), f64::from(y[peak + 1]));
+            let denom = a - 2.0 * y0 + c;
+            if denom < 0.0 {
+                let delta = 0.5 * (a - c) / denom;
+                if delta.abs() <= 0.5 {
+                    height = y0 - 0.25 * (a - c) * delta;
+                }
+            }
+        }
+        let time = crossing_before(y, peak, floor, s.time_fraction * height);
+        let width =
+            crossing_after(y, peak, 0.5 * height) - crossing_before(y, peak, floor, 0.5 * height);
+        let area: f64 = y[left..end].iter().map(|&v| f64::from(v)).sum();
+        out[count] = Pulse {
+            index: peak,
+            time,
+            height,
+            area,
+            width,
+        };
+        count += 1;
+        floor = end;
+        i = end;
+    }
+    count
+}
+
+/// The finder's config, shared by `process.pulses` and `process.pulse_pairs`.
+#[derive(Clone, Debug)]
+struct FinderConfig {
+    settings: FinderSettings,
+    sign: f32,
+    scale: f32,
+    baseline_samples: usize,
+    sample_interval: f64,
+    max_pulses: usize,
+}
+
+impl FinderConfig {
+    fn from(ctx: &BuildContext, src: &BufferShape) -> Result<FinderConfig, WorkerError> {
+        let c = &ctx.config;
+        let threshold = c.f64("threshold")?;
+        if !(threshold.is_finite() && threshold > 0.0) {
+            return Err(c
+                .error(
+                    "threshold",
+                    "must be a number > 0 (pulses are made positive by `polarity`)",
+                )
+                .into());
+        }
+        let release_fraction = c.f64_or("release_fraction", 0.5)?;
+        if !(release_fraction > 0.0 && release_fraction <= 1.0) {
+            return Err(c.error("release_fraction", "must be in (0, 1]").into());
+        }
+        let time_fraction = c.f64_or("time_fraction", 0.5)?;
+        if !(time_fraction > 0.0 && time_fraction < 1.0) {
+            return Err(c.error("time_fraction", "must be in (0, 1)").into());
+        }
+        let baseline_samples = c.usize_or("baseline_samples", 50)?;
+        if baseline_samples >= src.data_length {
+            return Err(c
+                .error(
+                    "baseline_samples",
+                    format!(
+                        "{baseline_samples} leaves no samples of the {}-sample trace",
+                        src.data_length
+                    ),
+                )
+                .into());
+        }
+        let scale = c.f64_or("scale", 1.0)?;
+        if !(scale.is_finite() && scale != 0.0) {
+            return Err(c
+                .error("scale", "must be a finite number other than 0")
+                .into());
+        }
+        let max_pulses = c.usize_or("max_pulses", 16)?;
+        if max_pulses == 0 {
+            return Err(c.error("max_pulses", "must be at least 1").into());
+        }
+        Ok(FinderConfig {
+            settings: FinderSettings {
+                threshold: threshold as f32,
+                release_fraction: release_fraction as f32,
+                time_fraction,
+            },
+            sign: match choice(ctx, "polarity", "positive", &["positive", "negative"])? {
+                "negative" => -1.0,
+                _ => 1.0,
+            },
+            scale: scale as f32,
+            baseline_samples,
+            sample_interval: positive(ctx, "sample_interval", 1.0)?,
+            max_pulses,
+        })
+    }
+
+    /// Loads channel `ch` of `data` into `y` as baseline-subtracted, positive, scaled values;
+    /// returns the number of samples.
+    #[inline]
+    fn prepare(&self, ch: &FieldAccess, data: &[u8], y: &mut [f32]) -> usize {
+        let n = ch.load(data, y);
+        let y = &mut y[..n];
+        let b = mean(&y[..self.baseline_samples.min(n)]);
+        let k = self.sign * self.scale;
+        for v in y.iter_mut() {
+            *v = k * (*v - b);
+        }
+        n
+    }
+}
+
+/// Mean of `x`, 0 for an empty slice (summed in f64 for accuracy).
+#[inline]
+fn mean(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len() as f64) as f32
+}
+
+/// Checks a feature sink: data_length 1 and every field one of `allowed`; returns, per field,
+/// its accessor and its position in `allowed`.
+fn feature_fields(
+    ctx: &BuildContext,
+    sink: &BufferShape,
+    allowed: &[&str],
+) -> Result<Vec<(FieldAccess, usize)>, WorkerError> {
+    if sink.data_length != 1 {
+        return Err(WorkerError::Other(format!(
+            "worker '{}': feature sink '{}' must have data_length 1 (one record per result), has {}",
+            ctx.worker, sink.name, sink.data_length
+        )));
+    }
+    sink.dtype
+        .fields()
+        .iter()
+        .map(|f| {
+            let k = allowed.iter().position(|a| *a == f.name).ok_or_else(|| {
+                WorkerError::Other(format!(
+                    "worker '{}': sink '{}' has field '{}', which this function does not \
+                     produce; choose fields from: {}",
+                    ctx.worker,
+                    sink.name,
+                    f.name,
+                    allowed.join(", ")
+                ))
+            })?;
+            Ok((FieldAccess::new(sink, &f.name)?, k))
+        })
+        .collect()
+}
+
+/// `process.baseline`.
+pub struct Baseline {
+    channels: Vec<FieldAccess>,
+    samples: usize,
+    scratch: Vec<f32>,
+}
+
+impl Baseline {
+    /// Builds it; the sink must have the source's dtype and data_length.
+    pub fn build(ctx: &BuildContext) -> Result<Baseline, WorkerError> {
+        let src = one_source(ctx)?;
+        let sink = one_sink(ctx)?;
+        super::trace::sinks_like_source(ctx, src)?;
+        let samples = ctx.config.usize_or("baseline_samples", 50)?;
+        if samples == 0 || samples > src.data_length {
+            return Err(ctx
+                .config
+                .error(
+                    "baseline_samples",
+                    format!("must be between 1 and the trace length {}", src.data_length),
+                )
+                .into());
+        }
+        let _ = sink;
+        Ok(Baseline {
+            channels: channels(ctx, "channels", src)?,
+            samples,
+            scratch: vec![0f32; src.data_length],
+        })
+    }
+}
+
+impl Processor for Baseline {
+    fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError> {
+        let Baseline {
+            channels,
+            samples,
+            scratch,
+        } = self;
+        out.emit(0, &mut |ev| {
+            if ev.data.len() != event.data.len() {
+                return Err(WorkerError::Other(format!(
+                    "process.baseline: sink slot has {} bytes, source event {}",
+                    ev.data.len(),
+                    event.data.len()
+                )));
+            }
+            ev.data.copy_from_slice(event.data);
+            for ch in channels.iter() {
+                let n = ch.load(event.data, scratch);
+                let b = mean(&scratch[..(*samples).min(n)]);
+                for v in scratch[..n].iter_mut() {
+                    *v -= b;
+                }
+                ch.store(ev.data, &scratch[..n]);
+            }
+            Ok(())
+        })
+    }
+}
+
+const PULSE_FIELDS: [&str; 7] = [
+    "channel", "pulse", "index", "time", "height", "area", "width",
+];
+
+/// `process.pulses`.
+pub struct PulseFinder {
+    finder: FinderConfig,
+    channels: Vec<FieldAccess>,
+    outputs: Vec<(FieldAccess, usize)>,
+    y: Vec<f32>,
+    found: Vec<Pulse>,
+    pulses_found: u64,
+}
+
+impl PulseFinder {
+    /// Builds the pulse finder and checks its feature sink.
+    pub fn build(ctx: &BuildContext) -> Result<PulseFinder, WorkerError> {
+        let src = one_source(ctx)?;
+        let sink = one_sink(ctx)?;
+        let finder = FinderConfig::from(ctx, src)?;
+        Ok(PulseFinder {
+            channels: channels(ctx, "channels", src)?,
+            outputs: feature_fields(ctx, sink, &PULSE_FIELDS)?,
+            y: vec![0f32; src.data_length],
+            found: vec![Pulse::default(); finder.max_pulses],
+            finder,
+            pulses_found: 0,
+        })
+    }
+
+    /// Pulses found so far.
+    pub fn pulses_found(&self) -> u64 {
+        self.pulses_found
+    }
+
+    /// Finds the pulses of channel `k` of `event` without emitting them (for benchmarks and
+    /// tests); returns them in time order, times and widths in samples.
+    pub fn find(&mut self, event: &EventRef<'_>, k: usize) -> &[Pulse] {
+        let Some(ch) = self.channels.get(k) else {
+            return &[];
+        };
+        let n = self.finder.prepare(ch, event.data, &mut self.y);
+        let m = find_pulses(&self.y[..n], &self.finder.settings, &mut self.found);
+        &self.found[..m]
+    }
+}
+
+impl Processor for PulseFinder {
+    fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError> {
+        let dt = self.finder.sample_interval;
+        for (k, ch) in self.channels.iter().enumerate() {
+            let n = self.finder.prepare(ch, event.data, &mut self.y);
+            let m = find_pulses(&self.y[..n], &self.finder.settings, &mut self.found);
+            self.pulses_found += m as u64;
+            for (j, p) in self.found[..m].iter().enumerate() {
+                let outputs = &self.outputs;
+                out.emit(0, &mut |ev| {
+                    for (f, what) in outputs {
+                        let v = match what {
+                            0 => k as f64,
+                            1 => j as f64,
+                            2 => p.index as f64,
+                            3 => p.time * dt,
+                            4 => p.height,
+                            5 => p.area * dt,
+                            _ => p.width * dt,
+                        };
+                        f.set(ev.data, 0, v);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const PAIR_FIELDS: [&str; 6] = ["delay", "channel", "time1", "time2", "height1", "height2"];
+
+/// `process.pulse_pairs`.
+pub struct PulsePairs {
+    finder: FinderConfig,
+    channel: FieldAccess,
+    channel_index: usize,
+    outputs: Vec<(FieldAccess, usize)>,
+    y: Vec<f32>,
+    found: Vec<Pulse>,
+    pairs: u64,
+}
+
+impl PulsePairs {
+    /// Builds it; the sink needs a `delay` field.
+    pub fn build(ctx: &BuildContext) -> Result<PulsePairs, WorkerError> {
+        let src = one_source(ctx)?;
+        let sink = one_sink(ctx)?;
+        let mut finder = FinderConfig::from(ctx, src)?;
+        finder.max_pulses = finder.max_pulses.max(2);
+        let first = src.dtype.fields()[0].name.clone();
+        let name = ctx.config.str_or("channel", &first)?.to_string();
+        let channel = FieldAccess::new(src, &name)
+            .map_err(|e| WorkerError::from(ctx.config.error("channel", e.to_string())))?;
+        let channel_index = src
+            .dtype
+            .fields()
+            .iter()
+            .position(|f| f.name == name)
+            .unwrap_or(0);
+        let outputs = feature_fields(ctx, sink, &PAIR_FIELDS)?;
+        if !outputs.iter().any(|(_, w)| *w == 0) {
+            return Err(WorkerError::Other(format!(
+                "worker '{}': sink '{}' needs a field 'delay'",
+                ctx.worker, sink.name
+            )));
+        }
+        Ok(PulsePairs {
+            y: vec![0f32; src.data_length],
+            found: vec![Pulse::default(); finder.max_pulses],
+            finder,
+            channel,
+            channel_index,
+            outputs,
+            pairs: 0,
+        })
+    }
+
+    /// Pairs emitted so far.
+    pub fn pairs(&self) -> u64 {
+        self.pairs
+    }
+}
+
+impl Processor for PulsePairs {
+    fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError> {
+        let n = self.finder.prepare(&self.channel, event.data, &mut self.y);
+        let m = find_pulses(&self.y[..n], &self.finder.settings, &mut self.found);
+        if m < 2 {
+            return Ok(());
+        }
+        let (a, b) = (self.found[0], self.found[1]);
+        let dt = self.finder.sample_interval;
+        let ch = self.channel_index as f64;
+        let outputs = &self.outputs;
+        out.emit(0, &mut |ev| {
+            for (f, what) in outputs {
+                let v = match what {
+                    0 => (b.time - a.time) * dt,
+                    1 => ch,
+                    2 => a.time * dt,
+                    3 => b.time * dt,
+                    4 => a.height,
+                    _ => b.height,
+                };
+                f.set(ev.data, 0, v);
+            }
+            Ok(())
+        })?;
+        self.pairs += 1;
+        Ok(())
+    }
+}
+
+/// `process.downsample`.
+pub struct Downsample {
+    fields: Vec<(FieldAccess, FieldAccess)>,
+    factor: usize,
+    average: bool,
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
+impl Downsample {
+    /// Builds it; the sink must have the source's dtype and data_length / factor.
+    pub fn build(ctx: &BuildContext) -> Result<Downsample, WorkerError> {
+        let src = one_source(ctx)?;
+        let sink = one_sink(ctx)?;
+        let factor = match ctx.config.get("factor").and_then(|v| v.as_u64()) {
+            Some(f) if f >= 1 => f as usize,
+            _ => {
+                return Err(ctx
+                    .config
+                    .error("factor", "is required: a whole number ≥ 1")
+                    .into())
+            }
+        };
+        let want = src.data_length / factor;
+        if sink.dtype != src.dtype || sink.data_length != want || want == 0 {
+            return Err(WorkerError::Other(format!(
+                "worker '{}': sink '{}' must have the dtype of source '{}' ({}) and data_length \
+                 {} / {factor} = {want} (≥ 1); it has {} × {}",
+                ctx.worker,
+                sink.name,
+                src.name,
+                src.dtype,
+                src.data_length,
+                sink.data_length,
+                sink.dtype
+            )));
+        }
+        let fields = src
+            .dtype
+            .fields()
+            .iter()
+            .map(|f| {
+                Ok((
+                    FieldAccess::new(src, &f.name)?,
+                    FieldAccess::new(sink, &f.name)?,
+                ))
+            })
+            .collect::<Result<_, WorkerError>>()?;
+        let average = choice(ctx, "mode", "average", &["average", "decimate"])? == "average";
+        Ok(Downsample {
+            fields,
+            factor,
+            average,
+            input: vec![0f32; src.data_length],
+            output: vec![0f32; want],
+        })
+    }
+}
+
+impl Processor for Downsample {
+    fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError> {
+        let Downsample {
+            fields,
+            factor,
+            average,
+            input,
+            output,
+        } = self;
+        out.emit(0, &mut |ev| {
+            for (from, to) in fields.iter() {
+                let n = from.load(event.data, input);
+                for (o, group) in output.iter_mut().zip(input[..n].chunks_exact(*factor)) {
+                    *o = if *average {
+                        (group.iter().map(|&v| f64::from(v)).sum::<f64>() / *factor as f64) as f32
+                    } else {
+                        group[0]
+                    };
+                }
+                to.store(ev.data, output);
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triangle_pulse_is_measured_exactly() {
+        // A symmetric triangle: peak 10 at sample 20, half height at 15 and 25.
+        let mut y = vec![0f32; 60];
+        for i in 10..=30 {
+            y[i] = 10.0 - (i as f32 - 20.0).abs();
+        }
+        let s = FinderSettings {
+            threshold: 2.0,
+            release_fraction: 0.5,
+            time_fraction: 0.5,
+        };
+        let mut out = [Pulse::default(); 4];
+        assert_eq!(find_pulses(&y, &s, &mut out), 1);
+        let p = out[0];
+        assert_eq!(p.index, 20);
+        assert!((p.height - 10.0).abs() < 1e-9);
+        assert!((p.time - 15.0).abs() < 1e-9, "{}", p.time);
+        assert!((p.width - 10.0).abs() < 1e-9, "{}", p.width);
+        // Samples ≥ 1.0: 11..=29.
+        let want: f32 = (11..=29).map(|i| 10.0 - (i as f32 - 20.0).abs()).sum();
+        assert!((p.area - f64::from(want)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn two_pulses_and_capacity() {
+        let mut y = vec![0f32; 40];
+        y[5] = 3.0;
+        y[20] = 4.0;
+        y[30] = 5.0;
+        let s = FinderSettings {
+            threshold: 1.0,
+            release_fraction: 0.5,
+            time_fraction: 0.5,
+        };
+        let mut out = [Pulse::default(); 2];
+        assert_eq!(find_pulses(&y, &s, &mut out), 2);
+        assert_eq!((out[0].index, out[1].index), (5, 20));
+        assert_eq!(find_pulses(&[], &s, &mut out), 0);
+        assert_eq!(find_pulses(&[5.0], &s, &mut out), 1);
+    }
+}

@@ -1,0 +1,753 @@
+//! `simulate.pulses`: a detector in software. Each event holds `data_length` samples per
+//! channel (the sink's fields): baseline, gaussian noise, one pulse at the trigger position
+//! and, for a chosen fraction of events, a second pulse after an exponentially distributed
+//! delay (a stopped muon decaying). Arrivals are Poisson in simulated time.
+//!
+//! Guarantees: the same `seed` and config give the same events, byte for byte. `next`
+//! allocates nothing; the pulse shape is tabulated in `build` at 16 sub-sample phases, and
+//! noise comes either from a precomputed table (`noise_generator: table`, the default, at
+//! memory speed) or from the Ziggurat sampler (`ziggurat`, exact and independent per sample).
+//! [`SimulatePulses::truth`] tells tests what was injected.
+//!
+//! Must never: sleep unless `realtime: true`, and then at most 100 ms per call.
+//!
+//! # The noise table, and why it is statistically acceptable
+//! The table holds 2^20 (or 8 × data_length, whichever is larger) independent standard
+//! normal draws made with the Ziggurat sampler at build time. Each channel of each event
+//! reads a contiguous stretch starting at a uniformly random offset, multiplied by a random
+//! sign. Every sample is therefore an exact N(0, σ²) draw, and samples within one trace are
+//! distinct draws, hence independent: pulse heights, baselines and noise RMS come out with
+//! the right distributions. What the table gives up is independence *between* traces: two
+//! traces overlap in part of the table with probability about 2·data_length / table size
+//! (0.8 % for 4096 samples), and then share (possibly sign-flipped) noise stretches. That
+//! is harmless for everything computed per trace; a study of correlations between events
+//! should choose `noise_generator: ziggurat`.
+
+use super::trace::{choice, positive, FieldAccess};
+use crate::worker::{
+    Arity, BuildContext, ConfigKey, EventMut, FunctionSpec, Importer, KeyType, Produced, Template,
+    WorkerError,
+};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp1, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::time::{Duration, Instant};
+
+/// Sub-sample phases at which the pulse shape is tabulated (time resolution 1/16 sample).
+pub const PHASES: usize = 16;
+
+/// Longest a real-time `next` sleeps before returning `Idle` (so a stop is seen quickly).
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// The declaration of `simulate.pulses`.
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "simulate.pulses",
+    template: Template::Importer,
+    summary: "Simulated detector pulses on every channel (sink field): baseline, gaussian noise, \
+              a pulse at the trigger position with a chosen shape and amplitude distribution, an \
+              optional second pulse after an exponential delay (muon decay), Poisson arrivals, \
+              ADC quantisation, reproducible from a seed.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        key("channels", KeyType::List, "all fields", "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)"),
+        key("sample_interval", KeyType::Float, "4.0e-9", "time between samples (s)"),
+        key("pretrigger_samples", KeyType::Int, "100", "sample at which the (first) pulse starts"),
+        key("rate", KeyType::Float, "1000.0", "mean event rate (Hz); gaps are exponential"),
+        key("realtime", KeyType::Bool, "false", "sleep so events arrive at `rate` in wall time; false = as fast as possible"),
+        key("n_events", KeyType::Int, "0", "events to produce, then end; 0 = no limit"),
+        key("seed", KeyType::Int, "1", "random seed; the same seed gives the same events"),
+        key("shape", KeyType::Str, "exponential", "pulse shape: `exponential` (rise and decay) or `template`"),
+        key("rise_time", KeyType::Float, "1.0e-8", "exponential shape: rise time constant (s); 0 = instant rise"),
+        key("decay_time", KeyType::Float, "4.0e-8", "exponential shape: decay time constant (s)"),
+        key("template", KeyType::List, "none", "measured pulse, one value per sample_interval, scaled so its peak is 1"),
+        key("amplitude", KeyType::Str, "gaussian", "pulse height distribution: fixed, gaussian, exponential, landau (Moyal) or lines"),
+        key("amplitude_mean", KeyType::Float, "0.5", "fixed/gaussian: mean height; exponential: mean; landau: most probable value (V)"),
+        key("amplitude_sigma", KeyType::Float, "0.05", "gaussian: standard deviation; landau: width (V)"),
+        key("line_amplitudes", KeyType::List, "none", "lines: the pulse height of each line (V)"),
+        key("line_weights", KeyType::List, "all equal", "lines: relative intensity of each line"),
+        key("resolution", KeyType::Float, "0.03", "lines: gaussian sigma as a fraction of the line's height"),
+        key("polarity", KeyType::Str, "positive", "pulse sign: positive or negative"),
+        key("baseline", KeyType::Float, "0.0", "constant offset of every sample (V)"),
+        key("noise", KeyType::Float, "0.002", "gaussian noise RMS per sample (V); 0 = none"),
+        key("noise_generator", KeyType::Str, "table", "`table` (precomputed normals at random offsets, fast) or `ziggurat` (exact, independent per sample)"),
+        key("decay_fraction", KeyType::Float, "0.0", "fraction of events with a second pulse after an exponential delay"),
+        key("lifetime", KeyType::Float, "2.197e-6", "mean delay of the second pulse (s); the muon lifetime by default"),
+        key("coincidence", KeyType::Bool, "true", "true: every channel has the pulses; false: one channel chosen at random per event"),
+        key("adc_bits", KeyType::Int, "0", "quantise to this many bits over ±adc_range; 0 = no quantisation for float fields, the field's width for integer fields"),
+        key("adc_range", KeyType::Float, "1.0", "ADC full scale: values span ±adc_range (V)"),
+    ],
+};
+
+const fn key(
+    name: &'static str,
+    ty: KeyType,
+    default: &'static str,
+    doc: &'static str,
+) -> ConfigKey {
+    ConfigKey {
+        name,
+        ty,
+        required: false,
+        default: Some(default),
+        doc,
+    }
+}
+
+/// A pulse shape with peak 1, tabulated at [`PHASES`] sub-sample phases.
+#[derive(Clone, Debug)]
+pub struct PulseShape {
+    /// `table[p * len + j]`: the shape at `j + p / PHASES` samples after the onset.
+    table: Vec<f32>,
+    len: usize,
+    kind: ShapeKind,
+}
+
+#[derive(Clone, Debug)]
+enum ShapeKind {
+    /// Time constants in samples; `norm` makes the peak 1.
+    Exponential { rise: f64, decay: f64, norm: f64 },
+    /// Samples, peak-normalised.
+    Template(Vec<f64>),
+}
+
+impl ShapeKind {
+    /// The shape at `t` samples after the onset.
+    fn value(&self, t: f64) -> f64 {
+        if t < 0.0 {
+            return 0.0;
+        }
+        match self {
+            ShapeKind::Exponential { rise, decay, norm } => {
+                let v = if *rise <= 0.0 {
+                    (-t / decay).exp()
+                } else if (decay - rise).abs() < 1e-9 * decay {
+                    t / decay * (1.0 - t / decay).exp()
+                } else {
+                    (-t / decay).exp() - (-t / rise).exp()
+                };
+                v / norm
+            }
+            ShapeKind::Template(s) => {
+                let i = t.floor() as usize;
+                let f = t - t.floor();
+                let a = s.get(i).copied().unwrap_or(0.0);
+                let b = s.get(i + 1).copied().unwrap_or(0.0);
+                a + (b - a) * f
+            }
+        }
+    }
+}
+
+impl PulseShape {
+    /// A double-exponential pulse (time constants in samples; `rise` 0 = instant rise),
+    /// tabulated for at most `max_len` samples.
+    pub fn exponential(rise: f64, decay: f64, max_len: usize) -> PulseShape {
+        let peak = if rise <= 0.0 {
+            1.0
+        } else if (decay - rise).abs() < 1e-9 * decay {
+            1.0
+        } else {
+            let tp = rise * decay / (decay - rise) * (decay / rise).ln();
+            (-tp / decay).exp() - (-tp / rise).exp()
+        };
+        let len = ((rise.max(0.0) + decay) * 12.0).ceil() as usize + 2;
+        PulseShape::tabulate(
+            ShapeKind::Exponential {
+                rise,
+                decay,
+                norm: peak,
+            },
+            len.min(max_len.max(1)),
+        )
+    }
+
+    /// A measured pulse, one value per sample, scaled so its largest |value| is 1.
+    pub fn template(samples: &[f64], max_len: usize) -> Option<PulseShape> {
+        let peak = samples.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        if !(peak.is_finite() && peak > 0.0) {
+            return None;
+        }
+        let s: Vec<f64> = samples.iter().map(|v| v / peak).collect();
+        let len = (s.len() + 1).min(max_len.max(1));
+        Some(PulseShape::tabulate(ShapeKind::Template(s), len))
+    }
+
+    fn tabulate(kind: ShapeKind, len: usize) -> PulseShape {
+        let mut table = vec![0f32; PHASES * len];
+        for p in 0..PHASES {
+            for j in 0..len {
+                table[p * len + j] = kind.value(j as f64 + p as f64 / PHASES as f64) as f32;
+            }
+        }
+        PulseShape { table, len, kind }
+    }
+
+    /// The shape at `t` samples after the onset (exact, not tabulated).
+    pub fn value(&self, t: f64) -> f64 {
+        self.kind.value(t)
+    }
+
+    /// Samples from the onset until the leading edge first reaches `fraction` of the peak
+    /// (to 1/1000 sample), or `None` if it never does.
+    pub fn rise_crossing(&self, fraction: f64) -> Option<f64> {
+        let step = 1e-3;
+        let mut t = 0.0;
+        let mut prev = self.value(0.0);
+        if prev >= fraction {
+            return Some(0.0);
+        }
+        while t < self.len as f64 {
+            let next = self.value(t + step);
+            if next >= fraction {
+                return Some(t + step * (fraction - prev) / (next - prev));
+            }
+            prev = next;
+            t += step;
+        }
+        None
+    }
+
+    /// Samples tabulated after the onset.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is tabulated.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `amplitude × shape` to `trace` with the onset at `onset` samples (may be
+    /// fractional; rounded to 1/[`PHASES`] sample). Parts outside the trace are dropped.
+    #[inline]
+    pub fn add_to(&self, trace: &mut [f32], onset: f64, amplitude: f32) {
+        if !onset.is_finite() || onset >= trace.len() as f64 {
+            return;
+        }
+        // First sample at or after the onset, and how far after it lies.
+        let mut first = onset.ceil();
+        let mut phase = ((first - onset) * PHASES as f64).round() as usize;
+        if phase >= PHASES {
+            // The onset rounds to the sample just before `first`: start there at phase 0.
+            phase -= PHASES;
+            first -= 1.0;
+        }
+        // A negative onset starts the pulse before the trace: skip the samples before 0.
+        let (start, skip) = if first < 0.0 {
+            (0usize, (-first) as usize)
+        } else {
+            (first as usize, 0)
+        };
+        if skip >= self.len || start >= trace.len() {
+            return;
+        }
+        let row = &self.table[phase * self.len + skip..(phase + 1) * self.len];
+        for (t, s) in trace[start..].iter_mut().zip(row) {
+            *t += amplitude * s;
+        }
+    }
+}
+
+/// How pulse heights are drawn.
+#[derive(Clone, Debug)]
+enum Amplitude {
+    Fixed(f64),
+    Gaussian {
+        mean: f64,
+        sigma: f64,
+    },
+    Exponential {
+        mean: f64,
+    },
+    Landau {
+        mpv: f64,
+        width: f64,
+    },
+    Lines {
+        heights: Vec<f64>,
+        cumulative: Vec<f64>,
+        resolution: f64,
+    },
+}
+
+impl Amplitude {
+    fn draw(&self, rng: &mut Xoshiro256PlusPlus) -> f64 {
+        match self {
+            Amplitude::Fixed(a) => *a,
+            Amplitude::Gaussian { mean, sigma } => {
+                mean + sigma * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, rng)
+            }
+            Amplitude::Exponential { mean } => {
+                mean * <Exp1 as Distribution<f64>>::sample(&Exp1, rng)
+            }
+            Amplitude::Landau { mpv, width } => {
+                // Moyal distribution: if Z ~ N(0,1), -ln(Z²) has the Moyal density, whose
+                // mode is 0 and whose right tail is Landau-like. Heights below 0 are cut.
+                let z: f64 = StandardNormal.sample(rng);
+                (mpv + width * -(z * z).max(1e-300).ln()).max(0.0)
+            }
+            Amplitude::Lines {
+                heights,
+                cumulative,
+                resolution,
+            } => {
+                let u: f64 = rng.random();
+                let k = cumulative
+                    .iter()
+                    .position(|c| u < *c)
+                    .unwrap_or(heights.len() - 1);
+                let z: f64 = StandardNormal.sample(rng);
+                heights[k] * (1.0 + resolution * z)
+            }
+        }
+    }
+}
+
+/// One injected pulse.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TruthPulse {
+    /// Onset, in samples from the start of the trace (the pulse shape's time 0).
+    pub onset: f64,
+    /// Peak height above the baseline, signed by the polarity (V, before quantisation).
+    pub amplitude: f64,
+}
+
+/// What was injected into the last event.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Truth {
+    /// Per channel (in `channels` order): the pulses that start inside the trace, at most 2.
+    pub pulses: Vec<([TruthPulse; 2], usize)>,
+    /// The drawn decay delay (s), if this event has a second pulse (even one that falls
+    /// after the end of the trace).
+    pub delay: Option<f64>,
+}
+
+/// The quantiser: round to `lsb` steps and clamp to the ADC's codes.
+#[derive(Clone, Copy, Debug)]
+struct Quantiser {
+    inv_lsb: f32,
+    lo: f32,
+    hi: f32,
+    /// 1 to write counts (integer fields), `lsb` to write volts (float fields).
+    out_scale: f32,
+}
+
+/// `simulate.pulses` (see the module documentation).
+pub struct SimulatePulses {
+    channels: Vec<FieldAccess>,
+    quantisers: Vec<Option<Quantiser>>,
+    other_fields: bool,
+    data_length: usize,
+    pretrigger: f64,
+    shape: PulseShape,
+    amplitude: Amplitude,
+    polarity: f64,
+    rate: f64,
+    realtime: bool,
+    n_events: u64,
+    produced: u64,
+    baseline: f32,
+    noise: f32,
+    noise_table: Option<Vec<f32>>,
+    decay_fraction: f64,
+    lifetime_samples: f64,
+    sample_interval: f64,
+    coincidence: bool,
+    seed: u64,
+    rng: Xoshiro256PlusPlus,
+    sim_time: f64,
+    pending: bool,
+    start_epoch: f64,
+    start: Instant,
+    trace: Vec<f32>,
+    truth: Truth,
+}
+
+impl SimulatePulses {
+    /// Builds the simulator from its config and its sink's shape.
+    pub fn build(ctx: &BuildContext) -> Result<SimulatePulses, WorkerError> {
+        let c = &ctx.config;
+        let sink = super::trace::one_sink(ctx)?;
+        let channels = super::trace::channels(ctx, "channels", sink)?;
+        let n = sink.data_length;
+        if n == 0 {
+            return Err(WorkerError::Other(format!(
+                "sink '{}' has data_length 0: a trace needs at least one sample",
+                sink.name
+            )));
+        }
+        let dt = positive(ctx, "sample_interval", 4e-9)?;
+        let pretrigger = c.usize_or("pretrigger_samples", 100)?;
+        if pretrigger >= n {
+            return Err(c
+                .error(
+                    "pretrigger_samples",
+                    format!("{pretrigger} is not inside the trace of {n} samples"),
+                )
+                .into());
+        }
+        let rate = positive(ctx, "rate", 1000.0)?;
+        let shape = match choice(ctx, "shape", "exponential", &["exponential", "template"])? {
+            "template" => {
+                let t = c
+                    .f64_list("template")?
+                    .ok_or_else(|| c.error("template", "is required when shape is 'template'"))?;
+                PulseShape::template(&t, n + 1).ok_or_else(|| {
+                    c.error("template", "needs at least one finite, non-zero value")
+                })?
+            }
+            _ => {
+                let rise = c.f64_or("rise_time", 1e-8)?;
+                if !(rise.is_finite() && rise >= 0.0) {
+                    return Err(c.error("rise_time", "must be a number ≥ 0 (s)").into());
+                }
+                let decay = positive(ctx, "decay_time", 4e-8)?;
+                if rise > 0.0 && rise > decay {
+                    return Err(c
+                        .error("rise_time", "must not be longer than decay_time")
+                        .into());
+                }
+                PulseShape::exponential(rise / dt, decay / dt, n + 1)
+            }
+        };
+        let mean = c.f64_or("amplitude_mean", 0.5)?;
+        let sigma = c.f64_or("amplitude_sigma", 0.05)?;
+        let amplitude = match choice(
+            ctx,
+            "amplitude",
+            "gaussian",
+            &["fixed", "gaussian", "exponential", "landau", "lines"],
+        )? {
+            "fixed" => Amplitude::Fixed(mean),
+            "exponential" => Amplitude::Exponential { mean },
+            "landau" => Amplitude::Landau {
+                mpv: mean,
+                width: sigma.abs(),
+            },
+            "lines" => {
+                let heights = c.f64_list("line_amplitudes")?.ok_or_else(|| {
+                    c.error("line_amplitudes", "is required when amplitude is 'lines'")
+                })?;
+                if heights.is_empty() || heights.iter().any(|h| !h.is_finite()) {
+                    return Err(c
+                        .error("line_amplitudes", "needs at least one finite height")
+                        .into());
+                }
+                let weights = c
+                    .f64_list("line_weights")?
+                    .unwrap_or_else(|| vec![1.0; heights.len()]);
+                if weights.len() != heights.len()
+                    || weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+                    || weights.iter().sum::<f64>() <= 0.0
+                {
+                    return Err(c
+                        .error(
+                            "line_weights",
+                            format!(
+                                "needs {} weights ≥ 0 (one per line) with a positive sum",
+                                heights.len()
+                            ),
+                        )
+                        .into());
+                }
+                let total: f64 = weights.iter().sum();
+                let mut acc = 0.0;
+                let cumulative = weights
+                    .iter()
+                    .map(|w| {
+                        acc += w / total;
+                        acc
+                    })
+                    .collect();
+                let resolution = c.f64_or("resolution", 0.03)?;
+                if !(resolution.is_finite() && resolution >= 0.0) {
+                    return Err(c.error("resolution", "must be a number ≥ 0").into());
+                }
+                Amplitude::Lines {
+                    heights,
+                    cumulative,
+                    resolution,
+                }
+            }
+            _ => Amplitude::Gaussian {
+                mean,
+                sigma: sigma.abs(),
+            },
+        };
+        let polarity = match choice(ctx, "polarity", "positive", &["positive", "negative"])? {
+            "negative" => -1.0,
+            _ => 1.0,
+        };
+        let noise = c.f64_or("noise", 0.002)?;
+        if !(noise.is_finite() && noise >= 0.0) {
+            return Err(c.error("noise", "must be a number ≥ 0 (V)").into());
+        }
+        let seed = c.i64_or("seed", 1)? as u64;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let noise_table = match choice(ctx, "noise_generator", "table", &["table", "ziggurat"])? {
+            "table" if noise > 0.0 => {
+                let size = (1usize << 20).max((8 * n).next_power_of_two());
+                let mut t = vec![0f32; size];
+                for v in &mut t {
+                    *v = StandardNormal.sample(&mut rng);
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        let decay_fraction = c.f64_or("decay_fraction", 0.0)?;
+        if !(0.0..=1.0).contains(&decay_fraction) {
+            return Err(c.error("decay_fraction", "must be between 0 and 1").into());
+        }
+        let lifetime = positive(ctx, "lifetime", 2.197e-6)?;
+        let range = positive(ctx, "adc_range", 1.0)?;
+        let bits = c.usize_or("adc_bits", 0)?;
+        if bits > 32 {
+            return Err(c.error("adc_bits", "must be at most 32").into());
+        }
+        let quantisers = channels
+            .iter()
+            .map(|ch| {
+                let b = if bits == 0 && ch.is_integer() {
+                    8 * ch.scalar.size()
+                } else {
+                    bits
+                };
+                if b == 0 {
+                    return None;
+                }
+                let half = 2f64.powi(b as i32 - 1);
+                let lsb = range / half;
+                Some(Quantiser {
+                    inv_lsb: (1.0 / lsb) as f32,
+                    lo: -half as f32,
+                    hi: (half - 1.0) as f32,
+                    out_scale: if ch.is_integer() { 1.0 } else { lsb as f32 },
+                })
+            })
+            .collect();
+        let other_fields = sink.dtype.fields().len() != channels.len();
+        let nch = channels.len();
+        Ok(SimulatePulses {
+            channels,
+            quantisers,
+            other_fields,
+            data_length: n,
+            pretrigger: pretrigger as f64,
+            shape,
+            amplitude,
+            polarity,
+            rate,
+            realtime: c.bool_or("realtime", false)?,
+            n_events: c.usize_or("n_events", 0)? as u64,
+            produced: 0,
+            baseline: c.f64_or("baseline", 0.0)? as f32,
+            noise: noise as f32,
+            noise_table,
+            decay_fraction,
+            lifetime_samples: lifetime / dt,
+            sample_interval: dt,
+            coincidence: c.bool_or("coincidence", true)?,
+            seed,
+            rng,
+            sim_time: 0.0,
+            pending: false,
+            start_epoch: super::wall_clock(),
+            start: Instant::now(),
+            trace: vec![0f32; n],
+            truth: Truth {
+                pulses: vec![([TruthPulse::default(); 2], 0); nch],
+                delay: None,
+            },
+        })
+    }
+
+    /// What was injected into the last event produced.
+    pub fn truth(&self) -> &Truth {
+        &self.truth
+    }
+
+    /// The pulse shape in use.
+    pub fn shape(&self) -> &PulseShape {
+        &self.shape
+    }
+
+    /// Seconds per sample.
+    pub fn sample_interval(&self) -> f64 {
+        self.sample_interval
+    }
+
+    fn fill_noise(&mut self) {
+        let base = self.baseline;
+        if self.noise == 0.0 {
+            self.trace.fill(base);
+            return;
+        }
+        match &self.noise_table {
+            Some(table) => {
+                let n = self.trace.len();
+                let off = self.rng.random_range(0..=table.len() - n);
+                let s = if self.rng.random::<bool>() {
+                    self.noise
+                } else {
+                    -self.noise
+                };
+                for (t, z) in self.trace.iter_mut().zip(&table[off..off + n]) {
+                    *t = base + s * z;
+                }
+            }
+            None => {
+                for t in &mut self.trace {
+                    let z: f32 = StandardNormal.sample(&mut self.rng);
+                    *t = base + self.noise * z;
+                }
+            }
+        }
+    }
+
+    fn generate(&mut self, out: &mut EventMut<'_>) -> Result<(), WorkerError> {
+        if self.other_fields {
+            out.data.fill(0);
+        }
+        let delay = if self.decay_fraction > 0.0 && self.rng.random::<f64>() < self.decay_fraction {
+            let e: f64 = Exp1.sample(&mut self.rng);
+            Some(e * self.lifetime_samples)
+        } else {
+            None
+        };
+        self.truth.delay = delay.map(|d| d * self.sample_interval);
+        let hit = if self.coincidence {
+            usize::MAX
+        } else {
+            self.rng.random_range(0..self.channels.len())
+        };
+        for k in 0..self.channels.len() {
+            self.fill_noise();
+            let mut count = 0;
+            if hit == usize::MAX || hit == k {
+                let a = self.polarity * self.amplitude.draw(&mut self.rng);
+                self.shape
+                    .add_to(&mut self.trace, self.pretrigger, a as f32);
+                self.truth.pulses[k].0[0] = TruthPulse {
+                    onset: self.pretrigger,
+                    amplitude: a,
+                };
+                count = 1;
+                if let Some(d) = delay {
+                    let onset = self.pretrigger + d;
+                    let a2 = self.polarity * self.amplitude.draw(&mut self.rng);
+                    if onset < self.data_length as f64 {
+                        self.shape.add_to(&mut self.trace, onset, a2 as f32);
+                        self.truth.pulses[k].0[1] = TruthPulse {
+                            onset,
+                            amplitude: a2,
+                        };
+                        count = 2;
+                    }
+                }
+            }
+            self.truth.pulses[k].1 = count;
+            if let Some(q) = self.quantisers[k] {
+                for t in &mut self.trace {
+                    *t = (*t * q.inv_lsb).round().clamp(q.lo, q.hi) * q.out_scale;
+                }
+            }
+            let written = self.channels[k].store(out.data, &self.trace);
+            if written != self.data_length {
+                return Err(WorkerError::Other(format!(
+                    "simulate.pulses: the sink slot holds {written} records, expected {}",
+                    self.data_length
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Importer for SimulatePulses {
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.n_events > 0 && self.produced >= self.n_events {
+            return Ok(Produced::End);
+        }
+        if !self.pending {
+            let gap: f64 = Exp1.sample(&mut self.rng);
+            self.sim_time += gap / self.rate;
+            self.pending = true;
+        }
+        if self.realtime {
+            let due = self.start + Duration::from_secs_f64(self.sim_time);
+            let now = Instant::now();
+            if due > now {
+                let wait = due - now;
+                if wait > MAX_SLEEP {
+                    std::thread::sleep(MAX_SLEEP);
+                    return Ok(Produced::Idle);
+                }
+                std::thread::sleep(wait);
+            }
+        }
+        self.generate(out)?;
+        out.meta.timestamp = self.start_epoch + self.sim_time;
+        self.pending = false;
+        self.produced += 1;
+        Ok(Produced::Event)
+    }
+
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        vec![
+            ("simulate.seed".into(), self.seed.to_string()),
+            (
+                "simulate.noise_generator".into(),
+                if self.noise_table.is_some() {
+                    "table"
+                } else {
+                    "ziggurat"
+                }
+                .into(),
+            ),
+            ("simulate.rate_hz".into(), self.rate.to_string()),
+            (
+                "simulate.lifetime_s".into(),
+                (self.lifetime_samples * self.sample_interval).to_string(),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_shape_peaks_at_one() {
+        let s = PulseShape::exponential(2.5, 10.0, 10_000);
+        let peak = (0..2000)
+            .map(|i| s.value(i as f64 * 0.01))
+            .fold(0.0f64, f64::max);
+        assert!((peak - 1.0).abs() < 1e-6, "{peak}");
+        let half = s.rise_crossing(0.5).unwrap();
+        assert!((s.value(half) - 0.5).abs() < 1e-3);
+    }
+
+    #[test]
+    fn fractional_onset_uses_the_right_phase() {
+        let s = PulseShape::exponential(2.0, 8.0, 1000);
+        let mut tr = vec![0f32; 100];
+        s.add_to(&mut tr, 10.25, 1.0);
+        for (i, v) in tr.iter().enumerate() {
+            let want = s.value(i as f64 - 10.25) as f32;
+            assert!((v - want).abs() < 1e-6, "sample {i}: {v} vs {want}");
+        }
+        // An onset a hair after a sample rounds onto that sample.
+        let mut tr = vec![0f32; 100];
+        s.add_to(&mut tr, 20.001, 1.0);
+        assert!((tr[25] as f64 - s.value(5.0)).abs() < 1e-6);
+        let mut tr = vec![0f32; 10];
+        s.add_to(&mut tr, -3.5, 1.0);
+        assert!((tr[0] as f64 - s.value(3.5)).abs() < 1e-6);
+        s.add_to(&mut tr, 1e9, 1.0);
+        s.add_to(&mut tr, f64::NAN, 1.0);
+    }
+}

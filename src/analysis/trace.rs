@@ -1,0 +1,366 @@
+//! Reading and writing one numeric field of an event as numbers, whatever its numpy type.
+//!
+//! A waveform buffer has one field per channel (`ch0: f4`, `IN1: int16`, …); a feature
+//! buffer has one field per quantity. [`FieldAccess`] is located once, in a function's
+//! constructor, and then converts a whole channel into an `f32` scratch slice (or back) with
+//! the type dispatch hoisted out of the sample loop.
+//!
+//! Guarantees: no allocation and no panic for any byte content; reads past the last record
+//! are not made (the caller's slice length bounds the work). Integer stores round to the
+//! nearest value and saturate at the type's range (NaN stores as 0).
+
+use crate::dtype::{Field, Scalar};
+use crate::worker::{BufferShape, BuildContext, ConfigError, WorkerError};
+
+/// Where one field lives in each record, and its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldAccess {
+    /// The field's name.
+    pub name: String,
+    /// Its numpy type.
+    pub scalar: Scalar,
+    /// Byte offset inside a record.
+    pub offset: usize,
+    /// Record size in bytes.
+    pub stride: usize,
+}
+
+macro_rules! each_scalar {
+    ($s:expr, $m:ident) => {
+        match $s {
+            Scalar::I8 => $m!(i8, 1),
+            Scalar::I16 => $m!(i16, 2),
+            Scalar::I32 => $m!(i32, 4),
+            Scalar::I64 => $m!(i64, 8),
+            Scalar::U8 => $m!(u8, 1),
+            Scalar::U16 => $m!(u16, 2),
+            Scalar::U32 => $m!(u32, 4),
+            Scalar::U64 => $m!(u64, 8),
+            Scalar::F32 => $m!(f32, 4),
+            Scalar::F64 => $m!(f64, 8),
+        }
+    };
+}
+
+impl FieldAccess {
+    /// The field `name` of `buffer`, or an error naming the buffer and its fields.
+    pub fn new(buffer: &BufferShape, name: &str) -> Result<FieldAccess, WorkerError> {
+        let f = buffer.dtype.field(name).ok_or_else(|| {
+            WorkerError::Other(format!(
+                "buffer '{}' has no field '{}' (its fields: {})",
+                buffer.name,
+                name,
+                field_names(buffer)
+            ))
+        })?;
+        Ok(FieldAccess::of(f, buffer.dtype.record_size()))
+    }
+
+    fn of(f: &Field, stride: usize) -> FieldAccess {
+        FieldAccess {
+            name: f.name.clone(),
+            scalar: f.scalar,
+            offset: f.offset,
+            stride,
+        }
+    }
+
+    /// True for the integer types (ADC counts), false for float32/float64.
+    pub fn is_integer(&self) -> bool {
+        !matches!(self.scalar, Scalar::F32 | Scalar::F64)
+    }
+
+    /// Converts the field of the first `out.len()` records of `data` to `f32` into `out`;
+    /// returns how many values were written (fewer when `data` holds fewer records).
+    #[inline]
+    pub fn load(&self, data: &[u8], out: &mut [f32]) -> usize {
+        let Some(tail) = data.get(self.offset..) else {
+            return 0;
+        };
+        let mut n = 0;
+        macro_rules! load {
+            ($t:ty, $w:expr) => {{
+                for (o, rec) in out.iter_mut().zip(tail.chunks(self.stride)) {
+                    let Some(b) = rec.get(..$w) else { break };
+                    let mut a = [0u8; $w];
+                    a.copy_from_slice(b);
+                    *o = <$t>::from_le_bytes(a) as f32;
+                    n += 1;
+                }
+            }};
+        }
+        each_scalar!(self.scalar, load);
+        n
+    }
+
+    /// Writes `values` into the field of the first `values.len()` records of `data`
+    /// (rounding and saturating for integer types); returns how many were written.
+    #[inline]
+    pub fn store(&self, data: &mut [u8], values: &[f32]) -> usize {
+        let Some(tail) = data.get_mut(self.offset..) else {
+            return 0;
+        };
+        let mut n = 0;
+        let int = self.is_integer();
+        macro_rules! store {
+            ($t:ty, $w:expr) => {{
+                for (v, rec) in values.iter().zip(tail.chunks_mut(self.stride)) {
+                    let Some(b) = rec.get_mut(..$w) else { break };
+                    let x = if int { v.round() } else { *v };
+                    b.copy_from_slice(&(x as $t).to_le_bytes());
+                    n += 1;
+                }
+            }};
+        }
+        each_scalar!(self.scalar, store);
+        n
+    }
+
+    /// Record `i`'s value as `f64` (integers exactly up to 2^53), or `None` past the end.
+    #[inline]
+    pub fn get(&self, data: &[u8], i: usize) -> Option<f64> {
+        let at = i.checked_mul(self.stride)?.checked_add(self.offset)?;
+        macro_rules! get {
+            ($t:ty, $w:expr) => {{
+                let b = data.get(at..at + $w)?;
+                let mut a = [0u8; $w];
+                a.copy_from_slice(b);
+                Some(<$t>::from_le_bytes(a) as f64)
+            }};
+        }
+        each_scalar!(self.scalar, get)
+    }
+
+    /// Sets record `i`'s value (rounding and saturating for integer types); does nothing past
+    /// the end.
+    #[inline]
+    pub fn set(&self, data: &mut [u8], i: usize, v: f64) {
+        let Some(at) = i
+            .checked_mul(self.stride)
+            .and_then(|a| a.checked_add(self.offset))
+        else {
+            return;
+        };
+        let int = self.is_integer();
+        macro_rules! set {
+            ($t:ty, $w:expr) => {{
+                if let Some(b) = data.get_mut(at..at + $w) {
+                    let x = if int { v.round() } else { v };
+                    b.copy_from_slice(&(x as $t).to_le_bytes());
+                }
+            }};
+        }
+        each_scalar!(self.scalar, set)
+    }
+
+    /// Writes record `i`'s value as text into `out`: integers as integers, floats in the
+    /// shortest form that reads back exactly. Returns `false` past the end.
+    pub fn write_text(&self, data: &[u8], i: usize, out: &mut impl std::fmt::Write) -> bool {
+        let Some(at) = i
+            .checked_mul(self.stride)
+            .and_then(|a| a.checked_add(self.offset))
+        else {
+            return false;
+        };
+        macro_rules! text {
+            ($t:ty, $w:expr) => {{
+                let Some(b) = data.get(at..at + $w) else {
+                    return false;
+                };
+                let mut a = [0u8; $w];
+                a.copy_from_slice(b);
+                write!(out, "{}", <$t>::from_le_bytes(a)).is_ok()
+            }};
+        }
+        each_scalar!(self.scalar, text)
+    }
+}
+
+/// The buffer's field names, comma-separated, for messages.
+pub fn field_names(buffer: &BufferShape) -> String {
+    buffer
+        .dtype
+        .fields()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The channels named by config key `key` (a list of field names, or one name), or every
+/// field of `buffer` when the key is absent.
+pub fn channels(
+    ctx: &BuildContext,
+    key: &str,
+    buffer: &BufferShape,
+) -> Result<Vec<FieldAccess>, WorkerError> {
+    match ctx.config.str_list(key)? {
+        None => Ok(buffer
+            .dtype
+            .fields()
+            .iter()
+            .map(|f| FieldAccess::of(f, buffer.dtype.record_size()))
+            .collect()),
+        Some(names) if names.is_empty() => Err(ctx
+            .config
+            .error(key, "is an empty list: name at least one channel")
+            .into()),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                FieldAccess::new(buffer, n).map_err(|_| {
+                    WorkerError::from(ctx.config.error(
+                        key,
+                        format!(
+                            "buffer '{}' has no field '{n}' (its fields: {})",
+                            buffer.name,
+                            field_names(buffer)
+                        ),
+                    ))
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The one source buffer of a function that takes exactly one.
+pub fn one_source(ctx: &BuildContext) -> Result<&BufferShape, WorkerError> {
+    match ctx.sources.as_slice() {
+        [s] => Ok(s),
+        other => Err(WorkerError::Other(format!(
+            "worker '{}' needs exactly one source buffer, has {}",
+            ctx.worker,
+            other.len()
+        ))),
+    }
+}
+
+/// The one sink buffer of a function that takes exactly one.
+pub fn one_sink(ctx: &BuildContext) -> Result<&BufferShape, WorkerError> {
+    match ctx.sinks.as_slice() {
+        [s] => Ok(s),
+        other => Err(WorkerError::Other(format!(
+            "worker '{}' needs exactly one sink buffer, has {}",
+            ctx.worker,
+            other.len()
+        ))),
+    }
+}
+
+/// The buffer an Observer looks at: its one observed buffer (or, for tests built with
+/// [`BuildContext::for_test`], its one source).
+pub fn one_source_or_observed(ctx: &BuildContext) -> Result<&BufferShape, WorkerError> {
+    match (ctx.observes.as_slice(), ctx.sources.as_slice()) {
+        ([o], _) => Ok(o),
+        ([], [s]) => Ok(s),
+        _ => Err(WorkerError::Other(format!(
+            "worker '{}' needs exactly one observed buffer, has {}",
+            ctx.worker,
+            ctx.observes.len()
+        ))),
+    }
+}
+
+/// Checks that every sink has the source's dtype and data_length (Filters copy events).
+pub fn sinks_like_source(ctx: &BuildContext, source: &BufferShape) -> Result<(), WorkerError> {
+    if ctx.sinks.is_empty() {
+        return Err(WorkerError::Other(format!(
+            "worker '{}' needs at least one sink buffer",
+            ctx.worker
+        )));
+    }
+    for s in &ctx.sinks {
+        if s.dtype != source.dtype || s.data_length != source.data_length {
+            return Err(WorkerError::Other(format!(
+                "worker '{}': sink '{}' ({} × {}) must have the same data_dtype and data_length \
+                 as source '{}' ({} × {})",
+                ctx.worker,
+                s.name,
+                s.data_length,
+                s.dtype,
+                source.name,
+                source.data_length,
+                source.dtype
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A config value that must be one of `choices`.
+pub fn choice<'a>(
+    ctx: &'a BuildContext,
+    key: &str,
+    default: &'a str,
+    choices: &[&str],
+) -> Result<&'a str, ConfigError> {
+    let v = ctx.config.str_or(key, default)?;
+    if choices.contains(&v) {
+        Ok(v)
+    } else {
+        Err(ctx
+            .config
+            .error(key, format!("'{v}' is not one of: {}", choices.join(", "))))
+    }
+}
+
+/// A number that must be finite and strictly positive.
+pub fn positive(ctx: &BuildContext, key: &str, default: f64) -> Result<f64, ConfigError> {
+    let v = ctx.config.f64_or(key, default)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(ctx
+            .config
+            .error(key, format!("must be a number > 0, found {v}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Dtype;
+
+    fn shape() -> BufferShape {
+        BufferShape {
+            name: "raw".into(),
+            dtype: Dtype::parse([("a", "i2"), ("b", "f4"), ("c", "u1")]).unwrap(),
+            data_length: 3,
+        }
+    }
+
+    #[test]
+    fn load_store_round_trip_and_saturate() {
+        let s = shape();
+        let mut data = vec![0u8; 3 * s.dtype.record_size()];
+        let a = FieldAccess::new(&s, "a").unwrap();
+        let b = FieldAccess::new(&s, "b").unwrap();
+        let c = FieldAccess::new(&s, "c").unwrap();
+        assert_eq!(a.store(&mut data, &[1.4, -2.6, 1e9]), 3);
+        assert_eq!(b.store(&mut data, &[0.25, 0.5, 0.75]), 3);
+        assert_eq!(c.store(&mut data, &[-5.0, 255.4, f32::NAN]), 3);
+        let mut out = [0f32; 4];
+        assert_eq!(a.load(&data, &mut out), 3);
+        assert_eq!(&out[..3], &[1.0, -3.0, 32767.0]);
+        assert_eq!(b.load(&data, &mut out), 3);
+        assert_eq!(&out[..3], &[0.25, 0.5, 0.75]);
+        assert_eq!(c.load(&data, &mut out), 3);
+        assert_eq!(&out[..3], &[0.0, 255.0, 0.0]);
+        assert_eq!(b.get(&data, 2), Some(0.75));
+        assert_eq!(b.get(&data, 3), None);
+        let mut t = String::new();
+        assert!(a.write_text(&data, 1, &mut t));
+        assert_eq!(t, "-3");
+        assert!(!a.write_text(&data, 3, &mut t));
+        assert_eq!(a.load(&data[..5], &mut out), 1);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = FieldAccess::new(&shape(), "ch9").unwrap_err().to_string();
+        assert!(
+            e.contains("'raw'") && e.contains("ch9") && e.contains("a, b, c"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! Software triggers: `filter.threshold`, `filter.coincidence` and `filter.prescale`.
+//!
+//! A threshold *crossing* on a rising edge is a sample `i ≥ 1` with `x[i-1] < level ≤ x[i]`;
+//! on a falling edge `x[i-1] > level ≥ x[i]`. The crossing's position is `i`. Levels are in
+//! the channel's own units (volts for float fields, ADC counts for integer fields).
+//!
+//! Guarantees: decisions depend only on the event (and, for the prescaler, on how many events
+//! this process has seen), so a run is reproducible. `select` allocates nothing: channel
+//! scratch and crossing lists are sized in `build`.
+//! Must never: modify the event (Filters copy it unchanged).
+
+use super::trace::{channels, choice, one_source, sinks_like_source, FieldAccess};
+use crate::worker::{
+    Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
+    WorkerError,
+};
+
+const fn opt(
+    name: &'static str,
+    ty: KeyType,
+    default: &'static str,
+    doc: &'static str,
+) -> ConfigKey {
+    ConfigKey {
+        name,
+        ty,
+        required: false,
+        default: Some(default),
+        doc,
+    }
+}
+
+const fn req(name: &'static str, ty: KeyType, doc: &'static str) -> ConfigKey {
+    ConfigKey {
+        name,
+        ty,
+        required: true,
+        default: None,
+        doc,
+    }
+}
+
+/// The declaration of `filter.threshold`.
+pub const THRESHOLD_SPEC: FunctionSpec = FunctionSpec {
+    name: "filter.threshold",
+    template: Template::Filter,
+    summary: "Passes an event when any of the chosen channels crosses `level` on the chosen edge \
+              at or after sample `pretrigger_samples`; otherwise drops it.",
+    sources: Arity::ONE,
+    sinks: Arity::SOME,
+    observes: Arity::NONE,
+    keys: &[
+        req("level", KeyType::Float, "trigger level in the channel's units (V for float fields, ADC counts for integer fields)"),
+        opt("edge", KeyType::Str, "rising", "rising or falling"),
+        opt("channels", KeyType::List, "all fields", "channels to look at; any one crossing passes the event"),
+        opt("pretrigger_samples", KeyType::Int, "0", "first sample at which a crossing counts (earlier crossings are ignored)"),
+    ],
+};
+
+/// The declaration of `filter.coincidence`.
+pub const COINCIDENCE_SPEC: FunctionSpec = FunctionSpec {
+    name: "filter.coincidence",
+    template: Template::Filter,
+    summary: "Passes an event when at least `min_channels` different channels cross `level` \
+              within `window` samples of each other.",
+    sources: Arity::ONE,
+    sinks: Arity::SOME,
+    observes: Arity::NONE,
+    keys: &[
+        req(
+            "level",
+            KeyType::Float,
+            "trigger level in the channel's units (V or ADC counts)",
+        ),
+        opt("edge", KeyType::Str, "rising", "rising or falling"),
+        opt(
+            "channels",
+            KeyType::List,
+            "all fields",
+            "channels taking part",
+        ),
+        opt(
+            "min_channels",
+            KeyType::Int,
+            "2",
+            "how many different channels must cross",
+        ),
+        opt(
+            "window",
+            KeyType::Int,
+            "10",
+            "largest distance between the crossings (samples)",
+        ),
+        opt(
+            "max_crossings",
+            KeyType::Int,
+            "256",
+            "crossings kept per channel and event (later ones are ignored)",
+        ),
+    ],
+};
+
+/// The declaration of `filter.prescale`.
+pub const PRESCALE_SPEC: FunctionSpec = FunctionSpec {
+    name: "filter.prescale",
+    template: Template::Filter,
+    summary: "Passes one event in `factor`: the 1st, (factor+1)th, … event this process sees.",
+    sources: Arity::ONE,
+    sinks: Arity::SOME,
+    observes: Arity::NONE,
+    keys: &[req(
+        "factor",
+        KeyType::Int,
+        "keep 1 event in this many (≥ 1)",
+    )],
+};
+
+/// Which way a crossing goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    /// From below the level to at/above it.
+    Rising,
+    /// From above the level to at/below it.
+    Falling,
+}
+
+impl Edge {
+    fn from_config(ctx: &BuildContext) -> Result<Edge, WorkerError> {
+        Ok(
+            match choice(ctx, "edge", "rising", &["rising", "falling"])? {
+                "falling" => Edge::Falling,
+                _ => Edge::Rising,
+            },
+        )
+    }
+}
+
+/// Position of the first crossing of `level` at index ≥ `from` (≥ 1), if any.
+#[inline]
+pub fn first_crossing(trace: &[f32], level: f32, edge: Edge, from: usize) -> Option<usize> {
+    let from = from.max(1);
+    if from >= trace.len() {
+        return None;
+    }
+    let pairs = trace[from - 1..].windows(2);
+    let hit = match edge {
+        Edge::Rising => pairs.clone().position(|w| w[0] < level && w[1] >= level),
+        Edge::Falling => pairs.clone().position(|w| w[0] > level && w[1] <= level),
+    };
+    hit.map(|p| p + from)
+}
+
+fn level(ctx: &BuildContext) -> Result<f32, WorkerError> {
+    let v = ctx.config.f64("level")?;
+    if !v.is_finite() {
+        return Err(ctx.config.error("level", "must be a finite number").into());
+    }
+    Ok(v as f32)
+}
+
+/// `filter.threshold`.
+pub struct Threshold {
+    channels: Vec<FieldAccess>,
+    level: f32,
+    edge: Edge,
+    from: usize,
+    scratch: Vec<f32>,
+}
+
+impl Threshold {
+    /// Builds the trigger; checks the channels exist and the sinks match the source.
+    pub fn build(ctx: &BuildContext) -> Result<Threshold, WorkerError> {
+        let src = one_source(ctx)?;
+        sinks_like_source(ctx, src)?;
+        let from = ctx.config.usize_or("pretrigger_samples", 0)?;
+        if from >= src.data_length {
+            return Err(ctx
+                .config
+                .error(
+                    "pretrigger_samples",
+                    format!(
+                        "{from} is not inside the trace of {} samples",
+                        src.data_length
+                    ),
+                )
+                .into());
+        }
+        Ok(Threshold {
+            channels: channels(ctx, "channels", src)?,
+            level: level(ctx)?,
+            edge: Edge::from_config(ctx)?,
+            from,
+            scratch: vec![0f32; src.data_length],
+        })
+    }
+}
+
+impl Filter for Threshold {
+    fn select(&mut self, event: &EventRef<'_>) -> Result<SinkMask, WorkerError> {
+        for ch in &self.channels {
+            let n = ch.load(event.data, &mut self.scratch);
+            if first_crossing(&self.scratch[..n], self.level, self.edge, self.from).is_some() {
+                return Ok(SinkMask::ALL);
+            }
+        }
+        Ok(SinkMask::NONE)
+    }
+}
+
+/// `filter.coincidence`.
+pub struct Coincidence {
+    channels: Vec<FieldAccess>,
+    level: f32,
+    edge: Edge,
+    min_channels: usize,
+    window: usize,
+    scratch: Vec<f32>,
+    /// Per channel: crossing positions (capacity `max_crossings`) and how many are used.
+    crossings: Vec<(Vec<usize>, usize)>,
+}
+
+impl Coincidence {
+    /// Builds the coincidence trigger.
+    pub fn build(ctx: &BuildContext) -> Result<Coincidence, WorkerError> {
+        let c = &ctx.config;
+        let src = one_source(ctx)?;
+        sinks_like_source(ctx, src)?;
+        let chans = channels(ctx, "channels", src)?;
+        let min_channels = c.usize_or("min_channels", 2)?;
+        if min_channels == 0 || min_channels > chans.len() {
+            return Err(c
+                .error(
+                    "min_channels",
+                    format!(
+                        "must be between 1 and the {} channels taking part",
+                        chans.len()
+                    ),
+                )
+                .into());
+        }
+        let max = c.usize_or("max_crossings", 256)?;
+        if max == 0 {
+            return Err(c.error("max_crossings", "must be at least 1").into());
+        }
+        Ok(Coincidence {
+            crossings: chans.iter().map(|_| (vec![0; max], 0)).collect(),
+            channels: chans,
+            level: level(ctx)?,
+            edge: Edge::from_config(ctx)?,
+            min_channels,
+            window: c.usize_or("window", 10)?,
+            scratch: vec![0f32; src.data_length],
+        })
+    }
+
+    /// True when at least `min_channels` channels have crossings within `window` samples.
+    fn coincident(&self) -> bool {
+        // Try every crossing as the start of a window [t, t + window]; count channels that
+        // have a crossing inside it. Crossing lists are sorted, so a binary search suffices.
+        for (a, (list, n)) in self.crossings.iter().enumerate() {
+            for &t in &list[..*n] {
+                let mut count = 1;
+                for (b, (other, m)) in self.crossings.iter().enumerate() {
+                    if a == b {
+                        continue;
+                    }
+                    let o = &other[..*m];
+                    let i = o.partition_point(|&x| x < t);
+                    if i < o.len() && o[i] <= t + self.window {
+                        count += 1;
+                    }
+                }
+                if count >= self.min_channels {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Filter for Coincidence {
+    fn select(&mut self, event: &EventRef<'_>) -> Result<SinkMask, WorkerError> {
+        let mut with_any = 0;
+        for (ch, (list, used)) in self.channels.iter().zip(self.crossings.iter_mut()) {
+            let n = ch.load(event.data, &mut self.scratch);
+            let trace = &self.scratch[..n];
+            *used = 0;
+            let mut from = 1;
+            while *used < list.len() {
+                match first_crossing(trace, self.level, self.edge, from) {
+                    Some(i) => {
+                        list[*used] = i;
+                        *used += 1;
+                        from = i + 1;
+                    }
+                    None => break,
+                }
+            }
+            if *used > 0 {
+                with_any += 1;
+            }
+        }
+        if with_any < self.min_channels {
+            return Ok(SinkMask::NONE);
+        }
+        Ok(SinkMask::from(self.coincident()))
+    }
+}
+
+/// `filter.prescale`.
+pub struct Prescale {
+    factor: u64,
+    seen: u64,
+}
+
+impl Prescale {
+    /// Builds the prescaler.
+    pub fn build(ctx: &BuildContext) -> Result<Prescale, WorkerError> {
+        let src = one_source(ctx)?;
+        sinks_like_source(ctx, src)?;
+        let factor = ctx.config.get("factor").and_then(|v| v.as_u64());
+        match factor {
+            Some(f) if f >= 1 => Ok(Prescale { factor: f, seen: 0 }),
+            _ => Err(ctx
+                .config
+                .error("factor", "is required: a whole number ≥ 1")
+                .into()),
+        }
+    }
+}
+
+impl Filter for Prescale {
+    fn select(&mut self, _event: &EventRef<'_>) -> Result<SinkMask, WorkerError> {
+        let keep = self.seen.is_multiple_of(self.factor);
+        self.seen += 1;
+        Ok(SinkMask::from(keep))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossings_follow_the_definition() {
+        let t = [0.0, 0.5, 1.0, 2.0, 0.5, 1.0, 0.0];
+        assert_eq!(first_crossing(&t, 1.0, Edge::Rising, 0), Some(2));
+        assert_eq!(first_crossing(&t, 1.0, Edge::Rising, 3), Some(5));
+        assert_eq!(first_crossing(&t, 1.0, Edge::Rising, 6), None);
+        assert_eq!(first_crossing(&t, 1.0, Edge::Falling, 0), Some(4));
+        assert_eq!(first_crossing(&t, 5.0, Edge::Rising, 0), None);
+        assert_eq!(first_crossing(&[], 1.0, Edge::Rising, 0), None);
+        // Starting above the level is not a crossing.
+        assert_eq!(first_crossing(&[2.0, 3.0], 1.0, Edge::Rising, 0), None);
+    }
+}
