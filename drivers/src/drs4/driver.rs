@@ -1,0 +1,646 @@
+//! The DRS4 evaluation board driver over any [`UsbTransport`]: open (drain stale FIFO,
+//! identify, firmware check), configure, arm, wait for the trigger, read 4 × 1024 cells,
+//! calibrate per physical cell and write one event.
+//!
+//! Event layout: 1024 records of `ch1, ch2, ch3, ch4` as `f4` volts, plus `t` (`f4`, ns since
+//! the first sample) when `time_axis` is on. Guarantees: `read_event` allocates nothing (the
+//! readout buffer is sized at open, command headers live on the stack), re-arms the board
+//! right after each readout, and never returns samples of a readout it did not finish.
+//! Must never: write the EEPROM, or busy-wait beyond the caller's timeout.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::calibration::Drs4Calibration;
+use super::protocol::*;
+use crate::driver::{
+    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+};
+use crate::usb::{UsbBus, UsbError, UsbTransport};
+
+/// What starts a readout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drs4TriggerSource {
+    /// Any of the inputs in this mask (bit 0 = CH1 … bit 3 = CH4) crossing the level.
+    Inputs(u8),
+    /// The external trigger input.
+    External,
+    /// A software trigger sent by the driver for every event (free running, pedestals).
+    Software,
+}
+
+/// Configuration of a DRS4 board.
+#[derive(Clone, Debug)]
+pub struct Drs4Config {
+    /// Sampling frequency in GHz (0.1 … 6; the board rounds it to whole 60 MHz ticks).
+    pub sampling_ghz: f64,
+    /// Centre of the 1 Vpp input range in volts (0 … 0.5; 0 means −0.5 … +0.5 V).
+    pub range_centre: f64,
+    /// Trigger source.
+    pub trigger: Drs4TriggerSource,
+    /// Trigger level in volts.
+    pub trigger_level: f64,
+    /// Trigger on the falling edge (negative pulses).
+    pub trigger_falling: bool,
+    /// Calibration file (see [`Drs4Calibration`]); nominal when `None`.
+    pub calibration_file: Option<PathBuf>,
+    /// Write a `t` field (ns) after the four channels.
+    pub time_axis: bool,
+}
+
+impl Default for Drs4Config {
+    fn default() -> Self {
+        Drs4Config {
+            sampling_ghz: 5.0,
+            range_centre: 0.0,
+            trigger: Drs4TriggerSource::Inputs(1),
+            trigger_level: -0.05,
+            trigger_falling: true,
+            calibration_file: None,
+            time_axis: false,
+        }
+    }
+}
+
+/// Board identity read at open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoardIdentity {
+    /// DRS chip type (4).
+    pub drs_type: u8,
+    /// Board type (8, 9 = Eval4).
+    pub board_type: u8,
+    /// Serial number.
+    pub serial: u16,
+    /// FPGA firmware version.
+    pub firmware: u16,
+}
+
+/// A configured DRS4 board on transport `T`.
+pub struct Drs4<T: UsbTransport> {
+    transport: T,
+    info: DeviceInfo,
+    layout: EventLayout,
+    config: Drs4Config,
+    identity: BoardIdentity,
+    sampling_ghz: f64,
+    control: u32,
+    calibration: Drs4Calibration,
+    readout: Vec<u8>,
+    times: Box<[f32; CELLS]>,
+    armed: bool,
+    stale_bytes_drained: usize,
+    events: u64,
+    last_stop_cell: usize,
+}
+
+impl<T: UsbTransport> Drs4<T> {
+    /// Finds the first board on `bus` (04b4:1175), drains stale data, checks identity and
+    /// firmware, and configures it.
+    pub fn open<B: UsbBus<Transport = T>>(
+        bus: &mut B,
+        config: Drs4Config,
+    ) -> Result<Self, DriverError> {
+        let entry = bus
+            .list()
+            .map_err(|e| e.into_driver_error("drs4", "scanning the USB bus"))?
+            .into_iter()
+            .find(|e| (e.vendor_id, e.product_id) == USB_ID)
+            .ok_or_else(|| DriverError::Open {
+                device: "drs4".into(),
+                detail: "no DRS4 evaluation board (04b4:1175) found; check the cable and `lsusb`"
+                    .into(),
+            })?;
+        let port = entry.port();
+        let transport = bus
+            .open(&entry, INTERFACE)
+            .map_err(|e| e.into_driver_error(&port, "opening the board"))?;
+        let calibration = match &config.calibration_file {
+            Some(path) => Drs4Calibration::load(path).map_err(|e| DriverError::Config {
+                device: port.clone(),
+                detail: e.to_string(),
+            })?,
+            None => Drs4Calibration::nominal(),
+        };
+        let mut fields: Vec<FieldSpec> = (1..=4)
+            .map(|c| FieldSpec {
+                name: format!("ch{c}"),
+                numpy_type: "f4",
+            })
+            .collect();
+        if config.time_axis {
+            fields.push(FieldSpec {
+                name: "t".into(),
+                numpy_type: "f4",
+            });
+        }
+        let mut board = Drs4 {
+            transport,
+            info: DeviceInfo {
+                family: Family::Drs4,
+                model: "DRS4 evaluation board".into(),
+                serial: None,
+                port,
+                usb_id: Some(USB_ID),
+            },
+            layout: EventLayout {
+                fields,
+                records: CELLS,
+            },
+            identity: BoardIdentity {
+                drs_type: 0,
+                board_type: 0,
+                serial: 0,
+                firmware: 0,
+            },
+            sampling_ghz: config.sampling_ghz,
+            control: 0,
+            calibration,
+            readout: vec![0; readout_bytes(u16::MAX)],
+            times: Box::new([0.0; CELLS]),
+            armed: false,
+            stale_bytes_drained: 0,
+            events: 0,
+            last_stop_cell: 0,
+            config,
+        };
+        board.drain()?;
+        board.identify()?;
+        board.configure()?;
+        Ok(board)
+    }
+
+    fn usb(&self, e: UsbError, doing: &str) -> DriverError {
+        e.into_driver_error(&self.info.port, doing)
+    }
+
+    /// Reads and throws away whatever an earlier session left on EP 0x88.
+    fn drain(&mut self) -> Result<(), DriverError> {
+        for _ in 0..1000 {
+            match self
+                .transport
+                .bulk_in(EP_IN, &mut self.readout, Duration::from_millis(20))
+            {
+                Ok(0) | Err(UsbError::Timeout) => return Ok(()),
+                Ok(n) => self.stale_bytes_drained += n,
+                Err(e) => return Err(self.usb(e, "draining stale FIFO data")),
+            }
+        }
+        Err(DriverError::Protocol {
+            device: self.info.port.clone(),
+            offset: self.stale_bytes_drained as u64,
+            detail: "the board keeps sending data; power-cycle it".into(),
+        })
+    }
+
+    /// Writes `data` (≤ 16 bytes) to wire address `address`.
+    pub fn write(&mut self, address: u32, data: &[u8]) -> Result<(), DriverError> {
+        let mut frame = [0u8; 26];
+        if data.len() > 16 || data.len() % 2 != 0 || address % 2 != 0 {
+            return Err(DriverError::Config {
+                device: self.info.port.clone(),
+                detail: format!(
+                    "register write of {} bytes at 0x{address:x}: must be even and ≤ 16",
+                    data.len()
+                ),
+            });
+        }
+        frame[..10].copy_from_slice(&header(CMD_WRITE, address, data.len() as u32));
+        frame[10..10 + data.len()].copy_from_slice(data);
+        let n = 10 + data.len();
+        match self
+            .transport
+            .bulk_out(EP_OUT, &frame[..n], TRANSFER_TIMEOUT)
+        {
+            Ok(sent) if sent == n => Ok(()),
+            Ok(sent) => Err(DriverError::Protocol {
+                device: self.info.port.clone(),
+                offset: address as u64,
+                detail: format!("board took {sent} of {n} bytes of a write"),
+            }),
+            Err(e) => Err(self.usb(e, "writing a register")),
+        }
+    }
+
+    /// Reads `buf.len()` bytes from wire address `address`.
+    fn read_into(
+        transport: &mut T,
+        port: &str,
+        address: u32,
+        buf: &mut [u8],
+    ) -> Result<(), DriverError> {
+        let head = header(CMD_READ, address, buf.len() as u32);
+        transport
+            .bulk_out(EP_OUT, &head, TRANSFER_TIMEOUT)
+            .map_err(|e| e.into_driver_error(port, "sending a read command"))?;
+        let mut got = 0;
+        while got < buf.len() {
+            match transport.bulk_in(EP_IN, &mut buf[got..], TRANSFER_TIMEOUT) {
+                Ok(0) | Err(UsbError::Timeout) => {
+                    return Err(DriverError::Protocol {
+                        device: port.into(),
+                        offset: address as u64,
+                        detail: format!(
+                            "reply to a {}-byte read at 0x{address:x} stopped after {got} bytes",
+                            buf.len()
+                        ),
+                    })
+                }
+                Ok(n) => got += n,
+                Err(e) => return Err(e.into_driver_error(port, "reading a reply")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a 16-bit register.
+    pub fn read_register16(&mut self, space: Space, register: u32) -> Result<u16, DriverError> {
+        let mut b = [0u8; 2];
+        Self::read_into(
+            &mut self.transport,
+            &self.info.port,
+            wire_address(space, register, 2),
+            &mut b,
+        )?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Writes a 16-bit control register.
+    pub fn write_register16(&mut self, register: u32, value: u16) -> Result<(), DriverError> {
+        self.write(wire_address(Space::Ctrl, register, 2), &value.to_le_bytes())
+    }
+
+    /// Reads a 32-bit register.
+    pub fn read_register32(&mut self, space: Space, register: u32) -> Result<u32, DriverError> {
+        let mut b = [0u8; 4];
+        Self::read_into(
+            &mut self.transport,
+            &self.info.port,
+            wire_address(space, register, 4),
+            &mut b,
+        )?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Writes a 32-bit control register.
+    pub fn write_register32(&mut self, register: u32, value: u32) -> Result<(), DriverError> {
+        self.write(wire_address(Space::Ctrl, register, 4), &value.to_le_bytes())
+    }
+
+    /// Sets DAC `dac` to `volts`.
+    pub fn set_dac(&mut self, dac: u8, volts: f64) -> Result<(), DriverError> {
+        self.write_register16(REG_DAC_OFS + 2 * dac as u32, dac_counts(volts))
+    }
+
+    fn identify(&mut self) -> Result<(), DriverError> {
+        let magic = self.read_register16(Space::Status, REG_MAGIC)?;
+        if magic != MAGIC {
+            return Err(DriverError::Protocol {
+                device: self.info.port.clone(),
+                offset: wire_address(Space::Status, REG_MAGIC, 2) as u64,
+                detail: format!(
+                    "magic 0x{magic:04X} instead of 0x{MAGIC:04X}: not a DRS4 board, or its FPGA is not configured (power-cycle it)"
+                ),
+            });
+        }
+        let types = self.read_register16(Space::Status, REG_BOARD_TYPE)?;
+        let firmware = self.read_register16(Space::Status, REG_VERSION_FW)?;
+        let serial = self.read_register16(Space::Status, REG_SERIAL_BOARD)?;
+        self.identity = BoardIdentity {
+            drs_type: types as u8,
+            board_type: (types >> 8) as u8,
+            serial,
+            firmware,
+        };
+        self.info.serial = Some(serial.to_string());
+        if self.identity.drs_type != 4 {
+            return Err(DriverError::Config {
+                device: self.info.port.clone(),
+                detail: format!(
+                    "board has a DRS{} chip; this driver reads DRS4 boards only",
+                    self.identity.drs_type
+                ),
+            });
+        }
+        if firmware < REQUIRED_FIRMWARE {
+            return Err(DriverError::Open {
+                device: self.info.port.clone(),
+                detail: format!(
+                    "FPGA firmware {firmware} is too old: DRS4 boards need firmware ≥ {REQUIRED_FIRMWARE}; \
+                     update it with PSI's drscl/drsosc (drs-5.x) before using daq-engine"
+                ),
+            });
+        }
+        if !SUPPORTED_BOARD_TYPES.contains(&self.identity.board_type) {
+            return Err(DriverError::Config {
+                device: self.info.port.clone(),
+                detail: format!(
+                    "board type {} is not supported (only the V4 evaluation boards, types 8 and 9)",
+                    self.identity.board_type
+                ),
+            });
+        }
+        self.info.model = format!(
+            "DRS4 evaluation board type {} (firmware {firmware})",
+            self.identity.board_type
+        );
+        Ok(())
+    }
+
+    fn configure(&mut self) -> Result<(), DriverError> {
+        let port = self.info.port.clone();
+        let (setting, actual) =
+            frequency_setting(self.config.sampling_ghz).ok_or_else(|| DriverError::Config {
+                device: port.clone(),
+                detail: format!(
+                    "sampling frequency {} GHz is outside 0.1 … 6 GHz",
+                    self.config.sampling_ghz
+                ),
+            })?;
+        if !(0.0..=0.5).contains(&self.config.range_centre) {
+            return Err(DriverError::Config {
+                device: port.clone(),
+                detail: format!(
+                    "range centre {} V must be within 0 … 0.5 V",
+                    self.config.range_centre
+                ),
+            });
+        }
+        let low = self.config.range_centre - 0.5;
+        if self.config.trigger != Drs4TriggerSource::Software
+            && !(low..=low + 1.0).contains(&self.config.trigger_level)
+        {
+            return Err(DriverError::Config {
+                device: port,
+                detail: format!(
+                    "trigger level {} V lies outside the input range {low} … {} V",
+                    self.config.trigger_level,
+                    low + 1.0
+                ),
+            });
+        }
+        self.sampling_ghz = actual;
+        // Stop anything running before reconfiguring.
+        self.write_register32(REG_CTRL, BIT_REINIT_TRIG)?;
+        self.write_register16(REG_FREQ_SET, setting)?;
+        self.set_dac(DAC_ROFS, rofs_volts(self.config.range_centre))?;
+        for dac in DAC_TRIGGER_LEVEL {
+            self.set_dac(dac, trigger_dac_volts(self.config.trigger_level))?;
+        }
+        let sources: u16 = match self.config.trigger {
+            Drs4TriggerSource::Inputs(mask) => (mask & 0x0F) as u16,
+            Drs4TriggerSource::External => 1 << 4,
+            Drs4TriggerSource::Software => 0,
+        };
+        self.write_register16(REG_TRG_CONFIG, sources)?;
+        self.control = BIT_DACTIVE | BIT_ADC_ACTIVE | BIT_READOUT_MODE;
+        if self.config.trigger != Drs4TriggerSource::Software {
+            self.control |= BIT_ENABLE_TRIGGER1;
+        }
+        if self.config.trigger_falling {
+            self.control |= BIT_NEG_TRIGGER;
+        }
+        self.write_register32(REG_CTRL, self.control)?;
+        self.armed = false;
+        Ok(())
+    }
+
+    /// Identity read at open.
+    pub fn identity(&self) -> BoardIdentity {
+        self.identity
+    }
+
+    /// Sampling frequency the board really runs at, GHz.
+    pub fn sampling_ghz(&self) -> f64 {
+        self.sampling_ghz
+    }
+
+    /// The calibration applied.
+    pub fn calibration(&self) -> &Drs4Calibration {
+        &self.calibration
+    }
+
+    /// Replaces the calibration.
+    pub fn set_calibration(&mut self, calibration: Drs4Calibration) {
+        self.calibration = calibration;
+    }
+
+    /// Bytes thrown away from the FIFO at open.
+    pub fn stale_bytes_drained(&self) -> usize {
+        self.stale_bytes_drained
+    }
+
+    /// Stop cell of the last readout.
+    pub fn last_stop_cell(&self) -> usize {
+        self.last_stop_cell
+    }
+
+    fn arm(&mut self) -> Result<(), DriverError> {
+        self.write_register32(REG_CTRL, self.control | BIT_START_TRIG)?;
+        self.armed = true;
+        Ok(())
+    }
+
+    /// Waits until the armed board has triggered and read its cells into RAM. `false` on
+    /// timeout (still armed).
+    fn wait_for_trigger(&mut self, deadline: Instant) -> Result<bool, DriverError> {
+        loop {
+            let status = self.read_register32(Space::Status, REG_STATUS)?;
+            if status & BIT_RUNNING == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Reads the waveform RAM and returns the stop cell.
+    fn read_cells(&mut self) -> Result<usize, DriverError> {
+        let n = readout_bytes(self.identity.firmware);
+        let address = Space::Ram.base();
+        Self::read_into(
+            &mut self.transport,
+            &self.info.port,
+            address,
+            &mut self.readout[..n],
+        )?;
+        let stop = if self.identity.firmware >= TRAILER_FIRMWARE {
+            u16::from_le_bytes([self.readout[n - 4], self.readout[n - 3]])
+        } else {
+            self.read_register16(Space::Status, REG_STOP_CELL0)?
+        } as usize;
+        if stop >= CELLS {
+            return Err(DriverError::Protocol {
+                device: self.info.port.clone(),
+                offset: (n - 4) as u64,
+                detail: format!("stop cell {stop} is not below {CELLS}"),
+            });
+        }
+        self.last_stop_cell = stop;
+        Ok(stop)
+    }
+
+    /// One triggered readout into the RAM buffer; `None` on timeout.
+    fn acquire(&mut self, timeout: Duration, soft: bool) -> Result<Option<usize>, DriverError> {
+        let deadline = Instant::now() + timeout;
+        if !self.armed {
+            self.arm()?;
+        }
+        if soft {
+            self.write_register32(REG_CTRL, self.control | BIT_SOFT_TRIG)?;
+        }
+        if !self.wait_for_trigger(deadline)? {
+            return Ok(None);
+        }
+        self.armed = false;
+        let stop = self.read_cells()?;
+        // Re-arm at once: the next event can arrive while this one is converted.
+        self.arm()?;
+        Ok(Some(stop))
+    }
+
+    /// Measures per-cell offsets with `events` software-triggered readouts of inputs held at
+    /// 0 V (disconnect them or terminate them), keeping the gains. Restores the trigger
+    /// configuration afterwards.
+    pub fn calibrate_offsets(&mut self, events: usize) -> Result<(), DriverError> {
+        let saved = self.control;
+        self.control &= !BIT_ENABLE_TRIGGER1;
+        self.write_register32(REG_CTRL, self.control | BIT_REINIT_TRIG)?;
+        self.armed = false;
+        let mut sum = vec![[0.0f64; CELLS]; 4];
+        let mut count = vec![[0u32; CELLS]; 4];
+        let mut result = Ok(());
+        for _ in 0..events {
+            match self.acquire(Duration::from_secs(1), true) {
+                Ok(Some(stop)) => {
+                    for (input, channel) in INPUT_CHANNEL.iter().enumerate() {
+                        for j in 0..CELLS {
+                            let at = sample_offset(*channel, j);
+                            let raw = u16::from_le_bytes([self.readout[at], self.readout[at + 1]]);
+                            let cell = (j + stop) % CELLS;
+                            sum[input][cell] += raw as f64;
+                            count[input][cell] += 1;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    result = Err(DriverError::Protocol {
+                        device: self.info.port.clone(),
+                        offset: 0,
+                        detail: "software trigger did not complete within 1 s".into(),
+                    });
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.control = saved;
+        self.write_register32(REG_CTRL, self.control | BIT_REINIT_TRIG)?;
+        self.armed = false;
+        result?;
+        let range_low = self.config.range_centre - 0.5;
+        for input in 0..4 {
+            for cell in 0..CELLS {
+                if count[input][cell] > 0 {
+                    let zero_code =
+                        -range_low * 65536.0 / self.calibration.gain[input][cell] as f64;
+                    self.calibration.offset[input][cell] =
+                        (sum[input][cell] / count[input][cell] as f64 - zero_code) as f32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_event(&mut self, stop: usize, out: &mut [u8]) {
+        let range_low = (self.config.range_centre - 0.5) as f32;
+        if self.config.time_axis {
+            self.calibration
+                .time_axis(stop, self.sampling_ghz, &mut self.times);
+        }
+        let record = if self.config.time_axis { 20 } else { 16 };
+        for j in 0..CELLS {
+            let cell = (j + stop) % CELLS;
+            let base = j * record;
+            for (input, channel) in INPUT_CHANNEL.iter().enumerate() {
+                let at = sample_offset(*channel, j);
+                let raw = u16::from_le_bytes([self.readout[at], self.readout[at + 1]]);
+                let volts = self.calibration.volts(input, cell, raw, range_low);
+                out[base + 4 * input..base + 4 * input + 4].copy_from_slice(&volts.to_le_bytes());
+            }
+            if self.config.time_axis {
+                out[base + 16..base + 20].copy_from_slice(&self.times[j].to_le_bytes());
+            }
+        }
+    }
+}
+
+impl<T: UsbTransport> Source for Drs4<T> {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn layout(&self) -> &EventLayout {
+        &self.layout
+    }
+
+    fn start(&mut self) -> Result<(), DriverError> {
+        self.arm()
+    }
+
+    fn read_event(
+        &mut self,
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<ReadOutcome, DriverError> {
+        if out.len() != self.layout.event_size() {
+            return Err(DriverError::Config {
+                device: self.info.port.clone(),
+                detail: format!(
+                    "event buffer is {} bytes, the layout needs {}",
+                    out.len(),
+                    self.layout.event_size()
+                ),
+            });
+        }
+        let soft = self.config.trigger == Drs4TriggerSource::Software;
+        let Some(stop) = self.acquire(timeout, soft)? else {
+            return Ok(ReadOutcome::Idle);
+        };
+        self.write_event(stop, out);
+        self.events += 1;
+        Ok(ReadOutcome::Event(EventInfo::default()))
+    }
+
+    fn stop(&mut self) -> Result<(), DriverError> {
+        self.armed = false;
+        self.write_register32(REG_CTRL, self.control | BIT_REINIT_TRIG)
+    }
+
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        vec![
+            ("drs4.serial".into(), self.identity.serial.to_string()),
+            ("drs4.firmware".into(), self.identity.firmware.to_string()),
+            (
+                "drs4.board_type".into(),
+                self.identity.board_type.to_string(),
+            ),
+            (
+                "drs4.sampling_ghz".into(),
+                format!("{:.6}", self.sampling_ghz),
+            ),
+            (
+                "drs4.range_centre_volts".into(),
+                self.config.range_centre.to_string(),
+            ),
+            (
+                "drs4.time_calibrated".into(),
+                self.calibration.cell_width_ns.is_some().to_string(),
+            ),
+            ("drs4.events".into(), self.events.to_string()),
+        ]
+    }
+}

@@ -1,0 +1,475 @@
+//! A simulated DRS4 evaluation board behind the same [`UsbTransport`] as the real one.
+//!
+//! Guarantees: it answers the 10-byte command protocol on EP 0x04 / 0x88 exactly as
+//! HARDWARE.md C.2 describes — control and status registers as byte memory with the same
+//! word-swapped 16-bit layout the PSI library sees, a waveform RAM of 9 channels × 1024
+//! cells (+ the stop-cell trailer from firmware 17147) — and stalls malformed commands.
+//! After `START_TRIG` it is armed (status RUNNING); a status read fires the hardware trigger
+//! when it is enabled and the pulse crosses the set level, `SOFT_TRIG` fires at once. Each
+//! trigger writes the four input waveforms into RAM in readout order starting at a random
+//! stop cell, with per-physical-cell offsets and gains (its "true" calibration) and noise.
+//! Deterministic for a seed. Must never be mistaken for hardware: port `sim:drs4`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::protocol::*;
+use crate::usb::{UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
+
+/// How the simulated board is built and what it sees.
+#[derive(Clone, Debug)]
+pub struct SimDrs4Config {
+    /// Board serial number.
+    pub serial: u16,
+    /// FPGA firmware version.
+    pub firmware: u16,
+    /// Board type (8 or 9 for the Eval4 boards).
+    pub board_type: u8,
+    /// DRS chip type (4).
+    pub drs_type: u8,
+    /// Value of the magic register (0xC0DE on a real board).
+    pub magic: u16,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Input (0..4) that sees the pulse.
+    pub pulse_input: usize,
+    /// Pulse height in volts (negative for SiPM/PMT pulses).
+    pub pulse_volts: f32,
+    /// Readout sample where the pulse peaks.
+    pub pulse_position: usize,
+    /// Rise time in samples.
+    pub pulse_rise: f32,
+    /// Decay constant in samples.
+    pub pulse_decay: f32,
+    /// Gaussian noise per sample, ADC counts.
+    pub noise_counts: f32,
+    /// Per-cell offsets are uniform in ± this many counts.
+    pub offset_spread_counts: f32,
+    /// Per-cell gains are uniform in 1 ± this.
+    pub gain_spread: f32,
+    /// Bytes left in the IN FIFO from an earlier session, returned before anything else.
+    pub stale_fifo_bytes: usize,
+    /// Keep a log of every OUT transfer (off for benchmarks).
+    pub log_transfers: bool,
+}
+
+impl Default for SimDrs4Config {
+    fn default() -> Self {
+        SimDrs4Config {
+            serial: 2989,
+            firmware: 21305,
+            board_type: 9,
+            drs_type: 4,
+            magic: MAGIC,
+            seed: 4,
+            pulse_input: 0,
+            pulse_volts: -0.3,
+            pulse_position: 600,
+            pulse_rise: 4.0,
+            pulse_decay: 40.0,
+            noise_counts: 30.0,
+            offset_spread_counts: 3000.0,
+            gain_spread: 0.05,
+            stale_fifo_bytes: 0,
+            log_transfers: true,
+        }
+    }
+}
+
+/// The simulated board's state.
+#[derive(Debug)]
+pub struct SimDrs4State {
+    config: SimDrs4Config,
+    /// Control register bytes (wire offsets 0x00..0x40).
+    pub ctrl: [u8; 0x40],
+    /// Status register bytes (wire offsets 0x00..0x40).
+    pub status: [u8; 0x40],
+    /// Waveform RAM.
+    pub ram: Vec<u8>,
+    /// Bytes waiting on EP 0x88.
+    pub fifo: VecDeque<u8>,
+    /// Armed (domino running, waiting for a trigger).
+    pub armed: bool,
+    /// Triggers fired.
+    pub triggers: u64,
+    /// Stop cell of the last trigger.
+    pub last_stop_cell: usize,
+    /// Every OUT transfer, if logging.
+    pub log: Vec<Vec<u8>>,
+    /// True per-cell offsets in counts, per input.
+    pub true_offset: Box<[[f32; CELLS]; 4]>,
+    /// True per-cell gains, per input.
+    pub true_gain: Box<[[f32; CELLS]; 4]>,
+    /// False after unplugging.
+    pub plugged: bool,
+    rng: Xoshiro256PlusPlus,
+}
+
+fn put16(memory: &mut [u8], space: Space, register: u32, value: u16) {
+    let at = (wire_address(space, register, 2) - space.base()) as usize;
+    memory[at..at + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+fn get16(memory: &[u8], space: Space, register: u32) -> u16 {
+    let at = (wire_address(space, register, 2) - space.base()) as usize;
+    u16::from_le_bytes([memory[at], memory[at + 1]])
+}
+
+impl SimDrs4State {
+    fn new(config: SimDrs4Config) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let mut true_offset = Box::new([[0.0f32; CELLS]; 4]);
+        let mut true_gain = Box::new([[1.0f32; CELLS]; 4]);
+        for input in 0..4 {
+            for cell in 0..CELLS {
+                true_offset[input][cell] =
+                    rng.random_range(-1.0f32..=1.0) * config.offset_spread_counts;
+                true_gain[input][cell] = 1.0 + rng.random_range(-1.0f32..=1.0) * config.gain_spread;
+            }
+        }
+        let mut status = [0u8; 0x40];
+        put16(&mut status, Space::Status, REG_MAGIC, config.magic);
+        put16(
+            &mut status,
+            Space::Status,
+            REG_BOARD_TYPE,
+            config.drs_type as u16 | (config.board_type as u16) << 8,
+        );
+        put16(&mut status, Space::Status, REG_SERIAL_BOARD, config.serial);
+        put16(&mut status, Space::Status, REG_VERSION_FW, config.firmware);
+        put16(&mut status, Space::Status, REG_TEMPERATURE, 25 * 16);
+        let fifo = (0..config.stale_fifo_bytes).map(|i| i as u8).collect();
+        SimDrs4State {
+            ram: vec![0; readout_bytes(config.firmware)],
+            ctrl: [0; 0x40],
+            status,
+            fifo,
+            armed: false,
+            triggers: 0,
+            last_stop_cell: 0,
+            log: Vec::new(),
+            true_offset,
+            true_gain,
+            plugged: true,
+            rng,
+            config,
+        }
+    }
+
+    fn status_word(&self) -> u32 {
+        u32::from_le_bytes([
+            self.status[4],
+            self.status[5],
+            self.status[6],
+            self.status[7],
+        ])
+    }
+
+    fn set_running(&mut self, running: bool) {
+        let word = (self.status_word() & !BIT_RUNNING)
+            | if running { BIT_RUNNING } else { 0 }
+            | BIT_PLL_LOCKED0;
+        self.status[4..8].copy_from_slice(&word.to_le_bytes());
+    }
+
+    fn ctrl_word(&self) -> u32 {
+        u32::from_le_bytes([self.ctrl[0], self.ctrl[1], self.ctrl[2], self.ctrl[3]])
+    }
+
+    fn dac_volts(&self, dac: u8) -> f64 {
+        dac_volts(get16(&self.ctrl, Space::Ctrl, REG_DAC_OFS + 2 * dac as u32))
+    }
+
+    fn control_written(&mut self) {
+        let word = self.ctrl_word();
+        let kept = word & !(BIT_START_TRIG | BIT_REINIT_TRIG | BIT_SOFT_TRIG);
+        self.ctrl[0..4].copy_from_slice(&kept.to_le_bytes());
+        if word & BIT_REINIT_TRIG != 0 {
+            self.armed = false;
+            self.set_running(false);
+        }
+        if word & BIT_START_TRIG != 0 {
+            self.armed = true;
+            self.set_running(true);
+        }
+        if word & BIT_SOFT_TRIG != 0 && self.armed {
+            self.fire(false);
+        }
+    }
+
+    /// Called on every status read: the hardware trigger fires if it can.
+    fn advance(&mut self) {
+        if !self.armed || self.ctrl_word() & BIT_ENABLE_TRIGGER1 == 0 {
+            return;
+        }
+        let input = self.config.pulse_input;
+        let sources = get16(&self.ctrl, Space::Ctrl, REG_TRG_CONFIG);
+        if sources & (1 << input) == 0 {
+            return;
+        }
+        let level = trigger_level_of_dac(self.dac_volts(DAC_TRIGGER_LEVEL[input])) as f32;
+        let falling = self.ctrl_word() & BIT_NEG_TRIGGER != 0;
+        let peak = self.config.pulse_volts;
+        if (falling && peak < level) || (!falling && peak > level) {
+            self.fire(true);
+        }
+    }
+
+    fn pulse(&self, j: usize) -> f32 {
+        let c = &self.config;
+        let x = j as f32 - c.pulse_position as f32;
+        if x < -c.pulse_rise {
+            0.0
+        } else if x < 0.0 {
+            c.pulse_volts * (1.0 + x / c.pulse_rise.max(1e-3))
+        } else {
+            c.pulse_volts * (-x / c.pulse_decay.max(1e-3)).exp()
+        }
+    }
+
+    fn fire(&mut self, with_pulse: bool) {
+        let stop = self.rng.random_range(0..CELLS);
+        let range_low = (centre_of_rofs(self.dac_volts(DAC_ROFS)) - 0.5) as f32;
+        let noise = Normal::new(0.0f32, self.config.noise_counts.max(0.0)).ok();
+        for input in 0..4 {
+            let channel = INPUT_CHANNEL[input];
+            for j in 0..CELLS {
+                let cell = (j + stop) % CELLS;
+                let volts = if with_pulse && input == self.config.pulse_input {
+                    self.pulse(j)
+                } else {
+                    0.0
+                };
+                let mut raw = (volts - range_low) * 65536.0 / self.true_gain[input][cell]
+                    + self.true_offset[input][cell];
+                if let Some(n) = &noise {
+                    raw += n.sample(&mut self.rng);
+                }
+                let code = raw.round().clamp(0.0, 65535.0) as u16;
+                let at = sample_offset(channel, j);
+                self.ram[at..at + 2].copy_from_slice(&code.to_le_bytes());
+            }
+        }
+        if self.config.firmware >= TRAILER_FIRMWARE {
+            let at = READOUT_CHANNELS * CELLS * 2;
+            self.ram[at..at + 4].copy_from_slice(&[stop as u8, (stop >> 8) as u8, 0, 0]);
+        }
+        put16(&mut self.status, Space::Status, REG_STOP_CELL0, stop as u16);
+        self.last_stop_cell = stop;
+        self.triggers += 1;
+        self.armed = false;
+        self.set_running(false);
+    }
+
+    fn command(&mut self, data: &[u8]) -> Result<usize, UsbError> {
+        if self.config.log_transfers {
+            self.log.push(data.to_vec());
+        }
+        if data.len() < 10 || data[1] != 0 {
+            return Err(UsbError::Stall);
+        }
+        let address = u32::from_le_bytes([data[2], data[3], data[4], data[5]]);
+        let size = u32::from_le_bytes([data[6], data[7], data[8], data[9]]) as usize;
+        if address % 2 != 0 || size % 2 != 0 {
+            return Err(UsbError::Stall);
+        }
+        let (space, offset) = Space::of(address).ok_or(UsbError::Stall)?;
+        let offset = offset as usize;
+        match data[0] {
+            CMD_WRITE => {
+                if data.len() != 10 + size {
+                    return Err(UsbError::Stall);
+                }
+                let payload = &data[10..];
+                match space {
+                    Space::Ctrl => {
+                        let end = offset
+                            .checked_add(size)
+                            .filter(|e| *e <= self.ctrl.len())
+                            .ok_or(UsbError::Stall)?;
+                        self.ctrl[offset..end].copy_from_slice(payload);
+                        if offset < 4 {
+                            self.control_written();
+                        }
+                    }
+                    Space::Ram => {
+                        let end = offset
+                            .checked_add(size)
+                            .filter(|e| *e <= self.ram.len())
+                            .ok_or(UsbError::Stall)?;
+                        self.ram[offset..end].copy_from_slice(payload);
+                    }
+                    Space::Status | Space::Fifo => {}
+                }
+            }
+            CMD_READ => {
+                if data.len() != 10 {
+                    return Err(UsbError::Stall);
+                }
+                if space == Space::Status {
+                    self.advance();
+                }
+                let memory: &[u8] = match space {
+                    Space::Ctrl => &self.ctrl,
+                    Space::Status => &self.status,
+                    Space::Ram => &self.ram,
+                    Space::Fifo => &[],
+                };
+                for i in 0..size {
+                    self.fifo
+                        .push_back(memory.get(offset + i).copied().unwrap_or(0));
+                }
+            }
+            _ => return Err(UsbError::Stall),
+        }
+        Ok(data.len())
+    }
+}
+
+/// A simulated DRS4 board on a simulated bus. Cloning shares the board.
+#[derive(Clone, Debug)]
+pub struct SimDrs4 {
+    state: Arc<Mutex<SimDrs4State>>,
+}
+
+impl SimDrs4 {
+    /// Powers up a simulated board.
+    pub fn new(config: SimDrs4Config) -> Self {
+        SimDrs4 {
+            state: Arc::new(Mutex::new(SimDrs4State::new(config))),
+        }
+    }
+
+    /// The board state, for tests.
+    pub fn state(&self) -> MutexGuard<'_, SimDrs4State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pulls the plug.
+    pub fn unplug(&self) {
+        self.state().plugged = false;
+    }
+
+    /// The bus this board is plugged into.
+    pub fn bus(&self) -> SimDrs4Bus {
+        SimDrs4Bus {
+            board: self.clone(),
+        }
+    }
+}
+
+/// A simulated USB bus with one simulated DRS4 board.
+#[derive(Clone, Debug)]
+pub struct SimDrs4Bus {
+    board: SimDrs4,
+}
+
+impl UsbBus for SimDrs4Bus {
+    type Transport = SimDrs4Handle;
+
+    fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError> {
+        if !self.board.state().plugged {
+            return Ok(Vec::new());
+        }
+        Ok(vec![UsbDeviceEntry {
+            vendor_id: USB_ID.0,
+            product_id: USB_ID.1,
+            bus: 1,
+            address: 9,
+        }])
+    }
+
+    fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<SimDrs4Handle, UsbError> {
+        if !self.board.state().plugged || entry.address != 9 {
+            return Err(UsbError::NoDevice);
+        }
+        if interface != INTERFACE {
+            return Err(UsbError::Other(format!("no interface {interface}")));
+        }
+        Ok(SimDrs4Handle {
+            board: self.board.clone(),
+        })
+    }
+}
+
+/// An open handle on the simulated board.
+#[derive(Debug)]
+pub struct SimDrs4Handle {
+    board: SimDrs4,
+}
+
+impl SimDrs4Handle {
+    fn live(&self) -> Result<MutexGuard<'_, SimDrs4State>, UsbError> {
+        let s = self.board.state();
+        if !s.plugged {
+            return Err(UsbError::NoDevice);
+        }
+        Ok(s)
+    }
+}
+
+impl UsbTransport for SimDrs4Handle {
+    fn control_out(
+        &mut self,
+        _: u8,
+        _: u8,
+        _: u16,
+        _: u16,
+        _: &[u8],
+        _: Duration,
+    ) -> Result<usize, UsbError> {
+        drop(self.live()?);
+        Err(UsbError::Stall)
+    }
+
+    fn control_in(
+        &mut self,
+        _: u8,
+        _: u8,
+        _: u16,
+        _: u16,
+        _: &mut [u8],
+        _: Duration,
+    ) -> Result<usize, UsbError> {
+        drop(self.live()?);
+        Err(UsbError::Stall)
+    }
+
+    fn bulk_out(
+        &mut self,
+        endpoint: u8,
+        data: &[u8],
+        _timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        let mut s = self.live()?;
+        if endpoint != EP_OUT {
+            return Err(UsbError::Stall);
+        }
+        s.command(data)
+    }
+
+    fn bulk_in(
+        &mut self,
+        endpoint: u8,
+        buf: &mut [u8],
+        _timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        let mut s = self.live()?;
+        if endpoint != EP_IN {
+            return Err(UsbError::Stall);
+        }
+        if s.fifo.is_empty() {
+            return Err(UsbError::Timeout);
+        }
+        let n = buf.len().min(s.fifo.len());
+        for (slot, b) in buf[..n].iter_mut().zip(s.fifo.drain(..n)) {
+            *slot = b;
+        }
+        Ok(n)
+    }
+}
