@@ -825,6 +825,7 @@ impl Ring {
             ring: self.clone(),
             w,
             cached: core.min_release(w),
+            pending_ns: 0,
         })
     }
 
@@ -1012,6 +1013,9 @@ pub struct Producer {
     w: u64,
     /// Private copy of the oldest unreleased event over active groups (≤ the true value).
     cached: u64,
+    /// Nanoseconds waited for room since the last publish (in claims that timed out, in
+    /// `wait_room`, in the current claim): the dead time of the next published event.
+    pending_ns: u64,
 }
 
 impl Producer {
@@ -1045,11 +1049,13 @@ impl Producer {
         }
         let t0 = sync::now_ns();
         let ok = core.wait_room(self.w, &mut self.cached, nanos(timeout), sync::now_ns);
+        let waited = sync::now_ns() - t0;
+        self.pending_ns += waited;
         core.ctl
             .stats
             .0
             .blocked_ns
-            .fetch_add(sync::now_ns() - t0, Ordering::Relaxed);
+            .fetch_add(waited, Ordering::Relaxed);
         ok
     }
 
@@ -1066,13 +1072,13 @@ impl Producer {
     }
 
     /// Claims the slot for the next event. `block` policy: waits up to `timeout` for room
-    /// (`Err(Timeout)` after that; the time waited is added to the ring's dead time and to
-    /// the slot's [`SlotMut::blocked_ns`]). `drop` policy: never waits; a full ring counts
-    /// the event as lost and returns `Err(Full)`.
+    /// (`Err(Timeout)` after that; the time waited is added to the ring's dead time at once
+    /// and to the [`SlotMut::blocked_ns`] of the next event published, also when this claim
+    /// timed out). `drop` policy: never waits; a full ring counts the event as lost and
+    /// returns `Err(Full)`.
     pub fn claim(&mut self, timeout: Duration) -> Result<SlotMut<'_>, ClaimError> {
         let inner = &*self.ring.inner;
         let core = inner.core();
-        let mut blocked = 0;
         if !core.has_room(self.w, &mut self.cached) {
             match inner.policy {
                 Policy::Drop => {
@@ -1082,7 +1088,8 @@ impl Producer {
                 Policy::Block => {
                     let t0 = sync::now_ns();
                     let ok = core.wait_room(self.w, &mut self.cached, nanos(timeout), sync::now_ns);
-                    blocked = sync::now_ns() - t0;
+                    let blocked = sync::now_ns() - t0;
+                    self.pending_ns += blocked;
                     core.ctl
                         .stats
                         .0
@@ -1099,11 +1106,12 @@ impl Producer {
         let prev_seq = sh.seq.load(Ordering::Relaxed);
         sh.seq.store(2 * e + 1, Ordering::Relaxed);
         sync::fence(Ordering::Release);
+        let blocked_ns = self.pending_ns;
         Ok(SlotMut {
             producer: self,
             e,
             prev_seq,
-            blocked_ns: blocked,
+            blocked_ns,
         })
     }
 
@@ -1167,7 +1175,10 @@ impl SlotMut<'_> {
         }
     }
 
-    /// Nanoseconds the claim waited for room (0 when there was room at once).
+    /// Nanoseconds the producer waited for room since it published its previous event: in
+    /// this claim, in claims that timed out and in [`Producer::wait_room`] (0 when there was
+    /// room at once). This is the event's dead time; over all published events these add up
+    /// to the ring's `blocked_ns`.
     pub fn blocked_ns(&self) -> u64 {
         self.blocked_ns
     }
@@ -1185,6 +1196,7 @@ impl SlotMut<'_> {
             .seq
             .store(2 * self.e + 2, Ordering::Release);
         self.producer.w = self.e + 1;
+        self.producer.pending_ns = 0;
         inner.core().publish(self.e + 1);
         std::mem::forget(self);
     }
