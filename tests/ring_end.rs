@@ -526,3 +526,60 @@ fn roomy_ring_books_no_dead_time() {
         slot_ns as f64 / 1e6
     );
 }
+
+/// An Importer waits in short steps (to look at its stop flag in between): claims that time
+/// out and `wait_room` calls are dead time of the event finally written, so the slots'
+/// `blocked_ns` still add up to the ring's dead time exactly.
+#[test]
+fn dead_time_of_timed_out_claims_and_wait_room_reaches_the_event() {
+    const N: u64 = 1_000;
+    let ring = ring("steps", Policy::Block, 8, vec![1]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(1);
+    let mut kids = Children::default();
+    kids.spawn(|| {
+        let ring = attach(&path);
+        let mut r = ring.reader(0, 0).unwrap();
+        while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
+            drop(ev);
+            board.get(0).count.fetch_add(1, Ordering::SeqCst);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(100) {
+                std::hint::spin_loop();
+            }
+        }
+        0
+    });
+    let mut p = ring.producer().unwrap();
+    let (mut slot_ns, mut timeouts, mut short_waits) = (0u64, 0u64, 0u64);
+    for e in 0..N {
+        if e % 2 == 0 {
+            // Wait for room first, in 20 µs steps.
+            while !p.wait_room(Duration::from_micros(20)) {
+                short_waits += 1;
+            }
+        }
+        let mut slot = loop {
+            match p.claim(Duration::from_micros(20)) {
+                Ok(slot) => break slot,
+                Err(_) => timeouts += 1,
+            }
+        };
+        slot_ns += slot.blocked_ns();
+        fill(slot.data_mut(), e);
+        slot.publish();
+    }
+    p.close();
+    assert_eq!(kids.wait_all_while(Duration::from_secs(30), || {}), vec![0]);
+    assert_eq!(board.get(0).count.load(Ordering::SeqCst), N);
+    assert!(
+        timeouts > 0 && short_waits > 0,
+        "the consumer should have been slow enough to make both kinds of wait time out \
+         ({timeouts} claim timeouts, {short_waits} wait_room timeouts)"
+    );
+    assert_eq!(
+        ring.stats().blocked_ns,
+        slot_ns,
+        "every nanosecond waited belongs to an event's dead time"
+    );
+}
