@@ -497,6 +497,16 @@ fn not_utf8_and_empty_files_are_positioned_errors() {
     assert!(c.errors[0]
         .message
         .starts_with("cannot read the setup file"));
+    // An include that never ends is refused, not read into memory.
+    let text = "base_config: /dev/zero\nBuffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  out: {function: export.drain, sources: [raw]}\n";
+    let c = Setup::check_bytes(text.as_bytes(), Path::new("z.yaml"), catalog(), 2);
+    assert_eq!(c.errors.len(), 1, "{}", listing(&c));
+    assert_eq!((c.errors[0].line, c.errors[0].column), (1, 14));
+    assert!(
+        c.errors[0].message.contains("larger than 4 MiB"),
+        "{}",
+        c.errors[0]
+    );
 }
 
 /// The mimoCoRB2 reference setups parse; their Python workers are listed by name and the

@@ -100,6 +100,26 @@ pub(crate) struct Loader {
     layers_complete: bool,
 }
 
+/// The most a setup file or an included file may hold.
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a whole file of at most [`MAX_FILE_BYTES`] (so `/dev/zero` or a wrong, huge file
+/// is refused instead of filling memory).
+pub(crate) fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "the file is larger than {} MiB, which no setup needs",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
 /// `~` and `~/x` expanded with `$HOME`.
 pub(crate) fn expand_home(p: &str) -> PathBuf {
     if p == "~" || p.starts_with("~/") {
@@ -188,7 +208,7 @@ impl Loader {
         if let Some(done) = self.includes.get(&full) {
             return done.clone();
         }
-        let result = match std::fs::read(&full) {
+        let result = match read_limited(&full) {
             Ok(bytes) => {
                 let id = self.files.len() as u32;
                 self.files.push(full.clone());

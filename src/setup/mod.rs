@@ -295,7 +295,7 @@ impl Setup {
 
     /// Checks the setup file at `path` and returns everything found (for `check`).
     pub fn check_file(path: &Path, catalog: &dyn Catalog, online_cpus: usize) -> Checked {
-        match std::fs::read(path) {
+        match load::read_limited(path) {
             Ok(bytes) => Setup::check_bytes(&bytes, path, catalog, online_cpus),
             Err(e) => {
                 let mut l = load::Loader::new(path, online_cpus);

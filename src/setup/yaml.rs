@@ -218,9 +218,17 @@ fn position_of(bytes: &[u8], offset: usize) -> (u64, u64) {
     (line, column)
 }
 
+/// Most values (scalars, lists, mappings, aliases expanded) one file may hold.
+pub(crate) const MAX_NODES: usize = 50_000;
+
 /// Strips serde-saphyr's " at line L, column C" suffix: the position is printed in front.
 fn bare_message(text: &str) -> String {
     let first = text.lines().next().unwrap_or("").trim();
+    if first.contains("budget breached") {
+        return format!(
+            "the file expands to more than {MAX_NODES} values or too many aliases (aliases of aliases?): no setup needs that many"
+        );
+    }
     let cut = first
         .rfind(" at line ")
         .filter(|i| first[*i..].contains("column"))
@@ -249,7 +257,15 @@ pub(crate) fn parse(bytes: &[u8], file: u32) -> Result<Parsed, SyntaxError> {
             });
         }
     };
-    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
+    // A setup is small: a tighter budget than the library's default refuses alias bombs
+    // quickly while leaving room for long config lists.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_NODES,
+            max_aliases: 10_000,
+        },
+    };
+    match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(raw) => {
             let mut alias_targets = Vec::new();
             let top = Loc {
