@@ -1,0 +1,550 @@
+//! The built-in functions one by one: declarations, config and shape checks before the run,
+//! and exact counts of what each passes, writes or keeps.
+
+use daq_engine::analysis::csv::{CsvExport, Drain};
+use daq_engine::analysis::histogram::HistogramExport;
+use daq_engine::analysis::oscilloscope::Oscilloscope;
+use daq_engine::analysis::pulses::{
+    find_pulses, Baseline, Downsample, FinderSettings, Pulse, PulseFinder,
+};
+use daq_engine::analysis::simulate::SimulatePulses;
+use daq_engine::analysis::trace::FieldAccess;
+use daq_engine::analysis::trigger::{Coincidence, Prescale, Threshold};
+use daq_engine::analysis::{functions, specs, EventCollector};
+use daq_engine::dtype::{Dtype, Metadata};
+use daq_engine::worker::{
+    BufferShape, BuildContext, EventMut, EventRef, Exporter, Filter, Importer, Observer, Processor,
+    Produced, SinkMask,
+};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn shape(name: &str, fields: &[(&str, &str)], len: usize) -> BufferShape {
+    BufferShape {
+        name: name.into(),
+        dtype: Dtype::parse(fields.iter().copied()).unwrap(),
+        data_length: len,
+    }
+}
+
+fn ctx(worker: &str, cfg: Value, src: &[&BufferShape], sink: &[&BufferShape]) -> BuildContext {
+    BuildContext::for_test(
+        worker,
+        cfg,
+        src.iter().map(|s| (*s).clone()).collect(),
+        sink.iter().map(|s| (*s).clone()).collect(),
+    )
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("daq_analysis_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `n` events from a simulator with config `cfg` into `raw`.
+fn simulate(cfg: Value, raw: &BufferShape, n: usize) -> Vec<(Metadata, Vec<u8>)> {
+    let mut sim = SimulatePulses::build(&ctx("sim", cfg, &[], &[raw])).unwrap();
+    let size = raw.data_length * raw.dtype.record_size();
+    (0..n)
+        .map(|i| {
+            let mut data = vec![0u8; size];
+            let mut meta = Metadata {
+                counter: i as i64,
+                ..Metadata::default()
+            };
+            let mut ev = EventMut {
+                data: &mut data,
+                meta: &mut meta,
+                dtype: &raw.dtype,
+            };
+            assert_eq!(sim.next(&mut ev).unwrap(), Produced::Event);
+            (meta, data)
+        })
+        .collect()
+}
+
+fn as_ref<'a>(e: &'a (Metadata, Vec<u8>), s: &'a BufferShape) -> EventRef<'a> {
+    EventRef {
+        data: &e.1,
+        meta: e.0,
+        dtype: &s.dtype,
+    }
+}
+
+#[test]
+fn every_function_is_declared_once_with_documented_keys() {
+    let s = specs();
+    let f = functions();
+    assert_eq!(s.len(), 12);
+    assert_eq!(f.len(), s.len());
+    for (spec, func) in s.iter().zip(&f) {
+        assert_eq!(spec, &func.spec);
+        assert_eq!(spec.template, func.build.template(), "{}", spec.name);
+        assert_eq!(s.iter().filter(|x| x.name == spec.name).count(), 1);
+        for k in spec.keys {
+            assert!(!k.doc.is_empty(), "{}.{}", spec.name, k.name);
+            assert_eq!(k.required, k.default.is_none(), "{}.{}", spec.name, k.name);
+        }
+    }
+}
+
+#[test]
+fn bad_configs_and_shapes_fail_at_build_naming_the_problem() {
+    let raw = shape("raw", &[("ch0", "f4"), ("ch1", "f4")], 100);
+    let other = shape("other", &[("ch0", "f4")], 100);
+    let feat = shape("feat", &[("height", "f4"), ("colour", "u1")], 1);
+    let err = |r: Result<(), String>| r.unwrap_err();
+    let e = err(Threshold::build(&ctx("t", json!({}), &[&raw], &[&raw]))
+        .map(|_| ())
+        .map_err(|e| e.to_string()));
+    assert!(
+        e.contains("'t'") && e.contains("'level'") && e.contains("required"),
+        "{e}"
+    );
+    let e = err(Threshold::build(&ctx(
+        "t",
+        json!({"level": 1, "channels": ["ch7"]}),
+        &[&raw],
+        &[&raw],
+    ))
+    .map(|_| ())
+    .map_err(|e| e.to_string()));
+    assert!(e.contains("ch7") && e.contains("ch0, ch1"), "{e}");
+    let e = err(Threshold::build(&ctx(
+        "t",
+        json!({"level": 1, "edge": "up"}),
+        &[&raw],
+        &[&raw],
+    ))
+    .map(|_| ())
+    .map_err(|e| e.to_string()));
+    assert!(e.contains("rising, falling"), "{e}");
+    let e = err(
+        Threshold::build(&ctx("t", json!({"level": 1}), &[&raw], &[&other]))
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    );
+    assert!(e.contains("same data_dtype"), "{e}");
+    let e = err(
+        PulseFinder::build(&ctx("p", json!({"threshold": 0.1}), &[&raw], &[&feat]))
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    );
+    assert!(e.contains("colour") && e.contains("height"), "{e}");
+    let e = err(HistogramExport::build(&ctx(
+        "h",
+        json!({"bins": {"width": [0, 1, 10]}}),
+        &[&feat],
+        &[],
+    ))
+    .map(|_| ())
+    .map_err(|e| e.to_string()));
+    assert!(e.contains("width") && e.contains("'bins'"), "{e}");
+    let e = err(HistogramExport::build(&ctx(
+        "h",
+        json!({"bins": {"height": [1, 0, 10]}}),
+        &[&feat],
+        &[],
+    ))
+    .map(|_| ())
+    .map_err(|e| e.to_string()));
+    assert!(e.contains("min < max"), "{e}");
+    let e = err(
+        SimulatePulses::build(&ctx("s", json!({"pretrigger_samples": 100}), &[], &[&raw]))
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    );
+    assert!(
+        e.contains("pretrigger_samples") && e.contains("100 samples"),
+        "{e}"
+    );
+    let e = err(SimulatePulses::build(&ctx(
+        "s",
+        json!({"amplitude": "lines", "line_amplitudes": [0.1, 0.2], "line_weights": [1], "pretrigger_samples": 10}),
+        &[],
+        &[&raw],
+    ))
+    .map(|_| ())
+    .map_err(|e| e.to_string()));
+    assert!(e.contains("line_weights"), "{e}");
+    let half = shape("half", &[("ch0", "f4"), ("ch1", "f4")], 49);
+    let e = err(
+        Downsample::build(&ctx("d", json!({"factor": 2}), &[&raw], &[&half]))
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    );
+    assert!(e.contains("100 / 2 = 50"), "{e}");
+}
+
+#[test]
+fn same_seed_same_samples_and_n_events_ends() {
+    let raw = shape("raw", &[("a", "f4"), ("b", "i2")], 300);
+    let cfg = json!({"seed": 9, "decay_fraction": 0.5, "pretrigger_samples": 30, "n_events": 3});
+    let a = simulate(cfg.clone(), &raw, 3);
+    let b = simulate(cfg, &raw, 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.1, y.1);
+    }
+    let c = simulate(json!({"seed": 10, "pretrigger_samples": 30}), &raw, 1);
+    assert_ne!(a[0].1, c[0].1);
+    // Timestamps advance (exponential gaps at 1 kHz).
+    assert!(a[1].0.timestamp > a[0].0.timestamp && a[2].0.timestamp > a[1].0.timestamp);
+    let mut sim = SimulatePulses::build(&ctx(
+        "s",
+        json!({"n_events": 2, "pretrigger_samples": 30}),
+        &[],
+        &[&raw],
+    ))
+    .unwrap();
+    let mut data = vec![0u8; 300 * 6];
+    let mut meta = Metadata::default();
+    let mut results = vec![];
+    for _ in 0..4 {
+        let mut ev = EventMut {
+            data: &mut data,
+            meta: &mut meta,
+            dtype: &raw.dtype,
+        };
+        results.push(sim.next(&mut ev).unwrap());
+    }
+    assert_eq!(
+        results,
+        [
+            Produced::Event,
+            Produced::Event,
+            Produced::End,
+            Produced::End
+        ]
+    );
+}
+
+#[test]
+fn threshold_coincidence_and_prescale_pass_exactly_what_they_should() {
+    let raw = shape("raw", &[("ch0", "f4"), ("ch1", "f4"), ("ch2", "f4")], 400);
+    // Independent channels: exactly one channel per event has the pulse.
+    let single = simulate(
+        json!({"coincidence": false, "pretrigger_samples": 50, "seed": 5}),
+        &raw,
+        60,
+    );
+    let all = simulate(
+        json!({"coincidence": true, "pretrigger_samples": 50, "seed": 5}),
+        &raw,
+        20,
+    );
+    let mut any = Threshold::build(&ctx("t", json!({"level": 0.1}), &[&raw], &[&raw])).unwrap();
+    let mut only0 = Threshold::build(&ctx(
+        "t",
+        json!({"level": 0.1, "channels": "ch0"}),
+        &[&raw],
+        &[&raw],
+    ))
+    .unwrap();
+    let mut late = Threshold::build(&ctx(
+        "t",
+        json!({"level": 0.1, "pretrigger_samples": 60}),
+        &[&raw],
+        &[&raw],
+    ))
+    .unwrap();
+    let mut falling = Threshold::build(&ctx(
+        "t",
+        json!({"level": -0.1, "edge": "falling"}),
+        &[&raw],
+        &[&raw],
+    ))
+    .unwrap();
+    let mut coinc = Coincidence::build(&ctx(
+        "c",
+        json!({"level": 0.1, "min_channels": 2, "window": 3}),
+        &[&raw],
+        &[&raw],
+    ))
+    .unwrap();
+    let count = |f: &mut dyn Filter, evs: &[(Metadata, Vec<u8>)]| {
+        evs.iter()
+            .filter(|e| f.select(&as_ref(e, &raw)).unwrap() == SinkMask::ALL)
+            .count()
+    };
+    assert_eq!(count(&mut any, &single), 60);
+    // ch0 carries the pulse in some of the events, never all of them.
+    let n0 = count(&mut only0, &single);
+    assert!(n0 > 5 && n0 < 40, "{n0}");
+    // Pulses cross at sample 51 or 52 (rise of 2.5 samples): before 60, so none count.
+    assert_eq!(count(&mut late, &single), 0);
+    assert_eq!(count(&mut falling, &single), 0);
+    assert_eq!(count(&mut coinc, &single), 0);
+    assert_eq!(count(&mut coinc, &all), 20);
+    let mut pre = Prescale::build(&ctx("p", json!({"factor": 3}), &[&raw], &[&raw])).unwrap();
+    let kept: Vec<usize> = (0..10)
+        .filter(|i| pre.select(&as_ref(&single[*i], &raw)).unwrap() == SinkMask::ALL)
+        .collect();
+    assert_eq!(kept, [0, 3, 6, 9]);
+    assert!(Prescale::build(&ctx("p", json!({"factor": 0}), &[&raw], &[&raw])).is_err());
+}
+
+#[test]
+fn baseline_and_downsample_give_exact_values() {
+    let raw = shape("raw", &[("a", "f4"), ("n", "i2")], 8);
+    let mut data = vec![0u8; 8 * 6];
+    let a = FieldAccess::new(&raw, "a").unwrap();
+    let n = FieldAccess::new(&raw, "n").unwrap();
+    a.store(&mut data, &[1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0]);
+    n.store(
+        &mut data,
+        &[10.0, 12.0, 10.0, 12.0, 100.0, 10.0, 10.0, 10.0],
+    );
+    let ev = EventRef {
+        data: &data,
+        meta: Metadata {
+            counter: 7,
+            ..Default::default()
+        },
+        dtype: &raw.dtype,
+    };
+    let mut base =
+        Baseline::build(&ctx("b", json!({"baseline_samples": 4}), &[&raw], &[&raw])).unwrap();
+    let mut out = EventCollector::new(std::slice::from_ref(&raw));
+    out.input_meta = ev.meta;
+    base.process(&ev, &mut out).unwrap();
+    let (m, d) = &out.events[0][0];
+    assert_eq!(m.counter, 7);
+    let mut v = [0f32; 8];
+    a.load(d, &mut v);
+    assert_eq!(v, [-3.0, -1.0, 1.0, 3.0, 5.0, 7.0, 9.0, 11.0]);
+    n.load(d, &mut v);
+    assert_eq!(v, [-1.0, 1.0, -1.0, 1.0, 89.0, -1.0, -1.0, -1.0]);
+
+    let quarter = shape("q", &[("a", "f4"), ("n", "i2")], 2);
+    for (mode, want_a, want_n) in [
+        ("average", [4.0, 12.0], [11.0, 33.0]),
+        ("decimate", [1.0, 9.0], [10.0, 100.0]),
+    ] {
+        let mut ds = Downsample::build(&ctx(
+            "d",
+            json!({"factor": 4, "mode": mode}),
+            &[&raw],
+            &[&quarter],
+        ))
+        .unwrap();
+        let mut out = EventCollector::new(std::slice::from_ref(&quarter));
+        ds.process(&ev, &mut out).unwrap();
+        let qa = FieldAccess::new(&quarter, "a").unwrap();
+        let qn = FieldAccess::new(&quarter, "n").unwrap();
+        let mut v = [0f32; 2];
+        qa.load(&out.events[0][0].1, &mut v);
+        assert_eq!(v, want_a, "{mode}");
+        qn.load(&out.events[0][0].1, &mut v);
+        // (10+12+10+12)/4 = 11, (100+10+10+10)/4 = 32.5 → rounds to 33 in int16.
+        assert_eq!(v, want_n, "{mode}");
+    }
+}
+
+#[test]
+fn pulse_finder_emits_one_record_per_pulse_with_the_event_counter() {
+    let raw = shape("raw", &[("ch0", "f4"), ("ch1", "f4")], 1000);
+    let feat = shape(
+        "feat",
+        &[
+            ("channel", "u1"),
+            ("pulse", "u2"),
+            ("index", "i4"),
+            ("height", "f4"),
+        ],
+        1,
+    );
+    let evs = simulate(
+        json!({"decay_fraction": 1.0, "lifetime": 4e-7, "pretrigger_samples": 50, "seed": 8, "noise": 0.0}),
+        &raw,
+        10,
+    );
+    let mut pf =
+        PulseFinder::build(&ctx("p", json!({"threshold": 0.05}), &[&raw], &[&feat])).unwrap();
+    let mut out = EventCollector::new(std::slice::from_ref(&feat));
+    for e in &evs {
+        out.input_meta = e.0;
+        pf.process(&as_ref(e, &raw), &mut out).unwrap();
+    }
+    let recs = &out.events[0];
+    assert_eq!(recs.len() as u64, pf.pulses_found());
+    // Two channels, one or two pulses each (second pulses beyond the trace are lost).
+    assert!(recs.len() >= 20 && recs.len() <= 40, "{}", recs.len());
+    let ch = FieldAccess::new(&feat, "channel").unwrap();
+    let pulse = FieldAccess::new(&feat, "pulse").unwrap();
+    for (m, d) in recs {
+        assert!((0..10).contains(&m.counter));
+        assert!(ch.get(d, 0).unwrap() <= 1.0);
+        assert!(pulse.get(d, 0).unwrap() <= 1.0);
+    }
+    let first = recs.iter().filter(|(m, _)| m.counter == 0).count();
+    assert!(first >= 2);
+}
+
+#[test]
+fn csv_writes_header_and_integers_as_integers() {
+    let dir = temp_dir("csv");
+    let feat = shape("feat", &[("channel", "u1"), ("height", "f4")], 1);
+    let mut c = ctx("csv", json!({"filename": "pulses"}), &[&feat], &[]);
+    c.run_dir = dir.clone();
+    let mut csv = CsvExport::build(&c).unwrap();
+    let ch = FieldAccess::new(&feat, "channel").unwrap();
+    let h = FieldAccess::new(&feat, "height").unwrap();
+    for i in 0..3 {
+        let mut d = vec![0u8; feat.dtype.record_size()];
+        ch.set(&mut d, 0, f64::from(i));
+        h.set(&mut d, 0, 0.25 * f64::from(i));
+        let meta = Metadata {
+            counter: 50 + i64::from(i),
+            timestamp: 1.5,
+            deadtime: 0.0,
+        };
+        csv.consume(&EventRef {
+            data: &d,
+            meta,
+            dtype: &feat.dtype,
+        })
+        .unwrap();
+    }
+    csv.finish().unwrap();
+    let text = std::fs::read_to_string(dir.join("pulses.csv")).unwrap();
+    assert_eq!(
+        text,
+        "counter,timestamp,deadtime,channel,height\n50,1.5,0,0,0\n51,1.5,0,1,0.25\n52,1.5,0,2,0.5\n"
+    );
+    assert_eq!(csv.rows(), 3);
+    let mut dc = ctx("drain", json!({}), &[&feat], &[]);
+    dc.run_dir = dir.clone();
+    let mut drain = Drain::build(&dc).unwrap();
+    let d = vec![0u8; feat.dtype.record_size()];
+    for _ in 0..7 {
+        drain
+            .consume(&EventRef {
+                data: &d,
+                meta: Metadata::default(),
+                dtype: &feat.dtype,
+            })
+            .unwrap();
+    }
+    drain.finish().unwrap();
+    assert_eq!((drain.events(), drain.bytes()), (7, 35));
+    let j: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("drain_drain_0.json")).unwrap()).unwrap();
+    assert_eq!(j["events"], 7);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn histogram_csv_and_oscilloscope_json_are_written() {
+    let dir = temp_dir("hist");
+    let feat = shape("feat", &[("height", "f4")], 1);
+    let mut c = ctx(
+        "h",
+        json!({"bins": {"height": [0.0, 1.0, 4]}, "update_interval": 1e-9}),
+        &[&feat],
+        &[],
+    );
+    c.run_dir = dir.clone();
+    let mut h = HistogramExport::build(&c).unwrap();
+    let acc = FieldAccess::new(&feat, "height").unwrap();
+    for x in [0.1, 0.3, 0.3, 0.9, 1.0, -0.5] {
+        let mut d = vec![0u8; 4];
+        acc.set(&mut d, 0, x);
+        h.consume(&EventRef {
+            data: &d,
+            meta: Metadata::default(),
+            dtype: &feat.dtype,
+        })
+        .unwrap();
+    }
+    h.flush().unwrap();
+    let text = std::fs::read_to_string(dir.join("histogram_h_height.csv")).unwrap();
+    assert!(
+        text.contains("# entries: 4, underflow: 1, overflow: 1, invalid: 0"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("bin_low,bin_high,count\n0,0.25,1\n0.25,0.5,2\n0.5,0.75,0\n0.75,1,1\n"),
+        "{text}"
+    );
+    let (_, hist) = h.histograms().next().unwrap();
+    assert_eq!(hist.edges().len(), 5);
+
+    let raw = shape("raw", &[("ch0", "i2"), ("ch1", "i2")], 4);
+    let mut oc = ctx(
+        "scope",
+        json!({"update_interval": 1000.0, "scale": 0.5, "sample_interval": 2e-9, "channels": ["ch1"]}),
+        &[&raw],
+        &[],
+    );
+    oc.run_dir = dir.clone();
+    let mut osc = Oscilloscope::build(&oc).unwrap();
+    assert!(osc.latest().is_none());
+    let mut d = vec![0u8; 16];
+    FieldAccess::new(&raw, "ch1")
+        .unwrap()
+        .store(&mut d, &[2.0, 4.0, -6.0, 8.0]);
+    let meta = Metadata {
+        counter: 3,
+        timestamp: 2.0,
+        deadtime: 0.0,
+    };
+    osc.observe(&EventRef {
+        data: &d,
+        meta,
+        dtype: &raw.dtype,
+    })
+    .unwrap();
+    osc.observe(&EventRef {
+        data: &d,
+        meta: Metadata { counter: 4, ..meta },
+        dtype: &raw.dtype,
+    })
+    .unwrap();
+    assert_eq!(
+        osc.kept(),
+        1,
+        "the second event comes within update_interval"
+    );
+    let view = osc.latest().unwrap();
+    assert_eq!(view.meta.counter, 3);
+    assert_eq!(view.channels[0].1, vec![1.0, 2.0, -3.0, 4.0]);
+    let j: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("oscilloscope_scope.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["counter"], 3);
+    assert_eq!(j["channels"]["ch1"], json!([1.0, 2.0, -3.0, 4.0]));
+    let t: Vec<f64> = serde_json::from_value(j["time"].clone()).unwrap();
+    assert_eq!(t.len(), 4);
+    for (i, x) in t.iter().enumerate() {
+        assert!((x - 2e-9 * i as f64).abs() < 1e-20);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+proptest! {
+    /// Any bytes, any float values (NaN, ±inf included): loading fields and finding pulses
+    /// never panics, and never reports more pulses than asked for.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                            values in proptest::collection::vec(any::<f32>(), 0..200),
+                            threshold in any::<f32>()) {
+        let s = shape("g", &[("a", "i2"), ("b", "f8"), ("c", "u1")], 1);
+        let mut out = vec![0f32; 64];
+        for f in ["a", "b", "c"] {
+            let acc = FieldAccess::new(&s, f).unwrap();
+            let n = acc.load(&bytes, &mut out);
+            prop_assert!(n <= bytes.len() / 11 + 1);
+            let _ = acc.get(&bytes, usize::MAX);
+            let mut t = String::new();
+            let _ = acc.write_text(&bytes, 3, &mut t);
+        }
+        let settings = FinderSettings { threshold, release_fraction: 0.5, time_fraction: 0.5 };
+        let mut pulses = [Pulse::default(); 4];
+        let n = find_pulses(&values, &settings, &mut pulses);
+        prop_assert!(n <= 4);
+        for p in &pulses[..n] {
+            prop_assert!(p.index < values.len());
+        }
+    }
+}
