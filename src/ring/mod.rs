@@ -393,6 +393,33 @@ struct Inner {
     data_length: usize,
     policy: Policy,
     members: Vec<usize>,
+    /// This process created the file (it is in [`CREATED`] while this lives).
+    created: bool,
+}
+
+/// Ring files this process created and still holds. A file naming this process as its
+/// creator that is not listed here was left by an earlier process with the same pid (pids
+/// repeat, e.g. in containers) and is stale; one listed here is live.
+static CREATED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn created_here(path: &Path) -> bool {
+    CREATED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|p| p == path)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.created {
+            let path = self.shm.path();
+            CREATED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| p != path);
+        }
+    }
 }
 
 impl Inner {
@@ -477,7 +504,8 @@ pub fn pid_alive(pid: u32) -> bool {
 impl Ring {
     /// Creates a ring in the first usable place (see [`crate::shm::places`]), pre-faulted
     /// and locked. A stale file of the same name left by a crashed run is removed with a
-    /// warning; one whose creator still runs is an error. The file is removed when the last
+    /// warning; one whose creator still runs (this process included, while it holds that
+    /// ring) is [`CreateError::InUse`]. The file is removed when the last
     /// handle of this `Ring` in the creating process is dropped.
     pub fn create(places: &[ShmPlace], spec: &RingSpec) -> Result<Ring, CreateError> {
         let bad = |problem: String| CreateError::BadSpec {
@@ -531,7 +559,12 @@ impl Ring {
             data_length: spec.data_length,
             policy: spec.policy,
             members: spec.groups.clone(),
+            created: true,
         };
+        CREATED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(inner.shm.path().to_path_buf());
         // SAFETY: the fresh file is zero-filled and at least geo.total bytes; we are its only
         // user until `ready` is set, so plain writes to the header are not racing anyone.
         unsafe {
@@ -581,7 +614,12 @@ impl Ring {
             }
             _ => 0,
         };
-        if pid != 0 && pid != std::process::id() && pid_alive(pid) {
+        let live = if pid == std::process::id() {
+            created_here(path)
+        } else {
+            pid != 0 && pid_alive(pid)
+        };
+        if live {
             return Err(CreateError::InUse {
                 path: path.to_path_buf(),
                 pid,
@@ -738,6 +776,7 @@ impl Ring {
             data_length,
             policy,
             members: Vec::new(),
+            created: false,
         };
         let core = inner.core();
         let members: Vec<usize> = core
