@@ -18,6 +18,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 8;
@@ -536,4 +537,60 @@ fn file_of_a_live_creator_is_in_use() {
     drop(tx);
     assert_eq!(child.wait(), 0);
     assert!(!path.exists(), "the live creator removed its file on exit");
+}
+
+/// A second create of a ring this process still holds must not replace it (the first
+/// handle would then write into an unlinked file, and its drop would delete the second).
+#[test]
+fn creating_a_live_ring_twice_in_one_process_is_in_use() {
+    let name = unique("twice");
+    let sp = spec(&name, &f4(), 16, vec![1]);
+    let first = Ring::create(&places(HugePages::Off, None), &sp).unwrap();
+    let path = first.path().to_path_buf();
+    match Ring::create(&places(HugePages::Off, None), &sp) {
+        Err(CreateError::InUse { pid, .. }) => assert_eq!(pid, std::process::id()),
+        Err(e) => panic!("expected InUse, got {e}"),
+        Ok(second) => {
+            let same = second.path() == first.path();
+            drop(second);
+            panic!(
+                "a live ring of this process was replaced (same path: {same}; file still \
+                 there after the second handle dropped: {})",
+                path.exists()
+            );
+        }
+    }
+    // The first ring is intact and still the one in the file.
+    let mut p = first.producer().unwrap();
+    p.claim(Duration::from_secs(1)).unwrap().publish();
+    let seen = Ring::attach(&path, Some(&f4()), Some(16)).unwrap();
+    assert_eq!(seen.stats().published, 1);
+    drop(seen);
+    drop(p);
+    drop(first);
+    assert!(!path.exists());
+    // Once dropped, the name is free again.
+    let again = Ring::create(&places(HugePages::Off, None), &sp).unwrap();
+    assert_eq!(again.stats().published, 0);
+}
+
+/// A file with this process's pid that this process does not hold (left by an earlier
+/// process that had the same pid, as happens in containers) is stale.
+#[test]
+fn a_file_with_our_pid_that_we_do_not_hold_is_stale() {
+    let name = unique("ourpid");
+    let sp = spec(&name, &f4(), 16, vec![1]);
+    let mut first = Ring::create(&places(HugePages::Off, None), &sp).unwrap();
+    let path = first.path().to_path_buf();
+    assert!(first.keep_file());
+    drop(first);
+    assert!(path.exists());
+    let b = std::fs::read(&path).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(b[OFF_CREATOR_PID..OFF_CREATOR_PID + 4].try_into().unwrap()),
+        std::process::id()
+    );
+    let ring = Ring::create(&places(HugePages::Off, None), &sp)
+        .expect("a file we no longer hold is replaced");
+    assert_eq!(ring.path(), path);
 }
