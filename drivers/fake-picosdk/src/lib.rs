@@ -1,1 +1,1667 @@
-//! Fake PicoScope vendor library (filled in by the USB driver work).
+//! A stand-in for Pico Technology's driver libraries `libps2000a.so` and `libps5000a.so`.
+//!
+//! Guarantees:
+//! - Exports the subset of the `ps2000a*` / `ps5000a*` C functions that daq-drivers uses,
+//!   with the same signatures, the same `PICO_STATUS` (u32) return values and the same
+//!   callback conventions (block-ready callback from a library thread, streaming callback from
+//!   inside `GetStreamingLatestValues`). Copy the built `.so` to `libps5000a.so` or
+//!   `libps2000a.so` and load it exactly as Pico's library is loaded.
+//! - One simulated 4-channel PicoScope 5444D (ps5000a, serial `FAKE5000/001`) and one
+//!   2-channel PicoScope 2206A (ps2000a, serial `FAKE2000/001`) are attached.
+//! - Rapid block captures hold exponential pulses (two-exponential shape, rise and fall in
+//!   samples) plus Gaussian noise, scaled to ADC counts for the channel's range, the analogue
+//!   offset and the device resolution (8-bit: steps of 256 up to ±32512; 12..16-bit: steps of
+//!   2^(16-bits) up to ±32767). With a trigger set, the pulse on the trigger channel crosses
+//!   the level in the trigger's direction between sample `pre-1` and sample `pre` (minus the
+//!   trigger delay); a level no pulse can reach never triggers (unless auto-trigger is set).
+//! - Streaming delivers a gapless sample sequence, paced by the wall clock at the sample
+//!   interval (or unpaced on request); the ramp waveform makes gaps and repeats visible.
+//! - Control functions (`fakepico_*`) inject any status into any named function, unplug and
+//!   replug the devices, and count calls, so every error path of a driver can be exercised.
+//!
+//! Never: panics across the C boundary, writes outside the buffers the caller registered,
+//! or calls a callback after `Stop`/`CloseUnit` has returned.
+//!
+//! Each process that loads a separate copy of this file (a different path) gets separate
+//! state, which is how tests running in parallel stay independent.
+
+#![allow(non_snake_case)]
+// The internal functions mirror Pico's C prototypes argument for argument.
+#![allow(clippy::too_many_arguments)]
+
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+mod signal;
+
+use signal::{Rng, Shape};
+
+/// `PICO_STATUS` as the C API returns it.
+pub type PicoStatus = u32;
+
+/// Block-ready callback: `void cb(int16_t handle, PICO_STATUS status, void *pParameter)`.
+pub type BlockReady = Option<unsafe extern "C" fn(i16, PicoStatus, *mut c_void)>;
+
+/// Streaming callback: `void cb(int16_t handle, int32_t noOfSamples, uint32_t startIndex,
+/// int16_t overflow, uint32_t triggerAt, int16_t triggered, int16_t autoStop, void *p)`.
+pub type StreamingReady =
+    Option<unsafe extern "C" fn(i16, i32, u32, i16, u32, i16, i16, *mut c_void)>;
+
+/// The `PICO_STATUS` codes this fake returns (values from Pico's `PicoStatus.h`).
+pub mod status {
+    #![allow(missing_docs)]
+    pub const OK: u32 = 0x00;
+    pub const NOT_FOUND: u32 = 0x03;
+    pub const NOT_RESPONDING: u32 = 0x07;
+    pub const INVALID_HANDLE: u32 = 0x0C;
+    pub const INVALID_PARAMETER: u32 = 0x0D;
+    pub const INVALID_TIMEBASE: u32 = 0x0E;
+    pub const INVALID_VOLTAGE_RANGE: u32 = 0x0F;
+    pub const INVALID_CHANNEL: u32 = 0x10;
+    pub const INVALID_TRIGGER_CHANNEL: u32 = 0x11;
+    pub const NULL_PARAMETER: u32 = 0x16;
+    pub const TOO_MANY_SAMPLES: u32 = 0x1D;
+    pub const TOO_MANY_SEGMENTS: u32 = 0x1E;
+    pub const NO_SAMPLES_AVAILABLE: u32 = 0x25;
+    pub const SEGMENT_OUT_OF_RANGE: u32 = 0x26;
+    pub const BUSY: u32 = 0x27;
+    pub const INVALID_SAMPLE_INTERVAL: u32 = 0x2B;
+    pub const INVALID_COUPLING: u32 = 0x45;
+    pub const BUFFERS_NOT_SET: u32 = 0x46;
+    pub const RATIO_MODE_NOT_SUPPORTED: u32 = 0x47;
+    pub const POWER_SUPPLY_NOT_CONNECTED: u32 = 0x11A;
+    pub const USB3_0_DEVICE_NON_USB3_0_PORT: u32 = 0x11E;
+    pub const INVALID_DEVICE_RESOLUTION: u32 = 0x120;
+    pub const INVALID_NUMBER_CHANNELS_FOR_RESOLUTION: u32 = 0x121;
+}
+use status as st;
+
+/// Which of Pico's libraries a call came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fam {
+    Ps2000a,
+    Ps5000a,
+}
+
+impl Fam {
+    fn serial(self) -> &'static str {
+        match self {
+            Fam::Ps2000a => "FAKE2000/001",
+            Fam::Ps5000a => "FAKE5000/001",
+        }
+    }
+    fn variant(self) -> &'static str {
+        match self {
+            Fam::Ps2000a => "2206A",
+            Fam::Ps5000a => "5444D",
+        }
+    }
+    fn channels(self) -> usize {
+        match self {
+            Fam::Ps2000a => 2,
+            Fam::Ps5000a => 4,
+        }
+    }
+    /// Capture memory in samples.
+    fn memory(self) -> u64 {
+        match self {
+            Fam::Ps2000a => 32 * 1024 * 1024,
+            Fam::Ps5000a => 128 * 1024 * 1024,
+        }
+    }
+    fn max_segments(self) -> u32 {
+        match self {
+            Fam::Ps2000a => 32_000,
+            Fam::Ps5000a => 250_000,
+        }
+    }
+    /// Bits of the ADC at a resolution code (ps2000a has one fixed 8-bit resolution).
+    fn bits(self, resolution: u32) -> u32 {
+        match self {
+            Fam::Ps2000a => 8,
+            Fam::Ps5000a => [8, 12, 14, 15, 16][resolution.min(4) as usize],
+        }
+    }
+    fn max_value(self, resolution: u32) -> i16 {
+        if self.bits(resolution) == 8 {
+            32512
+        } else {
+            32767
+        }
+    }
+    /// (first fast timebase, last fast timebase, fast unit ns, slow offset, slow step ns).
+    fn timebases(self, resolution: u32) -> (u32, u32, f64, u32, f64) {
+        match (self, resolution) {
+            (Fam::Ps2000a, _) => (0, 2, 2.0, 2, 16.0),
+            (Fam::Ps5000a, 0) => (0, 2, 1.0, 2, 8.0),
+            (Fam::Ps5000a, 1) => (1, 3, 1.0, 3, 16.0),
+            (Fam::Ps5000a, 2) | (Fam::Ps5000a, 3) => (3, 3, 1.0, 2, 8.0),
+            (Fam::Ps5000a, _) => (4, 4, 1.0, 3, 16.0),
+        }
+    }
+    /// Sample interval of timebase `n` with `enabled` channels, or None if not allowed.
+    fn interval_ns(self, resolution: u32, n: u32, enabled: usize) -> Option<f64> {
+        let (first, last, unit, offset, step) = self.timebases(resolution);
+        // The fastest timebases need fewer channels: each doubling of the channel count
+        // halves the fastest rate.
+        let extra = match enabled {
+            0 | 1 => 0,
+            2 => 1,
+            _ => 2,
+        };
+        if n < first + extra {
+            return None;
+        }
+        if n <= last {
+            Some(unit * f64::from(1u32 << n))
+        } else {
+            Some(f64::from(n - offset) * step)
+        }
+    }
+    fn range_ok(self, range: i32) -> bool {
+        match self {
+            Fam::Ps2000a => (1..=10).contains(&range),
+            Fam::Ps5000a => (0..=10).contains(&range),
+        }
+    }
+}
+
+/// ±full scale in volts of range codes 0..=11 (10 mV .. 50 V).
+fn range_volts(range: i32) -> f64 {
+    const V: [f64; 12] = [
+        0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0,
+    ];
+    V[range.clamp(0, 11) as usize]
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Chan {
+    enabled: bool,
+    range: i32,
+    offset_v: f32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Trig {
+    enabled: bool,
+    source: i32,
+    threshold: i16,
+    direction: i32,
+    delay: u32,
+    auto_ms: i16,
+}
+
+/// A rapid-block run in flight or finished.
+struct Block {
+    id: u64,
+    samples: usize,
+    /// `data[segment * 4 + channel]`, `samples` counts each.
+    data: Vec<Vec<i16>>,
+    overflow: Vec<i16>,
+    offsets_ps: Vec<i64>,
+    ready: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Stream {
+    interval_ns: f64,
+    start: Instant,
+    delivered: u64,
+    write_pos: u32,
+    overview: u32,
+    /// Samples since the current pulse began, and its amplitudes per channel (volts).
+    pulse_age: Option<usize>,
+    pulse_amp: [f64; 4],
+}
+
+struct Unit {
+    handle: i16,
+    fam: Fam,
+    resolution: u32,
+    dead: bool,
+    power_pending: Option<u32>,
+    chans: [Chan; 4],
+    trig: Trig,
+    segments: u32,
+    captures: u32,
+    /// (channel, segment, pointer, length) as registered with SetDataBuffer.
+    buffers: Vec<(i32, u32, usize, i32)>,
+    block: Option<Block>,
+    run_id: u64,
+    stream: Option<Stream>,
+    rng: Rng,
+}
+
+impl Unit {
+    fn enabled(&self) -> usize {
+        self.chans.iter().filter(|c| c.enabled).count()
+    }
+    fn buffer(&self, ch: usize, seg: u32) -> Option<(usize, i32)> {
+        self.buffers
+            .iter()
+            .rev()
+            .find(|b| b.0 == ch as i32 && b.1 == seg)
+            .map(|b| (b.2, b.3))
+    }
+    /// Volts to ADC counts on channel `ch`; also says whether it clipped.
+    fn to_adc(&self, ch: usize, volts: f64) -> (i16, bool) {
+        let c = self.chans[ch];
+        let max = f64::from(self.fam.max_value(self.resolution));
+        let step = f64::from(1u32 << (16 - self.fam.bits(self.resolution)));
+        let raw = (volts + f64::from(c.offset_v)) / range_volts(c.range) * max;
+        let q = (raw / step).round() * step;
+        if q > max {
+            (max as i16, true)
+        } else if q < -max {
+            (-max as i16, true)
+        } else {
+            (q as i16, false)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    amp_min: f64,
+    amp_max: f64,
+    shape: Shape,
+    noise: f64,
+    ramp: bool,
+    capture_rate_hz: f64,
+    paced: bool,
+    pulse_per_sample: f64,
+    seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            amp_min: 0.2,
+            amp_max: 0.8,
+            shape: Shape::DEFAULT,
+            noise: 0.005,
+            ramp: false,
+            capture_rate_hz: 0.0,
+            paced: true,
+            pulse_per_sample: 1.0 / 2000.0,
+            seed: 0x5EED_0FF1_C0DE,
+        }
+    }
+}
+
+struct Injection {
+    name: String,
+    status: u32,
+    skip: u32,
+}
+
+struct Fake {
+    unplugged: bool,
+    injections: Vec<Injection>,
+    calls: Vec<(String, u32)>,
+    units: Vec<Unit>,
+    next_handle: i16,
+    settings: Settings,
+}
+
+static FAKE: Mutex<Fake> = Mutex::new(Fake {
+    unplugged: false,
+    injections: Vec::new(),
+    calls: Vec::new(),
+    units: Vec::new(),
+    next_handle: 1,
+    settings: Settings {
+        amp_min: 0.2,
+        amp_max: 0.8,
+        shape: Shape::DEFAULT,
+        noise: 0.005,
+        ramp: false,
+        capture_rate_hz: 0.0,
+        paced: true,
+        pulse_per_sample: 1.0 / 2000.0,
+        seed: 0x5EED_0FF1_C0DE,
+    },
+});
+
+fn fake() -> MutexGuard<'static, Fake> {
+    FAKE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fake {
+    /// Counts the call and returns an injected status if one is due.
+    fn enter(&mut self, name: &str) -> Option<u32> {
+        match self.calls.iter_mut().find(|c| c.0 == name) {
+            Some(c) => c.1 += 1,
+            None => self.calls.push((name.to_string(), 1)),
+        }
+        let i = self.injections.iter().position(|j| j.name == name)?;
+        if self.injections[i].skip > 0 {
+            self.injections[i].skip -= 1;
+            return None;
+        }
+        Some(self.injections.remove(i).status)
+    }
+
+    fn unit(&mut self, handle: i16, fam: Fam) -> Result<&mut Unit, u32> {
+        let unit = self
+            .units
+            .iter_mut()
+            .find(|u| u.handle == handle && u.fam == fam)
+            .ok_or(st::INVALID_HANDLE)?;
+        if unit.dead {
+            return Err(st::NOT_RESPONDING);
+        }
+        if let Some(p) = unit.power_pending {
+            return Err(p);
+        }
+        Ok(unit)
+    }
+}
+
+/// Runs `f` on the unit after the common checks (injection, handle, unplug, power prompt).
+fn with_unit(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    f: impl FnOnce(&mut Unit, &Settings) -> u32,
+) -> u32 {
+    let mut g = fake();
+    if let Some(s) = g.enter(name) {
+        return s;
+    }
+    let settings = g.settings;
+    match g.unit(handle, fam) {
+        Ok(u) => f(u, &settings),
+        Err(s) => s,
+    }
+}
+
+/// Cancels a unit's block run and streaming; returns the thread to join outside the lock.
+fn stop_unit(u: &mut Unit) -> Option<JoinHandle<()>> {
+    u.run_id += 1;
+    u.stream = None;
+    u.block.as_mut().and_then(|b| {
+        b.ready = false;
+        b.thread.take()
+    })
+}
+
+fn join(t: Option<JoinHandle<()>>) {
+    if let Some(t) = t {
+        if t.thread().id() != std::thread::current().id() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Family-independent implementations; the exported functions below only add the name.
+
+fn open_unit(name: &str, fam: Fam, handle: *mut i16, serial: *const i8, resolution: u32) -> u32 {
+    if handle.is_null() {
+        return st::NULL_PARAMETER;
+    }
+    let mut g = fake();
+    let injected = g.enter(name);
+    // SAFETY: checked non-null above; the caller passes a pointer to one int16_t.
+    unsafe { *handle = 0 };
+    let power = match injected {
+        Some(p @ (st::POWER_SUPPLY_NOT_CONNECTED | st::USB3_0_DEVICE_NON_USB3_0_PORT)) => Some(p),
+        Some(s) => {
+            // SAFETY: as above.
+            unsafe { *handle = if s == st::NOT_FOUND { 0 } else { -1 } };
+            return s;
+        }
+        None => None,
+    };
+    if g.unplugged {
+        return st::NOT_FOUND;
+    }
+    if !serial.is_null() {
+        // SAFETY: a non-null serial is a NUL-terminated string by the API's contract.
+        let wanted = unsafe { CStr::from_ptr(serial) }.to_string_lossy();
+        if wanted != fam.serial() {
+            return st::NOT_FOUND;
+        }
+    }
+    if g.units.iter().any(|u| u.fam == fam && !u.dead) {
+        // The one simulated device of this family is already open.
+        return st::NOT_FOUND;
+    }
+    if fam == Fam::Ps5000a && resolution > 4 {
+        return st::INVALID_DEVICE_RESOLUTION;
+    }
+    let h = g.next_handle;
+    g.next_handle = g.next_handle.wrapping_add(1).max(1);
+    let seed = g.settings.seed ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    g.units.push(Unit {
+        handle: h,
+        fam,
+        resolution: if fam == Fam::Ps5000a { resolution } else { 0 },
+        dead: false,
+        power_pending: power,
+        chans: [Chan {
+            enabled: true,
+            range: 7,
+            offset_v: 0.0,
+        }; 4],
+        trig: Trig::default(),
+        segments: 1,
+        captures: 1,
+        buffers: Vec::new(),
+        block: None,
+        run_id: 0,
+        stream: None,
+        rng: Rng::new(seed),
+    });
+    if let Some(u) = g.units.last_mut() {
+        // Channels the model lacks, or the resolution does not allow, start switched off.
+        let allowed = match (fam, u.resolution) {
+            (Fam::Ps5000a, 3) => 2,
+            (Fam::Ps5000a, 4) => 1,
+            _ => fam.channels(),
+        };
+        for c in allowed..4 {
+            u.chans[c].enabled = false;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *handle = h };
+    power.unwrap_or(st::OK)
+}
+
+fn close_unit(name: &str, fam: Fam, handle: i16) -> u32 {
+    let t = {
+        let mut g = fake();
+        if let Some(s) = g.enter(name) {
+            return s;
+        }
+        let Some(i) = g
+            .units
+            .iter()
+            .position(|u| u.handle == handle && u.fam == fam)
+        else {
+            return st::INVALID_HANDLE;
+        };
+        let mut u = g.units.remove(i);
+        stop_unit(&mut u)
+    };
+    join(t);
+    st::OK
+}
+
+fn stop(name: &str, fam: Fam, handle: i16) -> u32 {
+    let mut t = None;
+    let s = with_unit(name, fam, handle, |u, _| {
+        t = stop_unit(u);
+        st::OK
+    });
+    join(t);
+    s
+}
+
+fn change_power_source(name: &str, fam: Fam, handle: i16, state: u32) -> u32 {
+    let mut g = fake();
+    if let Some(s) = g.enter(name) {
+        return s;
+    }
+    let Some(u) = g
+        .units
+        .iter_mut()
+        .find(|u| u.handle == handle && u.fam == fam)
+    else {
+        return st::INVALID_HANDLE;
+    };
+    if u.dead {
+        return st::NOT_RESPONDING;
+    }
+    match state {
+        st::POWER_SUPPLY_NOT_CONNECTED | st::USB3_0_DEVICE_NON_USB3_0_PORT => {
+            u.power_pending = None;
+            st::OK
+        }
+        _ => st::INVALID_PARAMETER,
+    }
+}
+
+fn unit_info(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    out: *mut i8,
+    len: i16,
+    required: *mut i16,
+    info: u32,
+) -> u32 {
+    let mut g = fake();
+    if let Some(s) = g.enter(name) {
+        return s;
+    }
+    let Some(u) = g.units.iter().find(|u| u.handle == handle && u.fam == fam) else {
+        return st::INVALID_HANDLE;
+    };
+    if u.dead {
+        return st::NOT_RESPONDING;
+    }
+    let text: &str = match info {
+        0 => "fake-picosdk 0.1.0",
+        1 => "3.0",
+        2 => "1",
+        3 => fam.variant(),
+        4 => fam.serial(),
+        5 => "01Jan26",
+        6 => "fake kernel driver",
+        _ => return st::INVALID_PARAMETER,
+    };
+    let bytes = text.as_bytes();
+    if !required.is_null() {
+        // SAFETY: non-null pointer to one int16_t per the API.
+        unsafe { *required = bytes.len() as i16 + 1 };
+    }
+    if out.is_null() || len <= 0 {
+        return st::OK;
+    }
+    let n = bytes.len().min(len as usize - 1);
+    // SAFETY: the caller gave `len` writable bytes at `out`; we write n + 1 <= len.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const i8, out, n);
+        *out.add(n) = 0;
+    }
+    st::OK
+}
+
+fn enumerate_units(name: &str, fam: Fam, count: *mut i16, serials: *mut i8, len: *mut i16) -> u32 {
+    let mut g = fake();
+    if let Some(s) = g.enter(name) {
+        return s;
+    }
+    if count.is_null() {
+        return st::NULL_PARAMETER;
+    }
+    if g.unplugged {
+        // SAFETY: non-null pointer to one int16_t.
+        unsafe { *count = 0 };
+        return st::NOT_FOUND;
+    }
+    // SAFETY: as above.
+    unsafe { *count = 1 };
+    if !serials.is_null() && !len.is_null() {
+        let s = fam.serial().as_bytes();
+        // SAFETY: `len` points to the buffer length in bytes, `serials` to that many bytes.
+        unsafe {
+            let cap = (*len).max(0) as usize;
+            if cap < s.len() + 1 {
+                return st::INVALID_PARAMETER;
+            }
+            std::ptr::copy_nonoverlapping(s.as_ptr() as *const i8, serials, s.len());
+            *serials.add(s.len()) = 0;
+            *len = s.len() as i16;
+        }
+    }
+    st::OK
+}
+
+fn set_resolution(name: &str, fam: Fam, handle: i16, res: u32) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if res > 4 {
+            return st::INVALID_DEVICE_RESOLUTION;
+        }
+        if (res == 3 && u.enabled() > 2) || (res == 4 && u.enabled() > 1) {
+            return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
+        }
+        u.resolution = res;
+        st::OK
+    })
+}
+
+fn set_channel(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    ch: i32,
+    enabled: i16,
+    coupling: i32,
+    range: i32,
+    offset: f32,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if !(0..fam.channels() as i32).contains(&ch) {
+            return st::INVALID_CHANNEL;
+        }
+        if !(0..=1).contains(&coupling) {
+            return st::INVALID_COUPLING;
+        }
+        if enabled != 0 && !fam.range_ok(range) {
+            return st::INVALID_VOLTAGE_RANGE;
+        }
+        let mut next = u.chans;
+        next[ch as usize] = Chan {
+            enabled: enabled != 0,
+            range,
+            offset_v: offset,
+        };
+        let n = next.iter().filter(|c| c.enabled).count();
+        if fam == Fam::Ps5000a && ((u.resolution == 3 && n > 2) || (u.resolution == 4 && n > 1)) {
+            return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
+        }
+        u.chans = next;
+        st::OK
+    })
+}
+
+fn get_timebase2(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    tb: u32,
+    samples: i32,
+    interval: *mut f32,
+    max: *mut i32,
+    segment: u32,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        let Some(ns) = fam.interval_ns(u.resolution, tb, u.enabled()) else {
+            return st::INVALID_TIMEBASE;
+        };
+        if segment >= u.segments {
+            return st::SEGMENT_OUT_OF_RANGE;
+        }
+        let max_samples = max_per_segment(u);
+        if samples < 0 || i64::from(samples) > max_samples {
+            return st::TOO_MANY_SAMPLES;
+        }
+        // SAFETY: optional out-pointers to one float / one int32_t each.
+        unsafe {
+            if !interval.is_null() {
+                *interval = ns as f32;
+            }
+            if !max.is_null() {
+                *max = max_samples as i32;
+            }
+        }
+        st::OK
+    })
+}
+
+fn max_per_segment(u: &Unit) -> i64 {
+    (u.fam.memory() / u64::from(u.segments.max(1)) / u.enabled().max(1) as u64) as i64
+}
+
+fn set_simple_trigger(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    enable: i16,
+    source: i32,
+    threshold: i16,
+    direction: i32,
+    delay: u32,
+    auto_ms: i16,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if enable != 0 && !(0..fam.channels() as i32).contains(&source) {
+            return st::INVALID_TRIGGER_CHANNEL;
+        }
+        if !(0..=4).contains(&direction) {
+            return st::INVALID_PARAMETER;
+        }
+        u.trig = Trig {
+            enabled: enable != 0,
+            source,
+            threshold,
+            direction,
+            delay,
+            auto_ms,
+        };
+        st::OK
+    })
+}
+
+fn memory_segments(name: &str, fam: Fam, handle: i16, n: u32, max: *mut i32) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if n == 0 || n > fam.max_segments() {
+            return st::TOO_MANY_SEGMENTS;
+        }
+        u.segments = n;
+        u.captures = u.captures.min(n);
+        u.buffers.clear();
+        if !max.is_null() {
+            // SAFETY: non-null pointer to one int32_t.
+            unsafe { *max = (fam.memory() / u64::from(n)) as i32 };
+        }
+        st::OK
+    })
+}
+
+fn set_no_of_captures(name: &str, fam: Fam, handle: i16, n: u32) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if n == 0 || n > u.segments {
+            return st::INVALID_PARAMETER;
+        }
+        u.captures = n;
+        st::OK
+    })
+}
+
+fn set_data_buffer(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    ch: i32,
+    buf: *mut i16,
+    len: i32,
+    segment: u32,
+    mode: i32,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if !(0..fam.channels() as i32).contains(&ch) {
+            return st::INVALID_CHANNEL;
+        }
+        if segment >= u.segments {
+            return st::SEGMENT_OUT_OF_RANGE;
+        }
+        if mode != 0 {
+            return st::RATIO_MODE_NOT_SUPPORTED;
+        }
+        u.buffers.retain(|b| !(b.0 == ch && b.1 == segment));
+        if !buf.is_null() && len > 0 {
+            u.buffers.push((ch, segment, buf as usize, len));
+        }
+        st::OK
+    })
+}
+
+struct BlockArgs {
+    fam: Fam,
+    handle: i16,
+    pre: i32,
+    post: i32,
+    tb: u32,
+    time_indisposed: *mut i32,
+    segment: u32,
+    cb: BlockReady,
+    param: *mut c_void,
+}
+
+fn run_block(name: &str, a: BlockArgs) -> u32 {
+    let mut g = fake();
+    if let Some(s) = g.enter(name) {
+        return s;
+    }
+    let settings = g.settings;
+    let u = match g.unit(a.handle, a.fam) {
+        Ok(u) => u,
+        Err(s) => return s,
+    };
+    if u.block
+        .as_ref()
+        .is_some_and(|b| b.thread.is_some() && !b.ready)
+        || u.stream.is_some()
+    {
+        return st::BUSY;
+    }
+    let Some(interval_ns) = a.fam.interval_ns(u.resolution, a.tb, u.enabled()) else {
+        return st::INVALID_TIMEBASE;
+    };
+    if a.pre < 0 || a.post < 0 || a.pre + a.post <= 0 {
+        return st::INVALID_PARAMETER;
+    }
+    if i64::from(a.pre) + i64::from(a.post) > max_per_segment(u) {
+        return st::TOO_MANY_SAMPLES;
+    }
+    if a.segment + u.captures > u.segments {
+        return st::SEGMENT_OUT_OF_RANGE;
+    }
+    if u.trig.enabled && !u.chans[u.trig.source as usize].enabled {
+        return st::INVALID_TRIGGER_CHANNEL;
+    }
+    let samples = (a.pre + a.post) as usize;
+    let mut block = Block {
+        id: u.run_id + 1,
+        samples,
+        data: vec![Vec::new(); u.segments as usize * 4],
+        overflow: vec![0; u.segments as usize],
+        offsets_ps: vec![0; u.segments as usize],
+        ready: false,
+        thread: None,
+    };
+    u.run_id += 1;
+    let mut triggered = true;
+    for seg in a.segment..a.segment + u.captures {
+        match signal::capture(
+            u,
+            &settings,
+            a.pre as usize - (u.trig.delay as usize).min(a.pre as usize),
+            samples,
+        ) {
+            Some((chans, overflow, phase)) => {
+                for (c, data) in chans.into_iter().enumerate() {
+                    block.data[seg as usize * 4 + c] = data;
+                }
+                block.overflow[seg as usize] = overflow;
+                block.offsets_ps[seg as usize] = -(phase * interval_ns * 1000.0).round() as i64;
+            }
+            None => {
+                triggered = false;
+                break;
+            }
+        }
+    }
+    let delay = if triggered {
+        if settings.capture_rate_hz > 0.0 {
+            Duration::from_secs_f64(f64::from(u.captures) / settings.capture_rate_hz)
+        } else {
+            Duration::ZERO
+        }
+    } else if u.trig.auto_ms > 0 {
+        // Auto-trigger: capture noise only after the auto-trigger time.
+        for seg in a.segment..a.segment + u.captures {
+            for c in 0..4 {
+                if u.chans[c].enabled {
+                    let data = (0..samples)
+                        .map(|_| {
+                            let v = u.rng.gauss() * settings.noise * range_volts(u.chans[c].range);
+                            u.to_adc(c, v).0
+                        })
+                        .collect();
+                    block.data[seg as usize * 4 + c] = data;
+                }
+            }
+        }
+        Duration::from_millis(u.trig.auto_ms as u64 * u64::from(u.captures))
+    } else {
+        // The level is out of every pulse's reach: the scope waits for ever.
+        u.block = Some(block);
+        return st::OK;
+    };
+    if !a.time_indisposed.is_null() {
+        // SAFETY: non-null pointer to one int32_t.
+        unsafe { *a.time_indisposed = delay.as_millis() as i32 };
+    }
+    let handle = u.handle;
+    let fam = a.fam;
+    let id = block.id;
+    let cb = a.cb;
+    let param = a.param as usize;
+    u.block = Some(block);
+    let thread = std::thread::Builder::new()
+        .name("fake-pico-block".into())
+        .spawn(move || block_thread(fam, handle, id, delay, cb, param));
+    match thread {
+        Ok(t) => {
+            if let Some(b) = u.block.as_mut() {
+                b.thread = Some(t);
+            }
+            st::OK
+        }
+        Err(_) => 0x02, // PICO_MEMORY_FAIL
+    }
+}
+
+fn block_thread(fam: Fam, handle: i16, id: u64, delay: Duration, cb: BlockReady, param: usize) {
+    let deadline = Instant::now() + delay;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+        let g = fake();
+        let alive = g
+            .units
+            .iter()
+            .any(|u| u.handle == handle && u.fam == fam && u.run_id == id && !u.dead);
+        if !alive {
+            break;
+        }
+    }
+    let status = {
+        let mut g = fake();
+        let Some(u) = g
+            .units
+            .iter_mut()
+            .find(|u| u.handle == handle && u.fam == fam)
+        else {
+            return;
+        };
+        if u.run_id != id {
+            return; // stopped
+        }
+        if u.dead {
+            st::NOT_RESPONDING
+        } else {
+            if let Some(b) = u.block.as_mut() {
+                b.ready = true;
+            }
+            st::OK
+        }
+    };
+    if let Some(cb) = cb {
+        // SAFETY: the caller registered this callback and parameter with RunBlock and keeps
+        // them valid until Stop/CloseUnit returns, which joins this thread first.
+        unsafe { cb(handle, status, param as *mut c_void) };
+    }
+}
+
+fn is_ready(name: &str, fam: Fam, handle: i16, ready: *mut i16) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if ready.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        let r = u.block.as_ref().is_some_and(|b| b.ready);
+        // SAFETY: non-null pointer to one int16_t.
+        unsafe { *ready = i16::from(r) };
+        st::OK
+    })
+}
+
+fn get_values_bulk(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    n: *mut u32,
+    from: u32,
+    to: u32,
+    ratio: u32,
+    mode: i32,
+    overflow: *mut i16,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if n.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        if mode != 0 || ratio > 1 {
+            return st::RATIO_MODE_NOT_SUPPORTED;
+        }
+        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
+            return st::NO_SAMPLES_AVAILABLE;
+        };
+        if from > to || to >= u.segments {
+            return st::SEGMENT_OUT_OF_RANGE;
+        }
+        // SAFETY: non-null pointer to one uint32_t.
+        let wanted = unsafe { *n } as usize;
+        let count = wanted.min(block.samples);
+        for seg in from..=to {
+            for c in 0..4 {
+                if !u.chans[c].enabled {
+                    continue;
+                }
+                let Some((ptr, len)) = u.buffer(c, seg) else {
+                    return st::BUFFERS_NOT_SET;
+                };
+                let src = &block.data[seg as usize * 4 + c];
+                let k = count.min(len as usize).min(src.len());
+                // SAFETY: the caller registered `len` writable int16_t at `ptr` for this
+                // channel and segment with SetDataBuffer; k <= len.
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), ptr as *mut i16, k) };
+            }
+            if !overflow.is_null() {
+                // SAFETY: the overflow array has one int16_t per segment from..=to.
+                unsafe { *overflow.add((seg - from) as usize) = block.overflow[seg as usize] };
+            }
+        }
+        // SAFETY: as above.
+        unsafe { *n = count as u32 };
+        st::OK
+    })
+}
+
+fn trigger_offsets(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    times: *mut i64,
+    units: *mut i32,
+    from: u32,
+    to: u32,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
+            return st::NO_SAMPLES_AVAILABLE;
+        };
+        if times.is_null() || units.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        if from > to || to >= u.segments {
+            return st::SEGMENT_OUT_OF_RANGE;
+        }
+        for seg in from..=to {
+            let i = (seg - from) as usize;
+            // SAFETY: both arrays hold one element per segment from..=to.
+            unsafe {
+                *times.add(i) = block.offsets_ps[seg as usize];
+                *units.add(i) = 1; // PS
+            }
+        }
+        st::OK
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_streaming(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    interval: *mut u32,
+    units: i32,
+    _pre: u32,
+    _post: u32,
+    _auto_stop: i16,
+    ratio: u32,
+    mode: i32,
+    overview: u32,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if interval.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        if mode != 0 || ratio > 1 {
+            return st::RATIO_MODE_NOT_SUPPORTED;
+        }
+        if !(0..=5).contains(&units) || overview == 0 {
+            return st::INVALID_PARAMETER;
+        }
+        // SAFETY: non-null pointer to one uint32_t (in: requested, out: actual interval).
+        let requested = unsafe { *interval };
+        let unit_ns = 10f64.powi(units * 3 - 6);
+        let req_ns = f64::from(requested) * unit_ns;
+        // Streaming runs on the slow timebases: round to the nearest one at or above the
+        // fastest allowed.
+        let (_, last, _, offset, step) = fam.timebases(u.resolution);
+        let n = ((req_ns / step).round() as u32 + offset).max(last + 1);
+        let Some(ns) = fam.interval_ns(u.resolution, n, u.enabled()) else {
+            return st::INVALID_SAMPLE_INTERVAL;
+        };
+        if requested == 0 || ns / unit_ns > f64::from(u32::MAX) {
+            return st::INVALID_SAMPLE_INTERVAL;
+        }
+        for c in 0..4 {
+            if u.chans[c].enabled && u.buffer(c, 0).is_none() {
+                return st::BUFFERS_NOT_SET;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { *interval = (ns / unit_ns).round().max(1.0) as u32 };
+        u.run_id += 1;
+        u.stream = Some(Stream {
+            interval_ns: ns,
+            start: Instant::now(),
+            delivered: 0,
+            write_pos: 0,
+            overview,
+            pulse_age: None,
+            pulse_amp: [0.0; 4],
+        });
+        st::OK
+    })
+}
+
+fn latest_values(name: &str, fam: Fam, handle: i16, cb: StreamingReady, param: *mut c_void) -> u32 {
+    let mut call = None;
+    let s = with_unit(name, fam, handle, |u, settings| {
+        let Some(stream) = u.stream.as_ref() else {
+            return st::INVALID_PARAMETER;
+        };
+        let room = stream.overview - stream.write_pos;
+        let due = if settings.paced {
+            let elapsed = stream.start.elapsed().as_secs_f64() * 1e9;
+            ((elapsed / stream.interval_ns) as u64).saturating_sub(stream.delivered)
+        } else {
+            u64::from(room)
+        };
+        let n = due.min(u64::from(room)) as u32;
+        if n == 0 {
+            return st::BUSY;
+        }
+        let start = stream.write_pos;
+        let overflow = signal::stream(u, settings, start, n);
+        if let Some(s) = u.stream.as_mut() {
+            s.delivered += u64::from(n);
+            s.write_pos = (start + n) % s.overview;
+        }
+        call = Some((n, start, overflow));
+        st::OK
+    });
+    if let (Some((n, start, overflow)), Some(cb)) = (call, cb) {
+        // SAFETY: streaming callbacks run inside GetStreamingLatestValues with the caller's
+        // parameter, as Pico's library does.
+        unsafe { cb(handle, n as i32, start, overflow, 0, 0, 0, param) };
+    }
+    s
+}
+
+fn maximum_value(name: &str, fam: Fam, handle: i16, v: *mut i16) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if v.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        // SAFETY: non-null pointer to one int16_t.
+        unsafe { *v = fam.max_value(u.resolution) };
+        st::OK
+    })
+}
+
+fn ping(name: &str, fam: Fam, handle: i16) -> u32 {
+    with_unit(name, fam, handle, |_, _| st::OK)
+}
+
+// ------------------------------------------------------------------------------------------
+// The exported C API, family by family.
+
+macro_rules! common_exports {
+    ($fam:expr, $pfx:literal,
+     $close:ident, $stop:ident, $ping:ident, $info:ident, $enumerate:ident, $channel:ident,
+     $trigger:ident, $segments:ident, $captures:ident, $ready:ident, $buffer:ident,
+     $bulk:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident) => {
+        /// `PICO_STATUS CloseUnit(int16_t handle)`
+        #[no_mangle]
+        pub extern "C" fn $close(handle: i16) -> u32 {
+            close_unit(concat!($pfx, "CloseUnit"), $fam, handle)
+        }
+        /// `PICO_STATUS Stop(int16_t handle)`
+        #[no_mangle]
+        pub extern "C" fn $stop(handle: i16) -> u32 {
+            stop(concat!($pfx, "Stop"), $fam, handle)
+        }
+        /// `PICO_STATUS PingUnit(int16_t handle)`
+        #[no_mangle]
+        pub extern "C" fn $ping(handle: i16) -> u32 {
+            ping(concat!($pfx, "PingUnit"), $fam, handle)
+        }
+        /// `PICO_STATUS GetUnitInfo(int16_t handle, int8_t *string, int16_t len, int16_t *required, PICO_INFO info)`
+        #[no_mangle]
+        pub extern "C" fn $info(
+            handle: i16,
+            s: *mut i8,
+            len: i16,
+            required: *mut i16,
+            info: u32,
+        ) -> u32 {
+            unit_info(
+                concat!($pfx, "GetUnitInfo"),
+                $fam,
+                handle,
+                s,
+                len,
+                required,
+                info,
+            )
+        }
+        /// `PICO_STATUS EnumerateUnits(int16_t *count, int8_t *serials, int16_t *serialLth)`
+        #[no_mangle]
+        pub extern "C" fn $enumerate(count: *mut i16, serials: *mut i8, len: *mut i16) -> u32 {
+            enumerate_units(concat!($pfx, "EnumerateUnits"), $fam, count, serials, len)
+        }
+        /// `PICO_STATUS SetChannel(handle, channel, int16_t enabled, coupling, range, float analogOffset)`
+        #[no_mangle]
+        pub extern "C" fn $channel(
+            handle: i16,
+            ch: i32,
+            enabled: i16,
+            coupling: i32,
+            range: i32,
+            offset: f32,
+        ) -> u32 {
+            set_channel(
+                concat!($pfx, "SetChannel"),
+                $fam,
+                handle,
+                ch,
+                enabled,
+                coupling,
+                range,
+                offset,
+            )
+        }
+        /// `PICO_STATUS SetSimpleTrigger(handle, int16_t enable, source, int16_t threshold, direction, uint32_t delay, int16_t autoTrigger_ms)`
+        #[no_mangle]
+        pub extern "C" fn $trigger(
+            handle: i16,
+            enable: i16,
+            source: i32,
+            threshold: i16,
+            direction: i32,
+            delay: u32,
+            auto_ms: i16,
+        ) -> u32 {
+            set_simple_trigger(
+                concat!($pfx, "SetSimpleTrigger"),
+                $fam,
+                handle,
+                enable,
+                source,
+                threshold,
+                direction,
+                delay,
+                auto_ms,
+            )
+        }
+        /// `PICO_STATUS MemorySegments(handle, uint32_t nSegments, int32_t *nMaxSamples)`
+        #[no_mangle]
+        pub extern "C" fn $segments(handle: i16, n: u32, max: *mut i32) -> u32 {
+            memory_segments(concat!($pfx, "MemorySegments"), $fam, handle, n, max)
+        }
+        /// `PICO_STATUS SetNoOfCaptures(handle, uint32_t nCaptures)`
+        #[no_mangle]
+        pub extern "C" fn $captures(handle: i16, n: u32) -> u32 {
+            set_no_of_captures(concat!($pfx, "SetNoOfCaptures"), $fam, handle, n)
+        }
+        /// `PICO_STATUS IsReady(handle, int16_t *ready)`
+        #[no_mangle]
+        pub extern "C" fn $ready(handle: i16, ready: *mut i16) -> u32 {
+            is_ready(concat!($pfx, "IsReady"), $fam, handle, ready)
+        }
+        /// `PICO_STATUS SetDataBuffer(handle, channel, int16_t *buffer, int32_t len, uint32_t segment, ratioMode)`
+        #[no_mangle]
+        pub extern "C" fn $buffer(
+            handle: i16,
+            ch: i32,
+            buf: *mut i16,
+            len: i32,
+            segment: u32,
+            mode: i32,
+        ) -> u32 {
+            set_data_buffer(
+                concat!($pfx, "SetDataBuffer"),
+                $fam,
+                handle,
+                ch,
+                buf,
+                len,
+                segment,
+                mode,
+            )
+        }
+        /// `PICO_STATUS GetValuesBulk(handle, uint32_t *noOfSamples, uint32_t from, uint32_t to, uint32_t ratio, mode, int16_t *overflow)`
+        #[no_mangle]
+        pub extern "C" fn $bulk(
+            handle: i16,
+            n: *mut u32,
+            from: u32,
+            to: u32,
+            ratio: u32,
+            mode: i32,
+            overflow: *mut i16,
+        ) -> u32 {
+            get_values_bulk(
+                concat!($pfx, "GetValuesBulk"),
+                $fam,
+                handle,
+                n,
+                from,
+                to,
+                ratio,
+                mode,
+                overflow,
+            )
+        }
+        /// `PICO_STATUS GetValuesTriggerTimeOffsetBulk64(handle, int64_t *times, TIME_UNITS *units, uint32_t from, uint32_t to)`
+        #[no_mangle]
+        pub extern "C" fn $offsets(
+            handle: i16,
+            times: *mut i64,
+            units: *mut i32,
+            from: u32,
+            to: u32,
+        ) -> u32 {
+            trigger_offsets(
+                concat!($pfx, "GetValuesTriggerTimeOffsetBulk64"),
+                $fam,
+                handle,
+                times,
+                units,
+                from,
+                to,
+            )
+        }
+        /// `PICO_STATUS RunStreaming(handle, uint32_t *sampleInterval, units, uint32_t maxPre, uint32_t maxPost, int16_t autoStop, uint32_t ratio, mode, uint32_t overviewBufferSize)`
+        #[no_mangle]
+        pub extern "C" fn $streaming(
+            handle: i16,
+            interval: *mut u32,
+            units: i32,
+            pre: u32,
+            post: u32,
+            auto_stop: i16,
+            ratio: u32,
+            mode: i32,
+            overview: u32,
+        ) -> u32 {
+            run_streaming(
+                concat!($pfx, "RunStreaming"),
+                $fam,
+                handle,
+                interval,
+                units,
+                pre,
+                post,
+                auto_stop,
+                ratio,
+                mode,
+                overview,
+            )
+        }
+        /// `PICO_STATUS GetStreamingLatestValues(handle, StreamingReady cb, void *pParameter)`
+        #[no_mangle]
+        pub extern "C" fn $latest(handle: i16, cb: StreamingReady, param: *mut c_void) -> u32 {
+            latest_values(
+                concat!($pfx, "GetStreamingLatestValues"),
+                $fam,
+                handle,
+                cb,
+                param,
+            )
+        }
+        /// `PICO_STATUS MaximumValue(handle, int16_t *value)`
+        #[no_mangle]
+        pub extern "C" fn $maxval(handle: i16, v: *mut i16) -> u32 {
+            maximum_value(concat!($pfx, "MaximumValue"), $fam, handle, v)
+        }
+    };
+}
+
+common_exports!(
+    Fam::Ps5000a,
+    "ps5000a",
+    ps5000aCloseUnit,
+    ps5000aStop,
+    ps5000aPingUnit,
+    ps5000aGetUnitInfo,
+    ps5000aEnumerateUnits,
+    ps5000aSetChannel,
+    ps5000aSetSimpleTrigger,
+    ps5000aMemorySegments,
+    ps5000aSetNoOfCaptures,
+    ps5000aIsReady,
+    ps5000aSetDataBuffer,
+    ps5000aGetValuesBulk,
+    ps5000aGetValuesTriggerTimeOffsetBulk64,
+    ps5000aRunStreaming,
+    ps5000aGetStreamingLatestValues,
+    ps5000aMaximumValue
+);
+
+common_exports!(
+    Fam::Ps2000a,
+    "ps2000a",
+    ps2000aCloseUnit,
+    ps2000aStop,
+    ps2000aPingUnit,
+    ps2000aGetUnitInfo,
+    ps2000aEnumerateUnits,
+    ps2000aSetChannel,
+    ps2000aSetSimpleTrigger,
+    ps2000aMemorySegments,
+    ps2000aSetNoOfCaptures,
+    ps2000aIsReady,
+    ps2000aSetDataBuffer,
+    ps2000aGetValuesBulk,
+    ps2000aGetValuesTriggerTimeOffsetBulk64,
+    ps2000aRunStreaming,
+    ps2000aGetStreamingLatestValues,
+    ps2000aMaximumValue
+);
+
+/// `PICO_STATUS ps5000aOpenUnit(int16_t *handle, int8_t *serial, PS5000A_DEVICE_RESOLUTION res)`
+#[no_mangle]
+pub extern "C" fn ps5000aOpenUnit(handle: *mut i16, serial: *const i8, resolution: u32) -> u32 {
+    open_unit("ps5000aOpenUnit", Fam::Ps5000a, handle, serial, resolution)
+}
+
+/// `PICO_STATUS ps2000aOpenUnit(int16_t *handle, int8_t *serial)`
+#[no_mangle]
+pub extern "C" fn ps2000aOpenUnit(handle: *mut i16, serial: *const i8) -> u32 {
+    open_unit("ps2000aOpenUnit", Fam::Ps2000a, handle, serial, 0)
+}
+
+/// `PICO_STATUS ps5000aChangePowerSource(int16_t handle, PICO_STATUS powerState)`
+#[no_mangle]
+pub extern "C" fn ps5000aChangePowerSource(handle: i16, state: u32) -> u32 {
+    change_power_source("ps5000aChangePowerSource", Fam::Ps5000a, handle, state)
+}
+
+/// `PICO_STATUS ps5000aSetDeviceResolution(int16_t handle, PS5000A_DEVICE_RESOLUTION res)`
+#[no_mangle]
+pub extern "C" fn ps5000aSetDeviceResolution(handle: i16, resolution: u32) -> u32 {
+    set_resolution(
+        "ps5000aSetDeviceResolution",
+        Fam::Ps5000a,
+        handle,
+        resolution,
+    )
+}
+
+/// `PICO_STATUS ps5000aGetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *intervalNs, int32_t *maxSamples, uint32_t segment)`
+#[no_mangle]
+pub extern "C" fn ps5000aGetTimebase2(
+    handle: i16,
+    tb: u32,
+    samples: i32,
+    interval: *mut f32,
+    max: *mut i32,
+    segment: u32,
+) -> u32 {
+    get_timebase2(
+        "ps5000aGetTimebase2",
+        Fam::Ps5000a,
+        handle,
+        tb,
+        samples,
+        interval,
+        max,
+        segment,
+    )
+}
+
+/// `PICO_STATUS ps2000aGetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *intervalNs, int16_t oversample, int32_t *maxSamples, uint32_t segment)`
+#[no_mangle]
+pub extern "C" fn ps2000aGetTimebase2(
+    handle: i16,
+    tb: u32,
+    samples: i32,
+    interval: *mut f32,
+    _oversample: i16,
+    max: *mut i32,
+    segment: u32,
+) -> u32 {
+    get_timebase2(
+        "ps2000aGetTimebase2",
+        Fam::Ps2000a,
+        handle,
+        tb,
+        samples,
+        interval,
+        max,
+        segment,
+    )
+}
+
+/// `PICO_STATUS ps5000aRunBlock(handle, int32_t pre, int32_t post, uint32_t timebase, int32_t *timeIndisposedMs, uint32_t segment, ps5000aBlockReady cb, void *pParameter)`
+#[no_mangle]
+pub extern "C" fn ps5000aRunBlock(
+    handle: i16,
+    pre: i32,
+    post: i32,
+    tb: u32,
+    time_indisposed: *mut i32,
+    segment: u32,
+    cb: BlockReady,
+    param: *mut c_void,
+) -> u32 {
+    run_block(
+        "ps5000aRunBlock",
+        BlockArgs {
+            fam: Fam::Ps5000a,
+            handle,
+            pre,
+            post,
+            tb,
+            time_indisposed,
+            segment,
+            cb,
+            param,
+        },
+    )
+}
+
+/// `PICO_STATUS ps2000aRunBlock(handle, int32_t pre, int32_t post, uint32_t timebase, int16_t oversample, int32_t *timeIndisposedMs, uint32_t segment, ps2000aBlockReady cb, void *pParameter)`
+#[no_mangle]
+pub extern "C" fn ps2000aRunBlock(
+    handle: i16,
+    pre: i32,
+    post: i32,
+    tb: u32,
+    _oversample: i16,
+    time_indisposed: *mut i32,
+    segment: u32,
+    cb: BlockReady,
+    param: *mut c_void,
+) -> u32 {
+    run_block(
+        "ps2000aRunBlock",
+        BlockArgs {
+            fam: Fam::Ps2000a,
+            handle,
+            pre,
+            post,
+            tb,
+            time_indisposed,
+            segment,
+            cb,
+            param,
+        },
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// Control functions for tests. None of these exist in Pico's libraries.
+
+fn name_of(name: *const c_char) -> Option<String> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-null NUL-terminated string by this function's contract.
+    Some(
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// The next call of the exported function `name` (e.g. `"ps5000aRunBlock"`) returns
+/// `status` without doing anything (for `OpenUnit` with 0x11A or 0x11E: opens and asks for
+/// `ChangePowerSource`). Returns 0, or -1 if `name` is null.
+#[no_mangle]
+pub extern "C" fn fakepico_inject_status(name: *const c_char, status: u32) -> i32 {
+    fakepico_inject_status_after(name, status, 0)
+}
+
+/// Like [`fakepico_inject_status`], but lets `skip` calls of `name` pass first.
+#[no_mangle]
+pub extern "C" fn fakepico_inject_status_after(name: *const c_char, status: u32, skip: u32) -> i32 {
+    let Some(name) = name_of(name) else { return -1 };
+    fake().injections.push(Injection { name, status, skip });
+    0
+}
+
+/// How many times the exported function `name` has been called since load or reset.
+#[no_mangle]
+pub extern "C" fn fakepico_call_count(name: *const c_char) -> u32 {
+    let Some(name) = name_of(name) else { return 0 };
+    fake().calls.iter().find(|c| c.0 == name).map_or(0, |c| c.1)
+}
+
+/// Unplugs the simulated devices: open handles answer `PICO_NOT_RESPONDING` from now on
+/// (a block in flight reports it through its callback), `OpenUnit` and `EnumerateUnits`
+/// answer `PICO_NOT_FOUND` until [`fakepico_replug`].
+#[no_mangle]
+pub extern "C" fn fakepico_unplug() {
+    let mut g = fake();
+    g.unplugged = true;
+    for u in g.units.iter_mut() {
+        u.dead = true;
+    }
+}
+
+/// Plugs the simulated devices back in; old handles stay dead, a new `OpenUnit` works.
+#[no_mangle]
+pub extern "C" fn fakepico_replug() {
+    fake().unplugged = false;
+}
+
+/// Pulse shape: amplitudes uniform in [`amp_min`, `amp_max`] × the channel's full scale,
+/// rise and fall time constants in samples, Gaussian noise sigma as a fraction of full
+/// scale. Returns 0, or -1 if the values make no sense (nothing changed).
+#[no_mangle]
+pub extern "C" fn fakepico_set_pulse(
+    amp_min: f64,
+    amp_max: f64,
+    rise: f64,
+    fall: f64,
+    noise: f64,
+) -> i32 {
+    let ok = amp_min >= 0.0 && amp_max >= amp_min && rise > 0.0 && fall > rise && noise >= 0.0;
+    if !(ok && amp_max.is_finite() && fall.is_finite() && noise.is_finite()) {
+        return -1;
+    }
+    let mut g = fake();
+    g.settings.amp_min = amp_min;
+    g.settings.amp_max = amp_max;
+    g.settings.shape = Shape::new(rise, fall);
+    g.settings.noise = noise;
+    0
+}
+
+/// Waveform: 0 = pulses and noise, 1 = a ramp of ADC counts (streaming:
+/// `(sample_index + 7919 × channel) mod 30000`) that makes gaps and repeats visible.
+#[no_mangle]
+pub extern "C" fn fakepico_set_waveform(kind: i32) {
+    fake().settings.ramp = kind == 1;
+}
+
+/// Rapid block: how many captures per second the simulated detector triggers (0 = at once).
+#[no_mangle]
+pub extern "C" fn fakepico_set_capture_rate(hz: f64) {
+    fake().settings.capture_rate_hz = if hz.is_finite() && hz > 0.0 { hz } else { 0.0 };
+}
+
+/// Streaming: 1 = deliver samples as the wall clock makes them due (default), 0 = fill
+/// the overview buffer on every call (for throughput measurements).
+#[no_mangle]
+pub extern "C" fn fakepico_set_streaming_paced(paced: i32) {
+    fake().settings.paced = paced != 0;
+}
+
+/// Streaming pulses: mean pulses per sample (default 1/2000).
+#[no_mangle]
+pub extern "C" fn fakepico_set_pulse_rate(per_sample: f64) {
+    if per_sample.is_finite() && (0.0..=1.0).contains(&per_sample) {
+        fake().settings.pulse_per_sample = per_sample;
+    }
+}
+
+/// Seed of the noise and amplitude generator for units opened from now on.
+#[no_mangle]
+pub extern "C" fn fakepico_seed(seed: u64) {
+    fake().settings.seed = seed;
+}
+
+/// Closes every unit, clears injections, counts and settings, replugs.
+#[no_mangle]
+pub extern "C" fn fakepico_reset() {
+    let threads: Vec<_> = {
+        let mut g = fake();
+        let mut units = std::mem::take(&mut g.units);
+        g.injections.clear();
+        g.calls.clear();
+        g.unplugged = false;
+        g.settings = Settings::default();
+        units.iter_mut().map(stop_unit).collect()
+    };
+    for t in threads {
+        join(t);
+    }
+}
