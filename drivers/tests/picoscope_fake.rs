@@ -1,0 +1,893 @@
+//! The PicoScope driver end to end against `fake-picosdk`, loaded through the same
+//! `libloading` path as Pico's real libraries. Each test copies the fake to its own
+//! directory under the family's file name, so tests running in parallel each get their own
+//! library instance (state, injections, counters).
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use daq_drivers::picoscope::{
+    bench_fake, Acquisition, ChannelConfig, FamilyTable, PicoError, PicoScope, PicoScopeConfig,
+    PicoStatus, Resolution, SampleFormat, ThresholdDirection, TriggerConfig, VoltageRange, PS2000A,
+    PS5000A,
+};
+use daq_drivers::{DriverError, ReadOutcome, Source};
+
+/// The built fake library: next to this test binary (`target/<profile>/deps`, where cargo
+/// puts it as a dev-dependency) or one level up. Fails loudly if it is not there.
+fn fake_so() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir").to_path_buf();
+    let mut candidates = vec![deps.join("libfake_picosdk.so")];
+    if let Some(profile) = deps.parent() {
+        candidates.push(profile.join("libfake_picosdk.so"));
+    }
+    if let Some(tmp) = option_env!("CARGO_TARGET_TMPDIR") {
+        if let Some(target) = Path::new(tmp).parent() {
+            candidates.push(target.join("debug").join("libfake_picosdk.so"));
+        }
+    }
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            panic!(
+                "fake-picosdk's libfake_picosdk.so not found (looked at {candidates:?}); \
+                 build it with `cargo build -p fake-picosdk`"
+            )
+        })
+}
+
+/// One private copy of the fake library, named as Pico's library for `family`.
+struct Fake {
+    dir: PathBuf,
+    path: PathBuf,
+    lib: libloading::Library,
+}
+
+impl Fake {
+    fn new(family: &FamilyTable) -> Fake {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "daq-picoscope-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(family.soname);
+        std::fs::copy(fake_so(), &path).expect("copy fake library");
+        // SAFETY: our own test library; its initialisers are Rust's std only.
+        let lib = unsafe { libloading::Library::new(&path) }.expect("load fake library");
+        Fake { dir, path, lib }
+    }
+
+    fn config(&self, mut c: PicoScopeConfig) -> PicoScopeConfig {
+        c.library = Some(self.path.clone());
+        c
+    }
+
+    fn inject(&self, function: &str, status: u32) {
+        self.inject_after(function, status, 0);
+    }
+
+    fn inject_after(&self, function: &str, status: u32, skip: u32) {
+        let name = CString::new(function).unwrap();
+        // SAFETY: fakepico_inject_status_after(const char*, uint32_t, uint32_t) -> int32_t.
+        let r = unsafe {
+            let f: libloading::Symbol<
+                unsafe extern "C" fn(*const std::ffi::c_char, u32, u32) -> i32,
+            > = self.lib.get(b"fakepico_inject_status_after").unwrap();
+            f(name.as_ptr(), status, skip)
+        };
+        assert_eq!(r, 0);
+    }
+
+    fn calls(&self, function: &str) -> u32 {
+        let name = CString::new(function).unwrap();
+        // SAFETY: fakepico_call_count(const char*) -> uint32_t.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> u32> =
+                self.lib.get(b"fakepico_call_count").unwrap();
+            f(name.as_ptr())
+        }
+    }
+
+    fn void(&self, symbol: &[u8]) {
+        // SAFETY: the fake's control functions named here take no arguments.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn()> = self.lib.get(symbol).unwrap();
+            f()
+        }
+    }
+
+    fn unplug(&self) {
+        self.void(b"fakepico_unplug");
+    }
+
+    fn replug(&self) {
+        self.void(b"fakepico_replug");
+    }
+
+    fn set_pulse(&self, amp_min: f64, amp_max: f64, rise: f64, fall: f64, noise: f64) {
+        // SAFETY: fakepico_set_pulse(double x5) -> int32_t.
+        let r = unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(f64, f64, f64, f64, f64) -> i32> =
+                self.lib.get(b"fakepico_set_pulse").unwrap();
+            f(amp_min, amp_max, rise, fall, noise)
+        };
+        assert_eq!(r, 0);
+    }
+
+    fn set_i32(&self, symbol: &[u8], v: i32) {
+        // SAFETY: the fake's control functions named here take one int32_t.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(i32)> = self.lib.get(symbol).unwrap();
+            f(v)
+        }
+    }
+
+    fn set_capture_rate(&self, hz: f64) {
+        // SAFETY: fakepico_set_capture_rate(double).
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(f64)> =
+                self.lib.get(b"fakepico_set_capture_rate").unwrap();
+            f(hz)
+        }
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const T: Duration = Duration::from_secs(5);
+
+fn block_config(
+    family: &'static FamilyTable,
+    channels: usize,
+    captures: u32,
+    format: SampleFormat,
+) -> PicoScopeConfig {
+    let mut c = PicoScopeConfig::muon_telescope(family);
+    for (i, ch) in c.channels.iter_mut().enumerate() {
+        *ch = if i < channels {
+            ChannelConfig::dc(VoltageRange::Mv500)
+        } else {
+            ChannelConfig::OFF
+        };
+    }
+    c.sample_interval_ns = 16.0;
+    c.acquisition = Acquisition::RapidBlock {
+        pre_trigger: 40,
+        post_trigger: 160,
+        captures_per_run: captures,
+        trigger: Some(TriggerConfig {
+            channel: 0,
+            level_v: -0.05,
+            direction: ThresholdDirection::Falling,
+            delay_samples: 0,
+            auto_trigger_ms: 0,
+        }),
+    };
+    c.format = format;
+    c
+}
+
+fn read_one(scope: &mut PicoScope, out: &mut [u8]) {
+    match scope.read_capture(out, T) {
+        Ok(ReadOutcome::Event(_)) => {}
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn i16s(bytes: &[u8]) -> Vec<i16> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+#[test]
+fn rapid_block_writes_each_capture_with_the_pulse_at_the_trigger() {
+    let fake = Fake::new(&PS5000A);
+    fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 4, 10, SampleFormat::Volts))).unwrap();
+    let layout = scope.layout().clone();
+    assert_eq!(layout.records, 200);
+    let names: Vec<_> = layout
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.numpy_type))
+        .collect();
+    assert_eq!(
+        names,
+        [("chA", "f4"), ("chB", "f4"), ("chC", "f4"), ("chD", "f4")]
+    );
+    assert_eq!(layout.event_size(), 200 * 4 * 4);
+    assert_eq!(scope.sample_interval_ns(), 16.0);
+    assert_eq!(scope.timebase(), 4);
+
+    let mut out = vec![0u8; layout.event_size()];
+    scope.start_capture().unwrap();
+    for event in 0..25 {
+        read_one(&mut scope, &mut out);
+        let v = f32s(&out);
+        assert_eq!(v.len(), 800);
+        let a: Vec<f32> = v.chunks_exact(4).map(|r| r[0]).collect();
+        // Falling through -50 mV exactly between samples 39 and 40 (noise is off).
+        assert!(a[40] <= -0.05, "event {event}: A[40] = {}", a[40]);
+        assert!(a[39] > -0.05, "event {event}: A[39] = {}", a[39]);
+        assert!(
+            a[..39].iter().all(|&x| x == 0.0),
+            "event {event}: baseline before the pulse"
+        );
+        let min = a.iter().cloned().fold(f32::MAX, f32::min);
+        assert!((-0.4..=-0.05).contains(&min), "event {event}: peak {min}");
+        let offset = scope.last_trigger_offset_s().unwrap();
+        assert!(offset <= 0.0 && offset > -16e-9, "trigger offset {offset}");
+        // The other channels carry a coincident negative pulse too.
+        for ch in 1..4 {
+            let m = v.chunks_exact(4).map(|r| r[ch]).fold(f32::MAX, f32::min);
+            assert!(m < -0.09, "event {event} channel {ch}: {m}");
+        }
+    }
+    scope.stop_capture().unwrap();
+    assert_eq!(scope.counters().events, 25);
+    // 25 events = 3 runs fetched, the 4th armed at the third fetch.
+    assert_eq!(fake.calls("ps5000aGetValuesBulk"), 3);
+    assert_eq!(fake.calls("ps5000aRunBlock"), 4);
+    // Buffers registered once at configure: one per channel and segment, none per event.
+    assert_eq!(fake.calls("ps5000aSetDataBuffer"), 40);
+    assert_eq!(fake.calls("ps5000aMemorySegments"), 1);
+    assert_eq!(fake.calls("ps5000aSetNoOfCaptures"), 1);
+}
+
+#[test]
+fn rising_trigger_sees_positive_pulses_at_the_trigger() {
+    let fake = Fake::new(&PS5000A);
+    fake.set_pulse(0.3, 0.9, 3.0, 30.0, 0.0);
+    let mut c = block_config(&PS5000A, 1, 5, SampleFormat::Volts);
+    if let Acquisition::RapidBlock {
+        ref mut trigger, ..
+    } = c.acquisition
+    {
+        *trigger = Some(TriggerConfig {
+            channel: 0,
+            level_v: 0.12,
+            direction: ThresholdDirection::Rising,
+            delay_samples: 0,
+            auto_trigger_ms: 0,
+        });
+    }
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    for _ in 0..12 {
+        read_one(&mut scope, &mut out);
+        let a = f32s(&out);
+        assert_eq!(a.len(), 200);
+        assert!(
+            a[40] >= 0.12 && a[39] < 0.12,
+            "A[39..41] = {:?}",
+            &a[39..41]
+        );
+    }
+}
+
+#[test]
+fn volts_are_counts_times_range_over_max_minus_offset() {
+    // Two private library copies with the same seed produce the same ADC counts.
+    let raw_fake = Fake::new(&PS5000A);
+    let volt_fake = Fake::new(&PS5000A);
+    let mut raw_cfg = block_config(&PS5000A, 2, 4, SampleFormat::Raw);
+    raw_cfg.resolution = Resolution::Bits12;
+    raw_cfg.channels[1] = ChannelConfig {
+        analog_offset_v: 0.25,
+        ..ChannelConfig::dc(VoltageRange::V1)
+    };
+    let mut volt_cfg = raw_cfg.clone();
+    volt_cfg.format = SampleFormat::Volts;
+    let mut raw = PicoScope::open(raw_fake.config(raw_cfg)).unwrap();
+    let mut volts = PicoScope::open(volt_fake.config(volt_cfg)).unwrap();
+    assert_eq!(raw.max_adc(), 32767);
+    assert_eq!(raw.layout().fields[0].numpy_type, "i2");
+    assert_eq!(raw.layout().event_size(), 200 * 2 * 2);
+    let mut rb = vec![0u8; raw.layout().event_size()];
+    let mut vb = vec![0u8; volts.layout().event_size()];
+    raw.start_capture().unwrap();
+    volts.start_capture().unwrap();
+    for _ in 0..6 {
+        read_one(&mut raw, &mut rb);
+        read_one(&mut volts, &mut vb);
+        let r = i16s(&rb);
+        let v = f32s(&vb);
+        for (i, (&adc, &volt)) in r.iter().zip(&v).enumerate() {
+            let (range, offset) = if i % 2 == 0 {
+                (0.5f32, 0.0f32)
+            } else {
+                (1.0, 0.25)
+            };
+            let want = f32::from(adc) * (range / 32767.0) - offset;
+            assert!((volt - want).abs() <= 1e-6, "sample {i}: {volt} vs {want}");
+            // 12-bit samples are left-aligned in 16 bits.
+            assert_eq!(adc % 16, 0, "sample {i}: {adc}");
+        }
+        // The offset shows on channel B's baseline: 0 V in reads back as 0 V.
+        assert!(
+            (v[1] + 0.0).abs() < 2e-3 || v[1].abs() < 0.5,
+            "B baseline {}",
+            v[1]
+        );
+    }
+}
+
+#[test]
+fn eight_bit_counts_are_multiples_of_256_within_32512() {
+    let fake = Fake::new(&PS5000A);
+    fake.set_pulse(0.5, 1.5, 2.0, 20.0, 0.01); // some pulses clip
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 2, 8, SampleFormat::Raw))).unwrap();
+    assert_eq!(scope.max_adc(), 32512);
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    for _ in 0..16 {
+        read_one(&mut scope, &mut out);
+        for s in i16s(&out) {
+            assert_eq!(s % 256, 0);
+            assert!((-32512..=32512).contains(&s));
+        }
+    }
+    assert!(
+        scope.counters().overrange > 0,
+        "amplitudes up to 1.5 × full scale clip"
+    );
+}
+
+#[test]
+fn timebase_is_confirmed_and_stepped_past_refusals() {
+    let fake = Fake::new(&PS5000A);
+    // 8-bit, 4 channels, 1 ns asked: the formula says n = 0, the device allows n >= 2.
+    let mut c = block_config(&PS5000A, 4, 1, SampleFormat::Raw);
+    c.sample_interval_ns = 1.0;
+    let scope = PicoScope::open(fake.config(c)).unwrap();
+    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (2, 4.0));
+    assert_eq!(fake.calls("ps5000aGetTimebase2"), 3);
+    drop(scope);
+
+    // 12-bit, one channel, 1 µs: (n − 3) × 16 ns gives 992 (n = 65) or 1008 (n = 66),
+    // both 8 ns away; a tie goes to the longer interval.
+    let fake = Fake::new(&PS5000A);
+    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Raw);
+    c.resolution = Resolution::Bits12;
+    c.sample_interval_ns = 1000.0;
+    let scope = PicoScope::open(fake.config(c)).unwrap();
+    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (66, 1008.0));
+    assert_eq!(fake.calls("ps5000aGetTimebase2"), 1);
+    drop(scope);
+
+    // 16-bit needs one channel and gives 16 ns at best.
+    let fake = Fake::new(&PS5000A);
+    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Raw);
+    c.resolution = Resolution::Bits16;
+    c.sample_interval_ns = 2.0;
+    let scope = PicoScope::open(fake.config(c)).unwrap();
+    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (4, 16.0));
+    drop(scope);
+
+    // ps2000a 2206A: 2^n × 2 ns, then (n − 2) × 16 ns.
+    let fake = Fake::new(&PS2000A);
+    let mut c = block_config(&PS2000A, 2, 1, SampleFormat::Raw);
+    c.sample_interval_ns = 32.0;
+    let scope = PicoScope::open(fake.config(c)).unwrap();
+    assert_eq!(scope.variant(), "2206A");
+    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (4, 32.0));
+
+    // One refusal injected: the driver steps to the next timebase and reports its interval.
+    let fake = Fake::new(&PS5000A);
+    fake.inject("ps5000aGetTimebase2", 0x0E);
+    let scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 1, 1, SampleFormat::Raw))).unwrap();
+    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (5, 24.0));
+}
+
+#[test]
+fn ps2000a_rapid_block_through_its_own_signatures() {
+    let fake = Fake::new(&PS2000A);
+    fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS2000A, 2, 5, SampleFormat::Volts))).unwrap();
+    assert_eq!(scope.max_adc(), 32512);
+    let mut out = vec![0u8; scope.layout().event_size()];
+    assert_eq!(out.len(), 200 * 2 * 4);
+    scope.start_capture().unwrap();
+    for _ in 0..10 {
+        read_one(&mut scope, &mut out);
+        let v = f32s(&out);
+        assert!(
+            v[80] <= -0.05 && v[78] > -0.05,
+            "A[39] {} A[40] {}",
+            v[78],
+            v[80]
+        );
+    }
+    assert_eq!(fake.calls("ps2000aGetValuesBulk"), 2);
+    assert_eq!(fake.calls("ps2000aSetDataBuffer"), 10);
+    // The 2206A has two channels: C and D were switched off (refusal ignored), and asking
+    // for C is a configuration error.
+    drop(scope);
+    let err = PicoScope::open(fake.config(block_config(&PS2000A, 3, 1, SampleFormat::Volts)))
+        .unwrap_err();
+    assert!(matches!(err, PicoError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("2206A has 2 channels"), "{err}");
+}
+
+#[test]
+fn open_accepts_both_power_prompts() {
+    for prompt in [0x11Au32, 0x11E] {
+        let fake = Fake::new(&PS5000A);
+        fake.inject("ps5000aOpenUnit", prompt);
+        let mut scope =
+            PicoScope::open(fake.config(block_config(&PS5000A, 4, 2, SampleFormat::Volts)))
+                .unwrap();
+        assert_eq!(fake.calls("ps5000aChangePowerSource"), 1);
+        let mut out = vec![0u8; scope.layout().event_size()];
+        scope.start_capture().unwrap();
+        read_one(&mut scope, &mut out);
+    }
+    // Refusing the power source is a typed error naming ChangePowerSource.
+    let fake = Fake::new(&PS5000A);
+    fake.inject("ps5000aOpenUnit", 0x11A);
+    fake.inject("ps5000aChangePowerSource", 0x07);
+    let err = PicoScope::open(fake.config(block_config(&PS5000A, 4, 2, SampleFormat::Volts)))
+        .unwrap_err();
+    match &err {
+        PicoError::Status {
+            function, status, ..
+        } => {
+            assert_eq!(*function, "ps5000aChangePowerSource");
+            assert_eq!(*status, PicoStatus::NotResponding);
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn streaming_cuts_a_gapless_sample_sequence_into_events() {
+    for (paced, records, overview) in [
+        (true, 1000u32, 4096u32),
+        (false, 1000, 1500),
+        (false, 333, 1024),
+    ] {
+        let fake = Fake::new(&PS5000A);
+        fake.set_i32(b"fakepico_set_waveform", 1);
+        fake.set_i32(b"fakepico_set_streaming_paced", i32::from(paced));
+        let mut c = block_config(&PS5000A, 2, 1, SampleFormat::Raw);
+        c.sample_interval_ns = 1000.0;
+        c.acquisition = Acquisition::Streaming {
+            samples_per_event: records,
+            overview_samples: overview,
+        };
+        let mut scope = PicoScope::open(fake.config(c)).unwrap();
+        assert_eq!(scope.layout().records, records as usize);
+        let mut out = vec![0u8; scope.layout().event_size()];
+        scope.start_capture().unwrap();
+        assert_eq!(scope.sample_interval_ns(), 1000.0);
+        let events = 40u64;
+        for e in 0..events {
+            read_one(&mut scope, &mut out);
+            let s = i16s(&out);
+            assert_eq!(s.len(), 2 * records as usize);
+            for (i, pair) in s.chunks_exact(2).enumerate() {
+                let idx = e * u64::from(records) + i as u64;
+                assert_eq!(
+                    pair[0],
+                    (idx % 30000) as i16,
+                    "paced {paced} event {e} sample {i} A"
+                );
+                assert_eq!(
+                    pair[1],
+                    ((idx + 7919) % 30000) as i16,
+                    "paced {paced} event {e} sample {i} B"
+                );
+            }
+        }
+        let counters = scope.counters();
+        assert_eq!(counters.events, events);
+        // Every sample delivered is either in an event or still waiting for the next one.
+        assert!(counters.stream_samples >= events * u64::from(records));
+        assert!(counters.stream_samples < (events + 1) * u64::from(records) + u64::from(overview));
+        scope.stop_capture().unwrap();
+        assert_eq!(fake.calls("ps5000aSetDataBuffer"), 2);
+    }
+}
+
+#[test]
+fn streaming_volts_have_pulses_and_noise() {
+    let fake = Fake::new(&PS5000A);
+    fake.set_i32(b"fakepico_set_streaming_paced", 0);
+    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Volts);
+    c.sample_interval_ns = 1000.0;
+    c.acquisition = Acquisition::Streaming {
+        samples_per_event: 4000,
+        overview_samples: 8192,
+    };
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    let mut peak = 0f32;
+    for _ in 0..10 {
+        read_one(&mut scope, &mut out);
+        for v in f32s(&out) {
+            assert!(v.abs() <= 0.5);
+            peak = peak.max(v);
+        }
+    }
+    // 40000 samples at one pulse per 2000 samples: pulses of 0.1..0.4 V are there.
+    assert!(peak > 0.09, "peak {peak}");
+}
+
+/// Opens, starts and reads until the error the injection causes; returns it.
+fn error_from(
+    family: &'static FamilyTable,
+    function: &str,
+    status: u32,
+    streaming: bool,
+) -> PicoError {
+    let fake = Fake::new(family);
+    fake.inject(function, status);
+    let mut c = block_config(family, 2, 3, SampleFormat::Volts);
+    if streaming {
+        c.sample_interval_ns = 1000.0;
+        c.acquisition = Acquisition::Streaming {
+            samples_per_event: 100,
+            overview_samples: 1000,
+        };
+    }
+    let mut scope = match PicoScope::open(fake.config(c)) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let mut out = vec![0u8; scope.layout().event_size()];
+    if let Err(e) = scope.start_capture() {
+        return e;
+    }
+    for _ in 0..10 {
+        if let Err(e) = scope.read_capture(&mut out, T) {
+            return e;
+        }
+    }
+    panic!("{function} = 0x{status:X} caused no error");
+}
+
+#[test]
+fn every_injected_status_becomes_its_typed_error() {
+    let cases: &[(&FamilyTable, &str, u32, bool)] = &[
+        (&PS5000A, "ps5000aOpenUnit", 0x03, false),
+        (&PS5000A, "ps5000aOpenUnit", 0x01, false),
+        (&PS5000A, "ps5000aGetUnitInfo", 0x07, false),
+        (&PS5000A, "ps5000aSetChannel", 0x0F, false),
+        (&PS5000A, "ps5000aSetDeviceResolution", 0x120, false),
+        (&PS5000A, "ps5000aMaximumValue", 0x06, false),
+        (&PS5000A, "ps5000aMemorySegments", 0x1E, false),
+        (&PS5000A, "ps5000aSetNoOfCaptures", 0x0D, false),
+        (&PS5000A, "ps5000aGetTimebase2", 0x0D, false),
+        (&PS5000A, "ps5000aSetSimpleTrigger", 0x11, false),
+        (&PS5000A, "ps5000aSetDataBuffer", 0x46, false),
+        (&PS5000A, "ps5000aRunBlock", 0x15, false),
+        (&PS5000A, "ps5000aGetValuesBulk", 0x18, false),
+        (
+            &PS5000A,
+            "ps5000aGetValuesTriggerTimeOffsetBulk64",
+            0x25,
+            false,
+        ),
+        (&PS5000A, "ps5000aRunStreaming", 0x14, true),
+        (&PS5000A, "ps5000aGetStreamingLatestValues", 0x1C, true),
+        (&PS2000A, "ps2000aOpenUnit", 0x03, false),
+        (&PS2000A, "ps2000aGetTimebase2", 0x0D, false),
+        (&PS2000A, "ps2000aRunBlock", 0x15, false),
+        (&PS2000A, "ps2000aGetValuesBulk", 0x07, false),
+        (&PS2000A, "ps2000aGetStreamingLatestValues", 0x07, true),
+    ];
+    for &(family, function, code, streaming) in cases {
+        let err = error_from(family, function, code, streaming);
+        match &err {
+            PicoError::Status {
+                function: f,
+                status,
+                device,
+            } => {
+                assert_eq!(*f, function);
+                assert_eq!(status.code(), code, "{err}");
+                assert!(device.contains("PicoScope"), "{err}");
+                assert!(
+                    err.to_string().contains(&format!("PICO_{}", status.name())),
+                    "{err}"
+                );
+            }
+            other => panic!("{function} 0x{code:X}: {other}"),
+        }
+        let expect_disconnect = matches!(code, 0x03 | 0x07);
+        let d: DriverError = err.into();
+        assert_eq!(
+            matches!(d, DriverError::Disconnected { .. }),
+            expect_disconnect,
+            "{function}: {d}"
+        );
+    }
+}
+
+#[test]
+fn a_timebase_refused_everywhere_is_a_configuration_error() {
+    let fake = Fake::new(&PS5000A);
+    for _ in 0..8 {
+        fake.inject("ps5000aGetTimebase2", 0x0E);
+    }
+    let err =
+        PicoScope::open(fake.config(block_config(&PS5000A, 2, 1, SampleFormat::Raw))).unwrap_err();
+    assert!(matches!(err, PicoError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("no timebase from 4 on"), "{err}");
+    assert!(matches!(DriverError::from(err), DriverError::Config { .. }));
+}
+
+#[test]
+fn unplug_mid_run_is_a_disconnection_and_reconnect_reopens() {
+    let fake = Fake::new(&PS5000A);
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 2, 5, SampleFormat::Volts))).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    Source::start(&mut scope).unwrap();
+    for _ in 0..7 {
+        assert!(matches!(
+            Source::read_event(&mut scope, &mut out, T),
+            Ok(ReadOutcome::Event(_))
+        ));
+    }
+    fake.unplug();
+    // The three captures already fetched are handed out; the next fetch finds the scope gone.
+    let mut events = 0;
+    let err = loop {
+        match Source::read_event(&mut scope, &mut out, T) {
+            Ok(ReadOutcome::Event(_)) => events += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(events, 3);
+    assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+    assert!(err.to_string().contains("PICO_NOT_RESPONDING"), "{err}");
+    assert!(!scope.reconnect().unwrap(), "still unplugged");
+    fake.replug();
+    assert!(scope.reconnect().unwrap());
+    for _ in 0..6 {
+        assert!(matches!(
+            Source::read_event(&mut scope, &mut out, T),
+            Ok(ReadOutcome::Event(_))
+        ));
+    }
+    // Open at start, a failed open while unplugged, the successful re-open; the dead
+    // handle was closed once.
+    assert_eq!(fake.calls("ps5000aOpenUnit"), 3);
+    assert_eq!(fake.calls("ps5000aCloseUnit"), 1);
+}
+
+#[test]
+fn unplug_while_waiting_for_a_trigger_is_a_disconnection() {
+    let fake = Fake::new(&PS5000A);
+    fake.set_capture_rate(1.0); // 4 captures take 4 s
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 1, 4, SampleFormat::Volts))).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    assert_eq!(
+        scope
+            .read_capture(&mut out, Duration::from_millis(30))
+            .unwrap(),
+        ReadOutcome::Idle
+    );
+    fake.unplug();
+    let err = scope.read_capture(&mut out, T).unwrap_err();
+    assert!(err.is_disconnection(), "{err}");
+    assert_eq!(err.status(), Some(PicoStatus::NotResponding));
+}
+
+#[test]
+fn unplug_while_streaming_is_a_disconnection() {
+    let fake = Fake::new(&PS2000A);
+    let mut c = block_config(&PS2000A, 1, 1, SampleFormat::Raw);
+    c.sample_interval_ns = 1000.0;
+    c.acquisition = Acquisition::Streaming {
+        samples_per_event: 200,
+        overview_samples: 1000,
+    };
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    Source::start(&mut scope).unwrap();
+    assert!(matches!(
+        Source::read_event(&mut scope, &mut out, T),
+        Ok(ReadOutcome::Event(_))
+    ));
+    fake.unplug();
+    // Samples delivered before the unplug still make whole events (at most one overview
+    // buffer's worth); then the scope is gone.
+    let mut events = 0;
+    let err = loop {
+        match Source::read_event(&mut scope, &mut out, T) {
+            Ok(ReadOutcome::Event(_)) => events += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+        assert!(events <= 5, "events after unplug");
+    };
+    assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+}
+
+#[test]
+fn an_unreachable_trigger_level_waits_and_auto_trigger_fires() {
+    let fake = Fake::new(&PS5000A);
+    fake.set_pulse(0.1, 0.3, 2.0, 20.0, 0.0); // at most 150 mV on ±500 mV
+    let mut c = block_config(&PS5000A, 1, 2, SampleFormat::Volts);
+    if let Acquisition::RapidBlock {
+        trigger: Some(ref mut t),
+        ..
+    } = c.acquisition
+    {
+        t.level_v = -0.2;
+    }
+    let mut scope = PicoScope::open(fake.config(c.clone())).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            scope
+                .read_capture(&mut out, Duration::from_millis(20))
+                .unwrap(),
+            ReadOutcome::Idle
+        );
+    }
+    assert_eq!(fake.calls("ps5000aIsReady"), 3);
+    drop(scope);
+
+    if let Acquisition::RapidBlock {
+        trigger: Some(ref mut t),
+        ..
+    } = c.acquisition
+    {
+        t.auto_trigger_ms = 10;
+    }
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    scope.start_capture().unwrap();
+    read_one(&mut scope, &mut out);
+    assert!(
+        f32s(&out).iter().all(|&v| v == 0.0),
+        "auto-triggered capture holds no pulse (noise off)"
+    );
+}
+
+#[test]
+fn a_missing_library_says_what_to_install() {
+    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Volts);
+    c.library = Some(PathBuf::from("/nonexistent/pico/libps5000a.so"));
+    let err = PicoScope::open(c).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PicoError::LibraryMissing { .. }), "{text}");
+    for needle in [
+        "`libps5000a`",
+        "labs.picotech.com/picoscope7/debian",
+        "/opt/picoscope/lib/libps5000a.so",
+        "/nonexistent/pico/libps5000a.so: no such file",
+        "through the OS search path",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in: {text}");
+    }
+    let d: DriverError = err.into();
+    assert!(
+        matches!(d, DriverError::Vendor(ref m) if m.contains("libps5000a")),
+        "{d}"
+    );
+
+    let mut c = block_config(&PS2000A, 1, 1, SampleFormat::Volts);
+    c.library = Some(PathBuf::from("/nonexistent"));
+    let text = PicoScope::open(c).unwrap_err().to_string();
+    assert!(
+        text.contains("`libps2000a`") && text.contains("libps2000a.so"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_library_without_picos_functions_is_named() {
+    // Any shared library that is not Pico's: the test binary's own libc.
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("libc.so.6");
+    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Volts);
+    c.library = Some(libc);
+    let err = PicoScope::open(c).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PicoError::SymbolMissing {
+                symbol: "ps5000aOpenUnit",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_library_directory_may_be_configured() {
+    let fake = Fake::new(&PS5000A);
+    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Volts);
+    c.library = Some(fake.dir.clone());
+    let scope = PicoScope::open(c).unwrap();
+    assert_eq!(scope.library().path(), fake.path.as_path());
+    assert_eq!(scope.info().serial.as_deref(), Some("FAKE5000/001"));
+    assert_eq!(scope.info().model, "PicoScope 5444D");
+    let meta = scope.run_metadata();
+    assert!(
+        meta.contains(&("picoscope.sample_interval_ns".into(), "16".into())),
+        "{meta:?}"
+    );
+    assert_eq!(
+        scope.library().enumerate_units().unwrap(),
+        vec!["FAKE5000/001".to_string()]
+    );
+    fake.unplug();
+    assert_eq!(
+        scope.library().enumerate_units().unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn wrong_serial_and_wrong_output_size_are_reported() {
+    let fake = Fake::new(&PS5000A);
+    let mut c = fake.config(block_config(&PS5000A, 1, 1, SampleFormat::Volts));
+    c.serial = Some("JO999/0001".into());
+    let err = PicoScope::open(c).unwrap_err();
+    assert_eq!(err.status(), Some(PicoStatus::NotFound));
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 1, 1, SampleFormat::Volts))).unwrap();
+    scope.start_capture().unwrap();
+    let mut small = vec![0u8; 10];
+    let err = Source::read_event(&mut scope, &mut small, T).unwrap_err();
+    assert!(matches!(err, DriverError::Config { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("output is 10 bytes, one event is 800 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_counts_what_it_reads() {
+    let fake = Fake::new(&PS5000A);
+    let c = fake.config(block_config(&PS5000A, 4, 50, SampleFormat::Volts));
+    let f = bench_fake(&c, 120).unwrap();
+    assert_eq!(f.events, 120);
+    assert_eq!(f.bytes, 120 * 200 * 4 * 4);
+    assert!(f.events_per_s > 0.0 && f.mb_per_s > 0.0);
+    assert!((f.events_per_s * f.seconds - 120.0).abs() < 1e-6);
+}
