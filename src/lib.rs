@@ -5,6 +5,7 @@
 //! `observes`). See `DESIGN.md` in the repository's shared folder and the README.
 
 pub mod analysis;
+pub mod cli;
 pub mod dtype;
 pub mod engine;
 pub mod export;

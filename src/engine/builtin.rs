@@ -21,7 +21,47 @@ pub fn functions() -> Vec<Function> {
             spec: SINK_SPEC,
             build: Build::Exporter(|c| Ok(Box::new(BenchSink::build(c)?))),
         },
+        Function {
+            spec: COPY_SPEC,
+            build: Build::Filter(|c| Ok(Box::new(Copy::build(c)?))),
+        },
     ]
+}
+
+const COPY_SPEC: FunctionSpec = FunctionSpec {
+    name: "misc.copy",
+    template: Template::Filter,
+    summary: "Passes every event to every sink, as mimoCoRB2's misc.copy does (there it was the \
+              only way to give two consumers every event; here every reading worker sees every \
+              event anyway, so it is needed only to decouple two stages).",
+    sources: Arity::ONE,
+    sinks: Arity::SOME,
+    observes: Arity::NONE,
+    keys: &[],
+};
+
+/// `misc.copy`.
+pub struct Copy;
+
+impl Copy {
+    fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let src = &ctx.sources[0];
+        for s in &ctx.sinks {
+            if s.dtype != src.dtype || s.data_length != src.data_length {
+                return Err(WorkerError::Other(format!(
+                    "misc.copy: sink '{}' ({} × {}) differs from source '{}' ({} × {})",
+                    s.name, s.data_length, s.dtype, src.name, src.data_length, src.dtype
+                )));
+            }
+        }
+        Ok(Copy)
+    }
+}
+
+impl crate::worker::Filter for Copy {
+    fn select(&mut self, _: &EventRef<'_>) -> Result<crate::worker::SinkMask, WorkerError> {
+        Ok(crate::worker::SinkMask::ALL)
+    }
 }
 
 const SOURCE_SPEC: FunctionSpec = FunctionSpec {
@@ -134,6 +174,10 @@ pub struct SinkReport {
     pub latency_us: [f64; 3],
     /// Seconds from the first to the last event.
     pub seconds: f64,
+    /// The first event's timestamp (when the source made it), Unix seconds.
+    pub t_first_made: f64,
+    /// When this sink saw the end of the stream, Unix seconds.
+    pub t_end: f64,
     /// Sum of the 8-byte words read (keeps the reads from being optimised away).
     pub touched: u64,
 }
@@ -178,6 +222,7 @@ impl Exporter for BenchSink {
         let r = &mut self.report;
         if r.events == 0 {
             self.first_t = now;
+            r.t_first_made = ev.meta.timestamp;
         }
         self.last_t = now;
         r.events += 1;
@@ -216,6 +261,7 @@ impl Exporter for BenchSink {
     fn finish(&mut self) -> Result<(), WorkerError> {
         let r = &mut self.report;
         r.seconds = self.last_t - self.first_t;
+        r.t_end = wall_clock();
         if !self.hist.is_empty() {
             r.latency_us = [
                 self.hist.value_at_quantile(0.5) as f64,

@@ -1,10 +1,88 @@
 //! The engine: the supervisor that creates the rings and runs every worker as its own
 //! process, and the worker-process side of that contract.
 
+pub mod bench;
 pub mod builtin;
+pub mod launch;
 pub mod plan;
 pub mod process;
 pub mod registry;
 
 pub use plan::{BufferPlan, Plan, Restart, WorkerPlan};
 pub use registry::{Build, Function, Registry};
+pub mod realtime;
+pub mod supervisor;
+
+pub use supervisor::{EngineError, Progress, RunOptions, RunSummary, Supervisor};
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A Unix time as UTC ISO 8601 with milliseconds, e.g. `2026-11-25T10:31:07.123Z`.
+pub fn utc_iso(unix_seconds: f64) -> String {
+    let ms = (unix_seconds * 1000.0).floor() as i64;
+    let secs = ms.div_euclid(1000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+/// Now, as [`utc_iso`].
+pub fn utc_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    utc_iso(t)
+}
+
+/// Sends this process's log (tracing) to `path`, appending; every process of a run writes
+/// the same file, one whole line per write.
+pub fn init_log(path: &std::path::Path) {
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let pid = std::process::id();
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .with_target(false)
+            .with_thread_names(false)
+            .fmt_fields(tracing_subscriber::fmt::format::DefaultFields::new())
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("DAQ_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .try_init();
+        tracing::debug!("process {pid} logging to {}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_dates() {
+        assert_eq!(super::utc_iso(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc_iso(951_782_400.5), "2000-02-29T00:00:00.500Z");
+        assert_eq!(super::utc_iso(1_795_000_000.0), "2026-11-18T09:46:40.000Z");
+    }
+}

@@ -69,6 +69,20 @@ pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) 
             STOP.store(true, Ordering::SeqCst);
         }
     }
+    let mut refusals = Vec::new();
+    if let Some(core) = std::env::var("DAQ_CPU").ok().and_then(|s| s.parse().ok()) {
+        refusals.extend(super::realtime::pin(core).err());
+    }
+    if let Some(p) = std::env::var("DAQ_PRIORITY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        refusals.extend(super::realtime::fifo(p).err());
+    }
+    refusals.extend(super::realtime::lock_memory().err());
+    for r in refusals {
+        tracing::warn!("worker '{worker}' process {process}: {r}");
+    }
     let plan = match Plan::load(plan_path) {
         Ok(p) => p,
         Err(e) => {

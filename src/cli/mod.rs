@@ -1,0 +1,201 @@
+//! The `daq-engine` command line: what a physicist types.
+//!
+//! Exit codes: 0 the run finished (or the command succeeded), 1 the run failed,
+//! 2 the setup or the command line is wrong.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Data acquisition for physics detectors: ring buffers in shared memory, one process per
+/// worker, HDF5 output. Give it a setup file (the mimoCoRB2 format) and it runs until the
+/// sources end, a limit is reached, or you press Ctrl-C (once: finish cleanly; twice: abort).
+#[derive(Parser, Debug)]
+#[command(name = "daq-engine", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// The setup file to run (see `setups/` for examples; `daq-engine check` validates one).
+    pub setup: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options of a run.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Stop after this many events per importer (overrides `options.max_events`).
+    #[arg(long, value_name = "N")]
+    pub max_events: Option<u64>,
+
+    /// Stop after this many seconds (overrides `options.max_seconds`).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_seconds: Option<f64>,
+
+    /// Print plain progress lines instead of the live display.
+    #[arg(long)]
+    pub no_tui: bool,
+
+    /// Print nothing but the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Replace every hardware importer by its device simulator (try a setup without hardware).
+    #[arg(long)]
+    pub simulate: bool,
+
+    /// Write the run directory here instead of the setup's `target_directory`.
+    #[arg(long, value_name = "DIR")]
+    pub target_directory: Option<PathBuf>,
+}
+
+/// Commands besides running a setup.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a setup file (the same as `daq-engine SETUP`).
+    Run {
+        /// The setup file.
+        setup: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Validate a setup file and print its pipeline; writes nothing but the graph.
+    Check {
+        /// The setup file.
+        setup: PathBuf,
+        /// Also write the pipeline as Graphviz to this file.
+        #[arg(long, value_name = "FILE")]
+        dot: Option<PathBuf>,
+    },
+    /// List the built-in worker functions with their config keys.
+    Functions {
+        /// Only this function.
+        name: Option<String>,
+    },
+    /// Measure: `ring`, `pipeline`, `analysis`, `hdf5` or `drivers`.
+    Bench {
+        /// What to measure.
+        what: String,
+        /// Events per case (defaults depend on the benchmark).
+        #[arg(long)]
+        events: Option<u64>,
+        /// For `pipeline`: also run mimoCoRB2 from this reference directory.
+        #[arg(long, value_name = "DIR")]
+        reference: Option<PathBuf>,
+    },
+    /// Print the state of a running or finished run from its run directory.
+    Status {
+        /// The run directory (`target/run_…`).
+        run_dir: PathBuf,
+    },
+    #[command(hide = true, name = "__worker")]
+    /// Internal: one worker process (started by the supervisor).
+    Worker {
+        /// plan.json of the run.
+        plan: PathBuf,
+        /// Worker name.
+        worker: String,
+        /// Process index.
+        process: usize,
+    },
+}
+
+/// Runs a parsed command line (everything but the hidden worker mode); returns the exit code.
+pub fn main(
+    setup: Option<PathBuf>,
+    run: RunArgs,
+    command: Option<Command>,
+    registry: &crate::engine::Registry,
+) -> i32 {
+    match command {
+        None => match setup {
+            Some(path) => crate::engine::launch::run(&path, &run, registry),
+            None => {
+                eprintln!(
+                    "daq-engine: no setup file given.\n\
+                     Try the demo, which needs no hardware:  daq-engine setups/demo.yaml\n\
+                     or see `daq-engine --help`."
+                );
+                2
+            }
+        },
+        Some(Command::Run { setup, run }) => crate::engine::launch::run(&setup, &run, registry),
+        Some(Command::Check { setup, dot }) => {
+            crate::engine::launch::check(&setup, dot.as_deref(), registry)
+        }
+        Some(Command::Functions { name }) => functions(name.as_deref(), registry),
+        Some(Command::Status { run_dir }) => status(&run_dir),
+        Some(Command::Bench {
+            what,
+            events,
+            reference,
+        }) => crate::engine::launch::bench(&what, events, reference.as_deref(), registry),
+        Some(Command::Worker { .. }) => 2,
+    }
+}
+
+fn functions(only: Option<&str>, registry: &crate::engine::Registry) -> i32 {
+    let mut found = false;
+    for f in registry.all() {
+        let s = &f.spec;
+        if only.is_some_and(|o| o != s.name) {
+            continue;
+        }
+        found = true;
+        println!("{}  ({})", s.name, s.template);
+        println!("    {}", s.summary);
+        println!(
+            "    sources: {}, sinks: {}, observes: {}",
+            s.sources, s.sinks, s.observes
+        );
+        for k in s.keys {
+            let dflt = match (k.required, k.default) {
+                (true, _) => "required".to_string(),
+                (false, Some(d)) => format!("default {d}"),
+                (false, None) => "optional".to_string(),
+            };
+            println!(
+                "    {:<20} {:<14} {:<18} {}",
+                k.name,
+                k.ty.describe(),
+                dflt,
+                k.doc
+            );
+        }
+        println!();
+    }
+    if !found {
+        eprintln!("daq-engine: no function '{}'", only.unwrap_or(""));
+        return 2;
+    }
+    0
+}
+
+/// Prints the state of a run from its `stats.jsonl`.
+fn status(run_dir: &std::path::Path) -> i32 {
+    let path = run_dir.join("stats.jsonl");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "daq-engine: {}: {e} (is this a run directory?)",
+                path.display()
+            );
+            return 2;
+        }
+    };
+    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
+        eprintln!("daq-engine: {}: no statistics written yet", path.display());
+        return 1;
+    };
+    let v: serde_json::Value = match serde_json::from_str(last) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("daq-engine: {}: last line unreadable: {e}", path.display());
+            return 1;
+        }
+    };
+    print!("{}", crate::engine::launch::format_status(&v, run_dir));
+    0
+}

@@ -1,0 +1,349 @@
+//! What the command line does with a setup file: validate it, make the run directory, plan
+//! the rings, supervise the run, and report.
+
+use super::registry::Registry;
+use std::path::{Path, PathBuf};
+
+/// Makes `target/run_<UTC time>/` (with `_2`, `_3`… when two runs start in the same
+/// second) and returns it with the run id used in ring names.
+pub fn make_run_dir(target: &Path) -> std::io::Result<(PathBuf, String)> {
+    std::fs::create_dir_all(target)?;
+    let stamp = super::utc_now()
+        .replace([':', '.'], "-")
+        .trim_end_matches('Z')
+        .to_string();
+    let stamp = &stamp[..19.min(stamp.len())];
+    for n in 1..1000 {
+        let name = if n == 1 {
+            format!("run_{stamp}")
+        } else {
+            format!("run_{stamp}_{n}")
+        };
+        let dir = target.join(&name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                let id = format!("{}-{}", std::process::id(), n);
+                return Ok((dir, id));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "a thousand runs started in one second",
+    ))
+}
+
+/// `daq-engine bench WHAT`.
+pub fn bench(
+    what: &str,
+    events: Option<u64>,
+    reference: Option<&Path>,
+    registry: &Registry,
+) -> i32 {
+    match what {
+        "pipeline" => super::bench::pipeline(events, reference, registry),
+        other => {
+            eprintln!(
+                "daq-engine: no benchmark '{other}'; choose pipeline, ring, analysis, hdf5 or drivers"
+            );
+            2
+        }
+    }
+}
+
+/// A readable report of one stats.jsonl line.
+pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "run {}: {:.1} s at {}{}",
+        run_dir.display(),
+        v["t"].as_f64().unwrap_or(0.0),
+        v["time"].as_str().unwrap_or("?"),
+        if v["stopping"].as_bool() == Some(true) {
+            " (stopping)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "{:<20} {:>12} {:>10} {:>6} {:>9} {:>8}",
+        "buffer", "events", "rate Hz", "fill", "deadtime", "lost"
+    );
+    if let Some(b) = v["buffers"].as_object() {
+        for (name, x) in b {
+            let _ = writeln!(
+                s,
+                "{:<20} {:>12} {:>10.1} {:>5.0}% {:>8.2}% {:>8}",
+                name,
+                x["events_in"].as_u64().unwrap_or(0),
+                x["rate_hz"].as_f64().unwrap_or(0.0),
+                x["fill"].as_f64().unwrap_or(0.0) * 100.0,
+                x["deadtime"].as_f64().unwrap_or(0.0) * 100.0,
+                x["lost"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{:<20} {:>12} {:>10} {:>9} {:>10}",
+        "worker", "events", "state", "processes", "cpu s"
+    );
+    if let Some(w) = v["workers"].as_object() {
+        for (name, x) in w {
+            let _ = writeln!(
+                s,
+                "{:<20} {:>12} {:>10} {:>9} {:>10.2}",
+                name,
+                x["events"].as_u64().unwrap_or(0),
+                x["state"].as_str().unwrap_or("?"),
+                x["processes"].as_u64().unwrap_or(0),
+                x["cpu_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    s
+}
+
+use super::plan::{BufferPlan, Plan, Restart, WorkerPlan};
+use super::supervisor::{Progress, RunOptions, Supervisor};
+use crate::cli::RunArgs;
+use crate::setup::{self, Setup};
+use std::io::IsTerminal;
+
+/// The run plan for a validated setup (ring paths are filled in by the supervisor).
+pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
+    let buffers = setup
+        .buffers
+        .iter()
+        .map(|b| BufferPlan {
+            name: b.name.clone(),
+            fields: b
+                .dtype
+                .fields()
+                .iter()
+                .map(|f| (f.name.clone(), f.scalar.name().to_string()))
+                .collect(),
+            data_length: b.data_length,
+            slot_count: b.slot_count,
+            policy: b.policy.name().to_string(),
+            writer: setup.writer_of(&b.name).map(|w| w.name.clone()),
+            readers: setup
+                .readers_of(&b.name)
+                .iter()
+                .map(|w| w.name.clone())
+                .collect(),
+            observers: setup
+                .observers_of(&b.name)
+                .iter()
+                .map(|w| w.name.clone())
+                .collect(),
+            rings: vec![],
+        })
+        .collect();
+    let workers = setup
+        .workers
+        .iter()
+        .map(|w| WorkerPlan {
+            name: w.name.clone(),
+            function: w.function.clone(),
+            file: w.file.clone(),
+            processes: w.number_of_processes,
+            sources: w.sources.clone(),
+            sinks: w.sinks.clone(),
+            observes: w.observes.clone(),
+            config: w.config.clone(),
+            cpu: w.cpu.clone(),
+            priority: w.priority.map(i32::from),
+            restart: match w.restart {
+                setup::Restart::Never => Restart::Never,
+                setup::Restart::OnFailure => Restart::OnFailure,
+            },
+        })
+        .collect();
+    Plan {
+        run_id: run_id.to_string(),
+        run_dir: run_dir.to_path_buf(),
+        setup_dir: setup.setup_dir.clone(),
+        buffers,
+        workers,
+        max_events: setup.options.max_events,
+        max_seconds: setup.options.max_seconds,
+        stats_interval: setup.options.stats_interval,
+        huge_pages: setup.options.huge_pages == setup::HugePages::Auto,
+    }
+}
+
+fn load(path: &Path, registry: &Registry) -> Option<Setup> {
+    match Setup::load(path, registry, setup::online_cpus()) {
+        Ok((s, warnings)) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+/// `daq-engine SETUP`: runs it. Returns the exit code.
+pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
+    let Some(mut setup) = load(path, registry) else {
+        return 2;
+    };
+    if let Err(e) = setup.apply_limits(args.max_events, args.max_seconds) {
+        eprintln!("daq-engine: {e}");
+        return 2;
+    }
+    if args.simulate {
+        for w in &mut setup.workers {
+            let takes = registry
+                .get(&w.function)
+                .is_some_and(|f| f.spec.key("simulate").is_some());
+            if takes {
+                w.config.insert("simulate".into(), true.into());
+            }
+        }
+    }
+    let target = args
+        .target_directory
+        .clone()
+        .unwrap_or_else(|| setup.target_directory.clone());
+    let (run_dir, run_id) = match make_run_dir(&target) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!(
+                "daq-engine: cannot make a run directory in {}: {e}",
+                target.display()
+            );
+            return 1;
+        }
+    };
+    super::init_log(&super::process::log_path(&run_dir));
+    tracing::info!(
+        "daq-engine {} run of {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    let writes = [
+        ("setup.yaml", setup.to_yaml()),
+        ("pipeline.txt", setup::graph::text(&setup)),
+        ("pipeline.dot", setup::graph::dot(&setup)),
+    ];
+    for (name, text) in writes {
+        if let Err(e) = std::fs::write(run_dir.join(name), text) {
+            eprintln!("daq-engine: {}: {e}", run_dir.join(name).display());
+            return 1;
+        }
+    }
+    let progress = if args.quiet {
+        Progress::Quiet
+    } else if std::io::stderr().is_terminal() && !args.no_tui {
+        Progress::Live
+    } else {
+        Progress::Lines(std::time::Duration::from_secs(10))
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("daq-engine: cannot find my own executable to start workers: {e}");
+            return 1;
+        }
+    };
+    let plan = plan_of(&setup, &run_dir, &run_id);
+    let sup = match Supervisor::prepare(
+        plan,
+        RunOptions {
+            worker_exe: exe,
+            worker_args: vec![],
+            progress,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daq-engine: {e}");
+            return 1;
+        }
+    };
+    if !args.quiet {
+        eprintln!("daq-engine: run directory {}", run_dir.display());
+        for (b, backing) in sup.backings() {
+            eprintln!("  buffer {b}: {backing}");
+        }
+    }
+    let summary = match sup.run() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daq-engine: {e}");
+            return 1;
+        }
+    };
+    let _ = std::fs::write(
+        run_dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    );
+    eprintln!(
+        "daq-engine: {} after {:.1} s; run directory {}",
+        if summary.exit_code == 0 {
+            "finished"
+        } else {
+            "FAILED"
+        },
+        summary.seconds,
+        run_dir.display()
+    );
+    for (b, n) in &summary.events {
+        let lost = summary.lost.get(b).copied().unwrap_or(0);
+        eprintln!(
+            "  {b}: {n} events{}",
+            if lost > 0 {
+                format!(", {lost} lost (ring full under `policy: drop`)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    for f in &summary.failures {
+        eprintln!("  failure: {f}");
+    }
+    tracing::info!("run ended with exit code {}", summary.exit_code);
+    summary.exit_code
+}
+
+/// `daq-engine check SETUP`: validates and prints the pipeline.
+pub fn check(path: &Path, dot: Option<&Path>, registry: &Registry) -> i32 {
+    let checked = Setup::check_file(path, registry, setup::online_cpus());
+    for d in checked.errors.iter().chain(&checked.warnings) {
+        eprintln!("{d}");
+    }
+    if !checked.python_workers.is_empty() {
+        eprintln!("Python workers (not runnable here; port them or use a built-in function):");
+        for p in &checked.python_workers {
+            eprintln!("  {} (file {}, function {})", p.worker, p.file, p.function);
+        }
+    }
+    if !checked.errors.is_empty() {
+        eprintln!(
+            "{}: {} error(s), {} warning(s)",
+            path.display(),
+            checked.errors.len(),
+            checked.warnings.len()
+        );
+        return 2;
+    }
+    print!("{}", setup::graph::text(&checked.setup));
+    if let Some(d) = dot {
+        if let Err(e) = std::fs::write(d, setup::graph::dot(&checked.setup)) {
+            eprintln!("daq-engine: {}: {e}", d.display());
+            return 1;
+        }
+    }
+    println!("{}: OK", path.display());
+    0
+}

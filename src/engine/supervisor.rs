@@ -1,0 +1,759 @@
+//! The supervisor: creates the rings, starts every worker process, watches them, writes the
+//! run statistics, and ends the run cleanly.
+//!
+//! Guarantees:
+//! - Nothing starts until every ring exists; ring files are removed when the run ends, also
+//!   after a failure or an abort.
+//! - The first SIGINT/SIGTERM (or a run limit) stops the Importers only; every buffer then
+//!   drains through the pipeline and every exporter closes its files; exit 0.
+//!   A second SIGINT aborts at once (SIGKILL to every worker; exit 1).
+//! - A worker process that exits non-zero or is killed is named with its status; its held
+//!   slots are released, the producer stops waiting for it and what it wrote is closed, so
+//!   the rest drains; then the run ends with exit 1 — or the process is started again when
+//!   its worker says `restart: on-failure`.
+//! - No worker outlives the supervisor: workers are in their own process group (a terminal
+//!   Ctrl-C reaches only the supervisor) and get SIGTERM from the kernel if it dies.
+
+use super::plan::{Plan, Restart};
+use super::process::ring_name;
+use crate::ring::{Policy, Ring, RingSpec, RingStats};
+use crate::shm::{places, HugePages, ShmPlace};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// How progress is shown while the run goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A line rewritten in place (stderr is a terminal).
+    Live,
+    /// A plain line every `interval` (stderr is a file or pipe).
+    Lines(Duration),
+    /// Nothing but the start and the summary.
+    Quiet,
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The program to start workers from (normally this executable).
+    pub worker_exe: PathBuf,
+    /// Extra arguments placed before the hidden worker command (e.g. a user binary's own).
+    pub worker_args: Vec<String>,
+    /// Progress display.
+    pub progress: Progress,
+}
+
+/// How the run ended.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunSummary {
+    /// Process exit code: 0 finished, 1 failed.
+    pub exit_code: i32,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Seconds the run took.
+    pub seconds: f64,
+    /// Events published per buffer.
+    pub events: BTreeMap<String, u64>,
+    /// Events lost per buffer (`drop` policy).
+    pub lost: BTreeMap<String, u64>,
+    /// What went wrong, if anything.
+    pub failures: Vec<String>,
+}
+
+/// Errors before the run could start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A ring could not be created.
+    #[error("creating the ring for buffer '{buffer}': {source}")]
+    Ring {
+        /// The buffer.
+        buffer: String,
+        /// Why.
+        #[source]
+        source: crate::ring::CreateError,
+    },
+    /// A file in the run directory could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker process could not be started.
+    #[error("starting worker '{worker}': {source}")]
+    Spawn {
+        /// The worker.
+        worker: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Proc {
+    worker: usize,
+    index: usize,
+    child: Option<Child>,
+    pid: u32,
+    is_importer: bool,
+    status: Option<ExitStatus>,
+    restarts: u32,
+    cpu_s: f64,
+}
+
+struct BufferRings {
+    name: String,
+    rings: Vec<Ring>,
+}
+
+fn install_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: `on_signal` only increments an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// CPU seconds (user + system) of process `pid`, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12)
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz.max(1.0))
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => {
+            let name = nix::sys::signal::Signal::try_from(s)
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {s}"));
+            format!("was killed by {name}")
+        }
+        _ => "ended".to_string(),
+    }
+}
+
+/// Per buffer: (events published, nanoseconds blocked).
+type Counts = BTreeMap<String, (u64, u64)>;
+
+/// The supervisor of one run.
+pub struct Supervisor {
+    plan: Plan,
+    plan_path: PathBuf,
+    buffers: Vec<BufferRings>,
+    procs: Vec<Proc>,
+    opts: RunOptions,
+    start: Instant,
+    stats_file: std::fs::File,
+    /// When stats were last written, with each buffer's (published, blocked ns) then.
+    last_stats: Option<(Instant, Counts)>,
+    stopping: bool,
+    failures: Vec<String>,
+    _places: Vec<ShmPlace>,
+}
+
+impl Supervisor {
+    /// Creates every ring of `plan` (its `rings` lists are filled in), writes `plan.json`,
+    /// and opens `stats.jsonl`, all in the run directory, which must exist.
+    pub fn prepare(mut plan: Plan, opts: RunOptions) -> Result<Supervisor, EngineError> {
+        let huge = if plan.huge_pages {
+            HugePages::Auto
+        } else {
+            HugePages::Off
+        };
+        let state = Path::new("/run/daq-engine");
+        let _ = std::fs::create_dir_all(state);
+        let places = places(huge, Some(state));
+        let mut buffers = Vec::new();
+        for b in &mut plan.buffers {
+            let mut rings = Vec::new();
+            b.rings.clear();
+            if let Some(writer) = &b.writer {
+                let n = plan
+                    .workers
+                    .iter()
+                    .find(|w| &w.name == writer)
+                    .map_or(1, |w| w.processes);
+                for k in 0..n {
+                    let spec = RingSpec {
+                        name: ring_name(&plan.run_id, &b.name, k),
+                        dtype: b.dtype(),
+                        data_length: b.data_length,
+                        slot_count: b.slot_count,
+                        policy: if b.policy == "drop" {
+                            Policy::Drop
+                        } else {
+                            Policy::Block
+                        },
+                        groups: b
+                            .readers
+                            .iter()
+                            .map(|r| {
+                                plan.workers
+                                    .iter()
+                                    .find(|w| &w.name == r)
+                                    .map_or(1, |w| w.processes)
+                            })
+                            .collect(),
+                    };
+                    let ring =
+                        Ring::create(&places, &spec).map_err(|source| EngineError::Ring {
+                            buffer: b.name.clone(),
+                            source,
+                        })?;
+                    tracing::info!(
+                        "buffer '{}' ring {k}: {} slots × {} B, {}, {}{}",
+                        b.name,
+                        b.slot_count,
+                        ring.event_bytes(),
+                        b.policy,
+                        ring.backing(),
+                        if ring.locked() {
+                            ", locked in memory"
+                        } else {
+                            ", NOT locked in memory (mlock refused; raise `ulimit -l`)"
+                        }
+                    );
+                    b.rings.push(ring.path().to_path_buf());
+                    rings.push(ring);
+                }
+            }
+            buffers.push(BufferRings {
+                name: b.name.clone(),
+                rings,
+            });
+        }
+        let plan_path = plan.save().map_err(|source| EngineError::Io {
+            path: plan.run_dir.join("plan.json"),
+            source,
+        })?;
+        let stats_path = plan.run_dir.join("stats.jsonl");
+        let stats_file = std::fs::File::create(&stats_path).map_err(|source| EngineError::Io {
+            path: stats_path,
+            source,
+        })?;
+        Ok(Supervisor {
+            plan,
+            plan_path,
+            buffers,
+            procs: Vec::new(),
+            opts,
+            start: Instant::now(),
+            stats_file,
+            last_stats: None,
+            stopping: false,
+            failures: Vec::new(),
+            _places: places,
+        })
+    }
+
+    /// The plan with ring paths filled in.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The pages each buffer's rings got, for the start-up report.
+    pub fn backings(&self) -> Vec<(String, String)> {
+        self.buffers
+            .iter()
+            .filter_map(|b| {
+                b.rings
+                    .first()
+                    .map(|r| (b.name.clone(), r.backing().to_string()))
+            })
+            .collect()
+    }
+
+    fn spawn(&self, worker: usize, index: usize) -> Result<Child, EngineError> {
+        let w = &self.plan.workers[worker];
+        let mut cmd = Command::new(&self.opts.worker_exe);
+        cmd.args(&self.opts.worker_args)
+            .arg("__worker")
+            .arg(&self.plan_path)
+            .arg(&w.name)
+            .arg(index.to_string())
+            .env("DAQ_SUPERVISOR_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            .process_group(0);
+        if !w.cpu.is_empty() {
+            let cpu = w.cpu[index % w.cpu.len()];
+            cmd.env("DAQ_CPU", cpu.to_string());
+        }
+        if let Some(p) = w.priority {
+            cmd.env("DAQ_PRIORITY", p.to_string());
+        }
+        cmd.spawn().map_err(|source| EngineError::Spawn {
+            worker: w.name.clone(),
+            source,
+        })
+    }
+
+    /// Starts every worker process and supervises the run until it ends.
+    pub fn run(mut self) -> Result<RunSummary, EngineError> {
+        install_signals();
+        // Readers first, importers last: nothing is produced before its consumers exist.
+        let mut order: Vec<usize> = (0..self.plan.workers.len()).collect();
+        order.sort_by_key(|&i| self.plan.workers[i].sources.is_empty());
+        for &wi in &order {
+            let w = &self.plan.workers[wi];
+            let is_importer = w.sources.is_empty() && w.observes.is_empty();
+            for k in 0..w.processes {
+                let child = self.spawn(wi, k)?;
+                tracing::info!(
+                    "started worker '{}' process {k} (pid {})",
+                    w.name,
+                    child.id()
+                );
+                self.procs.push(Proc {
+                    worker: wi,
+                    index: k,
+                    pid: child.id(),
+                    child: Some(child),
+                    is_importer,
+                    status: None,
+                    restarts: 0,
+                    cpu_s: 0.0,
+                });
+            }
+        }
+        self.start = Instant::now();
+        let mut last_progress = Instant::now() - Duration::from_secs(3600);
+        let mut stop_deadline: Option<Instant> = None;
+        let mut seen_signals = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let signals = SIGNALS.load(Ordering::SeqCst);
+            if signals > seen_signals {
+                seen_signals = signals;
+                if signals == 1 && !self.stopping {
+                    self.log_and_say(
+                        "stop requested: importers stop, buffers drain (Ctrl-C again to abort)",
+                    );
+                    self.stop_importers();
+                } else if signals >= 2 {
+                    self.log_and_say("second stop signal: aborting");
+                    self.failures.push("aborted by a second stop signal".into());
+                    self.kill_all();
+                    break;
+                }
+            }
+            if let Some(max) = self.plan.max_seconds {
+                if !self.stopping && self.start.elapsed().as_secs_f64() >= max {
+                    tracing::info!("max_seconds {max} reached: stopping importers");
+                    self.stop_importers();
+                }
+            }
+            self.reap();
+            for b in &self.buffers {
+                for r in &b.rings {
+                    let n = r.reclaim_dead();
+                    if n > 0 {
+                        tracing::warn!(
+                            "buffer '{}': released {n} events held by a dead reader",
+                            b.name
+                        );
+                    }
+                }
+            }
+            if !self.failures.is_empty() && stop_deadline.is_none() {
+                stop_deadline = Some(Instant::now() + Duration::from_secs(30));
+            }
+            if stop_deadline.is_some_and(|d| Instant::now() > d) {
+                self.log_and_say("workers did not drain within 30 s after a failure: killing them");
+                self.kill_all();
+                break;
+            }
+            let stats_due = self
+                .last_stats
+                .as_ref()
+                .is_none_or(|(t, _)| t.elapsed().as_secs_f64() >= self.plan.stats_interval);
+            if stats_due {
+                self.write_stats();
+            }
+            if self.procs.iter().all(|p| p.status.is_some()) {
+                break;
+            }
+            match self.opts.progress {
+                Progress::Live if last_progress.elapsed() >= Duration::from_millis(500) => {
+                    last_progress = Instant::now();
+                    eprint!("\r\x1b[2K{}", self.progress_line());
+                }
+                Progress::Lines(every) if last_progress.elapsed() >= every => {
+                    last_progress = Instant::now();
+                    eprintln!("{}", self.progress_line());
+                }
+                _ => {}
+            }
+        }
+        if self.opts.progress == Progress::Live {
+            eprint!("\r\x1b[2K");
+        }
+        self.write_stats();
+        Ok(self.summary())
+    }
+
+    fn log_and_say(&self, msg: &str) {
+        tracing::warn!("{msg}");
+        if self.opts.progress == Progress::Live {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("daq-engine: {msg}");
+    }
+
+    fn stop_importers(&mut self) {
+        self.stopping = true;
+        for p in &self.procs {
+            if p.is_importer && p.status.is_none() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for p in &mut self.procs {
+            if let Some(c) = p.child.as_mut() {
+                if p.status.is_none() {
+                    let _ = c.kill();
+                    p.status = c.wait().ok();
+                }
+            }
+        }
+    }
+
+    /// Collects ended processes; handles failures and restarts.
+    fn reap(&mut self) {
+        let mut failed = Vec::new();
+        for (i, p) in self.procs.iter_mut().enumerate() {
+            if p.status.is_some() {
+                continue;
+            }
+            if let Some(c) = p.child.as_mut() {
+                if let Some(cpu) = cpu_seconds(p.pid) {
+                    p.cpu_s = cpu;
+                }
+                if let Ok(Some(st)) = c.try_wait() {
+                    p.status = Some(st);
+                    if !st.success() {
+                        failed.push(i);
+                    } else {
+                        tracing::info!(
+                            "worker '{}' process {} finished",
+                            self.plan.workers[p.worker].name,
+                            p.index
+                        );
+                    }
+                }
+            }
+        }
+        for i in failed {
+            let (wi, k, pid, st) = {
+                let p = &self.procs[i];
+                (p.worker, p.index, p.pid, p.status.expect("set above"))
+            };
+            let w = self.plan.workers[wi].clone();
+            let what = format!(
+                "worker '{}' process {k} (pid {pid}) {}",
+                w.name,
+                describe(st)
+            );
+            for b in &self.buffers {
+                for r in &b.rings {
+                    r.reclaim_dead();
+                }
+            }
+            if w.restart == Restart::OnFailure && !self.stopping && self.procs[i].restarts < 10 {
+                self.log_and_say(&format!("{what}; starting it again"));
+                match self.spawn(wi, k) {
+                    Ok(child) => {
+                        let p = &mut self.procs[i];
+                        p.pid = child.id();
+                        p.child = Some(child);
+                        p.status = None;
+                        p.restarts += 1;
+                        continue;
+                    }
+                    Err(e) => self.log_and_say(&format!("cannot restart: {e}")),
+                }
+            }
+            self.log_and_say(&format!("{what}; stopping the run"));
+            self.failures.push(what);
+            // Its readers no longer hold anyone up, what it wrote is closed, and the
+            // importers stop so everything else drains.
+            let alive_siblings = self
+                .procs
+                .iter()
+                .any(|p| p.worker == wi && p.status.is_none());
+            if !alive_siblings {
+                for src in w.sources.iter() {
+                    if let (Some(b), Some(br)) = (
+                        self.plan.buffer(src),
+                        self.buffers.iter().find(|x| &x.name == src),
+                    ) {
+                        if let Some(g) = b.group_of(&w.name) {
+                            for r in &br.rings {
+                                r.detach_group(g);
+                            }
+                        }
+                    }
+                }
+            }
+            for sink in &w.sinks {
+                if let Some(br) = self.buffers.iter().find(|x| &x.name == sink) {
+                    if let Some(r) = br.rings.get(k) {
+                        r.close();
+                    }
+                }
+            }
+            self.stop_importers();
+        }
+    }
+
+    fn ring_stats(&self) -> Vec<(String, Vec<RingStats>)> {
+        self.buffers
+            .iter()
+            .map(|b| (b.name.clone(), b.rings.iter().map(|r| r.stats()).collect()))
+            .collect()
+    }
+
+    fn write_stats(&mut self) {
+        let now = Instant::now();
+        let t = self.start.elapsed().as_secs_f64();
+        let stats = self.ring_stats();
+        let mut cur = BTreeMap::new();
+        let mut buffers = serde_json::Map::new();
+        for (name, rings) in &stats {
+            let published: u64 = rings.iter().map(|s| s.published).sum();
+            let lost: u64 = rings.iter().map(|s| s.lost).sum();
+            let blocked: u64 = rings.iter().map(|s| s.blocked_ns).sum();
+            let fill = rings
+                .iter()
+                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
+                .fold(0.0, f64::max);
+            let (rate, dead) = match &self.last_stats {
+                Some((t0, prev)) => {
+                    let dt = now.duration_since(*t0).as_secs_f64().max(1e-9);
+                    let (p0, b0) = prev.get(name).copied().unwrap_or((0, 0));
+                    (
+                        published.saturating_sub(p0) as f64 / dt,
+                        blocked.saturating_sub(b0) as f64 / 1e9 / dt / rings.len().max(1) as f64,
+                    )
+                }
+                None => (0.0, 0.0),
+            };
+            cur.insert(name.clone(), (published, blocked));
+            let plan_b = self.plan.buffer(name);
+            let mut out = serde_json::Map::new();
+            if let Some(pb) = plan_b {
+                for (g, reader) in pb.readers.iter().enumerate() {
+                    let released: u64 = rings
+                        .iter()
+                        .map(|s| s.groups.get(g).map_or(0, |x| x.released))
+                        .sum();
+                    out.insert(reader.clone(), released.into());
+                }
+            }
+            buffers.insert(
+                name.clone(),
+                serde_json::json!({
+                    "events_in": published,
+                    "events_out": out,
+                    "rate_hz": rate,
+                    "fill": fill,
+                    "deadtime": dead,
+                    "deadtime_total_s": blocked as f64 / 1e9,
+                    "lost": lost,
+                    "closed": rings.iter().all(|s| s.closed),
+                }),
+            );
+        }
+        let mut workers = serde_json::Map::new();
+        for (wi, w) in self.plan.workers.iter().enumerate() {
+            let ps: Vec<&Proc> = self.procs.iter().filter(|p| p.worker == wi).collect();
+            let alive = ps.iter().filter(|p| p.status.is_none()).count();
+            let failed = ps.iter().any(|p| p.status.is_some_and(|s| !s.success()));
+            let state = if failed {
+                "failed"
+            } else if alive > 0 {
+                "running"
+            } else if ps.is_empty() {
+                "not started"
+            } else {
+                "finished"
+            };
+            let events: u64 = if w.sources.is_empty() {
+                w.sinks
+                    .first()
+                    .and_then(|s| stats.iter().find(|(n, _)| n == s))
+                    .map_or(0, |(_, r)| r.iter().map(|x| x.published).sum())
+            } else {
+                let src = &w.sources[0];
+                let g = self.plan.buffer(src).and_then(|b| b.group_of(&w.name));
+                stats.iter().find(|(n, _)| n == src).map_or(0, |(_, r)| {
+                    r.iter()
+                        .map(|x| g.and_then(|g| x.groups.get(g)).map_or(0, |x| x.released))
+                        .sum()
+                })
+            };
+            workers.insert(
+                w.name.clone(),
+                serde_json::json!({
+                    "processes": alive,
+                    "events": events,
+                    "cpu_s": ps.iter().map(|p| p.cpu_s).sum::<f64>(),
+                    "state": state,
+                    "restarts": ps.iter().map(|p| p.restarts).sum::<u32>(),
+                }),
+            );
+        }
+        let line = serde_json::json!({
+            "t": t,
+            "time": crate::engine::utc_now(),
+            "stopping": self.stopping,
+            "buffers": buffers,
+            "workers": workers,
+        });
+        let _ = writeln!(self.stats_file, "{line}");
+        self.last_stats = Some((now, cur));
+    }
+
+    fn progress_line(&self) -> String {
+        let t = self.start.elapsed().as_secs_f64();
+        let mut parts = vec![format!("{t:7.1} s")];
+        let prev = self.last_stats.as_ref();
+        for (name, rings) in self.ring_stats() {
+            let published: u64 = rings.iter().map(|s| s.published).sum();
+            let lost: u64 = rings.iter().map(|s| s.lost).sum();
+            let fill = rings
+                .iter()
+                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
+                .fold(0.0, f64::max);
+            let rate = prev
+                .and_then(|(t0, m)| {
+                    m.get(&name).map(|(p0, _)| {
+                        published.saturating_sub(*p0) as f64 / t0.elapsed().as_secs_f64().max(1e-3)
+                    })
+                })
+                .unwrap_or(0.0);
+            let mut s = format!(
+                "{name}: {} ev ({}/s) fill {:.0}%",
+                human(published as f64),
+                human(rate),
+                fill * 100.0
+            );
+            if lost > 0 {
+                s.push_str(&format!(" LOST {lost}"));
+            }
+            parts.push(s);
+        }
+        if let Some(max) = self.plan.max_seconds {
+            parts.push(format!("{:.0}% of {max} s", (t / max * 100.0).min(100.0)));
+        }
+        if let Some(n) = self.plan.max_events {
+            let roots: u64 = self
+                .plan
+                .workers
+                .iter()
+                .filter(|w| w.sources.is_empty() && w.observes.is_empty())
+                .filter_map(|w| w.sinks.first())
+                .filter_map(|s| self.buffers.iter().find(|b| &b.name == s))
+                .flat_map(|b| b.rings.iter().map(|r| r.stats().published))
+                .sum();
+            let importers = self
+                .plan
+                .workers
+                .iter()
+                .filter(|w| w.sources.is_empty() && w.observes.is_empty())
+                .count()
+                .max(1) as u64;
+            let frac = roots as f64 / (n * importers) as f64;
+            let eta = if frac > 0.0 { t / frac - t } else { f64::NAN };
+            parts.push(format!(
+                "{:.0}% of {} events, {} s left",
+                (frac * 100.0).min(100.0),
+                human(n as f64),
+                if eta.is_finite() {
+                    format!("{eta:.0}")
+                } else {
+                    "?".into()
+                }
+            ));
+        }
+        if self.stopping {
+            parts.push("draining".into());
+        }
+        parts.join(" | ")
+    }
+
+    fn summary(&self) -> RunSummary {
+        let mut events = BTreeMap::new();
+        let mut lost = BTreeMap::new();
+        for (name, rings) in self.ring_stats() {
+            events.insert(name.clone(), rings.iter().map(|s| s.published).sum());
+            lost.insert(name, rings.iter().map(|s| s.lost).sum());
+        }
+        RunSummary {
+            exit_code: i32::from(!self.failures.is_empty()),
+            run_dir: self.plan.run_dir.clone(),
+            seconds: self.start.elapsed().as_secs_f64(),
+            events,
+            lost,
+            failures: self.failures.clone(),
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Never leave a worker behind.
+        for p in &mut self.procs {
+            if p.status.is_none() {
+                if let Some(c) = p.child.as_mut() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+}
+
+/// 1234567 → "1.23 M".
+pub fn human(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1e9 {
+        format!("{:.2} G", x / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
