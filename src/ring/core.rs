@@ -77,7 +77,8 @@ pub(crate) struct GroupInfo {
     pub members: AtomicU32,
     /// 1 while the producer must wait for this group; 0 once detached by the supervisor.
     pub active: AtomicU32,
-    /// Events released on behalf of members that died holding them.
+    /// Events released unread: on behalf of members that died holding them, or by members
+    /// that left before reading all they had claimed.
     pub abandoned: AtomicU64,
 }
 

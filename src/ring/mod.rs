@@ -1020,7 +1020,9 @@ pub struct GroupStats {
     pub released: u64,
     /// Events claimed by members.
     pub claimed: u64,
-    /// Events released by the supervisor for members that died holding them.
+    /// Events released unread: by the supervisor for members that died holding them, and
+    /// by members that left (dropped their reader) before reading all they had claimed.
+    /// Per group, events read + abandoned == events released.
     pub abandoned: u64,
     /// Whether the producer waits for this group.
     pub active: bool,
@@ -1347,9 +1349,18 @@ impl Drop for Reader {
     fn drop(&mut self) {
         let core = self.ring.inner.core();
         // Events claimed but never handed out are released, so the group does not stall.
+        // Nobody in the group will read them now: count them as abandoned.
+        let unread = self.end.saturating_sub(self.next);
         while self.next < self.end {
             core.release(self.group, self.member, self.next);
             self.next += 1;
+        }
+        if unread > 0 {
+            core.groups[self.group]
+                .info
+                .0
+                .abandoned
+                .fetch_add(unread, Ordering::SeqCst);
         }
         let mem = &core.groups[self.group].members[self.member].0;
         let _ = mem
