@@ -511,3 +511,40 @@ fn reclaim_is_not_blocked_by_a_survivor_that_lost_the_claim_race() {
         );
     }
 }
+
+/// A member that leaves cleanly in the middle of its batch (drops its reader) releases the
+/// events it claimed but never read: they are gone for its group, and must be counted as
+/// abandoned, so delivered + abandoned == published still holds.
+#[test]
+fn member_leaving_mid_batch_counts_its_unread_events() {
+    let ring = ring("leave", Policy::Block, 16, vec![2]);
+    let mut p = ring.producer().unwrap();
+    let mut a = ring.reader(0, 0).unwrap();
+    let mut b = ring.reader(0, 1).unwrap();
+    a.set_batch(4);
+    for e in 0..8 {
+        let mut slot = p.claim(Duration::from_secs(1)).unwrap();
+        slot.meta_mut().counter = e;
+        slot.publish();
+    }
+    let Next::Event(ev) = a.next(Duration::from_secs(1)) else {
+        panic!("no event for member 0")
+    };
+    assert_eq!(ev.index(), 0);
+    drop(ev);
+    assert!(a.has_claimed(), "member 0 claimed a batch of 4");
+    drop(a);
+    let mut got_b = 0;
+    while let Next::Event(ev) = b.try_next() {
+        assert!(ev.index() >= 4);
+        got_b += 1;
+    }
+    assert_eq!(got_b, 4);
+    let s = ring.stats();
+    assert_eq!(s.groups[0].released, 8);
+    assert_eq!(
+        1 + got_b + s.groups[0].abandoned,
+        8,
+        "delivered + abandoned == published: {s:?}"
+    );
+}
