@@ -1,1 +1,17 @@
-//! (gmc: filled in by its driver work; see HARDWARE.md)
+//! GQ Electronics GMC Geiger counters (GQ-RFC1201 and GQ-RFC1801): the pure protocol, a
+//! driver on the serial transport, and a byte-exact simulator on a pseudo-terminal.
+//!
+//! Guarantees: counts come only from replies of the size the model's class specifies (or the
+//! configured override); everything else is an error naming the byte offset. Must never:
+//! send a command while a heartbeat may be running without stopping it first.
+//!
+//! Events: in heartbeat mode one event per device second with field `cps: u4`; in polled
+//! mode one event per poll with field `cpm: u4`.
+
+mod driver;
+pub mod protocol;
+pub mod simulator;
+
+pub use driver::{open, Gmc, GmcConfig, GmcMode, PROBE_BAUDS};
+pub use protocol::{CountWidth, ModelClass};
+pub use simulator::{counts_for_seed, simulate, GmcModel, GmcSimConfig};

@@ -1,0 +1,452 @@
+//! One open serial port with a fixed read buffer, byte-offset bookkeeping, disconnect
+//! detection and reconnect with backoff.
+//!
+//! Guarantees: after [`SerialLink::open`] no method allocates except the reconnect path;
+//! every byte handed out has a known offset since the (re)open; EOF, EIO and hang-up become
+//! [`DriverError::Disconnected`] and the port is dropped, so later calls report the same
+//! until [`SerialLink::reconnect`] succeeds. Must never: return a partial frame as if it were
+//! whole, or sleep longer than the backoff limit.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serialport::{ClearBuffer, SerialPort, TTYPort};
+
+use crate::DriverError;
+
+/// Size of the read buffer; also the longest line a line reader accepts.
+pub const BUFFER_BYTES: usize = 4096;
+
+/// Where and how to open a serial port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSettings {
+    /// tty path (`/dev/ttyUSB0`, `/dev/daq/geiger-0`, a simulator's link).
+    pub path: PathBuf,
+    /// Line speed in baud (8N1, no flow control). Ignored by USB CDC devices and ptys.
+    pub baud: u32,
+}
+
+/// Exponential backoff between reconnect attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Wait before the second attempt; doubled after each failure.
+    pub initial: Duration,
+    /// Longest wait between attempts.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters of one link over its life, for the run's metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinkStats {
+    /// Times the device vanished.
+    pub disconnects: u32,
+    /// Times it came back.
+    pub reconnects: u32,
+    /// Total time spent disconnected (closed gaps only), seconds.
+    pub gap_seconds: f64,
+    /// Reconnect attempts that failed.
+    pub failed_attempts: u32,
+}
+
+/// An open serial port with a fixed read buffer.
+pub struct SerialLink {
+    settings: PortSettings,
+    device: String,
+    port: Option<TTYPort>,
+    buf: Box<[u8]>,
+    /// Unconsumed bytes are `buf[start..end]`; invariant `start <= end <= buf.len()`.
+    start: usize,
+    end: usize,
+    /// Stream offset (since the last open) of `buf[start]`.
+    offset: u64,
+    /// Set after an over-long line: drop bytes up to the next newline.
+    skip_to_newline: bool,
+    backoff: Backoff,
+    next_delay: Duration,
+    next_attempt: Option<Instant>,
+    lost_at: Option<Instant>,
+    stats: LinkStats,
+}
+
+fn open_port(settings: &PortSettings, device: &str) -> Result<TTYPort, DriverError> {
+    serialport::new(settings.path.to_string_lossy(), settings.baud)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .map_err(|e| DriverError::Open {
+            device: device.to_string(),
+            detail: format!(
+                "{e} (at {} baud). Check the path exists, that no other program holds the \
+                 port, and that you may open it (group dialout or the udev rules in \
+                 udev/70-daq-engine.rules)",
+                settings.baud
+            ),
+        })
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof | ErrorKind::NotConnected)
+        || e.raw_os_error() == Some(libc::EIO)
+        || e.raw_os_error() == Some(libc::ENXIO)
+        || e.raw_os_error() == Some(libc::ENODEV)
+        // serialport reports a poll that saw neither data nor hang-up as EIO text.
+        || (e.kind() == ErrorKind::Other && e.to_string().contains("I/O error"))
+}
+
+impl SerialLink {
+    /// Opens the port. Errors name the path and what to check.
+    pub fn open(settings: PortSettings) -> Result<SerialLink, DriverError> {
+        let device = settings.path.display().to_string();
+        let port = open_port(&settings, &device)?;
+        let backoff = Backoff::default();
+        Ok(SerialLink {
+            settings,
+            device,
+            port: Some(port),
+            buf: vec![0u8; BUFFER_BYTES].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            offset: 0,
+            skip_to_newline: false,
+            backoff,
+            next_delay: backoff.initial,
+            next_attempt: None,
+            lost_at: None,
+            stats: LinkStats::default(),
+        })
+    }
+
+    /// Sets the reconnect backoff.
+    pub fn set_backoff(&mut self, backoff: Backoff) {
+        self.backoff = backoff;
+        self.next_delay = backoff.initial;
+    }
+
+    /// The device name used in errors (the path as configured).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The settings this link was opened with.
+    pub fn settings(&self) -> &PortSettings {
+        &self.settings
+    }
+
+    /// Stream offset of the next unconsumed byte since the last (re)open.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Counters of disconnects and reconnects.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    /// Whether the port is open (false after a disconnect until a reconnect succeeds).
+    pub fn is_connected(&self) -> bool {
+        self.port.is_some()
+    }
+
+    /// Changes the line speed of the open port (used when probing the baud rate).
+    pub fn set_baud(&mut self, baud: u32) -> Result<(), DriverError> {
+        self.settings.baud = baud;
+        if let Some(port) = self.port.as_mut() {
+            port.set_baud_rate(baud).map_err(|e| DriverError::Config {
+                device: self.device.clone(),
+                detail: format!("cannot set {baud} baud: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn disconnected(&mut self, detail: String) -> DriverError {
+        if self.port.take().is_some() {
+            self.stats.disconnects += 1;
+            self.lost_at = Some(Instant::now());
+            self.next_delay = Duration::ZERO;
+            self.next_attempt = None;
+        }
+        DriverError::Disconnected {
+            device: self.device.clone(),
+            detail,
+        }
+    }
+
+    fn port(&mut self) -> Result<&mut TTYPort, DriverError> {
+        if self.port.is_none() {
+            return Err(DriverError::Disconnected {
+                device: self.device.clone(),
+                detail: "port is closed since the device vanished; call reconnect".into(),
+            });
+        }
+        Ok(self.port.as_mut().expect("checked above"))
+    }
+
+    /// Writes all bytes (a command).
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
+        let offset = self.offset;
+        let result = {
+            let port = self.port()?;
+            port.write_all(bytes).and_then(|_| port.flush())
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_disconnect(&e) => {
+                Err(self.disconnected(format!("write failed at read offset {offset}: {e}")))
+            }
+            Err(e) => Err(DriverError::Io {
+                device: self.device.clone(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Drops everything received so far: buffered bytes, the driver's input queue, and
+    /// whatever arrives within `settle`.
+    pub fn discard_input(&mut self, settle: Duration) -> Result<(), DriverError> {
+        self.consume(self.end - self.start);
+        let _ = self.port()?.clear(ClearBuffer::Input);
+        let deadline = Instant::now() + settle;
+        while self.fill(deadline)? {
+            self.consume(self.end - self.start);
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.offset += n as u64;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes into the buffer, waiting until `deadline`. `Ok(false)` on timeout.
+    fn fill(&mut self, deadline: Instant) -> Result<bool, DriverError> {
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            return Ok(false);
+        }
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let wait = (deadline - now).max(Duration::from_millis(1));
+            let end = self.end;
+            if self.port.is_none() {
+                self.port()?;
+            }
+            let result = match self.port.as_mut() {
+                Some(port) => {
+                    // Setting the timeout only stores it; the poll in read() uses it.
+                    let _ = port.set_timeout(wait);
+                    port.read(&mut self.buf[end..])
+                }
+                None => continue,
+            };
+            match result {
+                Ok(0) => {
+                    return Err(self.disconnected(format!(
+                        "end of file at byte {} (the device closed the line)",
+                        self.offset + (self.end - self.start) as u64
+                    )))
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if is_disconnect(&e) => {
+                    return Err(self.disconnected(format!(
+                        "{e} at byte {} (unplugged?)",
+                        self.offset + (self.end - self.start) as u64
+                    )))
+                }
+                Err(e) => {
+                    return Err(DriverError::Io {
+                        device: self.device.clone(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Waits at most `timeout` until `n` bytes (n ≤ buffer size) are there and returns them
+    /// with their stream offset, consumed. `Ok(None)` on timeout; partial bytes stay
+    /// buffered for the next call.
+    pub fn read_exact(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Option<(u64, &[u8])>, DriverError> {
+        let n = n.min(self.buf.len());
+        let deadline = Instant::now() + timeout;
+        while self.end - self.start < n {
+            if !self.fill(deadline)? {
+                return Ok(None);
+            }
+        }
+        let at = self.start;
+        let offset = self.offset;
+        self.consume(n);
+        // consume() may reset start/end to 0 but never touches the bytes themselves.
+        Ok(Some((offset, &self.buf[at..at + n])))
+    }
+
+    /// Reads a reply of unknown length: at least `min` bytes, then until no byte arrived for
+    /// `idle`, at most `timeout` overall. Returns what arrived (maybe fewer than `min` on
+    /// timeout) with its offset.
+    pub fn read_until_idle(
+        &mut self,
+        min: usize,
+        idle: Duration,
+        timeout: Duration,
+    ) -> Result<(u64, &[u8]), DriverError> {
+        let deadline = Instant::now() + timeout;
+        while self.end - self.start < min {
+            if !self.fill(deadline)? {
+                break;
+            }
+        }
+        if self.end - self.start >= min {
+            loop {
+                let until = (Instant::now() + idle).min(deadline);
+                if !self.fill(until)? {
+                    break;
+                }
+            }
+        }
+        let (at, n, offset) = (self.start, self.end - self.start, self.offset);
+        self.consume(n);
+        Ok((offset, &self.buf[at..at + n]))
+    }
+
+    /// Waits at most `timeout` for one whole line (ending in `\n`) and returns it without the
+    /// trailing `\r\n`/`\n`, with the offset of its first byte. `Ok(None)` on timeout (a
+    /// partial line stays buffered). A line longer than the buffer is an error at its offset;
+    /// the rest of it is skipped.
+    pub fn read_line(&mut self, timeout: Duration) -> Result<Option<(u64, &[u8])>, DriverError> {
+        let deadline = Instant::now() + timeout;
+        let mut searched = 0;
+        loop {
+            let avail = &self.buf[self.start + searched..self.end];
+            if let Some(i) = avail.iter().position(|&b| b == b'\n') {
+                let at = self.start;
+                let len = searched + i;
+                let offset = self.offset;
+                self.consume(len + 1);
+                if self.skip_to_newline {
+                    self.skip_to_newline = false;
+                    searched = 0;
+                    continue;
+                }
+                let mut line = &self.buf[at..at + len];
+                if let [rest @ .., b'\r'] = line {
+                    line = rest;
+                }
+                return Ok(Some((offset, line)));
+            }
+            searched = self.end - self.start;
+            if self.start == 0 && self.end == self.buf.len() {
+                let offset = self.offset;
+                let was_skipping = self.skip_to_newline;
+                self.consume(self.end - self.start);
+                self.skip_to_newline = true;
+                searched = 0;
+                if !was_skipping {
+                    return Err(DriverError::Protocol {
+                        device: self.device.clone(),
+                        offset,
+                        detail: format!(
+                            "no line end within {} bytes; wrong baud rate or not a line \
+                             protocol? Skipping to the next line end",
+                            self.buf.len()
+                        ),
+                    });
+                }
+            }
+            if !self.fill(deadline)? {
+                return Ok(None);
+            }
+            // fill() may have compacted the buffer; `searched` counts from start, still valid.
+        }
+    }
+
+    /// After a disconnect: waits out the backoff delay (first attempt immediately), then
+    /// tries once to open the same path again (a re-pointed symlink counts). `Ok(true)` when
+    /// open; the read buffer and offset start afresh.
+    pub fn reconnect(&mut self) -> Result<bool, DriverError> {
+        if self.port.is_some() {
+            return Ok(true);
+        }
+        if let Some(at) = self.next_attempt {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+        }
+        match open_port(&self.settings, &self.device) {
+            Ok(port) => {
+                self.port = Some(port);
+                self.start = 0;
+                self.end = 0;
+                self.offset = 0;
+                self.skip_to_newline = false;
+                self.stats.reconnects += 1;
+                if let Some(lost) = self.lost_at.take() {
+                    self.stats.gap_seconds += lost.elapsed().as_secs_f64();
+                }
+                self.next_delay = self.backoff.initial;
+                self.next_attempt = None;
+                Ok(true)
+            }
+            Err(_) => {
+                self.stats.failed_attempts += 1;
+                self.next_delay = if self.next_delay.is_zero() {
+                    self.backoff.initial
+                } else {
+                    (self.next_delay * 2).min(self.backoff.max)
+                };
+                self.next_attempt = Some(Instant::now() + self.next_delay);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The wait the next reconnect attempt will take before trying.
+    pub fn next_backoff(&self) -> Duration {
+        self.next_attempt
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// Metadata entries describing disconnect gaps.
+    pub fn gap_metadata(&self) -> [(String, String); 3] {
+        [
+            ("disconnects".into(), self.stats.disconnects.to_string()),
+            ("reconnects".into(), self.stats.reconnects.to_string()),
+            (
+                "disconnected_seconds".into(),
+                format!("{:.3}", self.stats.gap_seconds),
+            ),
+        ]
+    }
+}

@@ -1,0 +1,340 @@
+//! GMC driver and simulator on a real pty, through `serialport`: byte-exact transcripts per
+//! model, the connect sequence on the wire, Poisson counts through the heartbeat and polled
+//! CPM, unplug and reconnect.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use daq_drivers::gmc::{self, protocol::CountWidth, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
+use daq_drivers::serial::Backoff;
+use daq_drivers::{DriverError, ReadOutcome, Source};
+
+/// A device second long enough that no tick happens during a transcript.
+const FROZEN: Duration = Duration::from_secs(3600);
+
+fn client(path: &std::path::Path) -> Box<dyn serialport::SerialPort> {
+    serialport::new(path.to_string_lossy(), 115200)
+        .timeout(Duration::from_millis(300))
+        .open()
+        .unwrap()
+}
+
+/// Sends `command` and returns what arrives: waits (up to 2 s) for `expect` bytes, then for
+/// 20 ms more to catch any extra byte; when nothing is expected, listens for 100 ms.
+fn exchange_n(
+    port: &mut Box<dyn serialport::SerialPort>,
+    command: &[u8],
+    expect: usize,
+) -> Vec<u8> {
+    port.write_all(command).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while got.len() < expect && std::time::Instant::now() < deadline {
+        port.set_timeout(Duration::from_millis(100)).unwrap();
+        if let Ok(n) = port.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    port.set_timeout(Duration::from_millis(if expect == 0 { 100 } else { 20 }))
+        .unwrap();
+    while let Ok(n) = port.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+macro_rules! check {
+    ($port:expr, $cmd:expr, $want:expr, $name:expr) => {{
+        let want: &[u8] = $want;
+        assert_eq!(
+            exchange_n(&mut $port, $cmd, want.len()),
+            want,
+            "{} {}",
+            $name,
+            String::from_utf8_lossy($cmd)
+        );
+    }};
+}
+
+#[test]
+fn gmc_transcripts_are_byte_exact_per_model() {
+    for model in GmcModel::ALL {
+        let cfg = GmcSimConfig {
+            model,
+            second: FROZEN,
+            cps: 5.0,
+            ..Default::default()
+        };
+        let profile = model.profile();
+        let four = profile.class.count_width() == CountWidth::Four;
+        let (sim, path) = gmc::simulate(cfg).unwrap();
+        let mut port = client(&path);
+        let name = profile.version;
+
+        check!(port, b"<HEARTBEAT0>>", b"", name);
+        check!(port, b"<GETVER>>", profile.version.as_bytes(), name);
+        let zero: &[u8] = if four { &[0, 0, 0, 0] } else { &[0, 0] };
+        check!(port, b"<GETCPM>>", zero, name);
+        check!(port, b"<GETCPS>>", if four { zero } else { b"" }, name);
+        let volts: &[u8] = if four { b"3.97v" } else { &[39] };
+        check!(port, b"<GETVOLT>>", volts, name);
+        check!(
+            port,
+            b"<GETSERIAL>>",
+            &[0xF4, 0x88, 0x00, 0x45, 0x1A, 0x9B, 0x0E],
+            name
+        );
+        check!(port, b"<GETDATETIME>>", &[26, 1, 2, 3, 4, 5, 0xAA], name);
+        check!(
+            port,
+            b"<SETDATETIME\x18\x06\x1e\x17\x3b\x3a>>",
+            &[0xAA],
+            name
+        );
+        check!(
+            port,
+            b"<GETDATETIME>>",
+            &[24, 6, 30, 23, 59, 58, 0xAA],
+            name
+        );
+        let cfg_len = if four { 512 } else { 256 };
+        assert_eq!(
+            exchange_n(&mut port, b"<GETCFG>>", cfg_len).len(),
+            cfg_len,
+            "{name}"
+        );
+        check!(port, b"<ECFG>>", &[0xAA], name);
+        let temp: &[u8] = if model == GmcModel::Gmc320 {
+            &[22, 5, 0, 0xAA]
+        } else {
+            b""
+        };
+        check!(port, b"<GETTEMP>>", temp, name);
+        check!(port, b"<KEY0>>", b"", name);
+        check!(port, b"<NOSUCHCOMMAND>>", b"", name);
+        // Garbage before a frame is skipped; the frame still answers.
+        check!(port, b"xx>>\x00<GETVER>>", profile.version.as_bytes(), name);
+        drop(port);
+        let sent = sim.wire().host_sent();
+        assert!(
+            sent.starts_with(b"<HEARTBEAT0>><GETVER>><GETCPM>>"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn gmc_driver_connect_sequence_and_metadata() {
+    for model in [GmcModel::Gmc300V3, GmcModel::Gmc600Plus] {
+        let (sim, path) = gmc::simulate(GmcSimConfig {
+            model,
+            second: FROZEN,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut dev = gmc::open(GmcConfig {
+            path,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            sim.wire().host_sent(),
+            b"<HEARTBEAT0>><GETVER>><GETSERIAL>><GETVOLT>><GETDATETIME>>".to_vec()
+        );
+        assert_eq!(dev.info().model, model.profile().version);
+        assert_eq!(dev.info().serial.as_deref(), Some("F48800451A9B0E"));
+        let meta = dev.run_metadata();
+        let get = |k: &str| {
+            meta.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(get("gmc_device_clock"), "2026-01-02T03:04:05");
+        let volts = if model == GmcModel::Gmc300V3 {
+            "3.90"
+        } else {
+            "3.97"
+        };
+        assert_eq!(get("gmc_battery_volts"), volts);
+        assert_eq!(dev.layout().fields[0].name, "cps");
+        assert_eq!(dev.layout().event_size(), 4);
+        dev.start().unwrap();
+        dev.stop().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(sim
+            .wire()
+            .host_sent()
+            .ends_with(b"<GETDATETIME>><HEARTBEAT1>><HEARTBEAT0>>"));
+    }
+}
+
+fn collect(dev: &mut gmc::Gmc, n: usize) -> Vec<u32> {
+    let mut out = [0u8; 4];
+    let mut got = Vec::with_capacity(n);
+    let mut idle = 0;
+    while got.len() < n {
+        match dev
+            .read_event(&mut out, Duration::from_millis(200))
+            .unwrap()
+        {
+            ReadOutcome::Event(_) => got.push(u32::from_le_bytes(out)),
+            ReadOutcome::Idle => {
+                idle += 1;
+                assert!(idle < 50, "simulator stopped sending");
+            }
+            ReadOutcome::End => panic!("a counter does not end"),
+        }
+    }
+    got
+}
+
+/// Position of `window` inside `all`, if it is a contiguous run of it.
+fn find_window(all: &[u32], window: &[u32]) -> Option<usize> {
+    all.windows(window.len()).position(|w| w == window)
+}
+
+#[test]
+fn gmc_heartbeat_delivers_the_simulated_poisson_counts() {
+    // 50 counts per device second, device second = 10 ms; 150 heartbeats ≈ 1.5 s.
+    for (model, reserved) in [(GmcModel::Gmc320, 0xC000u16), (GmcModel::Gmc500Plus, 0)] {
+        let seed = 7;
+        let cfg = GmcSimConfig {
+            model,
+            cps: 50.0,
+            seed,
+            second: Duration::from_millis(10),
+            reserved_bits: reserved,
+            ..Default::default()
+        };
+        let (_sim, path) = gmc::simulate(cfg).unwrap();
+        let mut dev = gmc::open(GmcConfig {
+            path,
+            ..Default::default()
+        })
+        .unwrap();
+        dev.start().unwrap();
+        let got = collect(&mut dev, 150);
+        dev.stop().unwrap();
+        // Exact: what arrived is a contiguous run of what the simulator generated (the
+        // reserved bits 15–14 are masked away).
+        let all = gmc::counts_for_seed(seed, 50.0, 2000);
+        assert!(
+            find_window(&all, &got).is_some(),
+            "{model:?}: received counts are not the generated ones"
+        );
+        // Statistics: mean 50, sd of the mean sqrt(50/150) = 0.58 → ±3 is > 5 sigma;
+        // variance of Poisson = mean: sample variance within [30, 75] (> 4 sigma for n=150).
+        let mean = got.iter().map(|&c| c as f64).sum::<f64>() / got.len() as f64;
+        let var =
+            got.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>() / (got.len() - 1) as f64;
+        assert!((47.0..53.0).contains(&mean), "{model:?}: mean {mean}");
+        assert!((30.0..75.0).contains(&var), "{model:?}: variance {var}");
+    }
+}
+
+#[test]
+fn gmc_polled_cpm_is_the_running_sum_in_the_first_minute() {
+    let seed = 11;
+    let cfg = GmcSimConfig {
+        model: GmcModel::Gmc300V4,
+        cps: 20.0,
+        seed,
+        second: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let (_sim, path) = gmc::simulate(cfg).unwrap();
+    let mut dev = gmc::open(GmcConfig {
+        path,
+        mode: GmcMode::PollCpm {
+            interval: Duration::from_millis(40),
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(dev.layout().fields[0].name, "cpm");
+    dev.start().unwrap();
+    // 8 polls × 40 ms = 32 device seconds < 60: every CPM is a prefix sum of the counts.
+    let got = collect(&mut dev, 8);
+    let all = gmc::counts_for_seed(seed, 20.0, 60);
+    let prefix: Vec<u32> = all
+        .iter()
+        .scan(0, |s, &c| {
+            *s += c;
+            Some(*s)
+        })
+        .collect();
+    for cpm in &got {
+        assert!(
+            *cpm == 0 || prefix.contains(cpm),
+            "cpm {cpm} is no prefix sum"
+        );
+    }
+    assert!(got.windows(2).all(|w| w[0] <= w[1]), "{got:?}");
+    assert!(*got.last().unwrap() > 0);
+}
+
+#[test]
+fn gmc_unplug_is_reported_and_reconnect_resumes_with_backoff() {
+    let cfg = GmcSimConfig {
+        model: GmcModel::Gmc600Plus,
+        cps: 10.0,
+        second: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let (mut sim, path) = gmc::simulate(cfg).unwrap();
+    let backoff = Backoff {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(40),
+    };
+    let mut dev = gmc::open(GmcConfig {
+        path,
+        backoff,
+        ..Default::default()
+    })
+    .unwrap();
+    dev.start().unwrap();
+    collect(&mut dev, 5);
+    sim.unplug();
+    let mut out = [0u8; 4];
+    let err = loop {
+        match dev.read_event(&mut out, Duration::from_millis(100)) {
+            Ok(ReadOutcome::Event(_)) | Ok(ReadOutcome::Idle) => continue,
+            Ok(ReadOutcome::End) => panic!("end"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+    // While unplugged, attempts fail and the wait between them grows.
+    assert!(!dev.reconnect().unwrap());
+    assert!(!dev.reconnect().unwrap());
+    assert!(!dev.reconnect().unwrap());
+    assert!(dev.link().stats().failed_attempts >= 3);
+    sim.replug().unwrap();
+    let mut back = false;
+    for _ in 0..20 {
+        if dev.reconnect().unwrap() {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "did not come back after replug");
+    let got = collect(&mut dev, 5);
+    assert_eq!(got.len(), 5);
+    let stats = dev.link().stats();
+    assert_eq!((stats.disconnects, stats.reconnects), (1, 1));
+    assert!(stats.gap_seconds > 0.0);
+    let meta = dev.run_metadata();
+    assert!(meta.contains(&("disconnects".to_string(), "1".to_string())));
+    // The new device saw the full connect sequence again, then the heartbeat restart.
+    let sent = sim.wire().host_sent();
+    assert!(
+        sent.ends_with(b"<HEARTBEAT0>><GETVER>><HEARTBEAT1>>"),
+        "{:?}",
+        String::from_utf8_lossy(&sent)
+    );
+}
