@@ -195,7 +195,7 @@ impl<T: UsbTransport> Drs4<T> {
     /// Writes `data` (≤ 16 bytes) to wire address `address`.
     pub fn write(&mut self, address: u32, data: &[u8]) -> Result<(), DriverError> {
         let mut frame = [0u8; 26];
-        if data.len() > 16 || data.len() % 2 != 0 || address % 2 != 0 {
+        if data.len() > 16 || !data.len().is_multiple_of(2) || !address.is_multiple_of(2) {
             return Err(DriverError::Config {
                 device: self.info.port.clone(),
                 detail: format!(

@@ -164,7 +164,7 @@ pub fn header(cmd: u8, address: u32, size: u32) -> [u8; 10] {
 pub fn wire_address(space: Space, register: u32, size: usize) -> u32 {
     let mut address = register;
     if space != Space::Ram && size == 2 {
-        address = if register % 4 == 0 {
+        address = if register.is_multiple_of(4) {
             register + 2
         } else {
             register - 2

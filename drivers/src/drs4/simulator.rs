@@ -236,8 +236,7 @@ impl SimDrs4State {
         let stop = self.rng.random_range(0..CELLS);
         let range_low = (centre_of_rofs(self.dac_volts(DAC_ROFS)) - 0.5) as f32;
         let noise = Normal::new(0.0f32, self.config.noise_counts.max(0.0)).ok();
-        for input in 0..4 {
-            let channel = INPUT_CHANNEL[input];
+        for (input, &channel) in INPUT_CHANNEL.iter().enumerate() {
             for j in 0..CELLS {
                 let cell = (j + stop) % CELLS;
                 let volts = if with_pulse && input == self.config.pulse_input {
@@ -275,7 +274,7 @@ impl SimDrs4State {
         }
         let address = u32::from_le_bytes([data[2], data[3], data[4], data[5]]);
         let size = u32::from_le_bytes([data[6], data[7], data[8], data[9]]) as usize;
-        if address % 2 != 0 || size % 2 != 0 {
+        if !address.is_multiple_of(2) || !size.is_multiple_of(2) {
             return Err(UsbError::Stall);
         }
         let (space, offset) = Space::of(address).ok_or(UsbError::Stall)?;

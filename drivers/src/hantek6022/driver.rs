@@ -209,7 +209,7 @@ impl EventCutter {
         match self.trigger {
             None => {
                 let n = index - self.discard_frames + 1;
-                if n % self.samples as u64 == 0 {
+                if n.is_multiple_of(self.samples as u64) {
                     let start = index + 1 - self.samples as u64;
                     self.write_event(start, out);
                     return Some(CutEvent {
@@ -287,9 +287,17 @@ enum Filled {
     Failed(UsbError, Box<[u8]>),
 }
 
+/// What the reader thread hands back when it ends: the transport, the free-buffer queue and
+/// the buffer it held.
+struct ReaderReturn<T> {
+    transport: T,
+    free: Receiver<Box<[u8]>>,
+    spare: Option<Box<[u8]>>,
+}
+
 struct Run<T> {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<(T, Receiver<Box<[u8]>>, Option<Box<[u8]>>)>,
+    thread: JoinHandle<ReaderReturn<T>>,
     filled: Receiver<Filled>,
     free: SyncSender<Box<[u8]>>,
 }
@@ -300,7 +308,7 @@ fn reader_loop<T: UsbTransport>(
     free: Receiver<Box<[u8]>>,
     filled: SyncSender<Filled>,
     counters: Arc<StreamCounters>,
-) -> (T, Receiver<Box<[u8]>>, Option<Box<[u8]>>) {
+) -> ReaderReturn<T> {
     let poll = Duration::from_millis(50);
     let mut spare: Option<Box<[u8]>> = None;
     while !stop.load(Ordering::Acquire) {
@@ -337,7 +345,11 @@ fn reader_loop<T: UsbTransport>(
             }
         }
     }
-    (transport, free, spare)
+    ReaderReturn {
+        transport,
+        free,
+        spare,
+    }
 }
 
 /// A configured Hantek 6022 on transport `T`.
@@ -468,7 +480,7 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
                 rates_offered(flavour)
             ))
         })?;
-        if config.transfer_size == 0 || config.transfer_size % 512 != 0 {
+        if config.transfer_size == 0 || !config.transfer_size.is_multiple_of(512) {
             return Err(bad(format!(
                 "transfer_size {} must be a positive multiple of 512",
                 config.transfer_size
@@ -705,7 +717,11 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
         if let Some((b, _, _)) = self.current.take() {
             self.pool.push(b);
         }
-        let (mut transport, free_rx, spare) = joined.map_err(|_| DriverError::Disconnected {
+        let ReaderReturn {
+            mut transport,
+            free: free_rx,
+            spare,
+        } = joined.map_err(|_| DriverError::Disconnected {
             device: self.info.port.clone(),
             detail: "the reader thread panicked".into(),
         })?;

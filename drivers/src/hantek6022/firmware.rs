@@ -119,7 +119,7 @@ impl FirmwareImage {
             let Some(hex) = record.strip_prefix(':') else {
                 return Err(bad(line, "record does not start with ':'".into()));
             };
-            if hex.len() % 2 != 0 || hex.len() < 10 {
+            if !hex.len().is_multiple_of(2) || hex.len() < 10 {
                 return Err(bad(
                     line,
                     format!(

@@ -337,7 +337,7 @@ impl SimHantekState {
             let position = self.stream_bytes;
             self.stream_bytes += 1;
             if position < self.config.glitch_bytes as u64 {
-                *slot = if position % 2 == 0 {
+                *slot = if position.is_multiple_of(2) {
                     0xff
                 } else {
                     self.rng.random()

@@ -1,0 +1,67 @@
+//! Tests against a real PSI DRS4 evaluation board through libusb. Run with the board
+//! plugged in: `cargo test -p daq-drivers --test drs4_hardware -- --ignored`.
+
+use std::time::Duration;
+
+use daq_drivers::drs4::protocol::{REQUIRED_FIRMWARE, USB_ID};
+use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource};
+use daq_drivers::usb::{scan, RusbBus};
+use daq_drivers::{ReadOutcome, Source};
+
+#[test]
+#[ignore = "needs a DRS4 evaluation board connected"]
+fn scan_finds_the_board() {
+    assert!(
+        !scan(&[USB_ID]).expect("USB bus").is_empty(),
+        "no DRS4 board on the bus"
+    );
+}
+
+#[test]
+#[ignore = "needs a DRS4 evaluation board connected"]
+fn identifies_and_reads_soft_triggered_events() {
+    let mut bus = RusbBus::new().expect("USB bus");
+    let config = Drs4Config {
+        trigger: Drs4TriggerSource::Software,
+        time_axis: true,
+        ..Drs4Config::default()
+    };
+    let mut board = Drs4::open(&mut bus, config).unwrap();
+    assert!(board.identity().firmware >= REQUIRED_FIRMWARE);
+    let mut out = vec![0u8; board.layout().event_size()];
+    board.start().unwrap();
+    for _ in 0..10 {
+        assert!(matches!(
+            board.read_event(&mut out, Duration::from_secs(1)).unwrap(),
+            ReadOutcome::Event(_)
+        ));
+        assert!(board.last_stop_cell() < 1024);
+    }
+    board.stop().unwrap();
+}
+
+#[test]
+#[ignore = "needs a DRS4 evaluation board connected, inputs open"]
+fn measured_offsets_flatten_the_pedestal() {
+    let mut bus = RusbBus::new().expect("USB bus");
+    let config = Drs4Config {
+        trigger: Drs4TriggerSource::Software,
+        ..Drs4Config::default()
+    };
+    let mut board = Drs4::open(&mut bus, config).unwrap();
+    board.calibrate_offsets(100).unwrap();
+    let mut out = vec![0u8; board.layout().event_size()];
+    board.start().unwrap();
+    assert!(matches!(
+        board.read_event(&mut out, Duration::from_secs(1)).unwrap(),
+        ReadOutcome::Event(_)
+    ));
+    let worst = out
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 0.02,
+        "pedestal within 20 mV after offset calibration, worst {worst} V"
+    );
+}
