@@ -548,3 +548,62 @@ fn member_leaving_mid_batch_counts_its_unread_events() {
         "delivered + abandoned == published: {s:?}"
     );
 }
+
+/// Processes racing for one role: exactly one may get it (two producers, or two processes
+/// as one member, would corrupt the ring).
+#[test]
+fn only_one_process_gets_a_role() {
+    const TRIALS: usize = 40;
+    const RIVALS: usize = 4;
+    for trial in 0..TRIALS {
+        let producer_role = trial % 2 == 0;
+        let ring = ring(&format!("role{trial}"), Policy::Block, 16, vec![1]);
+        let path = ring.path().to_path_buf();
+        let board = Board::new(RIVALS + 1);
+        let go = &board.get(RIVALS).count;
+        let mut kids = Children::default();
+        for i in 0..RIVALS {
+            let (path, rep) = (&path, board.get(i));
+            kids.spawn(move || {
+                let ring = attach(path);
+                rep.sum.store(1, Ordering::SeqCst); // ready
+                while go.load(Ordering::SeqCst) == 0 {
+                    std::hint::spin_loop();
+                }
+                let got = if producer_role {
+                    ring.producer().map(std::mem::forget).is_ok()
+                } else {
+                    ring.reader(0, 0).map(std::mem::forget).is_ok()
+                };
+                rep.other.store(1 + u64::from(got), Ordering::SeqCst);
+                // Stay alive until the parent has counted, so a rival never sees us dead.
+                while go.load(Ordering::SeqCst) == 1 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                0
+            });
+        }
+        assert!(wait_for(Duration::from_secs(10), || (0..RIVALS)
+            .all(|i| board.get(i).sum.load(Ordering::SeqCst) == 1)));
+        go.store(1, Ordering::SeqCst);
+        assert!(wait_for(Duration::from_secs(10), || (0..RIVALS)
+            .all(|i| board.get(i).other.load(Ordering::SeqCst) != 0)));
+        let winners = (0..RIVALS)
+            .filter(|&i| board.get(i).other.load(Ordering::SeqCst) == 2)
+            .count();
+        go.store(2, Ordering::SeqCst);
+        assert_eq!(
+            kids.wait_all_while(Duration::from_secs(10), || {}),
+            vec![0; RIVALS]
+        );
+        let role = if producer_role {
+            "producer"
+        } else {
+            "member 0 of group 0"
+        };
+        assert_eq!(
+            winners, 1,
+            "trial {trial}: {winners} processes got the {role} role"
+        );
+    }
+}
