@@ -150,6 +150,12 @@ const BAD: &[(&str, &str, u64, u64)] = &[
         5,
     ),
     (
+        "user_library_missing",
+        "user library 'libmissing.so' not found",
+        20,
+        11,
+    ),
+    (
         "unknown_function",
         "did you mean `filter.threshold`?",
         15,
@@ -574,6 +580,16 @@ fn mimocorb2_reference_setups_parse_and_list_python_workers() {
             .contains("such as simulate.pulses"),
         "{e}"
     );
+    // The report for `check` lists them by name after the positioned messages.
+    let report = c.report();
+    assert!(
+        report.ends_with(&format!(
+            "not runnable here (Python workers): source, sink\n{}: 2 errors, 0 warnings\n",
+            refdir.join("tiny_direct.yaml").display()
+        )),
+        "{report}"
+    );
+    assert_eq!(report.matches(": error: not runnable here").count(), 2);
     // A mimoCoRB2 built-in is named as such.
     let c = Setup::check_file(&refdir.join("tiny_filter.yaml"), catalog(), 2);
     let copy = c
@@ -616,4 +632,22 @@ fn dump_pipeline() {
         graph::dot(&setup),
         setup.to_yaml()
     );
+}
+
+#[test]
+fn a_user_library_worker_is_resolved_against_the_setup_dir() {
+    let dir = std::env::temp_dir().join(format!("daq-setup-lib-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    std::fs::write(dir.join("lib/libmine.so"), b"").unwrap();
+    let text = "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  mine:\n    file: lib/libmine.so\n    function: my_sink\n    sources: [raw]\n    config: {anything: [1, 2]}\n";
+    let result = Setup::from_str(text, &dir.join("s.yaml"), catalog(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (setup, _) = result.unwrap();
+    let w = setup.worker("mine").unwrap();
+    assert_eq!(
+        w.file.as_deref(),
+        Some(dir.join("lib/libmine.so").as_path())
+    );
+    assert_eq!(w.template, None);
+    assert_eq!(w.config.get("anything"), Some(&json!([1, 2])));
 }

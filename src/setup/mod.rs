@@ -234,6 +234,43 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// Everything `daq-engine check` prints about the setup: each error and warning in file
+    /// order (compiler style), the Python workers by name, and a summary line.
+    pub fn report(&self) -> String {
+        let rank = |d: &Diagnostic| {
+            self.files
+                .iter()
+                .position(|f| *f == d.file)
+                .unwrap_or(usize::MAX)
+        };
+        let mut all: Vec<&Diagnostic> = self.errors.iter().chain(&self.warnings).collect();
+        all.sort_by_key(|d| (rank(d), d.line, d.column, d.severity));
+        let mut out = String::new();
+        for d in all {
+            out.push_str(&d.to_string());
+            out.push('\n');
+        }
+        if !self.python_workers.is_empty() {
+            let names: Vec<&str> = self
+                .python_workers
+                .iter()
+                .map(|p| p.worker.as_str())
+                .collect();
+            out.push_str(&format!(
+                "not runnable here (Python workers): {}\n",
+                names.join(", ")
+            ));
+        }
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        out.push_str(&format!(
+            "{}: {}, {}\n",
+            self.setup.file.display(),
+            plural(self.errors.len(), "error"),
+            plural(self.warnings.len(), "warning")
+        ));
+        out
+    }
+
     /// The setup and its warnings, or every error (with the warnings) when there is one.
     pub fn into_result(self) -> Result<(Setup, Vec<Diagnostic>), SetupError> {
         if self.errors.is_empty() {
