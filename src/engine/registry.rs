@@ -60,7 +60,10 @@ impl Registry {
     /// Every built-in function of daq-engine.
     pub fn builtin() -> Registry {
         let mut r = Registry::new();
-        for f in super::builtin::functions() {
+        for f in super::builtin::functions()
+            .into_iter()
+            .chain(crate::analysis::functions())
+        {
             r.add(f);
         }
         r
