@@ -1,1 +1,22 @@
-//! (export: see DESIGN.md)
+//! Export: run files that physicists open with h5py, ROOT or MATLAB, and small CSV files.
+//!
+//! - [`hdf5`]: the HDF5 run-file writer (one group per buffer, compound `data` exactly the
+//!   buffer's dtype, `metadata`, histograms, run attributes; SWMR, periodic flush, rotation,
+//!   typed errors on a full disk) and a reader of what it wrote.
+//! - [`inspect()`]: a readable summary of a run file for `daq-engine inspect FILE.h5`.
+//! - [`csv`]: a buffered CSV writer for feature records.
+//! - [`bench`]: the `daq-engine bench hdf5` measurement.
+//!
+//! Guarantees: nothing here allocates per event; every failure is an [`ExportError`] naming
+//! the file. Must never overwrite an existing run file or drop an event silently.
+
+pub mod csv;
+mod error;
+pub mod hdf5;
+mod inspect;
+mod raw;
+mod read;
+
+pub use error::ExportError;
+pub use inspect::inspect;
+pub use read::{read_buffer, BufferContents};

@@ -1,0 +1,108 @@
+//! What can go wrong writing or reading a run file, each error saying what happened, to
+//! which file (and buffer), how much is safe on disk, and what to do.
+//!
+//! Guarantees: every variant names the file; write failures say how many events of that
+//! file are kept (flushed and readable). Never holds HDF5 handles (errors may cross threads).
+
+use std::path::PathBuf;
+
+/// A run-file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The run file could not be created or set up.
+    #[error("cannot create run file {path}: {reason}. Check that the directory exists, is writable, has free space and holds no file of that name.")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// What HDF5 or the system said.
+        reason: String,
+    },
+    /// The file system holding the run file is full.
+    #[error("disk full writing {path} (buffer '{buffer}'): {available_bytes} bytes free there. The file is kept with the {events_safe} events flushed before; nothing more is written. Free space or point the run directory at a larger disk. ({reason})")]
+    DiskFull {
+        /// The file.
+        path: PathBuf,
+        /// The buffer being written ("" when flushing the whole file).
+        buffer: String,
+        /// Free bytes on that file system when the write failed.
+        available_bytes: u64,
+        /// Events of this file written and flushed before the failure (readable).
+        events_safe: u64,
+        /// What HDF5 said.
+        reason: String,
+    },
+    /// A write or flush failed for another reason than a full disk.
+    #[error("writing {path} failed (buffer '{buffer}'): {reason}. The file is kept with the {events_safe} events flushed before; nothing more is written. Check the disk and the system log.")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The buffer being written ("" when flushing the whole file).
+        buffer: String,
+        /// Events of this file written and flushed before the failure (readable).
+        events_safe: u64,
+        /// What HDF5 said.
+        reason: String,
+    },
+    /// An event's bytes do not match the buffer's layout.
+    #[error("event for buffer '{buffer}' has {got} bytes, expected {expected} (data_length {data_length} x {record_size}-byte records)")]
+    EventSize {
+        /// The buffer.
+        buffer: String,
+        /// Bytes given.
+        got: usize,
+        /// Bytes one event has.
+        expected: usize,
+        /// Records per event.
+        data_length: usize,
+        /// Bytes per record.
+        record_size: usize,
+    },
+    /// A buffer handle that this writer did not hand out.
+    #[error("no buffer #{0} in this run file: use the handle add_buffer returned")]
+    UnknownBuffer(usize),
+    /// A buffer was added after events were written.
+    #[error("buffer '{0}' added after writing started: add every buffer before the first append or flush")]
+    LayoutFrozen(String),
+    /// A buffer or histogram name HDF5 cannot hold or that is taken.
+    #[error("name '{name}' cannot be used: {why}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why not.
+        why: String,
+    },
+    /// Histogram edges and counts do not fit together.
+    #[error("histogram '{name}': {edges} bin edges need {} counts, got {counts}", edges.saturating_sub(1))]
+    HistogramShape {
+        /// The histogram.
+        name: String,
+        /// Bin edges given.
+        edges: usize,
+        /// Counts given.
+        counts: usize,
+    },
+    /// The writer stopped at an earlier error and writes nothing more.
+    #[error("the writer for {path} stopped after an earlier error and writes nothing more: {first_error}")]
+    Stopped {
+        /// The file.
+        path: PathBuf,
+        /// The error that stopped it.
+        first_error: String,
+    },
+    /// A run file could not be opened or read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A plain file (CSV, benchmark) could not be written.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
+}

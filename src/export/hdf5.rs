@@ -1,0 +1,1092 @@
+//! Run files in HDF5: one group per exported buffer holding a `data` dataset of shape
+//! `(events, data_length)` whose compound type is exactly the buffer's dtype, and a `metadata`
+//! dataset (`counter`, `timestamp`, `deadtime`); histograms under `/histograms`; the setup and
+//! run information as root attributes.
+//!
+//! Guarantees:
+//! - Events are copied into preallocated, chunk-aligned batches and written as whole chunks;
+//!   [`RunFileWriter::append`] allocates nothing and makes no system call except when a
+//!   batch is full, the flush interval has passed (checked with the vDSO clock) or the file
+//!   is rotated.
+//! - Files are written in SWMR mode (HDF5 ≥ 1.10, `libver` latest): h5py can read them while
+//!   the run goes on (`swmr=True`), and after a `kill -9` a file opens and holds every event
+//!   appended before the last flush. Rows past the last flush may be present too; their
+//!   metadata `counter` is then either a real counter or the fill value -1, never a
+//!   duplicate.
+//! - Rotation (by size or time) starts a new numbered file between two events: an event is
+//!   never split or written twice, and each file carries every group and attribute.
+//! - After a failed write (full disk, I/O error) the writer stops, reports the file, the
+//!   buffer and the events kept, and leaves what was flushed readable.
+//!
+//! Must never: overwrite an existing file, write an event partly, or panic on bad input.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdf5_metno as h5;
+use hdf5_metno::types::VarLenUnicode;
+
+use super::error::ExportError;
+use super::raw;
+use crate::dtype::{metadata_dtype, Dtype, Metadata};
+
+/// Size of the metadata record in bytes.
+const META_BYTES: usize = 24;
+/// Group holding histograms (a buffer may not use this name).
+pub const HISTOGRAM_GROUP: &str = "histograms";
+
+/// Compression of a buffer's datasets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as written: fastest, largest.
+    None,
+    /// Deflate (gzip) after byte shuffling; every HDF5 reader can decompress it.
+    /// `level` is 1 (fast) … 9 (small).
+    Deflate {
+        /// zlib level, 1..=9 (0 is taken as 1).
+        level: u8,
+    },
+}
+
+impl Default for Compression {
+    /// Deflate level 1 with shuffle: most of the size gain at a fraction of the CPU cost.
+    fn default() -> Self {
+        Compression::Deflate { level: 1 }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Deflate { level } => write!(f, "shuffle+deflate level {level}"),
+        }
+    }
+}
+
+/// How one buffer is stored.
+#[derive(Clone, Copy, Debug)]
+pub struct BufferOptions {
+    /// Compression of `data` and `metadata`.
+    pub compression: Compression,
+    /// Target bytes per `data` chunk; a chunk holds at least one event. Default 1 MiB.
+    pub chunk_bytes: usize,
+}
+
+impl Default for BufferOptions {
+    fn default() -> Self {
+        BufferOptions {
+            compression: Compression::default(),
+            chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+/// When to start a new file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rotation {
+    /// Start a new file once this many event bytes (data + metadata) are in the current one.
+    pub max_bytes: Option<u64>,
+    /// Start a new file once the current one has been open this long.
+    pub max_duration: Option<Duration>,
+}
+
+impl Rotation {
+    /// True when files are rotated at all (they are then numbered `_0001`, `_0002`, …).
+    pub fn enabled(&self) -> bool {
+        self.max_bytes.is_some() || self.max_duration.is_some()
+    }
+}
+
+/// How the writer flushes and rotates.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    /// Longest time between flushes (a crash loses at most this much). Default 1 s.
+    pub flush_interval: Duration,
+    /// File rotation; default: one file per run.
+    pub rotation: Rotation,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            flush_interval: Duration::from_secs(1),
+            rotation: Rotation::default(),
+        }
+    }
+}
+
+/// What the run file says about the run that wrote it.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// The setup file's text, stored verbatim.
+    pub setup_text: String,
+    /// The engine version.
+    pub engine_version: String,
+    /// The host name.
+    pub host: String,
+}
+
+impl RunInfo {
+    /// Run information with this crate's version and this machine's host name.
+    pub fn new(setup_text: impl Into<String>) -> Self {
+        RunInfo {
+            setup_text: setup_text.into(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            host: host_name(),
+        }
+    }
+}
+
+/// Run statistics stored as root attributes when a file is closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunStats {
+    /// Events the sources could not take or the rings dropped.
+    pub events_lost: u64,
+    /// Fraction (0…1) of the run in which the sources could not take data.
+    pub dead_time_fraction: f64,
+}
+
+/// What a finished run wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// The files, in order.
+    pub files: Vec<PathBuf>,
+    /// Events written per buffer over all files, in `add_buffer` order.
+    pub events: Vec<u64>,
+}
+
+/// The handle of a buffer in a run file, returned by [`RunFileWriter::add_buffer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufferHandle(usize);
+
+/// A value of a histogram attribute.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    /// A text.
+    Text(String),
+    /// A floating-point number.
+    Float(f64),
+    /// An integer.
+    Int(i64),
+}
+
+/// A histogram kept until the file closes.
+struct Histogram {
+    name: String,
+    edges: Vec<f64>,
+    counts: Vec<u64>,
+    attrs: Vec<(String, AttrValue)>,
+}
+
+/// The metadata record as h5py sees it (also the fill value of unwritten rows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, h5::H5Type)]
+#[repr(C)]
+pub(crate) struct MetaRow {
+    pub counter: i64,
+    pub timestamp: f64,
+    pub deadtime: f64,
+}
+
+struct BufferSpec {
+    name: String,
+    dtype: Dtype,
+    data_length: usize,
+    options: BufferOptions,
+    record_type: h5::Datatype,
+    event_bytes: usize,
+    chunk_events: usize,
+    meta_chunk_events: usize,
+    events_total: u64,
+}
+
+/// Rows collected for one dataset, aligned to its chunks: `buf` holds rows
+/// `start..start + len`, `start` is a multiple of the chunk size, and rows up to
+/// `start + written` are already in the file.
+struct RowBatch {
+    ds: h5::Dataset,
+    cols: Option<u64>,
+    row_bytes: usize,
+    chunk_rows: usize,
+    buf: Vec<u8>,
+    start: u64,
+    len: usize,
+    written: usize,
+}
+
+impl RowBatch {
+    fn new(ds: h5::Dataset, cols: Option<u64>, row_bytes: usize, chunk_rows: usize) -> Self {
+        RowBatch {
+            ds,
+            cols,
+            row_bytes,
+            chunk_rows,
+            buf: vec![0u8; row_bytes * chunk_rows],
+            start: 0,
+            len: 0,
+            written: 0,
+        }
+    }
+
+    /// Copies one row in; true when the batch is full.
+    #[inline]
+    fn push(&mut self, row: &[u8]) -> bool {
+        let at = self.len * self.row_bytes;
+        self.buf[at..at + self.row_bytes].copy_from_slice(row);
+        self.len += 1;
+        self.len == self.chunk_rows
+    }
+
+    /// Writes every row not yet in the file (as one write from the chunk's start, so chunks
+    /// are always written whole or as a prefix) and starts the next chunk when full.
+    fn write_pending(&mut self, mem_type: &h5::Datatype) -> Result<(), String> {
+        if self.len > self.written {
+            let end = self.start + self.len as u64;
+            let shape: Vec<usize> = match self.cols {
+                Some(c) => vec![end as usize, c as usize],
+                None => vec![end as usize],
+            };
+            self.ds
+                .resize(shape)
+                .map_err(|e| format!("could not extend the dataset: {}", raw::describe(e)))?;
+            raw::write_rows(
+                &self.ds,
+                mem_type,
+                self.start,
+                self.len as u64,
+                self.cols,
+                &self.buf[..self.len * self.row_bytes],
+            )?;
+            self.written = self.len;
+        }
+        if self.len == self.chunk_rows {
+            self.start += self.len as u64;
+            self.len = 0;
+            self.written = 0;
+        }
+        Ok(())
+    }
+}
+
+struct FileBuffer {
+    data: RowBatch,
+    meta: RowBatch,
+    events: u64,
+}
+
+struct OpenFile {
+    file: h5::File,
+    path: PathBuf,
+    opened: Instant,
+    buffers: Vec<FileBuffer>,
+    bytes: u64,
+    events: u64,
+    events_flushed: u64,
+    swmr: bool,
+}
+
+/// Writes the events of one run into one HDF5 file, or a numbered series of files when
+/// rotation is on.
+///
+/// Order of use: [`create`](Self::create), [`add_buffer`](Self::add_buffer) for every
+/// buffer, then [`append`](Self::append) events (and [`flush`](Self::flush) when the caller
+/// wants), finally [`finish`](Self::finish). Dropping the writer without `finish` flushes
+/// what it holds and closes the file, which is then marked as not closed cleanly.
+pub struct RunFileWriter {
+    base: PathBuf,
+    info: RunInfo,
+    run_start: String,
+    options: WriterOptions,
+    specs: Vec<BufferSpec>,
+    meta_type: h5::Datatype,
+    current: Option<OpenFile>,
+    files: Vec<PathBuf>,
+    file_index: u32,
+    last_flush: Instant,
+    stats: RunStats,
+    histograms: Vec<Histogram>,
+    failed: Option<String>,
+    events_run: u64,
+}
+
+fn to_str(s: &str) -> VarLenUnicode {
+    // A str without NUL bytes always converts; NULs (which HDF5 strings cannot hold) are
+    // replaced.
+    s.replace('\0', "\u{FFFD}")
+        .parse()
+        .unwrap_or_else(|_| VarLenUnicode::new())
+}
+
+fn hdf(e: h5::Error) -> String {
+    raw::describe(e)
+}
+
+/// The current time in UTC as ISO 8601 with milliseconds, e.g. `2026-11-25T10:27:00.123Z`.
+pub fn utc_now_iso8601() -> String {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    iso8601(d.as_secs() as i64, d.subsec_millis())
+}
+
+/// Formats seconds since the epoch (UTC) as ISO 8601 with milliseconds.
+pub fn iso8601(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (proleptic Gregorian), after Howard Hinnant's published algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".to_string();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => s.blocks_available().saturating_mul(s.fragment_size()),
+        Err(_) => 0,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ExportError> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.contains('/') || name.contains('\0') {
+        Some("it contains '/' or a NUL byte")
+    } else if name == "." || name == ".." {
+        Some("'.' and '..' are not group names")
+    } else {
+        None
+    };
+    match why {
+        Some(w) => Err(ExportError::BadName {
+            name: name.to_string(),
+            why: w.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl RunFileWriter {
+    /// Creates the run file at `path` (or `<stem>_0001.h5` next to it when rotation is on)
+    /// with the root attributes of `info`. Refuses to overwrite an existing file.
+    pub fn create(
+        path: impl AsRef<Path>,
+        info: RunInfo,
+        options: WriterOptions,
+    ) -> Result<Self, ExportError> {
+        let base = path.as_ref().to_path_buf();
+        let meta_type =
+            raw::compound_type(&metadata_dtype()).map_err(|reason| ExportError::Create {
+                path: base.clone(),
+                reason,
+            })?;
+        let mut w = RunFileWriter {
+            base,
+            info,
+            run_start: utc_now_iso8601(),
+            options,
+            specs: Vec::new(),
+            meta_type,
+            current: None,
+            files: Vec::new(),
+            file_index: 0,
+            last_flush: Instant::now(),
+            stats: RunStats::default(),
+            histograms: Vec::new(),
+            failed: None,
+            events_run: 0,
+        };
+        w.open_next()?;
+        Ok(w)
+    }
+
+    /// The path of file number `index` (1-based) of this run.
+    fn numbered_path(&self, index: u32) -> PathBuf {
+        if !self.options.rotation.enabled() {
+            return self.base.clone();
+        }
+        let stem = self
+            .base
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".to_string());
+        let ext = self
+            .base
+            .extension()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "h5".to_string());
+        self.base.with_file_name(format!("{stem}_{index:04}.{ext}"))
+    }
+
+    fn open_next(&mut self) -> Result<(), ExportError> {
+        let index = self.file_index + 1;
+        let path = self.numbered_path(index);
+        let create_err = |reason: String| ExportError::Create {
+            path: path.clone(),
+            reason,
+        };
+        let file = h5::File::with_options()
+            .with_fapl(|p| p.libver_latest())
+            .create_excl(&path)
+            .map_err(|e| create_err(hdf(e)))?;
+        let start = utc_now_iso8601();
+        let put_str = |name: &str, value: &str| -> Result<(), String> {
+            file.new_attr::<VarLenUnicode>()
+                .create(name)
+                .and_then(|a| a.write_scalar(&to_str(value)))
+                .map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+        };
+        (|| -> Result<(), String> {
+            put_str("setup", &self.info.setup_text)?;
+            put_str("engine_version", &self.info.engine_version)?;
+            put_str("host", &self.info.host)?;
+            put_str("run_start_time", &self.run_start)?;
+            put_str("start_time", &start)?;
+            put_str("stop_time", "")?;
+            let put = |name: &str, r: h5::Result<()>| {
+                r.map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+            };
+            put(
+                "file_index",
+                file.new_attr::<u32>()
+                    .create("file_index")
+                    .and_then(|a| a.write_scalar(&index)),
+            )?;
+            for name in ["events_written", "run_events_written", "events_lost"] {
+                put(
+                    name,
+                    file.new_attr::<u64>()
+                        .create(name)
+                        .and_then(|a| a.write_scalar(&0u64)),
+                )?;
+            }
+            put(
+                "dead_time_fraction",
+                file.new_attr::<f64>()
+                    .create("dead_time_fraction")
+                    .and_then(|a| a.write_scalar(&0.0f64)),
+            )?;
+            put(
+                "closed_cleanly",
+                file.new_attr::<u8>()
+                    .create("closed_cleanly")
+                    .and_then(|a| a.write_scalar(&0u8)),
+            )?;
+            Ok(())
+        })()
+        .map_err(create_err)?;
+        let of = OpenFile {
+            file,
+            path: path.clone(),
+            opened: Instant::now(),
+            buffers: Vec::with_capacity(self.specs.len()),
+            bytes: 0,
+            events: 0,
+            events_flushed: 0,
+            swmr: false,
+        };
+        for spec in &self.specs {
+            create_buffer_group(&of.file, spec, &self.meta_type).map_err(create_err)?;
+        }
+        let rotating = self.file_index > 0;
+        self.file_index = index;
+        self.files.push(path);
+        self.current = Some(of);
+        if rotating {
+            // Later files have their whole layout already: start SWMR at once.
+            self.start_swmr()?;
+        }
+        Ok(())
+    }
+
+    /// Adds buffer `name` with records of `dtype`, `data_length` records per event. Must be
+    /// called before the first [`append`](Self::append) or [`flush`](Self::flush).
+    pub fn add_buffer(
+        &mut self,
+        name: &str,
+        dtype: &Dtype,
+        data_length: usize,
+        options: BufferOptions,
+    ) -> Result<BufferHandle, ExportError> {
+        check_name(name)?;
+        if name == HISTOGRAM_GROUP {
+            return Err(ExportError::BadName {
+                name: name.to_string(),
+                why: format!("'{HISTOGRAM_GROUP}' holds the histograms"),
+            });
+        }
+        if self.specs.iter().any(|s| s.name == name) {
+            return Err(ExportError::BadName {
+                name: name.to_string(),
+                why: "a buffer of that name is already in the file".to_string(),
+            });
+        }
+        if data_length == 0 {
+            return Err(ExportError::BadName {
+                name: name.to_string(),
+                why: "data_length is 0: an event needs at least one record".to_string(),
+            });
+        }
+        let path = self.current_path();
+        let of = self.current.as_mut().ok_or_else(|| ExportError::Stopped {
+            path: path.clone(),
+            first_error: "no file is open".to_string(),
+        })?;
+        if of.swmr {
+            return Err(ExportError::LayoutFrozen(name.to_string()));
+        }
+        let record_type = raw::compound_type(dtype).map_err(|reason| ExportError::Create {
+            path: path.clone(),
+            reason,
+        })?;
+        let event_bytes = dtype.record_size() * data_length;
+        let chunk_events = (options.chunk_bytes / event_bytes).max(1);
+        let meta_chunk_events = chunk_events * (65_536 / (META_BYTES * chunk_events)).max(1);
+        let spec = BufferSpec {
+            name: name.to_string(),
+            dtype: dtype.clone(),
+            data_length,
+            options,
+            record_type,
+            event_bytes,
+            chunk_events,
+            meta_chunk_events,
+            events_total: 0,
+        };
+        create_buffer_group(&of.file, &spec, &self.meta_type)
+            .map_err(|reason| ExportError::Create { path, reason })?;
+        self.specs.push(spec);
+        Ok(BufferHandle(self.specs.len() - 1))
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.files
+            .last()
+            .cloned()
+            .unwrap_or_else(|| self.base.clone())
+    }
+
+    fn stopped(&self) -> Result<(), ExportError> {
+        match &self.failed {
+            Some(first_error) => Err(ExportError::Stopped {
+                path: self.current_path(),
+                first_error: first_error.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn start_swmr(&mut self) -> Result<(), ExportError> {
+        let Some(of) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if of.swmr {
+            return Ok(());
+        }
+        // HDF5 1.10's H5Fstart_swmr_write closes and reopens every open dataset and group,
+        // which crashes when another file is open in the process: start it with none open
+        // (the groups were closed after creation) and open the datasets afterwards.
+        let r = of
+            .file
+            .flush()
+            .and_then(|_| of.file.start_swmr())
+            .map_err(|e| format!("could not start SWMR writing: {}", hdf(e)))
+            .and_then(|_| {
+                self.specs
+                    .iter()
+                    .map(|spec| open_buffer(&of.file, spec))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        match r {
+            Ok(buffers) => {
+                of.buffers = buffers;
+                of.swmr = true;
+                Ok(())
+            }
+            Err(reason) => Err(self.fail(String::new(), reason)),
+        }
+    }
+
+    /// Turns a write failure into the typed error and stops the writer.
+    fn fail(&mut self, buffer: String, reason: String) -> ExportError {
+        let path = self.current_path();
+        let events_safe = self.current.as_ref().map_or(0, |f| f.events_flushed);
+        let available_bytes = free_bytes(&path);
+        let full = reason.contains("No space left")
+            || reason.contains("errno = 28")
+            || available_bytes < 64 * 1024;
+        let err = if full {
+            ExportError::DiskFull {
+                path,
+                buffer,
+                available_bytes,
+                events_safe,
+                reason,
+            }
+        } else {
+            ExportError::Write {
+                path,
+                buffer,
+                events_safe,
+                reason,
+            }
+        };
+        if self.failed.is_none() {
+            self.failed = Some(err.to_string());
+        }
+        err
+    }
+
+    /// Appends one event to `buffer`: `data` holds `data_length` records of the buffer's
+    /// dtype, `meta` its metadata. Copies into the batch; writes when a chunk is full, flushes
+    /// when the flush interval has passed, rotates when the file is big or old enough.
+    #[inline]
+    pub fn append(
+        &mut self,
+        buffer: BufferHandle,
+        data: &[u8],
+        meta: &Metadata,
+    ) -> Result<(), ExportError> {
+        self.stopped()?;
+        let Some(spec) = self.specs.get(buffer.0) else {
+            return Err(ExportError::UnknownBuffer(buffer.0));
+        };
+        if data.len() != spec.event_bytes {
+            return Err(ExportError::EventSize {
+                buffer: spec.name.clone(),
+                got: data.len(),
+                expected: spec.event_bytes,
+                data_length: spec.data_length,
+                record_size: spec.dtype.record_size(),
+            });
+        }
+        let event_bytes = spec.event_bytes;
+        let needs_swmr = self.current.as_ref().is_some_and(|f| !f.swmr);
+        if needs_swmr {
+            self.start_swmr()?;
+        }
+        let now = Instant::now();
+        if let Some(max) = self.options.rotation.max_bytes {
+            let rotate = self
+                .current
+                .as_ref()
+                .is_some_and(|f| f.events > 0 && f.bytes >= max);
+            if rotate {
+                self.rotate()?;
+            }
+        }
+        let Some(of) = self.current.as_mut() else {
+            return Err(ExportError::Stopped {
+                path: self.base.clone(),
+                first_error: "no file is open".to_string(),
+            });
+        };
+        let fb = &mut of.buffers[buffer.0];
+        let mut meta_bytes = [0u8; META_BYTES];
+        meta_bytes[0..8].copy_from_slice(&meta.counter.to_le_bytes());
+        meta_bytes[8..16].copy_from_slice(&meta.timestamp.to_le_bytes());
+        meta_bytes[16..24].copy_from_slice(&meta.deadtime.to_le_bytes());
+        let data_full = fb.data.push(data);
+        let meta_full = fb.meta.push(&meta_bytes);
+        fb.events += 1;
+        of.events += 1;
+        of.bytes += (event_bytes + META_BYTES) as u64;
+        self.events_run += 1;
+        self.specs[buffer.0].events_total += 1;
+        if data_full || meta_full {
+            let r = {
+                let spec = &self.specs[buffer.0];
+                let fb = &mut of.buffers[buffer.0];
+                // Data rows reach the file before the metadata rows that count them (see
+                // `flush`); the metadata chunk is a multiple of the data chunk, so a full
+                // metadata batch always comes with a full data batch.
+                let r1 = if data_full {
+                    fb.data.write_pending(&spec.record_type)
+                } else {
+                    Ok(())
+                };
+                r1.and_then(|_| {
+                    if meta_full {
+                        raw::flush_dataset(&fb.data.ds)
+                            .and_then(|_| fb.meta.write_pending(&self.meta_type))
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            if let Err(reason) = r {
+                let name = self.specs[buffer.0].name.clone();
+                return Err(self.fail(name, reason));
+            }
+        }
+        if now.duration_since(self.last_flush) >= self.options.flush_interval {
+            self.flush()?;
+        }
+        if let Some(max) = self.options.rotation.max_duration {
+            let rotate = self
+                .current
+                .as_ref()
+                .is_some_and(|f| f.events > 0 && now.duration_since(f.opened) >= max);
+            if rotate {
+                self.rotate()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every event appended so far and flushes the file, so that readers (and the
+    /// file after a crash) see them. Starts SWMR mode if not started yet.
+    pub fn flush(&mut self) -> Result<(), ExportError> {
+        self.stopped()?;
+        self.start_swmr()?;
+        self.last_flush = Instant::now();
+        let Some(of) = self.current.as_mut() else {
+            return Ok(());
+        };
+        // Data first, flushed to the file, then the metadata that makes those rows count
+        // as events: a failure (or a crash) in between leaves rows whose counter is the
+        // fill value -1, never a counter pointing at unwritten data.
+        let mut failure = None;
+        for (i, fb) in of.buffers.iter_mut().enumerate() {
+            let spec = &self.specs[i];
+            let r = fb
+                .data
+                .write_pending(&spec.record_type)
+                .and_then(|_| raw::flush_dataset(&fb.data.ds))
+                .and_then(|_| fb.meta.write_pending(&self.meta_type));
+            if let Err(reason) = r {
+                failure = Some((spec.name.clone(), reason));
+                break;
+            }
+        }
+        if let Some((name, reason)) = failure {
+            return Err(self.fail(name, reason));
+        }
+        let Some(of) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = of.file.flush() {
+            let reason = format!("could not flush the file: {}", hdf(e));
+            return Err(self.fail(String::new(), reason));
+        }
+        if let Some(of) = self.current.as_mut() {
+            of.events_flushed = of.events;
+        }
+        Ok(())
+    }
+
+    /// Records the run statistics written as root attributes when a file closes.
+    pub fn update_stats(&mut self, stats: RunStats) {
+        self.stats = stats;
+    }
+
+    /// Stores histogram `name` (bin `edges`, `edges.len() - 1` `counts`, attributes); it is
+    /// written as `/histograms/<name>/{edges,counts}` into every file when that file closes,
+    /// with the values last given. Calling it again replaces the values.
+    pub fn write_histogram(
+        &mut self,
+        name: &str,
+        edges: &[f64],
+        counts: &[u64],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<(), ExportError> {
+        check_name(name)?;
+        if edges.len() < 2 || counts.len() + 1 != edges.len() {
+            return Err(ExportError::HistogramShape {
+                name: name.to_string(),
+                edges: edges.len(),
+                counts: counts.len(),
+            });
+        }
+        for (a, _) in attrs {
+            check_name(a)?;
+        }
+        let entry = Histogram {
+            name: name.to_string(),
+            edges: edges.to_vec(),
+            counts: counts.to_vec(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        match self.histograms.iter_mut().find(|h| h.name == name) {
+            Some(h) => *h = entry,
+            None => self.histograms.push(entry),
+        }
+        Ok(())
+    }
+
+    /// The files written so far, in order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Events appended to `buffer` over all files.
+    pub fn events(&self, buffer: BufferHandle) -> u64 {
+        self.specs.get(buffer.0).map_or(0, |s| s.events_total)
+    }
+
+    fn rotate(&mut self) -> Result<(), ExportError> {
+        self.close_current(true)?;
+        self.open_next()
+    }
+
+    /// Writes what is pending, the closing attributes and the histograms, and closes the file.
+    fn close_current(&mut self, clean: bool) -> Result<(), ExportError> {
+        if self.current.is_none() {
+            return Ok(());
+        }
+        self.flush()?;
+        let Some(of) = self.current.take() else {
+            return Ok(());
+        };
+        let r = (|| -> Result<(), String> {
+            let f = &of.file;
+            let set = |name: &str, r: h5::Result<()>| {
+                r.map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+            };
+            set(
+                "stop_time",
+                f.attr("stop_time")
+                    .and_then(|a| a.write_scalar(&to_str(&utc_now_iso8601()))),
+            )?;
+            set(
+                "events_written",
+                f.attr("events_written")
+                    .and_then(|a| a.write_scalar(&of.events)),
+            )?;
+            set(
+                "run_events_written",
+                f.attr("run_events_written")
+                    .and_then(|a| a.write_scalar(&self.events_run)),
+            )?;
+            set(
+                "events_lost",
+                f.attr("events_lost")
+                    .and_then(|a| a.write_scalar(&self.stats.events_lost)),
+            )?;
+            set(
+                "dead_time_fraction",
+                f.attr("dead_time_fraction")
+                    .and_then(|a| a.write_scalar(&self.stats.dead_time_fraction)),
+            )?;
+            if !self.histograms.is_empty() {
+                write_histograms(f, &self.histograms)?;
+            }
+            set(
+                "closed_cleanly",
+                f.attr("closed_cleanly")
+                    .and_then(|a| a.write_scalar(&u8::from(clean))),
+            )?;
+            f.flush()
+                .map_err(|e| format!("could not flush the file: {}", hdf(e)))?;
+            Ok(())
+        })();
+        let path = of.path.clone();
+        let events_flushed = of.events_flushed;
+        drop(of);
+        r.map_err(|reason| {
+            let e = self.fail(String::new(), reason);
+            // Keep the path of the file that failed even though it is closed now.
+            match e {
+                ExportError::Write { buffer, reason, .. } => ExportError::Write {
+                    path,
+                    buffer,
+                    events_safe: events_flushed,
+                    reason,
+                },
+                ExportError::DiskFull {
+                    buffer,
+                    available_bytes,
+                    reason,
+                    ..
+                } => ExportError::DiskFull {
+                    path,
+                    buffer,
+                    available_bytes,
+                    events_safe: events_flushed,
+                    reason,
+                },
+                other => other,
+            }
+        })
+    }
+
+    /// Writes everything, stores `stats`, stop time and histograms, and closes the file.
+    pub fn finish(mut self, stats: RunStats) -> Result<RunSummary, ExportError> {
+        self.stats = stats;
+        self.close_current(true)?;
+        Ok(RunSummary {
+            files: self.files.clone(),
+            events: self.specs.iter().map(|s| s.events_total).collect(),
+        })
+    }
+}
+
+impl Drop for RunFileWriter {
+    fn drop(&mut self) {
+        if self.current.is_some() && self.failed.is_none() {
+            // Best effort: keep what was appended; the file says it was not closed cleanly.
+            let _ = self.close_current(false);
+        }
+    }
+}
+
+/// Creates group `/<name>` with its `data` and `metadata` datasets and attributes; every
+/// handle is closed again before returning (SWMR starts with no object open).
+fn create_buffer_group(
+    file: &h5::File,
+    spec: &BufferSpec,
+    meta_type: &h5::Datatype,
+) -> Result<(), String> {
+    let ctx = |what: &str, e: h5::Error| format!("buffer '{}': {what}: {}", spec.name, hdf(e));
+    let group = file
+        .create_group(&spec.name)
+        .map_err(|e| ctx("create group", e))?;
+    let chunk_bytes = spec.chunk_events * spec.event_bytes;
+    let cache = (2 * chunk_bytes).max(1 << 20);
+    let mut b = group.new_dataset_builder();
+    b = b
+        .chunk((spec.chunk_events, spec.data_length))
+        .chunk_cache(521, cache, 1.0);
+    if let Compression::Deflate { level } = spec.options.compression {
+        b = b.shuffle().deflate(level.clamp(1, 9));
+    }
+    b.empty_as(&spec.record_type)
+        .shape((0.., spec.data_length))
+        .create("data")
+        .map_err(|e| ctx("create dataset data", e))?;
+    let mut m = group.new_dataset_builder();
+    m = m.chunk(spec.meta_chunk_events).fill_value(MetaRow {
+        counter: -1,
+        timestamp: f64::NAN,
+        deadtime: f64::NAN,
+    });
+    if let Compression::Deflate { level } = spec.options.compression {
+        m = m.shuffle().deflate(level.clamp(1, 9));
+    }
+    m.empty_as(meta_type)
+        .shape(0..)
+        .create("metadata")
+        .map_err(|e| ctx("create dataset metadata", e))?;
+    let attrs = || -> h5::Result<()> {
+        group
+            .new_attr::<VarLenUnicode>()
+            .create("dtype")?
+            .write_scalar(&to_str(&spec.dtype.numpy_descr()))?;
+        group
+            .new_attr::<u64>()
+            .create("data_length")?
+            .write_scalar(&(spec.data_length as u64))?;
+        group
+            .new_attr::<VarLenUnicode>()
+            .create("compression")?
+            .write_scalar(&to_str(&spec.options.compression.to_string()))?;
+        Ok(())
+    };
+    attrs().map_err(|e| ctx("write attributes", e))?;
+    Ok(())
+}
+
+/// Opens the datasets of a buffer group for writing (after SWMR has started).
+fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String> {
+    let open = |what: &str| {
+        file.dataset(&format!("{}/{what}", spec.name))
+            .map_err(|e| format!("buffer '{}': open {what}: {}", spec.name, hdf(e)))
+    };
+    Ok(FileBuffer {
+        data: RowBatch::new(
+            open("data")?,
+            Some(spec.data_length as u64),
+            spec.event_bytes,
+            spec.chunk_events,
+        ),
+        meta: RowBatch::new(open("metadata")?, None, META_BYTES, spec.meta_chunk_events),
+        events: 0,
+    })
+}
+
+fn write_histograms(file: &h5::File, histograms: &[Histogram]) -> Result<(), String> {
+    let ctx = |name: &str, e: h5::Error| format!("histogram '{name}': {}", hdf(e));
+    let top = match file.group(HISTOGRAM_GROUP) {
+        Ok(g) => g,
+        Err(_) => file
+            .create_group(HISTOGRAM_GROUP)
+            .map_err(|e| ctx(HISTOGRAM_GROUP, e))?,
+    };
+    for Histogram {
+        name,
+        edges,
+        counts,
+        attrs,
+    } in histograms
+    {
+        let g = match top.group(name) {
+            Ok(g) => g,
+            Err(_) => top.create_group(name).map_err(|e| ctx(name, e))?,
+        };
+        let write = || -> h5::Result<()> {
+            match g.dataset("edges") {
+                Ok(ds) if ds.size() == edges.len() => ds.write_raw(edges.as_slice())?,
+                _ => {
+                    g.new_dataset_builder()
+                        .with_data(edges.as_slice())
+                        .create("edges")?;
+                }
+            }
+            match g.dataset("counts") {
+                Ok(ds) if ds.size() == counts.len() => ds.write_raw(counts.as_slice())?,
+                _ => {
+                    g.new_dataset_builder()
+                        .with_data(counts.as_slice())
+                        .create("counts")?;
+                }
+            }
+            for (k, v) in attrs {
+                if g.attr(k).is_err() {
+                    match v {
+                        AttrValue::Text(_) => g.new_attr::<VarLenUnicode>().create(k.as_str())?,
+                        AttrValue::Float(_) => g.new_attr::<f64>().create(k.as_str())?,
+                        AttrValue::Int(_) => g.new_attr::<i64>().create(k.as_str())?,
+                    };
+                }
+                let a = g.attr(k)?;
+                match v {
+                    AttrValue::Text(s) => a.write_scalar(&to_str(s))?,
+                    AttrValue::Float(x) => a.write_scalar(x)?,
+                    AttrValue::Int(x) => a.write_scalar(x)?,
+                }
+            }
+            Ok(())
+        };
+        write().map_err(|e| ctx(name, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Reading back what [`super::hdf5::RunFileWriter`] wrote: a buffer's dtype, its raw event
+//! bytes and its metadata, from a closed file, a file still being written (SWMR read), or a
+//! file whose writer was killed.
+//!
+//! Guarantees: the dtype is rebuilt from the file's compound type (names, order, offsets)
+//! and the bytes are read with that exact layout, so they equal what was appended. Must
+//! never modify the file.
+
+use std::path::Path;
+
+use hdf5_metno as h5;
+use hdf5_metno::types::{FloatSize, IntSize, TypeDescriptor};
+
+use super::error::ExportError;
+use super::hdf5::MetaRow;
+use super::raw;
+use crate::dtype::{Dtype, Metadata, Scalar};
+
+/// One buffer of a run file, read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferContents {
+    /// The record type, rebuilt from the file's compound type.
+    pub dtype: Dtype,
+    /// Records per event.
+    pub data_length: usize,
+    /// Events in `data` (rows of the `data` dataset).
+    pub events: usize,
+    /// `events * data_length` records, laid out like numpy's structured array.
+    pub data: Vec<u8>,
+    /// The `metadata` rows (normally `events` of them; after a crash they may differ).
+    pub metadata: Vec<Metadata>,
+}
+
+/// Opens a run file read-only; a file still open for SWMR writing (or whose writer was
+/// killed) is opened in SWMR-read mode.
+pub(crate) fn open_run_file(path: &Path) -> Result<(h5::File, bool), ExportError> {
+    match h5::File::open(path) {
+        Ok(f) => Ok((f, false)),
+        Err(first) => match h5::File::open_as(path, h5::OpenMode::ReadSWMR) {
+            Ok(f) => Ok((f, true)),
+            Err(_) => Err(ExportError::Read {
+                path: path.to_path_buf(),
+                reason: raw::describe(first),
+            }),
+        },
+    }
+}
+
+fn scalar_of(td: &TypeDescriptor) -> Option<Scalar> {
+    Some(match td {
+        TypeDescriptor::Integer(IntSize::U1) => Scalar::I8,
+        TypeDescriptor::Integer(IntSize::U2) => Scalar::I16,
+        TypeDescriptor::Integer(IntSize::U4) => Scalar::I32,
+        TypeDescriptor::Integer(IntSize::U8) => Scalar::I64,
+        TypeDescriptor::Unsigned(IntSize::U1) => Scalar::U8,
+        TypeDescriptor::Unsigned(IntSize::U2) => Scalar::U16,
+        TypeDescriptor::Unsigned(IntSize::U4) => Scalar::U32,
+        TypeDescriptor::Unsigned(IntSize::U8) => Scalar::U64,
+        TypeDescriptor::Float(FloatSize::U4) => Scalar::F32,
+        TypeDescriptor::Float(FloatSize::U8) => Scalar::F64,
+        _ => return None,
+    })
+}
+
+/// The record dtype of a dataset whose type is a packed compound of numpy scalars.
+pub(crate) fn dtype_of(ds: &h5::Dataset) -> Result<Dtype, String> {
+    let td = ds
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(raw::describe)?;
+    let TypeDescriptor::Compound(c) = td else {
+        return Err(format!("not a compound type but {td}"));
+    };
+    let mut fields = c.fields.clone();
+    fields.sort_by_key(|f| f.offset);
+    let mut out = Vec::new();
+    for f in &fields {
+        let s = scalar_of(&f.ty)
+            .ok_or_else(|| format!("field '{}' has type {}, not a numpy scalar", f.name, f.ty))?;
+        out.push((f.name.clone(), s));
+    }
+    let d = Dtype::new(out).map_err(|e| e.to_string())?;
+    let packed = d
+        .fields()
+        .iter()
+        .zip(&fields)
+        .all(|(a, b)| a.offset == b.offset)
+        && d.record_size() == c.size;
+    if !packed {
+        return Err("compound type has padding: not a packed numpy record".to_string());
+    }
+    Ok(d)
+}
+
+/// Reads buffer `name` of the run file at `path`.
+pub fn read_buffer(path: impl AsRef<Path>, name: &str) -> Result<BufferContents, ExportError> {
+    let path = path.as_ref();
+    let err = |reason: String| ExportError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (file, _) = open_run_file(path)?;
+    let group = file
+        .group(name)
+        .map_err(|e| err(format!("no buffer '{name}': {}", raw::describe(e))))?;
+    let ds = group
+        .dataset("data")
+        .map_err(|e| err(format!("buffer '{name}' has no data: {}", raw::describe(e))))?;
+    let dtype = dtype_of(&ds).map_err(|r| err(format!("buffer '{name}': {r}")))?;
+    let shape = ds.shape();
+    if shape.len() != 2 {
+        return Err(err(format!(
+            "buffer '{name}': data has shape {shape:?}, expected (events, data_length)"
+        )));
+    }
+    let (events, data_length) = (shape[0], shape[1]);
+    let mem = raw::compound_type(&dtype).map_err(&err)?;
+    let mut data = vec![0u8; events * data_length * dtype.record_size()];
+    raw::read_rows(
+        &ds,
+        &mem,
+        0,
+        events as u64,
+        Some(data_length as u64),
+        &mut data,
+    )
+    .map_err(|r| err(format!("buffer '{name}': {r}")))?;
+    let meta = group
+        .dataset("metadata")
+        .and_then(|m| m.read_raw::<MetaRow>())
+        .map_err(|e| err(format!("buffer '{name}': metadata: {}", raw::describe(e))))?;
+    Ok(BufferContents {
+        dtype,
+        data_length,
+        events,
+        data,
+        metadata: meta
+            .into_iter()
+            .map(|m| Metadata {
+                counter: m.counter,
+                timestamp: m.timestamp,
+                deadtime: m.deadtime,
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,433 @@
+//! Crash safety of run files, for real: a writer process killed with SIGKILL leaves a file
+//! that opens and holds every event flushed before the kill; a reader in another process
+//! (h5py when available, else this crate in SWMR-read mode) reads the file while it grows;
+//! a full disk (a 2 MiB tmpfs) gives `ExportError::DiskFull` and leaves the flushed events
+//! readable.
+//!
+//! The child processes are this test binary re-run with an environment variable that
+//! selects the role (`DAQ_HDF5_ROLE`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use daq_engine::dtype::{Dtype, Metadata};
+use daq_engine::export::hdf5::{
+    BufferOptions, Compression, RunFileWriter, RunInfo, RunStats, WriterOptions,
+};
+use daq_engine::export::{inspect, read_buffer, ExportError};
+
+const DATA_LENGTH: usize = 1024;
+
+fn dtype() -> Dtype {
+    Dtype::parse([("ch0", "f4")]).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("daq-hdf5-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Deterministic event bytes (same formula as the Python reader uses).
+fn event_bytes(counter: i64) -> Vec<u8> {
+    (0..DATA_LENGTH * 4)
+        .map(|i| (i as i64 * 31 + counter * 7 + (i as i64 >> 8)) as u8)
+        .collect()
+}
+
+fn meta(counter: i64) -> Metadata {
+    Metadata {
+        counter,
+        timestamp: 1_700_000_000.0 + counter as f64,
+        deadtime: 0.0,
+    }
+}
+
+fn spawn_role(role: &str, test: &str, arg: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("DAQ_HDF5_ROLE", role)
+        .env("DAQ_HDF5_ARG", arg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The next line the child printed that starts with `prefix` (test-harness chatter skipped).
+fn next_line(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "child ended before printing '{prefix}'");
+        // The child's first line follows libtest's "test <name> ... " on the same line.
+        if let Some(at) = line.find(prefix) {
+            return line[at + prefix.len()..].trim().to_string();
+        }
+    }
+}
+
+/// Asserts the events in `path` are counters 0..m exactly once (rows never written carry the
+/// fill value -1), with their exact bytes, and m >= `at_least`. Returns m.
+fn check_events(path: &Path, at_least: usize) -> usize {
+    let got = read_buffer(path, "raw").unwrap();
+    let rows = got.events.min(got.metadata.len());
+    let mut seen = 0usize;
+    for (k, m) in got.metadata.iter().take(rows).enumerate() {
+        if m.counter < 0 {
+            continue;
+        }
+        assert_eq!(
+            m.counter, seen as i64,
+            "row {k}: counters must be 0.. in order, once"
+        );
+        let ev = &got.data[k * DATA_LENGTH * 4..(k + 1) * DATA_LENGTH * 4];
+        assert!(
+            ev == event_bytes(m.counter).as_slice(),
+            "row {k} (counter {}): data differ",
+            m.counter
+        );
+        seen += 1;
+    }
+    assert!(
+        seen >= at_least,
+        "{seen} events in the file, {at_least} were flushed"
+    );
+    seen
+}
+
+/// Child role "killed-writer": appends events, flushes every 10 and reports it, then
+/// appends 7 more without flushing and waits to be killed.
+fn killed_writer(path: &Path) {
+    let mut w = RunFileWriter::create(
+        path,
+        RunInfo::new("crash test"),
+        WriterOptions {
+            flush_interval: Duration::from_secs(3600),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let b = w
+        .add_buffer(
+            "raw",
+            &dtype(),
+            DATA_LENGTH,
+            BufferOptions {
+                compression: Compression::Deflate { level: 1 },
+                chunk_bytes: 64 * 1024,
+            },
+        )
+        .unwrap();
+    let mut c = 0i64;
+    for _ in 0..23 {
+        for _ in 0..10 {
+            w.append(b, &event_bytes(c), &meta(c)).unwrap();
+            c += 1;
+        }
+        w.flush().unwrap();
+        println!("flushed {c}");
+    }
+    for _ in 0..7 {
+        w.append(b, &event_bytes(c), &meta(c)).unwrap();
+        c += 1;
+    }
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    unreachable!("the parent kills this process");
+}
+
+#[test]
+fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
+    if let Ok("killed-writer") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
+        killed_writer(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
+        return;
+    }
+    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
+        return;
+    }
+    let dir = temp_dir("kill9");
+    let path = dir.join("run.h5");
+    let mut child = spawn_role(
+        "killed-writer",
+        "kill_9_leaves_a_readable_file_with_every_flushed_event",
+        &path,
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut flushed = 0usize;
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "writer died early");
+        if let Some(at) = line.find("flushed ") {
+            flushed = line[at + 8..].trim().parse().unwrap();
+        }
+        if line.trim().ends_with("ready") {
+            break;
+        }
+    }
+    assert_eq!(flushed, 230);
+    // Child::kill sends SIGKILL on Unix: no destructor, no atexit, no HDF5 close.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9));
+
+    let kept = check_events(&path, flushed);
+    assert!(kept <= 237);
+    let text = inspect(&path).unwrap();
+    assert!(
+        text.contains("still open for writing, or its writer stopped"),
+        "{text}"
+    );
+    assert!(text.contains("@closed_cleanly = 0"), "{text}");
+    println!("after kill -9: {kept} events readable, {flushed} were flushed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A Python with h5py and numpy: $DAQ_PYTHON, else python3; None (with the reason) if not.
+fn h5py_python() -> Result<String, String> {
+    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    match Command::new(&py)
+        .args(["-c", "import h5py, numpy"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(py),
+        Ok(o) => Err(format!(
+            "{py} cannot import h5py/numpy: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("{py} not runnable: {e}")),
+    }
+}
+
+/// Reads targets from stdin; for each, polls the SWMR file until it holds that many events,
+/// checking counters and bytes at every poll, then prints "saw N".
+const PY_READER: &str = r#"
+import sys, time, h5py, numpy as np
+path = sys.argv[1]
+f = h5py.File(path, "r", libver="latest", swmr=True)
+data, meta = f["raw/data"], f["raw/metadata"]
+assert data.dtype.names == ("ch0",) and data.dtype["ch0"] == np.dtype("<f4"), data.dtype
+assert meta.dtype.names == ("counter", "timestamp", "deadtime"), meta.dtype
+i = np.arange(4096, dtype=np.int64)
+polls = 0
+for line in sys.stdin:
+    target = int(line)
+    deadline = time.time() + 20
+    while True:
+        data.refresh(); meta.refresh(); polls += 1
+        n = min(data.shape[0], meta.shape[0])
+        c = meta["counter"][:n]
+        assert (c == np.arange(n)).all(), c
+        raw = data[:n].tobytes()
+        want = b"".join((((i * 31 + k * 7 + (i >> 8)) & 0xFF).astype(np.uint8)).tobytes() for k in range(n))
+        assert raw == want, "data differ"
+        if n >= target:
+            break
+        assert time.time() < deadline, "file stopped growing at %d" % n
+        time.sleep(0.005)
+    print("saw", n, flush=True)
+print("polls", polls, flush=True)
+"#;
+
+/// Child role "reader": the same protocol as PY_READER with this crate (SWMR read).
+fn crate_reader(path: &Path) {
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let target: usize = line.unwrap().trim().parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = check_events(path, 0);
+            if n >= target {
+                println!("saw {n}");
+                std::io::stdout().flush().unwrap();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "file stopped growing at {n}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn reader_in_another_process_follows_the_growing_file() {
+    if let Ok("reader") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
+        crate_reader(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
+        return;
+    }
+    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
+        return;
+    }
+    let dir = temp_dir("swmr-read");
+    let path = dir.join("run.h5");
+    let mut w = RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()).unwrap();
+    let b = w
+        .add_buffer(
+            "raw",
+            &dtype(),
+            DATA_LENGTH,
+            BufferOptions {
+                compression: Compression::Deflate { level: 1 },
+                chunk_bytes: 64 * 1024,
+            },
+        )
+        .unwrap();
+    w.flush().unwrap();
+    let (mut child, who) = match h5py_python() {
+        Ok(py) => (
+            Command::new(py)
+                .args(["-c", PY_READER])
+                .arg(&path)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            "h5py",
+        ),
+        Err(why) => {
+            println!("h5py reader not available ({why}); reading with this crate in SWMR mode");
+            (
+                spawn_role(
+                    "reader",
+                    "reader_in_another_process_follows_the_growing_file",
+                    &path,
+                ),
+                "daq_engine",
+            )
+        }
+    };
+    let mut to_child: ChildStdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut c = 0i64;
+    // Grow the file in steps that end mid-chunk; the reader must see each step whole.
+    for step in [5i64, 16, 33, 50, 81] {
+        while c < step {
+            w.append(b, &event_bytes(c), &meta(c)).unwrap();
+            c += 1;
+        }
+        w.flush().unwrap();
+        writeln!(to_child, "{step}").unwrap();
+        let saw: i64 = next_line(&mut out, "saw").parse().unwrap();
+        assert_eq!(
+            saw, step,
+            "{who} reader saw {saw} events after a flush of {step}"
+        );
+    }
+    drop(to_child);
+    assert!(child.wait().unwrap().success(), "{who} reader failed");
+    w.finish(RunStats::default()).unwrap();
+    assert_eq!(check_events(&path, 81), 81);
+    println!("{who} reader followed the file through 5 flushes");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped (also on panic).
+struct SmallDisk(PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("could not unmount {}: {e}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn full_disk_is_a_typed_error_and_flushed_events_stay_readable() {
+    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
+        return;
+    }
+    let dir = temp_dir("diskfull");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=2m"),
+    ) {
+        println!(
+            "SKIPPED full-disk test: cannot mount a 2 MiB tmpfs at {} ({e}); run as root",
+            mnt.display()
+        );
+        return;
+    }
+    let disk = SmallDisk(mnt.clone());
+    let path = mnt.join("run.h5");
+    let mut w = RunFileWriter::create(
+        &path,
+        RunInfo::new(""),
+        WriterOptions {
+            flush_interval: Duration::from_secs(3600),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let b = w
+        .add_buffer(
+            "raw",
+            &dtype(),
+            DATA_LENGTH,
+            BufferOptions {
+                compression: Compression::None,
+                chunk_bytes: 64 * 1024,
+            },
+        )
+        .unwrap();
+    let mut flushed = 0u64;
+    let mut err = None;
+    for c in 0..2000i64 {
+        let r = w.append(b, &event_bytes(c), &meta(c)).and_then(|_| {
+            if c % 16 == 15 {
+                w.flush()
+            } else {
+                Ok(())
+            }
+        });
+        match r {
+            Ok(()) if c % 16 == 15 => flushed = c as u64 + 1,
+            Ok(()) => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = err.expect("2000 events of 4 KiB cannot fit a 2 MiB disk");
+    println!("error: {err}");
+    match &err {
+        ExportError::DiskFull {
+            path: p,
+            events_safe,
+            ..
+        } => {
+            assert_eq!(p, &path);
+            assert_eq!(*events_safe, flushed);
+        }
+        other => panic!("expected DiskFull, got {other}"),
+    }
+    assert!(err.to_string().contains("disk full writing"));
+    assert!(matches!(
+        w.append(b, &event_bytes(0), &meta(0)),
+        Err(ExportError::Stopped { .. })
+    ));
+    drop(w);
+    assert!(
+        flushed >= 16 * 10,
+        "only {flushed} events fit before the disk was full"
+    );
+    let kept = check_events(&path, flushed as usize);
+    println!("disk full after {flushed} flushed events; {kept} readable");
+    inspect(&path).unwrap();
+    drop(disk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
