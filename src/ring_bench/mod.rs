@@ -41,6 +41,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Pause before each run under [`RingBenchOptions::realtime`], so that it starts in a
+/// real-time accounting period of its own and is not stalled for its predecessor's use.
+pub const RT_GAP: Duration = Duration::from_millis(1_050);
+
 /// Environment variable naming the `ring-peer` program, when it is not at its default place.
 pub const PEER_ENV: &str = "DAQ_RING_PEER";
 
@@ -78,8 +82,10 @@ pub struct RingBenchOptions {
     /// CPU every reader shares.
     pub consumer_cpu: usize,
     /// Run every benchmark process (ours, memcpy, iceoryx2) under SCHED_FIFO, so that other
-    /// work on the machine cannot preempt it (needs root or CAP_SYS_NICE; the kernel still
-    /// leaves 5% of each CPU to other work).
+    /// work on the machine cannot preempt it (needs root or CAP_SYS_NICE). The kernel still
+    /// keeps `sched_rt_runtime_us` (usually 5%) of every second for other work and stalls
+    /// real-time processes that used up the rest; so each run starts in a fresh second
+    /// ([`RT_GAP`] after the previous one) and runs are kept well under 0.95 s by default.
     pub realtime: bool,
     /// Which pages the ring may use.
     pub huge: HugePages,
@@ -98,9 +104,9 @@ impl Default for RingBenchOptions {
             repeats: 3,
             full_bytes: 2 << 30,
             min_events: 20_000,
-            max_events: 4_000_000,
+            max_events: 600_000,
             paced_rate_hz: 10_000.0,
-            paced_events: 10_000,
+            paced_events: 4_000,
             paced_poll: true,
             ring_bytes: 4 << 20,
             producer_cpu: 0,
@@ -472,12 +478,46 @@ fn make_source(event_bytes: usize) -> (Vec<u8>, usize) {
     (v, n)
 }
 
+/// Waits until `due` (`CLOCK_MONOTONIC` ns): sleeps until shortly before, then spins, so a
+/// paced producer keeps its CPU mostly free (and within the real-time budget).
+fn wait_until(due: u64) {
+    const SLACK_NS: u64 = 30_000;
+    let now = now_ns();
+    if due > now + SLACK_NS {
+        let at = due - SLACK_NS;
+        let ts = libc::timespec {
+            tv_sec: (at / 1_000_000_000) as libc::time_t,
+            tv_nsec: (at % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `ts` is a valid absolute CLOCK_MONOTONIC time; the remainder pointer may be
+        // null with TIMER_ABSTIME. An early return (signal) is fine: the spin below finishes.
+        unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+    while now_ns() < due {
+        std::hint::spin_loop();
+    }
+}
+
 /// Spins of a polling reader before it yields its CPU (as the iceoryx2 subscribers do).
 const POLL_SPINS: u32 = 2_000;
 
 static RING_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// One run through a daq-engine ring; `rate` 0 is full speed; `poll`: readers poll.
+/// Sleeps [`RT_GAP`] when real-time runs are throttled by the kernel (the usual case).
+fn rt_gap(opts: &RingBenchOptions) {
+    if opts.realtime && read_trimmed("/proc/sys/kernel/sched_rt_runtime_us") != "-1" {
+        std::thread::sleep(RT_GAP);
+    }
+}
+
 fn ours_once(
     opts: &RingBenchOptions,
     places: &[crate::shm::ShmPlace],
@@ -486,6 +526,7 @@ fn ours_once(
     rate: f64,
     poll: bool,
 ) -> Result<(Transfer, (Backing, bool)), RingBenchError> {
+    rt_gap(opts);
     let serial = RING_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let words = case.bytes / 8;
     let spec = RingSpec {
@@ -570,9 +611,7 @@ fn write_events(
     for i in 0..events {
         if period > 0.0 {
             let due = t0 + (i as f64 * period) as u64;
-            while now_ns() < due {
-                std::hint::spin_loop();
-            }
+            wait_until(due);
         }
         let off = (i as usize % in_source) * bytes;
         let mut slot = producer
@@ -695,6 +734,7 @@ fn peer_once(
     let PeerStatus::Ran(program) = &*status else {
         return None;
     };
+    rt_gap(opts);
     let out = std::process::Command::new(program)
         .args(["--bytes", &case.bytes.to_string()])
         .args(["--events", &events.to_string()])

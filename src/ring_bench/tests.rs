@@ -100,7 +100,7 @@ fn default_geometry() {
     assert_eq!(o.slots(4096), 1024);
     assert_eq!(o.slots(65536), 64);
     assert_eq!(o.slots(3 << 20), 16);
-    assert_eq!(o.full_events(64), 4_000_000);
+    assert_eq!(o.full_events(64), 600_000);
     assert_eq!(o.full_events(4096), 524_288);
     assert_eq!(o.full_events(65536), 32_768);
     assert_eq!(o.full_events(1 << 30), 20_000);

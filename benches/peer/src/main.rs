@@ -62,6 +62,33 @@ fn pin(cpu: usize, realtime: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Waits until `due` (`CLOCK_MONOTONIC` ns): sleeps until shortly before, then spins, so a
+/// paced producer keeps its CPU mostly free (and within the real-time budget).
+fn wait_until(due: u64) {
+    const SLACK_NS: u64 = 30_000;
+    let now = now_ns();
+    if due > now + SLACK_NS {
+        let at = due - SLACK_NS;
+        let ts = libc::timespec {
+            tv_sec: (at / 1_000_000_000) as libc::time_t,
+            tv_nsec: (at % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `ts` is a valid absolute CLOCK_MONOTONIC time; the remainder pointer may be
+        // null with TIMER_ABSTIME. An early return (signal) is fine: the spin below finishes.
+        unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+    while now_ns() < due {
+        std::hint::spin_loop();
+    }
+}
+
 /// Bytes of the source events are copied from (see the module comment).
 fn source_bytes(event_bytes: usize) -> usize {
     if event_bytes >= 64 * 1024 {
@@ -294,9 +321,7 @@ fn publish(a: &Args) -> Result<(), Failure> {
     for i in 0..a.events {
         if period > 0.0 {
             let due = t0 + (i as f64 * period) as u64;
-            while now_ns() < due {
-                std::hint::spin_loop();
-            }
+            wait_until(due);
         }
         let off = (i as usize % events_in_source) * words;
         let sample = publisher.loan_slice_uninit(words)?;
