@@ -1,1 +1,14 @@
-//! (linecounter: filled in by its driver work; see HARDWARE.md)
+//! Simple serial Geiger counters that print text lines: the MightyOhm kit, NetIO GC10, and
+//! Arduino-style sketches described by a configurable [`LineGrammar`].
+//!
+//! Guarantees: one event per reading line; banners and comments produce none; a line that
+//! does not parse is an error with its byte offset, never a zero count. Must never: send
+//! anything to the device (these counters take no commands).
+
+mod driver;
+pub mod protocol;
+pub mod simulator;
+
+pub use driver::{open, LineCounter, LineCounterConfig, LineFormat};
+pub use protocol::{GrammarField, LineGrammar, Separator};
+pub use simulator::{simulate, LineCounterSim, LineSimConfig, SimFormat};

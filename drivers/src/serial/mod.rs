@@ -14,8 +14,10 @@
 
 mod link;
 mod pty;
+pub mod record;
 pub mod scan;
 pub mod simclock;
+pub mod text;
 
 pub use link::{Backoff, LinkStats, PortSettings, SerialLink};
 pub use pty::{SimulatedDevice, SimulatorHandle, Wire};

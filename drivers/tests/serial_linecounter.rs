@@ -1,0 +1,201 @@
+//! Line counters (MightyOhm, GC10, Arduino grammar) against their simulators on a pty:
+//! every line the simulator printed arrives as exactly one event with the printed values;
+//! bad lines are errors at their byte offset; Poisson rates come out right.
+
+use std::time::Duration;
+
+use daq_drivers::linecounter::protocol::{parse_mightyohm, MightyOhmLine};
+use daq_drivers::linecounter::{
+    self, LineCounterConfig, LineCounterSim, LineFormat, LineGrammar, LineSimConfig, SimFormat,
+};
+use daq_drivers::serial::{SimulatedDevice, SimulatorHandle};
+use daq_drivers::{DriverError, ReadOutcome, Source};
+
+fn read_n(dev: &mut linecounter::LineCounter, n: usize) -> Vec<(Vec<u8>, Option<f64>)> {
+    let mut out = vec![0u8; dev.layout().event_size()];
+    let mut got = Vec::new();
+    let mut idle = 0;
+    while got.len() < n {
+        match dev
+            .read_event(&mut out, Duration::from_millis(200))
+            .unwrap()
+        {
+            ReadOutcome::Event(info) => got.push((out.clone(), info.device_time)),
+            ReadOutcome::Idle => {
+                idle += 1;
+                assert!(idle < 50, "simulator stopped");
+            }
+            ReadOutcome::End => panic!("end"),
+        }
+    }
+    got
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+#[test]
+fn mightyohm_lines_arrive_as_events_in_order_with_mode_rules() {
+    // 30 cps → the 5-s sum ×12 passes 1000: FAST; 400 cps overflows the 8-bit counter: INST.
+    for (cps, want_mode) in [(0.8, 0u8), (30.0, 1), (400.0, 2)] {
+        let cfg = LineSimConfig {
+            format: SimFormat::MightyOhm,
+            cps,
+            seed: 3,
+            second: Duration::from_millis(10),
+        };
+        let (_sim, path) = linecounter::simulate(cfg.clone()).unwrap();
+        let mut dev = linecounter::open(LineCounterConfig {
+            path,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(dev.layout().event_size(), 13);
+        dev.start().unwrap();
+        let got = read_n(&mut dev, 80);
+        let lines = LineCounterSim::lines(&cfg, 80);
+        for (i, ((rec, _), line)) in got.iter().zip(&lines).enumerate() {
+            let MightyOhmLine::Reading(r) = parse_mightyohm(line.trim_end().as_bytes()).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(u32_at(rec, 0), r.cps, "line {i}");
+            assert_eq!(u32_at(rec, 4), r.cpm, "line {i}");
+            assert_eq!(
+                f32::from_le_bytes(rec[8..12].try_into().unwrap()),
+                r.usv_centi as f32 / 100.0
+            );
+            assert_eq!(rec[12], r.mode as u8);
+        }
+        // After the first 5 seconds the mode settles to the one the rate implies.
+        assert!(
+            got[10..].iter().all(|(rec, _)| rec[12] == want_mode),
+            "cps {cps}"
+        );
+        assert!(dev
+            .run_metadata()
+            .contains(&("mightyohm_banner_seen".into(), "true".into())));
+    }
+}
+
+#[test]
+fn gc10_cpm_lines_are_exact() {
+    let cfg = LineSimConfig {
+        format: SimFormat::Gc10,
+        cps: 5.0,
+        seed: 9,
+        second: Duration::from_millis(10),
+    };
+    let (_sim, path) = linecounter::simulate(cfg.clone()).unwrap();
+    let mut dev = linecounter::open(LineCounterConfig {
+        path,
+        format: LineFormat::Gc10,
+        ..Default::default()
+    })
+    .unwrap();
+    let got = read_n(&mut dev, 100);
+    let lines = LineCounterSim::lines(&cfg, 100);
+    for ((rec, _), line) in got.iter().zip(&lines) {
+        assert_eq!(u32_at(rec, 0).to_string(), line.trim_end());
+    }
+    // In the first minute the CPM is the running sum: mean 5 per second → ~ 5 × 60 at line 60.
+    let at60 = u32_at(&got[59].0, 0);
+    assert!(
+        (200..400).contains(&at60),
+        "cpm after 60 s: {at60} (mean 300, sd 17)"
+    );
+}
+
+#[test]
+fn arduino_per_pulse_grammar_keeps_device_time_and_rate() {
+    let grammar = LineGrammar::pulse_ms_interval_count();
+    let rate = 200.0;
+    let cfg = LineSimConfig {
+        format: SimFormat::Grammar(grammar.clone()),
+        cps: rate,
+        seed: 5,
+        second: Duration::from_millis(10),
+    };
+    let (_sim, path) = linecounter::simulate(cfg.clone()).unwrap();
+    let mut dev = linecounter::open(LineCounterConfig {
+        path,
+        format: LineFormat::Grammar(grammar.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let names: Vec<_> = dev
+        .layout()
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["device_time", "pulse"]);
+    let n = 400;
+    let got = read_n(&mut dev, n);
+    let lines = LineCounterSim::lines(&cfg, n);
+    for (i, ((rec, t), line)) in got.iter().zip(&lines).enumerate() {
+        let parsed = grammar.parse(line.trim_end().as_bytes()).unwrap().unwrap();
+        assert_eq!(*t, parsed.time_s);
+        assert_eq!(
+            f64::from_le_bytes(rec[0..8].try_into().unwrap()),
+            parsed.time_s.unwrap()
+        );
+        assert_eq!(
+            u64::from_le_bytes(rec[8..16].try_into().unwrap()),
+            i as u64 + 1
+        );
+    }
+    // n pulses in device time T: rate estimate n/T has sd rate/sqrt(n) = 5 %; allow ±20 %.
+    let t_last = got.last().unwrap().1.unwrap();
+    let est = n as f64 / t_last;
+    assert!((160.0..240.0).contains(&est), "rate {est}");
+}
+
+/// A device that sends a fixed script once.
+struct Script(&'static [u8], bool);
+impl SimulatedDevice for Script {
+    fn receive(&mut self, _: &[u8], _: Duration, _: &mut Vec<u8>) {}
+    fn advance(&mut self, _: Duration, out: &mut Vec<u8>) {
+        if !self.1 {
+            out.extend_from_slice(self.0);
+            self.1 = true;
+        }
+    }
+    fn next_wakeup(&self) -> Option<Duration> {
+        None
+    }
+}
+
+#[test]
+fn garbage_line_is_an_error_at_its_offset_and_the_stream_goes_on() {
+    const SCRIPT: &[u8] = b"CPS, 1, CPM, 19, uSv/hr, 0.10, SLOW\r\nCPS, 1, CPM, 1\x00\xff9\r\nCPS, 2, CPM, 21, uSv/hr, 0.11, SLOW\r\nCPS, 3, CPM, 24, uSv/hr, 0.13, SLO";
+    let sim = SimulatorHandle::start("script", |_| Box::new(Script(SCRIPT, false))).unwrap();
+    let mut dev = linecounter::open(LineCounterConfig {
+        path: sim.path().into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut out = [0u8; 13];
+    let t = Duration::from_millis(500);
+    assert!(matches!(
+        dev.read_event(&mut out, t).unwrap(),
+        ReadOutcome::Event(_)
+    ));
+    assert_eq!(u32_at(&out, 4), 19);
+    match dev.read_event(&mut out, t) {
+        Err(DriverError::Protocol { offset, .. }) => assert_eq!(offset, 37),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        dev.read_event(&mut out, t).unwrap(),
+        ReadOutcome::Event(_)
+    ));
+    assert_eq!(u32_at(&out, 4), 21);
+    // The truncated last line (no CRLF) is not an event.
+    assert_eq!(
+        dev.read_event(&mut out, Duration::from_millis(100))
+            .unwrap(),
+        ReadOutcome::Idle
+    );
+}
