@@ -174,6 +174,15 @@ impl Catalog for [FunctionSpec] {
     }
 }
 
+impl Catalog for Vec<FunctionSpec> {
+    fn function(&self, name: &str) -> Option<&FunctionSpec> {
+        self[..].function(name)
+    }
+    fn names(&self) -> Vec<&'static str> {
+        self[..].names()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

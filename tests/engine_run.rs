@@ -1,0 +1,391 @@
+//! Whole runs of the real `daq-engine` binary: exact event counts through multi-process
+//! workers, clean stops on SIGINT, failures named and cleaned up, no orphans and no
+//! leftover shared memory — also when the supervisor itself is killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("daq-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    /// The one run directory under runs/.
+    fn run_dir(&self) -> PathBuf {
+        let runs = self.0.join("runs");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+            .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(dirs.len(), 1, "expected one run directory: {dirs:?}");
+        dirs.pop().unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
+    format!(
+        "target_directory: runs
+options: {{stats_interval: 0.2}}
+Buffers:
+  raw:
+    slot_count: 64
+    data_length: 16
+    data_dtype: {{ch0: f4, ch1: f4}}
+  copy:
+    slot_count: 32
+    data_length: 16
+    data_dtype: {{ch0: f4, ch1: f4}}
+Workers:
+  source:
+    function: bench.source
+    sinks: [raw]
+    config: {{n_events: {n_events}}}
+  filter:
+    function: misc.copy
+    number_of_processes: {filter_procs}
+    sources: [raw]
+    sinks: [copy]
+  sink:
+    function: bench.sink
+    number_of_processes: {sink_procs}
+    sources: [copy]
+  sink2:
+    function: bench.sink
+    sources: [raw]
+"
+    )
+}
+
+fn start(dir: &Dir, setup: &Path, extra: &[&str]) -> Child {
+    Command::new(EXE)
+        .arg(setup)
+        .args(extra)
+        .arg("--no-tui")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daq-engine")
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().expect("wait for daq-engine");
+    let code = out.status.code().unwrap_or(-1);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (code, text)
+}
+
+#[derive(Debug, Default)]
+struct Sink {
+    events: u64,
+    out_of_order: u64,
+    corrupt: u64,
+    counter_sum: u64,
+}
+
+/// Sums the bench.sink reports of `worker` in the run directory.
+fn sink_reports(run_dir: &Path, worker: &str) -> Sink {
+    let mut s = Sink::default();
+    let mut found = 0;
+    for e in std::fs::read_dir(run_dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let prefix = format!("bench_{worker}_");
+        if name.starts_with(&prefix) && name.ends_with(".json") {
+            let rest = &name[prefix.len()..name.len() - 5];
+            if rest.parse::<usize>().is_err() {
+                continue;
+            }
+            found += 1;
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            s.events += v["events"].as_u64().unwrap();
+            s.out_of_order += v["out_of_order"].as_u64().unwrap();
+            s.corrupt += v["corrupt"].as_u64().unwrap();
+            s.counter_sum = s
+                .counter_sum
+                .wrapping_add(v["counter_sum"].as_u64().unwrap());
+        }
+    }
+    assert!(
+        found > 0,
+        "no report of sink '{worker}' in {}",
+        run_dir.display()
+    );
+    s
+}
+
+/// Ring files of this run still in /dev/shm (or any place the plan names).
+fn leftover_rings(run_dir: &Path) -> Vec<PathBuf> {
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("plan.json")).unwrap()).unwrap();
+    plan["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["rings"].as_array().unwrap().iter())
+        .map(|r| PathBuf::from(r.as_str().unwrap()))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if cmd.contains(needle) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the run has its plan and its sink has taken events.
+fn wait_running(dir: &Dir) -> PathBuf {
+    wait_until("the run directory", Duration::from_secs(30), || {
+        dir.0
+            .join("runs")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    });
+    let run = dir.run_dir();
+    wait_until("events flowing", Duration::from_secs(30), || {
+        std::fs::read_to_string(run.join("stats.jsonl")).is_ok_and(|t| {
+            t.lines().any(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|v| v["buffers"]["raw"]["events_in"].as_u64().unwrap_or(0) > 1000)
+            })
+        })
+    });
+    run
+}
+
+fn kill(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+#[test]
+fn every_event_arrives_exactly_once_through_multiprocess_workers() {
+    let dir = Dir::new("exact");
+    let n = 200_000u64;
+    let s = dir.write("setup.yaml", &setup(n, 2, 2));
+    let (code, text) = finish(start(&dir, &s, &[]));
+    assert_eq!(code, 0, "{text}");
+    let run = dir.run_dir();
+    let expected_sum = n * (n - 1) / 2;
+    // `sink` (2 processes) reads `copy`, written by 2 filter processes: together every event.
+    let a = sink_reports(&run, "sink");
+    assert_eq!(a.events, n, "{a:?}");
+    assert_eq!(a.counter_sum, expected_sum);
+    assert_eq!(a.corrupt, 0);
+    // `sink2` reads `raw` directly from the single source ring: every event, in order.
+    let b = sink_reports(&run, "sink2");
+    assert_eq!((b.events, b.out_of_order, b.corrupt), (n, 0, 0));
+    assert_eq!(b.counter_sum, expected_sum);
+    for f in [
+        "setup.yaml",
+        "plan.json",
+        "pipeline.txt",
+        "pipeline.dot",
+        "daq-engine.log",
+        "summary.json",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing in the run directory");
+    }
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(last["buffers"]["raw"]["events_in"], n);
+    assert_eq!(last["buffers"]["raw"]["events_out"]["filter"], n);
+    assert_eq!(last["buffers"]["copy"]["events_in"], n);
+    assert_eq!(last["workers"]["sink"]["state"], "finished");
+    assert!(leftover_rings(&run).is_empty());
+    assert!(processes_with(&run.to_string_lossy()).is_empty());
+}
+
+#[test]
+fn sigint_drains_every_buffer_and_exits_0() {
+    let dir = Dir::new("sigint");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    let (code, text) = finish(child);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("stop requested"), "{text}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let produced = summary["events"]["raw"].as_u64().unwrap();
+    assert!(produced > 1000 && produced < 1_000_000_000);
+    // Nothing that was taken is lost: every reader got every event the source published.
+    assert_eq!(sink_reports(&run, "sink").events, produced);
+    assert_eq!(sink_reports(&run, "sink2").events, produced);
+    assert_eq!(summary["events"]["copy"].as_u64().unwrap(), produced);
+    assert!(leftover_rings(&run).is_empty());
+    assert!(processes_with(&run.to_string_lossy()).is_empty());
+}
+
+#[test]
+fn a_killed_worker_stops_the_run_with_exit_1_and_no_leftovers() {
+    let dir = Dir::new("killed");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    let needle = format!("{} sink 1", run.join("plan.json").display());
+    let victims = processes_with(&needle);
+    assert_eq!(victims.len(), 1, "the second sink process: {victims:?}");
+    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    let (code, text) = finish(child);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("worker 'sink' process 1") && text.contains("SIGKILL"),
+        "the message names the worker, the process and the signal: {text}"
+    );
+    assert!(
+        leftover_rings(&run).is_empty(),
+        "{:?}",
+        leftover_rings(&run)
+    );
+    assert!(processes_with(&run.to_string_lossy()).is_empty());
+}
+
+#[test]
+fn workers_exit_and_clean_up_when_the_supervisor_is_killed() {
+    let dir = Dir::new("supkill");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
+    let mut child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    let needle = run.to_string_lossy().into_owned();
+    assert!(processes_with(&needle).len() >= 4);
+    kill(child.id(), nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    wait_until("every worker to exit", Duration::from_secs(30), || {
+        processes_with(&needle).is_empty()
+    });
+    assert!(
+        leftover_rings(&run).is_empty(),
+        "{:?}",
+        leftover_rings(&run)
+    );
+}
+
+#[test]
+fn a_second_sigint_aborts() {
+    let dir = Dir::new("abort");
+    // A sink that never finishes on its own: the importer keeps producing until stopped,
+    // and the second signal must not wait for the drain.
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    let (code, text) = finish(child);
+    assert!(code == 0 || code == 1, "{text}");
+    if code == 1 {
+        assert!(text.contains("abort"), "{text}");
+    }
+    assert!(leftover_rings(&run).is_empty());
+    assert!(processes_with(&run.to_string_lossy()).is_empty());
+}
+
+#[test]
+fn max_events_stops_the_importer_exactly() {
+    let dir = Dir::new("limit");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
+    let (code, text) = finish(start(&dir, &s, &["--max-events", "12345"]));
+    assert_eq!(code, 0, "{text}");
+    let run = dir.run_dir();
+    assert_eq!(sink_reports(&run, "sink").events, 12_345);
+    assert_eq!(sink_reports(&run, "sink2").events, 12_345);
+}
+
+#[test]
+fn bad_setups_exit_2_with_a_positioned_message() {
+    let dir = Dir::new("bad");
+    let cases: &[(&str, &str)] = &[
+        (
+            "Buffers: {}\nWorkers:\n  a:\n    function: nope.nothing\n",
+            "nope.nothing",
+        ),
+        (
+            "Buffers:\n  raw: {slot_count: 8, data_length: 4, data_dtype: {x: f9}}\nWorkers: {}\n",
+            "f9",
+        ),
+        ("Buffers: [1, 2\n", "bad.yaml:"),
+    ];
+    for (i, (text, fragment)) in cases.iter().enumerate() {
+        let s = dir.write("bad.yaml", text);
+        let (code, out) = finish(start(&dir, &s, &[]));
+        assert_eq!(code, 2, "case {i}: {out}");
+        assert!(
+            out.contains(fragment),
+            "case {i}: expected '{fragment}' in: {out}"
+        );
+        assert!(
+            out.contains("bad.yaml:"),
+            "case {i}: no file position in: {out}"
+        );
+    }
+    // Every bad setup of the setup tests, through the real binary.
+    let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setups/bad");
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(&bad) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                let (code, out) = finish(start(&dir, &p, &[]));
+                assert_eq!(code, 2, "{}: {out}", p.display());
+                n += 1;
+            }
+        }
+    }
+    assert!(
+        n >= 12,
+        "expected at least a dozen bad setups under {}",
+        bad.display()
+    );
+    assert!(
+        !dir.0.join("runs").exists(),
+        "a bad setup must not start a run"
+    );
+}
