@@ -13,7 +13,7 @@ pub use registry::{Build, Function, Registry};
 pub mod realtime;
 pub mod supervisor;
 
-pub use supervisor::{EngineError, Progress, RunOptions, RunSummary, Supervisor};
+pub use supervisor::{Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher};
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

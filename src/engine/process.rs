@@ -22,9 +22,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static PAUSED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_pause(_: libc::c_int) {
+    PAUSED.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_resume(_: libc::c_int) {
+    PAUSED.store(false, Ordering::SeqCst);
+}
+
+/// True while the supervisor has paused this (importer) process: it keeps taking data from
+/// its source, so the device does not stall, but publishes nothing (mimoCoRB2's "pause").
+pub fn paused() -> bool {
+    PAUSED.load(Ordering::Relaxed)
 }
 
 /// True once this process was asked to stop.
@@ -54,6 +69,13 @@ fn install_signals() {
         // SAFETY: `on_stop` only stores to an atomic, which is async-signal-safe.
         let _ = unsafe { sigaction(sig, &act) };
     }
+    let flags = SaFlags::SA_RESTART;
+    let pause = SigAction::new(SigHandler::Handler(on_pause), flags, SigSet::empty());
+    let resume = SigAction::new(SigHandler::Handler(on_resume), flags, SigSet::empty());
+    // SAFETY: the handlers only store to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGUSR1, &pause) };
+    // SAFETY: as above.
+    let _ = unsafe { sigaction(Signal::SIGUSR2, &resume) };
 }
 
 /// Entry point of a worker process (`daq-engine __worker PLAN WORKER PROCESS`).
@@ -448,9 +470,9 @@ fn importer_loop(
         if stop_requested() || limit.is_some_and(|l| taken >= l) {
             break Ok(());
         }
-        if p.ring().policy() == Policy::Drop && !p.has_room() {
-            // Full under `drop`: take the event anyway (keeps the device flowing) and
-            // count it lost if there was one.
+        if paused() || (p.ring().policy() == Policy::Drop && !p.has_room()) {
+            // Paused, or full under `drop`: take the event anyway (keeps the device
+            // flowing); under `drop` count it lost if there was one, when paused discard it.
             scratch_meta.counter = counter;
             let mut ev = EventMut {
                 data: &mut scratch,
@@ -458,6 +480,7 @@ fn importer_loop(
                 dtype: &dtype,
             };
             match f.next(&mut ev) {
+                Ok(Produced::Event) if paused() => {}
                 Ok(Produced::Event) => {
                     p.count_lost(1);
                     counter += step;

@@ -54,6 +54,29 @@ pub struct RunOptions {
     pub progress: Progress,
 }
 
+/// What a watcher (terminal dashboard, web page) may ask of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Importers keep reading their devices but publish nothing (mimoCoRB2's pause).
+    Pause,
+    /// Importers publish again.
+    Resume,
+    /// Stop the importers and let every buffer drain, as the first Ctrl-C does.
+    Stop,
+}
+
+/// Something that shows the run while it goes on and may steer it. The supervisor calls it
+/// from its loop: `update` with every statistics snapshot (the same JSON object as a line of
+/// stats.jsonl, plus `"paused"`), `poll` a few times a second, `finish` once at the end.
+pub trait Watcher {
+    /// A new statistics snapshot.
+    fn update(&mut self, stats: &serde_json::Value);
+    /// A control action, if one was asked for since the last call.
+    fn poll(&mut self) -> Option<Control>;
+    /// The run ended with this summary.
+    fn finish(&mut self, _summary: &RunSummary) {}
+}
+
 /// How the run ended.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunSummary {
@@ -173,6 +196,7 @@ pub struct Supervisor {
     /// When stats were last written, with each buffer's (published, blocked ns) then.
     last_stats: Option<(Instant, Counts)>,
     stopping: bool,
+    paused: bool,
     failures: Vec<String>,
     _places: Vec<ShmPlace>,
 }
@@ -267,6 +291,7 @@ impl Supervisor {
             stats_file,
             last_stats: None,
             stopping: false,
+            paused: false,
             failures: Vec::new(),
             _places: places,
         })
@@ -314,7 +339,15 @@ impl Supervisor {
     }
 
     /// Starts every worker process and supervises the run until it ends.
-    pub fn run(mut self) -> Result<RunSummary, EngineError> {
+    pub fn run(self) -> Result<RunSummary, EngineError> {
+        self.run_watched(None)
+    }
+
+    /// As [`Supervisor::run`], shown by and steered from `watcher`.
+    pub fn run_watched(
+        mut self,
+        mut watcher: Option<&mut dyn Watcher>,
+    ) -> Result<RunSummary, EngineError> {
         install_signals();
         // Readers first, importers last: nothing is produced before its consumers exist.
         let mut order: Vec<usize> = (0..self.plan.workers.len()).collect();
@@ -347,6 +380,11 @@ impl Supervisor {
         let mut seen_signals = 0;
         loop {
             std::thread::sleep(Duration::from_millis(50));
+            if let Some(w) = watcher.as_deref_mut() {
+                while let Some(c) = w.poll() {
+                    self.control(c);
+                }
+            }
             let signals = SIGNALS.load(Ordering::SeqCst);
             if signals > seen_signals {
                 seen_signals = signals;
@@ -393,7 +431,10 @@ impl Supervisor {
                 .as_ref()
                 .is_none_or(|(t, _)| t.elapsed().as_secs_f64() >= self.plan.stats_interval);
             if stats_due {
-                self.write_stats();
+                let line = self.write_stats();
+                if let Some(w) = watcher.as_deref_mut() {
+                    w.update(&line);
+                }
             }
             if self.procs.iter().all(|p| p.status.is_some()) {
                 break;
@@ -413,8 +454,41 @@ impl Supervisor {
         if self.opts.progress == Progress::Live {
             eprint!("\r\x1b[2K");
         }
-        self.write_stats();
-        Ok(self.summary())
+        let line = self.write_stats();
+        let summary = self.summary();
+        if let Some(w) = watcher.as_deref_mut() {
+            w.update(&line);
+            w.finish(&summary);
+        }
+        Ok(summary)
+    }
+
+    /// Carries out a watcher's request; logged in the run log.
+    pub fn control(&mut self, c: Control) {
+        use nix::sys::signal::Signal;
+        let sig = match c {
+            Control::Stop => {
+                if !self.stopping {
+                    self.log_and_say(
+                        "stop requested from the monitor: importers stop, buffers drain",
+                    );
+                    self.stop_importers();
+                }
+                return;
+            }
+            Control::Pause => Signal::SIGUSR1,
+            Control::Resume => Signal::SIGUSR2,
+        };
+        self.paused = c == Control::Pause;
+        tracing::info!(
+            "{} requested from the monitor",
+            if self.paused { "pause" } else { "resume" }
+        );
+        for p in &self.procs {
+            if p.is_importer && p.status.is_none() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), sig);
+            }
+        }
     }
 
     fn log_and_say(&self, msg: &str) {
@@ -543,7 +617,7 @@ impl Supervisor {
             .collect()
     }
 
-    fn write_stats(&mut self) {
+    fn write_stats(&mut self) -> serde_json::Value {
         let now = Instant::now();
         let t = self.start.elapsed().as_secs_f64();
         let stats = self.ring_stats();
@@ -637,11 +711,15 @@ impl Supervisor {
             "t": t,
             "time": crate::engine::utc_now(),
             "stopping": self.stopping,
+            "paused": self.paused,
+            "max_events": self.plan.max_events,
+            "max_seconds": self.plan.max_seconds,
             "buffers": buffers,
             "workers": workers,
         });
         let _ = writeln!(self.stats_file, "{line}");
         self.last_stats = Some((now, cur));
+        line
     }
 
     fn progress_line(&self) -> String {
