@@ -177,7 +177,6 @@ fn merged_reader_idle_path_allocates_nothing() {
                 wait_any(&tokens, Duration::from_micros(1));
                 woke += 1;
             }
-            drop(tokens);
             for r in &mut readers {
                 assert!(matches!(r.try_next(), Next::Idle));
             }

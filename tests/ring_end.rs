@@ -400,7 +400,6 @@ fn wait_any_without_timeout_wakes_on_data_and_on_close() {
                 rep.other.fetch_add(1, Ordering::SeqCst); // going to sleep
                 wait_any(&tokens, Duration::MAX);
             }
-            drop(tokens);
             for (i, r) in readers.iter_mut().enumerate() {
                 match r.try_next() {
                     Next::Event(ev) => {
