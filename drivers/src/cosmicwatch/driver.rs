@@ -1,0 +1,339 @@
+//! The CosmicWatch driver: one record per detector event with every field the detector
+//! prints; the detector's own timestamp and dead time are kept raw in the record and also
+//! reported in [`EventInfo`].
+//!
+//! Records — v2: `event: u8, time_ms: u8, adc: u2, sipm_mv: f4, deadtime_ms: u8, temp_c: f4`;
+//! v3X: `event: u8, time_s: f8, flag: u1, adc: u2, sipm_mv: f4, deadtime_s: f8` then, when
+//! configured, `temp_c: f4, pressure_pa: f4` and `accel_x/y/z: f4, gyro_x/y/z: f4`.
+//! `EventInfo.device_time` is the detector time in s; `device_deadtime` is the dead time
+//! accrued since the previous event (the record keeps the cumulative value);
+//! `device_lost` counts skipped event numbers.
+//!
+//! Guarantees: header, name, comment and housekeeping lines make no event; a line that does
+//! not parse, or an event number that goes backwards, is a [`DriverError::Protocol`] with the
+//! byte offset. The reading loop allocates nothing (housekeeping text goes into a buffer
+//! reserved at open). Must never: send anything to the detector.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::protocol::{is_v2_name, parse_v2, parse_v3, V2Line, V3Columns, V3Line};
+use crate::serial::record::RecordWriter;
+use crate::serial::{Backoff, PortSettings, SerialLink};
+use crate::{
+    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+};
+
+/// Detector version and its columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CosmicWatchVersion {
+    /// v2, Arduino Nano, 9600 baud, space-separated.
+    V2,
+    /// v3X, RP2040 USB CDC, tab-separated; which optional columns it prints.
+    V3X(V3Columns),
+}
+
+/// Settings of a CosmicWatch detector (setup keys map onto these fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CosmicWatchConfig {
+    /// Serial port path.
+    pub path: PathBuf,
+    /// Detector version and columns.
+    pub version: CosmicWatchVersion,
+    /// Baud rate; `None` = 9600 for v2, 115200 for v3X (ignored by USB CDC).
+    pub baud: Option<u32>,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
+impl Default for CosmicWatchConfig {
+    fn default() -> Self {
+        CosmicWatchConfig {
+            path: PathBuf::from("/dev/ttyUSB0"),
+            version: CosmicWatchVersion::V2,
+            baud: None,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Longest housekeeping text kept.
+const HK_CAPACITY: usize = 256;
+
+/// An open CosmicWatch detector.
+pub struct CosmicWatch {
+    cfg: CosmicWatchConfig,
+    link: SerialLink,
+    info: DeviceInfo,
+    layout: EventLayout,
+    /// Detector name from the v2 name line.
+    name: Option<String>,
+    /// Last housekeeping text (capacity reserved at open).
+    housekeeping: String,
+    last_event: Option<u64>,
+    /// True until the first line after the header of a (re)started detector was seen.
+    expect_name: bool,
+    /// Last cumulative dead time, seconds.
+    last_dead: f64,
+    events: u64,
+    lost: u64,
+}
+
+fn layout_for(version: CosmicWatchVersion) -> Vec<(&'static str, &'static str)> {
+    match version {
+        CosmicWatchVersion::V2 => vec![
+            ("event", "u8"),
+            ("time_ms", "u8"),
+            ("adc", "u2"),
+            ("sipm_mv", "f4"),
+            ("deadtime_ms", "u8"),
+            ("temp_c", "f4"),
+        ],
+        CosmicWatchVersion::V3X(c) => {
+            let mut v = vec![
+                ("event", "u8"),
+                ("time_s", "f8"),
+                ("flag", "u1"),
+                ("adc", "u2"),
+                ("sipm_mv", "f4"),
+                ("deadtime_s", "f8"),
+            ];
+            if c.environment {
+                v.extend([("temp_c", "f4"), ("pressure_pa", "f4")]);
+            }
+            if c.motion {
+                v.extend([
+                    ("accel_x", "f4"),
+                    ("accel_y", "f4"),
+                    ("accel_z", "f4"),
+                    ("gyro_x", "f4"),
+                    ("gyro_y", "f4"),
+                    ("gyro_z", "f4"),
+                ]);
+            }
+            v
+        }
+    }
+}
+
+/// Opens a CosmicWatch detector. Nothing is sent to it.
+pub fn open(config: CosmicWatchConfig) -> Result<CosmicWatch, DriverError> {
+    let baud = config.baud.unwrap_or(match config.version {
+        CosmicWatchVersion::V2 => 9600,
+        CosmicWatchVersion::V3X(_) => 115200,
+    });
+    let mut link = SerialLink::open(PortSettings {
+        path: config.path.clone(),
+        baud,
+    })?;
+    link.set_backoff(config.backoff);
+    let model = match config.version {
+        CosmicWatchVersion::V2 => "CosmicWatch v2",
+        CosmicWatchVersion::V3X(_) => "CosmicWatch v3X",
+    };
+    Ok(CosmicWatch {
+        info: DeviceInfo {
+            family: Family::CosmicWatch,
+            model: model.into(),
+            serial: None,
+            port: config.path.display().to_string(),
+            usb_id: None,
+        },
+        layout: EventLayout {
+            fields: layout_for(config.version)
+                .into_iter()
+                .map(|(n, t)| FieldSpec {
+                    name: n.into(),
+                    numpy_type: t,
+                })
+                .collect(),
+            records: 1,
+        },
+        name: None,
+        housekeeping: String::with_capacity(HK_CAPACITY),
+        last_event: None,
+        expect_name: true,
+        last_dead: 0.0,
+        events: 0,
+        lost: 0,
+        link,
+        cfg: config,
+    })
+}
+
+impl CosmicWatch {
+    /// Detector name from the v2 name line, if seen.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Last housekeeping text (v3X `# HK` line), empty if none yet.
+    pub fn housekeeping(&self) -> &str {
+        &self.housekeeping
+    }
+
+    /// The serial link (for its counters).
+    pub fn link(&self) -> &SerialLink {
+        &self.link
+    }
+
+    /// Checks the event number sequence; returns how many numbers were skipped.
+    fn sequence(&mut self, event: u64, offset: u64) -> Result<u64, DriverError> {
+        let lost = match self.last_event {
+            Some(prev) if event <= prev => {
+                return Err(DriverError::Protocol {
+                    device: self.info.port.clone(),
+                    offset,
+                    detail: format!(
+                        "event number {event} after {prev}: the detector restarted or lines \
+                         were merged; if it rebooted, reconnect"
+                    ),
+                })
+            }
+            Some(prev) => event - prev - 1,
+            None => 0,
+        };
+        self.last_event = Some(event);
+        Ok(lost)
+    }
+}
+
+impl Source for CosmicWatch {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn layout(&self) -> &EventLayout {
+        &self.layout
+    }
+
+    fn start(&mut self) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    fn read_event(
+        &mut self,
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<ReadOutcome, DriverError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some((offset, line)) = self.link.read_line(left)? else {
+                return Ok(ReadOutcome::Idle);
+            };
+            let bad = |detail: String| DriverError::Protocol {
+                device: self.info.port.clone(),
+                offset,
+                detail,
+            };
+            let mut w = RecordWriter::new(out);
+            let (event, time_s, dead_s) = match self.cfg.version {
+                CosmicWatchVersion::V2 => match parse_v2(line) {
+                    Ok(V2Line::Comment) => continue,
+                    Ok(V2Line::Event(e)) => {
+                        w.u64(e.event);
+                        w.u64(e.time_ms);
+                        w.u16(e.adc);
+                        w.f32(e.sipm_mv);
+                        w.u64(e.deadtime_ms);
+                        w.f32(e.temp_c);
+                        (e.event, e.time_ms as f64 / 1e3, e.deadtime_ms as f64 / 1e3)
+                    }
+                    // The name line follows the header, before any event.
+                    Err(_) if self.expect_name && is_v2_name(line) => {
+                        self.name = Some(String::from_utf8_lossy(line).into_owned());
+                        self.expect_name = false;
+                        continue;
+                    }
+                    Err(e) => return Err(bad(format!("CosmicWatch v2 line: {e}"))),
+                },
+                CosmicWatchVersion::V3X(cols) => match parse_v3(line, cols) {
+                    Ok(V3Line::Comment) => continue,
+                    Ok(V3Line::Housekeeping(hk)) => {
+                        self.housekeeping.clear();
+                        let text = std::str::from_utf8(hk).unwrap_or("(not UTF-8)");
+                        let mut end = text.len().min(HK_CAPACITY);
+                        while !text.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        self.housekeeping.push_str(&text[..end]);
+                        continue;
+                    }
+                    Ok(V3Line::Event(e)) => {
+                        w.u64(e.event);
+                        w.f64(e.time_s);
+                        w.u8(e.flag);
+                        w.u16(e.adc);
+                        w.f32(e.sipm_mv);
+                        w.f64(e.deadtime_s);
+                        if cols.environment {
+                            w.f32(e.temp_c);
+                            w.f32(e.pressure_pa);
+                        }
+                        if cols.motion {
+                            for v in e.accel.iter().chain(&e.gyro) {
+                                w.f32(*v);
+                            }
+                        }
+                        (e.event, e.time_s, e.deadtime_s)
+                    }
+                    Err(e) => return Err(bad(format!("CosmicWatch v3X line: {e}"))),
+                },
+            };
+            if let Err(n) = w.finish() {
+                return Err(DriverError::Config {
+                    device: self.info.port.clone(),
+                    detail: format!(
+                        "event slot is {} bytes, this detector writes {n}",
+                        out.len()
+                    ),
+                });
+            }
+            self.expect_name = false;
+            let lost = self.sequence(event, offset)?;
+            self.lost += lost;
+            self.events += 1;
+            let dead_increment = (dead_s - self.last_dead).max(0.0);
+            self.last_dead = dead_s;
+            return Ok(ReadOutcome::Event(EventInfo {
+                device_time: Some(time_s),
+                device_deadtime: Some(dead_increment),
+                device_lost: lost,
+            }));
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    fn reconnect(&mut self) -> Result<bool, DriverError> {
+        let back = self.link.reconnect()?;
+        if back {
+            // A replugged detector reboots: numbering and dead time start again.
+            self.last_event = None;
+            self.last_dead = 0.0;
+            self.expect_name = true;
+        }
+        Ok(back)
+    }
+
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        let mut m = vec![
+            ("cosmicwatch_events".to_string(), self.events.to_string()),
+            (
+                "cosmicwatch_lost_event_numbers".to_string(),
+                self.lost.to_string(),
+            ),
+        ];
+        if let Some(n) = &self.name {
+            m.push(("cosmicwatch_name".into(), n.clone()));
+        }
+        if !self.housekeeping.is_empty() {
+            m.push(("cosmicwatch_housekeeping".into(), self.housekeeping.clone()));
+        }
+        m.extend(self.link.gap_metadata());
+        m
+    }
+}
