@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages daq-engine needs, only those missing. Used by `make demo` and
+# `make test`; safe to run again. The README says what each package is for.
+#   build:  libhdf5-dev libusb-1.0-0-dev pkg-config
+#   tests:  hdf5-tools (h5dump) python3-venv (h5py in a venv) tmux (terminal dashboard test)
+#           chromium (web page test, headless)
+set -euo pipefail
+what=${1:-build}
+pkgs=(libhdf5-dev libusb-1.0-0-dev pkg-config)
+if [ "$what" = test ]; then
+    pkgs+=(hdf5-tools python3-venv tmux chromium)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+    echo "daq-engine needs Rust 1.95 or newer (cargo): install it with rustup (https://rustup.rs)" >&2
+    exit 1
+fi

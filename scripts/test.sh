@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every check and test of daq-engine, as CI runs it (`make test`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh test
+step() { echo; echo "=== $* ($(date -u +%T))"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "python with h5py for the HDF5 reader tests"
+if [ ! -x target/venv/bin/python ] || ! target/venv/bin/python -c 'import h5py, numpy' 2>/dev/null; then
+    python3 -m venv target/venv
+    target/venv/bin/pip install -q h5py numpy
+fi
+export DAQ_PYTHON="$PWD/target/venv/bin/python"
+
+step "tests"
+cargo test --workspace --locked
+
+step "loom model checks of the ring protocol"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --lib ring::loom_tests
+
+echo
+echo "all checks passed"
