@@ -378,11 +378,12 @@ fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, start: &[f64], step: &[f64]) -> Vec<f6
                 pts[n] = c;
                 vals[n] = fc;
             } else {
-                for i in 1..=n {
-                    for j in 0..n {
-                        pts[i][j] = pts[0][j] + 0.5 * (pts[i][j] - pts[0][j]);
+                let best = pts[0].clone();
+                for (p, v) in pts.iter_mut().zip(vals.iter_mut()).skip(1) {
+                    for (x, b) in p.iter_mut().zip(&best) {
+                        *x = b + 0.5 * (*x - b);
                     }
-                    vals[i] = f(&pts[i]);
+                    *v = f(p);
                 }
             }
         }
@@ -468,7 +469,7 @@ pub fn gaussian_histogram(
             0.0
         };
         let total = normal_between((a - m) / s, (b - m) / s);
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return f64::INFINITY;
         }
         let mut l = 0.0;
@@ -478,7 +479,7 @@ pub fn gaussian_histogram(
             }
             let g = normal_between((edges[i] - m) / s, (edges[i + 1] - m) / s) / total;
             let p = (1.0 - f) * g + f * (edges[i + 1] - edges[i]) / (b - a);
-            if !(p > 0.0) {
+            if p.is_nan() || p <= 0.0 {
                 return f64::INFINITY;
             }
             l += c * p.ln();

@@ -291,7 +291,7 @@ impl HistogramExport {
                     None => h.hi(),
                     Some(v) => v.as_f64().ok_or_else(|| bad("'max' must be a number"))?,
                 };
-                if !(hi > lo) {
+                if hi.is_nan() || lo.is_nan() || hi <= lo {
                     return Err(bad("needs min < max").into());
                 }
                 let background = match o.get("background") {

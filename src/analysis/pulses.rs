@@ -15,6 +15,7 @@
 //! - **width**: full width at half maximum, both half-height crossings interpolated;
 //! - **area**: the sum of `y` over the contiguous samples with `y ≥ release_fraction·threshold`
 //!   around the peak, times `sample_interval`.
+//!
 //! Times, widths and areas are in samples × `sample_interval` (so in seconds when it is set,
 //! in samples with the default 1).
 //!
@@ -768,8 +769,8 @@ mod tests {
     fn triangle_pulse_is_measured_exactly() {
         // A symmetric triangle: peak 10 at sample 20, half height at 15 and 25.
         let mut y = vec![0f32; 60];
-        for i in 10..=30 {
-            y[i] = 10.0 - (i as f32 - 20.0).abs();
+        for (i, v) in y.iter_mut().enumerate().take(31).skip(10) {
+            *v = 10.0 - (i as f32 - 20.0).abs();
         }
         let s = FinderSettings {
             threshold: 2.0,

@@ -144,9 +144,7 @@ impl PulseShape {
     /// A double-exponential pulse (time constants in samples; `rise` 0 = instant rise),
     /// tabulated for at most `max_len` samples.
     pub fn exponential(rise: f64, decay: f64, max_len: usize) -> PulseShape {
-        let peak = if rise <= 0.0 {
-            1.0
-        } else if (decay - rise).abs() < 1e-9 * decay {
+        let peak = if rise <= 0.0 || (decay - rise).abs() < 1e-9 * decay {
             1.0
         } else {
             let tp = rise * decay / (decay - rise) * (decay / rise).ln();

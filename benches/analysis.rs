@@ -1,0 +1,113 @@
+//! Criterion benchmarks of the hot analysis functions on the reference event (4 channels ×
+//! 4096 float32 samples, 64 KiB): the simulator (both noise generators), the threshold trigger
+//! (worst case: no crossing, every sample inspected) and the pulse finder. Throughput is in
+//! events; the 1 kHz goal is 1000 events/s. `daq-engine bench analysis` prints the same
+//! figures from `daq_engine::analysis::bench::run`.
+//!
+//! `cargo bench -p daq-engine --bench analysis`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use daq_engine::analysis::bench::{waveform_shape, SlotEmit};
+use daq_engine::analysis::pulses::PulseFinder;
+use daq_engine::analysis::simulate::SimulatePulses;
+use daq_engine::analysis::trigger::Threshold;
+use daq_engine::dtype::{Dtype, Metadata};
+use daq_engine::worker::{
+    BufferShape, BuildContext, EventMut, EventRef, Filter, Importer, Processor,
+};
+use std::hint::black_box;
+
+fn simulator(noise_generator: &str) -> SimulatePulses {
+    SimulatePulses::build(&BuildContext::for_test(
+        "bench_source",
+        serde_json::json!({"sample_interval": 4e-9, "pretrigger_samples": 400, "noise": 0.002,
+                           "noise_generator": noise_generator, "decay_fraction": 0.5, "seed": 7}),
+        vec![],
+        vec![waveform_shape()],
+    ))
+    .expect("valid simulator config")
+}
+
+fn analysis(c: &mut Criterion) {
+    let shape = waveform_shape();
+    let bytes = shape.data_length * shape.dtype.record_size();
+    let mut g = c.benchmark_group("analysis_4x4096_f32");
+    g.throughput(Throughput::Elements(1));
+    let mut slot = vec![0u8; bytes];
+    let mut meta = Metadata::default();
+    for gen in ["table", "ziggurat"] {
+        let mut sim = simulator(gen);
+        g.bench_function(format!("simulate.pulses/{gen}"), |b| {
+            b.iter(|| {
+                let mut ev = EventMut {
+                    data: &mut slot,
+                    meta: &mut meta,
+                    dtype: &shape.dtype,
+                };
+                black_box(sim.next(&mut ev).expect("simulated"))
+            })
+        });
+    }
+    let mut sim = simulator("table");
+    let events: Vec<Vec<u8>> = (0..64)
+        .map(|_| {
+            let mut data = vec![0u8; bytes];
+            let mut ev = EventMut {
+                data: &mut data,
+                meta: &mut meta,
+                dtype: &shape.dtype,
+            };
+            sim.next(&mut ev).expect("simulated");
+            data
+        })
+        .collect();
+    let ev = |i: usize| EventRef {
+        data: &events[i % events.len()],
+        meta: Metadata::default(),
+        dtype: &shape.dtype,
+    };
+    let mut trig = Threshold::build(&BuildContext::for_test(
+        "bench_trigger",
+        serde_json::json!({"level": 100.0}),
+        vec![shape.clone()],
+        vec![shape.clone()],
+    ))
+    .expect("valid trigger config");
+    let mut i = 0;
+    g.bench_function("filter.threshold/no_crossing", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(trig.select(&ev(i)).expect("selected"))
+        })
+    });
+    let features = BufferShape {
+        name: "pulses".into(),
+        dtype: Dtype::parse([
+            ("channel", "u1"),
+            ("time", "f8"),
+            ("height", "f4"),
+            ("area", "f4"),
+            ("width", "f4"),
+        ])
+        .expect("valid dtype"),
+        data_length: 1,
+    };
+    let mut finder = PulseFinder::build(&BuildContext::for_test(
+        "bench_pulses",
+        serde_json::json!({"threshold": 0.05, "sample_interval": 4e-9}),
+        vec![shape.clone()],
+        vec![features.clone()],
+    ))
+    .expect("valid finder config");
+    let mut out = SlotEmit::new(&features);
+    g.bench_function("process.pulses", |b| {
+        b.iter(|| {
+            i += 1;
+            finder.process(&ev(i), &mut out).expect("processed")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, analysis);
+criterion_main!(benches);
