@@ -3,6 +3,8 @@
 //! directory under the family's file name, so tests running in parallel each get their own
 //! library instance (state, injections, counters).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,6 +16,49 @@ use daq_drivers::picoscope::{
     PS5000A,
 };
 use daq_drivers::{DriverError, ReadOutcome, Source};
+
+/// Counts heap allocations made by the current thread (the fake library has its own
+/// allocator, so only the driver's allocations are counted).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+// SAFETY: forwards to the system allocator unchanged; counting touches only a const-
+// initialised thread-local Cell.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// The built fake library: next to this test binary (`target/<profile>/deps`, where cargo
 /// puts it as a dev-dependency) or one level up. Fails loudly if it is not there.
@@ -890,4 +935,84 @@ fn bench_counts_what_it_reads() {
     assert_eq!(f.bytes, 120 * 200 * 4 * 4);
     assert!(f.events_per_s > 0.0 && f.mb_per_s > 0.0);
     assert!((f.events_per_s * f.seconds - 120.0).abs() < 1e-6);
+    // 120 events in runs of 50: 3 reads fetched, 117 only copied out.
+    assert_eq!(f.copy_events, 117);
+    assert!(f.copy_events_per_s > 0.0 && f.copy_mb_per_s > 0.0);
+}
+
+#[test]
+fn reading_events_allocates_nothing() {
+    // Rapid block: 60 events = 6 fetches and re-arms of 10 captures, volts.
+    let fake = Fake::new(&PS5000A);
+    let at_open = allocations();
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 4, 10, SampleFormat::Volts))).unwrap();
+    assert!(
+        allocations() >= at_open + 40,
+        "the counter sees the 40 segment buffers of open"
+    );
+    let mut out = vec![0u8; scope.layout().event_size()];
+    Source::start(&mut scope).unwrap();
+    read_one(&mut scope, &mut out);
+    let before = allocations();
+    for _ in 0..60 {
+        assert!(matches!(
+            Source::read_event(&mut scope, &mut out, T),
+            Ok(ReadOutcome::Event(_))
+        ));
+    }
+    assert_eq!(allocations() - before, 0, "rapid block");
+
+    // Streaming, raw, chunks crossing event boundaries, idle polls included.
+    let fake = Fake::new(&PS5000A);
+    let mut c = block_config(&PS5000A, 2, 1, SampleFormat::Raw);
+    c.sample_interval_ns = 1000.0;
+    c.acquisition = Acquisition::Streaming {
+        samples_per_event: 250,
+        overview_samples: 1000,
+    };
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    Source::start(&mut scope).unwrap();
+    read_one(&mut scope, &mut out);
+    let before = allocations();
+    for _ in 0..40 {
+        assert!(matches!(
+            Source::read_event(&mut scope, &mut out, T),
+            Ok(ReadOutcome::Event(_))
+        ));
+    }
+    assert_eq!(allocations() - before, 0, "streaming");
+}
+
+#[test]
+#[ignore = "measurement: cargo test --release -p daq-drivers --test picoscope_fake -- --ignored --nocapture"]
+fn measure_fake_rates() {
+    for (name, family, channels, captures, records) in [
+        ("ps5000a 4 ch", &PS5000A, 4usize, 1000u32, 1000u32),
+        ("ps2000a 2 ch", &PS2000A, 2, 1000, 1000),
+    ] {
+        let fake = Fake::new(family);
+        let mut c = fake.config(block_config(
+            family,
+            channels,
+            captures,
+            SampleFormat::Volts,
+        ));
+        if let Acquisition::RapidBlock {
+            ref mut pre_trigger,
+            ref mut post_trigger,
+            ..
+        } = c.acquisition
+        {
+            *pre_trigger = records / 5;
+            *post_trigger = records - records / 5;
+        }
+        let f = bench_fake(&c, 20_000).unwrap();
+        println!(
+            "{name}, rapid block {captures} captures x {records} samples, f4: {:.0} events/s, {:.1} MB/s \
+             ({} events in {:.3} s); driver copy-out alone: {:.0} events/s, {:.1} MB/s",
+            f.events_per_s, f.mb_per_s, f.events, f.seconds, f.copy_events_per_s, f.copy_mb_per_s
+        );
+    }
 }

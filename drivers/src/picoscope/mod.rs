@@ -48,11 +48,21 @@ pub struct BenchFigures {
     pub events_per_s: f64,
     /// bytes / 1e6 / seconds.
     pub mb_per_s: f64,
+    /// Events whose read only copied a fetched capture out (no library call): the
+    /// driver's own per-event work.
+    pub copy_events: u64,
+    /// Rate of those reads alone: what the driver path could sustain.
+    pub copy_events_per_s: f64,
+    /// The same in MB/s.
+    pub copy_mb_per_s: f64,
 }
 
 /// Opens the scope `config` describes (normally the fake library: set `config.library`),
 /// reads `events` events into one reused byte buffer as an Importer would, and reports the
 /// rate. Idle reads count towards the time; a read that stays idle for 10 s is an error.
+/// Besides the overall rate (which includes the library's acquisition, for the fake its
+/// signal generation), it reports the rate of the reads that only copied a fetched capture
+/// out: the driver's own cost per event.
 pub fn bench_fake(config: &PicoScopeConfig, events: u64) -> Result<BenchFigures, PicoError> {
     let mut scope = PicoScope::open(config.clone())?;
     let size = scope.layout().event_size();
@@ -60,12 +70,22 @@ pub fn bench_fake(config: &PicoScopeConfig, events: u64) -> Result<BenchFigures,
     let t0 = Instant::now();
     scope.start_capture()?;
     let mut got = 0u64;
+    let mut copy_events = 0u64;
+    let mut copy_seconds = 0f64;
     let mut idle_since: Option<Instant> = None;
     while got < events {
-        match scope.read_capture(&mut out, Duration::from_millis(100))? {
+        let batches = scope.counters().batches;
+        let t = Instant::now();
+        let outcome = scope.read_capture(&mut out, Duration::from_millis(100))?;
+        let dt = t.elapsed().as_secs_f64();
+        match outcome {
             ReadOutcome::Event(_) => {
                 got += 1;
                 idle_since = None;
+                if scope.counters().batches == batches {
+                    copy_events += 1;
+                    copy_seconds += dt;
+                }
             }
             ReadOutcome::Idle | ReadOutcome::End => {
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -83,7 +103,11 @@ pub fn bench_fake(config: &PicoScopeConfig, events: u64) -> Result<BenchFigures,
     let seconds = t0.elapsed().as_secs_f64().max(1e-9);
     scope.stop_capture()?;
     let bytes = got * size as u64;
+    let copy_seconds = copy_seconds.max(1e-9);
     Ok(BenchFigures {
+        copy_events,
+        copy_events_per_s: copy_events as f64 / copy_seconds,
+        copy_mb_per_s: (copy_events * size as u64) as f64 / 1e6 / copy_seconds,
         events: got,
         bytes,
         seconds,

@@ -251,6 +251,19 @@ impl PicoScope {
         Ok(scope)
     }
 
+    /// OK, or the typed error naming this device and `function`. Allocates only on error.
+    fn check(&self, function: &'static str, s: PicoStatus) -> Result<(), PicoError> {
+        if s == PicoStatus::Ok {
+            Ok(())
+        } else {
+            Err(PicoError::Status {
+                device: self.device(),
+                function,
+                status: s,
+            })
+        }
+    }
+
     fn device(&self) -> String {
         self.info.model.clone() + if self.serial.is_empty() { "" } else { " " } + &self.serial
     }
@@ -403,10 +416,9 @@ impl PicoScope {
         let nch = self.enabled.len();
         match self.config.acquisition {
             Acquisition::RapidBlock {
-                pre_trigger,
-                post_trigger,
                 captures_per_run,
                 trigger,
+                ..
             } => {
                 let (s, max_per_segment) = self.lib.memory_segments(h, captures_per_run);
                 check(&device, sym.memory_segments, s)?;
@@ -459,7 +471,6 @@ impl PicoScope {
                         check(&device, sym.set_simple_trigger, s)?;
                     }
                 }
-                let _ = pre_trigger + post_trigger;
                 // Buffers: allocated once, registered once per channel and segment.
                 if self.segments.len() != captures_per_run as usize * nch {
                     self.segments = (0..captures_per_run as usize * nch)
@@ -609,7 +620,7 @@ impl PicoScope {
                 param,
             )
         };
-        check(&self.device(), self.config.family.symbols.run_block, s)?;
+        self.check(self.config.family.symbols.run_block, s)?;
         self.counters.batches += 1;
         Ok(())
     }
@@ -640,7 +651,7 @@ impl PicoScope {
                 let (s, actual) =
                     self.lib
                         .run_streaming(self.handle, value, units, overview_samples);
-                check(&self.device(), self.config.family.symbols.run_streaming, s)?;
+                self.check(self.config.family.symbols.run_streaming, s)?;
                 self.interval_ns = f64::from(actual) * unit_ns;
                 self.stage_fill = 0;
                 self.pending_len = 0;
@@ -732,7 +743,7 @@ impl PicoScope {
             let now = Instant::now();
             if now >= deadline {
                 let (s, ready) = self.lib.is_ready(self.handle);
-                check(&self.device(), self.config.family.symbols.is_ready, s)?;
+                self.check(self.config.family.symbols.is_ready, s)?;
                 return Ok(ready);
             }
             std::thread::sleep(pause.min(deadline - now));
@@ -746,7 +757,7 @@ impl PicoScope {
         let (s, got) =
             self.lib
                 .get_values_bulk(self.handle, self.records as u32, 0, to, &mut self.overflow);
-        check(&self.device(), sym.get_values_bulk, s)?;
+        self.check(sym.get_values_bulk, s)?;
         if got as usize != self.records {
             return Err(PicoError::BadData {
                 device: self.device(),
@@ -764,7 +775,7 @@ impl PicoScope {
             0,
             to,
         );
-        check(&self.device(), sym.trigger_time_offset_bulk64, s)?;
+        self.check(sym.trigger_time_offset_bulk64, s)?;
         self.state = RunState::Draining {
             next: 0,
             captures: self.captures,
@@ -916,7 +927,7 @@ impl PicoScope {
         self.state = RunState::Stopped;
         self.was_running = false;
         let s = self.lib.stop(self.handle);
-        check(&self.device(), self.config.family.symbols.stop, s)
+        self.check(self.config.family.symbols.stop, s)
     }
 
     /// Closes the old handle and opens the unit again with the same settings; restarts if it
