@@ -78,9 +78,12 @@ impl Drop for Image {
     }
 }
 
-/// The bytes of a freshly created, valid ring file (f4 × 16, 8 slots, one group).
+/// The bytes of a freshly created, valid ring file (f4 × 16, 8 slots, one group); made once.
 fn valid_bytes() -> Vec<u8> {
-    valid_bytes_with(&f4(), 16, vec![1])
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES
+        .get_or_init(|| valid_bytes_with(&f4(), 16, vec![1]))
+        .clone()
 }
 
 fn valid_bytes_with(dtype: &Dtype, data_length: usize, groups: Vec<usize>) -> Vec<u8> {
