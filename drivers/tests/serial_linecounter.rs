@@ -199,3 +199,80 @@ fn garbage_line_is_an_error_at_its_offset_and_the_stream_goes_on() {
         ReadOutcome::Idle
     );
 }
+
+mod wire_fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A device that sends a byte script once (owned, for generated scripts).
+    struct OwnedScript(Vec<u8>, bool);
+    impl SimulatedDevice for OwnedScript {
+        fn receive(&mut self, _: &[u8], _: Duration, _: &mut Vec<u8>) {}
+        fn advance(&mut self, _: Duration, out: &mut Vec<u8>) {
+            if !self.1 {
+                out.extend_from_slice(&self.0);
+                self.1 = true;
+            }
+        }
+        fn next_wakeup(&self) -> Option<Duration> {
+            None
+        }
+    }
+
+    fn item() -> impl Strategy<Value = Result<(u32, u32), Vec<u8>>> {
+        prop_oneof![
+            (0u32..=255, 0u32..=15300).prop_map(Ok),
+            // Garbage without line ends, sometimes longer than the 4 KiB read buffer.
+            proptest::collection::vec(any::<u8>().prop_filter("no LF", |b| *b != b'\n'), 0..40)
+                .prop_map(Err),
+            proptest::collection::vec(Just(b'x'), 4090..5000).prop_map(Err),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 24,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6675_7a7a),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Valid MightyOhm lines mixed with garbage lines on the wire: every valid line is
+        /// exactly one event with its values, every garbage line exactly one error.
+        #[test]
+        fn garbage_on_the_wire_is_never_a_reading(items in proptest::collection::vec(item(), 1..12)) {
+            let mut script = Vec::new();
+            let mut valid = Vec::new();
+            let mut garbage = 0;
+            for it in &items {
+                match it {
+                    Ok((cps, cpm)) => {
+                        let u = daq_drivers::linecounter::protocol::mightyohm_usv_centi(*cpm);
+                        script.extend_from_slice(format!("CPS, {cps}, CPM, {cpm}, uSv/hr, {}.{:02}, SLOW\r\n", u / 100, u % 100).as_bytes());
+                        valid.push((*cps, *cpm));
+                    }
+                    Err(g) => {
+                        script.extend_from_slice(g);
+                        script.extend_from_slice(b"\r\n");
+                        garbage += 1;
+                    }
+                }
+            }
+            let sim = SimulatorHandle::start("fuzz", move |_| Box::new(OwnedScript(script.clone(), false))).unwrap();
+            let mut dev = linecounter::open(LineCounterConfig { path: sim.path().into(), ..Default::default() }).unwrap();
+            let mut out = [0u8; 13];
+            let (mut events, mut errors) = (Vec::new(), 0);
+            let mut idle = 0;
+            while events.len() + errors < items.len() && idle < 10 {
+                match dev.read_event(&mut out, Duration::from_millis(200)) {
+                    Ok(ReadOutcome::Event(_)) => events.push((u32_at(&out, 0), u32_at(&out, 4))),
+                    Ok(_) => idle += 1,
+                    Err(DriverError::Protocol { .. }) => errors += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            prop_assert_eq!(events, valid);
+            prop_assert_eq!(errors, garbage);
+        }
+    }
+}
