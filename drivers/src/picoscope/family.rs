@@ -341,6 +341,26 @@ fn ps2000a_timebases(variant: &str, _r: Resolution) -> Timebases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever is asked, the chosen timebase exists and no neighbour is nearer.
+        #[test]
+        fn nearest_is_never_beaten_by_a_neighbour(req in 1e-3f64..1e11, res in 0usize..5, fam in 0usize..3) {
+            let t = match fam {
+                0 => (PS5000A.timebases)("5444D", PS5000A.resolutions[res]),
+                1 => (PS2000A.timebases)("2206A", Resolution::Bits8),
+                _ => (PS2000A.timebases)("2208B", Resolution::Bits8),
+            };
+            let n = t.nearest(req).expect("a positive request has a timebase");
+            let err = (t.interval_ns(n).expect("chosen timebase exists") - req).abs();
+            for m in [n.saturating_sub(1), n.saturating_add(1)] {
+                if let Some(iv) = t.interval_ns(m) {
+                    prop_assert!(err <= (iv - req).abs() + 1e-6 * req.max(1.0), "n={} m={} req={}", n, m, req);
+                }
+            }
+        }
+    }
 
     /// HARDWARE.md A.7, row by row: (resolution, n, interval ns).
     const PS5000A_TABLE: &[(Resolution, u32, f64)] = &[

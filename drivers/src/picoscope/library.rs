@@ -129,6 +129,34 @@ pub fn search_paths(family: &FamilyTable, configured: Option<&Path>) -> Vec<Path
     paths
 }
 
+/// Text from a C string buffer the library filled: up to the first NUL (or the end), bytes
+/// outside printable ASCII shown as `?`. Never panics, whatever the bytes.
+pub fn c_text(buf: &[i8]) -> String {
+    buf.iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| {
+            let c = b as u8;
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Serial numbers from `EnumerateUnits`' comma-separated list, of which the library says
+/// `len` bytes are used (clamped to the buffer).
+pub fn serial_list(buf: &[i8], len: i16) -> Vec<String> {
+    let used = (len.max(0) as usize).min(buf.len());
+    c_text(&buf[..used])
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn status(code: u32) -> PicoStatus {
     PicoStatus::from_code(code)
 }
@@ -273,18 +301,7 @@ impl PicoLibrary {
             PicoStatus::NotFound => return Ok(Vec::new()),
             other => return Err(other),
         }
-        let used = (len.max(0) as usize).min(buf.len());
-        let text: String = buf[..used]
-            .iter()
-            .take_while(|&&b| b != 0)
-            .map(|&b| b as u8 as char)
-            .collect();
-        Ok(text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect())
+        Ok(serial_list(&buf, len))
     }
 
     /// `OpenUnit`: returns the handle and the status (OK or a power prompt).
@@ -356,11 +373,7 @@ impl PicoLibrary {
         if s != PicoStatus::Ok {
             return Err(s);
         }
-        Ok(buf
-            .iter()
-            .take_while(|&&b| b != 0)
-            .map(|&b| b as u8 as char)
-            .collect())
+        Ok(c_text(&buf))
     }
 
     /// `SetChannel`.
@@ -602,5 +615,69 @@ impl PicoLibrary {
             status(unsafe { (self.api.maximum_value)(handle, &mut v) }),
             v,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bytes(s: &str) -> Vec<i8> {
+        s.bytes().map(|b| b as i8).collect()
+    }
+
+    #[test]
+    fn serial_lists_split_and_stop_at_nul() {
+        let b = bytes("JO123/0001, FAKE5000/001\0garbage");
+        assert_eq!(
+            serial_list(&b, b.len() as i16),
+            ["JO123/0001", "FAKE5000/001"]
+        );
+        assert_eq!(serial_list(&b, 10), ["JO123/0001"]);
+        assert_eq!(serial_list(&b, -5), Vec::<String>::new());
+        assert_eq!(c_text(&bytes("5444D\0\0")), "5444D");
+        assert_eq!(c_text(&[0x35, -1, 0x36]), "5?6");
+    }
+
+    #[test]
+    fn search_order_is_configured_then_opt_then_bare_name() {
+        let p = search_paths(
+            &crate::picoscope::PS5000A,
+            Some(Path::new("/x/libps5000a.so")),
+        );
+        assert_eq!(
+            p,
+            [
+                PathBuf::from("/x/libps5000a.so"),
+                PathBuf::from("/opt/picoscope/lib/libps5000a.so"),
+                PathBuf::from("libps5000a.so"),
+            ]
+        );
+        let p = search_paths(&crate::picoscope::PS2000A, None);
+        assert_eq!(
+            p,
+            [
+                PathBuf::from("/opt/picoscope/lib/libps2000a.so"),
+                PathBuf::from("libps2000a.so")
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_from_the_library_never_panics_or_yields_bogus_serials(
+            buf in proptest::collection::vec(any::<i8>(), 0..300),
+            len in any::<i16>(),
+        ) {
+            for s in serial_list(&buf, len) {
+                prop_assert!(!s.is_empty());
+                prop_assert!(!s.contains(',') && !s.contains('\0'));
+                prop_assert_eq!(s.trim(), s.as_str());
+                prop_assert!(s.len() <= buf.len());
+            }
+            let t = c_text(&buf);
+            prop_assert!(t.bytes().all(|b| (0x20..0x7f).contains(&b)));
+        }
     }
 }

@@ -1078,3 +1078,23 @@ impl Drop for PicoScope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_can_move_to_the_importer_thread() {
+        fn send<T: Send>() {}
+        send::<PicoScope>();
+        send::<Box<dyn Source>>();
+    }
+
+    #[test]
+    fn time_units_scale_to_seconds() {
+        assert_eq!(time_unit_s(0), 1e-15);
+        assert_eq!(time_unit_s(1), 1e-12);
+        assert_eq!(time_unit_s(2), 1e-9);
+        assert_eq!(time_unit_s(5), 1.0);
+    }
+}
