@@ -283,7 +283,7 @@ fn validate(opts: &RingBenchOptions) -> Result<(), RingBenchError> {
     if opts.sizes.is_empty() || opts.groups.is_empty() {
         return bad("give at least one event size and one number of groups".into());
     }
-    if let Some(s) = opts.sizes.iter().find(|&&s| s < 16 || s % 8 != 0) {
+    if let Some(s) = opts.sizes.iter().find(|&&s| s < 16 || !s.is_multiple_of(8)) {
         return bad(format!(
             "event size {s} B: sizes must be multiples of 8 bytes, at least 16"
         ));
@@ -816,7 +816,7 @@ fn latency_of(line: &str) -> Option<Latency> {
 }
 
 fn size_name(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} B")

@@ -147,7 +147,7 @@ fn parse_args() -> Result<Args, Failure> {
             _ => return Err(format!("unknown option {k}").into()),
         }
     }
-    if a.bytes < 16 || a.bytes % 8 != 0 {
+    if a.bytes < 16 || !a.bytes.is_multiple_of(8) {
         return Err(format!(
             "--bytes {}: events must be a multiple of 8 bytes, at least 16",
             a.bytes
