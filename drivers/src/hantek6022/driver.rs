@@ -108,7 +108,7 @@ impl Default for HantekConfig {
 }
 
 /// Cuts events out of the interleaved uint8 stream. Pure: bytes in, events out; allocates
-/// only when built.
+/// only when built, divides nothing per sample.
 #[derive(Debug)]
 pub struct EventCutter {
     channels: usize,
@@ -116,15 +116,20 @@ pub struct EventCutter {
     format: SampleFormat,
     trigger: Option<Trigger>,
     volts: [[f32; 256]; 2],
-    /// Last `samples` frames, frame f at `(f % samples) * channels`.
+    /// The last `samples` frames as a ring, `channels` bytes per frame; the oldest frame is
+    /// at `next_slot` once the ring has filled.
     history: Vec<u8>,
+    /// Frame slot the next frame is written to; always below `samples`.
+    next_slot: usize,
     /// Frames completed since the stream began (discarded ones included).
     frames_seen: u64,
     discard_frames: u64,
+    /// Frames kept since the last free-running event; always below `samples`.
+    block_fill: usize,
     partial: [u8; 2],
     partial_len: usize,
     previous: Option<f32>,
-    /// Frame where the event being collected starts, and its trigger frame.
+    /// While collecting a triggered event: the frame that completes it, and its trigger frame.
     collecting: Option<(u64, u64)>,
     /// First frame a new event may start at (end of the last event).
     free_from: u64,
@@ -152,8 +157,10 @@ impl EventCutter {
                 volts_table(config.gains[1], config.calibration[1]),
             ],
             history: vec![0; samples * channels],
+            next_slot: 0,
             frames_seen: 0,
             discard_frames: (config.discard_initial_bytes / channels) as u64,
+            block_fill: 0,
             partial: [0; 2],
             partial_len: 0,
             previous: None,
@@ -173,7 +180,9 @@ impl EventCutter {
 
     /// Starts a new stream (after a start request).
     pub fn reset(&mut self) {
+        self.next_slot = 0;
         self.frames_seen = 0;
+        self.block_fill = 0;
         self.partial_len = 0;
         self.previous = None;
         self.collecting = None;
@@ -182,44 +191,59 @@ impl EventCutter {
 
     /// Consumes stream bytes until an event is complete (written to `out`, which is
     /// [`event_size`](Self::event_size) bytes) or `bytes` is used up. Returns the bytes
-    /// consumed and the event, if one completed.
+    /// consumed and the event, if one completed. A frame split across calls is kept.
     pub fn feed(&mut self, bytes: &[u8], out: &mut [u8]) -> (usize, Option<CutEvent>) {
-        for (i, &b) in bytes.iter().enumerate() {
-            self.partial[self.partial_len] = b;
-            self.partial_len += 1;
-            if self.partial_len < self.channels {
-                continue;
-            }
-            self.partial_len = 0;
-            if let Some(event) = self.frame(out) {
-                return (i + 1, Some(event));
+        let ch = self.channels;
+        let mut i = 0;
+        while i < bytes.len() {
+            let frame = if self.partial_len == 0 && bytes.len() - i >= ch {
+                let f = [bytes[i], bytes[i + ch - 1]];
+                i += ch;
+                f
+            } else {
+                self.partial[self.partial_len] = bytes[i];
+                self.partial_len += 1;
+                i += 1;
+                if self.partial_len < ch {
+                    continue;
+                }
+                self.partial_len = 0;
+                [self.partial[0], self.partial[ch - 1]]
+            };
+            if let Some(event) = self.frame(frame, out) {
+                return (i, Some(event));
             }
         }
         (bytes.len(), None)
     }
 
-    fn frame(&mut self, out: &mut [u8]) -> Option<CutEvent> {
+    #[inline]
+    fn frame(&mut self, frame: [u8; 2], out: &mut [u8]) -> Option<CutEvent> {
         let index = self.frames_seen;
         self.frames_seen += 1;
         if index < self.discard_frames {
             return None;
         }
-        let slot = (index % self.samples as u64) as usize * self.channels;
-        self.history[slot..slot + self.channels].copy_from_slice(&self.partial[..self.channels]);
+        let slot = self.next_slot * self.channels;
+        self.history[slot..slot + self.channels].copy_from_slice(&frame[..self.channels]);
+        self.next_slot += 1;
+        if self.next_slot == self.samples {
+            self.next_slot = 0;
+        }
         match self.trigger {
             None => {
-                let n = index - self.discard_frames + 1;
-                if n.is_multiple_of(self.samples as u64) {
-                    let start = index + 1 - self.samples as u64;
-                    self.write_event(start, out);
+                self.block_fill += 1;
+                if self.block_fill == self.samples {
+                    self.block_fill = 0;
+                    self.write_event(out);
                     return Some(CutEvent {
-                        trigger_frame: start,
+                        trigger_frame: index + 1 - self.samples as u64,
                     });
                 }
             }
             Some(trigger) => {
                 let channel = trigger.channel.min(self.channels - 1);
-                let v = self.volts[channel][self.partial[channel] as usize];
+                let v = self.volts[channel][frame[channel] as usize];
                 let crossed = match (self.previous, trigger.edge) {
                     (Some(p), Edge::Rising) => p < trigger.level_volts && v >= trigger.level_volts,
                     (Some(p), Edge::Falling) => p > trigger.level_volts && v <= trigger.level_volts,
@@ -227,16 +251,16 @@ impl EventCutter {
                 };
                 self.previous = Some(v);
                 let pre = trigger.pre_trigger.min(self.samples - 1) as u64;
-                if self.collecting.is_none()
-                    && crossed
+                if crossed
+                    && self.collecting.is_none()
                     && index >= self.discard_frames + pre
                     && index - pre >= self.free_from
                 {
-                    self.collecting = Some((index - pre, index));
+                    self.collecting = Some((index - pre + self.samples as u64 - 1, index));
                 }
-                if let Some((start, trig)) = self.collecting {
-                    if index + 1 == start + self.samples as u64 {
-                        self.write_event(start, out);
+                if let Some((last, trig)) = self.collecting {
+                    if index == last {
+                        self.write_event(out);
                         self.collecting = None;
                         self.free_from = index + 1;
                         return Some(CutEvent {
@@ -249,21 +273,25 @@ impl EventCutter {
         None
     }
 
-    fn write_event(&self, start: u64, out: &mut [u8]) {
-        let mut o = 0;
-        for k in 0..self.samples as u64 {
-            let slot = ((start + k) % self.samples as u64) as usize * self.channels;
-            for c in 0..self.channels {
-                let raw = self.history[slot + c];
-                match self.format {
-                    SampleFormat::Raw => {
-                        out[o] = raw;
-                        o += 1;
-                    }
-                    SampleFormat::Volts => {
-                        out[o..o + 4].copy_from_slice(&self.volts[c][raw as usize].to_le_bytes());
-                        o += 4;
-                    }
+    /// Writes the last `samples` frames, oldest first.
+    fn write_event(&self, out: &mut [u8]) {
+        let split = self.next_slot * self.channels;
+        let (newer, older) = self.history.split_at(split);
+        match self.format {
+            SampleFormat::Raw => {
+                out[..older.len()].copy_from_slice(older);
+                out[older.len()..older.len() + newer.len()].copy_from_slice(newer);
+            }
+            SampleFormat::Volts => {
+                let ch = self.channels;
+                for (k, (raw, dst)) in older
+                    .iter()
+                    .chain(newer.iter())
+                    .zip(out.chunks_exact_mut(4))
+                    .enumerate()
+                {
+                    let table = &self.volts[if ch == 2 { k & 1 } else { 0 }];
+                    dst.copy_from_slice(&table[*raw as usize].to_le_bytes());
                 }
             }
         }

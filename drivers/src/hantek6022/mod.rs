@@ -23,19 +23,28 @@ use crate::usb::BenchFigures;
 
 /// Measures the simulated scope through the whole driver (reader thread, buffer pool,
 /// event cutter) into one event buffer: `events` free-running events of
-/// `samples_per_event` two-channel samples in `format`.
+/// `samples_per_event` two-channel samples in `format`, 256 KiB transfers.
 pub fn bench_simulated(
     events: u64,
     samples_per_event: usize,
     format: SampleFormat,
 ) -> Result<BenchFigures, DriverError> {
-    let sim = SimHantek::new(SimHantekConfig::default());
     let config = HantekConfig {
         sample_rate: 16_000_000,
         samples_per_event,
         format,
         ..HantekConfig::default()
     };
+    bench_simulated_with(config, events)
+}
+
+/// As [`bench_simulated`] with any driver configuration (transfer size, pool, trigger), on
+/// an unpaced simulated scope producing a sample counter.
+pub fn bench_simulated_with(
+    config: HantekConfig,
+    events: u64,
+) -> Result<BenchFigures, DriverError> {
+    let sim = SimHantek::new(SimHantekConfig::default());
     let mut scope = Hantek6022::open(&mut sim.bus(), config)?;
     let mut out = vec![0u8; scope.layout().event_size()];
     scope.start()?;

@@ -333,20 +333,26 @@ impl SimHantekState {
             }
             n = n.min(available);
         }
+        // Frame and channel of the next byte, advanced without dividing per byte.
+        let mut frame = self.stream_bytes / channels;
+        let mut channel = (self.stream_bytes % channels) as usize;
         for slot in buf[..n].iter_mut() {
             let position = self.stream_bytes;
             self.stream_bytes += 1;
-            if position < self.config.glitch_bytes as u64 {
-                *slot = if position.is_multiple_of(2) {
+            *slot = if position < self.config.glitch_bytes as u64 {
+                if position.is_multiple_of(2) {
                     0xff
                 } else {
                     self.rng.random()
-                };
-                continue;
+                }
+            } else {
+                self.sample_code(frame, channel)
+            };
+            channel += 1;
+            if channel as u64 == channels {
+                channel = 0;
+                frame += 1;
             }
-            let frame = position / channels;
-            let channel = (position % channels) as usize;
-            *slot = self.sample_code(frame, channel);
         }
         self.bulk_transfers += 1;
         Ok(n)
