@@ -450,6 +450,37 @@ fn timebase_is_confirmed_and_stepped_past_refusals() {
 }
 
 #[test]
+fn a_model_whose_timebases_the_formula_guesses_wrong_is_searched() {
+    // Reported as a 2206B (1 GHz formula: 16 ns = n 4) while the device runs the 500 MS/s
+    // table (n 4 = 32 ns): the driver notices and finds n 3 = 16 ns from the device.
+    let fake = Fake::new(&PS2000A);
+    let name = CString::new("2206B").unwrap();
+    // SAFETY: fakepico_set_ps2000a_variant(const char*) -> int32_t.
+    let r = unsafe {
+        let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> i32> =
+            fake.lib.get(b"fakepico_set_ps2000a_variant").unwrap();
+        f(name.as_ptr())
+    };
+    assert_eq!(r, 0);
+    for (wanted, n, ns) in [
+        (16.0, 3, 16.0),
+        (1000.0, 65, 1008.0),
+        (1.0, 1, 4.0),
+        (24.0, 4, 32.0),
+    ] {
+        let mut c = block_config(&PS2000A, 2, 1, SampleFormat::Raw);
+        c.sample_interval_ns = wanted;
+        let scope = PicoScope::open(fake.config(c)).unwrap();
+        assert_eq!(scope.variant(), "2206B");
+        assert_eq!(
+            (scope.timebase(), scope.sample_interval_ns()),
+            (n, ns),
+            "{wanted} ns"
+        );
+    }
+}
+
+#[test]
 fn ps2000a_rapid_block_through_its_own_signatures() {
     let fake = Fake::new(&PS2000A);
     fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);

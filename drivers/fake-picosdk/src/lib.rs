@@ -273,6 +273,8 @@ struct Settings {
     paced: bool,
     pulse_per_sample: f64,
     seed: u64,
+    /// Model name the ps2000a unit reports instead of 2206A (its timebases stay 2206A's).
+    variant_2000a: Option<&'static str>,
 }
 
 impl Default for Settings {
@@ -287,6 +289,7 @@ impl Default for Settings {
             paced: true,
             pulse_per_sample: 1.0 / 2000.0,
             seed: 0x5EED_0FF1_C0DE,
+            variant_2000a: None,
         }
     }
 }
@@ -322,6 +325,7 @@ static FAKE: Mutex<Fake> = Mutex::new(Fake {
         paced: true,
         pulse_per_sample: 1.0 / 2000.0,
         seed: 0x5EED_0FF1_C0DE,
+        variant_2000a: None,
     },
 });
 
@@ -549,7 +553,10 @@ fn unit_info(
         0 => "fake-picosdk 0.1.0",
         1 => "3.0",
         2 => "1",
-        3 => fam.variant(),
+        3 => match (fam, g.settings.variant_2000a) {
+            (Fam::Ps2000a, Some(v)) => v,
+            _ => fam.variant(),
+        },
         4 => fam.serial(),
         5 => "01Jan26",
         6 => "fake kernel driver",
@@ -1640,6 +1647,20 @@ pub extern "C" fn fakepico_set_streaming_paced(paced: i32) {
 pub extern "C" fn fakepico_set_pulse_rate(per_sample: f64) {
     if per_sample.is_finite() && (0.0..=1.0).contains(&per_sample) {
         fake().settings.pulse_per_sample = per_sample;
+    }
+}
+
+/// The model name the ps2000a unit reports (`GetUnitInfo` VARIANT); its timebases stay
+/// those of a 2206A. Lets tests present a model whose timebase table the driver guesses
+/// wrong. Returns 0, or -1 for a null or empty name.
+#[no_mangle]
+pub extern "C" fn fakepico_set_ps2000a_variant(name: *const c_char) -> i32 {
+    match name_of(name) {
+        Some(v) if !v.is_empty() => {
+            fake().settings.variant_2000a = Some(Box::leak(v.into_boxed_str()));
+            0
+        }
+        _ => -1,
     }
 }
 

@@ -530,33 +530,74 @@ impl PicoScope {
             device: device.to_string(),
             detail: format!("sample interval {wanted} ns has no timebase"),
         })?;
-        let mut last = PicoStatus::InvalidTimebase;
+        let mut chosen = None;
         for n in first..first.saturating_add(8) {
-            let (s, interval, _max) = self.lib.get_timebase2(self.handle, n, self.records as i32);
-            match s {
-                PicoStatus::Ok if interval > 0.0 => {
-                    self.timebase = n;
-                    self.interval_ns = f64::from(interval);
-                    return Ok(());
-                }
-                PicoStatus::InvalidTimebase => last = s,
-                PicoStatus::Ok => last = PicoStatus::InvalidTimebase,
-                other => {
-                    return Err(PicoError::Status {
-                        device: device.to_string(),
-                        function: family.symbols.get_timebase2,
-                        status: other,
-                    })
-                }
+            if let Some(iv) = self.probe_timebase(device, n)? {
+                chosen = Some((n, iv));
+                break;
             }
         }
-        Err(PicoError::Config {
-            device: device.to_string(),
-            detail: format!(
-                "no timebase from {first} on is accepted for {wanted} ns with {} channel(s) at {} bits (last: {last}); choose a longer interval or fewer channels",
-                self.enabled.len(),
-                self.config.resolution.bits()
-            ),
+        let Some((mut n, mut iv)) = chosen else {
+            return Err(PicoError::Config {
+                device: device.to_string(),
+                detail: format!(
+                    "no timebase from {first} on is accepted for {wanted} ns with {} channel(s) at {} bits \
+                     (PICO_INVALID_TIMEBASE); choose a longer interval or fewer channels",
+                    self.enabled.len(),
+                    self.config.resolution.bits()
+                ),
+            });
+        };
+        // The device disagrees with the formula when it refused faster timebases (then the
+        // step above is right) or when the formula is not this model's: then search the
+        // device's own table, which grows with n.
+        let expected = formula.interval_ns(n).unwrap_or(iv);
+        if (iv - expected).abs() > 0.01 * expected {
+            (n, iv) = self.search_timebase(device, wanted)?.unwrap_or((n, iv));
+        }
+        self.timebase = n;
+        self.interval_ns = iv;
+        Ok(())
+    }
+
+    /// GetTimebase2 for index `n`: its interval, or None if the device refuses the index.
+    fn probe_timebase(&self, device: &str, n: u32) -> Result<Option<f64>, PicoError> {
+        let (s, interval, _max) = self.lib.get_timebase2(self.handle, n, self.records as i32);
+        match s {
+            PicoStatus::Ok if interval > 0.0 => Ok(Some(f64::from(interval))),
+            PicoStatus::Ok | PicoStatus::InvalidTimebase => Ok(None),
+            other => Err(PicoError::Status {
+                device: device.to_string(),
+                function: self.config.family.symbols.get_timebase2,
+                status: other,
+            }),
+        }
+    }
+
+    /// Binary search over the device's answers for the accepted timebase nearest `wanted`
+    /// (ties: the longer interval). About 32 GetTimebase2 calls.
+    fn search_timebase(&self, device: &str, wanted: f64) -> Result<Option<(u32, f64)>, PicoError> {
+        // Smallest n whose interval is at least `wanted`; refused indices count as too fast.
+        let (mut lo, mut hi) = (0u32, 1u32 << 31);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.probe_timebase(device, mid)? {
+                Some(iv) if iv >= wanted => hi = mid,
+                _ => lo = mid + 1,
+            }
+        }
+        let above = self.probe_timebase(device, lo)?.map(|iv| (lo, iv));
+        let below = match lo.checked_sub(1) {
+            Some(m) => self.probe_timebase(device, m)?.map(|iv| (m, iv)),
+            None => None,
+        };
+        Ok(match (below, above) {
+            (Some(b), Some(a)) => Some(if (wanted - b.1) < (a.1 - wanted) {
+                b
+            } else {
+                a
+            }),
+            (b, a) => a.or(b),
         })
     }
 
