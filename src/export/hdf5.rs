@@ -959,6 +959,18 @@ impl Drop for RunFileWriter {
     }
 }
 
+/// Makes a run file whose writer was killed (or lost power) openable by every HDF5 reader:
+/// clears the "open for SWMR writing" flags in its superblock, as `h5clear -s` does. The
+/// events flushed before the crash stay as they are; rows the writer never completed keep
+/// the metadata `counter` -1. Run it on a file that no process is writing any more.
+pub fn recover(path: impl AsRef<Path>) -> Result<(), ExportError> {
+    let path = path.as_ref();
+    raw::clear_status_flags(path).map_err(|reason| ExportError::Read {
+        path: path.to_path_buf(),
+        reason: format!("could not clear the writer's flags: {reason}"),
+    })
+}
+
 /// Creates group `/<name>` with its `data` and `metadata` datasets and attributes; every
 /// handle is closed again before returning (SWMR starts with no object open).
 fn create_buffer_group(

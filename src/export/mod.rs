@@ -10,6 +10,7 @@
 //! Guarantees: nothing here allocates per event; every failure is an [`ExportError`] naming
 //! the file. Must never overwrite an existing run file or drop an event silently.
 
+pub mod bench;
 pub mod csv;
 mod error;
 pub mod hdf5;

@@ -246,3 +246,47 @@ pub(crate) fn flush_dataset(ds: &Dataset) -> Result<(), String> {
         check(unsafe { h5d::H5Dflush(ds.id()) }, "flush the dataset")
     })
 }
+
+/// Opens `path` read-write with HDF5's `clear_status_flags` file-access property (what
+/// `h5clear -s` does) and closes it again: the superblock no longer says "open for (SWMR)
+/// writing", so every reader opens a file whose writer was killed.
+pub(crate) fn clear_status_flags(path: &std::path::Path) -> Result<(), String> {
+    let name = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("path {} contains a NUL byte", path.display()))?;
+    locked(|| {
+        // SAFETY: H5P_CLS_FILE_ACCESS is a predefined class id valid after library
+        // initialisation (done by `sync`); the new list is closed by the guard.
+        let fapl = Id {
+            id: check_id(
+                unsafe { h5p::H5Pcreate(*h5p::H5P_CLS_FILE_ACCESS) },
+                "create a file access list",
+            )?,
+            close: h5p::H5Pclose,
+        };
+        let mut clear: hdf5_metno_sys::h5::hbool_t = 1;
+        let prop = c"clear_status_flags";
+        // SAFETY: "clear_status_flags" is registered in every file access list by HDF5
+        // (≥ 1.10) with an hbool_t value; `clear` is an hbool_t that outlives the call.
+        check(
+            unsafe { h5p::H5Pset(fapl.id, prop.as_ptr(), (&raw mut clear).cast()) },
+            "set clear_status_flags",
+        )?;
+        // SAFETY: `name` is NUL-terminated and outlives the call; `fapl.id` is live. The
+        // returned file id is closed by the guard.
+        let file = Id {
+            id: check_id(
+                unsafe {
+                    hdf5_metno_sys::h5f::H5Fopen(
+                        name.as_ptr(),
+                        hdf5_metno_sys::h5f::H5F_ACC_RDWR,
+                        fapl.id,
+                    )
+                },
+                "open the file read-write",
+            )?,
+            close: hdf5_metno_sys::h5f::H5Fclose,
+        };
+        drop(file);
+        Ok(())
+    })
+}
