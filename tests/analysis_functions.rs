@@ -548,3 +548,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn realtime_waits_for_the_next_arrival_and_returns_idle_when_it_is_far() {
+    let raw = shape("raw", &[("ch0", "f4")], 64);
+    let mut data = vec![0u8; 64 * 4];
+    let mut meta = Metadata::default();
+    // At 1 mHz the first arrival is ~1000 s away: the call sleeps at most 100 ms and says Idle.
+    let mut slow = SimulatePulses::build(&ctx(
+        "s",
+        json!({"realtime": true, "rate": 0.001, "pretrigger_samples": 10, "seed": 1}),
+        &[],
+        &[&raw],
+    ))
+    .unwrap();
+    let mut ev = EventMut {
+        data: &mut data,
+        meta: &mut meta,
+        dtype: &raw.dtype,
+    };
+    assert_eq!(slow.next(&mut ev).unwrap(), Produced::Idle);
+    // At 1 GHz every arrival is already due: events come without sleeping.
+    let mut fast = SimulatePulses::build(&ctx(
+        "s",
+        json!({"realtime": true, "rate": 1e9, "pretrigger_samples": 10, "n_events": 5}),
+        &[],
+        &[&raw],
+    ))
+    .unwrap();
+    let mut kinds = vec![];
+    for _ in 0..6 {
+        let mut ev = EventMut {
+            data: &mut data,
+            meta: &mut meta,
+            dtype: &raw.dtype,
+        };
+        kinds.push(fast.next(&mut ev).unwrap());
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == Produced::Event).count(), 5);
+    assert_eq!(kinds[5], Produced::End);
+}

@@ -10,7 +10,9 @@
 //! "channels": {"<name>": [V…]}}`.
 //!
 //! Guarantees: never holds the writer back (it only sees copies the engine hands it); events
-//! arriving faster than `update_interval` are ignored without work.
+//! arriving faster than `update_interval` are ignored without work. Writing the JSON (at most
+//! once per `update_interval`) allocates and does file I/O: an Observer runs beside the data
+//! path, not on it.
 
 use super::trace::{channels, one_source_or_observed, positive, FieldAccess};
 use crate::dtype::Metadata;

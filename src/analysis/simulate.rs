@@ -3,7 +3,8 @@
 //! and, for a chosen fraction of events, a second pulse after an exponentially distributed
 //! delay (a stopped muon decaying). Arrivals are Poisson in simulated time.
 //!
-//! Guarantees: the same `seed` and config give the same events, byte for byte. `next`
+//! Guarantees: the same `seed` and config give the same samples, byte for byte, and the
+//! same gaps between timestamps (timestamps count from the wall-clock time of `build`). `next`
 //! allocates nothing; the pulse shape is tabulated in `build` at 16 sub-sample phases, and
 //! noise comes either from a precomputed table (`noise_generator: table`, the default, at
 //! memory speed) or from the Ziggurat sampler (`ziggurat`, exact and independent per sample).

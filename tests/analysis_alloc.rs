@@ -1,0 +1,222 @@
+//! The per-event methods of the built-in functions allocate nothing: a counting global
+//! allocator sees zero allocations over many calls after the first.
+
+use daq_engine::analysis::bench::{waveform_shape, SlotEmit};
+use daq_engine::analysis::csv::{CsvExport, Drain};
+use daq_engine::analysis::histogram::HistogramExport;
+use daq_engine::analysis::pulses::{Baseline, Downsample, PulseFinder, PulsePairs};
+use daq_engine::analysis::simulate::SimulatePulses;
+use daq_engine::analysis::trigger::{Coincidence, Prescale, Threshold};
+use daq_engine::dtype::{Dtype, Metadata};
+use daq_engine::worker::{
+    BufferShape, BuildContext, EventMut, EventRef, Exporter, Filter, Importer, Processor,
+};
+use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(mut f: impl FnMut()) -> u64 {
+    f(); // the first call may touch lazily initialised state
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        f();
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+fn ctx(cfg: serde_json::Value, src: &[&BufferShape], sink: &[&BufferShape]) -> BuildContext {
+    let mut c = BuildContext::for_test(
+        "alloc",
+        cfg,
+        src.iter().map(|s| (*s).clone()).collect(),
+        sink.iter().map(|s| (*s).clone()).collect(),
+    );
+    c.run_dir = std::env::temp_dir();
+    c
+}
+
+#[test]
+fn per_event_methods_do_not_allocate() {
+    // The counter sees allocations at all (otherwise every assertion below is vacuous).
+    assert_eq!(
+        allocations_during(|| {
+            std::hint::black_box(vec![1u8; 10]);
+        }),
+        50
+    );
+    let raw = waveform_shape();
+    let bytes = raw.data_length * raw.dtype.record_size();
+    let mut data = vec![0u8; bytes];
+    let mut meta = Metadata::default();
+    for gen in ["table", "ziggurat"] {
+        let mut sim = SimulatePulses::build(&ctx(
+            json!({"noise_generator": gen, "decay_fraction": 0.5, "coincidence": false,
+                   "amplitude": "lines", "line_amplitudes": [0.2, 0.4]}),
+            &[],
+            &[&raw],
+        ))
+        .unwrap();
+        let n = allocations_during(|| {
+            let mut ev = EventMut {
+                data: &mut data,
+                meta: &mut meta,
+                dtype: &raw.dtype,
+            };
+            sim.next(&mut ev).unwrap();
+        });
+        assert_eq!(n, 0, "simulate.pulses ({gen})");
+    }
+    let ev = EventRef {
+        data: &data,
+        meta,
+        dtype: &raw.dtype,
+    };
+
+    let mut filters: Vec<(&str, Box<dyn Filter>)> = vec![
+        (
+            "threshold",
+            Box::new(Threshold::build(&ctx(json!({"level": 0.05}), &[&raw], &[&raw])).unwrap()),
+        ),
+        (
+            "coincidence",
+            Box::new(
+                Coincidence::build(&ctx(
+                    json!({"level": 0.05, "min_channels": 1}),
+                    &[&raw],
+                    &[&raw],
+                ))
+                .unwrap(),
+            ),
+        ),
+        (
+            "prescale",
+            Box::new(Prescale::build(&ctx(json!({"factor": 3}), &[&raw], &[&raw])).unwrap()),
+        ),
+    ];
+    for (name, f) in &mut filters {
+        assert_eq!(
+            allocations_during(|| {
+                f.select(&ev).unwrap();
+            }),
+            0,
+            "{name}"
+        );
+    }
+
+    let feat = BufferShape {
+        name: "feat".into(),
+        dtype: Dtype::parse([
+            ("channel", "u1"),
+            ("time", "f8"),
+            ("height", "f4"),
+            ("delay", "f8"),
+        ])
+        .unwrap(),
+        data_length: 1,
+    };
+    let pairs_feat = BufferShape {
+        name: "pairs".into(),
+        dtype: Dtype::parse([("delay", "f8"), ("height2", "f4")]).unwrap(),
+        data_length: 1,
+    };
+    let pulse_feat = BufferShape {
+        name: "pulses".into(),
+        dtype: Dtype::parse([("channel", "u1"), ("time", "f8"), ("height", "f4")]).unwrap(),
+        data_length: 1,
+    };
+    let half = BufferShape {
+        data_length: raw.data_length / 2,
+        ..raw.clone()
+    };
+    let mut procs: Vec<(&str, Box<dyn Processor>, SlotEmit)> = vec![
+        (
+            "pulses",
+            Box::new(
+                PulseFinder::build(&ctx(json!({"threshold": 0.05}), &[&raw], &[&pulse_feat]))
+                    .unwrap(),
+            ),
+            SlotEmit::new(&pulse_feat),
+        ),
+        (
+            "pulse_pairs",
+            Box::new(
+                PulsePairs::build(&ctx(json!({"threshold": 0.05}), &[&raw], &[&pairs_feat]))
+                    .unwrap(),
+            ),
+            SlotEmit::new(&pairs_feat),
+        ),
+        (
+            "baseline",
+            Box::new(Baseline::build(&ctx(json!({}), &[&raw], &[&raw])).unwrap()),
+            SlotEmit::new(&raw),
+        ),
+        (
+            "downsample",
+            Box::new(Downsample::build(&ctx(json!({"factor": 2}), &[&raw], &[&half])).unwrap()),
+            SlotEmit::new(&half),
+        ),
+    ];
+    for (name, p, out) in &mut procs {
+        assert_eq!(
+            allocations_during(|| p.process(&ev, out).unwrap()),
+            0,
+            "{name}"
+        );
+    }
+
+    let fev = vec![0u8; feat.dtype.record_size()];
+    let fe = EventRef {
+        data: &fev,
+        meta,
+        dtype: &feat.dtype,
+    };
+    let mut hist = HistogramExport::build(&ctx(
+        json!({"bins": {"height": [0, 1, 100], "delay": [0, 1e-5, 100]}}),
+        &[&feat],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(
+        allocations_during(|| hist.consume(&fe).unwrap()),
+        0,
+        "histogram"
+    );
+    let mut csv = CsvExport::build(&ctx(
+        json!({"filename": format!("alloc_test_{}", std::process::id())}),
+        &[&feat],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(allocations_during(|| csv.consume(&fe).unwrap()), 0, "csv");
+    std::fs::remove_file(csv.path()).ok();
+    let mut drain = Drain::build(&ctx(json!({}), &[&feat], &[])).unwrap();
+    assert_eq!(
+        allocations_during(|| drain.consume(&fe).unwrap()),
+        0,
+        "drain"
+    );
+}
