@@ -7,7 +7,11 @@
 //! until [`SerialLink::reconnect`] succeeds. Must never: return a partial frame as if it were
 //! whole, or sleep longer than the backoff limit.
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -249,16 +253,37 @@ impl SerialLink {
             }
             let wait = (deadline - now).max(Duration::from_millis(1));
             let end = self.end;
-            if self.port.is_none() {
+            let Some(port) = self.port.as_ref() else {
                 self.port()?;
-            }
-            let result = match self.port.as_mut() {
-                Some(port) => {
-                    // Setting the timeout only stores it; the poll in read() uses it.
-                    let _ = port.set_timeout(wait);
-                    port.read(&mut self.buf[end..])
+                continue;
+            };
+            let fd = port.as_raw_fd();
+            // We poll and read the descriptor ourselves: serialport's read() builds a boxed
+            // io::Error on every timeout, and the reading loop must not allocate.
+            // SAFETY: `fd` belongs to `self.port`, which stays open for this whole block.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let mut fds = [PollFd::new(borrowed, PollFlags::POLLIN)];
+            let ms = wait.as_millis().min(u128::from(u16::MAX)) as u16;
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) => continue, // re-check the deadline
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(DriverError::Io {
+                        device: self.device.clone(),
+                        source: e.into(),
+                    })
                 }
-                None => continue,
+            }
+            let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+            let result = if revents.contains(PollFlags::POLLIN) {
+                nix::unistd::read(borrowed, &mut self.buf[end..]).map_err(std::io::Error::from)
+            } else if revents
+                .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+            {
+                Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            } else {
+                continue;
             };
             match result {
                 Ok(0) => {
@@ -271,8 +296,8 @@ impl SerialLink {
                     self.end += n;
                     return Ok(true);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(false),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) if is_disconnect(&e) => {
                     return Err(self.disconnected(format!(
                         "{e} at byte {} (unplugged?)",

@@ -1,0 +1,203 @@
+//! The reading loop of every serial driver allocates nothing: a counting global allocator
+//! counts allocations made by the test thread while it reads events (and idles) from each
+//! simulator. The simulator threads may allocate; they are not counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use daq_drivers::cosmicwatch::{
+    self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
+};
+use daq_drivers::gmc::{self, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
+use daq_drivers::linecounter::{self, LineCounterConfig, LineSimConfig, SimFormat};
+use daq_drivers::{ReadOutcome, Source};
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+fn count() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; counting touches only a
+// const-initialised thread-local Cell, which never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+/// Reads `n` events (after 5 to warm up) plus `idles` Idle outcomes with a short timeout;
+/// returns the allocations the reads made.
+fn allocations_while_reading(dev: &mut dyn Source, n: usize, idle_reads: usize) -> u64 {
+    let mut out = vec![0u8; dev.layout().event_size()];
+    let mut read = |count: usize, out: &mut [u8]| {
+        let mut got = 0;
+        let mut idle = 0;
+        while got < count {
+            match dev.read_event(out, Duration::from_millis(200)).unwrap() {
+                ReadOutcome::Event(_) => got += 1,
+                _ => {
+                    idle += 1;
+                    assert!(idle < 50);
+                }
+            }
+        }
+    };
+    read(5, &mut out);
+    let before = allocations();
+    read(n, &mut out);
+    // Read with a tiny timeout until `idle_reads` Idle outcomes were seen (a backlog of
+    // events is drained first; those reads count too).
+    let mut idles = 0;
+    let mut tries = 0;
+    while idles < idle_reads {
+        tries += 1;
+        assert!(tries < 100_000, "no idle read happened");
+        if let ReadOutcome::Idle = dev.read_event(&mut out, Duration::from_micros(1)).unwrap() {
+            idles += 1;
+        }
+    }
+    let after = allocations();
+    after - before
+}
+
+#[test]
+fn serial_reading_loops_do_not_allocate() {
+    // The counter sees this thread's allocations at all.
+    let before = allocations();
+    let probe = std::hint::black_box(vec![1u8; 10]);
+    assert_eq!(allocations() - before, 1);
+    drop(probe);
+
+    let fast = Duration::from_millis(5);
+
+    let (_sim, path) = gmc::simulate(GmcSimConfig {
+        model: GmcModel::Gmc320,
+        cps: 20.0,
+        second: fast,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut dev = gmc::open(GmcConfig {
+        path,
+        ..Default::default()
+    })
+    .unwrap();
+    dev.start().unwrap();
+    assert_eq!(
+        allocations_while_reading(&mut dev, 50, 5),
+        0,
+        "gmc heartbeat"
+    );
+
+    let (_sim, path) = gmc::simulate(GmcSimConfig {
+        model: GmcModel::Gmc600Plus,
+        cps: 20.0,
+        second: fast,
+        ..Default::default()
+    })
+    .unwrap();
+    let mode = GmcMode::PollCpm {
+        interval: Duration::from_millis(2),
+    };
+    let mut dev = gmc::open(GmcConfig {
+        path,
+        mode,
+        ..Default::default()
+    })
+    .unwrap();
+    dev.start().unwrap();
+    assert_eq!(
+        allocations_while_reading(&mut dev, 20, 0),
+        0,
+        "gmc polled cpm"
+    );
+
+    let (_sim, path) = linecounter::simulate(LineSimConfig {
+        format: SimFormat::MightyOhm,
+        cps: 30.0,
+        second: fast,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut dev = linecounter::open(LineCounterConfig {
+        path,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(allocations_while_reading(&mut dev, 50, 5), 0, "mightyohm");
+
+    let (_sim, path) = cosmicwatch::simulate(CosmicWatchSimConfig {
+        rate: 20.0,
+        second: fast,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut dev = cosmicwatch::open(CosmicWatchConfig {
+        path,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        allocations_while_reading(&mut dev, 100, 5),
+        0,
+        "cosmicwatch v2"
+    );
+
+    let cols = V3Columns {
+        environment: true,
+        motion: true,
+        name: true,
+    };
+    // 2 events per device second: 200 events span ~100 s, so a housekeeping line is read too.
+    let (_sim, path) = cosmicwatch::simulate(CosmicWatchSimConfig {
+        version: SimVersion::V3X(cols),
+        rate: 2.0,
+        second: Duration::from_millis(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut dev = cosmicwatch::open(CosmicWatchConfig {
+        path,
+        version: CosmicWatchVersion::V3X(cols),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        allocations_while_reading(&mut dev, 200, 0),
+        0,
+        "cosmicwatch v3X"
+    );
+    assert!(
+        dev.housekeeping().starts_with("t="),
+        "a housekeeping line was read"
+    );
+}
