@@ -1,0 +1,113 @@
+// daq-engine monitor page: numbers from /events (server-sent events), plots from /trace and
+// /histograms (polled twice a second), controls posted to /control/<action>.
+"use strict";
+const token = new URLSearchParams(location.search).get("token");
+const $ = (id) => document.getElementById(id);
+const fmt = (x, d = 0) => (x === null || x === undefined || !isFinite(x)) ? "–" :
+  Math.abs(x) >= 1e6 ? (x / 1e6).toFixed(2) + " M" : Math.abs(x) >= 1e4 ? (x / 1e3).toFixed(1) + " k" : x.toFixed(d);
+const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+const colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+function show(s) {
+  $("time").textContent = `${fmt(s.t, 1)} s (${s.time || ""})`;
+  const st = $("state");
+  st.textContent = s.state; st.className = s.state;
+  const bt = $("buffers").tBodies[0];
+  bt.innerHTML = Object.entries(s.buffers || {}).map(([name, b]) => {
+    const outs = Object.values(b.events_out || {});
+    const out = outs.length ? Math.min(...outs) : null;
+    const pct = Math.round((b.fill || 0) * 100);
+    return `<tr><td>${esc(name)}</td><td>${b.events_in}</td><td>${out === null ? "–" : out}</td>` +
+      `<td>${fmt(b.rate_hz, 1)}</td><td><span class="bar${pct >= 95 ? " full" : ""}"><span style="width:${pct}%"></span></span> ${pct}%</td>` +
+      `<td>${fmt((b.deadtime || 0) * 100, 2)} %</td><td>${b.lost}</td></tr>`;
+  }).join("");
+  const wt = $("workers").tBodies[0];
+  wt.innerHTML = Object.entries(s.workers || {}).map(([name, w]) =>
+    `<tr><td>${esc(name)}</td><td>${esc(w.state)}</td><td>${w.processes}</td><td>${w.events}</td>` +
+    `<td>${fmt((s.cpu_percent || {})[name], 0)} %</td><td>${w.restarts}</td></tr>`).join("");
+  $("warnings").innerHTML = (s.warnings || []).map((w) => `<li>${esc(w)}</li>`).join("");
+  const p = s.progress;
+  $("progress").value = p ? p.fraction : 0;
+  $("progress-text").textContent = p ? `${Math.round(p.fraction * 100)} % of ${p.of}` +
+    (p.seconds_left !== null ? `, ${fmt(p.seconds_left, 0)} s left` : "") : "no limit";
+}
+
+function connect() {
+  const es = new EventSource("/events");
+  es.onmessage = (e) => show(JSON.parse(e.data));
+  es.addEventListener("end", (e) => {
+    const sum = JSON.parse(e.data);
+    $("state").textContent = sum.exit_code === 0 ? "finished" : "FAILED";
+    $("state").className = "finished";
+    $("msg").textContent = `run ended after ${fmt(sum.seconds, 1)} s` +
+      ((sum.failures || []).length ? ": " + sum.failures.join("; ") : "");
+    es.close();
+  });
+  es.onerror = () => { if ($("state").className !== "finished") { $("state").textContent = "no connection"; $("state").className = "lost"; } };
+}
+
+async function control(action) {
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  try {
+    const r = await fetch("/control/" + action, { method: "POST", headers });
+    $("msg").textContent = r.ok ? `${action} requested` : `${action} refused: ${r.status} ${await r.text()}`;
+  } catch (e) { $("msg").textContent = `${action} failed: ${e}`; }
+}
+for (const a of ["pause", "resume", "stop"]) $(a).onclick = () => control(a);
+
+let tracePlot = null, traceKey = "";
+function drawTrace(traces) {
+  if (!traces.length) return;
+  const t = traces[0];
+  const names = Object.keys(t.channels);
+  const key = t.worker + names.join(",") + t.time.length;
+  $("trace-title").textContent = `oscilloscope ${t.worker}: event ${t.counter}`;
+  const us = t.time.map((x) => x * 1e6);
+  const data = [us, ...names.map((n) => t.channels[n])];
+  if (!tracePlot || key !== traceKey) {
+    if (tracePlot) tracePlot.destroy();
+    traceKey = key;
+    tracePlot = new uPlot({
+      width: 620, height: 300, scales: { x: { time: false } },
+      axes: [{ label: "time (µs)" }, { label: "volts" }],
+      series: [{ label: "µs" }, ...names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1 }))],
+    }, data, $("trace"));
+  } else tracePlot.setData(data);
+}
+
+let histPlot = null, histKey = "";
+function drawHist(hists) {
+  const pick = $("hist-pick");
+  const keys = hists.map((h) => `${h.worker}/${h.field}`);
+  if (pick.options.length !== keys.length) {
+    const cur = pick.value;
+    pick.innerHTML = keys.map((k) => `<option>${esc(k)}</option>`).join("");
+    if (keys.includes(cur)) pick.value = cur;
+  }
+  const h = hists[Math.max(0, keys.indexOf(pick.value))];
+  if (!h) return;
+  $("hist-info").textContent = `${h.entries} entries, under ${h.underflow}, over ${h.overflow}`;
+  const x = h.edges.slice(0, -1), y = h.counts;
+  const data = [x, y];
+  const key = `${h.worker}/${h.field}/${h.edges.length}`;
+  if (!histPlot || key !== histKey) {
+    if (histPlot) histPlot.destroy();
+    histKey = key;
+    histPlot = new uPlot({
+      width: 620, height: 300, scales: { x: { time: false } },
+      axes: [{ label: h.field }, { label: "counts" }],
+      series: [{ label: h.field }, { label: "counts", stroke: "#1f77b4", fill: "rgba(31,119,180,0.3)", paths: uPlot.paths.stepped({ align: 1 }) }],
+    }, data, $("hist"));
+  } else histPlot.setData(data);
+}
+$("hist-pick").onchange = () => { histKey = ""; };
+
+async function plots() {
+  try {
+    const [t, h] = await Promise.all([fetch("/trace").then((r) => r.json()), fetch("/histograms").then((r) => r.json())]);
+    drawTrace(t); drawHist(h);
+  } catch (e) { /* the run may have ended; try again */ }
+}
+connect();
+plots();
+setInterval(plots, 500);

@@ -1,0 +1,738 @@
+//! The terminal face of the monitor: a live dashboard (ratatui) of every buffer and worker,
+//! progress, warnings, the latest oscilloscope trace and a histogram; keys `p` pause,
+//! `r` resume, `s` or `q` stop (drain), `h` next histogram, `t` next oscilloscope; Ctrl-C
+//! acts as it does without the dashboard (once: drain; twice: abort).
+//!
+//! Guarantees:
+//! - The terminal is given back (raw mode off, main screen, cursor shown) on every way out:
+//!   the run's end, an error, a drop, and a panic (a hook restores it before the message).
+//! - While the dashboard is up, the process's stderr (the supervisor's messages, the
+//!   workers' stderr) goes to `console.log` in the run directory instead of scribbling over
+//!   the screen; its latest lines are shown in the dashboard and it is replayed on the
+//!   terminal when the dashboard closes.
+//! - When the terminal goes away (SIGHUP, or reading keys or drawing fails) the run is
+//!   asked to stop (drain) and the dashboard stops drawing.
+//!
+//! Must never: slow the supervisor. It runs in its own thread; `update` only sends the
+//! snapshot on a channel and `poll` only takes key presses from one.
+
+use super::files::{HistogramFile, RunFiles, Trace};
+use super::view::RunView;
+use crate::engine::{Control, RunSummary, Watcher};
+use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
+use ratatui::backend::CrosstermBackend;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, Gauge, GraphType, Paragraph, Row, Table};
+use ratatui::{Frame, Terminal};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The terminal is in raw mode on the alternate screen.
+static RAW: AtomicBool = AtomicBool::new(false);
+/// The terminal hung up (SIGHUP).
+static HANGUP: AtomicBool = AtomicBool::new(false);
+/// A copy of the real stderr while it points at console.log; -1 otherwise.
+static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Least time between two redraws.
+const FRAME: Duration = Duration::from_millis(250);
+/// Channel colours for the traces.
+const COLORS: [Color; 6] = [
+    Color::Yellow,
+    Color::Cyan,
+    Color::Magenta,
+    Color::Green,
+    Color::Red,
+    Color::Blue,
+];
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    HANGUP.store(true, Ordering::SeqCst);
+}
+
+/// Gives the terminal back and points stderr at the terminal again; safe to call twice.
+fn restore_terminal() {
+    if RAW.swap(false, Ordering::SeqCst) {
+        let mut out = std::io::stdout();
+        let _ = crossterm::execute!(out, LeaveAlternateScreen, crossterm::cursor::Show);
+        let _ = terminal::disable_raw_mode();
+        let _ = out.flush();
+    }
+    let fd = SAVED_STDERR.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: `fd` is a descriptor this module duplicated from stderr and still owns;
+        // dup2 onto 2 and close only affect descriptors, no memory.
+        unsafe {
+            libc::dup2(fd, 2);
+            libc::close(fd);
+        }
+    }
+}
+
+/// Sends stderr into `path` (appending), keeping a copy of the real one to restore.
+fn redirect_stderr(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    // SAFETY: dup and dup2 operate on descriptors only; `file` stays open across both calls
+    // and is closed by its drop after descriptor 2 holds its own reference.
+    unsafe {
+        let saved = libc::dup(2);
+        if saved < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(file.as_raw_fd(), 2) < 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(saved);
+            return Err(e);
+        }
+        SAVED_STDERR.store(saved, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+enum Msg {
+    Stats(serde_json::Value),
+    Finish(RunSummary),
+}
+
+/// The terminal dashboard: a [`Watcher`] drawing the run in its own thread.
+pub struct Tui {
+    tx: Sender<Msg>,
+    controls: Receiver<Control>,
+    thread: Option<JoinHandle<()>>,
+    console: PathBuf,
+}
+
+impl Tui {
+    /// Takes over the terminal (stdout) for the run in `run_dir`. Fails when stdout is not a
+    /// terminal (use plain progress lines then).
+    pub fn new(run_dir: &Path) -> std::io::Result<Tui> {
+        if !std::io::stdout().is_terminal() {
+            return Err(std::io::Error::other(
+                "the dashboard needs a terminal on stdout (use --no-tui for plain lines)",
+            ));
+        }
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                previous(info);
+            }));
+        });
+        {
+            use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+            let act = SigAction::new(
+                SigHandler::Handler(on_hangup),
+                SaFlags::SA_RESTART,
+                SigSet::empty(),
+            );
+            // SAFETY: `on_hangup` only stores to an atomic, which is async-signal-safe.
+            unsafe { sigaction(Signal::SIGHUP, &act) }.map_err(std::io::Error::from)?;
+        }
+        let console = run_dir.join("console.log");
+        redirect_stderr(&console)?;
+        let started = terminal::enable_raw_mode().and_then(|_| {
+            RAW.store(true, Ordering::SeqCst);
+            crossterm::execute!(
+                std::io::stdout(),
+                EnterAlternateScreen,
+                crossterm::cursor::Hide
+            )?;
+            Terminal::new(CrosstermBackend::new(std::io::stdout()))
+        });
+        let term = match started {
+            Ok(t) => t,
+            Err(e) => {
+                restore_terminal();
+                return Err(e);
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        let (ctx, controls) = mpsc::channel();
+        let dir = run_dir.to_path_buf();
+        let console_path = console.clone();
+        let thread = std::thread::Builder::new()
+            .name("monitor-tui".into())
+            .spawn(move || {
+                Dashboard::new(&dir, console_path).run(term, &rx, &ctx);
+                restore_terminal();
+            });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                restore_terminal();
+                return Err(e);
+            }
+        };
+        Ok(Tui {
+            tx,
+            controls,
+            thread: Some(thread),
+            console,
+        })
+    }
+
+    fn close(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            restore_terminal();
+            // What went to stderr while the dashboard was up, for the scrollback.
+            if let Ok(text) = std::fs::read_to_string(&self.console) {
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains('\x1b')).collect();
+                let from = lines.len().saturating_sub(40);
+                for l in &lines[from..] {
+                    eprintln!("{}", l.rsplit('\r').next().unwrap_or(l));
+                }
+            }
+        }
+    }
+}
+
+impl Watcher for Tui {
+    fn update(&mut self, stats: &serde_json::Value) {
+        let _ = self.tx.send(Msg::Stats(stats.clone()));
+    }
+
+    fn poll(&mut self) -> Option<Control> {
+        self.controls.try_recv().ok()
+    }
+
+    fn finish(&mut self, summary: &RunSummary) {
+        let _ = self.tx.send(Msg::Finish(summary.clone()));
+        self.close();
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        let (tx, _) = mpsc::channel();
+        // Disconnecting the channel ends the thread.
+        drop(std::mem::replace(&mut self.tx, tx));
+        self.close();
+    }
+}
+
+/// The state of the drawing thread.
+struct Dashboard {
+    view: RunView,
+    files: RunFiles,
+    console: PathBuf,
+    console_tail: Vec<String>,
+    console_len: u64,
+    histogram: usize,
+    trace: usize,
+    note: String,
+}
+
+impl Dashboard {
+    fn new(run_dir: &Path, console: PathBuf) -> Dashboard {
+        Dashboard {
+            view: RunView::for_run(run_dir),
+            files: RunFiles::new(run_dir, Duration::from_millis(300)),
+            console,
+            console_tail: Vec::new(),
+            console_len: 0,
+            histogram: 0,
+            trace: 0,
+            note: String::new(),
+        }
+    }
+
+    fn run(
+        mut self,
+        mut term: Terminal<CrosstermBackend<std::io::Stdout>>,
+        rx: &Receiver<Msg>,
+        controls: &Sender<Control>,
+    ) {
+        let mut alive = true;
+        let mut asked_stop = false;
+        let mut last_draw: Option<Instant> = None;
+        let ask = |c: Control, asked_stop: &mut bool| {
+            if c == Control::Stop {
+                if *asked_stop {
+                    return;
+                }
+                *asked_stop = true;
+            }
+            let _ = controls.send(c);
+        };
+        loop {
+            let mut ended = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(Msg::Stats(v)) => {
+                        self.view.update(&v);
+                        last_draw = None;
+                    }
+                    Ok(Msg::Finish(summary)) => {
+                        self.note = if summary.exit_code == 0 {
+                            format!("run finished after {:.1} s", summary.seconds)
+                        } else {
+                            format!("run FAILED: {}", summary.failures.join("; "))
+                        };
+                        ended = true;
+                        break;
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            if ended {
+                self.view.set_finished();
+                if alive {
+                    let _ = term.draw(|f| self.draw(f));
+                }
+                return;
+            }
+            if HANGUP.load(Ordering::SeqCst) && alive {
+                tracing::warn!("the terminal hung up: stopping the run (buffers drain)");
+                alive = false;
+                ask(Control::Stop, &mut asked_stop);
+            }
+            if !alive {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            if last_draw.is_none_or(|t| t.elapsed() >= FRAME) {
+                last_draw = Some(Instant::now());
+                self.files.refresh();
+                self.read_console();
+                if term.draw(|f| self.draw(f)).is_err() {
+                    tracing::warn!("cannot draw on the terminal any more: stopping the run");
+                    alive = false;
+                    ask(Control::Stop, &mut asked_stop);
+                    continue;
+                }
+            }
+            match event::poll(Duration::from_millis(100)) {
+                Ok(false) => {}
+                Ok(true) => match event::read() {
+                    Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => {
+                        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+                        match k.code {
+                            KeyCode::Char('c') if ctrl => {
+                                // Raw mode swallows the terminal's SIGINT: pass it on, so
+                                // Ctrl-C works as without the dashboard.
+                                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
+                                self.note = "Ctrl-C: stopping (again to abort)".into();
+                            }
+                            KeyCode::Char('p') => {
+                                ask(Control::Pause, &mut asked_stop);
+                                self.note = "pause requested".into();
+                            }
+                            KeyCode::Char('r') => {
+                                ask(Control::Resume, &mut asked_stop);
+                                self.note = "resume requested".into();
+                            }
+                            KeyCode::Char('s') | KeyCode::Char('q') => {
+                                ask(Control::Stop, &mut asked_stop);
+                                self.note = "stop requested: buffers drain".into();
+                            }
+                            KeyCode::Char('h') => self.histogram += 1,
+                            KeyCode::Char('t') => self.trace += 1,
+                            _ => {}
+                        }
+                        last_draw = None;
+                    }
+                    Ok(_) => last_draw = None,
+                    Err(_) => {
+                        alive = false;
+                        ask(Control::Stop, &mut asked_stop);
+                    }
+                },
+                Err(_) => {
+                    tracing::warn!("cannot read the terminal any more: stopping the run");
+                    alive = false;
+                    ask(Control::Stop, &mut asked_stop);
+                }
+            }
+        }
+    }
+
+    /// Keeps the last few readable lines of console.log.
+    fn read_console(&mut self) {
+        let len = std::fs::metadata(&self.console).map_or(0, |m| m.len());
+        if len == self.console_len {
+            return;
+        }
+        self.console_len = len;
+        if let Ok(text) = std::fs::read(&self.console) {
+            let start = text.len().saturating_sub(8192);
+            let text = String::from_utf8_lossy(&text[start..]);
+            self.console_tail = text
+                .lines()
+                .map(|l| l.rsplit('\r').next().unwrap_or(l))
+                .filter(|l| !l.trim().is_empty() && !l.contains('\x1b'))
+                .map(str::to_string)
+                .collect();
+            let from = self.console_tail.len().saturating_sub(3);
+            self.console_tail.drain(..from);
+        }
+    }
+
+    fn draw(&self, f: &mut Frame) {
+        let s = self.view.snapshot();
+        let warnings = self.view.warnings();
+        let n_msgs = (warnings.len() + self.console_tail.len()).min(5) as u16;
+        let [head, gauge, buffers, workers, msgs, plots, keys] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Length(s.buffers.len() as u16 + 3),
+            Constraint::Length(s.workers.len() as u16 + 3),
+            Constraint::Length(n_msgs),
+            Constraint::Min(6),
+            Constraint::Length(1),
+        ])
+        .areas(f.area());
+        let state = self.view.state();
+        let state_style = match state {
+            "running" => Style::default().fg(Color::Black).bg(Color::Green),
+            "paused" => Style::default().fg(Color::Black).bg(Color::Yellow),
+            _ => Style::default().fg(Color::White).bg(Color::Red),
+        };
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled(" daq-engine ", Style::default().add_modifier(Modifier::BOLD)),
+                Span::styled(format!(" {} ", state.to_uppercase()), state_style),
+                Span::raw(format!("  run time {:.1} s  {}", s.t, s.time)),
+            ])),
+            head,
+        );
+        let (ratio, label) = match self.view.progress() {
+            Some(p) => (
+                p.fraction,
+                format!(
+                    "{:.0}% of {}{}",
+                    p.fraction * 100.0,
+                    p.of,
+                    p.seconds_left
+                        .map_or(String::new(), |l| format!(", {l:.0} s left"))
+                ),
+            ),
+            None => (0.0, "no limit: runs until stopped or the sources end".to_string()),
+        };
+        f.render_widget(
+            Gauge::default()
+                .ratio(ratio.clamp(0.0, 1.0))
+                .label(label)
+                .gauge_style(Style::default().fg(Color::Blue).bg(Color::DarkGray)),
+            gauge,
+        );
+        self.draw_buffers(f, buffers);
+        self.draw_workers(f, workers);
+        let mut lines: Vec<Line> = warnings
+            .iter()
+            .map(|w| Line::styled(format!("! {w}"), Style::default().fg(Color::Red)))
+            .collect();
+        lines.extend(
+            self.console_tail
+                .iter()
+                .map(|l| Line::styled(l.clone(), Style::default().fg(Color::Gray))),
+        );
+        let skip = lines.len().saturating_sub(n_msgs as usize);
+        f.render_widget(Paragraph::new(lines.split_off(skip)), msgs);
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(plots);
+        self.draw_trace(f, left);
+        self.draw_histogram(f, right);
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled(
+                    " p pause  r resume  s stop (drain)  q stop  h next histogram  t next scope ",
+                    Style::default().add_modifier(Modifier::REVERSED),
+                ),
+                Span::raw(format!("  {}", self.note)),
+            ])),
+            keys,
+        );
+    }
+
+    fn draw_buffers(&self, f: &mut Frame, area: Rect) {
+        let s = self.view.snapshot();
+        let rows = s.buffers.iter().map(|(name, b)| {
+            let out = b.events_out.values().min().copied();
+            let full = b.fill >= super::view::FULL_LEVEL;
+            let bar_len = 10usize;
+            let filled = ((b.fill.clamp(0.0, 1.0) * bar_len as f64).round()) as usize;
+            let bar = format!(
+                "{}{} {:>3.0}%",
+                "█".repeat(filled),
+                "░".repeat(bar_len - filled),
+                b.fill * 100.0
+            );
+            Row::new(vec![
+                Span::raw(name.clone()),
+                Span::raw(b.events_in.to_string()),
+                Span::raw(out.map_or("–".into(), |o| o.to_string())),
+                Span::raw(format!("{:.1}", b.rate_hz)),
+                Span::styled(
+                    bar,
+                    Style::default().fg(if full { Color::Red } else { Color::Green }),
+                ),
+                Span::raw(format!("{:.2}", b.deadtime * 100.0)),
+                Span::styled(
+                    b.lost.to_string(),
+                    if b.lost > 0 {
+                        Style::default().fg(Color::Red)
+                    } else {
+                        Style::default()
+                    },
+                ),
+                Span::raw(if b.closed { "closed" } else { "" }),
+            ])
+        });
+        let t = Table::new(
+            rows,
+            [
+                Constraint::Length(16),
+                Constraint::Length(12),
+                Constraint::Length(12),
+                Constraint::Length(11),
+                Constraint::Length(16),
+                Constraint::Length(10),
+                Constraint::Length(9),
+                Constraint::Length(7),
+            ],
+        )
+        .header(
+            Row::new(vec![
+                "buffer", "events in", "events out", "rate Hz", "fill", "dead %", "lost", "",
+            ])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(Block::bordered().title(" buffers "));
+        f.render_widget(t, area);
+    }
+
+    fn draw_workers(&self, f: &mut Frame, area: Rect) {
+        let s = self.view.snapshot();
+        let rows = s.workers.iter().map(|(name, w)| {
+            let style = match w.state.as_str() {
+                "failed" => Style::default().fg(Color::Red),
+                "running" => Style::default().fg(Color::Green),
+                _ => Style::default(),
+            };
+            Row::new(vec![
+                Span::raw(name.clone()),
+                Span::styled(w.state.clone(), style),
+                Span::raw(w.processes.to_string()),
+                Span::raw(w.events.to_string()),
+                Span::raw(format!("{:.0}", self.view.cpu_percent(name))),
+                Span::raw(w.restarts.to_string()),
+            ])
+        });
+        let t = Table::new(
+            rows,
+            [
+                Constraint::Length(16),
+                Constraint::Length(12),
+                Constraint::Length(10),
+                Constraint::Length(12),
+                Constraint::Length(7),
+                Constraint::Length(9),
+            ],
+        )
+        .header(
+            Row::new(vec!["worker", "state", "processes", "events", "CPU %", "restarts"])
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(Block::bordered().title(" workers "));
+        f.render_widget(t, area);
+    }
+
+    fn draw_trace(&self, f: &mut Frame, area: Rect) {
+        let traces: Vec<&Trace> = self.files.traces().values().collect();
+        let Some(t) = (!traces.is_empty()).then(|| traces[self.trace % traces.len()]) else {
+            f.render_widget(
+                Paragraph::new("no oscilloscope trace yet (observe.oscilloscope writes one)")
+                    .block(Block::bordered().title(" oscilloscope ")),
+                area,
+            );
+            return;
+        };
+        let t_max = t.time.last().copied().unwrap_or(1.0).max(f64::MIN_POSITIVE);
+        let (unit, k) = time_unit(t_max);
+        let width = (area.width as usize).saturating_sub(10).max(10) * 2;
+        let series: Vec<(String, Vec<(f64, f64)>)> = t
+            .channels
+            .iter()
+            .map(|(name, v)| (name.clone(), min_max_points(&t.time, v, width, k)))
+            .collect();
+        let (mut lo, mut hi) = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|x| x.1))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+        if !lo.is_finite() || !hi.is_finite() {
+            (lo, hi) = (0.0, 1.0);
+        }
+        let pad = ((hi - lo) * 0.05).max(1e-6);
+        let (lo, hi) = (lo - pad, hi + pad);
+        let datasets: Vec<Dataset> = series
+            .iter()
+            .enumerate()
+            .map(|(i, (name, pts))| {
+                Dataset::default()
+                    .name(name.clone())
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(Style::default().fg(COLORS[i % COLORS.len()]))
+                    .data(pts)
+            })
+            .collect();
+        let chart = Chart::new(datasets)
+            .block(Block::bordered().title(format!(
+                " oscilloscope {}: event {} ",
+                t.worker, t.counter
+            )))
+            .x_axis(
+                Axis::default()
+                    .title(format!("time ({unit})"))
+                    .bounds([0.0, t_max * k])
+                    .labels(["0".to_string(), format!("{:.3}", t_max * k)]),
+            )
+            .y_axis(
+                Axis::default()
+                    .title("V")
+                    .bounds([lo, hi])
+                    .labels([format!("{lo:.3}"), format!("{hi:.3}")]),
+            );
+        f.render_widget(chart, area);
+    }
+
+    fn draw_histogram(&self, f: &mut Frame, area: Rect) {
+        let hists: Vec<&HistogramFile> = self.files.histograms().values().collect();
+        let Some(h) = (!hists.is_empty()).then(|| hists[self.histogram % hists.len()]) else {
+            f.render_widget(
+                Paragraph::new("no histogram yet (export.histogram writes them)")
+                    .block(Block::bordered().title(" histogram ")),
+                area,
+            );
+            return;
+        };
+        let width = (area.width as usize).saturating_sub(10).max(10) * 2;
+        let pts = rebinned(h, width);
+        let top = pts.iter().map(|p| p.1).fold(1.0, f64::max);
+        let (lo, hi) = (h.edges[0], h.edges[h.edges.len() - 1]);
+        let chart = Chart::new(vec![Dataset::default()
+            .name(h.field.clone())
+            .marker(Marker::HalfBlock)
+            .graph_type(GraphType::Bar)
+            .style(Style::default().fg(Color::Cyan))
+            .data(&pts)])
+        .block(Block::bordered().title(format!(
+            " histogram {}/{} ({} of {}): {} entries, under {}, over {} ",
+            h.worker,
+            h.field,
+            self.histogram % hists.len() + 1,
+            hists.len(),
+            h.entries,
+            h.underflow,
+            h.overflow
+        )))
+        .x_axis(
+            Axis::default()
+                .title(h.field.clone())
+                .bounds([lo, hi])
+                .labels([format!("{lo:.3e}"), format!("{hi:.3e}")]),
+        )
+        .y_axis(
+            Axis::default()
+                .title("counts")
+                .bounds([0.0, top * 1.05])
+                .labels(["0".to_string(), format!("{top:.0}")]),
+        );
+        f.render_widget(chart, area);
+    }
+}
+
+/// A unit for a time axis reaching `t_max` seconds: (name, factor).
+fn time_unit(t_max: f64) -> (&'static str, f64) {
+    if t_max < 1e-6 {
+        ("ns", 1e9)
+    } else if t_max < 1e-3 {
+        ("µs", 1e6)
+    } else if t_max < 1.0 {
+        ("ms", 1e3)
+    } else {
+        ("s", 1.0)
+    }
+}
+
+/// At most about `width` points: each bucket of samples gives its minimum and maximum, so
+/// a one-sample pulse still shows.
+fn min_max_points(time: &[f64], v: &[f64], width: usize, k: f64) -> Vec<(f64, f64)> {
+    let n = time.len().min(v.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    let per = n.div_ceil(width.max(1) / 2 + 1).max(1);
+    let mut out = Vec::with_capacity(2 * n / per + 2);
+    for start in (0..n).step_by(per) {
+        let end = (start + per).min(n);
+        let chunk = &v[start..end];
+        let (lo, hi) = chunk
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
+        out.push((time[start] * k, lo));
+        out.push((time[end - 1] * k, hi));
+    }
+    out
+}
+
+/// The histogram as (bin centre, count) with adjacent bins summed to at most `width` bars.
+fn rebinned(h: &HistogramFile, width: usize) -> Vec<(f64, f64)> {
+    let n = h.counts.len();
+    let per = n.div_ceil(width.max(1)).max(1);
+    (0..n)
+        .step_by(per)
+        .map(|i| {
+            let j = (i + per).min(n);
+            let c: u64 = h.counts[i..j].iter().sum();
+            ((h.edges[i] + h.edges[j]) / 2.0, c as f64)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebinning_keeps_every_count() {
+        let h = HistogramFile {
+            edges: (0..=150).map(f64::from).collect(),
+            counts: (0..150).collect(),
+            ..HistogramFile::default()
+        };
+        let pts = rebinned(&h, 40);
+        assert!(pts.len() <= 40, "{}", pts.len());
+        let total: f64 = pts.iter().map(|p| p.1).sum();
+        assert_eq!(total as u64, (0..150u64).sum::<u64>());
+    }
+
+    #[test]
+    fn a_one_sample_pulse_survives_decimation() {
+        let time: Vec<f64> = (0..4096).map(|i| i as f64 * 4e-9).collect();
+        let mut v = vec![0.0; 4096];
+        v[1234] = -0.5;
+        let pts = min_max_points(&time, &v, 100, 1e6);
+        assert!(pts.len() <= 104, "{}", pts.len());
+        assert!(pts.iter().any(|p| p.1 == -0.5));
+    }
+}
