@@ -380,3 +380,65 @@ fn firmware_image_loader_picks_format_by_content() {
         vec![(0, vec![1, 2, 3])]
     );
 }
+
+#[test]
+fn eeprom_reads_only_while_stopped_with_the_exact_request() {
+    let sim = SimHantek::new(SimHantekConfig::default());
+    sim.state().eeprom[8..12].copy_from_slice(&[0x82, 0x7e, 0x80, 0x81]);
+    let mut scope = Hantek6022::open(&mut sim.bus(), HantekConfig::default()).unwrap();
+    let mut cal = [0u8; 4];
+    assert_eq!(scope.read_eeprom(8, &mut cal).unwrap(), 4);
+    assert_eq!(cal, [0x82, 0x7e, 0x80, 0x81]);
+    let last = sim.state().log.last().cloned().unwrap();
+    assert_eq!(
+        last,
+        ControlTransfer {
+            request_type: 0xC0,
+            request: 0xA2,
+            value: 8,
+            index: 0,
+            data: vec![0x82, 0x7e, 0x80, 0x81]
+        }
+    );
+    scope.start().unwrap();
+    assert!(matches!(
+        scope.read_eeprom(8, &mut cal),
+        Err(DriverError::Config { .. })
+    ));
+    scope.stop().unwrap();
+    assert_eq!(scope.read_eeprom(8, &mut cal).unwrap(), 4);
+}
+
+#[test]
+fn paced_simulator_never_runs_ahead_of_its_sample_rate() {
+    let sim = SimHantek::new(SimHantekConfig {
+        paced: true,
+        ..SimHantekConfig::default()
+    });
+    let config = HantekConfig {
+        sample_rate: 100_000,
+        transfer_size: 512,
+        ..HantekConfig::default()
+    };
+    let mut scope = Hantek6022::open(&mut sim.bus(), config).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    let started = std::time::Instant::now();
+    scope.start().unwrap();
+    let mut events = 0;
+    while events < 3 {
+        if let ReadOutcome::Event(_) = scope.read_event(&mut out, Duration::from_secs(5)).unwrap() {
+            events += 1;
+        }
+    }
+    scope.stop().unwrap();
+    let due_bytes = (started.elapsed().as_secs_f64() * 100_000.0).ceil() as u64 * 2;
+    let streamed = sim.state().stream_bytes;
+    assert!(
+        streamed >= 2 * (1300 + 3000),
+        "three events were cut: {streamed} bytes"
+    );
+    assert!(
+        streamed <= due_bytes,
+        "{streamed} bytes streamed, only {due_bytes} were due"
+    );
+}

@@ -584,6 +584,29 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
         self.flavour
     }
 
+    /// Reads `buf.len()` bytes of the scope's 256-byte EEPROM from `offset` (vendor request
+    /// 0xA2, custom firmware), e.g. the calibration bytes from offset 8 that
+    /// [`Calibration::from_eeprom_bytes`] turns into corrections. Only while stopped.
+    pub fn read_eeprom(&mut self, offset: u8, buf: &mut [u8]) -> Result<usize, DriverError> {
+        let port = self.info.port.clone();
+        let Some(transport) = self.transport.as_mut() else {
+            return Err(DriverError::Config {
+                device: port,
+                detail: "the EEPROM can only be read while acquisition is stopped".into(),
+            });
+        };
+        transport
+            .control_in(
+                VENDOR_IN,
+                REQ_EEPROM,
+                offset as u16,
+                0,
+                buf,
+                CONTROL_TIMEOUT,
+            )
+            .map_err(|e| e.into_driver_error(&port, "reading the EEPROM"))
+    }
+
     /// Reader-thread counters of the current or last run.
     pub fn counters(&self) -> &StreamCounters {
         &self.counters
