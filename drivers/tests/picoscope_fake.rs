@@ -1047,3 +1047,27 @@ fn measure_fake_rates() {
         );
     }
 }
+
+#[test]
+fn a_failed_re_arm_is_reported_after_the_fetched_captures() {
+    let fake = Fake::new(&PS5000A);
+    // The second RunBlock (the re-arm right after the first fetch) fails.
+    fake.inject_after("ps5000aRunBlock", 0x15, 1);
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS5000A, 1, 4, SampleFormat::Volts))).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    for _ in 0..4 {
+        read_one(&mut scope, &mut out);
+    }
+    let err = scope.read_capture(&mut out, T).unwrap_err();
+    assert_eq!(err.status(), Some(PicoStatus::BlockModeFailed));
+    assert!(
+        err.to_string()
+            .contains("ps5000aRunBlock returned PICO_BLOCK_MODE_FAILED"),
+        "{err}"
+    );
+    // Starting again works.
+    scope.start_capture().unwrap();
+    read_one(&mut scope, &mut out);
+}

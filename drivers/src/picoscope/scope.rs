@@ -720,6 +720,9 @@ impl PicoScope {
                 ),
             });
         }
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
         let deadline = Instant::now() + timeout;
         match self.state {
             RunState::Stopped => Err(PicoError::Config {
@@ -757,10 +760,12 @@ impl PicoScope {
         } else {
             RunState::Armed
         };
-        if let (RunState::Armed, Some(e)) = (&self.state, self.rearm_error.take()) {
-            // The run after this one could not start; report it now that this one is out.
-            self.state = RunState::Stopped;
-            self.pending_error = Some(e);
+        if matches!(self.state, RunState::Armed) {
+            if let Some(e) = self.rearm_error.take() {
+                // The run after this one could not start; report it now that this one is out.
+                self.state = RunState::Stopped;
+                self.pending_error = Some(e);
+            }
         }
         Ok(ReadOutcome::Event(EventInfo::default()))
     }
@@ -1012,9 +1017,6 @@ impl Source for PicoScope {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<ReadOutcome, DriverError> {
-        if let Some(e) = self.pending_error.take() {
-            return Err(e.into());
-        }
         self.read_capture(out, timeout).map_err(DriverError::from)
     }
 
