@@ -205,6 +205,7 @@ fn hugetlbfs_is_taken_when_it_has_free_pages() {
     let used_before = free_huge_pages(HUGE);
     let ring = Ring::create(&pl, &sp).unwrap();
     assert_eq!(ring.backing(), Backing::HugeTlb { page_size: HUGE });
+    assert!(ring.locked(), "root may lock the ring in memory");
     assert!(
         ring.path().starts_with(&mnt.dir),
         "{}",
@@ -276,6 +277,7 @@ fn tmpfs_with_huge_advise_gives_huge_pages() {
     let shmem_huge_before = meminfo("ShmemHugePages").unwrap_or(0);
     let ring = Ring::create(&pl, &sp).unwrap();
     assert_eq!(ring.backing(), Backing::TmpfsHuge);
+    assert!(ring.locked(), "root may lock the ring in memory");
     assert!(ring.path().starts_with(&place.dir));
     flows(&ring, 64);
     let pmd = pmd_mapped_kb(ring.path());
