@@ -260,9 +260,7 @@ pub fn h5py_python() -> Result<String, String> {
 fn json_number(text: &str, key: &str) -> Option<f64> {
     let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = text[at..].trim_start();
-    let end = rest
-        .find(|c: char| c == ',' || c == '}')
-        .unwrap_or(rest.len());
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
 }
 
