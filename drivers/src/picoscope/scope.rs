@@ -770,8 +770,8 @@ impl PicoScope {
         Ok(ReadOutcome::Event(EventInfo::default()))
     }
 
-    /// Waits for the block-ready callback; at the deadline asks IsReady once (which also
-    /// notices an unplugged scope while waiting for a trigger).
+    /// Waits for the block-ready callback (confirmed by IsReady); at the deadline asks
+    /// IsReady once (which also notices an unplugged scope while waiting for a trigger).
     fn wait_block(&mut self, deadline: Instant) -> Result<bool, PicoError> {
         let mut pause = Duration::from_micros(10);
         loop {
@@ -784,7 +784,15 @@ impl PicoScope {
                         status: s,
                     });
                 }
-                return Ok(true);
+                // Confirm with IsReady: a callback of the previous run that arrived after
+                // the re-arm (the IsReady at a deadline had already seen it ready) must not
+                // count for this one. One call per run, not per event.
+                let (s, ready) = self.lib.is_ready(self.handle);
+                self.check(self.config.family.symbols.is_ready, s)?;
+                if ready {
+                    return Ok(true);
+                }
+                self.signal.ready.store(false, Ordering::Relaxed);
             }
             let now = Instant::now();
             if now >= deadline {
