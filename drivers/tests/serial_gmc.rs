@@ -338,3 +338,36 @@ fn gmc_unplug_is_reported_and_reconnect_resumes_with_backoff() {
         String::from_utf8_lossy(&sent)
     );
 }
+
+#[test]
+fn gmc_width_override_and_silent_first_getver() {
+    // A GMC-500+ whose firmware answers 2-byte counts and ignores the first GETVER.
+    let seed = 5;
+    let cfg = GmcSimConfig {
+        model: GmcModel::Gmc500Plus,
+        cps: 30.0,
+        seed,
+        second: Duration::from_millis(10),
+        width: Some(CountWidth::Two),
+        mute_first_getver: true,
+        ..Default::default()
+    };
+    let (sim, path) = gmc::simulate(cfg).unwrap();
+    let mut dev = gmc::open(GmcConfig {
+        path,
+        baud: Some(115200),
+        width: Some(CountWidth::Two),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(dev.width(), CountWidth::Two);
+    let sent = sim.wire().host_sent();
+    assert!(
+        sent.starts_with(b"<HEARTBEAT0>><GETVER>><HEARTBEAT0>><GETVER>><GETSERIAL>>"),
+        "{}",
+        String::from_utf8_lossy(&sent)
+    );
+    dev.start().unwrap();
+    let got = collect(&mut dev, 40);
+    assert!(find_window(&gmc::counts_for_seed(seed, 30.0, 2000), &got).is_some());
+}

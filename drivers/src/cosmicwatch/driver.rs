@@ -137,7 +137,7 @@ pub fn open(config: CosmicWatchConfig) -> Result<CosmicWatch, DriverError> {
             model: model.into(),
             serial: None,
             port: config.path.display().to_string(),
-            usb_id: None,
+            usb_id: crate::serial::usb_identity(&config.path).map(|(v, p, _)| (v, p)),
         },
         layout: EventLayout {
             fields: layout_for(config.version)

@@ -127,12 +127,19 @@ fn connect(link: &mut SerialLink, cfg: &GmcConfig) -> Result<Version, DriverErro
         None => &PROBE_BAUDS,
     };
     let mut last = None;
-    for &baud in bauds {
-        link.set_baud(baud)?;
-        match handshake(link, cfg) {
-            Ok(v) => return Ok(v),
-            Err(e @ DriverError::Disconnected { .. }) => return Err(e),
-            Err(e) => last = Some(e),
+    // GMC-500+ Re 1.18 answers nothing to the first GETVER until the port is reopened
+    // (pygmc): a second round after a reopen.
+    for round in 0..2 {
+        if round == 1 {
+            link.reopen()?;
+        }
+        for &baud in bauds {
+            link.set_baud(baud)?;
+            match handshake(link, cfg) {
+                Ok(v) => return Ok(v),
+                Err(e @ DriverError::Disconnected { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
         }
     }
     Err(last.unwrap_or_else(|| DriverError::Config {
@@ -212,7 +219,7 @@ pub fn open(config: GmcConfig) -> Result<Gmc, DriverError> {
             model: version.text.clone(),
             serial,
             port: config.path.display().to_string(),
-            usb_id: None,
+            usb_id: crate::serial::usb_identity(&config.path).map(|(v, p, _)| (v, p)),
         },
         layout: EventLayout {
             fields: vec![FieldSpec {

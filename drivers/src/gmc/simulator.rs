@@ -93,6 +93,11 @@ pub struct GmcSimConfig {
     pub centivolts: u16,
     /// Device clock at plug-in.
     pub clock: DeviceClock,
+    /// Count width differing from the model class (some GMC-500+ firmware sends 2 bytes).
+    pub width: Option<CountWidth>,
+    /// Ignore the first GETVER, like GMC-500+ Re 1.18 (the real unit answers after a port
+    /// reopen; a pty cannot show the reopen, so the second GETVER is answered).
+    pub mute_first_getver: bool,
 }
 
 impl Default for GmcSimConfig {
@@ -113,6 +118,8 @@ impl Default for GmcSimConfig {
                 minute: 4,
                 second: 5,
             },
+            width: None,
+            mute_first_getver: false,
         }
     }
 }
@@ -153,6 +160,8 @@ pub struct GmcDevice {
     device_clock: DeviceClock,
     /// Device second at which `device_clock` was set.
     device_clock_base: u64,
+    /// Whether the first GETVER was already ignored.
+    getver_muted: bool,
 }
 
 impl GmcDevice {
@@ -160,7 +169,7 @@ impl GmcDevice {
     pub fn new(cfg: GmcSimConfig) -> GmcDevice {
         let profile = cfg.model.profile();
         GmcDevice {
-            width: profile.class.count_width(),
+            width: cfg.width.unwrap_or(profile.class.count_width()),
             clock: SimSeconds::new(cfg.second),
             counts: PoissonCounts::new(cfg.seed, cfg.cps),
             history: [0; 60],
@@ -168,6 +177,7 @@ impl GmcDevice {
             inbox: Vec::with_capacity(MAX_FRAME),
             device_clock: cfg.clock,
             device_clock_base: 0,
+            getver_muted: false,
             profile,
             cfg,
         }
@@ -190,6 +200,9 @@ impl GmcDevice {
         let class = self.profile.class;
         let rfc1801_like = class.count_width() == CountWidth::Four;
         match name {
+            b"GETVER" if self.cfg.mute_first_getver && !self.getver_muted => {
+                self.getver_muted = true
+            }
             b"GETVER" => out.extend_from_slice(self.profile.version.as_bytes()),
             b"GETCPM" => encode_count(self.cpm(), self.width, 0, out),
             b"GETCPS" if class.has_getcps() => encode_count(self.last_cps(), self.width, 0, out),

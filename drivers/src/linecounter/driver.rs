@@ -93,8 +93,8 @@ pub fn open(config: LineCounterConfig) -> Result<LineCounter, DriverError> {
             family: Family::LineCounter,
             model: model.into(),
             serial: None,
+            usb_id: crate::serial::usb_identity(&config.path).map(|(v, p, _)| (v, p)),
             port: device,
-            usb_id: None,
         },
         layout: EventLayout {
             fields: fields

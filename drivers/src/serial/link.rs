@@ -415,6 +415,18 @@ impl SerialLink {
         }
     }
 
+    /// Closes and opens the port again at once (some GMC-500+ firmware answers the first
+    /// GETVER only after a reopen). The buffer and offset start afresh.
+    pub fn reopen(&mut self) -> Result<(), DriverError> {
+        self.port = None;
+        self.port = Some(open_port(&self.settings, &self.device)?);
+        self.start = 0;
+        self.end = 0;
+        self.offset = 0;
+        self.skip_to_newline = false;
+        Ok(())
+    }
+
     /// After a disconnect: waits out the backoff delay (first attempt immediately), then
     /// tries once to open the same path again (a re-pointed symlink counts). `Ok(true)` when
     /// open; the read buffer and offset start afresh.

@@ -21,4 +21,4 @@ pub mod text;
 
 pub use link::{Backoff, LinkStats, PortSettings, SerialLink};
 pub use pty::{SimulatedDevice, SimulatorHandle, Wire};
-pub use scan::{scan, scan_in, scan_summary};
+pub use scan::{scan, scan_in, scan_summary, usb_identity};

@@ -77,6 +77,14 @@ fn list(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// USB vendor id, product id and serial number of the device behind a tty path (following
+/// symlinks such as `/dev/daq/geiger-0`), from `/sys`. `None` for ptys and non-USB ports.
+pub fn usb_identity(path: &Path) -> Option<(u16, u16, Option<String>)> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let name = target.file_name()?.to_str()?;
+    usb_facts(Path::new("/sys"), name)
+}
+
 /// Scans the real `/dev` and `/sys`.
 pub fn scan() -> Vec<DeviceInfo> {
     scan_in(Path::new("/dev"), Path::new("/sys"))
