@@ -231,3 +231,37 @@ fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Throughput through the pty (measurement, not a check): run with
+/// `cargo test -p daq-drivers --release --test serial_cosmicwatch -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cosmicwatch_v3x_throughput_measurement() {
+    let cols = V3Columns {
+        environment: true,
+        motion: true,
+        name: true,
+    };
+    let cfg = CosmicWatchSimConfig {
+        version: SimVersion::V3X(cols),
+        rate: 100_000.0,
+        second: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (_sim, path) = cosmicwatch::simulate(cfg).unwrap();
+    let mut dev = cosmicwatch::open(CosmicWatchConfig {
+        path,
+        version: CosmicWatchVersion::V3X(cols),
+        ..Default::default()
+    })
+    .unwrap();
+    let n = 200_000;
+    let t0 = std::time::Instant::now();
+    let got = read_n(&mut dev, n);
+    let s = t0.elapsed().as_secs_f64();
+    assert_eq!(got.len(), n);
+    println!(
+        "cosmicwatch v3X: {n} events in {s:.3} s = {:.0} events/s",
+        n as f64 / s
+    );
+}
