@@ -250,11 +250,13 @@ fn rotation_by_time_starts_new_files() {
         std::thread::sleep(Duration::from_millis(40));
     }
     let summary = w.finish(RunStats::default()).unwrap();
-    // Each append finds its file older than 30 ms and rotates after the event.
+    // From the second event on, each append finds its file older than 30 ms and starts a
+    // new one before writing: six files of one event each, none empty.
     assert_eq!(summary.files.len(), 6);
     let mut all = Vec::new();
     for f in &summary.files {
         let got = read_buffer(f, "b").unwrap();
+        assert_eq!(got.events, 1, "{}", f.display());
         all.extend(got.metadata.iter().map(|m| m.counter));
         h5dump_clean(f);
     }

@@ -12,7 +12,9 @@
 //!   the run goes on (`swmr=True`), and after a `kill -9` a file opens and holds every event
 //!   appended before the last flush. Rows past the last flush may be present too; their
 //!   metadata `counter` is then either a real counter or the fill value -1, never a
-//!   duplicate.
+//!   duplicate (data rows reach the file before the metadata rows that count them).
+//!   SWMR readers open such a file as it is; [`recover`] clears the writer's flags so that
+//!   every other reader (h5dump, h5py without `swmr=True`, MATLAB) opens it too.
 //! - Rotation (by size or time) starts a new numbered file between two events: an event is
 //!   never split or written twice, and each file carries every group and attribute.
 //! - After a failed write (full disk, I/O error) the writer stops, reports the file, the
@@ -692,14 +694,19 @@ impl RunFileWriter {
             self.start_swmr()?;
         }
         let now = Instant::now();
-        if let Some(max) = self.options.rotation.max_bytes {
-            let rotate = self
-                .current
-                .as_ref()
-                .is_some_and(|f| f.events > 0 && f.bytes >= max);
-            if rotate {
-                self.rotate()?;
-            }
+        // Rotation happens before an event, never after one: no file is opened that might
+        // stay empty, and an event always lands whole in exactly one file.
+        let (max_bytes, max_age) = (
+            self.options.rotation.max_bytes,
+            self.options.rotation.max_duration,
+        );
+        let rotate = self.current.as_ref().is_some_and(|f| {
+            f.events > 0
+                && (max_bytes.is_some_and(|m| f.bytes >= m)
+                    || max_age.is_some_and(|m| now.duration_since(f.opened) >= m))
+        });
+        if rotate {
+            self.rotate()?;
         }
         let Some(of) = self.current.as_mut() else {
             return Err(ExportError::Stopped {
@@ -747,15 +754,6 @@ impl RunFileWriter {
         }
         if now.duration_since(self.last_flush) >= self.options.flush_interval {
             self.flush()?;
-        }
-        if let Some(max) = self.options.rotation.max_duration {
-            let rotate = self
-                .current
-                .as_ref()
-                .is_some_and(|f| f.events > 0 && now.duration_since(f.opened) >= max);
-            if rotate {
-                self.rotate()?;
-            }
         }
         Ok(())
     }
