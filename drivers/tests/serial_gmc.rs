@@ -238,7 +238,7 @@ fn gmc_heartbeat_delivers_the_simulated_poisson_counts() {
 }
 
 #[test]
-fn gmc_polled_cpm_is_the_running_sum_in_the_first_minute() {
+fn gmc_polled_cpm_is_a_sixty_second_sum_of_the_counts() {
     let seed = 11;
     let cfg = GmcSimConfig {
         model: GmcModel::Gmc300V4,
@@ -258,23 +258,20 @@ fn gmc_polled_cpm_is_the_running_sum_in_the_first_minute() {
     .unwrap();
     assert_eq!(dev.layout().fields[0].name, "cpm");
     dev.start().unwrap();
-    // 8 polls × 40 ms = 32 device seconds < 60: every CPM is a prefix sum of the counts.
+    // 8 polls × 40 ms ≈ 32 device seconds. Each CPM must be the device's 60-second sum at
+    // some second t: sum(counts[t-60..t]) (the running sum before the first minute). The
+    // check does not depend on how fast the host polls.
     let got = collect(&mut dev, 8);
-    let all = gmc::counts_for_seed(seed, 20.0, 60);
-    let prefix: Vec<u32> = all
-        .iter()
-        .scan(0, |s, &c| {
-            *s += c;
-            Some(*s)
-        })
+    let all = gmc::counts_for_seed(seed, 20.0, 3000);
+    let window_sums: std::collections::BTreeSet<u32> = (0..=all.len())
+        .map(|t| all[t.saturating_sub(60)..t].iter().sum())
         .collect();
     for cpm in &got {
         assert!(
-            *cpm == 0 || prefix.contains(cpm),
-            "cpm {cpm} is no prefix sum"
+            window_sums.contains(cpm),
+            "cpm {cpm} is no 60-second sum of the counts"
         );
     }
-    assert!(got.windows(2).all(|w| w[0] <= w[1]), "{got:?}");
     assert!(*got.last().unwrap() > 0);
 }
 
