@@ -442,3 +442,14 @@ fn paced_simulator_never_runs_ahead_of_its_sample_rate() {
         "{streamed} bytes streamed, only {due_bytes} were due"
     );
 }
+
+#[test]
+fn warm_device_model_follows_its_product_id() {
+    let bl = SimHantek::new(SimHantekConfig {
+        model: daq_drivers::hantek6022::Model::Dso6022Bl,
+        ..SimHantekConfig::default()
+    });
+    let scope = Hantek6022::open(&mut bl.bus(), HantekConfig::default()).unwrap();
+    assert_eq!(scope.info().model, "Hantek 6022BL");
+    assert_eq!(scope.info().usb_id, Some((0x04b5, 0x602a)));
+}

@@ -196,6 +196,39 @@ impl EventCutter {
         let ch = self.channels;
         let mut i = 0;
         while i < bytes.len() {
+            if self.trigger.is_none() && self.partial_len == 0 && bytes.len() - i >= ch {
+                // Free running: whole frames move in one copy, no per-sample work.
+                let whole = (bytes.len() - i) / ch;
+                if self.frames_seen < self.discard_frames {
+                    let skip = (self.discard_frames - self.frames_seen).min(whole as u64);
+                    self.frames_seen += skip;
+                    i += skip as usize * ch;
+                    continue;
+                }
+                let n = whole
+                    .min(self.samples - self.block_fill)
+                    .min(self.samples - self.next_slot);
+                let at = self.next_slot * ch;
+                self.history[at..at + n * ch].copy_from_slice(&bytes[i..i + n * ch]);
+                i += n * ch;
+                self.next_slot += n;
+                if self.next_slot == self.samples {
+                    self.next_slot = 0;
+                }
+                self.frames_seen += n as u64;
+                self.block_fill += n;
+                if self.block_fill == self.samples {
+                    self.block_fill = 0;
+                    self.write_event(out);
+                    return (
+                        i,
+                        Some(CutEvent {
+                            trigger_frame: self.frames_seen - self.samples as u64,
+                        }),
+                    );
+                }
+                continue;
+            }
             let frame = if self.partial_len == 0 && bytes.len() - i >= ch {
                 let f = [bytes[i], bytes[i + ch - 1]];
                 i += ch;
@@ -420,7 +453,11 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
                     .into(),
             });
         };
-        let mut model_name = "Hantek 6022";
+        let mut model_name = match (entry.vendor_id, entry.product_id) {
+            (0x04b5, 0x6022) => Model::Dso6022Be.name(),
+            (0x04b5, 0x602a) => Model::Dso6022Bl.name(),
+            _ => "Hantek 6022 (sigrok fx2lafw firmware)",
+        };
         if let DeviceState::Cold(model) = state {
             model_name = model.name();
             let Some(path) = &config.firmware_path else {
