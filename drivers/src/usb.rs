@@ -83,7 +83,8 @@ impl UsbError {
                 device: device.to_string(),
                 offset: 0,
                 detail: format!(
-                    "device refused the request while {doing} (stall): wrong firmware loaded?"
+                    "device refused the request while {doing} (stall): the request or its \
+                     value is not one this device or its firmware knows"
                 ),
             },
             UsbError::Other(what) => DriverError::Io {
