@@ -276,3 +276,47 @@ mod wire_fuzz {
         }
     }
 }
+
+#[test]
+fn line_counter_unplug_reports_and_reconnects_to_the_relinked_port() {
+    let cfg = LineSimConfig {
+        format: SimFormat::Gc10,
+        cps: 5.0,
+        seed: 2,
+        second: Duration::from_millis(10),
+    };
+    let (mut sim, path) = linecounter::simulate(cfg).unwrap();
+    let mut dev = linecounter::open(LineCounterConfig {
+        path,
+        format: LineFormat::Gc10,
+        ..Default::default()
+    })
+    .unwrap();
+    read_n(&mut dev, 3);
+    sim.unplug();
+    let mut out = [0u8; 4];
+    let err = loop {
+        match dev.read_event(&mut out, Duration::from_millis(100)) {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+    // Later calls keep saying so until a reconnect succeeds.
+    assert!(matches!(
+        dev.read_event(&mut out, Duration::from_millis(10)),
+        Err(DriverError::Disconnected { .. })
+    ));
+    assert!(
+        !dev.reconnect().unwrap(),
+        "nothing at the link while unplugged"
+    );
+    sim.replug().unwrap();
+    assert!((0..20).any(|_| dev.reconnect().unwrap()));
+    assert_eq!(read_n(&mut dev, 3).len(), 3);
+    let meta = dev.run_metadata();
+    assert!(
+        meta.contains(&("reconnects".to_string(), "1".to_string())),
+        "{meta:?}"
+    );
+}

@@ -158,7 +158,7 @@ impl ModelClass {
     }
 
     /// Size of the GETVOLT reply: 1 byte (volts × 10) for RFC1201, 5 ASCII bytes for
-    /// RFC1801. GMC-800: 5 ASCII **[unverified]**; the driver treats a missing reply as
+    /// RFC1801. GMC-800: 5 ASCII (unverified); the driver treats a missing reply as
     /// "voltage unavailable".
     pub fn volt_bytes(self) -> usize {
         match (self, self.rfc()) {

@@ -5,7 +5,7 @@
 //! Guarantees: reply sizes are those of the model's class (CPM/CPS 2|4 bytes, GETVOLT 1|5,
 //! GETCFG 256|512); the per-second counts depend only on seed and rate (see
 //! [`counts_for_seed`]); unknown commands get no reply (the host must time out; this is the
-//! documented guess, **[unverified]** on hardware). Must never: answer a command the profile's
+//! documented guess, (unverified) on hardware). Must never: answer a command the profile's
 //! protocol does not have (GETCPS on RFC1201, GETTEMP outside the GMC-320).
 
 use std::path::PathBuf;
@@ -56,7 +56,7 @@ impl GmcModel {
 
     /// The model's profile. Version strings: `GMC-300Re 2.10`-style 14-byte strings for
     /// RFC1201, `GMC-500+Re 2.22` / `GMC-600+Re 1.14` (15 bytes) as quoted in HARDWARE.md
-    /// B.1; the exact 3.xx/4.xx/320/800 firmware numbers are **[unverified]** examples.
+    /// B.1; the exact 3.xx/4.xx/320/800 firmware numbers are (unverified) examples.
     pub fn profile(self) -> GmcProfile {
         let (version, class, baud) = match self {
             GmcModel::Gmc300V3 => ("GMC-300Re 3.20", ModelClass::Gmc300, 57600),
