@@ -158,6 +158,39 @@ fn level(ctx: &BuildContext) -> Result<f32, WorkerError> {
     Ok(v as f32)
 }
 
+/// Samples converted and scanned at a time by [`first_crossing_in`]: small enough to stay in
+/// L1 and to stop early, large enough for the scan loop to run at full speed.
+pub const SCAN_BLOCK: usize = 512;
+
+/// Position of the first crossing of `level` at index ≥ `from` (≥ 1) in field `ch` of
+/// `data`. Same definition as [`first_crossing`]; the channel is converted block by block
+/// into `scratch` (at least 2 values long; [`SCAN_BLOCK`]` + 1` is best), so a crossing near
+/// the start is found without converting the rest of the trace.
+#[inline]
+pub fn first_crossing_in(
+    ch: &FieldAccess,
+    data: &[u8],
+    level: f32,
+    edge: Edge,
+    from: usize,
+    scratch: &mut [f32],
+) -> Option<usize> {
+    let block = scratch.len().checked_sub(1).filter(|b| *b > 0)?;
+    // Each block starts one sample early so a crossing on a block boundary is seen.
+    let mut start = from.max(1) - 1;
+    loop {
+        let bytes = data.get(start.checked_mul(ch.stride)?..)?;
+        let n = ch.load(bytes, &mut scratch[..=block]);
+        if n < 2 {
+            return None;
+        }
+        if let Some(i) = first_crossing(&scratch[..n], level, edge, 1) {
+            return Some(start + i);
+        }
+        start += n - 1;
+    }
+}
+
 /// `filter.threshold`.
 pub struct Threshold {
     channels: Vec<FieldAccess>,
@@ -190,7 +223,7 @@ impl Threshold {
             level: level(ctx)?,
             edge: Edge::from_config(ctx)?,
             from,
-            scratch: vec![0f32; src.data_length],
+            scratch: vec![0f32; SCAN_BLOCK + 1],
         })
     }
 }
@@ -198,8 +231,15 @@ impl Threshold {
 impl Filter for Threshold {
     fn select(&mut self, event: &EventRef<'_>) -> Result<SinkMask, WorkerError> {
         for ch in &self.channels {
-            let n = ch.load(event.data, &mut self.scratch);
-            if first_crossing(&self.scratch[..n], self.level, self.edge, self.from).is_some() {
+            let hit = first_crossing_in(
+                ch,
+                event.data,
+                self.level,
+                self.edge,
+                self.from,
+                &mut self.scratch,
+            );
+            if hit.is_some() {
                 return Ok(SinkMask::ALL);
             }
         }
@@ -341,6 +381,80 @@ impl Filter for Prescale {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::{Dtype, Metadata};
+    use crate::worker::BufferShape;
+
+    /// Two channels with a single rising crossing of 0.5 at samples `a` and `b`.
+    fn two_steps(a: usize, b: usize) -> (BufferShape, Vec<u8>) {
+        let s = BufferShape {
+            name: "raw".into(),
+            dtype: Dtype::parse([("x", "f4"), ("y", "f4")]).unwrap(),
+            data_length: 40,
+        };
+        let mut data = vec![0u8; 40 * 8];
+        let step =
+            |at: usize| -> Vec<f32> { (0..40).map(|i| if i >= at { 1.0 } else { 0.0 }).collect() };
+        FieldAccess::new(&s, "x")
+            .unwrap()
+            .store(&mut data, &step(a));
+        FieldAccess::new(&s, "y")
+            .unwrap()
+            .store(&mut data, &step(b));
+        (s, data)
+    }
+
+    #[test]
+    fn byte_scan_agrees_with_slice_scan() {
+        let (s, mut data) = two_steps(5, 9);
+        let noisy: Vec<f32> = (0..40)
+            .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let y = FieldAccess::new(&s, "y").unwrap();
+        y.store(&mut data, &noisy);
+        for edge in [Edge::Rising, Edge::Falling] {
+            for from in [0, 1, 5, 9, 20, 39, 40, 100] {
+                for level in [-0.5f32, 0.0, 0.5, 1.0] {
+                    for block in [1, 2, 3, 7, 64] {
+                        let mut scratch = vec![0f32; block + 1];
+                        assert_eq!(
+                            first_crossing_in(&y, &data, level, edge, from, &mut scratch),
+                            first_crossing(&noisy, level, edge, from),
+                            "{edge:?} from {from} level {level} block {block}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn coincidence_window_is_inclusive_and_exact() {
+        for (a, b, window, want) in [
+            (10, 14, 3, false),
+            (10, 14, 4, true),
+            (14, 10, 4, true),
+            (10, 10, 0, true),
+        ] {
+            let (s, data) = two_steps(a, b);
+            let ctx = BuildContext::for_test(
+                "c",
+                serde_json::json!({"level": 0.5, "window": window}),
+                vec![s.clone()],
+                vec![s.clone()],
+            );
+            let mut c = Coincidence::build(&ctx).unwrap();
+            let ev = EventRef {
+                data: &data,
+                meta: Metadata::default(),
+                dtype: &s.dtype,
+            };
+            assert_eq!(
+                c.select(&ev).unwrap() == SinkMask::ALL,
+                want,
+                "{a} {b} {window}"
+            );
+        }
+    }
 
     #[test]
     fn crossings_follow_the_definition() {
