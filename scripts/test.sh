@@ -18,6 +18,9 @@ if [ ! -x target/venv/bin/python ] || ! target/venv/bin/python -c 'import h5py, 
 fi
 export DAQ_PYTHON="$PWD/target/venv/bin/python"
 
+step "build (the example plugin and binary are run by the tests)"
+cargo build --workspace --lib --bins --examples --locked
+
 step "tests"
 cargo test --workspace --locked
 

@@ -199,3 +199,23 @@ fn status(run_dir: &std::path::Path) -> i32 {
     print!("{}", crate::engine::launch::format_status(&v, run_dir));
     0
 }
+
+/// The whole program for a given set of functions: parses the command line, and either runs
+/// a worker process (when started by the supervisor) or the command. A user's own binary
+/// calls this with the built-ins plus their functions; it returns the exit code.
+pub fn run_main(registry: crate::engine::Registry) -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Worker {
+            plan,
+            worker,
+            process,
+        }) => {
+            if let Ok(p) = crate::engine::Plan::load(&plan) {
+                crate::engine::init_log(&crate::engine::process::log_path(&p.run_dir));
+            }
+            crate::engine::process::run(&plan, &worker, process, &registry)
+        }
+        command => main(cli.setup, cli.run, command, &registry),
+    }
+}

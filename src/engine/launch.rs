@@ -201,6 +201,50 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         eprintln!("daq-engine: {e}");
         return 2;
     }
+    let registry =
+        match registry.with_libraries(setup.workers.iter().filter_map(|w| w.file.as_deref())) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("daq-engine: {e}");
+                return 2;
+            }
+        };
+    let registry = &registry;
+    let mut bad = false;
+    for w in setup.workers.iter().filter(|w| w.file.is_some()) {
+        match registry.get(&w.function) {
+            None => {
+                bad = true;
+                eprintln!(
+                    "daq-engine: worker '{}': {} has no function '{}' (it has: {})",
+                    w.name,
+                    w.file.as_deref().unwrap_or(Path::new("")).display(),
+                    w.function,
+                    registry.names_from(w.file.as_deref())
+                );
+            }
+            Some(f) => {
+                let s = &f.spec;
+                let sides = [
+                    ("sources", s.sources, w.sources.len()),
+                    ("sinks", s.sinks, w.sinks.len()),
+                    ("observes", s.observes, w.observes.len()),
+                ];
+                for (side, arity, n) in sides {
+                    if !arity.allows(n) {
+                        bad = true;
+                        eprintln!(
+                            "daq-engine: worker '{}': {} '{}' takes {arity} {side}, the setup gives {n}",
+                            w.name, s.template, s.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if bad {
+        return 2;
+    }
     if args.simulate {
         for w in &mut setup.workers {
             let takes = registry

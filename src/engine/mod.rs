@@ -5,6 +5,7 @@ pub mod bench;
 pub mod builtin;
 pub mod launch;
 pub mod plan;
+pub mod plugin;
 pub mod process;
 pub mod registry;
 

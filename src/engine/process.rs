@@ -116,7 +116,10 @@ pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) 
         }
     };
     let outcome = match plan.worker(worker) {
-        Some(w) => run_worker(&plan, w, process, registry),
+        Some(w) => match registry.with_libraries(w.file.as_deref()) {
+            Ok(r) => run_worker(&plan, w, process, &r),
+            Err(e) => Outcome::Failed(e.to_string()),
+        },
         None => Outcome::Failed(format!("no worker '{worker}' in the plan")),
     };
     let orphaned = supervisor.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid);

@@ -46,7 +46,7 @@ pub struct Function {
 }
 
 /// Functions by name.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Registry {
     functions: Vec<Function>,
 }
@@ -80,6 +80,40 @@ impl Registry {
     /// The function called `name`.
     pub fn get(&self, name: &str) -> Option<&Function> {
         self.functions.iter().find(|f| f.spec.name == name)
+    }
+
+    /// Loads the user libraries (`file:`) that `workers` name, adding their functions.
+    /// Python files are left alone (the setup check reports them).
+    pub fn with_libraries<'a>(
+        &self,
+        files: impl IntoIterator<Item = &'a std::path::Path>,
+    ) -> Result<Registry, super::plugin::PluginError> {
+        let mut r = self.clone();
+        let mut seen = Vec::new();
+        for f in files {
+            if f.extension().is_some_and(|e| e == "py") || seen.contains(&f) {
+                continue;
+            }
+            seen.push(f);
+            super::plugin::load(f, &mut r)?;
+        }
+        Ok(r)
+    }
+
+    /// The functions registered after the built-ins (those of user libraries), for messages.
+    pub fn names_from(&self, _file: Option<&std::path::Path>) -> String {
+        let builtin = Registry::builtin();
+        let user: Vec<&str> = self
+            .functions
+            .iter()
+            .filter(|f| builtin.get(f.spec.name).is_none())
+            .map(|f| f.spec.name)
+            .collect();
+        if user.is_empty() {
+            "nothing".into()
+        } else {
+            user.join(", ")
+        }
     }
 
     /// All functions, in registration order.

@@ -456,7 +456,7 @@ impl Supervisor {
         }
         let line = self.write_stats();
         let summary = self.summary();
-        if let Some(w) = watcher.as_deref_mut() {
+        if let Some(w) = watcher {
             w.update(&line);
             w.finish(&summary);
         }

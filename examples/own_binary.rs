@@ -1,0 +1,53 @@
+//! A user's own `daq-engine` binary: the built-in functions plus one of their own, compiled
+//! in. Every worker process is this same binary, so the function is there in all of them.
+//!
+//! `cargo run --example own_binary -- setup.yaml` behaves exactly like `daq-engine setup.yaml`
+//! and additionally knows `user.every_nth`.
+
+use daq_engine::engine::{Build, Function, Registry};
+use daq_engine::worker::{
+    Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
+    WorkerError,
+};
+
+/// Passes every n-th event by its counter.
+struct EveryNth(i64);
+
+const SPEC: FunctionSpec = FunctionSpec {
+    name: "user.every_nth",
+    template: Template::Filter,
+    summary: "Passes events whose counter is a multiple of nth (an example of a compiled-in user function).",
+    sources: Arity::ONE,
+    sinks: Arity::SOME,
+    observes: Arity::NONE,
+    keys: &[ConfigKey {
+        name: "nth",
+        ty: KeyType::Int,
+        required: true,
+        default: None,
+        doc: "keep one event in n",
+    }],
+};
+
+impl Filter for EveryNth {
+    fn select(&mut self, event: &EventRef<'_>) -> Result<SinkMask, WorkerError> {
+        Ok(SinkMask::from(event.meta.counter % self.0 == 0))
+    }
+}
+
+fn build(ctx: &BuildContext) -> Result<Box<dyn Filter>, WorkerError> {
+    let n = ctx.config.usize_or("nth", 0)?;
+    if n == 0 {
+        return Err(ctx.config.error("nth", "must be at least 1").into());
+    }
+    Ok(Box::new(EveryNth(n as i64)))
+}
+
+fn main() {
+    let mut registry = Registry::builtin();
+    registry.add(Function {
+        spec: SPEC,
+        build: Build::Filter(build),
+    });
+    std::process::exit(daq_engine::cli::run_main(registry));
+}
