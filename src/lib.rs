@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod devices;
 pub mod dtype;
 pub mod engine;
 pub mod export;

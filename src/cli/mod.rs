@@ -48,6 +48,19 @@ pub struct RunArgs {
     /// Write the run directory here instead of the setup's `target_directory`.
     #[arg(long, value_name = "DIR")]
     pub target_directory: Option<PathBuf>,
+
+    /// Serve a live page with rates, traces, histograms and pause/resume/stop at this
+    /// address (e.g. 127.0.0.1:8080). Loopback only unless --http-any is given.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+
+    /// Allow --http on a non-loopback address (then --token is required).
+    #[arg(long, requires = "http")]
+    pub http_any: bool,
+
+    /// Token the page's control actions must carry (Authorization: Bearer TOKEN).
+    #[arg(long, value_name = "TOKEN", requires = "http")]
+    pub token: Option<String>,
 }
 
 /// Commands besides running a setup.

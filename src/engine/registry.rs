@@ -63,6 +63,7 @@ impl Registry {
         for f in super::builtin::functions()
             .into_iter()
             .chain(crate::analysis::functions())
+            .chain(crate::devices::functions())
         {
             r.add(f);
         }
