@@ -980,12 +980,8 @@ fn create_buffer_group(
     let group = file
         .create_group(&spec.name)
         .map_err(|e| ctx("create group", e))?;
-    let chunk_bytes = spec.chunk_events * spec.event_bytes;
-    let cache = (2 * chunk_bytes).max(1 << 20);
     let mut b = group.new_dataset_builder();
-    b = b
-        .chunk((spec.chunk_events, spec.data_length))
-        .chunk_cache(521, cache, 1.0);
+    b = b.chunk((spec.chunk_events, spec.data_length));
     if let Compression::Deflate { level } = spec.options.compression {
         b = b.shuffle().deflate(level.clamp(1, 9));
     }
@@ -1027,18 +1023,29 @@ fn create_buffer_group(
 
 /// Opens the datasets of a buffer group for writing (after SWMR has started).
 fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String> {
-    let open = |what: &str| {
-        file.dataset(&format!("{}/{what}", spec.name))
-            .map_err(|e| format!("buffer '{}': open {what}: {}", spec.name, hdf(e)))
+    // Uncompressed chunks are written whole, straight from the batch to the file (no
+    // cache); filtered chunks need a cache that holds at least two of them.
+    let data_cache = match spec.options.compression {
+        Compression::None => 0,
+        Compression::Deflate { .. } => (2 * spec.chunk_events * spec.event_bytes).max(1 << 20),
+    };
+    let open = |what: &str, cache: usize| {
+        raw::open_dataset(file, &format!("{}/{what}", spec.name), cache)
+            .map_err(|e| format!("buffer '{}': open {what}: {e}", spec.name))
     };
     Ok(FileBuffer {
         data: RowBatch::new(
-            open("data")?,
+            open("data", data_cache)?,
             Some(spec.data_length as u64),
             spec.event_bytes,
             spec.chunk_events,
         ),
-        meta: RowBatch::new(open("metadata")?, None, META_BYTES, spec.meta_chunk_events),
+        meta: RowBatch::new(
+            open("metadata", 1 << 20)?,
+            None,
+            META_BYTES,
+            spec.meta_chunk_events,
+        ),
         events: 0,
     })
 }

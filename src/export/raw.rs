@@ -290,3 +290,40 @@ pub(crate) fn clear_status_flags(path: &std::path::Path) -> Result<(), String> {
         Ok(())
     })
 }
+
+/// Opens dataset `name` (a path from the file's root) with a raw-data chunk cache of
+/// `cache_bytes` bytes (0: chunks go straight to the file, no copy through the cache).
+pub(crate) fn open_dataset(
+    file: &h5::File,
+    name: &str,
+    cache_bytes: usize,
+) -> Result<Dataset, String> {
+    let cname =
+        CString::new(name).map_err(|_| format!("dataset name '{name}' contains a NUL byte"))?;
+    locked(|| {
+        // SAFETY: H5P_CLS_DATASET_ACCESS is a predefined class id valid after library
+        // initialisation (done by `sync`); the list is closed by the guard.
+        let dapl = Id {
+            id: check_id(
+                unsafe { h5p::H5Pcreate(*h5p::H5P_CLS_DATASET_ACCESS) },
+                "create a dataset access list",
+            )?,
+            close: h5p::H5Pclose,
+        };
+        // SAFETY: `dapl.id` is a live dataset access list; 521 slots (a prime, as HDF5
+        // advises), `cache_bytes` bytes and w0 = 1.0 (evict fully written chunks first) are
+        // valid values.
+        check(
+            unsafe { h5p::H5Pset_chunk_cache(dapl.id, 521, cache_bytes, 1.0) },
+            "set the chunk cache",
+        )?;
+        // SAFETY: `file.id()` is a live file id, `cname` is NUL-terminated and outlives the
+        // call; the returned id's ownership passes to the Dataset below.
+        let id = check_id(
+            unsafe { h5d::H5Dopen2(file.id(), cname.as_ptr(), dapl.id) },
+            &format!("open dataset '{name}'"),
+        )?;
+        // SAFETY: `id` is a valid dataset id whose ownership passes to the Dataset.
+        unsafe { h5::from_id::<Dataset>(id) }.map_err(describe)
+    })
+}
