@@ -344,3 +344,73 @@ fn dropped_writer_keeps_events_and_says_not_closed_cleanly() {
     h5dump_clean(&path);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// A valid run file's bytes, written once.
+    fn valid_file() -> &'static Vec<u8> {
+        static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+        BYTES.get_or_init(|| {
+            let dir = temp_dir("garbage-src");
+            let path = dir.join("run.h5");
+            let dtype = waveform_dtype();
+            let mut w =
+                RunFileWriter::create(&path, RunInfo::new("x"), WriterOptions::default()).unwrap();
+            let b = w
+                .add_buffer("raw", &dtype, 20, BufferOptions::default())
+                .unwrap();
+            for c in 0..30 {
+                w.append(b, &event_bytes(&dtype, 20, c), &meta(c)).unwrap();
+            }
+            w.write_histogram("h", &[0.0, 1.0, 2.0], &[1, 2], &[])
+                .unwrap();
+            w.finish(RunStats::default()).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            bytes
+        })
+    }
+
+    /// Reading back a damaged file gives an answer or a typed error, never a panic, and
+    /// never data of the wrong size.
+    fn read_damaged(bytes: &[u8], tag: u64) {
+        let dir = temp_dir(&format!("garbage-{tag}"));
+        let path = dir.join("bad.h5");
+        std::fs::write(&path, bytes).unwrap();
+        let _ = inspect(&path);
+        if let Ok(got) = read_buffer(&path, "raw") {
+            assert_eq!(
+                got.data.len(),
+                got.events * got.data_length * got.dtype.record_size()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, rng_seed: proptest::test_runner::RngSeed::Fixed(5), failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn truncated_files_never_panic(cut in 0usize..20_000) {
+            let v = valid_file();
+            let cut = cut.min(v.len());
+            read_damaged(&v[..cut], cut as u64);
+        }
+
+        #[test]
+        fn flipped_bytes_never_panic(at in 0usize..20_000, x in 1u8..=255) {
+            let mut v = valid_file().clone();
+            let at = at % v.len();
+            v[at] ^= x;
+            read_damaged(&v, 1_000_000 + at as u64);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            read_damaged(&bytes, 2_000_000 + bytes.len() as u64);
+        }
+    }
+}
