@@ -269,7 +269,15 @@ fn bad_input_gives_typed_errors() {
     let dir = temp_dir("errors");
     let dtype = Dtype::parse([("x", "f4")]).unwrap();
     let path = dir.join("run.h5");
-    let mut w = RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()).unwrap();
+    let mut w = RunFileWriter::create(
+        &path,
+        RunInfo::new(""),
+        WriterOptions {
+            flush_interval: Duration::from_secs(3600),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
     assert!(matches!(
         RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()),
         Err(ExportError::Create { .. })
@@ -310,6 +318,8 @@ fn bad_input_gives_typed_errors() {
         w.write_histogram("h", &[0.0, 1.0], &[1, 2], &[]),
         Err(ExportError::HistogramShape { .. })
     ));
+    // One-hour interval: nothing is due right after the last append.
+    assert!(!w.flush_if_due().unwrap());
     let summary = w.finish(RunStats::default()).unwrap();
     assert_eq!(summary.events, vec![1]);
     assert!(matches!(
@@ -326,14 +336,22 @@ fn dropped_writer_keeps_events_and_says_not_closed_cleanly() {
     let dtype = Dtype::parse([("x", "i8")]).unwrap();
     let path = dir.join("run.h5");
     {
-        let mut w =
-            RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()).unwrap();
+        let mut w = RunFileWriter::create(
+            &path,
+            RunInfo::new(""),
+            WriterOptions {
+                flush_interval: Duration::ZERO,
+                ..WriterOptions::default()
+            },
+        )
+        .unwrap();
         let b = w
             .add_buffer("b", &dtype, 3, BufferOptions::default())
             .unwrap();
         for c in 0..7 {
             w.append(b, &event_bytes(&dtype, 3, c), &meta(c)).unwrap();
         }
+        assert!(w.flush_if_due().unwrap());
     }
     let got = read_buffer(&path, "b").unwrap();
     assert_eq!(

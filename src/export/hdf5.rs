@@ -799,6 +799,17 @@ impl RunFileWriter {
         Ok(())
     }
 
+    /// Flushes if the flush interval has passed since the last flush; returns whether it
+    /// flushed. For an exporter loop that is idle (no `append` to trigger the flush).
+    pub fn flush_if_due(&mut self) -> Result<bool, ExportError> {
+        if self.last_flush.elapsed() >= self.options.flush_interval {
+            self.flush()?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
     /// Records the run statistics written as root attributes when a file closes.
     pub fn update_stats(&mut self, stats: RunStats) {
         self.stats = stats;
