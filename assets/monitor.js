@@ -68,7 +68,7 @@ function drawTrace(traces) {
     if (tracePlot) tracePlot.destroy();
     traceKey = key;
     tracePlot = new uPlot({
-      width: 620, height: 300, scales: { x: { time: false } },
+      width: 600, height: 300, scales: { x: { time: false } },
       axes: [{ label: "time (µs)" }, { label: "volts" }],
       series: [{ label: "µs" }, ...names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1 }))],
     }, data, $("trace"));
@@ -94,7 +94,7 @@ function drawHist(hists) {
     if (histPlot) histPlot.destroy();
     histKey = key;
     histPlot = new uPlot({
-      width: 620, height: 300, scales: { x: { time: false } },
+      width: 600, height: 300, scales: { x: { time: false } },
       axes: [{ label: h.field }, { label: "counts" }],
       series: [{ label: h.field }, { label: "counts", stroke: "#1f77b4", fill: "rgba(31,119,180,0.3)", paths: uPlot.paths.stepped({ align: 1 }) }],
     }, data, $("hist"));

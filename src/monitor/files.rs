@@ -81,7 +81,9 @@ pub enum HistogramCsvError {
 fn comment_number(line: &str, key: &str) -> Option<u64> {
     let at = line.find(&format!("{key}: "))?;
     let rest = &line[at + key.len() + 2..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -149,8 +151,7 @@ pub fn parse_trace(bytes: &[u8]) -> Option<Trace> {
     let t: Trace = serde_json::from_slice(bytes).ok()?;
     let n = t.time.len();
     let ok = t.time.iter().all(|x| x.is_finite())
-        && t
-            .channels
+        && t.channels
             .values()
             .all(|c| c.len() == n && c.iter().all(|x| x.is_finite()));
     ok.then_some(t)
@@ -191,10 +192,7 @@ impl RunFiles {
 
     /// Looks for new or changed files, unless it looked less than `min_interval` ago.
     pub fn refresh(&mut self) {
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < self.min_interval)
-        {
+        if self.last.is_some_and(|t| t.elapsed() < self.min_interval) {
             return;
         }
         self.last = Some(Instant::now());
@@ -291,7 +289,10 @@ mod tests {
         assert_eq!(f.field, "height");
         assert_eq!(f.counts, vec![2, 1, 1]);
         assert_eq!(f.edges, vec![0.0, 0.5, 1.0, 1.5]);
-        assert_eq!((f.entries, f.underflow, f.overflow, f.invalid), (4, 1, 1, 1));
+        assert_eq!(
+            (f.entries, f.underflow, f.overflow, f.invalid),
+            (4, 1, 1, 1)
+        );
     }
 
     #[test]
@@ -306,8 +307,11 @@ mod tests {
                "time":[0,0.5],"channels":{"chA":[0.1,0.2]}}"#,
         )
         .unwrap();
-        std::fs::write(dir.join("oscilloscope_bad.json"), r#"{"time":[0],"channels":{"a":[]}}"#)
-            .unwrap();
+        std::fs::write(
+            dir.join("oscilloscope_bad.json"),
+            r#"{"time":[0],"channels":{"a":[]}}"#,
+        )
+        .unwrap();
         let mut f = RunFiles::new(&dir, Duration::ZERO);
         f.refresh();
         let h = &f.histograms()[&("my_spectra".to_string(), "height".to_string())];

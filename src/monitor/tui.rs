@@ -407,7 +407,10 @@ impl Dashboard {
         };
         f.render_widget(
             Paragraph::new(Line::from(vec![
-                Span::styled(" daq-engine ", Style::default().add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    " daq-engine ",
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
                 Span::styled(format!(" {} ", state.to_uppercase()), state_style),
                 Span::raw(format!("  run time {:.1} s  {}", s.t, s.time)),
             ])),
@@ -424,7 +427,10 @@ impl Dashboard {
                         .map_or(String::new(), |l| format!(", {l:.0} s left"))
                 ),
             ),
-            None => (0.0, "no limit: runs until stopped or the sources end".to_string()),
+            None => (
+                0.0,
+                "no limit: runs until stopped or the sources end".to_string(),
+            ),
         };
         f.render_widget(
             Gauge::default()
@@ -512,7 +518,14 @@ impl Dashboard {
         )
         .header(
             Row::new(vec![
-                "buffer", "events in", "events out", "rate Hz", "fill", "dead %", "lost", "",
+                "buffer",
+                "events in",
+                "events out",
+                "rate Hz",
+                "fill",
+                "dead %",
+                "lost",
+                "",
             ])
             .style(Style::default().add_modifier(Modifier::BOLD)),
         )
@@ -549,8 +562,15 @@ impl Dashboard {
             ],
         )
         .header(
-            Row::new(vec!["worker", "state", "processes", "events", "CPU %", "restarts"])
-                .style(Style::default().add_modifier(Modifier::BOLD)),
+            Row::new(vec![
+                "worker",
+                "state",
+                "processes",
+                "events",
+                "CPU %",
+                "restarts",
+            ])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
         )
         .block(Block::bordered().title(" workers "));
         f.render_widget(t, area);
@@ -577,7 +597,9 @@ impl Dashboard {
         let (mut lo, mut hi) = series
             .iter()
             .flat_map(|(_, p)| p.iter().map(|x| x.1))
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(y), b.max(y))
+            });
         if !lo.is_finite() || !hi.is_finite() {
             (lo, hi) = (0.0, 1.0);
         }
@@ -596,10 +618,10 @@ impl Dashboard {
             })
             .collect();
         let chart = Chart::new(datasets)
-            .block(Block::bordered().title(format!(
-                " oscilloscope {}: event {} ",
-                t.worker, t.counter
-            )))
+            .block(
+                Block::bordered()
+                    .title(format!(" oscilloscope {}: event {} ", t.worker, t.counter)),
+            )
             .x_axis(
                 Axis::default()
                     .title(format!("time ({unit})"))
@@ -688,7 +710,9 @@ fn min_max_points(time: &[f64], v: &[f64], width: usize, k: f64) -> Vec<(f64, f6
         let chunk = &v[start..end];
         let (lo, hi) = chunk
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| {
+                (a.min(y), b.max(y))
+            });
         out.push((time[start] * k, lo));
         out.push((time[end - 1] * k, hi));
     }

@@ -101,16 +101,16 @@ impl Web {
                 return Err(WebError::NoToken(sa));
             }
         }
-        let listener = TcpListener::bind(sa).map_err(|source| WebError::Bind { addr: sa, source })?;
+        let listener =
+            TcpListener::bind(sa).map_err(|source| WebError::Bind { addr: sa, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| WebError::Bind { addr: sa, source })?;
-        let server = tiny_http::Server::from_listener(listener, None).map_err(|e| {
-            WebError::Bind {
+        let server =
+            tiny_http::Server::from_listener(listener, None).map_err(|e| WebError::Bind {
                 addr: sa,
                 source: std::io::Error::other(e.to_string()),
-            }
-        })?;
+            })?;
         let server = Arc::new(server);
         let view = RunView::for_run(run_dir);
         let shared = Arc::new(Shared {
@@ -203,7 +203,9 @@ fn header(name: &str, value: &str) -> tiny_http::Header {
 }
 
 fn reply(req: tiny_http::Request, status: u16, kind: &str, body: impl Into<Vec<u8>>) {
+    // Content-Length, never chunked: the simplest thing for every client.
     let resp = tiny_http::Response::from_data(body.into())
+        .with_chunked_threshold(usize::MAX)
         .with_status_code(status)
         .with_header(header("Content-Type", kind))
         .with_header(header("Cache-Control", "no-store"));
@@ -236,7 +238,12 @@ fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
                     f.refresh();
                     serde_json::to_string(&f.traces().values().collect::<Vec<_>>())
                 };
-                reply(req, 200, "application/json", body.unwrap_or_else(|_| "[]".into()))
+                reply(
+                    req,
+                    200,
+                    "application/json",
+                    body.unwrap_or_else(|_| "[]".into()),
+                )
             }
             (Get, "/histograms") => {
                 let body = {
@@ -244,7 +251,12 @@ fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
                     f.refresh();
                     serde_json::to_string(&f.histograms().values().collect::<Vec<_>>())
                 };
-                reply(req, 200, "application/json", body.unwrap_or_else(|_| "[]".into()))
+                reply(
+                    req,
+                    200,
+                    "application/json",
+                    body.unwrap_or_else(|_| "[]".into()),
+                )
             }
             (Get, "/events") => {
                 let shared = shared.clone();
@@ -252,7 +264,9 @@ fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
                     .name("monitor-sse".into())
                     .spawn(move || stream_events(req, &shared));
             }
-            (Post, p) if p.starts_with("/control/") => control(req, &p["/control/".len()..], query, shared),
+            (Post, p) if p.starts_with("/control/") => {
+                control(req, &p["/control/".len()..], query, shared)
+            }
             (_, p) if p.starts_with("/control/") => {
                 reply(req, 405, "text/plain", "use POST for control actions\n")
             }
@@ -285,9 +299,11 @@ fn control(req: tiny_http::Request, action: &str, query: &str, shared: &Shared) 
         let ok = bearer.or(in_query).is_some_and(|t| same_secret(&t, token));
         if !ok {
             tracing::warn!("monitor: refused '{action}' from {who}: no valid token");
-            let resp = tiny_http::Response::from_string("a valid token is needed: Authorization: Bearer <token> or ?token=<token>\n")
-                .with_status_code(401)
-                .with_header(header("WWW-Authenticate", "Bearer"));
+            let resp = tiny_http::Response::from_string(
+                "a valid token is needed: Authorization: Bearer <token> or ?token=<token>\n",
+            )
+            .with_status_code(401)
+            .with_header(header("WWW-Authenticate", "Bearer"));
             let _ = req.respond(resp);
             return;
         }
@@ -298,8 +314,15 @@ fn control(req: tiny_http::Request, action: &str, query: &str, shared: &Shared) 
             .or_else(|| origin.strip_prefix("https://"))
             .unwrap_or(&origin);
         if stripped != host {
-            tracing::warn!("monitor: refused '{action}' from {who}: page of another site ({origin})");
-            reply(req, 403, "text/plain", "control requests must come from this page\n");
+            tracing::warn!(
+                "monitor: refused '{action}' from {who}: page of another site ({origin})"
+            );
+            reply(
+                req,
+                403,
+                "text/plain",
+                "control requests must come from this page\n",
+            );
             return;
         }
     }
@@ -319,7 +342,12 @@ fn control(req: tiny_http::Request, action: &str, query: &str, shared: &Shared) 
     };
     tracing::info!("monitor: '{action}' requested over http by {who}");
     lock(&shared.controls).push_back(c);
-    reply(req, 202, "application/json", format!("{{\"accepted\":\"{action}\"}}"));
+    reply(
+        req,
+        202,
+        "application/json",
+        format!("{{\"accepted\":\"{action}\"}}"),
+    );
 }
 
 /// One server-sent-events client: the current snapshot at once, then every new one, then
@@ -328,7 +356,10 @@ fn stream_events(req: tiny_http::Request, shared: &Shared) {
     let mut w = req.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
                 Connection: close\r\nX-Accel-Buffering: no\r\n\r\nretry: 2000\n\n";
-    if w.write_all(head.as_bytes()).and_then(|_| w.flush()).is_err() {
+    if w.write_all(head.as_bytes())
+        .and_then(|_| w.flush())
+        .is_err()
+    {
         return;
     }
     let mut sent = 0u64;
