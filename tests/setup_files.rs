@@ -651,3 +651,12 @@ fn a_user_library_worker_is_resolved_against_the_setup_dir() {
     assert_eq!(w.template, None);
     assert_eq!(w.config.get("anything"), Some(&json!([1, 2])));
 }
+
+/// YAML 1.1 read `n`, `y`, `on`, `off` as booleans; keys and values keep their text here.
+#[test]
+fn short_words_stay_text() {
+    let text = "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  out: {function: export.drain, sources: [raw], config: {n: 3}}\n";
+    let c = Setup::check_bytes(text.as_bytes(), Path::new("s.yaml"), catalog(), 2);
+    assert_eq!(c.errors.len(), 1, "{}", listing(&c));
+    assert!(c.errors[0].message.contains("'n'"), "{}", c.errors[0]);
+}

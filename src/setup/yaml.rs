@@ -258,8 +258,11 @@ pub(crate) fn parse(bytes: &[u8], file: u32) -> Result<Parsed, SyntaxError> {
         }
     };
     // A setup is small: a tighter budget than the library's default refuses alias bombs
-    // quickly while leaving room for long config lists.
+    // quickly while leaving room for long config lists. YAML 1.2 booleans (only
+    // true/false): with YAML 1.1's, a config key `n:` or `y:` or a value `off` turned into a
+    // boolean, and a physicist's `n: 3` became "unknown key 'false'".
     let options = serde_saphyr::options! {
+        strict_booleans: true,
         budget: serde_saphyr::budget! {
             max_nodes: MAX_NODES,
             max_aliases: 10_000,
