@@ -126,8 +126,8 @@ fn noisy_heights_spread_as_the_noise_predicts() {
         rms > 0.8 * predicted && rms < 1.3 * predicted,
         "height residual RMS {rms} vs predicted {predicted}"
     );
-    // Bias: the highest of several noisy samples near the peak sits above the true peak by a
-    // fraction of σ (about 0.3 σ here); it must stay well below the noise itself.
+    // Bias: choosing the peak and the parabola from noisy samples shifts the height by a
+    // fraction of σ (about −0.16 σ here); it must stay well below the noise itself.
     assert!(m.abs() < 0.5 * sigma, "height bias {m}");
     let worst_t = r.time.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(worst_t < 1.0, "worst time error {worst_t} samples");
@@ -374,7 +374,7 @@ fn two_line_spectrum_peaks_are_found_where_injected() {
         let pull = (g.mean - line) / g.mean_sigma;
         eprintln!("{name}: {g}; pull {pull:.2}");
         // "Within their uncertainty", as the issue asks: |pull| < 1. With the fixed seed the
-        // pulls are 0.54 and −0.06; a change that biases the finder or the fit by more than
+        // pulls are −0.44 and −0.13; a change that biases the finder or the fit by more than
         // one standard error (0.2 mV, 0.4 mV) fails here.
         assert!(pull.abs() < 1.0, "{name}: {g}, pull {pull}");
         // The width is the injected resolution (3 %) with the noise added in quadrature.
