@@ -19,7 +19,7 @@
 //! to its rate), or write files per event (files are written in `flush`/`finish`).
 //!
 //! [`fit`] holds the maximum-likelihood fits (exponential lifetime, gaussian peaks) that
-//! `export.histogram` can run at the end of a run; [`bench`] measures the hot functions.
+//! `export.histogram` can run at the end of a run; [`mod@bench`] measures the hot functions.
 
 pub mod bench;
 pub mod csv;
