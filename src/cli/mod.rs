@@ -97,6 +97,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         reference: Option<PathBuf>,
     },
+    /// List connected supported devices (serial detectors, PicoScope, Hantek 6022, DRS4)
+    /// with the function and setup to use for each.
+    Devices,
+    /// Install or check the udev rules that give users access to the devices.
+    Udev {
+        #[command(subcommand)]
+        action: UdevAction,
+    },
     /// Print the state of a running or finished run from its run directory.
     Status {
         /// The run directory (`target/run_…`).
@@ -112,6 +120,23 @@ pub enum Command {
         /// Process index.
         process: usize,
     },
+}
+
+/// `daq-engine udev …`.
+#[derive(Subcommand, Debug)]
+pub enum UdevAction {
+    /// Copy the rules to /etc/udev/rules.d, reload udev and re-trigger devices (needs root).
+    Install {
+        /// Print what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the rules file into this directory instead of /etc/udev/rules.d (udev is
+        /// then not reloaded; also settable with DAQ_UDEV_RULES_DIR).
+        #[arg(long, value_name = "DIR")]
+        rules_dir: Option<PathBuf>,
+    },
+    /// For each connected supported device: whether this user can open it, and why not.
+    Check,
 }
 
 /// Runs a parsed command line (everything but the hidden worker mode); returns the exit code.
@@ -139,6 +164,16 @@ pub fn main(
         }
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
         Some(Command::Status { run_dir }) => status(&run_dir),
+        Some(Command::Devices) => crate::devices::tools::devices(),
+        Some(Command::Udev {
+            action: UdevAction::Install { dry_run, rules_dir },
+        }) => crate::devices::tools::udev_install(dry_run, rules_dir.as_deref()),
+        Some(Command::Udev {
+            action: UdevAction::Check,
+        }) => crate::devices::tools::udev_check(),
+        Some(Command::Bench { what, events, .. }) if what == "drivers" => {
+            crate::devices::tools::bench_drivers(events)
+        }
         Some(Command::Bench {
             what,
             events,

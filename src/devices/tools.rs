@@ -1,0 +1,585 @@
+//! The device commands of the command line: `daq-engine devices`, `daq-engine udev install`,
+//! `daq-engine udev check` and `daq-engine bench drivers`.
+//!
+//! Guarantees: scanning only reads descriptors and `/dev`, `/sys`; `udev install` writes
+//! only the one rules file (to `/etc/udev/rules.d`, or where `--rules-dir` /
+//! `DAQ_UDEV_RULES_DIR` says, in which case udev is not reloaded) and with `--dry-run`
+//! changes nothing. Must never: run `sudo` itself, or touch a device node.
+
+use daq_drivers::{DeviceInfo, Family};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The udev rules shipped with daq-engine (`udev/70-daq-engine.rules`), built into the binary.
+pub const UDEV_RULES: &str = include_str!("../../udev/70-daq-engine.rules");
+
+/// File name of the installed rules.
+pub const RULES_NAME: &str = "70-daq-engine.rules";
+
+/// Where udev reads local rules.
+pub const SYSTEM_RULES_DIR: &str = "/etc/udev/rules.d";
+
+/// Environment variable that redirects `udev install` (tests, packaging).
+pub const RULES_DIR_ENV: &str = "DAQ_UDEV_RULES_DIR";
+
+/// Which importer function and example setup serve a device.
+pub fn function_for(d: &DeviceInfo) -> (&'static str, &'static str) {
+    match d.family {
+        Family::Gmc => ("device.gmc", "setups/geiger_gmc.yaml"),
+        Family::LineCounter => {
+            let m = d.model.to_ascii_lowercase();
+            if m.contains("gc10") {
+                (
+                    "device.gc10",
+                    "setups/mightyohm.yaml (function: device.gc10)",
+                )
+            } else if m.contains("mightyohm") {
+                ("device.mightyohm", "setups/mightyohm.yaml")
+            } else {
+                (
+                    "device.mightyohm, device.gc10 or device.line_counter",
+                    "setups/mightyohm.yaml",
+                )
+            }
+        }
+        Family::CosmicWatch => ("device.cosmicwatch", "setups/cosmicwatch.yaml"),
+        Family::PicoScope => ("device.picoscope", "setups/picoscope_muon.yaml"),
+        Family::Hantek6022 => ("device.hantek6022", "setups/hantek6022.yaml"),
+        Family::Drs4 => ("device.drs4", "setups/drs4_sipm.yaml"),
+    }
+}
+
+/// Every connected supported device, and notes on scans that could not run.
+pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
+    let mut found = daq_drivers::serial::scan();
+    let mut notes = Vec::new();
+    match daq_drivers::picoscope::scan_usb() {
+        Ok(v) => found.extend(v),
+        Err(e) => notes.push(e.to_string()),
+    }
+    let mut ids: Vec<(u16, u16)> = daq_drivers::hantek6022::protocol::USB_IDS.to_vec();
+    ids.push(daq_drivers::drs4::protocol::USB_ID);
+    match daq_drivers::usb::scan(&ids) {
+        Ok(v) => {
+            for e in v {
+                let (family, model) =
+                    if (e.vendor_id, e.product_id) == daq_drivers::drs4::protocol::USB_ID {
+                        (Family::Drs4, "PSI DRS4 evaluation board".to_string())
+                    } else {
+                        let state =
+                            daq_drivers::hantek6022::protocol::identify(e.vendor_id, e.product_id);
+                        (Family::Hantek6022, format!("Hantek 6022 ({state:?})"))
+                    };
+                found.push(DeviceInfo {
+                    family,
+                    model,
+                    serial: None,
+                    port: e.port(),
+                    usb_id: Some((e.vendor_id, e.product_id)),
+                });
+            }
+        }
+        Err(e) => notes.push(format!(
+            "USB scan for Hantek 6022 and DRS4: {e}; in a container pass the bus through \
+             (--device /dev/bus/usb), otherwise use --simulate"
+        )),
+    }
+    (found, notes)
+}
+
+/// `daq-engine devices`.
+pub fn devices() -> i32 {
+    let (found, notes) = scan_all();
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if found.is_empty() {
+        println!(
+            "No supported devices found: no serial detector ports (looked in /dev/serial/by-id, \
+             /dev/ttyUSB*, /dev/ttyACM*, /dev/daq) and no PicoScope (0ce9:*), Hantek 6022 \
+             (04b4:6022/602a/2020, 04b5:6022/602a, 1d50:608e) or DRS4 (04b4:1175) on USB.\n\
+             Plug the device in and check `dmesg`/`lsusb`; install the udev rules with \
+             `daq-engine udev install`; on Ubuntu with a CH340 (1a86:7523) check that brltty did \
+             not take the port. Without hardware, try any setup with --simulate, e.g.\n  \
+             daq-engine setups/geiger_gmc.yaml --simulate"
+        );
+        return 0;
+    }
+    println!(
+        "{:<28} {:<10} {:<12} {:<34} {:<20} setup",
+        "port", "usb id", "serial", "model", "function"
+    );
+    for d in &found {
+        let (function, setup) = function_for(d);
+        println!(
+            "{:<28} {:<10} {:<12} {:<34} {:<20} {}",
+            d.port,
+            d.usb_id
+                .map(|(v, p)| format!("{v:04x}:{p:04x}"))
+                .unwrap_or_else(|| "-".into()),
+            d.serial.as_deref().unwrap_or("-"),
+            d.model,
+            function,
+            setup
+        );
+    }
+    0
+}
+
+fn run_udevadm(args: &[&str]) -> Result<(), String> {
+    let status = std::process::Command::new("udevadm")
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run udevadm {}: {e}", args.join(" ")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("udevadm {} failed ({status})", args.join(" ")))
+    }
+}
+
+/// `daq-engine udev install [--dry-run] [--rules-dir DIR]`.
+pub fn udev_install(dry_run: bool, rules_dir: Option<&Path>) -> i32 {
+    let redirected = rules_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(RULES_DIR_ENV).map(PathBuf::from));
+    let dir = redirected
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_RULES_DIR));
+    let target = dir.join(RULES_NAME);
+    let system = redirected.is_none();
+    if dry_run {
+        println!(
+            "would write {} bytes of udev rules to {}",
+            UDEV_RULES.len(),
+            target.display()
+        );
+        if system {
+            println!("would run: udevadm control --reload-rules");
+            println!("would run: udevadm trigger");
+        } else {
+            println!(
+                "would not reload udev (rules directory redirected away from {SYSTEM_RULES_DIR})"
+            );
+        }
+        println!("then unplug and replug the device; after joining a group, log out and in");
+        return 0;
+    }
+    if system && !nix::unistd::geteuid().is_root() {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "daq-engine".into());
+        eprintln!(
+            "daq-engine: installing udev rules needs root. Run:\n  sudo {exe} udev install\n\
+             or, from the source tree:\n  sudo cp udev/{RULES_NAME} {SYSTEM_RULES_DIR}/\n  \
+             sudo udevadm control --reload-rules\n  sudo udevadm trigger"
+        );
+        return 1;
+    }
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("daq-engine: cannot create {}: {e}", dir.display());
+        return 1;
+    }
+    if let Err(e) = crate::analysis::write_atomically(&target, UDEV_RULES.as_bytes()) {
+        eprintln!("daq-engine: cannot write {}: {e}", target.display());
+        return 1;
+    }
+    println!("wrote {} ({} bytes)", target.display(), UDEV_RULES.len());
+    if !system {
+        println!(
+            "not reloading udev: the rules went to {} instead of {SYSTEM_RULES_DIR}",
+            dir.display()
+        );
+        return 0;
+    }
+    for args in [&["control", "--reload-rules"][..], &["trigger"][..]] {
+        println!("running: udevadm {}", args.join(" "));
+        if let Err(e) = run_udevadm(args) {
+            eprintln!("daq-engine: {e}");
+            return 1;
+        }
+    }
+    println!("done: unplug and replug the device; after joining a group, log out and in");
+    0
+}
+
+/// The device node behind a device: the tty (symlinks followed) or `/dev/bus/usb/BBB/DDD`.
+pub fn node_of(d: &DeviceInfo) -> PathBuf {
+    if let Some(rest) = d.port.strip_prefix("usb:") {
+        let mut it = rest.split(':');
+        if let (Some(b), Some(a)) = (it.next(), it.next()) {
+            if let (Ok(b), Ok(a)) = (b.parse::<u32>(), a.parse::<u32>()) {
+                return PathBuf::from(format!("/dev/bus/usb/{b:03}/{a:03}"));
+            }
+        }
+    }
+    std::fs::canonicalize(&d.port).unwrap_or_else(|_| PathBuf::from(&d.port))
+}
+
+/// Why this user cannot open `node` (None when it can).
+pub fn access_problem(node: &Path) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    use std::os::unix::fs::MetadataExt;
+    if access(node, AccessFlags::R_OK | AccessFlags::W_OK).is_ok() {
+        return None;
+    }
+    let meta = match std::fs::metadata(node) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: {e}", node.display())),
+    };
+    let gid = nix::unistd::Gid::from_raw(meta.gid());
+    let group = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .unwrap_or_else(|| gid.to_string());
+    let member = nix::unistd::getgroups()
+        .map(|gs| gs.contains(&gid) || nix::unistd::getegid() == gid)
+        .unwrap_or(false);
+    let mode = meta.mode() & 0o777;
+    let installed = std::fs::read_to_string(Path::new(SYSTEM_RULES_DIR).join(RULES_NAME))
+        .map(|t| t == UDEV_RULES);
+    let mut why = format!("mode {mode:03o}, group {group}");
+    if mode & 0o060 != 0o060 {
+        why.push_str(
+            "; the group may not read and write it: the daq-engine udev rules are not applied",
+        );
+    } else if !member {
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "$USER".into());
+        why.push_str(&format!(
+            "; you are not in group {group}: sudo usermod -aG {group} {user}, then log out and in"
+        ));
+    }
+    match installed {
+        Ok(true) => why.push_str(&format!(
+            "; rules installed in {SYSTEM_RULES_DIR}: unplug and replug the device"
+        )),
+        Ok(false) => why.push_str(&format!(
+            "; {SYSTEM_RULES_DIR}/{RULES_NAME} differs from this version: run `daq-engine udev install`"
+        )),
+        Err(_) => why.push_str("; rules not installed: run `daq-engine udev install`"),
+    }
+    Some(why)
+}
+
+/// `daq-engine udev check`.
+pub fn udev_check() -> i32 {
+    let installed = std::fs::read_to_string(Path::new(SYSTEM_RULES_DIR).join(RULES_NAME));
+    match &installed {
+        Ok(t) if t == UDEV_RULES => {
+            println!("udev rules: {SYSTEM_RULES_DIR}/{RULES_NAME} installed and current")
+        }
+        Ok(_) => println!(
+            "udev rules: {SYSTEM_RULES_DIR}/{RULES_NAME} is from another version: run `daq-engine udev install`"
+        ),
+        Err(_) => println!(
+            "udev rules: not installed ({SYSTEM_RULES_DIR}/{RULES_NAME} missing): run `daq-engine udev install`"
+        ),
+    }
+    let (found, notes) = scan_all();
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if found.is_empty() {
+        println!("no supported devices connected; nothing to check");
+        return 0;
+    }
+    let mut bad = 0;
+    for d in &found {
+        let node = node_of(d);
+        match access_problem(&node) {
+            None => println!(
+                "{}  {}  {}: found, you can open it",
+                d.port,
+                d.model,
+                node.display()
+            ),
+            Some(why) => {
+                bad += 1;
+                println!(
+                    "{}  {}  {}: found, you CANNOT open it: {why}",
+                    d.port,
+                    d.model,
+                    node.display()
+                );
+            }
+        }
+    }
+    if bad > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// One row of `bench drivers`.
+#[derive(Clone, Debug)]
+pub struct DriverRate {
+    /// Device and configuration measured.
+    pub device: String,
+    /// Bytes per event.
+    pub event_bytes: usize,
+    /// Events read.
+    pub events: u64,
+    /// Events per second through the driver.
+    pub events_per_s: f64,
+    /// MB/s through the driver.
+    pub mb_per_s: f64,
+    /// Ring rate for the same event size (events/s), if measured.
+    pub ring_events_per_s: Option<f64>,
+}
+
+/// Publishes `events` events of `event_bytes` through an in-process ring with one reader
+/// thread and returns events per second.
+pub fn ring_rate(event_bytes: usize, events: u64) -> Result<f64, String> {
+    use crate::dtype::Dtype;
+    use crate::ring::{Next, Policy, Ring, RingSpec};
+    use crate::shm::{places, HugePages};
+    let records = event_bytes.div_ceil(4).max(1);
+    let slot_count = (8 << 20) / (records * 4 + 64);
+    let slot_count = slot_count.clamp(2, 1024).next_power_of_two().min(1024);
+    let spec = RingSpec {
+        name: format!("bench-drivers-{}-{}", std::process::id(), event_bytes),
+        dtype: Dtype::parse([("x", "u4")]).map_err(|e| e.to_string())?,
+        data_length: records,
+        slot_count,
+        policy: Policy::Block,
+        groups: vec![1],
+    };
+    let ring = Ring::create(&places(HugePages::Off, None), &spec).map_err(|e| e.to_string())?;
+    let mut producer = ring.producer().map_err(|e| e.to_string())?;
+    let mut reader = ring.reader(0, 0).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let got = std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let mut n = 0u64;
+            let mut sum = 0u64;
+            while let Next::Event(ev) = reader.next(Duration::from_secs(5)) {
+                sum = sum.wrapping_add(u64::from(ev.data()[0]));
+                n += 1;
+            }
+            std::hint::black_box(sum);
+            n
+        });
+        for i in 0..events {
+            let Ok(mut slot) = producer.claim(Duration::from_secs(5)) else {
+                break;
+            };
+            let d = slot.data_mut();
+            d.fill(i as u8);
+            slot.publish();
+        }
+        producer.close();
+        h.join().unwrap_or(0)
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    if got != events {
+        return Err(format!("ring bench read {got} of {events} events"));
+    }
+    Ok(events as f64 / secs.max(1e-9))
+}
+
+fn serial_rate(
+    name: &str,
+    events: u64,
+    open: impl FnOnce() -> Result<(Box<dyn daq_drivers::Source>, Box<dyn std::any::Any>), String>,
+) -> Result<DriverRate, String> {
+    let (mut src, _keep) = open()?;
+    let size = src.layout().event_size();
+    let mut out = vec![0u8; size];
+    src.start().map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while n < events {
+        match src
+            .read_event(&mut out, Duration::from_secs(2))
+            .map_err(|e| e.to_string())?
+        {
+            daq_drivers::ReadOutcome::Event(_) => n += 1,
+            daq_drivers::ReadOutcome::Idle => return Err(format!("{name}: no event for 2 s")),
+            daq_drivers::ReadOutcome::End => break,
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    Ok(DriverRate {
+        device: name.into(),
+        event_bytes: size,
+        events: n,
+        events_per_s: n as f64 / secs,
+        mb_per_s: (n as f64 * size as f64) / 1e6 / secs,
+        ring_events_per_s: None,
+    })
+}
+
+/// Measures every simulated device through its driver, with the ring's rate beside it.
+pub fn measure(events: Option<u64>) -> Vec<Result<DriverRate, String>> {
+    use daq_drivers::{cosmicwatch, gmc, linecounter};
+    let mut rows = Vec::new();
+    let n_wave = events.unwrap_or(20_000);
+    let n_serial = events.unwrap_or(2_000).min(5_000);
+    // GMC heartbeat: one 2-byte frame per device second; device seconds of 0.2 ms.
+    rows.push(serial_rate(
+        "gmc heartbeat (pty, 0.2 ms device s)",
+        n_serial,
+        || {
+            let (h, path) = gmc::simulate(gmc::GmcSimConfig {
+                cps: 30.0,
+                second: Duration::from_micros(200),
+                ..gmc::GmcSimConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
+            let src = gmc::open(gmc::GmcConfig {
+                path,
+                ..gmc::GmcConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
+            Ok((Box::new(src), Box::new(h)))
+        },
+    ));
+    rows.push(serial_rate(
+        "cosmicwatch v2 lines (pty, 50 kHz)",
+        n_serial,
+        || {
+            let (h, path) = cosmicwatch::simulate(cosmicwatch::CosmicWatchSimConfig {
+                rate: 50_000.0,
+                ..cosmicwatch::CosmicWatchSimConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
+            let src = cosmicwatch::open(cosmicwatch::CosmicWatchConfig {
+                path,
+                ..cosmicwatch::CosmicWatchConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
+            Ok((Box::new(src), Box::new(h)))
+        },
+    ));
+    rows.push(serial_rate(
+        "line counter, pulse lines (pty, 50 kHz)",
+        n_serial,
+        || {
+            let (h, path) = linecounter::simulate(linecounter::LineSimConfig {
+                format: linecounter::SimFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
+                cps: 50_000.0,
+                ..linecounter::LineSimConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
+            let src = linecounter::open(linecounter::LineCounterConfig {
+                path,
+                format: linecounter::LineFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
+                ..linecounter::LineCounterConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
+            Ok((Box::new(src), Box::new(h)))
+        },
+    ));
+    // PicoScope through the fake library, 4 × 500 samples volts, captures at once.
+    rows.push((|| {
+        use daq_drivers::picoscope::{self, PicoScopeConfig, PS5000A};
+        let fake = super::usb::FakePico::load(PS5000A.soname)?;
+        fake.set(0.0, 1)?;
+        let mut cfg = PicoScopeConfig::muon_telescope(&PS5000A);
+        cfg.library = Some(fake.path.clone());
+        let size = 4 * 500 * 4;
+        let f = picoscope::bench_fake(&cfg, n_wave).map_err(|e| e.to_string())?;
+        Ok(DriverRate {
+            device: format!(
+                "picoscope ps5000a fake, rapid block 4x500 f4 (copy path alone: {:.0} ev/s, {:.0} MB/s)",
+                f.copy_events_per_s, f.copy_mb_per_s
+            ),
+            event_bytes: size,
+            events: f.events,
+            events_per_s: f.events_per_s,
+            mb_per_s: f.mb_per_s,
+            ring_events_per_s: None,
+        })
+    })());
+    for (samples, fmt, label) in [
+        (
+            1000usize,
+            daq_drivers::hantek6022::SampleFormat::Volts,
+            "hantek6022 sim, 2x1000 f4",
+        ),
+        (
+            1000,
+            daq_drivers::hantek6022::SampleFormat::Raw,
+            "hantek6022 sim, 2x1000 u1",
+        ),
+    ] {
+        rows.push(
+            daq_drivers::hantek6022::bench_simulated(n_wave, samples, fmt)
+                .map(|f| DriverRate {
+                    device: label.into(),
+                    event_bytes: (f.bytes / f.events.max(1)) as usize,
+                    events: f.events,
+                    events_per_s: f.events_per_second(),
+                    mb_per_s: f.megabytes_per_second(),
+                    ring_events_per_s: None,
+                })
+                .map_err(|e| e.to_string()),
+        );
+    }
+    rows.push(
+        daq_drivers::drs4::bench_simulated(n_wave.min(5_000), false)
+            .map(|f| DriverRate {
+                device: "drs4 sim, 4x1024 f4 calibrated".into(),
+                event_bytes: (f.bytes / f.events.max(1)) as usize,
+                events: f.events,
+                events_per_s: f.events_per_second(),
+                mb_per_s: f.megabytes_per_second(),
+                ring_events_per_s: None,
+            })
+            .map_err(|e| e.to_string()),
+    );
+    for r in rows.iter_mut().flatten() {
+        let n = (200_000_000 / r.event_bytes.max(16) as u64).clamp(2_000, 200_000);
+        r.ring_events_per_s = ring_rate(r.event_bytes.max(16), n).ok();
+    }
+    rows
+}
+
+/// `daq-engine bench drivers`.
+pub fn bench_drivers(events: Option<u64>) -> i32 {
+    println!(
+        "driver path of every simulated device into one reused event buffer, beside the ring's \
+         own rate for the same event size (in-process producer and reader thread)"
+    );
+    println!(
+        "{:<78} {:>8} {:>8} {:>12} {:>10} {:>12} {:>10}",
+        "device", "bytes", "events", "driver ev/s", "MB/s", "ring ev/s", "MB/s"
+    );
+    let mut failed = 0;
+    for r in measure(events) {
+        match r {
+            Ok(r) => {
+                let (re, rm) = match r.ring_events_per_s {
+                    Some(e) => (
+                        format!("{e:.0}"),
+                        format!("{:.0}", e * r.event_bytes as f64 / 1e6),
+                    ),
+                    None => ("-".into(), "-".into()),
+                };
+                println!(
+                    "{:<78} {:>8} {:>8} {:>12.0} {:>10.1} {:>12} {:>10}",
+                    r.device, r.event_bytes, r.events, r.events_per_s, r.mb_per_s, re, rm
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!("failed: {e}");
+            }
+        }
+    }
+    println!(
+        "serial rows are paced by their simulators (device seconds shortened); they show the \
+         driver keeps up, not a device limit"
+    );
+    if failed > 0 {
+        1
+    } else {
+        0
+    }
+}

@@ -1,0 +1,758 @@
+//! The USB waveform sources as Importer functions: PicoScope (through Pico's library, or the
+//! fake-picosdk library when simulating), Hantek 6022 and the PSI DRS4 evaluation board
+//! (through libusb, or their transfer-level simulated devices).
+//!
+//! Guarantees: every key maps onto the driver's config struct and is checked before the
+//! device is touched; with `simulate: true` the same driver code runs against the simulated
+//! device (for PicoScope: a private copy of `libfake_picosdk.so` loaded through the very
+//! `libloading` path used for Pico's library). Must never: fall back to a simulator when real
+//! hardware was asked for, or load the fake library when not simulating.
+
+use super::{key, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
+use crate::worker::{Arity, BuildContext, Config, FunctionSpec, KeyType, Template, WorkerError};
+use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
+use daq_drivers::hantek6022::{
+    self, Calibration, Edge, Gain, Hantek6022, HantekConfig, SimHantek, SimHantekConfig, SimSignal,
+    Trigger,
+};
+use daq_drivers::picoscope::{
+    self, Acquisition, ChannelConfig, Coupling, PicoScope, PicoScopeConfig, Resolution,
+    ThresholdDirection, TriggerConfig, VoltageRange,
+};
+use daq_drivers::usb::RusbBus;
+use std::any::Any;
+use std::path::{Path, PathBuf};
+
+/// `device.picoscope`.
+pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
+    name: "device.picoscope",
+    template: Template::Importer,
+    summary: "PicoScope (ps2000a, ps5000a) through Pico's driver library, loaded at run time: \
+              rapid block (one event per triggered capture) or streaming (continuous samples \
+              cut into events). Sink fields chA..chD for the enabled channels, float32 volts \
+              (format volts) or int16 ADC counts (format raw); data_length = pre_trigger + \
+              post_trigger (rapid block) or samples_per_event (streaming).",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        key(
+            "family",
+            KeyType::Str,
+            "ps5000a",
+            "driver family: ps5000a or ps2000a",
+        ),
+        key(
+            "library",
+            KeyType::Str,
+            "/opt/picoscope/lib",
+            "Pico's library file or its directory (libps5000a.so / libps2000a.so)",
+        ),
+        key(
+            "serial",
+            KeyType::Str,
+            "the first unit",
+            "open the unit with this serial (e.g. JO123/0045)",
+        ),
+        key(
+            "resolution_bits",
+            KeyType::Int,
+            "8",
+            "vertical resolution (ps5000a: 8, 12, 14, 15, 16; ps2000a: 8)",
+        ),
+        key(
+            "channels",
+            KeyType::List,
+            "[A, B, C, D]",
+            "enabled channels, letters A..D",
+        ),
+        key(
+            "ranges",
+            KeyType::Any,
+            "0.5",
+            "± full scale per enabled channel (V): one number for all, or a list; 0.01 … 50",
+        ),
+        key("coupling", KeyType::Str, "dc", "input coupling: dc or ac"),
+        key(
+            "analog_offset",
+            KeyType::Float,
+            "0.0",
+            "volts added to every input before digitising (V)",
+        ),
+        key(
+            "sample_interval",
+            KeyType::Float,
+            "8.0e-9",
+            "requested time between samples (s); the nearest timebase is used",
+        ),
+        key(
+            "mode",
+            KeyType::Str,
+            "rapid_block",
+            "rapid_block or streaming",
+        ),
+        key(
+            "pre_trigger",
+            KeyType::Int,
+            "100",
+            "rapid block: samples before the trigger",
+        ),
+        key(
+            "post_trigger",
+            KeyType::Int,
+            "400",
+            "rapid block: samples from the trigger on",
+        ),
+        key(
+            "captures_per_run",
+            KeyType::Int,
+            "100",
+            "rapid block: captures (memory segments) per RunBlock",
+        ),
+        key(
+            "trigger_channel",
+            KeyType::Str,
+            "A",
+            "rapid block: trigger channel A..D (enabled), or none for free-running captures",
+        ),
+        key(
+            "trigger_level",
+            KeyType::Float,
+            "-0.05",
+            "trigger level at the input (V)",
+        ),
+        key(
+            "trigger_direction",
+            KeyType::Str,
+            "falling",
+            "rising, falling, above, below or rising_or_falling",
+        ),
+        key(
+            "trigger_delay",
+            KeyType::Int,
+            "0",
+            "samples between the trigger and the reference point",
+        ),
+        key(
+            "auto_trigger_ms",
+            KeyType::Int,
+            "0",
+            "fire anyway after this many ms without a trigger; 0 = wait for ever",
+        ),
+        key(
+            "samples_per_event",
+            KeyType::Int,
+            "1000",
+            "streaming: samples per event",
+        ),
+        key(
+            "overview_samples",
+            KeyType::Int,
+            "100000",
+            "streaming: the driver's overview buffer per channel (samples)",
+        ),
+        key(
+            "format",
+            KeyType::Str,
+            "volts",
+            "volts (float32) or raw (int16 ADC counts)",
+        ),
+        SIMULATE_KEY,
+        key(
+            "sim_rate",
+            KeyType::Float,
+            "100.0",
+            "simulator only: triggered captures per second (0 = as fast as possible)",
+        ),
+        SEED_KEY,
+        RECONNECT_KEY,
+    ],
+};
+
+/// `device.hantek6022`.
+pub const HANTEK_SPEC: FunctionSpec = FunctionSpec {
+    name: "device.hantek6022",
+    template: Template::Importer,
+    summary: "Hantek 6022BE/BL USB oscilloscope through libusb: firmware upload on cold boot, \
+              continuous bulk reads, software trigger (or free-running blocks) into events. \
+              Sink fields ch1 (and ch2 with 2 channels), float32 volts or uint8 raw codes; \
+              data_length = samples_per_event.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        key("firmware", KeyType::Str, "none", "firmware for a cold device, e.g. /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw (Debian package sigrok-firmware-fx2lafw)"),
+        key("sample_rate", KeyType::Int, "1000000", "samples per second per channel (must be in the firmware's table)"),
+        key("channels", KeyType::Int, "2", "active channels: 1 (ch1) or 2"),
+        key("ranges", KeyType::Any, "5.0", "± full scale per channel (V): 5, 2.5, 1 or 0.5; one number or a list"),
+        key("format", KeyType::Str, "volts", "volts (float32) or raw (uint8 codes, 0x80 ≈ 0 V)"),
+        key("samples_per_event", KeyType::Int, "1000", "samples per channel in one event"),
+        key("trigger_channel", KeyType::Int, "1", "software trigger on ch1 or ch2; 0 = free-running gapless blocks"),
+        key("trigger_level", KeyType::Float, "0.2", "trigger level (V, after calibration)"),
+        key("trigger_edge", KeyType::Str, "rising", "rising or falling"),
+        key("pre_trigger", KeyType::Int, "100", "samples kept before the trigger sample"),
+        SIMULATE_KEY,
+        key("sim_rate", KeyType::Float, "1000.0", "simulator only: pulses per second on ch1 (paced at sample_rate)"),
+        key("sim_amplitude", KeyType::Float, "1.0", "simulator only: pulse height (V, sign = polarity)"),
+        SEED_KEY,
+        RECONNECT_KEY,
+    ],
+};
+
+/// `device.drs4`.
+pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
+    name: "device.drs4",
+    template: Template::Importer,
+    summary: "PSI DRS4 evaluation board (SiPM/PMT waveform digitizer) through libusb: 4 × 1024 \
+              cells per event with the per-cell calibration applied. Sink fields ch1..ch4 \
+              float32 volts (and t: float32 ns with time_axis); data_length 1024.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        key(
+            "sampling_ghz",
+            KeyType::Float,
+            "5.0",
+            "sampling frequency (GHz), 0.1 … 6",
+        ),
+        key(
+            "range_centre",
+            KeyType::Float,
+            "0.0",
+            "centre of the 1 Vpp input range (V), 0 … 0.5",
+        ),
+        key(
+            "trigger",
+            KeyType::Str,
+            "ch1",
+            "trigger source: ch1 … ch4, any (any input), external or software",
+        ),
+        key(
+            "trigger_level",
+            KeyType::Float,
+            "-0.05",
+            "trigger level (V)",
+        ),
+        key(
+            "trigger_edge",
+            KeyType::Str,
+            "falling",
+            "falling (negative pulses) or rising",
+        ),
+        key(
+            "calibration_file",
+            KeyType::Str,
+            "nominal",
+            "per-cell calibration file written by the DRS4 calibration",
+        ),
+        key(
+            "time_axis",
+            KeyType::Bool,
+            "false",
+            "also write the calibrated sample times as field t (ns)",
+        ),
+        SIMULATE_KEY,
+        SEED_KEY,
+        RECONNECT_KEY,
+    ],
+};
+
+fn bad(cfg: &Config, key: &str, problem: impl Into<String>) -> WorkerError {
+    cfg.error(key, problem).into()
+}
+
+/// A number or a list of numbers, one per channel.
+fn per_channel(cfg: &Config, key: &str, n: usize, default: f64) -> Result<Vec<f64>, WorkerError> {
+    match cfg.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(vec![default; n]),
+        Some(serde_json::Value::Array(_)) => {
+            let v = cfg.f64_list(key)?.unwrap_or_default();
+            if v.len() != n {
+                return Err(bad(
+                    cfg,
+                    key,
+                    format!("gives {} values for {n} enabled channel(s)", v.len()),
+                ));
+            }
+            Ok(v)
+        }
+        Some(_) => Ok(vec![cfg.f64(key)?; n]),
+    }
+}
+
+fn u32_key(cfg: &Config, key: &str, default: u32) -> Result<u32, WorkerError> {
+    u32::try_from(cfg.usize_or(key, default as usize)?)
+        .map_err(|_| bad(cfg, key, "is too large (at most 4294967295)"))
+}
+
+/// Where the fake PicoScope library was looked for, newest existing first.
+pub fn fake_picosdk_candidates() -> Vec<PathBuf> {
+    let name = "libfake_picosdk.so";
+    let mut c = Vec::new();
+    if let Some(p) = std::env::var_os("DAQ_FAKE_PICOSDK") {
+        c.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            c.push(dir.join(name));
+            c.push(dir.join("deps").join(name));
+            if let Some(up) = dir.parent() {
+                c.push(up.join(name));
+            }
+        }
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    for profile in ["debug", "release"] {
+        c.push(target.join(profile).join(name));
+        c.push(target.join(profile).join("deps").join(name));
+    }
+    c
+}
+
+/// The fake PicoScope library (`drivers/fake-picosdk`), or a message saying how to get it.
+pub fn fake_picosdk() -> Result<PathBuf, String> {
+    let candidates = fake_picosdk_candidates();
+    if let Some(p) = std::env::var_os("DAQ_FAKE_PICOSDK") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "DAQ_FAKE_PICOSDK={} is not a file; build the fake PicoScope library with \
+                 `cargo build -p fake-picosdk` (it lands in target/debug/libfake_picosdk.so)",
+                p.display()
+            ))
+        };
+    }
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
+        .max()
+        .map(|(_, p)| p)
+        .ok_or_else(|| {
+            format!(
+                "the fake PicoScope library libfake_picosdk.so is not built (looked at {}); \
+                 build it with `cargo build -p fake-picosdk` in the daq-engine source tree, or \
+                 point DAQ_FAKE_PICOSDK at it",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// A private copy of the fake library, named as Pico's library of the family, loaded so
+/// its simulator controls can be set; the copy's directory is removed on drop.
+pub struct FakePico {
+    lib: Option<libloading::Library>,
+    dir: PathBuf,
+    /// The copy, to give the driver as its library path.
+    pub path: PathBuf,
+}
+
+impl FakePico {
+    /// Copies the fake library to a private directory as `soname` and loads it.
+    pub fn load(soname: &str) -> Result<FakePico, String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let src = fake_picosdk()?;
+        let dir = std::env::temp_dir().join(format!(
+            "daq-fake-picosdk-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(soname);
+        std::fs::copy(&src, &path)
+            .map_err(|e| format!("copying {} to {}: {e}", src.display(), path.display()))?;
+        // SAFETY: the fake library is daq-engine's own (drivers/fake-picosdk); its
+        // initialisers are Rust's std only and it has no load-time side effects.
+        let lib = unsafe { libloading::Library::new(&path) }
+            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+        Ok(FakePico {
+            lib: Some(lib),
+            dir,
+            path,
+        })
+    }
+
+    /// Sets the simulated trigger rate (captures per second, 0 = at once) and the seed.
+    pub fn set(&self, captures_per_second: f64, seed: u64) -> Result<(), String> {
+        let lib = self.lib.as_ref().ok_or("fake library not loaded")?;
+        // SAFETY: both symbols are exported by fake-picosdk with exactly these C signatures:
+        // fakepico_set_capture_rate(double) and fakepico_seed(uint64_t).
+        unsafe {
+            let rate: libloading::Symbol<unsafe extern "C" fn(f64)> = lib
+                .get(b"fakepico_set_capture_rate")
+                .map_err(|e| e.to_string())?;
+            rate(captures_per_second);
+            let seed_fn: libloading::Symbol<unsafe extern "C" fn(u64)> =
+                lib.get(b"fakepico_seed").map_err(|e| e.to_string())?;
+            seed_fn(seed);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FakePico {
+    fn drop(&mut self) {
+        drop(self.lib.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The PicoScope configuration `cfg` describes (without library path when simulating).
+pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
+    let fam_name = cfg.str_or("family", "ps5000a")?;
+    let family = picoscope::family_by_name(fam_name)
+        .ok_or_else(|| bad(cfg, "family", format!("'{fam_name}': ps5000a or ps2000a")))?;
+    let letters = cfg
+        .str_list("channels")?
+        .unwrap_or_else(|| ["A", "B", "C", "D"].map(String::from).to_vec());
+    let mut enabled = Vec::new();
+    for l in &letters {
+        let i = match l.to_ascii_uppercase().trim_start_matches("CH") {
+            "A" => 0u8,
+            "B" => 1,
+            "C" => 2,
+            "D" => 3,
+            _ => return Err(bad(cfg, "channels", format!("'{l}' is not a channel A..D"))),
+        };
+        if enabled.contains(&i) {
+            return Err(bad(cfg, "channels", format!("channel {l} is named twice")));
+        }
+        enabled.push(i);
+    }
+    enabled.sort_unstable();
+    let ranges = per_channel(cfg, "ranges", enabled.len(), 0.5)?;
+    let coupling = match cfg.str_or("coupling", "dc")? {
+        "dc" | "DC" => Coupling::Dc,
+        "ac" | "AC" => Coupling::Ac,
+        other => return Err(bad(cfg, "coupling", format!("'{other}': dc or ac"))),
+    };
+    let offset = cfg.f64_or("analog_offset", 0.0)? as f32;
+    let mut channels = [ChannelConfig::OFF; 4];
+    for (&c, &r) in enabled.iter().zip(&ranges) {
+        let range = VoltageRange::from_volts(r).ok_or_else(|| {
+            bad(
+                cfg,
+                "ranges",
+                format!("±{r} V is not a PicoScope range: 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50"),
+            )
+        })?;
+        channels[c as usize] = ChannelConfig {
+            enabled: true,
+            coupling,
+            range,
+            analog_offset_v: offset,
+        };
+    }
+    let bits = cfg.usize_or("resolution_bits", 8)?;
+    let resolution = Resolution::from_bits(bits as u32)
+        .ok_or_else(|| bad(cfg, "resolution_bits", "must be 8, 12, 14, 15 or 16"))?;
+    let interval = cfg.f64_or("sample_interval", 8e-9)?;
+    if !(interval.is_finite() && interval > 0.0) {
+        return Err(bad(cfg, "sample_interval", "must be a time > 0 (s)"));
+    }
+    let acquisition = match cfg.str_or("mode", "rapid_block")? {
+        "rapid_block" => {
+            let tc = cfg.str_or("trigger_channel", "A")?;
+            let trigger = if tc.eq_ignore_ascii_case("none") {
+                None
+            } else {
+                let channel = match tc.to_ascii_uppercase().trim_start_matches("CH") {
+                    "A" => 0u8,
+                    "B" => 1,
+                    "C" => 2,
+                    "D" => 3,
+                    _ => return Err(bad(cfg, "trigger_channel", format!("'{tc}': A..D or none"))),
+                };
+                let direction = match cfg.str_or("trigger_direction", "falling")? {
+                    "rising" => ThresholdDirection::Rising,
+                    "falling" => ThresholdDirection::Falling,
+                    "above" => ThresholdDirection::Above,
+                    "below" => ThresholdDirection::Below,
+                    "rising_or_falling" => ThresholdDirection::RisingOrFalling,
+                    other => {
+                        return Err(bad(
+                            cfg,
+                            "trigger_direction",
+                            format!(
+                                "'{other}': rising, falling, above, below or rising_or_falling"
+                            ),
+                        ))
+                    }
+                };
+                let auto = cfg.usize_or("auto_trigger_ms", 0)?;
+                Some(TriggerConfig {
+                    channel,
+                    level_v: cfg.f64_or("trigger_level", -0.05)?,
+                    direction,
+                    delay_samples: u32_key(cfg, "trigger_delay", 0)?,
+                    auto_trigger_ms: i16::try_from(auto)
+                        .map_err(|_| bad(cfg, "auto_trigger_ms", "must be 0 … 32767"))?,
+                })
+            };
+            Acquisition::RapidBlock {
+                pre_trigger: u32_key(cfg, "pre_trigger", 100)?,
+                post_trigger: u32_key(cfg, "post_trigger", 400)?,
+                captures_per_run: u32_key(cfg, "captures_per_run", 100)?,
+                trigger,
+            }
+        }
+        "streaming" => Acquisition::Streaming {
+            samples_per_event: u32_key(cfg, "samples_per_event", 1000)?,
+            overview_samples: u32_key(cfg, "overview_samples", 100_000)?,
+        },
+        other => {
+            return Err(bad(
+                cfg,
+                "mode",
+                format!("'{other}': rapid_block or streaming"),
+            ))
+        }
+    };
+    let format = match cfg.str_or("format", "volts")? {
+        "volts" => picoscope::SampleFormat::Volts,
+        "raw" => picoscope::SampleFormat::Raw,
+        other => return Err(bad(cfg, "format", format!("'{other}': volts or raw"))),
+    };
+    let config = PicoScopeConfig {
+        family,
+        library: cfg
+            .get("library")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from),
+        serial: cfg.get("serial").and_then(|v| v.as_str()).map(String::from),
+        resolution,
+        channels,
+        sample_interval_ns: interval * 1e9,
+        acquisition,
+        format,
+    };
+    config
+        .validate()
+        .map_err(|p| WorkerError::Other(format!("worker '{}': PicoScope: {p}", cfg.worker)))?;
+    Ok(config)
+}
+
+/// Builds `device.picoscope`.
+pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+    let cfg = &ctx.config;
+    let mut config = picoscope_config(cfg)?;
+    let simulate = cfg.bool_or("simulate", false)?;
+    let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
+    if simulate {
+        let rate = cfg.f64_or("sim_rate", 100.0)?;
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(bad(cfg, "sim_rate", "must be ≥ 0 (captures per second)"));
+        }
+        let fake = FakePico::load(config.family.soname)
+            .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
+        fake.set(rate, cfg.i64_or("seed", 1)? as u64)
+            .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
+        config.library = Some(fake.path.clone());
+        keep.push(Box::new(fake));
+    }
+    let scope = PicoScope::open(config).map_err(daq_drivers::DriverError::from)?;
+    // The scope is dropped (closing the unit) before `keep` (unloading the fake library).
+    DeviceImporter::build("device.picoscope", ctx, Box::new(scope), keep, simulate)
+}
+
+/// The Hantek configuration `cfg` describes.
+pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
+    let channels = cfg.usize_or("channels", 2)?;
+    if !(1..=2).contains(&channels) {
+        return Err(bad(cfg, "channels", "must be 1 or 2"));
+    }
+    let ranges = per_channel(cfg, "ranges", channels, 5.0)?;
+    let mut gains = [Gain::X1; 2];
+    for (g, r) in gains.iter_mut().zip(&ranges) {
+        *g = Gain::from_full_scale(*r as f32).ok_or_else(|| {
+            bad(
+                cfg,
+                "ranges",
+                format!("±{r} V: the 6022 offers 5, 2.5, 1 or 0.5"),
+            )
+        })?;
+    }
+    let format = match cfg.str_or("format", "volts")? {
+        "volts" => hantek6022::SampleFormat::Volts,
+        "raw" => hantek6022::SampleFormat::Raw,
+        other => return Err(bad(cfg, "format", format!("'{other}': volts or raw"))),
+    };
+    let samples = cfg.usize_or("samples_per_event", 1000)?;
+    if !(1..=10_000_000).contains(&samples) {
+        return Err(bad(cfg, "samples_per_event", "must be 1 … 10000000"));
+    }
+    let trigger = match cfg.usize_or("trigger_channel", 1)? {
+        0 => None,
+        c @ (1 | 2) if c <= channels => {
+            let edge = match cfg.str_or("trigger_edge", "rising")? {
+                "rising" => Edge::Rising,
+                "falling" => Edge::Falling,
+                other => {
+                    return Err(bad(
+                        cfg,
+                        "trigger_edge",
+                        format!("'{other}': rising or falling"),
+                    ))
+                }
+            };
+            let pre = cfg.usize_or("pre_trigger", 100)?;
+            if pre >= samples {
+                return Err(bad(
+                    cfg,
+                    "pre_trigger",
+                    "must be less than samples_per_event",
+                ));
+            }
+            Some(Trigger {
+                channel: c - 1,
+                level_volts: cfg.f64_or("trigger_level", 0.2)? as f32,
+                edge,
+                pre_trigger: pre,
+            })
+        }
+        _ => {
+            return Err(bad(
+                cfg,
+                "trigger_channel",
+                "must be 0 (none) or an active channel (1 or 2)",
+            ))
+        }
+    };
+    Ok(HantekConfig {
+        firmware_path: cfg
+            .get("firmware")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from),
+        sample_rate: u32_key(cfg, "sample_rate", 1_000_000)?,
+        channels: channels as u8,
+        gains,
+        calibration: [Calibration::default(); 2],
+        format,
+        samples_per_event: samples,
+        trigger,
+        ..HantekConfig::default()
+    })
+}
+
+/// Builds `device.hantek6022`.
+pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+    let cfg = &ctx.config;
+    let config = hantek_config(cfg)?;
+    let simulate = cfg.bool_or("simulate", false)?;
+    if simulate {
+        let rate = cfg.f64_or("sim_rate", 1000.0)?;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(bad(cfg, "sim_rate", "must be > 0 (pulses per second)"));
+        }
+        let period = (f64::from(config.sample_rate) / rate).max(2.0) as u64;
+        let sim = SimHantek::new(SimHantekConfig {
+            signal: SimSignal::Pulses {
+                channel: 0,
+                first: period / 2,
+                period,
+                amplitude_volts: cfg.f64_or("sim_amplitude", 1.0)? as f32,
+                decay_frames: 20.0,
+                noise_volts: 0.01,
+            },
+            seed: cfg.i64_or("seed", 1)? as u64,
+            paced: true,
+            ..SimHantekConfig::default()
+        });
+        let scope = Hantek6022::open(&mut sim.bus(), config)?;
+        DeviceImporter::build(
+            "device.hantek6022",
+            ctx,
+            Box::new(scope),
+            vec![Box::new(sim)],
+            true,
+        )
+    } else {
+        let mut bus =
+            RusbBus::new().map_err(|e| e.into_driver_error("hantek6022", "starting libusb"))?;
+        let scope = Hantek6022::open(&mut bus, config)?;
+        DeviceImporter::build("device.hantek6022", ctx, Box::new(scope), Vec::new(), false)
+    }
+}
+
+/// The DRS4 configuration `cfg` describes.
+pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
+    let ghz = cfg.f64_or("sampling_ghz", 5.0)?;
+    if !(0.1..=6.0).contains(&ghz) {
+        return Err(bad(cfg, "sampling_ghz", "must be 0.1 … 6 (GHz)"));
+    }
+    let centre = cfg.f64_or("range_centre", 0.0)?;
+    if !(0.0..=0.5).contains(&centre) {
+        return Err(bad(cfg, "range_centre", "must be 0 … 0.5 (V)"));
+    }
+    let trigger = match cfg.str_or("trigger", "ch1")? {
+        "ch1" => Drs4TriggerSource::Inputs(1),
+        "ch2" => Drs4TriggerSource::Inputs(2),
+        "ch3" => Drs4TriggerSource::Inputs(4),
+        "ch4" => Drs4TriggerSource::Inputs(8),
+        "any" => Drs4TriggerSource::Inputs(15),
+        "external" => Drs4TriggerSource::External,
+        "software" => Drs4TriggerSource::Software,
+        other => {
+            return Err(bad(
+                cfg,
+                "trigger",
+                format!("'{other}': ch1, ch2, ch3, ch4, any, external or software"),
+            ))
+        }
+    };
+    let falling = match cfg.str_or("trigger_edge", "falling")? {
+        "falling" => true,
+        "rising" => false,
+        other => {
+            return Err(bad(
+                cfg,
+                "trigger_edge",
+                format!("'{other}': falling or rising"),
+            ))
+        }
+    };
+    Ok(Drs4Config {
+        sampling_ghz: ghz,
+        range_centre: centre,
+        trigger,
+        trigger_level: cfg.f64_or("trigger_level", -0.05)?,
+        trigger_falling: falling,
+        calibration_file: cfg
+            .get("calibration_file")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from),
+        time_axis: cfg.bool_or("time_axis", false)?,
+    })
+}
+
+/// Builds `device.drs4`.
+pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+    let cfg = &ctx.config;
+    let config = drs4_config(cfg)?;
+    if cfg.bool_or("simulate", false)? {
+        let sim = SimDrs4::new(SimDrs4Config {
+            seed: cfg.i64_or("seed", 1)? as u64,
+            log_transfers: false,
+            ..SimDrs4Config::default()
+        });
+        let board = Drs4::open(&mut sim.bus(), config)?;
+        DeviceImporter::build(
+            "device.drs4",
+            ctx,
+            Box::new(board),
+            vec![Box::new(sim)],
+            true,
+        )
+    } else {
+        let mut bus = RusbBus::new().map_err(|e| e.into_driver_error("drs4", "starting libusb"))?;
+        let board = Drs4::open(&mut bus, config)?;
+        DeviceImporter::build("device.drs4", ctx, Box::new(board), Vec::new(), false)
+    }
+}
