@@ -102,6 +102,38 @@ fn redirect_stderr(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+enum Input {
+    Ready,
+    Nothing,
+    Gone,
+}
+
+/// Waits up to `timeout` for the terminal (stdin) to have input, or to hang up.
+fn wait_for_input(timeout: Duration) -> Input {
+    let mut fds = [libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout.as_millis() as libc::c_int) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted {
+            Input::Nothing
+        } else {
+            Input::Gone
+        };
+    }
+    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::Gone
+    } else if fds[0].revents & libc::POLLIN != 0 {
+        Input::Ready
+    } else {
+        Input::Nothing
+    }
+}
+
 enum Msg {
     Stats(serde_json::Value),
     Finish(RunSummary),
@@ -112,16 +144,19 @@ pub struct Tui {
     tx: Sender<Msg>,
     controls: Receiver<Control>,
     thread: Option<JoinHandle<()>>,
+    done: Receiver<()>,
     console: PathBuf,
+    hangup_seen: bool,
 }
 
 impl Tui {
-    /// Takes over the terminal (stdout) for the run in `run_dir`. Fails when stdout is not a
-    /// terminal (use plain progress lines then).
+    /// Takes over the terminal (keys from stdin, drawing on stdout) for the run in `run_dir`.
+    /// Fails when either is not a terminal (show plain progress lines then): a dashboard
+    /// must never wait for keys that cannot come.
     pub fn new(run_dir: &Path) -> std::io::Result<Tui> {
-        if !std::io::stdout().is_terminal() {
+        if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
             return Err(std::io::Error::other(
-                "the dashboard needs a terminal on stdout (use --no-tui for plain lines)",
+                "the dashboard needs a terminal on stdin and stdout (use --no-tui for plain lines)",
             ));
         }
         HOOK.call_once(|| {
@@ -163,11 +198,13 @@ impl Tui {
         let (ctx, controls) = mpsc::channel();
         let dir = run_dir.to_path_buf();
         let console_path = console.clone();
+        let (done_tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("monitor-tui".into())
             .spawn(move || {
                 Dashboard::new(&dir, console_path).run(term, &rx, &ctx);
                 restore_terminal();
+                let _ = done_tx.send(());
             });
         let thread = match thread {
             Ok(t) => t,
@@ -180,20 +217,27 @@ impl Tui {
             tx,
             controls,
             thread: Some(thread),
+            done,
             console,
+            hangup_seen: false,
         })
     }
 
     fn close(&mut self) {
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // Never hang the run's end on a thread stuck on a dead terminal.
+            if self.done.recv_timeout(Duration::from_secs(2)).is_ok() {
+                let _ = t.join();
+            }
             restore_terminal();
             // What went to stderr while the dashboard was up, for the scrollback.
             if let Ok(text) = std::fs::read_to_string(&self.console) {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.contains('\x1b')).collect();
                 let from = lines.len().saturating_sub(40);
+                // Not eprintln!: the terminal may be gone, and that must not panic.
+                let mut err = std::io::stderr().lock();
                 for l in &lines[from..] {
-                    eprintln!("{}", l.rsplit('\r').next().unwrap_or(l));
+                    let _ = writeln!(err, "{}", l.rsplit('\r').next().unwrap_or(l));
                 }
             }
         }
@@ -206,6 +250,11 @@ impl Watcher for Tui {
     }
 
     fn poll(&mut self) -> Option<Control> {
+        if HANGUP.load(Ordering::SeqCst) && !self.hangup_seen {
+            // Also here, in case the drawing thread is stuck on the dead terminal.
+            self.hangup_seen = true;
+            return Some(Control::Stop);
+        }
         self.controls.try_recv().ok()
     }
 
@@ -319,7 +368,19 @@ impl Dashboard {
                     continue;
                 }
             }
-            match event::poll(Duration::from_millis(100)) {
+            // Wait for input ourselves: crossterm's reader spins when the terminal hangs
+            // up, so a hang-up must be seen here, before crossterm reads.
+            match wait_for_input(Duration::from_millis(100)) {
+                Input::Gone => {
+                    tracing::warn!("the terminal hung up: stopping the run (buffers drain)");
+                    alive = false;
+                    ask(Control::Stop, &mut asked_stop);
+                    continue;
+                }
+                Input::Nothing => continue,
+                Input::Ready => {}
+            }
+            match event::poll(Duration::ZERO) {
                 Ok(false) => {}
                 Ok(true) => match event::read() {
                     Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => {

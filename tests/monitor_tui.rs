@@ -1,0 +1,290 @@
+//! The terminal dashboard in a real terminal: tmux runs this test binary's `tui_host` (a
+//! real run, worker processes from the real binary, supervised in-process with the
+//! dashboard as its watcher); the test reads the screen with capture-pane, presses `p` and
+//! sees the run paused, presses `s` and sees the run end with exit 0 and the terminal given
+//! back (the main screen with the test harness's result line, not the dashboard).
+
+use daq_engine::engine::launch::{make_run_dir, plan_of};
+use daq_engine::engine::{Progress, Registry, RunOptions, Supervisor};
+use daq_engine::monitor::Tui;
+use daq_engine::setup::{online_cpus, Setup};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+const SETUP: &str = "target_directory: runs
+options: {stats_interval: 0.25, max_seconds: 60}
+Buffers:
+  raw: &waveforms
+    slot_count: 32
+    data_length: 512
+    data_dtype: {chA: float32, chB: float32}
+  triggered: *waveforms
+  pulses:
+    slot_count: 512
+    data_length: 1
+    data_dtype: {channel: int16, time: float64, height: float32, area: float32, width: float32}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {rate: 300, realtime: true, sample_interval: 4.0e-9, pretrigger_samples: 100,
+             amplitude: landau, amplitude_mean: 0.3, amplitude_sigma: 0.05, noise: 0.003,
+             decay_fraction: 0.1, seed: 7}
+  trigger:
+    function: filter.threshold
+    sources: [raw]
+    sinks: [triggered]
+    config: {level: 0.1, edge: rising, channels: [chA]}
+  pulse_finder:
+    function: process.pulses
+    sources: [triggered]
+    sinks: [pulses]
+    config: {threshold: 0.05, sample_interval: 4.0e-9}
+  spectra:
+    function: export.histogram
+    sources: [pulses]
+    config:
+      update_interval: 0.25
+      bins:
+        height: [0.0, 1.5, 150]
+  scope:
+    function: observe.oscilloscope
+    observes: [raw]
+    config: {update_interval: 0.25, sample_interval: 4.0e-9}
+";
+
+/// The run with the dashboard, inside tmux. Does nothing unless started by `tui_in_tmux`.
+#[test]
+#[ignore = "started inside tmux by tui_in_tmux"]
+fn tui_host() {
+    let Some(dir) = std::env::var_os("DAQ_MONITOR_TUI_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let setup_path = dir.join("setup.yaml");
+    std::fs::write(&setup_path, SETUP).unwrap();
+    let registry = Registry::builtin();
+    let (setup, _) = Setup::load(&setup_path, &registry, online_cpus()).unwrap();
+    let (run_dir, run_id) = make_run_dir(&dir.join("runs")).unwrap();
+    daq_engine::engine::init_log(&daq_engine::engine::process::log_path(&run_dir));
+    let sup = Supervisor::prepare(
+        plan_of(&setup, &run_dir, &run_id),
+        RunOptions {
+            worker_exe: EXE.into(),
+            worker_args: vec![],
+            progress: Progress::Quiet,
+        },
+    )
+    .unwrap();
+    let mut tui = Tui::new(&run_dir).unwrap();
+    let summary = sup.run_watched(Some(&mut tui)).unwrap();
+    drop(tui);
+    std::fs::write(dir.join("exit"), summary.exit_code.to_string()).unwrap();
+    std::fs::write(dir.join("run_dir"), run_dir.to_string_lossy().as_bytes()).unwrap();
+}
+
+struct Tmux {
+    socket: String,
+    dir: PathBuf,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "run"])
+    }
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let s = self.screen();
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The number in the `events in` column of `buffer`'s row.
+fn events_in(screen: &str, buffer: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| {
+        l.trim_start_matches(['│', ' '])
+            .starts_with(&format!("{buffer} "))
+    })?;
+    line.trim_start_matches(['│', ' '])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Starts `tui_host` in a fresh tmux server; `None` (with the reason printed) without tmux.
+fn start_host(tag: &str) -> Option<Tmux> {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: tmux is not installed");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("daq-monitor-tui-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmux = Tmux {
+        socket: format!("daq-monitor-test-{tag}-{}", std::process::id()),
+        dir: dir.clone(),
+    };
+    let me = std::env::current_exe().unwrap();
+    let cmd = format!(
+        "env DAQ_MONITOR_TUI_DIR={} {} --ignored --exact tui_host --nocapture --test-threads=1",
+        dir.display(),
+        me.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "run",
+        "-x",
+        "150",
+        "-y",
+        "48",
+        &cmd,
+    ]);
+    tmux.run(&["set-option", "-t", "run", "remain-on-exit", "on"]);
+    Some(tmux)
+}
+
+/// The exit code `tui_host` wrote, waiting up to 10 s.
+fn exit_code(tmux: &Tmux) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(e) = std::fs::read_to_string(tmux.dir.join("exit")) {
+            return e;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the run did not end; screen:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn tui_in_tmux() {
+    let Some(tmux) = start_host("keys") else {
+        return;
+    };
+    let dir = tmux.dir.clone();
+    // The dashboard: buffers and workers by name, with counts that grow.
+    let s = tmux.wait_for("the dashboard with events", |s| {
+        s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > 0)
+    });
+    for name in [
+        "buffers",
+        "raw",
+        "triggered",
+        "pulses",
+        "digitizer",
+        "pulse_finder",
+        "spectra",
+    ] {
+        assert!(s.contains(name), "{name} not on screen:\n{s}");
+    }
+    assert!(
+        s.contains("% of 60 s"),
+        "no progress against max_seconds:\n{s}"
+    );
+    let first = events_in(&s, "raw").unwrap();
+    tmux.wait_for("growing counts", |s| {
+        events_in(s, "raw").is_some_and(|n| n > first)
+    });
+    tmux.wait_for("the oscilloscope and histogram", |s| {
+        s.contains("oscilloscope scope: event") && s.contains("histogram spectra/height")
+    });
+
+    // p: paused, and the importer's buffer stops growing.
+    tmux.run(&["send-keys", "-t", "run", "p"]);
+    let s = tmux.wait_for("PAUSED", |s| s.contains("PAUSED"));
+    let at_pause = events_in(&s, "raw").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let s = tmux.screen();
+    let later = events_in(&s, "raw").unwrap();
+    assert!(
+        later <= at_pause + 5,
+        "events kept coming while paused: {at_pause} → {later}\n{s}"
+    );
+
+    // r: running again.
+    tmux.run(&["send-keys", "-t", "run", "r"]);
+    tmux.wait_for("RUNNING again with new events", |s| {
+        s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > later)
+    });
+
+    // s: the run drains and ends with exit 0; the terminal is back on the main screen.
+    tmux.run(&["send-keys", "-t", "run", "s"]);
+    let exit = exit_code(&tmux);
+    assert_eq!(exit, "0");
+    let s = tmux.wait_for("the test harness's result on the main screen", |s| {
+        s.contains("test result: ok")
+    });
+    assert!(
+        !s.contains("p pause  r resume"),
+        "dashboard still shown:\n{s}"
+    );
+    // The supervisor's own message went to console.log, and was replayed afterwards.
+    assert!(s.contains("stop requested from the monitor"), "{s}");
+    let run_dir = PathBuf::from(std::fs::read_to_string(dir.join("run_dir")).unwrap());
+    let console = std::fs::read_to_string(Path::new(&run_dir).join("console.log")).unwrap();
+    assert!(
+        console.contains("stop requested from the monitor"),
+        "{console}"
+    );
+}
+
+/// The terminal goes away (tmux kills the pane: SIGHUP): the run stops cleanly, exit 0.
+#[test]
+fn hangup_stops_the_run_cleanly() {
+    let Some(tmux) = start_host("hangup") else {
+        return;
+    };
+    tmux.wait_for("the dashboard with events", |s| {
+        s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > 0)
+    });
+    tmux.run(&["kill-session", "-t", "run"]);
+    assert_eq!(exit_code(&tmux), "0");
+    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.join("run_dir")).unwrap());
+    let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
+    // SIGHUP or the failed read, whichever the dashboard noticed first.
+    assert!(
+        log.contains("the terminal hung up: stopping the run")
+            || log.contains("cannot read the terminal any more: stopping the run"),
+        "{log}"
+    );
+    let stats = std::fs::read_to_string(run_dir.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(last["buffers"]["raw"]["closed"], true);
+    assert_eq!(
+        last["buffers"]["raw"]["events_in"],
+        last["buffers"]["raw"]["events_out"]["trigger"]
+    );
+}
