@@ -587,6 +587,67 @@ mod tests {
         assert!(exponential_events(&times, 3.0, 1.0).is_err());
     }
 
+    /// Inverse of the standard normal CDF by bisection on [`erfc`] (tests only).
+    fn normal_quantile(u: f64) -> f64 {
+        let (mut lo, mut hi) = (-10.0, 10.0);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if 0.5 * erfc(-mid / std::f64::consts::SQRT_2) < u {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    #[test]
+    fn gaussian_fit_with_and_without_background() {
+        // 8000 entries at the quantiles of N(0.3, 0.01²) plus 2000 spread evenly over the
+        // window [0.25, 0.35]: exact shapes, so the fit must return the inputs closely.
+        let mut h = Histogram::new(0.0, 1.0, 400).unwrap();
+        for k in 0..8000 {
+            h.fill(0.3 + 0.01 * normal_quantile((k as f64 + 0.5) / 8000.0));
+        }
+        let pure = gaussian_histogram(&h, 0.25, 0.35, false).unwrap();
+        assert!((pure.mean - 0.3).abs() < 2e-4, "{pure}");
+        assert!((pure.width / 0.01 - 1.0).abs() < 0.03, "{pure}");
+        assert!(pure.mean_sigma > 0.5e-4 && pure.mean_sigma < 2e-4, "{pure}");
+        for k in 0..2000 {
+            h.fill(0.25 + 0.1 * (k as f64 + 0.5) / 2000.0);
+        }
+        let bg = gaussian_histogram(&h, 0.25, 0.35, true).unwrap();
+        assert!((bg.mean - 0.3).abs() < 3e-4, "{bg}");
+        assert!((bg.width / 0.01 - 1.0).abs() < 0.05, "{bg}");
+        // 2000 flat + the gaussian's 8000 (all but 0.00006 % inside ±5σ).
+        assert!((bg.background_fraction - 0.2).abs() < 0.02, "{bg}");
+        // Without the background term the same data give a wider peak.
+        let wrong = gaussian_histogram(&h, 0.25, 0.35, false).unwrap();
+        assert!(wrong.width > 1.2 * bg.width, "{wrong}");
+        assert!(gaussian_histogram(&h, 0.9, 0.95, false).is_err());
+    }
+
+    #[test]
+    fn binned_and_unbinned_lifetimes_agree() {
+        let tau = 2.0f64;
+        let n = 20_000;
+        let times: Vec<f64> = (0..n)
+            .map(|k| -tau * (1.0 - (k as f64 + 0.5) / n as f64).ln())
+            .collect();
+        let mut h = Histogram::new(0.0, 20.0, 200).unwrap();
+        for t in &times {
+            h.fill(*t);
+        }
+        let unbinned = exponential_events(&times, 0.5, 15.0).unwrap();
+        let binned = exponential_histogram(&h, 0.5, 15.0).unwrap();
+        assert_eq!(binned.window, (0.5, 15.0));
+        assert!((unbinned.lifetime - tau).abs() < 0.01, "{unbinned}");
+        assert!(
+            (binned.lifetime - unbinned.lifetime).abs() < 0.3 * unbinned.sigma,
+            "{binned} vs {unbinned}"
+        );
+    }
+
     #[test]
     fn rising_data_has_no_lifetime() {
         // Density rising across the window (quantiles of 2t on [0, 1]): no decay to fit.
