@@ -288,3 +288,22 @@ fn hangup_stops_the_run_cleanly() {
         last["buffers"]["raw"]["events_out"]["trigger"]
     );
 }
+
+/// Ctrl-C in the dashboard (raw mode: a key, not a signal) still drains the run: exit 0.
+#[test]
+fn ctrl_c_drains_as_without_the_dashboard() {
+    let Some(tmux) = start_host("ctrlc") else {
+        return;
+    };
+    tmux.wait_for("the dashboard with events", |s| {
+        s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > 0)
+    });
+    tmux.run(&["send-keys", "-t", "run", "C-c"]);
+    assert_eq!(exit_code(&tmux), "0");
+    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.join("run_dir")).unwrap());
+    let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
+    assert!(
+        log.contains("stop requested: importers stop, buffers drain"),
+        "{log}"
+    );
+}

@@ -732,7 +732,7 @@ impl Dashboard {
             Axis::default()
                 .title(h.field.clone())
                 .bounds([lo, hi])
-                .labels([format!("{lo:.3e}"), format!("{hi:.3e}")]),
+                .labels([number(lo), number(hi)]),
         )
         .y_axis(
             Axis::default()
@@ -741,6 +741,16 @@ impl Dashboard {
                 .labels(["0".to_string(), format!("{top:.0}")]),
         );
         f.render_widget(chart, area);
+    }
+}
+
+/// An axis label: plain for ordinary magnitudes, exponent otherwise.
+fn number(x: f64) -> String {
+    let a = x.abs();
+    if a == 0.0 || (1e-3..1e5).contains(&a) {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.2e}")
     }
 }
 
