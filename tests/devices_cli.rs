@@ -1,0 +1,100 @@
+//! `daq-engine devices` and `daq-engine udev install` through the real binary. The rules are
+//! only ever written to a temporary directory (`--rules-dir` / `DAQ_UDEV_RULES_DIR`), so the
+//! machine's udev configuration is never touched.
+
+use std::process::Command;
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+fn rules_in_tree() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("udev/70-daq-engine.rules"),
+    )
+    .unwrap()
+}
+
+fn temp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("daq-udev-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// This machine has no USB bus and no serial detector: the command says so and succeeds.
+/// (On a machine with a detector plugged in the test is skipped, not failed.)
+#[test]
+fn devices_says_clearly_when_none_are_found() {
+    let scan = daq_drivers::serial::scan();
+    if !scan.is_empty() {
+        eprintln!("serial ports present ({scan:?}); skipping the none-found check");
+        return;
+    }
+    let out = Command::new(EXE).arg("devices").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("usb:") {
+        eprintln!("USB devices present; skipping the none-found check");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("No supported devices found"), "{text}");
+    assert!(
+        text.contains("04b4:1175") && text.contains("0ce9"),
+        "{text}"
+    );
+    assert!(text.contains("--simulate"), "{text}");
+}
+
+#[test]
+fn udev_install_dry_run_prints_the_copy_and_reload_commands() {
+    let out = Command::new(EXE)
+        .args(["udev", "install", "--dry-run"])
+        .env_remove("DAQ_UDEV_RULES_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let n = rules_in_tree().len();
+    assert!(
+        text.contains(&format!(
+            "would write {n} bytes of udev rules to /etc/udev/rules.d/70-daq-engine.rules"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("would run: udevadm control --reload-rules"),
+        "{text}"
+    );
+    assert!(text.contains("would run: udevadm trigger"), "{text}");
+}
+
+#[test]
+fn udev_install_dry_run_into_a_redirected_dir_writes_nothing() {
+    let dir = temp("dry");
+    let out = Command::new(EXE)
+        .args(["udev", "install", "--dry-run"])
+        .env("DAQ_UDEV_RULES_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&dir.join("70-daq-engine.rules").display().to_string()),
+        "{text}"
+    );
+    assert!(!dir.exists());
+}
+
+#[test]
+fn udev_install_into_a_redirected_dir_writes_the_embedded_rules_exactly() {
+    let dir = temp("real");
+    let out = Command::new(EXE)
+        .args(["udev", "install", "--rules-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("not reloading udev"), "{text}");
+    let written = std::fs::read_to_string(dir.join("70-daq-engine.rules")).unwrap();
+    assert_eq!(written, rules_in_tree());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
