@@ -41,8 +41,60 @@ pub fn bench(
     reference: Option<&Path>,
     registry: &Registry,
 ) -> i32 {
+    let machine = format!(
+        "machine: nproc {}, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        super::bench::cpu_model()
+    );
     match what {
         "pipeline" => super::bench::pipeline(events, reference, registry),
+        "ring" => {
+            println!("daq-engine bench ring; {machine}");
+            let opts = crate::ring_bench::RingBenchOptions {
+                realtime: nix::unistd::geteuid().is_root(),
+                ..Default::default()
+            };
+            match crate::ring_bench::run(&opts) {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench ring: {e}");
+                    1
+                }
+            }
+        }
+        "analysis" => {
+            println!("daq-engine bench analysis; {machine}");
+            match crate::analysis::bench::run(std::time::Duration::from_secs(2)) {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench analysis: {e}");
+                    1
+                }
+            }
+        }
+        "hdf5" => {
+            println!("daq-engine bench hdf5; {machine}");
+            let dir = std::env::temp_dir().join(format!("daq-bench-hdf5-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let r = crate::export::bench::run(&dir, events.unwrap_or(4000));
+            let _ = std::fs::remove_dir_all(&dir);
+            match r {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench hdf5: {e}");
+                    1
+                }
+            }
+        }
         other => {
             eprintln!(
                 "daq-engine: no benchmark '{other}'; choose pipeline, ring, analysis, hdf5 or drivers"
@@ -180,7 +232,12 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
 fn load(path: &Path, registry: &Registry) -> Option<Setup> {
     match Setup::load(path, registry, setup::online_cpus()) {
         Ok((s, warnings)) => {
-            for w in warnings {
+            // The broadcast note is for setups carried over from mimoCoRB2; `check` shows it,
+            // a run does not repeat it every time.
+            for w in warnings
+                .iter()
+                .filter(|w| !w.message.contains("(broadcast)"))
+            {
                 eprintln!("{w}");
             }
             Some(s)

@@ -64,6 +64,12 @@ impl Registry {
             .into_iter()
             .chain(crate::analysis::functions())
             .chain(crate::devices::functions())
+            .chain([Function {
+                spec: crate::export::function::SPEC,
+                build: Build::Exporter(|c| {
+                    Ok(Box::new(crate::export::function::Hdf5Export::build(c)?))
+                }),
+            }])
         {
             r.add(f);
         }

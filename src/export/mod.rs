@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod csv;
 mod error;
+pub mod function;
 pub mod hdf5;
 mod inspect;
 mod raw;

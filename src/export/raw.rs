@@ -286,9 +286,23 @@ pub(crate) fn clear_status_flags(path: &std::path::Path) -> Result<(), String> {
             )?,
             close: hdf5_metno_sys::h5f::H5Fclose,
         };
+        // A writer killed between flushes may have written raw-data chunks past the
+        // end-of-allocation its superblock records; readers then fail with "addr overflow".
+        // Move the end of allocation to the end of the file, as `h5clear --increment` does.
+        // SAFETY: `file.id` is a live file id opened read-write; the function only updates
+        // the file's end-of-allocation (HDF5 ≥ 1.10.2; Debian ships 1.10.8).
+        check(
+            unsafe { H5Fincrement_filesize(file.id, 0) },
+            "move the end of allocation to the end of the file",
+        )?;
         drop(file);
         Ok(())
     })
+}
+
+extern "C" {
+    /// HDF5 ≥ 1.10.2: sets a file's end-of-allocation to max(EOA, EOF) + `increment`.
+    fn H5Fincrement_filesize(file_id: hid_t, increment: hsize_t) -> hdf5_metno_sys::h5::herr_t;
 }
 
 /// Opens dataset `name` (a path from the file's root) with a raw-data chunk cache of

@@ -125,10 +125,42 @@ pub fn read_buffer(path: impl AsRef<Path>, name: &str) -> Result<BufferContents,
         &mut data,
     )
     .map_err(|r| err(format!("buffer '{name}': {r}")))?;
-    let meta = group
+    let mds = group
         .dataset("metadata")
-        .and_then(|m| m.read_raw::<MetaRow>())
         .map_err(|e| err(format!("buffer '{name}': metadata: {}", raw::describe(e))))?;
+    let meta = match mds.read_raw::<MetaRow>() {
+        Ok(m) => m,
+        Err(whole) => {
+            // A writer killed between flushes can leave the last chunk of rows unreadable
+            // (its address past the end of what was written). Keep every whole chunk that
+            // reads: those rows were flushed, and their data precedes them in the file.
+            let step = mds
+                .chunk()
+                .and_then(|c| c.first().copied())
+                .unwrap_or(1024)
+                .max(1);
+            let total = mds.shape().first().copied().unwrap_or(0);
+            let mut rows: Vec<MetaRow> = Vec::new();
+            let mut at = 0;
+            while at < total {
+                let end = (at + step).min(total);
+                match mds.read_slice_1d::<MetaRow, _>(at..end) {
+                    Ok(part) => rows.extend(part.iter().copied()),
+                    Err(_) => break,
+                }
+                at = end;
+            }
+            if rows.is_empty() && total > 0 {
+                return Err(err(format!(
+                    "buffer '{name}': metadata: {}",
+                    raw::describe(whole)
+                )));
+            }
+            rows
+        }
+    };
+    let events = events.min(meta.len());
+    data.truncate(events * data_length * dtype.record_size());
     Ok(BufferContents {
         dtype,
         data_length,

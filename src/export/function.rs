@@ -1,0 +1,202 @@
+//! `export.hdf5`: the Exporter that writes its source buffer into an HDF5 run file.
+//!
+//! One file per exporter process (`<filename>.h5`, or `<filename>_p<k>.h5` when the worker
+//! has several processes), rotated by size or time when asked. The file carries the resolved
+//! setup and run facts as attributes; it is flushed at `flush_interval` in SWMR mode, so h5py
+//! can read it while the run goes on and a crash loses at most that interval. A failing
+//! write (full disk) stops this exporter with an error that names the file; what was written
+//! stays readable.
+
+use super::hdf5::{
+    BufferHandle, BufferOptions, Compression, Rotation, RunFileWriter, RunInfo, RunStats,
+    WriterOptions,
+};
+use crate::worker::{
+    Arity, BuildContext, ConfigKey, EventRef, Exporter, FunctionSpec, KeyType, Template,
+    WorkerError,
+};
+use std::time::Duration;
+
+/// The declaration.
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "export.hdf5",
+    template: Template::Exporter,
+    summary: "Writes every event of its source into an HDF5 file in the run directory: group \
+              /<buffer> with `data` (events × data_length, compound type exactly the buffer's \
+              dtype) and `metadata` (counter, timestamp, deadtime), chunked and compressed, \
+              flushed in SWMR mode so h5py can read it during the run and after a crash.",
+    sources: Arity::ONE,
+    sinks: Arity::NONE,
+    observes: Arity::NONE,
+    keys: &[
+        ConfigKey {
+            name: "filename",
+            ty: KeyType::Str,
+            required: false,
+            default: Some("the source buffer's name"),
+            doc: "file name in the run directory, without .h5",
+        },
+        ConfigKey {
+            name: "compression",
+            ty: KeyType::Str,
+            required: false,
+            default: Some("deflate"),
+            doc: "deflate (shuffle + zlib, every reader can open it) or none (fastest)",
+        },
+        ConfigKey {
+            name: "level",
+            ty: KeyType::Int,
+            required: false,
+            default: Some("1"),
+            doc: "deflate level 1 (fast) .. 9 (small)",
+        },
+        ConfigKey {
+            name: "flush_interval",
+            ty: KeyType::Float,
+            required: false,
+            default: Some("1.0"),
+            doc: "seconds between flushes: a crash loses at most this much",
+        },
+        ConfigKey {
+            name: "rotate_mb",
+            ty: KeyType::Float,
+            required: false,
+            default: Some("none"),
+            doc: "start a new file (name_0001.h5, …) after this many MB",
+        },
+        ConfigKey {
+            name: "rotate_minutes",
+            ty: KeyType::Float,
+            required: false,
+            default: Some("none"),
+            doc: "start a new file after this many minutes",
+        },
+    ],
+};
+
+/// `export.hdf5`.
+pub struct Hdf5Export {
+    writer: Option<RunFileWriter>,
+    buffer: BufferHandle,
+    deadtime_sum: f64,
+    events: u64,
+}
+
+impl Hdf5Export {
+    /// Opens the file and declares the buffer; checks the config.
+    pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let c = &ctx.config;
+        let src = &ctx.sources[0];
+        let compression = match c.str_or("compression", "deflate")? {
+            "deflate" | "gzip" => {
+                let level = c.usize_or("level", 1)?;
+                if !(1..=9).contains(&level) {
+                    return Err(c.error("level", "must be 1 to 9").into());
+                }
+                Compression::Deflate { level: level as u8 }
+            }
+            "none" => Compression::None,
+            other => {
+                return Err(c
+                    .error("compression", format!("'{other}': use deflate or none"))
+                    .into())
+            }
+        };
+        let positive = |key: &str| -> Result<Option<f64>, WorkerError> {
+            match c.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(_) => {
+                    let v = c.f64(key)?;
+                    if v > 0.0 && v.is_finite() {
+                        Ok(Some(v))
+                    } else {
+                        Err(c.error(key, "must be a number above 0").into())
+                    }
+                }
+            }
+        };
+        let flush = positive("flush_interval")?.unwrap_or(1.0);
+        let rotation = Rotation {
+            max_bytes: positive("rotate_mb")?.map(|mb| (mb * 1e6) as u64),
+            max_duration: positive("rotate_minutes")?.map(|m| Duration::from_secs_f64(m * 60.0)),
+        };
+        let stem = c.str_or("filename", &src.name)?.to_string();
+        let (me, n) = ctx.process;
+        let name = if n > 1 {
+            format!("{stem}_p{me}.h5")
+        } else {
+            format!("{stem}.h5")
+        };
+        let path = ctx.run_dir.join(name);
+        let setup_text =
+            std::fs::read_to_string(ctx.run_dir.join("setup.yaml")).unwrap_or_default();
+        let io = |e: super::ExportError| WorkerError::Other(e.to_string());
+        let mut writer = RunFileWriter::create(
+            &path,
+            RunInfo::new(setup_text),
+            WriterOptions {
+                flush_interval: Duration::from_secs_f64(flush),
+                rotation,
+            },
+        )
+        .map_err(io)?;
+        let buffer = writer
+            .add_buffer(
+                &src.name,
+                &src.dtype,
+                src.data_length,
+                BufferOptions {
+                    compression,
+                    ..BufferOptions::default()
+                },
+            )
+            .map_err(io)?;
+        Ok(Hdf5Export {
+            writer: Some(writer),
+            buffer,
+            deadtime_sum: 0.0,
+            events: 0,
+        })
+    }
+
+    fn writer(&mut self) -> Result<&mut RunFileWriter, WorkerError> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| WorkerError::Other("the HDF5 file is already closed".into()))
+    }
+}
+
+impl Exporter for Hdf5Export {
+    fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
+        self.deadtime_sum += event.meta.deadtime;
+        self.events += 1;
+        let b = self.buffer;
+        self.writer()?
+            .append(b, event.data, &event.meta)
+            .map_err(|e| WorkerError::Other(e.to_string()))
+    }
+
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        self.writer()?
+            .flush_if_due()
+            .map(|_| ())
+            .map_err(|e| WorkerError::Other(e.to_string()))
+    }
+
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        let stats = RunStats {
+            events_lost: 0,
+            dead_time_fraction: if self.events > 0 {
+                self.deadtime_sum / self.events as f64
+            } else {
+                0.0
+            },
+        };
+        w.finish(stats)
+            .map(|_| ())
+            .map_err(|e| WorkerError::Other(e.to_string()))
+    }
+}
