@@ -98,3 +98,48 @@ fn udev_install_into_a_redirected_dir_writes_the_embedded_rules_exactly() {
     assert_eq!(written, rules_in_tree());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every device function takes `simulate` (so `--simulate` swaps it for its simulator) and
+/// every device setup passes `daq-engine check`.
+#[test]
+fn every_device_function_takes_simulate_and_every_setup_checks() {
+    for f in [
+        "device.gmc",
+        "device.mightyohm",
+        "device.gc10",
+        "device.line_counter",
+        "device.cosmicwatch",
+        "device.picoscope",
+        "device.hantek6022",
+        "device.drs4",
+    ] {
+        let out = Command::new(EXE).args(["functions", f]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{f}: {text}");
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("simulate ")),
+            "{f}: {text}"
+        );
+    }
+    for s in [
+        "geiger_gmc",
+        "mightyohm",
+        "cosmicwatch",
+        "picoscope_muon",
+        "hantek6022",
+        "drs4_sipm",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("setups")
+            .join(format!("{s}.yaml"));
+        let out = Command::new(EXE).arg("check").arg(&path).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{s}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -410,6 +410,16 @@ impl Importer for DeviceImporter {
     }
 }
 
+/// A failed open of real hardware, with the hint that `--simulate` needs none.
+pub(crate) fn open_error(e: DriverError) -> WorkerError {
+    match e {
+        DriverError::Open { .. } | DriverError::Vendor(_) => WorkerError::Other(format!(
+            "{e}. Without the hardware, try the setup with --simulate"
+        )),
+        e => e.into(),
+    }
+}
+
 /// Maps an I/O error starting a simulator.
 pub(crate) fn sim_error(function: &str, e: std::io::Error) -> WorkerError {
     WorkerError::Other(format!(

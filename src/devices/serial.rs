@@ -6,7 +6,7 @@
 //! slave path through `serialport`, exactly as it would open `/dev/ttyUSB0`. Must never: open
 //! a real port when simulating, or guess a port when none is configured.
 
-use super::{key, sim_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
+use super::{key, open_error, sim_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
 use crate::worker::{Arity, BuildContext, ConfigKey, FunctionSpec, KeyType, Template, WorkerError};
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
@@ -380,7 +380,8 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         reply_timeout: Duration::from_secs_f64(reply),
         backoff: c.backoff,
         ..GmcConfig::default()
-    })?;
+    })
+    .map_err(open_error)?;
     DeviceImporter::build("device.gmc", ctx, Box::new(source), keep, c.simulate)
 }
 
@@ -415,7 +416,8 @@ fn build_line(
         baud: baud(ctx, 9600)?.unwrap_or(9600),
         format,
         backoff: c.backoff,
-    })?;
+    })
+    .map_err(open_error)?;
     DeviceImporter::build(function, ctx, Box::new(source), keep, c.simulate)
 }
 
@@ -524,7 +526,8 @@ pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerErr
         version,
         baud: baud(ctx, 0)?,
         backoff: c.backoff,
-    })?;
+    })
+    .map_err(open_error)?;
     DeviceImporter::build(
         "device.cosmicwatch",
         ctx,

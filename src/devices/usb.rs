@@ -8,7 +8,7 @@
 //! `libloading` path used for Pico's library). Must never: fall back to a simulator when real
 //! hardware was asked for, or load the fake library when not simulating.
 
-use super::{key, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
+use super::{key, open_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
 use crate::worker::{Arity, BuildContext, Config, FunctionSpec, KeyType, Template, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::hantek6022::{
@@ -557,7 +557,8 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
         config.library = Some(fake.path.clone());
         keep.push(Box::new(fake));
     }
-    let scope = PicoScope::open(config).map_err(daq_drivers::DriverError::from)?;
+    let scope =
+        PicoScope::open(config).map_err(|e| open_error(daq_drivers::DriverError::from(e)))?;
     // The scope is dropped (closing the unit) before `keep` (unloading the fake library).
     DeviceImporter::build("device.picoscope", ctx, Box::new(scope), keep, simulate)
 }
@@ -674,9 +675,9 @@ pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             true,
         )
     } else {
-        let mut bus =
-            RusbBus::new().map_err(|e| e.into_driver_error("hantek6022", "starting libusb"))?;
-        let scope = Hantek6022::open(&mut bus, config)?;
+        let mut bus = RusbBus::new()
+            .map_err(|e| open_error(e.into_driver_error("hantek6022", "starting libusb")))?;
+        let scope = Hantek6022::open(&mut bus, config).map_err(open_error)?;
         DeviceImporter::build("device.hantek6022", ctx, Box::new(scope), Vec::new(), false)
     }
 }
@@ -751,8 +752,9 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             true,
         )
     } else {
-        let mut bus = RusbBus::new().map_err(|e| e.into_driver_error("drs4", "starting libusb"))?;
-        let board = Drs4::open(&mut bus, config)?;
+        let mut bus = RusbBus::new()
+            .map_err(|e| open_error(e.into_driver_error("drs4", "starting libusb")))?;
+        let board = Drs4::open(&mut bus, config).map_err(open_error)?;
         DeviceImporter::build("device.drs4", ctx, Box::new(board), Vec::new(), false)
     }
 }
