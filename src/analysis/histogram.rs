@@ -432,6 +432,10 @@ impl Exporter for HistogramExport {
         }
         Ok(())
     }
+
+    fn summary(&self) -> Vec<String> {
+        HistogramExport::summary(self)
+    }
 }
 
 #[cfg(test)]

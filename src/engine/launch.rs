@@ -413,6 +413,26 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     for f in &summary.failures {
         eprintln!("  failure: {f}");
     }
+    // What exporters had to say at the end (fit results), in worker order.
+    if let Ok(entries) = std::fs::read_dir(&run_dir) {
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("results_") && n.ends_with(".txt"))
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                for line in text.lines() {
+                    eprintln!("  {line}");
+                }
+            }
+        }
+    }
     tracing::info!("run ended with exit code {}", summary.exit_code);
     summary.exit_code
 }

@@ -636,6 +636,17 @@ fn exporter_loop(
         }
     }
     let fin = f.finish().map_err(|e| e.to_string());
+    let lines = f.summary();
+    if !lines.is_empty() {
+        // The supervisor prints these after the run (see launch::run).
+        let path = plan
+            .run_dir
+            .join(format!("results_{}_{process}.txt", w.name));
+        let _ = std::fs::write(&path, lines.join("\n") + "\n");
+        for l in &lines {
+            tracing::info!("{l}");
+        }
+    }
     sinks.close();
     result.and(fin)
 }

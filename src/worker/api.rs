@@ -198,6 +198,12 @@ pub trait Exporter: Send {
     fn finish(&mut self) -> Result<(), WorkerError> {
         Ok(())
     }
+
+    /// Lines for the end-of-run summary on the terminal (fit results, totals), asked for
+    /// after `finish`.
+    fn summary(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Looks at copies of the latest events, never holding the writer back.
