@@ -143,3 +143,21 @@ fn every_device_function_takes_simulate_and_every_setup_checks() {
         );
     }
 }
+
+/// `udev check` with nothing connected: says so, reports the rules' state, succeeds.
+#[test]
+fn udev_check_with_nothing_connected() {
+    if !daq_drivers::serial::scan().is_empty() {
+        eprintln!("serial ports present; skipping");
+        return;
+    }
+    let out = Command::new(EXE).args(["udev", "check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("usb:") {
+        eprintln!("USB devices present; skipping");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.starts_with("udev rules: "), "{text}");
+    assert!(text.contains("no supported devices connected"), "{text}");
+}
