@@ -426,8 +426,10 @@ fn controls_need_the_token_when_one_is_set() {
         .0,
         202
     );
+    // The page's own buttons: the browser sends its Origin, which is this server.
+    let origin = format!("Origin: http://{addr}");
     assert_eq!(
-        http(addr, "POST", "/control/resume?token=s3cret", &[]).0,
+        http(addr, "POST", "/control/resume?token=s3cret", &[&origin]).0,
         202
     );
     // A page of another site cannot steer the run, even from this machine.
