@@ -94,6 +94,10 @@ fn start_run(
         let registry = Registry::builtin();
         let (setup, _) = Setup::load(&setup_path, &registry, online_cpus()).unwrap();
         let (run_dir, run_id) = make_run_dir(&runs).unwrap();
+        // Two runs of this process in one second would share ring names: tell them apart.
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let run_id = format!("{run_id}-t{n}");
         daq_engine::engine::init_log(&daq_engine::engine::process::log_path(&run_dir));
         let sup = Supervisor::prepare(
             plan_of(&setup, &run_dir, &run_id),
@@ -123,18 +127,38 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> (u16, S
     }
     req.push_str("Content-Length: 0\r\n\r\n");
     s.write_all(req.as_bytes()).unwrap();
+    // Headers, then Content-Length bytes (or to the end): some servers keep the connection.
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    let mut length: Option<usize> = None;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok();
+            }
+        }
+        head.push_str(&line);
+    }
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
+    match length {
+        Some(n) => {
+            out.resize(n, 0);
+            r.read_exact(&mut out).unwrap();
+        }
+        None => {
+            r.read_to_end(&mut out).unwrap();
+        }
+    }
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let body = String::from_utf8_lossy(&out).into_owned();
     (status, body)
 }
 
@@ -510,4 +534,204 @@ fn binary_serves_the_page_and_stops_from_it() {
         .read_to_string(&mut err)
         .unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
+}
+
+/// A minimal WebSocket client (RFC 6455: masked text frames out, unfragmented frames in),
+/// enough to drive chromium over the DevTools protocol.
+struct DevTools {
+    s: TcpStream,
+    id: u64,
+}
+
+impl DevTools {
+    fn connect(ws_url: &str) -> DevTools {
+        let rest = ws_url.strip_prefix("ws://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = TcpStream::connect(host).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        DevTools { s, id: 0 }
+    }
+
+    fn send(&mut self, text: &str) {
+        let p = text.as_bytes();
+        let mut f = vec![0x81u8];
+        if p.len() < 126 {
+            f.push(0x80 | p.len() as u8);
+        } else {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        }
+        let mask = [1u8, 2, 3, 4];
+        f.extend_from_slice(&mask);
+        f.extend(p.iter().enumerate().map(|(i, x)| x ^ mask[i % 4]));
+        self.s.write_all(&f).unwrap();
+    }
+
+    fn recv(&mut self) -> String {
+        let mut h = [0u8; 2];
+        self.s.read_exact(&mut h).unwrap();
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut l = [0u8; 2];
+            self.s.read_exact(&mut l).unwrap();
+            len = u64::from(u16::from_be_bytes(l));
+        } else if len == 127 {
+            let mut l = [0u8; 8];
+            self.s.read_exact(&mut l).unwrap();
+            len = u64::from_be_bytes(l);
+        }
+        let mut p = vec![0u8; len as usize];
+        self.s.read_exact(&mut p).unwrap();
+        String::from_utf8_lossy(&p).into_owned()
+    }
+
+    /// Evaluates `js` in the page; returns the result's value.
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        self.id += 1;
+        let id = self.id;
+        let msg = serde_json::json!({"id": id, "method": "Runtime.evaluate",
+            "params": {"expression": js, "returnByValue": true}});
+        self.send(&msg.to_string());
+        loop {
+            let v: serde_json::Value = serde_json::from_str(&self.recv()).unwrap();
+            if v["id"] == id {
+                return v["result"]["result"]["value"].clone();
+            }
+        }
+    }
+}
+
+/// The page's buttons in a real browser: pause stops the rates, resume restarts them, stop
+/// ends the run with exit 0 and the page says so.
+#[test]
+fn browser_buttons_pause_resume_stop() {
+    let Some(browser) = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        eprintln!("SKIPPED the browser test: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let dir = Dir::new("buttons");
+    let (addr, _run_dir, run) = start_run(&dir.0, None);
+    let profile = dir.0.join("chromium-profile");
+    let mut chrome = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("http://{addr}/"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut chrome);
+    let port_file = profile.join("DevToolsActivePort");
+    wait_for("chromium's DevTools port", || {
+        std::fs::read_to_string(&port_file).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let devtools: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ws_url = String::new();
+    wait_for("the page target", || {
+        let (_, body) = http(devtools, "GET", "/json/list", &[]);
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(t) = list.as_array().and_then(|l| {
+            l.iter().find(|t| {
+                t["type"] == "page"
+                    && t["url"]
+                        .as_str()
+                        .is_some_and(|u| u.contains(&addr.to_string()))
+            })
+        }) {
+            ws_url = t["webSocketDebuggerUrl"].as_str().unwrap().to_string();
+            true
+        } else {
+            false
+        }
+    });
+    let mut page = DevTools::connect(&ws_url);
+    let text = |page: &mut DevTools, id: &str| {
+        page.eval(&format!("document.getElementById('{id}').textContent"))
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    wait_for("numbers on the page", || {
+        text(&mut page, "state") == "running" && text(&mut page, "buffers").contains("raw")
+    });
+    let events = subscribe(addr);
+
+    page.eval("document.getElementById('pause').click()");
+    wait_for("the page to show paused", || {
+        text(&mut page, "state") == "paused"
+    });
+    let mut s = next(&events);
+    for _ in 0..15 {
+        if s["paused"] == true && raw(&s).1 == 0.0 {
+            break;
+        }
+        s = next(&events);
+    }
+    assert!(s["paused"] == true && raw(&s).1 == 0.0, "{s}");
+
+    page.eval("document.getElementById('resume').click()");
+    wait_for("the page to show running", || {
+        text(&mut page, "state") == "running"
+    });
+    let mut s = next(&events);
+    for _ in 0..15 {
+        if s["paused"] == false && raw(&s).1 > 0.0 {
+            break;
+        }
+        s = next(&events);
+    }
+    assert!(s["paused"] == false && raw(&s).1 > 0.0, "{s}");
+
+    page.eval("document.getElementById('stop').click()");
+    wait_for("the page to show the end", || {
+        text(&mut page, "state") == "finished"
+    });
+    assert!(text(&mut page, "msg").starts_with("run ended after"));
+    let summary = run.join().unwrap();
+    assert_eq!(summary.exit_code, 0, "{:?}", summary.failures);
 }
