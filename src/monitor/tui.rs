@@ -353,6 +353,10 @@ impl Dashboard {
                 alive = false;
                 ask(Control::Stop, &mut asked_stop);
             }
+            if !RAW.load(Ordering::SeqCst) {
+                // The terminal was given back (a panic elsewhere): draw no more.
+                alive = false;
+            }
             if !alive {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
