@@ -105,6 +105,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UdevAction,
     },
+    /// Print what an HDF5 run file holds: buffers, fields, events, counters, time span.
+    Inspect {
+        /// The .h5 file.
+        file: PathBuf,
+    },
     /// Print the state of a running or finished run from its run directory.
     Status {
         /// The run directory (`target/run_…`).
@@ -164,6 +169,16 @@ pub fn main(
         }
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
         Some(Command::Status { run_dir }) => status(&run_dir),
+        Some(Command::Inspect { file }) => match crate::export::inspect(&file) {
+            Ok(text) => {
+                print!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("daq-engine: {e}");
+                1
+            }
+        },
         Some(Command::Devices) => crate::devices::tools::devices(),
         Some(Command::Udev {
             action: UdevAction::Install { dry_run, rules_dir },
