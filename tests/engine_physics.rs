@@ -10,18 +10,31 @@ fn muon_lifetime_setup_fits_the_injected_lifetime() {
     let _ = std::fs::remove_dir_all(&dir);
     let setup = concat!(env!("CARGO_MANIFEST_DIR"), "/setups/muon_lifetime.yaml");
     let out = Command::new(env!("CARGO_BIN_EXE_daq-engine"))
-        .args([setup, "--max-events", "4000", "--quiet", "--target-directory"])
+        .args([
+            setup,
+            "--max-events",
+            "4000",
+            "--quiet",
+            "--target-directory",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("exponential fit: lifetime ="), "the fit is printed: {text}");
-    let run = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-    let fit: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("fit_muon_lifetime.json")).unwrap(),
-    )
-    .unwrap();
+    assert!(
+        text.contains("exponential fit: lifetime ="),
+        "the fit is printed: {text}"
+    );
+    let run = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("fit_muon_lifetime.json")).unwrap())
+            .unwrap();
     let tau = fit["result"]["lifetime"].as_f64().unwrap();
     let sigma = fit["result"]["sigma"].as_f64().unwrap();
     assert!(sigma > 0.0 && sigma < 0.3e-6, "sigma {sigma}");

@@ -17,4 +17,6 @@ pub mod hantek6022;
 pub mod picoscope;
 pub mod usb;
 
-pub use driver::{DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source};
+pub use driver::{
+    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+};
