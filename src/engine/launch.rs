@@ -22,7 +22,15 @@ pub fn make_run_dir(target: &Path) -> std::io::Result<(PathBuf, String)> {
         let dir = target.join(&name);
         match std::fs::create_dir(&dir) {
             Ok(()) => {
-                let id = format!("{}-{}", std::process::id(), n);
+                // Unique among live runs: the pid, a per-process sequence and the time, so
+                // two runs started by one process in one second (into different target
+                // directories) get different ring names.
+                static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let id = format!("{}-{seq}-{nanos:x}", std::process::id());
                 return Ok((dir, id));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -343,7 +351,39 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             return 1;
         }
     }
-    let progress = if args.quiet {
+    let mut watchers = crate::monitor::Watchers::new();
+    if let Some(addr) = &args.http {
+        match crate::monitor::Web::bind(addr, args.token.clone(), args.http_any, &run_dir) {
+            Ok(w) => {
+                eprintln!("daq-engine: live page at http://{}/", w.local_addr());
+                tracing::info!("live page at http://{}/", w.local_addr());
+                watchers.push(Box::new(w));
+            }
+            Err(e) => {
+                eprintln!("daq-engine: --http {addr}: {e}");
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return 2;
+            }
+        }
+    }
+    // The dashboard when a person is watching a terminal; it takes over stderr.
+    let wants_tui = !args.quiet
+        && !args.no_tui
+        && std::io::stderr().is_terminal()
+        && std::io::stdout().is_terminal()
+        && std::io::stdin().is_terminal();
+    let tui = if wants_tui {
+        match crate::monitor::Tui::new(&run_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("daq-engine: no dashboard ({e}); showing progress lines");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let progress = if args.quiet || tui.is_some() {
         Progress::Quiet
     } else if std::io::stderr().is_terminal() && !args.no_tui {
         Progress::Live
@@ -378,7 +418,15 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             eprintln!("  buffer {b}: {backing}");
         }
     }
-    let summary = match sup.run() {
+    if let Some(t) = tui {
+        watchers.push(Box::new(t));
+    }
+    let watcher: Option<&mut dyn super::Watcher> = if watchers.is_empty() {
+        None
+    } else {
+        Some(&mut watchers)
+    };
+    let summary = match sup.run_watched(watcher) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daq-engine: {e}");

@@ -473,7 +473,8 @@ fn importer_loop(
         if stop_requested() || limit.is_some_and(|l| taken >= l) {
             break Ok(());
         }
-        if paused() || (p.ring().policy() == Policy::Drop && !p.has_room()) {
+        let paused_now = paused();
+        if paused_now || (p.ring().policy() == Policy::Drop && !p.has_room()) {
             // Paused, or full under `drop`: take the event anyway (keeps the device
             // flowing); under `drop` count it lost if there was one, when paused discard it.
             scratch_meta.counter = counter;
@@ -483,7 +484,7 @@ fn importer_loop(
                 dtype: &dtype,
             };
             match f.next(&mut ev) {
-                Ok(Produced::Event) if paused() => {}
+                Ok(Produced::Event) if paused_now => {}
                 Ok(Produced::Event) => {
                     p.count_lost(1);
                     counter += step;
