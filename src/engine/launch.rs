@@ -418,6 +418,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             eprintln!("  buffer {b}: {backing}");
         }
     }
+    for w in sup.realtime_warnings() {
+        tracing::warn!("{w}");
+        eprintln!("daq-engine: warning: {w}");
+    }
     if let Some(t) = tui {
         watchers.push(Box::new(t));
     }

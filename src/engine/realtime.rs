@@ -31,6 +31,11 @@ pub fn parse_cpu_list(s: &str) -> Vec<usize> {
     out
 }
 
+/// Whether `core` exists and is online here.
+pub fn pin_possible(core: usize) -> bool {
+    core < std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Pins the calling thread (and so a single-threaded process) to `core`.
 pub fn pin(core: usize) -> Result<(), String> {
     if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {

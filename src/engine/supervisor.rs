@@ -198,6 +198,7 @@ pub struct Supervisor {
     stopping: bool,
     paused: bool,
     failures: Vec<String>,
+    isolated: Vec<usize>,
     _places: Vec<ShmPlace>,
 }
 
@@ -293,6 +294,7 @@ impl Supervisor {
             stopping: false,
             paused: false,
             failures: Vec::new(),
+            isolated: super::realtime::isolated_cores(),
             _places: places,
         })
     }
@@ -300,6 +302,62 @@ impl Supervisor {
     /// The plan with ring paths filled in.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// What the operating system will refuse of the real-time set-up, each with its fix:
+    /// said once at the start of a run (the workers go on without it).
+    pub fn realtime_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let root = nix::unistd::geteuid().is_root();
+        let limit = |r: libc::__rlimit_resource_t| {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: `l` is a valid rlimit to write into.
+            unsafe { libc::getrlimit(r, &mut l) };
+            l.rlim_cur
+        };
+        if !root {
+            let rt = limit(libc::RLIMIT_RTPRIO);
+            for w in &self.plan.workers {
+                if let Some(p) = w.priority {
+                    if (p as u64) > rt {
+                        out.push(format!(
+                            "worker '{}' asks for SCHED_FIFO priority {p}, but this user may use at most {rt}: it runs at normal priority. Fix: run as root, or add `{} - rtprio 99` to /etc/security/limits.conf",
+                            w.name,
+                            std::env::var("USER").unwrap_or_else(|_| "<user>".into())
+                        ));
+                    }
+                }
+            }
+            let mem = limit(libc::RLIMIT_MEMLOCK);
+            if mem != libc::RLIM_INFINITY {
+                out.push(format!(
+                    "locked memory is limited to {} KiB: worker memory may be paged out under pressure. Fix: `ulimit -l unlimited`, or `memlock unlimited` in /etc/security/limits.conf",
+                    mem / 1024
+                ));
+            }
+        }
+        for b in &self.buffers {
+            if b.rings.iter().any(|r| !r.locked()) {
+                out.push(format!(
+                    "buffer '{}' could not be locked in memory (mlock refused): raise the locked-memory limit",
+                    b.name
+                ));
+            }
+        }
+        for w in &self.plan.workers {
+            for c in &w.cpu {
+                if !super::realtime::pin_possible(*c) {
+                    out.push(format!(
+                        "worker '{}' asks for core {c}, which this machine does not have; it runs unpinned",
+                        w.name
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The pages each buffer's rings got, for the start-up report.
@@ -327,6 +385,10 @@ impl Supervisor {
             .process_group(0);
         if !w.cpu.is_empty() {
             let cpu = w.cpu[index % w.cpu.len()];
+            cmd.env("DAQ_CPU", cpu.to_string());
+        } else if w.sources.is_empty() && w.observes.is_empty() && !self.isolated.is_empty() {
+            // Importers get the cores the kernel keeps free of other work (isolcpus=).
+            let cpu = self.isolated[index % self.isolated.len()];
             cmd.env("DAQ_CPU", cpu.to_string());
         }
         if let Some(p) = w.priority {
