@@ -22,7 +22,7 @@ step "build (the example plugin and binary are run by the tests)"
 cargo build --workspace --lib --bins --examples --locked
 
 step "tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 step "loom model checks of the ring protocol"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --lib ring::loom_tests
