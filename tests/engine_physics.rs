@@ -40,5 +40,27 @@ fn muon_lifetime_setup_fits_the_injected_lifetime() {
     assert!(sigma > 0.0 && sigma < 0.3e-6, "sigma {sigma}");
     let pull = (tau - 2.197e-6) / sigma;
     assert!(pull.abs() < 3.0, "tau {tau} ± {sigma}: pull {pull}");
+    // The histograms are also in HDF5, with the number of bins the setup asks for.
+    let h5 = run.join("histograms_lifetime.h5");
+    let file = hdf5_metno::File::open(&h5).unwrap_or_else(|e| panic!("{}: {e}", h5.display()));
+    let counts: Vec<u64> = file
+        .dataset("histograms/delay/counts")
+        .unwrap()
+        .read_raw()
+        .unwrap();
+    let edges: Vec<f64> = file
+        .dataset("histograms/delay/edges")
+        .unwrap()
+        .read_raw()
+        .unwrap();
+    assert_eq!((edges.len(), counts.len()), (161, 160));
+    let csv = std::fs::read_to_string(run.join("histogram_lifetime_delay.csv")).unwrap();
+    let csv_total: u64 = csv
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(2)?.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(counts.iter().sum::<u64>(), csv_total, "HDF5 and CSV agree");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -340,6 +340,34 @@ impl HistogramExport {
         self.fields.iter().map(|(f, h)| (f.name.as_str(), h))
     }
 
+    /// Writes every histogram into `histograms_<worker>.h5` in the run directory (group
+    /// `/histograms/<field>` with `edges` and `counts`, under/overflow as attributes), at the
+    /// end of the run.
+    fn write_hdf5(&self) -> Result<(), WorkerError> {
+        use crate::export::hdf5::{AttrValue, RunFileWriter, RunInfo, RunStats, WriterOptions};
+        let path = self.run_dir.join(format!("histograms_{}.h5", self.worker));
+        let _ = std::fs::remove_file(&path);
+        let setup = std::fs::read_to_string(self.run_dir.join("setup.yaml")).unwrap_or_default();
+        let fail = |e: crate::export::ExportError| WorkerError::Other(e.to_string());
+        let mut w = RunFileWriter::create(&path, RunInfo::new(setup), WriterOptions::default())
+            .map_err(fail)?;
+        for (name, h) in self.histograms() {
+            w.write_histogram(
+                name,
+                &h.edges(),
+                h.counts(),
+                &[
+                    ("underflow", AttrValue::Int(h.underflow() as i64)),
+                    ("overflow", AttrValue::Int(h.overflow() as i64)),
+                    ("worker", AttrValue::Text(self.worker.clone())),
+                ],
+            )
+            .map_err(fail)?;
+        }
+        w.finish(RunStats::default()).map_err(fail)?;
+        Ok(())
+    }
+
     /// Runs the configured fits on the current histograms (also done by `finish`).
     pub fn run_fits(&self) -> Vec<(String, Result<FitOutcome, FitError>)> {
         self.fits
@@ -409,6 +437,7 @@ impl Exporter for HistogramExport {
 
     fn finish(&mut self) -> Result<(), WorkerError> {
         self.write_all()?;
+        self.write_hdf5()?;
         self.results = self.run_fits();
         for (name, r) in &self.results {
             let json = match r {
