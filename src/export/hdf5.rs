@@ -69,7 +69,8 @@ impl std::fmt::Display for Compression {
 /// How one buffer is stored.
 #[derive(Clone, Copy, Debug)]
 pub struct BufferOptions {
-    /// Compression of `data` and `metadata`.
+    /// Compression of `data` (`metadata` is always stored uncompressed, see
+    /// `create_buffer_group`).
     pub compression: Compression,
     /// Target bytes per `data` chunk; a chunk holds at least one event. Default 1 MiB.
     pub chunk_bytes: usize,
@@ -1006,9 +1007,10 @@ fn create_buffer_group(
         timestamp: f64::NAN,
         deadtime: f64::NAN,
     });
-    if let Compression::Deflate { level } = spec.options.compression {
-        m = m.shuffle().deflate(level.clamp(1, 9));
-    }
+    // Metadata stays uncompressed whatever the data use: its last chunk is rewritten at
+    // every flush, and a compressed chunk changes size and moves in the file on each
+    // rewrite, so a writer killed mid-rewrite could leave every counter of that chunk
+    // unreadable. Uncompressed, the chunk keeps its place (24 bytes an event: nothing to gain).
     m.empty_as(meta_type)
         .shape(0..)
         .create("metadata")

@@ -115,16 +115,46 @@ pub fn read_buffer(path: impl AsRef<Path>, name: &str) -> Result<BufferContents,
     }
     let (events, data_length) = (shape[0], shape[1]);
     let mem = raw::compound_type(&dtype).map_err(&err)?;
-    let mut data = vec![0u8; events * data_length * dtype.record_size()];
-    raw::read_rows(
+    let row_bytes = data_length * dtype.record_size();
+    let mut data = vec![0u8; events * row_bytes];
+    let mut data_rows = events;
+    if let Err(whole) = raw::read_rows(
         &ds,
         &mem,
         0,
         events as u64,
         Some(data_length as u64),
         &mut data,
-    )
-    .map_err(|r| err(format!("buffer '{name}': {r}")))?;
+    ) {
+        // As for the metadata below: after a killed writer, keep every whole chunk that reads.
+        let step = ds
+            .chunk()
+            .and_then(|c| c.first().copied())
+            .unwrap_or(1)
+            .max(1);
+        let mut at = 0;
+        while at < events {
+            let end = (at + step).min(events);
+            let part = &mut data[at * row_bytes..end * row_bytes];
+            if raw::read_rows(
+                &ds,
+                &mem,
+                at as u64,
+                (end - at) as u64,
+                Some(data_length as u64),
+                part,
+            )
+            .is_err()
+            {
+                break;
+            }
+            at = end;
+        }
+        if at == 0 && events > 0 {
+            return Err(err(format!("buffer '{name}': {whole}")));
+        }
+        data_rows = at;
+    }
     let mds = group
         .dataset("metadata")
         .map_err(|e| err(format!("buffer '{name}': metadata: {}", raw::describe(e))))?;
@@ -159,7 +189,16 @@ pub fn read_buffer(path: impl AsRef<Path>, name: &str) -> Result<BufferContents,
             rows
         }
     };
-    let events = events.min(meta.len());
+    // Rows past the last flush of a killed writer read as zeros (see `hdf5::recover`): an
+    // all-zero row after the first can only be such a row, since every real event after the
+    // first has a non-zero counter or timestamp.
+    let written = meta
+        .iter()
+        .enumerate()
+        .position(|(i, m)| i > 0 && m.counter == 0 && m.timestamp == 0.0 && m.deadtime == 0.0)
+        .unwrap_or(meta.len());
+    let meta: Vec<MetaRow> = meta.into_iter().take(written).collect();
+    let events = data_rows.min(meta.len());
     data.truncate(events * data_length * dtype.record_size());
     Ok(BufferContents {
         dtype,
