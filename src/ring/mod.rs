@@ -851,14 +851,22 @@ impl Ring {
         let core = self.inner.core();
         let me = std::process::id();
         let slot = &core.ctl.producer_pid.0;
-        let cur = slot.load(Ordering::SeqCst);
-        if cur != 0 && cur != me && pid_alive(cur) {
-            return Err(RoleError::ProducerTaken {
-                ring: self.inner.name.clone(),
-                pid: cur,
-            });
+        // Check and take in one step, so two processes can never both become the producer.
+        loop {
+            let cur = slot.load(Ordering::SeqCst);
+            if cur != 0 && cur != me && pid_alive(cur) {
+                return Err(RoleError::ProducerTaken {
+                    ring: self.inner.name.clone(),
+                    pid: cur,
+                });
+            }
+            if slot
+                .compare_exchange(cur, me, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                break;
+            }
         }
-        slot.store(me, Ordering::SeqCst);
         let w = core.ctl.write.0.load(Ordering::SeqCst);
         Ok(Producer {
             ring: self.clone(),
@@ -900,7 +908,16 @@ impl Ring {
                 std::thread::yield_now();
             }
         }
-        slot.store(me, Ordering::SeqCst);
+        // Take the role only if nobody else took it meanwhile (another process replacing the
+        // same dead member): one of two racing processes wins, the other is told who did.
+        if let Err(now) = slot.compare_exchange(cur, me, Ordering::SeqCst, Ordering::SeqCst) {
+            return Err(RoleError::MemberTaken {
+                ring: self.inner.name.clone(),
+                group,
+                member,
+                pid: now,
+            });
+        }
         let batch = (self.inner.geo.slots as u64 / 4).clamp(1, 64);
         Ok(Reader {
             ring: self.clone(),
