@@ -325,7 +325,14 @@ impl<'a> Core<'a> {
     fn advance(&self, g: usize) {
         let grp = &self.groups[g];
         loop {
-            let r = grp.release.0.load(Ordering::SeqCst);
+            // Read the cursor with a read-modify-write, not a load: two members finishing
+            // neighbouring events store their `done` word and then look at the cursor; an RMW
+            // reads the latest cursor and synchronises with the other member's RMW or
+            // compare-exchange on it, so one of the two always sees the other's `done` and
+            // moves the cursor on. With plain loads this relies on store→load ordering alone,
+            // and loom found a schedule where neither advanced (work_sharing_inside_a_group
+            // ended with the cursor at 1 of 3).
+            let r = grp.release.0.fetch_add(0, Ordering::SeqCst);
             if self.done(g, r).load(Ordering::SeqCst) != r + 1 {
                 return;
             }
