@@ -154,6 +154,8 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // Let several flush intervals (0.1 s) pass: before the first flush no event is promised.
+    std::thread::sleep(Duration::from_millis(600));
     // Kill everything of this run at once: supervisor and every worker.
     let run = file.parent().unwrap().to_string_lossy().into_owned();
     let mut victims = pids_with(&run);
