@@ -1,0 +1,191 @@
+//! What the ring process tests share: children forked to play producer, readers and
+//! observers, a report board in shared memory they count into, and checksummed events.
+//!
+//! Children are forked, attach by path, report through a shared anonymous mapping and leave
+//! with `_exit`; the parent reaps every child (killing what is left on failure).
+
+#![allow(dead_code)]
+
+use daq_engine::dtype::Dtype;
+use daq_engine::ring::{Policy, Ring, RingSpec};
+use daq_engine::shm::{places, HugePages};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+// ------------------------------------------------------------------ processes and reports
+
+/// One child's counted facts, in shared memory.
+#[derive(Default)]
+#[repr(C)]
+pub struct Report {
+    /// Events received (readers), published (producer) or copies taken (observer).
+    pub count: AtomicU64,
+    /// Sum of the event numbers.
+    pub sum: AtomicU64,
+    /// Wrapping sum of mix(event number): catches a duplicate hiding behind a missing one.
+    pub mix: AtomicU64,
+    /// Checksum failures, order violations, unexpected timeouts.
+    pub errors: AtomicU64,
+    /// Producer: refused claims (`drop`). Observer: copies with a bad checksum.
+    pub other: AtomicU64,
+}
+
+/// Reports of all children: an anonymous shared mapping inherited across fork.
+pub struct Board {
+    pub ptr: *mut Report,
+    pub n: usize,
+}
+
+impl Board {
+    pub fn new(n: usize) -> Board {
+        let len = n * std::mem::size_of::<Report>();
+        // SAFETY: a fresh anonymous shared mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Board { ptr: ptr.cast(), n }
+    }
+
+    pub fn get(&self, i: usize) -> &Report {
+        assert!(i < self.n);
+        // SAFETY: the mapping holds n zero-filled Reports (all-zero atomics are valid) and
+        // lives as long as self.
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in new.
+        unsafe { libc::munmap(self.ptr.cast(), self.n * std::mem::size_of::<Report>()) };
+    }
+}
+
+/// Forked children, killed and reaped when dropped (also when the test fails).
+#[derive(Default)]
+pub struct Children(pub Vec<Pid>);
+
+impl Children {
+    /// Runs `f` in a forked child that leaves with `_exit(f())` (101 on panic).
+    pub fn spawn(&mut self, f: impl FnOnce() -> i32) -> Pid {
+        // SAFETY: the child runs only ring code and atomics (no lock another thread of the
+        // harness could hold) and never returns into the harness: it leaves with _exit.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+                // SAFETY: ends the child without running the harness's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                self.0.push(child);
+                child
+            }
+        }
+    }
+
+    /// Waits for every child to exit, at most `limit` in all, calling `each` between
+    /// polls (the supervisor's work); returns each one's exit code in spawn order. Panics
+    /// (after Drop kills the rest) on a timeout.
+    pub fn wait_all_while(&mut self, limit: Duration, mut each: impl FnMut()) -> Vec<i32> {
+        let deadline = Instant::now() + limit;
+        let mut codes = vec![None; self.0.len()];
+        while codes.iter().any(Option::is_none) {
+            for (i, &pid) in self.0.iter().enumerate() {
+                if codes[i].is_some() {
+                    continue;
+                }
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+                    WaitStatus::StillAlive => {}
+                    WaitStatus::Exited(_, c) => codes[i] = Some(c),
+                    WaitStatus::Signaled(_, s, _) => codes[i] = Some(-(s as i32)),
+                    _ => {}
+                }
+            }
+            if Instant::now() > deadline {
+                let stuck: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_none()).collect();
+                self.0 = stuck.iter().map(|&i| self.0[i]).collect();
+                panic!("children {stuck:?} still running after {limit:?} (wedged ring?)");
+            }
+            each();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.0.clear();
+        codes.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ events with checksums
+
+/// splitmix64: the payload and the index hash.
+pub fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Records per event; each record is `a: u4, b: u4, check: u8`.
+pub const RECORDS: usize = 4;
+
+pub fn dtype() -> Dtype {
+    Dtype::parse([("a", "u4"), ("b", "u4"), ("check", "u8")]).unwrap()
+}
+
+/// Fills an event's records from its number `n`.
+pub fn fill(data: &mut [u8], n: u64) {
+    for (r, rec) in data.chunks_exact_mut(16).enumerate() {
+        let m = mix(n * RECORDS as u64 + r as u64);
+        rec[0..4].copy_from_slice(&(m as u32).to_le_bytes());
+        rec[4..8].copy_from_slice(&((m >> 32) as u32).to_le_bytes());
+        rec[8..16].copy_from_slice(&(m.rotate_left(17) ^ n).to_le_bytes());
+    }
+}
+
+/// Whether an event's records are exactly those of number `n`.
+pub fn valid(data: &[u8], n: u64) -> bool {
+    data.len() == RECORDS * 16
+        && data.chunks_exact(16).enumerate().all(|(r, rec)| {
+            let m = mix(n * RECORDS as u64 + r as u64);
+            let a = u32::from_le_bytes(rec[0..4].try_into().unwrap());
+            let b = u32::from_le_bytes(rec[4..8].try_into().unwrap());
+            let c = u64::from_le_bytes(rec[8..16].try_into().unwrap());
+            a == m as u32 && b == (m >> 32) as u32 && c == m.rotate_left(17) ^ n
+        })
+}
+
+pub fn ring(tag: &str, policy: Policy, slot_count: usize, groups: Vec<usize>) -> Ring {
+    let spec = RingSpec {
+        name: format!("ring-{tag}-{}", std::process::id()),
+        dtype: dtype(),
+        data_length: RECORDS,
+        slot_count,
+        policy,
+        groups,
+    };
+    Ring::create(&places(HugePages::Off, None), &spec).unwrap()
+}
+
+pub fn attach(path: &Path) -> Ring {
+    Ring::attach(path, Some(&dtype()), Some(RECORDS)).expect("attach")
+}
