@@ -153,11 +153,40 @@ fn writable_dir(dir: &Path) -> bool {
     nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
 }
 
+/// Unmounts the huge-page tmpfs mounts (`huge-<pid>`) under `state` whose engine process is
+/// gone: a supervisor killed with SIGKILL cannot unmount its own.
+fn remove_stale_mounts(state: &Path, mounts: &[(PathBuf, String, String)]) {
+    for (dir, ty, _) in mounts {
+        if ty != "tmpfs" || dir.parent() != Some(state) {
+            continue;
+        }
+        let pid = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("huge-"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !crate::ring::pid_alive(pid) {
+                if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                    let _ = std::fs::remove_dir(dir);
+                    tracing::warn!(
+                        "removed the huge-page mount {} left by a run that was killed (pid {pid})",
+                        dir.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The places to create ring files in, best first. `state_dir` is where the engine may mount
 /// its own huge-page tmpfs when it runs as root (it must exist or be creatable).
 pub fn places(huge: HugePages, state_dir: Option<&Path>) -> Vec<ShmPlace> {
     let mut out = Vec::new();
     if huge == HugePages::Auto {
+        if let Some(state) = state_dir.filter(|_| nix::unistd::geteuid().is_root()) {
+            remove_stale_mounts(state, &mounts());
+        }
         let all = mounts();
         for (dir, ty, opts) in &all {
             if ty == "hugetlbfs" && writable_dir(dir) {
@@ -466,6 +495,41 @@ mod tests {
             ShmFile::open(&path),
             Err(ShmError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn stale_huge_mounts_of_dead_engines_are_removed() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: mounting a tmpfs needs root");
+            return;
+        }
+        let state = std::env::temp_dir().join(format!("daq-shm-state-{}", std::process::id()));
+        // A pid that is certainly dead: a child that has exited and been reaped.
+        let dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        let _ = { dead }.wait();
+        let stale = state.join(format!("huge-{dead_pid}"));
+        std::fs::create_dir_all(&stale).unwrap();
+        if nix::mount::mount(
+            Some("daq-engine"),
+            &stale,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("huge=advise"),
+        )
+        .is_err()
+        {
+            let _ = std::fs::remove_dir_all(&state);
+            println!("SKIPPED: tmpfs mount refused here");
+            return;
+        }
+        let mounted = |p: &Path| mounts().iter().any(|(d, _, _)| d == p);
+        assert!(mounted(&stale));
+        let got = places(HugePages::Auto, Some(&state));
+        assert!(!mounted(&stale), "the dead engine's mount is gone");
+        assert!(!stale.exists());
+        drop(got);
+        let _ = std::fs::remove_dir_all(&state);
     }
 
     #[test]
