@@ -166,14 +166,15 @@ fn remove_stale_mounts(state: &Path, mounts: &[(PathBuf, String, String)]) {
             .and_then(|n| n.strip_prefix("huge-"))
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
-            if pid != std::process::id() && !crate::ring::pid_alive(pid) {
-                if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_ok() {
-                    let _ = std::fs::remove_dir(dir);
-                    tracing::warn!(
-                        "removed the huge-page mount {} left by a run that was killed (pid {pid})",
-                        dir.display()
-                    );
-                }
+            if pid != std::process::id()
+                && !crate::ring::pid_alive(pid)
+                && nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_ok()
+            {
+                let _ = std::fs::remove_dir(dir);
+                tracing::warn!(
+                    "removed the huge-page mount {} left by a run that was killed (pid {pid})",
+                    dir.display()
+                );
             }
         }
     }
