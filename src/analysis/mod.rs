@@ -168,13 +168,7 @@ impl Emit for EventCollector {
     }
 }
 
-/// The current wall-clock time in seconds since the Unix epoch.
-pub(crate) fn wall_clock() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub(crate) use crate::engine::wall_clock;
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename,
 /// so a reader never sees a half-written file.

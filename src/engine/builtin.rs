@@ -106,12 +106,7 @@ pub fn bench_checksum(counter: i64) -> u64 {
         ^ 0xD1B5_4A32_D192_ED03
 }
 
-fn wall_clock() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use super::wall_clock;
 
 /// `bench.source`.
 pub struct BenchSource {

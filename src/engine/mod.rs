@@ -16,42 +16,24 @@ pub mod supervisor;
 
 pub use supervisor::{Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher};
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// A Unix time as UTC ISO 8601 with milliseconds, e.g. `2026-11-25T10:31:07.123Z`.
+/// A Unix time as UTC ISO 8601 with milliseconds, e.g. `2026-11-25T10:31:07.123Z` (the one
+/// formatter, shared with the HDF5 run files).
 pub fn utc_iso(unix_seconds: f64) -> String {
     let ms = (unix_seconds * 1000.0).floor() as i64;
-    let secs = ms.div_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60,
-        ms.rem_euclid(1000)
-    )
+    crate::export::hdf5::iso8601(ms.div_euclid(1000), ms.rem_euclid(1000) as u32)
 }
 
 /// Now, as [`utc_iso`].
 pub fn utc_now() -> String {
-    let t = std::time::SystemTime::now()
+    crate::export::hdf5::utc_now_iso8601()
+}
+
+/// The current wall-clock time in seconds since the Unix epoch.
+pub fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    utc_iso(t)
+        .unwrap_or(0.0)
 }
 
 /// The file the log currently goes to; `init_log` replaces it, so a process that supervises

@@ -441,12 +441,7 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
     }
 }
 
-fn wall_clock() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use super::wall_clock;
 
 fn importer_loop(
     plan: &Plan,
