@@ -206,9 +206,12 @@ pub fn places(huge: HugePages, state_dir: Option<&Path>) -> Vec<ShmPlace> {
             opts.split(',')
                 .any(|o| matches!(o, "huge=advise" | "huge=always" | "huge=within_size"))
         };
+        // Another engine's own mount (`huge-<pid>` under the state directory) is never
+        // borrowed: it is unmounted when that engine ends, taking our rings with it.
+        let engines_own = |dir: &Path| state_dir.is_some_and(|s| dir.parent() == Some(s));
         let mut have_tmpfs = false;
         for (dir, ty, opts) in &all {
-            if ty == "tmpfs" && huge_tmpfs(opts) && writable_dir(dir) {
+            if ty == "tmpfs" && huge_tmpfs(opts) && writable_dir(dir) && !engines_own(dir) {
                 have_tmpfs = true;
                 out.push(ShmPlace {
                     dir: dir.clone(),
@@ -531,6 +534,47 @@ mod tests {
         assert!(!stale.exists());
         drop(got);
         let _ = std::fs::remove_dir_all(&state);
+    }
+
+    #[test]
+    fn a_live_engines_mount_is_neither_borrowed_nor_removed() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: mounting a tmpfs needs root");
+            return;
+        }
+        let state = std::env::temp_dir().join(format!("daq-shm-live-{}", std::process::id()));
+        // A live process standing in for another engine's supervisor.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let theirs = state.join(format!("huge-{}", other.id()));
+        std::fs::create_dir_all(&theirs).unwrap();
+        let mounted = nix::mount::mount(
+            Some("daq-engine"),
+            &theirs,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("huge=advise"),
+        )
+        .is_ok();
+        if mounted {
+            let got = places(HugePages::Auto, Some(&state));
+            let still = mounts().iter().any(|(d, _, _)| d == &theirs);
+            let borrowed = got.iter().any(|p| p.dir == theirs);
+            drop(got);
+            let _ = nix::mount::umount2(&theirs, nix::mount::MntFlags::MNT_DETACH);
+            let _ = other.kill();
+            let _ = other.wait();
+            let _ = std::fs::remove_dir_all(&state);
+            assert!(still, "a live engine's mount was removed");
+            assert!(!borrowed, "a live engine's mount was offered for our rings");
+        } else {
+            let _ = other.kill();
+            let _ = other.wait();
+            let _ = std::fs::remove_dir_all(&state);
+            println!("SKIPPED: tmpfs mount refused here");
+        }
     }
 
     #[test]
