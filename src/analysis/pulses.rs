@@ -37,21 +37,7 @@ use crate::worker::{
     Arity, BufferShape, BuildContext, ConfigKey, Emit, EventRef, FunctionSpec, KeyType, Processor,
     Template, WorkerError,
 };
-
-const fn opt(
-    name: &'static str,
-    ty: KeyType,
-    default: &'static str,
-    doc: &'static str,
-) -> ConfigKey {
-    ConfigKey {
-        name,
-        ty,
-        required: false,
-        default: Some(default),
-        doc,
-    }
-}
+use crate::worker::opt;
 
 const THRESHOLD_KEY: ConfigKey = ConfigKey {
     name: "threshold",

@@ -26,13 +26,14 @@
 
 use super::trace::{choice, positive, FieldAccess};
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventMut, FunctionSpec, Importer, KeyType, Produced, Template,
+    Arity, BuildContext, EventMut, FunctionSpec, Importer, KeyType, Produced, Template,
     WorkerError,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::time::{Duration, Instant};
+use crate::worker::opt as key;
 
 /// Sub-sample phases at which the pulse shape is tabulated (time resolution 1/16 sample).
 pub const PHASES: usize = 16;
@@ -80,21 +81,6 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         key("adc_range", KeyType::Float, "1.0", "ADC full scale: values span ±adc_range (V)"),
     ],
 };
-
-const fn key(
-    name: &'static str,
-    ty: KeyType,
-    default: &'static str,
-    doc: &'static str,
-) -> ConfigKey {
-    ConfigKey {
-        name,
-        ty,
-        required: false,
-        default: Some(default),
-        doc,
-    }
-}
 
 /// A pulse shape with peak 1, tabulated at [`PHASES`] sub-sample phases.
 #[derive(Clone, Debug)]

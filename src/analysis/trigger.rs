@@ -14,21 +14,7 @@ use crate::worker::{
     Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
     WorkerError,
 };
-
-const fn opt(
-    name: &'static str,
-    ty: KeyType,
-    default: &'static str,
-    doc: &'static str,
-) -> ConfigKey {
-    ConfigKey {
-        name,
-        ty,
-        required: false,
-        default: Some(default),
-        doc,
-    }
-}
+use crate::worker::opt;
 
 const fn req(name: &'static str, ty: KeyType, doc: &'static str) -> ConfigKey {
     ConfigKey {

@@ -23,6 +23,7 @@ use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+pub(crate) use crate::worker::opt as key;
 
 /// Longest a single `next` waits for the driver (so the engine sees a stop quickly).
 pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
@@ -63,22 +64,6 @@ pub fn functions() -> Vec<Function> {
             build: Build::Importer(|c| Ok(Box::new(usb::build_drs4(c)?))),
         },
     ]
-}
-
-/// A config key with a default (all device keys are optional).
-pub(crate) const fn key(
-    name: &'static str,
-    ty: KeyType,
-    default: &'static str,
-    doc: &'static str,
-) -> ConfigKey {
-    ConfigKey {
-        name,
-        ty,
-        required: false,
-        default: Some(default),
-        doc,
-    }
 }
 
 /// The keys every device importer reads.

@@ -8,4 +8,4 @@ pub use api::{
     BufferShape, BuildContext, Config, ConfigError, Emit, EventMut, EventRef, Exporter, Filter,
     Importer, Observer, Processor, Produced, SinkMask, WorkerError,
 };
-pub use spec::{Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template};
+pub use spec::{opt, Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template};

@@ -130,6 +130,22 @@ pub struct ConfigKey {
     pub doc: &'static str,
 }
 
+/// An optional config key with a default (given as YAML text).
+pub const fn opt(
+    name: &'static str,
+    ty: KeyType,
+    default: &'static str,
+    doc: &'static str,
+) -> ConfigKey {
+    ConfigKey {
+        name,
+        ty,
+        required: false,
+        default: Some(default),
+        doc,
+    }
+}
+
 /// Everything the setup validator and the docs need to know about a worker function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FunctionSpec {
