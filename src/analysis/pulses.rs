@@ -33,11 +33,11 @@
 //! Guarantees: `process` allocates nothing (scratch is sized in `build`); no panics on data.
 
 use super::trace::{channels, choice, one_sink, one_source, positive, FieldAccess};
+use crate::worker::opt;
 use crate::worker::{
     Arity, BufferShape, BuildContext, ConfigKey, Emit, EventRef, FunctionSpec, KeyType, Processor,
     Template, WorkerError,
 };
-use crate::worker::opt;
 
 const THRESHOLD_KEY: ConfigKey = ConfigKey {
     name: "threshold",

@@ -25,15 +25,14 @@
 //! should choose `noise_generator: ziggurat`.
 
 use super::trace::{choice, positive, FieldAccess};
+use crate::worker::opt as key;
 use crate::worker::{
-    Arity, BuildContext, EventMut, FunctionSpec, Importer, KeyType, Produced, Template,
-    WorkerError,
+    Arity, BuildContext, EventMut, FunctionSpec, Importer, KeyType, Produced, Template, WorkerError,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::time::{Duration, Instant};
-use crate::worker::opt as key;
 
 /// Sub-sample phases at which the pulse shape is tabulated (time resolution 1/16 sample).
 pub const PHASES: usize = 16;

@@ -10,11 +10,11 @@
 //! Must never: modify the event (Filters copy it unchanged).
 
 use super::trace::{channels, choice, one_source, sinks_like_source, FieldAccess};
+use crate::worker::opt;
 use crate::worker::{
     Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
     WorkerError,
 };
-use crate::worker::opt;
 
 const fn req(name: &'static str, ty: KeyType, doc: &'static str) -> ConfigKey {
     ConfigKey {

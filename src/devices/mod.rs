@@ -16,6 +16,7 @@ pub mod tools;
 pub mod usb;
 
 use crate::engine::{Build, Function};
+pub(crate) use crate::worker::opt as key;
 use crate::worker::{
     BufferShape, BuildContext, ConfigKey, EventMut, Importer, KeyType, Produced, WorkerError,
 };
@@ -23,7 +24,6 @@ use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-pub(crate) use crate::worker::opt as key;
 
 /// Longest a single `next` waits for the driver (so the engine sees a stop quickly).
 pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
