@@ -16,7 +16,38 @@ use super::protocol::*;
 use crate::driver::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
 };
-use crate::usb::{UsbBus, UsbError, UsbTransport};
+use crate::usb::{RusbBus, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
+
+/// A USB bus the driver keeps after open, to find its board again after an unplug.
+pub trait Drs4Bus: UsbBus + Send + 'static {
+    /// An owned handle on the same bus for the driver to keep (libusb: a second context;
+    /// simulator: the same simulated bus).
+    fn handle_for_reconnect(&self) -> Result<Self, UsbError>
+    where
+        Self: Sized;
+}
+
+impl Drs4Bus for RusbBus {
+    fn handle_for_reconnect(&self) -> Result<Self, UsbError> {
+        RusbBus::new()
+    }
+}
+
+/// The kept bus with its transport type fixed, so the driver needs no bus type parameter.
+trait BoardBus<T>: Send {
+    fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError>;
+    fn open(&mut self, entry: &UsbDeviceEntry) -> Result<T, UsbError>;
+}
+
+impl<B: UsbBus + Send> BoardBus<B::Transport> for B {
+    fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError> {
+        UsbBus::list(self)
+    }
+
+    fn open(&mut self, entry: &UsbDeviceEntry) -> Result<B::Transport, UsbError> {
+        UsbBus::open(self, entry, INTERFACE)
+    }
+}
 
 /// What starts a readout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +109,7 @@ pub struct BoardIdentity {
 /// A configured DRS4 board on transport `T`.
 pub struct Drs4<T: UsbTransport> {
     transport: T,
+    bus: Box<dyn BoardBus<T>>,
     info: DeviceInfo,
     layout: EventLayout,
     config: Drs4Config,
@@ -88,15 +120,18 @@ pub struct Drs4<T: UsbTransport> {
     readout: Vec<u8>,
     times: Box<[f32; CELLS]>,
     armed: bool,
+    running: bool,
+    connected: bool,
     stale_bytes_drained: usize,
     events: u64,
+    reconnects: u64,
     last_stop_cell: usize,
 }
 
 impl<T: UsbTransport> Drs4<T> {
     /// Finds the first board on `bus` (04b4:1175), drains stale data, checks identity and
-    /// firmware, and configures it.
-    pub fn open<B: UsbBus<Transport = T>>(
+    /// firmware, and configures it. Keeps a handle on the bus for [`Source::reconnect`].
+    pub fn open<B: Drs4Bus<Transport = T>>(
         bus: &mut B,
         config: Drs4Config,
     ) -> Result<Self, DriverError> {
@@ -114,6 +149,9 @@ impl<T: UsbTransport> Drs4<T> {
         let transport = bus
             .open(&entry, INTERFACE)
             .map_err(|e| e.into_driver_error(&port, "opening the board"))?;
+        let kept = bus
+            .handle_for_reconnect()
+            .map_err(|e| e.into_driver_error(&port, "keeping the USB bus for reconnects"))?;
         let calibration = match &config.calibration_file {
             Some(path) => Drs4Calibration::load(path).map_err(|e| DriverError::Config {
                 device: port.clone(),
@@ -135,6 +173,7 @@ impl<T: UsbTransport> Drs4<T> {
         }
         let mut board = Drs4 {
             transport,
+            bus: Box::new(kept),
             info: DeviceInfo {
                 family: Family::Drs4,
                 model: "DRS4 evaluation board".into(),
@@ -158,13 +197,17 @@ impl<T: UsbTransport> Drs4<T> {
             readout: vec![0; readout_bytes(u16::MAX)],
             times: Box::new([0.0; CELLS]),
             armed: false,
+            running: false,
+            connected: true,
             stale_bytes_drained: 0,
             events: 0,
+            reconnects: 0,
             last_stop_cell: 0,
             config,
         };
         board.drain()?;
-        board.identify()?;
+        let identity = board.read_identity()?;
+        board.accept_identity(identity)?;
         board.configure()?;
         Ok(board)
     }
@@ -291,7 +334,8 @@ impl<T: UsbTransport> Drs4<T> {
         self.write_register16(REG_DAC_OFS + 2 * dac as u32, dac_counts(volts))
     }
 
-    fn identify(&mut self) -> Result<(), DriverError> {
+    /// Reads magic, types, firmware and serial number.
+    fn read_identity(&mut self) -> Result<BoardIdentity, DriverError> {
         let magic = self.read_register16(Space::Status, REG_MAGIC)?;
         if magic != MAGIC {
             return Err(DriverError::Protocol {
@@ -305,13 +349,19 @@ impl<T: UsbTransport> Drs4<T> {
         let types = self.read_register16(Space::Status, REG_BOARD_TYPE)?;
         let firmware = self.read_register16(Space::Status, REG_VERSION_FW)?;
         let serial = self.read_register16(Space::Status, REG_SERIAL_BOARD)?;
-        self.identity = BoardIdentity {
+        Ok(BoardIdentity {
             drs_type: types as u8,
             board_type: (types >> 8) as u8,
             serial,
             firmware,
-        };
-        self.info.serial = Some(serial.to_string());
+        })
+    }
+
+    /// Keeps `identity` if this driver can read the board.
+    fn accept_identity(&mut self, identity: BoardIdentity) -> Result<(), DriverError> {
+        let firmware = identity.firmware;
+        self.identity = identity;
+        self.info.serial = Some(identity.serial.to_string());
         if self.identity.drs_type != 4 {
             return Err(DriverError::Config {
                 device: self.info.port.clone(),
@@ -429,9 +479,27 @@ impl<T: UsbTransport> Drs4<T> {
         self.stale_bytes_drained
     }
 
+    /// Times the board was found again after a disconnect.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
     /// Stop cell of the last readout.
     pub fn last_stop_cell(&self) -> usize {
         self.last_stop_cell
+    }
+
+    fn check_connected(&self) -> Result<(), DriverError> {
+        if self.connected {
+            return Ok(());
+        }
+        Err(DriverError::Disconnected {
+            device: self.info.port.clone(),
+            detail: format!(
+                "board {} has not been found again yet; call reconnect until it is back",
+                self.identity.serial
+            ),
+        })
     }
 
     fn arm(&mut self) -> Result<(), DriverError> {
@@ -588,6 +656,8 @@ impl<T: UsbTransport> Source for Drs4<T> {
     }
 
     fn start(&mut self) -> Result<(), DriverError> {
+        self.check_connected()?;
+        self.running = true;
         self.arm()
     }
 
@@ -606,6 +676,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
                 ),
             });
         }
+        self.check_connected()?;
         let soft = self.config.trigger == Drs4TriggerSource::Software;
         let Some(stop) = self.acquire(timeout, soft)? else {
             return Ok(ReadOutcome::Idle);
@@ -617,7 +688,60 @@ impl<T: UsbTransport> Source for Drs4<T> {
 
     fn stop(&mut self) -> Result<(), DriverError> {
         self.armed = false;
+        self.running = false;
         self.write_register32(REG_CTRL, self.control | BIT_REINIT_TRIG)
+    }
+
+    /// Looks for a board with the same serial number on the bus (it may come back at another
+    /// address), opens it, drains it, checks it, configures it as at open with the same
+    /// calibration and re-arms it if acquisition was running. `Ok(false)` while no such board
+    /// answers.
+    fn reconnect(&mut self) -> Result<bool, DriverError> {
+        // Until a board with our serial number is configured again, the transport may be a
+        // dead handle or another board: nothing may use it.
+        self.connected = false;
+        let entries = match self.bus.list() {
+            Ok(entries) => entries,
+            Err(UsbError::NoDevice | UsbError::Timeout) => return Ok(false),
+            Err(e) => return Err(self.usb(e, "scanning the USB bus for the board again")),
+        };
+        let wanted = self.identity.serial;
+        for entry in entries
+            .iter()
+            .filter(|e| (e.vendor_id, e.product_id) == USB_ID)
+        {
+            // A board that cannot be opened (still enumerating, held by another program)
+            // is not ours to take: look at the next one.
+            let Ok(transport) = self.bus.open(entry) else {
+                continue;
+            };
+            self.transport = transport;
+            self.info.port = entry.port();
+            self.armed = false;
+            let identity = match self.drain().and_then(|()| self.read_identity()) {
+                Ok(identity) => identity,
+                Err(DriverError::Disconnected { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if identity.serial != wanted {
+                continue;
+            }
+            let restart = match self
+                .accept_identity(identity)
+                .and_then(|()| self.configure())
+                .and_then(|()| if self.running { self.arm() } else { Ok(()) })
+            {
+                Ok(()) => true,
+                Err(DriverError::Disconnected { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            if restart {
+                self.connected = true;
+                self.reconnects += 1;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
@@ -641,6 +765,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
                 self.calibration.cell_width_ns.is_some().to_string(),
             ),
             ("drs4.events".into(), self.events.to_string()),
+            ("drs4.reconnects".into(), self.reconnects.to_string()),
         ]
     }
 }

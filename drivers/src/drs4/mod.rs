@@ -10,9 +10,11 @@ pub mod calibration;
 pub mod driver;
 pub mod protocol;
 pub mod simulator;
+#[cfg(test)]
+mod tests;
 
 pub use calibration::Drs4Calibration;
-pub use driver::{BoardIdentity, Drs4, Drs4Config, Drs4TriggerSource};
+pub use driver::{BoardIdentity, Drs4, Drs4Bus, Drs4Config, Drs4TriggerSource};
 pub use simulator::{SimDrs4, SimDrs4Config};
 
 use std::time::{Duration, Instant};

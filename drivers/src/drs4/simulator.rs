@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::driver::Drs4Bus;
 use super::protocol::*;
 use crate::usb::{UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -107,6 +108,13 @@ pub struct SimDrs4State {
     pub true_gain: Box<[[f32; CELLS]; 4]>,
     /// False after unplugging.
     pub plugged: bool,
+    /// USB address on the simulated bus; a replugged board comes back at the next one.
+    pub usb_address: u8,
+    /// Counts plug-ins: a handle opened before the last one is dead, as after a real replug.
+    pub generation: u64,
+    /// Pulls the plug once this many more bytes have gone out on EP 0x88 (fault injection:
+    /// a board lost in the middle of a readout).
+    pub unplug_after_in_bytes: Option<usize>,
     rng: Xoshiro256PlusPlus,
 }
 
@@ -156,6 +164,9 @@ impl SimDrs4State {
             true_offset,
             true_gain,
             plugged: true,
+            usb_address: 9,
+            generation: 0,
+            unplug_after_in_bytes: None,
             rng,
             config,
         }
@@ -354,6 +365,29 @@ impl SimDrs4 {
         self.state().plugged = false;
     }
 
+    /// Plugs the board back in, as after a power cycle: control registers and FIFO cleared,
+    /// not armed, at the next USB address; handles opened before are dead. The EEPROM and
+    /// the board's true calibration are kept.
+    pub fn plug(&self) {
+        let mut s = self.state();
+        if s.plugged {
+            return;
+        }
+        s.plugged = true;
+        s.generation += 1;
+        s.usb_address = s.usb_address.wrapping_add(1).max(1);
+        s.ctrl = [0; 0x40];
+        s.fifo.clear();
+        s.armed = false;
+        s.set_running(false);
+        s.unplug_after_in_bytes = None;
+    }
+
+    /// Pulls the plug after `bytes` more bytes have gone out on EP 0x88.
+    pub fn unplug_after_in_bytes(&self, bytes: usize) {
+        self.state().unplug_after_in_bytes = Some(bytes);
+    }
+
     /// The bus this board is plugged into.
     pub fn bus(&self) -> SimDrs4Bus {
         SimDrs4Bus {
@@ -368,30 +402,42 @@ pub struct SimDrs4Bus {
     board: SimDrs4,
 }
 
+impl Drs4Bus for SimDrs4Bus {
+    fn handle_for_reconnect(&self) -> Result<Self, UsbError> {
+        Ok(self.clone())
+    }
+}
+
 impl UsbBus for SimDrs4Bus {
     type Transport = SimDrs4Handle;
 
     fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError> {
-        if !self.board.state().plugged {
+        let s = self.board.state();
+        if !s.plugged {
             return Ok(Vec::new());
         }
         Ok(vec![UsbDeviceEntry {
             vendor_id: USB_ID.0,
             product_id: USB_ID.1,
             bus: 1,
-            address: 9,
+            address: s.usb_address,
         }])
     }
 
     fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<SimDrs4Handle, UsbError> {
-        if !self.board.state().plugged || entry.address != 9 {
-            return Err(UsbError::NoDevice);
-        }
+        let generation = {
+            let s = self.board.state();
+            if !s.plugged || entry.address != s.usb_address {
+                return Err(UsbError::NoDevice);
+            }
+            s.generation
+        };
         if interface != INTERFACE {
             return Err(UsbError::Other(format!("no interface {interface}")));
         }
         Ok(SimDrs4Handle {
             board: self.board.clone(),
+            generation,
         })
     }
 }
@@ -400,12 +446,13 @@ impl UsbBus for SimDrs4Bus {
 #[derive(Debug)]
 pub struct SimDrs4Handle {
     board: SimDrs4,
+    generation: u64,
 }
 
 impl SimDrs4Handle {
     fn live(&self) -> Result<MutexGuard<'_, SimDrs4State>, UsbError> {
         let s = self.board.state();
-        if !s.plugged {
+        if !s.plugged || s.generation != self.generation {
             return Err(UsbError::NoDevice);
         }
         Ok(s)
@@ -465,7 +512,15 @@ impl UsbTransport for SimDrs4Handle {
         if s.fifo.is_empty() {
             return Err(UsbError::Timeout);
         }
-        let n = buf.len().min(s.fifo.len());
+        let mut n = buf.len().min(s.fifo.len());
+        if let Some(left) = s.unplug_after_in_bytes {
+            if left == 0 {
+                s.plugged = false;
+                return Err(UsbError::NoDevice);
+            }
+            n = n.min(left);
+            s.unplug_after_in_bytes = Some(left - n);
+        }
         for (slot, b) in buf[..n].iter_mut().zip(s.fifo.drain(..n)) {
             *slot = b;
         }
