@@ -5,7 +5,9 @@
 //! transfers) and finds devices only through [`UsbBus`], so the same driver code runs
 //! against real hardware ([`RusbBus`]) and against a simulated device that answers the same
 //! transfers. Every libusb failure becomes a typed [`UsbError`]; nothing here panics when
-//! the machine has no USB bus at all.
+//! the machine has no USB bus at all. A driver that finds its device again after an unplug
+//! paces its look-ups with [`RetryPacing`] and recognises the device by
+//! [`UsbBus::physical_port`] where the bus reports one.
 //!
 //! Must never: call `rusb::devices()` or any other rusb global-context function (it panics
 //! without a USB bus), allocate inside a transfer, or print.
@@ -13,6 +15,7 @@
 use std::time::Duration;
 
 use crate::driver::DriverError;
+use crate::serial::Backoff;
 
 /// What to tell a user whose device refused access.
 pub const UDEV_HINT: &str = "no permission on the USB device node: install the udev rules with \
@@ -165,6 +168,85 @@ pub trait UsbBus {
 
     /// Opens `entry` and claims `interface`.
     fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<Self::Transport, UsbError>;
+
+    /// The physical place of `entry` (bus and hub port chain, `1-2.4`), which stays the
+    /// same when the device is replugged into the same socket or re-enumerates, unlike its
+    /// address. `None` where the bus cannot say.
+    fn physical_port(&mut self, entry: &UsbDeviceEntry) -> Option<String> {
+        let _ = entry;
+        None
+    }
+}
+
+/// Paces the attempts to find a device again after it vanished: the first attempt at once,
+/// then waits growing from `backoff.initial` by doubling up to `backoff.max`, so a driver's
+/// `reconnect` never spins on the bus. Sleeps only in [`RetryPacing::wait_turn`].
+#[derive(Clone, Debug)]
+pub struct RetryPacing {
+    backoff: Backoff,
+    next_delay: Duration,
+    next_attempt: Option<std::time::Instant>,
+    failed: u64,
+}
+
+impl RetryPacing {
+    /// Pacing with `backoff`.
+    pub fn new(backoff: Backoff) -> Self {
+        RetryPacing {
+            backoff,
+            next_delay: Duration::ZERO,
+            next_attempt: None,
+            failed: 0,
+        }
+    }
+
+    /// Sleeps until the next attempt is due (at once for the first one).
+    pub fn wait_turn(&self) {
+        if let Some(at) = self.next_attempt {
+            let now = std::time::Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+        }
+    }
+
+    /// The attempt found nothing: the next one waits longer.
+    pub fn failed(&mut self) {
+        self.failed += 1;
+        self.next_delay = if self.next_delay.is_zero() {
+            self.backoff.initial
+        } else {
+            (self.next_delay * 2).min(self.backoff.max)
+        };
+        self.next_attempt = Some(std::time::Instant::now() + self.next_delay);
+    }
+
+    /// The device is back: the next loss starts again with an immediate attempt.
+    pub fn succeeded(&mut self) {
+        self.next_delay = Duration::ZERO;
+        self.next_attempt = None;
+    }
+
+    /// Attempts that found nothing, over the pacing's life.
+    pub fn failed_attempts(&self) -> u64 {
+        self.failed
+    }
+
+    /// How long the next attempt will wait from now.
+    pub fn next_wait(&self) -> Duration {
+        self.next_attempt
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+impl Default for RetryPacing {
+    fn default() -> Self {
+        RetryPacing::new(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        })
+    }
 }
 
 /// The real bus through libusb, with its own context (never the global one).
@@ -226,6 +308,17 @@ impl UsbBus for RusbBus {
             .claim_interface(interface)
             .map_err(UsbError::from_rusb)?;
         Ok(RusbTransport { handle, interface })
+    }
+
+    fn physical_port(&mut self, entry: &UsbDeviceEntry) -> Option<String> {
+        use rusb::UsbContext as _;
+        let devices = self.context.devices().ok()?;
+        let device = devices
+            .iter()
+            .find(|d| d.bus_number() == entry.bus && d.address() == entry.address)?;
+        let ports = device.port_numbers().ok()?;
+        let chain: Vec<String> = ports.iter().map(u8::to_string).collect();
+        Some(format!("{}-{}", entry.bus, chain.join(".")))
     }
 }
 

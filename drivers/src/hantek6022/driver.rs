@@ -6,6 +6,10 @@
 //! start, so a run allocates nothing per transfer or per event; the first
 //! `discard_initial_bytes` of every stream (ADC settling glitch) never reach an event; a
 //! triggered event holds `pre_trigger` samples before the crossing; events never overlap.
+//! After an unplug, [`Source::reconnect`] finds the scope again on the bus it was opened on
+//! (at the same physical port where the bus reports one), uploads the firmware again when it
+//! came back cold, restores channels, sample rate and gains, and restarts the reader thread
+//! with a fresh event cutter: samples from before and after a gap never share an event.
 //! Must never: block in `read_event` longer than its timeout, allocate there, or publish an
 //! event whose samples are not contiguous in the stream.
 
@@ -21,7 +25,7 @@ use super::protocol::*;
 use crate::driver::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
 };
-use crate::usb::{UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
+use crate::usb::{RetryPacing, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
 /// Which edge fires the trigger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,6 +417,31 @@ fn reader_loop<T: UsbTransport>(
     }
 }
 
+/// The bus a scope was opened on, kept to find it again after an unplug.
+type KeptBus<T> = Box<dyn UsbBus<Transport = T> + Send>;
+
+/// What the driver remembers to bring a vanished scope back.
+struct Rejoin<T: UsbTransport + 'static> {
+    /// The bus to search; `None` when opened with [`Hantek6022::open`] on a borrowed bus.
+    bus: Option<KeptBus<T>>,
+    /// Where the scope sat (`1-2.4`), if the bus says.
+    physical_port: Option<String>,
+    /// The image uploaded at open, or set for reconnects; loaded from `firmware_path` on
+    /// the first cold return otherwise.
+    firmware: Option<FirmwareImage>,
+    /// The scope vanished and is not back yet.
+    lost: bool,
+    /// Acquisition was started (and not stopped) by the caller.
+    running: bool,
+    pacing: RetryPacing,
+    /// When firmware was last sent to the returned cold scope.
+    uploaded_at: Option<Instant>,
+    /// When the scope was first seen on the bus again in this gap.
+    back_since: Option<Instant>,
+    /// Times it came back.
+    reconnects: u32,
+}
+
 /// A configured Hantek 6022 on transport `T`.
 pub struct Hantek6022<T: UsbTransport + 'static> {
     info: DeviceInfo,
@@ -426,13 +455,58 @@ pub struct Hantek6022<T: UsbTransport + 'static> {
     cutter: EventCutter,
     counters: Arc<StreamCounters>,
     bytes_consumed: u64,
+    rejoin: Rejoin<T>,
 }
 
-fn find_device<B: UsbBus>(bus: &mut B) -> Result<Option<(UsbDeviceEntry, DeviceState)>, UsbError> {
-    Ok(bus
-        .list()?
-        .into_iter()
-        .find_map(|e| identify(e.vendor_id, e.product_id).map(|s| (e, s))))
+fn find_device<B: UsbBus + ?Sized>(
+    bus: &mut B,
+) -> Result<Option<(UsbDeviceEntry, DeviceState)>, UsbError> {
+    find_device_at(bus, None)
+}
+
+/// The first Hantek 6022 on `bus`, preferring one at physical port `at`.
+fn find_device_at<B: UsbBus + ?Sized>(
+    bus: &mut B,
+    at: Option<&str>,
+) -> Result<Option<(UsbDeviceEntry, DeviceState)>, UsbError> {
+    let mut first = None;
+    for e in bus.list()? {
+        let Some(state) = identify(e.vendor_id, e.product_id) else {
+            continue;
+        };
+        if at.is_some() && bus.physical_port(&e).as_deref() == at {
+            return Ok(Some((e, state)));
+        }
+        if first.is_none() {
+            first = Some((e, state));
+        }
+    }
+    Ok(first)
+}
+
+/// Opens the cold scope at `entry` and uploads `image`; the scope then re-enumerates.
+fn upload_to<B: UsbBus + ?Sized>(
+    bus: &mut B,
+    entry: &UsbDeviceEntry,
+    image: &FirmwareImage,
+) -> Result<(), UsbError> {
+    let mut cold = bus.open(entry, INTERFACE)?;
+    upload(&mut cold, image)?;
+    Ok(())
+}
+
+/// Sends channels, sample-rate code and gains, as at open and after a reconnect.
+fn send_configuration<T: UsbTransport>(
+    transport: &mut T,
+    config: &HantekConfig,
+    rate_code: u8,
+) -> Result<(), (u8, UsbError)> {
+    for (request, data) in configure_requests(config.channels, rate_code, config.gains) {
+        transport
+            .control_out(VENDOR_OUT, request, 0, 0, &[data], CONTROL_TIMEOUT)
+            .map_err(|e| (request, e))?;
+    }
+    Ok(())
 }
 
 impl<T: UsbTransport + 'static> Hantek6022<T> {
@@ -453,6 +527,7 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
                     .into(),
             });
         };
+        let mut uploaded = None;
         let mut model_name = match (entry.vendor_id, entry.product_id) {
             (0x04b5, 0x6022) => Model::Dso6022Be.name(),
             (0x04b5, 0x602a) => Model::Dso6022Bl.name(),
@@ -475,12 +550,8 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
                 device: entry.port(),
                 detail: e.to_string(),
             })?;
-            {
-                let mut cold = bus
-                    .open(&entry, INTERFACE)
-                    .map_err(|e| usb(e, "opening the cold device"))?;
-                upload(&mut cold, &image).map_err(|e| usb(e, "uploading firmware"))?;
-            }
+            upload_to(bus, &entry, &image).map_err(|e| usb(e, "uploading firmware"))?;
+            uploaded = Some(image);
             let deadline = Instant::now() + config.reenumeration_timeout;
             loop {
                 if let Some((e, s @ DeviceState::Running(_))) =
@@ -516,7 +587,39 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
         let transport = bus
             .open(&entry, INTERFACE)
             .map_err(|e| usb(e, "opening the scope"))?;
-        Self::configured(transport, flavour, entry, model_name, config)
+        let physical_port = bus.physical_port(&entry);
+        let mut scope = Self::configured(transport, flavour, entry, model_name, config)?;
+        scope.rejoin.physical_port = physical_port;
+        scope.rejoin.firmware = uploaded;
+        Ok(scope)
+    }
+
+    /// As [`open`](Self::open), and keeps `bus` so that [`Source::reconnect`] can find the
+    /// scope again after it was unplugged (the way the importer opens it).
+    pub fn open_reconnectable<B>(mut bus: B, config: HantekConfig) -> Result<Self, DriverError>
+    where
+        B: UsbBus<Transport = T> + Send + 'static,
+    {
+        let mut scope = Self::open(&mut bus, config)?;
+        scope.rejoin.bus = Some(Box::new(bus));
+        Ok(scope)
+    }
+
+    /// The firmware image a scope that comes back cold gets, instead of reading
+    /// `firmware_path` at that moment (the simulator's stand-in image, or an image a caller
+    /// already holds).
+    pub fn set_firmware_image(&mut self, image: FirmwareImage) {
+        self.rejoin.firmware = Some(image);
+    }
+
+    /// Replaces the pacing of the look-ups after an unplug (default: 50 ms doubling to 1 s).
+    pub fn set_reconnect_pacing(&mut self, pacing: RetryPacing) {
+        self.rejoin.pacing = pacing;
+    }
+
+    /// Times the scope came back after an unplug.
+    pub fn reconnects(&self) -> u32 {
+        self.rejoin.reconnects
     }
 
     fn configured(
@@ -571,13 +674,9 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
                 )));
             }
         }
-        for (request, data) in configure_requests(config.channels, code, config.gains) {
-            transport
-                .control_out(VENDOR_OUT, request, 0, 0, &[data], CONTROL_TIMEOUT)
-                .map_err(|e| {
-                    e.into_driver_error(&port, &format!("sending request 0x{request:02X}"))
-                })?;
-        }
+        send_configuration(&mut transport, &config, code).map_err(|(request, e)| {
+            e.into_driver_error(&port, &format!("sending request 0x{request:02X}"))
+        })?;
         let numpy_type = match config.format {
             SampleFormat::Volts => "f4",
             SampleFormat::Raw => "u1",
@@ -613,6 +712,17 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
             current: None,
             counters: Arc::new(StreamCounters::default()),
             bytes_consumed: 0,
+            rejoin: Rejoin {
+                bus: None,
+                physical_port: None,
+                firmware: None,
+                lost: false,
+                running: false,
+                pacing: RetryPacing::default(),
+                uploaded_at: None,
+                back_since: None,
+                reconnects: 0,
+            },
         })
     }
 
@@ -663,6 +773,178 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
             None => self.pool.push(buf),
         }
     }
+
+    /// Ends the reader thread of the current run (if any), takes every buffer back into the
+    /// pool and returns the transport the thread held (`None` without a run).
+    fn join_reader(&mut self) -> Result<Option<T>, DriverError> {
+        let Some(run) = self.run.take() else {
+            return Ok(None);
+        };
+        run.stop.store(true, Ordering::Release);
+        let Run {
+            thread,
+            filled,
+            free,
+            ..
+        } = run;
+        drop(free);
+        let joined = thread.join();
+        while let Ok(f) = filled.try_recv() {
+            match f {
+                Filled::Data(b, _) | Filled::Failed(_, b) => self.pool.push(b),
+            }
+        }
+        if let Some((b, _, _)) = self.current.take() {
+            self.pool.push(b);
+        }
+        let ReaderReturn {
+            transport,
+            free: free_rx,
+            spare,
+        } = joined.map_err(|_| DriverError::Disconnected {
+            device: self.info.port.clone(),
+            detail: "the reader thread panicked".into(),
+        })?;
+        while let Ok(b) = free_rx.try_recv() {
+            self.pool.push(b);
+        }
+        if let Some(b) = spare {
+            self.pool.push(b);
+        }
+        Ok(Some(transport))
+    }
+
+    /// The scope is gone: notes it, so that [`Source::reconnect`] looks for it.
+    fn lost(&mut self, e: UsbError, doing: &str) -> DriverError {
+        if e == UsbError::NoDevice {
+            self.rejoin.lost = true;
+        }
+        e.into_driver_error(&self.info.port, doing)
+    }
+
+    /// The image for a scope that came back cold.
+    fn firmware_for_return(&mut self, model: Model) -> Result<&FirmwareImage, DriverError> {
+        if self.rejoin.firmware.is_none() {
+            let Some(path) = &self.config.firmware_path else {
+                return Err(DriverError::Config {
+                    device: self.info.port.clone(),
+                    detail: format!(
+                        "the {} came back from an unplug cold and needs its firmware again, but                          no firmware is configured: set firmware (e.g.                          /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw) and restart the run",
+                        model.name()
+                    ),
+                });
+            };
+            let image = FirmwareImage::load(path).map_err(|e| DriverError::Config {
+                device: self.info.port.clone(),
+                detail: format!("the scope came back cold after an unplug: {e}"),
+            })?;
+            self.rejoin.firmware = Some(image);
+        }
+        Ok(self.rejoin.firmware.as_ref().expect("set just above"))
+    }
+
+    /// One attempt to bring the vanished scope back on `bus`: `Ok(false)` while it is not
+    /// (yet) there or still re-enumerating.
+    fn rejoin_on(
+        &mut self,
+        bus: &mut (dyn UsbBus<Transport = T> + Send),
+    ) -> Result<bool, DriverError> {
+        let timeout = self.config.reenumeration_timeout;
+        let found = match find_device_at(bus, self.rejoin.physical_port.as_deref()) {
+            Ok(Some(found)) => found,
+            // Not on the bus, or the bus could not be listed this time: look again later.
+            Ok(None) | Err(_) => {
+                self.rejoin.back_since = None;
+                return Ok(false);
+            }
+        };
+        let back_since = *self.rejoin.back_since.get_or_insert_with(Instant::now);
+        // A scope just plugged in may vanish again while it re-enumerates, and its device
+        // node may not carry the udev permissions yet.
+        let transient = |e: &UsbError| {
+            matches!(e, UsbError::NoDevice | UsbError::Timeout)
+                || (*e == UsbError::Access && back_since.elapsed() < timeout)
+        };
+        let (mut entry, mut state) = found;
+        if let DeviceState::Cold(model) = state {
+            if self
+                .rejoin
+                .uploaded_at
+                .is_some_and(|t| t.elapsed() < timeout)
+            {
+                // Firmware sent; waiting for the scope to come back with it.
+                return Ok(false);
+            }
+            let image = self.firmware_for_return(model)?.clone();
+            match upload_to(bus, &entry, &image) {
+                Ok(()) => self.rejoin.uploaded_at = Some(Instant::now()),
+                Err(e) if transient(&e) => return Ok(false),
+                Err(e) => {
+                    return Err(e.into_driver_error(
+                        &entry.port(),
+                        "uploading firmware to the replugged scope",
+                    ))
+                }
+            }
+            match find_device_at(bus, self.rejoin.physical_port.as_deref()) {
+                Ok(Some((e, s @ DeviceState::Running(_)))) => {
+                    entry = e;
+                    state = s;
+                }
+                _ => return Ok(false),
+            }
+        }
+        let DeviceState::Running(flavour) = state else {
+            return Ok(false);
+        };
+        let code = rate_code(flavour, self.config.sample_rate).ok_or_else(|| {
+            DriverError::Config {
+                device: entry.port(),
+                detail: format!(
+                    "the scope came back running {flavour:?} firmware, which does not offer {}                      S/s ({}); give the firmware it ran before and restart the run",
+                    self.config.sample_rate,
+                    rates_offered(flavour)
+                ),
+            }
+        })?;
+        let mut transport = match bus.open(&entry, INTERFACE) {
+            Ok(t) => t,
+            Err(e) if transient(&e) => return Ok(false),
+            Err(e) => return Err(e.into_driver_error(&entry.port(), "opening the replugged scope")),
+        };
+        match send_configuration(&mut transport, &self.config, code) {
+            Ok(()) => {}
+            Err((_, e)) if transient(&e) => return Ok(false),
+            Err((request, e)) => {
+                return Err(e.into_driver_error(
+                    &entry.port(),
+                    &format!("sending request 0x{request:02X} to the replugged scope"),
+                ))
+            }
+        }
+        if let Some(at) = bus.physical_port(&entry) {
+            self.rejoin.physical_port = Some(at);
+        }
+        self.flavour = flavour;
+        self.info.port = entry.port();
+        self.info.usb_id = Some((entry.vendor_id, entry.product_id));
+        self.transport = Some(transport);
+        self.rejoin.lost = false;
+        self.rejoin.uploaded_at = None;
+        self.rejoin.back_since = None;
+        if self.rejoin.running {
+            match self.start() {
+                Ok(()) => {}
+                Err(DriverError::Disconnected { .. }) => {
+                    self.rejoin.lost = true;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.rejoin.reconnects += 1;
+        Ok(true)
+    }
 }
 
 impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
@@ -690,7 +972,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
             transport.control_out(VENDOR_OUT, REQ_START_STOP, 0, 0, &[1], CONTROL_TIMEOUT)
         {
             self.transport = Some(transport);
-            return Err(e.into_driver_error(&port, "starting acquisition"));
+            return Err(self.lost(e, "starting acquisition"));
         }
         self.cutter.reset();
         self.bytes_consumed = 0;
@@ -717,6 +999,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
             filled: filled_rx,
             free: free_tx,
         });
+        self.rejoin.running = true;
         Ok(())
     }
 
@@ -771,59 +1054,61 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
                 Ok(Filled::Data(buf, len)) => self.current = Some((buf, len, 0)),
                 Ok(Filled::Failed(e, buf)) => {
                     self.pool.push(buf);
-                    return Err(e.into_driver_error(&self.info.port, "streaming samples"));
+                    return Err(self.lost(e, "streaming samples"));
                 }
                 Err(RecvTimeoutError::Timeout) => return Ok(ReadOutcome::Idle),
                 Err(RecvTimeoutError::Disconnected) => {
+                    self.rejoin.lost = true;
                     return Err(DriverError::Disconnected {
                         device: self.info.port.clone(),
                         detail: "the reader thread ended".into(),
-                    })
+                    });
                 }
             }
         }
     }
 
     fn stop(&mut self) -> Result<(), DriverError> {
-        let Some(run) = self.run.take() else {
+        self.rejoin.running = false;
+        let Some(mut transport) = self.join_reader()? else {
             return Ok(());
         };
-        run.stop.store(true, Ordering::Release);
-        let Run {
-            thread,
-            filled,
-            free,
-            ..
-        } = run;
-        drop(free);
-        let joined = thread.join();
-        while let Ok(f) = filled.try_recv() {
-            match f {
-                Filled::Data(b, _) | Filled::Failed(_, b) => self.pool.push(b),
-            }
-        }
-        if let Some((b, _, _)) = self.current.take() {
-            self.pool.push(b);
-        }
-        let ReaderReturn {
-            mut transport,
-            free: free_rx,
-            spare,
-        } = joined.map_err(|_| DriverError::Disconnected {
-            device: self.info.port.clone(),
-            detail: "the reader thread panicked".into(),
-        })?;
-        while let Ok(b) = free_rx.try_recv() {
-            self.pool.push(b);
-        }
-        if let Some(b) = spare {
-            self.pool.push(b);
-        }
         let result = transport.control_out(VENDOR_OUT, REQ_START_STOP, 0, 0, &[0], CONTROL_TIMEOUT);
         self.transport = Some(transport);
         result
             .map(|_| ())
-            .map_err(|e| e.into_driver_error(&self.info.port, "stopping acquisition"))
+            .map_err(|e| self.lost(e, "stopping acquisition"))
+    }
+
+    /// After [`DriverError::Disconnected`]: one paced look for the scope on the bus it was
+    /// opened on. A cold scope gets its firmware again and is waited for while it
+    /// re-enumerates; then channels, sample rate and gains are sent again and, if it was
+    /// acquiring, the reader thread restarts with a fresh event cutter (the partial event of
+    /// before the gap is dropped, the settling bytes are discarded again). `Ok(false)` while
+    /// it is absent.
+    fn reconnect(&mut self) -> Result<bool, DriverError> {
+        if !self.rejoin.lost {
+            return Ok(true);
+        }
+        // The old run and handle are dead: take the buffers back, drop the handle. A reader
+        // that panicked took its buffers with it; the pool is smaller but still whole.
+        let _ = self.join_reader();
+        self.transport = None;
+        let Some(mut bus) = self.rejoin.bus.take() else {
+            return Err(DriverError::Config {
+                device: self.info.port.clone(),
+                detail: "the scope was unplugged, and it was opened without keeping its USB bus                          (Hantek6022::open), so it cannot be looked for again; open it with                          Hantek6022::open_reconnectable, or restart the run"
+                    .into(),
+            });
+        };
+        self.rejoin.pacing.wait_turn();
+        let result = self.rejoin_on(&mut *bus);
+        self.rejoin.bus = Some(bus);
+        match result {
+            Ok(true) => self.rejoin.pacing.succeeded(),
+            Ok(false) | Err(_) => self.rejoin.pacing.failed(),
+        }
+        result
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
@@ -852,6 +1137,10 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
             (
                 "hantek6022.reader_starved".into(),
                 self.counters.starved.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "hantek6022.reconnects".into(),
+                self.rejoin.reconnects.to_string(),
             ),
         ]
     }

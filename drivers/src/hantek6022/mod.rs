@@ -10,6 +10,9 @@ pub mod firmware;
 pub mod protocol;
 pub mod simulator;
 
+#[cfg(test)]
+mod reconnect_tests;
+
 pub use driver::{
     Edge, EventCutter, Hantek6022, HantekConfig, SampleFormat, StreamCounters, Trigger,
 };

@@ -3,10 +3,11 @@
 //! Guarantees: the simulator answers exactly the control requests the firmware answers
 //! (HARDWARE.md A.11) and stalls every other one, as the device does; in cold state it only
 //! accepts 0xA0 RAM writes, and releasing the CPU after an upload re-enumerates it with the
-//! new product id, which kills the old handle ([`UsbError::NoDevice`]). While running it
-//! streams uint8 samples on 0x86 (CH1,CH2 interleaved in two-channel mode), starting with
-//! `glitch_bytes` of garbage as the real ADC does. Every transfer is logged for byte-exact
-//! tests. Deterministic for a given seed; unpaced by default (data as fast as it is read).
+//! new product id, which kills the old handle ([`UsbError::NoDevice`]). Unplugged, it kills
+//! every handle and leaves the bus; replugged, it comes back cold, as the hardware does.
+//! While running it streams uint8 samples on 0x86 (CH1,CH2 interleaved in two-channel
+//! mode), starting with `glitch_bytes` of garbage as the real ADC does. Every transfer is
+//! logged for byte-exact tests. Deterministic for a given seed; unpaced by default (data as fast as it is read).
 //! Must never be mistaken for hardware: its port is `sim:hantek6022`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,11 +124,7 @@ pub struct SimHantekState {
 
 impl SimHantekState {
     fn new(config: SimHantekConfig) -> Self {
-        let cold_pid = match config.model {
-            Model::Dso6022Be => 0x6022,
-            Model::Dso6022Bl => 0x602a,
-            Model::Dso2020 => 0x2020,
-        };
+        let cold_pid = cold_product_id(config.model);
         let mut eeprom = [0x80u8; 256];
         eeprom[..8].copy_from_slice(&[
             0xc0,
@@ -166,6 +163,28 @@ impl SimHantekState {
             state.become_firmware(flavour);
         }
         state
+    }
+
+    /// Power returns after an unplug: the FX2 forgets its firmware and RAM and enumerates
+    /// with the cold id at a new address, as a replugged 6022 does; the EEPROM keeps its
+    /// bytes. Handles of the earlier generation stay dead.
+    fn power_up_cold(&mut self) {
+        self.usb_id = (0x04b4, cold_product_id(self.config.model));
+        self.firmware = None;
+        self.generation += 1;
+        self.address = self.address.wrapping_add(1);
+        self.plugged = true;
+        self.ram.fill(0);
+        self.ram_bytes_written = 0;
+        self.cpu_held = false;
+        self.gain = [1, 1];
+        self.rate_code = 1;
+        self.channels = 2;
+        self.running = false;
+        self.coupling = 0x11;
+        self.cal_frequency = 1;
+        self.stream_bytes = 0;
+        self.bulk_transfers = 0;
     }
 
     fn become_firmware(&mut self, flavour: FirmwareFlavour) {
@@ -359,6 +378,15 @@ impl SimHantekState {
     }
 }
 
+/// The product id a cold (firmware-less) scope of `model` enumerates with.
+fn cold_product_id(model: Model) -> u16 {
+    match model {
+        Model::Dso6022Be => 0x6022,
+        Model::Dso6022Bl => 0x602a,
+        Model::Dso2020 => 0x2020,
+    }
+}
+
 /// A simulated scope plugged into a simulated bus. Cloning shares the device.
 #[derive(Clone, Debug)]
 pub struct SimHantek {
@@ -385,6 +413,16 @@ impl SimHantek {
         s.plugged = false;
         s.running = false;
         s.generation += 1;
+    }
+
+    /// Plugs it in again after [`unplug`](Self::unplug): it comes back COLD (cold-boot
+    /// product id, no firmware, a new address), so the driver must upload the firmware and
+    /// wait for the re-enumeration again. Does nothing while it is plugged in.
+    pub fn replug(&self) {
+        let mut s = self.state();
+        if !s.plugged {
+            s.power_up_cold();
+        }
     }
 
     /// The bus this device is plugged into.
@@ -415,6 +453,11 @@ impl UsbBus for SimHantekBus {
             bus: 1,
             address: s.address,
         }])
+    }
+
+    fn physical_port(&mut self, entry: &UsbDeviceEntry) -> Option<String> {
+        // One socket: the scope is always in hub port 4 of bus 1, whatever its address.
+        (entry.bus == 1).then(|| "1-4".to_string())
     }
 
     fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<SimHantekHandle, UsbError> {
