@@ -96,6 +96,18 @@ fn geiger_gmc_counts_are_the_simulators_exact_poisson_draws() {
     assert!(notes.contains("gmc_version = GMC-320Re 4.26"), "{notes}");
     let hist = std::fs::read_to_string(rd.join("histogram_spectrum_cps.csv")).unwrap();
     assert!(hist.contains("entries: 12"), "{hist}");
+    // The rate per 10 device seconds: heartbeat 0 starts the clock, every later one is
+    // counted once, and the windows cover heartbeats 1-10 and 11.
+    let rates = daq_engine::export::read_buffer(rd.join("rates.h5"), "rates").unwrap();
+    let field = |name: &str| rates.dtype.field(name).unwrap().offset;
+    let size = rates.dtype.record_size();
+    let counts: Vec<u32> = (0..rates.events)
+        .map(|i| {
+            let at = i * size + field("counts");
+            u32::from_le_bytes(rates.data[at..at + 4].try_into().unwrap())
+        })
+        .collect();
+    assert_eq!(counts, vec![got[1..11].iter().sum::<u32>(), got[11]]);
 }
 
 #[test]
@@ -134,6 +146,45 @@ fn cosmicwatch_every_field_into_the_feature_buffer() {
     assert_eq!(events, (events[0]..events[0] + 15).collect::<Vec<_>>());
     let times: Vec<u64> = rows.iter().map(|r| r[4].parse().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // The dead-time corrected rate, in HDF5: windows of 1 s of detector time that tile the
+    // run from the first event on, hold every later event once, and take off exactly the
+    // dead time the detector reported.
+    let rates = daq_engine::export::read_buffer(rd.join("rates.h5"), "rates").unwrap();
+    let col = |name: &str| -> Vec<f64> {
+        let f = rates.dtype.field(name).unwrap();
+        let size = rates.dtype.record_size();
+        (0..rates.events)
+            .map(|i| {
+                let b = &rates.data[i * size + f.offset..];
+                match f.scalar {
+                    daq_engine::dtype::Scalar::U32 => {
+                        u32::from_le_bytes(b[..4].try_into().unwrap()) as f64
+                    }
+                    _ => f64::from_le_bytes(b[..8].try_into().unwrap()),
+                }
+            })
+            .collect()
+    };
+    let (start, duration, counts, live) = (
+        col("time"),
+        col("duration"),
+        col("counts"),
+        col("live_time"),
+    );
+    assert!(!start.is_empty());
+    assert_eq!(counts.iter().sum::<f64>(), 14.0, "{counts:?}");
+    assert_eq!(start[0], times[0] as f64 / 1000.0);
+    for i in 1..start.len() {
+        assert!(
+            (start[i] - start[i - 1] - duration[i - 1]).abs() < 1e-9,
+            "{start:?}"
+        );
+    }
+    let dead: Vec<u64> = rows.iter().map(|r| r[7].parse().unwrap()).collect();
+    let reported = (dead[14] - dead[0]) as f64 / 1000.0;
+    let taken: f64 = duration.iter().zip(&live).map(|(d, l)| d - l).sum();
+    assert!((taken - reported).abs() < 1e-9, "{taken} vs {reported}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! | `simulate.pulses` | Importer | [`simulate`] |
 //! | `filter.threshold`, `filter.coincidence`, `filter.prescale` | Filter | [`trigger`] |
 //! | `process.baseline`, `process.pulses`, `process.pulse_pairs`, `process.downsample` | Processor | [`pulses`] |
+//! | `process.rate` | Processor | [`rate`] |
 //! | `export.histogram`, `export.csv`, `export.drain` | Exporter | [`histogram`], [`csv`] |
 //! | `observe.oscilloscope` | Observer | [`oscilloscope`] |
 //!
@@ -27,6 +28,7 @@ pub mod fit;
 pub mod histogram;
 pub mod oscilloscope;
 pub mod pulses;
+pub mod rate;
 pub mod simulate;
 pub mod trace;
 pub mod trigger;
@@ -46,6 +48,7 @@ pub fn specs() -> &'static [FunctionSpec] {
         pulses::PULSES_SPEC,
         pulses::PULSE_PAIRS_SPEC,
         pulses::DOWNSAMPLE_SPEC,
+        rate::RATE_SPEC,
         histogram::SPEC,
         csv::CSV_SPEC,
         csv::DRAIN_SPEC,
@@ -88,6 +91,10 @@ pub fn functions() -> Vec<Function> {
         Function {
             spec: pulses::DOWNSAMPLE_SPEC,
             build: Build::Processor(|c| Ok(Box::new(pulses::Downsample::build(c)?))),
+        },
+        Function {
+            spec: rate::RATE_SPEC,
+            build: Build::Processor(|c| Ok(Box::new(rate::Rate::build(c)?))),
         },
         Function {
             spec: histogram::SPEC,
