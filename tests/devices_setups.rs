@@ -108,6 +108,16 @@ fn geiger_gmc_counts_are_the_simulators_exact_poisson_draws() {
         })
         .collect();
     assert_eq!(counts, vec![got[1..11].iter().sum::<u32>(), got[11]]);
+    // The counter's facts travel with the data as root attributes.
+    let facts = daq_engine::export::inspect(rd.join("rates.h5")).unwrap();
+    assert!(
+        facts.contains("@counter.gmc_version = GMC-320Re 4.26"),
+        "{facts}"
+    );
+    assert!(
+        facts.contains("@counter.device.simulated = true"),
+        "{facts}"
+    );
 }
 
 #[test]
@@ -274,4 +284,11 @@ fn unplugged_gmc_mid_run_the_run_goes_on_and_the_gap_is_logged() {
     let notes = std::fs::read_to_string(rd.join("device_counter.txt")).unwrap();
     assert!(notes.contains("device.gaps = 1"), "{notes}");
     assert!(notes.contains("reconnects = 1"), "{notes}");
+    // The HDF5 file keeps the gap with the device facts as root attributes.
+    let facts = daq_engine::export::inspect(rd.join("rates.h5")).unwrap();
+    assert!(facts.contains("@counter.device.gaps = 1"), "{facts}");
+    assert!(
+        facts.contains("@counter.device.gap.0 = lost at unix"),
+        "{facts}"
+    );
 }

@@ -310,6 +310,7 @@ pub struct RunFileWriter {
     histograms: Vec<Histogram>,
     failed: Option<String>,
     events_run: u64,
+    device_notes: Option<PathBuf>,
 }
 
 fn to_str(s: &str) -> VarLenUnicode {
@@ -423,6 +424,7 @@ impl RunFileWriter {
             stats: RunStats::default(),
             histograms: Vec::new(),
             failed: None,
+            device_notes: None,
             events_run: 0,
         };
         w.open_next()?;
@@ -811,6 +813,13 @@ impl RunFileWriter {
         }
     }
 
+    /// Keeps the device facts of the run's importers with every file: when a file closes, each
+    /// `device_<worker>.txt` in `run_dir` (lines `key = value`: model, serial number, firmware,
+    /// voltage, clock, disconnect gaps) becomes root attributes `<worker>.<key>`.
+    pub fn keep_device_notes(&mut self, run_dir: impl Into<PathBuf>) {
+        self.device_notes = Some(run_dir.into());
+    }
+
     /// Records the run statistics written as root attributes when a file closes.
     pub fn update_stats(&mut self, stats: RunStats) {
         self.stats = stats;
@@ -909,6 +918,17 @@ impl RunFileWriter {
             )?;
             if !self.histograms.is_empty() {
                 write_histograms(f, &self.histograms)?;
+            }
+            if let Some(dir) = &self.device_notes {
+                for (name, text) in device_notes(dir) {
+                    let put = || -> h5::Result<()> {
+                        if f.attr(&name).is_err() {
+                            f.new_attr::<VarLenUnicode>().create(name.as_str())?;
+                        }
+                        f.attr(&name)?.write_scalar(&to_str(&text))
+                    };
+                    set(&name, put())?;
+                }
             }
             set(
                 "closed_cleanly",
@@ -1061,6 +1081,35 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
         ),
         events: 0,
     })
+}
+
+/// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`,
+/// sorted. Lines without ` = ` are skipped; a file that cannot be read adds nothing.
+fn device_notes(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(worker) = file
+            .to_str()
+            .and_then(|n| n.strip_prefix("device_"))
+            .and_then(|n| n.strip_suffix(".txt"))
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once(" = ") {
+                out.push((format!("{worker}.{}", k.trim()), v.trim().to_string()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn write_histograms(file: &h5::File, histograms: &[Histogram]) -> Result<(), String> {
