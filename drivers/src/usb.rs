@@ -65,7 +65,9 @@ impl UsbError {
         match self {
             UsbError::NoDevice => DriverError::Disconnected {
                 device: device.to_string(),
-                detail: format!("device vanished while {doing}; replug it and restart the run"),
+                detail: format!(
+                    "device vanished while {doing} (unplugged, or its cable or power failed)"
+                ),
             },
             UsbError::Access => DriverError::Open {
                 device: device.to_string(),

@@ -5,11 +5,16 @@
 //! Guarantees: every key maps onto the driver's config struct and is checked before the
 //! device is touched; with `simulate: true` the same driver code runs against the simulated
 //! device (for PicoScope: a private copy of `libfake_picosdk.so` loaded through the very
-//! `libloading` path used for Pico's library). Must never: fall back to a simulator when real
-//! hardware was asked for, or load the fake library when not simulating.
+//! `libloading` path used for Pico's library). `sim_unplug_at` / `sim_unplug_for` pull the
+//! simulated device's plug for a while (the Hantek comes back cold, the fake library answers
+//! PICO_NOT_FOUND, the DRS4 board is power-cycled), so the importer's reconnect runs end to
+//! end. Must never: fall back to a simulator when real hardware was asked for, or load the
+//! fake library when not simulating.
 
 use super::{key, open_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
-use crate::worker::{Arity, BuildContext, Config, FunctionSpec, KeyType, Template, WorkerError};
+use crate::worker::{
+    Arity, BuildContext, Config, ConfigKey, FunctionSpec, KeyType, Template, WorkerError,
+};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::hantek6022::{
     self, Calibration, Edge, Gain, Hantek6022, HantekConfig, SimHantek, SimHantekConfig, SimSignal,
@@ -20,8 +25,211 @@ use daq_drivers::picoscope::{
     ThresholdDirection, TriggerConfig, VoltageRange,
 };
 use daq_drivers::usb::RusbBus;
+use daq_drivers::{DeviceInfo, DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `sim_unplug_at`: when the simulated device loses its plug (the serial setups' meaning).
+pub(crate) const UNPLUG_AT_KEY: ConfigKey = key(
+    "sim_unplug_at",
+    KeyType::Float,
+    "0.0",
+    "simulator only: pull the simulated device's plug this many seconds after the start (0 = never), to try the reconnect",
+);
+/// `sim_unplug_for`: how long it stays unplugged.
+pub(crate) const UNPLUG_FOR_KEY: ConfigKey = key(
+    "sim_unplug_for",
+    KeyType::Float,
+    "1.0",
+    "simulator only: seconds the device stays unplugged before it is plugged in again",
+);
+
+/// The simulated unplug a setup asks for with `sim_unplug_at` / `sim_unplug_for`:
+/// `Some((after, for))`, or `None` when `sim_unplug_at` is 0. Checked as for every device.
+pub(crate) fn unplug_window(cfg: &Config) -> Result<Option<(Duration, Duration)>, WorkerError> {
+    let at = cfg.f64_or("sim_unplug_at", 0.0)?;
+    let gone = cfg.f64_or("sim_unplug_for", 1.0)?;
+    if !(at.is_finite() && (0.0..=86400.0).contains(&at)) {
+        return Err(bad(cfg, "sim_unplug_at", "must be 0 … 86400 (s)"));
+    }
+    if !(gone.is_finite() && (0.0..=3600.0).contains(&gone)) {
+        return Err(bad(cfg, "sim_unplug_for", "must be 0 … 3600 (s)"));
+    }
+    Ok((at > 0.0).then(|| (Duration::from_secs_f64(at), Duration::from_secs_f64(gone))))
+}
+
+/// A simulated device whose plug can be pulled and put back.
+pub(crate) trait SimulatedPlug: Send + 'static {
+    /// What to call it in the log.
+    fn name(&self) -> String;
+    /// Pulls the plug.
+    fn unplug(&mut self);
+    /// Puts it back.
+    fn replug(&mut self) -> Result<(), String>;
+}
+
+/// Owns a simulated device and pulls its plug once, `at` after it was built, for `gone`;
+/// dropping it stops the thread, then drops the device.
+pub(crate) struct PlugPuller {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PlugPuller {
+    /// Starts the thread that pulls `device`'s plug.
+    pub(crate) fn start<D: SimulatedPlug>(mut device: D, at: Duration, gone: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            let wait = |until: Duration| {
+                while t0.elapsed() < until {
+                    if flag.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                true
+            };
+            if wait(at) {
+                tracing::warn!("simulator: pulling the plug of {}", device.name());
+                device.unplug();
+                if wait(at + gone) {
+                    match device.replug() {
+                        Ok(()) => tracing::warn!("simulator: plugged {} in again", device.name()),
+                        Err(e) => tracing::warn!("simulator: replug failed: {e}"),
+                    }
+                }
+            }
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(device);
+        });
+        PlugPuller {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PlugPuller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the importer keeps of a simulated device: the device itself, or the thread that
+/// pulls its plug (and owns it) when the setup asks for an unplug.
+fn keep_simulated<D: SimulatedPlug>(
+    device: D,
+    unplug: Option<(Duration, Duration)>,
+) -> Box<dyn Any + Send> {
+    match unplug {
+        Some((at, gone)) => Box::new(PlugPuller::start(device, at, gone)),
+        None => Box::new(device),
+    }
+}
+
+impl SimulatedPlug for SimHantek {
+    fn name(&self) -> String {
+        "the simulated Hantek 6022".into()
+    }
+    fn unplug(&mut self) {
+        SimHantek::unplug(self);
+    }
+    /// Comes back cold: the driver uploads the firmware again.
+    fn replug(&mut self) -> Result<(), String> {
+        SimHantek::replug(self);
+        Ok(())
+    }
+}
+
+impl SimulatedPlug for SimDrs4 {
+    fn name(&self) -> String {
+        "the simulated DRS4 board".into()
+    }
+    fn unplug(&mut self) {
+        SimDrs4::unplug(self);
+    }
+    /// Comes back power-cycled, at a new address.
+    fn replug(&mut self) -> Result<(), String> {
+        SimDrs4::plug(self);
+        Ok(())
+    }
+}
+
+impl SimulatedPlug for FakePico {
+    fn name(&self) -> String {
+        format!("the fake PicoScope ({})", self.path.display())
+    }
+    /// Open handles answer PICO_NOT_RESPONDING, `OpenUnit` PICO_NOT_FOUND.
+    fn unplug(&mut self) {
+        if let Err(e) = self.call(b"fakepico_unplug") {
+            tracing::warn!("simulator: {e}");
+        }
+    }
+    fn replug(&mut self) -> Result<(), String> {
+        self.call(b"fakepico_replug")
+    }
+}
+
+/// A source whose `reconnect` waits its turn (50 ms after a miss, doubling to 1 s), for
+/// drivers whose own `reconnect` looks at the bus at once every time it is called: the
+/// importer calls it on every `next` while the device is gone, which would spin.
+pub(crate) struct PacedReconnect<S: Source> {
+    source: S,
+    pacing: daq_drivers::usb::RetryPacing,
+}
+
+impl<S: Source> PacedReconnect<S> {
+    pub(crate) fn new(source: S) -> Self {
+        PacedReconnect {
+            source,
+            pacing: daq_drivers::usb::RetryPacing::default(),
+        }
+    }
+}
+
+impl<S: Source> Source for PacedReconnect<S> {
+    fn info(&self) -> &DeviceInfo {
+        self.source.info()
+    }
+    fn layout(&self) -> &EventLayout {
+        self.source.layout()
+    }
+    fn start(&mut self) -> Result<(), DriverError> {
+        self.source.start()
+    }
+    fn read_event(
+        &mut self,
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<ReadOutcome, DriverError> {
+        self.source.read_event(out, timeout)
+    }
+    fn stop(&mut self) -> Result<(), DriverError> {
+        self.source.stop()
+    }
+    fn reconnect(&mut self) -> Result<bool, DriverError> {
+        self.pacing.wait_turn();
+        let back = self.source.reconnect();
+        match back {
+            Ok(true) => self.pacing.succeeded(),
+            _ => self.pacing.failed(),
+        }
+        back
+    }
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        self.source.run_metadata()
+    }
+}
 
 /// `device.picoscope`.
 pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
@@ -165,6 +373,8 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
             "simulator only: triggered captures per second (0 = as fast as possible)",
         ),
         SEED_KEY,
+        UNPLUG_AT_KEY,
+        UNPLUG_FOR_KEY,
         RECONNECT_KEY,
     ],
 };
@@ -195,6 +405,8 @@ pub const HANTEK_SPEC: FunctionSpec = FunctionSpec {
         key("sim_rate", KeyType::Float, "1000.0", "simulator only: pulses per second on ch1 (paced at sample_rate)"),
         key("sim_amplitude", KeyType::Float, "1.0", "simulator only: pulse height (V, sign = polarity)"),
         SEED_KEY,
+        UNPLUG_AT_KEY,
+        UNPLUG_FOR_KEY,
         RECONNECT_KEY,
     ],
 };
@@ -254,6 +466,8 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
         ),
         SIMULATE_KEY,
         SEED_KEY,
+        UNPLUG_AT_KEY,
+        UNPLUG_FOR_KEY,
         RECONNECT_KEY,
     ],
 };
@@ -377,6 +591,19 @@ impl FakePico {
             dir,
             path,
         })
+    }
+
+    /// Calls one of the fake's argument-less controls (`fakepico_unplug`, `fakepico_replug`).
+    fn call(&self, symbol: &[u8]) -> Result<(), String> {
+        let lib = self.lib.as_ref().ok_or("fake library not loaded")?;
+        // SAFETY: the fake exports fakepico_unplug and fakepico_replug as
+        // `void f(void)`; only those two names are passed here.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn()> =
+                lib.get(symbol).map_err(|e| e.to_string())?;
+            f();
+        }
+        Ok(())
     }
 
     /// Sets the simulated trigger rate (captures per second, 0 = at once) and the seed.
@@ -544,6 +771,7 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
     let cfg = &ctx.config;
     let mut config = picoscope_config(cfg)?;
     let simulate = cfg.bool_or("simulate", false)?;
+    let unplug = unplug_window(cfg)?;
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     if simulate {
         let rate = cfg.f64_or("sim_rate", 100.0)?;
@@ -555,7 +783,7 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
         fake.set(rate, cfg.i64_or("seed", 1)? as u64)
             .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
         config.library = Some(fake.path.clone());
-        keep.push(Box::new(fake));
+        keep.push(keep_simulated(fake, unplug));
     }
     let scope =
         PicoScope::open(config).map_err(|e| open_error(daq_drivers::DriverError::from(e)))?;
@@ -666,20 +894,33 @@ pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             paced: true,
             ..SimHantekConfig::default()
         });
-        let scope = Hantek6022::open(&mut sim.bus(), config)?;
+        let unplug = unplug_window(cfg)?;
+        let has_firmware = config.firmware_path.is_some();
+        let mut scope = Hantek6022::open_reconnectable(sim.bus(), config)?;
+        if !has_firmware {
+            // The simulated scope takes any image; a replugged (cold) one gets this one.
+            scope.set_firmware_image(simulated_firmware()?);
+        }
         DeviceImporter::build(
             "device.hantek6022",
             ctx,
             Box::new(scope),
-            vec![Box::new(sim)],
+            vec![keep_simulated(sim, unplug)],
             true,
         )
     } else {
-        let mut bus = RusbBus::new()
+        let bus = RusbBus::new()
             .map_err(|e| open_error(e.into_driver_error("hantek6022", "starting libusb")))?;
-        let scope = Hantek6022::open(&mut bus, config).map_err(open_error)?;
+        let scope = Hantek6022::open_reconnectable(bus, config).map_err(open_error)?;
         DeviceImporter::build("device.hantek6022", ctx, Box::new(scope), Vec::new(), false)
     }
+}
+
+/// The stand-in firmware the simulated Hantek gets when no `firmware` is configured: an
+/// 8051 `LJMP 0x0000` (the simulator runs any image; this one just makes the upload real).
+fn simulated_firmware() -> Result<hantek6022::firmware::FirmwareImage, WorkerError> {
+    hantek6022::firmware::FirmwareImage::from_binary(&[0x02, 0x00, 0x00], "simulator")
+        .map_err(|e| WorkerError::Other(format!("device.hantek6022 --simulate: {e}")))
 }
 
 /// The DRS4 configuration `cfg` describes.
@@ -738,6 +979,7 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let config = drs4_config(cfg)?;
     if cfg.bool_or("simulate", false)? {
+        let unplug = unplug_window(cfg)?;
         let sim = SimDrs4::new(SimDrs4Config {
             seed: cfg.i64_or("seed", 1)? as u64,
             log_transfers: false,
@@ -747,14 +989,20 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         DeviceImporter::build(
             "device.drs4",
             ctx,
-            Box::new(board),
-            vec![Box::new(sim)],
+            Box::new(PacedReconnect::new(board)),
+            vec![keep_simulated(sim, unplug)],
             true,
         )
     } else {
         let mut bus = RusbBus::new()
             .map_err(|e| open_error(e.into_driver_error("drs4", "starting libusb")))?;
         let board = Drs4::open(&mut bus, config).map_err(open_error)?;
-        DeviceImporter::build("device.drs4", ctx, Box::new(board), Vec::new(), false)
+        DeviceImporter::build(
+            "device.drs4",
+            ctx,
+            Box::new(PacedReconnect::new(board)),
+            Vec::new(),
+            false,
+        )
     }
 }

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use super::firmware::FirmwareImage;
 use super::protocol::*;
 use super::{
-    Edge, Gain, Hantek6022, HantekConfig, SampleFormat, SimHantek, SimHantekConfig,
-    Trigger,
+    Edge, Gain, Hantek6022, HantekConfig, SampleFormat, SimHantek, SimHantekConfig, Trigger,
 };
 use crate::driver::{DriverError, ReadOutcome, Source};
 use crate::serial::Backoff;

@@ -7,7 +7,9 @@
 //! written record by record, one field per enabled channel (`chA`..`chD`), `f4` volts or
 //! `i2` counts, little-endian. Streaming events follow each other without a gap or a
 //! repeated sample. A status that says the scope is gone becomes
-//! [`DriverError::Disconnected`]; [`Source::reconnect`] opens it again.
+//! [`DriverError::Disconnected`]; [`Source::reconnect`] opens it again (paced, so that a
+//! caller waiting for the scope does not spin on the library) and restarts acquisition from a
+//! clean state: a capture or streamed event begun before the gap is never handed out.
 //! Never: lets a callback outlive the memory it writes to (the unit is stopped and closed
 //! before the callback's context is freed), panics on anything the library returns.
 
@@ -21,6 +23,7 @@ use super::status::{PicoError, PicoStatus};
 use crate::driver::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
 };
+use crate::usb::RetryPacing;
 
 /// Set by the block-ready callback; lives in a Box so its address is stable.
 #[derive(Default)]
@@ -129,6 +132,10 @@ pub struct PicoScope {
     was_running: bool,
     last_trigger_offset_s: Option<f64>,
     counters: PicoCounters,
+    /// Paces the look-ups for a vanished unit.
+    pacing: RetryPacing,
+    /// Times the unit came back after it vanished.
+    reconnects: u32,
 }
 
 impl std::fmt::Debug for PicoScope {
@@ -245,6 +252,8 @@ impl PicoScope {
             was_running: false,
             last_trigger_offset_s: None,
             counters: PicoCounters::default(),
+            pacing: RetryPacing::default(),
+            reconnects: 0,
         };
         scope.open_unit()?;
         scope.configure()?;
@@ -984,6 +993,16 @@ impl PicoScope {
         self.check(self.config.family.symbols.stop, s)
     }
 
+    /// Replaces the pacing of [`Source::reconnect`] (default: 50 ms doubling to 1 s).
+    pub fn set_reconnect_pacing(&mut self, pacing: RetryPacing) {
+        self.pacing = pacing;
+    }
+
+    /// Times the unit came back through [`Source::reconnect`].
+    pub fn reconnects(&self) -> u32 {
+        self.reconnects
+    }
+
     /// Closes the old handle and opens the unit again with the same settings; restarts if it
     /// was running. `Ok(false)` when the unit is not (yet) back.
     pub fn reopen(&mut self) -> Result<bool, PicoError> {
@@ -1032,8 +1051,30 @@ impl Source for PicoScope {
         self.stop_capture().map_err(DriverError::from)
     }
 
+    /// Waits its turn (50 ms after the first miss, doubling to 1 s), then tries
+    /// [`reopen`](PicoScope::reopen) once; a unit that vanishes again while it is being set
+    /// up counts as not back yet.
     fn reconnect(&mut self) -> Result<bool, DriverError> {
-        self.reopen().map_err(DriverError::from)
+        self.pacing.wait_turn();
+        match self.reopen() {
+            Ok(true) => {
+                self.pacing.succeeded();
+                self.reconnects += 1;
+                Ok(true)
+            }
+            Ok(false) => {
+                self.pacing.failed();
+                Ok(false)
+            }
+            Err(e) if e.is_disconnection() => {
+                self.pacing.failed();
+                Ok(false)
+            }
+            Err(e) => {
+                self.pacing.failed();
+                Err(DriverError::from(e))
+            }
+        }
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
@@ -1115,6 +1156,7 @@ impl Source for PicoScope {
             "picoscope.overrange".into(),
             self.counters.overrange.to_string(),
         ));
+        m.push(("picoscope.reconnects".into(), self.reconnects.to_string()));
         m
     }
 }
