@@ -19,6 +19,9 @@ pub mod scope;
 pub mod status;
 pub mod usb;
 
+#[cfg(test)]
+mod reconnect_tests;
+
 use std::time::{Duration, Instant};
 
 pub use config::{
