@@ -24,7 +24,8 @@ function show(s) {
   const wt = $("workers").tBodies[0];
   wt.innerHTML = Object.entries(s.workers || {}).map(([name, w]) =>
     `<tr><td>${esc(name)}</td><td>${esc(w.state)}</td><td>${w.processes}</td><td>${w.events}</td>` +
-    `<td>${fmt((s.cpu_percent || {})[name], 0)} %</td><td>${w.restarts}</td></tr>`).join("");
+    `<td>${fmt((s.cpu_percent || {})[name], 0)} %</td><td>${esc((s.cores_text || {})[name] || "–")}</td>` +
+    `<td>${w.restarts}</td></tr>`).join("");
   $("warnings").innerHTML = (s.warnings || []).map((w) => `<li>${esc(w)}</li>`).join("");
   const p = s.progress;
   $("progress").value = p ? p.fraction : 0;

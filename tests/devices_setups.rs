@@ -291,4 +291,29 @@ fn unplugged_gmc_mid_run_the_run_goes_on_and_the_gap_is_logged() {
         facts.contains("@counter.device.gap.0 = lost at unix"),
         "{facts}"
     );
+    // The monitor's snapshots: the core the counter ran on, and the gap once it is over.
+    let stats = std::fs::read_to_string(rd.join("stats.jsonl")).unwrap();
+    let snaps: Vec<serde_json::Value> = stats
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let counter = |s: &serde_json::Value| s["workers"]["counter"].clone();
+    assert!(
+        snaps.iter().any(|s| counter(s)["cores"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())),
+        "{stats}"
+    );
+    let last = counter(snaps.last().unwrap());
+    assert_eq!(last["device"]["gaps"], 1, "{stats}");
+    assert_eq!(last["device"]["connected"], true, "{stats}");
+    // `daq-engine status` on the finished run: mean rates and the gap as a warning.
+    let out = Command::new(EXE).arg("status").arg(&rd).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("mean Hz"), "{text}");
+    assert!(
+        text.contains("warning: worker 'counter': the device was disconnected 1 time(s)"),
+        "{text}"
+    );
 }

@@ -22,7 +22,7 @@ use crate::worker::{
 };
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Longest a single `next` waits for the driver (so the engine sees a stop quickly).
@@ -360,6 +360,8 @@ impl Importer for DeviceImporter {
                     wall: crate::analysis::wall_clock(),
                     detail,
                 });
+                // The monitor reads the notes: say at once that the device is gone.
+                self.write_notes();
                 self.try_reconnect()
             }
             Err(e) => Err(e.into()),
@@ -373,6 +375,10 @@ impl Importer for DeviceImporter {
             ("device.model".to_string(), info.model.clone()),
             ("device.port".to_string(), info.port.clone()),
             ("device.simulated".to_string(), self.simulated.to_string()),
+            (
+                "device.connected".to_string(),
+                self.lost.is_none().to_string(),
+            ),
         ];
         if let Some(s) = &info.serial {
             m.push(("device.serial".into(), s.clone()));
@@ -393,6 +399,37 @@ impl Importer for DeviceImporter {
         }
         m
     }
+}
+
+/// The `key = value` lines of a device notes file (`device_<worker>.txt`), in file order;
+/// empty when it cannot be read. Lines without ` = ` are skipped.
+pub fn read_notes(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The notes of every device importer of the run in `run_dir`: (worker, notes), by worker.
+pub fn run_notes(run_dir: &Path) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let worker = name
+                .to_str()?
+                .strip_prefix("device_")?
+                .strip_suffix(".txt")?
+                .to_string();
+            Some((worker, read_notes(&e.path())))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// A failed open of real hardware, with the hint that `--simulate` needs none.

@@ -115,55 +115,70 @@ pub fn bench(
 /// A readable report of one stats.jsonl line.
 pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
     use std::fmt::Write;
+    let mut view = crate::monitor::RunView::new(Vec::new());
+    view.update(v);
+    let snap = view.snapshot();
     let mut s = String::new();
     let _ = writeln!(
         s,
         "run {}: {:.1} s at {}{}",
         run_dir.display(),
-        v["t"].as_f64().unwrap_or(0.0),
-        v["time"].as_str().unwrap_or("?"),
-        if v["stopping"].as_bool() == Some(true) {
-            " (stopping)"
+        snap.t,
+        if snap.time.is_empty() {
+            "?"
         } else {
-            ""
-        }
+            &snap.time
+        },
+        if snap.stopping { " (stopping)" } else { "" }
     );
+    // A finished run shows its mean rates; the last snapshot's interval may be short.
+    let ended = !snap.buffers.is_empty() && snap.buffers.values().all(|b| b.closed);
     let _ = writeln!(
         s,
         "{:<20} {:>12} {:>10} {:>6} {:>9} {:>8}",
-        "buffer", "events", "rate Hz", "fill", "deadtime", "lost"
+        "buffer",
+        "events",
+        if ended { "mean Hz" } else { "rate Hz" },
+        "fill",
+        "deadtime",
+        "lost"
     );
-    if let Some(b) = v["buffers"].as_object() {
-        for (name, x) in b {
-            let _ = writeln!(
-                s,
-                "{:<20} {:>12} {:>10.1} {:>5.0}% {:>8.2}% {:>8}",
-                name,
-                x["events_in"].as_u64().unwrap_or(0),
-                x["rate_hz"].as_f64().unwrap_or(0.0),
-                x["fill"].as_f64().unwrap_or(0.0) * 100.0,
-                x["deadtime"].as_f64().unwrap_or(0.0) * 100.0,
-                x["lost"].as_u64().unwrap_or(0)
-            );
-        }
+    for (name, b) in &snap.buffers {
+        let rate = if ended {
+            b.events_in as f64 / snap.t.max(1e-9)
+        } else {
+            b.rate_hz
+        };
+        let _ = writeln!(
+            s,
+            "{:<20} {:>12} {:>10.1} {:>5.0}% {:>8.2}% {:>8}",
+            name,
+            b.events_in,
+            rate,
+            b.fill * 100.0,
+            b.deadtime * 100.0,
+            b.lost
+        );
     }
     let _ = writeln!(
         s,
-        "{:<20} {:>12} {:>10} {:>9} {:>10}",
-        "worker", "events", "state", "processes", "cpu s"
+        "{:<20} {:>12} {:>10} {:>9} {:>10} {:>12}",
+        "worker", "events", "state", "processes", "cpu s", "core"
     );
-    if let Some(w) = v["workers"].as_object() {
-        for (name, x) in w {
-            let _ = writeln!(
-                s,
-                "{:<20} {:>12} {:>10} {:>9} {:>10.2}",
-                name,
-                x["events"].as_u64().unwrap_or(0),
-                x["state"].as_str().unwrap_or("?"),
-                x["processes"].as_u64().unwrap_or(0),
-                x["cpu_s"].as_f64().unwrap_or(0.0)
-            );
-        }
+    for (name, w) in &snap.workers {
+        let _ = writeln!(
+            s,
+            "{:<20} {:>12} {:>10} {:>9} {:>10.2} {:>12}",
+            name,
+            w.events,
+            w.state,
+            w.processes,
+            w.cpu_s,
+            w.cores_text()
+        );
+    }
+    for w in view.warnings() {
+        let _ = writeln!(s, "warning: {w}");
     }
     s
 }

@@ -135,6 +135,8 @@ struct Proc {
     status: Option<ExitStatus>,
     restarts: u32,
     cpu_s: f64,
+    /// The core it last ran on.
+    core: Option<u32>,
 }
 
 struct BufferRings {
@@ -155,16 +157,54 @@ fn install_signals() {
     }
 }
 
-/// CPU seconds (user + system) of process `pid`, from /proc.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds (user + system) of process `pid` and the core it last ran on, from /proc.
+fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = s.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(0) ppid(1) ... utime(11) stime(12)
+    // After the name: state(0) ppid(1) ... utime(11) stime(12) ... processor(36)
     let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz.max(1.0))
+    let core = f.get(36).and_then(|c| c.parse().ok());
+    Some((ticks / hz.max(1.0), core))
+}
+
+/// A device importer's connection state from its notes (`device_<worker>.txt`): whether the
+/// device is connected now and how many disconnect gaps it had; null for other workers.
+fn device_state(run_dir: &Path, worker: &str) -> serde_json::Value {
+    let notes = crate::devices::read_notes(&run_dir.join(format!("device_{worker}.txt")));
+    if notes.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let get = |key: &str| {
+        notes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    serde_json::json!({
+        "connected": get("device.connected") != Some("false"),
+        "gaps": get("device.gaps").and_then(|g| g.parse::<u64>().ok()).unwrap_or(0),
+    })
+}
+
+/// The cores process `pid` may run on, when that is fewer than all online cores (it is
+/// pinned); empty when it may run anywhere or cannot be asked.
+fn pinned_cores(pid: u32) -> Vec<u32> {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid as i32)) else {
+        return Vec::new();
+    };
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores: Vec<u32> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .map(|c| c as u32)
+        .collect();
+    if cores.len() >= online {
+        Vec::new()
+    } else {
+        cores
+    }
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -433,6 +473,7 @@ impl Supervisor {
                     status: None,
                     restarts: 0,
                     cpu_s: 0.0,
+                    core: None,
                 });
             }
         }
@@ -592,8 +633,9 @@ impl Supervisor {
                 continue;
             }
             if let Some(c) = p.child.as_mut() {
-                if let Some(cpu) = cpu_seconds(p.pid) {
+                if let Some((cpu, core)) = cpu_and_core(p.pid) {
                     p.cpu_s = cpu;
+                    p.core = core;
                 }
                 if let Ok(Some(st)) = c.try_wait() {
                     p.status = Some(st);
@@ -733,7 +775,8 @@ impl Supervisor {
         let mut workers = serde_json::Map::new();
         for (wi, w) in self.plan.workers.iter().enumerate() {
             let ps: Vec<&Proc> = self.procs.iter().filter(|p| p.worker == wi).collect();
-            let alive = ps.iter().filter(|p| p.status.is_none()).count();
+            let live: Vec<&&Proc> = ps.iter().filter(|p| p.status.is_none()).collect();
+            let alive = live.len();
             let failed = ps.iter().any(|p| p.status.is_some_and(|s| !s.success()));
             let state = if failed {
                 "failed"
@@ -766,6 +809,9 @@ impl Supervisor {
                     "cpu_s": ps.iter().map(|p| p.cpu_s).sum::<f64>(),
                     "state": state,
                     "restarts": ps.iter().map(|p| p.restarts).sum::<u32>(),
+                    "cores": live.iter().filter_map(|p| p.core).collect::<Vec<u32>>(),
+                    "pinned": live.iter().flat_map(|p| pinned_cores(p.pid)).collect::<std::collections::BTreeSet<u32>>(),
+                    "device": device_state(&self.plan.run_dir, &w.name),
                 }),
             );
         }

@@ -1083,33 +1083,16 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
     })
 }
 
-/// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`,
-/// sorted. Lines without ` = ` are skipped; a file that cannot be read adds nothing.
+/// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`.
 fn device_notes(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let file = e.file_name();
-        let Some(worker) = file
-            .to_str()
-            .and_then(|n| n.strip_prefix("device_"))
-            .and_then(|n| n.strip_suffix(".txt"))
-        else {
-            continue;
-        };
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        for line in text.lines() {
-            if let Some((k, v)) = line.split_once(" = ") {
-                out.push((format!("{worker}.{}", k.trim()), v.trim().to_string()));
-            }
-        }
-    }
-    out.sort();
-    out
+    crate::devices::run_notes(dir)
+        .into_iter()
+        .flat_map(|(worker, notes)| {
+            notes
+                .into_iter()
+                .map(move |(k, v)| (format!("{worker}.{k}"), v))
+        })
+        .collect()
 }
 
 fn write_histograms(file: &h5::File, histograms: &[Histogram]) -> Result<(), String> {

@@ -612,6 +612,7 @@ impl Dashboard {
                 Span::raw(w.processes.to_string()),
                 Span::raw(w.events.to_string()),
                 Span::raw(format!("{:.0}", self.view.cpu_percent(name))),
+                Span::raw(w.cores_text()),
                 Span::raw(w.restarts.to_string()),
             ])
         });
@@ -623,6 +624,7 @@ impl Dashboard {
                 Constraint::Length(10),
                 Constraint::Length(12),
                 Constraint::Length(7),
+                Constraint::Length(12),
                 Constraint::Length(9),
             ],
         )
@@ -633,6 +635,7 @@ impl Dashboard {
                 "processes",
                 "events",
                 "CPU %",
+                "core",
                 "restarts",
             ])
             .style(Style::default().add_modifier(Modifier::BOLD)),

@@ -52,6 +52,37 @@ pub struct WorkerStats {
     pub state: String,
     /// Times a process was started again.
     pub restarts: u32,
+    /// The core each live process last ran on.
+    pub cores: Vec<u32>,
+    /// The cores its processes are pinned to; empty when they may run anywhere.
+    pub pinned: Vec<u32>,
+    /// For a device importer: its connection state.
+    pub device: Option<DeviceState>,
+}
+
+/// A device importer's connection, from its notes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct DeviceState {
+    /// The device answers now.
+    pub connected: bool,
+    /// Disconnects it came back from.
+    pub gaps: u64,
+}
+
+impl WorkerStats {
+    /// Where its processes run, e.g. `1` or `0,1`, with `pinned` noted; `-` when none runs.
+    pub fn cores_text(&self) -> String {
+        if self.cores.is_empty() {
+            return "-".into();
+        }
+        let list: Vec<String> = self.cores.iter().map(|c| c.to_string()).collect();
+        if self.pinned.is_empty() {
+            list.join(",")
+        } else {
+            format!("{} (pinned)", list.join(","))
+        }
+    }
 }
 
 /// One statistics snapshot, as the supervisor hands it to a watcher.
@@ -232,7 +263,7 @@ impl RunView {
     }
 
     /// What needs attention now: buffers full for long, events being lost, failed or
-    /// restarted workers.
+    /// restarted workers, devices gone or back after a gap.
     pub fn warnings(&self) -> Vec<String> {
         let s = &self.snapshot;
         let mut out = Vec::new();
@@ -263,12 +294,25 @@ impl RunView {
                     w.restarts
                 ));
             }
+            match w.device {
+                Some(d) if !d.connected && w.state == "running" => out.push(format!(
+                    "worker '{name}': the device is disconnected; waiting for it to come back \
+                     (the run goes on)"
+                )),
+                Some(d) if d.gaps > 0 => out.push(format!(
+                    "worker '{name}': the device was disconnected {} time(s); the gaps are in \
+                     device_{name}.txt, the log and the HDF5 attributes",
+                    d.gaps
+                )),
+                _ => {}
+            }
         }
         out
     }
 
     /// The snapshot with what is derived from it, as sent to the web page: the snapshot's
-    /// fields plus `state`, `progress`, `warnings` and `cpu_percent` per worker.
+    /// fields plus `state`, `progress`, `warnings`, and `cpu_percent` and `cores_text` per
+    /// worker.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.snapshot).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
@@ -285,6 +329,13 @@ impl RunView {
                 .map(|w| (w.clone(), self.cpu_percent(w).into()))
                 .collect();
             o.insert("cpu_percent".into(), cpu.into());
+            let cores: serde_json::Map<String, serde_json::Value> = self
+                .snapshot
+                .workers
+                .iter()
+                .map(|(name, w)| (name.clone(), w.cores_text().into()))
+                .collect();
+            o.insert("cores_text".into(), cores.into());
             o.insert("updates".into(), self.updates.into());
         }
         v
@@ -345,6 +396,31 @@ mod tests {
         let j = v.to_json();
         assert_eq!(j["state"], "running");
         assert_eq!(j["workers"]["source"]["events"], 250);
+    }
+
+    #[test]
+    fn device_gone_and_back_is_warned_and_cores_are_shown() {
+        let mut v = RunView::new(vec!["source".into()]);
+        let mut s = snap(1.0, 0.0, 0, 0.0, 10);
+        s["workers"]["source"]["device"] = json!({"connected": false, "gaps": 0});
+        s["workers"]["source"]["cores"] = json!([1]);
+        s["workers"]["source"]["pinned"] = json!([1]);
+        v.update(&s);
+        assert_eq!(v.warnings().len(), 1, "{:?}", v.warnings());
+        assert!(v.warnings()[0].contains("disconnected; waiting"));
+        assert_eq!(v.snapshot().workers["source"].cores_text(), "1 (pinned)");
+        s["workers"]["source"]["device"] = json!({"connected": true, "gaps": 1});
+        s["workers"]["source"]["pinned"] = json!([]);
+        v.update(&s);
+        assert!(
+            v.warnings()[0].contains("disconnected 1 time(s)"),
+            "{:?}",
+            v.warnings()
+        );
+        assert_eq!(v.snapshot().workers["source"].cores_text(), "1");
+        s["workers"]["source"]["device"] = json!(null);
+        v.update(&s);
+        assert!(v.warnings().is_empty());
     }
 
     #[test]
