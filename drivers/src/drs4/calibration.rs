@@ -1,11 +1,15 @@
 //! Per-cell calibration of the DRS4: voltage offset and gain of every sampling cell of the
 //! four inputs, and optionally the effective width of every cell (time calibration).
 //!
-//! The conversion is `volts = (raw − offset[cell]) × gain[cell] / 65536 + range_low`,
+//! The conversion is
+//! `volts = ((raw − offset[cell]) × gain[cell] − readout_offset[j]) / 65536 + range_low`,
 //! where `cell` is the physical cell `(j + stop_cell) mod 1024` of readout sample `j` and
-//! `range_low = centre − 0.5 V`. The tables live in a text file of our own
-//! (`# daq-engine DRS4 calibration v1`, then lines `offset <input 1-4> <1024 numbers>`,
-//! `gain <input> <1024 numbers>`, `dt <1024 numbers in ns>`); missing tables are nominal.
+//! `range_low = centre − 0.5 V`; `readout_offset` is the small secondary offset that
+//! belongs to the readout position, not to the cell (PSI's second offset table). The
+//! tables come from the board's EEPROM (see [`eeprom`](super::eeprom)) or from a text file
+//! of our own (`# daq-engine DRS4 calibration v1`, then lines `offset <input 1-4> <1024
+//! numbers>`, `gain <input> <1024 numbers>`, `readout_offset <input> <1024 numbers>`,
+//! `dt <1024 numbers in ns>`); missing tables are nominal.
 //! Guarantees: a parsed table has exactly 1024 finite numbers, gains are positive, widths
 //! positive; errors name file and line. Must never do device I/O.
 
@@ -42,6 +46,8 @@ pub struct Drs4Calibration {
     pub offset: Box<[[f32; CELLS]; 4]>,
     /// Gain factor, per input, per physical cell.
     pub gain: Box<[[f32; CELLS]; 4]>,
+    /// Secondary offset in ADC counts (after the gain), per input, per readout position.
+    pub readout_offset: Box<[[f32; CELLS]; 4]>,
     /// Effective width of each physical cell in ns, if time-calibrated.
     pub cell_width_ns: Option<Box<[f32; CELLS]>>,
 }
@@ -61,14 +67,18 @@ impl Drs4Calibration {
         Drs4Calibration {
             offset: Box::new([[0.0; CELLS]; 4]),
             gain: Box::new([[1.0; CELLS]; 4]),
+            readout_offset: Box::new([[0.0; CELLS]; 4]),
             cell_width_ns: None,
         }
     }
 
-    /// Volts of `raw` read from physical `cell` of `input`.
+    /// Volts of `raw` read at readout position `j` from physical `cell` of `input`.
     #[inline]
-    pub fn volts(&self, input: usize, cell: usize, raw: u16, range_low: f32) -> f32 {
-        (raw as f32 - self.offset[input][cell]) * self.gain[input][cell] / 65536.0 + range_low
+    pub fn volts(&self, input: usize, cell: usize, j: usize, raw: u16, range_low: f32) -> f32 {
+        ((raw as f32 - self.offset[input][cell]) * self.gain[input][cell]
+            - self.readout_offset[input][j])
+            / 65536.0
+            + range_low
     }
 
     /// The text form, readable by [`parse`](Self::parse).
@@ -82,6 +92,12 @@ impl Drs4Calibration {
         for input in 0..4 {
             text += &row(format!("offset {}", input + 1), &self.offset[input]);
             text += &row(format!("gain {}", input + 1), &self.gain[input]);
+            if self.readout_offset[input].iter().any(|v| *v != 0.0) {
+                text += &row(
+                    format!("readout_offset {}", input + 1),
+                    &self.readout_offset[input],
+                );
+            }
         }
         if let Some(dt) = &self.cell_width_ns {
             text += &row("dt".into(), dt);
@@ -110,7 +126,7 @@ impl Drs4Calibration {
                 continue;
             }
             let input = match kind {
-                "offset" | "gain" => {
+                "offset" | "gain" | "readout_offset" => {
                     let w = words.next().unwrap_or("");
                     match w.parse::<usize>() {
                         Ok(i @ 1..=4) => Some(i - 1),
@@ -121,7 +137,7 @@ impl Drs4Calibration {
                 other => {
                     return Err(bad(
                         line,
-                        format!("unknown table '{other}' (offset, gain, dt)"),
+                        format!("unknown table '{other}' (offset, gain, readout_offset, dt)"),
                     ))
                 }
             };
@@ -143,12 +159,13 @@ impl Drs4Calibration {
             if count != CELLS {
                 return Err(bad(line, format!("{count} values, a table needs {CELLS}")));
             }
-            if kind != "offset" && values.iter().any(|v| *v <= 0.0) {
+            if (kind == "gain" || kind == "dt") && values.iter().any(|v| *v <= 0.0) {
                 return Err(bad(line, format!("{kind} values must be positive")));
             }
             match (kind, input) {
                 ("offset", Some(i)) => cal.offset[i] = values,
                 ("gain", Some(i)) => cal.gain[i] = values,
+                ("readout_offset", Some(i)) => cal.readout_offset[i] = values,
                 _ => cal.cell_width_ns = Some(Box::new(values)),
             }
         }
@@ -189,6 +206,7 @@ mod tests {
         let mut cal = Drs4Calibration::nominal();
         cal.offset[2][5] = -12.5;
         cal.gain[3][1023] = 1.25;
+        cal.readout_offset[1][7] = -3.5;
         cal.cell_width_ns = Some(Box::new([0.2; CELLS]));
         assert_eq!(
             Drs4Calibration::parse(&cal.to_text(), "c.txt").unwrap(),

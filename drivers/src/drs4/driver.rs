@@ -2,6 +2,12 @@
 //! identify, firmware check), configure, arm, wait for the trigger, read 4 × 1024 cells,
 //! calibrate per physical cell and write one event.
 //!
+//! Calibration: from `calibration_file` when given, otherwise read from the board's EEPROM
+//! at open (PSI's layout, see [`eeprom`](super::eeprom)), between setting the DACs and
+//! enabling the trigger; a board whose EEPROM says it is not calibrated runs with nominal
+//! tables and says so in [`Drs4::calibration_warnings`] and the run metadata. The stored
+//! cell widths are used for the time axis only at the frequency they were taken at.
+//!
 //! Event layout: 1024 records of `ch1, ch2, ch3, ch4` as `f4` volts, plus `t` (`f4`, ns since
 //! the first sample) when `time_axis` is on. Guarantees: `read_event` allocates nothing (the
 //! readout buffer is sized at open, command headers live on the stack), re-arms the board
@@ -12,6 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::calibration::Drs4Calibration;
+use super::eeprom::{self, EepromError, EepromHeader, EepromLayout};
 use super::protocol::*;
 use crate::driver::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
@@ -73,7 +80,8 @@ pub struct Drs4Config {
     pub trigger_level: f64,
     /// Trigger on the falling edge (negative pulses).
     pub trigger_falling: bool,
-    /// Calibration file (see [`Drs4Calibration`]); nominal when `None`.
+    /// Calibration file (see [`Drs4Calibration`]); when `None`, the calibration stored in
+    /// the board's EEPROM (nominal if the board was never calibrated).
     pub calibration_file: Option<PathBuf>,
     /// Write a `t` field (ns) after the four channels.
     pub time_axis: bool,
@@ -106,6 +114,53 @@ pub struct BoardIdentity {
     pub firmware: u16,
 }
 
+/// Where the calibration in use came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CalibrationSource {
+    /// The `calibration_file`.
+    File(PathBuf),
+    /// The board's EEPROM.
+    Eeprom {
+        /// What page 0 said.
+        header: EepromHeader,
+        /// The stored cell widths make the time axis (stored and taken at this frequency).
+        timing_used: bool,
+        /// Cells with a stored offset of 0 (PSI's stuck pixels; not repaired here).
+        stuck_cells: usize,
+    },
+    /// No correction, and why.
+    Nominal(String),
+    /// Set or changed by the program (measured offsets, `set_calibration`): how.
+    Program(String),
+}
+
+impl std::fmt::Display for CalibrationSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CalibrationSource::File(path) => write!(f, "file {}", path.display()),
+            CalibrationSource::Eeprom {
+                header,
+                timing_used,
+                ..
+            } => match (header.timing_ghz, timing_used) {
+                (Some(_), true) => write!(f, "eeprom (voltage, timing)"),
+                (Some(ghz), false) => write!(
+                    f,
+                    "eeprom (voltage; timing taken at {ghz:.3} GHz, not used at this frequency)"
+                ),
+                (None, _) => write!(f, "eeprom (voltage; no timing calibration stored)"),
+            },
+            CalibrationSource::Nominal(why) => write!(f, "nominal: {why}"),
+            CalibrationSource::Program(how) => write!(f, "{how}"),
+        }
+    }
+}
+
+/// Status polls an EEPROM page read waits for `SERIAL_BUSY` to clear, and the pause between
+/// them (PSI: 100 × 10 ms).
+const EEPROM_POLLS: usize = 100;
+const EEPROM_POLL_PAUSE: Duration = Duration::from_millis(10);
+
 /// A configured DRS4 board on transport `T`.
 pub struct Drs4<T: UsbTransport> {
     transport: T,
@@ -117,6 +172,8 @@ pub struct Drs4<T: UsbTransport> {
     sampling_ghz: f64,
     control: u32,
     calibration: Drs4Calibration,
+    calibration_source: CalibrationSource,
+    calibration_warnings: Vec<String>,
     readout: Vec<u8>,
     times: Box<[f32; CELLS]>,
     armed: bool,
@@ -152,12 +209,18 @@ impl<T: UsbTransport> Drs4<T> {
         let kept = bus
             .handle_for_reconnect()
             .map_err(|e| e.into_driver_error(&port, "keeping the USB bus for reconnects"))?;
-        let calibration = match &config.calibration_file {
-            Some(path) => Drs4Calibration::load(path).map_err(|e| DriverError::Config {
-                device: port.clone(),
-                detail: e.to_string(),
-            })?,
-            None => Drs4Calibration::nominal(),
+        let (calibration, calibration_source) = match &config.calibration_file {
+            Some(path) => (
+                Drs4Calibration::load(path).map_err(|e| DriverError::Config {
+                    device: port.clone(),
+                    detail: e.to_string(),
+                })?,
+                CalibrationSource::File(path.clone()),
+            ),
+            None => (
+                Drs4Calibration::nominal(),
+                CalibrationSource::Nominal("EEPROM not read yet".into()),
+            ),
         };
         let mut fields: Vec<FieldSpec> = (1..=4)
             .map(|c| FieldSpec {
@@ -194,6 +257,8 @@ impl<T: UsbTransport> Drs4<T> {
             sampling_ghz: config.sampling_ghz,
             control: 0,
             calibration,
+            calibration_source,
+            calibration_warnings: Vec::new(),
             readout: vec![0; readout_bytes(u16::MAX)],
             times: Box::new([0.0; CELLS]),
             armed: false,
@@ -208,7 +273,7 @@ impl<T: UsbTransport> Drs4<T> {
         board.drain()?;
         let identity = board.read_identity()?;
         board.accept_identity(identity)?;
-        board.configure()?;
+        board.configure(true)?;
         Ok(board)
     }
 
@@ -396,7 +461,9 @@ impl<T: UsbTransport> Drs4<T> {
         Ok(())
     }
 
-    fn configure(&mut self) -> Result<(), DriverError> {
+    /// Sets frequency, range and trigger; with `read_eeprom` and no calibration file, reads
+    /// the calibration from the EEPROM after the DACs, before the trigger is enabled.
+    fn configure(&mut self, read_eeprom: bool) -> Result<(), DriverError> {
         let port = self.info.port.clone();
         let (setting, actual) =
             frequency_setting(self.config.sampling_ghz).ok_or_else(|| DriverError::Config {
@@ -436,6 +503,9 @@ impl<T: UsbTransport> Drs4<T> {
         for dac in DAC_TRIGGER_LEVEL {
             self.set_dac(dac, trigger_dac_volts(self.config.trigger_level))?;
         }
+        if read_eeprom && self.config.calibration_file.is_none() {
+            self.load_eeprom_calibration()?;
+        }
         let sources: u16 = match self.config.trigger {
             Drs4TriggerSource::Inputs(mask) => (mask & 0x0F) as u16,
             Drs4TriggerSource::External => 1 << 4,
@@ -452,6 +522,152 @@ impl<T: UsbTransport> Drs4<T> {
         self.write_register32(REG_CTRL, self.control)?;
         self.armed = false;
         Ok(())
+    }
+
+    /// Reads EEPROM `page` into `buf` the way PSI's library does: page number, EEPROM-read
+    /// control bit, wait for `SERIAL_BUSY` to clear, read the page from RAM address 0. Only
+    /// reads: the EEPROM-write bit is never set.
+    pub fn read_eeprom_page(&mut self, page: u16, buf: &mut [u8]) -> Result<(), DriverError> {
+        self.write_register16(REG_EEPROM_PAGE_EVAL, page)?;
+        self.write_register32(REG_CTRL, self.control | BIT_EEPROM_READ_TRIG)?;
+        let mut polls = 0;
+        while self.read_register32(Space::Status, REG_STATUS)? & BIT_SERIAL_BUSY != 0 {
+            polls += 1;
+            if polls == EEPROM_POLLS {
+                return Err(DriverError::Protocol {
+                    device: self.info.port.clone(),
+                    offset: wire_address(Space::Status, REG_STATUS, 4) as u64,
+                    detail: format!(
+                        "EEPROM page {page} read: the serial interface stayed busy for \
+                         {EEPROM_POLLS} status reads {EEPROM_POLL_PAUSE:?} apart; power-cycle \
+                         the board"
+                    ),
+                });
+            }
+            std::thread::sleep(EEPROM_POLL_PAUSE);
+        }
+        Self::read_into(&mut self.transport, &self.info.port, Space::Ram.base(), buf)
+    }
+
+    /// Reads and decodes the stored calibration; falls back to nominal when the EEPROM
+    /// says the board is not calibrated.
+    fn load_eeprom_calibration(&mut self) -> Result<(), DriverError> {
+        let serial = self.identity.serial;
+        let Some(layout) = EepromLayout::of_board_type(self.identity.board_type) else {
+            return self.nominal_calibration(format!(
+                "no EEPROM layout known for board type {}",
+                self.identity.board_type
+            ));
+        };
+        let reads = layout.reads();
+        let mut pages = [
+            vec![0u8; reads[0].1],
+            vec![0u8; reads[1].1],
+            vec![0u8; reads[2].1],
+        ];
+        self.read_eeprom_page(reads[0].0, &mut pages[0])?;
+        match eeprom::decode_header(layout, &pages[0]) {
+            Ok(_) => {}
+            Err(EepromError::NotCalibrated { found, offset, .. }) => {
+                self.calibration_warnings.push(format!(
+                    "DRS4 board {serial}: its EEPROM holds no voltage calibration (page 0 byte \
+                     {offset} is 0x{found:02X}), so volts are nominal and each cell may be off \
+                     by tens of mV; calibrate the board with PSI's drsosc (voltage and timing \
+                     calibration) or give calibration_file"
+                ));
+                return self.nominal_calibration("EEPROM not calibrated".into());
+            }
+            Err(e) => return Err(self.bad_eeprom(e)),
+        }
+        for (n, (page, _)) in reads.iter().enumerate().skip(1) {
+            let (_, rest) = pages.split_at_mut(n);
+            self.read_eeprom_page(*page, &mut rest[0])?;
+        }
+        let stored = eeprom::decode(layout, [&pages[0], &pages[1], &pages[2]])
+            .map_err(|e| self.bad_eeprom(e))?;
+        let mut calibration = stored.calibration;
+        let header = stored.header;
+        // [unverified] whether drsosc stores the requested or the realised frequency: both
+        // are accepted.
+        let timing_used = header.timing_ghz.is_some_and(|ghz| {
+            (ghz - self.sampling_ghz).abs() < 1e-3 || (ghz - self.config.sampling_ghz).abs() < 1e-3
+        });
+        if !timing_used {
+            calibration.cell_width_ns = None;
+            if self.config.time_axis {
+                self.calibration_warnings.push(match header.timing_ghz {
+                    Some(ghz) => format!(
+                        "DRS4 board {serial}: the stored timing calibration was taken at {ghz:.3} \
+                         GHz, not at {:.3} GHz: the time axis is nominal (run at that frequency \
+                         or calibrate the timing there with drsosc)",
+                        self.config.sampling_ghz
+                    ),
+                    None => format!(
+                        "DRS4 board {serial}: no timing calibration stored: the time axis is \
+                         nominal (calibrate the timing with drsosc)"
+                    ),
+                });
+            }
+        }
+        if (header.range_centre - self.config.range_centre).abs() > 0.005 {
+            // [unverified] that a cell's response only shifts with the range centre: the
+            // offsets are carried over under that assumption.
+            self.calibration_warnings.push(format!(
+                "DRS4 board {serial}: the voltage calibration was taken at range centre {} V, \
+                 this run uses {} V: offsets are carried over, recalibrate at this range with \
+                 drsosc for full precision",
+                header.range_centre, self.config.range_centre
+            ));
+        }
+        if stored.stuck_cells > 0 {
+            self.calibration_warnings.push(format!(
+                "DRS4 board {serial}: {} cells have a stored offset of 0 (stuck cells); their \
+                 samples are not repaired",
+                stored.stuck_cells
+            ));
+        }
+        self.calibration = calibration;
+        self.calibration_source = CalibrationSource::Eeprom {
+            header,
+            timing_used,
+            stuck_cells: stored.stuck_cells,
+        };
+        Ok(())
+    }
+
+    fn nominal_calibration(&mut self, why: String) -> Result<(), DriverError> {
+        self.calibration = Drs4Calibration::nominal();
+        self.calibration_source = CalibrationSource::Nominal(why);
+        Ok(())
+    }
+
+    fn bad_eeprom(&self, e: EepromError) -> DriverError {
+        let offset = match &e {
+            EepromError::OutOfRange { offset, .. } | EepromError::NotCalibrated { offset, .. } => {
+                *offset as u64
+            }
+            EepromError::Truncated { got, .. } => *got as u64,
+        };
+        DriverError::Protocol {
+            device: self.info.port.clone(),
+            offset,
+            detail: format!(
+                "board {}: stored calibration refused: {e}; recalibrate the board with PSI's \
+                 drsosc, or give calibration_file to run with a calibration of your own",
+                self.identity.serial
+            ),
+        }
+    }
+
+    /// Where the calibration in use came from.
+    pub fn calibration_source(&self) -> &CalibrationSource {
+        &self.calibration_source
+    }
+
+    /// What the user should know about the calibration (not calibrated, other range, …),
+    /// each naming the board; empty when all is well.
+    pub fn calibration_warnings(&self) -> &[String] {
+        &self.calibration_warnings
     }
 
     /// Identity read at open.
@@ -472,6 +688,7 @@ impl<T: UsbTransport> Drs4<T> {
     /// Replaces the calibration.
     pub fn set_calibration(&mut self, calibration: Drs4Calibration) {
         self.calibration = calibration;
+        self.calibration_source = CalibrationSource::Program("set by the program".into());
     }
 
     /// Bytes thrown away from the FIFO at open.
@@ -620,6 +837,10 @@ impl<T: UsbTransport> Drs4<T> {
                 }
             }
         }
+        self.calibration_source = CalibrationSource::Program(format!(
+            "offsets measured with {events} pedestal events, the rest from {}",
+            self.calibration_source
+        ));
         Ok(())
     }
 
@@ -636,7 +857,7 @@ impl<T: UsbTransport> Drs4<T> {
             for (input, channel) in INPUT_CHANNEL.iter().enumerate() {
                 let at = sample_offset(*channel, j);
                 let raw = u16::from_le_bytes([self.readout[at], self.readout[at + 1]]);
-                let volts = self.calibration.volts(input, cell, raw, range_low);
+                let volts = self.calibration.volts(input, cell, j, raw, range_low);
                 out[base + 4 * input..base + 4 * input + 4].copy_from_slice(&volts.to_le_bytes());
             }
             if self.config.time_axis {
@@ -728,7 +949,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
             }
             let restart = match self
                 .accept_identity(identity)
-                .and_then(|()| self.configure())
+                .and_then(|()| self.configure(false))
                 .and_then(|()| if self.running { self.arm() } else { Ok(()) })
             {
                 Ok(()) => true,
@@ -745,7 +966,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
-        vec![
+        let mut meta = vec![
             ("drs4.serial".into(), self.identity.serial.to_string()),
             ("drs4.firmware".into(), self.identity.firmware.to_string()),
             (
@@ -764,8 +985,31 @@ impl<T: UsbTransport> Source for Drs4<T> {
                 "drs4.time_calibrated".into(),
                 self.calibration.cell_width_ns.is_some().to_string(),
             ),
+            (
+                "drs4.calibration".into(),
+                self.calibration_source.to_string(),
+            ),
             ("drs4.events".into(), self.events.to_string()),
             ("drs4.reconnects".into(), self.reconnects.to_string()),
-        ]
+        ];
+        if let CalibrationSource::Eeprom { header, .. } = &self.calibration_source {
+            meta.push((
+                "drs4.calibrated_range_centre_volts".into(),
+                header.range_centre.to_string(),
+            ));
+            if let Some(t) = header.temperature_c {
+                meta.push(("drs4.calibrated_temperature_c".into(), t.to_string()));
+            }
+            if let Some(ghz) = header.timing_ghz {
+                meta.push(("drs4.timing_calibrated_ghz".into(), ghz.to_string()));
+            }
+        }
+        if !self.calibration_warnings.is_empty() {
+            meta.push((
+                "drs4.calibration_warning".into(),
+                self.calibration_warnings.join("; "),
+            ));
+        }
+        meta
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod calibration;
 pub mod driver;
+pub mod eeprom;
 pub mod protocol;
 pub mod simulator;
 #[cfg(test)]

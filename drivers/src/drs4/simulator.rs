@@ -7,7 +7,15 @@
 //! After `START_TRIG` it is armed (status RUNNING); a status read fires the hardware trigger
 //! when it is enabled and the pulse crosses the set level, `SOFT_TRIG` fires at once. Each
 //! trigger writes the four input waveforms into RAM in readout order starting at a random
-//! stop cell, with per-physical-cell offsets and gains (its "true" calibration) and noise.
+//! stop cell, with per-physical-cell offsets and gains and per-readout-position offsets
+//! (its "true" calibration) and noise.
+//!
+//! The board's EEPROM holds that true calibration (and per-cell widths for the time axis)
+//! in PSI's layout for its board type, written by [`eeprom::encode`]; the true tables are
+//! the ones decoded back from those bytes, so a driver that reads the EEPROM byte-exactly
+//! recovers them exactly. An EEPROM read (control bit 4) keeps `SERIAL_BUSY` set for a few
+//! status reads, then copies the selected page to the start of RAM; an EEPROM write
+//! (bit 3) is carried out too and counted, so tests can prove nobody wrote.
 //! Deterministic for a seed. Must never be mistaken for hardware: port `sim:drs4`.
 
 use std::collections::VecDeque;
@@ -18,7 +26,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::calibration::Drs4Calibration;
 use super::driver::Drs4Bus;
+use super::eeprom::{self, EepromContents, EepromLayout, PAGE_BYTES};
 use super::protocol::*;
 use crate::usb::{UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -53,6 +63,20 @@ pub struct SimDrs4Config {
     pub offset_spread_counts: f32,
     /// Per-cell gains are uniform in 1 ± this.
     pub gain_spread: f32,
+    /// Per-readout-position offsets are uniform in ± this many counts.
+    pub readout_offset_spread_counts: f32,
+    /// Per-cell widths are uniform in (1 ± this) / f before they are scaled to add up to
+    /// 1024 / f.
+    pub cell_width_spread: f32,
+    /// The EEPROM holds the board's calibration (`false`: erased, all 0xFF).
+    pub eeprom_calibrated: bool,
+    /// Range centre (V) the stored voltage calibration was taken at.
+    pub eeprom_range_centre: f64,
+    /// Sampling frequency (GHz) the stored timing calibration was taken at; `None`: no
+    /// timing calibration stored.
+    pub eeprom_timing_ghz: Option<f64>,
+    /// Status reads that still see `SERIAL_BUSY` after an EEPROM command.
+    pub eeprom_busy_polls: u32,
     /// Bytes left in the IN FIFO from an earlier session, returned before anything else.
     pub stale_fifo_bytes: usize,
     /// Keep a log of every OUT transfer (off for benchmarks).
@@ -76,6 +100,12 @@ impl Default for SimDrs4Config {
             noise_counts: 30.0,
             offset_spread_counts: 3000.0,
             gain_spread: 0.05,
+            readout_offset_spread_counts: 10.0,
+            cell_width_spread: 0.1,
+            eeprom_calibrated: true,
+            eeprom_range_centre: 0.0,
+            eeprom_timing_ghz: Some(5.0),
+            eeprom_busy_polls: 2,
             stale_fifo_bytes: 0,
             log_transfers: true,
         }
@@ -106,6 +136,20 @@ pub struct SimDrs4State {
     pub true_offset: Box<[[f32; CELLS]; 4]>,
     /// True per-cell gains, per input.
     pub true_gain: Box<[[f32; CELLS]; 4]>,
+    /// True offsets per readout position, per input (counts, after the gain).
+    pub true_readout_offset: Box<[[f32; CELLS]; 4]>,
+    /// True width of each physical cell, ns.
+    pub true_cell_width_ns: Box<[f32; CELLS]>,
+    /// EEPROM pages 0, 1, 2 (32 KiB each).
+    pub eeprom: [Vec<u8>; 3],
+    /// Why the EEPROM was left erased although `eeprom_calibrated` asked for a calibration.
+    pub eeprom_error: Option<String>,
+    /// EEPROM pages read into RAM.
+    pub eeprom_reads: u64,
+    /// EEPROM pages written from RAM.
+    pub eeprom_writes: u64,
+    /// EEPROM command in progress: (page, write?) and status reads left before it is done.
+    eeprom_pending: Option<(u16, bool, u32)>,
     /// False after unplugging.
     pub plugged: bool,
     /// USB address on the simulated bus; a replugged board comes back at the next one.
@@ -128,6 +172,124 @@ fn get16(memory: &[u8], space: Space, register: u32) -> u16 {
     u16::from_le_bytes([memory[at], memory[at + 1]])
 }
 
+/// The board's true calibration and its EEPROM image.
+struct Truth {
+    calibration: Drs4Calibration,
+    widths: Box<[f32; CELLS]>,
+    eeprom: [Vec<u8>; 3],
+    error: Option<String>,
+}
+
+/// Draws readout offsets and cell widths (from a stream of their own, so the main stream of
+/// stop cells and noise is the same as without them), writes the EEPROM and takes the tables
+/// decoded back from it as the truth.
+fn draw_truth(
+    config: &SimDrs4Config,
+    offset: &mut [[f32; CELLS]; 4],
+    gain: &mut [[f32; CELLS]; 4],
+) -> Truth {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x0EE9_2011);
+    let mut calibration = Drs4Calibration::nominal();
+    calibration.offset.copy_from_slice(&offset[..]);
+    calibration.gain.copy_from_slice(&gain[..]);
+    for row in calibration.readout_offset.iter_mut() {
+        for v in row.iter_mut() {
+            *v = (rng.random_range(-1.0f32..=1.0) * config.readout_offset_spread_counts).round();
+        }
+    }
+    let ghz = config.eeprom_timing_ghz.unwrap_or(5.0);
+    let mut widths = Box::new([0.0f32; CELLS]);
+    let mut sum = 0.0f64;
+    for w in widths.iter_mut() {
+        let v = 1.0 + rng.random_range(-1.0f64..=1.0) * config.cell_width_spread as f64;
+        *w = v as f32;
+        sum += v;
+    }
+    for w in widths.iter_mut() {
+        *w = (*w as f64 * CELLS as f64 / ghz / sum) as f32;
+    }
+    let blank = || {
+        [
+            vec![0xFFu8; PAGE_BYTES],
+            vec![0xFFu8; PAGE_BYTES],
+            vec![0xFFu8; PAGE_BYTES],
+        ]
+    };
+    let layout = EepromLayout::of_board_type(config.board_type);
+    if !config.eeprom_calibrated {
+        return Truth {
+            calibration,
+            widths,
+            eeprom: blank(),
+            error: None,
+        };
+    }
+    let Some(layout) = layout else {
+        return Truth {
+            calibration,
+            widths,
+            eeprom: blank(),
+            error: Some(format!(
+                "no EEPROM layout for board type {}",
+                config.board_type
+            )),
+        };
+    };
+    calibration.cell_width_ns = Some(widths.clone());
+    let contents = EepromContents {
+        layout,
+        serial: config.serial,
+        range_centre: config.eeprom_range_centre,
+        temperature_c: 30.5,
+        timing_ghz: config.eeprom_timing_ghz,
+        calibration: calibration.clone(),
+    };
+    let pages = match eeprom::encode(&contents) {
+        Ok(pages) => pages,
+        Err(e) => {
+            calibration.cell_width_ns = None;
+            return Truth {
+                calibration,
+                widths,
+                eeprom: blank(),
+                error: Some(e.to_string()),
+            };
+        }
+    };
+    let reads = layout.reads();
+    let decoded = eeprom::decode(
+        layout,
+        [
+            &pages[0][..reads[0].1],
+            &pages[1][..reads[1].1],
+            &pages[2][..reads[2].1],
+        ],
+    );
+    match decoded {
+        Ok(d) => {
+            let mut calibration = d.calibration;
+            let widths = calibration.cell_width_ns.take().unwrap_or(widths);
+            offset.copy_from_slice(&calibration.offset[..]);
+            gain.copy_from_slice(&calibration.gain[..]);
+            Truth {
+                calibration,
+                widths,
+                eeprom: pages,
+                error: None,
+            }
+        }
+        Err(e) => {
+            calibration.cell_width_ns = None;
+            Truth {
+                calibration,
+                widths,
+                eeprom: blank(),
+                error: Some(e.to_string()),
+            }
+        }
+    }
+}
+
 impl SimDrs4State {
     fn new(config: SimDrs4Config) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
@@ -140,6 +302,7 @@ impl SimDrs4State {
                 true_gain[input][cell] = 1.0 + rng.random_range(-1.0f32..=1.0) * config.gain_spread;
             }
         }
+        let truth = draw_truth(&config, &mut true_offset, &mut true_gain);
         let mut status = [0u8; 0x40];
         put16(&mut status, Space::Status, REG_MAGIC, config.magic);
         put16(
@@ -153,7 +316,7 @@ impl SimDrs4State {
         put16(&mut status, Space::Status, REG_TEMPERATURE, 25 * 16);
         let fifo = (0..config.stale_fifo_bytes).map(|i| i as u8).collect();
         SimDrs4State {
-            ram: vec![0; readout_bytes(config.firmware)],
+            ram: vec![0; readout_bytes(config.firmware).max(PAGE_BYTES)],
             ctrl: [0; 0x40],
             status,
             fifo,
@@ -161,8 +324,15 @@ impl SimDrs4State {
             triggers: 0,
             last_stop_cell: 0,
             log: Vec::new(),
-            true_offset,
-            true_gain,
+            true_offset: truth.calibration.offset,
+            true_gain: truth.calibration.gain,
+            true_readout_offset: truth.calibration.readout_offset,
+            true_cell_width_ns: truth.widths,
+            eeprom: truth.eeprom,
+            eeprom_error: truth.error,
+            eeprom_reads: 0,
+            eeprom_writes: 0,
+            eeprom_pending: None,
             plugged: true,
             usb_address: 9,
             generation: 0,
@@ -196,9 +366,56 @@ impl SimDrs4State {
         dac_volts(get16(&self.ctrl, Space::Ctrl, REG_DAC_OFS + 2 * dac as u32))
     }
 
+    fn set_serial_busy(&mut self, busy: bool) {
+        let word = (self.status_word() & !BIT_SERIAL_BUSY) | if busy { BIT_SERIAL_BUSY } else { 0 };
+        self.status[4..8].copy_from_slice(&word.to_le_bytes());
+    }
+
+    /// Starts an EEPROM command on the page selected in `REG_EEPROM_PAGE_EVAL`.
+    fn eeprom_command(&mut self, write: bool) {
+        let page = get16(&self.ctrl, Space::Ctrl, REG_EEPROM_PAGE_EVAL);
+        self.eeprom_pending = Some((page, write, self.config.eeprom_busy_polls));
+        self.set_serial_busy(true);
+        if self.config.eeprom_busy_polls == 0 {
+            self.eeprom_progress();
+        }
+    }
+
+    /// One status read's worth of EEPROM work: the command completes when no busy reads
+    /// are left.
+    fn eeprom_progress(&mut self) {
+        let Some((page, write, left)) = self.eeprom_pending else {
+            return;
+        };
+        if left > 0 {
+            self.eeprom_pending = Some((page, write, left - 1));
+            return;
+        }
+        let stored = self.eeprom.get_mut(page as usize);
+        if write {
+            if let Some(stored) = stored {
+                stored.copy_from_slice(&self.ram[..PAGE_BYTES]);
+            }
+            self.eeprom_writes += 1;
+        } else {
+            match stored {
+                Some(stored) => self.ram[..PAGE_BYTES].copy_from_slice(stored),
+                None => self.ram[..PAGE_BYTES].fill(0xFF),
+            }
+            self.eeprom_reads += 1;
+        }
+        self.eeprom_pending = None;
+        self.set_serial_busy(false);
+    }
+
     fn control_written(&mut self) {
         let word = self.ctrl_word();
-        let kept = word & !(BIT_START_TRIG | BIT_REINIT_TRIG | BIT_SOFT_TRIG);
+        let kept = word
+            & !(BIT_START_TRIG
+                | BIT_REINIT_TRIG
+                | BIT_SOFT_TRIG
+                | BIT_EEPROM_READ_TRIG
+                | BIT_EEPROM_WRITE_TRIG);
         self.ctrl[0..4].copy_from_slice(&kept.to_le_bytes());
         if word & BIT_REINIT_TRIG != 0 {
             self.armed = false;
@@ -211,10 +428,17 @@ impl SimDrs4State {
         if word & BIT_SOFT_TRIG != 0 && self.armed {
             self.fire(false);
         }
+        if word & BIT_EEPROM_READ_TRIG != 0 {
+            self.eeprom_command(false);
+        }
+        if word & BIT_EEPROM_WRITE_TRIG != 0 {
+            self.eeprom_command(true);
+        }
     }
 
     /// Called on every status read: the hardware trigger fires if it can.
     fn advance(&mut self) {
+        self.eeprom_progress();
         if !self.armed || self.ctrl_word() & BIT_ENABLE_TRIGGER1 == 0 {
             return;
         }
@@ -255,7 +479,8 @@ impl SimDrs4State {
                 } else {
                     0.0
                 };
-                let mut raw = (volts - range_low) * 65536.0 / self.true_gain[input][cell]
+                let mut raw = ((volts - range_low) * 65536.0 + self.true_readout_offset[input][j])
+                    / self.true_gain[input][cell]
                     + self.true_offset[input][cell];
                 if let Some(n) = &noise {
                     raw += n.sample(&mut self.rng);
@@ -380,6 +605,8 @@ impl SimDrs4 {
         s.fifo.clear();
         s.armed = false;
         s.set_running(false);
+        s.eeprom_pending = None;
+        s.set_serial_busy(false);
         s.unplug_after_in_bytes = None;
     }
 
