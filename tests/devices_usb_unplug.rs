@@ -163,7 +163,6 @@ fn unplugged_hantek_comes_back_cold_gets_its_firmware_and_the_run_goes_on() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary_events(&rd, "raw"), n);
     let gap = one_gap(&rd, "scope", "the simulated Hantek 6022");
-    assert!(gap.seconds >= 0.35, "{}", gap.notes);
     // Opened at address 5; replugged cold at 6; after the firmware upload it re-enumerated
     // at 7 with the running firmware's id.
     assert!(
