@@ -8,6 +8,11 @@
 //! tables and says so in [`Drs4::calibration_warnings`] and the run metadata. The stored
 //! cell widths are used for the time axis only at the frequency they were taken at.
 //!
+//! Reconnect: after a disconnect the driver keeps a handle on the bus ([`Drs4Bus`]) and
+//! looks for a board with the same serial number (at whatever address it comes back),
+//! configures it as at open with the calibration it already has, and re-arms it if the run
+//! was acquiring; until then every read says `Disconnected`.
+//!
 //! Event layout: 1024 records of `ch1, ch2, ch3, ch4` as `f4` volts, plus `t` (`f4`, ns since
 //! the first sample) when `time_axis` is on. Guarantees: `read_event` allocates nothing (the
 //! readout buffer is sized at open, command headers live on the stack), re-arms the board

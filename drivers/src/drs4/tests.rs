@@ -561,8 +561,89 @@ fn drs4_measured_offsets_on_an_uncalibrated_board() {
     board.calibrate_offsets(64).unwrap();
     let residual = pedestal_rms(&mut board);
     assert!(residual < 1.5 * 30.0 / 65536.0, "residual {residual}");
+    // At 0 V with nominal gains the measured offset also absorbs the cell's gain.
+    let mean_error = {
+        let s = sim.state();
+        let cal = board.calibration();
+        (0..CELLS)
+            .map(|c| {
+                let effective = s.true_offset[1][c] + 32768.0 / s.true_gain[1][c] - 32768.0;
+                (cal.offset[1][c] - effective).abs()
+            })
+            .sum::<f32>()
+            / CELLS as f32
+    };
+    assert!(
+        mean_error < 15.0,
+        "offsets per physical cell: {mean_error} counts"
+    );
     assert_eq!(
         meta(&board, "drs4.calibration").as_deref(),
         Some("offsets measured with 64 pedestal events, the rest from nominal: EEPROM not calibrated")
     );
+}
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// Whatever the EEPROM holds, open either refuses it with a protocol error naming
+        /// a byte inside the pages, or applies tables that are all finite with positive
+        /// gains; it never panics and never writes the EEPROM.
+        #[test]
+        fn drs4_open_survives_any_eeprom_bytes(
+            seed in any::<u64>(),
+            method in prop_oneof![Just(2u8), any::<u8>()],
+            timing in prop_oneof![Just(2u8), any::<u8>()],
+            garbage_everywhere in any::<bool>(),
+        ) {
+            let sim = SimDrs4::new(SimDrs4Config {
+                eeprom_busy_polls: 0,
+                ..SimDrs4Config::default()
+            });
+            {
+                let mut s = sim.state();
+                let mut x = seed | 1;
+                for page in s.eeprom.iter_mut() {
+                    for (i, b) in page.iter_mut().enumerate() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if garbage_everywhere || i % 97 == 0 {
+                            *b = x as u8;
+                        }
+                    }
+                }
+                s.eeprom[0][4] = method;
+                s.eeprom[0][5] = timing;
+            }
+            match Drs4::open(&mut sim.bus(), Drs4Config::default()) {
+                Ok(board) => {
+                    let c = board.calibration();
+                    for input in 0..4 {
+                        prop_assert!(c.offset[input].iter().all(|v| v.is_finite()));
+                        prop_assert!(c.gain[input].iter().all(|g| g.is_finite() && *g > 0.0));
+                        prop_assert!(c.readout_offset[input].iter().all(|v| v.is_finite()));
+                    }
+                    if let Some(w) = &c.cell_width_ns {
+                        prop_assert!(w.iter().all(|v| v.is_finite() && *v > 0.0));
+                    }
+                    let source = board.calibration_source().to_string();
+                    prop_assert!(
+                        (method == 2) == source.starts_with("eeprom"),
+                        "method {method}: {source}"
+                    );
+                }
+                Err(DriverError::Protocol { offset, detail, .. }) => {
+                    prop_assert!(method == 2, "{detail}");
+                    prop_assert!(offset < 32768 && detail.contains("EEPROM page"), "{detail}");
+                }
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+            prop_assert_eq!(sim.state().eeprom_writes, 0);
+        }
+    }
 }
