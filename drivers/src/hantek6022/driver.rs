@@ -823,24 +823,27 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
     }
 
     /// The image for a scope that came back cold.
-    fn firmware_for_return(&mut self, model: Model) -> Result<&FirmwareImage, DriverError> {
-        if self.rejoin.firmware.is_none() {
-            let Some(path) = &self.config.firmware_path else {
-                return Err(DriverError::Config {
-                    device: self.info.port.clone(),
-                    detail: format!(
-                        "the {} came back from an unplug cold and needs its firmware again, but                          no firmware is configured: set firmware (e.g.                          /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw) and restart the run",
-                        model.name()
-                    ),
-                });
-            };
-            let image = FirmwareImage::load(path).map_err(|e| DriverError::Config {
-                device: self.info.port.clone(),
-                detail: format!("the scope came back cold after an unplug: {e}"),
-            })?;
-            self.rejoin.firmware = Some(image);
+    fn firmware_for_return(&mut self, model: Model) -> Result<FirmwareImage, DriverError> {
+        if let Some(image) = &self.rejoin.firmware {
+            return Ok(image.clone());
         }
-        Ok(self.rejoin.firmware.as_ref().expect("set just above"))
+        let Some(path) = &self.config.firmware_path else {
+            return Err(DriverError::Config {
+                device: self.info.port.clone(),
+                detail: format!(
+                    "the {} came back from an unplug cold and needs its firmware again, but \
+                     no firmware is configured: set firmware (e.g. \
+                     /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw) and restart the run",
+                    model.name()
+                ),
+            });
+        };
+        let image = FirmwareImage::load(path).map_err(|e| DriverError::Config {
+            device: self.info.port.clone(),
+            detail: format!("the scope came back cold after an unplug: {e}"),
+        })?;
+        self.rejoin.firmware = Some(image.clone());
+        Ok(image)
     }
 
     /// One attempt to bring the vanished scope back on `bus`: `Ok(false)` while it is not
@@ -875,7 +878,7 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
                 // Firmware sent; waiting for the scope to come back with it.
                 return Ok(false);
             }
-            let image = self.firmware_for_return(model)?.clone();
+            let image = self.firmware_for_return(model)?;
             match upload_to(bus, &entry, &image) {
                 Ok(()) => self.rejoin.uploaded_at = Some(Instant::now()),
                 Err(e) if transient(&e) => return Ok(false),
@@ -897,16 +900,16 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
         let DeviceState::Running(flavour) = state else {
             return Ok(false);
         };
-        let code = rate_code(flavour, self.config.sample_rate).ok_or_else(|| {
-            DriverError::Config {
+        let code =
+            rate_code(flavour, self.config.sample_rate).ok_or_else(|| DriverError::Config {
                 device: entry.port(),
                 detail: format!(
-                    "the scope came back running {flavour:?} firmware, which does not offer {}                      S/s ({}); give the firmware it ran before and restart the run",
+                    "the scope came back running {flavour:?} firmware, which does not offer {} \
+                     S/s ({}); give the firmware it ran before and restart the run",
                     self.config.sample_rate,
                     rates_offered(flavour)
                 ),
-            }
-        })?;
+            })?;
         let mut transport = match bus.open(&entry, INTERFACE) {
             Ok(t) => t,
             Err(e) if transient(&e) => return Ok(false),
@@ -1097,7 +1100,9 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
         let Some(mut bus) = self.rejoin.bus.take() else {
             return Err(DriverError::Config {
                 device: self.info.port.clone(),
-                detail: "the scope was unplugged, and it was opened without keeping its USB bus                          (Hantek6022::open), so it cannot be looked for again; open it with                          Hantek6022::open_reconnectable, or restart the run"
+                detail: "the scope was unplugged, and it was opened without keeping its USB bus \
+                         (Hantek6022::open), so it cannot be looked for again; open it with \
+                         Hantek6022::open_reconnectable, or restart the run"
                     .into(),
             });
         };
