@@ -193,3 +193,45 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn events_lost_upstream_are_in_the_files_attributes() {
+    // A drop-policy ring of 2 slots fed by bench.source (millions of events/s) and emptied by
+    // the HDF5 exporter: events are lost, and the file must say how many.
+    let dir = fresh("lost");
+    let n = 200_000;
+    let text = setup(n, 1.0)
+        .replace("slot_count: 64", "slot_count: 2\n    policy: drop")
+        .replace("data_length: 32", "data_length: 4");
+    std::fs::write(dir.join("s.yaml"), text).unwrap();
+    let out = Command::new(EXE)
+        .args(["s.yaml", "--quiet"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&dir);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let lost = summary["lost"]["raw"].as_u64().unwrap();
+    let written = counters(&run.join("raw.h5")).len() as u64;
+    assert_eq!(
+        written + lost,
+        n,
+        "every event is either in the file or counted lost"
+    );
+    assert!(
+        lost > 0,
+        "2 slots cannot hold 200 000 events written at full speed"
+    );
+    let facts = daq_engine::export::inspect(run.join("raw.h5")).unwrap();
+    assert!(
+        facts.contains(&format!("@events_lost = {lost}\n")),
+        "{facts}"
+    );
+}

@@ -631,6 +631,7 @@ fn exporter_loop(
             }
         }
     }
+    f.run_lost(events_lost(plan));
     let fin = f.finish().map_err(|e| e.to_string());
     let lines = f.summary();
     if !lines.is_empty() {
@@ -645,6 +646,16 @@ fn exporter_loop(
     }
     sinks.close();
     result.and(fin)
+}
+
+/// Events lost so far in every ring of the run (read from the ring headers).
+fn events_lost(plan: &Plan) -> u64 {
+    plan.buffers
+        .iter()
+        .flat_map(|b| &b.rings)
+        .filter_map(|path| Ring::attach(path, None, None).ok())
+        .map(|r| r.stats().lost)
+        .sum()
 }
 
 fn observer_loop(

@@ -80,6 +80,7 @@ pub struct Hdf5Export {
     buffer: BufferHandle,
     deadtime_sum: f64,
     events: u64,
+    events_lost: u64,
 }
 
 impl Hdf5Export {
@@ -157,6 +158,7 @@ impl Hdf5Export {
             buffer,
             deadtime_sum: 0.0,
             events: 0,
+            events_lost: 0,
         })
     }
 
@@ -184,12 +186,16 @@ impl Exporter for Hdf5Export {
             .map_err(|e| WorkerError::Other(e.to_string()))
     }
 
+    fn run_lost(&mut self, events_lost: u64) {
+        self.events_lost = events_lost;
+    }
+
     fn finish(&mut self) -> Result<(), WorkerError> {
         let Some(w) = self.writer.take() else {
             return Ok(());
         };
         let stats = RunStats {
-            events_lost: 0,
+            events_lost: self.events_lost,
             dead_time_fraction: if self.events > 0 {
                 self.deadtime_sum / self.events as f64
             } else {

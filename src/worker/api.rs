@@ -204,6 +204,10 @@ pub trait Exporter: Send {
     fn summary(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Told just before `finish`: events lost in the whole run so far (every buffer under
+    /// `policy: drop` that was full), for exporters that record it with their output.
+    fn run_lost(&mut self, _events_lost: u64) {}
 }
 
 /// Looks at copies of the latest events, never holding the writer back.
