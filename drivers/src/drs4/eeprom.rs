@@ -12,11 +12,15 @@
 //!   short` on little-endian hosts).
 //! - Page 0 starts with the board serial number (bytes 0–1, `SetBoardSerialNumber`).
 //! - Board type 9: byte 4 = voltage calibration method (2 = valid), byte 5 = timing
-//!   calibration method (2 = valid), bytes 16–19 = the frequency the timing calibration was
-//!   taken at (IEEE float, GHz), byte 20 = calibrated range centre × 100, byte 21 =
-//!   temperature × 2 (°C) at calibration.
+//!   calibration method (2 = valid), word 4 (bytes 8–9) = number of timing calibrations
+//!   (1), bytes 16–19 = the frequency the timing calibration was taken at (IEEE float, GHz),
+//!   byte 20 = calibrated range centre × 100 (written as a signed char, read back
+//!   unsigned), byte 21 = temperature × 2 (°C, rounded) at calibration, word 11 (bytes
+//!   22–23) = 1 (pages 1 and 2 written). `DRSBoard::CalibrateVolt` / `CalibrateTiming`
+//!   write exactly these.
 //! - Board types 5, 7, 8: byte 4 = voltage method (1 = valid), byte 5 = range centre × 100,
-//!   byte 8 = timing method (1 = valid), bytes 12–13 = timing frequency in MHz.
+//!   word 4 (bytes 8–9) = timing method (1 = valid), word 6 (bytes 12–13) = timing
+//!   frequency in MHz, rounded.
 //! - Page 1 (both): for DRS channel c (0–7) and cell k, word 2(1024c + k) is the cell's
 //!   offset in ADC counts and the next word its gain code, gain = code / 65535 × 0.4 + 0.7.
 //!   PSI calibrates `(adc − offset) / gain − (offset2 − 32768)`, in units of 1/65536 V
@@ -24,7 +28,8 @@
 //!   range centre the calibration was taken at.
 //! - Page 2, type 9: word 2(1024c + j) is the secondary offset `offset2` of readout
 //!   position j, the next word the width of physical cell j of channel c:
-//!   (code − 1000) / 10000 ns.
+//!   (code − 1000) / 10000 ns — shifted by 1000 "to allow negative widths"; PSI rounds the
+//!   running sum of the widths, so their sum keeps the revolution exact.
 //! - Page 2, types 5/7/8: words 0–2047 hold the clock channel's offset/gain; from word 2048
 //!   on, word 2048 + 2(1024i + j) is `offset2` of channel 2i, the next word that of channel
 //!   2i + 1. Cell widths are shared by all channels: page 0 word 2j + 1, code / 10000 ns.
@@ -38,13 +43,17 @@
 //! at the bottom of the input range: offset = offset_PSI − (0.5 − centre_cal) × 65536 ×
 //! gain_PSI; the readout offset is offset2 − 32768.
 //!
-//! Not applied: PSI replaces cells whose stored offset is 0 ("stuck pixels") by the mean of
-//! their neighbours; this decoder only counts them ([`EepromCalibration::stuck_cells`]).
+//! Not applied: PSI replaces cells whose stored offset is 0 ("stuck pixels", cells whose
+//! pedestal was below 100 counts at calibration) by the mean of their neighbours; this
+//! decoder only counts them ([`EepromCalibration::stuck_cells`]). PSI's writer truncates
+//! the gain code; the encoder here rounds (it serves the simulator, whose true tables are
+//! the decoded ones, so both sides agree byte for byte either way).
 //!
 //! Guarantees: decoding is pure and never panics on any bytes; it returns either a typed
 //! error naming the page and byte offset, or a calibration whose numbers are all finite,
-//! gains within what the format can hold, cell widths positive and adding up to one domino
-//! revolution at the calibrated frequency within 10 %. Must never do I/O; [`encode`]
+//! gains within what the format can hold, cell widths no longer than five nominal cells
+//! (negative down to −0.1 ns only where the format allows it, type 9) and adding up to one
+//! domino revolution at the calibrated frequency within 10 %. Must never do I/O; [`encode`]
 //! exists for the simulator and must never be used to write a real board's EEPROM.
 
 use super::calibration::Drs4Calibration;
@@ -70,8 +79,8 @@ pub const WIDTH_CODE_OFFSET_TYPE9: f64 = 1000.0;
 /// The readout offset is stored around this code.
 pub const READOUT_OFFSET_ZERO: f64 = 32768.0;
 /// The largest range centre a header may hold (0.5 V, the highest this driver sets).
-/// [unverified] PSI's comment says −50…+50, but it reads the byte unsigned; negative
-/// centres cannot be stored that way, so a byte above 50 is refused as out of range.
+/// PSI writes the centre × 100 as a signed char but reads the byte unsigned, so a negative
+/// centre would come back as 156…255; such bytes (and anything else above 50) are refused.
 pub const MAX_RANGE_CENTRE_CODE: u8 = 50;
 
 /// Which EEPROM layout a board uses.
@@ -365,12 +374,13 @@ pub fn decode(layout: EepromLayout, pages: [&[u8]; 3]) -> Result<EepromCalibrati
             let (page, at) = layout.width_at(k);
             let bytes = if page == 0 { page0 } else { page2 };
             let ns = layout.width_ns(word(bytes, at));
-            if !(ns > 0.0 && ns <= longest) {
+            if ns > longest {
                 return Err(EepromError::OutOfRange {
                     page,
                     offset: at,
                     detail: format!(
-                        "width of cell {k} is {ns} ns; at {ghz} GHz a cell is 0 … {longest} ns"
+                        "width of cell {k} is {ns} ns; at {ghz} GHz no cell is longer than \
+                         {longest} ns"
                     ),
                 });
             }
@@ -454,6 +464,9 @@ pub fn encode(contents: &EepromContents) -> Result<[Vec<u8>; 3], EncodeError> {
     {
         let page0 = &mut pages[0];
         put(page0, SERIAL_AT, contents.serial);
+        if layout == EepromLayout::BoardType9 {
+            put(page0, 22, 1); // pages 1 and 2 written
+        }
         page0[VOLTAGE_METHOD_AT] = layout.voltage_method();
         page0[layout.range_at()] = range_code as u8;
         if let Some(at) = layout.temperature_at() {
@@ -461,12 +474,20 @@ pub fn encode(contents: &EepromContents) -> Result<[Vec<u8>; 3], EncodeError> {
         }
         match contents.timing_ghz {
             Some(ghz) => {
-                page0[layout.timing_method_at()] = layout.timing_method();
                 let at = layout.timing_frequency_at();
                 match layout {
-                    EepromLayout::BoardType8 => put(page0, at, code16(ghz * 1000.0, "MHz")?),
+                    EepromLayout::BoardType8 => {
+                        put(
+                            page0,
+                            layout.timing_method_at(),
+                            layout.timing_method() as u16,
+                        );
+                        put(page0, at, code16(ghz * 1000.0, "MHz")?);
+                    }
                     EepromLayout::BoardType9 => {
-                        page0[at..at + 4].copy_from_slice(&(ghz as f32).to_le_bytes())
+                        page0[layout.timing_method_at()] = layout.timing_method();
+                        put(page0, 8, 1); // number of timing calibrations
+                        page0[at..at + 4].copy_from_slice(&(ghz as f32).to_le_bytes());
                     }
                 }
             }
@@ -496,8 +517,20 @@ pub fn encode(contents: &EepromContents) -> Result<[Vec<u8>; 3], EncodeError> {
         let widths = cal.cell_width_ns.as_ref().ok_or_else(|| {
             EncodeError("a timing frequency is set but there are no cell widths".into())
         })?;
+        // Type 9 as PSI writes it: each code rounds what the running sum still lacks.
+        let (mut exact, mut stored) = (0.0f64, 0.0f64);
         for (k, ns) in widths.iter().enumerate() {
-            let code = code16(layout.width_code(*ns as f64), "cell width code")?;
+            let code = match layout {
+                EepromLayout::BoardType8 => {
+                    code16(layout.width_code(*ns as f64), "cell width code")?
+                }
+                EepromLayout::BoardType9 => {
+                    exact += *ns as f64;
+                    let code = code16(layout.width_code(exact - stored), "cell width code")?;
+                    stored += layout.width_ns(code);
+                    code
+                }
+            };
             let (page, at) = layout.width_at(k);
             put(&mut pages[page as usize], at, code);
             if layout == EepromLayout::BoardType9 {
@@ -562,11 +595,13 @@ mod tests {
         assert_eq!(p[0][16..20], 5.0f32.to_le_bytes());
         assert_eq!(p[0][20], 20, "range centre 0.2 V");
         assert_eq!(p[0][21], 63, "31.5 °C");
+        assert_eq!(p[0][8..10], [1, 0], "one timing calibration");
+        assert_eq!(p[0][22..24], [1, 0], "pages 1 and 2 written");
         let c = sample_contents(EepromLayout::BoardType8, 1);
         let p = encode(&c).unwrap();
         assert_eq!(p[0][4], 1, "VCALIB_METHOD_V4");
         assert_eq!(p[0][5], 20);
-        assert_eq!(p[0][8], 1, "TCALIB_METHOD_V4");
+        assert_eq!(p[0][8..10], [1, 0], "TCALIB_METHOD_V4 as a word");
         assert_eq!(p[0][12..14], 5000u16.to_le_bytes());
         // Cell width of cell 0 in word 1 of page 0 (type 8), in page 2 word 1 (type 9).
         let w0 = c.calibration.cell_width_ns.as_ref().unwrap()[0] as f64;
@@ -603,8 +638,16 @@ mod tests {
                 b.cell_width_ns.as_ref().unwrap(),
             );
             for k in 0..CELLS {
-                assert!((wa[k] - wb[k]).abs() <= 0.5e-4 + 1e-6);
+                // Half a step of 0.1 ps each (type 8); type 9 rounds the running sum, so a
+                // cell may take up to a whole step and the sum stays within half a step.
+                assert!((wa[k] - wb[k]).abs() <= 1e-4 + 1e-6);
             }
+            let sum = |w: &[f32; CELLS]| w.iter().map(|v| *v as f64).sum::<f64>();
+            let tolerance = match layout {
+                EepromLayout::BoardType8 => 1024.0 * 0.5e-4,
+                EepromLayout::BoardType9 => 0.5e-4 + 1e-4,
+            };
+            assert!((sum(wa) - sum(wb)).abs() <= tolerance, "{layout:?}");
             // Decoding what was decoded and encoded again gives the same bytes.
             let again = encode(&EepromContents {
                 calibration: d.calibration.clone(),
@@ -669,8 +712,8 @@ mod tests {
             })
         ));
         p[0][16..20].copy_from_slice(&5.0f32.to_le_bytes());
-        // Width code 1000 = 0 ns at cell 3: page 2, byte 4·3 + 2.
-        put(&mut p[2], 14, 1000);
+        // Width code 60000 = 5.9 ns at cell 3 (a 5 GHz cell is 0.2 ns): page 2, byte 4·3 + 2.
+        put(&mut p[2], 14, 60000);
         let err = decode(layout, pages_of(&p, layout)).unwrap_err();
         assert!(
             matches!(
@@ -721,7 +764,8 @@ mod tests {
         prop_assert!((0.0..=0.5).contains(&d.header.range_centre));
         match (&c.cell_width_ns, d.header.timing_ghz) {
             (Some(w), Some(ghz)) => {
-                prop_assert!(w.iter().all(|v| v.is_finite() && *v > 0.0));
+                prop_assert!(w.iter().all(|v| v.is_finite() && *v >= -0.1 - 1e-6));
+                prop_assert!(w.iter().all(|v| (*v as f64) <= 5.0 / ghz + 1e-6));
                 let sum: f64 = w.iter().map(|v| *v as f64).sum();
                 prop_assert!((sum * ghz / CELLS as f64 - 1.0).abs() <= 0.1 + 1e-6);
             }
