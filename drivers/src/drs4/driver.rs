@@ -592,20 +592,20 @@ impl<T: UsbTransport> Drs4<T> {
             .map_err(|e| self.bad_eeprom(e))?;
         let mut calibration = stored.calibration;
         let header = stored.header;
-        // [unverified] whether drsosc stores the requested or the realised frequency: both
-        // are accepted.
-        let timing_used = header.timing_ghz.is_some_and(|ghz| {
-            (ghz - self.sampling_ghz).abs() < 1e-3 || (ghz - self.config.sampling_ghz).abs() < 1e-3
-        });
+        // PSI stores the realised frequency (1.024 / ticks × 60 MHz, `SetFrequency`) and
+        // uses the widths only within 1 MHz of it (`IsTimingCalibrationValid`).
+        let timing_used = header
+            .timing_ghz
+            .is_some_and(|ghz| (ghz - self.sampling_ghz).abs() < 1e-3);
         if !timing_used {
             calibration.cell_width_ns = None;
             if self.config.time_axis {
                 self.calibration_warnings.push(match header.timing_ghz {
                     Some(ghz) => format!(
                         "DRS4 board {serial}: the stored timing calibration was taken at {ghz:.3} \
-                         GHz, not at {:.3} GHz: the time axis is nominal (run at that frequency \
-                         or calibrate the timing there with drsosc)",
-                        self.config.sampling_ghz
+                         GHz, this run samples at {:.3} GHz: the time axis is nominal (run at \
+                         that frequency or calibrate the timing there with drsosc)",
+                        self.sampling_ghz
                     ),
                     None => format!(
                         "DRS4 board {serial}: no timing calibration stored: the time axis is \
@@ -1006,7 +1006,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
                 meta.push(("drs4.calibrated_temperature_c".into(), t.to_string()));
             }
             if let Some(ghz) = header.timing_ghz {
-                meta.push(("drs4.timing_calibrated_ghz".into(), ghz.to_string()));
+                meta.push(("drs4.timing_calibrated_ghz".into(), format!("{ghz:.6}")));
             }
         }
         if !self.calibration_warnings.is_empty() {

@@ -72,8 +72,8 @@ pub struct SimDrs4Config {
     pub eeprom_calibrated: bool,
     /// Range centre (V) the stored voltage calibration was taken at.
     pub eeprom_range_centre: f64,
-    /// Sampling frequency (GHz) the stored timing calibration was taken at; `None`: no
-    /// timing calibration stored.
+    /// Sampling frequency (GHz) the stored timing calibration was taken at, the realised
+    /// one as PSI stores it (5.12 GHz for a 5 GHz request); `None`: none stored.
     pub eeprom_timing_ghz: Option<f64>,
     /// Status reads that still see `SERIAL_BUSY` after an EEPROM command.
     pub eeprom_busy_polls: u32,
@@ -104,7 +104,7 @@ impl Default for SimDrs4Config {
             cell_width_spread: 0.1,
             eeprom_calibrated: true,
             eeprom_range_centre: 0.0,
-            eeprom_timing_ghz: Some(5.0),
+            eeprom_timing_ghz: Some(1.024 / 12.0 * REF_CLOCK_MHZ),
             eeprom_busy_polls: 2,
             stale_fifo_bytes: 0,
             log_transfers: true,

@@ -286,9 +286,12 @@ fn drs4_eeprom_read_sequence_is_byte_exact() {
         matches!(&wire[start - 1], Wire::Out(f) if f[..3] == [CMD_WRITE, 0, 0x04]),
         "the last trigger-level DAC (DAC 1 at 0x06, swapped to 0x04) comes just before"
     );
-    // Page 0 as PSI reads it: serial 2989, methods 2/2, 5 GHz, range 0, 30.5 °C.
+    // Page 0 as PSI reads it: serial 2989, methods 2/2, one timing calibration, 5.12 GHz,
+    // range 0, 30.5 °C, pages 1 and 2 written.
     assert_eq!(eeprom[0][..6], [0xAD, 0x0B, 0xFF, 0xFF, 2, 2]);
-    assert_eq!(eeprom[0][16..22], [0, 0, 0xA0, 0x40, 0, 61]);
+    assert_eq!(eeprom[0][8..10], [1, 0]);
+    assert_eq!(eeprom[0][16..20], (5.12f32).to_le_bytes());
+    assert_eq!(eeprom[0][20..24], [0, 61, 1, 0]);
     assert_eq!(sim.state().eeprom_reads, 3);
     assert_eq!(sim.state().eeprom_writes, 0);
     assert!(
@@ -305,7 +308,7 @@ fn drs4_eeprom_read_sequence_is_byte_exact() {
     assert_eq!(meta(&board, "drs4.calibration_warning"), None);
     assert_eq!(
         meta(&board, "drs4.timing_calibrated_ghz").as_deref(),
-        Some("5")
+        Some("5.120000")
     );
 }
 
@@ -402,8 +405,8 @@ fn drs4_time_axis_from_the_stored_cell_widths() {
         );
         expect += widths[(j + stop) % CELLS] as f64;
     }
-    // One revolution of the stored widths is 1024 / 5 GHz.
-    assert!((expect - 204.8).abs() < 1e-2, "{expect}");
+    // One revolution of the stored widths is 1024 / 5.12 GHz.
+    assert!((expect - 200.0).abs() < 1e-2, "{expect}");
     assert!((t(1) - widths[stop % CELLS]).abs() < 1e-6);
 }
 
@@ -420,11 +423,12 @@ fn drs4_timing_calibration_is_used_only_at_its_frequency() {
     assert_eq!(*board.calibration().offset, *sim.state().true_offset);
     assert_eq!(
         meta(&board, "drs4.calibration").as_deref(),
-        Some("eeprom (voltage; timing taken at 5.000 GHz, not used at this frequency)")
+        Some("eeprom (voltage; timing taken at 5.120 GHz, not used at this frequency)")
     );
     let warning = meta(&board, "drs4.calibration_warning").unwrap();
     assert!(
-        warning.contains("board 2989") && warning.contains("2.000 GHz"),
+        // 2 GHz is 31 ticks of 60 MHz: 1.982 GHz.
+        warning.contains("board 2989") && warning.contains("1.982 GHz"),
         "{warning}"
     );
 }
@@ -493,7 +497,7 @@ fn drs4_corrupt_eeprom_refuses_open_naming_page_and_byte() {
             && detail.contains("calibration_file"),
         "{detail}"
     );
-    // A cell width of 5.9 ns in page 2 (type 9, 5 GHz): cell 5 of channel 0, byte 4·5 + 2.
+    // A cell width of 5.9 ns in page 2 (type 9, 5.12 GHz): cell 5 of channel 0, byte 4·5 + 2.
     let sim = SimDrs4::new(SimDrs4Config::default());
     sim.state().eeprom[2][22..24].copy_from_slice(&60000u16.to_le_bytes());
     let Err(DriverError::Protocol { offset, detail, .. }) =
