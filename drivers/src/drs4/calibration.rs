@@ -9,7 +9,10 @@
 //! tables come from the board's EEPROM (see [`eeprom`](super::eeprom)) or from a text file
 //! of our own (`# daq-engine DRS4 calibration v1`, then lines `offset <input 1-4> <1024
 //! numbers>`, `gain <input> <1024 numbers>`, `readout_offset <input> <1024 numbers>`,
-//! `dt <1024 numbers in ns>`); missing tables are nominal.
+//! `dt <1024 numbers in ns>`, `stuck <input> <cell numbers>`); missing tables are nominal.
+//! Stuck cells (PSI's "stuck pixels") give no usable sample: the driver replaces theirs by
+//! the mean of the nearest usable readout neighbours, as PSI's library does with the direct
+//! neighbours.
 //! Guarantees: a parsed table has exactly 1024 finite numbers, gains are positive, widths
 //! positive; errors name file and line. Must never do device I/O.
 
@@ -48,6 +51,9 @@ pub struct Drs4Calibration {
     pub gain: Box<[[f32; CELLS]; 4]>,
     /// Secondary offset in ADC counts (after the gain), per input, per readout position.
     pub readout_offset: Box<[[f32; CELLS]; 4]>,
+    /// Stuck cells as (input 0–3, physical cell): their samples are replaced by the mean of
+    /// the nearest usable readout neighbours.
+    pub stuck_cells: Vec<(usize, usize)>,
     /// Effective width of each physical cell in ns, if time-calibrated.
     pub cell_width_ns: Option<Box<[f32; CELLS]>>,
 }
@@ -68,6 +74,7 @@ impl Drs4Calibration {
             offset: Box::new([[0.0; CELLS]; 4]),
             gain: Box::new([[1.0; CELLS]; 4]),
             readout_offset: Box::new([[0.0; CELLS]; 4]),
+            stuck_cells: Vec::new(),
             cell_width_ns: None,
         }
     }
@@ -99,6 +106,17 @@ impl Drs4Calibration {
                 );
             }
         }
+        for input in 0..4 {
+            let cells: Vec<String> = self
+                .stuck_cells
+                .iter()
+                .filter(|(i, _)| *i == input)
+                .map(|(_, c)| c.to_string())
+                .collect();
+            if !cells.is_empty() {
+                text += &format!("stuck {} {}\n", input + 1, cells.join(" "));
+            }
+        }
         if let Some(dt) = &self.cell_width_ns {
             text += &row("dt".into(), dt);
         }
@@ -126,7 +144,7 @@ impl Drs4Calibration {
                 continue;
             }
             let input = match kind {
-                "offset" | "gain" | "readout_offset" => {
+                "offset" | "gain" | "readout_offset" | "stuck" => {
                     let w = words.next().unwrap_or("");
                     match w.parse::<usize>() {
                         Ok(i @ 1..=4) => Some(i - 1),
@@ -137,10 +155,30 @@ impl Drs4Calibration {
                 other => {
                     return Err(bad(
                         line,
-                        format!("unknown table '{other}' (offset, gain, readout_offset, dt)"),
+                        format!(
+                            "unknown table '{other}' (offset, gain, readout_offset, stuck, dt)"
+                        ),
                     ))
                 }
             };
+            if let ("stuck", Some(i)) = (kind, input) {
+                for w in words {
+                    match w.parse::<usize>() {
+                        Ok(cell) if cell < CELLS => {
+                            if !cal.stuck_cells.contains(&(i, cell)) {
+                                cal.stuck_cells.push((i, cell));
+                            }
+                        }
+                        _ => {
+                            return Err(bad(
+                                line,
+                                format!("stuck cell '{w}' is not a cell number 0 … {}", CELLS - 1),
+                            ))
+                        }
+                    }
+                }
+                continue;
+            }
             let mut values = [0.0f32; CELLS];
             let mut count = 0;
             for w in words {
@@ -207,10 +245,21 @@ mod tests {
         cal.offset[2][5] = -12.5;
         cal.gain[3][1023] = 1.25;
         cal.readout_offset[1][7] = -3.5;
+        cal.stuck_cells = vec![(0, 17), (0, 1023), (3, 0)];
         cal.cell_width_ns = Some(Box::new([0.2; CELLS]));
         assert_eq!(
             Drs4Calibration::parse(&cal.to_text(), "c.txt").unwrap(),
             cal
+        );
+    }
+
+    #[test]
+    fn stuck_cell_numbers_are_checked() {
+        let text = format!("{FILE_HEADER}\nstuck 2 5 1024\n");
+        let err = Drs4Calibration::parse(&text, "s.txt").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "s.txt:2: stuck cell '1024' is not a cell number 0 … 1023"
         );
     }
 

@@ -130,7 +130,7 @@ pub enum CalibrationSource {
         header: EepromHeader,
         /// The stored cell widths make the time axis (stored and taken at this frequency).
         timing_used: bool,
-        /// Cells with a stored offset of 0 (PSI's stuck pixels; not repaired here).
+        /// Cells with a stored offset of 0 (PSI's stuck pixels), repaired like PSI does.
         stuck_cells: usize,
     },
     /// No correction, and why.
@@ -179,6 +179,8 @@ pub struct Drs4<T: UsbTransport> {
     calibration: Drs4Calibration,
     calibration_source: CalibrationSource,
     calibration_warnings: Vec<String>,
+    /// `calibration.stuck_cells` as a table, for the per-event repair.
+    stuck: Box<[[bool; CELLS]; 4]>,
     readout: Vec<u8>,
     times: Box<[f32; CELLS]>,
     armed: bool,
@@ -261,6 +263,7 @@ impl<T: UsbTransport> Drs4<T> {
             },
             sampling_ghz: config.sampling_ghz,
             control: 0,
+            stuck: Box::new([[false; CELLS]; 4]),
             calibration,
             calibration_source,
             calibration_warnings: Vec::new(),
@@ -275,6 +278,8 @@ impl<T: UsbTransport> Drs4<T> {
             last_stop_cell: 0,
             config,
         };
+        let from_file = std::mem::take(&mut board.calibration);
+        board.use_calibration(from_file);
         board.drain()?;
         let identity = board.read_identity()?;
         board.accept_identity(identity)?;
@@ -624,14 +629,7 @@ impl<T: UsbTransport> Drs4<T> {
                 header.range_centre, self.config.range_centre
             ));
         }
-        if stored.stuck_cells > 0 {
-            self.calibration_warnings.push(format!(
-                "DRS4 board {serial}: {} cells have a stored offset of 0 (stuck cells); their \
-                 samples are not repaired",
-                stored.stuck_cells
-            ));
-        }
-        self.calibration = calibration;
+        self.use_calibration(calibration);
         self.calibration_source = CalibrationSource::Eeprom {
             header,
             timing_used,
@@ -640,8 +638,20 @@ impl<T: UsbTransport> Drs4<T> {
         Ok(())
     }
 
+    /// Takes `calibration` and rebuilds the stuck-cell table (entries outside the tables
+    /// are ignored).
+    fn use_calibration(&mut self, calibration: Drs4Calibration) {
+        self.calibration = calibration;
+        *self.stuck = [[false; CELLS]; 4];
+        for &(input, cell) in &self.calibration.stuck_cells {
+            if input < 4 && cell < CELLS {
+                self.stuck[input][cell] = true;
+            }
+        }
+    }
+
     fn nominal_calibration(&mut self, why: String) -> Result<(), DriverError> {
-        self.calibration = Drs4Calibration::nominal();
+        self.use_calibration(Drs4Calibration::nominal());
         self.calibration_source = CalibrationSource::Nominal(why);
         Ok(())
     }
@@ -692,7 +702,7 @@ impl<T: UsbTransport> Drs4<T> {
 
     /// Replaces the calibration.
     pub fn set_calibration(&mut self, calibration: Drs4Calibration) {
-        self.calibration = calibration;
+        self.use_calibration(calibration);
         self.calibration_source = CalibrationSource::Program("set by the program".into());
     }
 
@@ -869,6 +879,34 @@ impl<T: UsbTransport> Drs4<T> {
                 out[base + 16..base + 20].copy_from_slice(&self.times[j].to_le_bytes());
             }
         }
+        // Stuck cells: the mean of the nearest usable readout neighbours on either side,
+        // looked for up to `STUCK_REACH` cells away, else the direct neighbours (PSI's
+        // `CalibrateWaveform` always takes the direct ones, which leaves the first of two
+        // adjacent stuck cells half repaired).
+        const STUCK_REACH: usize = 8;
+        let stuck = &self.stuck;
+        let sample = |out: &[u8], j: usize, input: usize| {
+            let at = j * record + 4 * input;
+            f32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]])
+        };
+        let usable = |input: usize, j: usize| !stuck[input][(j + stop) % CELLS];
+        for &(input, cell) in &self.calibration.stuck_cells {
+            if input >= 4 || cell >= CELLS {
+                continue;
+            }
+            let j = (cell + CELLS - stop) % CELLS;
+            let left = (1..=STUCK_REACH)
+                .map(|d| (j + CELLS - d) % CELLS)
+                .find(|&k| usable(input, k))
+                .unwrap_or((j + CELLS - 1) % CELLS);
+            let right = (1..=STUCK_REACH)
+                .map(|d| (j + d) % CELLS)
+                .find(|&k| usable(input, k))
+                .unwrap_or((j + 1) % CELLS);
+            let mean = (sample(out, left, input) + sample(out, right, input)) / 2.0;
+            let at = j * record + 4 * input;
+            out[at..at + 4].copy_from_slice(&mean.to_le_bytes());
+        }
     }
 }
 
@@ -1008,6 +1046,10 @@ impl<T: UsbTransport> Source for Drs4<T> {
             if let Some(ghz) = header.timing_ghz {
                 meta.push(("drs4.timing_calibrated_ghz".into(), format!("{ghz:.6}")));
             }
+            meta.push((
+                "drs4.stuck_cells".into(),
+                self.calibration.stuck_cells.len().to_string(),
+            ));
         }
         if !self.calibration_warnings.is_empty() {
             meta.push((

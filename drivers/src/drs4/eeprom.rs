@@ -43,9 +43,10 @@
 //! at the bottom of the input range: offset = offset_PSI − (0.5 − centre_cal) × 65536 ×
 //! gain_PSI; the readout offset is offset2 − 32768.
 //!
-//! Not applied: PSI replaces cells whose stored offset is 0 ("stuck pixels", cells whose
-//! pedestal was below 100 counts at calibration) by the mean of their neighbours; this
-//! decoder only counts them ([`EepromCalibration::stuck_cells`]). PSI's writer truncates
+//! A stored offset of 0 marks a stuck cell (PSI's "stuck pixel": its pedestal was below 100
+//! counts at calibration); PSI replaces its samples by the mean of the readout neighbours,
+//! and the decoder lists it in `Drs4Calibration::stuck_cells` so the driver does the same.
+//! PSI's writer truncates
 //! the gain code; the encoder here rounds (it serves the simulator, whose true tables are
 //! the decoded ones, so both sides agree byte for byte either way).
 //!
@@ -273,7 +274,8 @@ pub struct EepromCalibration {
     /// The tables in this crate's model; `cell_width_ns` is set when the header has a valid
     /// timing calibration (whether it fits the running frequency is the driver's call).
     pub calibration: Drs4Calibration,
-    /// Cells of the four inputs whose stored offset is 0 (PSI's stuck pixels; not repaired).
+    /// Cells of the four inputs whose stored offset is 0 (PSI's stuck pixels), also listed
+    /// in `calibration.stuck_cells`.
     pub stuck_cells: usize,
 }
 
@@ -359,7 +361,10 @@ pub fn decode(layout: EepromLayout, pages: [&[u8]; 3]) -> Result<EepromCalibrati
             let at = cell_at(channel, k);
             let offset = word(page1, at);
             let gain = gain_of_code(word(page1, at + 2));
-            stuck_cells += usize::from(offset == 0);
+            if offset == 0 {
+                stuck_cells += 1;
+                cal.stuck_cells.push((input, k));
+            }
             cal.offset[input][k] = (offset as f64 - bottom * gain) as f32;
             cal.gain[input][k] = (1.0 / gain) as f32;
             let at = layout.readout_offset_at(channel, k);
@@ -501,7 +506,11 @@ pub fn encode(contents: &EepromContents) -> Result<[Vec<u8>; 3], EncodeError> {
                 let gain_psi = 1.0 / cal.gain[input][k] as f64;
                 let gain_code = code16((gain_psi - GAIN_MIN) / GAIN_SPAN * 65535.0, "gain code")?;
                 let stored_gain = gain_of_code(gain_code);
-                let offset = code16(cal.offset[input][k] as f64 + bottom * stored_gain, "offset")?;
+                let offset = if cal.stuck_cells.contains(&(input, k)) {
+                    0
+                } else {
+                    code16(cal.offset[input][k] as f64 + bottom * stored_gain, "offset")?
+                };
                 let at = cell_at(channel, k);
                 put(&mut pages[1], at, offset);
                 put(&mut pages[1], at + 2, gain_code);
@@ -747,6 +756,23 @@ mod tests {
         put(&mut p[1], cell_at(3, 17), 0); // channel 3 is no input's: not counted
         let d = decode(layout, pages_of(&p, layout)).unwrap();
         assert_eq!(d.stuck_cells, 1);
+        assert_eq!(
+            d.calibration.stuck_cells,
+            [(1, 17)],
+            "channel 2 is input 2 (index 1)"
+        );
+        // And the encoder marks them the same way.
+        let again = encode(&EepromContents {
+            calibration: d.calibration.clone(),
+            ..c
+        })
+        .unwrap();
+        assert_eq!(word(&again[1], cell_at(2, 17)), 0);
+        assert_eq!(
+            word(&again[1], cell_at(3, 17)),
+            0,
+            "both channels of the input"
+        );
     }
 
     fn check_sane(d: &EepromCalibration) -> Result<(), TestCaseError> {

@@ -77,6 +77,9 @@ pub struct SimDrs4Config {
     pub eeprom_timing_ghz: Option<f64>,
     /// Status reads that still see `SERIAL_BUSY` after an EEPROM command.
     pub eeprom_busy_polls: u32,
+    /// Stuck cells (input 0–3, physical cell): they always read 0xFFFF, and the EEPROM marks
+    /// them with a stored offset of 0.
+    pub stuck_cells: Vec<(usize, usize)>,
     /// Bytes left in the IN FIFO from an earlier session, returned before anything else.
     pub stale_fifo_bytes: usize,
     /// Keep a log of every OUT transfer (off for benchmarks).
@@ -106,6 +109,7 @@ impl Default for SimDrs4Config {
             eeprom_range_centre: 0.0,
             eeprom_timing_ghz: Some(1.024 / 12.0 * REF_CLOCK_MHZ),
             eeprom_busy_polls: 2,
+            stuck_cells: Vec::new(),
             stale_fifo_bytes: 0,
             log_transfers: true,
         }
@@ -138,6 +142,8 @@ pub struct SimDrs4State {
     pub true_gain: Box<[[f32; CELLS]; 4]>,
     /// True offsets per readout position, per input (counts, after the gain).
     pub true_readout_offset: Box<[[f32; CELLS]; 4]>,
+    /// Stuck cells per input and physical cell.
+    pub stuck: Box<[[bool; CELLS]; 4]>,
     /// True width of each physical cell, ns.
     pub true_cell_width_ns: Box<[f32; CELLS]>,
     /// EEPROM pages 0, 1, 2 (32 KiB each).
@@ -190,6 +196,12 @@ fn draw_truth(
 ) -> Truth {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x0EE9_2011);
     let mut calibration = Drs4Calibration::nominal();
+    calibration.stuck_cells = config
+        .stuck_cells
+        .iter()
+        .copied()
+        .filter(|(input, cell)| *input < 4 && *cell < CELLS)
+        .collect();
     calibration.offset.copy_from_slice(&offset[..]);
     calibration.gain.copy_from_slice(&gain[..]);
     for row in calibration.readout_offset.iter_mut() {
@@ -327,6 +339,13 @@ impl SimDrs4State {
             true_offset: truth.calibration.offset,
             true_gain: truth.calibration.gain,
             true_readout_offset: truth.calibration.readout_offset,
+            stuck: {
+                let mut stuck = Box::new([[false; CELLS]; 4]);
+                for &(input, cell) in &truth.calibration.stuck_cells {
+                    stuck[input][cell] = true;
+                }
+                stuck
+            },
             true_cell_width_ns: truth.widths,
             eeprom: truth.eeprom,
             eeprom_error: truth.error,
@@ -485,7 +504,11 @@ impl SimDrs4State {
                 if let Some(n) = &noise {
                     raw += n.sample(&mut self.rng);
                 }
-                let code = raw.round().clamp(0.0, 65535.0) as u16;
+                let code = if self.stuck[input][cell] {
+                    0xFFFF
+                } else {
+                    raw.round().clamp(0.0, 65535.0) as u16
+                };
                 let at = sample_offset(channel, j);
                 self.ram[at..at + 2].copy_from_slice(&code.to_le_bytes());
             }

@@ -651,3 +651,68 @@ mod garbage {
         }
     }
 }
+
+#[test]
+fn drs4_stuck_cells_marked_in_the_eeprom_are_repaired() {
+    let stuck = vec![(0usize, 100usize), (0, 101), (2, 700), (3, 5)];
+    let sim = SimDrs4::new(SimDrs4Config {
+        stuck_cells: stuck.clone(),
+        ..SimDrs4Config::default()
+    });
+    let mut board = Drs4::open(&mut sim.bus(), Drs4Config::default()).unwrap();
+    assert_eq!(board.calibration().stuck_cells, stuck);
+    assert_eq!(meta(&board, "drs4.stuck_cells").as_deref(), Some("4"));
+    board.start().unwrap();
+    let mut out = vec![0u8; board.layout().event_size()];
+    for _ in 0..10 {
+        // Unrepaired, a stuck cell (0xFFFF) would read about +0.5 V.
+        assert_calibrated_event(&mut board, &sim, &mut out);
+        for input in 1..4 {
+            let worst = (0..CELLS)
+                .map(|j| ch(&out, j, input).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 0.005, "input {} worst {worst} V", input + 1);
+        }
+        // Cells 100 and 101 of input 1 are both stuck: each takes the mean of cells 99
+        // and 102.
+        let stop = board.last_stop_cell();
+        let at = |cell: usize| ch(&out, (cell + CELLS - stop) % CELLS, 0);
+        let mean = (at(99) + at(102)) / 2.0;
+        assert_eq!(at(100), mean);
+        assert_eq!(at(101), mean);
+    }
+}
+
+#[test]
+fn drs4_stuck_cells_from_a_calibration_file_are_repaired_too() {
+    let sim = SimDrs4::new(SimDrs4Config {
+        stuck_cells: vec![(0, 100)],
+        ..SimDrs4Config::default()
+    });
+    let mut cal = super::Drs4Calibration::nominal();
+    {
+        let s = sim.state();
+        cal.offset.copy_from_slice(&s.true_offset[..]);
+        cal.gain.copy_from_slice(&s.true_gain[..]);
+        cal.readout_offset
+            .copy_from_slice(&s.true_readout_offset[..]);
+    }
+    cal.stuck_cells = vec![(0, 100)];
+    let path = std::env::temp_dir().join(format!("drs4-stuck-test-{}.txt", std::process::id()));
+    std::fs::write(&path, cal.to_text()).unwrap();
+    let config = Drs4Config {
+        calibration_file: Some(path.clone()),
+        ..Drs4Config::default()
+    };
+    let mut board = Drs4::open(&mut sim.bus(), config).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(board.calibration().stuck_cells, [(0, 100)]);
+    board.start().unwrap();
+    let mut out = vec![0u8; board.layout().event_size()];
+    for _ in 0..5 {
+        assert_calibrated_event(&mut board, &sim, &mut out);
+        let stop = board.last_stop_cell();
+        let at = |cell: usize| ch(&out, (cell + CELLS - stop) % CELLS, 0);
+        assert_eq!(at(100), (at(99) + at(101)) / 2.0);
+    }
+}
