@@ -3,7 +3,7 @@
 //! calibrate per physical cell and write one event.
 //!
 //! Calibration: from `calibration_file` when given, otherwise read from the board's EEPROM
-//! at open (PSI's layout, see [`eeprom`](super::eeprom)), between setting the DACs and
+//! at open (PSI's layout, see [`eeprom`]), between setting the DACs and
 //! enabling the trigger; a board whose EEPROM says it is not calibrated runs with nominal
 //! tables and says so in [`Drs4::calibration_warnings`] and the run metadata. The stored
 //! cell widths are used for the time axis only at the frequency they were taken at.
