@@ -2,13 +2,14 @@
 # Installs the Debian packages daq-engine needs, only those missing. Used by `make demo` and
 # `make test`; safe to run again. The README says what each package is for.
 #   build:  libhdf5-dev libusb-1.0-0-dev pkg-config
-#   tests:  hdf5-tools (h5dump) python3-venv (h5py in a venv) tmux (terminal dashboard test)
+#   run:    hdf5-tools (h5repack compresses each HDF5 file when it closes; h5dump in tests)
+#   tests:  python3-venv (h5py in a venv) tmux (terminal dashboard test)
 #           chromium (web page test, headless)
 set -euo pipefail
 what=${1:-build}
-pkgs=(libhdf5-dev libusb-1.0-0-dev pkg-config)
+pkgs=(libhdf5-dev libusb-1.0-0-dev pkg-config hdf5-tools)
 if [ "$what" = test ]; then
-    pkgs+=(hdf5-tools python3-venv tmux chromium)
+    pkgs+=(python3-venv tmux chromium)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

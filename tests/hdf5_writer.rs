@@ -432,3 +432,51 @@ mod garbage {
         }
     }
 }
+
+/// A slow run (a few events between flushes, far less than a chunk) with compression: the
+/// file must not keep a dead copy of the growing chunk per flush (SWMR never reuses space);
+/// once closed it is compressed, and every event reads back exactly.
+#[test]
+fn slow_compressed_run_does_not_grow_with_its_flushes() {
+    let dir = temp_dir("slow-deflate");
+    let path = dir.join("run.h5");
+    let dtype = Dtype::parse([("ch0", "u4")]).unwrap();
+    let n = 64;
+    let mut w = RunFileWriter::create(&path, RunInfo::new("x"), WriterOptions::default()).unwrap();
+    let b = w
+        .add_buffer("raw", &dtype, n, BufferOptions::default())
+        .unwrap();
+    // Incompressible words (xorshift), so a compressed copy is as large as the data.
+    let mut x = 0x9E37_79B9u32;
+    let mut events = Vec::new();
+    for c in 0..400i64 {
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x.to_le_bytes()
+            })
+            .collect();
+        w.append(b, &bytes, &meta(c)).unwrap();
+        events.extend_from_slice(&bytes);
+        if c % 10 == 9 {
+            w.flush().unwrap();
+        }
+    }
+    w.finish(RunStats::default()).unwrap();
+    let raw = (events.len() + 400 * 24) as u64;
+    let size = std::fs::metadata(&path).unwrap().len();
+    // 40 flushes of a growing, never-full 1 MiB chunk: kept copies would make it ~20x raw.
+    assert!(
+        size < 2 * raw + 64 * 1024,
+        "{size} bytes for {raw} bytes of events"
+    );
+    let text = inspect(&path).unwrap();
+    assert!(text.contains("filters [Shuffle, Deflate(1)]"), "{text}");
+    let got = read_buffer(&path, "raw").unwrap();
+    assert_eq!(got.data, events);
+    assert_eq!(got.metadata.len(), 400);
+    assert!(!dir.join("run.h5.packing").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
