@@ -195,7 +195,11 @@ fn wrong_magic_is_a_protocol_error() {
 
 #[test]
 fn measured_offset_calibration_removes_per_cell_offsets() {
-    let sim = SimDrs4::new(SimDrs4Config::default());
+    // A board never calibrated: nothing in its EEPROM, so the offsets show until measured.
+    let sim = SimDrs4::new(SimDrs4Config {
+        eeprom_calibrated: false,
+        ..SimDrs4Config::default()
+    });
     let config = Drs4Config {
         trigger: Drs4TriggerSource::Software,
         ..Drs4Config::default()

@@ -455,8 +455,10 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
         key(
             "calibration_file",
             KeyType::Str,
-            "nominal",
-            "per-cell calibration file written by the DRS4 calibration",
+            "eeprom",
+            "per-cell calibration file (daq-engine text format); when absent, the calibration \
+             stored in the board's EEPROM (nominal, with a warning, if the board was never \
+             calibrated)",
         ),
         key(
             "time_axis",
@@ -975,6 +977,17 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
 }
 
 /// Builds `device.drs4`.
+/// The driver never prints: its calibration warnings (blank EEPROM, another range centre)
+/// go to the run log here.
+fn say_calibration_warnings<B: daq_drivers::usb::UsbTransport>(
+    ctx: &BuildContext,
+    board: &Drs4<B>,
+) {
+    for w in board.calibration_warnings() {
+        tracing::warn!("{}: {w}", ctx.worker);
+    }
+}
+
 pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let config = drs4_config(cfg)?;
@@ -986,6 +999,7 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             ..SimDrs4Config::default()
         });
         let board = Drs4::open(&mut sim.bus(), config)?;
+        say_calibration_warnings(ctx, &board);
         DeviceImporter::build(
             "device.drs4",
             ctx,
@@ -997,6 +1011,7 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         let mut bus = RusbBus::new()
             .map_err(|e| open_error(e.into_driver_error("drs4", "starting libusb")))?;
         let board = Drs4::open(&mut bus, config).map_err(open_error)?;
+        say_calibration_warnings(ctx, &board);
         DeviceImporter::build(
             "device.drs4",
             ctx,
