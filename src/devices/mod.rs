@@ -11,6 +11,7 @@
 //! `tracing::warn!` and kept in the worker's device notes file and its run metadata.
 //! Must never: publish a slot the driver did not fill, or spin without a timeout.
 
+mod plug;
 pub mod serial;
 pub mod tools;
 pub mod usb;

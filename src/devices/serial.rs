@@ -6,6 +6,7 @@
 //! slave path through `serialport`, exactly as it would open `/dev/ttyUSB0`. Must never: open
 //! a real port when simulating, or guess a port when none is configured.
 
+use super::plug::{unplug_window, PlugPuller, UNPLUG_AT_KEY, UNPLUG_FOR_KEY};
 use super::{key, open_error, sim_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
 use crate::worker::{Arity, BuildContext, ConfigKey, FunctionSpec, KeyType, Template, WorkerError};
 use daq_drivers::cosmicwatch::{
@@ -32,18 +33,6 @@ const SIM_SECOND_KEY: ConfigKey = key(
     KeyType::Float,
     "1.0",
     "simulator only: host seconds per device second (0.1 runs the device 10x faster)",
-);
-const UNPLUG_AT_KEY: ConfigKey = key(
-    "sim_unplug_at",
-    KeyType::Float,
-    "0.0",
-    "simulator only: pull the simulated device's plug this many seconds after the start (0 = never), to try the reconnect",
-);
-const UNPLUG_FOR_KEY: ConfigKey = key(
-    "sim_unplug_for",
-    KeyType::Float,
-    "1.0",
-    "simulator only: seconds the device stays unplugged before it is plugged in again",
 );
 const BACKOFF_KEY: ConfigKey = key(
     "reconnect_backoff_max",
@@ -272,16 +261,8 @@ fn common(ctx: &BuildContext) -> Result<Common, WorkerError> {
             .error("reconnect_backoff_max", "must be between 0.05 and 600 (s)")
             .into());
     }
-    let at = c.f64_or("sim_unplug_at", 0.0)?;
-    let gone = c.f64_or("sim_unplug_for", 1.0)?;
-    if !(at.is_finite() && (0.0..=86400.0).contains(&at)) {
-        return Err(c.error("sim_unplug_at", "must be 0 … 86400 (s)").into());
-    }
-    if !(gone.is_finite() && (0.0..=3600.0).contains(&gone)) {
-        return Err(c.error("sim_unplug_for", "must be 0 … 3600 (s)").into());
-    }
     Ok(Common {
-        unplug: (at > 0.0).then(|| (Duration::from_secs_f64(at), Duration::from_secs_f64(gone))),
+        unplug: unplug_window(c)?,
         simulate,
         port,
         sim_second: Duration::from_secs_f64(second),
@@ -324,69 +305,12 @@ fn path_of(
     match sim {
         Some((handle, path)) => {
             match c.unplug {
-                Some((at, gone)) => keep.push(Box::new(Unplugger::start(handle, at, gone))),
+                Some((at, gone)) => keep.push(Box::new(PlugPuller::start(handle, at, gone))),
                 None => keep.push(Box::new(handle)),
             }
             path
         }
         None => c.port.clone().unwrap_or_default(),
-    }
-}
-
-/// Owns a simulator and pulls its plug once, `at` after the start, for `gone`; dropping it
-/// stops the thread and the simulator.
-struct Unplugger {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Unplugger {
-    fn start(mut handle: SimulatorHandle, at: Duration, gone: Duration) -> Unplugger {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let t0 = std::time::Instant::now();
-            let wait = |until: Duration| {
-                while t0.elapsed() < until {
-                    if flag.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                true
-            };
-            if wait(at) {
-                tracing::warn!("simulator: pulling the plug of {}", handle.path().display());
-                handle.unplug();
-                if wait(at + gone) {
-                    match handle.replug() {
-                        Ok(()) => tracing::warn!(
-                            "simulator: plugged {} in again",
-                            handle.path().display()
-                        ),
-                        Err(e) => tracing::warn!("simulator: replug failed: {e}"),
-                    }
-                }
-            }
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            drop(handle);
-        });
-        Unplugger {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Unplugger {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -11,10 +11,9 @@
 //! end. Must never: fall back to a simulator when real hardware was asked for, or load the
 //! fake library when not simulating.
 
+use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT_KEY, UNPLUG_FOR_KEY};
 use super::{key, open_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
-use crate::worker::{
-    Arity, BuildContext, Config, ConfigKey, FunctionSpec, KeyType, Template, WorkerError,
-};
+use crate::worker::{Arity, BuildContext, Config, FunctionSpec, KeyType, Template, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::hantek6022::{
     self, Calibration, Edge, Gain, Hantek6022, HantekConfig, SimHantek, SimHantekConfig, SimSignal,
@@ -28,102 +27,7 @@ use daq_drivers::usb::RusbBus;
 use daq_drivers::{DeviceInfo, DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-/// `sim_unplug_at`: when the simulated device loses its plug (the serial setups' meaning).
-pub(crate) const UNPLUG_AT_KEY: ConfigKey = key(
-    "sim_unplug_at",
-    KeyType::Float,
-    "0.0",
-    "simulator only: pull the simulated device's plug this many seconds after the start (0 = never), to try the reconnect",
-);
-/// `sim_unplug_for`: how long it stays unplugged.
-pub(crate) const UNPLUG_FOR_KEY: ConfigKey = key(
-    "sim_unplug_for",
-    KeyType::Float,
-    "1.0",
-    "simulator only: seconds the device stays unplugged before it is plugged in again",
-);
-
-/// The simulated unplug a setup asks for with `sim_unplug_at` / `sim_unplug_for`:
-/// `Some((after, for))`, or `None` when `sim_unplug_at` is 0. Checked as for every device.
-pub(crate) fn unplug_window(cfg: &Config) -> Result<Option<(Duration, Duration)>, WorkerError> {
-    let at = cfg.f64_or("sim_unplug_at", 0.0)?;
-    let gone = cfg.f64_or("sim_unplug_for", 1.0)?;
-    if !(at.is_finite() && (0.0..=86400.0).contains(&at)) {
-        return Err(bad(cfg, "sim_unplug_at", "must be 0 … 86400 (s)"));
-    }
-    if !(gone.is_finite() && (0.0..=3600.0).contains(&gone)) {
-        return Err(bad(cfg, "sim_unplug_for", "must be 0 … 3600 (s)"));
-    }
-    Ok((at > 0.0).then(|| (Duration::from_secs_f64(at), Duration::from_secs_f64(gone))))
-}
-
-/// A simulated device whose plug can be pulled and put back.
-pub(crate) trait SimulatedPlug: Send + 'static {
-    /// What to call it in the log.
-    fn name(&self) -> String;
-    /// Pulls the plug.
-    fn unplug(&mut self);
-    /// Puts it back.
-    fn replug(&mut self) -> Result<(), String>;
-}
-
-/// Owns a simulated device and pulls its plug once, `at` after it was built, for `gone`;
-/// dropping it stops the thread, then drops the device.
-pub(crate) struct PlugPuller {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl PlugPuller {
-    /// Starts the thread that pulls `device`'s plug.
-    pub(crate) fn start<D: SimulatedPlug>(mut device: D, at: Duration, gone: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let t0 = std::time::Instant::now();
-            let wait = |until: Duration| {
-                while t0.elapsed() < until {
-                    if flag.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                true
-            };
-            if wait(at) {
-                tracing::warn!("simulator: pulling the plug of {}", device.name());
-                device.unplug();
-                if wait(at + gone) {
-                    match device.replug() {
-                        Ok(()) => tracing::warn!("simulator: plugged {} in again", device.name()),
-                        Err(e) => tracing::warn!("simulator: replug failed: {e}"),
-                    }
-                }
-            }
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            drop(device);
-        });
-        PlugPuller {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for PlugPuller {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// What the importer keeps of a simulated device: the device itself, or the thread that
 /// pulls its plug (and owns it) when the setup asks for an unplug.
