@@ -265,6 +265,25 @@ fn sigint_drains_every_buffer_and_exits_0() {
     assert!(processes_with(&run.to_string_lossy()).is_empty());
 }
 
+/// The terminal a run was started from goes away (ssh logout): the run stops as for Ctrl-C,
+/// every file closed and the summary written, instead of the supervisor dying on the spot.
+#[test]
+fn sighup_stops_the_run_cleanly_like_sigint() {
+    let dir = Dir::new("sighup");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    kill(child.id(), nix::sys::signal::Signal::SIGHUP);
+    let (code, text) = finish(child);
+    assert_eq!(code, 0, "{text}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let produced = summary["events"]["raw"].as_u64().unwrap();
+    assert_eq!(sink_reports(&run, "sink").events, produced);
+    assert!(leftover_rings(&run).is_empty());
+    assert!(processes_with(&run.to_string_lossy()).is_empty());
+}
+
 #[test]
 fn a_killed_worker_stops_the_run_with_exit_1_and_no_leftovers() {
     let dir = Dir::new("killed");

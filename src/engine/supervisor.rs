@@ -151,7 +151,8 @@ fn install_signals() {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+    // SIGHUP: the terminal the run was started from went away; stop cleanly, as for Ctrl-C.
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: `on_signal` only increments an atomic, which is async-signal-safe.
         let _ = unsafe { sigaction(sig, &act) };
     }
