@@ -371,6 +371,13 @@ fn bad_setups_exit_2_with_a_positioned_message() {
             "f9",
         ),
         ("Buffers: [1, 2\n", "bad.yaml:"),
+        // Valid to the schema, refused by the function's own checks before anything starts.
+        (
+            "Buffers:\n  raw: {slot_count: 8, data_length: 64, data_dtype: {x: f4}}\n\
+             Workers:\n  src:\n    function: simulate.pulses\n    sinks: [raw]\n    \
+             config: {pretrigger_samples: 100}\n  out: {function: export.drain, sources: [raw]}\n",
+            "'pretrigger_samples': 100 is not inside the trace of 64 samples",
+        ),
     ];
     for (i, (text, fragment)) in cases.iter().enumerate() {
         let s = dir.write("bad.yaml", text);
@@ -383,6 +390,15 @@ fn bad_setups_exit_2_with_a_positioned_message() {
         assert!(
             out.contains("bad.yaml:"),
             "case {i}: no file position in: {out}"
+        );
+        let made: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(
+            made.is_empty(),
+            "case {i}: a run directory was made: {made:?}"
         );
     }
     // Every bad setup of the setup tests, through the real binary.

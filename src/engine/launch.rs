@@ -335,6 +335,15 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             }
         }
     }
+    let refused =
+        super::process::preflight(&plan_of(&setup, Path::new("."), "preflight"), registry);
+    if !refused.is_empty() {
+        for e in &refused {
+            eprintln!("daq-engine: {}: {e}", path.display());
+        }
+        eprintln!("daq-engine: nothing was started");
+        return 2;
+    }
     let target = args
         .target_directory
         .clone()
@@ -523,6 +532,15 @@ pub fn check(path: &Path, dot: Option<&Path>, registry: &Registry) -> i32 {
             checked.errors.len(),
             checked.warnings.len()
         );
+        return 2;
+    }
+    let refused =
+        super::process::preflight(&plan_of(&checked.setup, Path::new("."), "check"), registry);
+    if !refused.is_empty() {
+        for e in &refused {
+            eprintln!("{}: {e}", path.display());
+        }
+        eprintln!("{}: {} error(s)", path.display(), refused.len());
         return 2;
     }
     print!("{}", setup::graph::text(&checked.setup));
