@@ -65,3 +65,25 @@ fn measured_offsets_flatten_the_pedestal() {
         "pedestal within 20 mV after offset calibration, worst {worst} V"
     );
 }
+
+#[test]
+#[ignore = "needs a DRS4 evaluation board connected (calibrated with PSI's drsosc)"]
+fn reads_the_calibration_stored_in_the_eeprom() {
+    let mut bus = RusbBus::new().expect("USB bus");
+    let config = Drs4Config {
+        trigger: Drs4TriggerSource::Software,
+        ..Drs4Config::default()
+    };
+    let board = Drs4::open(&mut bus, config).unwrap();
+    let facts = board.run_metadata();
+    let used = facts
+        .iter()
+        .find(|(k, _)| k == "drs4.calibration")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(
+        used.starts_with("eeprom"),
+        "calibration used: '{used}'; warnings: {:?}",
+        board.calibration_warnings()
+    );
+}

@@ -235,7 +235,7 @@ fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
 /// Throughput through the pty (measurement, not a check): run with
 /// `cargo test -p daq-drivers --release --test serial_cosmicwatch -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
 fn cosmicwatch_v3x_throughput_measurement() {
     let cols = V3Columns {
         environment: true,
