@@ -7,7 +7,7 @@
 //! harness's threads and the other tests running in parallel do not disturb the figure.
 
 use daq_engine::dtype::{Dtype, Metadata};
-use daq_engine::ring::{wait_any, Next, Policy, Ring, RingSpec};
+use daq_engine::ring::{wait_any, Next, Policy, Ring, RingSpec, WrongSize};
 use daq_engine::shm::{places, HugePages};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -98,6 +98,15 @@ fn hot_path_of_a_sole_member_allocates_nothing() {
     let mut obs = ring.observer();
     let mut copy = vec![0u8; ring.event_bytes()];
     let mut meta = Metadata::default();
+    let mut short = vec![0u8; ring.event_bytes() - 1];
+    assert_eq!(
+        obs.latest(&mut short, &mut meta),
+        Err(WrongSize {
+            got: ring.event_bytes() - 1,
+            want: ring.event_bytes()
+        }),
+        "a wrong-size copy buffer is an error, not 'nothing new'"
+    );
     let mut sum = 0u64;
     let n = allocations_in(|| {
         for e in 0..ROUNDS {
@@ -106,7 +115,7 @@ fn hot_path_of_a_sole_member_allocates_nothing() {
             data[..8].copy_from_slice(&e.to_le_bytes());
             m.counter = e as i64;
             slot.publish();
-            assert_eq!(obs.latest(&mut copy, &mut meta), Some(e));
+            assert_eq!(obs.latest(&mut copy, &mut meta), Ok(Some(e)));
             match r.next(Duration::from_secs(1)) {
                 Next::Event(ev) => {
                     sum += u64::from_le_bytes(ev.data()[..8].try_into().unwrap());
@@ -140,7 +149,7 @@ fn hot_path_of_a_two_member_group_and_a_second_group_allocates_nothing() {
             slot.meta_mut().counter = e as i64;
             slot.publish();
             if e % 7 == 0 {
-                assert_eq!(obs.latest(&mut copy, &mut meta), Some(e));
+                assert_eq!(obs.latest(&mut copy, &mut meta), Ok(Some(e)));
             }
             let who = (e % 2) as usize;
             match members[who].next(Duration::from_secs(1)) {

@@ -261,7 +261,7 @@ fn observe(path: &Path, rep: &Report) -> i32 {
     let mut meta = Metadata::default();
     let mut last_index = None;
     loop {
-        if let Some(i) = obs.latest(&mut data, &mut meta) {
+        if let Ok(Some(i)) = obs.latest(&mut data, &mut meta) {
             rep.count.fetch_add(1, Ordering::Relaxed);
             if meta.counter as u64 != i || !valid(&data, i) {
                 rep.other.fetch_add(1, Ordering::SeqCst);

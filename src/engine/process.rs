@@ -742,7 +742,10 @@ fn observer_loop(
     loop {
         let mut fresh = false;
         for o in observers.iter_mut() {
-            if o.latest(&mut data, &mut meta).is_some() {
+            if o.latest(&mut data, &mut meta)
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
                 fresh = true;
                 let ev = EventRef {
                     data: &data,

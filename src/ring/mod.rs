@@ -1463,19 +1463,28 @@ impl RingObserver {
     }
 
     /// Copies the latest published event into `data` (exactly the ring's event size) and
-    /// `meta`, if one was published since the last call. Returns its index. A copy torn by
-    /// the producer overwriting the slot is detected and retried; never returned.
-    pub fn latest(&mut self, data: &mut [u8], meta: &mut Metadata) -> Option<u64> {
+    /// `meta`, if one was published since the last call: `Ok(Some(index))`, or `Ok(None)`
+    /// when nothing new was published. A copy torn by the producer overwriting the slot is
+    /// detected and retried; never returned. A `data` of another size is an error (not
+    /// "nothing new"), so a mistake cannot pass for an idle ring.
+    pub fn latest(
+        &mut self,
+        data: &mut [u8],
+        meta: &mut Metadata,
+    ) -> Result<Option<u64>, WrongSize> {
         let inner = &*self.ring.inner;
         let n = inner.data_bytes();
         if data.len() != n {
-            return None;
+            return Err(WrongSize {
+                got: data.len(),
+                want: n,
+            });
         }
         let core = inner.core();
         loop {
             let w = core.ctl.write.0.load(Ordering::SeqCst);
             if w == 0 || w == self.last {
-                return None;
+                return Ok(None);
             }
             let e = w - 1;
             let sh = inner.slot_header(e);
@@ -1500,8 +1509,18 @@ impl RingObserver {
             sync::fence(Ordering::Acquire);
             if sh.seq.load(Ordering::Relaxed) == s1 {
                 self.last = w;
-                return Some(e);
+                return Ok(Some(e));
             }
         }
     }
+}
+
+/// [`RingObserver::latest`] was given a buffer that is not one event long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the observer's copy buffer holds {got} bytes; an event of this ring is {want} bytes")]
+pub struct WrongSize {
+    /// Bytes given.
+    pub got: usize,
+    /// Bytes of one event.
+    pub want: usize,
 }
