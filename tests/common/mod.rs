@@ -95,9 +95,13 @@ impl Children {
         }
     }
 
-    /// Waits for every child to exit, at most `limit` in all, calling `each` between
-    /// polls (the supervisor's work); returns each one's exit code in spawn order. Panics
-    /// (after Drop kills the rest) on a timeout.
+    /// Waits for every child to exit, at most `limit` in all; returns each one's exit code
+    /// in spawn order. Panics (after Drop kills the rest) on a timeout.
+    pub fn wait_all(&mut self, limit: Duration) -> Vec<i32> {
+        self.wait_all_while(limit, || {})
+    }
+
+    /// As [`Children::wait_all`], calling `each` between polls (the supervisor's work).
     pub fn wait_all_while(&mut self, limit: Duration, mut each: impl FnMut()) -> Vec<i32> {
         let deadline = Instant::now() + limit;
         let mut codes = vec![None; self.0.len()];
