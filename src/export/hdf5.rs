@@ -966,6 +966,10 @@ impl RunFileWriter {
                 })
                 .collect();
             if !filters.is_empty() {
+                tracing::info!(
+                    "{}: closed; compressing it in the background",
+                    path.display()
+                );
                 let target = path.clone();
                 self.packing
                     .push(std::thread::spawn(move || compress(&target, &filters)));
@@ -1014,6 +1018,10 @@ impl RunFileWriter {
     /// Waits until every closed file is compressed; a failure leaves that file uncompressed
     /// (complete and readable) and is logged.
     fn wait_for_packing(&mut self) {
+        let busy = self.packing.iter().filter(|h| !h.is_finished()).count();
+        if busy > 0 {
+            tracing::info!("waiting for {busy} HDF5 file(s) to be compressed");
+        }
         for h in self.packing.drain(..) {
             match h.join() {
                 Ok(Ok(())) => {}
