@@ -421,9 +421,9 @@ impl<'a> Core<'a> {
             grp.info.0.abandoned.fetch_add(released, Ordering::SeqCst);
             if grp.info.0.members.load(Ordering::SeqCst) == 1 {
                 // A sole member's cursor moves by store; catch it up over what we released.
-                let r = grp.release.0.load(Ordering::SeqCst);
-                let top = end.min(claimed).max(r);
-                grp.release.0.store(top, Ordering::SeqCst);
+                // fetch_max, not load + store: a member taking over may move the cursor on
+                // in between, and a plain store would move it back.
+                grp.release.0.fetch_max(end.min(claimed), Ordering::SeqCst);
             } else {
                 self.advance(g);
             }
