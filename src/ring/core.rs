@@ -378,12 +378,29 @@ impl<'a> Core<'a> {
     // ---------------------------------------------------------------- supervisor side
 
     /// Releases the events member `m` of group `g` holds, on the word of the supervisor that
-    /// `m`'s process is dead. `alive(i)` says whether member `i`'s process lives. Returns how
-    /// many events were released for it and whether `m`'s record is now settled (everything
-    /// it covered is released or was never claimed); call again until it is.
-    pub fn reclaim(&self, g: usize, m: usize, alive: &dyn Fn(usize) -> bool) -> (u64, bool) {
+    /// `m`'s process, `dead_pid`, is dead. `alive(i)` says whether member `i`'s process lives.
+    /// Returns how many events were released for it and whether `m`'s record is now settled
+    /// (everything it covered is released or was never claimed); call again until it is.
+    ///
+    /// A new process may take member `m`'s place meanwhile (it swaps its pid in, then
+    /// claims): once `m`'s pid is no longer `dead_pid`, `held` may be the newcomer's, so
+    /// nothing more is released or cleared here and the record counts as settled.
+    pub fn reclaim(
+        &self,
+        g: usize,
+        m: usize,
+        dead_pid: u32,
+        alive: &dyn Fn(usize) -> bool,
+    ) -> (u64, bool) {
         let grp = &self.groups[g];
-        let Some((start, end)) = unpack_held(grp.members[m].0.held.load(Ordering::SeqCst)) else {
+        let mem = &grp.members[m].0;
+        let held = mem.held.load(Ordering::SeqCst);
+        // Read after `held`: a newcomer stores its pid before its first `held`, so if the
+        // pid is still the dead one here, the `held` just read was the dead member's.
+        if mem.pid.load(Ordering::SeqCst) != dead_pid {
+            return (0, true);
+        }
+        let Some((start, end)) = unpack_held(held) else {
             return (0, true);
         };
         let claimed = grp.claim.0.load(Ordering::SeqCst);
@@ -430,7 +447,10 @@ impl<'a> Core<'a> {
             self.wake_producer();
         }
         if settled {
-            grp.members[m].0.held.store(HELD_NONE, Ordering::SeqCst);
+            // Only the record read above: a newcomer's own claim must stay announced.
+            let _ = mem
+                .held
+                .compare_exchange(held, HELD_NONE, Ordering::SeqCst, Ordering::SeqCst);
         }
         (released, settled)
     }

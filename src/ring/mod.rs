@@ -900,7 +900,7 @@ impl Ring {
         if cur != 0 && cur != me {
             // The previous holder died: release what it held before taking its place.
             while !core
-                .reclaim(group, member, &|i| {
+                .reclaim(group, member, cur, &|i| {
                     i != member && self.member_alive(group, i)
                 })
                 .1
@@ -957,7 +957,7 @@ impl Ring {
                     continue;
                 }
                 let (released, settled) =
-                    core.reclaim(g, m, &|i| i != m && self.member_alive(g, i));
+                    core.reclaim(g, m, pid, &|i| i != m && self.member_alive(g, i));
                 total += released;
                 if settled {
                     let _ = core.groups[g].members[m].0.pid.compare_exchange(
