@@ -682,7 +682,7 @@ fn exporter_loop(
         }
         // The clock is read every 64 steps (and whenever idle), not per event.
         steps += 1;
-        if (steps % 64 == 0 || matches!(step, Ok(Step::Idle)))
+        if (steps.is_multiple_of(64) || matches!(step, Ok(Step::Idle)))
             && last_flush.elapsed() >= Duration::from_secs(1)
         {
             last_flush = Instant::now();
