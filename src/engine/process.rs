@@ -222,20 +222,30 @@ impl Source {
         if self.ended.iter().all(|&e| e) {
             return Ok(Step::End);
         }
-        let tokens: Vec<_> = self
+        // The tokens go on the stack (no allocation even when idle): at most 64 rings, as
+        // many as `wait_any` sleeps on.
+        let mut live = self
             .readers
             .iter()
             .zip(&self.ended)
             .filter(|(_, &e)| !e)
-            .map(|(r, _)| r.wait_token())
-            .collect();
+            .map(|(r, _)| r.wait_token());
+        let Some(first) = live.next() else {
+            return Ok(Step::End);
+        };
+        let mut tokens = [first; 64];
+        let mut k = 1;
+        for (slot, t) in tokens[1..].iter_mut().zip(live) {
+            *slot = t;
+            k += 1;
+        }
         let any_ready = self
             .readers
             .iter()
             .zip(&self.ended)
             .any(|(r, &e)| !e && r.ready());
         if !any_ready {
-            wait_any(&tokens, timeout);
+            wait_any(&tokens[..k], timeout);
         }
         Ok(Step::Idle)
     }

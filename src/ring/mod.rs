@@ -1387,6 +1387,7 @@ impl Drop for Reader {
 }
 
 /// A futex a reader may sleep on, with the value seen before checking for data.
+#[derive(Clone, Copy)]
 pub struct WaitToken<'a> {
     futex: &'a AtomicU32,
     waiting: &'a AtomicU32,
