@@ -224,9 +224,17 @@ fn rotation_by_size_keeps_every_event_once_and_every_file_complete() {
         assert!(text.contains("@closed_cleanly = 1"), "{text}");
         assert!(text.contains("setup (1 lines)"), "{text}");
         assert!(text.contains("histogram 'h'"), "{text}");
+        // Every rotated file was compressed once closed, and no temporary file is left.
+        assert!(text.contains("filters [Shuffle, Deflate(1)]"), "{text}");
         h5dump_clean(f);
     }
     assert_eq!(all, (0..n).collect::<Vec<_>>());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".packing"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -21,8 +21,9 @@
 //!   never reuse file space, so a compressed chunk rewritten at every flush (it changes size
 //!   and moves) would leave a dead copy each time — measured, a 1 MB run grew to 17 MB. Open
 //!   files hold uncompressed chunks rewritten in place; a closed file is repacked with
-//!   shuffle + deflate by `h5repack` (hdf5-tools) in a background thread and renamed over the
-//!   original, so a reader or a crash only ever sees a complete file.
+//!   shuffle + deflate by `h5repack` (hdf5-tools) in a background thread (one file at a
+//!   time, in closing order) and renamed over the original, so a reader or a crash only ever
+//!   sees a complete file.
 //! - After a failed write (full disk, I/O error) the writer stops, reports the file, the
 //!   buffer and the events kept, and leaves what was flushed readable.
 //!
@@ -317,8 +318,8 @@ pub struct RunFileWriter {
     failed: Option<String>,
     events_run: u64,
     device_notes: Option<PathBuf>,
-    /// Closed files being compressed in the background.
-    packing: Vec<std::thread::JoinHandle<Result<(), String>>>,
+    /// Compresses closed files in the background, one at a time.
+    packer: Option<Packer>,
 }
 
 fn to_str(s: &str) -> VarLenUnicode {
@@ -433,7 +434,7 @@ impl RunFileWriter {
             histograms: Vec::new(),
             failed: None,
             device_notes: None,
-            packing: Vec::new(),
+            packer: None,
             events_run: 0,
         };
         w.open_next()?;
@@ -970,9 +971,9 @@ impl RunFileWriter {
                     "{}: closed; compressing it in the background",
                     path.display()
                 );
-                let target = path.clone();
-                self.packing
-                    .push(std::thread::spawn(move || compress(&target, &filters)));
+                self.packer
+                    .get_or_insert_with(Packer::start)
+                    .queue(path.clone(), filters);
             }
         }
         r.map_err(|reason| {
@@ -1018,16 +1019,69 @@ impl RunFileWriter {
     /// Waits until every closed file is compressed; a failure leaves that file uncompressed
     /// (complete and readable) and is logged.
     fn wait_for_packing(&mut self) {
-        let busy = self.packing.iter().filter(|h| !h.is_finished()).count();
+        if let Some(p) = self.packer.take() {
+            p.finish();
+        }
+    }
+}
+
+/// One background thread that compresses closed files in the order they closed. One at a
+/// time: with frequent rotation, parallel repacks would only fight for the cores the
+/// acquisition needs; a growing queue is reported instead.
+struct Packer {
+    tx: std::sync::mpsc::Sender<(PathBuf, Vec<String>)>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Packer {
+    fn start() -> Packer {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Vec<String>)>();
+        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let left = waiting.clone();
+        let thread = std::thread::spawn(move || {
+            for (path, filters) in rx {
+                if let Err(e) = compress(&path, &filters) {
+                    tracing::warn!("{e}");
+                }
+                left.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        Packer {
+            tx,
+            waiting,
+            thread,
+        }
+    }
+
+    fn queue(&self, path: PathBuf, filters: Vec<String>) {
+        use std::sync::atomic::Ordering;
+        let before = self.waiting.fetch_add(1, Ordering::SeqCst);
+        if before > 0 {
+            tracing::warn!(
+                "compression falls behind: {} closed file(s) wait; rotate less often, use a \
+                 lower level, or compression: none",
+                before
+            );
+        }
+        if self.tx.send((path.clone(), filters)).is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                "{}: left uncompressed (the compressor stopped)",
+                path.display()
+            );
+        }
+    }
+
+    fn finish(self) {
+        let busy = self.waiting.load(std::sync::atomic::Ordering::SeqCst);
         if busy > 0 {
             tracing::info!("waiting for {busy} HDF5 file(s) to be compressed");
         }
-        for h in self.packing.drain(..) {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("{e}"),
-                Err(_) => tracing::warn!("compressing a closed HDF5 file panicked"),
-            }
+        drop(self.tx);
+        if self.thread.join().is_err() {
+            tracing::warn!("compressing a closed HDF5 file panicked");
         }
     }
 }
