@@ -1106,6 +1106,21 @@ fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     let mut cmd = std::process::Command::new("h5repack");
     // The format the writer uses (HDF5 1.10, checksummed metadata), not the oldest one.
     cmd.args(["--low=2", "--high=2"]);
+    // Compression must never take CPU from the acquisition: normal (not real-time, which a
+    // worker's `priority` would pass on) scheduling, at the lowest niceness.
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and only makes two
+        // system calls, both async-signal-safe; it touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                Ok(())
+            });
+        }
+    }
     for f in filters {
         for part in f.split(',') {
             cmd.arg("-f").arg(part);
