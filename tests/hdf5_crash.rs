@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::export::hdf5::{
-    recover, BufferOptions, Compression, RunFileWriter, RunInfo, RunStats, WriterOptions,
+    no_inherited_files, recover, BufferOptions, Compression, RunFileWriter, RunInfo, RunStats,
+    WriterOptions,
 };
 use daq_engine::export::{inspect, read_buffer, ExportError};
 
@@ -46,9 +47,19 @@ fn meta(counter: i64) -> Metadata {
     }
 }
 
+/// The tests here run one at a time: each starts processes and opens files that libhdf5
+/// locks, and a CI run once saw `recover` refused (EAGAIN) while another test's processes
+/// were running. Serial, they cannot meet.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn spawn_role(role: &str, test: &str, arg: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // The other tests' open HDF5 files (and their locks) stay out of this child.
+    no_inherited_files(&mut cmd);
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env("DAQ_HDF5_ROLE", role)
         .env("DAQ_HDF5_ARG", arg)
         .stdin(Stdio::piped())
@@ -102,7 +113,9 @@ fn check_events(path: &Path, at_least: usize) -> usize {
 
 /// Runs `h5dump -H` and asserts it exits 0 with no error output.
 fn h5dump_clean(path: &Path) {
-    match Command::new("h5dump").arg("-H").arg(path).output() {
+    let mut cmd = Command::new("h5dump");
+    no_inherited_files(&mut cmd);
+    match cmd.arg("-H").arg(path).output() {
         Ok(out) => {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -168,6 +181,7 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     if std::env::var("DAQ_HDF5_ROLE").is_ok() {
         return;
     }
+    let _one_at_a_time = serial();
     let dir = temp_dir("kill9");
     let path = dir.join("run.h5");
     let mut child = spawn_role(
@@ -290,6 +304,7 @@ fn reader_in_another_process_follows_the_growing_file() {
     if std::env::var("DAQ_HDF5_ROLE").is_ok() {
         return;
     }
+    let _one_at_a_time = serial();
     let dir = temp_dir("swmr-read");
     let path = dir.join("run.h5");
     let mut w = RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()).unwrap();
@@ -370,6 +385,7 @@ fn full_disk_is_a_typed_error_and_flushed_events_stay_readable() {
     if std::env::var("DAQ_HDF5_ROLE").is_ok() {
         return;
     }
+    let _one_at_a_time = serial();
     let dir = temp_dir("diskfull");
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();

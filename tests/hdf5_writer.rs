@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::export::hdf5::{
-    AttrValue, BufferOptions, Compression, Rotation, RunFileWriter, RunInfo, RunStats,
-    WriterOptions,
+    no_inherited_files, AttrValue, BufferOptions, Compression, Rotation, RunFileWriter, RunInfo,
+    RunStats, WriterOptions,
 };
 use daq_engine::export::{inspect, read_buffer, ExportError};
 
@@ -37,7 +37,9 @@ fn meta(counter: i64) -> Metadata {
 
 /// Runs `h5dump -H` and asserts it exits 0 with no error output.
 fn h5dump_clean(path: &Path) {
-    match Command::new("h5dump").arg("-H").arg(path).output() {
+    let mut cmd = Command::new("h5dump");
+    no_inherited_files(&mut cmd);
+    match cmd.arg("-H").arg(path).output() {
         Ok(out) => {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(

@@ -1096,6 +1096,29 @@ impl Drop for RunFileWriter {
     }
 }
 
+/// Keeps the files this process has open out of a child started with `cmd`.
+///
+/// libhdf5 opens files without close-on-exec; a child started while one is open would hold
+/// a copy of its descriptor for as long as it lives (the file stays open underneath, and a
+/// lock that is not explicitly released stays held). Every descriptor above stderr is marked
+/// close-on-exec in the child (Linux ≥ 5.11; on older kernels nothing changes).
+pub fn no_inherited_files(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; one async-signal-safe system call that
+    // only changes descriptor flags of the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
+}
+
 /// Compresses the closed file `path` with `h5repack` and these per-dataset `filters`
 /// (`/buf/data:SHUF,/buf/data:GZIP=1`, …) into `<path>.packing`, then renames it over
 /// `path`. On any failure the original stays as it is (uncompressed, complete).
@@ -1121,6 +1144,7 @@ fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
             });
         }
     }
+    no_inherited_files(&mut cmd);
     for f in filters {
         for part in f.split(',') {
             cmd.arg("-f").arg(part);
