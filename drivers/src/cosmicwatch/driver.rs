@@ -15,11 +15,10 @@
 //! reserved at open). Must never: send anything to the detector.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::protocol::{is_v2_name, parse_v2, parse_v3, V2Line, V3Columns, V3Line};
-use crate::serial::record::RecordWriter;
-use crate::serial::{Backoff, PortSettings, SerialLink};
+use crate::serial::{Backoff, LineUse, PortSettings, SerialLink};
 use crate::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
 };
@@ -216,21 +215,22 @@ impl Source for CosmicWatch {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<ReadOutcome, DriverError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some((offset, line)) = self.link.read_line(left)? else {
-                return Ok(ReadOutcome::Idle);
-            };
+        let port = &self.info.port;
+        let version = self.cfg.version;
+        let (expect_name, name, housekeeping) = (
+            &mut self.expect_name,
+            &mut self.name,
+            &mut self.housekeeping,
+        );
+        let got = self.link.next_record(out, timeout, |line, offset, w| {
             let bad = |detail: String| DriverError::Protocol {
-                device: self.info.port.clone(),
+                device: port.clone(),
                 offset,
                 detail,
             };
-            let mut w = RecordWriter::new(out);
-            let (event, time_s, dead_s) = match self.cfg.version {
+            let fields = match version {
                 CosmicWatchVersion::V2 => match parse_v2(line) {
-                    Ok(V2Line::Comment) => continue,
+                    Ok(V2Line::Comment) => return Ok(LineUse::Skip),
                     Ok(V2Line::Event(e)) => {
                         w.u64(e.event);
                         w.u64(e.time_ms);
@@ -241,24 +241,24 @@ impl Source for CosmicWatch {
                         (e.event, e.time_ms as f64 / 1e3, e.deadtime_ms as f64 / 1e3)
                     }
                     // The name line follows the header, before any event.
-                    Err(_) if self.expect_name && is_v2_name(line) => {
-                        self.name = Some(String::from_utf8_lossy(line).into_owned());
-                        self.expect_name = false;
-                        continue;
+                    Err(_) if *expect_name && is_v2_name(line) => {
+                        *name = Some(String::from_utf8_lossy(line).into_owned());
+                        *expect_name = false;
+                        return Ok(LineUse::Skip);
                     }
                     Err(e) => return Err(bad(format!("CosmicWatch v2 line: {e}"))),
                 },
                 CosmicWatchVersion::V3X(cols) => match parse_v3(line, cols) {
-                    Ok(V3Line::Comment) => continue,
+                    Ok(V3Line::Comment) => return Ok(LineUse::Skip),
                     Ok(V3Line::Housekeeping(hk)) => {
-                        self.housekeeping.clear();
+                        housekeeping.clear();
                         let text = std::str::from_utf8(hk).unwrap_or("(not UTF-8)");
                         let mut end = text.len().min(HK_CAPACITY);
                         while !text.is_char_boundary(end) {
                             end -= 1;
                         }
-                        self.housekeeping.push_str(&text[..end]);
-                        continue;
+                        housekeeping.push_str(&text[..end]);
+                        return Ok(LineUse::Skip);
                     }
                     Ok(V3Line::Event(e)) => {
                         w.u64(e.event);
@@ -281,27 +281,22 @@ impl Source for CosmicWatch {
                     Err(e) => return Err(bad(format!("CosmicWatch v3X line: {e}"))),
                 },
             };
-            if let Err(n) = w.finish() {
-                return Err(DriverError::Config {
-                    device: self.info.port.clone(),
-                    detail: format!(
-                        "event slot is {} bytes, this detector writes {n}",
-                        out.len()
-                    ),
-                });
-            }
-            self.expect_name = false;
-            let lost = self.sequence(event, offset)?;
-            self.lost += lost;
-            self.events += 1;
-            let dead_increment = (dead_s - self.last_dead).max(0.0);
-            self.last_dead = dead_s;
-            return Ok(ReadOutcome::Event(EventInfo {
-                device_time: Some(time_s),
-                device_deadtime: Some(dead_increment),
-                device_lost: lost,
-            }));
-        }
+            Ok(LineUse::Record(fields))
+        })?;
+        let Some((offset, (event, time_s, dead_s))) = got else {
+            return Ok(ReadOutcome::Idle);
+        };
+        self.expect_name = false;
+        let lost = self.sequence(event, offset)?;
+        self.lost += lost;
+        self.events += 1;
+        let dead_increment = (dead_s - self.last_dead).max(0.0);
+        self.last_dead = dead_s;
+        Ok(ReadOutcome::Event(EventInfo {
+            device_time: Some(time_s),
+            device_deadtime: Some(dead_increment),
+            device_lost: lost,
+        }))
     }
 
     fn stop(&mut self) -> Result<(), DriverError> {

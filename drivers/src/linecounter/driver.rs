@@ -8,11 +8,10 @@
 //! reading loop allocates nothing. Must never: publish a partially written record as an event.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::protocol::{parse_gc10, parse_mightyohm, LineGrammar, MightyOhmLine};
-use crate::serial::record::RecordWriter;
-use crate::serial::{Backoff, PortSettings, SerialLink};
+use crate::serial::{Backoff, LineUse, PortSettings, SerialLink};
 use crate::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
 };
@@ -137,24 +136,20 @@ impl Source for LineCounter {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<ReadOutcome, DriverError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some((offset, line)) = self.link.read_line(left)? else {
-                return Ok(ReadOutcome::Idle);
-            };
+        let (port, format, banner_seen) =
+            (&self.info.port, &self.cfg.format, &mut self.banner_seen);
+        let got = self.link.next_record(out, timeout, |line, offset, w| {
             let bad = |detail: String| DriverError::Protocol {
-                device: self.info.port.clone(),
+                device: port.clone(),
                 offset,
                 detail,
             };
-            let mut w = RecordWriter::new(out);
             let mut info = EventInfo::default();
-            match &self.cfg.format {
+            match format {
                 LineFormat::MightyOhm => match parse_mightyohm(line) {
                     Ok(MightyOhmLine::Banner) => {
-                        self.banner_seen = true;
-                        continue;
+                        *banner_seen = true;
+                        return Ok(LineUse::Skip);
                     }
                     Ok(MightyOhmLine::Reading(r)) => {
                         w.u32(r.cps);
@@ -169,7 +164,7 @@ impl Source for LineCounter {
                     Err(e) => return Err(bad(format!("GC10 line: {e}"))),
                 },
                 LineFormat::Grammar(g) => match g.parse(line) {
-                    Ok(None) => continue,
+                    Ok(None) => return Ok(LineUse::Skip),
                     Ok(Some(r)) => {
                         for f in &g.fields {
                             use super::protocol::GrammarField as F;
@@ -187,14 +182,9 @@ impl Source for LineCounter {
                     Err(e) => return Err(bad(format!("line grammar: {e}"))),
                 },
             }
-            return match w.finish() {
-                Ok(_) => Ok(ReadOutcome::Event(info)),
-                Err(n) => Err(DriverError::Config {
-                    device: self.info.port.clone(),
-                    detail: format!("event slot is {} bytes, this format writes {n}", out.len()),
-                }),
-            };
-        }
+            Ok(LineUse::Record(info))
+        })?;
+        Ok(got.map_or(ReadOutcome::Idle, |(_, info)| ReadOutcome::Event(info)))
     }
 
     fn stop(&mut self) -> Result<(), DriverError> {

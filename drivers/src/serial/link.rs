@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serialport::{ClearBuffer, SerialPort, TTYPort};
 
+use super::record::RecordWriter;
 use crate::DriverError;
 
 /// Size of the read buffer; also the longest line a line reader accepts.
@@ -60,6 +61,14 @@ pub struct LinkStats {
     pub gap_seconds: f64,
     /// Reconnect attempts that failed.
     pub failed_attempts: u32,
+}
+
+/// What a line-protocol driver made of one line (see [`SerialLink::next_record`]).
+pub enum LineUse<T> {
+    /// Not a record (a comment, a banner, a name line): read on.
+    Skip,
+    /// The record is written; the value goes back to the driver.
+    Record(T),
 }
 
 /// An open serial port with a fixed read buffer.
@@ -362,6 +371,37 @@ impl SerialLink {
         let (at, n, offset) = (self.start, self.end - self.start, self.offset);
         self.consume(n);
         Ok((offset, &self.buf[at..at + n]))
+    }
+
+    /// Reads lines for at most `timeout` until `parse` turns one into a record, written into
+    /// `out` (exactly `out.len()` bytes): the frame every line-protocol driver shares.
+    /// `parse` gets the line, its stream offset (for errors) and the record writer, and says
+    /// whether the line was a record or is skipped (a comment, a banner). Returns the
+    /// record's line offset and what `parse` returned; `None` when no line completed in time.
+    pub fn next_record<T>(
+        &mut self,
+        out: &mut [u8],
+        timeout: Duration,
+        mut parse: impl FnMut(&[u8], u64, &mut RecordWriter<'_>) -> Result<LineUse<T>, DriverError>,
+    ) -> Result<Option<(u64, T)>, DriverError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some((offset, line)) = self.read_line(left)? else {
+                return Ok(None);
+            };
+            let mut w = RecordWriter::new(out);
+            let LineUse::Record(value) = parse(line, offset, &mut w)? else {
+                continue;
+            };
+            return match w.finish() {
+                Ok(_) => Ok(Some((offset, value))),
+                Err(n) => Err(DriverError::Config {
+                    device: self.device.clone(),
+                    detail: format!("event slot is {} bytes, this device writes {n}", out.len()),
+                }),
+            };
+        }
     }
 
     /// Waits at most `timeout` for one whole line (ending in `\n`) and returns it without the
