@@ -407,8 +407,9 @@ const BUILT_BEFORE_THE_RUN: &[&str] = &[
     "process.rate",
 ];
 
-/// Builds every function of [`BUILT_BEFORE_THE_RUN`] in `plan` once and drops it; returns
-/// what each refused, naming the worker. Nothing is started and nothing is written.
+/// Builds every pure built-in function (simulate, filters, processors) in `plan` once and
+/// drops it; returns what each refused, naming the worker. Nothing is started and nothing is
+/// written.
 pub fn preflight(plan: &Plan, registry: &Registry) -> Vec<String> {
     let mut errors = Vec::new();
     for w in plan

@@ -5,7 +5,7 @@
 //!   typed errors on a full disk) and a reader of what it wrote.
 //! - [`inspect()`]: a readable summary of a run file for `daq-engine inspect FILE.h5`.
 //! - [`csv`]: a buffered CSV writer for feature records.
-//! - [`bench`]: the `daq-engine bench hdf5` measurement.
+//! - [`mod@bench`]: the `daq-engine bench hdf5` measurement.
 //!
 //! Guarantees: nothing here allocates per event; every failure is an [`ExportError`] naming
 //! the file. Must never overwrite an existing run file or drop an event silently.
