@@ -1,7 +1,7 @@
 //! Hantek 6022BE/BL USB oscilloscope (and the Voltcraft DSO-2020), driven directly over USB.
 //!
 //! `protocol` holds the wire facts (pure), `firmware` the FX2 firmware image and upload,
-//! `driver` the [`Source`](crate::Source) over any [`UsbTransport`](crate::usb::UsbTransport),
+//! `driver` the [`crate::Source`] over any [`crate::usb::UsbTransport`],
 //! `simulator` a device answering the same transfers. Guarantees: the driver code that runs
 //! against the simulator is the code that runs against hardware. Must never print.
 

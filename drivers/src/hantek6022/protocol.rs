@@ -249,7 +249,7 @@ impl Default for Calibration {
 impl Calibration {
     /// From the EEPROM calibration bytes of one channel and gain step, where 0x80 means
     /// "no correction": offset = byte − 0x80 counts; gain = 1 + (byte − 0x80) / 500
-    /// (the custom-firmware tools' scaling; [unverified] against a real EEPROM).
+    /// (the custom-firmware tools' scaling; \[unverified\] against a real EEPROM).
     pub fn from_eeprom_bytes(offset_byte: u8, gain_byte: u8) -> Calibration {
         Calibration {
             offset_counts: offset_byte as f32 - CENTRE_CODE as f32,
