@@ -32,7 +32,7 @@
 //!
 //! Guarantees: `process` allocates nothing (scratch is sized in `build`); no panics on data.
 
-use super::trace::{channels, choice, one_sink, one_source, positive, FieldAccess};
+use super::trace::{channels, choice, feature_fields, one_sink, one_source, positive, FieldAccess};
 use crate::worker::opt;
 use crate::worker::{
     Arity, BufferShape, BuildContext, ConfigKey, Emit, EventRef, FunctionSpec, KeyType, Processor,
@@ -424,38 +424,6 @@ fn mean(x: &[f32]) -> f32 {
         return 0.0;
     }
     (x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len() as f64) as f32
-}
-
-/// Checks a feature sink: data_length 1 and every field one of `allowed`; returns, per field,
-/// its accessor and its position in `allowed`.
-fn feature_fields(
-    ctx: &BuildContext,
-    sink: &BufferShape,
-    allowed: &[&str],
-) -> Result<Vec<(FieldAccess, usize)>, WorkerError> {
-    if sink.data_length != 1 {
-        return Err(WorkerError::Other(format!(
-            "worker '{}': feature sink '{}' must have data_length 1 (one record per result), has {}",
-            ctx.worker, sink.name, sink.data_length
-        )));
-    }
-    sink.dtype
-        .fields()
-        .iter()
-        .map(|f| {
-            let k = allowed.iter().position(|a| *a == f.name).ok_or_else(|| {
-                WorkerError::Other(format!(
-                    "worker '{}': sink '{}' has field '{}', which this function does not \
-                     produce; choose fields from: {}",
-                    ctx.worker,
-                    sink.name,
-                    f.name,
-                    allowed.join(", ")
-                ))
-            })?;
-            Ok((FieldAccess::new(sink, &f.name)?, k))
-        })
-        .collect()
 }
 
 /// `process.baseline`.

@@ -22,7 +22,7 @@
 //! skipped and counted. Must never: see only part of the events (it refuses to run as more
 //! than one process, which would split them).
 
-use super::trace::{one_sink, one_source, FieldAccess};
+use super::trace::{feature_fields, one_sink, one_source, positive, FieldAccess};
 use crate::worker::{
     opt, Arity, BuildContext, Emit, EventRef, FunctionSpec, KeyType, Processor, Template,
     WorkerError,
@@ -282,10 +282,7 @@ impl Rate {
             )));
         }
         let c = &ctx.config;
-        let window = c.f64_or("window", 10.0)?;
-        if !(window.is_finite() && window > 0.0) {
-            return Err(c.error("window", "must be a number of seconds > 0").into());
-        }
+        let window = positive(ctx, "window", 10.0)?;
         let field = |key: &str| -> Result<Option<FieldAccess>, WorkerError> {
             match c.get(key) {
                 None => Ok(None),
@@ -297,16 +294,7 @@ impl Rate {
                 }
             }
         };
-        let unit = |key: &str| -> Result<f64, WorkerError> {
-            let u = c.f64_or(key, 1.0)?;
-            if u.is_finite() && u > 0.0 {
-                Ok(u)
-            } else {
-                Err(c
-                    .error(key, "must be a number > 0 (seconds per unit)")
-                    .into())
-            }
-        };
+        let unit = |key: &str| positive(ctx, key, 1.0);
         let clock = if c.str_or("time_field", "")? == "counter" {
             Clock::Counter(unit("time_unit")?)
         } else {
@@ -326,7 +314,13 @@ impl Rate {
                 )
                 .into());
         }
-        let outputs = feature_outputs(ctx, sink)?;
+        let outputs = feature_fields(ctx, sink, &RATE_FIELDS)?;
+        if !outputs.iter().any(|(_, k)| *k == 4) {
+            return Err(WorkerError::Other(format!(
+                "worker '{}': sink '{}' needs a field 'rate' (e.g. rate: float64)",
+                ctx.worker, sink.name
+            )));
+        }
         Ok(Rate {
             counter: RateCounter::new(window),
             clock,
@@ -376,47 +370,6 @@ impl Rate {
         }
         Ok(())
     }
-}
-
-/// The sink's fields, each one of [`RATE_FIELDS`], with its index there.
-fn feature_outputs(
-    ctx: &BuildContext,
-    sink: &crate::worker::BufferShape,
-) -> Result<Vec<(FieldAccess, usize)>, WorkerError> {
-    if sink.data_length != 1 {
-        return Err(WorkerError::Other(format!(
-            "worker '{}': sink '{}' must have data_length 1 (one record per window), has {}",
-            ctx.worker, sink.name, sink.data_length
-        )));
-    }
-    let outputs = sink
-        .dtype
-        .fields()
-        .iter()
-        .map(|f| {
-            let k = RATE_FIELDS
-                .iter()
-                .position(|a| *a == f.name)
-                .ok_or_else(|| {
-                    WorkerError::Other(format!(
-                        "worker '{}': sink '{}' has field '{}', which process.rate does not \
-                     produce; choose fields from: {}",
-                        ctx.worker,
-                        sink.name,
-                        f.name,
-                        RATE_FIELDS.join(", ")
-                    ))
-                })?;
-            Ok((FieldAccess::new(sink, &f.name)?, k))
-        })
-        .collect::<Result<Vec<_>, WorkerError>>()?;
-    if !outputs.iter().any(|(_, k)| *k == 4) {
-        return Err(WorkerError::Other(format!(
-            "worker '{}': sink '{}' needs a field 'rate' (e.g. rate: float64)",
-            ctx.worker, sink.name
-        )));
-    }
-    Ok(outputs)
 }
 
 /// At most this many windows close on one event before they are emitted; more (a long gap)

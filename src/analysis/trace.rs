@@ -287,6 +287,38 @@ pub fn sinks_like_source(ctx: &BuildContext, source: &BufferShape) -> Result<(),
     Ok(())
 }
 
+/// Checks a feature sink: data_length 1 and every field one of `allowed`; returns, per field,
+/// its accessor and its position in `allowed`.
+pub fn feature_fields(
+    ctx: &BuildContext,
+    sink: &BufferShape,
+    allowed: &[&str],
+) -> Result<Vec<(FieldAccess, usize)>, WorkerError> {
+    if sink.data_length != 1 {
+        return Err(WorkerError::Other(format!(
+            "worker '{}': feature sink '{}' must have data_length 1 (one record per result), has {}",
+            ctx.worker, sink.name, sink.data_length
+        )));
+    }
+    sink.dtype
+        .fields()
+        .iter()
+        .map(|f| {
+            let k = allowed.iter().position(|a| *a == f.name).ok_or_else(|| {
+                WorkerError::Other(format!(
+                    "worker '{}': sink '{}' has field '{}', which this function does not \
+                     produce; choose fields from: {}",
+                    ctx.worker,
+                    sink.name,
+                    f.name,
+                    allowed.join(", ")
+                ))
+            })?;
+            Ok((FieldAccess::new(sink, &f.name)?, k))
+        })
+        .collect()
+}
+
 /// A config value that must be one of `choices`.
 pub fn choice<'a>(
     ctx: &'a BuildContext,
