@@ -812,7 +812,12 @@ impl Supervisor {
                     "restarts": ps.iter().map(|p| p.restarts).sum::<u32>(),
                     "cores": live.iter().filter_map(|p| p.core).collect::<Vec<u32>>(),
                     "pinned": live.iter().flat_map(|p| pinned_cores(p.pid)).collect::<std::collections::BTreeSet<u32>>(),
-                    "device": device_state(&self.plan.run_dir, &w.name),
+                    // Only importers write device notes: no file lookups for the others.
+                    "device": if ps.iter().any(|p| p.is_importer) {
+                        device_state(&self.plan.run_dir, &w.name)
+                    } else {
+                        serde_json::Value::Null
+                    },
                 }),
             );
         }
