@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::export::hdf5::{
-    no_inherited_files, recover, BufferOptions, Compression, RunFileWriter, RunInfo, RunStats,
-    WriterOptions,
+    no_inherited_files, recover, BufferHandle, BufferOptions, Compression, RunFileWriter, RunInfo,
+    RunStats, WriterOptions,
 };
 use daq_engine::export::{inspect, read_buffer, ExportError};
 
@@ -45,6 +45,35 @@ fn meta(counter: i64) -> Metadata {
         timestamp: 1_700_000_000.0 + counter as f64,
         deadtime: 0.0,
     }
+}
+
+/// A run file at `path` with one buffer `raw` (the events of [`event_bytes`], 64 KiB chunks).
+fn raw_writer(
+    path: &Path,
+    flush_interval: Duration,
+    compression: Compression,
+) -> (RunFileWriter, BufferHandle) {
+    let mut w = RunFileWriter::create(
+        path,
+        RunInfo::new("crash test"),
+        WriterOptions {
+            flush_interval,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let b = w
+        .add_buffer(
+            "raw",
+            &dtype(),
+            DATA_LENGTH,
+            BufferOptions {
+                compression,
+                chunk_bytes: 64 * 1024,
+            },
+        )
+        .unwrap();
+    (w, b)
 }
 
 /// The tests here run one at a time: each starts processes and opens files that libhdf5
@@ -133,26 +162,11 @@ fn h5dump_clean(path: &Path) {
 /// Child role "killed-writer": appends events, flushes every 10 and reports it, then
 /// appends 7 more without flushing and waits to be killed.
 fn killed_writer(path: &Path) {
-    let mut w = RunFileWriter::create(
+    let (mut w, b) = raw_writer(
         path,
-        RunInfo::new("crash test"),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
-    let b = w
-        .add_buffer(
-            "raw",
-            &dtype(),
-            DATA_LENGTH,
-            BufferOptions {
-                compression: Compression::Deflate { level: 1 },
-                chunk_bytes: 64 * 1024,
-            },
-        )
-        .unwrap();
+        Duration::from_secs(3600),
+        Compression::Deflate { level: 1 },
+    );
     let mut c = 0i64;
     for _ in 0..23 {
         for _ in 0..10 {
@@ -307,18 +321,11 @@ fn reader_in_another_process_follows_the_growing_file() {
     let _one_at_a_time = serial();
     let dir = temp_dir("swmr-read");
     let path = dir.join("run.h5");
-    let mut w = RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()).unwrap();
-    let b = w
-        .add_buffer(
-            "raw",
-            &dtype(),
-            DATA_LENGTH,
-            BufferOptions {
-                compression: Compression::Deflate { level: 1 },
-                chunk_bytes: 64 * 1024,
-            },
-        )
-        .unwrap();
+    let (mut w, b) = raw_writer(
+        &path,
+        WriterOptions::default().flush_interval,
+        Compression::Deflate { level: 1 },
+    );
     w.flush().unwrap();
     let (mut child, who) = match h5py_python() {
         Ok(py) => (
@@ -404,26 +411,7 @@ fn full_disk_is_a_typed_error_and_flushed_events_stay_readable() {
     }
     let disk = SmallDisk(mnt.clone());
     let path = mnt.join("run.h5");
-    let mut w = RunFileWriter::create(
-        &path,
-        RunInfo::new(""),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
-    let b = w
-        .add_buffer(
-            "raw",
-            &dtype(),
-            DATA_LENGTH,
-            BufferOptions {
-                compression: Compression::None,
-                chunk_bytes: 64 * 1024,
-            },
-        )
-        .unwrap();
+    let (mut w, b) = raw_writer(&path, Duration::from_secs(3600), Compression::None);
     let mut flushed = 0u64;
     let mut err = None;
     for c in 0..2000i64 {
