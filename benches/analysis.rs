@@ -7,26 +7,13 @@
 //! `cargo bench -p daq-engine --bench analysis`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use daq_engine::analysis::bench::{waveform_shape, SlotEmit};
-use daq_engine::analysis::pulses::PulseFinder;
-use daq_engine::analysis::simulate::SimulatePulses;
-use daq_engine::analysis::trigger::Threshold;
-use daq_engine::dtype::{Dtype, Metadata};
-use daq_engine::worker::{
-    BufferShape, BuildContext, EventMut, EventRef, Filter, Importer, Processor,
+use daq_engine::analysis::bench::{
+    prepared_events, pulse_features, pulse_finder, simulator, waveform_shape, SlotEmit,
 };
+use daq_engine::analysis::trigger::Threshold;
+use daq_engine::dtype::Metadata;
+use daq_engine::worker::{BuildContext, EventMut, EventRef, Filter, Importer, Processor};
 use std::hint::black_box;
-
-fn simulator(noise_generator: &str) -> SimulatePulses {
-    SimulatePulses::build(&BuildContext::for_test(
-        "bench_source",
-        serde_json::json!({"sample_interval": 4e-9, "pretrigger_samples": 400, "noise": 0.002,
-                           "noise_generator": noise_generator, "decay_fraction": 0.5, "seed": 7}),
-        vec![],
-        vec![waveform_shape()],
-    ))
-    .expect("valid simulator config")
-}
 
 fn analysis(c: &mut Criterion) {
     let shape = waveform_shape();
@@ -36,7 +23,7 @@ fn analysis(c: &mut Criterion) {
     let mut slot = vec![0u8; bytes];
     let mut meta = Metadata::default();
     for gen in ["table", "ziggurat"] {
-        let mut sim = simulator(gen);
+        let mut sim = simulator(gen, 7).expect("valid simulator config");
         g.bench_function(format!("simulate.pulses/{gen}"), |b| {
             b.iter(|| {
                 let mut ev = EventMut {
@@ -48,19 +35,7 @@ fn analysis(c: &mut Criterion) {
             })
         });
     }
-    let mut sim = simulator("table");
-    let events: Vec<Vec<u8>> = (0..64)
-        .map(|_| {
-            let mut data = vec![0u8; bytes];
-            let mut ev = EventMut {
-                data: &mut data,
-                meta: &mut meta,
-                dtype: &shape.dtype,
-            };
-            sim.next(&mut ev).expect("simulated");
-            data
-        })
-        .collect();
+    let events = prepared_events(7).expect("simulated");
     let ev = |i: usize| EventRef {
         data: &events[i % events.len()],
         meta: Metadata::default(),
@@ -80,26 +55,8 @@ fn analysis(c: &mut Criterion) {
             black_box(trig.select(&ev(i)).expect("selected"))
         })
     });
-    let features = BufferShape {
-        name: "pulses".into(),
-        dtype: Dtype::parse([
-            ("channel", "u1"),
-            ("time", "f8"),
-            ("height", "f4"),
-            ("area", "f4"),
-            ("width", "f4"),
-        ])
-        .expect("valid dtype"),
-        data_length: 1,
-    };
-    let mut finder = PulseFinder::build(&BuildContext::for_test(
-        "bench_pulses",
-        serde_json::json!({"threshold": 0.05, "sample_interval": 4e-9}),
-        vec![shape.clone()],
-        vec![features.clone()],
-    ))
-    .expect("valid finder config");
-    let mut out = SlotEmit::new(&features);
+    let mut finder = pulse_finder().expect("valid finder config");
+    let mut out = SlotEmit::new(&pulse_features());
     g.bench_function("process.pulses", |b| {
         b.iter(|| {
             i += 1;

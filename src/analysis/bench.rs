@@ -130,7 +130,9 @@ pub fn waveform_shape() -> BufferShape {
     }
 }
 
-fn simulator(noise_generator: &str, seed: i64) -> Result<SimulatePulses, WorkerError> {
+/// The simulator on [`waveform_shape`] the measurements use, with this noise generator
+/// (`table` or `ziggurat`) and seed.
+pub fn simulator(noise_generator: &str, seed: i64) -> Result<SimulatePulses, WorkerError> {
     SimulatePulses::build(&BuildContext::for_test(
         "bench_source",
         serde_json::json!({
@@ -139,6 +141,52 @@ fn simulator(noise_generator: &str, seed: i64) -> Result<SimulatePulses, WorkerE
         }),
         vec![],
         vec![waveform_shape()],
+    ))
+}
+
+/// 64 events of the simulator (`table` noise, this seed) with pulses, half of them with a
+/// second pulse: the input the trigger and pulse-finder measurements cycle through.
+pub fn prepared_events(seed: i64) -> Result<Vec<Vec<u8>>, WorkerError> {
+    let shape = waveform_shape();
+    let bytes = shape.data_length * shape.dtype.record_size();
+    let mut sim = simulator("table", seed)?;
+    let mut meta = Metadata::default();
+    (0..64)
+        .map(|_| {
+            let mut data = vec![0u8; bytes];
+            let mut ev = EventMut {
+                data: &mut data,
+                meta: &mut meta,
+                dtype: &shape.dtype,
+            };
+            sim.next(&mut ev).map(|_| data)
+        })
+        .collect()
+}
+
+/// The feature buffer `process.pulses` writes in the measurements: one record per pulse.
+pub fn pulse_features() -> BufferShape {
+    BufferShape {
+        name: "pulses".into(),
+        dtype: Dtype::parse([
+            ("channel", "u1"),
+            ("time", "f8"),
+            ("height", "f4"),
+            ("area", "f4"),
+            ("width", "f4"),
+        ])
+        .expect("valid dtype"),
+        data_length: 1,
+    }
+}
+
+/// `process.pulses` from [`waveform_shape`] into [`pulse_features`], as measured.
+pub fn pulse_finder() -> Result<PulseFinder, WorkerError> {
+    PulseFinder::build(&BuildContext::for_test(
+        "bench_pulses",
+        serde_json::json!({"threshold": 0.05, "sample_interval": 4e-9}),
+        vec![waveform_shape()],
+        vec![pulse_features()],
     ))
 }
 
@@ -193,19 +241,7 @@ pub fn run(min_time: Duration) -> Result<Report, WorkerError> {
         push(name, eps);
     }
 
-    // 64 prepared events with pulses (half with a second pulse).
-    let mut sim = simulator("table", 11)?;
-    let events: Vec<Vec<u8>> = (0..64)
-        .map(|_| {
-            let mut data = vec![0u8; bytes];
-            let mut ev = EventMut {
-                data: &mut data,
-                meta: &mut meta,
-                dtype: &shape.dtype,
-            };
-            sim.next(&mut ev).map(|_| data)
-        })
-        .collect::<Result<_, _>>()?;
+    let events = prepared_events(11)?;
     let ev = |i: usize| EventRef {
         data: &events[i % events.len()],
         meta: Metadata::default(),
@@ -236,25 +272,8 @@ pub fn run(min_time: Duration) -> Result<Report, WorkerError> {
     })?;
     push("filter.threshold (pulse on the last channel)", eps);
 
-    let features = BufferShape {
-        name: "pulses".into(),
-        dtype: Dtype::parse([
-            ("channel", "u1"),
-            ("time", "f8"),
-            ("height", "f4"),
-            ("area", "f4"),
-            ("width", "f4"),
-        ])
-        .expect("valid dtype"),
-        data_length: 1,
-    };
-    let mut finder = PulseFinder::build(&BuildContext::for_test(
-        "bench_pulses",
-        serde_json::json!({"threshold": 0.05, "sample_interval": 4e-9}),
-        vec![shape.clone()],
-        vec![features.clone()],
-    ))?;
-    let mut out = SlotEmit::new(&features);
+    let mut finder = pulse_finder()?;
+    let mut out = SlotEmit::new(&pulse_features());
     let eps = rate(min_time, |i| finder.process(&ev(i), &mut out))?;
     push("process.pulses (4 channels, 1–2 pulses each)", eps);
 
