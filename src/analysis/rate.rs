@@ -337,44 +337,38 @@ impl Rate {
         self.counter.skipped
     }
 
-    /// Emits `windows`; each record's metadata counter is its window number.
-    fn emit_all(
+    /// Emits window `w`; the record's metadata counter is its window number.
+    fn emit(
         outputs: &[(FieldAccess, usize)],
         tau: f64,
         emitted: &mut i64,
         out: &mut dyn Emit,
-        windows: &[Window],
+        w: &Window,
     ) -> Result<(), WorkerError> {
-        for w in windows {
-            let (rate, err) = w.rate(tau);
-            let live = w.live_time(tau);
-            let number = *emitted;
-            out.emit(0, &mut |ev| {
-                ev.meta.counter = number;
-                for (f, what) in outputs {
-                    let v = match what {
-                        0 => w.start,
-                        1 => w.duration,
-                        2 => w.counts,
-                        3 => live,
-                        4 => rate,
-                        5 => err,
-                        _ if w.duration > 0.0 => 1.0 - live / w.duration,
-                        _ => 0.0,
-                    };
-                    f.set(ev.data, 0, v);
-                }
-                Ok(())
-            })?;
-            *emitted += 1;
-        }
+        let (rate, err) = w.rate(tau);
+        let live = w.live_time(tau);
+        let number = *emitted;
+        out.emit(0, &mut |ev| {
+            ev.meta.counter = number;
+            for (f, what) in outputs {
+                let v = match what {
+                    0 => w.start,
+                    1 => w.duration,
+                    2 => w.counts,
+                    3 => live,
+                    4 => rate,
+                    5 => err,
+                    _ if w.duration > 0.0 => 1.0 - live / w.duration,
+                    _ => 0.0,
+                };
+                f.set(ev.data, 0, v);
+            }
+            Ok(())
+        })?;
+        *emitted += 1;
         Ok(())
     }
 }
-
-/// At most this many windows close on one event before they are emitted; more (a long gap)
-/// are emitted in turns without allocating.
-const BATCH: usize = 64;
 
 impl Processor for Rate {
     fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError> {
@@ -391,29 +385,22 @@ impl Processor for Rate {
             Some(f) => f.get(event.data, 0).unwrap_or(f64::NAN),
             None => 1.0,
         };
-        let mut batch = [Window::default(); BATCH];
-        let mut n = 0;
+        // Each window is emitted as it closes; after a failed emit the rest are not tried.
         let mut result = Ok(());
         let (outputs, tau, emitted) = (&self.outputs, self.tau, &mut self.emitted);
         self.counter.add(t, counts, dead, &mut |w| {
-            batch[n] = w;
-            n += 1;
-            if n == BATCH {
-                if result.is_ok() {
-                    result = Rate::emit_all(outputs, tau, emitted, out, &batch);
-                }
-                n = 0;
+            if result.is_ok() {
+                result = Rate::emit(outputs, tau, emitted, out, &w);
             }
         });
-        result?;
-        Rate::emit_all(outputs, tau, emitted, out, &batch[..n])
+        result
     }
 
     fn finish(&mut self, out: &mut dyn Emit) -> Result<(), WorkerError> {
         let mut last = None;
         self.counter.finish(&mut |w| last = Some(w));
         if let Some(w) = last {
-            Rate::emit_all(&self.outputs, self.tau, &mut self.emitted, out, &[w])?;
+            Rate::emit(&self.outputs, self.tau, &mut self.emitted, out, &w)?;
         }
         if self.counter.skipped > 0 {
             tracing::warn!(
