@@ -24,7 +24,6 @@ use daq_drivers::picoscope::{
     ThresholdDirection, TriggerConfig, VoltageRange,
 };
 use daq_drivers::usb::RusbBus;
-use daq_drivers::{DeviceInfo, DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,57 +80,6 @@ impl SimulatedPlug for FakePico {
     }
     fn replug(&mut self) -> Result<(), String> {
         self.call(b"fakepico_replug")
-    }
-}
-
-/// A source whose `reconnect` waits its turn (50 ms after a miss, doubling to 1 s), for
-/// drivers whose own `reconnect` looks at the bus at once every time it is called: the
-/// importer calls it on every `next` while the device is gone, which would spin.
-pub(crate) struct PacedReconnect<S: Source> {
-    source: S,
-    pacing: daq_drivers::usb::RetryPacing,
-}
-
-impl<S: Source> PacedReconnect<S> {
-    pub(crate) fn new(source: S) -> Self {
-        PacedReconnect {
-            source,
-            pacing: daq_drivers::usb::RetryPacing::default(),
-        }
-    }
-}
-
-impl<S: Source> Source for PacedReconnect<S> {
-    fn info(&self) -> &DeviceInfo {
-        self.source.info()
-    }
-    fn layout(&self) -> &EventLayout {
-        self.source.layout()
-    }
-    fn start(&mut self) -> Result<(), DriverError> {
-        self.source.start()
-    }
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
-        self.source.read_event(out, timeout)
-    }
-    fn stop(&mut self) -> Result<(), DriverError> {
-        self.source.stop()
-    }
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
-        self.pacing.wait_turn();
-        let back = self.source.reconnect();
-        match back {
-            Ok(true) => self.pacing.succeeded(),
-            _ => self.pacing.failed(),
-        }
-        back
-    }
-    fn run_metadata(&self) -> Vec<(String, String)> {
-        self.source.run_metadata()
     }
 }
 
@@ -907,7 +855,7 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         DeviceImporter::build(
             "device.drs4",
             ctx,
-            Box::new(PacedReconnect::new(board)),
+            Box::new(board),
             vec![keep_simulated(sim, unplug)],
             true,
         )
@@ -916,12 +864,6 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             .map_err(|e| open_error(e.into_driver_error("drs4", "starting libusb")))?;
         let board = Drs4::open(&mut bus, config).map_err(open_error)?;
         say_calibration_warnings(ctx, &board);
-        DeviceImporter::build(
-            "device.drs4",
-            ctx,
-            Box::new(PacedReconnect::new(board)),
-            Vec::new(),
-            false,
-        )
+        DeviceImporter::build("device.drs4", ctx, Box::new(board), Vec::new(), false)
     }
 }

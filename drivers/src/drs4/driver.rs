@@ -28,7 +28,7 @@ use super::protocol::*;
 use crate::driver::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
 };
-use crate::usb::{RusbBus, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
+use crate::usb::{RetryPacing, RusbBus, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
 /// A USB bus the driver keeps after open, to find its board again after an unplug.
 pub trait Drs4Bus: UsbBus + Send + 'static {
@@ -189,6 +189,8 @@ pub struct Drs4<T: UsbTransport> {
     stale_bytes_drained: usize,
     events: u64,
     reconnects: u64,
+    /// Paces the bus look-ups while the board is gone.
+    pacing: RetryPacing,
     last_stop_cell: usize,
 }
 
@@ -275,6 +277,7 @@ impl<T: UsbTransport> Drs4<T> {
             stale_bytes_drained: 0,
             events: 0,
             reconnects: 0,
+            pacing: RetryPacing::default(),
             last_stop_cell: 0,
             config,
         };
@@ -910,6 +913,57 @@ impl<T: UsbTransport> Drs4<T> {
     }
 }
 
+impl<T: UsbTransport> Drs4<T> {
+    /// One look at the bus for the board (see [`Source::reconnect`]).
+    fn look_for_the_board(&mut self) -> Result<bool, DriverError> {
+        // Until a board with our serial number is configured again, the transport may be a
+        // dead handle or another board: nothing may use it.
+        self.connected = false;
+        let entries = match self.bus.list() {
+            Ok(entries) => entries,
+            Err(UsbError::NoDevice | UsbError::Timeout) => return Ok(false),
+            Err(e) => return Err(self.usb(e, "scanning the USB bus for the board again")),
+        };
+        let wanted = self.identity.serial;
+        for entry in entries
+            .iter()
+            .filter(|e| (e.vendor_id, e.product_id) == USB_ID)
+        {
+            // A board that cannot be opened (still enumerating, held by another program)
+            // is not ours to take: look at the next one.
+            let Ok(transport) = self.bus.open(entry) else {
+                continue;
+            };
+            self.transport = transport;
+            self.info.port = entry.port();
+            self.armed = false;
+            let identity = match self.drain().and_then(|()| self.read_identity()) {
+                Ok(identity) => identity,
+                Err(DriverError::Disconnected { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if identity.serial != wanted {
+                continue;
+            }
+            let restart = match self
+                .accept_identity(identity)
+                .and_then(|()| self.configure(false))
+                .and_then(|()| if self.running { self.arm() } else { Ok(()) })
+            {
+                Ok(()) => true,
+                Err(DriverError::Disconnected { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            if restart {
+                self.connected = true;
+                self.reconnects += 1;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 impl<T: UsbTransport> Source for Drs4<T> {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -959,53 +1013,16 @@ impl<T: UsbTransport> Source for Drs4<T> {
     /// Looks for a board with the same serial number on the bus (it may come back at another
     /// address), opens it, drains it, checks it, configures it as at open with the same
     /// calibration and re-arms it if acquisition was running. `Ok(false)` while no such board
-    /// answers.
+    /// answers. The importer calls this on every turn while the board is gone, so the bus is
+    /// looked at only when the pacing allows: at once, then 50 ms doubling to 1 s.
     fn reconnect(&mut self) -> Result<bool, DriverError> {
-        // Until a board with our serial number is configured again, the transport may be a
-        // dead handle or another board: nothing may use it.
-        self.connected = false;
-        let entries = match self.bus.list() {
-            Ok(entries) => entries,
-            Err(UsbError::NoDevice | UsbError::Timeout) => return Ok(false),
-            Err(e) => return Err(self.usb(e, "scanning the USB bus for the board again")),
-        };
-        let wanted = self.identity.serial;
-        for entry in entries
-            .iter()
-            .filter(|e| (e.vendor_id, e.product_id) == USB_ID)
-        {
-            // A board that cannot be opened (still enumerating, held by another program)
-            // is not ours to take: look at the next one.
-            let Ok(transport) = self.bus.open(entry) else {
-                continue;
-            };
-            self.transport = transport;
-            self.info.port = entry.port();
-            self.armed = false;
-            let identity = match self.drain().and_then(|()| self.read_identity()) {
-                Ok(identity) => identity,
-                Err(DriverError::Disconnected { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            if identity.serial != wanted {
-                continue;
-            }
-            let restart = match self
-                .accept_identity(identity)
-                .and_then(|()| self.configure(false))
-                .and_then(|()| if self.running { self.arm() } else { Ok(()) })
-            {
-                Ok(()) => true,
-                Err(DriverError::Disconnected { .. }) => false,
-                Err(e) => return Err(e),
-            };
-            if restart {
-                self.connected = true;
-                self.reconnects += 1;
-                return Ok(true);
-            }
+        self.pacing.wait_turn();
+        let back = self.look_for_the_board();
+        match back {
+            Ok(true) => self.pacing.succeeded(),
+            Ok(false) | Err(_) => self.pacing.failed(),
         }
-        Ok(false)
+        back
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
