@@ -63,6 +63,20 @@ fn summary_events(run_dir: &Path, buffer: &str) -> u64 {
         .unwrap_or_else(|| panic!("{text}"))
 }
 
+/// Field `name` of every record of `buffer` in the HDF5 file `path`, as numbers.
+fn h5_column(path: &Path, buffer: &str, name: &str) -> Vec<f64> {
+    let b = daq_engine::export::read_buffer(path, buffer).unwrap();
+    let shape = daq_engine::worker::BufferShape {
+        name: buffer.into(),
+        dtype: b.dtype.clone(),
+        data_length: b.events * b.data_length,
+    };
+    let f = daq_engine::analysis::trace::FieldAccess::new(&shape, name).unwrap();
+    (0..shape.data_length)
+        .map(|i| f.get(&b.data, i).unwrap())
+        .collect()
+}
+
 fn csv_rows(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
@@ -98,16 +112,9 @@ fn geiger_gmc_counts_are_the_simulators_exact_poisson_draws() {
     assert!(hist.contains("entries: 12"), "{hist}");
     // The rate per 10 device seconds: heartbeat 0 starts the clock, every later one is
     // counted once, and the windows cover heartbeats 1-10 and 11.
-    let rates = daq_engine::export::read_buffer(rd.join("rates.h5"), "rates").unwrap();
-    let field = |name: &str| rates.dtype.field(name).unwrap().offset;
-    let size = rates.dtype.record_size();
-    let counts: Vec<u32> = (0..rates.events)
-        .map(|i| {
-            let at = i * size + field("counts");
-            u32::from_le_bytes(rates.data[at..at + 4].try_into().unwrap())
-        })
-        .collect();
-    assert_eq!(counts, vec![got[1..11].iter().sum::<u32>(), got[11]]);
+    let counts = h5_column(&rd.join("rates.h5"), "rates", "counts");
+    let want = [got[1..11].iter().sum::<u32>(), got[11]];
+    assert_eq!(counts, want.map(f64::from));
     // The counter's facts travel with the data as root attributes.
     let facts = daq_engine::export::inspect(rd.join("rates.h5")).unwrap();
     assert!(
@@ -160,22 +167,7 @@ fn cosmicwatch_every_field_into_the_feature_buffer() {
     // The dead-time corrected rate, in HDF5: windows of 1 s of detector time that tile the
     // run from the first event on, hold every later event once, and take off exactly the
     // dead time the detector reported.
-    let rates = daq_engine::export::read_buffer(rd.join("rates.h5"), "rates").unwrap();
-    let col = |name: &str| -> Vec<f64> {
-        let f = rates.dtype.field(name).unwrap();
-        let size = rates.dtype.record_size();
-        (0..rates.events)
-            .map(|i| {
-                let b = &rates.data[i * size + f.offset..];
-                match f.scalar {
-                    daq_engine::dtype::Scalar::U32 => {
-                        u32::from_le_bytes(b[..4].try_into().unwrap()) as f64
-                    }
-                    _ => f64::from_le_bytes(b[..8].try_into().unwrap()),
-                }
-            })
-            .collect()
-    };
+    let col = |name: &str| h5_column(&rd.join("rates.h5"), "rates", name);
     let (start, duration, counts, live) = (
         col("time"),
         col("duration"),
