@@ -9,7 +9,7 @@ use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchGen, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion,
     V3Columns,
 };
-use daq_drivers::serial::{SimulatedDevice, SimulatorHandle};
+use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
 use daq_drivers::{DriverError, EventInfo, ReadOutcome, Source};
 
 fn read_n(dev: &mut cosmicwatch::CosmicWatch, n: usize) -> Vec<(Vec<u8>, EventInfo)> {
@@ -188,24 +188,10 @@ fn cosmicwatch_replug_restarts_numbering_without_error() {
     assert_eq!(dev.link().stats().reconnects, 1);
 }
 
-struct Script(&'static [u8], bool);
-impl SimulatedDevice for Script {
-    fn receive(&mut self, _: &[u8], _: Duration, _: &mut Vec<u8>) {}
-    fn advance(&mut self, _: Duration, out: &mut Vec<u8>) {
-        if !self.1 {
-            out.extend_from_slice(self.0);
-            self.1 = true;
-        }
-    }
-    fn next_wakeup(&self) -> Option<Duration> {
-        None
-    }
-}
-
 #[test]
 fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
     const SCRIPT: &[u8] = b"### header\r\nAxel\r\n1 100 60 21.00 3 22.10\r\n2 2\xff0 61 21.00 6 22.10\r\n4 300 70 25.00 9 22.10\r\n3 400 70 25.00 12 22.10\r\n";
-    let sim = SimulatorHandle::start("script", |_| Box::new(Script(SCRIPT, false))).unwrap();
+    let sim = SimulatorHandle::start("script", |_| Box::new(ScriptedDevice::new(SCRIPT))).unwrap();
     let mut dev = cosmicwatch::open(CosmicWatchConfig {
         path: sim.path().into(),
         ..Default::default()

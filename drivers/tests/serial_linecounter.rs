@@ -8,7 +8,7 @@ use daq_drivers::linecounter::protocol::{parse_mightyohm, MightyOhmLine};
 use daq_drivers::linecounter::{
     self, LineCounterConfig, LineCounterSim, LineFormat, LineGrammar, LineSimConfig, SimFormat,
 };
-use daq_drivers::serial::{SimulatedDevice, SimulatorHandle};
+use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
 use daq_drivers::{DriverError, ReadOutcome, Source};
 
 fn read_n(dev: &mut linecounter::LineCounter, n: usize) -> Vec<(Vec<u8>, Option<f64>)> {
@@ -152,25 +152,10 @@ fn arduino_per_pulse_grammar_keeps_device_time_and_rate() {
     assert!((160.0..240.0).contains(&est), "rate {est}");
 }
 
-/// A device that sends a fixed script once.
-struct Script(&'static [u8], bool);
-impl SimulatedDevice for Script {
-    fn receive(&mut self, _: &[u8], _: Duration, _: &mut Vec<u8>) {}
-    fn advance(&mut self, _: Duration, out: &mut Vec<u8>) {
-        if !self.1 {
-            out.extend_from_slice(self.0);
-            self.1 = true;
-        }
-    }
-    fn next_wakeup(&self) -> Option<Duration> {
-        None
-    }
-}
-
 #[test]
 fn garbage_line_is_an_error_at_its_offset_and_the_stream_goes_on() {
     const SCRIPT: &[u8] = b"CPS, 1, CPM, 19, uSv/hr, 0.10, SLOW\r\nCPS, 1, CPM, 1\x00\xff9\r\nCPS, 2, CPM, 21, uSv/hr, 0.11, SLOW\r\nCPS, 3, CPM, 24, uSv/hr, 0.13, SLO";
-    let sim = SimulatorHandle::start("script", |_| Box::new(Script(SCRIPT, false))).unwrap();
+    let sim = SimulatorHandle::start("script", |_| Box::new(ScriptedDevice::new(SCRIPT))).unwrap();
     let mut dev = linecounter::open(LineCounterConfig {
         path: sim.path().into(),
         ..Default::default()
@@ -203,21 +188,6 @@ fn garbage_line_is_an_error_at_its_offset_and_the_stream_goes_on() {
 mod wire_fuzz {
     use super::*;
     use proptest::prelude::*;
-
-    /// A device that sends a byte script once (owned, for generated scripts).
-    struct OwnedScript(Vec<u8>, bool);
-    impl SimulatedDevice for OwnedScript {
-        fn receive(&mut self, _: &[u8], _: Duration, _: &mut Vec<u8>) {}
-        fn advance(&mut self, _: Duration, out: &mut Vec<u8>) {
-            if !self.1 {
-                out.extend_from_slice(&self.0);
-                self.1 = true;
-            }
-        }
-        fn next_wakeup(&self) -> Option<Duration> {
-            None
-        }
-    }
 
     fn item() -> impl Strategy<Value = Result<(u32, u32), Vec<u8>>> {
         prop_oneof![
@@ -258,7 +228,7 @@ mod wire_fuzz {
                     }
                 }
             }
-            let sim = SimulatorHandle::start("fuzz", move |_| Box::new(OwnedScript(script.clone(), false))).unwrap();
+            let sim = SimulatorHandle::start("fuzz", move |_| Box::new(ScriptedDevice::new(script.clone()))).unwrap();
             let mut dev = linecounter::open(LineCounterConfig { path: sim.path().into(), ..Default::default() }).unwrap();
             let mut out = [0u8; 13];
             let (mut events, mut errors) = (Vec::new(), 0);

@@ -20,5 +20,5 @@ pub mod simclock;
 pub mod text;
 
 pub use link::{Backoff, LineUse, LinkStats, PortSettings, SerialLink};
-pub use pty::{SimulatedDevice, SimulatorHandle, Wire};
+pub use pty::{ScriptedDevice, SimulatedDevice, SimulatorHandle, Wire};
 pub use scan::{scan, scan_in, scan_summary, usb_identity};

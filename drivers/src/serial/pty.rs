@@ -32,6 +32,36 @@ pub trait SimulatedDevice: Send + 'static {
     fn next_wakeup(&self) -> Option<Duration>;
 }
 
+/// A device that sends fixed bytes once, as soon as it is plugged in, and ignores what the
+/// host sends: for transcripts of bad, truncated or interleaved lines.
+pub struct ScriptedDevice {
+    script: Vec<u8>,
+    sent: bool,
+}
+
+impl ScriptedDevice {
+    /// A device that will send `script`.
+    pub fn new(script: impl Into<Vec<u8>>) -> ScriptedDevice {
+        ScriptedDevice {
+            script: script.into(),
+            sent: false,
+        }
+    }
+}
+
+impl SimulatedDevice for ScriptedDevice {
+    fn receive(&mut self, _: &[u8], _: Duration, _: &mut Vec<u8>) {}
+    fn advance(&mut self, _: Duration, out: &mut Vec<u8>) {
+        if !self.sent {
+            out.extend_from_slice(&self.script);
+            self.sent = true;
+        }
+    }
+    fn next_wakeup(&self) -> Option<Duration> {
+        None
+    }
+}
+
 /// What crossed the simulated wire (both directions, capped at 1 MiB each) and counters.
 #[derive(Debug, Default)]
 pub struct Wire {
