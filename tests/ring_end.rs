@@ -272,6 +272,11 @@ fn blocked_producer_books_dead_time() {
     kids.spawn(|| {
         let ring = attach(&path);
         let mut r = ring.reader(0, 0).unwrap();
+        // Held until the producer has seen both kinds of wait time out on a full ring: the
+        // timeouts are then certain, not left to the scheduler.
+        while board.get(0).other.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
         while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
             drop(ev);
             board.get(0).count.fetch_add(1, Ordering::SeqCst);
@@ -364,6 +369,11 @@ fn dead_time_of_timed_out_claims_and_wait_room_reaches_the_event() {
     kids.spawn(|| {
         let ring = attach(&path);
         let mut r = ring.reader(0, 0).unwrap();
+        // Held until the producer has seen both kinds of wait time out on a full ring: the
+        // timeouts are then certain, not left to the scheduler.
+        while board.get(0).other.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
         while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
             drop(ev);
             board.get(0).count.fetch_add(1, Ordering::SeqCst);
@@ -377,6 +387,14 @@ fn dead_time_of_timed_out_claims_and_wait_room_reaches_the_event() {
     let mut p = ring.producer().unwrap();
     let (mut slot_ns, mut timeouts, mut short_waits) = (0u64, 0u64, 0u64);
     for e in 0..N {
+        if e == 8 {
+            // The ring (8 slots) is full and its consumer is held: both waits must time out.
+            assert!(!p.wait_room(Duration::from_micros(20)), "a full ring has no room");
+            short_waits += 1;
+            assert!(p.claim(Duration::from_micros(20)).is_err(), "a full ring has no slot");
+            timeouts += 1;
+            board.get(0).other.store(1, Ordering::SeqCst);
+        }
         if e % 2 == 0 {
             // Wait for room first, in 20 µs steps.
             while !p.wait_room(Duration::from_micros(20)) {

@@ -519,7 +519,7 @@ fn not_utf8_and_empty_files_are_positioned_errors() {
 /// rest of each setup is read.
 #[test]
 fn mimocorb2_reference_setups_parse_and_list_python_workers() {
-    let refdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/mimocorb2");
+    let refdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setups/mimocorb2");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&refdir)
         .unwrap_or_else(|e| panic!("{}: {e}", refdir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
