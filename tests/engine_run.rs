@@ -424,3 +424,151 @@ fn bad_setups_exit_2_with_a_positioned_message() {
         "a bad setup must not start a run"
     );
 }
+
+/// Waits for the run at most `limit`; a run still going then is killed and the test fails
+/// (a hung run is the defect some tests look for).
+fn finish_within(mut child: Child, limit: Duration) -> (i32, String) {
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > limit {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let (_, text) = finish(child);
+            panic!("the run did not end within {limit:?}: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    finish(child)
+}
+
+/// The accounting invariant over summary.json and the last stats line: for every buffer and
+/// every reader, produced = delivered + lost (+ pending, 0 once the run ended). Returns the
+/// summary.
+fn books_balance(run: &Path) -> serde_json::Value {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    let events = summary["events"].as_object().unwrap();
+    assert!(!events.is_empty());
+    for (buffer, n) in events {
+        let produced = n.as_u64().unwrap() + summary["lost"][buffer].as_u64().unwrap();
+        assert_eq!(last["buffers"][buffer]["produced"], produced, "{buffer}");
+        let readers = summary["readers"][buffer].as_object().unwrap_or_else(|| {
+            panic!("summary.json has no reader books for '{buffer}': {summary}")
+        });
+        assert!(!readers.is_empty(), "{buffer}");
+        for (reader, b) in readers {
+            let (d, l) = (
+                b["delivered"].as_u64().unwrap(),
+                b["lost"].as_u64().unwrap(),
+            );
+            assert_eq!(b["pending"], 0, "{buffer}/{reader}");
+            assert_eq!(d + l, produced, "{buffer}/{reader}: {b}");
+            let s = &last["buffers"][buffer]["readers"][reader];
+            assert_eq!(
+                s["delivered"].as_u64().unwrap()
+                    + s["lost"].as_u64().unwrap()
+                    + s["pending"].as_u64().unwrap(),
+                produced,
+                "stats {buffer}/{reader}: {s}"
+            );
+            assert_eq!(
+                last["buffers"][buffer]["events_out"][reader],
+                s["delivered"]
+            );
+        }
+    }
+    summary
+}
+
+/// issue 12, item 2: an importer that fails and is started again resumes where it stopped,
+/// and its consumers stay: they get every event, in order, exactly once.
+#[test]
+fn a_restarted_importer_resumes_and_its_consumers_get_every_event() {
+    let dir = Dir::new("restart");
+    let n = 20_000u64;
+    let text = setup(n, 1, 1).replace(
+        "    config: {n_events: 20000}",
+        "    config: {n_events: 20000, fail_at: 4999}\n    restart: on-failure",
+    );
+    assert!(text.contains("fail_at"));
+    let s = dir.write("setup.yaml", &text);
+    let (code, out) = finish_within(start(&dir, &s, &[]), Duration::from_secs(120));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("starting it again"), "{out}");
+    let run = dir.run_dir();
+    let sum = n * (n - 1) / 2;
+    for sink in ["sink", "sink2"] {
+        let r = sink_reports(&run, sink);
+        assert_eq!(
+            (r.events, r.out_of_order, r.corrupt),
+            (n, 0, 0),
+            "{sink}: {r:?}"
+        );
+        assert_eq!(r.counter_sum, sum, "{sink}");
+    }
+    let summary = books_balance(&run);
+    assert_eq!(summary["events"]["raw"], n);
+    assert_eq!(summary["readers"]["raw"]["sink2"]["delivered"], n);
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(log.contains("resuming after 5000 events"), "{log}");
+}
+
+/// issue 12, item 3: the events a killed consumer will never read are counted lost for it,
+/// in summary.json and in the stats, so the books balance.
+#[test]
+fn a_killed_consumers_unread_events_are_counted_lost() {
+    let dir = Dir::new("killedbooks");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    let needle = format!("{} sink2 0", run.join("plan.json").display());
+    let victims = processes_with(&needle);
+    assert_eq!(victims.len(), 1, "{victims:?}");
+    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    let (code, text) = finish_within(child, Duration::from_secs(120));
+    assert_eq!(code, 1, "{text}");
+    let summary = books_balance(&run);
+    let b = &summary["readers"]["raw"]["sink2"];
+    assert!(b["lost"].as_u64().unwrap() > 0, "{b}");
+    // The survivors read everything, and say so in their own reports.
+    let r = sink_reports(&run, "sink");
+    assert_eq!(summary["readers"]["copy"]["sink"]["delivered"], r.events);
+    assert_eq!(summary["readers"]["copy"]["sink"]["lost"], 0);
+}
+
+/// issue 12, item 4: a reader that ends well before its source does neither hangs the run
+/// (its ring would fill) nor loses its unread events silently.
+#[test]
+fn a_reader_that_leaves_early_does_not_hang_the_run() {
+    let dir = Dir::new("leaves");
+    let n = 50_000u64;
+    let text = setup(n, 1, 1).replace(
+        "  sink2:\n    function: bench.sink\n    sources: [raw]\n",
+        "  sink2:\n    function: bench.sink\n    sources: [raw]\n    config: {leave_after: 1000}\n",
+    );
+    assert!(text.contains("leave_after"));
+    let s = dir.write("setup.yaml", &text);
+    let (code, out) = finish_within(start(&dir, &s, &[]), Duration::from_secs(120));
+    assert_eq!(code, 0, "{out}");
+    let run = dir.run_dir();
+    let summary = books_balance(&run);
+    let b = &summary["readers"]["raw"]["sink2"];
+    assert_eq!(b["delivered"], 1000, "{b}");
+    assert_eq!(b["lost"], n - 1000, "{b}");
+    assert_eq!(sink_reports(&run, "sink2").events, 1000);
+    assert_eq!(sink_reports(&run, "sink").events, n);
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(
+        log.contains("worker 'sink2' ended before the end of 'raw'"),
+        "{log}"
+    );
+}

@@ -72,13 +72,24 @@ const SOURCE_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::NONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
-    keys: &[ConfigKey {
-        name: "n_events",
-        ty: KeyType::Int,
-        required: false,
-        default: Some("200000"),
-        doc: "events to produce (over all processes of the worker), then end",
-    }],
+    keys: &[
+        ConfigKey {
+            name: "n_events",
+            ty: KeyType::Int,
+            required: false,
+            default: Some("200000"),
+            doc: "events to produce (over all processes of the worker), then end",
+        },
+        ConfigKey {
+            name: "fail_at",
+            ty: KeyType::Int,
+            required: false,
+            default: Some("-1"),
+            doc: "fault injection: fail (an error, as a device gone wrong would) right after \
+                  producing the event with this counter; -1 = never. With `restart: \
+                  on-failure` the new process resumes after it and does not fail again",
+        },
+    ],
 };
 
 const SINK_SPEC: FunctionSpec = FunctionSpec {
@@ -89,13 +100,24 @@ const SINK_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::NONE,
     observes: Arity::NONE,
-    keys: &[ConfigKey {
-        name: "touch",
-        ty: KeyType::Bool,
-        required: false,
-        default: Some("true"),
-        doc: "read every byte of each event (as a real consumer would)",
-    }],
+    keys: &[
+        ConfigKey {
+            name: "touch",
+            ty: KeyType::Bool,
+            required: false,
+            default: Some("true"),
+            doc: "read every byte of each event (as a real consumer would)",
+        },
+        ConfigKey {
+            name: "leave_after",
+            ty: KeyType::Int,
+            required: false,
+            default: Some("0"),
+            doc: "fault injection: after this many events the process writes its report \
+                  and ends (exit 0) though its source goes on, as a worker that returns \
+                  early would; 0 = never",
+        },
+    ],
 };
 
 /// The checksum `bench.source` writes: a mix of the counter.
@@ -111,39 +133,54 @@ use super::wall_clock;
 /// `bench.source`.
 pub struct BenchSource {
     template: Vec<u8>,
-    remaining: u64,
+    /// Counters (process k makes k, k + n, k + 2n, …) below this are produced.
+    total: i64,
+    fail_at: i64,
+    /// The counter of the event this process produced last.
+    last: Option<i64>,
 }
 
 impl BenchSource {
     fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
-        let total = ctx.config.usize_or("n_events", 200_000)? as u64;
-        let (me, n) = ctx.process;
-        let share = total / n as u64 + u64::from((me as u64) < total % n as u64);
+        let total = ctx.config.usize_or("n_events", 200_000)? as i64;
+        let fail_at = ctx.config.i64_or("fail_at", -1)?;
         let sink = &ctx.sinks[0];
         let bytes = sink.data_length * sink.dtype.record_size();
         // A recognisable pattern so a reader that checks bytes finds wrong slots.
         let template = (0..bytes).map(|i| (i % 251) as u8).collect();
         Ok(BenchSource {
             template,
-            remaining: share,
+            total,
+            fail_at,
+            last: None,
         })
     }
 }
 
 impl Importer for BenchSource {
     fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
-        if self.remaining == 0 {
+        // The end is told by the counter the engine hands in, so a restarted process
+        // resumes where its previous life ended.
+        let c = out.meta.counter;
+        if c >= self.total {
             return Ok(Produced::End);
         }
-        self.remaining -= 1;
+        if self.last == Some(self.fail_at) {
+            // On the call after this process produced event `fail_at`; a process that
+            // resumes past it never produced it, so it does not fail again.
+            return Err(WorkerError::Other(format!(
+                "bench.source: failing after event {}, as `fail_at` asks",
+                self.fail_at
+            )));
+        }
         out.data.copy_from_slice(&self.template);
-        let c = out.meta.counter;
         let n = out.data.len();
         if n >= 16 {
             out.data[..8].copy_from_slice(&c.to_le_bytes());
             out.data[n - 8..].copy_from_slice(&bench_checksum(c).to_le_bytes());
         }
         out.meta.timestamp = wall_clock();
+        self.last = Some(c);
         Ok(Produced::Event)
     }
 }
@@ -181,6 +218,7 @@ pub struct SinkReport {
 pub struct BenchSink {
     report: SinkReport,
     touch: bool,
+    leave_after: u64,
     last: Option<i64>,
     first_t: f64,
     last_t: f64,
@@ -191,6 +229,7 @@ pub struct BenchSink {
 impl BenchSink {
     fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
         let touch = ctx.config.bool_or("touch", true)?;
+        let leave_after = ctx.config.usize_or("leave_after", 0)? as u64;
         let hist = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
             .map_err(|e| WorkerError::Other(e.to_string()))?;
         Ok(BenchSink {
@@ -200,6 +239,7 @@ impl BenchSink {
                 ..SinkReport::default()
             },
             touch,
+            leave_after,
             last: None,
             first_t: 0.0,
             last_t: 0.0,
@@ -213,6 +253,16 @@ impl BenchSink {
 
 impl Exporter for BenchSink {
     fn consume(&mut self, ev: &EventRef<'_>) -> Result<(), WorkerError> {
+        if self.leave_after > 0 && self.report.events >= self.leave_after {
+            // A worker that returns early: its report is written and the process ends well,
+            // holding this event unread.
+            self.finish()?;
+            tracing::info!(
+                "bench.sink: leaving after {} events, as `leave_after` asks",
+                self.report.events
+            );
+            std::process::exit(0);
+        }
         let now = wall_clock();
         let r = &mut self.report;
         if r.events == 0 {

@@ -314,9 +314,14 @@ impl Sinks {
         Ok(())
     }
 
-    fn close(self) {
-        for p in self.producers {
-            p.close();
+    /// Ends the streams this process writes when it finished. After a failure they stay
+    /// open: the supervisor either starts the process again, which goes on writing them, or
+    /// closes them itself.
+    fn end<T, E>(self, result: &Result<T, E>) {
+        if result.is_ok() {
+            for p in self.producers {
+                p.close();
+            }
         }
     }
 }
@@ -521,12 +526,25 @@ fn importer_loop(
     let mut scratch = vec![0u8; data_bytes];
     let mut scratch_meta = Metadata::default();
     let step = w.processes as i64;
-    let mut counter = process as i64;
+    // A restarted importer rejoins where its previous life stopped: the ring keeps what was
+    // published and counted lost, so counters go on without a repeat and the run limit
+    // counts both lives.
+    let resumed = {
+        let p = &sinks.producers[0];
+        p.published() + p.ring().stats().lost
+    };
+    if resumed > 0 {
+        tracing::info!(
+            "worker '{}' process {process}: resuming after {resumed} events in '{sink_name}'",
+            w.name
+        );
+    }
+    let mut counter = process as i64 + resumed as i64 * step;
     let limit = plan.max_events.map(|n| {
         let n_proc = w.processes as u64;
         n / n_proc + u64::from((process as u64) < n % n_proc)
     });
-    let mut taken = 0u64;
+    let mut taken = resumed;
     // Wall time of the previous event, for the dead-time fraction of the next one: one
     // clock read per event (none when the importer stamped the event itself).
     let mut last_time = wall_clock();
@@ -592,7 +610,7 @@ fn importer_loop(
             Err(e) => break Err(format!("writing '{sink_name}': {e}")),
         }
     };
-    sinks.close();
+    sinks.end(&result);
     result
 }
 
@@ -652,7 +670,7 @@ fn through_loop(
     if result.is_ok() {
         result = finish(&mut sinks).map_err(|e| e.to_string());
     }
-    sinks.close();
+    sinks.end(&result);
     result
 }
 
@@ -716,8 +734,9 @@ fn exporter_loop(
             tracing::info!("{l}");
         }
     }
-    sinks.close();
-    result.and(fin)
+    let result = result.and(fin);
+    sinks.end(&result);
+    result
 }
 
 /// Events lost so far in every ring of the run (read from the ring headers).

@@ -90,6 +90,10 @@ pub struct RunSummary {
     pub events: BTreeMap<String, u64>,
     /// Events lost per buffer (`drop` policy).
     pub lost: BTreeMap<String, u64>,
+    /// Per buffer and reader: delivered and lost, which add up to what the buffer's writers
+    /// produced (`events` + `lost`). Whatever a reader had not read when the run ended is
+    /// lost for it.
+    pub readers: BTreeMap<String, BTreeMap<String, ReaderBooks>>,
     /// What went wrong, if anything.
     pub failures: Vec<String>,
 }
@@ -629,6 +633,7 @@ impl Supervisor {
     /// Collects ended processes; handles failures and restarts.
     fn reap(&mut self) {
         let mut failed = Vec::new();
+        let mut finished = Vec::new();
         for (i, p) in self.procs.iter_mut().enumerate() {
             if p.status.is_some() {
                 continue;
@@ -648,6 +653,7 @@ impl Supervisor {
                             self.plan.workers[p.worker].name,
                             p.index
                         );
+                        finished.push(i);
                     }
                 }
             }
@@ -686,32 +692,61 @@ impl Supervisor {
             self.failures.push(what);
             // Its readers no longer hold anyone up, what it wrote is closed, and the
             // importers stop so everything else drains.
-            let alive_siblings = self
-                .procs
-                .iter()
-                .any(|p| p.worker == wi && p.status.is_none());
-            if !alive_siblings {
-                for src in w.sources.iter() {
-                    if let (Some(b), Some(br)) = (
-                        self.plan.buffer(src),
-                        self.buffers.iter().find(|x| &x.name == src),
-                    ) {
-                        if let Some(g) = b.group_of(&w.name) {
-                            for r in &br.rings {
-                                r.detach_group(g);
-                            }
-                        }
-                    }
-                }
-            }
-            for sink in &w.sinks {
-                if let Some(br) = self.buffers.iter().find(|x| &x.name == sink) {
-                    if let Some(r) = br.rings.get(k) {
-                        r.close();
-                    }
-                }
-            }
+            self.let_go(wi, k);
             self.stop_importers();
+        }
+        // A process that ended well normally drained its sources and closed its sinks. One
+        // that returned early (its source still had events) must neither hold its producer
+        // up nor leave its readers waiting: the same release as after a failure, and what
+        // it left unread is counted lost for its group.
+        for i in finished {
+            let (wi, k) = (self.procs[i].worker, self.procs[i].index);
+            self.let_go(wi, k);
+        }
+    }
+
+    /// Process `k` of worker `wi` is gone for good: when it was the worker's last, its
+    /// consumer groups are detached (the producers stop waiting for them and what they did
+    /// not read is counted lost), and the ring it wrote is closed so its readers drain.
+    fn let_go(&mut self, wi: usize, k: usize) {
+        let w = &self.plan.workers[wi];
+        let alive_siblings = self
+            .procs
+            .iter()
+            .any(|p| p.worker == wi && p.status.is_none());
+        if !alive_siblings {
+            for src in w.sources.iter() {
+                let (Some(b), Some(br)) = (
+                    self.plan.buffer(src),
+                    self.buffers.iter().find(|x| &x.name == src),
+                ) else {
+                    continue;
+                };
+                let Some(g) = b.group_of(&w.name) else {
+                    continue;
+                };
+                let mut unread = 0;
+                for r in &br.rings {
+                    r.detach_group(g);
+                    let st = r.stats();
+                    unread += st.published - st.groups.get(g).map_or(0, |x| x.released);
+                }
+                if unread > 0 || !br.rings.iter().all(|r| r.stats().closed) {
+                    tracing::warn!(
+                        "worker '{}' ended before the end of '{src}': {unread} events it \
+                         did not read so far are counted lost for it, and so is every later \
+                         one; the producer no longer waits for it",
+                        w.name
+                    );
+                }
+            }
+        }
+        for sink in &w.sinks {
+            if let Some(br) = self.buffers.iter().find(|x| &x.name == sink) {
+                if let Some(r) = br.rings.get(k) {
+                    r.close();
+                }
+            }
         }
     }
 
@@ -748,22 +783,19 @@ impl Supervisor {
                 None => (0.0, 0.0),
             };
             cur.insert(name.clone(), (published, blocked));
-            let plan_b = self.plan.buffer(name);
-            let mut out = serde_json::Map::new();
-            if let Some(pb) = plan_b {
-                for (g, reader) in pb.readers.iter().enumerate() {
-                    let released: u64 = rings
-                        .iter()
-                        .map(|s| s.groups.get(g).map_or(0, |x| x.released))
-                        .sum();
-                    out.insert(reader.clone(), released.into());
-                }
-            }
+            let books = self
+                .plan
+                .buffer(name)
+                .map(|pb| reader_books(&pb.readers, rings))
+                .unwrap_or_default();
+            let out: BTreeMap<&String, u64> = books.iter().map(|(r, b)| (r, b.delivered)).collect();
             buffers.insert(
                 name.clone(),
                 serde_json::json!({
                     "events_in": published,
+                    "produced": published + lost,
                     "events_out": out,
+                    "readers": books,
                     "rate_hz": rate,
                     "fill": fill,
                     "deadtime": dead,
@@ -907,9 +939,25 @@ impl Supervisor {
     fn summary(&self) -> RunSummary {
         let mut events = BTreeMap::new();
         let mut lost = BTreeMap::new();
+        let mut readers = BTreeMap::new();
         for (name, rings) in self.ring_stats() {
             events.insert(name.clone(), rings.iter().map(|s| s.published).sum());
-            lost.insert(name, rings.iter().map(|s| s.lost).sum());
+            lost.insert(name.clone(), rings.iter().map(|s| s.lost).sum());
+            let Some(pb) = self.plan.buffer(&name) else {
+                continue;
+            };
+            let mut books = reader_books(&pb.readers, &rings);
+            for (reader, b) in books.iter_mut() {
+                if b.pending > 0 {
+                    tracing::warn!(
+                        "buffer '{name}': {} events were never read by '{reader}' (the run \
+                         ended first); counted lost",
+                        b.pending
+                    );
+                    b.lost += std::mem::take(&mut b.pending);
+                }
+            }
+            readers.insert(name, books);
         }
         RunSummary {
             exit_code: i32::from(!self.failures.is_empty()),
@@ -917,6 +965,7 @@ impl Supervisor {
             seconds: self.start.elapsed().as_secs_f64(),
             events,
             lost,
+            readers,
             failures: self.failures.clone(),
         }
     }
@@ -934,6 +983,44 @@ impl Drop for Supervisor {
             }
         }
     }
+}
+
+/// The books of one consumer group of a buffer, summed over its rings. For every group,
+/// always: `produced == delivered + lost + pending`, where `produced` is what the buffer's
+/// writers made (published, plus lost under `policy: drop` because the ring was full).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReaderBooks {
+    /// Events the group read.
+    pub delivered: u64,
+    /// Events the group will never read, each counted once: lost before publishing
+    /// (`drop`), released unread by a member that died or left, and everything published
+    /// for it after its worker ended.
+    pub lost: u64,
+    /// Events published that the group has yet to read (0 once the run has drained).
+    pub pending: u64,
+}
+
+/// The books of each reader (consumer group, in plan order) of a buffer with these rings.
+pub fn reader_books(readers: &[String], rings: &[RingStats]) -> BTreeMap<String, ReaderBooks> {
+    readers
+        .iter()
+        .enumerate()
+        .map(|(g, reader)| {
+            let mut b = ReaderBooks::default();
+            for s in rings {
+                let Some(gs) = s.groups.get(g) else { continue };
+                let unread = s.published.saturating_sub(gs.released);
+                b.delivered += gs.released.saturating_sub(gs.abandoned);
+                b.lost += s.lost + gs.abandoned;
+                if gs.active {
+                    b.pending += unread;
+                } else {
+                    b.lost += unread;
+                }
+            }
+            (reader.clone(), b)
+        })
+        .collect()
 }
 
 /// 1234567 → "1.23 M".
