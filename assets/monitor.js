@@ -61,19 +61,31 @@ function drawTrace(traces) {
   if (!traces.length) return;
   const t = traces[0];
   const names = Object.keys(t.channels);
-  const key = t.worker + names.join(",") + t.time.length;
+  const [unit, scale] = timeUnit(t);
+  const key = t.worker + names.join(",") + t.time.length + unit;
   $("trace-title").textContent = `oscilloscope ${t.worker}: event ${t.counter}`;
-  const us = t.time.map((x) => x * 1e6);
-  const data = [us, ...names.map((n) => t.channels[n])];
+  const x = t.time.map((v) => v * scale);
+  const data = [x, ...names.map((n) => t.channels[n])];
   if (!tracePlot || key !== traceKey) {
     if (tracePlot) tracePlot.destroy();
     traceKey = key;
     tracePlot = new uPlot({
       width: 600, height: 300, scales: { x: { time: false } },
-      axes: [{ label: "time (µs)" }, { label: "volts" }],
-      series: [{ label: "µs" }, ...names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1 }))],
+      axes: [{ label: unit === "sample" ? "sample" : `time (${unit})` }, { label: "volts" }],
+      series: [{ label: unit }, ...names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1 }))],
     }, data, $("trace"));
   } else tracePlot.setData(data);
+}
+
+// The unit of a trace's time axis and the factor from seconds to it: samples when the
+// oscilloscope has no sample_interval (it is then 1), else ns, µs, ms or s by the span.
+function timeUnit(t) {
+  if (t.sample_interval === 1) return ["sample", 1];
+  const span = Math.abs(t.time[t.time.length - 1] - t.time[0]);
+  if (span < 2e-6) return ["ns", 1e9];
+  if (span < 2e-3) return ["µs", 1e6];
+  if (span < 2) return ["ms", 1e3];
+  return ["s", 1];
 }
 
 let histPlot = null, histKey = "";

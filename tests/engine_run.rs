@@ -572,3 +572,89 @@ fn a_reader_that_leaves_early_does_not_hang_the_run() {
         "{log}"
     );
 }
+
+/// Runs `setup` with progress lines every 0.3 s, stops `victim` (SIGSTOP) for 4 s once
+/// events flow, then stops the run with SIGINT. Returns (exit code, output, run dir).
+fn run_with_a_stalled_reader(dir: &Dir, setup: &str, victim: &str) -> (i32, String, PathBuf) {
+    let s = dir.write("setup.yaml", setup);
+    let child = start(dir, &s, &["--progress-every", "0.3"]);
+    let run = wait_running(dir);
+    let needle = format!("{} {victim} 0", run.join("plan.json").display());
+    let pids = processes_with(&needle);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    kill(pids[0], nix::sys::signal::Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(4));
+    kill(pids[0], nix::sys::signal::Signal::SIGCONT);
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    let (code, text) = finish_within(child, Duration::from_secs(120));
+    (code, text, run)
+}
+
+/// issue 12, item 11: progress lines show the rate since the previous line (it always said
+/// `(0/s)`), and the log says when a buffer was full and when it had room again; `status`
+/// of an ended run says so and shows the dead time it booked.
+#[test]
+fn progress_rates_full_buffers_and_status_of_an_ended_run() {
+    let dir = Dir::new("fullblock");
+    let (code, text, run) = run_with_a_stalled_reader(&dir, &setup(1_000_000_000, 1, 1), "sink2");
+    assert_eq!(code, 0, "{text}");
+    let rates: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("raw: ").nth(1))
+        .filter_map(|r| r.split_once("ev (").map(|x| x.1))
+        .collect();
+    assert!(rates.len() >= 3, "progress lines: {text}");
+    assert!(
+        rates.iter().any(|r| !r.starts_with("0/s")),
+        "every progress line says 0/s: {rates:?}"
+    );
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(
+        log.contains("buffer 'raw' has been full for")
+            && log.contains("its writer waits")
+            && log.contains("the slowest reader is 'sink2'"),
+        "{log}"
+    );
+    let out = Command::new(EXE).arg("status").arg(&run).output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.lines().next().unwrap().ends_with("(ended)"),
+        "{status}"
+    );
+    let raw: Vec<&str> = status
+        .lines()
+        .find(|l| l.starts_with("raw "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let dead: f64 = raw[4].trim_end_matches('%').parse().unwrap();
+    assert!(
+        dead > 0.0,
+        "a writer that waited seconds books dead time: {status}"
+    );
+}
+
+/// issue 12, item 11: events lost under `policy: drop` are told in the log as they happen.
+#[test]
+fn events_lost_under_drop_are_told_in_the_log() {
+    let dir = Dir::new("fulldrop");
+    let text = setup(1_000_000_000, 1, 1).replace(
+        "  raw:\n    slot_count: 64\n",
+        "  raw:\n    slot_count: 64\n    policy: drop\n",
+    );
+    assert!(text.contains("policy: drop"));
+    let (code, out, run) = run_with_a_stalled_reader(&dir, &text, "sink2");
+    assert_eq!(code, 0, "{out}");
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(
+        log.contains("buffer 'raw' has been full for") && log.contains("new events are lost"),
+        "{log}"
+    );
+    assert!(log.contains("events lost so far"), "{log}");
+    assert!(
+        log.contains("the ring was full under policy: drop"),
+        "{log}"
+    );
+    books_balance(&run);
+}

@@ -59,7 +59,7 @@ Workers:
   scope:
     function: observe.oscilloscope
     observes: [raw]
-    config: {update_interval: 0.2, sample_interval: 4.0e-9}
+    config: {update_interval: 0.2}
 ";
 
 struct Dir(PathBuf);
@@ -704,6 +704,16 @@ fn browser_buttons_pause_resume_stop() {
     wait_for("numbers on the page", || {
         text(&mut page, "state") == "running" && text(&mut page, "buffers").contains("raw")
     });
+    // issue 12, item 11: an oscilloscope without sample_interval is drawn in samples (it
+    // was labelled µs and ran to 4e9).
+    wait_for("the trace plot", || {
+        page.eval("typeof tracePlot === 'object' && tracePlot !== null") == true
+    });
+    assert_eq!(page.eval("tracePlot.axes[0].label"), "sample");
+    assert_eq!(
+        page.eval("tracePlot.data[0][tracePlot.data[0].length - 1]"),
+        1023
+    );
     let events = subscribe(addr);
 
     page.eval("document.getElementById('pause').click()");
@@ -737,6 +747,13 @@ fn browser_buttons_pause_resume_stop() {
         text(&mut page, "state") == "finished"
     });
     assert!(text(&mut page, "msg").starts_with("run ended after"));
+    // issue 12, item 11: an ended run shows its mean rates (they read 0.0).
+    let rate = page.eval(
+        "Array.from(document.querySelectorAll('#buffers tbody tr'))\
+         .find((r) => r.cells[0].textContent === 'raw').cells[3].textContent",
+    );
+    let rate: f64 = rate.as_str().unwrap().parse().unwrap();
+    assert!(rate > 0.0, "the ended run's mean rate of 'raw': {rate}");
     let summary = run.join().unwrap();
     assert_eq!(summary.exit_code, 0, "{:?}", summary.failures);
 }

@@ -22,6 +22,14 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// A positive, finite number of seconds.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
 /// Options of a run.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
@@ -40,6 +48,12 @@ pub struct RunArgs {
     /// Print nothing but the summary.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Seconds between plain progress lines (without the live display: when the output is
+    /// not a terminal, a service's journal, or with --no-tui).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0,
+          value_parser = positive_seconds)]
+    pub progress_every: f64,
 
     /// Replace every hardware importer by its device simulator (try a setup without hardware).
     #[arg(long)]

@@ -129,10 +129,16 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
         } else {
             &snap.time
         },
-        if snap.stopping { " (stopping)" } else { "" }
+        if snap.ended {
+            " (ended)"
+        } else if snap.stopping {
+            " (stopping)"
+        } else {
+            ""
+        }
     );
-    // A finished run shows its mean rates; the last snapshot's interval may be short.
-    let ended = !snap.buffers.is_empty() && snap.buffers.values().all(|b| b.closed);
+    // An ended run shows its means (its last snapshot carries them).
+    let ended = snap.ended;
     let _ = writeln!(
         s,
         "{:<20} {:>12} {:>10} {:>6} {:>9} {:>8}",
@@ -144,11 +150,7 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
         "lost"
     );
     for (name, b) in &snap.buffers {
-        let rate = if ended {
-            b.events_in as f64 / snap.t.max(1e-9)
-        } else {
-            b.rate_hz
-        };
+        let rate = b.rate_hz;
         let _ = writeln!(
             s,
             "{:<20} {:>12} {:>10.1} {:>5.0}% {:>8.2}% {:>8}",
@@ -412,7 +414,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     } else if std::io::stderr().is_terminal() && !args.no_tui {
         Progress::Live
     } else {
-        Progress::Lines(std::time::Duration::from_secs(10))
+        Progress::Lines(std::time::Duration::from_secs_f64(args.progress_every))
     };
     let exe = match std::env::current_exe() {
         Ok(e) => e,

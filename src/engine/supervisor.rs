@@ -229,6 +229,24 @@ fn describe(status: ExitStatus) -> String {
 /// Per buffer: (events published, nanoseconds blocked).
 type Counts = BTreeMap<String, (u64, u64)>;
 
+/// What the log was told about one buffer.
+#[derive(Default)]
+struct Alarm {
+    /// Since when it has been full, and whether that was logged.
+    full_since: Option<(Instant, bool)>,
+    /// Lost events already logged, and when.
+    lost_logged: u64,
+    lost_logged_at: Option<Instant>,
+}
+
+/// Seconds a buffer may stay full before the log and the monitor warn about it.
+pub const FULL_WARNING_S: f64 = 3.0;
+/// A buffer counts as full at or above this fill level.
+pub const FULL_LEVEL: f64 = 0.95;
+
+/// Seconds between two log lines about events being lost in one buffer.
+const LOST_LOG_INTERVAL_S: f64 = 10.0;
+
 /// The supervisor of one run.
 pub struct Supervisor {
     plan: Plan,
@@ -240,6 +258,10 @@ pub struct Supervisor {
     stats_file: std::fs::File,
     /// When stats were last written, with each buffer's (published, blocked ns) then.
     last_stats: Option<(Instant, Counts)>,
+    /// When the progress line was last made, with each buffer's events published then.
+    last_progress: Option<(Instant, BTreeMap<String, u64>)>,
+    /// Per buffer: what the log has been told about it being full or losing events.
+    alarms: BTreeMap<String, Alarm>,
     stopping: bool,
     paused: bool,
     failures: Vec<String>,
@@ -336,6 +358,8 @@ impl Supervisor {
             start: Instant::now(),
             stats_file,
             last_stats: None,
+            last_progress: None,
+            alarms: BTreeMap::new(),
             stopping: false,
             paused: false,
             failures: Vec::new(),
@@ -484,6 +508,7 @@ impl Supervisor {
         }
         self.start = Instant::now();
         let mut last_progress = Instant::now() - Duration::from_secs(3600);
+        let mut last_watch = Instant::now();
         let mut stop_deadline: Option<Instant> = None;
         let mut seen_signals = 0;
         loop {
@@ -539,13 +564,17 @@ impl Supervisor {
                 .as_ref()
                 .is_none_or(|(t, _)| t.elapsed().as_secs_f64() >= self.plan.stats_interval);
             if stats_due {
-                let line = self.write_stats();
+                let line = self.write_stats(false);
                 if let Some(w) = watcher.as_deref_mut() {
                     w.update(&line);
                 }
             }
             if self.procs.iter().all(|p| p.status.is_some()) {
                 break;
+            }
+            if last_watch.elapsed() >= Duration::from_secs(1) {
+                last_watch = Instant::now();
+                self.watch_buffers();
             }
             match self.opts.progress {
                 Progress::Live if last_progress.elapsed() >= Duration::from_millis(500) => {
@@ -562,7 +591,7 @@ impl Supervisor {
         if self.opts.progress == Progress::Live {
             eprint!("\r\x1b[2K");
         }
-        let line = self.write_stats();
+        let line = self.write_stats(true);
         let summary = self.summary();
         if let Some(w) = watcher {
             w.update(&line);
@@ -757,7 +786,10 @@ impl Supervisor {
             .collect()
     }
 
-    fn write_stats(&mut self) -> serde_json::Value {
+    /// Appends one line to stats.jsonl and returns it. The last line of a run (`ended`)
+    /// carries the run's means (rate, dead time) instead of those of its last interval, and
+    /// says `"ended": true`.
+    fn write_stats(&mut self, ended: bool) -> serde_json::Value {
         let now = Instant::now();
         let t = self.start.elapsed().as_secs_f64();
         let stats = self.ring_stats();
@@ -772,6 +804,10 @@ impl Supervisor {
                 .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
                 .fold(0.0, f64::max);
             let (rate, dead) = match &self.last_stats {
+                _ if ended => (
+                    published as f64 / t.max(1e-9),
+                    blocked as f64 / 1e9 / t.max(1e-9) / rings.len().max(1) as f64,
+                ),
                 Some((t0, prev)) => {
                     let dt = now.duration_since(*t0).as_secs_f64().max(1e-9);
                     let (p0, b0) = prev.get(name).copied().unwrap_or((0, 0));
@@ -856,7 +892,8 @@ impl Supervisor {
         let line = serde_json::json!({
             "t": t,
             "time": crate::engine::utc_now(),
-            "stopping": self.stopping,
+            "stopping": self.stopping && !ended,
+            "ended": ended,
             "paused": self.paused,
             "max_events": self.plan.max_events,
             "max_seconds": self.plan.max_seconds,
@@ -868,10 +905,13 @@ impl Supervisor {
         line
     }
 
-    fn progress_line(&self) -> String {
+    fn progress_line(&mut self) -> String {
         let t = self.start.elapsed().as_secs_f64();
         let mut parts = vec![format!("{t:7.1} s")];
-        let prev = self.last_stats.as_ref();
+        // The rate is taken against the previous progress line, not against the stats
+        // snapshot (which may have been written a moment ago).
+        let prev = self.last_progress.take();
+        let mut now_counts = BTreeMap::new();
         for (name, rings) in self.ring_stats() {
             let published: u64 = rings.iter().map(|s| s.published).sum();
             let lost: u64 = rings.iter().map(|s| s.lost).sum();
@@ -880,12 +920,14 @@ impl Supervisor {
                 .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
                 .fold(0.0, f64::max);
             let rate = prev
+                .as_ref()
                 .and_then(|(t0, m)| {
-                    m.get(&name).map(|(p0, _)| {
+                    m.get(&name).map(|p0| {
                         published.saturating_sub(*p0) as f64 / t0.elapsed().as_secs_f64().max(1e-3)
                     })
                 })
                 .unwrap_or(0.0);
+            now_counts.insert(name.clone(), published);
             let mut s = format!(
                 "{name}: {} ev ({}/s) fill {:.0}%",
                 human(published as f64),
@@ -933,7 +975,87 @@ impl Supervisor {
         if self.stopping {
             parts.push("draining".into());
         }
+        self.last_progress = Some((Instant::now(), now_counts));
         parts.join(" | ")
+    }
+
+    /// Tells the log when a buffer has been full for a while, when it has room again, and
+    /// (at most every 10 s per buffer) how many events it lost.
+    fn watch_buffers(&mut self) {
+        for (name, rings) in self.ring_stats() {
+            let alarm = self.alarms.entry(name.clone()).or_default();
+            let closed = rings.iter().all(|s| s.closed);
+            let full = rings
+                .iter()
+                .any(|s| s.filled as f64 >= s.slot_count as f64 * FULL_LEVEL);
+            let slowest = self.plan.buffer(&name).and_then(|pb| {
+                reader_books(&pb.readers, &rings)
+                    .into_iter()
+                    .filter(|(_, b)| b.pending > 0)
+                    .max_by_key(|(_, b)| b.pending)
+                    .map(|(r, _)| r)
+            });
+            let policy = self
+                .buffers
+                .iter()
+                .find(|b| b.name == name)
+                .and_then(|b| b.rings.first())
+                .map(|r| r.policy());
+            match (&mut alarm.full_since, full && !closed) {
+                (None, true) => alarm.full_since = Some((Instant::now(), false)),
+                (Some((since, told)), true) => {
+                    if !*told && since.elapsed().as_secs_f64() >= FULL_WARNING_S {
+                        *told = true;
+                        tracing::warn!(
+                            "buffer '{name}' has been full for {:.0} s: {}{}",
+                            since.elapsed().as_secs_f64(),
+                            if policy == Some(Policy::Drop) {
+                                "new events are lost (policy: drop)"
+                            } else {
+                                "its writer waits (policy: block; booked as dead time)"
+                            },
+                            slowest
+                                .as_deref()
+                                .map(|r| format!("; the slowest reader is '{r}'"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                (Some((since, told)), false) => {
+                    if *told {
+                        tracing::info!(
+                            "buffer '{name}' has room again after {:.1} s full",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    alarm.full_since = None;
+                }
+                (None, false) => {}
+            }
+            let lost: u64 = rings.iter().map(|s| s.lost).sum();
+            let due = alarm
+                .lost_logged_at
+                .is_none_or(|t| t.elapsed().as_secs_f64() >= LOST_LOG_INTERVAL_S);
+            if lost > alarm.lost_logged && due {
+                tracing::warn!(
+                    "buffer '{name}': {} events lost {} ({lost} in all): the ring was full \
+                     under policy: drop{}",
+                    lost - alarm.lost_logged,
+                    alarm
+                        .lost_logged_at
+                        .map_or("so far".to_string(), |t| format!(
+                            "in the last {:.0} s",
+                            t.elapsed().as_secs_f64()
+                        )),
+                    slowest
+                        .as_deref()
+                        .map(|r| format!("; the slowest reader is '{r}'"))
+                        .unwrap_or_default()
+                );
+                alarm.lost_logged = lost;
+                alarm.lost_logged_at = Some(Instant::now());
+            }
+        }
     }
 
     fn summary(&self) -> RunSummary {

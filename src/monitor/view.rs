@@ -9,10 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Seconds a buffer may stay full before it is warned about.
-pub const FULL_WARNING_S: f64 = 3.0;
-/// A buffer counts as full at or above this fill level.
-pub const FULL_LEVEL: f64 = 0.95;
+pub use crate::engine::supervisor::{FULL_LEVEL, FULL_WARNING_S};
 /// Seconds a warning about lost events stays up after the count last rose.
 pub const LOST_WARNING_S: f64 = 10.0;
 
@@ -97,6 +94,9 @@ pub struct Snapshot {
     pub stopping: bool,
     /// Importers are paused.
     pub paused: bool,
+    /// The run is over: this is its last snapshot, and its rates and dead time are the
+    /// run's means.
+    pub ended: bool,
     /// Events per importer after which the run stops.
     pub max_events: Option<u64>,
     /// Seconds after which the run stops.
@@ -206,8 +206,16 @@ impl RunView {
         &self.importers
     }
 
-    /// CPU use of `worker` since the previous snapshot, in percent of one core.
+    /// CPU use of `worker` since the previous snapshot, in percent of one core; once the
+    /// run ended, its mean over the run.
     pub fn cpu_percent(&self, worker: &str) -> f64 {
+        if self.snapshot.ended {
+            return self
+                .snapshot
+                .workers
+                .get(worker)
+                .map_or(0.0, |w| w.cpu_s / self.snapshot.t.max(1e-9) * 100.0);
+        }
         let Some(prev) = &self.previous else {
             return 0.0;
         };
@@ -222,7 +230,7 @@ impl RunView {
 
     /// A word for the run's state: `running`, `paused`, `stopping` or `finished`.
     pub fn state(&self) -> &'static str {
-        if self.finished {
+        if self.finished || self.snapshot.ended {
             "finished"
         } else if self.snapshot.stopping {
             "stopping"
