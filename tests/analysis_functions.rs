@@ -589,6 +589,49 @@ fn realtime_waits_for_the_next_arrival_and_returns_idle_when_it_is_far() {
     assert_eq!(kinds[5], Produced::End);
 }
 
+/// issue 12, item 12: time the engine held a realtime source back (its sink was full) is
+/// dead time; the arrivals then are not produced afterwards in a burst.
+#[test]
+fn realtime_source_does_not_catch_up_after_the_engine_held_it() {
+    let raw = shape("raw", &[("ch0", "f4")], 64);
+    let mut data = vec![0u8; 64 * 4];
+    let mut meta = Metadata::default();
+    let mut sim = SimulatePulses::build(&ctx(
+        "s",
+        json!({"realtime": true, "rate": 2000.0, "pretrigger_samples": 10, "seed": 3}),
+        &[],
+        &[&raw],
+    ))
+    .unwrap();
+    let mut next = |sim: &mut SimulatePulses, held: f64| {
+        meta.deadtime = held;
+        let mut ev = EventMut {
+            data: &mut data,
+            meta: &mut meta,
+            dtype: &raw.dtype,
+        };
+        let p = sim.next(&mut ev).unwrap();
+        (p, meta.timestamp)
+    };
+    let mut before = 0.0;
+    for _ in 0..20 {
+        let (p, t) = next(&mut sim, 0.0);
+        assert_eq!(p, Produced::Event);
+        before = t;
+    }
+    // The engine waits 0.5 s for room, then hands the source the wait.
+    let stall = 0.5;
+    std::thread::sleep(std::time::Duration::from_secs_f64(stall));
+    let (p, after) = next(&mut sim, stall);
+    assert_eq!(p, Produced::Event);
+    assert!(
+        after - before >= stall,
+        "the first event after the stall is stamped {:.4} s after the last before it; the \
+         ~1000 arrivals of the stall came as a burst",
+        after - before
+    );
+}
+
 #[test]
 fn fast_interleaved_path_writes_the_same_samples_as_the_general_path() {
     // Float32 channels alone take the fused fast path (table noise) or the interleaving path

@@ -400,6 +400,8 @@ pub struct SimulatePulses {
     lanes: Vec<(usize, f32)>,
     start_epoch: f64,
     start: Instant,
+    /// Realtime: how long the engine has held this source back in all (dead time).
+    held: Duration,
     trace: Vec<f32>,
     truth: Truth,
 }
@@ -603,6 +605,7 @@ impl SimulatePulses {
             lanes: vec![(0, 0.0); nch],
             start_epoch: super::wall_clock(),
             start: Instant::now(),
+            held: Duration::ZERO,
             trace: vec![0f32; if planar { nch * n } else { n }],
             truth: Truth {
                 pulses: vec![([TruthPulse::default(); 2], 0); nch],
@@ -860,7 +863,15 @@ impl Importer for SimulatePulses {
             self.pending = true;
         }
         if self.realtime {
-            let due = self.start + Duration::from_secs_f64(self.sim_time);
+            // Time the engine held the source (its sink was full) is dead time: arrivals
+            // then were never seen, as a real detector's, and are not caught up in a burst
+            // afterwards. Arrivals are memoryless, so moving the schedule on by the stall is
+            // the same as re-arming at its end.
+            let held = out.meta.deadtime;
+            if held > 0.0 && held.is_finite() {
+                self.held += Duration::from_secs_f64(held);
+            }
+            let due = self.start + self.held + Duration::from_secs_f64(self.sim_time);
             let now = Instant::now();
             if due > now {
                 let wait = due - now;
@@ -872,7 +883,7 @@ impl Importer for SimulatePulses {
             }
         }
         self.generate(out)?;
-        out.meta.timestamp = self.start_epoch + self.sim_time;
+        out.meta.timestamp = self.start_epoch + self.held.as_secs_f64() + self.sim_time;
         self.pending = false;
         self.produced += 1;
         Ok(Produced::Event)

@@ -548,6 +548,8 @@ fn importer_loop(
     // Wall time of the previous event, for the dead-time fraction of the next one: one
     // clock read per event (none when the importer stamped the event itself).
     let mut last_time = wall_clock();
+    // Of the current slot's wait for room, what the importer has been told already.
+    let mut handed_ns = 0u64;
     let p = &mut sinks.producers[0];
     let result = loop {
         if stop_requested() || limit.is_some_and(|l| taken >= l) {
@@ -581,11 +583,17 @@ fn importer_loop(
             Err(_) => continue,
         };
         let blocked = slot.blocked_ns();
+        // A slot given back unpublished (Idle) keeps its wait for the next one: the importer
+        // is told each wait once.
+        let fresh = blocked.saturating_sub(handed_ns);
+        handed_ns = blocked;
         let (data, meta) = slot.parts();
+        // On entry an importer finds in `deadtime` the seconds the engine waited for room
+        // since the previous call (see `EventMut::meta`); it is replaced by the fraction below.
         *meta = Metadata {
             counter,
             timestamp: 0.0,
-            deadtime: 0.0,
+            deadtime: fresh as f64 * 1e-9,
         };
         let mut ev = EventMut {
             data,
@@ -602,6 +610,7 @@ fn importer_loop(
                 last_time = now;
                 ev.meta.deadtime = (blocked as f64 / cycle).clamp(0.0, 1.0);
                 slot.publish();
+                handed_ns = 0;
                 counter += step;
                 taken += 1;
             }

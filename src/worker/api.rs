@@ -45,6 +45,9 @@ pub struct EventMut<'a> {
     pub data: &'a mut [u8],
     /// counter, timestamp, deadtime. Importers fill `timestamp`; the engine fills `counter` and
     /// `deadtime` for Importers. Filters and Processors start from the input's metadata.
+    /// On entry to [`Importer::next`], `deadtime` holds the seconds the engine waited for
+    /// room in the sink since the previous call (a source that paces itself in wall time
+    /// treats them as time it could not deliver: dead time, not a backlog to catch up).
     pub meta: &'a mut Metadata,
     /// The buffer's record type.
     pub dtype: &'a Dtype,
