@@ -244,6 +244,32 @@ fn every_event_arrives_exactly_once_through_multiprocess_workers() {
 }
 
 #[test]
+fn worker_names_that_look_like_options_are_never_parsed_as_options() {
+    let dir = Dir::new("names");
+    // Each name reaches the worker's command line; `--help` used to print the usage and exit
+    // 0 instead of reading its buffer (the run then waited for it until max_seconds).
+    let s = dir.write(
+        "setup.yaml",
+        "target_directory: runs
+options: {max_seconds: 20}
+Buffers:
+  raw: {slot_count: 16, data_length: 4, data_dtype: {x: f8}}
+Workers:
+  \"-rf\": {function: bench.source, sinks: [raw], config: {n_events: 500}}
+  \"--help\": {function: bench.sink, sources: [raw]}
+  \"--version\": {function: bench.sink, sources: [raw]}
+",
+    );
+    let (code, text) = finish(start(&dir, &s, &[]));
+    assert_eq!(code, 0, "{text}");
+    let run = dir.run_dir();
+    for w in ["--help", "--version"] {
+        let r = sink_reports(&run, w);
+        assert_eq!((r.events, r.out_of_order, r.corrupt), (500, 0, 0), "{w}");
+    }
+}
+
+#[test]
 fn sigint_drains_every_buffer_and_exits_0() {
     let dir = Dir::new("sigint");
     let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
