@@ -195,6 +195,11 @@ impl Loader {
         self.push(Severity::Error, at, message.into(), hint);
     }
 
+    /// Errors recorded so far.
+    pub fn error_count(&self) -> usize {
+        self.diags.iter().filter(|(_, d)| d.is_error()).count()
+    }
+
     /// Records a warning.
     pub fn warn(&mut self, at: Loc, message: impl Into<String>, hint: Option<String>) {
         self.push(Severity::Warning, at, message.into(), hint);
