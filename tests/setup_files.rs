@@ -227,6 +227,12 @@ const BAD: &[(&str, &str, u64, u64)] = &[
         24,
     ),
     ("options_unknown_key", "did you mean `max_events`?", 23, 3),
+    (
+        "slot_count_beyond_memory",
+        "the buffers' rings need 8264.00 GiB of memory",
+        2,
+        3,
+    ),
 ];
 
 #[test]

@@ -174,6 +174,7 @@ pub(crate) fn check(
     }
 
     find_cycles(l, &draft);
+    check_memory(l, &draft);
 
     // Functions, buffer counts, Filter shapes, config keys.
     let mut templates: HashMap<&str, Template> = HashMap::new();
@@ -576,6 +577,85 @@ fn find_cycles(l: &mut Loader, draft: &Draft) {
                 on_path.insert(to);
                 path.push((to, 0));
             }
+        }
+    }
+}
+
+/// Bytes the kernel says can be allocated without swapping (MemAvailable), if known.
+fn memory_available() -> Option<u128> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn gib(bytes: u128) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// The rings of every buffer (one per writing process) against the memory there is: more
+/// than MemAvailable is an error at the largest buffer; more than the locked-memory limit
+/// (the rings are locked) a warning, since the run goes on unlocked.
+fn check_memory(l: &mut Loader, draft: &Draft) {
+    let mut total: u128 = 0;
+    let mut largest: Option<(u128, &BufferDraft)> = None;
+    for b in &draft.buffers {
+        let writers = draft
+            .workers
+            .iter()
+            .find(|w| w.sinks.iter().any(|(s, _)| *s == b.name))
+            .map_or(1, |w| w.number_of_processes.max(1));
+        let groups = draft
+            .workers
+            .iter()
+            .filter(|w| w.sources.iter().any(|(s, _)| *s == b.name))
+            .count();
+        let ring =
+            crate::ring::ring_bytes(b.dtype.record_size(), b.data_length, b.slot_count, groups)
+                .map_or(u128::from(u64::MAX), |n| n as u128);
+        let bytes = ring * writers as u128;
+        total += bytes;
+        if largest.is_none_or(|(n, _)| bytes > n) {
+            largest = Some((bytes, b));
+        }
+    }
+    let Some((bytes, b)) = largest else {
+        return;
+    };
+    if let Some(available) = memory_available() {
+        if total > available {
+            l.error(
+                b.name_at,
+                format!(
+                    "the buffers' rings need {} of memory ({} of it for buffer '{}'), but this \
+                     machine has {} available (MemAvailable)",
+                    gib(total),
+                    gib(bytes),
+                    b.name,
+                    gib(available)
+                ),
+                Some("lower slot_count or data_length".into()),
+            );
+            return;
+        }
+    }
+    if let Ok((limit, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+    {
+        if limit != nix::sys::resource::RLIM_INFINITY && total > u128::from(limit) {
+            l.warn(
+                b.name_at,
+                format!(
+                    "the buffers' rings need {} but only {} may be locked in memory: they run \
+                     unlocked and may be paged out",
+                    gib(total),
+                    gib(u128::from(limit))
+                ),
+                Some(
+                    "`ulimit -l unlimited`, or `memlock unlimited` in /etc/security/limits.conf"
+                        .into(),
+                ),
+            );
         }
     }
 }
