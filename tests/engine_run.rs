@@ -244,6 +244,32 @@ fn every_event_arrives_exactly_once_through_multiprocess_workers() {
 }
 
 #[test]
+fn worker_names_that_look_like_options_are_never_parsed_as_options() {
+    let dir = Dir::new("names");
+    // Each name reaches the worker's command line; `--help` used to print the usage and exit
+    // 0 instead of reading its buffer (the run then waited for it until max_seconds).
+    let s = dir.write(
+        "setup.yaml",
+        "target_directory: runs
+options: {max_seconds: 20}
+Buffers:
+  raw: {slot_count: 16, data_length: 4, data_dtype: {x: f8}}
+Workers:
+  \"-rf\": {function: bench.source, sinks: [raw], config: {n_events: 500}}
+  \"--help\": {function: bench.sink, sources: [raw]}
+  \"--version\": {function: bench.sink, sources: [raw]}
+",
+    );
+    let (code, text) = finish(start(&dir, &s, &[]));
+    assert_eq!(code, 0, "{text}");
+    let run = dir.run_dir();
+    for w in ["--help", "--version"] {
+        let r = sink_reports(&run, w);
+        assert_eq!((r.events, r.out_of_order, r.corrupt), (500, 0, 0), "{w}");
+    }
+}
+
+#[test]
 fn sigint_drains_every_buffer_and_exits_0() {
     let dir = Dir::new("sigint");
     let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
@@ -356,6 +382,158 @@ fn max_events_stops_the_importer_exactly() {
     let run = dir.run_dir();
     assert_eq!(sink_reports(&run, "sink").events, 12_345);
     assert_eq!(sink_reports(&run, "sink2").events, 12_345);
+}
+
+/// What `check` knows without opening anything: each of these passed it and failed after
+/// the run had started (exit 1, a run directory left behind).
+#[test]
+fn check_and_the_run_refuse_what_would_fail_after_the_start() {
+    let dir = Dir::new("knows");
+    let exporter = "  src: {function: bench.source, sinks: [raw], config: {n_events: 10}}";
+    let importer = "  out: {function: export.drain, sources: [raw]}";
+    // (line 5, the bad worker's function, its side, its config, the value the message points
+    // at, a fragment of the message)
+    let cases: &[(&str, &str, &str, &str, &str, &str)] = &[
+        (
+            exporter,
+            "export.hdf5",
+            "sources",
+            "level: 99",
+            "99",
+            "deflate level must be 1 to 9",
+        ),
+        (
+            exporter,
+            "export.hdf5",
+            "sources",
+            "compression: lzf",
+            "lzf",
+            "'lzf' is not supported: use deflate",
+        ),
+        (
+            exporter,
+            "export.hdf5",
+            "sources",
+            "flush_interval: 0",
+            "0",
+            "must be a number above 0",
+        ),
+        (
+            exporter,
+            "export.hdf5",
+            "sources",
+            "flush_interval: -1",
+            "-1",
+            "must be a number above 0",
+        ),
+        (
+            exporter,
+            "export.hdf5",
+            "sources",
+            "rotate_mb: -5",
+            "-5",
+            "must be a number above 0",
+        ),
+        (
+            exporter,
+            "export.hdf5",
+            "sources",
+            "filename: /tmp/x",
+            "/tmp/x",
+            "is not a plain file name",
+        ),
+        (
+            exporter,
+            "export.csv",
+            "sources",
+            "filename: ../x",
+            "../x",
+            "is not a plain file name",
+        ),
+        (
+            exporter,
+            "export.histogram",
+            "sources",
+            "bins: {x: [5, 1, 10]}",
+            "{x:",
+            "min < max",
+        ),
+        (
+            exporter,
+            "export.histogram",
+            "sources",
+            "bins: {x: [0, 1, 0]}",
+            "{x:",
+            "n ≥ 1",
+        ),
+        (
+            exporter,
+            "export.histogram",
+            "sources",
+            "bins: {x: [0, 1, 1099511627776]}",
+            "{x:",
+            "1099511627776 bins is more than",
+        ),
+        (
+            importer,
+            "device.picoscope",
+            "sinks",
+            "family: ps3000a",
+            "ps3000a",
+            "'ps3000a': ps5000a or ps2000a",
+        ),
+        (
+            importer,
+            "device.gmc",
+            "sinks",
+            "port: /dev/daq-no-such-port",
+            "/dev/daq-no-such-port",
+            "no such serial port",
+        ),
+    ];
+    for (i, (line5, function, side, config, needle, fragment)) in cases.iter().enumerate() {
+        let line9 = format!("    config: {{{config}}}");
+        let column = line9.find(needle).unwrap() + 1;
+        let text = format!(
+            "target_directory: runs\nBuffers:\n  raw: {{slot_count: 8, data_length: 4, data_dtype: {{x: f8}}}}\nWorkers:\n{line5}\n  bad:\n    function: {function}\n    {side}: [raw]\n{line9}\n"
+        );
+        let s = dir.write("bad.yaml", &text);
+        let check = Command::new(EXE)
+            .arg("check")
+            .arg(&s)
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for (how, child) in [("check", check), ("run", start(&dir, &s, &[]))] {
+            let (code, out) = finish(child);
+            assert_eq!(code, 2, "case {i} ({how}, {config}): {out}");
+            assert!(
+                out.contains(fragment),
+                "case {i} ({how}): expected '{fragment}' in: {out}"
+            );
+            let at = format!("bad.yaml:9:{column}: error: ");
+            assert!(out.contains(&at), "case {i} ({how}): no '{at}' in: {out}");
+            assert!(
+                !dir.0.join("runs").exists(),
+                "case {i} ({how}): a run directory was made"
+            );
+        }
+    }
+    // A port that is not there is what --simulate is for.
+    let out = Command::new(EXE)
+        .args(["check", "--simulate", "bad.yaml"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -227,6 +227,12 @@ const BAD: &[(&str, &str, u64, u64)] = &[
         24,
     ),
     ("options_unknown_key", "did you mean `max_events`?", 23, 3),
+    (
+        "slot_count_beyond_memory",
+        "the buffers' rings need 8264.00 GiB of memory",
+        2,
+        3,
+    ),
 ];
 
 #[test]
@@ -509,10 +515,69 @@ fn not_utf8_and_empty_files_are_positioned_errors() {
     assert_eq!(c.errors.len(), 1, "{}", listing(&c));
     assert_eq!((c.errors[0].line, c.errors[0].column), (1, 14));
     assert!(
+        c.errors[0]
+            .message
+            .contains("it is a device, not a regular file"),
+        "{}",
+        c.errors[0]
+    );
+    // So is a regular file too large for any setup.
+    let big = std::env::temp_dir().join(format!("daq-big-include-{}.yaml", std::process::id()));
+    std::fs::write(&big, vec![b'#'; (4 << 20) + 1]).unwrap();
+    let text = text.replace("/dev/zero", big.to_str().unwrap());
+    let c = Setup::check_bytes(text.as_bytes(), Path::new("z.yaml"), catalog(), 2);
+    let _ = std::fs::remove_file(&big);
+    assert_eq!(c.errors.len(), 1, "{}", listing(&c));
+    assert!(
         c.errors[0].message.contains("larger than 4 MiB"),
         "{}",
         c.errors[0]
     );
+}
+
+/// Checks `path` on another thread; None when it has not answered within 20 s (a FIFO
+/// used to make the check wait for a writer forever).
+fn check_within_20s(path: PathBuf) -> Option<Checked> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Setup::check_file(&path, catalog(), 2));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20)).ok()
+}
+
+#[test]
+fn a_fifo_as_setup_or_include_is_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("daq-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("pipe.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The setup itself.
+    let c = check_within_20s(fifo.clone()).expect("check of a FIFO setup never returned");
+    assert_eq!(c.errors.len(), 1, "{}", listing(&c));
+    let e = &c.errors[0];
+    assert_eq!((e.file.as_path(), e.line, e.column), (fifo.as_path(), 1, 1));
+    assert!(
+        e.message
+            .contains("it is a FIFO (named pipe), not a regular file"),
+        "{e}"
+    );
+    // An include, named at its position in the setup.
+    let setup = dir.join("setup.yaml");
+    std::fs::write(
+        &setup,
+        "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw], config: pipe.yaml}\n  out: {function: export.drain, sources: [raw]}\n",
+    )
+    .unwrap();
+    let c = check_within_20s(setup.clone()).expect("check of a FIFO include never returned");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(c.errors.len(), 1, "{}", listing(&c));
+    let e = &c.errors[0];
+    assert_eq!(
+        (e.file.as_path(), e.line, e.column),
+        (setup.as_path(), 4, 58)
+    );
+    assert!(e.message.contains("FIFO (named pipe)"), "{e}");
 }
 
 /// The mimoCoRB2 reference setups parse; their Python workers are listed by name and the

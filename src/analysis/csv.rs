@@ -72,24 +72,30 @@ pub struct CsvExport {
     rows: u64,
 }
 
+/// What the config of `export.csv` asks for: the file name (without .csv), the fields, the
+/// save interval; read and checked without opening anything.
+fn settings(ctx: &BuildContext) -> Result<(&str, Vec<FieldAccess>, f64), WorkerError> {
+    let src = one_source(ctx)?;
+    let name = ctx.config.file_name_or("filename", &src.name)?;
+    let fields: Vec<FieldAccess> = src
+        .dtype
+        .fields()
+        .iter()
+        .map(|f| FieldAccess::new(src, &f.name))
+        .collect::<Result<_, _>>()?;
+    Ok((name, fields, positive(ctx, "save_interval", 1.0)?))
+}
+
+/// Checks the config of `export.csv` as [`CsvExport::build`] does, creating no file.
+pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
+    settings(ctx).map(drop)
+}
+
 impl CsvExport {
     /// Builds it and creates the file with its header.
     pub fn build(ctx: &BuildContext) -> Result<CsvExport, WorkerError> {
-        let src = one_source(ctx)?;
-        let name = ctx.config.str_or("filename", &src.name)?;
-        if name.is_empty() || name.contains(['/', '\\']) {
-            return Err(ctx
-                .config
-                .error("filename", "must be a plain file name (no directories)")
-                .into());
-        }
+        let (name, fields, interval) = settings(ctx)?;
         let path = ctx.run_dir.join(format!("{name}.csv"));
-        let fields: Vec<FieldAccess> = src
-            .dtype
-            .fields()
-            .iter()
-            .map(|f| FieldAccess::new(src, &f.name))
-            .collect::<Result<_, _>>()?;
         let mut header = String::from("counter,timestamp,deadtime");
         for f in &fields {
             header.push(',');
@@ -103,7 +109,7 @@ impl CsvExport {
         let mut file = std::fs::File::create(&path).map_err(io)?;
         file.write_all(header.as_bytes()).map_err(io)?;
         Ok(CsvExport {
-            interval: Duration::from_secs_f64(positive(ctx, "save_interval", 1.0)?),
+            interval: Duration::from_secs_f64(interval),
             path,
             file,
             fields,

@@ -62,6 +62,9 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
+/// Most bins one histogram may have (128 MiB of counts).
+pub const MAX_BINS: usize = 1 << 24;
+
 /// A 1-D histogram with n equal bins over `[lo, hi)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Histogram {
@@ -253,8 +256,19 @@ impl HistogramExport {
                 v[0].as_f64().ok_or_else(bad)?,
                 v[1].as_f64().ok_or_else(bad)?,
             );
-            let n = v[2].as_u64().ok_or_else(bad)? as usize;
-            let h = Histogram::new(lo, hi, n).ok_or_else(bad)?;
+            let n = v[2].as_u64().ok_or_else(bad)?;
+            if n > MAX_BINS as u64 {
+                return Err(c
+                    .error(
+                        "bins",
+                        format!(
+                            "'{name}': {n} bins is more than the {MAX_BINS} a histogram may \
+                             have (8 bytes each, kept in memory and written at the end)"
+                        ),
+                    )
+                    .into());
+            }
+            let h = Histogram::new(lo, hi, n as usize).ok_or_else(bad)?;
             let access = FieldAccess::new(src, name)
                 .map_err(|e| WorkerError::from(c.error("bins", e.to_string())))?;
             fields.push((access, h));

@@ -94,6 +94,9 @@ pub enum Command {
         /// Also write the pipeline as Graphviz to this file.
         #[arg(long, value_name = "FILE")]
         dot: Option<PathBuf>,
+        /// Check as a run with --simulate would start (no serial port needs to exist).
+        #[arg(long)]
+        simulate: bool,
     },
     /// List the built-in worker functions with their config keys.
     Functions {
@@ -178,9 +181,11 @@ pub fn main(
             }
         },
         Some(Command::Run { setup, run }) => crate::engine::launch::run(&setup, &run, registry),
-        Some(Command::Check { setup, dot }) => {
-            crate::engine::launch::check(&setup, dot.as_deref(), registry)
-        }
+        Some(Command::Check {
+            setup,
+            dot,
+            simulate,
+        }) => crate::engine::launch::check(&setup, dot.as_deref(), simulate, registry),
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
         Some(Command::Status { run_dir }) => status(&run_dir),
         Some(Command::Inspect { file }) => match crate::export::inspect(&file) {

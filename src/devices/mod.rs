@@ -67,6 +67,28 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
+/// The check of each device importer's config: everything its build checks, opening no
+/// device (see [`crate::engine::Check`]).
+pub fn checks() -> Vec<(&'static str, crate::engine::Check)> {
+    use crate::engine::Check::Config;
+    vec![
+        (serial::GMC_SPEC.name, Config(serial::check_gmc)),
+        (serial::MIGHTYOHM_SPEC.name, Config(serial::check_line)),
+        (serial::GC10_SPEC.name, Config(serial::check_line)),
+        (
+            serial::LINE_COUNTER_SPEC.name,
+            Config(serial::check_line_counter),
+        ),
+        (
+            serial::COSMICWATCH_SPEC.name,
+            Config(serial::check_cosmicwatch),
+        ),
+        (usb::PICOSCOPE_SPEC.name, Config(usb::check_picoscope)),
+        (usb::HANTEK_SPEC.name, Config(usb::check_hantek)),
+        (usb::DRS4_SPEC.name, Config(usb::check_drs4)),
+    ]
+}
+
 /// The keys every device importer reads.
 pub(crate) const SIMULATE_KEY: ConfigKey = key(
     "simulate",

@@ -314,10 +314,59 @@ fn path_of(
     }
 }
 
-/// Builds `device.gmc`.
-pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
-    let cfg = &ctx.config;
+/// Checks a serial importer's common settings as its build does, opening nothing; unless
+/// simulated, the configured port must exist.
+fn check_common(ctx: &BuildContext) -> Result<(), WorkerError> {
     let c = common(ctx)?;
+    if let (false, Some(port)) = (c.simulate, &c.port) {
+        // Follows links: a udev link whose device is unplugged does not count.
+        if let Err(e) = std::fs::metadata(port) {
+            return Err(ctx
+                .config
+                .error(
+                    "port",
+                    format!(
+                        "{}: no such serial port ({e}): is the detector plugged in? \
+                         `daq-engine devices` lists the connected ones; --simulate runs the \
+                         setup without it",
+                        port.display()
+                    ),
+                )
+                .into());
+        }
+    }
+    Ok(())
+}
+
+/// Checks the config of `device.gmc` as [`build_gmc`] does, opening nothing.
+pub fn check_gmc(ctx: &BuildContext) -> Result<(), WorkerError> {
+    check_common(ctx)?;
+    gmc_settings(ctx)?;
+    baud(ctx, 0).map(drop)
+}
+
+/// Checks the config of `device.mightyohm` and `device.gc10`, opening nothing.
+pub fn check_line(ctx: &BuildContext) -> Result<(), WorkerError> {
+    check_common(ctx)?;
+    baud(ctx, 9600).map(drop)
+}
+
+/// Checks the config of `device.line_counter`, opening nothing.
+pub fn check_line_counter(ctx: &BuildContext) -> Result<(), WorkerError> {
+    grammar(ctx)?;
+    check_line(ctx)
+}
+
+/// Checks the config of `device.cosmicwatch` as [`build_cosmicwatch`] does, opening nothing.
+pub fn check_cosmicwatch(ctx: &BuildContext) -> Result<(), WorkerError> {
+    check_common(ctx)?;
+    cosmicwatch_version(ctx)?;
+    baud(ctx, 0).map(drop)
+}
+
+/// The GMC's mode, count width and reply timeout (s).
+fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64), WorkerError> {
+    let cfg = &ctx.config;
     let mode = match cfg.str_or("mode", "heartbeat")? {
         "heartbeat" => GmcMode::Heartbeat,
         "poll_cpm" => {
@@ -354,6 +403,14 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     if !(reply.is_finite() && (0.01..=10.0).contains(&reply)) {
         return Err(cfg.error("reply_timeout", "must be 0.01 … 10 (s)").into());
     }
+    Ok((mode, width, reply))
+}
+
+/// Builds `device.gmc`.
+pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+    let cfg = &ctx.config;
+    let c = common(ctx)?;
+    let (mode, width, reply) = gmc_settings(ctx)?;
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
         let model = match cfg.str_or("sim_model", "gmc320")? {
@@ -501,20 +558,28 @@ pub fn build_line_counter(ctx: &BuildContext) -> Result<DeviceImporter, WorkerEr
     build_line(ctx, "device.line_counter", LineFormat::Grammar(g))
 }
 
-/// Builds `device.cosmicwatch`.
-pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+/// The CosmicWatch version (with its columns), as the driver and the simulator name it.
+fn cosmicwatch_version(
+    ctx: &BuildContext,
+) -> Result<(CosmicWatchVersion, SimVersion), WorkerError> {
     let cfg = &ctx.config;
-    let c = common(ctx)?;
     let cols = V3Columns {
         environment: cfg.bool_or("environment", false)?,
         motion: cfg.bool_or("motion", false)?,
         name: cfg.bool_or("name_column", false)?,
     };
-    let (version, sim_version) = match cfg.str_or("version", "v2")? {
+    Ok(match cfg.str_or("version", "v2")? {
         "v2" => (CosmicWatchVersion::V2, SimVersion::V2),
         "v3x" | "v3X" => (CosmicWatchVersion::V3X(cols), SimVersion::V3X(cols)),
         other => return Err(cfg.error("version", format!("'{other}': v2 or v3x")).into()),
-    };
+    })
+}
+
+/// Builds `device.cosmicwatch`.
+pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+    let cfg = &ctx.config;
+    let c = common(ctx)?;
+    let (version, sim_version) = cosmicwatch_version(ctx)?;
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
         let coincidence = cfg.f64_or("sim_coincidence", 0.0)?;

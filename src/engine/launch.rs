@@ -254,8 +254,40 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
     }
 }
 
-fn load(path: &Path, registry: &Registry) -> Option<Setup> {
-    match Setup::load(path, registry, setup::online_cpus()) {
+/// The registry as a run with `--simulate` sees it: each function with a `simulate` key is
+/// checked as simulated (no port needs to exist).
+struct Simulated<'a>(&'a Registry);
+
+impl crate::worker::Catalog for Simulated<'_> {
+    fn function(&self, name: &str) -> Option<&crate::worker::FunctionSpec> {
+        self.0.function(name)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.0.names()
+    }
+
+    fn check_worker(
+        &self,
+        function: &str,
+        ctx: &crate::worker::BuildContext,
+    ) -> Result<(), crate::worker::WorkerError> {
+        if self
+            .function(function)
+            .is_some_and(|f| f.key("simulate").is_some())
+        {
+            let mut ctx = ctx.clone();
+            ctx.config.values.insert("simulate".into(), true.into());
+            return self.0.check(function, &ctx);
+        }
+        self.0.check(function, ctx)
+    }
+}
+
+fn load(path: &Path, registry: &Registry, simulate: bool) -> Option<Setup> {
+    let simulated = Simulated(registry);
+    let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
+    match Setup::load(path, catalog, setup::online_cpus()) {
         Ok((s, warnings)) => {
             // The broadcast note is for setups carried over from mimoCoRB2; `check` shows it,
             // a run does not repeat it every time.
@@ -276,7 +308,7 @@ fn load(path: &Path, registry: &Registry) -> Option<Setup> {
 
 /// `daq-engine SETUP`: runs it. Returns the exit code.
 pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
-    let Some(mut setup) = load(path, registry) else {
+    let Some(mut setup) = load(path, registry, args.simulate) else {
         return 2;
     };
     if let Err(e) = setup.apply_limits(args.max_events, args.max_seconds) {
@@ -336,15 +368,6 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 w.config.insert("simulate".into(), true.into());
             }
         }
-    }
-    let refused =
-        super::process::preflight(&plan_of(&setup, Path::new("."), "preflight"), registry);
-    if !refused.is_empty() {
-        for e in &refused {
-            eprintln!("daq-engine: {}: {e}", path.display());
-        }
-        eprintln!("daq-engine: nothing was started");
-        return 2;
     }
     let target = args
         .target_directory
@@ -515,9 +538,12 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     summary.exit_code
 }
 
-/// `daq-engine check SETUP`: validates and prints the pipeline.
-pub fn check(path: &Path, dot: Option<&Path>, registry: &Registry) -> i32 {
-    let checked = Setup::check_file(path, registry, setup::online_cpus());
+/// `daq-engine check SETUP`: validates and prints the pipeline; with `simulate`, as a run
+/// with `--simulate` would start.
+pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registry) -> i32 {
+    let simulated = Simulated(registry);
+    let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
+    let checked = Setup::check_file(path, catalog, setup::online_cpus());
     for d in checked.errors.iter().chain(&checked.warnings) {
         eprintln!("{d}");
     }
@@ -534,15 +560,6 @@ pub fn check(path: &Path, dot: Option<&Path>, registry: &Registry) -> i32 {
             checked.errors.len(),
             checked.warnings.len()
         );
-        return 2;
-    }
-    let refused =
-        super::process::preflight(&plan_of(&checked.setup, Path::new("."), "check"), registry);
-    if !refused.is_empty() {
-        for e in &refused {
-            eprintln!("{}: {e}", path.display());
-        }
-        eprintln!("{}: {} error(s)", path.display(), refused.len());
         return 2;
     }
     print!("{}", setup::graph::text(&checked.setup));

@@ -10,7 +10,7 @@ pub mod process;
 pub mod registry;
 
 pub use plan::{BufferPlan, Plan, Restart, WorkerPlan};
-pub use registry::{Build, Function, Registry};
+pub use registry::{Build, Check, Function, Registry};
 pub mod realtime;
 pub mod supervisor;
 

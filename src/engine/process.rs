@@ -397,61 +397,6 @@ fn context(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<BuildContext, 
     })
 }
 
-/// Functions whose constructor only checks its config and buffers (no files, no devices),
-/// so they can be built once before a run to catch what the setup schema cannot see (a
-/// pre-trigger outside the trace, a field the sink lacks).
-const BUILT_BEFORE_THE_RUN: &[&str] = &[
-    "simulate.pulses",
-    "filter.threshold",
-    "filter.coincidence",
-    "filter.prescale",
-    "process.baseline",
-    "process.pulses",
-    "process.pulse_pairs",
-    "process.downsample",
-    "process.rate",
-];
-
-/// Builds every pure built-in function (simulate, filters, processors) in `plan` once and
-/// drops it; returns what each refused, naming the worker. Nothing is started and nothing is
-/// written.
-pub fn preflight(plan: &Plan, registry: &Registry) -> Vec<String> {
-    let mut errors = Vec::new();
-    for w in plan
-        .workers
-        .iter()
-        .filter(|w| w.file.is_none() && BUILT_BEFORE_THE_RUN.contains(&w.function.as_str()))
-    {
-        let Some(function) = registry.get(&w.function) else {
-            continue;
-        };
-        let ctx = match context(plan, w, 0) {
-            Ok(c) => c,
-            Err(e) => {
-                errors.push(format!("worker '{}': {e}", w.name));
-                continue;
-            }
-        };
-        let built = match function.build {
-            Build::Importer(b) => b(&ctx).map(drop),
-            Build::Filter(b) => b(&ctx).map(drop),
-            Build::Processor(b) => b(&ctx).map(drop),
-            Build::Exporter(b) => b(&ctx).map(drop),
-            Build::Observer(b) => b(&ctx).map(drop),
-        };
-        if let Err(e) = built {
-            let e = e.to_string();
-            let named = format!("worker '{}'", w.name);
-            errors.push(if e.contains(&named) {
-                e
-            } else {
-                format!("{named}: {e}")
-            });
-        }
-    }
-    errors
-}
-
 /// Runs one process of worker `w`.
 pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Registry) -> Outcome {
     let ctx = match context(plan, w, process) {

@@ -36,6 +36,17 @@ impl Build {
     }
 }
 
+/// How a function's config is checked before a run (by `check` and by the run itself),
+/// opening nothing.
+#[derive(Clone, Copy)]
+pub enum Check {
+    /// Its constructor opens nothing (no file, device or library): building it once and
+    /// dropping it is the check.
+    Build,
+    /// Its constructor opens something; this checks everything it checks, without opening.
+    Config(fn(&BuildContext) -> Result<(), WorkerError>),
+}
+
 /// A registered function.
 #[derive(Clone, Copy)]
 pub struct Function {
@@ -49,6 +60,9 @@ pub struct Function {
 #[derive(Default, Clone)]
 pub struct Registry {
     functions: Vec<Function>,
+    /// The pure checks of the built-ins, by name; a function that replaces a built-in
+    /// drops its check.
+    checks: Vec<(&'static str, Check)>,
 }
 
 impl Registry {
@@ -73,7 +87,26 @@ impl Registry {
         {
             r.add(f);
         }
+        r.checks = builtin_checks();
         r
+    }
+
+    /// Runs the check of function `name` (see [`Check`]) in `ctx`; Ok when it has none.
+    pub fn check(&self, name: &str, ctx: &BuildContext) -> Result<(), WorkerError> {
+        let Some(f) = self.get(name) else {
+            return Ok(());
+        };
+        match self.checks.iter().find(|(n, _)| *n == name) {
+            None => Ok(()),
+            Some((_, Check::Config(check))) => check(ctx),
+            Some((_, Check::Build)) => match f.build {
+                Build::Importer(b) => b(ctx).map(drop),
+                Build::Filter(b) => b(ctx).map(drop),
+                Build::Processor(b) => b(ctx).map(drop),
+                Build::Exporter(b) => b(ctx).map(drop),
+                Build::Observer(b) => b(ctx).map(drop),
+            },
+        }
     }
 
     /// Adds a function; a later one of the same name replaces the earlier (a user's own
@@ -81,6 +114,7 @@ impl Registry {
     pub fn add(&mut self, f: Function) {
         debug_assert_eq!(f.spec.template, f.build.template(), "{}", f.spec.name);
         self.functions.retain(|g| g.spec.name != f.spec.name);
+        self.checks.retain(|(n, _)| *n != f.spec.name);
         self.functions.push(f);
     }
 
@@ -136,5 +170,69 @@ impl Catalog for Registry {
 
     fn names(&self) -> Vec<&'static str> {
         self.functions.iter().map(|f| f.spec.name).collect()
+    }
+
+    fn check_worker(&self, function: &str, ctx: &BuildContext) -> Result<(), WorkerError> {
+        self.check(function, ctx)
+    }
+}
+
+/// The check of every built-in function.
+fn builtin_checks() -> Vec<(&'static str, Check)> {
+    let mut checks: Vec<(&'static str, Check)> = [
+        "bench.source",
+        "bench.sink",
+        "misc.copy",
+        "simulate.pulses",
+        "filter.threshold",
+        "filter.coincidence",
+        "filter.prescale",
+        "process.baseline",
+        "process.pulses",
+        "process.pulse_pairs",
+        "process.downsample",
+        "process.rate",
+        "export.histogram",
+        "export.drain",
+        "observe.oscilloscope",
+    ]
+    .into_iter()
+    .map(|n| (n, Check::Build))
+    .collect();
+    checks.extend([
+        (
+            crate::export::function::SPEC.name,
+            Check::Config(crate::export::function::check),
+        ),
+        (
+            crate::analysis::csv::CSV_SPEC.name,
+            Check::Config(crate::analysis::csv::check),
+        ),
+    ]);
+    checks.extend(crate::devices::checks());
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every built-in validates its whole config in a pure step that `check` runs.
+    #[test]
+    fn every_builtin_function_has_a_check() {
+        let r = Registry::builtin();
+        for f in r.all() {
+            assert!(
+                r.checks.iter().any(|(n, _)| *n == f.spec.name),
+                "built-in {} has no check",
+                f.spec.name
+            );
+        }
+        for (n, _) in &r.checks {
+            assert!(
+                r.get(n).is_some(),
+                "a check for {n}, which is not a function"
+            );
+        }
     }
 }

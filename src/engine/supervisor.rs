@@ -446,6 +446,8 @@ impl Supervisor {
         let mut cmd = Command::new(&self.opts.worker_exe);
         cmd.args(&self.opts.worker_args)
             .arg("__worker")
+            // Everything after `--` is positional: a worker named `--help` or `-rf` is a name.
+            .arg("--")
             .arg(&self.plan_path)
             .arg(&w.name)
             .arg(index.to_string())

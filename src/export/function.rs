@@ -83,23 +83,41 @@ pub struct Hdf5Export {
     events_lost: u64,
 }
 
-impl Hdf5Export {
-    /// Opens the file and declares the buffer; checks the config.
-    pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+/// What the config of `export.hdf5` asks for, read and checked without opening anything.
+struct Settings {
+    compression: Compression,
+    flush: f64,
+    rotation: Rotation,
+    stem: String,
+}
+
+impl Settings {
+    fn read(ctx: &BuildContext) -> Result<Settings, WorkerError> {
         let c = &ctx.config;
         let src = &ctx.sources[0];
         let compression = match c.str_or("compression", "deflate")? {
             "deflate" | "gzip" => {
                 let level = c.usize_or("level", 1)?;
                 if !(1..=9).contains(&level) {
-                    return Err(c.error("level", "must be 1 to 9").into());
+                    return Err(c
+                        .error(
+                            "level",
+                            format!("{level}: the deflate level must be 1 to 9"),
+                        )
+                        .into());
                 }
                 Compression::Deflate { level: level as u8 }
             }
             "none" => Compression::None,
             other => {
                 return Err(c
-                    .error("compression", format!("'{other}': use deflate or none"))
+                    .error(
+                        "compression",
+                        format!(
+                            "'{other}' is not supported: use deflate (alias gzip, level 1 to 9; \
+                             every HDF5 reader opens it) or none"
+                        ),
+                    )
                     .into())
             }
         };
@@ -111,17 +129,41 @@ impl Hdf5Export {
                     if v > 0.0 && v.is_finite() {
                         Ok(Some(v))
                     } else {
-                        Err(c.error(key, "must be a number above 0").into())
+                        Err(c
+                            .error(key, format!("{v}: must be a number above 0"))
+                            .into())
                     }
                 }
             }
         };
-        let flush = positive("flush_interval")?.unwrap_or(1.0);
-        let rotation = Rotation {
-            max_bytes: positive("rotate_mb")?.map(|mb| (mb * 1e6) as u64),
-            max_duration: positive("rotate_minutes")?.map(|m| Duration::from_secs_f64(m * 60.0)),
-        };
-        let stem = c.str_or("filename", &src.name)?.to_string();
+        Ok(Settings {
+            compression,
+            flush: positive("flush_interval")?.unwrap_or(1.0),
+            rotation: Rotation {
+                max_bytes: positive("rotate_mb")?.map(|mb| (mb * 1e6) as u64),
+                max_duration: positive("rotate_minutes")?
+                    .map(|m| Duration::from_secs_f64(m * 60.0)),
+            },
+            stem: c.file_name_or("filename", &src.name)?.to_string(),
+        })
+    }
+}
+
+/// Checks the config of `export.hdf5` as [`Hdf5Export::build`] does, opening no file.
+pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
+    Settings::read(ctx).map(drop)
+}
+
+impl Hdf5Export {
+    /// Opens the file and declares the buffer; checks the config.
+    pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let src = &ctx.sources[0];
+        let Settings {
+            compression,
+            flush,
+            rotation,
+            stem,
+        } = Settings::read(ctx)?;
         let (me, n) = ctx.process;
         let name = if n > 1 {
             format!("{stem}_p{me}.h5")

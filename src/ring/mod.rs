@@ -129,6 +129,22 @@ pub struct RingSpec {
     pub groups: Vec<usize>,
 }
 
+/// Bytes of shared memory one ring takes (header, control, consumer groups, slots) for
+/// events of `data_length` records of `record_size` bytes, `slot_count` slots and `groups`
+/// consumer groups; None when that would not fit the address space.
+pub fn ring_bytes(
+    record_size: usize,
+    data_length: usize,
+    slot_count: usize,
+    groups: usize,
+) -> Option<usize> {
+    data_length
+        .checked_mul(record_size)
+        .and_then(slot_size_for)
+        .and_then(|slot_size| Geometry::new(slot_count, slot_size, groups))
+        .map(|g| g.total)
+}
+
 impl RingSpec {
     /// Bytes per slot: the slot header plus the data, rounded up to a cache line
     /// (`usize::MAX` when that overflows; [`Ring::create`] refuses such a spec).

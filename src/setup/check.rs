@@ -1,6 +1,7 @@
 //! Checks across the whole setup, after every section was read: buffer references, one writer
 //! per buffer, no cycles, functions against the [`Catalog`], buffer counts, Filter shapes,
-//! config keys and types. Then builds the resolved [`Setup`].
+//! config keys and types; then each built-in worker's own check of its whole config
+//! ([`Catalog::check_worker`]). Then builds the resolved [`Setup`].
 //!
 //! Guarantees: all problems are recorded (not just the first), each at the position of the
 //! text to change. Must never start, open or map anything: it only reads the drafts.
@@ -9,8 +10,11 @@ use super::diag::unknown_name_hint;
 use super::load::{to_json, BufferDraft, ConfigItem, Draft, Loader, WorkerDraft};
 use super::yaml::{Kind, Loc, Value};
 use super::{BufferSetup, PythonWorker, Setup, WorkerSetup};
-use crate::worker::{Catalog, FunctionSpec, KeyType, Template};
+use crate::worker::{
+    BufferShape, BuildContext, Catalog, FunctionSpec, KeyType, Template, WorkerError,
+};
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 const SIDES: [&str; 3] = ["sources", "sinks", "observes"];
 
@@ -170,9 +174,12 @@ pub(crate) fn check(
     }
 
     find_cycles(l, &draft);
+    check_memory(l, &draft);
 
     // Functions, buffer counts, Filter shapes, config keys.
     let mut templates: HashMap<&str, Template> = HashMap::new();
+    // Workers with an error of their own so far: their functions' checks would repeat it.
+    let mut refused: HashSet<&str> = HashSet::new();
     for w in &draft.workers {
         let Some((function, f_at)) = &w.function else {
             continue;
@@ -245,11 +252,15 @@ pub(crate) fn check(
             continue;
         };
         templates.insert(&w.name, spec.template);
+        let errors_before = l.error_count();
         check_arity(l, w, spec);
         if spec.template == Template::Filter {
             check_filter_shapes(l, w, &buffers);
         }
         check_config(l, w, spec);
+        if l.error_count() > errors_before {
+            refused.insert(&w.name);
+        }
     }
 
     // The resolved setup, from what is valid.
@@ -323,7 +334,76 @@ pub(crate) fn check(
             restart: w.restart,
         });
     }
+    for w in &draft.workers {
+        if w.file.is_none() && !refused.contains(w.name.as_str()) {
+            check_worker(l, w, &setup, catalog);
+        }
+    }
     (setup, python)
+}
+
+/// Runs the function's own check of worker `w` (see [`Catalog::check_worker`]) when all its
+/// buffers are valid, and records what it refuses at the config value it concerns (else at
+/// `function:`).
+fn check_worker(l: &mut Loader, w: &WorkerDraft, setup: &Setup, catalog: &dyn Catalog) {
+    let (Some((function, f_at)), Some(ws)) = (&w.function, setup.worker(&w.name)) else {
+        return;
+    };
+    let shapes = |names: &[String]| -> Option<Vec<BufferShape>> {
+        names
+            .iter()
+            .map(|n| {
+                setup.buffer(n).map(|b| BufferShape {
+                    name: b.name.clone(),
+                    dtype: b.dtype.clone(),
+                    data_length: b.data_length,
+                })
+            })
+            .collect()
+    };
+    let (Some(sources), Some(sinks), Some(observes)) =
+        (shapes(&ws.sources), shapes(&ws.sinks), shapes(&ws.observes))
+    else {
+        return;
+    };
+    let ctx = BuildContext {
+        worker: w.name.clone(),
+        process: (0, w.number_of_processes.max(1)),
+        config: ws.config(),
+        sources,
+        sinks,
+        observes,
+        // Nothing is written by a check; output names are checked as names.
+        run_dir: PathBuf::new(),
+        setup_dir: setup.setup_dir.clone(),
+    };
+    let Err(e) = catalog.check_worker(function, &ctx) else {
+        return;
+    };
+    let (at, message) = match &e {
+        WorkerError::Config(c) => {
+            let at = w
+                .config
+                .iter()
+                .rev()
+                .find(|i| i.key == c.key)
+                .map_or(w.config_at, |i| i.value.at);
+            (at, e.to_string())
+        }
+        _ => {
+            let text = e.to_string();
+            let named = format!("worker '{}'", w.name);
+            (
+                *f_at,
+                if text.contains(&named) {
+                    text
+                } else {
+                    format!("{named} ({function}): {text}")
+                },
+            )
+        }
+    };
+    l.error(at, message, None);
 }
 
 fn check_arity(l: &mut Loader, w: &WorkerDraft, spec: &FunctionSpec) {
@@ -497,6 +577,85 @@ fn find_cycles(l: &mut Loader, draft: &Draft) {
                 on_path.insert(to);
                 path.push((to, 0));
             }
+        }
+    }
+}
+
+/// Bytes the kernel says can be allocated without swapping (MemAvailable), if known.
+fn memory_available() -> Option<u128> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn gib(bytes: u128) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// The rings of every buffer (one per writing process) against the memory there is: more
+/// than MemAvailable is an error at the largest buffer; more than the locked-memory limit
+/// (the rings are locked) a warning, since the run goes on unlocked.
+fn check_memory(l: &mut Loader, draft: &Draft) {
+    let mut total: u128 = 0;
+    let mut largest: Option<(u128, &BufferDraft)> = None;
+    for b in &draft.buffers {
+        let writers = draft
+            .workers
+            .iter()
+            .find(|w| w.sinks.iter().any(|(s, _)| *s == b.name))
+            .map_or(1, |w| w.number_of_processes.max(1));
+        let groups = draft
+            .workers
+            .iter()
+            .filter(|w| w.sources.iter().any(|(s, _)| *s == b.name))
+            .count();
+        let ring =
+            crate::ring::ring_bytes(b.dtype.record_size(), b.data_length, b.slot_count, groups)
+                .map_or(u128::from(u64::MAX), |n| n as u128);
+        let bytes = ring * writers as u128;
+        total += bytes;
+        if largest.is_none_or(|(n, _)| bytes > n) {
+            largest = Some((bytes, b));
+        }
+    }
+    let Some((bytes, b)) = largest else {
+        return;
+    };
+    if let Some(available) = memory_available() {
+        if total > available {
+            l.error(
+                b.name_at,
+                format!(
+                    "the buffers' rings need {} of memory ({} of it for buffer '{}'), but this \
+                     machine has {} available (MemAvailable)",
+                    gib(total),
+                    gib(bytes),
+                    b.name,
+                    gib(available)
+                ),
+                Some("lower slot_count or data_length".into()),
+            );
+            return;
+        }
+    }
+    if let Ok((limit, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+    {
+        if limit != nix::sys::resource::RLIM_INFINITY && total > u128::from(limit) {
+            l.warn(
+                b.name_at,
+                format!(
+                    "the buffers' rings need {} but only {} may be locked in memory: they run \
+                     unlocked and may be paged out",
+                    gib(total),
+                    gib(u128::from(limit))
+                ),
+                Some(
+                    "`ulimit -l unlimited`, or `memlock unlimited` in /etc/security/limits.conf"
+                        .into(),
+                ),
+            );
         }
     }
 }

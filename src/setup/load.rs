@@ -103,14 +103,37 @@ pub(crate) struct Loader {
 /// The most a setup file or an included file may hold.
 pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// Reads a whole file of at most [`MAX_FILE_BYTES`] (so `/dev/zero` or a wrong, huge file
-/// is refused instead of filling memory).
+/// Reads a whole regular file of at most [`MAX_FILE_BYTES`]. Anything else is refused
+/// instead of waiting or filling memory: a FIFO (opening it would wait for a writer
+/// forever), a device such as `/dev/zero`, a directory, a wrong, huge file.
 pub(crate) fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // O_NONBLOCK: opening a FIFO with no writer returns at once instead of blocking; the
+    // type is then taken from the open file itself, so it cannot change in between.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a special file"
+        };
+        return Err(std::io::Error::other(format!(
+            "it is {what}, not a regular file: give the path of a YAML file"
+        )));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(std::io::Error::other(format!(
             "the file is larger than {} MiB, which no setup needs",
@@ -170,6 +193,11 @@ impl Loader {
     /// Records an error.
     pub fn error(&mut self, at: Loc, message: impl Into<String>, hint: Option<String>) {
         self.push(Severity::Error, at, message.into(), hint);
+    }
+
+    /// Errors recorded so far.
+    pub fn error_count(&self) -> usize {
+        self.diags.iter().filter(|(_, d)| d.is_error()).count()
     }
 
     /// Records a warning.

@@ -331,6 +331,23 @@ impl Config {
         }
     }
 
+    /// A file name for an output in the run directory (without its extension), or
+    /// `default` when absent: a plain name, so the file stays inside the run directory —
+    /// no `/`, no `\\`, not `.` or `..`, not empty.
+    pub fn file_name_or<'a>(&'a self, key: &str, default: &'a str) -> Result<&'a str, ConfigError> {
+        let name = self.str_or(key, default)?;
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+            return Err(self.error(
+                key,
+                format!(
+                    "'{name}' is not a plain file name: output files stay inside the run \
+                     directory, so give a name without directories (no '/' or '..')"
+                ),
+            ));
+        }
+        Ok(name)
+    }
+
     /// A list of numbers, or `None` when absent.
     pub fn f64_list(&self, key: &str) -> Result<Option<Vec<f64>>, ConfigError> {
         self.typed(key, "a list of numbers", |v| {

@@ -179,6 +179,19 @@ pub trait Catalog {
     fn function(&self, name: &str) -> Option<&FunctionSpec>;
     /// All known function names (for "did you mean").
     fn names(&self) -> Vec<&'static str>;
+    /// Checks what a function's declaration cannot say (a deflate level out of range, a
+    /// port that does not exist, a field the buffer lacks) for one worker of a setup, as its
+    /// constructor would before the run, but opening nothing: no output file, no device, no
+    /// library. The setup check runs it for every built-in worker whose buffers and config
+    /// keys are valid; a [`ConfigError`](super::ConfigError) is shown at that key's value.
+    /// The default knows only the declarations.
+    fn check_worker(
+        &self,
+        _function: &str,
+        _ctx: &super::BuildContext,
+    ) -> Result<(), super::WorkerError> {
+        Ok(())
+    }
 }
 
 impl Catalog for [FunctionSpec] {
