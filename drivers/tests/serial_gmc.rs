@@ -368,3 +368,21 @@ fn gmc_width_override_and_silent_first_getver() {
     let got = collect(&mut dev, 40);
     assert!(find_window(&gmc::counts_for_seed(seed, 30.0, 2000), &got).is_some());
 }
+
+#[test]
+fn a_mute_counter_is_no_reply_naming_the_baud_rates_tried() {
+    use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
+    let sim =
+        SimulatorHandle::start("mute", |_| Box::new(ScriptedDevice::new(Vec::new()))).unwrap();
+    let err = match gmc::open(GmcConfig {
+        path: sim.path().to_path_buf(),
+        reply_timeout: Duration::from_millis(100),
+        ..GmcConfig::default()
+    }) {
+        Ok(_) => panic!("a mute counter was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("no reply to <GETVER>>"), "{err}");
+    assert!(err.contains("115200 and 57600 baud"), "{err}");
+    assert!(!err.contains("expected 7 bytes"), "{err}");
+}
