@@ -21,7 +21,7 @@ const COSMICWATCH_V2_DTYPE: &str = "{event: uint64, time_ms: uint64, adc: uint16
                                     sipm_mv: float32, deadtime_ms: uint64, temp_c: float32}";
 
 /// A setup with one device importer `detector` (function, sink dtype, config lines) whose
-/// events go to `events.csv`; written into `dir`.
+/// events go to `events.csv` and `events.h5`; written into `dir`.
 fn setup(dir: &Dir, function: &str, dtype: &str, config: &[String]) -> PathBuf {
     let mut text = format!(
         "Buffers:\n  events:\n    slot_count: 64\n    data_length: 1\n    data_dtype: {dtype}\n\
@@ -31,6 +31,7 @@ fn setup(dir: &Dir, function: &str, dtype: &str, config: &[String]) -> PathBuf {
         text.push_str(&format!("      {line}\n"));
     }
     text.push_str("  all_events:\n    function: export.csv\n    sources: [events]\n");
+    text.push_str("  events_h5:\n    function: export.hdf5\n    sources: [events]\n");
     let path = dir.0.join("setup.yaml");
     std::fs::write(&path, text).unwrap();
     path
@@ -160,6 +161,13 @@ fn a_noise_line_from_a_cosmicwatch_is_counted_and_skipped_and_the_run_goes_on() 
         "{log}"
     );
     assert!(log.contains("expected 6 columns, found 3"), "{log}");
+    // The count travels with the data: the notes are final before the file closes.
+    let facts = daq_engine::export::inspect(rd.join("events.h5")).unwrap();
+    assert!(
+        facts.contains("@detector.device.bad_records = 1"),
+        "{facts}"
+    );
+    assert!(facts.contains("@detector.device.events = 10"), "{facts}");
 }
 
 #[test]
@@ -293,6 +301,12 @@ fn a_cosmicwatch_sending_only_garbage_is_reported_silent_and_the_run_goes_on() {
     assert_eq!(note(&rd, "device.silences").as_deref(), Some("1"));
     assert_eq!(note(&rd, "device.bad_records").as_deref(), Some("3"));
     assert_eq!(note(&rd, "device.events").as_deref(), Some("0"));
+    // What `status` and the page read: the supervisor's last statistics line.
+    let stats = std::fs::read_to_string(rd.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    let device = &last["workers"]["detector"]["device"];
+    assert_eq!(device["bad_records"], 3, "{last}");
+    assert_eq!(device["silent"], true, "{last}");
 }
 
 #[test]
