@@ -9,6 +9,13 @@
 //! clock: no allocation, no copy. A device that disappears (unplugged, pty closed) is
 //! re-opened with the driver's backoff while the run goes on; every gap is logged with
 //! `tracing::warn!` and kept in the worker's device notes file and its run metadata.
+//! Bad device data (a [`DriverError::Protocol`]) never ends the run: it is counted
+//! (`device.bad_records`), logged with the device, byte offset and escaped first bytes (the
+//! first [`BAD_LOGGED_EACH`] one by one, then a summary every [`BAD_SUMMARY_EVERY`]) and
+//! skipped; the driver goes on at the next line or frame. No good event for
+//! `expect_data_within` is warned (or, with `on_silence: stop`, ends the importer cleanly).
+//! The notes are rewritten once a second off the per-event path. However the importer ends,
+//! dropping it runs the driver's `stop` and writes the notes a last time.
 //! Must never: publish a slot the driver did not fill, or spin without a timeout.
 
 mod plug;
