@@ -446,11 +446,11 @@ impl DeviceImporter {
         use std::fmt::Write;
         self.bad.count += 1;
         self.bad.last.clear();
-        let _ = write!(
-            self.bad.last,
-            "at byte {offset}: {detail}; first bytes \"{}\"",
-            self.source.rejected_bytes().escape_ascii()
-        );
+        let _ = write!(self.bad.last, "at byte {offset}: {detail}");
+        let head = self.source.rejected_bytes();
+        if !head.is_empty() {
+            let _ = write!(self.bad.last, "; first bytes \"{}\"", head.escape_ascii());
+        }
         if self.bad.count <= BAD_LOGGED_EACH {
             tracing::warn!(
                 "{}: {device}: bad data skipped {}{} (the run goes on)",
