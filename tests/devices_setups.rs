@@ -15,31 +15,8 @@ fn setup(name: &str) -> PathBuf {
         .join(name)
 }
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("daq-devices-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn run_dir(&self) -> PathBuf {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
-            .collect();
-        assert_eq!(dirs.len(), 1, "{dirs:?}");
-        dirs.pop().unwrap()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod device_runs;
+use device_runs::Dir;
 
 /// Runs `file` with `--simulate --max-events n`; returns (exit code, stderr, run dir).
 fn run(dir: &Dir, file: &Path, n: u64) -> (i32, String, PathBuf) {

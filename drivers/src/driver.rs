@@ -202,4 +202,11 @@ pub trait Source: Send {
     fn run_metadata(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+
+    /// After [`DriverError::Protocol`]: the first bytes (at most 32) of what was refused, for
+    /// the log; empty when the driver does not keep them. The driver has already skipped
+    /// past them: the next `read_event` starts at the next line or frame.
+    fn rejected_bytes(&self) -> &[u8] {
+        &[]
+    }
 }

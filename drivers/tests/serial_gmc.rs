@@ -368,3 +368,104 @@ fn gmc_width_override_and_silent_first_getver() {
     let got = collect(&mut dev, 40);
     assert!(find_window(&gmc::counts_for_seed(seed, 30.0, 2000), &got).is_some());
 }
+
+#[test]
+fn a_mute_counter_is_no_reply_naming_the_baud_rates_tried() {
+    use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
+    let sim =
+        SimulatorHandle::start("mute", |_| Box::new(ScriptedDevice::new(Vec::new()))).unwrap();
+    let err = match gmc::open(GmcConfig {
+        path: sim.path().to_path_buf(),
+        reply_timeout: Duration::from_millis(100),
+        ..GmcConfig::default()
+    }) {
+        Ok(_) => panic!("a mute counter was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("no reply to <GETVER>>"), "{err}");
+    assert!(err.contains("115200 and 57600 baud"), "{err}");
+    assert!(!err.contains("expected 7 bytes"), "{err}");
+}
+
+/// A GMC-320 whose answer to the second `<GETCPM>>` breaks off after one byte; it keeps
+/// every whole reply it sent.
+struct ShortSecondReply {
+    inner: gmc::simulator::GmcDevice,
+    polls: u32,
+    replies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl daq_drivers::serial::SimulatedDevice for ShortSecondReply {
+    fn receive(&mut self, bytes: &[u8], now: Duration, out: &mut Vec<u8>) {
+        let from = out.len();
+        self.inner.receive(bytes, now, out);
+        if bytes.windows(9).any(|w| w == b"<GETCPM>>") {
+            self.polls += 1;
+            if self.polls == 2 {
+                out.truncate(from + 1);
+            } else {
+                self.replies.lock().unwrap().push(out[from..].to_vec());
+            }
+        }
+    }
+    fn advance(&mut self, now: Duration, out: &mut Vec<u8>) {
+        self.inner.advance(now, out);
+    }
+    fn next_wakeup(&self) -> Option<Duration> {
+        self.inner.next_wakeup()
+    }
+}
+
+#[test]
+fn after_a_short_poll_reply_the_next_polls_are_in_step() {
+    use daq_drivers::serial::SimulatorHandle;
+    let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = replies.clone();
+    let sim = SimulatorHandle::start("short", move |_| {
+        Box::new(ShortSecondReply {
+            inner: gmc::simulator::GmcDevice::new(GmcSimConfig {
+                cps: 20.0,
+                second: Duration::from_millis(5),
+                ..GmcSimConfig::default()
+            }),
+            polls: 0,
+            replies: kept.clone(),
+        })
+    })
+    .unwrap();
+    let mut dev = gmc::open(GmcConfig {
+        path: sim.path().to_path_buf(),
+        mode: GmcMode::PollCpm {
+            interval: Duration::from_millis(40),
+        },
+        reply_timeout: Duration::from_millis(100),
+        ..GmcConfig::default()
+    })
+    .unwrap();
+    dev.start().unwrap();
+    let mut out = [0u8; 4];
+    let mut got = Vec::new();
+    let mut refused = 0;
+    while got.len() < 4 {
+        match dev.read_event(&mut out, Duration::from_millis(200)) {
+            Ok(ReadOutcome::Event(_)) => got.push(u32::from_le_bytes(out)),
+            Ok(_) => {}
+            Err(DriverError::Protocol { detail, .. }) => {
+                refused += 1;
+                assert!(detail.contains("1 byte(s) instead of"), "{detail}");
+                assert_eq!(dev.rejected_bytes().len(), 1);
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(refused <= 1, "more than the one short reply refused");
+    }
+    assert_eq!(refused, 1);
+    let want: Vec<u32> = replies.lock().unwrap()[..4]
+        .iter()
+        .map(|r| gmc::protocol::decode_count(r, dev.width(), false).unwrap())
+        .collect();
+    assert_eq!(
+        got, want,
+        "every whole reply, none shifted by the stale byte"
+    );
+}

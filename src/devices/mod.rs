@@ -9,6 +9,13 @@
 //! clock: no allocation, no copy. A device that disappears (unplugged, pty closed) is
 //! re-opened with the driver's backoff while the run goes on; every gap is logged with
 //! `tracing::warn!` and kept in the worker's device notes file and its run metadata.
+//! Bad device data (a [`DriverError::Protocol`]) never ends the run: it is counted
+//! (`device.bad_records`), logged with the device, byte offset and escaped first bytes (the
+//! first [`BAD_LOGGED_EACH`] one by one, then a summary every [`BAD_SUMMARY_EVERY`]) and
+//! skipped; the driver goes on at the next line or frame. No good event for
+//! `expect_data_within` is warned (or, with `on_silence: stop`, ends the importer cleanly).
+//! The notes are rewritten once a second off the per-event path. However the importer ends,
+//! dropping it runs the driver's `stop` and writes the notes a last time.
 //! Must never: publish a slot the driver did not fill, or spin without a timeout.
 
 mod plug;
@@ -28,6 +35,16 @@ use std::time::{Duration, Instant};
 
 /// Longest a single `next` waits for the driver (so the engine sees a stop quickly).
 pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How often the device notes are rewritten while the run goes on (events, bad records,
+/// silence), checked off the per-event path.
+pub const NOTES_EVERY: Duration = Duration::from_secs(1);
+
+/// Bad records logged one by one; after these, one summary line per [`BAD_SUMMARY_EVERY`].
+pub const BAD_LOGGED_EACH: u64 = 5;
+
+/// Time between the summary lines of bad records after the first [`BAD_LOGGED_EACH`].
+pub const BAD_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// Importer functions for the supported devices.
 pub fn functions() -> Vec<Function> {
@@ -110,6 +127,63 @@ pub(crate) const SEED_KEY: ConfigKey = key(
     "1",
     "simulator only: random seed; the same seed gives the same events",
 );
+
+/// See [`SIMULATE_KEY`]. What a long silence does.
+pub(crate) const ON_SILENCE_KEY: ConfigKey = key(
+    "on_silence",
+    KeyType::Str,
+    "warn",
+    "after expect_data_within s without a good event: warn (log, device notes, status, page; \
+     the run goes on) or stop (the run stops cleanly, as at max_seconds)",
+);
+
+/// `expect_data_within` with the family's default (seconds, as YAML text): the longest time
+/// without a good event (nothing, or only bad data) before the silence is reported.
+pub(crate) const fn expect_data_key(default: &'static str) -> ConfigKey {
+    key(
+        "expect_data_within",
+        KeyType::Float,
+        default,
+        "seconds without a good event (nothing, or only bad data) before a warning names the \
+         device (see on_silence); 0 = never",
+    )
+}
+
+/// What a device importer does when its device stays silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnSilence {
+    /// Warn (log, notes) and go on.
+    Warn,
+    /// Warn and end the importer, so the run stops cleanly.
+    Stop,
+}
+
+/// Reads `expect_data_within` (default `default_s`) and `on_silence` from the config.
+fn silence_config(
+    ctx: &BuildContext,
+    default_s: f64,
+) -> Result<(Option<Duration>, OnSilence), WorkerError> {
+    let c = &ctx.config;
+    let s = c.f64_or("expect_data_within", default_s)?;
+    if !(s.is_finite() && (0.0..=7.0 * 86400.0).contains(&s)) {
+        return Err(c
+            .error(
+                "expect_data_within",
+                "must be 0 (never) or a time up to a week, in seconds",
+            )
+            .into());
+    }
+    let on = match c.str_or("on_silence", "warn")? {
+        "warn" => OnSilence::Warn,
+        "stop" => OnSilence::Stop,
+        other => {
+            return Err(c
+                .error("on_silence", format!("'{other}': warn or stop"))
+                .into())
+        }
+    };
+    Ok(((s > 0.0).then(|| Duration::from_secs_f64(s)), on))
+}
 
 /// Checks that `sink` is declared exactly as the driver writes its events.
 pub fn check_layout(
@@ -223,6 +297,33 @@ struct Lost {
     detail: String,
 }
 
+/// Bad device data: counted, logged (the first few one by one, then summed up), skipped.
+struct BadData {
+    /// Records refused so far.
+    count: u64,
+    /// Of these, not yet in a log line.
+    unlogged: u64,
+    /// When the unlogged ones were last summed up.
+    summed_at: Instant,
+    /// The last one: where and what (capacity kept between records).
+    last: String,
+}
+
+/// Watch for a device that sends nothing good.
+struct Silence {
+    /// Longest wait for a good event before the silence is reported; `None`: not watched.
+    within: Option<Duration>,
+    on: OnSilence,
+    /// When the last good event was seen (to the precision of the checks, ≤ 1 s).
+    heard_at: Instant,
+    /// Events counted at `heard_at`.
+    events_then: u64,
+    /// True while a reported silence lasts.
+    reported: bool,
+    /// Silences reported so far.
+    spells: u64,
+}
+
 /// The Importer every device function builds: a configured [`Source`] read into ring slots.
 pub struct DeviceImporter {
     function: &'static str,
@@ -237,6 +338,13 @@ pub struct DeviceImporter {
     gaps: Vec<Gap>,
     events: u64,
     notes: Option<PathBuf>,
+    bad: BadData,
+    silence: Silence,
+    /// Host wall clock (Unix s) at or after which an event triggers [`Self::check`]: the
+    /// event's own timestamp is compared, so the event path reads no extra clock.
+    check_due_wall: f64,
+    /// When the notes were last written.
+    notes_at: Instant,
 }
 
 impl DeviceImporter {
@@ -250,6 +358,7 @@ impl DeviceImporter {
         reconnect: bool,
     ) -> Result<DeviceImporter, WorkerError> {
         source.start()?;
+        let now = Instant::now();
         Ok(DeviceImporter {
             function,
             worker: worker.to_string(),
@@ -261,24 +370,51 @@ impl DeviceImporter {
             gaps: Vec::with_capacity(16),
             events: 0,
             notes: None,
+            bad: BadData {
+                count: 0,
+                unlogged: 0,
+                summed_at: now,
+                last: String::with_capacity(256),
+            },
+            silence: Silence {
+                within: None,
+                on: OnSilence::Warn,
+                heard_at: now,
+                events_then: 0,
+                reported: false,
+                spells: 0,
+            },
+            check_due_wall: 0.0,
+            notes_at: now,
         })
     }
 
+    /// Watches for silence: after `within` without a good event, warn (and with
+    /// [`OnSilence::Stop`] end); `None` turns the watch off.
+    pub fn expect_data_within(&mut self, within: Option<Duration>, on: OnSilence) {
+        self.silence.within = within;
+        self.silence.on = on;
+    }
+
     /// Checks the sink of `ctx` against the source, starts it, and writes the device notes
-    /// (`device_<worker>.txt` in the run directory).
+    /// (`device_<worker>.txt` in the run directory). `silent_after` is the family's default
+    /// of `expect_data_within` (s).
     pub(crate) fn build(
         function: &'static str,
         ctx: &BuildContext,
         source: Box<dyn Source>,
         keep: Vec<Box<dyn Any + Send>>,
         simulated: bool,
+        silent_after: f64,
     ) -> Result<DeviceImporter, WorkerError> {
         let sink = ctx.sinks.first().ok_or_else(|| {
             WorkerError::Other(format!("{function} needs exactly one sink buffer"))
         })?;
         check_layout(function, &ctx.worker, source.layout(), sink)?;
         let reconnect = ctx.config.bool_or("reconnect", true)?;
+        let (within, on) = silence_config(ctx, silent_after)?;
         let mut imp = DeviceImporter::new(function, &ctx.worker, source, keep, reconnect)?;
+        imp.expect_data_within(within, on);
         imp.simulated = simulated;
         if ctx.run_dir.is_dir() && ctx.run_dir != std::env::temp_dir() {
             let name = if ctx.process.1 > 1 {
@@ -314,6 +450,123 @@ impl DeviceImporter {
     /// True while the device is gone and not yet back.
     pub fn is_disconnected(&self) -> bool {
         self.lost.is_some()
+    }
+
+    /// Bad records (lines, replies, frames the driver refused) skipped so far.
+    pub fn bad_records(&self) -> u64 {
+        self.bad.count
+    }
+
+    /// True while a reported silence lasts.
+    pub fn is_silent(&self) -> bool {
+        self.silence.reported
+    }
+
+    /// Counts, logs (rate-limited) and skips one bad record; the driver has already moved on
+    /// to the next line or frame.
+    fn refuse(&mut self, device: &str, offset: u64, detail: &str) {
+        use std::fmt::Write;
+        self.bad.count += 1;
+        self.bad.last.clear();
+        let _ = write!(self.bad.last, "at byte {offset}: {detail}");
+        let head = self.source.rejected_bytes();
+        if !head.is_empty() {
+            let _ = write!(self.bad.last, "; first bytes \"{}\"", head.escape_ascii());
+        }
+        if self.bad.count <= BAD_LOGGED_EACH {
+            tracing::warn!(
+                "{}: {device}: bad data skipped {}{} (the run goes on)",
+                self.worker,
+                self.bad.last,
+                if self.bad.count == BAD_LOGGED_EACH {
+                    format!(
+                        "; {BAD_LOGGED_EACH} so far, further ones are summed up every {} s",
+                        BAD_SUMMARY_EVERY.as_secs()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            self.bad.summed_at = Instant::now();
+        } else {
+            self.bad.unlogged += 1;
+        }
+    }
+
+    /// Logs the bad records not yet logged, if any.
+    fn sum_up_bad(&mut self, now: Instant) {
+        if self.bad.unlogged == 0 {
+            return;
+        }
+        tracing::warn!(
+            "{}: {} more bad record(s) from {} skipped in the last {:.0} s ({} in all); the \
+             last {}",
+            self.worker,
+            self.bad.unlogged,
+            self.source.info().port,
+            now.duration_since(self.bad.summed_at).as_secs_f64(),
+            self.bad.count,
+            self.bad.last
+        );
+        self.bad.unlogged = 0;
+        self.bad.summed_at = now;
+    }
+
+    /// Off the per-event path (when idle, or at most once a second while events flow):
+    /// notes silence and its end, sums up bad records, rewrites the notes once a second.
+    /// `Produced::End` when a silence asks to stop the run.
+    fn check(&mut self, now: Instant) -> Produced {
+        let mut rewrite = now.duration_since(self.notes_at) >= NOTES_EVERY;
+        let s = &mut self.silence;
+        if self.events != s.events_then || self.lost.is_some() {
+            // Heard from it (a gap is reported as a gap, not as silence).
+            if s.reported && self.lost.is_none() {
+                tracing::warn!(
+                    "{}: {} sends events again after {:.1} s of silence",
+                    self.worker,
+                    self.source.info().port,
+                    now.duration_since(s.heard_at).as_secs_f64()
+                );
+                s.reported = false;
+                rewrite = true;
+            }
+            s.heard_at = now;
+            s.events_then = self.events;
+        } else if let Some(within) = s.within {
+            let quiet = now.duration_since(s.heard_at);
+            if quiet >= within && !s.reported {
+                s.reported = true;
+                s.spells += 1;
+                rewrite = true;
+                tracing::warn!(
+                    "{}: {} ({}) sent no good event for {:.1} s (expect_data_within: {}; {} bad \
+                     record(s) so far): is it connected, powered and configured? {}",
+                    self.worker,
+                    self.source.info().port,
+                    self.function,
+                    quiet.as_secs_f64(),
+                    within.as_secs_f64(),
+                    self.bad.count,
+                    match s.on {
+                        OnSilence::Warn => "The run goes on (on_silence: warn).",
+                        OnSilence::Stop => "Stopping the run (on_silence: stop).",
+                    }
+                );
+            }
+        }
+        if now.duration_since(self.bad.summed_at) >= BAD_SUMMARY_EVERY {
+            self.sum_up_bad(now);
+        }
+        if rewrite {
+            self.write_notes();
+            self.notes_at = now;
+        }
+        self.check_due_wall = crate::analysis::wall_clock() + NOTES_EVERY.as_secs_f64();
+        if self.silence.reported && self.silence.on == OnSilence::Stop {
+            Produced::End
+        } else {
+            Produced::Idle
+        }
     }
 
     fn write_notes(&self) {
@@ -361,15 +614,30 @@ impl DeviceImporter {
 impl Importer for DeviceImporter {
     fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
         if self.lost.is_some() {
-            return self.try_reconnect();
+            let r = self.try_reconnect();
+            self.check(Instant::now());
+            return r;
         }
         match self.source.read_event(out.data, READ_TIMEOUT) {
             Ok(ReadOutcome::Event(_)) => {
-                out.meta.timestamp = crate::analysis::wall_clock();
+                let now = crate::analysis::wall_clock();
+                out.meta.timestamp = now;
                 self.events += 1;
+                if now >= self.check_due_wall {
+                    // At most once a second: the event already read the clock.
+                    self.check(Instant::now());
+                }
                 Ok(Produced::Event)
             }
-            Ok(ReadOutcome::Idle) => Ok(Produced::Idle),
+            Ok(ReadOutcome::Idle) => Ok(self.check(Instant::now())),
+            Err(DriverError::Protocol {
+                device,
+                offset,
+                detail,
+            }) => {
+                self.refuse(&device, offset, &detail);
+                Ok(self.check(Instant::now()))
+            }
             Ok(ReadOutcome::End) => Ok(Produced::End),
             Err(DriverError::Disconnected { device, detail }) if self.reconnect => {
                 tracing::warn!(
@@ -402,7 +670,35 @@ impl Importer for DeviceImporter {
                 "device.connected".to_string(),
                 self.lost.is_none().to_string(),
             ),
+            ("device.events".to_string(), self.events.to_string()),
+            ("device.bad_records".to_string(), self.bad.count.to_string()),
+            (
+                "device.silent".to_string(),
+                self.silence.reported.to_string(),
+            ),
+            (
+                "device.silences".to_string(),
+                self.silence.spells.to_string(),
+            ),
+            (
+                "device.expect_data_within".to_string(),
+                self.silence
+                    .within
+                    .map_or("never".to_string(), |d| format!("{} s", d.as_secs_f64())),
+            ),
         ];
+        if self.bad.count > 0 {
+            m.push(("device.bad_last".into(), self.bad.last.clone()));
+        }
+        if self.silence.reported {
+            m.push((
+                "device.silent_since_unix".into(),
+                format!(
+                    "{:.3}",
+                    crate::analysis::wall_clock() - self.silence.heard_at.elapsed().as_secs_f64()
+                ),
+            ));
+        }
         if let Some(s) = &info.serial {
             m.push(("device.serial".into(), s.clone()));
         }
@@ -421,6 +717,21 @@ impl Importer for DeviceImporter {
             ));
         }
         m
+    }
+}
+
+/// Every ending of the importer (finished, a stop, a run limit, an error) drops it: the
+/// driver's `stop` runs (the device is left as it was found), what is not yet logged is
+/// logged, and the notes are written a last time.
+impl Drop for DeviceImporter {
+    fn drop(&mut self) {
+        if self.lost.is_none() {
+            if let Err(e) = self.source.stop() {
+                tracing::warn!("{}: stopping the device: {e}", self.worker);
+            }
+        }
+        self.sum_up_bad(Instant::now());
+        self.write_notes();
     }
 }
 

@@ -7,7 +7,10 @@
 //! a real port when simulating, or guess a port when none is configured.
 
 use super::plug::{unplug_window, PlugPuller, UNPLUG_AT_KEY, UNPLUG_FOR_KEY};
-use super::{key, open_error, sim_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
+use super::{
+    expect_data_key, key, open_error, sim_error, DeviceImporter, ON_SILENCE_KEY, RECONNECT_KEY,
+    SEED_KEY, SIMULATE_KEY,
+};
 use crate::worker::{Arity, BuildContext, ConfigKey, FunctionSpec, KeyType, Template, WorkerError};
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
@@ -68,8 +71,13 @@ pub const GMC_SPEC: FunctionSpec = FunctionSpec {
         UNPLUG_FOR_KEY,
         RECONNECT_KEY,
         BACKOFF_KEY,
+        expect_data_key("10 (poll_cpm: 3 × poll_interval)"),
+        ON_SILENCE_KEY,
     ],
 };
+
+/// Default `expect_data_within` of the counters that print a line a second (s).
+const LINE_A_SECOND_SILENCE: f64 = 10.0;
 
 const LINE_KEYS_SIM: [ConfigKey; 7] = [
     PORT_KEY,
@@ -112,6 +120,8 @@ pub const MIGHTYOHM_SPEC: FunctionSpec = FunctionSpec {
         BACKOFF_KEY,
         UNPLUG_AT_KEY,
         UNPLUG_FOR_KEY,
+        expect_data_key("10"),
+        ON_SILENCE_KEY,
     ],
 };
 
@@ -151,8 +161,16 @@ pub const LINE_COUNTER_SPEC: FunctionSpec = FunctionSpec {
         BACKOFF_KEY,
         UNPLUG_AT_KEY,
         UNPLUG_FOR_KEY,
+        expect_data_key("120"),
+        ON_SILENCE_KEY,
     ],
 };
+
+/// Default `expect_data_within` of `device.line_counter` (s): a line per pulse can be sparse.
+const LINE_COUNTER_SILENCE: f64 = 120.0;
+
+/// Default `expect_data_within` of `device.cosmicwatch` (s): muons come at ~1/s.
+const COSMICWATCH_SILENCE: f64 = 60.0;
 
 /// `device.cosmicwatch`.
 pub const COSMICWATCH_SPEC: FunctionSpec = FunctionSpec {
@@ -218,6 +236,8 @@ pub const COSMICWATCH_SPEC: FunctionSpec = FunctionSpec {
         UNPLUG_FOR_KEY,
         RECONNECT_KEY,
         BACKOFF_KEY,
+        expect_data_key("60"),
+        ON_SILENCE_KEY,
     ],
 };
 
@@ -411,6 +431,11 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let c = common(ctx)?;
     let (mode, width, reply) = gmc_settings(ctx)?;
+    // A counter polled every minute is silent between polls: wait three polls.
+    let silent_after = match mode {
+        GmcMode::PollCpm { interval } => LINE_A_SECOND_SILENCE.max(3.0 * interval.as_secs_f64()),
+        _ => LINE_A_SECOND_SILENCE,
+    };
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
         let model = match cfg.str_or("sim_model", "gmc320")? {
@@ -454,7 +479,14 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         ..GmcConfig::default()
     })
     .map_err(open_error)?;
-    DeviceImporter::build("device.gmc", ctx, Box::new(source), keep, c.simulate)
+    DeviceImporter::build(
+        "device.gmc",
+        ctx,
+        Box::new(source),
+        keep,
+        c.simulate,
+        silent_after,
+    )
 }
 
 fn build_line(
@@ -483,6 +515,10 @@ fn build_line(
         None
     };
     let path = path_of(&c, sim, &mut keep);
+    let silent_after = match &format {
+        LineFormat::Grammar(_) => LINE_COUNTER_SILENCE,
+        LineFormat::MightyOhm | LineFormat::Gc10 => LINE_A_SECOND_SILENCE,
+    };
     let source = linecounter::open(LineCounterConfig {
         path,
         baud: baud(ctx, 9600)?.unwrap_or(9600),
@@ -490,7 +526,14 @@ fn build_line(
         backoff: c.backoff,
     })
     .map_err(open_error)?;
-    DeviceImporter::build(function, ctx, Box::new(source), keep, c.simulate)
+    DeviceImporter::build(
+        function,
+        ctx,
+        Box::new(source),
+        keep,
+        c.simulate,
+        silent_after,
+    )
 }
 
 /// Builds `device.mightyohm`.
@@ -614,5 +657,6 @@ pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerErr
         Box::new(source),
         keep,
         c.simulate,
+        COSMICWATCH_SILENCE,
     )
 }

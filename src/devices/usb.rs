@@ -12,7 +12,10 @@
 //! fake library when not simulating.
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT_KEY, UNPLUG_FOR_KEY};
-use super::{key, open_error, DeviceImporter, RECONNECT_KEY, SEED_KEY, SIMULATE_KEY};
+use super::{
+    expect_data_key, key, open_error, DeviceImporter, ON_SILENCE_KEY, RECONNECT_KEY, SEED_KEY,
+    SIMULATE_KEY,
+};
 use crate::worker::{Arity, BuildContext, Config, FunctionSpec, KeyType, Template, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::hantek6022::{
@@ -82,6 +85,10 @@ impl SimulatedPlug for FakePico {
         self.call(b"fakepico_replug")
     }
 }
+
+/// Default `expect_data_within` of the scopes (s): a trigger on noise fires often; a high
+/// threshold may wait longer, then raise it.
+const SCOPE_SILENCE: f64 = 60.0;
 
 /// `device.picoscope`.
 pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
@@ -228,6 +235,8 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
         UNPLUG_AT_KEY,
         UNPLUG_FOR_KEY,
         RECONNECT_KEY,
+        expect_data_key("60"),
+        ON_SILENCE_KEY,
     ],
 };
 
@@ -260,6 +269,8 @@ pub const HANTEK_SPEC: FunctionSpec = FunctionSpec {
         UNPLUG_AT_KEY,
         UNPLUG_FOR_KEY,
         RECONNECT_KEY,
+        expect_data_key("60"),
+        ON_SILENCE_KEY,
     ],
 };
 
@@ -323,6 +334,8 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
         UNPLUG_AT_KEY,
         UNPLUG_FOR_KEY,
         RECONNECT_KEY,
+        expect_data_key("60"),
+        ON_SILENCE_KEY,
     ],
 };
 
@@ -660,7 +673,14 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
     let scope =
         PicoScope::open(config).map_err(|e| open_error(daq_drivers::DriverError::from(e)))?;
     // The scope is dropped (closing the unit) before `keep` (unloading the fake library).
-    DeviceImporter::build("device.picoscope", ctx, Box::new(scope), keep, simulate)
+    DeviceImporter::build(
+        "device.picoscope",
+        ctx,
+        Box::new(scope),
+        keep,
+        simulate,
+        SCOPE_SILENCE,
+    )
 }
 
 /// The Hantek configuration `cfg` describes.
@@ -779,12 +799,20 @@ pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             Box::new(scope),
             vec![keep_simulated(sim, unplug)],
             true,
+            SCOPE_SILENCE,
         )
     } else {
         let bus = RusbBus::new()
             .map_err(|e| open_error(e.into_driver_error("hantek6022", "starting libusb")))?;
         let scope = Hantek6022::open_reconnectable(bus, config).map_err(open_error)?;
-        DeviceImporter::build("device.hantek6022", ctx, Box::new(scope), Vec::new(), false)
+        DeviceImporter::build(
+            "device.hantek6022",
+            ctx,
+            Box::new(scope),
+            Vec::new(),
+            false,
+            SCOPE_SILENCE,
+        )
     }
 }
 
@@ -876,12 +904,20 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             Box::new(board),
             vec![keep_simulated(sim, unplug)],
             true,
+            SCOPE_SILENCE,
         )
     } else {
         let mut bus = RusbBus::new()
             .map_err(|e| open_error(e.into_driver_error("drs4", "starting libusb")))?;
         let board = Drs4::open(&mut bus, config).map_err(open_error)?;
         say_calibration_warnings(ctx, &board);
-        DeviceImporter::build("device.drs4", ctx, Box::new(board), Vec::new(), false)
+        DeviceImporter::build(
+            "device.drs4",
+            ctx,
+            Box::new(board),
+            Vec::new(),
+            false,
+            SCOPE_SILENCE,
+        )
     }
 }

@@ -564,6 +564,9 @@ fn importer_loop(
             Err(e) => break Err(format!("writing '{sink_name}': {e}")),
         }
     };
+    // The importer ends before its sinks close: a device's stop and its last notes come
+    // before the exporters see the end and write the notes into their files.
+    drop(f);
     sinks.end(&result);
     result
 }

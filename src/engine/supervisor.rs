@@ -175,8 +175,9 @@ fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
     Some((ticks / hz.max(1.0), core))
 }
 
-/// A device importer's connection state from its notes (`device_<worker>.txt`): whether the
-/// device is connected now and how many disconnect gaps it had; null for other workers.
+/// A device importer's state from its notes (`device_<worker>.txt`): whether the device is
+/// connected now, how many disconnect gaps it had, how many bad records were skipped and
+/// whether it is silent; null for other workers.
 fn device_state(run_dir: &Path, worker: &str) -> serde_json::Value {
     let notes = crate::devices::read_notes(&run_dir.join(format!("device_{worker}.txt")));
     if notes.is_empty() {
@@ -188,9 +189,12 @@ fn device_state(run_dir: &Path, worker: &str) -> serde_json::Value {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     };
+    let count = |key: &str| get(key).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0);
     serde_json::json!({
         "connected": get("device.connected") != Some("false"),
-        "gaps": get("device.gaps").and_then(|g| g.parse::<u64>().ok()).unwrap_or(0),
+        "gaps": count("device.gaps"),
+        "bad_records": count("device.bad_records"),
+        "silent": get("device.silent") == Some("true"),
     })
 }
 

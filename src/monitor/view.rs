@@ -57,7 +57,7 @@ pub struct WorkerStats {
     pub device: Option<DeviceState>,
 }
 
-/// A device importer's connection, from its notes.
+/// A device importer's connection and data health, from its notes.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct DeviceState {
@@ -65,6 +65,10 @@ pub struct DeviceState {
     pub connected: bool,
     /// Disconnects it came back from.
     pub gaps: u64,
+    /// Bad records (lines, replies, frames) skipped so far.
+    pub bad_records: u64,
+    /// No good event for longer than its `expect_data_within`, now.
+    pub silent: bool,
 }
 
 impl WorkerStats {
@@ -314,6 +318,21 @@ impl RunView {
                 )),
                 _ => {}
             }
+            if let Some(d) = w.device {
+                if d.silent && w.state == "running" {
+                    out.push(format!(
+                        "worker '{name}': the device sent no good event for longer than its \
+                         expect_data_within (see the run log)"
+                    ));
+                }
+                if d.bad_records > 0 {
+                    out.push(format!(
+                        "worker '{name}': {} bad record(s) from the device were skipped (the \
+                         first bytes are in the run log)",
+                        d.bad_records
+                    ));
+                }
+            }
         }
         out
     }
@@ -429,6 +448,19 @@ mod tests {
         s["workers"]["source"]["device"] = json!(null);
         v.update(&s);
         assert!(v.warnings().is_empty());
+    }
+
+    #[test]
+    fn bad_device_data_and_silence_are_warned() {
+        let mut v = RunView::new(vec!["source".into()]);
+        let mut s = snap(1.0, 0.0, 0, 0.0, 10);
+        s["workers"]["source"]["device"] =
+            json!({"connected": true, "gaps": 0, "bad_records": 3, "silent": true});
+        v.update(&s);
+        let w = v.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("no good event"), "{w:?}");
+        assert!(w[1].contains("3 bad record(s)"), "{w:?}");
     }
 
     #[test]

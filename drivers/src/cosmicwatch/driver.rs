@@ -11,7 +11,8 @@
 //!
 //! Guarantees: header, name, comment and housekeeping lines make no event; a line that does
 //! not parse, or an event number that goes backwards, is a [`DriverError::Protocol`] with the
-//! byte offset. The reading loop allocates nothing (housekeeping text goes into a buffer
+//! byte offset, and the next read starts at the next line (the numbering follows the new
+//! numbers). The reading loop allocates nothing (housekeeping text goes into a buffer
 //! reserved at open). Must never: send anything to the detector.
 
 use std::path::PathBuf;
@@ -180,6 +181,8 @@ impl CosmicWatch {
     fn sequence(&mut self, event: u64, offset: u64) -> Result<u64, DriverError> {
         let lost = match self.last_event {
             Some(prev) if event <= prev => {
+                // Follow the new numbering: this line is refused, the next ones are not.
+                self.last_event = Some(event);
                 return Err(DriverError::Protocol {
                     device: self.info.port.clone(),
                     offset,
@@ -187,7 +190,7 @@ impl CosmicWatch {
                         "event number {event} after {prev}: the detector restarted or lines \
                          were merged; if it rebooted, reconnect"
                     ),
-                })
+                });
             }
             Some(prev) => event - prev - 1,
             None => 0,
@@ -312,6 +315,10 @@ impl Source for CosmicWatch {
             self.expect_name = true;
         }
         Ok(back)
+    }
+
+    fn rejected_bytes(&self) -> &[u8] {
+        self.link.rejected()
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {

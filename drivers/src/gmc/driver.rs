@@ -111,22 +111,30 @@ fn ask(
     }
 }
 
-/// Stops any heartbeat, flushes, asks GETVER; returns the version.
-fn handshake(link: &mut SerialLink, cfg: &GmcConfig) -> Result<Version, DriverError> {
+/// Stops any heartbeat, flushes, asks GETVER; returns the version, or `Ok(None)` when not a
+/// byte came back.
+fn handshake(link: &mut SerialLink, cfg: &GmcConfig) -> Result<Option<Version>, DriverError> {
     link.write_all(cmd::HEARTBEAT0)?;
     link.discard_input(cfg.settle)?;
     link.write_all(cmd::GETVER)?;
     let (offset, bytes) = link.read_until_idle(7, GETVER_IDLE, cfg.reply_timeout)?;
-    protocol::decode_version(bytes).map_err(|e| protocol_error(link, offset, e))
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    protocol::decode_version(bytes)
+        .map(Some)
+        .map_err(|e| protocol_error(link, offset, e))
 }
 
-/// Opens the port, probes the baud rate if needed, and connects.
+/// Opens the port, probes the baud rate if needed, and connects. A counter that never
+/// answers is "no reply", naming the baud rates tried; a garbled answer is the last one's
+/// error, with the rates tried.
 fn connect(link: &mut SerialLink, cfg: &GmcConfig) -> Result<Version, DriverError> {
     let bauds: &[u32] = match &cfg.baud {
         Some(b) => std::slice::from_ref(b),
         None => &PROBE_BAUDS,
     };
-    let mut last = None;
+    let mut garbled = None;
     // GMC-500+ Re 1.18 answers nothing to the first GETVER until the port is reopened
     // (pygmc): a second round after a reopen.
     for round in 0..2 {
@@ -136,16 +144,39 @@ fn connect(link: &mut SerialLink, cfg: &GmcConfig) -> Result<Version, DriverErro
         for &baud in bauds {
             link.set_baud(baud)?;
             match handshake(link, cfg) {
-                Ok(v) => return Ok(v),
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
                 Err(e @ DriverError::Disconnected { .. }) => return Err(e),
-                Err(e) => last = Some(e),
+                Err(e) => garbled = Some(e),
             }
         }
     }
-    Err(last.unwrap_or_else(|| DriverError::Config {
-        device: link.device().to_string(),
-        detail: "no baud rate to try".into(),
-    }))
+    let tried = bauds
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let device = link.device().to_string();
+    Err(match garbled {
+        Some(DriverError::Protocol { offset, detail, .. }) => DriverError::Protocol {
+            device,
+            offset,
+            detail: format!(
+                "{detail} (tried {tried} baud, twice, reopening the port in between): is it \
+                 a GMC counter, and is `baud` the rate set in its menu?"
+            ),
+        },
+        Some(e) => e,
+        None => DriverError::Open {
+            device,
+            detail: format!(
+                "no reply to <GETVER>> at {tried} baud (asked twice at each, reopening the \
+                 port in between, waiting {:?} for each reply). Is the counter switched on \
+                 and is this its port? If its menu sets another baud rate, give it as `baud`",
+                cfg.reply_timeout
+            ),
+        },
+    })
 }
 
 /// Reads serial, voltage and clock; a missing or malformed reply is noted, not fatal.
@@ -305,16 +336,24 @@ impl Source for Gmc {
                     std::thread::sleep(wait);
                 }
                 self.next_poll += interval;
+                // Whatever came unasked (a late reply, line noise) would shift this reply:
+                // drop it, so each poll starts in step (one syscall per poll, not per byte).
+                self.link.reject_buffered();
                 self.link.write_all(cmd::GETCPM)?;
                 let t = self.cfg.reply_timeout;
                 match self.link.read_exact(n, t)? {
                     Some((o, b)) => (o, b, false),
                     None => {
+                        let offset = self.link.offset();
+                        let got = self.link.reject_buffered();
                         return Err(DriverError::Protocol {
                             device: self.link.device().to_string(),
-                            offset: self.link.offset(),
-                            detail: format!("no {n}-byte reply to <GETCPM>> within {t:?}"),
-                        })
+                            offset,
+                            detail: format!(
+                                "{got} byte(s) instead of a {n}-byte reply to <GETCPM>> \
+                                 within {t:?}; the next poll starts afresh"
+                            ),
+                        });
                     }
                 }
             }
@@ -361,6 +400,10 @@ impl Source for Gmc {
             self.start()?;
         }
         Ok(true)
+    }
+
+    fn rejected_bytes(&self) -> &[u8] {
+        self.link.rejected()
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {

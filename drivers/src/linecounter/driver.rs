@@ -195,6 +195,10 @@ impl Source for LineCounter {
         self.link.reconnect()
     }
 
+    fn rejected_bytes(&self) -> &[u8] {
+        self.link.rejected()
+    }
+
     fn run_metadata(&self) -> Vec<(String, String)> {
         let mut m = vec![("line_format".to_string(), format!("{:?}", self.cfg.format))];
         if matches!(self.cfg.format, LineFormat::MightyOhm) {

@@ -23,6 +23,9 @@ use crate::DriverError;
 /// Size of the read buffer; also the longest line a line reader accepts.
 pub const BUFFER_BYTES: usize = 4096;
 
+/// How many first bytes of a refused line or reply are kept for the log.
+pub const REJECTED_BYTES: usize = 32;
+
 /// Where and how to open a serial port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortSettings {
@@ -84,6 +87,10 @@ pub struct SerialLink {
     offset: u64,
     /// Set after an over-long line: drop bytes up to the next newline.
     skip_to_newline: bool,
+    /// First bytes of the last line or reply a driver refused: `rejected[..rejected_len]`.
+    rejected: [u8; REJECTED_BYTES],
+    /// Invariant: `rejected_len <= REJECTED_BYTES`.
+    rejected_len: usize,
     backoff: Backoff,
     next_delay: Duration,
     next_attempt: Option<Instant>,
@@ -131,6 +138,8 @@ impl SerialLink {
             end: 0,
             offset: 0,
             skip_to_newline: false,
+            rejected: [0; REJECTED_BYTES],
+            rejected_len: 0,
             backoff,
             next_delay: backoff.initial,
             next_attempt: None,
@@ -158,6 +167,31 @@ impl SerialLink {
     /// Stream offset of the next unconsumed byte since the last (re)open.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The first bytes (at most [`REJECTED_BYTES`]) of the last line or reply refused as bad
+    /// data, for the log; empty before any.
+    pub fn rejected(&self) -> &[u8] {
+        &self.rejected[..self.rejected_len]
+    }
+
+    fn keep_rejected(rejected: &mut [u8; REJECTED_BYTES], len: &mut usize, bytes: &[u8]) {
+        *len = bytes.len().min(REJECTED_BYTES);
+        rejected[..*len].copy_from_slice(&bytes[..*len]);
+    }
+
+    /// Drops the bytes buffered so far (a partial or garbled reply), keeping their first
+    /// bytes as [`SerialLink::rejected`], so the next read starts with what the device sends
+    /// next. Returns how many were dropped.
+    pub fn reject_buffered(&mut self) -> usize {
+        let n = self.end - self.start;
+        Self::keep_rejected(
+            &mut self.rejected,
+            &mut self.rejected_len,
+            &self.buf[self.start..self.end],
+        );
+        self.consume(n);
+        n
     }
 
     /// Counters of disconnects and reconnects.
@@ -387,12 +421,19 @@ impl SerialLink {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Some((offset, line)) = self.read_line(left)? else {
+            let Some((offset, at, len)) = self.next_line(left)? else {
                 return Ok(None);
             };
+            let line = &self.buf[at..at + len];
             let mut w = RecordWriter::new(out);
-            let LineUse::Record(value) = parse(line, offset, &mut w)? else {
-                continue;
+            let value = match parse(line, offset, &mut w) {
+                Ok(LineUse::Record(value)) => value,
+                Ok(LineUse::Skip) => continue,
+                Err(e) => {
+                    // The line is consumed: the next call starts at the next line.
+                    Self::keep_rejected(&mut self.rejected, &mut self.rejected_len, line);
+                    return Err(e);
+                }
             };
             return match w.finish() {
                 Ok(_) => Ok(Some((offset, value))),
@@ -409,6 +450,14 @@ impl SerialLink {
     /// partial line stays buffered). A line longer than the buffer is an error at its offset;
     /// the rest of it is skipped.
     pub fn read_line(&mut self, timeout: Duration) -> Result<Option<(u64, &[u8])>, DriverError> {
+        Ok(self
+            .next_line(timeout)?
+            .map(|(offset, at, len)| (offset, &self.buf[at..at + len])))
+    }
+
+    /// [`SerialLink::read_line`], as the line's offset and its place `buf[at..at + len]`
+    /// (consumed, but not overwritten before the next read).
+    fn next_line(&mut self, timeout: Duration) -> Result<Option<(u64, usize, usize)>, DriverError> {
         let deadline = Instant::now() + timeout;
         let mut searched = 0;
         loop {
@@ -423,16 +472,20 @@ impl SerialLink {
                     searched = 0;
                     continue;
                 }
-                let mut line = &self.buf[at..at + len];
-                if let [rest @ .., b'\r'] = line {
-                    line = rest;
-                }
-                return Ok(Some((offset, line)));
+                let len = if len > 0 && self.buf[at + len - 1] == b'\r' {
+                    len - 1
+                } else {
+                    len
+                };
+                return Ok(Some((offset, at, len)));
             }
             searched = self.end - self.start;
             if self.start == 0 && self.end == self.buf.len() {
                 let offset = self.offset;
                 let was_skipping = self.skip_to_newline;
+                if !was_skipping {
+                    Self::keep_rejected(&mut self.rejected, &mut self.rejected_len, &self.buf);
+                }
                 self.consume(self.end - self.start);
                 self.skip_to_newline = true;
                 searched = 0;

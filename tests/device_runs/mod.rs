@@ -1,0 +1,34 @@
+//! What the whole-run device tests share: a scratch target directory that finds the one run
+//! directory a run made and is removed afterwards.
+
+use std::path::PathBuf;
+
+/// A scratch target directory, removed on drop.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    /// A fresh, empty directory named after `tag` and this test process.
+    pub fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("daq-devices-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    /// The one run directory a run made in it.
+    pub fn run_dir(&self) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.pop().unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
