@@ -351,4 +351,11 @@ fn check_knows_expect_data_within_and_on_silence() {
     assert!(err.contains("expect_data_within"), "{err}");
     let (code, err) = check(&["expect_data_within: 30", "on_silence: stop"]);
     assert_eq!(code, Some(0), "{err}");
+    // Values, not only types: refused by check, not after the run started.
+    let (code, err) = check(&["on_silence: halt"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'halt': warn or stop"), "{err}");
+    let (code, err) = check(&["expect_data_within: -5"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("up to a week"), "{err}");
 }

@@ -141,3 +141,86 @@ fn a_users_own_binary_runs_its_compiled_in_function() {
     assert!(text.contains("user.every_nth"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `daq-engine check` on the setup in `dir`: (exit code, stderr).
+fn check(dir: &Path, setup: &str) -> (i32, String) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("setup.yaml"), setup).unwrap();
+    let out = Command::new(EXE)
+        .arg("check")
+        .arg("setup.yaml")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// issue 12, item 9: `check` loads user libraries as the run would, each in a child process
+/// first: a library that is no plugin, lacks the function, or crashes while loading is
+/// refused by check (exit 2), and a crashing one cannot take check or the run down.
+#[test]
+fn check_loads_user_libraries_in_a_child_process() {
+    let dir = std::env::temp_dir().join(format!("daq-user-check-{}", std::process::id()));
+    let with = |file: &str, function: &str| {
+        pipeline(
+            &format!("    file: {file}\n    function: {function}\n    config: {{channel: chA, level: 0}}"),
+            10,
+        )
+    };
+    // A real plugin and its function: OK.
+    let lib = built("libuser_filter.so", "cargo build -p user-filter");
+    let (code, text) = check(&dir, &with(&lib.display().to_string(), "user.peak_above"));
+    assert_eq!(code, 0, "{text}");
+    // The plugin without the function named.
+    let (code, text) = check(&dir, &with(&lib.display().to_string(), "user.nope"));
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("has no function 'user.nope' (it has: user.peak_above)"),
+        "{text}"
+    );
+    // A library that is no plugin.
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libm");
+    let (code, text) = check(&dir, &with(libm, "user.peak_above"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not a daq-engine worker library"), "{text}");
+    // A library that crashes while it loads (a constructor that dereferences null).
+    let crash_dir = std::env::temp_dir().join(format!("daq-user-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&crash_dir).unwrap();
+    let c = crash_dir.join("crash.c");
+    std::fs::write(
+        &c,
+        "__attribute__((constructor)) static void boom(void) { *(volatile int *)0 = 1; }\n",
+    )
+    .unwrap();
+    let so = crash_dir.join("libcrash.so");
+    let cc = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .status()
+        .expect("cc (gcc) to build a test library");
+    assert!(cc.success());
+    let setup = with(&so.display().to_string(), "user.peak_above");
+    let (code, text) = check(&dir, &setup);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("crashed while loading") && text.contains("SIGSEGV"),
+        "{text}"
+    );
+    let (code, text, run_dir) = run(Path::new(EXE), &dir, &setup);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("crashed while loading"), "{text}");
+    assert_eq!(run_dir, PathBuf::new(), "no run directory");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&crash_dir);
+}

@@ -132,6 +132,14 @@ pub enum Command {
         /// The run directory (`target/run_…`).
         run_dir: PathBuf,
     },
+    #[command(hide = true, name = "__plugin-probe")]
+    /// Internal: loads a user library and says whether it is a daq-engine plugin (started by
+    /// `check` and the run, so that a library that crashes while loading costs only this
+    /// process).
+    PluginProbe {
+        /// The library.
+        library: PathBuf,
+    },
     #[command(hide = true, name = "__worker")]
     /// Internal: one worker process (started by the supervisor).
     Worker {
@@ -214,6 +222,18 @@ pub fn main(
             reference,
         }) => crate::engine::launch::bench(&what, events, reference.as_deref(), registry),
         Some(Command::Worker { .. }) => 2,
+        Some(Command::PluginProbe { library }) => {
+            match crate::engine::plugin::load(&library, &mut registry.clone()) {
+                Ok(names) => {
+                    println!("{}", names.join("\n"));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    2
+                }
+            }
+        }
     }
 }
 

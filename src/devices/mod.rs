@@ -158,6 +158,11 @@ pub enum OnSilence {
     Stop,
 }
 
+/// Checks `expect_data_within` and `on_silence` as a build reads them, opening nothing.
+pub(crate) fn check_silence(ctx: &BuildContext) -> Result<(), WorkerError> {
+    silence_config(ctx, 0.0).map(drop)
+}
+
 /// Reads `expect_data_within` (default `default_s`) and `on_silence` from the config.
 fn silence_config(
     ctx: &BuildContext,

@@ -338,6 +338,7 @@ fn path_of(
 /// simulated, the configured port must exist.
 fn check_common(ctx: &BuildContext) -> Result<(), WorkerError> {
     let c = common(ctx)?;
+    super::check_silence(ctx)?;
     if let (false, Some(port)) = (c.simulate, &c.port) {
         // Follows links: a udev link whose device is unplugged does not count.
         if let Err(e) = std::fs::metadata(port) {

@@ -636,18 +636,21 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
 /// Checks the config of `device.picoscope` as [`build_picoscope`] does, opening nothing.
 pub fn check_picoscope(ctx: &BuildContext) -> Result<(), WorkerError> {
     picoscope_config(&ctx.config)?;
+    super::check_silence(ctx)?;
     unplug_window(&ctx.config).map(drop)
 }
 
 /// Checks the config of `device.hantek6022` as [`build_hantek`] does, opening nothing.
 pub fn check_hantek(ctx: &BuildContext) -> Result<(), WorkerError> {
     hantek_config(&ctx.config)?;
+    super::check_silence(ctx)?;
     unplug_window(&ctx.config).map(drop)
 }
 
 /// Checks the config of `device.drs4` as [`build_drs4`] does, opening nothing.
 pub fn check_drs4(ctx: &BuildContext) -> Result<(), WorkerError> {
     drs4_config(&ctx.config)?;
+    super::check_silence(ctx)?;
     unplug_window(&ctx.config).map(drop)
 }
 

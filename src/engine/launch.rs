@@ -315,50 +315,16 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         eprintln!("daq-engine: {e}");
         return 2;
     }
-    let registry =
-        match registry.with_libraries(setup.workers.iter().filter_map(|w| w.file.as_deref())) {
-            Ok(r) => r,
-            Err(e) => {
+    let registry = match user_libraries(&setup, registry) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors {
                 eprintln!("daq-engine: {e}");
-                return 2;
             }
-        };
-    let registry = &registry;
-    let mut bad = false;
-    for w in setup.workers.iter().filter(|w| w.file.is_some()) {
-        match registry.get(&w.function) {
-            None => {
-                bad = true;
-                eprintln!(
-                    "daq-engine: worker '{}': {} has no function '{}' (it has: {})",
-                    w.name,
-                    w.file.as_deref().unwrap_or(Path::new("")).display(),
-                    w.function,
-                    registry.names_from(w.file.as_deref())
-                );
-            }
-            Some(f) => {
-                let s = &f.spec;
-                let sides = [
-                    ("sources", s.sources, w.sources.len()),
-                    ("sinks", s.sinks, w.sinks.len()),
-                    ("observes", s.observes, w.observes.len()),
-                ];
-                for (side, arity, n) in sides {
-                    if !arity.allows(n) {
-                        bad = true;
-                        eprintln!(
-                            "daq-engine: worker '{}': {} '{}' takes {arity} {side}, the setup gives {n}",
-                            w.name, s.template, s.name
-                        );
-                    }
-                }
-            }
+            return 2;
         }
-    }
-    if bad {
-        return 2;
-    }
+    };
+    let registry = &registry;
     if args.simulate {
         for w in &mut setup.workers {
             let takes = registry
@@ -538,6 +504,114 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     summary.exit_code
 }
 
+/// Longest a user library may take to load in the probe process.
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Loads `library` in a child process first (`daq-engine __plugin-probe`), so that one that
+/// crashes or hangs while loading costs that process, not this one.
+fn probe_library(library: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find daq-engine itself: {e}"))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("__plugin-probe")
+        .arg("--")
+        .arg(library)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the library probe: {e}"))?;
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if t0.elapsed() < PROBE_LIMIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{}: loading it did not finish within {} s",
+                    library.display(),
+                    PROBE_LIMIT.as_secs()
+                ));
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut text);
+    }
+    Err(match status.code() {
+        Some(_) if !text.trim().is_empty() => text.trim().to_string(),
+        _ => format!(
+            "{}: the library crashed while loading ({})",
+            library.display(),
+            super::supervisor::describe(status)
+        ),
+    })
+}
+
+/// The registry with the user libraries the setup names (each probed in a child process
+/// first), after checking that each such worker's function is there and takes the setup's
+/// buffers; or every error found.
+fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<String>> {
+    let mut seen: Vec<&Path> = Vec::new();
+    let mut errors = Vec::new();
+    for w in &setup.workers {
+        let Some(f) = w.file.as_deref() else { continue };
+        if f.extension().is_some_and(|e| e == "py") || seen.contains(&f) {
+            continue;
+        }
+        seen.push(f);
+        if let Err(e) = probe_library(f) {
+            errors.push(format!("worker '{}': {e}", w.name));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let registry = registry
+        .with_libraries(seen.iter().copied())
+        .map_err(|e| vec![e.to_string()])?;
+    for w in setup.workers.iter().filter(|w| w.file.is_some()) {
+        match registry.get(&w.function) {
+            None => errors.push(format!(
+                "worker '{}': {} has no function '{}' (it has: {})",
+                w.name,
+                w.file.as_deref().unwrap_or(Path::new("")).display(),
+                w.function,
+                registry.names_from(w.file.as_deref())
+            )),
+            Some(f) => {
+                let s = &f.spec;
+                let sides = [
+                    ("sources", s.sources, w.sources.len()),
+                    ("sinks", s.sinks, w.sinks.len()),
+                    ("observes", s.observes, w.observes.len()),
+                ];
+                for (side, arity, n) in sides {
+                    if !arity.allows(n) {
+                        errors.push(format!(
+                            "worker '{}': {} '{}' takes {arity} {side}, the setup gives {n}",
+                            w.name, s.template, s.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(registry)
+    } else {
+        Err(errors)
+    }
+}
+
 /// `daq-engine check SETUP`: validates and prints the pipeline; with `simulate`, as a run
 /// with `--simulate` would start.
 pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registry) -> i32 {
@@ -560,6 +634,14 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
             checked.errors.len(),
             checked.warnings.len()
         );
+        return 2;
+    }
+    // User libraries are loaded as the run would (each in a probe process first).
+    if let Err(errors) = user_libraries(&checked.setup, registry) {
+        for e in &errors {
+            eprintln!("{}: {e}", path.display());
+        }
+        eprintln!("{}: {} error(s)", path.display(), errors.len());
         return 2;
     }
     print!("{}", setup::graph::text(&checked.setup));
