@@ -191,6 +191,22 @@ fn not_ready_header_is_refused() {
     assert!(matches!(attach(&b), Err(AttachError::NotReady { .. })));
 }
 
+/// issue 18: a ring whose creator has only made the file (zero-filled, header not yet
+/// written) is "not ready", not "not a ring": `ready` is read before anything else.
+#[test]
+fn half_built_ring_is_not_ready_rather_than_not_a_ring() {
+    let b = vec![0u8; valid_bytes().len()];
+    match attach(&b) {
+        Err(AttachError::NotReady { .. }) => {}
+        other => panic!("expected NotReady, got {:?}", other.err()),
+    }
+    // With its magic written but not yet marked ready: the same.
+    let mut b = valid_bytes();
+    put_u32(&mut b, OFF_READY, 0);
+    put_u32(&mut b, OFF_VERSION, 0);
+    assert!(matches!(attach(&b), Err(AttachError::NotReady { .. })));
+}
+
 #[test]
 fn mismatching_dtype_says_what_differs() {
     let ring = Ring::create(

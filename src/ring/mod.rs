@@ -674,6 +674,18 @@ impl Ring {
         // SAFETY: the mapping is at least one Header long and page aligned; every field of
         // Header is valid for any bit pattern.
         let h = unsafe { &*(shm.as_ptr() as *const Header) };
+        // `ready` first: the creator stores it after every other header field, so only once
+        // it is seen are the others complete (and visible to this process). A file still
+        // being built is zero-filled or has its magic already: not ready, not "not a ring".
+        if h.ready.load(Ordering::SeqCst) != READY {
+            if h.magic == MAGIC || h.magic == [0; 8] {
+                return Err(AttachError::NotReady { path: p() });
+            }
+            return Err(AttachError::BadMagic {
+                path: p(),
+                found: h.magic,
+            });
+        }
         if h.magic != MAGIC {
             return Err(AttachError::BadMagic {
                 path: p(),
@@ -686,9 +698,6 @@ impl Ring {
                 found: h.version,
                 expected: LAYOUT_VERSION,
             });
-        }
-        if h.ready.load(Ordering::SeqCst) != READY {
-            return Err(AttachError::NotReady { path: p() });
         }
         let corrupt = |problem: String| AttachError::Corrupt { path: p(), problem };
         let slots = h.slot_count as usize;
