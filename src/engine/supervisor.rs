@@ -138,6 +138,8 @@ struct Proc {
     is_importer: bool,
     status: Option<ExitStatus>,
     restarts: u32,
+    /// When it was started again lately (see [`restart_allowed`]).
+    recent_restarts: Vec<Instant>,
     cpu_s: f64,
     /// The core it last ran on.
     core: Option<u32>,
@@ -232,6 +234,20 @@ pub(crate) fn describe(status: ExitStatus) -> String {
 
 /// Per buffer: (events published, nanoseconds blocked).
 type Counts = BTreeMap<String, (u64, u64)>;
+
+/// A worker with `restart: on-failure` is started again at most this many times within
+/// [`RESTART_WINDOW`]; one that fails faster is broken, not unlucky, and the run stops. A
+/// worker that fails now and then over a week-long run is restarted every time.
+pub const RESTART_BURST: usize = 5;
+/// See [`RESTART_BURST`].
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whether a process whose recent restarts were at `recent` may be started again `now`;
+/// forgets restarts older than the window.
+fn restart_allowed(recent: &mut Vec<Instant>, now: Instant) -> bool {
+    recent.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+    recent.len() < RESTART_BURST
+}
 
 /// What the log was told about one buffer.
 #[derive(Default)]
@@ -507,6 +523,7 @@ impl Supervisor {
                     is_importer,
                     status: None,
                     restarts: 0,
+                    recent_restarts: Vec::new(),
                     cpu_s: 0.0,
                     core: None,
                 });
@@ -709,7 +726,17 @@ impl Supervisor {
                     r.reclaim_dead();
                 }
             }
-            if w.restart == Restart::OnFailure && !self.stopping && self.procs[i].restarts < 10 {
+            let now = Instant::now();
+            if w.restart == Restart::OnFailure
+                && !self.stopping
+                && !restart_allowed(&mut self.procs[i].recent_restarts, now)
+            {
+                self.log_and_say(&format!(
+                    "{what}; it was started again {RESTART_BURST} times within {} s: giving up",
+                    RESTART_WINDOW.as_secs()
+                ));
+            } else if w.restart == Restart::OnFailure && !self.stopping {
+                self.procs[i].recent_restarts.push(now);
                 self.log_and_say(&format!("{what}; starting it again"));
                 match self.spawn(wi, k) {
                     Ok(child) => {
@@ -1162,5 +1189,32 @@ pub fn human(x: f64) -> String {
         format!("{:.1} k", x / 1e3)
     } else {
         format!("{x:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Restarts are limited by their rate, not counted over the whole run: a worker that
+    /// fails once an hour for a week is always started again.
+    #[test]
+    fn restarts_are_limited_per_window_not_per_run() {
+        let t0 = Instant::now();
+        let mut recent = Vec::new();
+        for k in 0..RESTART_BURST {
+            let now = t0 + Duration::from_secs(k as u64);
+            assert!(restart_allowed(&mut recent, now));
+            recent.push(now);
+        }
+        assert!(!restart_allowed(&mut recent, t0 + Duration::from_secs(10)));
+        // An hour apart, a thousand failures are all restarted.
+        let mut recent = Vec::new();
+        for k in 0..1000u64 {
+            let now = t0 + Duration::from_secs(3600 * k);
+            assert!(restart_allowed(&mut recent, now), "restart {k}");
+            recent.push(now);
+        }
+        assert!(recent.len() <= 1);
     }
 }
