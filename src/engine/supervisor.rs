@@ -727,15 +727,24 @@ impl Supervisor {
                 }
             }
             let now = Instant::now();
-            if w.restart == Restart::OnFailure
-                && !self.stopping
-                && !restart_allowed(&mut self.procs[i].recent_restarts, now)
-            {
+            let importer = self.procs[i].is_importer;
+            if w.restart == Restart::OnFailure && importer && self.stopping {
+                // It was told to stop anyway: what it published drains, nothing is restarted
+                // and, since the setup accepts its failures, the run has not failed.
+                self.log_and_say(&format!(
+                    "{what} while the run was stopping; its events so far drain"
+                ));
+                self.let_go(wi, k);
+                continue;
+            }
+            // Readers are started again while the run drains too: they finish the draining.
+            let restartable = w.restart == Restart::OnFailure && !(importer && self.stopping);
+            if restartable && !restart_allowed(&mut self.procs[i].recent_restarts, now) {
                 self.log_and_say(&format!(
                     "{what}; it was started again {RESTART_BURST} times within {} s: giving up",
                     RESTART_WINDOW.as_secs()
                 ));
-            } else if w.restart == Restart::OnFailure && !self.stopping {
+            } else if restartable {
                 self.procs[i].recent_restarts.push(now);
                 self.log_and_say(&format!("{what}; starting it again"));
                 match self.spawn(wi, k) {

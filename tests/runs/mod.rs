@@ -1,0 +1,105 @@
+//! What the whole-run tests of the real binary share: waiting for a run (and failing when it
+//! hangs), finding its worker processes, and the accounting invariant over its files.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// Waits for the run; returns its exit code and its stderr followed by its stdout.
+pub fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().expect("wait for daq-engine");
+    let code = out.status.code().unwrap_or(-1);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (code, text)
+}
+
+/// Waits for the run at most `limit`; a run still going then is killed and the test fails
+/// (a hung run is the defect some tests look for).
+pub fn finish_within(mut child: Child, limit: Duration) -> (i32, String) {
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > limit {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let (_, text) = finish(child);
+            panic!("the run did not end within {limit:?}: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    finish(child)
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if cmd.contains(needle) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The accounting invariant over summary.json and the last stats line: for every buffer and
+/// every reader, produced = delivered + lost (+ pending, 0 once the run ended). Returns the
+/// summary.
+pub fn books_balance(run: &Path) -> serde_json::Value {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    let events = summary["events"].as_object().unwrap();
+    assert!(!events.is_empty());
+    for (buffer, n) in events {
+        let produced = n.as_u64().unwrap() + summary["lost"][buffer].as_u64().unwrap();
+        assert_eq!(last["buffers"][buffer]["produced"], produced, "{buffer}");
+        let readers = summary["readers"][buffer].as_object().unwrap_or_else(|| {
+            panic!("summary.json has no reader books for '{buffer}': {summary}")
+        });
+        assert!(!readers.is_empty(), "{buffer}");
+        for (reader, b) in readers {
+            let (d, l) = (
+                b["delivered"].as_u64().unwrap(),
+                b["lost"].as_u64().unwrap(),
+            );
+            assert_eq!(b["pending"], 0, "{buffer}/{reader}");
+            assert_eq!(d + l, produced, "{buffer}/{reader}: {b}");
+            let s = &last["buffers"][buffer]["readers"][reader];
+            assert_eq!(
+                s["delivered"].as_u64().unwrap()
+                    + s["lost"].as_u64().unwrap()
+                    + s["pending"].as_u64().unwrap(),
+                produced,
+                "stats {buffer}/{reader}: {s}"
+            );
+            assert_eq!(
+                last["buffers"][buffer]["events_out"][reader],
+                s["delivered"]
+            );
+        }
+    }
+    summary
+}

@@ -1,0 +1,413 @@
+//! Fault-injection soak (issue 12): the demo's pipeline, a CosmicWatch on a real pty and a
+//! simulated USB scope run while this harness kills workers with SIGKILL (they restart),
+//! stops them with SIGSTOP/SIGCONT, injects garbage lines into the detector's stream and
+//! unplugs it. At the end, after a clean stop: the books balance for every buffer and
+//! reader (nothing silently lost), every HDF5 file opens with plain h5py with equal data and
+//! metadata lengths, the detector's file holds exactly what its exporter was delivered, the
+//! bad lines are counted, and no ring file, process or mount of the run is left.
+//!
+//! `DAQ_SOAK_SECONDS` sets the length (default 120, as CI runs it); the figures go to
+//! stderr (`cargo test --release --test soak -- --nocapture`) and to RELIABILITY.md.
+
+mod runs;
+
+use daq_drivers::cosmicwatch::{CosmicWatchGen, CosmicWatchSimConfig, SimVersion};
+use daq_drivers::serial::{SimulatedDevice, SimulatorHandle};
+use nix::sys::signal::Signal;
+use rand::{Rng, SeedableRng};
+use runs::{books_balance, finish_within, processes_with};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+/// A CosmicWatch v2 at 50 events per host second that sends, on request, lines of noise
+/// between its events.
+struct NoisyCosmicWatch {
+    gen: CosmicWatchGen,
+    second: Duration,
+    booted: bool,
+    text: String,
+    /// Noise lines asked for and not yet sent.
+    pending: Arc<AtomicU64>,
+    /// Noise lines sent.
+    sent: Arc<AtomicU64>,
+    now: Duration,
+}
+
+const NOISE: &[u8] = b"\x07noise 12 xx\r\n";
+
+impl SimulatedDevice for NoisyCosmicWatch {
+    fn receive(&mut self, _: &[u8], now: Duration, out: &mut Vec<u8>) {
+        self.advance(now, out);
+    }
+
+    fn advance(&mut self, now: Duration, out: &mut Vec<u8>) {
+        self.now = now;
+        self.text.clear();
+        if !self.booted {
+            self.gen.header(&mut self.text);
+            self.booted = true;
+        }
+        let t = now.as_secs_f64() / self.second.as_secs_f64();
+        while self.gen.next_due() <= t {
+            self.gen.next_line(&mut self.text);
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        while self.pending.load(Ordering::SeqCst) > 0 {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            out.extend_from_slice(NOISE);
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Duration> {
+        let due = self.second.mul_f64(self.gen.next_due().max(0.0));
+        // Noise requests are looked at every 50 ms.
+        Some(due.min(self.now + Duration::from_millis(50)))
+    }
+}
+
+fn setup(port: &Path, unplug_at: f64) -> String {
+    format!(
+        "target_directory: runs
+options: {{stats_interval: 1}}
+Buffers:
+  raw: &wave
+    slot_count: 64
+    data_length: 512
+    data_dtype: {{chA: float32, chB: float32}}
+    policy: block
+  triggered: *wave
+  pulses:
+    slot_count: 1024
+    data_length: 1
+    data_dtype: {{channel: int16, time: float64, height: float32, area: float32, width: float32}}
+  muons:
+    slot_count: 64
+    data_length: 1
+    data_dtype: {{event: uint64, time_ms: uint64, adc: uint16, sipm_mv: float32, deadtime_ms: uint64, temp_c: float32}}
+  scope:
+    slot_count: 32
+    data_length: 1000
+    data_dtype: {{ch1: float32, ch2: float32}}
+    policy: drop
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    restart: on-failure
+    config: {{rate: 1000, realtime: true, sample_interval: 4.0e-9, pretrigger_samples: 100, noise: 0.003, seed: 5}}
+  trigger:
+    function: filter.threshold
+    sources: [raw]
+    sinks: [triggered]
+    restart: on-failure
+    config: {{level: 0.1, edge: rising, channels: [chA]}}
+  pulse_finder:
+    function: process.pulses
+    number_of_processes: 2
+    sources: [triggered]
+    sinks: [pulses]
+    restart: on-failure
+    config: {{threshold: 0.05, sample_interval: 4.0e-9}}
+  features:
+    function: export.csv
+    sources: [pulses]
+  waveforms:
+    function: export.hdf5
+    sources: [triggered]
+    config: {{flush_interval: 1.0}}
+  detector:
+    function: device.cosmicwatch
+    sinks: [muons]
+    restart: on-failure
+    config: {{port: {port}, version: v2}}
+  muons_h5:
+    function: export.hdf5
+    sources: [muons]
+    config: {{flush_interval: 1.0}}
+  usb_scope:
+    function: device.hantek6022
+    sinks: [scope]
+    restart: on-failure
+    config: {{simulate: true, sample_rate: 1000000, channels: 2, samples_per_event: 1000, trigger_level: 0.3, pre_trigger: 100, sim_rate: 100, sim_unplug_at: {unplug_at}, sim_unplug_for: 2.0}}
+  scope_sink:
+    function: bench.sink
+    sources: [scope]
+    restart: on-failure
+",
+        port = port.display()
+    )
+}
+
+/// Workers the harness may kill with SIGKILL: every one that restarts.
+const KILLABLE: &[&str] = &[
+    "digitizer",
+    "trigger",
+    "pulse_finder",
+    "detector",
+    "usb_scope",
+    "scope_sink",
+];
+
+/// (worker, pid) of every live worker process of the run whose plan is `plan`.
+fn workers(plan: &Path) -> Vec<(String, u32)> {
+    let marker = format!("{} ", plan.display());
+    processes_with(&marker.to_string())
+        .into_iter()
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = cmd
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let at = args.iter().position(|a| Path::new(a) == plan)?;
+            Some((args.get(at + 1)?.clone(), pid))
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Rows of `data` and `metadata` of every group of every .h5 file in `run`, read by plain
+/// h5py (no SWMR, no h5clear): file → group → (data rows, metadata rows). `None` without a
+/// Python with h5py.
+fn h5py_rows(run: &Path) -> Option<BTreeMap<String, BTreeMap<String, (u64, u64)>>> {
+    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let ok = Command::new(&py)
+        .args(["-c", "import h5py"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED the h5py checks: {py} has no h5py (scripts/test.sh makes a venv)");
+        return None;
+    }
+    let script = r#"
+import glob, json, os, sys, h5py
+out = {}
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.h5"))):
+    with h5py.File(path, "r") as f:
+        out[os.path.basename(path)] = {
+            g: [len(f[g]["data"]), len(f[g]["metadata"])]
+            for g in f if isinstance(f[g], h5py.Group) and "data" in f[g]
+        }
+print(json.dumps(out))
+"#;
+    let o = Command::new(&py)
+        .args(["-c", script])
+        .arg(run)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "plain h5py could not read the run's files: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: BTreeMap<String, BTreeMap<String, (u64, u64)>> =
+        serde_json::from_slice(&o.stdout).unwrap();
+    Some(v)
+}
+
+#[derive(Default, Debug)]
+struct Faults {
+    killed: u64,
+    stopped: u64,
+    noise_bursts: u64,
+    unplugged: u64,
+}
+
+#[test]
+fn faults_keep_the_books_and_the_files_whole() {
+    let seconds: u64 = std::env::var("DAQ_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let dir = std::env::temp_dir().join(format!("daq-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pending = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut sim = {
+        let (pending, sent) = (pending.clone(), sent.clone());
+        SimulatorHandle::start("cosmicwatch", move |n| {
+            let cfg = CosmicWatchSimConfig {
+                version: SimVersion::V2,
+                seed: 11 + u64::from(n),
+                second: Duration::from_millis(20),
+                ..CosmicWatchSimConfig::default()
+            };
+            Box::new(NoisyCosmicWatch {
+                gen: CosmicWatchGen::new(&cfg),
+                second: cfg.second,
+                booted: false,
+                text: String::new(),
+                pending: pending.clone(),
+                sent: sent.clone(),
+                now: Duration::ZERO,
+            })
+        })
+        .unwrap()
+    };
+    let setup_path = dir.join("setup.yaml");
+    std::fs::write(&setup_path, setup(sim.path(), seconds as f64 / 3.0)).unwrap();
+    let child = Command::new(EXE)
+        .arg(&setup_path)
+        .args(["--no-tui", "--progress-every", "10"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let supervisor = child.id();
+    let runs = dir.join("runs");
+    let t0 = Instant::now();
+    let run = loop {
+        if let Some(d) = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path())
+        {
+            if d.join("plan.json").exists() {
+                break d;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no run directory");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let plan = run.join("plan.json");
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+    let mut faults = Faults::default();
+    let start = Instant::now();
+    // Let the pipeline settle before the first fault.
+    std::thread::sleep(Duration::from_secs(3));
+    while start.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1500..4000)));
+        let live = workers(&plan);
+        match rng.random_range(0..10) {
+            0..=3 => {
+                let killable: Vec<&(String, u32)> = live
+                    .iter()
+                    .filter(|(w, _)| KILLABLE.contains(&w.as_str()))
+                    .collect();
+                if let Some((_, pid)) = killable.get(rng.random_range(0..killable.len().max(1))) {
+                    signal(*pid, Signal::SIGKILL);
+                    faults.killed += 1;
+                }
+            }
+            4..=6 => {
+                if let Some((_, pid)) = live.get(rng.random_range(0..live.len().max(1))) {
+                    signal(*pid, Signal::SIGSTOP);
+                    std::thread::sleep(Duration::from_millis(rng.random_range(500..3000)));
+                    signal(*pid, Signal::SIGCONT);
+                    faults.stopped += 1;
+                }
+            }
+            7..=8 => {
+                pending.fetch_add(rng.random_range(1..6), Ordering::SeqCst);
+                faults.noise_bursts += 1;
+            }
+            _ => {
+                sim.unplug();
+                std::thread::sleep(Duration::from_millis(rng.random_range(500..3000)));
+                sim.replug().unwrap();
+                faults.unplugged += 1;
+            }
+        }
+    }
+    signal(supervisor, Signal::SIGINT);
+    let (code, text) = finish_within(child, Duration::from_secs(180));
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap_or_default();
+    assert_eq!(code, 0, "{text}\n{log}");
+
+    // The books: for every buffer and reader, produced = delivered + lost.
+    let summary = books_balance(&run);
+    let mut produced_all = 0u64;
+    let mut lost_all = 0u64;
+    for (buffer, readers) in summary["readers"].as_object().unwrap() {
+        let produced =
+            summary["events"][buffer].as_u64().unwrap() + summary["lost"][buffer].as_u64().unwrap();
+        produced_all += produced;
+        for (_, b) in readers.as_object().unwrap() {
+            lost_all += b["lost"].as_u64().unwrap();
+        }
+    }
+    assert!(
+        summary["events"]["muons"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(summary["events"]["raw"].as_u64().unwrap() > 0, "{summary}");
+
+    // Bad lines are counted, never fatal: at least every noise line (a line cut by an unplug
+    // may be counted too).
+    let notes = daq_engine::devices::read_notes(&run.join("device_detector.txt"));
+    let bad: u64 = notes
+        .iter()
+        .find(|(k, _)| k == "device.bad_records")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let noise = sent.load(Ordering::SeqCst);
+    assert!(
+        bad >= noise,
+        "{noise} noise lines sent, {bad} bad records counted"
+    );
+
+    // Every file opens with plain h5py, data and metadata of equal length; the detector's
+    // file holds exactly what its exporter was delivered.
+    if let Some(files) = h5py_rows(&run) {
+        assert!(!files.is_empty(), "no HDF5 files in {}", run.display());
+        for (file, groups) in &files {
+            for (group, (d, m)) in groups {
+                assert_eq!(d, m, "{file}/{group}: data and metadata lengths");
+            }
+        }
+        let rows: u64 = files
+            .iter()
+            .filter(|(f, _)| f.starts_with("muons"))
+            .flat_map(|(_, g)| g.values().map(|x| x.0))
+            .sum();
+        assert_eq!(
+            rows,
+            summary["readers"]["muons"]["muons_h5"]["delivered"]
+                .as_u64()
+                .unwrap(),
+            "{files:?}"
+        );
+    }
+
+    // Nothing of the run is left: ring files, processes, the engine's huge-page mount.
+    let plan_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    for b in plan_json["buffers"].as_array().unwrap() {
+        for r in b["rings"].as_array().unwrap() {
+            let p = PathBuf::from(r.as_str().unwrap());
+            assert!(!p.exists(), "ring file left: {}", p.display());
+        }
+    }
+    assert!(
+        processes_with(&run.to_string_lossy()).is_empty(),
+        "processes of the run are left"
+    );
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&format!("huge-{supervisor}")),
+        "the run's huge-page mount is left"
+    );
+    let restarts = log.matches("starting it again").count();
+    eprintln!(
+        "soak: {seconds} s; faults: {} SIGKILL ({restarts} restarts), {} SIGSTOP/SIGCONT, \
+         {} noise bursts ({noise} lines, {bad} bad records counted), {} unplugs of the \
+         detector, 1 of the USB scope; events produced in all buffers: {produced_all}; lost \
+         and counted (over all readers): {lost_all}; silently lost: 0",
+        faults.killed, faults.stopped, faults.noise_bursts, faults.unplugged
+    );
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
+}
