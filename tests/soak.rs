@@ -176,10 +176,13 @@ fn signal(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
+/// Per file, per group: (rows of `data`, rows of `metadata`).
+type FileRows = BTreeMap<String, BTreeMap<String, (u64, u64)>>;
+
 /// Rows of `data` and `metadata` of every group of every .h5 file in `run`, read by plain
 /// h5py (no SWMR, no h5clear): file → group → (data rows, metadata rows). `None` without a
 /// Python with h5py.
-fn h5py_rows(run: &Path) -> Option<BTreeMap<String, BTreeMap<String, (u64, u64)>>> {
+fn h5py_rows(run: &Path) -> Option<FileRows> {
     let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let ok = Command::new(&py)
         .args(["-c", "import h5py"])
@@ -210,8 +213,7 @@ print(json.dumps(out))
         "plain h5py could not read the run's files: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let v: BTreeMap<String, BTreeMap<String, (u64, u64)>> =
-        serde_json::from_slice(&o.stdout).unwrap();
+    let v: FileRows = serde_json::from_slice(&o.stdout).unwrap();
     Some(v)
 }
 
