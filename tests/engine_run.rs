@@ -743,3 +743,51 @@ fn events_lost_under_drop_are_told_in_the_log() {
     );
     books_balance(&run);
 }
+
+/// issue 12: an exporter started again after a crash goes on with its file: a restarted
+/// export.csv truncated events.csv, so the rows of its earlier life were gone.
+#[test]
+fn a_restarted_csv_exporter_keeps_what_it_wrote() {
+    let dir = Dir::new("csvrestart");
+    let text = setup(1_000_000_000, 1, 1)
+        + "  csv:\n    function: export.csv\n    sources: [raw]\n    restart: on-failure\n    \
+           config: {save_interval: 0.1}\n";
+    let s = dir.write("setup.yaml", &text);
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    let csv = run.join("raw.csv");
+    let lines = || std::fs::read_to_string(&csv).unwrap_or_default();
+    wait_until("rows in raw.csv", Duration::from_secs(30), || {
+        lines().lines().count() > 2000
+    });
+    let first = lines().lines().nth(1).unwrap().to_string();
+    assert!(first.starts_with("0,"), "{first}");
+    let needle = format!("{} csv 0", run.join("plan.json").display());
+    let victims = processes_with(&needle);
+    assert_eq!(victims.len(), 1, "{victims:?}");
+    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    wait_until(
+        "the restarted exporter writing",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(run.join("daq-engine.log"))
+                .is_ok_and(|l| l.contains("resuming after"))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    let all = lines();
+    let mut it = all.lines();
+    assert_eq!(it.next(), Some("counter,timestamp,deadtime,ch0,ch1"));
+    assert_eq!(
+        it.next(),
+        Some(first.as_str()),
+        "the first life's rows are kept"
+    );
+    for l in it {
+        assert_eq!(l.split(',').count(), 5, "a whole line: {l:?}");
+        assert!(!l.starts_with("counter"), "one header");
+    }
+}

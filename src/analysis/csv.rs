@@ -106,8 +106,22 @@ impl CsvExport {
             what: format!("creating {}", path.display()),
             source,
         };
-        let mut file = std::fs::File::create(&path).map_err(io)?;
-        file.write_all(header.as_bytes()).map_err(io)?;
+        // The file exists when an earlier process of this worker wrote it in this run (it
+        // failed and was started again): go on after its last whole line, never truncate.
+        let (file, rows) = match resume(&path, &header) {
+            Ok(Some(resumed)) => resumed,
+            Ok(None) => {
+                let mut file = std::fs::File::create(&path).map_err(io)?;
+                file.write_all(header.as_bytes()).map_err(io)?;
+                (file, 0)
+            }
+            Err(source) => {
+                return Err(WorkerError::Io {
+                    what: format!("resuming {}", path.display()),
+                    source,
+                })
+            }
+        };
         Ok(CsvExport {
             interval: Duration::from_secs_f64(interval),
             path,
@@ -115,7 +129,7 @@ impl CsvExport {
             fields,
             text: String::with_capacity(TEXT_CAPACITY),
             last_write: Instant::now(),
-            rows: 0,
+            rows,
         })
     }
 
@@ -178,6 +192,48 @@ impl Exporter for CsvExport {
             source,
         })
     }
+}
+
+/// Opens an existing CSV file of this run for appending after its last whole line (a line
+/// cut by a crash is removed and said in the log); `None` when there is no file yet. A file
+/// with another header is refused: it is not this worker's.
+fn resume(path: &std::path::Path, header: &str) -> std::io::Result<Option<(std::fs::File, u64)>> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if text.len() < header.len() && header.as_bytes().starts_with(&text) {
+        // Cut inside the header: nothing was written yet; start the file again.
+        return Ok(None);
+    }
+    if !text.starts_with(header.as_bytes()) {
+        return Err(std::io::Error::other(
+            "the file exists with another header (not written by this worker)",
+        ));
+    }
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let rows = text[header.len()..whole]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64;
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    if whole < text.len() {
+        tracing::warn!(
+            "{}: removing a line cut by the previous process's crash ({} bytes)",
+            path.display(),
+            text.len() - whole
+        );
+        file.set_len(whole as u64)?;
+    }
+    let mut file = file;
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::End(0))?;
+    tracing::info!(
+        "{}: resuming after {rows} rows written by an earlier process of this worker",
+        path.display()
+    );
+    Ok(Some((file, rows)))
 }
 
 /// `export.drain`.
