@@ -112,26 +112,25 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn pids_with(needle: &str) -> Vec<i32> {
+/// The processes working in `dir` (the engine and its workers run with the test's directory
+/// as their working directory).
+fn pids_in(dir: &Path) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir))
         .collect()
 }
 
-#[test]
-fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
-    let dir = fresh("kill");
+/// Starts an endless run in `dir` (flush every 0.1 s, compression on), waits until its file
+/// holds data and several flushes passed, and kills the supervisor and every worker with
+/// SIGKILL at once. Returns the run file.
+fn run_and_kill_9(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("s.yaml"), setup(1_000_000_000, 0.1)).unwrap();
     let mut child = Command::new(EXE)
         .args(["s.yaml", "--quiet"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -144,7 +143,15 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
         );
         if let Some(run) = std::fs::read_dir(dir.join("runs"))
             .ok()
-            .and_then(|mut d| d.next())
+            .and_then(|mut d| {
+                d.find(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("run_")
+                })
+            })
             .map(|e| e.unwrap().path())
         {
             let f = run.join("raw.h5");
@@ -157,29 +164,30 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
     // Let several flush intervals (0.1 s) pass: before the first flush no event is promised.
     std::thread::sleep(Duration::from_millis(600));
     // Kill everything of this run at once: supervisor and every worker.
-    let run = file.parent().unwrap().to_string_lossy().into_owned();
-    let mut victims = pids_with(&run);
+    let mut victims = pids_in(dir);
     victims.push(child.id() as i32);
-    for pid in victims {
+    for &pid in &victims {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
     let _ = child.wait();
-    daq_engine::export::hdf5::recover(&file).unwrap();
-    let c = counters(&file);
-    assert!(c.len() > 100, "only {} events survived", c.len());
-    assert_eq!(
-        c,
-        (0..c.len() as i64).collect::<Vec<_>>(),
-        "events up to the last flush, in order, once"
-    );
-    for p in pids_with(&run) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
+    // Wait until every victim has exited for good (a zombie or gone): only then has it
+    // closed its files and released their locks.
+    let t = Instant::now();
+    while victims.iter().any(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a killed process lives on"
         );
+        std::thread::sleep(Duration::from_millis(20));
     }
     // The ring files of the killed run: nobody is left to remove them but the next run's
     // stale-file cleanup; remove them here so the test leaves nothing behind.
@@ -191,6 +199,129 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
             }
         }
     }
+    file
+}
+
+#[test]
+fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
+    let dir = fresh("kill");
+    let file = run_and_kill_9(&dir);
+    daq_engine::export::hdf5::recover(&file).unwrap();
+    let c = counters(&file);
+    assert!(c.len() > 100, "only {} events survived", c.len());
+    assert_eq!(
+        c,
+        (0..c.len() as i64).collect::<Vec<_>>(),
+        "events up to the last flush, in order, once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Opens `file` with plain `h5py.File(path)` (no SWMR): asserts `data` and `metadata` have
+/// the same length, the counters are 0..n and the `events_written` attribute is n; returns
+/// n, or None when no Python with h5py is available.
+fn h5py_plain_events(file: &Path) -> Option<u64> {
+    let python = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = format!(
+        "import h5py, numpy as np\nf = h5py.File({:?}, 'r')\nd = f['raw']['data']\nm = f['raw']['metadata']\n\
+         assert d.shape[0] == m.shape[0], (d.shape, m.shape)\n\
+         n = m.shape[0]\n\
+         assert (m['counter'][:] == np.arange(n)).all()\n\
+         assert int(f.attrs['events_written']) == n, (f.attrs['events_written'], n)\n\
+         assert int(f.attrs['recovered']) == 1\n\
+         print('events', n)\n",
+        file.display().to_string()
+    );
+    let o = Command::new(&python).arg("-c").arg(&script).output().ok()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("No module named 'h5py'") {
+        println!("SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)");
+        return None;
+    }
+    assert!(
+        o.status.success(),
+        "plain h5py.File({}) failed: {err}",
+        file.display()
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    Some(out.trim().strip_prefix("events ").unwrap().parse().unwrap())
+}
+
+fn read_summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// Asserts the recovered run's summary and file agree: `recovered`, the events of raw.h5,
+/// plain h5py opens it with equal lengths, no `.packing` file, and the file is compressed.
+fn assert_recovered(run: &Path) {
+    let file = run.join("raw.h5");
+    let summary = read_summary(run);
+    assert_eq!(summary["recovered"], true, "{summary}");
+    let n = summary["files"]["raw.h5"]["raw"].as_u64().unwrap();
+    assert!(n > 100, "only {n} events recovered");
+    assert_eq!(summary["events_written"].as_u64(), Some(n));
+    let c = counters(&file);
+    assert_eq!(c, (0..n as i64).collect::<Vec<_>>());
+    if let Some(seen) = h5py_plain_events(&file) {
+        assert_eq!(seen, n, "h5py and summary.json disagree");
+    }
+    let facts = daq_engine::export::inspect(&file).unwrap();
+    assert!(facts.contains("Deflate("), "not compressed: {facts}");
+    let leftovers: Vec<_> = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".packing"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
+    let dir = fresh("recover");
+    let file = run_and_kill_9(&dir);
+    let run = file.parent().unwrap().to_path_buf();
+    assert!(!run.join("summary.json").exists());
+    let out = Command::new(EXE).arg("recover").arg(&run).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_recovered(&run);
+    // Recovering again changes nothing.
+    let before = read_summary(&run)["events_written"].clone();
+    let out = Command::new(EXE).arg("recover").arg(&run).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(read_summary(&run)["events_written"], before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_next_run_recovers_a_killed_run_by_itself() {
+    let dir = fresh("autorecover");
+    let file = run_and_kill_9(&dir);
+    let killed = file.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("s.yaml"), setup(1000, 0.2)).unwrap();
+    let out = Command::new(EXE)
+        .args(["s.yaml", "--quiet"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("did not finish"), "{err}");
+    assert_recovered(&killed);
+    // The new run is not mistaken for an unfinished one.
+    let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != &killed)
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(read_summary(&runs[0])["exit_code"], 0);
+    assert!(read_summary(&runs[0]).get("recovered").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

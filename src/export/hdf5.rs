@@ -956,15 +956,7 @@ impl RunFileWriter {
             let filters: Vec<String> = self
                 .specs
                 .iter()
-                .filter_map(|s| match s.options.compression {
-                    Compression::Deflate { level } => Some(format!(
-                        "/{}/data:SHUF,/{}/data:GZIP={}",
-                        s.name,
-                        s.name,
-                        level.clamp(1, 9)
-                    )),
-                    Compression::None => None,
-                })
+                .filter_map(|s| repack_filters(&s.name, s.options.compression))
                 .collect();
             if !filters.is_empty() {
                 tracing::info!(
@@ -1119,10 +1111,22 @@ pub fn no_inherited_files(cmd: &mut std::process::Command) {
     }
 }
 
+/// The `h5repack` filters that compress buffer `name`'s `data` as `compression` says
+/// (`None` for no compression).
+pub(crate) fn repack_filters(name: &str, compression: Compression) -> Option<String> {
+    match compression {
+        Compression::Deflate { level } => Some(format!(
+            "/{name}/data:SHUF,/{name}/data:GZIP={}",
+            level.clamp(1, 9)
+        )),
+        Compression::None => None,
+    }
+}
+
 /// Compresses the closed file `path` with `h5repack` and these per-dataset `filters`
 /// (`/buf/data:SHUF,/buf/data:GZIP=1`, …) into `<path>.packing`, then renames it over
 /// `path`. On any failure the original stays as it is (uncompressed, complete).
-fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
+pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".packing");
     let tmp = PathBuf::from(tmp);
@@ -1130,16 +1134,25 @@ fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     // The format the writer uses (HDF5 1.10, checksummed metadata), not the oldest one.
     cmd.args(["--low=2", "--high=2"]);
     // Compression must never take CPU from the acquisition: normal (not real-time, which a
-    // worker's `priority` would pass on) scheduling, at the lowest niceness.
+    // worker's `priority` would pass on) scheduling, at the lowest niceness. And it ends
+    // with the process that started it: an aborted run (SIGKILL to its workers) leaves no
+    // h5repack behind writing into the run directory.
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs in the forked child before exec and only makes two
-        // system calls, both async-signal-safe; it touches no memory of the parent.
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (sched_setscheduler, setpriority, prctl, getppid,
+        // _exit); it touches no memory of the parent but the copied `parent` integer.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
                 libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The parent may have died before the line above: then end at once.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
                 Ok(())
             });
         }

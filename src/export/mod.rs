@@ -5,6 +5,8 @@
 //!   typed errors on a full disk) and a reader of what it wrote.
 //! - [`inspect()`]: a readable summary of a run file for `daq-engine inspect FILE.h5`.
 //! - [`csv`]: a buffered CSV writer for feature records.
+//! - [`recover`]: makes the files of a run that did not finish (killed, power cut) open
+//!   everywhere, with equal `data` and `metadata`, and writes its summary.
 //! - [`mod@bench`]: the `daq-engine bench hdf5` measurement.
 //!
 //! Guarantees: nothing here allocates per event; every failure is an [`ExportError`] naming
@@ -18,6 +20,7 @@ pub mod hdf5;
 mod inspect;
 mod raw;
 mod read;
+pub mod recover;
 
 pub use error::ExportError;
 pub use inspect::inspect;

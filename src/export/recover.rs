@@ -1,0 +1,381 @@
+//! Recovery of runs that did not finish (the engine was killed, the machine lost power): the
+//! run directory has no `summary.json`, its HDF5 files still carry the "open for SWMR
+//! writing" flags, and `data` may hold more rows than `metadata` counts.
+//!
+//! Guarantees:
+//! - A run directory that a live run holds (its `.lock` is locked by that run's supervisor)
+//!   is never touched; [`RunDirLock`] is what a run holds for its whole life.
+//! - After [`recover_run_dir`] every `.h5` file opens with any HDF5 reader, `data` and
+//!   `metadata` of every buffer have the same length, that length (the events whose data and
+//!   metadata were both flushed) is the file's `events_written` attribute with `recovered`
+//!   = 1, the file is compressed as a cleanly closed one would be, no `.packing` file is
+//!   left, and `summary.json` says `"recovered": true` with the events of every file.
+//! - Files and summaries are replaced atomically ([`write_atomic`]): a crash during recovery
+//!   leaves the old file or the new one, never half of one.
+//!
+//! Must never: change an event that was flushed, touch a file a live run writes, or leave a
+//! 0-byte summary.
+
+use std::path::{Path, PathBuf};
+
+use hdf5_metno as h5;
+
+use super::error::ExportError;
+use super::hdf5::{compress, repack_filters, Compression, MetaRow, HISTOGRAM_GROUP};
+use super::raw;
+
+/// The file in a run directory that the run's supervisor holds locked while it lives.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Writes `bytes` to `path` atomically: into `<path>.tmp` in the same directory, synced, then
+/// renamed over `path`. On failure `path` is unchanged (or absent) and the temporary file is
+/// removed: a reader never sees a partly written or 0-byte file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// The lock a live run holds on its run directory (released when dropped or when the
+/// process dies, also by SIGKILL or a power cut).
+#[derive(Debug)]
+pub struct RunDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl RunDirLock {
+    /// Locks `run_dir/.lock` (created if missing); `Ok(None)` when another process holds it
+    /// (the run is live).
+    pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<RunDirLock>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(run_dir.join(LOCK_FILE))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(RunDirLock(l))),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(std::io::Error::from(e)),
+        }
+    }
+
+    /// Lets the processes this one starts from now on (the run's workers) hold the lock too:
+    /// the run directory stays locked until the last of them has ended, also when the
+    /// supervisor was killed and its workers drain on.
+    pub fn share_with_children(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        nix::fcntl::fcntl(
+            &*self.0,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map(|_| ())
+        .map_err(|e| std::io::Error::other(format!("lock file descriptor {fd}: {e}")))
+    }
+}
+
+/// What recovery found in one file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileRecovery {
+    /// The file.
+    pub path: PathBuf,
+    /// Events kept per buffer (group name, events), in the file's group order.
+    pub buffers: Vec<(String, u64)>,
+    /// Rows cut from `data` (flushed data whose metadata never reached the file, or rows past
+    /// the last flush), per buffer, in the same order.
+    pub rows_cut: Vec<u64>,
+    /// Whether the file was compressed now.
+    pub compressed: bool,
+    /// Why compressing it failed (the file stays uncompressed, complete and readable).
+    pub compress_error: Option<String>,
+}
+
+/// What recovery did to a run directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecovery {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Every `.h5` file, in name order.
+    pub files: Vec<FileRecovery>,
+    /// Files that could not be recovered, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+impl RunRecovery {
+    /// Events kept over all files.
+    pub fn events(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|f| f.buffers.iter().map(|(_, n)| n))
+            .sum()
+    }
+}
+
+/// Events of one buffer that are whole in the file: leading metadata rows that were written
+/// (not the fill value -1, not zeros past the end of what reached the disk), at most as many
+/// as `data` has rows.
+fn events_in(group: &h5::Group) -> Result<(u64, u64, u64), String> {
+    let data = group.dataset("data").map_err(raw::describe)?;
+    let meta = group.dataset("metadata").map_err(raw::describe)?;
+    let data_rows = data.shape().first().copied().unwrap_or(0);
+    let meta_rows = meta.shape().first().copied().unwrap_or(0);
+    let step = 1 << 16;
+    let mut valid = 0usize;
+    'rows: while valid < meta_rows {
+        let end = (valid + step).min(meta_rows);
+        let Ok(part) = meta.read_slice_1d::<MetaRow, _>(valid..end) else {
+            break;
+        };
+        for (k, m) in part.iter().enumerate() {
+            let i = valid + k;
+            let zero = m.counter == 0 && m.timestamp == 0.0 && m.deadtime == 0.0;
+            if m.counter < 0 || (i > 0 && zero) {
+                valid = i;
+                break 'rows;
+            }
+        }
+        valid = end;
+    }
+    Ok((
+        valid.min(data_rows) as u64,
+        data_rows as u64,
+        meta_rows as u64,
+    ))
+}
+
+fn compression_of(group: &h5::Group) -> Compression {
+    let text = group
+        .attr("compression")
+        .and_then(|a| a.read_scalar::<h5::types::VarLenUnicode>())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
+    match text.strip_prefix("shuffle+deflate level ") {
+        Some(level) => Compression::Deflate {
+            level: level.trim().parse().unwrap_or(1),
+        },
+        None => Compression::None,
+    }
+}
+
+/// Recovers one run file that no process writes any more: clears the writer's flags (as
+/// `h5clear -s` does), cuts `data` and `metadata` of every buffer to the events both hold,
+/// records that count (`events_written`, `recovered` = 1), and compresses the file as its
+/// writer would have on closing, unless it is compressed already (a file closed cleanly
+/// before the run was killed). Running it twice changes nothing more.
+pub fn recover_file(path: &Path) -> Result<FileRecovery, ExportError> {
+    let err = |reason: String| ExportError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    raw::clear_status_flags(path)
+        .map_err(|r| err(format!("could not clear the writer's flags: {r}")))?;
+    let mut out = FileRecovery {
+        path: path.to_path_buf(),
+        buffers: Vec::new(),
+        rows_cut: Vec::new(),
+        compressed: false,
+        compress_error: None,
+    };
+    let mut filters = Vec::new();
+    {
+        let file = h5::File::open_rw(path).map_err(|e| err(raw::describe(e)))?;
+        let names = file.member_names().map_err(|e| err(raw::describe(e)))?;
+        for name in names.iter().filter(|n| n.as_str() != HISTOGRAM_GROUP) {
+            let Ok(group) = file.group(name) else {
+                continue;
+            };
+            let (Ok(data), Ok(meta)) = (group.dataset("data"), group.dataset("metadata")) else {
+                continue;
+            };
+            let (n, data_rows, meta_rows) =
+                events_in(&group).map_err(|r| err(format!("buffer '{name}': {r}")))?;
+            if data_rows != n || meta_rows != n {
+                let cols = data.shape().get(1).copied().unwrap_or(1);
+                data.resize((n as usize, cols))
+                    .and_then(|_| meta.resize(n as usize))
+                    .map_err(|e| {
+                        err(format!(
+                            "buffer '{name}': could not cut to {n} events: {}",
+                            raw::describe(e)
+                        ))
+                    })?;
+            }
+            let already = data
+                .filters()
+                .iter()
+                .any(|f| matches!(f, h5::filters::Filter::Deflate(_)));
+            if !already {
+                filters.extend(repack_filters(name, compression_of(&group)));
+            }
+            out.rows_cut.push(data_rows.saturating_sub(n));
+            out.buffers.push((name.clone(), n));
+        }
+        {
+            let total: u64 = out.buffers.iter().map(|(_, n)| n).sum();
+            let put = || -> h5::Result<()> {
+                match file.attr("events_written") {
+                    Ok(a) => a.write_scalar(&total)?,
+                    Err(_) => file
+                        .new_attr::<u64>()
+                        .create("events_written")?
+                        .write_scalar(&total)?,
+                }
+                match file.attr("recovered") {
+                    Ok(a) => a.write_scalar(&1u8)?,
+                    Err(_) => file
+                        .new_attr::<u8>()
+                        .create("recovered")?
+                        .write_scalar(&1u8)?,
+                }
+                file.flush()
+            };
+            put().map_err(|e| err(format!("could not record the events: {}", raw::describe(e))))?;
+        }
+    }
+    if !filters.is_empty() {
+        match compress(path, &filters) {
+            Ok(()) => out.compressed = true,
+            Err(e) => {
+                tracing::warn!("{e}");
+                out.compress_error = Some(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Recovers every `.h5` file of a run directory that did not finish, removes `.packing`
+/// files a killed compression left, and writes `summary.json` with `"recovered": true`.
+/// Refuses a directory a live run holds.
+pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
+    let io = |source: std::io::Error| ExportError::Io {
+        path: run_dir.to_path_buf(),
+        source,
+    };
+    let Some(_lock) = RunDirLock::try_lock(run_dir).map_err(io)? else {
+        return Err(ExportError::Read {
+            path: run_dir.to_path_buf(),
+            reason: "a running daq-engine holds this run directory; stop it first".into(),
+        });
+    };
+    let mut names: Vec<PathBuf> = std::fs::read_dir(run_dir)
+        .map_err(io)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut rec = RunRecovery {
+        run_dir: run_dir.to_path_buf(),
+        files: Vec::new(),
+        failed: Vec::new(),
+    };
+    for p in &names {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.as_deref().is_some_and(|n| n.ends_with(".h5.packing")) {
+            // A compression killed with its run: the original next to it is complete.
+            if let Err(e) = std::fs::remove_file(p) {
+                rec.failed
+                    .push((p.clone(), format!("could not remove: {e}")));
+            }
+        }
+    }
+    for p in names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "h5"))
+    {
+        match recover_file(p) {
+            Ok(f) => {
+                for ((b, n), cut) in f.buffers.iter().zip(&f.rows_cut) {
+                    tracing::info!(
+                        "{}: buffer '{b}': {n} events kept{}",
+                        p.display(),
+                        if *cut > 0 {
+                            format!(", {cut} incomplete rows cut")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                rec.files.push(f);
+            }
+            Err(e) => rec.failed.push((p.clone(), e.to_string())),
+        }
+    }
+    let files: serde_json::Map<String, serde_json::Value> = rec
+        .files
+        .iter()
+        .map(|f| {
+            let name = f
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let b: serde_json::Map<String, serde_json::Value> = f
+                .buffers
+                .iter()
+                .map(|(b, n)| (b.clone(), (*n).into()))
+                .collect();
+            (name, b.into())
+        })
+        .collect();
+    let mut events = std::collections::BTreeMap::<String, u64>::new();
+    for (b, n) in rec.files.iter().flat_map(|f| f.buffers.iter()) {
+        *events.entry(b.clone()).or_default() += n;
+    }
+    let mut failures = vec![format!(
+        "the run ended without a summary (killed, or the machine stopped); recovered at {}",
+        super::hdf5::utc_now_iso8601()
+    )];
+    failures.extend(
+        rec.failed
+            .iter()
+            .map(|(p, why)| format!("{}: not recovered: {why}", p.display())),
+    );
+    let summary = serde_json::json!({
+        "recovered": true,
+        "exit_code": 1,
+        "run_dir": run_dir,
+        "events_written": rec.events(),
+        "events": events,
+        "files": files,
+        "failures": failures,
+    });
+    let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    write_atomic(&run_dir.join("summary.json"), text.as_bytes()).map_err(|source| {
+        ExportError::Io {
+            path: run_dir.join("summary.json"),
+            source,
+        }
+    })?;
+    Ok(rec)
+}
+
+/// The run directories (`run_*`) in `target` that did not finish: no `summary.json` and no
+/// live run holding them. Sorted by name (start time).
+pub fn unfinished_runs(target: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(target) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("run_"))
+                && !p.join("summary.json").exists()
+                && matches!(RunDirLock::try_lock(p), Ok(Some(_)))
+        })
+        .collect();
+    out.sort();
+    out
+}
