@@ -220,7 +220,7 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
 /// Opens `file` with plain `h5py.File(path)` (no SWMR): asserts `data` and `metadata` have
 /// the same length, the counters are 0..n and the `events_written` attribute is n; returns
 /// n, or None when no Python with h5py is available.
-fn h5py_plain_events(file: &Path) -> Option<u64> {
+fn h5py_plain_events(file: &Path, recovered: bool) -> Option<u64> {
     let python = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import h5py, numpy as np\nf = h5py.File({:?}, 'r')\nd = f['raw']['data']\nm = f['raw']['metadata']\n\
@@ -228,9 +228,10 @@ fn h5py_plain_events(file: &Path) -> Option<u64> {
          n = m.shape[0]\n\
          assert (m['counter'][:] == np.arange(n)).all()\n\
          assert int(f.attrs['events_written']) == n, (f.attrs['events_written'], n)\n\
-         assert int(f.attrs['recovered']) == 1\n\
+         assert int(f.attrs.get('recovered', 0)) == {}\n\
          print('events', n)\n",
-        file.display().to_string()
+        file.display().to_string(),
+        u8::from(recovered)
     );
     let o = Command::new(&python).arg("-c").arg(&script).output().ok()?;
     let err = String::from_utf8_lossy(&o.stderr);
@@ -245,6 +246,19 @@ fn h5py_plain_events(file: &Path) -> Option<u64> {
     );
     let out = String::from_utf8_lossy(&o.stdout);
     Some(out.trim().strip_prefix("events ").unwrap().parse().unwrap())
+}
+
+/// Runs setup `text` in `dir` (as `s.yaml`) to its end; asserts exit 0 and returns stderr.
+fn run_to_the_end(dir: &Path, text: &str) -> String {
+    std::fs::write(dir.join("s.yaml"), text).unwrap();
+    let out = Command::new(EXE)
+        .args(["s.yaml", "--quiet"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    err
 }
 
 fn read_summary(run: &Path) -> serde_json::Value {
@@ -262,7 +276,7 @@ fn assert_recovered(run: &Path) {
     assert_eq!(summary["events_written"].as_u64(), Some(n));
     let c = counters(&file);
     assert_eq!(c, (0..n as i64).collect::<Vec<_>>());
-    if let Some(seen) = h5py_plain_events(&file) {
+    if let Some(seen) = h5py_plain_events(&file, true) {
         assert_eq!(seen, n, "h5py and summary.json disagree");
     }
     let facts = daq_engine::export::inspect(&file).unwrap();
@@ -302,14 +316,7 @@ fn the_next_run_recovers_a_killed_run_by_itself() {
     let dir = fresh("autorecover");
     let file = run_and_kill_9(&dir);
     let killed = file.parent().unwrap().to_path_buf();
-    std::fs::write(dir.join("s.yaml"), setup(1000, 0.2)).unwrap();
-    let out = Command::new(EXE)
-        .args(["s.yaml", "--quiet"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let err = run_to_the_end(&dir, &setup(1000, 0.2));
     assert!(err.contains("did not finish"), "{err}");
     assert_recovered(&killed);
     // The new run is not mistaken for an unfinished one.
@@ -365,4 +372,98 @@ fn events_lost_upstream_are_in_the_files_attributes() {
         facts.contains(&format!("@events_lost = {lost}\n")),
         "{facts}"
     );
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB at `dir/mnt`; None (test skipped) when not root.
+    fn mount(dir: &Path, mib: u32) -> Option<SmallDisk> {
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        match nix::mount::mount(
+            Some("tmpfs"),
+            &mnt,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={mib}m").as_str()),
+        ) {
+            Ok(()) => Some(SmallDisk(mnt)),
+            Err(e) => {
+                println!(
+                    "SKIPPED: cannot mount a tmpfs at {} ({e}); run as root",
+                    mnt.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("could not unmount {}: {e}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn a_filling_disk_stops_the_run_cleanly_with_every_count_right() {
+    let dir = fresh("disk");
+    let Some(disk) = SmallDisk::mount(&dir, 16) else {
+        return;
+    };
+    // About 4 MB/s (1000 events/s of 4 KiB, paced): the 11 MB above the reserve last about
+    // three seconds.
+    let text = format!(
+        "target_directory: {}
+options: {{disk_reserve_mb: 5}}
+Buffers:
+  raw:
+    slot_count: 64
+    data_length: 256
+    data_dtype: {{chA: f4, chB: f4, chC: f4, chD: f4}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: 1000, realtime: true, seed: 1}}
+  writer:
+    function: export.hdf5
+    sources: [raw]
+    config: {{compression: deflate, flush_interval: 0.1}}
+",
+        disk.0.display()
+    );
+    let err = run_to_the_end(&dir, &text);
+    assert!(err.contains("disk almost full"), "{err}");
+    let run = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run_"))
+        .unwrap();
+    let summary = read_summary(&run);
+    assert_eq!(summary["exit_code"], 0, "{summary}");
+    let produced = summary["events"]["raw"].as_u64().unwrap();
+    assert_eq!(summary["lost"]["raw"], 0, "{summary}");
+    let file = run.join("raw.h5");
+    let c = counters(&file);
+    assert_eq!(
+        c,
+        (0..produced as i64).collect::<Vec<_>>(),
+        "every event in the file once"
+    );
+    if let Some(n) = h5py_plain_events(&file, false) {
+        assert_eq!(n, produced);
+    }
+    // Whole lines only in stats.jsonl, and its last line agrees.
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(last["buffers"]["raw"]["events_in"].as_u64(), Some(produced));
+    println!("stopped with {produced} events on a 16 MiB disk");
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -389,9 +389,15 @@ fn dead_time_of_timed_out_claims_and_wait_room_reaches_the_event() {
     for e in 0..N {
         if e == 8 {
             // The ring (8 slots) is full and its consumer is held: both waits must time out.
-            assert!(!p.wait_room(Duration::from_micros(20)), "a full ring has no room");
+            assert!(
+                !p.wait_room(Duration::from_micros(20)),
+                "a full ring has no room"
+            );
             short_waits += 1;
-            assert!(p.claim(Duration::from_micros(20)).is_err(), "a full ring has no slot");
+            assert!(
+                p.claim(Duration::from_micros(20)).is_err(),
+                "a full ring has no slot"
+            );
             timeouts += 1;
             board.get(0).other.store(1, Ordering::SeqCst);
         }

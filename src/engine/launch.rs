@@ -351,6 +351,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
         max_seconds: setup.options.max_seconds,
         stats_interval: setup.options.stats_interval,
         huge_pages: setup.options.huge_pages == setup::HugePages::Auto,
+        disk_reserve_mb: setup.options.disk_reserve_mb,
     }
 }
 
@@ -569,7 +570,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     };
     let summary_path = run_dir.join("summary.json");
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-    if let Err(e) = crate::export::recover::write_atomic(&summary_path, text.as_bytes()) {
+    if let Err(e) = crate::export::files::write_atomic(&summary_path, text.as_bytes()) {
         eprintln!(
             "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
             summary_path.display(),

@@ -672,10 +672,55 @@ impl RunFileWriter {
                 reason,
             }
         };
-        if self.failed.is_none() {
-            self.failed = Some(err.to_string());
+        if self.failed.is_some() {
+            return err;
         }
-        err
+        self.failed = Some(err.to_string());
+        // Leave the file consistent: closed, its flags cleared, `data` and `metadata` cut to
+        // the events both hold (a failed flush can leave data rows whose metadata never
+        // reached the file), and `events_written` saying how many that is.
+        drop(self.current.take());
+        let path = self.current_path();
+        match super::recover::cut_to_whole_events(&path, false) {
+            Ok((done, _)) => {
+                let kept: u64 = done.buffers.iter().map(|(_, n)| n).sum();
+                tracing::warn!(
+                    "{}: after the failure the file holds {kept} whole events",
+                    path.display()
+                );
+                match err {
+                    ExportError::DiskFull {
+                        path,
+                        buffer,
+                        available_bytes,
+                        reason,
+                        ..
+                    } => ExportError::DiskFull {
+                        path,
+                        buffer,
+                        available_bytes,
+                        events_safe: kept,
+                        reason,
+                    },
+                    ExportError::Write {
+                        path,
+                        buffer,
+                        reason,
+                        ..
+                    } => ExportError::Write {
+                        path,
+                        buffer,
+                        events_safe: kept,
+                        reason,
+                    },
+                    other => other,
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                err
+            }
+        }
     }
 
     /// Appends one event to `buffer`: `data` holds `data_length` records of the buffer's
@@ -950,7 +995,6 @@ impl RunFileWriter {
             Ok(())
         })();
         let path = of.path.clone();
-        let events_flushed = of.events_flushed;
         drop(of);
         if r.is_ok() && clean {
             let filters: Vec<String> = self
@@ -968,35 +1012,13 @@ impl RunFileWriter {
                     .queue(path.clone(), filters);
             }
         }
-        r.map_err(|reason| {
-            let e = self.fail(String::new(), reason);
-            // Keep the path of the file that failed even though it is closed now.
-            match e {
-                ExportError::Write { buffer, reason, .. } => ExportError::Write {
-                    path,
-                    buffer,
-                    events_safe: events_flushed,
-                    reason,
-                },
-                ExportError::DiskFull {
-                    buffer,
-                    available_bytes,
-                    reason,
-                    ..
-                } => ExportError::DiskFull {
-                    path,
-                    buffer,
-                    available_bytes,
-                    events_safe: events_flushed,
-                    reason,
-                },
-                other => other,
-            }
-        })
+        // `fail` names the file just closed (the last one) and counts its whole events.
+        r.map_err(|reason| self.fail(String::new(), reason))
     }
 
     /// Writes everything, stores `stats`, stop time and histograms, and closes the file.
     pub fn finish(mut self, stats: RunStats) -> Result<RunSummary, ExportError> {
+        self.stopped()?;
         self.stats = stats;
         self.close_current(true)?;
         self.wait_for_packing();

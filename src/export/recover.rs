@@ -21,31 +21,12 @@ use std::path::{Path, PathBuf};
 use hdf5_metno as h5;
 
 use super::error::ExportError;
+use super::files::write_atomic;
 use super::hdf5::{compress, repack_filters, Compression, MetaRow, HISTOGRAM_GROUP};
 use super::raw;
 
 /// The file in a run directory that the run's supervisor holds locked while it lives.
 pub const LOCK_FILE: &str = ".lock";
-
-/// Writes `bytes` to `path` atomically: into `<path>.tmp` in the same directory, synced, then
-/// renamed over `path`. On failure `path` is unchanged (or absent) and the temporary file is
-/// removed: a reader never sees a partly written or 0-byte file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
 
 /// The lock a live run holds on its run directory (released when dropped or when the
 /// process dies, also by SIGKILL or a power cut).
@@ -172,6 +153,26 @@ fn compression_of(group: &h5::Group) -> Compression {
 /// writer would have on closing, unless it is compressed already (a file closed cleanly
 /// before the run was killed). Running it twice changes nothing more.
 pub fn recover_file(path: &Path) -> Result<FileRecovery, ExportError> {
+    let (mut out, filters) = cut_to_whole_events(path, true)?;
+    if !filters.is_empty() {
+        match compress(path, &filters) {
+            Ok(()) => out.compressed = true,
+            Err(e) => {
+                tracing::warn!("{e}");
+                out.compress_error = Some(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The part of [`recover_file`] that makes the file consistent: flags cleared, `data` and
+/// `metadata` cut to the events both hold, `events_written` set (and `recovered` = 1 when
+/// `mark_recovered`). Also returns the `h5repack` filters the file still needs.
+pub(crate) fn cut_to_whole_events(
+    path: &Path,
+    mark_recovered: bool,
+) -> Result<(FileRecovery, Vec<String>), ExportError> {
     let err = |reason: String| ExportError::Read {
         path: path.to_path_buf(),
         reason,
@@ -229,28 +230,21 @@ pub fn recover_file(path: &Path) -> Result<FileRecovery, ExportError> {
                         .create("events_written")?
                         .write_scalar(&total)?,
                 }
-                match file.attr("recovered") {
-                    Ok(a) => a.write_scalar(&1u8)?,
-                    Err(_) => file
-                        .new_attr::<u8>()
-                        .create("recovered")?
-                        .write_scalar(&1u8)?,
+                if mark_recovered {
+                    match file.attr("recovered") {
+                        Ok(a) => a.write_scalar(&1u8)?,
+                        Err(_) => file
+                            .new_attr::<u8>()
+                            .create("recovered")?
+                            .write_scalar(&1u8)?,
+                    }
                 }
                 file.flush()
             };
             put().map_err(|e| err(format!("could not record the events: {}", raw::describe(e))))?;
         }
     }
-    if !filters.is_empty() {
-        match compress(path, &filters) {
-            Ok(()) => out.compressed = true,
-            Err(e) => {
-                tracing::warn!("{e}");
-                out.compress_error = Some(e);
-            }
-        }
-    }
-    Ok(out)
+    Ok((out, filters))
 }
 
 /// Recovers every `.h5` file of a run directory that did not finish, removes `.packing`
