@@ -123,6 +123,32 @@ fn pids_in(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// The run file `raw.h5` of the run in `dir/runs`, once it is larger than `bytes` (waits up
+/// to a minute).
+fn wait_for_run_file(dir: &Path, bytes: u64) -> PathBuf {
+    let t = Instant::now();
+    loop {
+        let f = std::fs::read_dir(dir.join("runs"))
+            .ok()
+            .and_then(|mut d| {
+                d.find(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("run_"))
+                })
+            })
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("raw.h5"));
+        if let Some(f) = f.filter(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > bytes)) {
+            return f;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no run file of {bytes} bytes appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts an endless run in `dir` (flush every 0.1 s, compression on), waits until its file
 /// holds data and several flushes passed, and kills the supervisor and every worker with
 /// SIGKILL at once. Returns the run file.
@@ -135,32 +161,7 @@ fn run_and_kill_9(dir: &Path) -> PathBuf {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    let file = loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no HDF5 file appeared"
-        );
-        if let Some(run) = std::fs::read_dir(dir.join("runs"))
-            .ok()
-            .and_then(|mut d| {
-                d.find(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with("run_")
-                })
-            })
-            .map(|e| e.unwrap().path())
-        {
-            let f = run.join("raw.h5");
-            if f.exists() && std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) > 200_000 {
-                break f;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let file = wait_for_run_file(dir, 200_000);
     // Let several flush intervals (0.1 s) pass: before the first flush no event is promised.
     std::thread::sleep(Duration::from_millis(600));
     // Kill everything of this run at once: supervisor and every worker.
@@ -465,5 +466,76 @@ Workers:
     assert_eq!(last["buffers"]["raw"]["events_in"].as_u64(), Some(produced));
     println!("stopped with {produced} events on a 16 MiB disk");
     drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The h5repack processes working in `dir`.
+fn h5repacks_in(dir: &Path) -> Vec<i32> {
+    pids_in(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "h5repack")
+        })
+        .collect()
+}
+
+#[test]
+fn abort_during_compression_leaves_no_h5repack_and_no_partial_file() {
+    let dir = fresh("abort");
+    let text =
+        setup(1_000_000_000, 0.5).replace("compression: deflate", "compression: deflate, level: 9");
+    std::fs::write(dir.join("s.yaml"), text).unwrap();
+    let mut child = Command::new(EXE)
+        .args(["s.yaml", "--quiet"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let engine = nix::unistd::Pid::from_raw(child.id() as i32);
+    let file = wait_for_run_file(&dir, 150_000_000);
+    let run = file.parent().unwrap().to_path_buf();
+    // First Ctrl-C: a clean stop; the exporter closes the file and compresses it.
+    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
+    let t = Instant::now();
+    while h5repacks_in(&dir).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "no h5repack started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // What the progress line shows while the stop waits.
+    let waits = daq_engine::export::hdf5::Compressing::in_dir(&run);
+    if let Some(c) = waits.first() {
+        assert_eq!(c.file.file_name().unwrap(), "raw.h5");
+        assert_eq!(c.bytes, std::fs::metadata(&file).unwrap().len());
+        assert!(c.percent <= 99);
+        println!("waiting for: {c}");
+    } else {
+        assert!(
+            h5repacks_in(&dir).is_empty(),
+            "h5repack runs but is not shown"
+        );
+    }
+    // Second Ctrl-C: abort.
+    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let t = Instant::now();
+    while !h5repacks_in(&dir).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "h5repack {:?} outlived the aborted run",
+            h5repacks_in(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let partial: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".packing"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    // The uncompressed file is complete: every event the run produced, once.
+    let produced = read_summary(&run)["events"]["raw"].as_u64().unwrap();
+    assert_eq!(counters(&file), (0..produced as i64).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);
 }

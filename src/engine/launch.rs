@@ -561,7 +561,14 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     } else {
         Some(&mut watchers)
     };
-    let summary = match sup.run_watched(watcher) {
+    let summary = sup.run_watched(watcher);
+    // Every worker has ended (and with it any h5repack it ran): what an aborted compression
+    // left is partial, the file it compressed is complete.
+    let partial = crate::export::hdf5::remove_partial_compressions(&run_dir);
+    if partial > 0 {
+        tracing::info!("removed {partial} partial compressed file(s); the originals are kept");
+    }
+    let summary = match summary {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daq-engine: {e}");

@@ -910,7 +910,12 @@ impl Supervisor {
             ));
         }
         if self.stopping {
-            parts.push("draining".into());
+            // What a clean stop waits for: the buffers, then the compression of closed files.
+            let packing = crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir);
+            parts.extend(packing.iter().map(|c| format!("draining: {c}")));
+            if packing.is_empty() {
+                parts.push("draining".into());
+            }
         }
         parts.join(" | ")
     }

@@ -29,6 +29,7 @@
 //!
 //! Must never: overwrite an existing file, write an event partly, or panic on bad input.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1185,7 +1186,7 @@ pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
             cmd.arg("-f").arg(part);
         }
     }
-    let out = cmd.arg(path).arg(&tmp).output();
+    let out = run_logging_progress(cmd.arg(path).arg(&tmp), path);
     let failed = |why: String| {
         let _ = std::fs::remove_file(&tmp);
         Err(format!(
@@ -1204,6 +1205,152 @@ pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
         )),
         Ok(_) => std::fs::rename(&tmp, path).or_else(|e| failed(format!("rename: {e}"))),
     }
+}
+
+/// Runs `h5repack` (stderr captured) and, while it runs, says in the log every few seconds
+/// which file it compresses, how large it is and how far it got.
+fn run_logging_progress(
+    cmd: &mut std::process::Command,
+    input: &Path,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read stderr aside, so that a talkative h5repack never blocks on a full pipe.
+    let mut pipe = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(p) = pipe.as_mut() {
+            let _ = p.read_to_end(&mut text);
+        }
+        text
+    });
+    let mut said = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            said = Instant::now();
+            if let Some(c) = Compressing::of(child.id(), input) {
+                tracing::info!("{c}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap_or_default(),
+    })
+}
+
+/// A closed run file being compressed by `h5repack`: what a clean stop waits for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compressing {
+    /// The file (uncompressed, complete).
+    pub file: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How much of it h5repack has read, 0..=99 (100 only when done).
+    pub percent: u8,
+}
+
+impl std::fmt::Display for Compressing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "compressing {} ({:.1} MB, {}%)",
+            self.file.file_name().map_or_else(
+                || self.file.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            self.bytes as f64 / 1e6,
+            self.percent
+        )
+    }
+}
+
+impl Compressing {
+    /// The progress of h5repack process `pid` compressing `input`, from the bytes it has
+    /// read (`/proc/<pid>/io`) against the file's size; None when it is gone.
+    fn of(pid: u32, input: &Path) -> Option<Compressing> {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let read: u64 = io
+            .lines()
+            .find_map(|l| l.strip_prefix("rchar:"))
+            .and_then(|v| v.trim().parse().ok())?;
+        let bytes = std::fs::metadata(input).ok()?.len();
+        let percent = (read.saturating_mul(100) / bytes.max(1)).min(99) as u8;
+        Some(Compressing {
+            file: input.to_path_buf(),
+            bytes,
+            percent,
+        })
+    }
+
+    /// The compressions of files in `run_dir` running now (h5repack processes of this
+    /// machine whose input lies there). Reads `/proc`; for a progress line, not a hot path.
+    pub fn in_dir(run_dir: &Path) -> Vec<Compressing> {
+        let Ok(dir) = run_dir.canonicalize() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() != "h5repack" {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            // h5repack … INPUT OUTPUT: the input is the argument before the last.
+            let Some(input) = args.len().checked_sub(2).map(|i| args[i]) else {
+                continue;
+            };
+            let input = Path::new(std::ffi::OsStr::from_bytes(input));
+            let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+                continue;
+            };
+            let full = cwd.join(input);
+            if full.canonicalize().is_ok_and(|f| f.starts_with(&dir)) {
+                out.extend(Compressing::of(pid, &full));
+            }
+        }
+        out
+    }
+}
+
+/// Removes the partial outputs (`*.h5.packing`) of compressions that were killed (an
+/// aborted run, a crash); the uncompressed file next to each is complete. Returns how many
+/// were removed.
+pub fn remove_partial_compressions(run_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".h5.packing"))
+        })
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
 }
 
 /// Makes a run file whose writer was killed (or lost power) openable by every HDF5 reader:

@@ -22,7 +22,9 @@ use hdf5_metno as h5;
 
 use super::error::ExportError;
 use super::files::write_atomic;
-use super::hdf5::{compress, repack_filters, Compression, MetaRow, HISTOGRAM_GROUP};
+use super::hdf5::{
+    compress, remove_partial_compressions, repack_filters, Compression, MetaRow, HISTOGRAM_GROUP,
+};
 use super::raw;
 
 /// The file in a run directory that the run's supervisor holds locked while it lives.
@@ -272,16 +274,8 @@ pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
         files: Vec::new(),
         failed: Vec::new(),
     };
-    for p in &names {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-        if name.as_deref().is_some_and(|n| n.ends_with(".h5.packing")) {
-            // A compression killed with its run: the original next to it is complete.
-            if let Err(e) = std::fs::remove_file(p) {
-                rec.failed
-                    .push((p.clone(), format!("could not remove: {e}")));
-            }
-        }
-    }
+    // Compressions killed with their run: the originals next to them are complete.
+    remove_partial_compressions(run_dir);
     for p in names
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "h5"))
