@@ -249,6 +249,18 @@ pub(crate) fn cut_to_whole_events(
     Ok((out, filters))
 }
 
+/// True when another process holds the lock libhdf5 takes on a file it has open (writers
+/// exclusive, readers shared).
+fn writer_holds(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    matches!(
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
+}
+
 /// Recovers every `.h5` file of a run directory that did not finish, removes `.packing`
 /// files a killed compression left, and writes `summary.json` with `"recovered": true`.
 /// Refuses a directory a live run holds.
@@ -274,12 +286,26 @@ pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
         files: Vec::new(),
         failed: Vec::new(),
     };
-    // Compressions killed with their run: the originals next to them are complete.
-    remove_partial_compressions(run_dir);
-    for p in names
+    let h5_files: Vec<&PathBuf> = names
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "h5"))
-    {
+        .collect();
+    // A writer that holds no run-directory lock (a daq-engine from before the lock, a
+    // worker started by hand) still holds libhdf5's lock on its file, and so does a reader
+    // (h5py) that has it open: touch nothing then.
+    for p in &h5_files {
+        if writer_holds(p) {
+            return Err(ExportError::Read {
+                path: p.to_path_buf(),
+                reason: "another process has this file open (its writer, or a reader such as \
+                         h5py); close it, then run `daq-engine recover` on the run directory"
+                    .into(),
+            });
+        }
+    }
+    // Compressions killed with their run: the originals next to them are complete.
+    remove_partial_compressions(run_dir);
+    for p in h5_files {
         match recover_file(p) {
             Ok(f) => {
                 for ((b, n), cut) in f.buffers.iter().zip(&f.rows_cut) {
@@ -366,4 +392,52 @@ pub fn unfinished_runs(target: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_run_directory_is_not_unfinished_and_is_refused() {
+        let target = std::env::temp_dir().join(format!("daq-recover-lock-{}", std::process::id()));
+        let run = target.join("run_2026-01-01T00-00-00");
+        std::fs::create_dir_all(&run).unwrap();
+        let lock = RunDirLock::try_lock(&run)
+            .unwrap()
+            .expect("a fresh directory locks");
+        // flock belongs to the open file: a second open, even in this process, is refused.
+        assert!(RunDirLock::try_lock(&run).unwrap().is_none());
+        assert!(unfinished_runs(&target).is_empty());
+        assert!(recover_run_dir(&run).is_err());
+        assert!(!run.join("summary.json").exists());
+        drop(lock);
+        assert_eq!(unfinished_runs(&target), vec![run.clone()]);
+        let rec = recover_run_dir(&run).unwrap();
+        assert_eq!(rec.events(), 0);
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["recovered"], true);
+        assert!(unfinished_runs(&target).is_empty());
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+
+    #[test]
+    fn a_file_open_in_a_writer_stops_the_recovery_of_its_directory() {
+        let run = std::env::temp_dir().join(format!("daq-recover-open-{}", std::process::id()));
+        std::fs::create_dir_all(&run).unwrap();
+        let path = run.join("raw.h5");
+        let w = crate::export::hdf5::RunFileWriter::create(
+            &path,
+            crate::export::hdf5::RunInfo::new("test"),
+            Default::default(),
+        )
+        .unwrap();
+        let e = recover_run_dir(&run).unwrap_err();
+        assert!(e.to_string().contains("has this file open"), "{e}");
+        assert!(!run.join("summary.json").exists());
+        drop(w);
+        std::fs::remove_dir_all(&run).unwrap();
+    }
 }
