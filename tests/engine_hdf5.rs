@@ -29,6 +29,15 @@ Workers:
     )
 }
 
+/// A command whose process inherits none of the files this test process has open: libhdf5
+/// opens files without close-on-exec, and a child started by one test while another test
+/// reads a run file would hold that file (and its lock) for as long as it lives.
+fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    daq_engine::export::hdf5::no_inherited_files(&mut cmd);
+    cmd
+}
+
 fn fresh(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("daq-h5-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -55,7 +64,7 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
     let dir = fresh("all");
     let n = 5000;
     std::fs::write(dir.join("s.yaml"), setup(n, 0.2)).unwrap();
-    let out = Command::new(EXE)
+    let out = command(EXE)
         .args(["s.yaml", "--quiet"])
         .current_dir(&dir)
         .output()
@@ -76,7 +85,7 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
     for (i, chunk) in b.data.chunks(ev_bytes).enumerate().step_by(997) {
         assert_eq!(i64::from_le_bytes(chunk[..8].try_into().unwrap()), i as i64);
     }
-    let dump = Command::new("h5dump").arg("-H").arg(&file).output();
+    let dump = command("h5dump").arg("-H").arg(&file).output();
     match dump {
         Ok(o) => assert!(
             o.status.success(),
@@ -95,7 +104,7 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
          print('h5py ok')\n",
         file.display().to_string()
     );
-    match Command::new(&python).arg("-c").arg(&script).output() {
+    match command(&python).arg("-c").arg(&script).output() {
         Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'h5py'") => {
             println!(
                 "SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)"
@@ -154,7 +163,7 @@ fn wait_for_run_file(dir: &Path, bytes: u64) -> PathBuf {
 /// SIGKILL at once. Returns the run file.
 fn run_and_kill_9(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("s.yaml"), setup(1_000_000_000, 0.1)).unwrap();
-    let mut child = Command::new(EXE)
+    let mut child = command(EXE)
         .args(["s.yaml", "--quiet"])
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -234,7 +243,7 @@ fn h5py_plain_events(file: &Path, recovered: bool) -> Option<u64> {
         file.display().to_string(),
         u8::from(recovered)
     );
-    let o = Command::new(&python).arg("-c").arg(&script).output().ok()?;
+    let o = command(&python).arg("-c").arg(&script).output().ok()?;
     let err = String::from_utf8_lossy(&o.stderr);
     if err.contains("No module named 'h5py'") {
         println!("SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)");
@@ -252,7 +261,7 @@ fn h5py_plain_events(file: &Path, recovered: bool) -> Option<u64> {
 /// Runs setup `text` in `dir` (as `s.yaml`) to its end; asserts exit 0 and returns stderr.
 fn run_to_the_end(dir: &Path, text: &str) -> String {
     std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let out = Command::new(EXE)
+    let out = command(EXE)
         .args(["s.yaml", "--quiet"])
         .current_dir(dir)
         .output()
@@ -296,7 +305,7 @@ fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
     let file = run_and_kill_9(&dir);
     let run = file.parent().unwrap().to_path_buf();
     assert!(!run.join("summary.json").exists());
-    let out = Command::new(EXE).arg("recover").arg(&run).output().unwrap();
+    let out = command(EXE).arg("recover").arg(&run).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -306,8 +315,13 @@ fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
     assert_recovered(&run);
     // Recovering again changes nothing.
     let before = read_summary(&run)["events_written"].clone();
-    let out = Command::new(EXE).arg("recover").arg(&run).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let out = command(EXE).arg("recover").arg(&run).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(read_summary(&run)["events_written"], before);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -343,7 +357,7 @@ fn events_lost_upstream_are_in_the_files_attributes() {
         .replace("slot_count: 64", "slot_count: 2\n    policy: drop")
         .replace("data_length: 32", "data_length: 4");
     std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let out = Command::new(EXE)
+    let out = command(EXE)
         .args(["s.yaml", "--quiet"])
         .current_dir(&dir)
         .output()
@@ -485,7 +499,7 @@ fn abort_during_compression_leaves_no_h5repack_and_no_partial_file() {
     let text =
         setup(1_000_000_000, 0.5).replace("compression: deflate", "compression: deflate, level: 9");
     std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let mut child = Command::new(EXE)
+    let mut child = command(EXE)
         .args(["s.yaml", "--quiet"])
         .current_dir(&dir)
         .stdin(Stdio::null())

@@ -60,6 +60,20 @@ pub fn make_locked_run_dir(target: &Path) -> std::io::Result<(PathBuf, String, R
         ) {
             Ok(()) => return Ok((dir, id, lock)),
             Err(nix::errno::Errno::EEXIST) => continue,
+            // A file system without RENAME_NOREPLACE (some network ones): a plain rename to a
+            // name that is free now (it would replace an empty directory made this instant).
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+                if dir.exists() {
+                    continue;
+                }
+                return match std::fs::rename(&staging, &dir) {
+                    Ok(()) => Ok((dir, id, lock)),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&staging);
+                        Err(e)
+                    }
+                };
+            }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(e.into());
