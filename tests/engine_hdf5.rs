@@ -305,23 +305,16 @@ fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
     let file = run_and_kill_9(&dir);
     let run = file.parent().unwrap().to_path_buf();
     assert!(!run.join("summary.json").exists());
-    let out = command(EXE).arg("recover").arg(&run).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let recover = || {
+        let out = command(EXE).arg("recover").arg(&run).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    };
+    recover();
     assert_recovered(&run);
     // Recovering again changes nothing.
     let before = read_summary(&run)["events_written"].clone();
-    let out = command(EXE).arg("recover").arg(&run).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    recover();
     assert_eq!(read_summary(&run)["events_written"], before);
     let _ = std::fs::remove_dir_all(&dir);
 }
