@@ -87,15 +87,41 @@ pub fn make_locked_run_dir(target: &Path) -> std::io::Result<(PathBuf, String, R
 }
 
 /// Recovers the runs in `target` that did not finish (see [`crate::export::recover`]),
-/// saying what it does on stderr and in the log.
-pub fn recover_unfinished(target: &Path) {
+/// saying what it does on stderr and in the log. Their files are readable and summarised
+/// when it returns; compressing them (minutes for a large file) goes on in the returned
+/// thread, at the lowest priority, while the new run starts.
+pub fn recover_unfinished(target: &Path) -> Option<std::thread::JoinHandle<()>> {
+    let mut later = Vec::new();
     for dir in crate::export::recover::unfinished_runs(target) {
         eprintln!(
             "daq-engine: {} did not finish (no summary.json): recovering its files",
             dir.display()
         );
-        report_recovery(&dir, crate::export::recover::recover_run_dir(&dir));
+        match crate::export::recover::recover_run_dir_then_compress(&dir) {
+            Ok((rec, c)) => {
+                report_recovery(&dir, Ok(rec));
+                for (f, bytes) in c.files() {
+                    eprintln!(
+                        "  {}: compressing it in the background ({:.1} MB)",
+                        f.display(),
+                        bytes as f64 / 1e6
+                    );
+                }
+                later.push(c);
+            }
+            Err(e) => {
+                report_recovery(&dir, Err(e));
+            }
+        }
     }
+    if later.iter().all(|c| c.files().is_empty()) {
+        return None;
+    }
+    Some(std::thread::spawn(move || {
+        for c in later {
+            c.run();
+        }
+    }))
 }
 
 /// Prints what recovering `dir` did; returns the exit code of `daq-engine recover`.
@@ -465,7 +491,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         .target_directory
         .clone()
         .unwrap_or_else(|| setup.target_directory.clone());
-    recover_unfinished(&target);
+    let recovering = recover_unfinished(&target);
     let (run_dir, run_id, _run_lock) = match make_locked_run_dir(&target) {
         Ok(x) => x,
         Err(e) => {
@@ -642,6 +668,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 }
             }
         }
+    }
+    if let Some(t) = recovering.filter(|t| !t.is_finished()) {
+        eprintln!("daq-engine: waiting for the compression of a recovered run's files");
+        let _ = t.join();
     }
     tracing::info!("run ended with exit code {}", summary.exit_code);
     summary.exit_code

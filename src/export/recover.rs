@@ -265,11 +265,63 @@ fn writer_holds(path: &Path) -> bool {
 /// files a killed compression left, and writes `summary.json` with `"recovered": true`.
 /// Refuses a directory a live run holds.
 pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
+    let (mut rec, later) = recover_run_dir_then_compress(run_dir)?;
+    for (path, result) in later.run() {
+        if let Some(f) = rec.files.iter_mut().find(|f| f.path == path) {
+            match result {
+                Ok(()) => f.compressed = true,
+                Err(e) => f.compress_error = Some(e),
+            }
+        }
+    }
+    Ok(rec)
+}
+
+/// The compressions a recovery left to do, with the run directory's lock held until they
+/// are done (a run starting meanwhile leaves the directory alone).
+#[derive(Debug)]
+pub struct Compressions {
+    _lock: RunDirLock,
+    files: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl Compressions {
+    /// Files still to compress, with their sizes in bytes.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        self.files
+            .iter()
+            .map(|(p, _)| (p.clone(), std::fs::metadata(p).map_or(0, |m| m.len())))
+            .collect()
+    }
+
+    /// Compresses them one after the other (as a closing writer does: `h5repack` at the
+    /// lowest priority, renamed over the file; a failure leaves the file as it is) and
+    /// releases the lock.
+    pub fn run(self) -> Vec<(PathBuf, Result<(), String>)> {
+        self.files
+            .iter()
+            .map(|(p, filters)| {
+                let r = compress(p, filters);
+                if let Err(e) = &r {
+                    tracing::warn!("{e}");
+                }
+                (p.clone(), r)
+            })
+            .collect()
+    }
+}
+
+/// [`recover_run_dir`] without the compression, which can take minutes for a large file:
+/// the files are readable and `summary.json` is written when this returns; the compressions
+/// are returned to be run (e.g. in the background while a new run starts).
+pub fn recover_run_dir_then_compress(
+    run_dir: &Path,
+) -> Result<(RunRecovery, Compressions), ExportError> {
     let io = |source: std::io::Error| ExportError::Io {
         path: run_dir.to_path_buf(),
         source,
     };
-    let Some(_lock) = RunDirLock::try_lock(run_dir).map_err(io)? else {
+    let Some(lock) = RunDirLock::try_lock(run_dir).map_err(io)? else {
         return Err(ExportError::Read {
             path: run_dir.to_path_buf(),
             reason: "a running daq-engine holds this run directory; stop it first".into(),
@@ -305,9 +357,16 @@ pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
     }
     // Compressions killed with their run: the originals next to them are complete.
     remove_partial_compressions(run_dir);
+    let mut later = Compressions {
+        _lock: lock,
+        files: Vec::new(),
+    };
     for p in h5_files {
-        match recover_file(p) {
-            Ok(f) => {
+        match cut_to_whole_events(p, true) {
+            Ok((f, filters)) => {
+                if !filters.is_empty() {
+                    later.files.push((p.clone(), filters));
+                }
                 for ((b, n), cut) in f.buffers.iter().zip(&f.rows_cut) {
                     tracing::info!(
                         "{}: buffer '{b}': {n} events kept{}",
@@ -370,7 +429,7 @@ pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
             source,
         }
     })?;
-    Ok(rec)
+    Ok((rec, later))
 }
 
 /// The run directories (`run_*`) in `target` that did not finish: no `summary.json` and no
