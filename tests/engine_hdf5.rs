@@ -205,7 +205,19 @@ fn run_and_kill_9(dir: &Path) -> PathBuf {
         let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
         for b in v["buffers"].as_array().unwrap() {
             for r in b["rings"].as_array().unwrap() {
-                let _ = std::fs::remove_file(r.as_str().unwrap());
+                let ring = Path::new(r.as_str().unwrap());
+                let _ = std::fs::remove_file(ring);
+                // The huge-page tmpfs the killed supervisor mounted for its rings.
+                let place = ring.parent().unwrap();
+                if place
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("huge-")
+                {
+                    let _ = nix::mount::umount2(place, nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_dir(place);
+                }
             }
         }
     }
