@@ -94,7 +94,7 @@ pub fn recover_unfinished(target: &Path) -> Option<std::thread::JoinHandle<()>> 
     let mut later = Vec::new();
     for dir in crate::export::recover::unfinished_runs(target) {
         eprintln!(
-            "daq-engine: {} did not finish (no summary.json): recovering its files",
+            "daq-engine: {} did not finish (no readable summary.json): recovering its files",
             dir.display()
         );
         match crate::export::recover::recover_run_dir_then_compress(&dir) {
@@ -172,6 +172,14 @@ pub fn recover(run_dir: &Path) -> i32 {
     if !run_dir.is_dir() {
         eprintln!("daq-engine: {} is not a run directory", run_dir.display());
         return 2;
+    }
+    if crate::export::recover::finished(run_dir) {
+        eprintln!(
+            "daq-engine: {} finished (its summary.json was written by the run): nothing to \
+             recover",
+            run_dir.display()
+        );
+        return 0;
     }
     let r = crate::export::recover::recover_run_dir(run_dir);
     let code = report_recovery(run_dir, r);

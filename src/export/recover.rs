@@ -249,6 +249,18 @@ pub(crate) fn cut_to_whole_events(
     Ok((out, filters))
 }
 
+/// The run's `summary.json`, if there is one that reads as JSON (a 0-byte or cut one, as a
+/// full disk used to leave, counts as none).
+fn summary_of(run_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// True when `run_dir` has a summary its run wrote (one a recovery wrote may be redone).
+pub fn finished(run_dir: &Path) -> bool {
+    summary_of(run_dir).is_some_and(|v| v.get("recovered") != Some(&serde_json::Value::Bool(true)))
+}
+
 /// True when another process holds the lock libhdf5 takes on a file it has open (writers
 /// exclusive, readers shared).
 fn writer_holds(path: &Path) -> bool {
@@ -321,6 +333,14 @@ pub fn recover_run_dir_then_compress(
         path: run_dir.to_path_buf(),
         source,
     };
+    if finished(run_dir) {
+        return Err(ExportError::Read {
+            path: run_dir.join("summary.json"),
+            reason: "the run finished (its summary was written by the run, not by a \
+                     recovery): nothing to recover"
+                .into(),
+        });
+    }
     let Some(lock) = RunDirLock::try_lock(run_dir).map_err(io)? else {
         return Err(ExportError::Read {
             path: run_dir.to_path_buf(),
@@ -432,8 +452,8 @@ pub fn recover_run_dir_then_compress(
     Ok((rec, later))
 }
 
-/// The run directories (`run_*`) in `target` that did not finish: no `summary.json` and no
-/// live run holding them. Sorted by name (start time).
+/// The run directories (`run_*`) in `target` that did not finish: no readable
+/// `summary.json` and no live run holding them. Sorted by name (start time).
 pub fn unfinished_runs(target: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(target) else {
         return Vec::new();
@@ -445,7 +465,7 @@ pub fn unfinished_runs(target: &Path) -> Vec<PathBuf> {
             p.is_dir()
                 && p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with("run_"))
-                && !p.join("summary.json").exists()
+                && summary_of(p).is_none()
                 && matches!(RunDirLock::try_lock(p), Ok(Some(_)))
         })
         .collect();
@@ -471,6 +491,8 @@ mod tests {
         assert!(recover_run_dir(&run).is_err());
         assert!(!run.join("summary.json").exists());
         drop(lock);
+        // A 0-byte summary (what a full disk used to leave) is no summary.
+        std::fs::write(run.join("summary.json"), "").unwrap();
         assert_eq!(unfinished_runs(&target), vec![run.clone()]);
         let rec = recover_run_dir(&run).unwrap();
         assert_eq!(rec.events(), 0);
@@ -480,6 +502,21 @@ mod tests {
         assert_eq!(summary["recovered"], true);
         assert!(unfinished_runs(&target).is_empty());
         std::fs::remove_dir_all(&target).unwrap();
+    }
+
+    #[test]
+    fn a_finished_run_is_left_as_it_is() {
+        let run = std::env::temp_dir().join(format!("daq-recover-done-{}", std::process::id()));
+        std::fs::create_dir_all(&run).unwrap();
+        let summary = r#"{"exit_code": 0, "events": {"raw": 12}}"#;
+        std::fs::write(run.join("summary.json"), summary).unwrap();
+        let e = recover_run_dir(&run).unwrap_err();
+        assert!(e.to_string().contains("nothing to recover"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(run.join("summary.json")).unwrap(),
+            summary
+        );
+        std::fs::remove_dir_all(&run).unwrap();
     }
 
     #[test]
