@@ -91,6 +91,7 @@ pub fn make_locked_run_dir(target: &Path) -> std::io::Result<(PathBuf, String, R
 /// when it returns; compressing them (minutes for a large file) goes on in the returned
 /// thread, at the lowest priority, while the new run starts.
 pub fn recover_unfinished(target: &Path) -> Option<std::thread::JoinHandle<()>> {
+    crate::export::recover::remove_stale_staging(target);
     let mut later = Vec::new();
     for dir in crate::export::recover::unfinished_runs(target) {
         eprintln!(

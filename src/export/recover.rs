@@ -452,6 +452,22 @@ pub fn recover_run_dir_then_compress(
     Ok((rec, later))
 }
 
+/// Removes the staging directories (`.staging_*`, see `engine::launch::make_locked_run_dir`)
+/// in `target` that a starting run left when it died before renaming it (none is locked).
+pub fn remove_stale_staging(target: &Path) {
+    let Ok(entries) = std::fs::read_dir(target) else {
+        return;
+    };
+    for p in entries.flatten().map(|e| e.path()) {
+        let staging = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".staging_"));
+        if staging && p.is_dir() && matches!(RunDirLock::try_lock(&p), Ok(Some(_))) {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
 /// The run directories (`run_*`) in `target` that did not finish: no readable
 /// `summary.json` and no live run holding them. Sorted by name (start time).
 pub fn unfinished_runs(target: &Path) -> Vec<PathBuf> {
@@ -501,6 +517,15 @@ mod tests {
                 .unwrap();
         assert_eq!(summary["recovered"], true);
         assert!(unfinished_runs(&target).is_empty());
+        // A staging directory of a start that died is removed; a locked one stays.
+        let dead = target.join(".staging_1-0-0");
+        let live = target.join(".staging_2-0-0");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        let held = RunDirLock::try_lock(&live).unwrap().unwrap();
+        remove_stale_staging(&target);
+        assert!(!dead.exists() && live.exists());
+        drop(held);
         std::fs::remove_dir_all(&target).unwrap();
     }
 
