@@ -516,11 +516,11 @@ impl Supervisor {
             self.reap();
             match self.disk.check() {
                 Some(crate::export::disk::DiskNews::Low(m)) => self.log_and_say(&m),
-                Some(crate::export::disk::DiskNews::Stop(m)) => {
+                Some(crate::export::disk::DiskNews::Stop(m)) if !self.stopping => {
                     self.log_and_say(&m);
                     self.stop_importers();
                 }
-                None => {}
+                _ => {}
             }
             for b in &self.buffers {
                 for r in &b.rings {
