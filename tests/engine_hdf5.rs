@@ -29,6 +29,15 @@ Workers:
     )
 }
 
+/// A command whose process inherits none of the files this test process has open: libhdf5
+/// opens files without close-on-exec, and a child started by one test while another test
+/// reads a run file would hold that file (and its lock) for as long as it lives.
+fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    daq_engine::export::hdf5::no_inherited_files(&mut cmd);
+    cmd
+}
+
 fn fresh(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("daq-h5-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -55,7 +64,7 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
     let dir = fresh("all");
     let n = 5000;
     std::fs::write(dir.join("s.yaml"), setup(n, 0.2)).unwrap();
-    let out = Command::new(EXE)
+    let out = command(EXE)
         .args(["s.yaml", "--quiet"])
         .current_dir(&dir)
         .output()
@@ -76,7 +85,7 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
     for (i, chunk) in b.data.chunks(ev_bytes).enumerate().step_by(997) {
         assert_eq!(i64::from_le_bytes(chunk[..8].try_into().unwrap()), i as i64);
     }
-    let dump = Command::new("h5dump").arg("-H").arg(&file).output();
+    let dump = command("h5dump").arg("-H").arg(&file).output();
     match dump {
         Ok(o) => assert!(
             o.status.success(),
@@ -95,7 +104,7 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
          print('h5py ok')\n",
         file.display().to_string()
     );
-    match Command::new(&python).arg("-c").arg(&script).output() {
+    match command(&python).arg("-c").arg(&script).output() {
         Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'h5py'") => {
             println!(
                 "SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)"
@@ -112,61 +121,113 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn pids_with(needle: &str) -> Vec<i32> {
+/// The processes working in `dir` (the engine and its workers run with the test's directory
+/// as their working directory).
+fn pids_in(dir: &Path) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir))
         .collect()
 }
 
-#[test]
-fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
-    let dir = fresh("kill");
+/// The run file `raw.h5` of the run in `dir/runs`, once it is larger than `bytes` (waits up
+/// to a minute).
+fn wait_for_run_file(dir: &Path, bytes: u64) -> PathBuf {
+    let t = Instant::now();
+    loop {
+        let f = std::fs::read_dir(dir.join("runs"))
+            .ok()
+            .and_then(|mut d| {
+                d.find(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("run_"))
+                })
+            })
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("raw.h5"));
+        if let Some(f) = f.filter(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > bytes)) {
+            return f;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no run file of {bytes} bytes appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts an endless run in `dir` (flush every 0.1 s, compression on), waits until its file
+/// holds data and several flushes passed, and kills the supervisor and every worker with
+/// SIGKILL at once. Returns the run file.
+fn run_and_kill_9(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("s.yaml"), setup(1_000_000_000, 0.1)).unwrap();
-    let mut child = Command::new(EXE)
+    let mut child = command(EXE)
         .args(["s.yaml", "--quiet"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    let file = loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no HDF5 file appeared"
-        );
-        if let Some(run) = std::fs::read_dir(dir.join("runs"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .map(|e| e.unwrap().path())
-        {
-            let f = run.join("raw.h5");
-            if f.exists() && std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) > 200_000 {
-                break f;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let file = wait_for_run_file(dir, 200_000);
     // Let several flush intervals (0.1 s) pass: before the first flush no event is promised.
     std::thread::sleep(Duration::from_millis(600));
     // Kill everything of this run at once: supervisor and every worker.
-    let run = file.parent().unwrap().to_string_lossy().into_owned();
-    let mut victims = pids_with(&run);
+    let mut victims = pids_in(dir);
     victims.push(child.id() as i32);
-    for pid in victims {
+    for &pid in &victims {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
     let _ = child.wait();
+    // Wait until every victim has exited for good (a zombie or gone): only then has it
+    // closed its files and released their locks.
+    let t = Instant::now();
+    while victims.iter().any(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a killed process lives on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The ring files of the killed run: nobody is left to remove them but the next run's
+    // stale-file cleanup; remove them here so the test leaves nothing behind.
+    if let Ok(plan) = std::fs::read_to_string(file.parent().unwrap().join("plan.json")) {
+        let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        for b in v["buffers"].as_array().unwrap() {
+            for r in b["rings"].as_array().unwrap() {
+                let ring = Path::new(r.as_str().unwrap());
+                let _ = std::fs::remove_file(ring);
+                // The huge-page tmpfs the killed supervisor mounted for its rings.
+                let place = ring.parent().unwrap();
+                if place
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("huge-")
+                {
+                    let _ = nix::mount::umount2(place, nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_dir(place);
+                }
+            }
+        }
+    }
+    file
+}
+
+#[test]
+fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
+    let dir = fresh("kill");
+    let file = run_and_kill_9(&dir);
     daq_engine::export::hdf5::recover(&file).unwrap();
     let c = counters(&file);
     assert!(c.len() > 100, "only {} events survived", c.len());
@@ -175,22 +236,119 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
         (0..c.len() as i64).collect::<Vec<_>>(),
         "events up to the last flush, in order, once"
     );
-    for p in pids_with(&run) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Opens `file` with plain `h5py.File(path)` (no SWMR): asserts `data` and `metadata` have
+/// the same length, the counters are 0..n and the `events_written` attribute is n; returns
+/// n, or None when no Python with h5py is available.
+fn h5py_plain_events(file: &Path, recovered: bool) -> Option<u64> {
+    let python = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = format!(
+        "import h5py, numpy as np\nf = h5py.File({:?}, 'r')\nd = f['raw']['data']\nm = f['raw']['metadata']\n\
+         assert d.shape[0] == m.shape[0], (d.shape, m.shape)\n\
+         n = m.shape[0]\n\
+         assert (m['counter'][:] == np.arange(n)).all()\n\
+         assert int(f.attrs['events_written']) == n, (f.attrs['events_written'], n)\n\
+         assert int(f.attrs.get('recovered', 0)) == {}\n\
+         print('events', n)\n",
+        file.display().to_string(),
+        u8::from(recovered)
+    );
+    let o = command(&python).arg("-c").arg(&script).output().ok()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("No module named 'h5py'") {
+        println!("SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)");
+        return None;
     }
-    // The ring files of the killed run: nobody is left to remove them but the next run's
-    // stale-file cleanup; remove them here so the test leaves nothing behind.
-    if let Ok(plan) = std::fs::read_to_string(file.parent().unwrap().join("plan.json")) {
-        let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
-        for b in v["buffers"].as_array().unwrap() {
-            for r in b["rings"].as_array().unwrap() {
-                let _ = std::fs::remove_file(r.as_str().unwrap());
-            }
-        }
+    assert!(
+        o.status.success(),
+        "plain h5py.File({}) failed: {err}",
+        file.display()
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    Some(out.trim().strip_prefix("events ").unwrap().parse().unwrap())
+}
+
+/// Runs setup `text` in `dir` (as `s.yaml`) to its end; asserts exit 0 and returns stderr.
+fn run_to_the_end(dir: &Path, text: &str) -> String {
+    std::fs::write(dir.join("s.yaml"), text).unwrap();
+    let out = command(EXE)
+        .args(["s.yaml", "--quiet"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    err
+}
+
+fn read_summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// Asserts the recovered run's summary and file agree: `recovered`, the events of raw.h5,
+/// plain h5py opens it with equal lengths, no `.packing` file, and the file is compressed.
+fn assert_recovered(run: &Path) {
+    let file = run.join("raw.h5");
+    let summary = read_summary(run);
+    assert_eq!(summary["recovered"], true, "{summary}");
+    let n = summary["files"]["raw.h5"]["raw"].as_u64().unwrap();
+    assert!(n > 100, "only {n} events recovered");
+    assert_eq!(summary["events_written"].as_u64(), Some(n));
+    let c = counters(&file);
+    assert_eq!(c, (0..n as i64).collect::<Vec<_>>());
+    if let Some(seen) = h5py_plain_events(&file, true) {
+        assert_eq!(seen, n, "h5py and summary.json disagree");
     }
+    let facts = daq_engine::export::inspect(&file).unwrap();
+    assert!(facts.contains("Deflate("), "not compressed: {facts}");
+    let leftovers: Vec<_> = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".packing"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
+    let dir = fresh("recover");
+    let file = run_and_kill_9(&dir);
+    let run = file.parent().unwrap().to_path_buf();
+    assert!(!run.join("summary.json").exists());
+    let recover = || {
+        let out = command(EXE).arg("recover").arg(&run).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    };
+    recover();
+    assert_recovered(&run);
+    // Recovering again changes nothing.
+    let before = read_summary(&run)["events_written"].clone();
+    recover();
+    assert_eq!(read_summary(&run)["events_written"], before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_next_run_recovers_a_killed_run_by_itself() {
+    let dir = fresh("autorecover");
+    let file = run_and_kill_9(&dir);
+    let killed = file.parent().unwrap().to_path_buf();
+    let err = run_to_the_end(&dir, &setup(1000, 0.2));
+    assert!(err.contains("did not finish"), "{err}");
+    assert_recovered(&killed);
+    // The new run is not mistaken for an unfinished one.
+    let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != &killed)
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(read_summary(&runs[0])["exit_code"], 0);
+    assert!(read_summary(&runs[0]).get("recovered").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -204,7 +362,7 @@ fn events_lost_upstream_are_in_the_files_attributes() {
         .replace("slot_count: 64", "slot_count: 2\n    policy: drop")
         .replace("data_length: 32", "data_length: 4");
     std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let out = Command::new(EXE)
+    let out = command(EXE)
         .args(["s.yaml", "--quiet"])
         .current_dir(&dir)
         .output()
@@ -234,4 +392,169 @@ fn events_lost_upstream_are_in_the_files_attributes() {
         facts.contains(&format!("@events_lost = {lost}\n")),
         "{facts}"
     );
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB at `dir/mnt`; None (test skipped) when not root.
+    fn mount(dir: &Path, mib: u32) -> Option<SmallDisk> {
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        match nix::mount::mount(
+            Some("tmpfs"),
+            &mnt,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={mib}m").as_str()),
+        ) {
+            Ok(()) => Some(SmallDisk(mnt)),
+            Err(e) => {
+                println!(
+                    "SKIPPED: cannot mount a tmpfs at {} ({e}); run as root",
+                    mnt.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("could not unmount {}: {e}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn a_filling_disk_stops_the_run_cleanly_with_every_count_right() {
+    let dir = fresh("disk");
+    let Some(disk) = SmallDisk::mount(&dir, 16) else {
+        return;
+    };
+    // About 4 MB/s (1000 events/s of 4 KiB, paced): the 11 MB above the reserve last about
+    // three seconds.
+    let text = format!(
+        "target_directory: {}
+options: {{disk_reserve_mb: 5}}
+Buffers:
+  raw:
+    slot_count: 64
+    data_length: 256
+    data_dtype: {{chA: f4, chB: f4, chC: f4, chD: f4}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: 1000, realtime: true, seed: 1}}
+  writer:
+    function: export.hdf5
+    sources: [raw]
+    config: {{compression: deflate, flush_interval: 0.1}}
+",
+        disk.0.display()
+    );
+    let err = run_to_the_end(&dir, &text);
+    assert!(err.contains("disk almost full"), "{err}");
+    let run = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run_"))
+        .unwrap();
+    let summary = read_summary(&run);
+    assert_eq!(summary["exit_code"], 0, "{summary}");
+    let produced = summary["events"]["raw"].as_u64().unwrap();
+    assert_eq!(summary["lost"]["raw"], 0, "{summary}");
+    let file = run.join("raw.h5");
+    let c = counters(&file);
+    assert_eq!(
+        c,
+        (0..produced as i64).collect::<Vec<_>>(),
+        "every event in the file once"
+    );
+    if let Some(n) = h5py_plain_events(&file, false) {
+        assert_eq!(n, produced);
+    }
+    // Whole lines only in stats.jsonl, and its last line agrees.
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(last["buffers"]["raw"]["events_in"].as_u64(), Some(produced));
+    println!("stopped with {produced} events on a 16 MiB disk");
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The h5repack processes working in `dir`.
+fn h5repacks_in(dir: &Path) -> Vec<i32> {
+    pids_in(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "h5repack")
+        })
+        .collect()
+}
+
+#[test]
+fn abort_during_compression_leaves_no_h5repack_and_no_partial_file() {
+    let dir = fresh("abort");
+    let text =
+        setup(1_000_000_000, 0.5).replace("compression: deflate", "compression: deflate, level: 9");
+    std::fs::write(dir.join("s.yaml"), text).unwrap();
+    let mut child = command(EXE)
+        .args(["s.yaml", "--quiet"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let engine = nix::unistd::Pid::from_raw(child.id() as i32);
+    let file = wait_for_run_file(&dir, 150_000_000);
+    let run = file.parent().unwrap().to_path_buf();
+    // First Ctrl-C: a clean stop; the exporter closes the file and compresses it.
+    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
+    let t = Instant::now();
+    while h5repacks_in(&dir).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "no h5repack started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // What the progress line shows while the stop waits.
+    let waits = daq_engine::export::hdf5::Compressing::in_dir(&run);
+    if let Some(c) = waits.first() {
+        assert_eq!(c.file.file_name().unwrap(), "raw.h5");
+        assert_eq!(c.bytes, std::fs::metadata(&file).unwrap().len());
+        assert!(c.percent <= 99);
+        println!("waiting for: {c}");
+    } else {
+        assert!(
+            h5repacks_in(&dir).is_empty(),
+            "h5repack runs but is not shown"
+        );
+    }
+    // Second Ctrl-C: abort.
+    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let t = Instant::now();
+    while !h5repacks_in(&dir).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "h5repack {:?} outlived the aborted run",
+            h5repacks_in(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let partial: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".packing"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    // The uncompressed file is complete: every event the run produced, once.
+    let produced = read_summary(&run)["events"]["raw"].as_u64().unwrap();
+    assert_eq!(counters(&file), (0..produced as i64).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -433,16 +433,30 @@ fn full_disk_is_a_typed_error_and_flushed_events_stay_readable() {
     }
     let err = err.expect("2000 events of 4 KiB cannot fit a 2 MiB disk");
     println!("error: {err}");
-    match &err {
+    let safe = match &err {
         ExportError::DiskFull {
             path: p,
             events_safe,
             ..
         } => {
             assert_eq!(p, &path);
-            assert_eq!(*events_safe, flushed);
+            assert!(*events_safe >= flushed, "{events_safe} < {flushed}");
+            *events_safe
         }
         other => panic!("expected DiskFull, got {other}"),
+    };
+    // Without any recovery: the file opens for every reader, `data` and `metadata` have
+    // the same length, and that length is what the error and `events_written` say.
+    {
+        let f = hdf5_metno::File::open(&path).expect("plain open after the failure");
+        let data = f.dataset("raw/data").unwrap().shape()[0] as u64;
+        let metadata = f.dataset("raw/metadata").unwrap().shape()[0] as u64;
+        let written: u64 = f.attr("events_written").unwrap().read_scalar().unwrap();
+        assert_eq!(
+            (data, metadata, written),
+            (safe, safe, safe),
+            "data rows, metadata rows, events_written"
+        );
     }
     assert!(err.to_string().contains("disk full writing"));
     assert!(matches!(
@@ -455,6 +469,7 @@ fn full_disk_is_a_typed_error_and_flushed_events_stay_readable() {
         "only {flushed} events fit before the disk was full"
     );
     let kept = check_events(&path, flushed as usize);
+    assert_eq!(kept as u64, safe);
     println!("disk full after {flushed} flushed events; {kept} readable");
     inspect(&path).unwrap();
     recover(&path).unwrap();

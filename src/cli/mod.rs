@@ -132,6 +132,14 @@ pub enum Command {
         /// The run directory (`target/run_…`).
         run_dir: PathBuf,
     },
+    /// Make the files of a run that did not finish (killed, power cut) readable everywhere:
+    /// clear the HDF5 writer flags, cut `data` and `metadata` to the events both hold,
+    /// compress, and write summary.json marked "recovered". A run started into the same
+    /// target directory does this by itself.
+    Recover {
+        /// The run directory (`target/run_…`).
+        run_dir: PathBuf,
+    },
     #[command(hide = true, name = "__plugin-probe")]
     /// Internal: loads a user library and says whether it is a daq-engine plugin (started by
     /// `check` and the run, so that a library that crashes while loading costs only this
@@ -196,6 +204,7 @@ pub fn main(
         }) => crate::engine::launch::check(&setup, dot.as_deref(), simulate, registry),
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
         Some(Command::Status { run_dir }) => status(&run_dir),
+        Some(Command::Recover { run_dir }) => crate::engine::launch::recover(&run_dir),
         Some(Command::Inspect { file }) => match crate::export::inspect(&file) {
             Ok(text) => {
                 print!("{text}");

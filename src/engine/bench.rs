@@ -122,6 +122,7 @@ impl Case {
             max_seconds: None,
             stats_interval: 1.0,
             huge_pages: true,
+            disk_reserve_mb: 0.0,
         }
     }
 }

@@ -2,17 +2,47 @@
 //! the rings, supervise the run, and report.
 
 use super::registry::Registry;
+use crate::export::recover::RunDirLock;
 use std::path::{Path, PathBuf};
 
 /// Makes `target/run_<UTC time>/` (with `_2`, `_3`… when two runs start in the same
 /// second) and returns it with the run id used in ring names.
 pub fn make_run_dir(target: &Path) -> std::io::Result<(PathBuf, String)> {
+    make_locked_run_dir(target).map(|(dir, id, _)| (dir, id))
+}
+
+/// As [`make_run_dir`], and holds the run directory's lock: the directory appears under its
+/// name with the lock already held (it is made under a staging name and renamed), so a
+/// starting run never takes a live run's directory for one to recover.
+pub fn make_locked_run_dir(target: &Path) -> std::io::Result<(PathBuf, String, RunDirLock)> {
     std::fs::create_dir_all(target)?;
     let stamp = super::utc_now()
         .replace([':', '.'], "-")
         .trim_end_matches('Z')
         .to_string();
     let stamp = &stamp[..19.min(stamp.len())];
+    // Unique among live runs: the pid, a per-process sequence and the time, so two runs
+    // started by one process in one second (into different target directories) get
+    // different ring names.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let id = format!("{}-{seq}-{nanos:x}", std::process::id());
+    let staging = target.join(format!(".staging_{id}"));
+    std::fs::create_dir(&staging)?;
+    let lock = match RunDirLock::try_lock(&staging) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(std::io::Error::other("a fresh run directory is locked"));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
     for n in 1..1000 {
         let name = if n == 1 {
             format!("run_{stamp}")
@@ -20,26 +50,147 @@ pub fn make_run_dir(target: &Path) -> std::io::Result<(PathBuf, String)> {
             format!("run_{stamp}_{n}")
         };
         let dir = target.join(&name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {
-                // Unique among live runs: the pid, a per-process sequence and the time, so
-                // two runs started by one process in one second (into different target
-                // directories) get different ring names.
-                static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                let id = format!("{}-{seq}-{nanos:x}", std::process::id());
-                return Ok((dir, id));
+        let cwd = std::fs::File::open(target)?;
+        match nix::fcntl::renameat2(
+            &cwd,
+            staging.file_name().unwrap_or_default(),
+            &cwd,
+            name.as_str(),
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return Ok((dir, id, lock)),
+            Err(nix::errno::Errno::EEXIST) => continue,
+            // A file system without RENAME_NOREPLACE (some network ones): a plain rename to a
+            // name that is free now (it would replace an empty directory made this instant).
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+                if dir.exists() {
+                    continue;
+                }
+                return match std::fs::rename(&staging, &dir) {
+                    Ok(()) => Ok((dir, id, lock)),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&staging);
+                        Err(e)
+                    }
+                };
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e.into());
+            }
         }
     }
+    let _ = std::fs::remove_dir_all(&staging);
     Err(std::io::Error::other(
         "a thousand runs started in one second",
     ))
+}
+
+/// Recovers the runs in `target` that did not finish (see [`crate::export::recover`]),
+/// saying what it does on stderr and in the log. Their files are readable and summarised
+/// when it returns; compressing them (minutes for a large file) goes on in the returned
+/// thread, at the lowest priority, while the new run starts.
+pub fn recover_unfinished(target: &Path) -> Option<std::thread::JoinHandle<()>> {
+    crate::export::recover::remove_stale_staging(target);
+    let mut later = Vec::new();
+    for dir in crate::export::recover::unfinished_runs(target) {
+        eprintln!(
+            "daq-engine: {} did not finish (no readable summary.json): recovering its files",
+            dir.display()
+        );
+        match crate::export::recover::recover_run_dir_then_compress(&dir) {
+            Ok((rec, c)) => {
+                report_recovery(&dir, Ok(rec));
+                for (f, bytes) in c.files() {
+                    eprintln!(
+                        "  {}: compressing it in the background ({:.1} MB)",
+                        f.display(),
+                        bytes as f64 / 1e6
+                    );
+                }
+                later.push(c);
+            }
+            Err(e) => {
+                report_recovery(&dir, Err(e));
+            }
+        }
+    }
+    if later.iter().all(|c| c.files().is_empty()) {
+        return None;
+    }
+    Some(std::thread::spawn(move || {
+        for c in later {
+            c.run();
+        }
+    }))
+}
+
+/// Prints what recovering `dir` did; returns the exit code of `daq-engine recover`.
+fn report_recovery(
+    dir: &Path,
+    r: Result<crate::export::recover::RunRecovery, crate::export::ExportError>,
+) -> i32 {
+    match r {
+        Ok(rec) => {
+            for f in &rec.files {
+                for ((b, n), cut) in f.buffers.iter().zip(&f.rows_cut) {
+                    eprintln!(
+                        "  {}: {b}: {n} events{}{}",
+                        f.path.display(),
+                        if *cut > 0 {
+                            format!(" ({cut} incomplete rows cut)")
+                        } else {
+                            String::new()
+                        },
+                        if f.compressed { ", compressed" } else { "" }
+                    );
+                }
+            }
+            for e in rec.files.iter().filter_map(|f| f.compress_error.as_ref()) {
+                eprintln!("  {e}");
+            }
+            for (p, why) in &rec.failed {
+                eprintln!("  {}: {why}", p.display());
+            }
+            tracing::info!(
+                "recovered {}: {} events in {} file(s)",
+                dir.display(),
+                rec.events(),
+                rec.files.len()
+            );
+            i32::from(!rec.failed.is_empty())
+        }
+        Err(e) => {
+            eprintln!("daq-engine: {e}");
+            tracing::warn!("recovering {}: {e}", dir.display());
+            1
+        }
+    }
+}
+
+/// `daq-engine recover RUN_DIR`.
+pub fn recover(run_dir: &Path) -> i32 {
+    if !run_dir.is_dir() {
+        eprintln!("daq-engine: {} is not a run directory", run_dir.display());
+        return 2;
+    }
+    if crate::export::recover::finished(run_dir) {
+        eprintln!(
+            "daq-engine: {} finished (its summary.json was written by the run): nothing to \
+             recover",
+            run_dir.display()
+        );
+        return 0;
+    }
+    let r = crate::export::recover::recover_run_dir(run_dir);
+    let code = report_recovery(run_dir, r);
+    if code == 0 {
+        eprintln!(
+            "daq-engine: {} recovered; summary.json says what it holds",
+            run_dir.display()
+        );
+    }
+    code
 }
 
 /// `daq-engine bench WHAT`.
@@ -251,6 +402,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
         max_seconds: setup.options.max_seconds,
         stats_interval: setup.options.stats_interval,
         huge_pages: setup.options.huge_pages == setup::HugePages::Auto,
+        disk_reserve_mb: setup.options.disk_reserve_mb,
     }
 }
 
@@ -339,7 +491,8 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         .target_directory
         .clone()
         .unwrap_or_else(|| setup.target_directory.clone());
-    let (run_dir, run_id) = match make_run_dir(&target) {
+    let recovering = recover_unfinished(&target);
+    let (run_dir, run_id, _run_lock) = match make_locked_run_dir(&target) {
         Ok(x) => x,
         Err(e) => {
             eprintln!(
@@ -350,6 +503,9 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         }
     };
     super::init_log(&super::process::log_path(&run_dir));
+    if let Err(e) = _run_lock.share_with_children() {
+        tracing::warn!("the run directory's lock stays with the supervisor only: {e}");
+    }
     tracing::info!(
         "daq-engine {} run of {}",
         env!("CARGO_PKG_VERSION"),
@@ -445,17 +601,30 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     } else {
         Some(&mut watchers)
     };
-    let summary = match sup.run_watched(watcher) {
+    let summary = sup.run_watched(watcher);
+    // Every worker has ended (and with it any h5repack it ran): what an aborted compression
+    // left is partial, the file it compressed is complete.
+    let partial = crate::export::hdf5::remove_partial_compressions(&run_dir);
+    if partial > 0 {
+        tracing::info!("removed {partial} partial compressed file(s); the originals are kept");
+    }
+    let summary = match summary {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daq-engine: {e}");
             return 1;
         }
     };
-    let _ = std::fs::write(
-        run_dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary).unwrap_or_default(),
-    );
+    let summary_path = run_dir.join("summary.json");
+    let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    if let Err(e) = crate::export::files::write_atomic(&summary_path, text.as_bytes()) {
+        eprintln!(
+            "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
+            summary_path.display(),
+            target.display()
+        );
+        tracing::warn!("could not write {}: {e}", summary_path.display());
+    }
     eprintln!(
         "daq-engine: {} after {:.1} s; run directory {}",
         if summary.exit_code == 0 {
@@ -499,6 +668,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 }
             }
         }
+    }
+    if let Some(t) = recovering.filter(|t| !t.is_finished()) {
+        eprintln!("daq-engine: waiting for the compression of a recovered run's files");
+        let _ = t.join();
     }
     tracing::info!("run ended with exit code {}", summary.exit_code);
     summary.exit_code

@@ -127,6 +127,9 @@ pub struct Plan {
     pub stats_interval: f64,
     /// Use huge pages where available.
     pub huge_pages: bool,
+    /// Stop the run cleanly when less than this many MB are free on the run's disk.
+    #[serde(default)]
+    pub disk_reserve_mb: f64,
 }
 
 impl Plan {

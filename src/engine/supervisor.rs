@@ -19,7 +19,6 @@ use super::process::ring_name;
 use crate::ring::{Policy, Ring, RingSpec, RingStats};
 use crate::shm::{places, HugePages, ShmPlace};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -287,6 +286,8 @@ pub struct Supervisor {
     failures: Vec<String>,
     isolated: Vec<usize>,
     _places: Vec<ShmPlace>,
+    /// Free space under the run directory: warns when low, stops the run at the reserve.
+    disk: crate::export::disk::DiskWatch,
 }
 
 impl Supervisor {
@@ -369,6 +370,7 @@ impl Supervisor {
             path: stats_path,
             source,
         })?;
+        let (plan_run_dir, disk_reserve_mb) = (plan.run_dir.clone(), plan.disk_reserve_mb);
         Ok(Supervisor {
             plan,
             plan_path,
@@ -385,6 +387,7 @@ impl Supervisor {
             failures: Vec::new(),
             isolated: super::realtime::isolated_cores(),
             _places: places,
+            disk: crate::export::disk::DiskWatch::new(plan_run_dir, (disk_reserve_mb * 1e6) as u64),
         })
     }
 
@@ -563,6 +566,14 @@ impl Supervisor {
                 }
             }
             self.reap();
+            match self.disk.check() {
+                Some(crate::export::disk::DiskNews::Low(m)) => self.log_and_say(&m),
+                Some(crate::export::disk::DiskNews::Stop(m)) if !self.stopping => {
+                    self.log_and_say(&m);
+                    self.stop_importers();
+                }
+                _ => {}
+            }
             for b in &self.buffers {
                 for r in &b.rings {
                     let n = r.reclaim_dead();
@@ -942,7 +953,7 @@ impl Supervisor {
             "buffers": buffers,
             "workers": workers,
         });
-        let _ = writeln!(self.stats_file, "{line}");
+        crate::export::files::append_line(&mut self.stats_file, &line.to_string());
         self.last_stats = Some((now, cur));
         line
     }
@@ -1015,7 +1026,12 @@ impl Supervisor {
             ));
         }
         if self.stopping {
-            parts.push("draining".into());
+            // What a clean stop waits for: the buffers, then the compression of closed files.
+            let packing = crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir);
+            parts.extend(packing.iter().map(|c| format!("draining: {c}")));
+            if packing.is_empty() {
+                parts.push("draining".into());
+            }
         }
         self.last_progress = Some((Instant::now(), now_counts));
         parts.join(" | ")

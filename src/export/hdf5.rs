@@ -29,6 +29,7 @@
 //!
 //! Must never: overwrite an existing file, write an event partly, or panic on bad input.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -672,10 +673,55 @@ impl RunFileWriter {
                 reason,
             }
         };
-        if self.failed.is_none() {
-            self.failed = Some(err.to_string());
+        if self.failed.is_some() {
+            return err;
         }
-        err
+        self.failed = Some(err.to_string());
+        // Leave the file consistent: closed, its flags cleared, `data` and `metadata` cut to
+        // the events both hold (a failed flush can leave data rows whose metadata never
+        // reached the file), and `events_written` saying how many that is.
+        drop(self.current.take());
+        let path = self.current_path();
+        match super::recover::cut_to_whole_events(&path, false) {
+            Ok((done, _)) => {
+                let kept: u64 = done.buffers.iter().map(|(_, n)| n).sum();
+                tracing::warn!(
+                    "{}: after the failure the file holds {kept} whole events",
+                    path.display()
+                );
+                match err {
+                    ExportError::DiskFull {
+                        path,
+                        buffer,
+                        available_bytes,
+                        reason,
+                        ..
+                    } => ExportError::DiskFull {
+                        path,
+                        buffer,
+                        available_bytes,
+                        events_safe: kept,
+                        reason,
+                    },
+                    ExportError::Write {
+                        path,
+                        buffer,
+                        reason,
+                        ..
+                    } => ExportError::Write {
+                        path,
+                        buffer,
+                        events_safe: kept,
+                        reason,
+                    },
+                    other => other,
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                err
+            }
+        }
     }
 
     /// Appends one event to `buffer`: `data` holds `data_length` records of the buffer's
@@ -950,21 +996,12 @@ impl RunFileWriter {
             Ok(())
         })();
         let path = of.path.clone();
-        let events_flushed = of.events_flushed;
         drop(of);
         if r.is_ok() && clean {
             let filters: Vec<String> = self
                 .specs
                 .iter()
-                .filter_map(|s| match s.options.compression {
-                    Compression::Deflate { level } => Some(format!(
-                        "/{}/data:SHUF,/{}/data:GZIP={}",
-                        s.name,
-                        s.name,
-                        level.clamp(1, 9)
-                    )),
-                    Compression::None => None,
-                })
+                .filter_map(|s| repack_filters(&s.name, s.options.compression))
                 .collect();
             if !filters.is_empty() {
                 tracing::info!(
@@ -976,35 +1013,13 @@ impl RunFileWriter {
                     .queue(path.clone(), filters);
             }
         }
-        r.map_err(|reason| {
-            let e = self.fail(String::new(), reason);
-            // Keep the path of the file that failed even though it is closed now.
-            match e {
-                ExportError::Write { buffer, reason, .. } => ExportError::Write {
-                    path,
-                    buffer,
-                    events_safe: events_flushed,
-                    reason,
-                },
-                ExportError::DiskFull {
-                    buffer,
-                    available_bytes,
-                    reason,
-                    ..
-                } => ExportError::DiskFull {
-                    path,
-                    buffer,
-                    available_bytes,
-                    events_safe: events_flushed,
-                    reason,
-                },
-                other => other,
-            }
-        })
+        // `fail` names the file just closed (the last one) and counts its whole events.
+        r.map_err(|reason| self.fail(String::new(), reason))
     }
 
     /// Writes everything, stores `stats`, stop time and histograms, and closes the file.
     pub fn finish(mut self, stats: RunStats) -> Result<RunSummary, ExportError> {
+        self.stopped()?;
         self.stats = stats;
         self.close_current(true)?;
         self.wait_for_packing();
@@ -1119,10 +1134,22 @@ pub fn no_inherited_files(cmd: &mut std::process::Command) {
     }
 }
 
+/// The `h5repack` filters that compress buffer `name`'s `data` as `compression` says
+/// (`None` for no compression).
+pub(crate) fn repack_filters(name: &str, compression: Compression) -> Option<String> {
+    match compression {
+        Compression::Deflate { level } => Some(format!(
+            "/{name}/data:SHUF,/{name}/data:GZIP={}",
+            level.clamp(1, 9)
+        )),
+        Compression::None => None,
+    }
+}
+
 /// Compresses the closed file `path` with `h5repack` and these per-dataset `filters`
 /// (`/buf/data:SHUF,/buf/data:GZIP=1`, …) into `<path>.packing`, then renames it over
 /// `path`. On any failure the original stays as it is (uncompressed, complete).
-fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
+pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".packing");
     let tmp = PathBuf::from(tmp);
@@ -1130,16 +1157,25 @@ fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     // The format the writer uses (HDF5 1.10, checksummed metadata), not the oldest one.
     cmd.args(["--low=2", "--high=2"]);
     // Compression must never take CPU from the acquisition: normal (not real-time, which a
-    // worker's `priority` would pass on) scheduling, at the lowest niceness.
+    // worker's `priority` would pass on) scheduling, at the lowest niceness. And it ends
+    // with the process that started it: an aborted run (SIGKILL to its workers) leaves no
+    // h5repack behind writing into the run directory.
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs in the forked child before exec and only makes two
-        // system calls, both async-signal-safe; it touches no memory of the parent.
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (sched_setscheduler, setpriority, prctl, getppid,
+        // _exit); it touches no memory of the parent but the copied `parent` integer.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
                 libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The parent may have died before the line above: then end at once.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
                 Ok(())
             });
         }
@@ -1150,7 +1186,7 @@ fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
             cmd.arg("-f").arg(part);
         }
     }
-    let out = cmd.arg(path).arg(&tmp).output();
+    let out = run_logging_progress(cmd.arg(path).arg(&tmp), path);
     let failed = |why: String| {
         let _ = std::fs::remove_file(&tmp);
         Err(format!(
@@ -1169,6 +1205,152 @@ fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
         )),
         Ok(_) => std::fs::rename(&tmp, path).or_else(|e| failed(format!("rename: {e}"))),
     }
+}
+
+/// Runs `h5repack` (stderr captured) and, while it runs, says in the log every few seconds
+/// which file it compresses, how large it is and how far it got.
+fn run_logging_progress(
+    cmd: &mut std::process::Command,
+    input: &Path,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read stderr aside, so that a talkative h5repack never blocks on a full pipe.
+    let mut pipe = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(p) = pipe.as_mut() {
+            let _ = p.read_to_end(&mut text);
+        }
+        text
+    });
+    let mut said = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            said = Instant::now();
+            if let Some(c) = Compressing::of(child.id(), input) {
+                tracing::info!("{c}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap_or_default(),
+    })
+}
+
+/// A closed run file being compressed by `h5repack`: what a clean stop waits for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compressing {
+    /// The file (uncompressed, complete).
+    pub file: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How much of it h5repack has read, 0..=99 (100 only when done).
+    pub percent: u8,
+}
+
+impl std::fmt::Display for Compressing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "compressing {} ({:.1} MB, {}%)",
+            self.file.file_name().map_or_else(
+                || self.file.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            self.bytes as f64 / 1e6,
+            self.percent
+        )
+    }
+}
+
+impl Compressing {
+    /// The progress of h5repack process `pid` compressing `input`, from the bytes it has
+    /// read (`/proc/<pid>/io`) against the file's size; None when it is gone.
+    fn of(pid: u32, input: &Path) -> Option<Compressing> {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let read: u64 = io
+            .lines()
+            .find_map(|l| l.strip_prefix("rchar:"))
+            .and_then(|v| v.trim().parse().ok())?;
+        let bytes = std::fs::metadata(input).ok()?.len();
+        let percent = (read.saturating_mul(100) / bytes.max(1)).min(99) as u8;
+        Some(Compressing {
+            file: input.to_path_buf(),
+            bytes,
+            percent,
+        })
+    }
+
+    /// The compressions of files in `run_dir` running now (h5repack processes of this
+    /// machine whose input lies there). Reads `/proc`; for a progress line, not a hot path.
+    pub fn in_dir(run_dir: &Path) -> Vec<Compressing> {
+        let Ok(dir) = run_dir.canonicalize() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() != "h5repack" {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            // h5repack … INPUT OUTPUT: the input is the argument before the last.
+            let Some(input) = args.len().checked_sub(2).map(|i| args[i]) else {
+                continue;
+            };
+            let input = Path::new(std::ffi::OsStr::from_bytes(input));
+            let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+                continue;
+            };
+            let full = cwd.join(input);
+            if full.canonicalize().is_ok_and(|f| f.starts_with(&dir)) {
+                out.extend(Compressing::of(pid, &full));
+            }
+        }
+        out
+    }
+}
+
+/// Removes the partial outputs (`*.h5.packing`) of compressions that were killed (an
+/// aborted run, a crash); the uncompressed file next to each is complete. Returns how many
+/// were removed.
+pub fn remove_partial_compressions(run_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".h5.packing"))
+        })
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
 }
 
 /// Makes a run file whose writer was killed (or lost power) openable by every HDF5 reader:

@@ -5,6 +5,10 @@
 //!   typed errors on a full disk) and a reader of what it wrote.
 //! - [`inspect()`]: a readable summary of a run file for `daq-engine inspect FILE.h5`.
 //! - [`csv`]: a buffered CSV writer for feature records.
+//! - [`recover`]: makes the files of a run that did not finish (killed, power cut) open
+//!   everywhere, with equal `data` and `metadata`, and writes its summary.
+//! - [`files`]: `summary.json` written atomically, `stats.jsonl` by whole lines.
+//! - [`disk`]: free space under a run directory, watched while the run goes on.
 //! - [`mod@bench`]: the `daq-engine bench hdf5` measurement.
 //!
 //! Guarantees: nothing here allocates per event; every failure is an [`ExportError`] naming
@@ -12,12 +16,15 @@
 
 pub mod bench;
 pub mod csv;
+pub mod disk;
 mod error;
+pub mod files;
 pub mod function;
 pub mod hdf5;
 mod inspect;
 mod raw;
 mod read;
+pub mod recover;
 
 pub use error::ExportError;
 pub use inspect::inspect;

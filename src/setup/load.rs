@@ -33,8 +33,13 @@ pub(crate) const WORKER_KEYS: [&str; 10] = [
     "priority",
     "restart",
 ];
-pub(crate) const OPTION_KEYS: [&str; 4] =
-    ["max_events", "max_seconds", "stats_interval", "huge_pages"];
+pub(crate) const OPTION_KEYS: [&str; 5] = [
+    "max_events",
+    "max_seconds",
+    "stats_interval",
+    "huge_pages",
+    "disk_reserve_mb",
+];
 
 /// A buffer as read, with the positions later checks point at.
 pub(crate) struct BufferDraft {
@@ -446,7 +451,7 @@ impl Loader {
                 "Options" => self.warn(
                     k.at,
                     "`Options:` is a mimoCoRB2 section (output_directory, debug_workers) and is ignored here",
-                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages); every run writes to target_directory/run_<UTC time>/".into()),
+                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages, disk_reserve_mb); every run writes to target_directory/run_<UTC time>/".into()),
                 ),
                 "overwrite" => self.warn(
                     k.at,
@@ -526,6 +531,15 @@ impl Loader {
                     Some(_) => self.error(
                         val.at,
                         "options.stats_interval: must be at least 0.01 seconds",
+                        None,
+                    ),
+                    None => {}
+                },
+                "disk_reserve_mb" => match self.number(val, "options.disk_reserve_mb") {
+                    Some(x) if x >= 0.0 && x.is_finite() => o.disk_reserve_mb = x,
+                    Some(_) => self.error(
+                        val.at,
+                        "options.disk_reserve_mb: must be 0 or more (MB kept free on the run's disk)",
                         None,
                     ),
                     None => {}

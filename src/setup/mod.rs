@@ -9,7 +9,8 @@
 //! # The file
 //! mimoCoRB2's top level: `target_directory` (default `target`, relative to the setup file's
 //! directory, `~` expanded), `base_config`, `Buffers`, `Workers`; plus `options:`
-//! (`max_events`, `max_seconds`, `stats_interval` (s, default 1), `huge_pages: auto|off`).
+//! (`max_events`, `max_seconds`, `stats_interval` (s, default 1), `huge_pages: auto|off`,
+//! `disk_reserve_mb` (MB kept free on the run's disk: the run stops cleanly there; default 100)).
 //! A buffer or worker spec may be given inline or as the path of a YAML file holding it.
 //! `config` and `base_config` are a mapping, a file path, or a list of both, merged in order;
 //! a worker's keys win over `base_config`. Paths are relative to the setup file. Anchors,
@@ -122,6 +123,8 @@ pub struct RunOptions {
     pub stats_interval: f64,
     /// Huge pages for the rings.
     pub huge_pages: HugePages,
+    /// Stop the run cleanly when less than this many MB are free on the run's disk.
+    pub disk_reserve_mb: f64,
 }
 
 impl Default for RunOptions {
@@ -131,6 +134,7 @@ impl Default for RunOptions {
             max_seconds: None,
             stats_interval: 1.0,
             huge_pages: HugePages::Auto,
+            disk_reserve_mb: 100.0,
         }
     }
 }

@@ -1,0 +1,179 @@
+//! Free space on the disk a run writes to, watched while the run goes on.
+//!
+//! Guarantees: [`DiskWatch::check`] makes one `statvfs` call and no allocation unless it has
+//! something to say; below twice the reserve, or when the reserve would be reached within
+//! ten minutes at the current rate, it warns with the time left (at most every 30 s); when
+//! the reserve would be reached within a second at the current rate (or is reached) it asks
+//! once for the run to stop, so the buffers drain and the files close while there is room. Must never stop a run for a disk it cannot read.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Free bytes for an unprivileged writer on the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    nix::sys::statvfs::statvfs(dir)
+        .ok()
+        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+}
+
+/// What the disk watch has to say.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DiskNews {
+    /// Space runs low: the message gives the free space and the time left.
+    Low(String),
+    /// The reserve is reached: stop the run now (said once).
+    Stop(String),
+}
+
+/// Watches the free space under a run directory.
+#[derive(Debug)]
+pub struct DiskWatch {
+    dir: PathBuf,
+    reserve: u64,
+    /// The last sample: when, and the free bytes then.
+    last: Option<(Instant, u64)>,
+    /// Bytes per second the free space shrank over the last window of a second or more (0
+    /// when it did not shrink, or before the first second).
+    rate: f64,
+    warned: Option<Instant>,
+    stopped: bool,
+}
+
+/// Warn when the reserve is this near at the current rate.
+const WARN_AHEAD: Duration = Duration::from_secs(600);
+/// About how long a run takes to stop (importers end, buffers drain); the run is stopped
+/// when the reserve would be reached within this time.
+const STOP_TAKES: Duration = Duration::from_secs(1);
+/// At most one warning this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+fn mb(bytes: f64) -> String {
+    format!("{:.1} MB", bytes / 1e6)
+}
+
+impl DiskWatch {
+    /// Watches the disk of `dir`, asking for a stop when less than `reserve_bytes` are free.
+    pub fn new(dir: impl Into<PathBuf>, reserve_bytes: u64) -> Self {
+        DiskWatch {
+            dir: dir.into(),
+            reserve: reserve_bytes,
+            last: None,
+            rate: 0.0,
+            warned: None,
+            stopped: false,
+        }
+    }
+
+    /// Samples the free space now; see [`DiskNews`].
+    pub fn check(&mut self) -> Option<DiskNews> {
+        let free = free_bytes(&self.dir)?;
+        self.check_at(Instant::now(), free)
+    }
+
+    /// As [`check`](Self::check) with a given sample (for tests).
+    pub fn check_at(&mut self, now: Instant, free: u64) -> Option<DiskNews> {
+        // The rate over the last second or more: chunks are written whole (a MiB at a
+        // time), so shorter windows would see bursts, not the rate.
+        match self.last {
+            Some((t0, f0)) => {
+                let dt = now.duration_since(t0).as_secs_f64();
+                if dt >= 1.0 {
+                    self.rate = ((f0 as f64 - free as f64) / dt).max(0.0);
+                    self.last = Some((now, free));
+                }
+            }
+            None => self.last = Some((now, free)),
+        }
+        if self.stopped {
+            return None;
+        }
+        let dir = self.dir.display();
+        // What the run writes while its importers stop and the buffers drain.
+        let stopping = (self.rate * STOP_TAKES.as_secs_f64()) as u64;
+        if free <= self.reserve.saturating_add(stopping) {
+            self.stopped = true;
+            return Some(DiskNews::Stop(format!(
+                "disk almost full: {} free under {dir}, written at {}/s, the reserve \
+                 (disk_reserve_mb) is {}: stopping the run so the buffers drain and the files \
+                 close cleanly",
+                mb(free as f64),
+                mb(self.rate),
+                mb(self.reserve as f64)
+            )));
+        }
+        let left = if self.rate > 0.0 {
+            (free - self.reserve) as f64 / self.rate
+        } else {
+            f64::INFINITY
+        };
+        let low = free < self.reserve.saturating_mul(2) || left < WARN_AHEAD.as_secs_f64();
+        if low
+            && self
+                .warned
+                .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
+        {
+            self.warned = Some(now);
+            let when = if left.is_finite() {
+                format!(
+                    "at {}/s the run stops in about {:.0} s",
+                    mb(self.rate),
+                    left.max(0.0)
+                )
+            } else {
+                "it is not shrinking now".to_string()
+            };
+            return Some(DiskNews::Low(format!(
+                "disk space low: {} free under {dir}, reserve {}; {when}",
+                mb(free as f64),
+                mb(self.reserve as f64)
+            )));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_with_time_left_then_stops_once_at_the_reserve() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = DiskWatch::new("/", 100_000_000);
+        assert_eq!(w.check_at(t, 10_000_000_000), None);
+        // 10 MB/s with 9.8 GB above the reserve: 980 s away, no warning yet.
+        assert_eq!(w.check_at(t + s(1), 9_990_000_000), None);
+        let mut w = DiskWatch::new("/", 100_000_000);
+        assert_eq!(w.check_at(t, 700_000_000), None);
+        // 10 MB/s with 590 MB above the reserve: 59 s left.
+        let n = w.check_at(t + s(1), 690_000_000);
+        let Some(DiskNews::Low(m)) = n else {
+            panic!("{n:?}")
+        };
+        assert!(
+            m.contains("690.0 MB free") && m.contains("stops in about 59 s"),
+            "{m}"
+        );
+        // No second warning within 30 s.
+        assert_eq!(w.check_at(t + s(2), 680_000_000), None);
+        let n = w.check_at(t + s(3), 99_000_000);
+        assert!(matches!(n, Some(DiskNews::Stop(_))), "{n:?}");
+        assert_eq!(w.check_at(t + s(4), 98_000_000), None);
+    }
+
+    #[test]
+    fn a_fast_writer_is_stopped_a_second_before_the_reserve() {
+        let mut w = DiskWatch::new("/", 5_000_000);
+        let t = Instant::now();
+        assert_eq!(w.check_at(t, 200_000_000), None);
+        // Within the first second the rate is not known yet.
+        assert_eq!(
+            w.check_at(t + Duration::from_millis(500), 150_000_000),
+            None
+        );
+        // 100 MB/s: 95 MB above the reserve is less than a second away.
+        let n = w.check_at(t + Duration::from_secs(1), 100_000_000);
+        assert!(matches!(n, Some(DiskNews::Stop(_))), "{n:?}");
+    }
+}

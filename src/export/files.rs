@@ -1,0 +1,63 @@
+//! Small run-directory files written so that a full disk or a crash never leaves half of
+//! one: `summary.json` replaced atomically, `stats.jsonl` grown by whole lines only.
+
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: into `<path>.tmp` in the same directory, synced, then
+/// renamed over `path`. On failure `path` is unchanged (or absent) and the temporary file is
+/// removed: a reader never sees a partly written or 0-byte file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Appends `line` and a newline to `file` in one write; when that fails (a full disk), the
+/// file is cut back to where it was, so it only ever holds whole lines. Returns whether the
+/// line was written.
+pub fn append_line(file: &mut std::fs::File, line: &str) -> bool {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let Ok(at) = file.stream_position() else {
+        return false;
+    };
+    if file.write_all(&buf).is_ok() {
+        return true;
+    }
+    let _ = file.set_len(at);
+    let _ = file.seek(std::io::SeekFrom::Start(at));
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("daq-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("summary.json");
+        write_atomic(&p, b"{\"a\": 1}").unwrap();
+        write_atomic(&p, b"{\"a\": 2}").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"a\": 2}");
+        // A directory in the way: the write fails and nothing is left behind.
+        let q = dir.join("sub");
+        std::fs::create_dir_all(q.join("x")).unwrap();
+        assert!(write_atomic(&q, b"x").is_err());
+        assert!(!dir.join("sub.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

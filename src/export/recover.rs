@@ -1,0 +1,564 @@
+//! Recovery of runs that did not finish (the engine was killed, the machine lost power): the
+//! run directory has no `summary.json`, its HDF5 files still carry the "open for SWMR
+//! writing" flags, and `data` may hold more rows than `metadata` counts.
+//!
+//! Guarantees:
+//! - A run directory that a live run holds (its `.lock` is locked by that run's supervisor)
+//!   is never touched; [`RunDirLock`] is what a run holds for its whole life.
+//! - After [`recover_run_dir`] every `.h5` file opens with any HDF5 reader, `data` and
+//!   `metadata` of every buffer have the same length, that length (the events whose data and
+//!   metadata were both flushed) is the file's `events_written` attribute with `recovered`
+//!   = 1, the file is compressed as a cleanly closed one would be, no `.packing` file is
+//!   left, and `summary.json` says `"recovered": true` with the events of every file.
+//! - Files and summaries are replaced atomically ([`write_atomic`]): a crash during recovery
+//!   leaves the old file or the new one, never half of one.
+//!
+//! Must never: change an event that was flushed, touch a file a live run writes, or leave a
+//! 0-byte summary.
+
+use std::path::{Path, PathBuf};
+
+use hdf5_metno as h5;
+
+use super::error::ExportError;
+use super::files::write_atomic;
+use super::hdf5::{
+    compress, remove_partial_compressions, repack_filters, Compression, MetaRow, HISTOGRAM_GROUP,
+};
+use super::raw;
+
+/// The file in a run directory that the run's supervisor holds locked while it lives.
+pub const LOCK_FILE: &str = ".lock";
+
+/// The lock a live run holds on its run directory (released when dropped or when the
+/// process dies, also by SIGKILL or a power cut).
+#[derive(Debug)]
+pub struct RunDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl RunDirLock {
+    /// Locks `run_dir/.lock` (created if missing); `Ok(None)` when another process holds it
+    /// (the run is live).
+    pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<RunDirLock>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(run_dir.join(LOCK_FILE))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(RunDirLock(l))),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(std::io::Error::from(e)),
+        }
+    }
+
+    /// Lets the processes this one starts from now on (the run's workers) hold the lock too:
+    /// the run directory stays locked until the last of them has ended, also when the
+    /// supervisor was killed and its workers drain on.
+    pub fn share_with_children(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        nix::fcntl::fcntl(
+            &*self.0,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map(|_| ())
+        .map_err(|e| std::io::Error::other(format!("lock file descriptor {fd}: {e}")))
+    }
+}
+
+/// What recovery found in one file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileRecovery {
+    /// The file.
+    pub path: PathBuf,
+    /// Events kept per buffer (group name, events), in the file's group order.
+    pub buffers: Vec<(String, u64)>,
+    /// Rows cut from `data` (flushed data whose metadata never reached the file, or rows past
+    /// the last flush), per buffer, in the same order.
+    pub rows_cut: Vec<u64>,
+    /// Whether the file was compressed now.
+    pub compressed: bool,
+    /// Why compressing it failed (the file stays uncompressed, complete and readable).
+    pub compress_error: Option<String>,
+}
+
+/// What recovery did to a run directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecovery {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Every `.h5` file, in name order.
+    pub files: Vec<FileRecovery>,
+    /// Files that could not be recovered, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+impl RunRecovery {
+    /// Events kept over all files.
+    pub fn events(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|f| f.buffers.iter().map(|(_, n)| n))
+            .sum()
+    }
+}
+
+/// Events of one buffer that are whole in the file: leading metadata rows that were written
+/// (not the fill value -1, not zeros past the end of what reached the disk), at most as many
+/// as `data` has rows.
+fn events_in(group: &h5::Group) -> Result<(u64, u64, u64), String> {
+    let data = group.dataset("data").map_err(raw::describe)?;
+    let meta = group.dataset("metadata").map_err(raw::describe)?;
+    let data_rows = data.shape().first().copied().unwrap_or(0);
+    let meta_rows = meta.shape().first().copied().unwrap_or(0);
+    let step = 1 << 16;
+    let mut valid = 0usize;
+    'rows: while valid < meta_rows {
+        let end = (valid + step).min(meta_rows);
+        let Ok(part) = meta.read_slice_1d::<MetaRow, _>(valid..end) else {
+            break;
+        };
+        for (k, m) in part.iter().enumerate() {
+            let i = valid + k;
+            let zero = m.counter == 0 && m.timestamp == 0.0 && m.deadtime == 0.0;
+            if m.counter < 0 || (i > 0 && zero) {
+                valid = i;
+                break 'rows;
+            }
+        }
+        valid = end;
+    }
+    Ok((
+        valid.min(data_rows) as u64,
+        data_rows as u64,
+        meta_rows as u64,
+    ))
+}
+
+fn compression_of(group: &h5::Group) -> Compression {
+    let text = group
+        .attr("compression")
+        .and_then(|a| a.read_scalar::<h5::types::VarLenUnicode>())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
+    match text.strip_prefix("shuffle+deflate level ") {
+        Some(level) => Compression::Deflate {
+            level: level.trim().parse().unwrap_or(1),
+        },
+        None => Compression::None,
+    }
+}
+
+/// Recovers one run file that no process writes any more: clears the writer's flags (as
+/// `h5clear -s` does), cuts `data` and `metadata` of every buffer to the events both hold,
+/// records that count (`events_written`, `recovered` = 1), and compresses the file as its
+/// writer would have on closing, unless it is compressed already (a file closed cleanly
+/// before the run was killed). Running it twice changes nothing more.
+pub fn recover_file(path: &Path) -> Result<FileRecovery, ExportError> {
+    let (mut out, filters) = cut_to_whole_events(path, true)?;
+    if !filters.is_empty() {
+        match compress(path, &filters) {
+            Ok(()) => out.compressed = true,
+            Err(e) => {
+                tracing::warn!("{e}");
+                out.compress_error = Some(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The part of [`recover_file`] that makes the file consistent: flags cleared, `data` and
+/// `metadata` cut to the events both hold, `events_written` set (and `recovered` = 1 when
+/// `mark_recovered`). Also returns the `h5repack` filters the file still needs.
+pub(crate) fn cut_to_whole_events(
+    path: &Path,
+    mark_recovered: bool,
+) -> Result<(FileRecovery, Vec<String>), ExportError> {
+    let err = |reason: String| ExportError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    raw::clear_status_flags(path)
+        .map_err(|r| err(format!("could not clear the writer's flags: {r}")))?;
+    let mut out = FileRecovery {
+        path: path.to_path_buf(),
+        buffers: Vec::new(),
+        rows_cut: Vec::new(),
+        compressed: false,
+        compress_error: None,
+    };
+    let mut filters = Vec::new();
+    {
+        let file = h5::File::open_rw(path).map_err(|e| err(raw::describe(e)))?;
+        let names = file.member_names().map_err(|e| err(raw::describe(e)))?;
+        for name in names.iter().filter(|n| n.as_str() != HISTOGRAM_GROUP) {
+            let Ok(group) = file.group(name) else {
+                continue;
+            };
+            let (Ok(data), Ok(meta)) = (group.dataset("data"), group.dataset("metadata")) else {
+                continue;
+            };
+            let (n, data_rows, meta_rows) =
+                events_in(&group).map_err(|r| err(format!("buffer '{name}': {r}")))?;
+            if data_rows != n || meta_rows != n {
+                let cols = data.shape().get(1).copied().unwrap_or(1);
+                data.resize((n as usize, cols))
+                    .and_then(|_| meta.resize(n as usize))
+                    .map_err(|e| {
+                        err(format!(
+                            "buffer '{name}': could not cut to {n} events: {}",
+                            raw::describe(e)
+                        ))
+                    })?;
+            }
+            let already = data
+                .filters()
+                .iter()
+                .any(|f| matches!(f, h5::filters::Filter::Deflate(_)));
+            if !already {
+                filters.extend(repack_filters(name, compression_of(&group)));
+            }
+            out.rows_cut.push(data_rows.saturating_sub(n));
+            out.buffers.push((name.clone(), n));
+        }
+        {
+            let total: u64 = out.buffers.iter().map(|(_, n)| n).sum();
+            let put = || -> h5::Result<()> {
+                match file.attr("events_written") {
+                    Ok(a) => a.write_scalar(&total)?,
+                    Err(_) => file
+                        .new_attr::<u64>()
+                        .create("events_written")?
+                        .write_scalar(&total)?,
+                }
+                if mark_recovered {
+                    match file.attr("recovered") {
+                        Ok(a) => a.write_scalar(&1u8)?,
+                        Err(_) => file
+                            .new_attr::<u8>()
+                            .create("recovered")?
+                            .write_scalar(&1u8)?,
+                    }
+                }
+                file.flush()
+            };
+            put().map_err(|e| err(format!("could not record the events: {}", raw::describe(e))))?;
+        }
+    }
+    Ok((out, filters))
+}
+
+/// The run's `summary.json`, if there is one that reads as JSON (a 0-byte or cut one, as a
+/// full disk used to leave, counts as none).
+fn summary_of(run_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// True when `run_dir` has a summary its run wrote (one a recovery wrote may be redone).
+pub fn finished(run_dir: &Path) -> bool {
+    summary_of(run_dir).is_some_and(|v| v.get("recovered") != Some(&serde_json::Value::Bool(true)))
+}
+
+/// True when another process holds the lock libhdf5 takes on a file it has open (writers
+/// exclusive, readers shared).
+fn writer_holds(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    matches!(
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
+}
+
+/// Recovers every `.h5` file of a run directory that did not finish, removes `.packing`
+/// files a killed compression left, and writes `summary.json` with `"recovered": true`.
+/// Refuses a directory a live run holds.
+pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
+    let (mut rec, later) = recover_run_dir_then_compress(run_dir)?;
+    for (path, result) in later.run() {
+        if let Some(f) = rec.files.iter_mut().find(|f| f.path == path) {
+            match result {
+                Ok(()) => f.compressed = true,
+                Err(e) => f.compress_error = Some(e),
+            }
+        }
+    }
+    Ok(rec)
+}
+
+/// The compressions a recovery left to do, with the run directory's lock held until they
+/// are done (a run starting meanwhile leaves the directory alone).
+#[derive(Debug)]
+pub struct Compressions {
+    _lock: RunDirLock,
+    files: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl Compressions {
+    /// Files still to compress, with their sizes in bytes.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        self.files
+            .iter()
+            .map(|(p, _)| (p.clone(), std::fs::metadata(p).map_or(0, |m| m.len())))
+            .collect()
+    }
+
+    /// Compresses them one after the other (as a closing writer does: `h5repack` at the
+    /// lowest priority, renamed over the file; a failure leaves the file as it is) and
+    /// releases the lock.
+    pub fn run(self) -> Vec<(PathBuf, Result<(), String>)> {
+        self.files
+            .iter()
+            .map(|(p, filters)| {
+                let r = compress(p, filters);
+                if let Err(e) = &r {
+                    tracing::warn!("{e}");
+                }
+                (p.clone(), r)
+            })
+            .collect()
+    }
+}
+
+/// [`recover_run_dir`] without the compression, which can take minutes for a large file:
+/// the files are readable and `summary.json` is written when this returns; the compressions
+/// are returned to be run (e.g. in the background while a new run starts).
+pub fn recover_run_dir_then_compress(
+    run_dir: &Path,
+) -> Result<(RunRecovery, Compressions), ExportError> {
+    let io = |source: std::io::Error| ExportError::Io {
+        path: run_dir.to_path_buf(),
+        source,
+    };
+    if finished(run_dir) {
+        return Err(ExportError::Read {
+            path: run_dir.join("summary.json"),
+            reason: "the run finished (its summary was written by the run, not by a \
+                     recovery): nothing to recover"
+                .into(),
+        });
+    }
+    let Some(lock) = RunDirLock::try_lock(run_dir).map_err(io)? else {
+        return Err(ExportError::Read {
+            path: run_dir.to_path_buf(),
+            reason: "a running daq-engine holds this run directory; stop it first".into(),
+        });
+    };
+    let mut names: Vec<PathBuf> = std::fs::read_dir(run_dir)
+        .map_err(io)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut rec = RunRecovery {
+        run_dir: run_dir.to_path_buf(),
+        files: Vec::new(),
+        failed: Vec::new(),
+    };
+    let h5_files: Vec<&PathBuf> = names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "h5"))
+        .collect();
+    // A writer that holds no run-directory lock (a daq-engine from before the lock, a
+    // worker started by hand) still holds libhdf5's lock on its file, and so does a reader
+    // (h5py) that has it open: touch nothing then.
+    for p in &h5_files {
+        if writer_holds(p) {
+            return Err(ExportError::Read {
+                path: p.to_path_buf(),
+                reason: "another process has this file open (its writer, or a reader such as \
+                         h5py); close it, then run `daq-engine recover` on the run directory"
+                    .into(),
+            });
+        }
+    }
+    // Compressions killed with their run: the originals next to them are complete.
+    remove_partial_compressions(run_dir);
+    let mut later = Compressions {
+        _lock: lock,
+        files: Vec::new(),
+    };
+    for p in h5_files {
+        match cut_to_whole_events(p, true) {
+            Ok((f, filters)) => {
+                if !filters.is_empty() {
+                    later.files.push((p.clone(), filters));
+                }
+                for ((b, n), cut) in f.buffers.iter().zip(&f.rows_cut) {
+                    tracing::info!(
+                        "{}: buffer '{b}': {n} events kept{}",
+                        p.display(),
+                        if *cut > 0 {
+                            format!(", {cut} incomplete rows cut")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                rec.files.push(f);
+            }
+            Err(e) => rec.failed.push((p.clone(), e.to_string())),
+        }
+    }
+    let files: serde_json::Map<String, serde_json::Value> = rec
+        .files
+        .iter()
+        .map(|f| {
+            let name = f
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let b: serde_json::Map<String, serde_json::Value> = f
+                .buffers
+                .iter()
+                .map(|(b, n)| (b.clone(), (*n).into()))
+                .collect();
+            (name, b.into())
+        })
+        .collect();
+    let mut events = std::collections::BTreeMap::<String, u64>::new();
+    for (b, n) in rec.files.iter().flat_map(|f| f.buffers.iter()) {
+        *events.entry(b.clone()).or_default() += n;
+    }
+    let mut failures = vec![format!(
+        "the run ended without a summary (killed, or the machine stopped); recovered at {}",
+        super::hdf5::utc_now_iso8601()
+    )];
+    failures.extend(
+        rec.failed
+            .iter()
+            .map(|(p, why)| format!("{}: not recovered: {why}", p.display())),
+    );
+    let summary = serde_json::json!({
+        "recovered": true,
+        "exit_code": 1,
+        "run_dir": run_dir,
+        "events_written": rec.events(),
+        "events": events,
+        "files": files,
+        "failures": failures,
+    });
+    let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    write_atomic(&run_dir.join("summary.json"), text.as_bytes()).map_err(|source| {
+        ExportError::Io {
+            path: run_dir.join("summary.json"),
+            source,
+        }
+    })?;
+    Ok((rec, later))
+}
+
+/// Removes the staging directories (`.staging_*`, see `engine::launch::make_locked_run_dir`)
+/// in `target` that a starting run left when it died before renaming it (none is locked).
+pub fn remove_stale_staging(target: &Path) {
+    let Ok(entries) = std::fs::read_dir(target) else {
+        return;
+    };
+    for p in entries.flatten().map(|e| e.path()) {
+        let staging = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".staging_"));
+        if staging && p.is_dir() && matches!(RunDirLock::try_lock(&p), Ok(Some(_))) {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
+/// The run directories (`run_*`) in `target` that did not finish: no readable
+/// `summary.json` and no live run holding them. Sorted by name (start time).
+pub fn unfinished_runs(target: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(target) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("run_"))
+                && summary_of(p).is_none()
+                && matches!(RunDirLock::try_lock(p), Ok(Some(_)))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_run_directory_is_not_unfinished_and_is_refused() {
+        let target = std::env::temp_dir().join(format!("daq-recover-lock-{}", std::process::id()));
+        let run = target.join("run_2026-01-01T00-00-00");
+        std::fs::create_dir_all(&run).unwrap();
+        let lock = RunDirLock::try_lock(&run)
+            .unwrap()
+            .expect("a fresh directory locks");
+        // flock belongs to the open file: a second open, even in this process, is refused.
+        assert!(RunDirLock::try_lock(&run).unwrap().is_none());
+        assert!(unfinished_runs(&target).is_empty());
+        assert!(recover_run_dir(&run).is_err());
+        assert!(!run.join("summary.json").exists());
+        drop(lock);
+        // A 0-byte summary (what a full disk used to leave) is no summary.
+        std::fs::write(run.join("summary.json"), "").unwrap();
+        assert_eq!(unfinished_runs(&target), vec![run.clone()]);
+        let rec = recover_run_dir(&run).unwrap();
+        assert_eq!(rec.events(), 0);
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["recovered"], true);
+        assert!(unfinished_runs(&target).is_empty());
+        // A staging directory of a start that died is removed; a locked one stays.
+        let dead = target.join(".staging_1-0-0");
+        let live = target.join(".staging_2-0-0");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        let held = RunDirLock::try_lock(&live).unwrap().unwrap();
+        remove_stale_staging(&target);
+        assert!(!dead.exists() && live.exists());
+        drop(held);
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+
+    #[test]
+    fn a_finished_run_is_left_as_it_is() {
+        let run = std::env::temp_dir().join(format!("daq-recover-done-{}", std::process::id()));
+        std::fs::create_dir_all(&run).unwrap();
+        let summary = r#"{"exit_code": 0, "events": {"raw": 12}}"#;
+        std::fs::write(run.join("summary.json"), summary).unwrap();
+        let e = recover_run_dir(&run).unwrap_err();
+        assert!(e.to_string().contains("nothing to recover"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(run.join("summary.json")).unwrap(),
+            summary
+        );
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    #[test]
+    fn a_file_open_in_a_writer_stops_the_recovery_of_its_directory() {
+        let run = std::env::temp_dir().join(format!("daq-recover-open-{}", std::process::id()));
+        std::fs::create_dir_all(&run).unwrap();
+        let path = run.join("raw.h5");
+        let w = crate::export::hdf5::RunFileWriter::create(
+            &path,
+            crate::export::hdf5::RunInfo::new("test"),
+            Default::default(),
+        )
+        .unwrap();
+        let e = recover_run_dir(&run).unwrap_err();
+        assert!(e.to_string().contains("has this file open"), "{e}");
+        assert!(!run.join("summary.json").exists());
+        drop(w);
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+}
