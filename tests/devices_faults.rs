@@ -138,6 +138,10 @@ fn a_noise_line_from_a_cosmicwatch_is_counted_and_skipped_and_the_run_goes_on() 
             // Line noise: three columns where six belong, with a control byte.
             script.push_str("\u{7}12 xx 3\r\n");
         }
+        if i == 7 {
+            // A burst of three noise lines in a row: each one counted.
+            script.push_str("\u{7}noise 12 xx\r\n\u{7}noise 12 xx\r\n\u{7}noise 12 xx\r\n");
+        }
         script.push_str(l);
     }
     let sim = scripted(script.into_bytes());
@@ -153,7 +157,7 @@ fn a_noise_line_from_a_cosmicwatch_is_counted_and_skipped_and_the_run_goes_on() 
     let events: Vec<String> = csv_column(&rd, "event");
     let want: Vec<String> = (1..=10).map(|n| n.to_string()).collect();
     assert_eq!(events, want, "every good event, in order");
-    assert_eq!(note(&rd, "device.bad_records").as_deref(), Some("1"));
+    assert_eq!(note(&rd, "device.bad_records").as_deref(), Some("4"));
     assert_eq!(note(&rd, "device.events").as_deref(), Some("10"));
     let log = log(&rd);
     assert!(
@@ -164,7 +168,7 @@ fn a_noise_line_from_a_cosmicwatch_is_counted_and_skipped_and_the_run_goes_on() 
     // The count travels with the data: the notes are final before the file closes.
     let facts = daq_engine::export::inspect(rd.join("events.h5")).unwrap();
     assert!(
-        facts.contains("@detector.device.bad_records = 1"),
+        facts.contains("@detector.device.bad_records = 4"),
         "{facts}"
     );
     assert!(facts.contains("@detector.device.events = 10"), "{facts}");

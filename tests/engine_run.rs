@@ -791,3 +791,41 @@ fn a_restarted_csv_exporter_keeps_what_it_wrote() {
         assert!(!l.starts_with("counter"), "one header");
     }
 }
+
+/// issue 12: an HDF5 exporter started again after a crash neither fails (its file exists)
+/// nor overwrites what it wrote: the earlier file is made whole and the new process goes on
+/// in `<stem>_r1.h5`; both open with plain h5py.
+#[test]
+fn a_restarted_hdf5_exporter_keeps_its_file_and_goes_on_in_a_new_one() {
+    let dir = Dir::new("h5restart");
+    let text = setup(1_000_000_000, 1, 1)
+        + "  h5:\n    function: export.hdf5\n    sources: [raw]\n    restart: on-failure\n    \
+           config: {flush_interval: 0.2, compression: none}\n";
+    let s = dir.write("setup.yaml", &text);
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    let needle = format!("{} h5 0", run.join("plan.json").display());
+    let victims = processes_with(&needle);
+    assert_eq!(victims.len(), 1, "{victims:?}");
+    std::thread::sleep(Duration::from_millis(800));
+    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    wait_until("the restarted exporter", Duration::from_secs(30), || {
+        std::fs::read_to_string(run.join("daq-engine.log")).is_ok_and(|l| l.contains("going on in"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    let Some(files) = runs::h5py_rows(&run) else {
+        return;
+    };
+    let first = &files["raw.h5"]["raw"];
+    let second = &files["raw_r1.h5"]["raw"];
+    assert!(first.0 > 0 && first.0 == first.1, "{files:?}");
+    assert!(second.0 > 0 && second.0 == second.1, "{files:?}");
+    let summary = books_balance(&run);
+    let delivered = summary["readers"]["raw"]["h5"]["delivered"]
+        .as_u64()
+        .unwrap();
+    assert!(first.0 + second.0 <= delivered, "{files:?} vs {delivered}");
+}

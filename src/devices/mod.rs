@@ -429,6 +429,7 @@ impl DeviceImporter {
             };
             imp.notes = Some(ctx.run_dir.join(name));
         }
+        imp.carry_on();
         imp.write_notes();
         let info = imp.source.info();
         tracing::info!(
@@ -572,6 +573,34 @@ impl DeviceImporter {
         } else {
             Produced::Idle
         }
+    }
+
+    /// An earlier process of this worker (it failed and was started again) left its notes:
+    /// go on counting from them, so a restart does not reset the device's events, bad
+    /// records and silences (what it counted after its last notes, ≤ 1 s, is not known).
+    fn carry_on(&mut self) {
+        let Some(path) = &self.notes else { return };
+        let before = read_notes(path);
+        if before.is_empty() {
+            return;
+        }
+        let get = |key: &str| {
+            before
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        self.events = get("device.events");
+        self.bad.count = get("device.bad_records");
+        self.silence.spells = get("device.silences");
+        self.silence.events_then = self.events;
+        tracing::info!(
+            "{}: going on from an earlier process of this worker: {} events, {} bad records",
+            self.worker,
+            self.events,
+            self.bad.count
+        );
     }
 
     fn write_notes(&self) {

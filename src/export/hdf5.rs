@@ -414,7 +414,46 @@ impl RunFileWriter {
         info: RunInfo,
         options: WriterOptions,
     ) -> Result<Self, ExportError> {
-        let base = path.as_ref().to_path_buf();
+        let mut base = path.as_ref().to_path_buf();
+        // Files of this writer exist when an earlier process of the same worker wrote them
+        // in this run and failed (`restart: on-failure`): they are made whole as `recover`
+        // makes them and compressed in the background, and this process goes on in new files
+        // `<stem>_r<N>.h5`, so nothing the earlier one wrote is overwritten.
+        let earlier = earlier_lives(&base);
+        let mut to_pack = Vec::new();
+        if !earlier.is_empty() {
+            for f in &earlier {
+                let clean = h5::File::open(f)
+                    .ok()
+                    .and_then(|h| h.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
+                    == Some(1);
+                let _ = std::fs::remove_file(packing_path(f));
+                match super::recover::cut_to_whole_events(f, !clean) {
+                    Ok((r, filters)) => {
+                        tracing::info!(
+                            "{}: {} events kept from an earlier process of this worker{}",
+                            f.display(),
+                            r.buffers.iter().map(|b| b.1).sum::<u64>(),
+                            if clean {
+                                ""
+                            } else {
+                                " (made whole after its crash)"
+                            }
+                        );
+                        if !filters.is_empty() {
+                            to_pack.push((f.clone(), filters));
+                        }
+                    }
+                    Err(e) => tracing::warn!("{}: cannot make it whole: {e}", f.display()),
+                }
+            }
+            base = next_life(&base);
+            tracing::info!(
+                "an earlier process of this worker wrote {} file(s); going on in {}",
+                earlier.len(),
+                base.display()
+            );
+        }
         let meta_type =
             raw::compound_type(&metadata_dtype()).map_err(|reason| ExportError::Create {
                 path: base.clone(),
@@ -438,6 +477,9 @@ impl RunFileWriter {
             packer: None,
             events_run: 0,
         };
+        for (f, filters) in to_pack {
+            w.packer.get_or_insert_with(Packer::start).queue(f, filters);
+        }
         w.open_next()?;
         Ok(w)
     }
@@ -1146,13 +1188,78 @@ pub(crate) fn repack_filters(name: &str, compression: Compression) -> Option<Str
     }
 }
 
+/// `<path>.packing`: where h5repack writes the compressed copy of `path`.
+fn packing_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".packing");
+    PathBuf::from(tmp)
+}
+
+/// The files a writer whose first file is `base` (`<stem>.h5`) has made in its directory,
+/// in all its processes' lives: `<stem>.h5`, `<stem>_0001.h5` (rotation), `<stem>_r1.h5`,
+/// `<stem>_r1_0001.h5`, … Sorted by name.
+fn earlier_lives(base: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem), Some(ext)) = (
+        base.parent(),
+        base.file_stem().and_then(|s| s.to_str()),
+        base.extension().and_then(|s| s.to_str()),
+    ) else {
+        return Vec::new();
+    };
+    let digits = |s: &str, n: Option<usize>| {
+        !s.is_empty() && n.is_none_or(|n| s.len() == n) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    let ours = |name: &str| -> bool {
+        let Some(rest) = name
+            .strip_suffix(ext)
+            .and_then(|r| r.strip_suffix('.'))
+            .and_then(|r| r.strip_prefix(stem))
+        else {
+            return false;
+        };
+        // "", "_0001", "_r1", "_r1_0001"
+        let rest = match rest.strip_prefix("_r") {
+            Some(r) => match r.split_once('_') {
+                Some((life, index)) if digits(life, None) => return digits(index, Some(4)),
+                _ => return digits(r, None),
+            },
+            None => rest,
+        };
+        rest.is_empty() || rest.strip_prefix('_').is_some_and(|i| digits(i, Some(4)))
+    };
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(ours))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The base of the first life of a writer whose first file is `base` that has written no
+/// file yet: `<stem>_r1.h5`, `<stem>_r2.h5`, …
+fn next_life(base: &Path) -> PathBuf {
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let ext = base
+        .extension()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "h5".into());
+    (1..)
+        .map(|n| base.with_file_name(format!("{stem}_r{n}.{ext}")))
+        .find(|b| earlier_lives(b).is_empty())
+        .expect("an unused life number")
+}
+
 /// Compresses the closed file `path` with `h5repack` and these per-dataset `filters`
 /// (`/buf/data:SHUF,/buf/data:GZIP=1`, …) into `<path>.packing`, then renames it over
 /// `path`. On any failure the original stays as it is (uncompressed, complete).
 pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".packing");
-    let tmp = PathBuf::from(tmp);
+    let tmp = packing_path(path);
     let mut cmd = std::process::Command::new("h5repack");
     // The format the writer uses (HDF5 1.10, checksummed metadata), not the oldest one.
     cmd.args(["--low=2", "--high=2"]);
@@ -1511,4 +1618,45 @@ fn write_histograms(file: &h5::File, histograms: &[Histogram]) -> Result<(), Str
         write().map_err(|e| ctx(name, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files of a writer's earlier lives are found by name, and no other writer's.
+    #[test]
+    fn earlier_lives_are_this_writers_files_only() {
+        let dir = std::env::temp_dir().join(format!("daq-lives-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = [
+            "raw.h5",
+            "raw_0001.h5",
+            "raw_r1.h5",
+            "raw_r1_0002.h5",
+            "raw_r12.h5",
+        ];
+        let others = [
+            "raw_big.h5",
+            "raw_01.h5",
+            "raw.h5.packing",
+            "rawx.h5",
+            "raw_r.h5",
+            "raw_r1_01.h5",
+            "pulses.h5",
+        ];
+        for f in ours.iter().chain(&others) {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        let found: Vec<String> = earlier_lives(&dir.join("raw.h5"))
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let mut want: Vec<String> = ours.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(found, want);
+        assert_eq!(next_life(&dir.join("raw.h5")), dir.join("raw_r2.h5"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Child;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Waits for the run; returns its exit code and its stderr followed by its stdout.
@@ -102,4 +104,45 @@ pub fn books_balance(run: &Path) -> serde_json::Value {
         }
     }
     summary
+}
+
+/// Per file, per group: (rows of `data`, rows of `metadata`).
+pub type FileRows = BTreeMap<String, BTreeMap<String, (u64, u64)>>;
+
+/// Rows of `data` and `metadata` of every group of every .h5 file in `run`, read by plain
+/// h5py (no SWMR, no h5clear): file → group → (data rows, metadata rows). `None` without a
+/// Python with h5py.
+pub fn h5py_rows(run: &Path) -> Option<FileRows> {
+    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let ok = Command::new(&py)
+        .args(["-c", "import h5py"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED the h5py checks: {py} has no h5py (scripts/test.sh makes a venv)");
+        return None;
+    }
+    let script = r#"
+import glob, json, os, sys, h5py
+out = {}
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.h5"))):
+    with h5py.File(path, "r") as f:
+        out[os.path.basename(path)] = {
+            g: [len(f[g]["data"]), len(f[g]["metadata"])]
+            for g in f if isinstance(f[g], h5py.Group) and "data" in f[g]
+        }
+print(json.dumps(out))
+"#;
+    let o = Command::new(&py)
+        .args(["-c", script])
+        .arg(run)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "plain h5py could not read the run's files: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: FileRows = serde_json::from_slice(&o.stdout).unwrap();
+    Some(v)
 }

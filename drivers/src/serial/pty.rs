@@ -197,6 +197,12 @@ impl SimulatorHandle {
     pub fn replug(&mut self) -> std::io::Result<()> {
         self.unplug();
         let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
+        // Close-on-exec: a program this process starts (the engine under test) must not
+        // hold the master open, or closing it here would not hang up the line there.
+        for fd in [pty.master.as_fd(), pty.slave.as_fd()] {
+            fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+                .map_err(std::io::Error::from)?;
+        }
         // Raw mode before anyone writes: no echo, no CR/LF translation.
         let mut t = tcgetattr(pty.slave.as_fd()).map_err(std::io::Error::from)?;
         cfmakeraw(&mut t);
