@@ -59,7 +59,7 @@ Workers:
 ";
 
 mod monitor_common;
-use monitor_common::{exchange, http, start_run_with, Dir, EXE};
+use monitor_common::{exchange, free_loopback_addr, http, start_run_with, wait_for, Dir, EXE};
 
 /// [`SETUP`] run with a web monitor on a free loopback port (with `token`, if any).
 fn start_run(
@@ -133,17 +133,6 @@ fn raw(v: &serde_json::Value) -> (u64, f64) {
         b["events_in"].as_u64().unwrap(),
         b["rate_hz"].as_f64().unwrap(),
     )
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(8),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Screenshot of the page by Debian's chromium, if installed.
@@ -404,13 +393,7 @@ fn spawn_binary(
 ) -> (std::process::Child, SocketAddr) {
     let setup = dir.join("setup.yaml");
     std::fs::write(&setup, SETUP).unwrap();
-    // A free port: bind, note it, let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = free_loopback_addr();
     let mut child = std::process::Command::new(EXE)
         .arg(&setup)
         .args([

@@ -126,3 +126,31 @@ pub fn exchange(addr: SocketAddr, head: &str) -> std::io::Result<(u16, String)> 
     let body = String::from_utf8_lossy(&out).into_owned();
     Ok((status, body))
 }
+
+/// Waits (at most 8 s) until `f` holds.
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_up_to(Duration::from_secs(8), what, f)
+}
+
+/// Waits (at most `limit`) until `f` holds.
+pub fn wait_up_to(limit: Duration, what: &str, f: impl FnMut() -> bool) {
+    assert!(holds_within(limit, f), "timed out waiting for {what}");
+}
+
+/// Whether `f` comes to hold within `limit` (asked every 50 ms).
+pub fn holds_within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        if t0.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// A free port on 127.0.0.1: bound, noted, let go.
+pub fn free_loopback_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
