@@ -137,12 +137,7 @@ fn raw(v: &serde_json::Value) -> (u64, f64) {
 
 /// Screenshot of the page by Debian's chromium, if installed.
 fn screenshot(addr: SocketAddr) {
-    let Some(browser) = ["chromium", "chromium-browser"].into_iter().find(|b| {
-        std::process::Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }) else {
+    let Some(browser) = chromium() else {
         eprintln!(
             "SKIPPED the browser screenshot: chromium is not installed (apt-get install chromium)"
         );
@@ -153,14 +148,8 @@ fn screenshot(addr: SocketAddr) {
     let profile = std::env::temp_dir().join(format!("daq-monitor-chromium-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     let mut status = std::process::Command::new(browser)
+        .args(HEADLESS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
             "--hide-scrollbars",
             "--window-size=1300,1000",
             // Not --virtual-time-budget: the page's event stream never ends, so virtual
@@ -440,6 +429,17 @@ fn wait_exit(mut child: std::process::Child) -> (Option<i32>, String) {
     (status.code(), err)
 }
 
+/// Waits until the run at `addr` has events in `raw`. (A stop in the run's first tenth of a
+/// second may find a worker still starting and end the run as failed: not what the tests
+/// that call this are about.)
+fn wait_events(addr: SocketAddr, headers: &[&str]) {
+    wait_for("events in raw", || {
+        let (_, body) = http(addr, "GET", "/state", headers);
+        serde_json::from_str::<serde_json::Value>(&body)
+            .is_ok_and(|v| v["buffers"]["raw"]["events_in"].as_u64() > Some(0))
+    });
+}
+
 /// The run's `summary.json` under `dir/runs`.
 fn summary_of(dir: &Path) -> serde_json::Value {
     let run = std::fs::read_dir(dir.join("runs"))
@@ -482,6 +482,7 @@ fn threads() -> usize {
 fn huge_content_length_does_not_end_the_run() {
     let dir = Dir::new("huge");
     let (child, addr) = spawn_binary(&dir.0, &[], &[]);
+    wait_events(addr, &[]);
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /state HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n")
         .unwrap();
@@ -635,6 +636,7 @@ fn binary_takes_the_token_from_a_file() {
     assert_eq!(http(addr, "GET", "/state", &[]).0, 401);
     let auth = "Authorization: Bearer f1le-s3cret";
     assert_eq!(http(addr, "GET", "/state", &[auth]).0, 200);
+    wait_events(addr, &[auth]);
     assert_eq!(http(addr, "POST", "/control/stop", &[auth]).0, 202);
     let (code, err) = wait_exit(child);
     assert_eq!(code, Some(0), "{err}");
@@ -706,6 +708,14 @@ impl DevTools {
         String::from_utf8_lossy(&p).into_owned()
     }
 
+    /// The text of the page's element `id` ("" without one).
+    fn text(&mut self, id: &str) -> String {
+        self.eval(&format!("document.getElementById('{id}').textContent"))
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// Evaluates `js` in the page; returns the result's value.
     fn eval(&mut self, js: &str) -> serde_json::Value {
         self.id += 1;
@@ -722,48 +732,52 @@ impl DevTools {
     }
 }
 
-/// The page's buttons in a real browser: pause stops the rates, resume restarts them, stop
-/// ends the run with exit 0 and the page says so.
-#[test]
-fn browser_buttons_pause_resume_stop() {
-    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(browser) = ["chromium", "chromium-browser"].into_iter().find(|b| {
+/// Chromium without a window, a sandbox (tests may run as root) or traffic of its own.
+const HEADLESS: [&str; 7] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
+/// Debian's chromium, if installed.
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|b| {
         std::process::Command::new(b)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
-    }) else {
-        eprintln!("SKIPPED the browser test: chromium is not installed (apt-get install chromium)");
-        return;
-    };
-    let dir = Dir::new("buttons");
-    let (addr, _run_dir, run) = start_run(&dir.0, None);
-    let profile = dir.0.join("chromium-profile");
-    let mut chrome = std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("http://{addr}/"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+    })
+}
+
+/// A headless browser, killed when dropped.
+struct Browser(std::process::Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-    let _kill = Kill(&mut chrome);
+}
+
+/// Opens `url` (a page of the server at `addr`) in a headless `browser` whose profile lives
+/// in `dir`; returns it and a DevTools connection to the page.
+fn open_page(browser: &str, dir: &Path, url: &str, addr: SocketAddr) -> (Browser, DevTools) {
+    let profile = dir.join("chromium-profile");
+    let chrome = Browser(
+        std::process::Command::new(browser)
+            .args(HEADLESS)
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let port_file = profile.join("DevToolsActivePort");
     wait_for("chromium's DevTools port", || {
         std::fs::read_to_string(&port_file).is_ok_and(|t| t.lines().count() >= 2)
@@ -794,13 +808,22 @@ fn browser_buttons_pause_resume_stop() {
             false
         }
     });
-    let mut page = DevTools::connect(&ws_url);
-    let text = |page: &mut DevTools, id: &str| {
-        page.eval(&format!("document.getElementById('{id}').textContent"))
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+    (chrome, DevTools::connect(&ws_url))
+}
+
+/// The page's buttons in a real browser: pause stops the rates, resume restarts them, stop
+/// ends the run with exit 0 and the page says so.
+#[test]
+fn browser_buttons_pause_resume_stop() {
+    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED the browser test: chromium is not installed (apt-get install chromium)");
+        return;
     };
+    let dir = Dir::new("buttons");
+    let (addr, _run_dir, run) = start_run(&dir.0, None);
+    let (_browser, mut page) = open_page(browser, &dir.0, &format!("http://{addr}/"), addr);
+    let text = |page: &mut DevTools, id: &str| page.text(id);
     wait_for("numbers on the page", || {
         text(&mut page, "state") == "running" && text(&mut page, "buffers").contains("raw")
     });
@@ -884,4 +907,32 @@ fn a_failing_server_costs_the_page_not_the_run() {
     assert_eq!(summary.exit_code, 0, "{:?}", summary.failures);
     assert!(summary.events["raw"] > 0, "{:?}", summary.events);
     drop(web);
+}
+
+/// With a token, the page opened as `http://ADDR/#token=TOKEN` shows the run and its Stop
+/// button works: the fragment (never sent to the server) is traded for an HttpOnly cookie
+/// that the event stream carries, and leaves the address bar.
+#[test]
+fn browser_page_with_a_token() {
+    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED the browser test: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let dir = Dir::new("browser-token");
+    let (addr, _run_dir, run) = start_run(&dir.0, Some("pag3-s3cret"));
+    let url = format!("http://{addr}/#token=pag3-s3cret");
+    let (_browser, mut page) = open_page(browser, &dir.0, &url, addr);
+    let text = |page: &mut DevTools, id: &str| page.text(id);
+    wait_for("numbers on the page", || {
+        text(&mut page, "state") == "running" && text(&mut page, "buffers").contains("raw")
+    });
+    assert_eq!(page.eval("location.hash"), "");
+    assert_eq!(page.eval("document.cookie"), "", "the cookie is HttpOnly");
+    page.eval("document.getElementById('stop').click()");
+    wait_for("the page to show the end", || {
+        text(&mut page, "state") == "finished"
+    });
+    let (summary, _web) = run.join().unwrap();
+    assert_eq!(summary.exit_code, 0, "{:?}", summary.failures);
 }
