@@ -8,6 +8,7 @@ use daq_engine::engine::{RunSummary, Watcher};
 use daq_engine::monitor::Web;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -753,12 +754,14 @@ fn chromium() -> Option<&'static str> {
     })
 }
 
-/// A headless browser, killed when dropped.
+/// A headless browser in a process group of its own, all of whose processes are killed
+/// when dropped (a renderer left behind would write into the profile being removed).
 struct Browser(std::process::Child);
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }
@@ -773,6 +776,7 @@ fn open_page(browser: &str, dir: &Path, url: &str, addr: SocketAddr) -> (Browser
             .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
