@@ -554,7 +554,15 @@ fn event_streams_do_not_take_a_thread_each() {
         streams >= 16,
         "only {streams} of 400 event streams were served"
     );
+    // Pages that close give their place back.
     drop(clients);
+    wait_for("an event stream after the others closed", || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let ask = format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let mut b = [0u8; 12];
+        s.write_all(ask.as_bytes()).is_ok() && s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 200"
+    });
 }
 
 /// issue 13, found 3: DNS rebinding. A site whose name resolves to 127.0.0.1 sends its own
