@@ -1,7 +1,10 @@
 // daq-engine monitor page: numbers from /events (server-sent events), plots from /trace and
 // /histograms (polled twice a second), controls posted to /control/<action>.
 "use strict";
-const token = new URLSearchParams(location.search).get("token");
+// With a token: open the page as http://HOST:PORT/#token=TOKEN. The fragment never leaves
+// the browser; the page trades it once for an HttpOnly cookie (POST /session) that its event
+// stream and requests then carry, and removes it from the address bar.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const $ = (id) => document.getElementById(id);
 const fmt = (x, d = 0) => (x === null || x === undefined || !isFinite(x)) ? "–" :
   Math.abs(x) >= 1e6 ? (x / 1e6).toFixed(2) + " M" : Math.abs(x) >= 1e4 ? (x / 1e3).toFixed(1) + " k" : x.toFixed(d);
@@ -45,6 +48,13 @@ function connect() {
     es.close();
   });
   es.onerror = () => { if ($("state").className !== "finished") { $("state").textContent = "no connection"; $("state").className = "lost"; } };
+}
+
+async function session() {
+  if (!token) return;
+  const r = await fetch("/session", { method: "POST", headers: { Authorization: "Bearer " + token } });
+  if (!r.ok) $("msg").textContent = `the token was refused: ${r.status}`;
+  history.replaceState(null, "", location.pathname);
 }
 
 async function control(action) {
@@ -121,6 +131,6 @@ async function plots() {
     drawTrace(t); drawHist(h);
   } catch (e) { /* the run may have ended; try again */ }
 }
-connect();
+session().finally(connect);
 plots();
 setInterval(plots, 500);

@@ -5,11 +5,12 @@
 #   run:    hdf5-tools (h5repack compresses each HDF5 file when it closes; h5dump in tests)
 #   tests:  python3-venv (h5py in a venv) tmux (terminal dashboard test)
 #           chromium (web page test, headless)
+#           prometheus (scrapes a run's /metrics in a test; its promtool checks the format)
 set -euo pipefail
 what=${1:-build}
 pkgs=(libhdf5-dev libusb-1.0-0-dev pkg-config hdf5-tools)
 if [ "$what" = test ]; then
-    pkgs+=(python3-venv tmux chromium)
+    pkgs+=(python3-venv tmux chromium prometheus)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -68,13 +68,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
 
-    /// Allow --http on a non-loopback address (then --token is required).
+    /// Allow --http on a non-loopback address (then a token is required).
     #[arg(long, requires = "http")]
     pub http_any: bool,
 
-    /// Token the page's control actions must carry (Authorization: Bearer TOKEN).
-    #[arg(long, value_name = "TOKEN", requires = "http")]
-    pub token: Option<String>,
+    /// File whose first line is the token every request to --http must carry
+    /// (Authorization: Bearer TOKEN; the page: open http://ADDR/#token=TOKEN). Without it,
+    /// the environment variable DAQ_ENGINE_TOKEN. Never on the command line: `ps` shows it.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Commands besides running a setup.

@@ -524,7 +524,11 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     }
     let mut watchers = crate::monitor::Watchers::new();
     if let Some(addr) = &args.http {
-        match crate::monitor::Web::bind(addr, args.token.clone(), args.http_any, &run_dir) {
+        let token = crate::monitor::web::token_from(
+            args.token_file.as_deref(),
+            std::env::var(crate::monitor::web::TOKEN_VAR).ok(),
+        );
+        match token.and_then(|t| crate::monitor::Web::bind(addr, t, args.http_any, &run_dir)) {
             Ok(w) => {
                 eprintln!("daq-engine: live page at http://{}/", w.local_addr());
                 tracing::info!("live page at http://{}/", w.local_addr());

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod files;
+pub mod metrics;
 pub mod tui;
 pub mod view;
 pub mod web;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use crate::engine::supervisor::{FULL_LEVEL, FULL_WARNING_S};
+pub use crate::engine::supervisor::{ReaderBooks, FULL_LEVEL, FULL_WARNING_S};
 /// Seconds a warning about lost events stays up after the count last rose.
 pub const LOST_WARNING_S: f64 = 10.0;
 
@@ -19,6 +19,10 @@ pub const LOST_WARNING_S: f64 = 10.0;
 pub struct BufferStats {
     /// Events published into the buffer.
     pub events_in: u64,
+    /// Events its writers produced: published plus lost.
+    pub produced: u64,
+    /// Per reading worker: delivered, lost and pending, which add up to `produced`.
+    pub readers: BTreeMap<String, ReaderBooks>,
     /// Events released by each reading worker.
     pub events_out: BTreeMap<String, u64>,
     /// Events per second since the previous snapshot.

@@ -1,38 +1,79 @@
 //! The web face of the monitor: a page with the run's numbers, the latest oscilloscope
-//! trace and the histograms, and buttons to pause, resume and stop.
+//! trace and the histograms, buttons to pause, resume and stop, and `/metrics` for
+//! Prometheus.
 //!
 //! Endpoints: `GET /` the page; `GET /events` server-sent events, one `data:` line per
 //! statistics snapshot (the [`RunView::to_json`] object) and a final `event: end` with the
 //! run summary; `GET /state` the latest of those as JSON; `GET /trace` the latest traces
 //! and `GET /histograms` the histograms as JSON (read from the run directory, at most every
-//! 250 ms); `POST /control/pause|resume|stop`. The page's script and uPlot (MIT, in
-//! `assets/`) are served from the binary: no network needed.
+//! 250 ms); `GET /metrics` the Prometheus text format (see [`super::metrics`]);
+//! `POST /control/pause|resume|stop`; `POST /session` turns a valid bearer token into a
+//! cookie, so that the page's event stream (which cannot send headers) carries it. The
+//! page's script and uPlot (MIT, in `assets/`) are served from the binary: no network needed.
 //!
 //! Access: binds to a loopback address unless the caller opts in to any other address,
-//! which then also needs a token. With a token, the control endpoints answer 401 to a
-//! request without `Authorization: Bearer <token>` or `?token=<token>`. A control request
-//! whose `Origin` is not this server is refused (403), so another web site open in the
-//! same browser cannot stop a run. Every control action is logged (`tracing::info!`).
+//! which then also needs a token. Every request must name this machine in `Host` (loopback
+//! names, the bound address, and for a wildcard address this host's name and addresses)
+//! with this server's port, or it is refused (400 without Host, 403 otherwise): a site
+//! whose name resolves to 127.0.0.1 (DNS rebinding) gets nothing. A request with an
+//! `Origin` must come from `http://<Host>`. With a token, every endpoint but the page's
+//! static files needs it, as `Authorization: Bearer <token>` (any case of `Bearer`) or the
+//! session cookie, compared in constant time; a token in the URL is refused (over plain
+//! HTTP it lands in logs and browser history). Every control action is logged.
+//!
+//! Guarantees: the server runs on its own thread with a one-thread tokio runtime, never on
+//! the supervisor's. Bodies are never read beyond [`MAX_BODY_BYTES`]; headers must arrive
+//! within [`HEADER_TIMEOUT`] and fit [`MAX_HEAD_BYTES`]; at most [`MAX_CONNECTIONS`]
+//! connections and [`MAX_STREAMS`] event streams are open (more are closed or answered 503),
+//! so its memory and threads are bounded whatever clients send. A panic in a handler ends
+//! that connection; a panic of the server itself is caught on its thread and ends the page,
+//! never the run.
 //!
 //! Must never: block the supervisor. `update` renders the snapshot to a string and swaps it
-//! in behind a short lock; requests are served by the server's own threads.
+//! into a watch channel; nothing the server does can hold that up for longer than a copy.
 
 use super::files::RunFiles;
-use super::view::RunView;
+use super::metrics;
+use super::view::{Progress, RunView, Snapshot};
 use crate::engine::{Control, RunSummary, Watcher};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use std::collections::VecDeque;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::sync::{watch, Notify, Semaphore};
 
 const PAGE: &str = include_str!("../../assets/monitor.html");
 const SCRIPT: &str = include_str!("../../assets/monitor.js");
 const UPLOT_JS: &str = include_str!("../../assets/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../assets/uplot/uPlot.min.css");
+
+/// Connections open at once; one more is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Event streams (`/events`, one per open page) at once; one more is answered 503.
+pub const MAX_STREAMS: usize = 32;
+/// Time a client has to send a request's line and headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a request's line and headers may take.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Bytes of a request body the server would read (none of its endpoints reads one).
+pub const MAX_BODY_BYTES: usize = 1024;
+/// The environment variable a token may come from (see [`token_from`]).
+pub const TOKEN_VAR: &str = "DAQ_ENGINE_TOKEN";
+/// The cookie `POST /session` sets.
+const COOKIE: &str = "daq_engine_token";
+/// The time a stopping server gives open pages to receive the run's end.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Why the web monitor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +84,30 @@ pub enum WebError {
     /// A non-loopback address without the opt-in.
     #[error(
         "--http {0}: not a loopback address; anyone who can reach it could stop the run. \
-         Add --http-any and --token SECRET to serve it on other interfaces"
+         Add --http-any and a token (--token-file FILE or {TOKEN_VAR}) to serve it on other \
+         interfaces"
     )]
     NotLoopback(SocketAddr),
     /// A non-loopback address without a token.
-    #[error("--http {0}: serving beyond this machine needs --token SECRET for the controls")]
+    #[error(
+        "--http {0}: serving beyond this machine needs a token: --token-file FILE or the \
+         environment variable {TOKEN_VAR}"
+    )]
     NoToken(SocketAddr),
+    /// The token has characters a header or cookie cannot carry.
+    #[error(
+        "the monitor's token must be printable ASCII without spaces, ';', ',' or quotes \
+         (e.g. `openssl rand -hex 16`)"
+    )]
+    BadToken,
+    /// The token file could not be read, or is empty.
+    #[error("--token-file {path}: {why}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The address could not be bound.
     #[error("--http {addr}: cannot listen: {source} (is the port in use?)")]
     Bind {
@@ -60,15 +119,143 @@ pub enum WebError {
     },
 }
 
-/// What the server threads and the watcher share.
+/// The monitor's token: the first line of `file` if given, else the environment variable
+/// [`TOKEN_VAR`] (`env` is its value), else none. Never the command line, where `ps` shows it
+/// to every user. A file that others may read is used, with a warning.
+pub fn token_from(file: Option<&Path>, env: Option<String>) -> Result<Option<String>, WebError> {
+    let Some(path) = file else {
+        return Ok(env.filter(|t| !t.is_empty()));
+    };
+    let bad = |why: String| WebError::TokenFile {
+        path: path.to_path_buf(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(bad("empty; put the token on its first line".into()));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(
+            "--token-file {}: other users may read it (chmod 600 it)",
+            path.display()
+        );
+    }
+    Ok(Some(token))
+}
+
+/// What the watcher hands the server: the latest snapshot, as JSON for the page and typed
+/// for `/metrics`, and the summary once the run ended.
+#[derive(Clone, Default)]
+struct Published {
+    /// Snapshots published so far (0: the empty view from before the run's first).
+    seq: u64,
+    state: Arc<String>,
+    snapshot: Arc<Snapshot>,
+    progress: Option<Progress>,
+    end: Option<Arc<String>>,
+}
+
+/// Who may ask what.
+struct Access {
+    /// Host names (without port) that name this server.
+    names: Vec<String>,
+    port: u16,
+    token: Option<String>,
+}
+
+impl Access {
+    /// Whether `host` (a Host header: `name`, `name:port`, `[v6]` or `[v6]:port`) names
+    /// this server.
+    fn host_allowed(&self, host: &str) -> bool {
+        let (name, port) = match host.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((name, "")) => (name, None),
+                Some((name, p)) => match p.strip_prefix(':') {
+                    Some(p) => (name, Some(p)),
+                    None => return false,
+                },
+                None => return false,
+            },
+            None => match host.rsplit_once(':') {
+                Some((name, p)) => (name, Some(p)),
+                None => (host, None),
+            },
+        };
+        let port_ok = match port {
+            None => true,
+            Some(p) => p.parse::<u16>().is_ok_and(|p| p == self.port),
+        };
+        port_ok && self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the request carries the token (when one is set).
+    fn token_ok(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let bearer = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.trim().split_once(' '))
+            .find(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        let cookie = || {
+            headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        };
+        bearer
+            .or_else(cookie)
+            .is_some_and(|t| same_secret(t, token))
+    }
+}
+
+/// Names this server answers to when bound to `ip`: loopback names, `ip` itself, and for a
+/// wildcard address this host's name and the addresses of its interfaces.
+fn names_for(ip: IpAddr) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+    if ip.is_unspecified() {
+        if let Ok(h) = nix::unistd::gethostname() {
+            names.extend(h.into_string());
+        }
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for a in addrs.filter_map(|a| a.address) {
+                if let Some(v4) = a.as_sockaddr_in() {
+                    names.push(v4.ip().to_string());
+                } else if let Some(v6) = a.as_sockaddr_in6() {
+                    names.push(v6.ip().to_string());
+                }
+            }
+        }
+    } else {
+        names.push(ip.to_string());
+    }
+    names
+}
+
+/// Compares in constant time, so the time taken does not tell how much matched (the
+/// length may show; it is no secret).
+fn same_secret(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// What the server's tasks and the watcher share.
 struct Shared {
-    /// (sequence number, latest snapshot JSON, final summary JSON once the run ended).
-    latest: Mutex<(u64, String, Option<String>)>,
-    changed: Condvar,
+    latest: watch::Sender<Published>,
+    stop: watch::Sender<bool>,
     controls: Mutex<VecDeque<Control>>,
     files: Mutex<RunFiles>,
-    token: Option<String>,
-    shutdown: AtomicBool,
+    run_dir: PathBuf,
+    access: Access,
+    streams: Arc<Semaphore>,
+    /// Test faults: `/fault/server` notifies this and the accept loop panics.
+    fault: Notify,
 }
 
 /// The web monitor: a [`Watcher`] serving the run on HTTP.
@@ -76,63 +263,95 @@ pub struct Web {
     shared: Arc<Shared>,
     view: RunView,
     addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Web {
     /// Serves the run in `run_dir` on `addr` (`IP:PORT`; port 0 picks a free one, see
     /// [`Web::local_addr`]). `any_address` must be true to bind anything but loopback, and
-    /// then `token` is required. With a `token`, control requests must carry it.
+    /// then `token` is required. With a `token`, every request but the page's static files
+    /// must carry it.
     pub fn bind(
         addr: &str,
         token: Option<String>,
         any_address: bool,
         run_dir: &Path,
     ) -> Result<Web, WebError> {
+        Web::start(addr, token, any_address, run_dir, false)
+    }
+
+    /// [`Web::bind`] with two routes for tests of the server's isolation: `GET
+    /// /fault/handler` panics in its handler, `GET /fault/server` makes the server itself
+    /// panic. Never used by the binary.
+    #[doc(hidden)]
+    pub fn bind_with_test_faults(addr: &str, run_dir: &Path) -> Result<Web, WebError> {
+        Web::start(addr, None, false, run_dir, true)
+    }
+
+    fn start(
+        addr: &str,
+        token: Option<String>,
+        any_address: bool,
+        run_dir: &Path,
+        faults: bool,
+    ) -> Result<Web, WebError> {
         let sa: SocketAddr = addr
             .parse()
             .map_err(|_| WebError::BadAddress(addr.to_string()))?;
+        let token = token.filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            let cookie_safe = |c: char| c.is_ascii_graphic() && !";,\"\\".contains(c);
+            if !t.chars().all(cookie_safe) {
+                return Err(WebError::BadToken);
+            }
+        }
         if !sa.ip().is_loopback() {
             if !any_address {
                 return Err(WebError::NotLoopback(sa));
             }
-            if token.as_deref().is_none_or(str::is_empty) {
+            if token.is_none() {
                 return Err(WebError::NoToken(sa));
             }
         }
-        let listener =
-            TcpListener::bind(sa).map_err(|source| WebError::Bind { addr: sa, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| WebError::Bind { addr: sa, source })?;
-        let server =
-            tiny_http::Server::from_listener(listener, None).map_err(|e| WebError::Bind {
-                addr: sa,
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let server = Arc::new(server);
+        let bind_err = |source| WebError::Bind { addr: sa, source };
+        let listener = TcpListener::bind(sa).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let local = listener.local_addr().map_err(bind_err)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(2)
+            .thread_name("monitor-http-files")
+            .build()
+            .map_err(bind_err)?;
         let view = RunView::for_run(run_dir);
         let shared = Arc::new(Shared {
-            latest: Mutex::new((0, view.to_json().to_string(), None)),
-            changed: Condvar::new(),
+            latest: watch::Sender::new(Published {
+                state: Arc::new(view.to_json().to_string()),
+                ..Published::default()
+            }),
+            stop: watch::Sender::new(false),
             controls: Mutex::new(VecDeque::new()),
             files: Mutex::new(RunFiles::new(run_dir, Duration::from_millis(250))),
-            token: token.filter(|t| !t.is_empty()),
-            shutdown: AtomicBool::new(false),
+            run_dir: run_dir.to_path_buf(),
+            access: Access {
+                names: names_for(local.ip()),
+                port: local.port(),
+                token,
+            },
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            fault: Notify::new(),
         });
         let thread = {
             let shared = shared.clone();
-            let server = server.clone();
             std::thread::Builder::new()
                 .name("monitor-http".into())
-                .spawn(move || serve(&server, &shared))
-                .map_err(|source| WebError::Bind { addr: sa, source })?
+                .spawn(move || run_server(runtime, listener, shared, faults))
+                .map_err(bind_err)?
         };
         tracing::info!(
             "monitor page on http://{local}/{}",
-            if shared.token.is_some() {
-                " (controls need the token)"
+            if shared.access.token.is_some() {
+                " (reading and controls need the token)"
             } else {
                 ""
             }
@@ -141,7 +360,6 @@ impl Web {
             shared,
             view,
             addr: local,
-            server,
             thread: Some(thread),
         })
     }
@@ -151,16 +369,19 @@ impl Web {
         self.addr
     }
 
-    fn publish(&self, finished: Option<String>) {
-        let json = self.view.to_json().to_string();
-        let mut g = lock(&self.shared.latest);
-        g.0 += 1;
-        g.1 = json;
-        if finished.is_some() {
-            g.2 = finished;
-        }
-        drop(g);
-        self.shared.changed.notify_all();
+    fn publish(&self, end: Option<String>) {
+        let state = Arc::new(self.view.to_json().to_string());
+        let snapshot = Arc::new(self.view.snapshot().clone());
+        let progress = self.view.progress();
+        self.shared.latest.send_modify(|p| {
+            p.seq += 1;
+            p.state = state;
+            p.snapshot = snapshot;
+            p.progress = progress;
+            if let Some(end) = end {
+                p.end = Some(Arc::new(end));
+            }
+        });
     }
 }
 
@@ -188,215 +409,415 @@ impl Watcher for Web {
 
 impl Drop for Web {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.changed.notify_all();
-        self.server.unblock();
+        self.shared.stop.send_replace(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .unwrap_or_else(|_| tiny_http::Header::from_bytes(&b"X-Bad"[..], &b"1"[..]).expect("ascii"))
-}
-
-fn reply(req: tiny_http::Request, status: u16, kind: &str, body: impl Into<Vec<u8>>) {
-    // Content-Length, never chunked: the simplest thing for every client.
-    let resp = tiny_http::Response::from_data(body.into())
-        .with_chunked_threshold(usize::MAX)
-        .with_status_code(status)
-        .with_header(header("Content-Type", kind))
-        .with_header(header("Cache-Control", "no-store"));
-    let _ = req.respond(resp);
-}
-
-fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
-    while !shared.shutdown.load(Ordering::SeqCst) {
-        let req = match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(_) => break,
-        };
-        let url = req.url().to_string();
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let method = req.method().clone();
-        use tiny_http::Method::{Get, Head, Post};
-        match (&method, path) {
-            (Get | Head, "/" | "/index.html") => reply(req, 200, "text/html; charset=utf-8", PAGE),
-            (Get | Head, "/monitor.js") => reply(req, 200, "text/javascript", SCRIPT),
-            (Get | Head, "/uPlot.iife.min.js") => reply(req, 200, "text/javascript", UPLOT_JS),
-            (Get | Head, "/uPlot.min.css") => reply(req, 200, "text/css", UPLOT_CSS),
-            (Get, "/state") => {
-                let body = lock(&shared.latest).1.clone();
-                reply(req, 200, "application/json", body)
-            }
-            (Get, "/trace") => {
-                let body = {
-                    let mut f = lock(&shared.files);
-                    f.refresh();
-                    serde_json::to_string(&f.traces().values().collect::<Vec<_>>())
-                };
-                reply(
-                    req,
-                    200,
-                    "application/json",
-                    body.unwrap_or_else(|_| "[]".into()),
-                )
-            }
-            (Get, "/histograms") => {
-                let body = {
-                    let mut f = lock(&shared.files);
-                    f.refresh();
-                    serde_json::to_string(&f.histograms().values().collect::<Vec<_>>())
-                };
-                reply(
-                    req,
-                    200,
-                    "application/json",
-                    body.unwrap_or_else(|_| "[]".into()),
-                )
-            }
-            (Get, "/events") => {
-                let shared = shared.clone();
-                let _ = std::thread::Builder::new()
-                    .name("monitor-sse".into())
-                    .spawn(move || stream_events(req, &shared));
-            }
-            (Post, p) if p.starts_with("/control/") => {
-                control(req, &p["/control/".len()..], query, shared)
-            }
-            (_, p) if p.starts_with("/control/") => {
-                reply(req, 405, "text/plain", "use POST for control actions\n")
-            }
-            _ => reply(req, 404, "text/plain", format!("no page {path}\n")),
-        }
+/// The server thread: everything HTTP happens here. A panic is caught and costs the page.
+fn run_server(
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    faults: bool,
+) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(serve(listener, shared, faults))
+    }));
+    if let Err(p) = outcome {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(
+            "monitor: the web server stopped ({why}); the page is gone, the run goes on"
+        );
     }
+    runtime.shutdown_timeout(Duration::from_secs(1));
 }
 
-/// Compares without an early exit, so the time taken does not tell how much matched.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-fn control(req: tiny_http::Request, action: &str, query: &str, shared: &Shared) {
-    let who = req
-        .remote_addr()
-        .map_or_else(|| "?".to_string(), |a| a.to_string());
-    let get = |name: &'static str| {
-        req.headers()
-            .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str().to_string())
+/// Accepts connections until told to stop, then gives open pages [`DRAIN`] to hear the end.
+async fn serve(listener: TcpListener, shared: Arc<Shared>, faults: bool) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("monitor: the web server cannot start: {e}");
+            return;
+        }
     };
-    if let Some(token) = &shared.token {
-        let bearer = get("Authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-        let in_query = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("token=").map(str::to_string));
-        let ok = bearer.or(in_query).is_some_and(|t| same_secret(&t, token));
-        if !ok {
-            tracing::warn!("monitor: refused '{action}' from {who}: no valid token");
-            let resp = tiny_http::Response::from_string(
-                "a valid token is needed: Authorization: Bearer <token> or ?token=<token>\n",
+    let app = router(shared.clone(), faults);
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+            _ = shared.fault.notified() => panic!("a test asked the web server to fail"),
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: let some close.
+                tracing::debug!("monitor: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue; // dropped: closed at once
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let mut app = app.clone();
+            // A Router is always ready: no poll_ready needed.
+            tower_service::Service::call(&mut app, req.map(axum::body::Body::new))
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(DRAIN, shared.streams.acquire_many(MAX_STREAMS as u32)).await;
+}
+
+fn router(shared: Arc<Shared>, faults: bool) -> Router {
+    let data = Router::new()
+        .route("/state", get(state))
+        .route("/events", get(events))
+        .route("/trace", get(trace))
+        .route("/histograms", get(histograms))
+        .route("/metrics", get(metrics_text))
+        .route("/control/{action}", post(control))
+        .route("/session", post(session))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), need_token));
+    let mut app = Router::new()
+        .route("/", get(|| page("text/html; charset=utf-8", PAGE)))
+        .route(
+            "/index.html",
+            get(|| page("text/html; charset=utf-8", PAGE)),
+        )
+        .route("/monitor.js", get(|| page("text/javascript", SCRIPT)))
+        .route(
+            "/uPlot.iife.min.js",
+            get(|| page("text/javascript", UPLOT_JS)),
+        )
+        .route("/uPlot.min.css", get(|| page("text/css", UPLOT_CSS)))
+        .merge(data);
+    if faults {
+        app = app
+            .route(
+                "/fault/handler",
+                get(|| async {
+                    panic!("a test asked a handler to fail");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
             )
-            .with_status_code(401)
-            .with_header(header("WWW-Authenticate", "Bearer"));
-            let _ = req.respond(resp);
-            return;
-        }
+            .route(
+                "/fault/server",
+                get(|State(s): State<Arc<Shared>>| async move {
+                    s.fault.notify_one();
+                    "failing"
+                }),
+            );
     }
-    if let (Some(origin), Some(host)) = (get("Origin"), get("Host")) {
-        let stripped = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .unwrap_or(&origin);
-        if stripped != host {
+    app.fallback(|req: Request| async move {
+        text(
+            StatusCode::NOT_FOUND,
+            format!("no page {}\n", req.uri().path()),
+        )
+    })
+    .layer(middleware::from_fn_with_state(
+        shared.clone(),
+        this_machine_only,
+    ))
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .with_state(shared)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn json(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn page(kind: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+fn who(req: &Request) -> String {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "?".into(), |c| c.0.to_string())
+}
+
+/// Refuses a request that does not name this machine in `Host`, or comes from a page of
+/// another origin.
+async fn this_machine_only(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return text(StatusCode::BAD_REQUEST, "a Host header is needed\n");
+    };
+    if !shared.access.host_allowed(host) {
+        tracing::debug!(
+            "monitor: refused {} {} from {}: Host {host:?} is not this machine",
+            req.method(),
+            req.uri().path(),
+            who(&req)
+        );
+        return text(
+            StatusCode::FORBIDDEN,
+            "this server answers only to this machine's names\n",
+        );
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !same {
             tracing::warn!(
-                "monitor: refused '{action}' from {who}: page of another site ({origin})"
+                "monitor: refused {} {} from {}: page of another site ({origin:?})",
+                req.method(),
+                req.uri().path(),
+                who(&req)
             );
-            reply(
-                req,
-                403,
-                "text/plain",
-                "control requests must come from this page\n",
+            return text(
+                StatusCode::FORBIDDEN,
+                "requests must come from this server's own page\n",
             );
-            return;
         }
     }
-    let c = match action {
+    next.run(req).await
+}
+
+/// Refuses a request without the token, when one is set.
+async fn need_token(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if shared.access.token.is_none() {
+        return next.run(req).await;
+    }
+    let in_url = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("token=")));
+    let why = if in_url {
+        "a token in the URL is refused: over plain HTTP it lands in logs and browser \
+         history. Send the header Authorization: Bearer <token>\n"
+    } else if !shared.access.token_ok(req.headers()) {
+        "a valid token is needed: Authorization: Bearer <token> (the page: open it as \
+         http://HOST:PORT/#token=<token>)\n"
+    } else {
+        return next.run(req).await;
+    };
+    if req.method() == Method::POST {
+        tracing::warn!(
+            "monitor: refused {} from {}: no valid token",
+            req.uri().path(),
+            who(&req)
+        );
+    }
+    let mut r = text(StatusCode::UNAUTHORIZED, why);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+async fn state(State(shared): State<Arc<Shared>>) -> Response {
+    json(shared.latest.borrow().state.to_string())
+}
+
+/// Runs `f` on the runtime's small pool of blocking threads (file reads, statvfs).
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "the request failed\n"))
+}
+
+async fn trace(State(shared): State<Arc<Shared>>) -> Response {
+    blocking(move || {
+        let mut f = lock(&shared.files);
+        f.refresh();
+        json(serde_json::to_string(&f.traces().values().collect::<Vec<_>>()).unwrap_or_default())
+    })
+    .await
+}
+
+async fn histograms(State(shared): State<Arc<Shared>>) -> Response {
+    blocking(move || {
+        let mut f = lock(&shared.files);
+        f.refresh();
+        json(
+            serde_json::to_string(&f.histograms().values().collect::<Vec<_>>()).unwrap_or_default(),
+        )
+    })
+    .await
+}
+
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
+    let p = shared.latest.borrow().clone();
+    blocking(move || {
+        let body = metrics::render(
+            &p.snapshot,
+            p.progress.as_ref(),
+            p.end.is_some(),
+            &shared.run_dir,
+        );
+        (
+            [
+                (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response()
+    })
+    .await
+}
+
+async fn control(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(action): UrlPath<String>,
+    req: Request,
+) -> Response {
+    let c = match action.as_str() {
         "pause" => Control::Pause,
         "resume" => Control::Resume,
         "stop" => Control::Stop,
         other => {
-            reply(
-                req,
-                404,
-                "text/plain",
+            return text(
+                StatusCode::NOT_FOUND,
                 format!("no control action '{other}'; use pause, resume or stop\n"),
-            );
-            return;
+            )
         }
     };
-    tracing::info!("monitor: '{action}' requested over http by {who}");
+    tracing::info!("monitor: '{action}' requested over http by {}", who(&req));
     lock(&shared.controls).push_back(c);
-    reply(
-        req,
-        202,
-        "application/json",
-        format!("{{\"accepted\":\"{action}\"}}"),
-    );
+    (
+        StatusCode::ACCEPTED,
+        json(format!("{{\"accepted\":\"{action}\"}}")),
+    )
+        .into_response()
 }
 
-/// One server-sent-events client: the current snapshot at once, then every new one, then
-/// `event: end` with the summary; ends when the client goes away or the server stops.
-fn stream_events(req: tiny_http::Request, shared: &Shared) {
-    let mut w = req.into_writer();
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-                Connection: close\r\nX-Accel-Buffering: no\r\n\r\nretry: 2000\n\n";
-    if w.write_all(head.as_bytes())
-        .and_then(|_| w.flush())
-        .is_err()
-    {
-        return;
+/// A request that passed the token check: the page keeps the token as an HttpOnly cookie
+/// for its event stream.
+async fn session(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(token) = &shared.access.token else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, v)]).into_response(),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "bad token\n"),
     }
-    let mut sent = 0u64;
-    loop {
-        let (msg, end) = {
-            let mut g = lock(&shared.latest);
-            while g.0 == sent && g.2.is_none() && !shared.shutdown.load(Ordering::SeqCst) {
-                let (ng, timeout) = shared
-                    .changed
-                    .wait_timeout(g, Duration::from_secs(15))
-                    .unwrap_or_else(|p| p.into_inner());
-                g = ng;
-                if timeout.timed_out() && g.0 == sent {
-                    break;
-                }
-            }
-            if shared.shutdown.load(Ordering::SeqCst) && g.2.is_none() {
-                return;
-            }
-            let msg = if g.0 != sent {
-                sent = g.0;
-                format!("data: {}\n\n", g.1)
-            } else if g.2.is_none() {
-                ": still here\n\n".to_string()
-            } else {
-                String::new()
+}
+
+/// Where one event stream is.
+enum Phase {
+    First,
+    Next,
+    End(Arc<String>),
+    Done,
+}
+
+/// Server-sent events: the current snapshot at once, then every new one, then `event: end`
+/// with the summary; ends when the client goes away or the server stops.
+async fn events(State(shared): State<Arc<Shared>>) -> Response {
+    let Ok(permit) = shared.streams.clone().try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} pages are open already; close one\n"),
+        );
+    };
+    let rx = shared.latest.subscribe();
+    let stop = shared.stop.subscribe();
+    let stream = futures_util::stream::unfold(
+        (rx, stop, permit, Phase::First),
+        |(mut rx, mut stop, permit, phase)| async move {
+            let snapshot = |rx: &mut watch::Receiver<Published>| {
+                let p = rx.borrow_and_update().clone();
+                let next = p.end.map_or(Phase::Next, Phase::End);
+                (Event::default().data(p.state.as_str()), next)
             };
-            let end = g.2.as_ref().map(|s| format!("event: end\ndata: {s}\n\n"));
-            (msg, end)
-        };
-        if w.write_all(msg.as_bytes()).and_then(|_| w.flush()).is_err() {
-            return;
-        }
-        if let Some(end) = end {
-            let _ = w.write_all(end.as_bytes()).and_then(|_| w.flush());
-            return;
-        }
+            let (event, next) = match phase {
+                Phase::Done => return None,
+                Phase::End(summary) => (
+                    Event::default().event("end").data(summary.as_str()),
+                    Phase::Done,
+                ),
+                Phase::First => {
+                    if rx.borrow().seq == 0 {
+                        next_snapshot(&mut rx, &mut stop).await?;
+                    }
+                    let (e, next) = snapshot(&mut rx);
+                    (e.retry(Duration::from_secs(2)), next)
+                }
+                Phase::Next => {
+                    next_snapshot(&mut rx, &mut stop).await?;
+                    snapshot(&mut rx)
+                }
+            };
+            Some((Ok::<_, Infallible>(event), (rx, stop, permit, next)))
+        },
+    );
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Sse::new(stream).keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("still here"),
+        ),
+    )
+        .into_response()
+}
+
+/// Waits for a new snapshot; `None` when the stream should end: the server stops before
+/// the run ended (once it ended, the end is still sent), or the watcher is gone.
+async fn next_snapshot(
+    rx: &mut watch::Receiver<Published>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<()> {
+    tokio::select! {
+        changed = rx.changed() => changed.ok(),
+        _ = stop.wait_for(|s| *s) => rx.borrow().end.as_ref().map(|_| ()),
     }
 }
 
@@ -420,6 +841,10 @@ mod tests {
             Err(WebError::NoToken(_))
         ));
         assert!(matches!(
+            Web::bind("127.0.0.1:0", Some("a b".into()), false, &d),
+            Err(WebError::BadToken)
+        ));
+        assert!(matches!(
             Web::bind("localhost", None, false, &d),
             Err(WebError::BadAddress(_))
         ));
@@ -432,5 +857,82 @@ mod tests {
         assert!(same_secret("abc", "abc"));
         assert!(!same_secret("abc", "abd"));
         assert!(!same_secret("abc", "abcd"));
+    }
+
+    #[test]
+    fn host_names_with_and_without_port() {
+        let a = Access {
+            names: names_for("127.0.0.1".parse().unwrap()),
+            port: 8080,
+            token: None,
+        };
+        for ok in [
+            "localhost",
+            "LocalHost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(a.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "localhost:8081",
+            "localhost:",
+            "[::1]x",
+            "[::1",
+            "127.0.0.1.evil.example",
+            "",
+        ] {
+            assert!(!a.host_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bearer_in_any_case_or_the_cookie() {
+        let a = Access {
+            names: vec![],
+            port: 1,
+            token: Some("t0k".into()),
+        };
+        let with = |k: header::HeaderName, v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(k, HeaderValue::from_str(v).unwrap());
+            a.token_ok(&h)
+        };
+        assert!(with(header::AUTHORIZATION, "Bearer t0k"));
+        assert!(with(header::AUTHORIZATION, "bEaReR t0k"));
+        assert!(!with(header::AUTHORIZATION, "Basic t0k"));
+        assert!(!with(header::AUTHORIZATION, "Bearer t0"));
+        assert!(with(header::COOKIE, "a=b; daq_engine_token=t0k"));
+        assert!(!with(header::COOKIE, "daq_engine_tokenx=t0k"));
+        assert!(!a.token_ok(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn token_from_file_first_then_environment() {
+        let dir = std::env::temp_dir().join(format!("daq-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("token");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        assert_eq!(
+            token_from(Some(&f), Some("env".into())).unwrap().as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            token_from(None, Some("env".into())).unwrap().as_deref(),
+            Some("env")
+        );
+        assert_eq!(token_from(None, Some(String::new())).unwrap(), None);
+        std::fs::write(&f, "\n").unwrap();
+        assert!(matches!(
+            token_from(Some(&f), None),
+            Err(WebError::TokenFile { .. })
+        ));
+        assert!(matches!(
+            token_from(Some(&dir.join("none")), None),
+            Err(WebError::TokenFile { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
