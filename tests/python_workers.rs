@@ -532,3 +532,37 @@ fn mimocorb2_reference_setups_run() {
     assert_eq!(report(&run_dir, "bench_sink_sink_a_")["count"], 20000);
     assert_eq!(report(&run_dir, "bench_sink_sink_b_")["count"], 0);
 }
+
+/// setups/python_demo.yaml runs the examples in examples/python: an importer, a filter, a
+/// processor with two sinks and an exporter, each event accounted for.
+#[test]
+fn the_python_examples_run() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = dir("examples");
+    let (code, stderr) = daq(
+        repo,
+        &[
+            "setups/python_demo.yaml",
+            "--quiet",
+            "--target-directory",
+            d.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let run_dir = std::fs::read_dir(&d)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let summary = json(&run_dir.join("summary.json"));
+    let events = |b: &str| summary["events"][b].as_u64().unwrap();
+    assert_eq!(events("raw"), 2000, "{summary}");
+    assert_eq!(events("heights"), events("pulses"), "{summary}");
+    assert!(
+        events("pulses") < 2000 && events("large") < events("pulses"),
+        "{summary}"
+    );
+    let csv = std::fs::read_to_string(run_dir.join("save_heights.csv")).unwrap();
+    assert_eq!(csv.lines().count() as u64, events("heights") + 1);
+}

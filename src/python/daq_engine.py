@@ -231,6 +231,18 @@ class Base:
             if not ok:
                 raise SetupError(f"worker '{self.name}': {what} must have {want} {side}, it has {have}")
 
+    def _one_source_to_sinks(self, what):
+        self._need(what, 1, "1+", 0)
+        self.data_example = self.io.data_in_examples[0]
+        self.metadata_example = self.io.metadata_in_examples[0]
+        self.reader = self.read[0]
+        self.writers = self.write
+
+    def _started(self, ufunc):
+        if not callable(ufunc):
+            raise UfuncError("ufunc not callable")
+        return self._native
+
     def _same_shape_sinks(self, what):
         src = self.io.data_in_examples[0]
         for name, do in zip(self.io.buffer_names_out, self.io.data_out_examples):
@@ -300,17 +312,11 @@ class Filter(Base):
 
     def __init__(self, io):
         super().__init__(io)
-        self._need("Filter", 1, "1+", 0)
+        self._one_source_to_sinks("Filter")
         self._same_shape_sinks("Filter")
-        self.data_example = self.io.data_in_examples[0]
-        self.metadata_example = self.io.metadata_in_examples[0]
-        self.reader = self.read[0]
-        self.writers = self.write
 
     def __call__(self, ufunc):
-        if not callable(ufunc):
-            raise UfuncError("ufunc not callable")
-        native = self._native
+        native = self._started(ufunc)
         take, copy = native.take, native.copy
         n = len(self.write)
         everywhere = (1 << n) - 1
@@ -337,16 +343,10 @@ class Processor(Base):
 
     def __init__(self, io):
         super().__init__(io)
-        self._need("Processor", 1, "1+", 0)
-        self.data_example = self.io.data_in_examples[0]
-        self.metadata_example = self.io.metadata_in_examples[0]
-        self.reader = self.read[0]
-        self.writers = self.write
+        self._one_source_to_sinks("Processor")
 
     def __call__(self, ufunc):
-        if not callable(ufunc):
-            raise UfuncError("ufunc not callable")
-        native = self._native
+        native = self._started(ufunc)
         take, write = native.take, native.write
         examples = self.io.data_out_examples
         scratch = [np.zeros_like(e) for e in examples]
