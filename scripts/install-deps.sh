@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages daq-engine needs, only those missing. Used by `make demo` and
 # `make test`; safe to run again. The README says what each package is for.
-#   build:  libhdf5-dev libusb-1.0-0-dev pkg-config
+#   build:  libhdf5-dev libusb-1.0-0-dev pkg-config python3-dev (the embedded Python of
+#           Python workers: Debian's 3.11, see .cargo/config.toml)
 #   run:    hdf5-tools (h5repack compresses each HDF5 file when it closes; h5dump in tests)
 #   tests:  python3-venv (h5py in a venv) tmux (terminal dashboard test)
 #           chromium (web page test, headless)
 #           prometheus (scrapes a run's /metrics in a test; its promtool checks the format)
 set -euo pipefail
 what=${1:-build}
-pkgs=(libhdf5-dev libusb-1.0-0-dev pkg-config hdf5-tools)
+pkgs=(libhdf5-dev libusb-1.0-0-dev pkg-config python3-dev hdf5-tools)
 if [ "$what" = test ]; then
     pkgs+=(python3-venv tmux chromium prometheus)
 fi

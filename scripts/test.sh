@@ -18,6 +18,14 @@ if [ ! -x target/venv/bin/python ] || ! target/venv/bin/python -c 'import h5py, 
 fi
 export DAQ_PYTHON="$PWD/target/venv/bin/python"
 
+step "venv with numpy for the Python worker tests (from the Python daq-engine embeds)"
+if [ ! -x target/pyvenv/bin/python ] || ! target/pyvenv/bin/python -c 'import numpy' 2>/dev/null; then
+    rm -rf target/pyvenv
+    /usr/bin/python3 -m venv target/pyvenv
+    target/pyvenv/bin/pip install -q numpy
+fi
+export DAQ_PYVENV="$PWD/target/pyvenv"
+
 step "build (the example plugin and binary are run by the tests)"
 cargo build --workspace --lib --bins --examples --locked
 

@@ -11,6 +11,7 @@ pub mod dtype;
 pub mod engine;
 pub mod export;
 pub mod monitor;
+pub mod python;
 pub mod ring;
 pub mod ring_bench;
 pub mod setup;

@@ -150,6 +150,17 @@ pub enum Command {
         /// The library.
         library: PathBuf,
     },
+    #[command(hide = true, name = "__python-probe")]
+    /// Internal: imports a Python worker file and checks its function (started by `check`
+    /// and the run, so that a file that fails to import costs only this process).
+    PythonProbe {
+        /// The worker file.
+        file: PathBuf,
+        /// The worker function.
+        function: String,
+        /// The venv whose packages it imports.
+        venv: Option<PathBuf>,
+    },
     #[command(hide = true, name = "__worker")]
     /// Internal: one worker process (started by the supervisor).
     Worker {
@@ -233,6 +244,11 @@ pub fn main(
             reference,
         }) => crate::engine::launch::bench(&what, events, reference.as_deref(), registry),
         Some(Command::Worker { .. }) => 2,
+        Some(Command::PythonProbe {
+            file,
+            function,
+            venv,
+        }) => crate::python::probe(&file, &function, venv.as_deref()),
         Some(Command::PluginProbe { library }) => {
             match crate::engine::plugin::load(&library, &mut registry.clone()) {
                 Ok(names) => {

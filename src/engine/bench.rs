@@ -90,6 +90,7 @@ impl Case {
             cpu: vec![],
             priority: None,
             restart: Restart::Never,
+            python: None,
         };
         let (buffers, workers) = if self.filter {
             (

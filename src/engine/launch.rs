@@ -390,6 +390,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
                 setup::Restart::Never => Restart::Never,
                 setup::Restart::OnFailure => Restart::OnFailure,
             },
+            python: w.python.clone(),
         })
         .collect();
     Plan {
@@ -687,11 +688,24 @@ const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Loads `library` in a child process first (`daq-engine __plugin-probe`), so that one that
 /// crashes or hangs while loading costs that process, not this one.
 fn probe_library(library: &Path) -> Result<(), String> {
+    probe(library, &["__plugin-probe", "--"], &[])
+}
+
+/// Imports the Python worker file `file` in a child process (`daq-engine __python-probe`),
+/// as a worker process would, and checks that it has `function` taking one argument.
+fn probe_python(file: &Path, function: &str, venv: Option<&Path>) -> Result<(), String> {
+    let mut tail = vec![std::ffi::OsStr::new(function)];
+    tail.extend(venv.map(Path::as_os_str));
+    probe(file, &["__python-probe", "--"], &tail)
+}
+
+/// Runs `daq-engine ARGS FILE TAIL` and returns what it printed when it failed.
+fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find daq-engine itself: {e}"))?;
     let mut child = std::process::Command::new(exe)
-        .arg("__plugin-probe")
-        .arg("--")
+        .args(args)
         .arg(library)
+        .args(tail)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -741,7 +755,13 @@ fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<St
     let mut errors = Vec::new();
     for w in &setup.workers {
         let Some(f) = w.file.as_deref() else { continue };
-        if f.extension().is_some_and(|e| e == "py") || seen.contains(&f) {
+        if crate::python::is_python(Some(f)) {
+            if let Err(e) = probe_python(f, &w.function, w.python.as_deref()) {
+                errors.push(format!("worker '{}': {e}", w.name));
+            }
+            continue;
+        }
+        if seen.contains(&f) {
             continue;
         }
         seen.push(f);
@@ -755,7 +775,11 @@ fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<St
     let registry = registry
         .with_libraries(seen.iter().copied())
         .map_err(|e| vec![e.to_string()])?;
-    for w in setup.workers.iter().filter(|w| w.file.is_some()) {
+    for w in setup
+        .workers
+        .iter()
+        .filter(|w| w.file.is_some() && !crate::python::is_python(w.file.as_deref()))
+    {
         match registry.get(&w.function) {
             None => errors.push(format!(
                 "worker '{}': {} has no function '{}' (it has: {})",
@@ -797,12 +821,6 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
     let checked = Setup::check_file(path, catalog, setup::online_cpus());
     for d in checked.errors.iter().chain(&checked.warnings) {
         eprintln!("{d}");
-    }
-    if !checked.python_workers.is_empty() {
-        eprintln!("Python workers (not runnable here; port them or use a built-in function):");
-        for p in &checked.python_workers {
-            eprintln!("  {} (file {}, function {})", p.worker, p.file, p.function);
-        }
     }
     if !checked.errors.is_empty() {
         eprintln!(

@@ -104,6 +104,9 @@ pub struct WorkerPlan {
     pub priority: Option<i32>,
     /// Restart policy.
     pub restart: Restart,
+    /// The venv of a Python worker (setup `python:`), resolved to an absolute path.
+    #[serde(default)]
+    pub python: Option<PathBuf>,
 }
 
 /// The whole run.

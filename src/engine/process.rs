@@ -47,7 +47,7 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-const POLL: Duration = Duration::from_millis(100);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// How a worker process ended.
 #[derive(Debug)]
@@ -116,6 +116,9 @@ pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) 
         }
     };
     let outcome = match plan.worker(worker) {
+        Some(w) if crate::python::is_python(w.file.as_deref()) => {
+            crate::python::run_worker(&plan, w, process)
+        }
         Some(w) => match registry.with_libraries(w.file.as_deref()) {
             Ok(r) => run_worker(&plan, w, process, &r),
             Err(e) => Outcome::Failed(e.to_string()),
@@ -141,11 +144,11 @@ pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) 
     }
 }
 
-struct Source {
-    readers: Vec<Reader>,
+pub(crate) struct Source {
+    pub(crate) readers: Vec<Reader>,
     ended: Vec<bool>,
     next: usize,
-    dtype: Dtype,
+    pub(crate) dtype: Dtype,
 }
 
 enum Step {
@@ -154,8 +157,22 @@ enum Step {
     End,
 }
 
+/// What [`Source::take`] found.
+pub(crate) enum Taken {
+    /// An event of ring `.0`, kept until it goes back through that ring's reader.
+    Event(usize, crate::ring::Kept),
+    /// Nothing within the timeout.
+    Idle,
+    /// Every ring ended.
+    End,
+}
+
 impl Source {
-    fn attach(buffer: &BufferPlan, group: usize, member: usize) -> Result<Source, String> {
+    pub(crate) fn attach(
+        buffer: &BufferPlan,
+        group: usize,
+        member: usize,
+    ) -> Result<Source, String> {
         let dtype = buffer.dtype();
         let mut readers = Vec::new();
         for path in &buffer.rings {
@@ -177,25 +194,37 @@ impl Source {
         timeout: Duration,
         f: &mut dyn FnMut(&EventRef<'_>) -> Result<(), WorkerError>,
     ) -> Result<Step, WorkerError> {
+        match self.take(timeout) {
+            Taken::Event(i, k) => {
+                let r = &self.readers[i];
+                let ev = EventRef {
+                    data: r.kept_data(&k),
+                    meta: r.kept_meta(&k),
+                    dtype: &self.dtype,
+                };
+                let done = f(&ev);
+                self.readers[i].release_kept(k);
+                done.map(|()| Step::Did)
+            }
+            Taken::Idle => Ok(Step::Idle),
+            Taken::End => Ok(Step::End),
+        }
+    }
+
+    /// The next event of any ring (round robin), waiting at most `timeout`; the caller
+    /// gives it back with `self.readers[i].release_kept`.
+    pub(crate) fn take(&mut self, timeout: Duration) -> Taken {
         let n = self.readers.len();
         if n == 1 {
             if self.ended[0] {
-                return Ok(Step::End);
+                return Taken::End;
             }
             return match self.readers[0].next(timeout) {
-                Next::Event(slot) => {
-                    let ev = EventRef {
-                        data: slot.data(),
-                        meta: slot.meta(),
-                        dtype: &self.dtype,
-                    };
-                    f(&ev)?;
-                    Ok(Step::Did)
-                }
-                Next::Idle => Ok(Step::Idle),
+                Next::Event(slot) => Taken::Event(0, slot.keep()),
+                Next::Idle => Taken::Idle,
                 Next::End => {
                     self.ended[0] = true;
-                    Ok(Step::End)
+                    Taken::End
                 }
             };
         }
@@ -207,20 +236,14 @@ impl Source {
             match self.readers[i].try_next() {
                 Next::Event(slot) => {
                     self.next = (i + 1) % n;
-                    let ev = EventRef {
-                        data: slot.data(),
-                        meta: slot.meta(),
-                        dtype: &self.dtype,
-                    };
-                    f(&ev)?;
-                    return Ok(Step::Did);
+                    return Taken::Event(i, slot.keep());
                 }
                 Next::End => self.ended[i] = true,
                 Next::Idle => {}
             }
         }
         if self.ended.iter().all(|&e| e) {
-            return Ok(Step::End);
+            return Taken::End;
         }
         // The tokens go on the stack (no allocation even when idle): at most 64 rings, as
         // many as `wait_any` sleeps on.
@@ -231,7 +254,7 @@ impl Source {
             .filter(|(_, &e)| !e)
             .map(|(r, _)| r.wait_token());
         let Some(first) = live.next() else {
-            return Ok(Step::End);
+            return Taken::End;
         };
         let mut tokens = [first; 64];
         let mut k = 1;
@@ -247,12 +270,12 @@ impl Source {
         if !any_ready {
             wait_any(&tokens[..k], timeout);
         }
-        Ok(Step::Idle)
+        Taken::Idle
     }
 
     /// After a stop, rings whose producer died without closing are closed here, so the
     /// pipeline can drain even when the supervisor is gone too.
-    fn close_orphans(&self) {
+    pub(crate) fn close_orphans(&self) {
         for (r, &ended) in self.readers.iter().zip(&self.ended) {
             if !ended {
                 let ring = r.ring();
@@ -267,14 +290,14 @@ impl Source {
     }
 }
 
-struct Sinks {
-    producers: Vec<Producer>,
-    dtypes: Vec<Dtype>,
-    input_meta: Metadata,
+pub(crate) struct Sinks {
+    pub(crate) producers: Vec<Producer>,
+    pub(crate) dtypes: Vec<Dtype>,
+    pub(crate) input_meta: Metadata,
 }
 
 impl Sinks {
-    fn attach(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<Sinks, String> {
+    pub(crate) fn attach(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<Sinks, String> {
         let mut producers = Vec::new();
         let mut dtypes = Vec::new();
         for name in &w.sinks {
@@ -299,7 +322,7 @@ impl Sinks {
     }
 
     /// Copies `ev` into every sink in `mask`.
-    fn copy(&mut self, ev: &EventRef<'_>, mask: SinkMask) -> Result<(), WorkerError> {
+    pub(crate) fn copy(&mut self, ev: &EventRef<'_>, mask: SinkMask) -> Result<(), WorkerError> {
         for (i, p) in self.producers.iter_mut().enumerate() {
             if !mask.contains(i) {
                 continue;
@@ -317,7 +340,7 @@ impl Sinks {
     /// Ends the streams this process writes when it finished. After a failure they stay
     /// open: the supervisor either starts the process again, which goes on writing them, or
     /// closes them itself.
-    fn end<T, E>(self, result: &Result<T, E>) {
+    pub(crate) fn end<T, E>(self, result: &Result<T, E>) {
         if result.is_ok() {
             for p in self.producers {
                 p.close();
@@ -327,7 +350,7 @@ impl Sinks {
 }
 
 /// Claims a slot, waiting in short steps. `None` under `drop` when full (counted lost).
-fn claim(p: &mut Producer) -> Result<Option<crate::ring::SlotMut<'_>>, WorkerError> {
+pub(crate) fn claim(p: &mut Producer) -> Result<Option<crate::ring::SlotMut<'_>>, WorkerError> {
     let mut waited = Duration::ZERO;
     if p.ring().policy() == Policy::Block {
         while !p.wait_room(POLL) {
@@ -458,7 +481,7 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
 
 use super::wall_clock;
 
-fn importer_loop(
+pub(crate) fn importer_loop(
     plan: &Plan,
     w: &WorkerPlan,
     process: usize,
@@ -573,7 +596,11 @@ fn importer_loop(
 
 type Through<'a> = dyn FnMut(&EventRef<'_>, &mut Sinks) -> Result<(), WorkerError> + 'a;
 
-fn sources_of(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<Vec<Source>, String> {
+pub(crate) fn sources_of(
+    plan: &Plan,
+    w: &WorkerPlan,
+    process: usize,
+) -> Result<Vec<Source>, String> {
     w.sources
         .iter()
         .map(|name| {

@@ -815,6 +815,22 @@ impl Ring {
         })
     }
 
+    /// Where event `e`'s slot keeps its records (`event_bytes()` long) and its metadata
+    /// record (24 bytes: counter, timestamp, deadtime) in this process's mapping. The
+    /// addresses stay valid while any clone of this `Ring` lives; who may read or write them
+    /// is the ring protocol's business (a claimed event, a kept event), not this call's.
+    pub fn slot_places(&self, e: u64) -> (*mut u8, *mut u8) {
+        let base = self.inner.slot(e);
+        // SAFETY: the slot lies inside the mapping; SLOT_HEADER and the metadata offset are
+        // inside the slot (see SlotHeader).
+        unsafe {
+            (
+                base.add(SLOT_HEADER),
+                base.add(std::mem::offset_of!(SlotHeader, meta)),
+            )
+        }
+    }
+
     /// The ring's name (its file name).
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -1465,6 +1481,52 @@ impl SlotRef<'_> {
     /// The event's number in this ring (0-based, publish order).
     pub fn index(&self) -> u64 {
         self.e
+    }
+}
+
+impl SlotRef<'_> {
+    /// Keeps the event past this borrow, for a caller that reads it across calls (the
+    /// Python bridge hands a view of it to user code and takes it back on the next call).
+    /// It stays claimed by this member until [`Reader::release_kept`] gives it back.
+    pub fn keep(self) -> Kept {
+        let e = self.e;
+        std::mem::forget(self);
+        Kept { e }
+    }
+}
+
+/// An event kept past its [`SlotRef`] borrow ([`SlotRef::keep`]). Not `Clone`: it goes back
+/// exactly once, through [`Reader::release_kept`] of the reader that handed it out.
+#[must_use = "a kept event must go back through Reader::release_kept, or its group stalls"]
+#[derive(Debug)]
+pub struct Kept {
+    e: u64,
+}
+
+impl Kept {
+    /// The event's number in its ring.
+    pub fn index(&self) -> u64 {
+        self.e
+    }
+}
+
+impl Reader {
+    /// The records of an event this reader handed out and `k` keeps.
+    pub fn kept_data(&self, k: &Kept) -> &[u8] {
+        let inner = &*self.ring.inner;
+        // SAFETY: as in SlotRef::data: this member claimed event k.e and has not released
+        // it (a Kept exists only between keep and release_kept).
+        unsafe { std::slice::from_raw_parts(inner.slot(k.e).add(SLOT_HEADER), inner.data_bytes()) }
+    }
+
+    /// The metadata of the event `k` keeps.
+    pub fn kept_meta(&self, k: &Kept) -> Metadata {
+        self.ring.inner.slot_header(k.e).meta
+    }
+
+    /// Gives a kept event back (as dropping its [`SlotRef`] would have).
+    pub fn release_kept(&mut self, k: Kept) {
+        self.ring.inner.core().release(self.group, self.member, k.e);
     }
 }
 

@@ -186,39 +186,28 @@ pub(crate) fn check(
         };
         if let Some((file, file_at)) = &w.file {
             if file.ends_with(".py") {
-                let template = guess_template(w, &buffers);
-                let like: Vec<&str> = template
-                    .map(|t| {
-                        catalog
-                            .names()
-                            .into_iter()
-                            .filter(|n| catalog.function(n).is_some_and(|s| s.template == t))
-                            .take(4)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let role = template.map_or(String::new(), |t| {
-                    let article = match t {
-                        Template::Filter | Template::Processor => "a",
-                        _ => "an",
-                    };
-                    format!(" (it acts as {article} {t})")
-                });
-                let such_as = if like.is_empty() {
-                    String::new()
+                let p = super::load::expand_home(file);
+                let full = if p.is_absolute() {
+                    p
                 } else {
-                    format!(" such as {}", like.join(", "))
+                    l.setup_dir.join(p)
                 };
-                l.error(
-                    *file_at,
-                    format!("not runnable here: Python worker '{}' (file {file}, function {function}){role}: daq-engine runs Rust workers", w.name),
-                    Some(format!("port it to Rust (a user library named with `file: libname.so`), or replace it with a built-in{such_as}")),
-                );
+                if !full.is_file() {
+                    l.error(
+                        *file_at,
+                        format!(
+                            "worker '{}': Python file '{file}' not found (looked at {})",
+                            w.name,
+                            full.display()
+                        ),
+                        Some("give the path of the worker file relative to the setup file".into()),
+                    );
+                }
                 python.push(PythonWorker {
                     worker: w.name.clone(),
                     file: file.clone(),
                     function: function.clone(),
-                    template,
+                    template: guess_template(w, &buffers),
                 });
             } else {
                 let p = super::load::expand_home(file);
@@ -332,6 +321,18 @@ pub(crate) fn check(
             cpu: w.cpu.clone(),
             priority: w.priority,
             restart: w.restart,
+            python: w
+                .python
+                .as_deref()
+                .map(super::load::expand_home)
+                .or_else(|| draft.options.python.clone())
+                .map(|p| {
+                    if p.is_absolute() {
+                        p
+                    } else {
+                        l.setup_dir.join(p)
+                    }
+                }),
         });
     }
     for w in &draft.workers {

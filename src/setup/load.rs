@@ -21,7 +21,7 @@ pub(crate) const TOP_KEYS: [&str; 5] = [
     "options",
 ];
 pub(crate) const BUFFER_KEYS: [&str; 4] = ["slot_count", "data_length", "data_dtype", "policy"];
-pub(crate) const WORKER_KEYS: [&str; 10] = [
+pub(crate) const WORKER_KEYS: [&str; 11] = [
     "function",
     "file",
     "number_of_processes",
@@ -32,13 +32,15 @@ pub(crate) const WORKER_KEYS: [&str; 10] = [
     "cpu",
     "priority",
     "restart",
+    "python",
 ];
-pub(crate) const OPTION_KEYS: [&str; 5] = [
+pub(crate) const OPTION_KEYS: [&str; 6] = [
     "max_events",
     "max_seconds",
     "stats_interval",
     "huge_pages",
     "disk_reserve_mb",
+    "python",
 ];
 
 /// A buffer as read, with the positions later checks point at.
@@ -78,6 +80,8 @@ pub(crate) struct WorkerDraft {
     pub cpu: Vec<usize>,
     pub priority: Option<u8>,
     pub restart: Restart,
+    /// The venv of a Python worker (`python:`), as written.
+    pub python: Option<String>,
 }
 
 /// Everything read from a setup and its includes.
@@ -526,6 +530,13 @@ impl Loader {
                         }
                     }
                 }
+                "python" => {
+                    if !matches!(val.kind, Kind::Null) {
+                        o.python = self
+                            .text(val, "options.python")
+                            .map(super::load::expand_home);
+                    }
+                }
                 "stats_interval" => match self.number(val, "options.stats_interval") {
                     Some(x) if x >= 0.01 => o.stats_interval = x,
                     Some(_) => self.error(
@@ -893,6 +904,7 @@ impl Loader {
             cpu: Vec::new(),
             priority: None,
             restart: Restart::Never,
+            python: None,
         };
         for (key, k, val) in self.entries(spec, &ctx, &WORKER_KEYS) {
             let what = format!("{ctx}, {key}");
@@ -944,6 +956,11 @@ impl Loader {
                     }
                 }
                 "cpu" => w.cpu = self.cpus(val, &what),
+                "python" => {
+                    if !matches!(val.kind, Kind::Null) {
+                        w.python = self.text(val, &what).map(str::to_string);
+                    }
+                }
                 "priority" => {
                     if !matches!(val.kind, Kind::Null) {
                         match self.uint(val, &what) {

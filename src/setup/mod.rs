@@ -31,8 +31,10 @@
 //!   setup holds each config as its function reads it and reads back unchanged; an unknown
 //!   key in a worker's own `config` is an error with a "did you mean". Workers from a user
 //!   library (`file:`) get every key.
-//! - A worker with `file: x.py` is "not runnable here" (an error naming it); [`Checked`]
-//!   lists every such worker by name, so `check` can print them and the rest of the setup.
+//! - A worker with `file: x.py` runs in an embedded Python ([`crate::python`]): the file must
+//!   exist; `daq-engine check` then imports it in a child process. [`Checked`] lists every
+//!   such worker by name. `python:` (per worker, or under `options:`) names the venv whose
+//!   packages it imports.
 //!
 //! # Choosing the YAML library
 //! Both `yaml_serde` 0.10.7 and `serde-saphyr` 2.2.0 were run on the same broken setups
@@ -125,6 +127,9 @@ pub struct RunOptions {
     pub huge_pages: HugePages,
     /// Stop the run cleanly when less than this many MB are free on the run's disk.
     pub disk_reserve_mb: f64,
+    /// The venv of the setup's Python workers (`options: python:`), as written (`~`
+    /// expanded; relative to the setup file's directory).
+    pub python: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -135,6 +140,7 @@ impl Default for RunOptions {
             stats_interval: 1.0,
             huge_pages: HugePages::Auto,
             disk_reserve_mb: 100.0,
+            python: None,
         }
     }
 }
@@ -182,6 +188,9 @@ pub struct WorkerSetup {
     pub priority: Option<u8>,
     /// What happens when it fails.
     pub restart: Restart,
+    /// The venv of a Python worker (its `python:`, else `options: python:`), resolved
+    /// against the setup's directory.
+    pub python: Option<PathBuf>,
 }
 
 impl WorkerSetup {
@@ -208,7 +217,7 @@ pub struct Setup {
     pub workers: Vec<WorkerSetup>,
 }
 
-/// A worker written in Python for mimoCoRB2, which cannot run here.
+/// A worker written in Python (mimoCoRB2's templates), run by the embedded interpreter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PythonWorker {
     /// The worker's name.
@@ -231,7 +240,7 @@ pub struct Checked {
     pub errors: Vec<Diagnostic>,
     /// Warnings, sorted by position.
     pub warnings: Vec<Diagnostic>,
-    /// Workers with a Python `file:` (each also has an error).
+    /// Workers with a Python `file:`.
     pub python_workers: Vec<PythonWorker>,
     /// Every file read: the setup first, then its includes in the order they were read.
     pub files: Vec<PathBuf>,
@@ -253,17 +262,6 @@ impl Checked {
         for d in all {
             out.push_str(&d.to_string());
             out.push('\n');
-        }
-        if !self.python_workers.is_empty() {
-            let names: Vec<&str> = self
-                .python_workers
-                .iter()
-                .map(|p| p.worker.as_str())
-                .collect();
-            out.push_str(&format!(
-                "not runnable here (Python workers): {}\n",
-                names.join(", ")
-            ));
         }
         let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         out.push_str(&format!(
@@ -522,6 +520,9 @@ impl Serialize for WorkerYaml<'_> {
             m.serialize_entry("priority", &p)?;
         }
         m.serialize_entry("restart", w.restart.name())?;
+        if let Some(p) = &w.python {
+            m.serialize_entry("python", &p.to_string_lossy())?;
+        }
         m.end()
     }
 }
@@ -540,6 +541,9 @@ impl Serialize for OptionsYaml<'_> {
         }
         m.serialize_entry("stats_interval", &o.stats_interval)?;
         m.serialize_entry("huge_pages", o.huge_pages.name())?;
+        if let Some(p) = &o.python {
+            m.serialize_entry("python", &p.to_string_lossy())?;
+        }
         m.end()
     }
 }

@@ -1,0 +1,234 @@
+//! Python workers: a worker whose `file:` is a `.py` file runs its `function` in its own
+//! worker process, in one embedded CPython (PyO3) per process, with mimoCoRB2's templates
+//! (`daq_engine`, and the same objects as `mimocorb2` / `mimocorb2.worker_templates`).
+//!
+//! Guarantees: the ring protocol (claim, publish, release) stays here in Rust, with the same
+//! accounting as a Rust worker (an Importer runs `process::importer_loop` itself); an event
+//! from a source reaches Python as a numpy view of its slot, never copied and never
+//! writable; a sink's event is copied once from the array Python returns; nothing is
+//! pickled. A Python exception fails the worker with its traceback (file, line) in the
+//! message, which the engine logs and prints like any worker failure. Must never let a view
+//! outlive the mapping it points into: every ring a view was made of stays mapped until the
+//! process exits.
+//!
+//! The interpreter is the libpython this binary was built against (Debian's 3.11 by
+//! `.cargo/config.toml`); a venv made from the same Python (setup `python:` or
+//! `VIRTUAL_ENV`) adds its site-packages, so numpy and the user's own packages import.
+
+mod native;
+
+use crate::engine::plan::{Plan, WorkerPlan};
+use crate::engine::process::Outcome;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+const TEMPLATES: &str = include_str!("daq_engine.py");
+const MIMOCORB2: &str = include_str!("mimocorb2.py");
+
+/// True when `file` names a Python worker file.
+pub fn is_python(file: Option<&Path>) -> bool {
+    file.is_some_and(|f| f.extension().is_some_and(|e| e == "py"))
+}
+
+/// The venv a Python worker uses: the setup's `python:` when given, else `VIRTUAL_ENV`.
+pub fn venv(configured: Option<&Path>) -> Option<PathBuf> {
+    configured
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("VIRTUAL_ENV").map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The Python version this binary embeds, as `3.11`.
+fn embedded_version(py: Python<'_>) -> String {
+    let v = py.version_info();
+    format!("{}.{}", v.major, v.minor)
+}
+
+/// Starts this process's interpreter with the venv's packages and the template modules.
+fn start(venv: Option<&Path>) -> Result<(), String> {
+    pyo3::append_to_inittab!(_daq_engine);
+    Python::initialize();
+    Python::attach(|py| -> Result<(), String> {
+        let sys = py.import("sys").map_err(|e| e.to_string())?;
+        if let Some(v) = venv {
+            let version = embedded_version(py);
+            let site = v.join(format!("lib/python{version}/site-packages"));
+            if !site.is_dir() {
+                return Err(format!(
+                    "the venv {} has no lib/python{version}/site-packages: daq-engine embeds \
+                     Python {version}; make the venv with that Python \
+                     (`/usr/bin/python3 -m venv {}`) and install numpy into it",
+                    v.display(),
+                    v.display()
+                ));
+            }
+            py.import("site")
+                .and_then(|s| s.call_method1("addsitedir", (site.to_string_lossy(),)))
+                .map_err(|e| format!("adding {} to sys.path: {e}", site.display()))?;
+        }
+        let _ = sys.setattr("argv", PyList::new(py, ["daq-engine"]).ok());
+        for (name, code) in [("daq_engine", TEMPLATES), ("mimocorb2", MIMOCORB2)] {
+            let m = module_from(py, name, code).map_err(|e| {
+                let hint = if e.is_instance_of::<pyo3::exceptions::PyImportError>(py) {
+                    match venv {
+                        Some(v) => format!(
+                            " (install numpy into the venv: {}/bin/pip install numpy)",
+                            v.display()
+                        ),
+                        None => " (no venv is selected: set `python: PATH_TO_VENV` in the \
+                                 setup's options or activate one, VIRTUAL_ENV)"
+                            .into(),
+                    }
+                } else {
+                    String::new()
+                };
+                format!("starting Python: {}{hint}", traceback(py, &e))
+            })?;
+            if name == "mimocorb2" {
+                let modules = sys.getattr("modules").map_err(|e| e.to_string())?;
+                for sub in ["worker_templates", "mimo_worker"] {
+                    let _ = m.setattr(sub, &m);
+                    let _ = modules.set_item(format!("mimocorb2.{sub}"), &m);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn module_from<'py>(py: Python<'py>, name: &str, code: &str) -> PyResult<Bound<'py, PyModule>> {
+    let cstr = |s: &str| CString::new(s).expect("embedded module text has no NUL");
+    PyModule::from_code(
+        py,
+        &cstr(code),
+        &cstr(&format!("<daq-engine>/{name}.py")),
+        &cstr(name),
+    )
+}
+
+/// The whole traceback of `e`, as Python prints it.
+fn traceback(py: Python<'_>, e: &PyErr) -> String {
+    py.import("traceback")
+        .and_then(|t| t.call_method1("format_exception", (e.clone_ref(py),)))
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|l| l.concat().trim_end().to_string())
+        .unwrap_or_else(|_| e.to_string())
+}
+
+/// A buffer as `_buffer_io` takes it: name, fields, records per event, slots.
+type BufferSpec = (String, Vec<(String, String)>, usize, usize);
+
+fn buffers(plan: &Plan, names: &[String]) -> Vec<BufferSpec> {
+    names
+        .iter()
+        .filter_map(|n| plan.buffer(n))
+        .map(|b| {
+            (
+                b.name.clone(),
+                b.fields.clone(),
+                b.data_length,
+                b.slot_count,
+            )
+        })
+        .collect()
+}
+
+/// Runs process `process` of the Python worker `w` (`daq-engine __worker`).
+pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize) -> Outcome {
+    let Some(file) = w.file.as_deref() else {
+        return Outcome::Failed("a Python worker needs `file:`".into());
+    };
+    if let Err(e) = start(venv(w.python.as_deref()).as_deref()) {
+        return Outcome::Failed(e);
+    }
+    Python::attach(|py| {
+        let run = || -> PyResult<()> {
+            let templates = py.import("daq_engine")?;
+            let function =
+                templates.call_method1("_load", (file.to_string_lossy(), &w.function))?;
+            let native = Py::new(py, native::Io::new(plan.clone(), w.clone(), process))?;
+            let config = pyo3::types::PyDict::new(py);
+            let json = py.import("json")?;
+            for (k, v) in &w.config {
+                config.set_item(k, json.call_method1("loads", (v.to_string(),))?)?;
+            }
+            let io = templates.call_method1(
+                "_buffer_io",
+                (
+                    native.clone_ref(py),
+                    &w.name,
+                    config,
+                    plan.setup_dir.to_string_lossy(),
+                    plan.run_dir.to_string_lossy(),
+                    buffers(plan, &w.sources),
+                    buffers(plan, &w.sinks),
+                    buffers(plan, &w.observes),
+                ),
+            )?;
+            function.call1((io,))?;
+            // The function returned: streams it did not end itself end now, as a Rust
+            // worker's do when it finishes.
+            native.borrow_mut(py).finish();
+            Ok(())
+        };
+        match run() {
+            Ok(()) => Outcome::Finished,
+            Err(e) => Outcome::Failed(format!(
+                "Python function '{}' of {} raised:\n{}",
+                w.function,
+                file.display(),
+                traceback(py, &e)
+            )),
+        }
+    })
+}
+
+/// `daq-engine __python-probe FILE FUNCTION [VENV]`: imports the worker file as a worker
+/// process would and checks that `function` is there and takes one argument. Prints what is
+/// wrong (a syntax or import error with its file and line) and returns 1, or 0.
+pub fn probe(file: &Path, function: &str, venv: Option<&Path>) -> i32 {
+    let venv = self::venv(venv);
+    if let Err(e) = start(venv.as_deref()) {
+        eprintln!("{e}");
+        return 1;
+    }
+    Python::attach(|py| {
+        let loaded = py
+            .import("daq_engine")
+            .and_then(|t| t.call_method1("_load", (file.to_string_lossy(), function)));
+        match loaded {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("{}", probe_message(py, &e));
+                1
+            }
+        }
+    })
+}
+
+/// A short message for `check`: the error's own line, and for a syntax error the
+/// `file:line` and the offending text; otherwise the traceback's last frames.
+fn probe_message(py: Python<'_>, e: &PyErr) -> String {
+    if e.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
+        let v = e.value(py);
+        let get = |k: &str| v.getattr(k).ok().and_then(|x| x.extract::<String>().ok());
+        let line = v
+            .getattr("lineno")
+            .ok()
+            .and_then(|x| x.extract::<i64>().ok());
+        let file = get("filename").unwrap_or_default();
+        let msg = get("msg").unwrap_or_else(|| e.to_string());
+        let text = get("text")
+            .map(|t| format!("\n    {}", t.trim_end()))
+            .unwrap_or_default();
+        return format!("{file}:{}: SyntaxError: {msg}{text}", line.unwrap_or(0));
+    }
+    traceback(py, e)
+}
+
+#[pymodule]
+fn _daq_engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<native::Io>()
+}

@@ -1,0 +1,568 @@
+//! Python workers through the real binary: worker files written exactly as mimoCoRB2's users
+//! write them (the 0.0.4 `buffer_io` style and the manual's `*mimo_args` style) run
+//! unchanged in a venv with numpy, and every event is counted.
+//!
+//! The venv is `DAQ_PYVENV` (scripts/test.sh makes it) or `target/pyvenv`, made here from
+//! /usr/bin/python3 when missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let v = std::env::var_os("DAQ_PYVENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv"));
+        let ok = |v: &Path| {
+            Command::new(v.join("bin/python"))
+                .args(["-c", "import numpy"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(&v) {
+            let made = Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(&v)
+                .status()
+                .unwrap();
+            assert!(made.success(), "making the venv {}", v.display());
+            let pip = Command::new(v.join("bin/pip"))
+                .args(["install", "-q", "numpy"])
+                .status()
+                .unwrap();
+            assert!(pip.success(), "installing numpy into {}", v.display());
+        }
+        v
+    })
+}
+
+struct Ran {
+    code: i32,
+    stderr: String,
+    run_dir: PathBuf,
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("python_workers/{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn daq(d: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(EXE)
+        .args(args)
+        .env("VIRTUAL_ENV", venv())
+        .current_dir(d)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run(d: &Path, setup: &str) -> Ran {
+    let (code, stderr) = daq(d, &[setup, "--quiet"]);
+    let runs = d.join("runs");
+    let run_dir = std::fs::read_dir(&runs)
+        .ok()
+        .and_then(|mut r| r.next())
+        .map(|e| e.unwrap().path())
+        .unwrap_or_default();
+    Ran {
+        code,
+        stderr,
+        run_dir,
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The JSON file the worker wrote whose name starts with `prefix`.
+fn report(run_dir: &Path, prefix: &str) -> serde_json::Value {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{prefix} in {}", run_dir.display());
+    json(&found.pop().unwrap())
+}
+
+/// mimoCoRB2 0.0.4 style: each function takes the BufferIO. The importer writes a ramp
+/// whose first sample is the event number; the filter checks the bytes it sees against what
+/// the importer wrote, tries to write into its source view, and keeps events by a mask.
+const BUFFER_IO_WORKERS: &str = r#"
+import json
+import zlib
+
+import numpy as np
+
+import mimocorb2 as mi2
+
+
+def event_of(example, i):
+    e = example.copy()
+    e["ch0"] = np.arange(e.size, dtype=np.float32) + i
+    return e
+
+
+def source(buffer_io):
+    importer = mi2.Importer(buffer_io)
+    n = int(buffer_io["n_events"])
+    example = importer.data_example
+
+    def ufunc():
+        for i in range(n):
+            yield event_of(example, i)
+        yield None
+
+    importer(ufunc)
+
+
+def select(buffer_io):
+    flt = mi2.Filter(buffer_io)
+    example = flt.data_example
+    seen = {"events": 0, "bad_bytes": 0, "readonly": 0, "wrote": 0}
+
+    def ufunc(data):
+        i = int(data["ch0"][0])
+        if zlib.crc32(data.tobytes()) != zlib.crc32(event_of(example, i).tobytes()):
+            seen["bad_bytes"] += 1
+        if seen["events"] == 0:
+            try:
+                data["ch0"][0] = -1.0
+                seen["wrote"] += 1
+            except ValueError:
+                seen["readonly"] += 1
+        seen["events"] += 1
+        return [i % 3 == 0, i % 2 == 0]
+
+    flt(ufunc)
+    with open(buffer_io.run_dir / f"report_select.json", "w") as f:
+        json.dump(seen, f)
+
+
+def sink(buffer_io):
+    exporter = mi2.Exporter(buffer_io)
+    count = 0
+    counters = 0
+    for data, metadata in exporter:
+        count += 1
+        counters += int(metadata["counter"][0])
+        assert int(data["ch0"][0]) == int(metadata["counter"][0])
+    with open(buffer_io.run_dir / f"report_{buffer_io.name}.json", "w") as f:
+        json.dump({"count": count, "counters": counters}, f)
+"#;
+
+fn buffer_io_setup(n: u64, select_extra: &str) -> String {
+    format!(
+        "target_directory: runs
+base_config: {{n_events: {n}}}
+Buffers:
+  raw: &b
+    slot_count: 16
+    data_length: 32
+    data_dtype: {{ch0: 'f4'}}
+  thirds: *b
+  halves: *b
+Workers:
+  source:
+    file: workers.py
+    function: source
+    sinks: [raw]
+  select:
+    file: workers.py
+    function: select
+    sources: [raw]
+    sinks: [thirds, halves]
+{select_extra}
+  sink_thirds:
+    file: workers.py
+    function: sink
+    sources: [thirds]
+  sink_halves:
+    file: workers.py
+    function: sink
+    sources: [halves]
+"
+    )
+}
+
+#[test]
+fn buffer_io_style_workers_run_unchanged_and_count_every_event() {
+    let d = dir("buffer_io");
+    std::fs::write(d.join("workers.py"), BUFFER_IO_WORKERS).unwrap();
+    std::fs::write(d.join("setup.yaml"), buffer_io_setup(3000, "")).unwrap();
+    let r = run(&d, "setup.yaml");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sel = report(&r.run_dir, "report_select");
+    assert_eq!(sel["events"], 3000);
+    // Exactly the bytes the importer wrote, and the source view refused the write.
+    assert_eq!(sel["bad_bytes"], 0);
+    assert_eq!(sel["readonly"], 1);
+    assert_eq!(sel["wrote"], 0);
+    let thirds = report(&r.run_dir, "report_sink_thirds");
+    let halves = report(&r.run_dir, "report_sink_halves");
+    assert_eq!(thirds["count"], 1000);
+    assert_eq!(halves["count"], 1500);
+    // Sum of 0, 3, 6, … 2997 and of 0, 2, … 2998: every selected event once.
+    assert_eq!(thirds["counters"], (0..3000u64).step_by(3).sum::<u64>());
+    assert_eq!(halves["counters"], (0..3000u64).step_by(2).sum::<u64>());
+    let summary = json(&r.run_dir.join("summary.json"));
+    assert_eq!(summary["events"]["raw"], 3000, "{summary}");
+    assert_eq!(summary["events"]["thirds"], 1000, "{summary}");
+    assert_eq!(summary["events"]["halves"], 1500, "{summary}");
+}
+
+/// The manual's style: `def worker(*mimo_args)` and `Template(mimo_args)`, with
+/// `config`, `writer.data_example`, `reader.name` and a Processor with two sinks.
+const MIMO_ARGS_WORKERS: &str = r#"
+import json
+
+import numpy as np
+
+from mimocorb2.worker_templates import Exporter, Importer, Processor
+
+
+def make(*mimo_args):
+    importer = Importer(mimo_args)
+    config = importer.config
+    data_example = importer.writer.data_example
+
+    def ufunc():
+        for i in range(config["n_events"]):
+            data = np.full(data_example.shape, float(i))
+            yield data
+        yield None
+
+    importer(ufunc)
+
+
+def split(*mimo_args):
+    processor = Processor(mimo_args)
+
+    def ufunc(data):
+        i = int(data["x"][0])
+        if i % 5 == 4:
+            return None
+        return [data, None if i % 2 else data]
+
+    processor(ufunc)
+
+
+def save(*mimo_args):
+    exporter = Exporter(mimo_args)
+    name = exporter.reader.name
+    total = 0
+    count = 0
+    for data, metadata in exporter:
+        count += 1
+        total += int(data["x"][0])
+    with open(exporter.run_dir / f"report_{name}.json", "w") as f:
+        json.dump({"count": count, "total": total}, f)
+"#;
+
+const MIMO_ARGS_SETUP: &str = "target_directory: runs
+Buffers:
+  raw: &b
+    slot_count: 8
+    data_length: 4
+    data_dtype: {x: 'i4', y: 'f8'}
+  all: *b
+  even: *b
+Workers:
+  make:
+    file: workers.py
+    function: make
+    sinks: [raw]
+    config: {n_events: 1000}
+  split:
+    file: workers.py
+    function: split
+    sources: [raw]
+    sinks: [all, even]
+  save_all:
+    file: workers.py
+    function: save
+    sources: [all]
+  save_even:
+    file: workers.py
+    function: save
+    sources: [even]
+";
+
+#[test]
+fn mimo_args_style_workers_run_unchanged_and_count_every_event() {
+    let d = dir("mimo_args");
+    std::fs::write(d.join("workers.py"), MIMO_ARGS_WORKERS).unwrap();
+    std::fs::write(d.join("setup.yaml"), MIMO_ARGS_SETUP).unwrap();
+    let r = run(&d, "setup.yaml");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let kept: Vec<u64> = (0..1000).filter(|i| i % 5 != 4).collect();
+    let even: Vec<u64> = kept.iter().copied().filter(|i| i % 2 == 0).collect();
+    let all = report(&r.run_dir, "report_all");
+    let ev = report(&r.run_dir, "report_even");
+    assert_eq!(all["count"], kept.len() as u64);
+    assert_eq!(all["total"], kept.iter().sum::<u64>());
+    assert_eq!(ev["count"], even.len() as u64);
+    assert_eq!(ev["total"], even.iter().sum::<u64>());
+}
+
+const FAILING: &str = r#"
+import mimocorb2 as mi2
+
+
+def source(buffer_io):
+    importer = mi2.Importer(buffer_io)
+    example = importer.data_example
+
+    def ufunc():
+        for i in range(int(buffer_io["n_events"])):
+            yield example
+        yield None
+
+    importer(ufunc)
+
+
+def fragile(buffer_io):
+    flt = mi2.Filter(buffer_io)
+    marker = buffer_io.run_dir / "failed_once"
+    seen = [0]
+
+    def ufunc(data):
+        seen[0] += 1
+        if seen[0] == 10 and (buffer_io["always"] or not marker.exists()):
+            marker.touch()
+            raise RuntimeError("event ten is too much")
+        return True
+
+    flt(ufunc)
+"#;
+
+fn failing_setup(always: bool, restart: &str) -> String {
+    format!(
+        "target_directory: runs
+base_config: {{n_events: 200, always: {always}}}
+Buffers:
+  raw: &b
+    slot_count: 4
+    data_length: 8
+    data_dtype: {{ch0: 'f4'}}
+  kept: *b
+Workers:
+  source:
+    file: failing.py
+    function: source
+    sinks: [raw]
+  filter:
+    file: failing.py
+    function: fragile
+    sources: [raw]
+    sinks: [kept]
+    restart: {restart}
+  sink:
+    function: bench.sink
+    sources: [kept]
+"
+    )
+}
+
+#[test]
+fn an_exception_fails_the_worker_with_its_traceback_in_the_log_and_on_the_terminal() {
+    let d = dir("exception");
+    std::fs::write(d.join("failing.py"), FAILING).unwrap();
+    std::fs::write(d.join("setup.yaml"), failing_setup(true, "never")).unwrap();
+    let r = run(&d, "setup.yaml");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    let file = d.join("failing.py");
+    let line = FAILING
+        .lines()
+        .position(|l| l.contains("raise RuntimeError"))
+        .unwrap()
+        + 1;
+    let frame = format!("File \"{}\", line {line}, in ufunc", file.display());
+    for (what, text) in [
+        ("terminal", r.stderr.clone()),
+        (
+            "log",
+            std::fs::read_to_string(r.run_dir.join("daq-engine.log")).unwrap(),
+        ),
+    ] {
+        assert!(text.contains(&frame), "{what} lacks {frame}:\n{text}");
+        assert!(text.contains("worker 'filter'"), "{what}:\n{text}");
+        assert!(
+            text.contains("RuntimeError: event ten is too much"),
+            "{what}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_python_worker_restarts_and_the_run_finishes() {
+    let d = dir("restart");
+    std::fs::write(d.join("failing.py"), FAILING).unwrap();
+    std::fs::write(d.join("setup.yaml"), failing_setup(false, "on-failure")).unwrap();
+    let r = run(&d, "setup.yaml");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.run_dir.join("failed_once").exists());
+    let log = std::fs::read_to_string(r.run_dir.join("daq-engine.log")).unwrap();
+    assert!(log.contains("starting it again"), "{log}");
+    let summary = json(&r.run_dir.join("summary.json"));
+    assert_eq!(summary["events"]["raw"], 200, "{summary}");
+    // Each event of raw reached kept once, except the one the failed process held when it
+    // raised (released by the engine, not passed on): none twice.
+    let kept = summary["events"]["kept"].as_u64().unwrap();
+    let sink = json(&r.run_dir.join("bench_sink_0.json"));
+    assert_eq!(sink["events"].as_u64().unwrap(), kept);
+    assert_eq!(kept, 199, "{summary}");
+}
+
+#[test]
+fn check_imports_the_file_and_reports_errors_with_file_and_line() {
+    let d = dir("check");
+    let setup = |file: &str, function: &str| {
+        format!(
+            "target_directory: runs
+Buffers:
+  raw: {{slot_count: 4, data_length: 8, data_dtype: {{ch0: 'f4'}}}}
+Workers:
+  source:
+    file: {file}
+    function: {function}
+    sinks: [raw]
+  sink:
+    function: bench.sink
+    sources: [raw]
+"
+        )
+    };
+    std::fs::write(
+        d.join("broken.py"),
+        "import mimocorb2\n\ndef source(buffer_io)\n    pass\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("missing_import.py"),
+        "import numpy\nimport no_such_package_here\n\ndef source(buffer_io):\n    pass\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("good.py"), "def source(buffer_io):\n    pass\n").unwrap();
+    let cases = [
+        (
+            "broken.py",
+            "source",
+            format!("{}:3: SyntaxError", d.join("broken.py").display()),
+        ),
+        (
+            "missing_import.py",
+            "source",
+            format!("File \"{}\", line 2", d.join("missing_import.py").display()),
+        ),
+        (
+            "good.py",
+            "sauce",
+            "has no function 'sauce' (it has: source)".into(),
+        ),
+    ];
+    for (file, function, expected) in cases {
+        std::fs::write(d.join("setup.yaml"), setup(file, function)).unwrap();
+        let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
+        assert_eq!(code, 2, "{file}: {stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "{file}: expected {expected} in:\n{stderr}"
+        );
+        assert!(stderr.contains("worker 'source'"), "{file}:\n{stderr}");
+        // A run refuses it the same way, before making a run directory.
+        let (code, stderr) = daq(&d, &["setup.yaml", "--quiet"]);
+        assert_eq!(code, 2, "{file}: {stderr}");
+        assert!(!d.join("runs").exists(), "{file}: a run directory was made");
+    }
+    std::fs::write(d.join("setup.yaml"), setup("good.py", "source")).unwrap();
+    let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// The reference setups of mimoCoRB2's benchmark (tests/setups/mimocorb2, with the
+/// unmodified bench_workers.py) pass check and run.
+#[test]
+fn mimocorb2_reference_setups_run() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setups/mimocorb2");
+    let d = dir("reference");
+    for f in [
+        "bench_workers.py",
+        "tiny_filter.yaml",
+        "probe_filter_mask.yaml",
+    ] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+    }
+    for setup in ["tiny_filter.yaml", "probe_filter_mask.yaml"] {
+        let (code, stderr) = daq(&d, &["check", setup]);
+        assert_eq!(code, 0, "{setup}: {stderr}");
+    }
+    let (code, stderr) = daq(&d, &["tiny_filter.yaml", "--quiet", "--max-events", "5000"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run_dir = std::fs::read_dir(d.join("runs/tiny_filter"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let sink = report(&run_dir, "bench_sink_sink_");
+    assert_eq!(sink["count"], 5000);
+    assert_eq!(sink["out_of_order"], 0);
+    // mimoCoRB2's Filter commits a slot for a False in the mask; here sink b gets nothing.
+    let (code, stderr) = daq(&d, &["probe_filter_mask.yaml", "--quiet"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run_dir = std::fs::read_dir(d.join("runs/probe_filter_mask"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(report(&run_dir, "bench_sink_sink_a_")["count"], 20000);
+    assert_eq!(report(&run_dir, "bench_sink_sink_b_")["count"], 0);
+}
+
+/// setups/python_demo.yaml runs the examples in examples/python: an importer, a filter, a
+/// processor with two sinks and an exporter, each event accounted for.
+#[test]
+fn the_python_examples_run() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = dir("examples");
+    let (code, stderr) = daq(
+        repo,
+        &[
+            "setups/python_demo.yaml",
+            "--quiet",
+            "--target-directory",
+            d.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let run_dir = std::fs::read_dir(&d)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let summary = json(&run_dir.join("summary.json"));
+    let events = |b: &str| summary["events"][b].as_u64().unwrap();
+    assert_eq!(events("raw"), 2000, "{summary}");
+    assert_eq!(events("heights"), events("pulses"), "{summary}");
+    assert!(
+        events("pulses") < 2000 && events("large") < events("pulses"),
+        "{summary}"
+    );
+    let csv = std::fs::read_to_string(run_dir.join("save_heights.csv")).unwrap();
+    assert_eq!(csv.lines().count() as u64, events("heights") + 1);
+}
