@@ -70,6 +70,11 @@ pub struct CsvExport {
     interval: Duration,
     last_write: Instant,
     rows: u64,
+    /// Rows the file held when this process took it over (written by earlier processes of
+    /// this worker in this run).
+    earlier_rows: u64,
+    /// Rows one event makes (the source's data_length).
+    rows_per_event: u64,
 }
 
 /// What the config of `export.csv` asks for: the file name (without .csv), the fields, the
@@ -130,6 +135,8 @@ impl CsvExport {
             text: String::with_capacity(TEXT_CAPACITY),
             last_write: Instant::now(),
             rows,
+            earlier_rows: rows,
+            rows_per_event: one_source(ctx)?.data_length as u64,
         })
     }
 
@@ -159,6 +166,10 @@ impl CsvExport {
 }
 
 impl Exporter for CsvExport {
+    fn kept_from_earlier(&self) -> Option<u64> {
+        Some(self.earlier_rows / self.rows_per_event.max(1))
+    }
+
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
         for i in 0..event.len() {
             // A line is at most a few hundred bytes per field; write out before the reserved

@@ -146,6 +146,8 @@ pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) 
 
 pub(crate) struct Source {
     pub(crate) readers: Vec<Reader>,
+    /// The consumer group this worker is in each of the rings.
+    group: usize,
     ended: Vec<bool>,
     next: usize,
     pub(crate) dtype: Dtype,
@@ -168,6 +170,16 @@ pub(crate) enum Taken {
 }
 
 impl Source {
+    /// Events this worker's group has read from every ring so far (in all its processes'
+    /// lives): released, less those released unread.
+    fn delivered(&self) -> u64 {
+        self.readers
+            .iter()
+            .filter_map(|r| r.ring().stats().groups.get(self.group).cloned())
+            .map(|g| g.released.saturating_sub(g.abandoned))
+            .sum()
+    }
+
     pub(crate) fn attach(
         buffer: &BufferPlan,
         group: usize,
@@ -182,6 +194,7 @@ impl Source {
         }
         Ok(Source {
             ended: vec![false; readers.len()],
+            group,
             readers,
             next: 0,
             dtype,
@@ -673,6 +686,9 @@ fn exporter_loop(
         .first_mut()
         .ok_or_else(|| "an exporter needs a source".to_string())?;
     let pass_on = !sinks.producers.is_empty();
+    if let Some(kept) = f.kept_from_earlier() {
+        book_unwritten(plan, w, src.delivered(), kept);
+    }
     loop {
         let step = src.step(POLL, &mut |ev| {
             if pass_on {
@@ -721,6 +737,39 @@ fn exporter_loop(
     let result = result.and(fin);
     sinks.end(&result);
     result
+}
+
+/// The file in the run directory where a restarted exporter books what its earlier
+/// processes were delivered but never wrote (the supervisor counts it lost for its reader).
+pub fn unwritten_path(run_dir: &Path, worker: &str) -> PathBuf {
+    run_dir.join(format!("unwritten_{worker}.txt"))
+}
+
+/// A restarted exporter's books: its group was `delivered` events in all, its output keeps
+/// `kept` of them; the rest died with an earlier process (what it had not flushed yet).
+fn book_unwritten(plan: &Plan, w: &WorkerPlan, delivered: u64, kept: u64) {
+    if delivered <= kept {
+        return;
+    }
+    if w.processes > 1 {
+        // The group's count covers every process, the output only this one's.
+        tracing::warn!(
+            "worker '{}': an earlier process died; what it had not written yet cannot be \
+             counted with number_of_processes > 1",
+            w.name
+        );
+        return;
+    }
+    let unwritten = delivered - kept;
+    tracing::warn!(
+        "worker '{}': {unwritten} events its earlier process was delivered were not in its \
+         output when it died (not yet flushed); counted lost",
+        w.name
+    );
+    let path = unwritten_path(&plan.run_dir, &w.name);
+    if let Err(e) = crate::analysis::write_atomically(&path, format!("{unwritten}\n").as_bytes()) {
+        tracing::warn!("{}: {e}", path.display());
+    }
 }
 
 /// Events lost so far in every ring of the run (read from the ring headers).

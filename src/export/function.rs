@@ -212,6 +212,10 @@ impl Hdf5Export {
 }
 
 impl Exporter for Hdf5Export {
+    fn kept_from_earlier(&self) -> Option<u64> {
+        self.writer.as_ref().map(|w| w.earlier_events())
+    }
+
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
         self.deadtime_sum += event.meta.deadtime;
         self.events += 1;

@@ -321,6 +321,8 @@ pub struct RunFileWriter {
     device_notes: Option<PathBuf>,
     /// Compresses closed files in the background, one at a time.
     packer: Option<Packer>,
+    /// Events the files of this writer's earlier processes in this run hold.
+    earlier_events: u64,
 }
 
 fn to_str(s: &str) -> VarLenUnicode {
@@ -421,6 +423,7 @@ impl RunFileWriter {
         // `<stem>_r<N>.h5`, so nothing the earlier one wrote is overwritten.
         let earlier = earlier_lives(&base);
         let mut to_pack = Vec::new();
+        let mut earlier_events = 0u64;
         if !earlier.is_empty() {
             for f in &earlier {
                 let clean = h5::File::open(f)
@@ -430,6 +433,7 @@ impl RunFileWriter {
                 let _ = std::fs::remove_file(packing_path(f));
                 match super::recover::cut_to_whole_events(f, !clean) {
                     Ok((r, filters)) => {
+                        earlier_events += r.buffers.iter().map(|b| b.1).sum::<u64>();
                         tracing::info!(
                             "{}: {} events kept from an earlier process of this worker{}",
                             f.display(),
@@ -476,12 +480,19 @@ impl RunFileWriter {
             device_notes: None,
             packer: None,
             events_run: 0,
+            earlier_events,
         };
         for (f, filters) in to_pack {
             w.packer.get_or_insert_with(Packer::start).queue(f, filters);
         }
         w.open_next()?;
         Ok(w)
+    }
+
+    /// Events the files of earlier processes of this writer in this run hold (it was
+    /// started again after a failure); 0 for a first process.
+    pub fn earlier_events(&self) -> u64 {
+        self.earlier_events
     }
 
     /// The path of file number `index` (1-based) of this run.

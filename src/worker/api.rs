@@ -211,6 +211,14 @@ pub trait Exporter: Send {
     /// Told just before `finish`: events lost in the whole run so far (every buffer under
     /// `policy: drop` that was full), for exporters that record it with their output.
     fn run_lost(&mut self, _events_lost: u64) {}
+
+    /// For an exporter whose output outlives its process: how many events the output of
+    /// this worker's earlier processes in this run keeps (0 in the first process). After a
+    /// restart, what the earlier processes were delivered beyond this is counted lost, so the
+    /// books match the files. `None`: the output is not kept across processes (not counted).
+    fn kept_from_earlier(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Looks at copies of the latest events, never holding the writer back.
