@@ -946,6 +946,15 @@ impl Supervisor {
             "t": t,
             "time": crate::engine::utc_now(),
             "stopping": self.stopping && !ended,
+            // What a clean stop waits for besides draining: files being compressed.
+            "waiting_for": if self.stopping && !ended {
+                crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir)
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<String>>()
+            } else {
+                Vec::new()
+            },
             "ended": ended,
             "paused": self.paused,
             "max_events": self.plan.max_events,

@@ -100,6 +100,9 @@ pub struct Snapshot {
     pub time: String,
     /// Importers were told to stop; buffers drain.
     pub stopping: bool,
+    /// While a clean stop goes on: what it waits for besides draining (e.g.
+    /// `compressing raw.h5 (157.9 MB, 37%)`).
+    pub waiting_for: Vec<String>,
     /// Importers are paused.
     pub paused: bool,
     /// The run is over: this is its last snapshot, and its rates and dead time are the
@@ -282,7 +285,11 @@ impl RunView {
     /// restarted workers, devices gone or back after a gap.
     pub fn warnings(&self) -> Vec<String> {
         let s = &self.snapshot;
-        let mut out = Vec::new();
+        let mut out: Vec<String> = s
+            .waiting_for
+            .iter()
+            .map(|w| format!("stopping: waiting for {w}"))
+            .collect();
         for (name, since) in &self.full_since {
             let long = s.t - since;
             if long >= FULL_WARNING_S {
@@ -412,6 +419,18 @@ mod tests {
         assert!(v.warnings()[0].contains("5 lost"));
         v.update(&snap(2.0 + LOST_WARNING_S + 0.1, 0.0, 5, 0.0, 0));
         assert!(v.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_stop_says_what_it_waits_for() {
+        let mut v = RunView::new(vec![]);
+        v.update(&serde_json::json!({"t": 3.0, "stopping": true,
+            "waiting_for": ["compressing raw.h5 (157.9 MB, 37%)"]}));
+        assert_eq!(v.state(), "stopping");
+        assert_eq!(
+            v.warnings(),
+            vec!["stopping: waiting for compressing raw.h5 (157.9 MB, 37%)".to_string()]
+        );
     }
 
     #[test]
