@@ -990,7 +990,11 @@ fn get_values_bulk(
         }
         // SAFETY: non-null pointer to one uint32_t.
         let wanted = unsafe { *n } as usize;
-        let count = wanted.min(block.samples);
+        let mut count = wanted.min(block.samples);
+        let short = SHORT_NEXT.swap(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+        if short != u32::MAX {
+            count = count.min(short as usize);
+        }
         for seg in from..=to {
             for c in 0..4 {
                 if !u.chans[c].enabled {
@@ -1579,6 +1583,16 @@ pub extern "C" fn fakepico_inject_status_after(name: *const c_char, status: u32,
 pub extern "C" fn fakepico_call_count(name: *const c_char) -> u32 {
     let Some(name) = name_of(name) else { return 0 };
     fake().calls.iter().find(|c| c.0 == name).map_or(0, |c| c.1)
+}
+
+/// The sample count the next `GetValuesBulk` returns at most (`u32::MAX`: as asked).
+static SHORT_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// The next `GetValuesBulk` returns at most `n` samples per capture, as a driver that lost
+/// data on the bus would report (then the fake answers in full again).
+#[no_mangle]
+pub extern "C" fn fakepico_short_values_once(n: u32) {
+    SHORT_NEXT.store(n, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Unplugs the simulated devices: open handles answer `PICO_NOT_RESPONDING` from now on
