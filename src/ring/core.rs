@@ -31,9 +31,18 @@ pub(crate) const MAX_BATCH: u64 = 0xFFFF;
 const SPINS: u32 = 2_000;
 
 /// One cache-line pair of its own (128 bytes: x86 prefetches lines in pairs), so cursors
-/// written by different processes never share a line.
+/// written by different processes never share a line. Derefs to the value it holds, so a
+/// cursor reads `ctl.write.load(..)`.
 #[repr(C, align(128))]
 pub(crate) struct Line<T>(pub T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// A futex word and a count of sleepers on it.
 #[repr(C)]
@@ -89,8 +98,11 @@ pub(crate) struct Member {
     pub pid: AtomicU32,
     /// The range claimed or being claimed: `start << 16 | len`, or HELD_NONE.
     pub held: AtomicU64,
-    /// Events this member has released.
-    pub taken: AtomicU64,
+    /// Events this process released as this member: read, or left unread when it dropped its
+    /// reader (those are also counted in `GroupInfo::abandoned`). Not the events the
+    /// supervisor released for a dead holder. Written only by the member's own process
+    /// (one live process per member), so it is a single-writer counter.
+    pub released: AtomicU64,
 }
 
 /// One consumer group.
@@ -144,7 +156,7 @@ impl Group {
                 Line(Member {
                     pid: AtomicU32::new(0),
                     held: AtomicU64::new(HELD_NONE),
-                    taken: AtomicU64::new(0),
+                    released: AtomicU64::new(0),
                 })
             }),
         }
@@ -198,8 +210,8 @@ impl<'a> Core<'a> {
     pub fn min_release(&self, w: u64) -> u64 {
         let mut m = w;
         for g in self.groups {
-            if g.info.0.active.load(Ordering::SeqCst) != 0 {
-                m = m.min(g.release.0.load(Ordering::SeqCst));
+            if g.info.active.load(Ordering::SeqCst) != 0 {
+                m = m.min(g.release.load(Ordering::SeqCst));
             }
         }
         m
@@ -219,18 +231,18 @@ impl<'a> Core<'a> {
     /// Publishes events below `w_new` and wakes sleeping readers, if any.
     #[inline]
     pub fn publish(&self, w_new: u64) {
-        self.ctl.write.0.store(w_new, Ordering::SeqCst);
-        if self.ctl.data_wait.0.waiting.load(Ordering::SeqCst) != 0 {
-            self.ctl.data_wait.0.futex.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&self.ctl.data_wait.0.futex);
+        self.ctl.write.store(w_new, Ordering::SeqCst);
+        if self.ctl.data_wait.waiting.load(Ordering::SeqCst) != 0 {
+            self.ctl.data_wait.futex.fetch_add(1, Ordering::SeqCst);
+            futex_wake(&self.ctl.data_wait.futex);
         }
     }
 
     /// Marks the end of the stream and wakes every reader.
     pub fn close(&self) {
-        self.ctl.eos.0.store(1, Ordering::SeqCst);
-        self.ctl.data_wait.0.futex.fetch_add(1, Ordering::SeqCst);
-        futex_wake(&self.ctl.data_wait.0.futex);
+        self.ctl.eos.store(1, Ordering::SeqCst);
+        self.ctl.data_wait.futex.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&self.ctl.data_wait.futex);
     }
 
     /// Waits until event `w` may be written or `timeout_ns` passed (spin, then futex).
@@ -243,7 +255,7 @@ impl<'a> Core<'a> {
             spin();
         }
         let start = now();
-        let sw = &self.ctl.space_wait.0;
+        let sw = &self.ctl.space_wait;
         loop {
             let seen = sw.futex.load(Ordering::SeqCst);
             sw.waiting.fetch_add(1, Ordering::SeqCst);
@@ -269,18 +281,18 @@ impl<'a> Core<'a> {
     /// Member `m` of group `g` claims up to `batch` published events.
     pub fn claim(&self, g: usize, m: usize, batch: u64) -> Claim {
         let grp = &self.groups[g];
-        let mem = &grp.members[m].0;
+        let mem = &grp.members[m];
         let batch = batch.clamp(1, MAX_BATCH);
         loop {
-            let c = grp.claim.0.load(Ordering::SeqCst);
-            let w = self.ctl.write.0.load(Ordering::SeqCst);
+            let c = grp.claim.load(Ordering::SeqCst);
+            let w = self.ctl.write.load(Ordering::SeqCst);
             if c >= w {
-                if self.ctl.eos.0.load(Ordering::SeqCst) == 0 {
+                if self.ctl.eos.load(Ordering::SeqCst) == 0 {
                     return Claim::Empty;
                 }
                 // Closed: the producer's last publish precedes `eos`, so a fresh read of
                 // `write` is final.
-                if c >= self.ctl.write.0.load(Ordering::SeqCst) {
+                if c >= self.ctl.write.load(Ordering::SeqCst) {
                     return Claim::End;
                 }
                 continue;
@@ -290,7 +302,6 @@ impl<'a> Core<'a> {
             mem.held.store(pack_held(c, end - c), Ordering::SeqCst);
             if grp
                 .claim
-                .0
                 .compare_exchange(c, end, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
@@ -310,10 +321,10 @@ impl<'a> Core<'a> {
     #[inline]
     pub fn release(&self, g: usize, m: usize, e: u64) {
         let grp = &self.groups[g];
-        grp.members[m].0.taken.fetch_add(1, Ordering::Relaxed);
-        if grp.info.0.members.load(Ordering::Relaxed) == 1 {
+        grp.members[m].released.fetch_add(1, Ordering::Relaxed);
+        if grp.info.members.load(Ordering::Relaxed) == 1 {
             // Sole member: its releases are in order, so the cursor is simply e + 1.
-            grp.release.0.store(e + 1, Ordering::SeqCst);
+            grp.release.store(e + 1, Ordering::SeqCst);
         } else {
             self.done(g, e).store(e + 1, Ordering::SeqCst);
             self.advance(g);
@@ -332,20 +343,19 @@ impl<'a> Core<'a> {
             // moves the cursor on. With plain loads this relies on store→load ordering alone,
             // and loom found a schedule where neither advanced (work_sharing_inside_a_group
             // ended with the cursor at 1 of 3).
-            let r = grp.release.0.fetch_add(0, Ordering::SeqCst);
+            let r = grp.release.fetch_add(0, Ordering::SeqCst);
             if self.done(g, r).load(Ordering::SeqCst) != r + 1 {
                 return;
             }
             let _ = grp
                 .release
-                .0
                 .compare_exchange(r, r + 1, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
     #[inline]
     fn wake_producer(&self) {
-        let sw = &self.ctl.space_wait.0;
+        let sw = &self.ctl.space_wait;
         if sw.waiting.load(Ordering::SeqCst) != 0 {
             sw.futex.fetch_add(1, Ordering::SeqCst);
             futex_wake(&sw.futex);
@@ -357,8 +367,8 @@ impl<'a> Core<'a> {
     pub fn wait_data(&self, g: usize, timeout_ns: u64) {
         let grp = &self.groups[g];
         let ready = || {
-            grp.claim.0.load(Ordering::SeqCst) < self.ctl.write.0.load(Ordering::SeqCst)
-                || self.ctl.eos.0.load(Ordering::SeqCst) != 0
+            grp.claim.load(Ordering::SeqCst) < self.ctl.write.load(Ordering::SeqCst)
+                || self.ctl.eos.load(Ordering::SeqCst) != 0
         };
         for _ in 0..SPINS {
             if ready() {
@@ -366,7 +376,7 @@ impl<'a> Core<'a> {
             }
             spin();
         }
-        let dw = &self.ctl.data_wait.0;
+        let dw = &self.ctl.data_wait;
         let seen = dw.futex.load(Ordering::SeqCst);
         dw.waiting.fetch_add(1, Ordering::SeqCst);
         if !ready() {
@@ -393,7 +403,7 @@ impl<'a> Core<'a> {
         alive: &dyn Fn(usize) -> bool,
     ) -> (u64, bool) {
         let grp = &self.groups[g];
-        let mem = &grp.members[m].0;
+        let mem = &grp.members[m];
         let held = mem.held.load(Ordering::SeqCst);
         // Read after `held`: a newcomer stores its pid before its first `held`, so if the
         // pid is still the dead one here, the `held` just read was the dead member's.
@@ -403,11 +413,11 @@ impl<'a> Core<'a> {
         let Some((start, end)) = unpack_held(held) else {
             return (0, true);
         };
-        let claimed = grp.claim.0.load(Ordering::SeqCst);
+        let claimed = grp.claim.load(Ordering::SeqCst);
         let mut released = 0;
         let mut settled = true;
         for e in start..end.min(claimed) {
-            if e < grp.release.0.load(Ordering::SeqCst) {
+            if e < grp.release.load(Ordering::SeqCst) {
                 continue;
             }
             // A live member whose `held` covers e either owns it or is about to find its claim
@@ -416,7 +426,7 @@ impl<'a> Core<'a> {
             let covered = (0..grp.members.len()).any(|i| {
                 i != m
                     && alive(i)
-                    && unpack_held(grp.members[i].0.held.load(Ordering::SeqCst))
+                    && unpack_held(grp.members[i].held.load(Ordering::SeqCst))
                         .is_some_and(|(s, x)| s <= e && e < x)
             });
             if covered {
@@ -435,12 +445,12 @@ impl<'a> Core<'a> {
             }
         }
         if released > 0 {
-            grp.info.0.abandoned.fetch_add(released, Ordering::SeqCst);
-            if grp.info.0.members.load(Ordering::SeqCst) == 1 {
+            grp.info.abandoned.fetch_add(released, Ordering::SeqCst);
+            if grp.info.members.load(Ordering::SeqCst) == 1 {
                 // A sole member's cursor moves by store; catch it up over what we released.
                 // fetch_max, not load + store: a member taking over may move the cursor on
                 // in between, and a plain store would move it back.
-                grp.release.0.fetch_max(end.min(claimed), Ordering::SeqCst);
+                grp.release.fetch_max(end.min(claimed), Ordering::SeqCst);
             } else {
                 self.advance(g);
             }
@@ -457,8 +467,8 @@ impl<'a> Core<'a> {
 
     /// Stops the producer waiting for group `g` (its consumers are gone for good).
     pub fn detach(&self, g: usize) {
-        self.groups[g].info.0.active.store(0, Ordering::SeqCst);
-        self.ctl.space_wait.0.futex.fetch_add(1, Ordering::SeqCst);
-        futex_wake(&self.ctl.space_wait.0.futex);
+        self.groups[g].info.active.store(0, Ordering::SeqCst);
+        self.ctl.space_wait.futex.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&self.ctl.space_wait.futex);
     }
 }
