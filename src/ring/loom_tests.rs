@@ -279,3 +279,52 @@ fn detached_group_does_not_block_the_producer() {
         assert_eq!(a, vec![0, 1, 2, 3]);
     });
 }
+
+/// The futex sleep: a producer that waits for room with `wait_room` and a reader that waits
+/// for data with `wait_data`, over one slot, so each side sleeps in turn and only the other
+/// can wake it. The model's futex has no timeout: a lost wake-up (the Dekker pairs of the
+/// memory-ordering section in core.rs) leaves a side asleep for good, which loom reports as
+/// a deadlock.
+#[test]
+fn sleepers_on_the_futex_are_always_woken() {
+    model(|| {
+        let m = Model::new(1, &[1]);
+        let p = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let core = m.core();
+                let mut cached = 0;
+                for e in 0..2 {
+                    assert!(core.wait_room(e, &mut cached, u64::MAX, || 0));
+                    m.cells[0].with_mut(|p| {
+                        // SAFETY: loom checks that no reader accesses this cell concurrently.
+                        unsafe { *p = e * 10 + 1 }
+                    });
+                    core.publish(e + 1);
+                }
+                core.close();
+            })
+        };
+        let core = m.core();
+        let mut seen = Vec::new();
+        loop {
+            match core.claim(0, 0, 1) {
+                Claim::Got(s, e) => {
+                    for ev in s..e {
+                        let v = m.cells[0].with(|p| {
+                            // SAFETY: loom checks this read against the producer's write.
+                            unsafe { *p }
+                        });
+                        assert_eq!(v, ev * 10 + 1);
+                        seen.push(ev);
+                        core.release(0, 0, ev);
+                    }
+                }
+                Claim::Empty => core.wait_data(0, u64::MAX),
+                Claim::End => break,
+            }
+        }
+        p.join().unwrap();
+        assert_eq!(seen, vec![0, 1]);
+    });
+}
