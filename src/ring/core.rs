@@ -49,7 +49,7 @@
 //!
 //! | waker: store → load | sleeper: announce → look |
 //! |---|---|
-//! | [`Core::publish`]: `write` → `data_wait.waiting` | [`Core::wait_data`]: `data_wait.waiting` RMW → `claim`, `write`, `eos` |
+//! | [`Core::publish`]: `write` → `data_wait.waiting` | [`Core::wait_data`] and `wait_any` (which looks again after announcing, whatever its caller looked at before): `data_wait.waiting` RMW → `claim`, `write`, `eos` |
 //! | [`Core::release`] (`release` store, or `done` store + RMW/CAS on `release`), [`Core::reclaim`] → `space_wait.waiting` in `wake_producer` | [`Core::wait_room`]: `space_wait.waiting` RMW → `active`, `release` in `min_release` |
 //!
 //! [`Core::close`] and [`Core::detach`] bump the futex whether or not anyone announced, so
@@ -115,8 +115,10 @@
 //! nothing in a real build (where the `SeqCst` accesses already give that order). Under
 //! loom the futex is a condition variable without timeout, so a lost wake-up is a
 //! deadlock; `sleepers_on_the_futex_are_always_woken` drives `wait_room` and `wait_data`
-//! against each other over one slot. Without the fence in [`Core::publish`], or the one in
-//! `wake_producer`, that model deadlocks, as the argument above says it must.
+//! against each other over one slot, and `a_merged_reader_asleep_on_two_rings_is_always_woken`
+//! does the same for `wait_any`. Without the fence in [`Core::publish`], or the one in
+//! `wake_producer`, the first deadlocks, as the argument above says it must; without the
+//! second look in `wait_any` (as it was before), the second does.
 
 use super::sync::{futex_wait, futex_wake, seqcst_order, spin, AtomicU32, AtomicU64, Ordering};
 
@@ -470,14 +472,19 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// True when a claim by a member of group `g` would find something: an unclaimed
+    /// published event, or the end of the stream. The sleeper's look in the Dekker pair with
+    /// [`Core::publish`] and [`Core::close`] (see the module's memory-ordering section).
+    #[inline]
+    pub fn claimable(&self, g: usize) -> bool {
+        self.groups[g].claim.load(Ordering::SeqCst) < self.ctl.write.load(Ordering::SeqCst)
+            || self.ctl.eos.load(Ordering::SeqCst) != 0
+    }
+
     /// Waits (spin, then futex) until something may be claimable by group `g` or the stream
     /// ended, at most `timeout_ns`.
     pub fn wait_data(&self, g: usize, timeout_ns: u64) {
-        let grp = &self.groups[g];
-        let ready = || {
-            grp.claim.load(Ordering::SeqCst) < self.ctl.write.load(Ordering::SeqCst)
-                || self.ctl.eos.load(Ordering::SeqCst) != 0
-        };
+        let ready = || self.claimable(g);
         for _ in 0..SPINS {
             if ready() {
                 return;

@@ -5,7 +5,7 @@
 //! still borrowed.
 
 use super::attach::{pid_alive, Ring};
-use super::core::{self, Claim};
+use super::core::{self, Claim, Core};
 use super::error::RoleError;
 use super::layout::SLOT_HEADER;
 use super::nanos;
@@ -221,13 +221,7 @@ impl Reader {
     /// The futex word and its current value a merged waiter may sleep on (see
     /// [`wait_any`]).
     pub fn wait_token(&self) -> WaitToken<'_> {
-        let core = self.ring.inner.core();
-        let dw = &core.ctl.data_wait;
-        WaitToken {
-            futex: &dw.futex,
-            waiting: &dw.waiting,
-            seen: dw.futex.load(Ordering::SeqCst),
-        }
+        WaitToken::new(self.ring.inner.core(), self.group, self.next < self.end)
     }
 
     /// True when a claim would find something (an event or the end).
@@ -235,9 +229,7 @@ impl Reader {
         if self.next < self.end {
             return true;
         }
-        let core = self.ring.inner.core();
-        core.groups[self.group].claim.load(Ordering::SeqCst) < core.ctl.write.load(Ordering::SeqCst)
-            || core.ctl.eos.load(Ordering::SeqCst) != 0
+        self.ring.inner.core().claimable(self.group)
     }
 
     fn hand_out(&mut self) -> Next<'_> {
@@ -273,9 +265,39 @@ impl Drop for Reader {
 /// A futex a reader may sleep on, with the value seen before checking for data.
 #[derive(Clone, Copy)]
 pub struct WaitToken<'a> {
+    /// The ring's data futex word.
     futex: &'a AtomicU32,
+    /// Readers announced as (about to be) asleep on `futex`.
     waiting: &'a AtomicU32,
+    /// `futex` as read when the token was taken, before anything was looked at.
     seen: u32,
+    /// The ring, to look again for data once announced.
+    core: Core<'a>,
+    /// The reader's group.
+    group: usize,
+    /// The reader held claimed events not yet handed out when the token was taken.
+    claimed: bool,
+}
+
+impl<'a> WaitToken<'a> {
+    /// The token of a member of group `group` of the ring `core`; `claimed` says whether it
+    /// holds claimed events not yet handed out.
+    pub(super) fn new(core: Core<'a>, group: usize, claimed: bool) -> WaitToken<'a> {
+        let dw = &core.ctl.data_wait;
+        WaitToken {
+            futex: &dw.futex,
+            waiting: &dw.waiting,
+            seen: dw.futex.load(Ordering::SeqCst),
+            core,
+            group,
+            claimed,
+        }
+    }
+
+    /// True when the token's reader would find something (as [`Reader::ready`]).
+    fn ready(&self) -> bool {
+        self.claimed || self.core.claimable(self.group)
+    }
 }
 
 /// Sleeps until any of the readers whose tokens are given may have data, at most `timeout`.
@@ -318,16 +340,21 @@ pub fn wait_any(tokens: &[WaitToken<'_>], timeout: Duration) {
     for t in tokens {
         t.waiting.fetch_add(1, Ordering::SeqCst);
     }
+    sync::seqcst_order();
+    // Look again now that we are announced (the Dekker pair with `Core::publish`, see
+    // core.rs): an event published after the caller's `ready` check but before the
+    // announcement found no sleeper and bumped no futex, so a sleep on `seen` would miss it
+    // for the whole timeout.
+    let ready = tokens.iter().any(|t| t.ready());
     const MAX: usize = 64;
     let n = tokens.len().min(MAX);
     let mut words: [(Option<&AtomicU32>, u32); MAX] = [(None, 0); MAX];
     for (w, t) in words.iter_mut().zip(tokens) {
         *w = (Some(t.futex), t.seen);
     }
-    #[cfg(not(loom))]
-    sync::futex_wait_any(&words[..n], nanos(timeout));
-    #[cfg(loom)]
-    let _ = (&words, n, timeout);
+    if !ready {
+        sync::futex_wait_any(&words[..n], nanos(timeout));
+    }
     for t in tokens {
         t.waiting.fetch_sub(1, Ordering::SeqCst);
     }

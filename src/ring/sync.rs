@@ -133,6 +133,17 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout_ns: u64) {
 }
 
 #[cfg(loom)]
+pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], _timeout_ns: u64) {
+    let guard = FUTEX.0.lock().unwrap();
+    let unchanged = words
+        .iter()
+        .all(|(w, expected)| w.is_none_or(|w| w.load(Ordering::SeqCst) == *expected));
+    if unchanged {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
+}
+
+#[cfg(loom)]
 pub(crate) fn futex_wake(_word: &AtomicU32) {
     let _guard = FUTEX.0.lock().unwrap();
     FUTEX.1.notify_all();
