@@ -16,13 +16,22 @@ use crate::shm::{Backing, ShmError, ShmFile, ShmPlace};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What a [`Ring`] handle shares: the mapping and the validated header facts. Immutable after
+/// create or attach; everything that changes lives in the mapping, behind atomics.
 pub(super) struct Inner {
+    /// The mapping, at least `geo.total` bytes.
     pub(super) shm: ShmFile,
+    /// The layout, computed from the header and checked against it and the file length.
     pub(super) geo: Geometry,
+    /// The file name.
     pub(super) name: String,
+    /// The record type (from the spec, or rebuilt from the header's field table).
     pub(super) dtype: Dtype,
+    /// Records per event.
     pub(super) data_length: usize,
+    /// Full-ring policy.
     pub(super) policy: Policy,
+    /// Members of each group, each ≤ MAX_MEMBERS; `members.len() == geo.n_groups`.
     pub(super) members: Vec<usize>,
     /// This process created the file (it is in [`CREATED`] while this lives).
     pub(super) created: bool,

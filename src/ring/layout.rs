@@ -94,35 +94,61 @@ impl RingSpec {
     }
 }
 
+/// One field of the record type, as stored in the header.
 #[repr(C)]
 pub(super) struct FieldEntry {
+    /// UTF-8 name, NUL-padded (at most MAX_FIELD_NAME bytes, so at least one NUL).
     pub(super) name: [u8; MAX_FIELD_NAME + 1],
+    /// `Scalar::code` of the field's type.
     pub(super) code: u8,
     _pad: [u8; 3],
+    /// Byte offset of the field inside a record.
     pub(super) offset: u32,
 }
 
 /// The first bytes of every ring file.
+///
+/// Written once by the creator with plain stores before `ready`, never changed after.
+/// [`Ring::attach`](super::Ring::attach) trusts nothing here before it has seen `ready` and
+/// checked every field against the others and against the file length.
 #[repr(C)]
 pub(super) struct Header {
+    /// MAGIC.
     pub(super) magic: [u8; 8],
+    /// LAYOUT_VERSION of the program that created the ring.
     pub(super) version: u32,
     /// READY once the creator finished initialising everything else.
     pub(super) ready: AtomicU32,
+    /// `Dtype::schema_hash` of the record type described by `fields`.
     pub(super) schema_hash: u64,
+    /// Slots, a power of two ≥ 2.
     pub(super) slot_count: u64,
+    /// Bytes per slot: slot_size_for(data_length × record_size).
     pub(super) slot_size: u64,
+    /// Records per event, ≥ 1.
     pub(super) data_length: u64,
+    /// Bytes per record.
     pub(super) record_size: u64,
+    /// Bytes of the whole ring (Geometry::total); the file is at least this long.
     pub(super) region_size: u64,
+    /// Offset of the Control block (Geometry::control), and so on for the regions below:
+    /// each as Geometry::new computes it from slot_count, slot_size and n_groups.
     pub(super) control_offset: u64,
+    /// Offset of the Group array.
     pub(super) groups_offset: u64,
+    /// Offset of the `done` words (n_groups × slot_count).
     pub(super) done_offset: u64,
+    /// Offset of the first slot.
     pub(super) slots_offset: u64,
+    /// Consumer groups, ≤ MAX_GROUPS.
     pub(super) n_groups: u32,
+    /// `Policy::code`.
     pub(super) policy: u32,
+    /// Fields of the record type, 1 ..= MAX_FIELDS.
     pub(super) n_fields: u32,
+    /// Pid of the creating process (to tell a live ring from a stale file).
     pub(super) creator_pid: u32,
+    /// The record type; entries past n_fields are zero.
     pub(super) fields: [FieldEntry; MAX_FIELDS],
 }
 
@@ -131,18 +157,29 @@ pub(super) struct Header {
 pub(super) struct SlotHeader {
     /// Seqlock word: 2e+1 while event e is being written, 2e+2 once it is complete.
     pub(super) seq: AtomicU64,
+    /// The event's metadata record, written by the producer between claim and publish.
     pub(super) meta: Metadata,
 }
 
+/// Where everything lies in a ring's mapping. Built only by [`Geometry::new`], so every
+/// region is page aligned, follows the one before it, and `total` ≤ isize::MAX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Geometry {
+    /// Slots, a power of two.
     pub(super) slots: usize,
+    /// Bytes per slot, a multiple of 64.
     pub(super) slot_size: usize,
+    /// Consumer groups.
     pub(super) n_groups: usize,
+    /// Offset of the Control block (after the header).
     pub(super) control: usize,
+    /// Offset of the `n_groups` Group records.
     pub(super) groups: usize,
+    /// Offset of the `n_groups × slots` done words.
     pub(super) done: usize,
+    /// Offset of slot 0.
     pub(super) data: usize,
+    /// Bytes of the whole ring: `data + slots × slot_size`.
     pub(super) total: usize,
 }
 

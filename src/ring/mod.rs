@@ -48,7 +48,7 @@
 //! }
 //! assert!(matches!(reader.next(Duration::from_secs(1)), Next::End));
 //! ```
-
+//!
 //! The module by job:
 //! - `layout`: what the shared memory looks like (header, field table, geometry), [`RingSpec`],
 //!   [`ring_bytes`] and [`Policy`];

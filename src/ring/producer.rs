@@ -271,8 +271,11 @@ impl Drop for Producer {
 /// gives the slot back untouched for the next claim.
 pub struct SlotMut<'p> {
     producer: &'p mut Producer,
+    /// The event being written: the producer's `w`; its slot is released by every active group.
     e: u64,
+    /// The slot's sequence word before the claim, restored if the slot is not published.
     prev_seq: u64,
+    /// The event's dead time (the producer's pending wait at claim time).
     blocked_ns: u64,
 }
 

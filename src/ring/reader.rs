@@ -103,8 +103,11 @@ impl Ring {
 /// A member of a consumer group: reads its share of the events.
 pub struct Reader {
     ring: Ring,
+    /// The consumer group, < the ring's group count.
     group: usize,
+    /// This member's index in its group; this process holds the member's `pid` word.
     member: usize,
+    /// Events claimed at once, 1 ..= MAX_BATCH.
     batch: u64,
     /// Next event of the claimed range to hand out.
     next: u64,
@@ -363,6 +366,7 @@ pub fn wait_any(tokens: &[WaitToken<'_>], timeout: Duration) {
 /// An event borrowed in place from the ring. Released when dropped.
 pub struct SlotRef<'r> {
     reader: &'r mut Reader,
+    /// The event: claimed by this member and not released until this is dropped.
     e: u64,
 }
 
