@@ -28,8 +28,6 @@ impl Ring {
     /// #     groups: vec![1],
     /// # };
     /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
-    /// use daq_engine::ring::RoleError;
-    ///
     /// let producer = ring.producer().unwrap();
     /// assert_eq!(producer.published(), 0);
     /// // This process holds the role; only a dead producer's role can be taken over.
