@@ -272,11 +272,6 @@ fn blocked_producer_books_dead_time() {
     kids.spawn(|| {
         let ring = attach(&path);
         let mut r = ring.reader(0, 0).unwrap();
-        // Held until the producer has seen both kinds of wait time out on a full ring: the
-        // timeouts are then certain, not left to the scheduler.
-        while board.get(0).other.load(Ordering::SeqCst) == 0 {
-            std::thread::sleep(Duration::from_micros(50));
-        }
         while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
             drop(ev);
             board.get(0).count.fetch_add(1, Ordering::SeqCst);

@@ -174,7 +174,9 @@ impl Hdf5Export {
         let setup_text =
             std::fs::read_to_string(ctx.run_dir.join("setup.yaml")).unwrap_or_default();
         let io = |e: super::ExportError| WorkerError::Other(e.to_string());
-        let mut writer = RunFileWriter::create(
+        // An earlier process of this worker (which failed and was started again) may have
+        // left its files: the writer goes on after them.
+        let mut writer = RunFileWriter::create_after_earlier(
             &path,
             RunInfo::new(setup_text),
             WriterOptions {

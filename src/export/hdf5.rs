@@ -416,12 +416,34 @@ impl RunFileWriter {
         info: RunInfo,
         options: WriterOptions,
     ) -> Result<Self, ExportError> {
-        let mut base = path.as_ref().to_path_buf();
-        // Files of this writer exist when an earlier process of the same worker wrote them
-        // in this run and failed (`restart: on-failure`): they are made whole as `recover`
-        // makes them and compressed in the background, and this process goes on in new files
-        // `<stem>_r<N>.h5`, so nothing the earlier one wrote is overwritten.
-        let earlier = earlier_lives(&base);
+        Self::open(path.as_ref(), info, options, false)
+    }
+
+    /// As [`create`](Self::create), for a writer whose earlier process in this run wrote
+    /// files at `path` and died (a worker started again after a failure): those files are
+    /// made whole as `recover` makes them and compressed in the background, and this writer
+    /// goes on in new files `<stem>_r<N>.h5`, so nothing the earlier one wrote is overwritten.
+    /// The earlier process must be gone: no writer may have those files open.
+    pub fn create_after_earlier(
+        path: impl AsRef<Path>,
+        info: RunInfo,
+        options: WriterOptions,
+    ) -> Result<Self, ExportError> {
+        Self::open(path.as_ref(), info, options, true)
+    }
+
+    fn open(
+        path: &Path,
+        info: RunInfo,
+        options: WriterOptions,
+        after_earlier: bool,
+    ) -> Result<Self, ExportError> {
+        let mut base = path.to_path_buf();
+        let earlier = if after_earlier {
+            earlier_lives(&base)
+        } else {
+            Vec::new()
+        };
         let mut to_pack = Vec::new();
         let mut earlier_events = 0u64;
         if !earlier.is_empty() {
@@ -448,7 +470,17 @@ impl RunFileWriter {
                             to_pack.push((f.clone(), filters));
                         }
                     }
-                    Err(e) => tracing::warn!("{}: cannot make it whole: {e}", f.display()),
+                    // Open elsewhere (another writer of the same name, a live process)
+                    // or unreadable: never write beside it.
+                    Err(e) => {
+                        return Err(ExportError::Create {
+                            path: f.clone(),
+                            reason: format!(
+                                "it exists and cannot be taken over from an earlier process \
+                                 of this worker: {e}"
+                            ),
+                        })
+                    }
                 }
             }
             base = next_life(&base);

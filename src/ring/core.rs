@@ -16,8 +16,111 @@
 //! - A member whose claim lost the race withdraws its `held` (HELD_NONE) before it does
 //!   anything else, so a live member's `held` covers another member's events only for the
 //!   moment between a failed compare-exchange and that store, never while it idles.
+//!
+//! # Memory ordering
+//!
+//! Every atomic access of the protocol is `SeqCst` unless this section names it and says why
+//! it may be weaker. What the orderings must provide comes in three kinds.
+//!
+//! **1. Hand-over of slot contents** (release → acquire). The producer's writes to a slot must
+//! be visible to a reader that sees the event published, and a reader's reads of a slot must
+//! be finished before the producer, seeing the slot released, writes it again. The "needs"
+//! column is what the hand-over alone needs; several of these accesses are also one side of
+//! a kind-2 pair and are `SeqCst` for that.
+//!
+//! | access | where | needs | why |
+//! |---|---|---|---|
+//! | `Control::write` store | [`Core::publish`] | Release | hands events below `w` to readers |
+//! | `Control::write` loads | [`Core::claim`], [`Core::wait_data`], `Reader::ready`, the observer | Acquire | takes them over |
+//! | `Group::release` store, CAS, `fetch_add(0)`, `fetch_max` | [`Core::release`], `advance`, [`Core::reclaim`] | Release | hands the slot back to the producer |
+//! | `Group::release` loads | [`Core::min_release`] (producer), `reclaim` | Acquire | the producer takes the slot back |
+//! | `done` store / load / CAS | `release`, `advance`, `reclaim` | Release / Acquire | a member's finished event reaches the member that moves the cursor |
+//! | `Group::claim` CAS | [`Core::claim`] | AcqRel | carries the winner's `held` (kind 3) |
+//!
+//! **2. Dekker pairs around the futex sleep** (store → load on different words). A sleeper
+//! reads the futex word (`seen`), announces itself (`waiting += 1`), then looks at its
+//! condition once more and sleeps only if it still does not hold; the waker changes the
+//! condition, then reads `waiting` and bumps and wakes the futex only if someone announced.
+//! Both sides are "store one word, then load another": with anything weaker than `SeqCst` on
+//! all four accesses (or a `SeqCst` fence between each store and its load), both loads may
+//! return the old value, so the sleeper sleeps and the waker skips the wake — a lost
+//! wake-up, paid with the sleeper's full timeout. `SeqCst` puts all four in one total order,
+//! so at least one side sees the other. The pairs:
+//!
+//! | waker: store → load | sleeper: announce → look |
+//! |---|---|
+//! | [`Core::publish`]: `write` → `data_wait.waiting` | [`Core::wait_data`] and `wait_any` (which looks again after announcing, whatever its caller looked at before): `data_wait.waiting` RMW → `claim`, `write`, `eos` |
+//! | [`Core::release`] (`release` store, or `done` store + RMW/CAS on `release`), [`Core::reclaim`] → `space_wait.waiting` in `wake_producer` | [`Core::wait_room`]: `space_wait.waiting` RMW → `active`, `release` in `min_release` |
+//!
+//! [`Core::close`] and [`Core::detach`] bump the futex whether or not anyone announced, so
+//! they need no `waiting` check: the sleeper read `seen` before it looked at `eos`/`active`,
+//! and the bump follows the store in the single `SeqCst` order, so either the sleeper sees
+//! the store or the kernel sees a futex word that is no longer `seen` (its compare and the
+//! sleep are one step under the futex lock) or the wake finds the sleeper queued.
+//!
+//! The futex word itself (`seen` load, `fetch_add` before a wake) is `SeqCst` for the same
+//! argument: `seen` must be read before the announcement, so it can never be a value bumped
+//! after the condition changed.
+//!
+//! **3. Claim bookkeeping among members and the supervisor.** A member stores its `held`
+//! range, then moves `claim` by CAS; the supervisor reads a dead member's `held`, then its
+//! `pid`, then `claim`, then the other members' `held`, then `done`. "A claimed event is
+//! covered by its owner's `held`" holds for the supervisor because the CAS on `claim`
+//! (release) carries the `held` store sequenced before it to the supervisor's `claim` load
+//! (acquire); "the `held` just read is the dead member's" holds because a newcomer stores
+//! its `pid` before its first `held`, and the supervisor reads `held` (acquire) before
+//! `pid`. Release/Acquire would therefore do; these run once per claimed batch (up to 64
+//! events) or in the supervisor, not per event, so they stay `SeqCst` (see below).
+//!
+//! **Relaxed, and why that is enough:**
+//! - `GroupInfo::members` in [`Core::release`]: written once by the creator before it stores
+//!   the header's `ready`, read after attach loaded `ready`; never written again, so that
+//!   hand-over already orders it.
+//! - `Member::released`: a counter only the member's own process writes; nothing in the
+//!   protocol reads it, it hands over nothing.
+//! - `ProducerStats::lost` and `blocked_ns` (in the producer): counters only the producer
+//!   writes, read for display; they hand over nothing.
+//! - The slot's `seq` word (seqlock for observers, in `producer.rs` and `observer.rs`):
+//!   writer `seq = 2e+1` (Relaxed), `fence(Release)`, data, `seq = 2e+2` (Release); observer
+//!   `seq` (Acquire), copy, `fence(Acquire)`, `seq` again (Relaxed). The fences pair up: if
+//!   the copy read anything the producer wrote after its first store, the second load sees
+//!   at least `2e+1` and the copy is thrown away. Readers never use `seq`.
+//!
+//! **Why the rest stays `SeqCst`.** On x86-64, where this runs, a `SeqCst` load is the same
+//! `mov` as an Acquire or Relaxed one, and a read-modify-write is one `lock`-prefixed
+//! instruction whatever its ordering: only a `SeqCst` *store* costs more (an `xchg`, a full
+//! barrier, against a plain `mov`). The per-event `SeqCst` stores are exactly the waker
+//! sides of the Dekker pairs (`write` in publish, a sole member's `release`), which need it.
+//! What could be weaker without a Dekker argument — the `held` store per claimed batch, a
+//! shared group's `done` store, the loads — either costs nothing on x86 or runs too rarely
+//! to measure; `SeqCst` there keeps the arguments above short. The one change that would
+//! take an instruction off the per-event path — `Member::released` as a load and a store
+//! instead of a locked `fetch_add` (sound: it has a single writer) — was measured with the
+//! ring bench and was not distinguishable from noise (BENCHMARKS.md, "Memory orderings"),
+//! so it was left as it is.
+//!
+//! Outside this file: the header's `ready` (stored after every other header field, needs
+//! Release; loaded first on attach, needs Acquire) and the `pid` word of each role
+//! (compare-exchange when a role is taken or given back) are `SeqCst`, once per attach or
+//! role; `Ring::stats` reads every counter `SeqCst` for display.
+//!
+//! **What proves it.** The loom models (`loom_tests.rs`) explore the interleavings of
+//! producer, groups, members and supervisor: slot reuse (a read of a slot the producer may
+//! be writing is reported as a data race), every event once per group, reclaim and
+//! takeover. loom gives `SeqCst` loads, stores and read-modify-writes only acquire/release
+//! strength (its README; tokio-rs/loom#180), so these models prove kinds 1 and 3 with
+//! Release/Acquire — which is why the table above can say so. Kind 2 needs the single
+//! `SeqCst` order loom does not model; loom does model `SeqCst` fences, so each Dekker side
+//! calls `sync::seqcst_order()` between its store and its load: a `SeqCst` fence under loom,
+//! nothing in a real build (where the `SeqCst` accesses already give that order). Under
+//! loom the futex is a condition variable without timeout, so a lost wake-up is a
+//! deadlock; `sleepers_on_the_futex_are_always_woken` drives `wait_room` and `wait_data`
+//! against each other over one slot, and `a_merged_reader_asleep_on_two_rings_is_always_woken`
+//! does the same for `wait_any`. Without the fence in [`Core::publish`], or the one in
+//! `wake_producer`, the first deadlocks, as the argument above says it must; without the
+//! second look in `wait_any` (as it was before), the second does.
 
-use super::sync::{futex_wait, futex_wake, spin, AtomicU32, AtomicU64, Ordering};
+use super::sync::{futex_wait, futex_wake, seqcst_order, spin, AtomicU32, AtomicU64, Ordering};
 
 /// Consumer groups a ring can have.
 pub const MAX_GROUPS: usize = 16;
@@ -27,13 +130,26 @@ pub const MAX_MEMBERS: usize = 16;
 pub(crate) const HELD_NONE: u64 = u64::MAX;
 /// Largest batch a member claims at once (fits the 16-bit length in `held`).
 pub(crate) const MAX_BATCH: u64 = 0xFFFF;
-/// Spin iterations before a waiter sleeps on the futex.
+/// Spin iterations before a waiter sleeps on the futex (one under loom, where each is a
+/// scheduling point and the sleep is what the models are after).
+#[cfg(not(loom))]
 const SPINS: u32 = 2_000;
+#[cfg(loom)]
+const SPINS: u32 = 1;
 
 /// One cache-line pair of its own (128 bytes: x86 prefetches lines in pairs), so cursors
-/// written by different processes never share a line.
+/// written by different processes never share a line. Derefs to the value it holds, so a
+/// cursor reads `ctl.write.load(..)`.
 #[repr(C, align(128))]
 pub(crate) struct Line<T>(pub T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// A futex word and a count of sleepers on it.
 #[repr(C)]
@@ -89,8 +205,11 @@ pub(crate) struct Member {
     pub pid: AtomicU32,
     /// The range claimed or being claimed: `start << 16 | len`, or HELD_NONE.
     pub held: AtomicU64,
-    /// Events this member has released.
-    pub taken: AtomicU64,
+    /// Events this process released as this member: read, or left unread when it dropped its
+    /// reader (those are also counted in `GroupInfo::abandoned`). Not the events the
+    /// supervisor released for a dead holder. Written only by the member's own process
+    /// (one live process per member), so it is a single-writer counter.
+    pub released: AtomicU64,
 }
 
 /// One consumer group.
@@ -144,7 +263,7 @@ impl Group {
                 Line(Member {
                     pid: AtomicU32::new(0),
                     held: AtomicU64::new(HELD_NONE),
-                    taken: AtomicU64::new(0),
+                    released: AtomicU64::new(0),
                 })
             }),
         }
@@ -198,8 +317,8 @@ impl<'a> Core<'a> {
     pub fn min_release(&self, w: u64) -> u64 {
         let mut m = w;
         for g in self.groups {
-            if g.info.0.active.load(Ordering::SeqCst) != 0 {
-                m = m.min(g.release.0.load(Ordering::SeqCst));
+            if g.info.active.load(Ordering::SeqCst) != 0 {
+                m = m.min(g.release.load(Ordering::SeqCst));
             }
         }
         m
@@ -219,18 +338,19 @@ impl<'a> Core<'a> {
     /// Publishes events below `w_new` and wakes sleeping readers, if any.
     #[inline]
     pub fn publish(&self, w_new: u64) {
-        self.ctl.write.0.store(w_new, Ordering::SeqCst);
-        if self.ctl.data_wait.0.waiting.load(Ordering::SeqCst) != 0 {
-            self.ctl.data_wait.0.futex.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&self.ctl.data_wait.0.futex);
+        self.ctl.write.store(w_new, Ordering::SeqCst);
+        seqcst_order();
+        if self.ctl.data_wait.waiting.load(Ordering::SeqCst) != 0 {
+            self.ctl.data_wait.futex.fetch_add(1, Ordering::SeqCst);
+            futex_wake(&self.ctl.data_wait.futex);
         }
     }
 
     /// Marks the end of the stream and wakes every reader.
     pub fn close(&self) {
-        self.ctl.eos.0.store(1, Ordering::SeqCst);
-        self.ctl.data_wait.0.futex.fetch_add(1, Ordering::SeqCst);
-        futex_wake(&self.ctl.data_wait.0.futex);
+        self.ctl.eos.store(1, Ordering::SeqCst);
+        self.ctl.data_wait.futex.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&self.ctl.data_wait.futex);
     }
 
     /// Waits until event `w` may be written or `timeout_ns` passed (spin, then futex).
@@ -243,10 +363,11 @@ impl<'a> Core<'a> {
             spin();
         }
         let start = now();
-        let sw = &self.ctl.space_wait.0;
+        let sw = &self.ctl.space_wait;
         loop {
             let seen = sw.futex.load(Ordering::SeqCst);
             sw.waiting.fetch_add(1, Ordering::SeqCst);
+            seqcst_order();
             let room = self.has_room(w, cached);
             if !room {
                 let left = timeout_ns.saturating_sub(now() - start);
@@ -269,18 +390,18 @@ impl<'a> Core<'a> {
     /// Member `m` of group `g` claims up to `batch` published events.
     pub fn claim(&self, g: usize, m: usize, batch: u64) -> Claim {
         let grp = &self.groups[g];
-        let mem = &grp.members[m].0;
+        let mem = &grp.members[m];
         let batch = batch.clamp(1, MAX_BATCH);
         loop {
-            let c = grp.claim.0.load(Ordering::SeqCst);
-            let w = self.ctl.write.0.load(Ordering::SeqCst);
+            let c = grp.claim.load(Ordering::SeqCst);
+            let w = self.ctl.write.load(Ordering::SeqCst);
             if c >= w {
-                if self.ctl.eos.0.load(Ordering::SeqCst) == 0 {
+                if self.ctl.eos.load(Ordering::SeqCst) == 0 {
                     return Claim::Empty;
                 }
                 // Closed: the producer's last publish precedes `eos`, so a fresh read of
                 // `write` is final.
-                if c >= self.ctl.write.0.load(Ordering::SeqCst) {
+                if c >= self.ctl.write.load(Ordering::SeqCst) {
                     return Claim::End;
                 }
                 continue;
@@ -290,7 +411,6 @@ impl<'a> Core<'a> {
             mem.held.store(pack_held(c, end - c), Ordering::SeqCst);
             if grp
                 .claim
-                .0
                 .compare_exchange(c, end, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
@@ -310,10 +430,10 @@ impl<'a> Core<'a> {
     #[inline]
     pub fn release(&self, g: usize, m: usize, e: u64) {
         let grp = &self.groups[g];
-        grp.members[m].0.taken.fetch_add(1, Ordering::Relaxed);
-        if grp.info.0.members.load(Ordering::Relaxed) == 1 {
+        grp.members[m].released.fetch_add(1, Ordering::Relaxed);
+        if grp.info.members.load(Ordering::Relaxed) == 1 {
             // Sole member: its releases are in order, so the cursor is simply e + 1.
-            grp.release.0.store(e + 1, Ordering::SeqCst);
+            grp.release.store(e + 1, Ordering::SeqCst);
         } else {
             self.done(g, e).store(e + 1, Ordering::SeqCst);
             self.advance(g);
@@ -332,43 +452,49 @@ impl<'a> Core<'a> {
             // moves the cursor on. With plain loads this relies on store→load ordering alone,
             // and loom found a schedule where neither advanced (work_sharing_inside_a_group
             // ended with the cursor at 1 of 3).
-            let r = grp.release.0.fetch_add(0, Ordering::SeqCst);
+            let r = grp.release.fetch_add(0, Ordering::SeqCst);
             if self.done(g, r).load(Ordering::SeqCst) != r + 1 {
                 return;
             }
             let _ = grp
                 .release
-                .0
                 .compare_exchange(r, r + 1, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
     #[inline]
     fn wake_producer(&self) {
-        let sw = &self.ctl.space_wait.0;
+        let sw = &self.ctl.space_wait;
+        seqcst_order();
         if sw.waiting.load(Ordering::SeqCst) != 0 {
             sw.futex.fetch_add(1, Ordering::SeqCst);
             futex_wake(&sw.futex);
         }
     }
 
+    /// True when a claim by a member of group `g` would find something: an unclaimed
+    /// published event, or the end of the stream. The sleeper's look in the Dekker pair with
+    /// [`Core::publish`] and [`Core::close`] (see the module's memory-ordering section).
+    #[inline]
+    pub fn claimable(&self, g: usize) -> bool {
+        self.groups[g].claim.load(Ordering::SeqCst) < self.ctl.write.load(Ordering::SeqCst)
+            || self.ctl.eos.load(Ordering::SeqCst) != 0
+    }
+
     /// Waits (spin, then futex) until something may be claimable by group `g` or the stream
     /// ended, at most `timeout_ns`.
     pub fn wait_data(&self, g: usize, timeout_ns: u64) {
-        let grp = &self.groups[g];
-        let ready = || {
-            grp.claim.0.load(Ordering::SeqCst) < self.ctl.write.0.load(Ordering::SeqCst)
-                || self.ctl.eos.0.load(Ordering::SeqCst) != 0
-        };
+        let ready = || self.claimable(g);
         for _ in 0..SPINS {
             if ready() {
                 return;
             }
             spin();
         }
-        let dw = &self.ctl.data_wait.0;
+        let dw = &self.ctl.data_wait;
         let seen = dw.futex.load(Ordering::SeqCst);
         dw.waiting.fetch_add(1, Ordering::SeqCst);
+        seqcst_order();
         if !ready() {
             futex_wait(&dw.futex, seen, timeout_ns);
         }
@@ -393,7 +519,7 @@ impl<'a> Core<'a> {
         alive: &dyn Fn(usize) -> bool,
     ) -> (u64, bool) {
         let grp = &self.groups[g];
-        let mem = &grp.members[m].0;
+        let mem = &grp.members[m];
         let held = mem.held.load(Ordering::SeqCst);
         // Read after `held`: a newcomer stores its pid before its first `held`, so if the
         // pid is still the dead one here, the `held` just read was the dead member's.
@@ -403,11 +529,11 @@ impl<'a> Core<'a> {
         let Some((start, end)) = unpack_held(held) else {
             return (0, true);
         };
-        let claimed = grp.claim.0.load(Ordering::SeqCst);
+        let claimed = grp.claim.load(Ordering::SeqCst);
         let mut released = 0;
         let mut settled = true;
         for e in start..end.min(claimed) {
-            if e < grp.release.0.load(Ordering::SeqCst) {
+            if e < grp.release.load(Ordering::SeqCst) {
                 continue;
             }
             // A live member whose `held` covers e either owns it or is about to find its claim
@@ -416,7 +542,7 @@ impl<'a> Core<'a> {
             let covered = (0..grp.members.len()).any(|i| {
                 i != m
                     && alive(i)
-                    && unpack_held(grp.members[i].0.held.load(Ordering::SeqCst))
+                    && unpack_held(grp.members[i].held.load(Ordering::SeqCst))
                         .is_some_and(|(s, x)| s <= e && e < x)
             });
             if covered {
@@ -435,12 +561,12 @@ impl<'a> Core<'a> {
             }
         }
         if released > 0 {
-            grp.info.0.abandoned.fetch_add(released, Ordering::SeqCst);
-            if grp.info.0.members.load(Ordering::SeqCst) == 1 {
+            grp.info.abandoned.fetch_add(released, Ordering::SeqCst);
+            if grp.info.members.load(Ordering::SeqCst) == 1 {
                 // A sole member's cursor moves by store; catch it up over what we released.
                 // fetch_max, not load + store: a member taking over may move the cursor on
                 // in between, and a plain store would move it back.
-                grp.release.0.fetch_max(end.min(claimed), Ordering::SeqCst);
+                grp.release.fetch_max(end.min(claimed), Ordering::SeqCst);
             } else {
                 self.advance(g);
             }
@@ -457,8 +583,8 @@ impl<'a> Core<'a> {
 
     /// Stops the producer waiting for group `g` (its consumers are gone for good).
     pub fn detach(&self, g: usize) {
-        self.groups[g].info.0.active.store(0, Ordering::SeqCst);
-        self.ctl.space_wait.0.futex.fetch_add(1, Ordering::SeqCst);
-        futex_wake(&self.ctl.space_wait.0.futex);
+        self.groups[g].info.active.store(0, Ordering::SeqCst);
+        self.ctl.space_wait.futex.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&self.ctl.space_wait.futex);
     }
 }

@@ -7,6 +7,7 @@
 //! (with `CARGO_TARGET_DIR=target/loom` to keep the normal build).
 
 use super::core::{Claim, Control, Core, Group};
+use super::reader::{wait_any, WaitToken};
 use super::sync::{AtomicU64, Ordering};
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Condvar, Mutex};
@@ -73,6 +74,34 @@ impl Model {
         self.bump();
     }
 
+    /// Writes events 0..n like `produce`, but waits for room as the real producer does,
+    /// asleep on the futex in `wait_room`. Does not close.
+    fn produce_sleeping(&self, n: u64) {
+        let core = self.core();
+        let mut cached = 0;
+        for e in 0..n {
+            assert!(core.wait_room(e, &mut cached, u64::MAX, || 0));
+            self.cells[(e % self.slots) as usize].with_mut(|p| {
+                // SAFETY: loom checks that no reader accesses this cell concurrently.
+                unsafe { *p = e * 10 + 1 }
+            });
+            core.publish(e + 1);
+        }
+    }
+
+    /// Member `m` of group `g` reads the claimed events `s..e`, checks each and releases it.
+    fn read(&self, g: usize, m: usize, (s, e): (u64, u64), seen: &mut Vec<u64>) {
+        for ev in s..e {
+            let v = self.cells[(ev % self.slots) as usize].with(|p| {
+                // SAFETY: loom checks this read against the producer's write.
+                unsafe { *p }
+            });
+            assert_eq!(v, ev * 10 + 1, "group {g} member {m} read a wrong slot");
+            seen.push(ev);
+            self.core().release(g, m, ev);
+        }
+    }
+
     fn bump(&self) {
         let mut g = self.progress.0.lock().unwrap();
         *g += 1;
@@ -99,17 +128,7 @@ impl Model {
         loop {
             let progress = self.seen();
             match core.claim(g, m, batch) {
-                Claim::Got(s, e) => {
-                    for ev in s..e {
-                        let v = self.cells[(ev % self.slots) as usize].with(|p| {
-                            // SAFETY: loom checks this read against the producer's write.
-                            unsafe { *p }
-                        });
-                        assert_eq!(v, ev * 10 + 1, "group {g} member {m} read a wrong slot");
-                        seen.push(ev);
-                        core.release(g, m, ev);
-                    }
-                }
+                Claim::Got(s, e) => self.read(g, m, (s, e), &mut seen),
                 Claim::Empty => self.wait_past(progress),
                 Claim::End => return seen,
             }
@@ -277,5 +296,76 @@ fn detached_group_does_not_block_the_producer() {
         let a = m.consume(0, 0, 1);
         p.join().unwrap();
         assert_eq!(a, vec![0, 1, 2, 3]);
+    });
+}
+
+/// The futex sleep: a producer that waits for room with `wait_room` and a reader that waits
+/// for data with `wait_data`, over one slot, so each side sleeps in turn and only the other
+/// can wake it. The model's futex has no timeout: a lost wake-up (the Dekker pairs of the
+/// memory-ordering section in core.rs) leaves a side asleep for good, which loom reports as
+/// a deadlock.
+#[test]
+fn sleepers_on_the_futex_are_always_woken() {
+    model(|| {
+        let m = Model::new(1, &[1]);
+        let p = {
+            let m = m.clone();
+            thread::spawn(move || {
+                m.produce_sleeping(2);
+                m.core().close();
+            })
+        };
+        let core = m.core();
+        let mut seen = Vec::new();
+        loop {
+            match core.claim(0, 0, 1) {
+                Claim::Got(s, e) => m.read(0, 0, (s, e), &mut seen),
+                Claim::Empty => core.wait_data(0, u64::MAX),
+                Claim::End => break,
+            }
+        }
+        p.join().unwrap();
+        assert_eq!(seen, vec![0, 1]);
+    });
+}
+
+/// A merged reader asleep in `wait_any` on two rings, as the engine's merged input does it:
+/// tokens first, then a look at both rings, then the sleep. The producer of the second ring
+/// (one slot) publishes, then waits for room that only the reader can make: if the reader
+/// slept through the publish, both would sleep for good (a deadlock under loom).
+#[test]
+fn a_merged_reader_asleep_on_two_rings_is_always_woken() {
+    model(|| {
+        let rings = [Model::new(1, &[1]), Model::new(1, &[1])];
+        let p = {
+            let rings = rings.clone();
+            thread::spawn(move || {
+                rings[1].produce_sleeping(2);
+                rings[1].core().close();
+                rings[0].core().close();
+            })
+        };
+        let mut seen = Vec::new();
+        let mut ended = [false, false];
+        while !(ended[0] && ended[1]) {
+            // Only the rings that have not ended, as the engine's merged input does.
+            let live: Vec<usize> = (0..2).filter(|&i| !ended[i]).collect();
+            let tokens: Vec<WaitToken> = live
+                .iter()
+                .map(|&i| WaitToken::new(rings[i].core(), 0, false))
+                .collect();
+            if !live.iter().any(|&i| rings[i].core().claimable(0)) {
+                wait_any(&tokens, std::time::Duration::MAX);
+            }
+            for &i in &live {
+                match rings[i].core().claim(0, 0, 1) {
+                    Claim::Got(s, e) => rings[i].read(0, 0, (s, e), &mut seen),
+                    Claim::End => ended[i] = true,
+                    Claim::Empty => {}
+                }
+            }
+        }
+        p.join().unwrap();
+        assert_eq!(seen, vec![0, 1]);
     });
 }

@@ -113,13 +113,54 @@ pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], timeout_ns: u6
     }
 }
 
+// Under loom the futex is one mutex and condition variable for every word: a waiter looks at
+// its word under the mutex and sleeps only if it still holds `expected`, a waker takes the
+// mutex and wakes everyone. That is the kernel's contract (compare and sleep are one step
+// under the futex lock; wake-ups may be spurious), minus the timeout: a sleeper nobody wakes
+// stays asleep, so loom reports a lost wake-up as a deadlock.
 #[cfg(loom)]
-pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout_ns: u64) {
-    loom::thread::yield_now();
+loom::lazy_static! {
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
 }
 
 #[cfg(loom)]
-pub(crate) fn futex_wake(_word: &AtomicU32) {}
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout_ns: u64) {
+    let guard = FUTEX.0.lock().unwrap();
+    if word.load(Ordering::SeqCst) == expected {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], _timeout_ns: u64) {
+    let guard = FUTEX.0.lock().unwrap();
+    let unchanged = words
+        .iter()
+        .all(|(w, expected)| w.is_none_or(|w| w.load(Ordering::SeqCst) == *expected));
+    if unchanged {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wake(_word: &AtomicU32) {
+    let _guard = FUTEX.0.lock().unwrap();
+    FUTEX.1.notify_all();
+}
+
+/// Between the store and the load of each side of a Dekker pair around the futex sleep (see
+/// the memory-ordering section of core.rs). In a real build nothing: there the `SeqCst`
+/// store (or read-modify-write) and the `SeqCst` load already sit in one total order, so one
+/// side sees the other. loom gives `SeqCst` loads and stores only acquire/release strength
+/// (tokio-rs/loom#180: both sides of a store-buffering pair may read the old value) but
+/// models `SeqCst` fences, so under loom a fence stands in for that total order, and the
+/// models check the rest of the sleep protocol.
+#[inline]
+pub(crate) fn seqcst_order() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
 
 /// Spins politely for one iteration of a busy wait.
 #[inline]

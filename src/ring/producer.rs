@@ -1,0 +1,381 @@
+//! The producer role ([`Producer`]) and the slot it writes ([`SlotMut`]).
+//!
+//! Must never: write a slot some active group has not released, or make an event visible
+//! before its data and metadata are complete.
+
+use super::attach::Ring;
+use super::error::{ClaimError, RoleError};
+use super::layout::{Policy, SlotHeader, SLOT_HEADER};
+use super::sync::Ordering;
+use super::{nanos, pid_alive, sync};
+use crate::dtype::Metadata;
+use std::time::Duration;
+
+impl Ring {
+    /// Takes the producer role for this process. Only one live producer per ring; a dead
+    /// one's role may be taken over (its unpublished slot is simply never published).
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-producer-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 8,
+    /// #     policy: Policy::Block,
+    /// #     groups: vec![1],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// let producer = ring.producer().unwrap();
+    /// assert_eq!(producer.published(), 0);
+    /// // This process holds the role; only a dead producer's role can be taken over.
+    /// assert_eq!(ring.producer_pid(), Some(std::process::id()));
+    /// drop(producer);
+    /// assert_eq!(ring.producer_pid(), None);
+    /// ```
+    pub fn producer(&self) -> Result<Producer, RoleError> {
+        let core = self.inner.core();
+        let me = std::process::id();
+        let slot = &core.ctl.producer_pid;
+        // Check and take in one step, so two processes can never both become the producer.
+        loop {
+            let cur = slot.load(Ordering::SeqCst);
+            if cur != 0 && cur != me && pid_alive(cur) {
+                return Err(RoleError::ProducerTaken {
+                    ring: self.inner.name.clone(),
+                    pid: cur,
+                });
+            }
+            if slot
+                .compare_exchange(cur, me, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        let w = core.ctl.write.load(Ordering::SeqCst);
+        Ok(Producer {
+            ring: self.clone(),
+            w,
+            cached: core.min_release(w),
+            pending_ns: 0,
+        })
+    }
+}
+
+/// The producer role: writes events into the ring. One per ring.
+pub struct Producer {
+    ring: Ring,
+    /// Next event number to write; equals the shared write cursor between claims.
+    w: u64,
+    /// Private copy of the oldest unreleased event over active groups (≤ the true value).
+    cached: u64,
+    /// Nanoseconds waited for room since the last publish (in claims that timed out, in
+    /// `wait_room`, in the current claim): the dead time of the next published event.
+    pending_ns: u64,
+}
+
+impl Producer {
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Events published so far.
+    pub fn published(&self) -> u64 {
+        self.w
+    }
+
+    /// True when the next claim would find room at once (no waiting, nothing counted).
+    /// An Importer under `drop` asks this first, so that it can read a device's event into
+    /// scratch space and count it lost only when the device really delivered one.
+    pub fn has_room(&mut self) -> bool {
+        self.ring.inner.core().has_room(self.w, &mut self.cached)
+    }
+
+    /// Waits up to `timeout` for room for the next event, booking the wait as dead time.
+    /// Returns whether there is room. Under `drop` it does not wait.
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-wait-room-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 2,
+    /// #     policy: Policy::Block,
+    /// #     groups: vec![1],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// use std::time::Duration;
+    ///
+    /// let mut producer = ring.producer().unwrap();
+    /// let _reader = ring.reader(0, 0).unwrap();
+    /// for _ in 0..2 {
+    ///     producer.claim(Duration::ZERO).unwrap().publish();
+    /// }
+    /// // Two slots, both unread: no room, and the wait is dead time.
+    /// assert!(!producer.wait_room(Duration::from_millis(1)));
+    /// assert!(ring.stats().blocked_ns >= 1_000_000);
+    /// ```
+    pub fn wait_room(&mut self, timeout: Duration) -> bool {
+        let inner = &*self.ring.inner;
+        let core = inner.core();
+        if core.has_room(self.w, &mut self.cached) {
+            return true;
+        }
+        if inner.policy == Policy::Drop {
+            return false;
+        }
+        self.wait_booked(timeout)
+    }
+
+    /// Waits up to `timeout` for room (`block` policy, the ring looked full) and books the
+    /// time waited as dead time twice over: at once in the ring's `blocked_ns`, and in
+    /// `pending_ns` for the next event published. Returns whether there is room.
+    fn wait_booked(&mut self, timeout: Duration) -> bool {
+        let core = self.ring.inner.core();
+        let t0 = sync::now_ns();
+        let ok = core.wait_room(self.w, &mut self.cached, nanos(timeout), sync::now_ns);
+        let waited = sync::now_ns() - t0;
+        self.pending_ns += waited;
+        core.ctl
+            .stats
+            .blocked_ns
+            .fetch_add(waited, Ordering::Relaxed);
+        ok
+    }
+
+    /// Counts `n` events as lost (taken from the source but not published).
+    pub fn count_lost(&mut self, n: u64) {
+        self.ring
+            .inner
+            .core()
+            .ctl
+            .stats
+            .lost
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Claims the slot for the next event. `block` policy: waits up to `timeout` for room
+    /// (`Err(Timeout)` after that; the time waited is added to the ring's dead time at once
+    /// and to the [`SlotMut::blocked_ns`] of the next event published, also when this claim
+    /// timed out). `drop` policy: never waits; a full ring counts the event as lost and
+    /// returns `Err(Full)`.
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-claim-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 2,
+    /// #     policy: Policy::Drop,
+    /// #     groups: vec![1],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// use daq_engine::ring::ClaimError;
+    /// use std::time::Duration;
+    ///
+    /// let mut producer = ring.producer().unwrap();
+    /// let _reader = ring.reader(0, 0).unwrap(); // reads nothing
+    /// for e in 0..2 {
+    ///     let mut slot = producer.claim(Duration::ZERO).unwrap();
+    ///     slot.data_mut()[..4].copy_from_slice(&(e as f32).to_le_bytes());
+    ///     slot.publish();
+    /// }
+    /// // `drop` policy, ring full: the event is refused and counted.
+    /// assert_eq!(producer.claim(Duration::ZERO).err(), Some(ClaimError::Full));
+    /// assert_eq!(ring.stats().lost, 1);
+    /// ```
+    pub fn claim(&mut self, timeout: Duration) -> Result<SlotMut<'_>, ClaimError> {
+        let core = self.ring.inner.core();
+        if !core.has_room(self.w, &mut self.cached) {
+            match self.ring.inner.policy {
+                Policy::Drop => {
+                    core.ctl.stats.lost.fetch_add(1, Ordering::Relaxed);
+                    return Err(ClaimError::Full);
+                }
+                Policy::Block => {
+                    if !self.wait_booked(timeout) {
+                        return Err(ClaimError::Timeout);
+                    }
+                }
+            }
+        }
+        let e = self.w;
+        let sh = self.ring.inner.slot_header(e);
+        let prev_seq = sh.seq.load(Ordering::Relaxed);
+        sh.seq.store(2 * e + 1, Ordering::Relaxed);
+        sync::fence(Ordering::Release);
+        let blocked_ns = self.pending_ns;
+        Ok(SlotMut {
+            producer: self,
+            e,
+            prev_seq,
+            blocked_ns,
+        })
+    }
+
+    /// Ends the stream: readers drain what was published, then see [`Next::End`](super::Next::End).
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-close-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 8,
+    /// #     policy: Policy::Block,
+    /// #     groups: vec![1],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// use daq_engine::ring::Next;
+    /// use std::time::Duration;
+    ///
+    /// let mut producer = ring.producer().unwrap();
+    /// let mut reader = ring.reader(0, 0).unwrap();
+    /// producer.claim(Duration::ZERO).unwrap().publish();
+    /// producer.close();
+    /// assert!(matches!(reader.try_next(), Next::Event(_)));
+    /// assert!(matches!(reader.try_next(), Next::End));
+    /// ```
+    pub fn close(self) {
+        self.ring.inner.core().close();
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let core = self.ring.inner.core();
+        let _ = core.ctl.producer_pid.compare_exchange(
+            std::process::id(),
+            0,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+}
+
+/// A slot being written. [`SlotMut::publish`] makes it visible; dropping it unpublished
+/// gives the slot back untouched for the next claim.
+pub struct SlotMut<'p> {
+    producer: &'p mut Producer,
+    /// The event being written: the producer's `w`; its slot is released by every active group.
+    e: u64,
+    /// The slot's sequence word before the claim, restored if the slot is not published.
+    prev_seq: u64,
+    /// The event's dead time (the producer's pending wait at claim time).
+    blocked_ns: u64,
+}
+
+impl SlotMut<'_> {
+    /// The event's records (`data_length × record_size` bytes), to fill in place.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let inner = &*self.producer.ring.inner;
+        // SAFETY: the protocol gives this slot to the producer alone until publish (every
+        // active group released its previous event), and observers only read it; the data
+        // region of a slot is SLOT_HEADER.. SLOT_HEADER + data_bytes inside the slot.
+        unsafe {
+            std::slice::from_raw_parts_mut(inner.slot(self.e).add(SLOT_HEADER), inner.data_bytes())
+        }
+    }
+
+    /// The event's metadata record.
+    pub fn meta_mut(&mut self) -> &mut Metadata {
+        let inner = &*self.producer.ring.inner;
+        // SAFETY: as in data_mut; the metadata sits 8-aligned at offset 8 of the slot.
+        unsafe { &mut (*(inner.slot(self.e) as *mut SlotHeader)).meta }
+    }
+
+    /// Both at once, for code that fills data and metadata together.
+    pub fn parts(&mut self) -> (&mut [u8], &mut Metadata) {
+        let inner = &*self.producer.ring.inner;
+        let n = inner.data_bytes();
+        let base = inner.slot(self.e);
+        // SAFETY: as in data_mut and meta_mut; the two ranges do not overlap.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(base.add(SLOT_HEADER), n),
+                &mut (*(base as *mut SlotHeader)).meta,
+            )
+        }
+    }
+
+    /// Nanoseconds the producer waited for room since it published its previous event: in
+    /// this claim, in claims that timed out and in [`Producer::wait_room`] (0 when there was
+    /// room at once). This is the event's dead time; over all published events these add up
+    /// to the ring's `blocked_ns`.
+    pub fn blocked_ns(&self) -> u64 {
+        self.blocked_ns
+    }
+
+    /// The event's number in this ring (0-based).
+    pub fn index(&self) -> u64 {
+        self.e
+    }
+
+    /// Makes the event visible to every consumer group and observer.
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-publish-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 8,
+    /// #     policy: Policy::Block,
+    /// #     groups: vec![1],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// use daq_engine::ring::Next;
+    /// use std::time::Duration;
+    ///
+    /// let mut producer = ring.producer().unwrap();
+    /// let mut reader = ring.reader(0, 0).unwrap();
+    /// let mut slot = producer.claim(Duration::ZERO).unwrap();
+    /// slot.meta_mut().counter = 41;
+    /// drop(slot); // not published: nobody sees it, the next claim gets the same slot
+    /// assert!(matches!(reader.try_next(), Next::Idle));
+    /// let mut slot = producer.claim(Duration::ZERO).unwrap();
+    /// assert_eq!(slot.index(), 0);
+    /// slot.meta_mut().counter = 42;
+    /// slot.publish();
+    /// let Next::Event(ev) = reader.try_next() else {
+    ///     panic!("the published event")
+    /// };
+    /// assert_eq!((ev.index(), ev.meta().counter), (0, 42));
+    /// ```
+    pub fn publish(self) {
+        let inner = &*self.producer.ring.inner;
+        inner
+            .slot_header(self.e)
+            .seq
+            .store(2 * self.e + 2, Ordering::Release);
+        self.producer.w = self.e + 1;
+        self.producer.pending_ns = 0;
+        inner.core().publish(self.e + 1);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SlotMut<'_> {
+    fn drop(&mut self) {
+        // Not published: restore the sequence word so observers see the slot as it was.
+        let inner = &*self.producer.ring.inner;
+        inner
+            .slot_header(self.e)
+            .seq
+            .store(self.prev_seq, Ordering::Release);
+    }
+}

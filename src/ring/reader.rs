@@ -1,0 +1,446 @@
+//! The reader role: a member of a consumer group ([`Reader`]), the event it borrows in place
+//! ([`SlotRef`]), and sleeping on several rings at once ([`wait_any`]).
+//!
+//! Must never: hand out an event twice inside a group, or release an event while it is
+//! still borrowed.
+
+use super::attach::{pid_alive, Ring};
+use super::core::{self, Claim, Core};
+use super::error::RoleError;
+use super::layout::SLOT_HEADER;
+use super::nanos;
+use super::sync::{self, AtomicU32, Ordering};
+use crate::dtype::Metadata;
+use std::time::Duration;
+
+/// What a reader got.
+pub enum Next<'r> {
+    /// An event, borrowed in place until dropped.
+    Event(SlotRef<'r>),
+    /// Nothing within the timeout.
+    Idle,
+    /// The producer closed the stream and everything was read.
+    End,
+}
+
+impl Ring {
+    /// Takes the role of member `member` of consumer group `group` for this process.
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-reader-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 8,
+    /// #     policy: Policy::Block,
+    /// #     groups: vec![2],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// use daq_engine::ring::RoleError;
+    ///
+    /// // One group of two members: each event goes to one of them.
+    /// let first = ring.reader(0, 0).unwrap();
+    /// let second = ring.reader(0, 1).unwrap();
+    /// assert!(matches!(ring.reader(0, 2), Err(RoleError::NoSuchMember { .. })));
+    /// # drop((first, second));
+    /// ```
+    pub fn reader(&self, group: usize, member: usize) -> Result<Reader, RoleError> {
+        if group >= self.inner.members.len() || member >= self.inner.members[group] {
+            return Err(RoleError::NoSuchMember {
+                ring: self.inner.name.clone(),
+                group,
+                member,
+            });
+        }
+        let core = self.inner.core();
+        let slot = &core.groups[group].members[member].pid;
+        let me = std::process::id();
+        let cur = slot.load(Ordering::SeqCst);
+        if cur != 0 && cur != me && pid_alive(cur) {
+            return Err(RoleError::MemberTaken {
+                ring: self.inner.name.clone(),
+                group,
+                member,
+                pid: cur,
+            });
+        }
+        if cur != 0 && cur != me {
+            // The previous holder died: release what it held before taking its place.
+            while !core
+                .reclaim(group, member, cur, &|i| {
+                    i != member && self.member_alive(group, i)
+                })
+                .1
+            {
+                std::thread::yield_now();
+            }
+        }
+        // Take the role only if nobody else took it meanwhile (another process replacing the
+        // same dead member): one of two racing processes wins, the other is told who did.
+        if let Err(now) = slot.compare_exchange(cur, me, Ordering::SeqCst, Ordering::SeqCst) {
+            return Err(RoleError::MemberTaken {
+                ring: self.inner.name.clone(),
+                group,
+                member,
+                pid: now,
+            });
+        }
+        let batch = (self.inner.geo.slots as u64 / 4).clamp(1, 64);
+        Ok(Reader {
+            ring: self.clone(),
+            group,
+            member,
+            batch,
+            next: 0,
+            end: 0,
+        })
+    }
+}
+
+/// A member of a consumer group: reads its share of the events.
+pub struct Reader {
+    ring: Ring,
+    /// The consumer group, < the ring's group count.
+    group: usize,
+    /// This member's index in its group; this process holds the member's `pid` word.
+    member: usize,
+    /// Events claimed at once, 1 ..= MAX_BATCH.
+    batch: u64,
+    /// Next event of the claimed range to hand out.
+    next: u64,
+    /// End of the claimed range.
+    end: u64,
+}
+
+impl Reader {
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Sets how many events a member claims at once (1 ..= 65535). Larger batches cost
+    /// fewer shared-cursor updates; with several members, smaller ones share work finer.
+    pub fn set_batch(&mut self, batch: u64) {
+        self.batch = batch.clamp(1, core::MAX_BATCH);
+    }
+
+    /// The next event of this member's share, waiting at most `timeout`.
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-next-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 8,
+    /// #     policy: Policy::Block,
+    /// #     groups: vec![1],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// use daq_engine::ring::Next;
+    /// use std::time::Duration;
+    ///
+    /// let mut producer = ring.producer().unwrap();
+    /// let mut reader = ring.reader(0, 0).unwrap();
+    /// let writer = std::thread::spawn(move || {
+    ///     for e in 0..3 {
+    ///         let mut slot = producer.claim(Duration::from_secs(1)).unwrap();
+    ///         slot.meta_mut().counter = e;
+    ///         slot.publish();
+    ///     }
+    ///     producer.close();
+    /// });
+    /// let mut seen = Vec::new();
+    /// loop {
+    ///     match reader.next(Duration::from_secs(1)) {
+    ///         Next::Event(ev) => seen.push(ev.meta().counter), // released when `ev` drops
+    ///         Next::Idle => continue,
+    ///         Next::End => break,
+    ///     }
+    /// }
+    /// writer.join().unwrap();
+    /// assert_eq!(seen, [0, 1, 2]);
+    /// ```
+    pub fn next(&mut self, timeout: Duration) -> Next<'_> {
+        if self.next < self.end {
+            return self.hand_out();
+        }
+        let core = self.ring.inner.core();
+        let deadline = sync::now_ns().saturating_add(nanos(timeout));
+        loop {
+            match core.claim(self.group, self.member, self.batch) {
+                Claim::Got(s, e) => {
+                    self.next = s;
+                    self.end = e;
+                    return self.hand_out();
+                }
+                Claim::End => return Next::End,
+                Claim::Empty => {
+                    let now = sync::now_ns();
+                    if now >= deadline {
+                        return Next::Idle;
+                    }
+                    core.wait_data(self.group, deadline - now);
+                }
+            }
+        }
+    }
+
+    /// The next event if one is published, without waiting.
+    ///
+    /// ```
+    /// # use daq_engine::dtype::Dtype;
+    /// # use daq_engine::ring::{Policy, Ring, RingSpec};
+    /// # use daq_engine::shm::{places, HugePages};
+    /// # let spec = RingSpec {
+    /// #     name: format!("doc-try-next-{}", std::process::id()),
+    /// #     dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+    /// #     data_length: 16,
+    /// #     slot_count: 8,
+    /// #     policy: Policy::Block,
+    /// #     groups: vec![1],
+    /// # };
+    /// # let ring = Ring::create(&places(HugePages::Off, None), &spec).unwrap();
+    /// use daq_engine::ring::Next;
+    ///
+    /// let mut reader = ring.reader(0, 0).unwrap();
+    /// assert!(matches!(reader.try_next(), Next::Idle)); // nothing published, no wait
+    /// ```
+    pub fn try_next(&mut self) -> Next<'_> {
+        self.next(Duration::ZERO)
+    }
+
+    /// True when this member has claimed events it has not yet handed out (it must read
+    /// them before the stream can end for it).
+    pub fn has_claimed(&self) -> bool {
+        self.next < self.end
+    }
+
+    /// The futex word and its current value a merged waiter may sleep on (see
+    /// [`wait_any`]).
+    pub fn wait_token(&self) -> WaitToken<'_> {
+        WaitToken::new(self.ring.inner.core(), self.group, self.next < self.end)
+    }
+
+    /// True when a claim would find something (an event or the end).
+    pub fn ready(&self) -> bool {
+        if self.next < self.end {
+            return true;
+        }
+        self.ring.inner.core().claimable(self.group)
+    }
+
+    fn hand_out(&mut self) -> Next<'_> {
+        let e = self.next;
+        self.next += 1;
+        Next::Event(SlotRef { reader: self, e })
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let core = self.ring.inner.core();
+        // Events claimed but never handed out are released, so the group does not stall.
+        // Nobody in the group will read them now: count them as abandoned.
+        let unread = self.end.saturating_sub(self.next);
+        while self.next < self.end {
+            core.release(self.group, self.member, self.next);
+            self.next += 1;
+        }
+        if unread > 0 {
+            core.groups[self.group]
+                .info
+                .abandoned
+                .fetch_add(unread, Ordering::SeqCst);
+        }
+        let mem = &core.groups[self.group].members[self.member];
+        let _ = mem
+            .pid
+            .compare_exchange(std::process::id(), 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// A futex a reader may sleep on, with the value seen before checking for data.
+#[derive(Clone, Copy)]
+pub struct WaitToken<'a> {
+    /// The ring's data futex word.
+    futex: &'a AtomicU32,
+    /// Readers announced as (about to be) asleep on `futex`.
+    waiting: &'a AtomicU32,
+    /// `futex` as read when the token was taken, before anything was looked at.
+    seen: u32,
+    /// The ring, to look again for data once announced.
+    core: Core<'a>,
+    /// The reader's group.
+    group: usize,
+    /// The reader held claimed events not yet handed out when the token was taken.
+    claimed: bool,
+}
+
+impl<'a> WaitToken<'a> {
+    /// The token of a member of group `group` of the ring `core`; `claimed` says whether it
+    /// holds claimed events not yet handed out.
+    pub(super) fn new(core: Core<'a>, group: usize, claimed: bool) -> WaitToken<'a> {
+        let dw = &core.ctl.data_wait;
+        WaitToken {
+            futex: &dw.futex,
+            waiting: &dw.waiting,
+            seen: dw.futex.load(Ordering::SeqCst),
+            core,
+            group,
+            claimed,
+        }
+    }
+
+    /// True when the token's reader would find something (as [`Reader::ready`]).
+    fn ready(&self) -> bool {
+        self.claimed || self.core.claimable(self.group)
+    }
+}
+
+/// Sleeps until any of the readers whose tokens are given may have data, at most `timeout`.
+/// Take the tokens, check [`Reader::ready`] on each, then call this: no wake-up is lost.
+///
+/// ```
+/// use daq_engine::dtype::Dtype;
+/// use daq_engine::ring::{wait_any, Next, Policy, Ring, RingSpec};
+/// use daq_engine::shm::{places, HugePages};
+/// use std::time::Duration;
+///
+/// let ring = |n: &str| {
+///     let spec = RingSpec {
+///         name: format!("doc-wait-any-{n}-{}", std::process::id()),
+///         dtype: Dtype::parse([("ch0", "f4")]).unwrap(),
+///         data_length: 16,
+///         slot_count: 8,
+///         policy: Policy::Block,
+///         groups: vec![1],
+///     };
+///     Ring::create(&places(HugePages::Off, None), &spec).unwrap()
+/// };
+/// let (a, b) = (ring("a"), ring("b"));
+/// let mut readers = [a.reader(0, 0).unwrap(), b.reader(0, 0).unwrap()];
+/// let mut producer = b.producer().unwrap();
+/// std::thread::spawn(move || producer.claim(Duration::from_secs(1)).unwrap().publish());
+/// // A merged reader: tokens first, then look, then sleep on both rings at once.
+/// loop {
+///     let tokens = [readers[0].wait_token(), readers[1].wait_token()];
+///     if !readers.iter().any(|r| r.ready()) {
+///         wait_any(&tokens, Duration::from_secs(1));
+///     }
+///     if let Next::Event(ev) = readers[1].try_next() {
+///         assert_eq!(ev.index(), 0);
+///         break;
+///     }
+/// }
+/// ```
+pub fn wait_any(tokens: &[WaitToken<'_>], timeout: Duration) {
+    for t in tokens {
+        t.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+    sync::seqcst_order();
+    // Look again now that we are announced (the Dekker pair with `Core::publish`, see
+    // core.rs): an event published after the caller's `ready` check but before the
+    // announcement found no sleeper and bumped no futex, so a sleep on `seen` would miss it
+    // for the whole timeout.
+    let ready = tokens.iter().any(|t| t.ready());
+    const MAX: usize = 64;
+    let n = tokens.len().min(MAX);
+    let mut words: [(Option<&AtomicU32>, u32); MAX] = [(None, 0); MAX];
+    for (w, t) in words.iter_mut().zip(tokens) {
+        *w = (Some(t.futex), t.seen);
+    }
+    if !ready {
+        sync::futex_wait_any(&words[..n], nanos(timeout));
+    }
+    for t in tokens {
+        t.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An event borrowed in place from the ring. Released when dropped.
+pub struct SlotRef<'r> {
+    reader: &'r mut Reader,
+    /// The event: claimed by this member and not released until this is dropped.
+    e: u64,
+}
+
+impl SlotRef<'_> {
+    /// The event's records.
+    pub fn data(&self) -> &[u8] {
+        let inner = &*self.reader.ring.inner;
+        // SAFETY: this member claimed event e and has not released it, so the producer will
+        // not write the slot until it is released; the data range lies inside the slot.
+        unsafe {
+            std::slice::from_raw_parts(inner.slot(self.e).add(SLOT_HEADER), inner.data_bytes())
+        }
+    }
+
+    /// The event's metadata.
+    pub fn meta(&self) -> Metadata {
+        self.reader.ring.inner.slot_header(self.e).meta
+    }
+
+    /// The event's number in this ring (0-based, publish order).
+    pub fn index(&self) -> u64 {
+        self.e
+    }
+}
+
+impl SlotRef<'_> {
+    /// Keeps the event past this borrow, for a caller that reads it across calls (the
+    /// Python bridge hands a view of it to user code and takes it back on the next call).
+    /// It stays claimed by this member until [`Reader::release_kept`] gives it back.
+    pub fn keep(self) -> Kept {
+        let e = self.e;
+        std::mem::forget(self);
+        Kept { e }
+    }
+}
+
+/// An event kept past its [`SlotRef`] borrow ([`SlotRef::keep`]). Not `Clone`: it goes back
+/// exactly once, through [`Reader::release_kept`] of the reader that handed it out.
+#[must_use = "a kept event must go back through Reader::release_kept, or its group stalls"]
+#[derive(Debug)]
+pub struct Kept {
+    e: u64,
+}
+
+impl Kept {
+    /// The event's number in its ring.
+    pub fn index(&self) -> u64 {
+        self.e
+    }
+}
+
+impl Reader {
+    /// The records of an event this reader handed out and `k` keeps.
+    pub fn kept_data(&self, k: &Kept) -> &[u8] {
+        let inner = &*self.ring.inner;
+        // SAFETY: as in SlotRef::data: this member claimed event k.e and has not released
+        // it (a Kept exists only between keep and release_kept).
+        unsafe { std::slice::from_raw_parts(inner.slot(k.e).add(SLOT_HEADER), inner.data_bytes()) }
+    }
+
+    /// The metadata of the event `k` keeps.
+    pub fn kept_meta(&self, k: &Kept) -> Metadata {
+        self.ring.inner.slot_header(k.e).meta
+    }
+
+    /// Gives a kept event back (as dropping its [`SlotRef`] would have).
+    pub fn release_kept(&mut self, k: Kept) {
+        self.ring.inner.core().release(self.group, self.member, k.e);
+    }
+}
+
+impl Drop for SlotRef<'_> {
+    fn drop(&mut self) {
+        let r = &*self.reader;
+        r.ring.inner.core().release(r.group, r.member, self.e);
+    }
+}
