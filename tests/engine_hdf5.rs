@@ -521,8 +521,17 @@ fn abort_during_compression_leaves_no_h5repack_and_no_partial_file() {
         assert!(t.elapsed() < Duration::from_secs(30), "no h5repack started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // What the progress line shows while the stop waits.
-    let waits = daq_engine::export::hdf5::Compressing::in_dir(&run);
+    // What the progress line shows while the stop waits. Right after h5repack starts,
+    // /proc may not show all of it yet: look again for a while as long as it runs.
+    let t = Instant::now();
+    let mut waits = daq_engine::export::hdf5::Compressing::in_dir(&run);
+    while waits.is_empty()
+        && !h5repacks_in(&dir).is_empty()
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        waits = daq_engine::export::hdf5::Compressing::in_dir(&run);
+    }
     if let Some(c) = waits.first() {
         assert_eq!(c.file.file_name().unwrap(), "raw.h5");
         assert_eq!(c.bytes, std::fs::metadata(&file).unwrap().len());
