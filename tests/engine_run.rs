@@ -658,7 +658,7 @@ fn a_reader_that_leaves_early_does_not_hang_the_run() {
     );
 }
 
-/// Runs `setup` with progress lines every 0.3 s, stops `victim` (SIGSTOP) for 4 s once
+/// Runs `setup` with progress lines every 0.3 s, stops `victim` (SIGSTOP) for 6 s once
 /// events flow, then stops the run with SIGINT. Returns (exit code, output, run dir).
 fn run_with_a_stalled_reader(dir: &Dir, setup: &str, victim: &str) -> (i32, String, PathBuf) {
     let s = dir.write("setup.yaml", setup);
@@ -668,7 +668,9 @@ fn run_with_a_stalled_reader(dir: &Dir, setup: &str, victim: &str) -> (i32, Stri
     let pids = processes_with(&needle);
     assert_eq!(pids.len(), 1, "{pids:?}");
     kill(pids[0], nix::sys::signal::Signal::SIGSTOP);
-    std::thread::sleep(Duration::from_secs(4));
+    // The supervisor looks once a second and warns after 3 s full: 6 s leave room for a
+    // loaded machine.
+    std::thread::sleep(Duration::from_secs(6));
     kill(pids[0], nix::sys::signal::Signal::SIGCONT);
     std::thread::sleep(Duration::from_millis(1500));
     kill(child.id(), nix::sys::signal::Signal::SIGINT);
