@@ -33,7 +33,7 @@ step "tests"
 cargo test --workspace --locked --no-fail-fast
 
 step "loom model checks of the ring protocol"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --lib ring::loom_tests
+RUSTFLAGS="--cfg daq_loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --lib ring::loom_tests
 
 echo
 echo "all checks passed"

@@ -132,9 +132,9 @@ pub(crate) const HELD_NONE: u64 = u64::MAX;
 pub(crate) const MAX_BATCH: u64 = 0xFFFF;
 /// Spin iterations before a waiter sleeps on the futex (one under loom, where each is a
 /// scheduling point and the sleep is what the models are after).
-#[cfg(not(loom))]
+#[cfg(not(daq_loom))]
 const SPINS: u32 = 2_000;
-#[cfg(loom)]
+#[cfg(daq_loom)]
 const SPINS: u32 = 1;
 
 /// One cache-line pair of its own (128 bytes: x86 prefetches lines in pairs), so cursors
@@ -225,7 +225,7 @@ pub(crate) struct Group {
     pub members: [Line<Member>; MAX_MEMBERS],
 }
 
-#[cfg(loom)]
+#[cfg(daq_loom)]
 impl Control {
     pub(crate) fn new_boxed() -> Box<Control> {
         let w = || {
@@ -248,7 +248,7 @@ impl Control {
     }
 }
 
-#[cfg(loom)]
+#[cfg(daq_loom)]
 impl Group {
     pub(crate) fn new(members: u32) -> Group {
         Group {

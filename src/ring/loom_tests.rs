@@ -3,7 +3,7 @@
 //! waits for room and a slot is reused), with slot contents in loom cells so a read of
 //! a slot the producer may be writing is reported as a data race.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib ring::loom_tests`
+//! Run: `RUSTFLAGS="--cfg daq_loom" cargo test --release --lib ring::loom_tests`
 //! (with `CARGO_TARGET_DIR=target/loom` to keep the normal build).
 
 use super::core::{Claim, Control, Core, Group};

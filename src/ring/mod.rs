@@ -59,7 +59,7 @@
 //! - `observer`: [`RingObserver`];
 //! - `error`: one error enum per operation;
 //! - `core`: the cursor protocol on the shared control block, with its memory orderings;
-//!   `sync`: atomics and the futex (loom's under `--cfg loom`).
+//!   `sync`: atomics and the futex (loom's under `--cfg daq_loom`).
 
 #![warn(missing_docs)]
 
@@ -72,7 +72,7 @@ mod producer;
 mod reader;
 pub(crate) mod sync;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, daq_loom))]
 mod loom_tests;
 
 pub use attach::{pid_alive, GroupStats, Ring, RingStats};

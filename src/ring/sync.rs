@@ -1,11 +1,11 @@
-//! Atomics and the futex, switchable to loom's models under `--cfg loom`.
+//! Atomics and the futex, switchable to loom's models under `--cfg daq_loom`.
 //!
 //! Under loom the shared-memory types are built on the heap with loom's atomics so the model
 //! checker explores every interleaving of the cursor protocol; a futex wait becomes a yield.
 
-#[cfg(loom)]
+#[cfg(daq_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
-#[cfg(not(loom))]
+#[cfg(not(daq_loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
 pub(crate) use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ pub(crate) use std::sync::atomic::Ordering;
 /// Sleeps while `*word == expected`, at most `timeout_ns` (0 = a short default). Spurious
 /// wake-ups are allowed: callers re-check their condition. The word lives in memory shared
 /// between processes, so the non-private futex operations are used.
-#[cfg(not(loom))]
+#[cfg(not(daq_loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
     let ts = libc::timespec {
         tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
@@ -35,7 +35,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
 }
 
 /// Wakes every process sleeping on `word`.
-#[cfg(not(loom))]
+#[cfg(not(daq_loom))]
 pub(crate) fn futex_wake(word: &AtomicU32) {
     // SAFETY: `word` is a live AtomicU32; FUTEX_WAKE does not touch memory beyond looking it up.
     unsafe {
@@ -54,7 +54,7 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
 /// Sleeps until any of `words[i] != expected[i]` may hold, at most `timeout_ns`
 /// (Linux `futex_waitv`, 5.16+). Falls back to a wait on the first word where the kernel
 /// lacks it.
-#[cfg(not(loom))]
+#[cfg(not(daq_loom))]
 pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], timeout_ns: u64) {
     #[repr(C)]
     struct FutexWaitv {
@@ -118,13 +118,13 @@ pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], timeout_ns: u6
 // mutex and wakes everyone. That is the kernel's contract (compare and sleep are one step
 // under the futex lock; wake-ups may be spurious), minus the timeout: a sleeper nobody wakes
 // stays asleep, so loom reports a lost wake-up as a deadlock.
-#[cfg(loom)]
+#[cfg(daq_loom)]
 loom::lazy_static! {
     static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
         (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
 }
 
-#[cfg(loom)]
+#[cfg(daq_loom)]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout_ns: u64) {
     let guard = FUTEX.0.lock().unwrap();
     if word.load(Ordering::SeqCst) == expected {
@@ -132,7 +132,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout_ns: u64) {
     }
 }
 
-#[cfg(loom)]
+#[cfg(daq_loom)]
 pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], _timeout_ns: u64) {
     let guard = FUTEX.0.lock().unwrap();
     let unchanged = words
@@ -143,7 +143,7 @@ pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], _timeout_ns: u
     }
 }
 
-#[cfg(loom)]
+#[cfg(daq_loom)]
 pub(crate) fn futex_wake(_word: &AtomicU32) {
     let _guard = FUTEX.0.lock().unwrap();
     FUTEX.1.notify_all();
@@ -158,21 +158,21 @@ pub(crate) fn futex_wake(_word: &AtomicU32) {
 /// models check the rest of the sleep protocol.
 #[inline]
 pub(crate) fn seqcst_order() {
-    #[cfg(loom)]
+    #[cfg(daq_loom)]
     fence(Ordering::SeqCst);
 }
 
 /// Spins politely for one iteration of a busy wait.
 #[inline]
 pub(crate) fn spin() {
-    #[cfg(loom)]
+    #[cfg(daq_loom)]
     loom::thread::yield_now();
-    #[cfg(not(loom))]
+    #[cfg(not(daq_loom))]
     std::hint::spin_loop();
 }
 
 /// Current monotonic time in nanoseconds (vDSO, no syscall).
-#[cfg(not(loom))]
+#[cfg(not(daq_loom))]
 #[inline]
 pub(crate) fn now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -184,7 +184,7 @@ pub(crate) fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-#[cfg(loom)]
+#[cfg(daq_loom)]
 pub(crate) fn now_ns() -> u64 {
     0
 }
