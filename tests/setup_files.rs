@@ -746,3 +746,49 @@ fn any_positive_slot_count_is_taken_as_it_is() {
     assert_eq!(setup.buffer("raw").unwrap().slot_count, 500);
     assert_eq!(setup.buffer("one").unwrap().slot_count, 1);
 }
+
+#[test]
+fn mimocorb2_builtins_by_their_own_names() {
+    let text = "Buffers:\n  raw: {slot_count: 8, data_length: 256, data_dtype: {a: f4}}\n  out: {slot_count: 8, data_length: 256, data_dtype: {a: f4}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  cp: {function: misc.copy, sources: [raw], sinks: [out]}\n  csv:\n    function: exporters.csv\n    sources: [out]\n    config: {filename: pulses, save_interval: 2, bins: {a: [0, 1, 10]}}\n  osc:\n    function: observers.oscilloscope\n    observes: [raw]\n    config: {update_interval: 0.5, ylim: [-1, 1], trigger_level: 0.2}\n  drain: {function: exporters.drain, sources: [raw]}\n";
+    let registry = daq_engine::engine::Registry::builtin();
+    let (setup, warnings) =
+        Setup::from_str(text, Path::new("b.yaml"), &registry, 2).expect("valid");
+    let w: Vec<String> = warnings
+        .iter()
+        .map(|d| d.to_string())
+        .filter(|d| !d.contains("broadcast"))
+        .collect();
+    assert_eq!(w.len(), 4, "{w:?}");
+    assert!(w[0].starts_with("b.yaml:10:50: warning: worker 'csv': config key 'bins' of mimoCoRB2's exporters.csv is ignored"), "{w:?}");
+    assert!(w[1].starts_with("b.yaml:12:15: warning: worker 'osc', observers.oscilloscope: no matplotlib window opens"), "{w:?}");
+    assert!(
+        w[2].starts_with("b.yaml:14:36: warning: worker 'osc': config key 'ylim'"),
+        "{w:?}"
+    );
+    assert!(
+        w[3].starts_with("b.yaml:14:51: warning: worker 'osc': config key 'trigger_level'"),
+        "{w:?}"
+    );
+    // The ignored keys are not part of the resolved config; ours are.
+    let osc = setup.worker("osc").unwrap();
+    assert_eq!(
+        osc.config.get("update_interval"),
+        Some(&serde_json::json!(0.5))
+    );
+    assert!(osc.config.get("ylim").is_none());
+    assert!(setup.worker("csv").unwrap().config.get("bins").is_none());
+    // A key neither function takes is still an error, with our keys named.
+    let typo = text.replace("save_interval: 2", "save_intervall: 2");
+    let err = Setup::from_str(&typo, Path::new("b.yaml"), &registry, 2).unwrap_err();
+    let first = err.errors().next().unwrap();
+    assert_eq!((first.line, first.column), (10, 32));
+    assert!(
+        first
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("did you mean `save_interval`"),
+        "{:?}",
+        first.hint
+    );
+}
