@@ -4,7 +4,7 @@
 //! Also: a stale file from a dead creator is replaced on create (with a warning), one from a
 //! live creator is refused.
 //!
-//! The byte offsets below are the ring file format (layout version 1, `#[repr(C)] Header`
+//! The byte offsets below are the ring file format (layout version 2, `#[repr(C)] Header`
 //! in src/ring/mod.rs); a layout change bumps the version and must update them.
 
 use daq_engine::dtype::Dtype;
@@ -116,8 +116,9 @@ fn attach(bytes: &[u8]) -> Result<Ring, AttachError> {
 
 /// What an attached ring promises must fit in its mapping.
 fn assert_consistent(ring: &Ring) {
-    let slots = ring.slot_count();
-    assert!(slots >= 2 && slots.is_power_of_two());
+    // Events in flight; the ring lays out slots_for(slots) slots.
+    let slots = daq_engine::ring::slots_for(ring.slot_count()).expect("slot count overflows");
+    assert!(ring.slot_count() >= 1 && slots >= ring.slot_count());
     let per_slot = 64usize
         .checked_add(ring.event_bytes())
         .expect("event size overflows");
@@ -612,4 +613,43 @@ fn a_file_with_our_pid_that_we_do_not_hold_is_stale() {
     let ring = Ring::create(&places(HugePages::Off, None), &sp)
         .expect("a file we no longer hold is replaced");
     assert_eq!(ring.path(), path);
+}
+
+/// Any positive slot_count is the number of events in flight: the ring lays out a power of
+/// two inside, but the producer finds it full at exactly the spec's count, and a ring
+/// attached from the file says the same count.
+#[test]
+fn any_slot_count_is_the_limit_of_events_in_flight() {
+    use daq_engine::ring::{ClaimError, Next};
+    for count in [1usize, 3, 5, 8, 500] {
+        let mut s = spec(&unique("capacity"), &f4(), 4, vec![1]);
+        s.slot_count = count;
+        s.policy = Policy::Drop;
+        let ring = Ring::create(&places(HugePages::Off, None), &s).unwrap();
+        assert_eq!(ring.slot_count(), count);
+        let mut producer = ring.producer().unwrap();
+        let mut reader = ring.reader(0, 0).unwrap();
+        let mut in_flight = 0;
+        while producer.has_room() {
+            producer.claim(Duration::ZERO).unwrap().publish();
+            in_flight += 1;
+            assert!(
+                in_flight <= count,
+                "slot_count {count}: more events in flight"
+            );
+        }
+        assert_eq!(in_flight, count, "slot_count {count}");
+        assert_eq!(producer.claim(Duration::ZERO).err(), Some(ClaimError::Full));
+        assert_eq!(ring.stats().slot_count, count as u64);
+        let attached = Ring::attach(ring.path(), None, None).unwrap();
+        assert_eq!(attached.slot_count(), count);
+        // One event read and released: room for exactly one more.
+        match reader.next(Duration::ZERO) {
+            Next::Event(ev) => drop(ev),
+            _ => panic!("slot_count {count}: the first event is not there"),
+        }
+        assert!(producer.has_room());
+        producer.claim(Duration::ZERO).unwrap().publish();
+        assert!(!producer.has_room(), "slot_count {count}");
+    }
 }

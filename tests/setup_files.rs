@@ -123,8 +123,8 @@ const BAD: &[(&str, &str, u64, u64)] = &[
     ("syntax_unclosed", "did not find expected ',' or '}'", 6, 11),
     ("unknown_buffer_key", "did you mean `slot_count`?", 3, 5),
     (
-        "slot_count_not_power_of_two",
-        "the nearest valid values are 64 and 128",
+        "slot_count_zero",
+        "slot_count must be at least 1 (events in flight)",
         3,
         17,
     ),
@@ -282,7 +282,7 @@ fn an_error_inside_an_included_file_points_into_that_file() {
 
 #[test]
 fn every_error_is_collected_and_sorted_by_position() {
-    let text = "Buffers:\n  raw: {slot_count: 3, data_length: 0, data_dtype: {a: q9}}\nWorkers:\n  w:\n    function: nothing.here\n    sinks: [nope]\n    priority: 0\n";
+    let text = "Buffers:\n  raw: {slot_count: 0, data_length: 0, data_dtype: {a: q9}}\nWorkers:\n  w:\n    function: nothing.here\n    sinks: [nope]\n    priority: 0\n";
     let c = Setup::check_bytes(text.as_bytes(), Path::new("many.yaml"), catalog(), 2);
     let got: Vec<(u64, u64)> = c.errors.iter().map(|d| (d.line, d.column)).collect();
     assert_eq!(
@@ -707,4 +707,88 @@ fn short_words_stay_text() {
     let c = Setup::check_bytes(text.as_bytes(), Path::new("s.yaml"), catalog(), 2);
     assert_eq!(c.errors.len(), 1, "{}", listing(&c));
     assert!(c.errors[0].message.contains("'n'"), "{}", c.errors[0]);
+}
+
+#[test]
+fn mimocorb2_buffer_overwrite_is_a_note_and_a_typo_still_an_error() {
+    let text = "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}, overwrite: true}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  out: {function: export.drain, sources: [raw]}\nOptions:\n  output_directory: out\n";
+    let (_, warnings) = Setup::from_str(text, Path::new("o.yaml"), catalog(), 2).expect("valid");
+    let w: Vec<String> = warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("o.yaml:2:61: warning: buffer 'raw': `overwrite:` is ignored"),
+        "{w:?}"
+    );
+    assert!(w[1].starts_with("o.yaml:6:1: warning: `Options:`"), "{w:?}");
+    let typo = text.replace("slot_count", "slot_cont");
+    let err = Setup::from_str(&typo, Path::new("o.yaml"), catalog(), 2).unwrap_err();
+    let first = err
+        .errors()
+        .find(|d| d.message.contains("unknown key `slot_cont`"))
+        .expect("the typo is an error");
+    assert_eq!((first.line, first.column), (2, 9));
+    assert!(
+        first
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("did you mean `slot_count`"),
+        "{:?}",
+        first.hint
+    );
+}
+
+#[test]
+fn any_positive_slot_count_is_taken_as_it_is() {
+    let text = "Buffers:\n  raw: {slot_count: 500, data_length: 256, data_dtype: {a: i2}}\n  one: {slot_count: 1, data_length: 256, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  mid: {function: misc.copy, sources: [raw], sinks: [one]}\n  out: {function: export.drain, sources: [one]}\n";
+    let registry = daq_engine::engine::Registry::builtin();
+    let (setup, _) = Setup::from_str(text, Path::new("s.yaml"), &registry, 2).expect("valid");
+    assert_eq!(setup.buffer("raw").unwrap().slot_count, 500);
+    assert_eq!(setup.buffer("one").unwrap().slot_count, 1);
+}
+
+#[test]
+fn mimocorb2_builtins_by_their_own_names() {
+    let text = "Buffers:\n  raw: {slot_count: 8, data_length: 256, data_dtype: {a: f4}}\n  out: {slot_count: 8, data_length: 256, data_dtype: {a: f4}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  cp: {function: misc.copy, sources: [raw], sinks: [out]}\n  csv:\n    function: exporters.csv\n    sources: [out]\n    config: {filename: pulses, save_interval: 2, bins: {a: [0, 1, 10]}}\n  osc:\n    function: observers.oscilloscope\n    observes: [raw]\n    config: {update_interval: 0.5, ylim: [-1, 1], trigger_level: 0.2}\n  drain: {function: exporters.drain, sources: [raw]}\n";
+    let registry = daq_engine::engine::Registry::builtin();
+    let (setup, warnings) =
+        Setup::from_str(text, Path::new("b.yaml"), &registry, 2).expect("valid");
+    let w: Vec<String> = warnings
+        .iter()
+        .map(|d| d.to_string())
+        .filter(|d| !d.contains("broadcast"))
+        .collect();
+    assert_eq!(w.len(), 4, "{w:?}");
+    assert!(w[0].starts_with("b.yaml:10:50: warning: worker 'csv': config key 'bins' of mimoCoRB2's exporters.csv is ignored"), "{w:?}");
+    assert!(w[1].starts_with("b.yaml:12:15: warning: worker 'osc', observers.oscilloscope: no matplotlib window opens"), "{w:?}");
+    assert!(
+        w[2].starts_with("b.yaml:14:36: warning: worker 'osc': config key 'ylim'"),
+        "{w:?}"
+    );
+    assert!(
+        w[3].starts_with("b.yaml:14:51: warning: worker 'osc': config key 'trigger_level'"),
+        "{w:?}"
+    );
+    // The ignored keys are not part of the resolved config; ours are.
+    let osc = setup.worker("osc").unwrap();
+    assert_eq!(
+        osc.config.get("update_interval"),
+        Some(&serde_json::json!(0.5))
+    );
+    assert!(osc.config.get("ylim").is_none());
+    assert!(setup.worker("csv").unwrap().config.get("bins").is_none());
+    // A key neither function takes is still an error, with our keys named.
+    let typo = text.replace("save_interval: 2", "save_intervall: 2");
+    let err = Setup::from_str(&typo, Path::new("b.yaml"), &registry, 2).unwrap_err();
+    let first = err.errors().next().unwrap();
+    assert_eq!((first.line, first.column), (10, 32));
+    assert!(
+        first
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("did you mean `save_interval`"),
+        "{:?}",
+        first.hint
+    );
 }

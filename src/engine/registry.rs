@@ -47,6 +47,69 @@ pub enum Check {
     Config(fn(&BuildContext) -> Result<(), WorkerError>),
 }
 
+/// A mimoCoRB2 built-in by its own name, run by the built-in of ours that does its job.
+pub struct Alias {
+    /// mimoCoRB2's name (`exporters.drain`).
+    pub name: &'static str,
+    /// Ours (`export.drain`).
+    pub target: &'static str,
+    /// The summary the function reference shows.
+    pub summary: &'static str,
+    /// mimoCoRB2 config keys accepted and ignored, with why.
+    pub ignored: &'static [(&'static str, &'static str)],
+    /// What `check` says about every worker using it.
+    pub note: Option<&'static str>,
+}
+
+/// mimoCoRB2 0.0.4's built-ins (`mimocorb2/functions/*.py`) that one of ours runs as they are.
+pub static MIMOCORB2_ALIASES: [Alias; 3] = [
+    Alias {
+        name: "exporters.drain",
+        target: "export.drain",
+        summary: "mimoCoRB2's exporters.drain, run by export.drain: consumes and counts every \
+                  event; writes drain_<worker>_<process>.json with the counts at the end.",
+        ignored: &[],
+        note: None,
+    },
+    Alias {
+        name: "exporters.csv",
+        target: "export.csv",
+        summary: "mimoCoRB2's exporters.csv, run by export.csv: appends every event's fields \
+                  as a row of <filename>.csv in the run directory every save_interval seconds.",
+        ignored: &[
+            ("bins", "exporters.csv reads no `bins` (a config shared with exporters.histogram)"),
+            (
+                "update_interval",
+                "exporters.csv writes every `save_interval` seconds",
+            ),
+        ],
+        note: None,
+    },
+    Alias {
+        name: "observers.oscilloscope",
+        target: "observe.oscilloscope",
+        summary: "mimoCoRB2's observers.oscilloscope, run by observe.oscilloscope: the latest \
+                  event's channels go to the dashboard, the web page and \
+                  oscilloscope_<worker>.json; no matplotlib window opens.",
+        ignored: &[
+            ("ylim", "the dashboard and the web page scale the axes themselves"),
+            (
+                "t_scaling",
+                "not applied: the time axis is in samples unless observe.oscilloscope's `sample_interval` is set",
+            ),
+            (
+                "y_scaling",
+                "not applied: the values are shown as stored unless observe.oscilloscope's `scale` and `offset` are set",
+            ),
+            ("trigger_level", "no trigger line is drawn"),
+            ("colors", "the dashboard and the web page pick the colours"),
+        ],
+        note: Some(
+            "no matplotlib window opens: the traces are shown on the terminal dashboard and the web page, and written to oscilloscope_<worker>.json",
+        ),
+    },
+];
+
 /// A registered function.
 #[derive(Clone, Copy)]
 pub struct Function {
@@ -88,6 +151,23 @@ impl Registry {
             r.add(f);
         }
         r.checks = builtin_checks();
+        for a in &MIMOCORB2_ALIASES {
+            let Some(target) = r.get(a.target).copied() else {
+                continue;
+            };
+            let check = r.checks.iter().find(|(n, _)| *n == a.target).map(|c| c.1);
+            r.add(Function {
+                spec: FunctionSpec {
+                    name: a.name,
+                    summary: a.summary,
+                    ..target.spec
+                },
+                build: target.build,
+            });
+            if let Some(check) = check {
+                r.checks.push((a.name, check));
+            }
+        }
         r
     }
 
@@ -175,6 +255,21 @@ impl Catalog for Registry {
     fn check_worker(&self, function: &str, ctx: &BuildContext) -> Result<(), WorkerError> {
         self.check(function, ctx)
     }
+
+    fn ignored_keys(&self, function: &str) -> &[(&'static str, &'static str)] {
+        alias(self, function).map_or(&[], |a| a.ignored)
+    }
+
+    fn note(&self, function: &str) -> Option<&'static str> {
+        alias(self, function).and_then(|a| a.note)
+    }
+}
+
+/// The mimoCoRB2 alias `function` is, unless a user library replaced it.
+fn alias(r: &Registry, function: &str) -> Option<&'static Alias> {
+    let a = MIMOCORB2_ALIASES.iter().find(|a| a.name == function)?;
+    let f = r.get(function)?;
+    (f.spec.summary == a.summary).then_some(a)
 }
 
 /// The check of every built-in function.

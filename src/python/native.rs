@@ -79,7 +79,7 @@ impl Io {
                     let views = source
                         .readers
                         .iter()
-                        .map(|r| (0..r.ring().slot_count()).map(|_| None).collect())
+                        .map(|r| (0..r.ring().slots()).map(|_| None).collect())
                         .collect();
                     SourceState {
                         source,
@@ -192,7 +192,7 @@ impl Io {
             }
         };
         let ring = s.source.readers[r].ring();
-        let slot = (k.index() as usize) & (ring.slot_count() - 1);
+        let slot = (k.index() as usize) & (ring.slots() - 1);
         if s.views[r][slot].is_none() {
             let (Some(make), Some(dtype)) = (make, dtype) else {
                 s.source.readers[r].release_kept(k);

@@ -7,7 +7,8 @@
 use super::core::{self, Control, Core, Group};
 use super::error::{AttachError, CreateError};
 use super::layout::{
-    slot_size_for, Geometry, Header, Policy, RingSpec, SlotHeader, LAYOUT_VERSION, MAGIC, READY,
+    slot_size_for, slots_for, Geometry, Header, Policy, RingSpec, SlotHeader, LAYOUT_VERSION,
+    MAGIC, READY,
 };
 use super::sync::{AtomicU64, Ordering};
 use super::{MAX_GROUPS, MAX_MEMBERS};
@@ -23,6 +24,8 @@ pub(super) struct Inner {
     pub(super) shm: ShmFile,
     /// The layout, computed from the header and checked against it and the file length.
     pub(super) geo: Geometry,
+    /// Events in flight at most, 1 ..= `geo.slots` (the header's `capacity`).
+    pub(super) capacity: usize,
     /// The file name.
     pub(super) name: String,
     /// The record type (from the spec, or rebuilt from the header's field table).
@@ -91,6 +94,7 @@ impl Inner {
                     g.n_groups * g.slots,
                 ),
                 slots: g.slots as u64,
+                capacity: self.capacity as u64,
             }
         }
     }
@@ -175,11 +179,8 @@ impl Ring {
             name: spec.name.clone(),
             problem,
         };
-        if spec.slot_count < 2 || !spec.slot_count.is_power_of_two() {
-            return Err(bad(format!(
-                "slot_count {} must be a power of two ≥ 2",
-                spec.slot_count
-            )));
+        if spec.slot_count == 0 {
+            return Err(bad("slot_count must be at least 1".into()));
         }
         if spec.data_length == 0 {
             return Err(bad("data_length must be at least 1".into()));
@@ -204,7 +205,9 @@ impl Ring {
             .data_length
             .checked_mul(spec.dtype.record_size())
             .and_then(slot_size_for)
-            .and_then(|slot_size| Geometry::new(spec.slot_count, slot_size, spec.groups.len()))
+            .and_then(|slot_size| {
+                Geometry::new(slots_for(spec.slot_count)?, slot_size, spec.groups.len())
+            })
             .ok_or_else(|| bad("the ring would be larger than memory".into()))?;
         let shm = match ShmFile::create(places, &spec.name, geo.total) {
             Ok(f) => f,
@@ -217,6 +220,7 @@ impl Ring {
         let inner = Inner {
             shm,
             geo,
+            capacity: spec.slot_count,
             name: spec.name.clone(),
             dtype: spec.dtype.clone(),
             data_length: spec.data_length,
@@ -236,6 +240,7 @@ impl Ring {
             (*h).version = LAYOUT_VERSION;
             (*h).schema_hash = spec.dtype.schema_hash();
             (*h).slot_count = geo.slots as u64;
+            (*h).capacity = spec.slot_count as u64;
             (*h).slot_size = geo.slot_size as u64;
             (*h).data_length = spec.data_length as u64;
             (*h).record_size = spec.dtype.record_size() as u64;
@@ -377,6 +382,13 @@ impl Ring {
                 "slot_count {slots} is not a power of two ≥ 2"
             )));
         }
+        if h.capacity == 0 || h.capacity > h.slot_count {
+            return Err(corrupt(format!(
+                "capacity {} is not between 1 and the {slots} slots",
+                h.capacity
+            )));
+        }
+        let capacity = h.capacity as usize;
         if h.n_groups as usize > MAX_GROUPS || h.n_fields as usize > MAX_FIELDS || h.n_fields == 0 {
             return Err(corrupt(format!(
                 "{} groups / {} fields out of range",
@@ -467,6 +479,7 @@ impl Ring {
         let mut inner = Inner {
             shm,
             geo,
+            capacity,
             name,
             dtype,
             data_length,
@@ -527,8 +540,15 @@ impl Ring {
         self.inner.data_bytes()
     }
 
-    /// Slots.
+    /// Events in flight at most: the spec's slot_count (the ring may lay out more slots
+    /// inside, see [`slots_for`](super::slots_for)).
     pub fn slot_count(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Slots laid out: a power of two ≥ [`slot_count`](Ring::slot_count); event `e` lives in
+    /// slot `e & (slots() - 1)`.
+    pub fn slots(&self) -> usize {
         self.inner.geo.slots
     }
 
@@ -632,7 +652,7 @@ impl Ring {
             lost: core.ctl.stats.lost.load(Ordering::SeqCst),
             blocked_ns: core.ctl.stats.blocked_ns.load(Ordering::SeqCst),
             filled: published - oldest.min(published),
-            slot_count: self.inner.geo.slots as u64,
+            slot_count: self.inner.capacity as u64,
             closed: core.ctl.eos.load(Ordering::SeqCst) != 0,
             groups,
         }
@@ -677,7 +697,7 @@ pub struct RingStats {
     pub blocked_ns: u64,
     /// Slots holding events not yet released by every active group.
     pub filled: u64,
-    /// Slots in all.
+    /// Events in flight at most (the spec's slot_count).
     pub slot_count: u64,
     /// The stream has ended.
     pub closed: bool,

@@ -6,8 +6,9 @@
 //! 10 MHz); event `e` lives in slot `e % slots`.
 //!
 //! Invariants (for every consumer group `g`, with `w` = `Control::write`):
-//! - `release[g] <= claim[g] <= w` and `w - min(release over active groups) <= slots`:
-//!   the producer never writes a slot some active group has not released.
+//! - `release[g] <= claim[g] <= w` and `w - min(release over active groups) <= capacity`
+//!   (`capacity <= slots`): the producer never writes a slot some active group has not
+//!   released, and never has more than `capacity` events in flight.
 //! - `done[g][e % slots] == e + 1` exactly when event `e` was released by group `g` and the
 //!   slot has not been released for a later lap.
 //! - A member publishes the range it is about to claim in `held` *before* moving `claim[g]`,
@@ -303,6 +304,8 @@ pub(crate) struct Core<'a> {
     pub done: &'a [AtomicU64],
     /// Slot count, a power of two.
     pub slots: u64,
+    /// Events in flight at most, 1 ..= `slots`: the ring is full at this many.
+    pub capacity: u64,
 }
 
 impl<'a> Core<'a> {
@@ -328,11 +331,11 @@ impl<'a> Core<'a> {
     /// the minimum release cursor, refreshed only when the ring looks full.
     #[inline]
     pub fn has_room(&self, w: u64, cached: &mut u64) -> bool {
-        if w - *cached < self.slots {
+        if w - *cached < self.capacity {
             return true;
         }
         *cached = self.min_release(w);
-        w - *cached < self.slots
+        w - *cached < self.capacity
     }
 
     /// Publishes events below `w_new` and wakes sleeping readers, if any.

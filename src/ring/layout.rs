@@ -10,7 +10,7 @@ use crate::dtype::{Dtype, Metadata, MAX_FIELDS, MAX_FIELD_NAME};
 
 pub(super) const MAGIC: [u8; 8] = *b"DAQRING\0";
 /// Layout version written into every ring header; bumped on any change to the layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 pub(super) const READY: u32 = 0x5245_4459; // "READ"
 const PAGE: usize = 4096;
 /// Bytes before the data in every slot: sequence word and the metadata record.
@@ -58,7 +58,9 @@ pub struct RingSpec {
     pub dtype: Dtype,
     /// Records per event.
     pub data_length: usize,
-    /// Slots, a power of two ≥ 2.
+    /// Events in flight at most, ≥ 1 (any count, as a mimoCoRB2 setup gives it): the
+    /// producer finds the ring full at this many unreleased events. Inside, the ring lays out
+    /// [`slots_for`]`(slot_count)` slots, a power of two.
     pub slot_count: usize,
     /// Full-ring policy.
     pub policy: Policy,
@@ -79,8 +81,14 @@ pub fn ring_bytes(
     data_length
         .checked_mul(record_size)
         .and_then(slot_size_for)
-        .and_then(|slot_size| Geometry::new(slot_count, slot_size, groups))
+        .and_then(|slot_size| Geometry::new(slots_for(slot_count)?, slot_size, groups))
         .map(|g| g.total)
+}
+
+/// Slots a ring lays out to hold `capacity` events in flight: the next power of two, at
+/// least 2 (event `e` lives in slot `e & (slots - 1)`); None on overflow.
+pub fn slots_for(capacity: usize) -> Option<usize> {
+    capacity.max(2).checked_next_power_of_two()
 }
 
 impl RingSpec {
@@ -121,7 +129,7 @@ pub(super) struct Header {
     pub(super) ready: AtomicU32,
     /// `Dtype::schema_hash` of the record type described by `fields`.
     pub(super) schema_hash: u64,
-    /// Slots, a power of two ≥ 2.
+    /// Slots laid out, a power of two ≥ 2 and ≥ `capacity`.
     pub(super) slot_count: u64,
     /// Bytes per slot: slot_size_for(data_length × record_size).
     pub(super) slot_size: u64,
@@ -150,6 +158,8 @@ pub(super) struct Header {
     pub(super) creator_pid: u32,
     /// The record type; entries past n_fields are zero.
     pub(super) fields: [FieldEntry; MAX_FIELDS],
+    /// Events in flight at most (the spec's slot_count), 1 ..= slot_count.
+    pub(super) capacity: u64,
 }
 
 /// The 64 bytes in front of each slot's data.

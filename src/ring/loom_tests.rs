@@ -52,6 +52,7 @@ impl Model {
             groups: &self.groups,
             done: &self.done,
             slots: self.slots,
+            capacity: self.slots,
         }
     }
 

@@ -78,7 +78,7 @@ mod loom_tests;
 pub use attach::{pid_alive, GroupStats, Ring, RingStats};
 pub use core::{MAX_GROUPS, MAX_MEMBERS};
 pub use error::{AttachError, ClaimError, CreateError, RoleError};
-pub use layout::{ring_bytes, Policy, RingSpec, LAYOUT_VERSION, SLOT_HEADER};
+pub use layout::{ring_bytes, slots_for, Policy, RingSpec, LAYOUT_VERSION, SLOT_HEADER};
 pub use observer::{RingObserver, WrongSize};
 pub use producer::{Producer, SlotMut};
 pub use reader::{wait_any, Kept, Next, Reader, SlotRef, WaitToken};

@@ -88,7 +88,7 @@ impl Ring {
                 pid: now,
             });
         }
-        let batch = (self.inner.geo.slots as u64 / 4).clamp(1, 64);
+        let batch = (self.inner.capacity as u64 / 4).clamp(1, 64);
         Ok(Reader {
             ring: self.clone(),
             group,

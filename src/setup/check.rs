@@ -246,7 +246,14 @@ pub(crate) fn check(
         if spec.template == Template::Filter {
             check_filter_shapes(l, w, &buffers);
         }
-        check_config(l, w, spec);
+        check_config(l, w, spec, catalog.ignored_keys(function));
+        if let Some(note) = catalog.note(function) {
+            l.warn(
+                *f_at,
+                format!("worker '{}', {function}: {note}", w.name),
+                None,
+            );
+        }
         if l.error_count() > errors_before {
             refused.insert(&w.name);
         }
@@ -284,8 +291,12 @@ pub(crate) fn check(
             ..
         } in &w.config
         {
-            // A base_config key this built-in does not read is not part of its config.
-            if *from_base && spec.is_some_and(|s| s.key(key).is_none()) {
+            // A base_config key this built-in does not read is not part of its config, nor
+            // is a mimoCoRB2 key it accepts and ignores.
+            let unread = spec.is_some_and(|s| s.key(key).is_none());
+            if unread
+                && (*from_base || catalog.ignored_keys(function).iter().any(|(k, _)| k == key))
+            {
                 continue;
             }
             match to_json(value) {
@@ -460,7 +471,12 @@ fn check_filter_shapes(l: &mut Loader, w: &WorkerDraft, buffers: &HashMap<&str, 
     }
 }
 
-fn check_config(l: &mut Loader, w: &WorkerDraft, spec: &FunctionSpec) {
+fn check_config(
+    l: &mut Loader,
+    w: &WorkerDraft,
+    spec: &FunctionSpec,
+    ignored: &[(&'static str, &'static str)],
+) {
     // A config file that could not be read is already an error; its keys are unknown.
     let required = spec.keys.iter().filter(|k| k.required && w.config_complete);
     for key in required {
@@ -507,6 +523,20 @@ fn check_config(l: &mut Loader, w: &WorkerDraft, spec: &FunctionSpec) {
             // base_config is shared by every worker: a key there that this function does not
             // read is meant for another worker, as in mimoCoRB2.
             None if item.from_base => {}
+            None if ignored.iter().any(|(k, _)| *k == item.key) => {
+                let note = ignored
+                    .iter()
+                    .find(|(k, _)| *k == item.key)
+                    .map(|(_, n)| *n);
+                l.warn(
+                    item.key_at,
+                    format!(
+                        "worker '{}': config key '{}' of mimoCoRB2's {} is ignored",
+                        w.name, item.key, spec.name
+                    ),
+                    note.map(str::to_string),
+                );
+            }
             None => l.error(
                 item.key_at,
                 format!(

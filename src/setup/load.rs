@@ -21,6 +21,12 @@ pub(crate) const TOP_KEYS: [&str; 5] = [
     "options",
 ];
 pub(crate) const BUFFER_KEYS: [&str; 4] = ["slot_count", "data_length", "data_dtype", "policy"];
+/// Buffer keys mimoCoRB2 setups carry that neither it (0.0.4 reads only slot_count,
+/// data_length and data_dtype) nor we act on: a warning with the note, not an error.
+const BUFFER_KEYS_IGNORED: [(&str, &str); 1] = [(
+    "overwrite",
+    "a ring never overwrites unread events: under `policy: drop` a full ring refuses the new event (counted as lost), under `block` the writer waits",
+)];
 pub(crate) const WORKER_KEYS: [&str; 11] = [
     "function",
     "file",
@@ -274,6 +280,17 @@ impl Loader {
         context: &str,
         valid: &[&str],
     ) -> Vec<(String, &'v Value, &'v Value)> {
+        self.entries_noting(v, context, valid, &[])
+    }
+
+    /// [`Loader::entries`], with keys in `ignored` (key, note) warned about and left out.
+    fn entries_noting<'v>(
+        &mut self,
+        v: &'v Value,
+        context: &str,
+        valid: &[&str],
+        ignored: &[(&str, &str)],
+    ) -> Vec<(String, &'v Value, &'v Value)> {
         let Kind::Map(map) = &v.kind else {
             self.error(
                 v.at,
@@ -298,6 +315,12 @@ impl Loader {
             };
             if valid.contains(&key.as_str()) {
                 out.push((key, k, val));
+            } else if let Some((_, note)) = ignored.iter().find(|(name, _)| *name == key) {
+                self.warn(
+                    k.at,
+                    format!("{context}: `{key}:` is ignored (mimoCoRB2 ignores it too)"),
+                    Some((*note).to_string()),
+                );
             } else {
                 self.error(
                     k.at,
@@ -632,7 +655,7 @@ impl Loader {
 
     fn buffer(&mut self, name: &str, name_at: Loc, spec: &Value) -> Option<BufferDraft> {
         let ctx = format!("buffer '{name}'");
-        let entries = self.entries(spec, &ctx, &BUFFER_KEYS);
+        let entries = self.entries_noting(spec, &ctx, &BUFFER_KEYS, &BUFFER_KEYS_IGNORED);
         let (mut slots, mut length, mut dtype, mut policy) =
             (None, None, None, Some(Policy::Block));
         let mut ok = matches!(spec.kind, Kind::Map(_));
@@ -640,17 +663,13 @@ impl Loader {
             match key.as_str() {
                 "slot_count" => {
                     if let Some(n) = self.uint(val, &format!("{ctx}, slot_count")) {
-                        if n >= 2 && n.is_power_of_two() && n <= 1 << 30 {
+                        if (1..=1 << 30).contains(&n) {
                             slots = usize::try_from(n).ok();
                         } else {
-                            let (lo, hi) = nearest_powers(n);
                             self.error(
                                 val.at,
-                                format!("{ctx}: slot_count {n} is not a power of two between 2 and 2^30"),
-                                Some(match lo {
-                                    Some(lo) => format!("the nearest valid values are {lo} and {hi}"),
-                                    None => format!("the smallest valid value is {hi}"),
-                                }),
+                                format!("{ctx}: slot_count {n} is out of range: slot_count must be at least 1 (events in flight) and at most 2^30"),
+                                Some("any count works; the ring rounds up to a power of two inside but holds at most this many events".into()),
                             );
                             ok = false;
                         }
@@ -1025,22 +1044,6 @@ impl Loader {
     }
 }
 
-/// The powers of two (≥ 2) just below and above `n`.
-fn nearest_powers(n: u64) -> (Option<u64>, u64) {
-    if n < 2 {
-        return (None, 2);
-    }
-    let hi = n
-        .checked_next_power_of_two()
-        .unwrap_or(1 << 30)
-        .min(1 << 30);
-    let lo = if hi == n { n / 2 } else { (hi / 2).max(2) };
-    if n > 1 << 30 {
-        return (Some(1 << 30), 1 << 30);
-    }
-    (Some(lo), hi)
-}
-
 /// A config value as JSON (what `worker::Config` holds); non-finite numbers and non-name keys
 /// are refused with the position.
 pub(crate) fn to_json(v: &Value) -> Result<serde_json::Value, (Loc, String)> {
@@ -1070,16 +1073,4 @@ pub(crate) fn to_json(v: &Value) -> Result<serde_json::Value, (Loc, String)> {
             J::Object(m)
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_powers_of_two() {
-        assert_eq!(nearest_powers(100), (Some(64), 128));
-        assert_eq!(nearest_powers(0), (None, 2));
-        assert_eq!(nearest_powers(3), (Some(2), 4));
-    }
 }

@@ -19,13 +19,14 @@
 //! (SCHED_FIFO), `restart: never|on-failure` (default never).
 //!
 //! Decisions:
-//! - mimoCoRB2's ignored keys `Options:` and `overwrite:` give a warning naming the key.
+//! - mimoCoRB2's ignored keys `Options:` and `overwrite:` (top level or in a buffer) give a
+//!   warning naming the key; a mistyped key of ours stays an error with a "did you mean".
 //! - Another unknown top-level key is accepted silently when an alias in the file uses
 //!   something defined in its block (an anchor template, as mimoCoRB2 users write them);
 //!   otherwise it is an error with a "did you mean".
-//! - `slot_count` must be a power of two from 2 to 2^30; anything else is an error naming
-//!   the nearest valid values (not rounded silently: the slot count is memory and
-//!   back-pressure the user chose).
+//! - `slot_count` is any count from 1 to 2^30, as in mimoCoRB2. The ring lays out the next
+//!   power of two inside but holds at most `slot_count` events in flight, so back-pressure
+//!   and dead time behave as the setup says.
 //! - A `base_config` key that a built-in function does not read is left out of that
 //!   worker's config (base_config is shared by all workers, as in mimoCoRB2), so the resolved
 //!   setup holds each config as its function reads it and reads back unchanged; an unknown
@@ -150,7 +151,7 @@ impl Default for RunOptions {
 pub struct BufferSetup {
     /// Its name.
     pub name: String,
-    /// Events it holds (a power of two ≥ 2).
+    /// Events it holds in flight at most (1 ..= 2^30, any count).
     pub slot_count: usize,
     /// Records per event (≥ 1).
     pub data_length: usize,

@@ -192,6 +192,16 @@ pub trait Catalog {
     ) -> Result<(), super::WorkerError> {
         Ok(())
     }
+    /// Config keys `function` accepts without acting on them (those a mimoCoRB2 function of
+    /// that name takes that ours has no use for), each with the note `check` shows.
+    fn ignored_keys(&self, _function: &str) -> &[(&'static str, &'static str)] {
+        &[]
+    }
+    /// A note `check` shows for every worker running `function` (what differs from the
+    /// mimoCoRB2 function of that name).
+    fn note(&self, _function: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 impl Catalog for [FunctionSpec] {
