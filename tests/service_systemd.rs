@@ -204,3 +204,20 @@ fn no_escape_codes_when_stderr_is_not_a_terminal() {
     assert!(out.contains("daq-engine: run directory"), "{out}");
     assert!(!out.contains('\x1b'), "escape codes in {out:?}");
 }
+
+/// The Debian package's man page comes from `daq-engine man`: roff with the command's
+/// options and subcommands.
+#[test]
+fn the_man_page_is_made_from_the_command_line() {
+    let out = Command::new(EXE).arg("man").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH daq-engine 1"), "{page}");
+    for word in ["\\-\\-max\\-events", "udev", "status", "recover"] {
+        assert!(page.contains(word), "the man page lacks {word}: {page}");
+    }
+    assert!(
+        !page.contains("__worker"),
+        "hidden commands are not documented"
+    );
+}
