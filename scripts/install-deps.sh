@@ -7,11 +7,12 @@
 #   tests:  python3-venv (h5py in a venv) tmux (terminal dashboard test)
 #           chromium (web page test, headless)
 #           prometheus (scrapes a run's /metrics in a test; its promtool checks the format)
+#           systemd (systemd-analyze verifies the unit template systemd/daq-engine@.service)
 set -euo pipefail
 what=${1:-build}
 pkgs=(libhdf5-dev libusb-1.0-0-dev pkg-config python3-dev hdf5-tools)
 if [ "$what" = test ]; then
-    pkgs+=(python3-venv tmux chromium prometheus)
+    pkgs+=(python3-venv tmux chromium prometheus systemd)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -9,39 +9,7 @@ use std::time::{Duration, Instant};
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
-use runs::{books_balance, finish, finish_within, processes_with};
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("daq-e2e-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-    /// The one run directory under runs/.
-    fn run_dir(&self) -> PathBuf {
-        let runs = self.0.join("runs");
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
-            .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(dirs.len(), 1, "expected one run directory: {dirs:?}");
-        dirs.pop().unwrap()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use runs::{books_balance, finish, finish_within, processes_with, Dir};
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
     format!(
@@ -831,4 +799,59 @@ fn a_restarted_hdf5_exporter_keeps_its_file_and_goes_on_in_a_new_one() {
         .unwrap();
     // What the killed process had not written yet is counted lost, not delivered.
     assert_eq!(first.0 + second.0, delivered, "{files:?}");
+}
+
+/// issue 13, alerts: `options.alert_command` runs once per kind and subject when a warning
+/// starts (here: an importer that fails and is started again, a buffer that fills behind a
+/// stopped reader), with the warning in its environment; a command that hangs or fails
+/// neither holds the run up nor fails it, and is logged.
+#[test]
+fn alert_commands_run_once_per_warning_and_never_hold_the_run() {
+    let dir = Dir::new("alerts");
+    // The restart's command hangs (it is killed when the run ends); the others fail.
+    let command = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_SUBJECT|$(basename "$DAQ_RUN_DIR")" >> alerts.txt; if [ "$DAQ_ALERT_KIND" = worker_restarted ]; then sleep 600; fi; exit 3"#;
+    let text = setup(1_000_000_000, 1, 1)
+        .replace(
+            "options: {stats_interval: 0.2}",
+            &format!("options:\n  stats_interval: 0.2\n  alert_command: '{command}'"),
+        )
+        .replace(
+            "    config: {n_events: 1000000000}",
+            "    config: {n_events: 1000000000, fail_at: 500}\n    restart: on-failure",
+        );
+    assert!(text.contains("fail_at") && text.contains("alert_command"));
+    let (code, out, run) = run_with_a_stalled_reader(&dir, &text, "sink2");
+    assert_eq!(code, 0, "{out}");
+    let run_name = run.file_name().unwrap().to_string_lossy().into_owned();
+    let mut lines: Vec<String> = std::fs::read_to_string(dir.0.join("alerts.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("buffer_full|raw|{run_name}"),
+            format!("worker_restarted|source|{run_name}"),
+        ],
+        "{out}"
+    );
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(
+        log.contains("alert buffer_full raw: alert_command exited with status 3"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "alert worker_restarted source: alert_command still ran when the run ended: killed"
+        ),
+        "{log}"
+    );
+    // The run went on while the restart's command hung: every event still balances.
+    books_balance(&run);
+    assert!(
+        processes_with("sleep 600").is_empty(),
+        "an alert command outlived the run"
+    );
 }

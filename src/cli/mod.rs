@@ -142,6 +142,9 @@ pub enum Command {
         /// The run directory (`target/run_…`).
         run_dir: PathBuf,
     },
+    /// Print the manual page (roff), made from this command line's help:
+    /// `daq-engine man > daq-engine.1` (the Debian package installs it).
+    Man,
     #[command(hide = true, name = "__plugin-probe")]
     /// Internal: loads a user library and says whether it is a daq-engine plugin (started by
     /// `check` and the run, so that a library that crashes while loading costs only this
@@ -229,6 +232,17 @@ pub fn main(
             }
         },
         Some(Command::Devices) => crate::devices::tools::devices(),
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout().lock();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("daq-engine: writing the manual page: {e}");
+                    1
+                }
+            }
+        }
         Some(Command::Udev {
             action: UdevAction::Install { dry_run, rules_dir },
         }) => crate::devices::tools::udev_install(dry_run, rules_dir.as_deref()),

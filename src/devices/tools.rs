@@ -18,6 +18,8 @@ pub const RULES_NAME: &str = "70-daq-engine.rules";
 
 /// Where udev reads local rules.
 pub const SYSTEM_RULES_DIR: &str = "/etc/udev/rules.d";
+/// Where the Debian package installs the rules (udev reads this too; /etc overrides it).
+pub const PACKAGE_RULES_DIR: &str = "/usr/lib/udev/rules.d";
 
 /// Environment variable that redirects `udev install` (tests, packaging).
 pub const RULES_DIR_ENV: &str = "DAQ_UDEV_RULES_DIR";
@@ -268,6 +270,14 @@ pub fn access_problem(node: &Path) -> Option<String> {
 
 /// `daq-engine udev check`.
 pub fn udev_check() -> i32 {
+    // The Debian package installs the rules where packages put theirs; udev reads both.
+    let packaged = Path::new(PACKAGE_RULES_DIR).join(RULES_NAME);
+    if std::fs::read_to_string(&packaged).is_ok_and(|t| t == UDEV_RULES) {
+        println!(
+            "udev rules: {} installed by the package and current",
+            packaged.display()
+        );
+    }
     let installed = std::fs::read_to_string(Path::new(SYSTEM_RULES_DIR).join(RULES_NAME));
     match &installed {
         Ok(t) if t == UDEV_RULES => {
@@ -276,6 +286,7 @@ pub fn udev_check() -> i32 {
         Ok(_) => println!(
             "udev rules: {SYSTEM_RULES_DIR}/{RULES_NAME} is from another version: run `daq-engine udev install`"
         ),
+        Err(_) if packaged.exists() => {}
         Err(_) => println!(
             "udev rules: not installed ({SYSTEM_RULES_DIR}/{RULES_NAME} missing): run `daq-engine udev install`"
         ),

@@ -124,6 +124,7 @@ impl Case {
             stats_interval: 1.0,
             huge_pages: true,
             disk_reserve_mb: 0.0,
+            alert_command: None,
         }
     }
 }

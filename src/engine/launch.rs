@@ -404,6 +404,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
         stats_interval: setup.options.stats_interval,
         huge_pages: setup.options.huge_pages == setup::HugePages::Auto,
         disk_reserve_mb: setup.options.disk_reserve_mb,
+        alert_command: setup.options.alert_command.clone(),
     }
 }
 

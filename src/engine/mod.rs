@@ -1,9 +1,11 @@
 //! The engine: the supervisor that creates the rings and runs every worker as its own
 //! process, and the worker-process side of that contract.
 
+pub mod alert;
 pub mod bench;
 pub mod builtin;
 pub mod launch;
+pub mod notify;
 pub mod plan;
 pub mod plugin;
 pub mod process;

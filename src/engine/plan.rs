@@ -133,6 +133,9 @@ pub struct Plan {
     /// Stop the run cleanly when less than this many MB are free on the run's disk.
     #[serde(default)]
     pub disk_reserve_mb: f64,
+    /// The setup's `options.alert_command`, run by the supervisor when a warning starts.
+    #[serde(default)]
+    pub alert_command: Option<String>,
 }
 
 impl Plan {

@@ -14,6 +14,7 @@
 //! - No worker outlives the supervisor: workers are in their own process group (a terminal
 //!   Ctrl-C reaches only the supervisor) and get SIGTERM from the kernel if it dies.
 
+use super::alert::Kind;
 use super::plan::{Plan, Restart};
 use super::process::ring_name;
 use crate::ring::{Policy, Ring, RingSpec, RingStats};
@@ -288,6 +289,10 @@ pub struct Supervisor {
     _places: Vec<ShmPlace>,
     /// Free space under the run directory: warns when low, stops the run at the reserve.
     disk: crate::export::disk::DiskWatch,
+    /// The service manager (systemd), when it started the run.
+    notify: super::notify::Notify,
+    /// `options.alert_command`, run when a warning starts.
+    alerts: super::alert::Alerts,
 }
 
 impl Supervisor {
@@ -371,6 +376,7 @@ impl Supervisor {
             source,
         })?;
         let (plan_run_dir, disk_reserve_mb) = (plan.run_dir.clone(), plan.disk_reserve_mb);
+        let alerts = super::alert::Alerts::new(plan.alert_command.clone(), &plan.run_dir);
         Ok(Supervisor {
             plan,
             plan_path,
@@ -388,6 +394,8 @@ impl Supervisor {
             isolated: super::realtime::isolated_cores(),
             _places: places,
             disk: crate::export::disk::DiskWatch::new(plan_run_dir, (disk_reserve_mb * 1e6) as u64),
+            notify: super::notify::Notify::from_env(),
+            alerts,
         })
     }
 
@@ -475,6 +483,8 @@ impl Supervisor {
             .arg(&w.name)
             .arg(index.to_string())
             .env("DAQ_SUPERVISOR_PID", std::process::id().to_string())
+            // Only the supervisor speaks for the run to systemd.
+            .env_remove(super::notify::SOCKET_VAR)
             .stdin(Stdio::null())
             .process_group(0);
         if !w.cpu.is_empty() {
@@ -566,10 +576,20 @@ impl Supervisor {
                 }
             }
             self.reap();
+            if self.procs.iter().all(|p| p.status.is_none()) {
+                self.notify.ready();
+            }
+            self.notify.tick(Instant::now());
+            self.alerts.reap();
+            let disk = self.plan.run_dir.display().to_string();
             match self.disk.check() {
-                Some(crate::export::disk::DiskNews::Low(m)) => self.log_and_say(&m),
+                Some(crate::export::disk::DiskNews::Low(m)) => {
+                    self.log_and_say(&m);
+                    self.alerts.raise(Kind::DiskLow, &disk, &m);
+                }
                 Some(crate::export::disk::DiskNews::Stop(m)) if !self.stopping => {
                     self.log_and_say(&m);
+                    self.alerts.raise(Kind::DiskFull, &disk, &m);
                     self.stop_importers();
                 }
                 _ => {}
@@ -599,6 +619,7 @@ impl Supervisor {
                 .is_none_or(|(t, _)| t.elapsed().as_secs_f64() >= self.plan.stats_interval);
             if stats_due {
                 let line = self.write_stats(false);
+                self.notify.status(&super::notify::status_of(&line));
                 if let Some(w) = watcher.as_deref_mut() {
                     w.update(&line);
                 }
@@ -622,6 +643,8 @@ impl Supervisor {
                 _ => {}
             }
         }
+        self.notify.stopping();
+        self.alerts.finish();
         if self.opts.progress == Progress::Live {
             eprint!("\r\x1b[2K");
         }
@@ -672,6 +695,7 @@ impl Supervisor {
 
     fn stop_importers(&mut self) {
         self.stopping = true;
+        self.notify.stopping();
         for p in &self.procs {
             if p.is_importer && p.status.is_none() {
                 let _ = nix::sys::signal::kill(
@@ -757,7 +781,9 @@ impl Supervisor {
                 ));
             } else if restartable {
                 self.procs[i].recent_restarts.push(now);
-                self.log_and_say(&format!("{what}; starting it again"));
+                let msg = format!("{what}; starting it again");
+                self.log_and_say(&msg);
+                self.alerts.raise(Kind::WorkerRestarted, &w.name, &msg);
                 match self.spawn(wi, k) {
                     Ok(child) => {
                         let p = &mut self.procs[i];
@@ -770,7 +796,9 @@ impl Supervisor {
                     Err(e) => self.log_and_say(&format!("cannot restart: {e}")),
                 }
             }
-            self.log_and_say(&format!("{what}; stopping the run"));
+            let msg = format!("{what}; stopping the run");
+            self.log_and_say(&msg);
+            self.alerts.raise(Kind::WorkerFailed, &w.name, &msg);
             self.failures.push(what);
             // Its readers no longer hold anyone up, what it wrote is closed, and the
             // importers stop so everything else drains.
@@ -923,6 +951,18 @@ impl Supervisor {
                         .sum()
                 })
             };
+            // Only importers write device notes: no file lookups for the others.
+            let device = if ps.iter().any(|p| p.is_importer) {
+                device_state(&self.plan.run_dir, &w.name)
+            } else {
+                serde_json::Value::Null
+            };
+            self.alerts.condition(
+                Kind::DeviceGone,
+                &w.name,
+                device["connected"] == false,
+                &format!("worker '{}': its device is disconnected", w.name),
+            );
             workers.insert(
                 w.name.clone(),
                 serde_json::json!({
@@ -933,12 +973,7 @@ impl Supervisor {
                     "restarts": ps.iter().map(|p| p.restarts).sum::<u32>(),
                     "cores": live.iter().filter_map(|p| p.core).collect::<Vec<u32>>(),
                     "pinned": live.iter().flat_map(|p| pinned_cores(p.pid)).collect::<std::collections::BTreeSet<u32>>(),
-                    // Only importers write device notes: no file lookups for the others.
-                    "device": if ps.iter().any(|p| p.is_importer) {
-                        device_state(&self.plan.run_dir, &w.name)
-                    } else {
-                        serde_json::Value::Null
-                    },
+                    "device": device,
                 }),
             );
         }
@@ -1102,7 +1137,7 @@ impl Supervisor {
                 (Some((since, told)), true) => {
                     if !*told && since.elapsed().as_secs_f64() >= FULL_WARNING_S {
                         *told = true;
-                        tracing::warn!(
+                        let msg = format!(
                             "buffer '{name}' has been full for {:.0} s: {}{}",
                             since.elapsed().as_secs_f64(),
                             if policy == Some(Policy::Drop) {
@@ -1115,6 +1150,8 @@ impl Supervisor {
                                 .map(|r| format!("; the slowest reader is '{r}'"))
                                 .unwrap_or_default()
                         );
+                        tracing::warn!("{msg}");
+                        self.alerts.raise(Kind::BufferFull, &name, &msg);
                     }
                 }
                 (Some((since, told)), false) => {
@@ -1133,7 +1170,7 @@ impl Supervisor {
                 .lost_logged_at
                 .is_none_or(|t| t.elapsed().as_secs_f64() >= LOST_LOG_INTERVAL_S);
             if lost > alarm.lost_logged && due {
-                tracing::warn!(
+                let msg = format!(
                     "buffer '{name}': {} events lost {} ({lost} in all): the ring was full \
                      under policy: drop{}",
                     lost - alarm.lost_logged,
@@ -1148,6 +1185,8 @@ impl Supervisor {
                         .map(|r| format!("; the slowest reader is '{r}'"))
                         .unwrap_or_default()
                 );
+                tracing::warn!("{msg}");
+                self.alerts.raise(Kind::EventsLost, &name, &msg);
                 alarm.lost_logged = lost;
                 alarm.lost_logged_at = Some(Instant::now());
             }

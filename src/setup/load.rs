@@ -40,13 +40,14 @@ pub(crate) const WORKER_KEYS: [&str; 11] = [
     "restart",
     "python",
 ];
-pub(crate) const OPTION_KEYS: [&str; 6] = [
+pub(crate) const OPTION_KEYS: [&str; 7] = [
     "max_events",
     "max_seconds",
     "stats_interval",
     "huge_pages",
     "disk_reserve_mb",
     "python",
+    "alert_command",
 ];
 
 /// A buffer as read, with the positions later checks point at.
@@ -478,7 +479,7 @@ impl Loader {
                 "Options" => self.warn(
                     k.at,
                     "`Options:` is a mimoCoRB2 section (output_directory, debug_workers) and is ignored here",
-                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages, disk_reserve_mb); every run writes to target_directory/run_<UTC time>/".into()),
+                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages, disk_reserve_mb, alert_command); every run writes to target_directory/run_<UTC time>/".into()),
                 ),
                 "overwrite" => self.warn(
                     k.at,
@@ -549,6 +550,19 @@ impl Loader {
                         match self.number(val, "options.max_seconds") {
                             Some(x) if x > 0.0 => o.max_seconds = Some(x),
                             Some(_) => self.error(val.at, "options.max_seconds: must be more than 0 (leave it out for no limit)", None),
+                            None => {}
+                        }
+                    }
+                }
+                "alert_command" => {
+                    if !matches!(val.kind, Kind::Null) {
+                        match self.text(val, "options.alert_command") {
+                            Some(c) if c.trim().is_empty() => self.error(
+                                val.at,
+                                "options.alert_command: is empty (leave it out for no alerts)",
+                                None,
+                            ),
+                            Some(c) => o.alert_command = Some(c.to_string()),
                             None => {}
                         }
                     }

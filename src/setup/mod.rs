@@ -10,7 +10,8 @@
 //! mimoCoRB2's top level: `target_directory` (default `target`, relative to the setup file's
 //! directory, `~` expanded), `base_config`, `Buffers`, `Workers`; plus `options:`
 //! (`max_events`, `max_seconds`, `stats_interval` (s, default 1), `huge_pages: auto|off`,
-//! `disk_reserve_mb` (MB kept free on the run's disk: the run stops cleanly there; default 100)).
+//! `disk_reserve_mb` (MB kept free on the run's disk: the run stops cleanly there; default 100),
+//! `alert_command` (a shell command run when a warning starts; see `engine::alert`)).
 //! A buffer or worker spec may be given inline or as the path of a YAML file holding it.
 //! `config` and `base_config` are a mapping, a file path, or a list of both, merged in order;
 //! a worker's keys win over `base_config`. Paths are relative to the setup file. Anchors,
@@ -131,6 +132,9 @@ pub struct RunOptions {
     /// The venv of the setup's Python workers (`options: python:`), as written (`~`
     /// expanded; relative to the setup file's directory).
     pub python: Option<PathBuf>,
+    /// A shell command run (`sh -c`) when a warning starts, with the warning in
+    /// `DAQ_ALERT_*` variables (see `engine::alert`).
+    pub alert_command: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -142,6 +146,7 @@ impl Default for RunOptions {
             huge_pages: HugePages::Auto,
             disk_reserve_mb: 100.0,
             python: None,
+            alert_command: None,
         }
     }
 }
@@ -544,6 +549,9 @@ impl Serialize for OptionsYaml<'_> {
         m.serialize_entry("huge_pages", o.huge_pages.name())?;
         if let Some(p) = &o.python {
             m.serialize_entry("python", &p.to_string_lossy())?;
+        }
+        if let Some(c) = &o.alert_command {
+            m.serialize_entry("alert_command", c)?;
         }
         m.end()
     }

@@ -146,3 +146,36 @@ print(json.dumps(out))
     let v: FileRows = serde_json::from_slice(&o.stdout).unwrap();
     Some(v)
 }
+
+/// A scratch directory for one test's run, removed afterwards.
+pub struct Dir(pub std::path::PathBuf);
+
+impl Dir {
+    pub fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("daq-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    /// The one run directory under runs/.
+    pub fn run_dir(&self) -> std::path::PathBuf {
+        let runs = self.0.join("runs");
+        let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(&runs)
+            .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(dirs.len(), 1, "expected one run directory: {dirs:?}");
+        dirs.pop().unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

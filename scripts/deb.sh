@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the Debian package with cargo-deb, installs it with dpkg -i, checks the installed
+# files (daq-engine --version, udev check, the man page, the unit, a simulated run of the
+# installed demo setup) and removes the package again. Needs root (or sudo) for dpkg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+# The man page comes from the command line's own help.
+cargo build --release --locked --bin daq-engine
+mkdir -p target/man
+target/release/daq-engine man | gzip -9n > target/man/daq-engine.1.gz
+deb=$(cargo deb --no-build 2>/dev/null | tail -n 1)
+[ -f "$deb" ] || { echo "cargo deb made no package ($deb)" >&2; exit 1; }
+echo "package: $deb"
+if dpkg-query -W -f='${Status}' daq-engine 2>/dev/null | grep -q "install ok installed"; then
+    echo "daq-engine is already installed from a package: not touching it" >&2
+    exit 1
+fi
+cleanup() {
+    if dpkg-query -W daq-engine >/dev/null 2>&1; then $sudo dpkg --purge daq-engine >/dev/null || true; fi
+    rm -rf "$work"
+}
+work=$(mktemp -d)
+trap cleanup EXIT
+$sudo dpkg -i "$deb"
+/usr/bin/daq-engine --version | grep -qx "daq-engine $(cargo pkgid | sed 's/.*[#@]//')"
+/usr/bin/daq-engine udev check | tee "$work/udev.txt"
+grep -q "usr/lib/udev/rules.d/70-daq-engine.rules installed by the package and current" "$work/udev.txt"
+test -f /usr/lib/systemd/system/daq-engine@.service
+zcat /usr/share/man/man1/daq-engine.1.gz | grep -q '^.TH daq-engine 1'
+# A short simulated run of the installed demo setup, written into a scratch directory.
+/usr/bin/daq-engine /usr/share/daq-engine/setups/demo.yaml --simulate --no-tui --quiet \
+    --max-seconds 2 --target-directory "$work/runs"
+test -f "$work"/runs/run_*/summary.json
+$sudo dpkg --purge daq-engine >/dev/null
+if test -e /usr/bin/daq-engine || test -e /usr/lib/udev/rules.d/70-daq-engine.rules; then
+    echo "dpkg --purge left files behind" >&2
+    exit 1
+fi
+echo "deb: built, installed, checked and removed $deb"

@@ -1,0 +1,287 @@
+//! Alerts: the setup's `options.alert_command`, run through `sh -c` when a warning starts
+//! (device gone, buffer full, events lost, worker failed or restarted, disk low), with the
+//! warning in the environment:
+//!
+//! | variable | what |
+//! |---|---|
+//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full` |
+//! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk) |
+//! | `DAQ_ALERT_TEXT` | the warning as the log says it |
+//! | `DAQ_RUN_DIR` | the run directory |
+//!
+//! Guarantees: the run never waits for a command. It is spawned (its own process group,
+//! stdin closed, output appended to `alerts.log` in the run directory), reaped from the
+//! supervisor's loop, and killed with its whole group after [`TIMEOUT`]; a command that
+//! cannot start, fails or is killed is logged. The same kind and subject alert at most once
+//! per [`REPEAT_AFTER`], and no more than [`MAX_RUNNING`] commands run at once (further
+//! alerts are logged and skipped). Must never fail or slow the run.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The same kind and subject alert at most once within this time.
+pub const REPEAT_AFTER: Duration = Duration::from_secs(600);
+/// A command still running after this long is killed (with its process group).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// At most this many alert commands run at once.
+pub const MAX_RUNNING: usize = 8;
+
+/// What a warning is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// A device importer lost its device.
+    DeviceGone,
+    /// A buffer has been full for a while.
+    BufferFull,
+    /// A buffer lost events (policy: drop).
+    EventsLost,
+    /// A worker process failed and is not started again.
+    WorkerFailed,
+    /// A worker process failed and was started again.
+    WorkerRestarted,
+    /// Disk space runs low.
+    DiskLow,
+    /// The disk reserve is reached: the run stops.
+    DiskFull,
+}
+
+impl Kind {
+    /// The name in `DAQ_ALERT_KIND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::DeviceGone => "device_gone",
+            Kind::BufferFull => "buffer_full",
+            Kind::EventsLost => "events_lost",
+            Kind::WorkerFailed => "worker_failed",
+            Kind::WorkerRestarted => "worker_restarted",
+            Kind::DiskLow => "disk_low",
+            Kind::DiskFull => "disk_full",
+        }
+    }
+}
+
+/// One command still running.
+struct Running {
+    child: Child,
+    started: Instant,
+    /// `kind subject`, for the log.
+    what: String,
+}
+
+/// The alert commands of one run.
+pub struct Alerts {
+    /// `options.alert_command`; `None`: alerts only go to the log.
+    command: Option<String>,
+    run_dir: PathBuf,
+    /// When each (kind, subject) last ran its command.
+    last: BTreeMap<(Kind, String), Instant>,
+    /// Conditions that hold now (see [`Alerts::condition`]).
+    holding: BTreeMap<(Kind, String), bool>,
+    running: Vec<Running>,
+}
+
+impl Alerts {
+    /// Alerts of the run in `run_dir` running `command`, if any.
+    pub fn new(command: Option<String>, run_dir: &Path) -> Alerts {
+        Alerts {
+            command,
+            run_dir: run_dir.to_path_buf(),
+            last: BTreeMap::new(),
+            holding: BTreeMap::new(),
+            running: Vec::new(),
+        }
+    }
+
+    /// A warning started: runs the command unless this kind and subject ran it within
+    /// [`REPEAT_AFTER`]. Returns whether it was started.
+    pub fn raise(&mut self, kind: Kind, subject: &str, text: &str) -> bool {
+        self.raise_at(Instant::now(), kind, subject, text)
+    }
+
+    /// As [`raise`](Self::raise) at a given time (for tests).
+    pub fn raise_at(&mut self, now: Instant, kind: Kind, subject: &str, text: &str) -> bool {
+        if self.command.is_none() {
+            return false;
+        }
+        let key = (kind, subject.to_string());
+        if self
+            .last
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < REPEAT_AFTER)
+        {
+            return false;
+        }
+        self.reap();
+        let what = format!("{} {subject}", kind.name());
+        if self.running.len() >= MAX_RUNNING {
+            tracing::warn!("alert {what} not sent: {MAX_RUNNING} alert commands are still running");
+            return false;
+        }
+        self.last.insert(key, now);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run_dir.join("alerts.log"));
+        let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
+            Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
+            Err(_) => (Stdio::null(), Stdio::null()),
+        };
+        let Some(command) = &self.command else {
+            return false;
+        };
+        let spawned = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("DAQ_ALERT_KIND", kind.name())
+            .env("DAQ_ALERT_SUBJECT", subject)
+            .env("DAQ_ALERT_TEXT", text)
+            .env("DAQ_RUN_DIR", &self.run_dir)
+            .env_remove(super::notify::SOCKET_VAR)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                tracing::info!("alert {what}: command started (pid {})", child.id());
+                self.running.push(Running {
+                    child,
+                    started: now,
+                    what,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!("alert {what}: cannot start `sh -c` for alert_command: {e}");
+                false
+            }
+        }
+    }
+
+    /// A condition (e.g. a device being gone) is `on` or not now: alerts when it turns on.
+    pub fn condition(&mut self, kind: Kind, subject: &str, on: bool, text: &str) {
+        let was = self
+            .holding
+            .insert((kind, subject.to_string()), on)
+            .unwrap_or(false);
+        if on && !was {
+            self.raise(kind, subject, text);
+        }
+    }
+
+    /// Collects ended commands (logging failures) and kills those past [`TIMEOUT`]; called
+    /// from the supervisor's loop.
+    pub fn reap(&mut self) {
+        let now = Instant::now();
+        self.running.retain_mut(|r| match r.child.try_wait() {
+            Ok(Some(st)) => {
+                if !st.success() {
+                    tracing::warn!(
+                        "alert {}: alert_command {} (its output is in alerts.log)",
+                        r.what,
+                        super::supervisor::describe(st)
+                    );
+                }
+                false
+            }
+            Ok(None) if now.duration_since(r.started) >= TIMEOUT => {
+                let group = nix::unistd::Pid::from_raw(-(r.child.id() as i32));
+                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                let _ = r.child.wait();
+                tracing::warn!(
+                    "alert {}: alert_command still ran after {} s: killed",
+                    r.what,
+                    TIMEOUT.as_secs()
+                );
+                false
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!("alert {}: cannot wait for alert_command: {e}", r.what);
+                false
+            }
+        });
+    }
+
+    /// The run ends: commands still running get a last chance to finish (at most two seconds),
+    /// then are killed like at the timeout.
+    pub fn finish(&mut self) {
+        let until = Instant::now() + Duration::from_secs(2);
+        while !self.running.is_empty() && Instant::now() < until {
+            self.reap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for r in &mut self.running {
+            let group = nix::unistd::Pid::from_raw(-(r.child.id() as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = r.child.wait();
+            tracing::warn!(
+                "alert {}: alert_command still ran when the run ended: killed",
+                r.what
+            );
+        }
+        self.running.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("daq-alert-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn same_kind_and_subject_once_per_window() {
+        let d = dir("window");
+        let mut a = Alerts::new(Some("true".into()), &d);
+        let t0 = Instant::now();
+        assert!(a.raise_at(t0, Kind::BufferFull, "raw", "full"));
+        assert!(!a.raise_at(t0 + Duration::from_secs(1), Kind::BufferFull, "raw", "full"));
+        // Another subject or another kind is another alert.
+        assert!(a.raise_at(t0, Kind::BufferFull, "copy", "full"));
+        assert!(a.raise_at(t0, Kind::EventsLost, "raw", "lost"));
+        assert!(a.raise_at(t0 + REPEAT_AFTER, Kind::BufferFull, "raw", "full"));
+        a.finish();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_condition_alerts_when_it_starts() {
+        let d = dir("cond");
+        let out = d.join("out.txt");
+        let mut a = Alerts::new(
+            Some(format!(
+                "echo \"$DAQ_ALERT_KIND $DAQ_ALERT_SUBJECT $DAQ_ALERT_TEXT\" >> {}",
+                out.display()
+            )),
+            &d,
+        );
+        a.condition(Kind::DeviceGone, "scope", false, "here");
+        a.condition(Kind::DeviceGone, "scope", true, "gone");
+        a.condition(Kind::DeviceGone, "scope", true, "gone");
+        a.finish();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "device_gone scope gone\n"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn without_a_command_nothing_runs() {
+        let d = dir("none");
+        let mut a = Alerts::new(None, &d);
+        assert!(!a.raise(Kind::DiskLow, "x", "y"));
+        assert!(!d.join("alerts.log").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
