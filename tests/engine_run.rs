@@ -855,3 +855,44 @@ fn alert_commands_run_once_per_warning_and_never_hold_the_run() {
         "an alert command outlived the run"
     );
 }
+
+/// Found by the hour-long soak: a supervisor whose stderr nobody reads (a full pipe, a stalled
+/// `| tee`) blocked on its next progress line and the whole run stood still. Its terminal
+/// output now never waits: the run ends on time and writes its summary.
+#[test]
+fn a_terminal_nobody_reads_does_not_hold_the_run() {
+    use std::os::fd::AsRawFd;
+    let dir = Dir::new("stderrfull");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    // The smallest pipe Linux allows: a few progress lines fill it.
+    // SAFETY: F_SETPIPE_SZ on a pipe descriptor this test owns.
+    unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let mut child = Command::new(EXE)
+        .arg(&s)
+        .args(["--no-tui", "--max-seconds", "3", "--progress-every", "0.05"])
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write_end))
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(read_end);
+    let status = status.expect("the run stood still behind a terminal nobody reads");
+    assert_eq!(status.code(), Some(0));
+    let run = dir.run_dir();
+    let summary = books_balance(&run);
+    assert_eq!(summary["exit_code"], 0);
+}

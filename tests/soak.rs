@@ -229,8 +229,10 @@ fn faults_keep_the_books_and_the_files_whole() {
         .args(["--no-tui", "--progress-every", "10"])
         .current_dir(&dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Not read while the run goes on: a pipe would fill within the hour (the run log
+        // has everything).
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let supervisor = child.id();

@@ -621,17 +621,22 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             return 1;
         }
     };
+    // The last lines go through the terminal thread too: a terminal nobody reads must not
+    // keep the process from ending (they are given a few seconds, then the process exits).
+    macro_rules! say {
+        ($($t:tt)*) => { super::terminal::say(format!($($t)*) + "\n") };
+    }
     let summary_path = run_dir.join("summary.json");
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
     if let Err(e) = crate::export::files::write_atomic(&summary_path, text.as_bytes()) {
-        eprintln!(
+        say!(
             "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
             summary_path.display(),
             target.display()
         );
         tracing::warn!("could not write {}: {e}", summary_path.display());
     }
-    eprintln!(
+    say!(
         "daq-engine: {} after {:.1} s; run directory {}",
         if summary.exit_code == 0 {
             "finished"
@@ -643,7 +648,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     );
     for (b, n) in &summary.events {
         let lost = summary.lost.get(b).copied().unwrap_or(0);
-        eprintln!(
+        say!(
             "  {b}: {n} events{}",
             if lost > 0 {
                 format!(", {lost} lost (ring full under `policy: drop`)")
@@ -653,7 +658,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         );
     }
     for f in &summary.failures {
-        eprintln!("  failure: {f}");
+        say!("  failure: {f}");
     }
     // What exporters had to say at the end (fit results), in worker order.
     if let Ok(entries) = std::fs::read_dir(&run_dir) {
@@ -670,15 +675,20 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         for f in files {
             if let Ok(text) = std::fs::read_to_string(&f) {
                 for line in text.lines() {
-                    eprintln!("  {line}");
+                    say!("  {line}");
                 }
             }
         }
     }
     if let Some(t) = recovering.filter(|t| !t.is_finished()) {
-        eprintln!("daq-engine: waiting for the compression of a recovered run's files");
+        say!("daq-engine: waiting for the compression of a recovered run's files");
         let _ = t.join();
     }
+    let dropped = super::terminal::dropped();
+    if dropped > 0 {
+        tracing::warn!("{dropped} lines for the terminal were dropped: nothing read it");
+    }
+    super::terminal::drain(std::time::Duration::from_secs(5));
     tracing::info!("run ended with exit code {}", summary.exit_code);
     summary.exit_code
 }

@@ -15,6 +15,7 @@ pub use plan::{BufferPlan, Plan, Restart, WorkerPlan};
 pub use registry::{Build, Check, Function, Registry};
 pub mod realtime;
 pub mod supervisor;
+pub mod terminal;
 
 pub use supervisor::{Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher};
 

@@ -634,11 +634,11 @@ impl Supervisor {
             match self.opts.progress {
                 Progress::Live if last_progress.elapsed() >= Duration::from_millis(500) => {
                     last_progress = Instant::now();
-                    eprint!("\r\x1b[2K{}", self.progress_line());
+                    super::terminal::say(format!("\r\x1b[2K{}", self.progress_line()));
                 }
                 Progress::Lines(every) if last_progress.elapsed() >= every => {
                     last_progress = Instant::now();
-                    eprintln!("{}", self.progress_line());
+                    super::terminal::say(format!("{}\n", self.progress_line()));
                 }
                 _ => {}
             }
@@ -646,7 +646,7 @@ impl Supervisor {
         self.notify.stopping();
         self.alerts.finish();
         if self.opts.progress == Progress::Live {
-            eprint!("\r\x1b[2K");
+            super::terminal::say("\r\x1b[2K".into());
         }
         let line = self.write_stats(true);
         let summary = self.summary();
@@ -687,10 +687,13 @@ impl Supervisor {
 
     fn log_and_say(&self, msg: &str) {
         tracing::warn!("{msg}");
-        if self.opts.progress == Progress::Live {
-            eprint!("\r\x1b[2K");
-        }
-        eprintln!("daq-engine: {msg}");
+        // Never waits for the terminal (see `terminal`): the log has every line.
+        let clear = if self.opts.progress == Progress::Live {
+            "\r\x1b[2K"
+        } else {
+            ""
+        };
+        super::terminal::say(format!("{clear}daq-engine: {msg}\n"));
     }
 
     fn stop_importers(&mut self) {
