@@ -316,7 +316,24 @@ fn faults_keep_the_books_and_the_files_whole() {
     let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap_or_default();
     assert_eq!(code, 0, "{text}\n{log}");
 
-    // The books: for every buffer and reader, produced = delivered + lost.
+    // The books: for every buffer and reader, produced = delivered + lost (+ pending while
+    // the run goes on), in every stats line and in the summary.
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    for (i, line) in stats.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for (buffer, b) in v["buffers"].as_object().unwrap() {
+            for (reader, r) in b["readers"].as_object().unwrap() {
+                let sum = r["delivered"].as_u64().unwrap()
+                    + r["lost"].as_u64().unwrap()
+                    + r["pending"].as_u64().unwrap();
+                assert_eq!(
+                    sum,
+                    b["produced"].as_u64().unwrap(),
+                    "line {i}: {buffer}/{reader}"
+                );
+            }
+        }
+    }
     let summary = books_balance(&run);
     let mut produced_all = 0u64;
     let mut lost_all = 0u64;

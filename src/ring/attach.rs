@@ -635,7 +635,10 @@ impl Ring {
     /// A snapshot of the ring's counters.
     pub fn stats(&self) -> RingStats {
         let core = self.inner.core();
-        let published = core.ctl.write.load(Ordering::SeqCst);
+        // The groups first, then the write cursor: a group never releases what is not
+        // published yet and the cursor only grows, so in the snapshot every group's counts
+        // stay within `published` even while events flow (read the other way round, a
+        // release after the cursor was read made delivered + lost exceed what was produced).
         let groups: Vec<GroupStats> = core
             .groups
             .iter()
@@ -646,6 +649,7 @@ impl Ring {
                 active: g.info.active.load(Ordering::SeqCst) != 0,
             })
             .collect();
+        let published = core.ctl.write.load(Ordering::SeqCst);
         let oldest = core.min_release(published);
         RingStats {
             published,
