@@ -122,14 +122,14 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Waits until the run has its plan and its sink has taken events.
 fn wait_running(dir: &Dir) -> PathBuf {
-    wait_until("the run directory", Duration::from_secs(30), || {
+    wait_until("the run directory", Duration::from_secs(90), || {
         dir.0
             .join("runs")
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some())
     });
     let run = dir.run_dir();
-    wait_until("events flowing", Duration::from_secs(30), || {
+    wait_until("events flowing", Duration::from_secs(90), || {
         std::fs::read_to_string(run.join("stats.jsonl")).is_ok_and(|t| {
             t.lines().any(|l| {
                 serde_json::from_str::<serde_json::Value>(l)
@@ -895,4 +895,34 @@ fn a_terminal_nobody_reads_does_not_hold_the_run() {
     let run = dir.run_dir();
     let summary = books_balance(&run);
     assert_eq!(summary["exit_code"], 0);
+}
+
+/// Found by the hour-long soak: after an abort (a second Ctrl-C) the HDF5 exporters were
+/// killed with their files open for write, plain h5py could not open them, and `recover`
+/// refused the run (it has its summary). The files are now made whole before the summary.
+#[test]
+fn an_aborted_runs_hdf5_files_open_with_plain_h5py() {
+    let dir = Dir::new("aborth5");
+    let text = setup(1_000_000_000, 1, 1)
+        + "  h5:\n    function: export.hdf5\n    sources: [raw]\n    \
+           config: {flush_interval: 0.2, compression: none}\n";
+    let s = dir.write("setup.yaml", &text);
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    let needle = format!("{} h5 0", run.join("plan.json").display());
+    let h5 = processes_with(&needle);
+    assert_eq!(h5.len(), 1, "{h5:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    // Held, so the abort surely finds it writing.
+    kill(h5[0], nix::sys::signal::Signal::SIGSTOP);
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 1, "{out}");
+    let Some(files) = runs::h5py_rows(&run) else {
+        return;
+    };
+    let (d, m) = files["raw.h5"]["raw"];
+    assert!(d > 0 && d == m, "{files:?}");
 }

@@ -614,6 +614,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     if partial > 0 {
         tracing::info!("removed {partial} partial compressed file(s); the originals are kept");
     }
+    // An aborted run's exporters were killed with their files open: make those files whole
+    // now (writer flags cleared, data and metadata cut to equal lengths), so plain h5py opens
+    // them; a finished run's summary stops any later recovery.
+    crate::export::recover::make_whole_after_abort(&run_dir);
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {

@@ -168,6 +168,41 @@ pub fn recover_file(path: &Path) -> Result<FileRecovery, ExportError> {
     Ok(out)
 }
 
+/// After a run whose workers are all gone (an abort killed them): every `.h5` file in
+/// `run_dir` that was not closed cleanly is made whole ([`cut_to_whole_events`], marked
+/// recovered); it stays uncompressed. Failures are logged.
+pub fn make_whole_after_abort(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_none_or(|e| e != "h5") {
+            continue;
+        }
+        // Left open for write (it does not even open), or a run file not closed cleanly;
+        // files without the attribute (not a run file) are left alone.
+        let needs = match h5::File::open(&path) {
+            Err(_) => true,
+            Ok(f) => f
+                .attr("closed_cleanly")
+                .ok()
+                .and_then(|a| a.read_scalar::<u8>().ok())
+                .is_some_and(|c| c == 0),
+        };
+        if !needs {
+            continue;
+        }
+        match cut_to_whole_events(&path, true) {
+            Ok((r, _)) => tracing::warn!(
+                "{}: its writer was killed; made whole with {} events (left uncompressed)",
+                path.display(),
+                r.buffers.iter().map(|b| b.1).sum::<u64>()
+            ),
+            Err(e) => tracing::warn!("{}: cannot make it whole: {e}", path.display()),
+        }
+    }
+}
+
 /// The part of [`recover_file`] that makes the file consistent: flags cleared, `data` and
 /// `metadata` cut to the events both hold, `events_written` set (and `recovered` = 1 when
 /// `mark_recovered`). Also returns the `h5repack` filters the file still needs.
