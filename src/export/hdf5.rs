@@ -453,7 +453,18 @@ impl RunFileWriter {
                     .and_then(|h| h.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
                     == Some(1);
                 let _ = std::fs::remove_file(packing_path(f));
-                match super::recover::cut_to_whole_events(f, !clean) {
+                // The earlier process's h5repack may still hold the file for a moment after
+                // that process died: wait for it a little before giving up.
+                let t0 = Instant::now();
+                let made = loop {
+                    match super::recover::cut_to_whole_events(f, !clean) {
+                        Err(_) if t0.elapsed() < Duration::from_secs(15) => {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        other => break other,
+                    }
+                };
+                match made {
                     Ok((r, filters)) => {
                         earlier_events += r.buffers.iter().map(|b| b.1).sum::<u64>();
                         tracing::info!(
