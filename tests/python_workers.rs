@@ -426,6 +426,29 @@ fn a_failed_python_worker_restarts_and_the_run_finishes() {
     assert_eq!(kept, 199, "{summary}");
 }
 
+/// issue 12: a worker that fails again and again is started again after a growing pause
+/// (at once, then 0.5, 1, 2, 4 s), not five times within milliseconds, and the run gives up
+/// once the budget of restarts per minute is spent.
+#[test]
+fn a_worker_that_keeps_failing_is_restarted_after_growing_pauses_then_given_up() {
+    let d = dir("backoff");
+    std::fs::write(d.join("failing.py"), FAILING).unwrap();
+    std::fs::write(d.join("setup.yaml"), failing_setup(true, "on-failure")).unwrap();
+    let r = run(&d, "setup.yaml");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    let log = std::fs::read_to_string(r.run_dir.join("daq-engine.log")).unwrap();
+    let pauses: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("; starting it again").nth(1))
+        .collect();
+    assert_eq!(
+        pauses,
+        ["", " in 0.5 s", " in 1.0 s", " in 2.0 s", " in 4.0 s"],
+        "{log}"
+    );
+    assert!(log.contains("giving up"), "{log}");
+}
+
 #[test]
 fn check_imports_the_file_and_reports_errors_with_file_and_line() {
     let d = dir("check");

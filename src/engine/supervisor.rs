@@ -140,6 +140,8 @@ struct Proc {
     restarts: u32,
     /// When it was started again lately (see [`restart_allowed`]).
     recent_restarts: Vec<Instant>,
+    /// It failed and is to be started again at this time (see [`restart_delay`]).
+    restart_at: Option<Instant>,
     cpu_s: f64,
     /// The core it last ran on.
     core: Option<u32>,
@@ -241,6 +243,18 @@ type Counts = BTreeMap<String, (u64, u64)>;
 pub const RESTART_BURST: usize = 5;
 /// See [`RESTART_BURST`].
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long to wait before starting a failed process again, given how many times it was
+/// started again within [`RESTART_WINDOW`]: the first time at once (a glitch), then 0.5 s,
+/// 1 s, 2 s, 4 s. A worker that fails because something outside it is briefly wrong (a
+/// device re-enumerating, a full disk being cleared) gets time for that to pass instead of
+/// spending its whole budget in a few milliseconds.
+fn restart_delay(recent: usize) -> Duration {
+    match recent {
+        0 => Duration::ZERO,
+        n => Duration::from_millis(500 << (n - 1).min(4)),
+    }
+}
 
 /// Whether a process whose recent restarts were at `recent` may be started again `now`;
 /// forgets restarts older than the window.
@@ -537,6 +551,7 @@ impl Supervisor {
                     status: None,
                     restarts: 0,
                     recent_restarts: Vec::new(),
+                    restart_at: None,
                     cpu_s: 0.0,
                     core: None,
                 });
@@ -624,7 +639,11 @@ impl Supervisor {
                     w.update(&line);
                 }
             }
-            if self.procs.iter().all(|p| p.status.is_some()) {
+            if self
+                .procs
+                .iter()
+                .all(|p| p.status.is_some() && p.restart_at.is_none())
+            {
                 break;
             }
             if last_watch.elapsed() >= Duration::from_secs(1) {
@@ -711,6 +730,7 @@ impl Supervisor {
 
     fn kill_all(&mut self) {
         for p in &mut self.procs {
+            p.restart_at = None;
             if let Some(c) = p.child.as_mut() {
                 if p.status.is_none() {
                     let _ = c.kill();
@@ -722,6 +742,7 @@ impl Supervisor {
 
     /// Collects ended processes; handles failures and restarts.
     fn reap(&mut self) {
+        self.start_due();
         let mut failed = Vec::new();
         let mut finished = Vec::new();
         for (i, p) in self.procs.iter_mut().enumerate() {
@@ -783,20 +804,18 @@ impl Supervisor {
                     RESTART_WINDOW.as_secs()
                 ));
             } else if restartable {
-                self.procs[i].recent_restarts.push(now);
-                let msg = format!("{what}; starting it again");
+                let delay = restart_delay(self.procs[i].recent_restarts.len());
+                self.procs[i].recent_restarts.push(now + delay);
+                let msg = if delay.is_zero() {
+                    format!("{what}; starting it again")
+                } else {
+                    format!("{what}; starting it again in {:.1} s", delay.as_secs_f64())
+                };
                 self.log_and_say(&msg);
                 self.alerts.raise(Kind::WorkerRestarted, &w.name, &msg);
-                match self.spawn(wi, k) {
-                    Ok(child) => {
-                        let p = &mut self.procs[i];
-                        p.pid = child.id();
-                        p.child = Some(child);
-                        p.status = None;
-                        p.restarts += 1;
-                        continue;
-                    }
-                    Err(e) => self.log_and_say(&format!("cannot restart: {e}")),
+                self.procs[i].restart_at = Some(now + delay);
+                if !delay.is_zero() || self.start_again(i) {
+                    continue;
                 }
             }
             let msg = format!("{what}; stopping the run");
@@ -818,6 +837,55 @@ impl Supervisor {
         }
     }
 
+    /// Starts the failed process `i` again now. False when it could not be started; then it
+    /// has failed for good (logged).
+    fn start_again(&mut self, i: usize) -> bool {
+        let (wi, k) = (self.procs[i].worker, self.procs[i].index);
+        self.procs[i].restart_at = None;
+        match self.spawn(wi, k) {
+            Ok(child) => {
+                let p = &mut self.procs[i];
+                p.pid = child.id();
+                p.child = Some(child);
+                p.status = None;
+                p.restarts += 1;
+                true
+            }
+            Err(e) => {
+                self.log_and_say(&format!("cannot restart: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Starts the failed processes whose back-off has passed. An importer waiting for its
+    /// restart when the run is told to stop is not started again: what it published drains.
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.procs.len() {
+            let Some(at) = self.procs[i].restart_at else {
+                continue;
+            };
+            let (wi, k) = (self.procs[i].worker, self.procs[i].index);
+            if self.procs[i].is_importer && self.stopping {
+                self.procs[i].restart_at = None;
+                self.let_go(wi, k);
+                continue;
+            }
+            if now < at || self.start_again(i) {
+                continue;
+            }
+            let name = self.plan.workers[wi].name.clone();
+            let what = format!("worker '{name}' process {k}");
+            let msg = format!("{what} could not be started again; stopping the run");
+            self.log_and_say(&msg);
+            self.alerts.raise(Kind::WorkerFailed, &name, &msg);
+            self.failures.push(what);
+            self.let_go(wi, k);
+            self.stop_importers();
+        }
+    }
+
     /// Process `k` of worker `wi` is gone for good: when it was the worker's last, its
     /// consumer groups are detached (the producers stop waiting for them and what they did
     /// not read is counted lost), and the ring it wrote is closed so its readers drain.
@@ -826,7 +894,7 @@ impl Supervisor {
         let alive_siblings = self
             .procs
             .iter()
-            .any(|p| p.worker == wi && p.status.is_none());
+            .any(|p| p.worker == wi && (p.status.is_none() || p.restart_at.is_some()));
         if !alive_siblings {
             for src in w.sources.iter() {
                 let (Some(b), Some(br)) = (
@@ -930,9 +998,14 @@ impl Supervisor {
             let ps: Vec<&Proc> = self.procs.iter().filter(|p| p.worker == wi).collect();
             let live: Vec<&&Proc> = ps.iter().filter(|p| p.status.is_none()).collect();
             let alive = live.len();
-            let failed = ps.iter().any(|p| p.status.is_some_and(|s| !s.success()));
+            let waiting = ps.iter().any(|p| p.restart_at.is_some());
+            let failed = ps
+                .iter()
+                .any(|p| p.restart_at.is_none() && p.status.is_some_and(|s| !s.success()));
             let state = if failed {
                 "failed"
+            } else if waiting {
+                "restarting"
             } else if alive > 0 {
                 "running"
             } else if ps.is_empty() {
@@ -1321,5 +1394,20 @@ mod tests {
             recent.push(now);
         }
         assert!(recent.len() <= 1);
+    }
+
+    /// A worker that keeps failing waits longer each time, so a passing cause outside it
+    /// gets time to pass; a first failure is restarted at once.
+    #[test]
+    fn restart_back_off_grows_and_is_capped() {
+        let d: Vec<u64> = (0..8)
+            .map(|n| restart_delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(d, [0, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        let budget: Duration = (0..RESTART_BURST).map(restart_delay).sum();
+        assert!(
+            budget < RESTART_WINDOW,
+            "the budget is spent within one window"
+        );
     }
 }
