@@ -255,6 +255,7 @@ fn faults_keep_the_books_and_the_files_whole() {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
     let mut faults = Faults::default();
     let mut killed = std::collections::BTreeMap::new();
+    let mut recent_kills: std::collections::HashMap<String, Vec<Instant>> = Default::default();
     let mut unflushed = 0u64;
     let start = Instant::now();
     // Let the pipeline settle before the first fault.
@@ -264,9 +265,20 @@ fn faults_keep_the_books_and_the_files_whole() {
         let live = workers(&plan);
         match rng.random_range(0..10) {
             0..=3 => {
+                // The engine gives up on a worker that fails RESTART_BURST (5) times within
+                // a minute, as it should for a broken one: the harness kills each at most
+                // three times a minute, so the run is tested, not its restart budget.
+                let now = Instant::now();
                 let killable: Vec<&(String, u32)> = live
                     .iter()
                     .filter(|(w, _)| KILLABLE.contains(&w.as_str()))
+                    .filter(|(w, _)| {
+                        recent_kills.get(w).map_or(0, |ts: &Vec<Instant>| {
+                            ts.iter()
+                                .filter(|t| now.duration_since(**t) < Duration::from_secs(60))
+                                .count()
+                        }) < 3
+                    })
                     .collect();
                 if let Some((w, pid)) = killable.get(rng.random_range(0..killable.len().max(1))) {
                     signal(*pid, Signal::SIGKILL);
@@ -276,6 +288,7 @@ fn faults_keep_the_books_and_the_files_whole() {
                     );
                     faults.killed += 1;
                     *killed.entry(w.clone()).or_insert(0u64) += 1;
+                    recent_kills.entry(w.clone()).or_default().push(now);
                 }
             }
             4..=6 => {
