@@ -2,16 +2,31 @@
 # Builds the Debian package with cargo-deb, installs it with dpkg -i, checks the installed
 # files (daq-engine --version, udev check, the man page, the unit, a simulated run of the
 # installed demo setup) and removes the package again. Needs root (or sudo) for dpkg.
+#
+# `scripts/deb.sh` packages a release build (what to ship). `scripts/deb.sh --test-build`
+# packages the debug build `make test` has just made instead, so CI checks the packaging
+# without a second, release, build of everything (cargo-deb strips the binary either way and
+# warns that a dev-profile package is not for release: it is not released).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+profile=release
+dir=release
+if [ "${1:-}" = "--test-build" ]; then
+    profile=dev
+    dir=debug
+fi
+# Installed once into ~/.cargo/bin and reused; pinned so a newer cargo-deb cannot change
+# what CI checks (3.8 still packages a dev build, with a warning).
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
+if [ "$profile" = release ]; then
+    cargo build --release --locked --bin daq-engine
+fi
 # The man page comes from the command line's own help.
-cargo build --release --locked --bin daq-engine
 mkdir -p target/man
-target/release/daq-engine man | gzip -9n > target/man/daq-engine.1.gz
-deb=$(cargo deb --no-build 2>/dev/null | tail -n 1)
+"target/$dir/daq-engine" man | gzip -9n > target/man/daq-engine.1.gz
+deb=$(cargo deb --no-build --profile "$profile" -o target/debian/ 2>/dev/null | tail -n 1)
 [ -f "$deb" ] || { echo "cargo deb made no package ($deb)" >&2; exit 1; }
 echo "package: $deb"
 if dpkg-query -W -f='${Status}' daq-engine 2>/dev/null | grep -q "install ok installed"; then

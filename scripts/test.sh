@@ -32,6 +32,9 @@ cargo build --workspace --lib --bins --examples --locked
 step "tests"
 cargo test --workspace --locked --no-fail-fast
 
+step "Debian package: built from this build, installed with dpkg, run, removed"
+scripts/deb.sh --test-build
+
 step "loom model checks of the ring protocol"
 RUSTFLAGS="--cfg daq_loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --lib ring::loom_tests
 
