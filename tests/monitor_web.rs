@@ -948,3 +948,27 @@ fn browser_page_with_a_token() {
     let (summary, _web) = run.join().unwrap();
     assert_eq!(summary.exit_code, 0, "{:?}", summary.failures);
 }
+
+/// issue 13's load bench (`daq-engine bench web`) really loads the server: every poll is
+/// answered 200, the streams get snapshots, both kinds of phase are measured, and the run
+/// it watches ends cleanly. (Its ratio is a figure for BENCHMARKS.md, not asserted here.)
+#[test]
+fn the_web_load_bench_answers_every_client_and_measures_both_phases() {
+    let work = std::env::temp_dir().join(format!("daq-bench-web-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let opts = daq_engine::monitor::bench::Options {
+        exe: env!("CARGO_BIN_EXE_daq-engine").into(),
+        phase: Duration::from_secs(2),
+        pairs: 1,
+        ..Default::default()
+    };
+    let r = daq_engine::monitor::bench::run(&opts, &work).unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(r.errors, 0, "{r}");
+    assert!(r.responses > 100, "{r}");
+    assert!(r.stream_updates > 0, "{r}");
+    assert_eq!(r.phases.len(), 2, "{r}");
+    assert!(r.phases.iter().all(|p| p.rate > 0.0), "{r}");
+    assert!(!r.phases[0].watched && r.phases[1].watched, "{r}");
+}

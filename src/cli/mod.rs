@@ -105,7 +105,7 @@ pub enum Command {
         /// Only this function.
         name: Option<String>,
     },
-    /// Measure: `ring`, `pipeline`, `analysis`, `hdf5` or `drivers`.
+    /// Measure: `ring`, `pipeline`, `analysis`, `hdf5`, `drivers` or `web`.
     Bench {
         /// What to measure.
         what: String,

@@ -254,9 +254,32 @@ pub fn bench(
                 }
             }
         }
+        "web" => {
+            println!(
+                "daq-engine bench web: {} clients polling /state and /metrics {}×/s and {} \
+                 /events streams, on and off in turn, in one run; {machine}",
+                crate::monitor::bench::POLLERS,
+                crate::monitor::bench::POLL_HZ,
+                crate::monitor::bench::STREAMS
+            );
+            let dir = std::env::temp_dir().join(format!("daq-bench-web-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let r = crate::monitor::bench::run(&Default::default(), &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            match r {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench web: {e}");
+                    1
+                }
+            }
+        }
         other => {
             eprintln!(
-                "daq-engine: no benchmark '{other}'; choose pipeline, ring, analysis, hdf5 or drivers"
+                "daq-engine: no benchmark '{other}'; choose pipeline, ring, analysis, hdf5, drivers or web"
             );
             2
         }

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod files;
 pub mod metrics;
 pub mod tui;

@@ -43,6 +43,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -151,7 +152,9 @@ pub fn token_from(file: Option<&Path>, env: Option<String>) -> Result<Option<Str
 struct Published {
     /// Snapshots published so far (0: the empty view from before the run's first).
     seq: u64,
-    state: Arc<String>,
+    /// The view as JSON, rendered once per snapshot and shared by every `/state` answer and
+    /// event stream (a clone is a reference count, not a copy).
+    state: Bytes,
     snapshot: Arc<Snapshot>,
     progress: Option<Progress>,
     end: Option<Arc<String>>,
@@ -254,6 +257,10 @@ struct Shared {
     run_dir: PathBuf,
     access: Access,
     streams: Arc<Semaphore>,
+    /// `/metrics` as rendered for the snapshot with this `seq`: a Prometheus (or fifty)
+    /// scraping between two snapshots gets the same text without rendering it again, and the
+    /// disk's free space in it is as old as the snapshot.
+    metrics: Mutex<(u64, Bytes)>,
     /// Test faults: `/fault/server` notifies this and the accept loop panics.
     fault: Notify,
 }
@@ -326,7 +333,7 @@ impl Web {
         let view = RunView::for_run(run_dir);
         let shared = Arc::new(Shared {
             latest: watch::Sender::new(Published {
-                state: Arc::new(view.to_json().to_string()),
+                state: Bytes::from(view.to_json().to_string()),
                 ..Published::default()
             }),
             stop: watch::Sender::new(false),
@@ -339,6 +346,7 @@ impl Web {
                 token,
             },
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            metrics: Mutex::new((u64::MAX, Bytes::new())),
             fault: Notify::new(),
         });
         let thread = {
@@ -370,7 +378,7 @@ impl Web {
     }
 
     fn publish(&self, end: Option<String>) {
-        let state = Arc::new(self.view.to_json().to_string());
+        let state = Bytes::from(self.view.to_json().to_string());
         let snapshot = Arc::new(self.view.snapshot().clone());
         let progress = self.view.progress();
         self.shared.latest.send_modify(|p| {
@@ -557,7 +565,8 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn json(body: String) -> Response {
+fn json(body: impl Into<Bytes>) -> Response {
+    let body: Bytes = body.into();
     (
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -658,7 +667,7 @@ async fn need_token(State(shared): State<Arc<Shared>>, req: Request, next: Next)
 }
 
 async fn state(State(shared): State<Arc<Shared>>) -> Response {
-    json(shared.latest.borrow().state.to_string())
+    json(shared.latest.borrow().state.clone())
 }
 
 /// Runs `f` on the runtime's small pool of blocking threads (file reads, statvfs).
@@ -691,12 +700,19 @@ async fn histograms(State(shared): State<Arc<Shared>>) -> Response {
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     let p = shared.latest.borrow().clone();
     blocking(move || {
-        let body = metrics::render(
-            &p.snapshot,
-            p.progress.as_ref(),
-            p.end.is_some(),
-            &shared.run_dir,
-        );
+        let key = p.seq;
+        let mut cached = lock(&shared.metrics);
+        if cached.0 != key {
+            let text = metrics::render(
+                &p.snapshot,
+                p.progress.as_ref(),
+                p.end.is_some(),
+                &shared.run_dir,
+            );
+            *cached = (key, Bytes::from(text));
+        }
+        let body = cached.1.clone();
+        drop(cached);
         (
             [
                 (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
@@ -772,7 +788,8 @@ async fn events(State(shared): State<Arc<Shared>>) -> Response {
             let snapshot = |rx: &mut watch::Receiver<Published>| {
                 let p = rx.borrow_and_update().clone();
                 let next = p.end.map_or(Phase::Next, Phase::End);
-                (Event::default().data(p.state.as_str()), next)
+                let data = std::str::from_utf8(&p.state).unwrap_or("{}");
+                (Event::default().data(data), next)
             };
             let (event, next) = match phase {
                 Phase::Done => return None,

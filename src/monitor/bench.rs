@@ -1,0 +1,446 @@
+//! `daq-engine bench web`: does watching a run slow it down?
+//!
+//! One run of a pipeline (`bench.source` flat out → `bench.sink`) with the web monitor on
+//! loopback. The bench alternates phases of equal length: in one, nobody watches; in the
+//! next, 50 clients each fetch `/state` and `/metrics` ten times a second (1000 requests/s)
+//! and 20 clients hold `/events` streams open, as the issue's lab of many open pages and a
+//! Prometheus would. Each phase's events/s is read from the run's own `stats.jsonl`
+//! (events into the buffer between the phase's first and last stats line), so both kinds of
+//! phase are measured the same way in the same run, and load that drifts over the run (a
+//! page cache filling, another program) falls on both alike.
+//!
+//! The clients run in this process, on the same two cores the pipeline uses; what they cost
+//! is part of what a real client load costs the run, so it is not subtracted.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Clients polling `/state` and `/metrics`.
+pub const POLLERS: usize = 50;
+/// Polls per second per client (each poll fetches both).
+pub const POLL_HZ: u64 = 10;
+/// Clients holding `/events` open.
+pub const STREAMS: usize = 20;
+
+/// How the bench runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `daq-engine` binary to run.
+    pub exe: PathBuf,
+    /// Length of one phase.
+    pub phase: Duration,
+    /// Phase pairs (one without clients, one with).
+    pub pairs: usize,
+    /// Bytes per event (`float32` samples × 4).
+    pub event_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            exe: std::env::current_exe().unwrap_or_else(|_| "daq-engine".into()),
+            phase: Duration::from_secs(4),
+            pairs: 4,
+            event_bytes: 1024,
+        }
+    }
+}
+
+/// One phase's result.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    /// Whether the clients were on.
+    pub watched: bool,
+    /// Events per second into the buffer.
+    pub rate: f64,
+}
+
+/// What the bench measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Every phase, in order.
+    pub phases: Vec<Phase>,
+    /// HTTP responses the pollers got (all with status 200).
+    pub responses: u64,
+    /// Responses other than 200, and failed requests.
+    pub errors: u64,
+    /// `data:` lines the streams received.
+    pub stream_updates: u64,
+    /// Seconds the clients were on.
+    pub watched_s: f64,
+}
+
+impl Report {
+    fn mean(&self, watched: bool) -> f64 {
+        let r: Vec<f64> = self
+            .phases
+            .iter()
+            .filter(|p| p.watched == watched)
+            .map(|p| p.rate)
+            .collect();
+        r.iter().sum::<f64>() / r.len().max(1) as f64
+    }
+
+    /// Events/s with clients over events/s without (1.0 = no effect).
+    pub fn ratio(&self) -> f64 {
+        self.mean(true) / self.mean(false)
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.phases.iter().enumerate() {
+            writeln!(
+                f,
+                "  phase {i}: {:<9} {:>12.0} events/s",
+                if p.watched { "watched" } else { "unwatched" },
+                p.rate
+            )?;
+        }
+        writeln!(
+            f,
+            "  clients: {} responses ({:.0}/s while on), {} errors, {} stream updates",
+            self.responses,
+            self.responses as f64 / self.watched_s.max(1e-9),
+            self.errors,
+            self.stream_updates
+        )?;
+        write!(
+            f,
+            "  unwatched {:.0} events/s, watched {:.0} events/s: watched/unwatched = {:.3} (goal ≥ 0.95)",
+            self.mean(false),
+            self.mean(true),
+            self.ratio()
+        )
+    }
+}
+
+/// Runs the bench in a scratch directory under `work`.
+pub fn run(opts: &Options, work: &Path) -> Result<Report, String> {
+    let port = free_port()?;
+    let setup = work.join("bench_web.yaml");
+    let samples = (opts.event_bytes / 4).max(1);
+    std::fs::write(
+        &setup,
+        format!(
+            "target_directory: {runs}
+options: {{stats_interval: 0.1}}
+Buffers:
+  raw: {{slot_count: 256, data_length: {samples}, data_dtype: {{ch0: float32}}}}
+Workers:
+  source:
+    function: bench.source
+    sinks: [raw]
+    config: {{n_events: 1000000000000000}}
+  sink:
+    function: bench.sink
+    sources: [raw]
+",
+            runs = work.join("runs").display()
+        ),
+    )
+    .map_err(|e| format!("writing {}: {e}", setup.display()))?;
+    let warmup = Duration::from_secs(2);
+    let total = warmup + opts.phase * (2 * opts.pairs as u32) + Duration::from_secs(1);
+    let child = Command::new(&opts.exe)
+        .arg(&setup)
+        .args(["--no-tui", "--quiet", "--http"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--max-seconds")
+        .arg(format!("{}", total.as_secs_f64()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", opts.exe.display()))?;
+    let mut child = KillOnDrop(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for_server(addr, &mut child.0)?;
+    let stats = find_stats(&work.join("runs"))?;
+
+    let on = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let responses = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let updates = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for k in 0..POLLERS {
+        let (on, done, responses, errors) =
+            (on.clone(), done.clone(), responses.clone(), errors.clone());
+        threads.push(std::thread::spawn(move || {
+            poller(addr, k, &on, &done, &responses, &errors)
+        }));
+    }
+    for _ in 0..STREAMS {
+        let (on, done, updates) = (on.clone(), done.clone(), updates.clone());
+        threads.push(std::thread::spawn(move || {
+            stream(addr, &on, &done, &updates)
+        }));
+    }
+
+    std::thread::sleep(warmup);
+    let mut phases = Vec::new();
+    let mut watched_s = 0.0;
+    for i in 0..2 * opts.pairs {
+        let watched = i % 2 == 1;
+        on.store(watched, Ordering::Relaxed);
+        // Let the clients connect (or go) before the phase is measured.
+        let settle = Duration::from_millis(300);
+        std::thread::sleep(settle);
+        let a = last_stats(&stats)?;
+        let t0 = Instant::now();
+        std::thread::sleep(opts.phase - settle);
+        let b = last_stats(&stats)?;
+        if watched {
+            watched_s += t0.elapsed().as_secs_f64();
+        }
+        if b.0 <= a.0 {
+            return Err(format!("{} did not grow during phase {i}", stats.display()));
+        }
+        phases.push(Phase {
+            watched,
+            rate: (b.1 - a.1) as f64 / (b.0 - a.0),
+        });
+    }
+    on.store(false, Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let status = child.0.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        return Err(format!("the benchmarked run failed ({status}): {err}"));
+    }
+    Ok(Report {
+        phases,
+        responses: responses.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        stream_updates: updates.load(Ordering::Relaxed),
+        watched_s,
+    })
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn wait_for_server(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!("the benchmarked run ended ({st}): {err}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("the monitor did not listen on {addr} within 30 s"))
+}
+
+fn find_stats(runs: &Path) -> Result<PathBuf, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(rd) = std::fs::read_dir(runs) {
+            for e in rd.flatten() {
+                let p = e.path().join("stats.jsonl");
+                if p.exists() {
+                    return Ok(p);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("no stats.jsonl under {}", runs.display()))
+}
+
+/// The newest stats line's time and events into `raw`.
+fn last_stats(path: &Path) -> Result<(f64, u64), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.ends_with('}'))
+        .ok_or_else(|| format!("{} has no complete line", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("{}: {e}", path.display()))?;
+    let t = v["t"].as_f64().ok_or("a stats line without 't'")?;
+    let n = v["buffers"]["raw"]["events_in"]
+        .as_u64()
+        .ok_or("a stats line without buffers.raw.events_in")?;
+    Ok((t, n))
+}
+
+/// Fetches `/state` and `/metrics` `POLL_HZ` times a second while `on`, over one kept-alive
+/// connection (opened again when the server closes it).
+fn poller(
+    addr: SocketAddr,
+    k: usize,
+    on: &AtomicBool,
+    done: &AtomicBool,
+    responses: &AtomicU64,
+    errors: &AtomicU64,
+) {
+    let period = Duration::from_millis(1000 / POLL_HZ);
+    // Spread the clients over the period, as independent pages would be.
+    std::thread::sleep(period * k as u32 / POLLERS as u32);
+    let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+    let mut next = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        next += period;
+        if on.load(Ordering::Relaxed) {
+            for path in ["/state", "/metrics"] {
+                if conn.is_none() {
+                    conn = connect(addr).ok();
+                }
+                let ok = match conn.as_mut() {
+                    Some((w, r)) => get(w, r, addr, path).is_ok_and(|s| s == 200),
+                    None => false,
+                };
+                if ok {
+                    responses.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    conn = None;
+                }
+            }
+        } else {
+            conn = None;
+        }
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_nodelay(true)?;
+    let r = BufReader::new(s.try_clone()?);
+    Ok((s, r))
+}
+
+/// One GET on a kept-alive connection; reads the whole response, returns its status.
+fn get(
+    w: &mut TcpStream,
+    r: &mut BufReader<TcpStream>,
+    addr: SocketAddr,
+    path: &str,
+) -> std::io::Result<u16> {
+    write!(w, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    let (status, length, chunked) = head(r)?;
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).map_err(std::io::Error::other)?;
+            let mut body = vec![0; n + 2];
+            r.read_exact(&mut body)?;
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        std::io::copy(&mut r.by_ref().take(length as u64), &mut std::io::sink())?;
+    }
+    Ok(status)
+}
+
+/// Reads a response's status line and headers: status, content length, chunked.
+fn head(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, usize, bool)> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let (mut length, mut chunked) = (0, false);
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            return Ok((status, length, chunked));
+        }
+        let lower = l.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+}
+
+/// Holds an `/events` stream open while `on`, counting its `data:` lines.
+fn stream(addr: SocketAddr, on: &AtomicBool, done: &AtomicBool, updates: &AtomicU64) {
+    while !done.load(Ordering::Relaxed) {
+        if !on.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let Ok((mut w, mut r)) = connect(addr) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let _ = w.set_read_timeout(Some(Duration::from_millis(100)));
+        if write!(w, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").is_err() {
+            continue;
+        }
+        let mut line = String::new();
+        while on.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+            match r.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if line.starts_with("data:") {
+                        updates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    line.clear();
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
