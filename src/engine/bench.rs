@@ -254,9 +254,20 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
         }
     };
     let scratch = std::env::temp_dir().join("daq-engine-bench");
+    // mimoCoRB2 runs with the reference directory as its working directory: a relative
+    // `--reference` (or interpreter) path would be looked up from there and not be found.
+    let reference = match reference.map(std::fs::canonicalize).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("daq-engine: --reference: {e}");
+            return 2;
+        }
+    };
+    let reference = reference.as_deref();
     let python = reference.map(|dir| {
         std::env::var_os("MIMOCORB2_PYTHON")
             .map(PathBuf::from)
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
             .unwrap_or_else(|| dir.join(".venv/bin/python"))
     });
     println!(
