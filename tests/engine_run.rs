@@ -926,3 +926,70 @@ fn an_aborted_runs_hdf5_files_open_with_plain_h5py() {
     let (d, m) = files["raw.h5"]["raw"];
     assert!(d > 0 && d == m, "{files:?}");
 }
+
+/// issue 17: with isolated cores (here faked with DAQ_ISOLATED_CPUS), importers are placed
+/// on them first, then analysis, then exporters; `check` shows the placement and the stats
+/// show where each process really ran.
+#[test]
+fn importers_are_placed_first_on_the_isolated_cores_and_check_shows_it() {
+    let d = Dir::new("placement");
+    let setup = d.write(
+        "setup.yaml",
+        "target_directory: runs
+options: {stats_interval: 0.05}
+Buffers:
+  raw: {slot_count: 8, data_length: 4096, data_dtype: {ch0: f4}}
+  kept: {slot_count: 8, data_length: 4096, data_dtype: {ch0: f4}}
+Workers:
+  source: {function: bench.source, sinks: [raw], config: {n_events: 30000}}
+  copy: {function: misc.copy, sources: [raw], sinks: [kept]}
+  sink: {function: bench.sink, sources: [kept]}
+",
+    );
+    let out = Command::new(EXE)
+        .args(["check"])
+        .arg(&setup)
+        .env("DAQ_ISOLATED_CPUS", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("placement on isolated cores 1"), "{text}");
+    let line = |w: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("  {w}")) && l.contains(" core "))
+            .unwrap_or_else(|| panic!("no placement line for {w}:\n{text}"))
+            .to_string()
+    };
+    assert!(line("source ").contains("core 1 (isolated)"), "{text}");
+    assert!(line("copy ").contains("core - (housekeeping)"), "{text}");
+    assert!(line("sink ").contains("core - (housekeeping)"), "{text}");
+
+    let child = Command::new(EXE)
+        .arg(&setup)
+        .args(["--no-tui", "--quiet"])
+        .env("DAQ_ISOLATED_CPUS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    let stats = std::fs::read_to_string(d.run_dir().join("stats.jsonl")).unwrap();
+    let pinned = |v: &serde_json::Value, w: &str| v["workers"][w]["pinned"].clone();
+    let seen: Vec<serde_json::Value> = stats
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["workers"]["source"]["state"] == "running")
+        .collect();
+    assert!(
+        !seen.is_empty(),
+        "no stats line while the source ran:\n{stats}"
+    );
+    for v in &seen {
+        assert_eq!(pinned(v, "source"), serde_json::json!([1]), "{v}");
+        assert_eq!(pinned(v, "copy"), serde_json::json!([]), "{v}");
+        assert_eq!(pinned(v, "sink"), serde_json::json!([]), "{v}");
+    }
+}

@@ -119,6 +119,22 @@ pub enum Command {
     /// List connected supported devices (serial detectors, PicoScope, Hantek 6022, DRS4)
     /// with the function and setup to use for each.
     Devices,
+    /// Check this machine's real-time readiness (isolated cores, RT throttling, CPU
+    /// governor, huge pages, memlock, irqbalance): what each costs and how to change it.
+    Tune {
+        /// Change the settings that are safe to change now (saving the old values).
+        #[arg(long, conflicts_with = "restore")]
+        apply: bool,
+        /// Put back what `--apply` changed.
+        #[arg(long)]
+        restore: bool,
+        /// With --apply: reserve this many 2 MiB huge pages.
+        #[arg(long, value_name = "N", requires = "apply")]
+        hugepages: Option<u64>,
+        /// Read and write below this directory instead of / (for tests).
+        #[arg(long, hide = true)]
+        root: Option<PathBuf>,
+    },
     /// Install or check the udev rules that give users access to the devices.
     Udev {
         #[command(subcommand)]
@@ -232,6 +248,12 @@ pub fn main(
             }
         },
         Some(Command::Devices) => crate::devices::tools::devices(),
+        Some(Command::Tune {
+            apply,
+            restore,
+            hugepages,
+            root,
+        }) => crate::engine::tune::run(apply, restore, hugepages, root.as_deref()),
         Some(Command::Man) => {
             use clap::CommandFactory;
             let mut out = std::io::stdout().lock();

@@ -878,6 +878,11 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
         return 2;
     }
     print!("{}", setup::graph::text(&checked.setup));
+    let seats = super::placement::seats_of_setup(&checked.setup);
+    let placement = super::placement::place(&seats, &super::placement::isolated_cores());
+    for line in placement.describe(&seats) {
+        println!("{line}");
+    }
     if let Some(d) = dot {
         if let Err(e) = std::fs::write(d, setup::graph::dot(&checked.setup)) {
             eprintln!("daq-engine: {}: {e}", d.display());

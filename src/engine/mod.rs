@@ -6,6 +6,7 @@ pub mod bench;
 pub mod builtin;
 pub mod launch;
 pub mod notify;
+pub mod placement;
 pub mod plan;
 pub mod plugin;
 pub mod process;
@@ -16,6 +17,7 @@ pub use registry::{Build, Check, Function, Registry};
 pub mod realtime;
 pub mod supervisor;
 pub mod terminal;
+pub mod tune;
 
 pub use supervisor::{Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher};
 

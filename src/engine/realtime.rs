@@ -4,13 +4,6 @@
 //! process goes on and the refusal is returned as a message saying how to fix it, so the
 //! caller can warn once.
 
-/// Cores listed as isolated by the kernel (`isolcpus=`), preferred for importers.
-pub fn isolated_cores() -> Vec<usize> {
-    std::fs::read_to_string("/sys/devices/system/cpu/isolated")
-        .map(|s| parse_cpu_list(s.trim()))
-        .unwrap_or_default()
-}
-
 /// Parses a kernel CPU list like `0-2,5`.
 pub fn parse_cpu_list(s: &str) -> Vec<usize> {
     let mut out = Vec::new();

@@ -299,7 +299,8 @@ pub struct Supervisor {
     stopping: bool,
     paused: bool,
     failures: Vec<String>,
-    isolated: Vec<usize>,
+    /// The core of each worker process (see `placement`).
+    placement: super::placement::Placement,
     _places: Vec<ShmPlace>,
     /// Free space under the run directory: warns when low, stops the run at the reserve.
     disk: crate::export::disk::DiskWatch,
@@ -391,6 +392,10 @@ impl Supervisor {
         })?;
         let (plan_run_dir, disk_reserve_mb) = (plan.run_dir.clone(), plan.disk_reserve_mb);
         let alerts = super::alert::Alerts::new(plan.alert_command.clone(), &plan.run_dir);
+        let placement = super::placement::place(
+            &super::placement::seats_of_plan(&plan),
+            &super::placement::isolated_cores(),
+        );
         Ok(Supervisor {
             plan,
             plan_path,
@@ -405,7 +410,7 @@ impl Supervisor {
             stopping: false,
             paused: false,
             failures: Vec::new(),
-            isolated: super::realtime::isolated_cores(),
+            placement,
             _places: places,
             disk: crate::export::disk::DiskWatch::new(plan_run_dir, (disk_reserve_mb * 1e6) as u64),
             notify: super::notify::Notify::from_env(),
@@ -501,12 +506,7 @@ impl Supervisor {
             .env_remove(super::notify::SOCKET_VAR)
             .stdin(Stdio::null())
             .process_group(0);
-        if !w.cpu.is_empty() {
-            let cpu = w.cpu[index % w.cpu.len()];
-            cmd.env("DAQ_CPU", cpu.to_string());
-        } else if w.sources.is_empty() && w.observes.is_empty() && !self.isolated.is_empty() {
-            // Importers get the cores the kernel keeps free of other work (isolcpus=).
-            let cpu = self.isolated[index % self.isolated.len()];
+        if let Some(cpu) = self.placement.core(worker, index) {
             cmd.env("DAQ_CPU", cpu.to_string());
         }
         if let Some(p) = w.priority {
