@@ -230,13 +230,13 @@ impl HistogramExport {
         let src = one_source(ctx)?;
         let bins = c.get(BINS)?;
         if bins.is_empty() {
-            return Err(c.error("bins", "names no field").into());
+            return Err(c.error(BINS.name, "names no field").into());
         }
         let mut fields = Vec::new();
         for (name, spec) in bins {
             let bad = || {
                 c.error(
-                    "bins",
+                    BINS.name,
                     format!(
                         "'{name}': expected [min, max, n] with min < max and n ≥ 1, found {spec}"
                     ),
@@ -251,7 +251,7 @@ impl HistogramExport {
             if n > MAX_BINS as u64 {
                 return Err(c
                     .error(
-                        "bins",
+                        BINS.name,
                         format!(
                             "'{name}': {n} bins is more than the {MAX_BINS} a histogram may \
                              have (8 bytes each, kept in memory and written at the end)"
@@ -261,12 +261,12 @@ impl HistogramExport {
             }
             let h = Histogram::new(lo, hi, n as usize).ok_or_else(bad)?;
             let access = FieldAccess::new(src, name)
-                .map_err(|e| WorkerError::from(c.error("bins", e.to_string())))?;
+                .map_err(|e| WorkerError::from(c.error(BINS.name, e.to_string())))?;
             fields.push((access, h));
         }
         let mut fits = Vec::new();
         for (k, item) in c.get(FIT)?.iter().enumerate() {
-            let bad = |what: &str| c.error("fit", format!("entry {k}: {what}, found {item}"));
+            let bad = |what: &str| c.error(FIT.name, format!("entry {k}: {what}, found {item}"));
             let o = item.as_object().ok_or_else(|| bad("expected a mapping"))?;
             let field = o
                 .get("field")

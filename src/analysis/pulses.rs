@@ -331,24 +331,24 @@ impl FinderConfig {
         if !(threshold.is_finite() && threshold > 0.0) {
             return Err(c
                 .error(
-                    "threshold",
+                    THRESHOLD.name,
                     "must be a number > 0 (pulses are made positive by `polarity`)",
                 )
                 .into());
         }
         let release_fraction = c.get(RELEASE)?;
         if !(release_fraction > 0.0 && release_fraction <= 1.0) {
-            return Err(c.error("release_fraction", "must be in (0, 1]").into());
+            return Err(c.error(RELEASE.name, "must be in (0, 1]").into());
         }
         let time_fraction = c.get(TIME_FRACTION)?;
         if !(time_fraction > 0.0 && time_fraction < 1.0) {
-            return Err(c.error("time_fraction", "must be in (0, 1)").into());
+            return Err(c.error(TIME_FRACTION.name, "must be in (0, 1)").into());
         }
         let baseline_samples = c.get(BASELINE)?;
         if baseline_samples >= src.data_length {
             return Err(c
                 .error(
-                    "baseline_samples",
+                    BASELINE.name,
                     format!(
                         "{baseline_samples} leaves no samples of the {}-sample trace",
                         src.data_length
@@ -359,12 +359,12 @@ impl FinderConfig {
         let scale = c.get(SCALE)?;
         if !(scale.is_finite() && scale != 0.0) {
             return Err(c
-                .error("scale", "must be a finite number other than 0")
+                .error(SCALE.name, "must be a finite number other than 0")
                 .into());
         }
         let max_pulses = c.get(MAX_PULSES)?;
         if max_pulses == 0 {
-            return Err(c.error("max_pulses", "must be at least 1").into());
+            return Err(c.error(MAX_PULSES.name, "must be at least 1").into());
         }
         Ok(FinderConfig {
             settings: FinderSettings {
@@ -425,7 +425,7 @@ impl Baseline {
             return Err(ctx
                 .config
                 .error(
-                    "baseline_samples",
+                    BASELINE_SUBTRACTED.name,
                     format!("must be between 1 and the trace length {}", src.data_length),
                 )
                 .into());
@@ -568,7 +568,7 @@ impl PulsePairs {
         let first = src.dtype.fields()[0].name.clone();
         let name = ctx.config.get(PAIRS_CHANNEL)?.unwrap_or(&first).to_string();
         let channel = FieldAccess::new(src, &name)
-            .map_err(|e| WorkerError::from(ctx.config.error("channel", e.to_string())))?;
+            .map_err(|e| WorkerError::from(ctx.config.error(PAIRS_CHANNEL.name, e.to_string())))?;
         let channel_index = src
             .dtype
             .fields()

@@ -308,7 +308,7 @@ impl Rate {
         if !(tau.is_finite() && (0.0..1.0).contains(&tau)) {
             return Err(c
                 .error(
-                    "dead_time_per_count",
+                    DEAD_TIME_PER_COUNT.name,
                     "must be 0 ≤ τ < 1 (seconds per count)",
                 )
                 .into());

@@ -522,7 +522,7 @@ impl SimulatePulses {
         if pretrigger >= n {
             return Err(c
                 .error(
-                    "pretrigger_samples",
+                    PRETRIGGER_SAMPLES.name,
                     format!("{pretrigger} is not inside the trace of {n} samples"),
                 )
                 .into());
@@ -530,22 +530,22 @@ impl SimulatePulses {
         let rate = positive(ctx, RATE)?;
         let shape = match choice(ctx, SHAPE, &["exponential", "template"])? {
             "template" => {
-                let t = c
-                    .get(TEMPLATE)?
-                    .ok_or_else(|| c.error("template", "is required when shape is 'template'"))?;
+                let t = c.get(TEMPLATE)?.ok_or_else(|| {
+                    c.error(TEMPLATE.name, "is required when shape is 'template'")
+                })?;
                 PulseShape::template(&t, n + 1).ok_or_else(|| {
-                    c.error("template", "needs at least one finite, non-zero value")
+                    c.error(TEMPLATE.name, "needs at least one finite, non-zero value")
                 })?
             }
             _ => {
                 let rise = c.get(RISE_TIME)?;
                 if !(rise.is_finite() && rise >= 0.0) {
-                    return Err(c.error("rise_time", "must be a number ≥ 0 (s)").into());
+                    return Err(c.error(RISE_TIME.name, "must be a number ≥ 0 (s)").into());
                 }
                 let decay = positive(ctx, DECAY_TIME)?;
                 if rise > 0.0 && rise > decay {
                     return Err(c
-                        .error("rise_time", "must not be longer than decay_time")
+                        .error(RISE_TIME.name, "must not be longer than decay_time")
                         .into());
                 }
                 PulseShape::exponential(rise / dt, decay / dt, n + 1)
@@ -566,11 +566,14 @@ impl SimulatePulses {
             },
             "lines" => {
                 let heights = c.get(LINE_AMPLITUDES)?.ok_or_else(|| {
-                    c.error("line_amplitudes", "is required when amplitude is 'lines'")
+                    c.error(
+                        LINE_AMPLITUDES.name,
+                        "is required when amplitude is 'lines'",
+                    )
                 })?;
                 if heights.is_empty() || heights.iter().any(|h| !h.is_finite()) {
                     return Err(c
-                        .error("line_amplitudes", "needs at least one finite height")
+                        .error(LINE_AMPLITUDES.name, "needs at least one finite height")
                         .into());
                 }
                 let weights = c
@@ -582,7 +585,7 @@ impl SimulatePulses {
                 {
                     return Err(c
                         .error(
-                            "line_weights",
+                            LINE_WEIGHTS.name,
                             format!(
                                 "needs {} weights ≥ 0 (one per line) with a positive sum",
                                 heights.len()
@@ -601,7 +604,7 @@ impl SimulatePulses {
                     .collect();
                 let resolution = c.get(RESOLUTION)?;
                 if !(resolution.is_finite() && resolution >= 0.0) {
-                    return Err(c.error("resolution", "must be a number ≥ 0").into());
+                    return Err(c.error(RESOLUTION.name, "must be a number ≥ 0").into());
                 }
                 Amplitude::Lines {
                     heights,
@@ -620,7 +623,7 @@ impl SimulatePulses {
         };
         let noise = c.get(NOISE)?;
         if !(noise.is_finite() && noise >= 0.0) {
-            return Err(c.error("noise", "must be a number ≥ 0 (V)").into());
+            return Err(c.error(NOISE.name, "must be a number ≥ 0 (V)").into());
         }
         let seed = c.get(SEED)? as u64;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -637,13 +640,15 @@ impl SimulatePulses {
         };
         let decay_fraction = c.get(DECAY_FRACTION)?;
         if !(0.0..=1.0).contains(&decay_fraction) {
-            return Err(c.error("decay_fraction", "must be between 0 and 1").into());
+            return Err(c
+                .error(DECAY_FRACTION.name, "must be between 0 and 1")
+                .into());
         }
         let lifetime = positive(ctx, LIFETIME)?;
         let range = positive(ctx, ADC_RANGE)?;
         let bits = c.get(ADC_BITS)?;
         if bits > 32 {
-            return Err(c.error("adc_bits", "must be at most 32").into());
+            return Err(c.error(ADC_BITS.name, "must be at most 32").into());
         }
         let quantisers: Vec<Option<Quantiser>> = channels
             .iter()

@@ -206,7 +206,7 @@ impl Threshold {
             return Err(ctx
                 .config
                 .error(
-                    "pretrigger_samples",
+                    threshold::PRETRIGGER.name,
                     format!(
                         "{from} is not inside the trace of {} samples",
                         src.data_length
@@ -266,7 +266,7 @@ impl Coincidence {
         if min_channels == 0 || min_channels > chans.len() {
             return Err(c
                 .error(
-                    "min_channels",
+                    coincidence::MIN_CHANNELS.name,
                     format!(
                         "must be between 1 and the {} channels taking part",
                         chans.len()
@@ -276,7 +276,9 @@ impl Coincidence {
         }
         let max = c.get(coincidence::MAX_CROSSINGS)?;
         if max == 0 {
-            return Err(c.error("max_crossings", "must be at least 1").into());
+            return Err(c
+                .error(coincidence::MAX_CROSSINGS.name, "must be at least 1")
+                .into());
         }
         Ok(Coincidence {
             crossings: chans.iter().map(|_| (vec![0; max], 0)).collect(),

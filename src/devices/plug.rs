@@ -30,10 +30,10 @@ pub(crate) fn unplug_window(cfg: &Config) -> Result<Option<(Duration, Duration)>
     let at = cfg.get(UNPLUG_AT)?;
     let gone = cfg.get(UNPLUG_FOR)?;
     if !(at.is_finite() && (0.0..=86400.0).contains(&at)) {
-        return Err(cfg.error("sim_unplug_at", "must be 0 … 86400 (s)").into());
+        return Err(cfg.error(UNPLUG_AT.name, "must be 0 … 86400 (s)").into());
     }
     if !(gone.is_finite() && (0.0..=3600.0).contains(&gone)) {
-        return Err(cfg.error("sim_unplug_for", "must be 0 … 3600 (s)").into());
+        return Err(cfg.error(UNPLUG_FOR.name, "must be 0 … 3600 (s)").into());
     }
     Ok((at > 0.0).then(|| (Duration::from_secs_f64(at), Duration::from_secs_f64(gone))))
 }

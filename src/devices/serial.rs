@@ -333,13 +333,13 @@ fn common(ctx: &BuildContext) -> Result<Common, WorkerError> {
     let second = c.get(SIM_SECOND)?;
     if !(second.is_finite() && (1e-4..=60.0).contains(&second)) {
         return Err(c
-            .error("sim_second", "must be between 0.0001 and 60 (s)")
+            .error(SIM_SECOND.name, "must be between 0.0001 and 60 (s)")
             .into());
     }
     let max = c.get(BACKOFF)?;
     if !(max.is_finite() && (0.05..=600.0).contains(&max)) {
         return Err(c
-            .error("reconnect_backoff_max", "must be between 0.05 and 600 (s)")
+            .error(BACKOFF.name, "must be between 0.05 and 600 (s)")
             .into());
     }
     Ok(Common {
@@ -371,7 +371,10 @@ fn baud(ctx: &BuildContext, key: Key<usize>) -> Result<Option<u32>, WorkerError>
     if !(300..=4_000_000).contains(&b) {
         return Err(ctx
             .config
-            .error("baud", "must be 0 (automatic) or a baud rate 300 … 4000000")
+            .error(
+                key.name,
+                "must be 0 (automatic) or a baud rate 300 … 4000000",
+            )
             .into());
     }
     Ok(Some(b as u32))
@@ -406,7 +409,7 @@ fn check_common(ctx: &BuildContext, expect_data: Key<f64>) -> Result<(), WorkerE
             return Err(ctx
                 .config
                 .error(
-                    "port",
+                    PORT.name,
                     format!(
                         "{}: no such serial port ({e}): is the detector plugged in? \
                          `daq-engine devices` lists the connected ones; --simulate runs the \
@@ -456,7 +459,7 @@ fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64)
             let s = cfg.get(gmc_keys::POLL_INTERVAL)?;
             if !(s.is_finite() && (0.01..=86400.0).contains(&s)) {
                 return Err(cfg
-                    .error("poll_interval", "must be 0.01 … 86400 (s)")
+                    .error(gmc_keys::POLL_INTERVAL.name, "must be 0.01 … 86400 (s)")
                     .into());
             }
             GmcMode::PollCpm {
@@ -466,7 +469,7 @@ fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64)
         other => {
             return Err(cfg
                 .error(
-                    "mode",
+                    gmc_keys::MODE.name,
                     format!("'{other}' is not a mode: heartbeat or poll_cpm"),
                 )
                 .into())
@@ -478,13 +481,15 @@ fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64)
         4 => Some(CountWidth::Four),
         _ => {
             return Err(cfg
-                .error("count_width", "must be 0 (by model), 2 or 4")
+                .error(gmc_keys::COUNT_WIDTH.name, "must be 0 (by model), 2 or 4")
                 .into())
         }
     };
     let reply = cfg.get(gmc_keys::REPLY_TIMEOUT)?;
     if !(reply.is_finite() && (0.01..=10.0).contains(&reply)) {
-        return Err(cfg.error("reply_timeout", "must be 0.01 … 10 (s)").into());
+        return Err(cfg
+            .error(gmc_keys::REPLY_TIMEOUT.name, "must be 0.01 … 10 (s)")
+            .into());
     }
     Ok((mode, width, reply))
 }
@@ -515,7 +520,7 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             other => {
                 return Err(cfg
                     .error(
-                        "sim_model",
+                        gmc_keys::SIM_MODEL.name,
                         format!("'{other}': choose gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800"),
                     )
                     .into())
@@ -629,7 +634,7 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
             other => {
                 return Err(cfg
                     .error(
-                        "fields",
+                        line_keys::FIELDS.name,
                         format!(
                         "'{other}' is not a field: counts, pulse, time_s, time_ms, time_us or skip"
                     ),
@@ -645,7 +650,7 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
         other => {
             return Err(cfg
                 .error(
-                    "separator",
+                    line_keys::SEPARATOR.name,
                     format!("'{other}': whitespace, tab or one ASCII character such as ','"),
                 )
                 .into())
@@ -656,7 +661,8 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
         fields,
         comment: cfg.get(line_keys::COMMENT)?.to_string(),
     };
-    g.validate().map_err(|p| cfg.error("fields", p))?;
+    g.validate()
+        .map_err(|p| cfg.error(line_keys::FIELDS.name, p))?;
     Ok(g)
 }
 
@@ -679,7 +685,14 @@ fn cosmicwatch_version(
     Ok(match cfg.get(cosmicwatch_keys::VERSION)? {
         "v2" => (CosmicWatchVersion::V2, SimVersion::V2),
         "v3x" | "v3X" => (CosmicWatchVersion::V3X(cols), SimVersion::V3X(cols)),
-        other => return Err(cfg.error("version", format!("'{other}': v2 or v3x")).into()),
+        other => {
+            return Err(cfg
+                .error(
+                    cosmicwatch_keys::VERSION.name,
+                    format!("'{other}': v2 or v3x"),
+                )
+                .into())
+        }
     })
 }
 
@@ -692,7 +705,9 @@ pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerErr
     let sim = if c.simulate {
         let coincidence = cfg.get(cosmicwatch_keys::SIM_COINCIDENCE)?;
         if !(0.0..=1.0).contains(&coincidence) {
-            return Err(cfg.error("sim_coincidence", "must be 0 … 1").into());
+            return Err(cfg
+                .error(cosmicwatch_keys::SIM_COINCIDENCE.name, "must be 0 … 1")
+                .into());
         }
         Some(
             cosmicwatch::simulate(CosmicWatchSimConfig {

@@ -532,8 +532,13 @@ impl Drop for FakePico {
 /// The PicoScope configuration `cfg` describes (without library path when simulating).
 pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     let fam_name = cfg.get(pico_keys::FAMILY)?;
-    let family = picoscope::family_by_name(fam_name)
-        .ok_or_else(|| bad(cfg, "family", format!("'{fam_name}': ps5000a or ps2000a")))?;
+    let family = picoscope::family_by_name(fam_name).ok_or_else(|| {
+        bad(
+            cfg,
+            pico_keys::FAMILY.name,
+            format!("'{fam_name}': ps5000a or ps2000a"),
+        )
+    })?;
     let letters = cfg.get(pico_keys::CHANNELS)?;
     let mut enabled = Vec::new();
     for l in &letters {
@@ -542,10 +547,20 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             "B" => 1,
             "C" => 2,
             "D" => 3,
-            _ => return Err(bad(cfg, "channels", format!("'{l}' is not a channel A..D"))),
+            _ => {
+                return Err(bad(
+                    cfg,
+                    pico_keys::CHANNELS.name,
+                    format!("'{l}' is not a channel A..D"),
+                ))
+            }
         };
         if enabled.contains(&i) {
-            return Err(bad(cfg, "channels", format!("channel {l} is named twice")));
+            return Err(bad(
+                cfg,
+                pico_keys::CHANNELS.name,
+                format!("channel {l} is named twice"),
+            ));
         }
         enabled.push(i);
     }
@@ -554,7 +569,13 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     let coupling = match cfg.get(pico_keys::COUPLING)? {
         "dc" | "DC" => Coupling::Dc,
         "ac" | "AC" => Coupling::Ac,
-        other => return Err(bad(cfg, "coupling", format!("'{other}': dc or ac"))),
+        other => {
+            return Err(bad(
+                cfg,
+                pico_keys::COUPLING.name,
+                format!("'{other}': dc or ac"),
+            ))
+        }
     };
     let offset = cfg.get(pico_keys::ANALOG_OFFSET)? as f32;
     let mut channels = [ChannelConfig::OFF; 4];
@@ -562,7 +583,7 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
         let range = VoltageRange::from_volts(r).ok_or_else(|| {
             bad(
                 cfg,
-                "ranges",
+                pico_keys::RANGES.name,
                 format!("±{r} V is not a PicoScope range: 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50"),
             )
         })?;
@@ -574,11 +595,20 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
         };
     }
     let bits = cfg.get(pico_keys::RESOLUTION_BITS)?;
-    let resolution = Resolution::from_bits(bits)
-        .ok_or_else(|| bad(cfg, "resolution_bits", "must be 8, 12, 14, 15 or 16"))?;
+    let resolution = Resolution::from_bits(bits).ok_or_else(|| {
+        bad(
+            cfg,
+            pico_keys::RESOLUTION_BITS.name,
+            "must be 8, 12, 14, 15 or 16",
+        )
+    })?;
     let interval = cfg.get(pico_keys::SAMPLE_INTERVAL)?;
     if !(interval.is_finite() && interval > 0.0) {
-        return Err(bad(cfg, "sample_interval", "must be a time > 0 (s)"));
+        return Err(bad(
+            cfg,
+            pico_keys::SAMPLE_INTERVAL.name,
+            "must be a time > 0 (s)",
+        ));
     }
     let acquisition = match cfg.get(pico_keys::MODE)? {
         "rapid_block" => {
@@ -591,7 +621,13 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                     "B" => 1,
                     "C" => 2,
                     "D" => 3,
-                    _ => return Err(bad(cfg, "trigger_channel", format!("'{tc}': A..D or none"))),
+                    _ => {
+                        return Err(bad(
+                            cfg,
+                            pico_keys::TRIGGER_CHANNEL.name,
+                            format!("'{tc}': A..D or none"),
+                        ))
+                    }
                 };
                 let direction = match cfg.get(pico_keys::TRIGGER_DIRECTION)? {
                     "rising" => ThresholdDirection::Rising,
@@ -602,7 +638,7 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                     other => {
                         return Err(bad(
                             cfg,
-                            "trigger_direction",
+                            pico_keys::TRIGGER_DIRECTION.name,
                             format!(
                                 "'{other}': rising, falling, above, below or rising_or_falling"
                             ),
@@ -615,8 +651,9 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                     level_v: cfg.get(pico_keys::TRIGGER_LEVEL)?,
                     direction,
                     delay_samples: cfg.get(pico_keys::TRIGGER_DELAY)?,
-                    auto_trigger_ms: i16::try_from(auto)
-                        .map_err(|_| bad(cfg, "auto_trigger_ms", "must be 0 … 32767"))?,
+                    auto_trigger_ms: i16::try_from(auto).map_err(|_| {
+                        bad(cfg, pico_keys::AUTO_TRIGGER_MS.name, "must be 0 … 32767")
+                    })?,
                 })
             };
             Acquisition::RapidBlock {
@@ -633,7 +670,7 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
         other => {
             return Err(bad(
                 cfg,
-                "mode",
+                pico_keys::MODE.name,
                 format!("'{other}': rapid_block or streaming"),
             ))
         }
@@ -641,7 +678,13 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     let format = match cfg.get(pico_keys::FORMAT)? {
         "volts" => picoscope::SampleFormat::Volts,
         "raw" => picoscope::SampleFormat::Raw,
-        other => return Err(bad(cfg, "format", format!("'{other}': volts or raw"))),
+        other => {
+            return Err(bad(
+                cfg,
+                pico_keys::FORMAT.name,
+                format!("'{other}': volts or raw"),
+            ))
+        }
     };
     let config = PicoScopeConfig {
         family,
@@ -690,7 +733,11 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
     if simulate {
         let rate = cfg.get(pico_keys::SIM_RATE)?;
         if !(rate.is_finite() && rate >= 0.0) {
-            return Err(bad(cfg, "sim_rate", "must be ≥ 0 (captures per second)"));
+            return Err(bad(
+                cfg,
+                pico_keys::SIM_RATE.name,
+                "must be ≥ 0 (captures per second)",
+            ));
         }
         let fake = FakePico::load(config.family.soname)
             .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
@@ -716,7 +763,7 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
 pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
     let channels = cfg.get(hantek_keys::CHANNELS)?;
     if !(1..=2).contains(&channels) {
-        return Err(bad(cfg, "channels", "must be 1 or 2"));
+        return Err(bad(cfg, hantek_keys::CHANNELS.name, "must be 1 or 2"));
     }
     let ranges = per_channel(cfg, hantek_keys::RANGES, channels)?;
     let mut gains = [Gain::X1; 2];
@@ -724,7 +771,7 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
         *g = Gain::from_full_scale(*r as f32).ok_or_else(|| {
             bad(
                 cfg,
-                "ranges",
+                hantek_keys::RANGES.name,
                 format!("±{r} V: the 6022 offers 5, 2.5, 1 or 0.5"),
             )
         })?;
@@ -732,11 +779,21 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
     let format = match cfg.get(hantek_keys::FORMAT)? {
         "volts" => hantek6022::SampleFormat::Volts,
         "raw" => hantek6022::SampleFormat::Raw,
-        other => return Err(bad(cfg, "format", format!("'{other}': volts or raw"))),
+        other => {
+            return Err(bad(
+                cfg,
+                hantek_keys::FORMAT.name,
+                format!("'{other}': volts or raw"),
+            ))
+        }
     };
     let samples = cfg.get(hantek_keys::SAMPLES_PER_EVENT)?;
     if !(1..=10_000_000).contains(&samples) {
-        return Err(bad(cfg, "samples_per_event", "must be 1 … 10000000"));
+        return Err(bad(
+            cfg,
+            hantek_keys::SAMPLES_PER_EVENT.name,
+            "must be 1 … 10000000",
+        ));
     }
     let trigger = match cfg.get(hantek_keys::TRIGGER_CHANNEL)? {
         0 => None,
@@ -747,7 +804,7 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
                 other => {
                     return Err(bad(
                         cfg,
-                        "trigger_edge",
+                        hantek_keys::TRIGGER_EDGE.name,
                         format!("'{other}': rising or falling"),
                     ))
                 }
@@ -756,7 +813,7 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
             if pre >= samples {
                 return Err(bad(
                     cfg,
-                    "pre_trigger",
+                    hantek_keys::PRE_TRIGGER.name,
                     "must be less than samples_per_event",
                 ));
             }
@@ -770,7 +827,7 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
         _ => {
             return Err(bad(
                 cfg,
-                "trigger_channel",
+                hantek_keys::TRIGGER_CHANNEL.name,
                 "must be 0 (none) or an active channel (1 or 2)",
             ))
         }
@@ -796,7 +853,11 @@ pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     if simulate {
         let rate = cfg.get(hantek_keys::SIM_RATE)?;
         if !(rate.is_finite() && rate > 0.0) {
-            return Err(bad(cfg, "sim_rate", "must be > 0 (pulses per second)"));
+            return Err(bad(
+                cfg,
+                hantek_keys::SIM_RATE.name,
+                "must be > 0 (pulses per second)",
+            ));
         }
         let period = (f64::from(config.sample_rate) / rate).max(2.0) as u64;
         let sim = SimHantek::new(SimHantekConfig {
@@ -853,11 +914,19 @@ fn simulated_firmware() -> Result<hantek6022::firmware::FirmwareImage, WorkerErr
 pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
     let ghz = cfg.get(drs4_keys::SAMPLING_GHZ)?;
     if !(0.1..=6.0).contains(&ghz) {
-        return Err(bad(cfg, "sampling_ghz", "must be 0.1 … 6 (GHz)"));
+        return Err(bad(
+            cfg,
+            drs4_keys::SAMPLING_GHZ.name,
+            "must be 0.1 … 6 (GHz)",
+        ));
     }
     let centre = cfg.get(drs4_keys::RANGE_CENTRE)?;
     if !(0.0..=0.5).contains(&centre) {
-        return Err(bad(cfg, "range_centre", "must be 0 … 0.5 (V)"));
+        return Err(bad(
+            cfg,
+            drs4_keys::RANGE_CENTRE.name,
+            "must be 0 … 0.5 (V)",
+        ));
     }
     let trigger = match cfg.get(drs4_keys::TRIGGER)? {
         "ch1" => Drs4TriggerSource::Inputs(1),
@@ -870,7 +939,7 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
         other => {
             return Err(bad(
                 cfg,
-                "trigger",
+                drs4_keys::TRIGGER.name,
                 format!("'{other}': ch1, ch2, ch3, ch4, any, external or software"),
             ))
         }
@@ -881,7 +950,7 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
         other => {
             return Err(bad(
                 cfg,
-                "trigger_edge",
+                drs4_keys::TRIGGER_EDGE.name,
                 format!("'{other}': falling or rising"),
             ))
         }

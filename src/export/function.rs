@@ -92,7 +92,7 @@ impl Settings {
                 if !(1..=9).contains(&level) {
                     return Err(c
                         .error(
-                            "level",
+                            LEVEL.name,
                             format!("{level}: the deflate level must be 1 to 9"),
                         )
                         .into());
@@ -103,7 +103,7 @@ impl Settings {
             other => {
                 return Err(c
                     .error(
-                        "compression",
+                        COMPRESSION.name,
                         format!(
                             "'{other}' is not supported: use deflate (alias gzip, level 1 to 9; \
                              every HDF5 reader opens it) or none"
