@@ -5,10 +5,14 @@
 //! and additionally knows `user.every_nth`.
 
 use daq_engine::engine::{Build, Function, Registry};
+use daq_engine::key;
 use daq_engine::worker::{
-    Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
-    WorkerError,
+    Arity, BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
 };
+
+/// The config key, declared once with its type and doc: the spec lists it, `daq-engine
+/// check` types the setup's value against it, and the build reads it through it.
+const NTH: Key<u64> = key!("nth", required, "keep one event in n");
 
 /// Passes every n-th event by its counter.
 struct EveryNth(i64);
@@ -20,13 +24,7 @@ const SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::SOME,
     observes: Arity::NONE,
-    keys: &[ConfigKey {
-        name: "nth",
-        ty: KeyType::Int,
-        required: true,
-        default: None,
-        doc: "keep one event in n",
-    }],
+    keys: &[NTH.spec()],
 };
 
 impl Filter for EveryNth {
@@ -36,9 +34,9 @@ impl Filter for EveryNth {
 }
 
 fn build(ctx: &BuildContext) -> Result<Box<dyn Filter>, WorkerError> {
-    let n = ctx.config.usize_or("nth", 0)?;
+    let n = ctx.config.get(NTH)?;
     if n == 0 {
-        return Err(ctx.config.error("nth", "must be at least 1").into());
+        return Err(ctx.config.error(NTH.name, "must be at least 1").into());
     }
     Ok(Box::new(EveryNth(n as i64)))
 }

@@ -475,6 +475,54 @@ fn check_and_the_run_refuse_what_would_fail_after_the_start() {
     );
 }
 
+/// A config value of the wrong type is refused by `check` (exit 2) at the value's file, line
+/// and column, for a function's key and for a device importer's: every key is declared with
+/// its type, and the declaration is what `check` and the function's read both use.
+#[test]
+fn check_refuses_a_wrong_typed_config_key_at_its_position() {
+    let dir = Dir::new("wrong-type");
+    let out = "  out: {function: export.drain, sources: [raw]}";
+    // (function, dtype, config, the value the message points at, a fragment of the message)
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "simulate.pulses",
+            "{x: f4}",
+            "n_events: \"many\"",
+            "\"many\"",
+            "config key 'n_events': expected a whole number",
+        ),
+        (
+            "device.hantek6022",
+            "{ch1: f4, ch2: f4}",
+            "simulate: true, firmware: 42",
+            "42",
+            "config key 'firmware': expected a string",
+        ),
+    ];
+    for (i, (function, dtype, config, needle, fragment)) in cases.iter().enumerate() {
+        let line9 = format!("    config: {{{config}}}");
+        let column = line9.find(needle).unwrap() + 1;
+        let text = format!(
+            "target_directory: runs\nBuffers:\n  raw: {{slot_count: 8, data_length: 1000, data_dtype: {dtype}}}\nWorkers:\n{out}\n  src:\n    function: {function}\n    sinks: [raw]\n{line9}\n"
+        );
+        let s = dir.write("typed.yaml", &text);
+        let check = Command::new(EXE)
+            .arg("check")
+            .arg(&s)
+            .current_dir(&dir.0)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(2), "case {i}: {err}");
+        let at = format!("typed.yaml:9:{column}: error: ");
+        assert!(err.contains(&at), "case {i}: no '{at}' in: {err}");
+        assert!(
+            err.contains(fragment),
+            "case {i}: no '{fragment}' in: {err}"
+        );
+    }
+}
+
 #[test]
 fn bad_setups_exit_2_with_a_positioned_message() {
     let dir = Dir::new("bad");

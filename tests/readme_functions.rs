@@ -26,3 +26,29 @@ fn readme_documents_every_function_and_key() {
         "README's function reference lacks {missing:?}: paste the output of `daq-engine functions`"
     );
 }
+
+/// The reference is exactly what `daq-engine functions` prints: the keys' types, defaults and
+/// docs come from the functions' key declarations, so a changed default cannot leave the
+/// README behind.
+#[test]
+fn readme_reference_is_the_output_of_daq_engine_functions() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daq-engine"))
+        .arg("functions")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let start = readme
+        .find("## Function reference")
+        .expect("README has a Function reference section");
+    let block = &readme[start..];
+    let block = &block[block.find("```text\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    assert!(
+        block == printed,
+        "README's function reference differs from `daq-engine functions`: paste its output \
+         between the ```text fences"
+    );
+}

@@ -10,9 +10,9 @@
 //! `finish` appends the rest and syncs the file. A write error names the file.
 
 use super::trace::{one_source, positive, FieldAccess};
+use crate::key;
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventRef, Exporter, FunctionSpec, KeyType, Template,
-    WorkerError,
+    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -31,23 +31,17 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::NONE,
     observes: Arity::NONE,
-    keys: &[
-        ConfigKey {
-            name: "filename",
-            ty: KeyType::Str,
-            required: false,
-            default: Some("the source buffer's name"),
-            doc: "file name in the run directory, without .csv",
-        },
-        ConfigKey {
-            name: "save_interval",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("1.0"),
-            doc: "seconds between appends to the file",
-        },
-    ],
+    keys: &[FILENAME.spec(), SAVE_INTERVAL.spec()],
 };
+
+/// `export.csv`: the file's name.
+const FILENAME: MaybeKey<str> = key!(
+    "filename",
+    absent: "the source buffer's name",
+    "file name in the run directory, without .csv"
+);
+/// `export.csv`: how often the text is appended.
+const SAVE_INTERVAL: Key<f64> = key!("save_interval", 1.0, "seconds between appends to the file");
 
 /// The declaration of `export.drain`.
 pub const DRAIN_SPEC: FunctionSpec = FunctionSpec {
@@ -81,14 +75,14 @@ pub struct CsvExport {
 /// save interval; read and checked without opening anything.
 fn settings(ctx: &BuildContext) -> Result<(&str, Vec<FieldAccess>, f64), WorkerError> {
     let src = one_source(ctx)?;
-    let name = ctx.config.file_name_or("filename", &src.name)?;
+    let name = ctx.config.file_name(FILENAME, &src.name)?;
     let fields: Vec<FieldAccess> = src
         .dtype
         .fields()
         .iter()
         .map(|f| FieldAccess::new(src, &f.name))
         .collect::<Result<_, _>>()?;
-    Ok((name, fields, positive(ctx, "save_interval", 1.0)?))
+    Ok((name, fields, positive(ctx, SAVE_INTERVAL)?))
 }
 
 /// Checks the config of `export.csv` as [`CsvExport::build`] does, creating no file.

@@ -19,8 +19,9 @@
 
 use super::fit::{self, ExponentialFit, FitError, GaussianFit};
 use super::trace::{one_source, FieldAccess};
+use crate::key;
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventRef, Exporter, FunctionSpec, KeyType, Template,
+    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Items, Key, Mapping, Template,
     WorkerError,
 };
 use std::fmt::Write as _;
@@ -37,30 +38,24 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::NONE,
     observes: Arity::NONE,
-    keys: &[
-        ConfigKey {
-            name: "bins",
-            ty: KeyType::Map,
-            required: true,
-            default: None,
-            doc: "field → [min, max, n]: n bins over [min, max) in the field's unit",
-        },
-        ConfigKey {
-            name: "update_interval",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("1.0"),
-            doc: "seconds between rewrites of the CSV files",
-        },
-        ConfigKey {
-            name: "fit",
-            ty: KeyType::List,
-            required: false,
-            default: Some("[]"),
-            doc: "fits at the end: each {field, model: exponential|gaussian, min, max, background: false, name}",
-        },
-    ],
+    keys: &[BINS.spec(), UPDATE_INTERVAL.spec(), FIT.spec()],
 };
+
+const BINS: Key<Mapping> = key!(
+    "bins",
+    required,
+    "field → [min, max, n]: n bins over [min, max) in the field's unit"
+);
+const UPDATE_INTERVAL: Key<f64> = key!(
+    "update_interval",
+    1.0,
+    "seconds between rewrites of the CSV files"
+);
+const FIT: Key<Items> = key!(
+    "fit",
+    [],
+    "fits at the end: each {field, model: exponential|gaussian, min, max, background: false, name}"
+);
 
 /// Most bins one histogram may have (128 MiB of counts).
 pub const MAX_BINS: usize = 1 << 24;
@@ -233,19 +228,15 @@ impl HistogramExport {
     pub fn build(ctx: &BuildContext) -> Result<HistogramExport, WorkerError> {
         let c = &ctx.config;
         let src = one_source(ctx)?;
-        let bins = c
-            .get("bins")
-            .ok_or_else(|| c.error("bins", "is required: {field: [min, max, n]}"))?
-            .as_object()
-            .ok_or_else(|| c.error("bins", "must be a mapping {field: [min, max, n]}"))?;
+        let bins = c.get(BINS)?;
         if bins.is_empty() {
-            return Err(c.error("bins", "names no field").into());
+            return Err(c.error(BINS.name, "names no field").into());
         }
         let mut fields = Vec::new();
         for (name, spec) in bins {
             let bad = || {
                 c.error(
-                    "bins",
+                    BINS.name,
                     format!(
                         "'{name}': expected [min, max, n] with min < max and n ≥ 1, found {spec}"
                     ),
@@ -260,7 +251,7 @@ impl HistogramExport {
             if n > MAX_BINS as u64 {
                 return Err(c
                     .error(
-                        "bins",
+                        BINS.name,
                         format!(
                             "'{name}': {n} bins is more than the {MAX_BINS} a histogram may \
                              have (8 bytes each, kept in memory and written at the end)"
@@ -270,74 +261,67 @@ impl HistogramExport {
             }
             let h = Histogram::new(lo, hi, n as usize).ok_or_else(bad)?;
             let access = FieldAccess::new(src, name)
-                .map_err(|e| WorkerError::from(c.error("bins", e.to_string())))?;
+                .map_err(|e| WorkerError::from(c.error(BINS.name, e.to_string())))?;
             fields.push((access, h));
         }
         let mut fits = Vec::new();
-        if let Some(list) = c.get("fit").filter(|v| !v.is_null()) {
-            let list = list
-                .as_array()
-                .ok_or_else(|| c.error("fit", "must be a list of {field, model, min, max}"))?;
-            for (k, item) in list.iter().enumerate() {
-                let bad = |what: &str| c.error("fit", format!("entry {k}: {what}, found {item}"));
-                let o = item.as_object().ok_or_else(|| bad("expected a mapping"))?;
-                let field = o
-                    .get("field")
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| bad("needs 'field'"))?;
-                let hist = fields
-                    .iter()
-                    .position(|(f, _)| f.name == field)
-                    .ok_or_else(|| {
-                        bad("'field' must be one of the histogrammed fields in 'bins'")
-                    })?;
-                let gaussian = match o.get("model").and_then(|v| v.as_str()) {
-                    Some("exponential") => false,
-                    Some("gaussian") => true,
-                    _ => return Err(bad("'model' must be exponential or gaussian").into()),
-                };
-                let h = &fields[hist].1;
-                let lo = match o.get("min") {
-                    None => h.lo(),
-                    Some(v) => v.as_f64().ok_or_else(|| bad("'min' must be a number"))?,
-                };
-                let hi = match o.get("max") {
-                    None => h.hi(),
-                    Some(v) => v.as_f64().ok_or_else(|| bad("'max' must be a number"))?,
-                };
-                if hi.is_nan() || lo.is_nan() || hi <= lo {
-                    return Err(bad("needs min < max").into());
-                }
-                let background = match o.get("background") {
-                    None => false,
-                    Some(v) => v
-                        .as_bool()
-                        .ok_or_else(|| bad("'background' must be true or false"))?,
-                };
-                let name = match o.get("name") {
-                    None => format!("{field}_{k}"),
-                    Some(v) => v
-                        .as_str()
-                        .filter(|s| !s.is_empty() && !s.contains(['/', '\\']))
-                        .ok_or_else(|| bad("'name' must be a file-name-safe string"))?
-                        .to_string(),
-                };
-                if let Some(extra) = o.keys().find(|k| {
-                    !["field", "model", "min", "max", "background", "name"].contains(&k.as_str())
-                }) {
-                    return Err(bad(&format!("unknown key '{extra}'")).into());
-                }
-                fits.push(FitRequest {
-                    name,
-                    hist,
-                    gaussian,
-                    background,
-                    lo,
-                    hi,
-                });
+        for (k, item) in c.get(FIT)?.iter().enumerate() {
+            let bad = |what: &str| c.error(FIT.name, format!("entry {k}: {what}, found {item}"));
+            let o = item.as_object().ok_or_else(|| bad("expected a mapping"))?;
+            let field = o
+                .get("field")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| bad("needs 'field'"))?;
+            let hist = fields
+                .iter()
+                .position(|(f, _)| f.name == field)
+                .ok_or_else(|| bad("'field' must be one of the histogrammed fields in 'bins'"))?;
+            let gaussian = match o.get("model").and_then(|v| v.as_str()) {
+                Some("exponential") => false,
+                Some("gaussian") => true,
+                _ => return Err(bad("'model' must be exponential or gaussian").into()),
+            };
+            let h = &fields[hist].1;
+            let lo = match o.get("min") {
+                None => h.lo(),
+                Some(v) => v.as_f64().ok_or_else(|| bad("'min' must be a number"))?,
+            };
+            let hi = match o.get("max") {
+                None => h.hi(),
+                Some(v) => v.as_f64().ok_or_else(|| bad("'max' must be a number"))?,
+            };
+            if hi.is_nan() || lo.is_nan() || hi <= lo {
+                return Err(bad("needs min < max").into());
             }
+            let background = match o.get("background") {
+                None => false,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| bad("'background' must be true or false"))?,
+            };
+            let name = match o.get("name") {
+                None => format!("{field}_{k}"),
+                Some(v) => v
+                    .as_str()
+                    .filter(|s| !s.is_empty() && !s.contains(['/', '\\']))
+                    .ok_or_else(|| bad("'name' must be a file-name-safe string"))?
+                    .to_string(),
+            };
+            if let Some(extra) = o.keys().find(|k| {
+                !["field", "model", "min", "max", "background", "name"].contains(&k.as_str())
+            }) {
+                return Err(bad(&format!("unknown key '{extra}'")).into());
+            }
+            fits.push(FitRequest {
+                name,
+                hist,
+                gaussian,
+                background,
+                lo,
+                hi,
+            });
         }
-        let interval = super::trace::positive(ctx, "update_interval", 1.0)?;
+        let interval = super::trace::positive(ctx, UPDATE_INTERVAL)?;
         Ok(HistogramExport {
             worker: ctx.worker.clone(),
             run_dir: ctx.run_dir.clone(),

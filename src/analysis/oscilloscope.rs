@@ -16,8 +16,9 @@
 
 use super::trace::{channels, one_source_or_observed, positive, FieldAccess};
 use crate::dtype::Metadata;
+use crate::key;
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventRef, FunctionSpec, KeyType, Observer, Template,
+    Arity, BuildContext, EventRef, FunctionSpec, Key, MaybeKey, Observer, Strings, Template,
     WorkerError,
 };
 use std::path::PathBuf;
@@ -33,43 +34,31 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::NONE,
     observes: Arity::ONE,
     keys: &[
-        ConfigKey {
-            name: "update_interval",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("1.0"),
-            doc: "least time between two kept traces (s)",
-        },
-        ConfigKey {
-            name: "channels",
-            ty: KeyType::List,
-            required: false,
-            default: Some("all fields"),
-            doc: "channels to show",
-        },
-        ConfigKey {
-            name: "sample_interval",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("1.0"),
-            doc: "time between samples (s); 1 gives the axis in samples",
-        },
-        ConfigKey {
-            name: "scale",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("1.0"),
-            doc: "volts per unit of the field (e.g. per ADC count)",
-        },
-        ConfigKey {
-            name: "offset",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("0.0"),
-            doc: "volts added after scaling",
-        },
+        UPDATE_INTERVAL.spec(),
+        CHANNELS.spec(),
+        SAMPLE_INTERVAL.spec(),
+        SCALE.spec(),
+        OFFSET.spec(),
     ],
 };
+
+const UPDATE_INTERVAL: Key<f64> = key!(
+    "update_interval",
+    1.0,
+    "least time between two kept traces (s)"
+);
+const CHANNELS: MaybeKey<Strings> = key!("channels", absent: "all fields", "channels to show");
+const SAMPLE_INTERVAL: Key<f64> = key!(
+    "sample_interval",
+    1.0,
+    "time between samples (s); 1 gives the axis in samples"
+);
+const SCALE: Key<f64> = key!(
+    "scale",
+    1.0,
+    "volts per unit of the field (e.g. per ADC count)"
+);
+const OFFSET: Key<f64> = key!("offset", 0.0, "volts added after scaling");
 
 /// The latest kept trace.
 #[derive(Clone, Copy, Debug)]
@@ -109,13 +98,13 @@ impl Oscilloscope {
     /// Builds it for the observed buffer.
     pub fn build(ctx: &BuildContext) -> Result<Oscilloscope, WorkerError> {
         let buf = one_source_or_observed(ctx)?;
-        let fields = channels(ctx, "channels", buf)?;
-        let scale = ctx.config.f64_or("scale", 1.0)?;
-        let offset = ctx.config.f64_or("offset", 0.0)?;
+        let fields = channels(ctx, CHANNELS, buf)?;
+        let scale = ctx.config.get(SCALE)?;
+        let offset = ctx.config.get(OFFSET)?;
         if !scale.is_finite() || !offset.is_finite() {
             return Err(ctx
                 .config
-                .error("scale", "scale and offset must be finite")
+                .error(SCALE.name, "scale and offset must be finite")
                 .into());
         }
         Ok(Oscilloscope {
@@ -128,10 +117,10 @@ impl Oscilloscope {
                 .map(|f| (f.name.clone(), vec![0f32; buf.data_length]))
                 .collect(),
             fields,
-            interval: Duration::from_secs_f64(positive(ctx, "update_interval", 1.0)?),
+            interval: Duration::from_secs_f64(positive(ctx, UPDATE_INTERVAL)?),
             last: None,
             meta: Metadata::default(),
-            sample_interval: positive(ctx, "sample_interval", 1.0)?,
+            sample_interval: positive(ctx, SAMPLE_INTERVAL)?,
             scale: scale as f32,
             offset: offset as f32,
             json: Vec::with_capacity(64 * 1024),

@@ -33,61 +33,74 @@
 //! Guarantees: `process` allocates nothing (scratch is sized in `build`); no panics on data.
 
 use super::trace::{channels, choice, feature_fields, one_sink, one_source, positive, FieldAccess};
-use crate::worker::opt;
+use crate::key;
 use crate::worker::{
-    Arity, BufferShape, BuildContext, ConfigKey, Emit, EventRef, FunctionSpec, KeyType, Processor,
-    Template, WorkerError,
+    Arity, BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor,
+    Strings, Template, WorkerError,
 };
 
-const THRESHOLD_KEY: ConfigKey = ConfigKey {
-    name: "threshold",
-    ty: KeyType::Float,
-    required: true,
-    default: None,
-    doc: "pulse start level above the baseline, in channel units × scale (V or ADC counts)",
-};
-const POLARITY_KEY: ConfigKey = opt(
-    "polarity",
-    KeyType::Str,
-    "positive",
-    "pulse sign: positive or negative",
+const THRESHOLD: Key<f64> = key!(
+    "threshold",
+    required,
+    "pulse start level above the baseline, in channel units × scale (V or ADC counts)"
 );
-const BASELINE_KEY: ConfigKey = opt(
+const POLARITY: Key<str> = key!("polarity", "positive", "pulse sign: positive or negative");
+const BASELINE: Key<usize> = key!(
     "baseline_samples",
-    KeyType::Int,
-    "50",
-    "samples at the start of the trace whose mean is the baseline; 0 = no subtraction",
+    50,
+    "samples at the start of the trace whose mean is the baseline; 0 = no subtraction"
 );
-const RELEASE_KEY: ConfigKey = opt(
+const RELEASE: Key<f64> = key!(
     "release_fraction",
-    KeyType::Float,
-    "0.5",
-    "a pulse ends when it falls below this fraction of threshold",
+    0.5,
+    "a pulse ends when it falls below this fraction of threshold"
 );
-const TIME_FRACTION_KEY: ConfigKey = opt(
+const TIME_FRACTION: Key<f64> = key!(
     "time_fraction",
-    KeyType::Float,
-    "0.5",
-    "pulse time = leading-edge crossing of this fraction of the height",
+    0.5,
+    "pulse time = leading-edge crossing of this fraction of the height"
 );
-const INTERVAL_KEY: ConfigKey = opt(
+const INTERVAL: Key<f64> = key!(
     "sample_interval",
-    KeyType::Float,
-    "1.0",
-    "time between samples (s); 1 gives times and widths in samples",
+    1.0,
+    "time between samples (s); 1 gives times and widths in samples"
 );
-const SCALE_KEY: ConfigKey = opt(
+const SCALE: Key<f64> = key!(
     "scale",
-    KeyType::Float,
-    "1.0",
-    "multiplies the channel values (e.g. V per ADC count)",
+    1.0,
+    "multiplies the channel values (e.g. V per ADC count)"
 );
-const MAX_PULSES_KEY: ConfigKey = opt(
+const MAX_PULSES: Key<usize> = key!(
     "max_pulses",
-    KeyType::Int,
-    "16",
-    "most pulses reported per channel and event",
+    16,
+    "most pulses reported per channel and event"
 );
+
+/// `process.baseline`: the samples averaged.
+const BASELINE_SUBTRACTED: Key<usize> = key!(
+    "baseline_samples",
+    50,
+    "samples at the start of the trace (pre-trigger) whose mean is subtracted"
+);
+/// `process.baseline`: the channels corrected.
+const BASELINE_CHANNELS: MaybeKey<Strings> = key!(
+    "channels",
+    absent: "all fields",
+    "channels to correct; other fields are copied unchanged"
+);
+/// `process.pulses`: the channels searched.
+const PULSES_CHANNELS: MaybeKey<Strings> = key!(
+    "channels",
+    absent: "all fields",
+    "channels to search; `channel` in the output is the position in this list"
+);
+/// `process.pulse_pairs`: the channel searched.
+const PAIRS_CHANNEL: MaybeKey<str> =
+    key!("channel", absent: "first field", "the channel to search");
+/// `process.downsample`: the factor.
+const FACTOR: Key<u64> = key!("factor", required, "samples per output sample (≥ 1)");
+/// `process.downsample`: how.
+const MODE: Key<str> = key!("mode", "average", "average or decimate");
 
 /// The declaration of `process.baseline`.
 pub const BASELINE_SPEC: FunctionSpec = FunctionSpec {
@@ -98,20 +111,7 @@ pub const BASELINE_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
-    keys: &[
-        opt(
-            "baseline_samples",
-            KeyType::Int,
-            "50",
-            "samples at the start of the trace (pre-trigger) whose mean is subtracted",
-        ),
-        opt(
-            "channels",
-            KeyType::List,
-            "all fields",
-            "channels to correct; other fields are copied unchanged",
-        ),
-    ],
+    keys: &[BASELINE_SUBTRACTED.spec(), BASELINE_CHANNELS.spec()],
 };
 
 /// The declaration of `process.pulses`.
@@ -125,20 +125,15 @@ pub const PULSES_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        THRESHOLD_KEY,
-        opt(
-            "channels",
-            KeyType::List,
-            "all fields",
-            "channels to search; `channel` in the output is the position in this list",
-        ),
-        POLARITY_KEY,
-        BASELINE_KEY,
-        RELEASE_KEY,
-        TIME_FRACTION_KEY,
-        INTERVAL_KEY,
-        SCALE_KEY,
-        MAX_PULSES_KEY,
+        THRESHOLD.spec(),
+        PULSES_CHANNELS.spec(),
+        POLARITY.spec(),
+        BASELINE.spec(),
+        RELEASE.spec(),
+        TIME_FRACTION.spec(),
+        INTERVAL.spec(),
+        SCALE.spec(),
+        MAX_PULSES.spec(),
     ],
 };
 
@@ -153,20 +148,15 @@ pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        THRESHOLD_KEY,
-        opt(
-            "channel",
-            KeyType::Str,
-            "first field",
-            "the channel to search",
-        ),
-        POLARITY_KEY,
-        BASELINE_KEY,
-        RELEASE_KEY,
-        TIME_FRACTION_KEY,
-        INTERVAL_KEY,
-        SCALE_KEY,
-        MAX_PULSES_KEY,
+        THRESHOLD.spec(),
+        PAIRS_CHANNEL.spec(),
+        POLARITY.spec(),
+        BASELINE.spec(),
+        RELEASE.spec(),
+        TIME_FRACTION.spec(),
+        INTERVAL.spec(),
+        SCALE.spec(),
+        MAX_PULSES.spec(),
     ],
 };
 
@@ -180,16 +170,7 @@ pub const DOWNSAMPLE_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
-    keys: &[
-        ConfigKey {
-            name: "factor",
-            ty: KeyType::Int,
-            required: true,
-            default: None,
-            doc: "samples per output sample (≥ 1)",
-        },
-        opt("mode", KeyType::Str, "average", "average or decimate"),
-    ],
+    keys: &[FACTOR.spec(), MODE.spec()],
 };
 
 /// One pulse found by [`find_pulses`]. Positions are in samples from the trace start.
@@ -346,28 +327,28 @@ struct FinderConfig {
 impl FinderConfig {
     fn from(ctx: &BuildContext, src: &BufferShape) -> Result<FinderConfig, WorkerError> {
         let c = &ctx.config;
-        let threshold = c.f64("threshold")?;
+        let threshold = c.get(THRESHOLD)?;
         if !(threshold.is_finite() && threshold > 0.0) {
             return Err(c
                 .error(
-                    "threshold",
+                    THRESHOLD.name,
                     "must be a number > 0 (pulses are made positive by `polarity`)",
                 )
                 .into());
         }
-        let release_fraction = c.f64_or("release_fraction", 0.5)?;
+        let release_fraction = c.get(RELEASE)?;
         if !(release_fraction > 0.0 && release_fraction <= 1.0) {
-            return Err(c.error("release_fraction", "must be in (0, 1]").into());
+            return Err(c.error(RELEASE.name, "must be in (0, 1]").into());
         }
-        let time_fraction = c.f64_or("time_fraction", 0.5)?;
+        let time_fraction = c.get(TIME_FRACTION)?;
         if !(time_fraction > 0.0 && time_fraction < 1.0) {
-            return Err(c.error("time_fraction", "must be in (0, 1)").into());
+            return Err(c.error(TIME_FRACTION.name, "must be in (0, 1)").into());
         }
-        let baseline_samples = c.usize_or("baseline_samples", 50)?;
+        let baseline_samples = c.get(BASELINE)?;
         if baseline_samples >= src.data_length {
             return Err(c
                 .error(
-                    "baseline_samples",
+                    BASELINE.name,
                     format!(
                         "{baseline_samples} leaves no samples of the {}-sample trace",
                         src.data_length
@@ -375,15 +356,15 @@ impl FinderConfig {
                 )
                 .into());
         }
-        let scale = c.f64_or("scale", 1.0)?;
+        let scale = c.get(SCALE)?;
         if !(scale.is_finite() && scale != 0.0) {
             return Err(c
-                .error("scale", "must be a finite number other than 0")
+                .error(SCALE.name, "must be a finite number other than 0")
                 .into());
         }
-        let max_pulses = c.usize_or("max_pulses", 16)?;
+        let max_pulses = c.get(MAX_PULSES)?;
         if max_pulses == 0 {
-            return Err(c.error("max_pulses", "must be at least 1").into());
+            return Err(c.error(MAX_PULSES.name, "must be at least 1").into());
         }
         Ok(FinderConfig {
             settings: FinderSettings {
@@ -391,13 +372,13 @@ impl FinderConfig {
                 release_fraction: release_fraction as f32,
                 time_fraction,
             },
-            sign: match choice(ctx, "polarity", "positive", &["positive", "negative"])? {
+            sign: match choice(ctx, POLARITY, &["positive", "negative"])? {
                 "negative" => -1.0,
                 _ => 1.0,
             },
             scale: scale as f32,
             baseline_samples,
-            sample_interval: positive(ctx, "sample_interval", 1.0)?,
+            sample_interval: positive(ctx, INTERVAL)?,
             max_pulses,
         })
     }
@@ -439,19 +420,19 @@ impl Baseline {
         let src = one_source(ctx)?;
         let sink = one_sink(ctx)?;
         super::trace::sinks_like_source(ctx, src)?;
-        let samples = ctx.config.usize_or("baseline_samples", 50)?;
+        let samples = ctx.config.get(BASELINE_SUBTRACTED)?;
         if samples == 0 || samples > src.data_length {
             return Err(ctx
                 .config
                 .error(
-                    "baseline_samples",
+                    BASELINE_SUBTRACTED.name,
                     format!("must be between 1 and the trace length {}", src.data_length),
                 )
                 .into());
         }
         let _ = sink;
         Ok(Baseline {
-            channels: channels(ctx, "channels", src)?,
+            channels: channels(ctx, BASELINE_CHANNELS, src)?,
             samples,
             scratch: vec![0f32; src.data_length],
         })
@@ -508,7 +489,7 @@ impl PulseFinder {
         let sink = one_sink(ctx)?;
         let finder = FinderConfig::from(ctx, src)?;
         Ok(PulseFinder {
-            channels: channels(ctx, "channels", src)?,
+            channels: channels(ctx, PULSES_CHANNELS, src)?,
             outputs: feature_fields(ctx, sink, &PULSE_FIELDS)?,
             y: vec![0f32; src.data_length],
             found: vec![Pulse::default(); finder.max_pulses],
@@ -585,9 +566,9 @@ impl PulsePairs {
         let mut finder = FinderConfig::from(ctx, src)?;
         finder.max_pulses = finder.max_pulses.max(2);
         let first = src.dtype.fields()[0].name.clone();
-        let name = ctx.config.str_or("channel", &first)?.to_string();
+        let name = ctx.config.get(PAIRS_CHANNEL)?.unwrap_or(&first).to_string();
         let channel = FieldAccess::new(src, &name)
-            .map_err(|e| WorkerError::from(ctx.config.error("channel", e.to_string())))?;
+            .map_err(|e| WorkerError::from(ctx.config.error(PAIRS_CHANNEL.name, e.to_string())))?;
         let channel_index = src
             .dtype
             .fields()
@@ -662,14 +643,9 @@ impl Downsample {
     pub fn build(ctx: &BuildContext) -> Result<Downsample, WorkerError> {
         let src = one_source(ctx)?;
         let sink = one_sink(ctx)?;
-        let factor = match ctx.config.get("factor").and_then(|v| v.as_u64()) {
-            Some(f) if f >= 1 => f as usize,
-            _ => {
-                return Err(ctx
-                    .config
-                    .error("factor", "is required: a whole number ≥ 1")
-                    .into())
-            }
+        let factor = match ctx.config.get(FACTOR)? {
+            f @ 1.. => f as usize,
+            0 => return Err(ctx.config.error(FACTOR.name, "must be ≥ 1").into()),
         };
         let want = src.data_length / factor;
         if sink.dtype != src.dtype || sink.data_length != want || want == 0 {
@@ -696,7 +672,7 @@ impl Downsample {
                 ))
             })
             .collect::<Result<_, WorkerError>>()?;
-        let average = choice(ctx, "mode", "average", &["average", "decimate"])? == "average";
+        let average = choice(ctx, MODE, &["average", "decimate"])? == "average";
         Ok(Downsample {
             fields,
             factor,

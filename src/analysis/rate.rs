@@ -23,8 +23,9 @@
 //! than one process, which would split them).
 
 use super::trace::{feature_fields, one_sink, one_source, positive, FieldAccess};
+use crate::key;
 use crate::worker::{
-    opt, Arity, BuildContext, Emit, EventRef, FunctionSpec, KeyType, Processor, Template,
+    Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
     WorkerError,
 };
 
@@ -56,46 +57,48 @@ pub const RATE_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        opt("window", KeyType::Float, "10.0", "window length (s)"),
-        opt(
-            "time_field",
-            KeyType::Str,
-            "host timestamp",
-            "field with the detector's own clock (e.g. time_ms), or `counter` (event number × \
-             time_unit: one heartbeat per device second); the host timestamp when absent",
-        ),
-        opt(
-            "time_unit",
-            KeyType::Float,
-            "1.0",
-            "seconds per unit of time_field (0.001 for milliseconds)",
-        ),
-        opt(
-            "deadtime_field",
-            KeyType::Str,
-            "none",
-            "field with the detector's cumulative dead time (e.g. deadtime_ms)",
-        ),
-        opt(
-            "deadtime_unit",
-            KeyType::Float,
-            "1.0",
-            "seconds per unit of deadtime_field (0.001 for milliseconds)",
-        ),
-        opt(
-            "count_field",
-            KeyType::Str,
-            "none",
-            "field with counts per event (e.g. a Geiger counter's cps); 1 per event when absent",
-        ),
-        opt(
-            "dead_time_per_count",
-            KeyType::Float,
-            "0.0",
-            "non-paralysable dead time of the counter per count (s), e.g. a Geiger tube's",
-        ),
+        WINDOW.spec(),
+        TIME_FIELD.spec(),
+        TIME_UNIT.spec(),
+        DEADTIME_FIELD.spec(),
+        DEADTIME_UNIT.spec(),
+        COUNT_FIELD.spec(),
+        DEAD_TIME_PER_COUNT.spec(),
     ],
 };
+
+const WINDOW: Key<f64> = key!("window", 10.0, "window length (s)");
+const TIME_FIELD: MaybeKey<str> = key!(
+    "time_field",
+    absent: "host timestamp",
+    "field with the detector's own clock (e.g. time_ms), or `counter` (event number × \
+     time_unit: one heartbeat per device second); the host timestamp when absent"
+);
+const TIME_UNIT: Key<f64> = key!(
+    "time_unit",
+    1.0,
+    "seconds per unit of time_field (0.001 for milliseconds)"
+);
+const DEADTIME_FIELD: MaybeKey<str> = key!(
+    "deadtime_field",
+    absent: "none",
+    "field with the detector's cumulative dead time (e.g. deadtime_ms)"
+);
+const DEADTIME_UNIT: Key<f64> = key!(
+    "deadtime_unit",
+    1.0,
+    "seconds per unit of deadtime_field (0.001 for milliseconds)"
+);
+const COUNT_FIELD: MaybeKey<str> = key!(
+    "count_field",
+    absent: "none",
+    "field with counts per event (e.g. a Geiger counter's cps); 1 per event when absent"
+);
+const DEAD_TIME_PER_COUNT: Key<f64> = key!(
+    "dead_time_per_count",
+    0.0,
+    "non-paralysable dead time of the counter per count (s), e.g. a Geiger tube's"
+);
 
 /// One window being summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -282,34 +285,30 @@ impl Rate {
             )));
         }
         let c = &ctx.config;
-        let window = positive(ctx, "window", 10.0)?;
-        let field = |key: &str| -> Result<Option<FieldAccess>, WorkerError> {
-            match c.get(key) {
+        let window = positive(ctx, WINDOW)?;
+        let field = |key: MaybeKey<str>| -> Result<Option<FieldAccess>, WorkerError> {
+            match c.get(key)? {
                 None => Ok(None),
-                Some(_) => {
-                    let name = c.str_or(key, "")?;
-                    FieldAccess::new(src, name)
-                        .map(Some)
-                        .map_err(|e| c.error(key, e.to_string()).into())
-                }
+                Some(name) => FieldAccess::new(src, name)
+                    .map(Some)
+                    .map_err(|e| c.error(key.name, e.to_string()).into()),
             }
         };
-        let unit = |key: &str| positive(ctx, key, 1.0);
-        let clock = if c.str_or("time_field", "")? == "counter" {
-            Clock::Counter(unit("time_unit")?)
+        let clock = if c.get(TIME_FIELD)? == Some("counter") {
+            Clock::Counter(positive(ctx, TIME_UNIT)?)
         } else {
-            match field("time_field")? {
-                Some(f) => Clock::Field(f, unit("time_unit")?),
+            match field(TIME_FIELD)? {
+                Some(f) => Clock::Field(f, positive(ctx, TIME_UNIT)?),
                 None => Clock::Host,
             }
         };
-        let dead =
-            field("deadtime_field")?.map(|f| Ok::<_, WorkerError>((f, unit("deadtime_unit")?)));
-        let tau = c.f64_or("dead_time_per_count", 0.0)?;
+        let dead = field(DEADTIME_FIELD)?
+            .map(|f| Ok::<_, WorkerError>((f, positive(ctx, DEADTIME_UNIT)?)));
+        let tau = c.get(DEAD_TIME_PER_COUNT)?;
         if !(tau.is_finite() && (0.0..1.0).contains(&tau)) {
             return Err(c
                 .error(
-                    "dead_time_per_count",
+                    DEAD_TIME_PER_COUNT.name,
                     "must be 0 ≤ τ < 1 (seconds per count)",
                 )
                 .into());
@@ -325,7 +324,7 @@ impl Rate {
             counter: RateCounter::new(window),
             clock,
             dead: dead.transpose()?,
-            count: field("count_field")?,
+            count: field(COUNT_FIELD)?,
             tau,
             outputs,
             emitted: 0,

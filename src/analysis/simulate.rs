@@ -25,9 +25,10 @@
 //! should choose `noise_generator: ziggurat`.
 
 use super::trace::{choice, positive, FieldAccess};
-use crate::worker::opt as key;
+use crate::key;
 use crate::worker::{
-    Arity, BuildContext, EventMut, FunctionSpec, Importer, KeyType, Produced, Template, WorkerError,
+    Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced,
+    Strings, Template, WorkerError,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1, StandardNormal};
@@ -52,34 +53,131 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        key("channels", KeyType::List, "all fields", "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)"),
-        key("sample_interval", KeyType::Float, "4.0e-9", "time between samples (s)"),
-        key("pretrigger_samples", KeyType::Int, "100", "sample at which the (first) pulse starts"),
-        key("rate", KeyType::Float, "1000.0", "mean event rate (Hz); gaps are exponential"),
-        key("realtime", KeyType::Bool, "false", "sleep so events arrive at `rate` in wall time; false = as fast as possible"),
-        key("n_events", KeyType::Int, "0", "events to produce, then end; 0 = no limit"),
-        key("seed", KeyType::Int, "1", "random seed; the same seed gives the same events"),
-        key("shape", KeyType::Str, "exponential", "pulse shape: `exponential` (rise and decay) or `template`"),
-        key("rise_time", KeyType::Float, "1.0e-8", "exponential shape: rise time constant (s); 0 = instant rise"),
-        key("decay_time", KeyType::Float, "4.0e-8", "exponential shape: decay time constant (s)"),
-        key("template", KeyType::List, "none", "measured pulse, one value per sample_interval, scaled so its peak is 1"),
-        key("amplitude", KeyType::Str, "gaussian", "pulse height distribution: fixed, gaussian, exponential, landau (Moyal) or lines"),
-        key("amplitude_mean", KeyType::Float, "0.5", "fixed/gaussian: mean height; exponential: mean; landau: most probable value (V)"),
-        key("amplitude_sigma", KeyType::Float, "0.05", "gaussian: standard deviation; landau: width (V)"),
-        key("line_amplitudes", KeyType::List, "none", "lines: the pulse height of each line (V)"),
-        key("line_weights", KeyType::List, "all equal", "lines: relative intensity of each line"),
-        key("resolution", KeyType::Float, "0.03", "lines: gaussian sigma as a fraction of the line's height"),
-        key("polarity", KeyType::Str, "positive", "pulse sign: positive or negative"),
-        key("baseline", KeyType::Float, "0.0", "constant offset of every sample (V)"),
-        key("noise", KeyType::Float, "0.002", "gaussian noise RMS per sample (V); 0 = none"),
-        key("noise_generator", KeyType::Str, "table", "`table` (precomputed normals at random offsets, fast) or `ziggurat` (exact, independent per sample)"),
-        key("decay_fraction", KeyType::Float, "0.0", "fraction of events with a second pulse after an exponential delay"),
-        key("lifetime", KeyType::Float, "2.197e-6", "mean delay of the second pulse (s); the muon lifetime by default"),
-        key("coincidence", KeyType::Bool, "true", "true: every channel has the pulses; false: one channel chosen at random per event"),
-        key("adc_bits", KeyType::Int, "0", "quantise to this many bits over ±adc_range; 0 = no quantisation for float fields, the field's width for integer fields"),
-        key("adc_range", KeyType::Float, "1.0", "ADC full scale: values span ±adc_range (V)"),
+        CHANNELS.spec(),
+        SAMPLE_INTERVAL.spec(),
+        PRETRIGGER_SAMPLES.spec(),
+        RATE.spec(),
+        REALTIME.spec(),
+        N_EVENTS.spec(),
+        SEED.spec(),
+        SHAPE.spec(),
+        RISE_TIME.spec(),
+        DECAY_TIME.spec(),
+        TEMPLATE.spec(),
+        AMPLITUDE.spec(),
+        AMPLITUDE_MEAN.spec(),
+        AMPLITUDE_SIGMA.spec(),
+        LINE_AMPLITUDES.spec(),
+        LINE_WEIGHTS.spec(),
+        RESOLUTION.spec(),
+        POLARITY.spec(),
+        BASELINE.spec(),
+        NOISE.spec(),
+        NOISE_GENERATOR.spec(),
+        DECAY_FRACTION.spec(),
+        LIFETIME.spec(),
+        COINCIDENCE.spec(),
+        ADC_BITS.spec(),
+        ADC_RANGE.spec(),
     ],
 };
+
+const CHANNELS: MaybeKey<Strings> = key!(
+    "channels",
+    absent: "all fields",
+    "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)"
+);
+const SAMPLE_INTERVAL: Key<f64> = key!("sample_interval", 4.0e-9, "time between samples (s)");
+const PRETRIGGER_SAMPLES: Key<usize> = key!(
+    "pretrigger_samples",
+    100,
+    "sample at which the (first) pulse starts"
+);
+const RATE: Key<f64> = key!("rate", 1000.0, "mean event rate (Hz); gaps are exponential");
+const REALTIME: Key<bool> = key!(
+    "realtime",
+    false,
+    "sleep so events arrive at `rate` in wall time; false = as fast as possible"
+);
+const N_EVENTS: Key<u64> = key!("n_events", 0, "events to produce, then end; 0 = no limit");
+const SEED: Key<i64> = key!(
+    "seed",
+    1,
+    "random seed; the same seed gives the same events"
+);
+const SHAPE: Key<str> = key!(
+    "shape",
+    "exponential",
+    "pulse shape: `exponential` (rise and decay) or `template`"
+);
+const RISE_TIME: Key<f64> = key!(
+    "rise_time",
+    1.0e-8,
+    "exponential shape: rise time constant (s); 0 = instant rise"
+);
+const DECAY_TIME: Key<f64> = key!(
+    "decay_time",
+    4.0e-8,
+    "exponential shape: decay time constant (s)"
+);
+const TEMPLATE: MaybeKey<Numbers> = key!(
+    "template",
+    absent: "none",
+    "measured pulse, one value per sample_interval, scaled so its peak is 1"
+);
+const AMPLITUDE: Key<str> = key!(
+    "amplitude",
+    "gaussian",
+    "pulse height distribution: fixed, gaussian, exponential, landau (Moyal) or lines"
+);
+const AMPLITUDE_MEAN: Key<f64> = key!(
+    "amplitude_mean",
+    0.5,
+    "fixed/gaussian: mean height; exponential: mean; landau: most probable value (V)"
+);
+const AMPLITUDE_SIGMA: Key<f64> = key!(
+    "amplitude_sigma",
+    0.05,
+    "gaussian: standard deviation; landau: width (V)"
+);
+const LINE_AMPLITUDES: MaybeKey<Numbers> =
+    key!("line_amplitudes", absent: "none", "lines: the pulse height of each line (V)");
+const LINE_WEIGHTS: MaybeKey<Numbers> =
+    key!("line_weights", absent: "all equal", "lines: relative intensity of each line");
+const RESOLUTION: Key<f64> = key!(
+    "resolution",
+    0.03,
+    "lines: gaussian sigma as a fraction of the line's height"
+);
+const POLARITY: Key<str> = key!("polarity", "positive", "pulse sign: positive or negative");
+const BASELINE: Key<f64> = key!("baseline", 0.0, "constant offset of every sample (V)");
+const NOISE: Key<f64> = key!(
+    "noise",
+    0.002,
+    "gaussian noise RMS per sample (V); 0 = none"
+);
+const NOISE_GENERATOR: Key<str> = key!("noise_generator", "table", "`table` (precomputed normals at random offsets, fast) or `ziggurat` (exact, independent per sample)");
+const DECAY_FRACTION: Key<f64> = key!(
+    "decay_fraction",
+    0.0,
+    "fraction of events with a second pulse after an exponential delay"
+);
+const LIFETIME: Key<f64> = key!(
+    "lifetime",
+    2.197e-6,
+    "mean delay of the second pulse (s); the muon lifetime by default"
+);
+const COINCIDENCE: Key<bool> = key!(
+    "coincidence",
+    true,
+    "true: every channel has the pulses; false: one channel chosen at random per event"
+);
+const ADC_BITS: Key<usize> = key!("adc_bits", 0, "quantise to this many bits over ±adc_range; 0 = no quantisation for float fields, the field's width for integer fields");
+const ADC_RANGE: Key<f64> = key!(
+    "adc_range",
+    1.0,
+    "ADC full scale: values span ±adc_range (V)"
+);
 
 /// A pulse shape with peak 1, tabulated at [`PHASES`] sub-sample phases.
 #[derive(Clone, Debug)]
@@ -411,7 +509,7 @@ impl SimulatePulses {
     pub fn build(ctx: &BuildContext) -> Result<SimulatePulses, WorkerError> {
         let c = &ctx.config;
         let sink = super::trace::one_sink(ctx)?;
-        let channels = super::trace::channels(ctx, "channels", sink)?;
+        let channels = super::trace::channels(ctx, CHANNELS, sink)?;
         let n = sink.data_length;
         if n == 0 {
             return Err(WorkerError::Other(format!(
@@ -419,46 +517,45 @@ impl SimulatePulses {
                 sink.name
             )));
         }
-        let dt = positive(ctx, "sample_interval", 4e-9)?;
-        let pretrigger = c.usize_or("pretrigger_samples", 100)?;
+        let dt = positive(ctx, SAMPLE_INTERVAL)?;
+        let pretrigger = c.get(PRETRIGGER_SAMPLES)?;
         if pretrigger >= n {
             return Err(c
                 .error(
-                    "pretrigger_samples",
+                    PRETRIGGER_SAMPLES.name,
                     format!("{pretrigger} is not inside the trace of {n} samples"),
                 )
                 .into());
         }
-        let rate = positive(ctx, "rate", 1000.0)?;
-        let shape = match choice(ctx, "shape", "exponential", &["exponential", "template"])? {
+        let rate = positive(ctx, RATE)?;
+        let shape = match choice(ctx, SHAPE, &["exponential", "template"])? {
             "template" => {
-                let t = c
-                    .f64_list("template")?
-                    .ok_or_else(|| c.error("template", "is required when shape is 'template'"))?;
+                let t = c.get(TEMPLATE)?.ok_or_else(|| {
+                    c.error(TEMPLATE.name, "is required when shape is 'template'")
+                })?;
                 PulseShape::template(&t, n + 1).ok_or_else(|| {
-                    c.error("template", "needs at least one finite, non-zero value")
+                    c.error(TEMPLATE.name, "needs at least one finite, non-zero value")
                 })?
             }
             _ => {
-                let rise = c.f64_or("rise_time", 1e-8)?;
+                let rise = c.get(RISE_TIME)?;
                 if !(rise.is_finite() && rise >= 0.0) {
-                    return Err(c.error("rise_time", "must be a number ≥ 0 (s)").into());
+                    return Err(c.error(RISE_TIME.name, "must be a number ≥ 0 (s)").into());
                 }
-                let decay = positive(ctx, "decay_time", 4e-8)?;
+                let decay = positive(ctx, DECAY_TIME)?;
                 if rise > 0.0 && rise > decay {
                     return Err(c
-                        .error("rise_time", "must not be longer than decay_time")
+                        .error(RISE_TIME.name, "must not be longer than decay_time")
                         .into());
                 }
                 PulseShape::exponential(rise / dt, decay / dt, n + 1)
             }
         };
-        let mean = c.f64_or("amplitude_mean", 0.5)?;
-        let sigma = c.f64_or("amplitude_sigma", 0.05)?;
+        let mean = c.get(AMPLITUDE_MEAN)?;
+        let sigma = c.get(AMPLITUDE_SIGMA)?;
         let amplitude = match choice(
             ctx,
-            "amplitude",
-            "gaussian",
+            AMPLITUDE,
             &["fixed", "gaussian", "exponential", "landau", "lines"],
         )? {
             "fixed" => Amplitude::Fixed(mean),
@@ -468,16 +565,19 @@ impl SimulatePulses {
                 width: sigma.abs(),
             },
             "lines" => {
-                let heights = c.f64_list("line_amplitudes")?.ok_or_else(|| {
-                    c.error("line_amplitudes", "is required when amplitude is 'lines'")
+                let heights = c.get(LINE_AMPLITUDES)?.ok_or_else(|| {
+                    c.error(
+                        LINE_AMPLITUDES.name,
+                        "is required when amplitude is 'lines'",
+                    )
                 })?;
                 if heights.is_empty() || heights.iter().any(|h| !h.is_finite()) {
                     return Err(c
-                        .error("line_amplitudes", "needs at least one finite height")
+                        .error(LINE_AMPLITUDES.name, "needs at least one finite height")
                         .into());
                 }
                 let weights = c
-                    .f64_list("line_weights")?
+                    .get(LINE_WEIGHTS)?
                     .unwrap_or_else(|| vec![1.0; heights.len()]);
                 if weights.len() != heights.len()
                     || weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
@@ -485,7 +585,7 @@ impl SimulatePulses {
                 {
                     return Err(c
                         .error(
-                            "line_weights",
+                            LINE_WEIGHTS.name,
                             format!(
                                 "needs {} weights ≥ 0 (one per line) with a positive sum",
                                 heights.len()
@@ -502,9 +602,9 @@ impl SimulatePulses {
                         acc
                     })
                     .collect();
-                let resolution = c.f64_or("resolution", 0.03)?;
+                let resolution = c.get(RESOLUTION)?;
                 if !(resolution.is_finite() && resolution >= 0.0) {
-                    return Err(c.error("resolution", "must be a number ≥ 0").into());
+                    return Err(c.error(RESOLUTION.name, "must be a number ≥ 0").into());
                 }
                 Amplitude::Lines {
                     heights,
@@ -517,17 +617,17 @@ impl SimulatePulses {
                 sigma: sigma.abs(),
             },
         };
-        let polarity = match choice(ctx, "polarity", "positive", &["positive", "negative"])? {
+        let polarity = match choice(ctx, POLARITY, &["positive", "negative"])? {
             "negative" => -1.0,
             _ => 1.0,
         };
-        let noise = c.f64_or("noise", 0.002)?;
+        let noise = c.get(NOISE)?;
         if !(noise.is_finite() && noise >= 0.0) {
-            return Err(c.error("noise", "must be a number ≥ 0 (V)").into());
+            return Err(c.error(NOISE.name, "must be a number ≥ 0 (V)").into());
         }
-        let seed = c.i64_or("seed", 1)? as u64;
+        let seed = c.get(SEED)? as u64;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let noise_table = match choice(ctx, "noise_generator", "table", &["table", "ziggurat"])? {
+        let noise_table = match choice(ctx, NOISE_GENERATOR, &["table", "ziggurat"])? {
             "table" if noise > 0.0 => {
                 let size = (1usize << 20).max((8 * n).next_power_of_two());
                 let mut t = vec![0f32; size];
@@ -538,15 +638,17 @@ impl SimulatePulses {
             }
             _ => None,
         };
-        let decay_fraction = c.f64_or("decay_fraction", 0.0)?;
+        let decay_fraction = c.get(DECAY_FRACTION)?;
         if !(0.0..=1.0).contains(&decay_fraction) {
-            return Err(c.error("decay_fraction", "must be between 0 and 1").into());
+            return Err(c
+                .error(DECAY_FRACTION.name, "must be between 0 and 1")
+                .into());
         }
-        let lifetime = positive(ctx, "lifetime", 2.197e-6)?;
-        let range = positive(ctx, "adc_range", 1.0)?;
-        let bits = c.usize_or("adc_bits", 0)?;
+        let lifetime = positive(ctx, LIFETIME)?;
+        let range = positive(ctx, ADC_RANGE)?;
+        let bits = c.get(ADC_BITS)?;
         if bits > 32 {
-            return Err(c.error("adc_bits", "must be at most 32").into());
+            return Err(c.error(ADC_BITS.name, "must be at most 32").into());
         }
         let quantisers: Vec<Option<Quantiser>> = channels
             .iter()
@@ -587,16 +689,16 @@ impl SimulatePulses {
             amplitude,
             polarity,
             rate,
-            realtime: c.bool_or("realtime", false)?,
-            n_events: c.usize_or("n_events", 0)? as u64,
+            realtime: c.get(REALTIME)?,
+            n_events: c.get(N_EVENTS)?,
             produced: 0,
-            baseline: c.f64_or("baseline", 0.0)? as f32,
+            baseline: c.get(BASELINE)? as f32,
             noise: noise as f32,
             noise_table,
             decay_fraction,
             lifetime_samples: lifetime / dt,
             sample_interval: dt,
-            coincidence: c.bool_or("coincidence", true)?,
+            coincidence: c.get(COINCIDENCE)?,
             seed,
             rng,
             sim_time: 0.0,

@@ -10,7 +10,7 @@
 //! nearest value and saturate at the type's range (NaN stores as 0).
 
 use crate::dtype::{Field, Scalar};
-use crate::worker::{BufferShape, BuildContext, ConfigError, WorkerError};
+use crate::worker::{BufferShape, BuildContext, ConfigError, Key, MaybeKey, Strings, WorkerError};
 
 /// Where one field lives in each record, and its type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,10 +191,10 @@ pub fn field_names(buffer: &BufferShape) -> String {
 /// field of `buffer` when the key is absent.
 pub fn channels(
     ctx: &BuildContext,
-    key: &str,
+    key: MaybeKey<Strings>,
     buffer: &BufferShape,
 ) -> Result<Vec<FieldAccess>, WorkerError> {
-    match ctx.config.str_list(key)? {
+    match ctx.config.get(key)? {
         None => Ok(buffer
             .dtype
             .fields()
@@ -203,14 +203,14 @@ pub fn channels(
             .collect()),
         Some(names) if names.is_empty() => Err(ctx
             .config
-            .error(key, "is an empty list: name at least one channel")
+            .error(key.name, "is an empty list: name at least one channel")
             .into()),
         Some(names) => names
             .iter()
             .map(|n| {
                 FieldAccess::new(buffer, n).map_err(|_| {
                     WorkerError::from(ctx.config.error(
-                        key,
+                        key.name,
                         format!(
                             "buffer '{}' has no field '{n}' (its fields: {})",
                             buffer.name,
@@ -322,29 +322,29 @@ pub fn feature_fields(
 /// A config value that must be one of `choices`.
 pub fn choice<'a>(
     ctx: &'a BuildContext,
-    key: &str,
-    default: &'a str,
+    key: Key<str>,
     choices: &[&str],
 ) -> Result<&'a str, ConfigError> {
-    let v = ctx.config.str_or(key, default)?;
+    let v = ctx.config.get(key)?;
     if choices.contains(&v) {
         Ok(v)
     } else {
-        Err(ctx
-            .config
-            .error(key, format!("'{v}' is not one of: {}", choices.join(", "))))
+        Err(ctx.config.error(
+            key.name,
+            format!("'{v}' is not one of: {}", choices.join(", ")),
+        ))
     }
 }
 
 /// A number that must be finite and strictly positive.
-pub fn positive(ctx: &BuildContext, key: &str, default: f64) -> Result<f64, ConfigError> {
-    let v = ctx.config.f64_or(key, default)?;
+pub fn positive(ctx: &BuildContext, key: Key<f64>) -> Result<f64, ConfigError> {
+    let v = ctx.config.get(key)?;
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
         Err(ctx
             .config
-            .error(key, format!("must be a number > 0, found {v}")))
+            .error(key.name, format!("must be a number > 0, found {v}")))
     }
 }
 

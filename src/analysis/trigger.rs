@@ -10,21 +10,61 @@
 //! Must never: modify the event (Filters copy it unchanged).
 
 use super::trace::{channels, choice, one_source, sinks_like_source, FieldAccess};
-use crate::worker::opt;
+use crate::key;
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
-    WorkerError,
+    Arity, BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
 };
 
-const fn req(name: &'static str, ty: KeyType, doc: &'static str) -> ConfigKey {
-    ConfigKey {
-        name,
-        ty,
-        required: true,
-        default: None,
-        doc,
-    }
+const EDGE: Key<str> = key!("edge", "rising", "rising or falling");
+
+/// `filter.threshold`'s keys.
+mod threshold {
+    use crate::key;
+    use crate::worker::{Key, MaybeKey, Strings};
+    pub const LEVEL: Key<f64> = key!(
+        "level",
+        required,
+        "trigger level in the channel's units (V for float fields, ADC counts for integer fields)"
+    );
+    pub const CHANNELS: MaybeKey<Strings> = key!(
+        "channels",
+        absent: "all fields",
+        "channels to look at; any one crossing passes the event"
+    );
+    pub const PRETRIGGER: Key<usize> = key!(
+        "pretrigger_samples",
+        0,
+        "first sample at which a crossing counts (earlier crossings are ignored)"
+    );
 }
+
+/// `filter.coincidence`'s keys.
+mod coincidence {
+    use crate::key;
+    use crate::worker::{Key, MaybeKey, Strings};
+    pub const LEVEL: Key<f64> = key!(
+        "level",
+        required,
+        "trigger level in the channel's units (V or ADC counts)"
+    );
+    pub const CHANNELS: MaybeKey<Strings> =
+        key!("channels", absent: "all fields", "channels taking part");
+    pub const MIN_CHANNELS: Key<usize> =
+        key!("min_channels", 2, "how many different channels must cross");
+    pub const WINDOW: Key<usize> = key!(
+        "window",
+        10,
+        "largest distance between the crossings (samples)"
+    );
+    pub const MAX_CROSSINGS: Key<usize> = key!(
+        "max_crossings",
+        256,
+        "crossings kept per channel and event (later ones are ignored)"
+    );
+}
+
+/// `filter.prescale`: the factor.
+const FACTOR: Key<u64> = key!("factor", required, "keep 1 event in this many (≥ 1)");
 
 /// The declaration of `filter.threshold`.
 pub const THRESHOLD_SPEC: FunctionSpec = FunctionSpec {
@@ -36,10 +76,10 @@ pub const THRESHOLD_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::SOME,
     observes: Arity::NONE,
     keys: &[
-        req("level", KeyType::Float, "trigger level in the channel's units (V for float fields, ADC counts for integer fields)"),
-        opt("edge", KeyType::Str, "rising", "rising or falling"),
-        opt("channels", KeyType::List, "all fields", "channels to look at; any one crossing passes the event"),
-        opt("pretrigger_samples", KeyType::Int, "0", "first sample at which a crossing counts (earlier crossings are ignored)"),
+        threshold::LEVEL.spec(),
+        EDGE.spec(),
+        threshold::CHANNELS.spec(),
+        threshold::PRETRIGGER.spec(),
     ],
 };
 
@@ -53,36 +93,12 @@ pub const COINCIDENCE_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::SOME,
     observes: Arity::NONE,
     keys: &[
-        req(
-            "level",
-            KeyType::Float,
-            "trigger level in the channel's units (V or ADC counts)",
-        ),
-        opt("edge", KeyType::Str, "rising", "rising or falling"),
-        opt(
-            "channels",
-            KeyType::List,
-            "all fields",
-            "channels taking part",
-        ),
-        opt(
-            "min_channels",
-            KeyType::Int,
-            "2",
-            "how many different channels must cross",
-        ),
-        opt(
-            "window",
-            KeyType::Int,
-            "10",
-            "largest distance between the crossings (samples)",
-        ),
-        opt(
-            "max_crossings",
-            KeyType::Int,
-            "256",
-            "crossings kept per channel and event (later ones are ignored)",
-        ),
+        coincidence::LEVEL.spec(),
+        EDGE.spec(),
+        coincidence::CHANNELS.spec(),
+        coincidence::MIN_CHANNELS.spec(),
+        coincidence::WINDOW.spec(),
+        coincidence::MAX_CROSSINGS.spec(),
     ],
 };
 
@@ -94,11 +110,7 @@ pub const PRESCALE_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::SOME,
     observes: Arity::NONE,
-    keys: &[req(
-        "factor",
-        KeyType::Int,
-        "keep 1 event in this many (≥ 1)",
-    )],
+    keys: &[FACTOR.spec()],
 };
 
 /// Which way a crossing goes.
@@ -112,12 +124,10 @@ pub enum Edge {
 
 impl Edge {
     fn from_config(ctx: &BuildContext) -> Result<Edge, WorkerError> {
-        Ok(
-            match choice(ctx, "edge", "rising", &["rising", "falling"])? {
-                "falling" => Edge::Falling,
-                _ => Edge::Rising,
-            },
-        )
+        Ok(match choice(ctx, EDGE, &["rising", "falling"])? {
+            "falling" => Edge::Falling,
+            _ => Edge::Rising,
+        })
     }
 }
 
@@ -136,10 +146,10 @@ pub fn first_crossing(trace: &[f32], level: f32, edge: Edge, from: usize) -> Opt
     hit.map(|p| p + from)
 }
 
-fn level(ctx: &BuildContext) -> Result<f32, WorkerError> {
-    let v = ctx.config.f64("level")?;
+fn level(ctx: &BuildContext, key: Key<f64>) -> Result<f32, WorkerError> {
+    let v = ctx.config.get(key)?;
     if !v.is_finite() {
-        return Err(ctx.config.error("level", "must be a finite number").into());
+        return Err(ctx.config.error(key.name, "must be a finite number").into());
     }
     Ok(v as f32)
 }
@@ -191,12 +201,12 @@ impl Threshold {
     pub fn build(ctx: &BuildContext) -> Result<Threshold, WorkerError> {
         let src = one_source(ctx)?;
         sinks_like_source(ctx, src)?;
-        let from = ctx.config.usize_or("pretrigger_samples", 0)?;
+        let from = ctx.config.get(threshold::PRETRIGGER)?;
         if from >= src.data_length {
             return Err(ctx
                 .config
                 .error(
-                    "pretrigger_samples",
+                    threshold::PRETRIGGER.name,
                     format!(
                         "{from} is not inside the trace of {} samples",
                         src.data_length
@@ -205,8 +215,8 @@ impl Threshold {
                 .into());
         }
         Ok(Threshold {
-            channels: channels(ctx, "channels", src)?,
-            level: level(ctx)?,
+            channels: channels(ctx, threshold::CHANNELS, src)?,
+            level: level(ctx, threshold::LEVEL)?,
             edge: Edge::from_config(ctx)?,
             from,
             scratch: vec![0f32; SCAN_BLOCK + 1],
@@ -251,12 +261,12 @@ impl Coincidence {
         let c = &ctx.config;
         let src = one_source(ctx)?;
         sinks_like_source(ctx, src)?;
-        let chans = channels(ctx, "channels", src)?;
-        let min_channels = c.usize_or("min_channels", 2)?;
+        let chans = channels(ctx, coincidence::CHANNELS, src)?;
+        let min_channels = c.get(coincidence::MIN_CHANNELS)?;
         if min_channels == 0 || min_channels > chans.len() {
             return Err(c
                 .error(
-                    "min_channels",
+                    coincidence::MIN_CHANNELS.name,
                     format!(
                         "must be between 1 and the {} channels taking part",
                         chans.len()
@@ -264,17 +274,19 @@ impl Coincidence {
                 )
                 .into());
         }
-        let max = c.usize_or("max_crossings", 256)?;
+        let max = c.get(coincidence::MAX_CROSSINGS)?;
         if max == 0 {
-            return Err(c.error("max_crossings", "must be at least 1").into());
+            return Err(c
+                .error(coincidence::MAX_CROSSINGS.name, "must be at least 1")
+                .into());
         }
         Ok(Coincidence {
             crossings: chans.iter().map(|_| (vec![0; max], 0)).collect(),
             channels: chans,
-            level: level(ctx)?,
+            level: level(ctx, coincidence::LEVEL)?,
             edge: Edge::from_config(ctx)?,
             min_channels,
-            window: c.usize_or("window", 10)?,
+            window: c.get(coincidence::WINDOW)?,
             scratch: vec![0f32; src.data_length],
         })
     }
@@ -345,13 +357,9 @@ impl Prescale {
     pub fn build(ctx: &BuildContext) -> Result<Prescale, WorkerError> {
         let src = one_source(ctx)?;
         sinks_like_source(ctx, src)?;
-        let factor = ctx.config.get("factor").and_then(|v| v.as_u64());
-        match factor {
-            Some(f) if f >= 1 => Ok(Prescale { factor: f, seen: 0 }),
-            _ => Err(ctx
-                .config
-                .error("factor", "is required: a whole number ≥ 1")
-                .into()),
+        match ctx.config.get(FACTOR)? {
+            0 => Err(ctx.config.error(FACTOR.name, "must be ≥ 1").into()),
+            factor => Ok(Prescale { factor, seen: 0 }),
         }
     }
 }

@@ -24,10 +24,8 @@ pub mod tools;
 pub mod usb;
 
 use crate::engine::{Build, Function};
-pub(crate) use crate::worker::opt as key;
-use crate::worker::{
-    BufferShape, BuildContext, ConfigKey, EventMut, Importer, KeyType, Produced, WorkerError,
-};
+use crate::key;
+use crate::worker::{BufferShape, BuildContext, EventMut, Importer, Key, Produced, WorkerError};
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -107,47 +105,49 @@ pub fn checks() -> Vec<(&'static str, crate::engine::Check)> {
 }
 
 /// The keys every device importer reads.
-pub(crate) const SIMULATE_KEY: ConfigKey = key(
+pub(crate) const SIMULATE: Key<bool> = key!(
     "simulate",
-    KeyType::Bool,
-    "false",
-    "run the family's simulator and open it through the same driver path (set by --simulate)",
+    false,
+    "run the family's simulator and open it through the same driver path (set by --simulate)"
 );
-/// See [`SIMULATE_KEY`].
-pub(crate) const RECONNECT_KEY: ConfigKey = key(
+/// See [`SIMULATE`].
+pub(crate) const RECONNECT: Key<bool> = key!(
     "reconnect",
-    KeyType::Bool,
-    "true",
-    "when the device disappears, wait and re-open it (the gap is logged); false = stop the run",
+    true,
+    "when the device disappears, wait and re-open it (the gap is logged); false = stop the run"
 );
-/// See [`SIMULATE_KEY`].
-pub(crate) const SEED_KEY: ConfigKey = key(
+/// See [`SIMULATE`].
+pub(crate) const SEED: Key<i64> = key!(
     "seed",
-    KeyType::Int,
-    "1",
-    "simulator only: random seed; the same seed gives the same events",
+    1,
+    "simulator only: random seed; the same seed gives the same events"
 );
 
-/// See [`SIMULATE_KEY`]. What a long silence does.
-pub(crate) const ON_SILENCE_KEY: ConfigKey = key(
+/// See [`SIMULATE`]. What a long silence does.
+pub(crate) const ON_SILENCE: Key<str> = key!(
     "on_silence",
-    KeyType::Str,
     "warn",
     "after expect_data_within s without a good event: warn (log, device notes, status, page; \
-     the run goes on) or stop (the run stops cleanly, as at max_seconds)",
+     the run goes on) or stop (the run stops cleanly, as at max_seconds)"
 );
 
-/// `expect_data_within` with the family's default (seconds, as YAML text): the longest time
-/// without a good event (nothing, or only bad data) before the silence is reported.
-pub(crate) const fn expect_data_key(default: &'static str) -> ConfigKey {
-    key(
-        "expect_data_within",
-        KeyType::Float,
-        default,
-        "seconds without a good event (nothing, or only bad data) before a warning names the \
-         device (see on_silence); 0 = never",
-    )
+/// `expect_data_within` with the family's default (seconds): the longest time without a
+/// good event (nothing, or only bad data) before the silence is reported;
+/// `expect_data_key!(60.0)`, or with a note added to the doc.
+macro_rules! expect_data_key {
+    ($default:literal $(, $note:literal)?) => {
+        $crate::key!(
+            "expect_data_within",
+            $default,
+            concat!(
+                "seconds without a good event (nothing, or only bad data) before a warning \
+                 names the device (see on_silence); 0 = never"
+                $(, $note)?
+            )
+        )
+    };
 }
+pub(crate) use expect_data_key;
 
 /// What a device importer does when its device stays silent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,18 +158,19 @@ pub enum OnSilence {
     Stop,
 }
 
-/// Checks `expect_data_within` and `on_silence` as a build reads them, opening nothing.
-pub(crate) fn check_silence(ctx: &BuildContext) -> Result<(), WorkerError> {
-    silence_config(ctx, 0.0).map(drop)
+/// Checks `expect_data_within` (the family's `key`) and `on_silence` as a build reads them,
+/// opening nothing.
+pub(crate) fn check_silence(ctx: &BuildContext, key: Key<f64>) -> Result<(), WorkerError> {
+    silence_config(ctx, ctx.config.get(key)?).map(drop)
 }
 
-/// Reads `expect_data_within` (default `default_s`) and `on_silence` from the config.
+/// Checks the `expect_data_within` read (`within_s`, s) and reads `on_silence`.
 fn silence_config(
     ctx: &BuildContext,
-    default_s: f64,
+    within_s: f64,
 ) -> Result<(Option<Duration>, OnSilence), WorkerError> {
     let c = &ctx.config;
-    let s = c.f64_or("expect_data_within", default_s)?;
+    let s = within_s;
     if !(s.is_finite() && (0.0..=7.0 * 86400.0).contains(&s)) {
         return Err(c
             .error(
@@ -178,12 +179,12 @@ fn silence_config(
             )
             .into());
     }
-    let on = match c.str_or("on_silence", "warn")? {
+    let on = match c.get(ON_SILENCE)? {
         "warn" => OnSilence::Warn,
         "stop" => OnSilence::Stop,
         other => {
             return Err(c
-                .error("on_silence", format!("'{other}': warn or stop"))
+                .error(ON_SILENCE.name, format!("'{other}': warn or stop"))
                 .into())
         }
     };
@@ -402,22 +403,22 @@ impl DeviceImporter {
     }
 
     /// Checks the sink of `ctx` against the source, starts it, and writes the device notes
-    /// (`device_<worker>.txt` in the run directory). `silent_after` is the family's default
-    /// of `expect_data_within` (s).
+    /// (`device_<worker>.txt` in the run directory). `expect_within` is the family's
+    /// `expect_data_within` as read (s).
     pub(crate) fn build(
         function: &'static str,
         ctx: &BuildContext,
         source: Box<dyn Source>,
         keep: Vec<Box<dyn Any + Send>>,
         simulated: bool,
-        silent_after: f64,
+        expect_within: f64,
     ) -> Result<DeviceImporter, WorkerError> {
         let sink = ctx.sinks.first().ok_or_else(|| {
             WorkerError::Other(format!("{function} needs exactly one sink buffer"))
         })?;
         check_layout(function, &ctx.worker, source.layout(), sink)?;
-        let reconnect = ctx.config.bool_or("reconnect", true)?;
-        let (within, on) = silence_config(ctx, silent_after)?;
+        let reconnect = ctx.config.get(RECONNECT)?;
+        let (within, on) = silence_config(ctx, expect_within)?;
         let mut imp = DeviceImporter::new(function, &ctx.worker, source, keep, reconnect)?;
         imp.expect_data_within(within, on);
         imp.simulated = simulated;

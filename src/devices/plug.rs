@@ -5,37 +5,35 @@
 //! Guarantees: the thread only sleeps and calls the simulator; dropping the [`PlugPuller`]
 //! stops it and then drops the device. Must never: touch real hardware.
 
-use super::key;
-use crate::worker::{Config, ConfigKey, KeyType, WorkerError};
+use crate::key;
+use crate::worker::{Config, Key, WorkerError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// `sim_unplug_at`: when the simulated device loses its plug (the serial setups' meaning).
-pub(crate) const UNPLUG_AT_KEY: ConfigKey = key(
+pub(crate) const UNPLUG_AT: Key<f64> = key!(
     "sim_unplug_at",
-    KeyType::Float,
-    "0.0",
-    "simulator only: pull the simulated device's plug this many seconds after the start (0 = never), to try the reconnect",
+    0.0,
+    "simulator only: pull the simulated device's plug this many seconds after the start (0 = never), to try the reconnect"
 );
 /// `sim_unplug_for`: how long it stays unplugged.
-pub(crate) const UNPLUG_FOR_KEY: ConfigKey = key(
+pub(crate) const UNPLUG_FOR: Key<f64> = key!(
     "sim_unplug_for",
-    KeyType::Float,
-    "1.0",
-    "simulator only: seconds the device stays unplugged before it is plugged in again",
+    1.0,
+    "simulator only: seconds the device stays unplugged before it is plugged in again"
 );
 
 /// The simulated unplug a setup asks for with `sim_unplug_at` / `sim_unplug_for`:
 /// `Some((after, for))`, or `None` when `sim_unplug_at` is 0. Checked as for every device.
 pub(crate) fn unplug_window(cfg: &Config) -> Result<Option<(Duration, Duration)>, WorkerError> {
-    let at = cfg.f64_or("sim_unplug_at", 0.0)?;
-    let gone = cfg.f64_or("sim_unplug_for", 1.0)?;
+    let at = cfg.get(UNPLUG_AT)?;
+    let gone = cfg.get(UNPLUG_FOR)?;
     if !(at.is_finite() && (0.0..=86400.0).contains(&at)) {
-        return Err(cfg.error("sim_unplug_at", "must be 0 … 86400 (s)").into());
+        return Err(cfg.error(UNPLUG_AT.name, "must be 0 … 86400 (s)").into());
     }
     if !(gone.is_finite() && (0.0..=3600.0).contains(&gone)) {
-        return Err(cfg.error("sim_unplug_for", "must be 0 … 3600 (s)").into());
+        return Err(cfg.error(UNPLUG_FOR.name, "must be 0 … 3600 (s)").into());
     }
     Ok((at > 0.0).then(|| (Duration::from_secs_f64(at), Duration::from_secs_f64(gone))))
 }

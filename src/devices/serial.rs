@@ -6,12 +6,14 @@
 //! slave path through `serialport`, exactly as it would open `/dev/ttyUSB0`. Must never: open
 //! a real port when simulating, or guess a port when none is configured.
 
-use super::plug::{unplug_window, PlugPuller, UNPLUG_AT_KEY, UNPLUG_FOR_KEY};
+use super::plug::{unplug_window, PlugPuller, UNPLUG_AT, UNPLUG_FOR};
 use super::{
-    expect_data_key, key, open_error, sim_error, DeviceImporter, ON_SILENCE_KEY, RECONNECT_KEY,
-    SEED_KEY, SIMULATE_KEY,
+    expect_data_key, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
 };
-use crate::worker::{Arity, BuildContext, ConfigKey, FunctionSpec, KeyType, Template, WorkerError};
+use crate::key;
+use crate::worker::{
+    Arity, BuildContext, ConfigKey, FunctionSpec, Key, MaybeKey, Template, WorkerError,
+};
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
 };
@@ -25,24 +27,140 @@ use std::any::Any;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const PORT_KEY: ConfigKey = key(
+const PORT: MaybeKey<str> = key!(
     "port",
-    KeyType::Str,
-    "none (required unless simulate)",
-    "serial port path, e.g. /dev/daq/geiger-0 (udev symlink) or /dev/ttyUSB0",
+    absent: "required unless simulate",
+    "serial port path, e.g. /dev/daq/geiger-0 (udev symlink) or /dev/ttyUSB0"
 );
-const SIM_SECOND_KEY: ConfigKey = key(
+const SIM_SECOND: Key<f64> = key!(
     "sim_second",
-    KeyType::Float,
-    "1.0",
-    "simulator only: host seconds per device second (0.1 runs the device 10x faster)",
+    1.0,
+    "simulator only: host seconds per device second (0.1 runs the device 10x faster)"
 );
-const BACKOFF_KEY: ConfigKey = key(
+const BACKOFF: Key<f64> = key!(
     "reconnect_backoff_max",
-    KeyType::Float,
-    "2.0",
-    "longest wait between re-open attempts after an unplug (s); starts at 0.05 s, doubling",
+    2.0,
+    "longest wait between re-open attempts after an unplug (s); starts at 0.05 s, doubling"
 );
+/// `sim_rate` of the counters (GMC, line counters).
+const SIM_COUNT_RATE: Key<f64> = key!(
+    "sim_rate",
+    0.5,
+    "simulator only: mean counts per device second (Poisson)"
+);
+
+/// `device.gmc`'s own keys.
+mod gmc_keys {
+    use crate::key;
+    use crate::worker::Key;
+    pub const BAUD: Key<usize> = key!(
+        "baud",
+        0,
+        "baud rate; 0 = probe 115200 then 57600 with <GETVER>>"
+    );
+    pub const MODE: Key<str> = key!(
+        "mode",
+        "heartbeat",
+        "heartbeat (one cps event per second) or poll_cpm (one cpm event per poll_interval)"
+    );
+    pub const POLL_INTERVAL: Key<f64> = key!(
+        "poll_interval",
+        60.0,
+        "poll_cpm: time between <GETCPM>> requests (s)"
+    );
+    pub const COUNT_WIDTH: Key<usize> = key!(
+        "count_width",
+        0,
+        "reply width override in bytes (2 or 4) for firmware that differs from its model; 0 = by model"
+    );
+    pub const REPLY_TIMEOUT: Key<f64> = key!(
+        "reply_timeout",
+        0.5,
+        "how long to wait for a reply to a command (s)"
+    );
+    pub const SIM_MODEL: Key<str> = key!(
+        "sim_model",
+        "gmc320",
+        "simulator only: gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800"
+    );
+    pub const EXPECT_DATA: Key<f64> = super::expect_data_key!(
+        10.0,
+        "; with poll_cpm, 3 × poll_interval when that is longer"
+    );
+}
+
+/// The line counters' keys (`device.mightyohm`, `device.gc10`, `device.line_counter`).
+mod line_keys {
+    use crate::key;
+    use crate::worker::{Key, Strings};
+    pub const BAUD: Key<usize> = key!(
+        "baud",
+        9600,
+        "baud rate (MightyOhm and GC10: 9600; GC10next: 115200)"
+    );
+    pub const FIELDS: Key<Strings> = key!(
+        "fields",
+        ["time_us"],
+        "the line's fields in order: counts, pulse, time_s, time_ms, time_us (device time, converted to s) or skip"
+    );
+    pub const SEPARATOR: Key<str> = key!(
+        "separator",
+        "whitespace",
+        "field separator: whitespace (runs of spaces/tabs) or one character such as ',' or ';'"
+    );
+    pub const COMMENT: Key<str> = key!(
+        "comment",
+        "#",
+        "lines starting with this are ignored; empty = none"
+    );
+    /// A line a second: silent after 10 s.
+    pub const EXPECT_DATA: Key<f64> = super::expect_data_key!(10.0);
+    /// A line per pulse can be sparse.
+    pub const COUNTER_EXPECT_DATA: Key<f64> = super::expect_data_key!(120.0);
+}
+
+/// `device.cosmicwatch`'s own keys.
+mod cosmicwatch_keys {
+    use crate::key;
+    use crate::worker::Key;
+    pub const VERSION: Key<str> = key!(
+        "version",
+        "v2",
+        "detector version: v2 (Arduino Nano, space-separated) or v3x (RP2040, tab-separated)"
+    );
+    pub const BAUD: Key<usize> = key!(
+        "baud",
+        0,
+        "baud rate; 0 = 9600 for v2, 115200 for v3x (ignored by USB CDC)"
+    );
+    pub const ENVIRONMENT: Key<bool> = key!(
+        "environment",
+        false,
+        "v3x: the BMP280 columns Temp[C] and Press[Pa] are printed"
+    );
+    pub const MOTION: Key<bool> = key!(
+        "motion",
+        false,
+        "v3x: the MPU-6050 accelerometer and gyroscope columns are printed"
+    );
+    pub const NAME_COLUMN: Key<bool> = key!(
+        "name_column",
+        false,
+        "v3x: the detector name is printed as the last column"
+    );
+    pub const SIM_RATE: Key<f64> = key!(
+        "sim_rate",
+        1.0,
+        "simulator only: mean events per device second"
+    );
+    pub const SIM_COINCIDENCE: Key<f64> = key!(
+        "sim_coincidence",
+        0.0,
+        "simulator only (v3x): probability that an event is flagged coincident"
+    );
+    /// Muons come at ~1/s.
+    pub const EXPECT_DATA: Key<f64> = super::expect_data_key!(60.0);
+}
 
 /// `device.gmc`.
 pub const GMC_SPEC: FunctionSpec = FunctionSpec {
@@ -56,47 +174,34 @@ pub const GMC_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        PORT_KEY,
-        key("baud", KeyType::Int, "0", "baud rate; 0 = probe 115200 then 57600 with <GETVER>>"),
-        key("mode", KeyType::Str, "heartbeat", "heartbeat (one cps event per second) or poll_cpm (one cpm event per poll_interval)"),
-        key("poll_interval", KeyType::Float, "60.0", "poll_cpm: time between <GETCPM>> requests (s)"),
-        key("count_width", KeyType::Int, "0", "reply width override in bytes (2 or 4) for firmware that differs from its model; 0 = by model"),
-        key("reply_timeout", KeyType::Float, "0.5", "how long to wait for a reply to a command (s)"),
-        SIMULATE_KEY,
-        key("sim_model", KeyType::Str, "gmc320", "simulator only: gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800"),
-        key("sim_rate", KeyType::Float, "0.5", "simulator only: mean counts per device second (Poisson)"),
-        SIM_SECOND_KEY,
-        SEED_KEY,
-        UNPLUG_AT_KEY,
-        UNPLUG_FOR_KEY,
-        RECONNECT_KEY,
-        BACKOFF_KEY,
-        expect_data_key("10 (poll_cpm: 3 × poll_interval)"),
-        ON_SILENCE_KEY,
+        PORT.spec(),
+        gmc_keys::BAUD.spec(),
+        gmc_keys::MODE.spec(),
+        gmc_keys::POLL_INTERVAL.spec(),
+        gmc_keys::COUNT_WIDTH.spec(),
+        gmc_keys::REPLY_TIMEOUT.spec(),
+        SIMULATE.spec(),
+        gmc_keys::SIM_MODEL.spec(),
+        SIM_COUNT_RATE.spec(),
+        SIM_SECOND.spec(),
+        SEED.spec(),
+        UNPLUG_AT.spec(),
+        UNPLUG_FOR.spec(),
+        RECONNECT.spec(),
+        BACKOFF.spec(),
+        gmc_keys::EXPECT_DATA.spec(),
+        ON_SILENCE.spec(),
     ],
 };
 
-/// Default `expect_data_within` of the counters that print a line a second (s).
-const LINE_A_SECOND_SILENCE: f64 = 10.0;
-
 const LINE_KEYS_SIM: [ConfigKey; 7] = [
-    PORT_KEY,
-    key(
-        "baud",
-        KeyType::Int,
-        "9600",
-        "baud rate (MightyOhm and GC10: 9600; GC10next: 115200)",
-    ),
-    SIMULATE_KEY,
-    key(
-        "sim_rate",
-        KeyType::Float,
-        "0.5",
-        "simulator only: mean counts per device second (Poisson)",
-    ),
-    SIM_SECOND_KEY,
-    SEED_KEY,
-    RECONNECT_KEY,
+    PORT.spec(),
+    line_keys::BAUD.spec(),
+    SIMULATE.spec(),
+    SIM_COUNT_RATE.spec(),
+    SIM_SECOND.spec(),
+    SEED.spec(),
+    RECONNECT.spec(),
 ];
 
 /// `device.mightyohm`.
@@ -117,11 +222,11 @@ pub const MIGHTYOHM_SPEC: FunctionSpec = FunctionSpec {
         LINE_KEYS_SIM[4],
         LINE_KEYS_SIM[5],
         LINE_KEYS_SIM[6],
-        BACKOFF_KEY,
-        UNPLUG_AT_KEY,
-        UNPLUG_FOR_KEY,
-        expect_data_key("10"),
-        ON_SILENCE_KEY,
+        BACKOFF.spec(),
+        UNPLUG_AT.spec(),
+        UNPLUG_FOR.spec(),
+        line_keys::EXPECT_DATA.spec(),
+        ON_SILENCE.spec(),
     ],
 };
 
@@ -150,27 +255,21 @@ pub const LINE_COUNTER_SPEC: FunctionSpec = FunctionSpec {
     keys: &[
         LINE_KEYS_SIM[0],
         LINE_KEYS_SIM[1],
-        key("fields", KeyType::List, "[time_us]", "the line's fields in order: counts, pulse, time_s, time_ms, time_us (device time, converted to s) or skip"),
-        key("separator", KeyType::Str, "whitespace", "field separator: whitespace (runs of spaces/tabs) or one character such as ',' or ';'"),
-        key("comment", KeyType::Str, "#", "lines starting with this are ignored; empty = none"),
+        line_keys::FIELDS.spec(),
+        line_keys::SEPARATOR.spec(),
+        line_keys::COMMENT.spec(),
         LINE_KEYS_SIM[2],
         LINE_KEYS_SIM[3],
         LINE_KEYS_SIM[4],
         LINE_KEYS_SIM[5],
         LINE_KEYS_SIM[6],
-        BACKOFF_KEY,
-        UNPLUG_AT_KEY,
-        UNPLUG_FOR_KEY,
-        expect_data_key("120"),
-        ON_SILENCE_KEY,
+        BACKOFF.spec(),
+        UNPLUG_AT.spec(),
+        UNPLUG_FOR.spec(),
+        line_keys::COUNTER_EXPECT_DATA.spec(),
+        ON_SILENCE.spec(),
     ],
 };
-
-/// Default `expect_data_within` of `device.line_counter` (s): a line per pulse can be sparse.
-const LINE_COUNTER_SILENCE: f64 = 120.0;
-
-/// Default `expect_data_within` of `device.cosmicwatch` (s): muons come at ~1/s.
-const COSMICWATCH_SILENCE: f64 = 60.0;
 
 /// `device.cosmicwatch`.
 pub const COSMICWATCH_SPEC: FunctionSpec = FunctionSpec {
@@ -186,58 +285,23 @@ pub const COSMICWATCH_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        PORT_KEY,
-        key(
-            "version",
-            KeyType::Str,
-            "v2",
-            "detector version: v2 (Arduino Nano, space-separated) or v3x (RP2040, tab-separated)",
-        ),
-        key(
-            "baud",
-            KeyType::Int,
-            "0",
-            "baud rate; 0 = 9600 for v2, 115200 for v3x (ignored by USB CDC)",
-        ),
-        key(
-            "environment",
-            KeyType::Bool,
-            "false",
-            "v3x: the BMP280 columns Temp[C] and Press[Pa] are printed",
-        ),
-        key(
-            "motion",
-            KeyType::Bool,
-            "false",
-            "v3x: the MPU-6050 accelerometer and gyroscope columns are printed",
-        ),
-        key(
-            "name_column",
-            KeyType::Bool,
-            "false",
-            "v3x: the detector name is printed as the last column",
-        ),
-        SIMULATE_KEY,
-        key(
-            "sim_rate",
-            KeyType::Float,
-            "1.0",
-            "simulator only: mean events per device second",
-        ),
-        key(
-            "sim_coincidence",
-            KeyType::Float,
-            "0.0",
-            "simulator only (v3x): probability that an event is flagged coincident",
-        ),
-        SIM_SECOND_KEY,
-        SEED_KEY,
-        UNPLUG_AT_KEY,
-        UNPLUG_FOR_KEY,
-        RECONNECT_KEY,
-        BACKOFF_KEY,
-        expect_data_key("60"),
-        ON_SILENCE_KEY,
+        PORT.spec(),
+        cosmicwatch_keys::VERSION.spec(),
+        cosmicwatch_keys::BAUD.spec(),
+        cosmicwatch_keys::ENVIRONMENT.spec(),
+        cosmicwatch_keys::MOTION.spec(),
+        cosmicwatch_keys::NAME_COLUMN.spec(),
+        SIMULATE.spec(),
+        cosmicwatch_keys::SIM_RATE.spec(),
+        cosmicwatch_keys::SIM_COINCIDENCE.spec(),
+        SIM_SECOND.spec(),
+        SEED.spec(),
+        UNPLUG_AT.spec(),
+        UNPLUG_FOR.spec(),
+        RECONNECT.spec(),
+        BACKOFF.spec(),
+        cosmicwatch_keys::EXPECT_DATA.spec(),
+        ON_SILENCE.spec(),
     ],
 };
 
@@ -254,31 +318,28 @@ struct Common {
 
 fn common(ctx: &BuildContext) -> Result<Common, WorkerError> {
     let c = &ctx.config;
-    let simulate = c.bool_or("simulate", false)?;
-    let port = match c.get("port") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(_) => Some(PathBuf::from(c.str_or("port", "")?)),
-    };
+    let simulate = c.get(SIMULATE)?;
+    let port = c.get(PORT)?.map(PathBuf::from);
     if port.is_none() && !simulate {
         return Err(c
             .error(
-                "port",
+                PORT.name,
                 "is required: the serial port of the detector (e.g. /dev/daq/geiger-0 with the \
                  udev rules installed, or /dev/ttyUSB0); `daq-engine devices` lists them; or \
                  run with --simulate to try the setup without hardware",
             )
             .into());
     }
-    let second = c.f64_or("sim_second", 1.0)?;
+    let second = c.get(SIM_SECOND)?;
     if !(second.is_finite() && (1e-4..=60.0).contains(&second)) {
         return Err(c
-            .error("sim_second", "must be between 0.0001 and 60 (s)")
+            .error(SIM_SECOND.name, "must be between 0.0001 and 60 (s)")
             .into());
     }
-    let max = c.f64_or("reconnect_backoff_max", 2.0)?;
+    let max = c.get(BACKOFF)?;
     if !(max.is_finite() && (0.05..=600.0).contains(&max)) {
         return Err(c
-            .error("reconnect_backoff_max", "must be between 0.05 and 600 (s)")
+            .error(BACKOFF.name, "must be between 0.05 and 600 (s)")
             .into());
     }
     Ok(Common {
@@ -286,7 +347,7 @@ fn common(ctx: &BuildContext) -> Result<Common, WorkerError> {
         simulate,
         port,
         sim_second: Duration::from_secs_f64(second),
-        seed: c.i64_or("seed", 1)? as u64,
+        seed: c.get(SEED)? as u64,
         backoff: Backoff {
             initial: Duration::from_millis(50),
             max: Duration::from_secs_f64(max),
@@ -294,23 +355,26 @@ fn common(ctx: &BuildContext) -> Result<Common, WorkerError> {
     })
 }
 
-fn rate(ctx: &BuildContext, name: &str, default: f64) -> Result<f64, WorkerError> {
-    let v = ctx.config.f64_or(name, default)?;
+fn rate(ctx: &BuildContext, key: Key<f64>) -> Result<f64, WorkerError> {
+    let v = ctx.config.get(key)?;
     if !(v.is_finite() && v >= 0.0) {
-        return Err(ctx.config.error(name, "must be a number ≥ 0").into());
+        return Err(ctx.config.error(key.name, "must be a number ≥ 0").into());
     }
     Ok(v)
 }
 
-fn baud(ctx: &BuildContext, default: u32) -> Result<Option<u32>, WorkerError> {
-    let b = ctx.config.usize_or("baud", default as usize)?;
+fn baud(ctx: &BuildContext, key: Key<usize>) -> Result<Option<u32>, WorkerError> {
+    let b = ctx.config.get(key)?;
     if b == 0 {
         return Ok(None);
     }
     if !(300..=4_000_000).contains(&b) {
         return Err(ctx
             .config
-            .error("baud", "must be 0 (automatic) or a baud rate 300 … 4000000")
+            .error(
+                key.name,
+                "must be 0 (automatic) or a baud rate 300 … 4000000",
+            )
             .into());
     }
     Ok(Some(b as u32))
@@ -336,16 +400,16 @@ fn path_of(
 
 /// Checks a serial importer's common settings as its build does, opening nothing; unless
 /// simulated, the configured port must exist.
-fn check_common(ctx: &BuildContext) -> Result<(), WorkerError> {
+fn check_common(ctx: &BuildContext, expect_data: Key<f64>) -> Result<(), WorkerError> {
     let c = common(ctx)?;
-    super::check_silence(ctx)?;
+    super::check_silence(ctx, expect_data)?;
     if let (false, Some(port)) = (c.simulate, &c.port) {
         // Follows links: a udev link whose device is unplugged does not count.
         if let Err(e) = std::fs::metadata(port) {
             return Err(ctx
                 .config
                 .error(
-                    "port",
+                    PORT.name,
                     format!(
                         "{}: no such serial port ({e}): is the detector plugged in? \
                          `daq-engine devices` lists the connected ones; --simulate runs the \
@@ -361,40 +425,41 @@ fn check_common(ctx: &BuildContext) -> Result<(), WorkerError> {
 
 /// Checks the config of `device.gmc` as [`build_gmc`] does, opening nothing.
 pub fn check_gmc(ctx: &BuildContext) -> Result<(), WorkerError> {
-    check_common(ctx)?;
+    check_common(ctx, gmc_keys::EXPECT_DATA)?;
     gmc_settings(ctx)?;
-    baud(ctx, 0).map(drop)
+    baud(ctx, gmc_keys::BAUD).map(drop)
 }
 
 /// Checks the config of `device.mightyohm` and `device.gc10`, opening nothing.
 pub fn check_line(ctx: &BuildContext) -> Result<(), WorkerError> {
-    check_common(ctx)?;
-    baud(ctx, 9600).map(drop)
+    check_common(ctx, line_keys::EXPECT_DATA)?;
+    baud(ctx, line_keys::BAUD).map(drop)
 }
 
 /// Checks the config of `device.line_counter`, opening nothing.
 pub fn check_line_counter(ctx: &BuildContext) -> Result<(), WorkerError> {
     grammar(ctx)?;
-    check_line(ctx)
+    check_common(ctx, line_keys::COUNTER_EXPECT_DATA)?;
+    baud(ctx, line_keys::BAUD).map(drop)
 }
 
 /// Checks the config of `device.cosmicwatch` as [`build_cosmicwatch`] does, opening nothing.
 pub fn check_cosmicwatch(ctx: &BuildContext) -> Result<(), WorkerError> {
-    check_common(ctx)?;
+    check_common(ctx, cosmicwatch_keys::EXPECT_DATA)?;
     cosmicwatch_version(ctx)?;
-    baud(ctx, 0).map(drop)
+    baud(ctx, cosmicwatch_keys::BAUD).map(drop)
 }
 
 /// The GMC's mode, count width and reply timeout (s).
 fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64), WorkerError> {
     let cfg = &ctx.config;
-    let mode = match cfg.str_or("mode", "heartbeat")? {
+    let mode = match cfg.get(gmc_keys::MODE)? {
         "heartbeat" => GmcMode::Heartbeat,
         "poll_cpm" => {
-            let s = cfg.f64_or("poll_interval", 60.0)?;
+            let s = cfg.get(gmc_keys::POLL_INTERVAL)?;
             if !(s.is_finite() && (0.01..=86400.0).contains(&s)) {
                 return Err(cfg
-                    .error("poll_interval", "must be 0.01 … 86400 (s)")
+                    .error(gmc_keys::POLL_INTERVAL.name, "must be 0.01 … 86400 (s)")
                     .into());
             }
             GmcMode::PollCpm {
@@ -404,25 +469,27 @@ fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64)
         other => {
             return Err(cfg
                 .error(
-                    "mode",
+                    gmc_keys::MODE.name,
                     format!("'{other}' is not a mode: heartbeat or poll_cpm"),
                 )
                 .into())
         }
     };
-    let width = match cfg.usize_or("count_width", 0)? {
+    let width = match cfg.get(gmc_keys::COUNT_WIDTH)? {
         0 => None,
         2 => Some(CountWidth::Two),
         4 => Some(CountWidth::Four),
         _ => {
             return Err(cfg
-                .error("count_width", "must be 0 (by model), 2 or 4")
+                .error(gmc_keys::COUNT_WIDTH.name, "must be 0 (by model), 2 or 4")
                 .into())
         }
     };
-    let reply = cfg.f64_or("reply_timeout", 0.5)?;
+    let reply = cfg.get(gmc_keys::REPLY_TIMEOUT)?;
     if !(reply.is_finite() && (0.01..=10.0).contains(&reply)) {
-        return Err(cfg.error("reply_timeout", "must be 0.01 … 10 (s)").into());
+        return Err(cfg
+            .error(gmc_keys::REPLY_TIMEOUT.name, "must be 0.01 … 10 (s)")
+            .into());
     }
     Ok((mode, width, reply))
 }
@@ -432,14 +499,18 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let c = common(ctx)?;
     let (mode, width, reply) = gmc_settings(ctx)?;
-    // A counter polled every minute is silent between polls: wait three polls.
-    let silent_after = match mode {
-        GmcMode::PollCpm { interval } => LINE_A_SECOND_SILENCE.max(3.0 * interval.as_secs_f64()),
-        _ => LINE_A_SECOND_SILENCE,
+    // A counter polled every minute is silent between polls: unless the setup says, wait
+    // three polls.
+    let expect_within = match (cfg.given(gmc_keys::EXPECT_DATA)?, mode) {
+        (Some(s), _) => s,
+        (None, GmcMode::PollCpm { interval }) => cfg
+            .get(gmc_keys::EXPECT_DATA)?
+            .max(3.0 * interval.as_secs_f64()),
+        (None, _) => cfg.get(gmc_keys::EXPECT_DATA)?,
     };
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
-        let model = match cfg.str_or("sim_model", "gmc320")? {
+        let model = match cfg.get(gmc_keys::SIM_MODEL)? {
             "gmc300v3" => GmcModel::Gmc300V3,
             "gmc300v4" => GmcModel::Gmc300V4,
             "gmc320" => GmcModel::Gmc320,
@@ -449,7 +520,7 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             other => {
                 return Err(cfg
                     .error(
-                        "sim_model",
+                        gmc_keys::SIM_MODEL.name,
                         format!("'{other}': choose gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800"),
                     )
                     .into())
@@ -458,7 +529,7 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         Some(
             gmc::simulate(GmcSimConfig {
                 model,
-                cps: rate(ctx, "sim_rate", 0.5)?,
+                cps: rate(ctx, SIM_COUNT_RATE)?,
                 seed: c.seed,
                 second: c.sim_second,
                 width,
@@ -472,7 +543,7 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let path = path_of(&c, sim, &mut keep);
     let source = gmc::open(GmcConfig {
         path,
-        baud: baud(ctx, 0)?,
+        baud: baud(ctx, gmc_keys::BAUD)?,
         mode,
         width,
         reply_timeout: Duration::from_secs_f64(reply),
@@ -486,7 +557,7 @@ pub fn build_gmc(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         Box::new(source),
         keep,
         c.simulate,
-        silent_after,
+        expect_within,
     )
 }
 
@@ -506,7 +577,7 @@ fn build_line(
         Some(
             linecounter::simulate(LineSimConfig {
                 format: sim_format,
-                cps: rate(ctx, "sim_rate", 0.5)?,
+                cps: rate(ctx, SIM_COUNT_RATE)?,
                 seed: c.seed,
                 second: c.sim_second,
             })
@@ -516,13 +587,13 @@ fn build_line(
         None
     };
     let path = path_of(&c, sim, &mut keep);
-    let silent_after = match &format {
-        LineFormat::Grammar(_) => LINE_COUNTER_SILENCE,
-        LineFormat::MightyOhm | LineFormat::Gc10 => LINE_A_SECOND_SILENCE,
-    };
+    let expect_within = ctx.config.get(match &format {
+        LineFormat::Grammar(_) => line_keys::COUNTER_EXPECT_DATA,
+        LineFormat::MightyOhm | LineFormat::Gc10 => line_keys::EXPECT_DATA,
+    })?;
     let source = linecounter::open(LineCounterConfig {
         path,
-        baud: baud(ctx, 9600)?.unwrap_or(9600),
+        baud: baud(ctx, line_keys::BAUD)?.unwrap_or(9600),
         format,
         backoff: c.backoff,
     })
@@ -533,7 +604,7 @@ fn build_line(
         Box::new(source),
         keep,
         c.simulate,
-        silent_after,
+        expect_within,
     )
 }
 
@@ -550,9 +621,7 @@ pub fn build_gc10(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
 /// The grammar `fields`, `separator` and `comment` describe.
 pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
     let cfg = &ctx.config;
-    let names = cfg
-        .str_list("fields")?
-        .unwrap_or_else(|| vec!["time_us".to_string()]);
+    let names = cfg.get(line_keys::FIELDS)?;
     let mut fields = Vec::with_capacity(names.len());
     for n in &names {
         fields.push(match n.as_str() {
@@ -565,7 +634,7 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
             other => {
                 return Err(cfg
                     .error(
-                        "fields",
+                        line_keys::FIELDS.name,
                         format!(
                         "'{other}' is not a field: counts, pulse, time_s, time_ms, time_us or skip"
                     ),
@@ -574,14 +643,14 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
             }
         });
     }
-    let separator = match cfg.str_or("separator", "whitespace")? {
+    let separator = match cfg.get(line_keys::SEPARATOR)? {
         "whitespace" => Separator::Whitespace,
         s if s.len() == 1 && s.is_ascii() => Separator::Byte(s.as_bytes()[0]),
         "\\t" | "tab" => Separator::Byte(b'\t'),
         other => {
             return Err(cfg
                 .error(
-                    "separator",
+                    line_keys::SEPARATOR.name,
                     format!("'{other}': whitespace, tab or one ASCII character such as ','"),
                 )
                 .into())
@@ -590,9 +659,10 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
     let g = LineGrammar {
         separator,
         fields,
-        comment: cfg.str_or("comment", "#")?.to_string(),
+        comment: cfg.get(line_keys::COMMENT)?.to_string(),
     };
-    g.validate().map_err(|p| cfg.error("fields", p))?;
+    g.validate()
+        .map_err(|p| cfg.error(line_keys::FIELDS.name, p))?;
     Ok(g)
 }
 
@@ -608,14 +678,21 @@ fn cosmicwatch_version(
 ) -> Result<(CosmicWatchVersion, SimVersion), WorkerError> {
     let cfg = &ctx.config;
     let cols = V3Columns {
-        environment: cfg.bool_or("environment", false)?,
-        motion: cfg.bool_or("motion", false)?,
-        name: cfg.bool_or("name_column", false)?,
+        environment: cfg.get(cosmicwatch_keys::ENVIRONMENT)?,
+        motion: cfg.get(cosmicwatch_keys::MOTION)?,
+        name: cfg.get(cosmicwatch_keys::NAME_COLUMN)?,
     };
-    Ok(match cfg.str_or("version", "v2")? {
+    Ok(match cfg.get(cosmicwatch_keys::VERSION)? {
         "v2" => (CosmicWatchVersion::V2, SimVersion::V2),
         "v3x" | "v3X" => (CosmicWatchVersion::V3X(cols), SimVersion::V3X(cols)),
-        other => return Err(cfg.error("version", format!("'{other}': v2 or v3x")).into()),
+        other => {
+            return Err(cfg
+                .error(
+                    cosmicwatch_keys::VERSION.name,
+                    format!("'{other}': v2 or v3x"),
+                )
+                .into())
+        }
     })
 }
 
@@ -626,14 +703,16 @@ pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerErr
     let (version, sim_version) = cosmicwatch_version(ctx)?;
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
-        let coincidence = cfg.f64_or("sim_coincidence", 0.0)?;
+        let coincidence = cfg.get(cosmicwatch_keys::SIM_COINCIDENCE)?;
         if !(0.0..=1.0).contains(&coincidence) {
-            return Err(cfg.error("sim_coincidence", "must be 0 … 1").into());
+            return Err(cfg
+                .error(cosmicwatch_keys::SIM_COINCIDENCE.name, "must be 0 … 1")
+                .into());
         }
         Some(
             cosmicwatch::simulate(CosmicWatchSimConfig {
                 version: sim_version,
-                rate: rate(ctx, "sim_rate", 1.0)?,
+                rate: rate(ctx, cosmicwatch_keys::SIM_RATE)?,
                 coincidence,
                 seed: c.seed,
                 second: c.sim_second,
@@ -648,7 +727,7 @@ pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerErr
     let source = cosmicwatch::open(CosmicWatchConfig {
         path,
         version,
-        baud: baud(ctx, 0)?,
+        baud: baud(ctx, cosmicwatch_keys::BAUD)?,
         backoff: c.backoff,
     })
     .map_err(open_error)?;
@@ -658,6 +737,6 @@ pub fn build_cosmicwatch(ctx: &BuildContext) -> Result<DeviceImporter, WorkerErr
         Box::new(source),
         keep,
         c.simulate,
-        COSMICWATCH_SILENCE,
+        cfg.get(cosmicwatch_keys::EXPECT_DATA)?,
     )
 }

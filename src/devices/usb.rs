@@ -11,12 +11,12 @@
 //! end. Must never: fall back to a simulator when real hardware was asked for, or load the
 //! fake library when not simulating.
 
-use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT_KEY, UNPLUG_FOR_KEY};
-use super::{
-    expect_data_key, key, open_error, DeviceImporter, ON_SILENCE_KEY, RECONNECT_KEY, SEED_KEY,
-    SIMULATE_KEY,
+use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
+use super::{expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use crate::worker::{
+    Arity, BuildContext, Config, FunctionSpec, Key, PerChannel, PerChannelValue, Template,
+    WorkerError,
 };
-use crate::worker::{Arity, BuildContext, Config, FunctionSpec, KeyType, Template, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::hantek6022::{
     self, Calibration, Edge, Gain, Hantek6022, HantekConfig, SimHantek, SimHantekConfig, SimSignal,
@@ -86,9 +86,107 @@ impl SimulatedPlug for FakePico {
     }
 }
 
-/// Default `expect_data_within` of the scopes (s): a trigger on noise fires often; a high
-/// threshold may wait longer, then raise it.
-const SCOPE_SILENCE: f64 = 60.0;
+/// `expect_data_within` of the scopes (s): a trigger on noise fires often; a high threshold
+/// may wait longer, then raise it.
+const SCOPE_EXPECT_DATA: Key<f64> = expect_data_key!(60.0);
+
+/// `device.picoscope`'s own keys.
+mod pico_keys {
+    use crate::key;
+    use crate::worker::{Key, MaybeKey, PerChannel, Strings};
+    pub const FAMILY: Key<str> = key!("family", "ps5000a", "driver family: ps5000a or ps2000a");
+    pub const LIBRARY: MaybeKey<str> = key!(
+        "library",
+        absent: "/opt/picoscope/lib",
+        "Pico's library file or its directory (libps5000a.so / libps2000a.so)"
+    );
+    pub const SERIAL: MaybeKey<str> = key!(
+        "serial",
+        absent: "the first unit",
+        "open the unit with this serial (e.g. JO123/0045)"
+    );
+    pub const RESOLUTION_BITS: Key<u32> = key!(
+        "resolution_bits",
+        8,
+        "vertical resolution (ps5000a: 8, 12, 14, 15, 16; ps2000a: 8)"
+    );
+    pub const CHANNELS: Key<Strings> = key!(
+        "channels",
+        ["A", "B", "C", "D"],
+        "enabled channels, letters A..D"
+    );
+    pub const RANGES: Key<PerChannel> = key!(
+        "ranges",
+        0.5,
+        "± full scale per enabled channel (V): one number for all, or a list; 0.01 … 50"
+    );
+    pub const COUPLING: Key<str> = key!("coupling", "dc", "input coupling: dc or ac");
+    pub const ANALOG_OFFSET: Key<f64> = key!(
+        "analog_offset",
+        0.0,
+        "volts added to every input before digitising (V)"
+    );
+    pub const SAMPLE_INTERVAL: Key<f64> = key!(
+        "sample_interval",
+        8.0e-9,
+        "requested time between samples (s); the nearest timebase is used"
+    );
+    pub const MODE: Key<str> = key!("mode", "rapid_block", "rapid_block or streaming");
+    pub const PRE_TRIGGER: Key<u32> = key!(
+        "pre_trigger",
+        100,
+        "rapid block: samples before the trigger"
+    );
+    pub const POST_TRIGGER: Key<u32> = key!(
+        "post_trigger",
+        400,
+        "rapid block: samples from the trigger on"
+    );
+    pub const CAPTURES_PER_RUN: Key<u32> = key!(
+        "captures_per_run",
+        100,
+        "rapid block: captures (memory segments) per RunBlock"
+    );
+    pub const TRIGGER_CHANNEL: Key<str> = key!(
+        "trigger_channel",
+        "A",
+        "rapid block: trigger channel A..D (enabled), or none for free-running captures"
+    );
+    pub const TRIGGER_LEVEL: Key<f64> =
+        key!("trigger_level", -0.05, "trigger level at the input (V)");
+    pub const TRIGGER_DIRECTION: Key<str> = key!(
+        "trigger_direction",
+        "falling",
+        "rising, falling, above, below or rising_or_falling"
+    );
+    pub const TRIGGER_DELAY: Key<u32> = key!(
+        "trigger_delay",
+        0,
+        "samples between the trigger and the reference point"
+    );
+    pub const AUTO_TRIGGER_MS: Key<usize> = key!(
+        "auto_trigger_ms",
+        0,
+        "fire anyway after this many ms without a trigger; 0 = wait for ever"
+    );
+    pub const SAMPLES_PER_EVENT: Key<u32> =
+        key!("samples_per_event", 1000, "streaming: samples per event");
+    pub const OVERVIEW_SAMPLES: Key<u32> = key!(
+        "overview_samples",
+        100000,
+        "streaming: the driver's overview buffer per channel (samples)"
+    );
+    pub const FORMAT: Key<str> = key!(
+        "format",
+        "volts",
+        "volts (float32) or raw (int16 ADC counts)"
+    );
+    pub const SIM_RATE: Key<f64> = key!(
+        "sim_rate",
+        100.0,
+        "simulator only: triggered captures per second (0 = as fast as possible)"
+    );
+}
 
 /// `device.picoscope`.
 pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
@@ -103,142 +201,89 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        key(
-            "family",
-            KeyType::Str,
-            "ps5000a",
-            "driver family: ps5000a or ps2000a",
-        ),
-        key(
-            "library",
-            KeyType::Str,
-            "/opt/picoscope/lib",
-            "Pico's library file or its directory (libps5000a.so / libps2000a.so)",
-        ),
-        key(
-            "serial",
-            KeyType::Str,
-            "the first unit",
-            "open the unit with this serial (e.g. JO123/0045)",
-        ),
-        key(
-            "resolution_bits",
-            KeyType::Int,
-            "8",
-            "vertical resolution (ps5000a: 8, 12, 14, 15, 16; ps2000a: 8)",
-        ),
-        key(
-            "channels",
-            KeyType::List,
-            "[A, B, C, D]",
-            "enabled channels, letters A..D",
-        ),
-        key(
-            "ranges",
-            KeyType::Any,
-            "0.5",
-            "± full scale per enabled channel (V): one number for all, or a list; 0.01 … 50",
-        ),
-        key("coupling", KeyType::Str, "dc", "input coupling: dc or ac"),
-        key(
-            "analog_offset",
-            KeyType::Float,
-            "0.0",
-            "volts added to every input before digitising (V)",
-        ),
-        key(
-            "sample_interval",
-            KeyType::Float,
-            "8.0e-9",
-            "requested time between samples (s); the nearest timebase is used",
-        ),
-        key(
-            "mode",
-            KeyType::Str,
-            "rapid_block",
-            "rapid_block or streaming",
-        ),
-        key(
-            "pre_trigger",
-            KeyType::Int,
-            "100",
-            "rapid block: samples before the trigger",
-        ),
-        key(
-            "post_trigger",
-            KeyType::Int,
-            "400",
-            "rapid block: samples from the trigger on",
-        ),
-        key(
-            "captures_per_run",
-            KeyType::Int,
-            "100",
-            "rapid block: captures (memory segments) per RunBlock",
-        ),
-        key(
-            "trigger_channel",
-            KeyType::Str,
-            "A",
-            "rapid block: trigger channel A..D (enabled), or none for free-running captures",
-        ),
-        key(
-            "trigger_level",
-            KeyType::Float,
-            "-0.05",
-            "trigger level at the input (V)",
-        ),
-        key(
-            "trigger_direction",
-            KeyType::Str,
-            "falling",
-            "rising, falling, above, below or rising_or_falling",
-        ),
-        key(
-            "trigger_delay",
-            KeyType::Int,
-            "0",
-            "samples between the trigger and the reference point",
-        ),
-        key(
-            "auto_trigger_ms",
-            KeyType::Int,
-            "0",
-            "fire anyway after this many ms without a trigger; 0 = wait for ever",
-        ),
-        key(
-            "samples_per_event",
-            KeyType::Int,
-            "1000",
-            "streaming: samples per event",
-        ),
-        key(
-            "overview_samples",
-            KeyType::Int,
-            "100000",
-            "streaming: the driver's overview buffer per channel (samples)",
-        ),
-        key(
-            "format",
-            KeyType::Str,
-            "volts",
-            "volts (float32) or raw (int16 ADC counts)",
-        ),
-        SIMULATE_KEY,
-        key(
-            "sim_rate",
-            KeyType::Float,
-            "100.0",
-            "simulator only: triggered captures per second (0 = as fast as possible)",
-        ),
-        SEED_KEY,
-        UNPLUG_AT_KEY,
-        UNPLUG_FOR_KEY,
-        RECONNECT_KEY,
-        expect_data_key("60"),
-        ON_SILENCE_KEY,
+        pico_keys::FAMILY.spec(),
+        pico_keys::LIBRARY.spec(),
+        pico_keys::SERIAL.spec(),
+        pico_keys::RESOLUTION_BITS.spec(),
+        pico_keys::CHANNELS.spec(),
+        pico_keys::RANGES.spec(),
+        pico_keys::COUPLING.spec(),
+        pico_keys::ANALOG_OFFSET.spec(),
+        pico_keys::SAMPLE_INTERVAL.spec(),
+        pico_keys::MODE.spec(),
+        pico_keys::PRE_TRIGGER.spec(),
+        pico_keys::POST_TRIGGER.spec(),
+        pico_keys::CAPTURES_PER_RUN.spec(),
+        pico_keys::TRIGGER_CHANNEL.spec(),
+        pico_keys::TRIGGER_LEVEL.spec(),
+        pico_keys::TRIGGER_DIRECTION.spec(),
+        pico_keys::TRIGGER_DELAY.spec(),
+        pico_keys::AUTO_TRIGGER_MS.spec(),
+        pico_keys::SAMPLES_PER_EVENT.spec(),
+        pico_keys::OVERVIEW_SAMPLES.spec(),
+        pico_keys::FORMAT.spec(),
+        SIMULATE.spec(),
+        pico_keys::SIM_RATE.spec(),
+        SEED.spec(),
+        UNPLUG_AT.spec(),
+        UNPLUG_FOR.spec(),
+        RECONNECT.spec(),
+        SCOPE_EXPECT_DATA.spec(),
+        ON_SILENCE.spec(),
     ],
 };
+
+/// `device.hantek6022`'s own keys.
+mod hantek_keys {
+    use crate::key;
+    use crate::worker::{Key, MaybeKey, PerChannel};
+    pub const FIRMWARE: MaybeKey<str> = key!(
+        "firmware",
+        absent: "none",
+        "firmware for a cold device, e.g. /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw (Debian package sigrok-firmware-fx2lafw)"
+    );
+    pub const SAMPLE_RATE: Key<u32> = key!(
+        "sample_rate",
+        1000000,
+        "samples per second per channel (must be in the firmware's table)"
+    );
+    pub const CHANNELS: Key<usize> = key!("channels", 2, "active channels: 1 (ch1) or 2");
+    pub const RANGES: Key<PerChannel> = key!(
+        "ranges",
+        5.0,
+        "± full scale per channel (V): 5, 2.5, 1 or 0.5; one number or a list"
+    );
+    pub const FORMAT: Key<str> = key!(
+        "format",
+        "volts",
+        "volts (float32) or raw (uint8 codes, 0x80 ≈ 0 V)"
+    );
+    pub const SAMPLES_PER_EVENT: Key<usize> = key!(
+        "samples_per_event",
+        1000,
+        "samples per channel in one event"
+    );
+    pub const TRIGGER_CHANNEL: Key<usize> = key!(
+        "trigger_channel",
+        1,
+        "software trigger on ch1 or ch2; 0 = free-running gapless blocks"
+    );
+    pub const TRIGGER_LEVEL: Key<f64> =
+        key!("trigger_level", 0.2, "trigger level (V, after calibration)");
+    pub const TRIGGER_EDGE: Key<str> = key!("trigger_edge", "rising", "rising or falling");
+    pub const PRE_TRIGGER: Key<usize> =
+        key!("pre_trigger", 100, "samples kept before the trigger sample");
+    pub const SIM_RATE: Key<f64> = key!(
+        "sim_rate",
+        1000.0,
+        "simulator only: pulses per second on ch1 (paced at sample_rate)"
+    );
+    pub const SIM_AMPLITUDE: Key<f64> = key!(
+        "sim_amplitude",
+        1.0,
+        "simulator only: pulse height (V, sign = polarity)"
+    );
+}
 
 /// `device.hantek6022`.
 pub const HANTEK_SPEC: FunctionSpec = FunctionSpec {
@@ -252,27 +297,61 @@ pub const HANTEK_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        key("firmware", KeyType::Str, "none", "firmware for a cold device, e.g. /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw (Debian package sigrok-firmware-fx2lafw)"),
-        key("sample_rate", KeyType::Int, "1000000", "samples per second per channel (must be in the firmware's table)"),
-        key("channels", KeyType::Int, "2", "active channels: 1 (ch1) or 2"),
-        key("ranges", KeyType::Any, "5.0", "± full scale per channel (V): 5, 2.5, 1 or 0.5; one number or a list"),
-        key("format", KeyType::Str, "volts", "volts (float32) or raw (uint8 codes, 0x80 ≈ 0 V)"),
-        key("samples_per_event", KeyType::Int, "1000", "samples per channel in one event"),
-        key("trigger_channel", KeyType::Int, "1", "software trigger on ch1 or ch2; 0 = free-running gapless blocks"),
-        key("trigger_level", KeyType::Float, "0.2", "trigger level (V, after calibration)"),
-        key("trigger_edge", KeyType::Str, "rising", "rising or falling"),
-        key("pre_trigger", KeyType::Int, "100", "samples kept before the trigger sample"),
-        SIMULATE_KEY,
-        key("sim_rate", KeyType::Float, "1000.0", "simulator only: pulses per second on ch1 (paced at sample_rate)"),
-        key("sim_amplitude", KeyType::Float, "1.0", "simulator only: pulse height (V, sign = polarity)"),
-        SEED_KEY,
-        UNPLUG_AT_KEY,
-        UNPLUG_FOR_KEY,
-        RECONNECT_KEY,
-        expect_data_key("60"),
-        ON_SILENCE_KEY,
+        hantek_keys::FIRMWARE.spec(),
+        hantek_keys::SAMPLE_RATE.spec(),
+        hantek_keys::CHANNELS.spec(),
+        hantek_keys::RANGES.spec(),
+        hantek_keys::FORMAT.spec(),
+        hantek_keys::SAMPLES_PER_EVENT.spec(),
+        hantek_keys::TRIGGER_CHANNEL.spec(),
+        hantek_keys::TRIGGER_LEVEL.spec(),
+        hantek_keys::TRIGGER_EDGE.spec(),
+        hantek_keys::PRE_TRIGGER.spec(),
+        SIMULATE.spec(),
+        hantek_keys::SIM_RATE.spec(),
+        hantek_keys::SIM_AMPLITUDE.spec(),
+        SEED.spec(),
+        UNPLUG_AT.spec(),
+        UNPLUG_FOR.spec(),
+        RECONNECT.spec(),
+        SCOPE_EXPECT_DATA.spec(),
+        ON_SILENCE.spec(),
     ],
 };
+
+/// `device.drs4`'s own keys.
+mod drs4_keys {
+    use crate::key;
+    use crate::worker::{Key, MaybeKey};
+    pub const SAMPLING_GHZ: Key<f64> =
+        key!("sampling_ghz", 5.0, "sampling frequency (GHz), 0.1 … 6");
+    pub const RANGE_CENTRE: Key<f64> = key!(
+        "range_centre",
+        0.0,
+        "centre of the 1 Vpp input range (V), 0 … 0.5"
+    );
+    pub const TRIGGER: Key<str> = key!(
+        "trigger",
+        "ch1",
+        "trigger source: ch1 … ch4, any (any input), external or software"
+    );
+    pub const TRIGGER_LEVEL: Key<f64> = key!("trigger_level", -0.05, "trigger level (V)");
+    pub const TRIGGER_EDGE: Key<str> = key!(
+        "trigger_edge",
+        "falling",
+        "falling (negative pulses) or rising"
+    );
+    pub const CALIBRATION_FILE: MaybeKey<str> = key!(
+        "calibration_file",
+        absent: "eeprom",
+        "per-cell calibration file (daq-engine text format); when absent, the calibration stored in the board's EEPROM (nominal, with a warning, if the board was never calibrated)"
+    );
+    pub const TIME_AXIS: Key<bool> = key!(
+        "time_axis",
+        false,
+        "also write the calibrated sample times as field t (ns)"
+    );
+}
 
 /// `device.drs4`.
 pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
@@ -285,57 +364,20 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
-        key(
-            "sampling_ghz",
-            KeyType::Float,
-            "5.0",
-            "sampling frequency (GHz), 0.1 … 6",
-        ),
-        key(
-            "range_centre",
-            KeyType::Float,
-            "0.0",
-            "centre of the 1 Vpp input range (V), 0 … 0.5",
-        ),
-        key(
-            "trigger",
-            KeyType::Str,
-            "ch1",
-            "trigger source: ch1 … ch4, any (any input), external or software",
-        ),
-        key(
-            "trigger_level",
-            KeyType::Float,
-            "-0.05",
-            "trigger level (V)",
-        ),
-        key(
-            "trigger_edge",
-            KeyType::Str,
-            "falling",
-            "falling (negative pulses) or rising",
-        ),
-        key(
-            "calibration_file",
-            KeyType::Str,
-            "eeprom",
-            "per-cell calibration file (daq-engine text format); when absent, the calibration \
-             stored in the board's EEPROM (nominal, with a warning, if the board was never \
-             calibrated)",
-        ),
-        key(
-            "time_axis",
-            KeyType::Bool,
-            "false",
-            "also write the calibrated sample times as field t (ns)",
-        ),
-        SIMULATE_KEY,
-        SEED_KEY,
-        UNPLUG_AT_KEY,
-        UNPLUG_FOR_KEY,
-        RECONNECT_KEY,
-        expect_data_key("60"),
-        ON_SILENCE_KEY,
+        drs4_keys::SAMPLING_GHZ.spec(),
+        drs4_keys::RANGE_CENTRE.spec(),
+        drs4_keys::TRIGGER.spec(),
+        drs4_keys::TRIGGER_LEVEL.spec(),
+        drs4_keys::TRIGGER_EDGE.spec(),
+        drs4_keys::CALIBRATION_FILE.spec(),
+        drs4_keys::TIME_AXIS.spec(),
+        SIMULATE.spec(),
+        SEED.spec(),
+        UNPLUG_AT.spec(),
+        UNPLUG_FOR.spec(),
+        RECONNECT.spec(),
+        SCOPE_EXPECT_DATA.spec(),
+        ON_SILENCE.spec(),
     ],
 };
 
@@ -344,27 +386,16 @@ fn bad(cfg: &Config, key: &str, problem: impl Into<String>) -> WorkerError {
 }
 
 /// A number or a list of numbers, one per channel.
-fn per_channel(cfg: &Config, key: &str, n: usize, default: f64) -> Result<Vec<f64>, WorkerError> {
-    match cfg.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(vec![default; n]),
-        Some(serde_json::Value::Array(_)) => {
-            let v = cfg.f64_list(key)?.unwrap_or_default();
-            if v.len() != n {
-                return Err(bad(
-                    cfg,
-                    key,
-                    format!("gives {} values for {n} enabled channel(s)", v.len()),
-                ));
-            }
-            Ok(v)
-        }
-        Some(_) => Ok(vec![cfg.f64(key)?; n]),
+fn per_channel(cfg: &Config, key: Key<PerChannel>, n: usize) -> Result<Vec<f64>, WorkerError> {
+    match cfg.get(key)? {
+        PerChannelValue::All(v) => Ok(vec![v; n]),
+        PerChannelValue::Each(v) if v.len() != n => Err(bad(
+            cfg,
+            key.name,
+            format!("gives {} values for {n} enabled channel(s)", v.len()),
+        )),
+        PerChannelValue::Each(v) => Ok(v),
     }
-}
-
-fn u32_key(cfg: &Config, key: &str, default: u32) -> Result<u32, WorkerError> {
-    u32::try_from(cfg.usize_or(key, default as usize)?)
-        .map_err(|_| bad(cfg, key, "is too large (at most 4294967295)"))
 }
 
 /// Where the fake PicoScope library was looked for, newest existing first.
@@ -500,12 +531,15 @@ impl Drop for FakePico {
 
 /// The PicoScope configuration `cfg` describes (without library path when simulating).
 pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
-    let fam_name = cfg.str_or("family", "ps5000a")?;
-    let family = picoscope::family_by_name(fam_name)
-        .ok_or_else(|| bad(cfg, "family", format!("'{fam_name}': ps5000a or ps2000a")))?;
-    let letters = cfg
-        .str_list("channels")?
-        .unwrap_or_else(|| ["A", "B", "C", "D"].map(String::from).to_vec());
+    let fam_name = cfg.get(pico_keys::FAMILY)?;
+    let family = picoscope::family_by_name(fam_name).ok_or_else(|| {
+        bad(
+            cfg,
+            pico_keys::FAMILY.name,
+            format!("'{fam_name}': ps5000a or ps2000a"),
+        )
+    })?;
+    let letters = cfg.get(pico_keys::CHANNELS)?;
     let mut enabled = Vec::new();
     for l in &letters {
         let i = match l.to_ascii_uppercase().trim_start_matches("CH") {
@@ -513,27 +547,43 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             "B" => 1,
             "C" => 2,
             "D" => 3,
-            _ => return Err(bad(cfg, "channels", format!("'{l}' is not a channel A..D"))),
+            _ => {
+                return Err(bad(
+                    cfg,
+                    pico_keys::CHANNELS.name,
+                    format!("'{l}' is not a channel A..D"),
+                ))
+            }
         };
         if enabled.contains(&i) {
-            return Err(bad(cfg, "channels", format!("channel {l} is named twice")));
+            return Err(bad(
+                cfg,
+                pico_keys::CHANNELS.name,
+                format!("channel {l} is named twice"),
+            ));
         }
         enabled.push(i);
     }
     enabled.sort_unstable();
-    let ranges = per_channel(cfg, "ranges", enabled.len(), 0.5)?;
-    let coupling = match cfg.str_or("coupling", "dc")? {
+    let ranges = per_channel(cfg, pico_keys::RANGES, enabled.len())?;
+    let coupling = match cfg.get(pico_keys::COUPLING)? {
         "dc" | "DC" => Coupling::Dc,
         "ac" | "AC" => Coupling::Ac,
-        other => return Err(bad(cfg, "coupling", format!("'{other}': dc or ac"))),
+        other => {
+            return Err(bad(
+                cfg,
+                pico_keys::COUPLING.name,
+                format!("'{other}': dc or ac"),
+            ))
+        }
     };
-    let offset = cfg.f64_or("analog_offset", 0.0)? as f32;
+    let offset = cfg.get(pico_keys::ANALOG_OFFSET)? as f32;
     let mut channels = [ChannelConfig::OFF; 4];
     for (&c, &r) in enabled.iter().zip(&ranges) {
         let range = VoltageRange::from_volts(r).ok_or_else(|| {
             bad(
                 cfg,
-                "ranges",
+                pico_keys::RANGES.name,
                 format!("±{r} V is not a PicoScope range: 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50"),
             )
         })?;
@@ -544,16 +594,25 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             analog_offset_v: offset,
         };
     }
-    let bits = cfg.usize_or("resolution_bits", 8)?;
-    let resolution = Resolution::from_bits(bits as u32)
-        .ok_or_else(|| bad(cfg, "resolution_bits", "must be 8, 12, 14, 15 or 16"))?;
-    let interval = cfg.f64_or("sample_interval", 8e-9)?;
+    let bits = cfg.get(pico_keys::RESOLUTION_BITS)?;
+    let resolution = Resolution::from_bits(bits).ok_or_else(|| {
+        bad(
+            cfg,
+            pico_keys::RESOLUTION_BITS.name,
+            "must be 8, 12, 14, 15 or 16",
+        )
+    })?;
+    let interval = cfg.get(pico_keys::SAMPLE_INTERVAL)?;
     if !(interval.is_finite() && interval > 0.0) {
-        return Err(bad(cfg, "sample_interval", "must be a time > 0 (s)"));
+        return Err(bad(
+            cfg,
+            pico_keys::SAMPLE_INTERVAL.name,
+            "must be a time > 0 (s)",
+        ));
     }
-    let acquisition = match cfg.str_or("mode", "rapid_block")? {
+    let acquisition = match cfg.get(pico_keys::MODE)? {
         "rapid_block" => {
-            let tc = cfg.str_or("trigger_channel", "A")?;
+            let tc = cfg.get(pico_keys::TRIGGER_CHANNEL)?;
             let trigger = if tc.eq_ignore_ascii_case("none") {
                 None
             } else {
@@ -562,9 +621,15 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                     "B" => 1,
                     "C" => 2,
                     "D" => 3,
-                    _ => return Err(bad(cfg, "trigger_channel", format!("'{tc}': A..D or none"))),
+                    _ => {
+                        return Err(bad(
+                            cfg,
+                            pico_keys::TRIGGER_CHANNEL.name,
+                            format!("'{tc}': A..D or none"),
+                        ))
+                    }
                 };
-                let direction = match cfg.str_or("trigger_direction", "falling")? {
+                let direction = match cfg.get(pico_keys::TRIGGER_DIRECTION)? {
                     "rising" => ThresholdDirection::Rising,
                     "falling" => ThresholdDirection::Falling,
                     "above" => ThresholdDirection::Above,
@@ -573,54 +638,58 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                     other => {
                         return Err(bad(
                             cfg,
-                            "trigger_direction",
+                            pico_keys::TRIGGER_DIRECTION.name,
                             format!(
                                 "'{other}': rising, falling, above, below or rising_or_falling"
                             ),
                         ))
                     }
                 };
-                let auto = cfg.usize_or("auto_trigger_ms", 0)?;
+                let auto = cfg.get(pico_keys::AUTO_TRIGGER_MS)?;
                 Some(TriggerConfig {
                     channel,
-                    level_v: cfg.f64_or("trigger_level", -0.05)?,
+                    level_v: cfg.get(pico_keys::TRIGGER_LEVEL)?,
                     direction,
-                    delay_samples: u32_key(cfg, "trigger_delay", 0)?,
-                    auto_trigger_ms: i16::try_from(auto)
-                        .map_err(|_| bad(cfg, "auto_trigger_ms", "must be 0 … 32767"))?,
+                    delay_samples: cfg.get(pico_keys::TRIGGER_DELAY)?,
+                    auto_trigger_ms: i16::try_from(auto).map_err(|_| {
+                        bad(cfg, pico_keys::AUTO_TRIGGER_MS.name, "must be 0 … 32767")
+                    })?,
                 })
             };
             Acquisition::RapidBlock {
-                pre_trigger: u32_key(cfg, "pre_trigger", 100)?,
-                post_trigger: u32_key(cfg, "post_trigger", 400)?,
-                captures_per_run: u32_key(cfg, "captures_per_run", 100)?,
+                pre_trigger: cfg.get(pico_keys::PRE_TRIGGER)?,
+                post_trigger: cfg.get(pico_keys::POST_TRIGGER)?,
+                captures_per_run: cfg.get(pico_keys::CAPTURES_PER_RUN)?,
                 trigger,
             }
         }
         "streaming" => Acquisition::Streaming {
-            samples_per_event: u32_key(cfg, "samples_per_event", 1000)?,
-            overview_samples: u32_key(cfg, "overview_samples", 100_000)?,
+            samples_per_event: cfg.get(pico_keys::SAMPLES_PER_EVENT)?,
+            overview_samples: cfg.get(pico_keys::OVERVIEW_SAMPLES)?,
         },
         other => {
             return Err(bad(
                 cfg,
-                "mode",
+                pico_keys::MODE.name,
                 format!("'{other}': rapid_block or streaming"),
             ))
         }
     };
-    let format = match cfg.str_or("format", "volts")? {
+    let format = match cfg.get(pico_keys::FORMAT)? {
         "volts" => picoscope::SampleFormat::Volts,
         "raw" => picoscope::SampleFormat::Raw,
-        other => return Err(bad(cfg, "format", format!("'{other}': volts or raw"))),
+        other => {
+            return Err(bad(
+                cfg,
+                pico_keys::FORMAT.name,
+                format!("'{other}': volts or raw"),
+            ))
+        }
     };
     let config = PicoScopeConfig {
         family,
-        library: cfg
-            .get("library")
-            .and_then(|v| v.as_str())
-            .map(PathBuf::from),
-        serial: cfg.get("serial").and_then(|v| v.as_str()).map(String::from),
+        library: cfg.get(pico_keys::LIBRARY)?.map(PathBuf::from),
+        serial: cfg.get(pico_keys::SERIAL)?.map(String::from),
         resolution,
         channels,
         sample_interval_ns: interval * 1e9,
@@ -636,21 +705,21 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
 /// Checks the config of `device.picoscope` as [`build_picoscope`] does, opening nothing.
 pub fn check_picoscope(ctx: &BuildContext) -> Result<(), WorkerError> {
     picoscope_config(&ctx.config)?;
-    super::check_silence(ctx)?;
+    super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
 }
 
 /// Checks the config of `device.hantek6022` as [`build_hantek`] does, opening nothing.
 pub fn check_hantek(ctx: &BuildContext) -> Result<(), WorkerError> {
     hantek_config(&ctx.config)?;
-    super::check_silence(ctx)?;
+    super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
 }
 
 /// Checks the config of `device.drs4` as [`build_drs4`] does, opening nothing.
 pub fn check_drs4(ctx: &BuildContext) -> Result<(), WorkerError> {
     drs4_config(&ctx.config)?;
-    super::check_silence(ctx)?;
+    super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
 }
 
@@ -658,17 +727,21 @@ pub fn check_drs4(ctx: &BuildContext) -> Result<(), WorkerError> {
 pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let mut config = picoscope_config(cfg)?;
-    let simulate = cfg.bool_or("simulate", false)?;
+    let simulate = cfg.get(SIMULATE)?;
     let unplug = unplug_window(cfg)?;
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     if simulate {
-        let rate = cfg.f64_or("sim_rate", 100.0)?;
+        let rate = cfg.get(pico_keys::SIM_RATE)?;
         if !(rate.is_finite() && rate >= 0.0) {
-            return Err(bad(cfg, "sim_rate", "must be ≥ 0 (captures per second)"));
+            return Err(bad(
+                cfg,
+                pico_keys::SIM_RATE.name,
+                "must be ≥ 0 (captures per second)",
+            ));
         }
         let fake = FakePico::load(config.family.soname)
             .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
-        fake.set(rate, cfg.i64_or("seed", 1)? as u64)
+        fake.set(rate, cfg.get(SEED)? as u64)
             .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
         config.library = Some(fake.path.clone());
         keep.push(keep_simulated(fake, unplug));
@@ -682,61 +755,71 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
         Box::new(scope),
         keep,
         simulate,
-        SCOPE_SILENCE,
+        cfg.get(SCOPE_EXPECT_DATA)?,
     )
 }
 
 /// The Hantek configuration `cfg` describes.
 pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
-    let channels = cfg.usize_or("channels", 2)?;
+    let channels = cfg.get(hantek_keys::CHANNELS)?;
     if !(1..=2).contains(&channels) {
-        return Err(bad(cfg, "channels", "must be 1 or 2"));
+        return Err(bad(cfg, hantek_keys::CHANNELS.name, "must be 1 or 2"));
     }
-    let ranges = per_channel(cfg, "ranges", channels, 5.0)?;
+    let ranges = per_channel(cfg, hantek_keys::RANGES, channels)?;
     let mut gains = [Gain::X1; 2];
     for (g, r) in gains.iter_mut().zip(&ranges) {
         *g = Gain::from_full_scale(*r as f32).ok_or_else(|| {
             bad(
                 cfg,
-                "ranges",
+                hantek_keys::RANGES.name,
                 format!("±{r} V: the 6022 offers 5, 2.5, 1 or 0.5"),
             )
         })?;
     }
-    let format = match cfg.str_or("format", "volts")? {
+    let format = match cfg.get(hantek_keys::FORMAT)? {
         "volts" => hantek6022::SampleFormat::Volts,
         "raw" => hantek6022::SampleFormat::Raw,
-        other => return Err(bad(cfg, "format", format!("'{other}': volts or raw"))),
+        other => {
+            return Err(bad(
+                cfg,
+                hantek_keys::FORMAT.name,
+                format!("'{other}': volts or raw"),
+            ))
+        }
     };
-    let samples = cfg.usize_or("samples_per_event", 1000)?;
+    let samples = cfg.get(hantek_keys::SAMPLES_PER_EVENT)?;
     if !(1..=10_000_000).contains(&samples) {
-        return Err(bad(cfg, "samples_per_event", "must be 1 … 10000000"));
+        return Err(bad(
+            cfg,
+            hantek_keys::SAMPLES_PER_EVENT.name,
+            "must be 1 … 10000000",
+        ));
     }
-    let trigger = match cfg.usize_or("trigger_channel", 1)? {
+    let trigger = match cfg.get(hantek_keys::TRIGGER_CHANNEL)? {
         0 => None,
         c @ (1 | 2) if c <= channels => {
-            let edge = match cfg.str_or("trigger_edge", "rising")? {
+            let edge = match cfg.get(hantek_keys::TRIGGER_EDGE)? {
                 "rising" => Edge::Rising,
                 "falling" => Edge::Falling,
                 other => {
                     return Err(bad(
                         cfg,
-                        "trigger_edge",
+                        hantek_keys::TRIGGER_EDGE.name,
                         format!("'{other}': rising or falling"),
                     ))
                 }
             };
-            let pre = cfg.usize_or("pre_trigger", 100)?;
+            let pre = cfg.get(hantek_keys::PRE_TRIGGER)?;
             if pre >= samples {
                 return Err(bad(
                     cfg,
-                    "pre_trigger",
+                    hantek_keys::PRE_TRIGGER.name,
                     "must be less than samples_per_event",
                 ));
             }
             Some(Trigger {
                 channel: c - 1,
-                level_volts: cfg.f64_or("trigger_level", 0.2)? as f32,
+                level_volts: cfg.get(hantek_keys::TRIGGER_LEVEL)? as f32,
                 edge,
                 pre_trigger: pre,
             })
@@ -744,17 +827,14 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
         _ => {
             return Err(bad(
                 cfg,
-                "trigger_channel",
+                hantek_keys::TRIGGER_CHANNEL.name,
                 "must be 0 (none) or an active channel (1 or 2)",
             ))
         }
     };
     Ok(HantekConfig {
-        firmware_path: cfg
-            .get("firmware")
-            .and_then(|v| v.as_str())
-            .map(PathBuf::from),
-        sample_rate: u32_key(cfg, "sample_rate", 1_000_000)?,
+        firmware_path: cfg.get(hantek_keys::FIRMWARE)?.map(PathBuf::from),
+        sample_rate: cfg.get(hantek_keys::SAMPLE_RATE)?,
         channels: channels as u8,
         gains,
         calibration: [Calibration::default(); 2],
@@ -769,11 +849,15 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
 pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let config = hantek_config(cfg)?;
-    let simulate = cfg.bool_or("simulate", false)?;
+    let simulate = cfg.get(SIMULATE)?;
     if simulate {
-        let rate = cfg.f64_or("sim_rate", 1000.0)?;
+        let rate = cfg.get(hantek_keys::SIM_RATE)?;
         if !(rate.is_finite() && rate > 0.0) {
-            return Err(bad(cfg, "sim_rate", "must be > 0 (pulses per second)"));
+            return Err(bad(
+                cfg,
+                hantek_keys::SIM_RATE.name,
+                "must be > 0 (pulses per second)",
+            ));
         }
         let period = (f64::from(config.sample_rate) / rate).max(2.0) as u64;
         let sim = SimHantek::new(SimHantekConfig {
@@ -781,11 +865,11 @@ pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
                 channel: 0,
                 first: period / 2,
                 period,
-                amplitude_volts: cfg.f64_or("sim_amplitude", 1.0)? as f32,
+                amplitude_volts: cfg.get(hantek_keys::SIM_AMPLITUDE)? as f32,
                 decay_frames: 20.0,
                 noise_volts: 0.01,
             },
-            seed: cfg.i64_or("seed", 1)? as u64,
+            seed: cfg.get(SEED)? as u64,
             paced: true,
             ..SimHantekConfig::default()
         });
@@ -802,7 +886,7 @@ pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             Box::new(scope),
             vec![keep_simulated(sim, unplug)],
             true,
-            SCOPE_SILENCE,
+            cfg.get(SCOPE_EXPECT_DATA)?,
         )
     } else {
         let bus = RusbBus::new()
@@ -814,7 +898,7 @@ pub fn build_hantek(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             Box::new(scope),
             Vec::new(),
             false,
-            SCOPE_SILENCE,
+            cfg.get(SCOPE_EXPECT_DATA)?,
         )
     }
 }
@@ -828,15 +912,23 @@ fn simulated_firmware() -> Result<hantek6022::firmware::FirmwareImage, WorkerErr
 
 /// The DRS4 configuration `cfg` describes.
 pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
-    let ghz = cfg.f64_or("sampling_ghz", 5.0)?;
+    let ghz = cfg.get(drs4_keys::SAMPLING_GHZ)?;
     if !(0.1..=6.0).contains(&ghz) {
-        return Err(bad(cfg, "sampling_ghz", "must be 0.1 … 6 (GHz)"));
+        return Err(bad(
+            cfg,
+            drs4_keys::SAMPLING_GHZ.name,
+            "must be 0.1 … 6 (GHz)",
+        ));
     }
-    let centre = cfg.f64_or("range_centre", 0.0)?;
+    let centre = cfg.get(drs4_keys::RANGE_CENTRE)?;
     if !(0.0..=0.5).contains(&centre) {
-        return Err(bad(cfg, "range_centre", "must be 0 … 0.5 (V)"));
+        return Err(bad(
+            cfg,
+            drs4_keys::RANGE_CENTRE.name,
+            "must be 0 … 0.5 (V)",
+        ));
     }
-    let trigger = match cfg.str_or("trigger", "ch1")? {
+    let trigger = match cfg.get(drs4_keys::TRIGGER)? {
         "ch1" => Drs4TriggerSource::Inputs(1),
         "ch2" => Drs4TriggerSource::Inputs(2),
         "ch3" => Drs4TriggerSource::Inputs(4),
@@ -847,18 +939,18 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
         other => {
             return Err(bad(
                 cfg,
-                "trigger",
+                drs4_keys::TRIGGER.name,
                 format!("'{other}': ch1, ch2, ch3, ch4, any, external or software"),
             ))
         }
     };
-    let falling = match cfg.str_or("trigger_edge", "falling")? {
+    let falling = match cfg.get(drs4_keys::TRIGGER_EDGE)? {
         "falling" => true,
         "rising" => false,
         other => {
             return Err(bad(
                 cfg,
-                "trigger_edge",
+                drs4_keys::TRIGGER_EDGE.name,
                 format!("'{other}': falling or rising"),
             ))
         }
@@ -867,13 +959,10 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
         sampling_ghz: ghz,
         range_centre: centre,
         trigger,
-        trigger_level: cfg.f64_or("trigger_level", -0.05)?,
+        trigger_level: cfg.get(drs4_keys::TRIGGER_LEVEL)?,
         trigger_falling: falling,
-        calibration_file: cfg
-            .get("calibration_file")
-            .and_then(|v| v.as_str())
-            .map(PathBuf::from),
-        time_axis: cfg.bool_or("time_axis", false)?,
+        calibration_file: cfg.get(drs4_keys::CALIBRATION_FILE)?.map(PathBuf::from),
+        time_axis: cfg.get(drs4_keys::TIME_AXIS)?,
     })
 }
 
@@ -892,10 +981,10 @@ fn say_calibration_warnings<B: daq_drivers::usb::UsbTransport>(
 pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let config = drs4_config(cfg)?;
-    if cfg.bool_or("simulate", false)? {
+    if cfg.get(SIMULATE)? {
         let unplug = unplug_window(cfg)?;
         let sim = SimDrs4::new(SimDrs4Config {
-            seed: cfg.i64_or("seed", 1)? as u64,
+            seed: cfg.get(SEED)? as u64,
             log_transfers: false,
             ..SimDrs4Config::default()
         });
@@ -907,7 +996,7 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             Box::new(board),
             vec![keep_simulated(sim, unplug)],
             true,
-            SCOPE_SILENCE,
+            cfg.get(SCOPE_EXPECT_DATA)?,
         )
     } else {
         let mut bus = RusbBus::new()
@@ -920,7 +1009,35 @@ pub fn build_drs4(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             Box::new(board),
             Vec::new(),
             false,
-            SCOPE_SILENCE,
+            cfg.get(SCOPE_EXPECT_DATA)?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(values: serde_json::Value) -> Config {
+        Config::new("scope", values.as_object().unwrap().clone())
+    }
+
+    /// A `firmware` that is not a path must be refused, not taken as "no firmware" (a cold
+    /// scope would then fail to start far from the setup line that caused it).
+    #[test]
+    fn hantek_firmware_of_the_wrong_type_is_an_error() {
+        let e = hantek_config(&config(json!({"firmware": 42}))).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("config key 'firmware'") && text.contains("expected a string"),
+            "{text}"
+        );
+        let ok = hantek_config(&config(json!({"firmware": "/lib/fw.hex"}))).unwrap();
+        assert_eq!(ok.firmware_path, Some(PathBuf::from("/lib/fw.hex")));
+        assert_eq!(
+            hantek_config(&config(json!({}))).unwrap().firmware_path,
+            None
+        );
     }
 }

@@ -4,9 +4,10 @@
 //! order and integrity of what arrives, measures latency and writes a result file).
 
 use super::registry::{Build, Function};
+use crate::key;
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventMut, EventRef, Exporter, FunctionSpec, Importer, KeyType,
-    Produced, Template, WorkerError,
+    Arity, BuildContext, EventMut, EventRef, Exporter, FunctionSpec, Importer, Key, Produced,
+    Template, WorkerError,
 };
 use std::path::PathBuf;
 
@@ -72,25 +73,23 @@ const SOURCE_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::NONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
-    keys: &[
-        ConfigKey {
-            name: "n_events",
-            ty: KeyType::Int,
-            required: false,
-            default: Some("200000"),
-            doc: "events to produce (over all processes of the worker), then end",
-        },
-        ConfigKey {
-            name: "fail_at",
-            ty: KeyType::Int,
-            required: false,
-            default: Some("-1"),
-            doc: "fault injection: fail (an error, as a device gone wrong would) right after \
-                  producing the event with this counter; -1 = never. With `restart: \
-                  on-failure` the new process resumes after it and does not fail again",
-        },
-    ],
+    keys: &[N_EVENTS.spec(), FAIL_AT.spec()],
 };
+
+/// `bench.source`: events to produce.
+const N_EVENTS: Key<u64> = key!(
+    "n_events",
+    200000,
+    "events to produce (over all processes of the worker), then end"
+);
+/// `bench.source`: the event after which to fail.
+const FAIL_AT: Key<i64> = key!(
+    "fail_at",
+    -1,
+    "fault injection: fail (an error, as a device gone wrong would) right after producing \
+     the event with this counter; -1 = never. With `restart: on-failure` the new process \
+     resumes after it and does not fail again"
+);
 
 const SINK_SPEC: FunctionSpec = FunctionSpec {
     name: "bench.sink",
@@ -100,25 +99,22 @@ const SINK_SPEC: FunctionSpec = FunctionSpec {
     sources: Arity::ONE,
     sinks: Arity::NONE,
     observes: Arity::NONE,
-    keys: &[
-        ConfigKey {
-            name: "touch",
-            ty: KeyType::Bool,
-            required: false,
-            default: Some("true"),
-            doc: "read every byte of each event (as a real consumer would)",
-        },
-        ConfigKey {
-            name: "leave_after",
-            ty: KeyType::Int,
-            required: false,
-            default: Some("0"),
-            doc: "fault injection: after this many events the process writes its report \
-                  and ends (exit 0) though its source goes on, as a worker that returns \
-                  early would; 0 = never",
-        },
-    ],
+    keys: &[TOUCH.spec(), LEAVE_AFTER.spec()],
 };
+
+/// `bench.sink`: read every byte.
+const TOUCH: Key<bool> = key!(
+    "touch",
+    true,
+    "read every byte of each event (as a real consumer would)"
+);
+/// `bench.sink`: leave early.
+const LEAVE_AFTER: Key<u64> = key!(
+    "leave_after",
+    0,
+    "fault injection: after this many events the process writes its report and ends (exit \
+     0) though its source goes on, as a worker that returns early would; 0 = never"
+);
 
 /// The checksum `bench.source` writes: a mix of the counter.
 pub fn bench_checksum(counter: i64) -> u64 {
@@ -142,8 +138,8 @@ pub struct BenchSource {
 
 impl BenchSource {
     fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
-        let total = ctx.config.usize_or("n_events", 200_000)? as i64;
-        let fail_at = ctx.config.i64_or("fail_at", -1)?;
+        let total = ctx.config.get(N_EVENTS)? as i64;
+        let fail_at = ctx.config.get(FAIL_AT)?;
         let sink = &ctx.sinks[0];
         let bytes = sink.data_length * sink.dtype.record_size();
         // A recognisable pattern so a reader that checks bytes finds wrong slots.
@@ -228,8 +224,8 @@ pub struct BenchSink {
 
 impl BenchSink {
     fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
-        let touch = ctx.config.bool_or("touch", true)?;
-        let leave_after = ctx.config.usize_or("leave_after", 0)? as u64;
+        let touch = ctx.config.get(TOUCH)?;
+        let leave_after = ctx.config.get(LEAVE_AFTER)?;
         let hist = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
             .map_err(|e| WorkerError::Other(e.to_string()))?;
         Ok(BenchSink {

@@ -11,9 +11,9 @@ use super::hdf5::{
     BufferHandle, BufferOptions, Compression, Rotation, RunFileWriter, RunInfo, RunStats,
     WriterOptions,
 };
+use crate::key;
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventRef, Exporter, FunctionSpec, KeyType, Template,
-    WorkerError,
+    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use std::time::Duration;
 
@@ -29,50 +29,41 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     sinks: Arity::NONE,
     observes: Arity::NONE,
     keys: &[
-        ConfigKey {
-            name: "filename",
-            ty: KeyType::Str,
-            required: false,
-            default: Some("the source buffer's name"),
-            doc: "file name in the run directory, without .h5",
-        },
-        ConfigKey {
-            name: "compression",
-            ty: KeyType::Str,
-            required: false,
-            default: Some("deflate"),
-            doc: "deflate (shuffle + zlib, every reader can open it) or none (fastest)",
-        },
-        ConfigKey {
-            name: "level",
-            ty: KeyType::Int,
-            required: false,
-            default: Some("1"),
-            doc: "deflate level 1 (fast) .. 9 (small)",
-        },
-        ConfigKey {
-            name: "flush_interval",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("1.0"),
-            doc: "seconds between flushes: a crash loses at most this much",
-        },
-        ConfigKey {
-            name: "rotate_mb",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("none"),
-            doc: "start a new file (name_0001.h5, …) after this many MB",
-        },
-        ConfigKey {
-            name: "rotate_minutes",
-            ty: KeyType::Float,
-            required: false,
-            default: Some("none"),
-            doc: "start a new file after this many minutes",
-        },
+        FILENAME.spec(),
+        COMPRESSION.spec(),
+        LEVEL.spec(),
+        FLUSH_INTERVAL.spec(),
+        ROTATE_MB.spec(),
+        ROTATE_MINUTES.spec(),
     ],
 };
+
+const FILENAME: MaybeKey<str> = key!(
+    "filename",
+    absent: "the source buffer's name",
+    "file name in the run directory, without .h5"
+);
+const COMPRESSION: Key<str> = key!(
+    "compression",
+    "deflate",
+    "deflate (shuffle + zlib, every reader can open it) or none (fastest)"
+);
+const LEVEL: Key<usize> = key!("level", 1, "deflate level 1 (fast) .. 9 (small)");
+const FLUSH_INTERVAL: Key<f64> = key!(
+    "flush_interval",
+    1.0,
+    "seconds between flushes: a crash loses at most this much"
+);
+const ROTATE_MB: MaybeKey<f64> = key!(
+    "rotate_mb",
+    absent: "none",
+    "start a new file (name_0001.h5, …) after this many MB"
+);
+const ROTATE_MINUTES: MaybeKey<f64> = key!(
+    "rotate_minutes",
+    absent: "none",
+    "start a new file after this many minutes"
+);
 
 /// `export.hdf5`.
 pub struct Hdf5Export {
@@ -95,13 +86,13 @@ impl Settings {
     fn read(ctx: &BuildContext) -> Result<Settings, WorkerError> {
         let c = &ctx.config;
         let src = &ctx.sources[0];
-        let compression = match c.str_or("compression", "deflate")? {
+        let compression = match c.get(COMPRESSION)? {
             "deflate" | "gzip" => {
-                let level = c.usize_or("level", 1)?;
+                let level = c.get(LEVEL)?;
                 if !(1..=9).contains(&level) {
                     return Err(c
                         .error(
-                            "level",
+                            LEVEL.name,
                             format!("{level}: the deflate level must be 1 to 9"),
                         )
                         .into());
@@ -112,7 +103,7 @@ impl Settings {
             other => {
                 return Err(c
                     .error(
-                        "compression",
+                        COMPRESSION.name,
                         format!(
                             "'{other}' is not supported: use deflate (alias gzip, level 1 to 9; \
                              every HDF5 reader opens it) or none"
@@ -121,30 +112,26 @@ impl Settings {
                     .into())
             }
         };
-        let positive = |key: &str| -> Result<Option<f64>, WorkerError> {
-            match c.get(key) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(_) => {
-                    let v = c.f64(key)?;
-                    if v > 0.0 && v.is_finite() {
-                        Ok(Some(v))
-                    } else {
-                        Err(c
-                            .error(key, format!("{v}: must be a number above 0"))
-                            .into())
-                    }
-                }
+        let above_zero = |key: &str, v: f64| -> Result<f64, WorkerError> {
+            if v > 0.0 && v.is_finite() {
+                Ok(v)
+            } else {
+                Err(c
+                    .error(key, format!("{v}: must be a number above 0"))
+                    .into())
             }
+        };
+        let given = |key: MaybeKey<f64>| -> Result<Option<f64>, WorkerError> {
+            c.get(key)?.map(|v| above_zero(key.name, v)).transpose()
         };
         Ok(Settings {
             compression,
-            flush: positive("flush_interval")?.unwrap_or(1.0),
+            flush: above_zero(FLUSH_INTERVAL.name, c.get(FLUSH_INTERVAL)?)?,
             rotation: Rotation {
-                max_bytes: positive("rotate_mb")?.map(|mb| (mb * 1e6) as u64),
-                max_duration: positive("rotate_minutes")?
-                    .map(|m| Duration::from_secs_f64(m * 60.0)),
+                max_bytes: given(ROTATE_MB)?.map(|mb| (mb * 1e6) as u64),
+                max_duration: given(ROTATE_MINUTES)?.map(|m| Duration::from_secs_f64(m * 60.0)),
             },
-            stem: c.file_name_or("filename", &src.name)?.to_string(),
+            stem: c.file_name(FILENAME, &src.name)?.to_string(),
         })
     }
 }

@@ -275,9 +275,45 @@ impl Config {
         }
     }
 
-    /// The raw value of `key`.
-    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
-        self.values.get(key)
+    /// Reads `key`: a typed [`Key`](super::Key) gives its value or its declared default
+    /// (`Result<T>`), a [`MaybeKey`](super::MaybeKey) its value if given
+    /// (`Result<Option<T>>`); a wrong type is a [`ConfigError`] naming the worker and key.
+    /// A key name (`get("level")`, the untyped API for plugins) gives the raw value.
+    pub fn get<K: super::Lookup>(&self, key: K) -> K::Out<'_> {
+        key.look_up(self)
+    }
+
+    /// The value of `key` if the setup gives it, `None` when it leaves the declared default:
+    /// for a default that depends on other keys.
+    pub fn given<T: super::KeyValue + ?Sized>(
+        &self,
+        key: super::Key<T>,
+    ) -> Result<Option<T::Out<'_>>, ConfigError> {
+        super::key::given::<T>(self, key.name)
+    }
+
+    /// An output file name (without its extension) from `key`, or `absent` when the setup
+    /// does not give one: checked to be a plain name as [`Config::file_name_or`] does.
+    pub fn file_name<'a>(
+        &'a self,
+        key: super::MaybeKey<str>,
+        absent: &'a str,
+    ) -> Result<&'a str, ConfigError> {
+        let name = self.get(key)?.unwrap_or(absent);
+        self.plain_file_name(key.name, name)
+    }
+
+    fn plain_file_name<'a>(&self, key: &str, name: &'a str) -> Result<&'a str, ConfigError> {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+            return Err(self.error(
+                key,
+                format!(
+                    "'{name}' is not a plain file name: output files stay inside the run \
+                     directory, so give a name without directories (no '/' or '..')"
+                ),
+            ));
+        }
+        Ok(name)
     }
 
     fn typed<T>(
@@ -344,16 +380,7 @@ impl Config {
     /// no `/`, no `\\`, not `.` or `..`, not empty.
     pub fn file_name_or<'a>(&'a self, key: &str, default: &'a str) -> Result<&'a str, ConfigError> {
         let name = self.str_or(key, default)?;
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-            return Err(self.error(
-                key,
-                format!(
-                    "'{name}' is not a plain file name: output files stay inside the run \
-                     directory, so give a name without directories (no '/' or '..')"
-                ),
-            ));
-        }
-        Ok(name)
+        self.plain_file_name(key, name)
     }
 
     /// A list of numbers, or `None` when absent.
