@@ -1029,7 +1029,11 @@ Workers:
     let seen: Vec<serde_json::Value> = stats
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["workers"]["source"]["state"] == "running")
+        // Each process pins itself as it starts: look once it has produced.
+        .filter(|v: &serde_json::Value| {
+            v["workers"]["source"]["state"] == "running"
+                && v["buffers"]["raw"]["events_in"].as_u64() > Some(0)
+        })
         .collect();
     assert!(
         !seen.is_empty(),
