@@ -44,12 +44,21 @@ fn with_keys(dir: &Dir, name: &str, after: &str, keys: &str) -> PathBuf {
     file
 }
 
-/// Runs `file` with `--simulate --max-events n`; returns (exit code, stderr, run dir).
+/// Runs `file` with `--simulate --max-events n`; returns (exit code, stderr, run dir). The
+/// setups' own `max_seconds: 5` is lifted (to 10 minutes): on a loaded machine the simulated
+/// scopes make fewer events in 5 s, and the run must end by its event count, not by time.
 fn run(dir: &Dir, file: &Path, n: u64) -> (i32, String, PathBuf) {
     let runs = dir.0.join("runs");
     let out = Command::new(EXE)
         .arg(file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
+        .args([
+            "--simulate",
+            "--no-tui",
+            "--quiet",
+            "--max-seconds",
+            "600",
+            "--max-events",
+        ])
         .arg(n.to_string())
         .arg("--target-directory")
         .arg(&runs)
