@@ -4,11 +4,11 @@
 //! `cargo run --example own_binary -- setup.yaml` behaves exactly like `daq-engine setup.yaml`
 //! and additionally knows `user.every_nth`.
 
-use daq_engine::engine::{Build, Function, Registry};
 use daq_engine::worker::{
     Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
     WorkerError,
 };
+use daq_engine::worker::{Build, Function, Registry};
 
 /// Passes every n-th event by its counter.
 struct EveryNth(i64);

@@ -6,12 +6,15 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod clock;
 pub mod devices;
 pub mod dtype;
 pub mod engine;
 pub mod export;
+pub mod fsio;
 pub mod monitor;
 pub mod python;
+pub mod registry;
 pub mod ring;
 pub mod ring_bench;
 pub mod setup;

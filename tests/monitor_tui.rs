@@ -5,9 +5,10 @@
 //! back (the main screen with the test harness's result line, not the dashboard).
 
 use daq_engine::engine::launch::{make_run_dir, plan_of};
-use daq_engine::engine::{Progress, Registry, RunOptions, Supervisor};
+use daq_engine::engine::{Progress, RunOptions, Supervisor};
 use daq_engine::monitor::Tui;
 use daq_engine::setup::{online_cpus, Setup};
+use daq_engine::worker::Registry;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

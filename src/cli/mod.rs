@@ -198,7 +198,7 @@ pub fn main(
     setup: Option<PathBuf>,
     run: RunArgs,
     command: Option<Command>,
-    registry: &crate::engine::Registry,
+    registry: &crate::worker::Registry,
 ) -> i32 {
     match command {
         None => match setup {
@@ -264,7 +264,7 @@ pub fn main(
             venv,
         }) => crate::python::probe(&file, &function, venv.as_deref()),
         Some(Command::PluginProbe { library }) => {
-            match crate::engine::plugin::load(&library, &mut registry.clone()) {
+            match crate::worker::plugin::load(&library, &mut registry.clone()) {
                 Ok(names) => {
                     println!("{}", names.join("\n"));
                     0
@@ -278,7 +278,7 @@ pub fn main(
     }
 }
 
-fn functions(only: Option<&str>, registry: &crate::engine::Registry) -> i32 {
+fn functions(only: Option<&str>, registry: &crate::worker::Registry) -> i32 {
     let mut found = false;
     for f in registry.all() {
         let s = &f.spec;
@@ -346,7 +346,7 @@ fn status(run_dir: &std::path::Path) -> i32 {
 /// The whole program for a given set of functions: parses the command line, and either runs
 /// a worker process (when started by the supervisor) or the command. A user's own binary
 /// calls this with the built-ins plus their functions; it returns the exit code.
-pub fn run_main(registry: crate::engine::Registry) -> i32 {
+pub fn run_main(registry: crate::worker::Registry) -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Worker {

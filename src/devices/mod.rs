@@ -23,11 +23,11 @@ pub mod serial;
 pub mod tools;
 pub mod usb;
 
-use crate::engine::{Build, Function};
 pub(crate) use crate::worker::opt as key;
 use crate::worker::{
     BufferShape, BuildContext, ConfigKey, EventMut, Importer, KeyType, Produced, WorkerError,
 };
+use crate::worker::{Build, Function};
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -85,9 +85,9 @@ pub fn functions() -> Vec<Function> {
 }
 
 /// The check of each device importer's config: everything its build checks, opening no
-/// device (see [`crate::engine::Check`]).
-pub fn checks() -> Vec<(&'static str, crate::engine::Check)> {
-    use crate::engine::Check::Config;
+/// device (see [`crate::worker::Check`]).
+pub fn checks() -> Vec<(&'static str, crate::worker::Check)> {
+    use crate::worker::Check::Config;
     vec![
         (serial::GMC_SPEC.name, Config(serial::check_gmc)),
         (serial::MIGHTYOHM_SPEC.name, Config(serial::check_line)),
@@ -567,7 +567,7 @@ impl DeviceImporter {
             self.write_notes();
             self.notes_at = now;
         }
-        self.check_due_wall = crate::analysis::wall_clock() + NOTES_EVERY.as_secs_f64();
+        self.check_due_wall = crate::clock::wall_clock() + NOTES_EVERY.as_secs_f64();
         if self.silence.reported && self.silence.on == OnSilence::Stop {
             Produced::End
         } else {
@@ -612,7 +612,7 @@ impl DeviceImporter {
             text.push_str(&v);
             text.push('\n');
         }
-        if let Err(e) = crate::analysis::write_atomically(path, text.as_bytes()) {
+        if let Err(e) = crate::worker::write_atomically(path, text.as_bytes()) {
             tracing::warn!("{}: cannot write {}: {e}", self.worker, path.display());
         }
     }
@@ -654,7 +654,7 @@ impl Importer for DeviceImporter {
         }
         match self.source.read_event(out.data, READ_TIMEOUT) {
             Ok(ReadOutcome::Event(_)) => {
-                let now = crate::analysis::wall_clock();
+                let now = crate::clock::wall_clock();
                 out.meta.timestamp = now;
                 self.events += 1;
                 if now >= self.check_due_wall {
@@ -682,7 +682,7 @@ impl Importer for DeviceImporter {
                 );
                 self.lost = Some(Lost {
                     since: Instant::now(),
-                    wall: crate::analysis::wall_clock(),
+                    wall: crate::clock::wall_clock(),
                     detail,
                 });
                 // The monitor reads the notes: say at once that the device is gone.
@@ -729,7 +729,7 @@ impl Importer for DeviceImporter {
                 "device.silent_since_unix".into(),
                 format!(
                     "{:.3}",
-                    crate::analysis::wall_clock() - self.silence.heard_at.elapsed().as_secs_f64()
+                    crate::clock::wall_clock() - self.silence.heard_at.elapsed().as_secs_f64()
                 ),
             ));
         }

@@ -7,10 +7,10 @@
 //! exporter divided by the time from the first event's creation to the moment the exporter
 //! saw the end of the stream.
 
-use super::builtin::SinkReport;
 use super::plan::{BufferPlan, Plan, Restart, WorkerPlan};
-use super::registry::Registry;
 use super::supervisor::{Progress, RunOptions, Supervisor};
+use crate::analysis::plumbing::SinkReport;
+use crate::worker::Registry;
 use std::path::{Path, PathBuf};
 
 /// One benchmark case.

@@ -1,8 +1,8 @@
 //! What the command line does with a setup file: validate it, make the run directory, plan
 //! the rings, supervise the run, and report.
 
-use super::registry::Registry;
 use crate::export::recover::RunDirLock;
+use crate::worker::Registry;
 use std::path::{Path, PathBuf};
 
 /// Makes `target/run_<UTC time>/` (with `_2`, `_3`… when two runs start in the same
@@ -16,7 +16,7 @@ pub fn make_run_dir(target: &Path) -> std::io::Result<(PathBuf, String)> {
 /// starting run never takes a live run's directory for one to recover.
 pub fn make_locked_run_dir(target: &Path) -> std::io::Result<(PathBuf, String, RunDirLock)> {
     std::fs::create_dir_all(target)?;
-    let stamp = super::utc_now()
+    let stamp = crate::clock::utc_now()
         .replace([':', '.'], "-")
         .trim_end_matches('Z')
         .to_string();
@@ -632,7 +632,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     }
     let summary_path = run_dir.join("summary.json");
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-    if let Err(e) = crate::export::files::write_atomic(&summary_path, text.as_bytes()) {
+    if let Err(e) = crate::fsio::write_atomic(&summary_path, text.as_bytes()) {
         say!(
             "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
             summary_path.display(),

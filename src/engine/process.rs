@@ -11,9 +11,9 @@
 //! ring files.
 
 use super::plan::{BufferPlan, Plan, WorkerPlan};
-use super::registry::{Build, Registry};
 use crate::dtype::{Dtype, Metadata};
 use crate::ring::{wait_any, Next, Policy, Producer, Reader, Ring, RingObserver};
+use crate::worker::{Build, Registry};
 use crate::worker::{
     BuildContext, Config, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError,
 };
@@ -294,7 +294,7 @@ impl Source {
                 let ring = r.ring();
                 if ring
                     .producer_pid()
-                    .is_none_or(|p| !crate::ring::pid_alive(p))
+                    .is_none_or(|p| !crate::shm::pid_alive(p))
                 {
                     ring.close();
                 }
@@ -492,7 +492,7 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
     }
 }
 
-use super::wall_clock;
+use crate::clock::wall_clock;
 
 pub(crate) fn importer_loop(
     plan: &Plan,
@@ -767,7 +767,7 @@ fn book_unwritten(plan: &Plan, w: &WorkerPlan, delivered: u64, kept: u64) {
         w.name
     );
     let path = unwritten_path(&plan.run_dir, &w.name);
-    if let Err(e) = crate::analysis::write_atomically(&path, format!("{unwritten}\n").as_bytes()) {
+    if let Err(e) = crate::worker::write_atomically(&path, format!("{unwritten}\n").as_bytes()) {
         tracing::warn!("{}: {e}", path.display());
     }
 }

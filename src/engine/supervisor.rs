@@ -982,7 +982,7 @@ impl Supervisor {
         }
         let line = serde_json::json!({
             "t": t,
-            "time": crate::engine::utc_now(),
+            "time": crate::clock::utc_now(),
             "stopping": self.stopping && !ended,
             // What a clean stop waits for besides draining: files being compressed.
             "waiting_for": if self.stopping && !ended {
@@ -1000,7 +1000,7 @@ impl Supervisor {
             "buffers": buffers,
             "workers": workers,
         });
-        crate::export::files::append_line(&mut self.stats_file, &line.to_string());
+        crate::fsio::append_line(&mut self.stats_file, &line.to_string());
         self.last_stats = Some((now, cur));
         line
     }

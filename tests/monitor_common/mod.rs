@@ -4,9 +4,10 @@
 #![allow(dead_code)]
 
 use daq_engine::engine::launch::{make_run_dir, plan_of};
-use daq_engine::engine::{Progress, Registry, RunOptions, RunSummary, Supervisor};
+use daq_engine::engine::{Progress, RunOptions, RunSummary, Supervisor};
 use daq_engine::monitor::Web;
 use daq_engine::setup::{online_cpus, Setup};
+use daq_engine::worker::Registry;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

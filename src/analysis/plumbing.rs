@@ -1,12 +1,11 @@
-//! The engine's own functions, used by benchmarks and tests to measure and check the
+//! The plumbing functions, used by benchmarks and tests to measure and check the
 //! plumbing itself: `bench.source` (an Importer that copies one prepared event per call, as
 //! mimoCoRB2's benchmark source does) and `bench.sink` (an Exporter that counts, checks the
 //! order and integrity of what arrives, measures latency and writes a result file).
 
-use super::registry::{Build, Function};
 use crate::worker::{
-    Arity, BuildContext, ConfigKey, EventMut, EventRef, Exporter, FunctionSpec, Importer, KeyType,
-    Produced, Template, WorkerError,
+    Arity, Build, BuildContext, ConfigKey, EventMut, EventRef, Exporter, Function, FunctionSpec,
+    Importer, KeyType, Produced, Template, WorkerError,
 };
 use std::path::PathBuf;
 
@@ -128,7 +127,7 @@ pub fn bench_checksum(counter: i64) -> u64 {
         ^ 0xD1B5_4A32_D192_ED03
 }
 
-use super::wall_clock;
+use crate::clock::wall_clock;
 
 /// `bench.source`.
 pub struct BenchSource {
