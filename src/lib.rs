@@ -17,6 +17,8 @@ pub mod python;
 pub mod registry;
 pub mod ring;
 pub mod ring_bench;
+pub mod run_dir;
+pub mod runtime;
 pub mod setup;
 pub mod shm;
 pub mod worker;

@@ -69,7 +69,7 @@ fn tui_host() {
     let registry = Registry::builtin();
     let (setup, _) = Setup::load(&setup_path, &registry, online_cpus()).unwrap();
     let (run_dir, run_id) = make_run_dir(&dir.join("runs")).unwrap();
-    daq_engine::engine::init_log(&daq_engine::engine::process::log_path(&run_dir));
+    daq_engine::engine::init_log(&daq_engine::run_dir::log_path(&run_dir));
     let sup = Supervisor::prepare(
         plan_of(&setup, &run_dir, &run_id),
         RunOptions {

@@ -317,7 +317,7 @@ fn functions(only: Option<&str>, registry: &crate::worker::Registry) -> i32 {
 
 /// Prints the state of a run from its `stats.jsonl`.
 fn status(run_dir: &std::path::Path) -> i32 {
-    let path = run_dir.join("stats.jsonl");
+    let path = run_dir.join(crate::run_dir::STATS);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {
@@ -354,10 +354,16 @@ pub fn run_main(registry: crate::worker::Registry) -> i32 {
             worker,
             process,
         }) => {
-            if let Ok(p) = crate::engine::Plan::load(&plan) {
-                crate::engine::init_log(&crate::engine::process::log_path(&p.run_dir));
+            if let Ok(p) = crate::run_dir::plan::Plan::load(&plan) {
+                crate::engine::init_log(&crate::run_dir::log_path(&p.run_dir));
             }
-            crate::engine::process::run(&plan, &worker, process, &registry)
+            crate::runtime::run(
+                &plan,
+                &worker,
+                process,
+                &registry,
+                crate::python::run_worker,
+            )
         }
         command => main(cli.setup, cli.run, command, &registry),
     }

@@ -30,7 +30,7 @@ use crate::worker::{
 use crate::worker::{Build, Function};
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Longest a single `next` waits for the driver (so the engine sees a stop quickly).
@@ -580,7 +580,7 @@ impl DeviceImporter {
     /// records and silences (what it counted after its last notes, ≤ 1 s, is not known).
     fn carry_on(&mut self) {
         let Some(path) = &self.notes else { return };
-        let before = read_notes(path);
+        let before = crate::run_dir::read_notes(path);
         if before.is_empty() {
             return;
         }
@@ -767,37 +767,6 @@ impl Drop for DeviceImporter {
         self.sum_up_bad(Instant::now());
         self.write_notes();
     }
-}
-
-/// The `key = value` lines of a device notes file (`device_<worker>.txt`), in file order;
-/// empty when it cannot be read. Lines without ` = ` are skipped.
-pub fn read_notes(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(" = "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// The notes of every device importer of the run in `run_dir`: (worker, notes), by worker.
-pub fn run_notes(run_dir: &Path) -> Vec<(String, Vec<(String, String)>)> {
-    let mut out: Vec<(String, Vec<(String, String)>)> = std::fs::read_dir(run_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let worker = name
-                .to_str()?
-                .strip_prefix("device_")?
-                .strip_suffix(".txt")?
-                .to_string();
-            Some((worker, read_notes(&e.path())))
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// A failed open of real hardware, with the hint that `--simulate` needs none.

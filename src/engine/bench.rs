@@ -7,9 +7,9 @@
 //! exporter divided by the time from the first event's creation to the moment the exporter
 //! saw the end of the stream.
 
-use super::plan::{BufferPlan, Plan, Restart, WorkerPlan};
 use super::supervisor::{Progress, RunOptions, Supervisor};
 use crate::analysis::plumbing::SinkReport;
+use crate::run_dir::plan::{BufferPlan, Plan, Restart, WorkerPlan};
 use crate::worker::Registry;
 use std::path::{Path, PathBuf};
 

@@ -336,9 +336,9 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
     s
 }
 
-use super::plan::{BufferPlan, Plan, Restart, WorkerPlan};
 use super::supervisor::{Progress, RunOptions, Supervisor};
 use crate::cli::RunArgs;
+use crate::run_dir::plan::{BufferPlan, Plan, Restart, WorkerPlan};
 use crate::setup::{self, Setup};
 use std::io::IsTerminal;
 
@@ -504,7 +504,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             return 1;
         }
     };
-    super::init_log(&super::process::log_path(&run_dir));
+    super::init_log(&crate::run_dir::log_path(&run_dir));
     if let Err(e) = _run_lock.share_with_children() {
         tracing::warn!("the run directory's lock stays with the supervisor only: {e}");
     }
@@ -630,7 +630,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     macro_rules! say {
         ($($t:tt)*) => { super::terminal::say(format!($($t)*) + "\n") };
     }
-    let summary_path = run_dir.join("summary.json");
+    let summary_path = run_dir.join(crate::run_dir::SUMMARY);
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
     if let Err(e) = crate::fsio::write_atomic(&summary_path, text.as_bytes()) {
         say!(
@@ -770,7 +770,7 @@ fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<St
     let mut errors = Vec::new();
     for w in &setup.workers {
         let Some(f) = w.file.as_deref() else { continue };
-        if crate::python::is_python(Some(f)) {
+        if crate::worker::is_python(Some(f)) {
             if let Err(e) = probe_python(f, &w.function, w.python.as_deref()) {
                 errors.push(format!("worker '{}': {e}", w.name));
             }
@@ -793,7 +793,7 @@ fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<St
     for w in setup
         .workers
         .iter()
-        .filter(|w| w.file.is_some() && !crate::python::is_python(w.file.as_deref()))
+        .filter(|w| w.file.is_some() && !crate::worker::is_python(w.file.as_deref()))
     {
         match registry.get(&w.function) {
             None => errors.push(format!(

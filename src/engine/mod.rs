@@ -5,11 +5,7 @@ pub mod alert;
 pub mod bench;
 pub mod launch;
 pub mod notify;
-pub mod plan;
-pub mod process;
 
-pub use plan::{BufferPlan, Plan, Restart, WorkerPlan};
-pub mod realtime;
 pub mod supervisor;
 pub mod terminal;
 

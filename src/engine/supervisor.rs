@@ -15,9 +15,10 @@
 //!   Ctrl-C reaches only the supervisor) and get SIGTERM from the kernel if it dies.
 
 use super::alert::Kind;
-use super::plan::{Plan, Restart};
-use super::process::ring_name;
 use crate::ring::{Policy, Ring, RingSpec, RingStats};
+use crate::run_dir::plan::{Plan, Restart};
+use crate::run_dir::{ReaderBooks, FULL_LEVEL, FULL_WARNING_S};
+use crate::runtime::ring_name;
 use crate::shm::{places, HugePages, ShmPlace};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -181,7 +182,7 @@ fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
 /// connected now, how many disconnect gaps it had, how many bad records were skipped and
 /// whether it is silent; null for other workers.
 fn device_state(run_dir: &Path, worker: &str) -> serde_json::Value {
-    let notes = crate::devices::read_notes(&run_dir.join(format!("device_{worker}.txt")));
+    let notes = crate::run_dir::read_notes(&crate::run_dir::device_notes_path(run_dir, worker));
     if notes.is_empty() {
         return serde_json::Value::Null;
     }
@@ -258,11 +259,6 @@ struct Alarm {
     lost_logged: u64,
     lost_logged_at: Option<Instant>,
 }
-
-/// Seconds a buffer may stay full before the log and the monitor warn about it.
-pub const FULL_WARNING_S: f64 = 3.0;
-/// A buffer counts as full at or above this fill level.
-pub const FULL_LEVEL: f64 = 0.95;
 
 /// Seconds between two log lines about events being lost in one buffer.
 const LOST_LOG_INTERVAL_S: f64 = 10.0;
@@ -367,10 +363,10 @@ impl Supervisor {
             });
         }
         let plan_path = plan.save().map_err(|source| EngineError::Io {
-            path: plan.run_dir.join("plan.json"),
+            path: plan.run_dir.join(crate::run_dir::PLAN),
             source,
         })?;
-        let stats_path = plan.run_dir.join("stats.jsonl");
+        let stats_path = plan.run_dir.join(crate::run_dir::STATS);
         let stats_file = std::fs::File::create(&stats_path).map_err(|source| EngineError::Io {
             path: stats_path,
             source,
@@ -391,7 +387,7 @@ impl Supervisor {
             stopping: false,
             paused: false,
             failures: Vec::new(),
-            isolated: super::realtime::isolated_cores(),
+            isolated: crate::runtime::realtime::isolated_cores(),
             _places: places,
             disk: crate::export::disk::DiskWatch::new(plan_run_dir, (disk_reserve_mb * 1e6) as u64),
             notify: super::notify::Notify::from_env(),
@@ -449,7 +445,7 @@ impl Supervisor {
         }
         for w in &self.plan.workers {
             for c in &w.cpu {
-                if !super::realtime::pin_possible(*c) {
+                if !crate::runtime::realtime::pin_possible(*c) {
                     out.push(format!(
                         "worker '{}' asks for core {c}, which this machine does not have; it runs unpinned",
                         w.name
@@ -1085,7 +1081,7 @@ impl Supervisor {
     }
 
     /// [`reader_books`], with what restarted exporters booked as delivered to an earlier
-    /// process of theirs but never written (see `process::book_unwritten`) moved from
+    /// process of theirs but never written (see `runtime::book_unwritten`) moved from
     /// delivered to lost.
     fn books(&self, readers: &[String], rings: &[RingStats]) -> BTreeMap<String, ReaderBooks> {
         let mut books = reader_books(readers, rings);
@@ -1101,7 +1097,7 @@ impl Supervisor {
             if !restarted {
                 continue;
             }
-            let path = super::process::unwritten_path(&self.plan.run_dir, reader);
+            let path = crate::run_dir::unwritten_path(&self.plan.run_dir, reader);
             let unwritten = std::fs::read_to_string(path)
                 .ok()
                 .and_then(|t| t.trim().parse::<u64>().ok())
@@ -1243,21 +1239,6 @@ impl Drop for Supervisor {
             }
         }
     }
-}
-
-/// The books of one consumer group of a buffer, summed over its rings. For every group,
-/// always: `produced == delivered + lost + pending`, where `produced` is what the buffer's
-/// writers made (published, plus lost under `policy: drop` because the ring was full).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReaderBooks {
-    /// Events the group read.
-    pub delivered: u64,
-    /// Events the group will never read, each counted once: lost before publishing
-    /// (`drop`), released unread by a member that died or left, and everything published
-    /// for it after its worker ended.
-    pub lost: u64,
-    /// Events published that the group has yet to read (0 once the run has drained).
-    pub pending: u64,
 }
 
 /// The books of each reader (consumer group, in plan order) of a buffer with these rings.

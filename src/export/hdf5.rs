@@ -1576,7 +1576,7 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
 
 /// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`.
 fn device_notes(dir: &Path) -> Vec<(String, String)> {
-    crate::devices::run_notes(dir)
+    crate::run_dir::run_notes(dir)
         .into_iter()
         .flat_map(|(worker, notes)| {
             notes

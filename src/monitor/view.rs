@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use crate::engine::supervisor::{ReaderBooks, FULL_LEVEL, FULL_WARNING_S};
+use crate::run_dir::{ReaderBooks, FULL_LEVEL, FULL_WARNING_S};
 /// Seconds a warning about lost events stays up after the count last rose.
 pub const LOST_WARNING_S: f64 = 10.0;
 
@@ -153,7 +153,7 @@ impl RunView {
     /// A view for the run in `run_dir`, with its importers read from `plan.json` (none when
     /// it cannot be read: progress against `max_events` is then not shown).
     pub fn for_run(run_dir: &Path) -> RunView {
-        let importers = crate::engine::Plan::load(&run_dir.join("plan.json"))
+        let importers = crate::run_dir::plan::Plan::load(&run_dir.join(crate::run_dir::PLAN))
             .map(|p| {
                 p.workers
                     .iter()

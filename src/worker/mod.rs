@@ -21,3 +21,8 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Work
         source,
     })
 }
+
+/// True when `file` names a Python worker file.
+pub fn is_python(file: Option<&std::path::Path>) -> bool {
+    file.is_some_and(|f| f.extension().is_some_and(|e| e == "py"))
+}

@@ -151,7 +151,7 @@ impl Plan {
 
     /// Writes `plan.json` into the run directory.
     pub fn save(&self) -> std::io::Result<PathBuf> {
-        let path = self.run_dir.join("plan.json");
+        let path = self.run_dir.join(super::PLAN);
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(&path, text)?;
         Ok(path)
