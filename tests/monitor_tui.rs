@@ -4,7 +4,7 @@
 //! sees the run paused, presses `s` and sees the run end with exit 0 and the terminal given
 //! back (the main screen with the test harness's result line, not the dashboard).
 
-use daq_engine::engine::launch::{make_run_dir, plan_of};
+use daq_engine::engine::{make_run_dir, plan_of};
 use daq_engine::engine::{Progress, RunOptions, Supervisor};
 use daq_engine::monitor::Tui;
 use daq_engine::setup::{online_cpus, Setup};

@@ -3,6 +3,12 @@
 //! Exit codes: 0 the run finished (or the command succeeded), 1 the run failed,
 //! 2 the setup or the command line is wrong.
 
+pub mod bench;
+pub mod check;
+pub mod recover;
+pub mod run;
+pub mod status;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -202,7 +208,7 @@ pub fn main(
 ) -> i32 {
     match command {
         None => match setup {
-            Some(path) => crate::engine::launch::run(&path, &run, registry),
+            Some(path) => run::run(&path, &run, registry),
             None => {
                 eprintln!(
                     "daq-engine: no setup file given.\n\
@@ -212,15 +218,15 @@ pub fn main(
                 2
             }
         },
-        Some(Command::Run { setup, run }) => crate::engine::launch::run(&setup, &run, registry),
+        Some(Command::Run { setup, run }) => run::run(&setup, &run, registry),
         Some(Command::Check {
             setup,
             dot,
             simulate,
-        }) => crate::engine::launch::check(&setup, dot.as_deref(), simulate, registry),
+        }) => check::check(&setup, dot.as_deref(), simulate, registry),
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
-        Some(Command::Status { run_dir }) => status(&run_dir),
-        Some(Command::Recover { run_dir }) => crate::engine::launch::recover(&run_dir),
+        Some(Command::Status { run_dir }) => status::status(&run_dir),
+        Some(Command::Recover { run_dir }) => recover::recover(&run_dir),
         Some(Command::Inspect { file }) => match crate::export::inspect(&file) {
             Ok(text) => {
                 print!("{text}");
@@ -249,14 +255,11 @@ pub fn main(
         Some(Command::Udev {
             action: UdevAction::Check,
         }) => crate::devices::tools::udev_check(),
-        Some(Command::Bench { what, events, .. }) if what == "drivers" => {
-            crate::devices::tools::bench_drivers(events)
-        }
         Some(Command::Bench {
             what,
             events,
             reference,
-        }) => crate::engine::launch::bench(&what, events, reference.as_deref(), registry),
+        }) => bench::bench(&what, events, reference.as_deref(), registry),
         Some(Command::Worker { .. }) => 2,
         Some(Command::PythonProbe {
             file,
@@ -312,34 +315,6 @@ fn functions(only: Option<&str>, registry: &crate::worker::Registry) -> i32 {
         eprintln!("daq-engine: no function '{}'", only.unwrap_or(""));
         return 2;
     }
-    0
-}
-
-/// Prints the state of a run from its `stats.jsonl`.
-fn status(run_dir: &std::path::Path) -> i32 {
-    let path = run_dir.join(crate::run_dir::STATS);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "daq-engine: {}: {e} (is this a run directory?)",
-                path.display()
-            );
-            return 2;
-        }
-    };
-    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
-        eprintln!("daq-engine: {}: no statistics written yet", path.display());
-        return 1;
-    };
-    let v: serde_json::Value = match serde_json::from_str(last) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("daq-engine: {}: last line unreadable: {e}", path.display());
-            return 1;
-        }
-    };
-    print!("{}", crate::engine::launch::format_status(&v, run_dir));
     0
 }
 

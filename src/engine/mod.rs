@@ -2,13 +2,13 @@
 //! process, and the worker-process side of that contract.
 
 pub mod alert;
-pub mod bench;
-pub mod launch;
 pub mod notify;
+pub mod start;
 
 pub mod supervisor;
 pub mod terminal;
 
+pub use start::{make_locked_run_dir, make_run_dir, plan_of};
 pub use supervisor::{Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher};
 
 /// The file the log currently goes to; `init_log` replaces it, so a process that supervises

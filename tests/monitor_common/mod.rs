@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use daq_engine::engine::launch::{make_run_dir, plan_of};
+use daq_engine::engine::{make_run_dir, plan_of};
 use daq_engine::engine::{Progress, RunOptions, RunSummary, Supervisor};
 use daq_engine::monitor::Web;
 use daq_engine::setup::{online_cpus, Setup};
