@@ -23,6 +23,7 @@ pub mod serial;
 pub mod tools;
 pub mod usb;
 
+use crate::run_dir::DeviceNotes;
 pub(crate) use crate::worker::opt as key;
 use crate::worker::{
     BufferShape, BuildContext, ConfigKey, EventMut, Importer, KeyType, Produced, WorkerError,
@@ -580,20 +581,13 @@ impl DeviceImporter {
     /// records and silences (what it counted after its last notes, ≤ 1 s, is not known).
     fn carry_on(&mut self) {
         let Some(path) = &self.notes else { return };
-        let before = crate::run_dir::read_notes(path);
-        if before.is_empty() {
+        let before = DeviceNotes::read(path);
+        if before.entries.is_empty() {
             return;
         }
-        let get = |key: &str| {
-            before
-                .iter()
-                .find(|(k, _)| k == key)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        self.events = get("device.events");
-        self.bad.count = get("device.bad_records");
-        self.silence.spells = get("device.silences");
+        self.events = before.count(DeviceNotes::EVENTS);
+        self.bad.count = before.count(DeviceNotes::BAD_RECORDS);
+        self.silence.spells = before.count(DeviceNotes::SILENCES);
         self.silence.events_then = self.events;
         tracing::info!(
             "{}: going on from an earlier process of this worker: {} events, {} bad records",
@@ -605,13 +599,10 @@ impl DeviceImporter {
 
     fn write_notes(&self) {
         let Some(path) = &self.notes else { return };
-        let mut text = String::new();
-        for (k, v) in self.run_metadata() {
-            text.push_str(&k);
-            text.push_str(" = ");
-            text.push_str(&v);
-            text.push('\n');
+        let text = DeviceNotes {
+            entries: self.run_metadata(),
         }
+        .text();
         if let Err(e) = crate::worker::write_atomically(path, text.as_bytes()) {
             tracing::warn!("{}: cannot write {}: {e}", self.worker, path.display());
         }

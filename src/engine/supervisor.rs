@@ -17,7 +17,9 @@
 use super::alert::Kind;
 use crate::ring::{Policy, Ring, RingSpec, RingStats};
 use crate::run_dir::plan::{Plan, Restart};
-use crate::run_dir::{ReaderBooks, FULL_LEVEL, FULL_WARNING_S};
+use crate::run_dir::{
+    BufferStats, DeviceState, ReaderBooks, Snapshot, WorkerStats, FULL_LEVEL, FULL_WARNING_S,
+};
 use crate::runtime::ring_name;
 use crate::shm::{places, HugePages, ShmPlace};
 use std::collections::BTreeMap;
@@ -181,24 +183,8 @@ fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
 /// A device importer's state from its notes (`device_<worker>.txt`): whether the device is
 /// connected now, how many disconnect gaps it had, how many bad records were skipped and
 /// whether it is silent; null for other workers.
-fn device_state(run_dir: &Path, worker: &str) -> serde_json::Value {
-    let notes = crate::run_dir::read_notes(&crate::run_dir::device_notes_path(run_dir, worker));
-    if notes.is_empty() {
-        return serde_json::Value::Null;
-    }
-    let get = |key: &str| {
-        notes
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    let count = |key: &str| get(key).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0);
-    serde_json::json!({
-        "connected": get("device.connected") != Some("false"),
-        "gaps": count("device.gaps"),
-        "bad_records": count("device.bad_records"),
-        "silent": get("device.silent") == Some("true"),
-    })
+fn device_state(run_dir: &Path, worker: &str) -> Option<DeviceState> {
+    crate::run_dir::DeviceNotes::read(&crate::run_dir::device_notes_path(run_dir, worker)).state()
 }
 
 /// The cores process `pid` may run on, when that is fewer than all online cores (it is
@@ -870,11 +856,20 @@ impl Supervisor {
     /// carries the run's means (rate, dead time) instead of those of its last interval, and
     /// says `"ended": true`.
     fn write_stats(&mut self, ended: bool) -> serde_json::Value {
+        let snapshot = self.snapshot(ended);
+        let line = serde_json::to_value(&snapshot).unwrap_or_default();
+        crate::fsio::append_line(&mut self.stats_file, &line.to_string());
+        line
+    }
+
+    /// The statistics snapshot now (a line of stats.jsonl); the last one of a run (`ended`)
+    /// carries the run's mean rates and dead time.
+    fn snapshot(&mut self, ended: bool) -> Snapshot {
         let now = Instant::now();
         let t = self.start.elapsed().as_secs_f64();
         let stats = self.ring_stats();
         let mut cur = BTreeMap::new();
-        let mut buffers = serde_json::Map::new();
+        let mut buffers = BTreeMap::new();
         for (name, rings) in &stats {
             let published: u64 = rings.iter().map(|s| s.published).sum();
             let lost: u64 = rings.iter().map(|s| s.lost).sum();
@@ -904,24 +899,27 @@ impl Supervisor {
                 .buffer(name)
                 .map(|pb| self.books(&pb.readers, rings))
                 .unwrap_or_default();
-            let out: BTreeMap<&String, u64> = books.iter().map(|(r, b)| (r, b.delivered)).collect();
+            let events_out = books
+                .iter()
+                .map(|(r, b)| (r.clone(), b.delivered))
+                .collect();
             buffers.insert(
                 name.clone(),
-                serde_json::json!({
-                    "events_in": published,
-                    "produced": published + lost,
-                    "events_out": out,
-                    "readers": books,
-                    "rate_hz": rate,
-                    "fill": fill,
-                    "deadtime": dead,
-                    "deadtime_total_s": blocked as f64 / 1e9,
-                    "lost": lost,
-                    "closed": rings.iter().all(|s| s.closed),
-                }),
+                BufferStats {
+                    events_in: published,
+                    produced: published + lost,
+                    events_out,
+                    readers: books,
+                    rate_hz: rate,
+                    fill,
+                    deadtime: dead,
+                    deadtime_total_s: blocked as f64 / 1e9,
+                    lost,
+                    closed: rings.iter().all(|s| s.closed),
+                },
             );
         }
-        let mut workers = serde_json::Map::new();
+        let mut workers = BTreeMap::new();
         for (wi, w) in self.plan.workers.iter().enumerate() {
             let ps: Vec<&Proc> = self.procs.iter().filter(|p| p.worker == wi).collect();
             let live: Vec<&&Proc> = ps.iter().filter(|p| p.status.is_none()).collect();
@@ -954,51 +952,54 @@ impl Supervisor {
             let device = if ps.iter().any(|p| p.is_importer) {
                 device_state(&self.plan.run_dir, &w.name)
             } else {
-                serde_json::Value::Null
+                None
             };
             self.alerts.condition(
                 Kind::DeviceGone,
                 &w.name,
-                device["connected"] == false,
+                device.is_some_and(|d| !d.connected),
                 &format!("worker '{}': its device is disconnected", w.name),
             );
             workers.insert(
                 w.name.clone(),
-                serde_json::json!({
-                    "processes": alive,
-                    "events": events,
-                    "cpu_s": ps.iter().map(|p| p.cpu_s).sum::<f64>(),
-                    "state": state,
-                    "restarts": ps.iter().map(|p| p.restarts).sum::<u32>(),
-                    "cores": live.iter().filter_map(|p| p.core).collect::<Vec<u32>>(),
-                    "pinned": live.iter().flat_map(|p| pinned_cores(p.pid)).collect::<std::collections::BTreeSet<u32>>(),
-                    "device": device,
-                }),
+                WorkerStats {
+                    processes: alive as u64,
+                    events,
+                    cpu_s: ps.iter().map(|p| p.cpu_s).sum::<f64>(),
+                    state: state.to_string(),
+                    restarts: ps.iter().map(|p| p.restarts).sum::<u32>(),
+                    cores: live.iter().filter_map(|p| p.core).collect(),
+                    pinned: live
+                        .iter()
+                        .flat_map(|p| pinned_cores(p.pid))
+                        .collect::<std::collections::BTreeSet<u32>>()
+                        .into_iter()
+                        .collect(),
+                    device,
+                },
             );
         }
-        let line = serde_json::json!({
-            "t": t,
-            "time": crate::clock::utc_now(),
-            "stopping": self.stopping && !ended,
+        self.last_stats = Some((now, cur));
+        Snapshot {
+            t,
+            time: crate::clock::utc_now(),
+            stopping: self.stopping && !ended,
             // What a clean stop waits for besides draining: files being compressed.
-            "waiting_for": if self.stopping && !ended {
+            waiting_for: if self.stopping && !ended {
                 crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir)
                     .iter()
                     .map(|c| c.to_string())
-                    .collect::<Vec<String>>()
+                    .collect()
             } else {
                 Vec::new()
             },
-            "ended": ended,
-            "paused": self.paused,
-            "max_events": self.plan.max_events,
-            "max_seconds": self.plan.max_seconds,
-            "buffers": buffers,
-            "workers": workers,
-        });
-        crate::fsio::append_line(&mut self.stats_file, &line.to_string());
-        self.last_stats = Some((now, cur));
-        line
+            ended,
+            paused: self.paused,
+            max_events: self.plan.max_events,
+            max_seconds: self.plan.max_seconds,
+            buffers,
+            workers,
+        }
     }
 
     fn progress_line(&mut self) -> String {

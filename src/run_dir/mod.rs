@@ -17,6 +17,9 @@
 //! their names are in the function reference (`daq-engine functions`).
 
 pub mod plan;
+pub mod snapshot;
+
+pub use snapshot::{BufferStats, DeviceState, Snapshot, WorkerStats};
 
 use std::path::{Path, PathBuf};
 
@@ -94,4 +97,102 @@ pub fn run_notes(run_dir: &Path) -> Vec<(String, Vec<(String, String)>)> {
         .collect();
     out.sort();
     out
+}
+
+/// A device importer's notes (`device_<worker>.txt`): `key = value` lines, in the order
+/// written (model, serial number, firmware, the `device.*` counters; the HDF5 exporter
+/// copies them into its run metadata). The keys the engine itself reads have constants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceNotes {
+    /// The lines, as (key, value).
+    pub entries: Vec<(String, String)>,
+}
+
+impl DeviceNotes {
+    /// `false` while the device is disconnected.
+    pub const CONNECTED: &'static str = "device.connected";
+    /// Good events read so far.
+    pub const EVENTS: &'static str = "device.events";
+    /// Bad records skipped so far.
+    pub const BAD_RECORDS: &'static str = "device.bad_records";
+    /// Disconnects it came back from.
+    pub const GAPS: &'static str = "device.gaps";
+    /// `true` while no good event came for longer than `expect_data_within`.
+    pub const SILENT: &'static str = "device.silent";
+    /// Silent spells so far.
+    pub const SILENCES: &'static str = "device.silences";
+
+    /// The notes in `path`; none when it cannot be read.
+    pub fn read(path: &Path) -> DeviceNotes {
+        DeviceNotes {
+            entries: read_notes(path),
+        }
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        for (k, v) in &self.entries {
+            text.push_str(k);
+            text.push_str(" = ");
+            text.push_str(v);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The count `key`; 0 when absent or not a number.
+    pub fn count(&self, key: &str) -> u64 {
+        self.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// The device's state as a statistics snapshot shows it; `None` without notes.
+    pub fn state(&self) -> Option<DeviceState> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        Some(DeviceState {
+            connected: self.get(Self::CONNECTED) != Some("false"),
+            gaps: self.count(Self::GAPS),
+            bad_records: self.count(Self::BAD_RECORDS),
+            silent: self.get(Self::SILENT) == Some("true"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_notes_round_trip_and_give_the_state() {
+        let dir = std::env::temp_dir().join(format!("daq-run-dir-notes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let notes = DeviceNotes {
+            entries: vec![
+                ("device.model".into(), "DS1054Z".into()),
+                (DeviceNotes::CONNECTED.into(), "false".into()),
+                (DeviceNotes::GAPS.into(), "2".into()),
+                (DeviceNotes::BAD_RECORDS.into(), "x".into()),
+            ],
+        };
+        let path = device_notes_path(&dir, "scope");
+        std::fs::write(&path, notes.text()).unwrap();
+        let back = DeviceNotes::read(&path);
+        assert_eq!(back, notes);
+        let s = back.state().unwrap();
+        assert!(!s.connected && !s.silent);
+        assert_eq!((s.gaps, s.bad_records), (2, 0));
+        assert_eq!(run_notes(&dir), vec![("scope".to_string(), notes.entries)]);
+        assert_eq!(DeviceNotes::read(&dir.join("none")).state(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
