@@ -8,7 +8,9 @@
 //! saw the end of the stream.
 
 use crate::analysis::plumbing::SinkReport;
+use crate::dtype::Scalar;
 use crate::engine::{Progress, RunOptions, Supervisor};
+use crate::ring::Policy;
 use crate::run_dir::plan::{BufferPlan, Plan, Restart, WorkerPlan};
 use crate::worker::Registry;
 use std::path::{Path, PathBuf};
@@ -61,15 +63,15 @@ impl Case {
 
     /// The run plan for this case.
     pub fn plan(&self, run_dir: &Path, run_id: &str, events: u64) -> Plan {
-        let fields: Vec<(String, String)> = (0..self.channels)
-            .map(|c| (format!("ch{c}"), "f4".to_string()))
+        let fields: Vec<(String, Scalar)> = (0..self.channels)
+            .map(|c| (format!("ch{c}"), Scalar::F32))
             .collect();
         let buffer = |name: &str, writer: &str, reader: &str| BufferPlan {
             name: name.into(),
             fields: fields.clone(),
             data_length: self.data_length,
             slot_count: self.slot_count,
-            policy: "block".into(),
+            policy: Policy::Block,
             writer: Some(writer.into()),
             readers: vec![reader.into()],
             observers: vec![],

@@ -3,7 +3,7 @@
 //! supervisor themselves.
 
 use crate::export::recover::RunDirLock;
-use crate::run_dir::plan::{BufferPlan, Plan, Restart, WorkerPlan};
+use crate::run_dir::plan::{BufferPlan, Plan, WorkerPlan};
 use crate::setup::{self, Setup};
 use std::path::{Path, PathBuf};
 
@@ -99,11 +99,11 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
                 .dtype
                 .fields()
                 .iter()
-                .map(|f| (f.name.clone(), f.scalar.name().to_string()))
+                .map(|f| (f.name.clone(), f.scalar))
                 .collect(),
             data_length: b.data_length,
             slot_count: b.slot_count,
-            policy: b.policy.name().to_string(),
+            policy: b.policy,
             writer: setup.writer_of(&b.name).map(|w| w.name.clone()),
             readers: setup
                 .readers_of(&b.name)
@@ -132,10 +132,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
             config: w.config.clone(),
             cpu: w.cpu.clone(),
             priority: w.priority.map(i32::from),
-            restart: match w.restart {
-                setup::Restart::Never => Restart::Never,
-                setup::Restart::OnFailure => Restart::OnFailure,
-            },
+            restart: w.restart,
             python: w.python.clone(),
         })
         .collect();

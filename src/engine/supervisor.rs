@@ -305,11 +305,7 @@ impl Supervisor {
                         dtype: b.dtype(),
                         data_length: b.data_length,
                         slot_count: b.slot_count,
-                        policy: if b.policy == "drop" {
-                            Policy::Drop
-                        } else {
-                            Policy::Block
-                        },
+                        policy: b.policy,
                         groups: b
                             .readers
                             .iter()
@@ -331,7 +327,7 @@ impl Supervisor {
                         b.name,
                         b.slot_count,
                         ring.event_bytes(),
-                        b.policy,
+                        b.policy.name(),
                         ring.backing(),
                         if ring.locked() {
                             ", locked in memory"

@@ -122,7 +122,10 @@ fn buffers(plan: &Plan, names: &[String]) -> Vec<BufferSpec> {
         .map(|b| {
             (
                 b.name.clone(),
-                b.fields.clone(),
+                b.fields
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.name().to_string()))
+                    .collect(),
                 b.data_length,
                 b.slot_count,
             )
