@@ -4,11 +4,11 @@
 //! `cargo run --example own_binary -- setup.yaml` behaves exactly like `daq-engine setup.yaml`
 //! and additionally knows `user.every_nth`.
 
-use daq_engine::engine::{Build, Function, Registry};
 use daq_engine::key;
 use daq_engine::worker::{
     Arity, BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
 };
+use daq_engine::worker::{Build, Function, Registry};
 
 /// The config key, declared once with its type and doc: the spec lists it, `daq-engine
 /// check` types the setup's value against it, and the build reads it through it.

@@ -9,6 +9,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "lint"
+scripts/layers.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "python with h5py for the HDF5 reader tests"

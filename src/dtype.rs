@@ -138,6 +138,21 @@ impl Scalar {
     }
 }
 
+/// As its numpy name (`float32`), the way plan.json writes a field's type.
+impl serde::Serialize for Scalar {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// From a numpy type name ([`Scalar::parse`]); an unknown one is an error.
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Scalar::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Scalar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

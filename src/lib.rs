@@ -6,14 +6,19 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod clock;
 pub mod devices;
 pub mod dtype;
 pub mod engine;
 pub mod export;
+pub mod fsio;
 pub mod monitor;
 pub mod python;
+pub mod registry;
 pub mod ring;
 pub mod ring_bench;
+pub mod run_dir;
+pub mod runtime;
 pub mod setup;
 pub mod shm;
 pub mod worker;

@@ -80,7 +80,7 @@ fn run(dir: &Dir, setup: &Path, args: &[&str]) -> (i32, String, PathBuf) {
 
 /// A value of the device notes of worker `detector`.
 fn note(run_dir: &Path, key: &str) -> Option<String> {
-    daq_engine::devices::read_notes(&run_dir.join("device_detector.txt"))
+    daq_engine::run_dir::read_notes(&run_dir.join("device_detector.txt"))
         .into_iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
@@ -259,7 +259,7 @@ fn on_sigterm_the_gmc_heartbeat_is_switched_off_and_the_notes_were_current_all_a
             .map(|e| e.path().join("device_detector.txt"))
             .find(|p| p.exists());
         if let Some(p) = found {
-            let events = daq_engine::devices::read_notes(&p)
+            let events = daq_engine::run_dir::read_notes(&p)
                 .into_iter()
                 .find(|(k, _)| k == "device.events")
                 .and_then(|(_, v)| v.parse::<u64>().ok());

@@ -4,10 +4,11 @@
 //! sees the run paused, presses `s` and sees the run end with exit 0 and the terminal given
 //! back (the main screen with the test harness's result line, not the dashboard).
 
-use daq_engine::engine::launch::{make_run_dir, plan_of};
-use daq_engine::engine::{Progress, Registry, RunOptions, Supervisor};
+use daq_engine::engine::{make_run_dir, plan_of};
+use daq_engine::engine::{Progress, RunOptions, Supervisor};
 use daq_engine::monitor::Tui;
 use daq_engine::setup::{online_cpus, Setup};
+use daq_engine::worker::Registry;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -68,7 +69,7 @@ fn tui_host() {
     let registry = Registry::builtin();
     let (setup, _) = Setup::load(&setup_path, &registry, online_cpus()).unwrap();
     let (run_dir, run_id) = make_run_dir(&dir.join("runs")).unwrap();
-    daq_engine::engine::init_log(&daq_engine::engine::process::log_path(&run_dir));
+    daq_engine::engine::init_log(&daq_engine::run_dir::log_path(&run_dir));
     let sup = Supervisor::prepare(
         plan_of(&setup, &run_dir, &run_id),
         RunOptions {

@@ -5,7 +5,7 @@
 fn readme_documents_every_function_and_key() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let registry = daq_engine::engine::Registry::builtin();
+    let registry = daq_engine::worker::Registry::builtin();
     let mut missing = Vec::new();
     for f in registry.all() {
         let s = &f.spec;

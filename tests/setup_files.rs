@@ -741,7 +741,7 @@ fn mimocorb2_buffer_overwrite_is_a_note_and_a_typo_still_an_error() {
 #[test]
 fn any_positive_slot_count_is_taken_as_it_is() {
     let text = "Buffers:\n  raw: {slot_count: 500, data_length: 256, data_dtype: {a: i2}}\n  one: {slot_count: 1, data_length: 256, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  mid: {function: misc.copy, sources: [raw], sinks: [one]}\n  out: {function: export.drain, sources: [one]}\n";
-    let registry = daq_engine::engine::Registry::builtin();
+    let registry = daq_engine::worker::Registry::builtin();
     let (setup, _) = Setup::from_str(text, Path::new("s.yaml"), &registry, 2).expect("valid");
     assert_eq!(setup.buffer("raw").unwrap().slot_count, 500);
     assert_eq!(setup.buffer("one").unwrap().slot_count, 1);
@@ -750,7 +750,7 @@ fn any_positive_slot_count_is_taken_as_it_is() {
 #[test]
 fn mimocorb2_builtins_by_their_own_names() {
     let text = "Buffers:\n  raw: {slot_count: 8, data_length: 256, data_dtype: {a: f4}}\n  out: {slot_count: 8, data_length: 256, data_dtype: {a: f4}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  cp: {function: misc.copy, sources: [raw], sinks: [out]}\n  csv:\n    function: exporters.csv\n    sources: [out]\n    config: {filename: pulses, save_interval: 2, bins: {a: [0, 1, 10]}}\n  osc:\n    function: observers.oscilloscope\n    observes: [raw]\n    config: {update_interval: 0.5, ylim: [-1, 1], trigger_level: 0.2}\n  drain: {function: exporters.drain, sources: [raw]}\n";
-    let registry = daq_engine::engine::Registry::builtin();
+    let registry = daq_engine::worker::Registry::builtin();
     let (setup, warnings) =
         Setup::from_str(text, Path::new("b.yaml"), &registry, 2).expect("valid");
     let w: Vec<String> = warnings

@@ -370,7 +370,7 @@ fn faults_keep_the_books_and_the_files_whole() {
 
     // Bad lines are counted, never fatal: at least every noise line (a line cut by an unplug
     // may be counted too).
-    let notes = daq_engine::devices::read_notes(&run.join("device_detector.txt"));
+    let notes = daq_engine::run_dir::read_notes(&run.join("device_detector.txt"));
     let bad: u64 = notes
         .iter()
         .find(|(k, _)| k == "device.bad_records")

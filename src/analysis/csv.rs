@@ -284,6 +284,6 @@ impl Exporter for Drain {
             "{{\"events\": {}, \"bytes\": {}}}\n",
             self.events, self.bytes
         );
-        super::write_atomically(&self.path, body.as_bytes())
+        crate::worker::write_atomically(&self.path, body.as_bytes())
     }
 }

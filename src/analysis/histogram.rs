@@ -406,7 +406,7 @@ impl HistogramExport {
 
     fn write_all(&mut self) -> Result<(), WorkerError> {
         for (f, h) in &self.fields {
-            super::write_atomically(&self.csv_path(&f.name), h.to_csv(&f.name).as_bytes())?;
+            crate::worker::write_atomically(&self.csv_path(&f.name), h.to_csv(&f.name).as_bytes())?;
         }
         self.last_write = Instant::now();
         Ok(())
@@ -448,8 +448,8 @@ impl Exporter for HistogramExport {
             };
             let body =
                 serde_json::to_vec_pretty(&json).map_err(|e| WorkerError::Other(e.to_string()))?;
-            super::write_atomically(&self.run_dir.join(format!("fit_{name}.json")), &body)?;
-            super::write_atomically(
+            crate::worker::write_atomically(&self.run_dir.join(format!("fit_{name}.json")), &body)?;
+            crate::worker::write_atomically(
                 &self.run_dir.join(format!("fit_{name}.txt")),
                 text.as_bytes(),
             )?;

@@ -27,6 +27,7 @@ pub mod csv;
 pub mod fit;
 pub mod histogram;
 pub mod oscilloscope;
+pub mod plumbing;
 pub mod pulses;
 pub mod rate;
 pub mod simulate;
@@ -34,8 +35,7 @@ pub mod trace;
 pub mod trigger;
 
 use crate::dtype::Metadata;
-use crate::engine::registry::{Build, Function};
-use crate::worker::{Emit, EventMut, FunctionSpec, WorkerError};
+use crate::worker::{Build, Emit, EventMut, Function, FunctionSpec, WorkerError};
 
 /// The declarations of every function in this module, in the order of the table above.
 pub fn specs() -> &'static [FunctionSpec] {
@@ -173,20 +173,4 @@ impl Emit for EventCollector {
         self.events[sink].push((meta, data));
         Ok(())
     }
-}
-
-pub(crate) use crate::engine::wall_clock;
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename,
-/// so a reader never sees a half-written file.
-pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), WorkerError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| WorkerError::Io {
-            what: format!("writing {}", path.display()),
-            source,
-        })
 }

@@ -173,7 +173,7 @@ impl Oscilloscope {
         self.json.clear();
         serde_json::to_writer(&mut self.json, &out)
             .map_err(|e| WorkerError::Other(e.to_string()))?;
-        super::write_atomically(&self.path, &self.json)
+        crate::worker::write_atomically(&self.path, &self.json)
     }
 }
 

@@ -705,7 +705,7 @@ impl SimulatePulses {
             pending: false,
             planar,
             lanes: vec![(0, 0.0); nch],
-            start_epoch: super::wall_clock(),
+            start_epoch: crate::clock::wall_clock(),
             start: Instant::now(),
             held: Duration::ZERO,
             trace: vec![0f32; if planar { nch * n } else { n }],

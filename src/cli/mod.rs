@@ -3,6 +3,13 @@
 //! Exit codes: 0 the run finished (or the command succeeded), 1 the run failed,
 //! 2 the setup or the command line is wrong.
 
+pub mod bench;
+pub mod check;
+pub mod recover;
+pub mod run;
+pub mod status;
+pub mod tune;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -214,11 +221,11 @@ pub fn main(
     setup: Option<PathBuf>,
     run: RunArgs,
     command: Option<Command>,
-    registry: &crate::engine::Registry,
+    registry: &crate::worker::Registry,
 ) -> i32 {
     match command {
         None => match setup {
-            Some(path) => crate::engine::launch::run(&path, &run, registry),
+            Some(path) => run::run(&path, &run, registry),
             None => {
                 eprintln!(
                     "daq-engine: no setup file given.\n\
@@ -228,15 +235,15 @@ pub fn main(
                 2
             }
         },
-        Some(Command::Run { setup, run }) => crate::engine::launch::run(&setup, &run, registry),
+        Some(Command::Run { setup, run }) => run::run(&setup, &run, registry),
         Some(Command::Check {
             setup,
             dot,
             simulate,
-        }) => crate::engine::launch::check(&setup, dot.as_deref(), simulate, registry),
+        }) => check::check(&setup, dot.as_deref(), simulate, registry),
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
-        Some(Command::Status { run_dir }) => status(&run_dir),
-        Some(Command::Recover { run_dir }) => crate::engine::launch::recover(&run_dir),
+        Some(Command::Status { run_dir }) => status::status(&run_dir),
+        Some(Command::Recover { run_dir }) => recover::recover(&run_dir),
         Some(Command::Inspect { file }) => match crate::export::inspect(&file) {
             Ok(text) => {
                 print!("{text}");
@@ -253,7 +260,7 @@ pub fn main(
             restore,
             hugepages,
             root,
-        }) => crate::engine::tune::run(apply, restore, hugepages, root.as_deref()),
+        }) => tune::run(apply, restore, hugepages, root.as_deref()),
         Some(Command::Man) => {
             use clap::CommandFactory;
             let mut out = std::io::stdout().lock();
@@ -271,14 +278,11 @@ pub fn main(
         Some(Command::Udev {
             action: UdevAction::Check,
         }) => crate::devices::tools::udev_check(),
-        Some(Command::Bench { what, events, .. }) if what == "drivers" => {
-            crate::devices::tools::bench_drivers(events)
-        }
         Some(Command::Bench {
             what,
             events,
             reference,
-        }) => crate::engine::launch::bench(&what, events, reference.as_deref(), registry),
+        }) => bench::bench(&what, events, reference.as_deref(), registry),
         Some(Command::Worker { .. }) => 2,
         Some(Command::PythonProbe {
             file,
@@ -286,7 +290,7 @@ pub fn main(
             venv,
         }) => crate::python::probe(&file, &function, venv.as_deref()),
         Some(Command::PluginProbe { library }) => {
-            match crate::engine::plugin::load(&library, &mut registry.clone()) {
+            match crate::worker::plugin::load(&library, &mut registry.clone()) {
                 Ok(names) => {
                     println!("{}", names.join("\n"));
                     0
@@ -300,7 +304,7 @@ pub fn main(
     }
 }
 
-fn functions(only: Option<&str>, registry: &crate::engine::Registry) -> i32 {
+fn functions(only: Option<&str>, registry: &crate::worker::Registry) -> i32 {
     let mut found = false;
     for f in registry.all() {
         let s = &f.spec;
@@ -337,38 +341,10 @@ fn functions(only: Option<&str>, registry: &crate::engine::Registry) -> i32 {
     0
 }
 
-/// Prints the state of a run from its `stats.jsonl`.
-fn status(run_dir: &std::path::Path) -> i32 {
-    let path = run_dir.join("stats.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "daq-engine: {}: {e} (is this a run directory?)",
-                path.display()
-            );
-            return 2;
-        }
-    };
-    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
-        eprintln!("daq-engine: {}: no statistics written yet", path.display());
-        return 1;
-    };
-    let v: serde_json::Value = match serde_json::from_str(last) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("daq-engine: {}: last line unreadable: {e}", path.display());
-            return 1;
-        }
-    };
-    print!("{}", crate::engine::launch::format_status(&v, run_dir));
-    0
-}
-
 /// The whole program for a given set of functions: parses the command line, and either runs
 /// a worker process (when started by the supervisor) or the command. A user's own binary
 /// calls this with the built-ins plus their functions; it returns the exit code.
-pub fn run_main(registry: crate::engine::Registry) -> i32 {
+pub fn run_main(registry: crate::worker::Registry) -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Worker {
@@ -376,10 +352,16 @@ pub fn run_main(registry: crate::engine::Registry) -> i32 {
             worker,
             process,
         }) => {
-            if let Ok(p) = crate::engine::Plan::load(&plan) {
-                crate::engine::init_log(&crate::engine::process::log_path(&p.run_dir));
+            if let Ok(p) = crate::run_dir::plan::Plan::load(&plan) {
+                crate::engine::init_log(&crate::run_dir::log_path(&p.run_dir));
             }
-            crate::engine::process::run(&plan, &worker, process, &registry)
+            crate::runtime::run(
+                &plan,
+                &worker,
+                process,
+                &registry,
+                crate::python::run_worker,
+            )
         }
         command => main(cli.setup, cli.run, command, &registry),
     }

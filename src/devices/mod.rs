@@ -23,12 +23,13 @@ pub mod serial;
 pub mod tools;
 pub mod usb;
 
-use crate::engine::{Build, Function};
 use crate::key;
+use crate::run_dir::DeviceNotes;
 use crate::worker::{BufferShape, BuildContext, EventMut, Importer, Key, Produced, WorkerError};
+use crate::worker::{Build, Function};
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Longest a single `next` waits for the driver (so the engine sees a stop quickly).
@@ -83,9 +84,9 @@ pub fn functions() -> Vec<Function> {
 }
 
 /// The check of each device importer's config: everything its build checks, opening no
-/// device (see [`crate::engine::Check`]).
-pub fn checks() -> Vec<(&'static str, crate::engine::Check)> {
-    use crate::engine::Check::Config;
+/// device (see [`crate::worker::Check`]).
+pub fn checks() -> Vec<(&'static str, crate::worker::Check)> {
+    use crate::worker::Check::Config;
     vec![
         (serial::GMC_SPEC.name, Config(serial::check_gmc)),
         (serial::MIGHTYOHM_SPEC.name, Config(serial::check_line)),
@@ -568,7 +569,7 @@ impl DeviceImporter {
             self.write_notes();
             self.notes_at = now;
         }
-        self.check_due_wall = crate::analysis::wall_clock() + NOTES_EVERY.as_secs_f64();
+        self.check_due_wall = crate::clock::wall_clock() + NOTES_EVERY.as_secs_f64();
         if self.silence.reported && self.silence.on == OnSilence::Stop {
             Produced::End
         } else {
@@ -581,20 +582,13 @@ impl DeviceImporter {
     /// records and silences (what it counted after its last notes, ≤ 1 s, is not known).
     fn carry_on(&mut self) {
         let Some(path) = &self.notes else { return };
-        let before = read_notes(path);
-        if before.is_empty() {
+        let before = DeviceNotes::read(path);
+        if before.entries.is_empty() {
             return;
         }
-        let get = |key: &str| {
-            before
-                .iter()
-                .find(|(k, _)| k == key)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        self.events = get("device.events");
-        self.bad.count = get("device.bad_records");
-        self.silence.spells = get("device.silences");
+        self.events = before.count(DeviceNotes::EVENTS);
+        self.bad.count = before.count(DeviceNotes::BAD_RECORDS);
+        self.silence.spells = before.count(DeviceNotes::SILENCES);
         self.silence.events_then = self.events;
         tracing::info!(
             "{}: going on from an earlier process of this worker: {} events, {} bad records",
@@ -606,14 +600,11 @@ impl DeviceImporter {
 
     fn write_notes(&self) {
         let Some(path) = &self.notes else { return };
-        let mut text = String::new();
-        for (k, v) in self.run_metadata() {
-            text.push_str(&k);
-            text.push_str(" = ");
-            text.push_str(&v);
-            text.push('\n');
+        let text = DeviceNotes {
+            entries: self.run_metadata(),
         }
-        if let Err(e) = crate::analysis::write_atomically(path, text.as_bytes()) {
+        .text();
+        if let Err(e) = crate::worker::write_atomically(path, text.as_bytes()) {
             tracing::warn!("{}: cannot write {}: {e}", self.worker, path.display());
         }
     }
@@ -655,7 +646,7 @@ impl Importer for DeviceImporter {
         }
         match self.source.read_event(out.data, READ_TIMEOUT) {
             Ok(ReadOutcome::Event(_)) => {
-                let now = crate::analysis::wall_clock();
+                let now = crate::clock::wall_clock();
                 out.meta.timestamp = now;
                 self.events += 1;
                 if now >= self.check_due_wall {
@@ -683,7 +674,7 @@ impl Importer for DeviceImporter {
                 );
                 self.lost = Some(Lost {
                     since: Instant::now(),
-                    wall: crate::analysis::wall_clock(),
+                    wall: crate::clock::wall_clock(),
                     detail,
                 });
                 // The monitor reads the notes: say at once that the device is gone.
@@ -730,7 +721,7 @@ impl Importer for DeviceImporter {
                 "device.silent_since_unix".into(),
                 format!(
                     "{:.3}",
-                    crate::analysis::wall_clock() - self.silence.heard_at.elapsed().as_secs_f64()
+                    crate::clock::wall_clock() - self.silence.heard_at.elapsed().as_secs_f64()
                 ),
             ));
         }
@@ -768,37 +759,6 @@ impl Drop for DeviceImporter {
         self.sum_up_bad(Instant::now());
         self.write_notes();
     }
-}
-
-/// The `key = value` lines of a device notes file (`device_<worker>.txt`), in file order;
-/// empty when it cannot be read. Lines without ` = ` are skipped.
-pub fn read_notes(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(" = "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// The notes of every device importer of the run in `run_dir`: (worker, notes), by worker.
-pub fn run_notes(run_dir: &Path) -> Vec<(String, Vec<(String, String)>)> {
-    let mut out: Vec<(String, Vec<(String, String)>)> = std::fs::read_dir(run_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let worker = name
-                .to_str()?
-                .strip_prefix("device_")?
-                .strip_suffix(".txt")?
-                .to_string();
-            Some((worker, read_notes(&e.path())))
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// A failed open of real hardware, with the hint that `--simulate` needs none.

@@ -182,7 +182,7 @@ pub fn udev_install(dry_run: bool, rules_dir: Option<&Path>) -> i32 {
         eprintln!("daq-engine: cannot create {}: {e}", dir.display());
         return 1;
     }
-    if let Err(e) = crate::analysis::write_atomically(&target, UDEV_RULES.as_bytes()) {
+    if let Err(e) = crate::worker::write_atomically(&target, UDEV_RULES.as_bytes()) {
         eprintln!("daq-engine: cannot write {}: {e}", target.display());
         return 1;
     }

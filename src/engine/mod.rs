@@ -2,44 +2,15 @@
 //! process, and the worker-process side of that contract.
 
 pub mod alert;
-pub mod bench;
-pub mod builtin;
-pub mod launch;
 pub mod notify;
 pub mod placement;
-pub mod plan;
-pub mod plugin;
-pub mod process;
-pub mod registry;
+pub mod start;
 
-pub use plan::{BufferPlan, Plan, Restart, WorkerPlan};
-pub use registry::{Build, Check, Function, Registry};
-pub mod realtime;
 pub mod supervisor;
 pub mod terminal;
-pub mod tune;
 
+pub use start::{make_locked_run_dir, make_run_dir, plan_of};
 pub use supervisor::{Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher};
-
-/// A Unix time as UTC ISO 8601 with milliseconds, e.g. `2026-11-25T10:31:07.123Z` (the one
-/// formatter, shared with the HDF5 run files).
-pub fn utc_iso(unix_seconds: f64) -> String {
-    let ms = (unix_seconds * 1000.0).floor() as i64;
-    crate::export::hdf5::iso8601(ms.div_euclid(1000), ms.rem_euclid(1000) as u32)
-}
-
-/// Now, as [`utc_iso`].
-pub fn utc_now() -> String {
-    crate::export::hdf5::utc_now_iso8601()
-}
-
-/// The current wall-clock time in seconds since the Unix epoch.
-pub fn wall_clock() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// The file the log currently goes to; `init_log` replaces it, so a process that supervises
 /// several runs one after another (a user's program, the tests) logs each into its own run
@@ -97,15 +68,5 @@ pub fn init_log(path: &std::path::Path) {
             std::process::id(),
             path.display()
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso_dates() {
-        assert_eq!(super::utc_iso(0.0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::utc_iso(951_782_400.5), "2000-02-29T00:00:00.500Z");
-        assert_eq!(super::utc_iso(1_795_000_000.0), "2026-11-18T11:06:40.000Z");
     }
 }

@@ -151,7 +151,7 @@ impl Placement {
 }
 
 /// The seats of a plan's workers, in plan order.
-pub fn seats_of_plan(plan: &super::plan::Plan) -> Vec<Seat<'_>> {
+pub fn seats_of_plan(plan: &crate::run_dir::plan::Plan) -> Vec<Seat<'_>> {
     plan.workers
         .iter()
         .map(|w| Seat {
@@ -210,10 +210,10 @@ pub fn isolated_cores() -> Vec<usize> {
     let list = std::env::var(ISOLATED_VAR)
         .ok()
         .or_else(|| std::fs::read_to_string("/sys/devices/system/cpu/isolated").ok());
-    list.map(|s| super::realtime::parse_cpu_list(s.trim()))
+    list.map(|s| crate::runtime::realtime::parse_cpu_list(s.trim()))
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| super::realtime::pin_possible(*c))
+        .filter(|c| crate::runtime::realtime::pin_possible(*c))
         .collect()
 }
 

@@ -15,9 +15,12 @@
 //!   Ctrl-C reaches only the supervisor) and get SIGTERM from the kernel if it dies.
 
 use super::alert::Kind;
-use super::plan::{Plan, Restart};
-use super::process::ring_name;
 use crate::ring::{Policy, Ring, RingSpec, RingStats};
+use crate::run_dir::plan::{Plan, Restart};
+use crate::run_dir::{
+    BufferStats, DeviceState, ReaderBooks, Snapshot, WorkerStats, FULL_LEVEL, FULL_WARNING_S,
+};
+use crate::runtime::ring_name;
 use crate::shm::{places, HugePages, ShmPlace};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -182,24 +185,8 @@ fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
 /// A device importer's state from its notes (`device_<worker>.txt`): whether the device is
 /// connected now, how many disconnect gaps it had, how many bad records were skipped and
 /// whether it is silent; null for other workers.
-fn device_state(run_dir: &Path, worker: &str) -> serde_json::Value {
-    let notes = crate::devices::read_notes(&run_dir.join(format!("device_{worker}.txt")));
-    if notes.is_empty() {
-        return serde_json::Value::Null;
-    }
-    let get = |key: &str| {
-        notes
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    let count = |key: &str| get(key).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0);
-    serde_json::json!({
-        "connected": get("device.connected") != Some("false"),
-        "gaps": count("device.gaps"),
-        "bad_records": count("device.bad_records"),
-        "silent": get("device.silent") == Some("true"),
-    })
+fn device_state(run_dir: &Path, worker: &str) -> Option<DeviceState> {
+    crate::run_dir::DeviceNotes::read(&crate::run_dir::device_notes_path(run_dir, worker)).state()
 }
 
 /// The cores process `pid` may run on, when that is fewer than all online cores (it is
@@ -273,11 +260,6 @@ struct Alarm {
     lost_logged_at: Option<Instant>,
 }
 
-/// Seconds a buffer may stay full before the log and the monitor warn about it.
-pub const FULL_WARNING_S: f64 = 3.0;
-/// A buffer counts as full at or above this fill level.
-pub const FULL_LEVEL: f64 = 0.95;
-
 /// Seconds between two log lines about events being lost in one buffer.
 const LOST_LOG_INTERVAL_S: f64 = 10.0;
 
@@ -338,11 +320,7 @@ impl Supervisor {
                         dtype: b.dtype(),
                         data_length: b.data_length,
                         slot_count: b.slot_count,
-                        policy: if b.policy == "drop" {
-                            Policy::Drop
-                        } else {
-                            Policy::Block
-                        },
+                        policy: b.policy,
                         groups: b
                             .readers
                             .iter()
@@ -364,7 +342,7 @@ impl Supervisor {
                         b.name,
                         b.slot_count,
                         ring.event_bytes(),
-                        b.policy,
+                        b.policy.name(),
                         ring.backing(),
                         if ring.locked() {
                             ", locked in memory"
@@ -382,10 +360,10 @@ impl Supervisor {
             });
         }
         let plan_path = plan.save().map_err(|source| EngineError::Io {
-            path: plan.run_dir.join("plan.json"),
+            path: plan.run_dir.join(crate::run_dir::PLAN),
             source,
         })?;
-        let stats_path = plan.run_dir.join("stats.jsonl");
+        let stats_path = plan.run_dir.join(crate::run_dir::STATS);
         let stats_file = std::fs::File::create(&stats_path).map_err(|source| EngineError::Io {
             path: stats_path,
             source,
@@ -468,7 +446,7 @@ impl Supervisor {
         }
         for w in &self.plan.workers {
             for c in &w.cpu {
-                if !super::realtime::pin_possible(*c) {
+                if !crate::runtime::realtime::pin_possible(*c) {
                     out.push(format!(
                         "worker '{}' asks for core {c}, which this machine does not have; it runs unpinned",
                         w.name
@@ -942,11 +920,20 @@ impl Supervisor {
     /// carries the run's means (rate, dead time) instead of those of its last interval, and
     /// says `"ended": true`.
     fn write_stats(&mut self, ended: bool) -> serde_json::Value {
+        let snapshot = self.snapshot(ended);
+        let line = serde_json::to_value(&snapshot).unwrap_or_default();
+        crate::fsio::append_line(&mut self.stats_file, &line.to_string());
+        line
+    }
+
+    /// The statistics snapshot now (a line of stats.jsonl); the last one of a run (`ended`)
+    /// carries the run's mean rates and dead time.
+    fn snapshot(&mut self, ended: bool) -> Snapshot {
         let now = Instant::now();
         let t = self.start.elapsed().as_secs_f64();
         let stats = self.ring_stats();
         let mut cur = BTreeMap::new();
-        let mut buffers = serde_json::Map::new();
+        let mut buffers = BTreeMap::new();
         for (name, rings) in &stats {
             let published: u64 = rings.iter().map(|s| s.published).sum();
             let lost: u64 = rings.iter().map(|s| s.lost).sum();
@@ -976,24 +963,27 @@ impl Supervisor {
                 .buffer(name)
                 .map(|pb| self.books(&pb.readers, rings))
                 .unwrap_or_default();
-            let out: BTreeMap<&String, u64> = books.iter().map(|(r, b)| (r, b.delivered)).collect();
+            let events_out = books
+                .iter()
+                .map(|(r, b)| (r.clone(), b.delivered))
+                .collect();
             buffers.insert(
                 name.clone(),
-                serde_json::json!({
-                    "events_in": published,
-                    "produced": published + lost,
-                    "events_out": out,
-                    "readers": books,
-                    "rate_hz": rate,
-                    "fill": fill,
-                    "deadtime": dead,
-                    "deadtime_total_s": blocked as f64 / 1e9,
-                    "lost": lost,
-                    "closed": rings.iter().all(|s| s.closed),
-                }),
+                BufferStats {
+                    events_in: published,
+                    produced: published + lost,
+                    events_out,
+                    readers: books,
+                    rate_hz: rate,
+                    fill,
+                    deadtime: dead,
+                    deadtime_total_s: blocked as f64 / 1e9,
+                    lost,
+                    closed: rings.iter().all(|s| s.closed),
+                },
             );
         }
-        let mut workers = serde_json::Map::new();
+        let mut workers = BTreeMap::new();
         for (wi, w) in self.plan.workers.iter().enumerate() {
             let ps: Vec<&Proc> = self.procs.iter().filter(|p| p.worker == wi).collect();
             let live: Vec<&&Proc> = ps.iter().filter(|p| p.status.is_none()).collect();
@@ -1031,51 +1021,54 @@ impl Supervisor {
             let device = if ps.iter().any(|p| p.is_importer) {
                 device_state(&self.plan.run_dir, &w.name)
             } else {
-                serde_json::Value::Null
+                None
             };
             self.alerts.condition(
                 Kind::DeviceGone,
                 &w.name,
-                device["connected"] == false,
+                device.is_some_and(|d| !d.connected),
                 &format!("worker '{}': its device is disconnected", w.name),
             );
             workers.insert(
                 w.name.clone(),
-                serde_json::json!({
-                    "processes": alive,
-                    "events": events,
-                    "cpu_s": ps.iter().map(|p| p.cpu_s).sum::<f64>(),
-                    "state": state,
-                    "restarts": ps.iter().map(|p| p.restarts).sum::<u32>(),
-                    "cores": live.iter().filter_map(|p| p.core).collect::<Vec<u32>>(),
-                    "pinned": live.iter().flat_map(|p| pinned_cores(p.pid)).collect::<std::collections::BTreeSet<u32>>(),
-                    "device": device,
-                }),
+                WorkerStats {
+                    processes: alive as u64,
+                    events,
+                    cpu_s: ps.iter().map(|p| p.cpu_s).sum::<f64>(),
+                    state: state.to_string(),
+                    restarts: ps.iter().map(|p| p.restarts).sum::<u32>(),
+                    cores: live.iter().filter_map(|p| p.core).collect(),
+                    pinned: live
+                        .iter()
+                        .flat_map(|p| pinned_cores(p.pid))
+                        .collect::<std::collections::BTreeSet<u32>>()
+                        .into_iter()
+                        .collect(),
+                    device,
+                },
             );
         }
-        let line = serde_json::json!({
-            "t": t,
-            "time": crate::engine::utc_now(),
-            "stopping": self.stopping && !ended,
+        self.last_stats = Some((now, cur));
+        Snapshot {
+            t,
+            time: crate::clock::utc_now(),
+            stopping: self.stopping && !ended,
             // What a clean stop waits for besides draining: files being compressed.
-            "waiting_for": if self.stopping && !ended {
+            waiting_for: if self.stopping && !ended {
                 crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir)
                     .iter()
                     .map(|c| c.to_string())
-                    .collect::<Vec<String>>()
+                    .collect()
             } else {
                 Vec::new()
             },
-            "ended": ended,
-            "paused": self.paused,
-            "max_events": self.plan.max_events,
-            "max_seconds": self.plan.max_seconds,
-            "buffers": buffers,
-            "workers": workers,
-        });
-        crate::export::files::append_line(&mut self.stats_file, &line.to_string());
-        self.last_stats = Some((now, cur));
-        line
+            ended,
+            paused: self.paused,
+            max_events: self.plan.max_events,
+            max_seconds: self.plan.max_seconds,
+            buffers,
+            workers,
+        }
     }
 
     fn progress_line(&mut self) -> String {
@@ -1158,7 +1151,7 @@ impl Supervisor {
     }
 
     /// [`reader_books`], with what restarted exporters booked as delivered to an earlier
-    /// process of theirs but never written (see `process::book_unwritten`) moved from
+    /// process of theirs but never written (see `runtime::book_unwritten`) moved from
     /// delivered to lost.
     fn books(&self, readers: &[String], rings: &[RingStats]) -> BTreeMap<String, ReaderBooks> {
         let mut books = reader_books(readers, rings);
@@ -1174,7 +1167,7 @@ impl Supervisor {
             if !restarted {
                 continue;
             }
-            let path = super::process::unwritten_path(&self.plan.run_dir, reader);
+            let path = crate::run_dir::unwritten_path(&self.plan.run_dir, reader);
             let unwritten = std::fs::read_to_string(path)
                 .ok()
                 .and_then(|t| t.trim().parse::<u64>().ok())
@@ -1316,21 +1309,6 @@ impl Drop for Supervisor {
             }
         }
     }
-}
-
-/// The books of one consumer group of a buffer, summed over its rings. For every group,
-/// always: `produced == delivered + lost + pending`, where `produced` is what the buffer's
-/// writers made (published, plus lost under `policy: drop` because the ring was full).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReaderBooks {
-    /// Events the group read.
-    pub delivered: u64,
-    /// Events the group will never read, each counted once: lost before publishing
-    /// (`drop`), released unread by a member that died or left, and everything published
-    /// for it after its worker ended.
-    pub lost: u64,
-    /// Events published that the group has yet to read (0 once the run has drained).
-    pub pending: u64,
 }
 
 /// The books of each reader (consumer group, in plan order) of a buffer with these rings.

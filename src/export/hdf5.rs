@@ -31,7 +31,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hdf5_metno as h5;
 use hdf5_metno::types::VarLenUnicode;
@@ -337,36 +337,6 @@ fn hdf(e: h5::Error) -> String {
     raw::describe(e)
 }
 
-/// The current time in UTC as ISO 8601 with milliseconds, e.g. `2026-11-25T10:27:00.123Z`.
-pub fn utc_now_iso8601() -> String {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    iso8601(d.as_secs() as i64, d.subsec_millis())
-}
-
-/// Formats seconds since the epoch (UTC) as ISO 8601 with milliseconds.
-pub fn iso8601(secs: i64, millis: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (proleptic Gregorian), after Howard Hinnant's published algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
 fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
@@ -509,7 +479,7 @@ impl RunFileWriter {
         let mut w = RunFileWriter {
             base,
             info,
-            run_start: utc_now_iso8601(),
+            run_start: crate::clock::utc_now(),
             options,
             specs: Vec::new(),
             meta_type,
@@ -567,7 +537,7 @@ impl RunFileWriter {
             .with_fapl(|p| p.libver_latest())
             .create_excl(&path)
             .map_err(|e| create_err(hdf(e)))?;
-        let start = utc_now_iso8601();
+        let start = crate::clock::utc_now();
         let put_str = |name: &str, value: &str| -> Result<(), String> {
             file.new_attr::<VarLenUnicode>()
                 .create(name)
@@ -1046,7 +1016,7 @@ impl RunFileWriter {
             set(
                 "stop_time",
                 f.attr("stop_time")
-                    .and_then(|a| a.write_scalar(&to_str(&utc_now_iso8601()))),
+                    .and_then(|a| a.write_scalar(&to_str(&crate::clock::utc_now()))),
             )?;
             set(
                 "events_written",
@@ -1606,7 +1576,7 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
 
 /// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`.
 fn device_notes(dir: &Path) -> Vec<(String, String)> {
-    crate::devices::run_notes(dir)
+    crate::run_dir::run_notes(dir)
         .into_iter()
         .flat_map(|(worker, notes)| {
             notes

@@ -12,9 +12,10 @@ use hdf5_metno as h5;
 use hdf5_metno::types::{TypeDescriptor, VarLenAscii, VarLenUnicode};
 
 use super::error::ExportError;
-use super::hdf5::{iso8601, MetaRow, HISTOGRAM_GROUP};
+use super::hdf5::{MetaRow, HISTOGRAM_GROUP};
 use super::raw;
 use super::read::{dtype_of, open_run_file};
+use crate::clock::iso8601;
 
 fn attr_text(a: &h5::Attribute) -> String {
     let td = match a.dtype().and_then(|t| t.to_descriptor()) {

@@ -7,7 +7,6 @@
 //! - [`csv`]: a buffered CSV writer for feature records.
 //! - [`recover`]: makes the files of a run that did not finish (killed, power cut) open
 //!   everywhere, with equal `data` and `metadata`, and writes its summary.
-//! - [`files`]: `summary.json` written atomically, `stats.jsonl` by whole lines.
 //! - [`disk`]: free space under a run directory, watched while the run goes on.
 //! - [`mod@bench`]: the `daq-engine bench hdf5` measurement.
 //!
@@ -18,7 +17,6 @@ pub mod bench;
 pub mod csv;
 pub mod disk;
 mod error;
-pub mod files;
 pub mod function;
 pub mod hdf5;
 mod inspect;

@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use hdf5_metno as h5;
 
 use super::error::ExportError;
-use super::files::write_atomic;
 use super::hdf5::{
     compress, remove_partial_compressions, repack_filters, Compression, MetaRow, HISTOGRAM_GROUP,
 };
 use super::raw;
+use crate::fsio::write_atomic;
 
 /// The file in a run directory that the run's supervisor holds locked while it lives.
 pub const LOCK_FILE: &str = ".lock";
@@ -461,7 +461,7 @@ pub fn recover_run_dir_then_compress(
     }
     let mut failures = vec![format!(
         "the run ended without a summary (killed, or the machine stopped); recovered at {}",
-        super::hdf5::utc_now_iso8601()
+        crate::clock::utc_now()
     )];
     failures.extend(
         rec.failed

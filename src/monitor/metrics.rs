@@ -261,7 +261,7 @@ pub fn render(s: &Snapshot, progress: Option<&Progress>, finished: bool, run_dir
         "Records from the device that the driver rejected.",
     );
     for (l, _) in devices() {
-        let notes = crate::devices::read_notes(&run_dir.join(format!("device_{}.txt", l[0].1)));
+        let notes = crate::run_dir::read_notes(&crate::run_dir::device_notes_path(run_dir, l[0].1));
         let bad = notes
             .iter()
             .find(|(k, _)| k == "device.bad_records")

@@ -538,7 +538,7 @@ impl Dashboard {
         let s = self.view.snapshot();
         let rows = s.buffers.iter().map(|(name, b)| {
             let out = b.events_out.values().min().copied();
-            let full = b.fill >= super::view::FULL_LEVEL;
+            let full = b.fill >= crate::run_dir::FULL_LEVEL;
             let bar_len = 10usize;
             let filled = ((b.fill.clamp(0.0, 1.0) * bar_len as f64).round()) as usize;
             let bar = format!(

@@ -5,118 +5,14 @@
 //! Guarantees: built only from snapshots (and `plan.json` for which workers are importers);
 //! a snapshot with missing or odd fields gives zeros and empty lists, never a panic.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use crate::engine::supervisor::{ReaderBooks, FULL_LEVEL, FULL_WARNING_S};
+pub use crate::run_dir::Snapshot;
+use crate::run_dir::{FULL_LEVEL, FULL_WARNING_S};
 /// Seconds a warning about lost events stays up after the count last rose.
 pub const LOST_WARNING_S: f64 = 10.0;
-
-/// One buffer in a snapshot (see `Supervisor::write_stats`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct BufferStats {
-    /// Events published into the buffer.
-    pub events_in: u64,
-    /// Events its writers produced: published plus lost.
-    pub produced: u64,
-    /// Per reading worker: delivered, lost and pending, which add up to `produced`.
-    pub readers: BTreeMap<String, ReaderBooks>,
-    /// Events released by each reading worker.
-    pub events_out: BTreeMap<String, u64>,
-    /// Events per second since the previous snapshot.
-    pub rate_hz: f64,
-    /// Fill level 0…1 (the fullest ring).
-    pub fill: f64,
-    /// Fraction of time the writer was blocked since the previous snapshot.
-    pub deadtime: f64,
-    /// Seconds the writer was blocked in total.
-    pub deadtime_total_s: f64,
-    /// Events lost (`policy: drop`).
-    pub lost: u64,
-    /// No more events will come.
-    pub closed: bool,
-}
-
-/// One worker in a snapshot.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct WorkerStats {
-    /// Processes alive.
-    pub processes: u64,
-    /// Events it produced (importers) or took from its first source.
-    pub events: u64,
-    /// CPU seconds used by all its processes.
-    pub cpu_s: f64,
-    /// `running`, `finished`, `failed` or `not started`.
-    pub state: String,
-    /// Times a process was started again.
-    pub restarts: u32,
-    /// The core each live process last ran on.
-    pub cores: Vec<u32>,
-    /// The cores its processes are pinned to; empty when they may run anywhere.
-    pub pinned: Vec<u32>,
-    /// For a device importer: its connection state.
-    pub device: Option<DeviceState>,
-}
-
-/// A device importer's connection and data health, from its notes.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct DeviceState {
-    /// The device answers now.
-    pub connected: bool,
-    /// Disconnects it came back from.
-    pub gaps: u64,
-    /// Bad records (lines, replies, frames) skipped so far.
-    pub bad_records: u64,
-    /// No good event for longer than its `expect_data_within`, now.
-    pub silent: bool,
-}
-
-impl WorkerStats {
-    /// Where its processes run, e.g. `1` or `0,1`, with `pinned` noted; `-` when none runs.
-    pub fn cores_text(&self) -> String {
-        if self.cores.is_empty() {
-            return "-".into();
-        }
-        let list: Vec<String> = self.cores.iter().map(|c| c.to_string()).collect();
-        if self.pinned.is_empty() {
-            list.join(",")
-        } else {
-            format!("{} (pinned)", list.join(","))
-        }
-    }
-}
-
-/// One statistics snapshot, as the supervisor hands it to a watcher.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct Snapshot {
-    /// Seconds since the run started.
-    pub t: f64,
-    /// UTC time of the snapshot.
-    pub time: String,
-    /// Importers were told to stop; buffers drain.
-    pub stopping: bool,
-    /// While a clean stop goes on: what it waits for besides draining (e.g.
-    /// `compressing raw.h5 (157.9 MB, 37%)`).
-    pub waiting_for: Vec<String>,
-    /// Importers are paused.
-    pub paused: bool,
-    /// The run is over: this is its last snapshot, and its rates and dead time are the
-    /// run's means.
-    pub ended: bool,
-    /// Events per importer after which the run stops.
-    pub max_events: Option<u64>,
-    /// Seconds after which the run stops.
-    pub max_seconds: Option<f64>,
-    /// Buffers by name.
-    pub buffers: BTreeMap<String, BufferStats>,
-    /// Workers by name.
-    pub workers: BTreeMap<String, WorkerStats>,
-}
 
 /// How far a run with a limit has come.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -153,7 +49,7 @@ impl RunView {
     /// A view for the run in `run_dir`, with its importers read from `plan.json` (none when
     /// it cannot be read: progress against `max_events` is then not shown).
     pub fn for_run(run_dir: &Path) -> RunView {
-        let importers = crate::engine::Plan::load(&run_dir.join("plan.json"))
+        let importers = crate::run_dir::plan::Plan::load(&run_dir.join(crate::run_dir::PLAN))
             .map(|p| {
                 p.workers
                     .iter()

@@ -17,8 +17,8 @@
 
 mod native;
 
-use crate::engine::plan::{Plan, WorkerPlan};
-use crate::engine::process::Outcome;
+use crate::run_dir::plan::{Plan, WorkerPlan};
+use crate::runtime::Outcome;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use std::ffi::CString;
@@ -26,11 +26,6 @@ use std::path::{Path, PathBuf};
 
 const TEMPLATES: &str = include_str!("daq_engine.py");
 const MIMOCORB2: &str = include_str!("mimocorb2.py");
-
-/// True when `file` names a Python worker file.
-pub fn is_python(file: Option<&Path>) -> bool {
-    file.is_some_and(|f| f.extension().is_some_and(|e| e == "py"))
-}
 
 /// The venv a Python worker uses: the setup's `python:` when given, else `VIRTUAL_ENV`.
 pub fn venv(configured: Option<&Path>) -> Option<PathBuf> {
@@ -127,7 +122,10 @@ fn buffers(plan: &Plan, names: &[String]) -> Vec<BufferSpec> {
         .map(|b| {
             (
                 b.name.clone(),
-                b.fields.clone(),
+                b.fields
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.name().to_string()))
+                    .collect(),
                 b.data_length,
                 b.slot_count,
             )

@@ -6,9 +6,9 @@
 //! allocates per event once every slot's views exist.
 
 use crate::dtype::Metadata;
-use crate::engine::plan::{Plan, WorkerPlan};
-use crate::engine::process::{self, Sinks, Source, Taken, POLL};
 use crate::ring::{Kept, Ring, RingObserver};
+use crate::run_dir::plan::{Plan, WorkerPlan};
+use crate::runtime::{self as process, Sinks, Source, Taken, POLL};
 use crate::worker::{EventMut, EventRef, Importer, Produced, SinkMask, WorkerError};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;

@@ -13,6 +13,7 @@ use super::layout::{
 use super::sync::{AtomicU64, Ordering};
 use super::{MAX_GROUPS, MAX_MEMBERS};
 use crate::dtype::{Dtype, Scalar, MAX_FIELDS};
+use crate::shm::pid_alive;
 use crate::shm::{Backing, ShmError, ShmFile, ShmPlace};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,23 +128,6 @@ pub struct Ring {
 unsafe impl Send for Inner {}
 // SAFETY: as above.
 unsafe impl Sync for Inner {}
-
-/// Whether process `pid` is alive (a zombie counts as dead).
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            // Field 3, after the parenthesised command name.
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim().chars().next());
-            !matches!(state, Some('Z') | Some('X') | None)
-        }
-        Err(_) => false,
-    }
-}
 
 impl Ring {
     /// Creates a ring in the first usable place (see [`crate::shm::places`]), pre-faulted

@@ -16,8 +16,9 @@ const PAGE: usize = 4096;
 /// Bytes before the data in every slot: sequence word and the metadata record.
 pub const SLOT_HEADER: usize = 64;
 
-/// What a full ring does to its producer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// What a full ring does to its producer (`block` or `drop` in a setup and in plan.json).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// Lossless: the producer waits for room; the wait is booked as dead time.
     #[default]

@@ -75,7 +75,7 @@ pub(crate) mod sync;
 #[cfg(all(test, daq_loom))]
 mod loom_tests;
 
-pub use attach::{pid_alive, GroupStats, Ring, RingStats};
+pub use attach::{GroupStats, Ring, RingStats};
 pub use core::{MAX_GROUPS, MAX_MEMBERS};
 pub use error::{AttachError, ClaimError, CreateError, RoleError};
 pub use layout::{ring_bytes, slots_for, Policy, RingSpec, LAYOUT_VERSION, SLOT_HEADER};

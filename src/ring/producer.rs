@@ -7,8 +7,9 @@ use super::attach::Ring;
 use super::error::{ClaimError, RoleError};
 use super::layout::{Policy, SlotHeader, SLOT_HEADER};
 use super::sync::Ordering;
-use super::{nanos, pid_alive, sync};
+use super::{nanos, sync};
 use crate::dtype::Metadata;
+use crate::shm::pid_alive;
 use std::time::Duration;
 
 impl Ring {

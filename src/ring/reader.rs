@@ -4,13 +4,14 @@
 //! Must never: hand out an event twice inside a group, or release an event while it is
 //! still borrowed.
 
-use super::attach::{pid_alive, Ring};
+use super::attach::Ring;
 use super::core::{self, Claim, Core};
 use super::error::RoleError;
 use super::layout::SLOT_HEADER;
 use super::nanos;
 use super::sync::{self, AtomicU32, Ordering};
 use crate::dtype::Metadata;
+use crate::shm::pid_alive;
 use std::time::Duration;
 
 /// What a reader got.

@@ -173,16 +173,7 @@ pub(crate) fn spin() {
 
 /// Current monotonic time in nanoseconds (vDSO, no syscall).
 #[cfg(not(daq_loom))]
-#[inline]
-pub(crate) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub(crate) use crate::clock::now_ns;
 
 #[cfg(daq_loom)]
 pub(crate) fn now_ns() -> u64 {

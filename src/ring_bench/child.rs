@@ -12,17 +12,7 @@ use nix::unistd::{fork, pipe, ForkResult, Pid};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 
-/// Current `CLOCK_MONOTONIC` time in nanoseconds (vDSO, no syscall); the same clock in every
-/// process of the machine.
-pub(crate) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub(crate) use crate::clock::now_ns;
 
 /// Real-time priority (SCHED_FIFO) of benchmark children that ask for it: above ordinary
 /// work, below the kernel's own real-time threads.

@@ -64,6 +64,7 @@ pub mod diag;
 pub mod graph;
 
 mod check;
+pub use check::key_declaration_problems;
 mod load;
 mod yaml;
 
@@ -76,25 +77,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// What the supervisor does when a worker process fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Restart {
-    /// A failed worker stops the run (the default).
-    #[default]
-    Never,
-    /// A worker process that exits non-zero or is killed is started again.
-    OnFailure,
-}
-
-impl Restart {
-    /// The setup-file spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Restart::Never => "never",
-            Restart::OnFailure => "on-failure",
-        }
-    }
-}
+pub use crate::run_dir::plan::Restart;
 
 /// Whether rings may use huge pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -167,7 +167,7 @@ fn remove_stale_mounts(state: &Path, mounts: &[(PathBuf, String, String)]) {
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
             if pid != std::process::id()
-                && !crate::ring::pid_alive(pid)
+                && !pid_alive(pid)
                 && nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_ok()
             {
                 let _ = std::fs::remove_dir(dir);
@@ -468,6 +468,23 @@ pub fn backing_of(path: &Path) -> Backing {
         }
     }
     best.map(|(_, b)| b).unwrap_or(Backing::Normal)
+}
+
+/// Whether process `pid` is alive (a zombie counts as dead).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            // Field 3, after the parenthesised command name.
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim().chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

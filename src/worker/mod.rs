@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod key;
+pub mod plugin;
+pub mod registry;
 pub mod spec;
 
 pub use api::{
@@ -12,4 +14,19 @@ pub use api::{
 pub use key::{
     Items, Key, KeyValue, Lookup, Mapping, MaybeKey, Numbers, PerChannel, PerChannelValue, Strings,
 };
+pub use registry::{Alias, Build, Check, Function, Registry};
 pub use spec::{opt, Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template};
+
+/// Writes a worker's result file `path` by a rename ([`crate::fsio::replace`]), so a reader
+/// never sees a half-written file; a failure is [`WorkerError::Io`] naming the file.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), WorkerError> {
+    crate::fsio::replace(path, bytes).map_err(|source| WorkerError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
+}
+
+/// True when `file` names a Python worker file.
+pub fn is_python(file: Option<&std::path::Path>) -> bool {
+    file.is_some_and(|f| f.extension().is_some_and(|e| e == "py"))
+}

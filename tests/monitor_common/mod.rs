@@ -3,10 +3,11 @@
 
 #![allow(dead_code)]
 
-use daq_engine::engine::launch::{make_run_dir, plan_of};
-use daq_engine::engine::{Progress, Registry, RunOptions, RunSummary, Supervisor};
+use daq_engine::engine::{make_run_dir, plan_of};
+use daq_engine::engine::{Progress, RunOptions, RunSummary, Supervisor};
 use daq_engine::monitor::Web;
 use daq_engine::setup::{online_cpus, Setup};
+use daq_engine::worker::Registry;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -57,7 +58,7 @@ pub fn start_run_with(
         static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let run_id = format!("{run_id}-t{n}");
-        daq_engine::engine::init_log(&daq_engine::engine::process::log_path(&run_dir));
+        daq_engine::engine::init_log(&daq_engine::run_dir::log_path(&run_dir));
         let sup = Supervisor::prepare(
             plan_of(&setup, &run_dir, &run_id),
             RunOptions {

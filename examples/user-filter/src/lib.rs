@@ -11,11 +11,11 @@
 //!     config: {channel: ch0, level: 0.5}
 //! ```
 
-use daq_engine::engine::{Build, Function};
 use daq_engine::worker::{
     Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
     WorkerError,
 };
+use daq_engine::worker::{Build, Function};
 
 /// Passes events whose `channel` reaches `level` anywhere in the trace.
 pub struct PeakAbove {

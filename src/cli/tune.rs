@@ -97,7 +97,7 @@ impl Machine {
     }
 
     fn isolated(&self) -> Finding {
-        let cores = super::realtime::parse_cpu_list(
+        let cores = crate::runtime::realtime::parse_cpu_list(
             &self
                 .read("sys/devices/system/cpu/isolated")
                 .unwrap_or_default(),
@@ -113,10 +113,10 @@ impl Machine {
             .collect();
         let n = self
             .read("sys/devices/system/cpu/online")
-            .map(|s| super::realtime::parse_cpu_list(&s).len())
+            .map(|s| crate::runtime::realtime::parse_cpu_list(&s).len())
             .unwrap_or(0);
         let suggest = if n >= 4 {
-            let list = super::placement::cpu_list(&(n / 2..n).collect::<Vec<_>>());
+            let list = crate::engine::placement::cpu_list(&(n / 2..n).collect::<Vec<_>>());
             format!("isolcpus={list} nohz_full={list} rcu_nocbs={list}")
         } else {
             "isolcpus=N-M nohz_full=N-M rcu_nocbs=N-M (keep core 0 and at least one more for \
@@ -148,7 +148,7 @@ impl Machine {
                 ok: missing.is_empty(),
                 state: format!(
                     "{} ({})",
-                    super::placement::cpu_list(&cores),
+                    crate::engine::placement::cpu_list(&cores),
                     if params.is_empty() {
                         "not from the kernel command line".to_string()
                     } else {

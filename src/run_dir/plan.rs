@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 pub struct BufferPlan {
     /// Name in the setup.
     pub name: String,
-    /// Fields as (name, numpy type string).
-    pub fields: Vec<(String, String)>,
+    /// Fields as (name, numpy type), written as numpy names (`float32`).
+    pub fields: Vec<(String, Scalar)>,
     /// Records per event.
     pub data_length: usize,
     /// Slots per ring.
     pub slot_count: usize,
     /// `block` or `drop`.
-    pub policy: String,
+    pub policy: Policy,
     /// The worker that writes it, if any.
     pub writer: Option<String>,
     /// Workers that read it, in consumer-group order.
@@ -36,21 +36,8 @@ pub struct BufferPlan {
 impl BufferPlan {
     /// The record type.
     pub fn dtype(&self) -> Dtype {
-        Dtype::new(
-            self.fields
-                .iter()
-                .map(|(n, t)| (n.clone(), Scalar::parse(t).unwrap_or(Scalar::U8))),
-        )
-        .expect("plan dtypes come from a validated setup")
-    }
-
-    /// The policy.
-    pub fn policy(&self) -> Policy {
-        if self.policy == "drop" {
-            Policy::Drop
-        } else {
-            Policy::Block
-        }
+        Dtype::new(self.fields.iter().map(|(n, t)| (n.clone(), *t)))
+            .expect("plan dtypes come from a validated setup")
     }
 
     /// The shape a function sees.
@@ -68,15 +55,26 @@ impl BufferPlan {
     }
 }
 
-/// Whether a dead worker process is started again.
+/// What the supervisor does when a worker process fails (`restart:` in a setup, the same
+/// spelling in plan.json).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Restart {
-    /// A failed worker stops the run (default).
+    /// A failed worker stops the run (the default).
     #[default]
     Never,
-    /// A failed worker process is started again.
+    /// A worker process that exits non-zero or is killed is started again.
     OnFailure,
+}
+
+impl Restart {
+    /// The setup-file spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Restart::Never => "never",
+            Restart::OnFailure => "on-failure",
+        }
+    }
 }
 
 /// One worker of the run.
@@ -151,7 +149,7 @@ impl Plan {
 
     /// Writes `plan.json` into the run directory.
     pub fn save(&self) -> std::io::Result<PathBuf> {
-        let path = self.run_dir.join("plan.json");
+        let path = self.run_dir.join(super::PLAN);
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(&path, text)?;
         Ok(path)
@@ -161,5 +159,80 @@ impl Plan {
     pub fn load(path: &Path) -> std::io::Result<Plan> {
         let text = std::fs::read_to_string(path)?;
         serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            run_id: "r1".into(),
+            run_dir: "/tmp/run".into(),
+            setup_dir: "/tmp".into(),
+            buffers: vec![BufferPlan {
+                name: "raw".into(),
+                fields: vec![("ch0".into(), Scalar::F32), ("t".into(), Scalar::U64)],
+                data_length: 8,
+                slot_count: 4,
+                policy: Policy::Drop,
+                writer: Some("sim".into()),
+                readers: vec!["h5".into()],
+                observers: vec![],
+                rings: vec!["/dev/shm/daq-r1-raw-0".into()],
+            }],
+            workers: vec![WorkerPlan {
+                name: "sim".into(),
+                function: "simulate.pulses".into(),
+                file: None,
+                processes: 1,
+                sources: vec![],
+                sinks: vec!["raw".into()],
+                observes: vec![],
+                config: serde_json::Map::new(),
+                cpu: vec![],
+                priority: None,
+                restart: Restart::OnFailure,
+                python: None,
+            }],
+            max_events: Some(10),
+            max_seconds: None,
+            stats_interval: 1.0,
+            huge_pages: true,
+            disk_reserve_mb: 0.0,
+            alert_command: None,
+        }
+    }
+
+    /// plan.json keeps the spellings it had as strings, and reads back as the same plan.
+    #[test]
+    fn a_plan_round_trips_with_its_former_spellings() {
+        let p = plan();
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["buffers"][0]["policy"], "drop");
+        assert_eq!(
+            v["buffers"][0]["fields"],
+            serde_json::json!([["ch0", "float32"], ["t", "uint64"]])
+        );
+        assert_eq!(v["workers"][0]["restart"], "on-failure");
+        let back: Plan = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.buffers[0].dtype().record_size(), 12);
+    }
+
+    /// An unknown policy, type or restart is an error, not a fallback to `block` or `uint8`.
+    #[test]
+    fn an_unknown_plan_value_is_an_error() {
+        for (path, bad) in [
+            ("/buffers/0/policy", "sometimes"),
+            ("/buffers/0/fields/0/1", "float128"),
+            ("/workers/0/restart", "always"),
+        ] {
+            let mut v = serde_json::to_value(plan()).unwrap();
+            *v.pointer_mut(path).unwrap() = bad.into();
+            let e = serde_json::from_value::<Plan>(v).unwrap_err().to_string();
+            assert!(e.contains(bad), "{path}: {e}");
+        }
     }
 }

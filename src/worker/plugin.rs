@@ -37,19 +37,19 @@ pub struct PluginInfo {
 /// ```ignore
 /// daq_engine::export_functions![my_filter::FUNCTION, my_processor::FUNCTION];
 /// ```
-/// where each item is a [`Function`](crate::engine::Function) (a spec and a constructor).
+/// where each item is a [`Function`](crate::worker::Function) (a spec and a constructor).
 #[macro_export]
 macro_rules! export_functions {
     ($($f:expr),* $(,)?) => {
         #[no_mangle]
-        pub extern "Rust" fn daq_engine_plugin_v1() -> &'static $crate::engine::plugin::PluginInfo {
-            fn functions() -> ::std::vec::Vec<$crate::engine::Function> {
+        pub extern "Rust" fn daq_engine_plugin_v1() -> &'static $crate::worker::plugin::PluginInfo {
+            fn functions() -> ::std::vec::Vec<$crate::worker::Function> {
                 ::std::vec![$($f),*]
             }
-            static INFO: $crate::engine::plugin::PluginInfo = $crate::engine::plugin::PluginInfo {
-                abi: $crate::engine::plugin::ABI_VERSION,
-                engine_version: $crate::engine::plugin::ENGINE_VERSION,
-                rustc_version: $crate::engine::plugin::RUSTC_VERSION,
+            static INFO: $crate::worker::plugin::PluginInfo = $crate::worker::plugin::PluginInfo {
+                abi: $crate::worker::plugin::ABI_VERSION,
+                engine_version: $crate::worker::plugin::ENGINE_VERSION,
+                rustc_version: $crate::worker::plugin::RUSTC_VERSION,
                 functions,
             };
             &INFO

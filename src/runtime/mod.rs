@@ -10,14 +10,16 @@
 //! (PR_SET_PDEATHSIG), the pipeline drains on its own, and the last worker out removes the
 //! ring files.
 
-use super::plan::{BufferPlan, Plan, WorkerPlan};
-use super::registry::{Build, Registry};
+pub mod realtime;
+
 use crate::dtype::{Dtype, Metadata};
 use crate::ring::{wait_any, Next, Policy, Producer, Reader, Ring, RingObserver};
+use crate::run_dir::plan::{BufferPlan, Plan, WorkerPlan};
+use crate::worker::{Build, Registry};
 use crate::worker::{
     BuildContext, Config, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -78,8 +80,18 @@ fn install_signals() {
     let _ = unsafe { sigaction(Signal::SIGUSR2, &resume) };
 }
 
+/// Runs a worker whose `file:` is a Python file (the embedded interpreter sits above this
+/// module, so it is handed in: `crate::python::run_worker`).
+pub type PythonWorker = fn(&Plan, &WorkerPlan, usize) -> Outcome;
+
 /// Entry point of a worker process (`daq-engine __worker PLAN WORKER PROCESS`).
-pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) -> i32 {
+pub fn run(
+    plan_path: &Path,
+    worker: &str,
+    process: usize,
+    registry: &Registry,
+    python: PythonWorker,
+) -> i32 {
     install_signals();
     let supervisor = std::env::var("DAQ_SUPERVISOR_PID")
         .ok()
@@ -93,15 +105,15 @@ pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) 
     }
     let mut refusals = Vec::new();
     if let Some(core) = std::env::var("DAQ_CPU").ok().and_then(|s| s.parse().ok()) {
-        refusals.extend(super::realtime::pin(core).err());
+        refusals.extend(realtime::pin(core).err());
     }
     if let Some(p) = std::env::var("DAQ_PRIORITY")
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        refusals.extend(super::realtime::fifo(p).err());
+        refusals.extend(realtime::fifo(p).err());
     }
-    refusals.extend(super::realtime::lock_memory().err());
+    refusals.extend(realtime::lock_memory().err());
     for r in refusals {
         tracing::warn!("worker '{worker}' process {process}: {r}");
     }
@@ -116,9 +128,7 @@ pub fn run(plan_path: &Path, worker: &str, process: usize, registry: &Registry) 
         }
     };
     let outcome = match plan.worker(worker) {
-        Some(w) if crate::python::is_python(w.file.as_deref()) => {
-            crate::python::run_worker(&plan, w, process)
-        }
+        Some(w) if crate::worker::is_python(w.file.as_deref()) => python(&plan, w, process),
         Some(w) => match registry.with_libraries(w.file.as_deref()) {
             Ok(r) => run_worker(&plan, w, process, &r),
             Err(e) => Outcome::Failed(e.to_string()),
@@ -294,7 +304,7 @@ impl Source {
                 let ring = r.ring();
                 if ring
                     .producer_pid()
-                    .is_none_or(|p| !crate::ring::pid_alive(p))
+                    .is_none_or(|p| !crate::shm::pid_alive(p))
                 {
                     ring.close();
                 }
@@ -492,7 +502,7 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
     }
 }
 
-use super::wall_clock;
+use crate::clock::wall_clock;
 
 pub(crate) fn importer_loop(
     plan: &Plan,
@@ -739,12 +749,6 @@ fn exporter_loop(
     result
 }
 
-/// The file in the run directory where a restarted exporter books what its earlier
-/// processes were delivered but never wrote (the supervisor counts it lost for its reader).
-pub fn unwritten_path(run_dir: &Path, worker: &str) -> PathBuf {
-    run_dir.join(format!("unwritten_{worker}.txt"))
-}
-
 /// A restarted exporter's books: its group was `delivered` events in all, its output keeps
 /// `kept` of them; the rest died with an earlier process (what it had not flushed yet).
 fn book_unwritten(plan: &Plan, w: &WorkerPlan, delivered: u64, kept: u64) {
@@ -766,8 +770,8 @@ fn book_unwritten(plan: &Plan, w: &WorkerPlan, delivered: u64, kept: u64) {
          output when it died (not yet flushed); counted lost",
         w.name
     );
-    let path = unwritten_path(&plan.run_dir, &w.name);
-    if let Err(e) = crate::analysis::write_atomically(&path, format!("{unwritten}\n").as_bytes()) {
+    let path = crate::run_dir::unwritten_path(&plan.run_dir, &w.name);
+    if let Err(e) = crate::worker::write_atomically(&path, format!("{unwritten}\n").as_bytes()) {
         tracing::warn!("{}: {e}", path.display());
     }
 }
@@ -837,9 +841,4 @@ fn observer_loop(
 /// The ring file for process `k` of the writer of `buffer` in run `run_id`.
 pub fn ring_name(run_id: &str, buffer: &str, k: usize) -> String {
     format!("daq-{run_id}-{buffer}-{k}")
-}
-
-/// Where worker logs go.
-pub fn log_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("daq-engine.log")
 }

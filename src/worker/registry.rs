@@ -1,4 +1,6 @@
-//! Worker functions by name: the built-ins, and those loaded from user shared libraries.
+//! Worker functions by name: a [`Function`] is a declaration and a constructor, a
+//! [`Registry`] holds them (the built-ins are added by `crate::registry`, user libraries by
+//! [`Registry::with_libraries`]).
 //!
 //! A function is its declaration ([`FunctionSpec`], checked by the setup validator) and a
 //! constructor for its template's trait, called in the worker process before the run.
@@ -61,55 +63,6 @@ pub struct Alias {
     pub note: Option<&'static str>,
 }
 
-/// mimoCoRB2 0.0.4's built-ins (`mimocorb2/functions/*.py`) that one of ours runs as they are.
-pub static MIMOCORB2_ALIASES: [Alias; 3] = [
-    Alias {
-        name: "exporters.drain",
-        target: "export.drain",
-        summary: "mimoCoRB2's exporters.drain, run by export.drain: consumes and counts every \
-                  event; writes drain_<worker>_<process>.json with the counts at the end.",
-        ignored: &[],
-        note: None,
-    },
-    Alias {
-        name: "exporters.csv",
-        target: "export.csv",
-        summary: "mimoCoRB2's exporters.csv, run by export.csv: appends every event's fields \
-                  as a row of <filename>.csv in the run directory every save_interval seconds.",
-        ignored: &[
-            ("bins", "exporters.csv reads no `bins` (a config shared with exporters.histogram)"),
-            (
-                "update_interval",
-                "exporters.csv writes every `save_interval` seconds",
-            ),
-        ],
-        note: None,
-    },
-    Alias {
-        name: "observers.oscilloscope",
-        target: "observe.oscilloscope",
-        summary: "mimoCoRB2's observers.oscilloscope, run by observe.oscilloscope: the latest \
-                  event's channels go to the dashboard, the web page and \
-                  oscilloscope_<worker>.json; no matplotlib window opens.",
-        ignored: &[
-            ("ylim", "the dashboard and the web page scale the axes themselves"),
-            (
-                "t_scaling",
-                "not applied: the time axis is in samples unless observe.oscilloscope's `sample_interval` is set",
-            ),
-            (
-                "y_scaling",
-                "not applied: the values are shown as stored unless observe.oscilloscope's `scale` and `offset` are set",
-            ),
-            ("trigger_level", "no trigger line is drawn"),
-            ("colors", "the dashboard and the web page pick the colours"),
-        ],
-        note: Some(
-            "no matplotlib window opens: the traces are shown on the terminal dashboard and the web page, and written to oscilloscope_<worker>.json",
-        ),
-    },
-];
-
 /// A registered function.
 #[derive(Clone, Copy)]
 pub struct Function {
@@ -126,6 +79,8 @@ pub struct Registry {
     /// The pure checks of the built-ins, by name; a function that replaces a built-in
     /// drops its check.
     checks: Vec<(&'static str, Check)>,
+    /// The aliases added with [`Registry::add_alias`].
+    aliases: Vec<&'static Alias>,
 }
 
 impl Registry {
@@ -134,41 +89,46 @@ impl Registry {
         Registry::default()
     }
 
-    /// Every built-in function of daq-engine.
-    pub fn builtin() -> Registry {
-        let mut r = Registry::new();
-        for f in super::builtin::functions()
-            .into_iter()
-            .chain(crate::analysis::functions())
-            .chain(crate::devices::functions())
-            .chain([Function {
-                spec: crate::export::function::SPEC,
-                build: Build::Exporter(|c| {
-                    Ok(Box::new(crate::export::function::Hdf5Export::build(c)?))
-                }),
-            }])
-        {
-            r.add(f);
+    /// Sets the check of function `name` (see [`Check`]); [`Registry::add`] of a function of
+    /// that name later drops it.
+    pub fn set_check(&mut self, name: &'static str, check: Check) {
+        self.checks.retain(|(n, _)| *n != name);
+        self.checks.push((name, check));
+    }
+
+    /// Whether function `name` has a check.
+    pub fn has_check(&self, name: &str) -> bool {
+        self.checks.iter().any(|(n, _)| *n == name)
+    }
+
+    /// The names of the functions that have a check.
+    pub fn checked_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.checks.iter().map(|(n, _)| *n)
+    }
+
+    /// Adds `a`: its target function under its name, with the target's summary replaced and
+    /// the target's check. Nothing when the target is not registered.
+    pub fn add_alias(&mut self, a: &'static Alias) {
+        let Some(target) = self.get(a.target).copied() else {
+            return;
+        };
+        let check = self
+            .checks
+            .iter()
+            .find(|(n, _)| *n == a.target)
+            .map(|c| c.1);
+        self.add(Function {
+            spec: FunctionSpec {
+                name: a.name,
+                summary: a.summary,
+                ..target.spec
+            },
+            build: target.build,
+        });
+        if let Some(check) = check {
+            self.checks.push((a.name, check));
         }
-        r.checks = builtin_checks();
-        for a in &MIMOCORB2_ALIASES {
-            let Some(target) = r.get(a.target).copied() else {
-                continue;
-            };
-            let check = r.checks.iter().find(|(n, _)| *n == a.target).map(|c| c.1);
-            r.add(Function {
-                spec: FunctionSpec {
-                    name: a.name,
-                    summary: a.summary,
-                    ..target.spec
-                },
-                build: target.build,
-            });
-            if let Some(check) = check {
-                r.checks.push((a.name, check));
-            }
-        }
-        r
+        self.aliases.push(a);
     }
 
     /// Runs the check of function `name` (see [`Check`]) in `ctx`; Ok when it has none.
@@ -221,22 +181,6 @@ impl Registry {
         Ok(r)
     }
 
-    /// The functions registered after the built-ins (those of user libraries), for messages.
-    pub fn names_from(&self, _file: Option<&std::path::Path>) -> String {
-        let builtin = Registry::builtin();
-        let user: Vec<&str> = self
-            .functions
-            .iter()
-            .filter(|f| builtin.get(f.spec.name).is_none())
-            .map(|f| f.spec.name)
-            .collect();
-        if user.is_empty() {
-            "nothing".into()
-        } else {
-            user.join(", ")
-        }
-    }
-
     /// All functions, in registration order.
     pub fn all(&self) -> &[Function] {
         &self.functions
@@ -265,69 +209,9 @@ impl Catalog for Registry {
     }
 }
 
-/// The mimoCoRB2 alias `function` is, unless a user library replaced it.
+/// The alias `function` is, unless a user library replaced it.
 fn alias(r: &Registry, function: &str) -> Option<&'static Alias> {
-    let a = MIMOCORB2_ALIASES.iter().find(|a| a.name == function)?;
+    let a = r.aliases.iter().copied().find(|a| a.name == function)?;
     let f = r.get(function)?;
     (f.spec.summary == a.summary).then_some(a)
-}
-
-/// The check of every built-in function.
-fn builtin_checks() -> Vec<(&'static str, Check)> {
-    let mut checks: Vec<(&'static str, Check)> = [
-        "bench.source",
-        "bench.sink",
-        "misc.copy",
-        "simulate.pulses",
-        "filter.threshold",
-        "filter.coincidence",
-        "filter.prescale",
-        "process.baseline",
-        "process.pulses",
-        "process.pulse_pairs",
-        "process.downsample",
-        "process.rate",
-        "export.histogram",
-        "export.drain",
-        "observe.oscilloscope",
-    ]
-    .into_iter()
-    .map(|n| (n, Check::Build))
-    .collect();
-    checks.extend([
-        (
-            crate::export::function::SPEC.name,
-            Check::Config(crate::export::function::check),
-        ),
-        (
-            crate::analysis::csv::CSV_SPEC.name,
-            Check::Config(crate::analysis::csv::check),
-        ),
-    ]);
-    checks.extend(crate::devices::checks());
-    checks
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every built-in validates its whole config in a pure step that `check` runs.
-    #[test]
-    fn every_builtin_function_has_a_check() {
-        let r = Registry::builtin();
-        for f in r.all() {
-            assert!(
-                r.checks.iter().any(|(n, _)| *n == f.spec.name),
-                "built-in {} has no check",
-                f.spec.name
-            );
-        }
-        for (n, _) in &r.checks {
-            assert!(
-                r.get(n).is_some(),
-                "a check for {n}, which is not a function"
-            );
-        }
-    }
 }

@@ -1,13 +1,12 @@
-//! The engine's own functions, used by benchmarks and tests to measure and check the
+//! The plumbing functions, used by benchmarks and tests to measure and check the
 //! plumbing itself: `bench.source` (an Importer that copies one prepared event per call, as
 //! mimoCoRB2's benchmark source does) and `bench.sink` (an Exporter that counts, checks the
 //! order and integrity of what arrives, measures latency and writes a result file).
 
-use super::registry::{Build, Function};
 use crate::key;
 use crate::worker::{
-    Arity, BuildContext, EventMut, EventRef, Exporter, FunctionSpec, Importer, Key, Produced,
-    Template, WorkerError,
+    Arity, Build, BuildContext, EventMut, EventRef, Exporter, Function, FunctionSpec, Importer,
+    Key, Produced, Template, WorkerError,
 };
 use std::path::PathBuf;
 
@@ -124,7 +123,7 @@ pub fn bench_checksum(counter: i64) -> u64 {
         ^ 0xD1B5_4A32_D192_ED03
 }
 
-use super::wall_clock;
+use crate::clock::wall_clock;
 
 /// `bench.source`.
 pub struct BenchSource {

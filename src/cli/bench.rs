@@ -7,10 +7,12 @@
 //! exporter divided by the time from the first event's creation to the moment the exporter
 //! saw the end of the stream.
 
-use super::builtin::SinkReport;
-use super::plan::{BufferPlan, Plan, Restart, WorkerPlan};
-use super::registry::Registry;
-use super::supervisor::{Progress, RunOptions, Supervisor};
+use crate::analysis::plumbing::SinkReport;
+use crate::dtype::Scalar;
+use crate::engine::{Progress, RunOptions, Supervisor};
+use crate::ring::Policy;
+use crate::run_dir::plan::{BufferPlan, Plan, Restart, WorkerPlan};
+use crate::worker::Registry;
 use std::path::{Path, PathBuf};
 
 /// One benchmark case.
@@ -61,15 +63,15 @@ impl Case {
 
     /// The run plan for this case.
     pub fn plan(&self, run_dir: &Path, run_id: &str, events: u64) -> Plan {
-        let fields: Vec<(String, String)> = (0..self.channels)
-            .map(|c| (format!("ch{c}"), "f4".to_string()))
+        let fields: Vec<(String, Scalar)> = (0..self.channels)
+            .map(|c| (format!("ch{c}"), Scalar::F32))
             .collect();
         let buffer = |name: &str, writer: &str, reader: &str| BufferPlan {
             name: name.into(),
             fields: fields.clone(),
             data_length: self.data_length,
             slot_count: self.slot_count,
-            policy: "block".into(),
+            policy: Policy::Block,
             writer: Some(writer.into()),
             readers: vec![reader.into()],
             observers: vec![],
@@ -353,4 +355,98 @@ pub fn cpu_model() -> String {
                 .map(|(_, m)| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// `daq-engine bench WHAT`: the one dispatcher of every benchmark.
+pub fn bench(
+    what: &str,
+    events: Option<u64>,
+    reference: Option<&Path>,
+    registry: &Registry,
+) -> i32 {
+    let machine = format!(
+        "machine: nproc {}, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    match what {
+        "drivers" => crate::devices::tools::bench_drivers(events),
+        "pipeline" => pipeline(events, reference, registry),
+        "ring" => {
+            println!("daq-engine bench ring; {machine}");
+            let opts = crate::ring_bench::RingBenchOptions {
+                realtime: nix::unistd::geteuid().is_root(),
+                ..Default::default()
+            };
+            match crate::ring_bench::run(&opts) {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench ring: {e}");
+                    1
+                }
+            }
+        }
+        "analysis" => {
+            println!("daq-engine bench analysis; {machine}");
+            match crate::analysis::bench::run(std::time::Duration::from_secs(2)) {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench analysis: {e}");
+                    1
+                }
+            }
+        }
+        "hdf5" => {
+            println!("daq-engine bench hdf5; {machine}");
+            let dir = std::env::temp_dir().join(format!("daq-bench-hdf5-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let r = crate::export::bench::run(&dir, events.unwrap_or(4000));
+            let _ = std::fs::remove_dir_all(&dir);
+            match r {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench hdf5: {e}");
+                    1
+                }
+            }
+        }
+        "web" => {
+            println!(
+                "daq-engine bench web: {} clients polling /state and /metrics {}×/s and {} \
+                 /events streams, on and off in turn, in one run; {machine}",
+                crate::monitor::bench::POLLERS,
+                crate::monitor::bench::POLL_HZ,
+                crate::monitor::bench::STREAMS
+            );
+            let dir = std::env::temp_dir().join(format!("daq-bench-web-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let r = crate::monitor::bench::run(&Default::default(), &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            match r {
+                Ok(report) => {
+                    println!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench web: {e}");
+                    1
+                }
+            }
+        }
+        other => {
+            eprintln!(
+                "daq-engine: no benchmark '{other}'; choose pipeline, ring, analysis, hdf5, drivers or web"
+            );
+            2
+        }
+    }
 }

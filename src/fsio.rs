@@ -1,5 +1,6 @@
-//! Small run-directory files written so that a full disk or a crash never leaves half of
-//! one: `summary.json` replaced atomically, `stats.jsonl` grown by whole lines only.
+//! Files written so that a full disk or a crash never leaves half of one: `summary.json`
+//! replaced atomically and synced, result files replaced by a rename, `stats.jsonl` grown by
+//! whole lines only. Below every other module but `shm`, `dtype` and `clock`.
 
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+/// Writes `bytes` to `path` by a rename: into `<path>.tmp` in the same directory, then renamed
+/// over `path`, so a reader never sees a half-written file. Not synced (the result files of
+/// workers, rewritten often); see [`write_atomic`] for the synced form.
+pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path))
 }
 
 /// Appends `line` and a newline to `file` in one write; when that fails (a full disk), the

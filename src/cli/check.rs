@@ -1,0 +1,232 @@
+//! `daq-engine check SETUP`, and the loading of a setup and its user libraries that a run
+//! shares with it.
+
+use crate::setup::{self, Setup};
+use crate::worker::Registry;
+use std::path::Path;
+
+/// The registry as a run with `--simulate` sees it: each function with a `simulate` key is
+/// checked as simulated (no port needs to exist).
+struct Simulated<'a>(&'a Registry);
+
+impl crate::worker::Catalog for Simulated<'_> {
+    fn function(&self, name: &str) -> Option<&crate::worker::FunctionSpec> {
+        self.0.function(name)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.0.names()
+    }
+
+    fn check_worker(
+        &self,
+        function: &str,
+        ctx: &crate::worker::BuildContext,
+    ) -> Result<(), crate::worker::WorkerError> {
+        if self
+            .function(function)
+            .is_some_and(|f| f.key("simulate").is_some())
+        {
+            let mut ctx = ctx.clone();
+            ctx.config.values.insert("simulate".into(), true.into());
+            return self.0.check(function, &ctx);
+        }
+        self.0.check(function, ctx)
+    }
+}
+
+pub(super) fn load(path: &Path, registry: &Registry, simulate: bool) -> Option<Setup> {
+    let simulated = Simulated(registry);
+    let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
+    match Setup::load(path, catalog, setup::online_cpus()) {
+        Ok((s, warnings)) => {
+            // The broadcast note is for setups carried over from mimoCoRB2; `check` shows it,
+            // a run does not repeat it every time.
+            for w in warnings
+                .iter()
+                .filter(|w| !w.message.contains("(broadcast)"))
+            {
+                eprintln!("{w}");
+            }
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+/// Longest a user library may take to load in the probe process.
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Loads `library` in a child process first (`daq-engine __plugin-probe`), so that one that
+/// crashes or hangs while loading costs that process, not this one.
+fn probe_library(library: &Path) -> Result<(), String> {
+    probe(library, &["__plugin-probe", "--"], &[])
+}
+
+/// Imports the Python worker file `file` in a child process (`daq-engine __python-probe`),
+/// as a worker process would, and checks that it has `function` taking one argument.
+fn probe_python(file: &Path, function: &str, venv: Option<&Path>) -> Result<(), String> {
+    let mut tail = vec![std::ffi::OsStr::new(function)];
+    tail.extend(venv.map(Path::as_os_str));
+    probe(file, &["__python-probe", "--"], &tail)
+}
+
+/// Runs `daq-engine ARGS FILE TAIL` and returns what it printed when it failed.
+fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find daq-engine itself: {e}"))?;
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .arg(library)
+        .args(tail)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the library probe: {e}"))?;
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if t0.elapsed() < PROBE_LIMIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{}: loading it did not finish within {} s",
+                    library.display(),
+                    PROBE_LIMIT.as_secs()
+                ));
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut text);
+    }
+    Err(match status.code() {
+        Some(_) if !text.trim().is_empty() => text.trim().to_string(),
+        _ => format!(
+            "{}: the library crashed while loading ({})",
+            library.display(),
+            crate::engine::supervisor::describe(status)
+        ),
+    })
+}
+
+/// The registry with the user libraries the setup names (each probed in a child process
+/// first), after checking that each such worker's function is there and takes the setup's
+/// buffers; or every error found.
+pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<String>> {
+    let mut seen: Vec<&Path> = Vec::new();
+    let mut errors = Vec::new();
+    for w in &setup.workers {
+        let Some(f) = w.file.as_deref() else { continue };
+        if crate::worker::is_python(Some(f)) {
+            if let Err(e) = probe_python(f, &w.function, w.python.as_deref()) {
+                errors.push(format!("worker '{}': {e}", w.name));
+            }
+            continue;
+        }
+        if seen.contains(&f) {
+            continue;
+        }
+        seen.push(f);
+        if let Err(e) = probe_library(f) {
+            errors.push(format!("worker '{}': {e}", w.name));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let registry = registry
+        .with_libraries(seen.iter().copied())
+        .map_err(|e| vec![e.to_string()])?;
+    for w in setup
+        .workers
+        .iter()
+        .filter(|w| w.file.is_some() && !crate::worker::is_python(w.file.as_deref()))
+    {
+        match registry.get(&w.function) {
+            None => errors.push(format!(
+                "worker '{}': {} has no function '{}' (it has: {})",
+                w.name,
+                w.file.as_deref().unwrap_or(Path::new("")).display(),
+                w.function,
+                registry.names_from(w.file.as_deref())
+            )),
+            Some(f) => {
+                let s = &f.spec;
+                let sides = [
+                    ("sources", s.sources, w.sources.len()),
+                    ("sinks", s.sinks, w.sinks.len()),
+                    ("observes", s.observes, w.observes.len()),
+                ];
+                for (side, arity, n) in sides {
+                    if !arity.allows(n) {
+                        errors.push(format!(
+                            "worker '{}': {} '{}' takes {arity} {side}, the setup gives {n}",
+                            w.name, s.template, s.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(registry)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `daq-engine check SETUP`: validates and prints the pipeline; with `simulate`, as a run
+/// with `--simulate` would start.
+pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registry) -> i32 {
+    let simulated = Simulated(registry);
+    let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
+    let checked = Setup::check_file(path, catalog, setup::online_cpus());
+    for d in checked.errors.iter().chain(&checked.warnings) {
+        eprintln!("{d}");
+    }
+    if !checked.errors.is_empty() {
+        eprintln!(
+            "{}: {} error(s), {} warning(s)",
+            path.display(),
+            checked.errors.len(),
+            checked.warnings.len()
+        );
+        return 2;
+    }
+    // User libraries are loaded as the run would (each in a probe process first).
+    if let Err(errors) = user_libraries(&checked.setup, registry) {
+        for e in &errors {
+            eprintln!("{}: {e}", path.display());
+        }
+        eprintln!("{}: {} error(s)", path.display(), errors.len());
+        return 2;
+    }
+    print!("{}", setup::graph::text(&checked.setup));
+    let seats = crate::engine::placement::seats_of_setup(&checked.setup);
+    let placement =
+        crate::engine::placement::place(&seats, &crate::engine::placement::isolated_cores());
+    for line in placement.describe(&seats) {
+        println!("{line}");
+    }
+    if let Some(d) = dot {
+        if let Err(e) = std::fs::write(d, setup::graph::dot(&checked.setup)) {
+            eprintln!("daq-engine: {}: {e}", d.display());
+            return 1;
+        }
+    }
+    println!("{}: OK", path.display());
+    0
+}

@@ -1,0 +1,248 @@
+//! `daq-engine SETUP`: validate it, make the run directory, plan the rings, recover
+//! unfinished runs, start the dashboard or web page, supervise the run, and report.
+
+use super::check::{load, user_libraries};
+use super::recover::recover_unfinished;
+use super::RunArgs;
+use crate::engine::{make_locked_run_dir, plan_of, terminal, Progress, RunOptions, Supervisor};
+use crate::setup;
+use crate::worker::Registry;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// `daq-engine SETUP`: runs it. Returns the exit code.
+pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
+    let Some(mut setup) = load(path, registry, args.simulate) else {
+        return 2;
+    };
+    if let Err(e) = setup.apply_limits(args.max_events, args.max_seconds) {
+        eprintln!("daq-engine: {e}");
+        return 2;
+    }
+    let registry = match user_libraries(&setup, registry) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("daq-engine: {e}");
+            }
+            return 2;
+        }
+    };
+    let registry = &registry;
+    if args.simulate {
+        for w in &mut setup.workers {
+            let takes = registry
+                .get(&w.function)
+                .is_some_and(|f| f.spec.key("simulate").is_some());
+            if takes {
+                w.config.insert("simulate".into(), true.into());
+            }
+        }
+    }
+    let target = args
+        .target_directory
+        .clone()
+        .unwrap_or_else(|| setup.target_directory.clone());
+    let recovering = recover_unfinished(&target);
+    let (run_dir, run_id, _run_lock) = match make_locked_run_dir(&target) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!(
+                "daq-engine: cannot make a run directory in {}: {e}",
+                target.display()
+            );
+            return 1;
+        }
+    };
+    crate::engine::init_log(&crate::run_dir::log_path(&run_dir));
+    if let Err(e) = _run_lock.share_with_children() {
+        tracing::warn!("the run directory's lock stays with the supervisor only: {e}");
+    }
+    tracing::info!(
+        "daq-engine {} run of {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    let writes = [
+        ("setup.yaml", setup.to_yaml()),
+        ("pipeline.txt", setup::graph::text(&setup)),
+        ("pipeline.dot", setup::graph::dot(&setup)),
+    ];
+    for (name, text) in writes {
+        if let Err(e) = std::fs::write(run_dir.join(name), text) {
+            eprintln!("daq-engine: {}: {e}", run_dir.join(name).display());
+            return 1;
+        }
+    }
+    let mut watchers = crate::monitor::Watchers::new();
+    if let Some(addr) = &args.http {
+        let token = crate::monitor::web::token_from(
+            args.token_file.as_deref(),
+            std::env::var(crate::monitor::web::TOKEN_VAR).ok(),
+        );
+        match token.and_then(|t| crate::monitor::Web::bind(addr, t, args.http_any, &run_dir)) {
+            Ok(w) => {
+                eprintln!("daq-engine: live page at http://{}/", w.local_addr());
+                tracing::info!("live page at http://{}/", w.local_addr());
+                watchers.push(Box::new(w));
+            }
+            Err(e) => {
+                eprintln!("daq-engine: --http {addr}: {e}");
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return 2;
+            }
+        }
+    }
+    // The dashboard when a person is watching a terminal; it takes over stderr.
+    let wants_tui = !args.quiet
+        && !args.no_tui
+        && std::io::stderr().is_terminal()
+        && std::io::stdout().is_terminal()
+        && std::io::stdin().is_terminal();
+    let tui = if wants_tui {
+        match crate::monitor::Tui::new(&run_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("daq-engine: no dashboard ({e}); showing progress lines");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let progress = if args.quiet || tui.is_some() {
+        Progress::Quiet
+    } else if std::io::stderr().is_terminal() && !args.no_tui {
+        Progress::Live
+    } else {
+        Progress::Lines(std::time::Duration::from_secs_f64(args.progress_every))
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("daq-engine: cannot find my own executable to start workers: {e}");
+            return 1;
+        }
+    };
+    let plan = plan_of(&setup, &run_dir, &run_id);
+    let sup = match Supervisor::prepare(
+        plan,
+        RunOptions {
+            worker_exe: exe,
+            worker_args: vec![],
+            progress,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daq-engine: {e}");
+            return 1;
+        }
+    };
+    if !args.quiet {
+        eprintln!("daq-engine: run directory {}", run_dir.display());
+        for (b, backing) in sup.backings() {
+            eprintln!("  buffer {b}: {backing}");
+        }
+    }
+    for w in sup.realtime_warnings() {
+        tracing::warn!("{w}");
+        eprintln!("daq-engine: warning: {w}");
+    }
+    if let Some(t) = tui {
+        watchers.push(Box::new(t));
+    }
+    let watcher: Option<&mut dyn crate::engine::Watcher> = if watchers.is_empty() {
+        None
+    } else {
+        Some(&mut watchers)
+    };
+    let summary = sup.run_watched(watcher);
+    // Every worker has ended (and with it any h5repack it ran): what an aborted compression
+    // left is partial, the file it compressed is complete.
+    let partial = crate::export::hdf5::remove_partial_compressions(&run_dir);
+    if partial > 0 {
+        tracing::info!("removed {partial} partial compressed file(s); the originals are kept");
+    }
+    // An aborted run's exporters were killed with their files open: make those files whole
+    // now (writer flags cleared, data and metadata cut to equal lengths), so plain h5py opens
+    // them; a finished run's summary stops any later recovery.
+    crate::export::recover::make_whole_after_abort(&run_dir);
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daq-engine: {e}");
+            return 1;
+        }
+    };
+    // The last lines go through the terminal thread too: a terminal nobody reads must not
+    // keep the process from ending (they are given a few seconds, then the process exits).
+    macro_rules! say {
+        ($($t:tt)*) => { terminal::say(format!($($t)*) + "\n") };
+    }
+    let summary_path = run_dir.join(crate::run_dir::SUMMARY);
+    let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    if let Err(e) = crate::fsio::write_atomic(&summary_path, text.as_bytes()) {
+        say!(
+            "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
+            summary_path.display(),
+            target.display()
+        );
+        tracing::warn!("could not write {}: {e}", summary_path.display());
+    }
+    say!(
+        "daq-engine: {} after {:.1} s; run directory {}",
+        if summary.exit_code == 0 {
+            "finished"
+        } else {
+            "FAILED"
+        },
+        summary.seconds,
+        run_dir.display()
+    );
+    for (b, n) in &summary.events {
+        let lost = summary.lost.get(b).copied().unwrap_or(0);
+        say!(
+            "  {b}: {n} events{}",
+            if lost > 0 {
+                format!(", {lost} lost (ring full under `policy: drop`)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    for f in &summary.failures {
+        say!("  failure: {f}");
+    }
+    // What exporters had to say at the end (fit results), in worker order.
+    if let Ok(entries) = std::fs::read_dir(&run_dir) {
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("results_") && n.ends_with(".txt"))
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                for line in text.lines() {
+                    say!("  {line}");
+                }
+            }
+        }
+    }
+    if let Some(t) = recovering.filter(|t| !t.is_finished()) {
+        say!("daq-engine: waiting for the compression of a recovered run's files");
+        let _ = t.join();
+    }
+    let dropped = terminal::dropped();
+    if dropped > 0 {
+        tracing::warn!("{dropped} lines for the terminal were dropped: nothing read it");
+    }
+    terminal::drain(std::time::Duration::from_secs(5));
+    tracing::info!("run ended with exit code {}", summary.exit_code);
+    summary.exit_code
+}

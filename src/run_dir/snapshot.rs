@@ -1,0 +1,174 @@
+//! One line of `stats.jsonl`: a statistics snapshot, written by the supervisor every
+//! `stats_interval`, handed to the watchers (dashboard, web page, `/metrics`) and read back
+//! by `status` and the tests.
+//!
+//! The fields of each struct are in alphabetical order: serialized, a line has the bytes the
+//! untyped `json!` object it replaced had (serde_json orders an object's keys by name).
+//! Reading is lenient (`#[serde(default)]`): a field missing from an older line is zero.
+
+use super::ReaderBooks;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One buffer in a snapshot (see `Supervisor::write_stats`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct BufferStats {
+    /// No more events will come.
+    pub closed: bool,
+    /// Fraction of time the writer was blocked since the previous snapshot.
+    pub deadtime: f64,
+    /// Seconds the writer was blocked in total.
+    pub deadtime_total_s: f64,
+    /// Events published into the buffer.
+    pub events_in: u64,
+    /// Events released by each reading worker.
+    pub events_out: BTreeMap<String, u64>,
+    /// Fill level 0…1 (the fullest ring).
+    pub fill: f64,
+    /// Events lost (`policy: drop`).
+    pub lost: u64,
+    /// Events its writers produced: published plus lost.
+    pub produced: u64,
+    /// Events per second since the previous snapshot.
+    pub rate_hz: f64,
+    /// Per reading worker: delivered, lost and pending, which add up to `produced`.
+    pub readers: BTreeMap<String, ReaderBooks>,
+}
+
+/// One worker in a snapshot.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct WorkerStats {
+    /// The core each live process last ran on.
+    pub cores: Vec<u32>,
+    /// CPU seconds used by all its processes.
+    pub cpu_s: f64,
+    /// For a device importer: its connection state.
+    pub device: Option<DeviceState>,
+    /// Events it produced (importers) or took from its first source.
+    pub events: u64,
+    /// The cores its processes are pinned to; empty when they may run anywhere.
+    pub pinned: Vec<u32>,
+    /// Processes alive.
+    pub processes: u64,
+    /// Times a process was started again.
+    pub restarts: u32,
+    /// `running`, `finished`, `failed` or `not started`.
+    pub state: String,
+}
+
+/// A device importer's connection and data health, from its notes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct DeviceState {
+    /// Bad records (lines, replies, frames) skipped so far.
+    pub bad_records: u64,
+    /// The device answers now.
+    pub connected: bool,
+    /// Disconnects it came back from.
+    pub gaps: u64,
+    /// No good event for longer than its `expect_data_within`, now.
+    pub silent: bool,
+}
+
+impl WorkerStats {
+    /// Where its processes run, e.g. `1` or `0,1`, with `pinned` noted; `-` when none runs.
+    pub fn cores_text(&self) -> String {
+        if self.cores.is_empty() {
+            return "-".into();
+        }
+        let list: Vec<String> = self.cores.iter().map(|c| c.to_string()).collect();
+        if self.pinned.is_empty() {
+            list.join(",")
+        } else {
+            format!("{} (pinned)", list.join(","))
+        }
+    }
+}
+
+/// One statistics snapshot, as the supervisor hands it to a watcher.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Snapshot {
+    /// Buffers by name.
+    pub buffers: BTreeMap<String, BufferStats>,
+    /// The run is over: this is its last snapshot, and its rates and dead time are the
+    /// run's means.
+    pub ended: bool,
+    /// Events per importer after which the run stops.
+    pub max_events: Option<u64>,
+    /// Seconds after which the run stops.
+    pub max_seconds: Option<f64>,
+    /// Importers are paused.
+    pub paused: bool,
+    /// Importers were told to stop; buffers drain.
+    pub stopping: bool,
+    /// Seconds since the run started.
+    pub t: f64,
+    /// UTC time of the snapshot.
+    pub time: String,
+    /// While a clean stop goes on: what it waits for besides draining (e.g.
+    /// `compressing raw.h5 (157.9 MB, 37%)`).
+    pub waiting_for: Vec<String>,
+    /// Workers by name.
+    pub workers: BTreeMap<String, WorkerStats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A line as the untyped `json!` of the supervisor wrote it before the type existed.
+    fn untyped() -> serde_json::Value {
+        json!({
+            "t": 2.5,
+            "time": "2026-12-05T08:00:00.000Z",
+            "stopping": false,
+            "waiting_for": ["compressing raw.h5 (1.0 MB, 50%)"],
+            "ended": false,
+            "paused": false,
+            "max_events": 1000,
+            "max_seconds": null,
+            "buffers": {"raw": {
+                "events_in": 10, "produced": 12,
+                "events_out": {"hdf5": 9},
+                "readers": {"hdf5": {"delivered": 9, "lost": 2, "pending": 1}},
+                "rate_hz": 4.0, "fill": 0.25, "deadtime": 0.01,
+                "deadtime_total_s": 0.02, "lost": 2, "closed": false,
+            }},
+            "workers": {
+                "sim": {"processes": 1, "events": 10, "cpu_s": 0.5, "state": "running",
+                        "restarts": 0, "cores": [1], "pinned": [], "device": null},
+                "scope": {"processes": 1, "events": 3, "cpu_s": 0.1, "state": "running",
+                          "restarts": 1, "cores": [0], "pinned": [0],
+                          "device": {"connected": false, "gaps": 1, "bad_records": 2,
+                                     "silent": true}},
+            },
+        })
+    }
+
+    /// The typed line has the bytes of the untyped one, and reads back as itself.
+    #[test]
+    fn a_snapshot_line_round_trips_with_the_bytes_of_the_untyped_line() {
+        let v = untyped();
+        let s: Snapshot = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(s.buffers["raw"].readers["hdf5"].lost, 2);
+        assert_eq!(s.workers["scope"].device.unwrap().gaps, 1);
+        assert_eq!(s.workers["sim"].device, None);
+        let line = serde_json::to_string(&s).unwrap();
+        assert_eq!(line, v.to_string());
+        let back: Snapshot = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, s);
+    }
+
+    /// A line missing fields (an older engine's) reads with zeros.
+    #[test]
+    fn missing_fields_read_as_zero() {
+        let s: Snapshot = serde_json::from_str(r#"{"t": 1.0, "buffers": {"b": {}}}"#).unwrap();
+        assert_eq!(s.t, 1.0);
+        assert_eq!(s.buffers["b"], BufferStats::default());
+        assert!(s.workers.is_empty());
+    }
+}
