@@ -874,6 +874,9 @@ fn alert_commands_run_once_per_warning_and_never_hold_the_run() {
     let mut lines: Vec<String> = std::fs::read_to_string(dir.0.join("alerts.txt"))
         .unwrap_or_default()
         .lines()
+        // A nearly full disk under the test machine's /tmp rightly adds a disk_low alert;
+        // this test is about the two warnings it provokes.
+        .filter(|l| !l.starts_with("disk_low|"))
         .map(str::to_string)
         .collect();
     lines.sort();
