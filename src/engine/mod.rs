@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod bench;
+pub mod bench_python;
 pub mod builtin;
 pub mod launch;
 pub mod notify;
@@ -10,6 +11,7 @@ pub mod plan;
 pub mod plugin;
 pub mod process;
 pub mod registry;
+pub mod requests;
 
 pub use plan::{BufferPlan, Plan, Restart, WorkerPlan};
 pub use registry::{Build, Check, Function, Registry};
