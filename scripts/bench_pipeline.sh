@@ -4,6 +4,7 @@
 # Python 3.12 and mimocorb2 0.0.4 from PyPI once, builds daq-engine in release and runs
 #   daq-engine bench pipeline --reference target/reference
 # which alternates the two per case and run, and prints events/s, MB/s and the ratio.
+# (scripts/bench_python.sh runs `bench python` the same way, DAQ_BENCH=python.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=target/reference
@@ -13,7 +14,11 @@ if [ ! -d "$ref" ]; then
     chmod -R u+w "$ref"
 fi
 if [ ! -x "$ref/.venv/bin/python" ]; then
-    py=$(command -v python3.12 || ls "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3 2>/dev/null | head -n1 || true)
+    # The first that runs: a pyenv shim is on PATH even where its version is not selected.
+    py=""
+    for c in "$(command -v python3.12 || true)" $(ls "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3 2>/dev/null); do
+        if [ -n "$c" ] && "$c" -c '' 2>/dev/null; then py=$c; break; fi
+    done
     if [ -z "$py" ]; then
         echo "mimoCoRB2 needs Python >= 3.12; none found (pyenv install 3.12, or apt-get install python3.12)" >&2
         exit 1
@@ -22,4 +27,4 @@ if [ ! -x "$ref/.venv/bin/python" ]; then
     "$ref/.venv/bin/pip" install -q mimocorb2==0.0.4
 fi
 cargo build --release --locked
-target/release/daq-engine bench pipeline --reference "$ref" "$@"
+target/release/daq-engine bench "${DAQ_BENCH:-pipeline}" --reference "$ref" "$@"

@@ -105,14 +105,14 @@ pub enum Command {
         /// Only this function.
         name: Option<String>,
     },
-    /// Measure: `ring`, `pipeline`, `analysis`, `hdf5` or `drivers`.
+    /// Measure: `ring`, `pipeline`, `python`, `analysis`, `hdf5` or `drivers`.
     Bench {
         /// What to measure.
         what: String,
         /// Events per case (defaults depend on the benchmark).
         #[arg(long)]
         events: Option<u64>,
-        /// For `pipeline`: also run mimoCoRB2 from this reference directory.
+        /// For `pipeline` and `python`: also run mimoCoRB2 from this reference directory.
         #[arg(long, value_name = "DIR")]
         reference: Option<PathBuf>,
     },

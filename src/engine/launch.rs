@@ -207,6 +207,7 @@ pub fn bench(
     );
     match what {
         "pipeline" => super::bench::pipeline(events, reference, registry),
+        "python" => super::bench_python::python(events, reference),
         "ring" => {
             println!("daq-engine bench ring; {machine}");
             let opts = crate::ring_bench::RingBenchOptions {
@@ -256,7 +257,7 @@ pub fn bench(
         }
         other => {
             eprintln!(
-                "daq-engine: no benchmark '{other}'; choose pipeline, ring, analysis, hdf5 or drivers"
+                "daq-engine: no benchmark '{other}'; choose pipeline, python, ring, analysis, hdf5 or drivers"
             );
             2
         }
