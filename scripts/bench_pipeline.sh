@@ -6,6 +6,7 @@
 # and runs
 #   daq-engine bench pipeline --reference "$PWD/target/reference"
 # which alternates the two per case and run, and prints events/s, MB/s and the ratio.
+# (scripts/bench_python.sh runs `bench python` the same way, DAQ_BENCH=python.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${MIMOCORB2_REFERENCE:-../shared/reference/mimocorb2}
@@ -45,4 +46,4 @@ if [ ! -x "$ref/.venv/bin/python" ]; then
     "$ref/.venv/bin/pip" install -q mimocorb2==0.0.4
 fi
 cargo build --release --locked
-target/release/daq-engine bench pipeline --reference "$ref" "$@"
+target/release/daq-engine bench "${DAQ_BENCH:-pipeline}" --reference "$ref" "$@"

@@ -11,6 +11,11 @@ cargo fmt --all -- --check
 step "lint"
 scripts/layers.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The Python package's crate, checked in the main target directory: without maturin's
+# PYO3_BUILD_EXTENSION_MODULE its pyo3 is the main workspace's, so nothing is built twice.
+cargo fmt --manifest-path python/daq_engine/Cargo.toml -- --check
+CARGO_TARGET_DIR="$PWD/target" \
+    cargo clippy --manifest-path python/daq_engine/Cargo.toml --locked -- -D warnings
 
 step "python with h5py for the HDF5 reader tests"
 if [ ! -x target/venv/bin/python ] || ! target/venv/bin/python -c 'import h5py, numpy' 2>/dev/null; then
@@ -26,6 +31,10 @@ if [ ! -x target/pyvenv/bin/python ] || ! target/pyvenv/bin/python -c 'import nu
     target/pyvenv/bin/pip install -q numpy
 fi
 export DAQ_PYVENV="$PWD/target/pyvenv"
+
+step "the daq_engine Python package (maturin wheel into target/pyattach; incremental)"
+scripts/python_package.sh target/pyattach
+export DAQ_PYATTACH_VENV="$PWD/target/pyattach"
 
 step "build (the example plugin and binary are run by the tests)"
 cargo build --workspace --lib --bins --examples --locked

@@ -156,9 +156,21 @@ pub struct Measured {
 pub fn run_ours(case: &Case, events: u64, exe: &Path, scratch: &Path) -> Result<Measured, String> {
     let run_id = format!("bench{}-{}", std::process::id(), case.name);
     let run_dir = scratch.join(&run_id);
+    let plan = case.plan(&run_dir, &run_id, events);
+    run_plan(plan, events, exe).map(|(m, _)| m)
+}
+
+/// Runs `plan` (whose last worker is a `bench.sink` called `sink`, and which sends `events`)
+/// in a fresh run directory, removed afterwards; returns what the sink measured and the
+/// last statistics line (per worker CPU seconds and the like).
+pub fn run_plan(
+    plan: Plan,
+    events: u64,
+    exe: &Path,
+) -> Result<(Measured, serde_json::Value), String> {
+    let run_dir = plan.run_dir.clone();
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-    let plan = case.plan(&run_dir, &run_id, events);
     let sup = Supervisor::prepare(
         plan,
         RunOptions {
@@ -176,25 +188,37 @@ pub fn run_ours(case: &Case, events: u64, exe: &Path, scratch: &Path) -> Result<
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or("the sink wrote no report")?;
+    let stats = std::fs::read_to_string(run_dir.join("stats.jsonl"))
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| serde_json::from_str(l).ok()))
+        .unwrap_or(serde_json::Value::Null);
     let seconds = (sink.t_end - sink.t_first_made).max(1e-9);
     let _ = std::fs::remove_dir_all(&run_dir);
-    Ok(Measured {
-        received: sink.events,
-        sent: events,
-        seconds,
-        events_per_s: sink.events as f64 / seconds,
-        mb_per_s: sink.bytes as f64 / seconds / 1e6,
-        out_of_order: sink.out_of_order,
-        corrupt: sink.corrupt,
-        latency_p50_ms: sink.latency_us[0] / 1e3,
-    })
+    Ok((
+        Measured {
+            received: sink.events,
+            sent: events,
+            seconds,
+            events_per_s: sink.events as f64 / seconds,
+            mb_per_s: sink.bytes as f64 / seconds / 1e6,
+            out_of_order: sink.out_of_order,
+            corrupt: sink.corrupt,
+            latency_p50_ms: sink.latency_us[0] / 1e3,
+        },
+        stats,
+    ))
 }
 
 /// Runs one case through mimoCoRB2 (`run_once.py` of the reference directory) once.
 pub fn run_reference(case: &Case, python: &Path, dir: &Path) -> Result<Measured, String> {
+    run_reference_setup(&format!("{}.yaml", case.name), python, dir)
+}
+
+/// Runs the mimoCoRB2 setup `setup` (a file in `dir`, beside `run_once.py`) once.
+pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Measured, String> {
     let out = std::process::Command::new(python)
         .arg("run_once.py")
-        .arg(format!("{}.yaml", case.name))
+        .arg(setup)
         .current_dir(dir)
         .env("MPLBACKEND", "Agg")
         .stdin(std::process::Stdio::null())
@@ -235,7 +259,17 @@ pub fn run_reference(case: &Case, python: &Path, dir: &Path) -> Result<Measured,
     })
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The Python that runs mimoCoRB2 in reference directory `dir`: `MIMOCORB2_PYTHON`, or the
+/// directory's `.venv`.
+pub fn reference_python(dir: &Path) -> PathBuf {
+    std::env::var_os("MIMOCORB2_PYTHON")
+        .map(PathBuf::from)
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .unwrap_or_else(|| dir.join(".venv/bin/python"))
+}
+
+/// The median (NaN for none).
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     if xs.is_empty() {
         f64::NAN
@@ -266,12 +300,7 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
         }
     };
     let reference = reference.as_deref();
-    let python = reference.map(|dir| {
-        std::env::var_os("MIMOCORB2_PYTHON")
-            .map(PathBuf::from)
-            .map(|p| std::path::absolute(&p).unwrap_or(p))
-            .unwrap_or_else(|| dir.join(".venv/bin/python"))
-    });
+    let python = reference.map(reference_python);
     println!(
         "daq-engine bench pipeline: {events} events per run, median of {reps} runs; nproc {}, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -372,6 +401,7 @@ pub fn bench(
     match what {
         "drivers" => crate::devices::tools::bench_drivers(events),
         "pipeline" => pipeline(events, reference, registry),
+        "python" => super::bench_python::python(events, reference),
         "ring" => {
             println!("daq-engine bench ring; {machine}");
             let opts = crate::ring_bench::RingBenchOptions {
@@ -444,7 +474,7 @@ pub fn bench(
         }
         other => {
             eprintln!(
-                "daq-engine: no benchmark '{other}'; choose pipeline, ring, analysis, hdf5, drivers or web"
+                "daq-engine: no benchmark '{other}'; choose pipeline, python, ring, analysis, hdf5, drivers or web"
             );
             2
         }

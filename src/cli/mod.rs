@@ -4,6 +4,7 @@
 //! 2 the setup or the command line is wrong.
 
 pub mod bench;
+pub mod bench_python;
 pub mod check;
 pub mod recover;
 pub mod run;
@@ -112,14 +113,14 @@ pub enum Command {
         /// Only this function.
         name: Option<String>,
     },
-    /// Measure: `ring`, `pipeline`, `analysis`, `hdf5`, `drivers` or `web`.
+    /// Measure: `ring`, `pipeline`, `python`, `analysis`, `hdf5`, `drivers` or `web`.
     Bench {
         /// What to measure.
         what: String,
         /// Events per case (defaults depend on the benchmark).
         #[arg(long)]
         events: Option<u64>,
-        /// For `pipeline`: also run mimoCoRB2 from this reference directory.
+        /// For `pipeline` and `python`: also run mimoCoRB2 from this reference directory.
         #[arg(long, value_name = "DIR")]
         reference: Option<PathBuf>,
     },

@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod notify;
 pub mod placement;
+pub mod requests;
 pub mod start;
 
 pub mod supervisor;

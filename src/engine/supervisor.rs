@@ -484,6 +484,24 @@ impl Supervisor {
             .env_remove(super::notify::SOCKET_VAR)
             .stdin(Stdio::null())
             .process_group(0);
+        // A worker starts with SIGUSR1/SIGUSR2 blocked and unblocks them once its handlers
+        // are in place (`process::install_signals`): a pause sent while it is still starting
+        // waits for it instead of killing it (their default action).
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // sigemptyset/sigaddset/sigprocmask on a local set: async-signal-safe, no allocation,
+        // no lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set = std::mem::zeroed::<libc::sigset_t>();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::sigaddset(&mut set, libc::SIGUSR2);
+                if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         if let Some(cpu) = self.placement.core(worker, index) {
             cmd.env("DAQ_CPU", cpu.to_string());
         }
@@ -546,6 +564,10 @@ impl Supervisor {
                 while let Some(c) = w.poll() {
                     self.control(c);
                 }
+            }
+            // Requests from other processes (the Python package): `control/` in the run dir.
+            for c in super::requests::take(&self.plan.run_dir) {
+                self.control(c);
             }
             let signals = SIGNALS.load(Ordering::SeqCst);
             if signals > seen_signals {

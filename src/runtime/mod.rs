@@ -78,6 +78,12 @@ fn install_signals() {
     let _ = unsafe { sigaction(Signal::SIGUSR1, &pause) };
     // SAFETY: as above.
     let _ = unsafe { sigaction(Signal::SIGUSR2, &resume) };
+    // The supervisor starts workers with these two blocked (see its `spawn`): a pause sent
+    // before the handlers were in place is delivered now.
+    let mut held = SigSet::empty();
+    held.add(Signal::SIGUSR1);
+    held.add(Signal::SIGUSR2);
+    let _ = held.thread_unblock();
 }
 
 /// Runs a worker whose `file:` is a Python file (the embedded interpreter sits above this
