@@ -26,6 +26,8 @@ pub enum Family {
     Hantek6022,
     /// PSI DRS4 evaluation board.
     Drs4,
+    /// Red Pitaya over TCP (MCPHA or SCPI server).
+    RedPitaya,
 }
 
 impl Family {
@@ -38,6 +40,7 @@ impl Family {
             Family::PicoScope => "picoscope",
             Family::Hantek6022 => "hantek6022",
             Family::Drs4 => "drs4",
+            Family::RedPitaya => "redpitaya",
         }
     }
 }

@@ -15,6 +15,9 @@ pub mod serial;
 pub mod drs4;
 pub mod hantek6022;
 pub mod picoscope;
+
+// Network digitizers (issue 15).
+pub mod redpitaya;
 pub mod usb;
 
 pub use driver::{

@@ -48,6 +48,9 @@ pub fn function_for(d: &DeviceInfo) -> (&'static str, &'static str) {
         Family::PicoScope => ("device.picoscope", "setups/picoscope_muon.yaml"),
         Family::Hantek6022 => ("device.hantek6022", "setups/hantek6022.yaml"),
         Family::Drs4 => ("device.drs4", "setups/drs4_sipm.yaml"),
+        // Network devices are never found by the USB and serial scan; the driver and its
+        // simulator are in daq-drivers, its importer function is not in the engine yet.
+        Family::RedPitaya => ("(no importer yet)", "-"),
     }
 }
 
