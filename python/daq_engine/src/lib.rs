@@ -9,10 +9,10 @@
 //! monitor's buttons do, and return once it has carried them out.
 
 use daq_engine::dtype::Metadata;
-use daq_engine::run_dir::plan::Plan;
 use daq_engine::engine::requests::{self, RequestError};
 use daq_engine::engine::Control;
 use daq_engine::ring::{Ring, RingObserver};
+use daq_engine::run_dir::plan::Plan;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
