@@ -87,7 +87,10 @@ impl Run {
                     fields,
                     b.data_length,
                     b.slot_count,
-                    b.policy.clone(),
+                    match b.policy {
+                        daq_engine::ring::Policy::Block => "block".to_string(),
+                        daq_engine::ring::Policy::Drop => "drop".to_string(),
+                    },
                     b.writer.clone(),
                     b.readers.clone(),
                 )
