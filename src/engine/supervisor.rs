@@ -170,15 +170,25 @@ fn install_signals() {
 }
 
 /// CPU seconds (user + system) of process `pid` and the core it last ran on, from /proc.
+/// The seconds come from the process's CPU-time clock (nanoseconds, all its threads, the
+/// ended ones too); /proc's utime and stime count in clock ticks (10 ms), too coarse for a
+/// per-event figure over a short run. The ticks are the fallback when the clock cannot be
+/// read.
 fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = s.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
+    let core = f.get(36).and_then(|c| c.parse().ok());
+    let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid as i32))
+        .and_then(|id| id.now())
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9);
+    if let Ok(seconds) = clock {
+        return Some((seconds, core));
+    }
     // After the name: state(0) ppid(1) ... utime(11) stime(12) ... processor(36)
     let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let core = f.get(36).and_then(|c| c.parse().ok());
     Some((ticks / hz.max(1.0), core))
 }
 
@@ -1373,6 +1383,32 @@ pub fn human(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker's CPU time is read finer than /proc's clock ticks (10 ms), so a per-event
+    /// CPU figure over a short run (`bench python`) is not a multiple of a tick.
+    #[test]
+    fn cpu_time_is_finer_than_a_clock_tick() {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let (cpu, _) = cpu_and_core(child.id()).unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        let ticks = cpu * 100.0;
+        assert!(cpu > 0.0, "{cpu}");
+        assert!(
+            (ticks - ticks.round()).abs() > 1e-9,
+            "{cpu} s is whole ticks"
+        );
+    }
 
     /// Restarts are limited by their rate, not counted over the whole run: a worker that
     /// fails once an hour for a week is always started again.
