@@ -477,6 +477,53 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// The niceness of every thread of process `pid` whose name starts with `prefix`.
+fn nice_of_threads(pid: u32, prefix: &str) -> Vec<(String, i64)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let name = name.trim().to_string();
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // After the name: state(0) ppid(1) … priority(15) nice(16)
+            let nice = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()?;
+            name.starts_with(prefix).then_some((name, nice))
+        })
+        .collect()
+}
+
+/// issue 13, `bench web` at 0.89 of the unwatched rate: the server's wakeups preempted
+/// workers that had both cores busy. Its threads run at a lower weight, the rest of the
+/// supervisor does not.
+#[test]
+fn the_server_threads_yield_to_acquisition() {
+    let dir = Dir::new("nice");
+    let (child, addr) = spawn_binary(&dir.0, &[], &[]);
+    wait_events(addr, &[]);
+    let pid = child.id();
+    let server = nice_of_threads(pid, "monitor-http");
+    assert!(!server.is_empty(), "no monitor-http thread in {pid}");
+    for (name, nice) in &server {
+        assert_eq!(
+            *nice,
+            daq_engine::monitor::web::SERVER_NICE as i64,
+            "{name}"
+        );
+    }
+    let main = nice_of_threads(pid, "daq-engine");
+    assert!(main.iter().all(|(_, n)| *n == 0), "{main:?}");
+    assert_eq!(http(addr, "POST", "/control/stop", &[]).0, 202);
+    let (code, err) = wait_exit(child);
+    assert_eq!(code, Some(0), "{err}");
+}
+
 /// issue 13, found 1: one request announcing a body of 10^15 bytes ended the run (the
 /// server allocated the unread body: "memory allocation … failed", exit 134, no summary).
 #[test]
