@@ -35,6 +35,12 @@ extern "C" fn on_signal(_: libc::c_int) {
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
+/// How many Ctrl-C, SIGTERM and SIGHUP this process received since its run started
+/// (each of them is a request to stop; the second an abort).
+pub fn signals_received() -> u32 {
+    SIGNALS.load(Ordering::SeqCst)
+}
+
 /// How progress is shown while the run goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {

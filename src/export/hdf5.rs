@@ -724,12 +724,14 @@ impl RunFileWriter {
             || reason.contains("errno = 28")
             || available_bytes < 64 * 1024;
         let err = if full {
+            // The whole stack goes to the log; the message keeps what the system said.
+            tracing::debug!("{}: {reason}", path.display());
             ExportError::DiskFull {
                 path,
                 buffer,
                 available_bytes,
                 events_safe,
-                reason,
+                reason: super::error::system_reason(&reason),
             }
         } else {
             ExportError::Write {
