@@ -9,7 +9,7 @@ use crate::setup;
 use crate::worker::Registry;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `daq-engine SETUP`: runs it. Returns the exit code.
 pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
@@ -183,9 +183,12 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     }
     let summary_path = run_dir.join(crate::run_dir::SUMMARY);
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-    if let Err(e) = write_summary(&summary_path, text.as_bytes(), SUMMARY_WAIT, &mut |line| {
-        say!("{line}")
-    }) {
+    if let Err(e) = write_summary(
+        &summary_path,
+        text.as_bytes(),
+        crate::run_dir::FULL_DISK_WAIT,
+        &mut |line| say!("{line}"),
+    ) {
         say!(
             "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
             summary_path.display(),
@@ -250,42 +253,29 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     summary.exit_code
 }
 
-/// How long the end of a run waits for disk space to write summary.json.
-const SUMMARY_WAIT: Duration = Duration::from_secs(30);
-
-/// Writes summary.json. A disk that is full (ENOSPC, or the quota reached) may be full for a
-/// moment only, as when another program's temporary file filled it: the write is tried again
-/// every half second for up to `wait`, said once, unless Ctrl-C, SIGTERM or SIGHUP comes.
+/// Writes summary.json. A disk that is full may be full for a moment only, as when another
+/// program's temporary file filled it: the write is tried again for up to `wait`, said once,
+/// unless Ctrl-C, SIGTERM or SIGHUP comes.
 fn write_summary(
     path: &Path,
     text: &[u8],
     wait: Duration,
     say: &mut dyn FnMut(String),
 ) -> std::io::Result<()> {
-    let t0 = Instant::now();
     let signals = crate::engine::signals_received();
-    let mut said = false;
-    loop {
-        match crate::fsio::write_atomic(path, text) {
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-                    && t0.elapsed() < wait
-                    && crate::engine::signals_received() == signals =>
-            {
-                if !said {
-                    said = true;
-                    say(format!(
-                        "daq-engine: the disk is full: waiting up to {} s for space to write {} \
-                         (Ctrl-C to give up)",
-                        wait.as_secs(),
-                        path.display()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            r => return r,
-        }
-    }
+    crate::fsio::retry_while_full(
+        wait,
+        &|| crate::engine::signals_received() != signals,
+        &mut || {
+            say(format!(
+                "daq-engine: the disk is full: waiting up to {} s for space to write {} \
+                 (Ctrl-C to give up)",
+                wait.as_secs(),
+                path.display()
+            ))
+        },
+        &mut || crate::fsio::write_atomic(path, text),
+    )
 }
 
 #[cfg(test)]

@@ -999,7 +999,7 @@ impl Supervisor {
             let books = self
                 .plan
                 .buffer(name)
-                .map(|pb| self.books(&pb.readers, rings))
+                .map(|pb| reader_books(&pb.readers, rings))
                 .unwrap_or_default();
             let events_out = books
                 .iter()
@@ -1188,35 +1188,6 @@ impl Supervisor {
         parts.join(" | ")
     }
 
-    /// [`reader_books`], with what restarted exporters booked as delivered to an earlier
-    /// process of theirs but never written (see `runtime::book_unwritten`) moved from
-    /// delivered to lost.
-    fn books(&self, readers: &[String], rings: &[RingStats]) -> BTreeMap<String, ReaderBooks> {
-        let mut books = reader_books(readers, rings);
-        for (reader, b) in books.iter_mut() {
-            let restarted = self.procs.iter().any(|p| {
-                p.restarts > 0
-                    && self
-                        .plan
-                        .workers
-                        .get(p.worker)
-                        .is_some_and(|w| &w.name == reader)
-            });
-            if !restarted {
-                continue;
-            }
-            let path = crate::run_dir::unwritten_path(&self.plan.run_dir, reader);
-            let unwritten = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                .min(b.delivered);
-            b.delivered -= unwritten;
-            b.lost += unwritten;
-        }
-        books
-    }
-
     /// Tells the log when a buffer has been full for a while, when it has room again, and
     /// (at most every 10 s per buffer) how many events it lost.
     fn watch_buffers(&mut self) {
@@ -1310,7 +1281,7 @@ impl Supervisor {
             let Some(pb) = self.plan.buffer(&name) else {
                 continue;
             };
-            let mut books = self.books(&pb.readers, &rings);
+            let mut books = reader_books(&pb.readers, &rings);
             for (reader, b) in books.iter_mut() {
                 if b.pending > 0 {
                     tracing::warn!(
