@@ -13,12 +13,20 @@ impl Registry {
             .into_iter()
             .chain(crate::analysis::functions())
             .chain(crate::devices::functions())
-            .chain([Function {
-                spec: crate::export::function::SPEC,
-                build: Build::Exporter(|c| {
-                    Ok(Box::new(crate::export::function::Hdf5Export::build(c)?))
-                }),
-            }])
+            .chain([
+                Function {
+                    spec: crate::export::function::SPEC,
+                    build: Build::Exporter(|c| {
+                        Ok(Box::new(crate::export::function::Hdf5Export::build(c)?))
+                    }),
+                },
+                Function {
+                    spec: crate::export::replay::SPEC,
+                    build: Build::Importer(|c| {
+                        Ok(Box::new(crate::export::replay::Replay::build(c)?))
+                    }),
+                },
+            ])
         {
             r.add(f);
         }
@@ -127,6 +135,10 @@ fn builtin_checks() -> Vec<(&'static str, Check)> {
         (
             crate::analysis::csv::CSV_SPEC.name,
             Check::Config(crate::analysis::csv::check),
+        ),
+        (
+            crate::export::replay::SPEC.name,
+            Check::Config(crate::export::replay::check),
         ),
     ]);
     checks.extend(crate::devices::checks());
