@@ -131,6 +131,7 @@ fn every_device_function_takes_simulate_and_every_setup_checks() {
         "hantek6022",
         "drs4_sipm",
         "redpitaya_spectroscopy",
+        "redpitaya_scpi",
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("setups")

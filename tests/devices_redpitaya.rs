@@ -459,3 +459,133 @@ fn check_refuses_bad_configs_with_exit_2_and_makes_no_run_dir() {
         .count();
     assert_eq!(dirs, 0);
 }
+
+// ---- transport: scpi (the board's official SCPI server, port 5000) ----
+
+#[test]
+fn scpi_simulated_run_writes_the_seeded_traces_to_hdf5() {
+    use daq_drivers::redpitaya::scpi::simulator::{expected_traces, AcqSettings, TriggerWord};
+    use daq_drivers::redpitaya::scpi::ScpiSimConfig;
+    let d = Dir::new("rp-scpi-traces");
+    let file = variant(&d, "redpitaya_scpi.yaml", &["sim_paced: false", "seed: 11"]);
+    let (code, err) = run(&file, &["--max-events", "150"]);
+    assert_eq!(code, 0, "{err}");
+    let rd = d.run_dir();
+    let s = summary(&rd);
+    assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(150), "{s}");
+    books_balance(&s);
+    // Each trace is one acquisition of the seeded signal, read from where the trigger
+    // fell in the wrapping buffer: the file holds exactly the simulator's first 150.
+    let want = expected_traces(
+        &ScpiSimConfig {
+            seed: 11,
+            ..ScpiSimConfig::default()
+        },
+        &AcqSettings {
+            decimation: 4,
+            level: 100,
+            delay: 1000 - 100 - 8192,
+            source: Some(TriggerWord::Edge(0, true)),
+        },
+        100,
+        1000,
+        150,
+    );
+    let got = h5_traces(&rd);
+    assert_eq!(got.len(), 150);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(g == w, "trace {i} differs");
+    }
+    let n = notes(&rd, "rp");
+    assert_eq!(note(&n, "redpitaya.transport"), "scpi");
+    assert_eq!(note(&n, "device.events"), "150");
+    assert_eq!(note(&n, "device.bad_records"), "0");
+    assert_eq!(
+        note(&n, "redpitaya.trigger"),
+        "CH1_PE (board: Rising level 100 counts)"
+    );
+}
+
+#[test]
+fn scpi_board_vanishing_mid_run_is_a_gap_and_the_run_goes_on() {
+    let d = Dir::new("rp-scpi-unplug");
+    let file = variant(
+        &d,
+        "redpitaya_scpi.yaml",
+        &[
+            "sim_unplug_at: 2.0",
+            "sim_unplug_for: 1.0",
+            "connect_timeout: 0.3",
+        ],
+    );
+    let (code, err) = run(&file, &["--max-seconds", "9"]);
+    assert_eq!(code, 0, "{err}");
+    let rd = d.run_dir();
+    let s = summary(&rd);
+    books_balance(&s);
+    let n = notes(&rd, "rp");
+    assert_eq!(note(&n, "device.gaps"), "1", "{n:?}");
+    assert_eq!(note(&n, "device.connected"), "true");
+    assert!(note(&n, "device.gap.0").contains("back after"), "{n:?}");
+    assert_eq!(note(&n, "redpitaya.reconnects"), "1");
+    let before: u64 = note(&n, "device.gap.0")
+        .split(", ")
+        .nth(2)
+        .and_then(|x| x.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap();
+    let events = s["events"]["oscilloscope"].as_u64().unwrap();
+    assert!(before > 0 && events > before, "{before} then {events}");
+    for t in h5_traces(&rd) {
+        protocol::check_trace(&t).unwrap();
+    }
+}
+
+#[test]
+fn scpi_check_refuses_what_the_scpi_server_cannot_do() {
+    let d = Dir::new("rp-scpi-check");
+    for (lines, says) in [
+        (&["decimation: 3"][..], "must be a power of two"),
+        (
+            &["set_size: 10"][..],
+            "config key 'set_size': is for transport mcpha only",
+        ),
+        (&["generator: true"][..], "is for transport mcpha only"),
+        (&["mode: histogram"][..], "reads traces only"),
+        (&["samples: 20000"][..], "must be 1 … 16384"),
+        (&["transport: usb"][..], "'usb': mcpha or scpi"),
+    ] {
+        let file = variant(&d, "redpitaya_scpi.yaml", lines);
+        let out = Command::new(EXE)
+            .args(["check", "--simulate"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{lines:?}: {text}");
+        assert!(text.contains(says), "{lines:?}: wanted '{says}' in {text}");
+    }
+}
+
+#[test]
+fn devices_probe_finds_a_scpi_server_at_an_address() {
+    use daq_drivers::redpitaya::scpi::{ScpiSimConfig, SimScpi};
+    let sim = SimScpi::start(ScpiSimConfig::default()).unwrap();
+    let out = Command::new(EXE)
+        .args(["devices", "--probe"])
+        .arg(sim.addr().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("Red Pitaya SCPI server"), "{text}");
+    assert!(text.contains("*IDN? REDPITAYA,"), "{text}");
+    // It asked *IDN? and nothing else of the SCPI server.
+    assert_eq!(
+        sim.transcript()
+            .iter()
+            .filter(|l| l.starts_with('*') || l.starts_with("ACQ"))
+            .collect::<Vec<_>>(),
+        ["*IDN?"]
+    );
+}

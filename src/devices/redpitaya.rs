@@ -1,14 +1,16 @@
 //! The Red Pitaya as an Importer function, `device.redpitaya` (and mimoCoRB2's
 //! `importers.redpitaya.waveform`, whose config keys are accepted under their own names):
 //! oscilloscope traces `{IN1: int16, IN2: int16}` or the board's hardware histograms,
-//! over the MCPHA server's TCP protocol.
+//! over the MCPHA server's TCP protocol (`transport: mcpha`), or traces over the board's
+//! official SCPI server (`transport: scpi`).
 //!
-//! Guarantees: every key maps onto [`McphaConfig`] and is checked before anything is
-//! opened; with `simulate: true` a simulated board ([`SimMcpha`]) listens on a loopback port
-//! and the very same driver connects to it over TCP. In traces mode with
-//! `hardware_histogram_every`, the board's own spectra are read between two sets of traces
-//! (one client at a time is served, so one connection carries both) and written to
-//! `hardware_histogram_<worker>.csv` in the run directory, beside the spectrum the setup
+//! Guarantees: every key maps onto [`McphaConfig`] or [`ScpiConfig`] and is checked before
+//! anything is opened (keys only the MCPHA server uses are refused with `transport: scpi`,
+//! not ignored); with `simulate: true` a simulated board ([`SimMcpha`] or [`SimScpi`])
+//! listens on a loopback port and the very same driver connects to it over TCP. In traces
+//! mode with `hardware_histogram_every`, the board's own spectra are read between two sets
+//! of traces (one client at a time is served, so one connection carries both) and written
+//! to `hardware_histogram_<worker>.csv` in the run directory, beside the spectrum the setup
 //! makes from the traces. Must never: fall back to the simulator when a board was asked for.
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
@@ -17,6 +19,7 @@ use crate::worker::{
     Arity, BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, Template, WorkerError,
 };
 use daq_drivers::redpitaya::protocol::{Distribution, Input, Slope, TriggerMode, HIST_BINS};
+use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
 use daq_drivers::redpitaya::{
     self, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaSimConfig, PhaConfig, SimMcpha,
     TraceAcquisition,
@@ -41,6 +44,11 @@ mod rp_keys {
     );
     pub const M2_IP: MaybeKey<str> =
         key!("ip", absent: "see address", "mimoCoRB2's name for address");
+    pub const TRANSPORT: Key<str> = key!(
+        "transport",
+        "mcpha",
+        "mcpha (the MCPHA server, port 1001: traces, hardware histograms, generator) or scpi (the board's official SCPI server, port 5000: traces only, polled; decimation a power of two, at most 16384 samples)"
+    );
     pub const MODE: Key<str> = key!(
         "mode",
         "traces",
@@ -52,8 +60,11 @@ mod rp_keys {
         "traces: stream (the fork's code 31, set_size traces per request, as mimoCoRB2) or poll (upstream server: arm, poll the status, read)"
     );
     pub const SET_SIZE: Key<i64> = key!("set_size", 100, "stream: traces asked for per request");
-    pub const POLL_INTERVAL: Key<f64> =
-        key!("poll_interval", 0.001, "poll: seconds between status polls");
+    pub const POLL_INTERVAL: Key<f64> = key!(
+        "poll_interval",
+        0.001,
+        "poll and scpi: seconds between status polls"
+    );
     pub const DECIMATION: Key<i64> = key!(
         "decimation",
         4,
@@ -222,13 +233,15 @@ pub const REDPITAYA_SPEC: FunctionSpec = FunctionSpec {
               daq' command as mimoCoRB2 does or polled the upstream way; or the board's own \
               4096-bin pulse-height spectra and live times (mode histogram: sink {IN1: uint32, \
               IN2: uint32, live_IN1: float64, live_IN2: float64}, data_length 4096). Also \
-              configures the board's pulse generator.",
+              configures the board's pulse generator. With transport: scpi, the same traces \
+              through the board's official SCPI server (port 5000), polled.",
     sources: Arity::NONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
     keys: &[
         k::ADDRESS.spec(),
         k::M2_IP.spec(),
+        k::TRANSPORT.spec(),
         k::MODE.spec(),
         k::ACQUISITION.spec(),
         k::SET_SIZE.spec(),
@@ -509,6 +522,106 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
     Ok(c)
 }
 
+/// Keys only the MCPHA server has a use for: given with `transport: scpi`, they are refused
+/// rather than silently ignored.
+const MCPHA_ONLY: [&str; 17] = [
+    "acquisition",
+    "set_size",
+    "discard_tail",
+    "histogram_interval",
+    "hardware_histogram_every",
+    "pha_min",
+    "pha_max",
+    "pha_delay",
+    "timer_preset",
+    "reset_histograms",
+    "generator",
+    "generator_rate",
+    "generator_distribution",
+    "generator_fall_time",
+    "generator_rise_time",
+    "generator_spectrum",
+    "generator_keep_pulsing",
+];
+
+/// The board and the transport a config asks for.
+pub enum BoardConfig {
+    /// The MCPHA server.
+    Mcpha(McphaConfig),
+    /// The official SCPI server.
+    Scpi(ScpiConfig),
+}
+
+/// The configuration of `ctx` for its `transport` (the address left empty when simulating).
+pub fn board_config(ctx: &BuildContext) -> Result<BoardConfig, WorkerError> {
+    let cfg = &ctx.config;
+    match cfg.get(k::TRANSPORT)? {
+        "mcpha" => return redpitaya_config(ctx).map(BoardConfig::Mcpha),
+        "scpi" => {}
+        other => {
+            return Err(bad(
+                cfg,
+                k::TRANSPORT.name,
+                format!("'{other}': mcpha or scpi"),
+            ))
+        }
+    }
+    if let Some(key) = MCPHA_ONLY
+        .iter()
+        .find(|key| cfg.values.get(**key).is_some_and(|v| !v.is_null()))
+    {
+        return Err(bad(
+            cfg,
+            key,
+            "is for transport mcpha only: the SCPI server reads polled traces, without hardware \
+             histograms or the pulse generator",
+        ));
+    }
+    if cfg.get(k::MODE)? != "traces" {
+        return Err(bad(
+            cfg,
+            k::MODE.name,
+            "transport scpi reads traces only: the hardware histograms need transport mcpha",
+        ));
+    }
+    // The scope keys are the MCPHA's: read them the same way, then take what SCPI has.
+    let m = redpitaya_config(ctx)?;
+    let c = ScpiConfig {
+        address: m.address,
+        connect_timeout: m.connect_timeout,
+        stall_timeout: m.stall_timeout,
+        decimation: u32::from(m.decimation),
+        negator: m.negator,
+        trigger_source: m.trigger_source,
+        trigger_slope: m.trigger_slope,
+        trigger_mode: m.trigger_mode,
+        trigger_level: m.trigger_level,
+        pre: m.pre,
+        samples: m.samples,
+        poll: seconds(cfg, k::POLL_INTERVAL, 10.0)?.max(Duration::from_micros(100)),
+        volts_per_count: m.volts_per_count,
+        backoff: m.backoff,
+    };
+    c.validate().map_err(|p| {
+        WorkerError::Other(format!("worker '{}': Red Pitaya (scpi): {p}", cfg.worker))
+    })?;
+    Ok(BoardConfig::Scpi(c))
+}
+
+fn scpi_sim_config(cfg: &Config, board: &ScpiConfig) -> Result<ScpiSimConfig, WorkerError> {
+    // The same checks as the MCPHA simulator's keys.
+    let m = sim_config(cfg, &McphaConfig::default())?;
+    Ok(ScpiSimConfig {
+        seed: m.seed,
+        rate: m.rate,
+        paced: m.paced,
+        negative: board.negator[0],
+        garbage_every: m.garbage_every,
+        transcript: false,
+        ..ScpiSimConfig::default()
+    })
+}
+
 fn sim_config(cfg: &Config, board: &McphaConfig) -> Result<McphaSimConfig, WorkerError> {
     let rate = cfg.get(k::SIM_RATE)?;
     if !(rate.is_finite() && rate > 0.0 && rate <= 1e7) {
@@ -532,13 +645,21 @@ fn sim_config(cfg: &Config, board: &McphaConfig) -> Result<McphaSimConfig, Worke
 
 /// Checks the config of `device.redpitaya` as [`build_redpitaya`] does, opening nothing.
 pub fn check_redpitaya(ctx: &BuildContext) -> Result<(), WorkerError> {
-    let c = redpitaya_config(ctx)?;
+    let layout = match board_config(ctx)? {
+        BoardConfig::Mcpha(c) => {
+            sim_config(&ctx.config, &c)?;
+            c.layout()
+        }
+        BoardConfig::Scpi(c) => {
+            scpi_sim_config(&ctx.config, &c)?;
+            c.layout()
+        }
+    };
     // The layout follows from the config alone: a sink that does not match is refused
     // before the run, not when the importer starts.
     if let Some(sink) = ctx.sinks.first() {
-        super::check_layout(REDPITAYA_SPEC.name, &ctx.worker, &c.layout(), sink)?;
+        super::check_layout(REDPITAYA_SPEC.name, &ctx.worker, &layout, sink)?;
     }
-    sim_config(&ctx.config, &c)?;
     super::check_silence(ctx, EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
 }
@@ -551,6 +672,22 @@ impl SimulatedPlug for SimBoard {
         format!("the simulated Red Pitaya at {}", self.0.addr())
     }
     /// The connection is reset and nobody is answered: the driver's reconnects time out.
+    fn unplug(&mut self) {
+        self.0.vanish();
+    }
+    fn replug(&mut self) -> Result<(), String> {
+        self.0.reappear();
+        Ok(())
+    }
+}
+
+/// The simulated SCPI server, whose network goes away for a while on `sim_unplug_at`.
+struct SimScpiBoard(SimScpi);
+
+impl SimulatedPlug for SimScpiBoard {
+    fn name(&self) -> String {
+        format!("the simulated Red Pitaya SCPI server at {}", self.0.addr())
+    }
     fn unplug(&mut self) {
         self.0.vanish();
     }
@@ -629,8 +766,11 @@ impl Source for Board {
 /// Builds `device.redpitaya`.
 pub fn build_redpitaya(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
-    let mut config = redpitaya_config(ctx)?;
     let simulate = cfg.get(SIMULATE)?;
+    let mut config = match board_config(ctx)? {
+        BoardConfig::Mcpha(c) => c,
+        BoardConfig::Scpi(c) => return build_scpi(ctx, c, simulate),
+    };
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     if simulate {
         let sim = SimMcpha::start(sim_config(cfg, &config)?).map_err(|e| {
@@ -659,6 +799,39 @@ pub fn build_redpitaya(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
             histogram_csv,
             worker: ctx.worker.clone(),
         }),
+        keep,
+        simulate,
+        cfg.get(EXPECT_DATA)?,
+    )
+}
+
+/// Builds `device.redpitaya` with `transport: scpi`.
+fn build_scpi(
+    ctx: &BuildContext,
+    mut config: ScpiConfig,
+    simulate: bool,
+) -> Result<DeviceImporter, WorkerError> {
+    let cfg = &ctx.config;
+    let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
+    if simulate {
+        let sim = SimScpi::start(scpi_sim_config(cfg, &config)?).map_err(|e| {
+            WorkerError::Other(format!(
+                "device.redpitaya --simulate: cannot start the simulated SCPI server on a \
+                 loopback port: {e}"
+            ))
+        })?;
+        config.address = sim.addr().to_string();
+        keep.push(match unplug_window(cfg)? {
+            Some((at, gone)) => Box::new(PlugPuller::start(SimScpiBoard(sim), at, gone)),
+            None => Box::new(sim),
+        });
+    }
+    let board = scpi::open_scpi(config).map_err(open_error)?;
+    // The board is dropped (disconnecting) before `keep` (the simulator).
+    DeviceImporter::build(
+        "device.redpitaya",
+        ctx,
+        Box::new(board),
         keep,
         simulate,
         cfg.get(EXPECT_DATA)?,
@@ -707,6 +880,33 @@ mod tests {
         // Defaults where neither name is given.
         let d = redpitaya_config(&ctx(json!({"simulate": true}), 1000)).unwrap();
         assert_eq!((d.decimation, d.pre, d.address.as_str()), (4, 100, ""));
+    }
+
+    /// The keys refused with `transport: scpi` are keys the function declares (a renamed
+    /// key would otherwise slip through unrefused).
+    #[test]
+    fn every_mcpha_only_key_is_a_declared_key() {
+        for name in MCPHA_ONLY {
+            assert!(REDPITAYA_SPEC.keys.iter().any(|k| k.name == name), "{name}");
+        }
+        let e = board_config(&ctx(
+            json!({"address": "a", "transport": "scpi", "pha_min": 5}),
+            1000,
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("'pha_min': is for transport mcpha only"), "{e}");
+        let Ok(BoardConfig::Scpi(c)) = board_config(&ctx(
+            json!({"ip": "a", "transport": "scpi", "sample_rate": 8, "negator_IN1": true}),
+            2000,
+        )) else {
+            panic!("not scpi");
+        };
+        assert_eq!(
+            (c.decimation, c.samples, c.negator),
+            (8, 2000, [true, false])
+        );
     }
 
     #[test]

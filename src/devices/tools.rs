@@ -93,40 +93,68 @@ pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
 
 /// `daq-engine devices --probe HOST[:PORT]`: network devices are not enumerated, so the
 /// address is asked: a Red Pitaya's MCPHA server answers a status request (code 11) with
-/// 36 bytes (port 1001 unless given).
+/// 36 bytes (port 1001 unless given), its SCPI server answers `*IDN?` (port 5000 unless
+/// given). Without a port both are tried, MCPHA first; with one, that port is asked both
+/// ways.
 pub fn probe(address: &str) -> i32 {
-    use daq_drivers::redpitaya::{self, protocol};
-    let addr = match redpitaya::resolve(address, protocol::PORT) {
-        Ok(a) => a,
+    use daq_drivers::redpitaya::{self, protocol, scpi};
+    let timeout = Duration::from_secs(2);
+    let mut why = Vec::new();
+    match redpitaya::resolve(address, protocol::PORT) {
+        Ok(addr) => match redpitaya::probe(addr, timeout) {
+            Ok((_, st)) => {
+                println!(
+                    "{:<28} {:<10} {:<12} {:<34} {:<20} setups/redpitaya_spectroscopy.yaml",
+                    format!("mcpha:{addr}"),
+                    "-",
+                    "-",
+                    "Red Pitaya MCPHA server",
+                    "device.redpitaya"
+                );
+                println!(
+                    "  timers IN1 {:.3} s, IN2 {:.3} s; oscilloscope {}",
+                    st.seconds(protocol::Input::In1),
+                    st.seconds(protocol::Input::In2),
+                    if st.running() {
+                        "armed"
+                    } else {
+                        "idle (or trace ready)"
+                    }
+                );
+                return 0;
+            }
+            Err(e) => why.push(format!("no MCPHA server: {e}")),
+        },
         Err(e) => {
             println!("{address}: {e}");
             return 1;
         }
-    };
-    match redpitaya::probe(addr, Duration::from_secs(2)) {
-        Ok((_, st)) => {
+    }
+    match redpitaya::resolve(address, scpi::protocol::PORT)
+        .map_err(|e| e.to_string())
+        .and_then(|addr| {
+            scpi::probe_scpi(addr, timeout)
+                .map(|idn| (addr, idn))
+                .map_err(|e| e.to_string())
+        }) {
+        Ok((addr, idn)) => {
             println!(
-                "{:<28} {:<10} {:<12} {:<34} {:<20} setups/redpitaya_spectroscopy.yaml",
-                format!("mcpha:{addr}"),
+                "{:<28} {:<10} {:<12} {:<34} {:<20} setups/redpitaya_scpi.yaml",
+                format!("scpi:{addr}"),
                 "-",
                 "-",
-                "Red Pitaya MCPHA server",
-                "device.redpitaya"
+                "Red Pitaya SCPI server",
+                "device.redpitaya (transport: scpi)"
             );
-            println!(
-                "  timers IN1 {:.3} s, IN2 {:.3} s; oscilloscope {}",
-                st.seconds(protocol::Input::In1),
-                st.seconds(protocol::Input::In2),
-                if st.running() {
-                    "armed"
-                } else {
-                    "idle (or trace ready)"
-                }
-            );
+            println!("  *IDN? {idn}");
             0
         }
         Err(e) => {
-            println!("{address}: no Red Pitaya MCPHA server found: {e}");
+            why.push(format!("no SCPI server: {e}"));
+            println!(
+                "{address}: no Red Pitaya MCPHA server found, nor a SCPI server: {}",
+                why.join("; ")
+            );
             1
         }
     }
