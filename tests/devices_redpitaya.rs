@@ -564,3 +564,57 @@ fn devices_probe_finds_a_scpi_server_at_an_address() {
         ["*IDN?"]
     );
 }
+
+/// `mode: histogram`: one event per readout of the board's 4096-bin spectra with the live
+/// times, into a buffer and so into HDF5.
+#[test]
+fn hardware_histogram_mode_writes_growing_spectra_with_live_times() {
+    let d = Dir::new("rp-hist");
+    let setup = format!(
+        "target_directory: {}\n\
+         Buffers:\n  spectra:\n    slot_count: 8\n    data_length: 4096\n    \
+         data_dtype: {{IN1: uint32, IN2: uint32, live_IN1: float64, live_IN2: float64}}\n\
+         Workers:\n  rp:\n    function: device.redpitaya\n    sinks: [spectra]\n    \
+         config:\n      address: rp-f0c38f.local\n      mode: histogram\n      \
+         histogram_interval: 0.2\n      pha_min: 100\n  keep:\n    \
+         function: export.hdf5\n    sources: [spectra]\n",
+        d.0.display()
+    );
+    let file = d.0.join("hist.yaml");
+    std::fs::write(&file, setup).unwrap();
+    let (code, err) = run(&file, &["--max-events", "6", "--max-seconds", "60"]);
+    assert_eq!(code, 0, "{err}");
+    let rd = d.run_dir();
+    books_balance(&summary(&rd));
+    let h5 = std::fs::read_dir(&rd)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "h5"))
+        .unwrap();
+    let b = daq_engine::export::read_buffer(&h5, "spectra").unwrap();
+    assert_eq!((b.events, b.data_length), (6, 4096));
+    // Records of 4 + 4 + 8 + 8 bytes: counts IN1, IN2, live IN1, IN2 (s).
+    let rec = |e: usize, i: usize| {
+        let r = &b.data[(e * 4096 + i) * 24..][..24];
+        (
+            u32::from_le_bytes(r[0..4].try_into().unwrap()),
+            f64::from_le_bytes(r[8..16].try_into().unwrap()),
+        )
+    };
+    let mut last_total = 0u64;
+    let mut last_live = 0.0;
+    for e in 0..6 {
+        let total: u64 = (0..4096).map(|i| u64::from(rec(e, i).0)).sum();
+        let below: u64 = (0..100).map(|i| u64::from(rec(e, i).0)).sum();
+        let live = rec(e, 0).1;
+        assert!((0..4096).all(|i| rec(e, i).1 == live), "event {e}");
+        // The board accumulates: counts and live time never go back (reset at the start).
+        assert!(total >= last_total && live >= last_live, "event {e}");
+        assert_eq!(below, 0, "event {e}: counts below pha_min");
+        (last_total, last_live) = (total, live);
+    }
+    assert!(
+        last_total > 0 && last_live > 0.0,
+        "{last_total} {last_live}"
+    );
+}
