@@ -664,38 +664,26 @@ pub fn check_redpitaya(ctx: &BuildContext) -> Result<(), WorkerError> {
     unplug_window(&ctx.config).map(drop)
 }
 
-/// The simulated board, whose network goes away for a while on `sim_unplug_at`.
-struct SimBoard(SimMcpha);
-
-impl SimulatedPlug for SimBoard {
-    fn name(&self) -> String {
-        format!("the simulated Red Pitaya at {}", self.0.addr())
-    }
-    /// The connection is reset and nobody is answered: the driver's reconnects time out.
-    fn unplug(&mut self) {
-        self.0.vanish();
-    }
-    fn replug(&mut self) -> Result<(), String> {
-        self.0.reappear();
-        Ok(())
-    }
+/// A simulated server on loopback whose network goes away for a while on `sim_unplug_at`:
+/// the connection is reset and nobody is answered, so the driver's reconnects time out.
+macro_rules! network_plug {
+    ($sim:ty, $what:literal) => {
+        impl SimulatedPlug for $sim {
+            fn name(&self) -> String {
+                format!(concat!("the simulated ", $what, " at {}"), self.addr())
+            }
+            fn unplug(&mut self) {
+                self.vanish();
+            }
+            fn replug(&mut self) -> Result<(), String> {
+                self.reappear();
+                Ok(())
+            }
+        }
+    };
 }
-
-/// The simulated SCPI server, whose network goes away for a while on `sim_unplug_at`.
-struct SimScpiBoard(SimScpi);
-
-impl SimulatedPlug for SimScpiBoard {
-    fn name(&self) -> String {
-        format!("the simulated Red Pitaya SCPI server at {}", self.0.addr())
-    }
-    fn unplug(&mut self) {
-        self.0.vanish();
-    }
-    fn replug(&mut self) -> Result<(), String> {
-        self.0.reappear();
-        Ok(())
-    }
-}
+network_plug!(SimMcpha, "Red Pitaya MCPHA server");
+network_plug!(SimScpi, "Red Pitaya SCPI server");
 
 /// The driver, and where the hardware histograms read between trace sets go.
 struct Board {
@@ -781,7 +769,7 @@ pub fn build_redpitaya(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
         })?;
         config.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {
-            Some((at, gone)) => Box::new(PlugPuller::start(SimBoard(sim), at, gone)),
+            Some((at, gone)) => Box::new(PlugPuller::start(sim, at, gone)),
             None => Box::new(sim),
         });
     }
@@ -822,7 +810,7 @@ fn build_scpi(
         })?;
         config.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {
-            Some((at, gone)) => Box::new(PlugPuller::start(SimScpiBoard(sim), at, gone)),
+            Some((at, gone)) => Box::new(PlugPuller::start(sim, at, gone)),
             None => Box::new(sim),
         });
     }
