@@ -57,7 +57,7 @@ impl Registry {
 }
 
 /// mimoCoRB2 0.0.4's built-ins (`mimocorb2/functions/*.py`) that one of ours runs as they are.
-pub static MIMOCORB2_ALIASES: [Alias; 3] = [
+pub static MIMOCORB2_ALIASES: [Alias; 4] = [
     Alias {
         name: "exporters.drain",
         target: "export.drain",
@@ -102,6 +102,16 @@ pub static MIMOCORB2_ALIASES: [Alias; 3] = [
         note: Some(
             "no matplotlib window opens: the traces are shown on the terminal dashboard and the web page, and written to oscilloscope_<worker>.json",
         ),
+    },
+    Alias {
+        name: "importers.redpitaya.waveform",
+        target: "device.redpitaya",
+        summary: "mimoCoRB2's importers.redpitaya.waveform, run by device.redpitaya: traces \
+                  {IN1: int16, IN2: int16} from a Red Pitaya's MCPHA server, streamed set_size \
+                  at a time; its keys ip, sample_rate and number_of_samples_before_trigger \
+                  are read as address, decimation and pretrigger.",
+        ignored: &[],
+        note: None,
     },
 ];
 

@@ -1121,7 +1121,7 @@ impl Board {
 }
 
 /// Makes the close of `s` a reset (RST), not an orderly close: SO_LINGER 0.
-fn reset(s: &TcpStream) {
+pub(crate) fn reset(s: &TcpStream) {
     let _ = nix::sys::socket::setsockopt(
         s,
         nix::sys::socket::sockopt::Linger,
