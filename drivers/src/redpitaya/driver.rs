@@ -8,7 +8,7 @@
 //! wire bytes themselves: one LE uint32 word per sample, low half IN1), every sample checked
 //! to be in the 14-bit range; the `discard_tail` samples requested beyond `samples` are read
 //! into a buffer kept for the purpose and dropped (R.6: the last up to 63 samples of a window
-//! may be stale RAM [inferred]; mimoCoRB2 requests and drops 100, the default here). The
+//! may be stale RAM \[inferred\]; mimoCoRB2 requests and drops 100, the default here). The
 //! reading path allocates nothing and makes no system call but the socket reads (and, once
 //! per `set_size` traces, the 8-byte write of code 31). A board that closes or resets the
 //! connection, or stops answering for `stall_timeout` in the middle of a reply, is
@@ -86,7 +86,7 @@ pub struct GeneratorConfig {
 /// Pulse-height analysis of one input (codes 6–8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhaConfig {
-    /// Delay (samples [unverified]).
+    /// Delay (samples \[unverified\]).
     pub delay: u16,
     /// Lowest height counted (counts).
     pub min: u16,
