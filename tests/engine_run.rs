@@ -1048,3 +1048,70 @@ Workers:
         assert_eq!(pinned(v, "sink"), serde_json::json!([]), "{v}");
     }
 }
+
+/// The pid of worker `name`'s live process in `run`, if any.
+fn worker_pid(run: &Path, name: &str) -> Option<u32> {
+    let plan = run.join("plan.json");
+    processes_with(&format!("{} {name} ", plan.display()))
+        .into_iter()
+        .next()
+}
+
+/// events_in of `raw` and `paused` in the last whole line of stats.jsonl, with the line count.
+fn last_stats(run: &Path) -> (usize, u64, bool) {
+    let text = std::fs::read_to_string(run.join("stats.jsonl")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_default();
+    (
+        lines.len(),
+        last["buffers"]["raw"]["events_in"].as_u64().unwrap_or(0),
+        last["paused"].as_bool().unwrap_or(false),
+    )
+}
+
+/// issue 11 (left from the notebook work): an importer restarted while the run was paused
+/// came back unpaused and produced at full rate into a paused run.
+#[test]
+fn an_importer_restarted_while_paused_stays_paused() {
+    use daq_engine::engine::{requests, Control};
+    let dir = Dir::new("restart-paused");
+    let text = setup(1_000_000_000, 1, 1).replace(
+        "    config: {n_events: 1000000000}",
+        "    config: {n_events: 1000000000}\n    restart: on-failure",
+    );
+    assert!(text.contains("restart: on-failure"));
+    let s = dir.write("setup.yaml", &text);
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    requests::request(&run, Control::Pause, Duration::from_secs(30)).unwrap();
+    wait_until("a paused stats line", Duration::from_secs(30), || {
+        last_stats(&run).2
+    });
+    let first = worker_pid(&run, "source").expect("the source process");
+    kill(first, nix::sys::signal::Signal::SIGKILL);
+    wait_until("the source started again", Duration::from_secs(60), || {
+        worker_pid(&run, "source").is_some_and(|p| p != first)
+    });
+    // Three stats lines after the new process started: nothing was produced while paused.
+    let (lines, events, _) = last_stats(&run);
+    wait_until("three more stats lines", Duration::from_secs(60), || {
+        last_stats(&run).0 >= lines + 3
+    });
+    let (_, after, paused) = last_stats(&run);
+    assert!(paused);
+    assert_eq!(
+        after, events,
+        "the restarted importer produced while the run was paused"
+    );
+    requests::request(&run, Control::Resume, Duration::from_secs(30)).unwrap();
+    wait_until("events after the resume", Duration::from_secs(60), || {
+        last_stats(&run).1 > after
+    });
+    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    books_balance(&run);
+}

@@ -524,6 +524,11 @@ impl Supervisor {
         if let Some(p) = w.priority {
             cmd.env("DAQ_PRIORITY", p.to_string());
         }
+        // An importer started again while the run is paused starts paused (a later resume
+        // reaches it as a signal, held until its handlers are in place).
+        if self.paused {
+            cmd.env(crate::runtime::PAUSED_VAR, "1");
+        }
         cmd.spawn().map_err(|source| EngineError::Spawn {
             worker: w.name.clone(),
             source,

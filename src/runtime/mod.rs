@@ -49,6 +49,9 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
+/// Set to `1` in the environment of a worker process started while the run is paused.
+pub const PAUSED_VAR: &str = "DAQ_PAUSED";
+
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// How a worker process ended.
@@ -78,6 +81,12 @@ fn install_signals() {
     let _ = unsafe { sigaction(Signal::SIGUSR1, &pause) };
     // SAFETY: as above.
     let _ = unsafe { sigaction(Signal::SIGUSR2, &resume) };
+    // A process started while the run is paused (a restarted importer) starts paused: the
+    // supervisor says so in its environment. Set before the signals are unblocked, so a
+    // resume sent since is delivered after it and wins.
+    if std::env::var_os(PAUSED_VAR).is_some_and(|v| v == "1") {
+        PAUSED.store(true, Ordering::SeqCst);
+    }
     // The supervisor starts workers with these two blocked (see its `spawn`): a pause sent
     // before the handlers were in place is delivered now.
     let mut held = SigSet::empty();
