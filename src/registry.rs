@@ -19,11 +19,15 @@ impl Registry {
                     Ok(Box::new(crate::export::function::Hdf5Export::build(c)?))
                 }),
             }])
+            .chain(crate::export::mimo::functions().into_iter().map(|(f, _)| f))
         {
             r.add(f);
         }
         for (name, check) in builtin_checks() {
             r.set_check(name, check);
+        }
+        for (f, check) in crate::export::mimo::functions() {
+            r.set_check(f.spec.name, check);
         }
         for a in &MIMOCORB2_ALIASES {
             r.add_alias(a);
