@@ -593,21 +593,63 @@ fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
 pub struct MimoExport {
     path: PathBuf,
     file: BufWriter<File>,
+    /// Events the file held when this process took it over (an earlier process of this
+    /// worker in this run wrote them and failed).
+    earlier: u64,
 }
 
 impl MimoExport {
-    /// Creates `<buffer>.mimo` with its header.
+    /// Creates `<buffer>.mimo` with its header; after a restart in the same run, goes on
+    /// after the last whole event of the file the earlier process wrote (never truncates it).
     pub fn build(ctx: &BuildContext) -> Result<MimoExport, WorkerError> {
         let path = export_path(ctx)?;
         let src = one(ctx, &ctx.sources, "source")?;
+        let header = MimoHeader::to_pickle(&src.dtype, src.data_length);
+        let event = (src.data_length * src.dtype.record_size() + 24) as u64;
         let io = |source| WorkerError::Io {
-            what: format!("creating {}", path.display()),
+            what: format!("opening {}", path.display()),
             source,
         };
-        let mut file = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(io)?);
-        file.write_all(&MimoHeader::to_pickle(&src.dtype, src.data_length))
-            .map_err(io)?;
-        Ok(MimoExport { path, file })
+        let (file, earlier) = match std::fs::metadata(&path) {
+            Ok(m) if m.len() >= header.len() as u64 => {
+                let mut start = vec![0u8; header.len()];
+                File::open(&path)
+                    .and_then(|mut f| f.read_exact(&mut start))
+                    .map_err(io)?;
+                if start != header {
+                    return Err(WorkerError::Other(format!(
+                        "{} exists with another header: not this worker's file",
+                        path.display()
+                    )));
+                }
+                let events = (m.len() - header.len() as u64) / event;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io)?;
+                // An event cut by the earlier process's death is removed.
+                f.set_len(header.len() as u64 + events * event)
+                    .map_err(io)?;
+                let mut f = f;
+                use std::io::Seek;
+                f.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+                tracing::info!(
+                    "{}: resuming after {events} events written by an earlier process of this worker",
+                    path.display()
+                );
+                (f, events)
+            }
+            _ => {
+                let mut f = File::create(&path).map_err(io)?;
+                f.write_all(&header).map_err(io)?;
+                (f, 0)
+            }
+        };
+        Ok(MimoExport {
+            path,
+            file: BufWriter::with_capacity(1 << 20, file),
+            earlier,
+        })
     }
 
     fn io(&self, source: std::io::Error) -> WorkerError {
@@ -619,6 +661,10 @@ impl MimoExport {
 }
 
 impl Exporter for MimoExport {
+    fn kept_from_earlier(&self) -> Option<u64> {
+        Some(self.earlier)
+    }
+
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
         let r = self
             .file
@@ -779,6 +825,59 @@ impl Importer for Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A restarted data.export goes on with the file of its earlier process: it truncated it
+    /// (File::create), losing every event written before the failure.
+    #[test]
+    fn a_restarted_export_keeps_the_events_of_its_earlier_process() {
+        let dir = std::env::temp_dir().join(format!("daq-mimo-restart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shape = crate::worker::BufferShape {
+            name: "raw".into(),
+            dtype: Dtype::parse([("a", "i2")]).unwrap(),
+            data_length: 3,
+        };
+        let mut ctx = BuildContext::for_test("export", serde_json::json!({}), vec![shape], vec![]);
+        ctx.run_dir = dir.clone();
+        let dtype = ctx.sources[0].dtype.clone();
+        let data = [1u8, 0, 2, 0, 3, 0];
+        let event = |counter| EventRef {
+            data: &data,
+            meta: Metadata {
+                counter,
+                ..Metadata::default()
+            },
+            dtype: &dtype,
+        };
+        let mut first = MimoExport::build(&ctx).unwrap();
+        assert_eq!(first.kept_from_earlier(), Some(0));
+        for c in 0..5 {
+            first.consume(&event(c)).unwrap();
+        }
+        first.finish().unwrap();
+        drop(first);
+        // The earlier process died inside an event: half of one more is in the file.
+        let path = dir.join("raw.mimo");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&[9, 9, 9]).unwrap();
+        drop(f);
+        let mut second = MimoExport::build(&ctx).unwrap();
+        assert_eq!(second.kept_from_earlier(), Some(5));
+        second.consume(&event(5)).unwrap();
+        second.finish().unwrap();
+        let mut r = MimoReader::open(&path).unwrap();
+        let mut buf = [0u8; 6];
+        let mut counters = Vec::new();
+        while let Some(m) = r.next_into(&mut buf).unwrap() {
+            assert_eq!(buf, data);
+            counters.push(m.counter);
+        }
+        assert_eq!(counters, [0, 1, 2, 3, 4, 5]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn our_header_reads_back() {
