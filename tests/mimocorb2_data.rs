@@ -16,12 +16,19 @@ use runs::{books_balance, finish, finish_within, Dir};
 
 const DTYPE: &str = "{ch0: float32, ch1: int16, flag: uint8}";
 
-fn run(dir: &Dir, name: &str, workers: &str) -> (i32, String, Option<PathBuf>) {
+/// Runs `tests/setups/mimocorb2_builtins/data_<name>.yaml` in `dir`; (exit code, output,
+/// run directory).
+fn run(dir: &Dir, name: &str) -> (i32, String, Option<PathBuf>) {
     let target = format!("runs_{name}");
-    let text = format!(
-        "target_directory: {target}\nBuffers:\n  raw: {{slot_count: 64, data_length: 32, data_dtype: {DTYPE}}}\n  passed: {{slot_count: 64, data_length: 32, data_dtype: {DTYPE}}}\nWorkers:\n{workers}"
-    );
-    let setup = dir.write(&format!("{name}.yaml"), &text);
+    let file = format!("data_{name}.yaml");
+    let setup = dir.0.join(&file);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/setups/mimocorb2_builtins")
+            .join(&file),
+        &setup,
+    )
+    .unwrap();
     let child = Command::new(EXE)
         .arg(&setup)
         .arg("--no-tui")
@@ -100,11 +107,7 @@ with open(sys.argv[1], "ab") as f:
 fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
     let dir = Dir::new("m2data");
     // Record: data.export with a pass-through sink.
-    let (code, out, rec) = run(
-        &dir,
-        "record",
-        "  source: {function: simulate.pulses, sinks: [raw], config: {n_events: 500, pretrigger_samples: 5, rate: 2000}}\n  export: {function: data.export, sources: [raw], sinks: [passed]}\n  drain: {function: exporters.drain, sources: [passed]}\n",
-    );
+    let (code, out, rec) = run(&dir, "record");
     assert_eq!(code, 0, "{out}");
     let rec = rec.unwrap();
     let summary = books_balance(&rec);
@@ -115,11 +118,7 @@ fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
     std::fs::copy(rec.join("raw.mimo"), dir.0.join("recorded.mimo")).unwrap();
 
     // Replay it paced by its timestamps, and record the replay the same way.
-    let (code, out, rep) = run(
-        &dir,
-        "replay",
-        "  replay: {function: data.simulate_importer, sinks: [raw], config: {filename: recorded.mimo}}\n  export: {function: data.export, sources: [raw]}\n",
-    );
+    let (code, out, rep) = run(&dir, "replay");
     assert_eq!(code, 0, "{out}");
     let replayed = events(&rep.unwrap().join("raw.mimo"));
     assert_eq!(replayed.len(), recorded.len());
@@ -157,11 +156,7 @@ fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (code, out, clocked) = run(
-        &dir,
-        "clocked",
-        "  replay: {function: data.clocked_importer, sinks: [raw], config: {filename: python.mimo, rate: 1000}}\n  export: {function: data.export, sources: [raw]}\n",
-    );
+    let (code, out, clocked) = run(&dir, "clocked");
     assert_eq!(code, 0, "{out}");
     let original = events(&written);
     let replayed = events(&clocked.unwrap().join("raw.mimo"));
@@ -174,11 +169,7 @@ fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
 #[test]
 fn a_mimo_file_of_other_records_is_refused_before_the_run() {
     let dir = Dir::new("m2datamismatch");
-    let (code, out, rec) = run(
-        &dir,
-        "record",
-        "  source: {function: simulate.pulses, sinks: [raw], config: {n_events: 10, pretrigger_samples: 5}}\n  export: {function: data.export, sources: [raw], sinks: [passed]}\n  drain: {function: exporters.drain, sources: [passed]}\n",
-    );
+    let (code, out, rec) = run(&dir, "record");
     assert_eq!(code, 0, "{out}");
     std::fs::copy(rec.unwrap().join("raw.mimo"), dir.0.join("recorded.mimo")).unwrap();
     let text = format!(
