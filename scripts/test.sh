@@ -19,10 +19,10 @@ cargo fmt --manifest-path python/daq_engine/Cargo.toml -- --check
 CARGO_TARGET_DIR="$PWD/target" \
     cargo clippy --manifest-path python/daq_engine/Cargo.toml --locked -- -D warnings
 
-step "python with h5py for the HDF5 reader tests"
-if [ ! -x target/venv/bin/python ] || ! target/venv/bin/python -c 'import h5py, numpy' 2>/dev/null; then
+step "python with h5py for the HDF5 reader tests, scipy for the peak finder's comparison"
+if [ ! -x target/venv/bin/python ] || ! target/venv/bin/python -c 'import h5py, numpy, scipy' 2>/dev/null; then
     python3 -m venv target/venv
-    target/venv/bin/pip install -q h5py numpy
+    target/venv/bin/pip install -q h5py numpy scipy
 fi
 export DAQ_PYTHON="$PWD/target/venv/bin/python"
 

@@ -27,15 +27,20 @@ impl Registry {
                     }),
                 },
             ])
+            .chain(crate::export::mimo::functions().into_iter().map(|(f, _)| f))
         {
             r.add(f);
         }
         for (name, check) in builtin_checks() {
             r.set_check(name, check);
         }
+        for (f, check) in crate::export::mimo::functions() {
+            r.set_check(f.spec.name, check);
+        }
         for a in &MIMOCORB2_ALIASES {
             r.add_alias(a);
         }
+        r.set_ignored("exporters.histogram", SHARED_WITH_CSV);
         r
     }
 
@@ -56,8 +61,23 @@ impl Registry {
     }
 }
 
+/// Keys of mimoCoRB2's exporters.csv and visualizers.csv that a config file shared with
+/// exporters.histogram holds; exporters.histogram reads none of them.
+const SHARED_WITH_CSV: &[(&str, &str)] = &[
+    ("filename", "exporters.histogram writes Histograms_<buffer>/ and histogram_<worker>_<field>.csv; `filename` is exporters.csv's"),
+    ("save_interval", "exporters.histogram writes every `update_interval` seconds; `save_interval` is exporters.csv's"),
+    ("plot_type", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
+    ("histtype", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
+];
+
+/// What check says about mimoCoRB2's visualizers here.
+const VISUALIZER_NOTE: &str = "no matplotlib window opens: the terminal dashboard and the web \
+     page show the histograms of every export.histogram/exporters.histogram worker (add one with \
+     these `bins` if there is none); this worker puts the latest record of the observed buffer \
+     there (oscilloscope_<worker>.json)";
+
 /// mimoCoRB2 0.0.4's built-ins (`mimocorb2/functions/*.py`) that one of ours runs as they are.
-pub static MIMOCORB2_ALIASES: [Alias; 4] = [
+pub static MIMOCORB2_ALIASES: [Alias; 6] = [
     Alias {
         name: "exporters.drain",
         target: "export.drain",
@@ -77,8 +97,54 @@ pub static MIMOCORB2_ALIASES: [Alias; 4] = [
                 "update_interval",
                 "exporters.csv writes every `save_interval` seconds",
             ),
+            ("plot_type", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
+            ("histtype", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
         ],
         note: None,
+    },
+    Alias {
+        name: "visualizers.histogram",
+        target: "observe.oscilloscope",
+        summary: "mimoCoRB2's visualizers.histogram (a matplotlib window of the histograms of \
+                  exporters.histogram), run by observe.oscilloscope: the dashboard and the web \
+                  page show every histogram exporter's histograms; this worker adds the latest \
+                  record of the observed buffer.",
+        ignored: &[
+            (
+                "plot_type",
+                "the dashboard and the web page draw the histograms their own way",
+            ),
+            ("bins", "visualizers.histogram reads no `bins` (a config shared with exporters.histogram)"),
+            ("filename", "a key of exporters.csv (a config shared with it)"),
+            ("save_interval", "a key of exporters.csv (a config shared with it)"),
+            ("histtype", "a key of visualizers.csv (a config shared with it)"),
+        ],
+        note: Some(VISUALIZER_NOTE),
+    },
+    Alias {
+        name: "visualizers.csv",
+        target: "observe.oscilloscope",
+        summary: "mimoCoRB2's visualizers.csv (a matplotlib window of histograms of the CSV \
+                  file of exporters.csv), run by observe.oscilloscope: the dashboard and the web \
+                  page show every histogram exporter's histograms; this worker adds the latest \
+                  record of the observed buffer.",
+        ignored: &[
+            (
+                "bins",
+                "histograms on the dashboard come from an exporters.histogram worker: give it these bins",
+            ),
+            ("filename", "nothing is read back from the CSV file"),
+            (
+                "plot_type",
+                "the dashboard and the web page draw the histograms their own way",
+            ),
+            (
+                "histtype",
+                "the dashboard and the web page draw the histograms their own way",
+            ),
+            ("save_interval", "a key of exporters.csv (a config shared with it)"),
+        ],
+        note: Some(VISUALIZER_NOTE),
     },
     Alias {
         name: "observers.oscilloscope",
@@ -129,8 +195,10 @@ fn builtin_checks() -> Vec<(&'static str, Check)> {
         "process.pulses",
         "process.pulse_pairs",
         "process.downsample",
+        "analyzers.pha",
         "process.rate",
         "export.histogram",
+        "exporters.histogram",
         "export.drain",
         "observe.oscilloscope",
     ]

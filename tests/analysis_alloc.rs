@@ -4,6 +4,7 @@
 use daq_engine::analysis::bench::{waveform_shape, SlotEmit};
 use daq_engine::analysis::csv::{CsvExport, Drain};
 use daq_engine::analysis::histogram::HistogramExport;
+use daq_engine::analysis::peaks::Pha;
 use daq_engine::analysis::pulses::{Baseline, Downsample, PulseFinder, PulsePairs};
 use daq_engine::analysis::simulate::SimulatePulses;
 use daq_engine::analysis::trigger::{Coincidence, Prescale, Threshold};
@@ -152,6 +153,19 @@ fn per_event_methods_do_not_allocate() {
         data_length: raw.data_length / 2,
         ..raw.clone()
     };
+    let peak_feat = BufferShape {
+        name: "peaks".into(),
+        dtype: Dtype::parse([
+            ("position", "i4"),
+            ("peak_heights", "f8"),
+            ("prominences", "f8"),
+            ("widths", "f8"),
+            ("left_ips", "f8"),
+            ("plateau_sizes", "u2"),
+        ])
+        .unwrap(),
+        data_length: 1,
+    };
     let mut procs: Vec<(&str, Box<dyn Processor>, SlotEmit)> = vec![
         (
             "pulses",
@@ -168,6 +182,20 @@ fn per_event_methods_do_not_allocate() {
                     .unwrap(),
             ),
             SlotEmit::new(&pairs_feat),
+        ),
+        (
+            "analyzers.pha",
+            Box::new(
+                Pha::build(&ctx(
+                    json!({"height": 0.02, "prominence": [0.01, null], "width": 1,
+                           "distance": 5, "threshold": [null, 10], "plateau_size": 1,
+                           "all_peaks": true}),
+                    &[&raw],
+                    &[&peak_feat],
+                ))
+                .unwrap(),
+            ),
+            SlotEmit::new(&peak_feat),
         ),
         (
             "baseline",

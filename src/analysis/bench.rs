@@ -277,6 +277,30 @@ pub fn run(min_time: Duration) -> Result<Report, WorkerError> {
     let eps = rate(min_time, |i| finder.process(&ev(i), &mut out))?;
     push("process.pulses (4 channels, 1–2 pulses each)", eps);
 
+    // mimoCoRB2's analyzers.pha on one of the channels, every find_peaks condition that
+    // needs the prominence walk, one record per peak.
+    let peaks = BufferShape {
+        name: "peaks".into(),
+        dtype: Dtype::parse([
+            ("position", "i4"),
+            ("peak_heights", "f8"),
+            ("prominences", "f8"),
+            ("widths", "f8"),
+        ])
+        .map_err(|e| WorkerError::Other(e.to_string()))?,
+        data_length: 1,
+    };
+    let mut pha = super::peaks::Pha::build(&BuildContext::for_test(
+        "bench_pha",
+        serde_json::json!({"height": 0.05, "prominence": 0.02, "width": 1, "distance": 5,
+                           "all_peaks": true}),
+        vec![shape.clone()],
+        vec![peaks.clone()],
+    ))?;
+    let mut out = SlotEmit::new(&peaks);
+    let eps = rate(min_time, |i| pha.process(&ev(i), &mut out))?;
+    push("analyzers.pha (find_peaks on 1 channel of 4)", eps);
+
     Ok(Report {
         channels: CHANNELS,
         samples: SAMPLES,

@@ -29,7 +29,7 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec {
     summary: "Writes every record of its source (small feature records) as a CSV line: \
               counter, timestamp, deadtime, then the fields; integers as integers.",
     sources: Arity::ONE,
-    sinks: Arity::NONE,
+    sinks: Arity::ANY,
     observes: Arity::NONE,
     keys: &[FILENAME.spec(), SAVE_INTERVAL.spec()],
 };
@@ -50,7 +50,7 @@ pub const DRAIN_SPEC: FunctionSpec = FunctionSpec {
     summary: "Consumes and counts every event (for benchmarks and tests); writes \
               drain_<worker>_<process>.json with the counts at the end.",
     sources: Arity::ONE,
-    sinks: Arity::NONE,
+    sinks: Arity::ANY,
     observes: Arity::NONE,
     keys: &[],
 };

@@ -9,6 +9,13 @@
 //! Files (each replaced atomically, so a reader never sees half a file):
 //! - `histogram_<worker>_<field>.csv`: comment lines `# field`, `# entries/underflow/overflow/
 //!   invalid`, then `bin_low,bin_high,count`, one line per bin;
+//! - for `exporters.histogram` (mimoCoRB2's name) also mimoCoRB2's files:
+//!   `Histograms_<source buffer>/info.csv` (`Channel,Min,Max,NBins`) and `<field>.npy` (the
+//!   counts as int64), rewritten at the same times. mimoCoRB2 binned with
+//!   `np.linspace(min, max, NBins)` edges, which is NBins − 1 bins; here `n` means n bins, and
+//!   info.csv says `NBins = n + 1`, so that a mimoCoRB2 script's `np.linspace(Min, Max, NBins)`
+//!   gives exactly the edges of the counts in the .npy file (a value equal to max is overflow
+//!   here; mimoCoRB2's last bin included it);
 //! - at the end, for each entry of `fit:`, `fit_<name>.json` and `fit_<name>.txt` with the
 //!   result (or the reason there is none); the same line is logged and kept for
 //!   [`HistogramExport::summary`].
@@ -36,9 +43,19 @@ pub const SPEC: FunctionSpec = FunctionSpec {
               under/overflow), writes them as CSV into the run directory periodically and at the \
               end, and optionally fits them at the end (exponential lifetime or gaussian peaks).",
     sources: Arity::ONE,
-    sinks: Arity::NONE,
+    sinks: Arity::ANY,
     observes: Arity::NONE,
     keys: &[BINS.spec(), UPDATE_INTERVAL.spec(), FIT.spec()],
+};
+
+/// The declaration of `exporters.histogram`: mimoCoRB2's name for `export.histogram`, which
+/// also writes mimoCoRB2's `Histograms_<buffer>/` files.
+pub const MIMOCORB2_SPEC: FunctionSpec = FunctionSpec {
+    name: "exporters.histogram",
+    summary: "mimoCoRB2's exporters.histogram, run by export.histogram (n bins over [min, max)) \
+              that also writes mimoCoRB2's Histograms_<buffer>/info.csv and <field>.npy; events \
+              pass on unchanged to sinks of the source's shape.",
+    ..SPEC
 };
 
 const BINS: Key<Mapping> = key!(
@@ -221,9 +238,32 @@ pub struct HistogramExport {
     interval: Duration,
     last_write: Instant,
     results: Vec<(String, Result<FitOutcome, FitError>)>,
+    /// `Histograms_<buffer>` for mimoCoRB2's files, with its info.csv text.
+    npy: Option<(PathBuf, String)>,
 }
 
 impl HistogramExport {
+    /// Builds `exporters.histogram`: as [`HistogramExport::build`], also writing mimoCoRB2's
+    /// files (see the module documentation).
+    pub fn build_mimocorb2(ctx: &BuildContext) -> Result<HistogramExport, WorkerError> {
+        let mut h = HistogramExport::build(ctx)?;
+        let dir = ctx
+            .run_dir
+            .join(format!("Histograms_{}", one_source(ctx)?.name));
+        let mut info = String::from("Channel,Min,Max,NBins\n");
+        let bins = ctx.config.get(BINS)?;
+        for (f, hist) in &h.fields {
+            let v = bins.get(&f.name).and_then(|v| v.as_array());
+            let end = |i: usize| {
+                v.and_then(|a| a.get(i))
+                    .map_or(String::new(), |x| x.to_string())
+            };
+            let _ = writeln!(info, "{},{},{},{}", f.name, end(0), end(1), hist.bins() + 1);
+        }
+        h.npy = Some((dir, info));
+        Ok(h)
+    }
+
     /// Builds it; every histogrammed field must exist in the source.
     pub fn build(ctx: &BuildContext) -> Result<HistogramExport, WorkerError> {
         let c = &ctx.config;
@@ -330,6 +370,7 @@ impl HistogramExport {
             interval: Duration::from_secs_f64(interval),
             last_write: Instant::now(),
             results: Vec::new(),
+            npy: None,
         })
     }
 
@@ -408,9 +449,42 @@ impl HistogramExport {
         for (f, h) in &self.fields {
             crate::worker::write_atomically(&self.csv_path(&f.name), h.to_csv(&f.name).as_bytes())?;
         }
+        if let Some((dir, info)) = &self.npy {
+            std::fs::create_dir_all(dir).map_err(|source| WorkerError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+            crate::worker::write_atomically(&dir.join("info.csv"), info.as_bytes())?;
+            for (f, h) in &self.fields {
+                let path = dir.join(format!("{}.npy", f.name));
+                crate::worker::write_atomically(&path, &npy_int64(h.counts()))?;
+            }
+        }
         self.last_write = Instant::now();
         Ok(())
     }
+}
+
+/// `counts` as a NumPy .npy file (format 1.0) of int64, as `np.save` writes it.
+pub fn npy_int64(counts: &[u64]) -> Vec<u8> {
+    let mut header = format!(
+        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+        counts.len()
+    );
+    // Magic (6) + version (2) + length (2) + header + newline, padded to 64 bytes.
+    let total = (10 + header.len() + 1).div_ceil(64) * 64;
+    while 10 + header.len() + 1 < total {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(total + 8 * counts.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for &c in counts {
+        out.extend_from_slice(&(c.min(i64::MAX as u64) as i64).to_le_bytes());
+    }
+    out
 }
 
 impl Exporter for HistogramExport {

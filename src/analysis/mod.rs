@@ -6,8 +6,9 @@
 //! | `simulate.pulses` | Importer | [`simulate`] |
 //! | `filter.threshold`, `filter.coincidence`, `filter.prescale` | Filter | [`trigger`] |
 //! | `process.baseline`, `process.pulses`, `process.pulse_pairs`, `process.downsample` | Processor | [`pulses`] |
+//! | `analyzers.pha` (mimoCoRB2's name: scipy's `find_peaks`) | Processor | [`peaks`] |
 //! | `process.rate` | Processor | [`rate`] |
-//! | `export.histogram`, `export.csv`, `export.drain` | Exporter | [`histogram`], [`csv`] |
+//! | `export.histogram` (and `exporters.histogram`), `export.csv`, `export.drain` | Exporter | [`histogram`], [`csv`] |
 //! | `observe.oscilloscope` | Observer | [`oscilloscope`] |
 //!
 //! Every function is a struct implementing one template trait of [`crate::worker`], a
@@ -27,6 +28,7 @@ pub mod csv;
 pub mod fit;
 pub mod histogram;
 pub mod oscilloscope;
+pub mod peaks;
 pub mod plumbing;
 pub mod pulses;
 pub mod rate;
@@ -48,8 +50,10 @@ pub fn specs() -> &'static [FunctionSpec] {
         pulses::PULSES_SPEC,
         pulses::PULSE_PAIRS_SPEC,
         pulses::DOWNSAMPLE_SPEC,
+        peaks::PHA_SPEC,
         rate::RATE_SPEC,
         histogram::SPEC,
+        histogram::MIMOCORB2_SPEC,
         csv::CSV_SPEC,
         csv::DRAIN_SPEC,
         oscilloscope::SPEC,
@@ -93,12 +97,22 @@ pub fn functions() -> Vec<Function> {
             build: Build::Processor(|c| Ok(Box::new(pulses::Downsample::build(c)?))),
         },
         Function {
+            spec: peaks::PHA_SPEC,
+            build: Build::Processor(|c| Ok(Box::new(peaks::Pha::build(c)?))),
+        },
+        Function {
             spec: rate::RATE_SPEC,
             build: Build::Processor(|c| Ok(Box::new(rate::Rate::build(c)?))),
         },
         Function {
             spec: histogram::SPEC,
             build: Build::Exporter(|c| Ok(Box::new(histogram::HistogramExport::build(c)?))),
+        },
+        Function {
+            spec: histogram::MIMOCORB2_SPEC,
+            build: Build::Exporter(|c| {
+                Ok(Box::new(histogram::HistogramExport::build_mimocorb2(c)?))
+            }),
         },
         Function {
             spec: csv::CSV_SPEC,

@@ -26,7 +26,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
               dtype) and `metadata` (counter, timestamp, deadtime), chunked and compressed, \
               flushed in SWMR mode so h5py can read it during the run and after a crash.",
     sources: Arity::ONE,
-    sinks: Arity::NONE,
+    sinks: Arity::ANY,
     observes: Arity::NONE,
     keys: &[
         FILENAME.spec(),

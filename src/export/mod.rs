@@ -7,6 +7,7 @@
 //! - [`csv`]: a buffered CSV writer for feature records.
 //! - [`recover`]: makes the files of a run that did not finish (killed, power cut) open
 //!   everywhere, with equal `data` and `metadata`, and writes its summary.
+//! - [`mimo`]: mimoCoRB2's own data files and its `data.*` built-ins around them.
 //! - [`disk`]: free space under a run directory, watched while the run goes on.
 //! - [`mod@bench`]: the `daq-engine bench hdf5` measurement.
 //!
@@ -20,6 +21,7 @@ mod error;
 pub mod function;
 pub mod hdf5;
 mod inspect;
+pub mod mimo;
 mod raw;
 mod read;
 pub mod recover;

@@ -243,8 +243,8 @@ pub(crate) fn check(
         templates.insert(&w.name, spec.template);
         let errors_before = l.error_count();
         check_arity(l, w, spec);
-        if spec.template == Template::Filter {
-            check_filter_shapes(l, w, &buffers);
+        if matches!(spec.template, Template::Filter | Template::Exporter) {
+            check_copied_shapes(l, w, spec.template, &buffers);
         }
         check_config(l, w, spec, catalog.ignored_keys(function));
         if let Some(note) = catalog.note(function) {
@@ -446,7 +446,15 @@ fn check_arity(l: &mut Loader, w: &WorkerDraft, spec: &FunctionSpec) {
     }
 }
 
-fn check_filter_shapes(l: &mut Loader, w: &WorkerDraft, buffers: &HashMap<&str, &BufferDraft>) {
+/// A Filter copies its events to its sinks, and so does an Exporter given sinks (mimoCoRB2:
+/// "If provided with an identical sink events will be copied"): each sink must hold the
+/// source's records.
+fn check_copied_shapes(
+    l: &mut Loader,
+    w: &WorkerDraft,
+    template: Template,
+    buffers: &HashMap<&str, &BufferDraft>,
+) {
     let Some((src_name, _)) = w.sources.first() else {
         return;
     };
@@ -456,15 +464,26 @@ fn check_filter_shapes(l: &mut Loader, w: &WorkerDraft, buffers: &HashMap<&str, 
     for (s, at) in &w.sinks {
         if let Some(sink) = buffers.get(s.as_str()) {
             if !same_shape(src, sink) {
+                let (what, hint) = if template == Template::Exporter {
+                    (
+                        "an exporter: it passes every event of",
+                        "an exporter's sinks get its events unchanged (pass-through): they need the same data_dtype and data_length as its source",
+                    )
+                } else {
+                    (
+                        "a filter: it copies events from",
+                        "a Filter's sinks need the same data_dtype and data_length as its source (use a processor to change the shape)",
+                    )
+                };
                 l.error(
                     *at,
                     format!(
-                        "worker '{}' is a filter: it copies events from '{src_name}' ({}) unchanged, but sink '{s}' holds {}",
+                        "worker '{}' is {what} '{src_name}' ({}) unchanged, but sink '{s}' holds {}",
                         w.name,
                         shape(src),
                         shape(sink)
                     ),
-                    Some("a Filter's sinks need the same data_dtype and data_length as its source (use a processor to change the shape)".into()),
+                    Some(hint.into()),
                 );
             }
         }

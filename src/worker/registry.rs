@@ -81,6 +81,8 @@ pub struct Registry {
     checks: Vec<(&'static str, Check)>,
     /// The aliases added with [`Registry::add_alias`].
     aliases: Vec<&'static Alias>,
+    /// mimoCoRB2 config keys a built-in accepts and ignores, with why (besides aliases').
+    ignored: Vec<(&'static str, &'static [(&'static str, &'static str)])>,
 }
 
 impl Registry {
@@ -94,6 +96,18 @@ impl Registry {
     pub fn set_check(&mut self, name: &'static str, check: Check) {
         self.checks.retain(|(n, _)| *n != name);
         self.checks.push((name, check));
+    }
+
+    /// Sets the mimoCoRB2 config keys that built-in `name` accepts and ignores (keys a
+    /// config file shared with other mimoCoRB2 built-ins holds); [`Registry::add`] of a
+    /// function of that name later drops them.
+    pub fn set_ignored(
+        &mut self,
+        name: &'static str,
+        keys: &'static [(&'static str, &'static str)],
+    ) {
+        self.ignored.retain(|(n, _)| *n != name);
+        self.ignored.push((name, keys));
     }
 
     /// Whether function `name` has a check.
@@ -155,6 +169,7 @@ impl Registry {
         debug_assert_eq!(f.spec.template, f.build.template(), "{}", f.spec.name);
         self.functions.retain(|g| g.spec.name != f.spec.name);
         self.checks.retain(|(n, _)| *n != f.spec.name);
+        self.ignored.retain(|(n, _)| *n != f.spec.name);
         self.functions.push(f);
     }
 
@@ -201,7 +216,14 @@ impl Catalog for Registry {
     }
 
     fn ignored_keys(&self, function: &str) -> &[(&'static str, &'static str)] {
-        alias(self, function).map_or(&[], |a| a.ignored)
+        match alias(self, function) {
+            Some(a) => a.ignored,
+            None => self
+                .ignored
+                .iter()
+                .find(|(n, _)| *n == function)
+                .map_or(&[], |(_, keys)| keys),
+        }
     }
 
     fn note(&self, function: &str) -> Option<&'static str> {

@@ -1,0 +1,896 @@
+//! mimoCoRB2's own data files (`mimocorb2/functions/data.py`, "mimo files") and the three
+//! built-ins around them: `data.export` writes one, `data.simulate_importer` replays one paced
+//! by its timestamps, `data.clocked_importer` replays one at a fixed rate.
+//!
+//! # The format (mimoCoRB2 0.0.4, `mimoFile`)
+//! A Python pickle of the dict `{'version': 1, 'header': 'This is a mimoCoRB file',
+//! 'data_dtype': numpy.dtype, 'data_length': int, 'metadata_dtype': numpy.dtype,
+//! 'metadata_length': 1}`, then per event the data records (`data_length × itemsize` bytes,
+//! numpy's layout) followed by the metadata record (counter int64, timestamp float64,
+//! deadtime float64). `data.export` writes `<source buffer>.mimo` in the run directory; the
+//! header is pickle protocol 2 (numpy dtypes as numpy itself reduces them), which
+//! `pickle.load` and so mimoCoRB2's `mimoFile.from_file` read.
+//!
+//! Reading takes what Python writes (protocols 2 to 5: frames, memo, `STACK_GLOBAL`): a
+//! small pickle machine for the opcodes a dict of ints, strings and numpy dtypes uses, and
+//! nothing else (no object is ever constructed; an unknown opcode is an error).
+//!
+//! # The importers, as mimoCoRB2 runs them
+//! Both hand each event's data on; like mimoCoRB2's Importer the counter starts again at 0
+//! and the timestamp is the time of sending. `data.simulate_importer` keeps the recorded
+//! gaps between timestamps (measured from the first event, so delays do not add up; earlier
+//! timestamps than the last come at once, "bunches"); `data.clocked_importer` sends `rate`
+//! events per second, evenly (`uniform`) or with exponential gaps (`poisson`: a Poisson
+//! process of that rate — mimoCoRB2 slept `np.random.poisson(1/rate)` whole seconds, which
+//! is 0 s for most events at any rate above 1 Hz). A relative `filename` is looked up next
+//! to the setup file (mimoCoRB2: the working directory, usually the same).
+//!
+//! Guarantees: per event nothing is allocated (the readers and the writer are buffered,
+//! with buffers made in `build`); a file that ends inside a record ends the replay there, as
+//! mimoCoRB2's reader does; a header that does not match the sink is refused before the run.
+
+use crate::dtype::{Dtype, Metadata, Scalar};
+use crate::key;
+use crate::worker::{
+    Arity, Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec,
+    Importer, Key, Produced, Template, WorkerError,
+};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The header text mimoCoRB2 writes.
+const HEADER: &str = "This is a mimoCoRB file";
+
+/// A value of the pickle subset a mimo header uses.
+#[derive(Clone, Debug, PartialEq)]
+enum Py {
+    None,
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    Tuple(Vec<Py>),
+    Dict(Vec<(Py, Py)>),
+    /// `module.name`.
+    Global(String, String),
+    /// `class(*args)` with `__setstate__(state)`.
+    Object(Box<Py>, Box<Py>, Option<Box<Py>>),
+}
+
+/// Why a mimo file cannot be read.
+fn bad(what: impl std::fmt::Display) -> String {
+    format!("not a mimoCoRB2 data file as mimoCoRB2 0.0.4 writes it: {what}")
+}
+
+/// Runs the pickle at the start of `r`; returns the value and the bytes it took.
+fn unpickle(r: &mut impl Read) -> Result<(Py, usize), String> {
+    let mut stack: Vec<Py> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: Vec<Option<Py>> = Vec::new();
+    let mut used = 0usize;
+    let mut take = |n: usize, used: &mut usize| -> Result<Vec<u8>, String> {
+        if n > 1 << 20 {
+            return Err(bad("a pickle item larger than 1 MiB"));
+        }
+        let mut b = vec![0u8; n];
+        r.read_exact(&mut b)
+            .map_err(|e| bad(format!("header: {e}")))?;
+        *used += n;
+        Ok(b)
+    };
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x));
+    let pop = |stack: &mut Vec<Py>| stack.pop().ok_or_else(|| bad("pickle stack underflow"));
+    let since_mark = |stack: &mut Vec<Py>, marks: &mut Vec<usize>| -> Result<Vec<Py>, String> {
+        let m = marks.pop().ok_or_else(|| bad("pickle without its mark"))?;
+        if m > stack.len() {
+            return Err(bad("pickle mark past the stack"));
+        }
+        Ok(stack.split_off(m))
+    };
+    let put = |memo: &mut Vec<Option<Py>>, i: usize, v: Py| -> Result<(), String> {
+        if i > 1 << 16 {
+            return Err(bad("pickle memo index too large"));
+        }
+        if memo.len() <= i {
+            memo.resize(i + 1, None);
+        }
+        memo[i] = Some(v);
+        Ok(())
+    };
+    loop {
+        let op = take(1, &mut used)?[0];
+        match op {
+            0x80 => drop(take(1, &mut used)?),           // PROTO
+            0x95 => drop(take(8, &mut used)?),           // FRAME
+            b'.' => return Ok((pop(&mut stack)?, used)), // STOP
+            b'(' => marks.push(stack.len()),             // MARK
+            b'N' => stack.push(Py::None),
+            0x88 => stack.push(Py::Bool(true)),
+            0x89 => stack.push(Py::Bool(false)),
+            b'K' => {
+                let b = take(1, &mut used)?;
+                stack.push(Py::Int(i64::from(b[0])));
+            }
+            b'M' => {
+                let b = take(2, &mut used)?;
+                stack.push(Py::Int(le(&b) as i64));
+            }
+            b'J' => {
+                let b = take(4, &mut used)?;
+                stack.push(Py::Int(i64::from(le(&b) as u32 as i32)));
+            }
+            0x8c | b'X' | 0x8d => {
+                let width = match op {
+                    0x8c => 1,
+                    b'X' => 4,
+                    _ => 8,
+                };
+                let n = le(&take(width, &mut used)?) as usize;
+                let s = String::from_utf8(take(n, &mut used)?)
+                    .map_err(|_| bad("a pickled string is not UTF-8"))?;
+                stack.push(Py::Str(s));
+            }
+            b'c' => {
+                // GLOBAL: "module\nname\n".
+                let mut text = Vec::new();
+                let mut lines = 0;
+                while lines < 2 {
+                    let b = take(1, &mut used)?[0];
+                    if b == b'\n' {
+                        lines += 1;
+                    }
+                    text.push(b);
+                    if text.len() > 256 {
+                        return Err(bad("a pickled global name is too long"));
+                    }
+                }
+                let text = String::from_utf8_lossy(&text).into_owned();
+                let mut parts = text.split('\n');
+                let m = parts.next().unwrap_or_default().to_string();
+                let n = parts.next().unwrap_or_default().to_string();
+                stack.push(Py::Global(m, n));
+            }
+            0x93 => {
+                // STACK_GLOBAL
+                let (n, m) = (pop(&mut stack)?, pop(&mut stack)?);
+                match (m, n) {
+                    (Py::Str(m), Py::Str(n)) => stack.push(Py::Global(m, n)),
+                    _ => return Err(bad("STACK_GLOBAL without two names")),
+                }
+            }
+            b')' => stack.push(Py::Tuple(Vec::new())),
+            b't' => {
+                let items = since_mark(&mut stack, &mut marks)?;
+                stack.push(Py::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                if stack.len() < n {
+                    return Err(bad("pickle stack underflow"));
+                }
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Py::Tuple(items));
+            }
+            b'}' => stack.push(Py::Dict(Vec::new())),
+            b'u' | b's' => {
+                let items = if op == b'u' {
+                    since_mark(&mut stack, &mut marks)?
+                } else {
+                    let v = pop(&mut stack)?;
+                    let k = pop(&mut stack)?;
+                    vec![k, v]
+                };
+                if items.len() % 2 != 0 {
+                    return Err(bad("SETITEMS with an odd number of items"));
+                }
+                let Some(Py::Dict(d)) = stack.last_mut() else {
+                    return Err(bad("SETITEMS without a dict"));
+                };
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
+                }
+            }
+            b'R' => {
+                let args = pop(&mut stack)?;
+                let class = pop(&mut stack)?;
+                stack.push(Py::Object(Box::new(class), Box::new(args), None));
+            }
+            b'b' => {
+                let state = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Py::Object(_, _, s)) => *s = Some(Box::new(state)),
+                    _ => return Err(bad("BUILD without an object")),
+                }
+            }
+            0x94 => {
+                // MEMOIZE
+                let top = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| bad("MEMOIZE on nothing"))?;
+                let i = memo.len();
+                put(&mut memo, i, top)?;
+            }
+            b'q' | b'r' => {
+                let i = le(&take(if op == b'q' { 1 } else { 4 }, &mut used)?) as usize;
+                let top = stack.last().cloned().ok_or_else(|| bad("PUT on nothing"))?;
+                put(&mut memo, i, top)?;
+            }
+            b'h' | b'j' => {
+                let i = le(&take(if op == b'h' { 1 } else { 4 }, &mut used)?) as usize;
+                let v = memo
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| bad(format!("pickle memo {i} is empty")))?;
+                stack.push(v);
+            }
+            other => {
+                return Err(bad(format!(
+                    "pickle opcode 0x{other:02x} (not one a mimo header uses)"
+                )))
+            }
+        }
+    }
+}
+
+/// Our scalar type of a pickled numpy scalar dtype (type string and byte order).
+fn scalar_of(p: &Py) -> Result<Scalar, String> {
+    let Py::Object(class, args, state) = p else {
+        return Err(bad("a field type is not a numpy dtype"));
+    };
+    if !matches!(&**class, Py::Global(_, n) if n == "dtype") {
+        return Err(bad(format!("a field type is {class:?}, not numpy.dtype")));
+    }
+    let Py::Tuple(a) = &**args else {
+        return Err(bad("numpy.dtype without arguments"));
+    };
+    let Some(Py::Str(code)) = a.first() else {
+        return Err(bad("numpy.dtype without its type string"));
+    };
+    let order = match state.as_deref() {
+        Some(Py::Tuple(s)) => match s.get(1) {
+            Some(Py::Str(o)) if o == ">" => ">",
+            _ => "<",
+        },
+        _ => "<",
+    };
+    Scalar::parse(&format!("{order}{code}")).map_err(|e| bad(e.to_string()))
+}
+
+/// Our dtype of a pickled structured numpy dtype, checking numpy's offsets and size.
+fn dtype_of(p: &Py) -> Result<Dtype, String> {
+    let Py::Object(_, _, Some(state)) = p else {
+        return Err(bad("a dtype without its state"));
+    };
+    let Py::Tuple(s) = &**state else {
+        return Err(bad("a dtype's state is not a tuple"));
+    };
+    // numpy's state: (version, byte order, subarray, names, fields, itemsize, alignment, flags).
+    let (Some(Py::Tuple(names)), Some(Py::Dict(fields)), Some(Py::Int(size))) =
+        (s.get(3), s.get(4), s.get(5))
+    else {
+        return Err(bad(
+            "data_dtype is not a structured dtype (mimoCoRB2 buffers are)",
+        ));
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let Py::Str(name) = n else {
+            return Err(bad("a field name is not a string"));
+        };
+        let Some((_, Py::Tuple(f))) = fields.iter().find(|(k, _)| k == n) else {
+            return Err(bad(format!("field '{name}' has no type")));
+        };
+        let scalar = scalar_of(f.first().ok_or_else(|| bad("a field without type"))?)?;
+        let offset = match f.get(1) {
+            Some(Py::Int(o)) => *o,
+            _ => return Err(bad(format!("field '{name}' has no offset"))),
+        };
+        out.push((name.clone(), scalar, offset));
+    }
+    let d = Dtype::new(out.iter().map(|(n, s, _)| (n.clone(), *s))).map_err(bad)?;
+    for ((name, _, offset), f) in out.iter().zip(d.fields()) {
+        if *offset as usize != f.offset {
+            return Err(bad(format!(
+                "field '{name}' at byte {offset}: only packed records are read here"
+            )));
+        }
+    }
+    if *size as usize != d.record_size() {
+        return Err(bad(format!(
+            "records of {size} bytes with fields of {}: padded records are not read here",
+            d.record_size()
+        )));
+    }
+    Ok(d)
+}
+
+/// What a mimo file's header says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MimoHeader {
+    /// The records' type.
+    pub data_dtype: Dtype,
+    /// Records per event.
+    pub data_length: usize,
+    /// Bytes the pickle takes at the start of the file.
+    pub header_bytes: usize,
+}
+
+impl MimoHeader {
+    /// Reads the header at the start of `r`.
+    pub fn read(r: &mut impl Read) -> Result<MimoHeader, String> {
+        let (v, header_bytes) = unpickle(r)?;
+        let Py::Dict(d) = v else {
+            return Err(bad("the header is not a dict"));
+        };
+        let get = |k: &str| {
+            d.iter()
+                .find(|(key, _)| matches!(key, Py::Str(s) if s == k))
+                .map(|(_, v)| v)
+        };
+        let data_dtype = dtype_of(get("data_dtype").ok_or_else(|| bad("no data_dtype"))?)?;
+        let int = |k: &str| match get(k) {
+            Some(Py::Int(i)) if *i >= 0 => Ok(*i as usize),
+            _ => Err(bad(format!("no {k}"))),
+        };
+        let data_length = int("data_length")?;
+        let meta = dtype_of(get("metadata_dtype").ok_or_else(|| bad("no metadata_dtype"))?)?;
+        if meta != crate::dtype::metadata_dtype() || int("metadata_length")? != 1 {
+            return Err(bad(format!(
+                "metadata {meta} × {}, not mimoCoRB2's counter, timestamp, deadtime",
+                int("metadata_length")?
+            )));
+        }
+        Ok(MimoHeader {
+            data_dtype,
+            data_length,
+            header_bytes,
+        })
+    }
+
+    /// The header as data.export writes it (pickle protocol 2).
+    pub fn to_pickle(dtype: &Dtype, data_length: usize) -> Vec<u8> {
+        let mut p = vec![0x80, 2, b'}', b'('];
+        let s = |p: &mut Vec<u8>, s: &str| {
+            p.push(b'X');
+            p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            p.extend_from_slice(s.as_bytes());
+        };
+        let int = |p: &mut Vec<u8>, i: i32| {
+            p.push(b'J');
+            p.extend_from_slice(&i.to_le_bytes());
+        };
+        let scalar = |p: &mut Vec<u8>, x: Scalar| {
+            let full = x.numpy_str();
+            p.extend_from_slice(b"cnumpy\ndtype\n(");
+            s(p, &full[1..]);
+            p.extend_from_slice(&[0x89, 0x88, b't', b'R', b'(']);
+            int(p, 3);
+            s(p, &full[..1]);
+            p.extend_from_slice(b"NNN");
+            int(p, -1);
+            int(p, -1);
+            int(p, 0);
+            p.extend_from_slice(b"tb");
+        };
+        let structured = |p: &mut Vec<u8>, d: &Dtype| {
+            p.extend_from_slice(b"cnumpy\ndtype\n(");
+            s(p, &format!("V{}", d.record_size()));
+            p.extend_from_slice(&[0x89, 0x88, b't', b'R', b'(']);
+            int(p, 3);
+            s(p, "|");
+            p.extend_from_slice(b"N(");
+            for f in d.fields() {
+                s(p, &f.name);
+            }
+            p.extend_from_slice(b"t}(");
+            for f in d.fields() {
+                s(p, &f.name);
+                p.push(b'(');
+                scalar(p, f.scalar);
+                int(p, f.offset as i32);
+                p.push(b't');
+            }
+            p.push(b'u');
+            int(p, d.record_size() as i32);
+            int(p, 1);
+            int(p, 16);
+            p.extend_from_slice(b"tb");
+        };
+        s(&mut p, "version");
+        int(&mut p, 1);
+        s(&mut p, "header");
+        s(&mut p, HEADER);
+        s(&mut p, "data_dtype");
+        structured(&mut p, dtype);
+        s(&mut p, "data_length");
+        int(&mut p, data_length as i32);
+        s(&mut p, "metadata_dtype");
+        structured(&mut p, &crate::dtype::metadata_dtype());
+        s(&mut p, "metadata_length");
+        int(&mut p, 1);
+        p.extend_from_slice(b"u.");
+        p
+    }
+}
+
+fn meta_bytes(m: &Metadata) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&m.counter.to_le_bytes());
+    b[8..16].copy_from_slice(&m.timestamp.to_le_bytes());
+    b[16..].copy_from_slice(&m.deadtime.to_le_bytes());
+    b
+}
+
+fn meta_from(b: &[u8; 24]) -> Metadata {
+    let f = |r: std::ops::Range<usize>| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[r]);
+        a
+    };
+    Metadata {
+        counter: i64::from_le_bytes(f(0..8)),
+        timestamp: f64::from_le_bytes(f(8..16)),
+        deadtime: f64::from_le_bytes(f(16..24)),
+    }
+}
+
+/// A mimo file being read, event by event.
+pub struct MimoReader {
+    file: BufReader<File>,
+    /// Its header.
+    pub header: MimoHeader,
+    meta: [u8; 24],
+}
+
+impl MimoReader {
+    /// Opens `path` and reads its header.
+    pub fn open(path: &Path) -> Result<MimoReader, String> {
+        let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut file = BufReader::with_capacity(1 << 20, f);
+        let header = MimoHeader::read(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(MimoReader {
+            file,
+            header,
+            meta: [0; 24],
+        })
+    }
+
+    /// Reads the next event's data into `data` (its length: data_length × record size);
+    /// `None` at the end of the file (or a record cut short, as mimoCoRB2 stops there too).
+    pub fn next_into(&mut self, data: &mut [u8]) -> std::io::Result<Option<Metadata>> {
+        for buf in [data, &mut self.meta[..]] {
+            match self.file.read_exact(buf) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(meta_from(&self.meta)))
+    }
+}
+
+const FILENAME: Key<str> = key!(
+    "filename",
+    required,
+    "the mimo file to replay (data.export's <buffer>.mimo); relative to the setup file"
+);
+const RATE: Key<f64> = key!("rate", required, "events per second (> 0)");
+const DISTRIBUTION: Key<str> = key!(
+    "distribution",
+    "uniform",
+    "uniform (even gaps) or poisson (exponential gaps of mean 1/rate)"
+);
+const SEED: Key<u64> = key!("seed", 1, "random seed of the poisson gaps");
+
+/// The declaration of `data.export`.
+pub const EXPORT_SPEC: FunctionSpec = FunctionSpec {
+    name: "data.export",
+    template: Template::Exporter,
+    summary: "mimoCoRB2's data.export: writes every event of its source into <buffer>.mimo in \
+              the run directory, mimoCoRB2's own format (a pickled header with the numpy dtypes, \
+              then data and metadata bytes per event); events pass on unchanged to sinks of the \
+              source's shape.",
+    sources: Arity::ONE,
+    sinks: Arity::ANY,
+    observes: Arity::NONE,
+    keys: &[],
+};
+
+/// The declaration of `data.simulate_importer`.
+pub const SIMULATE_SPEC: FunctionSpec = FunctionSpec {
+    name: "data.simulate_importer",
+    template: Template::Importer,
+    summary: "mimoCoRB2's data.simulate_importer: replays a mimo file with the recorded gaps \
+              between its timestamps; new counter and timestamp, as mimoCoRB2's Importer sets.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[FILENAME.spec()],
+};
+
+/// The declaration of `data.clocked_importer`.
+pub const CLOCKED_SPEC: FunctionSpec = FunctionSpec {
+    name: "data.clocked_importer",
+    template: Template::Importer,
+    summary: "mimoCoRB2's data.clocked_importer: replays a mimo file at `rate` events per \
+              second, evenly or as a Poisson process; new counter and timestamp.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        FILENAME.spec(),
+        RATE.spec(),
+        DISTRIBUTION.spec(),
+        SEED.spec(),
+    ],
+};
+
+/// The three functions, for the registry, with their checks.
+pub fn functions() -> Vec<(Function, Check)> {
+    vec![
+        (
+            Function {
+                spec: EXPORT_SPEC,
+                build: Build::Exporter(|c| Ok(Box::new(MimoExport::build(c)?))),
+            },
+            Check::Config(|c| export_path(c).map(drop)),
+        ),
+        (
+            Function {
+                spec: SIMULATE_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(Replay::build(c, None)?))),
+            },
+            Check::Config(|c| open_for_sink(c).map(drop)),
+        ),
+        (
+            Function {
+                spec: CLOCKED_SPEC,
+                build: Build::Importer(|c| {
+                    let rate = clock(c)?;
+                    Ok(Box::new(Replay::build(c, Some(rate))?))
+                }),
+            },
+            Check::Config(|c| {
+                clock(c)?;
+                open_for_sink(c).map(drop)
+            }),
+        ),
+    ]
+}
+
+fn one<'a>(
+    ctx: &'a BuildContext,
+    side: &'a [crate::worker::BufferShape],
+    what: &str,
+) -> Result<&'a crate::worker::BufferShape, WorkerError> {
+    match side {
+        [b] => Ok(b),
+        _ => Err(WorkerError::Other(format!(
+            "worker '{}' needs exactly one {what} buffer, has {}",
+            ctx.worker,
+            side.len()
+        ))),
+    }
+}
+
+fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
+    let src = one(ctx, &ctx.sources, "source")?;
+    if ctx.process.1 > 1 {
+        return Err(WorkerError::Other(format!(
+            "worker '{}': data.export writes one file, <buffer>.mimo: give it \
+             number_of_processes: 1",
+            ctx.worker
+        )));
+    }
+    Ok(ctx.run_dir.join(format!("{}.mimo", src.name)))
+}
+
+/// `data.export`.
+pub struct MimoExport {
+    path: PathBuf,
+    file: BufWriter<File>,
+    /// Events the file held when this process took it over (an earlier process of this
+    /// worker in this run wrote them and failed).
+    earlier: u64,
+}
+
+impl MimoExport {
+    /// Creates `<buffer>.mimo` with its header; after a restart in the same run, goes on
+    /// after the last whole event of the file the earlier process wrote (never truncates it).
+    pub fn build(ctx: &BuildContext) -> Result<MimoExport, WorkerError> {
+        let path = export_path(ctx)?;
+        let src = one(ctx, &ctx.sources, "source")?;
+        let header = MimoHeader::to_pickle(&src.dtype, src.data_length);
+        let event = (src.data_length * src.dtype.record_size() + 24) as u64;
+        let io = |source| WorkerError::Io {
+            what: format!("opening {}", path.display()),
+            source,
+        };
+        let (file, earlier) = match std::fs::metadata(&path) {
+            Ok(m) if m.len() >= header.len() as u64 => {
+                let mut start = vec![0u8; header.len()];
+                File::open(&path)
+                    .and_then(|mut f| f.read_exact(&mut start))
+                    .map_err(io)?;
+                if start != header {
+                    return Err(WorkerError::Other(format!(
+                        "{} exists with another header: not this worker's file",
+                        path.display()
+                    )));
+                }
+                let events = (m.len() - header.len() as u64) / event;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io)?;
+                // An event cut by the earlier process's death is removed.
+                f.set_len(header.len() as u64 + events * event)
+                    .map_err(io)?;
+                let mut f = f;
+                use std::io::Seek;
+                f.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+                tracing::info!(
+                    "{}: resuming after {events} events written by an earlier process of this worker",
+                    path.display()
+                );
+                (f, events)
+            }
+            _ => {
+                let mut f = File::create(&path).map_err(io)?;
+                f.write_all(&header).map_err(io)?;
+                (f, 0)
+            }
+        };
+        Ok(MimoExport {
+            path,
+            file: BufWriter::with_capacity(1 << 20, file),
+            earlier,
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> WorkerError {
+        WorkerError::Io {
+            what: format!("writing {}", self.path.display()),
+            source,
+        }
+    }
+}
+
+impl Exporter for MimoExport {
+    fn kept_from_earlier(&self) -> Option<u64> {
+        Some(self.earlier)
+    }
+
+    fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
+        let r = self
+            .file
+            .write_all(event.data)
+            .and_then(|()| self.file.write_all(&meta_bytes(&event.meta)));
+        r.map_err(|e| self.io(e))
+    }
+
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        self.file.flush().map_err(|e| self.io(e))
+    }
+
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        let r = self
+            .file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_all());
+        r.map_err(|e| self.io(e))
+    }
+}
+
+/// Opens the configured file and checks it holds the sink's records.
+fn open_for_sink(ctx: &BuildContext) -> Result<MimoReader, WorkerError> {
+    let sink = one(ctx, &ctx.sinks, "sink")?;
+    let name = ctx.config.get(FILENAME)?;
+    let path = ctx.setup_dir.join(name);
+    let r = MimoReader::open(&path)
+        .map_err(|e| WorkerError::from(ctx.config.error(FILENAME.name, e)))?;
+    if r.header.data_dtype != sink.dtype || r.header.data_length != sink.data_length {
+        return Err(ctx
+            .config
+            .error(
+                FILENAME.name,
+                format!(
+                    "{} holds {} records of {} per event, but sink '{}' holds {} of {} \
+                     (mimoCoRB2: \"Data type mismatch\")",
+                    path.display(),
+                    r.header.data_length,
+                    r.header.data_dtype,
+                    sink.name,
+                    sink.data_length,
+                    sink.dtype
+                ),
+            )
+            .into());
+    }
+    Ok(r)
+}
+
+/// `data.clocked_importer`'s rate and distribution (true: poisson).
+fn clock(ctx: &BuildContext) -> Result<(f64, bool), WorkerError> {
+    let rate = ctx.config.get(RATE)?;
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err(ctx
+            .config
+            .error(RATE.name, format!("must be a number > 0, found {rate}"))
+            .into());
+    }
+    let poisson = match ctx.config.get(DISTRIBUTION)? {
+        "uniform" => false,
+        "poisson" => true,
+        other => {
+            return Err(ctx
+                .config
+                .error(
+                    DISTRIBUTION.name,
+                    format!("'{other}' is not one of: uniform, poisson"),
+                )
+                .into())
+        }
+    };
+    Ok((rate, poisson))
+}
+
+/// `data.simulate_importer` (no clock: the recorded timestamps) and `data.clocked_importer`.
+pub struct Replay {
+    reader: MimoReader,
+    /// Rate and whether the gaps are exponential.
+    clock: Option<(f64, bool)>,
+    rng: rand_xoshiro::Xoshiro256PlusPlus,
+    /// The event read and not sent yet.
+    pending: Option<Metadata>,
+    buf: Vec<u8>,
+    /// When the first event went, and its recorded timestamp.
+    start: Option<(Instant, f64)>,
+    /// Seconds after `start` the pending event is due.
+    due: f64,
+}
+
+impl Replay {
+    /// Opens the file (its records must be the sink's).
+    pub fn build(ctx: &BuildContext, clock: Option<(f64, bool)>) -> Result<Replay, WorkerError> {
+        use rand::SeedableRng;
+        let reader = open_for_sink(ctx)?;
+        let size = reader.header.data_length * reader.header.data_dtype.record_size();
+        Ok(Replay {
+            reader,
+            clock,
+            rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(ctx.config.get(SEED)?),
+            pending: None,
+            buf: vec![0; size],
+            start: None,
+            due: 0.0,
+        })
+    }
+}
+
+impl Importer for Replay {
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.pending.is_none() {
+            let Some(m) = self
+                .reader
+                .next_into(&mut self.buf)
+                .map_err(|e| WorkerError::Other(format!("reading the mimo file: {e}")))?
+            else {
+                return Ok(Produced::End);
+            };
+            match (self.start, self.clock) {
+                (None, _) => self.due = 0.0,
+                (Some((_, t0)), None) => self.due = m.timestamp - t0,
+                (Some(_), Some((rate, poisson))) => {
+                    self.due += if poisson {
+                        use rand::Rng;
+                        let u: f64 = self.rng.random();
+                        -(1.0 - u).ln() / rate
+                    } else {
+                        1.0 / rate
+                    };
+                }
+            }
+            self.pending = Some(m);
+        }
+        let Some(m) = self.pending else {
+            return Ok(Produced::Idle);
+        };
+        let (t0, _) = *self.start.get_or_insert((Instant::now(), m.timestamp));
+        let wait = self.due - t0.elapsed().as_secs_f64();
+        if wait > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(wait.min(0.1)));
+            if wait > 0.1 {
+                return Ok(Produced::Idle);
+            }
+        }
+        if out.data.len() != self.buf.len() {
+            return Err(WorkerError::Other(format!(
+                "sink slot has {} bytes, the mimo file's events {}",
+                out.data.len(),
+                self.buf.len()
+            )));
+        }
+        out.data.copy_from_slice(&self.buf);
+        out.meta.timestamp = crate::clock::wall_clock();
+        self.pending = None;
+        Ok(Produced::Event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restarted data.export goes on with the file of its earlier process: it truncated it
+    /// (File::create), losing every event written before the failure.
+    #[test]
+    fn a_restarted_export_keeps_the_events_of_its_earlier_process() {
+        let dir = std::env::temp_dir().join(format!("daq-mimo-restart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shape = crate::worker::BufferShape {
+            name: "raw".into(),
+            dtype: Dtype::parse([("a", "i2")]).unwrap(),
+            data_length: 3,
+        };
+        let mut ctx = BuildContext::for_test("export", serde_json::json!({}), vec![shape], vec![]);
+        ctx.run_dir = dir.clone();
+        let dtype = ctx.sources[0].dtype.clone();
+        let data = [1u8, 0, 2, 0, 3, 0];
+        let event = |counter| EventRef {
+            data: &data,
+            meta: Metadata {
+                counter,
+                ..Metadata::default()
+            },
+            dtype: &dtype,
+        };
+        let mut first = MimoExport::build(&ctx).unwrap();
+        assert_eq!(first.kept_from_earlier(), Some(0));
+        for c in 0..5 {
+            first.consume(&event(c)).unwrap();
+        }
+        first.finish().unwrap();
+        drop(first);
+        // The earlier process died inside an event: half of one more is in the file.
+        let path = dir.join("raw.mimo");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&[9, 9, 9]).unwrap();
+        drop(f);
+        let mut second = MimoExport::build(&ctx).unwrap();
+        assert_eq!(second.kept_from_earlier(), Some(5));
+        second.consume(&event(5)).unwrap();
+        second.finish().unwrap();
+        let mut r = MimoReader::open(&path).unwrap();
+        let mut buf = [0u8; 6];
+        let mut counters = Vec::new();
+        while let Some(m) = r.next_into(&mut buf).unwrap() {
+            assert_eq!(buf, data);
+            counters.push(m.counter);
+        }
+        assert_eq!(counters, [0, 1, 2, 3, 4, 5]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn our_header_reads_back() {
+        let d = Dtype::parse([("ch0", "f4"), ("n", "u1"), ("t", "i8")]).unwrap();
+        let p = MimoHeader::to_pickle(&d, 16);
+        let mut r = &p[..];
+        let h = MimoHeader::read(&mut r).unwrap();
+        assert_eq!(h.data_dtype, d);
+        assert_eq!(h.data_length, 16);
+        assert_eq!(h.header_bytes, p.len());
+        // Cut anywhere, it is an error, never a panic.
+        for n in 0..p.len() {
+            assert!(MimoHeader::read(&mut &p[..n]).is_err());
+        }
+    }
+}

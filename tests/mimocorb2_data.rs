@@ -1,0 +1,199 @@
+//! mimoCoRB2's `data.*` built-ins run by the real binary: `data.export` writes mimoCoRB2's
+//! own file format (read back by mimoCoRB2's reading code under Python), and
+//! `data.simulate_importer` / `data.clocked_importer` replay such files — ours and one
+//! written by Python's pickle the way mimoCoRB2 writes it — into a pipeline, every event's
+//! data unchanged.
+
+use daq_engine::export::mimo::MimoReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+mod runs;
+use runs::{books_balance, finish, finish_within, Dir};
+
+const DTYPE: &str = "{ch0: float32, ch1: int16, flag: uint8}";
+
+/// Runs `tests/setups/mimocorb2_builtins/data_<name>.yaml` in `dir`; (exit code, output,
+/// run directory).
+fn run(dir: &Dir, name: &str) -> (i32, String, Option<PathBuf>) {
+    let target = format!("runs_{name}");
+    let file = format!("data_{name}.yaml");
+    let setup = dir.0.join(&file);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/setups/mimocorb2_builtins")
+            .join(&file),
+        &setup,
+    )
+    .unwrap();
+    let child = Command::new(EXE)
+        .arg(&setup)
+        .arg("--no-tui")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, out) = finish_within(child, Duration::from_secs(120));
+    let run = std::fs::read_dir(dir.0.join(&target))
+        .ok()
+        .and_then(|mut d| d.next())
+        .map(|e| e.unwrap().path());
+    (code, out, run)
+}
+
+/// Every event of a mimo file: (data bytes, counter, timestamp).
+fn events(path: &Path) -> Vec<(Vec<u8>, i64, f64)> {
+    let mut r = MimoReader::open(path).unwrap();
+    let size = r.header.data_length * r.header.data_dtype.record_size();
+    let mut out = Vec::new();
+    loop {
+        let mut data = vec![0u8; size];
+        match r.next_into(&mut data).unwrap() {
+            Some(m) => out.push((data, m.counter, m.timestamp)),
+            None => return out,
+        }
+    }
+}
+
+/// mimoCoRB2 0.0.4's `mimoFile.from_file` and `read_data`, as it reads a file.
+const MIMOCORB2_READ: &str = r#"
+import pickle, sys, numpy as np
+with open(sys.argv[1], "rb") as f:
+    info = pickle.load(f)
+    assert info["header"] == "This is a mimoCoRB file" and info["version"] == 1, info
+    dt, n, md = info["data_dtype"], info["data_length"], info["metadata_dtype"]
+    assert dt == np.dtype([("ch0", "<f4"), ("ch1", "<i2"), ("flag", "u1")]), dt
+    assert md == np.dtype([("counter", "<i8"), ("timestamp", "<f8"), ("deadtime", "<f8")]), md
+    assert info["metadata_length"] == 1
+    count = 0
+    while True:
+        d, m = f.read(dt.itemsize * n), f.read(md.itemsize)
+        if not d or not m:
+            break
+        assert np.frombuffer(m, dtype=md)["counter"][0] == count
+        count += 1
+print(count)
+"#;
+
+/// mimoCoRB2 0.0.4's `mimoFile.from_buffer_object` and `write_data`, writing 300 events.
+const MIMOCORB2_WRITE: &str = r#"
+import pickle, sys, numpy as np
+dt = np.dtype([("ch0", "<f4"), ("ch1", "<i2"), ("flag", "u1")])
+md = np.dtype([("counter", "<i8"), ("timestamp", "<f8"), ("deadtime", "<f8")])
+info = {"version": 1, "header": "This is a mimoCoRB file", "data_dtype": dt, "data_length": 32,
+        "metadata_dtype": md, "metadata_length": 1}
+with open(sys.argv[1], "wb") as f:
+    pickle.dump(info, f)
+rng = np.random.default_rng(3)
+with open(sys.argv[1], "ab") as f:
+    for i in range(300):
+        d = np.zeros(32, dt)
+        d["ch0"] = rng.normal(size=32)
+        d["ch1"] = i
+        d["flag"] = i % 7
+        m = np.zeros(1, md)
+        m["counter"] = i
+        m["timestamp"] = 1000 + i * 0.001
+        f.write(d.tobytes())
+        f.write(m.tobytes())
+"#;
+
+#[test]
+fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
+    let dir = Dir::new("m2data");
+    // Record: data.export with a pass-through sink.
+    let (code, out, rec) = run(&dir, "record");
+    assert_eq!(code, 0, "{out}");
+    let rec = rec.unwrap();
+    let summary = books_balance(&rec);
+    assert_eq!(summary["events"]["passed"], 500);
+    let recorded = events(&rec.join("raw.mimo"));
+    assert_eq!(recorded.len(), 500);
+    assert!(recorded.iter().enumerate().all(|(i, e)| e.1 == i as i64));
+    std::fs::copy(rec.join("raw.mimo"), dir.0.join("recorded.mimo")).unwrap();
+
+    // Replay it paced by its timestamps, and record the replay the same way.
+    let (code, out, rep) = run(&dir, "replay");
+    assert_eq!(code, 0, "{out}");
+    let replayed = events(&rep.unwrap().join("raw.mimo"));
+    assert_eq!(replayed.len(), recorded.len());
+    for (i, (a, b)) in recorded.iter().zip(&replayed).enumerate() {
+        assert_eq!(a.0, b.0, "event {i}: the data changed");
+        assert_eq!(b.1, i as i64, "a new counter, as mimoCoRB2's Importer sets");
+    }
+    // Paced: the replay took at least the recorded span (a lower bound: load only adds).
+    let span = |e: &[(Vec<u8>, i64, f64)]| e[e.len() - 1].2 - e[0].2;
+    assert!(span(&recorded) > 0.2, "{}", span(&recorded));
+    assert!(
+        span(&replayed) >= 0.95 * span(&recorded),
+        "replayed in {} s, recorded over {} s",
+        span(&replayed),
+        span(&recorded)
+    );
+
+    let Ok(py) = std::env::var("DAQ_PYTHON") else {
+        println!("SKIPPED the Python part: set DAQ_PYTHON to a Python with numpy");
+        return;
+    };
+    // mimoCoRB2's reader takes our file.
+    let o = Command::new(&py)
+        .args(["-c", MIMOCORB2_READ])
+        .arg(rec.join("raw.mimo"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "500");
+    // A file mimoCoRB2 wrote (pickle protocol 4 or 5) replays at a fixed rate.
+    let written = dir.0.join("python.mimo");
+    let o = Command::new(&py)
+        .args(["-c", MIMOCORB2_WRITE])
+        .arg(&written)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, out, clocked) = run(&dir, "clocked");
+    assert_eq!(code, 0, "{out}");
+    let original = events(&written);
+    let replayed = events(&clocked.unwrap().join("raw.mimo"));
+    assert_eq!(original.len(), 300);
+    assert_eq!(replayed.len(), 300);
+    assert!(original.iter().zip(&replayed).all(|(a, b)| a.0 == b.0));
+    assert!(span(&replayed) >= 0.95 * 0.299, "{}", span(&replayed));
+}
+
+#[test]
+fn a_mimo_file_of_other_records_is_refused_before_the_run() {
+    let dir = Dir::new("m2datamismatch");
+    let (code, out, rec) = run(&dir, "record");
+    assert_eq!(code, 0, "{out}");
+    std::fs::copy(rec.unwrap().join("raw.mimo"), dir.0.join("recorded.mimo")).unwrap();
+    let text = format!(
+        "target_directory: other\nBuffers:\n  raw: {{slot_count: 8, data_length: 16, data_dtype: {DTYPE}}}\nWorkers:\n  replay: {{function: data.simulate_importer, sinks: [raw], config: {{filename: recorded.mimo}}}}\n  drain: {{function: exporters.drain, sources: [raw]}}\n"
+    );
+    let setup = dir.write("other.yaml", &text);
+    let o = Command::new(EXE)
+        .arg("check")
+        .arg(&setup)
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, out) = finish(o);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("other.yaml:5:79: error:")
+            && out.contains("holds 32 records of {ch0: float32, ch1: int16, flag: uint8} per event, but sink 'raw' holds 16"),
+        "{out}"
+    );
+    assert!(
+        !dir.0.join("other").exists(),
+        "no run directory for a refused setup"
+    );
+}
