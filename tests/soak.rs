@@ -196,6 +196,31 @@ struct Faults {
     unplugged: u64,
 }
 
+/// Ends a run the harness started if the harness fails first (a panic): left running, a soak's
+/// engine writes on (4 MB/s) until the disk is full. Its workers end with it.
+struct StopOnPanic(u32);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            signal(self.0, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Fills the disk of `path` with a file there, at most `limit` bytes (the small disk's
+/// size and more; never more, should the tmpfs not be there).
+fn fill_with_ballast(path: &Path, limit: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = [0u8; 65536];
+    let mut written = 0;
+    while written < limit && f.write_all(&block).is_ok() {
+        written += block.len();
+    }
+    let _ = f.write_all(&block[..4096]);
+}
+
 /// What the small disk's runs did.
 #[derive(Default, Debug)]
 struct SmallDiskRuns {
@@ -261,6 +286,7 @@ fn small_disk_runs(dir: &Path, stop: &AtomicBool) -> Option<SmallDiskRuns> {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let _guard = StopOnPanic(child.id());
         let t0 = Instant::now();
         let run = loop {
             let found = std::fs::read_dir(&mount)
@@ -280,12 +306,7 @@ fn small_disk_runs(dir: &Path, stop: &AtomicBool) -> Option<SmallDiskRuns> {
         if ballast {
             std::thread::sleep(Duration::from_millis(1000));
             let path = mount.join("ballast");
-            {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&path).unwrap();
-                while f.write_all(&[0u8; 65536]).is_ok() {}
-                let _ = f.write_all(&[0u8; 4096]);
-            }
+            fill_with_ballast(&path, 32 << 20);
             std::thread::sleep(Duration::from_millis(1500));
             std::fs::remove_file(&path).unwrap();
         }
@@ -372,6 +393,7 @@ fn faults_keep_the_books_and_the_files_whole() {
         .spawn()
         .unwrap();
     let supervisor = child.id();
+    let _guard = StopOnPanic(supervisor);
     let runs = dir.join("runs");
     let t0 = Instant::now();
     let run = loop {
