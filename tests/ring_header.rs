@@ -5,7 +5,10 @@
 //! live creator is refused.
 //!
 //! The byte offsets below are the ring file format (layout version 2, `#[repr(C)] Header`
-//! in src/ring/mod.rs); a layout change bumps the version and must update them.
+//! in src/ring/layout.rs); a layout change bumps the version and must update them. The
+//! field types of issue 14 use bytes that were zero before (FieldEntry's padding, a table
+//! after `capacity` inside the first page), zero meaning what it meant: a plain
+//! little-endian number; so the version stays 2.
 
 use daq_engine::dtype::Dtype;
 use daq_engine::ring::{AttachError, CreateError, Policy, Ring, RingSpec, LAYOUT_VERSION};
@@ -407,6 +410,36 @@ fn every_field_type_round_trips_through_the_header() {
             "{field}: {other}"
         );
     }
+}
+
+/// A plain-number dtype writes the header bytes older versions wrote: byte order, ndim and
+/// the field-extension table all zero (so an older header means what it meant, and an older
+/// reader's schema hash check still matches a plain ring).
+#[test]
+fn plain_dtypes_write_the_header_bytes_older_versions_wrote() {
+    let b = valid_bytes_with(
+        &Dtype::parse([("a", "f4"), ("b", "<i2"), ("c", "=u8")]).unwrap(),
+        4,
+        vec![1],
+    );
+    for k in 0..3 {
+        let e = OFF_FIELDS + k * FIELD_ENTRY;
+        assert_eq!(&b[e + 33..e + 36], &[0, 0, 0], "field {k}");
+    }
+    assert!(b[OFF_FIELD_EXT..OFF_FIELD_EXT + 64 * FIELD_EXT]
+        .iter()
+        .all(|&x| x == 0));
+    // And the other kinds do not: the extension says what the code alone cannot.
+    let b = valid_bytes_with(
+        &Dtype::parse([("s", "S4"), ("v", "(2,3)>f4")]).unwrap(),
+        4,
+        vec![1],
+    );
+    assert_eq!(&b[OFF_FIELD_EXT..OFF_FIELD_EXT + 4], &4u32.to_le_bytes());
+    let v = OFF_FIELDS + FIELD_ENTRY;
+    assert_eq!(&b[v + 33..v + 35], &[1, 2]);
+    let x = OFF_FIELD_EXT + FIELD_EXT;
+    assert_eq!(&b[x + 4..x + 12], &[2, 0, 0, 0, 3, 0, 0, 0]);
 }
 
 #[test]
