@@ -493,9 +493,16 @@ fn parse_base(e: &str) -> Result<Base, Option<DtypeError>> {
                     .find_map(|p| e.strip_prefix(p))
                     .map(|n| n.parse::<u32>().ok().filter(|&n| n > 0).ok_or(()))
             };
-            if let Some(n) = string(&["bytes", "S", "a"]) {
+            if matches!(
+                e,
+                "str" | "str_" | "unicode" | "unicode_" | "bytes" | "bytes_"
+            ) {
+                // numpy makes these 0-byte fields.
+                return Err(Some(DtypeError::NoLength(e.to_string())));
+            }
+            if let Some(n) = string(&["S", "a"]) {
                 Base::Bytes(n.map_err(|_| Some(DtypeError::NoLength(e.to_string())))?)
-            } else if let Some(n) = string(&["str", "unicode", "U"]) {
+            } else if let Some(n) = string(&["U"]) {
                 Base::Unicode(n.map_err(|_| Some(DtypeError::NoLength(e.to_string())))?)
             } else {
                 Base::Num(scalar_name(e).ok_or(None)?)
