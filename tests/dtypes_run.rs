@@ -281,6 +281,10 @@ fn the_issue_setup_checks_runs_and_reads_back_in_h5py() {
         "{}",
         &lines[..100]
     );
+    // Our own reader (recover, inspect) rebuilds the same dtype from the file's types.
+    let back = daq_engine::export::read_buffer(run.join("copied.h5"), "copied").unwrap();
+    assert_eq!(back.dtype, dtype);
+    assert_eq!(back.data, expected_events(&dtype, 16, n));
     h5py_check(&dir, &run, &dtype, false, n);
     let _ = std::fs::remove_dir_all(&dir);
 }
