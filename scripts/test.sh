@@ -11,6 +11,8 @@ cargo fmt --all -- --check
 step "lint"
 scripts/layers.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Broken or private intra-doc links: the reference is read with `cargo doc`.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 # The Python package's crate, checked in the main target directory: without maturin's
 # PYO3_BUILD_EXTENSION_MODULE its pyo3 is the main workspace's, so nothing is built twice.
 cargo fmt --manifest-path python/daq_engine/Cargo.toml -- --check

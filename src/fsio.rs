@@ -24,6 +24,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     r
 }
 
+/// True for the errors of a full disk: no space left (ENOSPC) or the quota reached (EDQUOT).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Runs `write` until it succeeds or fails for another reason than a full disk. A disk may be
+/// full for a moment only (another program's temporary file): on a full disk `write` is tried
+/// again every half second for up to `wait`, as long as `give_up()` says no; `waiting` is
+/// called once, at the first full-disk failure, so the caller can say what it waits for.
+pub fn retry_while_full(
+    wait: std::time::Duration,
+    give_up: &dyn Fn() -> bool,
+    waiting: &mut dyn FnMut(),
+    write: &mut dyn FnMut() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match write() {
+            Err(e) if is_disk_full(&e) && t0.elapsed() < wait && !give_up() => {
+                if !said {
+                    said = true;
+                    waiting();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Writes `bytes` to `path` by a rename: into `<path>.tmp` in the same directory, then renamed
 /// over `path`, so a reader never sees a half-written file. Not synced (the result files of
 /// workers, rewritten often); see [`write_atomic`] for the synced form.

@@ -13,12 +13,20 @@ impl Registry {
             .into_iter()
             .chain(crate::analysis::functions())
             .chain(crate::devices::functions())
-            .chain([Function {
-                spec: crate::export::function::SPEC,
-                build: Build::Exporter(|c| {
-                    Ok(Box::new(crate::export::function::Hdf5Export::build(c)?))
-                }),
-            }])
+            .chain([
+                Function {
+                    spec: crate::export::function::SPEC,
+                    build: Build::Exporter(|c| {
+                        Ok(Box::new(crate::export::function::Hdf5Export::build(c)?))
+                    }),
+                },
+                Function {
+                    spec: crate::export::replay::SPEC,
+                    build: Build::Importer(|c| {
+                        Ok(Box::new(crate::export::replay::Replay::build(c)?))
+                    }),
+                },
+            ])
         {
             r.add(f);
         }
@@ -49,7 +57,7 @@ impl Registry {
 }
 
 /// mimoCoRB2 0.0.4's built-ins (`mimocorb2/functions/*.py`) that one of ours runs as they are.
-pub static MIMOCORB2_ALIASES: [Alias; 3] = [
+pub static MIMOCORB2_ALIASES: [Alias; 4] = [
     Alias {
         name: "exporters.drain",
         target: "export.drain",
@@ -95,6 +103,16 @@ pub static MIMOCORB2_ALIASES: [Alias; 3] = [
             "no matplotlib window opens: the traces are shown on the terminal dashboard and the web page, and written to oscilloscope_<worker>.json",
         ),
     },
+    Alias {
+        name: "importers.redpitaya.waveform",
+        target: "device.redpitaya",
+        summary: "mimoCoRB2's importers.redpitaya.waveform, run by device.redpitaya: traces \
+                  {IN1: int16, IN2: int16} from a Red Pitaya's MCPHA server, streamed set_size \
+                  at a time; its keys ip, sample_rate and number_of_samples_before_trigger \
+                  are read as address, decimation and pretrigger.",
+        ignored: &[],
+        note: None,
+    },
 ];
 
 /// The check of every built-in function.
@@ -127,6 +145,10 @@ fn builtin_checks() -> Vec<(&'static str, Check)> {
         (
             crate::analysis::csv::CSV_SPEC.name,
             Check::Config(crate::analysis::csv::check),
+        ),
+        (
+            crate::export::replay::SPEC.name,
+            Check::Config(crate::export::replay::check),
         ),
     ]);
     checks.extend(crate::devices::checks());

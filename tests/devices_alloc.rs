@@ -1,6 +1,7 @@
-//! The device importer allocates nothing per event: a CosmicWatch on a pty read through
-//! `DeviceImporter::next`, counting allocations made by the reading thread only (the
-//! simulator runs in its own thread and may allocate as it likes).
+//! The device importer allocates nothing per event: a CosmicWatch on a pty and the Red
+//! Pitaya's MCPHA and SCPI drivers over loopback TCP, read through `DeviceImporter::next`,
+//! counting allocations made by the reading thread only (the simulators run in their own
+//! threads and may allocate as they like).
 
 use daq_drivers::cosmicwatch::{self, CosmicWatchConfig, CosmicWatchSimConfig};
 use daq_engine::devices::DeviceImporter;
@@ -93,4 +94,85 @@ fn reading_events_allocates_nothing() {
         0,
         "allocations while reading 200 events"
     );
+}
+
+/// Reads 20 events to warm up, then counts the allocations of this thread over `n` more
+/// events from `source` (records of `dtype`).
+fn allocations_reading(source: Box<dyn daq_drivers::Source>, dtype: &Dtype, n: u64) -> u64 {
+    let mut data = vec![0u8; source.layout().event_size()];
+    let mut imp = DeviceImporter::new("device.redpitaya", "rp", source, Vec::new(), true).unwrap();
+    let mut meta = Metadata::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut read = |imp: &mut DeviceImporter, n: u64| {
+        let target = imp.events() + n;
+        while imp.events() < target {
+            assert!(Instant::now() < deadline, "simulator too slow");
+            let mut ev = EventMut {
+                data: &mut data,
+                meta: &mut meta,
+                dtype,
+            };
+            let p = imp.next(&mut ev).unwrap();
+            assert_ne!(p, Produced::End);
+        }
+    };
+    read(&mut imp, 20);
+    COUNT.with(|c| c.set(0));
+    COUNTING.with(|c| c.set(true));
+    read(&mut imp, n);
+    COUNTING.with(|c| c.set(false));
+    COUNT.with(|c| c.get())
+}
+
+/// Both Red Pitaya transports read traces into the slot without allocating: the MCPHA
+/// stream (code 31 sets, the dropped tail) and SCPI (arm, polls, two binary blocks).
+#[test]
+fn red_pitaya_traces_allocate_nothing_per_event() {
+    use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
+    use daq_drivers::redpitaya::{
+        self, McphaConfig, McphaMode, McphaSimConfig, SimMcpha, TraceAcquisition,
+    };
+    let dtype = Dtype::parse([("IN1", "i2"), ("IN2", "i2")]).unwrap();
+    let sim = SimMcpha::start(McphaSimConfig {
+        paced: false,
+        transcript: false,
+        ..McphaSimConfig::default()
+    })
+    .unwrap();
+    let m = redpitaya::open(McphaConfig {
+        address: sim.addr().to_string(),
+        ..McphaConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        allocations_reading(Box::new(m), &dtype, 300),
+        0,
+        "mcpha stream"
+    );
+    // The upstream way: a status request per poll, then the trace.
+    let m = redpitaya::open(McphaConfig {
+        address: sim.addr().to_string(),
+        mode: McphaMode::Traces(TraceAcquisition::Poll {
+            poll: Duration::from_millis(1),
+        }),
+        ..McphaConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        allocations_reading(Box::new(m), &dtype, 100),
+        0,
+        "mcpha poll"
+    );
+    let sim = SimScpi::start(ScpiSimConfig {
+        paced: false,
+        transcript: false,
+        ..ScpiSimConfig::default()
+    })
+    .unwrap();
+    let s = scpi::open_scpi(ScpiConfig {
+        address: sim.addr().to_string(),
+        ..ScpiConfig::default()
+    })
+    .unwrap();
+    assert_eq!(allocations_reading(Box::new(s), &dtype, 100), 0, "scpi");
 }

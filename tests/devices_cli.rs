@@ -112,6 +112,7 @@ fn every_device_function_takes_simulate_and_every_setup_checks() {
         "device.picoscope",
         "device.hantek6022",
         "device.drs4",
+        "device.redpitaya",
     ] {
         let out = Command::new(EXE).args(["functions", f]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -129,6 +130,8 @@ fn every_device_function_takes_simulate_and_every_setup_checks() {
         "picoscope_muon",
         "hantek6022",
         "drs4_sipm",
+        "redpitaya_spectroscopy",
+        "redpitaya_scpi",
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("setups")

@@ -1,7 +1,9 @@
 //! Fault-injection soak (issue 12): the demo's pipeline, a CosmicWatch on a real pty and a
 //! simulated USB scope run while this harness kills workers with SIGKILL (they restart),
 //! stops them with SIGSTOP/SIGCONT, injects garbage lines into the detector's stream and
-//! unplugs it. At the end, after a clean stop: the books balance for every buffer and
+//! unplugs it. Beside it, runs of their own fill a small tmpfs one after another: in turn
+//! by themselves up to the disk reserve, and suddenly, by a file of the harness that takes
+//! all the space for a moment. At the end, after a clean stop: the books balance for every buffer and
 //! reader (nothing silently lost), every HDF5 file opens with plain h5py with equal data and
 //! metadata lengths, the detector's file holds exactly what its exporter was delivered, the
 //! bad lines are counted, and no ring file, process or mount of the run is left.
@@ -16,10 +18,10 @@ use daq_drivers::cosmicwatch::{CosmicWatchGen, CosmicWatchSimConfig, SimVersion}
 use daq_drivers::serial::{SimulatedDevice, SimulatorHandle};
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
-use runs::{books_balance, finish_within, h5py_rows, processes_with};
+use runs::{books_balance, disk_filling_setup, finish_within, h5py_rows, processes_with};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -194,6 +196,136 @@ struct Faults {
     unplugged: u64,
 }
 
+/// What the small disk's runs did.
+#[derive(Default, Debug)]
+struct SmallDiskRuns {
+    /// Runs stopped by the disk reserve as the files grew.
+    by_reserve: u64,
+    /// Runs whose disk a file of the harness filled to the last byte for 1.5 s.
+    by_ballast: u64,
+    /// Of these, runs that the exporter's write failure ended (exit 1) before the disk watch
+    /// stopped them.
+    ended_by_the_exporter: u64,
+    /// Events produced over all of them.
+    events: u64,
+    /// Of these, lost and counted.
+    lost: u64,
+}
+
+/// Runs of their own on a 24 MiB tmpfs under `dir`, one after another until `stop`: every
+/// second one is filled suddenly by a ballast file (the exporter meets ENOSPC) which goes
+/// away 1.5 s later; the others run until the disk reserve stops them. Each run is checked
+/// as it ends: summary.json written, the books balance, the file opens with plain h5py
+/// with equal data and metadata holding what the exporter was delivered, nothing left.
+fn small_disk_runs(dir: &Path, stop: &AtomicBool) -> Option<SmallDiskRuns> {
+    let mount = dir.join("small-disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        &mount,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=24m"),
+    ) {
+        eprintln!("SKIPPED the small disk: cannot mount a tmpfs ({e}); run as root");
+        return None;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(&mount);
+    let setup_path = dir.join("small-disk.yaml");
+    std::fs::write(
+        &setup_path,
+        disk_filling_setup(&mount, 6, "flush_interval: 0.2"),
+    )
+    .unwrap();
+    let mut done = SmallDiskRuns::default();
+    for cycle in 0u64.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        for e in std::fs::read_dir(&mount).unwrap().flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+        let ballast = cycle % 2 == 1;
+        let child = Command::new(EXE)
+            .arg(&setup_path)
+            .args(["--no-tui", "--quiet"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let run = loop {
+            let found = std::fs::read_dir(&mount)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.join("raw.h5").exists());
+            if let Some(run) = found {
+                break run;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "small disk: no run file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if ballast {
+            std::thread::sleep(Duration::from_millis(1000));
+            let path = mount.join("ballast");
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&path).unwrap();
+                while f.write_all(&[0u8; 65536]).is_ok() {}
+                let _ = f.write_all(&[0u8; 4096]);
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            std::fs::remove_file(&path).unwrap();
+        }
+        let (code, text) = finish_within(child, Duration::from_secs(120));
+        let summary = books_balance(&run);
+        if ballast {
+            // The exporter that met the full disk ends the run (exit 1) unless the disk
+            // watch stopped it first (exit 0); either way the summary is there.
+            assert!(code == 0 || code == 1, "small disk: exit {code}\n{text}");
+            done.by_ballast += 1;
+            done.ended_by_the_exporter += u64::from(code == 1);
+        } else {
+            assert_eq!(code, 0, "small disk: {text}");
+            assert!(text.contains("disk almost full"), "{text}");
+            done.by_reserve += 1;
+        }
+        done.events += summary["events"]["raw"].as_u64().unwrap();
+        done.lost += summary["lost"]["raw"].as_u64().unwrap()
+            + summary["readers"]["raw"]["writer"]["lost"]
+                .as_u64()
+                .unwrap();
+        if let Some(files) = h5py_rows(&run) {
+            let (d, m) = files["raw.h5"]["raw"];
+            assert_eq!(d, m, "small disk: data and metadata lengths");
+            assert_eq!(
+                d,
+                summary["readers"]["raw"]["writer"]["delivered"]
+                    .as_u64()
+                    .unwrap(),
+                "small disk: the file holds what the writer was delivered\n{text}"
+            );
+        }
+        assert!(
+            processes_with(&run.to_string_lossy()).is_empty(),
+            "small disk: processes of the run are left"
+        );
+    }
+    Some(done)
+}
+
 #[test]
 fn faults_keep_the_books_and_the_files_whole() {
     let seconds: u64 = std::env::var("DAQ_SOAK_SECONDS")
@@ -256,11 +388,15 @@ fn faults_keep_the_books_and_the_files_whole() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let plan = run.join("plan.json");
+    let small_stop = Arc::new(AtomicBool::new(false));
+    let small_disk = {
+        let (dir, stop) = (dir.clone(), small_stop.clone());
+        std::thread::spawn(move || small_disk_runs(&dir, &stop))
+    };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
     let mut faults = Faults::default();
     let mut killed = std::collections::BTreeMap::new();
     let mut recent_kills: std::collections::HashMap<String, Vec<Instant>> = Default::default();
-    let mut unflushed = 0u64;
     let start = Instant::now();
     // Let the pipeline settle before the first fault.
     std::thread::sleep(Duration::from_secs(3));
@@ -325,6 +461,8 @@ fn faults_keep_the_books_and_the_files_whole() {
             }
         }
     }
+    small_stop.store(true, Ordering::SeqCst);
+    let small = small_disk.join().expect("the small disk's checks failed");
     // A quiet tail: an unplugged detector is found again (the driver's backoff) and what
     // the devices sent is read before the stop.
     std::thread::sleep(Duration::from_secs(10));
@@ -411,12 +549,22 @@ fn faults_keep_the_books_and_the_files_whole() {
                 .as_u64()
                 .unwrap();
             assert_eq!(rows, delivered, "{exporter}: {files:?}");
-            unflushed += std::fs::read_to_string(run.join(format!("unwritten_{exporter}.txt")))
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .unwrap_or(0);
         }
     }
+    // What killed exporters had been delivered but not yet written, as their restarted
+    // processes booked it (counted lost in the rings; the log says how many).
+    let unflushed: u64 = log
+        .lines()
+        .filter(|l| l.contains("events it was delivered are not in its output"))
+        .filter_map(|l| {
+            l.split("': ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
 
     // Nothing of the run is left: ring files, processes, the engine's huge-page mount.
     let plan_json: serde_json::Value =
@@ -442,7 +590,8 @@ fn faults_keep_the_books_and_the_files_whole() {
          {} noise bursts ({noise} lines, {bad} bad records counted), {} unplugs of the \
          detector, 1 of the USB scope; events produced in all buffers: {produced_all}; lost \
          and counted (over all readers): {lost_all}; of these, taken by exporters that \
-         were killed before they wrote them: {unflushed}; kills per worker: {killed:?}",
+         were killed before they wrote them: {unflushed}; kills per worker: {killed:?}; \
+         the small disk: {small:?}",
         faults.killed, faults.stopped, faults.noise_bursts, faults.unplugged
     );
     drop(sim);

@@ -125,8 +125,12 @@ pub enum Command {
         reference: Option<PathBuf>,
     },
     /// List connected supported devices (serial detectors, PicoScope, Hantek 6022, DRS4)
-    /// with the function and setup to use for each.
-    Devices,
+    /// with the function and setup to use for each; `--probe` asks a network device.
+    Devices {
+        /// Ask a network device at this address instead (a Red Pitaya: HOST or HOST:PORT).
+        #[arg(long, value_name = "HOST[:PORT]")]
+        probe: Option<String>,
+    },
     /// Check this machine's real-time readiness (isolated cores, RT throttling, CPU
     /// governor, huge pages, memlock, irqbalance): what each costs and how to change it.
     Tune {
@@ -255,7 +259,8 @@ pub fn main(
                 1
             }
         },
-        Some(Command::Devices) => crate::devices::tools::devices(),
+        Some(Command::Devices { probe: None }) => crate::devices::tools::devices(),
+        Some(Command::Devices { probe: Some(a) }) => crate::devices::tools::probe(&a),
         Some(Command::Tune {
             apply,
             restore,

@@ -9,6 +9,7 @@ use crate::setup;
 use crate::worker::Registry;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `daq-engine SETUP`: runs it. Returns the exit code.
 pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
@@ -182,7 +183,12 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     }
     let summary_path = run_dir.join(crate::run_dir::SUMMARY);
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-    if let Err(e) = crate::fsio::write_atomic(&summary_path, text.as_bytes()) {
+    if let Err(e) = write_summary(
+        &summary_path,
+        text.as_bytes(),
+        crate::run_dir::FULL_DISK_WAIT,
+        &mut |line| say!("{line}"),
+    ) {
         say!(
             "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
             summary_path.display(),
@@ -245,4 +251,101 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     terminal::drain(std::time::Duration::from_secs(5));
     tracing::info!("run ended with exit code {}", summary.exit_code);
     summary.exit_code
+}
+
+/// Writes summary.json. A disk that is full may be full for a moment only, as when another
+/// program's temporary file filled it: the write is tried again for up to `wait`, said once,
+/// unless Ctrl-C, SIGTERM or SIGHUP comes.
+fn write_summary(
+    path: &Path,
+    text: &[u8],
+    wait: Duration,
+    say: &mut dyn FnMut(String),
+) -> std::io::Result<()> {
+    let signals = crate::engine::signals_received();
+    crate::fsio::retry_while_full(
+        wait,
+        &|| crate::engine::signals_received() != signals,
+        &mut || {
+            say(format!(
+                "daq-engine: the disk is full: waiting up to {} s for space to write {} \
+                 (Ctrl-C to give up)",
+                wait.as_secs(),
+                path.display()
+            ))
+        },
+        &mut || crate::fsio::write_atomic(path, text),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tmpfs of `kib` KiB at `dir`, unmounted when dropped; None when not root.
+    struct Tmpfs(PathBuf);
+    impl Tmpfs {
+        fn mount(dir: &Path, kib: u32) -> Option<Tmpfs> {
+            std::fs::create_dir_all(dir).unwrap();
+            let opts = format!("size={kib}k");
+            match nix::mount::mount(
+                Some("tmpfs"),
+                dir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(opts.as_str()),
+            ) {
+                Ok(()) => Some(Tmpfs(dir.to_path_buf())),
+                Err(e) => {
+                    println!("SKIPPED: cannot mount a tmpfs ({e}); run as root");
+                    None
+                }
+            }
+        }
+        /// Fills the disk with `ballast` until it is full.
+        fn fill(&self) -> PathBuf {
+            use std::io::Write;
+            let p = self.0.join("ballast");
+            let mut f = std::fs::File::create(&p).unwrap();
+            while f.write_all(&[0u8; 4096]).is_ok() {}
+            p
+        }
+    }
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// issue 12, the soak's small disk: a disk that was full for a moment (another
+    /// program's file) left the run without summary.json ("could not write … No space left
+    /// on device"); it is written once space is back.
+    #[test]
+    fn summary_waits_for_a_disk_full_for_a_moment() {
+        let dir = std::env::temp_dir().join(format!("daq-summary-wait-{}", std::process::id()));
+        let Some(disk) = Tmpfs::mount(&dir, 256) else {
+            return;
+        };
+        let ballast = disk.fill();
+        let path = dir.join("summary.json");
+        // Full for good within the wait: given up, said once.
+        let mut lines = Vec::new();
+        let r = write_summary(&path, b"{}", Duration::from_millis(600), &mut |l| {
+            lines.push(l)
+        });
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("disk is full"), "{lines:?}");
+        // Space comes back while it waits: written.
+        let freeing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            std::fs::remove_file(ballast).unwrap();
+        });
+        let text = vec![b'x'; 20_000];
+        write_summary(&path, &text, Duration::from_secs(120), &mut |_| {}).unwrap();
+        freeing.join().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), text);
+        drop(disk);
+    }
 }

@@ -1,5 +1,5 @@
 //! Device importers: every `daq-drivers` family as an Importer function (`device.gmc`,
-//! `device.cosmicwatch`, `device.picoscope`, …), plus device discovery, udev installation
+//! `device.cosmicwatch`, `device.picoscope`, `device.redpitaya`, …), plus device discovery, udev installation
 //! and the driver benchmark for the command line ([`tools`]).
 //!
 //! Guarantees: before a run starts, the sink buffer's fields (names and numpy types) and
@@ -19,6 +19,7 @@
 //! Must never: publish a slot the driver did not fill, or spin without a timeout.
 
 mod plug;
+pub mod redpitaya;
 pub mod serial;
 pub mod tools;
 pub mod usb;
@@ -80,6 +81,10 @@ pub fn functions() -> Vec<Function> {
             spec: usb::DRS4_SPEC,
             build: Build::Importer(|c| Ok(Box::new(usb::build_drs4(c)?))),
         },
+        Function {
+            spec: redpitaya::REDPITAYA_SPEC,
+            build: Build::Importer(|c| Ok(Box::new(redpitaya::build_redpitaya(c)?))),
+        },
     ]
 }
 
@@ -102,6 +107,10 @@ pub fn checks() -> Vec<(&'static str, crate::worker::Check)> {
         (usb::PICOSCOPE_SPEC.name, Config(usb::check_picoscope)),
         (usb::HANTEK_SPEC.name, Config(usb::check_hantek)),
         (usb::DRS4_SPEC.name, Config(usb::check_drs4)),
+        (
+            redpitaya::REDPITAYA_SPEC.name,
+            Config(redpitaya::check_redpitaya),
+        ),
     ]
 }
 

@@ -48,9 +48,8 @@ pub fn function_for(d: &DeviceInfo) -> (&'static str, &'static str) {
         Family::PicoScope => ("device.picoscope", "setups/picoscope_muon.yaml"),
         Family::Hantek6022 => ("device.hantek6022", "setups/hantek6022.yaml"),
         Family::Drs4 => ("device.drs4", "setups/drs4_sipm.yaml"),
-        // Network devices are never found by the USB and serial scan; the driver and its
-        // simulator are in daq-drivers, its importer function is not in the engine yet.
-        Family::RedPitaya => ("(no importer yet)", "-"),
+        // Network devices are never found by the USB and serial scan: `devices --probe`.
+        Family::RedPitaya => ("device.redpitaya", "setups/redpitaya_spectroscopy.yaml"),
     }
 }
 
@@ -90,6 +89,75 @@ pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
         )),
     }
     (found, notes)
+}
+
+/// `daq-engine devices --probe HOST[:PORT]`: network devices are not enumerated, so the
+/// address is asked: a Red Pitaya's MCPHA server answers a status request (code 11) with
+/// 36 bytes (port 1001 unless given), its SCPI server answers `*IDN?` (port 5000 unless
+/// given). Without a port both are tried, MCPHA first; with one, that port is asked both
+/// ways.
+pub fn probe(address: &str) -> i32 {
+    use daq_drivers::redpitaya::{self, protocol, scpi};
+    let timeout = Duration::from_secs(2);
+    let mut why = Vec::new();
+    match redpitaya::resolve(address, protocol::PORT) {
+        Ok(addr) => match redpitaya::probe(addr, timeout) {
+            Ok((_, st)) => {
+                println!(
+                    "{:<28} {:<10} {:<12} {:<34} {:<20} setups/redpitaya_spectroscopy.yaml",
+                    format!("mcpha:{addr}"),
+                    "-",
+                    "-",
+                    "Red Pitaya MCPHA server",
+                    "device.redpitaya"
+                );
+                println!(
+                    "  timers IN1 {:.3} s, IN2 {:.3} s; oscilloscope {}",
+                    st.seconds(protocol::Input::In1),
+                    st.seconds(protocol::Input::In2),
+                    if st.running() {
+                        "armed"
+                    } else {
+                        "idle (or trace ready)"
+                    }
+                );
+                return 0;
+            }
+            Err(e) => why.push(format!("no MCPHA server: {e}")),
+        },
+        Err(e) => {
+            println!("{address}: {e}");
+            return 1;
+        }
+    }
+    match redpitaya::resolve(address, scpi::protocol::PORT)
+        .map_err(|e| e.to_string())
+        .and_then(|addr| {
+            scpi::probe_scpi(addr, timeout)
+                .map(|idn| (addr, idn))
+                .map_err(|e| e.to_string())
+        }) {
+        Ok((addr, idn)) => {
+            println!(
+                "{:<28} {:<10} {:<12} {:<34} {:<20} setups/redpitaya_scpi.yaml",
+                format!("scpi:{addr}"),
+                "-",
+                "-",
+                "Red Pitaya SCPI server",
+                "device.redpitaya (transport: scpi)"
+            );
+            println!("  *IDN? {idn}");
+            0
+        }
+        Err(e) => {
+            why.push(format!("no SCPI server: {e}"));
+            println!(
+                "{address}: no Red Pitaya MCPHA server found, nor a SCPI server: {}",
+                why.join("; ")
+            );
+            1
+        }
+    }
 }
 
 /// `daq-engine devices`.
@@ -535,6 +603,40 @@ pub fn measure(events: Option<u64>) -> Vec<Result<DriverRate, String>> {
                 })
                 .map_err(|e| e.to_string()),
         );
+    }
+    // Red Pitaya MCPHA traces over loopback TCP, beside a plain socket read of the same bytes.
+    for samples in [1000u32, 16384] {
+        let n = if samples > 4096 {
+            n_wave.min(5_000)
+        } else {
+            n_wave
+        };
+        match daq_drivers::redpitaya::bench::bench_simulated(n, samples) {
+            Ok(b) => {
+                rows.push(Ok(DriverRate {
+                    device: format!(
+                        "redpitaya mcpha sim, 2x{samples} i2 (tcp loopback, code 31 sets of 100)"
+                    ),
+                    event_bytes: b.event_bytes,
+                    events: b.events,
+                    events_per_s: b.driver_events_per_s(),
+                    mb_per_s: b.driver_mb_per_s(),
+                    ring_events_per_s: None,
+                }));
+                rows.push(Ok(DriverRate {
+                    device: format!(
+                        "  the same bytes by a plain socket read (the limit): driver at {:.0} %",
+                        100.0 * b.ratio()
+                    ),
+                    event_bytes: b.event_bytes,
+                    events: b.events,
+                    events_per_s: b.raw_events_per_s(),
+                    mb_per_s: b.raw_mb_per_s(),
+                    ring_events_per_s: None,
+                }));
+            }
+            Err(e) => rows.push(Err(format!("redpitaya mcpha sim, 2x{samples}: {e}"))),
+        }
     }
     rows.push(
         daq_drivers::drs4::bench_simulated(n_wave.min(5_000), false)

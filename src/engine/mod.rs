@@ -11,7 +11,9 @@ pub mod supervisor;
 pub mod terminal;
 
 pub use start::{make_locked_run_dir, make_run_dir, plan_of};
-pub use supervisor::{Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher};
+pub use supervisor::{
+    signals_received, Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher,
+};
 
 /// The file the log currently goes to; `init_log` replaces it, so a process that supervises
 /// several runs one after another (a user's program, the tests) logs each into its own run

@@ -35,6 +35,12 @@ extern "C" fn on_signal(_: libc::c_int) {
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
+/// How many Ctrl-C, SIGTERM and SIGHUP this process received since its run started
+/// (each of them is a request to stop; the second an abort).
+pub fn signals_received() -> u32 {
+    SIGNALS.load(Ordering::SeqCst)
+}
+
 /// How progress is shown while the run goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -993,7 +999,7 @@ impl Supervisor {
             let books = self
                 .plan
                 .buffer(name)
-                .map(|pb| self.books(&pb.readers, rings))
+                .map(|pb| reader_books(&pb.readers, rings))
                 .unwrap_or_default();
             let events_out = books
                 .iter()
@@ -1182,35 +1188,6 @@ impl Supervisor {
         parts.join(" | ")
     }
 
-    /// [`reader_books`], with what restarted exporters booked as delivered to an earlier
-    /// process of theirs but never written (see `runtime::book_unwritten`) moved from
-    /// delivered to lost.
-    fn books(&self, readers: &[String], rings: &[RingStats]) -> BTreeMap<String, ReaderBooks> {
-        let mut books = reader_books(readers, rings);
-        for (reader, b) in books.iter_mut() {
-            let restarted = self.procs.iter().any(|p| {
-                p.restarts > 0
-                    && self
-                        .plan
-                        .workers
-                        .get(p.worker)
-                        .is_some_and(|w| &w.name == reader)
-            });
-            if !restarted {
-                continue;
-            }
-            let path = crate::run_dir::unwritten_path(&self.plan.run_dir, reader);
-            let unwritten = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                .min(b.delivered);
-            b.delivered -= unwritten;
-            b.lost += unwritten;
-        }
-        books
-    }
-
     /// Tells the log when a buffer has been full for a while, when it has room again, and
     /// (at most every 10 s per buffer) how many events it lost.
     fn watch_buffers(&mut self) {
@@ -1304,7 +1281,7 @@ impl Supervisor {
             let Some(pb) = self.plan.buffer(&name) else {
                 continue;
             };
-            let mut books = self.books(&pb.readers, &rings);
+            let mut books = reader_books(&pb.readers, &rings);
             for (reader, b) in books.iter_mut() {
                 if b.pending > 0 {
                     tracing::warn!(

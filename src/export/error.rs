@@ -6,6 +6,36 @@
 
 use std::path::PathBuf;
 
+/// " (buffer 'name')", or nothing when the whole file was being flushed.
+fn of_buffer(buffer: &str) -> String {
+    if buffer.is_empty() {
+        String::new()
+    } else {
+        format!(" (buffer '{buffer}')")
+    }
+}
+
+/// What the operating system said, out of an HDF5 error stack (which repeats the failed
+/// write once per level of its caches, several lines each): its `error message = '…'`
+/// with the errno, or the stack's first line.
+pub fn system_reason(stack: &str) -> String {
+    let quoted = |key: &str| {
+        let at = stack.find(key)? + key.len();
+        let rest = &stack[at..];
+        Some(rest[..rest.find('\'')?].to_string())
+    };
+    let errno = stack
+        .find("errno = ")
+        .map(|i| &stack[i + 8..])
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .filter(|n| !n.is_empty());
+    match (quoted("error message = '"), errno) {
+        (Some(m), Some(n)) => format!("{m}, errno {n}"),
+        (Some(m), None) => m,
+        _ => stack.lines().next().unwrap_or(stack).to_string(),
+    }
+}
+
 /// A run-file operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -18,7 +48,7 @@ pub enum ExportError {
         reason: String,
     },
     /// The file system holding the run file is full.
-    #[error("disk full writing {path} (buffer '{buffer}'): {available_bytes} bytes free there. The file is kept with the {events_safe} events flushed before; nothing more is written. Free space or point the run directory at a larger disk. ({reason})")]
+    #[error("disk full writing {path}{}: {available_bytes} bytes free there. The file is kept with the {events_safe} events flushed before; nothing more is written. Free space or point the run directory at a larger disk. ({reason})", of_buffer(buffer))]
     DiskFull {
         /// The file.
         path: PathBuf,
@@ -32,7 +62,7 @@ pub enum ExportError {
         reason: String,
     },
     /// A write or flush failed for another reason than a full disk.
-    #[error("writing {path} failed (buffer '{buffer}'): {reason}. The file is kept with the {events_safe} events flushed before; nothing more is written. Check the disk and the system log.")]
+    #[error("writing {path}{} failed: {reason}. The file is kept with the {events_safe} events flushed before; nothing more is written. Check the disk and the system log.", of_buffer(buffer))]
     Write {
         /// The file.
         path: PathBuf,
@@ -105,4 +135,48 @@ pub enum ExportError {
         /// The system error.
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// issue 12, the soak's small disk: a full disk's message carried HDF5's whole error
+    /// stack twice (1 800 characters) and "(buffer '')" for a flush of the whole file.
+    #[test]
+    fn a_full_disk_says_what_the_system_said_once() {
+        let stack = "could not flush the file: unable to flush file's cached information: \
+                     file write failed: time = Sat Dec  5 11:18:36 2026\n, filename = '/x/raw.h5', \
+                     file descriptor = 5, errno = 28, error message = 'No space left on device', \
+                     buf = 0x55, total write size = 1292: unable to flush metadata cache: file \
+                     write failed: errno = 28, error message = 'No space left on device'";
+        assert_eq!(system_reason(stack), "No space left on device, errno 28");
+        assert_eq!(system_reason("short\nsecond"), "short");
+        let e = ExportError::DiskFull {
+            path: "/x/raw.h5".into(),
+            buffer: String::new(),
+            available_bytes: 0,
+            events_safe: 1057,
+            reason: system_reason(stack),
+        };
+        let text = e.to_string();
+        assert!(!text.contains("buffer ''"), "{text}");
+        assert!(
+            text.starts_with("disk full writing /x/raw.h5: 0 bytes free"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(No space left on device, errno 28)"),
+            "{text}"
+        );
+        let e = ExportError::Write {
+            path: "/x/raw.h5".into(),
+            buffer: "raw".into(),
+            events_safe: 3,
+            reason: "bad".into(),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("writing /x/raw.h5 (buffer 'raw') failed: bad."));
+    }
 }

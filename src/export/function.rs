@@ -72,6 +72,8 @@ pub struct Hdf5Export {
     deadtime_sum: f64,
     events: u64,
     events_lost: u64,
+    /// Set when closing the files failed: how many events of this worker they keep.
+    kept_at_finish: Option<u64>,
 }
 
 /// What the config of `export.hdf5` asks for, read and checked without opening anything.
@@ -190,6 +192,7 @@ impl Hdf5Export {
             deadtime_sum: 0.0,
             events: 0,
             events_lost: 0,
+            kept_at_finish: None,
         })
     }
 
@@ -203,6 +206,11 @@ impl Hdf5Export {
 impl Exporter for Hdf5Export {
     fn kept_from_earlier(&self) -> Option<u64> {
         self.writer.as_ref().map(|w| w.earlier_events())
+    }
+
+    fn events_kept(&self) -> Option<u64> {
+        self.kept_at_finish
+            .or_else(|| self.writer.as_ref().map(|w| w.events_kept()))
     }
 
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
@@ -237,8 +245,16 @@ impl Exporter for Hdf5Export {
                 0.0
             },
         };
-        w.finish(stats)
-            .map(|_| ())
-            .map_err(|e| WorkerError::Other(e.to_string()))
+        // What the files keep if the last flush or close fails (the writer is gone then):
+        // the files already closed and the last one's events flushed before.
+        let closed = w.events_kept() - w.flushed_in_open_file();
+        w.finish(stats).map(|_| ()).map_err(|e| {
+            if let super::ExportError::DiskFull { events_safe, .. }
+            | super::ExportError::Write { events_safe, .. } = &e
+            {
+                self.kept_at_finish = Some(closed + events_safe);
+            }
+            WorkerError::Other(e.to_string())
+        })
     }
 }

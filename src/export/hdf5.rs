@@ -323,6 +323,8 @@ pub struct RunFileWriter {
     packer: Option<Packer>,
     /// Events the files of this writer's earlier processes in this run hold.
     earlier_events: u64,
+    /// Events the files this process closed hold (rotated, or cut after a failure).
+    kept_closed: u64,
 }
 
 fn to_str(s: &str) -> VarLenUnicode {
@@ -494,6 +496,7 @@ impl RunFileWriter {
             packer: None,
             events_run: 0,
             earlier_events,
+            kept_closed: 0,
         };
         for (f, filters) in to_pack {
             w.packer.get_or_insert_with(Packer::start).queue(f, filters);
@@ -506,6 +509,18 @@ impl RunFileWriter {
     /// started again after a failure); 0 for a first process.
     pub fn earlier_events(&self) -> u64 {
         self.earlier_events
+    }
+
+    /// Events the open file has flushed (0 when none is open).
+    pub fn flushed_in_open_file(&self) -> u64 {
+        self.current.as_ref().map_or(0, |f| f.events_flushed)
+    }
+
+    /// Events this writer's files in this run hold for good: those of earlier processes, of
+    /// the files this one closed (or cut to whole events after a failure) and what the open
+    /// file has flushed. After a failure, what it was given beyond this is lost.
+    pub fn events_kept(&self) -> u64 {
+        self.earlier_events + self.kept_closed + self.flushed_in_open_file()
     }
 
     /// The path of file number `index` (1-based) of this run.
@@ -724,12 +739,14 @@ impl RunFileWriter {
             || reason.contains("errno = 28")
             || available_bytes < 64 * 1024;
         let err = if full {
+            // The whole stack goes to the log; the message keeps what the system said.
+            tracing::debug!("{}: {reason}", path.display());
             ExportError::DiskFull {
                 path,
                 buffer,
                 available_bytes,
                 events_safe,
-                reason,
+                reason: super::error::system_reason(&reason),
             }
         } else {
             ExportError::Write {
@@ -751,6 +768,7 @@ impl RunFileWriter {
         match super::recover::cut_to_whole_events(&path, false) {
             Ok((done, _)) => {
                 let kept: u64 = done.buffers.iter().map(|(_, n)| n).sum();
+                self.kept_closed += kept;
                 tracing::warn!(
                     "{}: after the failure the file holds {kept} whole events",
                     path.display()
@@ -785,6 +803,11 @@ impl RunFileWriter {
             }
             Err(e) => {
                 tracing::warn!("{e}");
+                if let ExportError::DiskFull { events_safe, .. }
+                | ExportError::Write { events_safe, .. } = &err
+                {
+                    self.kept_closed += events_safe;
+                }
                 err
             }
         }
@@ -1008,6 +1031,7 @@ impl RunFileWriter {
         let Some(of) = self.current.take() else {
             return Ok(());
         };
+        self.kept_closed += of.events;
         let r = (|| -> Result<(), String> {
             let f = &of.file;
             let set = |name: &str, r: h5::Result<()>| {

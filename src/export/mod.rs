@@ -23,6 +23,7 @@ mod inspect;
 mod raw;
 mod read;
 pub mod recover;
+pub mod replay;
 
 pub use error::ExportError;
 pub use inspect::inspect;

@@ -169,7 +169,7 @@ pub fn recover_file(path: &Path) -> Result<FileRecovery, ExportError> {
 }
 
 /// After a run whose workers are all gone (an abort killed them): every `.h5` file in
-/// `run_dir` that was not closed cleanly is made whole ([`cut_to_whole_events`], marked
+/// `run_dir` that was not closed cleanly is made whole (cut to whole events, marked
 /// recovered); it stays uncompressed. Failures are logged.
 pub fn make_whole_after_abort(run_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(run_dir) else {

@@ -426,7 +426,7 @@ impl Drop for Web {
 }
 
 /// The server thread: everything HTTP happens here. A panic is caught and costs the page.
-/// The niceness of the server's threads (see [`yield_to_acquisition`]).
+/// The niceness of the server's threads: below the workers, so its wakeups do not preempt them.
 pub const SERVER_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling weight to [`SERVER_NICE`]. On a machine whose cores

@@ -122,6 +122,24 @@ impl Reader {
         &self.ring
     }
 
+    /// Counts `n` events this group read but could not use (an exporter whose output failed,
+    /// or whose earlier process died before it wrote them) as released unread, so the books
+    /// show them lost rather than delivered. At most what the group read from this ring and
+    /// has not counted so; returns how many were counted.
+    pub fn count_unused(&self, n: u64) -> u64 {
+        let group = &self.ring.inner.core().groups[self.group];
+        let info = &group.info;
+        let read = self
+            .ring
+            .stats()
+            .groups
+            .get(self.group)
+            .map_or(0, |g| g.released.saturating_sub(g.abandoned));
+        let n = n.min(read);
+        info.abandoned.fetch_add(n, Ordering::SeqCst);
+        n
+    }
+
     /// Sets how many events a member claims at once (1 ..= 65535). Larger batches cost
     /// fewer shared-cursor updates; with several members, smaller ones share work finer.
     pub fn set_batch(&mut self, batch: u64) {

@@ -10,7 +10,6 @@
 //! | [`SUMMARY`] `summary.json` | `run`, atomically at the end; `recover` | `recover`, tests |
 //! | [`LOG`] `daq-engine.log` | every process of the run | people |
 //! | `device_<worker>.txt` ([`device_notes_path`]) | device importers, once a second | HDF5 export, supervisor, monitor |
-//! | `unwritten_<worker>.txt` ([`unwritten_path`]) | a restarted exporter | supervisor's books |
 //!
 //! Workers write result files of their own (HDF5 run files, `histogram_*.csv`,
 //! `fit_*.json`, `oscilloscope_<worker>.json`, `drain_<worker>_<process>.json`, CSV);
@@ -42,11 +41,9 @@ pub fn device_notes_path(run_dir: &Path, worker: &str) -> PathBuf {
     run_dir.join(format!("device_{worker}.txt"))
 }
 
-/// Where a restarted exporter books the events its earlier process was delivered but never
-/// wrote (`unwritten_<worker>.txt`, one number).
-pub fn unwritten_path(run_dir: &Path, worker: &str) -> PathBuf {
-    run_dir.join(format!("unwritten_{worker}.txt"))
-}
+/// How long summary.json waits for space when it meets a full disk before it is given up
+/// (see [`crate::fsio::retry_while_full`]).
+pub const FULL_DISK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Seconds a buffer may stay full before the log and the monitor warn about it.
 pub const FULL_WARNING_S: f64 = 3.0;

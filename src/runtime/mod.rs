@@ -196,6 +196,14 @@ impl Source {
             .sum()
     }
 
+    /// Counts `n` events this group was delivered as lost (released unread), spread over
+    /// its rings as far as each delivered them.
+    fn count_unused(&self, mut n: u64) {
+        for r in &self.readers {
+            n -= r.count_unused(n);
+        }
+    }
+
     pub(crate) fn attach(
         buffer: &BufferPlan,
         group: usize,
@@ -703,7 +711,7 @@ fn exporter_loop(
         .ok_or_else(|| "an exporter needs a source".to_string())?;
     let pass_on = !sinks.producers.is_empty();
     if let Some(kept) = f.kept_from_earlier() {
-        book_unwritten(plan, w, src.delivered(), kept);
+        book_unwritten(w, src, kept);
     }
     loop {
         let step = src.step(POLL, &mut |ev| {
@@ -737,8 +745,19 @@ fn exporter_loop(
             }
         }
     }
+    // A failed output (a full disk) keeps fewer events than the group was delivered: the
+    // rest is counted lost, as for a process that died before its flush.
+    let kept_at_failure = if result.is_err() {
+        f.events_kept()
+    } else {
+        None
+    };
     f.run_lost(events_lost(plan));
     let fin = f.finish().map_err(|e| e.to_string());
+    let kept = kept_at_failure.or_else(|| if fin.is_err() { f.events_kept() } else { None });
+    if let Some(kept) = kept {
+        book_unwritten(w, src, kept);
+    }
     let lines = f.summary();
     if !lines.is_empty() {
         // The supervisor prints these after the run (see launch::run).
@@ -755,9 +774,13 @@ fn exporter_loop(
     result
 }
 
-/// A restarted exporter's books: its group was `delivered` events in all, its output keeps
-/// `kept` of them; the rest died with an earlier process (what it had not flushed yet).
-fn book_unwritten(plan: &Plan, w: &WorkerPlan, delivered: u64, kept: u64) {
+/// An exporter's books after a restart or a failed output: its group was delivered events
+/// in all, its output keeps `kept` of them; the rest died with an earlier process (what it
+/// had not flushed yet) or could not be written. Those are counted in the ring as released
+/// unread, so every reader of the books (stats, summary, page) shows them lost. Shared
+/// memory, not a file: the output may have failed because the disk is full.
+fn book_unwritten(w: &WorkerPlan, src: &Source, kept: u64) {
+    let delivered = src.delivered();
     if delivered <= kept {
         return;
     }
@@ -772,14 +795,11 @@ fn book_unwritten(plan: &Plan, w: &WorkerPlan, delivered: u64, kept: u64) {
     }
     let unwritten = delivered - kept;
     tracing::warn!(
-        "worker '{}': {unwritten} events its earlier process was delivered were not in its \
-         output when it died (not yet flushed); counted lost",
+        "worker '{}': {unwritten} events it was delivered are not in its output (an earlier \
+         process died before its flush, or the output failed); counted lost",
         w.name
     );
-    let path = crate::run_dir::unwritten_path(&plan.run_dir, &w.name);
-    if let Err(e) = crate::worker::write_atomically(&path, format!("{unwritten}\n").as_bytes()) {
-        tracing::warn!("{}: {e}", path.display());
-    }
+    src.count_unused(unwritten);
 }
 
 /// Events lost so far in every ring of the run (read from the ring headers).

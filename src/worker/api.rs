@@ -219,6 +219,14 @@ pub trait Exporter: Send {
     fn kept_from_earlier(&self) -> Option<u64> {
         None
     }
+
+    /// For an exporter whose output can fail part way (a full disk): how many of the events
+    /// this worker was delivered in this run (all its processes) its output keeps, asked when
+    /// the process ends with an error. What was delivered beyond this is counted lost, so the
+    /// books match the files. `None`: not counted.
+    fn events_kept(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Looks at copies of the latest events, never holding the writer back.

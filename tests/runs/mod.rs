@@ -179,3 +179,28 @@ impl Drop for Dir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A run that fills a disk: 4 KiB events at 1000 Hz (`simulate.pulses`, paced, seed 1) into
+/// `export.hdf5` with `writer_config`, in `target` with `disk_reserve_mb: reserve_mb`.
+pub fn disk_filling_setup(target: &Path, reserve_mb: u32, writer_config: &str) -> String {
+    format!(
+        "target_directory: {}
+options: {{disk_reserve_mb: {reserve_mb}}}
+Buffers:
+  raw:
+    slot_count: 64
+    data_length: 256
+    data_dtype: {{chA: f4, chB: f4, chC: f4, chD: f4}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: 1000, realtime: true, seed: 1}}
+  writer:
+    function: export.hdf5
+    sources: [raw]
+    config: {{{writer_config}}}
+",
+        target.display()
+    )
+}

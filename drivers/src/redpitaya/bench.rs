@@ -144,3 +144,34 @@ pub fn bench_simulated(events: u64, samples: u32) -> Result<McphaBench, DriverEr
         raw_s,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both paths read the same number of whole traces; the figures are printed for
+    /// BENCHMARKS.md with `cargo test --release -p daq-drivers redpitaya::bench -- --ignored
+    /// --nocapture`.
+    #[test]
+    fn both_paths_read_the_same_traces() {
+        let b = bench_simulated(300, 1000).unwrap();
+        assert_eq!((b.events, b.event_bytes, b.wire_bytes), (300, 4000, 4400));
+        assert!(b.driver_s > 0.0 && b.raw_s > 0.0);
+    }
+
+    #[test]
+    #[ignore = "a measurement: run in release with --nocapture"]
+    fn print_figures() {
+        for (n, samples) in [(20_000, 1000), (5_000, 16384)] {
+            let b = bench_simulated(n, samples).unwrap();
+            println!(
+                "MCPHA 2x{samples} i2: driver {:.0} ev/s {:.0} MB/s; plain read {:.0} ev/s {:.0} MB/s; ratio {:.2}",
+                b.driver_events_per_s(),
+                b.driver_mb_per_s(),
+                b.raw_events_per_s(),
+                b.raw_mb_per_s(),
+                b.ratio()
+            );
+        }
+    }
+}

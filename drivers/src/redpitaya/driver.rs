@@ -8,7 +8,7 @@
 //! wire bytes themselves: one LE uint32 word per sample, low half IN1), every sample checked
 //! to be in the 14-bit range; the `discard_tail` samples requested beyond `samples` are read
 //! into a buffer kept for the purpose and dropped (R.6: the last up to 63 samples of a window
-//! may be stale RAM [inferred]; mimoCoRB2 requests and drops 100, the default here). The
+//! may be stale RAM \[inferred\]; mimoCoRB2 requests and drops 100, the default here). The
 //! reading path allocates nothing and makes no system call but the socket reads (and, once
 //! per `set_size` traces, the 8-byte write of code 31). A board that closes or resets the
 //! connection, or stops answering for `stall_timeout` in the middle of a reply, is
@@ -86,7 +86,7 @@ pub struct GeneratorConfig {
 /// Pulse-height analysis of one input (codes 6–8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhaConfig {
-    /// Delay (samples [unverified]).
+    /// Delay (samples \[unverified\]).
     pub delay: u16,
     /// Lowest height counted (counts).
     pub min: u16,
@@ -657,16 +657,17 @@ impl Mcpha {
     /// Reads one trace into `out` and its dropped tail; `expect` when it was asked for.
     fn read_trace(&mut self, out: &mut [u8], expect: bool) -> Result<ReadOutcome, DriverError> {
         let stall = self.cfg.stall_timeout;
-        let device = self.info.port.clone();
+        // The device name is borrowed, not cloned: this runs once per trace.
+        let device = self.info.port.as_str();
         let want = out.len() + self.scratch.len();
-        let r = Self::read_reply(&mut self.conn, out, expect, stall, &device);
+        let r = Self::read_reply(&mut self.conn, out, expect, stall, device);
         match r {
             Ok(Got::Full) => {}
             Ok(Got::Nothing) => return Ok(ReadOutcome::Idle),
             Ok(Got::Short(n)) => return Err(self.short(n, want, "trace")),
             Err(e) => return Err(self.lost(e)),
         }
-        let r = Self::read_reply(&mut self.conn, &mut self.scratch, true, stall, &device);
+        let r = Self::read_reply(&mut self.conn, &mut self.scratch, true, stall, device);
         match r {
             Ok(Got::Full) => {}
             Ok(Got::Nothing) | Ok(Got::Short(_)) => {
@@ -678,7 +679,7 @@ impl Mcpha {
         if let Err(e) = protocol::check_trace(out) {
             self.stats.garbage += 1;
             return Err(DriverError::Protocol {
-                device,
+                device: self.info.port.clone(),
                 offset: self.stats.bytes - want as u64,
                 detail: format!("not a trace: {e}"),
             });
@@ -691,8 +692,8 @@ impl Mcpha {
         self.send(&[Command::ReadStatus])?;
         let mut b = [0u8; STATUS_BYTES];
         let stall = self.cfg.stall_timeout;
-        let device = self.info.port.clone();
-        match Self::read_reply(&mut self.conn, &mut b, true, stall, &device) {
+        let r = Self::read_reply(&mut self.conn, &mut b, true, stall, &self.info.port);
+        match r {
             Ok(Got::Full) => {}
             Ok(_) => {
                 let e = self.gone(&format!("no status reply within {stall:?}"));
@@ -711,10 +712,16 @@ impl Mcpha {
     fn read_hw_histograms(&mut self) -> Result<(), DriverError> {
         let st = self.read_status()?;
         let stall = self.cfg.stall_timeout;
-        let device = self.info.port.clone();
         for input in [Input::In1, Input::In2] {
             self.send(&[Command::ReadHistogram(input)])?;
-            match Self::read_reply(&mut self.conn, &mut self.hist_bytes, true, stall, &device) {
+            let r = Self::read_reply(
+                &mut self.conn,
+                &mut self.hist_bytes,
+                true,
+                stall,
+                &self.info.port,
+            );
+            match r {
                 Ok(Got::Full) => {}
                 Ok(_) => {
                     let e = self.gone(&format!("no histogram reply within {stall:?}"));

@@ -7,6 +7,7 @@
 pub mod bench;
 mod driver;
 pub mod protocol;
+pub mod scpi;
 pub mod simulator;
 #[cfg(test)]
 mod tests;

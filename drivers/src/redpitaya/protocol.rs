@@ -146,7 +146,7 @@ pub enum Command {
     SetDecimation(u16),
     /// 5: invert an input.
     SetNegator(Input, bool),
-    /// 6: PHA delay of an input (samples [unverified]).
+    /// 6: PHA delay of an input (samples \[unverified\]).
     SetPhaDelay(Input, u16),
     /// 7: PHA lower threshold (ADC counts).
     SetPhaMin(Input, u16),

@@ -7,7 +7,7 @@
 //! "start daq": the pending count grows by N and traces stream back to back, the scope reset
 //! and re-armed between them). On EOF it keeps the scope, histogram and timer state, stops
 //! the pulse generator unless it was started with keep_pulsing, and — as the fork does
-//! [inferred] — keeps the pending count of code 31.
+//! \[inferred\] — keeps the pending count of code 31.
 //!
 //! The detector: pulses at `rate` per second (exponential intervals), heights drawn from a
 //! known spectrum ([`McphaSimConfig::lines`] + a flat part) on IN1, a coincident pulse of
@@ -16,7 +16,7 @@
 //! `generator_loopback`, the inputs see the generator's pulses instead (OUT1 → IN1, OUT2 →
 //! IN2, heights from its spectrum's CDF, its rate and distribution, first pulse 1 ms after
 //! the start). The hardware histogram counts the peak of every pulse within the PHA
-//! thresholds while the input's timer runs (and has not reached its preset) [inferred].
+//! thresholds while the input's timer runs (and has not reached its preset) \[inferred\].
 //!
 //! Time: `paced` follows the wall clock (pulses arrive in real time, the histogram and
 //! timers grow while nobody asks); not paced, the simulated clock moves only while the
@@ -1121,7 +1121,7 @@ impl Board {
 }
 
 /// Makes the close of `s` a reset (RST), not an orderly close: SO_LINGER 0.
-fn reset(s: &TcpStream) {
+pub(crate) fn reset(s: &TcpStream) {
     let _ = nix::sys::socket::setsockopt(
         s,
         nix::sys::socket::sockopt::Linger,

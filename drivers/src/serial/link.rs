@@ -169,7 +169,7 @@ impl SerialLink {
         self.offset
     }
 
-    /// The first bytes (at most [`REJECTED_BYTES`]) of the last line or reply refused as bad
+    /// The first bytes (at most `REJECTED_BYTES`) of the last line or reply refused as bad
     /// data, for the log; empty before any.
     pub fn rejected(&self) -> &[u8] {
         &self.rejected[..self.rejected_len]

@@ -1,0 +1,398 @@
+//! `replay.hdf5`: an Importer that reads events back from run files [`super::hdf5`] wrote,
+//! into its sink, so recorded data is re-analysed with the same chain of workers.
+//!
+//! Each event keeps its recorded counter and timestamp (the dead time is the replay's own:
+//! the engine measures it). `files` lists run files, or run directories: from a directory,
+//! every `.h5` file with a group of the buffer's name is read, in the order of its first
+//! event counter, so rotated parts (`raw_0001.h5`, …) and the files of a restarted exporter
+//! (`raw_r1.h5`) come in the order they were written. Flat out by default, or paced by the
+//! recorded timestamps (`pace: true`, `speed`).
+//!
+//! Guarantees: `check` opens every file and refuses one whose buffer's dtype or data_length
+//! differs from the sink's, naming the file. Events are read a batch at a time into buffers
+//! made once; the per-event step copies bytes and allocates nothing. A file written by a
+//! writer that was killed is read up to its last whole event (data and metadata both).
+
+use super::raw;
+use super::read::{dtype_of, open_run_file};
+use crate::dtype::{metadata_dtype, Metadata};
+use crate::key;
+use crate::worker::{
+    Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, Produced, Strings, Template,
+    WorkerError,
+};
+use hdf5_metno as h5;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The declaration.
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "replay.hdf5",
+    template: Template::Importer,
+    summary: "Reads the events of a buffer back from HDF5 run files (export.hdf5's) into its \
+              sink, with their recorded counters and timestamps, flat out or paced by the \
+              recorded time: recorded data through the same analysis chain again.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[FILES.spec(), BUFFER.spec(), PACE.spec(), SPEED.spec()],
+};
+
+const FILES: Key<Strings> = key!(
+    "files",
+    required,
+    "run files or run directories, relative to the setup file; a directory gives every .h5 \
+     file holding the buffer, in the order they were written"
+);
+const BUFFER: Key<str> = key!(
+    "buffer",
+    "",
+    "the buffer (group) to read from the files; empty = the sink's name"
+);
+const PACE: Key<bool> = key!(
+    "pace",
+    false,
+    "true: events come at the recorded time intervals (divided by `speed`); false: flat out"
+);
+const SPEED: Key<f64> = key!(
+    "speed",
+    1.0,
+    "with `pace`: how many times faster than recorded"
+);
+
+/// Events read from a file at once.
+const BATCH: usize = 256;
+
+/// What the config asks for, with the files found and checked.
+struct Settings {
+    files: Vec<PathBuf>,
+    buffer: String,
+    pace: Option<f64>,
+}
+
+impl Settings {
+    fn read(ctx: &BuildContext) -> Result<Settings, WorkerError> {
+        let c = &ctx.config;
+        let sink = &ctx.sinks[0];
+        let buffer = match c.get(BUFFER)? {
+            "" => sink.name.clone(),
+            b => b.to_string(),
+        };
+        let speed = c.get(SPEED)?;
+        if !(speed > 0.0 && speed.is_finite()) {
+            return Err(c
+                .error(SPEED.name, format!("{speed}: must be a number above 0"))
+                .into());
+        }
+        let pace = c.get(PACE)?.then_some(speed);
+        let mut files = Vec::new();
+        for given in c.get(FILES)? {
+            let path = ctx.setup_dir.join(&given);
+            if path.is_dir() {
+                let found = files_in(&path, &buffer);
+                if found.is_empty() {
+                    return Err(c
+                        .error(
+                            FILES.name,
+                            format!(
+                                "{}: no .h5 file there holds a buffer '{buffer}'",
+                                path.display()
+                            ),
+                        )
+                        .into());
+                }
+                files.extend(found);
+            } else {
+                files.push(path);
+            }
+        }
+        if files.is_empty() {
+            return Err(c.error(FILES.name, "no file given").into());
+        }
+        for f in &files {
+            let (rows, dtype, data_length) =
+                shape_of(f, &buffer).map_err(|why| c.error(FILES.name, why))?;
+            if dtype != sink.dtype || data_length != sink.data_length {
+                return Err(c
+                    .error(
+                        FILES.name,
+                        format!(
+                            "{}: buffer '{buffer}' holds {data_length} × {} per event, the sink \
+                             '{}' takes {} × {}",
+                            f.display(),
+                            dtype,
+                            sink.name,
+                            sink.data_length,
+                            sink.dtype
+                        ),
+                    )
+                    .into());
+            }
+            tracing::debug!("replay: {} holds {rows} events", f.display());
+        }
+        Ok(Settings {
+            files,
+            buffer,
+            pace,
+        })
+    }
+}
+
+/// The `.h5` files in `dir` with a group `buffer`, in the order of their first event counter.
+fn files_in(dir: &Path, buffer: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(i64, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "h5"))
+        .filter_map(|p| {
+            let (file, _) = open_run_file(&p).ok()?;
+            let meta = file.group(buffer).ok()?.dataset("metadata").ok()?;
+            let first = first_counter(&meta).unwrap_or(i64::MAX);
+            Some((first, p))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The counter of a metadata dataset's first row.
+fn first_counter(meta: &h5::Dataset) -> Option<i64> {
+    if meta.shape().first().copied().unwrap_or(0) == 0 {
+        return None;
+    }
+    let mem = raw::compound_type(&metadata_dtype()).ok()?;
+    let mut row = [0u8; 24];
+    raw::read_rows(meta, &mem, 0, 1, None, &mut row).ok()?;
+    Some(i64::from_le_bytes(row[..8].try_into().ok()?))
+}
+
+/// Events, record dtype and data_length of buffer `buffer` in run file `path`.
+fn shape_of(path: &Path, buffer: &str) -> Result<(u64, crate::dtype::Dtype, usize), String> {
+    let (file, _) = open_run_file(path).map_err(|e| e.to_string())?;
+    let group = file.group(buffer).map_err(|_| {
+        format!(
+            "{}: no buffer '{buffer}' in this file (set `buffer` to the group to read)",
+            path.display()
+        )
+    })?;
+    let data = group
+        .dataset("data")
+        .map_err(|_| format!("{}: buffer '{buffer}' has no data", path.display()))?;
+    let dtype = dtype_of(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shape = data.shape();
+    if shape.len() != 2 {
+        return Err(format!(
+            "{}: buffer '{buffer}': data has shape {shape:?}, expected (events, data_length)",
+            path.display()
+        ));
+    }
+    Ok((shape[0] as u64, dtype, shape[1]))
+}
+
+/// Checks the config of `replay.hdf5` as [`Replay::build`] does: the files exist, hold the
+/// buffer, and its layout is the sink's.
+pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
+    Settings::read(ctx).map(drop)
+}
+
+/// One file being read.
+struct Open {
+    path: PathBuf,
+    data: h5::Dataset,
+    meta: h5::Dataset,
+    /// Events in the file that are whole (data and metadata rows both there).
+    events: u64,
+    /// Next event of the file to read into the batch.
+    next: u64,
+}
+
+/// `replay.hdf5`.
+pub struct Replay {
+    files: Vec<PathBuf>,
+    buffer: String,
+    /// Index of the next file to open.
+    next_file: usize,
+    open: Option<Open>,
+    data_type: h5::Datatype,
+    meta_type: h5::Datatype,
+    event_bytes: usize,
+    data_length: u64,
+    /// The batch: `batch_len` events' bytes and metadata rows, `at` the next to hand out.
+    batch: Vec<u8>,
+    batch_meta: Vec<u8>,
+    batch_len: usize,
+    at: usize,
+    /// With pacing: the speed, and the first event's recorded time with the wall time it
+    /// was handed out.
+    pace: Option<f64>,
+    start: Option<(f64, Instant)>,
+    events: u64,
+}
+
+impl Replay {
+    /// Finds and checks the files (as `check` does); opens nothing yet.
+    pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let Settings {
+            files,
+            buffer,
+            pace,
+        } = Settings::read(ctx)?;
+        let sink = &ctx.sinks[0];
+        let other = |e: String| WorkerError::Other(e);
+        let event_bytes = sink.data_length * sink.dtype.record_size();
+        Ok(Replay {
+            files,
+            buffer,
+            next_file: 0,
+            open: None,
+            data_type: raw::compound_type(&sink.dtype).map_err(other)?,
+            meta_type: raw::compound_type(&metadata_dtype()).map_err(other)?,
+            event_bytes,
+            data_length: sink.data_length as u64,
+            batch: vec![0u8; BATCH * event_bytes],
+            batch_meta: vec![0u8; BATCH * 24],
+            batch_len: 0,
+            at: 0,
+            pace,
+            start: None,
+            events: 0,
+        })
+    }
+
+    /// Opens the next file; false when there is none.
+    fn open_next(&mut self) -> Result<bool, WorkerError> {
+        let Some(path) = self.files.get(self.next_file).cloned() else {
+            return Ok(false);
+        };
+        self.next_file += 1;
+        let fail = |why: String| WorkerError::Other(format!("{}: {why}", path.display()));
+        let (file, _) = open_run_file(&path).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let group = file
+            .group(&self.buffer)
+            .map_err(|e| fail(raw::describe(e)))?;
+        let data = group.dataset("data").map_err(|e| fail(raw::describe(e)))?;
+        let meta = group
+            .dataset("metadata")
+            .map_err(|e| fail(raw::describe(e)))?;
+        let rows = |d: &h5::Dataset| d.shape().first().copied().unwrap_or(0) as u64;
+        let events = rows(&data).min(rows(&meta));
+        tracing::info!("replay: {} ({events} events)", path.display());
+        self.open = Some(Open {
+            path,
+            data,
+            meta,
+            events,
+            next: 0,
+        });
+        Ok(true)
+    }
+
+    /// Reads the next batch; false when every file is read.
+    fn fill_batch(&mut self) -> Result<bool, WorkerError> {
+        loop {
+            if let Some(o) = &mut self.open {
+                if o.next < o.events {
+                    let n = (o.events - o.next).min(BATCH as u64);
+                    let bytes = n as usize * self.event_bytes;
+                    let read = raw::read_rows(
+                        &o.data,
+                        &self.data_type,
+                        o.next,
+                        n,
+                        Some(self.data_length),
+                        &mut self.batch[..bytes],
+                    )
+                    .and_then(|_| {
+                        raw::read_rows(
+                            &o.meta,
+                            &self.meta_type,
+                            o.next,
+                            n,
+                            None,
+                            &mut self.batch_meta[..n as usize * 24],
+                        )
+                    });
+                    match read {
+                        Ok(()) => {
+                            o.next += n;
+                            self.batch_len = n as usize;
+                            self.at = 0;
+                            return Ok(true);
+                        }
+                        Err(why) => {
+                            // A writer killed between flushes leaves the rows after its last
+                            // flush unreadable: the file ends at the last whole event.
+                            tracing::warn!(
+                                "replay: {}: events from {} on cannot be read ({why}); going \
+                                 on with the next file",
+                                o.path.display(),
+                                o.next
+                            );
+                            self.open = None;
+                        }
+                    }
+                    continue;
+                }
+                self.open = None;
+            }
+            if !self.open_next()? {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+impl Importer for Replay {
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.at == self.batch_len && !self.fill_batch()? {
+            tracing::info!("replay: all {} events read", self.events);
+            return Ok(Produced::End);
+        }
+        let m = &self.batch_meta[self.at * 24..(self.at + 1) * 24];
+        let field = |i: usize| -> [u8; 8] {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&m[i * 8..i * 8 + 8]);
+            b
+        };
+        let recorded = Metadata {
+            counter: i64::from_le_bytes(field(0)),
+            timestamp: f64::from_le_bytes(field(1)),
+            deadtime: f64::from_le_bytes(field(2)),
+        };
+        if let Some(speed) = self.pace {
+            let (t0, wall0) = *self
+                .start
+                .get_or_insert((recorded.timestamp, Instant::now()));
+            let due = Duration::from_secs_f64(((recorded.timestamp - t0) / speed).max(0.0));
+            let waited = wall0.elapsed();
+            if waited < due {
+                // Back within a short while, so a stop is seen.
+                std::thread::sleep((due - waited).min(Duration::from_millis(100)));
+                if wall0.elapsed() < due {
+                    return Ok(Produced::Idle);
+                }
+            }
+        }
+        let bytes = &self.batch[self.at * self.event_bytes..(self.at + 1) * self.event_bytes];
+        out.data.copy_from_slice(bytes);
+        out.meta.counter = recorded.counter;
+        out.meta.timestamp = recorded.timestamp;
+        self.at += 1;
+        self.events += 1;
+        Ok(Produced::Event)
+    }
+
+    fn run_metadata(&self) -> Vec<(String, String)> {
+        vec![(
+            "replay.files".to_string(),
+            self.files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )]
+    }
+}

@@ -1,0 +1,288 @@
+//! `replay.hdf5` in whole runs of the real binary (issue 14, Replay): a recorded run's
+//! waveforms, written in rotated parts, are read back through the same analysis chain, and
+//! the histograms come out bit for bit; the events keep their recorded counters and
+//! timestamps; `check` refuses files that do not fit the sink.
+
+mod runs;
+
+use runs::{finish, Dir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+const BUFFER: &str = "  raw:
+    slot_count: 64
+    data_length: 256
+    data_dtype: {chA: float32, chB: float32}
+  pulses:
+    slot_count: 256
+    data_length: 1
+    data_dtype: {channel: int16, time: float64, height: float32, area: float32, width: float32}
+";
+
+/// The analysis both runs share: pulses found in `raw`, their heights and widths histogrammed.
+const CHAIN: &str = "  pulse_finder:
+    function: process.pulses
+    sources: [raw]
+    sinks: [pulses]
+    config: {threshold: 0.05, sample_interval: 4.0e-9}
+  spectra:
+    function: export.histogram
+    sources: [pulses]
+    config:
+      bins:
+        height: [0.0, 1.5, 150]
+        width: [0.0, 2.0e-7, 100]
+";
+
+fn run(dir: &Dir, name: &str, text: &str) -> PathBuf {
+    let setup = dir.write(name, text);
+    let (code, err) = finish(
+        Command::new(EXE)
+            .arg(&setup)
+            .args(["--quiet", "--no-tui"])
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir.0.join(name.trim_end_matches(".yaml")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.pop().unwrap()
+}
+
+fn histograms(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("histogram_"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// (counter, timestamp) of every event of `raw` in the run's files, in counter order.
+fn recorded(run: &Path) -> Vec<(i64, f64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(run).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "h5") {
+            // The histogram exporter's file has no `raw`.
+            if let Ok(b) = daq_engine::export::read_buffer(&p, "raw") {
+                out.extend(b.metadata.iter().map(|m| (m.counter, m.timestamp)));
+            }
+        }
+    }
+    out.sort_by_key(|x| x.0);
+    out
+}
+
+#[test]
+fn a_replayed_run_gives_the_same_histograms_bit_for_bit() {
+    let dir = Dir::new("replay");
+    // Recorded: 3000 simulated waveforms (2 KiB each, 6 MB), written in parts of 1 MB.
+    let first = run(
+        &dir,
+        "recorded.yaml",
+        &format!(
+            "target_directory: recorded
+Buffers:
+{BUFFER}Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{n_events: 3000, sample_interval: 4.0e-9, pretrigger_samples: 100, noise: 0.003, seed: 9}}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+    config: {{compression: none, rotate_mb: 1, flush_interval: 0.2}}
+{CHAIN}"
+        ),
+    );
+    let parts = std::fs::read_dir(&first)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "h5"))
+        .count();
+    assert!(
+        parts >= 4,
+        "{parts} files: the recording should come in parts"
+    );
+    // Replayed from the run directory (every part, in the order written), with the same
+    // chain, and written again.
+    let second = run(
+        &dir,
+        "replayed.yaml",
+        &format!(
+            "target_directory: replayed
+Buffers:
+{BUFFER}Workers:
+  player:
+    function: replay.hdf5
+    sinks: [raw]
+    config: {{files: [{}]}}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+    config: {{compression: none}}
+{CHAIN}",
+            first.display()
+        ),
+    );
+    let (a, b) = (histograms(&first), histograms(&second));
+    assert_eq!(
+        a.len(),
+        2,
+        "{:?}",
+        a.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let text = String::from_utf8_lossy(x);
+        let entries: u64 = text
+            .split("# entries: ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(entries > 1000, "{name}: {entries} entries\n{text}");
+        assert!(x == y, "{name} differs after the replay");
+    }
+    // Every event once, with its recorded counter and timestamp.
+    let (r1, r2) = (recorded(&first), recorded(&second));
+    assert_eq!(r1.len(), 3000);
+    assert_eq!(r1, r2);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["events"]["raw"], 3000, "{summary}");
+}
+
+#[test]
+fn paced_replay_delivers_every_event_in_order() {
+    let dir = Dir::new("replay-paced");
+    let first = run(
+        &dir,
+        "recorded.yaml",
+        "target_directory: recorded
+Buffers:
+  raw:
+    slot_count: 16
+    data_length: 64
+    data_dtype: {chA: float32}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {n_events: 200, rate: 200, realtime: true, pretrigger_samples: 20, seed: 2}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+",
+    );
+    let second = run(
+        &dir,
+        "replayed.yaml",
+        &format!(
+            "target_directory: replayed
+Buffers:
+  raw:
+    slot_count: 16
+    data_length: 64
+    data_dtype: {{chA: float32}}
+Workers:
+  player:
+    function: replay.hdf5
+    sinks: [raw]
+    config: {{files: [{}/raw.h5], pace: true, speed: 4}}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+",
+            first.display()
+        ),
+    );
+    assert_eq!(recorded(&first), recorded(&second));
+}
+
+#[test]
+fn check_refuses_files_that_do_not_fit_the_sink() {
+    let dir = Dir::new("replay-check");
+    let first = run(
+        &dir,
+        "recorded.yaml",
+        "target_directory: recorded
+Buffers:
+  raw:
+    slot_count: 16
+    data_length: 64
+    data_dtype: {chA: float32}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {n_events: 20, pretrigger_samples: 20, seed: 2}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+",
+    );
+    let check = |text: String| {
+        let setup = dir.write("bad.yaml", &text);
+        let out = Command::new(EXE).arg("check").arg(&setup).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let setup = |dtype: &str, length: u32, files: String| {
+        format!(
+            "target_directory: bad
+Buffers:
+  raw:
+    slot_count: 16
+    data_length: {length}
+    data_dtype: {dtype}
+Workers:
+  player:
+    function: replay.hdf5
+    sinks: [raw]
+    config: {{files: [{files}]}}
+  sink:
+    function: export.drain
+    sources: [raw]
+"
+        )
+    };
+    let file = first.join("raw.h5").display().to_string();
+    let (code, err) = check(setup("{chA: float64}", 64, file.clone()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&file) && err.contains("files"), "{err}");
+    let (code, err) = check(setup("{chA: float32}", 32, file.clone()));
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = check(setup("{chA: float32}", 64, "no/such.h5".into()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no/such.h5"), "{err}");
+    let (code, err) = check(setup("{chA: float32}", 64, dir.0.display().to_string()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no .h5 file there"), "{err}");
+    let (code, err) = check(setup("{chA: float32}", 64, file));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!dir.0.join("bad").exists(), "check made a run directory");
+}
