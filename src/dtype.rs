@@ -1,20 +1,34 @@
 //! Event record types, laid out exactly as numpy structured arrays.
 //!
-//! A buffer's `data_dtype` is an ordered list of named fields, each a little-endian numpy
-//! scalar (`int8` … `uint64`, `float32`, `float64`, or their short forms `i1` … `f8`).
+//! A buffer's `data_dtype` is an ordered list of named fields. Each field is any numpy type a
+//! mimoCoRB2 buffer can hold ([`FieldType`]): a number (`int8` … `uint64`, `float32`,
+//! `float64`, short forms `i1` … `f8`), `bool` (`?`, `b1`), complex (`c8`/`complex64`,
+//! `c16`/`complex128`), fixed-length bytes (`S10`, `a10`) or unicode text (`U4`, UCS-4: four
+//! bytes a character), with an explicit byte order (`<`, `>`, `=`, `|`) where it matters, and
+//! a subarray shape in front (`(2,)f4`, `(2,3)i2`, `2f4`). The type text is what
+//! `numpy.dtype` accepts, because mimoCoRB2 builds its buffers with
+//! `numpy.dtype([(name, text) for name, text in data_dtype.items()])`.
+//!
 //! Fields are packed in declaration order with no padding, which is what
-//! `numpy.dtype([("ch0", "<f4"), ...])` produces, so one record of `data_length` records
-//! can be handed to numpy, h5py or HDF5 byte for byte.
+//! `numpy.dtype([("ch0", "<f4"), ...])` produces, so the `data_length` records of an event can
+//! be handed to numpy, h5py or HDF5 byte for byte.
 //!
 //! Guarantees: a [`Dtype`] is never empty, field names are unique and at most
-//! [`MAX_FIELD_NAME`] bytes, and the record size is the sum of the field sizes.
+//! [`MAX_FIELD_NAME`] bytes, every field is at least one byte, and the record size is the sum
+//! of the field sizes and fits a `u32` (the ring header stores offsets as `u32`).
 
 use std::fmt;
+
+mod text;
 
 /// Longest field name a ring header can store.
 pub const MAX_FIELD_NAME: usize = 31;
 /// Most fields one dtype may have (the ring header's field table has this many rows).
 pub const MAX_FIELDS: usize = 64;
+/// Most dimensions of a subarray field (the ring header stores this many).
+pub const MAX_DIMS: usize = 4;
+/// Largest record, in bytes (offsets are stored as `u32`).
+pub const MAX_RECORD_SIZE: usize = u32::MAX as usize;
 
 /// One numpy scalar type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,32 +123,14 @@ impl Scalar {
         Scalar::ALL.into_iter().find(|s| s.code() == code)
     }
 
-    /// Parses a numpy type name: `float32`, `f4`, `<f4`, `=f4`, `int16`, `i2`, `uint8`, `u1`,
-    /// `double`, `single`, `float` (numpy's float64), `int` (int64).
+    /// Parses a numpy type name of a plain little-endian number: `float32`, `f4`, `<f4`,
+    /// `=f4`, `int16`, `i2`, `uint8`, `u1`, `double`, `single`, `float` (numpy's float64),
+    /// `int` (int64). Any other type numpy knows (`>f4`, `bool`, `S10`, `(2,)f4`) is
+    /// [`DtypeError::NotANumber`]; see [`FieldType::parse`] for those.
     pub fn parse(name: &str) -> Result<Scalar, DtypeError> {
-        let trimmed = name.trim();
-        let bare = trimmed
-            .strip_prefix('<')
-            .or_else(|| trimmed.strip_prefix('='))
-            .or_else(|| trimmed.strip_prefix('|'))
-            .unwrap_or(trimmed);
-        if trimmed.starts_with('>') {
-            return Err(DtypeError::BigEndian(name.to_string()));
-        }
-        let s = match bare {
-            "int8" | "i1" | "b" | "byte" => Scalar::I8,
-            "int16" | "i2" | "h" | "short" => Scalar::I16,
-            "int32" | "i4" | "i" | "intc" => Scalar::I32,
-            "int64" | "i8" | "l" | "q" | "int" | "long" | "longlong" => Scalar::I64,
-            "uint8" | "u1" | "B" | "ubyte" => Scalar::U8,
-            "uint16" | "u2" | "H" | "ushort" => Scalar::U16,
-            "uint32" | "u4" | "I" | "uintc" => Scalar::U32,
-            "uint64" | "u8" | "L" | "Q" | "uint" | "ulonglong" => Scalar::U64,
-            "float32" | "f4" | "f" | "single" => Scalar::F32,
-            "float64" | "f8" | "d" | "double" | "float" => Scalar::F64,
-            _ => return Err(DtypeError::UnknownType(name.to_string())),
-        };
-        Ok(s)
+        let t = FieldType::parse(name)?;
+        t.scalar()
+            .ok_or_else(|| DtypeError::NotANumber(name.trim().to_string(), t))
     }
 }
 
@@ -156,6 +152,407 @@ impl<'de> serde::Deserialize<'de> for Scalar {
 impl fmt::Display for Scalar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// What one element of a field is, apart from its byte order and shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Base {
+    /// A real number ([`Scalar`]).
+    Num(Scalar),
+    /// `bool`, `?`, `b1`: one byte, 0 or 1.
+    Bool,
+    /// `complex64`, `c8`: two `float32`, real then imaginary.
+    Complex64,
+    /// `complex128`, `c16`: two `float64`, real then imaginary.
+    Complex128,
+    /// `S<n>` (`a<n>`): n bytes, NUL-padded, no byte order.
+    Bytes(u32),
+    /// `U<n>`: n characters of UCS-4 (4 bytes each, in the field's byte order), NUL-padded.
+    Unicode(u32),
+}
+
+impl Base {
+    /// Bytes of one element.
+    pub const fn size(self) -> usize {
+        match self {
+            Base::Num(s) => s.size(),
+            Base::Bool => 1,
+            Base::Complex64 => 8,
+            Base::Complex128 => 16,
+            Base::Bytes(n) => n as usize,
+            Base::Unicode(n) => 4 * n as usize,
+        }
+    }
+
+    /// True when the byte order changes the bytes (multi-byte numbers, complex, unicode).
+    pub const fn has_byte_order(self) -> bool {
+        match self {
+            Base::Num(s) => s.size() > 1,
+            Base::Bool | Base::Bytes(_) => false,
+            Base::Complex64 | Base::Complex128 | Base::Unicode(_) => true,
+        }
+    }
+
+    /// The code stored in a ring header's field table: [`Scalar::code`] (1 … 10) for
+    /// numbers, then 11 bool, 12 complex64, 13 complex128, 14 bytes, 15 unicode.
+    pub const fn code(self) -> u8 {
+        match self {
+            Base::Num(s) => s.code(),
+            Base::Bool => 11,
+            Base::Complex64 => 12,
+            Base::Complex128 => 13,
+            Base::Bytes(_) => 14,
+            Base::Unicode(_) => 15,
+        }
+    }
+
+    /// Inverse of [`Base::code`]; `len` is the string length for codes 14 and 15.
+    pub fn from_code(code: u8, len: u32) -> Option<Base> {
+        Some(match code {
+            11 => Base::Bool,
+            12 => Base::Complex64,
+            13 => Base::Complex128,
+            14 if len > 0 => Base::Bytes(len),
+            15 if len > 0 => Base::Unicode(len),
+            c => Base::Num(Scalar::from_code(c)?),
+        })
+    }
+
+    /// The string length of `S<n>`/`U<n>`, 0 for the others.
+    pub const fn text_len(self) -> u32 {
+        match self {
+            Base::Bytes(n) | Base::Unicode(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// A word for messages: "bool", "fixed-length bytes S10", …
+    pub fn kind(self) -> String {
+        match self {
+            Base::Num(s) => s.name().to_string(),
+            Base::Bool => "bool".into(),
+            Base::Complex64 => "complex64".into(),
+            Base::Complex128 => "complex128".into(),
+            Base::Bytes(n) => format!("fixed-length bytes S{n}"),
+            Base::Unicode(n) => format!("unicode text U{n}"),
+        }
+    }
+}
+
+/// The byte order of a field's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ByteOrder {
+    /// `<` (also `=` and `|`: every machine this runs on is little-endian).
+    #[default]
+    Little,
+    /// `>`.
+    Big,
+}
+
+/// The shape of a subarray field: 0 dimensions for a plain field, else 1 ..= [`MAX_DIMS`]
+/// dimensions, each ≥ 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Shape {
+    ndim: u8,
+    dims: [u32; MAX_DIMS],
+}
+
+impl Shape {
+    /// A plain (not subarray) field.
+    pub const SCALAR: Shape = Shape {
+        ndim: 0,
+        dims: [0; MAX_DIMS],
+    };
+
+    /// A shape of `dims`; None when there are more than [`MAX_DIMS`] or one is 0.
+    pub fn new(dims: &[u32]) -> Option<Shape> {
+        if dims.len() > MAX_DIMS || dims.contains(&0) {
+            return None;
+        }
+        let mut s = Shape::SCALAR;
+        s.ndim = dims.len() as u8;
+        s.dims[..dims.len()].copy_from_slice(dims);
+        Some(s)
+    }
+
+    /// The dimensions (empty for a plain field).
+    pub fn dims(&self) -> &[u32] {
+        &self.dims[..self.ndim as usize]
+    }
+
+    /// Elements in one record's field (1 for a plain field); None on overflow.
+    pub fn count(&self) -> Option<usize> {
+        self.dims()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
+    }
+
+    /// True for a plain field.
+    pub fn is_scalar(&self) -> bool {
+        self.ndim == 0
+    }
+}
+
+/// The type of one field: its elements, their byte order, and the subarray shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FieldType {
+    /// What each element is.
+    pub base: Base,
+    /// Byte order; always [`ByteOrder::Little`] when the base has none
+    /// ([`Base::has_byte_order`]), as numpy normalises `>i1` to `|i1`.
+    pub order: ByteOrder,
+    /// Subarray shape ([`Shape::SCALAR`] for a plain field).
+    pub shape: Shape,
+}
+
+impl From<Scalar> for FieldType {
+    fn from(s: Scalar) -> FieldType {
+        FieldType::plain(Base::Num(s))
+    }
+}
+
+impl FieldType {
+    /// A little-endian, plain field of `base`.
+    pub const fn plain(base: Base) -> FieldType {
+        FieldType {
+            base,
+            order: ByteOrder::Little,
+            shape: Shape::SCALAR,
+        }
+    }
+
+    /// Builds a field type, normalising the byte order of order-less bases; None when its
+    /// size is 0 or does not fit [`MAX_RECORD_SIZE`].
+    pub fn new(base: Base, order: ByteOrder, shape: Shape) -> Option<FieldType> {
+        let order = if base.has_byte_order() {
+            order
+        } else {
+            ByteOrder::Little
+        };
+        let t = FieldType { base, order, shape };
+        match t.checked_size() {
+            Some(n) if n > 0 && n <= MAX_RECORD_SIZE => Some(t),
+            _ => None,
+        }
+    }
+
+    fn checked_size(&self) -> Option<usize> {
+        self.shape.count()?.checked_mul(self.base.size())
+    }
+
+    /// Bytes the field takes in a record.
+    pub fn size(&self) -> usize {
+        self.checked_size().unwrap_or(usize::MAX)
+    }
+
+    /// Elements in the field (1 unless it is a subarray).
+    pub fn count(&self) -> usize {
+        self.shape.count().unwrap_or(usize::MAX)
+    }
+
+    /// The number type, when this is a plain little-endian number: the only kind the
+    /// numeric built-ins (filters, pulse finding, histograms, …) read and write.
+    pub fn scalar(&self) -> Option<Scalar> {
+        match self.base {
+            Base::Num(s) if self.order == ByteOrder::Little && self.shape.is_scalar() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The numpy type string of one element with its byte order, as `numpy.dtype.str`
+    /// prints it: `<f4`, `>i2`, `|b1`, `|S10`, `<U4`, `<c8`.
+    pub fn element_str(&self) -> String {
+        let o = if !self.base.has_byte_order() {
+            '|'
+        } else if self.order == ByteOrder::Big {
+            '>'
+        } else {
+            '<'
+        };
+        let code = match self.base {
+            Base::Num(s) => return format!("{o}{}", &s.numpy_str()[1..]),
+            Base::Bool => "b1".to_string(),
+            Base::Complex64 => "c8".to_string(),
+            Base::Complex128 => "c16".to_string(),
+            Base::Bytes(n) => format!("S{n}"),
+            Base::Unicode(n) => format!("U{n}"),
+        };
+        format!("{o}{code}")
+    }
+
+    /// The shape as numpy writes it: `(2,)`, `(2, 3)`; empty for a plain field.
+    pub fn shape_str(&self) -> String {
+        match self.shape.dims() {
+            [] => String::new(),
+            [d] => format!("({d},)"),
+            dims => format!(
+                "({})",
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// One string numpy reads as this type, e.g. `(2,)<f4` (shape, then element); what a
+    /// Python worker hands to `numpy.dtype([(name, text), …])`.
+    pub fn numpy_spec(&self) -> String {
+        format!(
+            "{}{}",
+            self.shape_str().replace(' ', ""),
+            self.element_str()
+        )
+    }
+
+    /// Parses a field type as `numpy.dtype` reads the text of a data_dtype entry (see the
+    /// module documentation). The byte order may stand before the shape (`>(2,)f4`) or
+    /// before the element (`(2,)>f4`).
+    ///
+    /// ```
+    /// use daq_engine::dtype::{Base, ByteOrder, FieldType, Scalar};
+    /// let t = FieldType::parse("(2,3)>i2").unwrap();
+    /// assert_eq!(t.base, Base::Num(Scalar::I16));
+    /// assert_eq!(t.order, ByteOrder::Big);
+    /// assert_eq!(t.shape.dims(), &[2, 3]);
+    /// assert_eq!(t.size(), 12);
+    /// assert_eq!(FieldType::parse("U4").unwrap().size(), 16);
+    /// assert!(FieldType::parse("S").is_err()); // numpy's S0: no room for any byte
+    /// ```
+    pub fn parse(text: &str) -> Result<FieldType, DtypeError> {
+        let t = text.trim();
+        let unknown = || DtypeError::UnknownType(text.to_string());
+        let (outer, rest) = split_order(t);
+        let (dims, elem) = if let Some(inner) = rest.strip_prefix('(') {
+            let close = inner
+                .find(')')
+                .ok_or_else(|| DtypeError::BadShape(text.to_string()))?;
+            let dims = parse_dims(&inner[..close], true)
+                .ok_or_else(|| DtypeError::BadShape(text.to_string()))?;
+            (dims, inner[close + 1..].trim_start())
+        } else if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            // numpy's `2f4` and `2,3f4`: a count or shape without parentheses.
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == ',' || c == ' '))
+                .ok_or_else(unknown)?;
+            let dims = parse_dims(&rest[..end], false)
+                .ok_or_else(|| DtypeError::BadShape(text.to_string()))?;
+            (dims, rest[end..].trim_start())
+        } else {
+            (Vec::new(), rest)
+        };
+        let (inner, elem) = split_order(elem);
+        let order = match (outer, inner) {
+            (Some(a), Some(b)) if a != b => return Err(DtypeError::BadShape(text.to_string())),
+            (a, b) => a.or(b).unwrap_or(ByteOrder::Little),
+        };
+        let base = parse_base(elem).map_err(|e| match e {
+            Some(e) => e,
+            None => unknown(),
+        })?;
+        if dims.len() > MAX_DIMS {
+            return Err(DtypeError::TooManyDims(text.to_string()));
+        }
+        let shape = Shape::new(&dims).ok_or_else(|| DtypeError::BadShape(text.to_string()))?;
+        FieldType::new(base, order, shape).ok_or_else(|| DtypeError::TooLarge(text.to_string()))
+    }
+}
+
+/// The leading byte-order character, if any: `<`, `=` and `|` are little-endian here.
+fn split_order(t: &str) -> (Option<ByteOrder>, &str) {
+    match t.chars().next() {
+        Some('<') | Some('=') | Some('|') => (Some(ByteOrder::Little), &t[1..]),
+        Some('>') => (Some(ByteOrder::Big), &t[1..]),
+        _ => (None, t),
+    }
+}
+
+/// `2, 3` or `2,` (with `paren`, `()` is a plain field); None on anything else.
+fn parse_dims(s: &str, paren: bool) -> Option<Vec<u32>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return paren.then(Vec::new);
+    }
+    let s = s.strip_suffix(',').unwrap_or(s);
+    s.split(',').map(|d| d.trim().parse::<u32>().ok()).collect()
+}
+
+/// One element type; `Err(None)` for a name that is no type at all.
+fn parse_base(e: &str) -> Result<Base, Option<DtypeError>> {
+    let b = match e {
+        "bool" | "bool_" | "?" | "b1" => Base::Bool,
+        "complex64" | "c8" | "F" | "csingle" | "singlecomplex" => Base::Complex64,
+        "complex128" | "c16" | "D" | "cdouble" | "complex" | "cfloat" | "complex_" => {
+            Base::Complex128
+        }
+        _ => {
+            let string = |prefixes: &[&str]| {
+                prefixes
+                    .iter()
+                    .find_map(|p| e.strip_prefix(p))
+                    .map(|n| n.parse::<u32>().ok().filter(|&n| n > 0).ok_or(()))
+            };
+            if matches!(
+                e,
+                "str" | "str_" | "unicode" | "unicode_" | "bytes" | "bytes_"
+            ) {
+                // numpy makes these 0-byte fields.
+                return Err(Some(DtypeError::NoLength(e.to_string())));
+            }
+            if let Some(n) = string(&["S", "a"]) {
+                Base::Bytes(n.map_err(|_| Some(DtypeError::NoLength(e.to_string())))?)
+            } else if let Some(n) = string(&["U"]) {
+                Base::Unicode(n.map_err(|_| Some(DtypeError::NoLength(e.to_string())))?)
+            } else {
+                Base::Num(scalar_name(e).ok_or(None)?)
+            }
+        }
+    };
+    Ok(b)
+}
+
+fn scalar_name(bare: &str) -> Option<Scalar> {
+    Some(match bare {
+        "int8" | "i1" | "b" | "byte" => Scalar::I8,
+        "int16" | "i2" | "h" | "short" => Scalar::I16,
+        "int32" | "i4" | "i" | "intc" => Scalar::I32,
+        "int64" | "i8" | "l" | "q" | "int" | "long" | "longlong" | "int_" | "intp" => Scalar::I64,
+        "uint8" | "u1" | "B" | "ubyte" => Scalar::U8,
+        "uint16" | "u2" | "H" | "ushort" => Scalar::U16,
+        "uint32" | "u4" | "I" | "uintc" => Scalar::U32,
+        "uint64" | "u8" | "L" | "Q" | "uint" | "ulonglong" | "uintp" => Scalar::U64,
+        "float32" | "f4" | "f" | "single" => Scalar::F32,
+        "float64" | "f8" | "d" | "double" | "float" | "float_" => Scalar::F64,
+        _ => return None,
+    })
+}
+
+/// As numpy would print it in a setup: a plain little-endian number by its long name
+/// (`float32`, as plan.json and the setup copy always wrote it), anything else as
+/// [`FieldType::numpy_spec`] (`>f4`, `|b1`, `|S10`, `(2,)<f4`). [`FieldType::parse`] reads
+/// both back.
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scalar() {
+            Some(s) => f.write_str(s.name()),
+            None => f.write_str(&self.numpy_spec()),
+        }
+    }
+}
+
+/// As its [`Display`](fmt::Display) text, the way plan.json writes a field's type.
+impl serde::Serialize for FieldType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// From a numpy type text ([`FieldType::parse`]); an unknown one is an error.
+impl<'de> serde::Deserialize<'de> for FieldType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FieldType, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        FieldType::parse(&name).map_err(serde::de::Error::custom)
     }
 }
 
@@ -184,7 +581,7 @@ pub struct Field {
     /// The field's name, as the setup file and numpy call it.
     pub name: String,
     /// Its type.
-    pub scalar: Scalar,
+    pub ty: FieldType,
     /// Byte offset inside the record (sum of the sizes of the fields before it).
     pub offset: usize,
 }
@@ -192,12 +589,24 @@ pub struct Field {
 /// What went wrong building a dtype.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DtypeError {
-    /// The type name is not a numpy scalar we support.
-    #[error("unknown data type '{0}': expected one of int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64 (or i1 … f8)")]
+    /// The type name is not a numpy type a buffer can hold.
+    #[error("unknown data type '{0}': expected a numpy type such as int8 … int64, uint8 … uint64, float32, float64 (i1 … f8), bool, complex64/complex128 (c8, c16), S<n> (bytes), U<n> (unicode), optionally with a byte order (<f4, >f4) and a subarray shape ((2,)f4)")]
     UnknownType(String),
-    /// Big-endian types are not supported.
-    #[error("big-endian type '{0}' is not supported: use the little-endian form (e.g. '<i2')")]
-    BigEndian(String),
+    /// `S`, `U`, `str` or `bytes` without a length: numpy makes a 0-byte field of it.
+    #[error("'{0}' has no length: give the number of bytes or characters, e.g. S10 or U4")]
+    NoLength(String),
+    /// The subarray shape is not `(n,)`, `(n, m)`, … of positive whole numbers.
+    #[error("'{0}': a subarray shape is written (2,) or (2, 3) of whole numbers ≥ 1, in front of the type")]
+    BadShape(String),
+    /// More subarray dimensions than the ring header stores.
+    #[error("'{0}' has more than {MAX_DIMS} subarray dimensions")]
+    TooManyDims(String),
+    /// A field or record larger than a ring header can describe.
+    #[error("'{0}' is larger than {MAX_RECORD_SIZE} bytes")]
+    TooLarge(String),
+    /// A plain little-endian number was asked for and this is another type.
+    #[error("'{0}' is {1}, not a plain little-endian number (int8 … float64)")]
+    NotANumber(String, FieldType),
     /// The dtype has no field.
     #[error("a data_dtype needs at least one field")]
     Empty,
@@ -223,21 +632,25 @@ pub struct Dtype {
 }
 
 impl Dtype {
-    /// Builds a dtype from `(name, scalar)` pairs in order.
+    /// Builds a dtype from `(name, type)` pairs in order; a type is a [`FieldType`] or a
+    /// [`Scalar`].
     ///
     /// ```
-    /// use daq_engine::dtype::{Dtype, Scalar};
+    /// use daq_engine::dtype::{Dtype, FieldType, Scalar};
     /// let d = Dtype::new([("ch0", Scalar::F32), ("flag", Scalar::U8)]).unwrap();
     /// assert_eq!(d.record_size(), 5);
     /// assert_eq!(d.field("flag").unwrap().offset, 4);
+    /// let e = Dtype::new([("xy", FieldType::parse("(2,)>f8").unwrap())]).unwrap();
+    /// assert_eq!(e.record_size(), 16);
     /// ```
-    pub fn new<S: Into<String>>(
-        fields: impl IntoIterator<Item = (S, Scalar)>,
+    pub fn new<S: Into<String>, T: Into<FieldType>>(
+        fields: impl IntoIterator<Item = (S, T)>,
     ) -> Result<Dtype, DtypeError> {
         let mut out: Vec<Field> = Vec::new();
-        let mut offset = 0;
-        for (name, scalar) in fields {
+        let mut offset: usize = 0;
+        for (name, ty) in fields {
             let name = name.into();
+            let ty = ty.into();
             if name.is_empty() || name.contains('\0') {
                 return Err(DtypeError::BadName(name));
             }
@@ -247,18 +660,18 @@ impl Dtype {
             if out.iter().any(|f| f.name == name) {
                 return Err(DtypeError::Duplicate(name));
             }
-            out.push(Field {
-                name,
-                scalar,
-                offset,
-            });
-            offset += scalar.size();
+            if out.len() == MAX_FIELDS {
+                return Err(DtypeError::TooManyFields(MAX_FIELDS + 1));
+            }
+            let end = offset
+                .checked_add(ty.size())
+                .filter(|&e| e <= MAX_RECORD_SIZE && ty.size() > 0)
+                .ok_or_else(|| DtypeError::TooLarge(format!("{name}: {ty}")))?;
+            out.push(Field { name, ty, offset });
+            offset = end;
         }
         if out.is_empty() {
             return Err(DtypeError::Empty);
-        }
-        if out.len() > MAX_FIELDS {
-            return Err(DtypeError::TooManyFields(out.len()));
         }
         Ok(Dtype {
             fields: out,
@@ -266,13 +679,14 @@ impl Dtype {
         })
     }
 
-    /// Builds a dtype from `(name, numpy type name)` pairs, e.g. `("ch0", "f4")`.
+    /// Builds a dtype from `(name, numpy type text)` pairs, e.g. `("ch0", "f4")` or
+    /// `("flags", "(8,)?")` ([`FieldType::parse`]).
     pub fn parse<'a>(
         fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Dtype, DtypeError> {
         let parsed: Result<Vec<_>, _> = fields
             .into_iter()
-            .map(|(n, t)| Scalar::parse(t).map(|s| (n.to_string(), s)))
+            .map(|(n, t)| FieldType::parse(t).map(|s| (n.to_string(), s)))
             .collect();
         Dtype::new(parsed?)
     }
@@ -304,18 +718,41 @@ impl Dtype {
         };
         for f in &self.fields {
             eat(f.name.as_bytes());
-            eat(&[0, f.scalar.code()]);
+            eat(&[0, f.ty.base.code()]);
             eat(&(f.offset as u64).to_le_bytes());
+            // A plain little-endian field hashes as it always did (older ring headers keep
+            // their hash); anything else adds its byte order, length and shape.
+            let t = &f.ty;
+            if t.order != ByteOrder::Little || t.base.text_len() != 0 || !t.shape.is_scalar() {
+                eat(&[
+                    1,
+                    u8::from(t.order == ByteOrder::Big),
+                    t.shape.dims().len() as u8,
+                ]);
+                eat(&t.base.text_len().to_le_bytes());
+                for d in t.shape.dims() {
+                    eat(&d.to_le_bytes());
+                }
+            }
         }
         h
     }
 
-    /// The numpy description, e.g. `[('ch0', '<f4'), ('ch1', '<f4')]`.
+    /// The numpy description as `numpy.dtype.descr` prints it, e.g.
+    /// `[('ch0', '<f4'), ('xy', '<f4', (2,))]`.
     pub fn numpy_descr(&self) -> String {
         let parts: Vec<String> = self
             .fields
             .iter()
-            .map(|f| format!("('{}', '{}')", f.name, f.scalar.numpy_str()))
+            .map(|f| match f.ty.shape.is_scalar() {
+                true => format!("('{}', '{}')", f.name, f.ty.element_str()),
+                false => format!(
+                    "('{}', '{}', {})",
+                    f.name,
+                    f.ty.element_str(),
+                    f.ty.shape_str()
+                ),
+            })
             .collect();
         format!("[{}]", parts.join(", "))
     }
@@ -326,7 +763,7 @@ impl fmt::Display for Dtype {
         let parts: Vec<String> = self
             .fields
             .iter()
-            .map(|x| format!("{}: {}", x.name, x.scalar))
+            .map(|x| format!("{}: {}", x.name, x.ty))
             .collect();
         write!(f, "{{{}}}", parts.join(", "))
     }
@@ -380,7 +817,7 @@ pub enum ColumnError {
         /// The field.
         name: String,
         /// Its type.
-        actual: Scalar,
+        actual: FieldType,
         /// The type asked for.
         wanted: Scalar,
     },
@@ -404,10 +841,10 @@ fn locate<T: Element>(
     let f = dtype
         .field(name)
         .ok_or_else(|| ColumnError::NoSuchField(name.to_string()))?;
-    if f.scalar != T::SCALAR {
+    if f.ty.scalar() != Some(T::SCALAR) {
         return Err(ColumnError::WrongType {
             name: name.to_string(),
-            actual: f.scalar,
+            actual: f.ty,
             wanted: T::SCALAR,
         });
     }
@@ -565,14 +1002,169 @@ mod tests {
         assert_eq!(Scalar::parse("f4").unwrap(), Scalar::F32);
         assert!(matches!(
             Scalar::parse(">f4"),
-            Err(DtypeError::BigEndian(_))
+            Err(DtypeError::NotANumber(_, _))
         ));
         assert!(matches!(
             Scalar::parse("S10"),
+            Err(DtypeError::NotANumber(_, _))
+        ));
+        assert!(matches!(
+            Scalar::parse("float128"),
             Err(DtypeError::UnknownType(_))
         ));
     }
 
+    /// Each kind of issue 14's list, its size and the text numpy is given for it.
+    #[test]
+    fn every_numpy_kind_parses_with_numpys_size() {
+        for (text, size, spec, shown) in [
+            ("bool", 1, "|b1", "|b1"),
+            ("?", 1, "|b1", "|b1"),
+            ("b1", 1, "|b1", "|b1"),
+            ("S10", 10, "|S10", "|S10"),
+            ("a5", 5, "|S5", "|S5"),
+            ("<S4", 4, "|S4", "|S4"),
+            ("U4", 16, "<U4", "<U4"),
+            (">U4", 16, ">U4", ">U4"),
+            ("c8", 8, "<c8", "<c8"),
+            ("complex64", 8, "<c8", "<c8"),
+            ("c16", 16, "<c16", "<c16"),
+            ("complex128", 16, "<c16", "<c16"),
+            (">c8", 8, ">c8", ">c8"),
+            (">f4", 4, ">f4", ">f4"),
+            ("<f4", 4, "<f4", "float32"),
+            ("=i2", 2, "<i2", "int16"),
+            ("|f8", 8, "<f8", "float64"),
+            (">i1", 1, "|i1", "int8"),
+            (">u8", 8, ">u8", ">u8"),
+            ("(2,)f4", 8, "(2,)<f4", "(2,)<f4"),
+            ("(2,3)i2", 12, "(2,3)<i2", "(2,3)<i2"),
+            ("( 2 , 3 )>i2", 12, "(2,3)>i2", "(2,3)>i2"),
+            (">(2,)f4", 8, "(2,)>f4", "(2,)>f4"),
+            ("2f4", 8, "(2,)<f4", "(2,)<f4"),
+            ("2,3f4", 24, "(2,3)<f4", "(2,3)<f4"),
+            ("(1,)u1", 1, "(1,)|u1", "(1,)|u1"),
+            ("()f4", 4, "<f4", "float32"),
+            ("(2,)S3", 6, "(2,)|S3", "(2,)|S3"),
+            ("(2,)U2", 16, "(2,)<U2", "(2,)<U2"),
+        ] {
+            let t = FieldType::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(t.size(), size, "{text}");
+            assert_eq!(t.numpy_spec(), spec, "{text}");
+            assert_eq!(t.to_string(), shown, "{text}");
+            assert_eq!(FieldType::parse(&t.to_string()), Ok(t), "{text} round trip");
+        }
+    }
+
+    #[test]
+    fn types_numpy_refuses_or_makes_empty_are_refused() {
+        for text in ["S", "U", "S0", "U0", "str", "bytes", "a"] {
+            assert!(
+                matches!(FieldType::parse(text), Err(DtypeError::NoLength(_))),
+                "{text}"
+            );
+        }
+        for text in ["(0,)f4", "(2,f4", "(2,x)f4", "<(2,)>f4"] {
+            assert!(
+                matches!(FieldType::parse(text), Err(DtypeError::BadShape(_))),
+                "{text}: {:?}",
+                FieldType::parse(text)
+            );
+        }
+        assert!(matches!(
+            FieldType::parse("(1,1,1,1,1)f4"),
+            Err(DtypeError::TooManyDims(_))
+        ));
+        assert!(matches!(
+            FieldType::parse("(65536,65536)f8"),
+            Err(DtypeError::TooLarge(_))
+        ));
+        for text in ["f2", "float16", "M8[ns]", "O", "V4", "c32", "Bool", ""] {
+            assert!(
+                matches!(FieldType::parse(text), Err(DtypeError::UnknownType(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_numbers_keep_their_schema_hash_and_others_change_it() {
+        // The hash of a plain dtype is what layout version 2 always stored (computed here
+        // by the old formula), so an older ring header still matches.
+        let d = Dtype::parse([("x", "f4"), ("n", "i2")]).unwrap();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (name, code, off) in [("x", 9u8, 0u64), ("n", 2, 4)] {
+            for b in name.bytes().chain([0, code]).chain(off.to_le_bytes()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        assert_eq!(d.schema_hash(), h);
+        let hashes: Vec<u64> = ["f4", ">f4", "(1,)f4", "(2,)f4", "U1", ">U1", "S4", "S5"]
+            .iter()
+            .map(|t| Dtype::parse([("x", *t)]).unwrap().schema_hash())
+            .collect();
+        for (i, a) in hashes.iter().enumerate() {
+            for b in &hashes[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn numpy_descr_of_every_kind() {
+        let d =
+            Dtype::parse([("a", "?"), ("f", "(2,)f4"), ("m", "(2,3)>i2"), ("e", "U4")]).unwrap();
+        assert_eq!(
+            d.numpy_descr(),
+            "[('a', '|b1'), ('f', '<f4', (2,)), ('m', '>i2', (2, 3)), ('e', '<U4')]"
+        );
+        let offs: Vec<usize> = d.fields().iter().map(|f| f.offset).collect();
+        assert_eq!(offs, [0, 1, 9, 21]);
+        assert_eq!(d.record_size(), 37);
+    }
+
+    #[test]
+    fn columns_refuse_fields_that_are_not_plain_numbers() {
+        let d = Dtype::parse([("c", ">f4"), ("v", "(2,)f4")]).unwrap();
+        let bytes = vec![0u8; d.record_size()];
+        assert!(matches!(
+            Column::<f32>::new(&d, &bytes, "c"),
+            Err(ColumnError::WrongType { .. })
+        ));
+        assert!(matches!(
+            Column::<f32>::new(&d, &bytes, "v"),
+            Err(ColumnError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn csv_cells_of_every_kind() {
+        let d = Dtype::parse([
+            ("a", "?"),
+            ("s", "S6"),
+            ("u", ">U3"),
+            ("z", "c16"),
+            ("v", "(2,)>i2"),
+            ("x", "f4"),
+        ])
+        .unwrap();
+        assert_eq!(d.csv_columns(), ["a", "s", "u", "z", "v[0]", "v[1]", "x"]);
+        let mut rec = vec![0u8];
+        rec.extend(b"q\"\n\xff\0\0");
+        for c in ['é', ' ', '\0'] {
+            rec.extend((c as u32).to_be_bytes());
+        }
+        rec.extend(f64::NAN.to_le_bytes());
+        rec.extend((-0.5f64).to_le_bytes());
+        rec.extend((-2i16).to_be_bytes());
+        rec.extend(7i16.to_be_bytes());
+        rec.extend(f32::INFINITY.to_le_bytes());
+        assert_eq!(rec.len(), d.record_size());
+        let mut line = String::new();
+        d.write_csv_cells(&rec, &mut line);
+        assert_eq!(line, ",False,\"q\"\"\\x0a\\xff\",\"é \",nan-0.5j,-2,7,inf");
+    }
     #[test]
     fn layout_is_packed_in_order() {
         let d = Dtype::parse([("a", "int16"), ("b", "f8"), ("c", "u1")]).unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use daq_engine::dtype::{Dtype, Metadata};
+use daq_engine::dtype::{Base, ByteOrder, Dtype, FieldType, Metadata, Scalar};
 use daq_engine::export::hdf5::{
     BufferOptions, Compression, Rotation, RunFileWriter, RunInfo, RunStats, WriterOptions,
 };
@@ -79,21 +79,99 @@ fn h5dump_clean(path: &Path) {
     }
 }
 
-/// A seeded source of pulse records: every field gets values of its own type.
+/// The bytes of one element of `t` made from the random number `x`: a valid value of its
+/// type (bool 0/1, text of printable and non-ASCII characters, NUL-padded) in its byte order.
+fn element(t: &FieldType, x: u64) -> Vec<u8> {
+    let big = t.order == ByteOrder::Big;
+    let f32b = |v: f32| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let f64b = |v: f64| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    match t.base {
+        Base::Num(Scalar::F32) => f32b((x % 100_000) as f32 * 0.013 - 40.0).to_vec(),
+        Base::Num(Scalar::F64) => f64b((x % 1_000_000) as f64 * 1e-3).to_vec(),
+        Base::Num(s) => {
+            let b = if big {
+                x.to_be_bytes()
+            } else {
+                x.to_le_bytes()
+            };
+            if big {
+                b[8 - s.size()..].to_vec()
+            } else {
+                b[..s.size()].to_vec()
+            }
+        }
+        Base::Bool => vec![(x & 1) as u8],
+        Base::Complex64 => [
+            f32b((x % 1000) as f32 * 0.5),
+            f32b(-(((x >> 20) % 999) as f32)),
+        ]
+        .concat(),
+        Base::Complex128 => [
+            f64b((x % 1000) as f64 * 0.25),
+            f64b(-(((x >> 20) % 997) as f64)),
+        ]
+        .concat(),
+        Base::Bytes(n) => {
+            let len = (x % (u64::from(n) + 1)) as usize;
+            let mut b: Vec<u8> = (0..n as usize)
+                .map(|i| {
+                    if i < len {
+                        b"ab,\"x "[(x as usize + i) % 6]
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            if len > 0 {
+                b[0] = b'A' + (x % 26) as u8
+            }
+            b
+        }
+        Base::Unicode(n) => {
+            let chars = ['a', 'Z', 'é', 'λ', '€', '😀', ','];
+            let len = (x % (u64::from(n) + 1)) as usize;
+            (0..n as usize)
+                .flat_map(|i| {
+                    let c = if i < len {
+                        chars[(x as usize + i) % chars.len()] as u32
+                    } else {
+                        0
+                    };
+                    if big {
+                        c.to_be_bytes()
+                    } else {
+                        c.to_le_bytes()
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// A seeded source of records: every field (every element of a subarray) gets values of
+/// its own type.
 fn simulated_event(state: &mut u64, dtype: &Dtype, data_length: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(dtype.record_size() * data_length);
     for _ in 0..data_length {
         for f in dtype.fields() {
-            *state ^= *state << 13;
-            *state ^= *state >> 7;
-            *state ^= *state << 17;
-            let x = *state;
-            let bytes: Vec<u8> = match f.scalar.name() {
-                "float32" => ((x % 100_000) as f32 * 0.013 - 40.0).to_le_bytes().to_vec(),
-                "float64" => ((x % 1_000_000) as f64 * 1e-3).to_le_bytes().to_vec(),
-                _ => x.to_le_bytes()[..f.scalar.size()].to_vec(),
-            };
-            out.extend_from_slice(&bytes);
+            for _ in 0..f.ty.count() {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                out.extend_from_slice(&element(&f.ty, *state));
+            }
         }
     }
     out
@@ -101,9 +179,6 @@ fn simulated_event(state: &mut u64, dtype: &Dtype, data_length: usize) -> Vec<u8
 
 #[test]
 fn h5py_reads_rotated_files_exactly() {
-    let dir = std::env::temp_dir().join(format!("daq-hdf5-h5py-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let dtype = Dtype::parse([
         ("height", "f4"),
         ("time", "f8"),
@@ -113,12 +188,54 @@ fn h5py_reads_rotated_files_exactly() {
         ("id", "i8"),
     ])
     .unwrap();
-    let data_length = 50;
-    let n = 300i64;
+    let files = write_and_check("rotated", &dtype, 50, 300, Some(150_000));
+    assert!(files >= 3, "{files} files");
+}
+
+/// Every kind of field a mimoCoRB2 buffer can hold (issue 14): h5py reads the run file back
+/// with exactly the setup's numpy dtype (bool as h5py's enum, S as a fixed ASCII string, U
+/// as an opaque type tagged `NUMPY:<U4`, complex as {r, i}, big-endian members, subarrays as
+/// HDF5 arrays) and the very bytes that were written.
+#[test]
+fn h5py_reads_every_field_type_back_as_the_setup_dtype() {
+    let dtype = Dtype::parse([
+        ("a", "bool"),
+        ("b", "S10"),
+        ("c", ">f4"),
+        ("d", "c8"),
+        ("e", "U4"),
+        ("f", "(2,)f4"),
+        ("g", "c16"),
+        ("h", "<i2"),
+        ("k", ">i8"),
+        ("m", "(2,3)>u2"),
+        ("n", ">c16"),
+        ("p", ">U3"),
+        ("q", "(3,)?"),
+        ("r", "(2,)S3"),
+        ("s", "2u1"),
+        ("t", ">f8"),
+    ])
+    .unwrap();
+    write_and_check("types", &dtype, 16, 40, None);
+}
+
+/// Writes `n` simulated events of `dtype` (rotating at `max_bytes`), checks every file with
+/// h5dump and, where h5py is present, the dtype and every byte; returns the number of files.
+fn write_and_check(
+    tag: &str,
+    dtype: &Dtype,
+    data_length: usize,
+    n: i64,
+    max_bytes: Option<u64>,
+) -> usize {
+    let dir = std::env::temp_dir().join(format!("daq-hdf5-h5py-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let options = WriterOptions {
         flush_interval: Duration::from_millis(1),
         rotation: Rotation {
-            max_bytes: Some(150_000),
+            max_bytes,
             max_duration: None,
         },
     };
@@ -127,7 +244,7 @@ fn h5py_reads_rotated_files_exactly() {
     let b = w
         .add_buffer(
             "pulses",
-            &dtype,
+            dtype,
             data_length,
             BufferOptions {
                 compression: Compression::Deflate { level: 6 },
@@ -138,7 +255,7 @@ fn h5py_reads_rotated_files_exactly() {
     let mut state = 0x5EED_u64;
     let mut raw = Vec::new();
     for c in 0..n {
-        let ev = simulated_event(&mut state, &dtype, data_length);
+        let ev = simulated_event(&mut state, dtype, data_length);
         let meta = Metadata {
             counter: c,
             timestamp: 1.7e9 + c as f64 * 1e-3,
@@ -148,7 +265,6 @@ fn h5py_reads_rotated_files_exactly() {
         raw.extend_from_slice(&ev);
     }
     let summary = w.finish(RunStats::default()).unwrap();
-    assert!(summary.files.len() >= 3, "{:?}", summary.files);
     for f in &summary.files {
         h5dump_clean(f);
     }
@@ -157,7 +273,7 @@ fn h5py_reads_rotated_files_exactly() {
     let descr: Vec<String> = dtype
         .fields()
         .iter()
-        .map(|f| format!("[\"{}\", \"{}\"]", f.name, f.scalar.numpy_str()))
+        .map(|f| format!("[\"{}\", \"{}\"]", f.name, f.ty.numpy_spec()))
         .collect();
     let files: Vec<String> = summary
         .files
@@ -190,4 +306,5 @@ fn h5py_reads_rotated_files_exactly() {
         ),
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    summary.files.len()
 }

@@ -197,3 +197,28 @@ fn a_mimo_file_of_other_records_is_refused_before_the_run() {
         "no run directory for a refused setup"
     );
 }
+
+/// After the dtypes work: data.export writes mimoCoRB2's header for plain numbers only; a
+/// field of another kind is refused by `check`, naming it, not written with a wrong header.
+#[test]
+fn data_export_refuses_fields_it_cannot_describe() {
+    let dir = Dir::new("m2dataplain");
+    let text = "target_directory: out\nBuffers:\n  raw: {slot_count: 8, data_length: 4, data_dtype: {a: float32, b: bool}}\nWorkers:\n  src: {function: bench.source, sinks: [raw], config: {n_events: 10}}\n  out: {function: data.export, sources: [raw]}\n";
+    let setup = dir.write("plain.yaml", text);
+    let o = Command::new(EXE)
+        .arg("check")
+        .arg(&setup)
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, out) = finish(o);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("field 'b'") && out.contains("plain little-endian numbers"),
+        "{out}"
+    );
+    assert!(!dir.0.join("out").exists());
+}

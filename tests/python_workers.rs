@@ -317,6 +317,90 @@ fn mimo_args_style_workers_run_unchanged_and_count_every_event() {
     assert_eq!(ev["total"], even.iter().sum::<u64>());
 }
 
+/// Issue 14's field types reach Python as numpy does them: a Python Importer fills every
+/// kind (bool, bytes, unicode, complex, big-endian, subarrays) and a Python Exporter reading
+/// the buffer sees exactly `numpy.dtype` of the setup's data_dtype and the values written.
+const TYPED_WORKERS: &str = r#"
+import json
+
+import numpy as np
+
+import mimocorb2 as mi2
+
+SETUP = [("a", "bool"), ("b", "S10"), ("c", ">f4"), ("d", "c8"), ("e", "U4"),
+         ("f", "(2,)f4"), ("g", "c16"), ("h", "<i2"), ("m", "(2,3)>i2")]
+
+
+def event_of(example, i):
+    e = example.copy()
+    e["a"] = [(i + k) % 2 == 0 for k in range(e.size)]
+    e["b"] = [f"ev{i},{k}".encode() for k in range(e.size)]
+    e["c"] = np.arange(e.size) * 0.5 + i
+    e["d"] = np.arange(e.size) + 1j * i
+    e["e"] = [f"é{i % 10}😀" for k in range(e.size)]
+    e["f"] = [[i, -k] for k in range(e.size)]
+    e["g"] = -1j * i
+    e["h"] = i
+    e["m"] = np.arange(6).reshape(2, 3) * i
+    return e
+
+
+def source(buffer_io):
+    importer = mi2.Importer(buffer_io)
+    example = importer.data_example
+    assert example.dtype == np.dtype(SETUP), (example.dtype, np.dtype(SETUP))
+
+    def ufunc():
+        for i in range(int(buffer_io["n_events"])):
+            yield event_of(example, i)
+        yield None
+
+    importer(ufunc)
+
+
+def sink(buffer_io):
+    exporter = mi2.Exporter(buffer_io)
+    seen = {"count": 0, "same_dtype": 0, "same_values": 0}
+    for data, metadata in exporter:
+        i = int(metadata["counter"][0])
+        seen["count"] += 1
+        seen["same_dtype"] += int(data.dtype == np.dtype(SETUP))
+        seen["same_values"] += int(data.tobytes() == event_of(data, i).tobytes())
+    with open(buffer_io.run_dir / "report_typed.json", "w") as f:
+        json.dump(seen, f)
+"#;
+
+const TYPED_SETUP: &str = "target_directory: runs
+base_config: {n_events: 50}
+Buffers:
+  raw:
+    slot_count: 500
+    data_length: 4
+    data_dtype: {a: bool, b: S10, c: '>f4', d: c8, e: U4, f: '(2,)f4', g: c16, h: '<i2', m: '(2,3)>i2'}
+Workers:
+  source:
+    file: typed.py
+    function: source
+    sinks: [raw]
+  sink:
+    file: typed.py
+    function: sink
+    sources: [raw]
+";
+
+#[test]
+fn python_workers_get_every_field_type_as_numpy_makes_it() {
+    let d = dir("typed");
+    std::fs::write(d.join("typed.py"), TYPED_WORKERS).unwrap();
+    std::fs::write(d.join("setup.yaml"), TYPED_SETUP).unwrap();
+    let r = run(&d, "setup.yaml");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rep = report(&r.run_dir, "report_typed");
+    assert_eq!(rep["count"], 50, "{rep}");
+    assert_eq!(rep["same_dtype"], 50, "{rep}");
+    assert_eq!(rep["same_values"], 50, "{rep}");
+}
+
 const FAILING: &str = r#"
 import mimocorb2 as mi2
 

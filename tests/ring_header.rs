@@ -5,7 +5,10 @@
 //! live creator is refused.
 //!
 //! The byte offsets below are the ring file format (layout version 2, `#[repr(C)] Header`
-//! in src/ring/mod.rs); a layout change bumps the version and must update them.
+//! in src/ring/layout.rs); a layout change bumps the version and must update them. The
+//! field types of issue 14 use bytes that were zero before (FieldEntry's padding, a table
+//! after `capacity` inside the first page), zero meaning what it meant: a plain
+//! little-endian number; so the version stays 2.
 
 use daq_engine::dtype::Dtype;
 use daq_engine::ring::{AttachError, CreateError, Policy, Ring, RingSpec, LAYOUT_VERSION};
@@ -32,8 +35,13 @@ const OFF_N_GROUPS: usize = 96;
 const OFF_CREATOR_PID: usize = 108;
 /// End of the header fields before the field table.
 const OFF_FIELDS: usize = 112;
-/// Bytes per field-table entry (32 name bytes, type code, 3 pad, u32 offset).
+/// Bytes per field-table entry (32 name bytes, type code, byte order, ndim, 1 pad, u32 offset).
 const FIELD_ENTRY: usize = 40;
+/// The field-extension table after the 64 entries and `capacity` (zero in headers written
+/// before it existed): per field the string length (u32) and 4 dimensions (u32).
+const OFF_FIELD_EXT: usize = OFF_FIELDS + 64 * FIELD_ENTRY + 8;
+/// Bytes per field-extension entry.
+const FIELD_EXT: usize = 20;
 
 fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -337,6 +345,127 @@ fn a_bad_field_table_is_corrupt() {
     match attach(&b) {
         Err(AttachError::Corrupt { problem, .. }) => assert!(problem.contains("hash"), "{problem}"),
         other => panic!("expected Corrupt, got {:?}", other.err()),
+    }
+}
+
+/// Issue 14's field types: the header records each one (type code, byte order, string
+/// length, subarray shape), so an attacher rebuilds exactly the creator's dtype and one
+/// expecting another layout is refused.
+#[test]
+fn every_field_type_round_trips_through_the_header() {
+    let d = Dtype::parse([
+        ("a", "bool"),
+        ("b", "S10"),
+        ("c", ">f4"),
+        ("d", "c8"),
+        ("e", "U4"),
+        ("f", "(2,)f4"),
+        ("g", "c16"),
+        ("h", "<i2"),
+        ("m", "(2,3)>i2"),
+        ("n", ">U2"),
+    ])
+    .unwrap();
+    let ring = Ring::create(
+        &places(HugePages::Off, None),
+        &spec(&unique("types"), &d, 4, vec![1]),
+    )
+    .unwrap();
+    assert_eq!(
+        Ring::attach(ring.path(), Some(&d), Some(4))
+            .unwrap()
+            .dtype(),
+        &d
+    );
+    let seen = Ring::attach(ring.path(), None, None).unwrap();
+    assert_eq!(seen.dtype(), &d);
+    assert_eq!(seen.event_bytes(), 4 * d.record_size());
+    for (field, other) in [
+        ("c", "<f4"),
+        ("b", "S11"),
+        ("f", "(3,)f4"),
+        ("e", ">U4"),
+        ("a", "u1"),
+    ] {
+        let changed: Vec<(&str, String)> = d
+            .fields()
+            .iter()
+            .map(|f| {
+                (
+                    f.name.as_str(),
+                    if f.name == field {
+                        other.to_string()
+                    } else {
+                        f.ty.to_string()
+                    },
+                )
+            })
+            .collect();
+        let changed = Dtype::parse(changed.iter().map(|(n, t)| (*n, t.as_str()))).unwrap();
+        assert!(
+            matches!(
+                Ring::attach(ring.path(), Some(&changed), None),
+                Err(AttachError::Schema { .. })
+            ),
+            "{field}: {other}"
+        );
+    }
+}
+
+/// A plain-number dtype writes the header bytes older versions wrote: byte order, ndim and
+/// the field-extension table all zero (so an older header means what it meant, and an older
+/// reader's schema hash check still matches a plain ring).
+#[test]
+fn plain_dtypes_write_the_header_bytes_older_versions_wrote() {
+    let b = valid_bytes_with(
+        &Dtype::parse([("a", "f4"), ("b", "<i2"), ("c", "=u8")]).unwrap(),
+        4,
+        vec![1],
+    );
+    for k in 0..3 {
+        let e = OFF_FIELDS + k * FIELD_ENTRY;
+        assert_eq!(&b[e + 33..e + 36], &[0, 0, 0], "field {k}");
+    }
+    assert!(b[OFF_FIELD_EXT..OFF_FIELD_EXT + 64 * FIELD_EXT]
+        .iter()
+        .all(|&x| x == 0));
+    // And the other kinds do not: the extension says what the code alone cannot.
+    let b = valid_bytes_with(
+        &Dtype::parse([("s", "S4"), ("v", "(2,3)>f4")]).unwrap(),
+        4,
+        vec![1],
+    );
+    assert_eq!(&b[OFF_FIELD_EXT..OFF_FIELD_EXT + 4], &4u32.to_le_bytes());
+    let v = OFF_FIELDS + FIELD_ENTRY;
+    assert_eq!(&b[v + 33..v + 35], &[1, 2]);
+    let x = OFF_FIELD_EXT + FIELD_EXT;
+    assert_eq!(&b[x + 4..x + 12], &[2, 0, 0, 0, 3, 0, 0, 0]);
+}
+
+#[test]
+fn a_bad_field_extension_is_corrupt() {
+    let d = Dtype::parse([("s", "S4"), ("v", "(2,)f4")]).unwrap();
+    let good = valid_bytes_with(&d, 4, vec![1]);
+    assert!(attach(&good).is_ok());
+    let entry = |k: usize| OFF_FIELDS + k * FIELD_ENTRY;
+    let ext = |k: usize| OFF_FIELD_EXT + k * FIELD_EXT;
+    let edits: [(&str, usize, u8); 7] = [
+        ("big-endian behind the hash's back", entry(1) + 33, 1),
+        ("a byte order that is no order", entry(1) + 33, 2),
+        ("a string one byte longer", ext(0), 5),
+        ("a string of no length", ext(0), 0),
+        ("a dimension of 0", ext(1) + 4, 0),
+        ("more dimensions than stored", entry(1) + 34, 5),
+        ("a dimension past ndim", ext(1) + 8, 3),
+    ];
+    for (what, at, v) in edits {
+        let mut b = good.clone();
+        b[at] = v;
+        assert!(
+            matches!(attach(&b), Err(AttachError::Corrupt { .. })),
+            "{what}: {:?}",
+            attach(&b).err()
+        );
     }
 }
 

@@ -130,7 +130,7 @@ const BAD: &[(&str, &str, u64, u64)] = &[
     ),
     ("data_length_zero", "data_length must be at least 1", 4, 18),
     ("dtype_unknown_type", "unknown data type 'f5'", 5, 23),
-    ("dtype_big_endian", "big-endian type '>f4'", 5, 23),
+    ("dtype_no_length", "'S' has no length", 5, 23),
     (
         "sink_missing_buffer",
         "did you mean `raw`? valid buffers: raw, accepted",

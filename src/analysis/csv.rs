@@ -3,13 +3,16 @@
 //! CSV: `run_dir/<filename>.csv`, header `counter,timestamp,deadtime,<fields…>`, one line per
 //! record (feature buffers have one record per event). Integer fields are written as
 //! integers, floats in the shortest form that reads back exactly (mimoCoRB2 cast everything
-//! to one type and printed `51.0`).
+//! to one type and printed `51.0`). Any dtype is taken: bool as `True`/`False`, complex as
+//! `a+bj`, bytes and unicode as (quoted when needed) text, a subarray field as one column per
+//! element `name[0]`, … (see [`crate::dtype::Dtype::write_csv_cells`]).
 //!
 //! Guarantees: `consume` formats into a text buffer reserved in `build` (1 MiB) and does no
 //! I/O until the buffer is nearly full; `flush` appends it to the file every `save_interval`,
 //! `finish` appends the rest and syncs the file. A write error names the file.
 
-use super::trace::{one_source, positive, FieldAccess};
+use super::trace::{one_source, positive};
+use crate::dtype::{Base, Dtype};
 use crate::key;
 use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
@@ -59,7 +62,9 @@ pub const DRAIN_SPEC: FunctionSpec = FunctionSpec {
 pub struct CsvExport {
     path: PathBuf,
     file: std::fs::File,
-    fields: Vec<FieldAccess>,
+    dtype: Dtype,
+    /// Most bytes one line can take (metadata and every cell, escaped and quoted).
+    max_line: usize,
     text: String,
     interval: Duration,
     last_write: Instant,
@@ -71,18 +76,31 @@ pub struct CsvExport {
     rows_per_event: u64,
 }
 
-/// What the config of `export.csv` asks for: the file name (without .csv), the fields, the
-/// save interval; read and checked without opening anything.
-fn settings(ctx: &BuildContext) -> Result<(&str, Vec<FieldAccess>, f64), WorkerError> {
+/// What the config of `export.csv` asks for: the file name (without .csv), the record type,
+/// the save interval; read and checked without opening anything. Any dtype is written.
+fn settings(ctx: &BuildContext) -> Result<(&str, Dtype, f64), WorkerError> {
     let src = one_source(ctx)?;
     let name = ctx.config.file_name(FILENAME, &src.name)?;
-    let fields: Vec<FieldAccess> = src
-        .dtype
+    Ok((name, src.dtype.clone(), positive(ctx, SAVE_INTERVAL)?))
+}
+
+/// Most bytes one CSV line of `dtype` can take: the metadata, and per element its longest
+/// text (a text field escapes each byte to at most 4 and may double its quotes).
+fn max_line(dtype: &Dtype) -> usize {
+    let cells: usize = dtype
         .fields()
         .iter()
-        .map(|f| FieldAccess::new(src, &f.name))
-        .collect::<Result<_, _>>()?;
-    Ok((name, fields, positive(ctx, SAVE_INTERVAL)?))
+        .map(|f| {
+            let each = match f.ty.base {
+                Base::Num(_) => 32,
+                Base::Bool => 6,
+                Base::Complex64 | Base::Complex128 => 64,
+                Base::Bytes(n) | Base::Unicode(n) => 8 * n as usize + 3,
+            };
+            f.ty.count().saturating_mul(each)
+        })
+        .fold(0usize, usize::saturating_add);
+    cells.saturating_add(3 * 32 + 1)
 }
 
 /// Checks the config of `export.csv` as [`CsvExport::build`] does, creating no file.
@@ -93,12 +111,12 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
 impl CsvExport {
     /// Builds it and creates the file with its header.
     pub fn build(ctx: &BuildContext) -> Result<CsvExport, WorkerError> {
-        let (name, fields, interval) = settings(ctx)?;
+        let (name, dtype, interval) = settings(ctx)?;
         let path = ctx.run_dir.join(format!("{name}.csv"));
         let mut header = String::from("counter,timestamp,deadtime");
-        for f in &fields {
+        for c in dtype.csv_columns() {
             header.push(',');
-            header.push_str(&f.name);
+            header.push_str(&c);
         }
         header.push('\n');
         let io = |source| WorkerError::Io {
@@ -125,8 +143,9 @@ impl CsvExport {
             interval: Duration::from_secs_f64(interval),
             path,
             file,
-            fields,
-            text: String::with_capacity(TEXT_CAPACITY),
+            max_line: max_line(&dtype),
+            text: String::with_capacity(TEXT_CAPACITY.max(2 * max_line(&dtype))),
+            dtype,
             last_write: Instant::now(),
             rows,
             earlier_rows: rows,
@@ -165,18 +184,16 @@ impl Exporter for CsvExport {
     }
 
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
-        for i in 0..event.len() {
-            // A line is at most a few hundred bytes per field; write out before the reserved
-            // capacity could be exceeded, so the buffer never reallocates.
-            if self.text.len() + 64 * (self.fields.len() + 3) > TEXT_CAPACITY {
+        let record = self.dtype.record_size();
+        for rec in event.data.chunks_exact(record) {
+            // Write out before the reserved capacity could be exceeded, so the buffer never
+            // reallocates.
+            if self.text.len() + self.max_line > self.text.capacity() {
                 self.write_out()?;
             }
             let m = event.meta;
             let _ = write!(self.text, "{},{},{}", m.counter, m.timestamp, m.deadtime);
-            for f in &self.fields {
-                self.text.push(',');
-                f.write_text(event.data, i, &mut self.text);
-            }
+            self.dtype.write_csv_cells(rec, &mut self.text);
             self.text.push('\n');
             self.rows += 1;
         }

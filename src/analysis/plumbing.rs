@@ -3,6 +3,7 @@
 //! mimoCoRB2's benchmark source does) and `bench.sink` (an Exporter that counts, checks the
 //! order and integrity of what arrives, measures latency and writes a result file).
 
+use crate::dtype::{Base, ByteOrder, Dtype};
 use crate::key;
 use crate::worker::{
     Arity, Build, BuildContext, EventMut, EventRef, Exporter, Function, FunctionSpec, Importer,
@@ -125,6 +126,46 @@ pub fn bench_checksum(counter: i64) -> u64 {
 
 use crate::clock::wall_clock;
 
+/// The event `bench.source` copies (before it stamps the counter into the first 8 bytes and
+/// [`bench_checksum`] into the last 8): byte `i` is `i % 251`, a recognisable pattern so a
+/// reader that checks bytes finds wrong slots, made a valid value of each field's type where
+/// not every byte pattern is one: bool 0/1 (the pattern's low bit), `S<n>` printable text
+/// with commas and quotes, `U<n>` characters from ASCII to outside the BMP.
+pub fn bench_template(dtype: &Dtype, data_length: usize) -> Vec<u8> {
+    const TEXT: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 ,\"\\";
+    const CHARS: [char; 8] = ['a', 'Z', '0', ',', '"', '\u{e9}', '\u{20ac}', '\u{1f600}'];
+    let record = dtype.record_size();
+    let mut out: Vec<u8> = (0..data_length * record).map(|i| (i % 251) as u8).collect();
+    for (r, rec) in out.chunks_exact_mut(record.max(1)).enumerate() {
+        for f in dtype.fields() {
+            let size = f.ty.base.size();
+            for k in 0..f.ty.count() {
+                let at = f.offset + k * size;
+                let el = &mut rec[at..at + size];
+                match f.ty.base {
+                    Base::Bool => el[0] &= 1,
+                    Base::Bytes(_) => {
+                        for b in el.iter_mut() {
+                            *b = TEXT[*b as usize % TEXT.len()];
+                        }
+                    }
+                    Base::Unicode(_) => {
+                        for (j, c) in el.chunks_exact_mut(4).enumerate() {
+                            let ch = CHARS[(r + k + j) % CHARS.len()] as u32;
+                            c.copy_from_slice(&match f.ty.order {
+                                ByteOrder::Big => ch.to_be_bytes(),
+                                ByteOrder::Little => ch.to_le_bytes(),
+                            });
+                        }
+                    }
+                    Base::Num(_) | Base::Complex64 | Base::Complex128 => {}
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `bench.source`.
 pub struct BenchSource {
     template: Vec<u8>,
@@ -140,11 +181,8 @@ impl BenchSource {
         let total = ctx.config.get(N_EVENTS)? as i64;
         let fail_at = ctx.config.get(FAIL_AT)?;
         let sink = &ctx.sinks[0];
-        let bytes = sink.data_length * sink.dtype.record_size();
-        // A recognisable pattern so a reader that checks bytes finds wrong slots.
-        let template = (0..bytes).map(|i| (i % 251) as u8).collect();
         Ok(BenchSource {
-            template,
+            template: bench_template(&sink.dtype, sink.data_length),
             total,
             fail_at,
             last: None,

@@ -9,7 +9,7 @@
 //! are not made (the caller's slice length bounds the work). Integer stores round to the
 //! nearest value and saturate at the type's range (NaN stores as 0).
 
-use crate::dtype::{Field, Scalar};
+use crate::dtype::{ByteOrder, Field, FieldType, Scalar};
 use crate::worker::{BufferShape, BuildContext, ConfigError, Key, MaybeKey, Strings, WorkerError};
 
 /// Where one field lives in each record, and its type.
@@ -53,16 +53,31 @@ impl FieldAccess {
                 field_names(buffer)
             ))
         })?;
-        Ok(FieldAccess::of(f, buffer.dtype.record_size()))
+        FieldAccess::of(buffer, f)
     }
 
-    fn of(f: &Field, stride: usize) -> FieldAccess {
-        FieldAccess {
+    /// The accessor of field `f` of `buffer`; an error naming the field and its type when it
+    /// is not a plain little-endian number (bool, complex, text, big-endian, subarray): the
+    /// numeric built-ins refuse such a field rather than misread its bytes.
+    fn of(buffer: &BufferShape, f: &Field) -> Result<FieldAccess, WorkerError> {
+        let scalar = f.ty.scalar().ok_or_else(|| {
+            WorkerError::Other(format!(
+                "buffer '{}' field '{}' is {} ({}): this function reads one little-endian \
+                 number per record (int8 … int64, uint8 … uint64, float32, float64); \
+                 pass-through functions (misc.copy, export.hdf5, export.csv, export.drain, \
+                 bench.sink) take any type",
+                buffer.name,
+                f.name,
+                f.ty,
+                describe(&f.ty)
+            ))
+        })?;
+        Ok(FieldAccess {
             name: f.name.clone(),
-            scalar: f.scalar,
+            scalar,
             offset: f.offset,
-            stride,
-        }
+            stride: buffer.dtype.record_size(),
+        })
     }
 
     /// True for the integer types (ADC counts), false for float32/float64.
@@ -176,6 +191,18 @@ impl FieldAccess {
     }
 }
 
+/// What kind of non-numeric (for the built-ins) field type `t` is, in words.
+fn describe(t: &FieldType) -> String {
+    let mut parts = vec![t.base.kind()];
+    if t.order == ByteOrder::Big {
+        parts.push("big-endian".into());
+    }
+    if !t.shape.is_scalar() {
+        parts.push(format!("a subarray of shape {}", t.shape_str()));
+    }
+    parts.join(", ")
+}
+
 /// The buffer's field names, comma-separated, for messages.
 pub fn field_names(buffer: &BufferShape) -> String {
     buffer
@@ -195,29 +222,29 @@ pub fn channels(
     buffer: &BufferShape,
 ) -> Result<Vec<FieldAccess>, WorkerError> {
     match ctx.config.get(key)? {
-        None => Ok(buffer
+        None => buffer
             .dtype
             .fields()
             .iter()
-            .map(|f| FieldAccess::of(f, buffer.dtype.record_size()))
-            .collect()),
+            .map(|f| FieldAccess::of(buffer, f))
+            .collect(),
         Some(names) if names.is_empty() => Err(ctx
             .config
             .error(key.name, "is an empty list: name at least one channel")
             .into()),
         Some(names) => names
             .iter()
-            .map(|n| {
-                FieldAccess::new(buffer, n).map_err(|_| {
-                    WorkerError::from(ctx.config.error(
-                        key.name,
-                        format!(
-                            "buffer '{}' has no field '{n}' (its fields: {})",
-                            buffer.name,
-                            field_names(buffer)
-                        ),
-                    ))
-                })
+            .map(|n| match buffer.dtype.field(n) {
+                Some(f) => FieldAccess::of(buffer, f)
+                    .map_err(|e| WorkerError::from(ctx.config.error(key.name, e.to_string()))),
+                None => Err(WorkerError::from(ctx.config.error(
+                    key.name,
+                    format!(
+                        "buffer '{}' has no field '{n}' (its fields: {})",
+                        buffer.name,
+                        field_names(buffer)
+                    ),
+                ))),
             })
             .collect(),
     }

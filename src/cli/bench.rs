@@ -8,7 +8,7 @@
 //! saw the end of the stream.
 
 use crate::analysis::plumbing::SinkReport;
-use crate::dtype::Scalar;
+use crate::dtype::{FieldType, Scalar};
 use crate::engine::{Progress, RunOptions, Supervisor};
 use crate::ring::Policy;
 use crate::run_dir::plan::{BufferPlan, Plan, Restart, WorkerPlan};
@@ -63,8 +63,8 @@ impl Case {
 
     /// The run plan for this case.
     pub fn plan(&self, run_dir: &Path, run_id: &str, events: u64) -> Plan {
-        let fields: Vec<(String, Scalar)> = (0..self.channels)
-            .map(|c| (format!("ch{c}"), Scalar::F32))
+        let fields: Vec<(String, FieldType)> = (0..self.channels)
+            .map(|c| (format!("ch{c}"), Scalar::F32.into()))
             .collect();
         let buffer = |name: &str, writer: &str, reader: &str| BufferPlan {
             name: name.into(),

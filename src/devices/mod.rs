@@ -222,7 +222,7 @@ pub fn check_layout(
         .dtype
         .fields()
         .iter()
-        .map(|f| (f.name.clone(), Some(f.scalar)))
+        .map(|f| (f.name.clone(), f.ty.scalar()))
         .collect();
     if want == have && sink.data_length == layout.records {
         return Ok(());

@@ -99,7 +99,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
                 .dtype
                 .fields()
                 .iter()
-                .map(|f| (f.name.clone(), f.scalar))
+                .map(|f| (f.name.clone(), f.ty))
                 .collect(),
             data_length: b.data_length,
             slot_count: b.slot_count,

@@ -1,6 +1,7 @@
 //! CSV files for small feature records (pulse heights, rates): one line per event,
 //! `counter,timestamp,deadtime,<fields>`, integers printed as integers and floats with the
-//! shortest text that reads back to the same value (full precision).
+//! shortest text that reads back to the same value (full precision); every other field type
+//! as [`Dtype::write_csv_cells`] writes it (bool, complex, text, subarray columns).
 //!
 //! Guarantees: lines are formatted into a reused buffer and written through a buffered
 //! writer, flushed when the flush interval has passed (checked with the vDSO clock) and at
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::error::ExportError;
-use crate::dtype::{Dtype, Metadata, Scalar};
+use crate::dtype::{Dtype, Metadata};
 
 /// A CSV file of feature records.
 pub struct CsvWriter {
@@ -26,29 +27,6 @@ pub struct CsvWriter {
     last_flush: Instant,
     line: String,
     rows: u64,
-}
-
-fn push_value(line: &mut String, s: Scalar, b: &[u8]) {
-    // `b` is exactly `s.size()` bytes (the caller slices by the field's offset and size).
-    let r = match s {
-        Scalar::I8 => write!(line, "{}", i8::from_le_bytes([b[0]])),
-        Scalar::U8 => write!(line, "{}", b[0]),
-        Scalar::I16 => write!(line, "{}", i16::from_le_bytes([b[0], b[1]])),
-        Scalar::U16 => write!(line, "{}", u16::from_le_bytes([b[0], b[1]])),
-        Scalar::I32 => write!(line, "{}", i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        Scalar::U32 => write!(line, "{}", u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        Scalar::F32 => write!(line, "{}", f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        Scalar::I64 | Scalar::U64 | Scalar::F64 => {
-            let a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
-            match s {
-                Scalar::I64 => write!(line, "{}", i64::from_le_bytes(a)),
-                Scalar::U64 => write!(line, "{}", u64::from_le_bytes(a)),
-                _ => write!(line, "{}", f64::from_le_bytes(a)),
-            }
-        }
-    };
-    // Writing into a String cannot fail.
-    debug_assert!(r.is_ok());
 }
 
 impl CsvWriter {
@@ -82,10 +60,11 @@ impl CsvWriter {
             rows: 0,
         };
         let mut header = String::from("counter,timestamp,deadtime");
+        let columns = dtype.csv_columns();
         for i in 0..data_length {
-            for f in dtype.fields() {
+            for c in &columns {
                 header.push(',');
-                header.push_str(&f.name);
+                header.push_str(c);
                 if data_length > 1 {
                     let _ = write!(header, "_{i}");
                 }
@@ -115,14 +94,7 @@ impl CsvWriter {
             meta.counter, meta.timestamp, meta.deadtime
         );
         for rec in data.chunks_exact(record) {
-            for f in self.dtype.fields() {
-                self.line.push(',');
-                push_value(
-                    &mut self.line,
-                    f.scalar,
-                    &rec[f.offset..f.offset + f.scalar.size()],
-                );
-            }
+            self.dtype.write_csv_cells(rec, &mut self.line);
         }
         self.line.push('\n');
         let path = &self.path;

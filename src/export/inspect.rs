@@ -79,7 +79,7 @@ fn describe_buffer(out: &mut String, name: &str, g: &h5::Group) {
                             out,
                             "      {:<20} {:<8} offset {}",
                             f.name,
-                            f.scalar.name(),
+                            f.ty.to_string(),
                             f.offset
                         );
                     }

@@ -390,7 +390,8 @@ impl MimoHeader {
             for f in d.fields() {
                 s(p, &f.name);
                 p.push(b'(');
-                scalar(p, f.scalar);
+                // Plain numbers only: `export_path` refused the others before.
+                scalar(p, f.ty.scalar().unwrap_or(Scalar::U8));
                 int(p, f.offset as i32);
                 p.push(b't');
             }
@@ -584,6 +585,19 @@ fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
             "worker '{}': data.export writes one file, <buffer>.mimo: give it \
              number_of_processes: 1",
             ctx.worker
+        )));
+    }
+    // The header is written for the ten little-endian number types mimoCoRB2's own setups
+    // use; the others (bool, text, complex, byte order, subarrays) would need numpy's
+    // pickled forms of them, not written yet.
+    if let Some(f) = src.dtype.fields().iter().find(|f| f.ty.scalar().is_none()) {
+        return Err(WorkerError::Other(format!(
+            "worker '{}': data.export writes fields of plain little-endian numbers only; \
+             field '{}' of buffer '{}' is {} (export.hdf5 or export.csv keep it)",
+            ctx.worker,
+            f.name,
+            src.name,
+            f.ty.numpy_spec()
         )));
     }
     Ok(ctx.run_dir.join(format!("{}.mimo", src.name)))

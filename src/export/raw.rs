@@ -1,6 +1,8 @@
 //! The few HDF5 C calls the safe `hdf5-metno` API does not offer: a compound type built from
-//! a runtime [`Dtype`] with explicit little-endian members, and hyperslab reads and writes
-//! of raw record bytes with that type as the memory type (so no conversion happens).
+//! a runtime [`Dtype`] with members of exactly the field types (byte order, bool, complex,
+//! strings, subarrays, as h5py maps them to numpy), that type read back from a file, and
+//! hyperslab reads and writes of raw record bytes with that type as the memory type (so no
+//! conversion happens).
 //!
 //! Guarantees: every call runs under `hdf5-metno`'s library lock, every identifier this
 //! module opens is closed on every path, and a byte slice handed to HDF5 is checked to be
@@ -14,7 +16,7 @@ use hdf5_metno_sys::h5i::hid_t;
 use hdf5_metno_sys::{h5d, h5p, h5s, h5t};
 use std::ffi::CString;
 
-use crate::dtype::{Dtype, Scalar};
+use crate::dtype::{Base, ByteOrder, Dtype, FieldType, Scalar, Shape, MAX_DIMS};
 
 /// An HDF5 identifier closed on drop with the matching close call.
 struct Id {
@@ -64,23 +66,128 @@ fn locked<T>(f: impl FnOnce() -> T) -> T {
     h5::sync::sync(f)
 }
 
-fn le_type(s: Scalar) -> hid_t {
-    match s {
-        Scalar::I8 => *h5t::H5T_STD_I8LE,
-        Scalar::I16 => *h5t::H5T_STD_I16LE,
-        Scalar::I32 => *h5t::H5T_STD_I32LE,
-        Scalar::I64 => *h5t::H5T_STD_I64LE,
-        Scalar::U8 => *h5t::H5T_STD_U8LE,
-        Scalar::U16 => *h5t::H5T_STD_U16LE,
-        Scalar::U32 => *h5t::H5T_STD_U32LE,
-        Scalar::U64 => *h5t::H5T_STD_U64LE,
-        Scalar::F32 => *h5t::H5T_IEEE_F32LE,
-        Scalar::F64 => *h5t::H5T_IEEE_F64LE,
+/// The predefined HDF5 type of a number in a byte order (a library constant: never closed).
+fn num_type(s: Scalar, big: bool) -> hid_t {
+    match (s, big) {
+        (Scalar::I8, _) => *h5t::H5T_STD_I8LE,
+        (Scalar::U8, _) => *h5t::H5T_STD_U8LE,
+        (Scalar::I16, false) => *h5t::H5T_STD_I16LE,
+        (Scalar::I16, true) => *h5t::H5T_STD_I16BE,
+        (Scalar::I32, false) => *h5t::H5T_STD_I32LE,
+        (Scalar::I32, true) => *h5t::H5T_STD_I32BE,
+        (Scalar::I64, false) => *h5t::H5T_STD_I64LE,
+        (Scalar::I64, true) => *h5t::H5T_STD_I64BE,
+        (Scalar::U16, false) => *h5t::H5T_STD_U16LE,
+        (Scalar::U16, true) => *h5t::H5T_STD_U16BE,
+        (Scalar::U32, false) => *h5t::H5T_STD_U32LE,
+        (Scalar::U32, true) => *h5t::H5T_STD_U32BE,
+        (Scalar::U64, false) => *h5t::H5T_STD_U64LE,
+        (Scalar::U64, true) => *h5t::H5T_STD_U64BE,
+        (Scalar::F32, false) => *h5t::H5T_IEEE_F32LE,
+        (Scalar::F32, true) => *h5t::H5T_IEEE_F32BE,
+        (Scalar::F64, false) => *h5t::H5T_IEEE_F64LE,
+        (Scalar::F64, true) => *h5t::H5T_IEEE_F64BE,
     }
 }
 
+/// The tag of an opaque member holding numpy's `U<n>`: h5py's convention for types HDF5 has
+/// no equivalent of (`h5py.opaque_dtype`), so h5py reads the member back as that dtype.
+const NUMPY_TAG: &str = "NUMPY:";
+
+fn new_type(id: hid_t, what: &str) -> Result<Id, String> {
+    Ok(Id {
+        id: check_id(id, what)?,
+        close: h5t::H5Tclose,
+    })
+}
+
+/// A new HDF5 type for one element of `t` (its base and byte order), as h5py writes and
+/// reads back the same numpy type: numbers as themselves, bool as h5py's enum(int8)
+/// {FALSE: 0, TRUE: 1}, complex as the compound {r, i}, `S<n>` as a fixed-length,
+/// NUL-padded ASCII string, `U<n>` as an opaque type tagged `NUMPY:<U<n>`. Must run under
+/// the library lock.
+fn element_type(t: &FieldType) -> Result<Id, String> {
+    let big = t.order == ByteOrder::Big;
+    // SAFETY (for every call below): the ids passed are live (predefined library types after
+    // initialisation by `sync`, or ids this function created and still holds in an `Id`);
+    // the name and tag pointers are NUL-terminated and outlive the calls; enum values are
+    // read as one i8 each, matching the enum's int8 base.
+    unsafe {
+        match t.base {
+            Base::Num(s) => new_type(h5t::H5Tcopy(num_type(s, big)), "copy a number type"),
+            Base::Bool => {
+                let id = new_type(
+                    h5t::H5Tenum_create(*h5t::H5T_STD_I8LE),
+                    "create the bool enum",
+                )?;
+                for (name, v) in [(c"FALSE", 0i8), (c"TRUE", 1i8)] {
+                    check(
+                        h5t::H5Tenum_insert(id.id, name.as_ptr(), (&v as *const i8).cast()),
+                        "insert a bool enum value",
+                    )?;
+                }
+                Ok(id)
+            }
+            Base::Complex64 | Base::Complex128 => {
+                let (part, half) = match t.base {
+                    Base::Complex64 => (Scalar::F32, 4),
+                    _ => (Scalar::F64, 8),
+                };
+                let id = new_type(
+                    h5t::H5Tcreate(h5t::H5T_class_t::H5T_COMPOUND, 2 * half),
+                    "create a complex type",
+                )?;
+                for (name, at) in [(c"r", 0), (c"i", half)] {
+                    check(
+                        h5t::H5Tinsert(id.id, name.as_ptr(), at, num_type(part, big)),
+                        "insert a complex part",
+                    )?;
+                }
+                Ok(id)
+            }
+            Base::Bytes(n) => {
+                let id = new_type(h5t::H5Tcopy(*h5t::H5T_C_S1), "copy the string type")?;
+                check(h5t::H5Tset_size(id.id, n as usize), "size a string type")?;
+                check(
+                    h5t::H5Tset_strpad(id.id, h5t::H5T_str_t::H5T_STR_NULLPAD),
+                    "pad a string type",
+                )?;
+                Ok(id)
+            }
+            Base::Unicode(_) => {
+                let id = new_type(
+                    h5t::H5Tcreate(h5t::H5T_class_t::H5T_OPAQUE, t.base.size()),
+                    "create an opaque type",
+                )?;
+                let tag = CString::new(format!("{NUMPY_TAG}{}", t.element_str()))
+                    .map_err(|_| "a numpy tag with a NUL byte".to_string())?;
+                check(h5t::H5Tset_tag(id.id, tag.as_ptr()), "tag an opaque type")?;
+                Ok(id)
+            }
+        }
+    }
+}
+
+/// A new HDF5 type for a field of type `t`: its element type, or an HDF5 array of it for a
+/// subarray field (h5py reads that back as the numpy subarray). Must run under the lock.
+fn field_type(t: &FieldType) -> Result<Id, String> {
+    let elem = element_type(t)?;
+    let dims = t.shape.dims();
+    if dims.is_empty() {
+        return Ok(elem);
+    }
+    let dims: Vec<hsize_t> = dims.iter().map(|&d| hsize_t::from(d)).collect();
+    // SAFETY: `elem` is a live type id; `dims` holds exactly `dims.len()` (≤ MAX_DIMS)
+    // dimensions, each ≥ 1. The array type copies `elem`, which is closed on return.
+    new_type(
+        unsafe { h5t::H5Tarray_create2(elem.id, dims.len() as u32, dims.as_ptr()) },
+        "create an array type",
+    )
+}
+
 /// The HDF5 compound type of one record of `dtype`: the same field names in the same order,
-/// little-endian members at the packed offsets, total size `dtype.record_size()`.
+/// each member the type h5py maps back to the field's numpy type ([`element_type`]), at the
+/// packed offsets, total size `dtype.record_size()`.
 pub(crate) fn compound_type(dtype: &Dtype) -> Result<h5::Datatype, String> {
     locked(|| {
         // SAFETY: H5Tcreate with a non-zero size returns a new compound type id or < 0,
@@ -95,13 +202,13 @@ pub(crate) fn compound_type(dtype: &Dtype) -> Result<h5::Datatype, String> {
         };
         for f in dtype.fields() {
             let name = CString::new(f.name.as_str())
-                .map_err(|_| format!("field name '{}' contains a NUL byte", f.name))?;
+                .map_err(|_| format!("field '{}' contains a NUL byte", f.name))?;
+            let member = field_type(&f.ty)?;
             // SAFETY: `guard.id` is a live compound type, `name` is a NUL-terminated string
-            // that outlives the call, and `le_type` is a predefined type id valid after
-            // library initialisation (done by `sync`). offset + size <= record_size because
-            // Dtype packs fields in order.
+            // that outlives the call, and `member` a live type id (H5Tinsert copies it).
+            // offset + size <= record_size because Dtype packs fields in order.
             check(
-                unsafe { h5t::H5Tinsert(guard.id, name.as_ptr(), f.offset, le_type(f.scalar)) },
+                unsafe { h5t::H5Tinsert(guard.id, name.as_ptr(), f.offset, member.id) },
                 &format!("insert field '{}'", f.name),
             )?;
         }
@@ -109,6 +216,184 @@ pub(crate) fn compound_type(dtype: &Dtype) -> Result<h5::Datatype, String> {
         std::mem::forget(guard);
         // SAFETY: `id` is a valid datatype id whose ownership passes to the Datatype.
         unsafe { h5::from_id::<h5::Datatype>(id) }.map_err(|e| e.to_string())
+    })
+}
+
+/// A string HDF5 allocated (member names, tags), copied and freed.
+///
+/// # Safety
+/// `p` is null or a NUL-terminated string allocated by the HDF5 library.
+unsafe fn take_string(p: *mut std::ffi::c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract, `p` is a live NUL-terminated string; it is freed once, by
+    // the library's allocator, after being copied.
+    unsafe {
+        let s = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        hdf5_metno_sys::h5::H5free_memory(p.cast());
+        Some(s)
+    }
+}
+
+/// The numpy element type (base and byte order) of HDF5 type `id`, for the types
+/// [`element_type`] writes and h5py's equivalents. Must run under the lock.
+fn element_of(id: hid_t) -> Result<(Base, ByteOrder), String> {
+    use h5t::H5T_class_t as C;
+    // SAFETY (for every call below): `id` is a live type id (the caller holds it), member
+    // and super type ids are held in `Id`s and closed on return, strings are taken with
+    // `take_string`, and enum values are read into an i64 (at least the enum's size).
+    unsafe {
+        let size = h5t::H5Tget_size(id);
+        let big = h5t::H5Tget_order(id) == h5t::H5T_order_t::H5T_ORDER_BE;
+        let order = if big {
+            ByteOrder::Big
+        } else {
+            ByteOrder::Little
+        };
+        let class = h5t::H5Tget_class(id);
+        let num = |s: Option<Scalar>| {
+            s.map(|s| (Base::Num(s), order))
+                .ok_or_else(|| format!("a {size}-byte number numpy has no type for"))
+        };
+        match class {
+            C::H5T_INTEGER => {
+                let unsigned = h5t::H5Tget_sign(id) == h5t::H5T_sign_t::H5T_SGN_NONE;
+                num(match (size, unsigned) {
+                    (1, false) => Some(Scalar::I8),
+                    (2, false) => Some(Scalar::I16),
+                    (4, false) => Some(Scalar::I32),
+                    (8, false) => Some(Scalar::I64),
+                    (1, true) => Some(Scalar::U8),
+                    (2, true) => Some(Scalar::U16),
+                    (4, true) => Some(Scalar::U32),
+                    (8, true) => Some(Scalar::U64),
+                    _ => None,
+                })
+            }
+            C::H5T_FLOAT => num(match size {
+                4 => Some(Scalar::F32),
+                8 => Some(Scalar::F64),
+                _ => None,
+            }),
+            C::H5T_ENUM => {
+                let n = h5t::H5Tget_nmembers(id);
+                let mut names = Vec::new();
+                for k in 0..n.max(0) as u32 {
+                    let mut v: i64 = 0;
+                    check(
+                        h5t::H5Tget_member_value(id, k, (&mut v as *mut i64).cast()),
+                        "read an enum value",
+                    )?;
+                    names.push((take_string(h5t::H5Tget_member_name(id, k)), v));
+                }
+                let is_bool = size == 1
+                    && names
+                        == [
+                            (Some("FALSE".to_string()), 0),
+                            (Some("TRUE".to_string()), 1),
+                        ];
+                if is_bool {
+                    Ok((Base::Bool, ByteOrder::Little))
+                } else {
+                    Err("an enum other than h5py's bool {FALSE: 0, TRUE: 1}".into())
+                }
+            }
+            C::H5T_STRING => {
+                if h5t::H5Tis_variable_str(id) > 0 {
+                    return Err("a variable-length string (numpy holds fixed lengths)".into());
+                }
+                Ok((Base::Bytes(size as u32), ByteOrder::Little))
+            }
+            C::H5T_OPAQUE => {
+                let tag = take_string(h5t::H5Tget_tag(id)).unwrap_or_default();
+                let t = tag
+                    .strip_prefix(NUMPY_TAG)
+                    .and_then(|s| FieldType::parse(s).ok())
+                    .filter(|t| t.shape.is_scalar() && t.size() == size);
+                t.map(|t| (t.base, t.order))
+                    .ok_or_else(|| format!("an opaque type tagged '{tag}'"))
+            }
+            C::H5T_COMPOUND => {
+                let mut parts = Vec::new();
+                for k in 0..h5t::H5Tget_nmembers(id).max(0) as u32 {
+                    let name = take_string(h5t::H5Tget_member_name(id, k));
+                    let at = h5t::H5Tget_member_offset(id, k);
+                    let m = new_type(h5t::H5Tget_member_type(id, k), "get a member type")?;
+                    parts.push((name, at, element_of(m.id)?));
+                }
+                match parts.as_slice() {
+                    [(Some(r), 0, (Base::Num(a), oa)), (Some(i), h, (Base::Num(b), ob))]
+                        if r == "r" && i == "i" && a == b && oa == ob && *h == a.size() =>
+                    {
+                        match a {
+                            Scalar::F32 => Ok((Base::Complex64, *oa)),
+                            Scalar::F64 => Ok((Base::Complex128, *oa)),
+                            _ => Err("a compound {r, i} of integers".into()),
+                        }
+                    }
+                    _ => Err("a nested compound type (not complex {r, i})".into()),
+                }
+            }
+            other => Err(format!("HDF5 class {other:?}")),
+        }
+    }
+}
+
+/// The numpy field type of HDF5 type `id`: an element, or an HDF5 array of one (subarray).
+/// Must run under the lock.
+fn field_of(id: hid_t) -> Result<FieldType, String> {
+    // SAFETY: `id` is live; the super type is held in an `Id`; `dims` has room for the
+    // MAX_DIMS dimensions checked before H5Tget_array_dims2 fills `ndims` of them.
+    unsafe {
+        if h5t::H5Tget_class(id) != h5t::H5T_class_t::H5T_ARRAY {
+            let (base, order) = element_of(id)?;
+            return FieldType::new(base, order, Shape::SCALAR)
+                .ok_or_else(|| "an empty type".to_string());
+        }
+        let ndims = h5t::H5Tget_array_ndims(id);
+        if ndims < 1 || ndims as usize > MAX_DIMS {
+            return Err(format!("an array of {ndims} dimensions"));
+        }
+        let mut dims: [hsize_t; MAX_DIMS] = [0; MAX_DIMS];
+        check(
+            h5t::H5Tget_array_dims2(id, dims.as_mut_ptr()),
+            "read array dimensions",
+        )
+        .map(drop)?;
+        let dims: Vec<u32> = dims[..ndims as usize]
+            .iter()
+            .map(|&d| u32::try_from(d).unwrap_or(0))
+            .collect();
+        let sup = new_type(h5t::H5Tget_super(id), "get an array's element type")?;
+        let (base, order) = element_of(sup.id)?;
+        Shape::new(&dims)
+            .and_then(|s| FieldType::new(base, order, s))
+            .ok_or_else(|| format!("an array of shape {dims:?}"))
+    }
+}
+
+/// The fields of a compound type `t` as (name, offset, type), in member order.
+pub(crate) fn compound_fields(t: &h5::Datatype) -> Result<Vec<(String, usize, FieldType)>, String> {
+    locked(|| {
+        // SAFETY: `t` is a live datatype; member types are held in `Id`s, names taken with
+        // `take_string`.
+        unsafe {
+            let id = t.id();
+            if h5t::H5Tget_class(id) != h5t::H5T_class_t::H5T_COMPOUND {
+                return Err("not a compound type".to_string());
+            }
+            let mut out = Vec::new();
+            for k in 0..h5t::H5Tget_nmembers(id).max(0) as u32 {
+                let name = take_string(h5t::H5Tget_member_name(id, k))
+                    .ok_or_else(|| "a member without a name".to_string())?;
+                let at = h5t::H5Tget_member_offset(id, k);
+                let m = new_type(h5t::H5Tget_member_type(id, k), "get a member type")?;
+                let ty = field_of(m.id).map_err(|e| format!("field '{name}' is {e}"))?;
+                out.push((name, at, ty));
+            }
+            Ok(out)
+        }
     })
 }
 

@@ -9,12 +9,11 @@
 use std::path::Path;
 
 use hdf5_metno as h5;
-use hdf5_metno::types::{FloatSize, IntSize, TypeDescriptor};
 
 use super::error::ExportError;
 use super::hdf5::MetaRow;
 use super::raw;
-use crate::dtype::{Dtype, Metadata, Scalar};
+use crate::dtype::{Dtype, Metadata};
 
 /// One buffer of a run file, read back.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,46 +45,15 @@ pub(crate) fn open_run_file(path: &Path) -> Result<(h5::File, bool), ExportError
     }
 }
 
-fn scalar_of(td: &TypeDescriptor) -> Option<Scalar> {
-    Some(match td {
-        TypeDescriptor::Integer(IntSize::U1) => Scalar::I8,
-        TypeDescriptor::Integer(IntSize::U2) => Scalar::I16,
-        TypeDescriptor::Integer(IntSize::U4) => Scalar::I32,
-        TypeDescriptor::Integer(IntSize::U8) => Scalar::I64,
-        TypeDescriptor::Unsigned(IntSize::U1) => Scalar::U8,
-        TypeDescriptor::Unsigned(IntSize::U2) => Scalar::U16,
-        TypeDescriptor::Unsigned(IntSize::U4) => Scalar::U32,
-        TypeDescriptor::Unsigned(IntSize::U8) => Scalar::U64,
-        TypeDescriptor::Float(FloatSize::U4) => Scalar::F32,
-        TypeDescriptor::Float(FloatSize::U8) => Scalar::F64,
-        _ => return None,
-    })
-}
-
-/// The record dtype of a dataset whose type is a packed compound of numpy scalars.
+/// The record dtype of a dataset whose type is a packed compound of numpy field types.
 pub(crate) fn dtype_of(ds: &h5::Dataset) -> Result<Dtype, String> {
-    let td = ds
-        .dtype()
-        .and_then(|t| t.to_descriptor())
-        .map_err(raw::describe)?;
-    let TypeDescriptor::Compound(c) = td else {
-        return Err(format!("not a compound type but {td}"));
-    };
-    let mut fields = c.fields.clone();
-    fields.sort_by_key(|f| f.offset);
-    let mut out = Vec::new();
-    for f in &fields {
-        let s = scalar_of(&f.ty)
-            .ok_or_else(|| format!("field '{}' has type {}, not a numpy scalar", f.name, f.ty))?;
-        out.push((f.name.clone(), s));
-    }
-    let d = Dtype::new(out).map_err(|e| e.to_string())?;
-    let packed = d
-        .fields()
-        .iter()
-        .zip(&fields)
-        .all(|(a, b)| a.offset == b.offset)
-        && d.record_size() == c.size;
+    let t = ds.dtype().map_err(raw::describe)?;
+    let mut fields = raw::compound_fields(&t)?;
+    fields.sort_by_key(|f| f.1);
+    let d =
+        Dtype::new(fields.iter().map(|(n, _, t)| (n.clone(), *t))).map_err(|e| e.to_string())?;
+    let packed =
+        d.fields().iter().zip(&fields).all(|(a, b)| a.offset == b.1) && d.record_size() == t.size();
     if !packed {
         return Err("compound type has padding: not a packed numpy record".to_string());
     }

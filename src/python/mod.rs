@@ -124,7 +124,7 @@ fn buffers(plan: &Plan, names: &[String]) -> Vec<BufferSpec> {
                 b.name.clone(),
                 b.fields
                     .iter()
-                    .map(|(n, t)| (n.clone(), t.name().to_string()))
+                    .map(|(n, t)| (n.clone(), t.numpy_spec()))
                     .collect(),
                 b.data_length,
                 b.slot_count,

@@ -12,7 +12,7 @@ use super::layout::{
 };
 use super::sync::{AtomicU64, Ordering};
 use super::{MAX_GROUPS, MAX_MEMBERS};
-use crate::dtype::{Dtype, Scalar, MAX_FIELDS};
+use crate::dtype::{Base, ByteOrder, Dtype, FieldType, Shape, MAX_DIMS, MAX_FIELDS};
 use crate::shm::pid_alive;
 use crate::shm::{Backing, ShmError, ShmFile, ShmPlace};
 use std::path::{Path, PathBuf};
@@ -237,10 +237,20 @@ impl Ring {
             (*h).policy = spec.policy.code();
             (*h).n_fields = spec.dtype.fields().len() as u32;
             (*h).creator_pid = std::process::id();
-            for (entry, f) in (*h).fields.iter_mut().zip(spec.dtype.fields()) {
+            for ((entry, ext), f) in (*h)
+                .fields
+                .iter_mut()
+                .zip((*h).field_ext.iter_mut())
+                .zip(spec.dtype.fields())
+            {
                 entry.name[..f.name.len()].copy_from_slice(f.name.as_bytes());
-                entry.code = f.scalar.code();
+                entry.code = f.ty.base.code();
+                entry.order = u8::from(f.ty.order == ByteOrder::Big);
+                let dims = f.ty.shape.dims();
+                entry.ndim = dims.len() as u8;
                 entry.offset = f.offset as u32;
+                ext.len = f.ty.base.text_len();
+                ext.dims[..dims.len()].copy_from_slice(dims);
             }
         }
         let core = inner.core();
@@ -380,13 +390,32 @@ impl Ring {
             )));
         }
         let mut fields = Vec::new();
-        for e in &h.fields[..h.n_fields as usize] {
+        let n = h.n_fields as usize;
+        for (e, ext) in h.fields[..n].iter().zip(&h.field_ext[..n]) {
             let len = e.name.iter().position(|&b| b == 0).unwrap_or(e.name.len());
             let name = std::str::from_utf8(&e.name[..len])
                 .map_err(|_| corrupt("a field name is not UTF-8".into()))?;
-            let scalar = Scalar::from_code(e.code)
-                .ok_or_else(|| corrupt(format!("field '{name}' has unknown type {}", e.code)))?;
-            fields.push((name.to_string(), scalar));
+            let bad = || {
+                corrupt(format!("field '{name}' has an unknown type (code {}, byte order {}, {} dimensions, length {})", e.code, e.order, e.ndim, ext.len))
+            };
+            let base = Base::from_code(e.code, ext.len).ok_or_else(bad)?;
+            if base.text_len() != ext.len || e.order > 1 || e.ndim as usize > MAX_DIMS {
+                return Err(bad());
+            }
+            let dims = &ext.dims[..e.ndim as usize];
+            if ext.dims[e.ndim as usize..].iter().any(|&d| d != 0) {
+                return Err(bad());
+            }
+            let order = if e.order == 1 {
+                ByteOrder::Big
+            } else {
+                ByteOrder::Little
+            };
+            let ty = Shape::new(dims)
+                .and_then(|shape| FieldType::new(base, order, shape))
+                .filter(|t| t.order == order)
+                .ok_or_else(bad)?;
+            fields.push((name.to_string(), ty));
         }
         let dtype = Dtype::new(fields).map_err(|e| corrupt(e.to_string()))?;
         if dtype.schema_hash() != h.schema_hash || dtype.record_size() as u64 != h.record_size {

@@ -6,7 +6,7 @@
 
 use super::core::{Control, Group};
 use super::sync::{AtomicU32, AtomicU64};
-use crate::dtype::{Dtype, Metadata, MAX_FIELDS, MAX_FIELD_NAME};
+use crate::dtype::{Dtype, Metadata, MAX_DIMS, MAX_FIELDS, MAX_FIELD_NAME};
 
 pub(super) const MAGIC: [u8; 8] = *b"DAQRING\0";
 /// Layout version written into every ring header; bumped on any change to the layout.
@@ -108,11 +108,26 @@ impl RingSpec {
 pub(super) struct FieldEntry {
     /// UTF-8 name, NUL-padded (at most MAX_FIELD_NAME bytes, so at least one NUL).
     pub(super) name: [u8; MAX_FIELD_NAME + 1],
-    /// `Scalar::code` of the field's type.
+    /// `Base::code` of the field's element type (1 … 10 the numbers, as in every version).
     pub(super) code: u8,
-    _pad: [u8; 3],
+    /// 1 for a big-endian field, 0 otherwise (0 in headers written before byte orders).
+    pub(super) order: u8,
+    /// Subarray dimensions, 0 ..= MAX_DIMS (0: a plain field, and in older headers).
+    pub(super) ndim: u8,
+    _pad: u8,
     /// Byte offset of the field inside a record.
     pub(super) offset: u32,
+}
+
+/// What a field's type needs beyond [`FieldEntry`]: the string length and the subarray
+/// dimensions. All zero for a plain number, which is what headers written before these types
+/// existed hold (the bytes were zero-filled), so they keep their meaning.
+#[repr(C)]
+pub(super) struct FieldExt {
+    /// Characters of `U<n>` / bytes of `S<n>`; 0 for every other type.
+    pub(super) len: u32,
+    /// The first `ndim` are the subarray's dimensions, each ≥ 1; the rest 0.
+    pub(super) dims: [u32; MAX_DIMS],
 }
 
 /// The first bytes of every ring file.
@@ -161,7 +176,14 @@ pub(super) struct Header {
     pub(super) fields: [FieldEntry; MAX_FIELDS],
     /// Events in flight at most (the spec's slot_count), 1 ..= slot_count.
     pub(super) capacity: u64,
+    /// Per field of `fields`, its string length and subarray shape; entries past n_fields
+    /// are zero. Added after `capacity` inside the header's first page, so no offset moved.
+    pub(super) field_ext: [FieldExt; MAX_FIELDS],
 }
+
+// The header must stay within its page: the regions after it start at PAGE in every ring
+// file, older ones included.
+const _: () = assert!(std::mem::size_of::<Header>() <= PAGE);
 
 /// The 64 bytes in front of each slot's data.
 #[repr(C)]

@@ -4,7 +4,7 @@
 //! It is derived from a validated setup: buffers with their rings (one per producing
 //! process), each buffer's reading workers in group order, and each worker's merged config.
 
-use crate::dtype::{Dtype, Scalar};
+use crate::dtype::{Dtype, FieldType};
 use crate::ring::Policy;
 use crate::worker::BufferShape;
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 pub struct BufferPlan {
     /// Name in the setup.
     pub name: String,
-    /// Fields as (name, numpy type), written as numpy names (`float32`).
-    pub fields: Vec<(String, Scalar)>,
+    /// Fields as (name, numpy type), written as numpy names (`float32`; other types as
+    /// numpy writes them: `>f4`, `|b1`, `|S10`, `(2,)<f4`, see [`FieldType`]'s Display).
+    pub fields: Vec<(String, FieldType)>,
     /// Records per event.
     pub data_length: usize,
     /// Slots per ring.
@@ -165,6 +166,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::Scalar;
 
     fn plan() -> Plan {
         Plan {
@@ -173,7 +175,12 @@ mod tests {
             setup_dir: "/tmp".into(),
             buffers: vec![BufferPlan {
                 name: "raw".into(),
-                fields: vec![("ch0".into(), Scalar::F32), ("t".into(), Scalar::U64)],
+                fields: vec![
+                    ("ch0".into(), Scalar::F32.into()),
+                    ("t".into(), Scalar::U64.into()),
+                    ("xy".into(), FieldType::parse("(2,)>f8").unwrap()),
+                    ("name".into(), FieldType::parse("U4").unwrap()),
+                ],
                 data_length: 8,
                 slot_count: 4,
                 policy: Policy::Drop,
@@ -213,12 +220,17 @@ mod tests {
         assert_eq!(v["buffers"][0]["policy"], "drop");
         assert_eq!(
             v["buffers"][0]["fields"],
-            serde_json::json!([["ch0", "float32"], ["t", "uint64"]])
+            serde_json::json!([
+                ["ch0", "float32"],
+                ["t", "uint64"],
+                ["xy", "(2,)>f8"],
+                ["name", "<U4"]
+            ])
         );
         assert_eq!(v["workers"][0]["restart"], "on-failure");
         let back: Plan = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
-        assert_eq!(back.buffers[0].dtype().record_size(), 12);
+        assert_eq!(back.buffers[0].dtype().record_size(), 12 + 16 + 16);
     }
 
     /// An unknown policy, type or restart is an error, not a fallback to `block` or `uint8`.

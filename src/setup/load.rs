@@ -8,7 +8,7 @@
 use super::diag::{unknown_name_hint, Diagnostic, Severity};
 use super::yaml::{self, Kind, Loc, Value};
 use super::{HugePages, Restart, RunOptions};
-use crate::dtype::{Dtype, DtypeError, Scalar};
+use crate::dtype::{Dtype, DtypeError, FieldType};
 use crate::ring::Policy;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -775,7 +775,7 @@ impl Loader {
                 ok = false;
                 continue;
             };
-            match Scalar::parse(tname) {
+            match FieldType::parse(tname) {
                 Ok(s) => {
                     // Check the name alone, so the error points at this field.
                     if let Err(e) = Dtype::new([(name.as_str(), s)]) {
@@ -785,20 +785,7 @@ impl Loader {
                     out.push((name, s));
                 }
                 Err(e) => {
-                    let hint = match e {
-                        DtypeError::UnknownType(_)
-                            if tname.starts_with('S')
-                                || tname.starts_with('U')
-                                || tname.starts_with("<U") =>
-                        {
-                            Some(
-                                "text fields are not supported: store a number code instead"
-                                    .to_string(),
-                            )
-                        }
-                        _ => None,
-                    };
-                    self.error(t.at, format!("{ctx}, field '{name}': {e}"), hint);
+                    self.error(t.at, format!("{ctx}, field '{name}': {e}"), None);
                     ok = false;
                 }
             }

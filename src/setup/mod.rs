@@ -463,7 +463,7 @@ impl Serialize for DtypeYaml<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.fields().len()))?;
         for f in self.0.fields() {
-            m.serialize_entry(&f.name, f.scalar.name())?;
+            m.serialize_entry(&f.name, &f.ty.to_string())?;
         }
         m.end()
     }

@@ -80,7 +80,7 @@ impl Run {
                     .dtype()
                     .fields()
                     .iter()
-                    .map(|f| (f.name.clone(), f.scalar.numpy_str().to_string()))
+                    .map(|f| (f.name.clone(), f.ty.numpy_spec()))
                     .collect();
                 (
                     b.name.clone(),
