@@ -169,3 +169,29 @@ fn udev_check_with_nothing_connected() {
     assert!(text.starts_with("udev rules: "), "{text}");
     assert!(text.contains("no supported devices connected"), "{text}");
 }
+
+/// Every PicoScope family the driver supports has its product ids in the shipped rules,
+/// named with its family (HARDWARE.md A.1, P), and the binary carries the same file.
+#[test]
+fn udev_rules_name_every_picoscope_family_by_product_id() {
+    let rules = rules_in_tree();
+    assert_eq!(rules, daq_engine::devices::tools::UDEV_RULES);
+    for f in daq_drivers::picoscope::family::FAMILIES {
+        let tag = format!("ENV{{DAQ_PICOSCOPE_FAMILY}}=\"{}\"", f.name);
+        let line = rules
+            .lines()
+            .find(|l| !l.starts_with('#') && l.contains(&tag))
+            .unwrap_or_else(|| panic!("no rule line names {}", f.name));
+        assert!(line.contains("ATTR{idVendor}==\"0ce9\""), "{line}");
+        let pids = line
+            .split("ATTR{idProduct}==\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no product ids in {line}"));
+        let mut got: Vec<&str> = pids.split('|').collect();
+        got.sort_unstable();
+        let mut want: Vec<String> = f.usb_pids.iter().map(|p| format!("{p:04x}")).collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "{}", f.name);
+    }
+}

@@ -417,9 +417,9 @@ fn check_and_the_run_refuse_what_would_fail_after_the_start() {
             importer,
             "device.picoscope",
             "sinks",
-            "family: ps3000a",
-            "ps3000a",
-            "'ps3000a': ps5000a or ps2000a",
+            "family: ps4000a",
+            "ps4000a",
+            "'ps4000a' is not a PicoScope family this driver supports",
         ),
         (
             importer,

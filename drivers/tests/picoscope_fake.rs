@@ -13,7 +13,7 @@ use std::time::Duration;
 use daq_drivers::picoscope::{
     bench_fake, Acquisition, ChannelConfig, FamilyTable, PicoError, PicoScope, PicoScopeConfig,
     PicoStatus, Resolution, SampleFormat, ThresholdDirection, TriggerConfig, VoltageRange, PS2000A,
-    PS5000A,
+    PS3000A, PS5000A,
 };
 use daq_drivers::{DriverError, ReadOutcome, Source};
 
@@ -171,6 +171,16 @@ impl Fake {
         // SAFETY: the fake's control functions named here take one int32_t.
         unsafe {
             let f: libloading::Symbol<unsafe extern "C" fn(i32)> = self.lib.get(symbol).unwrap();
+            f(v)
+        }
+    }
+
+    /// Calls a control taking one uint32_t and returning int32_t (0 = accepted).
+    fn set_u32(&self, symbol: &[u8], v: u32) -> i32 {
+        // SAFETY: the fake's control functions named here are `int32_t f(uint32_t)`.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(u32) -> i32> =
+                self.lib.get(symbol).unwrap();
             f(v)
         }
     }
@@ -509,6 +519,146 @@ fn ps2000a_rapid_block_through_its_own_signatures() {
         .unwrap_err();
     assert!(matches!(err, PicoError::Config { .. }), "{err}");
     assert!(err.to_string().contains("2206A has 2 channels"), "{err}");
+}
+
+#[test]
+fn ps3000a_rapid_block_through_its_own_signatures() {
+    let fake = Fake::new(&PS3000A);
+    fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS3000A, 4, 5, SampleFormat::Volts))).unwrap();
+    assert_eq!(scope.max_adc(), 32512);
+    assert_eq!(scope.variant(), "3406D");
+    // 3406D, 4-channel row of HARDWARE.md P: (n − 2) × 8 ns, so 16 ns is timebase 4.
+    assert_eq!(scope.timebase(), 4);
+    assert_eq!(scope.sample_interval_ns(), 16.0);
+    let mut out = vec![0u8; scope.layout().event_size()];
+    assert_eq!(out.len(), 200 * 4 * 4);
+    scope.start_capture().unwrap();
+    for _ in 0..10 {
+        read_one(&mut scope, &mut out);
+        let v = f32s(&out);
+        // Records are interleaved A B C D; the falling trigger on A crosses at sample 40.
+        assert!(
+            v[40 * 4] <= -0.05 && v[39 * 4] > -0.05,
+            "A[39] {} A[40] {}",
+            v[39 * 4],
+            v[40 * 4]
+        );
+    }
+    assert_eq!(fake.calls("ps3000aGetValuesBulk"), 2);
+    assert_eq!(fake.calls("ps3000aSetDataBuffer"), 20);
+    assert!(fake.calls("ps3000aGetTimebase2") >= 1);
+    assert_eq!(fake.calls("ps3000aChangePowerSource"), 0);
+    let notes = scope.run_metadata();
+    assert!(
+        notes
+            .iter()
+            .any(|(k, v)| k == "picoscope.family" && v == "ps3000a"),
+        "{notes:?}"
+    );
+}
+
+fn power_note(scope: &PicoScope) -> String {
+    scope
+        .run_metadata()
+        .into_iter()
+        .find(|(k, _)| k == "picoscope.power_source")
+        .map(|(_, v)| v)
+        .expect("power source in the run notes")
+}
+
+/// A 3000A with a DC socket opened without its adapter (or on a USB 2 port) answers
+/// OpenUnit with a power prompt and a valid handle; the driver must answer with
+/// ChangePowerSource(that very code), then the unit works, and the run notes say what the
+/// user can do.
+#[test]
+fn ps3000a_without_its_adapter_changes_the_power_source_and_runs() {
+    for (prompt, says) in [(0x11Au32, "DC adapter"), (0x11E, "USB 3 port")] {
+        let fake = Fake::new(&PS3000A);
+        assert_eq!(fake.set_u32(b"fakepico_set_open_power", prompt), 0);
+        let mut scope =
+            PicoScope::open(fake.config(block_config(&PS3000A, 4, 2, SampleFormat::Volts)))
+                .unwrap();
+        assert_eq!(fake.calls("ps3000aChangePowerSource"), 1);
+        let note = power_note(&scope);
+        assert!(note.contains(says), "{note}");
+        let mut out = vec![0u8; scope.layout().event_size()];
+        scope.start_capture().unwrap();
+        for _ in 0..3 {
+            read_one(&mut scope, &mut out);
+        }
+    }
+}
+
+/// The adapter plugged in, then pulled out, during a run: RunBlock answers
+/// POWER_SUPPLY_CONNECTED / _NOT_CONNECTED, the driver accepts the new source and the run
+/// goes on without an error or a lost capture.
+#[test]
+fn ps3000a_adapter_plugged_and_pulled_mid_run_the_run_goes_on() {
+    let fake = Fake::new(&PS3000A);
+    assert_eq!(fake.set_u32(b"fakepico_set_open_power", 0x11A), 0);
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS3000A, 4, 2, SampleFormat::Volts))).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    read_one(&mut scope, &mut out);
+    assert!(power_note(&scope).contains("USB only"));
+    assert_eq!(fake.set_u32(b"fakepico_power_change", 0x119), 0);
+    for _ in 0..6 {
+        read_one(&mut scope, &mut out);
+    }
+    assert_eq!(scope.counters().power_changes, 1);
+    assert!(
+        power_note(&scope).contains("no prompt"),
+        "{}",
+        power_note(&scope)
+    );
+    assert_eq!(fake.set_u32(b"fakepico_power_change", 0x11A), 0);
+    for _ in 0..6 {
+        read_one(&mut scope, &mut out);
+    }
+    assert_eq!(scope.counters().power_changes, 2);
+    assert!(power_note(&scope).contains("USB only"));
+    // Open prompt plus two changes, each answered once with the code the unit gave.
+    assert_eq!(fake.calls("ps3000aChangePowerSource"), 3);
+    assert_eq!(scope.counters().events, 13);
+    // Only the power codes are accepted as a change.
+    assert_eq!(fake.set_u32(b"fakepico_power_change", 0x07), -1);
+}
+
+/// A unit whose ChangePowerSource is refused mid-run: a typed error naming the function,
+/// not a silent retry loop.
+#[test]
+fn ps3000a_refused_power_change_is_a_typed_error() {
+    let fake = Fake::new(&PS3000A);
+    let mut scope =
+        PicoScope::open(fake.config(block_config(&PS3000A, 4, 1, SampleFormat::Volts))).unwrap();
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    read_one(&mut scope, &mut out);
+    assert_eq!(fake.set_u32(b"fakepico_power_change", 0x11A), 0);
+    fake.inject("ps3000aChangePowerSource", 0x11B);
+    let mut seen = None;
+    for _ in 0..5 {
+        match scope.read_capture(&mut out, T) {
+            Ok(ReadOutcome::Event(_)) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                seen = Some(e);
+                break;
+            }
+        }
+    }
+    match seen.expect("the refused power change is reported") {
+        PicoError::Status {
+            function, status, ..
+        } => {
+            assert_eq!(function, "ps3000aChangePowerSource");
+            assert_eq!(status, PicoStatus::PowerSupplyRequestInvalid);
+        }
+        other => panic!("{other}"),
+    }
 }
 
 #[test]

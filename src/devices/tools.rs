@@ -558,27 +558,34 @@ pub fn measure(events: Option<u64>) -> Vec<Result<DriverRate, String>> {
             Ok((Box::new(src), Box::new(h)))
         },
     ));
-    // PicoScope through the fake library, 4 × 500 samples volts, captures at once.
-    rows.push((|| {
-        use daq_drivers::picoscope::{self, PicoScopeConfig, PS5000A};
-        let fake = super::usb::FakePico::load(PS5000A.soname)?;
-        fake.set(0.0, 1)?;
-        let mut cfg = PicoScopeConfig::muon_telescope(&PS5000A);
-        cfg.library = Some(fake.path.clone());
-        let size = 4 * 500 * 4;
-        let f = picoscope::bench_fake(&cfg, n_wave).map_err(|e| e.to_string())?;
-        Ok(DriverRate {
-            device: format!(
-                "picoscope ps5000a fake, rapid block 4x500 f4 (copy path alone: {:.0} ev/s, {:.0} MB/s)",
-                f.copy_events_per_s, f.copy_mb_per_s
-            ),
-            event_bytes: size,
-            events: f.events,
-            events_per_s: f.events_per_s,
-            mb_per_s: f.mb_per_s,
-            ring_events_per_s: None,
-        })
-    })());
+    // PicoScope through the fake library, 4 × 500 samples volts (ps2000a: its 2 channels),
+    // captures at once, one row per family.
+    for family in daq_drivers::picoscope::family::FAMILIES {
+        rows.push((|| {
+            use daq_drivers::picoscope::{self, ChannelConfig, PicoScopeConfig};
+            let fake = super::usb::FakePico::load(family.soname)?;
+            fake.set(0.0, 1)?;
+            let mut cfg = PicoScopeConfig::muon_telescope(family);
+            let channels = if family.name == "ps2000a" { 2 } else { 4 };
+            for ch in cfg.channels.iter_mut().skip(channels) {
+                *ch = ChannelConfig::OFF;
+            }
+            cfg.library = Some(fake.path.clone());
+            let size = channels * 500 * 4;
+            let f = picoscope::bench_fake(&cfg, n_wave).map_err(|e| e.to_string())?;
+            Ok(DriverRate {
+                device: format!(
+                    "picoscope {} fake, rapid block {channels}x500 f4 (copy path alone: {:.0} ev/s, {:.0} MB/s)",
+                    family.name, f.copy_events_per_s, f.copy_mb_per_s
+                ),
+                event_bytes: size,
+                events: f.events,
+                events_per_s: f.events_per_s,
+                mb_per_s: f.mb_per_s,
+                ring_events_per_s: None,
+            })
+        })());
+    }
     for (samples, fmt, label) in [
         (
             1000usize,

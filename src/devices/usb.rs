@@ -94,11 +94,15 @@ const SCOPE_EXPECT_DATA: Key<f64> = expect_data_key!(60.0);
 mod pico_keys {
     use crate::key;
     use crate::worker::{Key, MaybeKey, PerChannel, Strings};
-    pub const FAMILY: Key<str> = key!("family", "ps5000a", "driver family: ps5000a or ps2000a");
+    pub const FAMILY: Key<str> = key!(
+        "family",
+        "ps5000a",
+        "driver family: ps5000a, ps3000a or ps2000a"
+    );
     pub const LIBRARY: MaybeKey<str> = key!(
         "library",
         absent: "/opt/picoscope/lib",
-        "Pico's library file or its directory (libps5000a.so / libps2000a.so)"
+        "Pico's library file or its directory (libps5000a.so / libps3000a.so / libps2000a.so)"
     );
     pub const SERIAL: MaybeKey<str> = key!(
         "serial",
@@ -108,7 +112,7 @@ mod pico_keys {
     pub const RESOLUTION_BITS: Key<u32> = key!(
         "resolution_bits",
         8,
-        "vertical resolution (ps5000a: 8, 12, 14, 15, 16; ps2000a: 8)"
+        "vertical resolution (ps5000a: 8, 12, 14, 15, 16; ps3000a, ps2000a: 8)"
     );
     pub const CHANNELS: Key<Strings> = key!(
         "channels",
@@ -192,7 +196,8 @@ mod pico_keys {
 pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
     name: "device.picoscope",
     template: Template::Importer,
-    summary: "PicoScope (ps2000a, ps5000a) through Pico's driver library, loaded at run time: \
+    summary:
+        "PicoScope (ps2000a, ps3000a, ps5000a) through Pico's driver library, loaded at run time: \
               rapid block (one event per triggered capture) or streaming (continuous samples \
               cut into events). Sink fields chA..chD for the enabled channels, float32 volts \
               (format volts) or int16 ADC counts (format raw); data_length = pre_trigger + \
@@ -536,7 +541,14 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
         bad(
             cfg,
             pico_keys::FAMILY.name,
-            format!("'{fam_name}': ps5000a or ps2000a"),
+            format!(
+                "'{fam_name}' is not a PicoScope family this driver supports: {}",
+                picoscope::family::FAMILIES
+                    .iter()
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )
     })?;
     let letters = cfg.get(pico_keys::CHANNELS)?;

@@ -1,13 +1,22 @@
-//! A stand-in for Pico Technology's driver libraries `libps2000a.so` and `libps5000a.so`.
+//! A stand-in for Pico Technology's driver libraries `libps2000a.so`, `libps3000a.so` and
+//! `libps5000a.so`.
 //!
 //! Guarantees:
-//! - Exports the subset of the `ps2000a*` / `ps5000a*` C functions that daq-drivers uses,
+//! - Exports the subset of the `ps2000a*` / `ps3000a*` / `ps5000a*` C functions that
+//!   daq-drivers uses,
 //!   with the same signatures, the same `PICO_STATUS` (u32) return values and the same
 //!   callback conventions (block-ready callback from a library thread, streaming callback from
-//!   inside `GetStreamingLatestValues`). Copy the built `.so` to `libps5000a.so` or
-//!   `libps2000a.so` and load it exactly as Pico's library is loaded.
-//! - One simulated 4-channel PicoScope 5444D (ps5000a, serial `FAKE5000/001`) and one
-//!   2-channel PicoScope 2206A (ps2000a, serial `FAKE2000/001`) are attached.
+//!   inside `GetStreamingLatestValues`). Copy the built `.so` to `libps5000a.so`,
+//!   `libps3000a.so` or `libps2000a.so` and load it exactly as Pico's library is loaded.
+//! - One simulated 4-channel PicoScope 5444D (ps5000a, serial `FAKE5000/001`), one
+//!   2-channel PicoScope 2206A (ps2000a, serial `FAKE2000/001`) and one 4-channel
+//!   PicoScope 3406D (ps3000a, serial `FAKE3000/001`) are attached.
+//! - Power source (ps3000a, ps5000a): `OpenUnit` can answer POWER_SUPPLY_NOT_CONNECTED or
+//!   USB3_0_DEVICE_NON_USB3_0_PORT with a valid handle (set by [`fakepico_set_open_power`]
+//!   or, for a process that cannot call it, the environment variable `FAKEPICO_OPEN_POWER`
+//!   = `0x11A` / `0x11E`); every call but `ChangePowerSource(handle, that code)` then
+//!   answers that code, as Pico's library does. [`fakepico_power_change`] makes the next
+//!   `RunBlock` report an adapter plugged in (0x119) or pulled out (0x11A) the same way.
 //! - Rapid block captures hold exponential pulses (two-exponential shape, rise and fall in
 //!   samples) plus Gaussian noise, scaled to ADC counts for the channel's range, the analogue
 //!   offset and the device resolution (8-bit: steps of 256 up to ±32512; 12..16-bit: steps of
@@ -71,7 +80,9 @@ pub mod status {
     pub const INVALID_COUPLING: u32 = 0x45;
     pub const BUFFERS_NOT_SET: u32 = 0x46;
     pub const RATIO_MODE_NOT_SUPPORTED: u32 = 0x47;
+    pub const POWER_SUPPLY_CONNECTED: u32 = 0x119;
     pub const POWER_SUPPLY_NOT_CONNECTED: u32 = 0x11A;
+    pub const POWER_SUPPLY_REQUEST_INVALID: u32 = 0x11B;
     pub const USB3_0_DEVICE_NON_USB3_0_PORT: u32 = 0x11E;
     pub const INVALID_DEVICE_RESOLUTION: u32 = 0x120;
     pub const INVALID_NUMBER_CHANNELS_FOR_RESOLUTION: u32 = 0x121;
@@ -82,6 +93,7 @@ use status as st;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fam {
     Ps2000a,
+    Ps3000a,
     Ps5000a,
 }
 
@@ -89,38 +101,42 @@ impl Fam {
     fn serial(self) -> &'static str {
         match self {
             Fam::Ps2000a => "FAKE2000/001",
+            Fam::Ps3000a => "FAKE3000/001",
             Fam::Ps5000a => "FAKE5000/001",
         }
     }
     fn variant(self) -> &'static str {
         match self {
             Fam::Ps2000a => "2206A",
+            Fam::Ps3000a => "3406D",
             Fam::Ps5000a => "5444D",
         }
     }
     fn channels(self) -> usize {
         match self {
             Fam::Ps2000a => 2,
-            Fam::Ps5000a => 4,
+            Fam::Ps3000a | Fam::Ps5000a => 4,
         }
     }
     /// Capture memory in samples.
     fn memory(self) -> u64 {
         match self {
             Fam::Ps2000a => 32 * 1024 * 1024,
+            Fam::Ps3000a => 256 * 1024 * 1024,
             Fam::Ps5000a => 128 * 1024 * 1024,
         }
     }
     fn max_segments(self) -> u32 {
         match self {
             Fam::Ps2000a => 32_000,
+            Fam::Ps3000a => 500_000,
             Fam::Ps5000a => 250_000,
         }
     }
     /// Bits of the ADC at a resolution code (ps2000a has one fixed 8-bit resolution).
     fn bits(self, resolution: u32) -> u32 {
         match self {
-            Fam::Ps2000a => 8,
+            Fam::Ps2000a | Fam::Ps3000a => 8,
             Fam::Ps5000a => [8, 12, 14, 15, 16][resolution.min(4) as usize],
         }
     }
@@ -135,6 +151,8 @@ impl Fam {
     fn timebases(self, resolution: u32) -> (u32, u32, f64, u32, f64) {
         match (self, resolution) {
             (Fam::Ps2000a, _) => (0, 2, 2.0, 2, 16.0),
+            // 3406D: 2^n / 1 GHz, then (n − 2) / 125 MHz (HARDWARE.md P, 4-channel row).
+            (Fam::Ps3000a, _) => (0, 2, 1.0, 2, 8.0),
             (Fam::Ps5000a, 0) => (0, 2, 1.0, 2, 8.0),
             (Fam::Ps5000a, 1) => (1, 3, 1.0, 3, 16.0),
             (Fam::Ps5000a, 2) | (Fam::Ps5000a, 3) => (3, 3, 1.0, 2, 8.0),
@@ -162,7 +180,7 @@ impl Fam {
     }
     fn range_ok(self, range: i32) -> bool {
         match self {
-            Fam::Ps2000a => (1..=10).contains(&range),
+            Fam::Ps2000a | Fam::Ps3000a => (1..=10).contains(&range),
             Fam::Ps5000a => (0..=10).contains(&range),
         }
     }
@@ -275,6 +293,10 @@ struct Settings {
     seed: u64,
     /// Model name the ps2000a unit reports instead of 2206A (its timebases stay 2206A's).
     variant_2000a: Option<&'static str>,
+    /// The power prompt `OpenUnit` answers with (0x11A / 0x11E), if any.
+    open_power: Option<u32>,
+    /// The power change the next `RunBlock` reports (0x119 / 0x11A), if any.
+    power_change: Option<u32>,
 }
 
 impl Default for Settings {
@@ -290,6 +312,8 @@ impl Default for Settings {
             pulse_per_sample: 1.0 / 2000.0,
             seed: 0x5EED_0FF1_C0DE,
             variant_2000a: None,
+            open_power: None,
+            power_change: None,
         }
     }
 }
@@ -326,6 +350,8 @@ static FAKE: Mutex<Fake> = Mutex::new(Fake {
         pulse_per_sample: 1.0 / 2000.0,
         seed: 0x5EED_0FF1_C0DE,
         variant_2000a: None,
+        open_power: None,
+        power_change: None,
     },
 });
 
@@ -411,14 +437,14 @@ fn open_unit(name: &str, fam: Fam, handle: *mut i16, serial: *const i8, resoluti
     let injected = g.enter(name);
     // SAFETY: checked non-null above; the caller passes a pointer to one int16_t.
     unsafe { *handle = 0 };
-    let power = match injected {
+    let mut power = match injected {
         Some(p @ (st::POWER_SUPPLY_NOT_CONNECTED | st::USB3_0_DEVICE_NON_USB3_0_PORT)) => Some(p),
         Some(s) => {
             // SAFETY: as above.
             unsafe { *handle = if s == st::NOT_FOUND { 0 } else { -1 } };
             return s;
         }
-        None => None,
+        None => g.settings.open_power.or_else(env_open_power),
     };
     if g.unplugged {
         return st::NOT_FOUND;
@@ -433,6 +459,10 @@ fn open_unit(name: &str, fam: Fam, handle: *mut i16, serial: *const i8, resoluti
     if g.units.iter().any(|u| u.fam == fam && !u.dead) {
         // The one simulated device of this family is already open.
         return st::NOT_FOUND;
+    }
+    if fam == Fam::Ps2000a {
+        // The 2000A series has no power socket and no ChangePowerSource.
+        power = None;
     }
     if fam == Fam::Ps5000a && resolution > 4 {
         return st::INVALID_DEVICE_RESOLUTION;
@@ -474,6 +504,22 @@ fn open_unit(name: &str, fam: Fam, handle: *mut i16, serial: *const i8, resoluti
     // SAFETY: as above.
     unsafe { *handle = h };
     power.unwrap_or(st::OK)
+}
+
+/// `FAKEPICO_OPEN_POWER`: the power prompt `OpenUnit` answers with, for a process (the
+/// daq-engine binary) whose test cannot call [`fakepico_set_open_power`].
+fn env_open_power() -> Option<u32> {
+    let v = std::env::var("FAKEPICO_OPEN_POWER").ok()?;
+    let v = v.trim();
+    let code = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+        None => v.parse().ok()?,
+    };
+    matches!(
+        code,
+        st::POWER_SUPPLY_NOT_CONNECTED | st::USB3_0_DEVICE_NON_USB3_0_PORT
+    )
+    .then_some(code)
 }
 
 fn close_unit(name: &str, fam: Fam, handle: i16) -> u32 {
@@ -521,12 +567,21 @@ fn change_power_source(name: &str, fam: Fam, handle: i16, state: u32) -> u32 {
     if u.dead {
         return st::NOT_RESPONDING;
     }
-    match state {
-        st::POWER_SUPPLY_NOT_CONNECTED | st::USB3_0_DEVICE_NON_USB3_0_PORT => {
+    match (u.power_pending, state) {
+        // The answer must repeat the prompt's own code (Pico's C example passes the
+        // status OpenUnit/RunBlock returned).
+        (Some(p), s) if p == s => {
             u.power_pending = None;
             st::OK
         }
-        _ => st::INVALID_PARAMETER,
+        (Some(_), _) => st::POWER_SUPPLY_REQUEST_INVALID,
+        (
+            None,
+            st::POWER_SUPPLY_CONNECTED
+            | st::POWER_SUPPLY_NOT_CONNECTED
+            | st::USB3_0_DEVICE_NON_USB3_0_PORT,
+        ) => st::OK,
+        (None, _) => st::INVALID_PARAMETER,
     }
 }
 
@@ -798,10 +853,20 @@ fn run_block(name: &str, a: BlockArgs) -> u32 {
         return s;
     }
     let settings = g.settings;
+    let power_change = if a.fam == Fam::Ps2000a {
+        None
+    } else {
+        g.settings.power_change.take()
+    };
     let u = match g.unit(a.handle, a.fam) {
         Ok(u) => u,
         Err(s) => return s,
     };
+    if let Some(p) = power_change {
+        // The adapter was plugged in or pulled out: the unit waits for ChangePowerSource.
+        u.power_pending = Some(p);
+        return p;
+    }
     if u.block
         .as_ref()
         .is_some_and(|b| b.thread.is_some() && !b.ready)
@@ -1416,6 +1481,91 @@ common_exports!(
     ps2000aMaximumValue
 );
 
+common_exports!(
+    Fam::Ps3000a,
+    "ps3000a",
+    ps3000aCloseUnit,
+    ps3000aStop,
+    ps3000aPingUnit,
+    ps3000aGetUnitInfo,
+    ps3000aEnumerateUnits,
+    ps3000aSetChannel,
+    ps3000aSetSimpleTrigger,
+    ps3000aMemorySegments,
+    ps3000aSetNoOfCaptures,
+    ps3000aIsReady,
+    ps3000aSetDataBuffer,
+    ps3000aGetValuesBulk,
+    ps3000aGetValuesTriggerTimeOffsetBulk64,
+    ps3000aRunStreaming,
+    ps3000aGetStreamingLatestValues,
+    ps3000aMaximumValue
+);
+
+/// `PICO_STATUS ps3000aOpenUnit(int16_t *handle, int8_t *serial)` (HARDWARE.md P).
+#[no_mangle]
+pub extern "C" fn ps3000aOpenUnit(handle: *mut i16, serial: *const i8) -> u32 {
+    open_unit("ps3000aOpenUnit", Fam::Ps3000a, handle, serial, 0)
+}
+
+/// `PICO_STATUS ps3000aChangePowerSource(int16_t handle, PICO_STATUS powerState)`
+#[no_mangle]
+pub extern "C" fn ps3000aChangePowerSource(handle: i16, state: u32) -> u32 {
+    change_power_source("ps3000aChangePowerSource", Fam::Ps3000a, handle, state)
+}
+
+/// `PICO_STATUS ps3000aGetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *timeIntervalNanoseconds, int16_t oversample, int32_t *maxSamples, uint32_t segmentIndex)`
+#[no_mangle]
+pub extern "C" fn ps3000aGetTimebase2(
+    handle: i16,
+    tb: u32,
+    samples: i32,
+    interval: *mut f32,
+    _oversample: i16,
+    max: *mut i32,
+    segment: u32,
+) -> u32 {
+    get_timebase2(
+        "ps3000aGetTimebase2",
+        Fam::Ps3000a,
+        handle,
+        tb,
+        samples,
+        interval,
+        max,
+        segment,
+    )
+}
+
+/// `PICO_STATUS ps3000aRunBlock(handle, int32_t noOfPreTriggerSamples, int32_t noOfPostTriggerSamples, uint32_t timebase, int16_t oversample, int32_t *timeIndisposedMs, uint32_t segmentIndex, ps3000aBlockReady lpReady, void *pParameter)`
+#[no_mangle]
+pub extern "C" fn ps3000aRunBlock(
+    handle: i16,
+    pre: i32,
+    post: i32,
+    tb: u32,
+    _oversample: i16,
+    time_indisposed: *mut i32,
+    segment: u32,
+    cb: BlockReady,
+    param: *mut c_void,
+) -> u32 {
+    run_block(
+        "ps3000aRunBlock",
+        BlockArgs {
+            fam: Fam::Ps3000a,
+            handle,
+            pre,
+            post,
+            tb,
+            time_indisposed,
+            segment,
+            cb,
+            param,
+        },
+    )
+}
+
 /// `PICO_STATUS ps5000aOpenUnit(int16_t *handle, int8_t *serial, PS5000A_DEVICE_RESOLUTION res)`
 #[no_mangle]
 pub extern "C" fn ps5000aOpenUnit(handle: *mut i16, serial: *const i8, resolution: u32) -> u32 {
@@ -1672,6 +1822,34 @@ pub extern "C" fn fakepico_set_ps2000a_variant(name: *const c_char) -> i32 {
     match name_of(name) {
         Some(v) if !v.is_empty() => {
             fake().settings.variant_2000a = Some(Box::leak(v.into_boxed_str()));
+            0
+        }
+        _ => -1,
+    }
+}
+
+/// The power prompt the next `OpenUnit` calls (ps3000a, ps5000a) answer with: 0x11A
+/// (POWER_SUPPLY_NOT_CONNECTED), 0x11E (USB3_0_DEVICE_NON_USB3_0_PORT), or 0 for none.
+/// Returns 0, or -1 for any other code (nothing changed).
+#[no_mangle]
+pub extern "C" fn fakepico_set_open_power(status: u32) -> i32 {
+    let power = match status {
+        0 => None,
+        st::POWER_SUPPLY_NOT_CONNECTED | st::USB3_0_DEVICE_NON_USB3_0_PORT => Some(status),
+        _ => return -1,
+    };
+    fake().settings.open_power = power;
+    0
+}
+
+/// The next `RunBlock` (ps3000a, ps5000a) reports a new power source: 0x119 (DC adapter
+/// plugged in) or 0x11A (pulled out), and waits for `ChangePowerSource` with that code.
+/// Returns 0, or -1 for any other code (nothing changed).
+#[no_mangle]
+pub extern "C" fn fakepico_power_change(status: u32) -> i32 {
+    match status {
+        st::POWER_SUPPLY_CONNECTED | st::POWER_SUPPLY_NOT_CONNECTED => {
+            fake().settings.power_change = Some(status);
             0
         }
         _ => -1,

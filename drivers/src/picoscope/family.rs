@@ -1,7 +1,7 @@
 //! What differs between PicoScope driver families, as data: function names, argument
 //! shapes, USB product ids, ADC full scale, voltage ranges and timebase formulas.
 //!
-//! Guarantees: adding a family (ps3000a, ps4000a) is one more [`FamilyTable`] constant;
+//! Guarantees: adding a family (ps4000a, ps6000a) is one more [`FamilyTable`] constant;
 //! the driver code is shared. Timebase formulas are those of HARDWARE.md A.7 and are only a
 //! first guess: the driver always confirms with `GetTimebase2`. Pure data and arithmetic,
 //! no I/O.
@@ -275,8 +275,33 @@ pub const PS5000A: FamilyTable = FamilyTable {
     timebases: ps5000a_timebases,
 };
 
+/// PicoScope 3000 series with the `ps3000a` library (3204A/B..3207A/B, 3204..3206 MSO,
+/// 3203D..3406D and their MSO versions), HARDWARE.md section P. Signatures as ps2000a
+/// (no resolution argument, `int16_t oversample` in GetTimebase2 and RunBlock), but the
+/// models with a DC socket (34xxA/B, 32xxD/34xxD) ask about their power source, so
+/// `ChangePowerSource` is bound.
+pub const PS3000A: FamilyTable = FamilyTable {
+    name: "ps3000a",
+    soname: "libps3000a.so",
+    package: "libps3000a",
+    // HARDWARE.md A.1/P, from a third-party table; which PID is which model is
+    // [unverified], so any of them selects the family and the variant string decides.
+    usb_pids: &[0x1012, 0x1201, 0x1211, 0x1213],
+    symbols: symbols!("ps3000a", power: true, resolution: false),
+    api: ApiShape {
+        open_takes_resolution: false,
+        takes_oversample: true,
+    },
+    resolutions: &[Resolution::Bits8],
+    // D models go down to ±20 mV, A/B models to ±50 mV (Pico's C example); ±20 mV is
+    // accepted here and an A/B unit's own SetChannel refuses it with INVALID_VOLTAGE_RANGE.
+    ranges: 1..=10,
+    max_value: |_| 32512,
+    timebases: ps3000a_timebases,
+};
+
 /// Families this driver supports.
-pub const FAMILIES: &[&FamilyTable] = &[&PS2000A, &PS5000A];
+pub const FAMILIES: &[&FamilyTable] = &[&PS2000A, &PS3000A, &PS5000A];
 
 /// The family whose library serves USB product id `pid`, among supported ones.
 pub fn family_for_pid(pid: u16) -> Option<&'static FamilyTable> {
@@ -335,6 +360,31 @@ fn ps2000a_timebases(variant: &str, _r: Resolution) -> Timebases {
             slow_offset: 2,
             slow_step_ns: 16.0,
         }
+    }
+}
+
+/// ps3000a, HARDWARE.md P (programmer's guide r9): the 2-channel USB2 models 3204A/B..3206A/B
+/// run `2^n / 500 MHz` (n ≤ 2) then `(n−2) / 62.5 MHz`; the 3204..3206 MSO `2^n / 500 MHz`
+/// (n ≤ 1) then `(n−1) / 125 MHz`; the 4-channel models, the 3207A/B and (**[unverified]**,
+/// pico-python applies it to every unit) the D and D MSO models `2^n / 1 GHz` (n ≤ 2) then
+/// `(n−2) / 125 MHz`. `GetTimebase2` decides in the end.
+fn ps3000a_timebases(variant: &str, _r: Resolution) -> Timebases {
+    let v = variant.trim().to_ascii_uppercase();
+    let t = |fast_last, unit_ns, slow_offset, slow_step_ns| Timebases {
+        fast_first: 0,
+        fast_last,
+        unit_ns,
+        slow_offset,
+        slow_step_ns,
+    };
+    let d_model = v.contains('D');
+    let old_2ch = ["3204", "3205", "3206"].iter().any(|m| v.starts_with(m));
+    if old_2ch && !d_model && v.contains("MSO") {
+        t(1, 2.0, 1, 8.0)
+    } else if old_2ch && !d_model {
+        t(2, 2.0, 2, 16.0)
+    } else {
+        t(2, 1.0, 2, 8.0)
     }
 }
 
@@ -427,6 +477,52 @@ mod tests {
         }
         assert_eq!((PS2000A.timebases)("2406B", Resolution::Bits8), fast);
         assert_eq!((PS2000A.timebases)("2205 MSO", Resolution::Bits8), slow);
+    }
+
+    #[test]
+    fn ps3000a_intervals_per_model() {
+        // (variant, n, interval ns), HARDWARE.md P table.
+        for (v, n, ns) in [
+            ("3206B", 0, 2.0),
+            ("3206B", 2, 8.0),
+            ("3206B", 3, 16.0),
+            ("3204A", 4, 32.0),
+            ("3204 MSO", 0, 2.0),
+            ("3205 MSO", 1, 4.0),
+            ("3206 MSO", 2, 8.0),
+            ("3206 MSO", 3, 16.0),
+            ("3404B", 0, 1.0),
+            ("3404B", 2, 4.0),
+            ("3404B", 3, 8.0),
+            ("3207A", 4, 16.0),
+            ("3406D", 3, 8.0),
+            ("3206D MSO", 2, 4.0),
+            ("3206D MSO", 127, 1000.0),
+        ] {
+            let t = (PS3000A.timebases)(v, Resolution::Bits8);
+            assert_eq!(t.interval_ns(n), Some(ns), "{v} n={n}");
+            assert_eq!(t.nearest(ns), Some(n), "{v} {ns} ns");
+        }
+        assert_eq!(PS3000A.symbols.open_unit, "ps3000aOpenUnit");
+        assert_eq!(
+            PS3000A.symbols.change_power_source,
+            Some("ps3000aChangePowerSource")
+        );
+        assert_eq!(PS3000A.symbols.set_device_resolution, None);
+        assert_eq!(
+            PS3000A.api,
+            ApiShape {
+                open_takes_resolution: false,
+                takes_oversample: true
+            }
+        );
+        for pid in [0x1012, 0x1201, 0x1211, 0x1213] {
+            assert_eq!(family_for_pid(pid).map(|f| f.name), Some("ps3000a"));
+        }
+        assert_eq!(
+            family_by_name("ps3000a").map(|f| f.soname),
+            Some("libps3000a.so")
+        );
     }
 
     #[test]

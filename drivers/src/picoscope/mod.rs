@@ -1,7 +1,7 @@
 //! PicoScope oscilloscopes through Pico's own driver libraries, loaded at run time.
 //!
-//! Pico's USB protocol is closed (HARDWARE.md A.10), so this driver binds `libps2000a.so` /
-//! `libps5000a.so` with `libloading` from a configurable path; daq-drivers builds and runs
+//! Pico's USB protocol is closed (HARDWARE.md A.10), so this driver binds `libps2000a.so`,
+//! `libps3000a.so` / `libps5000a.so` with `libloading` from a configurable path; daq-drivers builds and runs
 //! without them and says what to install when one is missing. One implementation serves
 //! every family: what differs (function names, argument shapes, timebase formulas, ranges)
 //! is a [`FamilyTable`]. Tests run against `drivers/fake-picosdk`, a library with the same C
@@ -29,7 +29,7 @@ pub use config::{
     TriggerConfig, VoltageRange,
 };
 pub use family::{
-    family_by_name, family_for_pid, FamilyTable, Resolution, Timebases, PS2000A, PS5000A,
+    family_by_name, family_for_pid, FamilyTable, Resolution, Timebases, PS2000A, PS3000A, PS5000A,
 };
 pub use library::PicoLibrary;
 pub use scope::{PicoCounters, PicoScope};

@@ -91,6 +91,9 @@ pub struct PicoCounters {
     pub overrange: u64,
     /// Samples delivered per channel (streaming).
     pub stream_samples: u64,
+    /// Times the unit reported a new power source mid-run (DC adapter plugged or pulled)
+    /// and the run went on after `ChangePowerSource`.
+    pub power_changes: u64,
 }
 
 /// An opened, configured PicoScope.
@@ -136,6 +139,9 @@ pub struct PicoScope {
     pacing: RetryPacing,
     /// Times the unit came back after it vanished.
     reconnects: u32,
+    /// The power prompt last accepted with `ChangePowerSource` (None: the unit runs from
+    /// its DC adapter or never asked).
+    power_source: Option<PicoStatus>,
 }
 
 impl std::fmt::Debug for PicoScope {
@@ -254,6 +260,7 @@ impl PicoScope {
             counters: PicoCounters::default(),
             pacing: RetryPacing::default(),
             reconnects: 0,
+            power_source: None,
         };
         scope.open_unit()?;
         scope.configure()?;
@@ -284,11 +291,13 @@ impl PicoScope {
         let (handle, status) = self
             .lib
             .open_unit(self.config.serial.as_deref(), self.config.resolution);
+        self.power_source = None;
         if status.is_power_prompt() {
             // The unit is open but waits for us to accept USB power (fewer channels may
-            // work; Pico's examples continue the same way).
+            // work; Pico's examples continue the same way). The run notes say what the
+            // user can do about it (see `power_note`).
             match self.lib.change_power_source(handle, status) {
-                Some(PicoStatus::Ok) => {}
+                Some(PicoStatus::Ok) => self.power_source = Some(status),
                 Some(other) => {
                     let _ = self.lib.close_unit(handle);
                     return Err(PicoError::Status {
@@ -646,6 +655,24 @@ impl PicoScope {
         &self.lib
     }
 
+    /// How the unit is powered, and what to do when that is a compromise: the warning a
+    /// user sees in the run notes after a power prompt was accepted.
+    pub fn power_note(&self) -> String {
+        match self.power_source {
+            None => "as the unit wants (DC adapter or USB, no prompt)".to_string(),
+            Some(PicoStatus::Usb3DeviceNonUsb3Port) => {
+                "USB 2 port (USB3_0_DEVICE_NON_USB3_0_PORT accepted): transfers are slower; \
+                 plug the scope into a USB 3 port"
+                    .to_string()
+            }
+            Some(s) => format!(
+                "USB only ({} accepted): some channels may be unavailable; plug in the \
+                 scope's DC adapter for all channels",
+                s.name()
+            ),
+        }
+    }
+
     fn arm(&mut self) -> Result<(), PicoError> {
         let Acquisition::RapidBlock {
             pre_trigger,
@@ -658,18 +685,38 @@ impl PicoScope {
         self.signal.ready.store(false, Ordering::Relaxed);
         self.signal.status.store(0, Ordering::Relaxed);
         let param = &*self.signal as *const BlockSignal as *mut c_void;
-        // SAFETY: the BlockSignal box lives until after the unit is stopped and closed
-        // (Drop, reconnect), so the callback never sees freed memory.
-        let s = unsafe {
-            self.lib.run_block(
-                self.handle,
-                pre_trigger as i32,
-                post_trigger as i32,
-                self.timebase,
-                block_ready,
-                param,
-            )
+        let timebase = self.timebase;
+        let run_block = |lib: &PicoLibrary, handle| {
+            // SAFETY: the BlockSignal box lives until after the unit is stopped and closed
+            // (Drop, reconnect), so the callback never sees freed memory.
+            unsafe {
+                lib.run_block(
+                    handle,
+                    pre_trigger as i32,
+                    post_trigger as i32,
+                    timebase,
+                    block_ready,
+                    param,
+                )
+            }
         };
+        let mut s = run_block(&self.lib, self.handle);
+        if s.is_power_change() && self.config.family.symbols.change_power_source.is_some() {
+            // HARDWARE.md P: RunBlock answers POWER_SUPPLY_CONNECTED / _NOT_CONNECTED when
+            // the DC adapter is plugged in or pulled out; accept the new source with that
+            // very code and run the block again (once: a second refusal is an error).
+            let changed = self.lib.change_power_source(self.handle, s);
+            let function = self
+                .config
+                .family
+                .symbols
+                .change_power_source
+                .unwrap_or("ChangePowerSource");
+            self.check(function, changed.unwrap_or(s))?;
+            self.power_source = (s != PicoStatus::PowerSupplyConnected).then_some(s);
+            self.counters.power_changes += 1;
+            s = run_block(&self.lib, self.handle);
+        }
         self.check(self.config.family.symbols.run_block, s)?;
         self.counters.batches += 1;
         Ok(())
@@ -1098,6 +1145,7 @@ impl Source for PicoScope {
                 self.config.resolution.bits().to_string(),
             ),
             ("picoscope.max_adc".to_string(), self.max_adc.to_string()),
+            ("picoscope.power_source".to_string(), self.power_note()),
             (
                 "picoscope.sample_interval_ns".to_string(),
                 self.interval_ns.to_string(),

@@ -93,6 +93,8 @@ statuses! {
     InvalidAnalogueOffset = 0x50, "INVALID_ANALOGUE_OFFSET";
     PowerSupplyConnected = 0x119, "POWER_SUPPLY_CONNECTED";
     PowerSupplyNotConnected = 0x11A, "POWER_SUPPLY_NOT_CONNECTED";
+    PowerSupplyRequestInvalid = 0x11B, "POWER_SUPPLY_REQUEST_INVALID";
+    PowerSupplyUndervoltage = 0x11C, "POWER_SUPPLY_UNDERVOLTAGE";
     Usb3DeviceNonUsb3Port = 0x11E, "USB3_0_DEVICE_NON_USB3_0_PORT";
     NotSupportedByThisDevice = 0x11F, "NOT_SUPPORTED_BY_THIS_DEVICE";
     InvalidDeviceResolution = 0x120, "INVALID_DEVICE_RESOLUTION";
@@ -116,6 +118,12 @@ impl PicoStatus {
             self,
             PicoStatus::PowerSupplyNotConnected | PicoStatus::Usb3DeviceNonUsb3Port
         )
+    }
+
+    /// The power source changed while the unit was open (the DC adapter was plugged in or
+    /// pulled out, ps3000a/ps5000a): answer with `ChangePowerSource(status)` and retry.
+    pub fn is_power_change(self) -> bool {
+        self.is_power_prompt() || self == PicoStatus::PowerSupplyConnected
     }
 
     /// The settings were refused: the setup must change (range, timebase, channel, ...).
@@ -234,6 +242,9 @@ fn hint(status: PicoStatus) -> &'static str {
         PicoStatus::PowerSupplyNotConnected | PicoStatus::Usb3DeviceNonUsb3Port => {
             " — the driver asks to accept USB power"
         }
+        PicoStatus::PowerSupplyUndervoltage => {
+            " — the USB port cannot power the scope: plug in its DC adapter or use a powered port"
+        }
         _ => "",
     }
 }
@@ -296,7 +307,7 @@ mod tests {
 
     #[test]
     fn every_named_status_round_trips_through_its_code() {
-        assert_eq!(PicoStatus::NAMED.len(), 44); // every code of HARDWARE.md A.8
+        assert_eq!(PicoStatus::NAMED.len(), 46); // every code of HARDWARE.md A.8, plus P's 0x11B/0x11C
         for &s in PicoStatus::NAMED {
             assert_eq!(PicoStatus::from_code(s.code()), s, "{s}");
             assert!(!matches!(s, PicoStatus::Other(_)));
@@ -338,6 +349,9 @@ mod tests {
         assert!(PicoStatus::from_code(0x11A).is_power_prompt());
         assert!(PicoStatus::from_code(0x11E).is_power_prompt());
         assert!(!PicoStatus::from_code(0x119).is_power_prompt());
+        assert!(PicoStatus::from_code(0x119).is_power_change());
+        assert!(PicoStatus::from_code(0x11A).is_power_change());
+        assert!(!PicoStatus::from_code(0x11B).is_power_change());
         assert!(PicoStatus::NotResponding.is_disconnection());
         assert!(PicoStatus::NotFound.is_disconnection());
         assert!(!PicoStatus::InvalidTimebase.is_disconnection());

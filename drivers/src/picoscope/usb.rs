@@ -91,5 +91,9 @@ mod tests {
             .model
             .contains("no supported library"));
         assert!(scope_from_ids(0x04b4, 0x1019, 1, 2).is_none());
+        for pid in [0x1012, 0x1201, 0x1211, 0x1213] {
+            let d = scope_from_ids(0x0ce9, pid, 1, 3).expect("pico");
+            assert_eq!(d.model, "PicoScope (ps3000a)", "{pid:04x}");
+        }
     }
 }

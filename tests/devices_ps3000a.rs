@@ -1,0 +1,155 @@
+//! PicoScope 3000A (`family: ps3000a`) end to end through the real `daq-engine` binary and
+//! the fake PicoSDK library under the name `libps3000a.so`: a whole run whose HDF5 file
+//! holds exactly the seeded captures the fake generates, opened on a unit that asks about
+//! its power source (no DC adapter), and `check` refusing a family the driver lacks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use daq_drivers::picoscope::{PicoScope, PicoScopeConfig, PS3000A};
+use daq_drivers::{ReadOutcome, Source};
+
+const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+mod device_runs;
+use device_runs::Dir;
+
+const SEED: u64 = 11;
+
+fn setup(dir: &Dir, family: &str) -> PathBuf {
+    let text = format!(
+        "options: {{max_seconds: 60, stats_interval: 1}}
+Buffers:
+  raw:
+    slot_count: 128
+    data_length: 500
+    data_dtype: {{chA: float32, chB: float32, chC: float32, chD: float32}}
+Workers:
+  scope:
+    function: device.picoscope
+    sinks: [raw]
+    config:
+      family: {family}
+      channels: [A, B, C, D]
+      ranges: 0.5
+      sample_interval: 8.0e-9
+      mode: rapid_block
+      pre_trigger: 100
+      post_trigger: 400
+      captures_per_run: 100
+      trigger_channel: A
+      trigger_level: -0.05
+      trigger_direction: falling
+      format: volts
+      sim_rate: 500
+      seed: {SEED}
+  file:
+    function: export.hdf5
+    sources: [raw]
+"
+    );
+    let path = dir.0.join(format!("{family}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The first `n` events the fake's ps3000a unit gives the driver for the setup above,
+/// read in this process from a private copy of the fake with the same seed.
+fn expected_events(n: usize) -> Vec<u8> {
+    let fake = daq_engine::devices::usb::FakePico::load(PS3000A.soname).unwrap();
+    fake.set(0.0, SEED).unwrap();
+    let mut config = PicoScopeConfig::muon_telescope(&PS3000A);
+    config.library = Some(fake.path.clone());
+    let mut scope = PicoScope::open(config).unwrap();
+    let size = scope.layout().event_size();
+    let mut all = vec![0u8; n * size];
+    scope.start_capture().unwrap();
+    for ev in all.chunks_exact_mut(size) {
+        match scope.read_capture(ev, Duration::from_secs(10)) {
+            Ok(ReadOutcome::Event(_)) => {}
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    drop(scope);
+    all
+}
+
+fn summary_events(run_dir: &Path, buffer: &str) -> u64 {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["events"][buffer]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{text}"))
+}
+
+/// The unit answers OpenUnit with POWER_SUPPLY_NOT_CONNECTED (a 3406D without its
+/// adapter); the run accepts USB power, records exactly N events, and the HDF5 file holds
+/// the fake's seeded captures bit for bit.
+#[test]
+fn ps3000a_whole_run_on_usb_power_writes_the_seeded_captures() {
+    const N: usize = 25;
+    let d = Dir::new("ps3000a-run");
+    let file = setup(&d, "ps3000a");
+    let out = Command::new(EXE)
+        .arg(&file)
+        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
+        .arg(N.to_string())
+        .arg("--target-directory")
+        .arg(&d.0)
+        .env("FAKEPICO_OPEN_POWER", "0x11A")
+        .output()
+        .expect("run daq-engine");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rd = &d.run_dir();
+    assert_eq!(summary_events(rd, "raw"), N as u64);
+    let notes = std::fs::read_to_string(rd.join("device_scope.txt")).unwrap();
+    assert!(notes.contains("picoscope.family = ps3000a"), "{notes}");
+    assert!(notes.contains("picoscope.variant = 3406D"), "{notes}");
+    assert!(
+        notes.contains("POWER_SUPPLY_NOT_CONNECTED accepted")
+            && notes.contains("plug in the scope's DC adapter"),
+        "{notes}"
+    );
+    let h5: Vec<PathBuf> = std::fs::read_dir(rd)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
+        .collect();
+    assert_eq!(h5.len(), 1, "one HDF5 file: {h5:?}");
+    let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
+    assert_eq!(b.events, N);
+    assert_eq!(b.data_length, 500);
+    let want = expected_events(N);
+    assert_eq!(b.data.len(), want.len());
+    let first_diff = b.data.iter().zip(&want).position(|(a, w)| a != w);
+    assert_eq!(first_diff, None, "HDF5 differs from the seeded captures");
+}
+
+/// `check` knows the families the driver has: ps3000a passes, one it lacks is refused
+/// before any run (exit 2, no run directory) with the supported ones named.
+#[test]
+fn check_accepts_ps3000a_and_refuses_an_unsupported_family() {
+    let d = Dir::new("ps3000a-check");
+    let out = Command::new(EXE)
+        .arg("check")
+        .arg(setup(&d, "ps3000a"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let bad = setup(&d, "ps4000a");
+    let out = Command::new(EXE).arg("check").arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "'ps4000a' is not a PicoScope family this driver supports: ps2000a, ps3000a, ps5000a"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("ps4000a.yaml:"), "names the file: {err}");
+    // The default target directory is `target` beside the setup file: nothing was made.
+    assert!(!d.0.join("target").exists());
+}
