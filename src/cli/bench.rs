@@ -7,6 +7,7 @@
 //! exporter divided by the time from the first event's creation to the moment the exporter
 //! saw the end of the stream.
 
+use super::exit;
 use crate::analysis::plumbing::SinkReport;
 use crate::dtype::{FieldType, Scalar};
 use crate::engine::{Progress, RunOptions, Supervisor};
@@ -286,7 +287,7 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
         Ok(e) => e,
         Err(e) => {
             eprintln!("daq-engine: cannot find my own executable: {e}");
-            return 1;
+            return exit::FAILED;
         }
     };
     let scratch = std::env::temp_dir().join("daq-engine-bench");
@@ -296,7 +297,7 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
         Ok(r) => r,
         Err(e) => {
             eprintln!("daq-engine: --reference: {e}");
-            return 2;
+            return exit::BAD_INPUT;
         }
     };
     let reference = reference.as_deref();
@@ -411,11 +412,11 @@ pub fn bench(
             match crate::ring_bench::run(&opts) {
                 Ok(report) => {
                     println!("{report}");
-                    0
+                    exit::OK
                 }
                 Err(e) => {
                     eprintln!("daq-engine: bench ring: {e}");
-                    1
+                    exit::FAILED
                 }
             }
         }
@@ -424,11 +425,11 @@ pub fn bench(
             match crate::analysis::bench::run(std::time::Duration::from_secs(2)) {
                 Ok(report) => {
                     println!("{report}");
-                    0
+                    exit::OK
                 }
                 Err(e) => {
                     eprintln!("daq-engine: bench analysis: {e}");
-                    1
+                    exit::FAILED
                 }
             }
         }
@@ -441,11 +442,11 @@ pub fn bench(
             match r {
                 Ok(report) => {
                     println!("{report}");
-                    0
+                    exit::OK
                 }
                 Err(e) => {
                     eprintln!("daq-engine: bench hdf5: {e}");
-                    1
+                    exit::FAILED
                 }
             }
         }
@@ -464,11 +465,11 @@ pub fn bench(
             match r {
                 Ok(report) => {
                     println!("{report}");
-                    0
+                    exit::OK
                 }
                 Err(e) => {
                     eprintln!("daq-engine: bench web: {e}");
-                    1
+                    exit::FAILED
                 }
             }
         }
@@ -476,7 +477,7 @@ pub fn bench(
             eprintln!(
                 "daq-engine: no benchmark '{other}'; choose pipeline, python, ring, analysis, hdf5, drivers or web"
             );
-            2
+            exit::BAD_INPUT
         }
     }
 }

@@ -18,6 +18,7 @@
 use super::bench::{
     cpu_model, median, reference_python, run_plan, run_reference_setup, Case, Measured,
 };
+use super::exit;
 use crate::run_dir::plan::Plan;
 use std::path::{Path, PathBuf};
 
@@ -133,7 +134,7 @@ pub fn python(events: Option<u64>, reference: Option<&Path>) -> i32 {
         Ok(e) => e,
         Err(e) => {
             eprintln!("daq-engine: cannot find my own executable: {e}");
-            return 1;
+            return exit::FAILED;
         }
     };
     let scratch =
@@ -142,7 +143,7 @@ pub fn python(events: Option<u64>, reference: Option<&Path>) -> i32 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("daq-engine: bench python: {e}");
-            return 1;
+            return exit::FAILED;
         }
     };
     let mimo = reference.map(reference_python);

@@ -1,6 +1,7 @@
 //! `daq-engine check SETUP`, and the loading of a setup and its user libraries that a run
 //! shares with it.
 
+use super::exit;
 use crate::setup::{self, Setup};
 use crate::worker::Registry;
 use std::path::Path;
@@ -204,7 +205,7 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
             checked.errors.len(),
             checked.warnings.len()
         );
-        return 2;
+        return exit::BAD_INPUT;
     }
     // User libraries are loaded as the run would (each in a probe process first).
     if let Err(errors) = user_libraries(&checked.setup, registry) {
@@ -212,7 +213,7 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
             eprintln!("{}: {e}", path.display());
         }
         eprintln!("{}: {} error(s)", path.display(), errors.len());
-        return 2;
+        return exit::BAD_INPUT;
     }
     print!("{}", setup::graph::text(&checked.setup));
     let seats = crate::engine::placement::seats_of_setup(&checked.setup);
@@ -224,9 +225,9 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
     if let Some(d) = dot {
         if let Err(e) = std::fs::write(d, setup::graph::dot(&checked.setup)) {
             eprintln!("daq-engine: {}: {e}", d.display());
-            return 1;
+            return exit::FAILED;
         }
     }
     println!("{}: OK", path.display());
-    0
+    exit::OK
 }

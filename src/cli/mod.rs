@@ -11,6 +11,17 @@ pub mod run;
 pub mod status;
 pub mod tune;
 
+/// The exit codes of every command: what a script or systemd sees.
+pub mod exit {
+    /// Done: the run finished (or stopped cleanly), the setup is good, the file recovered.
+    pub const OK: i32 = 0;
+    /// Something failed after it started: a worker failed, a file could not be written.
+    pub const FAILED: i32 = 1;
+    /// Bad input, found before anything started: a setup `check` refuses, a bad argument,
+    /// a path that is not a run directory. No run directory is made.
+    pub const BAD_INPUT: i32 = 2;
+}
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -237,7 +248,7 @@ pub fn main(
                      Try the demo, which needs no hardware:  daq-engine setups/demo.yaml\n\
                      or see `daq-engine --help`."
                 );
-                2
+                exit::BAD_INPUT
             }
         },
         Some(Command::Run { setup, run }) => run::run(&setup, &run, registry),
@@ -252,11 +263,11 @@ pub fn main(
         Some(Command::Inspect { file }) => match crate::export::inspect(&file) {
             Ok(text) => {
                 print!("{text}");
-                0
+                exit::OK
             }
             Err(e) => {
                 eprintln!("daq-engine: {e}");
-                1
+                exit::FAILED
             }
         },
         Some(Command::Devices { probe: None }) => crate::devices::tools::devices(),
@@ -271,10 +282,10 @@ pub fn main(
             use clap::CommandFactory;
             let mut out = std::io::stdout().lock();
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {
-                Ok(()) => 0,
+                Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("daq-engine: writing the manual page: {e}");
-                    1
+                    exit::FAILED
                 }
             }
         }
@@ -289,7 +300,7 @@ pub fn main(
             events,
             reference,
         }) => bench::bench(&what, events, reference.as_deref(), registry),
-        Some(Command::Worker { .. }) => 2,
+        Some(Command::Worker { .. }) => exit::BAD_INPUT,
         Some(Command::PythonProbe {
             file,
             function,
@@ -299,11 +310,11 @@ pub fn main(
             match crate::worker::plugin::load(&library, &mut registry.clone()) {
                 Ok(names) => {
                     println!("{}", names.join("\n"));
-                    0
+                    exit::OK
                 }
                 Err(e) => {
                     eprintln!("{e}");
-                    2
+                    exit::BAD_INPUT
                 }
             }
         }
@@ -342,9 +353,9 @@ fn functions(only: Option<&str>, registry: &crate::worker::Registry) -> i32 {
     }
     if !found {
         eprintln!("daq-engine: no function '{}'", only.unwrap_or(""));
-        return 2;
+        return exit::BAD_INPUT;
     }
-    0
+    exit::OK
 }
 
 /// The whole program for a given set of functions: parses the command line, and either runs

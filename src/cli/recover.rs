@@ -1,6 +1,7 @@
 //! `daq-engine recover RUN_DIR`, and the recovery of unfinished runs before a new run
 //! starts in the same target directory.
 
+use super::exit;
 use std::path::Path;
 
 /// Recovers the runs in `target` that did not finish (see [`crate::export::recover`]),
@@ -80,7 +81,7 @@ fn report_recovery(
         Err(e) => {
             eprintln!("daq-engine: {e}");
             tracing::warn!("recovering {}: {e}", dir.display());
-            1
+            exit::FAILED
         }
     }
 }
@@ -89,7 +90,7 @@ fn report_recovery(
 pub fn recover(run_dir: &Path) -> i32 {
     if !run_dir.is_dir() {
         eprintln!("daq-engine: {} is not a run directory", run_dir.display());
-        return 2;
+        return exit::BAD_INPUT;
     }
     if crate::export::recover::finished(run_dir) {
         eprintln!(
@@ -97,7 +98,7 @@ pub fn recover(run_dir: &Path) -> i32 {
              recover",
             run_dir.display()
         );
-        return 0;
+        return exit::OK;
     }
     let r = crate::export::recover::recover_run_dir(run_dir);
     let code = report_recovery(run_dir, r);

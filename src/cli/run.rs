@@ -2,6 +2,7 @@
 //! unfinished runs, start the dashboard or web page, supervise the run, and report.
 
 use super::check::{load, user_libraries};
+use super::exit;
 use super::recover::recover_unfinished;
 use super::RunArgs;
 use crate::engine::{make_locked_run_dir, plan_of, terminal, Progress, RunOptions, Supervisor};
@@ -14,11 +15,11 @@ use std::time::Duration;
 /// `daq-engine SETUP`: runs it. Returns the exit code.
 pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     let Some(mut setup) = load(path, registry, args.simulate) else {
-        return 2;
+        return exit::BAD_INPUT;
     };
     if let Err(e) = setup.apply_limits(args.max_events, args.max_seconds) {
         eprintln!("daq-engine: {e}");
-        return 2;
+        return exit::BAD_INPUT;
     }
     let registry = match user_libraries(&setup, registry) {
         Ok(r) => r,
@@ -26,7 +27,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             for e in errors {
                 eprintln!("daq-engine: {e}");
             }
-            return 2;
+            return exit::BAD_INPUT;
         }
     };
     let registry = &registry;
@@ -52,7 +53,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 "daq-engine: cannot make a run directory in {}: {e}",
                 target.display()
             );
-            return 1;
+            return exit::FAILED;
         }
     };
     crate::engine::init_log(&crate::run_dir::log_path(&run_dir));
@@ -72,7 +73,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     for (name, text) in writes {
         if let Err(e) = std::fs::write(run_dir.join(name), text) {
             eprintln!("daq-engine: {}: {e}", run_dir.join(name).display());
-            return 1;
+            return exit::FAILED;
         }
     }
     let mut watchers = crate::monitor::Watchers::new();
@@ -90,7 +91,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             Err(e) => {
                 eprintln!("daq-engine: --http {addr}: {e}");
                 let _ = std::fs::remove_dir_all(&run_dir);
-                return 2;
+                return exit::BAD_INPUT;
             }
         }
     }
@@ -122,7 +123,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         Ok(e) => e,
         Err(e) => {
             eprintln!("daq-engine: cannot find my own executable to start workers: {e}");
-            return 1;
+            return exit::FAILED;
         }
     };
     let plan = plan_of(&setup, &run_dir, &run_id);
@@ -137,7 +138,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daq-engine: {e}");
-            return 1;
+            return exit::FAILED;
         }
     };
     if !args.quiet {
@@ -173,7 +174,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daq-engine: {e}");
-            return 1;
+            return exit::FAILED;
         }
     };
     // The last lines go through the terminal thread too: a terminal nobody reads must not

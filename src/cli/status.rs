@@ -1,5 +1,6 @@
 //! `daq-engine status RUN_DIR`: the last line of the run's statistics, readable.
 
+use super::exit;
 use std::path::Path;
 
 /// A readable report of one stats.jsonl line.
@@ -85,20 +86,20 @@ pub fn status(run_dir: &Path) -> i32 {
                 "daq-engine: {}: {e} (is this a run directory?)",
                 path.display()
             );
-            return 2;
+            return exit::BAD_INPUT;
         }
     };
     let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
         eprintln!("daq-engine: {}: no statistics written yet", path.display());
-        return 1;
+        return exit::FAILED;
     };
     let v: serde_json::Value = match serde_json::from_str(last) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("daq-engine: {}: last line unreadable: {e}", path.display());
-            return 1;
+            return exit::FAILED;
         }
     };
     print!("{}", format_status(&v, run_dir));
-    0
+    exit::OK
 }

@@ -11,6 +11,7 @@
 //! Every path is read below a root directory (`/` on a real machine) so the checks and the
 //! apply/restore round trip are tested on a made-up machine.
 
+use super::exit;
 use std::path::{Path, PathBuf};
 
 /// Where `--apply` keeps the values it replaced, below the root.
@@ -532,17 +533,17 @@ pub fn run(apply: bool, restore: bool, hugepages: Option<u64>, root: Option<&Pat
         return match machine.restore() {
             Ok(done) if done.is_empty() => {
                 println!("daq-engine tune: nothing to restore (no --apply since boot)");
-                0
+                exit::OK
             }
             Ok(done) => {
                 for c in done {
                     println!("restored /{} = {}", c.path, c.value);
                 }
-                0
+                exit::OK
             }
             Err(e) => {
                 eprintln!("daq-engine tune --restore: {e}");
-                1
+                exit::FAILED
             }
         };
     }
@@ -553,7 +554,7 @@ pub fn run(apply: bool, restore: bool, hugepages: Option<u64>, root: Option<&Pat
         if findings.iter().any(|f| !f.changes.is_empty()) {
             println!("`daq-engine tune --apply` changes what is marked so; `--restore` undoes it");
         }
-        return 0;
+        return exit::OK;
     }
     match machine.apply(&findings) {
         Ok(done) => {
@@ -567,11 +568,11 @@ pub fn run(apply: bool, restore: bool, hugepages: Option<u64>, root: Option<&Pat
                     "saved the old values in /{SAVED}; `daq-engine tune --restore` puts them back"
                 );
             }
-            0
+            exit::OK
         }
         Err(e) => {
             eprintln!("daq-engine tune --apply: {e}");
-            1
+            exit::FAILED
         }
     }
 }
