@@ -551,7 +551,7 @@ impl Supervisor {
         order.sort_by_key(|&i| self.plan.workers[i].sources.is_empty());
         for &wi in &order {
             let w = &self.plan.workers[wi];
-            let is_importer = w.sources.is_empty() && w.observes.is_empty();
+            let is_importer = w.is_importer();
             for k in 0..w.processes {
                 let child = self.spawn(wi, k)?;
                 tracing::info!(
@@ -1156,7 +1156,7 @@ impl Supervisor {
                 .plan
                 .workers
                 .iter()
-                .filter(|w| w.sources.is_empty() && w.observes.is_empty())
+                .filter(|w| w.is_importer())
                 .filter_map(|w| w.sinks.first())
                 .filter_map(|s| self.buffers.iter().find(|b| &b.name == s))
                 .flat_map(|b| b.rings.iter().map(|r| r.stats().published))
@@ -1165,7 +1165,7 @@ impl Supervisor {
                 .plan
                 .workers
                 .iter()
-                .filter(|w| w.sources.is_empty() && w.observes.is_empty())
+                .filter(|w| w.is_importer())
                 .count()
                 .max(1) as u64;
             let frac = roots as f64 / (n * importers) as f64;

@@ -53,7 +53,7 @@ impl RunView {
             .map(|p| {
                 p.workers
                     .iter()
-                    .filter(|w| w.sources.is_empty() && w.observes.is_empty())
+                    .filter(|w| w.is_importer())
                     .map(|w| w.name.clone())
                     .collect()
             })

@@ -108,6 +108,14 @@ pub struct WorkerPlan {
     pub python: Option<PathBuf>,
 }
 
+impl WorkerPlan {
+    /// True for an importer: a worker that reads no buffer (no sources, no observes) and
+    /// so starts the data flow; it is paused, stopped first and placed first.
+    pub fn is_importer(&self) -> bool {
+        self.sources.is_empty() && self.observes.is_empty()
+    }
+}
+
 /// The whole run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Plan {

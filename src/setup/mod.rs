@@ -187,6 +187,11 @@ impl WorkerSetup {
     pub fn config(&self) -> Config {
         Config::new(self.name.clone(), self.config.clone())
     }
+
+    /// True for an importer: it reads no buffer (no sources, no observes).
+    pub fn is_importer(&self) -> bool {
+        self.sources.is_empty() && self.observes.is_empty()
+    }
 }
 
 /// A resolved setup: includes read, configs merged, spans dropped.
@@ -417,7 +422,7 @@ impl Setup {
     pub fn root_buffers(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for w in &self.workers {
-            if w.sources.is_empty() && w.observes.is_empty() {
+            if w.is_importer() {
                 for s in &w.sinks {
                     if !out.contains(&s.as_str()) {
                         out.push(s);
