@@ -178,7 +178,18 @@ fn udev_rules_are_well_formed_and_cover_every_device() {
         }
     }
     assert_eq!(gotos, labels, "every GOTO has its LABEL");
-    let want: [(&str, &str, &str); 14] = [
+    let want: [(&str, &str, &str); 24] = [
+        // PicoScope families by product id (the lines naming DAQ_PICOSCOPE_FAMILY).
+        ("usb", "0ce9", "1016"),
+        ("usb", "0ce9", "1200"),
+        ("usb", "0ce9", "1012"),
+        ("usb", "0ce9", "1201"),
+        ("usb", "0ce9", "1211"),
+        ("usb", "0ce9", "1213"),
+        ("usb", "0ce9", "1019"),
+        ("usb", "0ce9", "1203"),
+        ("usb", "0ce9", "1217"),
+        ("usb", "0ce9", "1218"),
         ("tty", "1a86", "7523"),
         ("tty", "0403", "6001"),
         ("tty", "10c4", "ea60"),
