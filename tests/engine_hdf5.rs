@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod runs;
 
-use runs::disk_filling_setup;
+use runs::{disk_filling_setup, fill_with_ballast};
 
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
@@ -516,16 +516,8 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     let file = wait_for_run_file(&disk.0, 6_000_000);
     let run = file.parent().unwrap().to_path_buf();
     let ballast = disk.0.join("ballast");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&ballast).unwrap();
-        // At most a little more than the small disk, should the tmpfs not be there.
-        let mut written = 0;
-        while written < 32 << 20 && f.write_all(&[0u8; 65536]).is_ok() {
-            written += 65536;
-        }
-        let _ = f.write_all(&[0u8; 4096]);
-    }
+    // At most a little more than the small disk, should the tmpfs not be there.
+    fill_with_ballast(&ballast, 32 << 20);
     // Full until the run has ended its exporter, then space again.
     let t = Instant::now();
     while !said.lock().unwrap().contains("disk full") {

@@ -18,7 +18,9 @@ use daq_drivers::cosmicwatch::{CosmicWatchGen, CosmicWatchSimConfig, SimVersion}
 use daq_drivers::serial::{SimulatedDevice, SimulatorHandle};
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
-use runs::{books_balance, disk_filling_setup, finish_within, h5py_rows, processes_with};
+use runs::{
+    books_balance, disk_filling_setup, fill_with_ballast, finish_within, h5py_rows, processes_with,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -206,19 +208,6 @@ impl Drop for StopOnPanic {
             signal(self.0, Signal::SIGKILL);
         }
     }
-}
-
-/// Fills the disk of `path` with a file there, at most `limit` bytes (the small disk's
-/// size and more; never more, should the tmpfs not be there).
-fn fill_with_ballast(path: &Path, limit: usize) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let block = [0u8; 65536];
-    let mut written = 0;
-    while written < limit && f.write_all(&block).is_ok() {
-        written += block.len();
-    }
-    let _ = f.write_all(&block[..4096]);
 }
 
 /// What the small disk's runs did.

@@ -204,3 +204,16 @@ Workers:
         target.display()
     )
 }
+
+/// Fills the disk of `path` with a file there, at most `limit` bytes (the small disk's
+/// size and more; never more, should the tmpfs not be there).
+pub fn fill_with_ballast(path: &Path, limit: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = [0u8; 65536];
+    let mut written = 0;
+    while written < limit && f.write_all(&block).is_ok() {
+        written += block.len();
+    }
+    let _ = f.write_all(&block[..4096]);
+}
