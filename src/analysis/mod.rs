@@ -8,6 +8,7 @@
 //! | `process.baseline`, `process.pulses`, `process.pulse_pairs`, `process.downsample` | Processor | [`pulses`] |
 //! | `analyzers.pha` (mimoCoRB2's name: scipy's `find_peaks`) | Processor | [`peaks`] |
 //! | `process.rate` | Processor | [`rate`] |
+//! | `process.coincidence` (two sources) | Processor | [`coincidence`] |
 //! | `export.histogram` (and `exporters.histogram`), `export.csv`, `export.drain` | Exporter | [`histogram`], [`csv`] |
 //! | `observe.oscilloscope` | Observer | [`oscilloscope`] |
 //!
@@ -24,6 +25,7 @@
 //! `export.histogram` can run at the end of a run; [`mod@bench`] measures the hot functions.
 
 pub mod bench;
+pub mod coincidence;
 pub mod csv;
 pub mod fit;
 pub mod histogram;
@@ -99,6 +101,10 @@ pub fn functions() -> Vec<Function> {
         Function {
             spec: peaks::PHA_SPEC,
             build: Build::Processor(|c| Ok(Box::new(peaks::Pha::build(c)?))),
+        },
+        Function {
+            spec: coincidence::SPEC,
+            build: Build::Processor(|c| Ok(Box::new(coincidence::CoincidenceWorker::build(c)?))),
         },
         Function {
             spec: rate::RATE_SPEC,

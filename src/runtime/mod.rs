@@ -291,6 +291,9 @@ impl Source {
         if self.ended.iter().all(|&e| e) {
             return Taken::End;
         }
+        if timeout.is_zero() {
+            return Taken::Idle;
+        }
         // The tokens go on the stack (no allocation even when idle): at most 64 rings, as
         // many as `wait_any` sleeps on.
         let mut live = self
@@ -317,6 +320,23 @@ impl Source {
             wait_any(&tokens[..k], timeout);
         }
         Taken::Idle
+    }
+
+    /// True when a claim on any of its live rings would find something.
+    fn ready(&self) -> bool {
+        self.readers
+            .iter()
+            .zip(&self.ended)
+            .any(|(r, &e)| !e && r.ready())
+    }
+
+    /// Wait tokens of its live rings (before looking at [`Source::ready`]).
+    fn tokens(&self) -> impl Iterator<Item = crate::ring::WaitToken<'_>> {
+        self.readers
+            .iter()
+            .zip(&self.ended)
+            .filter(|(_, &e)| !e)
+            .map(|(r, _)| r.wait_token())
     }
 
     /// After a stop, rings whose producer died without closing are closed here, so the
@@ -486,10 +506,11 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
                 plan,
                 w,
                 process,
-                &mut |ev, sinks| {
+                &mut |_, ev, sinks| {
                     let mask = f.select(ev)?;
                     sinks.copy(ev, mask)
                 },
+                &|_| true,
                 &mut |_| Ok(()),
             ),
             Err(e) => return fail(e),
@@ -501,10 +522,11 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
                     plan,
                     w,
                     process,
-                    &mut |ev, sinks| {
+                    &mut |i, ev, sinks| {
                         sinks.input_meta = ev.meta;
-                        f.borrow_mut().process(ev, sinks)
+                        f.borrow_mut().process_from(i, ev, sinks)
                     },
+                    &|i| f.borrow().accepts(i),
                     &mut |sinks| f.borrow_mut().finish(sinks),
                 )
             }
@@ -640,7 +662,7 @@ pub(crate) fn importer_loop(
     result
 }
 
-type Through<'a> = dyn FnMut(&EventRef<'_>, &mut Sinks) -> Result<(), WorkerError> + 'a;
+type Through<'a> = dyn FnMut(usize, &EventRef<'_>, &mut Sinks) -> Result<(), WorkerError> + 'a;
 
 pub(crate) fn sources_of(
     plan: &Plan,
@@ -666,42 +688,105 @@ fn through_loop(
     w: &WorkerPlan,
     process: usize,
     f: &mut Through<'_>,
+    accepts: &dyn Fn(usize) -> bool,
     finish: &mut dyn FnMut(&mut Sinks) -> Result<(), WorkerError>,
 ) -> Result<(), String> {
     let mut sources = sources_of(plan, w, process)?;
     let mut sinks = Sinks::attach(plan, w, process)?;
-    let mut result = Ok(());
     let mut done = vec![false; sources.len()];
-    let wait = POLL / sources.len().max(1) as u32;
-    while done.iter().any(|d| !d) {
-        for (i, src) in sources.iter_mut().enumerate() {
-            if done[i] {
-                continue;
-            }
-            let step = src.step(wait, &mut |ev| f(ev, &mut sinks));
-            match step {
+    let mut result = Ok(());
+    if let [src] = sources.as_mut_slice() {
+        // One source: sleep in its rings until an event comes.
+        while !done[0] && result.is_ok() {
+            match src.step(POLL, &mut |ev| f(0, ev, &mut sinks)) {
                 Ok(Step::Did) => {}
                 Ok(Step::Idle) => {
                     if stop_requested() {
                         src.close_orphans();
                     }
                 }
-                Ok(Step::End) => done[i] = true,
-                Err(e) => {
-                    result = Err(e.to_string());
-                    break;
-                }
+                Ok(Step::End) => done[0] = true,
+                Err(e) => result = Err(e.to_string()),
             }
         }
-        if result.is_err() {
-            break;
-        }
+    } else {
+        result = merge_sources(
+            &mut sources,
+            &mut done,
+            &mut |i, ev| f(i, ev, &mut sinks),
+            accepts,
+        );
     }
     if result.is_ok() {
         result = finish(&mut sinks).map_err(|e| e.to_string());
     }
     sinks.end(&result);
     result
+}
+
+/// Several sources: takes whatever is there from each source the function `accepts` (without
+/// waiting on any one of them), and sleeps on all their rings at once when none had an
+/// event, so a quiet source never delays a busy one.
+fn merge_sources(
+    sources: &mut [Source],
+    done: &mut [bool],
+    f: &mut dyn FnMut(usize, &EventRef<'_>) -> Result<(), WorkerError>,
+    accepts: &dyn Fn(usize) -> bool,
+) -> Result<(), String> {
+    while done.iter().any(|d| !d) {
+        // When the function holds back every source still going (it waits for a source that
+        // has ended), it gets events anyway: it must cope (a pairing function gives up on the
+        // oldest) rather than the run hang.
+        let force = (0..sources.len()).all(|i| done[i] || !accepts(i));
+        let mut took = false;
+        for (i, src) in sources.iter_mut().enumerate() {
+            if done[i] || !(force || accepts(i)) {
+                continue;
+            }
+            match src.step(Duration::ZERO, &mut |ev| f(i, ev)) {
+                Ok(Step::Did) => took = true,
+                Ok(Step::Idle) => {}
+                Ok(Step::End) => done[i] = true,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if took {
+            continue;
+        }
+        if stop_requested() {
+            for s in sources.iter() {
+                s.close_orphans();
+            }
+        }
+        // Nothing was there: sleep until any ring the function takes from has news (a held
+        // source is not waited on: its events are there already). The tokens go on the
+        // stack, taken before anything is looked at: no allocation when idle, at most 64
+        // rings, as many as `wait_any` sleeps on.
+        let taken = |&(i, _): &(usize, &Source)| !done[i] && (force || accepts(i));
+        let mut live = sources
+            .iter()
+            .enumerate()
+            .filter(taken)
+            .flat_map(|(_, s)| s.tokens());
+        let Some(first) = live.next() else {
+            continue;
+        };
+        let mut tokens = [first; 64];
+        let mut k = 1;
+        for (slot, t) in tokens[1..].iter_mut().zip(live) {
+            *slot = t;
+            k += 1;
+        }
+        if !sources
+            .iter()
+            .enumerate()
+            .filter(taken)
+            .any(|(_, s)| s.ready())
+        {
+            wait_any(&tokens[..k], POLL);
+        }
+    }
+    Ok(())
 }
 
 fn exporter_loop(
