@@ -151,18 +151,9 @@ pub static MIMOCORB2_ALIASES: [Alias; 6] = [
         target: "observe.oscilloscope",
         summary: "mimoCoRB2's observers.oscilloscope, run by observe.oscilloscope: the latest \
                   event's channels go to the dashboard, the web page and \
-                  oscilloscope_<worker>.json; no matplotlib window opens.",
+                  oscilloscope_<worker>.json, with its t_scaling, y_scaling, ylim and \
+                  trigger_level; no matplotlib window opens.",
         ignored: &[
-            ("ylim", "the dashboard and the web page scale the axes themselves"),
-            (
-                "t_scaling",
-                "not applied: the time axis is in samples unless observe.oscilloscope's `sample_interval` is set",
-            ),
-            (
-                "y_scaling",
-                "not applied: the values are shown as stored unless observe.oscilloscope's `scale` and `offset` are set",
-            ),
-            ("trigger_level", "no trigger line is drawn"),
             ("colors", "the dashboard and the web page pick the colours"),
         ],
         note: Some(
@@ -197,6 +188,7 @@ fn builtin_checks() -> Vec<(&'static str, Check)> {
         "process.downsample",
         "analyzers.pha",
         "process.rate",
+        "process.coincidence",
         "export.histogram",
         "exporters.histogram",
         "export.drain",

@@ -180,3 +180,25 @@ fn coincidence_of_independent_sources_counts_the_accidental_rate() {
         );
     }
 }
+
+/// `check` builds process.coincidence with the setup's buffers: a sink field it does not
+/// produce is refused before anything runs (exit 2). Before, `check` skipped its build.
+#[test]
+fn check_refuses_a_coincidence_sink_field_it_does_not_fill() {
+    let dir = std::env::temp_dir().join(format!("daq-physics-coinc-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let importers = pulses("a_det", "a", 10, 1) + &pulses("b_det", "b", 10, 2);
+    let setup = coincidence_setup(&importers, 1e-6).replace("counter_b: int64", "bogus: int64");
+    let file = dir.join("setup.yaml");
+    std::fs::write(&file, setup).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_daq-engine"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("'bogus'"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

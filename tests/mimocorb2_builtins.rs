@@ -100,11 +100,18 @@ fn a_mimocorb2_style_spectrum_runs_with_its_builtins_and_counts_every_event() {
         "worker 'oscilloscope', observers.oscilloscope: no matplotlib window opens",
         "worker 'show_histograms', visualizers.histogram: no matplotlib window opens",
         "worker 'show_csv', visualizers.csv: no matplotlib window opens",
-        "config key 'ylim' of mimoCoRB2's observers.oscilloscope is ignored",
+        "config key 'colors' of mimoCoRB2's observers.oscilloscope is ignored",
         "config key 'bins' of mimoCoRB2's exporters.csv is ignored",
         "config key 'filename' of mimoCoRB2's exporters.histogram is ignored",
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
+    }
+    // Its scalings, ylim and trigger_level are taken (before, all were "ignored").
+    for key in ["ylim", "t_scaling", "y_scaling", "trigger_level"] {
+        assert!(
+            !text.contains(&format!("config key '{key}'")),
+            "{key}: {text}"
+        );
     }
 
     let (code, text) = finish_within(
@@ -159,6 +166,16 @@ fn a_mimocorb2_style_spectrum_runs_with_its_builtins_and_counts_every_event() {
     for w in ["oscilloscope", "show_histograms", "show_csv"] {
         assert!(run.join(format!("oscilloscope_{w}.json")).exists(), "{w}");
     }
+    // t_scaling [4, 0, 'ns']: sample i at 4·i ns, the axis named as the setup says.
+    let osc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("oscilloscope_oscilloscope.json")).unwrap())
+            .unwrap();
+    assert_eq!(osc["time"][3], 12.0);
+    assert_eq!(
+        (&osc["time_unit"], &osc["value_unit"]),
+        (&"ns".into(), &"V".into())
+    );
+    assert_eq!(osc["trigger_level"], 0.05);
     assert!(processes_with(&run.to_string_lossy()).is_empty());
 
     // The same peaks as scipy's find_peaks on the traces export.hdf5 recorded (pass-through).

@@ -39,29 +39,7 @@ pub mod trace;
 pub mod trigger;
 
 use crate::dtype::Metadata;
-use crate::worker::{Build, Emit, EventMut, Function, FunctionSpec, WorkerError};
-
-/// The declarations of every function in this module, in the order of the table above.
-pub fn specs() -> &'static [FunctionSpec] {
-    const ALL: &[FunctionSpec] = &[
-        simulate::SPEC,
-        trigger::THRESHOLD_SPEC,
-        trigger::COINCIDENCE_SPEC,
-        trigger::PRESCALE_SPEC,
-        pulses::BASELINE_SPEC,
-        pulses::PULSES_SPEC,
-        pulses::PULSE_PAIRS_SPEC,
-        pulses::DOWNSAMPLE_SPEC,
-        peaks::PHA_SPEC,
-        rate::RATE_SPEC,
-        histogram::SPEC,
-        histogram::MIMOCORB2_SPEC,
-        csv::CSV_SPEC,
-        csv::DRAIN_SPEC,
-        oscilloscope::SPEC,
-    ];
-    ALL
-}
+use crate::worker::{Build, Emit, EventMut, Function, WorkerError};
 
 /// Every function of this module with its constructor, ready for the engine's registry.
 pub fn functions() -> Vec<Function> {
