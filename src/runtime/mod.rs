@@ -20,28 +20,41 @@ use crate::worker::{
     BuildContext, Config, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError,
 };
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
-static PAUSED: AtomicBool = AtomicBool::new(false);
+/// The latest pause state the supervisor sent: `(sequence << 1) | paused`. Requests carry
+/// their sequence number, so whichever order their signals are handled in (Linux runs the
+/// handlers of signals that were pending together in reverse), the latest one wins.
+static PAUSE: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-extern "C" fn on_pause(_: libc::c_int) {
-    PAUSED.store(true, Ordering::SeqCst);
+extern "C" fn on_pause_state(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel hands an SA_SIGINFO handler a valid siginfo; `si_value` reads the
+    // value sigqueue sent (the supervisor always sends one).
+    let v = unsafe { (*info).si_value().sival_ptr } as u64;
+    PAUSE.fetch_max(v, Ordering::SeqCst);
 }
 
-extern "C" fn on_resume(_: libc::c_int) {
-    PAUSED.store(false, Ordering::SeqCst);
+/// The signal that carries a pause state to an importer (a real-time signal: they queue,
+/// so a pause and a resume sent close together both arrive, each with its value).
+pub fn pause_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+/// The value of pause request number `sequence` (counted from 1 by the supervisor).
+pub fn pause_state(sequence: u64, paused: bool) -> u64 {
+    (sequence << 1) | u64::from(paused)
 }
 
 /// True while the supervisor has paused this (importer) process: it keeps taking data from
 /// its source, so the device does not stall, but publishes nothing (mimoCoRB2's "pause").
 pub fn paused() -> bool {
-    PAUSED.load(Ordering::Relaxed)
+    PAUSE.load(Ordering::Relaxed) & 1 == 1
 }
 
 /// True once this process was asked to stop.
@@ -49,7 +62,8 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-/// Set to `1` in the environment of a worker process started while the run is paused.
+/// In the environment of a worker process started while the run is paused: the pause state
+/// ([`pause_state`]) it starts in.
 pub const PAUSED_VAR: &str = "DAQ_PAUSED";
 
 pub(crate) const POLL: Duration = Duration::from_millis(100);
@@ -74,25 +88,33 @@ fn install_signals() {
         // SAFETY: `on_stop` only stores to an atomic, which is async-signal-safe.
         let _ = unsafe { sigaction(sig, &act) };
     }
-    let flags = SaFlags::SA_RESTART;
-    let pause = SigAction::new(SigHandler::Handler(on_pause), flags, SigSet::empty());
-    let resume = SigAction::new(SigHandler::Handler(on_resume), flags, SigSet::empty());
-    // SAFETY: the handlers only store to an atomic, which is async-signal-safe.
-    let _ = unsafe { sigaction(Signal::SIGUSR1, &pause) };
-    // SAFETY: as above.
-    let _ = unsafe { sigaction(Signal::SIGUSR2, &resume) };
-    // A process started while the run is paused (a restarted importer) starts paused: the
-    // supervisor says so in its environment. Set before the signals are unblocked, so a
-    // resume sent since is delivered after it and wins.
-    if std::env::var_os(PAUSED_VAR).is_some_and(|v| v == "1") {
-        PAUSED.store(true, Ordering::SeqCst);
+    // SAFETY: a zeroed sigaction is a valid starting value; the handler only reads its
+    // siginfo and does an atomic fetch_max, which is async-signal-safe.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_pause_state as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(pause_signal(), &act, std::ptr::null_mut());
     }
-    // The supervisor starts workers with these two blocked (see its `spawn`): a pause sent
-    // before the handlers were in place is delivered now.
-    let mut held = SigSet::empty();
-    held.add(Signal::SIGUSR1);
-    held.add(Signal::SIGUSR2);
-    let _ = held.thread_unblock();
+    // A process started while the run is paused (a restarted importer) starts paused: the
+    // supervisor puts the state in its environment. Set before the signal is unblocked; a
+    // later request has a higher sequence number and wins.
+    if let Some(v) = std::env::var(PAUSED_VAR)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        PAUSE.fetch_max(v, Ordering::SeqCst);
+    }
+    // The supervisor starts workers with the signal blocked (see its `spawn`): requests
+    // sent before the handler was in place are delivered now.
+    // SAFETY: sigemptyset/sigaddset on a local set and pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, pause_signal());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Runs a worker whose `file:` is a Python file (the embedded interpreter sits above this
@@ -961,4 +983,59 @@ fn observer_loop(
 /// The ring file for process `k` of the writer of `buffer` in run `run_id`.
 pub fn ring_name(run_id: &str, buffer: &str, k: usize) -> String {
     format!("daq-{run_id}-{buffer}-{k}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pause and then a resume that both reach a worker while it still holds the signal
+    /// (it is starting; the supervisor started it with it blocked): it must end up running.
+    /// With a pause signal and a resume signal, Linux delivered both at the unblock, the
+    /// resume's handler frame on top of the pause's, so the pause's handler ran last and
+    /// the importer stayed paused while the supervisor said resumed (a clean-clone CI run
+    /// under load: 0 events for a minute).
+    #[test]
+    fn a_resume_sent_after_a_pause_wins_when_both_wait_for_the_worker() {
+        install_signals();
+        let send = |v: u64| {
+            let value = libc::sigval {
+                sival_ptr: v as *mut libc::c_void,
+            };
+            // SAFETY: queues the signal to this thread, which blocks it until the unblock.
+            unsafe { libc::pthread_sigqueue(libc::pthread_self(), pause_signal(), value) };
+        };
+        // SAFETY: sigset calls on a local set; pthread_sigmask on this thread.
+        let mask = |how| unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, pause_signal());
+            libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+        };
+        let mut seq = 0;
+        for _ in 0..10 {
+            mask(libc::SIG_BLOCK);
+            send(pause_state(seq + 1, true));
+            send(pause_state(seq + 2, false));
+            seq += 2;
+            mask(libc::SIG_UNBLOCK);
+            assert!(
+                !paused(),
+                "a resume sent after a pause left the worker paused"
+            );
+            // And the other way round.
+            mask(libc::SIG_BLOCK);
+            send(pause_state(seq + 1, false));
+            send(pause_state(seq + 2, true));
+            seq += 2;
+            mask(libc::SIG_UNBLOCK);
+            assert!(
+                paused(),
+                "a pause sent after a resume left the worker running"
+            );
+            send(pause_state(seq + 1, false));
+            seq += 1;
+            assert!(!paused());
+        }
+    }
 }
