@@ -568,9 +568,13 @@ fn h5repacks_in(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Issue 17: a clean stop of a compressed run used to wait while h5repack compressed the
+/// whole closed file (30 s for the demo's 1.1 GB). The writer compresses chunks as it goes:
+/// after one Ctrl-C the run ends with exit 0, no h5repack ever runs, and the file holds every
+/// event the run produced, its chunks deflated.
 #[test]
-fn abort_during_compression_leaves_no_h5repack_and_no_partial_file() {
-    let dir = fresh("abort");
+fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
+    let dir = fresh("stop");
     let text =
         setup(1_000_000_000, 0.5).replace("compression: deflate", "compression: deflate, level: 9");
     std::fs::write(dir.join("s.yaml"), text).unwrap();
@@ -582,58 +586,48 @@ fn abort_during_compression_leaves_no_h5repack_and_no_partial_file() {
         .spawn()
         .unwrap();
     let engine = nix::unistd::Pid::from_raw(child.id() as i32);
-    let file = wait_for_run_file(&dir, 150_000_000);
+    let file = wait_for_run_file(&dir, 2_000_000);
     let run = file.parent().unwrap().to_path_buf();
-    // First Ctrl-C: a clean stop; the exporter closes the file and compresses it.
     nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
     let t = Instant::now();
-    while h5repacks_in(&dir).is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(30), "no h5repack started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // What the progress line shows while the stop waits. Right after h5repack starts,
-    // /proc may not show all of it yet: look again for a while as long as it runs.
-    let t = Instant::now();
-    let mut waits = daq_engine::export::hdf5::Compressing::in_dir(&run);
-    while waits.is_empty()
-        && !h5repacks_in(&dir).is_empty()
-        && t.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-        waits = daq_engine::export::hdf5::Compressing::in_dir(&run);
-    }
-    if let Some(c) = waits.first() {
-        assert_eq!(c.file.file_name().unwrap(), "raw.h5");
-        assert_eq!(c.bytes, std::fs::metadata(&file).unwrap().len());
-        assert!(c.percent <= 99);
-        println!("waiting for: {c}");
-    } else {
+    let status = loop {
         assert!(
             h5repacks_in(&dir).is_empty(),
-            "h5repack runs but is not shown"
+            "h5repack runs after the stop"
         );
-    }
-    // Second Ctrl-C: abort.
-    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(1));
-    let t = Instant::now();
-    while !h5repacks_in(&dir).is_empty() {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "h5repack {:?} outlived the aborted run",
-            h5repacks_in(&dir)
+            t.elapsed() < Duration::from_secs(120),
+            "the run does not end"
         );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let partial: Vec<_> = std::fs::read_dir(&run)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".packing"))
-        .collect();
-    assert!(partial.is_empty(), "{partial:?}");
-    // The uncompressed file is complete: every event the run produced, once.
-    let produced = read_summary(&run)["events"]["raw"].as_u64().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status.code(), Some(0));
+    let summary = read_summary(&run);
+    // The time from the stop to the end is in the summary (the demo's figure).
+    assert!(
+        summary["stop_seconds"].as_f64().is_some_and(|s| s >= 0.0),
+        "{summary}"
+    );
+    let produced = summary["events"]["raw"].as_u64().unwrap();
     assert_eq!(counters(&file), (0..produced as i64).collect::<Vec<_>>());
+    let f = hdf5_metno::File::open(&file).unwrap();
+    let ds = f.dataset("raw/data").unwrap();
+    let chunks = ds.num_chunks().unwrap();
+    let deflated = (0..chunks)
+        .filter(|&i| ds.chunk_info(i).unwrap().filter_mask == 0)
+        .count();
+    // A flush (every 0.5 s) leaves at most the chunk it stored while it grew raw.
+    assert!(
+        deflated * 2 > chunks,
+        "{deflated} of {chunks} chunks deflated"
+    );
+    let event_bytes = produced * 32 * 7;
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size < event_bytes / 2, "{size} bytes for {event_bytes}");
+    drop(ds);
+    drop(f);
     let _ = std::fs::remove_dir_all(&dir);
 }
