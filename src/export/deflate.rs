@@ -93,10 +93,20 @@ pub(crate) fn shuffle(input: &[u8], element: usize, out: &mut [u8]) {
         return;
     }
     let whole = n * element;
-    for (j, plane) in out[..whole].chunks_exact_mut(n).enumerate() {
-        for (dst, rec) in plane.iter_mut().zip(input[..whole].chunks_exact(element)) {
-            *dst = rec[j];
+    // A block of records at a time, so that the records read stay in the L1 cache while
+    // each of their bytes goes to its plane.
+    const BLOCK: usize = 256;
+    let mut first = 0;
+    while first < n {
+        let m = BLOCK.min(n - first);
+        let records = &input[first * element..(first + m) * element];
+        for j in 0..element {
+            let plane = &mut out[j * n + first..j * n + first + m];
+            for (dst, rec) in plane.iter_mut().zip(records.chunks_exact(element)) {
+                *dst = rec[j];
+            }
         }
+        first += m;
     }
     out[whole..].copy_from_slice(&input[whole..]);
 }
@@ -268,6 +278,16 @@ mod tests {
         assert_eq!(out, input);
         shuffle(&input, 20, &mut out);
         assert_eq!(out, input);
+        // Across several blocks of records: as the definition says.
+        let input: Vec<u8> = (0..7 * 1000 + 3).map(|i| (i * 37 % 251) as u8).collect();
+        let mut out = vec![0; input.len()];
+        shuffle(&input, 7, &mut out);
+        for (i, rec) in input[..7000].chunks_exact(7).enumerate() {
+            for (j, b) in rec.iter().enumerate() {
+                assert_eq!(out[j * 1000 + i], *b);
+            }
+        }
+        assert_eq!(out[7000..], input[7000..]);
     }
 
     #[test]

@@ -520,7 +520,8 @@ impl RunFileWriter {
 
     /// As [`create`](Self::create), for a writer whose earlier process in this run wrote
     /// files at `path` and died (a worker started again after a failure): those files are
-    /// made whole as `recover` makes them and compressed in the background, and this writer
+    /// made whole as `recover` makes them (their chunks are compressed as they were written),
+    /// and this writer
     /// goes on in new files `<stem>_r<N>.h5`, so nothing the earlier one wrote is overwritten.
     /// The earlier process must be gone: no writer may have those files open.
     pub fn create_after_earlier(
@@ -552,8 +553,8 @@ impl RunFileWriter {
                     .and_then(|h| h.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
                     == Some(1);
                 let _ = std::fs::remove_file(packing_path(f));
-                // The earlier process's h5repack may still hold the file for a moment after
-                // that process died: wait for it a little before giving up.
+                // The earlier process (or an older version's h5repack) may still hold the
+                // file for a moment after it died: wait for it a little before giving up.
                 let t0 = Instant::now();
                 let made = loop {
                     match super::recover::cut_to_whole_events(f, !clean) {
@@ -1402,7 +1403,8 @@ fn next_life(base: &Path) -> PathBuf {
 
 /// Compresses the closed file `path` with `h5repack` and these per-dataset `filters`
 /// (`/buf/data:SHUF,/buf/data:GZIP=1`, …) into `<path>.packing`, then renames it over
-/// `path`. On any failure the original stays as it is (uncompressed, complete).
+/// `path`. On any failure the original stays as it is (uncompressed, complete). Only for
+/// the files of older versions, which compressed at close: recovery finishes their job.
 pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     let tmp = packing_path(path);
     let mut cmd = std::process::Command::new("h5repack");
