@@ -28,7 +28,9 @@
 //!   chunk once stored raw stays raw when it fills: compressing it then would leave its raw
 //!   copy behind and make the file larger than not compressing it. A fast run (chunks fill
 //!   between flushes) thus stores at most one raw chunk per buffer and flush interval; a run
-//!   slower than a chunk per flush interval is stored raw. `metadata` is never compressed.
+//!   slower than a chunk per flush interval is stored raw. The last, partly filled chunk of
+//!   a closing file is compressed unless a flush stored it already. `metadata` is never
+//!   compressed.
 //! - After a failed write (full disk, I/O error) the writer stops, reports the file, the
 //!   buffer and the events kept, and leaves what was flushed readable.
 //!
