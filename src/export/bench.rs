@@ -31,7 +31,7 @@ pub const CHANNELS: usize = 4;
 pub const EVENT_BYTES: usize = SAMPLES * CHANNELS * 4;
 /// Distinct events generated and reused cyclically.
 const POOL: usize = 64;
-/// Alternating rounds of the uncompressed writers (best of each reported).
+/// Alternating rounds of the writers (best of each reported).
 const ROUNDS: usize = 3;
 
 /// The h5py script, embedded so the benchmark runs from any directory.
@@ -96,7 +96,7 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  (each figure includes the final fsync; uncompressed writers: best of {ROUNDS} rounds in rotating order)"
+            "  (each figure includes the final fsync; best of {ROUNDS} rounds in rotating order, uncompressed and compressed writers apart)"
         )?;
         let plain = self.plain.mb_per_s();
         let line = |f: &mut fmt::Formatter<'_>, name: &str, m: &Measurement| {
@@ -418,13 +418,33 @@ pub fn run(dir: impl AsRef<Path>, events: u64) -> Result<BenchReport, ExportErro
                 }
             }
         }
-        let compressed =
-            run_file_write(&comp_path, &pool, events, Compression::Deflate { level: 1 })?;
-        let _ = std::fs::remove_file(&comp_path);
-        let h5py_compressed = match &py {
-            Ok(py) => h5py_write(py, &py_path, events, "gzip1"),
-            Err(why) => Err(why.clone()),
-        };
+        // The compressed writers are bound by the CPU, which other work on the machine
+        // takes in bursts: they too alternate, ROUNDS times, best of each.
+        let mut compressed: Option<Measurement> = None;
+        let mut h5py_compressed: Option<Result<Measurement, String>> = None;
+        for round in 0..ROUNDS {
+            for k in 0..2 {
+                if (round + k) % 2 == 0 {
+                    let deflate = Compression::Deflate { level: 1 };
+                    let m = run_file_write(&comp_path, &pool, events, deflate)?;
+                    let _ = std::fs::remove_file(&comp_path);
+                    compressed = Some(match compressed.take() {
+                        Some(p) => best(p, m),
+                        None => m,
+                    });
+                } else {
+                    let m = match &py {
+                        Ok(py) => h5py_write(py, &py_path, events, "gzip1"),
+                        Err(why) => Err(why.clone()),
+                    };
+                    h5py_compressed = Some(match (h5py_compressed.take(), m) {
+                        (Some(Ok(p)), Ok(m)) => Ok(best(p, m)),
+                        (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+                        (None, m) => m,
+                    });
+                }
+            }
+        }
         // The size reference: the same events written uncompressed (untimed), then
         // compressed by h5repack as the writer did at close before.
         run_file_write(&unc_path, &pool, events, Compression::None)?;
@@ -440,9 +460,9 @@ pub fn run(dir: impl AsRef<Path>, events: u64) -> Result<BenchReport, ExportErro
             events,
             plain: plain.ok_or_else(|| missing("plain"))?,
             uncompressed: uncompressed.ok_or_else(|| missing("uncompressed"))?,
-            compressed,
+            compressed: compressed.ok_or_else(|| missing("compressed"))?,
             h5py_uncompressed: h5py_uncompressed.unwrap_or_else(|| Err("not run".to_string())),
-            h5py_compressed,
+            h5py_compressed: h5py_compressed.unwrap_or_else(|| Err("not run".to_string())),
             h5repack,
             threads: super::deflate::Pool::default_threads(),
         })
