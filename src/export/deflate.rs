@@ -144,6 +144,10 @@ struct Lane {
 /// Threads that compress chunks, handing them back in submission order.
 pub(crate) struct Pool {
     lanes: Vec<Lane>,
+    /// When not even one thread could be started (a process whose locked memory is at its
+    /// limit cannot map a thread stack): chunks are compressed at submission, in the
+    /// caller, and wait here (room for `depth` of them, made once).
+    inline: Option<(Worker, std::collections::VecDeque<ChunkJob>)>,
     /// Lane of the next submission.
     next_in: usize,
     /// Lane of the oldest job in flight.
@@ -155,9 +159,6 @@ pub(crate) struct Pool {
 /// Why the pool could not take or return a job.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PoolError {
-    /// A compression thread could not be started.
-    #[error("could not start a compression thread: {0}")]
-    Spawn(std::io::Error),
     /// A compression thread ended (it panicked): its job is lost.
     #[error("a compression thread stopped")]
     Stopped,
@@ -173,14 +174,18 @@ impl Pool {
 
     /// Starts `threads` (at least one) compression threads, each taking up to `depth` jobs
     /// ahead. The threads run under normal scheduling even when the exporter is real-time:
-    /// compressing must never take a core from an importer at real-time priority.
-    pub fn start(threads: usize, depth: usize) -> Result<Pool, PoolError> {
+    /// compressing must never take a core from an importer at real-time priority. Threads
+    /// that cannot be started are left out (logged); with none, the caller compresses.
+    pub fn start(threads: usize, depth: usize) -> Pool {
         let mut lanes = Vec::with_capacity(threads.max(1));
         for k in 0..threads.max(1) {
             let (jobs, take) = crossbeam_channel::bounded::<ChunkJob>(depth.max(1));
             let (give, done) = crossbeam_channel::bounded::<ChunkJob>(depth.max(1));
             let thread = std::thread::Builder::new()
                 .name(format!("deflate-{k}"))
+                // The compressor's state is on the heap: a small stack is locked memory
+                // saved in a process that locks all of its memory.
+                .stack_size(256 << 10)
                 .spawn(move || {
                     let param = libc::sched_param { sched_priority: 0 };
                     // SAFETY: sched_setscheduler on thread id 0 (the calling thread) with a
@@ -195,25 +200,44 @@ impl Pool {
                             break;
                         }
                     }
-                })
-                .map_err(PoolError::Spawn)?;
-            lanes.push(Lane {
-                jobs,
-                done,
-                thread: Some(thread),
-            });
+                });
+            match thread {
+                Ok(thread) => lanes.push(Lane {
+                    jobs,
+                    done,
+                    thread: Some(thread),
+                }),
+                Err(e) => {
+                    tracing::warn!(
+                        "could not start compression thread {k} ({e}); {} compress",
+                        if lanes.is_empty() {
+                            "the exporter's own thread will".to_string()
+                        } else {
+                            format!("{} threads", lanes.len())
+                        }
+                    );
+                    break;
+                }
+            }
         }
-        Ok(Pool {
+        let inline = lanes.is_empty().then(|| {
+            (
+                Worker { compressor: None },
+                std::collections::VecDeque::with_capacity(depth.max(1)),
+            )
+        });
+        Pool {
             lanes,
+            inline,
             next_in: 0,
             next_out: 0,
             in_flight: 0,
-        })
+        }
     }
 
-    /// Threads in the pool.
+    /// Threads in the pool (at least 1: the caller, when none could be started).
     pub fn threads(&self) -> usize {
-        self.lanes.len()
+        self.lanes.len().max(1)
     }
 
     /// Jobs submitted and not yet handed back.
@@ -223,7 +247,13 @@ impl Pool {
     }
 
     /// Hands `job` to the next thread (waits while that thread has `depth` jobs queued).
-    pub fn submit(&mut self, job: ChunkJob) -> Result<(), PoolError> {
+    pub fn submit(&mut self, mut job: ChunkJob) -> Result<(), PoolError> {
+        if let Some((worker, done)) = self.inline.as_mut() {
+            worker.run(&mut job);
+            done.push_back(job);
+            self.in_flight += 1;
+            return Ok(());
+        }
         let lane = &self.lanes[self.next_in];
         lane.jobs.send(job).map_err(|_| PoolError::Stopped)?;
         self.next_in = (self.next_in + 1) % self.lanes.len();
@@ -236,6 +266,10 @@ impl Pool {
     pub fn next_done(&mut self) -> Result<Option<ChunkJob>, PoolError> {
         if self.in_flight == 0 {
             return Ok(None);
+        }
+        if let Some((_, done)) = self.inline.as_mut() {
+            self.in_flight -= 1;
+            return Ok(done.pop_front());
         }
         let job = self.lanes[self.next_out]
             .done
@@ -292,7 +326,20 @@ mod tests {
 
     #[test]
     fn jobs_come_back_in_order_compressed_or_stored() {
-        let mut pool = Pool::start(3, 2).unwrap();
+        let mut pool = Pool::start(3, 2);
+        in_order(&mut pool);
+        // Without threads (none could be started) the caller compresses, same order.
+        let mut pool = Pool {
+            lanes: Vec::new(),
+            inline: Some((Worker { compressor: None }, Default::default())),
+            next_in: 0,
+            next_out: 0,
+            in_flight: 0,
+        };
+        in_order(&mut pool);
+    }
+
+    fn in_order(pool: &mut Pool) {
         let mut sent = Vec::new();
         for k in 0..7u64 {
             let mut job = ChunkJob::new(0, 4096, 8, 1);

@@ -331,7 +331,7 @@ impl Deflater {
         // Every job of every buffer may be in one lane at once: no send ever waits on a
         // full channel while the results it waits for sit in another.
         let depth = buffers * (threads + 1);
-        let pool = Pool::start(threads, depth).map_err(|e| e.to_string())?;
+        let pool = Pool::start(threads, depth);
         Ok(Deflater {
             pool,
             free: (0..buffers).map(|_| Vec::new()).collect(),
