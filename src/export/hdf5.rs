@@ -326,17 +326,16 @@ struct Deflater {
 }
 
 impl Deflater {
-    fn start(buffers: usize) -> Result<Deflater, String> {
+    fn start(buffers: usize) -> Deflater {
         let threads = Pool::default_threads();
         // Every job of every buffer may be in one lane at once: no send ever waits on a
         // full channel while the results it waits for sit in another.
         let depth = buffers * (threads + 1);
-        let pool = Pool::start(threads, depth);
-        Ok(Deflater {
-            pool,
+        Deflater {
+            pool: Pool::start(threads, depth),
             free: (0..buffers).map(|_| Vec::new()).collect(),
             made: vec![0; buffers],
-        })
+        }
     }
 
     /// Stores every compressed chunk in flight, in order.
@@ -522,9 +521,9 @@ impl RunFileWriter {
 
     /// As [`create`](Self::create), for a writer whose earlier process in this run wrote
     /// files at `path` and died (a worker started again after a failure): those files are
-    /// made whole as `recover` makes them (their chunks are compressed as they were written),
-    /// and this writer
-    /// goes on in new files `<stem>_r<N>.h5`, so nothing the earlier one wrote is overwritten.
+    /// made whole as `recover` makes them (their chunks were compressed as they were
+    /// written), and this writer goes on in new files `<stem>_r<N>.h5`, so nothing the
+    /// earlier one wrote is overwritten.
     /// The earlier process must be gone: no writer may have those files open.
     pub fn create_after_earlier(
         path: impl AsRef<Path>,
@@ -1016,12 +1015,9 @@ impl RunFileWriter {
                 if data_full {
                     match spec.options.compression {
                         Compression::Deflate { level } => {
-                            if self.deflater.is_none() {
-                                self.deflater = Some(Deflater::start(self.specs.len())?);
-                            }
-                            if let Some(d) = self.deflater.as_mut() {
-                                d.complete(&mut of.buffers, buffer.0, spec, level)?;
-                            }
+                            self.deflater
+                                .get_or_insert_with(|| Deflater::start(self.specs.len()))
+                                .complete(&mut of.buffers, buffer.0, spec, level)?;
                         }
                         Compression::None => {
                             of.buffers[buffer.0].data.write_pending(&spec.record_type)?
@@ -1261,20 +1257,12 @@ impl RunFileWriter {
             if batch.len == 0 || batch.written > 0 {
                 continue;
             }
-            if self.deflater.is_none() {
-                match Deflater::start(self.specs.len()) {
-                    Ok(d) => self.deflater = Some(d),
-                    Err(e) => {
-                        r = Err((spec.name.clone(), e));
-                        break;
-                    }
-                }
-            }
-            if let Some(d) = self.deflater.as_mut() {
-                if let Err(e) = d.complete(&mut of.buffers, i, spec, level) {
-                    r = Err((spec.name.clone(), e));
-                    break;
-                }
+            let d = self
+                .deflater
+                .get_or_insert_with(|| Deflater::start(self.specs.len()));
+            if let Err(e) = d.complete(&mut of.buffers, i, spec, level) {
+                r = Err((spec.name.clone(), e));
+                break;
             }
         }
         r.map_err(|(name, reason)| self.fail(name, reason))
