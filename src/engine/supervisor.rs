@@ -95,6 +95,11 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     /// Seconds the run took.
     pub seconds: f64,
+    /// Seconds from the stop (a signal, the monitor, `max_seconds`, a full disk) to the end
+    /// of the last worker: the draining and the closing of every file. `None` when the run
+    /// ended by itself (its sources were exhausted) or was aborted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_seconds: Option<f64>,
     /// Events published per buffer.
     pub events: BTreeMap<String, u64>,
     /// Events lost per buffer (`drop` policy).
@@ -295,6 +300,10 @@ pub struct Supervisor {
     /// Per buffer: what the log has been told about it being full or losing events.
     alarms: BTreeMap<String, Alarm>,
     stopping: bool,
+    /// When the importers were told to stop.
+    stopped_at: Option<Instant>,
+    /// The workers were killed (an abort): the run did not drain.
+    aborted: bool,
     paused: bool,
     /// Pause and resume requests so far (each carries its number to the importers).
     pause_requests: u64,
@@ -404,6 +413,8 @@ impl Supervisor {
             last_progress: None,
             alarms: BTreeMap::new(),
             stopping: false,
+            stopped_at: None,
+            aborted: false,
             paused: false,
             pause_requests: 0,
             failures: Vec::new(),
@@ -751,6 +762,7 @@ impl Supervisor {
 
     fn stop_importers(&mut self) {
         self.stopping = true;
+        self.stopped_at.get_or_insert_with(Instant::now);
         self.notify.stopping();
         for p in &self.procs {
             if p.is_importer && p.status.is_none() {
@@ -763,6 +775,7 @@ impl Supervisor {
     }
 
     fn kill_all(&mut self) {
+        self.aborted = true;
         for p in &mut self.procs {
             p.restart_at = None;
             if let Some(c) = p.child.as_mut() {
@@ -1316,6 +1329,10 @@ impl Supervisor {
             exit_code: i32::from(!self.failures.is_empty()),
             run_dir: self.plan.run_dir.clone(),
             seconds: self.start.elapsed().as_secs_f64(),
+            stop_seconds: self
+                .stopped_at
+                .filter(|_| !self.aborted)
+                .map(|t| t.elapsed().as_secs_f64()),
             events,
             lost,
             readers,
