@@ -3,7 +3,7 @@
 # `make test`; safe to run again. The README says what each package is for.
 #   build:  libhdf5-dev libusb-1.0-0-dev pkg-config python3-dev (the embedded Python of
 #           Python workers: Debian's 3.11, see .cargo/config.toml)
-#   run:    hdf5-tools (h5repack compresses each HDF5 file when it closes; h5dump in tests)
+#   run:    hdf5-tools (h5repack compresses an older version's killed-run files on recovery; h5dump in tests)
 #   tests:  python3-venv (h5py in a venv) tmux (terminal dashboard test)
 #           chromium (web page test, headless)
 #           prometheus (scrapes a run's /metrics in a test; its promtool checks the format)
