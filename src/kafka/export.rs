@@ -306,8 +306,8 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
 /// Delivery reports, counted on librdkafka's thread.
 #[derive(Default)]
 pub(super) struct Reports {
-    delivered: AtomicU64,
-    failed: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    pub(super) failed: AtomicU64,
     first_failure: std::sync::Mutex<Option<String>>,
 }
 
@@ -699,9 +699,16 @@ impl Exporter for KafkaExport {
     fn finish(&mut self) -> Result<(), WorkerError> {
         if let Some(run) = &self.run {
             let msg = wire::run_stop(now_ms(), &run.run_name, &run.job_id, &uuid4());
-            self.command(&run.topic, &msg)?;
+            // A run stop that cannot be queued (the broker away, the queue full) does not
+            // fail the run's data: it is said in the summary.
+            if let Err(e) = self.command(&run.topic, &msg) {
+                self.summary.push(format!("no run stop sent: {e}"));
+            }
         }
         self.out.drain(self.drain)?;
+        if let Some(s) = self.out.spool.as_ref().filter(|s| s.is_empty()) {
+            let _ = std::fs::remove_file(s.path());
+        }
         let o = &self.out;
         let delivered = o.reports.delivered.load(Ordering::Relaxed);
         let failed = o.reports.failed.load(Ordering::Relaxed);

@@ -6,16 +6,20 @@
 //! - [`spool`]: the bounded local file that keeps a `block` buffer's events while the broker
 //!   is away, replayed in order when it is back.
 //! - [`export`]: `export.kafka`; [`source`]: `source.kafka`.
+//! - [`tansu`]: a loopback tansu broker for the tests and `bench kafka`; [`bench`]: `bench
+//!   kafka`.
 //!
 //! Guarantees: the network never reaches an acquisition process (these are exporter and
 //! importer workers of their own); a broker that goes away never blocks the exporter's
 //! source ring — events go to the spool, and beyond its bound are counted lost, never
 //! dropped silently. Built only with the cargo feature `kafka` (on by default).
 
+pub mod bench;
 pub mod export;
 pub mod schemas;
 pub mod source;
 pub mod spool;
+pub mod tansu;
 pub mod wire;
 
 use crate::worker::{Build, Check, Function};
