@@ -109,6 +109,22 @@ impl Tansu {
         }
     }
 
+    /// Stops (`pause: true`, SIGSTOP) or continues (SIGCONT) the broker: while stopped it
+    /// takes connections but answers nothing, as a hung or unreachable broker; its data and
+    /// producer state stay, as a restarted broker with storage keeps them.
+    pub fn pause(&self, pause: bool) -> Result<(), String> {
+        let Some(c) = &self.child else {
+            return Err("the broker is not running".into());
+        };
+        let sig = if pause {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig)
+            .map_err(|e| format!("{sig} to tansu: {e}"))
+    }
+
     /// Kills the broker (SIGKILL): what it held is gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

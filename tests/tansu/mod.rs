@@ -34,6 +34,9 @@ impl Broker {
     pub fn restart(&mut self) {
         self.0.restart().unwrap()
     }
+    pub fn pause(&self, pause: bool) {
+        self.0.pause(pause).unwrap()
+    }
     pub fn kill(&mut self) {
         self.0.kill()
     }
