@@ -6,7 +6,7 @@
 //! - [`spool`]: the bounded local file that keeps a `block` buffer's events while the broker
 //!   is away, replayed in order when it is back.
 //! - [`export`]: `export.kafka`; [`source`]: `source.kafka`.
-//! - [`tansu`]: a loopback tansu broker for the tests and `bench kafka`; [`bench`]: `bench
+//! - [`tansu`]: a loopback tansu broker for the tests and `bench kafka`; [`mod@bench`]: `bench
 //!   kafka`.
 //!
 //! Guarantees: the network never reaches an acquisition process (these are exporter and
