@@ -486,3 +486,63 @@ Workers:
         "{summary}"
     );
 }
+
+/// `daq-engine check` validates every key of both functions without connecting anywhere:
+/// exit 2, each message positioned and naming the worker and key.
+#[test]
+fn check_refuses_bad_kafka_keys_without_a_broker() {
+    let dir = Dir::new("kafka-check");
+    let setup = dir.write(
+        "bad.yaml",
+        "Buffers:
+  raw: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
+  back: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
+  big: {slot_count: 16, data_length: 64, data_dtype: {chA: '>f4'}}
+Workers:
+  sim:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {n_events: 10, pretrigger_samples: 20}
+  k1:
+    function: export.kafka
+    sources: [raw]
+    config: {compression: zstd}
+  k2:
+    function: export.kafka
+    sources: [raw]
+    config: {format: ev44}
+  s1:
+    function: source.kafka
+    sinks: [back]
+    config: {from: yesterday}
+  d:
+    function: export.drain
+    sources: [back]
+  s2:
+    function: source.kafka
+    sinks: [big]
+  d2:
+    function: export.drain
+    sources: [big]
+",
+    );
+    let out = Command::new(EXE)
+        .arg("check")
+        .arg(&setup)
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for needle in [
+        "error: worker 'k1', config key 'compression': 'zstd'",
+        "worker 'k2', config key 'time_field': the buffer has no field 'time'",
+        "worker 's1', config key 'from': 'yesterday'",
+        "worker 's2', config key 'format': field 'chA' (>f4): da00 carries little-endian numbers only",
+    ] {
+        assert!(text.contains(needle), "{needle} not in: {text}");
+    }
+    // No run directory for a rejected setup.
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "{text}");
+}

@@ -470,12 +470,17 @@ impl Decoder {
             .iter()
             .map(|f| da00_scalar(f).map(|s| (da00_type(s), f.ty.size())))
             .collect::<Result<Vec<_>, _>>();
+        let fields = match (fields, &ev44) {
+            (Ok(f), _) => f,
+            // A dtype da00 cannot carry still takes ev44.
+            (Err(_), Some(_)) => Vec::new(),
+            (Err(e), None) => return Err(e),
+        };
         Ok(Decoder {
             dtype: dtype.clone(),
             data_length,
             ev44,
-            // A dtype da00 cannot carry still takes ev44.
-            fields: fields.unwrap_or_default(),
+            fields,
         })
     }
 
