@@ -59,7 +59,18 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::File::create(&self.log).map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes the
+        // kernel kill the broker when the thread that started it ends, so a test killed by a
+        // signal (its Drop never runs) leaves no broker behind.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["broker", "--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             // tansu reads a .env file from its working directory: none there.
