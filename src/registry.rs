@@ -28,13 +28,17 @@ impl Registry {
                 },
             ])
             .chain(crate::export::mimo::functions().into_iter().map(|(f, _)| f))
+            .chain(kafka_functions().into_iter().map(|(f, _)| f))
         {
             r.add(f);
         }
         for (name, check) in builtin_checks() {
             r.set_check(name, check);
         }
-        for (f, check) in crate::export::mimo::functions() {
+        for (f, check) in crate::export::mimo::functions()
+            .into_iter()
+            .chain(kafka_functions())
+        {
             r.set_check(f.spec.name, check);
         }
         for a in &MIMOCORB2_ALIASES {
@@ -59,6 +63,14 @@ impl Registry {
             user.join(", ")
         }
     }
+}
+
+/// export.kafka and source.kafka, in a build with the `kafka` feature.
+fn kafka_functions() -> Vec<(Function, Check)> {
+    #[cfg(feature = "kafka")]
+    return crate::kafka::functions();
+    #[cfg(not(feature = "kafka"))]
+    return Vec::new();
 }
 
 /// Keys of mimoCoRB2's exporters.csv and visualizers.csv that a config file shared with

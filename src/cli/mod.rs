@@ -134,7 +134,7 @@ pub enum Command {
         /// Only this function.
         name: Option<String>,
     },
-    /// Measure: `ring`, `pipeline`, `python`, `analysis`, `hdf5`, `drivers` or `web`.
+    /// Measure: `ring`, `pipeline`, `python`, `analysis`, `hdf5`, `drivers`, `kafka` or `web`.
     Bench {
         /// What to measure.
         what: String,

@@ -826,6 +826,7 @@ fn exporter_loop(
         .first_mut()
         .ok_or_else(|| "an exporter needs a source".to_string())?;
     let pass_on = !sinks.producers.is_empty();
+    let mut booked_dropped = 0u64;
     if let Some(kept) = f.kept_from_earlier() {
         book_unwritten(w, src, kept);
     }
@@ -859,6 +860,7 @@ fn exporter_loop(
                 result = Err(e.to_string());
                 break;
             }
+            booked_dropped = book_dropped(src, f.as_ref(), booked_dropped);
         }
     }
     // A failed output (a full disk) keeps fewer events than the group was delivered: the
@@ -870,6 +872,7 @@ fn exporter_loop(
     };
     f.run_lost(events_lost(plan));
     let fin = f.finish().map_err(|e| e.to_string());
+    book_dropped(src, f.as_ref(), booked_dropped);
     let kept = kept_at_failure.or_else(|| if fin.is_err() { f.events_kept() } else { None });
     if let Some(kept) = kept {
         book_unwritten(w, src, kept);
@@ -916,6 +919,16 @@ fn book_unwritten(w: &WorkerPlan, src: &Source, kept: u64) {
         w.name
     );
     src.count_unused(unwritten);
+}
+
+/// Counts what the exporter's output dropped since `booked` as lost in its source ring
+/// (see [`crate::worker::Exporter::events_dropped`]); returns the new total booked.
+fn book_dropped(src: &Source, f: &dyn crate::worker::Exporter, booked: u64) -> u64 {
+    let dropped = f.events_dropped();
+    if dropped > booked {
+        src.count_unused(dropped - booked);
+    }
+    dropped.max(booked)
 }
 
 /// Events lost so far in every ring of the run (read from the ring headers).

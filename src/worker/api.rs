@@ -249,6 +249,15 @@ pub trait Exporter: Send {
     fn events_kept(&self) -> Option<u64> {
         None
     }
+
+    /// For an exporter whose output drops events by its own policy while the run goes on
+    /// (Kafka: a failed delivery, a full spool): how many of the events this process was
+    /// delivered its output lost so far. Asked after every flush and after `finish`; the
+    /// increase is counted lost in the source ring (released unread), so the books show it
+    /// while the run goes on.
+    fn events_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Looks at copies of the latest events, never holding the writer back.

@@ -15,7 +15,8 @@ use std::path::Path;
 /// [`FieldType`](crate::dtype::FieldType) (bool, text, complex, byte order, subarrays), no
 /// longer a bare `Scalar`: a library built against 1 would misread every field. 3:
 /// [`Processor`](crate::worker::Processor) gained `process_from` and `accepts` (several
-/// sources), which moves its vtable.
+/// sources) and [`Exporter`](crate::worker::Exporter) `events_dropped`, which moves their
+/// vtables.
 pub const ABI_VERSION: u32 = 3;
 /// The daq-engine version a plugin was built against (this crate's, expanded in the plugin).
 pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
