@@ -21,11 +21,9 @@
 //! `expect_data_within`, `on_silence`) work beside them.
 
 use super::usb::{self, pico_keys};
-use super::{DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use super::{bad, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
 use crate::key;
-use crate::worker::{
-    Arity, BuildContext, Config, FunctionSpec, Key, MaybeKey, Template, WorkerError,
-};
+use crate::worker::{Arity, BuildContext, FunctionSpec, Key, MaybeKey, Template, WorkerError};
 use serde_json::{json, Map, Value};
 
 /// The declaration.
@@ -174,10 +172,6 @@ fn range_volts(name: &str) -> Option<f64> {
     ]
     .into_iter()
     .find(|r| (r - v).abs() < 1e-9)
-}
-
-fn bad(cfg: &Config, key: &str, what: impl Into<String>) -> WorkerError {
-    cfg.error(key, what).into()
 }
 
 /// `device.picoscope`'s config for this mimoCoRB2 config and sink.

@@ -174,6 +174,15 @@ pub enum OnSilence {
     Stop,
 }
 
+/// A config error about `key` of a device importer, as its build returns it.
+pub(crate) fn bad(
+    cfg: &crate::worker::Config,
+    key: &str,
+    problem: impl Into<String>,
+) -> WorkerError {
+    cfg.error(key, problem).into()
+}
+
 /// Checks `expect_data_within` (the family's `key`) and `on_silence` as a build reads them,
 /// opening nothing.
 pub(crate) fn check_silence(ctx: &BuildContext, key: Key<f64>) -> Result<(), WorkerError> {

@@ -12,7 +12,9 @@
 //! fake library when not simulating.
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
-use super::{expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use super::{
+    bad, expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
+};
 use crate::worker::{
     Arity, BuildContext, Config, FunctionSpec, Key, PerChannel, PerChannelValue, Template,
     WorkerError,
@@ -393,10 +395,6 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
         ON_SILENCE.spec(),
     ],
 };
-
-fn bad(cfg: &Config, key: &str, problem: impl Into<String>) -> WorkerError {
-    cfg.error(key, problem).into()
-}
 
 /// A number or a list of numbers, one per channel.
 fn per_channel(cfg: &Config, key: Key<PerChannel>, n: usize) -> Result<Vec<f64>, WorkerError> {
