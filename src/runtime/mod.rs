@@ -316,30 +316,8 @@ impl Source {
         if timeout.is_zero() {
             return Taken::Idle;
         }
-        // The tokens go on the stack (no allocation even when idle): at most 64 rings, as
-        // many as `wait_any` sleeps on.
-        let mut live = self
-            .readers
-            .iter()
-            .zip(&self.ended)
-            .filter(|(_, &e)| !e)
-            .map(|(r, _)| r.wait_token());
-        let Some(first) = live.next() else {
+        if !sleep_on(self.tokens(), || self.ready(), timeout) {
             return Taken::End;
-        };
-        let mut tokens = [first; 64];
-        let mut k = 1;
-        for (slot, t) in tokens[1..].iter_mut().zip(live) {
-            *slot = t;
-            k += 1;
-        }
-        let any_ready = self
-            .readers
-            .iter()
-            .zip(&self.ended)
-            .any(|(r, &e)| !e && r.ready());
-        if !any_ready {
-            wait_any(&tokens[..k], timeout);
         }
         Taken::Idle
     }
@@ -376,6 +354,30 @@ impl Source {
             }
         }
     }
+}
+
+/// Sleeps on the rings of `tokens` (taken before anything was looked at) until one has
+/// news or `timeout` passes, unless `ready` finds one already has. The tokens go on the
+/// stack (no allocation even when idle): at most 64 rings, as many as `wait_any` sleeps on.
+/// False when there was no ring to sleep on.
+fn sleep_on<'a>(
+    mut tokens: impl Iterator<Item = crate::ring::WaitToken<'a>>,
+    ready: impl FnOnce() -> bool,
+    timeout: Duration,
+) -> bool {
+    let Some(first) = tokens.next() else {
+        return false;
+    };
+    let mut all = [first; 64];
+    let mut k = 1;
+    for (slot, t) in all[1..].iter_mut().zip(tokens) {
+        *slot = t;
+        k += 1;
+    }
+    if !ready() {
+        wait_any(&all[..k], timeout);
+    }
+    true
 }
 
 pub(crate) struct Sinks {
@@ -781,32 +783,14 @@ fn merge_sources(
             }
         }
         // Nothing was there: sleep until any ring the function takes from has news (a held
-        // source is not waited on: its events are there already). The tokens go on the
-        // stack, taken before anything is looked at: no allocation when idle, at most 64
-        // rings, as many as `wait_any` sleeps on.
+        // source is not waited on: its events are there already).
         let taken = |&(i, _): &(usize, &Source)| !done[i] && (force || accepts(i));
-        let mut live = sources
-            .iter()
-            .enumerate()
-            .filter(taken)
-            .flat_map(|(_, s)| s.tokens());
-        let Some(first) = live.next() else {
-            continue;
-        };
-        let mut tokens = [first; 64];
-        let mut k = 1;
-        for (slot, t) in tokens[1..].iter_mut().zip(live) {
-            *slot = t;
-            k += 1;
-        }
-        if !sources
-            .iter()
-            .enumerate()
-            .filter(taken)
-            .any(|(_, s)| s.ready())
-        {
-            wait_any(&tokens[..k], POLL);
-        }
+        let live = sources.iter().enumerate().filter(taken);
+        sleep_on(
+            live.clone().flat_map(|(_, s)| s.tokens()),
+            || live.clone().any(|(_, s)| s.ready()),
+            POLL,
+        );
     }
     Ok(())
 }
