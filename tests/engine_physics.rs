@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+mod runs;
+use runs::Dir;
+
 #[test]
 fn muon_lifetime_setup_fits_the_injected_lifetime() {
     let dir = std::env::temp_dir().join(format!("daq-physics-{}", std::process::id()));
@@ -65,27 +68,21 @@ fn muon_lifetime_setup_fits_the_injected_lifetime() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs `setup` (YAML text) with the real binary; returns the run directory.
-fn run_setup(tag: &str, setup: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("daq-physics-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("setup.yaml");
-    std::fs::write(&file, setup).unwrap();
+/// Runs `setup` (YAML text) with the real binary in a scratch directory; returns it (removed
+/// when dropped) and the run directory.
+fn run_setup(tag: &str, setup: &str) -> (Dir, std::path::PathBuf) {
+    let dir = Dir::new(&format!("physics-{tag}"));
+    let file = dir.write("setup.yaml", setup);
     let out = Command::new(env!("CARGO_BIN_EXE_daq-engine"))
         .arg(&file)
         .args(["--quiet", "--target-directory"])
-        .arg(dir.join("runs"))
+        .arg(dir.0.join("runs"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    std::fs::read_dir(dir.join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
+    let run = dir.run_dir();
+    (dir, run)
 }
 
 /// The two sources of `process.coincidence` and its sink, and a counter of the pairs.
@@ -125,7 +122,7 @@ fn coincidence_pairs_every_event_with_its_own_copy() {
     let n = 20_000u64;
     let importers = pulses("detector", "raw", n, 7)
         + "  split:\n    function: misc.copy\n    sources: [raw]\n    sinks: [a, b]\n";
-    let run = run_setup("coinc-copy", &coincidence_setup(&importers, 1e-6));
+    let (_dir, run) = run_setup("coinc-copy", &coincidence_setup(&importers, 1e-6));
     let counts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("coincidence_pair.json")).unwrap())
             .unwrap();
@@ -160,7 +157,7 @@ fn coincidence_pairs_every_event_with_its_own_copy() {
 fn coincidence_of_independent_sources_counts_the_accidental_rate() {
     let (n, rate, tau) = (100_000u64, 1000.0, 2e-6);
     let importers = pulses("paddle_a", "a", n, 11) + &pulses("paddle_b", "b", n, 12);
-    let run = run_setup("coinc-acc", &coincidence_setup(&importers, tau));
+    let (_dir, run) = run_setup("coinc-acc", &coincidence_setup(&importers, tau));
     let counts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("coincidence_pair.json")).unwrap())
             .unwrap();
@@ -185,13 +182,10 @@ fn coincidence_of_independent_sources_counts_the_accidental_rate() {
 /// produce is refused before anything runs (exit 2). Before, `check` skipped its build.
 #[test]
 fn check_refuses_a_coincidence_sink_field_it_does_not_fill() {
-    let dir = std::env::temp_dir().join(format!("daq-physics-coinc-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Dir::new("physics-coinc-check");
     let importers = pulses("a_det", "a", 10, 1) + &pulses("b_det", "b", 10, 2);
     let setup = coincidence_setup(&importers, 1e-6).replace("counter_b: int64", "bogus: int64");
-    let file = dir.join("setup.yaml");
-    std::fs::write(&file, setup).unwrap();
+    let file = dir.write("setup.yaml", &setup);
     let out = Command::new(env!("CARGO_BIN_EXE_daq-engine"))
         .arg("check")
         .arg(&file)
@@ -200,5 +194,4 @@ fn check_refuses_a_coincidence_sink_field_it_does_not_fill() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("'bogus'"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

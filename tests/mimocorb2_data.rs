@@ -292,7 +292,7 @@ fn data_export_writes_every_kind_of_field_numpy_reads_back() {
         ])
         .unwrap();
         assert_eq!(header.data_dtype, want, "protocol {protocol}");
-        let text = "target_directory: out\nBuffers:\n  raw:\n    slot_count: 8\n    data_length: 4\n    data_dtype: {b: bool, s: S5, u: U3, c: complex64, z: '>c16', be: '>f4', sub: '(2,3)i2', us: '(2,)U2'}\nWorkers:\n  replay: {function: data.clocked_importer, sinks: [raw], config: {filename: kinds.mimo, rate: 2000}}\n  export: {function: data.export, sources: [raw]}\n";
+        let text = "target_directory: runs\nBuffers:\n  raw:\n    slot_count: 8\n    data_length: 4\n    data_dtype: {b: bool, s: S5, u: U3, c: complex64, z: '>c16', be: '>f4', sub: '(2,3)i2', us: '(2,)U2'}\nWorkers:\n  replay: {function: data.clocked_importer, sinks: [raw], config: {filename: kinds.mimo, rate: 2000}}\n  export: {function: data.export, sources: [raw]}\n";
         let setup = dir.write("kinds.yaml", text);
         let child = Command::new(EXE)
             .arg(&setup)
@@ -305,12 +305,7 @@ fn data_export_writes_every_kind_of_field_numpy_reads_back() {
             .unwrap();
         let (code, out) = finish_within(child, Duration::from_secs(120));
         assert_eq!(code, 0, "{out}");
-        let run = std::fs::read_dir(dir.0.join("out"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let run = dir.run_dir();
         let o = Command::new(&py)
             .args(["-c", &MIMOCORB2_COMPARE.replace("KINDS", ALL_KINDS_NUMPY)])
             .arg(run.join("raw.mimo"))
