@@ -94,7 +94,7 @@ pub fn migrate(text: &str, checked: &Checked) -> Migration {
 
 fn options(
     text: &str,
-    lines: &LineIndex,
+    lines: &LineIndex<'_>,
     k: &Value,
     v: &Value,
     has_target: bool,
@@ -139,7 +139,7 @@ fn options(
 
 fn overwrites(
     text: &str,
-    lines: &LineIndex,
+    lines: &LineIndex<'_>,
     buffers: &Value,
     edits: &mut Vec<Edit>,
     changes: &mut Vec<Change>,
@@ -203,7 +203,7 @@ fn alike(a: &WorkerSetup, b: &WorkerSetup) -> bool {
 
 fn readers(
     text: &str,
-    lines: &LineIndex,
+    lines: &LineIndex<'_>,
     workers: &Value,
     checked: &Checked,
     edits: &mut Vec<Edit>,
@@ -301,7 +301,7 @@ fn readers(
 /// added as the mapping's first entry.
 fn set_processes(
     text: &str,
-    lines: &LineIndex,
+    lines: &LineIndex<'_>,
     key: &Value,
     value: &Value,
     n: usize,
@@ -354,7 +354,7 @@ fn is_flow(text: &str, offset: usize) -> bool {
 /// The bytes of the mapping entry whose key is `k`: in block style its lines (the key's line
 /// and every following line indented deeper, or blank), in flow style `key: value` and one
 /// separating comma.
-fn entry_span(text: &str, lines: &LineIndex, k: &Value) -> Option<(usize, usize)> {
+fn entry_span(text: &str, lines: &LineIndex<'_>, k: &Value) -> Option<(usize, usize)> {
     let start = lines.offset(k.at)?;
     if is_flow(text, start) {
         let end = flow_value_end(text, start)?;
@@ -440,38 +440,32 @@ fn apply(text: &str, mut edits: Vec<Edit>) -> String {
 }
 
 /// Byte offsets of line starts, for the parser's (line, column) positions.
-struct LineIndex {
+struct LineIndex<'t> {
+    text: &'t str,
     starts: Vec<usize>,
-    text_len: usize,
-    chars: Vec<Vec<usize>>,
 }
 
-impl LineIndex {
-    fn new(text: &str) -> LineIndex {
+impl<'t> LineIndex<'t> {
+    fn new(text: &'t str) -> LineIndex<'t> {
         let mut starts = vec![0];
-        let mut chars = Vec::new();
         for line in text.split_inclusive('\n') {
-            let s = *starts.last().unwrap_or(&0);
-            chars.push(line.char_indices().map(|(i, _)| s + i).collect());
-            starts.push(s + line.len());
+            starts.push(starts[starts.len() - 1] + line.len());
         }
-        LineIndex {
-            starts,
-            text_len: text.len(),
-            chars,
-        }
+        LineIndex { text, starts }
     }
 
     /// Start of 1-based `line`, if the text has it.
     fn line_start(&self, line: u64) -> Option<usize> {
         let i = usize::try_from(line).ok()?.checked_sub(1)?;
-        self.starts.get(i).copied().filter(|&s| s < self.text_len)
+        self.starts.get(i).copied().filter(|&s| s < self.text.len())
     }
 
-    /// Byte offset of a position (columns count characters).
+    /// Byte offset of a position (columns count characters, within the line).
     fn offset(&self, at: yaml::Loc) -> Option<usize> {
-        let line = usize::try_from(at.line).ok()?.checked_sub(1)?;
+        let start = self.line_start(at.line)?;
+        let end = self.line_start(at.line + 1).unwrap_or(self.text.len());
         let col = usize::try_from(at.column).ok()?.checked_sub(1)?;
-        self.chars.get(line)?.get(col).copied()
+        let (i, _) = self.text[start..end].char_indices().nth(col)?;
+        Some(start + i)
     }
 }
