@@ -256,11 +256,6 @@ impl CoincidenceWorker {
             worker: ctx.worker.clone(),
         })
     }
-
-    /// What was counted so far.
-    pub fn counts(&self) -> Counts {
-        self.pairing.counts
-    }
 }
 
 impl Processor for CoincidenceWorker {
