@@ -7,7 +7,7 @@ use std::path::Path;
 pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
     use std::fmt::Write;
     let mut view = crate::monitor::RunView::new(Vec::new());
-    view.update(v);
+    view.update(&crate::run_dir::Snapshot::from_json(v));
     let snap = view.snapshot();
     let mut s = String::new();
     let _ = writeln!(

@@ -8,6 +8,7 @@
 //! half the interval systemd asked for in `WATCHDOG_USEC`, and only when `WATCHDOG_PID`
 //! (if set) names this process. Must never block: the socket is non-blocking.
 
+use crate::run_dir::Snapshot;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
@@ -121,22 +122,20 @@ impl Notify {
 
 /// The status line of a statistics snapshot (a stats.jsonl line): per buffer its rate and
 /// fill, and what a stop waits for.
-pub fn status_of(stats: &serde_json::Value) -> String {
+pub fn status_of(stats: &Snapshot) -> String {
     let mut parts = Vec::new();
-    if let Some(buffers) = stats["buffers"].as_object() {
-        for (name, b) in buffers {
-            let mut s = format!(
-                "{name}: {} ev/s fill {:.0}%",
-                super::supervisor::human(b["rate_hz"].as_f64().unwrap_or(0.0)),
-                b["fill"].as_f64().unwrap_or(0.0) * 100.0
-            );
-            if let Some(lost) = b["lost"].as_u64().filter(|&l| l > 0) {
-                s.push_str(&format!(" lost {lost}"));
-            }
-            parts.push(s);
+    for (name, b) in &stats.buffers {
+        let mut s = format!(
+            "{name}: {} ev/s fill {:.0}%",
+            super::supervisor::human(b.rate_hz),
+            b.fill * 100.0
+        );
+        if b.lost > 0 {
+            s.push_str(&format!(" lost {}", b.lost));
         }
+        parts.push(s);
     }
-    if stats["stopping"].as_bool() == Some(true) {
+    if stats.stopping {
         parts.push("stopping: buffers drain".into());
     }
     parts.join(" | ")
@@ -184,7 +183,7 @@ mod tests {
             }
         });
         assert_eq!(
-            status_of(&line),
+            status_of(&Snapshot::from_json(&line)),
             "copy: 10 ev/s fill 0% lost 3 | raw: 12.3 k ev/s fill 50%"
         );
     }

@@ -79,7 +79,7 @@ pub enum Control {
 /// stats.jsonl, plus `"paused"`), `poll` a few times a second, `finish` once at the end.
 pub trait Watcher {
     /// A new statistics snapshot.
-    fn update(&mut self, stats: &serde_json::Value);
+    fn update(&mut self, stats: &Snapshot);
     /// A control action, if one was asked for since the last call.
     fn poll(&mut self) -> Option<Control>;
     /// The run ended with this summary.
@@ -988,11 +988,11 @@ impl Supervisor {
     /// Appends one line to stats.jsonl and returns it. The last line of a run (`ended`)
     /// carries the run's means (rate, dead time) instead of those of its last interval, and
     /// says `"ended": true`.
-    fn write_stats(&mut self, ended: bool) -> serde_json::Value {
+    fn write_stats(&mut self, ended: bool) -> Snapshot {
         let snapshot = self.snapshot(ended);
-        let line = serde_json::to_value(&snapshot).unwrap_or_default();
-        crate::fsio::append_line(&mut self.stats_file, &line.to_string());
-        line
+        let line = serde_json::to_string(&snapshot).unwrap_or_default();
+        crate::fsio::append_line(&mut self.stats_file, &line);
+        snapshot
     }
 
     /// The statistics snapshot now (a line of stats.jsonl); the last one of a run (`ended`)

@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn counters_gauges_and_labels_from_a_snapshot() {
         let mut v = RunView::new(vec!["digitizer".into()]);
-        v.update(&json!({
+        v.update_json(&json!({
             "t": 2.5, "max_events": 1000,
             "buffers": {"ra\"w": {"events_in": 500, "produced": 510, "lost": 10,
                 "events_out": {"trigger": 490}, "rate_hz": 200.0, "fill": 0.25,

@@ -67,7 +67,7 @@ impl Watchers {
 }
 
 impl Watcher for Watchers {
-    fn update(&mut self, stats: &serde_json::Value) {
+    fn update(&mut self, stats: &Snapshot) {
         for w in &mut self.all {
             w.update(stats);
         }
@@ -95,7 +95,7 @@ mod tests {
 
     struct Fixed(Vec<Control>, u32);
     impl Watcher for Fixed {
-        fn update(&mut self, _: &serde_json::Value) {
+        fn update(&mut self, _: &Snapshot) {
             self.1 += 1;
         }
         fn poll(&mut self) -> Option<Control> {
@@ -112,7 +112,7 @@ mod tests {
         let mut w = Watchers::new();
         w.push(Box::new(Fixed(vec![Control::Pause, Control::Resume], 0)));
         w.push(Box::new(Fixed(vec![Control::Stop], 0)));
-        w.update(&serde_json::json!({}));
+        w.update(&Snapshot::default());
         let got: Vec<Control> = std::iter::from_fn(|| w.poll()).collect();
         assert_eq!(got, vec![Control::Pause, Control::Resume, Control::Stop]);
         assert_eq!(w.len(), 2);

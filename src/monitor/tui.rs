@@ -17,7 +17,7 @@
 //! snapshot on a channel and `poll` only takes key presses from one.
 
 use super::files::{HistogramFile, RunFiles, Trace};
-use super::view::RunView;
+use super::view::{RunView, Snapshot};
 use crate::engine::{Control, RunSummary, Watcher};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
@@ -135,7 +135,7 @@ fn wait_for_input(timeout: Duration) -> Input {
 }
 
 enum Msg {
-    Stats(serde_json::Value),
+    Stats(Box<Snapshot>),
     Finish(RunSummary),
 }
 
@@ -245,8 +245,8 @@ impl Tui {
 }
 
 impl Watcher for Tui {
-    fn update(&mut self, stats: &serde_json::Value) {
-        let _ = self.tx.send(Msg::Stats(stats.clone()));
+    fn update(&mut self, stats: &Snapshot) {
+        let _ = self.tx.send(Msg::Stats(Box::new(stats.clone())));
     }
 
     fn poll(&mut self) -> Option<Control> {

@@ -62,8 +62,8 @@ impl RunView {
     }
 
     /// Takes a new snapshot (the JSON object the supervisor passes to `Watcher::update`).
-    pub fn update(&mut self, stats: &serde_json::Value) {
-        let snap: Snapshot = serde_json::from_value(stats.clone()).unwrap_or_default();
+    pub fn update(&mut self, snap: &Snapshot) {
+        let snap = snap.clone();
         let t = snap.t;
         for (name, b) in &snap.buffers {
             if b.fill >= FULL_LEVEL && !b.closed {
@@ -86,6 +86,12 @@ impl RunView {
         }
         self.snapshot = snap;
         self.updates += 1;
+    }
+
+    /// As [`RunView::update`], from a line as `stats.jsonl` holds it.
+    #[cfg(test)]
+    pub(crate) fn update_json(&mut self, line: &serde_json::Value) {
+        self.update(&Snapshot::from_json(line));
     }
 
     /// The run ended.
@@ -296,31 +302,31 @@ mod tests {
     #[test]
     fn full_buffer_warned_only_after_three_seconds() {
         let mut v = RunView::new(vec!["source".into()]);
-        v.update(&snap(1.0, 1.0, 0, 0.0, 10));
-        v.update(&snap(3.9, 1.0, 0, 0.0, 10));
+        v.update_json(&snap(1.0, 1.0, 0, 0.0, 10));
+        v.update_json(&snap(3.9, 1.0, 0, 0.0, 10));
         assert!(v.warnings().is_empty(), "{:?}", v.warnings());
-        v.update(&snap(4.0, 1.0, 0, 0.0, 10));
+        v.update_json(&snap(4.0, 1.0, 0, 0.0, 10));
         assert_eq!(v.warnings().len(), 1);
         assert!(v.warnings()[0].contains("'raw' full for 3 s"));
-        v.update(&snap(5.0, 0.5, 0, 0.0, 10));
+        v.update_json(&snap(5.0, 0.5, 0, 0.0, 10));
         assert!(v.warnings().is_empty());
     }
 
     #[test]
     fn rising_lost_count_warned_then_forgotten() {
         let mut v = RunView::new(vec![]);
-        v.update(&snap(1.0, 0.0, 0, 0.0, 0));
-        v.update(&snap(2.0, 0.0, 5, 0.0, 0));
+        v.update_json(&snap(1.0, 0.0, 0, 0.0, 0));
+        v.update_json(&snap(2.0, 0.0, 5, 0.0, 0));
         assert_eq!(v.warnings().len(), 1);
         assert!(v.warnings()[0].contains("5 lost"));
-        v.update(&snap(2.0 + LOST_WARNING_S + 0.1, 0.0, 5, 0.0, 0));
+        v.update_json(&snap(2.0 + LOST_WARNING_S + 0.1, 0.0, 5, 0.0, 0));
         assert!(v.warnings().is_empty());
     }
 
     #[test]
     fn a_stop_says_what_it_waits_for() {
         let mut v = RunView::new(vec![]);
-        v.update(&serde_json::json!({"t": 3.0, "stopping": true,
+        v.update_json(&serde_json::json!({"t": 3.0, "stopping": true,
             "waiting_for": ["compressing raw.h5 (157.9 MB, 37%)"]}));
         assert_eq!(v.state(), "stopping");
         assert_eq!(
@@ -332,8 +338,8 @@ mod tests {
     #[test]
     fn cpu_percent_and_progress_from_two_snapshots() {
         let mut v = RunView::new(vec!["source".into()]);
-        v.update(&snap(1.0, 0.0, 0, 0.5, 100));
-        v.update(&snap(3.0, 0.0, 0, 1.5, 250));
+        v.update_json(&snap(1.0, 0.0, 0, 0.5, 100));
+        v.update_json(&snap(3.0, 0.0, 0, 1.5, 250));
         assert!((v.cpu_percent("source") - 50.0).abs() < 1e-9);
         let p = v.progress().unwrap();
         assert!((p.fraction - 0.25).abs() < 1e-12);
@@ -351,13 +357,13 @@ mod tests {
         s["workers"]["source"]["device"] = json!({"connected": false, "gaps": 0});
         s["workers"]["source"]["cores"] = json!([1]);
         s["workers"]["source"]["pinned"] = json!([1]);
-        v.update(&s);
+        v.update_json(&s);
         assert_eq!(v.warnings().len(), 1, "{:?}", v.warnings());
         assert!(v.warnings()[0].contains("disconnected; waiting"));
         assert_eq!(v.snapshot().workers["source"].cores_text(), "1 (pinned)");
         s["workers"]["source"]["device"] = json!({"connected": true, "gaps": 1});
         s["workers"]["source"]["pinned"] = json!([]);
-        v.update(&s);
+        v.update_json(&s);
         assert!(
             v.warnings()[0].contains("disconnected 1 time(s)"),
             "{:?}",
@@ -365,7 +371,7 @@ mod tests {
         );
         assert_eq!(v.snapshot().workers["source"].cores_text(), "1");
         s["workers"]["source"]["device"] = json!(null);
-        v.update(&s);
+        v.update_json(&s);
         assert!(v.warnings().is_empty());
     }
 
@@ -375,7 +381,7 @@ mod tests {
         let mut s = snap(1.0, 0.0, 0, 0.0, 10);
         s["workers"]["source"]["device"] =
             json!({"connected": true, "gaps": 0, "bad_records": 3, "silent": true});
-        v.update(&s);
+        v.update_json(&s);
         let w = v.warnings();
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("no good event"), "{w:?}");
@@ -385,7 +391,7 @@ mod tests {
     #[test]
     fn odd_snapshot_gives_zeros() {
         let mut v = RunView::new(vec!["source".into()]);
-        v.update(&json!({"t": "no", "buffers": 3}));
+        v.update_json(&json!({"t": "no", "buffers": 3}));
         assert_eq!(v.snapshot().t, 0.0);
         assert!(v.snapshot().buffers.is_empty());
         assert!(v.progress().is_none());

@@ -399,7 +399,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Watcher for Web {
-    fn update(&mut self, stats: &serde_json::Value) {
+    fn update(&mut self, stats: &Snapshot) {
         self.view.update(stats);
         self.publish(None);
     }
@@ -426,10 +426,18 @@ impl Drop for Web {
 }
 
 /// The server thread: everything HTTP happens here. A panic is caught and costs the page.
-/// The niceness of the server's threads: below the workers, so its wakeups do not preempt them.
+/// How much nicer than the supervisor the server's threads are: below the workers, so its
+/// wakeups do not preempt them.
 pub const SERVER_NICE: i32 = 10;
 
-/// Lowers the calling thread's scheduling weight to [`SERVER_NICE`]. On a machine whose cores
+/// The niceness the server's threads get in a process started at niceness `base` (`nice`
+/// caps at 19).
+pub fn server_nice(base: i32) -> i32 {
+    (base + SERVER_NICE).min(19)
+}
+
+/// Lowers the calling thread's scheduling weight by [`SERVER_NICE`] (relative, so that a
+/// supervisor started under `nice` keeps its server below itself). On a machine whose cores
 /// the pipeline keeps busy, every wakeup of a server thread preempts a worker and stalls the
 /// worker on the other side of its ring, which costs the run more than the server's own CPU
 /// time (measured with `daq-engine bench web`: 0.89–0.93 of the unwatched rate at nice 0).
@@ -441,8 +449,10 @@ fn yield_to_acquisition() {
     // SAFETY: gettid and setpriority take and return plain integers and touch no memory of
     // ours; setpriority on our own thread id changes only this thread's niceness.
     let r = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, SERVER_NICE)
+        let tid = libc::gettid() as libc::id_t;
+        // A new thread starts with its creator's niceness, which is the process's.
+        let base = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, server_nice(base))
     };
     if r != 0 {
         tracing::debug!(
@@ -727,8 +737,26 @@ async fn histograms(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     let p = shared.latest.borrow().clone();
+    let respond = |body: Bytes| {
+        (
+            [
+                (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    // Rendered already for this snapshot (every scrape but the first after a new one): answer
+    // on the server's own thread, without a hop to the blocking pool and back.
+    let key = p.seq;
+    if let Some(body) = {
+        let cached = lock(&shared.metrics);
+        (cached.0 == key).then(|| cached.1.clone())
+    } {
+        return respond(body);
+    }
     blocking(move || {
-        let key = p.seq;
         let mut cached = lock(&shared.metrics);
         if cached.0 != key {
             let text = metrics::render(
@@ -741,14 +769,7 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
         }
         let body = cached.1.clone();
         drop(cached);
-        (
-            [
-                (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            body,
-        )
-            .into_response()
+        respond(body)
     })
     .await
 }
