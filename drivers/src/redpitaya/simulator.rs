@@ -24,8 +24,8 @@
 //! and the traces depend on the seed alone ([`expected_traces`]).
 //!
 //! Faults for tests ([`SimMcpha::reset_after`], [`SimMcpha::stall`], [`SimMcpha::garbage`]):
-//! a TCP reset after N more bytes, a stall mid-reply (then the client is dropped, as a board
-//! that hung and was rebooted), traces replaced by garbage of the same length.
+//! a TCP reset after N more bytes, a stall mid-reply until the test releases it (then the
+//! client is dropped, as a board that hung and was rebooted), traces replaced by garbage of the same length.
 //!
 //! Not modelled: the 0x7FFFFF wrap-around skip of code 20 (R.4; the simulated RAM is one
 //! window); the pulse rise time (≤ 100 ns, one sample at decimation ≥ 4).
@@ -526,8 +526,8 @@ impl Generator {
 struct Faults {
     /// Reset the connection once this many more bytes are sent.
     reset_after: Option<u64>,
-    /// Send this many more bytes, then nothing for the duration, then drop the client.
-    stall: Option<(u64, Duration)>,
+    /// Send this many more bytes, then nothing until released, then drop the client.
+    stall: Option<u64>,
     /// The next traces to replace by garbage.
     garbage: u32,
     /// Bytes sent since the faults were armed.
@@ -539,6 +539,8 @@ struct Shared {
     transcript: Mutex<Vec<[u8; 8]>>,
     faults: Mutex<Faults>,
     faults_armed: AtomicBool,
+    /// Ends a stall ([`SimMcpha::release`]).
+    released: AtomicBool,
     vanished: AtomicBool,
     clients: AtomicU64,
     traces: AtomicU64,
@@ -569,6 +571,7 @@ impl SimMcpha {
             transcript: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             faults_armed: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             vanished: AtomicBool::new(false),
             clients: AtomicU64::new(0),
             traces: AtomicU64::new(0),
@@ -620,10 +623,17 @@ impl SimMcpha {
         self.arm(|f| f.reset_after = Some(bytes));
     }
 
-    /// Sends `bytes` more bytes, then nothing (and reads nothing) for `pause`, then drops
-    /// the client.
-    pub fn stall(&self, bytes: u64, pause: Duration) {
-        self.arm(|f| f.stall = Some((bytes, pause)));
+    /// Sends `bytes` more bytes, then nothing (and reads nothing, and accepts no other
+    /// client) until [`SimMcpha::release`], then drops the client. The test decides when the
+    /// board comes back, so what it sees while the board hangs does not depend on timing.
+    pub fn stall(&self, bytes: u64) {
+        self.shared.released.store(false, Ordering::SeqCst);
+        self.arm(|f| f.stall = Some(bytes));
+    }
+
+    /// Ends the stall: the hung client is dropped and the next one is served.
+    pub fn release(&self) {
+        self.shared.released.store(true, Ordering::SeqCst);
     }
 
     /// Replaces the next `traces` traces by garbage of the same length (`GARBAGE!`
@@ -1073,22 +1083,23 @@ impl Board {
     /// Sends `bytes`, applying the armed faults.
     fn send(&mut self, s: &mut TcpStream, bytes: &[u8]) -> Sent {
         let mut n = bytes.len();
-        let mut then: Option<Option<Duration>> = None;
+        // After the bytes: `Some(false)` a reset, `Some(true)` a stall.
+        let mut then: Option<bool> = None;
         if self.shared.faults_armed.load(Ordering::SeqCst) {
             if let Ok(mut f) = self.shared.faults.lock() {
                 if let Some(limit) = f.reset_after {
                     if f.sent + n as u64 >= limit {
                         n = (limit - f.sent.min(limit)) as usize;
                         f.reset_after = None;
-                        then = Some(None);
+                        then = Some(false);
                     }
                 }
                 if then.is_none() {
-                    if let Some((limit, pause)) = f.stall {
+                    if let Some(limit) = f.stall {
                         if f.sent + n as u64 >= limit {
                             n = (limit - f.sent.min(limit)) as usize;
                             f.stall = None;
-                            then = Some(Some(pause));
+                            then = Some(true);
                         }
                     }
                 }
@@ -1105,13 +1116,14 @@ impl Board {
         match then {
             None if ok => Sent::Ok,
             None => Sent::Gone,
-            Some(None) => {
+            Some(false) => {
                 reset(s);
                 Sent::Gone
             }
-            Some(Some(pause)) => {
-                let until = Instant::now() + pause;
-                while Instant::now() < until && !self.shared.stop.load(Ordering::SeqCst) {
+            Some(true) => {
+                while !self.shared.released.load(Ordering::SeqCst)
+                    && !self.shared.stop.load(Ordering::SeqCst)
+                {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Sent::Gone
