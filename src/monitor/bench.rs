@@ -1,22 +1,28 @@
 //! `daq-engine bench web`: does watching a run slow it down?
 //!
 //! One run of a pipeline (`bench.source` flat out → `bench.sink`) with the web monitor on
-//! loopback. The bench alternates phases of equal length: in one, nobody watches; in the
-//! next, 50 clients each fetch `/state` and `/metrics` ten times a second (1000 requests/s)
-//! and 20 clients hold `/events` streams open, as the lab of many open pages and a
-//! Prometheus would. Each phase's events/s is read from the run's own `stats.jsonl`
-//! (events into the buffer between the phase's first and last stats line), so both kinds of
-//! phase are measured the same way in the same run, and load that drifts over the run (a
-//! page cache filling, another program) falls on both alike.
+//! loopback. The bench takes phases of equal length in turn: nobody watches; then 50 clients
+//! each fetch `/state` and `/metrics` ten times a second (1000 requests/s) and 20 clients
+//! hold `/events` streams open, as the lab of many open pages and a Prometheus
+//! would, first at normal priority, then at idle priority (below). Each phase's events/s is
+//! read from the run's own `stats.jsonl` (events into the buffer between the phase's first
+//! and last stats line), so every kind of phase is measured the same way in the same run,
+//! and load that drifts over the run (a page cache filling, another program) falls on all
+//! alike.
 //!
-//! The clients run in this process, on the same two cores the pipeline uses; what they cost
-//! is part of what a real client load costs the run, so it is not subtracted.
+//! The clients run in this process, on the same cores the pipeline uses, in two kinds of
+//! watched phase: **here**, at the pipeline's own priority, so that what the clients cost is
+//! counted with the server (a Prometheus and browsers on the DAQ machine itself); and
+//! **elsewhere**, with the client threads at `SCHED_IDLE`, so that they run only on CPU time
+//! the run leaves idle, standing in for pages and scrapers on other machines: then what slows
+//! the run is the server alone. The responses per second of each kind are reported, so a
+//! starved client load cannot pass for a cheap one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,13 +57,39 @@ impl Default for Options {
     }
 }
 
+/// Who watches during a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clients {
+    /// Nobody.
+    Off = 0,
+    /// The clients, at normal priority: their own CPU time counts against the run.
+    Here = 1,
+    /// The clients at `SCHED_IDLE`: they get only what the run leaves idle, as clients on
+    /// another machine would cost it nothing.
+    Elsewhere = 2,
+}
+
+impl Clients {
+    const ALL: [Clients; 3] = [Clients::Off, Clients::Here, Clients::Elsewhere];
+
+    fn name(self) -> &'static str {
+        match self {
+            Clients::Off => "unwatched",
+            Clients::Here => "watched (clients here)",
+            Clients::Elsewhere => "watched (clients elsewhere)",
+        }
+    }
+}
+
 /// One phase's result.
 #[derive(Clone, Debug)]
 pub struct Phase {
-    /// Whether the clients were on.
-    pub watched: bool,
+    /// Who watched.
+    pub clients: Clients,
     /// Events per second into the buffer.
     pub rate: f64,
+    /// Poll responses per second the clients got.
+    pub responses_per_s: f64,
 }
 
 /// What the bench measured.
@@ -76,19 +108,19 @@ pub struct Report {
 }
 
 impl Report {
-    fn mean(&self, watched: bool) -> f64 {
+    fn mean(&self, clients: Clients, of: impl Fn(&Phase) -> f64) -> f64 {
         let r: Vec<f64> = self
             .phases
             .iter()
-            .filter(|p| p.watched == watched)
-            .map(|p| p.rate)
+            .filter(|p| p.clients == clients)
+            .map(of)
             .collect();
         r.iter().sum::<f64>() / r.len().max(1) as f64
     }
 
-    /// Events/s with clients over events/s without (1.0 = no effect).
-    pub fn ratio(&self) -> f64 {
-        self.mean(true) / self.mean(false)
+    /// Events/s with `clients` watching over events/s without (1.0 = no effect).
+    pub fn ratio(&self, clients: Clients) -> f64 {
+        self.mean(clients, |p| p.rate) / self.mean(Clients::Off, |p| p.rate)
     }
 }
 
@@ -97,9 +129,10 @@ impl std::fmt::Display for Report {
         for (i, p) in self.phases.iter().enumerate() {
             writeln!(
                 f,
-                "  phase {i}: {:<9} {:>12.0} events/s",
-                if p.watched { "watched" } else { "unwatched" },
-                p.rate
+                "  phase {i}: {:<27} {:>12.0} events/s {:>6.0} responses/s",
+                p.clients.name(),
+                p.rate,
+                p.responses_per_s
             )?;
         }
         writeln!(
@@ -110,13 +143,27 @@ impl std::fmt::Display for Report {
             self.errors,
             self.stream_updates
         )?;
-        write!(
+        writeln!(
             f,
-            "  unwatched {:.0} events/s, watched {:.0} events/s: watched/unwatched = {:.3} (goal ≥ 0.95)",
-            self.mean(false),
-            self.mean(true),
-            self.ratio()
-        )
+            "  unwatched {:.0} events/s",
+            self.mean(Clients::Off, |p| p.rate)
+        )?;
+        for c in [Clients::Here, Clients::Elsewhere] {
+            writeln!(
+                f,
+                "  {}: {:.0} events/s, {:.0} responses/s: ratio to unwatched {:.3}{}",
+                c.name(),
+                self.mean(c, |p| p.rate),
+                self.mean(c, |p| p.responses_per_s),
+                self.ratio(c),
+                if c == Clients::Elsewhere {
+                    " (goal ≥ 0.95)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -146,7 +193,8 @@ Workers:
     )
     .map_err(|e| format!("writing {}: {e}", setup.display()))?;
     let warmup = Duration::from_secs(2);
-    let total = warmup + opts.phase * (2 * opts.pairs as u32) + Duration::from_secs(1);
+    let phases = Clients::ALL.len() * opts.pairs;
+    let total = warmup + opts.phase * phases as u32 + Duration::from_secs(1);
     let child = Command::new(&opts.exe)
         .arg(&setup)
         .args(["--no-tui", "--quiet", "--http"])
@@ -163,7 +211,7 @@ Workers:
     wait_for_server(addr, &mut child.0)?;
     let stats = find_stats(&work.join("runs"))?;
 
-    let on = Arc::new(AtomicBool::new(false));
+    let on = Arc::new(AtomicU8::new(Clients::Off as u8));
     let done = Arc::new(AtomicBool::new(false));
     let responses = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -184,30 +232,34 @@ Workers:
     }
 
     std::thread::sleep(warmup);
-    let mut phases = Vec::new();
+    let mut measured = Vec::new();
     let mut watched_s = 0.0;
-    for i in 0..2 * opts.pairs {
-        let watched = i % 2 == 1;
-        on.store(watched, Ordering::Relaxed);
+    for i in 0..phases {
+        let clients = Clients::ALL[i % Clients::ALL.len()];
+        on.store(clients as u8, Ordering::Relaxed);
         // Let the clients connect (or go) before the phase is measured.
         let settle = Duration::from_millis(300);
         std::thread::sleep(settle);
         let a = last_stats(&stats)?;
+        let r0 = responses.load(Ordering::Relaxed);
         let t0 = Instant::now();
         std::thread::sleep(opts.phase - settle);
         let b = last_stats(&stats)?;
-        if watched {
-            watched_s += t0.elapsed().as_secs_f64();
+        let seconds = t0.elapsed().as_secs_f64();
+        let answered = responses.load(Ordering::Relaxed) - r0;
+        if clients != Clients::Off {
+            watched_s += seconds;
         }
         if b.0 <= a.0 {
             return Err(format!("{} did not grow during phase {i}", stats.display()));
         }
-        phases.push(Phase {
-            watched,
+        measured.push(Phase {
+            clients,
             rate: (b.1 - a.1) as f64 / (b.0 - a.0),
+            responses_per_s: answered as f64 / seconds,
         });
     }
-    on.store(false, Ordering::Relaxed);
+    on.store(Clients::Off as u8, Ordering::Relaxed);
     done.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -225,7 +277,7 @@ Workers:
         return Err(format!("the benchmarked run failed ({status}): {err}"));
     }
     Ok(Report {
-        phases,
+        phases: measured,
         responses: responses.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         stream_updates: updates.load(Ordering::Relaxed),
@@ -305,7 +357,7 @@ fn last_stats(path: &Path) -> Result<(f64, u64), String> {
 fn poller(
     addr: SocketAddr,
     k: usize,
-    on: &AtomicBool,
+    on: &AtomicU8,
     done: &AtomicBool,
     responses: &AtomicU64,
     errors: &AtomicU64,
@@ -315,9 +367,12 @@ fn poller(
     std::thread::sleep(period * k as u32 / POLLERS as u32);
     let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
     let mut next = Instant::now();
+    let mut policy = Policy::default();
     while !done.load(Ordering::Relaxed) {
         next += period;
-        if on.load(Ordering::Relaxed) {
+        let mode = on.load(Ordering::Relaxed);
+        policy.follow(mode);
+        if mode != Clients::Off as u8 {
             for path in ["/state", "/metrics"] {
                 if conn.is_none() {
                     conn = connect(addr).ok();
@@ -341,6 +396,33 @@ fn poller(
             std::thread::sleep(next - now);
         } else {
             next = now;
+        }
+    }
+}
+
+/// The calling client thread's scheduling policy, following the phase: `SCHED_IDLE` while
+/// the clients stand for machines elsewhere, `SCHED_OTHER` otherwise.
+#[derive(Default)]
+struct Policy {
+    idle: bool,
+}
+
+impl Policy {
+    fn follow(&mut self, mode: u8) {
+        let idle = mode == Clients::Elsewhere as u8;
+        if idle == self.idle {
+            return;
+        }
+        let policy = if idle {
+            libc::SCHED_IDLE
+        } else {
+            libc::SCHED_OTHER
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler with pid 0 changes only the calling thread's policy; the
+        // parameter is a valid sched_param on the stack.
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+            self.idle = idle;
         }
     }
 }
@@ -410,9 +492,12 @@ fn head(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, usize, bool)> {
 }
 
 /// Holds an `/events` stream open while `on`, counting its `data:` lines.
-fn stream(addr: SocketAddr, on: &AtomicBool, done: &AtomicBool, updates: &AtomicU64) {
+fn stream(addr: SocketAddr, on: &AtomicU8, done: &AtomicBool, updates: &AtomicU64) {
+    let mut policy = Policy::default();
     while !done.load(Ordering::Relaxed) {
-        if !on.load(Ordering::Relaxed) {
+        let mode = on.load(Ordering::Relaxed);
+        policy.follow(mode);
+        if mode == Clients::Off as u8 {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -425,7 +510,7 @@ fn stream(addr: SocketAddr, on: &AtomicBool, done: &AtomicBool, updates: &Atomic
             continue;
         }
         let mut line = String::new();
-        while on.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+        while on.load(Ordering::Relaxed) == mode && !done.load(Ordering::Relaxed) {
             match r.read_line(&mut line) {
                 Ok(0) => break,
                 Ok(_) => {
