@@ -523,7 +523,8 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     while !said.lock().unwrap().contains("disk full") {
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "the exporter never met the full disk"
+            "the exporter never met the full disk; the run said: {}",
+            said.lock().unwrap()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -575,8 +576,11 @@ fn h5repacks_in(dir: &Path) -> Vec<i32> {
 #[test]
 fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
     let dir = fresh("stop");
-    let text =
-        setup(1_000_000_000, 0.5).replace("compression: deflate", "compression: deflate, level: 9");
+    // No flush before the stop: how many chunks a flush finds half full and stores raw
+    // depends on the machine's speed (a loaded CI machine stored 40 % of them raw, and the
+    // file was 62 % of the events' size), which is not what this test is about.
+    let text = setup(1_000_000_000, 600.0)
+        .replace("compression: deflate", "compression: deflate, level: 9");
     std::fs::write(dir.join("s.yaml"), text).unwrap();
     let mut child = command(EXE)
         .args(["s.yaml", "--quiet"])
@@ -619,11 +623,8 @@ fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
     let deflated = (0..chunks)
         .filter(|&i| ds.chunk_info(i).unwrap().filter_mask == 0)
         .count();
-    // A flush (every 0.5 s) leaves at most the chunk it stored while it grew raw.
-    assert!(
-        deflated * 2 > chunks,
-        "{deflated} of {chunks} chunks deflated"
-    );
+    // Without a flush, every chunk is deflated, the last one at the close.
+    assert_eq!(deflated, chunks, "{deflated} of {chunks} chunks deflated");
     let event_bytes = produced * 32 * 7;
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size < event_bytes / 2, "{size} bytes for {event_bytes}");
