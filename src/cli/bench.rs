@@ -125,7 +125,7 @@ impl Case {
             max_events: None,
             max_seconds: None,
             stats_interval: 1.0,
-            huge_pages: true,
+            huge_pages: crate::shm::HugePages::Auto,
             disk_reserve_mb: 0.0,
             alert_command: None,
         }

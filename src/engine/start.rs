@@ -4,7 +4,7 @@
 
 use crate::export::recover::RunDirLock;
 use crate::run_dir::plan::{BufferPlan, Plan, WorkerPlan};
-use crate::setup::{self, Setup};
+use crate::setup::Setup;
 use std::path::{Path, PathBuf};
 
 /// Makes `target/run_<UTC time>/` (with `_2`, `_3`… when two runs start in the same
@@ -145,7 +145,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
         max_events: setup.options.max_events,
         max_seconds: setup.options.max_seconds,
         stats_interval: setup.options.stats_interval,
-        huge_pages: setup.options.huge_pages == setup::HugePages::Auto,
+        huge_pages: setup.options.huge_pages,
         disk_reserve_mb: setup.options.disk_reserve_mb,
         alert_command: setup.options.alert_command.clone(),
     }

@@ -21,7 +21,7 @@ use crate::run_dir::{
     BufferStats, DeviceState, ReaderBooks, Snapshot, WorkerStats, FULL_LEVEL, FULL_WARNING_S,
 };
 use crate::runtime::ring_name;
-use crate::shm::{places, HugePages, ShmPlace};
+use crate::shm::{places, ShmPlace};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -323,11 +323,7 @@ impl Supervisor {
     /// Creates every ring of `plan` (its `rings` lists are filled in), writes `plan.json`,
     /// and opens `stats.jsonl`, all in the run directory, which must exist.
     pub fn prepare(mut plan: Plan, opts: RunOptions) -> Result<Supervisor, EngineError> {
-        let huge = if plan.huge_pages {
-            HugePages::Auto
-        } else {
-            HugePages::Off
-        };
+        let huge = plan.huge_pages;
         let state = Path::new("/run/daq-engine");
         let _ = std::fs::create_dir_all(state);
         let places = places(huge, Some(state));

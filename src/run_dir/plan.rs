@@ -135,8 +135,8 @@ pub struct Plan {
     pub max_seconds: Option<f64>,
     /// Seconds between lines of stats.jsonl.
     pub stats_interval: f64,
-    /// Use huge pages where available.
-    pub huge_pages: bool,
+    /// Which pages the rings may use.
+    pub huge_pages: crate::shm::HugePages,
     /// Stop the run cleanly when less than this many MB are free on the run's disk.
     #[serde(default)]
     pub disk_reserve_mb: f64,
@@ -175,6 +175,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::dtype::Scalar;
+    use crate::shm::HugePages;
 
     fn plan() -> Plan {
         Plan {
@@ -214,7 +215,7 @@ mod tests {
             max_events: Some(10),
             max_seconds: None,
             stats_interval: 1.0,
-            huge_pages: true,
+            huge_pages: crate::shm::HugePages::Auto,
             disk_reserve_mb: 0.0,
             alert_command: None,
         }
@@ -236,9 +237,16 @@ mod tests {
             ])
         );
         assert_eq!(v["workers"][0]["restart"], "on-failure");
-        let back: Plan = serde_json::from_value(v).unwrap();
+        assert_eq!(v["huge_pages"], "auto");
+        let back: Plan = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, p);
         assert_eq!(back.buffers[0].dtype().record_size(), 12 + 16 + 16);
+        // Plans of earlier versions said `huge_pages: true/false`.
+        for (old, now) in [(true, HugePages::Auto), (false, HugePages::Off)] {
+            let mut v = v.clone();
+            v["huge_pages"] = old.into();
+            assert_eq!(serde_json::from_value::<Plan>(v).unwrap().huge_pages, now);
+        }
     }
 
     /// An unknown policy, type or restart is an error, not a fallback to `block` or `uint8`.
@@ -248,6 +256,7 @@ mod tests {
             ("/buffers/0/policy", "sometimes"),
             ("/buffers/0/fields/0/1", "float128"),
             ("/workers/0/restart", "always"),
+            ("/huge_pages", "sometimes"),
         ] {
             let mut v = serde_json::to_value(plan()).unwrap();
             *v.pointer_mut(path).unwrap() = bad.into();

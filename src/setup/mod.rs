@@ -80,25 +80,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::run_dir::plan::Restart;
 
-/// Whether rings may use huge pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum HugePages {
-    /// Try explicit huge pages, then transparent ones, then normal pages.
-    #[default]
-    Auto,
-    /// Normal pages only.
-    Off,
-}
-
-impl HugePages {
-    /// The setup-file spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            HugePages::Auto => "auto",
-            HugePages::Off => "off",
-        }
-    }
-}
+pub use crate::shm::HugePages;
 
 /// The `options:` section: run limits and run settings.
 #[derive(Clone, Debug, PartialEq)]

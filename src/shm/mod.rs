@@ -45,14 +45,52 @@ impl std::fmt::Display for Backing {
     }
 }
 
-/// Which pages to try.
+/// Which pages rings may use: the setup's `options.huge_pages`, the plan's `huge_pages` and
+/// what [`places`] is asked for (one setting, from the setup file to the ring files).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum HugePages {
-    /// Huge pages where available, else normal pages.
+    /// Try explicit huge pages, then transparent ones, then normal pages.
     #[default]
     Auto,
     /// Normal pages only.
     Off,
+}
+
+impl HugePages {
+    /// The setup-file spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            HugePages::Auto => "auto",
+            HugePages::Off => "off",
+        }
+    }
+}
+
+impl serde::Serialize for HugePages {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HugePages {
+    /// `"auto"` or `"off"`; `true` and `false` as the plans of earlier versions wrote it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Name(String),
+            Flag(bool),
+        }
+        match Written::deserialize(d)? {
+            Written::Flag(true) => Ok(HugePages::Auto),
+            Written::Flag(false) => Ok(HugePages::Off),
+            Written::Name(n) if n == "auto" => Ok(HugePages::Auto),
+            Written::Name(n) if n == "off" => Ok(HugePages::Off),
+            Written::Name(n) => Err(serde::de::Error::custom(format!(
+                "huge_pages '{n}': use auto or off"
+            ))),
+        }
+    }
 }
 
 /// Errors creating or opening a shared-memory file.
