@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod runs;
 
-use runs::{disk_filling_setup, fill_with_ballast};
+use runs::{disk_filling_setup, fill_with_ballast, SmallDisk};
 
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
@@ -401,45 +401,10 @@ fn events_lost_upstream_are_in_the_files_attributes() {
     );
 }
 
-/// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `mib` MiB at `dir/mnt`; None (test skipped) when not root.
-    fn mount(dir: &Path, mib: u32) -> Option<SmallDisk> {
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        match nix::mount::mount(
-            Some("tmpfs"),
-            &mnt,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some(format!("size={mib}m").as_str()),
-        ) {
-            Ok(()) => Some(SmallDisk(mnt)),
-            Err(e) => {
-                println!(
-                    "SKIPPED: cannot mount a tmpfs at {} ({e}); run as root",
-                    mnt.display()
-                );
-                None
-            }
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
-            eprintln!("could not unmount {}: {e}", self.0.display());
-        }
-    }
-}
-
 #[test]
 fn a_filling_disk_stops_the_run_cleanly_with_every_count_right() {
     let dir = fresh("disk");
-    let Some(disk) = SmallDisk::mount(&dir, 16) else {
+    let Some(disk) = SmallDisk::mount(&dir.join("mnt"), 16) else {
         return;
     };
     // About 4 MB/s (1000 events/s of 4 KiB, paced): the 11 MB above the reserve last about
@@ -484,7 +449,7 @@ fn a_filling_disk_stops_the_run_cleanly_with_every_count_right() {
 #[test]
 fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     let dir = fresh("ballast");
-    let Some(disk) = SmallDisk::mount(&dir, 24) else {
+    let Some(disk) = SmallDisk::mount(&dir.join("mnt"), 24) else {
         return;
     };
     // No reserve (the disk watch never stops the run first) and a long flush interval (at

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+mod runs;
+use runs::SmallDisk;
+
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::export::hdf5::{
     no_inherited_files, recover, BufferHandle, BufferOptions, Compression, RunFileWriter, RunInfo,
@@ -391,17 +394,6 @@ fn reader_in_another_process_follows_the_growing_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A tmpfs mounted for the test, unmounted when dropped (also on panic).
-struct SmallDisk(PathBuf);
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
-            eprintln!("could not unmount {}: {e}", self.0.display());
-        }
-    }
-}
-
 #[test]
 fn full_disk_is_a_typed_error_and_flushed_events_stay_readable() {
     if std::env::var("DAQ_HDF5_ROLE").is_ok() {
@@ -410,21 +402,9 @@ fn full_disk_is_a_typed_error_and_flushed_events_stay_readable() {
     let _one_at_a_time = serial();
     let dir = temp_dir("diskfull");
     let mnt = dir.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    if let Err(e) = nix::mount::mount(
-        Some("tmpfs"),
-        &mnt,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=2m"),
-    ) {
-        println!(
-            "SKIPPED full-disk test: cannot mount a 2 MiB tmpfs at {} ({e}); run as root",
-            mnt.display()
-        );
+    let Some(disk) = SmallDisk::mount(&mnt, 2) else {
         return;
-    }
-    let disk = SmallDisk(mnt.clone());
+    };
     let path = mnt.join("run.h5");
     let (mut w, b) = raw_writer(&path, Duration::from_secs(3600), Compression::None);
     let mut flushed = 0u64;

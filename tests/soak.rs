@@ -20,6 +20,7 @@ use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
 use runs::{
     books_balance, disk_filling_setup, fill_with_ballast, finish_within, h5py_rows, processes_with,
+    SmallDisk,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -231,24 +232,7 @@ struct SmallDiskRuns {
 /// with equal data and metadata holding what the exporter was delivered, nothing left.
 fn small_disk_runs(dir: &Path, stop: &AtomicBool) -> Option<SmallDiskRuns> {
     let mount = dir.join("small-disk");
-    std::fs::create_dir_all(&mount).unwrap();
-    if let Err(e) = nix::mount::mount(
-        Some("tmpfs"),
-        &mount,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=24m"),
-    ) {
-        eprintln!("SKIPPED the small disk: cannot mount a tmpfs ({e}); run as root");
-        return None;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    let _unmount = Unmount(&mount);
+    let _unmount = SmallDisk::mount(&mount, 24)?;
     let setup_path = dir.join("small-disk.yaml");
     std::fs::write(
         &setup_path,

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -216,4 +216,39 @@ pub fn fill_with_ballast(path: &Path, limit: usize) {
         written += block.len();
     }
     let _ = f.write_all(&block[..4096]);
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB at `at` (created); None, with a SKIPPED line, when that
+    /// is not allowed (not root).
+    pub fn mount(at: &Path, mib: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        match nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={mib}m").as_str()),
+        ) {
+            Ok(()) => Some(SmallDisk(at.to_path_buf())),
+            Err(e) => {
+                println!(
+                    "SKIPPED: cannot mount a {mib} MiB tmpfs at {} ({e}); run as root",
+                    at.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("could not unmount {}: {e}", self.0.display());
+        }
+    }
 }
