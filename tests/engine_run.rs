@@ -129,14 +129,21 @@ fn wait_running(dir: &Dir) -> PathBuf {
             .is_ok_and(|mut d| d.next().is_some())
     });
     let run = dir.run_dir();
-    wait_until("events flowing", Duration::from_secs(90), || {
-        std::fs::read_to_string(run.join("stats.jsonl")).is_ok_and(|t| {
-            t.lines().any(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .is_ok_and(|v| v["buffers"]["raw"]["events_in"].as_u64().unwrap_or(0) > 1000)
-            })
-        })
-    });
+    let stats = || std::fs::read_to_string(run.join("stats.jsonl")).unwrap_or_default();
+    let t = Instant::now();
+    while !stats().lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|v| v["buffers"]["raw"]["events_in"].as_u64().unwrap_or(0) > 1000)
+    }) {
+        // What the run did instead, should it never get going (seen once at load 25).
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "timed out waiting for events flowing; the last stats line: {}\nthe log: {}",
+            stats().lines().last().unwrap_or("none"),
+            std::fs::read_to_string(run.join("daq-engine.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     run
 }
 
