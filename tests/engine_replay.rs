@@ -5,9 +5,9 @@
 
 mod runs;
 
-use runs::{finish, Dir};
+use runs::{engine_in, finish, Dir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
@@ -39,13 +39,8 @@ const CHAIN: &str = "  pulse_finder:
 fn run(dir: &Dir, name: &str, text: &str) -> PathBuf {
     let setup = dir.write(name, text);
     let (code, err) = finish(
-        Command::new(EXE)
-            .arg(&setup)
+        engine_in(&dir.0, &[setup.as_os_str()])
             .args(["--quiet", "--no-tui"])
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
-use runs::{books_balance, finish, finish_within, processes_with, Dir};
+use runs::{books_balance, engine_in, finish, finish_within, processes_with, Dir};
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
     format!(
@@ -46,14 +46,9 @@ Workers:
 }
 
 fn start(dir: &Dir, setup: &Path, extra: &[&str]) -> Child {
-    Command::new(EXE)
-        .arg(setup)
+    engine_in(&dir.0, &[setup.as_os_str()])
         .args(extra)
         .arg("--no-tui")
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("start daq-engine")
 }
@@ -444,13 +439,7 @@ fn check_and_the_run_refuse_what_would_fail_after_the_start() {
             "target_directory: runs\nBuffers:\n  raw: {{slot_count: 8, data_length: 4, data_dtype: {{x: f8}}}}\nWorkers:\n{line5}\n  bad:\n    function: {function}\n    {side}: [raw]\n{line9}\n"
         );
         let s = dir.write("bad.yaml", &text);
-        let check = Command::new(EXE)
-            .arg("check")
-            .arg(&s)
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let check = engine_in(&dir.0, &["check".as_ref(), s.as_os_str()])
             .spawn()
             .unwrap();
         for (how, child) in [("check", check), ("run", start(&dir, &s, &[]))] {

@@ -6,13 +6,13 @@
 //! `policy: drop`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
-use runs::{books_balance, finish, finish_within, processes_with, Dir};
+use runs::{books_balance, engine_in, finish, finish_within, processes_with, Dir};
 
 fn setups() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setups/mimocorb2_builtins")
@@ -28,14 +28,7 @@ fn scratch(tag: &str) -> Dir {
 }
 
 fn daq(dir: &Dir, args: &[&str]) -> std::process::Child {
-    Command::new(EXE)
-        .args(args)
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start daq-engine")
+    engine_in(&dir.0, args).spawn().expect("start daq-engine")
 }
 
 /// Counts of a NumPy int64 .npy file as `np.save` writes it.

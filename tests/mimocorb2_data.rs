@@ -6,13 +6,11 @@
 
 use daq_engine::export::mimo::MimoReader;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
 mod runs;
-use runs::{books_balance, finish, finish_within, Dir};
+use runs::{books_balance, engine_in, finish, finish_within, Dir};
 
 const DTYPE: &str = "{ch0: float32, ch1: int16, flag: uint8}";
 
@@ -29,13 +27,7 @@ fn run(dir: &Dir, name: &str) -> (i32, String, Option<PathBuf>) {
         &setup,
     )
     .unwrap();
-    let child = Command::new(EXE)
-        .arg(&setup)
-        .arg("--no-tui")
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let child = engine_in(&dir.0, &[setup.as_os_str(), "--no-tui".as_ref()])
         .spawn()
         .unwrap();
     let (code, out) = finish_within(child, Duration::from_secs(120));
@@ -176,13 +168,7 @@ fn a_mimo_file_of_other_records_is_refused_before_the_run() {
         "target_directory: other\nBuffers:\n  raw: {{slot_count: 8, data_length: 16, data_dtype: {DTYPE}}}\nWorkers:\n  replay: {{function: data.simulate_importer, sinks: [raw], config: {{filename: recorded.mimo}}}}\n  drain: {{function: exporters.drain, sources: [raw]}}\n"
     );
     let setup = dir.write("other.yaml", &text);
-    let o = Command::new(EXE)
-        .arg("check")
-        .arg(&setup)
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let o = engine_in(&dir.0, &["check".as_ref(), setup.as_os_str()])
         .spawn()
         .unwrap();
     let (code, out) = finish(o);
@@ -294,13 +280,8 @@ fn data_export_writes_every_kind_of_field_numpy_reads_back() {
         assert_eq!(header.data_dtype, want, "protocol {protocol}");
         let text = "target_directory: runs\nBuffers:\n  raw:\n    slot_count: 8\n    data_length: 4\n    data_dtype: {b: bool, s: S5, u: U3, c: complex64, z: '>c16', be: '>f4', sub: '(2,3)i2', us: '(2,)U2'}\nWorkers:\n  replay: {function: data.clocked_importer, sinks: [raw], config: {filename: kinds.mimo, rate: 2000}}\n  export: {function: data.export, sources: [raw]}\n";
         let setup = dir.write("kinds.yaml", text);
-        let child = Command::new(EXE)
-            .arg(&setup)
+        let child = engine_in(&dir.0, &[setup.as_os_str()])
             .args(["--no-tui", "--quiet"])
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let (code, out) = finish_within(child, Duration::from_secs(120));

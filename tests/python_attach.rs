@@ -13,10 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
 mod runs;
-use runs::{books_balance, finish_within, Dir};
+use runs::{books_balance, engine_in, finish_within, Dir};
 
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
@@ -62,13 +60,7 @@ fn py(dir: &Dir, script: &str, args: &[&str]) -> (i32, String) {
 /// Starts the binary on `setup` (in `dir`); returns it and its run directory, once that
 /// has its plan.json (written before any worker starts; looked for every 5 ms, for a minute).
 fn start(dir: &Dir, setup: &Path) -> (std::process::Child, PathBuf) {
-    let child = Command::new(EXE)
-        .arg(setup)
-        .arg("--quiet")
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let child = engine_in(&dir.0, &[setup.as_os_str(), "--quiet".as_ref()])
         .spawn()
         .unwrap();
     let runs = dir.0.join("runs");

@@ -4,14 +4,14 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/daq-engine@.service");
 
 mod runs;
-use runs::{finish_within, Dir};
+use runs::{engine_in, finish_within, Dir};
 
 /// `systemd-analyze verify` on `unit` (ExecStart pointed at the built binary: the installed
 /// path does not exist here); its exit code and everything it said.
@@ -91,14 +91,9 @@ fn messages(tag: &str, abstract_socket: bool) -> Vec<String> {
     };
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let child = Command::new(EXE)
-        .args(["setup.yaml", "--no-tui", "--quiet"])
-        .current_dir(&dir.0)
+    let child = engine_in(&dir.0, &["setup.yaml", "--no-tui", "--quiet"])
         .env("NOTIFY_SOCKET", &name)
         .env("WATCHDOG_USEC", "200000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut got: Vec<String> = Vec::new();
@@ -191,12 +186,7 @@ fn no_escape_codes_when_stderr_is_not_a_terminal() {
         SETUP.replace("n_events: 1000000000", "n_events: 20000"),
     )
     .unwrap();
-    let child = Command::new(EXE)
-        .args(["setup.yaml", "--progress-every", "0.1"])
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let child = engine_in(&dir.0, &["setup.yaml", "--progress-every", "0.1"])
         .spawn()
         .unwrap();
     let (code, out) = finish_within(child, Duration::from_secs(60));

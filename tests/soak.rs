@@ -19,8 +19,8 @@ use daq_drivers::serial::{SimulatedDevice, SimulatorHandle};
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
 use runs::{
-    books_balance, disk_filling_setup, fill_with_ballast, finish_within, h5py_rows, processes_with,
-    SmallDisk,
+    books_balance, disk_filling_setup, engine_in, fill_with_ballast, finish_within, h5py_rows,
+    processes_with, SmallDisk,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -248,13 +248,8 @@ fn small_disk_runs(dir: &Path, stop: &AtomicBool) -> Option<SmallDiskRuns> {
             let _ = std::fs::remove_dir_all(e.path());
         }
         let ballast = cycle % 2 == 1;
-        let child = Command::new(EXE)
-            .arg(&setup_path)
+        let child = engine_in(dir, &[setup_path.as_os_str()])
             .args(["--no-tui", "--quiet"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let _guard = StopOnPanic(child.id());

@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Waits for the run; returns its exit code and its stderr followed by its stdout.
@@ -251,4 +250,16 @@ impl Drop for SmallDisk {
             eprintln!("could not unmount {}: {e}", self.0.display());
         }
     }
+}
+
+/// The real binary, run in `dir` with `args`, stdin closed and its output piped (read by
+/// [`finish`] or [`finish_within`]). A `Command`, so that callers can add to it.
+pub fn engine_in<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_daq-engine"));
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
