@@ -186,6 +186,19 @@ impl Hdf5Export {
                 },
             )
             .map_err(io)?;
+        // Counts: the importer's scales (written at its start) go on `data` at close.
+        let plan = crate::run_dir::plan::Plan::load(&ctx.run_dir.join(crate::run_dir::PLAN));
+        if let Some(origin) = plan
+            .ok()
+            .and_then(|p| crate::run_dir::scales::origin_of(&p, &src.name))
+        {
+            writer
+                .keep_scales(
+                    buffer,
+                    crate::run_dir::scales::scales_path(&ctx.run_dir, &origin),
+                )
+                .map_err(io)?;
+        }
         Ok(Hdf5Export {
             writer: Some(writer),
             buffer,

@@ -217,6 +217,9 @@ struct BufferSpec {
     chunk_events: usize,
     meta_chunk_events: usize,
     events_total: u64,
+    /// The importer's sample scales file (`scales_<worker>.txt`), whose fields get their
+    /// `<field>.volts_per_count` and `<field>.offset_volts` attributes on `data` at close.
+    scales: Option<PathBuf>,
 }
 
 /// Rows collected for one dataset, aligned to its chunks: `buf` holds rows
@@ -742,6 +745,7 @@ impl RunFileWriter {
         };
         for spec in &self.specs {
             create_buffer_group(&of.file, spec, &self.meta_type).map_err(create_err)?;
+            write_scales(&of.file, spec, true).map_err(create_err)?;
         }
         let rotating = self.file_index > 0;
         self.file_index = index;
@@ -807,6 +811,7 @@ impl RunFileWriter {
             chunk_events,
             meta_chunk_events,
             events_total: 0,
+            scales: None,
         };
         create_buffer_group(&of.file, &spec, &self.meta_type)
             .map_err(|reason| ExportError::Create { path, reason })?;
@@ -1113,6 +1118,35 @@ impl RunFileWriter {
         self.device_notes = Some(run_dir.into());
     }
 
+    /// Takes the sample scales in `path` (see [`crate::run_dir::scales`]) for `buffer`: when
+    /// a file closes, every integer field they name gets the attributes
+    /// `<field>.volts_per_count` and `<field>.offset_volts` on the buffer's `data` (volts =
+    /// counts × volts_per_count + offset_volts).
+    /// Must be called before the first [`append`](Self::append) or [`flush`](Self::flush):
+    /// the attributes are created then (a SWMR writer cannot add them later), holding NaN
+    /// until the scales are known (at the latest when the file closes).
+    pub fn keep_scales(
+        &mut self,
+        buffer: BufferHandle,
+        path: impl Into<PathBuf>,
+    ) -> Result<(), ExportError> {
+        let file_path = self.current_path();
+        let Some(spec) = self.specs.get_mut(buffer.0) else {
+            return Ok(());
+        };
+        spec.scales = Some(path.into());
+        let Some(of) = self.current.as_ref() else {
+            return Ok(());
+        };
+        if of.swmr {
+            return Err(ExportError::LayoutFrozen(spec.name.clone()));
+        }
+        write_scales(&of.file, spec, true).map_err(|reason| ExportError::Create {
+            path: file_path,
+            reason,
+        })
+    }
+
     /// Records the run statistics written as root attributes when a file closes.
     pub fn update_stats(&mut self, stats: RunStats) {
         self.stats = stats;
@@ -1213,6 +1247,9 @@ impl RunFileWriter {
             )?;
             if !self.histograms.is_empty() {
                 write_histograms(f, &self.histograms)?;
+            }
+            for spec in &self.specs {
+                write_scales(f, spec, false)?;
             }
             if let Some(dir) = &self.device_notes {
                 for (name, text) in device_notes(dir) {
@@ -1689,6 +1726,64 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
         ),
         events: 0,
     })
+}
+
+/// The attributes `<field>.volts_per_count` and `<field>.offset_volts` on `/<buffer>/data`
+/// for the integer fields of the buffer (when it takes sample scales): the values of its
+/// scales file, NaN while that is not there. `create` (before SWMR starts) creates them;
+/// otherwise only those already there are written (a SWMR writer cannot add attributes).
+fn write_scales(file: &h5::File, spec: &BufferSpec, create: bool) -> Result<(), String> {
+    use crate::run_dir::scales::{FieldScale, SampleScales, OFFSET_VOLTS, VOLTS_PER_COUNT};
+    let Some(path) = spec.scales.as_deref() else {
+        return Ok(());
+    };
+    let known = SampleScales::read(path).unwrap_or_default();
+    let scales: Vec<FieldScale> = spec
+        .dtype
+        .fields()
+        .iter()
+        .filter(|f| {
+            f.ty.scalar().is_some_and(|s| {
+                !matches!(s, crate::dtype::Scalar::F32 | crate::dtype::Scalar::F64)
+            })
+        })
+        .map(|f| {
+            known
+                .fields
+                .iter()
+                .find(|k| k.field == f.name)
+                .cloned()
+                .unwrap_or(FieldScale {
+                    field: f.name.clone(),
+                    volts_per_count: f64::NAN,
+                    offset_volts: f64::NAN,
+                })
+        })
+        .collect();
+    if !create && known.fields.is_empty() {
+        return Ok(());
+    }
+    let put = || -> h5::Result<()> {
+        let ds = file.dataset(&format!("{}/data", spec.name))?;
+        for f in &scales {
+            for (what, v) in [
+                (VOLTS_PER_COUNT, f.volts_per_count),
+                (OFFSET_VOLTS, f.offset_volts),
+            ] {
+                let name = format!("{}.{what}", f.field);
+                match ds.attr(&name) {
+                    Ok(a) => a.write_scalar(&v)?,
+                    Err(_) if create => ds
+                        .new_attr::<f64>()
+                        .create(name.as_str())?
+                        .write_scalar(&v)?,
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(())
+    };
+    put().map_err(|e| format!("buffer '{}': sample scales: {}", spec.name, hdf(e)))
 }
 
 /// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`.
