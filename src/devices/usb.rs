@@ -374,7 +374,7 @@ mod drs4_keys {
     pub const FORMAT: Key<str> = key!(
         "format",
         "volts",
-        "counts (int16: the calibrated sample in 1/65536 V, 0 at range_centre, half the bytes \
+        "counts (int16: the calibrated sample in 1/32768 V, 0 at range_centre, half the bytes \
          of volts; volts = counts × volts_per_count + offset_volts, stored with the data) or \
          volts (float32)"
     );
@@ -386,7 +386,7 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
     template: Template::Importer,
     summary: "PSI DRS4 evaluation board (SiPM/PMT waveform digitizer) through libusb: 4 × 1024 \
               cells per event with the per-cell calibration applied. Sink fields ch1..ch4 \
-              int16 counts of 1/65536 V (format counts) or float32 volts (and t: float32 ns \
+              int16 counts of 1/32768 V (format counts) or float32 volts (and t: float32 ns \
               with time_axis); data_length 1024.",
     sources: Arity::NONE,
     sinks: Arity::ONE,
@@ -795,8 +795,13 @@ fn check_sink(
         &ctx.config,
         format.name,
         format!(
-            "'{value}' writes {} samples, which sink buffer '{}' does not declare ({e});              change the format or the buffer's data_dtype",
-            layout.fields.first().map_or("?", |f| f.numpy_type),
+            "'{value}' writes {} samples, which sink buffer '{}' does not declare ({e}); \
+             change the format or the buffer's data_dtype",
+            layout
+                .fields
+                .first()
+                .and_then(|f| crate::dtype::Scalar::parse(f.numpy_type).ok())
+                .map_or("?", |s| s.name()),
             sink.name
         ),
     ))

@@ -147,4 +147,60 @@ mod tests {
         assert_eq!(SampleScales::read(&scales_path(&dir, "scope")), Some(s));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A plan of buffers (name, dtype of field `chA`, writer) and workers (name, function,
+    /// sources).
+    fn plan(buffers: &[(&str, &str, &str)], workers: &[(&str, &str, &[&str])]) -> Plan {
+        let buffers: Vec<serde_json::Value> = buffers
+            .iter()
+            .map(|(name, ty, writer)| {
+                serde_json::json!({"name": name, "fields": [["chA", ty]], "data_length": 8,
+                    "slot_count": 4, "policy": "block", "writer": writer, "readers": [],
+                    "observers": [], "rings": []})
+            })
+            .collect();
+        let workers: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|(name, function, sources)| {
+                serde_json::json!({"name": name, "function": function, "file": null,
+                    "processes": 1, "sources": sources, "sinks": [], "observes": [],
+                    "config": {}, "cpu": [], "priority": null, "restart": "never"})
+            })
+            .collect();
+        serde_json::from_value(
+            serde_json::json!({"run_id": "t", "run_dir": "/", "setup_dir": "/",
+            "buffers": buffers, "workers": workers, "max_events": null, "max_seconds": null,
+            "stats_interval": 1.0, "huge_pages": false}),
+        )
+        .unwrap()
+    }
+
+    use super::super::plan::Plan;
+
+    /// The scales hold behind filters (events copied unchanged) and not behind a
+    /// processor, nor across a change of dtype.
+    #[test]
+    fn the_origin_is_found_through_filters_only() {
+        let p = plan(
+            &[
+                ("raw", "int16", "adc"),
+                ("trig", "int16", "trigger"),
+                ("again", "int16", "prescale"),
+                ("flat", "int16", "baseline"),
+                ("wide", "int32", "widen"),
+            ],
+            &[
+                ("adc", "simulate.pulses", &[]),
+                ("trigger", "filter.threshold", &["raw"]),
+                ("prescale", "filter.prescale", &["trig"]),
+                ("baseline", "process.baseline", &["raw"]),
+                ("widen", "filter.threshold", &["raw"]),
+            ],
+        );
+        assert_eq!(origin_of(&p, "raw").as_deref(), Some("adc"));
+        assert_eq!(origin_of(&p, "again").as_deref(), Some("adc"));
+        assert_eq!(origin_of(&p, "flat"), None);
+        assert_eq!(origin_of(&p, "wide"), None);
+        assert_eq!(origin_of(&p, "nothing"), None);
+    }
 }

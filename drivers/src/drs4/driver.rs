@@ -91,11 +91,15 @@ pub struct Drs4Config {
     pub calibration_file: Option<PathBuf>,
     /// Write a `t` field (ns) after the four channels.
     pub time_axis: bool,
-    /// Write the calibrated samples as `i2` counts of 1/65536 V (the board's own 16-bit
-    /// scale, finer than its 14-bit ADC), 0 at the range centre, instead of `f4` volts:
-    /// volts = counts / 65536 + range_centre.
+    /// Write the calibrated samples as `i2` counts of 1/32768 V, 0 at the range centre,
+    /// instead of `f4` volts: volts = counts / 32768 + range_centre. The step is half the
+    /// 14-bit ADC's, and ±1 V holds every calibrated value (the calibration moves samples at
+    /// the edges of the 1 V window a little outside it).
     pub counts: bool,
 }
+
+/// Counts of a volt in the `counts` format (see [`Drs4Config::counts`]).
+const COUNTS_PER_VOLT: f32 = 32768.0;
 
 impl Drs4Config {
     /// The records the board writes per event: `ch1`..`ch4` (`f4` volts or `i2` counts),
@@ -120,7 +124,7 @@ impl Drs4Config {
         }
     }
 
-    /// With `counts`: how each channel's counts become volts (1/65536 V per count, the
+    /// With `counts`: how each channel's counts become volts (1/32768 V per count, the
     /// range centre at 0); nothing for volts.
     pub fn channel_scales(&self) -> Vec<ChannelScale> {
         if !self.counts {
@@ -129,7 +133,7 @@ impl Drs4Config {
         (1..=4)
             .map(|c| ChannelScale {
                 field: format!("ch{c}"),
-                volts_per_count: 1.0 / 65536.0,
+                volts_per_count: 1.0 / COUNTS_PER_VOLT as f64,
                 offset_volts: self.range_centre,
             })
             .collect()
@@ -896,7 +900,7 @@ impl<T: UsbTransport> Drs4<T> {
     fn write_event(&mut self, stop: usize, out: &mut [u8]) {
         let counts = self.config.counts;
         // Counts are the calibrated value on the board's 16-bit scale, 0 at the range
-        // centre: the volts of a range centred on 0, times 65536.
+        // centre: the volts of a range centred on 0, in steps of 1 / COUNTS_PER_VOLT.
         let range_low = if counts {
             -0.5
         } else {
@@ -912,7 +916,7 @@ impl<T: UsbTransport> Drs4<T> {
         let record = samples + if self.config.time_axis { 4 } else { 0 };
         let put = |out: &mut [u8], at: usize, volts: f32| {
             if counts {
-                let c = (volts * 65536.0).round().clamp(-32768.0, 32767.0) as i16;
+                let c = (volts * COUNTS_PER_VOLT).round().clamp(-32768.0, 32767.0) as i16;
                 out[at..at + 2].copy_from_slice(&c.to_le_bytes());
             } else {
                 out[at..at + 4].copy_from_slice(&volts.to_le_bytes());
@@ -942,7 +946,7 @@ impl<T: UsbTransport> Drs4<T> {
         let sample = |out: &[u8], j: usize, input: usize| {
             let at = j * record + width * input;
             if counts {
-                f32::from(i16::from_le_bytes([out[at], out[at + 1]])) / 65536.0
+                f32::from(i16::from_le_bytes([out[at], out[at + 1]])) / COUNTS_PER_VOLT
             } else {
                 f32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]])
             }

@@ -103,7 +103,7 @@ impl HantekConfig {
                 ChannelScale {
                     field: format!("ch{}", c + 1),
                     volts_per_count: per_count,
-                    offset_volts: -(centre + f64::from(cal.offset_counts)) * per_count,
+                    offset_volts: 0.0 - (centre + f64::from(cal.offset_counts)) * per_count,
                 }
             })
             .collect()

@@ -1118,7 +1118,8 @@ impl Source for PicoScope {
                 ChannelScale {
                     field: format!("ch{}", channel_letter(c)),
                     volts_per_count: ch.range.volts() / f64::from(self.max_adc),
-                    offset_volts: -f64::from(ch.analog_offset_v),
+                    // `0.0 -`: no "-0" for no offset.
+                    offset_volts: 0.0 - f64::from(ch.analog_offset_v),
                 }
             })
             .collect()
