@@ -342,3 +342,55 @@ fn check_refuses_a_dtype_that_does_not_fit_the_format() {
         "ch1 is int16 but must be float32",
     );
 }
+
+/// The importer writes its scales after the exporter created its file (they start at the
+/// same time): the attributes are added at the next flush, in SWMR mode, not only at close,
+/// so a file whose writer is killed has them; a float field gets none.
+#[test]
+fn scales_written_after_the_file_was_created_are_in_it_at_the_next_flush() {
+    use daq_engine::dtype::{Dtype, Metadata};
+    use daq_engine::export::hdf5::{BufferOptions, RunFileWriter, RunInfo, WriterOptions};
+    use daq_engine::run_dir::scales::{scales_path, FieldScale, SampleScales};
+    let d = Dir::new("late-scales");
+    let dtype = Dtype::parse([("chA", "i2"), ("t", "f4")]).unwrap();
+    let mut w = RunFileWriter::create(
+        d.0.join("raw.h5"),
+        RunInfo::new("buffers: {}\n"),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let raw = w
+        .add_buffer("raw", &dtype, 4, BufferOptions::default())
+        .unwrap();
+    w.keep_scales(raw, scales_path(&d.0, "adc")).unwrap();
+    let event = vec![1u8; dtype.record_size() * 4];
+    let meta = |counter| Metadata {
+        counter,
+        timestamp: 1.0,
+        deadtime: 0.0,
+    };
+    w.append(raw, &event, &meta(0)).unwrap();
+    w.flush().unwrap();
+    let facts = daq_engine::export::inspect(d.0.join("raw.h5")).unwrap();
+    assert!(!facts.contains("volts_per_count"), "{facts}");
+    SampleScales {
+        buffer: "raw".into(),
+        fields: vec![FieldScale {
+            field: "chA".into(),
+            volts_per_count: 0.25,
+            offset_volts: -1.5,
+        }],
+    }
+    .write(&d.0, "adc")
+    .unwrap();
+    w.append(raw, &event, &meta(1)).unwrap();
+    w.flush().unwrap();
+    // Still open for writing (as after a crash): the values are there.
+    let facts = daq_engine::export::inspect(d.0.join("raw.h5")).unwrap();
+    assert!(
+        facts.contains("@chA.volts_per_count = 0.25") && facts.contains("@chA.offset_volts = -1.5"),
+        "{facts}"
+    );
+    assert!(!facts.contains("@t.volts_per_count"), "{facts}");
+    drop(w);
+}

@@ -218,8 +218,10 @@ struct BufferSpec {
     meta_chunk_events: usize,
     events_total: u64,
     /// The importer's sample scales file (`scales_<worker>.txt`), whose fields get their
-    /// `<field>.volts_per_count` and `<field>.offset_volts` attributes on `data` at close.
+    /// `<field>.volts_per_count` and `<field>.offset_volts` attributes on `data`.
     scales: Option<PathBuf>,
+    /// The open file's scale attributes hold the values (not NaN): nothing more to do.
+    scales_in_file: bool,
 }
 
 /// Rows collected for one dataset, aligned to its chunks: `buf` holds rows
@@ -743,9 +745,9 @@ impl RunFileWriter {
             events_flushed: 0,
             swmr: false,
         };
-        for spec in &self.specs {
+        for spec in &mut self.specs {
             create_buffer_group(&of.file, spec, &self.meta_type).map_err(create_err)?;
-            write_scales(&of.file, spec, true).map_err(create_err)?;
+            spec.scales_in_file = write_scales(&of.file, spec).map_err(create_err)?;
         }
         let rotating = self.file_index > 0;
         self.file_index = index;
@@ -812,6 +814,7 @@ impl RunFileWriter {
             meta_chunk_events,
             events_total: 0,
             scales: None,
+            scales_in_file: false,
         };
         create_buffer_group(&of.file, &spec, &self.meta_type)
             .map_err(|reason| ExportError::Create { path, reason })?;
@@ -1084,6 +1087,17 @@ impl RunFileWriter {
                 failure = Some((spec.name.clone(), reason));
             }
         }
+        // Scales that were not known when the file was created: in at the first flush after
+        // the importer wrote them, so a file cut short by a crash has them too.
+        for spec in self.specs.iter_mut().filter(|s| !s.scales_in_file) {
+            if failure.is_some() {
+                break;
+            }
+            match write_scales(&of.file, spec) {
+                Ok(known) => spec.scales_in_file = known,
+                Err(reason) => failure = Some((spec.name.clone(), reason)),
+            }
+        }
         if let Some((name, reason)) = failure {
             return Err(self.fail(name, reason));
         }
@@ -1118,13 +1132,12 @@ impl RunFileWriter {
         self.device_notes = Some(run_dir.into());
     }
 
-    /// Takes the sample scales in `path` (see [`crate::run_dir::scales`]) for `buffer`: when
-    /// a file closes, every integer field they name gets the attributes
-    /// `<field>.volts_per_count` and `<field>.offset_volts` on the buffer's `data` (volts =
-    /// counts × volts_per_count + offset_volts).
-    /// Must be called before the first [`append`](Self::append) or [`flush`](Self::flush):
-    /// the attributes are created then (a SWMR writer cannot add them later), holding NaN
-    /// until the scales are known (at the latest when the file closes).
+    /// Takes the sample scales in `path` (see [`crate::run_dir::scales`]) for `buffer`:
+    /// every integer field they name gets the attributes `<field>.volts_per_count` and
+    /// `<field>.offset_volts` on the buffer's `data` (volts = counts × volts_per_count +
+    /// offset_volts), in every file, as soon as the file exists when it is there already,
+    /// else at the first flush after it appears (so a file cut short by a crash has them
+    /// too), at the latest at close.
     pub fn keep_scales(
         &mut self,
         buffer: BufferHandle,
@@ -1138,13 +1151,12 @@ impl RunFileWriter {
         let Some(of) = self.current.as_ref() else {
             return Ok(());
         };
-        if of.swmr {
-            return Err(ExportError::LayoutFrozen(spec.name.clone()));
-        }
-        write_scales(&of.file, spec, true).map_err(|reason| ExportError::Create {
-            path: file_path,
-            reason,
-        })
+        spec.scales_in_file =
+            write_scales(&of.file, spec).map_err(|reason| ExportError::Create {
+                path: file_path,
+                reason,
+            })?;
+        Ok(())
     }
 
     /// Records the run statistics written as root attributes when a file closes.
@@ -1248,8 +1260,8 @@ impl RunFileWriter {
             if !self.histograms.is_empty() {
                 write_histograms(f, &self.histograms)?;
             }
-            for spec in &self.specs {
-                write_scales(f, spec, false)?;
+            for spec in self.specs.iter().filter(|s| !s.scales_in_file) {
+                write_scales(f, spec)?;
             }
             if let Some(dir) = &self.device_notes {
                 for (name, text) in device_notes(dir) {
@@ -1659,8 +1671,12 @@ fn create_buffer_group(
         .map_err(|e| ctx("create group", e))?;
     // Compressed chunks come from the writer's threads (direct chunk writes); the pipeline
     // is declared so that every reader decodes them (see the module notes).
+    // Attributes in dense storage from the first: a SWMR writer can add them later (the
+    // counts' scales, known once the importer runs) without growing the object header,
+    // which SWMR does not allow.
     let mut b = group
         .new_dataset_builder()
+        .attr_phase_change(0, 0)
         .chunk((spec.chunk_events, spec.data_length));
     if let Compression::Deflate { level } = spec.options.compression {
         b = b.shuffle().deflate(level.clamp(1, 9));
@@ -1729,43 +1745,27 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
 }
 
 /// The attributes `<field>.volts_per_count` and `<field>.offset_volts` on `/<buffer>/data`
-/// for the integer fields of the buffer (when it takes sample scales): the values of its
-/// scales file, NaN while that is not there. `create` (before SWMR starts) creates them;
-/// otherwise only those already there are written (a SWMR writer cannot add attributes).
-fn write_scales(file: &h5::File, spec: &BufferSpec, create: bool) -> Result<(), String> {
-    use crate::run_dir::scales::{FieldScale, SampleScales, OFFSET_VOLTS, VOLTS_PER_COUNT};
+/// for the integer fields its scales file names, once that file is there. True when they are
+/// in the file (or the buffer takes no scales): nothing more to do.
+fn write_scales(file: &h5::File, spec: &BufferSpec) -> Result<bool, String> {
+    use crate::run_dir::scales::{SampleScales, OFFSET_VOLTS, VOLTS_PER_COUNT};
     let Some(path) = spec.scales.as_deref() else {
-        return Ok(());
+        return Ok(true);
     };
-    let known = SampleScales::read(path).unwrap_or_default();
-    let scales: Vec<FieldScale> = spec
-        .dtype
-        .fields()
-        .iter()
-        .filter(|f| {
-            f.ty.scalar().is_some_and(|s| {
-                !matches!(s, crate::dtype::Scalar::F32 | crate::dtype::Scalar::F64)
-            })
-        })
-        .map(|f| {
-            known
-                .fields
-                .iter()
-                .find(|k| k.field == f.name)
-                .cloned()
-                .unwrap_or(FieldScale {
-                    field: f.name.clone(),
-                    volts_per_count: f64::NAN,
-                    offset_volts: f64::NAN,
+    let Some(scales) = SampleScales::read(path) else {
+        return Ok(false);
+    };
+    let counted = |name: &str| {
+        spec.dtype.fields().iter().any(|f| {
+            f.name == name
+                && f.ty.scalar().is_some_and(|s| {
+                    !matches!(s, crate::dtype::Scalar::F32 | crate::dtype::Scalar::F64)
                 })
         })
-        .collect();
-    if !create && known.fields.is_empty() {
-        return Ok(());
-    }
+    };
     let put = || -> h5::Result<()> {
         let ds = file.dataset(&format!("{}/data", spec.name))?;
-        for f in &scales {
+        for f in scales.fields.iter().filter(|f| counted(&f.field)) {
             for (what, v) in [
                 (VOLTS_PER_COUNT, f.volts_per_count),
                 (OFFSET_VOLTS, f.offset_volts),
@@ -1773,17 +1773,17 @@ fn write_scales(file: &h5::File, spec: &BufferSpec, create: bool) -> Result<(), 
                 let name = format!("{}.{what}", f.field);
                 match ds.attr(&name) {
                     Ok(a) => a.write_scalar(&v)?,
-                    Err(_) if create => ds
+                    Err(_) => ds
                         .new_attr::<f64>()
                         .create(name.as_str())?
                         .write_scalar(&v)?,
-                    Err(_) => {}
                 }
             }
         }
         Ok(())
     };
-    put().map_err(|e| format!("buffer '{}': sample scales: {}", spec.name, hdf(e)))
+    put().map_err(|e| format!("buffer '{}': sample scales: {}", spec.name, hdf(e)))?;
+    Ok(true)
 }
 
 /// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`.
