@@ -394,3 +394,39 @@ fn scales_written_after_the_file_was_created_are_in_it_at_the_next_flush() {
     assert!(!facts.contains("@t.volts_per_count"), "{facts}");
     drop(w);
 }
+
+/// The Red Pitaya's traces were int16 counts already; now the file says what they are worth,
+/// negative for an input the negator inverts (SCPI transport, simulated server).
+#[test]
+fn redpitaya_counts_carry_their_scale_and_the_negators_sign() {
+    let setup = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/setups/redpitaya_scpi.yaml"
+    ))
+    .unwrap();
+    let text = setup.replacen("negator_IN1: false", "negator_IN1: true", 1);
+    assert!(text.contains("negator_IN1: true"), "no negator_IN1 line");
+    let d = Dir::new("redpitaya");
+    let file = d.0.join("rp.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(EXE)
+        .arg(&file)
+        .args(["--simulate", "--no-tui", "--quiet", "--max-events", "20"])
+        .arg("--target-directory")
+        .arg(&d.0)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let facts = daq_engine::export::inspect(d.run_dir().join("oscilloscope.h5")).unwrap();
+    assert!(
+        facts.contains("@IN1.volts_per_count = -0.0001220703125")
+            && facts.contains("@IN2.volts_per_count = 0.0001220703125")
+            && facts.contains("@IN1.offset_volts = 0"),
+        "{facts}"
+    );
+}

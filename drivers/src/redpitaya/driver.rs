@@ -28,7 +28,8 @@ use super::protocol::{
 };
 use crate::serial::Backoff;
 use crate::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
+    Source,
 };
 
 /// How traces are taken.
@@ -906,6 +907,27 @@ impl Source for Mcpha {
                 Ok(false)
             }
         }
+    }
+
+    /// The traces are int16 ADC counts: `volts_per_count` each, negative for an input the
+    /// negator inverts (the stored count is then minus the input's).
+    fn channel_scales(&self) -> Vec<ChannelScale> {
+        if !matches!(self.cfg.mode, McphaMode::Traces(_)) {
+            return Vec::new();
+        }
+        ["IN1", "IN2"]
+            .iter()
+            .zip(self.cfg.negator)
+            .map(|(field, negated)| ChannelScale {
+                field: field.to_string(),
+                volts_per_count: if negated {
+                    -self.cfg.volts_per_count
+                } else {
+                    self.cfg.volts_per_count
+                },
+                offset_volts: 0.0,
+            })
+            .collect()
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {

@@ -23,7 +23,8 @@ use crate::redpitaya::protocol::{Input, Slope, TriggerMode, SAMPLE_BYTES};
 use crate::redpitaya::resolve;
 use crate::serial::Backoff;
 use crate::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
+    Source,
 };
 
 /// Settings of a board read over SCPI (setup keys map onto these fields).
@@ -711,6 +712,24 @@ impl Source for Scpi {
                 Ok(false)
             }
         }
+    }
+
+    /// The traces are int16 ADC counts: `volts_per_count` each, negative for an input the
+    /// negator inverts (the stored count is then minus the input's).
+    fn channel_scales(&self) -> Vec<ChannelScale> {
+        ["IN1", "IN2"]
+            .iter()
+            .zip(self.cfg.negator)
+            .map(|(field, negated)| ChannelScale {
+                field: field.to_string(),
+                volts_per_count: if negated {
+                    -self.cfg.volts_per_count
+                } else {
+                    self.cfg.volts_per_count
+                },
+                offset_volts: 0.0,
+            })
+            .collect()
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
