@@ -312,7 +312,7 @@ pub fn check_layout(
 /// Writes how the counts of `buffer`'s fields become volts into the run directory
 /// (`scales_<worker>.txt`, see [`crate::run_dir::scales`]), for the exporters; nothing when
 /// the source writes no counts. A failure is logged: the data are still good.
-pub(crate) fn write_scales(ctx: &BuildContext, buffer: &str, scales: &[daq_drivers::ChannelScale]) {
+fn write_scales(ctx: &BuildContext, buffer: &str, scales: &[daq_drivers::ChannelScale]) {
     use crate::run_dir::scales::{FieldScale, SampleScales};
     let s = SampleScales {
         buffer: buffer.to_string(),

@@ -186,7 +186,8 @@ impl Hdf5Export {
                 },
             )
             .map_err(io)?;
-        // Counts: the importer's scales (written at its start) go on `data` at close.
+        // Counts: the scales of the importer the buffer comes from (it writes them when it
+        // starts) go onto `data` as soon as they are there.
         let plan = crate::run_dir::plan::Plan::load(&ctx.run_dir.join(crate::run_dir::PLAN));
         if let Some(origin) = plan
             .ok()

@@ -782,6 +782,24 @@ impl Mcpha {
     }
 }
 
+/// How the int16 traces IN1, IN2 (MCPHA or SCPI) become volts: `volts_per_count` each,
+/// negative for an input the negator inverts (the stored count is minus the input's).
+pub(crate) fn trace_scales(volts_per_count: f64, negator: [bool; 2]) -> Vec<ChannelScale> {
+    ["IN1", "IN2"]
+        .iter()
+        .zip(negator)
+        .map(|(field, negated)| ChannelScale {
+            field: field.to_string(),
+            volts_per_count: if negated {
+                -volts_per_count
+            } else {
+                volts_per_count
+            },
+            offset_volts: 0.0,
+        })
+        .collect()
+}
+
 impl Source for Mcpha {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -909,25 +927,11 @@ impl Source for Mcpha {
         }
     }
 
-    /// The traces are int16 ADC counts: `volts_per_count` each, negative for an input the
-    /// negator inverts (the stored count is then minus the input's).
     fn channel_scales(&self) -> Vec<ChannelScale> {
-        if !matches!(self.cfg.mode, McphaMode::Traces(_)) {
-            return Vec::new();
+        match self.cfg.mode {
+            McphaMode::Traces(_) => trace_scales(self.cfg.volts_per_count, self.cfg.negator),
+            McphaMode::Histogram { .. } => Vec::new(),
         }
-        ["IN1", "IN2"]
-            .iter()
-            .zip(self.cfg.negator)
-            .map(|(field, negated)| ChannelScale {
-                field: field.to_string(),
-                volts_per_count: if negated {
-                    -self.cfg.volts_per_count
-                } else {
-                    self.cfg.volts_per_count
-                },
-                offset_volts: 0.0,
-            })
-            .collect()
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {

@@ -714,22 +714,8 @@ impl Source for Scpi {
         }
     }
 
-    /// The traces are int16 ADC counts: `volts_per_count` each, negative for an input the
-    /// negator inverts (the stored count is then minus the input's).
     fn channel_scales(&self) -> Vec<ChannelScale> {
-        ["IN1", "IN2"]
-            .iter()
-            .zip(self.cfg.negator)
-            .map(|(field, negated)| ChannelScale {
-                field: field.to_string(),
-                volts_per_count: if negated {
-                    -self.cfg.volts_per_count
-                } else {
-                    self.cfg.volts_per_count
-                },
-                offset_volts: 0.0,
-            })
-            .collect()
+        crate::redpitaya::driver::trace_scales(self.cfg.volts_per_count, self.cfg.negator)
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
