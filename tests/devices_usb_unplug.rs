@@ -209,7 +209,7 @@ fn unplugged_picoscope_answers_not_found_then_comes_back_and_the_run_goes_on() {
     let file = with_keys(
         &d,
         "picoscope_muon.yaml",
-        "      format: volts\n",
+        "      trigger_direction: falling\n",
         "      sim_unplug_at: 0.75\n      sim_unplug_for: 0.4\n",
     );
     let n = 600;
@@ -292,7 +292,7 @@ fn unplug_keys_are_checked_like_the_serial_ones() {
     for (name, after, keys, problem) in [
         (
             "picoscope_muon.yaml",
-            "      format: volts\n",
+            "      trigger_direction: falling\n",
             "      sim_unplug_at: -1\n",
             "must be 0 … 86400 (s)",
         ),

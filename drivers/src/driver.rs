@@ -101,6 +101,18 @@ pub fn numpy_size(t: &str) -> usize {
     }
 }
 
+/// How the integer samples of one field become volts: `volts = counts × volts_per_count +
+/// offset_volts`. A driver that writes ADC counts reports one per sample field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelScale {
+    /// Field name (e.g. `chA`).
+    pub field: String,
+    /// Volts one count is worth.
+    pub volts_per_count: f64,
+    /// Volts of count 0.
+    pub offset_volts: f64,
+}
+
 /// What a driver reports with each event besides its samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EventInfo {
@@ -203,6 +215,12 @@ pub trait Source: Send {
     /// Device facts worth keeping with the run (serial number, firmware, voltage, clock),
     /// as key/value text for the run's metadata.
     fn run_metadata(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// For a source writing ADC counts: how each sample field becomes volts, fixed once
+    /// the device is open (an empty list for sources writing volts or other quantities).
+    fn channel_scales(&self) -> Vec<ChannelScale> {
         Vec::new()
     }
 

@@ -21,5 +21,6 @@ pub mod redpitaya;
 pub mod usb;
 
 pub use driver::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
+    Source,
 };

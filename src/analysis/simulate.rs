@@ -650,19 +650,24 @@ impl SimulatePulses {
         if bits > 32 {
             return Err(c.error(ADC_BITS.name, "must be at most 32").into());
         }
+        // The ADC's bits for a channel, and the volts of one count.
+        let field_bits = |ch: &FieldAccess| {
+            if bits == 0 && ch.is_integer() {
+                8 * ch.scalar.size()
+            } else {
+                bits
+            }
+        };
+        let lsb_of = |b: usize| range / 2f64.powi(b as i32 - 1);
         let quantisers: Vec<Option<Quantiser>> = channels
             .iter()
             .map(|ch| {
-                let b = if bits == 0 && ch.is_integer() {
-                    8 * ch.scalar.size()
-                } else {
-                    bits
-                };
+                let b = field_bits(ch);
                 if b == 0 {
                     return None;
                 }
                 let half = 2f64.powi(b as i32 - 1);
-                let lsb = range / half;
+                let lsb = lsb_of(b);
                 Some(Quantiser {
                     inv_lsb: (1.0 / lsb) as f32,
                     lo: -half as f32,
@@ -671,6 +676,24 @@ impl SimulatePulses {
                 })
             })
             .collect();
+        // Integer fields hold ADC counts: say how they become volts (for the exporters).
+        let scales = crate::run_dir::scales::SampleScales {
+            buffer: sink.name.clone(),
+            fields: channels
+                .iter()
+                .filter(|ch| ch.is_integer())
+                .map(|ch| crate::run_dir::scales::FieldScale {
+                    field: ch.name.clone(),
+                    volts_per_count: lsb_of(field_bits(ch)),
+                    offset_volts: 0.0,
+                })
+                .collect(),
+        };
+        if ctx.process.0 == 0 {
+            if let Err(e) = scales.write(&ctx.run_dir, &ctx.worker) {
+                tracing::warn!("{}: cannot write its sample scales: {e}", ctx.worker);
+            }
+        }
         let other_fields = sink.dtype.fields().len() != channels.len();
         let nch = channels.len();
         let planar = !other_fields

@@ -309,6 +309,27 @@ pub fn check_layout(
     )))
 }
 
+/// Writes how the counts of `buffer`'s fields become volts into the run directory
+/// (`scales_<worker>.txt`, see [`crate::run_dir::scales`]), for the exporters; nothing when
+/// the source writes no counts. A failure is logged: the data are still good.
+fn write_scales(ctx: &BuildContext, buffer: &str, scales: &[daq_drivers::ChannelScale]) {
+    use crate::run_dir::scales::{FieldScale, SampleScales};
+    let s = SampleScales {
+        buffer: buffer.to_string(),
+        fields: scales
+            .iter()
+            .map(|c| FieldScale {
+                field: c.field.clone(),
+                volts_per_count: c.volts_per_count,
+                offset_volts: c.offset_volts,
+            })
+            .collect(),
+    };
+    if let Err(e) = s.write(&ctx.run_dir, &ctx.worker) {
+        tracing::warn!("{}: cannot write its sample scales: {e}", ctx.worker);
+    }
+}
+
 /// One disconnect and what came of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gap {
@@ -457,6 +478,9 @@ impl DeviceImporter {
         }
         imp.carry_on();
         imp.write_notes();
+        if ctx.process.0 == 0 {
+            write_scales(ctx, &sink.name, &imp.source.channel_scales());
+        }
         let info = imp.source.info();
         tracing::info!(
             "{}: {} {} at {}{}",

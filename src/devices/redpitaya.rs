@@ -747,6 +747,9 @@ impl Source for Board {
     fn run_metadata(&self) -> Vec<(String, String)> {
         self.mcpha.run_metadata()
     }
+    fn channel_scales(&self) -> Vec<daq_drivers::ChannelScale> {
+        self.mcpha.channel_scales()
+    }
 }
 
 /// Builds `device.redpitaya`.

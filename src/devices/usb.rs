@@ -185,8 +185,10 @@ pub(super) mod pico_keys {
     pub const FORMAT: Key<str> = key!(
         "format",
         "volts",
-        "volts (float32), millivolts (float32, ADC × range / max × 1000, the analog offset not \
-         subtracted: what mimoCoRB2's importer gives) or raw (int16 ADC counts)"
+        "counts (int16 ADC counts as the scope gives them, half the bytes of volts; volts = \
+         counts × volts_per_count + offset_volts, stored with the data), volts (float32), \
+         millivolts (float32, ADC × range / max × 1000, the analog offset not subtracted: what \
+         mimoCoRB2's importer gives) or raw (the older name of counts)"
     );
     pub const TIMEBASE: MaybeKey<u32> = key!(
         "timebase",
@@ -208,8 +210,9 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
     summary:
         "PicoScope (ps2000a, ps3000a, ps5000a) through Pico's driver library, loaded at run time: \
               rapid block (one event per triggered capture) or streaming (continuous samples \
-              cut into events). Sink fields chA..chD for the enabled channels, float32 volts \
-              (format volts) or int16 ADC counts (format raw); data_length = pre_trigger + \
+              cut into events). Sink fields chA..chD for the enabled channels, int16 ADC counts \
+              (format counts, with each channel's volts per count and offset written for the \
+              exporters) or float32 volts (format volts); data_length = pre_trigger + \
               post_trigger (rapid block) or samples_per_event (streaming).",
     sources: Arity::NONE,
     sinks: Arity::ONE,
@@ -271,7 +274,9 @@ mod hantek_keys {
     pub const FORMAT: Key<str> = key!(
         "format",
         "volts",
-        "volts (float32) or raw (uint8 codes, 0x80 ≈ 0 V)"
+        "counts (int8 ADC counts, 0 ≈ 0 V, a quarter of the bytes of volts; volts = counts × \
+         volts_per_count + offset_volts, stored with the data), volts (float32) or raw (uint8 \
+         codes as the scope sends them, 0x80 ≈ 0 V)"
     );
     pub const SAMPLES_PER_EVENT: Key<usize> = key!(
         "samples_per_event",
@@ -306,8 +311,8 @@ pub const HANTEK_SPEC: FunctionSpec = FunctionSpec {
     template: Template::Importer,
     summary: "Hantek 6022BE/BL USB oscilloscope through libusb: firmware upload on cold boot, \
               continuous bulk reads, software trigger (or free-running blocks) into events. \
-              Sink fields ch1 (and ch2 with 2 channels), float32 volts or uint8 raw codes; \
-              data_length = samples_per_event.",
+              Sink fields ch1 (and ch2 with 2 channels): int8 counts (format counts), float32 \
+              volts or uint8 raw codes; data_length = samples_per_event.",
     sources: Arity::NONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
@@ -366,6 +371,13 @@ mod drs4_keys {
         false,
         "also write the calibrated sample times as field t (ns)"
     );
+    pub const FORMAT: Key<str> = key!(
+        "format",
+        "volts",
+        "counts (int16: the calibrated sample in 1/32768 V, 0 at range_centre, half the bytes \
+         of volts; volts = counts × volts_per_count + offset_volts, stored with the data) or \
+         volts (float32)"
+    );
 }
 
 /// `device.drs4`.
@@ -374,7 +386,8 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
     template: Template::Importer,
     summary: "PSI DRS4 evaluation board (SiPM/PMT waveform digitizer) through libusb: 4 × 1024 \
               cells per event with the per-cell calibration applied. Sink fields ch1..ch4 \
-              float32 volts (and t: float32 ns with time_axis); data_length 1024.",
+              int16 counts of 1/32768 V (format counts) or float32 volts (and t: float32 ns \
+              with time_axis); data_length 1024.",
     sources: Arity::NONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
@@ -386,6 +399,7 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
         drs4_keys::TRIGGER_EDGE.spec(),
         drs4_keys::CALIBRATION_FILE.spec(),
         drs4_keys::TIME_AXIS.spec(),
+        drs4_keys::FORMAT.spec(),
         SIMULATE.spec(),
         SEED.spec(),
         UNPLUG_AT.spec(),
@@ -696,12 +710,12 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     let format = match cfg.get(pico_keys::FORMAT)? {
         "volts" => picoscope::SampleFormat::Volts,
         "millivolts" => picoscope::SampleFormat::Millivolts,
-        "raw" => picoscope::SampleFormat::Raw,
+        "counts" | "raw" => picoscope::SampleFormat::Raw,
         other => {
             return Err(bad(
                 cfg,
                 pico_keys::FORMAT.name,
-                format!("'{other}': volts, millivolts or raw"),
+                format!("'{other}': counts, volts, millivolts or raw"),
             ))
         }
     };
@@ -722,25 +736,75 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     Ok(config)
 }
 
-/// Checks the config of `device.picoscope` as [`build_picoscope`] does, opening nothing.
+/// Checks the config of `device.picoscope` as [`build_picoscope`] does, opening nothing,
+/// and the sink against the records it describes.
 pub fn check_picoscope(ctx: &BuildContext) -> Result<(), WorkerError> {
-    picoscope_config(&ctx.config)?;
+    let c = picoscope_config(&ctx.config)?;
+    check_sink(ctx, PICOSCOPE_SPEC.name, &c.layout(), pico_keys::FORMAT)?;
     super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
 }
 
-/// Checks the config of `device.hantek6022` as [`build_hantek`] does, opening nothing.
+/// Checks the config of `device.hantek6022` as [`build_hantek`] does, opening nothing,
+/// and the sink against the records it describes.
 pub fn check_hantek(ctx: &BuildContext) -> Result<(), WorkerError> {
-    hantek_config(&ctx.config)?;
+    let c = hantek_config(&ctx.config)?;
+    check_sink(ctx, HANTEK_SPEC.name, &c.layout(), hantek_keys::FORMAT)?;
     super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
 }
 
-/// Checks the config of `device.drs4` as [`build_drs4`] does, opening nothing.
+/// Checks the config of `device.drs4` as [`build_drs4`] does, opening nothing, and the sink
+/// against the records it describes.
 pub fn check_drs4(ctx: &BuildContext) -> Result<(), WorkerError> {
-    drs4_config(&ctx.config)?;
+    let c = drs4_config(&ctx.config)?;
+    check_sink(ctx, DRS4_SPEC.name, &c.layout(), drs4_keys::FORMAT)?;
     super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
+}
+
+/// The sink of `ctx` against the `layout` its config describes, before the run. A sink with
+/// the right fields whose types do not fit the sample format is an error at `format` (the
+/// key to change, or the dtype: the message says both).
+fn check_sink(
+    ctx: &BuildContext,
+    function: &str,
+    layout: &daq_drivers::EventLayout,
+    format: Key<str>,
+) -> Result<(), WorkerError> {
+    let Some(sink) = ctx.sinks.first() else {
+        return Ok(());
+    };
+    let Err(e) = super::check_layout(function, &ctx.worker, layout, sink) else {
+        return Ok(());
+    };
+    let names: Vec<&str> = sink
+        .dtype
+        .fields()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    let same_fields = names.len() == layout.fields.len()
+        && names.iter().zip(&layout.fields).all(|(n, f)| *n == f.name)
+        && sink.data_length == layout.records;
+    if !same_fields {
+        return Err(e);
+    }
+    let value = ctx.config.get(format)?;
+    Err(bad(
+        &ctx.config,
+        format.name,
+        format!(
+            "'{value}' writes {} samples, which sink buffer '{}' does not declare ({e}); \
+             change the format or the buffer's data_dtype",
+            layout
+                .fields
+                .first()
+                .and_then(|f| crate::dtype::Scalar::parse(f.numpy_type).ok())
+                .map_or("?", |s| s.name()),
+            sink.name
+        ),
+    ))
 }
 
 /// Builds `device.picoscope`.
@@ -798,12 +862,13 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
     }
     let format = match cfg.get(hantek_keys::FORMAT)? {
         "volts" => hantek6022::SampleFormat::Volts,
+        "counts" => hantek6022::SampleFormat::Counts,
         "raw" => hantek6022::SampleFormat::Raw,
         other => {
             return Err(bad(
                 cfg,
                 hantek_keys::FORMAT.name,
-                format!("'{other}': volts or raw"),
+                format!("'{other}': counts, volts or raw"),
             ))
         }
     };
@@ -983,6 +1048,17 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
         trigger_falling: falling,
         calibration_file: cfg.get(drs4_keys::CALIBRATION_FILE)?.map(PathBuf::from),
         time_axis: cfg.get(drs4_keys::TIME_AXIS)?,
+        counts: match cfg.get(drs4_keys::FORMAT)? {
+            "counts" => true,
+            "volts" => false,
+            other => {
+                return Err(bad(
+                    cfg,
+                    drs4_keys::FORMAT.name,
+                    format!("'{other}': counts or volts"),
+                ))
+            }
+        },
     })
 }
 

@@ -186,6 +186,20 @@ impl Hdf5Export {
                 },
             )
             .map_err(io)?;
+        // Counts: the scales of the importer the buffer comes from (it writes them when it
+        // starts) go onto `data` as soon as they are there.
+        let plan = crate::run_dir::plan::Plan::load(&ctx.run_dir.join(crate::run_dir::PLAN));
+        if let Some(origin) = plan
+            .ok()
+            .and_then(|p| crate::run_dir::scales::origin_of(&p, &src.name))
+        {
+            writer
+                .keep_scales(
+                    buffer,
+                    crate::run_dir::scales::scales_path(&ctx.run_dir, &origin),
+                )
+                .map_err(io)?;
+        }
         Ok(Hdf5Export {
             writer: Some(writer),
             buffer,

@@ -217,6 +217,11 @@ struct BufferSpec {
     chunk_events: usize,
     meta_chunk_events: usize,
     events_total: u64,
+    /// The importer's sample scales file (`scales_<worker>.txt`), whose fields get their
+    /// `<field>.volts_per_count` and `<field>.offset_volts` attributes on `data`.
+    scales: Option<PathBuf>,
+    /// The open file's scale attributes hold the values (not NaN): nothing more to do.
+    scales_in_file: bool,
 }
 
 /// Rows collected for one dataset, aligned to its chunks: `buf` holds rows
@@ -740,8 +745,9 @@ impl RunFileWriter {
             events_flushed: 0,
             swmr: false,
         };
-        for spec in &self.specs {
+        for spec in &mut self.specs {
             create_buffer_group(&of.file, spec, &self.meta_type).map_err(create_err)?;
+            spec.scales_in_file = write_scales(&of.file, spec).map_err(create_err)?;
         }
         let rotating = self.file_index > 0;
         self.file_index = index;
@@ -807,6 +813,8 @@ impl RunFileWriter {
             chunk_events,
             meta_chunk_events,
             events_total: 0,
+            scales: None,
+            scales_in_file: false,
         };
         create_buffer_group(&of.file, &spec, &self.meta_type)
             .map_err(|reason| ExportError::Create { path, reason })?;
@@ -1079,6 +1087,17 @@ impl RunFileWriter {
                 failure = Some((spec.name.clone(), reason));
             }
         }
+        // Scales that were not known when the file was created: in at the first flush after
+        // the importer wrote them, so a file cut short by a crash has them too.
+        for spec in self.specs.iter_mut().filter(|s| !s.scales_in_file) {
+            if failure.is_some() {
+                break;
+            }
+            match write_scales(&of.file, spec) {
+                Ok(known) => spec.scales_in_file = known,
+                Err(reason) => failure = Some((spec.name.clone(), reason)),
+            }
+        }
         if let Some((name, reason)) = failure {
             return Err(self.fail(name, reason));
         }
@@ -1111,6 +1130,33 @@ impl RunFileWriter {
     /// voltage, clock, disconnect gaps) becomes root attributes `<worker>.<key>`.
     pub fn keep_device_notes(&mut self, run_dir: impl Into<PathBuf>) {
         self.device_notes = Some(run_dir.into());
+    }
+
+    /// Takes the sample scales in `path` (see [`crate::run_dir::scales`]) for `buffer`:
+    /// every integer field they name gets the attributes `<field>.volts_per_count` and
+    /// `<field>.offset_volts` on the buffer's `data` (volts = counts × volts_per_count +
+    /// offset_volts), in every file, as soon as the file exists when it is there already,
+    /// else at the first flush after it appears (so a file cut short by a crash has them
+    /// too), at the latest at close.
+    pub fn keep_scales(
+        &mut self,
+        buffer: BufferHandle,
+        path: impl Into<PathBuf>,
+    ) -> Result<(), ExportError> {
+        let file_path = self.current_path();
+        let Some(spec) = self.specs.get_mut(buffer.0) else {
+            return Ok(());
+        };
+        spec.scales = Some(path.into());
+        let Some(of) = self.current.as_ref() else {
+            return Ok(());
+        };
+        spec.scales_in_file =
+            write_scales(&of.file, spec).map_err(|reason| ExportError::Create {
+                path: file_path,
+                reason,
+            })?;
+        Ok(())
     }
 
     /// Records the run statistics written as root attributes when a file closes.
@@ -1213,6 +1259,9 @@ impl RunFileWriter {
             )?;
             if !self.histograms.is_empty() {
                 write_histograms(f, &self.histograms)?;
+            }
+            for spec in self.specs.iter().filter(|s| !s.scales_in_file) {
+                write_scales(f, spec)?;
             }
             if let Some(dir) = &self.device_notes {
                 for (name, text) in device_notes(dir) {
@@ -1622,8 +1671,12 @@ fn create_buffer_group(
         .map_err(|e| ctx("create group", e))?;
     // Compressed chunks come from the writer's threads (direct chunk writes); the pipeline
     // is declared so that every reader decodes them (see the module notes).
+    // Attributes in dense storage from the first: a SWMR writer can add them later (the
+    // counts' scales, known once the importer runs) without growing the object header,
+    // which SWMR does not allow.
     let mut b = group
         .new_dataset_builder()
+        .attr_phase_change(0, 0)
         .chunk((spec.chunk_events, spec.data_length));
     if let Compression::Deflate { level } = spec.options.compression {
         b = b.shuffle().deflate(level.clamp(1, 9));
@@ -1689,6 +1742,48 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
         ),
         events: 0,
     })
+}
+
+/// The attributes `<field>.volts_per_count` and `<field>.offset_volts` on `/<buffer>/data`
+/// for the integer fields its scales file names, once that file is there. True when they are
+/// in the file (or the buffer takes no scales): nothing more to do.
+fn write_scales(file: &h5::File, spec: &BufferSpec) -> Result<bool, String> {
+    use crate::run_dir::scales::{SampleScales, OFFSET_VOLTS, VOLTS_PER_COUNT};
+    let Some(path) = spec.scales.as_deref() else {
+        return Ok(true);
+    };
+    let Some(scales) = SampleScales::read(path) else {
+        return Ok(false);
+    };
+    let counted = |name: &str| {
+        spec.dtype.fields().iter().any(|f| {
+            f.name == name
+                && f.ty.scalar().is_some_and(|s| {
+                    !matches!(s, crate::dtype::Scalar::F32 | crate::dtype::Scalar::F64)
+                })
+        })
+    };
+    let put = || -> h5::Result<()> {
+        let ds = file.dataset(&format!("{}/data", spec.name))?;
+        for f in scales.fields.iter().filter(|f| counted(&f.field)) {
+            for (what, v) in [
+                (VOLTS_PER_COUNT, f.volts_per_count),
+                (OFFSET_VOLTS, f.offset_volts),
+            ] {
+                let name = format!("{}.{what}", f.field);
+                match ds.attr(&name) {
+                    Ok(a) => a.write_scalar(&v)?,
+                    Err(_) => ds
+                        .new_attr::<f64>()
+                        .create(name.as_str())?
+                        .write_scalar(&v)?,
+                }
+            }
+        }
+        Ok(())
+    };
+    put().map_err(|e| format!("buffer '{}': sample scales: {}", spec.name, hdf(e)))?;
+    Ok(true)
 }
 
 /// The device facts in `dir`: `(<worker>.<key>, value)` from every `device_<worker>.txt`.

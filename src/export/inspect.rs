@@ -107,6 +107,10 @@ fn describe_buffer(out: &mut String, name: &str, g: &h5::Group) {
                     String::new()
                 }
             );
+            // The counts' scales (`<field>.volts_per_count`, `<field>.offset_volts`).
+            for (k, v) in attrs_of(&ds) {
+                let _ = writeln!(out, "    @{k} = {v}");
+            }
         }
         Err(e) => {
             let _ = writeln!(out, "  data: missing ({})", raw::describe(e));

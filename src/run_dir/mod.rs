@@ -10,12 +10,14 @@
 //! | [`SUMMARY`] `summary.json` | `run`, atomically at the end; `recover` | `recover`, tests |
 //! | [`LOG`] `daq-engine.log` | every process of the run | people |
 //! | `device_<worker>.txt` ([`device_notes_path`]) | device importers, once a second | HDF5 export, supervisor, monitor |
+//! | `scales_<worker>.txt` ([`scales::scales_path`]) | importers storing ADC counts, once at start | HDF5 export |
 //!
 //! Workers write result files of their own (HDF5 run files, `histogram_*.csv`,
 //! `fit_*.json`, `oscilloscope_<worker>.json`, `drain_<worker>_<process>.json`, CSV);
 //! their names are in the function reference (`daq-engine functions`).
 
 pub mod plan;
+pub mod scales;
 pub mod snapshot;
 
 pub use snapshot::{BufferStats, DeviceState, Snapshot, WorkerStats};

@@ -26,7 +26,8 @@ use super::calibration::Drs4Calibration;
 use super::eeprom::{self, EepromError, EepromHeader, EepromLayout};
 use super::protocol::*;
 use crate::driver::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
+    Source,
 };
 use crate::usb::{RetryPacing, RusbBus, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -90,6 +91,53 @@ pub struct Drs4Config {
     pub calibration_file: Option<PathBuf>,
     /// Write a `t` field (ns) after the four channels.
     pub time_axis: bool,
+    /// Write the calibrated samples as `i2` counts of 1/32768 V, 0 at the range centre,
+    /// instead of `f4` volts: volts = counts / 32768 + range_centre. The step is half the
+    /// 14-bit ADC's, and ±1 V holds every calibrated value (the calibration moves samples at
+    /// the edges of the 1 V window a little outside it).
+    pub counts: bool,
+}
+
+/// Counts of a volt in the `counts` format (see [`Drs4Config::counts`]).
+const COUNTS_PER_VOLT: f32 = 32768.0;
+
+impl Drs4Config {
+    /// The records the board writes per event: `ch1`..`ch4` (`f4` volts or `i2` counts),
+    /// and `t` (`f4` ns) with the time axis, 1024 of them. Known without the board.
+    pub fn layout(&self) -> EventLayout {
+        let sample = if self.counts { "i2" } else { "f4" };
+        let mut fields: Vec<FieldSpec> = (1..=4)
+            .map(|c| FieldSpec {
+                name: format!("ch{c}"),
+                numpy_type: sample,
+            })
+            .collect();
+        if self.time_axis {
+            fields.push(FieldSpec {
+                name: "t".into(),
+                numpy_type: "f4",
+            });
+        }
+        EventLayout {
+            fields,
+            records: CELLS,
+        }
+    }
+
+    /// With `counts`: how each channel's counts become volts (1/32768 V per count, the
+    /// range centre at 0); nothing for volts.
+    pub fn channel_scales(&self) -> Vec<ChannelScale> {
+        if !self.counts {
+            return Vec::new();
+        }
+        (1..=4)
+            .map(|c| ChannelScale {
+                field: format!("ch{c}"),
+                volts_per_count: 1.0 / COUNTS_PER_VOLT as f64,
+                offset_volts: self.range_centre,
+            })
+            .collect()
+    }
 }
 
 impl Default for Drs4Config {
@@ -102,6 +150,7 @@ impl Default for Drs4Config {
             trigger_falling: true,
             calibration_file: None,
             time_axis: false,
+            counts: false,
         }
     }
 }
@@ -231,18 +280,7 @@ impl<T: UsbTransport> Drs4<T> {
                 CalibrationSource::Nominal("EEPROM not read yet".into()),
             ),
         };
-        let mut fields: Vec<FieldSpec> = (1..=4)
-            .map(|c| FieldSpec {
-                name: format!("ch{c}"),
-                numpy_type: "f4",
-            })
-            .collect();
-        if config.time_axis {
-            fields.push(FieldSpec {
-                name: "t".into(),
-                numpy_type: "f4",
-            });
-        }
+        let layout = config.layout();
         let mut board = Drs4 {
             transport,
             bus: Box::new(kept),
@@ -253,10 +291,7 @@ impl<T: UsbTransport> Drs4<T> {
                 port,
                 usb_id: Some(USB_ID),
             },
-            layout: EventLayout {
-                fields,
-                records: CELLS,
-            },
+            layout,
             identity: BoardIdentity {
                 drs_type: 0,
                 board_type: 0,
@@ -863,12 +898,30 @@ impl<T: UsbTransport> Drs4<T> {
     }
 
     fn write_event(&mut self, stop: usize, out: &mut [u8]) {
-        let range_low = (self.config.range_centre - 0.5) as f32;
+        let counts = self.config.counts;
+        // Counts are the calibrated value on the board's 16-bit scale, 0 at the range
+        // centre: the volts of a range centred on 0, in steps of 1 / COUNTS_PER_VOLT.
+        let range_low = if counts {
+            -0.5
+        } else {
+            (self.config.range_centre - 0.5) as f32
+        };
         if self.config.time_axis {
             self.calibration
                 .time_axis(stop, self.sampling_ghz, &mut self.times);
         }
-        let record = if self.config.time_axis { 20 } else { 16 };
+        // Bytes of one sample, and of one record (four channels, then `t`).
+        let width = if counts { 2 } else { 4 };
+        let samples = 4 * width;
+        let record = samples + if self.config.time_axis { 4 } else { 0 };
+        let put = |out: &mut [u8], at: usize, volts: f32| {
+            if counts {
+                let c = (volts * COUNTS_PER_VOLT).round().clamp(-32768.0, 32767.0) as i16;
+                out[at..at + 2].copy_from_slice(&c.to_le_bytes());
+            } else {
+                out[at..at + 4].copy_from_slice(&volts.to_le_bytes());
+            }
+        };
         for j in 0..CELLS {
             let cell = (j + stop) % CELLS;
             let base = j * record;
@@ -876,10 +929,11 @@ impl<T: UsbTransport> Drs4<T> {
                 let at = sample_offset(*channel, j);
                 let raw = u16::from_le_bytes([self.readout[at], self.readout[at + 1]]);
                 let volts = self.calibration.volts(input, cell, j, raw, range_low);
-                out[base + 4 * input..base + 4 * input + 4].copy_from_slice(&volts.to_le_bytes());
+                put(out, base + width * input, volts);
             }
             if self.config.time_axis {
-                out[base + 16..base + 20].copy_from_slice(&self.times[j].to_le_bytes());
+                out[base + samples..base + samples + 4]
+                    .copy_from_slice(&self.times[j].to_le_bytes());
             }
         }
         // Stuck cells: the mean of the nearest usable readout neighbours on either side,
@@ -888,9 +942,14 @@ impl<T: UsbTransport> Drs4<T> {
         // adjacent stuck cells half repaired).
         const STUCK_REACH: usize = 8;
         let stuck = &self.stuck;
+        // A written sample back in volts (of the range written: centred on 0 for counts).
         let sample = |out: &[u8], j: usize, input: usize| {
-            let at = j * record + 4 * input;
-            f32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]])
+            let at = j * record + width * input;
+            if counts {
+                f32::from(i16::from_le_bytes([out[at], out[at + 1]])) / COUNTS_PER_VOLT
+            } else {
+                f32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]])
+            }
         };
         let usable = |input: usize, j: usize| !stuck[input][(j + stop) % CELLS];
         for &(input, cell) in &self.calibration.stuck_cells {
@@ -907,8 +966,7 @@ impl<T: UsbTransport> Drs4<T> {
                 .find(|&k| usable(input, k))
                 .unwrap_or((j + 1) % CELLS);
             let mean = (sample(out, left, input) + sample(out, right, input)) / 2.0;
-            let at = j * record + 4 * input;
-            out[at..at + 4].copy_from_slice(&mean.to_le_bytes());
+            put(out, j * record + width * input, mean);
         }
     }
 }
@@ -971,6 +1029,10 @@ impl<T: UsbTransport> Source for Drs4<T> {
 
     fn layout(&self) -> &EventLayout {
         &self.layout
+    }
+
+    fn channel_scales(&self) -> Vec<ChannelScale> {
+        self.config.channel_scales()
     }
 
     fn start(&mut self) -> Result<(), DriverError> {

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use super::firmware::{upload, FirmwareImage};
 use super::protocol::*;
 use crate::driver::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
+    Source,
 };
 use crate::usb::{RetryPacing, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -56,6 +57,57 @@ pub enum SampleFormat {
     Volts,
     /// The raw ADC code as `u1` (0x80 ≈ 0 V).
     Raw,
+    /// ADC counts as `i1`: the code − 0x80, so 0 ≈ 0 V (the code with its top bit flipped).
+    Counts,
+}
+
+impl SampleFormat {
+    /// The numpy type of a sample.
+    pub fn numpy_type(self) -> &'static str {
+        match self {
+            SampleFormat::Volts => "f4",
+            SampleFormat::Raw => "u1",
+            SampleFormat::Counts => "i1",
+        }
+    }
+}
+
+impl HantekConfig {
+    /// The records the scope writes per event: `ch1` (and `ch2`) in the sample format,
+    /// `samples_per_event` of them. Known without the device.
+    pub fn layout(&self) -> EventLayout {
+        EventLayout {
+            fields: (1..=self.channels)
+                .map(|c| FieldSpec {
+                    name: format!("ch{c}"),
+                    numpy_type: self.format.numpy_type(),
+                })
+                .collect(),
+            records: self.samples_per_event,
+        }
+    }
+
+    /// How each channel's integer samples become volts (as [`raw_to_volts`] does, with the
+    /// channel's gain and calibration), or nothing for volts.
+    pub fn channel_scales(&self) -> Vec<ChannelScale> {
+        let centre = match self.format {
+            SampleFormat::Volts => return Vec::new(),
+            SampleFormat::Raw => f64::from(CENTRE_CODE),
+            SampleFormat::Counts => 0.0,
+        };
+        (0..self.channels.clamp(1, 2) as usize)
+            .map(|c| {
+                let cal = self.calibration[c];
+                let per_count =
+                    f64::from(cal.gain) * f64::from(self.gains[c].full_scale_volts()) / 128.0;
+                ChannelScale {
+                    field: format!("ch{}", c + 1),
+                    volts_per_count: per_count,
+                    offset_volts: 0.0 - (centre + f64::from(cal.offset_counts)) * per_count,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Everything the driver needs to open and configure a scope.
@@ -177,7 +229,7 @@ impl EventCutter {
     pub fn event_size(&self) -> usize {
         let per_sample = match self.format {
             SampleFormat::Volts => 4,
-            SampleFormat::Raw => 1,
+            SampleFormat::Raw | SampleFormat::Counts => 1,
         };
         self.samples * self.channels * per_sample
     }
@@ -318,6 +370,12 @@ impl EventCutter {
             SampleFormat::Raw => {
                 out[..older.len()].copy_from_slice(older);
                 out[older.len()..older.len() + newer.len()].copy_from_slice(newer);
+            }
+            SampleFormat::Counts => {
+                for (raw, dst) in older.iter().chain(newer.iter()).zip(out.iter_mut()) {
+                    // code − 0x80 as two's complement: flip the top bit.
+                    *dst = raw ^ 0x80;
+                }
             }
             SampleFormat::Volts => {
                 let ch = self.channels;
@@ -677,20 +735,7 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
         send_configuration(&mut transport, &config, code).map_err(|(request, e)| {
             e.into_driver_error(&port, &format!("sending request 0x{request:02X}"))
         })?;
-        let numpy_type = match config.format {
-            SampleFormat::Volts => "f4",
-            SampleFormat::Raw => "u1",
-        };
-        let fields = (1..=config.channels)
-            .map(|c| FieldSpec {
-                name: format!("ch{c}"),
-                numpy_type,
-            })
-            .collect();
-        let layout = EventLayout {
-            fields,
-            records: config.samples_per_event,
-        };
+        let layout = config.layout();
         let pool = (0..config.pool_buffers)
             .map(|_| vec![0u8; config.transfer_size].into_boxed_slice())
             .collect();
@@ -957,6 +1002,10 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
 
     fn layout(&self) -> &EventLayout {
         &self.layout
+    }
+
+    fn channel_scales(&self) -> Vec<ChannelScale> {
+        self.config.channel_scales()
     }
 
     fn start(&mut self) -> Result<(), DriverError> {

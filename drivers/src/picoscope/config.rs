@@ -191,7 +191,8 @@ pub enum SampleFormat {
     /// Millivolts as `f4`: ADC × range / max × 1000, the analogue offset not subtracted (the
     /// digitised input + offset: what mimoCoRB2's PicoScope importer delivers).
     Millivolts,
-    /// ADC counts as `i2`, unchanged.
+    /// ADC counts as `i2`, unchanged; volts = counts × range / max ADC − analogue offset
+    /// (the driver reports both per channel: [`crate::Source::channel_scales`]).
     Raw,
 }
 
@@ -273,6 +274,25 @@ impl PicoScopeConfig {
         (0u8..4)
             .filter(|&c| self.channels[c as usize].enabled)
             .collect()
+    }
+
+    /// The records the scope writes per event: fields `chA`..`chD` of the enabled channels,
+    /// `f4` (volts, millivolts) or `i2` (ADC counts). Known without the device.
+    pub fn layout(&self) -> crate::EventLayout {
+        crate::EventLayout {
+            fields: self
+                .enabled_channels()
+                .iter()
+                .map(|&c| crate::FieldSpec {
+                    name: format!("ch{}", channel_letter(c)),
+                    numpy_type: match self.format {
+                        SampleFormat::Volts | SampleFormat::Millivolts => "f4",
+                        SampleFormat::Raw => "i2",
+                    },
+                })
+                .collect(),
+            records: self.records(),
+        }
     }
 
     /// Checks what can be checked without the device; the message says what would work.

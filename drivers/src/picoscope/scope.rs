@@ -21,7 +21,7 @@ use super::config::{channel_letter, Acquisition, PicoScopeConfig, SampleFormat};
 use super::library::PicoLibrary;
 use super::status::{PicoError, PicoStatus};
 use crate::driver::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source,
 };
 use crate::usb::RetryPacing;
 
@@ -216,19 +216,7 @@ impl PicoScope {
                 port: String::new(),
                 usb_id: None,
             },
-            layout: EventLayout {
-                fields: enabled
-                    .iter()
-                    .map(|&c| FieldSpec {
-                        name: format!("ch{}", channel_letter(c)),
-                        numpy_type: match config.format {
-                            SampleFormat::Volts | SampleFormat::Millivolts => "f4",
-                            SampleFormat::Raw => "i2",
-                        },
-                    })
-                    .collect(),
-                records,
-            },
+            layout: config.layout(),
             config,
             handle: 0,
             variant: String::new(),
@@ -1115,6 +1103,26 @@ impl Source for PicoScope {
 
     fn stop(&mut self) -> Result<(), DriverError> {
         self.stop_capture().map_err(DriverError::from)
+    }
+
+    /// With [`SampleFormat::Raw`]: per enabled channel, range / max ADC volts per count and
+    /// the analogue offset taken off (the driver's own volts path, in f64).
+    fn channel_scales(&self) -> Vec<ChannelScale> {
+        if self.config.format != SampleFormat::Raw || self.max_adc <= 0 {
+            return Vec::new();
+        }
+        self.enabled
+            .iter()
+            .map(|&c| {
+                let ch = self.config.channels[c as usize];
+                ChannelScale {
+                    field: format!("ch{}", channel_letter(c)),
+                    volts_per_count: ch.range.volts() / f64::from(self.max_adc),
+                    // `0.0 -`: no "-0" for no offset.
+                    offset_volts: 0.0 - f64::from(ch.analog_offset_v),
+                }
+            })
+            .collect()
     }
 
     /// Waits its turn (50 ms after the first miss, doubling to 1 s), then tries

@@ -28,7 +28,8 @@ use super::protocol::{
 };
 use crate::serial::Backoff;
 use crate::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
+    Source,
 };
 
 /// How traces are taken.
@@ -781,6 +782,24 @@ impl Mcpha {
     }
 }
 
+/// How the int16 traces IN1, IN2 (MCPHA or SCPI) become volts: `volts_per_count` each,
+/// negative for an input the negator inverts (the stored count is minus the input's).
+pub(crate) fn trace_scales(volts_per_count: f64, negator: [bool; 2]) -> Vec<ChannelScale> {
+    ["IN1", "IN2"]
+        .iter()
+        .zip(negator)
+        .map(|(field, negated)| ChannelScale {
+            field: field.to_string(),
+            volts_per_count: if negated {
+                -volts_per_count
+            } else {
+                volts_per_count
+            },
+            offset_volts: 0.0,
+        })
+        .collect()
+}
+
 impl Source for Mcpha {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -905,6 +924,13 @@ impl Source for Mcpha {
                 self.wait = (self.wait * 2).min(self.cfg.backoff.max);
                 Ok(false)
             }
+        }
+    }
+
+    fn channel_scales(&self) -> Vec<ChannelScale> {
+        match self.cfg.mode {
+            McphaMode::Traces(_) => trace_scales(self.cfg.volts_per_count, self.cfg.negator),
+            McphaMode::Histogram { .. } => Vec::new(),
         }
     }
 

@@ -23,7 +23,8 @@ use crate::redpitaya::protocol::{Input, Slope, TriggerMode, SAMPLE_BYTES};
 use crate::redpitaya::resolve;
 use crate::serial::Backoff;
 use crate::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
+    Source,
 };
 
 /// Settings of a board read over SCPI (setup keys map onto these fields).
@@ -711,6 +712,10 @@ impl Source for Scpi {
                 Ok(false)
             }
         }
+    }
+
+    fn channel_scales(&self) -> Vec<ChannelScale> {
+        crate::redpitaya::driver::trace_scales(self.cfg.volts_per_count, self.cfg.negator)
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
