@@ -78,7 +78,9 @@ import json, sys, time
 import h5py, numpy as np
 from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 from streaming_data_types import (deserialise_da00, deserialise_ev44, deserialise_pl72,
-                                  deserialise_6s4t)
+                                  deserialise_6s4t, deserialise_f144, deserialise_al00,
+                                  deserialise_x5f2)
+from streaming_data_types.alarm_al00 import Severity
 
 broker, run, setup_name = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -153,6 +155,50 @@ assert start.instrument_name == setup_name
 assert json.loads(start.nexus_structure)["children"][0]["children"][0]["module"] == "da00"
 assert stop.stop_time >= start.start_time > 0
 facts["control"] = 2
+
+# The status topic: f144 values, al00 alarms, x5f2 status, compared with the run's own files.
+stats = [json.loads(l) for l in open(f"{run}/stats.jsonl") if l.strip()]
+counts = json.load(open(f"{run}/kafka_to_kafka_raw_0.json"))
+msgs = read("status", 1)
+values, alarms, status = {}, [], []
+for key, (ts_type, ts_ms), value in msgs:
+    kind = value[4:8]
+    if kind == b"f144":
+        v = deserialise_f144(value)
+        assert key.decode() == v.source_name
+        values.setdefault(v.source_name, []).append(v.value)
+    elif kind == b"al00":
+        alarms.append(deserialise_al00(value))
+    elif kind == b"x5f2":
+        status.append(deserialise_x5f2(value))
+    else:
+        raise SystemExit(f"status: unexpected {kind}")
+# Every buffer value is one the supervisor's stats showed, counts never go back.
+for buf in ["raw", "pulses", "beat"]:
+    for field in ["events_in", "lost", "rate_hz", "fill", "deadtime"]:
+        got = values[f"{setup_name}/{buf}/{field}"]
+        seen = [s["buffers"][buf][field] for s in stats if buf in s.get("buffers", {})]
+        assert all(g in seen for g in got), (buf, field, got, seen)
+        if field in ("events_in", "lost"):
+            assert list(got) == sorted(got), (buf, field, got)
+assert values[f"{setup_name}/digitizer/events"][-1] <= 300
+own = f"{setup_name}/to_kafka_raw/raw"
+for field in ["events", "delivered", "lost", "spooled"]:
+    assert values[f"{own}/kafka_{field}"][-1] == counts[field], (field, values[f"{own}/kafka_{field}"], counts)
+# The restarted worker raised a MINOR alarm; nothing was lost, so no MAJOR one.
+restarted = [a for a in alarms if a.source == f"{setup_name}/beat_source"]
+assert restarted and restarted[0].severity == Severity.MINOR, alarms
+assert "started again 1 time" in restarted[0].message, restarted
+assert not [a for a in alarms if a.severity == Severity.MAJOR], alarms
+# x5f2: the last status is the final one, with the counts of kafka_<worker>_0.json.
+last = status[-1]
+assert (last.software_name, last.service_id, last.update_interval) == ("daq-engine", own, 500), last
+final = json.loads(last.status_json)
+assert final["ended"] and final["kafka"]["delivered"] == counts["delivered"] == 300, final
+assert final["run"] == run.rstrip("/").split("/")[-1]
+facts["f144"] = sum(len(v) for v in values.values())
+facts["al00"] = len(alarms)
+facts["x5f2"] = len(status)
 print(json.dumps(facts))
 "#;
 
@@ -164,7 +210,7 @@ fn python_reads_every_kind_we_send_and_it_matches_the_run_file() {
     };
     let Some(py) = python(test) else { return };
     let broker = Broker::start(&bin, "python");
-    for t in ["raw", "pulses", "control"] {
+    for t in ["raw", "pulses", "control", "status"] {
         broker.create_topic(t, 1);
     }
     let dir = Dir::new("kafka-python");
@@ -174,8 +220,10 @@ fn python_reads_every_kind_we_send_and_it_matches_the_run_file() {
         "kinds.yaml",
         &format!(
             "target_directory: kinds
+options: {{stats_interval: 0.2}}
 Buffers:
   raw: {{slot_count: 64, data_length: 128, data_dtype: {{chA: float32, chB: int16}}}}
+  beat: {{slot_count: 16, data_length: 1, data_dtype: {{a: int64, b: int64}}}}
   pulses:
     slot_count: 256
     data_length: 1
@@ -184,7 +232,15 @@ Workers:
   digitizer:
     function: simulate.pulses
     sinks: [raw]
-    config: {{n_events: 300, seed: 11, pretrigger_samples: 30}}
+    config: {{n_events: 300, seed: 11, pretrigger_samples: 30, rate: 200.0, realtime: true}}
+  beat_source:
+    function: bench.source
+    sinks: [beat]
+    config: {{n_events: 100, fail_at: 40}}
+    restart: on-failure
+  beat_sink:
+    function: bench.sink
+    sources: [beat]
   pulse_finder:
     function: process.pulses
     sources: [raw]
@@ -193,7 +249,8 @@ Workers:
   to_kafka_raw:
     function: export.kafka
     sources: [raw]
-    config: {{brokers: '{b}', topic: raw, control_topic: control}}
+    config: {{brokers: '{b}', topic: raw, control_topic: control, status_topic: status,
+              status_interval: 0.5}}
   to_kafka_pulses:
     function: export.kafka
     sources: [pulses]
@@ -237,6 +294,8 @@ Workers:
     assert_eq!(facts["da00"], 300);
     assert_eq!(facts["ev44"], pulses["events"]);
     assert_eq!(facts["control"], 2);
+    assert!(facts["x5f2"].as_u64().unwrap() >= 2, "{facts}");
+    assert!(facts["al00"].as_u64().unwrap() >= 1, "{facts}");
 }
 
 /// A producing engine's setup: `n` seeded waveforms to `topic` as source `digitizer_<seed>`

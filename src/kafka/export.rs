@@ -14,11 +14,17 @@
 //! `status`, the page and summary.json show it.
 //!
 //! With `control_topic`, the first process sends a pl72 run start (the setup as metadata)
-//! before the first event and a 6s4t run stop after the last.
+//! before the first event and a 6s4t run stop after the last. With `status_topic`, it sends
+//! the run's state there every `status_interval` (f144 values, al00 alarms, x5f2 status; see
+//! [`super::status`]). Each process writes its counts ([`KafkaCounts`]) to
+//! `kafka_<worker>_<process>.json` on every flush and at the end, for the stats, `status`,
+//! the page and summary.json.
 
 use super::spool::Spool;
+use super::status::RunStatus;
 use super::wire::{self, Encoder, Ev44Fields, Format};
 use crate::key;
+use crate::run_dir::KafkaCounts;
 use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
@@ -54,6 +60,8 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         TIME_UNIT.spec(),
         PIXEL_FIELD.spec(),
         CONTROL_TOPIC.spec(),
+        STATUS_TOPIC.spec(),
+        STATUS_INTERVAL.spec(),
         LINGER_MS.spec(),
         BATCH_KB.spec(),
         COMPRESSION.spec(),
@@ -104,6 +112,17 @@ const CONTROL_TOPIC: MaybeKey<str> = key!(
     absent: "none: no run start/stop messages",
     "topic for the pl72 run start and 6s4t run stop (the setup as metadata)"
 );
+const STATUS_TOPIC: MaybeKey<str> = key!(
+    "status_topic",
+    absent: "none: no status messages",
+    "topic for the run's state: f144 values (rates, counts, device readings), al00 alarms, \
+     x5f2 status (set it on one exporter of a run)"
+);
+const STATUS_INTERVAL: Key<f64> = key!(
+    "status_interval",
+    2.0,
+    "seconds between two rounds of status messages"
+);
 const LINGER_MS: Key<f64> = key!(
     "linger_ms",
     5.0,
@@ -144,6 +163,8 @@ struct Settings {
     format: Format,
     ev44: Option<Ev44Fields>,
     control_topic: Option<String>,
+    status_topic: Option<String>,
+    status_interval: Duration,
     linger_ms: f64,
     batch_bytes: usize,
     compression: &'static str,
@@ -284,6 +305,15 @@ impl Settings {
                 .get(CONTROL_TOPIC)?
                 .map(|t| non_empty(CONTROL_TOPIC.name, t))
                 .transpose()?,
+            status_topic: c
+                .get(STATUS_TOPIC)?
+                .map(|t| non_empty(STATUS_TOPIC.name, t))
+                .transpose()?,
+            status_interval: Duration::from_secs_f64(at_least(
+                STATUS_INTERVAL.name,
+                c.get(STATUS_INTERVAL)?,
+                0.1,
+            )?),
             linger_ms: at_least(LINGER_MS.name, c.get(LINGER_MS)?, 0.0)?,
             batch_bytes: batch_kb * 1024,
             compression,
@@ -380,6 +410,10 @@ struct Outlet {
     produced: u64,
     /// Went through the spool.
     spooled: u64,
+    /// Handed from the spool to the producer.
+    replayed: u64,
+    /// Status messages that could not be queued.
+    status_dropped: u64,
     /// Most records in the spool at once.
     spool_peak: u64,
     /// Refused: the spool was full (or off) while the queue was.
@@ -475,7 +509,10 @@ impl Outlet {
                 .payload(&self.replay)
                 .timestamp(ts);
             match self.producer.send(record) {
-                Ok(()) => self.produced += 1,
+                Ok(()) => {
+                    self.produced += 1;
+                    self.replayed += 1;
+                }
                 Err((e, _)) if queue_full(&e) => {
                     self.full_at = self.producer.in_flight_count();
                     return Ok(());
@@ -487,6 +524,20 @@ impl Outlet {
             }
             let len = self.replay.len();
             spool.advance(len).map_err(|e| io(e, spool))?;
+        }
+    }
+
+    /// Sends status messages (not events: not spooled; one that cannot be queued is
+    /// counted).
+    fn send_status(&mut self, topic: &str, messages: &[super::status::Message]) {
+        for (key, payload) in messages {
+            let record = BaseRecord::with_opaque_to(topic, 0usize)
+                .key(key)
+                .payload(payload)
+                .timestamp(now_ms() as i64);
+            if self.producer.send(record).is_err() {
+                self.status_dropped += 1;
+            }
         }
     }
 
@@ -526,6 +577,8 @@ pub struct KafkaExport {
     out: Outlet,
     drain: Duration,
     run: Option<RunCommands>,
+    /// The status stream and its topic (first process, with `status_topic`).
+    status: Option<(RunStatus, String)>,
     events: u64,
     /// The outlet's losses already booked through [`Exporter::events_dropped`].
     summary: Vec<String>,
@@ -617,6 +670,8 @@ impl KafkaExport {
                 replay: Vec::new(),
                 produced: 0,
                 spooled: 0,
+                replayed: 0,
+                status_dropped: 0,
                 spool_peak: 0,
                 dropped: 0,
                 refused: 0,
@@ -625,12 +680,22 @@ impl KafkaExport {
             },
             drain: s.drain,
             run: None,
+            status: None,
             events: 0,
             summary: Vec::new(),
             worker: ctx.worker.clone(),
             process: me,
             run_dir: ctx.run_dir.clone(),
         };
+        if let (Some(topic), 0) = (&s.status_topic, me) {
+            let status = RunStatus::new(
+                ctx.run_dir.clone(),
+                &setup_name(ctx),
+                &s.source_name,
+                s.status_interval,
+            );
+            export.status = Some((status, topic.clone()));
+        }
         if let (Some(topic), 0) = (s.control_topic, me) {
             let run = RunCommands {
                 topic,
@@ -681,6 +746,51 @@ impl KafkaExport {
     }
 }
 
+impl KafkaExport {
+    /// The counts now; `done` at the end.
+    fn counts(&self, done: bool) -> KafkaCounts {
+        let o = &self.out;
+        KafkaCounts {
+            topic: o.topic.clone(),
+            source_name: o.key.clone(),
+            format: self.encoder.format().id().to_string(),
+            events: self.events,
+            delivered: o.reports.delivered.load(Ordering::Relaxed),
+            lost: o.lost(),
+            failed: o.reports.failed.load(Ordering::Relaxed),
+            dropped_spool_full: o.dropped,
+            refused: o.refused,
+            undelivered_at_end: o.undelivered,
+            spooled: o.spooled,
+            replayed: o.replayed,
+            spool_pending: o.spool.as_ref().map_or(0, |s| s.pending()),
+            spool_peak: o.spool_peak,
+            status_dropped: o.status_dropped,
+            done,
+        }
+    }
+
+    /// Writes the counts file (best effort: the counts also reach the summary lines).
+    fn write_counts(&self, counts: &KafkaCounts) {
+        let path = crate::run_dir::kafka_counts_path(&self.run_dir, &self.worker, self.process);
+        let text = serde_json::to_string_pretty(counts).unwrap_or_default() + "\n";
+        let _ = crate::fsio::write_atomic(&path, text.as_bytes());
+    }
+
+    /// A round of status messages when one is due (or `ended`).
+    fn status_round(&mut self, counts: &KafkaCounts, ended: bool) {
+        let Some((status, topic)) = &mut self.status else {
+            return;
+        };
+        if !ended && !status.due(Instant::now()) {
+            return;
+        }
+        let messages = status.messages(counts, ended);
+        let topic = topic.clone();
+        self.out.send_status(&topic, &messages);
+    }
+}
+
 impl Exporter for KafkaExport {
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
         self.events += 1;
@@ -693,7 +803,11 @@ impl Exporter for KafkaExport {
     }
 
     fn flush(&mut self) -> Result<(), WorkerError> {
-        self.out.replay()
+        self.out.replay()?;
+        let counts = self.counts(false);
+        self.write_counts(&counts);
+        self.status_round(&counts, false);
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), WorkerError> {
@@ -709,27 +823,19 @@ impl Exporter for KafkaExport {
         if let Some(s) = self.out.spool.as_ref().filter(|s| s.is_empty()) {
             let _ = std::fs::remove_file(s.path());
         }
+        if self.status.is_some() {
+            let counts = self.counts(true);
+            self.status_round(&counts, true);
+            // The last status is worth a moment, not the drain's whole time.
+            let _ = self
+                .out
+                .producer
+                .flush(self.drain.min(Duration::from_secs(5)));
+        }
+        let counts = self.counts(true);
+        self.write_counts(&counts);
         let o = &self.out;
-        let delivered = o.reports.delivered.load(Ordering::Relaxed);
-        let failed = o.reports.failed.load(Ordering::Relaxed);
-        let counts = serde_json::json!({
-            "topic": o.topic,
-            "source_name": o.key,
-            "format": self.encoder.format().id(),
-            "events": self.events,
-            "delivered": delivered,
-            "lost": o.lost(),
-            "failed": failed,
-            "dropped_spool_full": o.dropped,
-            "refused": o.refused,
-            "undelivered_at_end": o.undelivered,
-            "spooled": o.spooled,
-            "spool_peak": o.spool_peak,
-        });
-        let path = self
-            .run_dir
-            .join(format!("kafka_{}_{}.json", self.worker, self.process));
-        let _ = crate::fsio::write_atomic(&path, format!("{counts:#}\n").as_bytes());
+        let (delivered, failed) = (counts.delivered, counts.failed);
         self.summary.push(format!(
             "{}: {} events to Kafka topic '{}' as {} (source '{}'): {delivered} delivered, {} \
              lost ({failed} failed, {} spool full, {} refused, {} undelivered at the end), {} \

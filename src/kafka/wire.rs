@@ -13,11 +13,16 @@
 //!   `message_id` = the event counter. Only time and pixel travel: the other fields are not
 //!   in ev44.
 //!
+//! - **f144** ([`log_data`]): one slow value (a rate, a count, a device reading) as a long or
+//!   a double, with its time in ns since the epoch.
+//! - **al00** ([`alarm`]): a source's alarm state (OK, MINOR, MAJOR) with a message.
+//! - **x5f2** ([`status`]): the service's periodic status, its details as JSON.
+//!
 //! Guarantees: an [`Encoder`] reuses its builder and scratch space, so after the first events
 //! encoding allocates nothing; a [`Decoder`] writes straight into the slot and reports a
 //! message that does not fit the buffer as a [`WireError`], never panics on bytes.
 
-use super::schemas::{da00, ev44, pl72, run_stop_6s4t};
+use super::schemas::{al00, da00, ev44, f144, pl72, run_stop_6s4t, x5f2};
 use crate::dtype::{Base, ByteOrder, Dtype, Field, Metadata, Scalar};
 use flatbuffers::FlatBufferBuilder;
 
@@ -448,6 +453,107 @@ pub fn run_stop(stop_ms: u64, run_name: &str, job_id: &str, command_id: &str) ->
     fbb.finished_data().to_vec()
 }
 
+/// A slow value for f144: a count as a long, anything else as a double.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LogValue {
+    /// f144 `Long`.
+    Long(i64),
+    /// f144 `Double`.
+    Double(f64),
+}
+
+/// An f144 message: `value` of `source_name` at `ns` since the epoch.
+pub fn log_data(source_name: &str, ns: i64, value: LogValue) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + source_name.len());
+    let (value_type, value) = match value {
+        LogValue::Long(v) => (
+            f144::Value::Long,
+            f144::Long::create(&mut fbb, &f144::LongArgs { value: v }).as_union_value(),
+        ),
+        LogValue::Double(v) => (
+            f144::Value::Double,
+            f144::Double::create(&mut fbb, &f144::DoubleArgs { value: v }).as_union_value(),
+        ),
+    };
+    let source_name = fbb.create_string(source_name);
+    let root = f144::f144_LogData::create(
+        &mut fbb,
+        &f144::f144_LogDataArgs {
+            source_name: Some(source_name),
+            timestamp: ns,
+            value_type,
+            value: Some(value),
+        },
+    );
+    f144::finish_f_144_log_data_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// How bad an alarm is (al00's severities this engine uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Nothing wrong (any more).
+    Ok,
+    /// Needs attention; data still complete.
+    Minor,
+    /// Data is being lost or a part of the run is gone.
+    Major,
+}
+
+/// An al00 message: `source_name`'s alarm state at `ns` since the epoch.
+pub fn alarm(source_name: &str, ns: i64, severity: Severity, message: &str) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + source_name.len() + message.len());
+    let source_name = fbb.create_string(source_name);
+    let message = fbb.create_string(message);
+    let root = al00::Alarm::create(
+        &mut fbb,
+        &al00::AlarmArgs {
+            source_name: Some(source_name),
+            timestamp: ns,
+            severity: match severity {
+                Severity::Ok => al00::Severity::OK,
+                Severity::Minor => al00::Severity::MINOR,
+                Severity::Major => al00::Severity::MAJOR,
+            },
+            message: Some(message),
+        },
+    );
+    al00::finish_alarm_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// The fields of an x5f2 status this engine fills.
+pub struct StatusFields<'a> {
+    /// Which service: the exporter's source name.
+    pub service_id: &'a str,
+    /// This machine's name.
+    pub host_name: &'a str,
+    /// The exporter's process id.
+    pub process_id: u32,
+    /// Milliseconds until the next status.
+    pub update_interval_ms: u32,
+    /// JSON: the run and the exporter's counts.
+    pub status_json: &'a str,
+}
+
+/// An x5f2 status message from daq-engine (its name and version filled in).
+pub fn status(f: &StatusFields<'_>) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(256 + f.status_json.len());
+    let mut s = |t: &str| Some(fbb.create_string(t));
+    let args = x5f2::StatusArgs {
+        software_name: s("daq-engine"),
+        software_version: s(env!("CARGO_PKG_VERSION")),
+        service_id: s(f.service_id),
+        host_name: s(f.host_name),
+        process_id: f.process_id,
+        update_interval: f.update_interval_ms,
+        status_json: s(f.status_json),
+    };
+    let root = x5f2::Status::create(&mut fbb, &args);
+    x5f2::finish_status_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
 /// Writes ev44/da00 messages into a buffer's events.
 pub struct Decoder {
     dtype: Dtype,
@@ -701,5 +807,37 @@ mod tests {
         let s = run_stop_6s4t::root_as_run_stop(&stop).unwrap();
         assert_eq!((s.stop_time(), s.command_id()), (9, Some("c")));
         assert_eq!(schema_of(&stop), Some("6s4t"));
+    }
+    #[test]
+    fn f144_al00_and_x5f2_carry_their_fields() {
+        let m = log_data("demo/raw/rate_hz", 5, LogValue::Double(2.5));
+        assert_eq!(schema_of(&m), Some("f144"));
+        let l = f144::root_as_f_144_log_data(&m).unwrap();
+        assert_eq!((l.source_name(), l.timestamp()), ("demo/raw/rate_hz", 5));
+        assert_eq!(l.value_as_double().unwrap().value(), 2.5);
+        let m = log_data("demo/raw/lost", 6, LogValue::Long(-7));
+        let l = f144::root_as_f_144_log_data(&m).unwrap();
+        assert_eq!(l.value_as_long().unwrap().value(), -7);
+        assert!(l.value_as_double().is_none());
+        let a = alarm("demo/raw", 9, Severity::Major, "losing events");
+        assert_eq!(schema_of(&a), Some("al00"));
+        let a = al00::root_as_alarm(&a).unwrap();
+        assert_eq!(a.severity(), al00::Severity::MAJOR);
+        assert_eq!(
+            (a.source_name(), a.message()),
+            (Some("demo/raw"), Some("losing events"))
+        );
+        let st = status(&StatusFields {
+            service_id: "demo/k/raw",
+            host_name: "h",
+            process_id: 3,
+            update_interval_ms: 2000,
+            status_json: "{}",
+        });
+        assert_eq!(schema_of(&st), Some("x5f2"));
+        let st = x5f2::root_as_status(&st).unwrap();
+        assert_eq!(st.software_name(), Some("daq-engine"));
+        assert_eq!((st.process_id(), st.update_interval()), (3, 2000));
+        assert_eq!(st.status_json(), Some("{}"));
     }
 }

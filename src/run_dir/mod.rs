@@ -10,6 +10,7 @@
 //! | [`SUMMARY`] `summary.json` | `run`, atomically at the end; `recover` | `recover`, tests |
 //! | [`LOG`] `daq-engine.log` | every process of the run | people |
 //! | `device_<worker>.txt` ([`device_notes_path`]) | device importers, once a second | HDF5 export, supervisor, monitor |
+//! | `kafka_<worker>_<process>.json` ([`kafka_counts_path`], [`KafkaCounts`]) | `export.kafka`, once a second and at the end | supervisor (stats, summary), `status`, tests |
 //!
 //! Workers write result files of their own (HDF5 run files, `histogram_*.csv`,
 //! `fit_*.json`, `oscilloscope_<worker>.json`, `drain_<worker>_<process>.json`, CSV);
@@ -165,6 +166,130 @@ impl DeviceNotes {
     }
 }
 
+/// The counts of one `export.kafka` process (`kafka_<worker>_<process>.json`).
+pub fn kafka_counts_path(run_dir: &Path, worker: &str, process: usize) -> PathBuf {
+    run_dir.join(format!("kafka_{worker}_{process}.json"))
+}
+
+/// What one `export.kafka` process did with its events, written about once a second while
+/// the run goes on and once more at the end. Always: `events = delivered + lost + in
+/// flight`, and at the end nothing is in flight. Lenient to read (a missing field is 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct KafkaCounts {
+    /// The topic of the events.
+    pub topic: String,
+    /// The messages' source name (and record key).
+    pub source_name: String,
+    /// `da00` or `ev44`.
+    pub format: String,
+    /// Events taken from the source buffer.
+    pub events: u64,
+    /// Events the broker acknowledged.
+    pub delivered: u64,
+    /// Events lost: `failed + dropped_spool_full + refused + undelivered_at_end`.
+    pub lost: u64,
+    /// Deliveries the client reported failed.
+    pub failed: u64,
+    /// Events dropped because the client's queue and the spool were both full.
+    pub dropped_spool_full: u64,
+    /// Events the client refused (e.g. larger than the broker takes).
+    pub refused: u64,
+    /// Events still waiting when the end-of-run drain gave up.
+    pub undelivered_at_end: u64,
+    /// Events that went into the spool while the client's queue was full.
+    pub spooled: u64,
+    /// Events handed from the spool to the client again.
+    pub replayed: u64,
+    /// Events in the spool now.
+    pub spool_pending: u64,
+    /// Most events in the spool at once.
+    pub spool_peak: u64,
+    /// Status messages (f144, al00, x5f2) that could not be queued (not events; not lost).
+    pub status_dropped: u64,
+    /// The run ended for this process: the counts are final.
+    pub done: bool,
+}
+
+/// The counts of every `export.kafka` process of the run in `run_dir`, by worker (the
+/// processes of one worker summed; `done` only when all are).
+pub fn run_kafka_counts(run_dir: &Path) -> std::collections::BTreeMap<String, KafkaCounts> {
+    let mut out: std::collections::BTreeMap<String, KafkaCounts> = Default::default();
+    for e in std::fs::read_dir(run_dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(stem) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kafka_"))
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let Some((worker, process)) = stem.rsplit_once('_') else {
+            continue;
+        };
+        if process.parse::<usize>().is_err() {
+            continue;
+        }
+        let Some(c) = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<KafkaCounts>(&b).ok())
+        else {
+            continue;
+        };
+        let sum = out
+            .entry(worker.to_string())
+            .or_insert_with(|| KafkaCounts {
+                topic: c.topic.clone(),
+                source_name: c.source_name.clone(),
+                format: c.format.clone(),
+                done: true,
+                ..KafkaCounts::default()
+            });
+        sum.add(&c);
+    }
+    out
+}
+
+impl KafkaCounts {
+    /// Adds another process's counts (the names stay).
+    fn add(&mut self, c: &KafkaCounts) {
+        self.events += c.events;
+        self.delivered += c.delivered;
+        self.lost += c.lost;
+        self.failed += c.failed;
+        self.dropped_spool_full += c.dropped_spool_full;
+        self.refused += c.refused;
+        self.undelivered_at_end += c.undelivered_at_end;
+        self.spooled += c.spooled;
+        self.replayed += c.replayed;
+        self.spool_pending += c.spool_pending;
+        self.spool_peak += c.spool_peak;
+        self.status_dropped += c.status_dropped;
+        self.done &= c.done;
+    }
+}
+
+/// The last complete line of the statistics file `path` (`stats.jsonl`), read from its end
+/// (at most the last 1 MiB); `None` when there is none yet.
+pub fn last_stats_line(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 1 << 20;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(TAIL);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(TAIL).read_to_end(&mut buf).ok()?;
+    // Only whole lines: the file's last byte is a newline unless a line is being written.
+    let end = buf.iter().rposition(|&b| b == b'\n')?;
+    let body = &buf[..end];
+    let from = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if from == 0 && start > 0 {
+        return None;
+    }
+    String::from_utf8(body[from..].to_vec()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +315,37 @@ mod tests {
         assert_eq!((s.gaps, s.bad_records), (2, 0));
         assert_eq!(run_notes(&dir), vec![("scope".to_string(), notes.entries)]);
         assert_eq!(DeviceNotes::read(&dir.join("none")).state(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn the_last_whole_stats_line_and_the_kafka_counts_summed_per_worker() {
+        let dir = std::env::temp_dir().join(format!("daq-run-dir-last-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stats = dir.join(STATS);
+        assert_eq!(last_stats_line(&stats), None, "no file");
+        std::fs::write(&stats, "{\"t\": 1}\n{\"t\": 2}\n{\"t\": 3").unwrap();
+        // The third line is still being written: the second is the last whole one.
+        assert_eq!(last_stats_line(&stats).as_deref(), Some("{\"t\": 2}"));
+        std::fs::write(&stats, "{\"t\": 1}\n").unwrap();
+        assert_eq!(last_stats_line(&stats).as_deref(), Some("{\"t\": 1}"));
+        for (p, delivered, done) in [(0, 5, true), (1, 7, false)] {
+            let c = KafkaCounts {
+                topic: "raw".into(),
+                delivered,
+                done,
+                ..Default::default()
+            };
+            std::fs::write(
+                kafka_counts_path(&dir, "to_kafka", p),
+                serde_json::to_string(&c).unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.join("kafka_spool_to_kafka_0.bin"), b"x").unwrap();
+        let all = run_kafka_counts(&dir);
+        assert_eq!(all.len(), 1, "{all:?}");
+        let c = &all["to_kafka"];
+        assert_eq!((c.topic.as_str(), c.delivered, c.done), ("raw", 12, false));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
