@@ -607,3 +607,97 @@ Workers:
     // No run directory for a rejected setup.
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "{text}");
 }
+
+/// A digitizer whose notes give its scale (the simulated Red Pitaya: 2 V / 16384 counts):
+/// its da00 messages carry `volts_per_count` as an attribute once the exporter has read the
+/// notes (from its next flush on), the value and its source exact, and the waveform
+/// variables unchanged.
+#[test]
+fn da00_of_a_digitizer_carries_its_volts_per_count() {
+    let Some(bin) = tansu::binary("da00_of_a_digitizer_carries_its_volts_per_count") else {
+        return;
+    };
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let broker = Broker::start(&bin, "scale");
+    broker.create_topic("traces", 1);
+    let dir = Dir::new("kafka-scale");
+    let b = broker.address.clone();
+    let setup = dir.write(
+        "rp.yaml",
+        &format!(
+            "target_directory: rp
+Buffers:
+  oscilloscope: {{slot_count: 128, data_length: 1000, data_dtype: {{IN1: int16, IN2: int16}}}}
+Workers:
+  rp:
+    function: device.redpitaya
+    sinks: [oscilloscope]
+    config:
+      address: rp-f0c38f.local
+      decimation: 4
+      trigger_source: IN1
+      trigger_level: 100
+      pretrigger: 100
+      set_size: 100
+      discard_tail: 100
+  to_kafka:
+    function: export.kafka
+    sources: [oscilloscope]
+    config: {{brokers: '{b}', topic: traces}}
+"
+        ),
+    );
+    let child = Command::new(EXE)
+        .arg(&setup)
+        .args(["--simulate", "--quiet", "--no-tui", "--max-seconds", "4"])
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, text) = finish_within(child, RUN_LIMIT);
+    assert_eq!(code, 0, "{text}");
+    let run = run_dir(&dir, "rp");
+    let sent = kafka_counts(&run, "to_kafka")["delivered"]
+        .as_u64()
+        .unwrap();
+    assert!(sent > 0, "{text}");
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "scale-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("traces", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let (mut n, mut scaled, mut unscaled_after) = (0u64, 0u64, 0u64);
+    let t = std::time::Instant::now();
+    while n < sent {
+        assert!(t.elapsed() < Duration::from_secs(60), "{n} of {sent}");
+        let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        n += 1;
+        let msg = daq_engine::kafka::schemas::da00::root_as_da_00_data_array(m.payload().unwrap())
+            .expect("da00");
+        let names: Vec<&str> = msg.data().iter().map(|v| v.name()).collect();
+        assert_eq!(&names[..4], ["IN1", "IN2", "daq_counter", "daq_deadtime"]);
+        match msg.data().iter().find(|v| v.name() == "volts_per_count") {
+            Some(v) => {
+                scaled += 1;
+                assert_eq!(v.data().bytes(), (2.0f64 / 16384.0).to_le_bytes());
+                assert_eq!(v.unit(), Some("V"));
+                assert_eq!(v.source(), Some("rp: redpitaya.volts_per_count"));
+            }
+            None if scaled > 0 => unscaled_after += 1,
+            None => {}
+        }
+    }
+    assert!(scaled > 0, "no message carried the scale ({n} messages)");
+    assert_eq!(unscaled_after, 0, "once known, every message carries it");
+}

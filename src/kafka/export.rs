@@ -19,6 +19,10 @@
 //! [`super::status`]). Each process writes its counts ([`KafkaCounts`]) to
 //! `kafka_<worker>_<process>.json` on every flush and at the end, for the stats, `status`,
 //! the page and summary.json.
+//!
+//! da00 carries the device's volts per ADC count as an attribute once it is known: when the
+//! source buffer is written by a device importer whose notes have a `…volts_per_count` value
+//! (the Red Pitaya's), read on the flush path until found.
 
 use super::spool::Spool;
 use super::status::RunStatus;
@@ -571,12 +575,34 @@ impl Outlet {
     }
 }
 
+/// The volts per ADC count in a device importer's notes: the first key ending in
+/// `volts_per_count` with a number above 0.
+fn volts_per_count(notes: &[(String, String)]) -> Option<(&str, f64)> {
+    notes.iter().find_map(|(k, v)| {
+        let volts: f64 = v.parse().ok()?;
+        (k.ends_with("volts_per_count") && volts > 0.0 && volts.is_finite())
+            .then_some((k.as_str(), volts))
+    })
+}
+
+/// True when a field of `dtype` holds integers (ADC counts).
+fn counts_in(dtype: &crate::dtype::Dtype) -> bool {
+    use crate::dtype::Scalar;
+    dtype.fields().iter().any(|f| {
+        f.ty.scalar()
+            .is_some_and(|s| !matches!(s, Scalar::F32 | Scalar::F64))
+    })
+}
+
 /// `export.kafka`.
 pub struct KafkaExport {
     encoder: Encoder,
     out: Outlet,
     drain: Duration,
     run: Option<RunCommands>,
+    /// da00: the notes of the device importer writing the source buffer, read until they
+    /// give the volts per ADC count.
+    scale_notes: Option<(std::path::PathBuf, String)>,
     /// The status stream and its topic (first process, with `status_topic`).
     status: Option<(RunStatus, String)>,
     events: u64,
@@ -680,6 +706,17 @@ impl KafkaExport {
             },
             drain: s.drain,
             run: None,
+            // Only counts have a scale: a buffer of floats is in volts already.
+            scale_notes: match s.format {
+                Format::Da00 if counts_in(&src.dtype) => {
+                    crate::run_dir::plan::Plan::load(&ctx.run_dir.join(crate::run_dir::PLAN))
+                        .ok()
+                        .and_then(|p| p.buffers.into_iter().find(|b| b.name == src.name))
+                        .and_then(|b| b.writer)
+                        .map(|w| (crate::run_dir::device_notes_path(&ctx.run_dir, &w), w))
+                }
+                _ => None,
+            },
             status: None,
             events: 0,
             summary: Vec::new(),
@@ -777,6 +814,19 @@ impl KafkaExport {
         let _ = crate::fsio::write_atomic(&path, text.as_bytes());
     }
 
+    /// Looks for the volts per ADC count in the device notes until it is found.
+    fn find_scale(&mut self) {
+        let Some((path, worker)) = &self.scale_notes else {
+            return;
+        };
+        let notes = crate::run_dir::read_notes(path);
+        if let Some((key, volts)) = volts_per_count(&notes) {
+            let from = format!("{worker}: {key}");
+            self.encoder.set_volts_per_count(volts, &from);
+            self.scale_notes = None;
+        }
+    }
+
     /// A round of status messages when one is due (or `ended`).
     fn status_round(&mut self, counts: &KafkaCounts, ended: bool) {
         let Some((status, topic)) = &mut self.status else {
@@ -804,6 +854,7 @@ impl Exporter for KafkaExport {
 
     fn flush(&mut self) -> Result<(), WorkerError> {
         self.out.replay()?;
+        self.find_scale();
         let counts = self.counts(false);
         self.write_counts(&counts);
         self.status_round(&counts, false);
@@ -874,5 +925,26 @@ impl Exporter for KafkaExport {
 
     fn events_dropped(&self) -> u64 {
         self.out.lost()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_is_the_first_positive_volts_per_count_in_the_notes() {
+        let n = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let notes = vec![
+            n("device.model", "STEMlab 125-14"),
+            n("other.volts_per_count", "x"),
+            n("bad.volts_per_count", "0"),
+            n("redpitaya.volts_per_count", "1.220703125e-4"),
+        ];
+        assert_eq!(
+            volts_per_count(&notes),
+            Some(("redpitaya.volts_per_count", 1.220703125e-4))
+        );
+        assert_eq!(volts_per_count(&notes[..3]), None);
     }
 }

@@ -6,7 +6,9 @@
 //!   values in C order (the records de-interleaved), `data_type` the field's numpy type; two
 //!   more variables carry the event's metadata, `daq_counter` (int64, shape `[1]`) and
 //!   `daq_deadtime` (float64, `[1]`); the message's `timestamp` is the event's time in ns
-//!   since the epoch.
+//!   since the epoch. Where the device's scale is known ([`Encoder::set_volts_per_count`]),
+//!   an attribute variable `volts_per_count` (float64, `[1]`, unit `V`, `source` saying
+//!   where the value came from) goes with every message.
 //! - **ev44** (feature buffers with a time): `reference_time` = `[event time in ns since the
 //!   epoch]`, `reference_time_index` = `[0]`, `time_of_flight` = the time field of every
 //!   record in ns, `pixel_id` = the pixel field (e.g. `channel`) when there is one,
@@ -49,6 +51,8 @@ impl Format {
 pub const COUNTER: &str = "daq_counter";
 /// The da00 variable with the event's dead time.
 pub const DEADTIME: &str = "daq_deadtime";
+/// The da00 attribute variable with the device's volts per ADC count.
+pub const VOLTS_PER_COUNT: &str = "volts_per_count";
 
 /// The names of a field variable's axes: the records of the event (the samples of a
 /// waveform), then a subarray field's dimensions.
@@ -223,6 +227,8 @@ pub struct Encoder {
     pixels: Vec<i32>,
     vars: Vec<flatbuffers::WIPOffset<da00::da00_Variable<'static>>>,
     axes: Vec<flatbuffers::WIPOffset<&'static str>>,
+    /// da00: volts per ADC count and where it came from, once known.
+    volts_per_count: Option<(f64, String)>,
 }
 
 impl Encoder {
@@ -259,9 +265,21 @@ impl Encoder {
             scratch: Vec::with_capacity(dtype.record_size() * data_length),
             ints: Vec::with_capacity(data_length),
             pixels: Vec::with_capacity(data_length),
-            vars: Vec::with_capacity(dtype.fields().len() + 2),
+            vars: Vec::with_capacity(dtype.fields().len() + 3),
             axes: Vec::with_capacity(AXES.len()),
+            volts_per_count: None,
         })
+    }
+
+    /// From now on, da00 messages carry `volts` per ADC count as the attribute variable
+    /// [`VOLTS_PER_COUNT`], its `source` saying where the value came from.
+    pub fn set_volts_per_count(&mut self, volts: f64, source: &str) {
+        self.volts_per_count = Some((volts, source.to_string()));
+    }
+
+    /// The volts per ADC count the messages carry, if known.
+    pub fn volts_per_count(&self) -> Option<f64> {
+        self.volts_per_count.as_ref().map(|v| v.0)
     }
 
     /// The schema used.
@@ -343,6 +361,25 @@ impl Encoder {
                     name: Some(name),
                     source: Some(source),
                     data_type: ty,
+                    shape: Some(shape),
+                    data: Some(bytes),
+                    ..Default::default()
+                },
+            ));
+        }
+        if let Some((volts, from)) = &self.volts_per_count {
+            let name = fbb.create_string(VOLTS_PER_COUNT);
+            let unit = fbb.create_string("V");
+            let source = fbb.create_string(from);
+            let shape = fbb.create_vector(&[1i64]);
+            let bytes = fbb.create_vector(&volts.to_le_bytes());
+            vars.push(da00::da00_Variable::create(
+                fbb,
+                &da00::da00_VariableArgs {
+                    name: Some(name),
+                    unit: Some(unit),
+                    source: Some(source),
+                    data_type: da00::da00_dtype::float64,
                     shape: Some(shape),
                     data: Some(bytes),
                     ..Default::default()
@@ -729,6 +766,24 @@ mod tests {
         assert_eq!(out, data);
         assert_eq!(back.timestamp, meta.timestamp);
         assert_eq!(back.deadtime, meta.deadtime);
+        assert!(m.data().iter().all(|v| v.name() != VOLTS_PER_COUNT));
+        // Once the scale is known it travels as an attribute; the decoder ignores it.
+        enc.set_volts_per_count(2.0 / 16384.0, "digitizer: redpitaya.volts_per_count");
+        let scaled = enc.encode(&data, &meta).unwrap().to_vec();
+        let m = da00::root_as_da_00_data_array(&scaled).unwrap();
+        let v = m
+            .data()
+            .iter()
+            .find(|v| v.name() == VOLTS_PER_COUNT)
+            .unwrap();
+        assert_eq!(v.data().bytes(), &(2.0f64 / 16384.0).to_le_bytes());
+        assert_eq!(
+            (v.unit(), v.data_type()),
+            (Some("V"), da00::da00_dtype::float64)
+        );
+        assert_eq!(v.source(), Some("digitizer: redpitaya.volts_per_count"));
+        assert_eq!(dec.decode(&scaled, &mut out, &mut back).unwrap(), Some(41));
+        assert_eq!(out, data);
         // A buffer of another shape refuses the message instead of writing half of it.
         let short = Decoder::new(&d, 3, None).unwrap();
         assert!(short.decode(&msg, &mut [0; 18], &mut back).is_err());
