@@ -367,8 +367,9 @@ Workers:
 "
         ),
     );
+    // digitizer_1 and digitizer_4 are keyed to different partitions (CRC32 of the key).
     let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));
-    let two = start(&dir, "host2.yaml", &producer_setup(&b, "host2", 2, 500, ""));
+    let two = start(&dir, "host2.yaml", &producer_setup(&b, "host2", 4, 500, ""));
     for (name, child) in [("host1", one), ("host2", two)] {
         let (code, text) = finish_within(child, RUN_LIMIT);
         assert_eq!(code, 0, "{name}: {text}");
@@ -394,6 +395,97 @@ Workers:
         total += n;
     }
     assert_eq!(got.len(), total, "nothing else, no duplicate");
+}
+
+/// The analysis setup of a consuming engine: `source.kafka` in consumer group `analysis`
+/// into HDF5, ending `idle_end` s after the last message.
+fn consumer_setup(broker: &str, target: &str, idle_end: f64) -> String {
+    format!(
+        "target_directory: {target}
+Buffers:
+  raw: {{slot_count: 256, data_length: 64, data_dtype: {{chA: float32, chB: float32}}}}
+Workers:
+  from_kafka:
+    function: source.kafka
+    sinks: [raw]
+    config: {{brokers: '{broker}', topic: waveforms, group_id: analysis, idle_end: {idle_end}}}
+  raw_file:
+    function: export.hdf5
+    sources: [raw]
+    config: {{compression: none}}
+"
+    )
+}
+
+/// Two consuming engines in one consumer group share the topic's two partitions: each gets
+/// one producer's stream (the sources are keyed to different partitions), and across both
+/// every event of both producers arrives exactly once, in order per source.
+#[test]
+fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
+    let Some(bin) =
+        tansu::binary("two_consuming_engines_in_one_group_share_the_partitions_every_event_once")
+    else {
+        return;
+    };
+    let broker = Broker::start(&bin, "group");
+    broker.create_topic("waveforms", 2);
+    let dir = Dir::new("kafka-group");
+    let b = broker.address.clone();
+    let a = start(&dir, "a.yaml", &consumer_setup(&b, "analysis_a", 15.0));
+    let c = start(&dir, "c.yaml", &consumer_setup(&b, "analysis_c", 15.0));
+    // Both consumers' workers run (2 processes each besides the supervisors), then a moment
+    // for the group to settle before anything is produced.
+    let t = std::time::Instant::now();
+    while runs::processes_with(&dir.0.to_string_lossy()).len() < 6 && t.elapsed() < RUN_LIMIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    // Keys digitizer_1 and digitizer_4: librdkafka's default partitioner (CRC32 of the key)
+    // puts them on partitions 1 and 0.
+    let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));
+    let two = start(&dir, "host2.yaml", &producer_setup(&b, "host2", 4, 500, ""));
+    for (name, child) in [
+        ("host1", one),
+        ("host2", two),
+        ("analysis_a", a),
+        ("analysis_c", c),
+    ] {
+        let (code, text) = finish_within(child, RUN_LIMIT);
+        assert_eq!(code, 0, "{name}: {text}");
+    }
+    let got: Vec<Vec<(Vec<u8>, f64)>> = ["analysis_a", "analysis_c"]
+        .iter()
+        .map(|t| events(&run_dir(&dir, t).join("raw.h5")))
+        .collect();
+    assert!(
+        got.iter().all(|g| !g.is_empty()),
+        "both consumers got a share: {} and {}",
+        got[0].len(),
+        got[1].len()
+    );
+    let mut total = 0;
+    for (host, n) in [("host1", 600), ("host2", 500)] {
+        let run = run_dir(&dir, host);
+        assert_eq!(kafka_counts(&run, "to_kafka")["delivered"], n, "{host}");
+        let sent = events(&run.join("raw.h5"));
+        let mut seen = 0;
+        for g in &got {
+            // Where this consumer's events of this source stand in what was sent: rising.
+            let at: Vec<usize> = g
+                .iter()
+                .filter_map(|e| sent.iter().position(|s| s == e))
+                .collect();
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{host}: order kept");
+            seen += at.len();
+        }
+        assert_eq!(seen, n, "{host}: every event once across both consumers");
+        total += n;
+    }
+    assert_eq!(
+        got[0].len() + got[1].len(),
+        total,
+        "nothing else, no duplicate"
+    );
 }
 
 /// The broker stops answering for 4 s in the middle of a run (SIGSTOP, as a hung or
