@@ -55,6 +55,41 @@ fn kafka_counts(run: &Path, worker: &str) -> serde_json::Value {
     .unwrap()
 }
 
+/// The Kafka counts of `worker` agree everywhere: its file, summary.json, the last stats
+/// line (what the page shows) and `daq-engine status`; final (`done`). Returns them.
+fn kafka_counts_agree(run: &Path, worker: &str) -> serde_json::Value {
+    let file = kafka_counts(run, worker);
+    assert_eq!(file["done"], true, "{file}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["kafka"][worker], file, "summary.json");
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(last["ended"], true);
+    assert_eq!(last["workers"][worker]["kafka"], file, "last stats line");
+    let out = Command::new(EXE).arg("status").arg(run).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<String> = [
+        "events",
+        "delivered",
+        "spooled",
+        "replayed",
+        "dropped_spool_full",
+        "lost",
+    ]
+    .iter()
+    .map(|k| file[k].to_string())
+    .collect();
+    assert!(
+        text.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() >= 8 && cols[0] == worker && cols[1..7] == row[..]
+        }),
+        "status shows {row:?} for {worker}: {text}"
+    );
+    file
+}
+
 fn python(test: &str) -> Option<String> {
     let py = std::env::var("DAQ_PYTHON").ok()?;
     let ok = Command::new(&py)
@@ -527,9 +562,10 @@ fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
     assert_eq!(code, 0, "{text}\n{}", broker.log());
     let run = run_dir(&dir, "restart");
     books_balance(&run);
-    let counts = kafka_counts(&run, "to_kafka");
+    let counts = kafka_counts_agree(&run, "to_kafka");
     assert_eq!(counts["lost"], 0, "{counts}");
     assert_eq!(counts["delivered"], n, "{counts}");
+    assert_eq!(counts["replayed"], counts["spooled"], "{counts}");
     assert!(
         counts["spooled"].as_u64().unwrap() > 0,
         "the broker was away for 4 s: events should have gone through the spool: {counts}"
@@ -616,7 +652,7 @@ Workers:
     let summary = books_balance(&run);
     assert_eq!(summary["events"]["raw"], 500, "{summary}");
     for worker in ["no_spool", "spool"] {
-        let counts = kafka_counts(&run, worker);
+        let counts = kafka_counts_agree(&run, worker);
         assert_eq!(counts["events"], 500, "{worker}: {counts}");
         assert_eq!(counts["delivered"], 0, "{worker}: {counts}");
         assert_eq!(counts["lost"], 500, "{worker}: {counts}");

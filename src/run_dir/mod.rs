@@ -211,48 +211,35 @@ pub struct KafkaCounts {
     pub done: bool,
 }
 
-/// The counts of every `export.kafka` process of the run in `run_dir`, by worker (the
-/// processes of one worker summed; `done` only when all are).
-pub fn run_kafka_counts(run_dir: &Path) -> std::collections::BTreeMap<String, KafkaCounts> {
-    let mut out: std::collections::BTreeMap<String, KafkaCounts> = Default::default();
-    for e in std::fs::read_dir(run_dir).into_iter().flatten().flatten() {
-        let name = e.file_name();
-        let Some(stem) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("kafka_"))
-            .and_then(|n| n.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        let Some((worker, process)) = stem.rsplit_once('_') else {
-            continue;
-        };
-        if process.parse::<usize>().is_err() {
-            continue;
-        }
-        let Some(c) = std::fs::read(e.path())
+/// The counts of the `export.kafka` worker `worker` (its `processes` processes summed;
+/// `done` only when every one is), or `None` when none has written its file yet.
+pub fn worker_kafka_counts(run_dir: &Path, worker: &str, processes: usize) -> Option<KafkaCounts> {
+    let mut sum: Option<KafkaCounts> = None;
+    for p in 0..processes.max(1) {
+        let read = std::fs::read(kafka_counts_path(run_dir, worker, p))
             .ok()
-            .and_then(|b| serde_json::from_slice::<KafkaCounts>(&b).ok())
-        else {
+            .and_then(|b| serde_json::from_slice::<KafkaCounts>(&b).ok());
+        let Some(c) = read else {
+            if let Some(s) = &mut sum {
+                s.done = false;
+            }
             continue;
         };
-        let sum = out
-            .entry(worker.to_string())
-            .or_insert_with(|| KafkaCounts {
-                topic: c.topic.clone(),
-                source_name: c.source_name.clone(),
-                format: c.format.clone(),
-                done: true,
-                ..KafkaCounts::default()
-            });
-        sum.add(&c);
+        let s = sum.get_or_insert_with(|| KafkaCounts {
+            topic: c.topic.clone(),
+            source_name: c.source_name.clone(),
+            format: c.format.clone(),
+            done: p == 0,
+            ..KafkaCounts::default()
+        });
+        s.add(&c);
     }
-    out
+    sum
 }
 
 impl KafkaCounts {
     /// Adds another process's counts (the names stay).
-    fn add(&mut self, c: &KafkaCounts) {
+    pub fn add(&mut self, c: &KafkaCounts) {
         self.events += c.events;
         self.delivered += c.delivered;
         self.lost += c.lost;
@@ -318,7 +305,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
     #[test]
-    fn the_last_whole_stats_line_and_the_kafka_counts_summed_per_worker() {
+    fn the_last_whole_stats_line_and_a_kafka_workers_counts_summed_over_its_processes() {
         let dir = std::env::temp_dir().join(format!("daq-run-dir-last-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let stats = dir.join(STATS);
@@ -341,11 +328,16 @@ mod tests {
             )
             .unwrap();
         }
-        std::fs::write(dir.join("kafka_spool_to_kafka_0.bin"), b"x").unwrap();
-        let all = run_kafka_counts(&dir);
-        assert_eq!(all.len(), 1, "{all:?}");
-        let c = &all["to_kafka"];
+        let c = worker_kafka_counts(&dir, "to_kafka", 2).unwrap();
         assert_eq!((c.topic.as_str(), c.delivered, c.done), ("raw", 12, false));
+        assert_eq!(
+            worker_kafka_counts(&dir, "to_kafka", 1).unwrap().delivered,
+            5
+        );
+        assert!(worker_kafka_counts(&dir, "to_kafka", 1).unwrap().done);
+        // A process that has written nothing yet: not done.
+        assert!(!worker_kafka_counts(&dir, "to_kafka", 3).unwrap().done);
+        assert_eq!(worker_kafka_counts(&dir, "other", 1), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
