@@ -269,7 +269,7 @@ Workers:
   digitizer:
     function: simulate.pulses
     sinks: [raw]
-    config: {{n_events: 300, seed: 11, pretrigger_samples: 30, rate: 200.0, realtime: true}}
+    config: {{n_events: 300, seed: 11, pretrigger_samples: 30, rate: 100.0, realtime: true}}
   beat_source:
     function: bench.source
     sinks: [beat]
@@ -331,7 +331,8 @@ Workers:
     assert_eq!(facts["da00"], 300);
     assert_eq!(facts["ev44"], pulses["events"]);
     assert_eq!(facts["control"], 2);
-    assert!(facts["x5f2"].as_u64().unwrap() >= 2, "{facts}");
+    // The last status, at least (the periodic ones depend on the flush cadence under load).
+    assert!(facts["x5f2"].as_u64().unwrap() >= 1, "{facts}");
     assert!(facts["al00"].as_u64().unwrap() >= 1, "{facts}");
 }
 
@@ -468,13 +469,29 @@ fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
     let b = broker.address.clone();
     let a = start(&dir, "a.yaml", &consumer_setup(&b, "analysis_a", 15.0));
     let c = start(&dir, "c.yaml", &consumer_setup(&b, "analysis_c", 15.0));
-    // Both consumers' workers run (2 processes each besides the supervisors), then a moment
-    // for the group to settle before anything is produced.
+    // Before anything is produced, the group has settled: each consumer's last assignment
+    // (source.kafka logs them) is one partition.
+    let settled = |target: &str| {
+        std::fs::read_dir(dir.0.join(target))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("daq-engine.log")).ok())
+            .any(|log| {
+                log.lines()
+                    .rev()
+                    .find(|l| l.contains("assigned partitions of 'waveforms'"))
+                    .is_some_and(|l| l.ends_with("[0]") || l.ends_with("[1]"))
+            })
+    };
     let t = std::time::Instant::now();
-    while runs::processes_with(&dir.0.to_string_lossy()).len() < 6 && t.elapsed() < RUN_LIMIT {
-        std::thread::sleep(Duration::from_millis(50));
+    while !(settled("analysis_a") && settled("analysis_c")) {
+        assert!(
+            t.elapsed() < RUN_LIMIT,
+            "the group did not share the partitions"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(5));
     // Keys digitizer_1 and digitizer_4: librdkafka's default partitioner (CRC32 of the key)
     // puts them on partitions 1 and 0.
     let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));

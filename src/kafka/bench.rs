@@ -141,11 +141,14 @@ fn ours(
             .key("bench")
             .payload(msg)
             .timestamp((now * 1e3) as i64);
-        // As export.kafka sends: then serve the delivery reports so far, without waiting.
+        // As export.kafka sends: every POLL_EVERY sends, serve the delivery reports so far,
+        // without waiting.
         loop {
             match p.send(record) {
                 Ok(()) => {
-                    p.poll(Duration::ZERO);
+                    if i.is_multiple_of(super::export::POLL_EVERY) {
+                        p.poll(Duration::ZERO);
+                    }
                     break;
                 }
                 Err((_, r)) => {
