@@ -29,6 +29,14 @@ function show(s) {
     `<tr><td>${esc(name)}</td><td>${esc(w.state)}</td><td>${w.processes}</td><td>${w.events}</td>` +
     `<td>${fmt((s.cpu_percent || {})[name], 0)} %</td><td>${esc((s.cores_text || {})[name] || "–")}</td>` +
     `<td>${w.restarts}</td></tr>`).join("");
+  const kafka = Object.entries(s.workers || {}).filter(([, w]) => w.kafka);
+  $("kafka").hidden = kafka.length === 0;
+  $("kafka").tBodies[0].innerHTML = kafka.map(([name, w]) => {
+    const k = w.kafka;
+    return `<tr><td>${esc(name)}</td><td>${esc(k.topic)}</td><td>${k.events}</td><td>${k.delivered}</td>` +
+      `<td>${k.spooled}${k.spool_pending ? ` (${k.spool_pending} waiting)` : ""}</td><td>${k.replayed}</td>` +
+      `<td>${k.dropped_spool_full}</td><td>${k.lost}</td></tr>`;
+  }).join("");
   $("warnings").innerHTML = (s.warnings || []).map((w) => `<li>${esc(w)}</li>`).join("");
   const p = s.progress;
   $("progress").value = p ? p.fraction : 0;

@@ -70,6 +70,37 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
             w.cores_text()
         );
     }
+    let kafka: Vec<(&String, &crate::run_dir::KafkaCounts)> = snap
+        .workers
+        .iter()
+        .filter_map(|(n, w)| w.kafka.as_ref().map(|k| (n, k)))
+        .collect();
+    if !kafka.is_empty() {
+        let _ = writeln!(
+            s,
+            "{:<20} {:>12} {:>10} {:>9} {:>10} {:>9} {:>8}  topic",
+            "kafka", "events", "delivered", "spooled", "replayed", "dropped", "lost"
+        );
+        for (name, k) in kafka {
+            let _ = writeln!(
+                s,
+                "{:<20} {:>12} {:>10} {:>9} {:>10} {:>9} {:>8}  {}{}",
+                name,
+                k.events,
+                k.delivered,
+                k.spooled,
+                k.replayed,
+                k.dropped_spool_full,
+                k.lost,
+                k.topic,
+                if k.spool_pending > 0 {
+                    format!(" ({} in the spool)", k.spool_pending)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
     for w in view.warnings() {
         let _ = writeln!(s, "warning: {w}");
     }

@@ -110,7 +110,14 @@ pub struct RunSummary {
     pub readers: BTreeMap<String, BTreeMap<String, ReaderBooks>>,
     /// What went wrong, if anything.
     pub failures: Vec<String>,
+    /// Per `export.kafka` worker: what became of its events (the counts its processes
+    /// wrote at the end, as the last stats line and `status` show them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kafka: BTreeMap<String, crate::run_dir::KafkaCounts>,
 }
+
+/// The function whose workers write Kafka counts (`kafka_<worker>_<process>.json`).
+const KAFKA_EXPORT: &str = "export.kafka";
 
 /// Errors before the run could start.
 #[derive(Debug, thiserror::Error)]
@@ -1088,6 +1095,11 @@ impl Supervisor {
             } else {
                 None
             };
+            let kafka = (w.function == KAFKA_EXPORT)
+                .then(|| {
+                    crate::run_dir::worker_kafka_counts(&self.plan.run_dir, &w.name, w.processes)
+                })
+                .flatten();
             self.alerts.condition(
                 Kind::DeviceGone,
                 &w.name,
@@ -1110,6 +1122,7 @@ impl Supervisor {
                         .into_iter()
                         .collect(),
                     device,
+                    kafka,
                 },
             );
         }
@@ -1333,6 +1346,16 @@ impl Supervisor {
             lost,
             readers,
             failures: self.failures.clone(),
+            kafka: self
+                .plan
+                .workers
+                .iter()
+                .filter(|w| w.function == KAFKA_EXPORT)
+                .filter_map(|w| {
+                    crate::run_dir::worker_kafka_counts(&self.plan.run_dir, &w.name, w.processes)
+                        .map(|c| (w.name.clone(), c))
+                })
+                .collect(),
         }
     }
 }

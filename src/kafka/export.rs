@@ -14,18 +14,28 @@
 //! `status`, the page and summary.json show it.
 //!
 //! With `control_topic`, the first process sends a pl72 run start (the setup as metadata)
-//! before the first event and a 6s4t run stop after the last.
+//! before the first event and a 6s4t run stop after the last. With `status_topic`, it sends
+//! the run's state there every `status_interval` (f144 values, al00 alarms, x5f2 status; see
+//! [`super::status`]). Each process writes its counts ([`KafkaCounts`]) to
+//! `kafka_<worker>_<process>.json` on every flush and at the end, for the stats, `status`,
+//! the page and summary.json.
+//!
+//! da00 carries the device's volts per ADC count as an attribute once it is known: when the
+//! source buffer is written by a device importer whose notes have a `…volts_per_count` value
+//! (the Red Pitaya's), read on the flush path until found.
 
 use super::spool::Spool;
+use super::status::RunStatus;
 use super::wire::{self, Encoder, Ev44Fields, Format};
 use crate::key;
+use crate::run_dir::KafkaCounts;
 use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
 };
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +64,8 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         TIME_UNIT.spec(),
         PIXEL_FIELD.spec(),
         CONTROL_TOPIC.spec(),
+        STATUS_TOPIC.spec(),
+        STATUS_INTERVAL.spec(),
         LINGER_MS.spec(),
         BATCH_KB.spec(),
         COMPRESSION.spec(),
@@ -104,6 +116,17 @@ const CONTROL_TOPIC: MaybeKey<str> = key!(
     absent: "none: no run start/stop messages",
     "topic for the pl72 run start and 6s4t run stop (the setup as metadata)"
 );
+const STATUS_TOPIC: MaybeKey<str> = key!(
+    "status_topic",
+    absent: "none: no status messages",
+    "topic for the run's state: f144 values (rates, counts, device readings), al00 alarms, \
+     x5f2 status (set it on one exporter of a run)"
+);
+const STATUS_INTERVAL: Key<f64> = key!(
+    "status_interval",
+    2.0,
+    "seconds between two rounds of status messages"
+);
 const LINGER_MS: Key<f64> = key!(
     "linger_ms",
     5.0,
@@ -144,6 +167,8 @@ struct Settings {
     format: Format,
     ev44: Option<Ev44Fields>,
     control_topic: Option<String>,
+    status_topic: Option<String>,
+    status_interval: Duration,
     linger_ms: f64,
     batch_bytes: usize,
     compression: &'static str,
@@ -284,6 +309,15 @@ impl Settings {
                 .get(CONTROL_TOPIC)?
                 .map(|t| non_empty(CONTROL_TOPIC.name, t))
                 .transpose()?,
+            status_topic: c
+                .get(STATUS_TOPIC)?
+                .map(|t| non_empty(STATUS_TOPIC.name, t))
+                .transpose()?,
+            status_interval: Duration::from_secs_f64(at_least(
+                STATUS_INTERVAL.name,
+                c.get(STATUS_INTERVAL)?,
+                0.1,
+            )?),
             linger_ms: at_least(LINGER_MS.name, c.get(LINGER_MS)?, 0.0)?,
             batch_bytes: batch_kb * 1024,
             compression,
@@ -341,7 +375,10 @@ impl ProducerContext for Counting {
 }
 
 /// An idempotent, `acks=all` producer with the given batching, for the exporter and the
-/// benchmark.
+/// benchmark. Its delivery reports and errors are served by [`BaseProducer::poll`] on the
+/// sending thread (`poll(0)` every [`POLL_EVERY`] sends, on a full queue and on flush), not
+/// by a polling thread of its own: one thread less to wake per batch of reports on a busy
+/// machine.
 pub(super) fn producer(
     brokers: &str,
     linger_ms: f64,
@@ -349,7 +386,7 @@ pub(super) fn producer(
     compression: &str,
     queue_kb: u64,
     reports: Arc<Reports>,
-) -> Result<ThreadedProducer<Counting>, KafkaError> {
+) -> Result<BaseProducer<Counting>, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("client.id", "daq-engine")
@@ -365,9 +402,14 @@ pub(super) fn producer(
         .create_with_context(Counting(reports))
 }
 
+/// Sends between two non-blocking polls for delivery reports: a poll reads the clock three
+/// times (rdkafka's deadline), which showed as the sender's largest cost for small messages;
+/// the reports wait in librdkafka's queue meanwhile (served in one batch).
+pub(super) const POLL_EVERY: u64 = 32;
+
 /// Where the messages go: the producer, and the spool while its queue is full.
 struct Outlet {
-    producer: ThreadedProducer<Counting>,
+    producer: BaseProducer<Counting>,
     reports: Arc<Reports>,
     topic: String,
     key: String,
@@ -380,6 +422,10 @@ struct Outlet {
     produced: u64,
     /// Went through the spool.
     spooled: u64,
+    /// Handed from the spool to the producer.
+    replayed: u64,
+    /// Status messages that could not be queued.
+    status_dropped: u64,
     /// Most records in the spool at once.
     spool_peak: u64,
     /// Refused: the spool was full (or off) while the queue was.
@@ -412,7 +458,12 @@ impl Outlet {
             .key(&self.key)
             .payload(payload)
             .timestamp(ts_ms);
-        match self.producer.send(record) {
+        let sent = self.producer.send(record);
+        if self.produced.is_multiple_of(POLL_EVERY) {
+            // Delivery reports so far (non-blocking).
+            self.producer.poll(Duration::ZERO);
+        }
+        match sent {
             Ok(()) => {
                 self.produced += 1;
                 Ok(())
@@ -457,6 +508,7 @@ impl Outlet {
         let Some(spool) = &mut self.spool else {
             return Ok(());
         };
+        self.producer.poll(Duration::ZERO);
         if spool.is_empty() || self.producer.in_flight_count() > self.full_at / 2 {
             return Ok(());
         }
@@ -475,7 +527,10 @@ impl Outlet {
                 .payload(&self.replay)
                 .timestamp(ts);
             match self.producer.send(record) {
-                Ok(()) => self.produced += 1,
+                Ok(()) => {
+                    self.produced += 1;
+                    self.replayed += 1;
+                }
                 Err((e, _)) if queue_full(&e) => {
                     self.full_at = self.producer.in_flight_count();
                     return Ok(());
@@ -487,6 +542,20 @@ impl Outlet {
             }
             let len = self.replay.len();
             spool.advance(len).map_err(|e| io(e, spool))?;
+        }
+    }
+
+    /// Sends status messages (not events: not spooled; one that cannot be queued is
+    /// counted).
+    fn send_status(&mut self, topic: &str, messages: &[super::status::Message]) {
+        for (key, payload) in messages {
+            let record = BaseRecord::with_opaque_to(topic, 0usize)
+                .key(key)
+                .payload(payload)
+                .timestamp(now_ms() as i64);
+            if self.producer.send(record).is_err() {
+                self.status_dropped += 1;
+            }
         }
     }
 
@@ -509,15 +578,35 @@ impl Outlet {
             if Instant::now() >= deadline {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // Serves delivery reports while it waits.
+            self.producer.poll(Duration::from_millis(10));
         }
         self.undelivered += self.spool.as_ref().map_or(0, |s| s.pending());
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
-        // The purged messages' reports arrive through the polling thread.
+        // The purged messages' reports arrive while flush polls.
         let _ = self.producer.flush(Duration::from_secs(5));
         Ok(())
     }
+}
+
+/// The volts per ADC count in a device importer's notes: the first key ending in
+/// `volts_per_count` with a number above 0.
+fn volts_per_count(notes: &[(String, String)]) -> Option<(&str, f64)> {
+    notes.iter().find_map(|(k, v)| {
+        let volts: f64 = v.parse().ok()?;
+        (k.ends_with("volts_per_count") && volts > 0.0 && volts.is_finite())
+            .then_some((k.as_str(), volts))
+    })
+}
+
+/// True when a field of `dtype` holds integers (ADC counts).
+fn counts_in(dtype: &crate::dtype::Dtype) -> bool {
+    use crate::dtype::Scalar;
+    dtype.fields().iter().any(|f| {
+        f.ty.scalar()
+            .is_some_and(|s| !matches!(s, Scalar::F32 | Scalar::F64))
+    })
 }
 
 /// `export.kafka`.
@@ -526,6 +615,11 @@ pub struct KafkaExport {
     out: Outlet,
     drain: Duration,
     run: Option<RunCommands>,
+    /// da00: the notes of the device importer writing the source buffer, read until they
+    /// give the volts per ADC count.
+    scale_notes: Option<(std::path::PathBuf, String)>,
+    /// The status stream and its topic (first process, with `status_topic`).
+    status: Option<(RunStatus, String)>,
     events: u64,
     /// The outlet's losses already booked through [`Exporter::events_dropped`].
     summary: Vec<String>,
@@ -617,6 +711,8 @@ impl KafkaExport {
                 replay: Vec::new(),
                 produced: 0,
                 spooled: 0,
+                replayed: 0,
+                status_dropped: 0,
                 spool_peak: 0,
                 dropped: 0,
                 refused: 0,
@@ -625,12 +721,33 @@ impl KafkaExport {
             },
             drain: s.drain,
             run: None,
+            // Only counts have a scale: a buffer of floats is in volts already.
+            scale_notes: match s.format {
+                Format::Da00 if counts_in(&src.dtype) => {
+                    crate::run_dir::plan::Plan::load(&ctx.run_dir.join(crate::run_dir::PLAN))
+                        .ok()
+                        .and_then(|p| p.buffers.into_iter().find(|b| b.name == src.name))
+                        .and_then(|b| b.writer)
+                        .map(|w| (crate::run_dir::device_notes_path(&ctx.run_dir, &w), w))
+                }
+                _ => None,
+            },
+            status: None,
             events: 0,
             summary: Vec::new(),
             worker: ctx.worker.clone(),
             process: me,
             run_dir: ctx.run_dir.clone(),
         };
+        if let (Some(topic), 0) = (&s.status_topic, me) {
+            let status = RunStatus::new(
+                ctx.run_dir.clone(),
+                &setup_name(ctx),
+                &s.source_name,
+                s.status_interval,
+            );
+            export.status = Some((status, topic.clone()));
+        }
         if let (Some(topic), 0) = (s.control_topic, me) {
             let run = RunCommands {
                 topic,
@@ -681,6 +798,64 @@ impl KafkaExport {
     }
 }
 
+impl KafkaExport {
+    /// The counts now; `done` at the end.
+    fn counts(&self, done: bool) -> KafkaCounts {
+        let o = &self.out;
+        KafkaCounts {
+            topic: o.topic.clone(),
+            source_name: o.key.clone(),
+            format: self.encoder.format().id().to_string(),
+            events: self.events,
+            delivered: o.reports.delivered.load(Ordering::Relaxed),
+            lost: o.lost(),
+            failed: o.reports.failed.load(Ordering::Relaxed),
+            dropped_spool_full: o.dropped,
+            refused: o.refused,
+            undelivered_at_end: o.undelivered,
+            spooled: o.spooled,
+            replayed: o.replayed,
+            spool_pending: o.spool.as_ref().map_or(0, |s| s.pending()),
+            spool_peak: o.spool_peak,
+            status_dropped: o.status_dropped,
+            done,
+        }
+    }
+
+    /// Writes the counts file (best effort: the counts also reach the summary lines).
+    fn write_counts(&self, counts: &KafkaCounts) {
+        let path = crate::run_dir::kafka_counts_path(&self.run_dir, &self.worker, self.process);
+        let text = serde_json::to_string_pretty(counts).unwrap_or_default() + "\n";
+        let _ = crate::fsio::write_atomic(&path, text.as_bytes());
+    }
+
+    /// Looks for the volts per ADC count in the device notes until it is found.
+    fn find_scale(&mut self) {
+        let Some((path, worker)) = &self.scale_notes else {
+            return;
+        };
+        let notes = crate::run_dir::read_notes(path);
+        if let Some((key, volts)) = volts_per_count(&notes) {
+            let from = format!("{worker}: {key}");
+            self.encoder.set_volts_per_count(volts, &from);
+            self.scale_notes = None;
+        }
+    }
+
+    /// A round of status messages when one is due (or `ended`).
+    fn status_round(&mut self, counts: &KafkaCounts, ended: bool) {
+        let Some((status, topic)) = &mut self.status else {
+            return;
+        };
+        if !ended && !status.due(Instant::now()) {
+            return;
+        }
+        let messages = status.messages(counts, ended);
+        let topic = topic.clone();
+        self.out.send_status(&topic, &messages);
+    }
+}
+
 impl Exporter for KafkaExport {
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
         self.events += 1;
@@ -693,7 +868,14 @@ impl Exporter for KafkaExport {
     }
 
     fn flush(&mut self) -> Result<(), WorkerError> {
-        self.out.replay()
+        // Delivery reports while no event comes (replay polls too, when there is a spool).
+        self.out.producer.poll(Duration::ZERO);
+        self.out.replay()?;
+        self.find_scale();
+        let counts = self.counts(false);
+        self.write_counts(&counts);
+        self.status_round(&counts, false);
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), WorkerError> {
@@ -709,27 +891,19 @@ impl Exporter for KafkaExport {
         if let Some(s) = self.out.spool.as_ref().filter(|s| s.is_empty()) {
             let _ = std::fs::remove_file(s.path());
         }
+        if self.status.is_some() {
+            let counts = self.counts(true);
+            self.status_round(&counts, true);
+            // The last status is worth a moment, not the drain's whole time.
+            let _ = self
+                .out
+                .producer
+                .flush(self.drain.min(Duration::from_secs(5)));
+        }
+        let counts = self.counts(true);
+        self.write_counts(&counts);
         let o = &self.out;
-        let delivered = o.reports.delivered.load(Ordering::Relaxed);
-        let failed = o.reports.failed.load(Ordering::Relaxed);
-        let counts = serde_json::json!({
-            "topic": o.topic,
-            "source_name": o.key,
-            "format": self.encoder.format().id(),
-            "events": self.events,
-            "delivered": delivered,
-            "lost": o.lost(),
-            "failed": failed,
-            "dropped_spool_full": o.dropped,
-            "refused": o.refused,
-            "undelivered_at_end": o.undelivered,
-            "spooled": o.spooled,
-            "spool_peak": o.spool_peak,
-        });
-        let path = self
-            .run_dir
-            .join(format!("kafka_{}_{}.json", self.worker, self.process));
-        let _ = crate::fsio::write_atomic(&path, format!("{counts:#}\n").as_bytes());
+        let (delivered, failed) = (counts.delivered, counts.failed);
         self.summary.push(format!(
             "{}: {} events to Kafka topic '{}' as {} (source '{}'): {delivered} delivered, {} \
              lost ({failed} failed, {} spool full, {} refused, {} undelivered at the end), {} \
@@ -768,5 +942,26 @@ impl Exporter for KafkaExport {
 
     fn events_dropped(&self) -> u64 {
         self.out.lost()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_is_the_first_positive_volts_per_count_in_the_notes() {
+        let n = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let notes = vec![
+            n("device.model", "STEMlab 125-14"),
+            n("other.volts_per_count", "x"),
+            n("bad.volts_per_count", "0"),
+            n("redpitaya.volts_per_count", "1.220703125e-4"),
+        ];
+        assert_eq!(
+            volts_per_count(&notes),
+            Some(("redpitaya.volts_per_count", 1.220703125e-4))
+        );
+        assert_eq!(volts_per_count(&notes[..3]), None);
     }
 }

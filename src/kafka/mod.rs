@@ -3,6 +3,8 @@
 //!
 //! - [`wire`]: events ⇄ ev44/da00 messages, run start/stop (pl72/6s4t); pure.
 //! - [`schemas`]: the code flatc generated from the ESS `.fbs` files.
+//! - [`status`]: the run's state as f144 values, al00 alarms and x5f2 status
+//!   (`status_topic`).
 //! - [`spool`]: the bounded local file that keeps a `block` buffer's events while the broker
 //!   is away, replayed in order when it is back.
 //! - [`export`]: `export.kafka`; [`source`]: `source.kafka`.
@@ -19,6 +21,7 @@ pub mod export;
 pub mod schemas;
 pub mod source;
 pub mod spool;
+pub mod status;
 pub mod tansu;
 pub mod wire;
 

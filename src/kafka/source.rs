@@ -9,6 +9,9 @@
 //! `from_time` asks the broker for the first offset at or after that time (ListOffsets by
 //! timestamp, as the ESS file-writer seeks).
 //!
+//! Every partition assignment the group gives this process is logged (`assigned partitions
+//! of 'topic': [..]`), so an operator — and a test — sees how the partitions are shared.
+//!
 //! Guarantees: a message is decoded straight into the claimed slot; one that does not fit
 //! the buffer (another schema, shape or type) is counted and skipped, never half written.
 //! Offsets are committed for what was handed to the engine.
@@ -21,7 +24,7 @@ use crate::worker::{
     WorkerError,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -182,9 +185,40 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
     Settings::read(ctx).map(drop)
 }
 
+/// The consumer's context: logs the group's partition assignments.
+pub struct Assignments {
+    worker: String,
+}
+
+impl rdkafka::ClientContext for Assignments {}
+
+impl ConsumerContext for Assignments {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+                for e in list.elements() {
+                    by_topic
+                        .entry(e.topic().to_string())
+                        .or_default()
+                        .push(e.partition());
+                }
+                for (topic, partitions) in by_topic {
+                    tracing::info!(
+                        "worker '{}': assigned partitions of '{topic}': {partitions:?}",
+                        self.worker
+                    );
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!("worker '{}': rebalance: {e}", self.worker),
+        }
+    }
+}
+
 /// `source.kafka`.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Assignments>,
     decoder: Decoder,
     source_name: Option<String>,
     idle_end: Option<Duration>,
@@ -205,7 +239,7 @@ impl KafkaSource {
                 ctx.worker, s.topic, s.brokers
             ))
         };
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: BaseConsumer<Assignments> = ClientConfig::new()
             .set("bootstrap.servers", &s.brokers)
             .set("group.id", &s.group)
             .set("client.id", "daq-engine")
@@ -219,7 +253,9 @@ impl KafkaSource {
             )
             .set("enable.auto.commit", "true")
             .set("enable.partition.eof", "false")
-            .create()
+            .create_with_context(Assignments {
+                worker: ctx.worker.clone(),
+            })
             .map_err(|e| fail("consumer", e))?;
         if s.start == Start::Committed {
             consumer

@@ -26,6 +26,8 @@ pub struct Tansu {
     /// host:port for `bootstrap.servers`.
     pub address: String,
     port: u16,
+    /// The port it tells clients to connect to, when not its own (a proxy in front).
+    advertised: Option<u16>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -34,6 +36,16 @@ impl Tansu {
     /// Starts a broker on a free loopback port and waits (up to 60 s) until it takes
     /// connections.
     pub fn start(bin: &Path, tag: &str) -> Result<Tansu, String> {
+        Tansu::start_advertising(bin, tag, None)
+    }
+
+    /// As [`Tansu::start`], but telling clients (in its metadata) to connect to loopback port
+    /// `advertised` instead of its own: for a proxy in front of it that sees every request.
+    pub fn start_advertising(
+        bin: &Path,
+        tag: &str,
+        advertised: Option<u16>,
+    ) -> Result<Tansu, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
@@ -43,6 +55,7 @@ impl Tansu {
             bin: bin.to_path_buf(),
             address: format!("127.0.0.1:{port}"),
             port,
+            advertised,
             child: None,
             log,
         };
@@ -57,6 +70,7 @@ impl Tansu {
             return Err("the broker is running".into());
         }
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let log = std::fs::File::create(&self.log).map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.bin);
@@ -72,7 +86,12 @@ impl Tansu {
         }
         let child = cmd
             .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             // tansu reads a .env file from its working directory: none there.
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())

@@ -6,18 +6,25 @@
 //!   values in C order (the records de-interleaved), `data_type` the field's numpy type; two
 //!   more variables carry the event's metadata, `daq_counter` (int64, shape `[1]`) and
 //!   `daq_deadtime` (float64, `[1]`); the message's `timestamp` is the event's time in ns
-//!   since the epoch.
+//!   since the epoch. Where the device's scale is known ([`Encoder::set_volts_per_count`]),
+//!   an attribute variable `volts_per_count` (float64, `[1]`, unit `V`, `source` saying
+//!   where the value came from) goes with every message.
 //! - **ev44** (feature buffers with a time): `reference_time` = `[event time in ns since the
 //!   epoch]`, `reference_time_index` = `[0]`, `time_of_flight` = the time field of every
 //!   record in ns, `pixel_id` = the pixel field (e.g. `channel`) when there is one,
 //!   `message_id` = the event counter. Only time and pixel travel: the other fields are not
 //!   in ev44.
 //!
+//! - **f144** ([`log_data`]): one slow value (a rate, a count, a device reading) as a long or
+//!   a double, with its time in ns since the epoch.
+//! - **al00** ([`alarm`]): a source's alarm state (OK, MINOR, MAJOR) with a message.
+//! - **x5f2** ([`status`]): the service's periodic status, its details as JSON.
+//!
 //! Guarantees: an [`Encoder`] reuses its builder and scratch space, so after the first events
 //! encoding allocates nothing; a [`Decoder`] writes straight into the slot and reports a
 //! message that does not fit the buffer as a [`WireError`], never panics on bytes.
 
-use super::schemas::{da00, ev44, pl72, run_stop_6s4t};
+use super::schemas::{al00, da00, ev44, f144, pl72, run_stop_6s4t, x5f2};
 use crate::dtype::{Base, ByteOrder, Dtype, Field, Metadata, Scalar};
 use flatbuffers::FlatBufferBuilder;
 
@@ -44,6 +51,8 @@ impl Format {
 pub const COUNTER: &str = "daq_counter";
 /// The da00 variable with the event's dead time.
 pub const DEADTIME: &str = "daq_deadtime";
+/// The da00 attribute variable with the device's volts per ADC count.
+pub const VOLTS_PER_COUNT: &str = "volts_per_count";
 
 /// The names of a field variable's axes: the records of the event (the samples of a
 /// waveform), then a subarray field's dimensions.
@@ -218,6 +227,8 @@ pub struct Encoder {
     pixels: Vec<i32>,
     vars: Vec<flatbuffers::WIPOffset<da00::da00_Variable<'static>>>,
     axes: Vec<flatbuffers::WIPOffset<&'static str>>,
+    /// da00: volts per ADC count and where it came from, once known.
+    volts_per_count: Option<(f64, String)>,
 }
 
 impl Encoder {
@@ -254,9 +265,21 @@ impl Encoder {
             scratch: Vec::with_capacity(dtype.record_size() * data_length),
             ints: Vec::with_capacity(data_length),
             pixels: Vec::with_capacity(data_length),
-            vars: Vec::with_capacity(dtype.fields().len() + 2),
+            vars: Vec::with_capacity(dtype.fields().len() + 3),
             axes: Vec::with_capacity(AXES.len()),
+            volts_per_count: None,
         })
+    }
+
+    /// From now on, da00 messages carry `volts` per ADC count as the attribute variable
+    /// [`VOLTS_PER_COUNT`], its `source` saying where the value came from.
+    pub fn set_volts_per_count(&mut self, volts: f64, source: &str) {
+        self.volts_per_count = Some((volts, source.to_string()));
+    }
+
+    /// The volts per ADC count the messages carry, if known.
+    pub fn volts_per_count(&self) -> Option<f64> {
+        self.volts_per_count.as_ref().map(|v| v.0)
     }
 
     /// The schema used.
@@ -338,6 +361,25 @@ impl Encoder {
                     name: Some(name),
                     source: Some(source),
                     data_type: ty,
+                    shape: Some(shape),
+                    data: Some(bytes),
+                    ..Default::default()
+                },
+            ));
+        }
+        if let Some((volts, from)) = &self.volts_per_count {
+            let name = fbb.create_string(VOLTS_PER_COUNT);
+            let unit = fbb.create_string("V");
+            let source = fbb.create_string(from);
+            let shape = fbb.create_vector(&[1i64]);
+            let bytes = fbb.create_vector(&volts.to_le_bytes());
+            vars.push(da00::da00_Variable::create(
+                fbb,
+                &da00::da00_VariableArgs {
+                    name: Some(name),
+                    unit: Some(unit),
+                    source: Some(source),
+                    data_type: da00::da00_dtype::float64,
                     shape: Some(shape),
                     data: Some(bytes),
                     ..Default::default()
@@ -445,6 +487,107 @@ pub fn run_stop(stop_ms: u64, run_name: &str, job_id: &str, command_id: &str) ->
     };
     let root = run_stop_6s4t::RunStop::create(&mut fbb, &args);
     run_stop_6s4t::finish_run_stop_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// A slow value for f144: a count as a long, anything else as a double.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LogValue {
+    /// f144 `Long`.
+    Long(i64),
+    /// f144 `Double`.
+    Double(f64),
+}
+
+/// An f144 message: `value` of `source_name` at `ns` since the epoch.
+pub fn log_data(source_name: &str, ns: i64, value: LogValue) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + source_name.len());
+    let (value_type, value) = match value {
+        LogValue::Long(v) => (
+            f144::Value::Long,
+            f144::Long::create(&mut fbb, &f144::LongArgs { value: v }).as_union_value(),
+        ),
+        LogValue::Double(v) => (
+            f144::Value::Double,
+            f144::Double::create(&mut fbb, &f144::DoubleArgs { value: v }).as_union_value(),
+        ),
+    };
+    let source_name = fbb.create_string(source_name);
+    let root = f144::f144_LogData::create(
+        &mut fbb,
+        &f144::f144_LogDataArgs {
+            source_name: Some(source_name),
+            timestamp: ns,
+            value_type,
+            value: Some(value),
+        },
+    );
+    f144::finish_f_144_log_data_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// How bad an alarm is (al00's severities this engine uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Nothing wrong (any more).
+    Ok,
+    /// Needs attention; data still complete.
+    Minor,
+    /// Data is being lost or a part of the run is gone.
+    Major,
+}
+
+/// An al00 message: `source_name`'s alarm state at `ns` since the epoch.
+pub fn alarm(source_name: &str, ns: i64, severity: Severity, message: &str) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + source_name.len() + message.len());
+    let source_name = fbb.create_string(source_name);
+    let message = fbb.create_string(message);
+    let root = al00::Alarm::create(
+        &mut fbb,
+        &al00::AlarmArgs {
+            source_name: Some(source_name),
+            timestamp: ns,
+            severity: match severity {
+                Severity::Ok => al00::Severity::OK,
+                Severity::Minor => al00::Severity::MINOR,
+                Severity::Major => al00::Severity::MAJOR,
+            },
+            message: Some(message),
+        },
+    );
+    al00::finish_alarm_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// The fields of an x5f2 status this engine fills.
+pub struct StatusFields<'a> {
+    /// Which service: the exporter's source name.
+    pub service_id: &'a str,
+    /// This machine's name.
+    pub host_name: &'a str,
+    /// The exporter's process id.
+    pub process_id: u32,
+    /// Milliseconds until the next status.
+    pub update_interval_ms: u32,
+    /// JSON: the run and the exporter's counts.
+    pub status_json: &'a str,
+}
+
+/// An x5f2 status message from daq-engine (its name and version filled in).
+pub fn status(f: &StatusFields<'_>) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(256 + f.status_json.len());
+    let mut s = |t: &str| Some(fbb.create_string(t));
+    let args = x5f2::StatusArgs {
+        software_name: s("daq-engine"),
+        software_version: s(env!("CARGO_PKG_VERSION")),
+        service_id: s(f.service_id),
+        host_name: s(f.host_name),
+        process_id: f.process_id,
+        update_interval: f.update_interval_ms,
+        status_json: s(f.status_json),
+    };
+    let root = x5f2::Status::create(&mut fbb, &args);
+    x5f2::finish_status_buffer(&mut fbb, root);
     fbb.finished_data().to_vec()
 }
 
@@ -623,6 +766,24 @@ mod tests {
         assert_eq!(out, data);
         assert_eq!(back.timestamp, meta.timestamp);
         assert_eq!(back.deadtime, meta.deadtime);
+        assert!(m.data().iter().all(|v| v.name() != VOLTS_PER_COUNT));
+        // Once the scale is known it travels as an attribute; the decoder ignores it.
+        enc.set_volts_per_count(2.0 / 16384.0, "digitizer: redpitaya.volts_per_count");
+        let scaled = enc.encode(&data, &meta).unwrap().to_vec();
+        let m = da00::root_as_da_00_data_array(&scaled).unwrap();
+        let v = m
+            .data()
+            .iter()
+            .find(|v| v.name() == VOLTS_PER_COUNT)
+            .unwrap();
+        assert_eq!(v.data().bytes(), &(2.0f64 / 16384.0).to_le_bytes());
+        assert_eq!(
+            (v.unit(), v.data_type()),
+            (Some("V"), da00::da00_dtype::float64)
+        );
+        assert_eq!(v.source(), Some("digitizer: redpitaya.volts_per_count"));
+        assert_eq!(dec.decode(&scaled, &mut out, &mut back).unwrap(), Some(41));
+        assert_eq!(out, data);
         // A buffer of another shape refuses the message instead of writing half of it.
         let short = Decoder::new(&d, 3, None).unwrap();
         assert!(short.decode(&msg, &mut [0; 18], &mut back).is_err());
@@ -701,5 +862,37 @@ mod tests {
         let s = run_stop_6s4t::root_as_run_stop(&stop).unwrap();
         assert_eq!((s.stop_time(), s.command_id()), (9, Some("c")));
         assert_eq!(schema_of(&stop), Some("6s4t"));
+    }
+    #[test]
+    fn f144_al00_and_x5f2_carry_their_fields() {
+        let m = log_data("demo/raw/rate_hz", 5, LogValue::Double(2.5));
+        assert_eq!(schema_of(&m), Some("f144"));
+        let l = f144::root_as_f_144_log_data(&m).unwrap();
+        assert_eq!((l.source_name(), l.timestamp()), ("demo/raw/rate_hz", 5));
+        assert_eq!(l.value_as_double().unwrap().value(), 2.5);
+        let m = log_data("demo/raw/lost", 6, LogValue::Long(-7));
+        let l = f144::root_as_f_144_log_data(&m).unwrap();
+        assert_eq!(l.value_as_long().unwrap().value(), -7);
+        assert!(l.value_as_double().is_none());
+        let a = alarm("demo/raw", 9, Severity::Major, "losing events");
+        assert_eq!(schema_of(&a), Some("al00"));
+        let a = al00::root_as_alarm(&a).unwrap();
+        assert_eq!(a.severity(), al00::Severity::MAJOR);
+        assert_eq!(
+            (a.source_name(), a.message()),
+            (Some("demo/raw"), Some("losing events"))
+        );
+        let st = status(&StatusFields {
+            service_id: "demo/k/raw",
+            host_name: "h",
+            process_id: 3,
+            update_interval_ms: 2000,
+            status_json: "{}",
+        });
+        assert_eq!(schema_of(&st), Some("x5f2"));
+        let st = x5f2::root_as_status(&st).unwrap();
+        assert_eq!(st.software_name(), Some("daq-engine"));
+        assert_eq!((st.process_id(), st.update_interval()), (3, 2000));
+        assert_eq!(st.status_json(), Some("{}"));
     }
 }

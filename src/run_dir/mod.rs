@@ -11,6 +11,7 @@
 //! | [`LOG`] `daq-engine.log` | every process of the run | people |
 //! | `device_<worker>.txt` ([`device_notes_path`]) | device importers, once a second | HDF5 export, supervisor, monitor |
 //! | `scales_<worker>.txt` ([`scales::scales_path`]) | importers storing ADC counts, once at start | HDF5 export |
+//! | `kafka_<worker>_<process>.json` ([`kafka_counts_path`], [`KafkaCounts`]) | `export.kafka`, once a second and at the end | supervisor (stats, summary), `status`, tests |
 //!
 //! Workers write result files of their own (HDF5 run files, `histogram_*.csv`,
 //! `fit_*.json`, `oscilloscope_<worker>.json`, `drain_<worker>_<process>.json`, CSV);
@@ -167,6 +168,117 @@ impl DeviceNotes {
     }
 }
 
+/// The counts of one `export.kafka` process (`kafka_<worker>_<process>.json`).
+pub fn kafka_counts_path(run_dir: &Path, worker: &str, process: usize) -> PathBuf {
+    run_dir.join(format!("kafka_{worker}_{process}.json"))
+}
+
+/// What one `export.kafka` process did with its events, written about once a second while
+/// the run goes on and once more at the end. Always: `events = delivered + lost + in
+/// flight`, and at the end nothing is in flight. Lenient to read (a missing field is 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct KafkaCounts {
+    /// The topic of the events.
+    pub topic: String,
+    /// The messages' source name (and record key).
+    pub source_name: String,
+    /// `da00` or `ev44`.
+    pub format: String,
+    /// Events taken from the source buffer.
+    pub events: u64,
+    /// Events the broker acknowledged.
+    pub delivered: u64,
+    /// Events lost: `failed + dropped_spool_full + refused + undelivered_at_end`.
+    pub lost: u64,
+    /// Deliveries the client reported failed.
+    pub failed: u64,
+    /// Events dropped because the client's queue and the spool were both full.
+    pub dropped_spool_full: u64,
+    /// Events the client refused (e.g. larger than the broker takes).
+    pub refused: u64,
+    /// Events still waiting when the end-of-run drain gave up.
+    pub undelivered_at_end: u64,
+    /// Events that went into the spool while the client's queue was full.
+    pub spooled: u64,
+    /// Events handed from the spool to the client again.
+    pub replayed: u64,
+    /// Events in the spool now.
+    pub spool_pending: u64,
+    /// Most events in the spool at once.
+    pub spool_peak: u64,
+    /// Status messages (f144, al00, x5f2) that could not be queued (not events; not lost).
+    pub status_dropped: u64,
+    /// The run ended for this process: the counts are final.
+    pub done: bool,
+}
+
+/// The counts of the `export.kafka` worker `worker` (its `processes` processes summed;
+/// `done` only when every one is), or `None` when none has written its file yet.
+pub fn worker_kafka_counts(run_dir: &Path, worker: &str, processes: usize) -> Option<KafkaCounts> {
+    let mut sum: Option<KafkaCounts> = None;
+    for p in 0..processes.max(1) {
+        let read = std::fs::read(kafka_counts_path(run_dir, worker, p))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<KafkaCounts>(&b).ok());
+        let Some(c) = read else {
+            if let Some(s) = &mut sum {
+                s.done = false;
+            }
+            continue;
+        };
+        let s = sum.get_or_insert_with(|| KafkaCounts {
+            topic: c.topic.clone(),
+            source_name: c.source_name.clone(),
+            format: c.format.clone(),
+            done: p == 0,
+            ..KafkaCounts::default()
+        });
+        s.add(&c);
+    }
+    sum
+}
+
+impl KafkaCounts {
+    /// Adds another process's counts (the names stay).
+    pub fn add(&mut self, c: &KafkaCounts) {
+        self.events += c.events;
+        self.delivered += c.delivered;
+        self.lost += c.lost;
+        self.failed += c.failed;
+        self.dropped_spool_full += c.dropped_spool_full;
+        self.refused += c.refused;
+        self.undelivered_at_end += c.undelivered_at_end;
+        self.spooled += c.spooled;
+        self.replayed += c.replayed;
+        self.spool_pending += c.spool_pending;
+        self.spool_peak += c.spool_peak;
+        self.status_dropped += c.status_dropped;
+        self.done &= c.done;
+    }
+}
+
+/// The last complete line of the statistics file `path` (`stats.jsonl`), read from its end
+/// (at most the last 1 MiB); `None` when there is none yet.
+pub fn last_stats_line(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 1 << 20;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(TAIL);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(TAIL).read_to_end(&mut buf).ok()?;
+    // Only whole lines: the file's last byte is a newline unless a line is being written.
+    let end = buf.iter().rposition(|&b| b == b'\n')?;
+    let body = &buf[..end];
+    let from = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if from == 0 && start > 0 {
+        return None;
+    }
+    String::from_utf8(body[from..].to_vec()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +304,42 @@ mod tests {
         assert_eq!((s.gaps, s.bad_records), (2, 0));
         assert_eq!(run_notes(&dir), vec![("scope".to_string(), notes.entries)]);
         assert_eq!(DeviceNotes::read(&dir.join("none")).state(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn the_last_whole_stats_line_and_a_kafka_workers_counts_summed_over_its_processes() {
+        let dir = std::env::temp_dir().join(format!("daq-run-dir-last-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stats = dir.join(STATS);
+        assert_eq!(last_stats_line(&stats), None, "no file");
+        std::fs::write(&stats, "{\"t\": 1}\n{\"t\": 2}\n{\"t\": 3").unwrap();
+        // The third line is still being written: the second is the last whole one.
+        assert_eq!(last_stats_line(&stats).as_deref(), Some("{\"t\": 2}"));
+        std::fs::write(&stats, "{\"t\": 1}\n").unwrap();
+        assert_eq!(last_stats_line(&stats).as_deref(), Some("{\"t\": 1}"));
+        for (p, delivered, done) in [(0, 5, true), (1, 7, false)] {
+            let c = KafkaCounts {
+                topic: "raw".into(),
+                delivered,
+                done,
+                ..Default::default()
+            };
+            std::fs::write(
+                kafka_counts_path(&dir, "to_kafka", p),
+                serde_json::to_string(&c).unwrap(),
+            )
+            .unwrap();
+        }
+        let c = worker_kafka_counts(&dir, "to_kafka", 2).unwrap();
+        assert_eq!((c.topic.as_str(), c.delivered, c.done), ("raw", 12, false));
+        assert_eq!(
+            worker_kafka_counts(&dir, "to_kafka", 1).unwrap().delivered,
+            5
+        );
+        assert!(worker_kafka_counts(&dir, "to_kafka", 1).unwrap().done);
+        // A process that has written nothing yet: not done.
+        assert!(!worker_kafka_counts(&dir, "to_kafka", 3).unwrap().done);
+        assert_eq!(worker_kafka_counts(&dir, "other", 1), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -48,6 +48,10 @@ pub struct WorkerStats {
     pub device: Option<DeviceState>,
     /// Events it produced (importers) or took from its first source.
     pub events: u64,
+    /// For `export.kafka`: what became of its events (delivered, spooled, replayed,
+    /// dropped, lost); absent for other workers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<super::KafkaCounts>,
     /// The cores its processes are pinned to; empty when they may run anywhere.
     pub pinned: Vec<u32>,
     /// Processes alive.

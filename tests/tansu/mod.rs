@@ -28,6 +28,9 @@ impl Broker {
     pub fn start(bin: &std::path::Path, tag: &str) -> Broker {
         Broker(daq_engine::kafka::tansu::Tansu::start(bin, tag).unwrap())
     }
+    pub fn start_advertising(bin: &std::path::Path, tag: &str, port: u16) -> Broker {
+        Broker(daq_engine::kafka::tansu::Tansu::start_advertising(bin, tag, Some(port)).unwrap())
+    }
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         self.0.create_topic(topic, partitions).unwrap()
     }

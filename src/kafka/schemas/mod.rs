@@ -6,11 +6,14 @@
 //!
 //! ```text
 //! cd src/kafka/schemas && flatc --rust --gen-all -o . \
-//!     fbs/ev44_events.fbs fbs/da00_dataarray.fbs fbs/pl72_run_start.fbs fbs/6s4t_run_stop.fbs
+//!     fbs/ev44_events.fbs fbs/da00_dataarray.fbs fbs/pl72_run_start.fbs fbs/6s4t_run_stop.fbs \
+//!     fbs/f144_logdata.fbs fbs/al00_alarm.fbs fbs/x5f2_status.fbs
 //! ```
 //!
 //! Only the schemas in use are generated: ev44 (events), da00 (data arrays), pl72 and 6s4t
-//! (run start and stop; pl72 includes df12, generated into the same file).
+//! (run start and stop; pl72 includes df12, generated into the same file), f144 (slow
+//! values), al00 (alarms), x5f2 (status). The command above regenerates the first four
+//! byte for byte.
 
 #![allow(
     missing_docs,
@@ -44,3 +47,18 @@ pub mod pl72;
 #[rustfmt::skip]
 #[path = "6s4t_run_stop_generated.rs"]
 pub mod run_stop_6s4t;
+
+/// f144: one slow value (a rate, a count, a device reading) with its time.
+#[rustfmt::skip]
+#[path = "f144_logdata_generated.rs"]
+pub mod f144;
+
+/// al00: the alarm state of a source.
+#[rustfmt::skip]
+#[path = "al00_alarm_generated.rs"]
+pub mod al00;
+
+/// x5f2: a service's periodic status.
+#[rustfmt::skip]
+#[path = "x5f2_status_generated.rs"]
+pub mod x5f2;
