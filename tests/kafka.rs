@@ -753,10 +753,11 @@ Workers:
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "{text}");
 }
 
-/// A digitizer whose notes give its scale (the simulated Red Pitaya: 2 V / 16384 counts):
-/// its da00 messages carry `volts_per_count` as an attribute once the exporter has read the
-/// notes (from its next flush on), the value and its source exact, and the waveform
-/// variables unchanged.
+/// A digitizer storing counts writes its scales (the simulated Red Pitaya: 2 V / 16384
+/// counts, offset 0): its da00 messages carry `<field>.volts_per_count` and
+/// `<field>.offset_volts` as attributes, as the HDF5 export does, once the exporter has read
+/// `scales_rp.txt` (from its next flush on), the values and their source exact, and the
+/// waveform variables unchanged.
 #[test]
 fn da00_of_a_digitizer_carries_its_volts_per_count() {
     let Some(bin) = tansu::binary("da00_of_a_digitizer_carries_its_volts_per_count") else {
@@ -832,12 +833,21 @@ Workers:
             .expect("da00");
         let names: Vec<&str> = msg.data().iter().map(|v| v.name()).collect();
         assert_eq!(&names[..4], ["IN1", "IN2", "daq_counter", "daq_deadtime"]);
-        match msg.data().iter().find(|v| v.name() == "volts_per_count") {
-            Some(v) => {
+        let var = |name: &str| msg.data().iter().find(|v| v.name() == name);
+        match var("IN1.volts_per_count") {
+            Some(_) => {
                 scaled += 1;
-                assert_eq!(v.data().bytes(), (2.0f64 / 16384.0).to_le_bytes());
-                assert_eq!(v.unit(), Some("V"));
-                assert_eq!(v.source(), Some("rp: redpitaya.volts_per_count"));
+                for (name, value) in [
+                    ("IN1.volts_per_count", 2.0f64 / 16384.0),
+                    ("IN1.offset_volts", 0.0),
+                    ("IN2.volts_per_count", 2.0 / 16384.0),
+                    ("IN2.offset_volts", 0.0),
+                ] {
+                    let v = var(name).unwrap_or_else(|| panic!("no {name}"));
+                    assert_eq!(v.data().bytes(), value.to_le_bytes(), "{name}");
+                    assert_eq!(v.unit(), Some("V"));
+                    assert_eq!(v.source(), Some("scales_rp.txt"));
+                }
             }
             None if scaled > 0 => unscaled_after += 1,
             None => {}

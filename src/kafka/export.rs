@@ -20,9 +20,9 @@
 //! `kafka_<worker>_<process>.json` on every flush and at the end, for the stats, `status`,
 //! the page and summary.json.
 //!
-//! da00 carries the device's volts per ADC count as an attribute once it is known: when the
-//! source buffer is written by a device importer whose notes have a `…volts_per_count` value
-//! (the Red Pitaya's), read on the flush path until found.
+//! da00 carries how counts become volts once it is known: when the source buffer holds ADC
+//! counts from an importer that wrote its scales (`scales_<worker>.txt`, through built-in
+//! filters too, as the HDF5 export finds them), read on the flush path until found.
 
 use super::spool::Spool;
 use super::status::RunStatus;
@@ -590,16 +590,6 @@ impl Outlet {
     }
 }
 
-/// The volts per ADC count in a device importer's notes: the first key ending in
-/// `volts_per_count` with a number above 0.
-fn volts_per_count(notes: &[(String, String)]) -> Option<(&str, f64)> {
-    notes.iter().find_map(|(k, v)| {
-        let volts: f64 = v.parse().ok()?;
-        (k.ends_with("volts_per_count") && volts > 0.0 && volts.is_finite())
-            .then_some((k.as_str(), volts))
-    })
-}
-
 /// True when a field of `dtype` holds integers (ADC counts).
 fn counts_in(dtype: &crate::dtype::Dtype) -> bool {
     use crate::dtype::Scalar;
@@ -617,7 +607,8 @@ pub struct KafkaExport {
     run: Option<RunCommands>,
     /// da00: the notes of the device importer writing the source buffer, read until they
     /// give the volts per ADC count.
-    scale_notes: Option<(std::path::PathBuf, String)>,
+    /// The scales file of the importer the source's counts come from, until it is read.
+    scales_file: Option<std::path::PathBuf>,
     /// The status stream and its topic (first process, with `status_topic`).
     status: Option<(RunStatus, String)>,
     events: u64,
@@ -722,13 +713,12 @@ impl KafkaExport {
             drain: s.drain,
             run: None,
             // Only counts have a scale: a buffer of floats is in volts already.
-            scale_notes: match s.format {
+            scales_file: match s.format {
                 Format::Da00 if counts_in(&src.dtype) => {
                     crate::run_dir::plan::Plan::load(&ctx.run_dir.join(crate::run_dir::PLAN))
                         .ok()
-                        .and_then(|p| p.buffers.into_iter().find(|b| b.name == src.name))
-                        .and_then(|b| b.writer)
-                        .map(|w| (crate::run_dir::device_notes_path(&ctx.run_dir, &w), w))
+                        .and_then(|p| crate::run_dir::scales::origin_of(&p, &src.name))
+                        .map(|w| crate::run_dir::scales::scales_path(&ctx.run_dir, &w))
                 }
                 _ => None,
             },
@@ -829,16 +819,18 @@ impl KafkaExport {
         let _ = crate::fsio::write_atomic(&path, text.as_bytes());
     }
 
-    /// Looks for the volts per ADC count in the device notes until it is found.
+    /// Looks for the importer's scales until they are found.
     fn find_scale(&mut self) {
-        let Some((path, worker)) = &self.scale_notes else {
+        let Some(path) = &self.scales_file else {
             return;
         };
-        let notes = crate::run_dir::read_notes(path);
-        if let Some((key, volts)) = volts_per_count(&notes) {
-            let from = format!("{worker}: {key}");
-            self.encoder.set_volts_per_count(volts, &from);
-            self.scale_notes = None;
+        if let Some(scales) = crate::run_dir::scales::SampleScales::read(path) {
+            let from = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            self.encoder.set_scales(&scales.fields, &from);
+            self.scales_file = None;
         }
     }
 
@@ -942,26 +934,5 @@ impl Exporter for KafkaExport {
 
     fn events_dropped(&self) -> u64 {
         self.out.lost()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_scale_is_the_first_positive_volts_per_count_in_the_notes() {
-        let n = |k: &str, v: &str| (k.to_string(), v.to_string());
-        let notes = vec![
-            n("device.model", "STEMlab 125-14"),
-            n("other.volts_per_count", "x"),
-            n("bad.volts_per_count", "0"),
-            n("redpitaya.volts_per_count", "1.220703125e-4"),
-        ];
-        assert_eq!(
-            volts_per_count(&notes),
-            Some(("redpitaya.volts_per_count", 1.220703125e-4))
-        );
-        assert_eq!(volts_per_count(&notes[..3]), None);
     }
 }

@@ -6,9 +6,11 @@
 //!   values in C order (the records de-interleaved), `data_type` the field's numpy type; two
 //!   more variables carry the event's metadata, `daq_counter` (int64, shape `[1]`) and
 //!   `daq_deadtime` (float64, `[1]`); the message's `timestamp` is the event's time in ns
-//!   since the epoch. Where the device's scale is known ([`Encoder::set_volts_per_count`]),
-//!   an attribute variable `volts_per_count` (float64, `[1]`, unit `V`, `source` saying
-//!   where the value came from) goes with every message.
+//!   since the epoch. Where a field holds ADC counts whose scale the importer wrote
+//!   ([`Encoder::set_scales`], `scales_<worker>.txt`), two attribute variables per such
+//!   field go with every message: `<field>.volts_per_count` and `<field>.offset_volts`
+//!   (float64, `[1]`, unit `V`, `source` naming the file), the names of the HDF5 export's
+//!   attributes, so that `volts = counts × volts_per_count + offset_volts` here too.
 //! - **ev44** (feature buffers with a time): `reference_time` = `[event time in ns since the
 //!   epoch]`, `reference_time_index` = `[0]`, `time_of_flight` = the time field of every
 //!   record in ns, `pixel_id` = the pixel field (e.g. `channel`) when there is one,
@@ -51,8 +53,7 @@ impl Format {
 pub const COUNTER: &str = "daq_counter";
 /// The da00 variable with the event's dead time.
 pub const DEADTIME: &str = "daq_deadtime";
-/// The da00 attribute variable with the device's volts per ADC count.
-pub const VOLTS_PER_COUNT: &str = "volts_per_count";
+pub use crate::run_dir::scales::{FieldScale, OFFSET_VOLTS, VOLTS_PER_COUNT};
 
 /// The names of a field variable's axes: the records of the event (the samples of a
 /// waveform), then a subarray field's dimensions.
@@ -227,8 +228,11 @@ pub struct Encoder {
     pixels: Vec<i32>,
     vars: Vec<flatbuffers::WIPOffset<da00::da00_Variable<'static>>>,
     axes: Vec<flatbuffers::WIPOffset<&'static str>>,
-    /// da00: volts per ADC count and where it came from, once known.
-    volts_per_count: Option<(f64, String)>,
+    /// da00: how each field of counts becomes volts and where that came from, once known
+    /// (the attribute variables' names, `<field>.volts_per_count` and `<field>.offset_volts`,
+    /// made once here).
+    scales: Vec<(String, f64, String, f64)>,
+    scales_source: String,
 }
 
 impl Encoder {
@@ -267,19 +271,33 @@ impl Encoder {
             pixels: Vec::with_capacity(data_length),
             vars: Vec::with_capacity(dtype.fields().len() + 3),
             axes: Vec::with_capacity(AXES.len()),
-            volts_per_count: None,
+            scales: Vec::new(),
+            scales_source: String::new(),
         })
     }
 
-    /// From now on, da00 messages carry `volts` per ADC count as the attribute variable
-    /// [`VOLTS_PER_COUNT`], its `source` saying where the value came from.
-    pub fn set_volts_per_count(&mut self, volts: f64, source: &str) {
-        self.volts_per_count = Some((volts, source.to_string()));
+    /// From now on, da00 messages carry each of these fields' scale as the attribute
+    /// variables `<field>.volts_per_count` and `<field>.offset_volts`, their `source` saying
+    /// where the values came from. Fields the encoder does not have are left out.
+    pub fn set_scales(&mut self, scales: &[FieldScale], source: &str) {
+        self.scales = scales
+            .iter()
+            .filter(|s| self.dtype.fields().iter().any(|f| f.name == s.field))
+            .map(|s| {
+                (
+                    format!("{}.{VOLTS_PER_COUNT}", s.field),
+                    s.volts_per_count,
+                    format!("{}.{OFFSET_VOLTS}", s.field),
+                    s.offset_volts,
+                )
+            })
+            .collect();
+        self.scales_source = source.to_string();
     }
 
-    /// The volts per ADC count the messages carry, if known.
-    pub fn volts_per_count(&self) -> Option<f64> {
-        self.volts_per_count.as_ref().map(|v| v.0)
+    /// Whether the messages carry scales.
+    pub fn has_scales(&self) -> bool {
+        !self.scales.is_empty()
     }
 
     /// The schema used.
@@ -367,24 +385,26 @@ impl Encoder {
                 },
             ));
         }
-        if let Some((volts, from)) = &self.volts_per_count {
-            let name = fbb.create_string(VOLTS_PER_COUNT);
-            let unit = fbb.create_string("V");
-            let source = fbb.create_string(from);
-            let shape = fbb.create_vector(&[1i64]);
-            let bytes = fbb.create_vector(&volts.to_le_bytes());
-            vars.push(da00::da00_Variable::create(
-                fbb,
-                &da00::da00_VariableArgs {
-                    name: Some(name),
-                    unit: Some(unit),
-                    source: Some(source),
-                    data_type: da00::da00_dtype::float64,
-                    shape: Some(shape),
-                    data: Some(bytes),
-                    ..Default::default()
-                },
-            ));
+        for (vpc_name, vpc, offset_name, offset) in &self.scales {
+            for (name, value) in [(vpc_name, vpc), (offset_name, offset)] {
+                let name = fbb.create_string(name);
+                let unit = fbb.create_string("V");
+                let source = fbb.create_string(&self.scales_source);
+                let shape = fbb.create_vector(&[1i64]);
+                let bytes = fbb.create_vector(&value.to_le_bytes());
+                vars.push(da00::da00_Variable::create(
+                    fbb,
+                    &da00::da00_VariableArgs {
+                        name: Some(name),
+                        unit: Some(unit),
+                        source: Some(source),
+                        data_type: da00::da00_dtype::float64,
+                        shape: Some(shape),
+                        data: Some(bytes),
+                        ..Default::default()
+                    },
+                ));
+            }
         }
         let list = fbb.create_vector(vars);
         let source_name = fbb.create_string(&self.source_name);
@@ -766,22 +786,34 @@ mod tests {
         assert_eq!(out, data);
         assert_eq!(back.timestamp, meta.timestamp);
         assert_eq!(back.deadtime, meta.deadtime);
-        assert!(m.data().iter().all(|v| v.name() != VOLTS_PER_COUNT));
-        // Once the scale is known it travels as an attribute; the decoder ignores it.
-        enc.set_volts_per_count(2.0 / 16384.0, "digitizer: redpitaya.volts_per_count");
+        assert!(m.data().iter().all(|v| !v.name().contains(VOLTS_PER_COUNT)));
+        // Once the scales are known they travel as attributes, one pair per field named;
+        // the decoder ignores them.
+        let scale = |field: &str, volts_per_count, offset_volts| FieldScale {
+            field: field.into(),
+            volts_per_count,
+            offset_volts,
+        };
+        enc.set_scales(
+            &[scale("chA", 2.0 / 16384.0, -0.25), scale("nope", 1.0, 0.0)],
+            "scales_digitizer.txt",
+        );
         let scaled = enc.encode(&data, &meta).unwrap().to_vec();
         let m = da00::root_as_da_00_data_array(&scaled).unwrap();
-        let v = m
-            .data()
-            .iter()
-            .find(|v| v.name() == VOLTS_PER_COUNT)
-            .unwrap();
-        assert_eq!(v.data().bytes(), &(2.0f64 / 16384.0).to_le_bytes());
-        assert_eq!(
-            (v.unit(), v.data_type()),
-            (Some("V"), da00::da00_dtype::float64)
-        );
-        assert_eq!(v.source(), Some("digitizer: redpitaya.volts_per_count"));
+        let var = |name: &str| m.data().iter().find(|v| v.name() == name);
+        for (name, value) in [
+            ("chA.volts_per_count", 2.0f64 / 16384.0),
+            ("chA.offset_volts", -0.25),
+        ] {
+            let v = var(name).unwrap();
+            assert_eq!(v.data().bytes(), &value.to_le_bytes());
+            assert_eq!(
+                (v.unit(), v.data_type()),
+                (Some("V"), da00::da00_dtype::float64)
+            );
+            assert_eq!(v.source(), Some("scales_digitizer.txt"));
+        }
+        assert!(var("nope.volts_per_count").is_none());
         assert_eq!(dec.decode(&scaled, &mut out, &mut back).unwrap(), Some(41));
         assert_eq!(out, data);
         // A buffer of another shape refuses the message instead of writing half of it.
