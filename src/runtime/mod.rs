@@ -164,6 +164,12 @@ pub fn run(
             return 1;
         }
     };
+    // Also when the worker panics (the unwinding drops it): the last worker out of an
+    // orphaned run leaves no ring files behind, whatever ended it.
+    let _cleanup = OrphanCleanup {
+        plan: &plan,
+        supervisor,
+    };
     let outcome = match plan.worker(worker) {
         Some(w) if crate::worker::is_python(w.file.as_deref()) => python(&plan, w, process),
         Some(w) => match registry.with_libraries(w.file.as_deref()) {
@@ -172,21 +178,34 @@ pub fn run(
         },
         None => Outcome::Failed(format!("no worker '{worker}' in the plan")),
     };
-    let orphaned = supervisor.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid);
-    if orphaned {
-        // The supervisor is gone: whoever ends last leaves no ring files behind.
-        for b in &plan.buffers {
-            for r in &b.rings {
-                let _ = std::fs::remove_file(r);
-            }
-        }
-    }
     match outcome {
         Outcome::Finished => 0,
         Outcome::Failed(msg) => {
             tracing::error!("worker '{worker}' process {process}: {msg}");
             eprintln!("daq-engine: worker '{worker}' process {process}: {msg}");
             1
+        }
+    }
+}
+
+/// Removes the run's ring files when it is dropped in a worker whose supervisor is gone:
+/// whoever ends last leaves none behind (a live supervisor removes them itself).
+struct OrphanCleanup<'a> {
+    plan: &'a Plan,
+    supervisor: Option<i32>,
+}
+
+impl Drop for OrphanCleanup<'_> {
+    fn drop(&mut self) {
+        let orphaned = self
+            .supervisor
+            .is_some_and(|pid| nix::unistd::getppid().as_raw() != pid);
+        if orphaned {
+            for b in &self.plan.buffers {
+                for r in &b.rings {
+                    let _ = std::fs::remove_file(r);
+                }
+            }
         }
     }
 }
