@@ -5,7 +5,8 @@
 //! What it measures, for each event size and each number of consumer groups:
 //! - **ours**: a producer process pinned to one CPU copies each event from a source buffer
 //!   into a claimed slot, writes the event number into 64-bit word 1 and its
-//!   `CLOCK_MONOTONIC` publish time into word 0, and publishes it; one reader process per
+//!   `CLOCK_MONOTONIC` publish time into word 0, and publishes it (at full speed in batches
+//!   of up to 32 events, one store of the shared cursor per batch); one reader process per
 //!   consumer group, all pinned to a second CPU (with two groups both readers share that
 //!   CPU), reads every 64-bit word of every event (a checksum, so the bandwidth is real),
 //!   checks the event number, and records publish→read latency in an HDR histogram.
@@ -543,8 +544,11 @@ fn ours_once(
     let mut readers = Vec::new();
     for g in 0..case.groups {
         let path = path.clone();
+        // One group: its reader has the consumer CPU to itself, as a reader the engine
+        // places on a core of its own; with more, they share it.
+        let own_core = case.groups == 1;
         let mut c = Child::spawn("reader", opts.consumer_cpu, opts.realtime, move |out| {
-            read_events(&path, words, g, poll, out)
+            read_events(&path, words, g, poll, own_core, out)
         })?;
         let hello = c.line()?;
         if hello != "READY" {
@@ -595,6 +599,11 @@ fn ours_once(
     ))
 }
 
+/// Events the producer writes and publishes at once at full speed (`Producer::claim_batch`):
+/// as the engine's importers of small events do. Each event's time stamp is taken when it is
+/// written, so its publish→read latency includes the wait for the rest of its batch.
+const FULL_SPEED_BATCH: usize = 32;
+
 /// Producer process: attaches by path and publishes `events` events.
 fn write_events(
     path: &Path,
@@ -607,22 +616,31 @@ fn write_events(
     let mut producer = ring.producer().map_err(|e| e.to_string())?;
     let (source, in_source) = make_source(bytes);
     let period = if rate > 0.0 { 1e9 / rate } else { 0.0 };
+    // Paced: one event per claim, published as soon as it is written. Full speed: as many
+    // as there is room for, up to FULL_SPEED_BATCH, published at once.
+    let batch = if period > 0.0 { 1 } else { FULL_SPEED_BATCH };
     let t0 = now_ns();
-    for i in 0..events {
+    let mut i = 0;
+    while i < events {
         if period > 0.0 {
             let due = t0 + (i as f64 * period) as u64;
             wait_until(due);
         }
-        let off = (i as usize % in_source) * bytes;
-        let mut slot = producer
-            .claim(Duration::from_secs(10))
+        let want = batch.min((events - i) as usize);
+        let mut slots = producer
+            .claim_batch(want, Duration::from_secs(10))
             .map_err(|e| format!("event {i}: {e} (did a reader die?)"))?;
-        let (data, meta) = slot.parts();
-        data.copy_from_slice(&source[off..off + bytes]);
-        meta.counter = i as i64;
-        data[8..16].copy_from_slice(&i.to_le_bytes());
-        data[..8].copy_from_slice(&now_ns().to_le_bytes());
-        slot.publish();
+        for k in 0..slots.len() {
+            let n = i + k as u64;
+            let off = (n as usize % in_source) * bytes;
+            let (data, meta) = slots.parts(k);
+            data.copy_from_slice(&source[off..off + bytes]);
+            meta.counter = n as i64;
+            data[8..16].copy_from_slice(&n.to_le_bytes());
+            data[..8].copy_from_slice(&now_ns().to_le_bytes());
+        }
+        i += slots.len() as u64;
+        slots.publish();
     }
     let blocked = ring.stats().blocked_ns;
     producer.close();
@@ -632,15 +650,21 @@ fn write_events(
 /// Reader process: attaches by path as the sole member of group `g`, reads every word of
 /// every event, checks event numbers and records latency. `poll`: instead of sleeping on
 /// the ring's futex when idle, spin and then `sched_yield` until an event is there.
+/// `own_core`: the reader has its CPU to itself and waits as the engine's reader on a core
+/// of its own does ([`Reader::spin_on_own_core`](crate::ring::Reader::spin_on_own_core)).
 fn read_events(
     path: &Path,
     words: usize,
     g: usize,
     poll: bool,
+    own_core: bool,
     out: &mut std::fs::File,
 ) -> Result<(), String> {
     let ring = Ring::attach(path, None, Some(words)).map_err(|e| e.to_string())?;
     let mut reader = ring.reader(g, 0).map_err(|e| e.to_string())?;
+    if own_core {
+        reader.spin_on_own_core(crate::ring::OWN_CORE_SPIN_MAX);
+    }
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)
         .map_err(|e| e.to_string())?;
     writeln!(out, "READY").map_err(|e| e.to_string())?;
