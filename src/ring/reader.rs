@@ -120,8 +120,8 @@ pub struct Reader {
     end: u64,
     /// The group has this one member and the ring the `block` policy: the member releases
     /// the events it finished as one range (one store of the group's cursor) when it has
-    /// finished its claimed range or sees the producer waiting for room, instead of one by
-    /// one. (Under `drop` a slot held back would cost an event, so it releases each at once.)
+    /// finished its claimed range, holds `RELEASE_BYTES` of them or sees the producer
+    /// waiting for room, instead of one by one. (Under `drop` a slot held back would cost an event, so it releases each at once.)
     sole: bool,
     /// Sole member: events `finished - unreleased .. finished` are read (their borrows
     /// dropped) but not yet released; `finished <= next`.
@@ -132,6 +132,10 @@ pub struct Reader {
     /// ([`Reader::spin_on_own_core`]); `None`: the short fixed spin.
     patience: Option<Patience>,
 }
+
+/// A sole member releases what it has read once it holds back this many bytes of event
+/// data, even inside its claimed range.
+const RELEASE_BYTES: usize = 8 << 10;
 
 /// The longest a reader on a core of its own spins before it sleeps, as the engine and
 /// `daq-engine bench ring` set it ([`Reader::spin_on_own_core`]): events closer than half
@@ -366,9 +370,12 @@ impl Reader {
         // `waiting` is written only when the producer goes to sleep: reading it costs no
         // transfer of a line per event. A producer that sleeps just after this look is woken
         // at the latest when the claimed range is done.
-        let waiting = &self.ring.inner.core().ctl.space_wait.waiting;
-        let producer_waits = waiting.load(Ordering::Relaxed) != 0;
-        if self.finished >= self.end || producer_waits {
+        let inner = &*self.ring.inner;
+        let producer_waits = inner.core().ctl.space_wait.waiting.load(Ordering::Relaxed) != 0;
+        // Large events: a few at a time, so the producer can go on writing while this
+        // member reads (what batching saves is per event, not per byte).
+        let held_bytes = self.unreleased as usize * inner.data_bytes();
+        if self.finished >= self.end || producer_waits || held_bytes >= RELEASE_BYTES {
             self.flush();
         }
     }
