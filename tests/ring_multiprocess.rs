@@ -47,8 +47,15 @@ fn produce_all(path: &Path, n: u64, rep: &Report) -> i32 {
 /// (checksum against its counter) and that its counters increase. `pause` is spent after
 /// every event (a slow consumer).
 fn consume_all(path: &Path, g: usize, m: usize, pause: Duration, rep: &Report) -> i32 {
+    consume(path, (g, m), pause, false, rep)
+}
+
+/// As `consume_all`; `small`: the reader reads slot words and releases ranges
+/// (`Reader::set_small_events`).
+fn consume(path: &Path, (g, m): (usize, usize), pause: Duration, small: bool, rep: &Report) -> i32 {
     let ring = attach(path);
     let mut r = ring.reader(g, m).expect("member role");
+    r.set_small_events(small);
     let mut last: Option<u64> = None;
     loop {
         match r.next(Duration::from_secs(20)) {
@@ -353,10 +360,10 @@ fn batched_counts_every_event(policy: Policy, n: u64) {
         Policy::Drop => Duration::from_micros(20),
         Policy::Block => Duration::ZERO,
     };
-    kids.spawn(|| consume_all(&path, 0, 0, slow, board.get(1)));
-    kids.spawn(|| consume_all(&path, 1, 0, Duration::ZERO, board.get(2)));
-    kids.spawn(|| consume_all(&path, 2, 0, Duration::ZERO, board.get(3)));
-    kids.spawn(|| consume_all(&path, 2, 1, Duration::ZERO, board.get(4)));
+    kids.spawn(|| consume(&path, (0, 0), slow, true, board.get(1)));
+    kids.spawn(|| consume(&path, (1, 0), Duration::ZERO, true, board.get(2)));
+    kids.spawn(|| consume(&path, (2, 0), Duration::ZERO, true, board.get(3)));
+    kids.spawn(|| consume(&path, (2, 1), Duration::ZERO, true, board.get(4)));
     kids.spawn(|| observe(&path, board.get(5)));
     kids.spawn(|| produce_batched(&path, n, board.get(0)));
     let codes = kids.wait_all(Duration::from_secs(120));

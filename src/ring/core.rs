@@ -472,12 +472,14 @@ impl<'a> Core<'a> {
 
     // ---------------------------------------------------------------- consumer side
 
-    /// Member `m` of group `g` claims up to `batch` published events.
-    pub fn claim(&self, g: usize, m: usize, batch: u64) -> Claim {
+    /// Member `m` of group `g` claims up to `batch` published events. `slot_words`: a sole
+    /// member looks at the slots' sequence words instead of the write cursor (see
+    /// `Reader::set_small_events`).
+    pub fn claim(&self, g: usize, m: usize, batch: u64, slot_words: bool) -> Claim {
         let grp = &self.groups[g];
         let mem = &grp.members[m];
         let batch = batch.clamp(1, MAX_BATCH);
-        let sole = self.sole(g);
+        let sole = slot_words && self.sole(g);
         loop {
             let c = grp.claim.load(Ordering::SeqCst);
             let end = if sole {
@@ -592,11 +594,12 @@ impl<'a> Core<'a> {
             || (self.sole(g) && self.slot_published(c))
     }
 
-    /// A cheap look for a spinning member of group `g`: a sole member looks at the next
-    /// slot's word only (the line it reads next anyway), others at the cursors.
+    /// A cheap look for a spinning member of group `g`: a sole member reading slot words
+    /// looks at the next slot's word only (the line it reads next anyway), others at the
+    /// cursors.
     #[inline]
-    pub fn spin_ready(&self, g: usize) -> bool {
-        if self.sole(g) {
+    pub fn spin_ready(&self, g: usize, slot_words: bool) -> bool {
+        if slot_words && self.sole(g) {
             let c = self.groups[g].claim.load(Ordering::Relaxed);
             self.slot_published(c) || self.ctl.eos.load(Ordering::Relaxed) != 0
         } else {
@@ -608,7 +611,7 @@ impl<'a> Core<'a> {
     /// ended, at most `timeout_ns`. `spin_ns`: spin for this long before sleeping (a reader
     /// on a core of its own, see `reader::Patience`); `None`: the short fixed spin of a
     /// reader that shares its core.
-    pub fn wait_data(&self, g: usize, timeout_ns: u64, spin_ns: Option<u64>) {
+    pub fn wait_data(&self, g: usize, timeout_ns: u64, spin_ns: Option<u64>, slot_words: bool) {
         let ready = || self.claimable(g);
         match spin_ns {
             // Under loom a spin is a yield and time stands still: the fixed spin only.
@@ -617,7 +620,7 @@ impl<'a> Core<'a> {
                 loop {
                     // The clock (vDSO, ~20 ns) once per 64 looks.
                     for _ in 0..64 {
-                        if self.spin_ready(g) {
+                        if self.spin_ready(g, slot_words) {
                             return;
                         }
                         spin();
@@ -629,7 +632,7 @@ impl<'a> Core<'a> {
             }
             _ => {
                 for _ in 0..SPINS {
-                    if self.spin_ready(g) {
+                    if self.spin_ready(g, slot_words) {
                         return;
                     }
                     spin();

@@ -145,7 +145,7 @@ impl Model {
         let mut seen = Vec::new();
         loop {
             let progress = self.seen();
-            match core.claim(g, m, batch) {
+            match core.claim(g, m, batch, true) {
                 Claim::Got(s, e) => self.read_then_release(g, m, (s, e), &mut seen),
                 Claim::Empty => self.wait_past(progress),
                 Claim::End => return seen,
@@ -178,7 +178,7 @@ impl Model {
         let mut seen = Vec::new();
         loop {
             let progress = self.seen();
-            match core.claim(g, m, batch) {
+            match core.claim(g, m, batch, true) {
                 Claim::Got(s, e) => self.read(g, m, (s, e), &mut seen),
                 Claim::Empty => self.wait_past(progress),
                 Claim::End => return seen,
@@ -259,7 +259,7 @@ fn reclaim_releases_a_dead_members_events_only() {
             thread::spawn(move || m.produce(1))
         };
         // The doomed member claims once, if anything is there.
-        while !matches!(core.claim(0, 1, 1), Claim::Got(..)) {
+        while !matches!(core.claim(0, 1, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
         let sup = {
@@ -300,7 +300,7 @@ fn takeover_racing_the_supervisors_reclaim_releases_only_the_dead_members_events
             let m = m.clone();
             thread::spawn(move || m.produce(3))
         };
-        while !matches!(core.claim(0, 0, 1), Claim::Got(..)) {
+        while !matches!(core.claim(0, 0, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
         let sup = {
@@ -369,9 +369,9 @@ fn sleepers_on_the_futex_are_always_woken() {
         let core = m.core();
         let mut seen = Vec::new();
         loop {
-            match core.claim(0, 0, 1) {
+            match core.claim(0, 0, 1, true) {
                 Claim::Got(s, e) => m.read(0, 0, (s, e), &mut seen),
-                Claim::Empty => core.wait_data(0, u64::MAX, None),
+                Claim::Empty => core.wait_data(0, u64::MAX, None, true),
                 Claim::End => break,
             }
         }
@@ -492,9 +492,9 @@ fn a_sole_reader_asleep_is_woken_by_a_batch_publish() {
         let core = m.core();
         let mut seen = Vec::new();
         loop {
-            match core.claim(0, 0, 2) {
+            match core.claim(0, 0, 2, true) {
                 Claim::Got(s, e) => m.read_then_release(0, 0, (s, e), &mut seen),
-                Claim::Empty => core.wait_data(0, u64::MAX, None),
+                Claim::Empty => core.wait_data(0, u64::MAX, None, true),
                 Claim::End => break,
             }
         }

@@ -856,6 +856,7 @@ fn read_events(
     if own_core {
         reader.spin_on_own_core(crate::ring::OWN_CORE_SPIN_MAX);
     }
+    reader.set_small_events(true);
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)
         .map_err(|e| e.to_string())?;
     writeln!(out, "READY").map_err(|e| e.to_string())?;
