@@ -587,11 +587,11 @@ impl<'a> Core<'a> {
     /// published event, or the end of the stream. The sleeper's look in the Dekker pair with
     /// [`Core::publish`] and [`Core::close`] (see the module's memory-ordering section).
     #[inline]
-    pub fn claimable(&self, g: usize) -> bool {
+    pub fn claimable(&self, g: usize, slot_words: bool) -> bool {
         let c = self.groups[g].claim.load(Ordering::SeqCst);
         c < self.ctl.write.load(Ordering::SeqCst)
             || self.ctl.eos.load(Ordering::SeqCst) != 0
-            || (self.sole(g) && self.slot_published(c))
+            || (slot_words && self.sole(g) && self.slot_published(c))
     }
 
     /// A cheap look for a spinning member of group `g`: a sole member reading slot words
@@ -603,7 +603,7 @@ impl<'a> Core<'a> {
             let c = self.groups[g].claim.load(Ordering::Relaxed);
             self.slot_published(c) || self.ctl.eos.load(Ordering::Relaxed) != 0
         } else {
-            self.claimable(g)
+            self.claimable(g, false)
         }
     }
 
@@ -612,7 +612,7 @@ impl<'a> Core<'a> {
     /// on a core of its own, see `reader::Patience`); `None`: the short fixed spin of a
     /// reader that shares its core.
     pub fn wait_data(&self, g: usize, timeout_ns: u64, spin_ns: Option<u64>, slot_words: bool) {
-        let ready = || self.claimable(g);
+        let ready = || self.claimable(g, slot_words);
         match spin_ns {
             // Under loom a spin is a yield and time stands still: the fixed spin only.
             Some(budget) if budget > 0 && !cfg!(daq_loom) => {

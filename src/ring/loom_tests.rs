@@ -405,11 +405,11 @@ fn a_merged_reader_asleep_on_two_rings_is_always_woken() {
                 .iter()
                 .map(|&i| WaitToken::new(rings[i].core(), 0, false))
                 .collect();
-            if !live.iter().any(|&i| rings[i].core().claimable(0)) {
+            if !live.iter().any(|&i| rings[i].core().claimable(0, true)) {
                 wait_any(&tokens, std::time::Duration::MAX);
             }
             for &i in &live {
-                match rings[i].core().claim(0, 0, 1) {
+                match rings[i].core().claim(0, 0, 1, true) {
                     Claim::Got(s, e) => rings[i].read(0, 0, (s, e), &mut seen),
                     Claim::End => ended[i] = true,
                     Claim::Empty => {}

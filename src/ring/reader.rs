@@ -357,7 +357,10 @@ impl Reader {
         if self.next < self.end {
             return true;
         }
-        self.ring.inner.core().claimable(self.group)
+        self.ring
+            .inner
+            .core()
+            .claimable(self.group, self.small_events)
     }
 
     fn hand_out(&mut self) -> Next<'_> {
@@ -475,7 +478,7 @@ impl<'a> WaitToken<'a> {
 
     /// True when the token's reader would find something (as [`Reader::ready`]).
     fn ready(&self) -> bool {
-        self.claimed || self.core.claimable(self.group)
+        self.claimed || self.core.claimable(self.group, false)
     }
 }
 
