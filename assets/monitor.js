@@ -72,17 +72,23 @@ function drawTrace(traces) {
   const t = traces[0];
   const names = Object.keys(t.channels);
   const [unit, scale] = timeUnit(t);
-  const key = t.worker + names.join(",") + t.time.length + unit;
+  const trig = typeof t.trigger_level === "number";
+  const key = t.worker + names.join(",") + t.time.length + unit + t.value_unit + t.ylim + t.trigger_level;
   $("trace-title").textContent = `oscilloscope ${t.worker}: event ${t.counter}`;
   const x = t.time.map((v) => v * scale);
   const data = [x, ...names.map((n) => t.channels[n])];
+  // mimoCoRB2's trigger_level: a dotted line across the trace.
+  if (trig) data.push(x.map(() => t.trigger_level));
   if (!tracePlot || key !== traceKey) {
     if (tracePlot) tracePlot.destroy();
     traceKey = key;
+    const y = t.ylim ? { range: t.ylim } : {};
+    const series = names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1 }));
+    if (trig) series.push({ label: "trigger level", stroke: "#888", width: 1, dash: [2, 4] });
     tracePlot = new uPlot({
-      width: 600, height: 300, scales: { x: { time: false } },
-      axes: [{ label: unit === "sample" ? "sample" : `time (${unit})` }, { label: "volts" }],
-      series: [{ label: unit }, ...names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1 }))],
+      width: 600, height: 300, scales: { x: { time: false }, y },
+      axes: [{ label: unit === "sample" ? "sample" : `time (${unit})` }, { label: t.value_unit || "volts" }],
+      series: [{ label: unit }, ...series],
     }, data, $("trace"));
   } else tracePlot.setData(data);
 }
@@ -90,6 +96,7 @@ function drawTrace(traces) {
 // The unit of a trace's time axis and the factor from seconds to it: samples when the
 // oscilloscope has no sample_interval (it is then 1), else ns, µs, ms or s by the span.
 function timeUnit(t) {
+  if (t.time_unit) return [t.time_unit, 1]; // mimoCoRB2's t_scaling names its own unit
   if (t.sample_interval === 1) return ["sample", 1];
   const span = Math.abs(t.time[t.time.length - 1] - t.time[0]);
   if (span < 2e-6) return ["ns", 1e9];

@@ -45,9 +45,16 @@ $sudo dpkg -i "$deb"
 grep -q "usr/lib/udev/rules.d/70-daq-engine.rules installed by the package and current" "$work/udev.txt"
 test -f /usr/lib/systemd/system/daq-engine@.service
 zcat /usr/share/man/man1/daq-engine.1.gz | grep -q '^.TH daq-engine 1'
-# A short simulated run of the installed demo setup, written into a scratch directory.
-/usr/bin/daq-engine /usr/share/daq-engine/setups/demo.yaml --simulate --no-tui --quiet \
-    --max-seconds 2 --target-directory "$work/runs"
+# The service's user, in the device groups.
+id -nG daq-engine | tr ' ' '\n' | grep -qx plugdev
+id -nG daq-engine | tr ' ' '\n' | grep -qx dialout
+# A short simulated run of the installed demo setup as the service's user (not root, as the
+# unit runs it), written into a scratch directory that user owns.
+mkdir "$work/runs"
+$sudo chown daq-engine:daq-engine "$work/runs"
+chmod 755 "$work"
+$sudo runuser -u daq-engine -- /usr/bin/daq-engine /usr/share/daq-engine/setups/demo.yaml \
+    --simulate --no-tui --quiet --max-seconds 2 --target-directory "$work/runs"
 test -f "$work"/runs/run_*/summary.json
 $sudo dpkg --purge daq-engine >/dev/null
 if test -e /usr/bin/daq-engine || test -e /usr/lib/udev/rules.d/70-daq-engine.rules; then

@@ -12,6 +12,8 @@ pub mod dtype;
 pub mod engine;
 pub mod export;
 pub mod fsio;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod monitor;
 pub mod python;
 pub mod registry;

@@ -28,13 +28,17 @@ impl Registry {
                 },
             ])
             .chain(crate::export::mimo::functions().into_iter().map(|(f, _)| f))
+            .chain(kafka_functions().into_iter().map(|(f, _)| f))
         {
             r.add(f);
         }
         for (name, check) in builtin_checks() {
             r.set_check(name, check);
         }
-        for (f, check) in crate::export::mimo::functions() {
+        for (f, check) in crate::export::mimo::functions()
+            .into_iter()
+            .chain(kafka_functions())
+        {
             r.set_check(f.spec.name, check);
         }
         for a in &MIMOCORB2_ALIASES {
@@ -59,6 +63,14 @@ impl Registry {
             user.join(", ")
         }
     }
+}
+
+/// export.kafka and source.kafka, in a build with the `kafka` feature.
+fn kafka_functions() -> Vec<(Function, Check)> {
+    #[cfg(feature = "kafka")]
+    return crate::kafka::functions();
+    #[cfg(not(feature = "kafka"))]
+    return Vec::new();
 }
 
 /// Keys of mimoCoRB2's exporters.csv and visualizers.csv that a config file shared with
@@ -151,18 +163,9 @@ pub static MIMOCORB2_ALIASES: [Alias; 6] = [
         target: "observe.oscilloscope",
         summary: "mimoCoRB2's observers.oscilloscope, run by observe.oscilloscope: the latest \
                   event's channels go to the dashboard, the web page and \
-                  oscilloscope_<worker>.json; no matplotlib window opens.",
+                  oscilloscope_<worker>.json, with its t_scaling, y_scaling, ylim and \
+                  trigger_level; no matplotlib window opens.",
         ignored: &[
-            ("ylim", "the dashboard and the web page scale the axes themselves"),
-            (
-                "t_scaling",
-                "not applied: the time axis is in samples unless observe.oscilloscope's `sample_interval` is set",
-            ),
-            (
-                "y_scaling",
-                "not applied: the values are shown as stored unless observe.oscilloscope's `scale` and `offset` are set",
-            ),
-            ("trigger_level", "no trigger line is drawn"),
             ("colors", "the dashboard and the web page pick the colours"),
         ],
         note: Some(
@@ -197,6 +200,7 @@ fn builtin_checks() -> Vec<(&'static str, Check)> {
         "process.downsample",
         "analyzers.pha",
         "process.rate",
+        "process.coincidence",
         "export.histogram",
         "exporters.histogram",
         "export.drain",

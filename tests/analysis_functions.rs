@@ -10,7 +10,7 @@ use daq_engine::analysis::pulses::{
 use daq_engine::analysis::simulate::SimulatePulses;
 use daq_engine::analysis::trace::FieldAccess;
 use daq_engine::analysis::trigger::{Coincidence, Prescale, Threshold};
-use daq_engine::analysis::{functions, specs, EventCollector};
+use daq_engine::analysis::{functions, EventCollector};
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::worker::{
     BufferShape, BuildContext, EventMut, EventRef, Exporter, Filter, Importer, Observer, Processor,
@@ -74,12 +74,11 @@ fn as_ref<'a>(e: &'a (Metadata, Vec<u8>), s: &'a BufferShape) -> EventRef<'a> {
 
 #[test]
 fn every_function_is_declared_once_with_documented_keys() {
-    let s = specs();
     let f = functions();
-    assert_eq!(s.len(), 15); // with mimoCoRB2's analyzers.pha and exporters.histogram
-    assert_eq!(f.len(), s.len());
+    let s: Vec<_> = f.iter().map(|f| f.spec).collect();
+    // with mimoCoRB2's analyzers.pha and exporters.histogram, and process.coincidence
+    assert_eq!(s.len(), 16);
     for (spec, func) in s.iter().zip(&f) {
-        assert_eq!(spec, &func.spec);
         assert_eq!(spec.template, func.build.template(), "{}", spec.name);
         assert_eq!(s.iter().filter(|x| x.name == spec.name).count(), 1);
         for k in spec.keys {
@@ -520,6 +519,74 @@ fn histogram_csv_and_oscilloscope_json_are_written() {
         assert!((x - 2e-9 * i as f64).abs() < 1e-20);
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// mimoCoRB2's observers.oscilloscope keys: `t_scaling` and `y_scaling` ([scale, offset,
+/// unit]) scale the axes and name their units, `ylim` and `trigger_level` go to the page.
+/// Before, all four were accepted and ignored.
+#[test]
+fn the_oscilloscope_takes_mimocorb2s_scalings() {
+    let dir = std::env::temp_dir().join(format!("daq-osc-mimo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = shape("raw", &[("ch0", "i2")], 3);
+    let config = json!({"update_interval": 1000.0, "t_scaling": [4.0, -8.0, "ns"],
+        "y_scaling": [0.5, 1.0, "mV"], "ylim": [-10, 10], "trigger_level": 2.5});
+    let mut oc = ctx("scope", config, &[&raw], &[]);
+    oc.run_dir = dir.clone();
+    let mut osc = Oscilloscope::build(&oc).unwrap();
+    let mut d = vec![0u8; 6];
+    FieldAccess::new(&raw, "ch0")
+        .unwrap()
+        .store(&mut d, &[2.0, 4.0, -6.0]);
+    osc.observe(&EventRef {
+        data: &d,
+        meta: Metadata::default(),
+        dtype: &raw.dtype,
+    })
+    .unwrap();
+    let j: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("oscilloscope_scope.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["time"], json!([-8.0, -4.0, 0.0]));
+    assert_eq!(j["channels"]["ch0"], json!([2.0, 3.0, -2.0]));
+    assert_eq!(
+        (
+            &j["time_unit"],
+            &j["value_unit"],
+            &j["ylim"],
+            &j["trigger_level"]
+        ),
+        (
+            &json!("ns"),
+            &json!("mV"),
+            &json!([-10.0, 10.0]),
+            &json!(2.5)
+        )
+    );
+    // The monitor reads them back.
+    let bytes = std::fs::read(dir.join("oscilloscope_scope.json")).unwrap();
+    let t = daq_engine::monitor::files::parse_trace(&bytes).unwrap();
+    assert_eq!(
+        (t.time_unit.as_deref(), t.ylim),
+        (Some("ns"), Some([-10.0, 10.0]))
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    for (bad, says) in [
+        (
+            json!({"t_scaling": [1e-9, 0, "s"], "sample_interval": 1e-9}),
+            "not both",
+        ),
+        (json!({"y_scaling": [2, 0], "scale": 2}), "not both"),
+        (json!({"t_scaling": [0, 0, "s"]}), "[scale, offset, unit]"),
+        (json!({"y_scaling": ["a", 0, "V"]}), "[scale, offset, unit]"),
+        (json!({"ylim": [5, 1]}), "min < max"),
+    ] {
+        let e = Oscilloscope::build(&ctx("scope", bad.clone(), &[&raw], &[]))
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was accepted"));
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
 }
 
 proptest! {

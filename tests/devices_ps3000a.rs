@@ -153,3 +153,107 @@ fn check_accepts_ps3000a_and_refuses_an_unsupported_family() {
     // The default target directory is `target` beside the setup file: nothing was made.
     assert!(!d.0.join("target").exists());
 }
+
+/// mimoCoRB2's own PicoScope importer by its name and keys (`importers.picoscope.source`),
+/// as its muon setups write it, runs on the ps3000a through the same driver path: the same
+/// seeded captures as device.picoscope's, in mV as mimoCoRB2 gives them; its timebase is
+/// used as it is. Before, the name was unknown (check: exit 2).
+#[test]
+fn mimocorb2s_picoscope_importer_runs_with_its_keys_and_gives_millivolts() {
+    const N: usize = 25;
+    let d = Dir::new("ps3000a-mimo");
+    let file = d.0.join("mimo.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "Buffers:
+  raw:
+    slot_count: 128
+    data_length: 500
+    data_dtype: {{chA: 'f4', chB: 'f4', chC: 'f4', chD: 'f4'}}
+Workers:
+  input:
+    function: importers.picoscope.source
+    sinks: [raw]
+    config:
+      channel_coupling: DC
+      channel_range: 500MV
+      trigger_channel: A
+      trigger_threshold: -50
+      trigger_direction: FALLING
+      pre_trigger_samples: 100
+      post_trigger_samples: 400
+      timebase: 3
+      number_of_memory_segments: 100
+      sim_rate: 500
+      seed: {SEED}
+  file:
+    function: export.hdf5
+    sources: [raw]
+"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(EXE)
+        .arg(&file)
+        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
+        .arg(N.to_string())
+        .arg("--target-directory")
+        .arg(&d.0)
+        .output()
+        .expect("run daq-engine");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rd = &d.run_dir();
+    assert_eq!(summary_events(rd, "raw"), N as u64);
+    let notes = std::fs::read_to_string(rd.join("device_input.txt")).unwrap();
+    assert!(notes.contains("picoscope.family = ps3000a"), "{notes}");
+    let h5: Vec<PathBuf> = std::fs::read_dir(rd)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
+        .collect();
+    let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
+    assert_eq!(b.events, N);
+    let volts = expected_events(N);
+    let f32s = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let (mv, v) = (f32s(&b.data), f32s(&volts));
+    assert_eq!(mv.len(), v.len());
+    for (i, (m, v)) in mv.iter().zip(&v).enumerate() {
+        assert!(
+            (m - 1000.0 * v).abs() <= 1e-3 * (1.0 + m.abs()),
+            "sample {i}: {m} mV, the driver's volts {v}"
+        );
+    }
+    // check refuses what the driver cannot do, naming mimoCoRB2's key.
+    for (from, to, says) in [
+        (
+            "trigger_channel: A",
+            "trigger_channel: EXT",
+            "external trigger",
+        ),
+        (
+            "channel_range: 500MV",
+            "channel_range: 3V",
+            "not a PicoScope 3000A range",
+        ),
+        (
+            "pre_trigger_samples: 100",
+            "pre_trigger_samples: 99",
+            "data_length 500",
+        ),
+    ] {
+        let text = std::fs::read_to_string(&file).unwrap().replace(from, to);
+        let bad = d.0.join("bad.yaml");
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(EXE).arg("check").arg(&bad).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to}: {err}");
+        assert!(err.contains(says), "{to}: {err}");
+    }
+}

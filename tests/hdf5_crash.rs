@@ -159,8 +159,9 @@ fn h5dump_clean(path: &Path) {
     }
 }
 
-/// Child role "killed-writer": appends events, flushes every 10 and reports it, then
-/// appends 7 more without flushing and waits to be killed.
+/// Child role "killed-writer": appends 64 events (4 chunks, compressed by the writer's
+/// threads), then events with a flush every 10 (the growing chunk stored raw) reporting each,
+/// then 7 more without flushing and waits to be killed.
 fn killed_writer(path: &Path) {
     let (mut w, b) = raw_writer(
         path,
@@ -168,6 +169,10 @@ fn killed_writer(path: &Path) {
         Compression::Deflate { level: 1 },
     );
     let mut c = 0i64;
+    for _ in 0..64 {
+        w.append(b, &event_bytes(c), &meta(c)).unwrap();
+        c += 1;
+    }
     for _ in 0..23 {
         for _ in 0..10 {
             w.append(b, &event_bytes(c), &meta(c)).unwrap();
@@ -215,7 +220,7 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
             break;
         }
     }
-    assert_eq!(flushed, 230);
+    assert_eq!(flushed, 294);
     // Child::kill sends SIGKILL on Unix: no destructor, no atexit, no HDF5 close.
     child.kill().unwrap();
     let status = child.wait().unwrap();
@@ -223,7 +228,7 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     assert_eq!(status.signal(), Some(9));
 
     let kept = check_events(&path, flushed);
-    assert!(kept <= 237);
+    assert!(kept <= 301);
     let text = inspect(&path).unwrap();
     assert!(
         text.contains("still open for writing, or its writer stopped"),
@@ -236,6 +241,16 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     assert_eq!(check_events(&path, flushed), kept);
     let text = inspect(&path).unwrap();
     assert!(!text.contains("still open for writing"), "{text}");
+    // Both kinds of chunk were in the file the writer left: deflated ones (filter mask 0)
+    // and raw ones a flush stored (mask 3, both filters skipped).
+    let masks: Vec<u32> = {
+        let f = hdf5_metno::File::open(&path).unwrap();
+        let ds = f.dataset("raw/data").unwrap();
+        (0..ds.num_chunks().unwrap())
+            .map(|i| ds.chunk_info(i).unwrap().filter_mask)
+            .collect()
+    };
+    assert!(masks.contains(&0) && masks.contains(&3), "{masks:?}");
     h5dump_clean(&path);
     println!("after kill -9: {kept} events readable, {flushed} were flushed");
     std::fs::remove_dir_all(&dir).unwrap();

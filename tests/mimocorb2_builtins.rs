@@ -100,11 +100,18 @@ fn a_mimocorb2_style_spectrum_runs_with_its_builtins_and_counts_every_event() {
         "worker 'oscilloscope', observers.oscilloscope: no matplotlib window opens",
         "worker 'show_histograms', visualizers.histogram: no matplotlib window opens",
         "worker 'show_csv', visualizers.csv: no matplotlib window opens",
-        "config key 'ylim' of mimoCoRB2's observers.oscilloscope is ignored",
+        "config key 'colors' of mimoCoRB2's observers.oscilloscope is ignored",
         "config key 'bins' of mimoCoRB2's exporters.csv is ignored",
         "config key 'filename' of mimoCoRB2's exporters.histogram is ignored",
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
+    }
+    // Its scalings, ylim and trigger_level are taken (before, all were "ignored").
+    for key in ["ylim", "t_scaling", "y_scaling", "trigger_level"] {
+        assert!(
+            !text.contains(&format!("config key '{key}'")),
+            "{key}: {text}"
+        );
     }
 
     let (code, text) = finish_within(
@@ -159,6 +166,16 @@ fn a_mimocorb2_style_spectrum_runs_with_its_builtins_and_counts_every_event() {
     for w in ["oscilloscope", "show_histograms", "show_csv"] {
         assert!(run.join(format!("oscilloscope_{w}.json")).exists(), "{w}");
     }
+    // t_scaling [4, 0, 'ns']: sample i at 4·i ns, the axis named as the setup says.
+    let osc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("oscilloscope_oscilloscope.json")).unwrap())
+            .unwrap();
+    assert_eq!(osc["time"][3], 12.0);
+    assert_eq!(
+        (&osc["time_unit"], &osc["value_unit"]),
+        (&"ns".into(), &"V".into())
+    );
+    assert_eq!(osc["trigger_level"], 0.05);
     assert!(processes_with(&run.to_string_lossy()).is_empty());
 
     // The same peaks as scipy's find_peaks on the traces export.hdf5 recorded (pass-through).
@@ -291,4 +308,125 @@ fn check_refuses_a_pass_through_sink_of_another_shape_and_a_mistyped_shared_key(
         "{out}"
     );
     assert!(!dir.0.join("runs").exists());
+}
+
+/// Events each worker's drain files say it consumed, summed over its processes.
+fn drained(run: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(run).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("drain_") else {
+            continue;
+        };
+        let worker = rest.rsplit_once('_').unwrap().0.to_string();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join(&name)).unwrap()).unwrap();
+        *out.entry(worker).or_default() += v["events"].as_u64().unwrap();
+    }
+    out
+}
+
+/// `daq-engine migrate` ports what is read differently here and says so line by line; the
+/// port shares the events among the alike drains as mimoCoRB2 did, where the original run
+/// here gives each of them every event.
+#[test]
+fn migrate_ports_a_mimocorb2_setup_and_the_port_shares_events_as_mimocorb2_did() {
+    let dir = Dir::new("migrate");
+    std::fs::copy(
+        setups().join("split_readers.yaml"),
+        dir.0.join("split_readers.yaml"),
+    )
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["migrate", "split_readers.yaml"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "split_readers.yaml:3: changed: `Options: output_directory: runs` became `target_directory: runs`",
+        "split_readers.yaml:3: changed: removed the `Options:` block",
+        "split_readers.yaml:12: changed: removed `overwrite: true`",
+        "split_readers.yaml:13: changed: removed `overwrite: false`",
+        "split_readers.yaml:20: changed: worker 'sink_a' now has number_of_processes: 3 (was 1), in place of sink_b, sink_c",
+        "split_readers.yaml:23: changed: removed worker 'sink_b'",
+        "split_readers.yaml:27: changed: removed worker 'sink_c'",
+        "split_readers.yaml:28: note: left as it is: worker 'table' reads buffer 'raw' beside worker 'sink_a'",
+        "wrote split_readers_daq-engine.yaml",
+    ] {
+        assert!(said.contains(line), "missing {line:?} in:\n{said}");
+    }
+    let ported = std::fs::read_to_string(dir.0.join("split_readers_daq-engine.yaml")).unwrap();
+    assert_eq!(
+        ported,
+        "# Written the mimoCoRB2 way: an Options block, overwrite keys, and three alike drains that in
+# mimoCoRB2 share the events of 'raw' (each event to one of them), beside a CSV exporter.
+target_directory: runs
+
+Buffers:
+  raw: &wave
+    slot_count: 100
+    data_length: 8
+    data_dtype: {ch: float32}
+  spare: {slot_count: 100, data_length: 8, data_dtype: {ch: float32}}
+
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {n_events: 1000, pretrigger_samples: 1, noise: 0.0}
+  sink_a:
+    number_of_processes: 3
+    function: exporters.drain
+    sources: [raw]
+
+  table:
+    function: exporters.csv
+    sources: [raw]
+"
+    );
+    // A second migrate does not overwrite the port.
+    let again = Command::new(EXE)
+        .args(["migrate", "split_readers.yaml"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    // The port of a port has nothing left to port.
+    let done = Command::new(EXE)
+        .args(["migrate", "split_readers_daq-engine.yaml"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(done.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("nothing to port"));
+
+    for (setup, each) in [
+        ("split_readers.yaml", 1000),
+        ("split_readers_daq-engine.yaml", 0),
+    ] {
+        let _ = std::fs::remove_dir_all(dir.0.join("runs"));
+        // The original's Options block is ignored here: its runs go where we say.
+        let (code, err) = finish(daq(&dir, &[setup, "--quiet", "--target-directory", "runs"]));
+        assert_eq!(code, 0, "{setup}: {err}");
+        let d = drained(&dir.run_dir());
+        if each > 0 {
+            // Here every reader gets every event.
+            let want: Vec<(String, u64)> = ["sink_a", "sink_b", "sink_c"]
+                .iter()
+                .map(|w| (w.to_string(), each))
+                .collect();
+            assert_eq!(d.into_iter().collect::<Vec<_>>(), want, "{setup}");
+        } else {
+            // The port: the three processes of sink_a share the 1000 events.
+            assert_eq!(d.keys().collect::<Vec<_>>(), ["sink_a"], "{setup}");
+            assert_eq!(d["sink_a"], 1000, "{setup}");
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! | `process.baseline`, `process.pulses`, `process.pulse_pairs`, `process.downsample` | Processor | [`pulses`] |
 //! | `analyzers.pha` (mimoCoRB2's name: scipy's `find_peaks`) | Processor | [`peaks`] |
 //! | `process.rate` | Processor | [`rate`] |
+//! | `process.coincidence` (two sources) | Processor | [`coincidence`] |
 //! | `export.histogram` (and `exporters.histogram`), `export.csv`, `export.drain` | Exporter | [`histogram`], [`csv`] |
 //! | `observe.oscilloscope` | Observer | [`oscilloscope`] |
 //!
@@ -24,6 +25,7 @@
 //! `export.histogram` can run at the end of a run; [`mod@bench`] measures the hot functions.
 
 pub mod bench;
+pub mod coincidence;
 pub mod csv;
 pub mod fit;
 pub mod histogram;
@@ -37,29 +39,7 @@ pub mod trace;
 pub mod trigger;
 
 use crate::dtype::Metadata;
-use crate::worker::{Build, Emit, EventMut, Function, FunctionSpec, WorkerError};
-
-/// The declarations of every function in this module, in the order of the table above.
-pub fn specs() -> &'static [FunctionSpec] {
-    const ALL: &[FunctionSpec] = &[
-        simulate::SPEC,
-        trigger::THRESHOLD_SPEC,
-        trigger::COINCIDENCE_SPEC,
-        trigger::PRESCALE_SPEC,
-        pulses::BASELINE_SPEC,
-        pulses::PULSES_SPEC,
-        pulses::PULSE_PAIRS_SPEC,
-        pulses::DOWNSAMPLE_SPEC,
-        peaks::PHA_SPEC,
-        rate::RATE_SPEC,
-        histogram::SPEC,
-        histogram::MIMOCORB2_SPEC,
-        csv::CSV_SPEC,
-        csv::DRAIN_SPEC,
-        oscilloscope::SPEC,
-    ];
-    ALL
-}
+use crate::worker::{Build, Emit, EventMut, Function, WorkerError};
 
 /// Every function of this module with its constructor, ready for the engine's registry.
 pub fn functions() -> Vec<Function> {
@@ -99,6 +79,10 @@ pub fn functions() -> Vec<Function> {
         Function {
             spec: peaks::PHA_SPEC,
             build: Build::Processor(|c| Ok(Box::new(peaks::Pha::build(c)?))),
+        },
+        Function {
+            spec: coincidence::SPEC,
+            build: Build::Processor(|c| Ok(Box::new(coincidence::CoincidenceWorker::build(c)?))),
         },
         Function {
             spec: rate::RATE_SPEC,

@@ -468,6 +468,23 @@ pub fn bench(
                 }
             }
         }
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            println!(
+                "daq-engine bench kafka: export.kafka's path into a loopback tansu broker, beside \
+                 confluent-kafka; {machine}"
+            );
+            match crate::kafka::bench::run(events.unwrap_or(100_000)) {
+                Ok(report) => {
+                    print!("{report}");
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench kafka: {e}");
+                    exit::FAILED
+                }
+            }
+        }
         "web" => {
             println!(
                 "daq-engine bench web: {} clients polling /state and /metrics {}×/s and {} \
@@ -493,7 +510,7 @@ pub fn bench(
         }
         other => {
             eprintln!(
-                "daq-engine: no benchmark '{other}'; choose pipeline, python, ring, ring-loaded, analysis, hdf5, drivers or web"
+                "daq-engine: no benchmark '{other}'; choose pipeline, python, ring, ring-loaded, analysis, hdf5, drivers, kafka or web"
             );
             exit::BAD_INPUT
         }

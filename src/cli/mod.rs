@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bench_python;
 pub mod check;
+pub mod migrate;
 pub mod recover;
 pub mod run;
 pub mod status;
@@ -119,13 +120,22 @@ pub enum Command {
         #[arg(long)]
         simulate: bool,
     },
+    /// Port a mimoCoRB2 setup: writes NAME_daq-engine.yaml beside it with what is read
+    /// differently here changed, and prints each change and why.
+    Migrate {
+        /// The setup file.
+        setup: PathBuf,
+        /// Write the port here instead.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// List the built-in worker functions with their config keys.
     Functions {
         /// Only this function.
         name: Option<String>,
     },
     /// Measure: `ring`, `ring-loaded` (latency with the other CPU busy), `pipeline`,
-    /// `python`, `analysis`, `hdf5`, `drivers` or `web`.
+    /// `python`, `analysis`, `hdf5`, `drivers`, `kafka` or `web`.
     Bench {
         /// What to measure.
         what: String,
@@ -258,6 +268,9 @@ pub fn main(
             dot,
             simulate,
         }) => check::check(&setup, dot.as_deref(), simulate, registry),
+        Some(Command::Migrate { setup, output }) => {
+            migrate::migrate(&setup, output.as_deref(), registry)
+        }
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
         Some(Command::Status { run_dir }) => status::status(&run_dir),
         Some(Command::Recover { run_dir }) => recover::recover(&run_dir),

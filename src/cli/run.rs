@@ -198,13 +198,17 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         tracing::warn!("could not write {}: {e}", summary_path.display());
     }
     say!(
-        "daq-engine: {} after {:.1} s; run directory {}",
+        "daq-engine: {} after {:.1} s{}; run directory {}",
         if summary.exit_code == 0 {
             "finished"
         } else {
             "FAILED"
         },
         summary.seconds,
+        summary
+            .stop_seconds
+            .map(|s| format!(" ({s:.2} s from the stop to the end)"))
+            .unwrap_or_default(),
         run_dir.display()
     );
     for (b, n) in &summary.events {

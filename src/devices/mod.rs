@@ -18,6 +18,7 @@
 //! dropping it runs the driver's `stop` and writes the notes a last time.
 //! Must never: publish a slot the driver did not fill, or spin without a timeout.
 
+mod mimo_picoscope;
 mod plug;
 pub mod redpitaya;
 pub mod serial;
@@ -74,6 +75,10 @@ pub fn functions() -> Vec<Function> {
             build: Build::Importer(|c| Ok(Box::new(usb::build_picoscope(c)?))),
         },
         Function {
+            spec: mimo_picoscope::SPEC,
+            build: Build::Importer(|c| Ok(Box::new(mimo_picoscope::build(c)?))),
+        },
+        Function {
             spec: usb::HANTEK_SPEC,
             build: Build::Importer(|c| Ok(Box::new(usb::build_hantek(c)?))),
         },
@@ -105,6 +110,7 @@ pub fn checks() -> Vec<(&'static str, crate::worker::Check)> {
             Config(serial::check_cosmicwatch),
         ),
         (usb::PICOSCOPE_SPEC.name, Config(usb::check_picoscope)),
+        (mimo_picoscope::SPEC.name, Config(mimo_picoscope::check)),
         (usb::HANTEK_SPEC.name, Config(usb::check_hantek)),
         (usb::DRS4_SPEC.name, Config(usb::check_drs4)),
         (
@@ -166,6 +172,15 @@ pub enum OnSilence {
     Warn,
     /// Warn and end the importer, so the run stops cleanly.
     Stop,
+}
+
+/// A config error about `key` of a device importer, as its build returns it.
+pub(crate) fn bad(
+    cfg: &crate::worker::Config,
+    key: &str,
+    problem: impl Into<String>,
+) -> WorkerError {
+    cfg.error(key, problem).into()
 }
 
 /// Checks `expect_data_within` (the family's `key`) and `on_silence` as a build reads them,

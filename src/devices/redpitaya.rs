@@ -14,7 +14,9 @@
 //! makes from the traces. Must never: fall back to the simulator when a board was asked for.
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
-use super::{expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use super::{
+    bad, expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
+};
 use crate::worker::{
     Arity, BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, Template, WorkerError,
 };
@@ -289,10 +291,6 @@ pub const REDPITAYA_SPEC: FunctionSpec = FunctionSpec {
         ON_SILENCE.spec(),
     ],
 };
-
-fn bad(cfg: &Config, key: &str, problem: impl Into<String>) -> WorkerError {
-    cfg.error(key, problem).into()
-}
 
 /// A key of ours or mimoCoRB2's name for it, whichever the config gives (ours, or its
 /// default, when neither), with the name read; both given is an error naming them.

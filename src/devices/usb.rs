@@ -12,7 +12,9 @@
 //! fake library when not simulating.
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
-use super::{expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use super::{
+    bad, expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
+};
 use crate::worker::{
     Arity, BuildContext, Config, FunctionSpec, Key, PerChannel, PerChannelValue, Template,
     WorkerError,
@@ -88,10 +90,10 @@ impl SimulatedPlug for FakePico {
 
 /// `expect_data_within` of the scopes (s): a trigger on noise fires often; a high threshold
 /// may wait longer, then raise it.
-const SCOPE_EXPECT_DATA: Key<f64> = expect_data_key!(60.0);
+pub(super) const SCOPE_EXPECT_DATA: Key<f64> = expect_data_key!(60.0);
 
 /// `device.picoscope`'s own keys.
-mod pico_keys {
+pub(super) mod pico_keys {
     use crate::key;
     use crate::worker::{Key, MaybeKey, PerChannel, Strings};
     pub const FAMILY: Key<str> = key!(
@@ -183,7 +185,14 @@ mod pico_keys {
     pub const FORMAT: Key<str> = key!(
         "format",
         "volts",
-        "volts (float32) or raw (int16 ADC counts)"
+        "volts (float32), millivolts (float32, ADC × range / max × 1000, the analog offset not \
+         subtracted: what mimoCoRB2's importer gives) or raw (int16 ADC counts)"
+    );
+    pub const TIMEBASE: MaybeKey<u32> = key!(
+        "timebase",
+        absent: "from sample_interval",
+        "a timebase index as Pico's programmer's guide numbers them, used as it is instead of \
+         the nearest to sample_interval (mimoCoRB2 takes this)"
     );
     pub const SIM_RATE: Key<f64> = key!(
         "sim_rate",
@@ -215,6 +224,7 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
         pico_keys::COUPLING.spec(),
         pico_keys::ANALOG_OFFSET.spec(),
         pico_keys::SAMPLE_INTERVAL.spec(),
+        pico_keys::TIMEBASE.spec(),
         pico_keys::MODE.spec(),
         pico_keys::PRE_TRIGGER.spec(),
         pico_keys::POST_TRIGGER.spec(),
@@ -385,10 +395,6 @@ pub const DRS4_SPEC: FunctionSpec = FunctionSpec {
         ON_SILENCE.spec(),
     ],
 };
-
-fn bad(cfg: &Config, key: &str, problem: impl Into<String>) -> WorkerError {
-    cfg.error(key, problem).into()
-}
 
 /// A number or a list of numbers, one per channel.
 fn per_channel(cfg: &Config, key: Key<PerChannel>, n: usize) -> Result<Vec<f64>, WorkerError> {
@@ -689,12 +695,13 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     };
     let format = match cfg.get(pico_keys::FORMAT)? {
         "volts" => picoscope::SampleFormat::Volts,
+        "millivolts" => picoscope::SampleFormat::Millivolts,
         "raw" => picoscope::SampleFormat::Raw,
         other => {
             return Err(bad(
                 cfg,
                 pico_keys::FORMAT.name,
-                format!("'{other}': volts or raw"),
+                format!("'{other}': volts, millivolts or raw"),
             ))
         }
     };
@@ -705,6 +712,7 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
         resolution,
         channels,
         sample_interval_ns: interval * 1e9,
+        timebase: cfg.get(pico_keys::TIMEBASE)?,
         acquisition,
         format,
     };

@@ -7,7 +7,7 @@
 //! Why files and not signals: a signal needs the supervisor's pid, which can be reused once
 //! the run ended, and says nothing back; a file names the run it belongs to, works for any
 //! process that may write the run directory, and its removal tells the requester that the
-//! supervisor (not some other process) carried it out. Pausing by SIGUSR1 to the importers
+//! supervisor (not some other process) carried it out. Signalling the importers
 //! directly would also bypass the supervisor's `paused` state (stats, dashboard).
 //!
 //! Must never: carry out a request twice, leave a half-written request to be read (a request

@@ -95,6 +95,11 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     /// Seconds the run took.
     pub seconds: f64,
+    /// Seconds from the stop (a signal, the monitor, `max_seconds`, a full disk) to the end
+    /// of the last worker: the draining and the closing of every file. `None` when the run
+    /// ended by itself (its sources were exhausted) or was aborted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_seconds: Option<f64>,
     /// Events published per buffer.
     pub events: BTreeMap<String, u64>,
     /// Events lost per buffer (`drop` policy).
@@ -295,7 +300,13 @@ pub struct Supervisor {
     /// Per buffer: what the log has been told about it being full or losing events.
     alarms: BTreeMap<String, Alarm>,
     stopping: bool,
+    /// When the importers were told to stop.
+    stopped_at: Option<Instant>,
+    /// The workers were killed (an abort): the run did not drain.
+    aborted: bool,
     paused: bool,
+    /// Pause and resume requests so far (each carries its number to the importers).
+    pause_requests: u64,
     failures: Vec<String>,
     /// The core of each worker process (see `placement`).
     placement: super::placement::Placement,
@@ -402,7 +413,10 @@ impl Supervisor {
             last_progress: None,
             alarms: BTreeMap::new(),
             stopping: false,
+            stopped_at: None,
+            aborted: false,
             paused: false,
+            pause_requests: 0,
             failures: Vec::new(),
             placement,
             _places: places,
@@ -500,18 +514,18 @@ impl Supervisor {
             .env_remove(super::notify::SOCKET_VAR)
             .stdin(Stdio::null())
             .process_group(0);
-        // A worker starts with SIGUSR1/SIGUSR2 blocked and unblocks them once its handlers
-        // are in place (`process::install_signals`): a pause sent while it is still starting
-        // waits for it instead of killing it (their default action).
+        // A worker starts with the pause signal blocked and unblocks it once its handler is
+        // in place (`runtime::install_signals`): a pause sent while it is still starting
+        // waits for it instead of killing it (the default action of a real-time signal).
+        let pause_signal = crate::runtime::pause_signal();
         // SAFETY: the closure runs in the child between fork and exec and only calls
         // sigemptyset/sigaddset/sigprocmask on a local set: async-signal-safe, no allocation,
         // no lock.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 let mut set = std::mem::zeroed::<libc::sigset_t>();
                 libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGUSR1);
-                libc::sigaddset(&mut set, libc::SIGUSR2);
+                libc::sigaddset(&mut set, pause_signal);
                 if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -530,7 +544,8 @@ impl Supervisor {
         // An importer started again while the run is paused starts paused (a later resume
         // reaches it as a signal, held until its handlers are in place).
         if self.paused {
-            cmd.env(crate::runtime::PAUSED_VAR, "1");
+            let state = crate::runtime::pause_state(self.pause_requests, true);
+            cmd.env(crate::runtime::PAUSED_VAR, state.to_string());
         }
         cmd.spawn().map_err(|source| EngineError::Spawn {
             worker: w.name.clone(),
@@ -702,8 +717,7 @@ impl Supervisor {
 
     /// Carries out a watcher's request; logged in the run log.
     pub fn control(&mut self, c: Control) {
-        use nix::sys::signal::Signal;
-        let sig = match c {
+        match c {
             Control::Stop => {
                 if !self.stopping {
                     self.log_and_say(
@@ -713,17 +727,27 @@ impl Supervisor {
                 }
                 return;
             }
-            Control::Pause => Signal::SIGUSR1,
-            Control::Resume => Signal::SIGUSR2,
-        };
+            Control::Pause | Control::Resume => {}
+        }
         self.paused = c == Control::Pause;
+        self.pause_requests += 1;
         tracing::info!(
             "{} requested from the monitor",
             if self.paused { "pause" } else { "resume" }
         );
+        // Each request carries its number: the importer keeps the latest, whatever order
+        // its handlers run in (see `runtime::PAUSE`).
+        let value = libc::sigval {
+            sival_ptr: crate::runtime::pause_state(self.pause_requests, self.paused) as usize
+                as *mut libc::c_void,
+        };
         for p in &self.procs {
             if p.is_importer && p.status.is_none() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), sig);
+                // SAFETY: sigqueue sends a signal with a plain integer payload; no memory is
+                // shared through the pointer-sized value.
+                unsafe {
+                    libc::sigqueue(p.pid as libc::pid_t, crate::runtime::pause_signal(), value)
+                };
             }
         }
     }
@@ -741,6 +765,7 @@ impl Supervisor {
 
     fn stop_importers(&mut self) {
         self.stopping = true;
+        self.stopped_at.get_or_insert_with(Instant::now);
         self.notify.stopping();
         for p in &self.procs {
             if p.is_importer && p.status.is_none() {
@@ -753,6 +778,7 @@ impl Supervisor {
     }
 
     fn kill_all(&mut self) {
+        self.aborted = true;
         for p in &mut self.procs {
             p.restart_at = None;
             if let Some(c) = p.child.as_mut() {
@@ -1306,6 +1332,10 @@ impl Supervisor {
             exit_code: i32::from(!self.failures.is_empty()),
             run_dir: self.plan.run_dir.clone(),
             seconds: self.start.elapsed().as_secs_f64(),
+            stop_seconds: self
+                .stopped_at
+                .filter(|_| !self.aborted)
+                .map(|t| t.elapsed().as_secs_f64()),
             events,
             lost,
             readers,

@@ -17,13 +17,20 @@
 //!   every other reader (h5dump, h5py without `swmr=True`, MATLAB) opens it too.
 //! - Rotation (by size or time) starts a new numbered file between two events: an event is
 //!   never split or written twice, and each file carries every group and attribute.
-//! - Compression is applied when a file is closed, never while it is written: SWMR writers
-//!   never reuse file space, so a compressed chunk rewritten at every flush (it changes size
-//!   and moves) would leave a dead copy each time — measured, a 1 MB run grew to 17 MB. Open
-//!   files hold uncompressed chunks rewritten in place; a closed file is repacked with
-//!   shuffle + deflate by `h5repack` (hdf5-tools) in a background thread (one file at a
-//!   time, in closing order) and renamed over the original, so a reader or a crash only ever
-//!   sees a complete file.
+//! - Compression happens while the file is written, with nothing left to do at its close:
+//!   a full chunk of `data` is shuffled and deflated by the writer's own threads
+//!   (`deflate.rs`, the byte format of HDF5's shuffle and deflate filters) and stored with a
+//!   direct chunk write into a dataset whose filter pipeline is `[shuffle, deflate]`, so every
+//!   reader decodes it. A stored compressed chunk is never written again. The chunk still
+//!   growing when a flush comes is stored raw (filter mask skipping both filters, which
+//!   readers honour) at its full size, so later flushes rewrite it in place. SWMR writers
+//!   never free file space (a chunk that changes size moves and leaves its old copy), so a
+//!   chunk once stored raw stays raw when it fills: compressing it then would leave its raw
+//!   copy behind and make the file larger than not compressing it. A fast run (chunks fill
+//!   between flushes) thus stores at most one raw chunk per buffer and flush interval; a run
+//!   slower than a chunk per flush interval is stored raw. The last, partly filled chunk of
+//!   a closing file is compressed unless a flush stored it already. `metadata` is never
+//!   compressed.
 //! - After a failed write (full disk, I/O error) the writer stops, reports the file, the
 //!   buffer and the events kept, and leaves what was flushed readable.
 //!
@@ -36,6 +43,7 @@ use std::time::{Duration, Instant};
 use hdf5_metno as h5;
 use hdf5_metno::types::VarLenUnicode;
 
+use super::deflate::{ChunkJob, Pool, STORED_RAW};
 use super::error::ExportError;
 use super::raw;
 use crate::dtype::{metadata_dtype, Dtype, Metadata};
@@ -77,8 +85,8 @@ impl std::fmt::Display for Compression {
 /// How one buffer is stored.
 #[derive(Clone, Copy, Debug)]
 pub struct BufferOptions {
-    /// Compression of `data`, applied when the file closes (`metadata` is always stored
-    /// uncompressed, see `create_buffer_group`).
+    /// Compression of `data`, done by the writer's threads while it writes (`metadata` is
+    /// always stored uncompressed, see `create_buffer_group`).
     pub compression: Compression,
     /// Target bytes per `data` chunk; a chunk holds at least one event. Default 1 MiB.
     pub chunk_bytes: usize,
@@ -223,6 +231,8 @@ struct RowBatch {
     start: u64,
     len: usize,
     written: usize,
+    /// Rows the dataset's extent covers.
+    extent: u64,
 }
 
 impl RowBatch {
@@ -236,7 +246,43 @@ impl RowBatch {
             start: 0,
             len: 0,
             written: 0,
+            extent: 0,
         }
+    }
+
+    /// Extends the dataset to `rows` rows when it is shorter.
+    fn extend_to(&mut self, rows: u64) -> Result<(), String> {
+        if rows > self.extent {
+            let shape: Vec<usize> = match self.cols {
+                Some(c) => vec![rows as usize, c as usize],
+                None => vec![rows as usize],
+            };
+            self.ds
+                .resize(shape)
+                .map_err(|e| format!("could not extend the dataset: {}", raw::describe(e)))?;
+            self.extent = rows;
+        }
+        Ok(())
+    }
+
+    /// For a compressed `data` dataset: stores the chunk being filled as it is (filters
+    /// skipped), whole, so that every later store of it lands in the same place. Rows past
+    /// `len` are zeros and lie beyond the extent.
+    fn store_raw(&mut self) -> Result<(), String> {
+        if self.len > self.written {
+            self.extend_to(self.start + self.len as u64)?;
+            self.buf[self.len * self.row_bytes..].fill(0);
+            raw::write_chunk(&self.ds, self.start, STORED_RAW, &self.buf)?;
+            self.written = self.len;
+        }
+        Ok(())
+    }
+
+    /// Starts the next chunk after a full one.
+    fn next_chunk(&mut self) {
+        self.start += self.chunk_rows as u64;
+        self.len = 0;
+        self.written = 0;
     }
 
     /// Copies one row in; true when the batch is full.
@@ -252,14 +298,7 @@ impl RowBatch {
     /// are always written whole or as a prefix) and starts the next chunk when full.
     fn write_pending(&mut self, mem_type: &h5::Datatype) -> Result<(), String> {
         if self.len > self.written {
-            let end = self.start + self.len as u64;
-            let shape: Vec<usize> = match self.cols {
-                Some(c) => vec![end as usize, c as usize],
-                None => vec![end as usize],
-            };
-            self.ds
-                .resize(shape)
-                .map_err(|e| format!("could not extend the dataset: {}", raw::describe(e)))?;
+            self.extend_to(self.start + self.len as u64)?;
             raw::write_rows(
                 &self.ds,
                 mem_type,
@@ -271,12 +310,102 @@ impl RowBatch {
             self.written = self.len;
         }
         if self.len == self.chunk_rows {
-            self.start += self.len as u64;
-            self.len = 0;
-            self.written = 0;
+            self.next_chunk();
         }
         Ok(())
     }
+}
+
+/// The writer's compression threads and the chunk jobs of every buffer, recycled.
+struct Deflater {
+    pool: Pool,
+    /// Jobs not in flight, per buffer.
+    free: Vec<Vec<ChunkJob>>,
+    /// Jobs made per buffer (at most one more than the pool has threads).
+    made: Vec<usize>,
+}
+
+impl Deflater {
+    fn start(buffers: usize) -> Deflater {
+        let threads = Pool::default_threads();
+        // Every job of every buffer may be in one lane at once: no send ever waits on a
+        // full channel while the results it waits for sit in another.
+        let depth = buffers * (threads + 1);
+        Deflater {
+            pool: Pool::start(threads, depth),
+            free: (0..buffers).map(|_| Vec::new()).collect(),
+            made: vec![0; buffers],
+        }
+    }
+
+    /// Stores every compressed chunk in flight, in order.
+    fn drain(&mut self, bufs: &mut [FileBuffer]) -> Result<(), String> {
+        while let Some(job) = self.pool.next_done().map_err(|e| e.to_string())? {
+            store_job(bufs, &job)?;
+            self.free[job.buffer].push(job);
+        }
+        Ok(())
+    }
+
+    /// Hands the chunk of buffer `b` to the threads (its batch goes on in the job's old
+    /// buffer), or stores it raw in place when a flush already stored part of it. The chunk
+    /// is full, or the last one of a closing file (its unused rows are zeroed here).
+    fn complete(
+        &mut self,
+        bufs: &mut [FileBuffer],
+        b: usize,
+        spec: &BufferSpec,
+        level: u8,
+    ) -> Result<(), String> {
+        if bufs[b].data.written > 0 {
+            // Stored raw before it was full: compressing it now would move it and leave
+            // the raw copy behind (SWMR frees nothing), so it stays raw, in place.
+            let batch = &mut bufs[b].data;
+            batch.store_raw()?;
+            batch.next_chunk();
+            return Ok(());
+        }
+        {
+            let batch = &mut bufs[b].data;
+            batch.buf[batch.len * batch.row_bytes..].fill(0);
+        }
+        let mut job = loop {
+            if let Some(job) = self.free[b].pop() {
+                break job;
+            }
+            if self.made[b] <= self.pool.threads() {
+                self.made[b] += 1;
+                break ChunkJob::new(
+                    b,
+                    spec.event_bytes * spec.chunk_events,
+                    spec.dtype.record_size(),
+                    level,
+                );
+            }
+            // Every job of this buffer is in flight: store the oldest finished chunk.
+            match self.pool.next_done().map_err(|e| e.to_string())? {
+                Some(done) => {
+                    store_job(bufs, &done)?;
+                    self.free[done.buffer].push(done);
+                }
+                None => return Err("internal: no chunk job in flight nor free".into()),
+            }
+        };
+        let batch = &mut bufs[b].data;
+        std::mem::swap(&mut job.raw, &mut batch.buf);
+        job.row = batch.start;
+        job.rows = batch.len as u64;
+        batch.next_chunk();
+        self.pool.submit(job).map_err(|e| e.to_string())
+    }
+}
+
+/// Stores a chunk the threads compressed (or found incompressible) with a direct write.
+fn store_job(bufs: &mut [FileBuffer], job: &ChunkJob) -> Result<(), String> {
+    let batch = &mut bufs[job.buffer].data;
+    batch.extend_to(job.row + job.rows)?;
+    let (mask, bytes) = job.stored();
+    raw::write_chunk(&batch.ds, job.row, mask, bytes)
 }
 
 struct FileBuffer {
@@ -287,7 +416,6 @@ struct FileBuffer {
 
 struct OpenFile {
     file: h5::File,
-    path: PathBuf,
     opened: Instant,
     buffers: Vec<FileBuffer>,
     bytes: u64,
@@ -319,8 +447,8 @@ pub struct RunFileWriter {
     failed: Option<String>,
     events_run: u64,
     device_notes: Option<PathBuf>,
-    /// Compresses closed files in the background, one at a time.
-    packer: Option<Packer>,
+    /// Compresses full chunks of `data` (started with the first one).
+    deflater: Option<Deflater>,
     /// Events the files of this writer's earlier processes in this run hold.
     earlier_events: u64,
     /// Events the files this process closed hold (rotated, or cut after a failure).
@@ -393,8 +521,9 @@ impl RunFileWriter {
 
     /// As [`create`](Self::create), for a writer whose earlier process in this run wrote
     /// files at `path` and died (a worker started again after a failure): those files are
-    /// made whole as `recover` makes them and compressed in the background, and this writer
-    /// goes on in new files `<stem>_r<N>.h5`, so nothing the earlier one wrote is overwritten.
+    /// made whole as `recover` makes them (their chunks were compressed as they were
+    /// written), and this writer goes on in new files `<stem>_r<N>.h5`, so nothing the
+    /// earlier one wrote is overwritten.
     /// The earlier process must be gone: no writer may have those files open.
     pub fn create_after_earlier(
         path: impl AsRef<Path>,
@@ -425,8 +554,8 @@ impl RunFileWriter {
                     .and_then(|h| h.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
                     == Some(1);
                 let _ = std::fs::remove_file(packing_path(f));
-                // The earlier process's h5repack may still hold the file for a moment after
-                // that process died: wait for it a little before giving up.
+                // The earlier process (or an older version's h5repack) may still hold the
+                // file for a moment after it died: wait for it a little before giving up.
                 let t0 = Instant::now();
                 let made = loop {
                     match super::recover::cut_to_whole_events(f, !clean) {
@@ -493,13 +622,17 @@ impl RunFileWriter {
             histograms: Vec::new(),
             failed: None,
             device_notes: None,
-            packer: None,
+            deflater: None,
             events_run: 0,
             earlier_events,
             kept_closed: 0,
         };
-        for (f, filters) in to_pack {
-            w.packer.get_or_insert_with(Packer::start).queue(f, filters);
+        if !to_pack.is_empty() {
+            // Files of a version that compressed at close: complete, left uncompressed
+            // (`daq-engine recover` on the run directory compresses them).
+            for (f, _) in &to_pack {
+                tracing::info!("{}: left uncompressed (written uncompressed)", f.display());
+            }
         }
         w.open_next()?;
         Ok(w)
@@ -600,7 +733,6 @@ impl RunFileWriter {
         .map_err(create_err)?;
         let of = OpenFile {
             file,
-            path: path.clone(),
             opened: Instant::now(),
             buffers: Vec::with_capacity(self.specs.len()),
             bytes: 0,
@@ -875,26 +1007,33 @@ impl RunFileWriter {
         self.events_run += 1;
         self.specs[buffer.0].events_total += 1;
         if data_full || meta_full {
-            let r = {
+            let r = (|| {
                 let spec = &self.specs[buffer.0];
-                let fb = &mut of.buffers[buffer.0];
                 // Data rows reach the file before the metadata rows that count them (see
                 // `flush`); the metadata chunk is a multiple of the data chunk, so a full
                 // metadata batch always comes with a full data batch.
-                let r1 = if data_full {
-                    fb.data.write_pending(&spec.record_type)
-                } else {
-                    Ok(())
-                };
-                r1.and_then(|_| {
-                    if meta_full {
-                        raw::flush_dataset(&fb.data.ds)
-                            .and_then(|_| fb.meta.write_pending(&self.meta_type))
-                    } else {
-                        Ok(())
+                if data_full {
+                    match spec.options.compression {
+                        Compression::Deflate { level } => {
+                            self.deflater
+                                .get_or_insert_with(|| Deflater::start(self.specs.len()))
+                                .complete(&mut of.buffers, buffer.0, spec, level)?;
+                        }
+                        Compression::None => {
+                            of.buffers[buffer.0].data.write_pending(&spec.record_type)?
+                        }
                     }
-                })
-            };
+                }
+                if meta_full {
+                    if let Some(d) = self.deflater.as_mut() {
+                        d.drain(&mut of.buffers)?;
+                    }
+                    let fb = &mut of.buffers[buffer.0];
+                    raw::flush_dataset(&fb.data.ds)?;
+                    fb.meta.write_pending(&self.meta_type)?;
+                }
+                Ok::<(), String>(())
+            })();
             if let Err(reason) = r {
                 let name = self.specs[buffer.0].name.clone();
                 return Err(self.fail(name, reason));
@@ -919,16 +1058,25 @@ impl RunFileWriter {
         // as events: a failure (or a crash) in between leaves rows whose counter is the
         // fill value -1, never a counter pointing at unwritten data.
         let mut failure = None;
+        if let Some(d) = self.deflater.as_mut() {
+            if let Err(reason) = d.drain(&mut of.buffers) {
+                failure = Some((String::new(), reason));
+            }
+        }
         for (i, fb) in of.buffers.iter_mut().enumerate() {
+            if failure.is_some() {
+                break;
+            }
             let spec = &self.specs[i];
-            let r = fb
-                .data
-                .write_pending(&spec.record_type)
+            let data = match spec.options.compression {
+                Compression::Deflate { .. } => fb.data.store_raw(),
+                Compression::None => fb.data.write_pending(&spec.record_type),
+            };
+            let r = data
                 .and_then(|_| raw::flush_dataset(&fb.data.ds))
                 .and_then(|_| fb.meta.write_pending(&self.meta_type));
             if let Err(reason) = r {
                 failure = Some((spec.name.clone(), reason));
-                break;
             }
         }
         if let Some((name, reason)) = failure {
@@ -1027,6 +1175,7 @@ impl RunFileWriter {
         if self.current.is_none() {
             return Ok(());
         }
+        self.compress_last_chunks()?;
         self.flush()?;
         let Some(of) = self.current.take() else {
             return Ok(());
@@ -1085,26 +1234,38 @@ impl RunFileWriter {
                 .map_err(|e| format!("could not flush the file: {}", hdf(e)))?;
             Ok(())
         })();
-        let path = of.path.clone();
         drop(of);
-        if r.is_ok() && clean {
-            let filters: Vec<String> = self
-                .specs
-                .iter()
-                .filter_map(|s| repack_filters(&s.name, s.options.compression))
-                .collect();
-            if !filters.is_empty() {
-                tracing::info!(
-                    "{}: closed; compressing it in the background",
-                    path.display()
-                );
-                self.packer
-                    .get_or_insert_with(Packer::start)
-                    .queue(path.clone(), filters);
-            }
-        }
         // `fail` names the file just closed (the last one) and counts its whole events.
         r.map_err(|reason| self.fail(String::new(), reason))
+    }
+
+    /// Before a file closes: the partly filled last chunk of each compressed buffer that no
+    /// flush has stored yet goes compressed into the file like a full one (one that a flush
+    /// stored stays raw, in place: see the module notes).
+    fn compress_last_chunks(&mut self) -> Result<(), ExportError> {
+        self.stopped()?;
+        self.start_swmr()?;
+        let Some(of) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let mut r = Ok(());
+        for (i, spec) in self.specs.iter().enumerate() {
+            let Compression::Deflate { level } = spec.options.compression else {
+                continue;
+            };
+            let batch = &of.buffers[i].data;
+            if batch.len == 0 || batch.written > 0 {
+                continue;
+            }
+            let d = self
+                .deflater
+                .get_or_insert_with(|| Deflater::start(self.specs.len()));
+            if let Err(e) = d.complete(&mut of.buffers, i, spec, level) {
+                r = Err((spec.name.clone(), e));
+                break;
+            }
+        }
+        r.map_err(|(name, reason)| self.fail(name, reason))
     }
 
     /// Writes everything, stores `stats`, stop time and histograms, and closes the file.
@@ -1112,82 +1273,10 @@ impl RunFileWriter {
         self.stopped()?;
         self.stats = stats;
         self.close_current(true)?;
-        self.wait_for_packing();
         Ok(RunSummary {
             files: self.files.clone(),
             events: self.specs.iter().map(|s| s.events_total).collect(),
         })
-    }
-}
-
-impl RunFileWriter {
-    /// Waits until every closed file is compressed; a failure leaves that file uncompressed
-    /// (complete and readable) and is logged.
-    fn wait_for_packing(&mut self) {
-        if let Some(p) = self.packer.take() {
-            p.finish();
-        }
-    }
-}
-
-/// One background thread that compresses closed files in the order they closed. One at a
-/// time: with frequent rotation, parallel repacks would only fight for the cores the
-/// acquisition needs; a growing queue is reported instead.
-struct Packer {
-    tx: std::sync::mpsc::Sender<(PathBuf, Vec<String>)>,
-    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Packer {
-    fn start() -> Packer {
-        use std::sync::atomic::Ordering;
-        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Vec<String>)>();
-        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let left = waiting.clone();
-        let thread = std::thread::spawn(move || {
-            for (path, filters) in rx {
-                if let Err(e) = compress(&path, &filters) {
-                    tracing::warn!("{e}");
-                }
-                left.fetch_sub(1, Ordering::SeqCst);
-            }
-        });
-        Packer {
-            tx,
-            waiting,
-            thread,
-        }
-    }
-
-    fn queue(&self, path: PathBuf, filters: Vec<String>) {
-        use std::sync::atomic::Ordering;
-        let before = self.waiting.fetch_add(1, Ordering::SeqCst);
-        if before > 0 {
-            tracing::warn!(
-                "compression falls behind: {} closed file(s) wait; rotate less often, use a \
-                 lower level, or compression: none",
-                before
-            );
-        }
-        if self.tx.send((path.clone(), filters)).is_err() {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(
-                "{}: left uncompressed (the compressor stopped)",
-                path.display()
-            );
-        }
-    }
-
-    fn finish(self) {
-        let busy = self.waiting.load(std::sync::atomic::Ordering::SeqCst);
-        if busy > 0 {
-            tracing::info!("waiting for {busy} HDF5 file(s) to be compressed");
-        }
-        drop(self.tx);
-        if self.thread.join().is_err() {
-            tracing::warn!("compressing a closed HDF5 file panicked");
-        }
     }
 }
 
@@ -1197,7 +1286,6 @@ impl Drop for RunFileWriter {
             // Best effort: keep what was appended; the file says it was not closed cleanly.
             let _ = self.close_current(false);
         }
-        self.wait_for_packing();
     }
 }
 
@@ -1305,7 +1393,8 @@ fn next_life(base: &Path) -> PathBuf {
 
 /// Compresses the closed file `path` with `h5repack` and these per-dataset `filters`
 /// (`/buf/data:SHUF,/buf/data:GZIP=1`, …) into `<path>.packing`, then renames it over
-/// `path`. On any failure the original stays as it is (uncompressed, complete).
+/// `path`. On any failure the original stays as it is (uncompressed, complete). Only for
+/// the files of older versions, which compressed at close: recovery finishes their job.
 pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     let tmp = packing_path(path);
     let mut cmd = std::process::Command::new("h5repack");
@@ -1531,10 +1620,14 @@ fn create_buffer_group(
     let group = file
         .create_group(&spec.name)
         .map_err(|e| ctx("create group", e))?;
-    // Uncompressed while the file is open (see the module notes): chunks keep their place.
-    let b = group
+    // Compressed chunks come from the writer's threads (direct chunk writes); the pipeline
+    // is declared so that every reader decodes them (see the module notes).
+    let mut b = group
         .new_dataset_builder()
         .chunk((spec.chunk_events, spec.data_length));
+    if let Compression::Deflate { level } = spec.options.compression {
+        b = b.shuffle().deflate(level.clamp(1, 9));
+    }
     b.empty_as(&spec.record_type)
         .shape((0.., spec.data_length))
         .create("data")
@@ -1574,8 +1667,8 @@ fn create_buffer_group(
 
 /// Opens the datasets of a buffer group for writing (after SWMR has started).
 fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String> {
-    // Chunks are uncompressed while the file is open: written whole, straight from the
-    // batch to the file, with no chunk cache.
+    // Chunks are written whole, straight from the batch (or the compressor) to the file,
+    // with no chunk cache.
     let data_cache = 0;
     let open = |what: &str, cache: usize| {
         raw::open_dataset(file, &format!("{}/{what}", spec.name), cache)

@@ -29,7 +29,7 @@
 //! with buffers made in `build`); a file that ends inside a record ends the replay there, as
 //! mimoCoRB2's reader does; a header that does not match the sink is refused before the run.
 
-use crate::dtype::{Dtype, Metadata, Scalar};
+use crate::dtype::{Base, Dtype, FieldType, Metadata, Shape};
 use crate::key;
 use crate::worker::{
     Arity, Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec,
@@ -236,8 +236,10 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), String> {
     }
 }
 
-/// Our scalar type of a pickled numpy scalar dtype (type string and byte order).
-fn scalar_of(p: &Py) -> Result<Scalar, String> {
+/// Our field type of a pickled numpy field dtype: an element (type string and byte order,
+/// `('f4', False, True)` with state `(3, '<', None, …)`) or a subarray of one (`('V8', …)`
+/// with state `(3, '|', (element dtype, shape), …)`).
+fn field_type_of(p: &Py) -> Result<FieldType, String> {
     let Py::Object(class, args, state) = p else {
         return Err(bad("a field type is not a numpy dtype"));
     };
@@ -250,14 +252,32 @@ fn scalar_of(p: &Py) -> Result<Scalar, String> {
     let Some(Py::Str(code)) = a.first() else {
         return Err(bad("numpy.dtype without its type string"));
     };
-    let order = match state.as_deref() {
-        Some(Py::Tuple(s)) => match s.get(1) {
-            Some(Py::Str(o)) if o == ">" => ">",
-            _ => "<",
-        },
+    let state = match state.as_deref() {
+        Some(Py::Tuple(s)) => s.as_slice(),
+        _ => &[],
+    };
+    if let Some(Py::Tuple(sub)) = state.get(2) {
+        // A subarray: (element dtype, shape).
+        let (Some(elem), Some(Py::Tuple(dims))) = (sub.first(), sub.get(1)) else {
+            return Err(bad("a subarray dtype without its element and shape"));
+        };
+        let elem = field_type_of(elem)?;
+        let dims: Vec<u32> = dims
+            .iter()
+            .map(|d| match d {
+                Py::Int(n) => u32::try_from(*n).map_err(|_| bad("a subarray dimension < 0")),
+                _ => Err(bad("a subarray dimension is not a number")),
+            })
+            .collect::<Result<_, _>>()?;
+        let shape = Shape::new(&dims).ok_or_else(|| bad(format!("subarray shape {dims:?}")))?;
+        return FieldType::new(elem.base, elem.order, shape)
+            .ok_or_else(|| bad(format!("subarray {code} of shape {dims:?} is too large")));
+    }
+    let order = match state.get(1) {
+        Some(Py::Str(o)) if o == ">" => ">",
         _ => "<",
     };
-    Scalar::parse(&format!("{order}{code}")).map_err(|e| bad(e.to_string()))
+    FieldType::parse(&format!("{order}{code}")).map_err(|e| bad(e.to_string()))
 }
 
 /// Our dtype of a pickled structured numpy dtype, checking numpy's offsets and size.
@@ -284,12 +304,12 @@ fn dtype_of(p: &Py) -> Result<Dtype, String> {
         let Some((_, Py::Tuple(f))) = fields.iter().find(|(k, _)| k == n) else {
             return Err(bad(format!("field '{name}' has no type")));
         };
-        let scalar = scalar_of(f.first().ok_or_else(|| bad("a field without type"))?)?;
+        let ty = field_type_of(f.first().ok_or_else(|| bad("a field without type"))?)?;
         let offset = match f.get(1) {
             Some(Py::Int(o)) => *o,
             _ => return Err(bad(format!("field '{name}' has no offset"))),
         };
-        out.push((name.clone(), scalar, offset));
+        out.push((name.clone(), ty, offset));
     }
     let d = Dtype::new(out.iter().map(|(n, s, _)| (n.clone(), *s))).map_err(bad)?;
     for ((name, _, offset), f) in out.iter().zip(d.fields()) {
@@ -363,17 +383,45 @@ impl MimoHeader {
             p.push(b'J');
             p.extend_from_slice(&i.to_le_bytes());
         };
-        let scalar = |p: &mut Vec<u8>, x: Scalar| {
-            let full = x.numpy_str();
+        // One field's dtype as numpy reduces it: `numpy.dtype(code, False, True)` with the
+        // state (3, byte order, subarray, names, fields, elsize, alignment, flags).
+        let element = |p: &mut Vec<u8>, t: &FieldType| {
+            let full = t.element_str();
+            let (order, code) = full.split_at(1);
             p.extend_from_slice(b"cnumpy\ndtype\n(");
-            s(p, &full[1..]);
+            s(p, code);
             p.extend_from_slice(&[0x89, 0x88, b't', b'R', b'(']);
             int(p, 3);
-            s(p, &full[..1]);
+            s(p, order);
             p.extend_from_slice(b"NNN");
-            int(p, -1);
-            int(p, -1);
-            int(p, 0);
+            let (size, align, flags) = numpy_layout(t.base);
+            int(p, size);
+            int(p, align);
+            int(p, flags);
+            p.extend_from_slice(b"tb");
+        };
+        let field = |p: &mut Vec<u8>, t: &FieldType| {
+            if t.shape.is_scalar() {
+                return element(p, t);
+            }
+            p.extend_from_slice(b"cnumpy\ndtype\n(");
+            s(p, &format!("V{}", t.size()));
+            p.extend_from_slice(&[0x89, 0x88, b't', b'R', b'(']);
+            int(p, 3);
+            s(p, "|");
+            p.push(b'(');
+            element(
+                p,
+                &FieldType::new(t.base, t.order, Shape::SCALAR).unwrap_or(*t),
+            );
+            p.push(b'(');
+            for &d in t.shape.dims() {
+                int(p, d as i32);
+            }
+            p.extend_from_slice(b"ttNN");
+            int(p, t.size() as i32);
+            int(p, base_alignment(t.base));
+            int(p, numpy_layout(t.base).2);
             p.extend_from_slice(b"tb");
         };
         let structured = |p: &mut Vec<u8>, d: &Dtype| {
@@ -390,15 +438,19 @@ impl MimoHeader {
             for f in d.fields() {
                 s(p, &f.name);
                 p.push(b'(');
-                // Plain numbers only: `export_path` refused the others before.
-                scalar(p, f.ty.scalar().unwrap_or(Scalar::U8));
+                field(p, &f.ty);
                 int(p, f.offset as i32);
                 p.push(b't');
             }
             p.push(b'u');
             int(p, d.record_size() as i32);
             int(p, 1);
-            int(p, 16);
+            // numpy's flags of a record: 16, and 8 more when a field holds unicode text.
+            let text = d
+                .fields()
+                .iter()
+                .any(|f| matches!(f.ty.base, Base::Unicode(_)));
+            int(p, if text { 24 } else { 16 });
             p.extend_from_slice(b"tb");
         };
         s(&mut p, "version");
@@ -415,6 +467,27 @@ impl MimoHeader {
         int(&mut p, 1);
         p.extend_from_slice(b"u.");
         p
+    }
+}
+
+/// The (elsize, alignment, flags) numpy pickles for an element dtype: -1, -1 for numbers,
+/// bool and complex (their size is in the type string), the size and alignment for text;
+/// unicode text has flag 8.
+fn numpy_layout(b: Base) -> (i32, i32, i32) {
+    match b {
+        Base::Bytes(n) => (n as i32, 1, 0),
+        Base::Unicode(n) => (4 * n as i32, 4, 8),
+        _ => (-1, -1, 0),
+    }
+}
+
+/// numpy's alignment of an element (what a subarray of it says).
+fn base_alignment(b: Base) -> i32 {
+    match b {
+        Base::Num(s) => s.size() as i32,
+        Base::Bool | Base::Bytes(_) => 1,
+        Base::Complex64 | Base::Unicode(_) => 4,
+        Base::Complex128 => 8,
     }
 }
 
@@ -585,19 +658,6 @@ fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
             "worker '{}': data.export writes one file, <buffer>.mimo: give it \
              number_of_processes: 1",
             ctx.worker
-        )));
-    }
-    // The header is written for the ten little-endian number types mimoCoRB2's own setups
-    // use; the others (bool, text, complex, byte order, subarrays) would need numpy's
-    // pickled forms of them, not written yet.
-    if let Some(f) = src.dtype.fields().iter().find(|f| f.ty.scalar().is_none()) {
-        return Err(WorkerError::Other(format!(
-            "worker '{}': data.export writes fields of plain little-endian numbers only; \
-             field '{}' of buffer '{}' is {} (export.hdf5 or export.csv keep it)",
-            ctx.worker,
-            f.name,
-            src.name,
-            f.ty.numpy_spec()
         )));
     }
     Ok(ctx.run_dir.join(format!("{}.mimo", src.name)))

@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod csv;
+mod deflate;
 pub mod disk;
 mod error;
 pub mod function;

@@ -628,3 +628,33 @@ pub(crate) fn open_dataset(
         unsafe { h5::from_id::<Dataset>(id) }.map_err(describe)
     })
 }
+
+/// Stores `bytes` as the chunk of a rank-2 dataset whose first row is `first_row`, as they
+/// are (`H5Dwrite_chunk`): already passed through the dataset's filters, except those whose
+/// bit is set in `filter_mask`. The dataset's extent must already reach `first_row`.
+pub(crate) fn write_chunk(
+    ds: &Dataset,
+    first_row: u64,
+    filter_mask: u32,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let offset: [hsize_t; 2] = [first_row, 0];
+    locked(|| {
+        // SAFETY: `ds.id()` is a live rank-2 chunked dataset id (the caller passes only the
+        // `data` datasets, all of rank 2); `offset` holds one coordinate per dimension; HDF5
+        // reads exactly `bytes.len()` bytes from the pointer, which the slice provides.
+        check(
+            unsafe {
+                h5d::H5Dwrite_chunk(
+                    ds.id(),
+                    h5p::H5P_DEFAULT,
+                    filter_mask,
+                    offset.as_ptr(),
+                    bytes.len(),
+                    bytes.as_ptr().cast(),
+                )
+            },
+            "write a chunk",
+        )
+    })
+}

@@ -33,6 +33,18 @@ pub struct Trace {
     pub time: Vec<f64>,
     /// Channel name → volts per sample.
     pub channels: BTreeMap<String, Vec<f64>>,
+    /// The time axis' unit when the oscilloscope names one (mimoCoRB2's `t_scaling`).
+    #[serde(default)]
+    pub time_unit: Option<String>,
+    /// The value axis' unit when the oscilloscope names one (`y_scaling`).
+    #[serde(default)]
+    pub value_unit: Option<String>,
+    /// Fixed value-axis limits.
+    #[serde(default)]
+    pub ylim: Option<[f64; 2]>,
+    /// A level to draw as a line.
+    #[serde(default)]
+    pub trigger_level: Option<f64>,
 }
 
 /// One histogram of one `export.histogram` worker.

@@ -20,28 +20,41 @@ use crate::worker::{
     BuildContext, Config, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError,
 };
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
-static PAUSED: AtomicBool = AtomicBool::new(false);
+/// The latest pause state the supervisor sent: `(sequence << 1) | paused`. Requests carry
+/// their sequence number, so whichever order their signals are handled in (Linux runs the
+/// handlers of signals that were pending together in reverse), the latest one wins.
+static PAUSE: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-extern "C" fn on_pause(_: libc::c_int) {
-    PAUSED.store(true, Ordering::SeqCst);
+extern "C" fn on_pause_state(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel hands an SA_SIGINFO handler a valid siginfo; `si_value` reads the
+    // value sigqueue sent (the supervisor always sends one).
+    let v = unsafe { (*info).si_value().sival_ptr } as u64;
+    PAUSE.fetch_max(v, Ordering::SeqCst);
 }
 
-extern "C" fn on_resume(_: libc::c_int) {
-    PAUSED.store(false, Ordering::SeqCst);
+/// The signal that carries a pause state to an importer (a real-time signal: they queue,
+/// so a pause and a resume sent close together both arrive, each with its value).
+pub fn pause_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+/// The value of pause request number `sequence` (counted from 1 by the supervisor).
+pub fn pause_state(sequence: u64, paused: bool) -> u64 {
+    (sequence << 1) | u64::from(paused)
 }
 
 /// True while the supervisor has paused this (importer) process: it keeps taking data from
 /// its source, so the device does not stall, but publishes nothing (mimoCoRB2's "pause").
 pub fn paused() -> bool {
-    PAUSED.load(Ordering::Relaxed)
+    PAUSE.load(Ordering::Relaxed) & 1 == 1
 }
 
 /// True once this process was asked to stop.
@@ -49,7 +62,8 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-/// Set to `1` in the environment of a worker process started while the run is paused.
+/// In the environment of a worker process started while the run is paused: the pause state
+/// ([`pause_state`]) it starts in.
 pub const PAUSED_VAR: &str = "DAQ_PAUSED";
 
 pub(crate) const POLL: Duration = Duration::from_millis(100);
@@ -74,25 +88,33 @@ fn install_signals() {
         // SAFETY: `on_stop` only stores to an atomic, which is async-signal-safe.
         let _ = unsafe { sigaction(sig, &act) };
     }
-    let flags = SaFlags::SA_RESTART;
-    let pause = SigAction::new(SigHandler::Handler(on_pause), flags, SigSet::empty());
-    let resume = SigAction::new(SigHandler::Handler(on_resume), flags, SigSet::empty());
-    // SAFETY: the handlers only store to an atomic, which is async-signal-safe.
-    let _ = unsafe { sigaction(Signal::SIGUSR1, &pause) };
-    // SAFETY: as above.
-    let _ = unsafe { sigaction(Signal::SIGUSR2, &resume) };
-    // A process started while the run is paused (a restarted importer) starts paused: the
-    // supervisor says so in its environment. Set before the signals are unblocked, so a
-    // resume sent since is delivered after it and wins.
-    if std::env::var_os(PAUSED_VAR).is_some_and(|v| v == "1") {
-        PAUSED.store(true, Ordering::SeqCst);
+    // SAFETY: a zeroed sigaction is a valid starting value; the handler only reads its
+    // siginfo and does an atomic fetch_max, which is async-signal-safe.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_pause_state as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(pause_signal(), &act, std::ptr::null_mut());
     }
-    // The supervisor starts workers with these two blocked (see its `spawn`): a pause sent
-    // before the handlers were in place is delivered now.
-    let mut held = SigSet::empty();
-    held.add(Signal::SIGUSR1);
-    held.add(Signal::SIGUSR2);
-    let _ = held.thread_unblock();
+    // A process started while the run is paused (a restarted importer) starts paused: the
+    // supervisor puts the state in its environment. Set before the signal is unblocked; a
+    // later request has a higher sequence number and wins.
+    if let Some(v) = std::env::var(PAUSED_VAR)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        PAUSE.fetch_max(v, Ordering::SeqCst);
+    }
+    // The supervisor starts workers with the signal blocked (see its `spawn`): requests
+    // sent before the handler was in place are delivered now.
+    // SAFETY: sigemptyset/sigaddset on a local set and pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, pause_signal());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Set (to "1") by the supervisor for a worker process pinned to a core no other process
@@ -309,32 +331,30 @@ impl Source {
         if self.ended.iter().all(|&e| e) {
             return Taken::End;
         }
-        // The tokens go on the stack (no allocation even when idle): at most 64 rings, as
-        // many as `wait_any` sleeps on.
-        let mut live = self
-            .readers
+        if timeout.is_zero() {
+            return Taken::Idle;
+        }
+        if !sleep_on(self.tokens(), || self.ready(), timeout) {
+            return Taken::End;
+        }
+        Taken::Idle
+    }
+
+    /// True when a claim on any of its live rings would find something.
+    fn ready(&self) -> bool {
+        self.readers
+            .iter()
+            .zip(&self.ended)
+            .any(|(r, &e)| !e && r.ready())
+    }
+
+    /// Wait tokens of its live rings (before looking at [`Source::ready`]).
+    fn tokens(&self) -> impl Iterator<Item = crate::ring::WaitToken<'_>> {
+        self.readers
             .iter()
             .zip(&self.ended)
             .filter(|(_, &e)| !e)
-            .map(|(r, _)| r.wait_token());
-        let Some(first) = live.next() else {
-            return Taken::End;
-        };
-        let mut tokens = [first; 64];
-        let mut k = 1;
-        for (slot, t) in tokens[1..].iter_mut().zip(live) {
-            *slot = t;
-            k += 1;
-        }
-        let any_ready = self
-            .readers
-            .iter()
-            .zip(&self.ended)
-            .any(|(r, &e)| !e && r.ready());
-        if !any_ready {
-            wait_any(&tokens[..k], timeout);
-        }
-        Taken::Idle
+            .map(|(r, _)| r.wait_token())
     }
 
     /// After a stop, rings whose producer died without closing are closed here, so the
@@ -352,6 +372,30 @@ impl Source {
             }
         }
     }
+}
+
+/// Sleeps on the rings of `tokens` (taken before anything was looked at) until one has
+/// news or `timeout` passes, unless `ready` finds one already has. The tokens go on the
+/// stack (no allocation even when idle): at most 64 rings, as many as `wait_any` sleeps on.
+/// False when there was no ring to sleep on.
+fn sleep_on<'a>(
+    mut tokens: impl Iterator<Item = crate::ring::WaitToken<'a>>,
+    ready: impl FnOnce() -> bool,
+    timeout: Duration,
+) -> bool {
+    let Some(first) = tokens.next() else {
+        return false;
+    };
+    let mut all = [first; 64];
+    let mut k = 1;
+    for (slot, t) in all[1..].iter_mut().zip(tokens) {
+        *slot = t;
+        k += 1;
+    }
+    if !ready() {
+        wait_any(&all[..k], timeout);
+    }
+    true
 }
 
 pub(crate) struct Sinks {
@@ -504,10 +548,11 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
                 plan,
                 w,
                 process,
-                &mut |ev, sinks| {
+                &mut |_, ev, sinks| {
                     let mask = f.select(ev)?;
                     sinks.copy(ev, mask)
                 },
+                &|_| true,
                 &mut |_| Ok(()),
             ),
             Err(e) => return fail(e),
@@ -519,10 +564,11 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
                     plan,
                     w,
                     process,
-                    &mut |ev, sinks| {
+                    &mut |i, ev, sinks| {
                         sinks.input_meta = ev.meta;
-                        f.borrow_mut().process(ev, sinks)
+                        f.borrow_mut().process_from(i, ev, sinks)
                     },
+                    &|i| f.borrow().accepts(i),
                     &mut |sinks| f.borrow_mut().finish(sinks),
                 )
             }
@@ -658,7 +704,7 @@ pub(crate) fn importer_loop(
     result
 }
 
-type Through<'a> = dyn FnMut(&EventRef<'_>, &mut Sinks) -> Result<(), WorkerError> + 'a;
+type Through<'a> = dyn FnMut(usize, &EventRef<'_>, &mut Sinks) -> Result<(), WorkerError> + 'a;
 
 pub(crate) fn sources_of(
     plan: &Plan,
@@ -684,42 +730,87 @@ fn through_loop(
     w: &WorkerPlan,
     process: usize,
     f: &mut Through<'_>,
+    accepts: &dyn Fn(usize) -> bool,
     finish: &mut dyn FnMut(&mut Sinks) -> Result<(), WorkerError>,
 ) -> Result<(), String> {
     let mut sources = sources_of(plan, w, process)?;
     let mut sinks = Sinks::attach(plan, w, process)?;
-    let mut result = Ok(());
     let mut done = vec![false; sources.len()];
-    let wait = POLL / sources.len().max(1) as u32;
-    while done.iter().any(|d| !d) {
-        for (i, src) in sources.iter_mut().enumerate() {
-            if done[i] {
-                continue;
-            }
-            let step = src.step(wait, &mut |ev| f(ev, &mut sinks));
-            match step {
+    let mut result = Ok(());
+    if let [src] = sources.as_mut_slice() {
+        // One source: sleep in its rings until an event comes.
+        while !done[0] && result.is_ok() {
+            match src.step(POLL, &mut |ev| f(0, ev, &mut sinks)) {
                 Ok(Step::Did) => {}
                 Ok(Step::Idle) => {
                     if stop_requested() {
                         src.close_orphans();
                     }
                 }
-                Ok(Step::End) => done[i] = true,
-                Err(e) => {
-                    result = Err(e.to_string());
-                    break;
-                }
+                Ok(Step::End) => done[0] = true,
+                Err(e) => result = Err(e.to_string()),
             }
         }
-        if result.is_err() {
-            break;
-        }
+    } else {
+        result = merge_sources(
+            &mut sources,
+            &mut done,
+            &mut |i, ev| f(i, ev, &mut sinks),
+            accepts,
+        );
     }
     if result.is_ok() {
         result = finish(&mut sinks).map_err(|e| e.to_string());
     }
     sinks.end(&result);
     result
+}
+
+/// Several sources: takes whatever is there from each source the function `accepts` (without
+/// waiting on any one of them), and sleeps on all their rings at once when none had an
+/// event, so a quiet source never delays a busy one.
+fn merge_sources(
+    sources: &mut [Source],
+    done: &mut [bool],
+    f: &mut dyn FnMut(usize, &EventRef<'_>) -> Result<(), WorkerError>,
+    accepts: &dyn Fn(usize) -> bool,
+) -> Result<(), String> {
+    while done.iter().any(|d| !d) {
+        // When the function holds back every source still going (it waits for a source that
+        // has ended), it gets events anyway: it must cope (a pairing function gives up on the
+        // oldest) rather than the run hang.
+        let force = (0..sources.len()).all(|i| done[i] || !accepts(i));
+        let mut took = false;
+        for (i, src) in sources.iter_mut().enumerate() {
+            if done[i] || !(force || accepts(i)) {
+                continue;
+            }
+            match src.step(Duration::ZERO, &mut |ev| f(i, ev)) {
+                Ok(Step::Did) => took = true,
+                Ok(Step::Idle) => {}
+                Ok(Step::End) => done[i] = true,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if took {
+            continue;
+        }
+        if stop_requested() {
+            for s in sources.iter() {
+                s.close_orphans();
+            }
+        }
+        // Nothing was there: sleep until any ring the function takes from has news (a held
+        // source is not waited on: its events are there already).
+        let taken = |&(i, _): &(usize, &Source)| !done[i] && (force || accepts(i));
+        let live = sources.iter().enumerate().filter(taken);
+        sleep_on(
+            live.clone().flat_map(|(_, s)| s.tokens()),
+            || live.clone().any(|(_, s)| s.ready()),
+            POLL,
+        );
+    }
+    Ok(())
 }
 
 fn exporter_loop(
@@ -737,6 +828,7 @@ fn exporter_loop(
         .first_mut()
         .ok_or_else(|| "an exporter needs a source".to_string())?;
     let pass_on = !sinks.producers.is_empty();
+    let mut booked_dropped = 0u64;
     if let Some(kept) = f.kept_from_earlier() {
         book_unwritten(w, src, kept);
     }
@@ -770,6 +862,7 @@ fn exporter_loop(
                 result = Err(e.to_string());
                 break;
             }
+            booked_dropped = book_dropped(src, f.as_ref(), booked_dropped);
         }
     }
     // A failed output (a full disk) keeps fewer events than the group was delivered: the
@@ -781,6 +874,7 @@ fn exporter_loop(
     };
     f.run_lost(events_lost(plan));
     let fin = f.finish().map_err(|e| e.to_string());
+    book_dropped(src, f.as_ref(), booked_dropped);
     let kept = kept_at_failure.or_else(|| if fin.is_err() { f.events_kept() } else { None });
     if let Some(kept) = kept {
         book_unwritten(w, src, kept);
@@ -832,6 +926,16 @@ fn book_unwritten(w: &WorkerPlan, src: &mut Source, kept: u64) {
         w.name
     );
     src.count_unused(unwritten);
+}
+
+/// Counts what the exporter's output dropped since `booked` as lost in its source ring
+/// (see [`crate::worker::Exporter::events_dropped`]); returns the new total booked.
+fn book_dropped(src: &mut Source, f: &dyn crate::worker::Exporter, booked: u64) -> u64 {
+    let dropped = f.events_dropped();
+    if dropped > booked {
+        src.count_unused(dropped - booked);
+    }
+    dropped.max(booked)
 }
 
 /// Events lost so far in every ring of the run (read from the ring headers).
@@ -899,4 +1003,59 @@ fn observer_loop(
 /// The ring file for process `k` of the writer of `buffer` in run `run_id`.
 pub fn ring_name(run_id: &str, buffer: &str, k: usize) -> String {
     format!("daq-{run_id}-{buffer}-{k}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pause and then a resume that both reach a worker while it still holds the signal
+    /// (it is starting; the supervisor started it with it blocked): it must end up running.
+    /// With a pause signal and a resume signal, Linux delivered both at the unblock, the
+    /// resume's handler frame on top of the pause's, so the pause's handler ran last and
+    /// the importer stayed paused while the supervisor said resumed (a clean-clone CI run
+    /// under load: 0 events for a minute).
+    #[test]
+    fn a_resume_sent_after_a_pause_wins_when_both_wait_for_the_worker() {
+        install_signals();
+        let send = |v: u64| {
+            let value = libc::sigval {
+                sival_ptr: v as *mut libc::c_void,
+            };
+            // SAFETY: queues the signal to this thread, which blocks it until the unblock.
+            unsafe { libc::pthread_sigqueue(libc::pthread_self(), pause_signal(), value) };
+        };
+        // SAFETY: sigset calls on a local set; pthread_sigmask on this thread.
+        let mask = |how| unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, pause_signal());
+            libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+        };
+        let mut seq = 0;
+        for _ in 0..10 {
+            mask(libc::SIG_BLOCK);
+            send(pause_state(seq + 1, true));
+            send(pause_state(seq + 2, false));
+            seq += 2;
+            mask(libc::SIG_UNBLOCK);
+            assert!(
+                !paused(),
+                "a resume sent after a pause left the worker paused"
+            );
+            // And the other way round.
+            mask(libc::SIG_BLOCK);
+            send(pause_state(seq + 1, false));
+            send(pause_state(seq + 2, true));
+            seq += 2;
+            mask(libc::SIG_UNBLOCK);
+            assert!(
+                paused(),
+                "a pause sent after a resume left the worker running"
+            );
+            send(pause_state(seq + 1, false));
+            seq += 1;
+            assert!(!paused());
+        }
+    }
 }

@@ -66,6 +66,7 @@ pub mod graph;
 mod check;
 pub use check::key_declaration_problems;
 mod load;
+pub mod migrate;
 mod yaml;
 
 pub use diag::{Diagnostic, SetupError, Severity};

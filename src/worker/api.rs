@@ -180,6 +180,28 @@ pub trait Processor: Send {
     /// Process one event, emitting results through `out`.
     fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError>;
 
+    /// For a function with several sources: process one event of source `source` (its index
+    /// in the setup's `source_list`). Events of one source come in their ring's order; the
+    /// sources are interleaved as their events arrive. The default ignores the index.
+    fn process_from(
+        &mut self,
+        source: usize,
+        event: &EventRef<'_>,
+        out: &mut dyn Emit,
+    ) -> Result<(), WorkerError> {
+        let _ = source;
+        self.process(event, out)
+    }
+
+    /// For a function with several sources: whether it takes an event of `source` now. A
+    /// function that pairs events across sources says no to a source that has run too far
+    /// ahead of the others; its events then wait in their ring (under `block` its writer
+    /// waits, under `drop` the ring's overflow is counted). Asked before every event.
+    fn accepts(&self, source: usize) -> bool {
+        let _ = source;
+        true
+    }
+
     /// Called once after the last event; may emit final results and write summaries.
     fn finish(&mut self, _out: &mut dyn Emit) -> Result<(), WorkerError> {
         Ok(())
@@ -226,6 +248,15 @@ pub trait Exporter: Send {
     /// books match the files. `None`: not counted.
     fn events_kept(&self) -> Option<u64> {
         None
+    }
+
+    /// For an exporter whose output drops events by its own policy while the run goes on
+    /// (Kafka: a failed delivery, a full spool): how many of the events this process was
+    /// delivered its output lost so far. Asked after every flush and after `finish`; the
+    /// increase is counted lost in the source ring (released unread), so the books show it
+    /// while the run goes on.
+    fn events_dropped(&self) -> u64 {
+        0
     }
 }
 

@@ -13,8 +13,11 @@ use std::path::Path;
 /// Version of the plugin contract; bumped when [`PluginInfo`], the worker traits or the types
 /// they hand over change. 2: a dtype's [`Field`](crate::dtype::Field) holds a
 /// [`FieldType`](crate::dtype::FieldType) (bool, text, complex, byte order, subarrays), no
-/// longer a bare `Scalar`: a library built against 1 would misread every field.
-pub const ABI_VERSION: u32 = 2;
+/// longer a bare `Scalar`: a library built against 1 would misread every field. 3:
+/// [`Processor`](crate::worker::Processor) gained `process_from` and `accepts` (several
+/// sources) and [`Exporter`](crate::worker::Exporter) `events_dropped`, which moves their
+/// vtables.
+pub const ABI_VERSION: u32 = 3;
 /// The daq-engine version a plugin was built against (this crate's, expanded in the plugin).
 pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The compiler that built this crate.

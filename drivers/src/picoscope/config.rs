@@ -188,6 +188,9 @@ pub enum Acquisition {
 pub enum SampleFormat {
     /// Volts as `f4` (ADC × range / max − analogue offset).
     Volts,
+    /// Millivolts as `f4`: ADC × range / max × 1000, the analogue offset not subtracted (the
+    /// digitised input + offset: what mimoCoRB2's PicoScope importer delivers).
+    Millivolts,
     /// ADC counts as `i2`, unchanged.
     Raw,
 }
@@ -207,6 +210,10 @@ pub struct PicoScopeConfig {
     pub channels: [ChannelConfig; 4],
     /// Requested sample interval; the nearest timebase the device accepts is used.
     pub sample_interval_ns: f64,
+    /// A timebase index as Pico's programmer's guide numbers them (mimoCoRB2's `timebase`):
+    /// used as it is, instead of the nearest to `sample_interval_ns`; the device must
+    /// accept it.
+    pub timebase: Option<u32>,
     /// Rapid block or streaming.
     pub acquisition: Acquisition,
     /// Volts or raw counts.
@@ -230,6 +237,7 @@ impl PicoScopeConfig {
             resolution: family.resolutions[0],
             channels: [ChannelConfig::dc(VoltageRange::Mv500); 4],
             sample_interval_ns: 8.0,
+            timebase: None,
             acquisition: Acquisition::RapidBlock {
                 pre_trigger: 100,
                 post_trigger: 400,

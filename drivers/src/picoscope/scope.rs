@@ -222,7 +222,7 @@ impl PicoScope {
                     .map(|&c| FieldSpec {
                         name: format!("ch{}", channel_letter(c)),
                         numpy_type: match config.format {
-                            SampleFormat::Volts => "f4",
+                            SampleFormat::Volts | SampleFormat::Millivolts => "f4",
                             SampleFormat::Raw => "i2",
                         },
                     })
@@ -428,8 +428,12 @@ impl PicoScope {
         self.max_adc = max;
         for &c in &self.enabled {
             let ch = self.config.channels[c as usize];
-            self.scale[c as usize] = (ch.range.volts() / f64::from(max)) as f32;
-            self.offset[c as usize] = ch.analog_offset_v;
+            let volts = (ch.range.volts() / f64::from(max)) as f32;
+            (self.scale[c as usize], self.offset[c as usize]) = match self.config.format {
+                // mimoCoRB2's reading: the digitised (input + offset), in mV.
+                SampleFormat::Millivolts => (1000.0 * volts, 0.0),
+                _ => (volts, ch.analog_offset_v),
+            };
         }
         let nch = self.enabled.len();
         match self.config.acquisition {
@@ -541,6 +545,21 @@ impl PicoScope {
     /// Nearest timebase by the family's formula, confirmed (and stepped up past refusals)
     /// with GetTimebase2.
     fn choose_timebase(&mut self, device: &str) -> Result<(), PicoError> {
+        if let Some(n) = self.config.timebase {
+            let iv = self
+                .probe_timebase(device, n)?
+                .ok_or_else(|| PicoError::Config {
+                    device: device.to_string(),
+                    detail: format!(
+                        "timebase {n} is not accepted with {} channel(s) (PICO_INVALID_TIMEBASE); \
+                     choose a larger one",
+                        self.enabled.len()
+                    ),
+                })?;
+            self.timebase = n;
+            self.interval_ns = iv;
+            return Ok(());
+        }
         let family = self.config.family;
         let formula = (family.timebases)(&self.variant, self.config.resolution);
         let wanted = self.config.sample_interval_ns;
@@ -902,7 +921,7 @@ impl PicoScope {
         let nch = self.enabled.len();
         let base = cap as usize * nch;
         match self.config.format {
-            SampleFormat::Volts => {
+            SampleFormat::Volts | SampleFormat::Millivolts => {
                 for (k, &c) in self.enabled.iter().enumerate() {
                     let (scale, offset) = (self.scale[c as usize], self.offset[c as usize]);
                     let src = &self.segments[base + k];
@@ -1001,7 +1020,7 @@ impl PicoScope {
         let nch = self.enabled.len();
         let records = self.records;
         match self.config.format {
-            SampleFormat::Volts => {
+            SampleFormat::Volts | SampleFormat::Millivolts => {
                 for (k, &c) in self.enabled.iter().enumerate() {
                     let (scale, offset) = (self.scale[c as usize], self.offset[c as usize]);
                     let src = &self.stage[k * records..(k + 1) * records];

@@ -1,0 +1,76 @@
+//! `daq-engine migrate SETUP`: writes a ported copy of a mimoCoRB2 setup next to it and says,
+//! line by line, what changed and why ([`crate::setup::migrate`]); then checks the copy.
+
+use super::exit;
+use crate::setup::{self, Setup};
+use crate::worker::Registry;
+use std::path::{Path, PathBuf};
+
+/// The ported file's default name: `NAME_daq-engine.yaml` beside `NAME.yaml`.
+pub fn default_output(setup: &Path) -> PathBuf {
+    let stem = setup
+        .file_stem()
+        .map_or_else(|| "setup".into(), |s| s.to_string_lossy());
+    setup.with_file_name(format!("{stem}_daq-engine.yaml"))
+}
+
+/// Runs the command; returns the exit code (0: the port runs here or nothing needed
+/// porting, 2: the setup or the port still has errors, or the output exists).
+pub fn migrate(path: &Path, output: Option<&Path>, registry: &Registry) -> i32 {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => {
+            eprintln!("daq-engine: cannot read {}: {e}", path.display());
+            return exit::BAD_INPUT;
+        }
+    };
+    let checked = Setup::check_bytes(text.as_bytes(), path, registry, setup::online_cpus());
+    let port = setup::migrate::migrate(&text, &checked);
+    let name = path.display();
+    for c in &port.changes {
+        let mark = if c.changed { "changed" } else { "note" };
+        println!("{name}:{}: {mark}: {}\n  = why: {}", c.line, c.what, c.why);
+    }
+    if !port.changed() {
+        let errors = checked.errors.len();
+        if errors == 0 {
+            println!(
+                "{name}: runs here as it is; nothing to port (`daq-engine check` shows the notes)"
+            );
+            return exit::OK;
+        }
+        for e in &checked.errors {
+            eprintln!("{e}");
+        }
+        eprintln!("{name}: nothing migrate can port; {errors} error(s) to fix by hand");
+        return exit::BAD_INPUT;
+    }
+    let out = output.map_or_else(|| default_output(path), Path::to_path_buf);
+    if out.exists() {
+        eprintln!(
+            "daq-engine: {} exists; remove it or name another file with --output",
+            out.display()
+        );
+        return exit::BAD_INPUT;
+    }
+    if let Err(e) = std::fs::write(&out, &port.text) {
+        eprintln!("daq-engine: cannot write {}: {e}", out.display());
+        return exit::FAILED;
+    }
+    let after = Setup::check_bytes(port.text.as_bytes(), &out, registry, setup::online_cpus());
+    println!("wrote {}", out.display());
+    if after.errors.is_empty() {
+        println!("{}: OK for `daq-engine check`", out.display());
+        exit::OK
+    } else {
+        for e in &after.errors {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "{}: {} error(s) left to fix by hand",
+            out.display(),
+            after.errors.len()
+        );
+        exit::BAD_INPUT
+    }
+}

@@ -1,0 +1,370 @@
+//! `daq-engine bench kafka`: how fast `export.kafka`'s path (encode + idempotent `acks=all`
+//! producer) puts events into a loopback broker, beside Python's confluent-kafka sending the
+//! same payloads with the same batching and acks to the same broker in the same run, and the
+//! publish → consumer latency.
+//!
+//! Cases: 64-byte feature records (ev44) and 64 KiB waveforms (da00, 4 float32 channels ×
+//! 4096 samples). Each is timed from the first send until every message is acknowledged.
+//! The broker is tansu (`$DAQ_TANSU` or the installed one), started on loopback for the run.
+//!
+//! Guarantees: every figure is measured in this run; a comparison that could not be made is
+//! reported with its reason, never estimated.
+
+use super::export::{producer, Reports};
+use super::tansu::Tansu;
+use super::wire::{Encoder, Ev44Fields, Format};
+use crate::dtype::{Dtype, Metadata};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The batching both clients use: linger 5 ms, batches up to 1 MiB (export.kafka's defaults).
+const LINGER_MS: f64 = 5.0;
+const BATCH_BYTES: usize = 1 << 20;
+/// Latency: messages sent before the measured ones.
+const WARM_UP: u64 = 500;
+
+/// The Python producer: sends the payload in argv[3] (a file) argv[4] times to topic argv[2]
+/// with the same settings, prints `{"seconds": …, "delivered": …}`.
+const PY_PRODUCER: &str = r#"
+import json, sys, time
+from confluent_kafka import Producer
+broker, topic, path, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+payload = open(path, "rb").read()
+delivered = [0]
+def report(err, msg):
+    if err is None:
+        delivered[0] += 1
+p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "acks": "all",
+              "linger.ms": 5, "batch.size": 1 << 20, "compression.type": "none",
+              "queue.buffering.max.kbytes": 64000, "queue.buffering.max.messages": 2147483647,
+              "message.timeout.ms": 0})
+key = b"bench"
+t = time.perf_counter()
+for i in range(n):
+    while True:
+        try:
+            p.produce(topic, payload, key, on_delivery=report, timestamp=int(time.time() * 1000))
+            break
+        except BufferError:
+            p.poll(0.001)
+    p.poll(0)
+p.flush()
+print(json.dumps({"seconds": time.perf_counter() - t, "delivered": delivered[0]}))
+"#;
+
+/// One timed case.
+#[derive(Clone, Debug)]
+pub struct Throughput {
+    /// Messages acknowledged.
+    pub messages: u64,
+    /// Message bytes sent.
+    pub bytes: u64,
+    /// First send to last acknowledgement.
+    pub seconds: f64,
+}
+
+impl Throughput {
+    fn line(&self, who: &str) -> String {
+        format!(
+            "    {who:<24} {:>9.0} events/s {:>8.1} MB/s  ({} messages of {} B in {:.2} s)",
+            self.messages as f64 / self.seconds,
+            self.bytes as f64 / self.seconds / 1e6,
+            self.messages,
+            self.bytes / self.messages.max(1),
+            self.seconds
+        )
+    }
+}
+
+fn features() -> Dtype {
+    // 64 bytes: the shape of process.pulses' records with room for more fields.
+    Dtype::parse([
+        ("channel", "i4"),
+        ("flags", "i4"),
+        ("time", "f8"),
+        ("height", "f8"),
+        ("area", "f8"),
+        ("width", "f8"),
+        ("baseline", "f8"),
+        ("rise", "f8"),
+        ("chi2", "f8"),
+    ])
+    .expect("static dtype")
+}
+
+fn waveforms() -> Dtype {
+    Dtype::parse([("chA", "f4"), ("chB", "f4"), ("chC", "f4"), ("chD", "f4")]).expect("static")
+}
+
+/// Our path: encode every event and hand it to the producer; timed until all are delivered.
+fn ours(
+    broker: &str,
+    topic: &str,
+    enc: &mut Encoder,
+    data: &[u8],
+    n: u64,
+) -> Result<(Throughput, Vec<u8>), String> {
+    let reports = Arc::new(Reports::default());
+    let p = producer(
+        broker,
+        LINGER_MS,
+        BATCH_BYTES,
+        "none",
+        64_000,
+        reports.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut bytes = 0u64;
+    let mut sample = Vec::new();
+    let t = Instant::now();
+    for i in 0..n {
+        let now = crate::clock::wall_clock();
+        let meta = Metadata {
+            counter: i as i64,
+            timestamp: now,
+            deadtime: 0.0,
+        };
+        let msg = enc.encode(data, &meta).map_err(|e| e.to_string())?;
+        if i == 0 {
+            sample = msg.to_vec();
+        }
+        bytes += msg.len() as u64;
+        let mut record = BaseRecord::with_opaque_to(topic, 1usize)
+            .key("bench")
+            .payload(msg)
+            .timestamp((now * 1e3) as i64);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    // Queue full: wait for room (the benchmark measures the broker path).
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(300))
+        .map_err(|e| e.to_string())?;
+    let seconds = t.elapsed().as_secs_f64();
+    let delivered = reports.delivered.load(Ordering::Relaxed);
+    if delivered != n {
+        return Err(format!("{delivered} of {n} delivered"));
+    }
+    Ok((
+        Throughput {
+            messages: n,
+            bytes,
+            seconds,
+        },
+        sample,
+    ))
+}
+
+/// confluent-kafka sending `payload` `n` times, or why it could not.
+fn python(broker: &str, topic: &str, payload: &[u8], n: u64) -> Result<Throughput, String> {
+    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
+    let path = std::env::temp_dir().join(format!("daq-bench-kafka-{}.bin", std::process::id()));
+    std::fs::write(&path, payload).map_err(|e| e.to_string())?;
+    let out = Command::new(&py)
+        .args(["-c", PY_PRODUCER, broker, topic])
+        .arg(&path)
+        .arg(n.to_string())
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = out.map_err(|e| format!("cannot run {py}: {e}; set DAQ_PYTHON"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{py} (needs confluent-kafka; set DAQ_PYTHON): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).map_err(|e| e.to_string())?;
+    let delivered = v["delivered"].as_u64().unwrap_or(0);
+    if delivered != n {
+        return Err(format!("confluent-kafka: {delivered} of {n} delivered"));
+    }
+    Ok(Throughput {
+        messages: n,
+        bytes: payload.len() as u64 * n,
+        seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
+    })
+}
+
+/// Publish → consume latency of feature messages at `rate` per second for `n` messages:
+/// (p50, p99) in ms, from the send to the consumer's poll returning it.
+fn latency(
+    broker: &str,
+    topic: &str,
+    enc: &mut Encoder,
+    data: &[u8],
+    n: u64,
+    rate: f64,
+) -> Result<(f64, f64), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "daq-bench-latency")
+        .set("fetch.wait.max.ms", "5")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let reports = Arc::new(Reports::default());
+    let p = producer(broker, LINGER_MS, BATCH_BYTES, "none", 64_000, reports)
+        .map_err(|e| e.to_string())?;
+    // Connections and metadata first, so the figures are of the steady state.
+    p.client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let sent: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..n).map(|_| Default::default()).collect());
+    let start = Instant::now();
+    let sender = {
+        let sent = sent.clone();
+        let mut msgs = Vec::new();
+        for i in 0..n {
+            let meta = Metadata {
+                counter: i as i64,
+                timestamp: crate::clock::wall_clock(),
+                deadtime: 0.0,
+            };
+            msgs.push(enc.encode(data, &meta).map_err(|e| e.to_string())?.to_vec());
+        }
+        let topic = topic.to_string();
+        std::thread::spawn(move || {
+            for (i, m) in msgs.iter().enumerate() {
+                let due = Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                sent[i].store(start.elapsed().as_nanos() as u64, Ordering::Release);
+                let _ = p.send(
+                    BaseRecord::with_opaque_to(&topic, 1usize)
+                        .key("bench")
+                        .payload(m),
+                );
+            }
+            let _ = p.flush(Duration::from_secs(60));
+        })
+    };
+    let decoder =
+        super::wire::Decoder::new(&features(), 1, ev44_fields()).map_err(|e| e.to_string())?;
+    let mut record = vec![0u8; features().record_size()];
+    let mut lat = Vec::with_capacity(n as usize);
+    let deadline = Instant::now() + Duration::from_secs_f64(n as f64 / rate + 60.0);
+    let mut received = 0u64;
+    while received < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            let at = start.elapsed().as_nanos() as u64;
+            received += 1;
+            let mut meta = Metadata::default();
+            let counter = decoder
+                .decode(m.payload().unwrap_or_default(), &mut record, &mut meta)
+                .ok()
+                .flatten();
+            if let Some(c) = counter.and_then(|c| usize::try_from(c).ok()) {
+                // The first WARM_UP messages (connection set-up, first fetch) are not counted.
+                if (WARM_UP as usize..sent.len()).contains(&c) {
+                    let s = sent[c].load(Ordering::Acquire);
+                    lat.push(at.saturating_sub(s) as f64 / 1e6);
+                }
+            }
+        }
+    }
+    let _ = sender.join();
+    if received < n {
+        return Err(format!("{received} of {n} messages came back"));
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |f: f64| lat[((lat.len() - 1) as f64 * f).round() as usize];
+    Ok((q(0.5), q(0.99)))
+}
+
+fn ev44_fields() -> Option<Ev44Fields> {
+    Ev44Fields::new(&features(), "time", 1.0, Some("channel")).ok()
+}
+
+/// Runs the benchmark; `events` scales the feature case (waveforms: events / 100).
+pub fn run(events: u64) -> Result<String, String> {
+    let bin = super::tansu::binary().ok_or_else(|| {
+        format!(
+            "no tansu broker: set DAQ_TANSU or run scripts/install-tansu.sh (installs {})",
+            super::tansu::INSTALLED
+        )
+    })?;
+    let broker = Tansu::start(&bin, "bench")?;
+    let b = broker.address.clone();
+    let mut out = String::new();
+    let cases = [
+        (
+            "64 B features (ev44)",
+            features(),
+            1usize,
+            Format::Ev44,
+            events,
+        ),
+        (
+            "64 KiB waveforms (da00)",
+            waveforms(),
+            4096usize,
+            Format::Da00,
+            (events / 100).max(100),
+        ),
+    ];
+    for (i, (name, dtype, len, format, n)) in cases.into_iter().enumerate() {
+        let ev44 = (format == Format::Ev44).then(ev44_fields).flatten();
+        let mut enc = Encoder::new(format, &dtype, len, "bench/source/buffer", ev44)
+            .map_err(|e| e.to_string())?;
+        let data: Vec<u8> = (0..dtype.record_size() * len)
+            .map(|k| (k * 7 + 3) as u8)
+            .collect();
+        let ours_topic = format!("ours_{i}");
+        let py_topic = format!("python_{i}");
+        broker.create_topic(&ours_topic, 1)?;
+        broker.create_topic(&py_topic, 1)?;
+        out.push_str(&format!(
+            "  {name}, {n} events, acks=all, idempotent, linger 5 ms, batch 1 MiB:\n"
+        ));
+        let (mine, sample) = ours(&b, &ours_topic, &mut enc, &data, n)?;
+        out.push_str(&mine.line("daq-engine (rdkafka)"));
+        out.push('\n');
+        match python(&b, &py_topic, &sample, n) {
+            Ok(theirs) => {
+                out.push_str(&theirs.line("confluent-kafka (Python)"));
+                out.push_str(&format!(
+                    "\n    ratio (ours / theirs, events/s): {:.2}\n",
+                    theirs.seconds / mine.seconds
+                ));
+            }
+            Err(e) => out.push_str(&format!("    confluent-kafka: not measured: {e}\n")),
+        }
+    }
+    let topic = "latency";
+    broker.create_topic(topic, 1)?;
+    let dtype = features();
+    let mut enc = Encoder::new(Format::Ev44, &dtype, 1, "bench/latency", ev44_fields())
+        .map_err(|e| e.to_string())?;
+    let data = vec![0u8; dtype.record_size()];
+    let (p50, p99) = latency(&b, topic, &mut enc, &data, WARM_UP + 3000, 1000.0)?;
+    out.push_str(&format!(
+        "  publish → consumer latency, 64 B features at 1000/s, 3000 events after {WARM_UP} \
+         warm-up: p50 {p50:.2} ms, p99 {p99:.2} ms\n"
+    ));
+    Ok(out)
+}

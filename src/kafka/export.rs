@@ -1,0 +1,772 @@
+//! `export.kafka`: the Exporter that publishes every event of its source buffer to a Kafka
+//! topic as one ESS FlatBuffers message (da00 or ev44, see [`super::wire`]).
+//!
+//! Records are keyed by the source name (per-source order in one partition) and carry the
+//! event's time as their timestamp (the ESS file-writer seeks by time). The producer is
+//! idempotent with `acks=all`; librdkafka's queue is bounded (`queue_mb`) and its messages
+//! never time out while the run goes on. When that queue is full (the broker is away or
+//! slow) events go to a bounded spool file in the run directory and are replayed, in order,
+//! as soon as the queue has room again; once anything is spooled, newer events queue behind
+//! it. Beyond the spool's bound an event is dropped and counted. At the end of the run the
+//! exporter waits up to `drain_seconds` for every message to be delivered; what is still
+//! undelivered then is counted lost. Every lost event (failed delivery, spool full,
+//! undelivered at the end) is booked in the source ring as released unread, so stats,
+//! `status`, the page and summary.json show it.
+//!
+//! With `control_topic`, the first process sends a pl72 run start (the setup as metadata)
+//! before the first event and a 6s4t run stop after the last.
+
+use super::spool::Spool;
+use super::wire::{self, Encoder, Ev44Fields, Format};
+use crate::key;
+use crate::worker::{
+    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The declaration.
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "export.kafka",
+    template: Template::Exporter,
+    summary: "Publishes every event of its source to a Kafka topic as an ESS FlatBuffers \
+              message: da00 (one variable per field, shape and dtype kept) for waveforms, ev44 \
+              (reference time = event time in ns since the epoch, time of flight from the time \
+              field, pixel id from the channel) for features with a time. Keyed by source name, \
+              record time = event time, idempotent with acks=all; a broker that is away never \
+              blocks the run: events spool to a bounded file and are replayed in order.",
+    sources: Arity::ONE,
+    sinks: Arity::ANY,
+    observes: Arity::NONE,
+    keys: &[
+        BROKERS.spec(),
+        TOPIC.spec(),
+        SOURCE_NAME.spec(),
+        FORMAT.spec(),
+        TIME_FIELD.spec(),
+        TIME_UNIT.spec(),
+        PIXEL_FIELD.spec(),
+        CONTROL_TOPIC.spec(),
+        LINGER_MS.spec(),
+        BATCH_KB.spec(),
+        COMPRESSION.spec(),
+        QUEUE_MB.spec(),
+        SPOOL_MB.spec(),
+        DRAIN_SECONDS.spec(),
+    ],
+};
+
+pub(super) const BROKERS: Key<str> = key!(
+    "brokers",
+    "127.0.0.1:9092",
+    "bootstrap brokers, host:port[,host:port…]"
+);
+const TOPIC: MaybeKey<str> = key!(
+    "topic",
+    absent: "the source buffer's name",
+    "the topic (it must exist: create it first)"
+);
+const SOURCE_NAME: MaybeKey<str> = key!(
+    "source_name",
+    absent: "<setup>/<worker>/<buffer>",
+    "source_name of every message, and the record key"
+);
+pub(super) const FORMAT: Key<str> = key!(
+    "format",
+    "auto",
+    "da00, ev44, or auto: da00 for waveforms (data_length > 1 or array fields), ev44 when \
+     the buffer has the time field, else da00"
+);
+pub(super) const TIME_FIELD: Key<str> = key!(
+    "time_field",
+    "time",
+    "ev44: the field with each record's time after the event time (time of flight)"
+);
+pub(super) const TIME_UNIT: Key<f64> = key!(
+    "time_unit",
+    1.0,
+    "ev44: seconds per unit of the time field (1e-9 for a field in ns)"
+);
+pub(super) const PIXEL_FIELD: MaybeKey<str> = key!(
+    "pixel_field",
+    absent: "channel, when the buffer has it",
+    "ev44: the field sent as pixel id"
+);
+const CONTROL_TOPIC: MaybeKey<str> = key!(
+    "control_topic",
+    absent: "none: no run start/stop messages",
+    "topic for the pl72 run start and 6s4t run stop (the setup as metadata)"
+);
+const LINGER_MS: Key<f64> = key!(
+    "linger_ms",
+    5.0,
+    "milliseconds a batch waits to fill (librdkafka linger.ms)"
+);
+const BATCH_KB: Key<usize> = key!(
+    "batch_kb",
+    1024,
+    "largest batch in KiB (librdkafka batch.size)"
+);
+const COMPRESSION: Key<str> = key!(
+    "compression",
+    "none",
+    "none, gzip, snappy or lz4 (librdkafka compression.type)"
+);
+const QUEUE_MB: Key<f64> = key!(
+    "queue_mb",
+    64.0,
+    "MB of messages the client holds in memory before events go to the spool"
+);
+const SPOOL_MB: Key<f64> = key!(
+    "spool_mb",
+    1024.0,
+    "largest spool file in MB while the broker is away; 0: no spool, a full client queue \
+     drops (counted)"
+);
+const DRAIN_SECONDS: Key<f64> = key!(
+    "drain_seconds",
+    30.0,
+    "at the end of the run, seconds to wait for delivery before what is left counts as lost"
+);
+
+/// What the config asks for, read and checked without connecting.
+struct Settings {
+    brokers: String,
+    topic: String,
+    source_name: String,
+    format: Format,
+    ev44: Option<Ev44Fields>,
+    control_topic: Option<String>,
+    linger_ms: f64,
+    batch_bytes: usize,
+    compression: &'static str,
+    queue_kb: u64,
+    spool_bytes: u64,
+    drain: Duration,
+}
+
+/// The setup's name: the run directory's parent (the setup file's stem unless the setup
+/// names another run directory).
+fn setup_name(ctx: &BuildContext) -> String {
+    ctx.run_dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "daq-engine".into())
+}
+
+/// The ev44 fields of `ctx`'s buffer (`time_field` must exist), or why not.
+pub(super) fn ev44_fields(
+    ctx: &BuildContext,
+    buffer: &crate::worker::BufferShape,
+) -> Result<Ev44Fields, WorkerError> {
+    let c = &ctx.config;
+    let time = c.get(TIME_FIELD)?;
+    let pixel = match c.get(PIXEL_FIELD)? {
+        Some(p) => Some(p),
+        None => buffer.dtype.field("channel").map(|_| "channel"),
+    };
+    Ev44Fields::new(&buffer.dtype, time, c.get(TIME_UNIT)?, pixel)
+        .map_err(|e| c.error(TIME_FIELD.name, e.to_string()).into())
+}
+
+/// The format `format` asks for on `buffer`.
+pub(super) fn format_of(
+    ctx: &BuildContext,
+    buffer: &crate::worker::BufferShape,
+) -> Result<Format, WorkerError> {
+    let c = &ctx.config;
+    Ok(match c.get(FORMAT)? {
+        "da00" => Format::Da00,
+        "ev44" => Format::Ev44,
+        "auto" => {
+            let waveform = buffer.data_length > 1
+                || buffer
+                    .dtype
+                    .fields()
+                    .iter()
+                    .any(|f| !f.ty.shape.is_scalar());
+            if !waveform && buffer.dtype.field(c.get(TIME_FIELD)?).is_some() {
+                Format::Ev44
+            } else {
+                Format::Da00
+            }
+        }
+        other => {
+            return Err(c
+                .error(FORMAT.name, format!("'{other}': use da00, ev44 or auto"))
+                .into())
+        }
+    })
+}
+
+impl Settings {
+    fn read(ctx: &BuildContext) -> Result<Settings, WorkerError> {
+        let c = &ctx.config;
+        let src = &ctx.sources[0];
+        let non_empty = |key: &str, v: &str| -> Result<String, WorkerError> {
+            if v.trim().is_empty() {
+                Err(c.error(key, "must not be empty").into())
+            } else {
+                Ok(v.to_string())
+            }
+        };
+        let at_least = |key: &str, v: f64, min: f64| -> Result<f64, WorkerError> {
+            if v >= min && v.is_finite() {
+                Ok(v)
+            } else {
+                Err(c
+                    .error(key, format!("{v}: must be a number ≥ {min}"))
+                    .into())
+            }
+        };
+        let format = format_of(ctx, src)?;
+        let ev44 = match format {
+            Format::Ev44 => Some(ev44_fields(ctx, src)?),
+            Format::Da00 => None,
+        };
+        let source_name = match c.get(SOURCE_NAME)? {
+            Some(s) => non_empty(SOURCE_NAME.name, s)?,
+            None => format!("{}/{}/{}", setup_name(ctx), ctx.worker, src.name),
+        };
+        // The encoder refuses what the schema cannot carry (da00: big-endian, text).
+        Encoder::new(
+            format,
+            &src.dtype,
+            src.data_length,
+            &source_name,
+            ev44.clone(),
+        )
+        .map_err(|e| WorkerError::from(c.error(FORMAT.name, e.to_string())))?;
+        let compression = match c.get(COMPRESSION)? {
+            "none" => "none",
+            "gzip" => "gzip",
+            "snappy" => "snappy",
+            "lz4" => "lz4",
+            other => {
+                return Err(c
+                    .error(
+                        COMPRESSION.name,
+                        format!(
+                            "'{other}': use none, gzip, snappy or lz4 (the codecs of this \
+                             build's librdkafka)"
+                        ),
+                    )
+                    .into())
+            }
+        };
+        let batch_kb = c.get(BATCH_KB)?;
+        if !(1..=1_000_000).contains(&batch_kb) {
+            return Err(c
+                .error(BATCH_KB.name, format!("{batch_kb}: must be 1 to 1000000"))
+                .into());
+        }
+        let queue_mb = at_least(QUEUE_MB.name, c.get(QUEUE_MB)?, 0.001)?;
+        if queue_mb > 2_000_000.0 {
+            return Err(c
+                .error(QUEUE_MB.name, format!("{queue_mb}: at most 2000000"))
+                .into());
+        }
+        Ok(Settings {
+            brokers: non_empty(BROKERS.name, c.get(BROKERS)?)?,
+            topic: non_empty(TOPIC.name, c.get(TOPIC)?.unwrap_or(&src.name))?,
+            source_name,
+            format,
+            ev44,
+            control_topic: c
+                .get(CONTROL_TOPIC)?
+                .map(|t| non_empty(CONTROL_TOPIC.name, t))
+                .transpose()?,
+            linger_ms: at_least(LINGER_MS.name, c.get(LINGER_MS)?, 0.0)?,
+            batch_bytes: batch_kb * 1024,
+            compression,
+            queue_kb: (queue_mb * 1000.0) as u64,
+            spool_bytes: (at_least(SPOOL_MB.name, c.get(SPOOL_MB)?, 0.0)? * 1e6) as u64,
+            drain: Duration::from_secs_f64(at_least(
+                DRAIN_SECONDS.name,
+                c.get(DRAIN_SECONDS)?,
+                0.0,
+            )?),
+        })
+    }
+}
+
+/// Checks the config of `export.kafka` as [`KafkaExport::build`] does, connecting nowhere.
+pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
+    Settings::read(ctx).map(drop)
+}
+
+/// Delivery reports, counted on librdkafka's thread.
+#[derive(Default)]
+pub(super) struct Reports {
+    pub(super) delivered: AtomicU64,
+    pub(super) failed: AtomicU64,
+    first_failure: std::sync::Mutex<Option<String>>,
+}
+
+/// The producer's context: counts delivery reports of event messages (opaque 1) apart from
+/// the run start/stop (opaque 0).
+pub(super) struct Counting(pub(super) Arc<Reports>);
+
+impl ClientContext for Counting {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, event: usize) {
+        if event == 0 {
+            return;
+        }
+        match result {
+            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                if let Ok(mut first) = self.0.first_failure.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+                self.0.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// An idempotent, `acks=all` producer with the given batching, for the exporter and the
+/// benchmark.
+pub(super) fn producer(
+    brokers: &str,
+    linger_ms: f64,
+    batch_bytes: usize,
+    compression: &str,
+    queue_kb: u64,
+    reports: Arc<Reports>,
+) -> Result<ThreadedProducer<Counting>, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "daq-engine")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", format!("{linger_ms}"))
+        .set("batch.size", batch_bytes.to_string())
+        .set("compression.type", compression)
+        .set("queue.buffering.max.kbytes", queue_kb.max(1).to_string())
+        .set("queue.buffering.max.messages", "2147483647")
+        // Never given up while the run goes on: the spool and the end-of-run drain decide.
+        .set("message.timeout.ms", "0")
+        .create_with_context(Counting(reports))
+}
+
+/// Where the messages go: the producer, and the spool while its queue is full.
+struct Outlet {
+    producer: ThreadedProducer<Counting>,
+    reports: Arc<Reports>,
+    topic: String,
+    key: String,
+    spool: Option<Spool>,
+    /// Messages in the producer when its queue was last found full: the spool is replayed
+    /// once fewer than half of that are left (so a full queue is not retried every event).
+    full_at: i32,
+    replay: Vec<u8>,
+    /// Accepted by the producer.
+    produced: u64,
+    /// Went through the spool.
+    spooled: u64,
+    /// Most records in the spool at once.
+    spool_peak: u64,
+    /// Refused: the spool was full (or off) while the queue was.
+    dropped: u64,
+    /// Refused by the producer for another reason (a message larger than the broker takes).
+    refused: u64,
+    /// Still in the spool or the producer when the run ended and the drain gave up.
+    undelivered: u64,
+    first_refusal: Option<String>,
+}
+
+fn queue_full(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+    )
+}
+
+impl Outlet {
+    /// Sends one event message (record timestamp `ts_ms`), through the spool when anything
+    /// waits there or the producer's queue is full. Never waits.
+    fn send(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            self.replay()?;
+        }
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            return self.spool_one(payload, ts_ms);
+        }
+        let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
+            .key(&self.key)
+            .payload(payload)
+            .timestamp(ts_ms);
+        match self.producer.send(record) {
+            Ok(()) => {
+                self.produced += 1;
+                Ok(())
+            }
+            Err((e, _)) if queue_full(&e) => {
+                self.full_at = self.producer.in_flight_count();
+                self.spool_one(payload, ts_ms)
+            }
+            Err((e, _)) => {
+                self.refused += 1;
+                self.first_refusal.get_or_insert_with(|| e.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn spool_one(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
+        let Some(spool) = &mut self.spool else {
+            self.dropped += 1;
+            return Ok(());
+        };
+        let path = spool.path().display().to_string();
+        match spool.append(ts_ms, payload) {
+            Ok(true) => {
+                self.spooled += 1;
+                self.spool_peak = self.spool_peak.max(spool.pending());
+                Ok(())
+            }
+            Ok(false) => {
+                self.dropped += 1;
+                Ok(())
+            }
+            Err(source) => Err(WorkerError::Io {
+                what: format!("the Kafka spool {path}"),
+                source,
+            }),
+        }
+    }
+
+    /// Hands spooled messages to the producer, oldest first, while its queue takes them.
+    fn replay(&mut self) -> Result<(), WorkerError> {
+        let Some(spool) = &mut self.spool else {
+            return Ok(());
+        };
+        if spool.is_empty() || self.producer.in_flight_count() > self.full_at / 2 {
+            return Ok(());
+        }
+        let io = |source, spool: &Spool| WorkerError::Io {
+            what: format!("the Kafka spool {}", spool.path().display()),
+            source,
+        };
+        loop {
+            let ts = match spool.peek(&mut self.replay) {
+                Ok(Some(ts)) => ts,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(io(e, spool)),
+            };
+            let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
+                .key(&self.key)
+                .payload(&self.replay)
+                .timestamp(ts);
+            match self.producer.send(record) {
+                Ok(()) => self.produced += 1,
+                Err((e, _)) if queue_full(&e) => {
+                    self.full_at = self.producer.in_flight_count();
+                    return Ok(());
+                }
+                Err((e, _)) => {
+                    self.refused += 1;
+                    self.first_refusal.get_or_insert_with(|| e.to_string());
+                }
+            }
+            let len = self.replay.len();
+            spool.advance(len).map_err(|e| io(e, spool))?;
+        }
+    }
+
+    /// Events lost so far: refused, dropped, failed in delivery, undelivered at the end.
+    fn lost(&self) -> u64 {
+        self.refused + self.dropped + self.undelivered + self.reports.failed.load(Ordering::Relaxed)
+    }
+
+    /// At the end: replay the spool and wait for delivery, up to `limit`; what is left then
+    /// is purged from the producer (its reports count it failed) or counted undelivered.
+    fn drain(&mut self, limit: Duration) -> Result<(), WorkerError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.full_at = i32::MAX;
+            self.replay()?;
+            let spool_empty = self.spool.as_ref().is_none_or(|s| s.is_empty());
+            if spool_empty && self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.undelivered += self.spool.as_ref().map_or(0, |s| s.pending());
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        // The purged messages' reports arrive through the polling thread.
+        let _ = self.producer.flush(Duration::from_secs(5));
+        Ok(())
+    }
+}
+
+/// `export.kafka`.
+pub struct KafkaExport {
+    encoder: Encoder,
+    out: Outlet,
+    drain: Duration,
+    run: Option<RunCommands>,
+    events: u64,
+    /// The outlet's losses already booked through [`Exporter::events_dropped`].
+    summary: Vec<String>,
+    worker: String,
+    process: usize,
+    run_dir: std::path::PathBuf,
+}
+
+/// The pl72/6s4t messages of one run, sent by the first process.
+struct RunCommands {
+    topic: String,
+    job_id: String,
+    run_name: String,
+}
+
+/// A random UUID (version 4) in its usual spelling.
+fn uuid4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl KafkaExport {
+    /// Connects (lazily: librdkafka connects in the background) and sends the run start.
+    pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let s = Settings::read(ctx)?;
+        let src = &ctx.sources[0];
+        let encoder = Encoder::new(
+            s.format,
+            &src.dtype,
+            src.data_length,
+            &s.source_name,
+            s.ev44.clone(),
+        )
+        .map_err(|e| WorkerError::Other(e.to_string()))?;
+        let reports = Arc::new(Reports::default());
+        let producer = producer(
+            &s.brokers,
+            s.linger_ms,
+            s.batch_bytes,
+            s.compression,
+            s.queue_kb,
+            reports.clone(),
+        )
+        .map_err(|e| WorkerError::Other(format!("worker '{}': Kafka producer: {e}", ctx.worker)))?;
+        let (me, _) = ctx.process;
+        let spool = if s.spool_bytes > 0 {
+            let path = ctx
+                .run_dir
+                .join(format!("kafka_spool_{}_{me}.bin", ctx.worker));
+            Some(
+                Spool::create(&path, s.spool_bytes).map_err(|source| WorkerError::Io {
+                    what: format!("the Kafka spool {}", path.display()),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+        let run_name = ctx
+            .run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut export = KafkaExport {
+            encoder,
+            out: Outlet {
+                producer,
+                reports,
+                topic: s.topic.clone(),
+                key: s.source_name.clone(),
+                spool,
+                full_at: i32::MAX,
+                replay: Vec::new(),
+                produced: 0,
+                spooled: 0,
+                spool_peak: 0,
+                dropped: 0,
+                refused: 0,
+                undelivered: 0,
+                first_refusal: None,
+            },
+            drain: s.drain,
+            run: None,
+            events: 0,
+            summary: Vec::new(),
+            worker: ctx.worker.clone(),
+            process: me,
+            run_dir: ctx.run_dir.clone(),
+        };
+        if let (Some(topic), 0) = (s.control_topic, me) {
+            let run = RunCommands {
+                topic,
+                job_id: uuid4(),
+                run_name,
+            };
+            let setup_text =
+                std::fs::read_to_string(ctx.run_dir.join("setup.yaml")).unwrap_or_default();
+            let metadata = serde_json::json!({
+                "setup_name": setup_name(ctx),
+                "setup": setup_text,
+                "run_dir": ctx.run_dir.display().to_string(),
+            })
+            .to_string();
+            let nexus = serde_json::json!({"children": [{
+                "type": "group", "name": "entry",
+                "children": [{"module": s.format.id(), "config": {
+                    "topic": s.topic, "source": s.source_name}}]}]})
+            .to_string();
+            let msg = wire::run_start(&wire::RunStartFields {
+                start_ms: now_ms(),
+                run_name: &run.run_name,
+                instrument_name: &setup_name(ctx),
+                job_id: &run.job_id,
+                filename: &format!("{}.nxs", run.run_name),
+                nexus_structure: &nexus,
+                metadata: &metadata,
+                control_topic: &run.topic,
+            });
+            export.command(&run.topic, &msg)?;
+            export.run = Some(run);
+        }
+        Ok(export)
+    }
+
+    /// Sends a run command (not counted as an event).
+    fn command(&self, topic: &str, msg: &[u8]) -> Result<(), WorkerError> {
+        let record = BaseRecord::with_opaque_to(topic, 0usize)
+            .key(&self.out.key)
+            .payload(msg)
+            .timestamp(now_ms() as i64);
+        self.out.producer.send(record).map_err(|(e, _)| {
+            WorkerError::Other(format!(
+                "worker '{}': run command to '{topic}': {e}",
+                self.worker
+            ))
+        })
+    }
+}
+
+impl Exporter for KafkaExport {
+    fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
+        self.events += 1;
+        let ts_ms = (event.meta.timestamp * 1e3).round() as i64;
+        let msg = self
+            .encoder
+            .encode(event.data, &event.meta)
+            .map_err(|e| WorkerError::Other(e.to_string()))?;
+        self.out.send(msg, ts_ms)
+    }
+
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        self.out.replay()
+    }
+
+    fn finish(&mut self) -> Result<(), WorkerError> {
+        if let Some(run) = &self.run {
+            let msg = wire::run_stop(now_ms(), &run.run_name, &run.job_id, &uuid4());
+            // A run stop that cannot be queued (the broker away, the queue full) does not
+            // fail the run's data: it is said in the summary.
+            if let Err(e) = self.command(&run.topic, &msg) {
+                self.summary.push(format!("no run stop sent: {e}"));
+            }
+        }
+        self.out.drain(self.drain)?;
+        if let Some(s) = self.out.spool.as_ref().filter(|s| s.is_empty()) {
+            let _ = std::fs::remove_file(s.path());
+        }
+        let o = &self.out;
+        let delivered = o.reports.delivered.load(Ordering::Relaxed);
+        let failed = o.reports.failed.load(Ordering::Relaxed);
+        let counts = serde_json::json!({
+            "topic": o.topic,
+            "source_name": o.key,
+            "format": self.encoder.format().id(),
+            "events": self.events,
+            "delivered": delivered,
+            "lost": o.lost(),
+            "failed": failed,
+            "dropped_spool_full": o.dropped,
+            "refused": o.refused,
+            "undelivered_at_end": o.undelivered,
+            "spooled": o.spooled,
+            "spool_peak": o.spool_peak,
+        });
+        let path = self
+            .run_dir
+            .join(format!("kafka_{}_{}.json", self.worker, self.process));
+        let _ = crate::fsio::write_atomic(&path, format!("{counts:#}\n").as_bytes());
+        self.summary.push(format!(
+            "{}: {} events to Kafka topic '{}' as {} (source '{}'): {delivered} delivered, {} \
+             lost ({failed} failed, {} spool full, {} refused, {} undelivered at the end), {} \
+             went through the spool",
+            self.worker,
+            self.events,
+            o.topic,
+            self.encoder.format().id(),
+            o.key,
+            o.lost(),
+            o.dropped,
+            o.refused,
+            o.undelivered,
+            o.spooled,
+        ));
+        if let Some(e) = o.reports.first_failure.lock().ok().and_then(|f| f.clone()) {
+            self.summary.push(format!("first delivery failure: {e}"));
+        }
+        if let Some(e) = &o.first_refusal {
+            self.summary.push(format!("first refusal: {e}"));
+        }
+        if o.undelivered > 0 {
+            if let Some(s) = &o.spool {
+                self.summary.push(format!(
+                    "the undelivered events stay in {} (counted lost)",
+                    s.path().display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Vec<String> {
+        self.summary.clone()
+    }
+
+    fn events_dropped(&self) -> u64 {
+        self.out.lost()
+    }
+}

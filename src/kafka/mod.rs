@@ -1,0 +1,45 @@
+//! Streaming to and from Apache Kafka in the ESS streaming-data-types schemas (issue 16):
+//! `export.kafka` publishes a buffer, `source.kafka` turns a topic back into a buffer.
+//!
+//! - [`wire`]: events ⇄ ev44/da00 messages, run start/stop (pl72/6s4t); pure.
+//! - [`schemas`]: the code flatc generated from the ESS `.fbs` files.
+//! - [`spool`]: the bounded local file that keeps a `block` buffer's events while the broker
+//!   is away, replayed in order when it is back.
+//! - [`export`]: `export.kafka`; [`source`]: `source.kafka`.
+//! - [`tansu`]: a loopback tansu broker for the tests and `bench kafka`; [`mod@bench`]: `bench
+//!   kafka`.
+//!
+//! Guarantees: the network never reaches an acquisition process (these are exporter and
+//! importer workers of their own); a broker that goes away never blocks the exporter's
+//! source ring — events go to the spool, and beyond its bound are counted lost, never
+//! dropped silently. Built only with the cargo feature `kafka` (on by default).
+
+pub mod bench;
+pub mod export;
+pub mod schemas;
+pub mod source;
+pub mod spool;
+pub mod tansu;
+pub mod wire;
+
+use crate::worker::{Build, Check, Function};
+
+/// `export.kafka` and `source.kafka` with their checks, for the registry.
+pub fn functions() -> Vec<(Function, Check)> {
+    vec![
+        (
+            Function {
+                spec: export::SPEC,
+                build: Build::Exporter(|c| Ok(Box::new(export::KafkaExport::build(c)?))),
+            },
+            Check::Config(export::check),
+        ),
+        (
+            Function {
+                spec: source::SPEC,
+                build: Build::Importer(|c| Ok(Box::new(source::KafkaSource::build(c)?))),
+            },
+            Check::Config(source::check),
+        ),
+    ]
+}

@@ -1,0 +1,337 @@
+//! `source.kafka`: the Importer that reads a Kafka topic of ev44/da00 messages back into a
+//! buffer with the dtype the setup declares, so analysis can run on another machine and a
+//! recorded stream can be analysed again.
+//!
+//! With `from: committed` (the default) it joins the consumer group `group_id` and reads on
+//! from the group's committed offsets (from the beginning when there are none): several
+//! daq-engine instances in one group share the partitions. `beginning`, `end`, `offset` and
+//! `from_time` assign every partition of the topic to this process instead, starting there;
+//! `from_time` asks the broker for the first offset at or after that time (ListOffsets by
+//! timestamp, as the ESS file-writer seeks).
+//!
+//! Guarantees: a message is decoded straight into the claimed slot; one that does not fit
+//! the buffer (another schema, shape or type) is counted and skipped, never half written.
+//! Offsets are committed for what was handed to the engine.
+
+use super::export::{ev44_fields, format_of, BROKERS, FORMAT, TIME_FIELD};
+use super::wire::{Decoder, Format};
+use crate::key;
+use crate::worker::{
+    Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Produced, Template,
+    WorkerError,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// The declaration.
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "source.kafka",
+    template: Template::Importer,
+    summary: "Reads ev44 and da00 messages from a Kafka topic into its sink, in the dtype the \
+              setup declares (da00: one variable per field; ev44: time of flight into the time \
+              field, pixel id into the pixel field), event time from the message; as one \
+              consumer group (several hosts share the partitions) or from the beginning, the \
+              end, an offset or a time.",
+    sources: Arity::NONE,
+    sinks: Arity::ONE,
+    observes: Arity::NONE,
+    keys: &[
+        BROKERS.spec(),
+        TOPIC.spec(),
+        GROUP_ID.spec(),
+        FROM.spec(),
+        OFFSET.spec(),
+        FROM_TIME.spec(),
+        SOURCE_NAME.spec(),
+        FORMAT.spec(),
+        TIME_FIELD.spec(),
+        super::export::TIME_UNIT.spec(),
+        super::export::PIXEL_FIELD.spec(),
+        IDLE_END.spec(),
+    ],
+};
+
+const TOPIC: MaybeKey<str> = key!(
+    "topic",
+    absent: "the sink buffer's name",
+    "the topic to read"
+);
+const GROUP_ID: Key<str> = key!(
+    "group_id",
+    "daq-engine",
+    "consumer group: instances with the same group share the partitions"
+);
+const FROM: Key<str> = key!(
+    "from",
+    "committed",
+    "committed (the group's offsets, else the beginning), beginning or end; `offset` and \
+     `from_time` override it"
+);
+const OFFSET: MaybeKey<u64> = key!(
+    "offset",
+    absent: "see from",
+    "start every partition at this offset"
+);
+const FROM_TIME: MaybeKey<f64> = key!(
+    "from_time",
+    absent: "see from",
+    "start at the first record at or after this time (seconds since the epoch)"
+);
+const SOURCE_NAME: MaybeKey<str> = key!(
+    "source_name",
+    absent: "every source in the topic",
+    "take only records with this key (export.kafka keys by source name)"
+);
+const IDLE_END: MaybeKey<f64> = key!(
+    "idle_end",
+    absent: "never: the run's limits or the operator end it",
+    "end the run after this many seconds without a message"
+);
+
+/// Where reading starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Start {
+    Committed,
+    Beginning,
+    End,
+    Offset(i64),
+    Time(i64),
+}
+
+struct Settings {
+    brokers: String,
+    topic: String,
+    group: String,
+    start: Start,
+    source_name: Option<String>,
+    idle_end: Option<Duration>,
+}
+
+impl Settings {
+    fn read(ctx: &BuildContext) -> Result<(Settings, Decoder), WorkerError> {
+        let c = &ctx.config;
+        let sink = &ctx.sinks[0];
+        let start = match (c.get(OFFSET)?, c.get(FROM_TIME)?, c.get(FROM)?) {
+            (Some(_), Some(_), _) => {
+                return Err(c
+                    .error(OFFSET.name, "give `offset` or `from_time`, not both")
+                    .into())
+            }
+            (Some(o), None, _) => Start::Offset(i64::try_from(o).unwrap_or(i64::MAX)),
+            (None, Some(t), _) if t >= 0.0 && t.is_finite() => Start::Time((t * 1e3) as i64),
+            (None, Some(t), _) => {
+                return Err(c
+                    .error(FROM_TIME.name, format!("{t}: seconds since the epoch, ≥ 0"))
+                    .into())
+            }
+            (None, None, "committed") => Start::Committed,
+            (None, None, "beginning") => Start::Beginning,
+            (None, None, "end") => Start::End,
+            (None, None, other) => {
+                return Err(c
+                    .error(
+                        FROM.name,
+                        format!("'{other}': use committed, beginning or end"),
+                    )
+                    .into())
+            }
+        };
+        // ev44 needs the time field; a buffer without it takes da00 only.
+        let ev44 = match format_of(ctx, sink)? {
+            Format::Ev44 => Some(ev44_fields(ctx, sink)?),
+            Format::Da00 if c.get(FORMAT)? == "auto" => ev44_fields(ctx, sink).ok(),
+            Format::Da00 => None,
+        };
+        let decoder = Decoder::new(&sink.dtype, sink.data_length, ev44)
+            .map_err(|e| WorkerError::from(c.error(FORMAT.name, e.to_string())))?;
+        let idle_end = match c.get(IDLE_END)? {
+            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(c
+                    .error(IDLE_END.name, format!("{s}: must be a number above 0"))
+                    .into())
+            }
+            None => None,
+        };
+        let text = |key: &str, v: &str| -> Result<String, WorkerError> {
+            if v.trim().is_empty() {
+                Err(c.error(key, "must not be empty").into())
+            } else {
+                Ok(v.to_string())
+            }
+        };
+        Ok((
+            Settings {
+                brokers: text(BROKERS.name, c.get(BROKERS)?)?,
+                topic: text(TOPIC.name, c.get(TOPIC)?.unwrap_or(&sink.name))?,
+                group: text(GROUP_ID.name, c.get(GROUP_ID)?)?,
+                start,
+                source_name: c.get(SOURCE_NAME)?.map(String::from),
+                idle_end,
+            },
+            decoder,
+        ))
+    }
+}
+
+/// Checks the config of `source.kafka` as [`KafkaSource::build`] does, connecting nowhere.
+pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
+    Settings::read(ctx).map(drop)
+}
+
+/// `source.kafka`.
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    decoder: Decoder,
+    source_name: Option<String>,
+    idle_end: Option<Duration>,
+    last: Instant,
+    worker: String,
+    taken: u64,
+    skipped: u64,
+    errors: u64,
+}
+
+impl KafkaSource {
+    /// Connects, joins the group or assigns the partitions.
+    pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
+        let (s, decoder) = Settings::read(ctx)?;
+        let fail = |what: &str, e: rdkafka::error::KafkaError| {
+            WorkerError::Other(format!(
+                "worker '{}': Kafka {what} (topic '{}' at {}): {e}",
+                ctx.worker, s.topic, s.brokers
+            ))
+        };
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &s.brokers)
+            .set("group.id", &s.group)
+            .set("client.id", "daq-engine")
+            .set(
+                "auto.offset.reset",
+                if s.start == Start::End {
+                    "latest"
+                } else {
+                    "earliest"
+                },
+            )
+            .set("enable.auto.commit", "true")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| fail("consumer", e))?;
+        if s.start == Start::Committed {
+            consumer
+                .subscribe(&[&s.topic])
+                .map_err(|e| fail("subscribe", e))?;
+        } else {
+            let meta = consumer
+                .fetch_metadata(Some(&s.topic), Duration::from_secs(10))
+                .map_err(|e| fail("metadata", e))?;
+            let partitions: Vec<i32> = meta
+                .topics()
+                .iter()
+                .filter(|t| t.name() == s.topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(WorkerError::Other(format!(
+                    "worker '{}': topic '{}' has no partitions at {} (create it first)",
+                    ctx.worker, s.topic, s.brokers
+                )));
+            }
+            let mut tpl = TopicPartitionList::new();
+            for &p in &partitions {
+                let offset = match s.start {
+                    Start::Beginning => Offset::Beginning,
+                    Start::End => Offset::End,
+                    Start::Offset(o) => Offset::Offset(o),
+                    // The timestamp goes in the offset field; the broker answers with offsets.
+                    Start::Time(ms) => Offset::Offset(ms),
+                    Start::Committed => Offset::Stored,
+                };
+                tpl.add_partition_offset(&s.topic, p, offset)
+                    .map_err(|e| fail("partition list", e))?;
+            }
+            if let Start::Time(_) = s.start {
+                tpl = consumer
+                    .offsets_for_times(tpl, Duration::from_secs(10))
+                    .map_err(|e| fail("offsets for time", e))?;
+            }
+            consumer.assign(&tpl).map_err(|e| fail("assign", e))?;
+        }
+        Ok(KafkaSource {
+            consumer,
+            decoder,
+            source_name: s.source_name,
+            idle_end: s.idle_end,
+            last: Instant::now(),
+            worker: ctx.worker.clone(),
+            taken: 0,
+            skipped: 0,
+            errors: 0,
+        })
+    }
+}
+
+impl Importer for KafkaSource {
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        let Some(polled) = self.consumer.poll(Duration::from_millis(100)) else {
+            if self.idle_end.is_some_and(|d| self.last.elapsed() >= d) {
+                let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
+                tracing::info!(
+                    "worker '{}': no message for {:?}: {} events taken, {} skipped; ending",
+                    self.worker,
+                    self.idle_end.unwrap_or_default(),
+                    self.taken,
+                    self.skipped
+                );
+                return Ok(Produced::End);
+            }
+            return Ok(Produced::Idle);
+        };
+        self.last = Instant::now();
+        let m = match polled {
+            Ok(m) => m,
+            Err(e) => {
+                self.errors += 1;
+                if self.errors <= 5 {
+                    tracing::warn!("worker '{}': Kafka: {e}", self.worker);
+                }
+                return Ok(Produced::Idle);
+            }
+        };
+        if let Some(want) = &self.source_name {
+            if m.key() != Some(want.as_bytes()) {
+                return Ok(Produced::Idle);
+            }
+        }
+        let payload = m.payload().unwrap_or_default();
+        match self.decoder.decode(payload, out.data, out.meta) {
+            Ok(_) => {
+                self.taken += 1;
+                Ok(Produced::Event)
+            }
+            Err(e) => {
+                self.skipped += 1;
+                if self.skipped <= 5 {
+                    tracing::warn!(
+                        "worker '{}': skipped the record at {}/{} offset {}: {e}",
+                        self.worker,
+                        m.topic(),
+                        m.partition(),
+                        m.offset()
+                    );
+                }
+                Ok(Produced::Idle)
+            }
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
+    }
+}

@@ -1,0 +1,705 @@
+//! Events ⇄ ESS FlatBuffers messages (ev44, da00) and the run start/stop commands (pl72,
+//! 6s4t), pure: no I/O, unit-tested on bytes.
+//!
+//! - **da00** (any buffer): one variable per field, named as the field, `shape` =
+//!   `[data_length, subarray dims…]` with axes `sample`, `dim_1`, …, `data` the field's
+//!   values in C order (the records de-interleaved), `data_type` the field's numpy type; two
+//!   more variables carry the event's metadata, `daq_counter` (int64, shape `[1]`) and
+//!   `daq_deadtime` (float64, `[1]`); the message's `timestamp` is the event's time in ns
+//!   since the epoch.
+//! - **ev44** (feature buffers with a time): `reference_time` = `[event time in ns since the
+//!   epoch]`, `reference_time_index` = `[0]`, `time_of_flight` = the time field of every
+//!   record in ns, `pixel_id` = the pixel field (e.g. `channel`) when there is one,
+//!   `message_id` = the event counter. Only time and pixel travel: the other fields are not
+//!   in ev44.
+//!
+//! Guarantees: an [`Encoder`] reuses its builder and scratch space, so after the first events
+//! encoding allocates nothing; a [`Decoder`] writes straight into the slot and reports a
+//! message that does not fit the buffer as a [`WireError`], never panics on bytes.
+
+use super::schemas::{da00, ev44, pl72, run_stop_6s4t};
+use crate::dtype::{Base, ByteOrder, Dtype, Field, Metadata, Scalar};
+use flatbuffers::FlatBufferBuilder;
+
+/// The ESS schema a buffer is sent in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// da00_DataArray.
+    Da00,
+    /// Event44Message.
+    Ev44,
+}
+
+impl Format {
+    /// The 4-character file identifier.
+    pub fn id(self) -> &'static str {
+        match self {
+            Format::Da00 => "da00",
+            Format::Ev44 => "ev44",
+        }
+    }
+}
+
+/// The da00 variable with the event counter.
+pub const COUNTER: &str = "daq_counter";
+/// The da00 variable with the event's dead time.
+pub const DEADTIME: &str = "daq_deadtime";
+
+/// The names of a field variable's axes: the records of the event (the samples of a
+/// waveform), then a subarray field's dimensions.
+const AXES: [&str; 1 + crate::dtype::MAX_DIMS] = ["sample", "dim_1", "dim_2", "dim_3", "dim_4"];
+
+/// Why a message could not be made or read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WireError {
+    /// The buffer's dtype cannot travel in the schema.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A received message is not what the buffer takes.
+    #[error("{0}")]
+    BadMessage(String),
+}
+
+/// The file identifier (bytes 4..8) of a FlatBuffers message, if it has one.
+pub fn schema_of(message: &[u8]) -> Option<&str> {
+    message.get(4..8).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// The da00 type of a field's element.
+fn da00_type(s: Scalar) -> da00::da00_dtype {
+    use da00::da00_dtype as T;
+    match s {
+        Scalar::I8 => T::int8,
+        Scalar::U8 => T::uint8,
+        Scalar::I16 => T::int16,
+        Scalar::U16 => T::uint16,
+        Scalar::I32 => T::int32,
+        Scalar::U32 => T::uint32,
+        Scalar::I64 => T::int64,
+        Scalar::U64 => T::uint64,
+        Scalar::F32 => T::float32,
+        Scalar::F64 => T::float64,
+    }
+}
+
+/// The element of `f` as da00 carries it: a little-endian number, or why not.
+fn da00_scalar(f: &Field) -> Result<Scalar, WireError> {
+    match (f.ty.scalar(), f.ty.order) {
+        (Some(s), ByteOrder::Little) => Ok(s),
+        (Some(s), ByteOrder::Big) if s.size() == 1 => Ok(s),
+        _ => Err(WireError::Unsupported(format!(
+            "field '{}' ({}): da00 carries little-endian numbers only",
+            f.name,
+            f.ty.numpy_spec()
+        ))),
+    }
+}
+
+/// A numeric field read as f64 (the time and pixel of ev44).
+#[derive(Clone, Debug)]
+struct NumField {
+    offset: usize,
+    scalar: Scalar,
+}
+
+impl NumField {
+    fn of(dtype: &Dtype, name: &str, what: &str) -> Result<NumField, WireError> {
+        let f = dtype.field(name).ok_or_else(|| {
+            WireError::Unsupported(format!("the buffer has no field '{name}' ({what})"))
+        })?;
+        match (f.ty.base, f.ty.order, f.ty.shape.is_scalar()) {
+            (Base::Num(s), ByteOrder::Little, true) => Ok(NumField {
+                offset: f.offset,
+                scalar: s,
+            }),
+            _ => Err(WireError::Unsupported(format!(
+                "field '{name}' ({what}) is {}: ev44 needs a little-endian number per record",
+                f.ty.numpy_spec()
+            ))),
+        }
+    }
+
+    fn read(&self, rec: &[u8]) -> f64 {
+        let b = &rec[self.offset..self.offset + self.scalar.size()];
+        let mut a = [0u8; 8];
+        a[..b.len()].copy_from_slice(b);
+        match self.scalar {
+            Scalar::I8 => b[0] as i8 as f64,
+            Scalar::U8 => b[0] as f64,
+            Scalar::I16 => i16::from_le_bytes([a[0], a[1]]) as f64,
+            Scalar::U16 => u16::from_le_bytes([a[0], a[1]]) as f64,
+            Scalar::I32 => i32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+            Scalar::U32 => u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+            Scalar::F32 => f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+            Scalar::I64 => i64::from_le_bytes(a) as f64,
+            Scalar::U64 => u64::from_le_bytes(a) as f64,
+            Scalar::F64 => f64::from_le_bytes(a),
+        }
+    }
+
+    fn write(&self, rec: &mut [u8], v: f64) {
+        let out = &mut rec[self.offset..self.offset + self.scalar.size()];
+        match self.scalar {
+            Scalar::I8 => out.copy_from_slice(&(v.round() as i8).to_le_bytes()),
+            Scalar::U8 => out.copy_from_slice(&(v.round() as u8).to_le_bytes()),
+            Scalar::I16 => out.copy_from_slice(&(v.round() as i16).to_le_bytes()),
+            Scalar::U16 => out.copy_from_slice(&(v.round() as u16).to_le_bytes()),
+            Scalar::I32 => out.copy_from_slice(&(v.round() as i32).to_le_bytes()),
+            Scalar::U32 => out.copy_from_slice(&(v.round() as u32).to_le_bytes()),
+            Scalar::I64 => out.copy_from_slice(&(v.round() as i64).to_le_bytes()),
+            Scalar::U64 => out.copy_from_slice(&(v.round() as u64).to_le_bytes()),
+            Scalar::F32 => out.copy_from_slice(&(v as f32).to_le_bytes()),
+            Scalar::F64 => out.copy_from_slice(&v.to_le_bytes()),
+        }
+    }
+}
+
+/// How ev44's time of flight and pixel id come from (and go back into) a buffer's records.
+#[derive(Clone, Debug)]
+pub struct Ev44Fields {
+    time: NumField,
+    /// Nanoseconds per unit of the time field (1e9 for a field in seconds).
+    ns_per_unit: f64,
+    pixel: Option<NumField>,
+}
+
+impl Ev44Fields {
+    /// The time field `time` (in units of `seconds_per_unit` seconds) and the optional pixel
+    /// field `pixel` of `dtype`.
+    pub fn new(
+        dtype: &Dtype,
+        time: &str,
+        seconds_per_unit: f64,
+        pixel: Option<&str>,
+    ) -> Result<Ev44Fields, WireError> {
+        if !(seconds_per_unit > 0.0 && seconds_per_unit.is_finite()) {
+            return Err(WireError::Unsupported(format!(
+                "{seconds_per_unit}: the time unit must be a number of seconds above 0"
+            )));
+        }
+        Ok(Ev44Fields {
+            time: NumField::of(dtype, time, "the time of flight")?,
+            ns_per_unit: seconds_per_unit * 1e9,
+            pixel: pixel
+                .map(|p| NumField::of(dtype, p, "the pixel id"))
+                .transpose()?,
+        })
+    }
+}
+
+/// Event time (seconds since the epoch) → ns since the epoch, whole seconds and fraction
+/// apart so that the product does not round (an f64 of ns since the epoch is only good to
+/// 256 ns); [`epoch_seconds`] gives the same f64 back.
+pub fn epoch_ns(seconds: f64) -> i64 {
+    let whole = seconds.floor();
+    (whole as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(((seconds - whole) * 1e9).round() as i64)
+}
+
+/// ns since the epoch → seconds since the epoch (the inverse of [`epoch_ns`]).
+pub fn epoch_seconds(ns: i64) -> f64 {
+    ns.div_euclid(1_000_000_000) as f64 + ns.rem_euclid(1_000_000_000) as f64 / 1e9
+}
+
+/// Makes messages of one buffer, reusing its memory.
+pub struct Encoder {
+    fbb: FlatBufferBuilder<'static>,
+    format: Format,
+    dtype: Dtype,
+    data_length: usize,
+    source_name: String,
+    ev44: Option<Ev44Fields>,
+    /// da00: per field its element type and shape; ev44: unused.
+    da00: Vec<(da00::da00_dtype, Vec<i64>)>,
+    /// A field's values de-interleaved (da00) or the times/pixels (ev44).
+    scratch: Vec<u8>,
+    ints: Vec<i32>,
+    pixels: Vec<i32>,
+    vars: Vec<flatbuffers::WIPOffset<da00::da00_Variable<'static>>>,
+    axes: Vec<flatbuffers::WIPOffset<&'static str>>,
+}
+
+impl Encoder {
+    /// An encoder for events of `data_length` records of `dtype`, named `source_name`.
+    /// `ev44` is required for [`Format::Ev44`].
+    pub fn new(
+        format: Format,
+        dtype: &Dtype,
+        data_length: usize,
+        source_name: &str,
+        ev44: Option<Ev44Fields>,
+    ) -> Result<Encoder, WireError> {
+        let mut da = Vec::new();
+        if format == Format::Da00 {
+            for f in dtype.fields() {
+                let s = da00_scalar(f)?;
+                let mut shape = vec![data_length as i64];
+                shape.extend(f.ty.shape.dims().iter().map(|&d| d as i64));
+                da.push((da00_type(s), shape));
+            }
+        } else if ev44.is_none() {
+            return Err(WireError::Unsupported(
+                "ev44 needs a time field".to_string(),
+            ));
+        }
+        Ok(Encoder {
+            fbb: FlatBufferBuilder::with_capacity(1024 + dtype.record_size() * data_length * 2),
+            format,
+            dtype: dtype.clone(),
+            data_length,
+            source_name: source_name.to_string(),
+            ev44: if format == Format::Ev44 { ev44 } else { None },
+            da00: da,
+            scratch: Vec::with_capacity(dtype.record_size() * data_length),
+            ints: Vec::with_capacity(data_length),
+            pixels: Vec::with_capacity(data_length),
+            vars: Vec::with_capacity(dtype.fields().len() + 2),
+            axes: Vec::with_capacity(AXES.len()),
+        })
+    }
+
+    /// The schema used.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The source name in every message.
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// One event (`data_length` records) as a message; the bytes live until the next call.
+    pub fn encode(&mut self, data: &[u8], meta: &Metadata) -> Result<&[u8], WireError> {
+        let rs = self.dtype.record_size();
+        if data.len() != rs * self.data_length {
+            return Err(WireError::BadMessage(format!(
+                "event of {} bytes, expected {} records of {rs}",
+                data.len(),
+                self.data_length
+            )));
+        }
+        self.fbb.reset();
+        match self.format {
+            Format::Da00 => self.da00(data, meta),
+            Format::Ev44 => self.ev44(data, meta),
+        }
+        Ok(self.fbb.finished_data())
+    }
+
+    fn da00(&mut self, data: &[u8], meta: &Metadata) {
+        let rs = self.dtype.record_size();
+        let fbb = &mut self.fbb;
+        let vars = &mut self.vars;
+        vars.clear();
+        // One variable per field, then the two metadata variables.
+        for (f, (ty, shape)) in self.dtype.fields().iter().zip(&self.da00) {
+            let size = f.ty.size();
+            self.scratch.clear();
+            for rec in data.chunks_exact(rs) {
+                self.scratch
+                    .extend_from_slice(&rec[f.offset..f.offset + size]);
+            }
+            let name = fbb.create_string(&f.name);
+            let shape_list = fbb.create_vector(shape);
+            let bytes = fbb.create_vector(&self.scratch);
+            self.axes.clear();
+            for axis in AXES.iter().take(shape.len()) {
+                self.axes.push(fbb.create_string(axis));
+            }
+            let axes = fbb.create_vector(&self.axes);
+            vars.push(da00::da00_Variable::create(
+                fbb,
+                &da00::da00_VariableArgs {
+                    name: Some(name),
+                    data_type: *ty,
+                    axes: Some(axes),
+                    shape: Some(shape_list),
+                    data: Some(bytes),
+                    ..Default::default()
+                },
+            ));
+        }
+        for (name, ty, bytes) in [
+            (COUNTER, da00::da00_dtype::int64, meta.counter.to_le_bytes()),
+            (
+                DEADTIME,
+                da00::da00_dtype::float64,
+                meta.deadtime.to_le_bytes(),
+            ),
+        ] {
+            let name = fbb.create_string(name);
+            let shape = fbb.create_vector(&[1i64]);
+            let bytes = fbb.create_vector(&bytes);
+            let source = fbb.create_string("daq-engine metadata");
+            vars.push(da00::da00_Variable::create(
+                fbb,
+                &da00::da00_VariableArgs {
+                    name: Some(name),
+                    source: Some(source),
+                    data_type: ty,
+                    shape: Some(shape),
+                    data: Some(bytes),
+                    ..Default::default()
+                },
+            ));
+        }
+        let list = fbb.create_vector(vars);
+        let source_name = fbb.create_string(&self.source_name);
+        let root = da00::da00_DataArray::create(
+            fbb,
+            &da00::da00_DataArrayArgs {
+                source_name: Some(source_name),
+                timestamp: epoch_ns(meta.timestamp),
+                data: Some(list),
+            },
+        );
+        da00::finish_da_00_data_array_buffer(fbb, root);
+    }
+
+    fn ev44(&mut self, data: &[u8], meta: &Metadata) {
+        let rs = self.dtype.record_size();
+        let Some(e) = &self.ev44 else { return };
+        self.ints.clear();
+        self.pixels.clear();
+        for rec in data.chunks_exact(rs) {
+            let ns = (e.time.read(rec) * e.ns_per_unit).round();
+            self.ints
+                .push(ns.clamp(i32::MIN as f64, i32::MAX as f64) as i32);
+            if let Some(p) = &e.pixel {
+                self.pixels.push(p.read(rec) as i32);
+            }
+        }
+        let fbb = &mut self.fbb;
+        let source_name = fbb.create_string(&self.source_name);
+        let reference_time = fbb.create_vector(&[epoch_ns(meta.timestamp)]);
+        let reference_time_index = fbb.create_vector(&[0i32]);
+        let time_of_flight = fbb.create_vector(&self.ints);
+        let pixel_id = fbb.create_vector(&self.pixels);
+        let root = ev44::Event44Message::create(
+            fbb,
+            &ev44::Event44MessageArgs {
+                source_name: Some(source_name),
+                message_id: meta.counter,
+                reference_time: Some(reference_time),
+                reference_time_index: Some(reference_time_index),
+                time_of_flight: Some(time_of_flight),
+                pixel_id: Some(pixel_id),
+            },
+        );
+        ev44::finish_event_44_message_buffer(fbb, root);
+    }
+}
+
+/// The fields of a pl72 run start this engine fills.
+pub struct RunStartFields<'a> {
+    /// Run start, ms since the epoch.
+    pub start_ms: u64,
+    /// The run's name (its run directory's name).
+    pub run_name: &'a str,
+    /// The setup's name.
+    pub instrument_name: &'a str,
+    /// A UUID for the file-writing job.
+    pub job_id: &'a str,
+    /// The file a file-writer should write.
+    pub filename: &'a str,
+    /// JSON: the NeXus structure with the streams.
+    pub nexus_structure: &'a str,
+    /// JSON: the setup and run facts.
+    pub metadata: &'a str,
+    /// Where replies go.
+    pub control_topic: &'a str,
+}
+
+/// A pl72 run start.
+pub fn run_start(f: &RunStartFields<'_>) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(1024 + f.metadata.len());
+    let mut s = |t: &str| Some(fbb.create_string(t));
+    let args = pl72::RunStartArgs {
+        start_time: f.start_ms,
+        run_name: s(f.run_name),
+        instrument_name: s(f.instrument_name),
+        job_id: s(f.job_id),
+        filename: s(f.filename),
+        nexus_structure: s(f.nexus_structure),
+        metadata: s(f.metadata),
+        control_topic: s(f.control_topic),
+        service_id: s("daq-engine"),
+        ..Default::default()
+    };
+    let root = pl72::RunStart::create(&mut fbb, &args);
+    pl72::finish_run_start_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// A 6s4t run stop.
+pub fn run_stop(stop_ms: u64, run_name: &str, job_id: &str, command_id: &str) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let mut s = |t: &str| Some(fbb.create_string(t));
+    let args = run_stop_6s4t::RunStopArgs {
+        stop_time: stop_ms,
+        run_name: s(run_name),
+        job_id: s(job_id),
+        service_id: s("daq-engine"),
+        command_id: s(command_id),
+    };
+    let root = run_stop_6s4t::RunStop::create(&mut fbb, &args);
+    run_stop_6s4t::finish_run_stop_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// Writes ev44/da00 messages into a buffer's events.
+pub struct Decoder {
+    dtype: Dtype,
+    data_length: usize,
+    ev44: Option<Ev44Fields>,
+    /// da00: per field its element type and byte size per record.
+    fields: Vec<(da00::da00_dtype, usize)>,
+}
+
+impl Decoder {
+    /// A decoder into events of `data_length` records of `dtype`; `ev44` says where ev44's
+    /// time and pixel go (`None`: ev44 messages are refused).
+    pub fn new(
+        dtype: &Dtype,
+        data_length: usize,
+        ev44: Option<Ev44Fields>,
+    ) -> Result<Decoder, WireError> {
+        let fields = dtype
+            .fields()
+            .iter()
+            .map(|f| da00_scalar(f).map(|s| (da00_type(s), f.ty.size())))
+            .collect::<Result<Vec<_>, _>>();
+        let fields = match (fields, &ev44) {
+            (Ok(f), _) => f,
+            // A dtype da00 cannot carry still takes ev44.
+            (Err(_), Some(_)) => Vec::new(),
+            (Err(e), None) => return Err(e),
+        };
+        Ok(Decoder {
+            dtype: dtype.clone(),
+            data_length,
+            ev44,
+            fields,
+        })
+    }
+
+    /// Decodes `message` into `out` (the slot's records, zeroed where the message has no
+    /// value) and `meta.timestamp`; returns the event counter the message carries, if any.
+    pub fn decode(
+        &self,
+        message: &[u8],
+        out: &mut [u8],
+        meta: &mut Metadata,
+    ) -> Result<Option<i64>, WireError> {
+        let rs = self.dtype.record_size();
+        if out.len() != rs * self.data_length {
+            return Err(WireError::BadMessage(
+                "slot size differs from the buffer".into(),
+            ));
+        }
+        let bad = |e: flatbuffers::InvalidFlatbuffer| WireError::BadMessage(e.to_string());
+        match schema_of(message) {
+            Some("da00") if self.fields.len() == self.dtype.fields().len() => {
+                let m = da00::root_as_da_00_data_array(message).map_err(bad)?;
+                meta.timestamp = epoch_seconds(m.timestamp());
+                let vars = m.data();
+                for (f, (ty, size)) in self.dtype.fields().iter().zip(&self.fields) {
+                    let v = vars.iter().find(|v| v.name() == f.name).ok_or_else(|| {
+                        WireError::BadMessage(format!("da00 has no variable '{}'", f.name))
+                    })?;
+                    let bytes = v.data().bytes();
+                    if v.data_type() != *ty || bytes.len() != size * self.data_length {
+                        return Err(WireError::BadMessage(format!(
+                            "da00 variable '{}': {:?} of {} bytes, the buffer takes {:?} of {}",
+                            f.name,
+                            v.data_type(),
+                            bytes.len(),
+                            ty,
+                            size * self.data_length
+                        )));
+                    }
+                    for (rec, value) in out.chunks_exact_mut(rs).zip(bytes.chunks_exact(*size)) {
+                        rec[f.offset..f.offset + size].copy_from_slice(value);
+                    }
+                }
+                let counter = vars
+                    .iter()
+                    .find(|v| v.name() == COUNTER)
+                    .and_then(|v| v.data().bytes().try_into().ok().map(i64::from_le_bytes));
+                if let Some(d) = vars.iter().find(|v| v.name() == DEADTIME) {
+                    if let Ok(b) = d.data().bytes().try_into() {
+                        meta.deadtime = f64::from_le_bytes(b);
+                    }
+                }
+                Ok(counter)
+            }
+            Some("ev44") if self.ev44.is_some() => {
+                let e = self.ev44.as_ref().expect("checked");
+                let m = ev44::root_as_event_44_message(message).map_err(bad)?;
+                let refs = m.reference_time();
+                let index = m.reference_time_index();
+                let Some(t0) = refs.iter().next() else {
+                    return Err(WireError::BadMessage(
+                        "ev44 without a reference time".into(),
+                    ));
+                };
+                let tof = m.time_of_flight();
+                let n = tof.as_ref().map_or(0, |t| t.len());
+                if n > self.data_length {
+                    return Err(WireError::BadMessage(format!(
+                        "ev44 with {n} events, the buffer takes {} per event",
+                        self.data_length
+                    )));
+                }
+                out.fill(0);
+                meta.timestamp = epoch_seconds(t0);
+                let pixels = m.pixel_id();
+                let mut pulse = 0usize;
+                for (i, rec) in out.chunks_exact_mut(rs).take(n).enumerate() {
+                    // The pulse this event belongs to: the last whose first index is ≤ i.
+                    while pulse + 1 < refs.len()
+                        && pulse + 1 < index.len()
+                        && index.get(pulse + 1) as usize <= i
+                    {
+                        pulse += 1;
+                    }
+                    let t =
+                        tof.as_ref().map_or(0, |t| t.get(i)) as f64 + (refs.get(pulse) - t0) as f64;
+                    e.time.write(rec, t / e.ns_per_unit);
+                    if let (Some(p), Some(ids)) = (&e.pixel, &pixels) {
+                        if i < ids.len() {
+                            p.write(rec, ids.get(i) as f64);
+                        }
+                    }
+                }
+                Ok(Some(m.message_id()))
+            }
+            Some(other) => Err(WireError::BadMessage(format!(
+                "a '{other}' message, which this buffer does not take (da00{})",
+                if self.ev44.is_some() { " or ev44" } else { "" }
+            ))),
+            None => Err(WireError::BadMessage("not a FlatBuffers message".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waveform() -> Dtype {
+        Dtype::parse([("chA", "f4"), ("chB", "i2")]).unwrap()
+    }
+
+    #[test]
+    fn da00_round_trip_keeps_values_shape_type_and_metadata() {
+        let d = waveform();
+        let mut data = Vec::new();
+        for i in 0..4i16 {
+            data.extend_from_slice(&(i as f32 * 0.5).to_le_bytes());
+            data.extend_from_slice(&(-i).to_le_bytes());
+        }
+        let meta = Metadata {
+            counter: 41,
+            timestamp: 1_700_000_000.25,
+            deadtime: 0.125,
+        };
+        let mut enc = Encoder::new(Format::Da00, &d, 4, "demo/w/raw", None).unwrap();
+        let msg = enc.encode(&data, &meta).unwrap().to_vec();
+        assert_eq!(schema_of(&msg), Some("da00"));
+        let m = da00::root_as_da_00_data_array(&msg).unwrap();
+        assert_eq!(m.source_name(), "demo/w/raw");
+        assert_eq!(m.timestamp(), 1_700_000_000_250_000_000);
+        let a = m.data().get(0);
+        assert_eq!(a.name(), "chA");
+        assert_eq!(a.data_type(), da00::da00_dtype::float32);
+        assert_eq!(a.shape().iter().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(&a.data().bytes()[4..8], &0.5f32.to_le_bytes());
+        let dec = Decoder::new(&d, 4, None).unwrap();
+        let mut out = vec![0xffu8; data.len()];
+        let mut back = Metadata::default();
+        assert_eq!(dec.decode(&msg, &mut out, &mut back).unwrap(), Some(41));
+        assert_eq!(out, data);
+        assert_eq!(back.timestamp, meta.timestamp);
+        assert_eq!(back.deadtime, meta.deadtime);
+        // A buffer of another shape refuses the message instead of writing half of it.
+        let short = Decoder::new(&d, 3, None).unwrap();
+        assert!(short.decode(&msg, &mut [0; 18], &mut back).is_err());
+        assert!(dec.decode(b"garbage!", &mut out, &mut back).is_err());
+    }
+
+    #[test]
+    fn ev44_carries_time_in_ns_and_channel_as_pixel() {
+        let d = Dtype::parse([("channel", "i2"), ("time", "f8"), ("height", "f4")]).unwrap();
+        let mut data = Vec::new();
+        for (ch, t) in [(1i16, 2.5e-6f64), (3, 7.0e-9)] {
+            data.extend_from_slice(&ch.to_le_bytes());
+            data.extend_from_slice(&t.to_le_bytes());
+            data.extend_from_slice(&1.5f32.to_le_bytes());
+        }
+        let meta = Metadata {
+            counter: 7,
+            timestamp: 1_700_000_000.5,
+            deadtime: 0.0,
+        };
+        let fields = Ev44Fields::new(&d, "time", 1.0, Some("channel")).unwrap();
+        let mut enc = Encoder::new(Format::Ev44, &d, 2, "s", Some(fields.clone())).unwrap();
+        let msg = enc.encode(&data, &meta).unwrap().to_vec();
+        let m = ev44::root_as_event_44_message(&msg).unwrap();
+        assert_eq!(m.message_id(), 7);
+        assert_eq!(
+            m.reference_time().iter().collect::<Vec<_>>(),
+            vec![1_700_000_000_500_000_000]
+        );
+        assert_eq!(
+            m.time_of_flight().unwrap().iter().collect::<Vec<_>>(),
+            vec![2500, 7]
+        );
+        assert_eq!(m.pixel_id().unwrap().iter().collect::<Vec<_>>(), vec![1, 3]);
+        let dec = Decoder::new(&d, 2, Some(fields)).unwrap();
+        let mut out = vec![0u8; data.len()];
+        let mut back = Metadata::default();
+        assert_eq!(dec.decode(&msg, &mut out, &mut back).unwrap(), Some(7));
+        assert_eq!(back.timestamp, meta.timestamp);
+        let rs = d.record_size();
+        assert_eq!(&out[..2], &1i16.to_le_bytes());
+        assert_eq!(f64::from_le_bytes(out[2..10].try_into().unwrap()), 2.5e-6);
+        assert_eq!(&out[rs..rs + 2], &3i16.to_le_bytes());
+        // height does not travel in ev44: zero.
+        assert_eq!(&out[10..14], &[0; 4]);
+    }
+
+    #[test]
+    fn event_times_survive_the_trip_through_ns() {
+        let mut x = 1_700_000_000.123_456_7f64;
+        for _ in 0..10_000 {
+            assert_eq!(epoch_seconds(epoch_ns(x)), x, "{x}");
+            x += 0.000_123_456_789;
+        }
+        assert_eq!(epoch_ns(1.5), 1_500_000_000);
+        assert_eq!(epoch_seconds(-500_000_000), -0.5);
+    }
+
+    #[test]
+    fn run_start_and_stop_carry_their_fields() {
+        let start = run_start(&RunStartFields {
+            start_ms: 5,
+            run_name: "run_1",
+            instrument_name: "demo",
+            job_id: "j",
+            filename: "run_1.nxs",
+            nexus_structure: "{}",
+            metadata: "{\"setup\": \"x\"}",
+            control_topic: "ctl",
+        });
+        assert_eq!(schema_of(&start), Some("pl72"));
+        let m = pl72::root_as_run_start(&start).unwrap();
+        assert_eq!((m.start_time(), m.job_id()), (5, Some("j")));
+        assert_eq!(m.metadata(), Some("{\"setup\": \"x\"}"));
+        let stop = run_stop(9, "run_1", "j", "c");
+        let s = run_stop_6s4t::root_as_run_stop(&stop).unwrap();
+        assert_eq!((s.stop_time(), s.command_id()), (9, Some("c")));
+        assert_eq!(schema_of(&stop), Some("6s4t"));
+    }
+}

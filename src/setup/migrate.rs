@@ -1,0 +1,471 @@
+//! `daq-engine migrate SETUP`: a mimoCoRB2 setup ported to what it means here, as text.
+//!
+//! Most mimoCoRB2 setups run as they are (its built-in names, keys and dtypes are accepted).
+//! What migrate changes is what is read differently here, each change with its reason:
+//! - the top-level `Options:` block (mimoCoRB2's; ignored here) goes, and its
+//!   `output_directory` becomes `target_directory` when the setup has none;
+//! - `overwrite:` in a buffer goes (ignored by both);
+//! - several workers reading one buffer that are alike in everything but their name: in
+//!   mimoCoRB2 they shared that buffer's events (each event went to one of them), here each
+//!   would get every event; they become one worker with `number_of_processes` their number,
+//!   which shares the events as mimoCoRB2 did.
+//!
+//! Readers that differ (an exporter and a filter on one buffer) are left as they are and
+//! listed: whether each should see every event is the user's call. The rest of the file —
+//! comments, anchors, order, formatting — is kept byte for byte: edits are line or span
+//! deletions and insertions at positions the parser reports.
+//!
+//! Guarantees: pure (text in, text and a list of changes out); never panics on any input; a
+//! file it cannot parse gets no changes (check reports why).
+
+use super::yaml::{self, Kind, Value};
+use super::{Checked, WorkerSetup};
+
+/// One change made, or one thing looked at and left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// 1-based line in the original file.
+    pub line: u64,
+    /// What was done ("removed `overwrite: true`"), or what was left.
+    pub what: String,
+    /// Why.
+    pub why: String,
+    /// False for things left as they are (listed for the user to decide).
+    pub changed: bool,
+}
+
+/// The ported text and what was done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// The new setup text (the original when nothing changed).
+    pub text: String,
+    /// In line order.
+    pub changes: Vec<Change>,
+}
+
+impl Migration {
+    /// True when at least one change was made.
+    pub fn changed(&self) -> bool {
+        self.changes.iter().any(|c| c.changed)
+    }
+}
+
+/// An edit: replace bytes `start..end` of the original with `with`.
+struct Edit {
+    start: usize,
+    end: usize,
+    with: String,
+}
+
+/// Ports `text` (the setup file `checked` was made from).
+pub fn migrate(text: &str, checked: &Checked) -> Migration {
+    let Ok(parsed) = yaml::parse(text.as_bytes(), 0) else {
+        return Migration {
+            text: text.to_string(),
+            changes: Vec::new(),
+        };
+    };
+    let lines = LineIndex::new(text);
+    let mut edits = Vec::new();
+    let mut changes = Vec::new();
+    let Kind::Map(top) = &parsed.root.kind else {
+        return Migration {
+            text: text.to_string(),
+            changes,
+        };
+    };
+    let has_target = top
+        .iter()
+        .any(|(k, _)| k.key_text().as_deref() == Some("target_directory"));
+    for (k, v) in top {
+        match k.key_text().as_deref() {
+            Some("Options") => options(text, &lines, k, v, has_target, &mut edits, &mut changes),
+            Some("Buffers") => overwrites(text, &lines, v, &mut edits, &mut changes),
+            Some("Workers") => readers(text, &lines, v, checked, &mut edits, &mut changes),
+            _ => {}
+        }
+    }
+    changes.sort_by_key(|c| c.line);
+    Migration {
+        text: apply(text, edits),
+        changes,
+    }
+}
+
+fn options(
+    text: &str,
+    lines: &LineIndex<'_>,
+    k: &Value,
+    v: &Value,
+    has_target: bool,
+    edits: &mut Vec<Edit>,
+    changes: &mut Vec<Change>,
+) {
+    let Some((start, end)) = entry_span(text, lines, k) else {
+        return;
+    };
+    let output = match &v.kind {
+        Kind::Map(m) => m.iter().find_map(|(k, v)| match (&k.key_text(), &v.kind) {
+            (Some(n), Kind::Str(s)) if n == "output_directory" => Some(s.clone()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let with = match (&output, has_target) {
+        (Some(dir), false) => {
+            changes.push(Change {
+                line: k.at.line,
+                what: format!(
+                    "`Options: output_directory: {dir}` became `target_directory: {dir}`"
+                ),
+                why: "the directory runs are written under (each run in its own run_<UTC time>/)"
+                    .into(),
+                changed: true,
+            });
+            format!("target_directory: {}\n", yaml_scalar(dir))
+        }
+        _ => String::new(),
+    };
+    changes.push(Change {
+        line: k.at.line,
+        what: "removed the `Options:` block".into(),
+        why: "mimoCoRB2's section (output_directory, debug_workers); run settings go under \
+              `options:` here, and each worker's messages are in the run directory anyway"
+            .into(),
+        changed: true,
+    });
+    edits.push(Edit { start, end, with });
+}
+
+fn overwrites(
+    text: &str,
+    lines: &LineIndex<'_>,
+    buffers: &Value,
+    edits: &mut Vec<Edit>,
+    changes: &mut Vec<Change>,
+) {
+    let Kind::Map(buffers) = &buffers.kind else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for (_, b) in buffers {
+        let Kind::Map(keys) = &b.kind else { continue };
+        for (k, v) in keys {
+            // A buffer that copies another's anchor has the anchored text's positions: the
+            // key is removed once, from the anchor.
+            if k.key_text().as_deref() != Some("overwrite") || seen.contains(&k.at) {
+                continue;
+            }
+            seen.push(k.at);
+            if let Some((start, end)) = entry_span(text, lines, k) {
+                let value = match &v.kind {
+                    Kind::Bool(b) => b.to_string(),
+                    _ => "…".into(),
+                };
+                changes.push(Change {
+                    line: k.at.line,
+                    what: format!("removed `overwrite: {value}`"),
+                    why: "ignored by mimoCoRB2 too; every run writes into its own new run \
+                          directory, so nothing is overwritten"
+                        .into(),
+                    changed: true,
+                });
+                edits.push(Edit {
+                    start,
+                    end,
+                    with: String::new(),
+                });
+            }
+        }
+    }
+}
+
+/// Whether two workers do the same thing (all but the name and the process count).
+fn alike(a: &WorkerSetup, b: &WorkerSetup) -> bool {
+    (
+        &a.function,
+        &a.file,
+        &a.sources,
+        &a.sinks,
+        &a.observes,
+        &a.config,
+        &a.python,
+    ) == (
+        &b.function,
+        &b.file,
+        &b.sources,
+        &b.sinks,
+        &b.observes,
+        &b.config,
+        &b.python,
+    ) && a.sinks.is_empty()
+}
+
+fn readers(
+    text: &str,
+    lines: &LineIndex<'_>,
+    workers: &Value,
+    checked: &Checked,
+    edits: &mut Vec<Edit>,
+    changes: &mut Vec<Change>,
+) {
+    let Kind::Map(nodes) = &workers.kind else {
+        return;
+    };
+    let node = |name: &str| {
+        nodes
+            .iter()
+            .find(|(k, _)| k.key_text().as_deref() == Some(name))
+    };
+    let ws = &checked.setup.workers;
+    let mut merged: Vec<&str> = Vec::new();
+    for b in &checked.setup.buffers {
+        let readers: Vec<&WorkerSetup> = ws
+            .iter()
+            .filter(|w| w.sources.contains(&b.name) && !merged.contains(&w.name.as_str()))
+            .collect();
+        let Some((first, rest)) = readers.split_first() else {
+            continue;
+        };
+        if rest.is_empty() {
+            continue;
+        }
+        let (same, differ): (Vec<&WorkerSetup>, Vec<&WorkerSetup>) =
+            rest.iter().partition(|w| alike(first, w));
+        for w in &differ {
+            changes.push(Change {
+                line: node(&w.name).map_or(1, |(k, _)| k.at.line),
+                what: format!(
+                    "left as it is: worker '{}' reads buffer '{}' beside worker '{}'",
+                    w.name, b.name, first.name
+                ),
+                why: "here each of them gets every event; in mimoCoRB2 each event went to one \
+                      of them. They do different things, so they are kept apart; if they were \
+                      meant to share the work, make them one worker with number_of_processes"
+                    .into(),
+                changed: false,
+            });
+        }
+        if same.is_empty() {
+            continue;
+        }
+        let Some((first_key, first_value)) = node(&first.name) else {
+            continue;
+        };
+        let n =
+            first.number_of_processes + same.iter().map(|w| w.number_of_processes).sum::<usize>();
+        let names: Vec<&str> = same.iter().map(|w| w.name.as_str()).collect();
+        let Some(edit) = set_processes(text, lines, first_key, first_value, n) else {
+            continue;
+        };
+        edits.push(edit);
+        changes.push(Change {
+            line: first_key.at.line,
+            what: format!(
+                "worker '{}' now has number_of_processes: {n} (was {}), in place of {}",
+                first.name,
+                first.number_of_processes,
+                names.join(", ")
+            ),
+            why: format!(
+                "in mimoCoRB2 these workers shared the events of buffer '{}' (each event to one \
+                 of them); here every worker reading a buffer gets every event, and the \
+                 processes of one worker share them",
+                b.name
+            ),
+            changed: true,
+        });
+        for w in same {
+            let Some((k, _)) = node(&w.name) else {
+                continue;
+            };
+            if let Some((start, end)) = entry_span(text, lines, k) {
+                edits.push(Edit {
+                    start,
+                    end,
+                    with: String::new(),
+                });
+                changes.push(Change {
+                    line: k.at.line,
+                    what: format!("removed worker '{}'", w.name),
+                    why: format!("it is now a process of worker '{}'", first.name),
+                    changed: true,
+                });
+                merged.push(&w.name);
+            }
+        }
+    }
+}
+
+/// The edit that makes a worker's `number_of_processes` `n`: its value replaced, or the key
+/// added as the mapping's first entry.
+fn set_processes(
+    text: &str,
+    lines: &LineIndex<'_>,
+    key: &Value,
+    value: &Value,
+    n: usize,
+) -> Option<Edit> {
+    let Kind::Map(entries) = &value.kind else {
+        return None;
+    };
+    if let Some((_, v)) = entries
+        .iter()
+        .find(|(k, _)| k.key_text().as_deref() == Some("number_of_processes"))
+    {
+        let start = lines.offset(v.at)?;
+        let end = start + scalar_len(&text[start..]);
+        return Some(Edit {
+            start,
+            end,
+            with: n.to_string(),
+        });
+    }
+    let (first_key, _) = entries.first()?;
+    let start = lines.offset(first_key.at)?;
+    if first_key.at.line == key.at.line || is_flow(text, start) {
+        // `name: {function: …}`: a flow mapping.
+        return Some(Edit {
+            start,
+            end: start,
+            with: format!("number_of_processes: {n}, "),
+        });
+    }
+    let indent = " ".repeat(first_key.at.column.saturating_sub(1) as usize);
+    let line_start = lines.line_start(first_key.at.line)?;
+    Some(Edit {
+        start: line_start,
+        end: line_start,
+        with: format!("{indent}number_of_processes: {n}\n"),
+    })
+}
+
+/// Bytes of a plain scalar at the start of `s`.
+fn scalar_len(s: &str) -> usize {
+    s.find([',', '}', ']', '\n', ' ', '#']).unwrap_or(s.len())
+}
+
+/// True when the text before `offset` on its line ends in `{` or `,` (a flow mapping entry).
+fn is_flow(text: &str, offset: usize) -> bool {
+    let line = &text[text[..offset].rfind('\n').map_or(0, |i| i + 1)..offset];
+    matches!(line.trim_end().chars().last(), Some('{' | ','))
+}
+
+/// The bytes of the mapping entry whose key is `k`: in block style its lines (the key's line
+/// and every following line indented deeper, or blank), in flow style `key: value` and one
+/// separating comma.
+fn entry_span(text: &str, lines: &LineIndex<'_>, k: &Value) -> Option<(usize, usize)> {
+    let start = lines.offset(k.at)?;
+    if is_flow(text, start) {
+        let end = flow_value_end(text, start)?;
+        let rest = &text[end..];
+        if let Some(after) = rest.strip_prefix(',') {
+            let spaces = after.len() - after.trim_start_matches(' ').len();
+            return Some((start, end + 1 + spaces));
+        }
+        // The last entry: take the comma before it instead.
+        let before = text[..start].trim_end_matches(' ');
+        let from = before.strip_suffix(',').map_or(start, str::len);
+        return Some((from, end));
+    }
+    let indent = k.at.column.saturating_sub(1) as usize;
+    let begin = lines.line_start(k.at.line)?;
+    let mut line = k.at.line + 1;
+    let mut end = lines.line_start(line).unwrap_or(text.len());
+    while let Some(s) = lines.line_start(line) {
+        let next = lines.line_start(line + 1).unwrap_or(text.len());
+        let body = &text[s..next];
+        let content = body.trim_start_matches(' ');
+        let deeper = body.len() - content.len() > indent;
+        let blank = content.trim().is_empty();
+        if !(deeper || blank) {
+            break;
+        }
+        if !blank {
+            end = next;
+        }
+        line += 1;
+    }
+    Some((begin, end))
+}
+
+/// Where a flow entry's value ends (at the `,` or `}` that closes it, quotes and nesting
+/// skipped).
+fn flow_value_end(text: &str, start: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    for (i, c) in text[start..].char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '{' | '[') => depth += 1,
+            (None, '}' | ']') if depth == 0 => return Some(start + i),
+            (None, '}' | ']') => depth -= 1,
+            (None, ',') if depth == 0 => return Some(start + i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A string as a YAML scalar (quoted when plain would not read back as the same text).
+fn yaml_scalar(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || "._/-~".contains(c))
+        && !s.starts_with(['-', '~']);
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+/// Applies non-overlapping edits (overlapping ones: the later is dropped).
+fn apply(text: &str, mut edits: Vec<Edit>) -> String {
+    edits.sort_by_key(|e| (e.start, e.end));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for e in edits {
+        if e.start < at || e.end > text.len() {
+            continue;
+        }
+        out.push_str(&text[at..e.start]);
+        out.push_str(&e.with);
+        at = e.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Byte offsets of line starts, for the parser's (line, column) positions.
+struct LineIndex<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    fn new(text: &'t str) -> LineIndex<'t> {
+        let mut starts = vec![0];
+        for line in text.split_inclusive('\n') {
+            starts.push(starts[starts.len() - 1] + line.len());
+        }
+        LineIndex { text, starts }
+    }
+
+    /// Start of 1-based `line`, if the text has it.
+    fn line_start(&self, line: u64) -> Option<usize> {
+        let i = usize::try_from(line).ok()?.checked_sub(1)?;
+        self.starts.get(i).copied().filter(|&s| s < self.text.len())
+    }
+
+    /// Byte offset of a position (columns count characters, within the line).
+    fn offset(&self, at: yaml::Loc) -> Option<usize> {
+        let start = self.line_start(at.line)?;
+        let end = self.line_start(at.line + 1).unwrap_or(self.text.len());
+        let col = usize::try_from(at.column).ok()?.checked_sub(1)?;
+        let (i, _) = self.text[start..end].char_indices().nth(col)?;
+        Some(start + i)
+    }
+}
