@@ -299,9 +299,11 @@ impl Reader {
     /// moves many small events: learn that an event is published from its slot's own
     /// sequence word instead of the producer's write cursor, and release what it read as
     /// one range (at the end of its claimed range, at `RELEASE_BYTES`, when the producer
-    /// sleeps, or at [`Reader::release_finished`]) instead of one by one. Off by default:
-    /// the engine's pipeline `tiny_direct` ran 7× slower with it (1.1 M against 7.9 M
-    /// events/s, 2026-12-05, cause not found yet), while `bench ring` ran 1.7× faster.
+    /// sleeps, or at [`Reader::release_finished`]) instead of one by one. Off by default
+    /// (on in `bench ring`): a range released late changes what a reader that dies
+    /// mid-range leaves to the supervisor's reclaim, which the engine's books of restarted
+    /// exporters have not been checked against yet. (The engine's 4× slower `tiny_direct`
+    /// once blamed on this came from the producer's claim, see `SlotMut`.)
     pub fn set_small_events(&mut self, on: bool) {
         self.small_events = on;
     }
