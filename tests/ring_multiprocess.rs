@@ -47,8 +47,15 @@ fn produce_all(path: &Path, n: u64, rep: &Report) -> i32 {
 /// (checksum against its counter) and that its counters increase. `pause` is spent after
 /// every event (a slow consumer).
 fn consume_all(path: &Path, g: usize, m: usize, pause: Duration, rep: &Report) -> i32 {
+    consume(path, (g, m), pause, false, rep)
+}
+
+/// As `consume_all`; `small`: the reader reads slot words and releases ranges
+/// (`Reader::set_small_events`).
+fn consume(path: &Path, (g, m): (usize, usize), pause: Duration, small: bool, rep: &Report) -> i32 {
     let ring = attach(path);
     let mut r = ring.reader(g, m).expect("member role");
+    r.set_small_events(small);
     let mut last: Option<u64> = None;
     loop {
         match r.next(Duration::from_secs(20)) {
@@ -285,4 +292,141 @@ fn drop_policy_counts_every_event() {
         assert_eq!(s.groups[g].released, published);
     }
     eprintln!("drop: {ATTEMPTS} attempts, {published} published, {refused} lost");
+}
+
+/// Producer process body with the batched API: attempts n events in batches of 1..=37
+/// (cycling), publishing each batch at once; every third batch of more than one gives its
+/// last slot back unpublished (that event is attempted again in the next batch). `block`
+/// waits for room; under `drop` a refused claim counts its first event lost (in `other`).
+fn produce_batched(path: &Path, n: u64, rep: &Report) -> i32 {
+    let ring = attach(path);
+    let mut p = ring.producer().expect("producer role");
+    let (mut a, mut round) = (0u64, 0u64);
+    while a < n {
+        round += 1;
+        let want = (1 + round % 37).min(n - a) as usize;
+        let mut slots = match p.claim_batch(want, Duration::from_secs(20)) {
+            Ok(s) => s,
+            Err(ClaimError::Full) => {
+                rep.other.fetch_add(1, Ordering::Relaxed);
+                a += 1;
+                continue;
+            }
+            Err(ClaimError::Timeout) => {
+                rep.errors.fetch_add(1, Ordering::SeqCst);
+                return 2;
+            }
+        };
+        let k = slots.len();
+        if k == 0 || k > want {
+            rep.errors.fetch_add(1, Ordering::SeqCst);
+            return 4;
+        }
+        // The event's number in the ring (what the observer checks against the counter).
+        let first = slots.index(0);
+        for i in 0..k {
+            let e = first + i as u64;
+            let (data, meta) = slots.parts(i);
+            fill(data, e);
+            meta.counter = e as i64;
+        }
+        let publish = if k > 1 && round % 3 == 0 { k - 1 } else { k };
+        slots.publish_first(publish);
+        for e in first..first + publish as u64 {
+            rep.count.fetch_add(1, Ordering::Relaxed);
+            rep.sum.fetch_add(e, Ordering::Relaxed);
+            rep.mix.fetch_add(mix(e), Ordering::Relaxed);
+        }
+        a += publish as u64;
+        if ring.policy() == Policy::Drop && round % 8 == 0 {
+            // Pace a little, so that the fast readers keep up and only the slow one loses.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    p.close();
+    0
+}
+
+/// A batched producer, two sole-member groups (which learn of events from the slot words
+/// and release whole claimed ranges) and a group of two, plus an observer: every attempt is
+/// published or counted lost, and every group gets exactly the published events, in order.
+fn batched_counts_every_event(policy: Policy, n: u64) {
+    let ring = ring(&format!("batch-{policy:?}"), policy, 64, vec![1, 1, 2]);
+    let path = ring.path().to_path_buf();
+    let board = Board::new(6);
+    let mut kids = Children::default();
+    // Under `drop`, group 0 is slow, so the ring overflows.
+    let slow = match policy {
+        Policy::Drop => Duration::from_micros(20),
+        Policy::Block => Duration::ZERO,
+    };
+    kids.spawn(|| consume(&path, (0, 0), slow, true, board.get(1)));
+    kids.spawn(|| consume(&path, (1, 0), Duration::ZERO, true, board.get(2)));
+    kids.spawn(|| consume(&path, (2, 0), Duration::ZERO, true, board.get(3)));
+    kids.spawn(|| consume(&path, (2, 1), Duration::ZERO, true, board.get(4)));
+    kids.spawn(|| observe(&path, board.get(5)));
+    kids.spawn(|| produce_batched(&path, n, board.get(0)));
+    let codes = kids.wait_all(Duration::from_secs(120));
+    assert_eq!(
+        codes,
+        vec![0; 6],
+        "exit codes (readers, observer, producer)"
+    );
+
+    let prod = board.get(0);
+    assert_eq!(prod.errors.load(Ordering::SeqCst), 0, "producer");
+    let (published, _, _) = totals(&[prod]);
+    let refused = prod.other.load(Ordering::SeqCst);
+    assert_eq!(published + refused, n, "every attempt published or refused");
+    let s = ring.stats();
+    assert_eq!((s.published, s.lost), (published, refused));
+    assert!(s.closed);
+    let sent = totals(&[prod]);
+    for (g, members) in [
+        vec![board.get(1)],
+        vec![board.get(2)],
+        vec![board.get(3), board.get(4)],
+    ]
+    .iter()
+    .enumerate()
+    {
+        for m in members {
+            assert_eq!(
+                m.errors.load(Ordering::SeqCst),
+                0,
+                "group {g}: checksum/order"
+            );
+        }
+        assert_eq!(
+            totals(members),
+            sent,
+            "group {g}: exactly the published events"
+        );
+        let gs = &s.groups[g];
+        assert_eq!(
+            (gs.claimed, gs.released, gs.abandoned),
+            (published, published, 0)
+        );
+    }
+    let obs = board.get(5);
+    assert_eq!(obs.other.load(Ordering::SeqCst), 0, "torn observer copies");
+    assert_eq!(obs.errors.load(Ordering::SeqCst), 0, "observer went back");
+    match policy {
+        Policy::Block => assert_eq!(refused, 0),
+        Policy::Drop => assert!(
+            refused > 0,
+            "the slow group should have made the ring overflow"
+        ),
+    }
+    eprintln!("batched {policy:?}: {n} attempts, {published} published, {refused} lost");
+}
+
+#[test]
+fn batched_publish_block_counts_every_event() {
+    batched_counts_every_event(Policy::Block, 300_000);
+}
+
+#[test]
+fn batched_publish_drop_counts_every_event() {
+    batched_counts_every_event(Policy::Drop, 100_000);
 }

@@ -335,9 +335,11 @@ fn reclaim_is_not_blocked_by_a_survivor_that_lost_the_claim_race() {
         );
         assert_eq!(s.groups[0].released, SLOTS);
         // The producer has room again; the survivors see the end.
-        let mut slot = p.claim(Duration::from_secs(5)).expect("room after reclaim");
-        fill(slot.data_mut(), SLOTS);
-        drop(slot);
+        {
+            // Claimed and written, never published.
+            let mut slot = p.claim(Duration::from_secs(5)).expect("room after reclaim");
+            fill(slot.data_mut(), SLOTS);
+        }
         p.close();
         let survivors = killed.iter().filter(|k| !**k).count();
         let codes = kids.wait_all_while(Duration::from_secs(10), || {});

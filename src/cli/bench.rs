@@ -420,6 +420,24 @@ pub fn bench(
                 }
             }
         }
+        "ring-loaded" => {
+            println!("daq-engine bench ring-loaded; {machine}");
+            let opts = crate::ring_bench::RingBenchOptions {
+                realtime: nix::unistd::geteuid().is_root(),
+                ..Default::default()
+            };
+            let n = events.unwrap_or(1_000_000);
+            match crate::ring_bench::loaded(&opts, 64, n, 100_000.0) {
+                Ok(report) => {
+                    println!("{report}");
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("daq-engine: bench ring-loaded: {e}");
+                    exit::FAILED
+                }
+            }
+        }
         "analysis" => {
             println!("daq-engine bench analysis; {machine}");
             match crate::analysis::bench::run(std::time::Duration::from_secs(2)) {
@@ -492,7 +510,7 @@ pub fn bench(
         }
         other => {
             eprintln!(
-                "daq-engine: no benchmark '{other}'; choose pipeline, python, ring, analysis, hdf5, drivers, kafka or web"
+                "daq-engine: no benchmark '{other}'; choose pipeline, python, ring, ring-loaded, analysis, hdf5, drivers, kafka or web"
             );
             exit::BAD_INPUT
         }

@@ -134,7 +134,8 @@ pub enum Command {
         /// Only this function.
         name: Option<String>,
     },
-    /// Measure: `ring`, `pipeline`, `python`, `analysis`, `hdf5`, `drivers`, `kafka` or `web`.
+    /// Measure: `ring`, `ring-loaded` (latency with the other CPU busy), `pipeline`,
+    /// `python`, `analysis`, `hdf5`, `drivers`, `kafka` or `web`.
     Bench {
         /// What to measure.
         what: String,

@@ -107,6 +107,17 @@ impl Placement {
         self.cores.get(w).and_then(|c| c.get(k)).copied().flatten()
     }
 
+    /// True when process `k` of worker `w` is pinned to a core no other process of the
+    /// run is pinned to: its readers may spin before they sleep without taking the core
+    /// from another worker.
+    pub fn alone(&self, w: usize, k: usize) -> bool {
+        let Some(core) = self.core(w, k) else {
+            return false;
+        };
+        let holders = self.cores.iter().flatten().filter(|c| **c == Some(core));
+        holders.count() == 1
+    }
+
     /// One line per worker for `check`: where its processes run and why.
     pub fn describe(&self, seats: &[Seat<'_>]) -> Vec<String> {
         let mut out = Vec::new();
@@ -266,6 +277,10 @@ mod tests {
             p.cores,
             vec![vec![Some(4)], vec![Some(3), Some(3)], vec![None]]
         );
+        // Alone on its core: only "a" (b's two processes share 3; c is not pinned).
+        assert!(p.alone(0, 0));
+        assert!(!p.alone(1, 0) && !p.alone(1, 1));
+        assert!(!p.alone(2, 0));
     }
 
     #[test]

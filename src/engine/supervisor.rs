@@ -537,6 +537,9 @@ impl Supervisor {
         }
         if let Some(cpu) = self.placement.core(worker, index) {
             cmd.env("DAQ_CPU", cpu.to_string());
+            if self.placement.alone(worker, index) {
+                cmd.env(crate::runtime::CPU_ALONE_ENV, "1");
+            }
         }
         if let Some(p) = w.priority {
             cmd.env("DAQ_PRIORITY", p.to_string());

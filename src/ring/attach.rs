@@ -4,7 +4,7 @@
 //! Must never: hand out a view of a ring whose header was not validated against the file
 //! length, or remove a ring file whose creator still runs.
 
-use super::core::{self, Control, Core, Group};
+use super::core::{self, Control, Core, Group, SeqWords};
 use super::error::{AttachError, CreateError};
 use super::layout::{
     slot_size_for, slots_for, Geometry, Header, Policy, RingSpec, SlotHeader, LAYOUT_VERSION,
@@ -93,6 +93,12 @@ impl Inner {
                 done: std::slice::from_raw_parts(
                     self.base().add(g.done) as *const AtomicU64,
                     g.n_groups * g.slots,
+                ),
+                // Each slot starts with its SlotHeader, whose first field is the word.
+                seqs: SeqWords::new(
+                    self.base()
+                        .add(g.data + std::mem::offset_of!(SlotHeader, seq)),
+                    g.slot_size,
                 ),
                 slots: g.slots as u64,
                 capacity: self.capacity as u64,
@@ -662,7 +668,13 @@ impl Ring {
                 active: g.info.active.load(Ordering::SeqCst) != 0,
             })
             .collect();
-        let published = core.ctl.write.load(Ordering::SeqCst);
+        // A sole member learns of an event from its slot's word, which the producer stores
+        // before the cursor (once per batch): what a group claimed is published even while
+        // `write` still lags.
+        let published = groups
+            .iter()
+            .map(|g| g.claimed)
+            .fold(core.ctl.write.load(Ordering::SeqCst), u64::max);
         let oldest = core.min_release(published);
         RingStats {
             published,

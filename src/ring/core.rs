@@ -5,10 +5,14 @@
 //! model tests. Cursors count events from 0 and never wrap (2^64 events is ~58,000 years at
 //! 10 MHz); event `e` lives in slot `e % slots`.
 //!
-//! Invariants (for every consumer group `g`, with `w` = `Control::write`):
-//! - `release[g] <= claim[g] <= w` and `w - min(release over active groups) <= capacity`
+//! Invariants (for every consumer group `g`, with `w` = `Control::write` and `p` = the
+//! events published, i.e. whose slot words say `2e + 2`; `w <= p`, and `w` catches up with
+//! `p` at the end of each (batched) publish):
+//! - `release[g] <= claim[g] <= p` and `p - min(release over active groups) <= capacity`
 //!   (`capacity <= slots`): the producer never writes a slot some active group has not
-//!   released, and never has more than `capacity` events in flight.
+//!   released, and never has more than `capacity` events in flight. A group of one member
+//!   learns of events from the slot words, so its `claim` may run ahead of `w` (never of
+//!   `p`); groups of several claim below `w`.
 //! - `done[g][e % slots] == e + 1` exactly when event `e` was released by group `g` and the
 //!   slot has not been released for a later lap.
 //! - A member publishes the range it is about to claim in `held` *before* moving `claim[g]`,
@@ -33,6 +37,8 @@
 //! |---|---|---|---|
 //! | `Control::write` store | [`Core::publish`] | Release | hands events below `w` to readers |
 //! | `Control::write` loads | [`Core::claim`], [`Core::wait_data`], `Reader::ready`, the observer | Acquire | takes them over |
+//! | slot word `2e + 2` store | the producer's publish (`producer.rs`), before the `write` store | Release | hands event `e` to a sole member, which does not read `write` |
+//! | slot word load | [`Core::slot_published`] (sole member's claim and spin) | Acquire | takes it over; equal to `2e + 2` only for `e` itself: an earlier lap's word is smaller, and the next lap cannot start before the group releases `e` |
 //! | `Group::release` store, CAS, `fetch_add(0)`, `fetch_max` | [`Core::release`], `advance`, [`Core::reclaim`] | Release | hands the slot back to the producer |
 //! | `Group::release` loads | [`Core::min_release`] (producer), `reclaim` | Acquire | the producer takes the slot back |
 //! | `done` store / load / CAS | `release`, `advance`, `reclaim` | Release / Acquire | a member's finished event reaches the member that moves the cursor |
@@ -50,8 +56,8 @@
 //!
 //! | waker: store → load | sleeper: announce → look |
 //! |---|---|
-//! | [`Core::publish`]: `write` → `data_wait.waiting` | [`Core::wait_data`] and `wait_any` (which looks again after announcing, whatever its caller looked at before): `data_wait.waiting` RMW → `claim`, `write`, `eos` |
-//! | [`Core::release`] (`release` store, or `done` store + RMW/CAS on `release`), [`Core::reclaim`] → `space_wait.waiting` in `wake_producer` | [`Core::wait_room`]: `space_wait.waiting` RMW → `active`, `release` in `min_release` |
+//! | [`Core::publish`]: `write` → `data_wait.waiting` (once per batch; the batch's slot words were stored before `write`) | [`Core::wait_data`] and `wait_any` (which looks again after announcing, whatever its caller looked at before): `data_wait.waiting` RMW → `claim`, `write`, `eos` (and a sole member's slot word, which can only add a wake-up) |
+//! | [`Core::release_range`] (`release` store, or `done` stores + RMW/CAS on `release`), [`Core::reclaim`] → `space_wait.waiting` in `wake_producer` | [`Core::wait_room`]: `space_wait.waiting` RMW → `active`, `release` in `min_release` |
 //!
 //! [`Core::close`] and [`Core::detach`] bump the futex whether or not anyone announced, so
 //! they need no `waiting` check: the sleeper read `seen` before it looked at `eos`/`active`,
@@ -85,13 +91,21 @@
 //!   writer `seq = 2e+1` (Relaxed), `fence(Release)`, data, `seq = 2e+2` (Release); observer
 //!   `seq` (Acquire), copy, `fence(Acquire)`, `seq` again (Relaxed). The fences pair up: if
 //!   the copy read anything the producer wrote after its first store, the second load sees
-//!   at least `2e+1` and the copy is thrown away. Readers never use `seq`.
+//!   at least `2e+1` and the copy is thrown away. A slot claimed and not published keeps
+//!   `2e+1` (never the earlier lap's `2e+2`, which would vouch for bytes already new). The
+//!   `2e+2` store is also kind 1 for sole members (table above).
+//! - `Group::claim` and `eos` in [`Core::spin_ready`]: a spinning sole member's cheap look
+//!   (its own cursor, and a hint to stop spinning); what it finds is taken over by the
+//!   `SeqCst` claim that follows, and the sleep's look is [`Core::claimable`], all `SeqCst`.
 //!
 //! **Why the rest stays `SeqCst`.** On x86-64, where this runs, a `SeqCst` load is the same
 //! `mov` as an Acquire or Relaxed one, and a read-modify-write is one `lock`-prefixed
 //! instruction whatever its ordering: only a `SeqCst` *store* costs more (an `xchg`, a full
-//! barrier, against a plain `mov`). The per-event `SeqCst` stores are exactly the waker
-//! sides of the Dekker pairs (`write` in publish, a sole member's `release`), which need it.
+//! barrier, against a plain `mov`). The frequent `SeqCst` stores are exactly the waker
+//! sides of the Dekker pairs (`write` in publish, a sole member's `release`), which need it;
+//! both are paid once per batch, not per event, where the producer publishes a batch
+//! ([`Core::publish`] of many) and a sole member of a `block` ring releases its claimed
+//! range at once ([`Core::release_range`]).
 //! What could be weaker without a Dekker argument — the `held` store per claimed batch, a
 //! shared group's `done` store, the loads — either costs nothing on x86 or runs too rarely
 //! to measure; `SeqCst` there keeps the arguments above short. The one change that would
@@ -117,7 +131,12 @@
 //! loom the futex is a condition variable without timeout, so a lost wake-up is a
 //! deadlock; `sleepers_on_the_futex_are_always_woken` drives `wait_room` and `wait_data`
 //! against each other over one slot, and `a_merged_reader_asleep_on_two_rings_is_always_woken`
-//! does the same for `wait_any`. Without the fence in [`Core::publish`], or the one in
+//! does the same for `wait_any`; `a_sole_reader_asleep_is_woken_by_a_batch_publish` for a
+//! sole member (slot words, ranges released at once) against a batched producer, and
+//! `batch_publish_to_a_sole_reader_reading_the_slot_words` checks the slot-word hand-over
+//! and wrap-around (five events through two slots in batches of two, released per range:
+//! a read before the word said so, or of an earlier lap's slot, is a wrong payload or a
+//! data race). Without the fence in [`Core::publish`], or the one in
 //! `wake_producer`, the first deadlocks, as the argument above says it must; without the
 //! second look in `wait_any` (as it was before), the second does.
 
@@ -295,6 +314,41 @@ pub(crate) enum Claim {
     End,
 }
 
+/// The slots' sequence words (`SlotHeader::seq` in a mapping, a plain array under loom):
+/// `slots` words, `stride` bytes apart from `base`. Slot `s`'s word is `2e + 1` while event
+/// `e` (with `e % slots == s`) is being written and `2e + 2` once it is published.
+#[derive(Clone, Copy)]
+pub(crate) struct SeqWords<'a> {
+    base: *const u8,
+    stride: usize,
+    _words: std::marker::PhantomData<&'a AtomicU64>,
+}
+
+impl<'a> SeqWords<'a> {
+    /// # Safety
+    /// `base + s * stride` for every `s < slots` of the ring this is used with must be an
+    /// 8-aligned, live `AtomicU64` for `'a`.
+    pub(crate) unsafe fn new(base: *const u8, stride: usize) -> SeqWords<'a> {
+        SeqWords {
+            base,
+            stride,
+            _words: std::marker::PhantomData,
+        }
+    }
+
+    /// Over the words of a slice (one word per slot, as the loom models keep them).
+    #[cfg(daq_loom)]
+    pub(crate) fn of(words: &'a [AtomicU64]) -> SeqWords<'a> {
+        // SAFETY: consecutive elements of a live slice.
+        unsafe {
+            SeqWords::new(
+                words.as_ptr() as *const u8,
+                std::mem::size_of::<AtomicU64>(),
+            )
+        }
+    }
+}
+
 /// A view of one ring's shared control memory.
 #[derive(Clone, Copy)]
 pub(crate) struct Core<'a> {
@@ -302,6 +356,8 @@ pub(crate) struct Core<'a> {
     pub groups: &'a [Group],
     /// `groups.len() * slots` words: `done[g * slots + s]`.
     pub done: &'a [AtomicU64],
+    /// Each slot's sequence word.
+    pub seqs: SeqWords<'a>,
     /// Slot count, a power of two.
     pub slots: u64,
     /// Events in flight at most, 1 ..= `slots`: the ring is full at this many.
@@ -312,6 +368,30 @@ impl<'a> Core<'a> {
     #[inline]
     fn done(&self, g: usize, e: u64) -> &'a AtomicU64 {
         &self.done[g * self.slots as usize + (e & (self.slots - 1)) as usize]
+    }
+
+    /// The sequence word of event `e`'s slot.
+    #[inline]
+    pub fn seq(&self, e: u64) -> &'a AtomicU64 {
+        let s = (e & (self.slots - 1)) as usize;
+        // SAFETY: s < slots, and `SeqWords::new`'s contract makes each such word live for 'a.
+        unsafe { &*(self.seqs.base.add(s * self.seqs.stride) as *const AtomicU64) }
+    }
+
+    /// True when event `e` is published, seen in its slot's own sequence word (Acquire: it
+    /// takes over the slot's contents, paired with the producer's Release store of `2e + 2`).
+    /// Valid for an event its group has not released: the producer cannot start the
+    /// slot's next lap before that, and an earlier lap's word is below `2e + 2`.
+    #[inline]
+    pub fn slot_published(&self, e: u64) -> bool {
+        self.seq(e).load(Ordering::Acquire) == 2 * e + 2
+    }
+
+    /// Group `g` is read by one member, which then learns what is published from the slot
+    /// words rather than from the write cursor.
+    #[inline]
+    fn sole(&self, g: usize) -> bool {
+        self.groups[g].info.members.load(Ordering::Relaxed) == 1
     }
 
     // ---------------------------------------------------------------- producer side
@@ -338,7 +418,9 @@ impl<'a> Core<'a> {
         w - *cached < self.capacity
     }
 
-    /// Publishes events below `w_new` and wakes sleeping readers, if any.
+    /// Publishes events below `w_new` (whose slot words already say so) and wakes sleeping
+    /// readers, if any. One call may publish many events: the batched producer's one store
+    /// of the cursor and one look at `waiting` for the whole batch.
     #[inline]
     pub fn publish(&self, w_new: u64) {
         self.ctl.write.store(w_new, Ordering::SeqCst);
@@ -390,26 +472,38 @@ impl<'a> Core<'a> {
 
     // ---------------------------------------------------------------- consumer side
 
-    /// Member `m` of group `g` claims up to `batch` published events.
-    pub fn claim(&self, g: usize, m: usize, batch: u64) -> Claim {
+    /// Member `m` of group `g` claims up to `batch` published events. `slot_words`: a sole
+    /// member looks at the slots' sequence words instead of the write cursor (see
+    /// `Reader::set_small_events`).
+    pub fn claim(&self, g: usize, m: usize, batch: u64, slot_words: bool) -> Claim {
         let grp = &self.groups[g];
         let mem = &grp.members[m];
         let batch = batch.clamp(1, MAX_BATCH);
+        let sole = slot_words && self.sole(g);
         loop {
             let c = grp.claim.load(Ordering::SeqCst);
-            let w = self.ctl.write.load(Ordering::SeqCst);
-            if c >= w {
+            let end = if sole {
+                // A sole member reads the slots' own words (which it reads next anyway)
+                // instead of the write cursor, the line the producer stores at every publish.
+                let mut end = c;
+                while end < c + batch && self.slot_published(end) {
+                    end += 1;
+                }
+                end
+            } else {
+                self.ctl.write.load(Ordering::SeqCst).min(c + batch)
+            };
+            if end <= c {
                 if self.ctl.eos.load(Ordering::SeqCst) == 0 {
                     return Claim::Empty;
                 }
-                // Closed: the producer's last publish precedes `eos`, so a fresh read of
-                // `write` is final.
+                // Closed: the producer's last publish (slot words, then `write`) precedes
+                // `eos`, so a fresh read of `write` is final.
                 if c >= self.ctl.write.load(Ordering::SeqCst) {
                     return Claim::End;
                 }
                 continue;
             }
-            let end = w.min(c + batch);
             // Publish the range first: a claimed event is always covered by its owner's `held`.
             mem.held.store(pack_held(c, end - c), Ordering::SeqCst);
             if grp
@@ -432,13 +526,27 @@ impl<'a> Core<'a> {
     /// own events in order; different members may finish out of order.
     #[inline]
     pub fn release(&self, g: usize, m: usize, e: u64) {
+        self.release_range(g, m, e, e + 1);
+    }
+
+    /// Member `m` of group `g` releases its claimed events `start..end` at once: for a sole
+    /// member one store of the cursor (and one look for a sleeping producer) for the lot.
+    #[inline]
+    pub fn release_range(&self, g: usize, m: usize, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
         let grp = &self.groups[g];
-        grp.members[m].released.fetch_add(1, Ordering::Relaxed);
+        grp.members[m]
+            .released
+            .fetch_add(end - start, Ordering::Relaxed);
         if grp.info.members.load(Ordering::Relaxed) == 1 {
-            // Sole member: its releases are in order, so the cursor is simply e + 1.
-            grp.release.store(e + 1, Ordering::SeqCst);
+            // Sole member: its releases are in order, so the cursor is simply `end`.
+            grp.release.store(end, Ordering::SeqCst);
         } else {
-            self.done(g, e).store(e + 1, Ordering::SeqCst);
+            for e in start..end {
+                self.done(g, e).store(e + 1, Ordering::SeqCst);
+            }
             self.advance(g);
         }
         self.wake_producer();
@@ -479,20 +587,57 @@ impl<'a> Core<'a> {
     /// published event, or the end of the stream. The sleeper's look in the Dekker pair with
     /// [`Core::publish`] and [`Core::close`] (see the module's memory-ordering section).
     #[inline]
-    pub fn claimable(&self, g: usize) -> bool {
-        self.groups[g].claim.load(Ordering::SeqCst) < self.ctl.write.load(Ordering::SeqCst)
+    pub fn claimable(&self, g: usize, slot_words: bool) -> bool {
+        let c = self.groups[g].claim.load(Ordering::SeqCst);
+        c < self.ctl.write.load(Ordering::SeqCst)
             || self.ctl.eos.load(Ordering::SeqCst) != 0
+            || (slot_words && self.sole(g) && self.slot_published(c))
+    }
+
+    /// A cheap look for a spinning member of group `g`: a sole member reading slot words
+    /// looks at the next slot's word only (the line it reads next anyway), others at the
+    /// cursors.
+    #[inline]
+    pub fn spin_ready(&self, g: usize, slot_words: bool) -> bool {
+        if slot_words && self.sole(g) {
+            let c = self.groups[g].claim.load(Ordering::Relaxed);
+            self.slot_published(c) || self.ctl.eos.load(Ordering::Relaxed) != 0
+        } else {
+            self.claimable(g, false)
+        }
     }
 
     /// Waits (spin, then futex) until something may be claimable by group `g` or the stream
-    /// ended, at most `timeout_ns`.
-    pub fn wait_data(&self, g: usize, timeout_ns: u64) {
-        let ready = || self.claimable(g);
-        for _ in 0..SPINS {
-            if ready() {
-                return;
+    /// ended, at most `timeout_ns`. `spin_ns`: spin for this long before sleeping (a reader
+    /// on a core of its own, see `reader::Patience`); `None`: the short fixed spin of a
+    /// reader that shares its core.
+    pub fn wait_data(&self, g: usize, timeout_ns: u64, spin_ns: Option<u64>, slot_words: bool) {
+        let ready = || self.claimable(g, slot_words);
+        match spin_ns {
+            // Under loom a spin is a yield and time stands still: the fixed spin only.
+            Some(budget) if budget > 0 && !cfg!(daq_loom) => {
+                let until = super::sync::now_ns().saturating_add(budget.min(timeout_ns));
+                loop {
+                    // The clock (vDSO, ~20 ns) once per 64 looks.
+                    for _ in 0..64 {
+                        if self.spin_ready(g, slot_words) {
+                            return;
+                        }
+                        spin();
+                    }
+                    if super::sync::now_ns() >= until {
+                        break;
+                    }
+                }
             }
-            spin();
+            _ => {
+                for _ in 0..SPINS {
+                    if self.spin_ready(g, slot_words) {
+                        return;
+                    }
+                    spin();
+                }
+            }
         }
         let dw = &self.ctl.data_wait;
         let seen = dw.futex.load(Ordering::SeqCst);

@@ -6,7 +6,7 @@
 //! Run: `RUSTFLAGS="--cfg daq_loom" cargo test --release --lib ring::loom_tests`
 //! (with `CARGO_TARGET_DIR=target/loom` to keep the normal build).
 
-use super::core::{Claim, Control, Core, Group};
+use super::core::{Claim, Control, Core, Group, SeqWords};
 use super::reader::{wait_any, WaitToken};
 use super::sync::{AtomicU64, Ordering};
 use loom::cell::UnsafeCell;
@@ -18,6 +18,8 @@ struct Model {
     groups: Vec<Group>,
     done: Vec<AtomicU64>,
     cells: Vec<UnsafeCell<u64>>,
+    /// Each slot's sequence word, written as the real producer writes `SlotHeader::seq`.
+    seqs: Vec<AtomicU64>,
     slots: u64,
     /// Bumped by the producer after each publish and at close: readers with nothing to read
     /// block on it instead of spinning. (Two spinning readers let loom delay the producer
@@ -41,6 +43,7 @@ impl Model {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             cells: (0..slots).map(|_| UnsafeCell::new(0)).collect(),
+            seqs: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             slots,
             progress: (Mutex::new(0), Condvar::new()),
         })
@@ -51,24 +54,46 @@ impl Model {
             ctl: &self.ctl,
             groups: &self.groups,
             done: &self.done,
+            seqs: SeqWords::of(&self.seqs),
             slots: self.slots,
             capacity: self.slots,
         }
     }
 
-    /// Writes events 0..n with payload e * 10 + 1, then closes.
+    /// Writes event `e`'s slot as the producer does: sequence word `2e + 1`, payload
+    /// `e * 10 + 1`, word `2e + 2` (Release). Does not move the write cursor.
+    fn write_slot(&self, e: u64) {
+        let seq = &self.seqs[(e % self.slots) as usize];
+        seq.store(2 * e + 1, Ordering::Relaxed);
+        self.cells[(e % self.slots) as usize].with_mut(|p| {
+            // SAFETY: loom checks that no reader accesses this cell concurrently.
+            unsafe { *p = e * 10 + 1 }
+        });
+        seq.store(2 * e + 2, Ordering::Release);
+    }
+
+    /// Writes events 0..n, then closes.
     fn produce(&self, n: u64) {
+        self.produce_batched(n, 1);
+    }
+
+    /// Writes events 0..n in batches of up to `batch` (as much as there is room for, at
+    /// least one): each batch's slots, then one publish of the cursor. Then closes.
+    fn produce_batched(&self, n: u64, batch: u64) {
         let core = self.core();
         let mut cached = 0;
-        for e in 0..n {
-            while !core.has_room(e, &mut cached) {
+        let mut w = 0;
+        while w < n {
+            while !core.has_room(w, &mut cached) {
                 thread::yield_now();
             }
-            self.cells[(e % self.slots) as usize].with_mut(|p| {
-                // SAFETY: loom checks that no reader accesses this cell concurrently.
-                unsafe { *p = e * 10 + 1 }
-            });
-            core.publish(e + 1);
+            let room = core.capacity - (w - cached);
+            let end = (w + batch.min(room)).min(n);
+            for e in w..end {
+                self.write_slot(e);
+            }
+            w = end;
+            core.publish(w);
             self.bump();
         }
         core.close();
@@ -82,10 +107,7 @@ impl Model {
         let mut cached = 0;
         for e in 0..n {
             assert!(core.wait_room(e, &mut cached, u64::MAX, || 0));
-            self.cells[(e % self.slots) as usize].with_mut(|p| {
-                // SAFETY: loom checks that no reader accesses this cell concurrently.
-                unsafe { *p = e * 10 + 1 }
-            });
+            self.write_slot(e);
             core.publish(e + 1);
         }
     }
@@ -100,6 +122,34 @@ impl Model {
             assert_eq!(v, ev * 10 + 1, "group {g} member {m} read a wrong slot");
             seen.push(ev);
             self.core().release(g, m, ev);
+        }
+    }
+
+    /// As `read`, but releases the claimed range as one, after reading all of it (the sole
+    /// member's batched release).
+    fn read_then_release(&self, g: usize, m: usize, (s, e): (u64, u64), seen: &mut Vec<u64>) {
+        for ev in s..e {
+            let v = self.cells[(ev % self.slots) as usize].with(|p| {
+                // SAFETY: loom checks this read against the producer's write.
+                unsafe { *p }
+            });
+            assert_eq!(v, ev * 10 + 1, "group {g} member {m} read a wrong slot");
+            seen.push(ev);
+        }
+        self.core().release_range(g, m, s, e);
+    }
+
+    /// As `consume`, releasing each claimed range at once.
+    fn consume_batched(&self, g: usize, m: usize, batch: u64) -> Vec<u64> {
+        let core = self.core();
+        let mut seen = Vec::new();
+        loop {
+            let progress = self.seen();
+            match core.claim(g, m, batch, true) {
+                Claim::Got(s, e) => self.read_then_release(g, m, (s, e), &mut seen),
+                Claim::Empty => self.wait_past(progress),
+                Claim::End => return seen,
+            }
         }
     }
 
@@ -128,7 +178,7 @@ impl Model {
         let mut seen = Vec::new();
         loop {
             let progress = self.seen();
-            match core.claim(g, m, batch) {
+            match core.claim(g, m, batch, true) {
                 Claim::Got(s, e) => self.read(g, m, (s, e), &mut seen),
                 Claim::Empty => self.wait_past(progress),
                 Claim::End => return seen,
@@ -209,7 +259,7 @@ fn reclaim_releases_a_dead_members_events_only() {
             thread::spawn(move || m.produce(1))
         };
         // The doomed member claims once, if anything is there.
-        while !matches!(core.claim(0, 1, 1), Claim::Got(..)) {
+        while !matches!(core.claim(0, 1, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
         let sup = {
@@ -250,7 +300,7 @@ fn takeover_racing_the_supervisors_reclaim_releases_only_the_dead_members_events
             let m = m.clone();
             thread::spawn(move || m.produce(3))
         };
-        while !matches!(core.claim(0, 0, 1), Claim::Got(..)) {
+        while !matches!(core.claim(0, 0, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
         let sup = {
@@ -319,9 +369,9 @@ fn sleepers_on_the_futex_are_always_woken() {
         let core = m.core();
         let mut seen = Vec::new();
         loop {
-            match core.claim(0, 0, 1) {
+            match core.claim(0, 0, 1, true) {
                 Claim::Got(s, e) => m.read(0, 0, (s, e), &mut seen),
-                Claim::Empty => core.wait_data(0, u64::MAX),
+                Claim::Empty => core.wait_data(0, u64::MAX, None, true),
                 Claim::End => break,
             }
         }
@@ -355,11 +405,11 @@ fn a_merged_reader_asleep_on_two_rings_is_always_woken() {
                 .iter()
                 .map(|&i| WaitToken::new(rings[i].core(), 0, false))
                 .collect();
-            if !live.iter().any(|&i| rings[i].core().claimable(0)) {
+            if !live.iter().any(|&i| rings[i].core().claimable(0, true)) {
                 wait_any(&tokens, std::time::Duration::MAX);
             }
             for &i in &live {
-                match rings[i].core().claim(0, 0, 1) {
+                match rings[i].core().claim(0, 0, 1, true) {
                     Claim::Got(s, e) => rings[i].read(0, 0, (s, e), &mut seen),
                     Claim::End => ended[i] = true,
                     Claim::Empty => {}
@@ -368,5 +418,87 @@ fn a_merged_reader_asleep_on_two_rings_is_always_woken() {
         }
         p.join().unwrap();
         assert_eq!(seen, vec![0, 1]);
+    });
+}
+
+/// Batched publish against a sole reader that learns of events from the slot words alone
+/// and releases each claimed range at once: two slots, five events in batches of up to two,
+/// so every slot is reused twice (wrap-around) and a batch may straddle the ring's end. A
+/// reader that took a slot word from an earlier lap as "published", or read a slot before
+/// its word said so, reads a wrong payload or races the producer's write (loom reports it);
+/// a release before the read ends lets the producer overwrite a slot being read.
+#[test]
+fn batch_publish_to_a_sole_reader_reading_the_slot_words() {
+    model(|| {
+        let m = Model::new(2, &[1]);
+        let p = {
+            let m = m.clone();
+            thread::spawn(move || m.produce_batched(5, 2))
+        };
+        let a = m.consume_batched(0, 0, 2);
+        p.join().unwrap();
+        assert_eq!(a, vec![0, 1, 2, 3, 4]);
+        assert_eq!(m.groups[0].release.0.load(Ordering::SeqCst), 5);
+    });
+}
+
+/// Batched publish to a sole reader (slot words) and to a shared group (write cursor) at
+/// once: the slower group holds the producer back, and each sees every event once.
+#[test]
+fn batch_publish_to_a_sole_reader_and_a_shared_group() {
+    model(|| {
+        let m = Model::new(2, &[1, 2]);
+        let p = {
+            let m = m.clone();
+            thread::spawn(move || m.produce_batched(3, 2))
+        };
+        let c = {
+            let m = m.clone();
+            thread::spawn(move || m.consume(1, 0, 2))
+        };
+        let a = m.consume_batched(0, 0, 2);
+        let b = c.join().unwrap();
+        p.join().unwrap();
+        assert_eq!(a, vec![0, 1, 2]);
+        assert_eq!(b, vec![0, 1, 2]);
+    });
+}
+
+/// A sole reader asleep in `wait_data` while the producer publishes in batches and sleeps
+/// in `wait_room` (one slot would make every batch one event, so two): the reader spins on
+/// the slot word, then sleeps announced on the futex; a lost wake-up is a deadlock.
+#[test]
+fn a_sole_reader_asleep_is_woken_by_a_batch_publish() {
+    model(|| {
+        let m = Model::new(2, &[1]);
+        let p = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let core = m.core();
+                let mut cached = 0;
+                let mut w = 0;
+                while w < 4 {
+                    assert!(core.wait_room(w, &mut cached, u64::MAX, || 0));
+                    let end = (w + core.capacity - (w - cached)).min(4);
+                    for e in w..end {
+                        m.write_slot(e);
+                    }
+                    w = end;
+                    core.publish(w);
+                }
+                core.close();
+            })
+        };
+        let core = m.core();
+        let mut seen = Vec::new();
+        loop {
+            match core.claim(0, 0, 2, true) {
+                Claim::Got(s, e) => m.read_then_release(0, 0, (s, e), &mut seen),
+                Claim::Empty => core.wait_data(0, u64::MAX, None, true),
+                Claim::End => break,
+            }
+        }
+        p.join().unwrap();
+        assert_eq!(seen, vec![0, 1, 2, 3]);
     });
 }

@@ -80,7 +80,8 @@ pub use core::{MAX_GROUPS, MAX_MEMBERS};
 pub use error::{AttachError, ClaimError, CreateError, RoleError};
 pub use layout::{ring_bytes, slots_for, Policy, RingSpec, LAYOUT_VERSION, SLOT_HEADER};
 pub use observer::{RingObserver, WrongSize};
-pub use producer::{Producer, SlotMut};
+pub use producer::{Producer, SlotMut, Slots};
+pub use reader::OWN_CORE_SPIN_MAX;
 pub use reader::{wait_any, Kept, Next, Reader, SlotRef, WaitToken};
 
 use std::time::Duration;

@@ -7,7 +7,7 @@
 use super::attach::Ring;
 use super::core::{self, Claim, Core};
 use super::error::RoleError;
-use super::layout::SLOT_HEADER;
+use super::layout::{Policy, SLOT_HEADER};
 use super::nanos;
 use super::sync::{self, AtomicU32, Ordering};
 use crate::dtype::Metadata;
@@ -97,6 +97,11 @@ impl Ring {
             batch,
             next: 0,
             end: 0,
+            sole: self.inner.members[group] == 1 && self.inner.policy == Policy::Block,
+            patience: None,
+            small_events: false,
+            finished: 0,
+            unreleased: 0,
         })
     }
 }
@@ -114,6 +119,79 @@ pub struct Reader {
     next: u64,
     /// End of the claimed range.
     end: u64,
+    /// The group has this one member and the ring the `block` policy: the member releases
+    /// the events it finished as one range (one store of the group's cursor) when it has
+    /// finished its claimed range, holds `RELEASE_BYTES` of them or sees the producer
+    /// waiting for room, instead of one by one. (Under `drop` a slot held back would cost an event, so it releases each at once.)
+    sole: bool,
+    /// Sole member: events `finished - unreleased .. finished` are read (their borrows
+    /// dropped) but not yet released; `finished <= next`.
+    finished: u64,
+    /// Sole member: how many finished events wait to be released, 0 ..= the claimed batch.
+    unreleased: u64,
+    /// Set by [`Reader::set_small_events`]: a sole member reads slot words and releases
+    /// ranges.
+    small_events: bool,
+    /// How long to spin before sleeping, when on a core of its own
+    /// ([`Reader::spin_on_own_core`]); `None`: the short fixed spin.
+    patience: Option<Patience>,
+}
+
+/// A sole member releases what it has read once it holds back this many bytes of event
+/// data, even inside its claimed range.
+const RELEASE_BYTES: usize = 8 << 10;
+
+/// The longest a reader on a core of its own spins before it sleeps, as the engine and
+/// `daq-engine bench ring` set it ([`Reader::spin_on_own_core`]): events closer than half
+/// of this (above 2 kHz) are caught spinning; an idle reader sleeps after this long.
+pub const OWN_CORE_SPIN_MAX: Duration = Duration::from_millis(1);
+
+/// The spin budget of a reader on a core of its own, adapted to the idle times it sees.
+#[derive(Clone, Copy, Debug)]
+struct Patience {
+    /// Longest spin, ns (> 0).
+    max_ns: u64,
+    /// Running mean (weight 1/8) of the times from finding the ring empty to getting the
+    /// next event, each at most `2 * max_ns`; starts at `max_ns / 2`.
+    idle_mean_ns: u64,
+    /// When the ring was first found empty since the last event, `CLOCK_MONOTONIC` ns.
+    idle_since: Option<u64>,
+}
+
+impl Patience {
+    fn new(max_ns: u64) -> Patience {
+        let max_ns = max_ns.max(1);
+        Patience {
+            max_ns,
+            idle_mean_ns: max_ns / 2,
+            idle_since: None,
+        }
+    }
+
+    /// How much longer to spin, the ring found empty at `now`: twice the mean idle time
+    /// (at most `max_ns`) from the start of this idle spell, or nothing when events come
+    /// further apart than `max_ns` (spinning would rarely catch one) or the spell has
+    /// outlasted the budget.
+    fn budget(&mut self, now: u64) -> u64 {
+        let since = *self.idle_since.get_or_insert(now);
+        if self.idle_mean_ns > self.max_ns {
+            return 0;
+        }
+        let budget = (2 * self.idle_mean_ns).min(self.max_ns);
+        budget.saturating_sub(now.saturating_sub(since))
+    }
+
+    /// An event was got at `now` (read only when the ring had been found empty); if the
+    /// ring had been empty, the idle spell ends and counts.
+    fn arrived(&mut self, now: impl FnOnce() -> u64) {
+        if let Some(since) = self.idle_since.take() {
+            // A spell longer than twice the longest spin counts as that: it says "long", and
+            // a reader back from a pause (or the wait for the first event) spins again after
+            // a few events instead of sleeping through dozens while one huge sample decays.
+            let idle = now().saturating_sub(since).min(2 * self.max_ns);
+            self.idle_mean_ns = self.idle_mean_ns - self.idle_mean_ns / 8 + idle / 8;
+        }
+    }
 }
 
 impl Reader {
@@ -126,7 +204,8 @@ impl Reader {
     /// or whose earlier process died before it wrote them) as released unread, so the books
     /// show them lost rather than delivered. At most what the group read from this ring and
     /// has not counted so; returns how many were counted.
-    pub fn count_unused(&self, n: u64) -> u64 {
+    pub fn count_unused(&mut self, n: u64) -> u64 {
+        self.flush();
         let group = &self.ring.inner.core().groups[self.group];
         let info = &group.info;
         let read = self
@@ -190,24 +269,53 @@ impl Reader {
             return self.hand_out();
         }
         let core = self.ring.inner.core();
-        let deadline = sync::now_ns().saturating_add(nanos(timeout));
+        // Read the clock only once the ring is found empty: a busy reader never does.
+        let mut deadline = None;
         loop {
-            match core.claim(self.group, self.member, self.batch) {
+            match core.claim(self.group, self.member, self.batch, self.small_events) {
                 Claim::Got(s, e) => {
                     self.next = s;
                     self.end = e;
+                    if let Some(p) = &mut self.patience {
+                        p.arrived(sync::now_ns);
+                    }
                     return self.hand_out();
                 }
                 Claim::End => return Next::End,
                 Claim::Empty => {
                     let now = sync::now_ns();
-                    if now >= deadline {
+                    let until = *deadline.get_or_insert(now.saturating_add(nanos(timeout)));
+                    if now >= until {
                         return Next::Idle;
                     }
-                    core.wait_data(self.group, deadline - now);
+                    let spin = self.patience.as_mut().map(|p| p.budget(now));
+                    core.wait_data(self.group, until - now, spin, self.small_events);
                 }
             }
         }
+    }
+
+    /// For a sole member of its group (on a `block` ring, for the range release) that
+    /// moves many small events: learn that an event is published from its slot's own
+    /// sequence word instead of the producer's write cursor, and release what it read as
+    /// one range (at the end of its claimed range, at `RELEASE_BYTES`, when the producer
+    /// sleeps, or at [`Reader::release_finished`]) instead of one by one. Off by default
+    /// (on in `bench ring`): a range released late changes what a reader that dies
+    /// mid-range leaves to the supervisor's reclaim, which the engine's books of restarted
+    /// exporters have not been checked against yet. (The engine's 4× slower `tiny_direct`
+    /// once blamed on this came from the producer's claim, see `SlotMut`.)
+    pub fn set_small_events(&mut self, on: bool) {
+        self.small_events = on;
+    }
+
+    /// Lets this reader, on a core no other process of the run uses, spin rather than sleep
+    /// when its ring is empty: for as long as it has been idle between events lately (twice
+    /// the running mean of those idle times), at most `max`, measured in time rather than in
+    /// loop turns. When events come further apart than `max` it sleeps at once, and after
+    /// `max` of idleness it sleeps until woken, so an idle run uses no CPU. Without this (the
+    /// default, right for readers that share a core) a reader spins only briefly.
+    pub fn spin_on_own_core(&mut self, max: Duration) {
+        self.patience = Some(Patience::new(nanos(max)));
     }
 
     /// The next event if one is published, without waiting.
@@ -251,7 +359,10 @@ impl Reader {
         if self.next < self.end {
             return true;
         }
-        self.ring.inner.core().claimable(self.group)
+        self.ring
+            .inner
+            .core()
+            .claimable(self.group, self.small_events)
     }
 
     fn hand_out(&mut self) -> Next<'_> {
@@ -261,8 +372,59 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// Event `e`, handed out by this member, is read: release it, or (sole member) note it
+    /// and release what it finished as one range once the claimed range is done.
+    fn finish(&mut self, e: u64) {
+        if !(self.sole && self.small_events) {
+            self.ring.inner.core().release(self.group, self.member, e);
+            return;
+        }
+        if self.unreleased > 0 && self.finished != e {
+            // Out of order (an event kept past its borrow came back late): what was noted
+            // first, so the cursor never covers an event still out.
+            self.flush();
+        }
+        self.finished = e + 1;
+        self.unreleased += 1;
+        // `waiting` is written only when the producer goes to sleep: reading it costs no
+        // transfer of a line per event. A producer that sleeps just after this look is woken
+        // at the latest when the claimed range is done.
+        let inner = &*self.ring.inner;
+        let producer_waits = inner.core().ctl.space_wait.waiting.load(Ordering::Relaxed) != 0;
+        // Large events: a few at a time, so the producer can go on writing while this
+        // member reads (what batching saves is per event, not per byte).
+        let held_bytes = self.unreleased as usize * inner.data_bytes();
+        if self.finished >= self.end || producer_waits || held_bytes >= RELEASE_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Releases at once the events this member has read but not yet released (a sole
+    /// member releases what it read as one range when it has read its whole claimed range).
+    /// Call it before reading the group's counters mid-range, e.g. to book what an output
+    /// could not write ([`Reader::count_unused`] does).
+    pub fn release_finished(&mut self) {
+        self.flush();
+    }
+
+    /// Releases the finished events not yet released (sole member), as one range.
+    fn flush(&mut self) {
+        if self.unreleased > 0 {
+            self.ring.inner.core().release_range(
+                self.group,
+                self.member,
+                self.finished - self.unreleased,
+                self.finished,
+            );
+            self.unreleased = 0;
+        }
+    }
+}
+
 impl Drop for Reader {
     fn drop(&mut self) {
+        self.flush();
         let core = self.ring.inner.core();
         // Events claimed but never handed out are released, so the group does not stall.
         // Nobody in the group will read them now: count them as abandoned.
@@ -318,7 +480,7 @@ impl<'a> WaitToken<'a> {
 
     /// True when the token's reader would find something (as [`Reader::ready`]).
     fn ready(&self) -> bool {
-        self.claimed || self.core.claimable(self.group)
+        self.claimed || self.core.claimable(self.group, false)
     }
 }
 
@@ -453,13 +615,77 @@ impl Reader {
 
     /// Gives a kept event back (as dropping its [`SlotRef`] would have).
     pub fn release_kept(&mut self, k: Kept) {
-        self.ring.inner.core().release(self.group, self.member, k.e);
+        self.finish(k.e);
     }
 }
 
 impl Drop for SlotRef<'_> {
     fn drop(&mut self) {
-        let r = &*self.reader;
-        r.ring.inner.core().release(r.group, r.member, self.e);
+        self.reader.finish(self.e);
+    }
+}
+
+#[cfg(all(test, not(daq_loom)))]
+mod tests {
+    use super::Patience;
+
+    const US: u64 = 1_000;
+
+    /// A reader that sees events 100 µs apart spins about twice that, and not longer than
+    /// the spell it is in allows.
+    #[test]
+    fn the_spin_budget_follows_the_idle_times_seen() {
+        let mut p = Patience::new(1_000 * US);
+        let mut t = 0;
+        for _ in 0..64 {
+            p.budget(t);
+            t += 100 * US;
+            p.arrived(|| t);
+        }
+        let b = p.budget(t);
+        assert!((180 * US..=220 * US).contains(&b), "budget {b} ns");
+        // Later in the same idle spell: what is left of it.
+        assert_eq!(p.budget(t + 150 * US), b - 150 * US);
+        assert_eq!(p.budget(t + 400 * US), 0);
+    }
+
+    /// Events further apart than the longest spin: no spin at all. After an idle spell
+    /// longer than the budget, none either, until events come close again.
+    #[test]
+    fn rare_events_and_idleness_mean_sleeping_at_once() {
+        let mut p = Patience::new(1_000 * US);
+        let mut t = 0;
+        for _ in 0..64 {
+            p.budget(t);
+            t += 5_000 * US;
+            p.arrived(|| t);
+        }
+        assert_eq!(p.budget(t), 0);
+        // Back to 100 µs apart: spinning again within a few dozen events.
+        let mut spins = 0;
+        for _ in 0..64 {
+            if p.budget(t) > 0 {
+                spins += 1;
+            }
+            t += 100 * US;
+            p.arrived(|| t);
+        }
+        assert!(spins > 16, "spun before {spins} of 64 events");
+        assert!(p.budget(t) > 0);
+        // An hour's pause, then events 100 µs apart again: spinning after a few.
+        p.budget(t);
+        t += 3_600_000_000 * US;
+        p.arrived(|| t);
+        let mut slept = 0;
+        while p.budget(t) == 0 {
+            slept += 1;
+            t += 100 * US;
+            p.arrived(|| t);
+        }
+        assert!(slept <= 8, "slept through {slept} events after a pause");
+        // Idle from here on: the first look spins, after the budget none.
+        assert!(p.budget(t) <= 1_000 * US);
+        assert_eq!(p.budget(t + 1_000 * US), 0);
+        assert_eq!(p.budget(t + 60_000_000 * US), 0);
     }
 }

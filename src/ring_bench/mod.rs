@@ -5,7 +5,8 @@
 //! What it measures, for each event size and each number of consumer groups:
 //! - **ours**: a producer process pinned to one CPU copies each event from a source buffer
 //!   into a claimed slot, writes the event number into 64-bit word 1 and its
-//!   `CLOCK_MONOTONIC` publish time into word 0, and publishes it; one reader process per
+//!   `CLOCK_MONOTONIC` publish time into word 0, and publishes it (at full speed in batches
+//!   of up to 32 events and 8 KiB, one store of the shared cursor per batch); one reader process per
 //!   consumer group, all pinned to a second CPU (with two groups both readers share that
 //!   CPU), reads every 64-bit word of every event (a checksum, so the bandwidth is real),
 //!   checks the event number, and records publish→read latency in an HDR histogram.
@@ -445,6 +446,168 @@ pub fn run(opts: &RingBenchOptions) -> Result<RingReport, RingBenchError> {
     })
 }
 
+/// The latency case with the machine busy (`daq-engine bench ring-loaded`): what a reader
+/// placed as the engine places a hot one sees when everything else is busy.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LoadedReport {
+    /// The machine.
+    pub machine: MachineInfo,
+    /// Event size, bytes.
+    pub bytes: usize,
+    /// Events measured.
+    pub events: u64,
+    /// Publish rate, Hz.
+    pub rate_hz: f64,
+    /// Publish → read latency of every event.
+    pub latency: Latency,
+    /// The reader ran SCHED_FIFO with its memory locked.
+    pub realtime: bool,
+    /// `/proc/sys/kernel/sched_rt_runtime_us` as found (and restored).
+    pub rt_runtime_us: String,
+    /// Real-time throttling was lifted (-1) for the run.
+    pub unthrottled: bool,
+    /// Kernel release.
+    pub kernel: String,
+    /// CPU of the busy loop and the producer; CPU of the reader.
+    pub cpus: (usize, usize),
+}
+
+const RT_RUNTIME: &str = "/proc/sys/kernel/sched_rt_runtime_us";
+
+/// Lifts real-time throttling for as long as it lives (as root), putting the value found
+/// back when dropped, also when the run fails half-way.
+struct Unthrottled {
+    before: String,
+}
+
+impl Unthrottled {
+    fn lift() -> Option<Unthrottled> {
+        let before = read_trimmed(RT_RUNTIME);
+        if before.is_empty() || before == "-1" {
+            return None;
+        }
+        std::fs::write(RT_RUNTIME, "-1")
+            .ok()
+            .map(|()| Unthrottled { before })
+    }
+}
+
+impl Drop for Unthrottled {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(RT_RUNTIME, &self.before) {
+            eprintln!(
+                "daq-engine: bench: could not restore {RT_RUNTIME} to {}: {e}; restore it by hand",
+                self.before
+            );
+        }
+    }
+}
+
+/// Publish → read latency of `events` events of `bytes` at `rate` Hz through one ring with
+/// one reader, while a busy loop the bench starts keeps the producer's CPU busy. The reader
+/// is pinned to [`RingBenchOptions::consumer_cpu`] alone and waits as the engine's reader on a
+/// core of its own does; with [`RingBenchOptions::realtime`] it runs SCHED_FIFO with its
+/// memory locked, and real-time throttling (which would stop a spinning real-time reader for
+/// 50 ms of every second) is lifted for the run and restored after. The producer runs at
+/// normal priority beside the busy loop (so the machine stays usable), its time stamp taken
+/// just before it publishes.
+pub fn loaded(
+    opts: &RingBenchOptions,
+    bytes: usize,
+    events: u64,
+    rate: f64,
+) -> Result<LoadedReport, RingBenchError> {
+    let opts = RingBenchOptions {
+        sizes: vec![bytes],
+        groups: vec![1],
+        ..opts.clone()
+    };
+    validate(&opts)?;
+    let mut machine = machine_info();
+    let rt_runtime_us = read_trimmed(RT_RUNTIME);
+    let hog = Child::spawn("busy loop", opts.producer_cpu, false, |_| loop {
+        std::hint::spin_loop();
+    })?;
+    let lifted = if opts.realtime {
+        Unthrottled::lift()
+    } else {
+        None
+    };
+    let unthrottled = lifted.is_some();
+    let case = Case {
+        bytes,
+        groups: 1,
+        slots: opts.slots(bytes),
+    };
+    let places = places(opts.huge, None);
+    let run = ours_run(&opts, &places, &case, (events, rate), false, false);
+    drop(lifted);
+    drop(hog);
+    let (t, _) = run?;
+    machine.load_after = read_trimmed("/proc/loadavg");
+    Ok(LoadedReport {
+        machine,
+        bytes,
+        events: t.events,
+        rate_hz: rate,
+        latency: t.latency,
+        realtime: opts.realtime,
+        rt_runtime_us,
+        unthrottled,
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        cpus: (opts.producer_cpu, opts.consumer_cpu),
+    })
+}
+
+impl fmt::Display for LoadedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.machine;
+        writeln!(
+            f,
+            "Ring latency with the other CPU busy: {} CPUs, {}, kernel {}",
+            m.cpus, m.cpu_model, self.kernel
+        )?;
+        writeln!(
+            f,
+            "load average before: {}   after: {}",
+            m.load_before, m.load_after
+        )?;
+        writeln!(
+            f,
+            "busy loop and producer (normal priority) on CPU {}; reader alone on CPU {}{}",
+            self.cpus.0,
+            self.cpus.1,
+            if self.realtime {
+                ", SCHED_FIFO, memory locked"
+            } else {
+                ", normal priority (not root: no SCHED_FIFO)"
+            }
+        )?;
+        writeln!(
+            f,
+            "real-time throttling: sched_rt_runtime_us {}{}",
+            self.rt_runtime_us,
+            if self.unthrottled {
+                ", lifted (-1) for the run and restored"
+            } else {
+                ", left as it is"
+            }
+        )?;
+        let l = &self.latency;
+        writeln!(
+            f,
+            "{} events of {} at {} Hz, publish -> read µs: p50 {}  p99 {}  p99.9 {}  max {}",
+            self.events,
+            size_name(self.bytes),
+            self.rate_hz,
+            us(l.p50_ns),
+            us(l.p99_ns),
+            us(l.p999_ns),
+            us(l.max_ns)
+        )
+    }
+}
+
 /// The element with the median key (the lower one of an even count). `v` is not empty.
 fn median_by<T: Clone + Default>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
     v.sort_by(|a, b| key(a).total_cmp(&key(b)));
@@ -526,6 +689,20 @@ fn ours_once(
     rate: f64,
     poll: bool,
 ) -> Result<(Transfer, (Backing, bool)), RingBenchError> {
+    ours_run(opts, places, case, (events, rate), poll, opts.realtime)
+}
+
+/// As [`ours_once`]; `producer_rt`: the producer too runs under SCHED_FIFO (when
+/// [`RingBenchOptions::realtime`]); the readers do whenever that is set, and then also lock
+/// their memory (mlockall).
+fn ours_run(
+    opts: &RingBenchOptions,
+    places: &[crate::shm::ShmPlace],
+    case: &Case,
+    (events, rate): (u64, f64),
+    poll: bool,
+    producer_rt: bool,
+) -> Result<(Transfer, (Backing, bool)), RingBenchError> {
     rt_gap(opts);
     let serial = RING_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let words = case.bytes / 8;
@@ -543,8 +720,18 @@ fn ours_once(
     let mut readers = Vec::new();
     for g in 0..case.groups {
         let path = path.clone();
+        // One group: its reader has the consumer CPU to itself, as a reader the engine
+        // places on a core of its own; with more, they share it.
+        let own_core = case.groups == 1;
+        let lock = opts.realtime;
         let mut c = Child::spawn("reader", opts.consumer_cpu, opts.realtime, move |out| {
-            read_events(&path, words, g, poll, out)
+            if lock {
+                // SAFETY: mlockall only changes this process's paging; no memory is touched.
+                if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+                    return Err(format!("mlockall: {}", std::io::Error::last_os_error()));
+                }
+            }
+            read_events(&path, words, g, poll, own_core, out)
         })?;
         let hello = c.line()?;
         if hello != "READY" {
@@ -553,7 +740,7 @@ fn ours_once(
         readers.push(c);
     }
     let bytes = case.bytes;
-    let mut producer = Child::spawn("producer", opts.producer_cpu, opts.realtime, move |out| {
+    let mut producer = Child::spawn("producer", opts.producer_cpu, producer_rt, move |out| {
         write_events(&path, bytes, events, rate, out)
     })?;
     let done = producer.line()?;
@@ -595,6 +782,15 @@ fn ours_once(
     ))
 }
 
+/// Most events the producer writes and publishes at once at full speed (`Producer::claim_batch`):
+/// as the engine's importers of small events do. Each event's time stamp is taken when it is
+/// written, so its publish→read latency includes the wait for the rest of its batch.
+const FULL_SPEED_BATCH: usize = 32;
+
+/// At most this many bytes of events per batch: a batch of large events would keep the
+/// readers waiting for the whole batch's copy.
+const FULL_SPEED_BATCH_BYTES: usize = 8 << 10;
+
 /// Producer process: attaches by path and publishes `events` events.
 fn write_events(
     path: &Path,
@@ -607,22 +803,35 @@ fn write_events(
     let mut producer = ring.producer().map_err(|e| e.to_string())?;
     let (source, in_source) = make_source(bytes);
     let period = if rate > 0.0 { 1e9 / rate } else { 0.0 };
+    // Paced: one event per claim, published as soon as it is written. Full speed: as many
+    // as there is room for, up to FULL_SPEED_BATCH, published at once.
+    let batch = if period > 0.0 {
+        1
+    } else {
+        (FULL_SPEED_BATCH_BYTES / bytes).clamp(1, FULL_SPEED_BATCH)
+    };
     let t0 = now_ns();
-    for i in 0..events {
+    let mut i = 0;
+    while i < events {
         if period > 0.0 {
             let due = t0 + (i as f64 * period) as u64;
             wait_until(due);
         }
-        let off = (i as usize % in_source) * bytes;
-        let mut slot = producer
-            .claim(Duration::from_secs(10))
+        let want = batch.min((events - i) as usize);
+        let mut slots = producer
+            .claim_batch(want, Duration::from_secs(10))
             .map_err(|e| format!("event {i}: {e} (did a reader die?)"))?;
-        let (data, meta) = slot.parts();
-        data.copy_from_slice(&source[off..off + bytes]);
-        meta.counter = i as i64;
-        data[8..16].copy_from_slice(&i.to_le_bytes());
-        data[..8].copy_from_slice(&now_ns().to_le_bytes());
-        slot.publish();
+        for k in 0..slots.len() {
+            let n = i + k as u64;
+            let off = (n as usize % in_source) * bytes;
+            let (data, meta) = slots.parts(k);
+            data.copy_from_slice(&source[off..off + bytes]);
+            meta.counter = n as i64;
+            data[8..16].copy_from_slice(&n.to_le_bytes());
+            data[..8].copy_from_slice(&now_ns().to_le_bytes());
+        }
+        i += slots.len() as u64;
+        slots.publish();
     }
     let blocked = ring.stats().blocked_ns;
     producer.close();
@@ -632,15 +841,22 @@ fn write_events(
 /// Reader process: attaches by path as the sole member of group `g`, reads every word of
 /// every event, checks event numbers and records latency. `poll`: instead of sleeping on
 /// the ring's futex when idle, spin and then `sched_yield` until an event is there.
+/// `own_core`: the reader has its CPU to itself and waits as the engine's reader on a core
+/// of its own does ([`Reader::spin_on_own_core`](crate::ring::Reader::spin_on_own_core)).
 fn read_events(
     path: &Path,
     words: usize,
     g: usize,
     poll: bool,
+    own_core: bool,
     out: &mut std::fs::File,
 ) -> Result<(), String> {
     let ring = Ring::attach(path, None, Some(words)).map_err(|e| e.to_string())?;
     let mut reader = ring.reader(g, 0).map_err(|e| e.to_string())?;
+    if own_core {
+        reader.spin_on_own_core(crate::ring::OWN_CORE_SPIN_MAX);
+    }
+    reader.set_small_events(true);
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)
         .map_err(|e| e.to_string())?;
     writeln!(out, "READY").map_err(|e| e.to_string())?;

@@ -170,3 +170,20 @@ fn iceoryx2_baseline_when_built() {
     assert_eq!(row.peer_paced.unwrap().events, 100);
     assert!(report.to_string().contains("iceoryx2 baseline:"));
 }
+
+/// The busy-machine case measures every event it was asked for and (not real-time here)
+/// leaves the throttling setting alone.
+#[test]
+fn loaded_case_counts_every_event_and_cleans_up() {
+    let before = read_trimmed(RT_RUNTIME);
+    let opts = RingBenchOptions {
+        realtime: false,
+        ..small(vec![64], vec![1])
+    };
+    let r = loaded(&opts, 64, 2_000, 20_000.0).unwrap();
+    assert_eq!((r.events, r.bytes), (2_000, 64));
+    assert!(ordered(&r.latency), "{:?}", r.latency);
+    assert!(!r.unthrottled);
+    assert_eq!(read_trimmed(RT_RUNTIME), before);
+    assert!(r.to_string().contains("p99.9"));
+}

@@ -117,6 +117,14 @@ fn install_signals() {
     }
 }
 
+/// Set (to "1") by the supervisor for a worker process pinned to a core no other process
+/// of the run is pinned to.
+pub const CPU_ALONE_ENV: &str = "DAQ_CPU_ALONE";
+
+/// This process runs pinned on a core of its own: its readers spin before they sleep
+/// ([`crate::ring::Reader::spin_on_own_core`]).
+static SPIN_ON_OWN_CORE: AtomicBool = AtomicBool::new(false);
+
 /// Runs a worker whose `file:` is a Python file (the embedded interpreter sits above this
 /// module, so it is handed in: `crate::python::run_worker`).
 pub type PythonWorker = fn(&Plan, &WorkerPlan, usize) -> Outcome;
@@ -142,7 +150,13 @@ pub fn run(
     }
     let mut refusals = Vec::new();
     if let Some(core) = std::env::var("DAQ_CPU").ok().and_then(|s| s.parse().ok()) {
-        refusals.extend(realtime::pin(core).err());
+        match realtime::pin(core) {
+            Ok(()) => {
+                let alone = std::env::var(CPU_ALONE_ENV).is_ok_and(|v| v == "1");
+                SPIN_ON_OWN_CORE.store(alone, Ordering::SeqCst);
+            }
+            Err(e) => refusals.push(e),
+        }
     }
     if let Some(p) = std::env::var("DAQ_PRIORITY")
         .ok()
@@ -248,8 +262,8 @@ impl Source {
 
     /// Counts `n` events this group was delivered as lost (released unread), spread over
     /// its rings as far as each delivered them.
-    fn count_unused(&self, mut n: u64) {
-        for r in &self.readers {
+    fn count_unused(&mut self, mut n: u64) {
+        for r in &mut self.readers {
             n -= r.count_unused(n);
         }
     }
@@ -264,7 +278,11 @@ impl Source {
         for path in &buffer.rings {
             let ring = Ring::attach(path, Some(&dtype), Some(buffer.data_length))
                 .map_err(|e| e.to_string())?;
-            readers.push(ring.reader(group, member).map_err(|e| e.to_string())?);
+            let mut reader = ring.reader(group, member).map_err(|e| e.to_string())?;
+            if SPIN_ON_OWN_CORE.load(Ordering::SeqCst) {
+                reader.spin_on_own_core(crate::ring::OWN_CORE_SPIN_MAX);
+            }
+            readers.push(reader);
         }
         Ok(Source {
             ended: vec![false; readers.len()],
@@ -693,7 +711,7 @@ pub(crate) fn importer_loop(
                 counter += step;
                 taken += 1;
             }
-            Ok(Produced::Idle) => drop(slot),
+            Ok(Produced::Idle) => {} // the slot goes to the next claim unpublished
             Ok(Produced::End) => break Ok(()),
             Err(e) => break Err(format!("writing '{sink_name}': {e}")),
         }
@@ -901,7 +919,12 @@ fn exporter_loop(
 /// had not flushed yet) or could not be written. Those are counted in the ring as released
 /// unread, so every reader of the books (stats, summary, page) shows them lost. Shared
 /// memory, not a file: the output may have failed because the disk is full.
-fn book_unwritten(w: &WorkerPlan, src: &Source, kept: u64) {
+fn book_unwritten(w: &WorkerPlan, src: &mut Source, kept: u64) {
+    // What the readers finished but release only at the end of their claimed range counts
+    // as delivered: release it now, before the counters are read.
+    for r in &mut src.readers {
+        r.release_finished();
+    }
     let delivered = src.delivered();
     if delivered <= kept {
         return;
@@ -926,7 +949,7 @@ fn book_unwritten(w: &WorkerPlan, src: &Source, kept: u64) {
 
 /// Counts what the exporter's output dropped since `booked` as lost in its source ring
 /// (see [`crate::worker::Exporter::events_dropped`]); returns the new total booked.
-fn book_dropped(src: &Source, f: &dyn crate::worker::Exporter, booked: u64) -> u64 {
+fn book_dropped(src: &mut Source, f: &dyn crate::worker::Exporter, booked: u64) -> u64 {
     let dropped = f.events_dropped();
     if dropped > booked {
         src.count_unused(dropped - booked);
