@@ -1118,3 +1118,29 @@ fn an_importer_restarted_while_paused_stays_paused() {
     assert_eq!(code, 0, "{out}");
     books_balance(&run);
 }
+
+/// A test that fails while its run goes on leaves no engine behind: one did (a run whose
+/// test timed out kept two cores' worth of workers busy for two hours beside the suite).
+/// The engine started by `runs::engine_in` dies with the thread that started it, and its
+/// workers with it.
+#[test]
+fn an_engine_dies_with_the_test_thread_that_started_it() {
+    let dir = Dir::new("orphan");
+    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
+    let (mut child, run) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let child = start(&dir, &s, &[]);
+                // The thread ends with its run going on: what a panicking test does.
+                (child, wait_running(&dir))
+            })
+            .join()
+            .unwrap()
+    });
+    let needle = run.to_string_lossy().into_owned();
+    wait_until(
+        "the engine and its workers to die",
+        Duration::from_secs(30),
+        || child.try_wait().unwrap().is_some() && processes_with(&needle).is_empty(),
+    );
+}
