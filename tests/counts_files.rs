@@ -36,21 +36,6 @@ with h5py.File(counts_file, "r") as fc, h5py.File(volts_file, "r") as fv:
         print(name, float(np.max(np.abs(volts - v[name]))) / per_count)
 "#;
 
-fn python() -> Result<String, String> {
-    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    match Command::new(&py)
-        .args(["-c", "import h5py, numpy"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(py),
-        Ok(o) => Err(format!(
-            "{py} cannot import h5py/numpy: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("{py}: {e}")),
-    }
-}
-
 /// Runs `setup` (with `{FORMAT}` and `{DTYPE}` filled in) with `--simulate --max-events n`
 /// in a scratch directory of its own; that directory (removed on drop) and the HDF5 file of
 /// buffer `raw`.
@@ -95,7 +80,7 @@ fn counts_match_volts(tag: &str, setup: &str, counts: &str, fields: &[&str], n: 
             "{tag}: no scale for {f} in\n{facts}"
         );
     }
-    let py = match python() {
+    let py = match daq_engine::export::bench::h5py_python() {
         Ok(py) => py,
         Err(why) => {
             println!("SKIPPED h5py part of {tag}: {why}");
@@ -269,7 +254,7 @@ fn simulator_counts_behind_a_filter_give_the_volts_with_the_recipe() {
     );
     let facts = daq_engine::export::inspect(&counted).unwrap();
     assert!(facts.contains("chA.volts_per_count"), "{facts}");
-    match python() {
+    match daq_engine::export::bench::h5py_python() {
         Ok(py) => {
             let out = Command::new(py)
                 .args(["-c", RECIPE])

@@ -259,22 +259,6 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A Python with h5py and numpy: $DAQ_PYTHON, else python3; None (with the reason) if not.
-fn h5py_python() -> Result<String, String> {
-    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    match Command::new(&py)
-        .args(["-c", "import h5py, numpy"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(py),
-        Ok(o) => Err(format!(
-            "{py} cannot import h5py/numpy: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("{py} not runnable: {e}")),
-    }
-}
-
 /// Reads targets from stdin; for each, polls the SWMR file until it holds that many events,
 /// checking counters and bytes at every poll, then prints "saw N".
 const PY_READER: &str = r#"
@@ -345,7 +329,7 @@ fn reader_in_another_process_follows_the_growing_file() {
         Compression::Deflate { level: 1 },
     );
     w.flush().unwrap();
-    let (mut child, who) = match h5py_python() {
+    let (mut child, who) = match daq_engine::export::bench::h5py_python() {
         Ok(py) => (
             Command::new(py)
                 .args(["-c", PY_READER])

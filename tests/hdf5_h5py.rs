@@ -44,25 +44,6 @@ assert counters == list(range(n)), "counters out of order"
 print("h5py ok", len(files), "files", rows)
 "#;
 
-fn h5py_python() -> Result<String, String> {
-    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    match Command::new(&py)
-        .args(["-c", "import h5py, numpy"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(py),
-        Ok(o) => Err(format!(
-            "{py} cannot import h5py/numpy: {}",
-            String::from_utf8_lossy(&o.stderr)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("")
-        )),
-        Err(e) => Err(format!("{py} not runnable: {e}")),
-    }
-}
-
 fn h5dump_clean(path: &Path) {
     match Command::new("h5dump").arg("-H").arg(path).output() {
         Ok(out) => {
@@ -280,7 +261,7 @@ fn write_and_check(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    match h5py_python() {
+    match daq_engine::export::bench::h5py_python() {
         Ok(py) => {
             let out = Command::new(&py)
                 .args(["-c", CHECK])
