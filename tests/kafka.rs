@@ -47,6 +47,23 @@ fn run_dir(dir: &Dir, target: &str) -> PathBuf {
     runs.pop().unwrap()
 }
 
+/// A consumer of partition 0 of `topic` from its first record, in group `group`, committing
+/// nothing.
+fn reader_from_start(broker: &str, group: &str, topic: &str) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    c
+}
+
 fn kafka_counts(run: &Path, worker: &str) -> serde_json::Value {
     let path = run.join(format!("kafka_{worker}_0.json"));
     serde_json::from_str(
@@ -551,9 +568,7 @@ fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
     else {
         return;
     };
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
     let broker = Broker::start(&bin, "away-mid-run");
     broker.create_topic("waveforms", 1);
     let dir = Dir::new("kafka-away-mid-run");
@@ -591,16 +606,7 @@ fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
         !run.join("kafka_spool_to_kafka_0.bin").exists(),
         "an emptied spool is removed"
     );
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &b)
-        .set("group.id", "away-check")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("waveforms", 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = reader_from_start(&b, "away-check", "waveforms");
     let mut seen: Vec<i64> = Vec::new();
     let mut quiet = std::time::Instant::now();
     while quiet.elapsed() < Duration::from_secs(3) || seen.len() < n as usize {
@@ -763,9 +769,7 @@ fn da00_of_a_digitizer_carries_its_volts_per_count() {
     let Some(bin) = tansu::binary("da00_of_a_digitizer_carries_its_volts_per_count") else {
         return;
     };
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
     let broker = Broker::start(&bin, "scale");
     broker.create_topic("traces", 1);
     let dir = Dir::new("kafka-scale");
@@ -811,16 +815,7 @@ Workers:
         .as_u64()
         .unwrap();
     assert!(sent > 0, "{text}");
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &b)
-        .set("group.id", "scale-check")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("traces", 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = reader_from_start(&b, "scale-check", "traces");
     let (mut n, mut scaled, mut unscaled_after) = (0u64, 0u64, 0u64);
     let t = std::time::Instant::now();
     while n < sent {
