@@ -295,11 +295,6 @@ impl Encoder {
         self.scales_source = source.to_string();
     }
 
-    /// Whether the messages carry scales.
-    pub fn has_scales(&self) -> bool {
-        !self.scales.is_empty()
-    }
-
     /// The schema used.
     pub fn format(&self) -> Format {
         self.format
