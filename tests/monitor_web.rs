@@ -1029,4 +1029,7 @@ fn the_web_load_bench_answers_every_client_and_measures_every_phase() {
     );
     assert_eq!(r.phases[0].responses_per_s, 0.0, "{r}");
     assert!(r.phases[1].responses_per_s > 0.0, "{r}");
+    // The server's threads were found and their work measured while clients watched.
+    assert!(r.phases[1].server_cpu > 0.0, "{r}");
+    assert!(r.phases[1].server_switches_per_s > 0.0, "{r}");
 }

@@ -90,6 +90,10 @@ pub struct Phase {
     pub rate: f64,
     /// Poll responses per second the clients got.
     pub responses_per_s: f64,
+    /// CPU time of the server's threads, as a share of one core.
+    pub server_cpu: f64,
+    /// Context switches of the server's threads per second: how often it woke.
+    pub server_switches_per_s: f64,
 }
 
 /// What the bench measured.
@@ -129,10 +133,12 @@ impl std::fmt::Display for Report {
         for (i, p) in self.phases.iter().enumerate() {
             writeln!(
                 f,
-                "  phase {i}: {:<27} {:>12.0} events/s {:>6.0} responses/s",
+                "  phase {i}: {:<27} {:>12.0} events/s {:>6.0} responses/s, server {:>5.2} % CPU {:>6.0} switches/s",
                 p.clients.name(),
                 p.rate,
-                p.responses_per_s
+                p.responses_per_s,
+                p.server_cpu * 100.0,
+                p.server_switches_per_s
             )?;
         }
         writeln!(
@@ -149,12 +155,15 @@ impl std::fmt::Display for Report {
             self.mean(Clients::Off, |p| p.rate)
         )?;
         for c in [Clients::Here, Clients::Elsewhere] {
+            let responses = self.mean(c, |p| p.responses_per_s);
             writeln!(
                 f,
-                "  {}: {:.0} events/s, {:.0} responses/s: ratio to unwatched {:.3}{}",
+                "  {}: {:.0} events/s, {:.0} responses/s, server {:.2} % of a core and {:.2} switches per response: ratio to unwatched {:.3}{}",
                 c.name(),
                 self.mean(c, |p| p.rate),
-                self.mean(c, |p| p.responses_per_s),
+                responses,
+                self.mean(c, |p| p.server_cpu) * 100.0,
+                self.mean(c, |p| p.server_switches_per_s) / responses.max(1e-9),
                 self.ratio(c),
                 if c == Clients::Elsewhere {
                     " (goal ≥ 0.95)"
@@ -242,10 +251,12 @@ Workers:
         std::thread::sleep(settle);
         let a = last_stats(&stats)?;
         let r0 = responses.load(Ordering::Relaxed);
+        let u0 = server_usage(child.0.id());
         let t0 = Instant::now();
         std::thread::sleep(opts.phase - settle);
         let b = last_stats(&stats)?;
         let seconds = t0.elapsed().as_secs_f64();
+        let u1 = server_usage(child.0.id());
         let answered = responses.load(Ordering::Relaxed) - r0;
         if clients != Clients::Off {
             watched_s += seconds;
@@ -257,6 +268,8 @@ Workers:
             clients,
             rate: (b.1 - a.1) as f64 / (b.0 - a.0),
             responses_per_s: answered as f64 / seconds,
+            server_cpu: (u1.cpu_ns - u0.cpu_ns) as f64 / 1e9 / seconds,
+            server_switches_per_s: (u1.switches - u0.switches) as f64 / seconds,
         });
     }
     on.store(Clients::Off as u8, Ordering::Relaxed);
@@ -283,6 +296,41 @@ Workers:
         stream_updates: updates.load(Ordering::Relaxed),
         watched_s,
     })
+}
+
+/// What the web server's threads (named `monitor-http…`) of process `pid` used so far.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    cpu_ns: u64,
+    switches: u64,
+}
+
+fn server_usage(pid: u32) -> Usage {
+    let mut u = Usage::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return u;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("monitor-http") {
+            continue;
+        }
+        // schedstat: time on the CPU (ns), time waiting to run (ns), timeslices.
+        let schedstat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        u.cpu_ns += schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        u.switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    u
 }
 
 struct KillOnDrop(Child);
@@ -442,7 +490,9 @@ fn get(
     addr: SocketAddr,
     path: &str,
 ) -> std::io::Result<u16> {
-    write!(w, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    // One write, as a browser sends its request: `write!` on a socket would make a syscall,
+    // and with TCP_NODELAY a segment that wakes the server, for each piece of the format.
+    w.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let (status, length, chunked) = head(r)?;
     if chunked {
         loop {
@@ -506,7 +556,8 @@ fn stream(addr: SocketAddr, on: &AtomicU8, done: &AtomicBool, updates: &AtomicU6
             continue;
         };
         let _ = w.set_read_timeout(Some(Duration::from_millis(100)));
-        if write!(w, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").is_err() {
+        let request = format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        if w.write_all(request.as_bytes()).is_err() {
             continue;
         }
         let mut line = String::new();
