@@ -527,6 +527,106 @@ fn the_server_threads_yield_to_acquisition() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// Voluntary context switches of the thread named exactly `name` in process `pid`.
+fn voluntary_switches(pid: u32, name: &str) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// One kept-alive client fetching `/state` every `period` until `stop`; returns its
+/// answered requests.
+fn paced_client(addr: SocketAddr, period: Duration, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut w = TcpStream::connect(addr).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(w.try_clone().unwrap());
+    let request = format!("GET /state HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut answered = 0;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        w.write_all(request.as_bytes()).unwrap();
+        let mut length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "the server closed");
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        r.read_exact(&mut body).unwrap();
+        answered += 1;
+        next += period;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    answered
+}
+
+/// issue 13, `bench web` below 0.95: the server woke for every request (about 1000 times a
+/// second for the bench's clients), and each wakeup takes a core from a worker. It serves in
+/// ticks now: however many clients, its thread wakes at most once per `TICK`.
+#[test]
+fn the_server_wakes_once_per_tick_however_many_clients() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = Dir::new("tick");
+    let (child, addr) = spawn_binary(&dir.0, &[], &[]);
+    wait_events(addr, &[]);
+    let pid = child.id();
+    let stop = AtomicBool::new(false);
+    let clients = 64;
+    let period = Duration::from_millis(100);
+    let (answered, switches, seconds) = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..clients)
+            .map(|k| {
+                let stop = &stop;
+                s.spawn(move || {
+                    // Spread over the period, as independent pages would be.
+                    std::thread::sleep(period * k / clients);
+                    paced_client(addr, period, stop)
+                })
+            })
+            .collect();
+        std::thread::sleep(period);
+        let (s0, t0) = (voluntary_switches(pid, "monitor-http"), Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        let (s1, seconds) = (voluntary_switches(pid, "monitor-http"), t0.elapsed());
+        stop.store(true, Ordering::Relaxed);
+        let answered: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        (answered, s1 - s0, seconds.as_secs_f64())
+    });
+    let ticks = seconds / daq_engine::monitor::web::TICK.as_secs_f64();
+    eprintln!("{answered} requests answered, the server thread switched {switches} times in {seconds:.2} s ({ticks:.0} ticks)");
+    assert!(answered > 0);
+    // One sleep per tick; the slack covers a lock met on the way and rounding.
+    assert!(
+        (switches as f64) <= ticks * 1.1 + 10.0,
+        "the server thread woke {switches} times in {seconds:.2} s, more than once per tick \
+         ({ticks:.0} ticks), for {answered} requests"
+    );
+    assert_eq!(http(addr, "POST", "/control/stop", &[]).0, 202);
+    let (code, err) = wait_exit(child);
+    assert_eq!(code, Some(0), "{err}");
+}
+
 /// issue 13, found 1: one request announcing a body of 10^15 bytes ended the run (the
 /// server allocated the unread body: "memory allocation … failed", exit 134, no summary).
 #[test]

@@ -22,7 +22,7 @@
 //! HTTP it lands in logs and browser history). Every control action is logged.
 //!
 //! Guarantees: the server runs on its own thread with a one-thread tokio runtime, never on
-//! the supervisor's. Bodies are never read beyond [`MAX_BODY_BYTES`]; headers must arrive
+//! the supervisor's, and wakes at most once per [`TICK`] however many clients it has. Bodies are never read beyond [`MAX_BODY_BYTES`]; headers must arrive
 //! within [`HEADER_TIMEOUT`] and fit [`MAX_HEAD_BYTES`]; at most [`MAX_CONNECTIONS`]
 //! connections and [`MAX_STREAMS`] event streams are open (more are closed or answered 503),
 //! so its memory and threads are bounded whatever clients send. A panic in a handler ends
@@ -425,7 +425,6 @@ impl Drop for Web {
     }
 }
 
-/// The server thread: everything HTTP happens here. A panic is caught and costs the page.
 /// How much nicer than the supervisor the server's threads are: below the workers, so its
 /// wakeups do not preempt them.
 pub const SERVER_NICE: i32 = 10;
@@ -462,6 +461,20 @@ fn yield_to_acquisition() {
     }
 }
 
+/// How often the server wakes to do its work. Requests, stream updates and new connections
+/// that arrived in between are all served in one wakeup, so the server's wakeups — each of
+/// which takes a core from a worker on a machine the pipeline keeps busy — are bounded by
+/// `1 / TICK` whatever the number of clients; a request waits at most this long, which a
+/// page or a Prometheus scrape does not notice.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Rounds of work per tick: each polls the sockets without waiting and runs every task that
+/// became ready (a request is read and answered in one; an accepted connection or a file
+/// read on the blocking pool takes one or two more).
+const ROUNDS_PER_TICK: usize = 4;
+
+/// The server thread: everything HTTP happens here, in [`TICK`]s. A panic is caught and
+/// costs the page.
 fn run_server(
     runtime: tokio::runtime::Runtime,
     listener: TcpListener,
@@ -470,7 +483,22 @@ fn run_server(
 ) {
     yield_to_acquisition();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(serve(listener, shared, faults))
+        let server = runtime.spawn(serve(listener, shared, faults));
+        while !server.is_finished() {
+            runtime.block_on(async {
+                for _ in 0..ROUNDS_PER_TICK {
+                    // Yielding lets the runtime poll the sockets without blocking, wake what
+                    // became ready and run it before this loop goes on.
+                    tokio::task::yield_now().await;
+                }
+            });
+            std::thread::sleep(TICK);
+        }
+        if let Err(e) = runtime.block_on(server) {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
     }));
     if let Err(p) = outcome {
         let why = p
