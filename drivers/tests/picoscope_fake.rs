@@ -1257,3 +1257,229 @@ fn a_failed_re_arm_is_reported_after_the_fetched_captures() {
     scope.start_capture().unwrap();
     read_one(&mut scope, &mut out);
 }
+
+impl Fake {
+    /// `fakepico_set_variant`: the model every unit opened from now on reports.
+    fn set_variant(&self, name: &str) {
+        let name = CString::new(name).unwrap();
+        // SAFETY: fakepico_set_variant(const char*) -> int32_t.
+        let r = unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> i32> =
+                self.lib.get(b"fakepico_set_variant").unwrap();
+            f(name.as_ptr())
+        };
+        assert_eq!(r, 0);
+    }
+
+    /// `fakepico_digital_level`: the logic level SetDigitalPort left on a port (MIN = off).
+    fn digital_level(&self, port: u32) -> i32 {
+        // SAFETY: fakepico_digital_level(uint32_t) -> int32_t.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(u32) -> i32> =
+                self.lib.get(b"fakepico_digital_level").unwrap();
+            f(port)
+        }
+    }
+}
+
+/// The MSO models of each family the fake presents, as their variant strings read.
+const MSO_MODELS: [(&FamilyTable, &str); 3] = [
+    (&PS2000A, "2205A MSO"),
+    (&PS3000A, "3406D MSO"),
+    (&PS5000A, "5444D MSO"),
+];
+
+/// Splits one event of `records` records of `rec` bytes into the bytes at `at` (a u1 field).
+fn u1_field(event: &[u8], rec: usize, at: usize) -> Vec<u8> {
+    event.chunks_exact(rec).map(|r| r[at]).collect()
+}
+
+/// The fake's digital pattern: sample n of the unit carries bits 0..7 of n on PORT0 and
+/// bits 8..15 on PORT1.
+fn counter(d0_7: &[u8], d8_15: &[u8]) -> Vec<u64> {
+    d0_7.iter()
+        .zip(d8_15)
+        .map(|(&lo, &hi)| u64::from(hi) << 8 | u64::from(lo))
+        .collect()
+}
+
+/// An MSO model of every family with both digital ports: SetDigitalPort switches them on
+/// with the configured thresholds, every event carries the fake's 16-bit sample counter in
+/// D0_7 / D8_15 (captures across re-arms, the high byte of Pico's 16-bit port samples left
+/// out), the analogue channels are as before, reading allocates nothing, and closing
+/// switches the ports off. Before, the driver had no digital ports at all.
+#[test]
+fn mso_rapid_block_in_every_family_carries_the_digital_pattern() {
+    for (family, model) in MSO_MODELS {
+        let fake = Fake::new(family);
+        fake.set_variant(model);
+        fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
+        let mut c = block_config(family, 2, 5, SampleFormat::Raw);
+        c.digital = [Some(1.5), Some(-0.5)];
+        c.model = Some(model.to_string());
+        let mut scope = PicoScope::open(fake.config(c)).unwrap();
+        let set_port = format!("{}SetDigitalPort", family.name);
+        assert_eq!(fake.calls(&set_port), 2, "{model}");
+        assert_eq!(fake.digital_level(0), 9830, "1.5 V / 5 V × 32767");
+        assert_eq!(fake.digital_level(1), -3277, "-0.5 V / 5 V × 32767");
+        let names: Vec<&str> = scope
+            .layout()
+            .fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["chA", "chB", "D0_7", "D8_15"]);
+        let rec = 2 * 2 + 2;
+        let mut out = vec![0u8; scope.layout().event_size()];
+        assert_eq!(out.len(), 200 * rec);
+        scope.start_capture().unwrap();
+        let level = (-0.05f64 / 0.5 * f64::from(scope.max_adc())).round() as i16;
+        let mut allocated = 0;
+        for n in 0..12u64 {
+            let before = allocations();
+            read_one(&mut scope, &mut out);
+            if n > 0 {
+                allocated += allocations() - before;
+            }
+            let a: Vec<i16> = out
+                .chunks_exact(rec)
+                .map(|r| i16::from_le_bytes([r[0], r[1]]))
+                .collect();
+            assert!(
+                a[40] <= level && a[39] > level,
+                "{model} A[39..41] {:?}",
+                &a[39..41]
+            );
+            let got = counter(&u1_field(&out, rec, 4), &u1_field(&out, rec, 5));
+            let want: Vec<u64> = (0..200).map(|i| (n * 200 + i) & 0xFFFF).collect();
+            assert_eq!(got, want, "{model} event {n}");
+        }
+        assert_eq!(allocated, 0, "{model}: reading allocates nothing");
+        let notes = scope.run_metadata();
+        assert!(
+            notes
+                .iter()
+                .any(|(k, v)| k == "picoscope.digital.D8_15" && v.contains("-0.5 V")),
+            "{notes:?}"
+        );
+        drop(scope);
+        assert_eq!(fake.calls(&set_port), 4, "{model}: both ports off at close");
+    }
+}
+
+/// Streaming with one digital port, volts: the port's bytes sit after the f4 channels in
+/// every record and count on without a gap from event to event.
+#[test]
+fn mso_streaming_digital_port_is_gapless() {
+    let fake = Fake::new(&PS5000A);
+    fake.set_variant("5444D MSO");
+    fake.set_i32(b"fakepico_set_streaming_paced", 0);
+    let mut c = block_config(&PS5000A, 2, 1, SampleFormat::Volts);
+    c.sample_interval_ns = 1000.0;
+    c.acquisition = Acquisition::Streaming {
+        samples_per_event: 250,
+        overview_samples: 1000,
+    };
+    c.digital = [Some(2.0), None];
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let rec = 4 * 2 + 1;
+    let mut out = vec![0u8; scope.layout().event_size()];
+    assert_eq!(out.len(), 250 * rec);
+    scope.start_capture().unwrap();
+    for e in 0..20u64 {
+        read_one(&mut scope, &mut out);
+        let got: Vec<u64> = u1_field(&out, rec, 8).into_iter().map(u64::from).collect();
+        let want: Vec<u64> = (0..250).map(|i| (e * 250 + i) & 0xFF).collect();
+        assert_eq!(got, want, "event {e}");
+        let v = f32s(&out[..8]);
+        assert!(v.iter().all(|x| x.abs() <= 0.5), "{v:?}");
+    }
+}
+
+/// A model without digital inputs asked for a port: open says so, naming the device,
+/// before any SetDigitalPort; the library itself answers INVALID_DIGITAL_PORT there. A
+/// setup written for another model is refused at open too, and an MSO unit without ports
+/// asked has both switched off and runs as before.
+#[test]
+fn digital_ports_on_a_model_without_them_are_refused_at_open() {
+    let fake = Fake::new(&PS3000A);
+    let mut c = block_config(&PS3000A, 2, 1, SampleFormat::Raw);
+    c.digital = [Some(1.5), None];
+    let err = PicoScope::open(fake.config(c.clone())).unwrap_err();
+    assert!(matches!(err, PicoError::Config { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("PicoScope 3406D FAKE3000/001")
+            && text.contains(
+                "digital port D0_7 (PORT0) asked for, but the 3406D has no digital inputs"
+            ),
+        "{text}"
+    );
+    assert_eq!(fake.calls("ps3000aSetDigitalPort"), 0);
+    assert!(matches!(DriverError::from(err), DriverError::Config { .. }));
+
+    let lib = daq_drivers::picoscope::PicoLibrary::load(&PS3000A, Some(&fake.path)).unwrap();
+    let (h, s) = lib.open_unit(None, Resolution::Bits8);
+    assert_eq!(s, PicoStatus::Ok);
+    assert_eq!(
+        lib.set_digital_port(h, 0x80, true, 9830),
+        PicoStatus::InvalidDigitalPort
+    );
+    assert_eq!(lib.close_unit(h), PicoStatus::Ok);
+
+    c.digital = [None, None];
+    c.model = Some("3406D MSO".into());
+    let err = PicoScope::open(fake.config(c.clone())).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the setup is written for a 3406D MSO (key model), this unit is a 3406D"),
+        "{err}"
+    );
+
+    fake.set_variant("3406D MSO");
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    // The library's own call above, then both ports off.
+    assert_eq!(fake.calls("ps3000aSetDigitalPort"), 3);
+    assert_eq!(fake.digital_level(0), i32::MIN, "PORT0 off");
+    assert_eq!(fake.digital_level(1), i32::MIN, "PORT1 off");
+    assert_eq!(scope.layout().record_size(), 4);
+    let mut out = vec![0u8; scope.layout().event_size()];
+    scope.start_capture().unwrap();
+    read_one(&mut scope, &mut out);
+}
+
+/// An MSO unplugged mid-run: the reconnect opens the unit again with its digital port
+/// switched on at the same threshold, and the events after the gap carry the new unit's
+/// digital samples from its first capture on.
+#[test]
+fn mso_reconnect_switches_the_digital_port_on_again() {
+    let fake = Fake::new(&PS3000A);
+    fake.set_variant("3406D MSO");
+    let mut c = block_config(&PS3000A, 1, 4, SampleFormat::Raw);
+    c.digital = [None, Some(3.3)];
+    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let rec = 2 + 1;
+    let mut out = vec![0u8; scope.layout().event_size()];
+    Source::start(&mut scope).unwrap();
+    read_one(&mut scope, &mut out);
+    fake.unplug();
+    let err = loop {
+        match Source::read_event(&mut scope, &mut out, T) {
+            Ok(ReadOutcome::Event(_)) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+    fake.replug();
+    assert!(scope.reconnect().unwrap());
+    assert_eq!(fake.digital_level(1), 21626, "3.3 V / 5 V × 32767");
+    assert_eq!(fake.digital_level(0), i32::MIN);
+    for n in 0..6u64 {
+        read_one(&mut scope, &mut out);
+        // PORT1 alone: bits 8..15 of the new unit's sample number.
+        let got: Vec<u64> = u1_field(&out, rec, 2).into_iter().map(u64::from).collect();
+        let want: Vec<u64> = (0..200).map(|i| ((n * 200 + i) >> 8) & 0xFF).collect();
+        assert_eq!(got, want, "event {n} after the reconnect");
+    }
+}

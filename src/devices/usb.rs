@@ -25,8 +25,8 @@ use daq_drivers::hantek6022::{
     Trigger,
 };
 use daq_drivers::picoscope::{
-    self, Acquisition, ChannelConfig, Coupling, PicoScope, PicoScopeConfig, Resolution,
-    ThresholdDirection, TriggerConfig, VoltageRange,
+    self, Acquisition, ChannelConfig, Coupling, DigitalPort, PicoScope, PicoScopeConfig,
+    Resolution, ThresholdDirection, TriggerConfig, VoltageRange, LOGIC_LEVEL_MAX_V,
 };
 use daq_drivers::usb::RusbBus;
 use std::any::Any;
@@ -201,6 +201,26 @@ pub(super) mod pico_keys {
         100.0,
         "simulator only: triggered captures per second (0 = as fast as possible)"
     );
+    pub const DIGITAL_PORTS: Key<Strings> = key!(
+        "digital_ports",
+        [],
+        "MSO models: digital ports to record, D0_7 (Pico's PORT0: inputs D0..D7) and/or \
+         D8_15 (PORT1: D8..D15); each is a uint8 field of that name after the channels, bit k \
+         = input Dk (D8+k)"
+    );
+    pub const LOGIC_LEVEL: Key<PerChannel> = key!(
+        "logic_level",
+        1.5,
+        "threshold of the digital inputs (V), -5 … 5: one number for every port in \
+         digital_ports, or a list in their order"
+    );
+    pub const MODEL: MaybeKey<str> = key!(
+        "model",
+        absent: "any unit of the family",
+        "the model the setup is written for, as the scope names itself (e.g. 3406D MSO): \
+         check refuses channels and digital ports it lacks, open refuses another model; with \
+         simulate the fake scope presents this model"
+    );
 }
 
 /// `device.picoscope`.
@@ -212,7 +232,8 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
               rapid block (one event per triggered capture) or streaming (continuous samples \
               cut into events). Sink fields chA..chD for the enabled channels, int16 ADC counts \
               (format counts, with each channel's volts per count and offset written for the \
-              exporters) or float32 volts (format volts); data_length = pre_trigger + \
+              exporters) or float32 volts (format volts), then uint8 fields D0_7 / D8_15 for \
+              the digital ports of MSO models (digital_ports); data_length = pre_trigger + \
               post_trigger (rapid block) or samples_per_event (streaming).",
     sources: Arity::NONE,
     sinks: Arity::ONE,
@@ -240,6 +261,9 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
         pico_keys::SAMPLES_PER_EVENT.spec(),
         pico_keys::OVERVIEW_SAMPLES.spec(),
         pico_keys::FORMAT.spec(),
+        pico_keys::DIGITAL_PORTS.spec(),
+        pico_keys::LOGIC_LEVEL.spec(),
+        pico_keys::MODEL.spec(),
         SIMULATE.spec(),
         pico_keys::SIM_RATE.spec(),
         SEED.spec(),
@@ -529,6 +553,25 @@ impl FakePico {
         Ok(())
     }
 
+    /// The model the fake's units report from now on (`3406D MSO`: with digital ports).
+    pub fn set_variant(&self, model: &str) -> Result<(), String> {
+        let lib = self.lib.as_ref().ok_or("fake library not loaded")?;
+        let name = std::ffi::CString::new(model).map_err(|e| e.to_string())?;
+        // SAFETY: fake-picosdk exports `int32_t fakepico_set_variant(const char *)`; `name`
+        // is NUL-terminated and outlives the call (the fake copies it).
+        let r = unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> i32> = lib
+                .get(b"fakepico_set_variant")
+                .map_err(|e| e.to_string())?;
+            f(name.as_ptr())
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(format!("the fake PicoScope refused model '{model}'"))
+        }
+    }
+
     /// Sets the simulated trigger rate (captures per second, 0 = at once) and the seed.
     pub fn set(&self, captures_per_second: f64, seed: u64) -> Result<(), String> {
         let lib = self.lib.as_ref().ok_or("fake library not loaded")?;
@@ -719,6 +762,11 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             ))
         }
     };
+    let digital = digital_ports(cfg)?;
+    let model = cfg.get(pico_keys::MODEL)?.map(String::from);
+    if let Some(m) = model.as_deref() {
+        check_model(cfg, family, m, &enabled, &digital)?;
+    }
     let config = PicoScopeConfig {
         family,
         library: cfg.get(pico_keys::LIBRARY)?.map(PathBuf::from),
@@ -729,6 +777,8 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
         timebase: cfg.get(pico_keys::TIMEBASE)?,
         acquisition,
         format,
+        digital,
+        model,
     };
     config
         .validate()
@@ -736,10 +786,173 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     Ok(config)
 }
 
+/// `digital_ports` and `logic_level`: the logic level in volts of PORT0 and PORT1, None
+/// for a port not asked for.
+fn digital_ports(cfg: &Config) -> Result<[Option<f64>; 2], WorkerError> {
+    let names = cfg.get(pico_keys::DIGITAL_PORTS)?;
+    let mut ports = Vec::new();
+    for n in &names {
+        let p = DigitalPort::from_name(n).ok_or_else(|| {
+            bad(
+                cfg,
+                pico_keys::DIGITAL_PORTS.name,
+                format!("'{n}' is not a digital port: D0_7 (port0) or D8_15 (port1)"),
+            )
+        })?;
+        if ports.contains(&p) {
+            return Err(bad(
+                cfg,
+                pico_keys::DIGITAL_PORTS.name,
+                format!("port {} is named twice", p.field()),
+            ));
+        }
+        ports.push(p);
+    }
+    let levels = match cfg.get(pico_keys::LOGIC_LEVEL)? {
+        PerChannelValue::All(v) => vec![v; ports.len()],
+        PerChannelValue::Each(v) if v.len() != ports.len() => {
+            return Err(bad(
+                cfg,
+                pico_keys::LOGIC_LEVEL.name,
+                format!(
+                    "gives {} values for {} digital port(s) in digital_ports",
+                    v.len(),
+                    ports.len()
+                ),
+            ))
+        }
+        PerChannelValue::Each(v) => v,
+    };
+    let mut digital = [None, None];
+    for (p, v) in ports.into_iter().zip(levels) {
+        if DigitalPort::logic_level_counts(v).is_none() {
+            return Err(bad(
+                cfg,
+                pico_keys::LOGIC_LEVEL.name,
+                format!(
+                    "{v} V is outside the digital inputs' range -{LOGIC_LEVEL_MAX_V} … \
+                     {LOGIC_LEVEL_MAX_V} V"
+                ),
+            ));
+        }
+        digital[p.index()] = Some(v);
+    }
+    Ok(digital)
+}
+
+/// What the setup's `model` lacks, each at the key that asks for it.
+fn check_model(
+    cfg: &Config,
+    family: &'static picoscope::FamilyTable,
+    model: &str,
+    enabled: &[u8],
+    digital: &[Option<f64>; 2],
+) -> Result<(), WorkerError> {
+    if !picoscope::family_serves_model(family, model) {
+        return Err(bad(
+            cfg,
+            pico_keys::MODEL.name,
+            format!(
+                "the {model} is not a {} model; set family to the model's series (2xxx: \
+                 ps2000a, 3xxx: ps3000a, 5xxx: ps5000a)",
+                family.name
+            ),
+        ));
+    }
+    if let Some(n) = picoscope::model_channels(model) {
+        if let Some(&c) = enabled.iter().find(|&&c| c >= n) {
+            return Err(bad(
+                cfg,
+                pico_keys::CHANNELS.name,
+                format!(
+                    "channel {} enabled, but the {model} has {n} channels",
+                    picoscope::config::channel_letter(c)
+                ),
+            ));
+        }
+    }
+    if let Some(p) = DigitalPort::ALL
+        .into_iter()
+        .find(|p| digital[p.index()].is_some())
+    {
+        if !picoscope::model_has_digital_ports(model) {
+            return Err(bad(
+                cfg,
+                pico_keys::DIGITAL_PORTS.name,
+                format!(
+                    "the {model} has no digital inputs ({} asked for); only MSO models have \
+                     them: remove digital_ports or set model to an MSO",
+                    p.field()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The sink's digital fields: one `uint8` per enabled port, named as the port, and none
+/// for a port not enabled. Each problem is reported at `digital_ports`.
+fn check_digital_sink(ctx: &BuildContext, c: &PicoScopeConfig) -> Result<(), WorkerError> {
+    let Some(sink) = ctx.sinks.first() else {
+        return Ok(());
+    };
+    let key = pico_keys::DIGITAL_PORTS.name;
+    for p in DigitalPort::ALL {
+        let field = sink.dtype.fields().iter().find(|f| f.name == p.field());
+        let on = c.digital[p.index()].is_some();
+        match field {
+            None if on => {
+                return Err(bad(
+                    &ctx.config,
+                    key,
+                    format!(
+                        "port {} is recorded as field '{}', which sink buffer '{}' does not \
+                         declare: add `{}: uint8` to its data_dtype",
+                        p.pico_name(),
+                        p.field(),
+                        sink.name,
+                        p.field()
+                    ),
+                ))
+            }
+            Some(f) if on && f.ty.scalar() != Some(crate::dtype::Scalar::U8) => {
+                return Err(bad(
+                    &ctx.config,
+                    key,
+                    format!(
+                        "field '{}' of sink buffer '{}' is {}, but a digital port is one byte \
+                         per sample (its eight inputs): declare it uint8",
+                        p.field(),
+                        sink.name,
+                        f.ty
+                    ),
+                ))
+            }
+            Some(_) if !on => {
+                return Err(bad(
+                    &ctx.config,
+                    key,
+                    format!(
+                        "sink buffer '{}' declares field '{}', but port {} is not recorded: \
+                         add {} to digital_ports (MSO models) or remove the field",
+                        sink.name,
+                        p.field(),
+                        p.pico_name(),
+                        p.field()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Checks the config of `device.picoscope` as [`build_picoscope`] does, opening nothing,
 /// and the sink against the records it describes.
 pub fn check_picoscope(ctx: &BuildContext) -> Result<(), WorkerError> {
     let c = picoscope_config(&ctx.config)?;
+    check_digital_sink(ctx, &c)?;
     check_sink(ctx, PICOSCOPE_SPEC.name, &c.layout(), pico_keys::FORMAT)?;
     super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
@@ -827,6 +1040,10 @@ pub fn build_picoscope(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError
             .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
         fake.set(rate, cfg.get(SEED)? as u64)
             .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
+        if let Some(model) = config.model.as_deref() {
+            fake.set_variant(model)
+                .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
+        }
         config.library = Some(fake.path.clone());
         keep.push(keep_simulated(fake, unplug));
     }

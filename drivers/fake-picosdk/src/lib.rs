@@ -17,6 +17,17 @@
 //!   = `0x11A` / `0x11E`); every call but `ChangePowerSource(handle, that code)` then
 //!   answers that code, as Pico's library does. [`fakepico_power_change`] makes the next
 //!   `RunBlock` report an adapter plugged in (0x119) or pulled out (0x11A) the same way.
+//! - MSO models: [`fakepico_set_variant`] names the model every family's unit reports
+//!   (e.g. `3406D MSO`); a name with `MSO` has two digital ports (Pico's C examples decide
+//!   it the same way) and reports a digital hardware version (`GetUnitInfo` 7).
+//!   `SetDigitalPort` is recorded ([`fakepico_digital_level`]); on a model without `MSO` it
+//!   answers `PICO_INVALID_DIGITAL_PORT` (0x113) **[unverified: which code Pico's library
+//!   returns there is not documented in the sources at hand]**. An enabled port's samples
+//!   count the unit's digital samples: sample n (rapid block: n = capture × samples + i,
+//!   captures counted from open; streaming: n = samples since `RunStreaming`) carries
+//!   bits 0..7 of n in PORT0's low byte and bits 8..15 in PORT1's, so D15..D0 read as a
+//!   16-bit sample counter; the high byte of each 16-bit port sample is `0xA5`, which a
+//!   driver must ignore (Pico leaves it unspecified).
 //! - Rapid block captures hold exponential pulses (two-exponential shape, rise and fall in
 //!   samples) plus Gaussian noise, scaled to ADC counts for the channel's range, the analogue
 //!   offset and the device resolution (8-bit: steps of 256 up to ±32512; 12..16-bit: steps of
@@ -86,6 +97,25 @@ pub mod status {
     pub const USB3_0_DEVICE_NON_USB3_0_PORT: u32 = 0x11E;
     pub const INVALID_DEVICE_RESOLUTION: u32 = 0x120;
     pub const INVALID_NUMBER_CHANNELS_FOR_RESOLUTION: u32 = 0x121;
+    pub const INVALID_DIGITAL_PORT: u32 = 0x113;
+}
+
+/// Sources of a unit's data: channels A..D (0..4), then digital ports PORT0, PORT1 (4, 5).
+const SOURCES: usize = 6;
+
+/// The `channelOrPort` Pico's API uses for source `s` (0..4 channels, 0x80/0x81 ports).
+fn source_code(s: usize) -> i32 {
+    if s < 4 {
+        s as i32
+    } else {
+        0x80 + (s as i32 - 4)
+    }
+}
+
+/// The digital sample of port `p` (0, 1) for the unit's `n`-th digital sample: bits
+/// 8p..8p+7 of n in the low byte, `0xA5` in the high byte.
+pub(crate) fn digital_sample(n: u64, p: usize) -> i16 {
+    (0xA500u16 | ((n >> (8 * p)) & 0xFF) as u16) as i16
 }
 use status as st;
 
@@ -215,7 +245,7 @@ struct Trig {
 struct Block {
     id: u64,
     samples: usize,
-    /// `data[segment * 4 + channel]`, `samples` counts each.
+    /// `data[segment * SOURCES + source]`, `samples` counts each.
     data: Vec<Vec<i16>>,
     overflow: Vec<i16>,
     offsets_ps: Vec<i64>,
@@ -237,6 +267,14 @@ struct Stream {
 struct Unit {
     handle: i16,
     fam: Fam,
+    /// What `GetUnitInfo` VARIANT reports (fixed at open).
+    variant: &'static str,
+    /// A model with digital ports (`MSO` in its name).
+    mso: bool,
+    /// Logic level of PORT0, PORT1 as `SetDigitalPort` set it; None = off.
+    ports: [Option<i16>; 2],
+    /// Digital samples made by rapid block captures since open.
+    digital_seq: u64,
     resolution: u32,
     dead: bool,
     power_pending: Option<u32>,
@@ -256,11 +294,25 @@ impl Unit {
     fn enabled(&self) -> usize {
         self.chans.iter().filter(|c| c.enabled).count()
     }
-    fn buffer(&self, ch: usize, seg: u32) -> Option<(usize, i32)> {
+    /// Whether source `s` (0..4 channels, 4..6 ports) is on.
+    fn source_on(&self, s: usize) -> bool {
+        if s < 4 {
+            self.chans[s].enabled
+        } else {
+            self.ports[s - 4].is_some()
+        }
+    }
+    /// Channels and ports on: what shares the capture memory.
+    fn sources(&self) -> usize {
+        (0..SOURCES).filter(|&s| self.source_on(s)).count()
+    }
+    /// The buffer registered for source `s` (0..4 channels, 4..6 ports) and a segment.
+    fn buffer(&self, s: usize, seg: u32) -> Option<(usize, i32)> {
+        let code = source_code(s);
         self.buffers
             .iter()
             .rev()
-            .find(|b| b.0 == ch as i32 && b.1 == seg)
+            .find(|b| b.0 == code && b.1 == seg)
             .map(|b| (b.2, b.3))
     }
     /// Volts to ADC counts on channel `ch`; also says whether it clipped.
@@ -293,6 +345,8 @@ struct Settings {
     seed: u64,
     /// Model name the ps2000a unit reports instead of 2206A (its timebases stay 2206A's).
     variant_2000a: Option<&'static str>,
+    /// Model name every family's unit reports instead of its default (timebases stay).
+    variant: Option<&'static str>,
     /// The power prompt `OpenUnit` answers with (0x11A / 0x11E), if any.
     open_power: Option<u32>,
     /// The power change the next `RunBlock` reports (0x119 / 0x11A), if any.
@@ -312,6 +366,7 @@ impl Default for Settings {
             pulse_per_sample: 1.0 / 2000.0,
             seed: 0x5EED_0FF1_C0DE,
             variant_2000a: None,
+            variant: None,
             open_power: None,
             power_change: None,
         }
@@ -350,6 +405,7 @@ static FAKE: Mutex<Fake> = Mutex::new(Fake {
         pulse_per_sample: 1.0 / 2000.0,
         seed: 0x5EED_0FF1_C0DE,
         variant_2000a: None,
+        variant: None,
         open_power: None,
         power_change: None,
     },
@@ -470,9 +526,18 @@ fn open_unit(name: &str, fam: Fam, handle: *mut i16, serial: *const i8, resoluti
     let h = g.next_handle;
     g.next_handle = g.next_handle.wrapping_add(1).max(1);
     let seed = g.settings.seed ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let variant = match (fam, g.settings.variant_2000a, g.settings.variant) {
+        (Fam::Ps2000a, Some(v), _) => v,
+        (_, _, Some(v)) => v,
+        _ => fam.variant(),
+    };
     g.units.push(Unit {
         handle: h,
         fam,
+        variant,
+        mso: variant.to_ascii_uppercase().contains("MSO"),
+        ports: [None, None],
+        digital_seq: 0,
         resolution: if fam == Fam::Ps5000a { resolution } else { 0 },
         dead: false,
         power_pending: power,
@@ -608,13 +673,12 @@ fn unit_info(
         0 => "fake-picosdk 0.1.0",
         1 => "3.0",
         2 => "1",
-        3 => match (fam, g.settings.variant_2000a) {
-            (Fam::Ps2000a, Some(v)) => v,
-            _ => fam.variant(),
-        },
+        3 => u.variant,
         4 => fam.serial(),
         5 => "01Jan26",
         6 => "fake kernel driver",
+        // PICO_DIGITAL_HARDWARE_VERSION: only units with digital hardware have one.
+        7 if u.mso => "1",
         _ => return st::INVALID_PARAMETER,
     };
     let bytes = text.as_bytes();
@@ -748,7 +812,22 @@ fn get_timebase2(
 }
 
 fn max_per_segment(u: &Unit) -> i64 {
-    (u.fam.memory() / u64::from(u.segments.max(1)) / u.enabled().max(1) as u64) as i64
+    (u.fam.memory() / u64::from(u.segments.max(1)) / u.sources().max(1) as u64) as i64
+}
+
+fn set_digital_port(name: &str, fam: Fam, handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        // [unverified] the code Pico's library gives a model without digital ports.
+        if !u.mso || !(0x80..=0x81).contains(&port) {
+            return st::INVALID_DIGITAL_PORT;
+        }
+        if level == i16::MIN {
+            // Outside PS*_MIN_LOGIC_LEVEL (−32767).
+            return st::INVALID_PARAMETER;
+        }
+        u.ports[(port - 0x80) as usize] = (enabled != 0).then_some(level);
+        st::OK
+    })
 }
 
 fn set_simple_trigger(
@@ -818,7 +897,11 @@ fn set_data_buffer(
     mode: i32,
 ) -> u32 {
     with_unit(name, fam, handle, |u, _| {
-        if !(0..fam.channels() as i32).contains(&ch) {
+        if (0x80..=0x83).contains(&ch) {
+            if !u.mso || ch > 0x81 {
+                return st::INVALID_DIGITAL_PORT;
+            }
+        } else if !(0..fam.channels() as i32).contains(&ch) {
             return st::INVALID_CHANNEL;
         }
         if segment >= u.segments {
@@ -893,7 +976,7 @@ fn run_block(name: &str, a: BlockArgs) -> u32 {
     let mut block = Block {
         id: u.run_id + 1,
         samples,
-        data: vec![Vec::new(); u.segments as usize * 4],
+        data: vec![Vec::new(); u.segments as usize * SOURCES],
         overflow: vec![0; u.segments as usize],
         offsets_ps: vec![0; u.segments as usize],
         ready: false,
@@ -910,7 +993,7 @@ fn run_block(name: &str, a: BlockArgs) -> u32 {
         ) {
             Some((chans, overflow, phase)) => {
                 for (c, data) in chans.into_iter().enumerate() {
-                    block.data[seg as usize * 4 + c] = data;
+                    block.data[seg as usize * SOURCES + c] = data;
                 }
                 block.overflow[seg as usize] = overflow;
                 block.offsets_ps[seg as usize] = -(phase * interval_ns * 1000.0).round() as i64;
@@ -938,7 +1021,7 @@ fn run_block(name: &str, a: BlockArgs) -> u32 {
                             u.to_adc(c, v).0
                         })
                         .collect();
-                    block.data[seg as usize * 4 + c] = data;
+                    block.data[seg as usize * SOURCES + c] = data;
                 }
             }
         }
@@ -948,6 +1031,18 @@ fn run_block(name: &str, a: BlockArgs) -> u32 {
         u.block = Some(block);
         return st::OK;
     };
+    // The digital ports' samples, counted over the captures handed out since open.
+    for seg in a.segment..a.segment + u.captures {
+        for p in 0..2 {
+            if u.ports[p].is_some() {
+                let first = u.digital_seq;
+                block.data[seg as usize * SOURCES + 4 + p] = (0..samples as u64)
+                    .map(|i| digital_sample(first + i, p))
+                    .collect();
+            }
+        }
+        u.digital_seq += samples as u64;
+    }
     if !a.time_indisposed.is_null() {
         // SAFETY: non-null pointer to one int32_t.
         unsafe { *a.time_indisposed = delay.as_millis() as i32 };
@@ -1061,14 +1156,14 @@ fn get_values_bulk(
             count = count.min(short as usize);
         }
         for seg in from..=to {
-            for c in 0..4 {
-                if !u.chans[c].enabled {
+            for c in 0..SOURCES {
+                if !u.source_on(c) {
                     continue;
                 }
                 let Some((ptr, len)) = u.buffer(c, seg) else {
                     return st::BUFFERS_NOT_SET;
                 };
-                let src = &block.data[seg as usize * 4 + c];
+                let src = &block.data[seg as usize * SOURCES + c];
                 let k = count.min(len as usize).min(src.len());
                 // SAFETY: the caller registered `len` writable int16_t at `ptr` for this
                 // channel and segment with SetDataBuffer; k <= len.
@@ -1154,8 +1249,8 @@ fn run_streaming(
         if requested == 0 || ns / unit_ns > f64::from(u32::MAX) {
             return st::INVALID_SAMPLE_INTERVAL;
         }
-        for c in 0..4 {
-            if u.chans[c].enabled && u.buffer(c, 0).is_none() {
+        for c in 0..SOURCES {
+            if u.source_on(c) && u.buffer(c, 0).is_none() {
                 return st::BUFFERS_NOT_SET;
             }
         }
@@ -1502,6 +1597,45 @@ common_exports!(
     ps3000aMaximumValue
 );
 
+/// `PICO_STATUS ps2000aSetDigitalPort(int16_t handle, PS2000A_DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
+#[no_mangle]
+pub extern "C" fn ps2000aSetDigitalPort(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
+    set_digital_port(
+        "ps2000aSetDigitalPort",
+        Fam::Ps2000a,
+        handle,
+        port,
+        enabled,
+        level,
+    )
+}
+
+/// `PICO_STATUS ps3000aSetDigitalPort(int16_t handle, PS3000A_DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
+#[no_mangle]
+pub extern "C" fn ps3000aSetDigitalPort(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
+    set_digital_port(
+        "ps3000aSetDigitalPort",
+        Fam::Ps3000a,
+        handle,
+        port,
+        enabled,
+        level,
+    )
+}
+
+/// `PICO_STATUS ps5000aSetDigitalPort(int16_t handle, PS5000A_CHANNEL port, int16_t enabled, int16_t logicLevel)`
+#[no_mangle]
+pub extern "C" fn ps5000aSetDigitalPort(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
+    set_digital_port(
+        "ps5000aSetDigitalPort",
+        Fam::Ps5000a,
+        handle,
+        port,
+        enabled,
+        level,
+    )
+}
+
 /// `PICO_STATUS ps3000aOpenUnit(int16_t *handle, int8_t *serial)` (HARDWARE.md P).
 #[no_mangle]
 pub extern "C" fn ps3000aOpenUnit(handle: *mut i16, serial: *const i8) -> u32 {
@@ -1826,6 +1960,29 @@ pub extern "C" fn fakepico_set_ps2000a_variant(name: *const c_char) -> i32 {
         }
         _ => -1,
     }
+}
+
+/// The model name every family's unit opened from now on reports (`GetUnitInfo` VARIANT),
+/// e.g. `3406D MSO`: a name with `MSO` gives the unit two digital ports. Timebases and
+/// channels stay the family's. Null or empty: back to the defaults. Returns 0.
+#[no_mangle]
+pub extern "C" fn fakepico_set_variant(name: *const c_char) -> i32 {
+    fake().settings.variant = name_of(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| &*Box::leak(v.into_boxed_str()));
+    0
+}
+
+/// The logic level `SetDigitalPort` set on digital port `port` (0 = PORT0, 1 = PORT1) of
+/// the first open unit, or `i32::MIN` when that port is off or no unit is open.
+#[no_mangle]
+pub extern "C" fn fakepico_digital_level(port: u32) -> i32 {
+    let g = fake();
+    g.units
+        .iter()
+        .find(|u| !u.dead)
+        .and_then(|u| u.ports.get(port as usize).copied().flatten())
+        .map_or(i32::MIN, i32::from)
 }
 
 /// The power prompt the next `OpenUnit` calls (ps3000a, ps5000a) answer with: 0x11A

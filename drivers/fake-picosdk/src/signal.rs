@@ -218,6 +218,9 @@ pub(crate) fn stream(u: &mut Unit, s: &Settings, start: u32, n: u32) -> i16 {
             }
         })
         .collect();
+    let ports: Vec<Option<(usize, i32)>> = (0..2)
+        .map(|p| u.ports[p].and_then(|_| u.buffer(4 + p, 0)))
+        .collect();
     for k in 0..n {
         let idx = st.delivered + u64::from(k);
         let pos = (start + k) as usize;
@@ -250,6 +253,13 @@ pub(crate) fn stream(u: &mut Unit, s: &Settings, start: u32, n: u32) -> i16 {
             // SAFETY: `ptr` was registered with SetDataBuffer for `blen` int16_t and
             // pos < blen.
             unsafe { *(ptr as *mut i16).add(pos) = v };
+        }
+        for (p, b) in ports.iter().enumerate() {
+            let Some((ptr, blen)) = *b else { continue };
+            if pos < blen as usize {
+                // SAFETY: as above, for the port's registered buffer.
+                unsafe { *(ptr as *mut i16).add(pos) = crate::digital_sample(idx, p) };
+            }
         }
         if let Some(a) = st.pulse_age.as_mut() {
             *a += 1;

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::family::{FamilyTable, Resolution, PS5000A};
+use super::family::{
+    family_serves_model, model_channels, model_has_digital_ports, FamilyTable, Resolution, PS5000A,
+};
 
 /// An input range, ± full scale (HARDWARE.md A.6: codes 0 = ±10 mV .. 11 = ±50 V).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -183,6 +185,67 @@ pub enum Acquisition {
     },
 }
 
+/// An MSO digital port: eight logic inputs, one byte per sample in the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DigitalPort {
+    /// `PORT0`, inputs D0..D7: field `D0_7`.
+    Port0,
+    /// `PORT1`, inputs D8..D15: field `D8_15`.
+    Port1,
+}
+
+/// Most a logic threshold can be, ± volts: Pico's headers define `PS2000A_MAX_LOGIC_LEVEL` /
+/// `PS3000A_MAX_LOGIC_LEVEL` = 32767 (and MIN −32767) for ±5 V. ps5000aApi.h defines no
+/// such constant; the 5000D MSO is taken to use the same scale **[unverified]**, and the
+/// library refuses a level it does not accept.
+pub const LOGIC_LEVEL_MAX_V: f64 = 5.0;
+
+impl DigitalPort {
+    /// Both ports, PORT0 first.
+    pub const ALL: [DigitalPort; 2] = [DigitalPort::Port0, DigitalPort::Port1];
+
+    /// The `channelOrPort` of `SetDigitalPort` / `SetDataBuffer`: `0x80`, `0x81`.
+    pub fn code(self) -> u8 {
+        0x80 + self as u8
+    }
+
+    /// 0 for PORT0, 1 for PORT1.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The event field: `D0_7`, `D8_15`.
+    pub fn field(self) -> &'static str {
+        match self {
+            DigitalPort::Port0 => "D0_7",
+            DigitalPort::Port1 => "D8_15",
+        }
+    }
+
+    /// Pico's name: `PORT0`, `PORT1`.
+    pub fn pico_name(self) -> &'static str {
+        match self {
+            DigitalPort::Port0 => "PORT0",
+            DigitalPort::Port1 => "PORT1",
+        }
+    }
+
+    /// The port a setup names: its field (`D0_7`, `D8_15`) or Pico's name (`port0`,
+    /// `port1`), any case.
+    pub fn from_name(name: &str) -> Option<DigitalPort> {
+        DigitalPort::ALL.into_iter().find(|p| {
+            name.eq_ignore_ascii_case(p.field()) || name.eq_ignore_ascii_case(p.pico_name())
+        })
+    }
+
+    /// A threshold in volts as `SetDigitalPort`'s `logicLevel`: `volts / 5 × 32767`, rounded;
+    /// None outside ±[`LOGIC_LEVEL_MAX_V`] or not a number.
+    pub fn logic_level_counts(volts: f64) -> Option<i16> {
+        (volts.is_finite() && volts.abs() <= LOGIC_LEVEL_MAX_V)
+            .then(|| (volts / LOGIC_LEVEL_MAX_V * 32767.0).round() as i16)
+    }
+}
+
 /// What a field holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SampleFormat {
@@ -219,6 +282,14 @@ pub struct PicoScopeConfig {
     pub acquisition: Acquisition,
     /// Volts or raw counts.
     pub format: SampleFormat,
+    /// MSO digital ports: the logic threshold in volts of PORT0 (D0..D7) and PORT1
+    /// (D8..D15), `None` = off. An enabled port is a `u1` field (`D0_7`, `D8_15`) after the
+    /// channels: bit k is input D(k) (D(8+k) for PORT1).
+    pub digital: [Option<f64>; 2],
+    /// The model the setup is written for (`3406D MSO`): when given, what it lacks
+    /// (channels, digital ports) is refused before the device is opened, and open refuses
+    /// a unit of another model. None = whatever unit is found.
+    pub model: Option<String>,
 }
 
 impl PartialEq for FamilyTable {
@@ -252,6 +323,8 @@ impl PicoScopeConfig {
                 }),
             },
             format: SampleFormat::Volts,
+            digital: [None, None],
+            model: None,
         }
     }
 
@@ -276,23 +349,74 @@ impl PicoScopeConfig {
             .collect()
     }
 
+    /// The enabled digital ports, PORT0 first.
+    pub fn enabled_ports(&self) -> Vec<DigitalPort> {
+        DigitalPort::ALL
+            .into_iter()
+            .filter(|p| self.digital[p.index()].is_some())
+            .collect()
+    }
+
     /// The records the scope writes per event: fields `chA`..`chD` of the enabled channels,
-    /// `f4` (volts, millivolts) or `i2` (ADC counts). Known without the device.
+    /// `f4` (volts, millivolts) or `i2` (ADC counts), then `D0_7` / `D8_15` (`u1`) of the
+    /// enabled digital ports. Known without the device.
     pub fn layout(&self) -> crate::EventLayout {
+        let analogue = self
+            .enabled_channels()
+            .into_iter()
+            .map(|c| crate::FieldSpec {
+                name: format!("ch{}", channel_letter(c)),
+                numpy_type: match self.format {
+                    SampleFormat::Volts | SampleFormat::Millivolts => "f4",
+                    SampleFormat::Raw => "i2",
+                },
+            });
+        let digital = self.enabled_ports().into_iter().map(|p| crate::FieldSpec {
+            name: p.field().to_string(),
+            numpy_type: "u1",
+        });
         crate::EventLayout {
-            fields: self
-                .enabled_channels()
-                .iter()
-                .map(|&c| crate::FieldSpec {
-                    name: format!("ch{}", channel_letter(c)),
-                    numpy_type: match self.format {
-                        SampleFormat::Volts | SampleFormat::Millivolts => "f4",
-                        SampleFormat::Raw => "i2",
-                    },
-                })
-                .collect(),
+            fields: analogue.chain(digital).collect(),
             records: self.records(),
         }
+    }
+
+    /// What the configured `model` lacks for this setup (channels, digital ports, family),
+    /// or Ok without a model.
+    pub fn check_model(&self) -> Result<(), String> {
+        let Some(model) = self.model.as_deref() else {
+            return Ok(());
+        };
+        if !family_serves_model(self.family, model) {
+            return Err(format!(
+                "model {model} is not served by {} (its models are named {}xxx)",
+                self.family.name,
+                self.family
+                    .name
+                    .as_bytes()
+                    .get(2)
+                    .map_or('?', |b| *b as char)
+            ));
+        }
+        if let Some(n) = model_channels(model) {
+            if let Some(&c) = self.enabled_channels().iter().find(|&&c| c >= n) {
+                return Err(format!(
+                    "channel {} enabled, but the {model} has {n} channels",
+                    channel_letter(c)
+                ));
+            }
+        }
+        if let Some(p) = self.enabled_ports().first() {
+            if !model_has_digital_ports(model) {
+                return Err(format!(
+                    "digital port {} ({}) asked for, but the {model} has no digital inputs \
+                     (only MSO models do)",
+                    p.field(),
+                    p.pico_name()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks what can be checked without the device; the message says what would work.
@@ -337,6 +461,16 @@ impl PicoScopeConfig {
                 ));
             }
         }
+        for p in self.enabled_ports() {
+            let v = self.digital[p.index()].unwrap_or(0.0);
+            if DigitalPort::logic_level_counts(v).is_none() {
+                return Err(format!(
+                    "digital port {}: logic level {v} V is outside ±{LOGIC_LEVEL_MAX_V} V",
+                    p.field()
+                ));
+            }
+        }
+        self.check_model()?;
         if !(self.sample_interval_ns.is_finite() && self.sample_interval_ns > 0.0) {
             return Err(format!(
                 "sample interval {} ns: must be a positive number",
@@ -454,5 +588,58 @@ mod tests {
             .contains("trigger channel A is not enabled"));
         c.sample_interval_ns = f64::NAN;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn digital_ports_are_fields_after_the_channels_and_checked_against_the_model() {
+        let mut c = PicoScopeConfig::muon_telescope(&crate::picoscope::PS3000A);
+        c.format = SampleFormat::Raw;
+        c.digital = [Some(1.5), Some(-0.5)];
+        let l = c.layout();
+        let names: Vec<(&str, &str)> = l
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.numpy_type))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("chA", "i2"),
+                ("chB", "i2"),
+                ("chC", "i2"),
+                ("chD", "i2"),
+                ("D0_7", "u1"),
+                ("D8_15", "u1")
+            ]
+        );
+        assert_eq!(l.record_size(), 10);
+        assert_eq!(c.validate(), Ok(()));
+        c.model = Some("3406D MSO".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.model = Some("3406D".into());
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("the 3406D has no digital inputs"), "{e}");
+        c.model = Some("3206D MSO".into());
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("channel C enabled, but the 3206D MSO has 2"),
+            "{e}"
+        );
+        c.model = Some("5444D MSO".into());
+        assert!(c.validate().unwrap_err().contains("not served by ps3000a"));
+        c.model = None;
+        c.digital[1] = Some(5.5);
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("D8_15: logic level 5.5 V is outside ±5 V"),
+            "{e}"
+        );
+        assert_eq!(DigitalPort::logic_level_counts(1.5), Some(9830));
+        assert_eq!(DigitalPort::logic_level_counts(-5.0), Some(-32767));
+        assert_eq!(DigitalPort::logic_level_counts(f64::NAN), None);
+        assert_eq!(DigitalPort::from_name("port1"), Some(DigitalPort::Port1));
+        assert_eq!(DigitalPort::from_name("d0_7"), Some(DigitalPort::Port0));
+        assert_eq!(DigitalPort::from_name("D0"), None);
+        assert_eq!(DigitalPort::Port1.code(), 0x81);
     }
 }

@@ -47,6 +47,8 @@ pub struct Symbols {
     pub get_streaming_latest_values: &'static str,
     /// `MaximumValue`.
     pub maximum_value: &'static str,
+    /// `SetDigitalPort` (MSO models; every family here has MSO models).
+    pub set_digital_port: &'static str,
     /// `ChangePowerSource`, where the family has USB power prompts.
     pub change_power_source: Option<&'static str>,
     /// `SetDeviceResolution`, where the family has selectable resolution.
@@ -75,6 +77,7 @@ macro_rules! symbols {
             run_streaming: concat!($p, "RunStreaming"),
             get_streaming_latest_values: concat!($p, "GetStreamingLatestValues"),
             maximum_value: concat!($p, "MaximumValue"),
+            set_digital_port: concat!($p, "SetDigitalPort"),
             change_power_source: if $power {
                 Some(concat!($p, "ChangePowerSource"))
             } else {
@@ -316,6 +319,44 @@ pub fn family_by_name(name: &str) -> Option<&'static FamilyTable> {
         .find(|f| f.name.eq_ignore_ascii_case(name))
 }
 
+/// Whether a model (`GetUnitInfo` VARIANT, e.g. `3406D MSO`, `2205A MSO`) has digital
+/// inputs: Pico's own C examples decide it the same way (`strstr(variant, "MSO")`, two
+/// ports then). Case and spacing do not matter.
+pub fn model_has_digital_ports(variant: &str) -> bool {
+    variant.to_ascii_uppercase().contains("MSO")
+}
+
+/// Analogue channels of a model from its name: the second digit (`3406D` → 4, `2205A MSO`
+/// → 2), as Pico's C examples read it; None when the name has no such digit.
+pub fn model_channels(variant: &str) -> Option<u8> {
+    variant
+        .trim()
+        .as_bytes()
+        .get(1)
+        .and_then(|b| (*b as char).to_digit(10))
+        .filter(|n| (1..=4).contains(n))
+        .map(|n| n as u8)
+}
+
+/// The same model name written two ways (`3206D MSO`, `3206dmso`): upper case, spaces and
+/// dashes left out.
+pub fn same_model(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect::<String>()
+    };
+    norm(a) == norm(b)
+}
+
+/// Whether `family` serves a model of this name: the model's first digit is the family's
+/// series (2xxx → ps2000a, 3xxx → ps3000a, 5xxx → ps5000a).
+pub fn family_serves_model(family: &FamilyTable, variant: &str) -> bool {
+    let series = family.name.as_bytes().get(2).copied();
+    variant.trim().as_bytes().first().copied() == series
+}
+
 /// ps5000a, HARDWARE.md A.7: 8-bit `2^n` ns (n ≤ 2) then `(n−2)×8`; 12-bit `2^n` ns
 /// (1 ≤ n ≤ 3) then `(n−3)×16`; 14/15-bit 8 ns (n = 3) then `(n−2)×8`; 16-bit 16 ns (n = 4)
 /// then `(n−3)×16`.
@@ -538,6 +579,21 @@ mod tests {
         assert!(t.nearest(1e30).is_some());
         let t16 = (PS5000A.timebases)("5444D", Resolution::Bits16);
         assert_eq!(t16.nearest(1.0), Some(4));
+    }
+
+    #[test]
+    fn model_names_say_channels_and_digital_ports() {
+        assert!(model_has_digital_ports("3406D MSO"));
+        assert!(model_has_digital_ports("2205A mso"));
+        assert!(!model_has_digital_ports("3406D"));
+        assert_eq!(model_channels("2205A MSO"), Some(2));
+        assert_eq!(model_channels("5444D MSO"), Some(4));
+        assert_eq!(model_channels("x"), None);
+        assert!(same_model("3206D MSO", "3206dmso"));
+        assert!(!same_model("3206D MSO", "3206D"));
+        assert!(family_serves_model(&PS3000A, "3406D MSO"));
+        assert!(family_serves_model(&PS2000A, "2405A"));
+        assert!(!family_serves_model(&PS5000A, "3406D"));
     }
 
     #[test]

@@ -52,6 +52,9 @@ type OffsetBulk64 = unsafe extern "C" fn(i16, *mut i64, *mut i32, u32, u32) -> u
 type RunStreaming = unsafe extern "C" fn(i16, *mut u32, i32, u32, u32, i16, u32, i32, u32) -> u32;
 type LatestValues = unsafe extern "C" fn(i16, Option<StreamingReady>, *mut c_void) -> u32;
 type MaxValue = unsafe extern "C" fn(i16, *mut i16) -> u32;
+/// `SetDigitalPort(handle, port, int16_t enabled, int16_t logicLevel)`, the same in ps2000a,
+/// ps3000a and ps5000a (Pico's Python wrappers, picosdk/ps*.py).
+type SetDigitalPort = unsafe extern "C" fn(i16, i32, i16, i16) -> u32;
 
 enum OpenFn {
     WithResolution(OpenRes),
@@ -88,6 +91,7 @@ struct Api {
     run_streaming: RunStreaming,
     get_streaming_latest_values: LatestValues,
     maximum_value: MaxValue,
+    set_digital_port: SetDigitalPort,
     change_power_source: Option<HandleU32>,
     set_device_resolution: Option<HandleU32>,
     /// Keeps the code behind the pointers above mapped; dropped last.
@@ -267,6 +271,7 @@ impl PicoLibrary {
             run_streaming: get!(s.run_streaming, RunStreaming),
             get_streaming_latest_values: get!(s.get_streaming_latest_values, LatestValues),
             maximum_value: get!(s.maximum_value, MaxValue),
+            set_digital_port: get!(s.set_digital_port, SetDigitalPort),
             change_power_source,
             set_device_resolution,
             _lib: lib,
@@ -605,6 +610,22 @@ impl PicoLibrary {
     ) -> PicoStatus {
         // SAFETY: the caller guarantees cb/param validity for this call.
         status(unsafe { (self.api.get_streaming_latest_values)(handle, Some(cb), param) })
+    }
+
+    /// `SetDigitalPort`: switches an MSO digital port (`0x80` = PORT0, D0..D7; `0x81` = PORT1,
+    /// D8..D15) on with its logic threshold in Pico's counts (−32767 = −5 V .. 32767 = +5 V),
+    /// or off.
+    pub fn set_digital_port(
+        &self,
+        handle: i16,
+        port: u8,
+        enabled: bool,
+        logic_level: i16,
+    ) -> PicoStatus {
+        // SAFETY: plain scalar arguments.
+        status(unsafe {
+            (self.api.set_digital_port)(handle, i32::from(port), i16::from(enabled), logic_level)
+        })
     }
 
     /// `MaximumValue`.

@@ -25,11 +25,12 @@ mod reconnect_tests;
 use std::time::{Duration, Instant};
 
 pub use config::{
-    Acquisition, ChannelConfig, Coupling, PicoScopeConfig, SampleFormat, ThresholdDirection,
-    TriggerConfig, VoltageRange,
+    Acquisition, ChannelConfig, Coupling, DigitalPort, PicoScopeConfig, SampleFormat,
+    ThresholdDirection, TriggerConfig, VoltageRange, LOGIC_LEVEL_MAX_V,
 };
 pub use family::{
-    family_by_name, family_for_pid, FamilyTable, Resolution, Timebases, PS2000A, PS3000A, PS5000A,
+    family_by_name, family_for_pid, family_serves_model, model_channels, model_has_digital_ports,
+    same_model, FamilyTable, Resolution, Timebases, PS2000A, PS3000A, PS5000A,
 };
 pub use library::PicoLibrary;
 pub use scope::{PicoCounters, PicoScope};

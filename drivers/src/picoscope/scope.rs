@@ -5,7 +5,10 @@
 //! at configure time and never moves while registered; `read_event` allocates nothing,
 //! takes no lock and makes no system call other than waiting (sleep) for data. Events are
 //! written record by record, one field per enabled channel (`chA`..`chD`), `f4` volts or
-//! `i2` counts, little-endian. Streaming events follow each other without a gap or a
+//! `i2` counts, little-endian, then one `u1` per enabled MSO digital port (`D0_7`, `D8_15`:
+//! the low byte of the library's 16-bit port sample, whose high byte Pico leaves
+//! unspecified). Digital ports are switched on with `SetDigitalPort` at configure and off
+//! before the unit is closed; their buffers are registered beside the channels'. Streaming events follow each other without a gap or a
 //! repeated sample. A status that says the scope is gone becomes
 //! [`DriverError::Disconnected`]; [`Source::reconnect`] opens it again (paced, so that a
 //! caller waiting for the scope does not spin on the library) and restarts acquisition from a
@@ -17,7 +20,8 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::config::{channel_letter, Acquisition, PicoScopeConfig, SampleFormat};
+use super::config::{channel_letter, Acquisition, DigitalPort, PicoScopeConfig, SampleFormat};
+use super::family::{model_channels, model_has_digital_ports, same_model};
 use super::library::PicoLibrary;
 use super::status::{PicoError, PicoStatus};
 use crate::driver::{
@@ -110,12 +114,16 @@ pub struct PicoScope {
     timebase: u32,
     interval_ns: f64,
     enabled: Vec<u8>,
+    /// Enabled MSO digital ports, PORT0 first; their data follows the channels' in
+    /// `segments`, `stream_bufs` and `stage`.
+    ports: Vec<DigitalPort>,
     /// Volts per ADC count and analogue offset, per channel index.
     scale: [f32; 4],
     offset: [f32; 4],
     records: usize,
     captures: u32,
-    /// Rapid block: `segments[capture * nch + k]`, `records` samples each, registered.
+    /// Rapid block: `segments[capture * nsrc + k]` (k: the enabled channels, then the
+    /// enabled digital ports), `records` samples each, registered.
     segments: Vec<Vec<i16>>,
     overflow: Vec<i16>,
     trigger_times: Vec<i64>,
@@ -124,9 +132,10 @@ pub struct PicoScope {
     rearm_error: Option<PicoError>,
     /// An error to report on the next read (the re-arm after the last fetched capture failed).
     pending_error: Option<PicoError>,
-    /// Streaming: per enabled channel, the overview buffer registered with the library.
+    /// Streaming: per enabled channel, then per digital port, the overview buffer registered
+    /// with the library.
     stream_bufs: Vec<Vec<i16>>,
-    /// Streaming: the event being assembled, channel-major (`k * records + i`).
+    /// Streaming: the event being assembled, source-major (`k * records + i`).
     stage: Vec<i16>,
     stage_fill: usize,
     pending_start: usize,
@@ -207,6 +216,7 @@ impl PicoScope {
         }
         let records = config.records();
         let enabled = config.enabled_channels();
+        let ports = config.enabled_ports();
         let mut scope = PicoScope {
             lib,
             info: DeviceInfo {
@@ -226,6 +236,7 @@ impl PicoScope {
             timebase: 0,
             interval_ns: 0.0,
             enabled,
+            ports,
             scale: [0.0; 4],
             offset: [0.0; 4],
             records,
@@ -359,13 +370,19 @@ impl PicoScope {
         let family = self.config.family;
         let sym = &family.symbols;
         let device = self.device();
-        let channel_count = self
-            .variant
-            .as_bytes()
-            .get(1)
-            .and_then(|b| (*b as char).to_digit(10))
-            .filter(|n| (1..=4).contains(n))
-            .unwrap_or(4) as u8;
+        if let Some(model) = self.config.model.as_deref() {
+            if !same_model(model, &self.variant) {
+                return Err(PicoError::Config {
+                    device,
+                    detail: format!(
+                        "the setup is written for a {model} (key model), this unit is a {}; \
+                         change the model or connect a {model}",
+                        self.variant
+                    ),
+                });
+            }
+        }
+        let channel_count = model_channels(&self.variant).unwrap_or(4);
         // Switch channels off first, so that enabling the wanted ones never passes through a
         // state with more channels than the resolution allows.
         let order = (0u8..4)
@@ -397,6 +414,34 @@ impl PicoScope {
                 check(&device, sym.set_channel, s)?;
             }
         }
+        // Digital ports: on with their thresholds as asked, off otherwise (Pico's examples
+        // switch an MSO's ports off first, so none is left on from an earlier session).
+        let mso = model_has_digital_ports(&self.variant);
+        if let (Some(p), false) = (self.ports.first(), mso) {
+            return Err(PicoError::Config {
+                device,
+                detail: format!(
+                    "digital port {} ({}) asked for, but the {} has no digital inputs (only \
+                     MSO models have them); remove digital_ports or connect an MSO model",
+                    p.field(),
+                    p.pico_name(),
+                    self.variant
+                ),
+            });
+        }
+        if mso {
+            for p in DigitalPort::ALL {
+                let level = self.config.digital[p.index()];
+                let counts = level.and_then(DigitalPort::logic_level_counts).unwrap_or(0);
+                let s = self
+                    .lib
+                    .set_digital_port(h, p.code(), level.is_some(), counts);
+                // Switching off a port nobody asked for must not stop an analogue run.
+                if level.is_some() || s.is_disconnection() {
+                    check(&device, sym.set_digital_port, s)?;
+                }
+            }
+        }
         if let Some(s) = self.lib.set_device_resolution(h, self.config.resolution) {
             check(
                 &device,
@@ -423,7 +468,14 @@ impl PicoScope {
                 _ => (volts, ch.analog_offset_v),
             };
         }
-        let nch = self.enabled.len();
+        // Where each source's samples come from: channel indices, then port codes.
+        let sources: Vec<u8> = self
+            .enabled
+            .iter()
+            .copied()
+            .chain(self.ports.iter().map(|p| p.code()))
+            .collect();
+        let nsrc = sources.len();
         match self.config.acquisition {
             Acquisition::RapidBlock {
                 captures_per_run,
@@ -432,14 +484,14 @@ impl PicoScope {
             } => {
                 let (s, max_per_segment) = self.lib.memory_segments(h, captures_per_run);
                 check(&device, sym.memory_segments, s)?;
-                if (max_per_segment as i64) < self.records as i64 * nch as i64
+                if (max_per_segment as i64) < self.records as i64 * nsrc as i64
                     && max_per_segment > 0
                 {
                     return Err(PicoError::Config {
                         device,
                         detail: format!(
-                            "{} captures of {} samples on {} channels do not fit: {} samples per segment; use fewer captures per run",
-                            captures_per_run, self.records, nch, max_per_segment
+                            "{} captures of {} samples on {} channels and ports do not fit: {} samples per segment; use fewer captures per run",
+                            captures_per_run, self.records, nsrc, max_per_segment
                         ),
                     });
                 }
@@ -481,9 +533,9 @@ impl PicoScope {
                         check(&device, sym.set_simple_trigger, s)?;
                     }
                 }
-                // Buffers: allocated once, registered once per channel and segment.
-                if self.segments.len() != captures_per_run as usize * nch {
-                    self.segments = (0..captures_per_run as usize * nch)
+                // Buffers: allocated once, registered once per channel (port) and segment.
+                if self.segments.len() != captures_per_run as usize * nsrc {
+                    self.segments = (0..captures_per_run as usize * nsrc)
                         .map(|_| vec![0i16; self.records])
                         .collect();
                     self.overflow = vec![0; captures_per_run as usize];
@@ -491,8 +543,8 @@ impl PicoScope {
                     self.trigger_units = vec![0; captures_per_run as usize];
                 }
                 for cap in 0..captures_per_run {
-                    for (k, &c) in self.enabled.iter().enumerate() {
-                        let buf = &mut self.segments[cap as usize * nch + k];
+                    for (k, &c) in sources.iter().enumerate() {
+                        let buf = &mut self.segments[cap as usize * nsrc + k];
                         // SAFETY: the Vec is never resized or dropped while the unit is open
                         // (it lives in `self`, and the unit is closed in Drop and before any
                         // reallocation above, which only happens on first configure).
@@ -508,13 +560,13 @@ impl PicoScope {
             Acquisition::Streaming {
                 overview_samples, ..
             } => {
-                if self.stream_bufs.len() != nch {
-                    self.stream_bufs = (0..nch)
+                if self.stream_bufs.len() != nsrc {
+                    self.stream_bufs = (0..nsrc)
                         .map(|_| vec![0i16; overview_samples as usize])
                         .collect();
-                    self.stage = vec![0i16; nch * self.records];
+                    self.stage = vec![0i16; nsrc * self.records];
                 }
-                for (k, &c) in self.enabled.iter().enumerate() {
+                for (k, &c) in sources.iter().enumerate() {
                     let buf = &mut self.stream_bufs[k];
                     // SAFETY: as for the segment buffers: allocated once, kept in `self`
                     // until the unit is closed.
@@ -906,26 +958,41 @@ impl PicoScope {
     }
 
     fn write_capture(&self, cap: u32, out: &mut [u8]) {
+        let nsrc = self.enabled.len() + self.ports.len();
+        let base = cap as usize * nsrc;
+        self.write_records(|k| &self.segments[base + k], out);
+    }
+
+    /// Writes one event, record by record, from the samples of source `k` (`src(k)`: the
+    /// enabled channels, then the ports). Allocates nothing; a short source leaves the
+    /// rest of its field as it was rather than panicking.
+    fn write_records<'a>(&'a self, src: impl Fn(usize) -> &'a [i16], out: &mut [u8]) {
         let nch = self.enabled.len();
-        let base = cap as usize * nch;
-        match self.config.format {
+        let rec = self.layout.record_size();
+        let width = match self.config.format {
             SampleFormat::Volts | SampleFormat::Millivolts => {
                 for (k, &c) in self.enabled.iter().enumerate() {
                     let (scale, offset) = (self.scale[c as usize], self.offset[c as usize]);
-                    let src = &self.segments[base + k];
-                    for (i, rec) in out.chunks_exact_mut(4 * nch).enumerate() {
-                        let v = f32::from(src[i]) * scale - offset;
-                        rec[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
+                    for (r, &x) in out.chunks_exact_mut(rec).zip(src(k)) {
+                        let v = f32::from(x) * scale - offset;
+                        r[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
                     }
                 }
+                4 * nch
             }
             SampleFormat::Raw => {
                 for k in 0..nch {
-                    let src = &self.segments[base + k];
-                    for (i, rec) in out.chunks_exact_mut(2 * nch).enumerate() {
-                        rec[2 * k..2 * k + 2].copy_from_slice(&src[i].to_le_bytes());
+                    for (r, &x) in out.chunks_exact_mut(rec).zip(src(k)) {
+                        r[2 * k..2 * k + 2].copy_from_slice(&x.to_le_bytes());
                     }
                 }
+                2 * nch
+            }
+        };
+        for j in 0..self.ports.len() {
+            for (r, &x) in out.chunks_exact_mut(rec).zip(src(nch + j)) {
+                // The port's eight inputs are the low byte (D0 = bit 0).
+                r[width + j] = x as u8;
             }
         }
     }
@@ -935,13 +1002,13 @@ impl PicoScope {
         out: &mut [u8],
         deadline: Instant,
     ) -> Result<ReadOutcome, PicoError> {
-        let nch = self.enabled.len();
+        let nsrc = self.enabled.len() + self.ports.len();
         let records = self.records;
         let mut pause = Duration::from_micros(20);
         loop {
             if self.pending_len > 0 && self.stage_fill < records {
                 let take = self.pending_len.min(records - self.stage_fill);
-                for k in 0..nch {
+                for k in 0..nsrc {
                     let src = &self.stream_bufs[k][self.pending_start..self.pending_start + take];
                     let at = k * records + self.stage_fill;
                     self.stage[at..at + take].copy_from_slice(src);
@@ -1005,27 +1072,22 @@ impl PicoScope {
     }
 
     fn write_stage(&self, out: &mut [u8]) {
-        let nch = self.enabled.len();
         let records = self.records;
-        match self.config.format {
-            SampleFormat::Volts | SampleFormat::Millivolts => {
-                for (k, &c) in self.enabled.iter().enumerate() {
-                    let (scale, offset) = (self.scale[c as usize], self.offset[c as usize]);
-                    let src = &self.stage[k * records..(k + 1) * records];
-                    for (i, rec) in out.chunks_exact_mut(4 * nch).enumerate() {
-                        let v = f32::from(src[i]) * scale - offset;
-                        rec[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
-                    }
+        self.write_records(|k| &self.stage[k * records..(k + 1) * records], out);
+    }
+
+    /// Switches the digital ports off and closes the unit (errors ignored: the unit may be
+    /// gone). The registered buffers and the callback context may go after this.
+    fn close_handle(&mut self) {
+        if self.handle > 0 {
+            let _ = self.lib.stop(self.handle);
+            if model_has_digital_ports(&self.variant) {
+                for p in &self.ports {
+                    let _ = self.lib.set_digital_port(self.handle, p.code(), false, 0);
                 }
             }
-            SampleFormat::Raw => {
-                for k in 0..nch {
-                    let src = &self.stage[k * records..(k + 1) * records];
-                    for (i, rec) in out.chunks_exact_mut(2 * nch).enumerate() {
-                        rec[2 * k..2 * k + 2].copy_from_slice(&src[i].to_le_bytes());
-                    }
-                }
-            }
+            let _ = self.lib.close_unit(self.handle);
+            self.handle = 0;
         }
     }
 
@@ -1061,11 +1123,7 @@ impl PicoScope {
     /// was running. `Ok(false)` when the unit is not (yet) back.
     pub fn reopen(&mut self) -> Result<bool, PicoError> {
         let was_running = self.was_running;
-        if self.handle > 0 {
-            let _ = self.lib.stop(self.handle);
-            let _ = self.lib.close_unit(self.handle);
-            self.handle = 0;
-        }
+        self.close_handle();
         self.state = RunState::Stopped;
         match self.open_unit() {
             Ok(()) => {}
@@ -1227,6 +1285,18 @@ impl Source for PicoScope {
                 ),
             ));
         }
+        for p in &self.ports {
+            m.push((
+                format!("picoscope.digital.{}", p.field()),
+                format!(
+                    "{} (D{}..D{}) logic level {} V",
+                    p.pico_name(),
+                    8 * p.index(),
+                    8 * p.index() + 7,
+                    self.config.digital[p.index()].unwrap_or(0.0)
+                ),
+            ));
+        }
         m.push((
             "picoscope.overrange".into(),
             self.counters.overrange.to_string(),
@@ -1238,12 +1308,8 @@ impl Source for PicoScope {
 
 impl Drop for PicoScope {
     fn drop(&mut self) {
-        if self.handle > 0 {
-            // Stop and close before the callback context and the registered buffers go.
-            let _ = self.lib.stop(self.handle);
-            let _ = self.lib.close_unit(self.handle);
-            self.handle = 0;
-        }
+        // Stop and close before the callback context and the registered buffers go.
+        self.close_handle();
     }
 }
 

@@ -91,6 +91,7 @@ statuses! {
     BuffersNotSet = 0x46, "BUFFERS_NOT_SET";
     RatioModeNotSupported = 0x47, "RATIO_MODE_NOT_SUPPORTED";
     InvalidAnalogueOffset = 0x50, "INVALID_ANALOGUE_OFFSET";
+    InvalidDigitalPort = 0x113, "INVALID_DIGITAL_PORT";
     PowerSupplyConnected = 0x119, "POWER_SUPPLY_CONNECTED";
     PowerSupplyNotConnected = 0x11A, "POWER_SUPPLY_NOT_CONNECTED";
     PowerSupplyRequestInvalid = 0x11B, "POWER_SUPPLY_REQUEST_INVALID";
@@ -146,6 +147,7 @@ impl PicoStatus {
                 | PicoStatus::RatioModeNotSupported
                 | PicoStatus::NotSupportedByThisDevice
                 | PicoStatus::ChannelDisabledDueToUsbPowered
+                | PicoStatus::InvalidDigitalPort
         )
     }
 }
@@ -242,6 +244,9 @@ fn hint(status: PicoStatus) -> &'static str {
         PicoStatus::PowerSupplyNotConnected | PicoStatus::Usb3DeviceNonUsb3Port => {
             " — the driver asks to accept USB power"
         }
+        PicoStatus::InvalidDigitalPort => {
+            " — only MSO models have digital ports (PORT0 = D0..D7, PORT1 = D8..D15)"
+        }
         PicoStatus::PowerSupplyUndervoltage => {
             " — the USB port cannot power the scope: plug in its DC adapter or use a powered port"
         }
@@ -307,7 +312,8 @@ mod tests {
 
     #[test]
     fn every_named_status_round_trips_through_its_code() {
-        assert_eq!(PicoStatus::NAMED.len(), 46); // every code of HARDWARE.md A.8, plus P's 0x11B/0x11C
+        // every code of HARDWARE.md A.8, plus P's 0x11B/0x11C and INVALID_DIGITAL_PORT (MSO)
+        assert_eq!(PicoStatus::NAMED.len(), 47);
         for &s in PicoStatus::NAMED {
             assert_eq!(PicoStatus::from_code(s.code()), s, "{s}");
             assert!(!matches!(s, PicoStatus::Other(_)));
