@@ -468,6 +468,10 @@ fn two_reader_workers_get_the_broadcast_warning() {
     ));
     assert_eq!((warnings[1].line, warnings[1].column), (3, 3));
     assert!(warnings[1].message.contains("'lonely' has no writer"));
+    // The broadcast note has a kind of its own, which a run leaves out without reading text.
+    use daq_engine::setup::DiagnosticKind;
+    assert_eq!(warnings[0].kind, DiagnosticKind::Broadcast);
+    assert_eq!(warnings[1].kind, DiagnosticKind::General);
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub(super) fn load(path: &Path, registry: &Registry, simulate: bool) -> Option<S
             // a run does not repeat it every time.
             for w in warnings
                 .iter()
-                .filter(|w| !w.message.contains("(broadcast)"))
+                .filter(|w| w.kind != setup::DiagnosticKind::Broadcast)
             {
                 eprintln!("{w}");
             }

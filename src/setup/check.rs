@@ -6,7 +6,7 @@
 //! Guarantees: all problems are recorded (not just the first), each at the position of the
 //! text to change. Must never start, open or map anything: it only reads the drafts.
 
-use super::diag::unknown_name_hint;
+use super::diag::{unknown_name_hint, DiagnosticKind};
 use super::load::{to_json, BufferDraft, ConfigItem, Draft, Loader, WorkerDraft};
 use super::yaml::{Kind, Loc, Value};
 use super::{BufferSetup, PythonWorker, Setup, WorkerSetup};
@@ -161,7 +161,8 @@ pub(crate) fn check(
             );
         }
         if rs.len() > 1 {
-            l.warn(
+            l.warn_of(
+                DiagnosticKind::Broadcast,
                 b.name_at,
                 format!(
                     "buffer '{name}' is read by {} workers ({}): here each of them gets every event (broadcast); mimoCoRB2 split the events between them",

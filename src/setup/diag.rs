@@ -16,11 +16,25 @@ pub enum Severity {
     Warning,
 }
 
+/// What a diagnostic is about, where callers treat some kinds apart (instead of matching
+/// their text).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DiagnosticKind {
+    /// Anything about the setup itself.
+    #[default]
+    General,
+    /// A buffer read by several workers: each gets every event here, where mimoCoRB2 split
+    /// them. A note for setups carried over from mimoCoRB2: `check` shows it, a run does not.
+    Broadcast,
+}
+
 /// One message about one place in a setup file (or a file it includes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
+    /// What it is about.
+    pub kind: DiagnosticKind,
     /// The file the position is in.
     pub file: PathBuf,
     /// 1-based line.
@@ -177,6 +191,7 @@ mod tests {
     fn display_is_compiler_like() {
         let d = Diagnostic {
             severity: Severity::Error,
+            kind: DiagnosticKind::General,
             file: "s.yaml".into(),
             line: 3,
             column: 5,

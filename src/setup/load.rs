@@ -5,7 +5,7 @@
 //! one pass reports all errors; nothing here panics on any input. Must never read a file
 //! outside what the setup names (the setup, its includes), never write anything.
 
-use super::diag::{unknown_name_hint, Diagnostic, Severity};
+use super::diag::{unknown_name_hint, Diagnostic, DiagnosticKind, Severity};
 use super::yaml::{self, Kind, Loc, Value};
 use super::{HugePages, Restart, RunOptions};
 use crate::dtype::{Dtype, DtypeError, FieldType};
@@ -187,7 +187,14 @@ impl Loader {
         }
     }
 
-    fn push(&mut self, severity: Severity, at: Loc, message: String, hint: Option<String>) {
+    fn push(
+        &mut self,
+        severity: Severity,
+        kind: DiagnosticKind,
+        at: Loc,
+        message: String,
+        hint: Option<String>,
+    ) {
         let file = self
             .files
             .get(at.file as usize)
@@ -197,6 +204,7 @@ impl Loader {
             at,
             Diagnostic {
                 severity,
+                kind,
                 file,
                 line: at.line.max(1),
                 column: at.column.max(1),
@@ -208,7 +216,13 @@ impl Loader {
 
     /// Records an error.
     pub fn error(&mut self, at: Loc, message: impl Into<String>, hint: Option<String>) {
-        self.push(Severity::Error, at, message.into(), hint);
+        self.push(
+            Severity::Error,
+            DiagnosticKind::General,
+            at,
+            message.into(),
+            hint,
+        );
     }
 
     /// Errors recorded so far.
@@ -218,7 +232,24 @@ impl Loader {
 
     /// Records a warning.
     pub fn warn(&mut self, at: Loc, message: impl Into<String>, hint: Option<String>) {
-        self.push(Severity::Warning, at, message.into(), hint);
+        self.push(
+            Severity::Warning,
+            DiagnosticKind::General,
+            at,
+            message.into(),
+            hint,
+        );
+    }
+
+    /// Records a warning of a kind callers treat apart.
+    pub fn warn_of(
+        &mut self,
+        kind: DiagnosticKind,
+        at: Loc,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.push(Severity::Warning, kind, at, message.into(), hint);
     }
 
     /// Parses the text of file `id`; a syntax error is recorded.

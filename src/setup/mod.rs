@@ -69,7 +69,7 @@ mod load;
 pub mod migrate;
 mod yaml;
 
-pub use diag::{Diagnostic, SetupError, Severity};
+pub use diag::{Diagnostic, DiagnosticKind, SetupError, Severity};
 
 use crate::dtype::Dtype;
 use crate::ring::Policy;
