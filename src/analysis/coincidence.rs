@@ -21,11 +21,11 @@
 //! written to `coincidence_<worker>.json`. Must never: see only part of the events (it
 //! refuses to run as more than one process).
 
-use super::trace::{feature_fields, one_sink, positive, FieldAccess};
+use super::trace::{count, feature_fields, one_sink, positive, FieldAccess};
 use crate::key;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
-    WorkerError,
+    WiringError, WorkerError,
 };
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -218,18 +218,20 @@ impl CoincidenceWorker {
     pub fn build(ctx: &BuildContext) -> Result<CoincidenceWorker, WorkerError> {
         let sink = one_sink(ctx)?;
         let [a, b] = ctx.sources.as_slice() else {
-            return Err(WorkerError::Other(format!(
-                "worker '{}' needs exactly two source buffers (a and b), has {}",
-                ctx.worker,
-                ctx.sources.len()
-            )));
+            return Err(count(
+                ctx,
+                "two source buffers (a and b)",
+                ctx.sources.len(),
+            ));
         };
         if ctx.process.1 > 1 {
-            return Err(WorkerError::Other(format!(
-                "worker '{}': process.coincidence must see every event of both sources; set \
-                 number_of_processes: 1 (it has {})",
-                ctx.worker, ctx.process.1
-            )));
+            return Err(WiringError::OneProcess {
+                worker: ctx.worker.clone(),
+                function: "process.coincidence",
+                of: " of both sources",
+                has: ctx.process.1,
+            }
+            .into());
         }
         let c = &ctx.config;
         let window = positive(ctx, WINDOW)?;

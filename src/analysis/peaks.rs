@@ -43,7 +43,7 @@ use super::trace::{field_names, one_sink, one_source, FieldAccess};
 use crate::key;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, KeyType, KeyValue, MaybeKey, Processor,
-    Template, WorkerError,
+    Template, WiringError, WorkerError,
 };
 use serde_json::Value;
 
@@ -576,25 +576,26 @@ impl Pha {
             _ => settings.plateau_size.is_some(),
         };
         if sink.data_length != 1 {
-            return Err(WorkerError::Other(format!(
-                "worker '{}': sink '{}' must have data_length 1 (one record per peak), has {}",
-                ctx.worker, sink.name, sink.data_length
-            )));
+            return Err(WiringError::NotOneRecord {
+                worker: ctx.worker.clone(),
+                what: "sink",
+                sink: sink.name.clone(),
+                per: "peak",
+                has: sink.data_length,
+            }
+            .into());
         }
         let mut outputs = Vec::new();
         for f in sink.dtype.fields() {
             let k = OUTPUTS
                 .iter()
                 .position(|(n, _)| *n == f.name)
-                .ok_or_else(|| {
-                    WorkerError::Other(format!(
-                        "worker '{}': sink '{}' has field '{}', which analyzers.pha does not \
-                         produce; choose fields from: {}",
-                        ctx.worker,
-                        sink.name,
-                        f.name,
-                        OUTPUTS.map(|o| o.0).join(", ")
-                    ))
+                .ok_or_else(|| WiringError::UnknownOutput {
+                    worker: ctx.worker.clone(),
+                    sink: sink.name.clone(),
+                    field: f.name.clone(),
+                    function: "analyzers.pha",
+                    allowed: OUTPUTS.map(|o| o.0).join(", "),
                 })?;
             if let Some(cond) = OUTPUTS[k].1 {
                 if !given(cond) {

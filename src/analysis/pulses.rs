@@ -36,7 +36,7 @@ use super::trace::{channels, choice, feature_fields, one_sink, one_source, posit
 use crate::key;
 use crate::worker::{
     Arity, BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor,
-    Strings, Template, WorkerError,
+    Strings, Template, WiringError, WorkerError,
 };
 
 const THRESHOLD: Key<f64> = key!(
@@ -577,10 +577,13 @@ impl PulsePairs {
             .unwrap_or(0);
         let outputs = feature_fields(ctx, sink, &PAIR_FIELDS)?;
         if !outputs.iter().any(|(_, w)| *w == 0) {
-            return Err(WorkerError::Other(format!(
-                "worker '{}': sink '{}' needs a field 'delay'",
-                ctx.worker, sink.name
-            )));
+            return Err(WiringError::MissingOutput {
+                worker: ctx.worker.clone(),
+                sink: sink.name.clone(),
+                field: "delay",
+                example: "",
+            }
+            .into());
         }
         Ok(PulsePairs {
             y: vec![0f32; src.data_length],

@@ -26,7 +26,7 @@ use super::trace::{feature_fields, one_sink, one_source, positive, FieldAccess};
 use crate::key;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
-    WorkerError,
+    WiringError, WorkerError,
 };
 
 /// Empty windows emitted one by one after a gap; a longer gap is one record.
@@ -278,11 +278,13 @@ impl Rate {
         let src = one_source(ctx)?;
         let sink = one_sink(ctx)?;
         if ctx.process.1 > 1 {
-            return Err(WorkerError::Other(format!(
-                "worker '{}': process.rate must see every event; set number_of_processes: 1 \
-                 (it has {})",
-                ctx.worker, ctx.process.1
-            )));
+            return Err(WiringError::OneProcess {
+                worker: ctx.worker.clone(),
+                function: "process.rate",
+                of: "",
+                has: ctx.process.1,
+            }
+            .into());
         }
         let c = &ctx.config;
         let window = positive(ctx, WINDOW)?;
@@ -315,10 +317,13 @@ impl Rate {
         }
         let outputs = feature_fields(ctx, sink, &RATE_FIELDS)?;
         if !outputs.iter().any(|(_, k)| *k == 4) {
-            return Err(WorkerError::Other(format!(
-                "worker '{}': sink '{}' needs a field 'rate' (e.g. rate: float64)",
-                ctx.worker, sink.name
-            )));
+            return Err(WiringError::MissingOutput {
+                worker: ctx.worker.clone(),
+                sink: sink.name.clone(),
+                field: "rate",
+                example: " (e.g. rate: float64)",
+            }
+            .into());
         }
         Ok(Rate {
             counter: RateCounter::new(window),

@@ -10,7 +10,9 @@
 //! nearest value and saturate at the type's range (NaN stores as 0).
 
 use crate::dtype::{ByteOrder, Field, FieldType, Scalar};
-use crate::worker::{BufferShape, BuildContext, ConfigError, Key, MaybeKey, Strings, WorkerError};
+use crate::worker::{
+    BufferShape, BuildContext, ConfigError, Key, MaybeKey, Strings, WiringError, WorkerError,
+};
 
 /// Where one field lives in each record, and its type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,14 +47,14 @@ macro_rules! each_scalar {
 impl FieldAccess {
     /// The field `name` of `buffer`, or an error naming the buffer and its fields.
     pub fn new(buffer: &BufferShape, name: &str) -> Result<FieldAccess, WorkerError> {
-        let f = buffer.dtype.field(name).ok_or_else(|| {
-            WorkerError::Other(format!(
-                "buffer '{}' has no field '{}' (its fields: {})",
-                buffer.name,
-                name,
-                field_names(buffer)
-            ))
-        })?;
+        let f = buffer
+            .dtype
+            .field(name)
+            .ok_or_else(|| WiringError::NoField {
+                buffer: buffer.name.clone(),
+                field: name.into(),
+                fields: field_names(buffer),
+            })?;
         FieldAccess::of(buffer, f)
     }
 
@@ -60,17 +62,11 @@ impl FieldAccess {
     /// is not a plain little-endian number (bool, complex, text, big-endian, subarray): the
     /// numeric built-ins refuse such a field rather than misread its bytes.
     fn of(buffer: &BufferShape, f: &Field) -> Result<FieldAccess, WorkerError> {
-        let scalar = f.ty.scalar().ok_or_else(|| {
-            WorkerError::Other(format!(
-                "buffer '{}' field '{}' is {} ({}): this function reads one little-endian \
-                 number per record (int8 … int64, uint8 … uint64, float32, float64); \
-                 pass-through functions (misc.copy, export.hdf5, export.csv, export.drain, \
-                 bench.sink) take any type",
-                buffer.name,
-                f.name,
-                f.ty,
-                describe(&f.ty)
-            ))
+        let scalar = f.ty.scalar().ok_or_else(|| WiringError::NotANumber {
+            buffer: buffer.name.clone(),
+            field: f.name.clone(),
+            ty: f.ty.to_string(),
+            kind: describe(&f.ty),
         })?;
         Ok(FieldAccess {
             name: f.name.clone(),
@@ -254,11 +250,7 @@ pub fn channels(
 pub fn one_source(ctx: &BuildContext) -> Result<&BufferShape, WorkerError> {
     match ctx.sources.as_slice() {
         [s] => Ok(s),
-        other => Err(WorkerError::Other(format!(
-            "worker '{}' needs exactly one source buffer, has {}",
-            ctx.worker,
-            other.len()
-        ))),
+        other => Err(count(ctx, "one source buffer", other.len())),
     }
 }
 
@@ -266,12 +258,18 @@ pub fn one_source(ctx: &BuildContext) -> Result<&BufferShape, WorkerError> {
 pub fn one_sink(ctx: &BuildContext) -> Result<&BufferShape, WorkerError> {
     match ctx.sinks.as_slice() {
         [s] => Ok(s),
-        other => Err(WorkerError::Other(format!(
-            "worker '{}' needs exactly one sink buffer, has {}",
-            ctx.worker,
-            other.len()
-        ))),
+        other => Err(count(ctx, "one sink buffer", other.len())),
     }
+}
+
+/// Worker `ctx` needs exactly `want` and has `has`.
+pub fn count(ctx: &BuildContext, want: &'static str, has: usize) -> WorkerError {
+    WiringError::Count {
+        worker: ctx.worker.clone(),
+        want,
+        has,
+    }
+    .into()
 }
 
 /// The buffer an Observer looks at: its one observed buffer (or, for tests built with
@@ -280,35 +278,28 @@ pub fn one_source_or_observed(ctx: &BuildContext) -> Result<&BufferShape, Worker
     match (ctx.observes.as_slice(), ctx.sources.as_slice()) {
         ([o], _) => Ok(o),
         ([], [s]) => Ok(s),
-        _ => Err(WorkerError::Other(format!(
-            "worker '{}' needs exactly one observed buffer, has {}",
-            ctx.worker,
-            ctx.observes.len()
-        ))),
+        _ => Err(count(ctx, "one observed buffer", ctx.observes.len())),
     }
 }
 
 /// Checks that every sink has the source's dtype and data_length (Filters copy events).
 pub fn sinks_like_source(ctx: &BuildContext, source: &BufferShape) -> Result<(), WorkerError> {
     if ctx.sinks.is_empty() {
-        return Err(WorkerError::Other(format!(
-            "worker '{}' needs at least one sink buffer",
-            ctx.worker
-        )));
+        return Err(WiringError::NoSink {
+            worker: ctx.worker.clone(),
+        }
+        .into());
     }
     for s in &ctx.sinks {
         if s.dtype != source.dtype || s.data_length != source.data_length {
-            return Err(WorkerError::Other(format!(
-                "worker '{}': sink '{}' ({} × {}) must have the same data_dtype and data_length \
-                 as source '{}' ({} × {})",
-                ctx.worker,
-                s.name,
-                s.data_length,
-                s.dtype,
-                source.name,
-                source.data_length,
-                source.dtype
-            )));
+            return Err(WiringError::UnlikeSource {
+                worker: ctx.worker.clone(),
+                sink: s.name.clone(),
+                sink_shape: format!("{} × {}", s.data_length, s.dtype),
+                source_buffer: source.name.clone(),
+                source_shape: format!("{} × {}", source.data_length, source.dtype),
+            }
+            .into());
         }
     }
     Ok(())
@@ -322,24 +313,27 @@ pub fn feature_fields(
     allowed: &[&str],
 ) -> Result<Vec<(FieldAccess, usize)>, WorkerError> {
     if sink.data_length != 1 {
-        return Err(WorkerError::Other(format!(
-            "worker '{}': feature sink '{}' must have data_length 1 (one record per result), has {}",
-            ctx.worker, sink.name, sink.data_length
-        )));
+        return Err(WiringError::NotOneRecord {
+            worker: ctx.worker.clone(),
+            what: "feature sink",
+            sink: sink.name.clone(),
+            per: "result",
+            has: sink.data_length,
+        }
+        .into());
     }
     sink.dtype
         .fields()
         .iter()
         .map(|f| {
             let k = allowed.iter().position(|a| *a == f.name).ok_or_else(|| {
-                WorkerError::Other(format!(
-                    "worker '{}': sink '{}' has field '{}', which this function does not \
-                     produce; choose fields from: {}",
-                    ctx.worker,
-                    sink.name,
-                    f.name,
-                    allowed.join(", ")
-                ))
+                WiringError::UnknownOutput {
+                    worker: ctx.worker.clone(),
+                    sink: sink.name.clone(),
+                    field: f.name.clone(),
+                    function: "this function",
+                    allowed: allowed.join(", "),
+                }
             })?;
             Ok((FieldAccess::new(sink, &f.name)?, k))
         })
@@ -420,6 +414,26 @@ mod tests {
         assert!(
             e.contains("'raw'") && e.contains("ch9") && e.contains("a, b, c"),
             "{e}"
+        );
+    }
+
+    /// Wiring mistakes are typed (issue 18: errors as enums, not text): a caller can tell a
+    /// missing field from a wrong buffer count without reading the message.
+    #[test]
+    fn wiring_mistakes_have_a_kind() {
+        assert!(matches!(
+            FieldAccess::new(&shape(), "ch9"),
+            Err(WorkerError::Wiring(WiringError::NoField { ref field, .. })) if field == "ch9"
+        ));
+        let ctx = BuildContext::for_test("w", serde_json::json!({}), vec![], vec![]);
+        let e = one_source(&ctx).unwrap_err();
+        assert!(
+            matches!(e, WorkerError::Wiring(WiringError::Count { has: 0, .. })),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "worker 'w' needs exactly one source buffer, has 0"
         );
     }
 }

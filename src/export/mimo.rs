@@ -639,20 +639,21 @@ pub fn functions() -> Vec<(Function, Check)> {
 fn one<'a>(
     ctx: &'a BuildContext,
     side: &'a [crate::worker::BufferShape],
-    what: &str,
+    want: &'static str,
 ) -> Result<&'a crate::worker::BufferShape, WorkerError> {
     match side {
         [b] => Ok(b),
-        _ => Err(WorkerError::Other(format!(
-            "worker '{}' needs exactly one {what} buffer, has {}",
-            ctx.worker,
-            side.len()
-        ))),
+        _ => Err(crate::worker::WiringError::Count {
+            worker: ctx.worker.clone(),
+            want,
+            has: side.len(),
+        }
+        .into()),
     }
 }
 
 fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
-    let src = one(ctx, &ctx.sources, "source")?;
+    let src = one(ctx, &ctx.sources, "one source buffer")?;
     if ctx.process.1 > 1 {
         return Err(WorkerError::Other(format!(
             "worker '{}': data.export writes one file, <buffer>.mimo: give it \
@@ -677,7 +678,7 @@ impl MimoExport {
     /// after the last whole event of the file the earlier process wrote (never truncates it).
     pub fn build(ctx: &BuildContext) -> Result<MimoExport, WorkerError> {
         let path = export_path(ctx)?;
-        let src = one(ctx, &ctx.sources, "source")?;
+        let src = one(ctx, &ctx.sources, "one source buffer")?;
         let header = MimoHeader::to_pickle(&src.dtype, src.data_length);
         let event = (src.data_length * src.dtype.record_size() + 24) as u64;
         let io = |source| WorkerError::Io {
@@ -762,7 +763,7 @@ impl Exporter for MimoExport {
 
 /// Opens the configured file and checks it holds the sink's records.
 fn open_for_sink(ctx: &BuildContext) -> Result<MimoReader, WorkerError> {
-    let sink = one(ctx, &ctx.sinks, "sink")?;
+    let sink = one(ctx, &ctx.sinks, "one sink buffer")?;
     let name = ctx.config.get(FILENAME)?;
     let path = ctx.setup_dir.join(name);
     let r = MimoReader::open(&path)

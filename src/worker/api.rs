@@ -102,9 +102,137 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+    /// The worker's buffers do not fit its function.
+    #[error(transparent)]
+    Wiring(#[from] WiringError),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
+}
+
+/// How a worker's buffers fail to fit its function: found when the worker is built, so
+/// `check` reports it before a run.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WiringError {
+    /// Too many or too few buffers on one side.
+    #[error("worker '{worker}' needs exactly {want}, has {has}")]
+    Count {
+        /// The worker.
+        worker: String,
+        /// What it needs, e.g. "one source buffer".
+        want: &'static str,
+        /// How many it has.
+        has: usize,
+    },
+    /// No sink at all.
+    #[error("worker '{worker}' needs at least one sink buffer")]
+    NoSink {
+        /// The worker.
+        worker: String,
+    },
+    /// The buffer lacks a field the function reads or writes.
+    #[error("buffer '{buffer}' has no field '{field}' (its fields: {fields})")]
+    NoField {
+        /// The buffer.
+        buffer: String,
+        /// The field asked for.
+        field: String,
+        /// The fields it has, comma-separated.
+        fields: String,
+    },
+    /// The field is not one plain little-endian number.
+    #[error(
+        "buffer '{buffer}' field '{field}' is {ty} ({kind}): this function reads one \
+         little-endian number per record (int8 … int64, uint8 … uint64, float32, float64); \
+         pass-through functions (misc.copy, export.hdf5, export.csv, export.drain, bench.sink) \
+         take any type"
+    )]
+    NotANumber {
+        /// The buffer.
+        buffer: String,
+        /// The field.
+        field: String,
+        /// Its type as written in a setup.
+        ty: String,
+        /// Its type in words.
+        kind: String,
+    },
+    /// A sink of a function that copies events differs from its source.
+    #[error(
+        "worker '{worker}': sink '{sink}' ({sink_shape}) must have the same data_dtype and \
+         data_length as source '{source_buffer}' ({source_shape})"
+    )]
+    UnlikeSource {
+        /// The worker.
+        worker: String,
+        /// The sink.
+        sink: String,
+        /// Its `data_length × data_dtype`.
+        sink_shape: String,
+        /// The source.
+        source_buffer: String,
+        /// Its `data_length × data_dtype`.
+        source_shape: String,
+    },
+    /// A feature sink whose events are not one record each.
+    #[error(
+        "worker '{worker}': {what} '{sink}' must have data_length 1 (one record per {per}), has {has}"
+    )]
+    NotOneRecord {
+        /// The worker.
+        worker: String,
+        /// "feature sink" or "sink".
+        what: &'static str,
+        /// The sink.
+        sink: String,
+        /// What one record stands for.
+        per: &'static str,
+        /// Its data_length.
+        has: usize,
+    },
+    /// A sink field the function does not produce.
+    #[error(
+        "worker '{worker}': sink '{sink}' has field '{field}', which {function} does not \
+         produce; choose fields from: {allowed}"
+    )]
+    UnknownOutput {
+        /// The worker.
+        worker: String,
+        /// The sink.
+        sink: String,
+        /// The field.
+        field: String,
+        /// "this function" or its name.
+        function: &'static str,
+        /// The fields it can produce, comma-separated.
+        allowed: String,
+    },
+    /// A sink lacks a field the function must write.
+    #[error("worker '{worker}': sink '{sink}' needs a field '{field}'{example}")]
+    MissingOutput {
+        /// The worker.
+        worker: String,
+        /// The sink.
+        sink: String,
+        /// The field.
+        field: &'static str,
+        /// An example declaration, e.g. " (e.g. rate: float64)", or empty.
+        example: &'static str,
+    },
+    /// A function that must see every event runs in several processes.
+    #[error(
+        "worker '{worker}': {function} must see every event{of}; set number_of_processes: 1 (it has {has})"
+    )]
+    OneProcess {
+        /// The worker.
+        worker: String,
+        /// The function's name.
+        function: &'static str,
+        /// " of both sources" or empty.
+        of: &'static str,
+        /// Its number_of_processes.
+        has: usize,
+    },
 }
 
 /// What an Importer produced on one call.

@@ -9,7 +9,7 @@ pub mod spec;
 
 pub use api::{
     BufferShape, BuildContext, Config, ConfigError, Emit, EventMut, EventRef, Exporter, Filter,
-    Importer, Observer, Processor, Produced, SinkMask, WorkerError,
+    Importer, Observer, Processor, Produced, SinkMask, WiringError, WorkerError,
 };
 pub use key::{
     Items, Key, KeyValue, Lookup, Mapping, MaybeKey, Numbers, PerChannel, PerChannelValue, Strings,
