@@ -1,7 +1,8 @@
 //! Device drivers for daq-engine.
 //!
 //! One module per device family. Each family splits into `protocol` (pure, byte-level,
-//! no I/O), `transport` (serialport or rusb) and `simulator` (speaks the same protocol).
+//! no I/O), `transport` (serialport or rusb) and `simulator` (speaks the same protocol);
+//! `README.md` beside this crate says how to add a family.
 
 pub mod driver;
 
