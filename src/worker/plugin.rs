@@ -16,8 +16,10 @@ use std::path::Path;
 /// longer a bare `Scalar`: a library built against 1 would misread every field. 3:
 /// [`Processor`](crate::worker::Processor) gained `process_from` and `accepts` (several
 /// sources) and [`Exporter`](crate::worker::Exporter) `events_dropped`, which moves their
-/// vtables.
-pub const ABI_VERSION: u32 = 3;
+/// vtables. 4: [`WorkerError`](crate::worker::WorkerError) gained `Wiring`, which moves
+/// `Other`: a library built against 3 returning `Other` crashed the worker (found by
+/// `engine_user::a_shared_library_filter_runs_in_the_pipeline` with a stale build).
+pub const ABI_VERSION: u32 = 4;
 /// The daq-engine version a plugin was built against (this crate's, expanded in the plugin).
 pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The compiler that built this crate.
