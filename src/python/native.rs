@@ -70,7 +70,7 @@ impl Io {
     fn sources(&mut self) -> PyResult<&mut Vec<SourceState>> {
         if self.sources.is_none() {
             let attached = process::sources_of(&self.plan, &self.worker, self.process)
-                .map_err(PyRuntimeError::new_err)?;
+                .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
             let mut mapped = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
             let states = attached
                 .into_iter()
@@ -101,7 +101,7 @@ impl Io {
                 ));
             }
             let s = Sinks::attach(&self.plan, &self.worker, self.process)
-                .map_err(PyRuntimeError::new_err)?;
+                .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
             self.sinks = Some(s);
         }
         Ok(self.sinks.as_mut().expect("attached above"))
@@ -421,7 +421,7 @@ impl Io {
         if let Some(e) = error.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Err(e);
         }
-        result.map_err(PyRuntimeError::new_err)
+        result.map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 }
 

@@ -77,6 +77,68 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Why one worker process could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The plan lacks a buffer the worker names (a plan edited or from another version).
+    #[error("{role} '{buffer}' is not in the plan")]
+    NotInPlan {
+        /// "sink", "source", "buffer" or "observed buffer".
+        role: &'static str,
+        /// The buffer.
+        buffer: String,
+    },
+    /// The plan has fewer rings for a sink than the worker has processes.
+    #[error("sink '{sink}' has no ring for process {process}")]
+    NoRing {
+        /// The sink.
+        sink: String,
+        /// The process.
+        process: usize,
+    },
+    /// The plan does not list the worker among a buffer's readers.
+    #[error("'{worker}' is not a reader of '{buffer}'")]
+    NotAReader {
+        /// The worker.
+        worker: String,
+        /// The buffer.
+        buffer: String,
+    },
+    /// The worker has no buffer of the kind its template needs.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// The plan names a function this binary does not have.
+    #[error("unknown function '{0}'")]
+    UnknownFunction(String),
+    /// A ring could not be attached.
+    #[error(transparent)]
+    Attach(#[from] crate::ring::AttachError),
+    /// A ring refused the role (reader, producer) the plan gives this process.
+    #[error(transparent)]
+    Role(#[from] crate::ring::RoleError),
+    /// An observer's copy buffer does not fit the ring's events.
+    #[error(transparent)]
+    Observe(#[from] crate::ring::WrongSize),
+    /// The worker's function failed.
+    #[error(transparent)]
+    Worker(Box<WorkerError>),
+    /// An importer's function failed while writing an event into its sink.
+    #[error("writing '{sink}': {source}")]
+    Writing {
+        /// The sink.
+        sink: String,
+        /// What failed.
+        #[source]
+        source: Box<WorkerError>,
+    },
+}
+
+impl From<WorkerError> for ProcessError {
+    fn from(e: WorkerError) -> Self {
+        ProcessError::Worker(Box::new(e))
+    }
+}
+
 fn install_signals() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let act = SigAction::new(
@@ -272,13 +334,12 @@ impl Source {
         buffer: &BufferPlan,
         group: usize,
         member: usize,
-    ) -> Result<Source, String> {
+    ) -> Result<Source, ProcessError> {
         let dtype = buffer.dtype();
         let mut readers = Vec::new();
         for path in &buffer.rings {
-            let ring = Ring::attach(path, Some(&dtype), Some(buffer.data_length))
-                .map_err(|e| e.to_string())?;
-            let mut reader = ring.reader(group, member).map_err(|e| e.to_string())?;
+            let ring = Ring::attach(path, Some(&dtype), Some(buffer.data_length))?;
+            let mut reader = ring.reader(group, member)?;
             if SPIN_ON_OWN_CORE.load(Ordering::SeqCst) {
                 reader.spin_on_own_core(crate::ring::OWN_CORE_SPIN_MAX);
             }
@@ -424,21 +485,25 @@ pub(crate) struct Sinks {
 }
 
 impl Sinks {
-    pub(crate) fn attach(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<Sinks, String> {
+    pub(crate) fn attach(
+        plan: &Plan,
+        w: &WorkerPlan,
+        process: usize,
+    ) -> Result<Sinks, ProcessError> {
         let mut producers = Vec::new();
         let mut dtypes = Vec::new();
         for name in &w.sinks {
-            let b = plan
-                .buffer(name)
-                .ok_or_else(|| format!("sink '{name}' is not in the plan"))?;
+            let b = plan.buffer(name).ok_or_else(|| ProcessError::NotInPlan {
+                role: "sink",
+                buffer: name.clone(),
+            })?;
             let dtype = b.dtype();
-            let path = b
-                .rings
-                .get(process)
-                .ok_or_else(|| format!("sink '{name}' has no ring for process {process}"))?;
-            let ring =
-                Ring::attach(path, Some(&dtype), Some(b.data_length)).map_err(|e| e.to_string())?;
-            producers.push(ring.producer().map_err(|e| e.to_string())?);
+            let path = b.rings.get(process).ok_or_else(|| ProcessError::NoRing {
+                sink: name.clone(),
+                process,
+            })?;
+            let ring = Ring::attach(path, Some(&dtype), Some(b.data_length))?;
+            producers.push(ring.producer()?);
             dtypes.push(dtype);
         }
         Ok(Sinks {
@@ -524,14 +589,17 @@ impl Emit for Sinks {
     }
 }
 
-fn context(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<BuildContext, String> {
-    let shapes = |names: &[String]| -> Result<Vec<_>, String> {
+fn context(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<BuildContext, ProcessError> {
+    let shapes = |names: &[String]| -> Result<Vec<_>, ProcessError> {
         names
             .iter()
             .map(|n| {
                 plan.buffer(n)
                     .map(|b| b.shape())
-                    .ok_or_else(|| format!("buffer '{n}' is not in the plan"))
+                    .ok_or_else(|| ProcessError::NotInPlan {
+                        role: "buffer",
+                        buffer: n.clone(),
+                    })
             })
             .collect()
     };
@@ -551,10 +619,10 @@ fn context(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<BuildContext, 
 pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Registry) -> Outcome {
     let ctx = match context(plan, w, process) {
         Ok(c) => c,
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return Outcome::Failed(e.to_string()),
     };
     let Some(function) = registry.get(&w.function) else {
-        return Outcome::Failed(format!("unknown function '{}'", w.function));
+        return Outcome::Failed(ProcessError::UnknownFunction(w.function.clone()).to_string());
     };
     let fail = |e: WorkerError| Outcome::Failed(e.to_string());
     let result = match function.build {
@@ -604,7 +672,7 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize, registry: &Regist
     };
     match result {
         Ok(()) => Outcome::Finished,
-        Err(e) => Outcome::Failed(e),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }
 
@@ -615,7 +683,7 @@ pub(crate) fn importer_loop(
     w: &WorkerPlan,
     process: usize,
     mut f: Box<dyn crate::worker::Importer>,
-) -> Result<(), String> {
+) -> Result<(), ProcessError> {
     let mut sinks = Sinks::attach(plan, w, process)?;
     let sink_name = &w.sinks[0];
     let dtype = sinks.dtypes[0].clone();
@@ -671,7 +739,7 @@ pub(crate) fn importer_loop(
                 }
                 Ok(Produced::Idle) => {}
                 Ok(Produced::End) => break Ok(()),
-                Err(e) => break Err(format!("{e}")),
+                Err(e) => break Err(e.into()),
             }
             continue;
         }
@@ -713,7 +781,12 @@ pub(crate) fn importer_loop(
             }
             Ok(Produced::Idle) => {} // the slot goes to the next claim unpublished
             Ok(Produced::End) => break Ok(()),
-            Err(e) => break Err(format!("writing '{sink_name}': {e}")),
+            Err(e) => {
+                break Err(ProcessError::Writing {
+                    sink: sink_name.clone(),
+                    source: Box::new(e),
+                })
+            }
         }
     };
     // The importer ends before its sinks close: a device's stop and its last notes come
@@ -729,16 +802,20 @@ pub(crate) fn sources_of(
     plan: &Plan,
     w: &WorkerPlan,
     process: usize,
-) -> Result<Vec<Source>, String> {
+) -> Result<Vec<Source>, ProcessError> {
     w.sources
         .iter()
         .map(|name| {
-            let b = plan
-                .buffer(name)
-                .ok_or_else(|| format!("source '{name}' is not in the plan"))?;
+            let b = plan.buffer(name).ok_or_else(|| ProcessError::NotInPlan {
+                role: "source",
+                buffer: name.clone(),
+            })?;
             let g = b
                 .group_of(&w.name)
-                .ok_or_else(|| format!("'{}' is not a reader of '{name}'", w.name))?;
+                .ok_or_else(|| ProcessError::NotAReader {
+                    worker: w.name.clone(),
+                    buffer: name.clone(),
+                })?;
             Source::attach(b, g, process)
         })
         .collect()
@@ -751,7 +828,7 @@ fn through_loop(
     f: &mut Through<'_>,
     accepts: &dyn Fn(usize) -> bool,
     finish: &mut dyn FnMut(&mut Sinks) -> Result<(), WorkerError>,
-) -> Result<(), String> {
+) -> Result<(), ProcessError> {
     let mut sources = sources_of(plan, w, process)?;
     let mut sinks = Sinks::attach(plan, w, process)?;
     let mut done = vec![false; sources.len()];
@@ -767,7 +844,7 @@ fn through_loop(
                     }
                 }
                 Ok(Step::End) => done[0] = true,
-                Err(e) => result = Err(e.to_string()),
+                Err(e) => result = Err(e.into()),
             }
         }
     } else {
@@ -779,7 +856,7 @@ fn through_loop(
         );
     }
     if result.is_ok() {
-        result = finish(&mut sinks).map_err(|e| e.to_string());
+        result = finish(&mut sinks).map_err(ProcessError::from);
     }
     sinks.end(&result);
     result
@@ -793,7 +870,7 @@ fn merge_sources(
     done: &mut [bool],
     f: &mut dyn FnMut(usize, &EventRef<'_>) -> Result<(), WorkerError>,
     accepts: &dyn Fn(usize) -> bool,
-) -> Result<(), String> {
+) -> Result<(), ProcessError> {
     while done.iter().any(|d| !d) {
         // When the function holds back every source still going (it waits for a source that
         // has ended), it gets events anyway: it must cope (a pairing function gives up on the
@@ -808,7 +885,7 @@ fn merge_sources(
                 Ok(Step::Did) => took = true,
                 Ok(Step::Idle) => {}
                 Ok(Step::End) => done[i] = true,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
         if took {
@@ -837,15 +914,15 @@ fn exporter_loop(
     w: &WorkerPlan,
     process: usize,
     mut f: Box<dyn crate::worker::Exporter>,
-) -> Result<(), String> {
+) -> Result<(), ProcessError> {
     let mut sources = sources_of(plan, w, process)?;
     let mut sinks = Sinks::attach(plan, w, process)?;
     let mut last_flush = Instant::now();
     let mut steps = 0u64;
-    let mut result: Result<(), String> = Ok(());
+    let mut result: Result<(), ProcessError> = Ok(());
     let src = sources
         .first_mut()
-        .ok_or_else(|| "an exporter needs a source".to_string())?;
+        .ok_or(ProcessError::Missing("an exporter needs a source"))?;
     let pass_on = !sinks.producers.is_empty();
     let mut booked_dropped = 0u64;
     if let Some(kept) = f.kept_from_earlier() {
@@ -867,7 +944,7 @@ fn exporter_loop(
             }
             Ok(Step::End) => break,
             Err(e) => {
-                result = Err(e.to_string());
+                result = Err(e.into());
                 break;
             }
         }
@@ -878,7 +955,7 @@ fn exporter_loop(
         {
             last_flush = Instant::now();
             if let Err(e) = f.flush() {
-                result = Err(e.to_string());
+                result = Err(e.into());
                 break;
             }
             booked_dropped = book_dropped(src, f.as_ref(), booked_dropped);
@@ -892,7 +969,7 @@ fn exporter_loop(
         None
     };
     f.run_lost(events_lost(plan));
-    let fin = f.finish().map_err(|e| e.to_string());
+    let fin = f.finish().map_err(ProcessError::from);
     book_dropped(src, f.as_ref(), booked_dropped);
     let kept = kept_at_failure.or_else(|| if fin.is_err() { f.events_kept() } else { None });
     if let Some(kept) = kept {
@@ -971,19 +1048,18 @@ fn observer_loop(
     plan: &Plan,
     w: &WorkerPlan,
     mut f: Box<dyn crate::worker::Observer>,
-) -> Result<(), String> {
-    let name = w
-        .observes
-        .first()
-        .ok_or_else(|| "an observer needs a buffer to observe".to_string())?;
-    let b = plan
-        .buffer(name)
-        .ok_or_else(|| format!("observed buffer '{name}' is not in the plan"))?;
+) -> Result<(), ProcessError> {
+    let name = w.observes.first().ok_or(ProcessError::Missing(
+        "an observer needs a buffer to observe",
+    ))?;
+    let b = plan.buffer(name).ok_or_else(|| ProcessError::NotInPlan {
+        role: "observed buffer",
+        buffer: name.clone(),
+    })?;
     let dtype = b.dtype();
     let mut observers: Vec<RingObserver> = Vec::new();
     for path in &b.rings {
-        let ring =
-            Ring::attach(path, Some(&dtype), Some(b.data_length)).map_err(|e| e.to_string())?;
+        let ring = Ring::attach(path, Some(&dtype), Some(b.data_length))?;
         observers.push(ring.observer());
     }
     let interval = w
@@ -997,17 +1073,14 @@ fn observer_loop(
     loop {
         let mut fresh = false;
         for o in observers.iter_mut() {
-            if o.latest(&mut data, &mut meta)
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
+            if o.latest(&mut data, &mut meta)?.is_some() {
                 fresh = true;
                 let ev = EventRef {
                     data: &data,
                     meta,
                     dtype: &dtype,
                 };
-                f.observe(&ev).map_err(|e| e.to_string())?;
+                f.observe(&ev)?;
             }
         }
         let all_closed = observers.iter().all(|o| o.ring().stats().closed);
@@ -1016,7 +1089,7 @@ fn observer_loop(
         }
         std::thread::sleep(Duration::from_secs_f64(interval));
     }
-    f.finish().map_err(|e| e.to_string())
+    Ok(f.finish()?)
 }
 
 /// The ring file for process `k` of the writer of `buffer` in run `run_id`.
@@ -1076,5 +1149,29 @@ mod tests {
             seq += 1;
             assert!(!paused());
         }
+    }
+
+    /// The supervisor's log and the run's summary show these texts; they stay as they were
+    /// when they were plain strings.
+    #[test]
+    fn process_errors_say_what_the_strings_said() {
+        let e = ProcessError::NotInPlan {
+            role: "sink",
+            buffer: "raw".into(),
+        };
+        assert_eq!(e.to_string(), "sink 'raw' is not in the plan");
+        let e = ProcessError::NoRing {
+            sink: "raw".into(),
+            process: 2,
+        };
+        assert_eq!(e.to_string(), "sink 'raw' has no ring for process 2");
+        let e = ProcessError::Writing {
+            sink: "raw".into(),
+            source: Box::new(WorkerError::Other("the device is gone".into())),
+        };
+        assert_eq!(e.to_string(), "writing 'raw': the device is gone");
+        let e: ProcessError = WorkerError::Other("bad".into()).into();
+        assert!(matches!(e, ProcessError::Worker(_)));
+        assert_eq!(e.to_string(), "bad");
     }
 }
