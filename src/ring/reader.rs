@@ -507,7 +507,8 @@ impl<'a> WaitToken<'a> {
 /// let (a, b) = (ring("a"), ring("b"));
 /// let mut readers = [a.reader(0, 0).unwrap(), b.reader(0, 0).unwrap()];
 /// let mut producer = b.producer().unwrap();
-/// std::thread::spawn(move || producer.claim(Duration::from_secs(1)).unwrap().publish());
+/// let writer =
+///     std::thread::spawn(move || producer.claim(Duration::from_secs(1)).unwrap().publish());
 /// // A merged reader: tokens first, then look, then sleep on both rings at once.
 /// loop {
 ///     let tokens = [readers[0].wait_token(), readers[1].wait_token()];
@@ -519,6 +520,9 @@ impl<'a> WaitToken<'a> {
 ///         break;
 ///     }
 /// }
+/// // Joined, so that its producer lets go of ring b before the rings are dropped (and their
+/// // files removed); a doctest that returned first left b's file in /dev/shm.
+/// writer.join().unwrap();
 /// ```
 pub fn wait_any(tokens: &[WaitToken<'_>], timeout: Duration) {
     for t in tokens {
