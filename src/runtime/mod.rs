@@ -206,7 +206,7 @@ pub fn run(
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a per-process attribute.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     if let Some(pid) = supervisor {
-        if nix::unistd::getppid().as_raw() != pid {
+        if orphaned(pid, nix::unistd::getppid().as_raw()) {
             STOP.store(true, Ordering::SeqCst);
         }
     }
@@ -264,6 +264,34 @@ pub fn run(
     }
 }
 
+/// True when `supervisor` will not clean up after this worker, whose parent is `parent`: it is
+/// no longer the parent, or it is exiting. The kernel sends a worker the parent-death signal
+/// when the supervisor's *thread* that started it ends, but reparents it only once the last
+/// of the supervisor's threads is gone; in between, `getppid` still names the dying
+/// supervisor. A supervisor killed on a loaded machine can take that long to die that its
+/// workers drain and exit first: each then thought the supervisor alive and left the ring
+/// files (`engine_run::workers_exit_and_clean_up_when_the_supervisor_is_killed`, a few
+/// loaded runs in many). An exiting main thread (`PF_EXITING`, or a zombie leader) tells.
+fn orphaned(supervisor: i32, parent: i32) -> bool {
+    parent != supervisor || exiting(supervisor)
+}
+
+/// True when process `pid` is gone or its main thread is exiting.
+fn exiting(pid: i32) -> bool {
+    /// `PF_EXITING` in the flags of /proc/PID/stat (include/linux/sched.h).
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // After the command name: state(0) ppid(1) pgrp(2) session(3) tty_nr(4) tpgid(5) flags(6)
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let state = fields.first().copied().unwrap_or("X");
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
+}
+
 /// Removes the run's ring files when it is dropped in a worker whose supervisor is gone:
 /// whoever ends last leaves none behind (a live supervisor removes them itself).
 struct OrphanCleanup<'a> {
@@ -275,7 +303,7 @@ impl Drop for OrphanCleanup<'_> {
     fn drop(&mut self) {
         let orphaned = self
             .supervisor
-            .is_some_and(|pid| nix::unistd::getppid().as_raw() != pid);
+            .is_some_and(|pid| orphaned(pid, nix::unistd::getppid().as_raw()));
         if orphaned {
             for b in &self.plan.buffers {
                 for r in &b.rings {
@@ -1173,5 +1201,45 @@ mod tests {
         let e: ProcessError = WorkerError::Other("bad".into()).into();
         assert!(matches!(e, ProcessError::Worker(_)));
         assert_eq!(e.to_string(), "bad");
+    }
+
+    /// A supervisor whose main thread has ended while another of its threads still runs
+    /// (as when a SIGKILL takes a loaded supervisor's threads down one by one) is still the
+    /// workers' parent, yet will clean up nothing: it counts as gone. Before, only a changed
+    /// parent did, and the workers of a killed supervisor left their ring files.
+    #[test]
+    fn a_supervisor_whose_main_thread_ended_counts_as_gone() {
+        let script = "import ctypes, threading, time\n\
+                      threading.Thread(target=time.sleep, args=(5,)).start()\n\
+                      ctypes.CDLL(None).pthread_exit(None)\n";
+        let Ok(mut child) = std::process::Command::new("python3")
+            .args(["-c", script])
+            .spawn()
+        else {
+            eprintln!("SKIPPED: no python3 to stand for a dying supervisor");
+            return;
+        };
+        let pid = child.id() as i32;
+        let t = std::time::Instant::now();
+        while !exiting(pid) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Its other thread keeps the process: the kernel would not have reparented us yet.
+        let alive = std::path::Path::new(&format!("/proc/{pid}/task")).exists();
+        let gone = orphaned(pid, pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            alive,
+            "the stand-in supervisor ended before it was looked at"
+        );
+        assert!(
+            gone,
+            "a supervisor with an ended main thread counted as alive"
+        );
+        // A live one that is still the parent is not gone; one that is not the parent is.
+        let me = std::process::id() as i32;
+        assert!(!orphaned(me, me));
+        assert!(orphaned(me, 1));
     }
 }
