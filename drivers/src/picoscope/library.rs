@@ -47,6 +47,10 @@ type RunBlockOs = unsafe extern "C" fn(
 ) -> u32;
 type IsReady = unsafe extern "C" fn(i16, *mut i16) -> u32;
 type SetDataBuffer = unsafe extern "C" fn(i16, i32, *mut i16, i32, u32, i32) -> u32;
+/// `GetValues(handle, uint32_t startIndex, uint32_t *noOfSamples, uint32_t downSampleRatio,
+/// RATIO_MODE downSampleRatioMode, uint32_t segmentIndex, int16_t *overflow)`, the same in
+/// ps2000a, ps3000a and ps5000a (Pico's Python wrappers, picosdk/ps*.py).
+type Values = unsafe extern "C" fn(i16, u32, *mut u32, u32, i32, u32, *mut i16) -> u32;
 type ValuesBulk = unsafe extern "C" fn(i16, *mut u32, u32, u32, u32, i32, *mut i16) -> u32;
 type OffsetBulk64 = unsafe extern "C" fn(i16, *mut i64, *mut i32, u32, u32) -> u32;
 type RunStreaming = unsafe extern "C" fn(i16, *mut u32, i32, u32, u32, i16, u32, i32, u32) -> u32;
@@ -86,6 +90,7 @@ struct Api {
     run_block: RunBlockFn,
     is_ready: IsReady,
     set_data_buffer: SetDataBuffer,
+    get_values: Values,
     get_values_bulk: ValuesBulk,
     trigger_time_offset_bulk64: OffsetBulk64,
     run_streaming: RunStreaming,
@@ -266,6 +271,7 @@ impl PicoLibrary {
             run_block,
             is_ready: get!(s.is_ready, IsReady),
             set_data_buffer: get!(s.set_data_buffer, SetDataBuffer),
+            get_values: get!(s.get_values, Values),
             get_values_bulk: get!(s.get_values_bulk, ValuesBulk),
             trigger_time_offset_bulk64: get!(s.trigger_time_offset_bulk64, OffsetBulk64),
             run_streaming: get!(s.run_streaming, RunStreaming),
@@ -534,6 +540,18 @@ impl PicoLibrary {
     ) -> PicoStatus {
         // SAFETY: the caller guarantees the buffer's validity.
         status(unsafe { (self.api.set_data_buffer)(handle, i32::from(ch), buf, len, segment, 0) })
+    }
+
+    /// `GetValues` of `samples` samples from the start of `segment`, without downsampling:
+    /// (status, samples fetched, overflow bit field).
+    pub fn get_values(&self, handle: i16, samples: u32, segment: u32) -> (PicoStatus, u32, i16) {
+        let mut n = samples;
+        let mut overflow = 0i16;
+        // SAFETY: n and overflow are live locals of the C types.
+        let s = status(unsafe {
+            (self.api.get_values)(handle, 0, &mut n, 1, 0, segment, &mut overflow)
+        });
+        (s, n, overflow)
     }
 
     /// `GetValuesBulk` for segments `from..=to`: (status, samples per capture).
