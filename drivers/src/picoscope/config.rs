@@ -62,6 +62,11 @@ impl VoltageRange {
         RANGES[self as usize].1
     }
 
+    /// The range of a C API enum value (0 = ±10 mV .. 11 = ±50 V).
+    pub fn from_code(code: u8) -> Option<VoltageRange> {
+        RANGES.get(code as usize).map(|r| r.0)
+    }
+
     /// The range whose full scale is `volts` (within 0.1 %).
     pub fn from_volts(volts: f64) -> Option<VoltageRange> {
         RANGES
@@ -627,7 +632,9 @@ mod tests {
         assert_eq!(VoltageRange::from_volts(0.3), None);
         for (r, v) in RANGES {
             assert_eq!(VoltageRange::from_volts(v), Some(r));
+            assert_eq!(VoltageRange::from_code(r.code()), Some(r));
         }
+        assert_eq!(VoltageRange::from_code(12), None);
     }
 
     #[test]
