@@ -905,6 +905,12 @@ fn every_injected_status_becomes_its_typed_error() {
         (&[("RunBlock", 0x15)], Block, "RunBlock", 0x15),
         (&[("GetValues", 0x18)], Block, "GetValues", 0x18),
         (&[("GetValues", 0x07)], Block, "GetValues", 0x07),
+        (
+            &[("GetTriggerTimeOffset64", 0x25)],
+            Block,
+            "GetTriggerTimeOffset64",
+            0x25,
+        ),
         (&[("RunStreaming", 0x14)], Streaming, "RunStreaming", 0x14),
         (
             &[("GetStreamingLatestValues", 0x1C)],
@@ -1700,9 +1706,11 @@ fn mso_reconnect_switches_the_digital_port_on_again() {
 }
 
 /// Pico's block mode (`mode: block`) in every family: RunBlock of one capture, then
-/// GetValues of segment 0, no memory segments and no GetValuesBulk. The events are exactly
+/// GetValues and GetTriggerTimeOffset64 of segment 0, no memory segments and none of the
+/// bulk calls. The events are exactly
 /// the captures the fake generates: byte for byte those a second copy of the fake with the
-/// same seed gives through rapid block of one capture per run, with the falling trigger
+/// same seed gives through rapid block of one capture per run (trigger offsets too), with
+/// the falling trigger
 /// on A between samples 39 and 40. Reading allocates nothing. Before, there was no block
 /// mode (only rapid block of one capture, through GetValuesBulk).
 #[test]
@@ -1745,12 +1753,19 @@ fn block_mode_in_every_family_gives_the_fakes_captures_through_get_values() {
                 family.name,
                 &a[39..41]
             );
-            assert!(scope.last_trigger_offset_s().is_some());
+            let offset = scope.last_trigger_offset_s();
+            assert!(offset.is_some());
+            assert_eq!(offset, reference.last_trigger_offset_s());
         }
         assert_eq!(allocated, 0, "{}: reading allocates nothing", family.name);
         let name = |f: &str| format!("{}{f}", family.name);
         assert_eq!(block_fake.calls(&name("GetValues")), N as u32);
         assert_eq!(block_fake.calls(&name("GetValuesBulk")), 0);
+        assert_eq!(block_fake.calls(&name("GetTriggerTimeOffset64")), N as u32);
+        assert_eq!(
+            block_fake.calls(&name("GetValuesTriggerTimeOffsetBulk64")),
+            0
+        );
         assert_eq!(block_fake.calls(&name("MemorySegments")), 0);
         assert_eq!(block_fake.calls(&name("SetNoOfCaptures")), 0);
         // One capture per RunBlock, re-armed at each fetch.

@@ -1258,6 +1258,33 @@ fn get_values(
     })
 }
 
+fn trigger_offset(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    time: *mut i64,
+    unit: *mut i32,
+    segment: u32,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
+            return st::NO_SAMPLES_AVAILABLE;
+        };
+        if time.is_null() || unit.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        if segment >= u.segments {
+            return st::SEGMENT_OUT_OF_RANGE;
+        }
+        // SAFETY: non-null pointers to one int64_t and one TIME_UNITS each.
+        unsafe {
+            *time = block.offsets_ps[segment as usize];
+            *unit = 1; // PS
+        }
+        st::OK
+    })
+}
+
 fn trigger_offsets(
     name: &str,
     fam: Fam,
@@ -1404,7 +1431,7 @@ macro_rules! common_exports {
     ($fam:expr, $pfx:literal,
      $close:ident, $stop:ident, $ping:ident, $info:ident, $enumerate:ident, $channel:ident,
      $trigger:ident, $segments:ident, $captures:ident, $ready:ident, $buffer:ident,
-     $values:ident, $bulk:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident) => {
+     $values:ident, $bulk:ident, $offset:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident) => {
         /// `PICO_STATUS CloseUnit(int16_t handle)`
         #[no_mangle]
         pub extern "C" fn $close(handle: i16) -> u32 {
@@ -1570,6 +1597,23 @@ macro_rules! common_exports {
                 overflow,
             )
         }
+        /// `PICO_STATUS GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t segmentIndex)`
+        #[no_mangle]
+        pub extern "C" fn $offset(
+            handle: i16,
+            time: *mut i64,
+            unit: *mut i32,
+            segment: u32,
+        ) -> u32 {
+            trigger_offset(
+                concat!($pfx, "GetTriggerTimeOffset64"),
+                $fam,
+                handle,
+                time,
+                unit,
+                segment,
+            )
+        }
         /// `PICO_STATUS GetValuesTriggerTimeOffsetBulk64(handle, int64_t *times, TIME_UNITS *units, uint32_t from, uint32_t to)`
         #[no_mangle]
         pub extern "C" fn $offsets(
@@ -1651,6 +1695,7 @@ common_exports!(
     ps5000aSetDataBuffer,
     ps5000aGetValues,
     ps5000aGetValuesBulk,
+    ps5000aGetTriggerTimeOffset64,
     ps5000aGetValuesTriggerTimeOffsetBulk64,
     ps5000aRunStreaming,
     ps5000aGetStreamingLatestValues,
@@ -1673,6 +1718,7 @@ common_exports!(
     ps2000aSetDataBuffer,
     ps2000aGetValues,
     ps2000aGetValuesBulk,
+    ps2000aGetTriggerTimeOffset64,
     ps2000aGetValuesTriggerTimeOffsetBulk64,
     ps2000aRunStreaming,
     ps2000aGetStreamingLatestValues,
@@ -1695,6 +1741,7 @@ common_exports!(
     ps3000aSetDataBuffer,
     ps3000aGetValues,
     ps3000aGetValuesBulk,
+    ps3000aGetTriggerTimeOffset64,
     ps3000aGetValuesTriggerTimeOffsetBulk64,
     ps3000aRunStreaming,
     ps3000aGetStreamingLatestValues,

@@ -43,6 +43,8 @@ pub struct Symbols {
     pub get_values_bulk: &'static str,
     /// `GetValuesTriggerTimeOffsetBulk64`.
     pub trigger_time_offset_bulk64: &'static str,
+    /// `GetTriggerTimeOffset64` (block mode).
+    pub trigger_time_offset64: &'static str,
     /// `RunStreaming`.
     pub run_streaming: &'static str,
     /// `GetStreamingLatestValues`.
@@ -77,6 +79,7 @@ macro_rules! symbols {
             get_values: concat!($p, "GetValues"),
             get_values_bulk: concat!($p, "GetValuesBulk"),
             trigger_time_offset_bulk64: concat!($p, "GetValuesTriggerTimeOffsetBulk64"),
+            trigger_time_offset64: concat!($p, "GetTriggerTimeOffset64"),
             run_streaming: concat!($p, "RunStreaming"),
             get_streaming_latest_values: concat!($p, "GetStreamingLatestValues"),
             maximum_value: concat!($p, "MaximumValue"),

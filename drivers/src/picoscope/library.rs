@@ -53,6 +53,9 @@ type SetDataBuffer = unsafe extern "C" fn(i16, i32, *mut i16, i32, u32, i32) -> 
 type Values = unsafe extern "C" fn(i16, u32, *mut u32, u32, i32, u32, *mut i16) -> u32;
 type ValuesBulk = unsafe extern "C" fn(i16, *mut u32, u32, u32, u32, i32, *mut i16) -> u32;
 type OffsetBulk64 = unsafe extern "C" fn(i16, *mut i64, *mut i32, u32, u32) -> u32;
+/// `GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t
+/// segmentIndex)`, the same in ps2000a, ps3000a and ps5000a (picosdk/ps*.py).
+type Offset64 = unsafe extern "C" fn(i16, *mut i64, *mut i32, u32) -> u32;
 type RunStreaming = unsafe extern "C" fn(i16, *mut u32, i32, u32, u32, i16, u32, i32, u32) -> u32;
 type LatestValues = unsafe extern "C" fn(i16, Option<StreamingReady>, *mut c_void) -> u32;
 type MaxValue = unsafe extern "C" fn(i16, *mut i16) -> u32;
@@ -93,6 +96,7 @@ struct Api {
     get_values: Values,
     get_values_bulk: ValuesBulk,
     trigger_time_offset_bulk64: OffsetBulk64,
+    trigger_time_offset64: Offset64,
     run_streaming: RunStreaming,
     get_streaming_latest_values: LatestValues,
     maximum_value: MaxValue,
@@ -274,6 +278,7 @@ impl PicoLibrary {
             get_values: get!(s.get_values, Values),
             get_values_bulk: get!(s.get_values_bulk, ValuesBulk),
             trigger_time_offset_bulk64: get!(s.trigger_time_offset_bulk64, OffsetBulk64),
+            trigger_time_offset64: get!(s.trigger_time_offset64, Offset64),
             run_streaming: get!(s.run_streaming, RunStreaming),
             get_streaming_latest_values: get!(s.get_streaming_latest_values, LatestValues),
             maximum_value: get!(s.maximum_value, MaxValue),
@@ -598,6 +603,16 @@ impl PicoLibrary {
                 to,
             )
         })
+    }
+
+    /// `GetTriggerTimeOffset64` of `segment`: (status, offset, its `TIME_UNITS`).
+    pub fn trigger_time_offset(&self, handle: i16, segment: u32) -> (PicoStatus, i64, i32) {
+        let (mut time, mut unit) = (0i64, 0i32);
+        // SAFETY: time and unit are live locals of the C types.
+        let s = status(unsafe {
+            (self.api.trigger_time_offset64)(handle, &mut time, &mut unit, segment)
+        });
+        (s, time, unit)
     }
 
     /// `RunStreaming` without downsampling or autostop: (status, actual interval).

@@ -938,8 +938,10 @@ impl PicoScope {
         }
     }
 
-    /// Fetches the armed run's captures into the registered buffers: `GetValues` of
-    /// segment 0 in block mode, `GetValuesBulk` of every segment in rapid block.
+    /// Fetches the armed run's captures into the registered buffers and their trigger
+    /// offsets: `GetValues` and `GetTriggerTimeOffset64` of segment 0 in block mode,
+    /// `GetValuesBulk` and `GetValuesTriggerTimeOffsetBulk64` of every segment in rapid
+    /// block.
     fn fetch_block(&mut self) -> Result<(), PicoError> {
         let sym = &self.config.family.symbols;
         let to = self.captures - 1;
@@ -972,14 +974,25 @@ impl PicoScope {
                 ),
             });
         }
-        let s = self.lib.trigger_time_offsets(
-            self.handle,
-            &mut self.trigger_times,
-            &mut self.trigger_units,
-            0,
-            to,
-        );
-        self.check(sym.trigger_time_offset_bulk64, s)?;
+        if single {
+            let (s, time, unit) = self.lib.trigger_time_offset(self.handle, 0);
+            self.check(sym.trigger_time_offset64, s)?;
+            if let (Some(t), Some(u)) = (
+                self.trigger_times.first_mut(),
+                self.trigger_units.first_mut(),
+            ) {
+                (*t, *u) = (time, unit);
+            }
+        } else {
+            let s = self.lib.trigger_time_offsets(
+                self.handle,
+                &mut self.trigger_times,
+                &mut self.trigger_units,
+                0,
+                to,
+            );
+            self.check(sym.trigger_time_offset_bulk64, s)?;
+        }
         self.state = RunState::Draining {
             next: 0,
             captures: self.captures,
