@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod device_runs;
-use device_runs::Dir;
+use device_runs::{value_at, Dir};
 
 /// A rapid-block setup with channels A and B in counts and `scope_extra` added to the
 /// scope's config (one key per line, already indented) and the sink's dtype `dtype`.
@@ -119,21 +119,6 @@ fn mso_runs_in_every_family_record_exactly_the_fakes_digital_pattern() {
         }
         assert!(nonzero_analogue > 0, "{family}: channel A holds the pulses");
     }
-}
-
-/// 1-based (line, column) of the value of `key:` on its first line in `text`.
-fn value_at(text: &str, key: &str) -> (usize, usize) {
-    let needle = format!("{key}:");
-    for (i, l) in text.lines().enumerate() {
-        if let Some(at) = l.find(&needle) {
-            if l[..at].trim().is_empty() {
-                let after = at + needle.len();
-                let skip = l[after..].len() - l[after..].trim_start().len();
-                return (i + 1, after + skip + 1);
-            }
-        }
-    }
-    panic!("no {key} in\n{text}")
 }
 
 /// `check` refuses, before any run (exit 2), what a digital-port setup gets wrong, each

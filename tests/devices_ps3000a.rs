@@ -1,19 +1,20 @@
 //! PicoScope 3000A (`family: ps3000a`) end to end through the real `daq-engine` binary and
 //! the fake PicoSDK library under the name `libps3000a.so`: a whole run whose HDF5 file
 //! holds exactly the seeded captures the fake generates, opened on a unit that asks about
-//! its power source (no DC adapter), and `check` refusing a family the driver lacks.
+//! its power source (no DC adapter), the same in Pico's block mode (`mode: block`), and
+//! `check` refusing a family the driver lacks and a range the setup's model lacks.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use daq_drivers::picoscope::{PicoScope, PicoScopeConfig, PS3000A};
+use daq_drivers::picoscope::{Acquisition, PicoScope, PicoScopeConfig, PS3000A};
 use daq_drivers::{ReadOutcome, Source};
 
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod device_runs;
-use device_runs::Dir;
+use device_runs::{value_at, Dir};
 
 const SEED: u64 = 11;
 
@@ -55,11 +56,28 @@ Workers:
 }
 
 /// The first `n` events the fake's ps3000a unit gives the driver for the setup above,
-/// read in this process from a private copy of the fake with the same seed.
-fn expected_events(n: usize) -> Vec<u8> {
+/// read in this process from a private copy of the fake with the same seed; `block`: in
+/// Pico's block mode (one capture per RunBlock, GetValues) instead of rapid block.
+fn expected_events(n: usize, block: bool) -> Vec<u8> {
     let fake = daq_engine::devices::usb::FakePico::load(PS3000A.soname).unwrap();
     fake.set(0.0, SEED).unwrap();
     let mut config = PicoScopeConfig::muon_telescope(&PS3000A);
+    if let (
+        true,
+        Acquisition::RapidBlock {
+            pre_trigger,
+            post_trigger,
+            trigger,
+            ..
+        },
+    ) = (block, config.acquisition)
+    {
+        config.acquisition = Acquisition::Block {
+            pre_trigger,
+            post_trigger,
+            trigger,
+        };
+    }
     config.library = Some(fake.path.clone());
     let mut scope = PicoScope::open(config).unwrap();
     let size = scope.layout().event_size();
@@ -121,7 +139,7 @@ fn ps3000a_whole_run_on_usb_power_writes_the_seeded_captures() {
     let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
     assert_eq!(b.events, N);
     assert_eq!(b.data_length, 500);
-    let want = expected_events(N);
+    let want = expected_events(N, false);
     assert_eq!(b.data.len(), want.len());
     let first_diff = b.data.iter().zip(&want).position(|(a, w)| a != w);
     assert_eq!(first_diff, None, "HDF5 differs from the seeded captures");
@@ -215,7 +233,7 @@ Workers:
         .collect();
     let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
     assert_eq!(b.events, N);
-    let volts = expected_events(N);
+    let volts = expected_events(N, false);
     let f32s = |bytes: &[u8]| -> Vec<f32> {
         bytes
             .chunks_exact(4)
@@ -256,4 +274,82 @@ Workers:
         assert_eq!(out.status.code(), Some(2), "{to}: {err}");
         assert!(err.contains(says), "{to}: {err}");
     }
+}
+
+/// `mode: block` runs Pico's block mode through the binary: N events in the HDF5 file,
+/// bit for bit the captures the fake generates for that mode (read in this process from
+/// a copy with the same seed), and the run notes say block. Before, `block` was refused
+/// ("rapid_block or streaming").
+#[test]
+fn ps3000a_block_mode_whole_run_writes_the_seeded_captures() {
+    const N: usize = 15;
+    let d = Dir::new("ps3000a-block");
+    let text = std::fs::read_to_string(setup(&d, "ps3000a"))
+        .unwrap()
+        .replace("mode: rapid_block", "mode: block");
+    let file = d.0.join("block.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(EXE)
+        .arg(&file)
+        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
+        .arg(N.to_string())
+        .arg("--target-directory")
+        .arg(&d.0)
+        .output()
+        .expect("run daq-engine");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rd = &d.run_dir();
+    assert_eq!(summary_events(rd, "raw"), N as u64);
+    let notes = std::fs::read_to_string(rd.join("device_scope.txt")).unwrap();
+    assert!(notes.contains("picoscope.mode = block"), "{notes}");
+    let h5: Vec<PathBuf> = std::fs::read_dir(rd)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
+        .collect();
+    let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
+    assert_eq!(b.events, N);
+    let want = expected_events(N, true);
+    assert_eq!(b.data.len(), want.len());
+    let first_diff = b.data.iter().zip(&want).position(|(a, w)| a != w);
+    assert_eq!(
+        first_diff, None,
+        "HDF5 differs from the seeded block captures"
+    );
+}
+
+/// With `model` given, `check` refuses a range the model lacks at the value of `ranges`
+/// (HARDWARE.md P: 3000A A/B models from ±50 mV, D models from ±20 mV), exit 2 and no run;
+/// the D model passes. Before, only the family's ranges were checked and the unit's
+/// SetChannel refused ±20 mV at open.
+#[test]
+fn check_refuses_a_range_the_model_lacks_at_its_position() {
+    let d = Dir::new("ps3000a-ranges");
+    let base = std::fs::read_to_string(setup(&d, "ps3000a")).unwrap();
+    for (model, ok) in [("3404A", false), ("3405B", false), ("3404D", true)] {
+        let text = base.replace(
+            "      ranges: 0.5\n",
+            &format!("      ranges: [0.5, 0.02, 0.5, 0.5]\n      model: {model}\n"),
+        );
+        let file = d.0.join(format!("{model}.yaml"));
+        std::fs::write(&file, &text).unwrap();
+        let out = Command::new(EXE).arg("check").arg(&file).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if ok {
+            assert_eq!(out.status.code(), Some(0), "{model}: {err}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(2), "{model}: {err}");
+        assert!(
+            err.contains(&format!(
+                "channel B: ±0.02 V is not a range of the {model}, which offers ±0.05 … ±20 V"
+            )),
+            "{model}: {err}"
+        );
+        let (line, column) = value_at(&text, "ranges");
+        let at = format!("{}:{line}:{column}: error:", file.display());
+        assert!(err.contains(&at), "{model}: expected '{at}' in {err}");
+    }
+    assert!(!d.0.join("target").exists(), "no run was started");
 }

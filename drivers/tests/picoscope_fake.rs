@@ -693,95 +693,127 @@ fn open_accepts_both_power_prompts() {
 
 #[test]
 fn streaming_cuts_a_gapless_sample_sequence_into_events() {
-    for (paced, records, overview) in [
-        (true, 1000u32, 4096u32),
-        (false, 1000, 1500),
-        (false, 333, 1024),
-    ] {
-        let fake = Fake::new(&PS5000A);
-        fake.set_i32(b"fakepico_set_waveform", 1);
-        fake.set_i32(b"fakepico_set_streaming_paced", i32::from(paced));
-        let mut c = block_config(&PS5000A, 2, 1, SampleFormat::Raw);
-        c.sample_interval_ns = 1000.0;
-        c.acquisition = Acquisition::Streaming {
-            samples_per_event: records,
-            overview_samples: overview,
-        };
-        let mut scope = PicoScope::open(fake.config(c)).unwrap();
-        assert_eq!(scope.layout().records, records as usize);
-        let mut out = vec![0u8; scope.layout().event_size()];
-        scope.start_capture().unwrap();
-        assert_eq!(scope.sample_interval_ns(), 1000.0);
-        let events = 40u64;
-        for e in 0..events {
-            read_one(&mut scope, &mut out);
-            let s = i16s(&out);
-            assert_eq!(s.len(), 2 * records as usize);
-            for (i, pair) in s.chunks_exact(2).enumerate() {
-                let idx = e * u64::from(records) + i as u64;
-                assert_eq!(
-                    pair[0],
-                    (idx % 30000) as i16,
-                    "paced {paced} event {e} sample {i} A"
-                );
-                assert_eq!(
-                    pair[1],
-                    ((idx + 7919) % 30000) as i16,
-                    "paced {paced} event {e} sample {i} B"
-                );
+    for family in FAMILIES {
+        for (paced, records, overview) in [
+            (true, 1000u32, 4096u32),
+            (false, 1000, 1500),
+            (false, 333, 1024),
+        ] {
+            let fake = Fake::new(family);
+            fake.set_i32(b"fakepico_set_waveform", 1);
+            fake.set_i32(b"fakepico_set_streaming_paced", i32::from(paced));
+            let mut c = block_config(family, 2, 1, SampleFormat::Raw);
+            // 1024 ns is a timebase of every family's fake (8 or 16 ns steps).
+            c.sample_interval_ns = 1024.0;
+            c.acquisition = Acquisition::Streaming {
+                samples_per_event: records,
+                overview_samples: overview,
+            };
+            let mut scope = PicoScope::open(fake.config(c)).unwrap();
+            assert_eq!(scope.layout().records, records as usize);
+            let mut out = vec![0u8; scope.layout().event_size()];
+            scope.start_capture().unwrap();
+            assert_eq!(scope.sample_interval_ns(), 1024.0, "{}", family.name);
+            let events = 40u64;
+            for e in 0..events {
+                read_one(&mut scope, &mut out);
+                let s = i16s(&out);
+                assert_eq!(s.len(), 2 * records as usize);
+                for (i, pair) in s.chunks_exact(2).enumerate() {
+                    let idx = e * u64::from(records) + i as u64;
+                    assert_eq!(
+                        pair[0],
+                        (idx % 30000) as i16,
+                        "{} paced {paced} event {e} sample {i} A",
+                        family.name
+                    );
+                    assert_eq!(
+                        pair[1],
+                        ((idx + 7919) % 30000) as i16,
+                        "{} paced {paced} event {e} sample {i} B",
+                        family.name
+                    );
+                }
             }
+            let counters = scope.counters();
+            assert_eq!(counters.events, events);
+            // Every sample delivered is either in an event or still waiting for the next one.
+            assert!(counters.stream_samples >= events * u64::from(records));
+            assert!(
+                counters.stream_samples < (events + 1) * u64::from(records) + u64::from(overview)
+            );
+            scope.stop_capture().unwrap();
+            assert_eq!(fake.calls(&format!("{}SetDataBuffer", family.name)), 2);
         }
-        let counters = scope.counters();
-        assert_eq!(counters.events, events);
-        // Every sample delivered is either in an event or still waiting for the next one.
-        assert!(counters.stream_samples >= events * u64::from(records));
-        assert!(counters.stream_samples < (events + 1) * u64::from(records) + u64::from(overview));
-        scope.stop_capture().unwrap();
-        assert_eq!(fake.calls("ps5000aSetDataBuffer"), 2);
     }
 }
 
 #[test]
 fn streaming_volts_have_pulses_and_noise() {
-    let fake = Fake::new(&PS5000A);
-    fake.set_i32(b"fakepico_set_streaming_paced", 0);
-    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Volts);
-    c.sample_interval_ns = 1000.0;
-    c.acquisition = Acquisition::Streaming {
-        samples_per_event: 4000,
-        overview_samples: 8192,
-    };
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
-    let mut out = vec![0u8; scope.layout().event_size()];
-    scope.start_capture().unwrap();
-    let mut peak = 0f32;
-    for _ in 0..10 {
-        read_one(&mut scope, &mut out);
-        for v in f32s(&out) {
-            assert!(v.abs() <= 0.5);
-            peak = peak.max(v);
-        }
-    }
-    // 40000 samples at one pulse per 2000 samples: pulses of 0.1..0.4 V are there.
-    assert!(peak > 0.09, "peak {peak}");
-}
-
-/// Opens, starts and reads until the error the injection causes; returns it.
-fn error_from(
-    family: &'static FamilyTable,
-    function: &str,
-    status: u32,
-    streaming: bool,
-) -> PicoError {
-    let fake = Fake::new(family);
-    fake.inject(function, status);
-    let mut c = block_config(family, 2, 3, SampleFormat::Volts);
-    if streaming {
+    for family in FAMILIES {
+        let fake = Fake::new(family);
+        fake.set_i32(b"fakepico_set_streaming_paced", 0);
+        let mut c = block_config(family, 1, 1, SampleFormat::Volts);
         c.sample_interval_ns = 1000.0;
         c.acquisition = Acquisition::Streaming {
-            samples_per_event: 100,
-            overview_samples: 1000,
+            samples_per_event: 4000,
+            overview_samples: 8192,
         };
+        let mut scope = PicoScope::open(fake.config(c)).unwrap();
+        let mut out = vec![0u8; scope.layout().event_size()];
+        scope.start_capture().unwrap();
+        let mut peak = 0f32;
+        for _ in 0..10 {
+            read_one(&mut scope, &mut out);
+            for v in f32s(&out) {
+                assert!(v.abs() <= 0.5);
+                peak = peak.max(v);
+            }
+        }
+        // 40000 samples at one pulse per 2000 samples: pulses of 0.1..0.4 V are there.
+        assert!(peak > 0.09, "peak {peak}");
+    }
+}
+
+/// The three families the driver serves; every test that is not about one family's own
+/// feature runs for each.
+const FAMILIES: [&FamilyTable; 3] = [&PS2000A, &PS3000A, &PS5000A];
+
+/// Analogue channels of each family's fake unit (2206A: 2; 3406D, 5444D: 4).
+fn fake_channels(family: &FamilyTable) -> usize {
+    if family.name == "ps2000a" {
+        2
+    } else {
+        4
+    }
+}
+
+/// How a mode is read in the tests below.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Block,
+    RapidBlock,
+    Streaming,
+}
+
+/// Opens, starts and reads until the error the injections (function names without the
+/// family prefix, injected in order) cause, and returns it.
+fn error_from(family: &'static FamilyTable, injections: &[(&str, u32)], mode: Mode) -> PicoError {
+    let fake = Fake::new(family);
+    for &(function, status) in injections {
+        fake.inject(&format!("{}{function}", family.name), status);
+    }
+    let mut c = block_config(family, 2, 3, SampleFormat::Volts);
+    match mode {
+        Mode::RapidBlock => {}
+        Mode::Block => c.acquisition = block_mode(&c),
+        Mode::Streaming => {
+            c.sample_interval_ns = 1024.0;
+            c.acquisition = Acquisition::Streaming {
+                samples_per_event: 100,
+                overview_samples: 1000,
+            };
+        }
     }
     let mut scope = match PicoScope::open(fake.config(c)) {
         Ok(s) => s,
@@ -796,64 +828,233 @@ fn error_from(
             return e;
         }
     }
-    panic!("{function} = 0x{status:X} caused no error");
+    panic!("{} {injections:?} caused no error", family.name);
 }
 
+/// The same setup as Pico's block mode: the rapid-block config's pre/post trigger and
+/// trigger, one capture per RunBlock, fetched with GetValues.
+fn block_mode(c: &PicoScopeConfig) -> Acquisition {
+    match c.acquisition {
+        Acquisition::RapidBlock {
+            pre_trigger,
+            post_trigger,
+            trigger,
+            ..
+        } => Acquisition::Block {
+            pre_trigger,
+            post_trigger,
+            trigger,
+        },
+        other => other,
+    }
+}
+
+/// Every status any step can return becomes the typed error naming the function and the
+/// status, in every family (the table names functions without the family prefix); a
+/// power prompt refused by ChangePowerSource is reported as ChangePowerSource's error in
+/// the families with power prompts (ps3000a, ps5000a).
 #[test]
 fn every_injected_status_becomes_its_typed_error() {
-    let cases: &[(&FamilyTable, &str, u32, bool)] = &[
-        (&PS5000A, "ps5000aOpenUnit", 0x03, false),
-        (&PS5000A, "ps5000aOpenUnit", 0x01, false),
-        (&PS5000A, "ps5000aGetUnitInfo", 0x07, false),
-        (&PS5000A, "ps5000aSetChannel", 0x0F, false),
-        (&PS5000A, "ps5000aSetDeviceResolution", 0x120, false),
-        (&PS5000A, "ps5000aMaximumValue", 0x06, false),
-        (&PS5000A, "ps5000aMemorySegments", 0x1E, false),
-        (&PS5000A, "ps5000aSetNoOfCaptures", 0x0D, false),
-        (&PS5000A, "ps5000aGetTimebase2", 0x0D, false),
-        (&PS5000A, "ps5000aSetSimpleTrigger", 0x11, false),
-        (&PS5000A, "ps5000aSetDataBuffer", 0x46, false),
-        (&PS5000A, "ps5000aRunBlock", 0x15, false),
-        (&PS5000A, "ps5000aGetValuesBulk", 0x18, false),
+    use Mode::{Block, RapidBlock, Streaming};
+    type Case = (&'static [(&'static str, u32)], Mode, &'static str, u32);
+    // (injections, mode, the function and status the error names)
+    let common: &[Case] = &[
+        (&[("OpenUnit", 0x03)], RapidBlock, "OpenUnit", 0x03),
+        (&[("OpenUnit", 0x01)], RapidBlock, "OpenUnit", 0x01),
+        (&[("GetUnitInfo", 0x07)], RapidBlock, "GetUnitInfo", 0x07),
+        (&[("SetChannel", 0x0F)], RapidBlock, "SetChannel", 0x0F),
+        (&[("MaximumValue", 0x06)], RapidBlock, "MaximumValue", 0x06),
         (
-            &PS5000A,
-            "ps5000aGetValuesTriggerTimeOffsetBulk64",
-            0x25,
-            false,
+            &[("MemorySegments", 0x1E)],
+            RapidBlock,
+            "MemorySegments",
+            0x1E,
         ),
-        (&PS5000A, "ps5000aRunStreaming", 0x14, true),
-        (&PS5000A, "ps5000aGetStreamingLatestValues", 0x1C, true),
-        (&PS2000A, "ps2000aOpenUnit", 0x03, false),
-        (&PS2000A, "ps2000aGetTimebase2", 0x0D, false),
-        (&PS2000A, "ps2000aRunBlock", 0x15, false),
-        (&PS2000A, "ps2000aGetValuesBulk", 0x07, false),
-        (&PS2000A, "ps2000aGetStreamingLatestValues", 0x07, true),
+        (
+            &[("SetNoOfCaptures", 0x0D)],
+            RapidBlock,
+            "SetNoOfCaptures",
+            0x0D,
+        ),
+        (&[("GetTimebase2", 0x0D)], RapidBlock, "GetTimebase2", 0x0D),
+        (
+            &[("SetSimpleTrigger", 0x11)],
+            RapidBlock,
+            "SetSimpleTrigger",
+            0x11,
+        ),
+        (
+            &[("SetDataBuffer", 0x46)],
+            RapidBlock,
+            "SetDataBuffer",
+            0x46,
+        ),
+        (&[("RunBlock", 0x15)], RapidBlock, "RunBlock", 0x15),
+        (
+            &[("GetValuesBulk", 0x18)],
+            RapidBlock,
+            "GetValuesBulk",
+            0x18,
+        ),
+        (
+            &[("GetValuesTriggerTimeOffsetBulk64", 0x25)],
+            RapidBlock,
+            "GetValuesTriggerTimeOffsetBulk64",
+            0x25,
+        ),
+        (&[("RunBlock", 0x15)], Block, "RunBlock", 0x15),
+        (&[("GetValues", 0x18)], Block, "GetValues", 0x18),
+        (&[("GetValues", 0x07)], Block, "GetValues", 0x07),
+        (
+            &[("GetTriggerTimeOffset64", 0x25)],
+            Block,
+            "GetTriggerTimeOffset64",
+            0x25,
+        ),
+        (&[("RunStreaming", 0x14)], Streaming, "RunStreaming", 0x14),
+        (
+            &[("GetStreamingLatestValues", 0x1C)],
+            Streaming,
+            "GetStreamingLatestValues",
+            0x1C,
+        ),
+        (
+            &[("GetStreamingLatestValues", 0x07)],
+            Streaming,
+            "GetStreamingLatestValues",
+            0x07,
+        ),
     ];
-    for &(family, function, code, streaming) in cases {
-        let err = error_from(family, function, code, streaming);
-        match &err {
-            PicoError::Status {
-                function: f,
-                status,
-                device,
-            } => {
-                assert_eq!(*f, function);
-                assert_eq!(status.code(), code, "{err}");
-                assert!(device.contains("PicoScope"), "{err}");
-                assert!(
-                    err.to_string().contains(&format!("PICO_{}", status.name())),
-                    "{err}"
-                );
-            }
-            other => panic!("{function} 0x{code:X}: {other}"),
+    let resolution: &[Case] = &[(
+        &[("SetDeviceResolution", 0x120)],
+        RapidBlock,
+        "SetDeviceResolution",
+        0x120,
+    )];
+    // A prompt at open (no DC adapter, USB 2 port) whose ChangePowerSource is refused
+    // (REQUEST_INVALID, UNDERVOLTAGE, gone), and a change reported by RunBlock mid-run
+    // (adapter plugged in 0x119 / pulled out 0x11A) refused the same way.
+    let power: &[Case] = &[
+        (
+            &[("OpenUnit", 0x11A), ("ChangePowerSource", 0x11B)],
+            RapidBlock,
+            "ChangePowerSource",
+            0x11B,
+        ),
+        (
+            &[("OpenUnit", 0x11E), ("ChangePowerSource", 0x11C)],
+            RapidBlock,
+            "ChangePowerSource",
+            0x11C,
+        ),
+        (
+            &[("OpenUnit", 0x11A), ("ChangePowerSource", 0x07)],
+            Block,
+            "ChangePowerSource",
+            0x07,
+        ),
+        (
+            &[("RunBlock", 0x119), ("ChangePowerSource", 0x11B)],
+            RapidBlock,
+            "ChangePowerSource",
+            0x11B,
+        ),
+        (
+            &[("RunBlock", 0x11A), ("ChangePowerSource", 0x11B)],
+            Block,
+            "ChangePowerSource",
+            0x11B,
+        ),
+    ];
+    let mut checked = 0;
+    for family in FAMILIES {
+        let mut cases: Vec<Case> = common.to_vec();
+        if family.symbols.change_power_source.is_some() {
+            cases.extend_from_slice(power);
         }
-        let expect_disconnect = matches!(code, 0x03 | 0x07);
-        let d: DriverError = err.into();
-        assert_eq!(
-            matches!(d, DriverError::Disconnected { .. }),
-            expect_disconnect,
-            "{function}: {d}"
-        );
+        if family.symbols.set_device_resolution.is_some() {
+            cases.extend_from_slice(resolution);
+        }
+        for (injections, mode, function, code) in cases {
+            let function = format!("{}{function}", family.name);
+            let err = error_from(family, injections, mode);
+            match &err {
+                PicoError::Status {
+                    function: f,
+                    status,
+                    device,
+                } => {
+                    assert_eq!(*f, function, "{injections:?}: {err}");
+                    assert_eq!(status.code(), code, "{err}");
+                    assert!(device.contains("PicoScope"), "{err}");
+                    assert!(
+                        err.to_string().contains(&format!("PICO_{}", status.name())),
+                        "{err}"
+                    );
+                }
+                other => panic!("{function} 0x{code:X}: {other}"),
+            }
+            let expect_disconnect = matches!(code, 0x03 | 0x07);
+            let d: DriverError = err.into();
+            assert_eq!(
+                matches!(d, DriverError::Disconnected { .. }),
+                expect_disconnect,
+                "{function}: {d}"
+            );
+            checked += 1;
+        }
+    }
+    // ps3000a and ps5000a have power prompts, ps5000a alone a resolution.
+    assert_eq!(
+        checked,
+        3 * common.len() + 2 * power.len() + resolution.len()
+    );
+}
+
+/// RunBlock reporting the DC adapter plugged in or pulled out, in every family and both
+/// block modes: the families with power prompts accept the new source and read on without
+/// a lost capture; ps2000a (no power socket, no ChangePowerSource) reports RunBlock's
+/// status as a typed error.
+#[test]
+fn a_power_change_at_run_block_in_every_family() {
+    for family in FAMILIES {
+        for code in [0x119u32, 0x11A] {
+            for mode in [Mode::RapidBlock, Mode::Block] {
+                let fake = Fake::new(family);
+                let mut c = block_config(family, 2, 3, SampleFormat::Raw);
+                if mode == Mode::Block {
+                    c.acquisition = block_mode(&c);
+                }
+                let mut scope = PicoScope::open(fake.config(c)).unwrap();
+                let mut out = vec![0u8; scope.layout().event_size()];
+                scope.start_capture().unwrap();
+                read_one(&mut scope, &mut out);
+                let what = format!("{} 0x{code:X} {mode:?}", family.name);
+                if family.symbols.change_power_source.is_some() {
+                    assert_eq!(fake.set_u32(b"fakepico_power_change", code), 0);
+                    for _ in 0..6 {
+                        read_one(&mut scope, &mut out);
+                    }
+                    assert_eq!(scope.counters().power_changes, 1, "{what}");
+                    assert_eq!(scope.counters().events, 7, "{what}");
+                    let change = format!("{}ChangePowerSource", family.name);
+                    assert_eq!(fake.calls(&change), 1, "{what}");
+                } else {
+                    // The fake's ps2000a has no power socket: inject the status instead.
+                    fake.inject(&format!("{}RunBlock", family.name), code);
+                    // Rapid block hands out the fetched run's captures first.
+                    let err = (0..10)
+                        .find_map(|_| scope.read_capture(&mut out, T).err())
+                        .unwrap_or_else(|| panic!("{what}: no error"));
+                    assert_eq!(err.status().map(|s| s.code()), Some(code), "{what}: {err}");
+                    assert!(
+                        err.to_string()
+                            .contains("ps2000aRunBlock returned PICO_POWER_SUPPLY"),
+                        "{what}: {err}"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -908,94 +1109,100 @@ fn a_short_block_is_bad_data_and_the_next_block_is_read() {
 
 #[test]
 fn unplug_mid_run_is_a_disconnection_and_reconnect_reopens() {
-    let fake = Fake::new(&PS5000A);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 2, 5, SampleFormat::Volts))).unwrap();
-    let mut out = vec![0u8; scope.layout().event_size()];
-    Source::start(&mut scope).unwrap();
-    for _ in 0..7 {
-        assert!(matches!(
-            Source::read_event(&mut scope, &mut out, T),
-            Ok(ReadOutcome::Event(_))
-        ));
-    }
-    fake.unplug();
-    // The three captures already fetched are handed out; the next fetch finds the scope gone.
-    let mut events = 0;
-    let err = loop {
-        match Source::read_event(&mut scope, &mut out, T) {
-            Ok(ReadOutcome::Event(_)) => events += 1,
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => break e,
+    for family in FAMILIES {
+        let fake = Fake::new(family);
+        let mut scope =
+            PicoScope::open(fake.config(block_config(family, 2, 5, SampleFormat::Volts))).unwrap();
+        let mut out = vec![0u8; scope.layout().event_size()];
+        Source::start(&mut scope).unwrap();
+        for _ in 0..7 {
+            assert!(matches!(
+                Source::read_event(&mut scope, &mut out, T),
+                Ok(ReadOutcome::Event(_))
+            ));
         }
-    };
-    assert_eq!(events, 3);
-    assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
-    assert!(err.to_string().contains("PICO_NOT_RESPONDING"), "{err}");
-    assert!(!scope.reconnect().unwrap(), "still unplugged");
-    fake.replug();
-    assert!(scope.reconnect().unwrap());
-    for _ in 0..6 {
-        assert!(matches!(
-            Source::read_event(&mut scope, &mut out, T),
-            Ok(ReadOutcome::Event(_))
-        ));
+        fake.unplug();
+        // The three captures already fetched are handed out; the next fetch finds the scope gone.
+        let mut events = 0;
+        let err = loop {
+            match Source::read_event(&mut scope, &mut out, T) {
+                Ok(ReadOutcome::Event(_)) => events += 1,
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(events, 3);
+        assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+        assert!(err.to_string().contains("PICO_NOT_RESPONDING"), "{err}");
+        assert!(!scope.reconnect().unwrap(), "still unplugged");
+        fake.replug();
+        assert!(scope.reconnect().unwrap());
+        for _ in 0..6 {
+            assert!(matches!(
+                Source::read_event(&mut scope, &mut out, T),
+                Ok(ReadOutcome::Event(_))
+            ));
+        }
+        // Open at start, a failed open while unplugged, the successful re-open; the dead
+        // handle was closed once.
+        assert_eq!(fake.calls(&format!("{}OpenUnit", family.name)), 3);
+        assert_eq!(fake.calls(&format!("{}CloseUnit", family.name)), 1);
     }
-    // Open at start, a failed open while unplugged, the successful re-open; the dead
-    // handle was closed once.
-    assert_eq!(fake.calls("ps5000aOpenUnit"), 3);
-    assert_eq!(fake.calls("ps5000aCloseUnit"), 1);
 }
 
 #[test]
 fn unplug_while_waiting_for_a_trigger_is_a_disconnection() {
-    let fake = Fake::new(&PS5000A);
-    fake.set_capture_rate(1.0); // 4 captures take 4 s
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 1, 4, SampleFormat::Volts))).unwrap();
-    let mut out = vec![0u8; scope.layout().event_size()];
-    scope.start_capture().unwrap();
-    assert_eq!(
-        scope
-            .read_capture(&mut out, Duration::from_millis(30))
-            .unwrap(),
-        ReadOutcome::Idle
-    );
-    fake.unplug();
-    let err = scope.read_capture(&mut out, T).unwrap_err();
-    assert!(err.is_disconnection(), "{err}");
-    assert_eq!(err.status(), Some(PicoStatus::NotResponding));
+    for family in FAMILIES {
+        let fake = Fake::new(family);
+        fake.set_capture_rate(1.0); // 4 captures take 4 s
+        let mut scope =
+            PicoScope::open(fake.config(block_config(family, 1, 4, SampleFormat::Volts))).unwrap();
+        let mut out = vec![0u8; scope.layout().event_size()];
+        scope.start_capture().unwrap();
+        assert_eq!(
+            scope
+                .read_capture(&mut out, Duration::from_millis(30))
+                .unwrap(),
+            ReadOutcome::Idle
+        );
+        fake.unplug();
+        let err = scope.read_capture(&mut out, T).unwrap_err();
+        assert!(err.is_disconnection(), "{err}");
+        assert_eq!(err.status(), Some(PicoStatus::NotResponding));
+    }
 }
 
 #[test]
 fn unplug_while_streaming_is_a_disconnection() {
-    let fake = Fake::new(&PS2000A);
-    let mut c = block_config(&PS2000A, 1, 1, SampleFormat::Raw);
-    c.sample_interval_ns = 1000.0;
-    c.acquisition = Acquisition::Streaming {
-        samples_per_event: 200,
-        overview_samples: 1000,
-    };
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
-    let mut out = vec![0u8; scope.layout().event_size()];
-    Source::start(&mut scope).unwrap();
-    assert!(matches!(
-        Source::read_event(&mut scope, &mut out, T),
-        Ok(ReadOutcome::Event(_))
-    ));
-    fake.unplug();
-    // Samples delivered before the unplug still make whole events (at most one overview
-    // buffer's worth); then the scope is gone.
-    let mut events = 0;
-    let err = loop {
-        match Source::read_event(&mut scope, &mut out, T) {
-            Ok(ReadOutcome::Event(_)) => events += 1,
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => break e,
-        }
-        assert!(events <= 5, "events after unplug");
-    };
-    assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+    for family in FAMILIES {
+        let fake = Fake::new(family);
+        let mut c = block_config(family, 1, 1, SampleFormat::Raw);
+        c.sample_interval_ns = 1000.0;
+        c.acquisition = Acquisition::Streaming {
+            samples_per_event: 200,
+            overview_samples: 1000,
+        };
+        let mut scope = PicoScope::open(fake.config(c)).unwrap();
+        let mut out = vec![0u8; scope.layout().event_size()];
+        Source::start(&mut scope).unwrap();
+        assert!(matches!(
+            Source::read_event(&mut scope, &mut out, T),
+            Ok(ReadOutcome::Event(_))
+        ));
+        fake.unplug();
+        // Samples delivered before the unplug still make whole events (at most one overview
+        // buffer's worth); then the scope is gone.
+        let mut events = 0;
+        let err = loop {
+            match Source::read_event(&mut scope, &mut out, T) {
+                Ok(ReadOutcome::Event(_)) => events += 1,
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+            assert!(events <= 5, "events after unplug");
+        };
+        assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
+    }
 }
 
 #[test]
@@ -1205,32 +1412,49 @@ fn reading_events_allocates_nothing() {
 #[test]
 #[ignore = "measurement: cargo test --release -p daq-drivers --test picoscope_fake -- --ignored --nocapture"]
 fn measure_fake_rates() {
-    for (name, family, channels, captures, records) in [
-        ("ps5000a 4 ch", &PS5000A, 4usize, 1000u32, 1000u32),
-        ("ps2000a 2 ch", &PS2000A, 2, 1000, 1000),
-    ] {
-        let fake = Fake::new(family);
-        let mut c = fake.config(block_config(
-            family,
-            channels,
-            captures,
-            SampleFormat::Volts,
-        ));
-        if let Acquisition::RapidBlock {
-            ref mut pre_trigger,
-            ref mut post_trigger,
-            ..
-        } = c.acquisition
-        {
-            *pre_trigger = records / 5;
-            *post_trigger = records - records / 5;
+    for family in FAMILIES {
+        let channels = fake_channels(family);
+        let (captures, records) = (1000u32, 1000u32);
+        for (mode, events) in [(Mode::RapidBlock, 20_000u64), (Mode::Block, 2_000)] {
+            let fake = Fake::new(family);
+            let mut c = fake.config(block_config(
+                family,
+                channels,
+                captures,
+                SampleFormat::Volts,
+            ));
+            if let Acquisition::RapidBlock {
+                ref mut pre_trigger,
+                ref mut post_trigger,
+                ..
+            } = c.acquisition
+            {
+                *pre_trigger = records / 5;
+                *post_trigger = records - records / 5;
+            }
+            let shape = match mode {
+                Mode::Block => {
+                    c.acquisition = block_mode(&c);
+                    "block".to_string()
+                }
+                _ => format!("rapid block {captures} captures"),
+            };
+            let f = bench_fake(&c, events).unwrap();
+            // Block mode fetches at every read: no read only copies out.
+            let copy = if f.copy_events == 0 {
+                "every read fetches".to_string()
+            } else {
+                format!(
+                    "{:.0} events/s, {:.1} MB/s",
+                    f.copy_events_per_s, f.copy_mb_per_s
+                )
+            };
+            println!(
+                "{} {channels} ch, {shape} x {records} samples, f4: {:.0} events/s, {:.1} MB/s \
+                 ({} events in {:.3} s); driver copy-out alone: {copy}",
+                family.name, f.events_per_s, f.mb_per_s, f.events, f.seconds,
+            );
         }
-        let f = bench_fake(&c, 20_000).unwrap();
-        println!(
-            "{name}, rapid block {captures} captures x {records} samples, f4: {:.0} events/s, {:.1} MB/s \
-             ({} events in {:.3} s); driver copy-out alone: {:.0} events/s, {:.1} MB/s",
-            f.events_per_s, f.mb_per_s, f.events, f.seconds, f.copy_events_per_s, f.copy_mb_per_s
-        );
     }
 }
 
@@ -1482,4 +1706,129 @@ fn mso_reconnect_switches_the_digital_port_on_again() {
         let want: Vec<u64> = (0..200).map(|i| ((n * 200 + i) >> 8) & 0xFF).collect();
         assert_eq!(got, want, "event {n} after the reconnect");
     }
+}
+
+/// Pico's block mode (`mode: block`) in every family: RunBlock of one capture, then
+/// GetValues and GetTriggerTimeOffset64 of segment 0, no memory segments and none of the
+/// bulk calls. The events are exactly
+/// the captures the fake generates: byte for byte those a second copy of the fake with the
+/// same seed gives through rapid block of one capture per run (trigger offsets too), with
+/// the falling trigger
+/// on A between samples 39 and 40. Reading allocates nothing. Before, there was no block
+/// mode (only rapid block of one capture, through GetValuesBulk).
+#[test]
+fn block_mode_in_every_family_gives_the_fakes_captures_through_get_values() {
+    const N: u64 = 12;
+    for family in FAMILIES {
+        let channels = fake_channels(family);
+        let block_fake = Fake::new(family);
+        let bulk_fake = Fake::new(family);
+        let rapid = block_config(family, channels, 1, SampleFormat::Raw);
+        let mut block = rapid.clone();
+        block.acquisition = block_mode(&rapid);
+        let mut scope = PicoScope::open(block_fake.config(block)).unwrap();
+        let mut reference = PicoScope::open(bulk_fake.config(rapid)).unwrap();
+        assert_eq!(scope.layout(), reference.layout());
+        let meta = scope.run_metadata();
+        assert!(
+            meta.contains(&("picoscope.mode".into(), "block".into())),
+            "{meta:?}"
+        );
+        let size = scope.layout().event_size();
+        assert_eq!(size, 200 * channels * 2);
+        let (mut got, mut want) = (vec![0u8; size], vec![0u8; size]);
+        scope.start_capture().unwrap();
+        reference.start_capture().unwrap();
+        let level = (-0.05f64 / 0.5 * f64::from(scope.max_adc())).round() as i16;
+        let mut allocated = 0;
+        for n in 0..N {
+            let before = allocations();
+            read_one(&mut scope, &mut got);
+            if n > 0 {
+                allocated += allocations() - before;
+            }
+            read_one(&mut reference, &mut want);
+            assert!(got == want, "{} event {n} differs", family.name);
+            let a: Vec<i16> = i16s(&got).into_iter().step_by(channels).collect();
+            assert!(
+                a[40] <= level && a[39] > level,
+                "{} event {n}: A[39..41] {:?}",
+                family.name,
+                &a[39..41]
+            );
+            let offset = scope.last_trigger_offset_s();
+            assert!(offset.is_some());
+            assert_eq!(offset, reference.last_trigger_offset_s());
+        }
+        assert_eq!(allocated, 0, "{}: reading allocates nothing", family.name);
+        let name = |f: &str| format!("{}{f}", family.name);
+        assert_eq!(block_fake.calls(&name("GetValues")), N as u32);
+        assert_eq!(block_fake.calls(&name("GetValuesBulk")), 0);
+        assert_eq!(block_fake.calls(&name("GetTriggerTimeOffset64")), N as u32);
+        assert_eq!(
+            block_fake.calls(&name("GetValuesTriggerTimeOffsetBulk64")),
+            0
+        );
+        assert_eq!(block_fake.calls(&name("MemorySegments")), 0);
+        assert_eq!(block_fake.calls(&name("SetNoOfCaptures")), 0);
+        // One capture per RunBlock, re-armed at each fetch.
+        assert_eq!(block_fake.calls(&name("RunBlock")), N as u32 + 1);
+        // Buffers registered once, one per channel.
+        assert_eq!(block_fake.calls(&name("SetDataBuffer")), channels as u32);
+        assert_eq!(scope.counters().events, N);
+    }
+}
+
+/// Ranges by model (HARDWARE.md P): a 3000A A/B model starts at ±50 mV, a D model at
+/// ±20 mV. With `model` given, ±20 mV on an A/B model is refused before the unit is
+/// opened; without it, the unit's own SetChannel refuses it (the fake answers
+/// PICO_INVALID_VOLTAGE_RANGE as Pico's library does) and open reports that typed error.
+/// Before, the fake accepted ±20 mV on every 3000A and the driver checked the family only.
+#[test]
+fn ps3000a_ranges_by_model_are_refused_before_open_and_by_set_channel() {
+    let fake = Fake::new(&PS3000A);
+    let mut c = block_config(&PS3000A, 2, 2, SampleFormat::Raw);
+    c.channels[1].range = VoltageRange::Mv20;
+    // The default fake unit, a 3406D, has ±20 mV.
+    let scope = PicoScope::open(fake.config(c.clone())).unwrap();
+    assert_eq!(scope.variant(), "3406D");
+    drop(scope);
+    for model in ["3204A", "3405B", "3206 MSO"] {
+        fake.set_variant(model);
+        let opens = fake.calls("ps3000aOpenUnit");
+        let mut with_model = c.clone();
+        with_model.model = Some(model.into());
+        let err = PicoScope::open(fake.config(with_model)).unwrap_err();
+        assert!(matches!(err, PicoError::Config { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "channel B: range ±0.02 V is not offered by the {model} (±0.05 V .. ±20 V)"
+            )),
+            "{err}"
+        );
+        assert_eq!(fake.calls("ps3000aOpenUnit"), opens, "refused before open");
+        let err = PicoScope::open(fake.config(c.clone())).unwrap_err();
+        match &err {
+            PicoError::Status {
+                function, status, ..
+            } => {
+                assert_eq!(*function, "ps3000aSetChannel", "{model}");
+                assert_eq!(*status, PicoStatus::InvalidVoltageRange, "{model}");
+            }
+            other => panic!("{model}: {other}"),
+        }
+        assert!(
+            err.to_string().contains(&format!("PicoScope {model}")),
+            "{err}"
+        );
+        // ±50 mV is there on every model.
+        let mut ok = c.clone();
+        ok.channels[1].range = VoltageRange::Mv50;
+        ok.model = Some(model.into());
+        PicoScope::open(fake.config(ok)).unwrap();
+    }
+    fake.set_variant("3206D MSO");
+    let mut d = c.clone();
+    d.model = Some("3206D MSO".into());
+    PicoScope::open(fake.config(d)).unwrap();
 }

@@ -137,16 +137,21 @@ pub(super) mod pico_keys {
         8.0e-9,
         "requested time between samples (s); the nearest timebase is used"
     );
-    pub const MODE: Key<str> = key!("mode", "rapid_block", "rapid_block or streaming");
+    pub const MODE: Key<str> = key!(
+        "mode",
+        "rapid_block",
+        "rapid_block (captures_per_run captures per RunBlock, fetched with GetValuesBulk), \
+         block (one capture per RunBlock, fetched with GetValues) or streaming"
+    );
     pub const PRE_TRIGGER: Key<u32> = key!(
         "pre_trigger",
         100,
-        "rapid block: samples before the trigger"
+        "block, rapid block: samples before the trigger"
     );
     pub const POST_TRIGGER: Key<u32> = key!(
         "post_trigger",
         400,
-        "rapid block: samples from the trigger on"
+        "block, rapid block: samples from the trigger on"
     );
     pub const CAPTURES_PER_RUN: Key<u32> = key!(
         "captures_per_run",
@@ -156,7 +161,7 @@ pub(super) mod pico_keys {
     pub const TRIGGER_CHANNEL: Key<str> = key!(
         "trigger_channel",
         "A",
-        "rapid block: trigger channel A..D (enabled), or none for free-running captures"
+        "block, rapid block: trigger channel A..D (enabled), or none for free-running captures"
     );
     pub const TRIGGER_LEVEL: Key<f64> =
         key!("trigger_level", -0.05, "trigger level at the input (V)");
@@ -218,7 +223,7 @@ pub(super) mod pico_keys {
         "model",
         absent: "any unit of the family",
         "the model the setup is written for, as the scope names itself (e.g. 3406D MSO): \
-         check refuses channels and digital ports it lacks, open refuses another model; with \
+         check refuses channels, ranges and digital ports it lacks, open refuses another model; with \
          simulate the fake scope presents this model"
     );
 }
@@ -229,12 +234,13 @@ pub const PICOSCOPE_SPEC: FunctionSpec = FunctionSpec {
     template: Template::Importer,
     summary:
         "PicoScope (ps2000a, ps3000a, ps5000a) through Pico's driver library, loaded at run time: \
-              rapid block (one event per triggered capture) or streaming (continuous samples \
-              cut into events). Sink fields chA..chD for the enabled channels, int16 ADC counts \
+              block (one triggered capture per RunBlock, GetValues), rapid block (many \
+              captures per RunBlock, GetValuesBulk; one event per capture either way) or \
+              streaming (continuous samples cut into events). Sink fields chA..chD for the enabled channels, int16 ADC counts \
               (format counts, with each channel's volts per count and offset written for the \
               exporters) or float32 volts (format volts), then uint8 fields D0_7 / D8_15 for \
               the digital ports of MSO models (digital_ports); data_length = pre_trigger + \
-              post_trigger (rapid block) or samples_per_event (streaming).",
+              post_trigger (block, rapid block) or samples_per_event (streaming).",
     sources: Arity::NONE,
     sinks: Arity::ONE,
     observes: Arity::NONE,
@@ -685,8 +691,9 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             "must be a time > 0 (s)",
         ));
     }
-    let acquisition = match cfg.get(pico_keys::MODE)? {
-        "rapid_block" => {
+    let mode = cfg.get(pico_keys::MODE)?;
+    let acquisition = match mode {
+        "rapid_block" | "block" => {
             let tc = cfg.get(pico_keys::TRIGGER_CHANNEL)?;
             let trigger = if tc.eq_ignore_ascii_case("none") {
                 None
@@ -731,11 +738,23 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                     })?,
                 })
             };
-            Acquisition::RapidBlock {
-                pre_trigger: cfg.get(pico_keys::PRE_TRIGGER)?,
-                post_trigger: cfg.get(pico_keys::POST_TRIGGER)?,
-                captures_per_run: cfg.get(pico_keys::CAPTURES_PER_RUN)?,
-                trigger,
+            let (pre_trigger, post_trigger) = (
+                cfg.get(pico_keys::PRE_TRIGGER)?,
+                cfg.get(pico_keys::POST_TRIGGER)?,
+            );
+            if mode == "block" {
+                Acquisition::Block {
+                    pre_trigger,
+                    post_trigger,
+                    trigger,
+                }
+            } else {
+                Acquisition::RapidBlock {
+                    pre_trigger,
+                    post_trigger,
+                    captures_per_run: cfg.get(pico_keys::CAPTURES_PER_RUN)?,
+                    trigger,
+                }
             }
         }
         "streaming" => Acquisition::Streaming {
@@ -746,7 +765,7 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             return Err(bad(
                 cfg,
                 pico_keys::MODE.name,
-                format!("'{other}': rapid_block or streaming"),
+                format!("'{other}': rapid_block, block or streaming"),
             ))
         }
     };
@@ -765,7 +784,7 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     let digital = digital_ports(cfg)?;
     let model = cfg.get(pico_keys::MODEL)?.map(String::from);
     if let Some(m) = model.as_deref() {
-        check_model(cfg, family, m, &enabled, &digital)?;
+        check_model(cfg, family, m, &channels, &digital)?;
     }
     let config = PicoScopeConfig {
         family,
@@ -845,9 +864,10 @@ fn check_model(
     cfg: &Config,
     family: &'static picoscope::FamilyTable,
     model: &str,
-    enabled: &[u8],
+    channels: &[ChannelConfig; 4],
     digital: &[Option<f64>; 2],
 ) -> Result<(), WorkerError> {
+    let enabled: Vec<u8> = (0u8..4).filter(|&c| channels[c as usize].enabled).collect();
     if !picoscope::family_serves_model(family, model) {
         return Err(bad(
             cfg,
@@ -870,6 +890,26 @@ fn check_model(
                 ),
             ));
         }
+    }
+    // HARDWARE.md P for the 3000A (A/B from ±50 mV, D from ±20 mV); the 2000A and 5000A
+    // tables say the family's ranges for every model (see `FamilyTable::model_ranges`).
+    let offered = (family.model_ranges)(model);
+    if let Some(&c) = enabled
+        .iter()
+        .find(|&&c| !offered.contains(&channels[c as usize].range.code()))
+    {
+        let volts = |code: u8| VoltageRange::from_code(code).map_or(0.0, VoltageRange::volts);
+        return Err(bad(
+            cfg,
+            pico_keys::RANGES.name,
+            format!(
+                "channel {}: ±{} V is not a range of the {model}, which offers ±{} … ±{} V",
+                picoscope::config::channel_letter(c),
+                channels[c as usize].range.volts(),
+                volts(*offered.start()),
+                volts(*offered.end())
+            ),
+        ));
     }
     if let Some(p) = DigitalPort::ALL
         .into_iter()

@@ -27,6 +27,23 @@ impl Dir {
     }
 }
 
+/// 1-based (line, column) of the value of `key:` on its first line in `text`.
+// Not every test crate that shares this module asks for positions.
+#[allow(dead_code)]
+pub fn value_at(text: &str, key: &str) -> (usize, usize) {
+    let needle = format!("{key}:");
+    for (i, l) in text.lines().enumerate() {
+        if let Some(at) = l.find(&needle) {
+            if l[..at].trim().is_empty() {
+                let after = at + needle.len();
+                let skip = l[after..].len() - l[after..].trim_start().len();
+                return (i + 1, after + skip + 1);
+            }
+        }
+    }
+    panic!("no {key} in\n{text}")
+}
+
 impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

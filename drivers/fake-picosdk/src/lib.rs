@@ -17,6 +17,9 @@
 //!   = `0x11A` / `0x11E`); every call but `ChangePowerSource(handle, that code)` then
 //!   answers that code, as Pico's library does. [`fakepico_power_change`] makes the next
 //!   `RunBlock` report an adapter plugged in (0x119) or pulled out (0x11A) the same way.
+//! - Ranges by model: a ps3000a unit whose variant is not a D model (`3204A`, `3405B`,
+//!   `3206 MSO`; [`fakepico_set_variant`]) answers `SetChannel` on ±10/±20 mV with
+//!   PICO_INVALID_VOLTAGE_RANGE (HARDWARE.md P: A/B models from ±50 mV).
 //! - MSO models: [`fakepico_set_variant`] names the model every family's unit reports
 //!   (e.g. `3406D MSO`); a name with `MSO` has two digital ports (Pico's C examples decide
 //!   it the same way) and reports a digital hardware version (`GetUnitInfo` 7).
@@ -28,7 +31,8 @@
 //!   bits 0..7 of n in PORT0's low byte and bits 8..15 in PORT1's, so D15..D0 read as a
 //!   16-bit sample counter; the high byte of each 16-bit port sample is `0xA5`, which a
 //!   driver must ignore (Pico leaves it unspecified).
-//! - Rapid block captures hold exponential pulses (two-exponential shape, rise and fall in
+//! - Block captures (`RunBlock` of one capture, read with `GetValues`) and rapid block
+//!   captures (read with `GetValuesBulk`) are made the same way. Captures hold exponential pulses (two-exponential shape, rise and fall in
 //!   samples) plus Gaussian noise, scaled to ADC counts for the channel's range, the analogue
 //!   offset and the device resolution (8-bit: steps of 256 up to ±32512; 12..16-bit: steps of
 //!   2^(16-bits) up to ±32767). With a trigger set, the pulse on the trigger channel crosses
@@ -87,6 +91,7 @@ pub mod status {
     pub const NO_SAMPLES_AVAILABLE: u32 = 0x25;
     pub const SEGMENT_OUT_OF_RANGE: u32 = 0x26;
     pub const BUSY: u32 = 0x27;
+    pub const STARTINDEX_INVALID: u32 = 0x28;
     pub const INVALID_SAMPLE_INTERVAL: u32 = 0x2B;
     pub const INVALID_COUPLING: u32 = 0x45;
     pub const BUFFERS_NOT_SET: u32 = 0x46;
@@ -291,6 +296,20 @@ struct Unit {
 }
 
 impl Unit {
+    /// Whether the model offers range code `range`: the family's ranges, and for the
+    /// ps3000a A/B models and 3204..3206 MSO from ±50 mV only (HARDWARE.md P: D and D MSO
+    /// models from ±20 mV; Pico's C example tells them apart by the variant's fifth
+    /// character).
+    fn range_ok(&self, range: i32) -> bool {
+        let d_model = self
+            .variant
+            .trim()
+            .as_bytes()
+            .get(4)
+            .map(u8::to_ascii_uppercase)
+            == Some(b'D');
+        self.fam.range_ok(range) && (self.fam != Fam::Ps3000a || d_model || range >= 2)
+    }
     fn enabled(&self) -> usize {
         self.chans.iter().filter(|c| c.enabled).count()
     }
@@ -759,7 +778,7 @@ fn set_channel(
         if !(0..=1).contains(&coupling) {
             return st::INVALID_COUPLING;
         }
-        if enabled != 0 && !fam.range_ok(range) {
+        if enabled != 0 && !u.range_ok(range) {
             return st::INVALID_VOLTAGE_RANGE;
         }
         let mut next = u.chans;
@@ -1180,6 +1199,92 @@ fn get_values_bulk(
     })
 }
 
+fn get_values(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    start: u32,
+    n: *mut u32,
+    ratio: u32,
+    mode: i32,
+    segment: u32,
+    overflow: *mut i16,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        if n.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        if mode != 0 || ratio > 1 {
+            return st::RATIO_MODE_NOT_SUPPORTED;
+        }
+        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
+            return st::NO_SAMPLES_AVAILABLE;
+        };
+        if segment >= u.segments {
+            return st::SEGMENT_OUT_OF_RANGE;
+        }
+        let start = start as usize;
+        if start >= block.samples {
+            return st::STARTINDEX_INVALID;
+        }
+        // SAFETY: non-null pointer to one uint32_t (in: wanted, out: fetched).
+        let wanted = unsafe { *n } as usize;
+        let mut count = wanted.min(block.samples - start);
+        let short = SHORT_NEXT.swap(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+        if short != u32::MAX {
+            count = count.min(short as usize);
+        }
+        for c in 0..SOURCES {
+            if !u.source_on(c) {
+                continue;
+            }
+            let Some((ptr, len)) = u.buffer(c, segment) else {
+                return st::BUFFERS_NOT_SET;
+            };
+            let src = &block.data[segment as usize * SOURCES + c];
+            let src = src.get(start..).unwrap_or(&[]);
+            let k = count.min(len as usize).min(src.len());
+            // SAFETY: the caller registered `len` writable int16_t at `ptr` for this source
+            // and segment with SetDataBuffer; k <= len.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), ptr as *mut i16, k) };
+        }
+        if !overflow.is_null() {
+            // SAFETY: non-null pointer to one int16_t.
+            unsafe { *overflow = block.overflow[segment as usize] };
+        }
+        // SAFETY: as above.
+        unsafe { *n = count as u32 };
+        st::OK
+    })
+}
+
+fn trigger_offset(
+    name: &str,
+    fam: Fam,
+    handle: i16,
+    time: *mut i64,
+    unit: *mut i32,
+    segment: u32,
+) -> u32 {
+    with_unit(name, fam, handle, |u, _| {
+        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
+            return st::NO_SAMPLES_AVAILABLE;
+        };
+        if time.is_null() || unit.is_null() {
+            return st::NULL_PARAMETER;
+        }
+        if segment >= u.segments {
+            return st::SEGMENT_OUT_OF_RANGE;
+        }
+        // SAFETY: non-null pointers to one int64_t and one TIME_UNITS each.
+        unsafe {
+            *time = block.offsets_ps[segment as usize];
+            *unit = 1; // PS
+        }
+        st::OK
+    })
+}
+
 fn trigger_offsets(
     name: &str,
     fam: Fam,
@@ -1326,7 +1431,7 @@ macro_rules! common_exports {
     ($fam:expr, $pfx:literal,
      $close:ident, $stop:ident, $ping:ident, $info:ident, $enumerate:ident, $channel:ident,
      $trigger:ident, $segments:ident, $captures:ident, $ready:ident, $buffer:ident,
-     $bulk:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident) => {
+     $values:ident, $bulk:ident, $offset:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident) => {
         /// `PICO_STATUS CloseUnit(int16_t handle)`
         #[no_mangle]
         pub extern "C" fn $close(handle: i16) -> u32 {
@@ -1446,6 +1551,29 @@ macro_rules! common_exports {
                 mode,
             )
         }
+        /// `PICO_STATUS GetValues(handle, uint32_t startIndex, uint32_t *noOfSamples, uint32_t downSampleRatio, ratioMode, uint32_t segmentIndex, int16_t *overflow)`
+        #[no_mangle]
+        pub extern "C" fn $values(
+            handle: i16,
+            start: u32,
+            n: *mut u32,
+            ratio: u32,
+            mode: i32,
+            segment: u32,
+            overflow: *mut i16,
+        ) -> u32 {
+            get_values(
+                concat!($pfx, "GetValues"),
+                $fam,
+                handle,
+                start,
+                n,
+                ratio,
+                mode,
+                segment,
+                overflow,
+            )
+        }
         /// `PICO_STATUS GetValuesBulk(handle, uint32_t *noOfSamples, uint32_t from, uint32_t to, uint32_t ratio, mode, int16_t *overflow)`
         #[no_mangle]
         pub extern "C" fn $bulk(
@@ -1467,6 +1595,23 @@ macro_rules! common_exports {
                 ratio,
                 mode,
                 overflow,
+            )
+        }
+        /// `PICO_STATUS GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t segmentIndex)`
+        #[no_mangle]
+        pub extern "C" fn $offset(
+            handle: i16,
+            time: *mut i64,
+            unit: *mut i32,
+            segment: u32,
+        ) -> u32 {
+            trigger_offset(
+                concat!($pfx, "GetTriggerTimeOffset64"),
+                $fam,
+                handle,
+                time,
+                unit,
+                segment,
             )
         }
         /// `PICO_STATUS GetValuesTriggerTimeOffsetBulk64(handle, int64_t *times, TIME_UNITS *units, uint32_t from, uint32_t to)`
@@ -1548,7 +1693,9 @@ common_exports!(
     ps5000aSetNoOfCaptures,
     ps5000aIsReady,
     ps5000aSetDataBuffer,
+    ps5000aGetValues,
     ps5000aGetValuesBulk,
+    ps5000aGetTriggerTimeOffset64,
     ps5000aGetValuesTriggerTimeOffsetBulk64,
     ps5000aRunStreaming,
     ps5000aGetStreamingLatestValues,
@@ -1569,7 +1716,9 @@ common_exports!(
     ps2000aSetNoOfCaptures,
     ps2000aIsReady,
     ps2000aSetDataBuffer,
+    ps2000aGetValues,
     ps2000aGetValuesBulk,
+    ps2000aGetTriggerTimeOffset64,
     ps2000aGetValuesTriggerTimeOffsetBulk64,
     ps2000aRunStreaming,
     ps2000aGetStreamingLatestValues,
@@ -1590,7 +1739,9 @@ common_exports!(
     ps3000aSetNoOfCaptures,
     ps3000aIsReady,
     ps3000aSetDataBuffer,
+    ps3000aGetValues,
     ps3000aGetValuesBulk,
+    ps3000aGetTriggerTimeOffset64,
     ps3000aGetValuesTriggerTimeOffsetBulk64,
     ps3000aRunStreaming,
     ps3000aGetStreamingLatestValues,
@@ -1869,10 +2020,10 @@ pub extern "C" fn fakepico_call_count(name: *const c_char) -> u32 {
     fake().calls.iter().find(|c| c.0 == name).map_or(0, |c| c.1)
 }
 
-/// The sample count the next `GetValuesBulk` returns at most (`u32::MAX`: as asked).
+/// The sample count the next `GetValues` / `GetValuesBulk` returns at most (`u32::MAX`: as asked).
 static SHORT_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
 
-/// The next `GetValuesBulk` returns at most `n` samples per capture, as a driver that lost
+/// The next `GetValues` or `GetValuesBulk` returns at most `n` samples per capture, as a driver that lost
 /// data on the bus would report (then the fake answers in full again).
 #[no_mangle]
 pub extern "C" fn fakepico_short_values_once(n: u32) {

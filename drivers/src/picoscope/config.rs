@@ -62,6 +62,11 @@ impl VoltageRange {
         RANGES[self as usize].1
     }
 
+    /// The range of a C API enum value (0 = ±10 mV .. 11 = ±50 V).
+    pub fn from_code(code: u8) -> Option<VoltageRange> {
+        RANGES.get(code as usize).map(|r| r.0)
+    }
+
     /// The range whose full scale is `volts` (within 0.1 %).
     pub fn from_volts(volts: f64) -> Option<VoltageRange> {
         RANGES
@@ -175,6 +180,17 @@ pub enum Acquisition {
         /// Trigger, or free-running captures when None.
         trigger: Option<TriggerConfig>,
     },
+    /// Block: one triggered capture per `RunBlock`, `pre_trigger + post_trigger` samples,
+    /// fetched with `GetValues` from segment 0 (Pico's block mode, no memory segments). One
+    /// event per capture.
+    Block {
+        /// Samples before the trigger point.
+        pre_trigger: u32,
+        /// Samples from the trigger point on.
+        post_trigger: u32,
+        /// Trigger, or free-running captures when None.
+        trigger: Option<TriggerConfig>,
+    },
     /// Streaming: continuous samples cut into events of `samples_per_event`, gapless.
     Streaming {
         /// Samples per event.
@@ -183,6 +199,53 @@ pub enum Acquisition {
         /// `overviewBufferSize`); at least one event.
         overview_samples: u32,
     },
+}
+
+/// What block and rapid block share: one `RunBlock` of `captures` triggered captures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockShape {
+    /// Samples before the trigger point.
+    pub pre_trigger: u32,
+    /// Samples from the trigger point on.
+    pub post_trigger: u32,
+    /// Captures per `RunBlock`: 1 in block mode.
+    pub captures: u32,
+    /// Trigger, or free-running captures when None.
+    pub trigger: Option<TriggerConfig>,
+    /// Block mode: fetched with `GetValues` (segment 0), not `GetValuesBulk`.
+    pub single: bool,
+}
+
+impl Acquisition {
+    /// The shape of a block or rapid-block acquisition; None for streaming.
+    pub fn block_shape(&self) -> Option<BlockShape> {
+        match *self {
+            Acquisition::RapidBlock {
+                pre_trigger,
+                post_trigger,
+                captures_per_run,
+                trigger,
+            } => Some(BlockShape {
+                pre_trigger,
+                post_trigger,
+                captures: captures_per_run,
+                trigger,
+                single: false,
+            }),
+            Acquisition::Block {
+                pre_trigger,
+                post_trigger,
+                trigger,
+            } => Some(BlockShape {
+                pre_trigger,
+                post_trigger,
+                captures: 1,
+                trigger,
+                single: true,
+            }),
+            Acquisition::Streaming { .. } => None,
+        }
+    }
 }
 
 /// An MSO digital port: eight logic inputs, one byte per sample in the event.
@@ -331,14 +394,12 @@ impl PicoScopeConfig {
     /// Samples per event.
     pub fn records(&self) -> usize {
         match self.acquisition {
-            Acquisition::RapidBlock {
-                pre_trigger,
-                post_trigger,
-                ..
-            } => pre_trigger as usize + post_trigger as usize,
             Acquisition::Streaming {
                 samples_per_event, ..
             } => samples_per_event as usize,
+            a => a
+                .block_shape()
+                .map_or(0, |b| b.pre_trigger as usize + b.post_trigger as usize),
         }
     }
 
@@ -381,7 +442,8 @@ impl PicoScopeConfig {
         }
     }
 
-    /// What the configured `model` lacks for this setup (channels, digital ports, family),
+    /// What the configured `model` lacks for this setup (family, channels, ranges, digital
+    /// ports),
     /// or Ok without a model.
     pub fn check_model(&self) -> Result<(), String> {
         let Some(model) = self.model.as_deref() else {
@@ -403,6 +465,19 @@ impl PicoScopeConfig {
                 return Err(format!(
                     "channel {} enabled, but the {model} has {n} channels",
                     channel_letter(c)
+                ));
+            }
+        }
+        let offered = (self.family.model_ranges)(model);
+        for c in self.enabled_channels() {
+            let range = self.channels[c as usize].range;
+            if !offered.contains(&range.code()) {
+                return Err(format!(
+                    "channel {}: range ±{} V is not offered by the {model} (±{} V .. ±{} V)",
+                    channel_letter(c),
+                    range.volts(),
+                    RANGES[*offered.start() as usize].1,
+                    RANGES[*offered.end() as usize].1
                 ));
             }
         }
@@ -477,54 +552,55 @@ impl PicoScopeConfig {
                 self.sample_interval_ns
             ));
         }
-        match self.acquisition {
-            Acquisition::RapidBlock {
-                pre_trigger,
-                post_trigger,
-                captures_per_run,
-                trigger,
-            } => {
-                let total = u64::from(pre_trigger) + u64::from(post_trigger);
-                if total == 0 || total > i32::MAX as u64 {
+        if let Some(BlockShape {
+            pre_trigger,
+            post_trigger,
+            captures: captures_per_run,
+            trigger,
+            ..
+        }) = self.acquisition.block_shape()
+        {
+            let total = u64::from(pre_trigger) + u64::from(post_trigger);
+            if total == 0 || total > i32::MAX as u64 {
+                return Err(format!(
+                    "pre + post trigger samples = {total}: must be 1 .. 2^31-1"
+                ));
+            }
+            if captures_per_run == 0 {
+                return Err("captures per run must be at least 1".into());
+            }
+            if let Some(t) = trigger {
+                if t.channel > 3 || !self.channels[t.channel as usize].enabled {
                     return Err(format!(
-                        "pre + post trigger samples = {total}: must be 1 .. 2^31-1"
+                        "trigger channel {} is not enabled",
+                        channel_letter(t.channel.min(3))
                     ));
                 }
-                if captures_per_run == 0 {
-                    return Err("captures per run must be at least 1".into());
-                }
-                if let Some(t) = trigger {
-                    if t.channel > 3 || !self.channels[t.channel as usize].enabled {
-                        return Err(format!(
-                            "trigger channel {} is not enabled",
-                            channel_letter(t.channel.min(3))
-                        ));
-                    }
-                    let r = self.channels[t.channel as usize].range.volts();
-                    let off = f64::from(self.channels[t.channel as usize].analog_offset_v);
-                    if !t.level_v.is_finite() || (t.level_v + off).abs() > r {
-                        return Err(format!(
-                            "trigger level {} V is outside channel {}'s range ±{} V (offset {} V)",
-                            t.level_v,
-                            channel_letter(t.channel),
-                            r,
-                            off
-                        ));
-                    }
+                let r = self.channels[t.channel as usize].range.volts();
+                let off = f64::from(self.channels[t.channel as usize].analog_offset_v);
+                if !t.level_v.is_finite() || (t.level_v + off).abs() > r {
+                    return Err(format!(
+                        "trigger level {} V is outside channel {}'s range ±{} V (offset {} V)",
+                        t.level_v,
+                        channel_letter(t.channel),
+                        r,
+                        off
+                    ));
                 }
             }
-            Acquisition::Streaming {
-                samples_per_event,
-                overview_samples,
-            } => {
-                if samples_per_event == 0 {
-                    return Err("samples per event must be at least 1".into());
-                }
-                if overview_samples < samples_per_event || overview_samples > i32::MAX as u32 {
-                    return Err(format!(
-                        "overview buffer of {overview_samples} samples must hold at least one event ({samples_per_event})"
-                    ));
-                }
+        }
+        if let Acquisition::Streaming {
+            samples_per_event,
+            overview_samples,
+        } = self.acquisition
+        {
+            if samples_per_event == 0 {
+                return Err("samples per event must be at least 1".into());
+            }
+            if overview_samples < samples_per_event || overview_samples > i32::MAX as u32 {
+                return Err(format!(
+                    "overview buffer of {overview_samples} samples must hold at least one event ({samples_per_event})"
+                ));
             }
         }
         Ok(())
@@ -556,7 +632,9 @@ mod tests {
         assert_eq!(VoltageRange::from_volts(0.3), None);
         for (r, v) in RANGES {
             assert_eq!(VoltageRange::from_volts(v), Some(r));
+            assert_eq!(VoltageRange::from_code(r.code()), Some(r));
         }
+        assert_eq!(VoltageRange::from_code(12), None);
     }
 
     #[test]
@@ -627,6 +705,19 @@ mod tests {
         );
         c.model = Some("5444D MSO".into());
         assert!(c.validate().unwrap_err().contains("not served by ps3000a"));
+        // ±20 mV: a D model has it, an A/B model starts at ±50 mV (HARDWARE.md P).
+        c.digital = [None, None];
+        c.channels[1].range = VoltageRange::Mv20;
+        c.model = Some("3406D".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.model = Some("3404B".into());
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e,
+            "channel B: range ±0.02 V is not offered by the 3404B (±0.05 V .. ±20 V)"
+        );
+        c.channels[1].range = VoltageRange::Mv500;
+        c.digital = [Some(1.5), Some(-0.5)];
         c.model = None;
         c.digital[1] = Some(5.5);
         let e = c.validate().unwrap_err();

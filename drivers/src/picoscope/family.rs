@@ -37,10 +37,14 @@ pub struct Symbols {
     pub is_ready: &'static str,
     /// `SetDataBuffer`.
     pub set_data_buffer: &'static str,
+    /// `GetValues` (block mode).
+    pub get_values: &'static str,
     /// `GetValuesBulk`.
     pub get_values_bulk: &'static str,
     /// `GetValuesTriggerTimeOffsetBulk64`.
     pub trigger_time_offset_bulk64: &'static str,
+    /// `GetTriggerTimeOffset64` (block mode).
+    pub trigger_time_offset64: &'static str,
     /// `RunStreaming`.
     pub run_streaming: &'static str,
     /// `GetStreamingLatestValues`.
@@ -72,8 +76,10 @@ macro_rules! symbols {
             run_block: concat!($p, "RunBlock"),
             is_ready: concat!($p, "IsReady"),
             set_data_buffer: concat!($p, "SetDataBuffer"),
+            get_values: concat!($p, "GetValues"),
             get_values_bulk: concat!($p, "GetValuesBulk"),
             trigger_time_offset_bulk64: concat!($p, "GetValuesTriggerTimeOffsetBulk64"),
+            trigger_time_offset64: concat!($p, "GetTriggerTimeOffset64"),
             run_streaming: concat!($p, "RunStreaming"),
             get_streaming_latest_values: concat!($p, "GetStreamingLatestValues"),
             maximum_value: concat!($p, "MaximumValue"),
@@ -232,6 +238,8 @@ pub struct FamilyTable {
     pub resolutions: &'static [Resolution],
     /// Range codes (0 = ±10 mV .. 11 = ±50 V) the family accepts.
     pub ranges: std::ops::RangeInclusive<u8>,
+    /// Range codes a model (`GetUnitInfo` VARIANT, e.g. `3204A`) offers; within `ranges`.
+    pub model_ranges: fn(&str) -> std::ops::RangeInclusive<u8>,
     /// ADC full scale before the device is asked (`MaximumValue` is always asked).
     pub max_value: fn(Resolution) -> i16,
     /// Timebase formula for a model variant (`GetUnitInfo` VARIANT, e.g. `5444D`) and resolution.
@@ -251,6 +259,11 @@ pub const PS2000A: FamilyTable = FamilyTable {
     },
     resolutions: &[Resolution::Bits8],
     ranges: 1..=10,
+    // Per model [unverified]: HARDWARE.md has no 2000A range table. Pico's C example
+    // (picosdk-c-examples ps2000aCon.c, get_info) starts the 2206/7/8, 2206A/7A/8A and
+    // 2205 MSO at ±50 mV and the others at ±20 mV; until that is confirmed, every model
+    // gets the family's ±20 mV .. ±20 V and the unit's SetChannel has the last word.
+    model_ranges: |_| 1..=10,
     max_value: |_| 32512,
     timebases: ps2000a_timebases,
 };
@@ -274,6 +287,10 @@ pub const PS5000A: FamilyTable = FamilyTable {
         Resolution::Bits16,
     ],
     ranges: 0..=10,
+    // Per model [unverified]: HARDWARE.md has no 5000A range table; Pico's C example
+    // (ps5000aCon.c) gives every model ±10 mV .. ±20 V (its first range depends on the
+    // resolution, not the model), so the family-wide check stands.
+    model_ranges: |_| 0..=10,
     max_value: |r| if r == Resolution::Bits8 { 32512 } else { 32767 },
     timebases: ps5000a_timebases,
 };
@@ -296,9 +313,9 @@ pub const PS3000A: FamilyTable = FamilyTable {
         takes_oversample: true,
     },
     resolutions: &[Resolution::Bits8],
-    // D models go down to ±20 mV, A/B models to ±50 mV (Pico's C example); ±20 mV is
-    // accepted here and an A/B unit's own SetChannel refuses it with INVALID_VOLTAGE_RANGE.
+    // ±20 mV .. ±20 V over the family; which model has which: `ps3000a_ranges`.
     ranges: 1..=10,
+    model_ranges: ps3000a_ranges,
     max_value: |_| 32512,
     timebases: ps3000a_timebases,
 };
@@ -355,6 +372,18 @@ pub fn same_model(a: &str, b: &str) -> bool {
 pub fn family_serves_model(family: &FamilyTable, variant: &str) -> bool {
     let series = family.name.as_bytes().get(2).copied();
     variant.trim().as_bytes().first().copied() == series
+}
+
+/// ps3000a, HARDWARE.md P "Ranges by model": the D and D MSO models (3203D .. 3406D MSO)
+/// go from ±20 mV, the A/B models and the 3204..3206 MSO from ±50 mV, all up to ±20 V.
+/// Pico's C example (ps3000aCon.c, get_info) tells them apart by the fifth character of
+/// the variant, `D` or not; so does this.
+fn ps3000a_ranges(variant: &str) -> std::ops::RangeInclusive<u8> {
+    if variant.trim().as_bytes().get(4).map(u8::to_ascii_uppercase) == Some(b'D') {
+        1..=10
+    } else {
+        2..=10
+    }
 }
 
 /// ps5000a, HARDWARE.md A.7: 8-bit `2^n` ns (n ≤ 2) then `(n−2)×8`; 12-bit `2^n` ns
@@ -564,6 +593,23 @@ mod tests {
             family_by_name("ps3000a").map(|f| f.soname),
             Some("libps3000a.so")
         );
+    }
+
+    #[test]
+    fn ps3000a_ranges_by_model() {
+        for (model, first) in [
+            ("3406D MSO", 1),
+            ("3203D", 1),
+            ("3206d", 1),
+            ("3204A", 2),
+            ("3405B", 2),
+            ("3206 MSO", 2),
+            ("3207B", 2),
+        ] {
+            assert_eq!((PS3000A.model_ranges)(model), first..=10, "{model}");
+        }
+        assert_eq!((PS2000A.model_ranges)("2206A"), PS2000A.ranges);
+        assert_eq!((PS5000A.model_ranges)("5242D"), PS5000A.ranges);
     }
 
     #[test]

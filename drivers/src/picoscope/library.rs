@@ -47,8 +47,15 @@ type RunBlockOs = unsafe extern "C" fn(
 ) -> u32;
 type IsReady = unsafe extern "C" fn(i16, *mut i16) -> u32;
 type SetDataBuffer = unsafe extern "C" fn(i16, i32, *mut i16, i32, u32, i32) -> u32;
+/// `GetValues(handle, uint32_t startIndex, uint32_t *noOfSamples, uint32_t downSampleRatio,
+/// RATIO_MODE downSampleRatioMode, uint32_t segmentIndex, int16_t *overflow)`, the same in
+/// ps2000a, ps3000a and ps5000a (Pico's Python wrappers, picosdk/ps*.py).
+type Values = unsafe extern "C" fn(i16, u32, *mut u32, u32, i32, u32, *mut i16) -> u32;
 type ValuesBulk = unsafe extern "C" fn(i16, *mut u32, u32, u32, u32, i32, *mut i16) -> u32;
 type OffsetBulk64 = unsafe extern "C" fn(i16, *mut i64, *mut i32, u32, u32) -> u32;
+/// `GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t
+/// segmentIndex)`, the same in ps2000a, ps3000a and ps5000a (picosdk/ps*.py).
+type Offset64 = unsafe extern "C" fn(i16, *mut i64, *mut i32, u32) -> u32;
 type RunStreaming = unsafe extern "C" fn(i16, *mut u32, i32, u32, u32, i16, u32, i32, u32) -> u32;
 type LatestValues = unsafe extern "C" fn(i16, Option<StreamingReady>, *mut c_void) -> u32;
 type MaxValue = unsafe extern "C" fn(i16, *mut i16) -> u32;
@@ -86,8 +93,10 @@ struct Api {
     run_block: RunBlockFn,
     is_ready: IsReady,
     set_data_buffer: SetDataBuffer,
+    get_values: Values,
     get_values_bulk: ValuesBulk,
     trigger_time_offset_bulk64: OffsetBulk64,
+    trigger_time_offset64: Offset64,
     run_streaming: RunStreaming,
     get_streaming_latest_values: LatestValues,
     maximum_value: MaxValue,
@@ -266,8 +275,10 @@ impl PicoLibrary {
             run_block,
             is_ready: get!(s.is_ready, IsReady),
             set_data_buffer: get!(s.set_data_buffer, SetDataBuffer),
+            get_values: get!(s.get_values, Values),
             get_values_bulk: get!(s.get_values_bulk, ValuesBulk),
             trigger_time_offset_bulk64: get!(s.trigger_time_offset_bulk64, OffsetBulk64),
+            trigger_time_offset64: get!(s.trigger_time_offset64, Offset64),
             run_streaming: get!(s.run_streaming, RunStreaming),
             get_streaming_latest_values: get!(s.get_streaming_latest_values, LatestValues),
             maximum_value: get!(s.maximum_value, MaxValue),
@@ -536,6 +547,18 @@ impl PicoLibrary {
         status(unsafe { (self.api.set_data_buffer)(handle, i32::from(ch), buf, len, segment, 0) })
     }
 
+    /// `GetValues` of `samples` samples from the start of `segment`, without downsampling:
+    /// (status, samples fetched, overflow bit field).
+    pub fn get_values(&self, handle: i16, samples: u32, segment: u32) -> (PicoStatus, u32, i16) {
+        let mut n = samples;
+        let mut overflow = 0i16;
+        // SAFETY: n and overflow are live locals of the C types.
+        let s = status(unsafe {
+            (self.api.get_values)(handle, 0, &mut n, 1, 0, segment, &mut overflow)
+        });
+        (s, n, overflow)
+    }
+
     /// `GetValuesBulk` for segments `from..=to`: (status, samples per capture).
     /// `overflow` receives one bit field per segment.
     pub fn get_values_bulk(
@@ -580,6 +603,16 @@ impl PicoLibrary {
                 to,
             )
         })
+    }
+
+    /// `GetTriggerTimeOffset64` of `segment`: (status, offset, its `TIME_UNITS`).
+    pub fn trigger_time_offset(&self, handle: i16, segment: u32) -> (PicoStatus, i64, i32) {
+        let (mut time, mut unit) = (0i64, 0i32);
+        // SAFETY: time and unit are live locals of the C types.
+        let s = status(unsafe {
+            (self.api.trigger_time_offset64)(handle, &mut time, &mut unit, segment)
+        });
+        (s, time, unit)
     }
 
     /// `RunStreaming` without downsampling or autostop: (status, actual interval).

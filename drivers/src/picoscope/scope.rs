@@ -1,5 +1,6 @@
-//! One opened PicoScope behind [`Source`]: rapid block (triggered captures, many per run)
-//! or streaming (continuous samples cut into fixed-length events).
+//! One opened PicoScope behind [`Source`]: block (one triggered capture per run, fetched
+//! with `GetValues`), rapid block (triggered captures, many per run, `GetValuesBulk`) or
+//! streaming (continuous samples cut into fixed-length events).
 //!
 //! Guarantees: every buffer handed to Pico's library with `SetDataBuffer` is allocated once
 //! at configure time and never moves while registered; `read_event` allocates nothing,
@@ -20,7 +21,9 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::config::{channel_letter, Acquisition, DigitalPort, PicoScopeConfig, SampleFormat};
+use super::config::{
+    channel_letter, Acquisition, BlockShape, DigitalPort, PicoScopeConfig, SampleFormat,
+};
 use super::family::{model_channels, model_has_digital_ports, same_model};
 use super::library::PicoLibrary;
 use super::status::{PicoError, PicoStatus};
@@ -476,30 +479,41 @@ impl PicoScope {
             .chain(self.ports.iter().map(|p| p.code()))
             .collect();
         let nsrc = sources.len();
-        match self.config.acquisition {
-            Acquisition::RapidBlock {
-                captures_per_run,
-                trigger,
-                ..
-            } => {
-                let (s, max_per_segment) = self.lib.memory_segments(h, captures_per_run);
-                check(&device, sym.memory_segments, s)?;
-                if (max_per_segment as i64) < self.records as i64 * nsrc as i64
-                    && max_per_segment > 0
-                {
-                    return Err(PicoError::Config {
-                        device,
-                        detail: format!(
-                            "{} captures of {} samples on {} channels and ports do not fit: {} samples per segment; use fewer captures per run",
-                            captures_per_run, self.records, nsrc, max_per_segment
-                        ),
-                    });
+        match (
+            self.config.acquisition.block_shape(),
+            self.config.acquisition,
+        ) {
+            (
+                Some(BlockShape {
+                    captures: captures_per_run,
+                    trigger,
+                    single,
+                    ..
+                }),
+                _,
+            ) => {
+                // Block mode uses the unit's one segment as open leaves it; rapid block
+                // divides the memory into a segment per capture.
+                if !single {
+                    let (s, max_per_segment) = self.lib.memory_segments(h, captures_per_run);
+                    check(&device, sym.memory_segments, s)?;
+                    if (max_per_segment as i64) < self.records as i64 * nsrc as i64
+                        && max_per_segment > 0
+                    {
+                        return Err(PicoError::Config {
+                            device,
+                            detail: format!(
+                                "{} captures of {} samples on {} channels and ports do not fit: {} samples per segment; use fewer captures per run",
+                                captures_per_run, self.records, nsrc, max_per_segment
+                            ),
+                        });
+                    }
+                    check(
+                        &device,
+                        sym.set_no_of_captures,
+                        self.lib.set_no_of_captures(h, captures_per_run),
+                    )?;
                 }
-                check(
-                    &device,
-                    sym.set_no_of_captures,
-                    self.lib.set_no_of_captures(h, captures_per_run),
-                )?;
                 self.choose_timebase(&device)?;
                 match trigger {
                     Some(t) => {
@@ -557,9 +571,12 @@ impl PicoScope {
                 }
                 self.captures = captures_per_run;
             }
-            Acquisition::Streaming {
-                overview_samples, ..
-            } => {
+            (
+                None,
+                Acquisition::Streaming {
+                    overview_samples, ..
+                },
+            ) => {
                 if self.stream_bufs.len() != nsrc {
                     self.stream_bufs = (0..nsrc)
                         .map(|_| vec![0i16; overview_samples as usize])
@@ -578,6 +595,7 @@ impl PicoScope {
                 }
                 self.interval_ns = self.config.sample_interval_ns;
             }
+            (None, _) => {}
         }
         Ok(())
     }
@@ -733,11 +751,11 @@ impl PicoScope {
     }
 
     fn arm(&mut self) -> Result<(), PicoError> {
-        let Acquisition::RapidBlock {
+        let Some(BlockShape {
             pre_trigger,
             post_trigger,
             ..
-        } = self.config.acquisition
+        }) = self.config.acquisition.block_shape()
         else {
             return Ok(());
         };
@@ -783,7 +801,7 @@ impl PicoScope {
 
     fn start_running(&mut self) -> Result<(), PicoError> {
         match self.config.acquisition {
-            Acquisition::RapidBlock { .. } => {
+            Acquisition::RapidBlock { .. } | Acquisition::Block { .. } => {
                 self.arm()?;
                 self.state = RunState::Armed;
             }
@@ -920,31 +938,61 @@ impl PicoScope {
         }
     }
 
+    /// Fetches the armed run's captures into the registered buffers and their trigger
+    /// offsets: `GetValues` and `GetTriggerTimeOffset64` of segment 0 in block mode,
+    /// `GetValuesBulk` and `GetValuesTriggerTimeOffsetBulk64` of every segment in rapid
+    /// block.
     fn fetch_block(&mut self) -> Result<(), PicoError> {
         let sym = &self.config.family.symbols;
         let to = self.captures - 1;
-        let (s, got) =
-            self.lib
-                .get_values_bulk(self.handle, self.records as u32, 0, to, &mut self.overflow);
-        self.check(sym.get_values_bulk, s)?;
+        let single = matches!(self.config.acquisition, Acquisition::Block { .. });
+        let (function, s, got) = if single {
+            let (s, got, overflow) = self.lib.get_values(self.handle, self.records as u32, 0);
+            if let Some(o) = self.overflow.first_mut() {
+                *o = overflow;
+            }
+            (sym.get_values, s, got)
+        } else {
+            let (s, got) = self.lib.get_values_bulk(
+                self.handle,
+                self.records as u32,
+                0,
+                to,
+                &mut self.overflow,
+            );
+            (sym.get_values_bulk, s, got)
+        };
+        self.check(function, s)?;
         if got as usize != self.records {
             return Err(PicoError::BadData {
                 device: self.device(),
                 offset: self.counters.events,
                 detail: format!(
-                    "GetValuesBulk returned {got} samples per capture, {} were asked",
+                    "{} returned {got} samples per capture, {} were asked",
+                    function.trim_start_matches(self.config.family.name),
                     self.records
                 ),
             });
         }
-        let s = self.lib.trigger_time_offsets(
-            self.handle,
-            &mut self.trigger_times,
-            &mut self.trigger_units,
-            0,
-            to,
-        );
-        self.check(sym.trigger_time_offset_bulk64, s)?;
+        if single {
+            let (s, time, unit) = self.lib.trigger_time_offset(self.handle, 0);
+            self.check(sym.trigger_time_offset64, s)?;
+            if let (Some(t), Some(u)) = (
+                self.trigger_times.first_mut(),
+                self.trigger_units.first_mut(),
+            ) {
+                (*t, *u) = (time, unit);
+            }
+        } else {
+            let s = self.lib.trigger_time_offsets(
+                self.handle,
+                &mut self.trigger_times,
+                &mut self.trigger_units,
+                0,
+                to,
+            );
+            self.check(sym.trigger_time_offset_bulk64, s)?;
+        }
         self.state = RunState::Draining {
             next: 0,
             captures: self.captures,
@@ -1236,21 +1284,28 @@ impl Source for PicoScope {
                 self.interval_ns.to_string(),
             ),
         ];
-        match self.config.acquisition {
-            Acquisition::RapidBlock {
-                pre_trigger,
-                post_trigger,
-                captures_per_run,
-                trigger,
-            } => {
-                m.push(("picoscope.mode".into(), "rapid block".into()));
+        match (
+            self.config.acquisition.block_shape(),
+            self.config.acquisition,
+        ) {
+            (
+                Some(BlockShape {
+                    pre_trigger,
+                    post_trigger,
+                    captures,
+                    trigger,
+                    single,
+                }),
+                _,
+            ) => {
+                let mode = if single { "block" } else { "rapid block" };
+                m.push(("picoscope.mode".into(), mode.into()));
                 m.push(("picoscope.timebase".into(), self.timebase.to_string()));
                 m.push(("picoscope.pre_trigger".into(), pre_trigger.to_string()));
                 m.push(("picoscope.post_trigger".into(), post_trigger.to_string()));
-                m.push((
-                    "picoscope.captures_per_run".into(),
-                    captures_per_run.to_string(),
-                ));
+                if !single {
+                    m.push(("picoscope.captures_per_run".into(), captures.to_string()));
+                }
                 if let Some(t) = trigger {
                     m.push((
                         "picoscope.trigger".into(),
@@ -1263,15 +1318,19 @@ impl Source for PicoScope {
                     ));
                 }
             }
-            Acquisition::Streaming {
-                samples_per_event, ..
-            } => {
+            (
+                None,
+                Acquisition::Streaming {
+                    samples_per_event, ..
+                },
+            ) => {
                 m.push(("picoscope.mode".into(), "streaming".into()));
                 m.push((
                     "picoscope.samples_per_event".into(),
                     samples_per_event.to_string(),
                 ));
             }
+            (None, _) => {}
         }
         for &c in &self.enabled {
             let ch = self.config.channels[c as usize];
