@@ -12,7 +12,7 @@ impl Registry {
         for f in crate::analysis::plumbing::functions()
             .into_iter()
             .chain(crate::analysis::functions())
-            .chain(crate::devices::functions())
+            .chain(crate::devices::functions().into_iter().map(|(f, _)| f))
             .chain([
                 Function {
                     spec: crate::export::function::SPEC,
@@ -37,6 +37,7 @@ impl Registry {
         }
         for (f, check) in crate::export::mimo::functions()
             .into_iter()
+            .chain(crate::devices::functions())
             .chain(kafka_functions())
         {
             r.set_check(f.spec.name, check);
@@ -223,7 +224,6 @@ fn builtin_checks() -> Vec<(&'static str, Check)> {
             Check::Config(crate::export::replay::check),
         ),
     ]);
-    checks.extend(crate::devices::checks());
     checks
 }
 

@@ -47,74 +47,80 @@ pub const BAD_LOGGED_EACH: u64 = 5;
 /// Time between the summary lines of bad records after the first [`BAD_LOGGED_EACH`].
 pub const BAD_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
-/// Importer functions for the supported devices.
-pub fn functions() -> Vec<Function> {
-    vec![
-        Function {
-            spec: serial::GMC_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(serial::build_gmc(c)?))),
-        },
-        Function {
-            spec: serial::MIGHTYOHM_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(serial::build_mightyohm(c)?))),
-        },
-        Function {
-            spec: serial::GC10_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(serial::build_gc10(c)?))),
-        },
-        Function {
-            spec: serial::LINE_COUNTER_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(serial::build_line_counter(c)?))),
-        },
-        Function {
-            spec: serial::COSMICWATCH_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(serial::build_cosmicwatch(c)?))),
-        },
-        Function {
-            spec: usb::PICOSCOPE_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(usb::build_picoscope(c)?))),
-        },
-        Function {
-            spec: mimo_picoscope::SPEC,
-            build: Build::Importer(|c| Ok(Box::new(mimo_picoscope::build(c)?))),
-        },
-        Function {
-            spec: usb::HANTEK_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(usb::build_hantek(c)?))),
-        },
-        Function {
-            spec: usb::DRS4_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(usb::build_drs4(c)?))),
-        },
-        Function {
-            spec: redpitaya::REDPITAYA_SPEC,
-            build: Build::Importer(|c| Ok(Box::new(redpitaya::build_redpitaya(c)?))),
-        },
-    ]
-}
-
-/// The check of each device importer's config: everything its build checks, opening no
-/// device (see [`crate::worker::Check`]).
-pub fn checks() -> Vec<(&'static str, crate::worker::Check)> {
+/// Importer functions for the supported devices, each with the check of its config that
+/// `daq-engine check` runs: everything its build checks, opening no device (see
+/// [`crate::worker::Check`]). One entry per function registers it.
+pub fn functions() -> Vec<(Function, crate::worker::Check)> {
     use crate::worker::Check::Config;
     vec![
-        (serial::GMC_SPEC.name, Config(serial::check_gmc)),
-        (serial::MIGHTYOHM_SPEC.name, Config(serial::check_line)),
-        (serial::GC10_SPEC.name, Config(serial::check_line)),
         (
-            serial::LINE_COUNTER_SPEC.name,
+            Function {
+                spec: serial::GMC_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(serial::build_gmc(c)?))),
+            },
+            Config(serial::check_gmc),
+        ),
+        (
+            Function {
+                spec: serial::MIGHTYOHM_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(serial::build_mightyohm(c)?))),
+            },
+            Config(serial::check_line),
+        ),
+        (
+            Function {
+                spec: serial::GC10_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(serial::build_gc10(c)?))),
+            },
+            Config(serial::check_line),
+        ),
+        (
+            Function {
+                spec: serial::LINE_COUNTER_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(serial::build_line_counter(c)?))),
+            },
             Config(serial::check_line_counter),
         ),
         (
-            serial::COSMICWATCH_SPEC.name,
+            Function {
+                spec: serial::COSMICWATCH_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(serial::build_cosmicwatch(c)?))),
+            },
             Config(serial::check_cosmicwatch),
         ),
-        (usb::PICOSCOPE_SPEC.name, Config(usb::check_picoscope)),
-        (mimo_picoscope::SPEC.name, Config(mimo_picoscope::check)),
-        (usb::HANTEK_SPEC.name, Config(usb::check_hantek)),
-        (usb::DRS4_SPEC.name, Config(usb::check_drs4)),
         (
-            redpitaya::REDPITAYA_SPEC.name,
+            Function {
+                spec: usb::PICOSCOPE_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(usb::build_picoscope(c)?))),
+            },
+            Config(usb::check_picoscope),
+        ),
+        (
+            Function {
+                spec: mimo_picoscope::SPEC,
+                build: Build::Importer(|c| Ok(Box::new(mimo_picoscope::build(c)?))),
+            },
+            Config(mimo_picoscope::check),
+        ),
+        (
+            Function {
+                spec: usb::HANTEK_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(usb::build_hantek(c)?))),
+            },
+            Config(usb::check_hantek),
+        ),
+        (
+            Function {
+                spec: usb::DRS4_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(usb::build_drs4(c)?))),
+            },
+            Config(usb::check_drs4),
+        ),
+        (
+            Function {
+                spec: redpitaya::REDPITAYA_SPEC,
+                build: Build::Importer(|c| Ok(Box::new(redpitaya::build_redpitaya(c)?))),
+            },
             Config(redpitaya::check_redpitaya),
         ),
     ]
