@@ -60,7 +60,10 @@ Workers:
 ";
 
 mod monitor_common;
-use monitor_common::{exchange, free_loopback_addr, http, start_run_with, wait_for, Dir, EXE};
+mod tansu;
+use monitor_common::{
+    exchange, free_loopback_addr, http, start_run_with, wait_for, wait_up_to, Dir, EXE,
+};
 
 /// [`SETUP`] run with a web monitor on a free loopback port (with `token`, if any).
 fn start_run(
@@ -381,8 +384,18 @@ fn spawn_binary(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (std::process::Child, SocketAddr) {
+    spawn_binary_with(dir, SETUP, args, env)
+}
+
+/// As [`spawn_binary`], on the setup `text`.
+fn spawn_binary_with(
+    dir: &Path,
+    text: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, SocketAddr) {
     let setup = dir.join("setup.yaml");
-    std::fs::write(&setup, SETUP).unwrap();
+    std::fs::write(&setup, text).unwrap();
     let addr = free_loopback_addr();
     let mut child = std::process::Command::new(EXE)
         .arg(&setup)
@@ -1041,6 +1054,86 @@ fn browser_buttons_pause_resume_stop() {
     assert!(rate > 0.0, "the ended run's mean rate of 'raw': {rate}");
     let (summary, _web) = run.join().unwrap();
     assert_eq!(summary.exit_code, 0, "{:?}", summary.failures);
+}
+
+/// issue 16: a run of the real binary exporting to Kafka (a real tansu broker) shows its "to
+/// Kafka" table in a real browser, and once the run has ended the table's counts are those
+/// of its summary.json.
+#[test]
+fn browser_shows_the_kafka_table_with_the_counts_of_summary_json() {
+    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let test = "browser_shows_the_kafka_table_with_the_counts_of_summary_json";
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED {test}: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let Some(bin) = tansu::binary(test) else {
+        return;
+    };
+    let broker = tansu::Broker::start(&bin, "monitor");
+    broker.create_topic("waveforms", 1);
+    let n = 4000;
+    let setup = format!(
+        "target_directory: runs
+options: {{stats_interval: 0.2}}
+Buffers:
+  raw: {{slot_count: 64, data_length: 64, data_dtype: {{chA: float32, chB: float32}}}}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{n_events: {n}, seed: 7, rate: 400.0, realtime: true, pretrigger_samples: 20}}
+  to_kafka:
+    function: export.kafka
+    sources: [raw]
+    config: {{brokers: '{}', topic: waveforms}}
+",
+        broker.address
+    );
+    let dir = Dir::new("browser-kafka");
+    let (mut child, addr) = spawn_binary_with(&dir.0, &setup, &[], &[]);
+    let (_browser, mut page) = open_page(browser, &dir.0, &format!("http://{addr}/"), addr);
+    let minute = Duration::from_secs(60);
+    wait_up_to(minute, "the Kafka table during the run", || {
+        page.eval("document.getElementById('kafka').hidden") == false
+            && page.text("kafka").contains("to_kafka")
+    });
+    // The run ends by itself (n_events); the page keeps what it was shown.
+    wait_up_to(Duration::from_secs(300), "the end of the run", || {
+        child.try_wait().unwrap().is_some()
+    });
+    let (code, err) = wait_exit(child);
+    assert_eq!(code, Some(0), "{err}");
+    wait_up_to(minute, "the page to show the end", || {
+        page.text("state") == "finished"
+    });
+    let file = summary_of(&dir.0);
+    let k = &file["kafka"]["to_kafka"];
+    assert_eq!(k["delivered"], n, "{k}");
+    let want: Vec<String> = [
+        "topic",
+        "events",
+        "delivered",
+        "spooled",
+        "replayed",
+        "dropped_spool_full",
+        "lost",
+    ]
+    .iter()
+    .map(|f| {
+        k[f].as_str()
+            .map_or_else(|| k[f].to_string(), str::to_string)
+    })
+    .collect();
+    let mut row = || {
+        page.eval(
+            "Array.from(document.querySelectorAll('#kafka tbody tr'))\
+             .filter((r) => r.cells[0].textContent === 'to_kafka')\
+             .map((r) => Array.from(r.cells).slice(1).map((c) => c.textContent))",
+        )
+    };
+    let shown = row();
+    assert_eq!(shown, serde_json::json!([want]), "the page's Kafka row");
 }
 
 /// issue 13: the server must not be able to take the run down. A handler that panics loses

@@ -14,7 +14,9 @@
 //!
 //! Guarantees: a message is decoded straight into the claimed slot; one that does not fit
 //! the buffer (another schema, shape or type) is counted and skipped, never half written.
-//! Offsets are committed for what was handed to the engine.
+//! Offsets are committed for what was handed to the engine, and only that: a record the
+//! client had fetched but this process never wrote (it left the group, was stopped, lost
+//! the partition in a rebalance) is read by the member that takes the partition over.
 
 use super::export::{ev44_fields, format_of, BROKERS, FORMAT, TIME_FIELD};
 use super::wire::{Decoder, Format};
@@ -227,6 +229,11 @@ pub struct KafkaSource {
     taken: u64,
     skipped: u64,
     errors: u64,
+    /// Per partition (by id), the offset after the last record this process handed on or
+    /// skipped (`-1`: none yet).
+    next_offset: Vec<i64>,
+    /// Records that came again at an offset this process was already past: not handed on.
+    repeats: u64,
 }
 
 impl KafkaSource {
@@ -252,6 +259,12 @@ impl KafkaSource {
                 },
             )
             .set("enable.auto.commit", "true")
+            // An offset is stored (for the next commit) only once its message was handed to
+            // the engine (see `next`), not when librdkafka hands it out: on leaving the group
+            // (or a stop) the client still hands out what it had fetched, which nobody
+            // writes — stored automatically, those offsets were committed and the records
+            // were lost to the member that took the partition over.
+            .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .create_with_context(Assignments {
                 worker: ctx.worker.clone(),
@@ -307,6 +320,8 @@ impl KafkaSource {
             taken: 0,
             skipped: 0,
             errors: 0,
+            next_offset: Vec::new(),
+            repeats: 0,
         })
     }
 }
@@ -317,11 +332,13 @@ impl Importer for KafkaSource {
             if self.idle_end.is_some_and(|d| self.last.elapsed() >= d) {
                 let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
                 tracing::info!(
-                    "worker '{}': no message for {:?}: {} events taken, {} skipped; ending",
+                    "worker '{}': no message for {:?}: {} events taken, {} skipped, {} came \
+                     again; ending",
                     self.worker,
                     self.idle_end.unwrap_or_default(),
                     self.taken,
-                    self.skipped
+                    self.skipped,
+                    self.repeats
                 );
                 return Ok(Produced::End);
             }
@@ -338,31 +355,70 @@ impl Importer for KafkaSource {
                 return Ok(Produced::Idle);
             }
         };
-        if let Some(want) = &self.source_name {
-            if m.key() != Some(want.as_bytes()) {
-                return Ok(Produced::Idle);
-            }
+        // A record at an offset this process is already past was handed on (or skipped)
+        // before: it comes again after a rebalance whose revoke could not commit, or from a
+        // broker that serves a fetch again. Not twice into the ring.
+        let partition = usize::try_from(m.partition()).unwrap_or(0);
+        if partition >= self.next_offset.len() {
+            self.next_offset.resize(partition + 1, -1);
         }
-        let payload = m.payload().unwrap_or_default();
-        match self.decoder.decode(payload, out.data, out.meta) {
-            Ok(_) => {
-                self.taken += 1;
-                Ok(Produced::Event)
+        if m.offset() < self.next_offset[partition] {
+            self.repeats += 1;
+            if self.repeats <= 5 {
+                tracing::warn!(
+                    "worker '{}': the record at {}/{} offset {} came again (this process is at \
+                     offset {}): not taken twice",
+                    self.worker,
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    self.next_offset[partition]
+                );
             }
-            Err(e) => {
-                self.skipped += 1;
-                if self.skipped <= 5 {
-                    tracing::warn!(
-                        "worker '{}': skipped the record at {}/{} offset {}: {e}",
-                        self.worker,
-                        m.topic(),
-                        m.partition(),
-                        m.offset()
-                    );
+            return Ok(Produced::Idle);
+        }
+        self.next_offset[partition] = m.offset() + 1;
+        let handed = if self
+            .source_name
+            .as_ref()
+            .is_some_and(|want| m.key() != Some(want.as_bytes()))
+        {
+            // Another source's record.
+            Produced::Idle
+        } else {
+            match self
+                .decoder
+                .decode(m.payload().unwrap_or_default(), out.data, out.meta)
+            {
+                Ok(_) => {
+                    self.taken += 1;
+                    Produced::Event
                 }
-                Ok(Produced::Idle)
+                Err(e) => {
+                    self.skipped += 1;
+                    if self.skipped <= 5 {
+                        tracing::warn!(
+                            "worker '{}': skipped the record at {}/{} offset {}: {e}",
+                            self.worker,
+                            m.topic(),
+                            m.partition(),
+                            m.offset()
+                        );
+                    }
+                    Produced::Idle
+                }
+            }
+        };
+        // Done with this record: written into the slot (published as this returns) or
+        // skipped. Only now is its offset stored; stored offsets are what a commit (timed,
+        // on a rebalance's revoke, at the end) sends.
+        if let Err(e) = self.consumer.store_offset_from_message(&m) {
+            self.errors += 1;
+            if self.errors <= 5 {
+                tracing::warn!("worker '{}': Kafka offset store: {e}", self.worker);
             }
         }
+        Ok(handed)
     }
 }
 

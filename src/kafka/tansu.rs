@@ -1,6 +1,8 @@
 //! A tansu broker (a Kafka-protocol broker in Rust, no Java) on a free loopback port, for the
-//! Kafka tests and `daq-engine bench kafka`: in-memory storage, killed when dropped.
-//! `scripts/install-tansu.sh` builds tansu 0.6.0 once; `DAQ_TANSU` names the binary.
+//! Kafka tests and `daq-engine bench kafka`, killed when dropped. Its storage is in memory
+//! (gone when it is killed) or, with [`Tansu::start_sqlite`], a SQLite file that outlives a
+//! kill, as a real broker's log does. `scripts/install-tansu.sh` builds tansu 0.6.0 once (with
+//! both engines); `DAQ_TANSU` names the binary.
 //!
 //! tansu 0.6.0 creates no topic by itself: [`Tansu::create_topic`] makes each one first.
 
@@ -30,6 +32,8 @@ pub struct Tansu {
     advertised: Option<u16>,
     child: Option<Child>,
     log: PathBuf,
+    /// The directory of the SQLite storage (`tansu.db`), or `None` for memory.
+    data: Option<PathBuf>,
 }
 
 impl Tansu {
@@ -39,12 +43,28 @@ impl Tansu {
         Tansu::start_advertising(bin, tag, None)
     }
 
+    /// As [`Tansu::start`], with its storage in the SQLite file `data/tansu.db` (made when
+    /// missing): topics, records, committed offsets and idempotent producers' state survive
+    /// [`Tansu::kill`] and [`Tansu::restart`]. Needs a tansu built with the `libsql` feature.
+    pub fn start_sqlite(bin: &Path, tag: &str, data: &Path) -> Result<Tansu, String> {
+        Tansu::start_with(bin, tag, None, Some(data.to_path_buf()))
+    }
+
     /// As [`Tansu::start`], but telling clients (in its metadata) to connect to loopback port
     /// `advertised` instead of its own: for a proxy in front of it that sees every request.
     pub fn start_advertising(
         bin: &Path,
         tag: &str,
         advertised: Option<u16>,
+    ) -> Result<Tansu, String> {
+        Tansu::start_with(bin, tag, advertised, None)
+    }
+
+    fn start_with(
+        bin: &Path,
+        tag: &str,
+        advertised: Option<u16>,
+        data: Option<PathBuf>,
     ) -> Result<Tansu, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -58,13 +78,14 @@ impl Tansu {
             advertised,
             child: None,
             log,
+            data,
         };
         t.restart()?;
         Ok(t)
     }
 
-    /// Starts the broker again on the same port (after [`Tansu::kill`]): empty, as its
-    /// storage is in memory.
+    /// Starts the broker again on the same port (after [`Tansu::kill`]): empty when its
+    /// storage is in memory, with all it had stored when it is SQLite.
     pub fn restart(&mut self) -> Result<(), String> {
         if self.child.is_some() {
             return Err("the broker is running".into());
@@ -84,16 +105,24 @@ impl Tansu {
                 Ok(())
             });
         }
+        // tansu opens `sqlite://NAME` relative to its working directory; it also reads a .env
+        // file from there: there is none in either directory.
+        let (storage, dir) = match &self.data {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                ("sqlite://tansu.db", d.clone())
+            }
+            None => ("memory://tansu/", std::env::temp_dir()),
+        };
         let child = cmd
-            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .args(["broker", "--storage-engine", storage])
             .args([
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
                 &advertised,
             ])
-            // tansu reads a .env file from its working directory: none there.
-            .current_dir(std::env::temp_dir())
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -102,6 +131,17 @@ impl Tansu {
         self.child = Some(child);
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!(
+                    "tansu ended at its start ({st}), storage {storage}: {}",
+                    self.log()
+                ));
+            }
             if t.elapsed() > Duration::from_secs(60) {
                 return Err(format!(
                     "tansu did not listen on {} within 60 s: {}",
@@ -155,7 +195,7 @@ impl Tansu {
             .map_err(|e| format!("{sig} to tansu: {e}"))
     }
 
-    /// Kills the broker (SIGKILL): what it held is gone.
+    /// Kills the broker (SIGKILL): what it held in memory is gone; its SQLite file stays.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

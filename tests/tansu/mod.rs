@@ -1,5 +1,5 @@
 //! The real Kafka-protocol broker of the Kafka tests: tansu 0.6.0 (`daq_engine::kafka::tansu`),
-//! in-memory storage on a free loopback port, killed when dropped. `scripts/install-tansu.sh`
+//! in-memory or SQLite storage on a free loopback port, killed when dropped. `scripts/install-tansu.sh`
 //! builds it once outside the clone; `scripts/test.sh` sets `DAQ_TANSU` to the binary.
 //! Without it the tests print a SKIPPED line and pass.
 
@@ -27,6 +27,10 @@ pub struct Broker(pub daq_engine::kafka::tansu::Tansu);
 impl Broker {
     pub fn start(bin: &std::path::Path, tag: &str) -> Broker {
         Broker(daq_engine::kafka::tansu::Tansu::start(bin, tag).unwrap())
+    }
+    /// With its storage in SQLite under `data` (kept across kill and restart).
+    pub fn start_sqlite(bin: &std::path::Path, tag: &str, data: &std::path::Path) -> Broker {
+        Broker(daq_engine::kafka::tansu::Tansu::start_sqlite(bin, tag, data).unwrap())
     }
     pub fn start_advertising(bin: &std::path::Path, tag: &str, port: u16) -> Broker {
         Broker(daq_engine::kafka::tansu::Tansu::start_advertising(bin, tag, Some(port)).unwrap())
