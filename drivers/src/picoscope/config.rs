@@ -259,7 +259,7 @@ pub enum DigitalPort {
 
 /// Most a logic threshold can be, ± volts: Pico's headers define `PS2000A_MAX_LOGIC_LEVEL` /
 /// `PS3000A_MAX_LOGIC_LEVEL` = 32767 (and MIN −32767) for ±5 V. ps5000aApi.h defines no
-/// such constant; the 5000D MSO is taken to use the same scale **[unverified]**, and the
+/// such constant; the 5000D MSO is taken to use the same scale **\[unverified\]**, and the
 /// library refuses a level it does not accept.
 pub const LOGIC_LEVEL_MAX_V: f64 = 5.0;
 
