@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
                         BufferOptions {
                             compression,
                             chunk_bytes: 1 << 20,
+                            ..BufferOptions::default()
                         },
                     )
                     .unwrap();

@@ -2,7 +2,7 @@
 //! `daq-engine bench ring` subcommand calls the same function.
 //!
 //! `cargo run --release --example bench_ring -- [--repeats N] [--sizes 64,4096,65536]
-//! [--groups 1,2] [--rate HZ] [--realtime] [--no-peer] [--json]`
+//! [--groups 1,2] [--rate HZ] [--realtime] [--no-peer] [--huge auto|off] [--json]`
 
 use daq_engine::ring_bench::{run, RingBenchOptions};
 
@@ -32,6 +32,13 @@ fn main() -> anyhow::Result<()> {
             "--rate" => opts.paced_rate_hz = value()?.parse()?,
             "--no-peer" => opts.no_peer = true,
             "--realtime" => opts.realtime = true,
+            "--huge" => {
+                opts.huge = match value()?.as_str() {
+                    "auto" => daq_engine::shm::HugePages::Auto,
+                    "off" => daq_engine::shm::HugePages::Off,
+                    other => anyhow::bail!("--huge {other}: auto or off"),
+                }
+            }
             "--json" => json = true,
             other => anyhow::bail!(
                 "unknown option {other}; see the comment at the top of examples/bench_ring.rs"

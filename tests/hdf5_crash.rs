@@ -73,6 +73,7 @@ fn raw_writer(
             BufferOptions {
                 compression,
                 chunk_bytes: 64 * 1024,
+                ..BufferOptions::default()
             },
         )
         .unwrap();
@@ -166,18 +167,30 @@ fn h5dump_clean(path: &Path) {
 /// threads), then events with a flush every 10 (the growing chunk stored raw) reporting each,
 /// then 7 more without flushing and waits to be killed.
 fn killed_writer(path: &Path) {
-    let (mut w, b) = raw_writer(
+    let (w, b) = raw_writer(
         path,
         Duration::from_secs(3600),
         Compression::Deflate { level: 1 },
     );
+    write_until_killed(w, b, 64, 23, 10);
+}
+
+/// Appends `first` events, then `flushes` times `per_flush` events and a flush (printing
+/// "flushed N"), then 7 more without flushing; prints "ready" and waits to be killed.
+fn write_until_killed(
+    mut w: RunFileWriter,
+    b: BufferHandle,
+    first: usize,
+    flushes: usize,
+    per_flush: usize,
+) {
     let mut c = 0i64;
-    for _ in 0..64 {
+    for _ in 0..first {
         w.append(b, &event_bytes(c), &meta(c)).unwrap();
         c += 1;
     }
-    for _ in 0..23 {
-        for _ in 0..10 {
+    for _ in 0..flushes {
+        for _ in 0..per_flush {
             w.append(b, &event_bytes(c), &meta(c)).unwrap();
             c += 1;
         }
@@ -256,6 +269,68 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     assert!(masks.contains(&0) && masks.contains(&3), "{masks:?}");
     h5dump_clean(&path);
     println!("after kill -9: {kept} events readable, {flushed} were flushed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Child role "slow-killed-writer": a compressed run slower than a chunk per flush, with the
+/// default chunks (1 MiB, sized by the writer at its first flush): 15 flushes 90 events
+/// (369 kB) apart, then 7 more events; waits to be killed.
+fn slow_killed_writer(path: &Path) {
+    let mut w = RunFileWriter::create(
+        path,
+        RunInfo::new("crash test"),
+        WriterOptions {
+            flush_interval: Duration::from_secs(3600),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let b = w
+        .add_buffer("raw", &dtype(), DATA_LENGTH, BufferOptions::default())
+        .unwrap();
+    write_until_killed(w, b, 0, 15, 90);
+}
+
+/// Issue 17: a slow compressed run (less than a chunk between flushes), whose chunks the
+/// writer sizes at its first flush, keeps every flushed event through a `kill -9`, and its
+/// chunks are mostly deflated (before, a slow run's chunks were all stored raw).
+#[test]
+fn kill_9_of_a_slow_compressed_run_keeps_every_flushed_event() {
+    if let Ok("slow-killed-writer") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
+        slow_killed_writer(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
+        return;
+    }
+    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let dir = temp_dir("kill9-slow");
+    let path = dir.join("run.h5");
+    let mut child = spawn_role(
+        "slow-killed-writer",
+        "kill_9_of_a_slow_compressed_run_keeps_every_flushed_event",
+        &path,
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    while !next_line(&mut out, "").ends_with("ready") {}
+    child.kill().unwrap();
+    child.wait().unwrap();
+    recover(&path).unwrap();
+    let kept = check_events(&path, 1350);
+    assert!(kept <= 1357);
+    let masks: Vec<u32> = {
+        let f = hdf5_metno::File::open(&path).unwrap();
+        let ds = f.dataset("raw/data").unwrap();
+        (0..ds.num_chunks().unwrap())
+            .map(|i| ds.chunk_info(i).unwrap().filter_mask)
+            .collect()
+    };
+    let raw = masks.iter().filter(|&&m| m == 3).count();
+    let deflated = masks.iter().filter(|&&m| m == 0).count();
+    // The chunk each flush found growing is raw, the rest deflated.
+    assert!((1..=16).contains(&raw) && deflated >= 3 * raw, "{masks:?}");
+    h5dump_clean(&path);
+    println!("slow run after kill -9: {kept} events, chunks {deflated} deflated, {raw} raw");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -230,6 +230,7 @@ fn write_and_check(
             BufferOptions {
                 compression: Compression::Deflate { level: 6 },
                 chunk_bytes: 16 * 1024,
+                ..BufferOptions::default()
             },
         )
         .unwrap();

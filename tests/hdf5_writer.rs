@@ -79,6 +79,7 @@ fn round_trip_is_byte_exact_for_both_compressions() {
             BufferOptions {
                 compression: Compression::Deflate { level: 4 },
                 chunk_bytes: 5 * 1500,
+                ..BufferOptions::default()
             },
         )
         .unwrap();
@@ -90,6 +91,7 @@ fn round_trip_is_byte_exact_for_both_compressions() {
             BufferOptions {
                 compression: Compression::None,
                 chunk_bytes: 1 << 20,
+                ..BufferOptions::default()
             },
         )
         .unwrap();
@@ -189,6 +191,7 @@ fn rotation_by_size_keeps_every_event_once_and_every_file_complete() {
             BufferOptions {
                 compression: Compression::default(),
                 chunk_bytes: 4096,
+                ..BufferOptions::default()
             },
         )
         .unwrap();
@@ -545,6 +548,7 @@ fn write_events(
             BufferOptions {
                 compression,
                 chunk_bytes: chunk_events * dtype.record_size() * data_length,
+                ..BufferOptions::default()
             },
         )
         .unwrap();
@@ -661,6 +665,53 @@ fn slow_compressible_run_is_no_larger_than_uncompressed() {
         read_buffer(dir.join("d.h5"), "raw").unwrap().data,
         events.concat()
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 17: a compressed run slower than one chunk (1 MiB) per flush interval was stored
+/// raw: every chunk was stored raw by a flush while it grew, and stays raw (SWMR frees no
+/// space), so a 300 kB/s waveform run with `compression: deflate` got no compression at all.
+/// Its chunks are now sized at the first flush so that several fill between two flushes:
+/// only the one a flush finds growing is raw. Every event reads back exactly.
+#[test]
+fn a_slow_compressed_run_is_compressed() {
+    let dir = temp_dir("slow-compressed");
+    let dtype = waveform_dtype();
+    let event = dtype.record_size() * 100;
+    let events = compressible_events(&dtype, 100, 4000);
+    // 200 events (300 kB) between flushes, 20 flushes: a 300 kB/s run flushed every second,
+    // with the default 1 MiB chunks.
+    let flush = |c: usize| c % 200 == 199;
+    let chunk_events = (1 << 20) / event;
+    let deflate = Compression::Deflate { level: 1 };
+    let (d, p) = (dir.join("d.h5"), dir.join("p.h5"));
+    let deflated = write_events(&d, &dtype, 100, &events, deflate, chunk_events, flush);
+    let plain = write_events(
+        &p,
+        &dtype,
+        100,
+        &events,
+        Compression::None,
+        chunk_events,
+        flush,
+    );
+    println!(
+        "slow run, 300 kB a flush: deflated {deflated} bytes, uncompressed {plain} bytes ({:.3})",
+        deflated as f64 / plain as f64
+    );
+    let masks = chunk_masks(&d);
+    println!("chunks (filter mask, count): {masks:?}");
+    let count = |mask: u32| masks.iter().find(|m| m.0 == mask).map_or(0, |m| m.1);
+    // At most the chunk each flush found growing is raw.
+    assert!(count(3) <= 20, "{masks:?}");
+    assert!(count(0) >= 3 * count(3), "{masks:?}");
+    assert!(
+        deflated < plain / 2,
+        "compressed {deflated} bytes, uncompressed {plain}"
+    );
+    let got = read_buffer(&d, "raw").unwrap();
+    assert_eq!(got.data, events.concat());
+    assert_eq!(got.metadata, (0..4000).map(meta).collect::<Vec<_>>());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -236,6 +236,7 @@ fn run_file_write(
         BufferOptions {
             compression,
             chunk_bytes: 1 << 20,
+            ..BufferOptions::default()
         },
     )?;
     for i in 0..events {

@@ -7,9 +7,10 @@
 //! - Events are copied into preallocated, chunk-aligned batches and written as whole chunks;
 //!   [`RunFileWriter::append`] allocates nothing and makes no system call except when a
 //!   batch is full, the flush interval has passed (checked with the vDSO clock) or the file
-//!   is rotated.
+//!   is rotated (or, once, when the first file's layout is made).
 //! - Files are written in SWMR mode (HDF5 ≥ 1.10, `libver` latest): h5py can read them while
-//!   the run goes on (`swmr=True`), and after a `kill -9` a file opens and holds every event
+//!   the run goes on (`swmr=True`; the first file from its first flush with events on, when
+//!   its layout is made), and after a `kill -9` a file opens and holds every event
 //!   appended before the last flush. Rows past the last flush may be present too; their
 //!   metadata `counter` is then either a real counter or the fill value -1, never a
 //!   duplicate (data rows reach the file before the metadata rows that count them).
@@ -26,11 +27,17 @@
 //!   readers honour) at its full size, so later flushes rewrite it in place. SWMR writers
 //!   never free file space (a chunk that changes size moves and leaves its old copy), so a
 //!   chunk once stored raw stays raw when it fills: compressing it then would leave its raw
-//!   copy behind and make the file larger than not compressing it. A fast run (chunks fill
-//!   between flushes) thus stores at most one raw chunk per buffer and flush interval; a run
-//!   slower than a chunk per flush interval is stored raw. The last, partly filled chunk of
-//!   a closing file is compressed unless a flush stored it already. `metadata` is never
-//!   compressed.
+//!   copy behind and make the file larger than not compressing it. So chunks are sized by
+//!   the run's pace: the first file's groups and datasets are made at its first flush with
+//!   events (the events until then are held in memory, at most one full chunk per buffer),
+//!   and a compressed buffer that brought less than a full chunk (`chunk_bytes`) by then
+//!   gets chunks of about a [`CHUNKS_PER_FLUSH`]th of what it brought, at least
+//!   `min_chunk_bytes`, so that several fill between two flushes and about one in
+//!   [`CHUNKS_PER_FLUSH`] stays raw. A buffer that brought a full chunk before the first
+//!   flush (a fast run), or whose file closes before one, keeps `chunk_bytes`; later files
+//!   of a rotated run keep the first file's sizes. A run slower than `min_chunk_bytes` per
+//!   flush interval is stored raw. The last, partly filled chunk of a closing file is
+//!   compressed unless a flush stored it already. `metadata` is never compressed.
 //! - After a failed write (full disk, I/O error) the writer stops, reports the file, the
 //!   buffer and the events kept, and leaves what was flushed readable.
 //!
@@ -90,6 +97,12 @@ pub struct BufferOptions {
     pub compression: Compression,
     /// Target bytes per `data` chunk; a chunk holds at least one event. Default 1 MiB.
     pub chunk_bytes: usize,
+    /// Smallest `data` chunk a compressed buffer gets in a slow run (see
+    /// [`RunFileWriter`]'s notes on compression): its chunks are sized at the first flush so
+    /// that about [`CHUNKS_PER_FLUSH`] fill between two flushes, between this and
+    /// `chunk_bytes`. When it is `chunk_bytes` or more, every chunk is `chunk_bytes`. Default
+    /// 64 KiB.
+    pub min_chunk_bytes: usize,
 }
 
 impl Default for BufferOptions {
@@ -97,9 +110,15 @@ impl Default for BufferOptions {
         BufferOptions {
             compression: Compression::default(),
             chunk_bytes: 1 << 20,
+            min_chunk_bytes: 64 << 10,
         }
     }
 }
+
+/// Chunks of a slow compressed buffer's `data` that are to fill between two flushes. A flush
+/// stores the chunk still growing raw, and it stays raw (see the module notes), so about one
+/// chunk in this many is stored raw.
+pub const CHUNKS_PER_FLUSH: usize = 8;
 
 /// When to start a new file.
 #[derive(Clone, Copy, Debug, Default)]
@@ -214,7 +233,10 @@ struct BufferSpec {
     options: BufferOptions,
     record_type: h5::Datatype,
     event_bytes: usize,
+    /// Events a `data` chunk holds: at most `options.chunk_bytes` worth, set for good when
+    /// the first file's layout is made (smaller for a slow compressed buffer).
     chunk_events: usize,
+    /// Events a `metadata` chunk holds: a multiple of `chunk_events`.
     meta_chunk_events: usize,
     events_total: u64,
     /// The importer's sample scales file (`scales_<worker>.txt`), whose fields get their
@@ -222,6 +244,43 @@ struct BufferSpec {
     scales: Option<PathBuf>,
     /// The open file's scale attributes hold the values (not NaN): nothing more to do.
     scales_in_file: bool,
+}
+
+/// Events of a `metadata` chunk for `chunk_events` events a `data` chunk: a multiple of it,
+/// about 64 KiB.
+fn meta_chunk_events(chunk_events: usize) -> usize {
+    chunk_events * (65_536 / (META_BYTES * chunk_events)).max(1)
+}
+
+/// Events a `data` chunk of `spec` holds in a run that gave it `rows` events in `elapsed`,
+/// flushed every `interval`: about a [`CHUNKS_PER_FLUSH`]th of what a flush interval brings,
+/// between `min_chunk_bytes` and `chunk_bytes`, at least one event. An uncompressed buffer
+/// keeps its full chunks (a flush rewrites its growing chunk in place).
+fn slow_run_chunk_events(
+    spec: &BufferSpec,
+    rows: usize,
+    elapsed: Duration,
+    interval: Duration,
+) -> usize {
+    if matches!(spec.options.compression, Compression::None) {
+        return spec.chunk_events;
+    }
+    // A first flush that came early (asked for) says too little: take it as one interval,
+    // which makes chunks smaller, never larger, than the run needs.
+    let seconds = elapsed.max(interval).as_secs_f64();
+    let per_interval = rows as f64 * spec.event_bytes as f64 * interval.as_secs_f64() / seconds;
+    let max = spec.options.chunk_bytes;
+    let target = ((per_interval / CHUNKS_PER_FLUSH as f64) as usize)
+        .clamp(spec.options.min_chunk_bytes.min(max), max);
+    (target / spec.event_bytes).clamp(1, spec.chunk_events)
+}
+
+/// Events appended to a buffer before the file's layout was made, in the rows' byte format.
+/// Room for one full chunk of each is made when the buffer is added: holding them allocates
+/// nothing.
+struct EarlyRows {
+    data: Vec<u8>,
+    meta: Vec<u8>,
 }
 
 /// Rows collected for one dataset, aligned to its chunks: `buf` holds rows
@@ -416,12 +475,16 @@ fn store_job(bufs: &mut [FileBuffer], job: &ChunkJob) -> Result<(), String> {
 struct FileBuffer {
     data: RowBatch,
     meta: RowBatch,
-    events: u64,
 }
 
 struct OpenFile {
     file: h5::File,
     opened: Instant,
+    /// The buffers' groups and datasets are in the file (the first file's are made at its
+    /// first flush with events, a later file's when it opens).
+    layout: bool,
+    /// Per buffer, the events held until the layout is made (the first file only).
+    early: Vec<EarlyRows>,
     buffers: Vec<FileBuffer>,
     bytes: u64,
     events: u64,
@@ -736,26 +799,34 @@ impl RunFileWriter {
             Ok(())
         })()
         .map_err(create_err)?;
+        // Flushed with its attributes alone: a writer killed before the layout is made
+        // leaves a file that opens (and holds no events, as none were flushed).
+        file.flush().map_err(|e| create_err(hdf(e)))?;
+        let rotating = self.file_index > 0;
         let of = OpenFile {
             file,
             opened: Instant::now(),
+            layout: rotating,
+            early: Vec::new(),
             buffers: Vec::with_capacity(self.specs.len()),
             bytes: 0,
             events: 0,
             events_flushed: 0,
             swmr: false,
         };
-        for spec in &mut self.specs {
-            create_buffer_group(&of.file, spec, &self.meta_type).map_err(create_err)?;
-            spec.scales_in_file = write_scales(&of.file, spec).map_err(create_err)?;
+        if rotating {
+            // The chunk sizes were settled in the first file.
+            for spec in &mut self.specs {
+                create_buffer_group(&of.file, spec, &self.meta_type).map_err(create_err)?;
+                spec.scales_in_file = write_scales(&of.file, spec).map_err(create_err)?;
+            }
         }
-        let rotating = self.file_index > 0;
         self.file_index = index;
         self.files.push(path);
         self.current = Some(of);
         if rotating {
             // Later files have their whole layout already: start SWMR at once.
-            self.start_swmr()?;
+            self.start_swmr(false)?;
         }
         Ok(())
     }
@@ -793,7 +864,7 @@ impl RunFileWriter {
             path: path.clone(),
             first_error: "no file is open".to_string(),
         })?;
-        if of.swmr {
+        if of.layout || of.events > 0 {
             return Err(ExportError::LayoutFrozen(name.to_string()));
         }
         let record_type = raw::compound_type(dtype).map_err(|reason| ExportError::Create {
@@ -802,7 +873,6 @@ impl RunFileWriter {
         })?;
         let event_bytes = dtype.record_size() * data_length;
         let chunk_events = (options.chunk_bytes / event_bytes).max(1);
-        let meta_chunk_events = chunk_events * (65_536 / (META_BYTES * chunk_events)).max(1);
         let spec = BufferSpec {
             name: name.to_string(),
             dtype: dtype.clone(),
@@ -811,13 +881,17 @@ impl RunFileWriter {
             record_type,
             event_bytes,
             chunk_events,
-            meta_chunk_events,
+            meta_chunk_events: meta_chunk_events(chunk_events),
             events_total: 0,
             scales: None,
             scales_in_file: false,
         };
-        create_buffer_group(&of.file, &spec, &self.meta_type)
-            .map_err(|reason| ExportError::Create { path, reason })?;
+        // The group is made with the file's layout (at the first flush with events, see
+        // `make_layout`); until then the events wait here, at most a full chunk of them.
+        of.early.push(EarlyRows {
+            data: Vec::with_capacity(chunk_events * event_bytes),
+            meta: Vec::with_capacity(chunk_events * META_BYTES),
+        });
         self.specs.push(spec);
         Ok(BufferHandle(self.specs.len() - 1))
     }
@@ -839,13 +913,25 @@ impl RunFileWriter {
         }
     }
 
-    fn start_swmr(&mut self) -> Result<(), ExportError> {
-        let Some(of) = self.current.as_mut() else {
+    /// Makes the first file's layout if not made yet (see [`make_layout`](Self::make_layout);
+    /// `at_flush` as there), starts SWMR writing, and stores the events held until then.
+    fn start_swmr(&mut self, at_flush: bool) -> Result<(), ExportError> {
+        let Some(of) = self.current.as_ref() else {
             return Ok(());
         };
         if of.swmr {
             return Ok(());
         }
+        if !of.layout {
+            if at_flush && of.events == 0 {
+                // Nothing to size the chunks by yet, and nothing to flush.
+                return Ok(());
+            }
+            self.make_layout(at_flush)?;
+        }
+        let Some(of) = self.current.as_mut() else {
+            return Ok(());
+        };
         // HDF5 1.10's H5Fstart_swmr_write closes and reopens every open dataset and group,
         // which crashes when another file is open in the process: start it with none open
         // (the groups were closed after creation) and open the datasets afterwards.
@@ -864,10 +950,96 @@ impl RunFileWriter {
             Ok(buffers) => {
                 of.buffers = buffers;
                 of.swmr = true;
-                Ok(())
             }
-            Err(reason) => Err(self.fail(String::new(), reason)),
+            Err(reason) => return Err(self.fail(String::new(), reason)),
         }
+        // The events held until now go into their batches as if appended now.
+        let early = std::mem::take(&mut of.early);
+        for (b, rows) in early.iter().enumerate() {
+            let event_bytes = self.specs[b].event_bytes.max(1);
+            for (data, meta) in rows
+                .data
+                .chunks_exact(event_bytes)
+                .zip(rows.meta.chunks_exact(META_BYTES))
+            {
+                self.push_rows(b, data, meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the groups and datasets of the first file, with the chunk size of each buffer's
+    /// `data` settled for the run: when a flush makes it (`at_flush`), a compressed buffer's
+    /// chunks are sized by the events that arrived since the file opened, so that a slow run
+    /// fills several between two flushes ([`slow_run_chunk_events`]); when a full chunk of
+    /// events arrived first (a fast run) or the file closes before its first flush, every
+    /// chunk has its full size.
+    fn make_layout(&mut self, at_flush: bool) -> Result<(), ExportError> {
+        let interval = self.options.flush_interval;
+        let Some(of) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let elapsed = of.opened.elapsed();
+        let mut r = Ok(());
+        for (spec, early) in self.specs.iter_mut().zip(&of.early) {
+            if at_flush {
+                let rows = early.meta.len() / META_BYTES;
+                spec.chunk_events = slow_run_chunk_events(spec, rows, elapsed, interval);
+                spec.meta_chunk_events = meta_chunk_events(spec.chunk_events);
+            }
+            r = create_buffer_group(&of.file, spec, &self.meta_type)
+                .and_then(|_| write_scales(&of.file, spec))
+                .map(|known| spec.scales_in_file = known);
+            if r.is_err() {
+                break;
+            }
+        }
+        of.layout = true;
+        r.map_err(|reason| self.fail(String::new(), reason))
+    }
+
+    /// Copies one event's rows (`data`, and `meta` in the file's record format) into the
+    /// batches of buffer `b` and stores every batch that is full.
+    #[inline]
+    fn push_rows(&mut self, b: usize, data: &[u8], meta: &[u8]) -> Result<(), ExportError> {
+        let Some(of) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let fb = &mut of.buffers[b];
+        let data_full = fb.data.push(data);
+        let meta_full = fb.meta.push(meta);
+        if !(data_full || meta_full) {
+            return Ok(());
+        }
+        let r = (|| {
+            let spec = &self.specs[b];
+            // Data rows reach the file before the metadata rows that count them (see
+            // `flush`); the metadata chunk is a multiple of the data chunk, so a full
+            // metadata batch always comes with a full data batch.
+            if data_full {
+                match spec.options.compression {
+                    Compression::Deflate { level } => {
+                        self.deflater
+                            .get_or_insert_with(|| Deflater::start(self.specs.len()))
+                            .complete(&mut of.buffers, b, spec, level)?;
+                    }
+                    Compression::None => of.buffers[b].data.write_pending(&spec.record_type)?,
+                }
+            }
+            if meta_full {
+                if let Some(d) = self.deflater.as_mut() {
+                    d.drain(&mut of.buffers)?;
+                }
+                let fb = &mut of.buffers[b];
+                raw::flush_dataset(&fb.data.ds)?;
+                fb.meta.write_pending(&self.meta_type)?;
+            }
+            Ok::<(), String>(())
+        })();
+        r.map_err(|reason| {
+            let name = self.specs[b].name.clone();
+            self.fail(name, reason)
+        })
     }
 
     /// Turns a write failure into the typed error and stops the writer.
@@ -977,10 +1149,7 @@ impl RunFileWriter {
             });
         }
         let event_bytes = spec.event_bytes;
-        let needs_swmr = self.current.as_ref().is_some_and(|f| !f.swmr);
-        if needs_swmr {
-            self.start_swmr()?;
-        }
+        let chunk_events = spec.chunk_events;
         let now = Instant::now();
         // Rotation happens before an event, never after one: no file is opened that might
         // stay empty, and an event always lands whole in exactly one file.
@@ -1002,49 +1171,24 @@ impl RunFileWriter {
                 first_error: "no file is open".to_string(),
             });
         };
-        let fb = &mut of.buffers[buffer.0];
         let mut meta_bytes = [0u8; META_BYTES];
         meta_bytes[0..8].copy_from_slice(&meta.counter.to_le_bytes());
         meta_bytes[8..16].copy_from_slice(&meta.timestamp.to_le_bytes());
         meta_bytes[16..24].copy_from_slice(&meta.deadtime.to_le_bytes());
-        let data_full = fb.data.push(data);
-        let meta_full = fb.meta.push(&meta_bytes);
-        fb.events += 1;
         of.events += 1;
         of.bytes += (event_bytes + META_BYTES) as u64;
         self.events_run += 1;
         self.specs[buffer.0].events_total += 1;
-        if data_full || meta_full {
-            let r = (|| {
-                let spec = &self.specs[buffer.0];
-                // Data rows reach the file before the metadata rows that count them (see
-                // `flush`); the metadata chunk is a multiple of the data chunk, so a full
-                // metadata batch always comes with a full data batch.
-                if data_full {
-                    match spec.options.compression {
-                        Compression::Deflate { level } => {
-                            self.deflater
-                                .get_or_insert_with(|| Deflater::start(self.specs.len()))
-                                .complete(&mut of.buffers, buffer.0, spec, level)?;
-                        }
-                        Compression::None => {
-                            of.buffers[buffer.0].data.write_pending(&spec.record_type)?
-                        }
-                    }
-                }
-                if meta_full {
-                    if let Some(d) = self.deflater.as_mut() {
-                        d.drain(&mut of.buffers)?;
-                    }
-                    let fb = &mut of.buffers[buffer.0];
-                    raw::flush_dataset(&fb.data.ds)?;
-                    fb.meta.write_pending(&self.meta_type)?;
-                }
-                Ok::<(), String>(())
-            })();
-            if let Err(reason) = r {
-                let name = self.specs[buffer.0].name.clone();
-                return Err(self.fail(name, reason));
+        if of.swmr {
+            self.push_rows(buffer.0, data, &meta_bytes)?;
+        } else {
+            // Before the first flush: held (within the room made for one chunk).
+            let early = &mut of.early[buffer.0];
+            early.data.extend_from_slice(data);
+            early.meta.extend_from_slice(&meta_bytes);
+            if early.data.len() >= chunk_events * event_bytes {
+                // A chunk's worth before the first flush: a fast run, full-size chunks.
+                self.start_swmr(false)?;
             }
         }
         if now.duration_since(self.last_flush) >= self.options.flush_interval {
@@ -1057,11 +1201,19 @@ impl RunFileWriter {
     /// file after a crash) see them. Starts SWMR mode if not started yet.
     pub fn flush(&mut self) -> Result<(), ExportError> {
         self.stopped()?;
-        self.start_swmr()?;
+        self.start_swmr(true)?;
         self.last_flush = Instant::now();
         let Some(of) = self.current.as_mut() else {
             return Ok(());
         };
+        if !of.swmr {
+            // No event yet: the layout waits for the first (see `make_layout`).
+            if let Err(e) = of.file.flush() {
+                let reason = format!("could not flush the file: {}", hdf(e));
+                return Err(self.fail(String::new(), reason));
+            }
+            return Ok(());
+        }
         // Data first, flushed to the file, then the metadata that makes those rows count
         // as events: a failure (or a crash) in between leaves rows whose counter is the
         // fill value -1, never a counter pointing at unwritten data.
@@ -1148,7 +1300,8 @@ impl RunFileWriter {
             return Ok(());
         };
         spec.scales = Some(path.into());
-        let Some(of) = self.current.as_ref() else {
+        let Some(of) = self.current.as_ref().filter(|of| of.layout) else {
+            // Written with the layout.
             return Ok(());
         };
         spec.scales_in_file =
@@ -1293,7 +1446,7 @@ impl RunFileWriter {
     /// stored stays raw, in place: see the module notes).
     fn compress_last_chunks(&mut self) -> Result<(), ExportError> {
         self.stopped()?;
-        self.start_swmr()?;
+        self.start_swmr(false)?;
         let Some(of) = self.current.as_mut() else {
             return Ok(());
         };
@@ -1740,7 +1893,6 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
             META_BYTES,
             spec.meta_chunk_events,
         ),
-        events: 0,
     })
 }
 
