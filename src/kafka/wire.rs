@@ -330,12 +330,7 @@ impl Encoder {
         vars.clear();
         // One variable per field, then the two metadata variables.
         for (f, (ty, shape)) in self.dtype.fields().iter().zip(&self.da00) {
-            let size = f.ty.size();
-            self.scratch.clear();
-            for rec in data.chunks_exact(rs) {
-                self.scratch
-                    .extend_from_slice(&rec[f.offset..f.offset + size]);
-            }
+            gather(&mut self.scratch, data, rs, f.offset, f.ty.size());
             let name = fbb.create_string(&f.name);
             let shape_list = fbb.create_vector(shape);
             let bytes = fbb.create_vector(&self.scratch);
@@ -742,9 +737,52 @@ impl Decoder {
     }
 }
 
+/// Copies field `offset..offset + size` of every `rs`-byte record of `data` into `out`, one
+/// value after the other: a da00 variable's bytes. Sized once and filled with fixed-size
+/// copies (the common sizes known to the compiler), not grown 4 bytes at a time: that was
+/// most of the encoder's time for a 64 KiB waveform (`bench kafka`).
+fn gather(out: &mut Vec<u8>, data: &[u8], rs: usize, offset: usize, size: usize) {
+    out.clear();
+    out.resize(data.len() / rs * size, 0);
+    match size {
+        1 => gather_n::<1>(out, data, rs, offset),
+        2 => gather_n::<2>(out, data, rs, offset),
+        4 => gather_n::<4>(out, data, rs, offset),
+        8 => gather_n::<8>(out, data, rs, offset),
+        _ => {
+            for (dst, rec) in out.chunks_exact_mut(size).zip(data.chunks_exact(rs)) {
+                dst.copy_from_slice(&rec[offset..offset + size]);
+            }
+        }
+    }
+}
+
+fn gather_n<const N: usize>(out: &mut [u8], data: &[u8], rs: usize, offset: usize) {
+    for (dst, rec) in out.chunks_exact_mut(N).zip(data.chunks_exact(rs)) {
+        dst.copy_from_slice(&rec[offset..offset + N]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fixed-size gather takes every field of every record, as the byte-by-byte one did.
+    #[test]
+    fn gather_takes_each_field_of_every_record() {
+        // Records of 15 bytes: fields of 1, 2, 4, 8 bytes at offsets 0, 1, 3, 7, and the
+        // same 15 as one 3-byte field at 12 (another size).
+        let data: Vec<u8> = (0..15 * 100).map(|k| (k * 31 % 251) as u8).collect();
+        for (offset, size) in [(0, 1), (1, 2), (3, 4), (7, 8), (12, 3)] {
+            let mut out = vec![9u8; 7];
+            gather(&mut out, &data, 15, offset, size);
+            let want: Vec<u8> = data
+                .chunks_exact(15)
+                .flat_map(|r| r[offset..offset + size].to_vec())
+                .collect();
+            assert_eq!(out, want, "field at {offset} of {size} bytes");
+        }
+    }
 
     fn waveform() -> Dtype {
         Dtype::parse([("chA", "f4"), ("chB", "i2")]).unwrap()
