@@ -474,7 +474,7 @@ pub fn bench(
                 "daq-engine bench kafka: export.kafka's path into a loopback tansu broker, beside \
                  confluent-kafka; {machine}"
             );
-            match crate::kafka::bench::run(events.unwrap_or(100_000)) {
+            match crate::kafka::bench::run(events.unwrap_or(1_000_000)) {
                 Ok(report) => {
                     print!("{report}");
                     exit::OK
