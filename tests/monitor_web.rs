@@ -540,51 +540,16 @@ fn the_server_threads_yield_to_acquisition() {
     assert_eq!(code, Some(0), "{err}");
 }
 
-/// Voluntary context switches of the thread named exactly `name` in process `pid`.
-fn voluntary_switches(pid: u32, name: &str) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
-        .filter_map(|t| {
-            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// One kept-alive client fetching `/state` every `period` until `stop`; returns its
 /// answered requests.
 fn paced_client(addr: SocketAddr, period: Duration, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use daq_engine::monitor::bench::{connect, get};
     use std::sync::atomic::Ordering;
-    let mut w = TcpStream::connect(addr).unwrap();
-    w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut r = BufReader::new(w.try_clone().unwrap());
-    let request = format!("GET /state HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let (mut w, mut r) = connect(addr).unwrap();
     let mut answered = 0;
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        w.write_all(request.as_bytes()).unwrap();
-        let mut length = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(r.read_line(&mut line).unwrap() > 0, "the server closed");
-            let l = line.trim_end().to_ascii_lowercase();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        r.read_exact(&mut body).unwrap();
+        assert_eq!(get(&mut w, &mut r, addr, "/state").unwrap(), 200);
         answered += 1;
         next += period;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -619,9 +584,17 @@ fn the_server_wakes_once_per_tick_however_many_clients() {
             })
             .collect();
         std::thread::sleep(period);
-        let (s0, t0) = (voluntary_switches(pid, "monitor-http"), Instant::now());
+        let (s0, t0) = (
+            daq_engine::monitor::bench::thread_usage(pid, |n| n == "monitor-http")
+                .voluntary_switches,
+            Instant::now(),
+        );
         std::thread::sleep(Duration::from_secs(2));
-        let (s1, seconds) = (voluntary_switches(pid, "monitor-http"), t0.elapsed());
+        let (s1, seconds) = (
+            daq_engine::monitor::bench::thread_usage(pid, |n| n == "monitor-http")
+                .voluntary_switches,
+            t0.elapsed(),
+        );
         stop.store(true, Ordering::Relaxed);
         let answered: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         (answered, s1 - s0, seconds.as_secs_f64())

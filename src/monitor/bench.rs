@@ -269,7 +269,7 @@ Workers:
             rate: (b.1 - a.1) as f64 / (b.0 - a.0),
             responses_per_s: answered as f64 / seconds,
             server_cpu: (u1.cpu_ns - u0.cpu_ns) as f64 / 1e9 / seconds,
-            server_switches_per_s: (u1.switches - u0.switches) as f64 / seconds,
+            server_switches_per_s: (u1.switches() - u0.switches()) as f64 / seconds,
         });
     }
     on.store(Clients::Off as u8, Ordering::Relaxed);
@@ -298,14 +298,27 @@ Workers:
     })
 }
 
-/// What the web server's threads (named `monitor-http…`) of process `pid` used so far.
-#[derive(Clone, Copy, Default)]
-struct Usage {
-    cpu_ns: u64,
-    switches: u64,
+/// What some threads of a process used so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// Time on a CPU (ns).
+    pub cpu_ns: u64,
+    /// Times they gave up the CPU themselves (to sleep or wait).
+    pub voluntary_switches: u64,
+    /// Times they were preempted.
+    pub involuntary_switches: u64,
 }
 
-fn server_usage(pid: u32) -> Usage {
+impl Usage {
+    /// Context switches of both kinds: how often they woke.
+    pub fn switches(&self) -> u64 {
+        self.voluntary_switches + self.involuntary_switches
+    }
+}
+
+/// What the threads of process `pid` whose name (`comm`) passes `named` used so far, from
+/// /proc: `schedstat` (time on the CPU) and `status` (context switches).
+pub fn thread_usage(pid: u32, named: impl Fn(&str) -> bool) -> Usage {
     let mut u = Usage::default();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return u;
@@ -313,7 +326,7 @@ fn server_usage(pid: u32) -> Usage {
     for task in tasks.flatten() {
         let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !comm.starts_with("monitor-http") {
+        if !named(comm.trim_end()) {
             continue;
         }
         // schedstat: time on the CPU (ns), time waiting to run (ns), timeslices.
@@ -324,13 +337,22 @@ fn server_usage(pid: u32) -> Usage {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        u.switches += status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum::<u64>();
+        for l in status.lines() {
+            let count = |prefix: &str| -> u64 {
+                l.strip_prefix(prefix)
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            u.voluntary_switches += count("voluntary_ctxt_switches:");
+            u.involuntary_switches += count("nonvoluntary_ctxt_switches:");
+        }
     }
     u
+}
+
+/// What the web server's threads (named `monitor-http…`) of process `pid` used so far.
+fn server_usage(pid: u32) -> Usage {
+    thread_usage(pid, |name| name.starts_with("monitor-http"))
 }
 
 struct KillOnDrop(Child);
@@ -475,7 +497,8 @@ impl Policy {
     }
 }
 
-fn connect(addr: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
+/// A kept-alive client connection to `addr`: the writing half and a reader of the replies.
+pub fn connect(addr: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
     let s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_nodelay(true)?;
@@ -484,7 +507,7 @@ fn connect(addr: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>
 }
 
 /// One GET on a kept-alive connection; reads the whole response, returns its status.
-fn get(
+pub fn get(
     w: &mut TcpStream,
     r: &mut BufReader<TcpStream>,
     addr: SocketAddr,
