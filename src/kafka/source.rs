@@ -7,7 +7,9 @@
 //! daq-engine instances in one group share the partitions. `beginning`, `end`, `offset` and
 //! `from_time` assign every partition of the topic to this process instead, starting there;
 //! `from_time` asks the broker for the first offset at or after that time (ListOffsets by
-//! timestamp, as the ESS file-writer seeks).
+//! timestamp, as the ESS file-writer seeks); a broker that answers an earlier offset
+//! (tansu 0.6.0 answers 0) is corrected here: a partition's records before the time are
+//! passed over (and counted) until its first one at or after it.
 //!
 //! Every partition assignment the group gives this process is logged (`assigned partitions
 //! of 'topic': [..]`), so an operator — and a test — sees how the partitions are shared.
@@ -234,6 +236,18 @@ pub struct KafkaSource {
     next_offset: Vec<i64>,
     /// Records that came again at an offset this process was already past: not handed on.
     repeats: u64,
+    /// With `from_time`: which partitions have reached it.
+    from_time: Option<FromTime>,
+}
+
+/// Where `from_time` stands in each partition.
+struct FromTime {
+    /// The time, ms since the epoch.
+    ms: i64,
+    /// Per partition (by id): a record at or after the time has come.
+    reached: Vec<bool>,
+    /// Records before the time that a broker served all the same: not handed on.
+    passed: u64,
 }
 
 impl KafkaSource {
@@ -310,7 +324,16 @@ impl KafkaSource {
             }
             consumer.assign(&tpl).map_err(|e| fail("assign", e))?;
         }
+        let from_time = match s.start {
+            Start::Time(ms) => Some(FromTime {
+                ms,
+                reached: Vec::new(),
+                passed: 0,
+            }),
+            _ => None,
+        };
         Ok(KafkaSource {
+            from_time,
             consumer,
             decoder,
             source_name: s.source_name,
@@ -326,6 +349,29 @@ impl KafkaSource {
     }
 }
 
+impl FromTime {
+    /// Is this record one of a partition's leading records from before the time? A real
+    /// Kafka answers the time's offset and serves none; a broker that answers an earlier
+    /// offset (tansu 0.6.0 answers 0) serves them, and they are passed over until the
+    /// partition's first record at or after the time — so the first record handed on is the
+    /// one a real Kafka starts at, and later records are taken as they come, whatever their
+    /// time, as from a real Kafka. A record without a time counts as reached.
+    fn passes_over(&mut self, m: &impl Message, partition: usize) -> bool {
+        if partition >= self.reached.len() {
+            self.reached.resize(partition + 1, false);
+        }
+        if self.reached[partition] {
+            return false;
+        }
+        if m.timestamp().to_millis().is_some_and(|t| t < self.ms) {
+            self.passed += 1;
+            return true;
+        }
+        self.reached[partition] = true;
+        false
+    }
+}
+
 impl Importer for KafkaSource {
     fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
         let Some(polled) = self.consumer.poll(Duration::from_millis(100)) else {
@@ -333,12 +379,13 @@ impl Importer for KafkaSource {
                 let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
                 tracing::info!(
                     "worker '{}': no message for {:?}: {} events taken, {} skipped, {} came \
-                     again; ending",
+                     again, {} before from_time; ending",
                     self.worker,
                     self.idle_end.unwrap_or_default(),
                     self.taken,
                     self.skipped,
-                    self.repeats
+                    self.repeats,
+                    self.from_time.as_ref().map_or(0, |f| f.passed)
                 );
                 return Ok(Produced::End);
             }
@@ -379,6 +426,12 @@ impl Importer for KafkaSource {
         }
         self.next_offset[partition] = m.offset() + 1;
         let handed = if self
+            .from_time
+            .as_mut()
+            .is_some_and(|f| f.passes_over(&m, partition))
+        {
+            Produced::Idle
+        } else if self
             .source_name
             .as_ref()
             .is_some_and(|want| m.key() != Some(want.as_bytes()))
