@@ -4,10 +4,11 @@
 //! so the two can be compared row by row: a publisher process pinned to CPU 0 copies each
 //! event of `--bytes` bytes from a source buffer (512 MiB, larger than the last-level cache,
 //! for events of 64 KiB and more; 1 MiB otherwise) into a loaned sample, writes the event
-//! number into word 1 and its `CLOCK_MONOTONIC` publish time into word 0, and sends it;
+//! number into word 1 and its `CLOCK_MONOTONIC` publish time into word 0 (at full speed only
+//! every 64th event and the last: [`STAMP_EVERY`]; 0 in the others), and sends it;
 //! `--subscribers` subscriber processes pinned to CPU 1 receive every event, read every
 //! 64-bit word of it (a checksum), check the event number, and record publish→receive
-//! latency in an HDR histogram. The publisher blocks when a subscriber queue is full
+//! latency of every stamped event in an HDR histogram. The publisher blocks when a subscriber queue is full
 //! (lossless, like the ring's `block` policy); the queue depth is `--depth` samples.
 //! Subscribers poll (spin, then `sched_yield`), since that is iceoryx2's wait-free receive.
 //! `--realtime 1` runs every process under SCHED_FIFO priority 50, as the ring side does.
@@ -29,6 +30,11 @@ type Failure = Box<dyn std::error::Error>;
 /// Spin iterations before a polling subscriber yields its CPU (the same count daq-engine's
 /// ring spins before it sleeps).
 const SPINS: u32 = 2_000;
+
+/// At full speed only every this many events (and the last) carry a publish time and are
+/// timed, as daq-engine's side does (`ring_bench::FULL_SPEED_STAMP_EVERY`): a clock read
+/// costs as much as a small event's trip. Paced runs time every event.
+const STAMP_EVERY: u64 = 64;
 
 fn now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -213,7 +219,6 @@ fn subscribe(a: &Args) -> Result<(), Failure> {
             continue;
         };
         idle = 0;
-        let t = now_ns();
         let p = sample.payload();
         if p.len() != words || p[1] != expected {
             errors += 1;
@@ -222,8 +227,12 @@ fn subscribe(a: &Args) -> Result<(), Failure> {
             first_pub = p[0];
         }
         sum = p.iter().fold(sum, |s, &w| s.wrapping_add(w));
-        hist.saturating_record(t.saturating_sub(p[0]).max(1));
-        last_recv = t;
+        // Unstamped (0): a full-speed event between samples (STAMP_EVERY).
+        if p[0] != 0 {
+            let t = now_ns();
+            hist.saturating_record(t.saturating_sub(p[0]).max(1));
+            last_recv = t;
+        }
         expected += 1;
     }
     std::hint::black_box(sum);
@@ -328,7 +337,8 @@ fn publish(a: &Args) -> Result<(), Failure> {
         let mut sample = sample.write_from_slice(&source[off..off + words]);
         let p = sample.payload_mut();
         p[1] = i;
-        p[0] = now_ns();
+        let stamped = period > 0.0 || i % STAMP_EVERY == 0 || i + 1 == a.events;
+        p[0] = if stamped { now_ns() } else { 0 };
         sample.send()?;
     }
 
