@@ -34,6 +34,7 @@
 //! fails half-way, and every ring file is removed.
 
 mod child;
+pub mod isolate;
 
 use crate::dtype::{Dtype, Scalar};
 use crate::ring::{Next, Policy, Ring, RingSpec};
@@ -472,6 +473,10 @@ pub struct LoadedReport {
     pub kernel: String,
     /// CPU of the busy loop and the producer; CPU of the reader.
     pub cpus: (usize, usize),
+    /// How the reader's CPU was kept free of other tasks ([`isolate::Shield`]), or why not.
+    pub shield: String,
+    /// Whether idle CPUs polled instead of halting ([`isolate::NoIdle`]), or why not.
+    pub no_idle: String,
 }
 
 const RT_RUNTIME: &str = "/proc/sys/kernel/sched_rt_runtime_us";
@@ -510,9 +515,13 @@ impl Drop for Unthrottled {
 /// is pinned to [`RingBenchOptions::consumer_cpu`] alone and waits as the engine's reader on a
 /// core of its own does; with [`RingBenchOptions::realtime`] it runs SCHED_FIFO with its
 /// memory locked, and real-time throttling (which would stop a spinning real-time reader for
-/// 50 ms of every second) is lifted for the run and restored after. The producer runs at
-/// normal priority beside the busy loop (so the machine stays usable), its time stamp taken
-/// just before it publishes.
+/// 50 ms of every second) is lifted for the run and restored after. The producer shares
+/// CPU 0 with the busy loop; with `realtime` it too runs SCHED_FIFO (as a hot importer
+/// does), so the busy loop cannot preempt it between the time stamp it takes just before
+/// it publishes and the publish, and it sleeps until each due time rather than spinning (so
+/// the busy loop, and the machine, keep most of CPU 0). With `realtime` every other task is
+/// also kept off the reader's CPU and idle CPUs poll, as on an isolated core ([`isolate`]);
+/// both are put back after the run.
 pub fn loaded(
     opts: &RingBenchOptions,
     bytes: usize,
@@ -527,6 +536,29 @@ pub fn loaded(
     validate(&opts)?;
     let mut machine = machine_info();
     let rt_runtime_us = read_trimmed(RT_RUNTIME);
+    // As root: the reader's CPU to itself and no CPU halting, for the run (see `isolate`).
+    let (shield, no_idle) = if opts.realtime {
+        (
+            Some(isolate::Shield::raise(opts.consumer_cpu)),
+            Some(isolate::NoIdle::hold()),
+        )
+    } else {
+        (None, None)
+    };
+    let shield_note = match &shield {
+        Some(Ok(s)) => format!(
+            "every other task moved off CPU {} ({} threads; per-CPU kernel threads stay)",
+            opts.consumer_cpu,
+            s.moved()
+        ),
+        Some(Err(e)) => format!("not shielded: {e}"),
+        None => "not shielded (not real-time)".into(),
+    };
+    let no_idle_note = match &no_idle {
+        Some(Ok(_)) => "idle CPUs poll (/dev/cpu_dma_latency held at 0 µs)".into(),
+        Some(Err(e)) => format!("idle CPUs may halt: {e}"),
+        None => "idle CPUs may halt (not real-time)".into(),
+    };
     let hog = Child::spawn("busy loop", opts.producer_cpu, false, |_| loop {
         std::hint::spin_loop();
     })?;
@@ -542,9 +574,18 @@ pub fn loaded(
         slots: opts.slots(bytes),
     };
     let places = places(opts.huge, None);
-    let run = ours_run(&opts, &places, &case, (events, rate), false, false);
+    // The producer runs SCHED_FIFO too (as the engine runs a hot importer), so the busy loop
+    // cannot preempt it between its time stamp and its publish; it sleeps until each due
+    // time instead of spinning up to it, which leaves the busy loop most of CPU 0.
+    let producer = ProducerMode {
+        realtime: opts.realtime,
+        spin_ns: 0,
+    };
+    let run = ours_run(&opts, &places, &case, (events, rate), false, producer);
     drop(lifted);
     drop(hog);
+    drop(no_idle);
+    drop(shield);
     let (t, _) = run?;
     machine.load_after = read_trimmed("/proc/loadavg");
     Ok(LoadedReport {
@@ -558,6 +599,8 @@ pub fn loaded(
         unthrottled,
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         cpus: (opts.producer_cpu, opts.consumer_cpu),
+        shield: shield_note,
+        no_idle: no_idle_note,
     })
 }
 
@@ -576,7 +619,12 @@ impl fmt::Display for LoadedReport {
         )?;
         writeln!(
             f,
-            "busy loop and producer (normal priority) on CPU {}; reader alone on CPU {}{}",
+            "busy loop (normal priority) and producer{} on CPU {}; reader alone on CPU {}{}",
+            if self.realtime {
+                " (SCHED_FIFO, sleeping between events)"
+            } else {
+                " (normal priority)"
+            },
             self.cpus.0,
             self.cpus.1,
             if self.realtime {
@@ -595,6 +643,7 @@ impl fmt::Display for LoadedReport {
                 ", left as it is"
             }
         )?;
+        writeln!(f, "reader's CPU: {}; {}", self.shield, self.no_idle)?;
         let l = &self.latency;
         writeln!(
             f,
@@ -643,13 +692,16 @@ fn make_source(event_bytes: usize) -> (Vec<u8>, usize) {
     (v, n)
 }
 
-/// Waits until `due` (`CLOCK_MONOTONIC` ns): sleeps until shortly before, then spins, so a
+/// How long a paced producer spins before each due time (after sleeping until then), so that
+/// it publishes on time although a wake-up from sleep takes tens of µs in a VM.
+const SPIN_BEFORE_DUE_NS: u64 = 30_000;
+
+/// Waits until `due` (`CLOCK_MONOTONIC` ns): sleeps until `spin_ns` before, then spins, so a
 /// paced producer keeps its CPU mostly free (and within the real-time budget).
-fn wait_until(due: u64) {
-    const SLACK_NS: u64 = 30_000;
+fn wait_until(due: u64, spin_ns: u64) {
     let now = now_ns();
-    if due > now + SLACK_NS {
-        let at = due - SLACK_NS;
+    if due > now + spin_ns {
+        let at = due - spin_ns;
         let ts = libc::timespec {
             tv_sec: (at / 1_000_000_000) as libc::time_t,
             tv_nsec: (at % 1_000_000_000) as libc::c_long,
@@ -691,19 +743,31 @@ fn ours_once(
     rate: f64,
     poll: bool,
 ) -> Result<(Transfer, (Backing, bool)), RingBenchError> {
-    ours_run(opts, places, case, (events, rate), poll, opts.realtime)
+    let producer = ProducerMode {
+        realtime: opts.realtime,
+        spin_ns: SPIN_BEFORE_DUE_NS,
+    };
+    ours_run(opts, places, case, (events, rate), poll, producer)
 }
 
-/// As [`ours_once`]; `producer_rt`: the producer too runs under SCHED_FIFO (when
-/// [`RingBenchOptions::realtime`]); the readers do whenever that is set, and then also lock
-/// their memory (mlockall).
+/// How a run's producer is scheduled.
+#[derive(Clone, Copy)]
+struct ProducerMode {
+    /// SCHED_FIFO (the readers run SCHED_FIFO whenever [`RingBenchOptions::realtime`] is set,
+    /// and then also lock their memory).
+    realtime: bool,
+    /// Paced: spin this long before each due time ([`wait_until`]).
+    spin_ns: u64,
+}
+
+/// As [`ours_once`], with the producer scheduled as `producer` says.
 fn ours_run(
     opts: &RingBenchOptions,
     places: &[crate::shm::ShmPlace],
     case: &Case,
     (events, rate): (u64, f64),
     poll: bool,
-    producer_rt: bool,
+    producer_mode: ProducerMode,
 ) -> Result<(Transfer, (Backing, bool)), RingBenchError> {
     rt_gap(opts);
     let serial = RING_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -742,8 +806,10 @@ fn ours_run(
         readers.push(c);
     }
     let bytes = case.bytes;
-    let mut producer = Child::spawn("producer", opts.producer_cpu, producer_rt, move |out| {
-        write_events(&path, bytes, events, rate, out)
+    let spin_ns = producer_mode.spin_ns;
+    let rt = producer_mode.realtime;
+    let mut producer = Child::spawn("producer", opts.producer_cpu, rt, move |out| {
+        write_events(&path, bytes, (events, rate), spin_ns, out)
     })?;
     let done = producer.line()?;
     if !done.starts_with("done") {
@@ -804,8 +870,8 @@ const FULL_SPEED_BATCH_BYTES: usize = 8 << 10;
 fn write_events(
     path: &Path,
     bytes: usize,
-    events: u64,
-    rate: f64,
+    (events, rate): (u64, f64),
+    spin_ns: u64,
     out: &mut std::fs::File,
 ) -> Result<(), String> {
     let ring = Ring::attach(path, None, Some(bytes / 8)).map_err(|e| e.to_string())?;
@@ -824,7 +890,7 @@ fn write_events(
     while i < events {
         if period > 0.0 {
             let due = t0 + (i as f64 * period) as u64;
-            wait_until(due);
+            wait_until(due, spin_ns);
         }
         let want = batch.min((events - i) as usize);
         let mut slots = producer
@@ -837,7 +903,8 @@ fn write_events(
             data.copy_from_slice(&source[off..off + bytes]);
             meta.counter = n as i64;
             data[8..16].copy_from_slice(&n.to_le_bytes());
-            let stamped = period > 0.0 || n % FULL_SPEED_STAMP_EVERY == 0 || n + 1 == events;
+            let stamped =
+                period > 0.0 || n.is_multiple_of(FULL_SPEED_STAMP_EVERY) || n + 1 == events;
             let stamp = if stamped { now_ns() } else { 0 };
             data[..8].copy_from_slice(&stamp.to_le_bytes());
         }

@@ -337,7 +337,7 @@ fn publish(a: &Args) -> Result<(), Failure> {
         let mut sample = sample.write_from_slice(&source[off..off + words]);
         let p = sample.payload_mut();
         p[1] = i;
-        let stamped = period > 0.0 || i % STAMP_EVERY == 0 || i + 1 == a.events;
+        let stamped = period > 0.0 || i.is_multiple_of(STAMP_EVERY) || i + 1 == a.events;
         p[0] = if stamped { now_ns() } else { 0 };
         sample.send()?;
     }
