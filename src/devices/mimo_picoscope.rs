@@ -20,7 +20,8 @@
 //! Our own keys (`simulate`, `seed`, `sim_rate`, `library`, `serial`, `reconnect`,
 //! `expect_data_within`, `on_silence`) work beside them.
 
-use super::usb::{self, pico_keys};
+use super::picoscope::{self, pico_keys};
+use super::usb;
 use super::{bad, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
 use crate::key;
 use crate::worker::{Arity, BuildContext, FunctionSpec, Key, MaybeKey, Template, WorkerError};
@@ -319,12 +320,12 @@ fn translated(ctx: &BuildContext) -> Result<BuildContext, WorkerError> {
 
 /// Checks the config as the build does, opening nothing.
 pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
-    usb::check_picoscope(&translated(ctx)?)
+    picoscope::check(&translated(ctx)?)
 }
 
 /// Builds it: `device.picoscope` with the translated config.
 pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
-    usb::build_picoscope(&translated(ctx)?)
+    picoscope::build(&translated(ctx)?)
 }
 
 #[cfg(test)]

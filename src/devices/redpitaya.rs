@@ -226,7 +226,7 @@ mod rp_keys {
 use rp_keys as k;
 
 /// `device.redpitaya`.
-pub const REDPITAYA_SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = FunctionSpec {
     name: "device.redpitaya",
     template: Template::Importer,
     summary: "Red Pitaya STEMlab 125-14 running the MCPHA server (TCP port 1001): oscilloscope \
@@ -641,8 +641,8 @@ fn sim_config(cfg: &Config, board: &McphaConfig) -> Result<McphaSimConfig, Worke
     })
 }
 
-/// Checks the config of `device.redpitaya` as [`build_redpitaya`] does, opening nothing.
-pub fn check_redpitaya(ctx: &BuildContext) -> Result<(), WorkerError> {
+/// Checks the config of `device.redpitaya` as [`build`] does, opening nothing.
+pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
     let layout = match board_config(ctx)? {
         BoardConfig::Mcpha(c) => {
             sim_config(&ctx.config, &c)?;
@@ -656,7 +656,7 @@ pub fn check_redpitaya(ctx: &BuildContext) -> Result<(), WorkerError> {
     // The layout follows from the config alone: a sink that does not match is refused
     // before the run, not when the importer starts.
     if let Some(sink) = ctx.sinks.first() {
-        super::check_layout(REDPITAYA_SPEC.name, &ctx.worker, &layout, sink)?;
+        super::check_layout(SPEC.name, &ctx.worker, &layout, sink)?;
     }
     super::check_silence(ctx, EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
@@ -753,7 +753,7 @@ impl Source for Board {
 }
 
 /// Builds `device.redpitaya`.
-pub fn build_redpitaya(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let simulate = cfg.get(SIMULATE)?;
     let mut config = match board_config(ctx)? {
@@ -876,7 +876,7 @@ mod tests {
     #[test]
     fn every_mcpha_only_key_is_a_declared_key() {
         for name in MCPHA_ONLY {
-            assert!(REDPITAYA_SPEC.keys.iter().any(|k| k.name == name), "{name}");
+            assert!(SPEC.keys.iter().any(|k| k.name == name), "{name}");
         }
         let e = board_config(&ctx(
             json!({"address": "a", "transport": "scpi", "pha_min": 5}),
