@@ -7,12 +7,9 @@
 //! opens its slave path. Must never: open a real port when simulating, or guess a port when
 //! none is configured.
 
-use super::plug::{UNPLUG_AT, UNPLUG_FOR};
-use super::serial::{baud, check_common, common, path_of, rate, BACKOFF, PORT, SIM_SECOND};
-use super::{
-    expect_data_key, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
-};
-use crate::worker::{Arity, BuildContext, FunctionSpec, Template, WorkerError};
+use super::serial::{baud, check_common, common, path_of, rate, PORT, SIM_SECOND};
+use super::{expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, SIMULATE};
+use crate::worker::{BuildContext, FunctionSpec, WorkerError};
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
 };
@@ -62,19 +59,15 @@ mod cosmicwatch_keys {
 }
 
 /// `device.cosmicwatch`.
-pub const SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "device.cosmicwatch",
-    template: Template::Importer,
     summary: "CosmicWatch desktop muon detector, every field of each event line into a feature \
               buffer (data_length 1). v2: event: uint64, time_ms: uint64, adc: uint16, \
               sipm_mv: float32, deadtime_ms: uint64, temp_c: float32. v3x: event: uint64, \
               time_s: float64, flag: uint8, adc: uint16, sipm_mv: float32, deadtime_s: float64, \
               then temp_c, pressure_pa (environment) and accel_x/y/z, gyro_x/y/z (motion), all \
               float32. The detector's own time and cumulative dead time stay in their fields.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         PORT.spec(),
         cosmicwatch_keys::VERSION.spec(),
         cosmicwatch_keys::BAUD.spec(),
@@ -85,15 +78,9 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         cosmicwatch_keys::SIM_RATE.spec(),
         cosmicwatch_keys::SIM_COINCIDENCE.spec(),
         SIM_SECOND.spec(),
-        SEED.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        RECONNECT.spec(),
-        BACKOFF.spec(),
-        cosmicwatch_keys::EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
     ],
-};
+    then: serial(cosmicwatch_keys::EXPECT_DATA),
+);
 
 /// Checks the config of `device.cosmicwatch` as [`build`] does, opening nothing.
 pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {

@@ -6,10 +6,10 @@
 //! board, which comes back power-cycled at a new address from an unplug. Must never: fall
 //! back to the simulator when real hardware was asked for.
 
-use super::plug::{unplug_window, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
+use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, SCOPE_EXPECT_DATA};
-use super::{bad, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
-use crate::worker::{Arity, BuildContext, Config, FunctionSpec, Template, WorkerError};
+use super::{bad, importer_spec, open_error, DeviceImporter, SEED, SIMULATE};
+use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::usb::RusbBus;
 use std::path::PathBuf;
@@ -70,17 +70,13 @@ mod drs4_keys {
 }
 
 /// `device.drs4`.
-pub const SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "device.drs4",
-    template: Template::Importer,
     summary: "PSI DRS4 evaluation board (SiPM/PMT waveform digitizer) through libusb: 4 × 1024 \
               cells per event with the per-cell calibration applied. Sink fields ch1..ch4 \
               int16 counts of 1/32768 V (format counts) or float32 volts (and t: float32 ns \
               with time_axis); data_length 1024.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         drs4_keys::SAMPLING_GHZ.spec(),
         drs4_keys::RANGE_CENTRE.spec(),
         drs4_keys::TRIGGER.spec(),
@@ -90,14 +86,9 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         drs4_keys::TIME_AXIS.spec(),
         drs4_keys::FORMAT.spec(),
         SIMULATE.spec(),
-        SEED.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        RECONNECT.spec(),
-        SCOPE_EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
     ],
-};
+    then: scope,
+);
 
 /// Checks the config of `device.drs4` as [`build`] does, opening nothing, and the sink
 /// against the records it describes.

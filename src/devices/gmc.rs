@@ -5,14 +5,9 @@
 //! `simulate: true` the GMC simulator runs on a pseudo-terminal and the driver opens its slave
 //! path. Must never: open a real port when simulating, or guess a port when none is configured.
 
-use super::plug::{UNPLUG_AT, UNPLUG_FOR};
-use super::serial::{
-    baud, check_common, common, path_of, rate, BACKOFF, PORT, SIM_COUNT_RATE, SIM_SECOND,
-};
-use super::{
-    expect_data_key, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
-};
-use crate::worker::{Arity, BuildContext, FunctionSpec, Template, WorkerError};
+use super::serial::{baud, check_common, common, path_of, rate, PORT, SIM_COUNT_RATE, SIM_SECOND};
+use super::{expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, SIMULATE};
+use crate::worker::{BuildContext, FunctionSpec, WorkerError};
 use daq_drivers::gmc::{self, CountWidth, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
 use std::any::Any;
 use std::time::Duration;
@@ -58,17 +53,13 @@ mod gmc_keys {
 }
 
 /// `device.gmc`.
-pub const SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "device.gmc",
-    template: Template::Importer,
     summary: "GQ Electronics GMC Geiger counter (GMC-300/320/500+/600+/800): connect sequence, \
               model detection, heartbeat counts per second (sink field cps: uint32) or polled \
               CPM (cpm: uint32), data_length 1. Serial number, voltage and clock go into the \
               run's device notes.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         PORT.spec(),
         gmc_keys::BAUD.spec(),
         gmc_keys::MODE.spec(),
@@ -79,15 +70,9 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         gmc_keys::SIM_MODEL.spec(),
         SIM_COUNT_RATE.spec(),
         SIM_SECOND.spec(),
-        SEED.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        RECONNECT.spec(),
-        BACKOFF.spec(),
-        gmc_keys::EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
     ],
-};
+    then: serial(gmc_keys::EXPECT_DATA),
+);
 
 /// Checks the config of `device.gmc` as [`build`] does, opening nothing.
 pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {

@@ -7,10 +7,10 @@
 //! scope, which comes back cold from an unplug (the driver uploads the firmware again).
 //! Must never: fall back to the simulator when real hardware was asked for.
 
-use super::plug::{unplug_window, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
+use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, per_channel, SCOPE_EXPECT_DATA};
-use super::{bad, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
-use crate::worker::{Arity, BuildContext, Config, FunctionSpec, Template, WorkerError};
+use super::{bad, importer_spec, open_error, DeviceImporter, SEED, SIMULATE};
+use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::hantek6022::{
     self, Calibration, Edge, Gain, Hantek6022, HantekConfig, SimHantek, SimHantekConfig, SimSignal,
     Trigger,
@@ -87,17 +87,13 @@ mod hantek_keys {
 }
 
 /// `device.hantek6022`.
-pub const SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "device.hantek6022",
-    template: Template::Importer,
     summary: "Hantek 6022BE/BL USB oscilloscope through libusb: firmware upload on cold boot, \
               continuous bulk reads, software trigger (or free-running blocks) into events. \
               Sink fields ch1 (and ch2 with 2 channels): int8 counts (format counts), float32 \
               volts or uint8 raw codes; data_length = samples_per_event.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         hantek_keys::FIRMWARE.spec(),
         hantek_keys::SAMPLE_RATE.spec(),
         hantek_keys::CHANNELS.spec(),
@@ -111,14 +107,9 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         SIMULATE.spec(),
         hantek_keys::SIM_RATE.spec(),
         hantek_keys::SIM_AMPLITUDE.spec(),
-        SEED.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        RECONNECT.spec(),
-        SCOPE_EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
     ],
-};
+    then: scope,
+);
 
 /// Checks the config of `device.hantek6022` as [`build`] does, opening nothing,
 /// and the sink against the records it describes.

@@ -13,7 +13,8 @@ use super::serial::{
     baud, check_common, common, path_of, rate, BACKOFF, PORT, SIM_COUNT_RATE, SIM_SECOND,
 };
 use super::{
-    expect_data_key, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
+    expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT,
+    SEED, SIMULATE,
 };
 use crate::worker::{Arity, BuildContext, ConfigKey, FunctionSpec, Template, WorkerError};
 use daq_drivers::linecounter::{
@@ -63,16 +64,12 @@ const LINE_KEYS_SIM: [ConfigKey; 7] = [
 ];
 
 /// `device.mightyohm`.
-pub const MIGHTYOHM_SPEC: FunctionSpec = FunctionSpec {
+pub const MIGHTYOHM_SPEC: FunctionSpec = importer_spec!(
     name: "device.mightyohm",
-    template: Template::Importer,
     summary: "MightyOhm Geiger kit (one line per second, 9600 baud): sink fields cps: uint32, \
               cpm: uint32, usv_per_hr: float32, mode: uint8 (0 slow, 1 fast, 2 inst), \
               data_length 1.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         LINE_KEYS_SIM[0],
         LINE_KEYS_SIM[1],
         LINE_KEYS_SIM[2],
@@ -86,7 +83,7 @@ pub const MIGHTYOHM_SPEC: FunctionSpec = FunctionSpec {
         line_keys::EXPECT_DATA.spec(),
         ON_SILENCE.spec(),
     ],
-};
+);
 
 /// `device.gc10`.
 pub const GC10_SPEC: FunctionSpec = FunctionSpec {
@@ -101,16 +98,12 @@ pub const GC10_SPEC: FunctionSpec = FunctionSpec {
 };
 
 /// `device.line_counter`.
-pub const LINE_COUNTER_SPEC: FunctionSpec = FunctionSpec {
+pub const LINE_COUNTER_SPEC: FunctionSpec = importer_spec!(
     name: "device.line_counter",
-    template: Template::Importer,
     summary: "Arduino-style counter printing one line per pulse or per interval, described by a \
               grammar. Sink fields, in grammar order: counts: uint32 (counts), pulse: uint64 \
               (pulse), device_time: float64 (time_s/time_ms/time_us, in seconds); data_length 1.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         LINE_KEYS_SIM[0],
         LINE_KEYS_SIM[1],
         line_keys::FIELDS.spec(),
@@ -127,7 +120,7 @@ pub const LINE_COUNTER_SPEC: FunctionSpec = FunctionSpec {
         line_keys::COUNTER_EXPECT_DATA.spec(),
         ON_SILENCE.spec(),
     ],
-};
+);
 
 /// Checks the config of `device.mightyohm` and `device.gc10`, opening nothing.
 pub fn check_line(ctx: &BuildContext) -> Result<(), WorkerError> {

@@ -151,6 +151,60 @@ macro_rules! expect_data_key {
 }
 pub(crate) use expect_data_key;
 
+/// A device importer's [`FunctionSpec`](crate::worker::FunctionSpec): no sources, one sink,
+/// nothing observed; its keys in the order `daq-engine functions` lists them. After the
+/// family's own keys, `then: scope` adds what every USB scope ends with (seed, simulated
+/// unplug, reconnect, the scopes' `expect_data_within`, `on_silence`) and
+/// `then: serial(EXPECT)` what every serial detector ends with (seed, simulated unplug,
+/// reconnect and its backoff, the family's `expect_data_within`, `on_silence`).
+macro_rules! importer_spec {
+    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?] $(,)?) => {
+        $crate::worker::FunctionSpec {
+            name: $name,
+            template: $crate::worker::Template::Importer,
+            summary: $summary,
+            sources: $crate::worker::Arity::NONE,
+            sinks: $crate::worker::Arity::ONE,
+            observes: $crate::worker::Arity::NONE,
+            keys: &[$($key),*],
+        }
+    };
+    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
+     then: scope $(,)?) => {
+        $crate::devices::importer_spec!(
+            name: $name,
+            summary: $summary,
+            keys: [
+                $($key,)*
+                $crate::devices::SEED.spec(),
+                $crate::devices::plug::UNPLUG_AT.spec(),
+                $crate::devices::plug::UNPLUG_FOR.spec(),
+                $crate::devices::RECONNECT.spec(),
+                $crate::devices::usb::SCOPE_EXPECT_DATA.spec(),
+                $crate::devices::ON_SILENCE.spec(),
+            ]
+        )
+    };
+    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
+     then: serial($expect:expr) $(,)?) => {
+        $crate::devices::importer_spec!(
+            name: $name,
+            summary: $summary,
+            keys: [
+                $($key,)*
+                $crate::devices::SEED.spec(),
+                $crate::devices::plug::UNPLUG_AT.spec(),
+                $crate::devices::plug::UNPLUG_FOR.spec(),
+                $crate::devices::RECONNECT.spec(),
+                $crate::devices::serial::BACKOFF.spec(),
+                $expect.spec(),
+                $crate::devices::ON_SILENCE.spec(),
+            ]
+        )
+    };
+}
+pub(crate) use importer_spec;
+
 /// What a device importer does when its device stays silent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnSilence {

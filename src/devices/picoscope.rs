@@ -7,12 +7,10 @@
 //! loaded through the very `libloading` path used for Pico's library, and an unplug makes
 //! it answer PICO_NOT_FOUND. Must never: load the fake library when not simulating.
 
-use super::plug::{unplug_window, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
+use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, per_channel, SCOPE_EXPECT_DATA};
-use super::{bad, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
-use crate::worker::{
-    Arity, BuildContext, Config, FunctionSpec, PerChannelValue, Template, WorkerError,
-};
+use super::{bad, importer_spec, open_error, DeviceImporter, SEED, SIMULATE};
+use crate::worker::{BuildContext, Config, FunctionSpec, PerChannelValue, WorkerError};
 use daq_drivers::picoscope::{
     self, Acquisition, ChannelConfig, Coupling, DigitalPort, PicoScope, PicoScopeConfig,
     Resolution, ThresholdDirection, TriggerConfig, VoltageRange, LOGIC_LEVEL_MAX_V,
@@ -172,11 +170,9 @@ pub(super) mod pico_keys {
 }
 
 /// `device.picoscope`.
-pub const SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "device.picoscope",
-    template: Template::Importer,
-    summary:
-        "PicoScope (ps2000a, ps3000a, ps5000a) through Pico's driver library, loaded at run time: \
+    summary: "PicoScope (ps2000a, ps3000a, ps5000a) through Pico's driver library, loaded at run time: \
               block (one triggered capture per RunBlock, GetValues), rapid block (many \
               captures per RunBlock, GetValuesBulk; one event per capture either way) or \
               streaming (continuous samples cut into events). Sink fields chA..chD for the enabled channels, int16 ADC counts \
@@ -184,10 +180,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
               exporters) or float32 volts (format volts), then uint8 fields D0_7 / D8_15 for \
               the digital ports of MSO models (digital_ports); data_length = pre_trigger + \
               post_trigger (block, rapid block) or samples_per_event (streaming).",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         pico_keys::FAMILY.spec(),
         pico_keys::LIBRARY.spec(),
         pico_keys::SERIAL.spec(),
@@ -215,14 +208,9 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         pico_keys::MODEL.spec(),
         SIMULATE.spec(),
         pico_keys::SIM_RATE.spec(),
-        SEED.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        RECONNECT.spec(),
-        SCOPE_EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
     ],
-};
+    then: scope,
+);
 
 /// Where the fake PicoScope library was looked for, newest existing first.
 pub fn fake_picosdk_candidates() -> Vec<PathBuf> {

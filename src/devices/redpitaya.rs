@@ -15,11 +15,10 @@
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
 use super::{
-    bad, expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
+    bad, expect_data_key, importer_spec, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED,
+    SIMULATE,
 };
-use crate::worker::{
-    Arity, BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, Template, WorkerError,
-};
+use crate::worker::{BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, WorkerError};
 use daq_drivers::redpitaya::protocol::{Distribution, Input, Slope, TriggerMode, HIST_BINS};
 use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
 use daq_drivers::redpitaya::{
@@ -226,9 +225,8 @@ mod rp_keys {
 use rp_keys as k;
 
 /// `device.redpitaya`.
-pub const SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "device.redpitaya",
-    template: Template::Importer,
     summary: "Red Pitaya STEMlab 125-14 running the MCPHA server (TCP port 1001): oscilloscope \
               traces (mode traces: sink {IN1: int16, IN2: int16} in ADC counts, data_length = \
               samples; volts per count in the run metadata), streamed with the fork's 'start \
@@ -237,10 +235,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
               IN2: uint32, live_IN1: float64, live_IN2: float64}, data_length 4096). Also \
               configures the board's pulse generator. With transport: scpi, the same traces \
               through the board's official SCPI server (port 5000), polled.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         k::ADDRESS.spec(),
         k::M2_IP.spec(),
         k::TRANSPORT.spec(),
@@ -290,7 +285,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         EXPECT_DATA.spec(),
         ON_SILENCE.spec(),
     ],
-};
+);
 
 /// A key of ours or mimoCoRB2's name for it, whichever the config gives (ours, or its
 /// default, when neither), with the name read; both given is an error naming them.
