@@ -172,21 +172,18 @@ macro_rules! importer_spec {
     (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
      then: scope $(,)?) => {
         $crate::devices::importer_spec!(
-            name: $name,
-            summary: $summary,
-            keys: [
-                $($key,)*
-                $crate::devices::SEED.spec(),
-                $crate::devices::plug::UNPLUG_AT.spec(),
-                $crate::devices::plug::UNPLUG_FOR.spec(),
-                $crate::devices::RECONNECT.spec(),
-                $crate::devices::usb::SCOPE_EXPECT_DATA.spec(),
-                $crate::devices::ON_SILENCE.spec(),
-            ]
+            @tail $name, $summary, [$($key),*],
+            [$crate::devices::usb::SCOPE_EXPECT_DATA.spec()]
         )
     };
     (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
      then: serial($expect:expr) $(,)?) => {
+        $crate::devices::importer_spec!(
+            @tail $name, $summary, [$($key),*],
+            [$crate::devices::serial::BACKOFF.spec(), $expect.spec()]
+        )
+    };
+    (@tail $name:literal, $summary:expr, [$($key:expr),*], [$($silence:expr),*]) => {
         $crate::devices::importer_spec!(
             name: $name,
             summary: $summary,
@@ -196,8 +193,7 @@ macro_rules! importer_spec {
                 $crate::devices::plug::UNPLUG_AT.spec(),
                 $crate::devices::plug::UNPLUG_FOR.spec(),
                 $crate::devices::RECONNECT.spec(),
-                $crate::devices::serial::BACKOFF.spec(),
-                $expect.spec(),
+                $($silence,)*
                 $crate::devices::ON_SILENCE.spec(),
             ]
         )
