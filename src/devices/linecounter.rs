@@ -16,7 +16,7 @@ use super::{
     expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT,
     SEED, SIMULATE,
 };
-use crate::worker::{Arity, BuildContext, ConfigKey, FunctionSpec, Template, WorkerError};
+use crate::worker::{Arity, BuildContext, FunctionSpec, Template, WorkerError};
 use daq_drivers::linecounter::{
     self, GrammarField, LineCounterConfig, LineFormat, LineGrammar, LineSimConfig, Separator,
     SimFormat,
@@ -53,36 +53,40 @@ mod line_keys {
     pub const COUNTER_EXPECT_DATA: Key<f64> = super::expect_data_key!(120.0);
 }
 
-const LINE_KEYS_SIM: [ConfigKey; 7] = [
-    PORT.spec(),
-    line_keys::BAUD.spec(),
-    SIMULATE.spec(),
-    SIM_COUNT_RATE.spec(),
-    SIM_SECOND.spec(),
-    SEED.spec(),
-    RECONNECT.spec(),
-];
+/// A line counter's spec: port and baud, the grammar's keys (`device.line_counter` only),
+/// then the simulator, reconnect, unplug and silence keys all three share, in the order
+/// `daq-engine functions` lists them.
+macro_rules! line_counter_spec {
+    ($name:literal, $summary:expr, [$($grammar:expr),*], $expect:expr) => {
+        importer_spec!(
+            name: $name,
+            summary: $summary,
+            keys: [
+                PORT.spec(),
+                line_keys::BAUD.spec(),
+                $($grammar,)*
+                SIMULATE.spec(),
+                SIM_COUNT_RATE.spec(),
+                SIM_SECOND.spec(),
+                SEED.spec(),
+                RECONNECT.spec(),
+                BACKOFF.spec(),
+                UNPLUG_AT.spec(),
+                UNPLUG_FOR.spec(),
+                $expect.spec(),
+                ON_SILENCE.spec(),
+            ]
+        )
+    };
+}
 
 /// `device.mightyohm`.
-pub const MIGHTYOHM_SPEC: FunctionSpec = importer_spec!(
-    name: "device.mightyohm",
-    summary: "MightyOhm Geiger kit (one line per second, 9600 baud): sink fields cps: uint32, \
-              cpm: uint32, usv_per_hr: float32, mode: uint8 (0 slow, 1 fast, 2 inst), \
-              data_length 1.",
-    keys: [
-        LINE_KEYS_SIM[0],
-        LINE_KEYS_SIM[1],
-        LINE_KEYS_SIM[2],
-        LINE_KEYS_SIM[3],
-        LINE_KEYS_SIM[4],
-        LINE_KEYS_SIM[5],
-        LINE_KEYS_SIM[6],
-        BACKOFF.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        line_keys::EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
-    ],
+pub const MIGHTYOHM_SPEC: FunctionSpec = line_counter_spec!(
+    "device.mightyohm",
+    "MightyOhm Geiger kit (one line per second, 9600 baud): sink fields cps: uint32, \
+     cpm: uint32, usv_per_hr: float32, mode: uint8 (0 slow, 1 fast, 2 inst), data_length 1.",
+    [],
+    line_keys::EXPECT_DATA
 );
 
 /// `device.gc10`.
@@ -98,28 +102,17 @@ pub const GC10_SPEC: FunctionSpec = FunctionSpec {
 };
 
 /// `device.line_counter`.
-pub const LINE_COUNTER_SPEC: FunctionSpec = importer_spec!(
-    name: "device.line_counter",
-    summary: "Arduino-style counter printing one line per pulse or per interval, described by a \
-              grammar. Sink fields, in grammar order: counts: uint32 (counts), pulse: uint64 \
-              (pulse), device_time: float64 (time_s/time_ms/time_us, in seconds); data_length 1.",
-    keys: [
-        LINE_KEYS_SIM[0],
-        LINE_KEYS_SIM[1],
+pub const LINE_COUNTER_SPEC: FunctionSpec = line_counter_spec!(
+    "device.line_counter",
+    "Arduino-style counter printing one line per pulse or per interval, described by a \
+     grammar. Sink fields, in grammar order: counts: uint32 (counts), pulse: uint64 \
+     (pulse), device_time: float64 (time_s/time_ms/time_us, in seconds); data_length 1.",
+    [
         line_keys::FIELDS.spec(),
         line_keys::SEPARATOR.spec(),
-        line_keys::COMMENT.spec(),
-        LINE_KEYS_SIM[2],
-        LINE_KEYS_SIM[3],
-        LINE_KEYS_SIM[4],
-        LINE_KEYS_SIM[5],
-        LINE_KEYS_SIM[6],
-        BACKOFF.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        line_keys::COUNTER_EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
+        line_keys::COMMENT.spec()
     ],
+    line_keys::COUNTER_EXPECT_DATA
 );
 
 /// Checks the config of `device.mightyohm` and `device.gc10`, opening nothing.
