@@ -2,39 +2,18 @@
 //! the record, detector time and dead time are preserved, Poisson timing and coincidence
 //! fraction come out right, unplug/replug restarts the numbering without an error.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{read_n, refused_at, scripted, u64_at};
 use daq_drivers::cosmicwatch::protocol::{parse_v2, parse_v3, V2Line, V3Line};
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchGen, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion,
     V3Columns,
 };
-use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
-use daq_drivers::{DriverError, EventInfo, ReadOutcome, Source};
+use daq_drivers::{DriverError, ReadOutcome, Source};
 
-fn read_n(dev: &mut cosmicwatch::CosmicWatch, n: usize) -> Vec<(Vec<u8>, EventInfo)> {
-    let mut out = vec![0u8; dev.layout().event_size()];
-    let mut got = Vec::new();
-    let mut idle = 0;
-    while got.len() < n {
-        match dev
-            .read_event(&mut out, Duration::from_millis(200))
-            .unwrap()
-        {
-            ReadOutcome::Event(info) => got.push((out.clone(), info)),
-            ReadOutcome::Idle => {
-                idle += 1;
-                assert!(idle < 50, "simulator stopped");
-            }
-            ReadOutcome::End => panic!("end"),
-        }
-    }
-    got
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
 fn f64_at(b: &[u8], at: usize) -> f64 {
     f64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
@@ -191,7 +170,7 @@ fn cosmicwatch_replug_restarts_numbering_without_error() {
 #[test]
 fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
     const SCRIPT: &[u8] = b"### header\r\nAxel\r\n1 100 60 21.00 3 22.10\r\n2 2\xff0 61 21.00 6 22.10\r\n4 300 70 25.00 9 22.10\r\n3 400 70 25.00 12 22.10\r\n";
-    let sim = SimulatorHandle::start("script", |_| Box::new(ScriptedDevice::new(SCRIPT))).unwrap();
+    let sim = scripted(SCRIPT);
     let mut dev = cosmicwatch::open(CosmicWatchConfig {
         path: sim.path().into(),
         ..Default::default()
@@ -204,18 +183,12 @@ fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
         ReadOutcome::Event(_)
     ));
     assert_eq!(dev.name(), Some("Axel"));
-    match dev.read_event(&mut out, t) {
-        Err(DriverError::Protocol { offset, .. }) => assert_eq!(offset, 42),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(refused_at(dev.read_event(&mut out, t)), 42);
     match dev.read_event(&mut out, t).unwrap() {
         ReadOutcome::Event(info) => assert_eq!(info.device_lost, 2),
         other => panic!("{other:?}"),
     }
-    match dev.read_event(&mut out, t) {
-        Err(DriverError::Protocol { offset, .. }) => assert_eq!(offset, 90),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(refused_at(dev.read_event(&mut out, t)), 90);
 }
 
 /// Throughput through the pty (measurement, not a check): run with

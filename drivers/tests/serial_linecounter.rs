@@ -2,38 +2,17 @@
 //! every line the simulator printed arrives as exactly one event with the printed values;
 //! bad lines are errors at their byte offset; Poisson rates come out right.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{read_n, refused_at, scripted, u32_at};
 use daq_drivers::linecounter::protocol::{parse_mightyohm, MightyOhmLine};
 use daq_drivers::linecounter::{
     self, LineCounterConfig, LineCounterSim, LineFormat, LineGrammar, LineSimConfig, SimFormat,
 };
 use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
 use daq_drivers::{DriverError, ReadOutcome, Source};
-
-fn read_n(dev: &mut linecounter::LineCounter, n: usize) -> Vec<(Vec<u8>, Option<f64>)> {
-    let mut out = vec![0u8; dev.layout().event_size()];
-    let mut got = Vec::new();
-    let mut idle = 0;
-    while got.len() < n {
-        match dev
-            .read_event(&mut out, Duration::from_millis(200))
-            .unwrap()
-        {
-            ReadOutcome::Event(info) => got.push((out.clone(), info.device_time)),
-            ReadOutcome::Idle => {
-                idle += 1;
-                assert!(idle < 50, "simulator stopped");
-            }
-            ReadOutcome::End => panic!("end"),
-        }
-    }
-    got
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
 
 #[test]
 fn mightyohm_lines_arrive_as_events_in_order_with_mode_rules() {
@@ -136,7 +115,7 @@ fn arduino_per_pulse_grammar_keeps_device_time_and_rate() {
     let lines = LineCounterSim::lines(&cfg, n);
     for (i, ((rec, t), line)) in got.iter().zip(&lines).enumerate() {
         let parsed = grammar.parse(line.trim_end().as_bytes()).unwrap().unwrap();
-        assert_eq!(*t, parsed.time_s);
+        assert_eq!(t.device_time, parsed.time_s);
         assert_eq!(
             f64::from_le_bytes(rec[0..8].try_into().unwrap()),
             parsed.time_s.unwrap()
@@ -147,7 +126,7 @@ fn arduino_per_pulse_grammar_keeps_device_time_and_rate() {
         );
     }
     // n pulses in device time T: rate estimate n/T has sd rate/sqrt(n) = 5 %; allow ±20 %.
-    let t_last = got.last().unwrap().1.unwrap();
+    let t_last = got.last().unwrap().1.device_time.unwrap();
     let est = n as f64 / t_last;
     assert!((160.0..240.0).contains(&est), "rate {est}");
 }
@@ -155,7 +134,7 @@ fn arduino_per_pulse_grammar_keeps_device_time_and_rate() {
 #[test]
 fn garbage_line_is_an_error_at_its_offset_and_the_stream_goes_on() {
     const SCRIPT: &[u8] = b"CPS, 1, CPM, 19, uSv/hr, 0.10, SLOW\r\nCPS, 1, CPM, 1\x00\xff9\r\nCPS, 2, CPM, 21, uSv/hr, 0.11, SLOW\r\nCPS, 3, CPM, 24, uSv/hr, 0.13, SLO";
-    let sim = SimulatorHandle::start("script", |_| Box::new(ScriptedDevice::new(SCRIPT))).unwrap();
+    let sim = scripted(SCRIPT);
     let mut dev = linecounter::open(LineCounterConfig {
         path: sim.path().into(),
         ..Default::default()
@@ -168,10 +147,7 @@ fn garbage_line_is_an_error_at_its_offset_and_the_stream_goes_on() {
         ReadOutcome::Event(_)
     ));
     assert_eq!(u32_at(&out, 4), 19);
-    match dev.read_event(&mut out, t) {
-        Err(DriverError::Protocol { offset, .. }) => assert_eq!(offset, 37),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(refused_at(dev.read_event(&mut out, t)), 37);
     assert!(matches!(
         dev.read_event(&mut out, t).unwrap(),
         ReadOutcome::Event(_)

@@ -20,23 +20,20 @@
 //! Our own keys (`simulate`, `seed`, `sim_rate`, `library`, `serial`, `reconnect`,
 //! `expect_data_within`, `on_silence`) work beside them.
 
-use super::usb::{self, pico_keys};
-use super::{bad, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use super::picoscope::{self, pico_keys};
+use super::usb;
+use super::{bad, importer_spec, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
 use crate::key;
-use crate::worker::{Arity, BuildContext, FunctionSpec, Key, MaybeKey, Template, WorkerError};
+use crate::worker::{BuildContext, FunctionSpec, Key, MaybeKey, WorkerError};
 use serde_json::{json, Map, Value};
 
 /// The declaration.
-pub const SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "importers.picoscope.source",
-    template: Template::Importer,
     summary: "mimoCoRB2's PicoScope 3000A importer with its own keys, run by device.picoscope \
               (family ps3000a, rapid block): events in mV (float32, the analogue offset not \
               subtracted) as mimoCoRB2 gives them; sink fields chA.. for the first N channels.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         CHANNEL_COUPLING.spec(),
         CHANNEL_RANGE.spec(),
         RANGE_A.spec(),
@@ -64,7 +61,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         usb::SCOPE_EXPECT_DATA.spec(),
         ON_SILENCE.spec(),
     ],
-};
+);
 
 const CHANNEL_COUPLING: Key<str> = key!("channel_coupling", required, "DC or AC");
 const CHANNEL_RANGE: MaybeKey<str> = key!(
@@ -319,12 +316,12 @@ fn translated(ctx: &BuildContext) -> Result<BuildContext, WorkerError> {
 
 /// Checks the config as the build does, opening nothing.
 pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
-    usb::check_picoscope(&translated(ctx)?)
+    picoscope::check(&translated(ctx)?)
 }
 
 /// Builds it: `device.picoscope` with the translated config.
 pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
-    usb::build_picoscope(&translated(ctx)?)
+    picoscope::build(&translated(ctx)?)
 }
 
 #[cfg(test)]

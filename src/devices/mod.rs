@@ -18,12 +18,22 @@
 //! dropping it runs the driver's `stop` and writes the notes a last time.
 //! Must never: publish a slot the driver did not fill, or spin without a timeout.
 
-mod mimo_picoscope;
+// Shared by the families: the simulated plug, the serial and USB importers' common keys
+// and checks, and the command-line tools.
 mod plug;
-pub mod redpitaya;
 pub mod serial;
 pub mod tools;
 pub mod usb;
+
+// One file per device family: its spec, keys, check and build.
+pub mod cosmicwatch;
+pub mod drs4;
+pub mod gmc;
+pub mod hantek6022;
+pub mod linecounter;
+mod mimo_picoscope;
+pub mod picoscope;
+pub mod redpitaya;
 
 use crate::key;
 use crate::run_dir::DeviceNotes;
@@ -47,82 +57,52 @@ pub const BAD_LOGGED_EACH: u64 = 5;
 /// Time between the summary lines of bad records after the first [`BAD_LOGGED_EACH`].
 pub const BAD_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
+/// One device importer's registration: its spec, the build that opens the device (wrapped
+/// as an Importer) and the check that makes every check of the build without opening it,
+/// registered together so that neither can be registered without the other.
+/// `importer!(family)` registers a family file's `SPEC`, `build` and `check`.
+macro_rules! importer {
+    ($family:ident) => {
+        importer!($family::SPEC, $family::build, $family::check)
+    };
+    ($spec:expr, $build:path, $check:path) => {
+        (
+            Function {
+                spec: $spec,
+                build: Build::Importer(|c| Ok(Box::new($build(c)?))),
+            },
+            crate::worker::Check::Config($check),
+        )
+    };
+}
+
 /// Importer functions for the supported devices, each with the check of its config that
 /// `daq-engine check` runs: everything its build checks, opening no device (see
 /// [`crate::worker::Check`]). One entry per function registers it.
 pub fn functions() -> Vec<(Function, crate::worker::Check)> {
-    use crate::worker::Check::Config;
     vec![
-        (
-            Function {
-                spec: serial::GMC_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(serial::build_gmc(c)?))),
-            },
-            Config(serial::check_gmc),
+        importer!(gmc),
+        importer!(
+            linecounter::MIGHTYOHM_SPEC,
+            linecounter::build_mightyohm,
+            linecounter::check_line
         ),
-        (
-            Function {
-                spec: serial::MIGHTYOHM_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(serial::build_mightyohm(c)?))),
-            },
-            Config(serial::check_line),
+        importer!(
+            linecounter::GC10_SPEC,
+            linecounter::build_gc10,
+            linecounter::check_line
         ),
-        (
-            Function {
-                spec: serial::GC10_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(serial::build_gc10(c)?))),
-            },
-            Config(serial::check_line),
+        importer!(
+            linecounter::LINE_COUNTER_SPEC,
+            linecounter::build_line_counter,
+            linecounter::check_line_counter
         ),
-        (
-            Function {
-                spec: serial::LINE_COUNTER_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(serial::build_line_counter(c)?))),
-            },
-            Config(serial::check_line_counter),
-        ),
-        (
-            Function {
-                spec: serial::COSMICWATCH_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(serial::build_cosmicwatch(c)?))),
-            },
-            Config(serial::check_cosmicwatch),
-        ),
-        (
-            Function {
-                spec: usb::PICOSCOPE_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(usb::build_picoscope(c)?))),
-            },
-            Config(usb::check_picoscope),
-        ),
-        (
-            Function {
-                spec: mimo_picoscope::SPEC,
-                build: Build::Importer(|c| Ok(Box::new(mimo_picoscope::build(c)?))),
-            },
-            Config(mimo_picoscope::check),
-        ),
-        (
-            Function {
-                spec: usb::HANTEK_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(usb::build_hantek(c)?))),
-            },
-            Config(usb::check_hantek),
-        ),
-        (
-            Function {
-                spec: usb::DRS4_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(usb::build_drs4(c)?))),
-            },
-            Config(usb::check_drs4),
-        ),
-        (
-            Function {
-                spec: redpitaya::REDPITAYA_SPEC,
-                build: Build::Importer(|c| Ok(Box::new(redpitaya::build_redpitaya(c)?))),
-            },
-            Config(redpitaya::check_redpitaya),
-        ),
+        importer!(cosmicwatch),
+        importer!(picoscope),
+        importer!(mimo_picoscope),
+        importer!(hantek6022),
+        importer!(drs4),
+        importer!(redpitaya),
     ]
 }
 
@@ -170,6 +150,56 @@ macro_rules! expect_data_key {
     };
 }
 pub(crate) use expect_data_key;
+
+/// A device importer's [`FunctionSpec`](crate::worker::FunctionSpec): no sources, one sink,
+/// nothing observed; its keys in the order `daq-engine functions` lists them. After the
+/// family's own keys, `then: scope` adds what every USB scope ends with (seed, simulated
+/// unplug, reconnect, the scopes' `expect_data_within`, `on_silence`) and
+/// `then: serial(EXPECT)` what every serial detector ends with (seed, simulated unplug,
+/// reconnect and its backoff, the family's `expect_data_within`, `on_silence`).
+macro_rules! importer_spec {
+    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?] $(,)?) => {
+        $crate::worker::FunctionSpec {
+            name: $name,
+            template: $crate::worker::Template::Importer,
+            summary: $summary,
+            sources: $crate::worker::Arity::NONE,
+            sinks: $crate::worker::Arity::ONE,
+            observes: $crate::worker::Arity::NONE,
+            keys: &[$($key),*],
+        }
+    };
+    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
+     then: scope $(,)?) => {
+        $crate::devices::importer_spec!(
+            @tail $name, $summary, [$($key),*],
+            [$crate::devices::usb::SCOPE_EXPECT_DATA.spec()]
+        )
+    };
+    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
+     then: serial($expect:expr) $(,)?) => {
+        $crate::devices::importer_spec!(
+            @tail $name, $summary, [$($key),*],
+            [$crate::devices::serial::BACKOFF.spec(), $expect.spec()]
+        )
+    };
+    (@tail $name:literal, $summary:expr, [$($key:expr),*], [$($silence:expr),*]) => {
+        $crate::devices::importer_spec!(
+            name: $name,
+            summary: $summary,
+            keys: [
+                $($key,)*
+                $crate::devices::SEED.spec(),
+                $crate::devices::plug::UNPLUG_AT.spec(),
+                $crate::devices::plug::UNPLUG_FOR.spec(),
+                $crate::devices::RECONNECT.spec(),
+                $($silence,)*
+                $crate::devices::ON_SILENCE.spec(),
+            ]
+        )
+    };
+}
+pub(crate) use importer_spec;
 
 /// What a device importer does when its device stays silent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

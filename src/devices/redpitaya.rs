@@ -15,11 +15,10 @@
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
 use super::{
-    bad, expect_data_key, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
+    bad, expect_data_key, importer_spec, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED,
+    SIMULATE,
 };
-use crate::worker::{
-    Arity, BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, Template, WorkerError,
-};
+use crate::worker::{BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, WorkerError};
 use daq_drivers::redpitaya::protocol::{Distribution, Input, Slope, TriggerMode, HIST_BINS};
 use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
 use daq_drivers::redpitaya::{
@@ -226,9 +225,8 @@ mod rp_keys {
 use rp_keys as k;
 
 /// `device.redpitaya`.
-pub const REDPITAYA_SPEC: FunctionSpec = FunctionSpec {
+pub const SPEC: FunctionSpec = importer_spec!(
     name: "device.redpitaya",
-    template: Template::Importer,
     summary: "Red Pitaya STEMlab 125-14 running the MCPHA server (TCP port 1001): oscilloscope \
               traces (mode traces: sink {IN1: int16, IN2: int16} in ADC counts, data_length = \
               samples; volts per count in the run metadata), streamed with the fork's 'start \
@@ -237,10 +235,7 @@ pub const REDPITAYA_SPEC: FunctionSpec = FunctionSpec {
               IN2: uint32, live_IN1: float64, live_IN2: float64}, data_length 4096). Also \
               configures the board's pulse generator. With transport: scpi, the same traces \
               through the board's official SCPI server (port 5000), polled.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    keys: [
         k::ADDRESS.spec(),
         k::M2_IP.spec(),
         k::TRANSPORT.spec(),
@@ -290,7 +285,7 @@ pub const REDPITAYA_SPEC: FunctionSpec = FunctionSpec {
         EXPECT_DATA.spec(),
         ON_SILENCE.spec(),
     ],
-};
+);
 
 /// A key of ours or mimoCoRB2's name for it, whichever the config gives (ours, or its
 /// default, when neither), with the name read; both given is an error naming them.
@@ -641,8 +636,8 @@ fn sim_config(cfg: &Config, board: &McphaConfig) -> Result<McphaSimConfig, Worke
     })
 }
 
-/// Checks the config of `device.redpitaya` as [`build_redpitaya`] does, opening nothing.
-pub fn check_redpitaya(ctx: &BuildContext) -> Result<(), WorkerError> {
+/// Checks the config of `device.redpitaya` as [`build`] does, opening nothing.
+pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
     let layout = match board_config(ctx)? {
         BoardConfig::Mcpha(c) => {
             sim_config(&ctx.config, &c)?;
@@ -656,7 +651,7 @@ pub fn check_redpitaya(ctx: &BuildContext) -> Result<(), WorkerError> {
     // The layout follows from the config alone: a sink that does not match is refused
     // before the run, not when the importer starts.
     if let Some(sink) = ctx.sinks.first() {
-        super::check_layout(REDPITAYA_SPEC.name, &ctx.worker, &layout, sink)?;
+        super::check_layout(SPEC.name, &ctx.worker, &layout, sink)?;
     }
     super::check_silence(ctx, EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
@@ -753,7 +748,7 @@ impl Source for Board {
 }
 
 /// Builds `device.redpitaya`.
-pub fn build_redpitaya(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
+pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
     let simulate = cfg.get(SIMULATE)?;
     let mut config = match board_config(ctx)? {
@@ -876,7 +871,7 @@ mod tests {
     #[test]
     fn every_mcpha_only_key_is_a_declared_key() {
         for name in MCPHA_ONLY {
-            assert!(REDPITAYA_SPEC.keys.iter().any(|k| k.name == name), "{name}");
+            assert!(SPEC.keys.iter().any(|k| k.name == name), "{name}");
         }
         let e = board_config(&ctx(
             json!({"address": "a", "transport": "scpi", "pha_min": 5}),

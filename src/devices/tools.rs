@@ -465,12 +465,17 @@ pub fn ring_rate(event_bytes: usize, events: u64) -> Result<f64, String> {
     Ok(events as f64 / secs.max(1e-9))
 }
 
-fn serial_rate(
+/// A serial detector's rate: its simulator on a pty (`simulate`), the driver opened on the
+/// pty's path (`open`), `events` read as fast as they come.
+fn serial_rate<S: daq_drivers::Source>(
     name: &str,
     events: u64,
-    open: impl FnOnce() -> Result<(Box<dyn daq_drivers::Source>, Box<dyn std::any::Any>), String>,
+    simulate: impl FnOnce()
+        -> std::io::Result<(daq_drivers::serial::SimulatorHandle, std::path::PathBuf)>,
+    open: impl FnOnce(std::path::PathBuf) -> Result<S, daq_drivers::DriverError>,
 ) -> Result<DriverRate, String> {
-    let (mut src, _keep) = open()?;
+    let (_sim, path) = simulate().map_err(|e| e.to_string())?;
+    let mut src = open(path).map_err(|e| e.to_string())?;
     let size = src.layout().event_size();
     let mut out = vec![0u8; size];
     src.start().map_err(|e| e.to_string())?;
@@ -508,54 +513,51 @@ pub fn measure(events: Option<u64>) -> Vec<Result<DriverRate, String>> {
         "gmc heartbeat (pty, 0.2 ms device s)",
         n_serial,
         || {
-            let (h, path) = gmc::simulate(gmc::GmcSimConfig {
+            gmc::simulate(gmc::GmcSimConfig {
                 cps: 30.0,
                 second: Duration::from_micros(200),
                 ..gmc::GmcSimConfig::default()
             })
-            .map_err(|e| e.to_string())?;
-            let src = gmc::open(gmc::GmcConfig {
+        },
+        |path| {
+            gmc::open(gmc::GmcConfig {
                 path,
                 ..gmc::GmcConfig::default()
             })
-            .map_err(|e| e.to_string())?;
-            Ok((Box::new(src), Box::new(h)))
         },
     ));
     rows.push(serial_rate(
         "cosmicwatch v2 lines (pty, 50 kHz)",
         n_serial,
         || {
-            let (h, path) = cosmicwatch::simulate(cosmicwatch::CosmicWatchSimConfig {
+            cosmicwatch::simulate(cosmicwatch::CosmicWatchSimConfig {
                 rate: 50_000.0,
                 ..cosmicwatch::CosmicWatchSimConfig::default()
             })
-            .map_err(|e| e.to_string())?;
-            let src = cosmicwatch::open(cosmicwatch::CosmicWatchConfig {
+        },
+        |path| {
+            cosmicwatch::open(cosmicwatch::CosmicWatchConfig {
                 path,
                 ..cosmicwatch::CosmicWatchConfig::default()
             })
-            .map_err(|e| e.to_string())?;
-            Ok((Box::new(src), Box::new(h)))
         },
     ));
     rows.push(serial_rate(
         "line counter, pulse lines (pty, 50 kHz)",
         n_serial,
         || {
-            let (h, path) = linecounter::simulate(linecounter::LineSimConfig {
+            linecounter::simulate(linecounter::LineSimConfig {
                 format: linecounter::SimFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
                 cps: 50_000.0,
                 ..linecounter::LineSimConfig::default()
             })
-            .map_err(|e| e.to_string())?;
-            let src = linecounter::open(linecounter::LineCounterConfig {
+        },
+        |path| {
+            linecounter::open(linecounter::LineCounterConfig {
                 path,
                 format: linecounter::LineFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
                 ..linecounter::LineCounterConfig::default()
             })
-            .map_err(|e| e.to_string())?;
-            Ok((Box::new(src), Box::new(h)))
         },
     ));
     // PicoScope through the fake library, 4 × 500 samples volts (ps2000a: its 2 channels),

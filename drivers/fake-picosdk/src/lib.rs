@@ -372,23 +372,29 @@ struct Settings {
     power_change: Option<u32>,
 }
 
+impl Settings {
+    /// What a fresh library (and `fakepico_reset`) starts from; a `const` so that the
+    /// `static` state can start from it too.
+    const DEFAULT: Settings = Settings {
+        amp_min: 0.2,
+        amp_max: 0.8,
+        shape: Shape::DEFAULT,
+        noise: 0.005,
+        ramp: false,
+        capture_rate_hz: 0.0,
+        paced: true,
+        pulse_per_sample: 1.0 / 2000.0,
+        seed: 0x5EED_0FF1_C0DE,
+        variant_2000a: None,
+        variant: None,
+        open_power: None,
+        power_change: None,
+    };
+}
+
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            amp_min: 0.2,
-            amp_max: 0.8,
-            shape: Shape::DEFAULT,
-            noise: 0.005,
-            ramp: false,
-            capture_rate_hz: 0.0,
-            paced: true,
-            pulse_per_sample: 1.0 / 2000.0,
-            seed: 0x5EED_0FF1_C0DE,
-            variant_2000a: None,
-            variant: None,
-            open_power: None,
-            power_change: None,
-        }
+        Settings::DEFAULT
     }
 }
 
@@ -413,21 +419,7 @@ static FAKE: Mutex<Fake> = Mutex::new(Fake {
     calls: Vec::new(),
     units: Vec::new(),
     next_handle: 1,
-    settings: Settings {
-        amp_min: 0.2,
-        amp_max: 0.8,
-        shape: Shape::DEFAULT,
-        noise: 0.005,
-        ramp: false,
-        capture_rate_hz: 0.0,
-        paced: true,
-        pulse_per_sample: 1.0 / 2000.0,
-        seed: 0x5EED_0FF1_C0DE,
-        variant_2000a: None,
-        variant: None,
-        open_power: None,
-        power_change: None,
-    },
+    settings: Settings::DEFAULT,
 });
 
 fn fake() -> MutexGuard<'static, Fake> {
@@ -1143,6 +1135,8 @@ fn is_ready(name: &str, fam: Fam, handle: i16, ready: *mut i16) -> u32 {
     })
 }
 
+/// `GetValuesBulk`: segments `from..=to`, each from its first sample, one overflow flag per
+/// segment.
 fn get_values_bulk(
     name: &str,
     fam: Fam,
@@ -1155,50 +1149,11 @@ fn get_values_bulk(
     overflow: *mut i16,
 ) -> u32 {
     with_unit(name, fam, handle, |u, _| {
-        if n.is_null() {
-            return st::NULL_PARAMETER;
-        }
-        if mode != 0 || ratio > 1 {
-            return st::RATIO_MODE_NOT_SUPPORTED;
-        }
-        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
-            return st::NO_SAMPLES_AVAILABLE;
-        };
-        if from > to || to >= u.segments {
-            return st::SEGMENT_OUT_OF_RANGE;
-        }
-        // SAFETY: non-null pointer to one uint32_t.
-        let wanted = unsafe { *n } as usize;
-        let mut count = wanted.min(block.samples);
-        let short = SHORT_NEXT.swap(u32::MAX, std::sync::atomic::Ordering::SeqCst);
-        if short != u32::MAX {
-            count = count.min(short as usize);
-        }
-        for seg in from..=to {
-            for c in 0..SOURCES {
-                if !u.source_on(c) {
-                    continue;
-                }
-                let Some((ptr, len)) = u.buffer(c, seg) else {
-                    return st::BUFFERS_NOT_SET;
-                };
-                let src = &block.data[seg as usize * SOURCES + c];
-                let k = count.min(len as usize).min(src.len());
-                // SAFETY: the caller registered `len` writable int16_t at `ptr` for this
-                // channel and segment with SetDataBuffer; k <= len.
-                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), ptr as *mut i16, k) };
-            }
-            if !overflow.is_null() {
-                // SAFETY: the overflow array has one int16_t per segment from..=to.
-                unsafe { *overflow.add((seg - from) as usize) = block.overflow[seg as usize] };
-            }
-        }
-        // SAFETY: as above.
-        unsafe { *n = count as u32 };
-        st::OK
+        copy_values(u, n, ratio, mode, None, from, to, overflow)
     })
 }
 
+/// `GetValues`: one segment from sample `start`, one overflow flag.
 fn get_values(
     name: &str,
     fam: Fam,
@@ -1211,37 +1166,57 @@ fn get_values(
     overflow: *mut i16,
 ) -> u32 {
     with_unit(name, fam, handle, |u, _| {
-        if n.is_null() {
-            return st::NULL_PARAMETER;
-        }
-        if mode != 0 || ratio > 1 {
-            return st::RATIO_MODE_NOT_SUPPORTED;
-        }
-        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
-            return st::NO_SAMPLES_AVAILABLE;
-        };
-        if segment >= u.segments {
-            return st::SEGMENT_OUT_OF_RANGE;
-        }
-        let start = start as usize;
-        if start >= block.samples {
-            return st::STARTINDEX_INVALID;
-        }
-        // SAFETY: non-null pointer to one uint32_t (in: wanted, out: fetched).
-        let wanted = unsafe { *n } as usize;
-        let mut count = wanted.min(block.samples - start);
-        let short = SHORT_NEXT.swap(u32::MAX, std::sync::atomic::Ordering::SeqCst);
-        if short != u32::MAX {
-            count = count.min(short as usize);
-        }
+        copy_values(u, n, ratio, mode, Some(start), segment, segment, overflow)
+    })
+}
+
+/// Copies the ready block's segments `from..=to` into the buffers registered with
+/// `SetDataBuffer`, from sample `start` (`GetValues`; `None` for `GetValuesBulk`, which has
+/// no start index and so no STARTINDEX_INVALID), at most `*n` samples; writes the count back
+/// to `*n` and one overflow flag per segment to `overflow` (may be null).
+fn copy_values(
+    u: &mut Unit,
+    n: *mut u32,
+    ratio: u32,
+    mode: i32,
+    start: Option<u32>,
+    from: u32,
+    to: u32,
+    overflow: *mut i16,
+) -> u32 {
+    if n.is_null() {
+        return st::NULL_PARAMETER;
+    }
+    if mode != 0 || ratio > 1 {
+        return st::RATIO_MODE_NOT_SUPPORTED;
+    }
+    let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
+        return st::NO_SAMPLES_AVAILABLE;
+    };
+    if from > to || to >= u.segments {
+        return st::SEGMENT_OUT_OF_RANGE;
+    }
+    let start = match start {
+        Some(s) if s as usize >= block.samples => return st::STARTINDEX_INVALID,
+        Some(s) => s as usize,
+        None => 0,
+    };
+    // SAFETY: non-null pointer to one uint32_t (in: wanted, out: fetched).
+    let wanted = unsafe { *n } as usize;
+    let mut count = wanted.min(block.samples - start);
+    let short = SHORT_NEXT.swap(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    if short != u32::MAX {
+        count = count.min(short as usize);
+    }
+    for seg in from..=to {
         for c in 0..SOURCES {
             if !u.source_on(c) {
                 continue;
             }
-            let Some((ptr, len)) = u.buffer(c, segment) else {
+            let Some((ptr, len)) = u.buffer(c, seg) else {
                 return st::BUFFERS_NOT_SET;
             };
-            let src = &block.data[segment as usize * SOURCES + c];
+            let src = &block.data[seg as usize * SOURCES + c];
             let src = src.get(start..).unwrap_or(&[]);
             let k = count.min(len as usize).min(src.len());
             // SAFETY: the caller registered `len` writable int16_t at `ptr` for this source
@@ -1249,13 +1224,14 @@ fn get_values(
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), ptr as *mut i16, k) };
         }
         if !overflow.is_null() {
-            // SAFETY: non-null pointer to one int16_t.
-            unsafe { *overflow = block.overflow[segment as usize] };
+            // SAFETY: the overflow array has one int16_t per segment from..=to (GetValues:
+            // one int16_t).
+            unsafe { *overflow.add((seg - from) as usize) = block.overflow[seg as usize] };
         }
-        // SAFETY: as above.
-        unsafe { *n = count as u32 };
-        st::OK
-    })
+    }
+    // SAFETY: as above.
+    unsafe { *n = count as u32 };
+    st::OK
 }
 
 fn trigger_offset(
@@ -1431,7 +1407,8 @@ macro_rules! common_exports {
     ($fam:expr, $pfx:literal,
      $close:ident, $stop:ident, $ping:ident, $info:ident, $enumerate:ident, $channel:ident,
      $trigger:ident, $segments:ident, $captures:ident, $ready:ident, $buffer:ident,
-     $values:ident, $bulk:ident, $offset:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident) => {
+     $values:ident, $bulk:ident, $offset:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident,
+     $digital:ident) => {
         /// `PICO_STATUS CloseUnit(int16_t handle)`
         #[no_mangle]
         pub extern "C" fn $close(handle: i16) -> u32 {
@@ -1676,6 +1653,77 @@ macro_rules! common_exports {
         pub extern "C" fn $maxval(handle: i16, v: *mut i16) -> u32 {
             maximum_value(concat!($pfx, "MaximumValue"), $fam, handle, v)
         }
+        /// `PICO_STATUS SetDigitalPort(int16_t handle, DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
+        /// (ps5000a names the port type `PS5000A_CHANNEL`)
+        #[no_mangle]
+        pub extern "C" fn $digital(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
+            set_digital_port(
+                concat!($pfx, "SetDigitalPort"),
+                $fam,
+                handle,
+                port,
+                enabled,
+                level,
+            )
+        }
+    };
+}
+
+/// `GetTimebase2` and `RunBlock` of one family. ps2000a and ps3000a carry an `int16_t
+/// oversample` argument (named by the last, optional macro argument, e.g. `_oversample`)
+/// that ps5000a lacks; the fake ignores it.
+macro_rules! block_exports {
+    ($fam:expr, $pfx:literal, $timebase:ident, $run_block:ident $(, $oversample:ident)?) => {
+        /// `PICO_STATUS GetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *timeIntervalNanoseconds, [int16_t oversample,] int32_t *maxSamples, uint32_t segmentIndex)`
+        #[no_mangle]
+        pub extern "C" fn $timebase(
+            handle: i16,
+            tb: u32,
+            samples: i32,
+            interval: *mut f32,
+            $($oversample: i16,)?
+            max: *mut i32,
+            segment: u32,
+        ) -> u32 {
+            get_timebase2(
+                concat!($pfx, "GetTimebase2"),
+                $fam,
+                handle,
+                tb,
+                samples,
+                interval,
+                max,
+                segment,
+            )
+        }
+        /// `PICO_STATUS RunBlock(handle, int32_t noOfPreTriggerSamples, int32_t noOfPostTriggerSamples, uint32_t timebase, [int16_t oversample,] int32_t *timeIndisposedMs, uint32_t segmentIndex, BlockReady lpReady, void *pParameter)`
+        #[no_mangle]
+        pub extern "C" fn $run_block(
+            handle: i16,
+            pre: i32,
+            post: i32,
+            tb: u32,
+            $($oversample: i16,)?
+            time_indisposed: *mut i32,
+            segment: u32,
+            cb: BlockReady,
+            param: *mut c_void,
+        ) -> u32 {
+            run_block(
+                concat!($pfx, "RunBlock"),
+                BlockArgs {
+                    fam: $fam,
+                    handle,
+                    pre,
+                    post,
+                    tb,
+                    time_indisposed,
+                    segment,
+                    cb,
+                    param,
+                },
+            )
+        }
     };
 }
 
@@ -1699,7 +1747,8 @@ common_exports!(
     ps5000aGetValuesTriggerTimeOffsetBulk64,
     ps5000aRunStreaming,
     ps5000aGetStreamingLatestValues,
-    ps5000aMaximumValue
+    ps5000aMaximumValue,
+    ps5000aSetDigitalPort
 );
 
 common_exports!(
@@ -1722,7 +1771,8 @@ common_exports!(
     ps2000aGetValuesTriggerTimeOffsetBulk64,
     ps2000aRunStreaming,
     ps2000aGetStreamingLatestValues,
-    ps2000aMaximumValue
+    ps2000aMaximumValue,
+    ps2000aSetDigitalPort
 );
 
 common_exports!(
@@ -1745,47 +1795,30 @@ common_exports!(
     ps3000aGetValuesTriggerTimeOffsetBulk64,
     ps3000aRunStreaming,
     ps3000aGetStreamingLatestValues,
-    ps3000aMaximumValue
+    ps3000aMaximumValue,
+    ps3000aSetDigitalPort
 );
 
-/// `PICO_STATUS ps2000aSetDigitalPort(int16_t handle, PS2000A_DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
-#[no_mangle]
-pub extern "C" fn ps2000aSetDigitalPort(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
-    set_digital_port(
-        "ps2000aSetDigitalPort",
-        Fam::Ps2000a,
-        handle,
-        port,
-        enabled,
-        level,
-    )
-}
-
-/// `PICO_STATUS ps3000aSetDigitalPort(int16_t handle, PS3000A_DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
-#[no_mangle]
-pub extern "C" fn ps3000aSetDigitalPort(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
-    set_digital_port(
-        "ps3000aSetDigitalPort",
-        Fam::Ps3000a,
-        handle,
-        port,
-        enabled,
-        level,
-    )
-}
-
-/// `PICO_STATUS ps5000aSetDigitalPort(int16_t handle, PS5000A_CHANNEL port, int16_t enabled, int16_t logicLevel)`
-#[no_mangle]
-pub extern "C" fn ps5000aSetDigitalPort(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
-    set_digital_port(
-        "ps5000aSetDigitalPort",
-        Fam::Ps5000a,
-        handle,
-        port,
-        enabled,
-        level,
-    )
-}
+block_exports!(
+    Fam::Ps5000a,
+    "ps5000a",
+    ps5000aGetTimebase2,
+    ps5000aRunBlock
+);
+block_exports!(
+    Fam::Ps2000a,
+    "ps2000a",
+    ps2000aGetTimebase2,
+    ps2000aRunBlock,
+    _oversample
+);
+block_exports!(
+    Fam::Ps3000a,
+    "ps3000a",
+    ps3000aGetTimebase2,
+    ps3000aRunBlock,
+    _oversample
+);
 
 /// `PICO_STATUS ps3000aOpenUnit(int16_t *handle, int8_t *serial)` (HARDWARE.md P).
 #[no_mangle]
@@ -1797,58 +1830,6 @@ pub extern "C" fn ps3000aOpenUnit(handle: *mut i16, serial: *const i8) -> u32 {
 #[no_mangle]
 pub extern "C" fn ps3000aChangePowerSource(handle: i16, state: u32) -> u32 {
     change_power_source("ps3000aChangePowerSource", Fam::Ps3000a, handle, state)
-}
-
-/// `PICO_STATUS ps3000aGetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *timeIntervalNanoseconds, int16_t oversample, int32_t *maxSamples, uint32_t segmentIndex)`
-#[no_mangle]
-pub extern "C" fn ps3000aGetTimebase2(
-    handle: i16,
-    tb: u32,
-    samples: i32,
-    interval: *mut f32,
-    _oversample: i16,
-    max: *mut i32,
-    segment: u32,
-) -> u32 {
-    get_timebase2(
-        "ps3000aGetTimebase2",
-        Fam::Ps3000a,
-        handle,
-        tb,
-        samples,
-        interval,
-        max,
-        segment,
-    )
-}
-
-/// `PICO_STATUS ps3000aRunBlock(handle, int32_t noOfPreTriggerSamples, int32_t noOfPostTriggerSamples, uint32_t timebase, int16_t oversample, int32_t *timeIndisposedMs, uint32_t segmentIndex, ps3000aBlockReady lpReady, void *pParameter)`
-#[no_mangle]
-pub extern "C" fn ps3000aRunBlock(
-    handle: i16,
-    pre: i32,
-    post: i32,
-    tb: u32,
-    _oversample: i16,
-    time_indisposed: *mut i32,
-    segment: u32,
-    cb: BlockReady,
-    param: *mut c_void,
-) -> u32 {
-    run_block(
-        "ps3000aRunBlock",
-        BlockArgs {
-            fam: Fam::Ps3000a,
-            handle,
-            pre,
-            post,
-            tb,
-            time_indisposed,
-            segment,
-            cb,
-            param,
-        },
-    )
 }
 
 /// `PICO_STATUS ps5000aOpenUnit(int16_t *handle, int8_t *serial, PS5000A_DEVICE_RESOLUTION res)`
@@ -1877,108 +1858,6 @@ pub extern "C" fn ps5000aSetDeviceResolution(handle: i16, resolution: u32) -> u3
         Fam::Ps5000a,
         handle,
         resolution,
-    )
-}
-
-/// `PICO_STATUS ps5000aGetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *intervalNs, int32_t *maxSamples, uint32_t segment)`
-#[no_mangle]
-pub extern "C" fn ps5000aGetTimebase2(
-    handle: i16,
-    tb: u32,
-    samples: i32,
-    interval: *mut f32,
-    max: *mut i32,
-    segment: u32,
-) -> u32 {
-    get_timebase2(
-        "ps5000aGetTimebase2",
-        Fam::Ps5000a,
-        handle,
-        tb,
-        samples,
-        interval,
-        max,
-        segment,
-    )
-}
-
-/// `PICO_STATUS ps2000aGetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *intervalNs, int16_t oversample, int32_t *maxSamples, uint32_t segment)`
-#[no_mangle]
-pub extern "C" fn ps2000aGetTimebase2(
-    handle: i16,
-    tb: u32,
-    samples: i32,
-    interval: *mut f32,
-    _oversample: i16,
-    max: *mut i32,
-    segment: u32,
-) -> u32 {
-    get_timebase2(
-        "ps2000aGetTimebase2",
-        Fam::Ps2000a,
-        handle,
-        tb,
-        samples,
-        interval,
-        max,
-        segment,
-    )
-}
-
-/// `PICO_STATUS ps5000aRunBlock(handle, int32_t pre, int32_t post, uint32_t timebase, int32_t *timeIndisposedMs, uint32_t segment, ps5000aBlockReady cb, void *pParameter)`
-#[no_mangle]
-pub extern "C" fn ps5000aRunBlock(
-    handle: i16,
-    pre: i32,
-    post: i32,
-    tb: u32,
-    time_indisposed: *mut i32,
-    segment: u32,
-    cb: BlockReady,
-    param: *mut c_void,
-) -> u32 {
-    run_block(
-        "ps5000aRunBlock",
-        BlockArgs {
-            fam: Fam::Ps5000a,
-            handle,
-            pre,
-            post,
-            tb,
-            time_indisposed,
-            segment,
-            cb,
-            param,
-        },
-    )
-}
-
-/// `PICO_STATUS ps2000aRunBlock(handle, int32_t pre, int32_t post, uint32_t timebase, int16_t oversample, int32_t *timeIndisposedMs, uint32_t segment, ps2000aBlockReady cb, void *pParameter)`
-#[no_mangle]
-pub extern "C" fn ps2000aRunBlock(
-    handle: i16,
-    pre: i32,
-    post: i32,
-    tb: u32,
-    _oversample: i16,
-    time_indisposed: *mut i32,
-    segment: u32,
-    cb: BlockReady,
-    param: *mut c_void,
-) -> u32 {
-    run_block(
-        "ps2000aRunBlock",
-        BlockArgs {
-            fam: Fam::Ps2000a,
-            handle,
-            pre,
-            post,
-            tb,
-            time_indisposed,
-            segment,
-            cb,
-            param,
-        },
     )
 }
 

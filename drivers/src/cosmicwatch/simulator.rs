@@ -16,8 +16,8 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::protocol::V3Columns;
-use crate::serial::simclock::{PoissonArrivals, SimSeconds};
-use crate::serial::{SimulatedDevice, SimulatorHandle};
+use crate::serial::simclock::{simulate_lines, LineSource, PoissonArrivals};
+use crate::serial::SimulatorHandle;
 
 /// Which detector to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,49 +209,22 @@ impl CosmicWatchGen {
     }
 }
 
-struct CosmicWatchDevice {
-    gen: CosmicWatchGen,
-    clock: SimSeconds,
-    text: String,
-    booted: bool,
-}
-
-impl SimulatedDevice for CosmicWatchDevice {
-    fn receive(&mut self, _bytes: &[u8], now: Duration, out: &mut Vec<u8>) {
-        // Text commands of the open v3X firmware are not simulated.
-        self.advance(now, out);
+impl LineSource for CosmicWatchGen {
+    fn preamble(&mut self, out: &mut String) {
+        self.header(out);
     }
-
-    fn advance(&mut self, now: Duration, out: &mut Vec<u8>) {
-        self.text.clear();
-        if !self.booted {
-            self.gen.header(&mut self.text);
-            self.booted = true;
-        }
-        let t = self.clock.device_seconds(now);
-        while self.gen.next_due() <= t {
-            self.gen.next_line(&mut self.text);
-        }
-        out.extend_from_slice(self.text.as_bytes());
+    fn next_due(&self) -> f64 {
+        CosmicWatchGen::next_due(self)
     }
-
-    fn next_wakeup(&self) -> Option<Duration> {
-        let due = self.gen.next_due();
-        due.is_finite().then(|| self.clock.host_time(due))
+    fn next_line(&mut self, out: &mut String) {
+        // Housekeeping lines count as lines here: the device prints them too.
+        CosmicWatchGen::next_line(self, out);
     }
 }
 
 /// Starts a simulated CosmicWatch on a pty; returns the handle and the stable path. A replug
 /// reboots the detector (header again, event numbers from 1).
 pub fn simulate(config: CosmicWatchSimConfig) -> std::io::Result<(SimulatorHandle, PathBuf)> {
-    let handle = SimulatorHandle::start("cosmicwatch", move |_| {
-        Box::new(CosmicWatchDevice {
-            gen: CosmicWatchGen::new(&config),
-            clock: SimSeconds::new(config.second),
-            text: String::with_capacity(4096),
-            booted: false,
-        })
-    })?;
-    let path = handle.path().to_path_buf();
-    Ok((handle, path))
+    let second = config.second;
+    simulate_lines("cosmicwatch", second, move || CosmicWatchGen::new(&config))
 }

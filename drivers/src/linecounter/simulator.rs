@@ -15,8 +15,8 @@ use super::protocol::{
     mightyohm_usv_centi, GrammarField, LineGrammar, MightyOhmMode, MIGHTYOHM_FAST_THRESHOLD,
     MIGHTYOHM_MAX_CPS,
 };
-use crate::serial::simclock::{PoissonArrivals, PoissonCounts, SimSeconds};
-use crate::serial::{SimulatedDevice, SimulatorHandle};
+use crate::serial::simclock::{simulate_lines, LineSource, PoissonArrivals, PoissonCounts};
+use crate::serial::SimulatorHandle;
 
 /// Which counter to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,43 +206,20 @@ impl LineCounterSim {
     }
 }
 
-struct LineDevice {
-    gen: LineCounterSim,
-    clock: SimSeconds,
-    text: String,
-}
-
-impl SimulatedDevice for LineDevice {
-    fn receive(&mut self, _bytes: &[u8], now: Duration, out: &mut Vec<u8>) {
-        // These counters take no commands.
-        self.advance(now, out);
+impl LineSource for LineCounterSim {
+    fn preamble(&mut self, out: &mut String) {
+        self.banner(out);
     }
-
-    fn advance(&mut self, now: Duration, out: &mut Vec<u8>) {
-        self.text.clear();
-        self.gen.banner(&mut self.text);
-        let t = self.clock.device_seconds(now);
-        while self.gen.next_due() <= t {
-            self.gen.next_line(&mut self.text);
-        }
-        out.extend_from_slice(self.text.as_bytes());
+    fn next_due(&self) -> f64 {
+        LineCounterSim::next_due(self)
     }
-
-    fn next_wakeup(&self) -> Option<Duration> {
-        let due = self.gen.next_due();
-        due.is_finite().then(|| self.clock.host_time(due))
+    fn next_line(&mut self, out: &mut String) {
+        LineCounterSim::next_line(self, out);
     }
 }
 
 /// Starts a simulated line counter on a pty; returns the handle and the stable path.
 pub fn simulate(config: LineSimConfig) -> std::io::Result<(SimulatorHandle, PathBuf)> {
-    let handle = SimulatorHandle::start("linecounter", move |_| {
-        Box::new(LineDevice {
-            gen: LineCounterSim::new(&config),
-            clock: SimSeconds::new(config.second),
-            text: String::with_capacity(4096),
-        })
-    })?;
-    let path = handle.path().to_path_buf();
-    Ok((handle, path))
+    let second = config.second;
+    simulate_lines("linecounter", second, move || LineCounterSim::new(&config))
 }

@@ -1,12 +1,15 @@
-//! Simulated device time and Poisson count generators shared by the serial simulators.
+//! Simulated device time, Poisson count generators and the line-printing device shared by
+//! the serial simulators.
 //!
 //! Guarantees: a device "second" is a configurable host duration (tests run at 10–20 ms per
 //! second); draws depend only on the seed and the number of ticks, never on host timing, so
 //! a test can regenerate exactly the counts a simulator produced. Must never: read the wall
 //! clock itself (callers pass host time since plug-in).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{SimulatedDevice, SimulatorHandle};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Exp, Poisson};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -130,4 +133,70 @@ impl PoissonArrivals {
         self.next = t + self.wait();
         t
     }
+}
+
+/// A detector that prints text lines on its own and takes no commands (CosmicWatch, the
+/// line counters): what it prints after power-up, and the lines due at device times.
+pub trait LineSource: Send + 'static {
+    /// Appends what the device prints once after power-up (a header or banner; maybe nothing).
+    fn preamble(&mut self, out: &mut String);
+    /// Device time (s) at which the next line is due; infinite when none ever is.
+    fn next_due(&self) -> f64;
+    /// Appends the line due next.
+    fn next_line(&mut self, out: &mut String);
+}
+
+/// A [`LineSource`] on the pty harness: at each advance, the preamble once per plug-in, then
+/// every line due by then in device time.
+struct LineDevice<G> {
+    gen: G,
+    clock: SimSeconds,
+    text: String,
+    booted: bool,
+}
+
+impl<G: LineSource> SimulatedDevice for LineDevice<G> {
+    fn receive(&mut self, _bytes: &[u8], now: Duration, out: &mut Vec<u8>) {
+        // These detectors take no commands (CosmicWatch v3X's text commands are not
+        // simulated).
+        self.advance(now, out);
+    }
+
+    fn advance(&mut self, now: Duration, out: &mut Vec<u8>) {
+        self.text.clear();
+        if !self.booted {
+            self.gen.preamble(&mut self.text);
+            self.booted = true;
+        }
+        let t = self.clock.device_seconds(now);
+        while self.gen.next_due() <= t {
+            self.gen.next_line(&mut self.text);
+        }
+        out.extend_from_slice(self.text.as_bytes());
+    }
+
+    fn next_wakeup(&self) -> Option<Duration> {
+        let due = self.gen.next_due();
+        due.is_finite().then(|| self.clock.host_time(due))
+    }
+}
+
+/// Starts a line-printing detector on a pty (stable link named `name`), its device second
+/// lasting `second` of host time; each plug-in (the first and every replug) powers up a
+/// fresh device from `make`. Returns the handle and the stable path.
+pub fn simulate_lines<G: LineSource>(
+    name: &str,
+    second: Duration,
+    make: impl Fn() -> G + Send + 'static,
+) -> std::io::Result<(SimulatorHandle, PathBuf)> {
+    let handle = SimulatorHandle::start(name, move |_| {
+        Box::new(LineDevice {
+            gen: make(),
+            clock: SimSeconds::new(second),
+            text: String::with_capacity(4096),
+            booted: false,
+        })
+    })?;
+    let path = handle.path().to_path_buf();
+    Ok((handle, path))
 }
