@@ -2,7 +2,8 @@
 //!
 //! Checks what decides latency and dead time on a Linux box — isolated cores, real-time
 //! throttling, the CPU frequency governor, transparent huge pages, reserved huge pages, the
-//! locked-memory limit, irqbalance — and says for each what it costs and how to change it.
+//! locked-memory limit, irqbalance, a VM's idle polling — and says for each what it costs
+//! and how to change it.
 //! `--apply` changes the ones that are safe to change on a running machine (nothing that
 //! needs a reboot, can freeze a core, or edits a configuration file), after saving their
 //! values to `/run/daq-engine/tune.json`; `--restore` puts those values back. `/run` is a
@@ -94,6 +95,7 @@ impl Machine {
             self.huge_pages(),
             self.memlock(),
             self.irqbalance(),
+            self.idle(),
         ]
     }
 
@@ -186,13 +188,19 @@ impl Machine {
             None => "unknown".into(),
         };
         // The engine's real-time processes sleep when idle, so the throttle only ever stops
-        // a runaway one: it is the safety net that keeps the machine usable.
+        // a runaway one: it is the safety net that keeps the machine usable. Since Linux 6.12
+        // the deadline "fair server" also gives normal tasks 50 ms of every second on a CPU
+        // whose real-time tasks starve them, whatever this says (measured: a SCHED_FIFO loop
+        // beside a busy loop stopped 50-54 ms once a second with throttling off); only
+        // isolated cores keep normal tasks away.
         Finding {
             name: "RT throttling",
             ok: true,
             state: format!(
                 "{state}; kept: workers sleep when idle, so only a runaway SCHED_FIFO process \
-                 is ever throttled"
+                 is ever throttled (and on Linux 6.12 and later a real-time task that starves \
+                 normal tasks on its core yields it to them 50 ms a second either way: \
+                 isolated cores avoid that)"
             ),
             cost: String::new(),
             fix: String::new(),
@@ -434,6 +442,49 @@ impl Machine {
         }
     }
 
+    /// How idle CPUs wait. In a VM with the `haltpoll` idle driver and
+    /// `guest_halt_poll_ns` 0, an idle virtual CPU halts at once and only the host wakes it:
+    /// `bench ring-loaded` saw wake-ups of milliseconds on a busy host. Polling 200 µs (the
+    /// kernel's default) before halting is safe to set on a running machine.
+    fn idle(&self) -> Finding {
+        const POLL: &str = "sys/module/haltpoll/parameters/guest_halt_poll_ns";
+        let driver = self
+            .read("sys/devices/system/cpu/cpuidle/current_driver")
+            .unwrap_or_else(|| "none".into());
+        let poll_ns = self.read(POLL);
+        let halts_at_once = driver == "haltpoll" && poll_ns.as_deref() == Some("0");
+        Finding {
+            name: "idle states",
+            ok: !halts_at_once,
+            state: match &poll_ns {
+                Some(ns) if driver == "haltpoll" => {
+                    format!("cpuidle driver haltpoll (a VM), polls {ns} ns before halting")
+                }
+                _ => format!("cpuidle driver {driver}"),
+            },
+            cost: if halts_at_once {
+                "an idle virtual CPU halts at once and waits for the host to wake it: \
+                 milliseconds on a busy host before a sleeping reader sees its next event"
+                    .into()
+            } else {
+                String::new()
+            },
+            fix: if halts_at_once {
+                format!("write 200000 to /{POLL} (or boot with haltpoll.guest_halt_poll_ns=200000)")
+            } else {
+                String::new()
+            },
+            changes: if halts_at_once {
+                vec![Change {
+                    path: POLL.into(),
+                    value: "200000".into(),
+                }]
+            } else {
+                vec![]
+            },
+        }
+    }
+
     /// Writes every change the findings allow, after saving the values they replace (once:
     /// a second `--apply` keeps the first one's saved values). Returns what it changed.
     pub fn apply(&self, findings: &[Finding]) -> Result<Vec<Change>, String> {
@@ -614,6 +665,11 @@ mod tests {
         put("proc/sys/vm/nr_hugepages", "0\n");
         put("proc/meminfo", "MemTotal: 1 kB\nHugePages_Free:        0\n");
         put("proc/1234/comm", "irqbalance\n");
+        put(
+            "sys/devices/system/cpu/cpuidle/current_driver",
+            "haltpoll\n",
+        );
+        put("sys/module/haltpoll/parameters/guest_halt_poll_ns", "0\n");
         put("etc/default/irqbalance", "#IRQBALANCE_BANNED_CPULIST=\n");
         d
     }
@@ -642,6 +698,8 @@ mod tests {
         );
         assert!(!by_name(&f, "locked memory").ok);
         assert!(!by_name(&f, "irqbalance").ok);
+        let idle = by_name(&f, "idle states");
+        assert!(!idle.ok && idle.changes.len() == 1, "{idle:?}");
         let text = report(&f);
         assert!(text.contains("WARN  CPU governor"), "{text}");
         let _ = std::fs::remove_dir_all(&d);
@@ -654,7 +712,8 @@ mod tests {
         let before = |p: &str| std::fs::read_to_string(d.join(p)).unwrap();
         let cmdline = before("proc/cmdline");
         let done = m.apply(&m.check()).unwrap();
-        assert_eq!(done.len(), 4, "{done:?}"); // two governors, THP enabled, huge pages
+        // Two governors, THP enabled, huge pages, the VM's halt polling.
+        assert_eq!(done.len(), 5, "{done:?}");
         assert_eq!(
             before("sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
             "performance"
@@ -664,12 +723,20 @@ mod tests {
             "madvise"
         );
         assert_eq!(before("proc/sys/vm/nr_hugepages"), "16");
+        assert_eq!(
+            before("sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+            "200000"
+        );
         assert_eq!(before("proc/cmdline"), cmdline, "never touched");
         // A second --apply keeps the first one's saved values.
         std::fs::write(d.join("proc/sys/vm/nr_hugepages"), "8").unwrap();
         m.apply(&m.check()).unwrap();
         let restored = m.restore().unwrap();
-        assert_eq!(restored.len(), 4);
+        assert_eq!(restored.len(), 5);
+        assert_eq!(
+            before("sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+            "0"
+        );
         assert_eq!(
             before("sys/devices/system/cpu/cpu1/cpufreq/scaling_governor"),
             "powersave"
