@@ -1,6 +1,8 @@
 //! What the whole-run device tests share: a scratch target directory that finds the one run
 //! directory a run made and is removed afterwards.
 
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 
 /// A scratch target directory, removed on drop.
@@ -13,6 +15,13 @@ impl Dir {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Dir(d)
+    }
+
+    /// Writes `text` into the file `name` in it; its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     /// The one run directory a run made in it.
@@ -28,8 +37,6 @@ impl Dir {
 }
 
 /// 1-based (line, column) of the value of `key:` on its first line in `text`.
-// Not every test crate that shares this module asks for positions.
-#[allow(dead_code)]
 pub fn value_at(text: &str, key: &str) -> (usize, usize) {
     let needle = format!("{key}:");
     for (i, l) in text.lines().enumerate() {
