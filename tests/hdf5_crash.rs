@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+mod hdf5_files;
 mod runs;
+use hdf5_files::{h5dump_clean, temp_dir};
 use runs::SmallDisk;
 
 use daq_engine::dtype::{Dtype, Metadata};
@@ -28,18 +30,9 @@ fn dtype() -> Dtype {
     Dtype::parse([("ch0", "f4")]).unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("daq-hdf5-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Deterministic event bytes (same formula as the Python reader uses).
 fn event_bytes(counter: i64) -> Vec<u8> {
-    (0..DATA_LENGTH * 4)
-        .map(|i| (i as i64 * 31 + counter * 7 + (i as i64 >> 8)) as u8)
-        .collect()
+    hdf5_files::event_bytes_of_len(DATA_LENGTH * 4, counter)
 }
 
 fn meta(counter: i64) -> Metadata {
@@ -101,6 +94,40 @@ fn spawn_role(role: &str, test: &str, arg: &Path) -> Child {
         .unwrap()
 }
 
+/// In a child started by [`spawn_role`]: runs `part` on the child's path if the child is
+/// for `role` (a child for another role has nothing to do in this test). Whether this
+/// process is such a child, which then returns from the test.
+fn child_plays(role: &str, part: impl FnOnce(&Path)) -> bool {
+    let Ok(asked) = std::env::var("DAQ_HDF5_ROLE") else {
+        return false;
+    };
+    if asked == role {
+        part(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
+    }
+    true
+}
+
+/// The parent's start of a kill test: one test at a time (the guard), a fresh directory
+/// `tag` and the child of `role` in `test` writing `run.h5` there.
+fn start_writer(
+    tag: &str,
+    role: &str,
+    test: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    PathBuf,
+    PathBuf,
+    Child,
+    BufReader<ChildStdout>,
+) {
+    let one_at_a_time = serial();
+    let dir = temp_dir(tag);
+    let path = dir.join("run.h5");
+    let mut child = spawn_role(role, test, &path);
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (one_at_a_time, dir, path, child, out)
+}
+
 /// The next line the child printed that starts with `prefix` (test-harness chatter skipped).
 fn next_line(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     let mut line = String::new();
@@ -142,25 +169,6 @@ fn check_events(path: &Path, at_least: usize) -> usize {
         "{seen} events in the file, {at_least} were flushed"
     );
     seen
-}
-
-/// Runs `h5dump -H` and asserts it exits 0 with no error output.
-fn h5dump_clean(path: &Path) {
-    let mut cmd = Command::new("h5dump");
-    no_inherited_files(&mut cmd);
-    match cmd.arg("-H").arg(path).output() {
-        Ok(out) => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && !err.contains("error"),
-                "h5dump -H {} failed: {}\n{}",
-                path.display(),
-                out.status,
-                err
-            );
-        }
-        Err(e) => println!("SKIPPED h5dump check: h5dump not runnable ({e}); install hdf5-tools"),
-    }
 }
 
 /// Child role "killed-writer": appends 64 events (4 chunks, compressed by the writer's
@@ -209,22 +217,14 @@ fn write_until_killed(
 
 #[test]
 fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
-    if let Ok("killed-writer") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
-        killed_writer(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
+    if child_plays("killed-writer", killed_writer) {
         return;
     }
-    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
-        return;
-    }
-    let _one_at_a_time = serial();
-    let dir = temp_dir("kill9");
-    let path = dir.join("run.h5");
-    let mut child = spawn_role(
+    let (_one_at_a_time, dir, path, mut child, mut out) = start_writer(
+        "kill9",
         "killed-writer",
         "kill_9_leaves_a_readable_file_with_every_flushed_event",
-        &path,
     );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut flushed = 0usize;
     loop {
         let mut line = String::new();
@@ -296,22 +296,14 @@ fn slow_killed_writer(path: &Path) {
 /// chunks are mostly deflated (before, a slow run's chunks were all stored raw).
 #[test]
 fn kill_9_of_a_slow_compressed_run_keeps_every_flushed_event() {
-    if let Ok("slow-killed-writer") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
-        slow_killed_writer(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
+    if child_plays("slow-killed-writer", slow_killed_writer) {
         return;
     }
-    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
-        return;
-    }
-    let _one_at_a_time = serial();
-    let dir = temp_dir("kill9-slow");
-    let path = dir.join("run.h5");
-    let mut child = spawn_role(
+    let (_one_at_a_time, dir, path, mut child, mut out) = start_writer(
+        "kill9-slow",
         "slow-killed-writer",
         "kill_9_of_a_slow_compressed_run_keeps_every_flushed_event",
-        &path,
     );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     while !next_line(&mut out, "").ends_with("ready") {}
     child.kill().unwrap();
     child.wait().unwrap();
@@ -388,11 +380,7 @@ fn crate_reader(path: &Path) {
 
 #[test]
 fn reader_in_another_process_follows_the_growing_file() {
-    if let Ok("reader") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
-        crate_reader(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
-        return;
-    }
-    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
+    if child_plays("reader", crate_reader) {
         return;
     }
     let _one_at_a_time = serial();
