@@ -13,10 +13,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-mod device_runs;
 mod runs;
-use device_runs::Dir;
-use runs::{exited_0, simulated, stderr};
+use runs::{exited_0, simulated, stderr, Dir};
 
 /// The documented recipe, applied to every field with a scale: the largest difference from
 /// the volts file in counts, per field, as `field max_counts` lines.
@@ -52,7 +50,7 @@ fn run(tag: &str, setup: &str, format: &str, dtype: &str, n: u64) -> (Dir, PathB
         .expect("run daq-engine");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{format}: {err}");
-    let h5 = dir.run_dir().join("raw.h5");
+    let h5 = dir.only_dir().join("raw.h5");
     (dir, h5)
 }
 
@@ -386,7 +384,7 @@ fn redpitaya_counts_carry_their_scale_and_the_negators_sign() {
     let file = d.0.join("rp.yaml");
     std::fs::write(&file, text).unwrap();
     exited_0(simulated(&file, 20, &d.0).output().unwrap());
-    let facts = daq_engine::export::inspect(d.run_dir().join("oscilloscope.h5")).unwrap();
+    let facts = daq_engine::export::inspect(d.only_dir().join("oscilloscope.h5")).unwrap();
     assert!(
         facts.contains("@IN1.volts_per_count = -0.0001220703125")
             && facts.contains("@IN2.volts_per_count = 0.0001220703125")

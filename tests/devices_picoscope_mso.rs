@@ -9,10 +9,8 @@
 use std::path::Path;
 use std::process::Output;
 
-mod device_runs;
 mod runs;
-use device_runs::{value_at, Dir};
-use runs::{check, exited_0, h5_files, simulated, stderr, summary_events};
+use runs::{check, exited_0, h5_files, simulated, stderr, summary_events, value_at, Dir};
 
 /// A rapid-block setup with channels A and B in counts and `scope_extra` added to the
 /// scope's config (one key per line, already indented) and the sink's dtype `dtype`.
@@ -75,7 +73,7 @@ fn mso_runs_in_every_family_record_exactly_the_fakes_digital_pattern() {
         let out = run(&d, &file, N as u64);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{family}: {err}");
-        let rd = d.run_dir();
+        let rd = d.only_dir();
         let notes = std::fs::read_to_string(rd.join("device_scope.txt")).unwrap();
         assert!(
             notes.contains(&format!("picoscope.variant = {model}"))
@@ -245,5 +243,5 @@ fn the_mso_setup_checks_and_runs_simulated() {
     let out = run(&d, &file, 20);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert_eq!(summary_events(&d.run_dir(), "raw"), 20);
+    assert_eq!(summary_events(&d.only_dir(), "raw"), 20);
 }

@@ -10,10 +10,8 @@ use std::time::Duration;
 use daq_drivers::picoscope::{Acquisition, PicoScope, PicoScopeConfig, PS3000A};
 use daq_drivers::{ReadOutcome, Source};
 
-mod device_runs;
 mod runs;
-use device_runs::{value_at, Dir};
-use runs::{check, h5_files, simulated, stderr, summary_events};
+use runs::{check, h5_files, simulated, stderr, summary_events, value_at, Dir};
 
 const SEED: u64 = 11;
 
@@ -108,7 +106,7 @@ fn whole_run(
         .expect("run daq-engine");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let rd = &d.run_dir();
+    let rd = &d.only_dir();
     assert_eq!(summary_events(rd, "raw"), n as u64);
     let notes = std::fs::read_to_string(rd.join(format!("device_{worker}.txt"))).unwrap();
     let h5 = h5_files(rd);

@@ -11,10 +11,8 @@ use daq_drivers::redpitaya::simulator::{expected_traces, McphaSimConfig, ScopeSe
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod device_runs;
 mod runs;
-use device_runs::Dir;
-use runs::{check, code_and_stderr, shipped_setup as setup_file, stderr, summary, EXE};
+use runs::{check, code_and_stderr, shipped_setup as setup_file, stderr, summary, Dir, EXE};
 
 /// setups/`name` with `lines` (worker-config YAML, 6 spaces) set in worker rp's config
 /// (replacing the setup's own line of a key) and `target_directory` pointing into `dir`.
@@ -61,7 +59,7 @@ fn run(file: &Path, args: &[&str]) -> (i32, String) {
 fn ran(d: &Dir, file: &Path, args: &[&str]) -> (PathBuf, serde_json::Value) {
     let (code, err) = run(file, args);
     assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
+    let rd = d.only_dir();
     let s = summary(&rd);
     books_balance(&s);
     (rd, s)
@@ -324,7 +322,7 @@ fn mimocorb2s_importer_name_and_keys_run() {
     assert_eq!(code, Some(0), "{text}");
     let (code, err) = run(&file, &["--max-events", "50"]);
     assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
+    let rd = d.only_dir();
     assert_eq!(summary(&rd)["events"]["oscilloscope"].as_u64(), Some(50));
     let n = notes(&rd, "rp_to_mimo");
     assert_eq!(note(&n, "device.function"), "device.redpitaya");

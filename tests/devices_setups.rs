@@ -7,15 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod device_runs;
 mod runs;
-use device_runs::Dir;
-use runs::{code_and_stderr, shipped_setup as setup, simulated, summary_events, EXE};
+use runs::{code_and_stderr, shipped_setup as setup, simulated, summary_events, Dir, EXE};
 
 /// Runs `file` with `--simulate --max-events n`; returns (exit code, stderr, run dir).
 fn run(dir: &Dir, file: &Path, n: u64) -> (i32, String, PathBuf) {
     let (code, err) = code_and_stderr(&mut simulated(file, n, &dir.0));
-    (code, err, dir.run_dir())
+    (code, err, dir.only_dir())
 }
 
 /// Runs setups/`name` with `--simulate --max-events n` in a scratch directory named `tag` and

@@ -8,10 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-mod device_runs;
 mod runs;
-use device_runs::Dir;
-use runs::{code_and_stderr, shipped_setup as setup, simulated, summary_events};
+use runs::{code_and_stderr, shipped_setup as setup, simulated, summary_events, Dir};
 
 /// `name` from setups/ with `keys` (YAML lines, worker-config indented) inserted after the
 /// line `after`, written into `dir`.

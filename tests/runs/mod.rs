@@ -146,7 +146,8 @@ print(json.dumps(out))
     Some(v)
 }
 
-/// A scratch directory for one test's run, removed afterwards.
+/// A scratch directory for one test's run, removed afterwards (when dropped, also when the
+/// test fails).
 pub struct Dir(pub std::path::PathBuf);
 
 impl Dir {
@@ -161,6 +162,17 @@ impl Dir {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// The one directory in it: the run directory of a run whose target directory it is.
+    pub fn only_dir(&self) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.pop().unwrap()
+    }
+
     /// The one run directory under runs/.
     pub fn run_dir(&self) -> std::path::PathBuf {
         let runs = self.0.join("runs");
@@ -391,4 +403,19 @@ pub fn only_run(dir: &Path) -> PathBuf {
         .unwrap()
         .unwrap()
         .path()
+}
+
+/// 1-based (line, column) of the value of `key:` on its first line in `text`.
+pub fn value_at(text: &str, key: &str) -> (usize, usize) {
+    let needle = format!("{key}:");
+    for (i, l) in text.lines().enumerate() {
+        if let Some(at) = l.find(&needle) {
+            if l[..at].trim().is_empty() {
+                let after = at + needle.len();
+                let skip = l[after..].len() - l[after..].trim_start().len();
+                return (i + 1, after + skip + 1);
+            }
+        }
+    }
+    panic!("no {key} in\n{text}")
 }
