@@ -23,6 +23,24 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 /// Generous: the machine is shared and builds run beside the tests.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
+/// What a test with a broker starts with: tansu (in memory, named `tag`) with `topics` of
+/// `partitions` partitions each, a scratch directory `kafka-<tag>` and the broker's address.
+/// `None`, with a SKIPPED line, without tansu.
+fn with_broker(
+    test: &str,
+    tag: &str,
+    topics: &[&str],
+    partitions: u32,
+) -> Option<(Broker, Dir, String)> {
+    let bin = tansu::binary(test)?;
+    let broker = Broker::start(&bin, tag);
+    for t in topics {
+        broker.create_topic(t, partitions);
+    }
+    let address = broker.address.clone();
+    Some((broker, Dir::new(&format!("kafka-{tag}")), address))
+}
+
 fn start(dir: &Dir, name: &str, text: &str) -> Child {
     let setup = dir.write(name, text);
     Command::new(EXE)
@@ -77,8 +95,7 @@ fn kafka_counts(run: &Path, worker: &str) -> serde_json::Value {
 fn kafka_counts_agree(run: &Path, worker: &str) -> serde_json::Value {
     let file = kafka_counts(run, worker);
     assert_eq!(file["done"], true, "{file}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = runs::summary(run);
     assert_eq!(summary["kafka"][worker], file, "summary.json");
     let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
@@ -86,17 +103,10 @@ fn kafka_counts_agree(run: &Path, worker: &str) -> serde_json::Value {
     assert_eq!(last["workers"][worker]["kafka"], file, "last stats line");
     let out = Command::new(EXE).arg("status").arg(run).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let row: Vec<String> = [
-        "events",
-        "delivered",
-        "spooled",
-        "replayed",
-        "dropped_spool_full",
-        "lost",
-    ]
-    .iter()
-    .map(|k| file[k].to_string())
-    .collect();
+    let row: Vec<String> = tansu::COUNT_COLUMNS
+        .iter()
+        .map(|k| file[k].to_string())
+        .collect();
     assert!(
         text.lines().any(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
@@ -259,16 +269,12 @@ print(json.dumps(facts))
 #[test]
 fn python_reads_every_kind_we_send_and_it_matches_the_run_file() {
     let test = "python_reads_every_kind_we_send_and_it_matches_the_run_file";
-    let Some(bin) = tansu::binary(test) else {
+    let Some((broker, dir, b)) =
+        with_broker(test, "python", &["raw", "pulses", "control", "status"], 1)
+    else {
         return;
     };
     let Some(py) = python(test) else { return };
-    let broker = Broker::start(&bin, "python");
-    for t in ["raw", "pulses", "control", "status"] {
-        broker.create_topic(t, 1);
-    }
-    let dir = Dir::new("kafka-python");
-    let b = &broker.address;
     let child = start(
         &dir,
         "kinds.yaml",
@@ -334,7 +340,7 @@ Workers:
     assert!(pulses["events"].as_u64().unwrap() > 100, "{pulses}");
     assert_eq!(pulses["delivered"], pulses["events"], "{pulses}");
     let out = Command::new(&py)
-        .args(["-c", CHECK_PY, b, run.to_str().unwrap(), "kinds"])
+        .args(["-c", CHECK_PY, &b, run.to_str().unwrap(), "kinds"])
         .output()
         .unwrap();
     assert!(
@@ -395,15 +401,14 @@ fn hashable(e: &(Vec<u8>, f64)) -> (&[u8], u64) {
 
 #[test]
 fn two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source() {
-    let Some(bin) = tansu::binary(
+    let Some((_broker, dir, b)) = with_broker(
         "two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source",
+        "hosts",
+        &["waveforms"],
+        2,
     ) else {
         return;
     };
-    let broker = Broker::start(&bin, "hosts");
-    broker.create_topic("waveforms", 2);
-    let dir = Dir::new("kafka-hosts");
-    let b = broker.address.clone();
     // The consumer first, so it reads while the producers run; it ends 15 s after the last
     // message.
     let consumer = start(
@@ -480,40 +485,19 @@ Workers:
 /// every event of both producers arrives exactly once, in order per source.
 #[test]
 fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
-    let Some(bin) =
-        tansu::binary("two_consuming_engines_in_one_group_share_the_partitions_every_event_once")
-    else {
+    let Some((_broker, dir, b)) = with_broker(
+        "two_consuming_engines_in_one_group_share_the_partitions_every_event_once",
+        "group",
+        &["waveforms"],
+        2,
+    ) else {
         return;
     };
-    let broker = Broker::start(&bin, "group");
-    broker.create_topic("waveforms", 2);
-    let dir = Dir::new("kafka-group");
-    let b = broker.address.clone();
     let a = start(&dir, "a.yaml", &consumer_setup(&b, "analysis_a", 15.0));
     let c = start(&dir, "c.yaml", &consumer_setup(&b, "analysis_c", 15.0));
     // Before anything is produced, the group has settled: each consumer's last assignment
     // (source.kafka logs them) is one partition.
-    let settled = |target: &str| {
-        std::fs::read_dir(dir.0.join(target))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("daq-engine.log")).ok())
-            .any(|log| {
-                log.lines()
-                    .rev()
-                    .find(|l| l.contains("assigned partitions of 'waveforms'"))
-                    .is_some_and(|l| l.ends_with("[0]") || l.ends_with("[1]"))
-            })
-    };
-    let t = std::time::Instant::now();
-    while !(settled("analysis_a") && settled("analysis_c")) {
-        assert!(
-            t.elapsed() < RUN_LIMIT,
-            "the group did not share the partitions"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_shared(&dir, &["analysis_a", "analysis_c"], 2);
     // Keys digitizer_1 and digitizer_4: librdkafka's default partitioner (CRC32 of the key)
     // puts them on partitions 1 and 0.
     let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));
@@ -732,15 +716,15 @@ fn a_rebalance_mid_stream_a_member_joins_and_one_leaves_every_event_once() {
 /// (A broker killed and restarted: the next test.)
 #[test]
 fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
-    let Some(bin) = tansu::binary("a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order")
-    else {
+    use rdkafka::message::Message;
+    let Some((broker, dir, b)) = with_broker(
+        "a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order",
+        "away-mid-run",
+        &["waveforms"],
+        1,
+    ) else {
         return;
     };
-    use rdkafka::message::Message;
-    let broker = Broker::start(&bin, "away-mid-run");
-    broker.create_topic("waveforms", 1);
-    let dir = Dir::new("kafka-away-mid-run");
-    let b = broker.address.clone();
     // 2000 waveforms of 512 B at 400 Hz (5 s); the client holds 100 kB (~140 messages), so
     // a broker away for 4 s sends events to the spool.
     let n = 2000u64;
@@ -1028,14 +1012,15 @@ Workers:
 /// waveform variables unchanged.
 #[test]
 fn da00_of_a_digitizer_carries_its_volts_per_count() {
-    let Some(bin) = tansu::binary("da00_of_a_digitizer_carries_its_volts_per_count") else {
+    use rdkafka::message::Message;
+    let Some((_broker, dir, b)) = with_broker(
+        "da00_of_a_digitizer_carries_its_volts_per_count",
+        "scale",
+        &["traces"],
+        1,
+    ) else {
         return;
     };
-    use rdkafka::message::Message;
-    let broker = Broker::start(&bin, "scale");
-    broker.create_topic("traces", 1);
-    let dir = Dir::new("kafka-scale");
-    let b = broker.address.clone();
     let setup = dir.write(
         "rp.yaml",
         &format!(
