@@ -107,25 +107,41 @@ fn child_plays(role: &str, part: impl FnOnce(&Path)) -> bool {
     true
 }
 
-/// The parent's start of a kill test: one test at a time (the guard), a fresh directory
-/// `tag` and the child of `role` in `test` writing `run.h5` there.
-fn start_writer(
-    tag: &str,
-    role: &str,
+/// A writer child of a kill test and what the parent keeps while it runs.
+struct WriterChild {
+    /// One test at a time (see [`serial`]), for as long as this lives.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    dir: PathBuf,
+    /// The file the child writes.
+    path: PathBuf,
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+/// Test `test`'s kill test with the child role `role` (whose part is `part`): in the parent,
+/// one test at a time, a fresh directory `tag` and the child writing `run.h5` there; `None`
+/// in a child (its part done), which then returns from the test.
+fn writer_child(
     test: &str,
-) -> (
-    std::sync::MutexGuard<'static, ()>,
-    PathBuf,
-    PathBuf,
-    Child,
-    BufReader<ChildStdout>,
-) {
+    role: &str,
+    part: impl FnOnce(&Path),
+    tag: &str,
+) -> Option<WriterChild> {
+    if child_plays(role, part) {
+        return None;
+    }
     let one_at_a_time = serial();
     let dir = temp_dir(tag);
     let path = dir.join("run.h5");
     let mut child = spawn_role(role, test, &path);
     let out = BufReader::new(child.stdout.take().unwrap());
-    (one_at_a_time, dir, path, child, out)
+    Some(WriterChild {
+        _one_at_a_time: one_at_a_time,
+        dir,
+        path,
+        child,
+        out,
+    })
 }
 
 /// The next line the child printed that starts with `prefix` (test-harness chatter skipped).
@@ -217,18 +233,18 @@ fn write_until_killed(
 
 #[test]
 fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
-    if child_plays("killed-writer", killed_writer) {
-        return;
-    }
-    let (_one_at_a_time, dir, path, mut child, mut out) = start_writer(
-        "kill9",
-        "killed-writer",
+    let Some(mut w) = writer_child(
         "kill_9_leaves_a_readable_file_with_every_flushed_event",
-    );
+        "killed-writer",
+        killed_writer,
+        "kill9",
+    ) else {
+        return;
+    };
     let mut flushed = 0usize;
     loop {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "writer died early");
+        assert!(w.out.read_line(&mut line).unwrap() > 0, "writer died early");
         if let Some(at) = line.find("flushed ") {
             flushed = line[at + 8..].trim().parse().unwrap();
         }
@@ -238,14 +254,14 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     }
     assert_eq!(flushed, 294);
     // Child::kill sends SIGKILL on Unix: no destructor, no atexit, no HDF5 close.
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
+    w.child.kill().unwrap();
+    let status = w.child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9));
 
-    let kept = check_events(&path, flushed);
+    let kept = check_events(&w.path, flushed);
     assert!(kept <= 301);
-    let text = inspect(&path).unwrap();
+    let text = inspect(&w.path).unwrap();
     assert!(
         text.contains("still open for writing, or its writer stopped"),
         "{text}"
@@ -253,23 +269,17 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     assert!(text.contains("@closed_cleanly = 0"), "{text}");
     // HDF5 readers other than SWMR ones refuse the file until the writer's flags are
     // cleared; `recover` does that (like `h5clear -s`) and changes no event.
-    recover(&path).unwrap();
-    assert_eq!(check_events(&path, flushed), kept);
-    let text = inspect(&path).unwrap();
+    recover(&w.path).unwrap();
+    assert_eq!(check_events(&w.path, flushed), kept);
+    let text = inspect(&w.path).unwrap();
     assert!(!text.contains("still open for writing"), "{text}");
     // Both kinds of chunk were in the file the writer left: deflated ones (filter mask 0)
     // and raw ones a flush stored (mask 3, both filters skipped).
-    let masks: Vec<u32> = {
-        let f = hdf5_metno::File::open(&path).unwrap();
-        let ds = f.dataset("raw/data").unwrap();
-        (0..ds.num_chunks().unwrap())
-            .map(|i| ds.chunk_info(i).unwrap().filter_mask)
-            .collect()
-    };
+    let masks = hdf5_files::chunk_filter_masks(&w.path);
     assert!(masks.contains(&0) && masks.contains(&3), "{masks:?}");
-    h5dump_clean(&path);
+    h5dump_clean(&w.path);
     println!("after kill -9: {kept} events readable, {flushed} were flushed");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&w.dir).unwrap();
 }
 
 /// Child role "slow-killed-writer": a compressed run slower than a chunk per flush, with the
@@ -296,34 +306,28 @@ fn slow_killed_writer(path: &Path) {
 /// chunks are mostly deflated (before, a slow run's chunks were all stored raw).
 #[test]
 fn kill_9_of_a_slow_compressed_run_keeps_every_flushed_event() {
-    if child_plays("slow-killed-writer", slow_killed_writer) {
-        return;
-    }
-    let (_one_at_a_time, dir, path, mut child, mut out) = start_writer(
-        "kill9-slow",
-        "slow-killed-writer",
+    let Some(mut w) = writer_child(
         "kill_9_of_a_slow_compressed_run_keeps_every_flushed_event",
-    );
-    while !next_line(&mut out, "").ends_with("ready") {}
-    child.kill().unwrap();
-    child.wait().unwrap();
-    recover(&path).unwrap();
-    let kept = check_events(&path, 1350);
-    assert!(kept <= 1357);
-    let masks: Vec<u32> = {
-        let f = hdf5_metno::File::open(&path).unwrap();
-        let ds = f.dataset("raw/data").unwrap();
-        (0..ds.num_chunks().unwrap())
-            .map(|i| ds.chunk_info(i).unwrap().filter_mask)
-            .collect()
+        "slow-killed-writer",
+        slow_killed_writer,
+        "kill9-slow",
+    ) else {
+        return;
     };
+    while !next_line(&mut w.out, "").ends_with("ready") {}
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    recover(&w.path).unwrap();
+    let kept = check_events(&w.path, 1350);
+    assert!(kept <= 1357);
+    let masks = hdf5_files::chunk_filter_masks(&w.path);
     let raw = masks.iter().filter(|&&m| m == 3).count();
     let deflated = masks.iter().filter(|&&m| m == 0).count();
     // The chunk each flush found growing is raw, the rest deflated.
     assert!((1..=16).contains(&raw) && deflated >= 3 * raw, "{masks:?}");
-    h5dump_clean(&path);
+    h5dump_clean(&w.path);
     println!("slow run after kill -9: {kept} events, chunks {deflated} deflated, {raw} raw");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&w.dir).unwrap();
 }
 
 /// Reads targets from stdin; for each, polls the SWMR file until it holds that many events,

@@ -539,13 +539,9 @@ fn write_events(
 
 /// (filter mask, count) of the chunks of `/raw/data`, sorted by mask.
 fn chunk_masks(path: &Path) -> Vec<(u32, usize)> {
-    let f = hdf5_metno::File::open(path).unwrap();
-    let ds = f.dataset("raw/data").unwrap();
     let mut masks = std::collections::BTreeMap::new();
-    for i in 0..ds.num_chunks().unwrap() {
-        *masks
-            .entry(ds.chunk_info(i).unwrap().filter_mask)
-            .or_insert(0) += 1;
+    for mask in hdf5_files::chunk_filter_masks(path) {
+        *masks.entry(mask).or_insert(0) += 1;
     }
     masks.into_iter().collect()
 }

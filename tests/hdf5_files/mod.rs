@@ -40,3 +40,13 @@ pub fn h5dump_clean(path: &Path) {
         Err(e) => println!("SKIPPED h5dump check: h5dump not runnable ({e}); install hdf5-tools"),
     }
 }
+
+/// The filter mask of every chunk of `/raw/data` in the file at `path`, in chunk order: 0 for
+/// a chunk stored through every filter (deflated), 3 for one stored raw (both skipped).
+pub fn chunk_filter_masks(path: &Path) -> Vec<u32> {
+    let f = hdf5_metno::File::open(path).unwrap();
+    let ds = f.dataset("raw/data").unwrap();
+    (0..ds.num_chunks().unwrap())
+        .map(|i| ds.chunk_info(i).unwrap().filter_mask)
+        .collect()
+}
