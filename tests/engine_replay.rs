@@ -84,6 +84,29 @@ Buffers:
     )
 }
 
+/// Replays with `replay.hdf5` (its config `player`) into `buffers` (their lines, one of them
+/// `raw`) and records `raw` again with `export.hdf5` under `replayed`; `rest` follows: more
+/// lines of the recorder (its config) and further workers. The run directory.
+fn replay(dir: &Dir, buffers: &str, player: &str, rest: &str) -> PathBuf {
+    run(
+        dir,
+        "replayed.yaml",
+        &format!(
+            "target_directory: replayed
+Buffers:
+{buffers}Workers:
+  player:
+    function: replay.hdf5
+    sinks: [raw]
+    config: {{{player}}}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+{rest}"
+        ),
+    )
+}
+
 fn histograms(run: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(run)
         .unwrap()
@@ -149,24 +172,11 @@ Buffers:
     );
     // Replayed from the run directory (every part, in the order written), with the same
     // chain, and written again.
-    let second = run(
+    let second = replay(
         &dir,
-        "replayed.yaml",
-        &format!(
-            "target_directory: replayed
-Buffers:
-{BUFFER}Workers:
-  player:
-    function: replay.hdf5
-    sinks: [raw]
-    config: {{files: [{}]}}
-  waveforms:
-    function: export.hdf5
-    sources: [raw]
-    config: {{compression: none}}
-{CHAIN}",
-            first.display()
-        ),
+        BUFFER,
+        &format!("files: [{}]", first.display()),
+        &format!("    config: {{compression: none}}\n{CHAIN}"),
     );
     let (a, b) = (histograms(&first), histograms(&second));
     assert_eq!(
@@ -205,24 +215,11 @@ fn paced_replay_delivers_every_event_in_order() {
         &dir,
         "n_events: 200, rate: 200, realtime: true, pretrigger_samples: 20, seed: 2",
     );
-    let second = run(
+    let second = replay(
         &dir,
-        "replayed.yaml",
-        &format!(
-            "target_directory: replayed
-Buffers:
-{}Workers:
-  player:
-    function: replay.hdf5
-    sinks: [raw]
-    config: {{files: [{}/raw.h5], pace: true, speed: 4}}
-  waveforms:
-    function: export.hdf5
-    sources: [raw]
-",
-            small_raw("{chA: float32}", 64),
-            first.display()
-        ),
+        &small_raw("{chA: float32}", 64),
+        &format!("files: [{}/raw.h5], pace: true, speed: 4", first.display()),
+        "",
     );
     assert_eq!(recorded(&first), recorded(&second));
 }
