@@ -51,6 +51,11 @@ fn reading_events_allocates_nothing() {
         ..CosmicWatchConfig::default()
     })
     .unwrap();
+    // The sink holds what the driver's layout says (v2: event, time_ms, adc, sipm_mv,
+    // deadtime_ms, temp_c).
+    let fields = &daq_drivers::Source::layout(&source).fields;
+    let dtype = Dtype::parse(fields.iter().map(|f| (f.name.as_str(), f.numpy_type))).unwrap();
+    assert_eq!(dtype.record_size(), 8 + 8 + 2 + 4 + 8 + 4);
     let mut imp = DeviceImporter::new(
         "device.cosmicwatch",
         "det",
@@ -58,15 +63,6 @@ fn reading_events_allocates_nothing() {
         Vec::new(),
         true,
     )
-    .unwrap();
-    let dtype = Dtype::parse([
-        ("event", "u8"),
-        ("time_ms", "u8"),
-        ("adc", "u2"),
-        ("sipm_mv", "f4"),
-        ("deadtime_ms", "u8"),
-        ("temp_c", "f4"),
-    ])
     .unwrap();
     let mut data = vec![0u8; dtype.record_size()];
     let mut meta = Metadata::default();

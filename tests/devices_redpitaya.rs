@@ -138,16 +138,21 @@ fn simulated_run_writes_the_seeded_traces_to_hdf5() {
     assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(300), "{s}");
     // Not paced, every triggering pulse becomes a trace, in order: the file holds exactly
     // the simulator's first 300 (1000 samples each; the 100 stale-tail samples dropped).
-    let scope = ScopeSettings {
-        decimation: 4,
-        negator: [false; 2],
-        source: Input::In1,
-        slope: Slope::Rising,
-        mode: TriggerMode::Normal,
-        level: 100,
-        pre: 100,
-        total: 1100,
-    };
+    // The setup's scope settings are the simulator's defaults: decimation 4, no negator,
+    // rising edge of IN1 in normal mode at level 100, 100 of 1100 samples before it.
+    let scope = ScopeSettings::default();
+    let set = &scope;
+    assert_eq!(
+        (set.decimation, set.negator, set.source, set.slope, set.mode),
+        (
+            4,
+            [false; 2],
+            Input::In1,
+            Slope::Rising,
+            TriggerMode::Normal
+        )
+    );
+    assert_eq!((set.level, set.pre, set.total), (100, 100, 1100));
     let sim = McphaSimConfig {
         seed: 11,
         ..McphaSimConfig::default()

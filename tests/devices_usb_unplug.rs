@@ -112,25 +112,32 @@ fn split_by_gap(rows: &[(u64, f64, i64, f64)], gap: &Gap, n: u64) {
     );
 }
 
-/// Runs `file` for `n` events through one unplug of `worker` (the simulator `simulator`):
-/// exit 0, `n` events of `raw`, exactly one gap, and device notes that say each of
-/// `notes_say`. The run directory and the gap.
-fn run_through_gap(
-    d: &Dir,
-    file: &Path,
-    n: u64,
-    worker: &str,
-    simulator: &str,
-    notes_say: &[&str],
-) -> (PathBuf, Gap) {
-    let (code, err, rd) = run(d, file, n);
+/// A simulated device pulled out mid-run: the shipped setup (`tag` names its scratch
+/// directory), the line of its config the unplug `keys` go after, its worker and how the
+/// simulator names it in the log.
+struct Unplug {
+    tag: &'static str,
+    setup: &'static str,
+    after: &'static str,
+    keys: &'static str,
+    worker: &'static str,
+    simulator: &'static str,
+}
+
+/// Runs the setup of `u` for `n` events through its one unplug: exit 0, `n` events of
+/// `raw`, exactly one gap, and device notes that say each of `notes_say`. The scratch
+/// directory, the run directory and the gap.
+fn run_through_gap(u: &Unplug, n: u64, notes_say: &[&str]) -> (Dir, PathBuf, Gap) {
+    let d = Dir::new(u.tag);
+    let file = with_keys(&d, u.setup, u.after, u.keys);
+    let (code, err, rd) = run(&d, &file, n);
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary_events(&rd, "raw"), n);
-    let gap = one_gap(&rd, worker, simulator);
+    let gap = one_gap(&rd, u.worker, u.simulator);
     for said in notes_say {
         assert!(gap.notes.contains(said), "{}", gap.notes);
     }
-    (rd, gap)
+    (d, rd, gap)
 }
 
 /// One row per event in `rows`, events 0..n each once, split by the gap (see
@@ -145,22 +152,20 @@ fn every_event_once_around(rows: &[(u64, f64, i64, f64)], gap: &Gap, n: u64) {
 
 #[test]
 fn unplugged_hantek_comes_back_cold_gets_its_firmware_and_the_run_goes_on() {
-    let d = Dir::new("hantek");
-    let file = with_keys(
-        &d,
-        "hantek6022.yaml",
-        "      sim_amplitude: 1.0\n",
-        "      sim_unplug_at: 0.5\n      sim_unplug_for: 0.4\n",
-    );
+    let hantek = Unplug {
+        tag: "hantek",
+        setup: "hantek6022.yaml",
+        after: "      sim_amplitude: 1.0\n",
+        keys: "      sim_unplug_at: 0.5\n      sim_unplug_for: 0.4\n",
+        worker: "scope",
+        simulator: "the simulated Hantek 6022",
+    };
     let n = 300;
     // Opened at address 5; replugged cold at 6; after the firmware upload it re-enumerated
     // at 7 with the running firmware's id.
-    let (rd, gap) = run_through_gap(
-        &d,
-        &file,
+    let (_d, rd, gap) = run_through_gap(
+        &hantek,
         n,
-        "scope",
-        "the simulated Hantek 6022",
         &[
             "device.port = usb:001:007\n",
             "device.usb_id = 04b5:6022\n",
@@ -179,20 +184,18 @@ fn unplugged_hantek_comes_back_cold_gets_its_firmware_and_the_run_goes_on() {
 
 #[test]
 fn unplugged_picoscope_answers_not_found_then_comes_back_and_the_run_goes_on() {
-    let d = Dir::new("picoscope");
-    let file = with_keys(
-        &d,
-        "picoscope_muon.yaml",
-        "      trigger_direction: falling\n",
-        "      sim_unplug_at: 0.75\n      sim_unplug_for: 0.4\n",
-    );
+    let picoscope = Unplug {
+        tag: "picoscope",
+        setup: "picoscope_muon.yaml",
+        after: "      trigger_direction: falling\n",
+        keys: "      sim_unplug_at: 0.75\n      sim_unplug_for: 0.4\n",
+        worker: "scope",
+        simulator: "the fake PicoScope",
+    };
     let n = 600;
-    let (rd, gap) = run_through_gap(
-        &d,
-        &file,
+    let (_d, rd, gap) = run_through_gap(
+        &picoscope,
         n,
-        "scope",
-        "the fake PicoScope",
         &["PICO_NOT_RESPONDING", "picoscope.reconnects = 1\n"],
     );
     // 200 captures/s in runs of 100: the unplug kills the second run in flight; a rapid
@@ -208,20 +211,18 @@ fn unplugged_picoscope_answers_not_found_then_comes_back_and_the_run_goes_on() {
 
 #[test]
 fn unplugged_drs4_is_power_cycled_found_again_and_the_run_goes_on() {
-    let d = Dir::new("drs4");
-    let file = with_keys(
-        &d,
-        "drs4_sipm.yaml",
-        "      trigger_edge: falling\n",
-        "      sim_unplug_at: 0.3\n      sim_unplug_for: 0.3\n",
-    );
+    let drs4 = Unplug {
+        tag: "drs4",
+        setup: "drs4_sipm.yaml",
+        after: "      trigger_edge: falling\n",
+        keys: "      sim_unplug_at: 0.3\n      sim_unplug_for: 0.3\n",
+        worker: "digitizer",
+        simulator: "the simulated DRS4 board",
+    };
     let n = 1500;
-    let (rd, gap) = run_through_gap(
-        &d,
-        &file,
+    let (_d, rd, gap) = run_through_gap(
+        &drs4,
         n,
-        "digitizer",
-        "the simulated DRS4 board",
         &["drs4.reconnects = 1\n", "device.serial = 2989\n"],
     );
     // Every event holds the CH1 pulse it triggered on; one row per event for the split.
