@@ -19,8 +19,8 @@ use runs::SmallDisk;
 
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::export::hdf5::{
-    no_inherited_files, recover, BufferHandle, BufferOptions, Compression, RunFileWriter, RunInfo,
-    RunStats, WriterOptions,
+    no_inherited_files, recover, BufferHandle, BufferOptions, Compression, RunFileWriter, RunStats,
+    WriterOptions,
 };
 use daq_engine::export::{inspect, read_buffer, ExportError};
 
@@ -49,15 +49,7 @@ fn raw_writer(
     flush_interval: Duration,
     compression: Compression,
 ) -> (RunFileWriter, BufferHandle) {
-    let mut w = RunFileWriter::create(
-        path,
-        RunInfo::new("crash test"),
-        WriterOptions {
-            flush_interval,
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(path, "crash test", flush_interval);
     let b = w
         .add_buffer(
             "raw",
@@ -286,15 +278,7 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
 /// default chunks (1 MiB, sized by the writer at its first flush): 15 flushes 90 events
 /// (369 kB) apart, then 7 more events; waits to be killed.
 fn slow_killed_writer(path: &Path) {
-    let mut w = RunFileWriter::create(
-        path,
-        RunInfo::new("crash test"),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(path, "crash test", Duration::from_secs(3600));
     let b = w
         .add_buffer("raw", &dtype(), DATA_LENGTH, BufferOptions::default())
         .unwrap();

@@ -257,15 +257,7 @@ fn bad_input_gives_typed_errors() {
     let dir = temp_dir("errors");
     let dtype = Dtype::parse([("x", "f4")]).unwrap();
     let path = dir.join("run.h5");
-    let mut w = RunFileWriter::create(
-        &path,
-        RunInfo::new(""),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(&path, "", Duration::from_secs(3600));
     assert!(matches!(
         RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()),
         Err(ExportError::Create { .. })
@@ -324,15 +316,7 @@ fn dropped_writer_keeps_events_and_says_not_closed_cleanly() {
     let dtype = Dtype::parse([("x", "i8")]).unwrap();
     let path = dir.join("run.h5");
     {
-        let mut w = RunFileWriter::create(
-            &path,
-            RunInfo::new(""),
-            WriterOptions {
-                flush_interval: Duration::ZERO,
-                ..WriterOptions::default()
-            },
-        )
-        .unwrap();
+        let mut w = hdf5_files::writer_flushing_every(&path, "", Duration::ZERO);
         let b = w
             .add_buffer("b", &dtype, 3, BufferOptions::default())
             .unwrap();
@@ -506,15 +490,7 @@ fn write_events(
     chunk_events: usize,
     flush_after: impl Fn(usize) -> bool,
 ) -> u64 {
-    let mut w = RunFileWriter::create(
-        path,
-        RunInfo::new("x"),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(path, "x", Duration::from_secs(3600));
     let b = w
         .add_buffer(
             "raw",

@@ -50,3 +50,21 @@ pub fn chunk_filter_masks(path: &Path) -> Vec<u32> {
         .map(|i| ds.chunk_info(i).unwrap().filter_mask)
         .collect()
 }
+
+/// A run file at `path` for the setup text `setup`, flushed every `flush_interval` (and
+/// never otherwise by time).
+pub fn writer_flushing_every(
+    path: &Path,
+    setup: &str,
+    flush_interval: std::time::Duration,
+) -> daq_engine::export::hdf5::RunFileWriter {
+    daq_engine::export::hdf5::RunFileWriter::create(
+        path,
+        daq_engine::export::hdf5::RunInfo::new(setup),
+        daq_engine::export::hdf5::WriterOptions {
+            flush_interval,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
