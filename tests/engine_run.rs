@@ -144,6 +144,19 @@ fn wait_running(dir: &Dir) -> PathBuf {
     run
 }
 
+/// What [`ran`] waits for a run that has no reason to be slow: long enough for any load, and
+/// a hung run still fails the test.
+const LONG: Duration = Duration::from_secs(600);
+
+/// Runs setup `text` (as `setup.yaml`) in `dir` with `extra` arguments to its end, at most
+/// `limit`, expecting exit 0: what it said and its run directory.
+fn ran(dir: &Dir, text: &str, extra: &[&str], limit: Duration) -> (String, PathBuf) {
+    let s = dir.write("setup.yaml", text);
+    let (code, out) = finish_within(start(dir, &s, extra), limit);
+    assert_eq!(code, 0, "{out}");
+    (out, dir.run_dir())
+}
+
 /// The run of setup `text` in a scratch directory `tag`, going: the directory, the engine
 /// and its run directory, once events flow.
 fn running(tag: &str, text: &str) -> (Dir, Child, PathBuf) {
@@ -176,10 +189,7 @@ fn kill(pid: u32, sig: nix::sys::signal::Signal) {
 fn every_event_arrives_exactly_once_through_multiprocess_workers() {
     let dir = Dir::new("exact");
     let n = 200_000u64;
-    let s = dir.write("setup.yaml", &setup(n, 2, 2));
-    let (code, text) = finish(start(&dir, &s, &[]));
-    assert_eq!(code, 0, "{text}");
-    let run = dir.run_dir();
+    let (_, run) = ran(&dir, &setup(n, 2, 2), &[], LONG);
     let expected_sum = n * (n - 1) / 2;
     // `sink` (2 processes) reads `copy`, written by 2 filter processes: together every event.
     let a = sink_reports(&run, "sink");
@@ -327,10 +337,12 @@ fn a_second_sigint_aborts() {
 #[test]
 fn max_events_stops_the_importer_exactly() {
     let dir = Dir::new("limit");
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
-    let (code, text) = finish(start(&dir, &s, &["--max-events", "12345"]));
-    assert_eq!(code, 0, "{text}");
-    let run = dir.run_dir();
+    let (_, run) = ran(
+        &dir,
+        &setup(1_000_000_000, 1, 1),
+        &["--max-events", "12345"],
+        LONG,
+    );
     assert_eq!(sink_reports(&run, "sink").events, 12_345);
     assert_eq!(sink_reports(&run, "sink2").events, 12_345);
 }
@@ -597,11 +609,8 @@ fn a_restarted_importer_resumes_and_its_consumers_get_every_event() {
         "    config: {n_events: 20000, fail_at: 4999}\n    restart: on-failure",
     );
     assert!(text.contains("fail_at"));
-    let s = dir.write("setup.yaml", &text);
-    let (code, out) = finish_within(start(&dir, &s, &[]), Duration::from_secs(120));
-    assert_eq!(code, 0, "{out}");
+    let (out, run) = ran(&dir, &text, &[], Duration::from_secs(120));
     assert!(out.contains("starting it again"), "{out}");
-    let run = dir.run_dir();
     let sum = n * (n - 1) / 2;
     for sink in ["sink", "sink2"] {
         let r = sink_reports(&run, sink);
@@ -648,10 +657,7 @@ fn a_reader_that_leaves_early_does_not_hang_the_run() {
         "  sink2:\n    function: bench.sink\n    sources: [raw]\n    config: {leave_after: 1000}\n",
     );
     assert!(text.contains("leave_after"));
-    let s = dir.write("setup.yaml", &text);
-    let (code, out) = finish_within(start(&dir, &s, &[]), Duration::from_secs(120));
-    assert_eq!(code, 0, "{out}");
-    let run = dir.run_dir();
+    let (_, run) = ran(&dir, &text, &[], Duration::from_secs(120));
     let summary = books_balance(&run);
     let b = &summary["readers"]["raw"]["sink2"];
     assert_eq!(b["delivered"], 1000, "{b}");

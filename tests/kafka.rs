@@ -401,12 +401,8 @@ fn hashable(e: &(Vec<u8>, f64)) -> (&[u8], u64) {
 
 #[test]
 fn two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source() {
-    let Some((_broker, dir, b)) = with_broker(
-        "two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source",
-        "hosts",
-        &["waveforms"],
-        2,
-    ) else {
+    let test = "two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source";
+    let Some((_broker, dir, b)) = with_broker(test, "hosts", &["waveforms"], 2) else {
         return;
     };
     // The consumer first, so it reads while the producers run; it ends 15 s after the last
@@ -485,12 +481,8 @@ Workers:
 /// every event of both producers arrives exactly once, in order per source.
 #[test]
 fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
-    let Some((_broker, dir, b)) = with_broker(
-        "two_consuming_engines_in_one_group_share_the_partitions_every_event_once",
-        "group",
-        &["waveforms"],
-        2,
-    ) else {
+    let test = "two_consuming_engines_in_one_group_share_the_partitions_every_event_once";
+    let Some((_broker, dir, b)) = with_broker(test, "group", &["waveforms"], 2) else {
         return;
     };
     let a = start(&dir, "a.yaml", &consumer_setup(&b, "analysis_a", 15.0));
@@ -717,12 +709,8 @@ fn a_rebalance_mid_stream_a_member_joins_and_one_leaves_every_event_once() {
 #[test]
 fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
     use rdkafka::message::Message;
-    let Some((broker, dir, b)) = with_broker(
-        "a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order",
-        "away-mid-run",
-        &["waveforms"],
-        1,
-    ) else {
+    let test = "a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order";
+    let Some((broker, dir, b)) = with_broker(test, "away-mid-run", &["waveforms"], 1) else {
         return;
     };
     // 2000 waveforms of 512 B at 400 Hz (5 s); the client holds 100 kB (~140 messages), so
@@ -1013,12 +1001,8 @@ Workers:
 #[test]
 fn da00_of_a_digitizer_carries_its_volts_per_count() {
     use rdkafka::message::Message;
-    let Some((_broker, dir, b)) = with_broker(
-        "da00_of_a_digitizer_carries_its_volts_per_count",
-        "scale",
-        &["traces"],
-        1,
-    ) else {
+    let test = "da00_of_a_digitizer_carries_its_volts_per_count";
+    let Some((_broker, dir, b)) = with_broker(test, "scale", &["traces"], 1) else {
         return;
     };
     let setup = dir.write(
