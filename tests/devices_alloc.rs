@@ -135,27 +135,28 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
         ..McphaSimConfig::default()
     })
     .unwrap();
-    let m = redpitaya::open(McphaConfig {
-        address: sim.addr().to_string(),
-        ..McphaConfig::default()
-    })
-    .unwrap();
+    let mcpha = |mode: McphaMode| -> Box<dyn daq_drivers::Source> {
+        Box::new(
+            redpitaya::open(McphaConfig {
+                address: sim.addr().to_string(),
+                mode,
+                ..McphaConfig::default()
+            })
+            .unwrap(),
+        )
+    };
+    let stream = McphaConfig::default().mode;
     assert_eq!(
-        allocations_reading(Box::new(m), &dtype, 300),
+        allocations_reading(mcpha(stream), &dtype, 300),
         0,
         "mcpha stream"
     );
     // The upstream way: a status request per poll, then the trace.
-    let m = redpitaya::open(McphaConfig {
-        address: sim.addr().to_string(),
-        mode: McphaMode::Traces(TraceAcquisition::Poll {
-            poll: Duration::from_millis(1),
-        }),
-        ..McphaConfig::default()
-    })
-    .unwrap();
+    let poll = McphaMode::Traces(TraceAcquisition::Poll {
+        poll: Duration::from_millis(1),
+    });
     assert_eq!(
-        allocations_reading(Box::new(m), &dtype, 100),
+        allocations_reading(mcpha(poll), &dtype, 100),
         0,
         "mcpha poll"
     );

@@ -41,6 +41,14 @@ fn with_broker(
     Some((broker, Dir::new(&format!("kafka-{tag}")), address))
 }
 
+/// Waits (at most [`RUN_LIMIT`]) for the engine `child` to end and asserts it exits 0; the
+/// message is `what`, what the run said and `more` (the broker's log, say). What the run said.
+fn ended(child: Child, what: &str, more: &str) -> String {
+    let (code, text) = finish_within(child, RUN_LIMIT);
+    assert_eq!(code, 0, "{what}{text}\n{more}");
+    text
+}
+
 fn start(dir: &Dir, name: &str, text: &str) -> Child {
     let setup = dir.write(name, text);
     Command::new(EXE)
@@ -326,8 +334,7 @@ Workers:
 "
         ),
     );
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}\n{}", broker.log());
+    ended(child, "", &broker.log());
     let run = run_dir(&dir, "kinds");
     books_balance(&run);
     let raw = kafka_counts(&run, "to_kafka_raw");
@@ -430,11 +437,9 @@ Workers:
     let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));
     let two = start(&dir, "host2.yaml", &producer_setup(&b, "host2", 4, 500, ""));
     for (name, child) in [("host1", one), ("host2", two)] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}");
+        ended(child, &format!("{name}: "), "");
     }
-    let (code, text) = finish_within(consumer, RUN_LIMIT);
-    assert_eq!(code, 0, "analysis: {text}");
+    ended(consumer, "analysis: ", "");
     let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
     let mut total = 0;
     for (host, n) in [("host1", 600), ("host2", 500)] {
@@ -500,8 +505,7 @@ fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
         ("analysis_a", a),
         ("analysis_c", c),
     ] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}");
+        ended(child, &format!("{name}: "), "");
     }
     let got: Vec<Vec<(Vec<u8>, f64)>> = ["analysis_a", "analysis_c"]
         .iter()
@@ -637,13 +641,11 @@ fn a_rebalance_mid_stream_a_member_joins_and_one_leaves_every_event_once() {
     signal(a.id(), nix::sys::signal::Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
     signal(writer[0], nix::sys::signal::Signal::SIGCONT);
-    let (code, text) = finish_within(a, RUN_LIMIT);
-    assert_eq!(code, 0, "analysis_a: {text}");
+    ended(a, "analysis_a: ", "");
     wait_shared(&dir, &["analysis_b"], 4);
     flowing("B took A's partitions");
     for (name, child) in [("host1", one), ("host2", two), ("analysis_b", c)] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}");
+        ended(child, &format!("{name}: "), "");
     }
     for t in ["analysis_a", "analysis_b"] {
         books_balance(&run_dir(&dir, t));
@@ -730,8 +732,7 @@ fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
     broker.pause(true);
     std::thread::sleep(Duration::from_secs(4));
     broker.pause(false);
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}\n{}", broker.log());
+    ended(child, "", &broker.log());
     let run = run_dir(&dir, "restart");
     books_balance(&run);
     let counts = kafka_counts_agree(&run, "to_kafka");
@@ -828,8 +829,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_every_event_once() {
     broker.restart();
     let mut consumed = 0;
     for (name, child) in [("host1", one), ("host2", two), ("analysis", consumer)] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}\n{}", broker.log());
+        ended(child, &format!("{name}: "), &broker.log());
     }
     let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
     for host in ["host1", "host2"] {
@@ -903,8 +903,7 @@ Workers:
 "
         ),
     );
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}");
+    ended(child, "", "");
     let run = run_dir(&dir, "away");
     let summary = books_balance(&run);
     assert_eq!(summary["events"]["raw"], 500, "{summary}");
@@ -1039,8 +1038,7 @@ Workers:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}");
+    let text = ended(child, "", "");
     let run = run_dir(&dir, "rp");
     let sent = kafka_counts(&run, "to_kafka")["delivered"]
         .as_u64()
@@ -1223,8 +1221,7 @@ Workers:
 "
         ),
     );
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}");
+    ended(child, "", "");
     // The question on the wire: ListOffsets with the time in ms (big-endian i64).
     let asked = (from * 1000).to_be_bytes();
     let list_offsets = proxy.requests(2);
