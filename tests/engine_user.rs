@@ -25,23 +25,31 @@ fn built(rel: &str, how: &str) -> PathBuf {
     p
 }
 
-fn run(exe: &Path, dir: &Path, setup: &str) -> (i32, String, PathBuf) {
+/// Writes `setup` as `setup.yaml` into `dir` (made anew) and runs `exe <args…>` there to its
+/// end: (exit code, -1 for a signal; stderr).
+fn run_in(dir: &Path, setup: &str, exe: &Path, args: &[&str]) -> (i32, String) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("setup.yaml"), setup).unwrap();
     let out = Command::new(exe)
-        .arg("setup.yaml")
-        .arg("--quiet")
+        .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run(exe: &Path, dir: &Path, setup: &str) -> (i32, String, PathBuf) {
+    let (code, text) = run_in(dir, setup, exe, &["setup.yaml", "--quiet"]);
     let run_dir = std::fs::read_dir(dir.join("runs"))
         .ok()
         .and_then(|mut d| d.next())
         .map(|e| e.unwrap().path())
         .unwrap_or_default();
-    (out.status.code().unwrap_or(-1), text, run_dir)
+    (code, text, run_dir)
 }
 
 fn sink_events(run_dir: &Path) -> u64 {
@@ -144,19 +152,7 @@ fn a_users_own_binary_runs_its_compiled_in_function() {
 
 /// `daq-engine check` on the setup in `dir`: (exit code, stderr).
 fn check(dir: &Path, setup: &str) -> (i32, String) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("setup.yaml"), setup).unwrap();
-    let out = Command::new(EXE)
-        .arg("check")
-        .arg("setup.yaml")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_in(dir, setup, Path::new(EXE), &["check", "setup.yaml"])
 }
 
 /// issue 12, item 9: `check` loads user libraries as the run would, each in a child process
