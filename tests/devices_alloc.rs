@@ -56,47 +56,26 @@ fn reading_events_allocates_nothing() {
     let fields = &daq_drivers::Source::layout(&source).fields;
     let dtype = Dtype::parse(fields.iter().map(|f| (f.name.as_str(), f.numpy_type))).unwrap();
     assert_eq!(dtype.record_size(), 8 + 8 + 2 + 4 + 8 + 4);
-    let mut imp = DeviceImporter::new(
-        "device.cosmicwatch",
-        "det",
-        Box::new(source),
-        Vec::new(),
-        true,
-    )
-    .unwrap();
-    let mut data = vec![0u8; dtype.record_size()];
-    let mut meta = Metadata::default();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut read = |imp: &mut DeviceImporter, n: u64| {
-        let target = imp.events() + n;
-        while imp.events() < target {
-            assert!(Instant::now() < deadline, "simulator too slow");
-            let mut ev = EventMut {
-                data: &mut data,
-                meta: &mut meta,
-                dtype: &dtype,
-            };
-            let p = imp.next(&mut ev).unwrap();
-            assert_ne!(p, Produced::End);
-        }
-    };
-    // Warm up: the header, the name line, first buffer fills.
-    read(&mut imp, 20);
-    COUNTING.with(|c| c.set(true));
-    read(&mut imp, 200);
-    COUNTING.with(|c| c.set(false));
     assert_eq!(
-        COUNT.with(|n| n.get()),
+        allocations_reading(("device.cosmicwatch", "det"), Box::new(source), &dtype, 200),
         0,
         "allocations while reading 200 events"
     );
 }
 
+/// The Red Pitaya importer worker of the trace tests.
+const RP: (&str, &str) = ("device.redpitaya", "rp");
+
 /// Reads 20 events to warm up, then counts the allocations of this thread over `n` more
-/// events from `source` (records of `dtype`).
-fn allocations_reading(source: Box<dyn daq_drivers::Source>, dtype: &Dtype, n: u64) -> u64 {
+/// events from `source` (records of `dtype`) as the worker `(function, name)`.
+fn allocations_reading(
+    (function, name): (&'static str, &'static str),
+    source: Box<dyn daq_drivers::Source>,
+    dtype: &Dtype,
+    n: u64,
+) -> u64 {
     let mut data = vec![0u8; source.layout().event_size()];
-    let mut imp = DeviceImporter::new("device.redpitaya", "rp", source, Vec::new(), true).unwrap();
+    let mut imp = DeviceImporter::new(function, name, source, Vec::new(), true).unwrap();
     let mut meta = Metadata::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut read = |imp: &mut DeviceImporter, n: u64| {
@@ -147,7 +126,7 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
     };
     let stream = McphaConfig::default().mode;
     assert_eq!(
-        allocations_reading(mcpha(stream), &dtype, 300),
+        allocations_reading(RP, mcpha(stream), &dtype, 300),
         0,
         "mcpha stream"
     );
@@ -156,7 +135,7 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
         poll: Duration::from_millis(1),
     });
     assert_eq!(
-        allocations_reading(mcpha(poll), &dtype, 100),
+        allocations_reading(RP, mcpha(poll), &dtype, 100),
         0,
         "mcpha poll"
     );
@@ -171,5 +150,5 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
         ..ScpiConfig::default()
     })
     .unwrap();
-    assert_eq!(allocations_reading(Box::new(s), &dtype, 100), 0, "scpi");
+    assert_eq!(allocations_reading(RP, Box::new(s), &dtype, 100), 0, "scpi");
 }

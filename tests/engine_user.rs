@@ -52,6 +52,17 @@ fn run(exe: &Path, dir: &Path, setup: &str) -> (i32, String, PathBuf) {
     (code, text, run_dir)
 }
 
+/// The C maths library: a shared library that is no plugin.
+fn libm() -> &'static str {
+    [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libm")
+}
+
 fn sink_events(run_dir: &Path) -> u64 {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("bench_sink_0.json")).unwrap())
@@ -116,13 +127,7 @@ fn a_shared_library_filter_runs_in_the_pipeline() {
 #[test]
 fn a_library_that_is_not_a_plugin_is_refused_with_exit_2() {
     let dir = std::env::temp_dir().join(format!("daq-user-bad-{}", std::process::id()));
-    let libc = [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/usr/lib/x86_64-linux-gnu/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("libm");
+    let libc = libm();
     let setup = pipeline(
         &format!("    file: {libc}\n    function: user.peak_above\n    config: {{channel: chA, level: 0}}"),
         10,
@@ -179,13 +184,7 @@ fn check_loads_user_libraries_in_a_child_process() {
         "{text}"
     );
     // A library that is no plugin.
-    let libm = [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/usr/lib/x86_64-linux-gnu/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("libm");
+    let libm = libm();
     let (code, text) = check(&dir, &with(libm, "user.peak_above"));
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("not a daq-engine worker library"), "{text}");

@@ -414,25 +414,7 @@ fn two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_sourc
     };
     // The consumer first, so it reads while the producers run; it ends 15 s after the last
     // message.
-    let consumer = start(
-        &dir,
-        "analysis.yaml",
-        &format!(
-            "target_directory: analysis
-Buffers:
-  raw: {{slot_count: 256, data_length: 64, data_dtype: {{chA: float32, chB: float32}}}}
-Workers:
-  from_kafka:
-    function: source.kafka
-    sinks: [raw]
-    config: {{brokers: '{b}', topic: waveforms, group_id: analysis, idle_end: 15.0}}
-  raw_file:
-    function: export.hdf5
-    sources: [raw]
-    config: {{compression: none}}
-"
-        ),
-    );
+    let consumer = start(&dir, "analysis.yaml", &consumer_setup(&b, "analysis", 15.0));
     // digitizer_1 and digitizer_4 are keyed to different partitions (CRC32 of the key).
     let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));
     let two = start(&dir, "host2.yaml", &producer_setup(&b, "host2", 4, 500, ""));
