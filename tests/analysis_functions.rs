@@ -11,30 +11,16 @@ use daq_engine::analysis::simulate::SimulatePulses;
 use daq_engine::analysis::trace::FieldAccess;
 use daq_engine::analysis::trigger::{Coincidence, Prescale, Threshold};
 use daq_engine::analysis::{functions, EventCollector};
-use daq_engine::dtype::{Dtype, Metadata};
+use daq_engine::dtype::Metadata;
 use daq_engine::worker::{
-    BufferShape, BuildContext, EventMut, EventRef, Exporter, Filter, Importer, Observer, Processor,
-    Produced, SinkMask,
+    BufferShape, EventMut, EventRef, Exporter, Filter, Importer, Observer, Processor, Produced,
+    SinkMask,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-fn shape(name: &str, fields: &[(&str, &str)], len: usize) -> BufferShape {
-    BufferShape {
-        name: name.into(),
-        dtype: Dtype::parse(fields.iter().copied()).unwrap(),
-        data_length: len,
-    }
-}
-
-fn ctx(worker: &str, cfg: Value, src: &[&BufferShape], sink: &[&BufferShape]) -> BuildContext {
-    BuildContext::for_test(
-        worker,
-        cfg,
-        src.iter().map(|s| (*s).clone()).collect(),
-        sink.iter().map(|s| (*s).clone()).collect(),
-    )
-}
+mod analysis_common;
+use analysis_common::{ctx, next_of, pulse_finder, shape, simulator};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("daq_analysis_{tag}_{}", std::process::id()));
@@ -44,7 +30,7 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 
 /// `n` events from a simulator with config `cfg` into `raw`.
 fn simulate(cfg: Value, raw: &BufferShape, n: usize) -> Vec<(Metadata, Vec<u8>)> {
-    let mut sim = SimulatePulses::build(&ctx("sim", cfg, &[], &[raw])).unwrap();
+    let mut sim = simulator("sim", cfg, raw);
     let size = raw.data_length * raw.dtype.record_size();
     (0..n)
         .map(|i| {
@@ -53,12 +39,10 @@ fn simulate(cfg: Value, raw: &BufferShape, n: usize) -> Vec<(Metadata, Vec<u8>)>
                 counter: i as i64,
                 ..Metadata::default()
             };
-            let mut ev = EventMut {
-                data: &mut data,
-                meta: &mut meta,
-                dtype: &raw.dtype,
-            };
-            assert_eq!(sim.next(&mut ev).unwrap(), Produced::Event);
+            assert_eq!(
+                next_of(&mut sim, &mut data, &mut meta, &raw.dtype),
+                Produced::Event
+            );
             (meta, data)
         })
         .collect()
@@ -189,13 +173,7 @@ fn same_seed_same_samples_and_n_events_ends() {
     assert_ne!(a[0].1, c[0].1);
     // Timestamps advance (exponential gaps at 1 kHz).
     assert!(a[1].0.timestamp > a[0].0.timestamp && a[2].0.timestamp > a[1].0.timestamp);
-    let mut sim = SimulatePulses::build(&ctx(
-        "s",
-        json!({"n_events": 2, "pretrigger_samples": 30}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
+    let mut sim = simulator("s", json!({"n_events": 2, "pretrigger_samples": 30}), &raw);
     let mut data = vec![0u8; 300 * 6];
     let mut meta = Metadata::default();
     let mut results = vec![];
@@ -358,8 +336,7 @@ fn pulse_finder_emits_one_record_per_pulse_with_the_event_counter() {
         &raw,
         10,
     );
-    let mut pf =
-        PulseFinder::build(&ctx("p", json!({"threshold": 0.05}), &[&raw], &[&feat])).unwrap();
+    let mut pf = pulse_finder("p", json!({"threshold": 0.05}), &raw, &feat);
     let mut out = EventCollector::new(std::slice::from_ref(&feat));
     for e in &evs {
         out.input_meta = e.0;
@@ -622,35 +599,24 @@ fn realtime_waits_for_the_next_arrival_and_returns_idle_when_it_is_far() {
     let mut data = vec![0u8; 64 * 4];
     let mut meta = Metadata::default();
     // At 1 mHz the first arrival is ~1000 s away: the call sleeps at most 100 ms and says Idle.
-    let mut slow = SimulatePulses::build(&ctx(
+    let mut slow = simulator(
         "s",
         json!({"realtime": true, "rate": 0.001, "pretrigger_samples": 10, "seed": 1}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
-    let mut ev = EventMut {
-        data: &mut data,
-        meta: &mut meta,
-        dtype: &raw.dtype,
-    };
-    assert_eq!(slow.next(&mut ev).unwrap(), Produced::Idle);
+        &raw,
+    );
+    assert_eq!(
+        next_of(&mut slow, &mut data, &mut meta, &raw.dtype),
+        Produced::Idle
+    );
     // At 1 GHz every arrival is already due: events come without sleeping.
-    let mut fast = SimulatePulses::build(&ctx(
+    let mut fast = simulator(
         "s",
         json!({"realtime": true, "rate": 1e9, "pretrigger_samples": 10, "n_events": 5}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
+        &raw,
+    );
     let mut kinds = vec![];
     for _ in 0..6 {
-        let mut ev = EventMut {
-            data: &mut data,
-            meta: &mut meta,
-            dtype: &raw.dtype,
-        };
-        kinds.push(fast.next(&mut ev).unwrap());
+        kinds.push(next_of(&mut fast, &mut data, &mut meta, &raw.dtype));
     }
     assert_eq!(kinds.iter().filter(|k| **k == Produced::Event).count(), 5);
     assert_eq!(kinds[5], Produced::End);
@@ -663,21 +629,14 @@ fn realtime_source_does_not_catch_up_after_the_engine_held_it() {
     let raw = shape("raw", &[("ch0", "f4")], 64);
     let mut data = vec![0u8; 64 * 4];
     let mut meta = Metadata::default();
-    let mut sim = SimulatePulses::build(&ctx(
+    let mut sim = simulator(
         "s",
         json!({"realtime": true, "rate": 2000.0, "pretrigger_samples": 10, "seed": 3}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
+        &raw,
+    );
     let mut next = |sim: &mut SimulatePulses, held: f64| {
         meta.deadtime = held;
-        let mut ev = EventMut {
-            data: &mut data,
-            meta: &mut meta,
-            dtype: &raw.dtype,
-        };
-        let p = sim.next(&mut ev).unwrap();
+        let p = next_of(sim, &mut data, &mut meta, &raw.dtype);
         (p, meta.timestamp)
     };
     let mut before = 0.0;

@@ -2,37 +2,20 @@
 //! and times, the muon lifetime through the whole chain, and a two-line spectrum.
 
 use daq_engine::analysis::histogram::{FitOutcome, HistogramExport};
-use daq_engine::analysis::pulses::{PulseFinder, PulsePairs};
+use daq_engine::analysis::pulses::PulsePairs;
 use daq_engine::analysis::simulate::SimulatePulses;
 use daq_engine::analysis::trigger::Threshold;
 use daq_engine::analysis::EventCollector;
 use daq_engine::dtype::{Dtype, Metadata};
-use daq_engine::worker::{
-    BufferShape, BuildContext, EventMut, EventRef, Exporter, Filter, Importer, Processor, Produced,
-};
+use daq_engine::worker::{EventMut, EventRef, Exporter, Filter, Importer, Processor, Produced};
 use serde_json::{json, Value};
 
-fn shape(name: &str, fields: &[(&str, &str)], len: usize) -> BufferShape {
-    BufferShape {
-        name: name.into(),
-        dtype: Dtype::parse(fields.iter().copied()).unwrap(),
-        data_length: len,
-    }
-}
-
-fn ctx(worker: &str, cfg: Value, src: &[&BufferShape], sink: &[&BufferShape]) -> BuildContext {
-    BuildContext::for_test(
-        worker,
-        cfg,
-        src.iter().map(|s| (*s).clone()).collect(),
-        sink.iter().map(|s| (*s).clone()).collect(),
-    )
-}
+mod analysis_common;
+use analysis_common::{ctx, next_of, pulse_finder, shape, simulator};
 
 /// Produces one event into `data`; panics if the simulator does not produce one.
 fn produce(sim: &mut SimulatePulses, data: &mut [u8], meta: &mut Metadata, dtype: &Dtype) {
-    let mut ev = EventMut { data, meta, dtype };
-    assert_eq!(sim.next(&mut ev).unwrap(), Produced::Event);
+    assert_eq!(next_of(sim, data, meta, dtype), Produced::Event);
 }
 
 struct Residuals {
@@ -47,22 +30,19 @@ struct Residuals {
 fn pulse_residuals(noise: f64, n: usize) -> Residuals {
     let raw = shape("raw", &[("ch0", "f4")], 1024);
     let feat = shape("feat", &[("height", "f8"), ("time", "f8")], 1);
-    let mut sim = SimulatePulses::build(&ctx(
+    let mut sim = simulator(
         "sim",
         json!({"noise": noise, "noise_generator": "ziggurat", "decay_fraction": 1.0,
                "lifetime": 8e-7, "amplitude": "gaussian", "amplitude_mean": 0.5,
                "amplitude_sigma": 0.1, "seed": 42, "pretrigger_samples": 100}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
-    let mut finder = PulseFinder::build(&ctx(
+        &raw,
+    );
+    let mut finder = pulse_finder(
         "pha",
         json!({"threshold": 0.05, "baseline_samples": 50}),
-        &[&raw],
-        &[&feat],
-    ))
-    .unwrap();
+        &raw,
+        &feat,
+    );
     let cf = sim.shape().rise_crossing(0.5).unwrap();
     let mut data = vec![0u8; 1024 * 4];
     let mut meta = Metadata::default();
@@ -140,21 +120,18 @@ fn noisy_heights_spread_as_the_noise_predicts() {
 fn integer_adc_heights_scale_back_to_volts() {
     let raw = shape("raw", &[("IN1", "i2")], 512);
     let feat = shape("feat", &[("height", "f4")], 1);
-    let mut sim = SimulatePulses::build(&ctx(
+    let mut sim = simulator(
         "sim",
         json!({"noise": 0.0, "amplitude": "fixed", "amplitude_mean": 0.4, "adc_bits": 12,
                "adc_range": 1.0, "seed": 3}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
-    let mut finder = PulseFinder::build(&ctx(
+        &raw,
+    );
+    let mut finder = pulse_finder(
         "pha",
         json!({"threshold": 0.05, "scale": 1.0 / 2048.0}),
-        &[&raw],
-        &[&feat],
-    ))
-    .unwrap();
+        &raw,
+        &feat,
+    );
     let mut data = vec![0u8; 512 * 2];
     let mut meta = Metadata::default();
     produce(&mut sim, &mut data, &mut meta, &raw.dtype);
@@ -186,14 +163,12 @@ fn muon_lifetime_chain_recovers_the_injected_lifetime() {
         &[("delay", "f8"), ("height1", "f4"), ("height2", "f4")],
         1,
     );
-    let mut sim = SimulatePulses::build(&ctx(
+    let mut sim = simulator(
         "muon_source",
         json!({"sample_interval": 4e-9, "pretrigger_samples": 100, "decay_fraction": 1.0,
                "n_events": n_events, "seed": 2197, "noise": 0.002}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
+        &raw,
+    );
     let mut trigger = Threshold::build(&ctx(
         "trigger",
         json!({"level": 0.05, "channels": ["ch0"]}),
@@ -304,22 +279,19 @@ fn two_line_spectrum_peaks_are_found_where_injected() {
     std::fs::create_dir_all(&dir).unwrap();
     let raw = shape("raw", &[("ch0", "f4")], 256);
     let feat = shape("pulses", &[("channel", "u1"), ("height", "f4")], 1);
-    let mut sim = SimulatePulses::build(&ctx(
+    let mut sim = simulator(
         "source",
         json!({"amplitude": "lines", "line_amplitudes": [0.3, 0.6], "line_weights": [0.6, 0.4],
                "resolution": 0.03, "noise": 0.001, "pretrigger_samples": 60,
                "n_events": n_events, "seed": 60}),
-        &[],
-        &[&raw],
-    ))
-    .unwrap();
-    let mut pha = PulseFinder::build(&ctx(
+        &raw,
+    );
+    let mut pha = pulse_finder(
         "pha",
         json!({"threshold": 0.05, "baseline_samples": 40}),
-        &[&raw],
-        &[&feat],
-    ))
-    .unwrap();
+        &raw,
+        &feat,
+    );
     let mut hctx = ctx(
         "spectrum",
         json!({"bins": {"height": [0.0, 1.0, 400]},

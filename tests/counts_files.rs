@@ -13,10 +13,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
-mod device_runs;
-use device_runs::Dir;
+mod runs;
+use runs::{exited_0, simulated, stderr, Dir};
 
 /// The documented recipe, applied to every field with a scale: the largest difference from
 /// the volts file in counts, per field, as `field max_counts` lines.
@@ -47,18 +45,34 @@ fn run(tag: &str, setup: &str, format: &str, dtype: &str, n: u64) -> (Dir, PathB
         setup.replace("{FORMAT}", format).replace("{DTYPE}", dtype),
     )
     .unwrap();
-    let out = Command::new(EXE)
-        .arg(&file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
-        .arg(n.to_string())
-        .arg("--target-directory")
-        .arg(&dir.0)
+    let out = simulated(&file, n, &dir.0)
         .output()
         .expect("run daq-engine");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{format}: {err}");
-    let h5 = dir.run_dir().join("raw.h5");
+    let h5 = dir.only_dir().join("raw.h5");
     (dir, h5)
+}
+
+/// Runs [`RECIPE`] with `py` on buffer `buffer` of the two files, expecting success (the
+/// message starts with `tag`): its output, one `field max_counts` line per scaled field.
+fn recipe(
+    py: &str,
+    counted: &std::path::Path,
+    volts: &std::path::Path,
+    buffer: &str,
+    tag: &str,
+) -> String {
+    let out = Command::new(py)
+        .args(["-c", RECIPE])
+        .arg(counted)
+        .arg(volts)
+        .arg(buffer)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{tag}{text}{}", stderr(&out));
+    text
 }
 
 /// Runs the pair and checks the counts file against the volts file: the scale attributes of
@@ -87,19 +101,7 @@ fn counts_match_volts(tag: &str, setup: &str, counts: &str, fields: &[&str], n: 
             return;
         }
     };
-    let out = Command::new(py)
-        .args(["-c", RECIPE])
-        .arg(&counted)
-        .arg(&volts)
-        .arg("raw")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{tag}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = recipe(&py, &counted, &volts, "raw", &format!("{tag}: "));
     let mut seen = Vec::new();
     for line in text.lines() {
         let (field, off) = line.split_once(' ').unwrap();
@@ -256,19 +258,7 @@ fn simulator_counts_behind_a_filter_give_the_volts_with_the_recipe() {
     assert!(facts.contains("chA.volts_per_count"), "{facts}");
     match daq_engine::export::bench::h5py_python() {
         Ok(py) => {
-            let out = Command::new(py)
-                .args(["-c", RECIPE])
-                .arg(&counted)
-                .arg(&volts)
-                .arg("triggered")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "{text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let text = recipe(&py, &counted, &volts, "triggered", "");
             assert_eq!(text.lines().count(), 2, "{text}");
             for line in text.lines() {
                 let off: f64 = line.split_once(' ').unwrap().1.parse().unwrap();
@@ -291,9 +281,8 @@ fn check_refuses(setup: &str, format: &str, dtype: &str, why: &str) {
         .position(|l| l.trim_start().starts_with("format:"))
         .unwrap()
         + 1;
-    let out = Command::new(EXE).arg("check").arg(&file).output().unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let out = runs::check(&[], &file);
+    let err = stderr(&out) + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let at = format!("{}:{line}:", file.display());
     assert!(err.contains(&at), "no {at} in:\n{err}");
@@ -394,20 +383,8 @@ fn redpitaya_counts_carry_their_scale_and_the_negators_sign() {
     let d = Dir::new("redpitaya");
     let file = d.0.join("rp.yaml");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(EXE)
-        .arg(&file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events", "20"])
-        .arg("--target-directory")
-        .arg(&d.0)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let facts = daq_engine::export::inspect(d.run_dir().join("oscilloscope.h5")).unwrap();
+    exited_0(simulated(&file, 20, &d.0).output().unwrap());
+    let facts = daq_engine::export::inspect(d.only_dir().join("oscilloscope.h5")).unwrap();
     assert!(
         facts.contains("@IN1.volts_per_count = -0.0001220703125")
             && facts.contains("@IN2.volts_per_count = 0.0001220703125")

@@ -51,56 +51,31 @@ fn reading_events_allocates_nothing() {
         ..CosmicWatchConfig::default()
     })
     .unwrap();
-    let mut imp = DeviceImporter::new(
-        "device.cosmicwatch",
-        "det",
-        Box::new(source),
-        Vec::new(),
-        true,
-    )
-    .unwrap();
-    let dtype = Dtype::parse([
-        ("event", "u8"),
-        ("time_ms", "u8"),
-        ("adc", "u2"),
-        ("sipm_mv", "f4"),
-        ("deadtime_ms", "u8"),
-        ("temp_c", "f4"),
-    ])
-    .unwrap();
-    let mut data = vec![0u8; dtype.record_size()];
-    let mut meta = Metadata::default();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut read = |imp: &mut DeviceImporter, n: u64| {
-        let target = imp.events() + n;
-        while imp.events() < target {
-            assert!(Instant::now() < deadline, "simulator too slow");
-            let mut ev = EventMut {
-                data: &mut data,
-                meta: &mut meta,
-                dtype: &dtype,
-            };
-            let p = imp.next(&mut ev).unwrap();
-            assert_ne!(p, Produced::End);
-        }
-    };
-    // Warm up: the header, the name line, first buffer fills.
-    read(&mut imp, 20);
-    COUNTING.with(|c| c.set(true));
-    read(&mut imp, 200);
-    COUNTING.with(|c| c.set(false));
+    // The sink holds what the driver's layout says (v2: event, time_ms, adc, sipm_mv,
+    // deadtime_ms, temp_c).
+    let fields = &daq_drivers::Source::layout(&source).fields;
+    let dtype = Dtype::parse(fields.iter().map(|f| (f.name.as_str(), f.numpy_type))).unwrap();
+    assert_eq!(dtype.record_size(), 8 + 8 + 2 + 4 + 8 + 4);
     assert_eq!(
-        COUNT.with(|n| n.get()),
+        allocations_reading(("device.cosmicwatch", "det"), Box::new(source), &dtype, 200),
         0,
         "allocations while reading 200 events"
     );
 }
 
+/// The Red Pitaya importer worker of the trace tests.
+const RP: (&str, &str) = ("device.redpitaya", "rp");
+
 /// Reads 20 events to warm up, then counts the allocations of this thread over `n` more
-/// events from `source` (records of `dtype`).
-fn allocations_reading(source: Box<dyn daq_drivers::Source>, dtype: &Dtype, n: u64) -> u64 {
+/// events from `source` (records of `dtype`) as the worker `(function, name)`.
+fn allocations_reading(
+    (function, name): (&'static str, &'static str),
+    source: Box<dyn daq_drivers::Source>,
+    dtype: &Dtype,
+    n: u64,
+) -> u64 {
     let mut data = vec![0u8; source.layout().event_size()];
-    let mut imp = DeviceImporter::new("device.redpitaya", "rp", source, Vec::new(), true).unwrap();
+    let mut imp = DeviceImporter::new(function, name, source, Vec::new(), true).unwrap();
     let mut meta = Metadata::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut read = |imp: &mut DeviceImporter, n: u64| {
@@ -139,27 +114,28 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
         ..McphaSimConfig::default()
     })
     .unwrap();
-    let m = redpitaya::open(McphaConfig {
-        address: sim.addr().to_string(),
-        ..McphaConfig::default()
-    })
-    .unwrap();
+    let mcpha = |mode: McphaMode| -> Box<dyn daq_drivers::Source> {
+        Box::new(
+            redpitaya::open(McphaConfig {
+                address: sim.addr().to_string(),
+                mode,
+                ..McphaConfig::default()
+            })
+            .unwrap(),
+        )
+    };
+    let stream = McphaConfig::default().mode;
     assert_eq!(
-        allocations_reading(Box::new(m), &dtype, 300),
+        allocations_reading(RP, mcpha(stream), &dtype, 300),
         0,
         "mcpha stream"
     );
     // The upstream way: a status request per poll, then the trace.
-    let m = redpitaya::open(McphaConfig {
-        address: sim.addr().to_string(),
-        mode: McphaMode::Traces(TraceAcquisition::Poll {
-            poll: Duration::from_millis(1),
-        }),
-        ..McphaConfig::default()
-    })
-    .unwrap();
+    let poll = McphaMode::Traces(TraceAcquisition::Poll {
+        poll: Duration::from_millis(1),
+    });
     assert_eq!(
-        allocations_reading(Box::new(m), &dtype, 100),
+        allocations_reading(RP, mcpha(poll), &dtype, 100),
         0,
         "mcpha poll"
     );
@@ -174,5 +150,5 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
         ..ScpiConfig::default()
     })
     .unwrap();
-    assert_eq!(allocations_reading(Box::new(s), &dtype, 100), 0, "scpi");
+    assert_eq!(allocations_reading(RP, Box::new(s), &dtype, 100), 0, "scpi");
 }

@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+mod runs;
+use runs::EXE;
 
 fn rules_in_tree() -> String {
     std::fs::read_to_string(
@@ -133,21 +134,14 @@ fn every_device_function_takes_simulate_and_every_setup_checks() {
         "redpitaya_spectroscopy",
         "redpitaya_scpi",
     ] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("setups")
-            .join(format!("{s}.yaml"));
+        let path = runs::shipped_setup(&format!("{s}.yaml"));
         // The shipped setups name real ports; without the detectors, check as --simulate.
-        let out = Command::new(EXE)
-            .args(["check", "--simulate"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = runs::check(&["--simulate"], &path);
         assert_eq!(
             out.status.code(),
             Some(0),
-            "{s}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "{s}: {}",
+            runs::stdout_and_stderr(&out)
         );
     }
 }

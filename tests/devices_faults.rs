@@ -4,13 +4,13 @@
 //! driver's stop reaches the device on every ending; a silent device is reported (or stops
 //! the run when asked); the device notes stay current while the run goes on.
 
-mod device_runs;
+mod runs;
 
 use daq_drivers::cosmicwatch::{CosmicWatchGen, CosmicWatchSimConfig, SimVersion};
 use daq_drivers::gmc::{self, GmcSimConfig};
 use daq_drivers::linecounter::{LineCounterSim, LineSimConfig, SimFormat};
 use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
-use device_runs::Dir;
+use runs::Dir;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,9 +63,7 @@ fn finish(dir: &Dir, mut child: Child, limit: Duration) -> (i32, String, PathBuf
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    let runs = Dir(dir.0.join("runs"));
-    let run_dir = runs.run_dir();
-    std::mem::forget(runs); // removed with `dir`
+    let run_dir = dir.run_dir();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

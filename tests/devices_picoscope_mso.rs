@@ -6,13 +6,11 @@
 //! non-MSO scope asked for ports fails at open naming the device; the shipped
 //! `setups/picoscope_mso.yaml` checks and runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
-mod device_runs;
-use device_runs::{value_at, Dir};
+mod runs;
+use runs::{check, exited_0, h5_files, simulated, stderr, summary_events, value_at, Dir};
 
 /// A rapid-block setup with channels A and B in counts and `scope_extra` added to the
 /// scope's config (one key per line, already indented) and the sink's dtype `dtype`.
@@ -51,21 +49,8 @@ Workers:
 
 const MSO_DTYPE: &str = "chA: int16, chB: int16, D0_7: uint8, D8_15: uint8";
 
-fn write(dir: &Dir, name: &str, text: &str) -> PathBuf {
-    let path = dir.0.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn run(dir: &Dir, file: &Path, n: u64) -> Output {
-    Command::new(EXE)
-        .arg(file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
-        .arg(n.to_string())
-        .arg("--target-directory")
-        .arg(&dir.0)
-        .output()
-        .expect("run daq-engine")
+    simulated(file, n, &dir.0).output().expect("run daq-engine")
 }
 
 /// One simulated MSO per family, both ports: N events in the HDF5 file, each record's
@@ -84,11 +69,11 @@ fn mso_runs_in_every_family_record_exactly_the_fakes_digital_pattern() {
         let extra = format!(
             "      model: {model}\n      digital_ports: [D0_7, D8_15]\n      logic_level: [1.5, 2.5]\n"
         );
-        let file = write(&d, "mso.yaml", &setup_text(family, MSO_DTYPE, &extra));
+        let file = d.write("mso.yaml", &setup_text(family, MSO_DTYPE, &extra));
         let out = run(&d, &file, N as u64);
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{family}: {err}");
-        let rd = d.run_dir();
+        let rd = d.only_dir();
         let notes = std::fs::read_to_string(rd.join("device_scope.txt")).unwrap();
         assert!(
             notes.contains(&format!("picoscope.variant = {model}"))
@@ -96,11 +81,7 @@ fn mso_runs_in_every_family_record_exactly_the_fakes_digital_pattern() {
                 && notes.contains("picoscope.digital.D8_15 = PORT1 (D8..D15) logic level 2.5 V"),
             "{family}: {notes}"
         );
-        let h5: Vec<PathBuf> = std::fs::read_dir(&rd)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "h5"))
-            .collect();
+        let h5 = h5_files(&rd);
         assert_eq!(h5.len(), 1, "{h5:?}");
         let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
         assert_eq!((b.events, b.data_length), (N, 500), "{family}");
@@ -207,9 +188,9 @@ fn check_refuses_digital_ports_a_setup_cannot_have_at_their_position() {
         if *key == "channels" {
             text = text.replace("channels: [A, B]", "channels: [A, B, C]");
         }
-        let file = write(&d, &format!("bad{i}.yaml"), &text);
-        let out = Command::new(EXE).arg("check").arg(&file).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
+        let file = d.write(&format!("bad{i}.yaml"), &text);
+        let out = check(&[], &file);
+        let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "case {i}: {err}");
         assert!(
             err.contains(fragment),
@@ -221,8 +202,7 @@ fn check_refuses_digital_ports_a_setup_cannot_have_at_their_position() {
     }
     assert!(!d.0.join("target").exists(), "no run was started");
     // The same setup with an MSO model passes.
-    let ok = write(
-        &d,
+    let ok = d.write(
         "ok.yaml",
         &setup_text(
             "ps3000a",
@@ -230,13 +210,7 @@ fn check_refuses_digital_ports_a_setup_cannot_have_at_their_position() {
             &format!("      model: 3406D MSO\n{ports}"),
         ),
     );
-    let out = Command::new(EXE).arg("check").arg(&ok).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(check(&[], &ok));
 }
 
 /// Without `model`, check cannot know the unit: the simulated scope is a 3406D (no digital
@@ -245,11 +219,11 @@ fn check_refuses_digital_ports_a_setup_cannot_have_at_their_position() {
 fn digital_ports_on_a_scope_without_them_fail_at_open_naming_it() {
     let d = Dir::new("mso-open");
     let text = setup_text("ps3000a", MSO_DTYPE, "      digital_ports: [D0_7, D8_15]\n");
-    let file = write(&d, "nomso.yaml", &text);
-    let out = Command::new(EXE).arg("check").arg(&file).output().unwrap();
+    let file = d.write("nomso.yaml", &text);
+    let out = check(&[], &file);
     assert_eq!(out.status.code(), Some(0));
     let out = run(&d, &file, 5);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(
         err.contains("PicoScope 3406D FAKE3000/001")
@@ -263,23 +237,11 @@ fn digital_ports_on_a_scope_without_them_fail_at_open_naming_it() {
 /// The shipped MSO setup passes `check --simulate` and runs with `--simulate`.
 #[test]
 fn the_mso_setup_checks_and_runs_simulated() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("setups/picoscope_mso.yaml");
-    let out = Command::new(EXE)
-        .args(["check", "--simulate"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let file = runs::shipped_setup("picoscope_mso.yaml");
+    exited_0(check(&["--simulate"], &file));
     let d = Dir::new("mso-setup");
     let out = run(&d, &file, 20);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let summary = std::fs::read_to_string(d.run_dir().join("summary.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
-    assert_eq!(v["events"]["raw"].as_u64(), Some(20), "{summary}");
+    assert_eq!(summary_events(&d.only_dir(), "raw"), 20);
 }

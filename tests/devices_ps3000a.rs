@@ -5,16 +5,13 @@
 //! `check` refusing a family the driver lacks and a range the setup's model lacks.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use daq_drivers::picoscope::{Acquisition, PicoScope, PicoScopeConfig, PS3000A};
 use daq_drivers::{ReadOutcome, Source};
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
-mod device_runs;
-use device_runs::{value_at, Dir};
+mod runs;
+use runs::{check, h5_files, simulated, stderr, summary_events, value_at, Dir};
 
 const SEED: u64 = 11;
 
@@ -93,12 +90,30 @@ fn expected_events(n: usize, block: bool) -> Vec<u8> {
     all
 }
 
-fn summary_events(run_dir: &Path, buffer: &str) -> u64 {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["events"][buffer]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{text}"))
+/// Runs `file` simulated for `n` events (with `env` for the fake) and expects exit 0: the run
+/// directory, the notes of device worker `worker` and the buffer `raw` of its one HDF5 file,
+/// after checking that the summary counts `n` events of `raw`.
+fn whole_run(
+    d: &Dir,
+    file: &Path,
+    n: usize,
+    env: &[(&str, &str)],
+    worker: &str,
+) -> (String, daq_engine::export::BufferContents) {
+    let out = simulated(file, n as u64, &d.0)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run daq-engine");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rd = &d.only_dir();
+    assert_eq!(summary_events(rd, "raw"), n as u64);
+    let notes = std::fs::read_to_string(rd.join(format!("device_{worker}.txt"))).unwrap();
+    let h5 = h5_files(rd);
+    assert_eq!(h5.len(), 1, "one HDF5 file: {h5:?}");
+    let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
+    assert_eq!(b.events, n);
+    (notes, b)
 }
 
 /// The unit answers OpenUnit with POWER_SUPPLY_NOT_CONNECTED (a 3406D without its
@@ -109,20 +124,7 @@ fn ps3000a_whole_run_on_usb_power_writes_the_seeded_captures() {
     const N: usize = 25;
     let d = Dir::new("ps3000a-run");
     let file = setup(&d, "ps3000a");
-    let out = Command::new(EXE)
-        .arg(&file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
-        .arg(N.to_string())
-        .arg("--target-directory")
-        .arg(&d.0)
-        .env("FAKEPICO_OPEN_POWER", "0x11A")
-        .output()
-        .expect("run daq-engine");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let rd = &d.run_dir();
-    assert_eq!(summary_events(rd, "raw"), N as u64);
-    let notes = std::fs::read_to_string(rd.join("device_scope.txt")).unwrap();
+    let (notes, b) = whole_run(&d, &file, N, &[("FAKEPICO_OPEN_POWER", "0x11A")], "scope");
     assert!(notes.contains("picoscope.family = ps3000a"), "{notes}");
     assert!(notes.contains("picoscope.variant = 3406D"), "{notes}");
     assert!(
@@ -130,14 +132,6 @@ fn ps3000a_whole_run_on_usb_power_writes_the_seeded_captures() {
             && notes.contains("plug in the scope's DC adapter"),
         "{notes}"
     );
-    let h5: Vec<PathBuf> = std::fs::read_dir(rd)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
-        .collect();
-    assert_eq!(h5.len(), 1, "one HDF5 file: {h5:?}");
-    let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
-    assert_eq!(b.events, N);
     assert_eq!(b.data_length, 500);
     let want = expected_events(N, false);
     assert_eq!(b.data.len(), want.len());
@@ -150,16 +144,12 @@ fn ps3000a_whole_run_on_usb_power_writes_the_seeded_captures() {
 #[test]
 fn check_accepts_ps3000a_and_refuses_an_unsupported_family() {
     let d = Dir::new("ps3000a-check");
-    let out = Command::new(EXE)
-        .arg("check")
-        .arg(setup(&d, "ps3000a"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = check(&[], &setup(&d, "ps3000a"));
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let bad = setup(&d, "ps4000a");
-    let out = Command::new(EXE).arg("check").arg(&bad).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = check(&[], &bad);
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains(
@@ -212,27 +202,8 @@ Workers:
         ),
     )
     .unwrap();
-    let out = Command::new(EXE)
-        .arg(&file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
-        .arg(N.to_string())
-        .arg("--target-directory")
-        .arg(&d.0)
-        .output()
-        .expect("run daq-engine");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let rd = &d.run_dir();
-    assert_eq!(summary_events(rd, "raw"), N as u64);
-    let notes = std::fs::read_to_string(rd.join("device_input.txt")).unwrap();
+    let (notes, b) = whole_run(&d, &file, N, &[], "input");
     assert!(notes.contains("picoscope.family = ps3000a"), "{notes}");
-    let h5: Vec<PathBuf> = std::fs::read_dir(rd)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
-        .collect();
-    let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
-    assert_eq!(b.events, N);
     let volts = expected_events(N, false);
     let f32s = |bytes: &[u8]| -> Vec<f32> {
         bytes
@@ -269,8 +240,8 @@ Workers:
         let text = std::fs::read_to_string(&file).unwrap().replace(from, to);
         let bad = d.0.join("bad.yaml");
         std::fs::write(&bad, text).unwrap();
-        let out = Command::new(EXE).arg("check").arg(&bad).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
+        let out = check(&[], &bad);
+        let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{to}: {err}");
         assert!(err.contains(says), "{to}: {err}");
     }
@@ -289,27 +260,8 @@ fn ps3000a_block_mode_whole_run_writes_the_seeded_captures() {
         .replace("mode: rapid_block", "mode: block");
     let file = d.0.join("block.yaml");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(EXE)
-        .arg(&file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
-        .arg(N.to_string())
-        .arg("--target-directory")
-        .arg(&d.0)
-        .output()
-        .expect("run daq-engine");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let rd = &d.run_dir();
-    assert_eq!(summary_events(rd, "raw"), N as u64);
-    let notes = std::fs::read_to_string(rd.join("device_scope.txt")).unwrap();
+    let (notes, b) = whole_run(&d, &file, N, &[], "scope");
     assert!(notes.contains("picoscope.mode = block"), "{notes}");
-    let h5: Vec<PathBuf> = std::fs::read_dir(rd)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
-        .collect();
-    let b = daq_engine::export::read_buffer(&h5[0], "raw").unwrap();
-    assert_eq!(b.events, N);
     let want = expected_events(N, true);
     assert_eq!(b.data.len(), want.len());
     let first_diff = b.data.iter().zip(&want).position(|(a, w)| a != w);
@@ -334,8 +286,8 @@ fn check_refuses_a_range_the_model_lacks_at_its_position() {
         );
         let file = d.0.join(format!("{model}.yaml"));
         std::fs::write(&file, &text).unwrap();
-        let out = Command::new(EXE).arg("check").arg(&file).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
+        let out = check(&[], &file);
+        let err = stderr(&out);
         if ok {
             assert_eq!(out.status.code(), Some(0), "{model}: {err}");
             continue;

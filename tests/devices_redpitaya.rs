@@ -11,16 +11,8 @@ use daq_drivers::redpitaya::simulator::{expected_traces, McphaSimConfig, ScopeSe
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
-mod device_runs;
-use device_runs::Dir;
-
-fn setup_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("setups")
-        .join(name)
-}
+mod runs;
+use runs::{check, code_and_stderr, shipped_setup as setup_file, stderr, summary, Dir, EXE};
 
 /// setups/`name` with `lines` (worker-config YAML, 6 spaces) set in worker rp's config
 /// (replacing the setup's own line of a key) and `target_directory` pointing into `dir`.
@@ -54,21 +46,36 @@ fn variant(dir: &Dir, name: &str, lines: &[&str]) -> PathBuf {
 
 /// Runs `file` with `--simulate` and `args`; (exit code, stderr).
 fn run(file: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(EXE)
-        .arg(file)
-        .args(["--simulate", "--no-tui", "--quiet"])
-        .args(args)
-        .output()
-        .expect("run daq-engine");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    code_and_stderr(
+        Command::new(EXE)
+            .arg(file)
+            .args(["--simulate", "--no-tui", "--quiet"])
+            .args(args),
     )
 }
 
-fn summary(run_dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+/// Runs `file` in `d` as [`run`] does, expecting exit 0 and books that balance: the run
+/// directory and its summary.
+fn ran(d: &Dir, file: &Path, args: &[&str]) -> (PathBuf, serde_json::Value) {
+    let (code, err) = run(file, args);
+    assert_eq!(code, 0, "{err}");
+    let rd = d.only_dir();
+    let s = summary(&rd);
+    books_balance(&s);
+    (rd, s)
+}
+
+/// `daq-engine devices --probe <addr>`: (exit code, stdout).
+fn probe(addr: std::net::SocketAddr) -> (Option<i32>, String) {
+    let out = Command::new(EXE)
+        .args(["devices", "--probe"])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn notes(run_dir: &Path, worker: &str) -> Vec<(String, String)> {
@@ -127,24 +134,25 @@ fn simulated_run_writes_the_seeded_traces_to_hdf5() {
         "redpitaya_spectroscopy.yaml",
         &["sim_paced: false", "seed: 11"],
     );
-    let (code, err) = run(&file, &["--max-events", "300"]);
-    assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
-    let s = summary(&rd);
+    let (rd, s) = ran(&d, &file, &["--max-events", "300"]);
     assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(300), "{s}");
-    books_balance(&s);
     // Not paced, every triggering pulse becomes a trace, in order: the file holds exactly
     // the simulator's first 300 (1000 samples each; the 100 stale-tail samples dropped).
-    let scope = ScopeSettings {
-        decimation: 4,
-        negator: [false; 2],
-        source: Input::In1,
-        slope: Slope::Rising,
-        mode: TriggerMode::Normal,
-        level: 100,
-        pre: 100,
-        total: 1100,
-    };
+    // The setup's scope settings are the simulator's defaults: decimation 4, no negator,
+    // rising edge of IN1 in normal mode at level 100, 100 of 1100 samples before it.
+    let scope = ScopeSettings::default();
+    let set = &scope;
+    assert_eq!(
+        (set.decimation, set.negator, set.source, set.slope, set.mode),
+        (
+            4,
+            [false; 2],
+            Input::In1,
+            Slope::Rising,
+            TriggerMode::Normal
+        )
+    );
+    assert_eq!((set.level, set.pre, set.total), (100, 100, 1100));
     let sim = McphaSimConfig {
         seed: 11,
         ..McphaSimConfig::default()
@@ -190,10 +198,7 @@ fn our_spectrum_agrees_with_the_boards_hardware_histogram() {
             "set_size: 50",
         ],
     );
-    let (code, err) = run(&file, &["--max-events", "3000", "--max-seconds", "120"]);
-    assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
-    books_balance(&summary(&rd));
+    let (rd, _) = ran(&d, &file, &["--max-events", "3000", "--max-seconds", "120"]);
     let ours = csv_counts(&rd.join("histogram_spectrum_height.csv"), 2);
     let board = csv_counts(&rd.join("hardware_histogram_rp.csv"), 1);
     assert_eq!((ours.len(), board.len()), (512, 4096));
@@ -240,11 +245,7 @@ fn vanishing_run(tag: &str, setup: &str) -> (f64, u64, u64) {
             "connect_timeout: 0.3",
         ],
     );
-    let (code, err) = run(&file, &["--max-seconds", "9"]);
-    assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
-    let s = summary(&rd);
-    books_balance(&s);
+    let (rd, s) = ran(&d, &file, &["--max-seconds", "9"]);
     let n = notes(&rd, "rp");
     assert_eq!(note(&n, "device.gaps"), "1", "{n:?}");
     assert_eq!(note(&n, "device.connected"), "true");
@@ -291,10 +292,7 @@ fn garbage_is_counted_and_never_an_event() {
         "redpitaya_spectroscopy.yaml",
         &["sim_paced: false", "sim_garbage_every: 10"],
     );
-    let (code, err) = run(&file, &["--max-events", "450"]);
-    assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
-    books_balance(&summary(&rd));
+    let (rd, _) = ran(&d, &file, &["--max-events", "450"]);
     let n = notes(&rd, "rp");
     let bad: u64 = note(&n, "device.bad_records").parse().unwrap();
     // 450 good traces with every 10th sent replaced: 50 refused (49 or 50 by the end).
@@ -325,21 +323,11 @@ fn mimocorb2s_importer_name_and_keys_run() {
     );
     let file = d.0.join("m2.yaml");
     std::fs::write(&file, setup).unwrap();
-    let out = Command::new(EXE)
-        .args(["check", "--simulate"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = check_setup(&["--simulate"], &file);
+    assert_eq!(code, Some(0), "{text}");
     let (code, err) = run(&file, &["--max-events", "50"]);
     assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
+    let rd = d.only_dir();
     assert_eq!(summary(&rd)["events"]["oscilloscope"].as_u64(), Some(50));
     let n = notes(&rd, "rp_to_mimo");
     assert_eq!(note(&n, "device.function"), "device.redpitaya");
@@ -351,23 +339,16 @@ fn mimocorb2s_importer_name_and_keys_run() {
         "ip: rp-f0c38f.local\n      address: 10.0.0.2",
     );
     std::fs::write(&file, both).unwrap();
-    let out = Command::new(EXE).arg("check").arg(&file).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{text}");
+    let (code, text) = check_setup(&[], &file);
+    assert_ne!(code, Some(0), "{text}");
     assert!(text.contains("mimoCoRB2's name for 'address'"), "{text}");
 }
 
 #[test]
 fn devices_probe_finds_the_mcpha_server_at_an_address() {
     let sim = daq_drivers::redpitaya::SimMcpha::start(McphaSimConfig::default()).unwrap();
-    let out = Command::new(EXE)
-        .args(["devices", "--probe"])
-        .arg(sim.addr().to_string())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = probe(sim.addr());
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("Red Pitaya MCPHA server"), "{text}");
     assert!(text.contains("device.redpitaya"), "{text}");
     // It asked exactly once for the status, and nothing else.
@@ -379,35 +360,28 @@ fn devices_probe_finds_the_mcpha_server_at_an_address() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let free = l.local_addr().unwrap();
     drop(l);
-    let out = Command::new(EXE)
-        .args(["devices", "--probe"])
-        .arg(free.to_string())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = probe(free);
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("no Red Pitaya MCPHA server found"), "{text}");
 }
 
-/// `daq-engine check` on the setup with `lines` set in worker rp: (exit code, stderr).
-fn check(d: &Dir, lines: &[&str], simulate: bool) -> (Option<i32>, String) {
+/// `daq-engine check <args…> <file>`: (exit code, stdout followed by stderr).
+fn check_setup(args: &[&str], file: &Path) -> (Option<i32>, String) {
+    let out = check(args, file);
+    (out.status.code(), runs::stdout_and_stderr(&out))
+}
+
+/// `daq-engine check` on the setup with `lines` set in worker rp: (exit code, stdout
+/// followed by stderr).
+fn check_variant(d: &Dir, lines: &[&str], simulate: bool) -> (Option<i32>, String) {
     let file = variant(d, "redpitaya_spectroscopy.yaml", lines);
-    let mut cmd = Command::new(EXE);
-    cmd.arg("check");
-    if simulate {
-        cmd.arg("--simulate");
-    }
-    let out = cmd.arg(&file).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    check_setup(if simulate { &["--simulate"] } else { &[] }, &file)
 }
 
 #[test]
 fn check_refuses_bad_configs_with_exit_2_and_makes_no_run_dir() {
     let d = Dir::new("rp-check");
-    let (code, text) = check(&d, &[], true);
+    let (code, text) = check_variant(&d, &[], true);
     assert_eq!(code, Some(0), "{text}");
     for (lines, says) in [
         (&["trigger_level: 9000"][..], "9000 is outside -8192 … 8191"),
@@ -436,7 +410,7 @@ fn check_refuses_bad_configs_with_exit_2_and_makes_no_run_dir() {
         (&["mode: histogram"][..], "does not match the device"),
         (&["sim_unplug_at: -1"][..], "must be 0 … 86400"),
     ] {
-        let (code, text) = check(&d, lines, true);
+        let (code, text) = check_variant(&d, lines, true);
         assert_eq!(code, Some(2), "{lines:?}: {text}");
         assert!(text.contains(says), "{lines:?}: wanted '{says}' in {text}");
         // It names where in the file.
@@ -451,8 +425,8 @@ fn check_refuses_bad_configs_with_exit_2_and_makes_no_run_dir() {
         .unwrap()
         .replace("      address: rp-f0c38f.local\n", "");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(EXE).arg("check").arg(&file).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
+    let out = check(&[], &file);
+    let text = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("config key 'address': is required"), "{text}");
     // Nothing ran: no run directory in the target directory.
@@ -471,12 +445,8 @@ fn scpi_simulated_run_writes_the_seeded_traces_to_hdf5() {
     use daq_drivers::redpitaya::scpi::ScpiSimConfig;
     let d = Dir::new("rp-scpi-traces");
     let file = variant(&d, "redpitaya_scpi.yaml", &["sim_paced: false", "seed: 11"]);
-    let (code, err) = run(&file, &["--max-events", "150"]);
-    assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
-    let s = summary(&rd);
+    let (rd, s) = ran(&d, &file, &["--max-events", "150"]);
     assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(150), "{s}");
-    books_balance(&s);
     // Each trace is one acquisition of the seeded signal, read from where the trigger
     // fell in the wrapping buffer: the file holds exactly the simulator's first 150.
     let want = expected_traces(
@@ -531,12 +501,8 @@ fn scpi_check_refuses_what_the_scpi_server_cannot_do() {
         (&["transport: usb"][..], "'usb': mcpha or scpi"),
     ] {
         let file = variant(&d, "redpitaya_scpi.yaml", lines);
-        let out = Command::new(EXE)
-            .args(["check", "--simulate"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr);
+        let out = check(&["--simulate"], &file);
+        let text = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{lines:?}: {text}");
         assert!(text.contains(says), "{lines:?}: wanted '{says}' in {text}");
     }
@@ -546,13 +512,8 @@ fn scpi_check_refuses_what_the_scpi_server_cannot_do() {
 fn devices_probe_finds_a_scpi_server_at_an_address() {
     use daq_drivers::redpitaya::scpi::{ScpiSimConfig, SimScpi};
     let sim = SimScpi::start(ScpiSimConfig::default()).unwrap();
-    let out = Command::new(EXE)
-        .args(["devices", "--probe"])
-        .arg(sim.addr().to_string())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = probe(sim.addr());
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("Red Pitaya SCPI server"), "{text}");
     assert!(text.contains("*IDN? REDPITAYA,"), "{text}");
     // It asked *IDN? and nothing else of the SCPI server.
@@ -582,10 +543,7 @@ fn hardware_histogram_mode_writes_growing_spectra_with_live_times() {
     );
     let file = d.0.join("hist.yaml");
     std::fs::write(&file, setup).unwrap();
-    let (code, err) = run(&file, &["--max-events", "6", "--max-seconds", "60"]);
-    assert_eq!(code, 0, "{err}");
-    let rd = d.run_dir();
-    books_balance(&summary(&rd));
+    let (rd, _) = ran(&d, &file, &["--max-events", "6", "--max-seconds", "60"]);
     let h5 = std::fs::read_dir(&rd)
         .unwrap()
         .map(|e| e.unwrap().path())

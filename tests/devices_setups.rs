@@ -7,37 +7,24 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
-fn setup(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("setups")
-        .join(name)
-}
-
-mod device_runs;
-use device_runs::Dir;
+mod runs;
+use runs::{code_and_stderr, shipped_setup as setup, simulated, summary_events, Dir, EXE};
 
 /// Runs `file` with `--simulate --max-events n`; returns (exit code, stderr, run dir).
 fn run(dir: &Dir, file: &Path, n: u64) -> (i32, String, PathBuf) {
-    let out = Command::new(EXE)
-        .arg(file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
-        .arg(n.to_string())
-        .arg("--target-directory")
-        .arg(&dir.0)
-        .output()
-        .expect("run daq-engine");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.code().unwrap_or(-1), err, dir.run_dir())
+    let (code, err) = code_and_stderr(&mut simulated(file, n, &dir.0));
+    (code, err, dir.only_dir())
 }
 
-fn summary_events(run_dir: &Path, buffer: &str) -> u64 {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["events"][buffer]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{text}"))
+/// Runs setups/`name` with `--simulate --max-events n` in a scratch directory named `tag` and
+/// expects exit 0 and `n` events of `buffer` in the summary: the directory (removed on drop)
+/// and the run directory.
+fn ran(tag: &str, name: &str, n: u64, buffer: &str) -> (Dir, PathBuf) {
+    let d = Dir::new(tag);
+    let (code, err, rd) = run(&d, &setup(name), n);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_events(&rd, buffer), n);
+    (d, rd)
 }
 
 /// Field `name` of every record of `buffer` in the HDF5 file `path`, as numbers.
@@ -64,10 +51,7 @@ fn csv_rows(path: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn geiger_gmc_counts_are_the_simulators_exact_poisson_draws() {
-    let d = Dir::new("gmc");
-    let (code, err, rd) = run(&d, &setup("geiger_gmc.yaml"), 12);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "counts"), 12);
+    let (_d, rd) = ran("gmc", "geiger_gmc.yaml", 12, "counts");
     let rows = csv_rows(&rd.join("counts.csv"));
     assert_eq!(rows.len(), 12);
     // The setup's simulator: seed 7, 5 counts per device second. The simulated counter
@@ -106,10 +90,7 @@ fn geiger_gmc_counts_are_the_simulators_exact_poisson_draws() {
 
 #[test]
 fn mightyohm_runs_and_writes_every_line() {
-    let d = Dir::new("mightyohm");
-    let (code, err, rd) = run(&d, &setup("mightyohm.yaml"), 8);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "readings"), 8);
+    let (_d, rd) = ran("mightyohm", "mightyohm.yaml", 8, "readings");
     let rows = csv_rows(&rd.join("readings.csv"));
     assert_eq!(rows.len(), 8);
     for r in &rows {
@@ -123,10 +104,7 @@ fn mightyohm_runs_and_writes_every_line() {
 
 #[test]
 fn cosmicwatch_every_field_into_the_feature_buffer() {
-    let d = Dir::new("cosmicwatch");
-    let (code, err, rd) = run(&d, &setup("cosmicwatch.yaml"), 15);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "events"), 15);
+    let (_d, rd) = ran("cosmicwatch", "cosmicwatch.yaml", 15, "events");
     let text = std::fs::read_to_string(rd.join("events.csv")).unwrap();
     let header = text.lines().next().unwrap();
     assert_eq!(
@@ -168,10 +146,7 @@ fn cosmicwatch_every_field_into_the_feature_buffer() {
 
 #[test]
 fn picoscope_muon_through_the_fake_library() {
-    let d = Dir::new("picoscope");
-    let (code, err, rd) = run(&d, &setup("picoscope_muon.yaml"), 20);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "raw"), 20);
+    let (_d, rd) = ran("picoscope", "picoscope_muon.yaml", 20, "raw");
     // Every triggered capture has a pulse on the trigger channel A (channel 0).
     let rows = csv_rows(&rd.join("pulses.csv"));
     let on_a = rows.iter().filter(|r| r[3] == "0").count();
@@ -182,10 +157,7 @@ fn picoscope_muon_through_the_fake_library() {
 
 #[test]
 fn hantek6022_triggered_events_from_the_simulated_scope() {
-    let d = Dir::new("hantek");
-    let (code, err, rd) = run(&d, &setup("hantek6022.yaml"), 10);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "raw"), 10);
+    let (_d, rd) = ran("hantek", "hantek6022.yaml", 10, "raw");
     // One simulated pulse per 5000 samples and 1000-sample events: each event triggered on
     // exactly one pulse.
     let rows = csv_rows(&rd.join("pulses.csv"));
@@ -194,10 +166,7 @@ fn hantek6022_triggered_events_from_the_simulated_scope() {
 
 #[test]
 fn drs4_sipm_calibrated_waveforms() {
-    let d = Dir::new("drs4");
-    let (code, err, rd) = run(&d, &setup("drs4_sipm.yaml"), 10);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "raw"), 10);
+    let (_d, rd) = ran("drs4", "drs4_sipm.yaml", 10, "raw");
     let rows = csv_rows(&rd.join("pulses.csv"));
     assert!(rows.len() >= 10, "{} pulses in 10 events", rows.len());
 }
@@ -210,15 +179,7 @@ fn wrong_sink_dtype_names_the_fields_to_declare() {
         .replace("data_dtype: {cps: uint32}", "data_dtype: {cps: uint16}");
     let file = d.0.join("wrong.yaml");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(EXE)
-        .arg(&file)
-        .args(["--simulate", "--no-tui", "--quiet", "--max-events", "3"])
-        .arg("--target-directory")
-        .arg(d.0.join("runs"))
-        .output()
-        .unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = code_and_stderr(&mut simulated(&file, 3, &d.0.join("runs")));
     assert!(code == 1 || code == 2, "exit {code}: {err}");
     assert!(
         err.contains("cps is uint16 but must be uint32")

@@ -7,32 +7,9 @@
 //! is stamped either before the gap or after it, and none is torn by it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
-
-fn setup(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("setups")
-        .join(name)
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("daq-usb-unplug-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod runs;
+use runs::{code_and_stderr, shipped_setup as setup, simulated, summary_events, Dir};
 
 /// `name` from setups/ with `keys` (YAML lines, worker-config indented) inserted after the
 /// line `after`, written into `dir`.
@@ -49,36 +26,13 @@ fn with_keys(dir: &Dir, name: &str, after: &str, keys: &str) -> PathBuf {
 /// scopes make fewer events in 5 s, and the run must end by its event count, not by time.
 fn run(dir: &Dir, file: &Path, n: u64) -> (i32, String, PathBuf) {
     let runs = dir.0.join("runs");
-    let out = Command::new(EXE)
-        .arg(file)
-        .args([
-            "--simulate",
-            "--no-tui",
-            "--quiet",
-            "--max-seconds",
-            "600",
-            "--max-events",
-        ])
-        .arg(n.to_string())
-        .arg("--target-directory")
-        .arg(&runs)
-        .output()
-        .expect("run daq-engine");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (code, err) = code_and_stderr(simulated(file, n, &runs).args(["--max-seconds", "600"]));
     let run_dir = std::fs::read_dir(&runs)
         .ok()
         .and_then(|mut d| d.next())
         .map(|e| e.unwrap().path())
         .unwrap_or_default();
-    (out.status.code().unwrap_or(-1), err, run_dir)
-}
-
-fn summary_events(run_dir: &Path, buffer: &str) -> u64 {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["events"][buffer]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{text}"))
+    (code, err, run_dir)
 }
 
 /// The pulse rows: (event counter, host timestamp, channel, pulse time in the event).
@@ -158,114 +112,123 @@ fn split_by_gap(rows: &[(u64, f64, i64, f64)], gap: &Gap, n: u64) {
     );
 }
 
-#[test]
-fn unplugged_hantek_comes_back_cold_gets_its_firmware_and_the_run_goes_on() {
-    let d = Dir::new("hantek");
-    let file = with_keys(
-        &d,
-        "hantek6022.yaml",
-        "      sim_amplitude: 1.0\n",
-        "      sim_unplug_at: 0.5\n      sim_unplug_for: 0.4\n",
-    );
-    let n = 300;
+/// A simulated device pulled out mid-run: the shipped setup (`tag` names its scratch
+/// directory), the line of its config the unplug `keys` go after, its worker and how the
+/// simulator names it in the log.
+struct Unplug {
+    tag: &'static str,
+    setup: &'static str,
+    after: &'static str,
+    keys: &'static str,
+    worker: &'static str,
+    simulator: &'static str,
+}
+
+/// Runs the setup of `u` for `n` events through its one unplug: exit 0, `n` events of
+/// `raw`, exactly one gap, and device notes that say each of `notes_say`. The scratch
+/// directory, the run directory and the gap.
+fn run_through_gap(u: &Unplug, n: u64, notes_say: &[&str]) -> (Dir, PathBuf, Gap) {
+    let d = Dir::new(u.tag);
+    let file = with_keys(&d, u.setup, u.after, u.keys);
     let (code, err, rd) = run(&d, &file, n);
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary_events(&rd, "raw"), n);
-    let gap = one_gap(&rd, "scope", "the simulated Hantek 6022");
+    let gap = one_gap(&rd, u.worker, u.simulator);
+    for said in notes_say {
+        assert!(gap.notes.contains(said), "{}", gap.notes);
+    }
+    (d, rd, gap)
+}
+
+/// One row per event in `rows`, events 0..n each once, split by the gap (see
+/// [`split_by_gap`]).
+fn every_event_once_around(rows: &[(u64, f64, i64, f64)], gap: &Gap, n: u64) {
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>()
+    );
+    split_by_gap(rows, gap, n);
+}
+
+#[test]
+fn unplugged_hantek_comes_back_cold_gets_its_firmware_and_the_run_goes_on() {
+    let hantek = Unplug {
+        tag: "hantek",
+        setup: "hantek6022.yaml",
+        after: "      sim_amplitude: 1.0\n",
+        keys: "      sim_unplug_at: 0.5\n      sim_unplug_for: 0.4\n",
+        worker: "scope",
+        simulator: "the simulated Hantek 6022",
+    };
+    let n = 300;
     // Opened at address 5; replugged cold at 6; after the firmware upload it re-enumerated
     // at 7 with the running firmware's id.
-    assert!(
-        gap.notes.contains("device.port = usb:001:007\n"),
-        "{}",
-        gap.notes
-    );
-    assert!(
-        gap.notes.contains("device.usb_id = 04b5:6022\n"),
-        "{}",
-        gap.notes
-    );
-    assert!(
-        gap.notes.contains("hantek6022.reconnects = 1\n"),
-        "{}",
-        gap.notes
+    let (_d, rd, gap) = run_through_gap(
+        &hantek,
+        n,
+        &[
+            "device.port = usb:001:007\n",
+            "device.usb_id = 04b5:6022\n",
+            "hantek6022.reconnects = 1\n",
+        ],
     );
     // One pulse per event, before and after the gap: every event 0..n, each triggered with
     // its crossing 100 samples (100 µs) in. A torn event would hold no pulse, two, or one
     // elsewhere.
     let rows = pulses(&rd);
-    assert_eq!(
-        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (0..n).collect::<Vec<_>>()
-    );
     for r in &rows {
         assert!((99e-6..101e-6).contains(&r.3), "{r:?}");
     }
-    split_by_gap(&rows, &gap, n);
+    every_event_once_around(&rows, &gap, n);
 }
 
 #[test]
 fn unplugged_picoscope_answers_not_found_then_comes_back_and_the_run_goes_on() {
-    let d = Dir::new("picoscope");
-    let file = with_keys(
-        &d,
-        "picoscope_muon.yaml",
-        "      trigger_direction: falling\n",
-        "      sim_unplug_at: 0.75\n      sim_unplug_for: 0.4\n",
-    );
+    let picoscope = Unplug {
+        tag: "picoscope",
+        setup: "picoscope_muon.yaml",
+        after: "      trigger_direction: falling\n",
+        keys: "      sim_unplug_at: 0.75\n      sim_unplug_for: 0.4\n",
+        worker: "scope",
+        simulator: "the fake PicoScope",
+    };
     let n = 600;
-    let (code, err, rd) = run(&d, &file, n);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "raw"), n);
-    let gap = one_gap(&rd, "scope", "the fake PicoScope");
-    assert!(gap.notes.contains("PICO_NOT_RESPONDING"), "{}", gap.notes);
-    assert!(
-        gap.notes.contains("picoscope.reconnects = 1\n"),
-        "{}",
-        gap.notes
+    let (_d, rd, gap) = run_through_gap(
+        &picoscope,
+        n,
+        &["PICO_NOT_RESPONDING", "picoscope.reconnects = 1\n"],
     );
     // 200 captures/s in runs of 100: the unplug kills the second run in flight; a rapid
     // block run is handed out whole or not at all.
     assert_eq!(gap.events_before % 100, 0, "{}", gap.notes);
     // Every capture triggered on A with the crossing 100 samples (800 ns) in.
     let on_a: Vec<_> = pulses(&rd).into_iter().filter(|r| r.2 == 0).collect();
-    assert_eq!(
-        on_a.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (0..n).collect::<Vec<_>>()
-    );
     for r in &on_a {
         assert!((7.5e-7..8.5e-7).contains(&r.3), "{r:?}");
     }
-    split_by_gap(&on_a, &gap, n);
+    every_event_once_around(&on_a, &gap, n);
 }
 
 #[test]
 fn unplugged_drs4_is_power_cycled_found_again_and_the_run_goes_on() {
-    let d = Dir::new("drs4");
-    let file = with_keys(
-        &d,
-        "drs4_sipm.yaml",
-        "      trigger_edge: falling\n",
-        "      sim_unplug_at: 0.3\n      sim_unplug_for: 0.3\n",
-    );
+    let drs4 = Unplug {
+        tag: "drs4",
+        setup: "drs4_sipm.yaml",
+        after: "      trigger_edge: falling\n",
+        keys: "      sim_unplug_at: 0.3\n      sim_unplug_for: 0.3\n",
+        worker: "digitizer",
+        simulator: "the simulated DRS4 board",
+    };
     let n = 1500;
-    let (code, err, rd) = run(&d, &file, n);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(summary_events(&rd, "raw"), n);
-    let gap = one_gap(&rd, "digitizer", "the simulated DRS4 board");
-    assert!(gap.notes.contains("drs4.reconnects = 1\n"), "{}", gap.notes);
-    assert!(
-        gap.notes.contains("device.serial = 2989\n"),
-        "{}",
-        gap.notes
+    let (_d, rd, gap) = run_through_gap(
+        &drs4,
+        n,
+        &["drs4.reconnects = 1\n", "device.serial = 2989\n"],
     );
     // Every event holds the CH1 pulse it triggered on; one row per event for the split.
     let mut rows = pulses(&rd);
     rows.dedup_by_key(|r| r.0);
-    assert_eq!(
-        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (0..n).collect::<Vec<_>>()
-    );
-    split_by_gap(&rows, &gap, n);
+    every_event_once_around(&rows, &gap, n);
 }
 
 #[test]

@@ -10,12 +10,17 @@
 //! says SKIPPED and the rest still runs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use daq_engine::analysis::plumbing::{bench_checksum, bench_template};
 use daq_engine::dtype::Dtype;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+mod runs;
+use runs::{command, engine, only_run};
+
+/// A fresh directory for the test `tag`.
+fn fresh(tag: &str) -> PathBuf {
+    runs::fresh(&format!("dtypes-{tag}"))
+}
 
 /// The dtype of the issue, exactly as a mimoCoRB2 user wrote it.
 const ISSUE_DTYPE: &str =
@@ -27,36 +32,6 @@ const ISSUE_DTYPE: &str =
 const ALL_DTYPE: &str = "{n: i8, a: '?', b: S10, c: '>f4', d: complex64, e: U4, f: '(2,)f4', \
      g: c16, h: '<i2', k: '>i4', m: '(2,3)>u2', p: '>U3', q: '(3,)b1', r: 'a3', s: '>c8', \
      t: '2,2f8', z: u8}";
-
-fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    daq_engine::export::hdf5::no_inherited_files(&mut cmd);
-    cmd
-}
-
-fn fresh(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("daq-dtypes-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn only_run(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir.join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-}
-
-/// `daq-engine ARGS` in `dir`: exit code and stderr + stdout.
-fn engine(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = command(EXE).args(args).current_dir(dir).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.code().unwrap_or(-1), text)
-}
 
 /// The dtype of a `{name: type, …}` flow mapping as written above (`name: type` pairs,
 /// quotes removed), the way the setup reader makes it.

@@ -3,14 +3,15 @@
 //! event up to its last flush.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+mod hdf5_files;
 mod runs;
 
-use runs::{disk_filling_setup, fill_with_ballast, SmallDisk};
-
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+use runs::{
+    command, disk_filling_setup, exited_0, fill_with_ballast, only_run, summary, SmallDisk, EXE,
+};
 
 fn setup(n: u64, flush: f64) -> String {
     format!(
@@ -33,29 +34,9 @@ Workers:
     )
 }
 
-/// A command whose process inherits none of the files this test process has open: libhdf5
-/// opens files without close-on-exec, and a child started by one test while another test
-/// reads a run file would hold that file (and its lock) for as long as it lives.
-fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    daq_engine::export::hdf5::no_inherited_files(&mut cmd);
-    cmd
-}
-
+/// A fresh directory for the test `tag`.
 fn fresh(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("daq-h5-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn only_run(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir.join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
+    runs::fresh(&format!("h5-{tag}"))
 }
 
 fn counters(file: &Path) -> Vec<i64> {
@@ -67,18 +48,7 @@ fn counters(file: &Path) -> Vec<i64> {
 fn every_event_is_in_the_file_once_and_readers_agree() {
     let dir = fresh("all");
     let n = 5000;
-    std::fs::write(dir.join("s.yaml"), setup(n, 0.2)).unwrap();
-    let out = command(EXE)
-        .args(["s.yaml", "--quiet"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_the_end(&dir, &setup(n, 0.2));
     let file = only_run(&dir).join("raw.h5");
     assert_eq!(counters(&file), (0..n as i64).collect::<Vec<_>>());
     let b = daq_engine::export::read_buffer(&file, "raw").unwrap();
@@ -285,20 +255,14 @@ fn run_to_the_end(dir: &Path, text: &str) -> String {
         .current_dir(dir)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    err
-}
-
-fn read_summary(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+    runs::stderr(&exited_0(out))
 }
 
 /// Asserts the recovered run's summary and file agree: `recovered`, the events of raw.h5,
 /// plain h5py opens it with equal lengths, no `.packing` file, and the file is compressed.
 fn assert_recovered(run: &Path) {
     let file = run.join("raw.h5");
-    let summary = read_summary(run);
+    let summary = summary(run);
     assert_eq!(summary["recovered"], true, "{summary}");
     let n = summary["files"]["raw.h5"]["raw"].as_u64().unwrap();
     assert!(n > 100, "only {n} events recovered");
@@ -325,16 +289,14 @@ fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
     let run = file.parent().unwrap().to_path_buf();
     assert!(!run.join("summary.json").exists());
     let recover = || {
-        let out = command(EXE).arg("recover").arg(&run).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{err}");
+        exited_0(command(EXE).arg("recover").arg(&run).output().unwrap());
     };
     recover();
     assert_recovered(&run);
     // Recovering again changes nothing.
-    let before = read_summary(&run)["events_written"].clone();
+    let before = summary(&run)["events_written"].clone();
     recover();
-    assert_eq!(read_summary(&run)["events_written"], before);
+    assert_eq!(summary(&run)["events_written"], before);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -354,8 +316,8 @@ fn the_next_run_recovers_a_killed_run_by_itself() {
         .filter(|p| p != &killed)
         .collect();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(read_summary(&runs[0])["exit_code"], 0);
-    assert!(read_summary(&runs[0]).get("recovered").is_none());
+    assert_eq!(summary(&runs[0])["exit_code"], 0);
+    assert!(summary(&runs[0]).get("recovered").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -368,21 +330,9 @@ fn events_lost_upstream_are_in_the_files_attributes() {
     let text = setup(n, 1.0)
         .replace("slot_count: 64", "slot_count: 2\n    policy: drop")
         .replace("data_length: 32", "data_length: 4");
-    std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let out = command(EXE)
-        .args(["s.yaml", "--quiet"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_the_end(&dir, &text);
     let run = only_run(&dir);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&run);
     let lost = summary["lost"]["raw"].as_u64().unwrap();
     let written = counters(&run.join("raw.h5")).len() as u64;
     assert_eq!(
@@ -418,7 +368,7 @@ fn a_filling_disk_stops_the_run_cleanly_with_every_count_right() {
         .map(|e| e.path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run_"))
         .unwrap();
-    let summary = read_summary(&run);
+    let summary = summary(&run);
     assert_eq!(summary["exit_code"], 0, "{summary}");
     let produced = summary["events"]["raw"].as_u64().unwrap();
     assert_eq!(summary["lost"]["raw"], 0, "{summary}");
@@ -499,7 +449,7 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     reading.join().unwrap();
     let err = said.lock().unwrap().clone();
     assert_eq!(status.code(), Some(1), "{err}");
-    let summary = read_summary(&run);
+    let summary = summary(&run);
     let produced = summary["events"]["raw"].as_u64().unwrap();
     let books = &summary["readers"]["raw"]["writer"];
     let (delivered, lost) = (
@@ -574,7 +524,7 @@ fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(status.code(), Some(0));
-    let summary = read_summary(&run);
+    let summary = summary(&run);
     // The time from the stop to the end is in the summary (the demo's figure).
     assert!(
         summary["stop_seconds"].as_f64().is_some_and(|s| s >= 0.0),
@@ -582,19 +532,13 @@ fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
     );
     let produced = summary["events"]["raw"].as_u64().unwrap();
     assert_eq!(counters(&file), (0..produced as i64).collect::<Vec<_>>());
-    let f = hdf5_metno::File::open(&file).unwrap();
-    let ds = f.dataset("raw/data").unwrap();
-    let chunks = ds.num_chunks().unwrap();
-    let deflated = (0..chunks)
-        .filter(|&i| ds.chunk_info(i).unwrap().filter_mask == 0)
-        .count();
+    let masks = hdf5_files::chunk_filter_masks(&file);
+    let (chunks, deflated) = (masks.len(), masks.iter().filter(|&&m| m == 0).count());
     // Without a flush, every chunk is deflated, the last one at the close.
     assert_eq!(deflated, chunks, "{deflated} of {chunks} chunks deflated");
     let event_bytes = produced * 32 * 7;
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size < event_bytes / 2, "{size} bytes for {event_bytes}");
-    drop(ds);
-    drop(f);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -638,14 +582,11 @@ Workers:
         a.data == b.data && a.metadata == b.metadata,
         "the files differ"
     );
-    let f = hdf5_metno::File::open(&deflated).unwrap();
-    let ds = f.dataset("raw/data").unwrap();
-    let deflated_chunks = (0..ds.num_chunks().unwrap())
-        .filter(|&i| ds.chunk_info(i).unwrap().filter_mask == 0)
+    let deflated_chunks = hdf5_files::chunk_filter_masks(&deflated)
+        .into_iter()
+        .filter(|&m| m == 0)
         .count();
     assert!(deflated_chunks > 0, "no chunk deflated");
-    drop(ds);
-    drop(f);
     let dump = |p: &Path| {
         command("h5dump")
             .args(["-d", "/raw/data", "-s", "0,0", "-c", &format!("{n},3")])

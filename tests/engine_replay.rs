@@ -7,9 +7,6 @@ mod runs;
 
 use runs::{engine_in, finish, Dir};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 const BUFFER: &str = "  raw:
     slot_count: 64
@@ -51,6 +48,63 @@ fn run(dir: &Dir, name: &str, text: &str) -> PathBuf {
         .collect();
     assert_eq!(runs.len(), 1, "{runs:?}");
     runs.pop().unwrap()
+}
+
+/// A small buffer `raw`: 16 slots of `length` records of `dtype`.
+fn small_raw(dtype: &str, length: u32) -> String {
+    format!(
+        "  raw:
+    slot_count: 16
+    data_length: {length}
+    data_dtype: {dtype}
+"
+    )
+}
+
+/// Runs `simulate.pulses` with `digitizer` (its config's keys) into a [`small_raw`] of 64
+/// float32 samples, recorded by `export.hdf5` under `recorded`: the run directory.
+fn record_small(dir: &Dir, digitizer: &str) -> PathBuf {
+    run(
+        dir,
+        "recorded.yaml",
+        &format!(
+            "target_directory: recorded
+Buffers:
+{}Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{{digitizer}}}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+",
+            small_raw("{chA: float32}", 64)
+        ),
+    )
+}
+
+/// Replays with `replay.hdf5` (its config `player`) into `buffers` (their lines, one of them
+/// `raw`) and records `raw` again with `export.hdf5` under `replayed`; `rest` follows: more
+/// lines of the recorder (its config) and further workers. The run directory.
+fn replay(dir: &Dir, buffers: &str, player: &str, rest: &str) -> PathBuf {
+    run(
+        dir,
+        "replayed.yaml",
+        &format!(
+            "target_directory: replayed
+Buffers:
+{buffers}Workers:
+  player:
+    function: replay.hdf5
+    sinks: [raw]
+    config: {{{player}}}
+  waveforms:
+    function: export.hdf5
+    sources: [raw]
+{rest}"
+        ),
+    )
 }
 
 fn histograms(run: &Path) -> Vec<(String, Vec<u8>)> {
@@ -118,24 +172,11 @@ Buffers:
     );
     // Replayed from the run directory (every part, in the order written), with the same
     // chain, and written again.
-    let second = run(
+    let second = replay(
         &dir,
-        "replayed.yaml",
-        &format!(
-            "target_directory: replayed
-Buffers:
-{BUFFER}Workers:
-  player:
-    function: replay.hdf5
-    sinks: [raw]
-    config: {{files: [{}]}}
-  waveforms:
-    function: export.hdf5
-    sources: [raw]
-    config: {{compression: none}}
-{CHAIN}",
-            first.display()
-        ),
+        BUFFER,
+        &format!("files: [{}]", first.display()),
+        &format!("    config: {{compression: none}}\n{CHAIN}"),
     );
     let (a, b) = (histograms(&first), histograms(&second));
     assert_eq!(
@@ -163,55 +204,22 @@ Buffers:
     let (r1, r2) = (recorded(&first), recorded(&second));
     assert_eq!(r1.len(), 3000);
     assert_eq!(r1, r2);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(second.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = runs::summary(&second);
     assert_eq!(summary["events"]["raw"], 3000, "{summary}");
 }
 
 #[test]
 fn paced_replay_delivers_every_event_in_order() {
     let dir = Dir::new("replay-paced");
-    let first = run(
+    let first = record_small(
         &dir,
-        "recorded.yaml",
-        "target_directory: recorded
-Buffers:
-  raw:
-    slot_count: 16
-    data_length: 64
-    data_dtype: {chA: float32}
-Workers:
-  digitizer:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {n_events: 200, rate: 200, realtime: true, pretrigger_samples: 20, seed: 2}
-  waveforms:
-    function: export.hdf5
-    sources: [raw]
-",
+        "n_events: 200, rate: 200, realtime: true, pretrigger_samples: 20, seed: 2",
     );
-    let second = run(
+    let second = replay(
         &dir,
-        "replayed.yaml",
-        &format!(
-            "target_directory: replayed
-Buffers:
-  raw:
-    slot_count: 16
-    data_length: 64
-    data_dtype: {{chA: float32}}
-Workers:
-  player:
-    function: replay.hdf5
-    sinks: [raw]
-    config: {{files: [{}/raw.h5], pace: true, speed: 4}}
-  waveforms:
-    function: export.hdf5
-    sources: [raw]
-",
-            first.display()
-        ),
+        &small_raw("{chA: float32}", 64),
+        &format!("files: [{}/raw.h5], pace: true, speed: 4", first.display()),
+        "",
     );
     assert_eq!(recorded(&first), recorded(&second));
 }
@@ -219,42 +227,16 @@ Workers:
 #[test]
 fn check_refuses_files_that_do_not_fit_the_sink() {
     let dir = Dir::new("replay-check");
-    let first = run(
-        &dir,
-        "recorded.yaml",
-        "target_directory: recorded
-Buffers:
-  raw:
-    slot_count: 16
-    data_length: 64
-    data_dtype: {chA: float32}
-Workers:
-  digitizer:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {n_events: 20, pretrigger_samples: 20, seed: 2}
-  waveforms:
-    function: export.hdf5
-    sources: [raw]
-",
-    );
+    let first = record_small(&dir, "n_events: 20, pretrigger_samples: 20, seed: 2");
     let check = |text: String| {
-        let setup = dir.write("bad.yaml", &text);
-        let out = Command::new(EXE).arg("check").arg(&setup).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = runs::check(&[], &dir.write("bad.yaml", &text));
+        (out.status.code(), runs::stderr(&out))
     };
     let setup = |dtype: &str, length: u32, files: String| {
         format!(
             "target_directory: bad
 Buffers:
-  raw:
-    slot_count: 16
-    data_length: {length}
-    data_dtype: {dtype}
-Workers:
+{}Workers:
   player:
     function: replay.hdf5
     sinks: [raw]
@@ -262,7 +244,8 @@ Workers:
   sink:
     function: export.drain
     sources: [raw]
-"
+",
+            small_raw(dtype, length)
         )
     };
     let file = first.join("raw.h5").display().to_string();

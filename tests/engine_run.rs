@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
-use runs::{books_balance, engine_in, finish, finish_within, processes_with, Dir};
+use runs::{
+    books_balance, check, engine_in, exited_0, finish, finish_within, processes_with, summary, Dir,
+};
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
     format!(
@@ -142,6 +144,43 @@ fn wait_running(dir: &Dir) -> PathBuf {
     run
 }
 
+/// What [`ran`] waits for a run that has no reason to be slow: long enough for any load, and
+/// a hung run still fails the test.
+const LONG: Duration = Duration::from_secs(600);
+
+/// Runs setup `text` (as `setup.yaml`) in `dir` with `extra` arguments to its end, at most
+/// `limit`, expecting exit 0: what it said and its run directory.
+fn ran(dir: &Dir, text: &str, extra: &[&str], limit: Duration) -> (String, PathBuf) {
+    let s = dir.write("setup.yaml", text);
+    let (code, out) = finish_within(start(dir, &s, extra), limit);
+    assert_eq!(code, 0, "{out}");
+    (out, dir.run_dir())
+}
+
+/// The run of setup `text` in a scratch directory `tag`, going: the directory, the engine
+/// and its run directory, once events flow.
+fn running(tag: &str, text: &str) -> (Dir, Child, PathBuf) {
+    let dir = Dir::new(tag);
+    let s = dir.write("setup.yaml", text);
+    let child = start(&dir, &s, &[]);
+    let run = wait_running(&dir);
+    (dir, child, run)
+}
+
+/// The pid of the one worker process `worker_process` ("<worker> <index>") of the run.
+fn the_process(run: &Path, worker_process: &str) -> u32 {
+    let needle = format!("{} {worker_process}", run.join("plan.json").display());
+    let found = processes_with(&needle);
+    assert_eq!(found.len(), 1, "{worker_process}: {found:?}");
+    found[0]
+}
+
+/// No ring file and no process of the run is left.
+fn nothing_left(run: &Path) {
+    assert!(leftover_rings(run).is_empty());
+    assert!(processes_with(&run.to_string_lossy()).is_empty());
+}
+
 fn kill(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
@@ -150,10 +189,7 @@ fn kill(pid: u32, sig: nix::sys::signal::Signal) {
 fn every_event_arrives_exactly_once_through_multiprocess_workers() {
     let dir = Dir::new("exact");
     let n = 200_000u64;
-    let s = dir.write("setup.yaml", &setup(n, 2, 2));
-    let (code, text) = finish(start(&dir, &s, &[]));
-    assert_eq!(code, 0, "{text}");
-    let run = dir.run_dir();
+    let (_, run) = ran(&dir, &setup(n, 2, 2), &[], LONG);
     let expected_sum = n * (n - 1) / 2;
     // `sink` (2 processes) reads `copy`, written by 2 filter processes: together every event.
     let a = sink_reports(&run, "sink");
@@ -180,8 +216,7 @@ fn every_event_arrives_exactly_once_through_multiprocess_workers() {
     assert_eq!(last["buffers"]["raw"]["events_out"]["filter"], n);
     assert_eq!(last["buffers"]["copy"]["events_in"], n);
     assert_eq!(last["workers"]["sink"]["state"], "finished");
-    assert!(leftover_rings(&run).is_empty());
-    assert!(processes_with(&run.to_string_lossy()).is_empty());
+    nothing_left(&run);
 }
 
 #[test]
@@ -212,55 +247,40 @@ Workers:
 
 #[test]
 fn sigint_drains_every_buffer_and_exits_0() {
-    let dir = Dir::new("sigint");
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
+    let (_dir, child, run) = running("sigint", &setup(1_000_000_000, 2, 1));
     kill(child.id(), nix::sys::signal::Signal::SIGINT);
     let (code, text) = finish(child);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("stop requested"), "{text}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&run);
     let produced = summary["events"]["raw"].as_u64().unwrap();
     assert!(produced > 1000 && produced < 1_000_000_000);
     // Nothing that was taken is lost: every reader got every event the source published.
     assert_eq!(sink_reports(&run, "sink").events, produced);
     assert_eq!(sink_reports(&run, "sink2").events, produced);
     assert_eq!(summary["events"]["copy"].as_u64().unwrap(), produced);
-    assert!(leftover_rings(&run).is_empty());
-    assert!(processes_with(&run.to_string_lossy()).is_empty());
+    nothing_left(&run);
 }
 
 /// The terminal a run was started from goes away (ssh logout): the run stops as for Ctrl-C,
 /// every file closed and the summary written, instead of the supervisor dying on the spot.
 #[test]
 fn sighup_stops_the_run_cleanly_like_sigint() {
-    let dir = Dir::new("sighup");
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
+    let (_dir, child, run) = running("sighup", &setup(1_000_000_000, 2, 1));
     kill(child.id(), nix::sys::signal::Signal::SIGHUP);
     let (code, text) = finish(child);
     assert_eq!(code, 0, "{text}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&run);
     let produced = summary["events"]["raw"].as_u64().unwrap();
     assert_eq!(sink_reports(&run, "sink").events, produced);
-    assert!(leftover_rings(&run).is_empty());
-    assert!(processes_with(&run.to_string_lossy()).is_empty());
+    nothing_left(&run);
 }
 
 #[test]
 fn a_killed_worker_stops_the_run_with_exit_1_and_no_leftovers() {
-    let dir = Dir::new("killed");
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 2, 1));
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
-    let needle = format!("{} sink 1", run.join("plan.json").display());
-    let victims = processes_with(&needle);
-    assert_eq!(victims.len(), 1, "the second sink process: {victims:?}");
-    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    let (_dir, child, run) = running("killed", &setup(1_000_000_000, 2, 1));
+    let victim = the_process(&run, "sink 1");
+    kill(victim, nix::sys::signal::Signal::SIGKILL);
     let (code, text) = finish(child);
     assert_eq!(code, 1, "{text}");
     assert!(
@@ -277,10 +297,7 @@ fn a_killed_worker_stops_the_run_with_exit_1_and_no_leftovers() {
 
 #[test]
 fn workers_exit_and_clean_up_when_the_supervisor_is_killed() {
-    let dir = Dir::new("supkill");
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
-    let mut child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
+    let (_dir, mut child, run) = running("supkill", &setup(1_000_000_000, 1, 1));
     let needle = run.to_string_lossy().into_owned();
     assert!(processes_with(&needle).len() >= 4);
     kill(child.id(), nix::sys::signal::Signal::SIGKILL);
@@ -304,12 +321,9 @@ fn workers_exit_and_clean_up_when_the_supervisor_is_killed() {
 
 #[test]
 fn a_second_sigint_aborts() {
-    let dir = Dir::new("abort");
     // A sink that never finishes on its own: the importer keeps producing until stopped,
     // and the second signal must not wait for the drain.
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
+    let (_dir, child, run) = running("abort", &setup(1_000_000_000, 1, 1));
     kill(child.id(), nix::sys::signal::Signal::SIGINT);
     kill(child.id(), nix::sys::signal::Signal::SIGINT);
     let (code, text) = finish(child);
@@ -317,17 +331,18 @@ fn a_second_sigint_aborts() {
     if code == 1 {
         assert!(text.contains("abort"), "{text}");
     }
-    assert!(leftover_rings(&run).is_empty());
-    assert!(processes_with(&run.to_string_lossy()).is_empty());
+    nothing_left(&run);
 }
 
 #[test]
 fn max_events_stops_the_importer_exactly() {
     let dir = Dir::new("limit");
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
-    let (code, text) = finish(start(&dir, &s, &["--max-events", "12345"]));
-    assert_eq!(code, 0, "{text}");
-    let run = dir.run_dir();
+    let (_, run) = ran(
+        &dir,
+        &setup(1_000_000_000, 1, 1),
+        &["--max-events", "12345"],
+        LONG,
+    );
     assert_eq!(sink_reports(&run, "sink").events, 12_345);
     assert_eq!(sink_reports(&run, "sink2").events, 12_345);
 }
@@ -465,17 +480,7 @@ fn check_and_the_run_refuse_what_would_fail_after_the_start() {
         }
     }
     // A port that is not there is what --simulate is for.
-    let out = Command::new(EXE)
-        .args(["check", "--simulate", "bad.yaml"])
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(check(&["--simulate"], &dir.0.join("bad.yaml")));
 }
 
 /// A config value of the wrong type is refused by `check` (exit 2) at the value's file, line
@@ -604,11 +609,8 @@ fn a_restarted_importer_resumes_and_its_consumers_get_every_event() {
         "    config: {n_events: 20000, fail_at: 4999}\n    restart: on-failure",
     );
     assert!(text.contains("fail_at"));
-    let s = dir.write("setup.yaml", &text);
-    let (code, out) = finish_within(start(&dir, &s, &[]), Duration::from_secs(120));
-    assert_eq!(code, 0, "{out}");
+    let (out, run) = ran(&dir, &text, &[], Duration::from_secs(120));
     assert!(out.contains("starting it again"), "{out}");
-    let run = dir.run_dir();
     let sum = n * (n - 1) / 2;
     for sink in ["sink", "sink2"] {
         let r = sink_reports(&run, sink);
@@ -630,14 +632,9 @@ fn a_restarted_importer_resumes_and_its_consumers_get_every_event() {
 /// in summary.json and in the stats, so the books balance.
 #[test]
 fn a_killed_consumers_unread_events_are_counted_lost() {
-    let dir = Dir::new("killedbooks");
-    let s = dir.write("setup.yaml", &setup(1_000_000_000, 1, 1));
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
-    let needle = format!("{} sink2 0", run.join("plan.json").display());
-    let victims = processes_with(&needle);
-    assert_eq!(victims.len(), 1, "{victims:?}");
-    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    let (_dir, child, run) = running("killedbooks", &setup(1_000_000_000, 1, 1));
+    let victim = the_process(&run, "sink2 0");
+    kill(victim, nix::sys::signal::Signal::SIGKILL);
     let (code, text) = finish_within(child, Duration::from_secs(120));
     assert_eq!(code, 1, "{text}");
     let summary = books_balance(&run);
@@ -660,10 +657,7 @@ fn a_reader_that_leaves_early_does_not_hang_the_run() {
         "  sink2:\n    function: bench.sink\n    sources: [raw]\n    config: {leave_after: 1000}\n",
     );
     assert!(text.contains("leave_after"));
-    let s = dir.write("setup.yaml", &text);
-    let (code, out) = finish_within(start(&dir, &s, &[]), Duration::from_secs(120));
-    assert_eq!(code, 0, "{out}");
-    let run = dir.run_dir();
+    let (_, run) = ran(&dir, &text, &[], Duration::from_secs(120));
     let summary = books_balance(&run);
     let b = &summary["readers"]["raw"]["sink2"];
     assert_eq!(b["delivered"], 1000, "{b}");
@@ -769,13 +763,10 @@ fn events_lost_under_drop_are_told_in_the_log() {
 /// export.csv truncated events.csv, so the rows of its earlier life were gone.
 #[test]
 fn a_restarted_csv_exporter_keeps_what_it_wrote() {
-    let dir = Dir::new("csvrestart");
     let text = setup(1_000_000_000, 1, 1)
         + "  csv:\n    function: export.csv\n    sources: [raw]\n    restart: on-failure\n    \
            config: {save_interval: 0.1}\n";
-    let s = dir.write("setup.yaml", &text);
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
+    let (_dir, child, run) = running("csvrestart", &text);
     let csv = run.join("raw.csv");
     let lines = || std::fs::read_to_string(&csv).unwrap_or_default();
     wait_until("rows in raw.csv", Duration::from_secs(30), || {
@@ -783,10 +774,8 @@ fn a_restarted_csv_exporter_keeps_what_it_wrote() {
     });
     let first = lines().lines().nth(1).unwrap().to_string();
     assert!(first.starts_with("0,"), "{first}");
-    let needle = format!("{} csv 0", run.join("plan.json").display());
-    let victims = processes_with(&needle);
-    assert_eq!(victims.len(), 1, "{victims:?}");
-    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    let victim = the_process(&run, "csv 0");
+    kill(victim, nix::sys::signal::Signal::SIGKILL);
     wait_until(
         "the restarted exporter writing",
         Duration::from_secs(30),
@@ -818,18 +807,13 @@ fn a_restarted_csv_exporter_keeps_what_it_wrote() {
 /// in `<stem>_r1.h5`; both open with plain h5py.
 #[test]
 fn a_restarted_hdf5_exporter_keeps_its_file_and_goes_on_in_a_new_one() {
-    let dir = Dir::new("h5restart");
     let text = setup(1_000_000_000, 1, 1)
         + "  h5:\n    function: export.hdf5\n    sources: [raw]\n    restart: on-failure\n    \
            config: {flush_interval: 0.2, compression: none}\n";
-    let s = dir.write("setup.yaml", &text);
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
-    let needle = format!("{} h5 0", run.join("plan.json").display());
-    let victims = processes_with(&needle);
-    assert_eq!(victims.len(), 1, "{victims:?}");
+    let (_dir, child, run) = running("h5restart", &text);
+    let victim = the_process(&run, "h5 0");
     std::thread::sleep(Duration::from_millis(800));
-    kill(victims[0], nix::sys::signal::Signal::SIGKILL);
+    kill(victim, nix::sys::signal::Signal::SIGKILL);
     wait_until("the restarted exporter", Duration::from_secs(30), || {
         std::fs::read_to_string(run.join("daq-engine.log")).is_ok_and(|l| l.contains("going on in"))
     });
@@ -956,19 +940,14 @@ fn a_terminal_nobody_reads_does_not_hold_the_run() {
 /// refused the run (it has its summary). The files are now made whole before the summary.
 #[test]
 fn an_aborted_runs_hdf5_files_open_with_plain_h5py() {
-    let dir = Dir::new("aborth5");
     let text = setup(1_000_000_000, 1, 1)
         + "  h5:\n    function: export.hdf5\n    sources: [raw]\n    \
            config: {flush_interval: 0.2, compression: none}\n";
-    let s = dir.write("setup.yaml", &text);
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
-    let needle = format!("{} h5 0", run.join("plan.json").display());
-    let h5 = processes_with(&needle);
-    assert_eq!(h5.len(), 1, "{h5:?}");
+    let (_dir, child, run) = running("aborth5", &text);
+    let h5 = the_process(&run, "h5 0");
     std::thread::sleep(Duration::from_millis(500));
     // Held, so the abort surely finds it writing.
-    kill(h5[0], nix::sys::signal::Signal::SIGSTOP);
+    kill(h5, nix::sys::signal::Signal::SIGSTOP);
     kill(child.id(), nix::sys::signal::Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
     kill(child.id(), nix::sys::signal::Signal::SIGINT);
@@ -1080,15 +1059,12 @@ fn last_stats(run: &Path) -> (usize, u64, bool) {
 #[test]
 fn an_importer_restarted_while_paused_stays_paused() {
     use daq_engine::engine::{requests, Control};
-    let dir = Dir::new("restart-paused");
     let text = setup(1_000_000_000, 1, 1).replace(
         "    config: {n_events: 1000000000}",
         "    config: {n_events: 1000000000}\n    restart: on-failure",
     );
     assert!(text.contains("restart: on-failure"));
-    let s = dir.write("setup.yaml", &text);
-    let child = start(&dir, &s, &[]);
-    let run = wait_running(&dir);
+    let (_dir, child, run) = running("restart-paused", &text);
     requests::request(&run, Control::Pause, Duration::from_secs(30)).unwrap();
     wait_until("a paused stats line", Duration::from_secs(30), || {
         last_stats(&run).2

@@ -25,23 +25,42 @@ fn built(rel: &str, how: &str) -> PathBuf {
     p
 }
 
-fn run(exe: &Path, dir: &Path, setup: &str) -> (i32, String, PathBuf) {
+/// Writes `setup` as `setup.yaml` into `dir` (made anew) and runs `exe <args…>` there to its
+/// end: (exit code, -1 for a signal; stderr).
+fn run_in(dir: &Path, setup: &str, exe: &Path, args: &[&str]) -> (i32, String) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("setup.yaml"), setup).unwrap();
     let out = Command::new(exe)
-        .arg("setup.yaml")
-        .arg("--quiet")
+        .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run(exe: &Path, dir: &Path, setup: &str) -> (i32, String, PathBuf) {
+    let (code, text) = run_in(dir, setup, exe, &["setup.yaml", "--quiet"]);
     let run_dir = std::fs::read_dir(dir.join("runs"))
         .ok()
         .and_then(|mut d| d.next())
         .map(|e| e.unwrap().path())
         .unwrap_or_default();
-    (out.status.code().unwrap_or(-1), text, run_dir)
+    (code, text, run_dir)
+}
+
+/// The C maths library: a shared library that is no plugin.
+fn libm() -> &'static str {
+    [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libm")
 }
 
 fn sink_events(run_dir: &Path) -> u64 {
@@ -108,13 +127,7 @@ fn a_shared_library_filter_runs_in_the_pipeline() {
 #[test]
 fn a_library_that_is_not_a_plugin_is_refused_with_exit_2() {
     let dir = std::env::temp_dir().join(format!("daq-user-bad-{}", std::process::id()));
-    let libc = [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/usr/lib/x86_64-linux-gnu/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("libm");
+    let libc = libm();
     let setup = pipeline(
         &format!("    file: {libc}\n    function: user.peak_above\n    config: {{channel: chA, level: 0}}"),
         10,
@@ -144,19 +157,7 @@ fn a_users_own_binary_runs_its_compiled_in_function() {
 
 /// `daq-engine check` on the setup in `dir`: (exit code, stderr).
 fn check(dir: &Path, setup: &str) -> (i32, String) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("setup.yaml"), setup).unwrap();
-    let out = Command::new(EXE)
-        .arg("check")
-        .arg("setup.yaml")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_in(dir, setup, Path::new(EXE), &["check", "setup.yaml"])
 }
 
 /// issue 12, item 9: `check` loads user libraries as the run would, each in a child process
@@ -183,13 +184,7 @@ fn check_loads_user_libraries_in_a_child_process() {
         "{text}"
     );
     // A library that is no plugin.
-    let libm = [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/usr/lib/x86_64-linux-gnu/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("libm");
+    let libm = libm();
     let (code, text) = check(&dir, &with(libm, "user.peak_above"));
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("not a daq-engine worker library"), "{text}");

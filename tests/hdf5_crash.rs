@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+mod hdf5_files;
 mod runs;
+use hdf5_files::{h5dump_clean, temp_dir};
 use runs::SmallDisk;
 
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::export::hdf5::{
-    no_inherited_files, recover, BufferHandle, BufferOptions, Compression, RunFileWriter, RunInfo,
-    RunStats, WriterOptions,
+    no_inherited_files, recover, BufferHandle, BufferOptions, Compression, RunFileWriter, RunStats,
+    WriterOptions,
 };
 use daq_engine::export::{inspect, read_buffer, ExportError};
 
@@ -28,18 +30,9 @@ fn dtype() -> Dtype {
     Dtype::parse([("ch0", "f4")]).unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("daq-hdf5-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Deterministic event bytes (same formula as the Python reader uses).
 fn event_bytes(counter: i64) -> Vec<u8> {
-    (0..DATA_LENGTH * 4)
-        .map(|i| (i as i64 * 31 + counter * 7 + (i as i64 >> 8)) as u8)
-        .collect()
+    hdf5_files::event_bytes_of_len(DATA_LENGTH * 4, counter)
 }
 
 fn meta(counter: i64) -> Metadata {
@@ -56,15 +49,7 @@ fn raw_writer(
     flush_interval: Duration,
     compression: Compression,
 ) -> (RunFileWriter, BufferHandle) {
-    let mut w = RunFileWriter::create(
-        path,
-        RunInfo::new("crash test"),
-        WriterOptions {
-            flush_interval,
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(path, "crash test", flush_interval);
     let b = w
         .add_buffer(
             "raw",
@@ -99,6 +84,56 @@ fn spawn_role(role: &str, test: &str, arg: &Path) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// In a child started by [`spawn_role`]: runs `part` on the child's path if the child is
+/// for `role` (a child for another role has nothing to do in this test). Whether this
+/// process is such a child, which then returns from the test.
+fn child_plays(role: &str, part: impl FnOnce(&Path)) -> bool {
+    let Ok(asked) = std::env::var("DAQ_HDF5_ROLE") else {
+        return false;
+    };
+    if asked == role {
+        part(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
+    }
+    true
+}
+
+/// A writer child of a kill test and what the parent keeps while it runs.
+struct WriterChild {
+    /// One test at a time (see [`serial`]), for as long as this lives.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    dir: PathBuf,
+    /// The file the child writes.
+    path: PathBuf,
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+/// Test `test`'s kill test with the child role `role` (whose part is `part`): in the parent,
+/// one test at a time, a fresh directory `tag` and the child writing `run.h5` there; `None`
+/// in a child (its part done), which then returns from the test.
+fn writer_child(
+    test: &str,
+    role: &str,
+    part: impl FnOnce(&Path),
+    tag: &str,
+) -> Option<WriterChild> {
+    if child_plays(role, part) {
+        return None;
+    }
+    let one_at_a_time = serial();
+    let dir = temp_dir(tag);
+    let path = dir.join("run.h5");
+    let mut child = spawn_role(role, test, &path);
+    let out = BufReader::new(child.stdout.take().unwrap());
+    Some(WriterChild {
+        _one_at_a_time: one_at_a_time,
+        dir,
+        path,
+        child,
+        out,
+    })
 }
 
 /// The next line the child printed that starts with `prefix` (test-harness chatter skipped).
@@ -142,25 +177,6 @@ fn check_events(path: &Path, at_least: usize) -> usize {
         "{seen} events in the file, {at_least} were flushed"
     );
     seen
-}
-
-/// Runs `h5dump -H` and asserts it exits 0 with no error output.
-fn h5dump_clean(path: &Path) {
-    let mut cmd = Command::new("h5dump");
-    no_inherited_files(&mut cmd);
-    match cmd.arg("-H").arg(path).output() {
-        Ok(out) => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && !err.contains("error"),
-                "h5dump -H {} failed: {}\n{}",
-                path.display(),
-                out.status,
-                err
-            );
-        }
-        Err(e) => println!("SKIPPED h5dump check: h5dump not runnable ({e}); install hdf5-tools"),
-    }
 }
 
 /// Child role "killed-writer": appends 64 events (4 chunks, compressed by the writer's
@@ -209,26 +225,18 @@ fn write_until_killed(
 
 #[test]
 fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
-    if let Ok("killed-writer") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
-        killed_writer(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
-        return;
-    }
-    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
-        return;
-    }
-    let _one_at_a_time = serial();
-    let dir = temp_dir("kill9");
-    let path = dir.join("run.h5");
-    let mut child = spawn_role(
-        "killed-writer",
+    let Some(mut w) = writer_child(
         "kill_9_leaves_a_readable_file_with_every_flushed_event",
-        &path,
-    );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+        "killed-writer",
+        killed_writer,
+        "kill9",
+    ) else {
+        return;
+    };
     let mut flushed = 0usize;
     loop {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "writer died early");
+        assert!(w.out.read_line(&mut line).unwrap() > 0, "writer died early");
         if let Some(at) = line.find("flushed ") {
             flushed = line[at + 8..].trim().parse().unwrap();
         }
@@ -238,14 +246,14 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     }
     assert_eq!(flushed, 294);
     // Child::kill sends SIGKILL on Unix: no destructor, no atexit, no HDF5 close.
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
+    w.child.kill().unwrap();
+    let status = w.child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9));
 
-    let kept = check_events(&path, flushed);
+    let kept = check_events(&w.path, flushed);
     assert!(kept <= 301);
-    let text = inspect(&path).unwrap();
+    let text = inspect(&w.path).unwrap();
     assert!(
         text.contains("still open for writing, or its writer stopped"),
         "{text}"
@@ -253,38 +261,24 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     assert!(text.contains("@closed_cleanly = 0"), "{text}");
     // HDF5 readers other than SWMR ones refuse the file until the writer's flags are
     // cleared; `recover` does that (like `h5clear -s`) and changes no event.
-    recover(&path).unwrap();
-    assert_eq!(check_events(&path, flushed), kept);
-    let text = inspect(&path).unwrap();
+    recover(&w.path).unwrap();
+    assert_eq!(check_events(&w.path, flushed), kept);
+    let text = inspect(&w.path).unwrap();
     assert!(!text.contains("still open for writing"), "{text}");
     // Both kinds of chunk were in the file the writer left: deflated ones (filter mask 0)
     // and raw ones a flush stored (mask 3, both filters skipped).
-    let masks: Vec<u32> = {
-        let f = hdf5_metno::File::open(&path).unwrap();
-        let ds = f.dataset("raw/data").unwrap();
-        (0..ds.num_chunks().unwrap())
-            .map(|i| ds.chunk_info(i).unwrap().filter_mask)
-            .collect()
-    };
+    let masks = hdf5_files::chunk_filter_masks(&w.path);
     assert!(masks.contains(&0) && masks.contains(&3), "{masks:?}");
-    h5dump_clean(&path);
+    h5dump_clean(&w.path);
     println!("after kill -9: {kept} events readable, {flushed} were flushed");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&w.dir).unwrap();
 }
 
 /// Child role "slow-killed-writer": a compressed run slower than a chunk per flush, with the
 /// default chunks (1 MiB, sized by the writer at its first flush): 15 flushes 90 events
 /// (369 kB) apart, then 7 more events; waits to be killed.
 fn slow_killed_writer(path: &Path) {
-    let mut w = RunFileWriter::create(
-        path,
-        RunInfo::new("crash test"),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(path, "crash test", Duration::from_secs(3600));
     let b = w
         .add_buffer("raw", &dtype(), DATA_LENGTH, BufferOptions::default())
         .unwrap();
@@ -296,42 +290,28 @@ fn slow_killed_writer(path: &Path) {
 /// chunks are mostly deflated (before, a slow run's chunks were all stored raw).
 #[test]
 fn kill_9_of_a_slow_compressed_run_keeps_every_flushed_event() {
-    if let Ok("slow-killed-writer") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
-        slow_killed_writer(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
-        return;
-    }
-    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
-        return;
-    }
-    let _one_at_a_time = serial();
-    let dir = temp_dir("kill9-slow");
-    let path = dir.join("run.h5");
-    let mut child = spawn_role(
-        "slow-killed-writer",
+    let Some(mut w) = writer_child(
         "kill_9_of_a_slow_compressed_run_keeps_every_flushed_event",
-        &path,
-    );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    while !next_line(&mut out, "").ends_with("ready") {}
-    child.kill().unwrap();
-    child.wait().unwrap();
-    recover(&path).unwrap();
-    let kept = check_events(&path, 1350);
-    assert!(kept <= 1357);
-    let masks: Vec<u32> = {
-        let f = hdf5_metno::File::open(&path).unwrap();
-        let ds = f.dataset("raw/data").unwrap();
-        (0..ds.num_chunks().unwrap())
-            .map(|i| ds.chunk_info(i).unwrap().filter_mask)
-            .collect()
+        "slow-killed-writer",
+        slow_killed_writer,
+        "kill9-slow",
+    ) else {
+        return;
     };
+    while !next_line(&mut w.out, "").ends_with("ready") {}
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    recover(&w.path).unwrap();
+    let kept = check_events(&w.path, 1350);
+    assert!(kept <= 1357);
+    let masks = hdf5_files::chunk_filter_masks(&w.path);
     let raw = masks.iter().filter(|&&m| m == 3).count();
     let deflated = masks.iter().filter(|&&m| m == 0).count();
     // The chunk each flush found growing is raw, the rest deflated.
     assert!((1..=16).contains(&raw) && deflated >= 3 * raw, "{masks:?}");
-    h5dump_clean(&path);
+    h5dump_clean(&w.path);
     println!("slow run after kill -9: {kept} events, chunks {deflated} deflated, {raw} raw");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&w.dir).unwrap();
 }
 
 /// Reads targets from stdin; for each, polls the SWMR file until it holds that many events,
@@ -388,11 +368,7 @@ fn crate_reader(path: &Path) {
 
 #[test]
 fn reader_in_another_process_follows_the_growing_file() {
-    if let Ok("reader") = std::env::var("DAQ_HDF5_ROLE").as_deref() {
-        crate_reader(Path::new(&std::env::var("DAQ_HDF5_ARG").unwrap()));
-        return;
-    }
-    if std::env::var("DAQ_HDF5_ROLE").is_ok() {
+    if child_plays("reader", crate_reader) {
         return;
     }
     let _one_at_a_time = serial();

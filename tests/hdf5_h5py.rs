@@ -6,7 +6,6 @@
 //! Needs a Python with h5py and numpy: `$DAQ_PYTHON`, else `python3`. Without one the test
 //! says why and checks only h5dump (CI provides the venv).
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,6 +13,9 @@ use daq_engine::dtype::{Base, ByteOrder, Dtype, FieldType, Metadata, Scalar};
 use daq_engine::export::hdf5::{
     BufferOptions, Compression, Rotation, RunFileWriter, RunInfo, RunStats, WriterOptions,
 };
+
+mod hdf5_files;
+use hdf5_files::h5dump_clean;
 
 const CHECK: &str = r#"
 import sys, json, h5py, numpy as np
@@ -43,22 +45,6 @@ assert sorted(counters) == list(range(n)), "counters are not 0..N once"
 assert counters == list(range(n)), "counters out of order"
 print("h5py ok", len(files), "files", rows)
 "#;
-
-fn h5dump_clean(path: &Path) {
-    match Command::new("h5dump").arg("-H").arg(path).output() {
-        Ok(out) => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && !err.contains("error"),
-                "h5dump -H {} failed: {}\n{}",
-                path.display(),
-                out.status,
-                err
-            );
-        }
-        Err(e) => println!("SKIPPED h5dump check: h5dump not runnable ({e}); install hdf5-tools"),
-    }
-}
 
 /// The bytes of one element of `t` made from the random number `x`: a valid value of its
 /// type (bool 0/1, text of printable and non-ASCII characters, NUL-padded) in its byte order.
@@ -210,9 +196,7 @@ fn write_and_check(
     n: i64,
     max_bytes: Option<u64>,
 ) -> usize {
-    let dir = std::env::temp_dir().join(format!("daq-hdf5-h5py-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = hdf5_files::temp_dir(&format!("h5py-{tag}"));
     let options = WriterOptions {
         flush_interval: Duration::from_millis(1),
         rotation: Rotation {

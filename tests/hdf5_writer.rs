@@ -2,7 +2,7 @@
 //! and flushes, rotation without split or duplicated events, histograms, attributes,
 //! `inspect`, typed errors, and `h5dump -H` running clean on every file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,18 +13,12 @@ use daq_engine::export::hdf5::{
 };
 use daq_engine::export::{inspect, read_buffer, ExportError};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("daq-hdf5-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod hdf5_files;
+use hdf5_files::{h5dump_clean, temp_dir};
 
 /// Deterministic event bytes: every byte depends on the counter and its position.
 fn event_bytes(dtype: &Dtype, data_length: usize, counter: i64) -> Vec<u8> {
-    (0..dtype.record_size() * data_length)
-        .map(|i| (i as i64 * 31 + counter * 7 + (i as i64 >> 8)) as u8)
-        .collect()
+    hdf5_files::event_bytes_of_len(dtype.record_size() * data_length, counter)
 }
 
 fn meta(counter: i64) -> Metadata {
@@ -32,25 +26,6 @@ fn meta(counter: i64) -> Metadata {
         counter,
         timestamp: 1_700_000_000.0 + counter as f64 * 0.001,
         deadtime: (counter % 10) as f64 / 100.0,
-    }
-}
-
-/// Runs `h5dump -H` and asserts it exits 0 with no error output.
-fn h5dump_clean(path: &Path) {
-    let mut cmd = Command::new("h5dump");
-    no_inherited_files(&mut cmd);
-    match cmd.arg("-H").arg(path).output() {
-        Ok(out) => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && !err.contains("error"),
-                "h5dump -H {} failed: {}\n{}",
-                path.display(),
-                out.status,
-                err
-            );
-        }
-        Err(e) => println!("SKIPPED h5dump check: h5dump not runnable ({e}); install hdf5-tools"),
     }
 }
 
@@ -282,15 +257,7 @@ fn bad_input_gives_typed_errors() {
     let dir = temp_dir("errors");
     let dtype = Dtype::parse([("x", "f4")]).unwrap();
     let path = dir.join("run.h5");
-    let mut w = RunFileWriter::create(
-        &path,
-        RunInfo::new(""),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(&path, "", Duration::from_secs(3600));
     assert!(matches!(
         RunFileWriter::create(&path, RunInfo::new(""), WriterOptions::default()),
         Err(ExportError::Create { .. })
@@ -349,15 +316,7 @@ fn dropped_writer_keeps_events_and_says_not_closed_cleanly() {
     let dtype = Dtype::parse([("x", "i8")]).unwrap();
     let path = dir.join("run.h5");
     {
-        let mut w = RunFileWriter::create(
-            &path,
-            RunInfo::new(""),
-            WriterOptions {
-                flush_interval: Duration::ZERO,
-                ..WriterOptions::default()
-            },
-        )
-        .unwrap();
+        let mut w = hdf5_files::writer_flushing_every(&path, "", Duration::ZERO);
         let b = w
             .add_buffer("b", &dtype, 3, BufferOptions::default())
             .unwrap();
@@ -531,15 +490,7 @@ fn write_events(
     chunk_events: usize,
     flush_after: impl Fn(usize) -> bool,
 ) -> u64 {
-    let mut w = RunFileWriter::create(
-        path,
-        RunInfo::new("x"),
-        WriterOptions {
-            flush_interval: Duration::from_secs(3600),
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut w = hdf5_files::writer_flushing_every(path, "x", Duration::from_secs(3600));
     let b = w
         .add_buffer(
             "raw",
@@ -564,13 +515,9 @@ fn write_events(
 
 /// (filter mask, count) of the chunks of `/raw/data`, sorted by mask.
 fn chunk_masks(path: &Path) -> Vec<(u32, usize)> {
-    let f = hdf5_metno::File::open(path).unwrap();
-    let ds = f.dataset("raw/data").unwrap();
     let mut masks = std::collections::BTreeMap::new();
-    for i in 0..ds.num_chunks().unwrap() {
-        *masks
-            .entry(ds.chunk_info(i).unwrap().filter_mask)
-            .or_insert(0) += 1;
+    for mask in hdf5_files::chunk_filter_masks(path) {
+        *masks.entry(mask).or_insert(0) += 1;
     }
     masks.into_iter().collect()
 }

@@ -23,6 +23,32 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 /// Generous: the machine is shared and builds run beside the tests.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
+/// What a test with a broker starts with: tansu (in memory, named `tag`) with `topics` of
+/// `partitions` partitions each, a scratch directory `kafka-<tag>` and the broker's address.
+/// `None`, with a SKIPPED line, without tansu.
+fn with_broker(
+    test: &str,
+    tag: &str,
+    topics: &[&str],
+    partitions: u32,
+) -> Option<(Broker, Dir, String)> {
+    let bin = tansu::binary(test)?;
+    let broker = Broker::start(&bin, tag);
+    for t in topics {
+        broker.create_topic(t, partitions);
+    }
+    let address = broker.address.clone();
+    Some((broker, Dir::new(&format!("kafka-{tag}")), address))
+}
+
+/// Waits (at most [`RUN_LIMIT`]) for the engine `child` to end and asserts it exits 0; the
+/// message is `what`, what the run said and `more` (the broker's log, say). What the run said.
+fn ended(child: Child, what: &str, more: &str) -> String {
+    let (code, text) = finish_within(child, RUN_LIMIT);
+    assert_eq!(code, 0, "{what}{text}\n{more}");
+    text
+}
+
 fn start(dir: &Dir, name: &str, text: &str) -> Child {
     let setup = dir.write(name, text);
     Command::new(EXE)
@@ -77,8 +103,7 @@ fn kafka_counts(run: &Path, worker: &str) -> serde_json::Value {
 fn kafka_counts_agree(run: &Path, worker: &str) -> serde_json::Value {
     let file = kafka_counts(run, worker);
     assert_eq!(file["done"], true, "{file}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = runs::summary(run);
     assert_eq!(summary["kafka"][worker], file, "summary.json");
     let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
@@ -86,17 +111,10 @@ fn kafka_counts_agree(run: &Path, worker: &str) -> serde_json::Value {
     assert_eq!(last["workers"][worker]["kafka"], file, "last stats line");
     let out = Command::new(EXE).arg("status").arg(run).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let row: Vec<String> = [
-        "events",
-        "delivered",
-        "spooled",
-        "replayed",
-        "dropped_spool_full",
-        "lost",
-    ]
-    .iter()
-    .map(|k| file[k].to_string())
-    .collect();
+    let row: Vec<String> = tansu::COUNT_COLUMNS
+        .iter()
+        .map(|k| file[k].to_string())
+        .collect();
     assert!(
         text.lines().any(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
@@ -259,16 +277,12 @@ print(json.dumps(facts))
 #[test]
 fn python_reads_every_kind_we_send_and_it_matches_the_run_file() {
     let test = "python_reads_every_kind_we_send_and_it_matches_the_run_file";
-    let Some(bin) = tansu::binary(test) else {
+    let Some((broker, dir, b)) =
+        with_broker(test, "python", &["raw", "pulses", "control", "status"], 1)
+    else {
         return;
     };
     let Some(py) = python(test) else { return };
-    let broker = Broker::start(&bin, "python");
-    for t in ["raw", "pulses", "control", "status"] {
-        broker.create_topic(t, 1);
-    }
-    let dir = Dir::new("kafka-python");
-    let b = &broker.address;
     let child = start(
         &dir,
         "kinds.yaml",
@@ -320,8 +334,7 @@ Workers:
 "
         ),
     );
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}\n{}", broker.log());
+    ended(child, "", &broker.log());
     let run = run_dir(&dir, "kinds");
     books_balance(&run);
     let raw = kafka_counts(&run, "to_kafka_raw");
@@ -334,7 +347,7 @@ Workers:
     assert!(pulses["events"].as_u64().unwrap() > 100, "{pulses}");
     assert_eq!(pulses["delivered"], pulses["events"], "{pulses}");
     let out = Command::new(&py)
-        .args(["-c", CHECK_PY, b, run.to_str().unwrap(), "kinds"])
+        .args(["-c", CHECK_PY, &b, run.to_str().unwrap(), "kinds"])
         .output()
         .unwrap();
     assert!(
@@ -395,45 +408,20 @@ fn hashable(e: &(Vec<u8>, f64)) -> (&[u8], u64) {
 
 #[test]
 fn two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source() {
-    let Some(bin) = tansu::binary(
-        "two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source",
-    ) else {
+    let test = "two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_source";
+    let Some((_broker, dir, b)) = with_broker(test, "hosts", &["waveforms"], 2) else {
         return;
     };
-    let broker = Broker::start(&bin, "hosts");
-    broker.create_topic("waveforms", 2);
-    let dir = Dir::new("kafka-hosts");
-    let b = broker.address.clone();
     // The consumer first, so it reads while the producers run; it ends 15 s after the last
     // message.
-    let consumer = start(
-        &dir,
-        "analysis.yaml",
-        &format!(
-            "target_directory: analysis
-Buffers:
-  raw: {{slot_count: 256, data_length: 64, data_dtype: {{chA: float32, chB: float32}}}}
-Workers:
-  from_kafka:
-    function: source.kafka
-    sinks: [raw]
-    config: {{brokers: '{b}', topic: waveforms, group_id: analysis, idle_end: 15.0}}
-  raw_file:
-    function: export.hdf5
-    sources: [raw]
-    config: {{compression: none}}
-"
-        ),
-    );
+    let consumer = start(&dir, "analysis.yaml", &consumer_setup(&b, "analysis", 15.0));
     // digitizer_1 and digitizer_4 are keyed to different partitions (CRC32 of the key).
     let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));
     let two = start(&dir, "host2.yaml", &producer_setup(&b, "host2", 4, 500, ""));
     for (name, child) in [("host1", one), ("host2", two)] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}");
+        ended(child, &format!("{name}: "), "");
     }
-    let (code, text) = finish_within(consumer, RUN_LIMIT);
-    assert_eq!(code, 0, "analysis: {text}");
+    ended(consumer, "analysis: ", "");
     let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
     let mut total = 0;
     for (host, n) in [("host1", 600), ("host2", 500)] {
@@ -480,40 +468,15 @@ Workers:
 /// every event of both producers arrives exactly once, in order per source.
 #[test]
 fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
-    let Some(bin) =
-        tansu::binary("two_consuming_engines_in_one_group_share_the_partitions_every_event_once")
-    else {
+    let test = "two_consuming_engines_in_one_group_share_the_partitions_every_event_once";
+    let Some((_broker, dir, b)) = with_broker(test, "group", &["waveforms"], 2) else {
         return;
     };
-    let broker = Broker::start(&bin, "group");
-    broker.create_topic("waveforms", 2);
-    let dir = Dir::new("kafka-group");
-    let b = broker.address.clone();
     let a = start(&dir, "a.yaml", &consumer_setup(&b, "analysis_a", 15.0));
     let c = start(&dir, "c.yaml", &consumer_setup(&b, "analysis_c", 15.0));
     // Before anything is produced, the group has settled: each consumer's last assignment
     // (source.kafka logs them) is one partition.
-    let settled = |target: &str| {
-        std::fs::read_dir(dir.0.join(target))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("daq-engine.log")).ok())
-            .any(|log| {
-                log.lines()
-                    .rev()
-                    .find(|l| l.contains("assigned partitions of 'waveforms'"))
-                    .is_some_and(|l| l.ends_with("[0]") || l.ends_with("[1]"))
-            })
-    };
-    let t = std::time::Instant::now();
-    while !(settled("analysis_a") && settled("analysis_c")) {
-        assert!(
-            t.elapsed() < RUN_LIMIT,
-            "the group did not share the partitions"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_shared(&dir, &["analysis_a", "analysis_c"], 2);
     // Keys digitizer_1 and digitizer_4: librdkafka's default partitioner (CRC32 of the key)
     // puts them on partitions 1 and 0.
     let one = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 600, ""));
@@ -524,8 +487,7 @@ fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
         ("analysis_a", a),
         ("analysis_c", c),
     ] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}");
+        ended(child, &format!("{name}: "), "");
     }
     let got: Vec<Vec<(Vec<u8>, f64)>> = ["analysis_a", "analysis_c"]
         .iter()
@@ -661,13 +623,11 @@ fn a_rebalance_mid_stream_a_member_joins_and_one_leaves_every_event_once() {
     signal(a.id(), nix::sys::signal::Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
     signal(writer[0], nix::sys::signal::Signal::SIGCONT);
-    let (code, text) = finish_within(a, RUN_LIMIT);
-    assert_eq!(code, 0, "analysis_a: {text}");
+    ended(a, "analysis_a: ", "");
     wait_shared(&dir, &["analysis_b"], 4);
     flowing("B took A's partitions");
     for (name, child) in [("host1", one), ("host2", two), ("analysis_b", c)] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}");
+        ended(child, &format!("{name}: "), "");
     }
     for t in ["analysis_a", "analysis_b"] {
         books_balance(&run_dir(&dir, t));
@@ -732,15 +692,11 @@ fn a_rebalance_mid_stream_a_member_joins_and_one_leaves_every_event_once() {
 /// (A broker killed and restarted: the next test.)
 #[test]
 fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
-    let Some(bin) = tansu::binary("a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order")
-    else {
+    use rdkafka::message::Message;
+    let test = "a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order";
+    let Some((broker, dir, b)) = with_broker(test, "away-mid-run", &["waveforms"], 1) else {
         return;
     };
-    use rdkafka::message::Message;
-    let broker = Broker::start(&bin, "away-mid-run");
-    broker.create_topic("waveforms", 1);
-    let dir = Dir::new("kafka-away-mid-run");
-    let b = broker.address.clone();
     // 2000 waveforms of 512 B at 400 Hz (5 s); the client holds 100 kB (~140 messages), so
     // a broker away for 4 s sends events to the spool.
     let n = 2000u64;
@@ -758,8 +714,7 @@ fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
     broker.pause(true);
     std::thread::sleep(Duration::from_secs(4));
     broker.pause(false);
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}\n{}", broker.log());
+    ended(child, "", &broker.log());
     let run = run_dir(&dir, "restart");
     books_balance(&run);
     let counts = kafka_counts_agree(&run, "to_kafka");
@@ -856,8 +811,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_every_event_once() {
     broker.restart();
     let mut consumed = 0;
     for (name, child) in [("host1", one), ("host2", two), ("analysis", consumer)] {
-        let (code, text) = finish_within(child, RUN_LIMIT);
-        assert_eq!(code, 0, "{name}: {text}\n{}", broker.log());
+        ended(child, &format!("{name}: "), &broker.log());
     }
     let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
     for host in ["host1", "host2"] {
@@ -931,8 +885,7 @@ Workers:
 "
         ),
     );
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}");
+    ended(child, "", "");
     let run = run_dir(&dir, "away");
     let summary = books_balance(&run);
     assert_eq!(summary["events"]["raw"], 500, "{summary}");
@@ -1028,14 +981,11 @@ Workers:
 /// waveform variables unchanged.
 #[test]
 fn da00_of_a_digitizer_carries_its_volts_per_count() {
-    let Some(bin) = tansu::binary("da00_of_a_digitizer_carries_its_volts_per_count") else {
+    use rdkafka::message::Message;
+    let test = "da00_of_a_digitizer_carries_its_volts_per_count";
+    let Some((_broker, dir, b)) = with_broker(test, "scale", &["traces"], 1) else {
         return;
     };
-    use rdkafka::message::Message;
-    let broker = Broker::start(&bin, "scale");
-    broker.create_topic("traces", 1);
-    let dir = Dir::new("kafka-scale");
-    let b = broker.address.clone();
     let setup = dir.write(
         "rp.yaml",
         &format!(
@@ -1070,8 +1020,7 @@ Workers:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}");
+    let text = ended(child, "", "");
     let run = run_dir(&dir, "rp");
     let sent = kafka_counts(&run, "to_kafka")["delivered"]
         .as_u64()
@@ -1254,8 +1203,7 @@ Workers:
 "
         ),
     );
-    let (code, text) = finish_within(child, RUN_LIMIT);
-    assert_eq!(code, 0, "{text}");
+    ended(child, "", "");
     // The question on the wire: ListOffsets with the time in ms (big-endian i64).
     let asked = (from * 1000).to_be_bytes();
     let list_offsets = proxy.requests(2);

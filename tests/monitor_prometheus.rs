@@ -4,10 +4,12 @@
 //! metrics` finds nothing to fault in the text. Skipped, saying so, without prometheus.
 
 mod monitor_common;
+mod runs;
 use daq_engine::monitor::Web;
 use monitor_common::{
-    exchange, free_loopback_addr, holds_within, http, start_run_with, wait_for, wait_up_to, Dir,
+    exchange, free_loopback_addr, holds_within, http, start_run_with, wait_for, wait_up_to,
 };
+use runs::Dir;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

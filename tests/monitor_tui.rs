@@ -4,58 +4,26 @@
 //! sees the run paused, presses `s` and sees the run end with exit 0 and the terminal given
 //! back (the main screen with the test harness's result line, not the dashboard).
 
-use daq_engine::engine::{make_run_dir, plan_of};
-use daq_engine::engine::{Progress, RunOptions, Supervisor};
 use daq_engine::monitor::Tui;
-use daq_engine::setup::{online_cpus, Setup};
-use daq_engine::worker::Registry;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+mod monitor_common;
+mod runs;
 
-const SETUP: &str = "target_directory: runs
-options: {stats_interval: 0.25, max_seconds: 60}
-Buffers:
-  raw: &waveforms
-    slot_count: 32
-    data_length: 512
-    data_dtype: {chA: float32, chB: float32}
-  triggered: *waveforms
-  pulses:
-    slot_count: 512
-    data_length: 1
-    data_dtype: {channel: int16, time: float64, height: float32, area: float32, width: float32}
-Workers:
-  digitizer:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {rate: 300, realtime: true, sample_interval: 4.0e-9, pretrigger_samples: 100,
-             amplitude: landau, amplitude_mean: 0.3, amplitude_sigma: 0.05, noise: 0.003,
-             decay_fraction: 0.1, seed: 7}
-  trigger:
-    function: filter.threshold
-    sources: [raw]
-    sinks: [triggered]
-    config: {level: 0.1, edge: rising, channels: [chA]}
-  pulse_finder:
-    function: process.pulses
-    sources: [triggered]
-    sinks: [pulses]
-    config: {threshold: 0.05, sample_interval: 4.0e-9}
-  spectra:
-    function: export.histogram
-    sources: [pulses]
-    config:
-      update_interval: 0.25
-      bins:
-        height: [0.0, 1.5, 150]
-  scope:
-    function: observe.oscilloscope
-    observes: [raw]
-    config: {update_interval: 0.25, sample_interval: 4.0e-9}
-";
+/// The demo pipeline, smaller ([`monitor_common::demo_setup`]): raw waveforms of 512
+/// samples, stats and monitors every 0.25 s, at most a minute.
+fn setup() -> String {
+    monitor_common::demo_setup(
+        "{stats_interval: 0.25, max_seconds: 60}",
+        "    data_length: 512\n    data_dtype: {chA: float32, chB: float32}\n",
+        (300, 7),
+        0.25,
+        "",
+        ", sample_interval: 4.0e-9",
+    )
+}
 
 /// The run with the dashboard, inside tmux. Does nothing unless started by `tui_in_tmux`.
 #[test]
@@ -65,20 +33,8 @@ fn tui_host() {
         return;
     };
     let setup_path = dir.join("setup.yaml");
-    std::fs::write(&setup_path, SETUP).unwrap();
-    let registry = Registry::builtin();
-    let (setup, _) = Setup::load(&setup_path, &registry, online_cpus()).unwrap();
-    let (run_dir, run_id) = make_run_dir(&dir.join("runs")).unwrap();
-    daq_engine::engine::init_log(&daq_engine::run_dir::log_path(&run_dir));
-    let sup = Supervisor::prepare(
-        plan_of(&setup, &run_dir, &run_id),
-        RunOptions {
-            worker_exe: EXE.into(),
-            worker_args: vec![],
-            progress: Progress::Quiet,
-        },
-    )
-    .unwrap();
+    std::fs::write(&setup_path, setup()).unwrap();
+    let (sup, run_dir) = monitor_common::prepare(&setup_path, &dir.join("runs"));
     let mut tui = Tui::new(&run_dir).unwrap();
     let summary = sup.run_watched(Some(&mut tui)).unwrap();
     drop(tui);
@@ -88,7 +44,8 @@ fn tui_host() {
 
 struct Tmux {
     socket: String,
-    dir: PathBuf,
+    /// Where `tui_host` runs (removed last).
+    dir: runs::Dir,
 }
 
 impl Tmux {
@@ -123,7 +80,6 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         self.run(&["kill-server"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -146,17 +102,15 @@ fn start_host(tag: &str) -> Option<Tmux> {
         eprintln!("SKIPPED: tmux is not installed");
         return None;
     }
-    let dir = std::env::temp_dir().join(format!("daq-monitor-tui-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = runs::Dir::new(&format!("tui-{tag}"));
     let tmux = Tmux {
         socket: format!("daq-monitor-test-{tag}-{}", std::process::id()),
-        dir: dir.clone(),
+        dir,
     };
     let me = std::env::current_exe().unwrap();
     let cmd = format!(
         "env DAQ_MONITOR_TUI_DIR={} {} --ignored --exact tui_host --nocapture --test-threads=1",
-        dir.display(),
+        tmux.dir.0.display(),
         me.display()
     );
     tmux.run(&[
@@ -178,7 +132,7 @@ fn start_host(tag: &str) -> Option<Tmux> {
 fn exit_code(tmux: &Tmux) -> String {
     let t0 = Instant::now();
     loop {
-        if let Ok(e) = std::fs::read_to_string(tmux.dir.join("exit")) {
+        if let Ok(e) = std::fs::read_to_string(tmux.dir.0.join("exit")) {
             return e;
         }
         assert!(
@@ -195,7 +149,7 @@ fn tui_in_tmux() {
     let Some(tmux) = start_host("keys") else {
         return;
     };
-    let dir = tmux.dir.clone();
+    let dir = tmux.dir.0.clone();
     // The dashboard: buffers and workers by name, with counts that grow.
     let s = tmux.wait_for("the dashboard with events", |s| {
         s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > 0)
@@ -273,7 +227,7 @@ fn hangup_stops_the_run_cleanly() {
     });
     tmux.run(&["kill-session", "-t", "run"]);
     assert_eq!(exit_code(&tmux), "0");
-    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.join("run_dir")).unwrap());
+    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.0.join("run_dir")).unwrap());
     let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
     // SIGHUP, the failed read or the failed draw, whichever the dashboard noticed first (a
     // loaded machine drew a frame between the hang-up and the read: the draw failed first).
@@ -303,7 +257,7 @@ fn ctrl_c_drains_as_without_the_dashboard() {
     });
     tmux.run(&["send-keys", "-t", "run", "C-c"]);
     assert_eq!(exit_code(&tmux), "0");
-    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.join("run_dir")).unwrap());
+    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.0.join("run_dir")).unwrap());
     let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
     assert!(
         log.contains("stop requested: importers stop, buffers drain"),

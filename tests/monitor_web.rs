@@ -13,56 +13,25 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The demo pipeline, smaller: simulate.pulses → threshold → pulses → histogram, with an
-/// oscilloscope observing the raw waveforms.
-const SETUP: &str = "target_directory: runs
-options: {stats_interval: 0.2}
-Buffers:
-  raw: &waveforms
-    slot_count: 32
-    data_length: 1024
-    data_dtype: {chA: float32, chB: float32}
-    policy: block
-  triggered: *waveforms
-  pulses:
-    slot_count: 512
-    data_length: 1
-    data_dtype: {channel: int16, time: float64, height: float32, area: float32, width: float32}
-Workers:
-  digitizer:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {rate: 400, realtime: true, sample_interval: 4.0e-9, pretrigger_samples: 100,
-             amplitude: landau, amplitude_mean: 0.3, amplitude_sigma: 0.05, noise: 0.003,
-             decay_fraction: 0.1, seed: 42}
-  trigger:
-    function: filter.threshold
-    sources: [raw]
-    sinks: [triggered]
-    config: {level: 0.1, edge: rising, channels: [chA]}
-  pulse_finder:
-    function: process.pulses
-    sources: [triggered]
-    sinks: [pulses]
-    config: {threshold: 0.05, sample_interval: 4.0e-9}
-  spectra:
-    function: export.histogram
-    sources: [pulses]
-    config:
-      update_interval: 0.2
-      bins:
-        height: [0.0, 1.5, 150]
-        width: [0.0, 2.0e-7, 100]
-  scope:
-    function: observe.oscilloscope
-    observes: [raw]
-    config: {update_interval: 0.2}
-";
+/// The demo pipeline, smaller ([`monitor_common::demo_setup`]): raw waveforms of 1024
+/// samples behind a blocking ring, stats and monitors every 0.2 s.
+static SETUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    monitor_common::demo_setup(
+        "{stats_interval: 0.2}",
+        "    data_length: 1024\n    data_dtype: {chA: float32, chB: float32}\n    policy: block\n",
+        (400, 42),
+        0.2,
+        "        width: [0.0, 2.0e-7, 100]\n",
+        "",
+    )
+});
 
 mod monitor_common;
+mod runs;
+use runs::Dir;
 mod tansu;
 use monitor_common::{
-    exchange, free_loopback_addr, http, start_run_with, wait_for, wait_up_to, Dir, EXE,
+    exchange, free_loopback_addr, http, start_run_with, wait_for, wait_up_to, EXE,
 };
 
 /// [`SETUP`] run with a web monitor on a free loopback port (with `token`, if any).
@@ -75,7 +44,7 @@ fn start_run(
     std::thread::JoinHandle<(RunSummary, Web)>,
 ) {
     let token = token.map(str::to_string);
-    start_run_with(dir, SETUP, move |run_dir| {
+    start_run_with(dir, &SETUP, move |run_dir| {
         Web::bind("127.0.0.1:0", token, false, run_dir).unwrap()
     })
 }
@@ -167,18 +136,12 @@ fn screenshot(addr: SocketAddr) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = status.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            let _ = status.kill();
-            let _ = status.wait();
-            panic!("chromium did not finish its screenshot within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = monitor_common::exit_status_within(
+        &mut status,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "chromium did not finish its screenshot within 30 s",
+    );
     let _ = std::fs::remove_dir_all(&profile);
     assert!(status.success(), "chromium: {status}");
     let png = std::fs::read(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
@@ -384,7 +347,7 @@ fn spawn_binary(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (std::process::Child, SocketAddr) {
-    spawn_binary_with(dir, SETUP, args, env)
+    spawn_binary_with(dir, &SETUP, args, env)
 }
 
 /// As [`spawn_binary`], on the setup `text`.
@@ -426,18 +389,12 @@ fn spawn_binary_with(
 
 /// Waits (at most 10 s) for the binary to end: its exit code and what it wrote to stderr.
 fn wait_exit(mut child: std::process::Child) -> (Option<i32>, String) {
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the run did not end after stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = monitor_common::exit_status_within(
+        &mut child,
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "the run did not end after stop",
+    );
     let mut err = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     (status.code(), err)
@@ -1083,21 +1040,13 @@ Workers:
     let file = summary_of(&dir.0);
     let k = &file["kafka"]["to_kafka"];
     assert_eq!(k["delivered"], n, "{k}");
-    let want: Vec<String> = [
-        "topic",
-        "events",
-        "delivered",
-        "spooled",
-        "replayed",
-        "dropped_spool_full",
-        "lost",
-    ]
-    .iter()
-    .map(|f| {
-        k[f].as_str()
-            .map_or_else(|| k[f].to_string(), str::to_string)
-    })
-    .collect();
+    let want: Vec<String> = std::iter::once(&"topic")
+        .chain(&tansu::COUNT_COLUMNS)
+        .map(|f| {
+            k[f].as_str()
+                .map_or_else(|| k[f].to_string(), str::to_string)
+        })
+        .collect();
     let mut row = || {
         page.eval(
             "Array.from(document.querySelectorAll('#kafka tbody tr'))\

@@ -81,6 +81,16 @@ fn run(d: &Path, setup: &str) -> Ran {
     }
 }
 
+/// Runs the setup `setup` with the Python workers `file` (name and text) in a fresh directory
+/// `tag`: the directory and the run.
+fn run_workers(tag: &str, (name, workers): (&str, &str), setup: &str) -> (PathBuf, Ran) {
+    let d = dir(tag);
+    std::fs::write(d.join(name), workers).unwrap();
+    std::fs::write(d.join("setup.yaml"), setup).unwrap();
+    let r = run(&d, "setup.yaml");
+    (d, r)
+}
+
 fn json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -199,10 +209,11 @@ Workers:
 
 #[test]
 fn buffer_io_style_workers_run_unchanged_and_count_every_event() {
-    let d = dir("buffer_io");
-    std::fs::write(d.join("workers.py"), BUFFER_IO_WORKERS).unwrap();
-    std::fs::write(d.join("setup.yaml"), buffer_io_setup(3000, "")).unwrap();
-    let r = run(&d, "setup.yaml");
+    let (_, r) = run_workers(
+        "buffer_io",
+        ("workers.py", BUFFER_IO_WORKERS),
+        &buffer_io_setup(3000, ""),
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let sel = report(&r.run_dir, "report_select");
     assert_eq!(sel["events"], 3000);
@@ -302,10 +313,11 @@ Workers:
 
 #[test]
 fn mimo_args_style_workers_run_unchanged_and_count_every_event() {
-    let d = dir("mimo_args");
-    std::fs::write(d.join("workers.py"), MIMO_ARGS_WORKERS).unwrap();
-    std::fs::write(d.join("setup.yaml"), MIMO_ARGS_SETUP).unwrap();
-    let r = run(&d, "setup.yaml");
+    let (_, r) = run_workers(
+        "mimo_args",
+        ("workers.py", MIMO_ARGS_WORKERS),
+        MIMO_ARGS_SETUP,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let kept: Vec<u64> = (0..1000).filter(|i| i % 5 != 4).collect();
     let even: Vec<u64> = kept.iter().copied().filter(|i| i % 2 == 0).collect();
@@ -390,10 +402,7 @@ Workers:
 
 #[test]
 fn python_workers_get_every_field_type_as_numpy_makes_it() {
-    let d = dir("typed");
-    std::fs::write(d.join("typed.py"), TYPED_WORKERS).unwrap();
-    std::fs::write(d.join("setup.yaml"), TYPED_SETUP).unwrap();
-    let r = run(&d, "setup.yaml");
+    let (_, r) = run_workers("typed", ("typed.py", TYPED_WORKERS), TYPED_SETUP);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rep = report(&r.run_dir, "report_typed");
     assert_eq!(rep["count"], 50, "{rep}");
@@ -462,10 +471,11 @@ Workers:
 
 #[test]
 fn an_exception_fails_the_worker_with_its_traceback_in_the_log_and_on_the_terminal() {
-    let d = dir("exception");
-    std::fs::write(d.join("failing.py"), FAILING).unwrap();
-    std::fs::write(d.join("setup.yaml"), failing_setup(true, "never")).unwrap();
-    let r = run(&d, "setup.yaml");
+    let (d, r) = run_workers(
+        "exception",
+        ("failing.py", FAILING),
+        &failing_setup(true, "never"),
+    );
     assert_ne!(r.code, 0, "{}", r.stderr);
     let file = d.join("failing.py");
     let line = FAILING
@@ -492,10 +502,11 @@ fn an_exception_fails_the_worker_with_its_traceback_in_the_log_and_on_the_termin
 
 #[test]
 fn a_failed_python_worker_restarts_and_the_run_finishes() {
-    let d = dir("restart");
-    std::fs::write(d.join("failing.py"), FAILING).unwrap();
-    std::fs::write(d.join("setup.yaml"), failing_setup(false, "on-failure")).unwrap();
-    let r = run(&d, "setup.yaml");
+    let (_, r) = run_workers(
+        "restart",
+        ("failing.py", FAILING),
+        &failing_setup(false, "on-failure"),
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.run_dir.join("failed_once").exists());
     let log = std::fs::read_to_string(r.run_dir.join("daq-engine.log")).unwrap();
@@ -515,10 +526,11 @@ fn a_failed_python_worker_restarts_and_the_run_finishes() {
 /// once the budget of restarts per minute is spent.
 #[test]
 fn a_worker_that_keeps_failing_is_restarted_after_growing_pauses_then_given_up() {
-    let d = dir("backoff");
-    std::fs::write(d.join("failing.py"), FAILING).unwrap();
-    std::fs::write(d.join("setup.yaml"), failing_setup(true, "on-failure")).unwrap();
-    let r = run(&d, "setup.yaml");
+    let (_, r) = run_workers(
+        "backoff",
+        ("failing.py", FAILING),
+        &failing_setup(true, "on-failure"),
+    );
     assert_ne!(r.code, 0, "{}", r.stderr);
     let log = std::fs::read_to_string(r.run_dir.join("daq-engine.log")).unwrap();
     let pauses: Vec<&str> = log

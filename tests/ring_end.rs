@@ -11,23 +11,12 @@ use daq_engine::ring::{wait_any, Next, Policy, Ring};
 use nix::unistd::Pid;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::*;
 
 // ------------------------------------------------------------------ helpers
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
-}
 
 /// Whether process `pid` is asleep (state S in /proc), e.g. on the ring's futex.
 fn asleep(pid: Pid) -> bool {
@@ -38,6 +27,23 @@ fn asleep(pid: Pid) -> bool {
                 .map(|(_, r)| r.trim_start().starts_with('S'))
         })
         .unwrap_or(false)
+}
+
+/// A child's part: reads member 0 of group 0 slowly to the end ([`read_slowly`], counting into
+/// `rep`) once `first` has returned.
+fn slow_reader<'a>(
+    path: &'a Path,
+    rep: &'a Report,
+    per_event: Duration,
+    first: impl FnOnce() + 'a,
+) -> impl FnOnce() -> i32 + 'a {
+    move || {
+        let ring = attach(path);
+        let mut r = ring.reader(0, 0).unwrap();
+        first();
+        read_slowly(&mut r, rep, per_event);
+        0
+    }
 }
 
 /// Publishes events from..to (counter = number) without closing.
@@ -59,20 +65,10 @@ fn drain(path: &Path, g: usize, m: usize, timeout: Duration, rep: &Report) -> i3
     let mut last = None;
     rep.other.store(1, Ordering::SeqCst); // about to wait
     loop {
-        match r.next(timeout) {
-            Next::Event(ev) => {
-                let c = ev.meta().counter as u64;
-                if c != ev.index() || !valid(ev.data(), c) || last.is_some_and(|l| c <= l) {
-                    rep.errors.fetch_add(1, Ordering::SeqCst);
-                }
-                last = Some(c);
-                drop(ev);
-                rep.count.fetch_add(1, Ordering::SeqCst);
-                rep.sum.fetch_add(c, Ordering::SeqCst);
-                rep.mix.fetch_add(mix(c), Ordering::SeqCst);
-            }
-            Next::Idle => return 3,
-            Next::End => break,
+        match take(&mut r, timeout, true, &mut last, rep, |_| {}) {
+            Took::Event(_) => {}
+            Took::Idle => return 3,
+            Took::End => break,
         }
     }
     // The end is sticky.
@@ -84,24 +80,6 @@ fn drain(path: &Path, g: usize, m: usize, timeout: Duration, rep: &Report) -> i3
     0
 }
 
-fn of(r: &Report) -> (u64, u64, u64) {
-    (
-        r.count.load(Ordering::SeqCst),
-        r.sum.load(Ordering::SeqCst),
-        r.mix.load(Ordering::SeqCst),
-    )
-}
-
-fn over(range: std::ops::Range<u64>) -> (u64, u64, u64) {
-    range.fold((0, 0, 0), |t, e| {
-        (t.0 + 1, t.1.wrapping_add(e), t.2.wrapping_add(mix(e)))
-    })
-}
-
-fn add(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64, u64) {
-    (a.0 + b.0, a.1.wrapping_add(b.1), a.2.wrapping_add(b.2))
-}
-
 // ------------------------------------------------------------------ end of stream
 
 /// The producer process publishes everything and closes before any reader starts; readers
@@ -109,10 +87,8 @@ fn add(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64, u64) {
 #[test]
 fn readers_drain_a_closed_stream_then_see_the_end() {
     const N: u64 = 3_000;
-    let ring = ring("drain", Policy::Block, 4096, vec![2, 1]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(3);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) =
+        ring_with_board("drain", Policy::Block, 4096, vec![2, 1], 3);
     kids.spawn(|| {
         let ring = attach(&path);
         publish(&ring, 0..N);
@@ -131,8 +107,8 @@ fn readers_drain_a_closed_stream_then_see_the_end() {
         kids.wait_all_while(Duration::from_secs(30), || {}),
         vec![0; 3]
     );
-    assert_eq!(add(of(board.get(0)), of(board.get(1))), over(0..N));
-    assert_eq!(of(board.get(2)), over(0..N));
+    assert_eq!(add(board.get(0).tally(), board.get(1).tally()), over(0..N));
+    assert_eq!(board.get(2).tally(), over(0..N));
     for i in 0..3 {
         assert_eq!(board.get(i).errors.load(Ordering::SeqCst), 0);
     }
@@ -140,15 +116,13 @@ fn readers_drain_a_closed_stream_then_see_the_end() {
 
 /// Readers asleep in `next` with `timeout` wake on close and first drain what came before.
 fn sleepers_wake_on_close(timeout: Duration, by_supervisor: bool) {
-    let ring = ring(
+    let (ring, path, board, mut kids) = ring_with_board(
         &format!("wake{}{by_supervisor}", timeout.as_secs()),
         Policy::Block,
         64,
         vec![1, 2],
+        3,
     );
-    let path = ring.path().to_path_buf();
-    let board = Board::new(3);
-    let mut kids = Children::default();
     let pids: Vec<Pid> = [(0, 0), (1, 0), (1, 1)]
         .into_iter()
         .enumerate()
@@ -185,8 +159,8 @@ fn sleepers_wake_on_close(timeout: Duration, by_supervisor: bool) {
     // Far less than the readers' timeout: they must have been woken.
     let codes = kids.wait_all_while(Duration::from_secs(20), || {});
     assert_eq!(codes, vec![0; 3], "readers end cleanly");
-    assert_eq!(of(board.get(0)), over(0..n));
-    assert_eq!(add(of(board.get(1)), of(board.get(2))), over(0..n));
+    assert_eq!(board.get(0).tally(), over(0..n));
+    assert_eq!(add(board.get(1).tally(), board.get(2).tally()), over(0..n));
 }
 
 #[test]
@@ -265,23 +239,13 @@ fn wait_any_without_timeout_wakes_on_data_and_on_close() {
 #[test]
 fn blocked_producer_books_dead_time() {
     const N: u64 = 2_000;
-    let ring = ring("dead", Policy::Block, 8, vec![1]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(1);
-    let mut kids = Children::default();
-    kids.spawn(|| {
-        let ring = attach(&path);
-        let mut r = ring.reader(0, 0).unwrap();
-        while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
-            drop(ev);
-            board.get(0).count.fetch_add(1, Ordering::SeqCst);
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_micros(30) {
-                std::hint::spin_loop();
-            }
-        }
-        0
-    });
+    let (ring, path, board, mut kids) = ring_with_board("dead", Policy::Block, 8, vec![1], 1);
+    kids.spawn(slow_reader(
+        &path,
+        board.get(0),
+        Duration::from_micros(30),
+        || {},
+    ));
     let mut p = ring.producer().unwrap();
     let mut slot_ns = 0u64;
     let mut waited = 0u64;
@@ -313,36 +277,30 @@ fn blocked_producer_books_dead_time() {
 #[test]
 fn roomy_ring_books_no_dead_time() {
     const SLOTS: u64 = 4096;
-    let ring = ring("roomy", Policy::Block, SLOTS as usize, vec![1]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(1);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) =
+        ring_with_board("roomy", Policy::Block, SLOTS as usize, vec![1], 1);
     kids.spawn(|| drain(&path, 0, 0, Duration::from_secs(20), board.get(0)));
     let mut p = ring.producer().unwrap();
-    let mut slot_ns = 0u64;
-    let mut e = 0;
-    while e < SLOTS {
-        let mut slot = p.claim(Duration::from_secs(20)).unwrap();
-        slot_ns += slot.blocked_ns();
-        fill(slot.data_mut(), e);
-        slot.meta_mut().counter = e as i64;
-        slot.publish();
-        e += 1;
-    }
+    // Publishes the events of `range`: the sum of the slots' waits.
+    let mut publish_booking = |range: std::ops::Range<u64>| {
+        let mut ns = 0u64;
+        for e in range {
+            let mut slot = p.claim(Duration::from_secs(20)).unwrap();
+            ns += slot.blocked_ns();
+            fill(slot.data_mut(), e);
+            slot.meta_mut().counter = e as i64;
+            slot.publish();
+        }
+        ns
+    };
+    let mut slot_ns = publish_booking(0..SLOTS);
     assert_eq!(slot_ns, 0, "never full, never waited");
     assert_eq!(ring.stats().blocked_ns, 0);
     // Four more rings' worth behind a fast consumer.
-    while e < 5 * SLOTS {
-        let mut slot = p.claim(Duration::from_secs(20)).unwrap();
-        slot_ns += slot.blocked_ns();
-        fill(slot.data_mut(), e);
-        slot.meta_mut().counter = e as i64;
-        slot.publish();
-        e += 1;
-    }
+    slot_ns += publish_booking(SLOTS..5 * SLOTS);
     p.close();
     assert_eq!(kids.wait_all_while(Duration::from_secs(30), || {}), vec![0]);
-    assert_eq!(of(board.get(0)), over(0..5 * SLOTS));
+    assert_eq!(board.get(0).tally(), over(0..5 * SLOTS));
     assert_eq!(ring.stats().blocked_ns, slot_ns);
     eprintln!(
         "fast consumer, {SLOTS}-slot ring, {} events: {:.3} ms dead time",
@@ -357,28 +315,20 @@ fn roomy_ring_books_no_dead_time() {
 #[test]
 fn dead_time_of_timed_out_claims_and_wait_room_reaches_the_event() {
     const N: u64 = 1_000;
-    let ring = ring("steps", Policy::Block, 8, vec![1]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(1);
-    let mut kids = Children::default();
-    kids.spawn(|| {
-        let ring = attach(&path);
-        let mut r = ring.reader(0, 0).unwrap();
-        // Held until the producer has seen both kinds of wait time out on a full ring: the
-        // timeouts are then certain, not left to the scheduler.
+    let (ring, path, board, mut kids) = ring_with_board("steps", Policy::Block, 8, vec![1], 1);
+    // Held until the producer has seen both kinds of wait time out on a full ring: the
+    // timeouts are then certain, not left to the scheduler.
+    let held = || {
         while board.get(0).other.load(Ordering::SeqCst) == 0 {
             std::thread::sleep(Duration::from_micros(50));
         }
-        while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
-            drop(ev);
-            board.get(0).count.fetch_add(1, Ordering::SeqCst);
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_micros(100) {
-                std::hint::spin_loop();
-            }
-        }
-        0
-    });
+    };
+    kids.spawn(slow_reader(
+        &path,
+        board.get(0),
+        Duration::from_micros(100),
+        held,
+    ));
     let mut p = ring.producer().unwrap();
     let (mut slot_ns, mut timeouts, mut short_waits) = (0u64, 0u64, 0u64);
     for e in 0..N {

@@ -13,7 +13,7 @@ mod common;
 use common::*;
 
 use daq_engine::dtype::Metadata;
-use daq_engine::ring::{ClaimError, Next, Policy};
+use daq_engine::ring::{ClaimError, Policy};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -35,9 +35,7 @@ fn produce_all(path: &Path, n: u64, rep: &Report) -> i32 {
         meta.counter = e as i64;
         meta.timestamp = e as f64;
         slot.publish();
-        rep.count.fetch_add(1, Ordering::Relaxed);
-        rep.sum.fetch_add(e, Ordering::Relaxed);
-        rep.mix.fetch_add(mix(e), Ordering::Relaxed);
+        rep.book(e);
     }
     p.close();
     0
@@ -58,29 +56,20 @@ fn consume(path: &Path, (g, m): (usize, usize), pause: Duration, small: bool, re
     r.set_small_events(small);
     let mut last: Option<u64> = None;
     loop {
-        match r.next(Duration::from_secs(20)) {
-            Next::Event(ev) => {
-                let c = ev.meta().counter as u64;
-                if !valid(ev.data(), c) || last.is_some_and(|l| c <= l) {
-                    rep.errors.fetch_add(1, Ordering::SeqCst);
-                }
-                last = Some(c);
-                drop(ev);
-                rep.count.fetch_add(1, Ordering::Relaxed);
-                rep.sum.fetch_add(c, Ordering::Relaxed);
-                rep.mix.fetch_add(mix(c), Ordering::Relaxed);
-                if !pause.is_zero() {
-                    let t = Instant::now();
-                    while t.elapsed() < pause {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-            Next::Idle => {
+        match take(
+            &mut r,
+            Duration::from_secs(20),
+            false,
+            &mut last,
+            rep,
+            |_| {},
+        ) {
+            Took::Event(_) => spin_for(pause),
+            Took::Idle => {
                 rep.errors.fetch_add(1, Ordering::SeqCst);
                 return 3;
             }
-            Next::End => return 0,
+            Took::End => return 0,
         }
     }
 }
@@ -114,24 +103,25 @@ fn observe(path: &Path, rep: &Report) -> i32 {
 }
 
 /// Expected (count, sum, mix) of the event numbers 0..n.
-fn expected(n: u64) -> (u64, u64, u64) {
-    let mut s = (0u64, 0u64, 0u64);
-    for e in 0..n {
-        s.0 += 1;
-        s.1 = s.1.wrapping_add(e);
-        s.2 = s.2.wrapping_add(mix(e));
-    }
-    s
+fn expected(n: u64) -> Tally {
+    over(0..n)
 }
 
-fn totals(reps: &[&Report]) -> (u64, u64, u64) {
-    reps.iter().fold((0, 0, 0), |t, r| {
-        (
-            t.0 + r.count.load(Ordering::SeqCst),
-            t.1.wrapping_add(r.sum.load(Ordering::SeqCst)),
-            t.2.wrapping_add(r.mix.load(Ordering::SeqCst)),
-        )
-    })
+/// The members of group `g` saw no checksum or order error and got exactly the events of
+/// `sent` between them.
+fn group_got(g: usize, members: &[&Report], sent: Tally) {
+    for m in members {
+        assert_eq!(
+            m.errors.load(Ordering::SeqCst),
+            0,
+            "group {g}: checksum/order"
+        );
+    }
+    assert_eq!(
+        totals(members),
+        sent,
+        "group {g} must receive exactly the published events"
+    );
 }
 
 // ------------------------------------------------------------------ the tests
@@ -139,10 +129,8 @@ fn totals(reps: &[&Report]) -> (u64, u64, u64) {
 /// One producer, groups [2, 2], one observer, `n` events through a 64-slot `block` ring.
 fn broadcast_and_share(n: u64) {
     let t0 = Instant::now();
-    let ring = ring(&format!("block{n}"), Policy::Block, 64, vec![2, 2]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(6);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) =
+        ring_with_board(&format!("block{n}"), Policy::Block, 64, vec![2, 2], 6);
     for (i, (g, m)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
         let (path, rep) = (&path, board.get(1 + i));
         kids.spawn(move || consume_all(path, g, m, Duration::ZERO, rep));
@@ -209,10 +197,7 @@ fn two_groups_of_two_and_an_observer_1m() {
 #[test]
 fn drop_policy_counts_every_event() {
     const ATTEMPTS: u64 = 100_000;
-    let ring = ring("drop", Policy::Drop, 16, vec![1, 2]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(4);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) = ring_with_board("drop", Policy::Drop, 16, vec![1, 2], 4);
     // Group 0: one slow member. Group 1: two fast members.
     kids.spawn(|| consume_all(&path, 0, 0, Duration::from_micros(20), board.get(1)));
     kids.spawn(|| consume_all(&path, 1, 0, Duration::ZERO, board.get(2)));
@@ -228,9 +213,7 @@ fn drop_policy_counts_every_event() {
                     fill(data, a);
                     meta.counter = a as i64;
                     slot.publish();
-                    prod.count.fetch_add(1, Ordering::Relaxed);
-                    prod.sum.fetch_add(a, Ordering::Relaxed);
-                    prod.mix.fetch_add(mix(a), Ordering::Relaxed);
+                    prod.book(a);
                 }
                 Err(ClaimError::Full) => {
                     prod.other.fetch_add(1, Ordering::Relaxed);
@@ -277,18 +260,7 @@ fn drop_policy_counts_every_event() {
         .iter()
         .enumerate()
     {
-        for m in members {
-            assert_eq!(
-                m.errors.load(Ordering::SeqCst),
-                0,
-                "group {g}: checksum/order"
-            );
-        }
-        assert_eq!(
-            totals(members),
-            sent,
-            "group {g} must receive exactly the published events"
-        );
+        group_got(g, members, sent);
         assert_eq!(s.groups[g].released, published);
     }
     eprintln!("drop: {ATTEMPTS} attempts, {published} published, {refused} lost");
@@ -333,9 +305,7 @@ fn produce_batched(path: &Path, n: u64, rep: &Report) -> i32 {
         let publish = if k > 1 && round % 3 == 0 { k - 1 } else { k };
         slots.publish_first(publish);
         for e in first..first + publish as u64 {
-            rep.count.fetch_add(1, Ordering::Relaxed);
-            rep.sum.fetch_add(e, Ordering::Relaxed);
-            rep.mix.fetch_add(mix(e), Ordering::Relaxed);
+            rep.book(e);
         }
         a += publish as u64;
         if ring.policy() == Policy::Drop && round % 8 == 0 {
@@ -351,10 +321,8 @@ fn produce_batched(path: &Path, n: u64, rep: &Report) -> i32 {
 /// and release whole claimed ranges) and a group of two, plus an observer: every attempt is
 /// published or counted lost, and every group gets exactly the published events, in order.
 fn batched_counts_every_event(policy: Policy, n: u64) {
-    let ring = ring(&format!("batch-{policy:?}"), policy, 64, vec![1, 1, 2]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(6);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) =
+        ring_with_board(&format!("batch-{policy:?}"), policy, 64, vec![1, 1, 2], 6);
     // Under `drop`, group 0 is slow, so the ring overflows.
     let slow = match policy {
         Policy::Drop => Duration::from_micros(20),
@@ -390,18 +358,7 @@ fn batched_counts_every_event(policy: Policy, n: u64) {
     .iter()
     .enumerate()
     {
-        for m in members {
-            assert_eq!(
-                m.errors.load(Ordering::SeqCst),
-                0,
-                "group {g}: checksum/order"
-            );
-        }
-        assert_eq!(
-            totals(members),
-            sent,
-            "group {g}: exactly the published events"
-        );
+        group_got(g, members, sent);
         let gs = &s.groups[g];
         assert_eq!(
             (gs.claimed, gs.released, gs.abandoned),

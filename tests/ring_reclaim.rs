@@ -15,7 +15,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::*;
@@ -47,45 +47,24 @@ fn consume(path: &Path, g: usize, m: usize, hold_after: Option<u64>, rep: &Repor
     let ring = attach(path);
     let mut r = ring.reader(g, m).expect("member role");
     let mut last: Option<u64> = None;
-    loop {
-        match r.next(Duration::from_secs(30)) {
-            Next::Event(ev) => {
-                let c = ev.meta().counter as u64;
-                if c != ev.index() || !valid(ev.data(), c) || last.is_some_and(|l| c <= l) {
-                    rep.errors.fetch_add(1, Ordering::SeqCst);
-                }
-                last = Some(c);
-                if hold_after == Some(rep.count.load(Ordering::SeqCst)) {
-                    rep.other.store(c + 1, Ordering::SeqCst);
-                    loop {
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                }
-                drop(ev);
-                // Counted once released: a kill can never fall between the two.
-                rep.count.fetch_add(1, Ordering::SeqCst);
-                rep.sum.fetch_add(c, Ordering::SeqCst);
-                rep.mix.fetch_add(mix(c), Ordering::SeqCst);
+    let hold = |c: u64| {
+        if hold_after == Some(rep.count.load(Ordering::SeqCst)) {
+            rep.other.store(c + 1, Ordering::SeqCst);
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
             }
-            Next::Idle => {
+        }
+    };
+    loop {
+        match take(&mut r, Duration::from_secs(30), true, &mut last, rep, hold) {
+            Took::Event(_) => {}
+            Took::Idle => {
                 rep.errors.fetch_add(1, Ordering::SeqCst);
                 return 3;
             }
-            Next::End => return 0,
+            Took::End => return 0,
         }
     }
-}
-
-/// Waits until `cond` holds, at most `limit`.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 /// Kills child `pid` with SIGKILL and reaps it.
@@ -98,25 +77,6 @@ fn kill_child(kids: &mut Children, pid: Pid) {
     kids.0.retain(|&p| p != pid);
 }
 
-/// (count, sum, mix) over the event numbers in `range`.
-fn over(range: std::ops::Range<u64>) -> (u64, u64, u64) {
-    range.fold((0, 0, 0), |t, e| {
-        (t.0 + 1, t.1.wrapping_add(e), t.2.wrapping_add(mix(e)))
-    })
-}
-
-fn of(r: &Report) -> (u64, u64, u64) {
-    (
-        r.count.load(Ordering::SeqCst),
-        r.sum.load(Ordering::SeqCst),
-        r.mix.load(Ordering::SeqCst),
-    )
-}
-
-fn add(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64, u64) {
-    (a.0 + b.0, a.1.wrapping_add(b.1), a.2.wrapping_add(b.2))
-}
-
 // ------------------------------------------------------------------ the tests
 
 /// Groups [2, 1]: member 0 of group 0 is killed holding an event (and the rest of its
@@ -124,10 +84,7 @@ fn add(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64, u64) {
 #[test]
 fn killed_member_is_reclaimed_and_every_event_accounted() {
     const N: u64 = 50_000;
-    let ring = ring("kill", Policy::Block, 64, vec![2, 1]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(4);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) = ring_with_board("kill", Policy::Block, 64, vec![2, 1], 4);
     // The victim shares group 0 with another member, so it sees only part of the N events;
     // 500 is 1 % of them, reached even when the scheduler favours the other member.
     const HOLD: u64 = 500;
@@ -165,11 +122,14 @@ fn killed_member_is_reclaimed_and_every_event_accounted() {
     );
     // The abandoned events are the held one and the rest of the dead member's batch.
     assert_eq!(
-        add(add(of(dead), of(alive)), over(held..held + abandoned)),
+        add(
+            add(dead.tally(), alive.tally()),
+            over(held..held + abandoned)
+        ),
         over(0..N),
         "group 0 got every event exactly once"
     );
-    assert_eq!(of(board.get(2)), over(0..N), "group 1 is unaffected");
+    assert_eq!(board.get(2).tally(), over(0..N), "group 1 is unaffected");
     assert_eq!((s.groups[1].abandoned, s.groups[1].released), (0, N));
     assert_eq!(s.groups[0].released, N);
     eprintln!("killed holding event {held}; {abandoned} events abandoned");
@@ -181,10 +141,8 @@ fn killed_member_is_reclaimed_and_every_event_accounted() {
 fn group_whose_only_member_died_is_detached_and_the_producer_goes_on() {
     const N: u64 = 20_000;
     const SLOTS: u64 = 16;
-    let ring = ring("detach", Policy::Block, SLOTS as usize, vec![1, 1]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(3);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) =
+        ring_with_board("detach", Policy::Block, SLOTS as usize, vec![1, 1], 3);
     kids.spawn(|| consume(&path, 0, 0, None, board.get(0)));
     let victim = kids.spawn(|| consume(&path, 1, 0, Some(100), board.get(1)));
     kids.spawn(|| produce_all(&path, N, board.get(2)));
@@ -219,7 +177,7 @@ fn group_whose_only_member_died_is_detached_and_the_producer_goes_on() {
     assert!(s.groups[0].active);
     assert_eq!(board.get(0).errors.load(Ordering::SeqCst), 0);
     assert_eq!(
-        of(board.get(0)),
+        board.get(0).tally(),
         over(0..N),
         "the live group got everything"
     );
@@ -231,10 +189,7 @@ fn group_whose_only_member_died_is_detached_and_the_producer_goes_on() {
 #[test]
 fn new_process_takes_over_a_dead_members_role() {
     const N: u64 = 20_000;
-    let ring = ring("takeover", Policy::Block, 16, vec![1]);
-    let path = ring.path().to_path_buf();
-    let board = Board::new(3);
-    let mut kids = Children::default();
+    let (ring, path, board, mut kids) = ring_with_board("takeover", Policy::Block, 16, vec![1], 3);
     let victim = kids.spawn(|| consume(&path, 0, 0, Some(1_000), board.get(0)));
     kids.spawn(|| produce_all(&path, N, board.get(2)));
     assert!(wait_for(Duration::from_secs(30), || board
@@ -253,7 +208,7 @@ fn new_process_takes_over_a_dead_members_role() {
     assert_eq!(board.get(1).errors.load(Ordering::SeqCst), 0);
     assert_eq!(
         add(
-            add(of(board.get(0)), of(board.get(1))),
+            add(board.get(0).tally(), board.get(1).tally()),
             over(held..held + abandoned)
         ),
         over(0..N),
@@ -272,15 +227,13 @@ fn reclaim_is_not_blocked_by_a_survivor_that_lost_the_claim_race() {
     const SLOTS: u64 = 4;
     const MEMBERS: usize = 6;
     for trial in 0..TRIALS {
-        let ring = ring(
+        let (ring, path, board, mut kids) = ring_with_board(
             &format!("race{trial}"),
             Policy::Block,
             SLOTS as usize,
             vec![MEMBERS],
+            MEMBERS,
         );
-        let path = ring.path().to_path_buf();
-        let board = Board::new(MEMBERS);
-        let mut kids = Children::default();
         let pids: Vec<Pid> = (0..MEMBERS)
             .map(|m| {
                 let (path, rep) = (&path, board.get(m));

@@ -4,101 +4,65 @@
 
 use daq_engine::ring::Policy;
 use daq_engine::setup::{graph, Checked, HugePages, Restart, Setup, Severity};
-use daq_engine::worker::{Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template};
+use daq_engine::worker::{Arity, Catalog, FunctionSpec, KeyType, Template};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-const fn key(name: &'static str, ty: KeyType, required: bool) -> ConfigKey {
-    ConfigKey {
-        name,
-        ty,
-        required,
-        default: None,
-        doc: "test key",
-    }
-}
+mod catalog;
+use catalog::{key, spec, ListCatalog};
 
 /// A catalog shaped like the engine's built-ins (the real registry comes from the engine).
 const CATALOG: [FunctionSpec; 6] = [
-    FunctionSpec {
-        name: "simulate.pulses",
-        template: Template::Importer,
-        summary: "",
-        sources: Arity::NONE,
-        sinks: Arity::ONE,
-        observes: Arity::NONE,
-        keys: &[
+    spec(
+        "simulate.pulses",
+        Template::Importer,
+        (Arity::NONE, Arity::ONE, Arity::NONE),
+        &[
             key("n_events", KeyType::Int, false),
             key("rate", KeyType::Float, false),
         ],
-    },
-    FunctionSpec {
-        name: "filter.threshold",
-        template: Template::Filter,
-        summary: "",
-        sources: Arity::ONE,
-        sinks: Arity::SOME,
-        observes: Arity::NONE,
-        keys: &[
+    ),
+    spec(
+        "filter.threshold",
+        Template::Filter,
+        (Arity::ONE, Arity::SOME, Arity::NONE),
+        &[
             key("level", KeyType::Float, true),
             key("channel", KeyType::Str, false),
         ],
-    },
-    FunctionSpec {
-        name: "process.pulses",
-        template: Template::Processor,
-        summary: "",
-        sources: Arity::SOME,
-        sinks: Arity::SOME,
-        observes: Arity::NONE,
-        keys: &[key("threshold", KeyType::Float, false)],
-    },
-    FunctionSpec {
-        name: "export.hdf5",
-        template: Template::Exporter,
-        summary: "",
-        sources: Arity::ONE,
-        sinks: Arity::ANY,
-        observes: Arity::NONE,
-        keys: &[key("file", KeyType::Str, false)],
-    },
-    FunctionSpec {
-        name: "export.drain",
-        template: Template::Exporter,
-        summary: "",
-        sources: Arity::ONE,
-        sinks: Arity::ANY,
-        observes: Arity::NONE,
-        keys: &[],
-    },
-    FunctionSpec {
-        name: "observe.oscilloscope",
-        template: Template::Observer,
-        summary: "",
-        sources: Arity::NONE,
-        sinks: Arity::NONE,
-        observes: Arity::ONE,
-        keys: &[
+    ),
+    spec(
+        "process.pulses",
+        Template::Processor,
+        (Arity::SOME, Arity::SOME, Arity::NONE),
+        &[key("threshold", KeyType::Float, false)],
+    ),
+    spec(
+        "export.hdf5",
+        Template::Exporter,
+        (Arity::ONE, Arity::ANY, Arity::NONE),
+        &[key("file", KeyType::Str, false)],
+    ),
+    spec(
+        "export.drain",
+        Template::Exporter,
+        (Arity::ONE, Arity::ANY, Arity::NONE),
+        &[],
+    ),
+    spec(
+        "observe.oscilloscope",
+        Template::Observer,
+        (Arity::NONE, Arity::NONE, Arity::ONE),
+        &[
             key("update_interval", KeyType::Float, false),
             key("ylim", KeyType::List, false),
         ],
-    },
+    ),
 ];
 
-/// `[FunctionSpec]` implements Catalog but is unsized, so it cannot be a `&dyn Catalog`.
-struct TestCatalog;
-
-impl Catalog for TestCatalog {
-    fn function(&self, name: &str) -> Option<&FunctionSpec> {
-        CATALOG[..].function(name)
-    }
-    fn names(&self) -> Vec<&'static str> {
-        CATALOG[..].names()
-    }
-}
-
 fn catalog() -> &'static dyn Catalog {
-    &TestCatalog
+    static LIST: ListCatalog = ListCatalog(&CATALOG);
+    &LIST
 }
 
 fn dir() -> PathBuf {

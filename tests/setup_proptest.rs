@@ -3,41 +3,28 @@
 //! and a column ≥ 1.
 
 use daq_engine::setup::Setup;
-use daq_engine::worker::{Arity, Catalog, FunctionSpec, Template};
+use daq_engine::worker::{Arity, Template};
 use proptest::prelude::*;
 use std::path::Path;
 
-const CATALOG: [FunctionSpec; 2] = [
-    FunctionSpec {
-        name: "simulate.pulses",
-        template: Template::Importer,
-        summary: "",
-        sources: Arity::NONE,
-        sinks: Arity::ONE,
-        observes: Arity::NONE,
-        keys: &[],
-    },
-    FunctionSpec {
-        name: "export.drain",
-        template: Template::Exporter,
-        summary: "",
-        sources: Arity::ONE,
-        sinks: Arity::ANY,
-        observes: Arity::NONE,
-        keys: &[],
-    },
-];
+mod catalog;
+use catalog::{spec, ListCatalog};
 
-struct TestCatalog;
-
-impl Catalog for TestCatalog {
-    fn function(&self, name: &str) -> Option<&FunctionSpec> {
-        CATALOG[..].function(name)
-    }
-    fn names(&self) -> Vec<&'static str> {
-        CATALOG[..].names()
-    }
-}
+/// The two functions the setups here use.
+static TEST_CATALOG: ListCatalog = ListCatalog(&[
+    spec(
+        "simulate.pulses",
+        Template::Importer,
+        (Arity::NONE, Arity::ONE, Arity::NONE),
+        &[],
+    ),
+    spec(
+        "export.drain",
+        Template::Exporter,
+        (Arity::ONE, Arity::ANY, Arity::NONE),
+        &[],
+    ),
+]);
 
 const GOOD: &str = "target_directory: out\nbase_config: {n: 1}\nBuffers:\n  raw: &w\n    slot_count: 8\n    data_length: 4\n    data_dtype: {ch0: f4, ch1: int16}\n    policy: drop\n  copy: *w\nWorkers:\n  src:\n    function: simulate.pulses\n    sinks: [raw]\n    cpu: [0]\n    priority: 10\n  out:\n    function: export.drain\n    sources: [raw]\n    sinks: [copy]\n  end: {function: export.drain, sources: [copy]}\noptions: {max_events: 10, huge_pages: auto}\n";
 
@@ -48,7 +35,7 @@ const MIMO: &str = "Options: {output_directory: o, debug_workers: true}\nBuffers
 /// Checks one input: no panic, and every diagnostic positioned in a named file; `migrate` on
 /// it does not panic either, and its port checks without panicking.
 fn positioned(bytes: &[u8]) -> Result<(), TestCaseError> {
-    let c = Setup::check_bytes(bytes, Path::new("p.yaml"), &TestCatalog, 2);
+    let c = Setup::check_bytes(bytes, Path::new("p.yaml"), &TEST_CATALOG, 2);
     for d in c.errors.iter().chain(&c.warnings) {
         prop_assert!(d.line >= 1 && d.column >= 1, "{d}");
         prop_assert!(!d.file.as_os_str().is_empty(), "{d}");
@@ -56,7 +43,7 @@ fn positioned(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
         let port = daq_engine::setup::migrate::migrate(text, &c);
-        Setup::check_bytes(port.text.as_bytes(), Path::new("p.yaml"), &TestCatalog, 2);
+        Setup::check_bytes(port.text.as_bytes(), Path::new("p.yaml"), &TEST_CATALOG, 2);
         prop_assert_eq!(port.changed(), port.text != text);
     }
     Ok(())
@@ -64,10 +51,10 @@ fn positioned(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 #[test]
 fn the_mimocorb2_way_setup_is_ported_to_a_valid_one() {
-    let c = Setup::check_bytes(MIMO.as_bytes(), Path::new("p.yaml"), &TestCatalog, 2);
+    let c = Setup::check_bytes(MIMO.as_bytes(), Path::new("p.yaml"), &TEST_CATALOG, 2);
     assert!(c.errors.is_empty(), "{:?}", c.errors);
     let port = daq_engine::setup::migrate::migrate(MIMO, &c);
-    let (setup, warnings) = Setup::from_str(&port.text, Path::new("p.yaml"), &TestCatalog, 2)
+    let (setup, warnings) = Setup::from_str(&port.text, Path::new("p.yaml"), &TEST_CATALOG, 2)
         .unwrap_or_else(|e| panic!("{e}\n{}", port.text));
     // `c` passes the events on, so it is not like `a`: the two stay apart and the
     // broadcast note stays (migrate listed it as left alone).
@@ -138,7 +125,7 @@ fn apply(text: &mut Vec<u8>, m: &Mutation) {
 #[test]
 fn the_unmutated_setup_is_valid() {
     let (setup, warnings) =
-        Setup::from_str(GOOD, Path::new("p.yaml"), &TestCatalog, 2).expect("valid");
+        Setup::from_str(GOOD, Path::new("p.yaml"), &TEST_CATALOG, 2).expect("valid");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(setup.buffers.len(), 2);
 }
@@ -150,7 +137,7 @@ fn alias_bombs_are_refused_with_a_position() {
     for i in 1..40 {
         text.push_str(&format!("a{i}: &a{i} [*a{}, *a{}]\n", i - 1, i - 1));
     }
-    let c = Setup::check_bytes(text.as_bytes(), Path::new("bomb.yaml"), &TestCatalog, 2);
+    let c = Setup::check_bytes(text.as_bytes(), Path::new("bomb.yaml"), &TEST_CATALOG, 2);
     assert_eq!(c.errors.len(), 1);
     let e = &c.errors[0];
     assert!(e.line >= 1 && e.column >= 1);
@@ -174,7 +161,7 @@ proptest! {
         positioned(&text)?;
         // A mutation that still parses into a runnable setup must resolve to sane values.
         if let Ok(text) = std::str::from_utf8(&text) {
-            if let Ok((setup, _)) = Setup::from_str(text, Path::new("p.yaml"), &TestCatalog, 2) {
+            if let Ok((setup, _)) = Setup::from_str(text, Path::new("p.yaml"), &TEST_CATALOG, 2) {
                 for b in &setup.buffers {
                     prop_assert!((1..=1 << 30).contains(&b.slot_count));
                     prop_assert!(b.data_length >= 1);

@@ -7,13 +7,14 @@
 #![allow(dead_code)]
 
 use daq_engine::dtype::Dtype;
-use daq_engine::ring::{Policy, Ring, RingSpec};
+use daq_engine::ring::{Next, Policy, Reader, Ring, RingSpec};
 use daq_engine::shm::{places, HugePages};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ processes and reports
@@ -192,4 +193,128 @@ pub fn ring(tag: &str, policy: Policy, slot_count: usize, groups: Vec<usize>) ->
 
 pub fn attach(path: &Path) -> Ring {
     Ring::attach(path, Some(&dtype()), Some(RECORDS)).expect("attach")
+}
+
+// ------------------------------------------------------------------ counting events
+
+/// (count, wrapping sum, wrapping sum of mix) of a set of event numbers.
+pub type Tally = (u64, u64, u64);
+
+/// The tally of the event numbers in `range`.
+pub fn over(range: std::ops::Range<u64>) -> Tally {
+    range.fold((0, 0, 0), |t, e| {
+        (t.0 + 1, t.1.wrapping_add(e), t.2.wrapping_add(mix(e)))
+    })
+}
+
+/// Two tallies together.
+pub fn add(a: Tally, b: Tally) -> Tally {
+    (a.0 + b.0, a.1.wrapping_add(b.1), a.2.wrapping_add(b.2))
+}
+
+/// The tallies of `reps` together.
+pub fn totals(reps: &[&Report]) -> Tally {
+    reps.iter().fold((0, 0, 0), |t, r| add(t, r.tally()))
+}
+
+impl Report {
+    /// What this child booked with [`Report::book`].
+    pub fn tally(&self) -> Tally {
+        (
+            self.count.load(SeqCst),
+            self.sum.load(SeqCst),
+            self.mix.load(SeqCst),
+        )
+    }
+
+    /// Books event number `c` once: count, sum and mix.
+    pub fn book(&self, c: u64) {
+        self.count.fetch_add(1, SeqCst);
+        self.sum.fetch_add(c, SeqCst);
+        self.mix.fetch_add(mix(c), SeqCst);
+    }
+}
+
+/// What [`take`] found.
+pub enum Took {
+    /// The event of this number, checked, released and booked.
+    Event(u64),
+    /// Nothing within the timeout.
+    Idle,
+    /// The end of the stream.
+    End,
+}
+
+/// Takes the next event with `r` (waiting at most `timeout`). An event that is not intact
+/// (its records those of its counter), not after `last` or, with `index`, not at the index
+/// of its counter is booked as an error in `rep`; `held` runs with its number while the
+/// event is still held; once released it is booked in `rep` (a kill can never fall between
+/// the two) and becomes `last`.
+pub fn take(
+    r: &mut Reader,
+    timeout: Duration,
+    index: bool,
+    last: &mut Option<u64>,
+    rep: &Report,
+    held: impl FnOnce(u64),
+) -> Took {
+    match r.next(timeout) {
+        Next::Event(ev) => {
+            let c = ev.meta().counter as u64;
+            if (index && c != ev.index()) || !valid(ev.data(), c) || last.is_some_and(|l| c <= l) {
+                rep.errors.fetch_add(1, SeqCst);
+            }
+            *last = Some(c);
+            held(c);
+            drop(ev);
+            rep.book(c);
+            Took::Event(c)
+        }
+        Next::Idle => Took::Idle,
+        Next::End => Took::End,
+    }
+}
+
+/// Reads with `r` to the end (20 s at most for each event), counting each event in `count`
+/// of `rep` and spinning `per_event` after it: a consumer slower than the producer.
+pub fn read_slowly(r: &mut Reader, rep: &Report, per_event: Duration) {
+    while let Next::Event(ev) = r.next(Duration::from_secs(20)) {
+        drop(ev);
+        rep.count.fetch_add(1, SeqCst);
+        spin_for(per_event);
+    }
+}
+
+/// Spins (no sleep, no syscall) for `d`.
+pub fn spin_for(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// Whether `cond` comes to hold within `limit` (asked every millisecond).
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// What a process test starts with: a fresh ring ([`ring`]), its path for the children to
+/// attach by, a board of `reports` reports and no children yet.
+pub fn ring_with_board(
+    tag: &str,
+    policy: Policy,
+    slot_count: usize,
+    groups: Vec<usize>,
+    reports: usize,
+) -> (Ring, PathBuf, Board, Children) {
+    let ring = ring(tag, policy, slot_count, groups);
+    let path = ring.path().to_path_buf();
+    (ring, path, Board::new(reports), Children::default())
 }

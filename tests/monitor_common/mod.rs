@@ -1,5 +1,5 @@
-//! What the web monitor's tests share: a temporary directory, a run supervised in the
-//! test's process with a web monitor, and a small HTTP/1.1 client.
+//! What the monitor tests share: a run supervised in the test's process (with a web
+//! monitor), the demo pipeline's setup, and a small HTTP/1.1 client.
 
 #![allow(dead_code)]
 
@@ -16,22 +16,84 @@ use std::time::Duration;
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
-/// A directory under the system's temporary one, removed when dropped.
-pub struct Dir(pub PathBuf);
-
-impl Dir {
-    pub fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("daq-monitor-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
+/// The run of the setup file `setup_path` prepared in a new run directory under `runs`
+/// (logging to its log), with workers from the real binary: the supervisor and the run
+/// directory.
+pub fn prepare(setup_path: &Path, runs: &Path) -> (Supervisor, PathBuf) {
+    let registry = Registry::builtin();
+    let (setup, _) = Setup::load(setup_path, &registry, online_cpus()).unwrap();
+    let (run_dir, run_id) = make_run_dir(runs).unwrap();
+    // Two runs of this process in one second would share ring names: tell them apart.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let run_id = format!("{run_id}-t{n}");
+    daq_engine::engine::init_log(&daq_engine::run_dir::log_path(&run_dir));
+    let sup = Supervisor::prepare(
+        plan_of(&setup, &run_dir, &run_id),
+        RunOptions {
+            worker_exe: EXE.into(),
+            worker_args: vec![],
+            progress: Progress::Quiet,
+        },
+    )
+    .unwrap();
+    (sup, run_dir)
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The demo pipeline, smaller: simulate.pulses → threshold → pulses → histogram, with an
+/// oscilloscope observing the raw waveforms, into `runs`. What the tests choose: the
+/// `options` mapping, the raw buffer's lines after its `slot_count`, the digitizer's
+/// `rate` and `seed`, the monitors' update interval, the histogram's bins beyond `height`
+/// and the scope's config beyond its update interval.
+pub fn demo_setup(
+    options: &str,
+    raw: &str,
+    (rate, seed): (u32, u32),
+    interval: f64,
+    more_bins: &str,
+    scope: &str,
+) -> String {
+    format!(
+        "target_directory: runs
+options: {options}
+Buffers:
+  raw: &waveforms
+    slot_count: 32
+{raw}  triggered: *waveforms
+  pulses:
+    slot_count: 512
+    data_length: 1
+    data_dtype: {{channel: int16, time: float64, height: float32, area: float32, width: float32}}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: {rate}, realtime: true, sample_interval: 4.0e-9, pretrigger_samples: 100,
+             amplitude: landau, amplitude_mean: 0.3, amplitude_sigma: 0.05, noise: 0.003,
+             decay_fraction: 0.1, seed: {seed}}}
+  trigger:
+    function: filter.threshold
+    sources: [raw]
+    sinks: [triggered]
+    config: {{level: 0.1, edge: rising, channels: [chA]}}
+  pulse_finder:
+    function: process.pulses
+    sources: [triggered]
+    sinks: [pulses]
+    config: {{threshold: 0.05, sample_interval: 4.0e-9}}
+  spectra:
+    function: export.histogram
+    sources: [pulses]
+    config:
+      update_interval: {interval}
+      bins:
+        height: [0.0, 1.5, 150]
+{more_bins}  scope:
+    function: observe.oscilloscope
+    observes: [raw]
+    config: {{update_interval: {interval}{scope}}}
+"
+    )
 }
 
 /// Starts the run of `setup` in its own thread with the web monitor `bind` makes for its run
@@ -51,23 +113,7 @@ pub fn start_run_with(
     let (tx, rx) = mpsc::channel();
     let runs = dir.join("runs");
     let h = std::thread::spawn(move || {
-        let registry = Registry::builtin();
-        let (setup, _) = Setup::load(&setup_path, &registry, online_cpus()).unwrap();
-        let (run_dir, run_id) = make_run_dir(&runs).unwrap();
-        // Two runs of this process in one second would share ring names: tell them apart.
-        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let run_id = format!("{run_id}-t{n}");
-        daq_engine::engine::init_log(&daq_engine::run_dir::log_path(&run_dir));
-        let sup = Supervisor::prepare(
-            plan_of(&setup, &run_dir, &run_id),
-            RunOptions {
-                worker_exe: EXE.into(),
-                worker_args: vec![],
-                progress: Progress::Quiet,
-            },
-        )
-        .unwrap();
+        let (sup, run_dir) = prepare(&setup_path, &runs);
         let mut web = bind(&run_dir);
         tx.send((web.local_addr(), run_dir)).unwrap();
         let summary = sup.run_watched(Some(&mut web)).unwrap();
@@ -154,4 +200,26 @@ pub fn holds_within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn free_loopback_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// Waits (at most `limit`, asking every `poll`) for `child` to exit; kills it and fails with
+/// `late` when it does not.
+pub fn exit_status_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    poll: Duration,
+    late: &str,
+) -> std::process::ExitStatus {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{late}");
+        }
+        std::thread::sleep(poll);
+    }
 }

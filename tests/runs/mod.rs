@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Waits for the run; returns its exit code and its stderr followed by its stdout.
@@ -146,7 +146,8 @@ print(json.dumps(out))
     Some(v)
 }
 
-/// A scratch directory for one test's run, removed afterwards.
+/// A scratch directory for one test's run, removed afterwards (when dropped, also when the
+/// test fails).
 pub struct Dir(pub std::path::PathBuf);
 
 impl Dir {
@@ -161,6 +162,17 @@ impl Dir {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// The one directory in it: the run directory of a run whose target directory it is.
+    pub fn only_dir(&self) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.pop().unwrap()
+    }
+
     /// The one run directory under runs/.
     pub fn run_dir(&self) -> std::path::PathBuf {
         let runs = self.0.join("runs");
@@ -275,4 +287,135 @@ pub fn engine_in<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Command {
         });
     }
     cmd
+}
+
+/// The real binary under test.
+pub const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+
+/// The process's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Its stdout followed by its stderr, as text.
+pub fn stdout_and_stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Asserts that the process of `out` exited 0, its stderr the message; returns `out`.
+#[track_caller]
+pub fn exited_0(out: Output) -> Output {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    out
+}
+
+/// `daq-engine <setup> --simulate --no-tui --quiet --max-events <n> --target-directory
+/// <target>`: a whole simulated run that ends after exactly `n` events. A `Command`, so that
+/// callers can add to it (`--max-seconds`, the fake's environment).
+pub fn simulated(setup: &Path, n: u64, target: &Path) -> Command {
+    let mut cmd = Command::new(EXE);
+    cmd.arg(setup)
+        .args(["--simulate", "--no-tui", "--quiet", "--max-events"])
+        .arg(n.to_string())
+        .arg("--target-directory")
+        .arg(target);
+    cmd
+}
+
+/// Runs `cmd` to its end: (exit code, -1 for a signal; its stderr).
+pub fn code_and_stderr(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("run daq-engine");
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+/// `daq-engine check <args…> <setup>`, run to its end.
+pub fn check(args: &[&str], setup: &Path) -> Output {
+    Command::new(EXE)
+        .arg("check")
+        .args(args)
+        .arg(setup)
+        .output()
+        .unwrap()
+}
+
+/// A setup shipped in the repository's `setups/`.
+pub fn shipped_setup(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("setups")
+        .join(name)
+}
+
+/// A run directory's summary.json.
+pub fn summary(run_dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Events of `buffer` in a run directory's summary.json (the summary the message).
+pub fn summary_events(run_dir: &Path, buffer: &str) -> u64 {
+    let v = summary(run_dir);
+    v["events"][buffer]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v}"))
+}
+
+/// The HDF5 files (`*.h5`) directly in `dir`.
+pub fn h5_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
+        .collect()
+}
+
+/// A command whose process inherits none of the files this test process has open: libhdf5
+/// opens files without close-on-exec, and a child started by one test while another test
+/// reads a run file would hold that file (and its lock) for as long as it lives.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    daq_engine::export::hdf5::no_inherited_files(&mut cmd);
+    cmd
+}
+
+/// `daq-engine <args…>` in `dir` (a [`command`]), run to its end: (exit code, -1 for a
+/// signal; stderr followed by stdout).
+pub fn engine(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = command(EXE).args(args).current_dir(dir).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A fresh, empty directory under the system's temporary one, named after `tag` and this
+/// test process (left there for a look after a failure).
+pub fn fresh(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("daq-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The (first) run directory under `dir/runs`.
+pub fn only_run(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// 1-based (line, column) of the value of `key:` on its first line in `text`.
+pub fn value_at(text: &str, key: &str) -> (usize, usize) {
+    let needle = format!("{key}:");
+    for (i, l) in text.lines().enumerate() {
+        if let Some(at) = l.find(&needle) {
+            if l[..at].trim().is_empty() {
+                let after = at + needle.len();
+                let skip = l[after..].len() - l[after..].trim_start().len();
+                return (i + 1, after + skip + 1);
+            }
+        }
+    }
+    panic!("no {key} in\n{text}")
 }

@@ -7,6 +7,17 @@
 
 use std::path::PathBuf;
 
+/// The Kafka counts of an `export.kafka` worker in the order `daq-engine status` and the
+/// web page show them (the page puts the topic before them).
+pub const COUNT_COLUMNS: [&str; 6] = [
+    "events",
+    "delivered",
+    "spooled",
+    "replayed",
+    "dropped_spool_full",
+    "lost",
+];
+
 /// The tansu binary from `DAQ_TANSU`, or `None` after printing why the test is skipped.
 pub fn binary(test: &str) -> Option<PathBuf> {
     match std::env::var_os("DAQ_TANSU").map(PathBuf::from) {
