@@ -1608,23 +1608,18 @@ pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     // h5repack behind writing into the run directory.
     {
         use std::os::unix::process::CommandExt;
-        let parent = std::process::id();
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (sched_setscheduler, setpriority, prctl, getppid,
-        // _exit); it touches no memory of the parent but the copied `parent` integer.
+        // async-signal-safe system calls (sched_setscheduler, setpriority); it touches no
+        // memory of the parent.
         unsafe {
-            cmd.pre_exec(move || {
+            cmd.pre_exec(|| {
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
                 libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // The parent may have died before the line above: then end at once.
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
-                }
                 Ok(())
             });
         }
+        crate::runtime::child_ends_with_parent(&mut cmd, libc::SIGKILL);
     }
     no_inherited_files(&mut cmd);
     for f in filters {

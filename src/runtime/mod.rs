@@ -10,7 +10,10 @@
 //! (PR_SET_PDEATHSIG), the pipeline drains on its own, and the last worker out removes the
 //! ring files.
 
+mod parent;
 pub mod realtime;
+
+pub use parent::{child_ends_with_parent, signal_on_parent_death};
 
 use crate::dtype::{Dtype, Metadata};
 use crate::ring::{wait_any, Next, Policy, Producer, Reader, Ring, RingObserver};
@@ -203,8 +206,8 @@ pub fn run(
     let supervisor = std::env::var("DAQ_SUPERVISOR_PID")
         .ok()
         .and_then(|s| s.parse::<i32>().ok());
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a per-process attribute.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    // Only fails for an invalid signal number.
+    let _ = signal_on_parent_death(libc::SIGTERM);
     if let Some(pid) = supervisor {
         if orphaned(pid, nix::unistd::getppid().as_raw()) {
             STOP.store(true, Ordering::SeqCst);
