@@ -376,15 +376,7 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
 
 /// The CPU model, from /proc/cpuinfo.
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    crate::procfs::cpu_model().unwrap_or_else(|| "unknown CPU".into())
 }
 
 /// `daq-engine bench WHAT`: the one dispatcher of every benchmark.

@@ -193,21 +193,15 @@ fn install_signals() {
 /// per-event figure over a short run. The ticks are the fallback when the clock cannot be
 /// read.
 fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let core = f.get(36).and_then(|c| c.parse().ok());
+    let stat = crate::procfs::Stat::read(pid)?;
+    let core = stat.processor;
     let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid as i32))
         .and_then(|id| id.now())
         .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9);
     if let Ok(seconds) = clock {
         return Some((seconds, core));
     }
-    // After the name: state(0) ppid(1) ... utime(11) stime(12) ... processor(36)
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((ticks / hz.max(1.0), core))
+    Some((stat.cpu_seconds()?, core))
 }
 
 /// A device importer's state from its notes (`device_<worker>.txt`): whether the device is

@@ -279,23 +279,15 @@ fn orphaned(supervisor: i32, parent: i32) -> bool {
     parent != supervisor || exiting(supervisor)
 }
 
-/// True when process `pid` is gone (or a zombie: [`crate::shm::pid_alive`]) or its main
-/// thread is exiting.
+/// True when process `pid` is gone (or a zombie, as for [`crate::shm::pid_alive`]) or its
+/// main thread is exiting.
 fn exiting(pid: i32) -> bool {
-    /// `PF_EXITING` in the flags of /proc/PID/stat (include/linux/sched.h).
-    const PF_EXITING: u64 = 0x4;
-    if !u32::try_from(pid).is_ok_and(crate::shm::pid_alive) {
+    use crate::procfs::Stat;
+    let Ok(pid) = u32::try_from(pid) else {
         return true;
-    }
-    // After the command name: state(0) ppid(1) pgrp(2) session(3) tty_nr(4) tpgid(5) flags(6)
-    let flags = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
-        });
-    // Gone between the two reads: as gone.
-    flags.is_none_or(|f| f & PF_EXITING != 0)
+    };
+    // Gone, a zombie, or its flags cut off: as gone.
+    Stat::read(pid).is_none_or(|s| s.ended() || s.flags.is_none_or(|f| f & Stat::PF_EXITING != 0))
 }
 
 /// Removes the run's ring files when it is dropped in a worker whose supervisor is gone:
