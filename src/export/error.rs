@@ -127,6 +127,9 @@ pub enum ExportError {
         /// What went wrong.
         reason: String,
     },
+    /// The writer was asked for after it closed its file.
+    #[error("the HDF5 file is already closed")]
+    Closed,
     /// A plain file (CSV, benchmark) could not be written.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -33,12 +33,23 @@ use crate::dtype::{Base, Dtype, FieldType, Metadata, Shape};
 use crate::key;
 use crate::worker::{
     Arity, Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec,
-    Importer, Key, Produced, Template, WorkerError,
+    Importer, Key, Produced, Template, WiringError, WorkerError,
 };
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Why a mimoCoRB2 file cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum MimoError {
+    /// The file to go on after holds another buffer's header.
+    #[error("{} exists with another header: not this worker's file", path.display())]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
+}
 
 /// The header text mimoCoRB2 writes.
 const HEADER: &str = "This is a mimoCoRB file";
@@ -655,11 +666,14 @@ fn one<'a>(
 fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
     let src = one(ctx, &ctx.sources, "one source buffer")?;
     if ctx.process.1 > 1 {
-        return Err(WorkerError::Other(format!(
-            "worker '{}': data.export writes one file, <buffer>.mimo: give it \
-             number_of_processes: 1",
-            ctx.worker
-        )));
+        // It writes one file, <buffer>.mimo.
+        return Err(WiringError::OneProcess {
+            worker: ctx.worker.clone(),
+            function: "data.export",
+            of: "",
+            has: ctx.process.1,
+        }
+        .into());
     }
     Ok(ctx.run_dir.join(format!("{}.mimo", src.name)))
 }
@@ -692,10 +706,7 @@ impl MimoExport {
                     .and_then(|mut f| f.read_exact(&mut start))
                     .map_err(io)?;
                 if start != header {
-                    return Err(WorkerError::Other(format!(
-                        "{} exists with another header: not this worker's file",
-                        path.display()
-                    )));
+                    return Err(WorkerError::output(MimoError::NotOurs { path }));
                 }
                 let events = (m.len() - header.len() as u64) / event;
                 let f = std::fs::OpenOptions::new()
@@ -853,7 +864,7 @@ impl Importer for Replay {
             let Some(m) = self
                 .reader
                 .next_into(&mut self.buf)
-                .map_err(|e| WorkerError::Other(format!("reading the mimo file: {e}")))?
+                .map_err(|e| WorkerError::failed("reading the mimo file", e))?
             else {
                 return Ok(Produced::End);
             };
@@ -884,11 +895,12 @@ impl Importer for Replay {
             }
         }
         if out.data.len() != self.buf.len() {
-            return Err(WorkerError::Other(format!(
-                "sink slot has {} bytes, the mimo file's events {}",
-                out.data.len(),
-                self.buf.len()
-            )));
+            return Err(WorkerError::SlotSize {
+                function: "data.import".into(),
+                slot: out.data.len(),
+                want: self.buf.len(),
+                unit: "bytes",
+            });
         }
         out.data.copy_from_slice(&self.buf);
         out.meta.timestamp = crate::clock::wall_clock();

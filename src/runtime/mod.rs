@@ -574,10 +574,9 @@ pub(crate) fn claim(p: &mut Producer) -> Result<Option<crate::ring::SlotMut<'_>>
         while !p.wait_room(POLL) {
             waited += POLL;
             if waited >= Duration::from_secs(3600) {
-                return Err(WorkerError::Other(format!(
-                    "ring '{}' has had no room for an hour; is a reader stuck?",
-                    p.ring().name()
-                )));
+                return Err(WorkerError::Stalled {
+                    ring: p.ring().name().to_string(),
+                });
             }
         }
     }
@@ -586,9 +585,7 @@ pub(crate) fn claim(p: &mut Producer) -> Result<Option<crate::ring::SlotMut<'_>>
     match p.claim(Duration::ZERO) {
         Ok(slot) => Ok(Some(slot)),
         Err(crate::ring::ClaimError::Full) => Ok(None),
-        Err(crate::ring::ClaimError::Timeout) => Err(WorkerError::Other(
-            "a sink ring lost its room between wait and claim (ring protocol broken)".into(),
-        )),
+        Err(crate::ring::ClaimError::Timeout) => Err(WorkerError::LostRoom),
     }
 }
 
@@ -599,10 +596,7 @@ impl Emit for Sinks {
         fill: &mut dyn FnMut(&mut EventMut<'_>) -> Result<(), WorkerError>,
     ) -> Result<(), WorkerError> {
         let input = self.input_meta;
-        let dtype = self
-            .dtypes
-            .get(sink)
-            .ok_or_else(|| WorkerError::Other(format!("no sink number {sink}")))?;
+        let dtype = self.dtypes.get(sink).ok_or(WorkerError::NoSink(sink))?;
         let p = &mut self.producers[sink];
         if let Some(mut slot) = claim(p)? {
             let (data, meta) = slot.parts();
