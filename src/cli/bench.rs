@@ -379,6 +379,22 @@ pub fn cpu_model() -> String {
     crate::procfs::cpu_model().unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// Prints a benchmark's report, or its error with the benchmark's name as context (the CLI
+/// edge: `daq-engine: bench ring: …`); returns the exit code.
+fn report(what: &str, r: anyhow::Result<impl std::fmt::Display>) -> i32 {
+    use anyhow::Context;
+    match r.with_context(|| format!("bench {what}")) {
+        Ok(report) => {
+            println!("{report}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("daq-engine: {e:#}");
+            exit::FAILED
+        }
+    }
+}
+
 /// `daq-engine bench WHAT`: the one dispatcher of every benchmark.
 pub fn bench(
     what: &str,
@@ -401,16 +417,7 @@ pub fn bench(
                 realtime: nix::unistd::geteuid().is_root(),
                 ..Default::default()
             };
-            match crate::ring_bench::run(&opts) {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench ring: {e}");
-                    exit::FAILED
-                }
-            }
+            report("ring", crate::ring_bench::run(&opts).map_err(Into::into))
         }
         "ring-loaded" => {
             println!("daq-engine bench ring-loaded; {machine}");
@@ -419,29 +426,17 @@ pub fn bench(
                 ..Default::default()
             };
             let n = events.unwrap_or(1_000_000);
-            match crate::ring_bench::loaded(&opts, 64, n, 100_000.0) {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench ring-loaded: {e}");
-                    exit::FAILED
-                }
-            }
+            report(
+                "ring-loaded",
+                crate::ring_bench::loaded(&opts, 64, n, 100_000.0).map_err(Into::into),
+            )
         }
         "analysis" => {
             println!("daq-engine bench analysis; {machine}");
-            match crate::analysis::bench::run(std::time::Duration::from_secs(2)) {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench analysis: {e}");
-                    exit::FAILED
-                }
-            }
+            report(
+                "analysis",
+                crate::analysis::bench::run(std::time::Duration::from_secs(2)).map_err(Into::into),
+            )
         }
         "hdf5" => {
             println!("daq-engine bench hdf5; {machine}");
@@ -449,16 +444,7 @@ pub fn bench(
             let _ = std::fs::create_dir_all(&dir);
             let r = crate::export::bench::run(&dir, events.unwrap_or(4000));
             let _ = std::fs::remove_dir_all(&dir);
-            match r {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench hdf5: {e}");
-                    exit::FAILED
-                }
-            }
+            report("hdf5", r.map_err(Into::into))
         }
         #[cfg(feature = "kafka")]
         "kafka" => {
@@ -466,16 +452,13 @@ pub fn bench(
                 "daq-engine bench kafka: export.kafka's path into a loopback tansu broker, beside \
                  confluent-kafka; {machine}"
             );
-            match crate::kafka::bench::run(events.unwrap_or(1_000_000)) {
-                Ok(report) => {
-                    print!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench kafka: {e}");
-                    exit::FAILED
-                }
-            }
+            // The report ends its last line itself.
+            let r = crate::kafka::bench::run(events.unwrap_or(1_000_000));
+            report(
+                "kafka",
+                r.map(|t| t.trim_end_matches('\n').to_string())
+                    .map_err(anyhow::Error::msg),
+            )
         }
         "web" => {
             println!(
@@ -489,16 +472,7 @@ pub fn bench(
             let _ = std::fs::create_dir_all(&dir);
             let r = crate::monitor::bench::run(&Default::default(), &dir);
             let _ = std::fs::remove_dir_all(&dir);
-            match r {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench web: {e}");
-                    exit::FAILED
-                }
-            }
+            report("web", r.map_err(anyhow::Error::msg))
         }
         other => {
             eprintln!(
