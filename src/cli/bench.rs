@@ -154,7 +154,7 @@ pub struct Measured {
 }
 
 /// Runs one case through daq-engine once.
-pub fn run_ours(case: &Case, events: u64, exe: &Path, scratch: &Path) -> Result<Measured, String> {
+pub fn run_ours(case: &Case, events: u64, exe: &Path, scratch: &Path) -> anyhow::Result<Measured> {
     let run_id = format!("bench{}-{}", std::process::id(), case.name);
     let run_dir = scratch.join(&run_id);
     let plan = case.plan(&run_dir, &run_id, events);
@@ -168,10 +168,11 @@ pub fn run_plan(
     plan: Plan,
     events: u64,
     exe: &Path,
-) -> Result<(Measured, serde_json::Value), String> {
+) -> anyhow::Result<(Measured, serde_json::Value)> {
+    use anyhow::Context;
     let run_dir = plan.run_dir.clone();
     let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
     let sup = Supervisor::prepare(
         plan,
         RunOptions {
@@ -179,16 +180,15 @@ pub fn run_plan(
             worker_args: vec![],
             progress: Progress::Quiet,
         },
-    )
-    .map_err(|e| e.to_string())?;
-    let summary = sup.run().map_err(|e| e.to_string())?;
+    )?;
+    let summary = sup.run()?;
     if summary.exit_code != 0 {
-        return Err(format!("run failed: {:?}", summary.failures));
+        anyhow::bail!("run failed: {:?}", summary.failures);
     }
     let sink: SinkReport = std::fs::read_to_string(run_dir.join("bench_sink_0.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or("the sink wrote no report")?;
+        .context("the sink wrote no report")?;
     let stats = std::fs::read_to_string(run_dir.join("stats.jsonl"))
         .ok()
         .and_then(|t| t.lines().last().and_then(|l| serde_json::from_str(l).ok()))
@@ -211,12 +211,13 @@ pub fn run_plan(
 }
 
 /// Runs one case through mimoCoRB2 (`run_once.py` of the reference directory) once.
-pub fn run_reference(case: &Case, python: &Path, dir: &Path) -> Result<Measured, String> {
+pub fn run_reference(case: &Case, python: &Path, dir: &Path) -> anyhow::Result<Measured> {
     run_reference_setup(&format!("{}.yaml", case.name), python, dir)
 }
 
 /// Runs the mimoCoRB2 setup `setup` (a file in `dir`, beside `run_once.py`) once.
-pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Measured, String> {
+pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> anyhow::Result<Measured> {
+    use anyhow::Context;
     let out = std::process::Command::new(python)
         .arg("run_once.py")
         .arg(setup)
@@ -224,7 +225,7 @@ pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Mea
         .env("MPLBACKEND", "Agg")
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("running {}: {e}", python.display()))?;
+        .with_context(|| format!("running {}", python.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
@@ -233,7 +234,7 @@ pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Mea
             l.strip_prefix("RESULT ")
                 .or(l.starts_with('{').then_some(l))
         })
-        .ok_or_else(|| {
+        .with_context(|| {
             format!(
                 "mimoCoRB2 printed no result: {}",
                 String::from_utf8_lossy(&out.stderr)
@@ -242,10 +243,9 @@ pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Mea
                     .unwrap_or("")
             )
         })?;
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("mimoCoRB2 result unreadable: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(line).context("mimoCoRB2 result unreadable")?;
     if let Some(err) = v.get("error") {
-        return Err(format!("mimoCoRB2: {err}"));
+        anyhow::bail!("mimoCoRB2: {err}");
     }
     let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
     Ok(Measured {
@@ -330,12 +330,12 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
                     }
                     ours.push(m);
                 }
-                Err(e) => problems.push(e),
+                Err(e) => problems.push(format!("{e:#}")),
             }
             if let (Some(py), Some(dir)) = (&python, reference) {
                 match run_reference(case, py, dir) {
                     Ok(m) => theirs.push(m),
-                    Err(e) => problems.push(e),
+                    Err(e) => problems.push(format!("{e:#}")),
                 }
             }
         }
