@@ -469,7 +469,7 @@ fn store_job(bufs: &mut [FileBuffer], job: &ChunkJob) -> Result<(), String> {
     let batch = &mut bufs[job.buffer].data;
     batch.extend_to(job.row + job.rows)?;
     let (mask, bytes) = job.stored();
-    raw::write_chunk(&batch.ds, job.row, mask, bytes)
+    Ok(raw::write_chunk(&batch.ds, job.row, mask, bytes)?)
 }
 
 struct FileBuffer {
@@ -670,11 +670,10 @@ impl RunFileWriter {
                 base.display()
             );
         }
-        let meta_type =
-            raw::compound_type(&metadata_dtype()).map_err(|reason| ExportError::Create {
-                path: base.clone(),
-                reason,
-            })?;
+        let meta_type = raw::compound_type(&metadata_dtype()).map_err(|e| ExportError::Create {
+            path: base.clone(),
+            reason: e.into(),
+        })?;
         let mut w = RunFileWriter {
             base,
             info,
@@ -867,9 +866,9 @@ impl RunFileWriter {
         if of.layout || of.events > 0 {
             return Err(ExportError::LayoutFrozen(name.to_string()));
         }
-        let record_type = raw::compound_type(dtype).map_err(|reason| ExportError::Create {
+        let record_type = raw::compound_type(dtype).map_err(|e| ExportError::Create {
             path: path.clone(),
-            reason,
+            reason: e.into(),
         })?;
         let event_bytes = dtype.record_size() * data_length;
         let chunk_events = (options.chunk_bytes / event_bytes).max(1);
@@ -1233,7 +1232,7 @@ impl RunFileWriter {
                 Compression::None => fb.data.write_pending(&spec.record_type),
             };
             let r = data
-                .and_then(|_| raw::flush_dataset(&fb.data.ds))
+                .and_then(|_| Ok(raw::flush_dataset(&fb.data.ds)?))
                 .and_then(|_| fb.meta.write_pending(&self.meta_type));
             if let Err(reason) = r {
                 failure = Some((spec.name.clone(), reason));

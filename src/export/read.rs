@@ -82,7 +82,7 @@ pub fn read_buffer(path: impl AsRef<Path>, name: &str) -> Result<BufferContents,
         )));
     }
     let (events, data_length) = (shape[0], shape[1]);
-    let mem = raw::compound_type(&dtype).map_err(&err)?;
+    let mem = raw::compound_type(&dtype).map_err(|e| err(e.into()))?;
     let row_bytes = data_length * dtype.record_size();
     let mut data = vec![0u8; events * row_bytes];
     let mut data_rows = events;
