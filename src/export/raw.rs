@@ -760,3 +760,25 @@ pub(crate) fn write_chunk(
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_not_the_size_of_the_rows_are_refused_before_hdf5_sees_them() {
+        let d = Dtype::parse([("a", "f4")]).unwrap();
+        let t = compound_type(&d).unwrap();
+        assert!(Rows::new(0, 3, None, &t, 12).is_ok());
+        let e = Rows::new(0, 3, Some(2), &t, 12).err().unwrap();
+        assert_eq!(
+            e,
+            H5Error::Size {
+                got: 12,
+                rows: 3,
+                want: 24
+            }
+        );
+        assert_eq!(e.to_string(), "internal: 12 bytes for 3 rows of 24 bytes");
+    }
+}
