@@ -1241,6 +1241,10 @@ impl Supervisor {
                     .max_by_key(|(_, b)| b.pending)
                     .map(|(r, _)| r)
             });
+            // Said at the end of both warnings below.
+            let slowest = slowest
+                .map(|r| format!("; the slowest reader is '{r}'"))
+                .unwrap_or_default();
             let policy = self
                 .buffers
                 .iter()
@@ -1261,9 +1265,6 @@ impl Supervisor {
                                 "its writer waits (policy: block; booked as dead time)"
                             },
                             slowest
-                                .as_deref()
-                                .map(|r| format!("; the slowest reader is '{r}'"))
-                                .unwrap_or_default()
                         );
                         tracing::warn!("{msg}");
                         self.alerts.raise(Kind::BufferFull, &name, &msg);
@@ -1296,9 +1297,6 @@ impl Supervisor {
                             t.elapsed().as_secs_f64()
                         )),
                     slowest
-                        .as_deref()
-                        .map(|r| format!("; the slowest reader is '{r}'"))
-                        .unwrap_or_default()
                 );
                 tracing::warn!("{msg}");
                 self.alerts.raise(Kind::EventsLost, &name, &msg);
