@@ -33,7 +33,7 @@ use crate::dtype::{Base, Dtype, FieldType, Metadata, Shape};
 use crate::key;
 use crate::worker::{
     Arity, Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec,
-    Importer, Key, Produced, Template, WiringError, WorkerError,
+    Importer, Key, Produced, Template, WorkerError,
 };
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -690,16 +690,8 @@ fn one<'a>(
 
 fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
     let src = one(ctx, &ctx.sources, "one source buffer")?;
-    if ctx.process.1 > 1 {
-        // It writes one file, <buffer>.mimo.
-        return Err(WiringError::OneProcess {
-            worker: ctx.worker.clone(),
-            function: "data.export",
-            of: "",
-            has: ctx.process.1,
-        }
-        .into());
-    }
+    // It writes one file, <buffer>.mimo.
+    ctx.one_process("data.export", "")?;
     Ok(ctx.run_dir.join(format!("{}.mimo", src.name)))
 }
 

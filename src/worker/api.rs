@@ -712,6 +712,20 @@ pub struct BufferShape {
 }
 
 impl BuildContext {
+    /// Refuses more than one process for `function`, which must see every event (`of`:
+    /// " of both sources", or empty).
+    pub fn one_process(&self, function: &'static str, of: &'static str) -> Result<(), WiringError> {
+        if self.process.1 > 1 {
+            return Err(WiringError::OneProcess {
+                worker: self.worker.clone(),
+                function,
+                of,
+                has: self.process.1,
+            });
+        }
+        Ok(())
+    }
+
     /// A minimal context for tests and benchmarks: one worker, no run directory.
     pub fn for_test(
         worker: &str,
