@@ -283,12 +283,8 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
 pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Registry) -> i32 {
     let events = events.unwrap_or(200_000);
     let reps = 3;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("daq-engine: cannot find my own executable: {e}");
-            return exit::FAILED;
-        }
+    let Some(exe) = own_exe() else {
+        return exit::FAILED;
     };
     let scratch = std::env::temp_dir().join("daq-engine-bench");
     // mimoCoRB2 runs with the reference directory as its working directory: a relative
@@ -372,6 +368,13 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
         }
     }
     code
+}
+
+/// This executable (the benchmarks start it as the engine); says why not and gives `None`.
+pub(super) fn own_exe() -> Option<PathBuf> {
+    std::env::current_exe()
+        .map_err(|e| eprintln!("daq-engine: cannot find my own executable: {e}"))
+        .ok()
 }
 
 /// The CPU model, from /proc/cpuinfo.

@@ -131,12 +131,8 @@ fn show(x: f64, prec: usize) -> String {
 pub fn python(events: Option<u64>, reference: Option<&Path>) -> i32 {
     let events = events.unwrap_or(100_000).max(10);
     let reps = 3;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("daq-engine: cannot find my own executable: {e}");
-            return exit::FAILED;
-        }
+    let Some(exe) = super::bench::own_exe() else {
+        return exit::FAILED;
     };
     let scratch =
         std::env::temp_dir().join(format!("daq-engine-bench-python-{}", std::process::id()));
