@@ -57,19 +57,27 @@ pub(crate) fn describe(e: h5::Error) -> String {
 pub(crate) enum H5Error {
     /// A library call failed: what it was to do, and the library's error stack described
     /// ([`describe`]), where a full disk shows as "errno = 28".
-    #[error("could not {what}: {stack}")]
+    #[error("{what}: {stack}")]
     Call {
-        /// What the call was to do, e.g. "write the rows".
+        /// What the call was to do, e.g. "could not write the rows" or "attribute 'x'".
         what: String,
         /// The library's error frames, joined.
         stack: String,
     },
-    /// The safe `hdf5-metno` API refused an identifier it was handed.
+    /// A call of the safe `hdf5-metno` API failed; its error, described.
     #[error("{0}")]
     Library(String),
     /// A type in a file that numpy (and so a buffer) has no equal for, in words.
     #[error("{0}")]
     Unsupported(String),
+    /// A step on a named object (a buffer's dataset) failed.
+    #[error("{context}: {source}")]
+    In {
+        /// The object and step, e.g. "buffer 'raw': open data".
+        context: String,
+        /// What failed.
+        source: Box<H5Error>,
+    },
     /// A field of a compound type whose type is unsupported.
     #[error("field '{name}' is {source}")]
     Field {
@@ -96,10 +104,24 @@ pub(crate) enum H5Error {
     },
 }
 
-// The writer's own steps (`hdf5.rs`) still carry their reasons as text into `ExportError`.
-impl From<H5Error> for String {
-    fn from(e: H5Error) -> String {
-        e.to_string()
+impl H5Error {
+    /// A failed library call of the safe API while doing `what`.
+    pub(crate) fn call(what: impl Into<String>, e: h5::Error) -> H5Error {
+        H5Error::Call {
+            what: what.into(),
+            stack: describe(e),
+        }
+    }
+
+    /// The file system is full: the system's ENOSPC somewhere in the library's stack.
+    pub(crate) fn disk_full(&self) -> bool {
+        match self {
+            H5Error::Call { stack, .. } => {
+                stack.contains("No space left") || stack.contains("errno = 28")
+            }
+            H5Error::In { source, .. } => source.disk_full(),
+            _ => false,
+        }
     }
 }
 
@@ -108,17 +130,13 @@ fn unsupported(what: impl Into<String>) -> H5Error {
 }
 
 fn check_id(id: hid_t, what: &str) -> Result<hid_t, H5Error> {
-    h5::h5check(id).map_err(|e| H5Error::Call {
-        what: what.into(),
-        stack: describe(e),
-    })
+    h5::h5check(id).map_err(|e| H5Error::call(format!("could not {what}"), e))
 }
 
 fn check(status: hdf5_metno_sys::h5::herr_t, what: &str) -> Result<(), H5Error> {
-    h5::h5check(status).map(|_| ()).map_err(|e| H5Error::Call {
-        what: what.into(),
-        stack: describe(e),
-    })
+    h5::h5check(status)
+        .map(|_| ())
+        .map_err(|e| H5Error::call(format!("could not {what}"), e))
 }
 
 fn locked<T>(f: impl FnOnce() -> T) -> T {
@@ -780,5 +798,32 @@ mod tests {
             }
         );
         assert_eq!(e.to_string(), "internal: 12 bytes for 3 rows of 24 bytes");
+    }
+
+    /// The writer tells a full disk by the kind of its error (ENOSPC in the library's stack
+    /// of a call, or of a call on a named object), not by the text of its whole message.
+    #[test]
+    fn a_full_disk_is_found_in_a_call_or_a_step_on_a_named_object() {
+        let call = H5Error::Call {
+            what: "could not write a chunk".into(),
+            stack: "H5Dwrite_chunk(): can't write chunk: file write failed: errno = 28, \
+                    error message = 'No space left on device'"
+                .into(),
+        };
+        assert!(call.disk_full());
+        let step = H5Error::In {
+            context: "buffer 'raw': open data".into(),
+            source: Box::new(call),
+        };
+        assert!(step.disk_full());
+        assert!(step
+            .to_string()
+            .starts_with("buffer 'raw': open data: could not write a chunk: H5Dwrite_chunk()"));
+        let other = H5Error::Call {
+            what: "could not flush the file".into(),
+            stack: "not a file".into(),
+        };
+        assert!(!other.disk_full());
+        assert!(!H5Error::Unsupported("errno = 28".into()).disk_full());
     }
 }
