@@ -775,13 +775,13 @@ impl RunFileWriter {
             .create_excl(&path)
             .map_err(|e| create_err(hdf(e)))?;
         let start = crate::clock::utc_now();
-        let put_str = |name: &str, value: &str| -> Result<(), String> {
+        let put_str = |name: &str, value: &str| -> Result<(), H5Error> {
             file.new_attr::<VarLenUnicode>()
                 .create(name)
                 .and_then(|a| a.write_scalar(&to_str(value)))
-                .map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+                .map_err(|e| H5Error::call(format!("attribute '{name}'"), e))
         };
-        (|| -> Result<(), String> {
+        (|| -> Result<(), H5Error> {
             put_str("setup", &self.info.setup_text)?;
             put_str("engine_version", &self.info.engine_version)?;
             put_str("host", &self.info.host)?;
@@ -789,7 +789,7 @@ impl RunFileWriter {
             put_str("start_time", &start)?;
             put_str("stop_time", "")?;
             let put = |name: &str, r: h5::Result<()>| {
-                r.map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+                r.map_err(|e| H5Error::call(format!("attribute '{name}'"), e))
             };
             put(
                 "file_index",
@@ -819,7 +819,7 @@ impl RunFileWriter {
             )?;
             Ok(())
         })()
-        .map_err(create_err)?;
+        .map_err(|e| create_err(e.to_string()))?;
         // Flushed with its attributes alone: a writer killed before the layout is made
         // leaves a file that opens (and holds no events, as none were flushed).
         file.flush().map_err(|e| create_err(hdf(e)))?;
