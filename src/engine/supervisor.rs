@@ -320,6 +320,29 @@ pub struct Supervisor {
     alerts: super::alert::Alerts,
 }
 
+/// What the rings of one buffer (one per writing process) add up to.
+struct Totals {
+    /// Events published.
+    published: u64,
+    /// Events lost (dropped on a full ring).
+    lost: u64,
+    /// The fullest ring's fill, 0 to 1.
+    fill: f64,
+}
+
+impl Totals {
+    fn of(rings: &[RingStats]) -> Totals {
+        Totals {
+            published: rings.iter().map(|s| s.published).sum(),
+            lost: rings.iter().map(|s| s.lost).sum(),
+            fill: rings
+                .iter()
+                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
+                .fold(0.0, f64::max),
+        }
+    }
+}
+
 impl Supervisor {
     /// Creates every ring of `plan` (its `rings` lists are filled in), writes `plan.json`,
     /// and opens `stats.jsonl`, all in the run directory, which must exist.
@@ -1004,13 +1027,12 @@ impl Supervisor {
         let mut cur = BTreeMap::new();
         let mut buffers = BTreeMap::new();
         for (name, rings) in &stats {
-            let published: u64 = rings.iter().map(|s| s.published).sum();
-            let lost: u64 = rings.iter().map(|s| s.lost).sum();
+            let Totals {
+                published,
+                lost,
+                fill,
+            } = Totals::of(rings);
             let blocked: u64 = rings.iter().map(|s| s.blocked_ns).sum();
-            let fill = rings
-                .iter()
-                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
-                .fold(0.0, f64::max);
             let (rate, dead) = match &self.last_stats {
                 _ if ended => (
                     published as f64 / t.max(1e-9),
@@ -1154,12 +1176,11 @@ impl Supervisor {
         let prev = self.last_progress.take();
         let mut now_counts = BTreeMap::new();
         for (name, rings) in self.ring_stats() {
-            let published: u64 = rings.iter().map(|s| s.published).sum();
-            let lost: u64 = rings.iter().map(|s| s.lost).sum();
-            let fill = rings
-                .iter()
-                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
-                .fold(0.0, f64::max);
+            let Totals {
+                published,
+                lost,
+                fill,
+            } = Totals::of(&rings);
             let rate = prev
                 .as_ref()
                 .and_then(|(t0, m)| {
