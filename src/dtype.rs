@@ -799,10 +799,30 @@ pub fn metadata_dtype() -> Dtype {
 #[derive(Clone, Copy)]
 pub struct Column<'a, T: Element> {
     bytes: &'a [u8],
+    at: Strided,
+    _t: std::marker::PhantomData<T>,
+}
+
+/// Where one field's values lie in an event's bytes: value `i` at `offset + i * stride`,
+/// `len` values. Invariant (checked by [`locate`]): every value lies inside the bytes the
+/// column was made over.
+#[derive(Clone, Copy)]
+struct Strided {
     offset: usize,
     stride: usize,
     len: usize,
-    _t: std::marker::PhantomData<T>,
+}
+
+impl Strided {
+    /// The bytes of value `i` of a `T`, or `None` past the end.
+    #[inline]
+    fn range<T: Element>(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        if i >= self.len {
+            return None;
+        }
+        let at = i * self.stride + self.offset;
+        Some(at..at + std::mem::size_of::<T>())
+    }
 }
 
 /// What went wrong picking a column.
@@ -833,11 +853,7 @@ pub enum ColumnError {
     },
 }
 
-fn locate<T: Element>(
-    dtype: &Dtype,
-    bytes_len: usize,
-    name: &str,
-) -> Result<(usize, usize, usize), ColumnError> {
+fn locate<T: Element>(dtype: &Dtype, bytes_len: usize, name: &str) -> Result<Strided, ColumnError> {
     let f = dtype
         .field(name)
         .ok_or_else(|| ColumnError::NoSuchField(name.to_string()))?;
@@ -856,7 +872,22 @@ fn locate<T: Element>(
             record: stride,
         });
     }
-    Ok((f.offset, stride, bytes_len / stride))
+    Ok(Strided {
+        offset: f.offset,
+        stride,
+        len: bytes_len / stride,
+    })
+}
+
+/// The `T` in `src`, which is a [`Strided::range`] of `T`: exactly size_of::<T>() bytes.
+#[inline]
+fn read<T: Element>(src: &[u8]) -> T {
+    // Never fails for a `Strided::range::<T>` (the compiler sees the length and drops it).
+    assert_eq!(src.len(), std::mem::size_of::<T>());
+    // SAFETY: `src` is exactly size_of::<T>() bytes (asserted above); every bit pattern is a
+    // valid value of the primitive T (Element is sealed to the ten numbers), and
+    // read_unaligned has no alignment requirement.
+    unsafe { std::ptr::read_unaligned(src.as_ptr().cast::<T>()) }
 }
 
 impl<'a, T: Element> Column<'a, T> {
@@ -872,48 +903,37 @@ impl<'a, T: Element> Column<'a, T> {
     /// assert!(Column::<f64>::new(&d, &bytes, "a").is_err());
     /// ```
     pub fn new(dtype: &Dtype, bytes: &'a [u8], name: &str) -> Result<Self, ColumnError> {
-        let (offset, stride, len) = locate::<T>(dtype, bytes.len(), name)?;
         Ok(Column {
+            at: locate::<T>(dtype, bytes.len(), name)?,
             bytes,
-            offset,
-            stride,
-            len,
             _t: std::marker::PhantomData,
         })
     }
 
     /// Number of values (the buffer's `data_length`).
     pub fn len(&self) -> usize {
-        self.len
+        self.at.len
     }
 
     /// True when the event has no records.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.at.len == 0
     }
 
     /// Value `i`, or `None` past the end.
     #[inline]
     pub fn get(&self, i: usize) -> Option<T> {
-        if i >= self.len {
-            return None;
-        }
-        let at = i * self.stride + self.offset;
-        let src = &self.bytes[at..at + T::SCALAR.size()];
-        // SAFETY: `src` is exactly size_of::<T>() bytes inside `self.bytes` (checked by the
-        // slice index above); every bit pattern is a valid value of the primitive T, and
-        // read_unaligned has no alignment requirement.
-        Some(unsafe { std::ptr::read_unaligned(src.as_ptr().cast::<T>()) })
+        Some(read(&self.bytes[self.at.range::<T>(i)?]))
     }
 
     /// Iterates over the values.
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        (0..self.len).map(move |i| self.get(i).unwrap_or_default())
+        (0..self.at.len).map(move |i| self.get(i).unwrap_or_default())
     }
 
     /// Copies the values into `out` (de-interleaving), up to `out.len()`; returns how many.
     pub fn copy_to(&self, out: &mut [T]) -> usize {
-        let n = out.len().min(self.len);
+        let n = out.len().min(self.at.len);
         for (i, o) in out[..n].iter_mut().enumerate() {
             *o = self.get(i).unwrap_or_default();
         }
@@ -924,43 +944,37 @@ impl<'a, T: Element> Column<'a, T> {
 /// A writable view of one field across the records of an event (see [`Column`]).
 pub struct ColumnMut<'a, T: Element> {
     bytes: &'a mut [u8],
-    offset: usize,
-    stride: usize,
-    len: usize,
+    at: Strided,
     _t: std::marker::PhantomData<T>,
 }
 
 impl<'a, T: Element> ColumnMut<'a, T> {
     /// The column `name` of type `T` over `bytes`, which hold whole records of `dtype`.
     pub fn new(dtype: &Dtype, bytes: &'a mut [u8], name: &str) -> Result<Self, ColumnError> {
-        let (offset, stride, len) = locate::<T>(dtype, bytes.len(), name)?;
         Ok(ColumnMut {
+            at: locate::<T>(dtype, bytes.len(), name)?,
             bytes,
-            offset,
-            stride,
-            len,
             _t: std::marker::PhantomData,
         })
     }
 
     /// Number of values.
     pub fn len(&self) -> usize {
-        self.len
+        self.at.len
     }
 
     /// True when the event has no records.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.at.len == 0
     }
 
     /// Sets value `i`; does nothing past the end.
     #[inline]
     pub fn set(&mut self, i: usize, v: T) {
-        if i >= self.len {
+        let Some(r) = self.at.range::<T>(i) else {
             return;
-        }
-        let at = i * self.stride + self.offset;
-        let dst = &mut self.bytes[at..at + T::SCALAR.size()];
+        };
+        let dst = &mut self.bytes[r];
         // SAFETY: `dst` is exactly size_of::<T>() bytes inside `self.bytes` (checked by the
         // slice index above) and write_unaligned has no alignment requirement.
         unsafe { std::ptr::write_unaligned(dst.as_mut_ptr().cast::<T>(), v) }
@@ -969,18 +983,12 @@ impl<'a, T: Element> ColumnMut<'a, T> {
     /// Value `i`, or `None` past the end.
     #[inline]
     pub fn get(&self, i: usize) -> Option<T> {
-        if i >= self.len {
-            return None;
-        }
-        let at = i * self.stride + self.offset;
-        let src = &self.bytes[at..at + T::SCALAR.size()];
-        // SAFETY: as in Column::get.
-        Some(unsafe { std::ptr::read_unaligned(src.as_ptr().cast::<T>()) })
+        Some(read(&self.bytes[self.at.range::<T>(i)?]))
     }
 
     /// Writes `values` into the column (interleaving), up to the shorter length; returns how many.
     pub fn copy_from(&mut self, values: &[T]) -> usize {
-        let n = values.len().min(self.len);
+        let n = values.len().min(self.at.len);
         for (i, v) in values[..n].iter().enumerate() {
             self.set(i, *v);
         }

@@ -15,6 +15,7 @@ pub mod fsio;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod monitor;
+pub mod procfs;
 pub mod python;
 pub mod registry;
 pub mod ring;

@@ -287,7 +287,7 @@ pub fn run(min_time: Duration) -> Result<Report, WorkerError> {
             ("prominences", "f8"),
             ("widths", "f8"),
         ])
-        .map_err(|e| WorkerError::Other(e.to_string()))?,
+        .map_err(|e| WorkerError::failed("bench pha: the peaks dtype", e))?,
         data_length: 1,
     };
     let mut pha = super::peaks::Pha::build(&BuildContext::for_test(

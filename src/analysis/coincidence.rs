@@ -25,7 +25,7 @@ use super::trace::{count, feature_fields, one_sink, positive, FieldAccess};
 use crate::key;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
-    WiringError, WorkerError,
+    WorkerError,
 };
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -224,15 +224,7 @@ impl CoincidenceWorker {
                 ctx.sources.len(),
             ));
         };
-        if ctx.process.1 > 1 {
-            return Err(WiringError::OneProcess {
-                worker: ctx.worker.clone(),
-                function: "process.coincidence",
-                of: " of both sources",
-                has: ctx.process.1,
-            }
-            .into());
-        }
+        ctx.one_process("process.coincidence", " of both sources")?;
         let c = &ctx.config;
         let window = positive(ctx, WINDOW)?;
         let capacity = c.get(MAX_PENDING)?;

@@ -387,7 +387,7 @@ impl HistogramExport {
         let path = self.run_dir.join(format!("histograms_{}.h5", self.worker));
         let _ = std::fs::remove_file(&path);
         let setup = std::fs::read_to_string(self.run_dir.join("setup.yaml")).unwrap_or_default();
-        let fail = |e: crate::export::ExportError| WorkerError::Other(e.to_string());
+        let fail = WorkerError::output;
         let mut w = RunFileWriter::create(&path, RunInfo::new(setup), WriterOptions::default())
             .map_err(fail)?;
         for (name, h) in self.histograms() {
@@ -520,8 +520,7 @@ impl Exporter for HistogramExport {
                 Ok(o) => format!("{o}\n"),
                 Err(e) => format!("no fit: {e}\n"),
             };
-            let body =
-                serde_json::to_vec_pretty(&json).map_err(|e| WorkerError::Other(e.to_string()))?;
+            let body = serde_json::to_vec_pretty(&json)?;
             crate::worker::write_atomically(&self.run_dir.join(format!("fit_{name}.json")), &body)?;
             crate::worker::write_atomically(
                 &self.run_dir.join(format!("fit_{name}.txt")),

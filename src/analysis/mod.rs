@@ -154,10 +154,7 @@ impl Emit for EventCollector {
         sink: usize,
         fill: &mut dyn FnMut(&mut EventMut<'_>) -> Result<(), WorkerError>,
     ) -> Result<(), WorkerError> {
-        let size = *self
-            .sizes
-            .get(sink)
-            .ok_or_else(|| WorkerError::Other(format!("no sink {sink}")))?;
+        let size = *self.sizes.get(sink).ok_or(WorkerError::NoSink(sink))?;
         let mut data = vec![0u8; size];
         let mut meta = self.input_meta;
         {

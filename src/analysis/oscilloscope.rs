@@ -291,8 +291,7 @@ impl Oscilloscope {
             trigger_level: self.trigger_level,
         };
         self.json.clear();
-        serde_json::to_writer(&mut self.json, &out)
-            .map_err(|e| WorkerError::Other(e.to_string()))?;
+        serde_json::to_writer(&mut self.json, &out)?;
         crate::worker::write_atomically(&self.path, &self.json)
     }
 }

@@ -549,9 +549,13 @@ impl Pha {
                 ))
             })?,
             None => {
-                let first = src.dtype.fields().first().ok_or_else(|| {
-                    WorkerError::Other(format!("buffer '{}' has no fields", src.name))
-                })?;
+                let first = src
+                    .dtype
+                    .fields()
+                    .first()
+                    .ok_or_else(|| WiringError::NoFields {
+                        buffer: src.name.clone(),
+                    })?;
                 FieldAccess::new(src, &first.name)?
             }
         };
@@ -599,11 +603,12 @@ impl Pha {
                 })?;
             if let Some(cond) = OUTPUTS[k].1 {
                 if !given(cond) {
-                    return Err(WorkerError::Other(format!(
-                        "worker '{}': sink field '{}' is only possible with config key \
-                         '{cond}' (as in scipy's find_peaks)",
-                        ctx.worker, f.name
-                    )));
+                    return Err(WiringError::OutputNeedsKey {
+                        worker: ctx.worker.clone(),
+                        field: f.name.clone(),
+                        key: cond,
+                    }
+                    .into());
                 }
             }
             outputs.push((FieldAccess::new(sink, &f.name)?, k));

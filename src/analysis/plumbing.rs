@@ -7,7 +7,7 @@ use crate::dtype::{Base, ByteOrder, Dtype};
 use crate::key;
 use crate::worker::{
     Arity, Build, BuildContext, EventMut, EventRef, Exporter, Function, FunctionSpec, Importer,
-    Key, Produced, Template, WorkerError,
+    Key, Produced, Template, WiringError, WorkerError,
 };
 use std::path::PathBuf;
 
@@ -49,10 +49,14 @@ impl Copy {
         let src = &ctx.sources[0];
         for s in &ctx.sinks {
             if s.dtype != src.dtype || s.data_length != src.data_length {
-                return Err(WorkerError::Other(format!(
-                    "misc.copy: sink '{}' ({} × {}) differs from source '{}' ({} × {})",
-                    s.name, s.data_length, s.dtype, src.name, src.data_length, src.dtype
-                )));
+                return Err(WiringError::UnlikeSource {
+                    worker: ctx.worker.clone(),
+                    sink: s.name.clone(),
+                    sink_shape: format!("{} × {}", s.data_length, s.dtype),
+                    source_buffer: src.name.clone(),
+                    source_shape: format!("{} × {}", src.data_length, src.dtype),
+                }
+                .into());
             }
         }
         Ok(Copy)
@@ -272,7 +276,7 @@ impl BenchSink {
         let touch = ctx.config.get(TOUCH)?;
         let leave_after = ctx.config.get(LEAVE_AFTER)?;
         let hist = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .map_err(|e| WorkerError::Other(e.to_string()))?;
+            .map_err(|e| WorkerError::failed("bench.sink: the latency histogram", e))?;
         Ok(BenchSink {
             report: SinkReport {
                 worker: ctx.worker.clone(),
@@ -363,8 +367,7 @@ impl Exporter for BenchSink {
                 self.hist.max() as f64,
             ];
         }
-        let text =
-            serde_json::to_string_pretty(r).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(r)?;
         std::fs::write(&self.out, text).map_err(|source| WorkerError::Io {
             what: format!("writing {}", self.out.display()),
             source,

@@ -448,11 +448,12 @@ impl Processor for Baseline {
         } = self;
         out.emit(0, &mut |ev| {
             if ev.data.len() != event.data.len() {
-                return Err(WorkerError::Other(format!(
-                    "process.baseline: sink slot has {} bytes, source event {}",
-                    ev.data.len(),
-                    event.data.len()
-                )));
+                return Err(WorkerError::SlotSize {
+                    function: "process.baseline".into(),
+                    slot: ev.data.len(),
+                    want: event.data.len(),
+                    unit: "bytes",
+                });
             }
             ev.data.copy_from_slice(event.data);
             for ch in channels.iter() {
@@ -652,17 +653,17 @@ impl Downsample {
         };
         let want = src.data_length / factor;
         if sink.dtype != src.dtype || sink.data_length != want || want == 0 {
-            return Err(WorkerError::Other(format!(
-                "worker '{}': sink '{}' must have the dtype of source '{}' ({}) and data_length \
-                 {} / {factor} = {want} (≥ 1); it has {} × {}",
-                ctx.worker,
-                sink.name,
-                src.name,
-                src.dtype,
-                src.data_length,
-                sink.data_length,
-                sink.dtype
-            )));
+            return Err(WiringError::NotThinned {
+                worker: ctx.worker.as_str().into(),
+                sink: sink.name.as_str().into(),
+                source_buffer: src.name.as_str().into(),
+                dtype: src.dtype.to_string().into(),
+                length: src.data_length,
+                factor,
+                want,
+                has: format!("{} × {}", sink.data_length, sink.dtype).into(),
+            }
+            .into());
         }
         let fields = src
             .dtype

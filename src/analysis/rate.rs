@@ -277,15 +277,7 @@ impl Rate {
     pub fn build(ctx: &BuildContext) -> Result<Rate, WorkerError> {
         let src = one_source(ctx)?;
         let sink = one_sink(ctx)?;
-        if ctx.process.1 > 1 {
-            return Err(WiringError::OneProcess {
-                worker: ctx.worker.clone(),
-                function: "process.rate",
-                of: "",
-                has: ctx.process.1,
-            }
-            .into());
-        }
+        ctx.one_process("process.rate", "")?;
         let c = &ctx.config;
         let window = positive(ctx, WINDOW)?;
         let field = |key: MaybeKey<str>| -> Result<Option<FieldAccess>, WorkerError> {

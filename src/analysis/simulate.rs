@@ -28,7 +28,7 @@ use super::trace::{choice, positive, FieldAccess};
 use crate::key;
 use crate::worker::{
     Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced,
-    Strings, Template, WorkerError,
+    Strings, Template, WiringError, WorkerError,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1, StandardNormal};
@@ -512,10 +512,11 @@ impl SimulatePulses {
         let channels = super::trace::channels(ctx, CHANNELS, sink)?;
         let n = sink.data_length;
         if n == 0 {
-            return Err(WorkerError::Other(format!(
-                "sink '{}' has data_length 0: a trace needs at least one sample",
-                sink.name
-            )));
+            return Err(WiringError::Empty {
+                sink: sink.name.clone(),
+                why: "a trace needs at least one sample",
+            }
+            .into());
         }
         let dt = positive(ctx, SAMPLE_INTERVAL)?;
         let pretrigger = c.get(PRETRIGGER_SAMPLES)?;
@@ -844,19 +845,23 @@ impl SimulatePulses {
             }
             let written = self.channels[k].store(out.data, trace);
             if written != n {
-                return Err(WorkerError::Other(format!(
-                    "simulate.pulses: the sink slot holds {written} records, expected {n}"
-                )));
+                return Err(WorkerError::SlotSize {
+                    function: "simulate.pulses".into(),
+                    slot: written,
+                    want: n,
+                    unit: "records",
+                });
             }
         }
         if self.planar {
             let nch = self.channels.len();
             if out.data.len() != 4 * nch * n {
-                return Err(WorkerError::Other(format!(
-                    "simulate.pulses: the sink slot holds {} bytes, expected {}",
-                    out.data.len(),
-                    4 * nch * n
-                )));
+                return Err(WorkerError::SlotSize {
+                    function: "simulate.pulses".into(),
+                    slot: out.data.len(),
+                    want: 4 * nch * n,
+                    unit: "bytes",
+                });
             }
             let (t, d) = (&self.trace[..], &mut *out.data);
             match nch {
@@ -912,11 +917,12 @@ impl SimulatePulses {
         let n = self.data_length;
         let nch = self.channels.len();
         if out.data.len() != 4 * nch * n {
-            return Err(WorkerError::Other(format!(
-                "simulate.pulses: the sink slot holds {} bytes, expected {}",
-                out.data.len(),
-                4 * nch * n
-            )));
+            return Err(WorkerError::SlotSize {
+                function: "simulate.pulses".into(),
+                slot: out.data.len(),
+                want: 4 * nch * n,
+                unit: "bytes",
+            });
         }
         let table_len = self.noise_table.as_ref().map_or(0, |t| t.len());
         for k in 0..nch {

@@ -154,7 +154,7 @@ pub struct Measured {
 }
 
 /// Runs one case through daq-engine once.
-pub fn run_ours(case: &Case, events: u64, exe: &Path, scratch: &Path) -> Result<Measured, String> {
+pub fn run_ours(case: &Case, events: u64, exe: &Path, scratch: &Path) -> anyhow::Result<Measured> {
     let run_id = format!("bench{}-{}", std::process::id(), case.name);
     let run_dir = scratch.join(&run_id);
     let plan = case.plan(&run_dir, &run_id, events);
@@ -168,10 +168,11 @@ pub fn run_plan(
     plan: Plan,
     events: u64,
     exe: &Path,
-) -> Result<(Measured, serde_json::Value), String> {
+) -> anyhow::Result<(Measured, serde_json::Value)> {
+    use anyhow::Context;
     let run_dir = plan.run_dir.clone();
     let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
     let sup = Supervisor::prepare(
         plan,
         RunOptions {
@@ -179,16 +180,15 @@ pub fn run_plan(
             worker_args: vec![],
             progress: Progress::Quiet,
         },
-    )
-    .map_err(|e| e.to_string())?;
-    let summary = sup.run().map_err(|e| e.to_string())?;
+    )?;
+    let summary = sup.run()?;
     if summary.exit_code != 0 {
-        return Err(format!("run failed: {:?}", summary.failures));
+        anyhow::bail!("run failed: {:?}", summary.failures);
     }
     let sink: SinkReport = std::fs::read_to_string(run_dir.join("bench_sink_0.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or("the sink wrote no report")?;
+        .context("the sink wrote no report")?;
     let stats = std::fs::read_to_string(run_dir.join("stats.jsonl"))
         .ok()
         .and_then(|t| t.lines().last().and_then(|l| serde_json::from_str(l).ok()))
@@ -211,12 +211,13 @@ pub fn run_plan(
 }
 
 /// Runs one case through mimoCoRB2 (`run_once.py` of the reference directory) once.
-pub fn run_reference(case: &Case, python: &Path, dir: &Path) -> Result<Measured, String> {
+pub fn run_reference(case: &Case, python: &Path, dir: &Path) -> anyhow::Result<Measured> {
     run_reference_setup(&format!("{}.yaml", case.name), python, dir)
 }
 
 /// Runs the mimoCoRB2 setup `setup` (a file in `dir`, beside `run_once.py`) once.
-pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Measured, String> {
+pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> anyhow::Result<Measured> {
+    use anyhow::Context;
     let out = std::process::Command::new(python)
         .arg("run_once.py")
         .arg(setup)
@@ -224,7 +225,7 @@ pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Mea
         .env("MPLBACKEND", "Agg")
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("running {}: {e}", python.display()))?;
+        .with_context(|| format!("running {}", python.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
@@ -233,7 +234,7 @@ pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Mea
             l.strip_prefix("RESULT ")
                 .or(l.starts_with('{').then_some(l))
         })
-        .ok_or_else(|| {
+        .with_context(|| {
             format!(
                 "mimoCoRB2 printed no result: {}",
                 String::from_utf8_lossy(&out.stderr)
@@ -242,10 +243,9 @@ pub fn run_reference_setup(setup: &str, python: &Path, dir: &Path) -> Result<Mea
                     .unwrap_or("")
             )
         })?;
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("mimoCoRB2 result unreadable: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(line).context("mimoCoRB2 result unreadable")?;
     if let Some(err) = v.get("error") {
-        return Err(format!("mimoCoRB2: {err}"));
+        anyhow::bail!("mimoCoRB2: {err}");
     }
     let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
     Ok(Measured {
@@ -283,12 +283,8 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
 pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Registry) -> i32 {
     let events = events.unwrap_or(200_000);
     let reps = 3;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("daq-engine: cannot find my own executable: {e}");
-            return exit::FAILED;
-        }
+    let Some(exe) = own_exe() else {
+        return exit::FAILED;
     };
     let scratch = std::env::temp_dir().join("daq-engine-bench");
     // mimoCoRB2 runs with the reference directory as its working directory: a relative
@@ -330,12 +326,12 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
                     }
                     ours.push(m);
                 }
-                Err(e) => problems.push(e),
+                Err(e) => problems.push(format!("{e:#}")),
             }
             if let (Some(py), Some(dir)) = (&python, reference) {
                 match run_reference(case, py, dir) {
                     Ok(m) => theirs.push(m),
-                    Err(e) => problems.push(e),
+                    Err(e) => problems.push(format!("{e:#}")),
                 }
             }
         }
@@ -374,17 +370,32 @@ pub fn pipeline(events: Option<u64>, reference: Option<&Path>, _registry: &Regis
     code
 }
 
+/// This executable (the benchmarks start it as the engine); says why not and gives `None`.
+pub(super) fn own_exe() -> Option<PathBuf> {
+    std::env::current_exe()
+        .map_err(|e| eprintln!("daq-engine: cannot find my own executable: {e}"))
+        .ok()
+}
+
 /// The CPU model, from /proc/cpuinfo.
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    crate::procfs::cpu_model().unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Prints a benchmark's report, or its error with the benchmark's name as context (the CLI
+/// edge: `daq-engine: bench ring: …`); returns the exit code.
+fn report(what: &str, r: anyhow::Result<impl std::fmt::Display>) -> i32 {
+    use anyhow::Context;
+    match r.with_context(|| format!("bench {what}")) {
+        Ok(report) => {
+            println!("{report}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("daq-engine: {e:#}");
+            exit::FAILED
+        }
+    }
 }
 
 /// `daq-engine bench WHAT`: the one dispatcher of every benchmark.
@@ -409,16 +420,7 @@ pub fn bench(
                 realtime: nix::unistd::geteuid().is_root(),
                 ..Default::default()
             };
-            match crate::ring_bench::run(&opts) {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench ring: {e}");
-                    exit::FAILED
-                }
-            }
+            report("ring", crate::ring_bench::run(&opts).map_err(Into::into))
         }
         "ring-loaded" => {
             println!("daq-engine bench ring-loaded; {machine}");
@@ -427,29 +429,17 @@ pub fn bench(
                 ..Default::default()
             };
             let n = events.unwrap_or(1_000_000);
-            match crate::ring_bench::loaded(&opts, 64, n, 100_000.0) {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench ring-loaded: {e}");
-                    exit::FAILED
-                }
-            }
+            report(
+                "ring-loaded",
+                crate::ring_bench::loaded(&opts, 64, n, 100_000.0).map_err(Into::into),
+            )
         }
         "analysis" => {
             println!("daq-engine bench analysis; {machine}");
-            match crate::analysis::bench::run(std::time::Duration::from_secs(2)) {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench analysis: {e}");
-                    exit::FAILED
-                }
-            }
+            report(
+                "analysis",
+                crate::analysis::bench::run(std::time::Duration::from_secs(2)).map_err(Into::into),
+            )
         }
         "hdf5" => {
             println!("daq-engine bench hdf5; {machine}");
@@ -457,16 +447,7 @@ pub fn bench(
             let _ = std::fs::create_dir_all(&dir);
             let r = crate::export::bench::run(&dir, events.unwrap_or(4000));
             let _ = std::fs::remove_dir_all(&dir);
-            match r {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench hdf5: {e}");
-                    exit::FAILED
-                }
-            }
+            report("hdf5", r.map_err(Into::into))
         }
         #[cfg(feature = "kafka")]
         "kafka" => {
@@ -474,16 +455,13 @@ pub fn bench(
                 "daq-engine bench kafka: export.kafka's path into a loopback tansu broker, beside \
                  confluent-kafka; {machine}"
             );
-            match crate::kafka::bench::run(events.unwrap_or(1_000_000)) {
-                Ok(report) => {
-                    print!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench kafka: {e}");
-                    exit::FAILED
-                }
-            }
+            // The report ends its last line itself.
+            let r = crate::kafka::bench::run(events.unwrap_or(1_000_000));
+            report(
+                "kafka",
+                r.map(|t| t.trim_end_matches('\n').to_string())
+                    .map_err(anyhow::Error::msg),
+            )
         }
         "web" => {
             println!(
@@ -497,16 +475,7 @@ pub fn bench(
             let _ = std::fs::create_dir_all(&dir);
             let r = crate::monitor::bench::run(&Default::default(), &dir);
             let _ = std::fs::remove_dir_all(&dir);
-            match r {
-                Ok(report) => {
-                    println!("{report}");
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("daq-engine: bench web: {e}");
-                    exit::FAILED
-                }
-            }
+            report("web", r.map_err(anyhow::Error::msg))
         }
         other => {
             eprintln!(

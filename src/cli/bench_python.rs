@@ -83,20 +83,21 @@ fn reference_setup(case: &Case, events: u64) -> String {
 }
 
 /// The scratch folder with the worker file (and, for the reference, its harness and setups).
-fn prepare(scratch: &Path, reference: Option<&Path>, events: u64) -> Result<PathBuf, String> {
+fn prepare(scratch: &Path, reference: Option<&Path>, events: u64) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
     let _ = std::fs::remove_dir_all(scratch);
-    std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    std::fs::create_dir_all(scratch).with_context(|| scratch.display().to_string())?;
     let file = scratch.join("noop_filter.py");
-    std::fs::write(&file, NOOP_FILTER).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(&file, NOOP_FILTER).with_context(|| file.display().to_string())?;
     if let Some(dir) = reference {
         for f in ["run_once.py", "bench_workers.py"] {
             std::fs::copy(dir.join(f), scratch.join(f))
-                .map_err(|e| format!("{}: {e}", dir.join(f).display()))?;
+                .with_context(|| dir.join(f).display().to_string())?;
         }
         for case in &CASES {
             let path = scratch.join(format!("{}.yaml", case.name));
             std::fs::write(&path, reference_setup(case, events))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .with_context(|| path.display().to_string())?;
         }
     }
     Ok(file)
@@ -130,19 +131,15 @@ fn show(x: f64, prec: usize) -> String {
 pub fn python(events: Option<u64>, reference: Option<&Path>) -> i32 {
     let events = events.unwrap_or(100_000).max(10);
     let reps = 3;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("daq-engine: cannot find my own executable: {e}");
-            return exit::FAILED;
-        }
+    let Some(exe) = super::bench::own_exe() else {
+        return exit::FAILED;
     };
     let scratch =
         std::env::temp_dir().join(format!("daq-engine-bench-python-{}", std::process::id()));
     let file = match prepare(&scratch, reference, events) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("daq-engine: bench python: {e}");
+            eprintln!("daq-engine: bench python: {e:#}");
             return exit::FAILED;
         }
     };
@@ -176,7 +173,7 @@ pub fn python(events: Option<u64>, reference: Option<&Path>) -> i32 {
                     check(&m, events, &mut problems);
                     ours.push(m.events_per_s);
                 }
-                Err(e) => problems.push(e),
+                Err(e) => problems.push(format!("{e:#}")),
             }
             if let Some(py) = &mimo {
                 match run_reference_setup(&format!("{}.yaml", case.name), py, &scratch) {
@@ -186,7 +183,7 @@ pub fn python(events: Option<u64>, reference: Option<&Path>) -> i32 {
                         }
                         theirs.push(m.events_per_s);
                     }
-                    Err(e) => problems.push(e),
+                    Err(e) => problems.push(format!("{e:#}")),
                 }
             }
         }
@@ -229,7 +226,7 @@ pub fn python(events: Option<u64>, reference: Option<&Path>) -> i32 {
                         }
                         cpu[j] = filter_cpu(&stats);
                     }
-                    Err(e) => problems.push(e),
+                    Err(e) => problems.push(format!("{e:#}")),
                 }
             }
             cpu_per_event[i].push((cpu[0] - cpu[1]) / (events - small).max(1) as f64 * 1e6);

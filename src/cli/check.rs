@@ -63,21 +63,22 @@ const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Loads `library` in a child process first (`daq-engine __plugin-probe`), so that one that
 /// crashes or hangs while loading costs that process, not this one.
-fn probe_library(library: &Path) -> Result<(), String> {
+fn probe_library(library: &Path) -> anyhow::Result<()> {
     probe(library, &["__plugin-probe", "--"], &[])
 }
 
 /// Imports the Python worker file `file` in a child process (`daq-engine __python-probe`),
 /// as a worker process would, and checks that it has `function` taking one argument.
-fn probe_python(file: &Path, function: &str, venv: Option<&Path>) -> Result<(), String> {
+fn probe_python(file: &Path, function: &str, venv: Option<&Path>) -> anyhow::Result<()> {
     let mut tail = vec![std::ffi::OsStr::new(function)];
     tail.extend(venv.map(Path::as_os_str));
     probe(file, &["__python-probe", "--"], &tail)
 }
 
 /// Runs `daq-engine ARGS FILE TAIL` and returns what it printed when it failed.
-fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find daq-engine itself: {e}"))?;
+fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("cannot find daq-engine itself")?;
     let mut child = std::process::Command::new(exe)
         .args(args)
         .arg(library)
@@ -86,7 +87,7 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(),
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start the library probe: {e}"))?;
+        .context("cannot start the library probe")?;
     let t0 = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -97,11 +98,11 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                anyhow::bail!(
                     "{}: loading it did not finish within {} s",
                     library.display(),
                     PROBE_LIMIT.as_secs()
-                ));
+                );
             }
         }
     };
@@ -114,8 +115,8 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(),
         let _ = e.read_to_string(&mut text);
     }
     Err(match status.code() {
-        Some(_) if !text.trim().is_empty() => text.trim().to_string(),
-        _ => format!(
+        Some(_) if !text.trim().is_empty() => anyhow::Error::msg(text.trim().to_string()),
+        _ => anyhow::anyhow!(
             "{}: the library crashed while loading ({})",
             library.display(),
             crate::engine::supervisor::describe(status)
@@ -133,7 +134,7 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
         let Some(f) = w.file.as_deref() else { continue };
         if crate::worker::is_python(Some(f)) {
             if let Err(e) = probe_python(f, &w.function, w.python.as_deref()) {
-                errors.push(format!("worker '{}': {e}", w.name));
+                errors.push(format!("worker '{}': {e:#}", w.name));
             }
             continue;
         }
@@ -142,7 +143,7 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
         }
         seen.push(f);
         if let Err(e) = probe_library(f) {
-            errors.push(format!("worker '{}': {e}", w.name));
+            errors.push(format!("worker '{}': {e:#}", w.name));
         }
     }
     if !errors.is_empty() {

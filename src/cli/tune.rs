@@ -487,19 +487,18 @@ impl Machine {
 
     /// Writes every change the findings allow, after saving the values they replace (once:
     /// a second `--apply` keeps the first one's saved values). Returns what it changed.
-    pub fn apply(&self, findings: &[Finding]) -> Result<Vec<Change>, String> {
+    pub fn apply(&self, findings: &[Finding]) -> anyhow::Result<Vec<Change>> {
+        use anyhow::Context;
         let saved_path = self.root.join(SAVED);
         let mut saved: Vec<Change> = match std::fs::read_to_string(&saved_path) {
-            Ok(t) => {
-                serde_json::from_str(&t).map_err(|e| format!("{}: {e}", saved_path.display()))?
-            }
+            Ok(t) => serde_json::from_str(&t).with_context(|| saved_path.display().to_string())?,
             Err(_) => Vec::new(),
         };
         let mut done = Vec::new();
         for c in findings.iter().flat_map(|f| &f.changes) {
             let old = self
                 .read(&c.path)
-                .ok_or_else(|| format!("{}: cannot read", self.root.join(&c.path).display()))?;
+                .with_context(|| format!("{}: cannot read", self.root.join(&c.path).display()))?;
             if !saved.iter().any(|s| s.path == c.path) {
                 saved.push(Change {
                     path: c.path.clone(),
@@ -508,26 +507,27 @@ impl Machine {
                 write_saved(&saved_path, &saved)?;
             }
             std::fs::write(self.root.join(&c.path), &c.value)
-                .map_err(|e| format!("{}: {e}", self.root.join(&c.path).display()))?;
+                .with_context(|| self.root.join(&c.path).display().to_string())?;
             done.push(c.clone());
         }
         Ok(done)
     }
 
     /// Puts back what `--apply` saved and forgets it. Returns what it wrote.
-    pub fn restore(&self) -> Result<Vec<Change>, String> {
+    pub fn restore(&self) -> anyhow::Result<Vec<Change>> {
+        use anyhow::Context;
         let saved_path = self.root.join(SAVED);
         let text = match std::fs::read_to_string(&saved_path) {
             Ok(t) => t,
             Err(_) => return Ok(Vec::new()),
         };
         let saved: Vec<Change> =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", saved_path.display()))?;
+            serde_json::from_str(&text).with_context(|| saved_path.display().to_string())?;
         for c in &saved {
             std::fs::write(self.root.join(&c.path), &c.value)
-                .map_err(|e| format!("{}: {e}", self.root.join(&c.path).display()))?;
+                .with_context(|| self.root.join(&c.path).display().to_string())?;
         }
-        std::fs::remove_file(&saved_path).map_err(|e| format!("{}: {e}", saved_path.display()))?;
+        std::fs::remove_file(&saved_path).with_context(|| saved_path.display().to_string())?;
         Ok(saved)
     }
 }
@@ -542,12 +542,13 @@ fn current_value(content: &str) -> String {
         .unwrap_or_else(|| content.trim().to_string())
 }
 
-fn write_saved(path: &Path, saved: &[Change]) -> Result<(), String> {
+fn write_saved(path: &Path, saved: &[Change]) -> anyhow::Result<()> {
+    use anyhow::Context;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     }
-    let text = serde_json::to_string_pretty(saved).map_err(|e| e.to_string())?;
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = serde_json::to_string_pretty(saved)?;
+    std::fs::write(path, text).with_context(|| path.display().to_string())
 }
 
 /// The report, as `daq-engine tune` prints it.
@@ -593,7 +594,7 @@ pub fn run(apply: bool, restore: bool, hugepages: Option<u64>, root: Option<&Pat
                 exit::OK
             }
             Err(e) => {
-                eprintln!("daq-engine tune --restore: {e}");
+                eprintln!("daq-engine tune --restore: {e:#}");
                 exit::FAILED
             }
         };
@@ -622,7 +623,7 @@ pub fn run(apply: bool, restore: bool, hugepages: Option<u64>, root: Option<&Pat
             exit::OK
         }
         Err(e) => {
-            eprintln!("daq-engine tune --apply: {e}");
+            eprintln!("daq-engine tune --apply: {e:#}");
             exit::FAILED
         }
     }

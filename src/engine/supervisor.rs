@@ -193,21 +193,15 @@ fn install_signals() {
 /// per-event figure over a short run. The ticks are the fallback when the clock cannot be
 /// read.
 fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let core = f.get(36).and_then(|c| c.parse().ok());
+    let stat = crate::procfs::Stat::read(pid)?;
+    let core = stat.processor;
     let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid as i32))
         .and_then(|id| id.now())
         .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9);
     if let Ok(seconds) = clock {
         return Some((seconds, core));
     }
-    // After the name: state(0) ppid(1) ... utime(11) stime(12) ... processor(36)
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((ticks / hz.max(1.0), core))
+    Some((stat.cpu_seconds()?, core))
 }
 
 /// A device importer's state from its notes (`device_<worker>.txt`): whether the device is
@@ -324,6 +318,29 @@ pub struct Supervisor {
     notify: super::notify::Notify,
     /// `options.alert_command`, run when a warning starts.
     alerts: super::alert::Alerts,
+}
+
+/// What the rings of one buffer (one per writing process) add up to.
+struct Totals {
+    /// Events published.
+    published: u64,
+    /// Events lost (dropped on a full ring).
+    lost: u64,
+    /// The fullest ring's fill, 0 to 1.
+    fill: f64,
+}
+
+impl Totals {
+    fn of(rings: &[RingStats]) -> Totals {
+        Totals {
+            published: rings.iter().map(|s| s.published).sum(),
+            lost: rings.iter().map(|s| s.lost).sum(),
+            fill: rings
+                .iter()
+                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
+                .fold(0.0, f64::max),
+        }
+    }
 }
 
 impl Supervisor {
@@ -1010,13 +1027,12 @@ impl Supervisor {
         let mut cur = BTreeMap::new();
         let mut buffers = BTreeMap::new();
         for (name, rings) in &stats {
-            let published: u64 = rings.iter().map(|s| s.published).sum();
-            let lost: u64 = rings.iter().map(|s| s.lost).sum();
+            let Totals {
+                published,
+                lost,
+                fill,
+            } = Totals::of(rings);
             let blocked: u64 = rings.iter().map(|s| s.blocked_ns).sum();
-            let fill = rings
-                .iter()
-                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
-                .fold(0.0, f64::max);
             let (rate, dead) = match &self.last_stats {
                 _ if ended => (
                     published as f64 / t.max(1e-9),
@@ -1160,12 +1176,11 @@ impl Supervisor {
         let prev = self.last_progress.take();
         let mut now_counts = BTreeMap::new();
         for (name, rings) in self.ring_stats() {
-            let published: u64 = rings.iter().map(|s| s.published).sum();
-            let lost: u64 = rings.iter().map(|s| s.lost).sum();
-            let fill = rings
-                .iter()
-                .map(|s| s.filled as f64 / s.slot_count.max(1) as f64)
-                .fold(0.0, f64::max);
+            let Totals {
+                published,
+                lost,
+                fill,
+            } = Totals::of(&rings);
             let rate = prev
                 .as_ref()
                 .and_then(|(t0, m)| {
@@ -1247,6 +1262,10 @@ impl Supervisor {
                     .max_by_key(|(_, b)| b.pending)
                     .map(|(r, _)| r)
             });
+            // Said at the end of both warnings below.
+            let slowest = slowest
+                .map(|r| format!("; the slowest reader is '{r}'"))
+                .unwrap_or_default();
             let policy = self
                 .buffers
                 .iter()
@@ -1267,9 +1286,6 @@ impl Supervisor {
                                 "its writer waits (policy: block; booked as dead time)"
                             },
                             slowest
-                                .as_deref()
-                                .map(|r| format!("; the slowest reader is '{r}'"))
-                                .unwrap_or_default()
                         );
                         tracing::warn!("{msg}");
                         self.alerts.raise(Kind::BufferFull, &name, &msg);
@@ -1302,9 +1318,6 @@ impl Supervisor {
                             t.elapsed().as_secs_f64()
                         )),
                     slowest
-                        .as_deref()
-                        .map(|r| format!("; the slowest reader is '{r}'"))
-                        .unwrap_or_default()
                 );
                 tracing::warn!("{msg}");
                 self.alerts.raise(Kind::EventsLost, &name, &msg);

@@ -127,6 +127,9 @@ pub enum ExportError {
         /// What went wrong.
         reason: String,
     },
+    /// The writer was asked for after it closed its file.
+    #[error("the HDF5 file is already closed")]
+    Closed,
     /// A plain file (CSV, benchmark) could not be written.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -178,5 +181,29 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("writing /x/raw.h5 (buffer 'raw') failed: bad."));
+    }
+
+    /// A worker's output error keeps its kind through `WorkerError::Output`: the runtime
+    /// and the tests can still ask how many events a full disk left safe.
+    #[test]
+    fn an_export_error_keeps_its_kind_inside_a_worker_error() {
+        use crate::worker::WorkerError;
+        let full = ExportError::DiskFull {
+            path: "/x/raw.h5".into(),
+            buffer: "raw".into(),
+            available_bytes: 0,
+            events_safe: 7,
+            reason: "No space left on device".into(),
+        };
+        let text = full.to_string();
+        let e = WorkerError::output(full);
+        assert_eq!(e.to_string(), text);
+        let WorkerError::Output(inner) = &e else {
+            panic!("{e:?}");
+        };
+        assert!(matches!(
+            inner.downcast_ref::<ExportError>(),
+            Some(ExportError::DiskFull { events_safe: 7, .. })
+        ));
     }
 }

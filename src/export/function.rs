@@ -162,7 +162,7 @@ impl Hdf5Export {
         let path = ctx.run_dir.join(name);
         let setup_text =
             std::fs::read_to_string(ctx.run_dir.join("setup.yaml")).unwrap_or_default();
-        let io = |e: super::ExportError| WorkerError::Other(e.to_string());
+        let io = WorkerError::output;
         // An earlier process of this worker (which failed and was started again) may have
         // left its files: the writer goes on after them.
         let mut writer = RunFileWriter::create_after_earlier(
@@ -213,7 +213,7 @@ impl Hdf5Export {
     fn writer(&mut self) -> Result<&mut RunFileWriter, WorkerError> {
         self.writer
             .as_mut()
-            .ok_or_else(|| WorkerError::Other("the HDF5 file is already closed".into()))
+            .ok_or_else(|| WorkerError::output(super::ExportError::Closed))
     }
 }
 
@@ -233,14 +233,14 @@ impl Exporter for Hdf5Export {
         let b = self.buffer;
         self.writer()?
             .append(b, event.data, &event.meta)
-            .map_err(|e| WorkerError::Other(e.to_string()))
+            .map_err(WorkerError::output)
     }
 
     fn flush(&mut self) -> Result<(), WorkerError> {
         self.writer()?
             .flush_if_due()
             .map(|_| ())
-            .map_err(|e| WorkerError::Other(e.to_string()))
+            .map_err(WorkerError::output)
     }
 
     fn run_lost(&mut self, events_lost: u64) {
@@ -268,7 +268,7 @@ impl Exporter for Hdf5Export {
             {
                 self.kept_at_finish = Some(closed + events_safe);
             }
-            WorkerError::Other(e.to_string())
+            WorkerError::output(e)
         })
     }
 }

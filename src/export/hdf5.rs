@@ -52,7 +52,7 @@ use hdf5_metno::types::VarLenUnicode;
 
 use super::deflate::{ChunkJob, Pool, STORED_RAW};
 use super::error::ExportError;
-use super::raw;
+use super::raw::{self, H5Error};
 use crate::dtype::{metadata_dtype, Dtype, Metadata};
 
 /// Size of the metadata record in bytes.
@@ -315,7 +315,7 @@ impl RowBatch {
     }
 
     /// Extends the dataset to `rows` rows when it is shorter.
-    fn extend_to(&mut self, rows: u64) -> Result<(), String> {
+    fn extend_to(&mut self, rows: u64) -> Result<(), WriteError> {
         if rows > self.extent {
             let shape: Vec<usize> = match self.cols {
                 Some(c) => vec![rows as usize, c as usize],
@@ -323,7 +323,7 @@ impl RowBatch {
             };
             self.ds
                 .resize(shape)
-                .map_err(|e| format!("could not extend the dataset: {}", raw::describe(e)))?;
+                .map_err(|e| H5Error::call("could not extend the dataset", e))?;
             self.extent = rows;
         }
         Ok(())
@@ -332,7 +332,7 @@ impl RowBatch {
     /// For a compressed `data` dataset: stores the chunk being filled as it is (filters
     /// skipped), whole, so that every later store of it lands in the same place. Rows past
     /// `len` are zeros and lie beyond the extent.
-    fn store_raw(&mut self) -> Result<(), String> {
+    fn store_raw(&mut self) -> Result<(), WriteError> {
         if self.len > self.written {
             self.extend_to(self.start + self.len as u64)?;
             self.buf[self.len * self.row_bytes..].fill(0);
@@ -360,7 +360,7 @@ impl RowBatch {
 
     /// Writes every row not yet in the file (as one write from the chunk's start, so chunks
     /// are always written whole or as a prefix) and starts the next chunk when full.
-    fn write_pending(&mut self, mem_type: &h5::Datatype) -> Result<(), String> {
+    fn write_pending(&mut self, mem_type: &h5::Datatype) -> Result<(), WriteError> {
         if self.len > self.written {
             self.extend_to(self.start + self.len as u64)?;
             raw::write_rows(
@@ -403,8 +403,8 @@ impl Deflater {
     }
 
     /// Stores every compressed chunk in flight, in order.
-    fn drain(&mut self, bufs: &mut [FileBuffer]) -> Result<(), String> {
-        while let Some(job) = self.pool.next_done().map_err(|e| e.to_string())? {
+    fn drain(&mut self, bufs: &mut [FileBuffer]) -> Result<(), WriteError> {
+        while let Some(job) = self.pool.next_done()? {
             store_job(bufs, &job)?;
             self.free[job.buffer].push(job);
         }
@@ -420,7 +420,7 @@ impl Deflater {
         b: usize,
         spec: &BufferSpec,
         level: u8,
-    ) -> Result<(), String> {
+    ) -> Result<(), WriteError> {
         if bufs[b].data.written > 0 {
             // Stored raw before it was full: compressing it now would move it and leave
             // the raw copy behind (SWMR frees nothing), so it stays raw, in place.
@@ -447,12 +447,12 @@ impl Deflater {
                 );
             }
             // Every job of this buffer is in flight: store the oldest finished chunk.
-            match self.pool.next_done().map_err(|e| e.to_string())? {
+            match self.pool.next_done()? {
                 Some(done) => {
                     store_job(bufs, &done)?;
                     self.free[done.buffer].push(done);
                 }
-                None => return Err("internal: no chunk job in flight nor free".into()),
+                None => return Err(WriteError::NoJob),
             }
         };
         let batch = &mut bufs[b].data;
@@ -460,16 +460,16 @@ impl Deflater {
         job.row = batch.start;
         job.rows = batch.len as u64;
         batch.next_chunk();
-        self.pool.submit(job).map_err(|e| e.to_string())
+        Ok(self.pool.submit(job)?)
     }
 }
 
 /// Stores a chunk the threads compressed (or found incompressible) with a direct write.
-fn store_job(bufs: &mut [FileBuffer], job: &ChunkJob) -> Result<(), String> {
+fn store_job(bufs: &mut [FileBuffer], job: &ChunkJob) -> Result<(), WriteError> {
     let batch = &mut bufs[job.buffer].data;
     batch.extend_to(job.row + job.rows)?;
     let (mask, bytes) = job.stored();
-    raw::write_chunk(&batch.ds, job.row, mask, bytes)
+    Ok(raw::write_chunk(&batch.ds, job.row, mask, bytes)?)
 }
 
 struct FileBuffer {
@@ -533,6 +533,28 @@ fn to_str(s: &str) -> VarLenUnicode {
 
 fn hdf(e: h5::Error) -> String {
     raw::describe(e)
+}
+
+/// Why a step of the writer failed; [`RunFileWriter::fail`] makes it an
+/// [`ExportError::DiskFull`] or [`ExportError::Write`].
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// An HDF5 call.
+    #[error(transparent)]
+    H5(#[from] H5Error),
+    /// The compression threads are gone.
+    #[error(transparent)]
+    Deflate(#[from] super::deflate::PoolError),
+    /// Every chunk job of a buffer is in flight and none is done (a defect).
+    #[error("internal: no chunk job in flight nor free")]
+    NoJob,
+}
+
+impl WriteError {
+    /// The system said the disk is full.
+    fn disk_full(&self) -> bool {
+        matches!(self, WriteError::H5(e) if e.disk_full())
+    }
 }
 
 fn host_name() -> String {
@@ -670,11 +692,10 @@ impl RunFileWriter {
                 base.display()
             );
         }
-        let meta_type =
-            raw::compound_type(&metadata_dtype()).map_err(|reason| ExportError::Create {
-                path: base.clone(),
-                reason,
-            })?;
+        let meta_type = raw::compound_type(&metadata_dtype()).map_err(|e| ExportError::Create {
+            path: base.clone(),
+            reason: e.to_string(),
+        })?;
         let mut w = RunFileWriter {
             base,
             info,
@@ -754,13 +775,13 @@ impl RunFileWriter {
             .create_excl(&path)
             .map_err(|e| create_err(hdf(e)))?;
         let start = crate::clock::utc_now();
-        let put_str = |name: &str, value: &str| -> Result<(), String> {
+        let put_str = |name: &str, value: &str| -> Result<(), H5Error> {
             file.new_attr::<VarLenUnicode>()
                 .create(name)
                 .and_then(|a| a.write_scalar(&to_str(value)))
-                .map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+                .map_err(|e| H5Error::call(format!("attribute '{name}'"), e))
         };
-        (|| -> Result<(), String> {
+        (|| -> Result<(), H5Error> {
             put_str("setup", &self.info.setup_text)?;
             put_str("engine_version", &self.info.engine_version)?;
             put_str("host", &self.info.host)?;
@@ -768,7 +789,7 @@ impl RunFileWriter {
             put_str("start_time", &start)?;
             put_str("stop_time", "")?;
             let put = |name: &str, r: h5::Result<()>| {
-                r.map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+                r.map_err(|e| H5Error::call(format!("attribute '{name}'"), e))
             };
             put(
                 "file_index",
@@ -798,7 +819,7 @@ impl RunFileWriter {
             )?;
             Ok(())
         })()
-        .map_err(create_err)?;
+        .map_err(|e| create_err(e.to_string()))?;
         // Flushed with its attributes alone: a writer killed before the layout is made
         // leaves a file that opens (and holds no events, as none were flushed).
         file.flush().map_err(|e| create_err(hdf(e)))?;
@@ -817,8 +838,10 @@ impl RunFileWriter {
         if rotating {
             // The chunk sizes were settled in the first file.
             for spec in &mut self.specs {
-                create_buffer_group(&of.file, spec, &self.meta_type).map_err(create_err)?;
-                spec.scales_in_file = write_scales(&of.file, spec).map_err(create_err)?;
+                create_buffer_group(&of.file, spec, &self.meta_type)
+                    .map_err(|e| create_err(e.to_string()))?;
+                spec.scales_in_file =
+                    write_scales(&of.file, spec).map_err(|e| create_err(e.to_string()))?;
             }
         }
         self.file_index = index;
@@ -867,9 +890,9 @@ impl RunFileWriter {
         if of.layout || of.events > 0 {
             return Err(ExportError::LayoutFrozen(name.to_string()));
         }
-        let record_type = raw::compound_type(dtype).map_err(|reason| ExportError::Create {
+        let record_type = raw::compound_type(dtype).map_err(|e| ExportError::Create {
             path: path.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         let event_bytes = dtype.record_size() * data_length;
         let chunk_events = (options.chunk_bytes / event_bytes).max(1);
@@ -939,7 +962,7 @@ impl RunFileWriter {
             .file
             .flush()
             .and_then(|_| of.file.start_swmr())
-            .map_err(|e| format!("could not start SWMR writing: {}", hdf(e)))
+            .map_err(|e| H5Error::call("could not start SWMR writing", e))
             .and_then(|_| {
                 self.specs
                     .iter()
@@ -951,7 +974,7 @@ impl RunFileWriter {
                 of.buffers = buffers;
                 of.swmr = true;
             }
-            Err(reason) => return Err(self.fail(String::new(), reason)),
+            Err(reason) => return Err(self.fail(String::new(), reason.into())),
         }
         // The events held until now go into their batches as if appended now.
         let early = std::mem::take(&mut of.early);
@@ -995,7 +1018,7 @@ impl RunFileWriter {
             }
         }
         of.layout = true;
-        r.map_err(|reason| self.fail(String::new(), reason))
+        r.map_err(|reason| self.fail(String::new(), reason.into()))
     }
 
     /// Copies one event's rows (`data`, and `meta` in the file's record format) into the
@@ -1034,7 +1057,7 @@ impl RunFileWriter {
                 raw::flush_dataset(&fb.data.ds)?;
                 fb.meta.write_pending(&self.meta_type)?;
             }
-            Ok::<(), String>(())
+            Ok::<(), WriteError>(())
         })();
         r.map_err(|reason| {
             let name = self.specs[b].name.clone();
@@ -1043,13 +1066,12 @@ impl RunFileWriter {
     }
 
     /// Turns a write failure into the typed error and stops the writer.
-    fn fail(&mut self, buffer: String, reason: String) -> ExportError {
+    fn fail(&mut self, buffer: String, error: WriteError) -> ExportError {
         let path = self.current_path();
         let events_safe = self.current.as_ref().map_or(0, |f| f.events_flushed);
         let available_bytes = free_bytes(&path);
-        let full = reason.contains("No space left")
-            || reason.contains("errno = 28")
-            || available_bytes < 64 * 1024;
+        let full = error.disk_full() || available_bytes < 64 * 1024;
+        let reason = error.to_string();
         let err = if full {
             // The whole stack goes to the log; the message keeps what the system said.
             tracing::debug!("{}: {reason}", path.display());
@@ -1209,8 +1231,8 @@ impl RunFileWriter {
         if !of.swmr {
             // No event yet: the layout waits for the first (see `make_layout`).
             if let Err(e) = of.file.flush() {
-                let reason = format!("could not flush the file: {}", hdf(e));
-                return Err(self.fail(String::new(), reason));
+                let reason = H5Error::call("could not flush the file", e);
+                return Err(self.fail(String::new(), reason.into()));
             }
             return Ok(());
         }
@@ -1233,7 +1255,7 @@ impl RunFileWriter {
                 Compression::None => fb.data.write_pending(&spec.record_type),
             };
             let r = data
-                .and_then(|_| raw::flush_dataset(&fb.data.ds))
+                .and_then(|_| Ok(raw::flush_dataset(&fb.data.ds)?))
                 .and_then(|_| fb.meta.write_pending(&self.meta_type));
             if let Err(reason) = r {
                 failure = Some((spec.name.clone(), reason));
@@ -1247,7 +1269,7 @@ impl RunFileWriter {
             }
             match write_scales(&of.file, spec) {
                 Ok(known) => spec.scales_in_file = known,
-                Err(reason) => failure = Some((spec.name.clone(), reason)),
+                Err(reason) => failure = Some((spec.name.clone(), reason.into())),
             }
         }
         if let Some((name, reason)) = failure {
@@ -1257,8 +1279,8 @@ impl RunFileWriter {
             return Ok(());
         };
         if let Err(e) = of.file.flush() {
-            let reason = format!("could not flush the file: {}", hdf(e));
-            return Err(self.fail(String::new(), reason));
+            let reason = H5Error::call("could not flush the file", e);
+            return Err(self.fail(String::new(), reason.into()));
         }
         if let Some(of) = self.current.as_mut() {
             of.events_flushed = of.events;
@@ -1304,11 +1326,10 @@ impl RunFileWriter {
             // Written with the layout.
             return Ok(());
         };
-        spec.scales_in_file =
-            write_scales(&of.file, spec).map_err(|reason| ExportError::Create {
-                path: file_path,
-                reason,
-            })?;
+        spec.scales_in_file = write_scales(&of.file, spec).map_err(|e| ExportError::Create {
+            path: file_path,
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 
@@ -1380,10 +1401,10 @@ impl RunFileWriter {
             return Ok(());
         };
         self.kept_closed += of.events;
-        let r = (|| -> Result<(), String> {
+        let r = (|| -> Result<(), H5Error> {
             let f = &of.file;
             let set = |name: &str, r: h5::Result<()>| {
-                r.map_err(|e| format!("attribute '{name}': {}", hdf(e)))
+                r.map_err(|e| H5Error::call(format!("attribute '{name}'"), e))
             };
             set(
                 "stop_time",
@@ -1433,12 +1454,12 @@ impl RunFileWriter {
                     .and_then(|a| a.write_scalar(&u8::from(clean))),
             )?;
             f.flush()
-                .map_err(|e| format!("could not flush the file: {}", hdf(e)))?;
+                .map_err(|e| H5Error::call("could not flush the file", e))?;
             Ok(())
         })();
         drop(of);
         // `fail` names the file just closed (the last one) and counts its whole events.
-        r.map_err(|reason| self.fail(String::new(), reason))
+        r.map_err(|reason| self.fail(String::new(), reason.into()))
     }
 
     /// Before a file closes: the partly filled last chunk of each compressed buffer that no
@@ -1608,23 +1629,18 @@ pub(crate) fn compress(path: &Path, filters: &[String]) -> Result<(), String> {
     // h5repack behind writing into the run directory.
     {
         use std::os::unix::process::CommandExt;
-        let parent = std::process::id();
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (sched_setscheduler, setpriority, prctl, getppid,
-        // _exit); it touches no memory of the parent but the copied `parent` integer.
+        // async-signal-safe system calls (sched_setscheduler, setpriority); it touches no
+        // memory of the parent.
         unsafe {
-            cmd.pre_exec(move || {
+            cmd.pre_exec(|| {
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
                 libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // The parent may have died before the line above: then end at once.
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
-                }
                 Ok(())
             });
         }
+        crate::runtime::child_ends_with_parent(&mut cmd, libc::SIGKILL);
     }
     no_inherited_files(&mut cmd);
     for f in filters {
@@ -1817,8 +1833,9 @@ fn create_buffer_group(
     file: &h5::File,
     spec: &BufferSpec,
     meta_type: &h5::Datatype,
-) -> Result<(), String> {
-    let ctx = |what: &str, e: h5::Error| format!("buffer '{}': {what}: {}", spec.name, hdf(e));
+) -> Result<(), H5Error> {
+    let ctx =
+        |what: &str, e: h5::Error| H5Error::call(format!("buffer '{}': {what}", spec.name), e);
     let group = file
         .create_group(&spec.name)
         .map_err(|e| ctx("create group", e))?;
@@ -1872,13 +1889,15 @@ fn create_buffer_group(
 }
 
 /// Opens the datasets of a buffer group for writing (after SWMR has started).
-fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String> {
+fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, H5Error> {
     // Chunks are written whole, straight from the batch (or the compressor) to the file,
     // with no chunk cache.
     let data_cache = 0;
     let open = |what: &str, cache: usize| {
-        raw::open_dataset(file, &format!("{}/{what}", spec.name), cache)
-            .map_err(|e| format!("buffer '{}': open {what}: {e}", spec.name))
+        raw::open_dataset(file, &format!("{}/{what}", spec.name), cache).map_err(|e| H5Error::In {
+            context: format!("buffer '{}': open {what}", spec.name),
+            source: Box::new(e),
+        })
     };
     Ok(FileBuffer {
         data: RowBatch::new(
@@ -1899,7 +1918,7 @@ fn open_buffer(file: &h5::File, spec: &BufferSpec) -> Result<FileBuffer, String>
 /// The attributes `<field>.volts_per_count` and `<field>.offset_volts` on `/<buffer>/data`
 /// for the integer fields its scales file names, once that file is there. True when they are
 /// in the file (or the buffer takes no scales): nothing more to do.
-fn write_scales(file: &h5::File, spec: &BufferSpec) -> Result<bool, String> {
+fn write_scales(file: &h5::File, spec: &BufferSpec) -> Result<bool, H5Error> {
     use crate::run_dir::scales::{SampleScales, OFFSET_VOLTS, VOLTS_PER_COUNT};
     let Some(path) = spec.scales.as_deref() else {
         return Ok(true);
@@ -1934,7 +1953,7 @@ fn write_scales(file: &h5::File, spec: &BufferSpec) -> Result<bool, String> {
         }
         Ok(())
     };
-    put().map_err(|e| format!("buffer '{}': sample scales: {}", spec.name, hdf(e)))?;
+    put().map_err(|e| H5Error::call(format!("buffer '{}': sample scales", spec.name), e))?;
     Ok(true)
 }
 
@@ -1950,8 +1969,8 @@ fn device_notes(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn write_histograms(file: &h5::File, histograms: &[Histogram]) -> Result<(), String> {
-    let ctx = |name: &str, e: h5::Error| format!("histogram '{name}': {}", hdf(e));
+fn write_histograms(file: &h5::File, histograms: &[Histogram]) -> Result<(), H5Error> {
+    let ctx = |name: &str, e: h5::Error| H5Error::call(format!("histogram '{name}'"), e);
     let top = match file.group(HISTOGRAM_GROUP) {
         Ok(g) => g,
         Err(_) => file

@@ -40,6 +40,36 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Why a mimoCoRB2 file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MimoError {
+    /// The bytes are not a header as mimoCoRB2 writes it; says what was found instead.
+    #[error("not a mimoCoRB2 data file as mimoCoRB2 0.0.4 writes it: {0}")]
+    NotMimo(String),
+    /// The file could not be opened.
+    #[error("{}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The file's header could not be read.
+    #[error("{}: {source}", path.display())]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// Why not ([`MimoError::NotMimo`], or the read failed).
+        source: Box<MimoError>,
+    },
+    /// The file to go on after holds another buffer's header.
+    #[error("{} exists with another header: not this worker's file", path.display())]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
 /// The header text mimoCoRB2 writes.
 const HEADER: &str = "This is a mimoCoRB file";
 
@@ -59,17 +89,17 @@ enum Py {
 }
 
 /// Why a mimo file cannot be read.
-fn bad(what: impl std::fmt::Display) -> String {
-    format!("not a mimoCoRB2 data file as mimoCoRB2 0.0.4 writes it: {what}")
+fn bad(what: impl std::fmt::Display) -> MimoError {
+    MimoError::NotMimo(what.to_string())
 }
 
 /// Runs the pickle at the start of `r`; returns the value and the bytes it took.
-fn unpickle(r: &mut impl Read) -> Result<(Py, usize), String> {
+fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
     let mut stack: Vec<Py> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: Vec<Option<Py>> = Vec::new();
     let mut used = 0usize;
-    let mut take = |n: usize, used: &mut usize| -> Result<Vec<u8>, String> {
+    let mut take = |n: usize, used: &mut usize| -> Result<Vec<u8>, MimoError> {
         if n > 1 << 20 {
             return Err(bad("a pickle item larger than 1 MiB"));
         }
@@ -81,14 +111,14 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), String> {
     };
     let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x));
     let pop = |stack: &mut Vec<Py>| stack.pop().ok_or_else(|| bad("pickle stack underflow"));
-    let since_mark = |stack: &mut Vec<Py>, marks: &mut Vec<usize>| -> Result<Vec<Py>, String> {
+    let since_mark = |stack: &mut Vec<Py>, marks: &mut Vec<usize>| -> Result<Vec<Py>, MimoError> {
         let m = marks.pop().ok_or_else(|| bad("pickle without its mark"))?;
         if m > stack.len() {
             return Err(bad("pickle mark past the stack"));
         }
         Ok(stack.split_off(m))
     };
-    let put = |memo: &mut Vec<Option<Py>>, i: usize, v: Py| -> Result<(), String> {
+    let put = |memo: &mut Vec<Option<Py>>, i: usize, v: Py| -> Result<(), MimoError> {
         if i > 1 << 16 {
             return Err(bad("pickle memo index too large"));
         }
@@ -239,7 +269,7 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), String> {
 /// Our field type of a pickled numpy field dtype: an element (type string and byte order,
 /// `('f4', False, True)` with state `(3, '<', None, …)`) or a subarray of one (`('V8', …)`
 /// with state `(3, '|', (element dtype, shape), …)`).
-fn field_type_of(p: &Py) -> Result<FieldType, String> {
+fn field_type_of(p: &Py) -> Result<FieldType, MimoError> {
     let Py::Object(class, args, state) = p else {
         return Err(bad("a field type is not a numpy dtype"));
     };
@@ -281,7 +311,7 @@ fn field_type_of(p: &Py) -> Result<FieldType, String> {
 }
 
 /// Our dtype of a pickled structured numpy dtype, checking numpy's offsets and size.
-fn dtype_of(p: &Py) -> Result<Dtype, String> {
+fn dtype_of(p: &Py) -> Result<Dtype, MimoError> {
     let Py::Object(_, _, Some(state)) = p else {
         return Err(bad("a dtype without its state"));
     };
@@ -341,7 +371,7 @@ pub struct MimoHeader {
 
 impl MimoHeader {
     /// Reads the header at the start of `r`.
-    pub fn read(r: &mut impl Read) -> Result<MimoHeader, String> {
+    pub fn read(r: &mut impl Read) -> Result<MimoHeader, MimoError> {
         let (v, header_bytes) = unpickle(r)?;
         let Py::Dict(d) = v else {
             return Err(bad("the header is not a dict"));
@@ -522,10 +552,16 @@ pub struct MimoReader {
 
 impl MimoReader {
     /// Opens `path` and reads its header.
-    pub fn open(path: &Path) -> Result<MimoReader, String> {
-        let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn open(path: &Path) -> Result<MimoReader, MimoError> {
+        let f = File::open(path).map_err(|source| MimoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut file = BufReader::with_capacity(1 << 20, f);
-        let header = MimoHeader::read(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+        let header = MimoHeader::read(&mut file).map_err(|e| MimoError::Header {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         Ok(MimoReader {
             file,
             header,
@@ -654,13 +690,8 @@ fn one<'a>(
 
 fn export_path(ctx: &BuildContext) -> Result<PathBuf, WorkerError> {
     let src = one(ctx, &ctx.sources, "one source buffer")?;
-    if ctx.process.1 > 1 {
-        return Err(WorkerError::Other(format!(
-            "worker '{}': data.export writes one file, <buffer>.mimo: give it \
-             number_of_processes: 1",
-            ctx.worker
-        )));
-    }
+    // It writes one file, <buffer>.mimo.
+    ctx.one_process("data.export", "")?;
     Ok(ctx.run_dir.join(format!("{}.mimo", src.name)))
 }
 
@@ -692,10 +723,7 @@ impl MimoExport {
                     .and_then(|mut f| f.read_exact(&mut start))
                     .map_err(io)?;
                 if start != header {
-                    return Err(WorkerError::Other(format!(
-                        "{} exists with another header: not this worker's file",
-                        path.display()
-                    )));
+                    return Err(WorkerError::output(MimoError::NotOurs { path }));
                 }
                 let events = (m.len() - header.len() as u64) / event;
                 let f = std::fs::OpenOptions::new()
@@ -767,7 +795,7 @@ fn open_for_sink(ctx: &BuildContext) -> Result<MimoReader, WorkerError> {
     let name = ctx.config.get(FILENAME)?;
     let path = ctx.setup_dir.join(name);
     let r = MimoReader::open(&path)
-        .map_err(|e| WorkerError::from(ctx.config.error(FILENAME.name, e)))?;
+        .map_err(|e| WorkerError::from(ctx.config.error(FILENAME.name, e.to_string())))?;
     if r.header.data_dtype != sink.dtype || r.header.data_length != sink.data_length {
         return Err(ctx
             .config
@@ -853,7 +881,7 @@ impl Importer for Replay {
             let Some(m) = self
                 .reader
                 .next_into(&mut self.buf)
-                .map_err(|e| WorkerError::Other(format!("reading the mimo file: {e}")))?
+                .map_err(|e| WorkerError::failed("reading the mimo file", e))?
             else {
                 return Ok(Produced::End);
             };
@@ -884,11 +912,12 @@ impl Importer for Replay {
             }
         }
         if out.data.len() != self.buf.len() {
-            return Err(WorkerError::Other(format!(
-                "sink slot has {} bytes, the mimo file's events {}",
-                out.data.len(),
-                self.buf.len()
-            )));
+            return Err(WorkerError::SlotSize {
+                function: "data.import".into(),
+                slot: out.data.len(),
+                want: self.buf.len(),
+                unit: "bytes",
+            });
         }
         out.data.copy_from_slice(&self.buf);
         out.meta.timestamp = crate::clock::wall_clock();

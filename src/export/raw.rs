@@ -52,14 +52,91 @@ pub(crate) fn describe(e: h5::Error) -> String {
     }
 }
 
-fn check_id(id: hid_t, what: &str) -> Result<hid_t, String> {
-    h5::h5check(id).map_err(|e| format!("could not {what}: {}", describe(e)))
+/// Why an HDF5 step of this module failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum H5Error {
+    /// A library call failed: what it was to do, and the library's error stack described
+    /// ([`describe`]), where a full disk shows as "errno = 28".
+    #[error("{what}: {stack}")]
+    Call {
+        /// What the call was to do, e.g. "could not write the rows" or "attribute 'x'".
+        what: String,
+        /// The library's error frames, joined.
+        stack: String,
+    },
+    /// A call of the safe `hdf5-metno` API failed; its error, described.
+    #[error("{0}")]
+    Library(String),
+    /// A type in a file that numpy (and so a buffer) has no equal for, in words.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A step on a named object (a buffer's dataset) failed.
+    #[error("{context}: {source}")]
+    In {
+        /// The object and step, e.g. "buffer 'raw': open data".
+        context: String,
+        /// What failed.
+        source: Box<H5Error>,
+    },
+    /// A field of a compound type whose type is unsupported.
+    #[error("field '{name}' is {source}")]
+    Field {
+        /// The field.
+        name: String,
+        /// Its type's problem.
+        source: Box<H5Error>,
+    },
+    /// A name handed to the C library holds a NUL byte.
+    #[error("{what} contains a NUL byte")]
+    Nul {
+        /// The name, in words, e.g. "dataset name 'raw/data'".
+        what: String,
+    },
+    /// A byte slice not as long as the rows it should hold (a defect of the caller).
+    #[error("internal: {got} bytes for {rows} rows of {want} bytes")]
+    Size {
+        /// Bytes handed over.
+        got: usize,
+        /// Rows selected.
+        rows: u64,
+        /// Bytes those rows take.
+        want: usize,
+    },
 }
 
-fn check(status: hdf5_metno_sys::h5::herr_t, what: &str) -> Result<(), String> {
+impl H5Error {
+    /// A failed library call of the safe API while doing `what`.
+    pub(crate) fn call(what: impl Into<String>, e: h5::Error) -> H5Error {
+        H5Error::Call {
+            what: what.into(),
+            stack: describe(e),
+        }
+    }
+
+    /// The file system is full: the system's ENOSPC somewhere in the library's stack.
+    pub(crate) fn disk_full(&self) -> bool {
+        match self {
+            H5Error::Call { stack, .. } => {
+                stack.contains("No space left") || stack.contains("errno = 28")
+            }
+            H5Error::In { source, .. } => source.disk_full(),
+            _ => false,
+        }
+    }
+}
+
+fn unsupported(what: impl Into<String>) -> H5Error {
+    H5Error::Unsupported(what.into())
+}
+
+fn check_id(id: hid_t, what: &str) -> Result<hid_t, H5Error> {
+    h5::h5check(id).map_err(|e| H5Error::call(format!("could not {what}"), e))
+}
+
+fn check(status: hdf5_metno_sys::h5::herr_t, what: &str) -> Result<(), H5Error> {
     h5::h5check(status)
         .map(|_| ())
-        .map_err(|e| format!("could not {what}: {}", describe(e)))
+        .map_err(|e| H5Error::call(format!("could not {what}"), e))
 }
 
 fn locked<T>(f: impl FnOnce() -> T) -> T {
@@ -94,7 +171,7 @@ fn num_type(s: Scalar, big: bool) -> hid_t {
 /// no equivalent of (`h5py.opaque_dtype`), so h5py reads the member back as that dtype.
 const NUMPY_TAG: &str = "NUMPY:";
 
-fn new_type(id: hid_t, what: &str) -> Result<Id, String> {
+fn new_type(id: hid_t, what: &str) -> Result<Id, H5Error> {
     Ok(Id {
         id: check_id(id, what)?,
         close: h5t::H5Tclose,
@@ -106,7 +183,7 @@ fn new_type(id: hid_t, what: &str) -> Result<Id, String> {
 /// {FALSE: 0, TRUE: 1}, complex as the compound {r, i}, `S<n>` as a fixed-length,
 /// NUL-padded ASCII string, `U<n>` as an opaque type tagged `NUMPY:<U<n>`. Must run under
 /// the library lock.
-fn element_type(t: &FieldType) -> Result<Id, String> {
+fn element_type(t: &FieldType) -> Result<Id, H5Error> {
     let big = t.order == ByteOrder::Big;
     // SAFETY (for every call below): the ids passed are live (predefined library types after
     // initialisation by `sync`, or ids this function created and still holds in an `Id`);
@@ -159,8 +236,12 @@ fn element_type(t: &FieldType) -> Result<Id, String> {
                     h5t::H5Tcreate(h5t::H5T_class_t::H5T_OPAQUE, t.base.size()),
                     "create an opaque type",
                 )?;
-                let tag = CString::new(format!("{NUMPY_TAG}{}", t.element_str()))
-                    .map_err(|_| "a numpy tag with a NUL byte".to_string())?;
+                let tag =
+                    CString::new(format!("{NUMPY_TAG}{}", t.element_str())).map_err(|_| {
+                        H5Error::Nul {
+                            what: "a numpy tag".into(),
+                        }
+                    })?;
                 check(h5t::H5Tset_tag(id.id, tag.as_ptr()), "tag an opaque type")?;
                 Ok(id)
             }
@@ -170,7 +251,7 @@ fn element_type(t: &FieldType) -> Result<Id, String> {
 
 /// A new HDF5 type for a field of type `t`: its element type, or an HDF5 array of it for a
 /// subarray field (h5py reads that back as the numpy subarray). Must run under the lock.
-fn field_type(t: &FieldType) -> Result<Id, String> {
+fn field_type(t: &FieldType) -> Result<Id, H5Error> {
     let elem = element_type(t)?;
     let dims = t.shape.dims();
     if dims.is_empty() {
@@ -188,7 +269,7 @@ fn field_type(t: &FieldType) -> Result<Id, String> {
 /// The HDF5 compound type of one record of `dtype`: the same field names in the same order,
 /// each member the type h5py maps back to the field's numpy type ([`element_type`]), at the
 /// packed offsets, total size `dtype.record_size()`.
-pub(crate) fn compound_type(dtype: &Dtype) -> Result<h5::Datatype, String> {
+pub(crate) fn compound_type(dtype: &Dtype) -> Result<h5::Datatype, H5Error> {
     locked(|| {
         // SAFETY: H5Tcreate with a non-zero size returns a new compound type id or < 0,
         // which check_id turns into an error before the id is used.
@@ -201,8 +282,9 @@ pub(crate) fn compound_type(dtype: &Dtype) -> Result<h5::Datatype, String> {
             close: h5t::H5Tclose,
         };
         for f in dtype.fields() {
-            let name = CString::new(f.name.as_str())
-                .map_err(|_| format!("field '{}' contains a NUL byte", f.name))?;
+            let name = CString::new(f.name.as_str()).map_err(|_| H5Error::Nul {
+                what: format!("field '{}'", f.name),
+            })?;
             let member = field_type(&f.ty)?;
             // SAFETY: `guard.id` is a live compound type, `name` is a NUL-terminated string
             // that outlives the call, and `member` a live type id (H5Tinsert copies it).
@@ -215,7 +297,7 @@ pub(crate) fn compound_type(dtype: &Dtype) -> Result<h5::Datatype, String> {
         let id = guard.id;
         std::mem::forget(guard);
         // SAFETY: `id` is a valid datatype id whose ownership passes to the Datatype.
-        unsafe { h5::from_id::<h5::Datatype>(id) }.map_err(|e| e.to_string())
+        unsafe { h5::from_id::<h5::Datatype>(id) }.map_err(|e| H5Error::Library(e.to_string()))
     })
 }
 
@@ -238,7 +320,7 @@ unsafe fn take_string(p: *mut std::ffi::c_char) -> Option<String> {
 
 /// The numpy element type (base and byte order) of HDF5 type `id`, for the types
 /// [`element_type`] writes and h5py's equivalents. Must run under the lock.
-fn element_of(id: hid_t) -> Result<(Base, ByteOrder), String> {
+fn element_of(id: hid_t) -> Result<(Base, ByteOrder), H5Error> {
     use h5t::H5T_class_t as C;
     // SAFETY (for every call below): `id` is a live type id (the caller holds it), member
     // and super type ids are held in `Id`s and closed on return, strings are taken with
@@ -254,7 +336,7 @@ fn element_of(id: hid_t) -> Result<(Base, ByteOrder), String> {
         let class = h5t::H5Tget_class(id);
         let num = |s: Option<Scalar>| {
             s.map(|s| (Base::Num(s), order))
-                .ok_or_else(|| format!("a {size}-byte number numpy has no type for"))
+                .ok_or_else(|| unsupported(format!("a {size}-byte number numpy has no type for")))
         };
         match class {
             C::H5T_INTEGER => {
@@ -296,12 +378,16 @@ fn element_of(id: hid_t) -> Result<(Base, ByteOrder), String> {
                 if is_bool {
                     Ok((Base::Bool, ByteOrder::Little))
                 } else {
-                    Err("an enum other than h5py's bool {FALSE: 0, TRUE: 1}".into())
+                    Err(unsupported(
+                        "an enum other than h5py's bool {FALSE: 0, TRUE: 1}",
+                    ))
                 }
             }
             C::H5T_STRING => {
                 if h5t::H5Tis_variable_str(id) > 0 {
-                    return Err("a variable-length string (numpy holds fixed lengths)".into());
+                    return Err(unsupported(
+                        "a variable-length string (numpy holds fixed lengths)",
+                    ));
                 }
                 Ok((Base::Bytes(size as u32), ByteOrder::Little))
             }
@@ -312,7 +398,7 @@ fn element_of(id: hid_t) -> Result<(Base, ByteOrder), String> {
                     .and_then(|s| FieldType::parse(s).ok())
                     .filter(|t| t.shape.is_scalar() && t.size() == size);
                 t.map(|t| (t.base, t.order))
-                    .ok_or_else(|| format!("an opaque type tagged '{tag}'"))
+                    .ok_or_else(|| unsupported(format!("an opaque type tagged '{tag}'")))
             }
             C::H5T_COMPOUND => {
                 let mut parts = Vec::new();
@@ -329,31 +415,31 @@ fn element_of(id: hid_t) -> Result<(Base, ByteOrder), String> {
                         match a {
                             Scalar::F32 => Ok((Base::Complex64, *oa)),
                             Scalar::F64 => Ok((Base::Complex128, *oa)),
-                            _ => Err("a compound {r, i} of integers".into()),
+                            _ => Err(unsupported("a compound {r, i} of integers")),
                         }
                     }
-                    _ => Err("a nested compound type (not complex {r, i})".into()),
+                    _ => Err(unsupported("a nested compound type (not complex {r, i})")),
                 }
             }
-            other => Err(format!("HDF5 class {other:?}")),
+            other => Err(unsupported(format!("HDF5 class {other:?}"))),
         }
     }
 }
 
 /// The numpy field type of HDF5 type `id`: an element, or an HDF5 array of one (subarray).
 /// Must run under the lock.
-fn field_of(id: hid_t) -> Result<FieldType, String> {
+fn field_of(id: hid_t) -> Result<FieldType, H5Error> {
     // SAFETY: `id` is live; the super type is held in an `Id`; `dims` has room for the
     // MAX_DIMS dimensions checked before H5Tget_array_dims2 fills `ndims` of them.
     unsafe {
         if h5t::H5Tget_class(id) != h5t::H5T_class_t::H5T_ARRAY {
             let (base, order) = element_of(id)?;
             return FieldType::new(base, order, Shape::SCALAR)
-                .ok_or_else(|| "an empty type".to_string());
+                .ok_or_else(|| unsupported("an empty type"));
         }
         let ndims = h5t::H5Tget_array_ndims(id);
         if ndims < 1 || ndims as usize > MAX_DIMS {
-            return Err(format!("an array of {ndims} dimensions"));
+            return Err(unsupported(format!("an array of {ndims} dimensions")));
         }
         let mut dims: [hsize_t; MAX_DIMS] = [0; MAX_DIMS];
         check(
@@ -369,27 +455,32 @@ fn field_of(id: hid_t) -> Result<FieldType, String> {
         let (base, order) = element_of(sup.id)?;
         Shape::new(&dims)
             .and_then(|s| FieldType::new(base, order, s))
-            .ok_or_else(|| format!("an array of shape {dims:?}"))
+            .ok_or_else(|| unsupported(format!("an array of shape {dims:?}")))
     }
 }
 
 /// The fields of a compound type `t` as (name, offset, type), in member order.
-pub(crate) fn compound_fields(t: &h5::Datatype) -> Result<Vec<(String, usize, FieldType)>, String> {
+pub(crate) fn compound_fields(
+    t: &h5::Datatype,
+) -> Result<Vec<(String, usize, FieldType)>, H5Error> {
     locked(|| {
         // SAFETY: `t` is a live datatype; member types are held in `Id`s, names taken with
         // `take_string`.
         unsafe {
             let id = t.id();
             if h5t::H5Tget_class(id) != h5t::H5T_class_t::H5T_COMPOUND {
-                return Err("not a compound type".to_string());
+                return Err(unsupported("not a compound type"));
             }
             let mut out = Vec::new();
             for k in 0..h5t::H5Tget_nmembers(id).max(0) as u32 {
                 let name = take_string(h5t::H5Tget_member_name(id, k))
-                    .ok_or_else(|| "a member without a name".to_string())?;
+                    .ok_or_else(|| unsupported("a member without a name"))?;
                 let at = h5t::H5Tget_member_offset(id, k);
                 let m = new_type(h5t::H5Tget_member_type(id, k), "get a member type")?;
-                let ty = field_of(m.id).map_err(|e| format!("field '{name}' is {e}"))?;
+                let ty = field_of(m.id).map_err(|e| H5Error::Field {
+                    name: name.clone(),
+                    source: Box::new(e),
+                })?;
                 out.push((name, at, ty));
             }
             Ok(out)
@@ -404,7 +495,7 @@ fn row_spaces(
     first_row: u64,
     rows: u64,
     cols: Option<u64>,
-) -> Result<(Id, Id), String> {
+) -> Result<(Id, Id), H5Error> {
     let (start, count, rank): ([hsize_t; 2], [hsize_t; 2], i32) = match cols {
         Some(c) => ([first_row, 0], [rows, c], 2),
         None => ([first_row, 0], [rows, 1], 1),
@@ -452,21 +543,14 @@ pub(crate) fn write_rows(
     rows: u64,
     cols: Option<u64>,
     bytes: &[u8],
-) -> Result<(), String> {
-    let want = rows as usize * cols.unwrap_or(1) as usize * mem_type.size();
-    if bytes.len() != want {
-        return Err(format!(
-            "internal: {} bytes for {rows} rows of {want} bytes",
-            bytes.len()
-        ));
-    }
-    if rows == 0 {
-        return Ok(());
-    }
+) -> Result<(), H5Error> {
+    let rows_at = Rows::new(first_row, rows, cols, mem_type, bytes.len())?;
     locked(|| {
-        let (fspace, mspace) = row_spaces(ds, first_row, rows, cols)?;
+        let Some((fspace, mspace)) = rows_at.spaces(ds)? else {
+            return Ok(());
+        };
         // SAFETY: the memory space selects exactly rows * cols elements of `mem_type`, i.e.
-        // `want` bytes, and `bytes.len() == want` was checked above; the buffer is only read.
+        // `bytes.len()` bytes (checked by `Rows::new`); the buffer is only read.
         check(
             unsafe {
                 h5d::H5Dwrite(
@@ -492,21 +576,14 @@ pub(crate) fn read_rows(
     rows: u64,
     cols: Option<u64>,
     out: &mut [u8],
-) -> Result<(), String> {
-    let want = rows as usize * cols.unwrap_or(1) as usize * mem_type.size();
-    if out.len() != want {
-        return Err(format!(
-            "internal: {} bytes for {rows} rows of {want} bytes",
-            out.len()
-        ));
-    }
-    if rows == 0 {
-        return Ok(());
-    }
+) -> Result<(), H5Error> {
+    let rows_at = Rows::new(first_row, rows, cols, mem_type, out.len())?;
     locked(|| {
-        let (fspace, mspace) = row_spaces(ds, first_row, rows, cols)?;
-        // SAFETY: the memory space selects exactly `want` bytes of `mem_type` and `out` is
-        // exactly `want` bytes long and exclusively borrowed for the call.
+        let Some((fspace, mspace)) = rows_at.spaces(ds)? else {
+            return Ok(());
+        };
+        // SAFETY: the memory space selects exactly `out.len()` bytes of `mem_type` (checked
+        // by `Rows::new`) and `out` is exclusively borrowed for the call.
         check(
             unsafe {
                 h5d::H5Dread(
@@ -523,9 +600,50 @@ pub(crate) fn read_rows(
     })
 }
 
+/// The rows a read or write transfers, checked against the length of the caller's bytes.
+struct Rows {
+    first_row: u64,
+    rows: u64,
+    cols: Option<u64>,
+}
+
+impl Rows {
+    /// Refuses a byte slice of `len` bytes that is not exactly the selection's size.
+    fn new(
+        first_row: u64,
+        rows: u64,
+        cols: Option<u64>,
+        mem_type: &h5::Datatype,
+        len: usize,
+    ) -> Result<Rows, H5Error> {
+        let want = rows as usize * cols.unwrap_or(1) as usize * mem_type.size();
+        if len != want {
+            return Err(H5Error::Size {
+                got: len,
+                rows,
+                want,
+            });
+        }
+        Ok(Rows {
+            first_row,
+            rows,
+            cols,
+        })
+    }
+
+    /// The (file, memory) spaces of the rows; `None` for no rows (nothing to transfer).
+    /// Must run under the library lock.
+    fn spaces(&self, ds: &Dataset) -> Result<Option<(Id, Id)>, H5Error> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        row_spaces(ds, self.first_row, self.rows, self.cols).map(Some)
+    }
+}
+
 /// Writes the dataset's cached chunks and its metadata to the file (`H5Dflush`), so that
 /// what is written after this call can never reach the disk before these rows.
-pub(crate) fn flush_dataset(ds: &Dataset) -> Result<(), String> {
+pub(crate) fn flush_dataset(ds: &Dataset) -> Result<(), H5Error> {
     locked(|| {
         // SAFETY: `ds.id()` is a live dataset id owned by `ds` for the duration of the call.
         check(unsafe { h5d::H5Dflush(ds.id()) }, "flush the dataset")
@@ -535,9 +653,10 @@ pub(crate) fn flush_dataset(ds: &Dataset) -> Result<(), String> {
 /// Opens `path` read-write with HDF5's `clear_status_flags` file-access property (what
 /// `h5clear -s` does) and closes it again: the superblock no longer says "open for (SWMR)
 /// writing", so every reader opens a file whose writer was killed.
-pub(crate) fn clear_status_flags(path: &std::path::Path) -> Result<(), String> {
-    let name = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("path {} contains a NUL byte", path.display()))?;
+pub(crate) fn clear_status_flags(path: &std::path::Path) -> Result<(), H5Error> {
+    let name = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| H5Error::Nul {
+        what: format!("path {}", path.display()),
+    })?;
     locked(|| {
         // SAFETY: H5P_CLS_FILE_ACCESS is a predefined class id valid after library
         // initialisation (done by `sync`); the new list is closed by the guard.
@@ -598,9 +717,10 @@ pub(crate) fn open_dataset(
     file: &h5::File,
     name: &str,
     cache_bytes: usize,
-) -> Result<Dataset, String> {
-    let cname =
-        CString::new(name).map_err(|_| format!("dataset name '{name}' contains a NUL byte"))?;
+) -> Result<Dataset, H5Error> {
+    let cname = CString::new(name).map_err(|_| H5Error::Nul {
+        what: format!("dataset name '{name}'"),
+    })?;
     locked(|| {
         // SAFETY: H5P_CLS_DATASET_ACCESS is a predefined class id valid after library
         // initialisation (done by `sync`); the list is closed by the guard.
@@ -625,7 +745,7 @@ pub(crate) fn open_dataset(
             &format!("open dataset '{name}'"),
         )?;
         // SAFETY: `id` is a valid dataset id whose ownership passes to the Dataset.
-        unsafe { h5::from_id::<Dataset>(id) }.map_err(describe)
+        unsafe { h5::from_id::<Dataset>(id) }.map_err(|e| H5Error::Library(describe(e)))
     })
 }
 
@@ -637,7 +757,7 @@ pub(crate) fn write_chunk(
     first_row: u64,
     filter_mask: u32,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), H5Error> {
     let offset: [hsize_t; 2] = [first_row, 0];
     locked(|| {
         // SAFETY: `ds.id()` is a live rank-2 chunked dataset id (the caller passes only the
@@ -657,4 +777,53 @@ pub(crate) fn write_chunk(
             "write a chunk",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_not_the_size_of_the_rows_are_refused_before_hdf5_sees_them() {
+        let d = Dtype::parse([("a", "f4")]).unwrap();
+        let t = compound_type(&d).unwrap();
+        assert!(Rows::new(0, 3, None, &t, 12).is_ok());
+        let e = Rows::new(0, 3, Some(2), &t, 12).err().unwrap();
+        assert_eq!(
+            e,
+            H5Error::Size {
+                got: 12,
+                rows: 3,
+                want: 24
+            }
+        );
+        assert_eq!(e.to_string(), "internal: 12 bytes for 3 rows of 24 bytes");
+    }
+
+    /// The writer tells a full disk by the kind of its error (ENOSPC in the library's stack
+    /// of a call, or of a call on a named object), not by the text of its whole message.
+    #[test]
+    fn a_full_disk_is_found_in_a_call_or_a_step_on_a_named_object() {
+        let call = H5Error::Call {
+            what: "could not write a chunk".into(),
+            stack: "H5Dwrite_chunk(): can't write chunk: file write failed: errno = 28, \
+                    error message = 'No space left on device'"
+                .into(),
+        };
+        assert!(call.disk_full());
+        let step = H5Error::In {
+            context: "buffer 'raw': open data".into(),
+            source: Box::new(call),
+        };
+        assert!(step.disk_full());
+        assert!(step
+            .to_string()
+            .starts_with("buffer 'raw': open data: could not write a chunk: H5Dwrite_chunk()"));
+        let other = H5Error::Call {
+            what: "could not flush the file".into(),
+            stack: "not a file".into(),
+        };
+        assert!(!other.disk_full());
+        assert!(!H5Error::Unsupported("errno = 28".into()).disk_full());
+    }
 }

@@ -12,7 +12,7 @@ use hdf5_metno as h5;
 
 use super::error::ExportError;
 use super::hdf5::MetaRow;
-use super::raw;
+use super::raw::{self, H5Error};
 use crate::dtype::{Dtype, Metadata};
 
 /// One buffer of a run file, read back.
@@ -46,16 +46,18 @@ pub(crate) fn open_run_file(path: &Path) -> Result<(h5::File, bool), ExportError
 }
 
 /// The record dtype of a dataset whose type is a packed compound of numpy field types.
-pub(crate) fn dtype_of(ds: &h5::Dataset) -> Result<Dtype, String> {
-    let t = ds.dtype().map_err(raw::describe)?;
+pub(crate) fn dtype_of(ds: &h5::Dataset) -> Result<Dtype, H5Error> {
+    let t = ds.dtype().map_err(|e| H5Error::Library(raw::describe(e)))?;
     let mut fields = raw::compound_fields(&t)?;
     fields.sort_by_key(|f| f.1);
-    let d =
-        Dtype::new(fields.iter().map(|(n, _, t)| (n.clone(), *t))).map_err(|e| e.to_string())?;
+    let d = Dtype::new(fields.iter().map(|(n, _, t)| (n.clone(), *t)))
+        .map_err(|e| H5Error::Unsupported(e.to_string()))?;
     let packed =
         d.fields().iter().zip(&fields).all(|(a, b)| a.offset == b.1) && d.record_size() == t.size();
     if !packed {
-        return Err("compound type has padding: not a packed numpy record".to_string());
+        return Err(H5Error::Unsupported(
+            "compound type has padding: not a packed numpy record".to_string(),
+        ));
     }
     Ok(d)
 }
@@ -82,7 +84,7 @@ pub fn read_buffer(path: impl AsRef<Path>, name: &str) -> Result<BufferContents,
         )));
     }
     let (events, data_length) = (shape[0], shape[1]);
-    let mem = raw::compound_type(&dtype).map_err(&err)?;
+    let mem = raw::compound_type(&dtype).map_err(|e| err(e.to_string()))?;
     let row_bytes = data_length * dtype.record_size();
     let mut data = vec![0u8; events * row_bytes];
     let mut data_rows = events;

@@ -106,9 +106,10 @@ impl RunRecovery {
 /// Events of one buffer that are whole in the file: leading metadata rows that were written
 /// (not the fill value -1, not zeros past the end of what reached the disk), at most as many
 /// as `data` has rows.
-fn events_in(group: &h5::Group) -> Result<(u64, u64, u64), String> {
-    let data = group.dataset("data").map_err(raw::describe)?;
-    let meta = group.dataset("metadata").map_err(raw::describe)?;
+fn events_in(group: &h5::Group) -> Result<(u64, u64, u64), raw::H5Error> {
+    let library = |e| raw::H5Error::Library(raw::describe(e));
+    let data = group.dataset("data").map_err(library)?;
+    let meta = group.dataset("metadata").map_err(library)?;
     let data_rows = data.shape().first().copied().unwrap_or(0);
     let meta_rows = meta.shape().first().copied().unwrap_or(0);
     let step = 1 << 16;

@@ -241,15 +241,16 @@ impl Replay {
             pace,
         } = Settings::read(ctx)?;
         let sink = &ctx.sinks[0];
-        let other = |e: String| WorkerError::Other(e);
         let event_bytes = sink.data_length * sink.dtype.record_size();
         Ok(Replay {
             files,
             buffer,
             next_file: 0,
             open: None,
-            data_type: raw::compound_type(&sink.dtype).map_err(other)?,
-            meta_type: raw::compound_type(&metadata_dtype()).map_err(other)?,
+            data_type: raw::compound_type(&sink.dtype)
+                .map_err(|e| WorkerError::failed("replay: the HDF5 type of the sink", e))?,
+            meta_type: raw::compound_type(&metadata_dtype())
+                .map_err(|e| WorkerError::failed("replay: the HDF5 type of the metadata", e))?,
             event_bytes,
             data_length: sink.data_length as u64,
             batch: vec![0u8; BATCH * event_bytes],
@@ -268,8 +269,8 @@ impl Replay {
             return Ok(false);
         };
         self.next_file += 1;
-        let fail = |why: String| WorkerError::Other(format!("{}: {why}", path.display()));
-        let (file, _) = open_run_file(&path).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let fail = |why: String| WorkerError::failed(path.display().to_string(), why);
+        let (file, _) = open_run_file(&path).map_err(WorkerError::output)?;
         let group = file
             .group(&self.buffer)
             .map_err(|e| fail(raw::describe(e)))?;

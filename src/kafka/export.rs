@@ -660,7 +660,7 @@ impl KafkaExport {
             &s.source_name,
             s.ev44.clone(),
         )
-        .map_err(|e| WorkerError::Other(e.to_string()))?;
+        .map_err(WorkerError::output)?;
         let reports = Arc::new(Reports::default());
         let producer = producer(
             &s.brokers,
@@ -670,7 +670,7 @@ impl KafkaExport {
             s.queue_kb,
             reports.clone(),
         )
-        .map_err(|e| WorkerError::Other(format!("worker '{}': Kafka producer: {e}", ctx.worker)))?;
+        .map_err(|e| WorkerError::failed(format!("worker '{}': Kafka producer", ctx.worker), e))?;
         let (me, _) = ctx.process;
         let spool = if s.spool_bytes > 0 {
             let path = ctx
@@ -780,10 +780,10 @@ impl KafkaExport {
             .payload(msg)
             .timestamp(now_ms() as i64);
         self.out.producer.send(record).map_err(|(e, _)| {
-            WorkerError::Other(format!(
-                "worker '{}': run command to '{topic}': {e}",
-                self.worker
-            ))
+            WorkerError::failed(
+                format!("worker '{}': run command to '{topic}'", self.worker),
+                e,
+            )
         })
     }
 }
@@ -855,7 +855,7 @@ impl Exporter for KafkaExport {
         let msg = self
             .encoder
             .encode(event.data, &event.meta)
-            .map_err(|e| WorkerError::Other(e.to_string()))?;
+            .map_err(WorkerError::output)?;
         self.out.send(msg, ts_ms)
     }
 

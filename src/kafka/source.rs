@@ -255,10 +255,13 @@ impl KafkaSource {
     pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
         let (s, decoder) = Settings::read(ctx)?;
         let fail = |what: &str, e: rdkafka::error::KafkaError| {
-            WorkerError::Other(format!(
-                "worker '{}': Kafka {what} (topic '{}' at {}): {e}",
-                ctx.worker, s.topic, s.brokers
-            ))
+            WorkerError::failed(
+                format!(
+                    "worker '{}': Kafka {what} (topic '{}' at {})",
+                    ctx.worker, s.topic, s.brokers
+                ),
+                e,
+            )
         };
         let consumer: BaseConsumer<Assignments> = ClientConfig::new()
             .set("bootstrap.servers", &s.brokers)

@@ -95,16 +95,9 @@ impl Tansu {
         let log = std::fs::File::create(&self.log).map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.bin);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes the
-        // kernel kill the broker when the thread that started it ends, so a test killed by a
-        // signal (its Drop never runs) leaves no broker behind.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // The kernel kills the broker when the thread that started it ends, so a test killed
+        // by a signal (its Drop never runs) leaves no broker behind.
+        crate::runtime::child_ends_with_parent(&mut cmd, libc::SIGKILL);
         // tansu opens `sqlite://NAME` relative to its working directory; it also reads a .env
         // file from there: there is none in either directory.
         let (storage, dir) = match &self.data {

@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::procfs::{thread_usage, Usage};
+
 /// Clients polling `/state` and `/metrics`.
 pub const POLLERS: usize = 50;
 /// Polls per second per client (each poll fetches both).
@@ -296,58 +298,6 @@ Workers:
         stream_updates: updates.load(Ordering::Relaxed),
         watched_s,
     })
-}
-
-/// What some threads of a process used so far.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Usage {
-    /// Time on a CPU (ns).
-    pub cpu_ns: u64,
-    /// Times they gave up the CPU themselves (to sleep or wait).
-    pub voluntary_switches: u64,
-    /// Times they were preempted.
-    pub involuntary_switches: u64,
-}
-
-impl Usage {
-    /// Context switches of both kinds: how often they woke.
-    pub fn switches(&self) -> u64 {
-        self.voluntary_switches + self.involuntary_switches
-    }
-}
-
-/// What the threads of process `pid` whose name (`comm`) passes `named` used so far, from
-/// /proc: `schedstat` (time on the CPU) and `status` (context switches).
-pub fn thread_usage(pid: u32, named: impl Fn(&str) -> bool) -> Usage {
-    let mut u = Usage::default();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return u;
-    };
-    for task in tasks.flatten() {
-        let dir = task.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !named(comm.trim_end()) {
-            continue;
-        }
-        // schedstat: time on the CPU (ns), time waiting to run (ns), timeslices.
-        let schedstat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
-        u.cpu_ns += schedstat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        for l in status.lines() {
-            let count = |prefix: &str| -> u64 {
-                l.strip_prefix(prefix)
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0)
-            };
-            u.voluntary_switches += count("voluntary_ctxt_switches:");
-            u.involuntary_switches += count("nonvoluntary_ctxt_switches:");
-        }
-    }
-    u
 }
 
 /// What the web server's threads (named `monitor-http…`) of process `pid` used so far.

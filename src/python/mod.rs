@@ -41,27 +41,63 @@ fn embedded_version(py: Python<'_>) -> String {
     format!("{}.{}", v.major, v.minor)
 }
 
+/// Why this process's interpreter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The venv was made with another Python than the one this binary embeds.
+    #[error(
+        "the venv {} has no lib/python{version}/site-packages: daq-engine embeds Python \
+         {version}; make the venv with that Python (`/usr/bin/python3 -m venv {}`) and \
+         install numpy into it",
+        venv.display(),
+        venv.display()
+    )]
+    WrongVenv {
+        /// The venv.
+        venv: PathBuf,
+        /// The embedded Python's version, as `3.11`.
+        version: String,
+    },
+    /// Python raised while starting; `doing` says what was being done, `python` what it
+    /// said (a traceback, with a hint where one helps).
+    #[error("{doing}{python}")]
+    Raised {
+        /// E.g. "adding PATH to sys.path: " or "starting Python: "; may be empty.
+        doing: String,
+        /// What Python said.
+        python: String,
+    },
+}
+
+impl StartError {
+    fn raised(doing: impl Into<String>, python: impl std::fmt::Display) -> StartError {
+        StartError::Raised {
+            doing: doing.into(),
+            python: python.to_string(),
+        }
+    }
+}
+
 /// Starts this process's interpreter with the venv's packages and the template modules.
-fn start(venv: Option<&Path>) -> Result<(), String> {
+fn start(venv: Option<&Path>) -> Result<(), StartError> {
     pyo3::append_to_inittab!(_daq_engine);
     Python::initialize();
-    Python::attach(|py| -> Result<(), String> {
-        let sys = py.import("sys").map_err(|e| e.to_string())?;
+    Python::attach(|py| -> Result<(), StartError> {
+        let sys = py.import("sys").map_err(|e| StartError::raised("", e))?;
         if let Some(v) = venv {
             let version = embedded_version(py);
             let site = v.join(format!("lib/python{version}/site-packages"));
             if !site.is_dir() {
-                return Err(format!(
-                    "the venv {} has no lib/python{version}/site-packages: daq-engine embeds \
-                     Python {version}; make the venv with that Python \
-                     (`/usr/bin/python3 -m venv {}`) and install numpy into it",
-                    v.display(),
-                    v.display()
-                ));
+                return Err(StartError::WrongVenv {
+                    venv: v.to_path_buf(),
+                    version,
+                });
             }
             py.import("site")
                 .and_then(|s| s.call_method1("addsitedir", (site.to_string_lossy(),)))
-                .map_err(|e| format!("adding {} to sys.path: {e}", site.display()))?;
+                .map_err(|e| {
+                    StartError::raised(format!("adding {} to sys.path: ", site.display()), e)
+                })?;
         }
         let _ = sys.setattr("argv", PyList::new(py, ["daq-engine"]).ok());
         for (name, code) in [("daq_engine", TEMPLATES), ("mimocorb2", MIMOCORB2)] {
@@ -79,10 +115,12 @@ fn start(venv: Option<&Path>) -> Result<(), String> {
                 } else {
                     String::new()
                 };
-                format!("starting Python: {}{hint}", traceback(py, &e))
+                StartError::raised("starting Python: ", format!("{}{hint}", traceback(py, &e)))
             })?;
             if name == "mimocorb2" {
-                let modules = sys.getattr("modules").map_err(|e| e.to_string())?;
+                let modules = sys
+                    .getattr("modules")
+                    .map_err(|e| StartError::raised("", e))?;
                 for sub in ["worker_templates", "mimo_worker"] {
                     let _ = m.setattr(sub, &m);
                     let _ = modules.set_item(format!("mimocorb2.{sub}"), &m);
@@ -139,7 +177,7 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize) -> Outcome {
         return Outcome::Failed("a Python worker needs `file:`".into());
     };
     if let Err(e) = start(venv(w.python.as_deref()).as_deref()) {
-        return Outcome::Failed(e);
+        return Outcome::Failed(e.to_string());
     }
     Python::attach(|py| {
         let run = || -> PyResult<()> {

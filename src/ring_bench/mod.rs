@@ -323,15 +323,7 @@ fn read_trimmed(path: &str) -> String {
 }
 
 fn machine_info() -> MachineInfo {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu_model = crate::procfs::cpu_model().unwrap_or_else(|| "unknown".into());
     MachineInfo {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model,

@@ -10,7 +10,10 @@
 //! (PR_SET_PDEATHSIG), the pipeline drains on its own, and the last worker out removes the
 //! ring files.
 
+mod parent;
 pub mod realtime;
+
+pub use parent::{child_ends_with_parent, signal_on_parent_death};
 
 use crate::dtype::{Dtype, Metadata};
 use crate::ring::{wait_any, Next, Policy, Producer, Reader, Ring, RingObserver};
@@ -203,8 +206,8 @@ pub fn run(
     let supervisor = std::env::var("DAQ_SUPERVISOR_PID")
         .ok()
         .and_then(|s| s.parse::<i32>().ok());
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a per-process attribute.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    // Only fails for an invalid signal number.
+    let _ = signal_on_parent_death(libc::SIGTERM);
     if let Some(pid) = supervisor {
         if orphaned(pid, nix::unistd::getppid().as_raw()) {
             STOP.store(true, Ordering::SeqCst);
@@ -276,23 +279,15 @@ fn orphaned(supervisor: i32, parent: i32) -> bool {
     parent != supervisor || exiting(supervisor)
 }
 
-/// True when process `pid` is gone (or a zombie: [`crate::shm::pid_alive`]) or its main
-/// thread is exiting.
+/// True when process `pid` is gone (or a zombie, as for [`crate::shm::pid_alive`]) or its
+/// main thread is exiting.
 fn exiting(pid: i32) -> bool {
-    /// `PF_EXITING` in the flags of /proc/PID/stat (include/linux/sched.h).
-    const PF_EXITING: u64 = 0x4;
-    if !u32::try_from(pid).is_ok_and(crate::shm::pid_alive) {
+    use crate::procfs::Stat;
+    let Ok(pid) = u32::try_from(pid) else {
         return true;
-    }
-    // After the command name: state(0) ppid(1) pgrp(2) session(3) tty_nr(4) tpgid(5) flags(6)
-    let flags = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
-        });
-    // Gone between the two reads: as gone.
-    flags.is_none_or(|f| f & PF_EXITING != 0)
+    };
+    // Gone, a zombie, or its flags cut off: as gone.
+    Stat::read(pid).is_none_or(|s| s.ended() || s.flags.is_none_or(|f| f & Stat::PF_EXITING != 0))
 }
 
 /// Removes the run's ring files when it is dropped in a worker whose supervisor is gone:
@@ -579,10 +574,9 @@ pub(crate) fn claim(p: &mut Producer) -> Result<Option<crate::ring::SlotMut<'_>>
         while !p.wait_room(POLL) {
             waited += POLL;
             if waited >= Duration::from_secs(3600) {
-                return Err(WorkerError::Other(format!(
-                    "ring '{}' has had no room for an hour; is a reader stuck?",
-                    p.ring().name()
-                )));
+                return Err(WorkerError::Stalled {
+                    ring: p.ring().name().to_string(),
+                });
             }
         }
     }
@@ -591,9 +585,7 @@ pub(crate) fn claim(p: &mut Producer) -> Result<Option<crate::ring::SlotMut<'_>>
     match p.claim(Duration::ZERO) {
         Ok(slot) => Ok(Some(slot)),
         Err(crate::ring::ClaimError::Full) => Ok(None),
-        Err(crate::ring::ClaimError::Timeout) => Err(WorkerError::Other(
-            "a sink ring lost its room between wait and claim (ring protocol broken)".into(),
-        )),
+        Err(crate::ring::ClaimError::Timeout) => Err(WorkerError::LostRoom),
     }
 }
 
@@ -604,10 +596,7 @@ impl Emit for Sinks {
         fill: &mut dyn FnMut(&mut EventMut<'_>) -> Result<(), WorkerError>,
     ) -> Result<(), WorkerError> {
         let input = self.input_meta;
-        let dtype = self
-            .dtypes
-            .get(sink)
-            .ok_or_else(|| WorkerError::Other(format!("no sink number {sink}")))?;
+        let dtype = self.dtypes.get(sink).ok_or(WorkerError::NoSink(sink))?;
         let p = &mut self.producers[sink];
         if let Some(mut slot) = claim(p)? {
             let (data, meta) = slot.parts();

@@ -1,8 +1,41 @@
 //! Real-time set-up of a process: core pinning, SCHED_FIFO, locked memory.
 //!
 //! Each step is tried; where the OS refuses (no privilege, a core that does not exist) the
-//! process goes on and the refusal is returned as a message saying how to fix it, so the
-//! caller can warn once.
+//! process goes on and the refusal is returned as a [`Refused`] whose message says how to fix
+//! it, so the caller can warn once.
+
+/// A real-time step the OS refused; the message says how to allow it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Pinning to a core failed (the core does not exist or is offline).
+    #[error("could not pin to core {core} (does it exist? `nproc` says {online})")]
+    Pin {
+        /// The core asked for.
+        core: usize,
+        /// Cores online here.
+        online: usize,
+    },
+    /// SCHED_FIFO was refused (no privilege).
+    #[error(
+        "SCHED_FIFO priority {priority} refused ({source}); run as root, or give the user \
+         `rtprio 99` in /etc/security/limits.conf, or grant CAP_SYS_NICE"
+    )]
+    Fifo {
+        /// The priority asked for.
+        priority: i32,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// Locking the memory was refused (the locked-memory limit).
+    #[error(
+        "mlockall refused ({source}); raise the locked-memory limit (`ulimit -l unlimited`, or \
+         `memlock` in /etc/security/limits.conf) or run as root"
+    )]
+    LockMemory {
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
 
 /// Parses a kernel CPU list like `0-2,5`.
 pub fn parse_cpu_list(s: &str) -> Vec<usize> {
@@ -30,19 +63,19 @@ pub fn pin_possible(core: usize) -> bool {
 }
 
 /// Pins the calling thread (and so a single-threaded process) to `core`.
-pub fn pin(core: usize) -> Result<(), String> {
+pub fn pin(core: usize) -> Result<(), Refused> {
     if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
         Ok(())
     } else {
-        Err(format!(
-            "could not pin to core {core} (does it exist? `nproc` says {})",
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        ))
+        Err(Refused::Pin {
+            core,
+            online: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        })
     }
 }
 
 /// Raises the calling process to SCHED_FIFO at `priority` (1..99).
-pub fn fifo(priority: i32) -> Result<(), String> {
+pub fn fifo(priority: i32) -> Result<(), Refused> {
     let param = libc::sched_param {
         sched_priority: priority,
     };
@@ -51,26 +84,23 @@ pub fn fifo(priority: i32) -> Result<(), String> {
     if r == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "SCHED_FIFO priority {priority} refused ({}); run as root, or give the user \
-             `rtprio 99` in /etc/security/limits.conf, or grant CAP_SYS_NICE",
-            std::io::Error::last_os_error()
-        ))
+        Err(Refused::Fifo {
+            priority,
+            source: std::io::Error::last_os_error(),
+        })
     }
 }
 
 /// Locks all current and future memory of the process.
-pub fn lock_memory() -> Result<(), String> {
+pub fn lock_memory() -> Result<(), Refused> {
     // SAFETY: mlockall has no memory-safety preconditions.
     let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
     if r == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "mlockall refused ({}); raise the locked-memory limit (`ulimit -l unlimited`, or \
-             `memlock` in /etc/security/limits.conf) or run as root",
-            std::io::Error::last_os_error()
-        ))
+        Err(Refused::LockMemory {
+            source: std::io::Error::last_os_error(),
+        })
     }
 }
 
@@ -81,5 +111,24 @@ mod tests {
         assert_eq!(super::parse_cpu_list("0-2,5"), vec![0, 1, 2, 5]);
         assert_eq!(super::parse_cpu_list(""), Vec::<usize>::new());
         assert_eq!(super::parse_cpu_list("3"), vec![3]);
+    }
+
+    #[test]
+    fn a_refusal_says_how_to_allow_it() {
+        let e = super::Refused::Fifo {
+            priority: 80,
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("SCHED_FIFO priority 80 refused (Operation not permitted"),
+            "{text}"
+        );
+        assert!(text.ends_with("or grant CAP_SYS_NICE"), "{text}");
+        let e = super::Refused::Pin { core: 9, online: 2 };
+        assert_eq!(
+            e.to_string(),
+            "could not pin to core 9 (does it exist? `nproc` says 2)"
+        );
     }
 }

@@ -187,12 +187,7 @@ pub(crate) fn check(
         };
         if let Some((file, file_at)) = &w.file {
             if file.ends_with(".py") {
-                let p = super::load::expand_home(file);
-                let full = if p.is_absolute() {
-                    p
-                } else {
-                    l.setup_dir.join(p)
-                };
+                let full = super::load::beside_setup(&l.setup_dir, file);
                 if !full.is_file() {
                     l.error(
                         *file_at,
@@ -211,12 +206,7 @@ pub(crate) fn check(
                     template: guess_template(w, &buffers),
                 });
             } else {
-                let p = super::load::expand_home(file);
-                let full = if p.is_absolute() {
-                    p
-                } else {
-                    l.setup_dir.join(p)
-                };
+                let full = super::load::beside_setup(&l.setup_dir, file);
                 if !full.is_file() {
                     l.error(
                         *file_at,
@@ -311,14 +301,10 @@ pub(crate) fn check(
                 ),
             }
         }
-        let file = w.file.as_ref().map(|(f, _)| {
-            let p = super::load::expand_home(f);
-            if p.is_absolute() {
-                p
-            } else {
-                l.setup_dir.join(p)
-            }
-        });
+        let file = w
+            .file
+            .as_ref()
+            .map(|(f, _)| super::load::beside_setup(&l.setup_dir, f));
         let names = |v: &[(String, Loc)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         setup.workers.push(WorkerSetup {
             name: w.name.clone(),
@@ -338,13 +324,7 @@ pub(crate) fn check(
                 .as_deref()
                 .map(super::load::expand_home)
                 .or_else(|| draft.options.python.clone())
-                .map(|p| {
-                    if p.is_absolute() {
-                        p
-                    } else {
-                        l.setup_dir.join(p)
-                    }
-                }),
+                .map(|p| super::load::under(&l.setup_dir, p)),
         });
     }
     for w in &draft.workers {

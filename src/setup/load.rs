@@ -169,6 +169,21 @@ pub(crate) fn expand_home(p: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// A path a setup names (`~` expanded), taken relative to the setup's directory unless it is
+/// absolute.
+pub(crate) fn beside_setup(setup_dir: &Path, p: &str) -> PathBuf {
+    under(setup_dir, expand_home(p))
+}
+
+/// `p`, or `dir/p` when `p` is relative.
+pub(crate) fn under(dir: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        dir.join(p)
+    }
+}
+
 impl Loader {
     pub fn new(file: &Path, online_cpus: usize) -> Loader {
         let setup_dir = match file.parent() {
@@ -274,12 +289,7 @@ impl Loader {
     /// Reads the file a string value names (relative to the setup's directory); `what` says
     /// what it should hold. Each file is read once.
     fn include(&mut self, path: &str, at: Loc, what: &str) -> Option<Value> {
-        let p = expand_home(path);
-        let full = if p.is_absolute() {
-            p
-        } else {
-            self.setup_dir.join(p)
-        };
+        let full = beside_setup(&self.setup_dir, path);
         if let Some(done) = self.includes.get(&full) {
             return done.clone();
         }
@@ -492,12 +502,7 @@ impl Loader {
             match key.as_str() {
                 "target_directory" => {
                     if let Some(s) = self.text(v, "target_directory") {
-                        let p = expand_home(s);
-                        draft.target_directory = if p.is_absolute() {
-                            p
-                        } else {
-                            self.setup_dir.join(p)
-                        };
+                        draft.target_directory = beside_setup(&self.setup_dir, s);
                     }
                 }
                 "base_config" => {

@@ -513,16 +513,7 @@ pub fn pid_alive(pid: u32) -> bool {
     if pid == 0 {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            // Field 3, after the parenthesised command name.
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim().chars().next());
-            !matches!(state, Some('Z') | Some('X') | None)
-        }
-        Err(_) => false,
-    }
+    crate::procfs::Stat::read(pid).is_some_and(|s| !s.ended())
 }
 
 #[cfg(test)]

@@ -105,9 +105,70 @@ pub enum WorkerError {
     /// The worker's buffers do not fit its function.
     #[error(transparent)]
     Wiring(#[from] WiringError),
-    /// Anything else, said plainly.
+    /// The function's output failed: the source is the output's own error (an
+    /// `export::ExportError`, a Kafka error), as it is, so a caller can downcast it (a full
+    /// disk says how many events are safe).
+    #[error(transparent)]
+    Output(Box<dyn std::error::Error + Send + Sync>),
+    /// Something the function did failed in a library or a layer below; `doing` says what
+    /// (and for which worker), the source how.
+    #[error("{doing}: {source}")]
+    Failed {
+        /// What the function was doing, e.g. "worker 'k': Kafka producer".
+        doing: String,
+        /// The library's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record could not be encoded as JSON (a file the function writes beside the run).
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The sink slot the engine handed out is not the size the function was built for: a
+    /// defect of the engine, not of the data.
+    #[error("{function}: the sink slot holds {slot} {unit}, expected {want}")]
+    SlotSize {
+        /// The function (or the worker and function).
+        function: String,
+        /// What the slot holds.
+        slot: usize,
+        /// What the function writes.
+        want: usize,
+        /// "bytes" or "records".
+        unit: &'static str,
+    },
+    /// The function asked for a sink it does not have (setup order, from 0).
+    #[error("no sink number {0}")]
+    NoSink(usize),
+    /// A sink ring has had no room for an hour: a reader is stuck.
+    #[error("ring '{ring}' has had no room for an hour; is a reader stuck?")]
+    Stalled {
+        /// The ring's name.
+        ring: String,
+    },
+    /// A sink ring refused a claim right after it reported room: the ring protocol broke.
+    #[error("a sink ring lost its room between wait and claim (ring protocol broken)")]
+    LostRoom,
+    /// Anything else, said plainly (a message that is only ever shown).
     #[error("{0}")]
     Other(String),
+}
+
+impl WorkerError {
+    /// A failure of the function's output ([`WorkerError::Output`]).
+    pub fn output(e: impl std::error::Error + Send + Sync + 'static) -> WorkerError {
+        WorkerError::Output(Box::new(e))
+    }
+
+    /// A failure while `doing` something ([`WorkerError::Failed`]).
+    pub fn failed(
+        doing: impl Into<String>,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> WorkerError {
+        WorkerError::Failed {
+            doing: doing.into(),
+            source: e.into(),
+        }
+    }
 }
 
 /// How a worker's buffers fail to fit its function: found when the worker is built, so
@@ -232,6 +293,57 @@ pub enum WiringError {
         of: &'static str,
         /// Its number_of_processes.
         has: usize,
+    },
+    /// A buffer without fields where the function needs a default field.
+    #[error("buffer '{buffer}' has no fields")]
+    NoFields {
+        /// The buffer.
+        buffer: String,
+    },
+    /// A sink whose events hold no records where the function writes at least one.
+    #[error("sink '{sink}' has data_length 0: {why}")]
+    Empty {
+        /// The sink.
+        sink: String,
+        /// Why it needs records, e.g. "a trace needs at least one sample".
+        why: &'static str,
+    },
+    /// A sink field the function only produces when a config key is given.
+    #[error(
+        "worker '{worker}': sink field '{field}' is only possible with config key '{key}' \
+         (as in scipy's find_peaks)"
+    )]
+    OutputNeedsKey {
+        /// The worker.
+        worker: String,
+        /// The sink field.
+        field: String,
+        /// The config key that makes the function compute it.
+        key: &'static str,
+    },
+    /// The sink of a function that thins events out by a factor has the wrong shape.
+    #[error(
+        "worker '{worker}': sink '{sink}' must have the dtype of source '{source_buffer}' \
+         ({dtype}) and data_length {length} / {factor} = {want} (≥ 1); it has {has}"
+    )]
+    /// (Its text fields are boxed `str`s, which keeps `WorkerError` small.)
+    NotThinned {
+        /// The worker.
+        worker: Box<str>,
+        /// The sink.
+        sink: Box<str>,
+        /// The source.
+        source_buffer: Box<str>,
+        /// The source's data_dtype.
+        dtype: Box<str>,
+        /// The source's data_length.
+        length: usize,
+        /// The factor.
+        factor: usize,
+        /// The sink's data_length it needs.
+        want: usize,
+        /// The sink's `data_length × data_dtype`.
+        has: Box<str>,
     },
 }
 
@@ -600,6 +712,20 @@ pub struct BufferShape {
 }
 
 impl BuildContext {
+    /// Refuses more than one process for `function`, which must see every event (`of`:
+    /// " of both sources", or empty).
+    pub fn one_process(&self, function: &'static str, of: &'static str) -> Result<(), WiringError> {
+        if self.process.1 > 1 {
+            return Err(WiringError::OneProcess {
+                worker: self.worker.clone(),
+                function,
+                of,
+                has: self.process.1,
+            });
+        }
+        Ok(())
+    }
+
     /// A minimal context for tests and benchmarks: one worker, no run directory.
     pub fn for_test(
         worker: &str,

@@ -18,8 +18,11 @@ use std::path::Path;
 /// sources) and [`Exporter`](crate::worker::Exporter) `events_dropped`, which moves their
 /// vtables. 4: [`WorkerError`](crate::worker::WorkerError) gained `Wiring`, which moves
 /// `Other`: a library built against 3 returning `Other` crashed the worker (found by
-/// `engine_user::a_shared_library_filter_runs_in_the_pipeline` with a stale build).
-pub const ABI_VERSION: u32 = 4;
+/// `engine_user::a_shared_library_filter_runs_in_the_pipeline` with a stale build). 5:
+/// `WorkerError` gained typed variants (`Output`, `Failed`, `Json`, `SlotSize`, `NoSink`,
+/// `Stalled`, `LostRoom`) and [`WiringError`](crate::worker::WiringError) four, which
+/// moves `Other` again.
+pub const ABI_VERSION: u32 = 5;
 /// The daq-engine version a plugin was built against (this crate's, expanded in the plugin).
 pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The compiler that built this crate.
