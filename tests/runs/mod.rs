@@ -271,21 +271,13 @@ impl Drop for SmallDisk {
 /// it): a test that fails while its run goes on leaves no engine behind. One left by a
 /// failed test ran for two hours beside the suite before this.
 pub fn engine_in<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_daq-engine"));
     cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: runs in the child between fork and exec; prctl only sets an attribute of the
-    // calling process (async-signal-safe, no allocation).
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    daq_engine::runtime::child_ends_with_parent(&mut cmd, libc::SIGKILL);
     cmd
 }
 
