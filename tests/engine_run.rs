@@ -843,8 +843,13 @@ fn a_restarted_hdf5_exporter_keeps_its_file_and_goes_on_in_a_new_one() {
 #[test]
 fn alert_commands_run_once_per_warning_and_never_hold_the_run() {
     let dir = Dir::new("alerts");
-    // The restart's command hangs (it is killed when the run ends); the others fail.
-    let command = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_SUBJECT|$(basename "$DAQ_RUN_DIR")" >> alerts.txt; if [ "$DAQ_ALERT_KIND" = worker_restarted ]; then sleep 600; fi; exit 3"#;
+    // The restart's command hangs (it is killed when the run ends); the others fail. Its
+    // sleep is this test process's own (600.PID s), so the check below cannot see the same
+    // test running in another checkout on the machine.
+    let hang = format!("sleep 600.{}", std::process::id());
+    let command = format!(
+        r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_SUBJECT|$(basename "$DAQ_RUN_DIR")" >> alerts.txt; if [ "$DAQ_ALERT_KIND" = worker_restarted ]; then {hang}; fi; exit 3"#
+    );
     let text = setup(1_000_000_000, 1, 1)
         .replace(
             "options: {stats_interval: 0.2}",
@@ -889,7 +894,7 @@ fn alert_commands_run_once_per_warning_and_never_hold_the_run() {
     // The run went on while the restart's command hung: every event still balances.
     books_balance(&run);
     assert!(
-        processes_with("sleep 600").is_empty(),
+        processes_with(&hang).is_empty(),
         "an alert command outlived the run"
     );
 }
