@@ -8,6 +8,7 @@ pub mod bench;
 mod driver;
 pub mod protocol;
 pub mod scpi;
+mod sim_server;
 pub mod simulator;
 #[cfg(test)]
 mod tests;
@@ -16,4 +17,5 @@ pub use driver::{
     open, probe, resolve, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaStats, PhaConfig,
     TraceAcquisition,
 };
+pub use sim_server::SimServer;
 pub use simulator::{McphaSimConfig, ScopeSettings, SimMcpha};
