@@ -130,7 +130,7 @@ fn allocations_reading(source: Box<dyn daq_drivers::Source>, dtype: &Dtype, n: u
 fn red_pitaya_traces_allocate_nothing_per_event() {
     use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
     use daq_drivers::redpitaya::{
-        self, McphaConfig, McphaMode, McphaSimConfig, SimMcpha, TraceAcquisition,
+        self, McphaConfig, McphaMode, McphaSimConfig, ScopeConfig, SimMcpha, TraceAcquisition,
     };
     let dtype = Dtype::parse([("IN1", "i2"), ("IN2", "i2")]).unwrap();
     let sim = SimMcpha::start(McphaSimConfig {
@@ -140,7 +140,10 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
     })
     .unwrap();
     let m = redpitaya::open(McphaConfig {
-        address: sim.addr().to_string(),
+        scope: ScopeConfig {
+            address: sim.addr().to_string(),
+            ..ScopeConfig::default()
+        },
         ..McphaConfig::default()
     })
     .unwrap();
@@ -151,7 +154,10 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
     );
     // The upstream way: a status request per poll, then the trace.
     let m = redpitaya::open(McphaConfig {
-        address: sim.addr().to_string(),
+        scope: ScopeConfig {
+            address: sim.addr().to_string(),
+            ..ScopeConfig::default()
+        },
         mode: McphaMode::Traces(TraceAcquisition::Poll {
             poll: Duration::from_millis(1),
         }),
@@ -170,7 +176,10 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
     })
     .unwrap();
     let s = scpi::open_scpi(ScpiConfig {
-        address: sim.addr().to_string(),
+        scope: ScopeConfig {
+            address: sim.addr().to_string(),
+            ..ScopeConfig::default()
+        },
         ..ScpiConfig::default()
     })
     .unwrap();

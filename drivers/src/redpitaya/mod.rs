@@ -15,7 +15,7 @@ mod tests;
 
 pub use driver::{
     open, probe, resolve, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaStats, PhaConfig,
-    TraceAcquisition,
+    ScopeConfig, TraceAcquisition,
 };
 pub use sim_server::SimServer;
 pub use simulator::{McphaSimConfig, ScopeSettings, SimMcpha};
