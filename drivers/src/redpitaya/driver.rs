@@ -158,6 +158,26 @@ impl Default for ScopeConfig {
     }
 }
 
+impl ScopeConfig {
+    /// The run metadata of the scope, in the order written: volts per count, negators,
+    /// `trigger` (as the transport describes it), pre-trigger and samples.
+    pub(crate) fn run_metadata(&self, trigger: String) -> Vec<(String, String)> {
+        vec![
+            (
+                "redpitaya.volts_per_count".to_string(),
+                format!("{:e}", self.volts_per_count),
+            ),
+            (
+                "redpitaya.negators".to_string(),
+                format!("IN1 {}, IN2 {}", self.negator[0], self.negator[1]),
+            ),
+            ("redpitaya.trigger".to_string(), trigger),
+            ("redpitaya.pretrigger".to_string(), self.pre.to_string()),
+            ("redpitaya.samples".to_string(), self.samples.to_string()),
+        ]
+    }
+}
+
 /// Settings of an MCPHA board (setup keys map onto these fields).
 #[derive(Clone, Debug, PartialEq)]
 pub struct McphaConfig {
@@ -965,31 +985,15 @@ impl Source for Mcpha {
                 "redpitaya.sample_interval_ns".to_string(),
                 format!("{}", protocol::sample_interval(c.decimation) * 1e9),
             ),
-            (
-                "redpitaya.volts_per_count".to_string(),
-                format!("{:e}", c.scope.volts_per_count),
-            ),
-            (
-                "redpitaya.negators".to_string(),
-                format!("IN1 {}, IN2 {}", c.scope.negator[0], c.scope.negator[1]),
-            ),
-            (
-                "redpitaya.trigger".to_string(),
-                format!(
-                    "{} {:?} {:?} level {} counts",
-                    c.scope.trigger_source.name(),
-                    c.scope.trigger_slope,
-                    c.scope.trigger_mode,
-                    c.scope.trigger_level
-                ),
-            ),
-            ("redpitaya.pretrigger".to_string(), c.scope.pre.to_string()),
-            ("redpitaya.samples".to_string(), c.scope.samples.to_string()),
-            (
-                "redpitaya.discard_tail".to_string(),
-                c.discard_tail.to_string(),
-            ),
         ];
+        m.extend(c.scope.run_metadata(format!(
+            "{} {:?} {:?} level {} counts",
+            c.scope.trigger_source.name(),
+            c.scope.trigger_slope,
+            c.scope.trigger_mode,
+            c.scope.trigger_level
+        )));
+        m.push(("redpitaya.discard_tail".into(), c.discard_tail.to_string()));
         m.push((
             "redpitaya.mode".into(),
             match c.mode {

@@ -695,7 +695,7 @@ impl Source for Scpi {
     fn run_metadata(&self) -> Vec<(String, String)> {
         let c = &self.cfg;
         let (slope, level) = c.board_trigger();
-        vec![
+        let mut m = vec![
             ("redpitaya.transport".to_string(), "scpi".to_string()),
             ("redpitaya.address".to_string(), self.addr.to_string()),
             ("redpitaya.idn".to_string(), self.idn.clone()),
@@ -704,33 +704,21 @@ impl Source for Scpi {
                 "redpitaya.sample_interval_ns".to_string(),
                 format!("{}", 8 * c.decimation),
             ),
-            (
-                "redpitaya.volts_per_count".to_string(),
-                format!("{:e}", c.scope.volts_per_count),
-            ),
-            (
-                "redpitaya.negators".to_string(),
-                format!("IN1 {}, IN2 {}", c.scope.negator[0], c.scope.negator[1]),
-            ),
-            (
-                "redpitaya.trigger".to_string(),
-                format!(
-                    "{} (board: {:?} level {} counts)",
-                    c.trigger_word(),
-                    slope,
-                    level
-                ),
-            ),
-            ("redpitaya.pretrigger".to_string(), c.scope.pre.to_string()),
-            ("redpitaya.samples".to_string(), c.scope.samples.to_string()),
-            (
-                "redpitaya.refused".to_string(),
-                self.stats.refused.to_string(),
-            ),
-            (
-                "redpitaya.reconnects".to_string(),
-                self.stats.reconnects.to_string(),
-            ),
-        ]
+        ];
+        m.extend(c.scope.run_metadata(format!(
+            "{} (board: {:?} level {} counts)",
+            c.trigger_word(),
+            slope,
+            level
+        )));
+        m.push((
+            "redpitaya.refused".to_string(),
+            self.stats.refused.to_string(),
+        ));
+        m.push((
+            "redpitaya.reconnects".to_string(),
+            self.stats.reconnects.to_string(),
+        ));
+        m
     }
 }
