@@ -27,6 +27,13 @@ fn config(sim: &SimMcpha) -> McphaConfig {
     }
 }
 
+/// The default config with `f` applied to its scope.
+fn scoped(f: impl FnOnce(&mut ScopeConfig)) -> McphaConfig {
+    let mut c = McphaConfig::default();
+    f(&mut c.scope);
+    c
+}
+
 fn scope_of(c: &McphaConfig) -> ScopeSettings {
     ScopeSettings {
         decimation: c.decimation,
@@ -452,26 +459,8 @@ fn the_generator_is_configured_and_its_pulses_are_the_traces() {
 #[test]
 fn configs_that_cannot_work_are_refused_before_connecting() {
     for (c, what) in [
-        (
-            McphaConfig {
-                scope: ScopeConfig {
-                    pre: 0,
-                    ..ScopeConfig::default()
-                },
-                ..McphaConfig::default()
-            },
-            "pretrigger",
-        ),
-        (
-            McphaConfig {
-                scope: ScopeConfig {
-                    samples: 8_388_600,
-                    ..ScopeConfig::default()
-                },
-                ..McphaConfig::default()
-            },
-            "exceeds",
-        ),
+        (scoped(|s| s.pre = 0), "pretrigger"),
+        (scoped(|s| s.samples = 8_388_600), "exceeds"),
         (
             McphaConfig {
                 generator: Some(GeneratorConfig {
@@ -508,13 +497,7 @@ fn nothing_listening_is_an_open_error_and_resolve_adds_the_port() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
-    match open(McphaConfig {
-        scope: ScopeConfig {
-            address: addr.to_string(),
-            ..ScopeConfig::default()
-        },
-        ..McphaConfig::default()
-    }) {
+    match open(scoped(|s| s.address = addr.to_string())) {
         Err(DriverError::Open { detail, .. }) => assert!(detail.contains("MCPHA"), "{detail}"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("opened nothing"),

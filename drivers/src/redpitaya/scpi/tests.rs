@@ -34,6 +34,13 @@ fn config(sim: &SimScpi) -> ScpiConfig {
 }
 
 /// The settings the simulator sees for `c` (level sent in volts, read back in counts).
+/// The default config with `f` applied to its scope.
+fn scoped(f: impl FnOnce(&mut ScopeConfig)) -> ScpiConfig {
+    let mut c = ScpiConfig::default();
+    f(&mut c.scope);
+    c
+}
+
 fn settings(c: &ScpiConfig, source: TriggerWord, level: i16) -> AcqSettings {
     AcqSettings {
         decimation: c.decimation,
@@ -263,26 +270,8 @@ fn bad_settings_are_refused_before_connecting() {
             },
             "power of two",
         ),
-        (
-            ScpiConfig {
-                scope: ScopeConfig {
-                    samples: 20000,
-                    ..ScopeConfig::default()
-                },
-                ..ScpiConfig::default()
-            },
-            "1 … 16384",
-        ),
-        (
-            ScpiConfig {
-                scope: ScopeConfig {
-                    pre: 1000,
-                    ..ScopeConfig::default()
-                },
-                ..ScpiConfig::default()
-            },
-            "pretrigger",
-        ),
+        (scoped(|s| s.samples = 20000), "1 … 16384"),
+        (scoped(|s| s.pre = 1000), "pretrigger"),
     ] {
         let e = open_scpi(c).err().unwrap().to_string();
         assert!(e.contains(says), "{e}");
