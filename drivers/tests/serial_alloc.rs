@@ -2,6 +2,8 @@
 //! counts allocations made by the test thread while it reads events (and idles) from each
 //! simulator. The simulator threads may allocate; they are not counted.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
 };
-use daq_drivers::gmc::{self, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
+use daq_drivers::gmc::{GmcConfig, GmcMode, GmcModel, GmcSimConfig};
 use daq_drivers::linecounter::{self, LineCounterConfig, LineSimConfig, SimFormat};
 use daq_drivers::{ReadOutcome, Source};
 
@@ -99,18 +101,15 @@ fn serial_reading_loops_do_not_allocate() {
 
     let fast = Duration::from_millis(5);
 
-    let (_sim, path) = gmc::simulate(GmcSimConfig {
-        model: GmcModel::Gmc320,
-        cps: 20.0,
-        second: fast,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut dev = gmc::open(GmcConfig {
-        path,
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_gmc(
+        GmcSimConfig {
+            model: GmcModel::Gmc320,
+            cps: 20.0,
+            second: fast,
+            ..Default::default()
+        },
+        GmcConfig::default(),
+    );
     dev.start().unwrap();
     assert_eq!(
         allocations_while_reading(&mut dev, 50, 5),
@@ -118,22 +117,21 @@ fn serial_reading_loops_do_not_allocate() {
         "gmc heartbeat"
     );
 
-    let (_sim, path) = gmc::simulate(GmcSimConfig {
-        model: GmcModel::Gmc600Plus,
-        cps: 20.0,
-        second: fast,
-        ..Default::default()
-    })
-    .unwrap();
     let mode = GmcMode::PollCpm {
         interval: Duration::from_millis(2),
     };
-    let mut dev = gmc::open(GmcConfig {
-        path,
-        mode,
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_gmc(
+        GmcSimConfig {
+            model: GmcModel::Gmc600Plus,
+            cps: 20.0,
+            second: fast,
+            ..Default::default()
+        },
+        GmcConfig {
+            mode,
+            ..Default::default()
+        },
+    );
     dev.start().unwrap();
     assert_eq!(
         allocations_while_reading(&mut dev, 20, 0),
