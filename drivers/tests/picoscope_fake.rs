@@ -60,31 +60,16 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-/// The built fake library: next to this test binary (`target/<profile>/deps`, where cargo
-/// puts it as a dev-dependency) or one level up. Fails loudly if it is not there.
+/// The built fake library: next to this test binary, one level up, or in the target's
+/// `debug` (see [`fake_picosdk::built_library`]). Fails loudly if it is not there.
 fn fake_so() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("deps dir").to_path_buf();
-    let mut candidates = vec![deps.join("libfake_picosdk.so")];
-    if let Some(profile) = deps.parent() {
-        candidates.push(profile.join("libfake_picosdk.so"));
-    }
+    let mut also = Vec::new();
     if let Some(tmp) = option_env!("CARGO_TARGET_TMPDIR") {
         if let Some(target) = Path::new(tmp).parent() {
-            candidates.push(target.join("debug").join("libfake_picosdk.so"));
+            also.push(target.join("debug").join("libfake_picosdk.so"));
         }
     }
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
-        .max()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| {
-            panic!(
-                "fake-picosdk's libfake_picosdk.so not found (looked at {candidates:?}); \
-                 build it with `cargo build -p fake-picosdk`"
-            )
-        })
+    fake_picosdk::built_library(&also)
 }
 
 /// One private copy of the fake library, named as Pico's library for `family`.
