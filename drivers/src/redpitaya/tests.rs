@@ -27,6 +27,16 @@ fn config(sim: &SimMcpha) -> McphaConfig {
     }
 }
 
+/// A simulated board whose detector pulses `rate` times a second in real time.
+fn paced(rate: f64) -> SimMcpha {
+    SimMcpha::start(McphaSimConfig {
+        paced: true,
+        rate,
+        ..McphaSimConfig::default()
+    })
+    .unwrap()
+}
+
 /// The default config with `f` applied to its scope.
 fn scoped(f: impl FnOnce(&mut ScopeConfig)) -> McphaConfig {
     let mut c = McphaConfig::default();
@@ -203,12 +213,7 @@ fn polled_traces_arm_poll_read_and_rearm() {
 
 #[test]
 fn no_trigger_is_idle_not_an_error() {
-    let sim = SimMcpha::start(McphaSimConfig {
-        paced: true,
-        rate: 100.0,
-        ..McphaSimConfig::default()
-    })
-    .unwrap();
+    let sim = paced(100.0);
     let mut m = open(McphaConfig {
         scope: ScopeConfig {
             trigger_level: 8000,
@@ -229,12 +234,7 @@ fn no_trigger_is_idle_not_an_error() {
 
 #[test]
 fn histogram_mode_reads_spectra_and_live_time() {
-    let sim = SimMcpha::start(McphaSimConfig {
-        paced: true,
-        rate: 50_000.0,
-        ..McphaSimConfig::default()
-    })
-    .unwrap();
+    let sim = paced(50_000.0);
     let cfg = McphaConfig {
         mode: McphaMode::Histogram {
             interval: Duration::from_millis(100),
