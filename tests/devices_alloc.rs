@@ -105,7 +105,7 @@ fn allocations_reading(
 fn red_pitaya_traces_allocate_nothing_per_event() {
     use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
     use daq_drivers::redpitaya::{
-        self, McphaConfig, McphaMode, McphaSimConfig, SimMcpha, TraceAcquisition,
+        self, McphaConfig, McphaMode, McphaSimConfig, ScopeConfig, SimMcpha, TraceAcquisition,
     };
     let dtype = Dtype::parse([("IN1", "i2"), ("IN2", "i2")]).unwrap();
     let sim = SimMcpha::start(McphaSimConfig {
@@ -117,7 +117,10 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
     let mcpha = |mode: McphaMode| -> Box<dyn daq_drivers::Source> {
         Box::new(
             redpitaya::open(McphaConfig {
-                address: sim.addr().to_string(),
+                scope: ScopeConfig {
+                    address: sim.addr().to_string(),
+                    ..ScopeConfig::default()
+                },
                 mode,
                 ..McphaConfig::default()
             })
@@ -146,7 +149,10 @@ fn red_pitaya_traces_allocate_nothing_per_event() {
     })
     .unwrap();
     let s = scpi::open_scpi(ScpiConfig {
-        address: sim.addr().to_string(),
+        scope: ScopeConfig {
+            address: sim.addr().to_string(),
+            ..ScopeConfig::default()
+        },
         ..ScpiConfig::default()
     })
     .unwrap();

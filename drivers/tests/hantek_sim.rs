@@ -100,26 +100,20 @@ fn simulator_stalls_unknown_and_invalid_requests() {
     let mut bus = sim.bus();
     let entry = bus.list().unwrap().remove(0);
     let mut h = bus.open(&entry, 0).unwrap();
-    assert_eq!(
-        h.control_out(0x40, 0xE9, 0, 0, &[1], T),
-        Err(UsbError::Stall)
-    );
-    assert_eq!(
-        h.control_out(0x40, 0xE0, 0, 0, &[3], T),
-        Err(UsbError::Stall)
-    );
-    assert_eq!(
-        h.control_out(0x40, 0xE2, 0, 0, &[7], T),
-        Err(UsbError::Stall)
-    );
-    assert_eq!(
-        h.control_out(0x40, 0xE4, 0, 0, &[3], T),
-        Err(UsbError::Stall)
-    );
-    assert_eq!(
-        h.control_out(0x41, 0xE0, 0, 0, &[1], T),
-        Err(UsbError::Stall)
-    );
+    // (request type, request, the one data byte) the simulator must refuse with a stall.
+    for (request_type, request, byte) in [
+        (0x40, 0xE9, 1),
+        (0x40, 0xE0, 3),
+        (0x40, 0xE2, 7),
+        (0x40, 0xE4, 3),
+        (0x41, 0xE0, 1),
+    ] {
+        assert_eq!(
+            h.control_out(request_type, request, 0, 0, &[byte], T),
+            Err(UsbError::Stall),
+            "{request_type:#x} {request:#x} [{byte}]"
+        );
+    }
     assert_eq!(h.control_out(0x40, 0xE0, 0, 0, &[10], T), Ok(1));
     let mut buf = [0u8; 16];
     assert_eq!(

@@ -2,14 +2,16 @@
 //! counts allocations made by the test thread while it reads events (and idles) from each
 //! simulator. The simulator threads may allocate; they are not counted.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
 use daq_drivers::cosmicwatch::{
-    self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
+    CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
 };
-use daq_drivers::gmc::{self, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
+use daq_drivers::gmc::{GmcConfig, GmcMode, GmcModel, GmcSimConfig};
 use daq_drivers::linecounter::{self, LineCounterConfig, LineSimConfig, SimFormat};
 use daq_drivers::{ReadOutcome, Source};
 
@@ -99,18 +101,15 @@ fn serial_reading_loops_do_not_allocate() {
 
     let fast = Duration::from_millis(5);
 
-    let (_sim, path) = gmc::simulate(GmcSimConfig {
-        model: GmcModel::Gmc320,
-        cps: 20.0,
-        second: fast,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut dev = gmc::open(GmcConfig {
-        path,
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_gmc(
+        GmcSimConfig {
+            model: GmcModel::Gmc320,
+            cps: 20.0,
+            second: fast,
+            ..Default::default()
+        },
+        GmcConfig::default(),
+    );
     dev.start().unwrap();
     assert_eq!(
         allocations_while_reading(&mut dev, 50, 5),
@@ -118,22 +117,21 @@ fn serial_reading_loops_do_not_allocate() {
         "gmc heartbeat"
     );
 
-    let (_sim, path) = gmc::simulate(GmcSimConfig {
-        model: GmcModel::Gmc600Plus,
-        cps: 20.0,
-        second: fast,
-        ..Default::default()
-    })
-    .unwrap();
     let mode = GmcMode::PollCpm {
         interval: Duration::from_millis(2),
     };
-    let mut dev = gmc::open(GmcConfig {
-        path,
-        mode,
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_gmc(
+        GmcSimConfig {
+            model: GmcModel::Gmc600Plus,
+            cps: 20.0,
+            second: fast,
+            ..Default::default()
+        },
+        GmcConfig {
+            mode,
+            ..Default::default()
+        },
+    );
     dev.start().unwrap();
     assert_eq!(
         allocations_while_reading(&mut dev, 20, 0),
@@ -155,17 +153,14 @@ fn serial_reading_loops_do_not_allocate() {
     .unwrap();
     assert_eq!(allocations_while_reading(&mut dev, 50, 5), 0, "mightyohm");
 
-    let (_sim, path) = cosmicwatch::simulate(CosmicWatchSimConfig {
-        rate: 20.0,
-        second: fast,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
-        path,
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_cosmicwatch(
+        CosmicWatchSimConfig {
+            rate: 20.0,
+            second: fast,
+            ..Default::default()
+        },
+        CosmicWatchConfig::default(),
+    );
     assert_eq!(
         allocations_while_reading(&mut dev, 100, 5),
         0,
@@ -178,19 +173,18 @@ fn serial_reading_loops_do_not_allocate() {
         name: true,
     };
     // 2 events per device second: 200 events span ~100 s, so a housekeeping line is read too.
-    let (_sim, path) = cosmicwatch::simulate(CosmicWatchSimConfig {
-        version: SimVersion::V3X(cols),
-        rate: 2.0,
-        second: Duration::from_millis(2),
-        ..Default::default()
-    })
-    .unwrap();
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
-        path,
-        version: CosmicWatchVersion::V3X(cols),
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_cosmicwatch(
+        CosmicWatchSimConfig {
+            version: SimVersion::V3X(cols),
+            rate: 2.0,
+            second: Duration::from_millis(2),
+            ..Default::default()
+        },
+        CosmicWatchConfig {
+            version: CosmicWatchVersion::V3X(cols),
+            ..Default::default()
+        },
+    );
     assert_eq!(
         allocations_while_reading(&mut dev, 200, 0),
         0,

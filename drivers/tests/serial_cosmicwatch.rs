@@ -30,12 +30,7 @@ fn cosmicwatch_v2_every_field_and_poisson_timing() {
         second: Duration::from_millis(10),
         ..Default::default()
     };
-    let (_sim, path) = cosmicwatch::simulate(cfg.clone()).unwrap();
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
-        path,
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_cosmicwatch(cfg.clone(), CosmicWatchConfig::default());
     assert_eq!(dev.layout().event_size(), 34);
     let n = 300;
     let got = read_n(&mut dev, n);
@@ -90,13 +85,13 @@ fn cosmicwatch_v3x_all_columns_flags_and_housekeeping() {
         second: Duration::from_millis(5),
         ..Default::default()
     };
-    let (_sim, path) = cosmicwatch::simulate(cfg.clone()).unwrap();
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
-        path,
-        version: CosmicWatchVersion::V3X(cols),
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_cosmicwatch(
+        cfg.clone(),
+        CosmicWatchConfig {
+            version: CosmicWatchVersion::V3X(cols),
+            ..Default::default()
+        },
+    );
     let names: Vec<_> = dev.layout().fields.iter().map(|f| f.name.clone()).collect();
     assert_eq!(names.len(), 14, "the name column is kept out of the record");
     assert_eq!(dev.layout().event_size(), 8 + 8 + 1 + 2 + 4 + 8 + 8 + 24);
@@ -140,12 +135,7 @@ fn cosmicwatch_replug_restarts_numbering_without_error() {
         second: Duration::from_millis(10),
         ..Default::default()
     };
-    let (mut sim, path) = cosmicwatch::simulate(cfg).unwrap();
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
-        path,
-        ..Default::default()
-    })
-    .unwrap();
+    let (mut sim, mut dev) = common::open_cosmicwatch(cfg, CosmicWatchConfig::default());
     read_n(&mut dev, 10);
     sim.unplug();
     let mut out = vec![0u8; dev.layout().event_size()];
@@ -207,13 +197,13 @@ fn cosmicwatch_v3x_throughput_measurement() {
         second: Duration::from_secs(1),
         ..Default::default()
     };
-    let (_sim, path) = cosmicwatch::simulate(cfg).unwrap();
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
-        path,
-        version: CosmicWatchVersion::V3X(cols),
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = common::open_cosmicwatch(
+        cfg,
+        CosmicWatchConfig {
+            version: CosmicWatchVersion::V3X(cols),
+            ..Default::default()
+        },
+    );
     let n = 200_000;
     let t0 = std::time::Instant::now();
     let got = read_n(&mut dev, n);

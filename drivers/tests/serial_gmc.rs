@@ -2,6 +2,8 @@
 //! model, the connect sequence on the wire, Poisson counts through the heartbeat and polled
 //! CPM, unplug and reconnect.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -130,17 +132,14 @@ fn gmc_transcripts_are_byte_exact_per_model() {
 #[test]
 fn gmc_driver_connect_sequence_and_metadata() {
     for model in [GmcModel::Gmc300V3, GmcModel::Gmc600Plus] {
-        let (sim, path) = gmc::simulate(GmcSimConfig {
-            model,
-            second: FROZEN,
-            ..Default::default()
-        })
-        .unwrap();
-        let mut dev = gmc::open(GmcConfig {
-            path,
-            ..Default::default()
-        })
-        .unwrap();
+        let (sim, mut dev) = common::open_gmc(
+            GmcSimConfig {
+                model,
+                second: FROZEN,
+                ..Default::default()
+            },
+            GmcConfig::default(),
+        );
         // A version reply that comes late (a loaded machine) makes the driver start the
         // sequence again: any number of `<HEARTBEAT0>><GETVER>>` attempts, then the rest once.
         let sent = sim.wire().host_sent();
@@ -224,12 +223,7 @@ fn gmc_heartbeat_delivers_the_simulated_poisson_counts() {
             reserved_bits: reserved,
             ..Default::default()
         };
-        let (_sim, path) = gmc::simulate(cfg).unwrap();
-        let mut dev = gmc::open(GmcConfig {
-            path,
-            ..Default::default()
-        })
-        .unwrap();
+        let (_sim, mut dev) = common::open_gmc(cfg, GmcConfig::default());
         dev.start().unwrap();
         let got = collect(&mut dev, 150);
         dev.stop().unwrap();
@@ -260,15 +254,15 @@ fn gmc_polled_cpm_is_a_sixty_second_sum_of_the_counts() {
         second: Duration::from_millis(10),
         ..Default::default()
     };
-    let (_sim, path) = gmc::simulate(cfg).unwrap();
-    let mut dev = gmc::open(GmcConfig {
-        path,
-        mode: GmcMode::PollCpm {
-            interval: Duration::from_millis(40),
+    let (_sim, mut dev) = common::open_gmc(
+        cfg,
+        GmcConfig {
+            mode: GmcMode::PollCpm {
+                interval: Duration::from_millis(40),
+            },
+            ..Default::default()
         },
-        ..Default::default()
-    })
-    .unwrap();
+    );
     assert_eq!(dev.layout().fields[0].name, "cpm");
     dev.start().unwrap();
     // 8 polls × 40 ms ≈ 32 device seconds. Each CPM must be the device's 60-second sum at
@@ -296,17 +290,17 @@ fn gmc_unplug_is_reported_and_reconnect_resumes_with_backoff() {
         second: Duration::from_millis(10),
         ..Default::default()
     };
-    let (mut sim, path) = gmc::simulate(cfg).unwrap();
     let backoff = Backoff {
         initial: Duration::from_millis(5),
         max: Duration::from_millis(40),
     };
-    let mut dev = gmc::open(GmcConfig {
-        path,
-        backoff,
-        ..Default::default()
-    })
-    .unwrap();
+    let (mut sim, mut dev) = common::open_gmc(
+        cfg,
+        GmcConfig {
+            backoff,
+            ..Default::default()
+        },
+    );
     dev.start().unwrap();
     collect(&mut dev, 5);
     sim.unplug();
@@ -362,14 +356,14 @@ fn gmc_width_override_and_silent_first_getver() {
         mute_first_getver: true,
         ..Default::default()
     };
-    let (sim, path) = gmc::simulate(cfg).unwrap();
-    let mut dev = gmc::open(GmcConfig {
-        path,
-        baud: Some(115200),
-        width: Some(CountWidth::Two),
-        ..Default::default()
-    })
-    .unwrap();
+    let (sim, mut dev) = common::open_gmc(
+        cfg,
+        GmcConfig {
+            baud: Some(115200),
+            width: Some(CountWidth::Two),
+            ..Default::default()
+        },
+    );
     assert_eq!(dev.width(), CountWidth::Two);
     let sent = sim.wire().host_sent();
     assert!(

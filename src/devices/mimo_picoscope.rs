@@ -36,15 +36,15 @@ pub const SPEC: FunctionSpec = importer_spec!(
     keys: [
         CHANNEL_COUPLING.spec(),
         CHANNEL_RANGE.spec(),
-        RANGE_A.spec(),
-        RANGE_B.spec(),
-        RANGE_C.spec(),
-        RANGE_D.spec(),
+        RANGES[0].spec(),
+        RANGES[1].spec(),
+        RANGES[2].spec(),
+        RANGES[3].spec(),
         ANALOGUE_OFFSET.spec(),
-        OFFSET_A.spec(),
-        OFFSET_B.spec(),
-        OFFSET_C.spec(),
-        OFFSET_D.spec(),
+        OFFSETS[0].spec(),
+        OFFSETS[1].spec(),
+        OFFSETS[2].spec(),
+        OFFSETS[3].spec(),
         TRIGGER_CHANNEL.spec(),
         TRIGGER_THRESHOLD.spec(),
         TRIGGER_DIRECTION.spec(),
@@ -70,51 +70,27 @@ const CHANNEL_RANGE: MaybeKey<str> = key!(
     "± full scale of every channel, Pico's name: 10MV, 20MV, 50MV, 100MV, 200MV, 500MV, 1V, \
      2V, 5V, 10V, 20V"
 );
-const RANGE_A: Key<str> = key!(
-    "channelA_range",
-    "20V",
-    "without channel_range: channel A's"
-);
-const RANGE_B: Key<str> = key!(
-    "channelB_range",
-    "20V",
-    "without channel_range: channel B's"
-);
-const RANGE_C: Key<str> = key!(
-    "channelC_range",
-    "20V",
-    "without channel_range: channel C's"
-);
-const RANGE_D: Key<str> = key!(
-    "channelD_range",
-    "20V",
-    "without channel_range: channel D's"
-);
+/// Without `channel_range`: channel A's, B's, C's and D's range.
+#[rustfmt::skip]
+const RANGES: [Key<str>; 4] = [
+    key!("channelA_range", "20V", "without channel_range: channel A's"),
+    key!("channelB_range", "20V", "without channel_range: channel B's"),
+    key!("channelC_range", "20V", "without channel_range: channel C's"),
+    key!("channelD_range", "20V", "without channel_range: channel D's"),
+];
 const ANALOGUE_OFFSET: MaybeKey<f64> = key!(
     "analogue_offset",
     absent: "per channel",
     "volts added to every input before digitising (V)"
 );
-const OFFSET_A: Key<f64> = key!(
-    "analogue_offset_chA",
-    0.0,
-    "without analogue_offset: A's (V)"
-);
-const OFFSET_B: Key<f64> = key!(
-    "analogue_offset_chB",
-    0.0,
-    "without analogue_offset: B's (V)"
-);
-const OFFSET_C: Key<f64> = key!(
-    "analogue_offset_chC",
-    0.0,
-    "without analogue_offset: C's (V)"
-);
-const OFFSET_D: Key<f64> = key!(
-    "analogue_offset_chD",
-    0.0,
-    "without analogue_offset: D's (V)"
-);
+/// Without `analogue_offset`: channel A's, B's, C's and D's offset.
+#[rustfmt::skip]
+const OFFSETS: [Key<f64>; 4] = [
+    key!("analogue_offset_chA", 0.0, "without analogue_offset: A's (V)"),
+    key!("analogue_offset_chB", 0.0, "without analogue_offset: B's (V)"),
+    key!("analogue_offset_chC", 0.0, "without analogue_offset: C's (V)"),
+    key!("analogue_offset_chD", 0.0, "without analogue_offset: D's (V)"),
+];
 const TRIGGER_CHANNEL: Key<str> = key!(
     "trigger_channel",
     required,
@@ -211,7 +187,7 @@ pub fn translate(ctx: &BuildContext) -> Result<Map<String, Value>, WorkerError> 
     };
     let ranges: Vec<f64> = match cfg.get(CHANNEL_RANGE)? {
         Some(name) => vec![range(CHANNEL_RANGE.name, name)?; n],
-        None => [RANGE_A, RANGE_B, RANGE_C, RANGE_D][..n]
+        None => RANGES[..n]
             .iter()
             .map(|k| range(k.name, cfg.get(*k)?))
             .collect::<Result<_, WorkerError>>()?,
@@ -219,14 +195,14 @@ pub fn translate(ctx: &BuildContext) -> Result<Map<String, Value>, WorkerError> 
     let offset = match cfg.get(ANALOGUE_OFFSET)? {
         Some(v) => v,
         None => {
-            let each: Vec<f64> = [OFFSET_A, OFFSET_B, OFFSET_C, OFFSET_D][..n]
+            let each: Vec<f64> = OFFSETS[..n]
                 .iter()
                 .map(|k| cfg.get(*k))
                 .collect::<Result<_, _>>()?;
             if each.iter().any(|v| *v != each[0]) {
                 return Err(bad(
                     cfg,
-                    OFFSET_A.name,
+                    OFFSETS[0].name,
                     format!(
                         "the channels' offsets differ ({each:?} V); daq-engine's PicoScope driver \
                          takes one for all: give analogue_offset"

@@ -22,8 +22,8 @@ use crate::worker::{BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey,
 use daq_drivers::redpitaya::protocol::{Distribution, Input, Slope, TriggerMode, HIST_BINS};
 use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
 use daq_drivers::redpitaya::{
-    self, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaSimConfig, PhaConfig, SimMcpha,
-    TraceAcquisition,
+    self, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaSimConfig, PhaConfig, ScopeConfig,
+    SimMcpha, TraceAcquisition,
 };
 use daq_drivers::{DeviceInfo, DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
@@ -461,38 +461,52 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
     let every = seconds(cfg, k::HARDWARE_HISTOGRAM_EVERY, 86400.0)?;
     let (decimation, decimation_key) = ours_or_theirs(cfg, k::DECIMATION, k::M2_SAMPLE_RATE)?;
     let (pre, pre_key) = ours_or_theirs(cfg, k::PRETRIGGER, k::M2_PRETRIGGER)?;
+    // In the order the keys were always checked: the first bad one is reported.
+    let connect_timeout = seconds(cfg, k::CONNECT_TIMEOUT, 600.0)?.max(Duration::from_millis(10));
+    let stall_timeout = seconds(cfg, k::STALL_TIMEOUT, 600.0)?.max(Duration::from_millis(10));
+    let decimation = int_in(cfg, decimation_key, decimation, 1..=8192)?;
     let c = McphaConfig {
-        address,
-        connect_timeout: seconds(cfg, k::CONNECT_TIMEOUT, 600.0)?.max(Duration::from_millis(10)),
-        stall_timeout: seconds(cfg, k::STALL_TIMEOUT, 600.0)?.max(Duration::from_millis(10)),
-        decimation: int_in(cfg, decimation_key, decimation, 1..=8192)?,
-        negator: [cfg.get(k::NEGATOR_IN1)?, cfg.get(k::NEGATOR_IN2)?],
-        trigger_source: input(k::TRIGGER_SOURCE)?,
-        trigger_slope: match cfg.get(k::TRIGGER_SLOPE)? {
-            "rising" => Slope::Rising,
-            "falling" => Slope::Falling,
-            other => {
-                return Err(bad(
-                    cfg,
-                    k::TRIGGER_SLOPE.name,
-                    format!("'{other}': rising or falling"),
-                ))
-            }
+        scope: ScopeConfig {
+            address,
+            connect_timeout,
+            stall_timeout,
+            negator: [cfg.get(k::NEGATOR_IN1)?, cfg.get(k::NEGATOR_IN2)?],
+            trigger_source: input(k::TRIGGER_SOURCE)?,
+            trigger_slope: match cfg.get(k::TRIGGER_SLOPE)? {
+                "rising" => Slope::Rising,
+                "falling" => Slope::Falling,
+                other => {
+                    return Err(bad(
+                        cfg,
+                        k::TRIGGER_SLOPE.name,
+                        format!("'{other}': rising or falling"),
+                    ))
+                }
+            },
+            trigger_mode: match cfg.get(k::TRIGGER_MODE)? {
+                "normal" => TriggerMode::Normal,
+                "auto" => TriggerMode::Auto,
+                other => {
+                    return Err(bad(
+                        cfg,
+                        k::TRIGGER_MODE.name,
+                        format!("'{other}': normal or auto"),
+                    ))
+                }
+            },
+            trigger_level: int_key(cfg, k::TRIGGER_LEVEL, -8192..=8191)?,
+            pre: int_in(cfg, pre_key, pre, 1..=8_388_606)?,
+            samples: int_in(cfg, k::SAMPLES.name, samples, 1..=8_388_607)?,
+            volts_per_count: {
+                let v = cfg.get(k::VOLTS_PER_COUNT)?;
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(bad(cfg, k::VOLTS_PER_COUNT.name, "must be > 0"));
+                }
+                v
+            },
+            backoff: daq_drivers::serial::Backoff::default(),
         },
-        trigger_mode: match cfg.get(k::TRIGGER_MODE)? {
-            "normal" => TriggerMode::Normal,
-            "auto" => TriggerMode::Auto,
-            other => {
-                return Err(bad(
-                    cfg,
-                    k::TRIGGER_MODE.name,
-                    format!("'{other}': normal or auto"),
-                ))
-            }
-        },
-        trigger_level: int_key(cfg, k::TRIGGER_LEVEL, -8192..=8191)?,
-        pre: int_in(cfg, pre_key, pre, 1..=8_388_606)?,
-        samples: int_in(cfg, k::SAMPLES.name, samples, 1..=8_388_607)?,
+        decimation,
         discard_tail: int_key(cfg, k::DISCARD_TAIL, 0..=8_388_606)?,
         mode,
         pha: [pha; 2],
@@ -501,14 +515,6 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
         histogram_every: (!every.is_zero() && matches!(mode, McphaMode::Traces(_)))
             .then_some(every),
         generator: generator(cfg)?,
-        volts_per_count: {
-            let v = cfg.get(k::VOLTS_PER_COUNT)?;
-            if !(v.is_finite() && v > 0.0) {
-                return Err(bad(cfg, k::VOLTS_PER_COUNT.name, "must be > 0"));
-            }
-            v
-        },
-        backoff: daq_drivers::serial::Backoff::default(),
     };
     c.validate()
         .map_err(|p| WorkerError::Other(format!("worker '{}': Red Pitaya: {p}", cfg.worker)))?;
@@ -580,20 +586,9 @@ pub fn board_config(ctx: &BuildContext) -> Result<BoardConfig, WorkerError> {
     // The scope keys are the MCPHA's: read them the same way, then take what SCPI has.
     let m = redpitaya_config(ctx)?;
     let c = ScpiConfig {
-        address: m.address,
-        connect_timeout: m.connect_timeout,
-        stall_timeout: m.stall_timeout,
+        scope: m.scope,
         decimation: u32::from(m.decimation),
-        negator: m.negator,
-        trigger_source: m.trigger_source,
-        trigger_slope: m.trigger_slope,
-        trigger_mode: m.trigger_mode,
-        trigger_level: m.trigger_level,
-        pre: m.pre,
-        samples: m.samples,
         poll: seconds(cfg, k::POLL_INTERVAL, 10.0)?.max(Duration::from_micros(100)),
-        volts_per_count: m.volts_per_count,
-        backoff: m.backoff,
     };
     c.validate().map_err(|p| {
         WorkerError::Other(format!("worker '{}': Red Pitaya (scpi): {p}", cfg.worker))
@@ -608,7 +603,7 @@ fn scpi_sim_config(cfg: &Config, board: &ScpiConfig) -> Result<ScpiSimConfig, Wo
         seed: m.seed,
         rate: m.rate,
         paced: m.paced,
-        negative: board.negator[0],
+        negative: board.scope.negator[0],
         garbage_every: m.garbage_every,
         transcript: false,
         ..ScpiSimConfig::default()
@@ -629,7 +624,7 @@ fn sim_config(cfg: &Config, board: &McphaConfig) -> Result<McphaSimConfig, Worke
         rate,
         paced: cfg.get(k::SIM_PACED)?,
         // The simulated detector's pulses have the polarity the IN1 negator expects.
-        negative: board.negator[0],
+        negative: board.scope.negator[0],
         garbage_every: cfg.get(k::SIM_GARBAGE_EVERY)?,
         transcript: false,
         ..McphaSimConfig::default()
@@ -763,7 +758,7 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
                  port: {e}"
             ))
         })?;
-        config.address = sim.addr().to_string();
+        config.scope.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {
             Some((at, gone)) => Box::new(PlugPuller::start(sim, at, gone)),
             None => Box::new(sim),
@@ -804,7 +799,7 @@ fn build_scpi(
                  loopback port: {e}"
             ))
         })?;
-        config.address = sim.addr().to_string();
+        config.scope.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {
             Some((at, gone)) => Box::new(PlugPuller::start(sim, at, gone)),
             None => Box::new(sim),
@@ -854,16 +849,19 @@ mod tests {
         assert_eq!(theirs, ours);
         assert_eq!(
             (
-                ours.address.as_str(),
+                ours.scope.address.as_str(),
                 ours.decimation,
-                ours.pre,
-                ours.samples
+                ours.scope.pre,
+                ours.scope.samples
             ),
             ("10.0.0.7", 8, 50, 500)
         );
         // Defaults where neither name is given.
         let d = redpitaya_config(&ctx(json!({"simulate": true}), 1000)).unwrap();
-        assert_eq!((d.decimation, d.pre, d.address.as_str()), (4, 100, ""));
+        assert_eq!(
+            (d.decimation, d.scope.pre, d.scope.address.as_str()),
+            (4, 100, "")
+        );
     }
 
     /// The keys refused with `transport: scpi` are keys the function declares (a renamed
@@ -888,7 +886,7 @@ mod tests {
             panic!("not scpi");
         };
         assert_eq!(
-            (c.decimation, c.samples, c.negator),
+            (c.decimation, c.scope.samples, c.scope.negator),
             (8, 2000, [true, false])
         );
     }

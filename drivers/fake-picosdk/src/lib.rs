@@ -62,6 +62,31 @@ mod signal;
 
 use signal::{Rng, Shape};
 
+/// Where this library was built, for the tests that load it: the newest
+/// `libfake_picosdk.so` next to the running test binary (`target/<profile>/deps`, where
+/// cargo puts it as a dev-dependency), one level up, or at one of `also`. Panics, saying how
+/// to build it, when there is none.
+pub fn built_library(also: &[std::path::PathBuf]) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir").to_path_buf();
+    let mut candidates = vec![deps.join("libfake_picosdk.so")];
+    if let Some(profile) = deps.parent() {
+        candidates.push(profile.join("libfake_picosdk.so"));
+    }
+    candidates.extend_from_slice(also);
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            panic!(
+                "fake-picosdk's libfake_picosdk.so not found (looked at {candidates:?}); \
+                 build it with `cargo build -p fake-picosdk`"
+            )
+        })
+}
+
 /// `PICO_STATUS` as the C API returns it.
 pub type PicoStatus = u32;
 

@@ -24,22 +24,7 @@ struct Fake {
 
 impl Fake {
     fn new() -> Fake {
-        let exe = std::env::current_exe().unwrap();
-        let deps = exe.parent().unwrap().to_path_buf();
-        let mut candidates = vec![deps.join("libfake_picosdk.so")];
-        if let Some(profile) = deps.parent() {
-            candidates.push(profile.join("libfake_picosdk.so"));
-        }
-        let so = candidates
-            .iter()
-            .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
-            .max()
-            .map(|(_, p)| p)
-            .unwrap_or_else(|| {
-                panic!(
-                    "libfake_picosdk.so not found at {candidates:?}: cargo build -p fake-picosdk"
-                )
-            });
+        let so = fake_picosdk::built_library(&[]);
         let dir = std::env::temp_dir().join(format!("daq-pico-reconnect-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(PS5000A.soname);

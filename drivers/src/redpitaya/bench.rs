@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::driver::{open, McphaConfig, McphaMode, TraceAcquisition};
+use super::driver::{open, McphaConfig, McphaMode, ScopeConfig, TraceAcquisition};
 use super::protocol::{Command, SAMPLE_BYTES};
 use super::simulator::{McphaSimConfig, SimMcpha};
 use crate::{DriverError, ReadOutcome, Source};
@@ -68,9 +68,12 @@ fn sim() -> Result<SimMcpha, DriverError> {
 pub fn bench_simulated(events: u64, samples: u32) -> Result<McphaBench, DriverError> {
     let set_size = 100;
     let cfg = |address: String| McphaConfig {
-        address,
-        samples,
-        pre: 100.min(samples - 1).max(1),
+        scope: ScopeConfig {
+            address,
+            samples,
+            pre: 100.min(samples - 1).max(1),
+            ..ScopeConfig::default()
+        },
         mode: McphaMode::Traces(TraceAcquisition::Stream { set_size }),
         ..McphaConfig::default()
     };

@@ -105,31 +105,86 @@ impl Default for PhaConfig {
     }
 }
 
-/// Settings of an MCPHA board (setup keys map onto these fields).
+/// The board and its oscilloscope as both servers (MCPHA and SCPI) are told them: where the
+/// board is, how long to wait for it, the inputs, the trigger and the window, and what a
+/// count is in volts. Setup keys map onto these fields the same way for both.
 #[derive(Clone, Debug, PartialEq)]
-pub struct McphaConfig {
-    /// `host` or `host:port` (port 1001 when not given).
+pub struct ScopeConfig {
+    /// `host` or `host:port` (the server's port when not given: MCPHA 1001, SCPI 5000).
     pub address: String,
-    /// Longest wait for the TCP connection and the first status reply.
+    /// Longest wait for the TCP connection and the first reply (MCPHA: the status; SCPI:
+    /// `*IDN?`).
     pub connect_timeout: Duration,
-    /// Longest pause in the middle of a reply before the board counts as gone (mimoCoRB2: 5 s).
+    /// Longest pause in a reply before the board counts as gone (mimoCoRB2: 5 s).
     pub stall_timeout: Duration,
-    /// Decimation N (N < 4: 125 MS/s, else 125/N MS/s).
-    pub decimation: u16,
-    /// Invert IN1, IN2.
+    /// Invert IN1, IN2 (MCPHA: on the board; SCPI: in the driver, the server has none).
     pub negator: [bool; 2],
     /// Trigger input.
     pub trigger_source: Input,
-    /// Trigger edge.
+    /// Trigger edge, on the signal as stored (after the negator).
     pub trigger_slope: Slope,
-    /// Normal or auto.
+    /// Normal, or auto (SCPI: `NOW`, at once without a crossing).
     pub trigger_mode: TriggerMode,
-    /// Trigger level (ADC counts).
+    /// Trigger level (ADC counts, after the negator; SCPI sends it in volts).
     pub trigger_level: i16,
     /// Samples before the trigger (≥ 1).
     pub pre: u32,
-    /// Samples per event.
+    /// Samples per event (SCPI: ≤ 16384, the buffer).
     pub samples: u32,
+    /// Volts per ADC count, for the run metadata and SCPI's trigger level (STEMlab 125-14
+    /// LV: 2 V / 16384 [unverified: the effective full scale after the FIR is not
+    /// documented]).
+    pub volts_per_count: f64,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        ScopeConfig {
+            address: "rp-f0c38f.local".into(),
+            connect_timeout: Duration::from_secs(3),
+            stall_timeout: Duration::from_secs(5),
+            negator: [false; 2],
+            trigger_source: Input::In1,
+            trigger_slope: Slope::Rising,
+            trigger_mode: TriggerMode::Normal,
+            trigger_level: 100,
+            pre: 100,
+            samples: 1000,
+            volts_per_count: 2.0 / 16384.0,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl ScopeConfig {
+    /// The run metadata of the scope, in the order written: volts per count, negators,
+    /// `trigger` (as the transport describes it), pre-trigger and samples.
+    pub(crate) fn run_metadata(&self, trigger: String) -> Vec<(String, String)> {
+        vec![
+            (
+                "redpitaya.volts_per_count".to_string(),
+                format!("{:e}", self.volts_per_count),
+            ),
+            (
+                "redpitaya.negators".to_string(),
+                format!("IN1 {}, IN2 {}", self.negator[0], self.negator[1]),
+            ),
+            ("redpitaya.trigger".to_string(), trigger),
+            ("redpitaya.pretrigger".to_string(), self.pre.to_string()),
+            ("redpitaya.samples".to_string(), self.samples.to_string()),
+        ]
+    }
+}
+
+/// Settings of an MCPHA board (setup keys map onto these fields).
+#[derive(Clone, Debug, PartialEq)]
+pub struct McphaConfig {
+    /// The board, its inputs, trigger and window.
+    pub scope: ScopeConfig,
+    /// Decimation N (N < 4: 125 MS/s, else 125/N MS/s).
+    pub decimation: u16,
     /// Samples requested beyond `samples` and dropped (see the module comment).
     pub discard_tail: u32,
     /// Traces or histograms.
@@ -147,27 +202,13 @@ pub struct McphaConfig {
     pub histogram_every: Option<Duration>,
     /// Configure and start the pulse generator.
     pub generator: Option<GeneratorConfig>,
-    /// Volts per ADC count, for the run metadata (STEMlab 125-14 LV: 2 V / 16384
-    /// [unverified: the effective full scale after the FIR is not documented]).
-    pub volts_per_count: f64,
-    /// Reconnect backoff.
-    pub backoff: Backoff,
 }
 
 impl Default for McphaConfig {
     fn default() -> Self {
         McphaConfig {
-            address: "rp-f0c38f.local".into(),
-            connect_timeout: Duration::from_secs(3),
-            stall_timeout: Duration::from_secs(5),
+            scope: ScopeConfig::default(),
             decimation: 4,
-            negator: [false; 2],
-            trigger_source: Input::In1,
-            trigger_slope: Slope::Rising,
-            trigger_mode: TriggerMode::Normal,
-            trigger_level: 100,
-            pre: 100,
-            samples: 1000,
             discard_tail: 100,
             mode: McphaMode::Traces(TraceAcquisition::Stream { set_size: 100 }),
             pha: [PhaConfig::default(); 2],
@@ -175,8 +216,6 @@ impl Default for McphaConfig {
             reset_histograms: true,
             histogram_every: None,
             generator: None,
-            volts_per_count: 2.0 / 16384.0,
-            backoff: Backoff::default(),
         }
     }
 }
@@ -184,21 +223,21 @@ impl Default for McphaConfig {
 impl McphaConfig {
     /// What is wrong with these settings, if anything.
     pub fn validate(&self) -> Result<(), String> {
-        if self.samples == 0 {
+        if self.scope.samples == 0 {
             return Err("samples must be ≥ 1".into());
         }
-        let total = u64::from(self.samples) + u64::from(self.discard_tail);
+        let total = u64::from(self.scope.samples) + u64::from(self.discard_tail);
         if total > u64::from(protocol::MAX_SAMPLES) {
             return Err(format!(
                 "samples + discard_tail = {total} exceeds the server's {} samples",
                 protocol::MAX_SAMPLES
             ));
         }
-        if self.pre == 0 || self.pre >= self.samples {
+        if self.scope.pre == 0 || self.scope.pre >= self.scope.samples {
             return Err(format!(
                 "pretrigger must be 1 … samples − 1 = {} (the server stores N − 1: 0 \
                  underflows)",
-                self.samples.saturating_sub(1)
+                self.scope.samples.saturating_sub(1)
             ));
         }
         if let McphaMode::Traces(TraceAcquisition::Stream { set_size: 0 }) = self.mode {
@@ -236,7 +275,7 @@ impl McphaConfig {
         match self.mode {
             McphaMode::Traces(_) => EventLayout {
                 fields: vec![f("IN1", "int16"), f("IN2", "int16")],
-                records: self.samples as usize,
+                records: self.scope.samples as usize,
             },
             McphaMode::Histogram { .. } => EventLayout {
                 fields: vec![
@@ -257,14 +296,14 @@ impl McphaConfig {
         use Command::*;
         let mut c = vec![
             SetDecimation(self.decimation),
-            SetNegator(Input::In1, self.negator[0]),
-            SetNegator(Input::In2, self.negator[1]),
-            SetTriggerSlope(self.trigger_slope),
-            SetTriggerMode(self.trigger_mode),
-            SetTriggerLevel(self.trigger_level),
-            SetPreSamples(self.pre),
-            SetTriggerSource(self.trigger_source),
-            SetTotalSamples(self.samples + self.discard_tail),
+            SetNegator(Input::In1, self.scope.negator[0]),
+            SetNegator(Input::In2, self.scope.negator[1]),
+            SetTriggerSlope(self.scope.trigger_slope),
+            SetTriggerMode(self.scope.trigger_mode),
+            SetTriggerLevel(self.scope.trigger_level),
+            SetPreSamples(self.scope.pre),
+            SetTriggerSource(self.scope.trigger_source),
+            SetTotalSamples(self.scope.samples + self.discard_tail),
         ];
         if matches!(self.mode, McphaMode::Histogram { .. }) || self.histogram_every.is_some() {
             let preset = (self.timer_preset_s * protocol::TICKS_PER_SECOND).round() as u64;
@@ -481,14 +520,14 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> Result<(TcpStream, Status),
     Ok((s, st))
 }
 
-/// Opens the board at `cfg.address`, configures it and arms the scope.
+/// Opens the board at `cfg.scope.address`, configures it and arms the scope.
 pub fn open(cfg: McphaConfig) -> Result<Mcpha, DriverError> {
-    let device = format!("mcpha:{}", cfg.address);
+    let device = format!("mcpha:{}", cfg.scope.address);
     cfg.validate().map_err(|detail| DriverError::Config {
         device: device.clone(),
         detail,
     })?;
-    let addr = resolve(&cfg.address, protocol::PORT).map_err(|detail| DriverError::Open {
+    let addr = resolve(&cfg.scope.address, protocol::PORT).map_err(|detail| DriverError::Open {
         device: device.clone(),
         detail,
     })?;
@@ -532,7 +571,7 @@ pub fn open(cfg: McphaConfig) -> Result<Mcpha, DriverError> {
         running: false,
         next_readout: now,
         next_attempt: now,
-        wait: cfg.backoff.initial,
+        wait: cfg.scope.backoff.initial,
         stats: McphaStats::default(),
         last_status: Status::default(),
         cfg,
@@ -563,7 +602,7 @@ impl Mcpha {
 
     fn connect(&mut self, first: bool) -> Result<(), DriverError> {
         self.conn = None;
-        let (mut s, st) = probe(self.addr, self.cfg.connect_timeout)?;
+        let (mut s, st) = probe(self.addr, self.cfg.scope.connect_timeout)?;
         self.last_status = st;
         let words: Vec<u8> = self
             .cfg
@@ -650,14 +689,14 @@ impl Mcpha {
             detail: format!(
                 "short {what}: {got} of {want} bytes, then nothing for {:?}; re-opening the \
                  connection to find the start of the next reply",
-                self.cfg.stall_timeout
+                self.cfg.scope.stall_timeout
             ),
         }
     }
 
     /// Reads one trace into `out` and its dropped tail; `expect` when it was asked for.
     fn read_trace(&mut self, out: &mut [u8], expect: bool) -> Result<ReadOutcome, DriverError> {
-        let stall = self.cfg.stall_timeout;
+        let stall = self.cfg.scope.stall_timeout;
         // The device name is borrowed, not cloned: this runs once per trace.
         let device = self.info.port.as_str();
         let want = out.len() + self.scratch.len();
@@ -692,7 +731,7 @@ impl Mcpha {
     fn read_status(&mut self) -> Result<Status, DriverError> {
         self.send(&[Command::ReadStatus])?;
         let mut b = [0u8; STATUS_BYTES];
-        let stall = self.cfg.stall_timeout;
+        let stall = self.cfg.scope.stall_timeout;
         let r = Self::read_reply(&mut self.conn, &mut b, true, stall, &self.info.port);
         match r {
             Ok(Got::Full) => {}
@@ -712,7 +751,7 @@ impl Mcpha {
     /// Reads the status and both hardware histograms into `self.hist`.
     fn read_hw_histograms(&mut self) -> Result<(), DriverError> {
         let st = self.read_status()?;
-        let stall = self.cfg.stall_timeout;
+        let stall = self.cfg.scope.stall_timeout;
         for input in [Input::In1, Input::In2] {
             self.send(&[Command::ReadHistogram(input)])?;
             let r = Self::read_reply(
@@ -912,7 +951,7 @@ impl Source for Mcpha {
         match self.connect(false) {
             Ok(()) => {
                 self.stats.reconnects += 1;
-                self.wait = self.cfg.backoff.initial;
+                self.wait = self.cfg.scope.backoff.initial;
                 self.next_attempt = Instant::now();
                 Ok(true)
             }
@@ -921,7 +960,7 @@ impl Source for Mcpha {
             }
             Err(_) => {
                 self.next_attempt = Instant::now() + self.wait;
-                self.wait = (self.wait * 2).min(self.cfg.backoff.max);
+                self.wait = (self.wait * 2).min(self.cfg.scope.backoff.max);
                 Ok(false)
             }
         }
@@ -929,7 +968,9 @@ impl Source for Mcpha {
 
     fn channel_scales(&self) -> Vec<ChannelScale> {
         match self.cfg.mode {
-            McphaMode::Traces(_) => trace_scales(self.cfg.volts_per_count, self.cfg.negator),
+            McphaMode::Traces(_) => {
+                trace_scales(self.cfg.scope.volts_per_count, self.cfg.scope.negator)
+            }
             McphaMode::Histogram { .. } => Vec::new(),
         }
     }
@@ -944,31 +985,15 @@ impl Source for Mcpha {
                 "redpitaya.sample_interval_ns".to_string(),
                 format!("{}", protocol::sample_interval(c.decimation) * 1e9),
             ),
-            (
-                "redpitaya.volts_per_count".to_string(),
-                format!("{:e}", c.volts_per_count),
-            ),
-            (
-                "redpitaya.negators".to_string(),
-                format!("IN1 {}, IN2 {}", c.negator[0], c.negator[1]),
-            ),
-            (
-                "redpitaya.trigger".to_string(),
-                format!(
-                    "{} {:?} {:?} level {} counts",
-                    c.trigger_source.name(),
-                    c.trigger_slope,
-                    c.trigger_mode,
-                    c.trigger_level
-                ),
-            ),
-            ("redpitaya.pretrigger".to_string(), c.pre.to_string()),
-            ("redpitaya.samples".to_string(), c.samples.to_string()),
-            (
-                "redpitaya.discard_tail".to_string(),
-                c.discard_tail.to_string(),
-            ),
         ];
+        m.extend(c.scope.run_metadata(format!(
+            "{} {:?} {:?} level {} counts",
+            c.scope.trigger_source.name(),
+            c.scope.trigger_slope,
+            c.scope.trigger_mode,
+            c.scope.trigger_level
+        )));
+        m.push(("redpitaya.discard_tail".into(), c.discard_tail.to_string()));
         m.push((
             "redpitaya.mode".into(),
             match c.mode {

@@ -8,12 +8,14 @@ pub mod bench;
 mod driver;
 pub mod protocol;
 pub mod scpi;
+mod sim_server;
 pub mod simulator;
 #[cfg(test)]
 mod tests;
 
 pub use driver::{
     open, probe, resolve, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaStats, PhaConfig,
-    TraceAcquisition,
+    ScopeConfig, TraceAcquisition,
 };
+pub use sim_server::SimServer;
 pub use simulator::{McphaSimConfig, ScopeSettings, SimMcpha};

@@ -35,14 +35,14 @@ use super::protocol::{
     self, Command, Distribution, Input, Slope, Status, Timers, TriggerMode, HIST_BINS, HIST_BYTES,
     SAMPLE_BYTES,
 };
+use super::sim_server::{reset, SimBoard, SimServer, SimShared};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution as _, Exp, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// One line of the simulated detector's pulse-height spectrum (ADC counts).
@@ -535,24 +535,28 @@ struct Faults {
 }
 
 struct Shared {
-    stop: AtomicBool,
-    transcript: Mutex<Vec<[u8; 8]>>,
     faults: Mutex<Faults>,
     faults_armed: AtomicBool,
     /// Ends a stall ([`SimMcpha::release`]).
     released: AtomicBool,
-    vanished: AtomicBool,
-    clients: AtomicU64,
     traces: AtomicU64,
     pulses: AtomicU64,
     bytes: AtomicU64,
 }
 
-/// A running simulated MCPHA server; stops when dropped.
+/// A running simulated MCPHA server; stops when dropped. The controls it shares with the
+/// SCPI simulator (address, transcript of command words, vanish and reappear, clients) are
+/// its [`SimServer`]'s.
 pub struct SimMcpha {
-    addr: SocketAddr,
+    server: SimServer<[u8; 8]>,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for SimMcpha {
+    type Target = SimServer<[u8; 8]>;
+    fn deref(&self) -> &SimServer<[u8; 8]> {
+        &self.server
+    }
 }
 
 impl SimMcpha {
@@ -563,51 +567,17 @@ impl SimMcpha {
 
     /// Starts the server on `addr`.
     pub fn start_on(addr: &str, cfg: McphaSimConfig) -> std::io::Result<SimMcpha> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            transcript: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             faults_armed: AtomicBool::new(false),
             released: AtomicBool::new(false),
-            vanished: AtomicBool::new(false),
-            clients: AtomicU64::new(0),
             traces: AtomicU64::new(0),
             pulses: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
         let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("sim-mcpha".into())
-            .spawn(move || Board::new(cfg, sh).run(listener))?;
-        Ok(SimMcpha {
-            addr,
-            shared,
-            thread: Some(thread),
-        })
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Every command word received so far (with `transcript` on).
-    pub fn transcript(&self) -> Vec<[u8; 8]> {
-        self.shared
-            .transcript
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_default()
-    }
-
-    /// Forgets the transcript so far.
-    pub fn clear_transcript(&self) {
-        if let Ok(mut t) = self.shared.transcript.lock() {
-            t.clear();
-        }
+        let server = SimServer::start(addr, "sim-mcpha", move |life| Board::new(cfg, life, sh))?;
+        Ok(SimMcpha { server, shared })
     }
 
     fn arm(&self, f: impl FnOnce(&mut Faults)) {
@@ -642,22 +612,6 @@ impl SimMcpha {
         self.arm(|f| f.garbage += traces);
     }
 
-    /// The board vanishes (power cut, cable pulled): the client's connection is reset and
-    /// no one is served (connections wait in the backlog) until [`SimMcpha::reappear`].
-    pub fn vanish(&self) {
-        self.shared.vanished.store(true, Ordering::SeqCst);
-    }
-
-    /// The board is back, with the state it had (as after a network outage).
-    pub fn reappear(&self) {
-        self.shared.vanished.store(false, Ordering::SeqCst);
-    }
-
-    /// Clients accepted so far.
-    pub fn clients(&self) -> u64 {
-        self.shared.clients.load(Ordering::SeqCst)
-    }
-
     /// Traces sent so far (codes 20 and 31, garbage included).
     pub fn traces_sent(&self) -> u64 {
         self.shared.traces.load(Ordering::SeqCst)
@@ -674,18 +628,10 @@ impl SimMcpha {
     }
 }
 
-impl Drop for SimMcpha {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The board's state (kept across clients).
 struct Board {
     cfg: McphaSimConfig,
+    life: Arc<SimShared<[u8; 8]>>,
     shared: Arc<Shared>,
     scope: ScopeSettings,
     running: bool,
@@ -715,7 +661,7 @@ enum Sent {
 }
 
 impl Board {
-    fn new(cfg: McphaSimConfig, shared: Arc<Shared>) -> Board {
+    fn new(cfg: McphaSimConfig, life: Arc<SimShared<[u8; 8]>>, shared: Arc<Shared>) -> Board {
         let scope = ScopeSettings::default();
         let mut detector = DetectorPulses::new(&cfg);
         let next = detector.next_pulse();
@@ -723,6 +669,7 @@ impl Board {
             generator: Generator::new(cfg.seed),
             ram: vec![0; scope.total_samples() * SAMPLE_BYTES],
             cfg,
+            life,
             shared,
             scope,
             running: false,
@@ -744,50 +691,14 @@ impl Board {
         }
     }
 
-    fn run(mut self, listener: TcpListener) {
-        while !self.shared.stop.load(Ordering::SeqCst) {
-            if self.shared.vanished.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            match listener.accept() {
-                Ok((s, _)) => {
-                    self.shared.clients.fetch_add(1, Ordering::SeqCst);
-                    self.serve(s);
-                    self.daq = false;
-                    // R.7: state kept; the generator stops unless keep_pulsing.
-                    if !self.generator.keep_pulsing {
-                        self.generator.running = false;
-                        let seed = self.cfg.seed;
-                        self.generator = Generator {
-                            rng: Xoshiro256PlusPlus::seed_from_u64(splitmix(
-                                seed ^ self.generator.index,
-                            )),
-                            ..self.generator.clone()
-                        };
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.follow_wall(false);
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
-            }
-        }
-    }
-
-    fn serve(&mut self, mut s: TcpStream) {
+    fn serve_client(&mut self, mut s: TcpStream) {
         let _ = s.set_nonblocking(false);
         let _ = s.set_nodelay(true);
         let _ = s.set_read_timeout(Some(Duration::from_millis(1)));
         let mut word = [0u8; 8];
         let mut have = 0usize;
         loop {
-            if self.shared.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if self.shared.vanished.load(Ordering::SeqCst) {
-                reset(&s);
+            if self.life.client_must_go(&s) {
                 return;
             }
             match s.read(&mut word[have..]) {
@@ -834,9 +745,7 @@ impl Board {
 
     fn command(&mut self, s: &mut TcpStream, word: [u8; 8]) -> Sent {
         if self.cfg.transcript {
-            if let Ok(mut t) = self.shared.transcript.lock() {
-                t.push(word);
-            }
+            self.life.record(word);
         }
         let Some(c) = Command::decode(word) else {
             return Sent::Ok;
@@ -1121,9 +1030,7 @@ impl Board {
                 Sent::Gone
             }
             Some(true) => {
-                while !self.shared.released.load(Ordering::SeqCst)
-                    && !self.shared.stop.load(Ordering::SeqCst)
-                {
+                while !self.shared.released.load(Ordering::SeqCst) && !self.life.stopped() {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Sent::Gone
@@ -1132,16 +1039,24 @@ impl Board {
     }
 }
 
-/// Makes the close of `s` a reset (RST), not an orderly close: SO_LINGER 0.
-pub(crate) fn reset(s: &TcpStream) {
-    let _ = nix::sys::socket::setsockopt(
-        s,
-        nix::sys::socket::sockopt::Linger,
-        &nix::libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        },
-    );
+impl SimBoard for Board {
+    fn serve(&mut self, s: TcpStream) {
+        self.serve_client(s);
+        self.daq = false;
+        // R.7: state kept; the generator stops unless keep_pulsing.
+        if !self.generator.keep_pulsing {
+            self.generator.running = false;
+            let seed = self.cfg.seed;
+            self.generator = Generator {
+                rng: Xoshiro256PlusPlus::seed_from_u64(splitmix(seed ^ self.generator.index)),
+                ..self.generator.clone()
+            };
+        }
+    }
+
+    fn idle(&mut self) {
+        self.follow_wall(false);
+    }
 }
 
 #[cfg(test)]

@@ -8,32 +8,52 @@ use std::time::{Duration, Instant};
 
 fn config(sim: &SimMcpha) -> McphaConfig {
     McphaConfig {
-        address: sim.addr().to_string(),
-        connect_timeout: Duration::from_secs(2),
-        stall_timeout: Duration::from_millis(300),
-        decimation: 4,
-        trigger_level: 100,
-        pre: 100,
-        samples: 1000,
-        discard_tail: 100,
-        backoff: crate::serial::Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(100),
+        scope: ScopeConfig {
+            address: sim.addr().to_string(),
+            connect_timeout: Duration::from_secs(2),
+            stall_timeout: Duration::from_millis(300),
+            trigger_level: 100,
+            pre: 100,
+            samples: 1000,
+            backoff: crate::serial::Backoff {
+                initial: Duration::from_millis(20),
+                max: Duration::from_millis(100),
+            },
+            ..ScopeConfig::default()
         },
+        decimation: 4,
+        discard_tail: 100,
         ..McphaConfig::default()
     }
+}
+
+/// A simulated board whose detector pulses `rate` times a second in real time.
+fn paced(rate: f64) -> SimMcpha {
+    SimMcpha::start(McphaSimConfig {
+        paced: true,
+        rate,
+        ..McphaSimConfig::default()
+    })
+    .unwrap()
+}
+
+/// The default config with `f` applied to its scope.
+fn scoped(f: impl FnOnce(&mut ScopeConfig)) -> McphaConfig {
+    let mut c = McphaConfig::default();
+    f(&mut c.scope);
+    c
 }
 
 fn scope_of(c: &McphaConfig) -> ScopeSettings {
     ScopeSettings {
         decimation: c.decimation,
-        negator: c.negator,
-        source: c.trigger_source,
-        slope: c.trigger_slope,
-        mode: c.trigger_mode,
-        level: c.trigger_level,
-        pre: c.pre,
-        total: c.samples + c.discard_tail,
+        negator: c.scope.negator,
+        source: c.scope.trigger_source,
+        slope: c.scope.trigger_slope,
+        mode: c.scope.trigger_mode,
+        level: c.scope.trigger_level,
+        pre: c.scope.pre,
+        total: c.scope.samples + c.discard_tail,
     }
 }
 
@@ -95,10 +115,13 @@ fn streamed_traces_are_the_simulators_and_the_stale_tail_is_dropped() {
     };
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
     let cfg = McphaConfig {
+        scope: ScopeConfig {
+            trigger_level: 300,
+            pre: 50,
+            samples: 400,
+            ..config(&sim).scope
+        },
         mode: McphaMode::Traces(TraceAcquisition::Stream { set_size: 7 }),
-        trigger_level: 300,
-        pre: 50,
-        samples: 400,
         ..config(&sim)
     };
     let want = expected_traces(&simcfg, &scope_of(&cfg), 30);
@@ -128,9 +151,12 @@ fn streamed_traces_are_the_simulators_and_the_stale_tail_is_dropped() {
     // Without dropping the tail, the stale samples of R.6 reach the events.
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
     let cfg = McphaConfig {
-        trigger_level: 300,
-        pre: 50,
-        samples: 400,
+        scope: ScopeConfig {
+            trigger_level: 300,
+            pre: 50,
+            samples: 400,
+            ..config(&sim).scope
+        },
         discard_tail: 0,
         ..config(&sim)
     };
@@ -151,14 +177,17 @@ fn polled_traces_arm_poll_read_and_rearm() {
     let simcfg = McphaSimConfig::default();
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
     let cfg = McphaConfig {
+        scope: ScopeConfig {
+            negator: [true, true],
+            trigger_slope: Slope::Falling,
+            trigger_level: -500,
+            samples: 300,
+            pre: 30,
+            ..config(&sim).scope
+        },
         mode: McphaMode::Traces(TraceAcquisition::Poll {
             poll: Duration::from_millis(1),
         }),
-        negator: [true, true],
-        trigger_slope: Slope::Falling,
-        trigger_level: -500,
-        samples: 300,
-        pre: 30,
         discard_tail: 64,
         ..config(&sim)
     };
@@ -184,14 +213,12 @@ fn polled_traces_arm_poll_read_and_rearm() {
 
 #[test]
 fn no_trigger_is_idle_not_an_error() {
-    let sim = SimMcpha::start(McphaSimConfig {
-        paced: true,
-        rate: 100.0,
-        ..McphaSimConfig::default()
-    })
-    .unwrap();
+    let sim = paced(100.0);
     let mut m = open(McphaConfig {
-        trigger_level: 8000,
+        scope: ScopeConfig {
+            trigger_level: 8000,
+            ..config(&sim).scope
+        },
         ..config(&sim)
     })
     .unwrap();
@@ -207,12 +234,7 @@ fn no_trigger_is_idle_not_an_error() {
 
 #[test]
 fn histogram_mode_reads_spectra_and_live_time() {
-    let sim = SimMcpha::start(McphaSimConfig {
-        paced: true,
-        rate: 50_000.0,
-        ..McphaSimConfig::default()
-    })
-    .unwrap();
+    let sim = paced(50_000.0);
     let cfg = McphaConfig {
         mode: McphaMode::Histogram {
             interval: Duration::from_millis(100),
@@ -437,20 +459,8 @@ fn the_generator_is_configured_and_its_pulses_are_the_traces() {
 #[test]
 fn configs_that_cannot_work_are_refused_before_connecting() {
     for (c, what) in [
-        (
-            McphaConfig {
-                pre: 0,
-                ..McphaConfig::default()
-            },
-            "pretrigger",
-        ),
-        (
-            McphaConfig {
-                samples: 8_388_600,
-                ..McphaConfig::default()
-            },
-            "exceeds",
-        ),
+        (scoped(|s| s.pre = 0), "pretrigger"),
+        (scoped(|s| s.samples = 8_388_600), "exceeds"),
         (
             McphaConfig {
                 generator: Some(GeneratorConfig {
@@ -487,10 +497,7 @@ fn nothing_listening_is_an_open_error_and_resolve_adds_the_port() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
-    match open(McphaConfig {
-        address: addr.to_string(),
-        ..McphaConfig::default()
-    }) {
+    match open(scoped(|s| s.address = addr.to_string())) {
         Err(DriverError::Open { detail, .. }) => assert!(detail.contains("MCPHA"), "{detail}"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("opened nothing"),
@@ -537,7 +544,10 @@ fn traces_and_the_hardware_histogram_from_one_connection() {
 fn a_board_that_vanishes_is_waited_for_with_backoff() {
     let sim = SimMcpha::start(McphaSimConfig::default()).unwrap();
     let mut m = open(McphaConfig {
-        connect_timeout: Duration::from_millis(100),
+        scope: ScopeConfig {
+            connect_timeout: Duration::from_millis(100),
+            ..config(&sim).scope
+        },
         ..config(&sim)
     })
     .unwrap();

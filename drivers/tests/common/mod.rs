@@ -1,10 +1,13 @@
 //! What the serial detectors' tests share: reading events off a simulator, a device that
-//! sends a fixed script, and the byte offset a refused line is reported at.
+//! sends a fixed script, a simulated CosmicWatch or GMC with its driver, and the byte offset a refused
+//! line is reported at.
 
 #![allow(dead_code)] // each test file uses its own part
 
 use std::time::Duration;
 
+use daq_drivers::cosmicwatch::{self, CosmicWatch, CosmicWatchConfig, CosmicWatchSimConfig};
+use daq_drivers::gmc::{self, Gmc, GmcConfig, GmcSimConfig};
 use daq_drivers::serial::{ScriptedDevice, SimulatorHandle};
 use daq_drivers::{DriverError, EventInfo, ReadOutcome, Source};
 
@@ -32,6 +35,25 @@ pub fn read_n(dev: &mut dyn Source, n: usize) -> Vec<(Vec<u8>, EventInfo)> {
 /// A pty device that sends `script` once when plugged in.
 pub fn scripted(script: &'static [u8]) -> SimulatorHandle {
     SimulatorHandle::start("script", move |_| Box::new(ScriptedDevice::new(script))).unwrap()
+}
+
+/// A simulated CosmicWatch on a pty and the driver opened on it with `config` (its path
+/// filled in); the simulator runs as long as its handle lives.
+pub fn open_cosmicwatch(
+    sim: CosmicWatchSimConfig,
+    config: CosmicWatchConfig,
+) -> (SimulatorHandle, CosmicWatch) {
+    let (handle, path) = cosmicwatch::simulate(sim).unwrap();
+    let dev = cosmicwatch::open(CosmicWatchConfig { path, ..config }).unwrap();
+    (handle, dev)
+}
+
+/// A simulated GMC counter on a pty and the driver opened on it with `config` (its path
+/// filled in); the simulator runs as long as its handle lives.
+pub fn open_gmc(sim: GmcSimConfig, config: GmcConfig) -> (SimulatorHandle, Gmc) {
+    let (handle, path) = gmc::simulate(sim).unwrap();
+    let dev = gmc::open(GmcConfig { path, ..config }).unwrap();
+    (handle, dev)
 }
 
 /// The byte offset of the bad data a read refused; panics on any other outcome.

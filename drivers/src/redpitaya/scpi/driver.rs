@@ -19,9 +19,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self as sp, DataQuery, ScpiError};
-use crate::redpitaya::protocol::{Input, Slope, TriggerMode, SAMPLE_BYTES};
-use crate::redpitaya::resolve;
-use crate::serial::Backoff;
+use crate::redpitaya::protocol::{Input, Slope, SAMPLE_BYTES};
+use crate::redpitaya::{resolve, ScopeConfig};
 use crate::{
     ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
     Source,
@@ -30,53 +29,20 @@ use crate::{
 /// Settings of a board read over SCPI (setup keys map onto these fields).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScpiConfig {
-    /// `host` or `host:port` (port 5000 when not given).
-    pub address: String,
-    /// Longest wait for the connection and the `*IDN?` reply.
-    pub connect_timeout: Duration,
-    /// Longest wait for any reply before the board counts as gone.
-    pub stall_timeout: Duration,
+    /// The board, its inputs, trigger and window (the port is 5000 when not given).
+    pub scope: ScopeConfig,
     /// `ACQ:DEC`: a power of two, 1 … 65536.
     pub decimation: u32,
-    /// Invert IN1, IN2 (in the driver: the SCPI server has no negators).
-    pub negator: [bool; 2],
-    /// Trigger input.
-    pub trigger_source: Input,
-    /// Trigger edge, on the signal as stored (after the negator).
-    pub trigger_slope: Slope,
-    /// Normal, or auto (`NOW`: at once, without a crossing).
-    pub trigger_mode: TriggerMode,
-    /// Trigger level (ADC counts, after the negator); sent in volts.
-    pub trigger_level: i16,
-    /// Samples before the trigger (≥ 1).
-    pub pre: u32,
-    /// Samples per event (≤ 16384, the buffer).
-    pub samples: u32,
     /// Time between status polls.
     pub poll: Duration,
-    /// Volts per ADC count (the level is sent in volts).
-    pub volts_per_count: f64,
-    /// Reconnect backoff.
-    pub backoff: Backoff,
 }
 
 impl Default for ScpiConfig {
     fn default() -> Self {
         ScpiConfig {
-            address: "rp-f0c38f.local".into(),
-            connect_timeout: Duration::from_secs(3),
-            stall_timeout: Duration::from_secs(5),
+            scope: ScopeConfig::default(),
             decimation: 4,
-            negator: [false; 2],
-            trigger_source: Input::In1,
-            trigger_slope: Slope::Rising,
-            trigger_mode: TriggerMode::Normal,
-            trigger_level: 100,
-            pre: 100,
-            samples: 1000,
             poll: Duration::from_millis(1),
-            volts_per_count: 2.0 / 16384.0,
-            backoff: Backoff::default(),
         }
     }
 }
@@ -90,20 +56,20 @@ impl ScpiConfig {
                 self.decimation
             ));
         }
-        if self.samples == 0 || self.samples > sp::BUFFER_SAMPLES {
+        if self.scope.samples == 0 || self.scope.samples > sp::BUFFER_SAMPLES {
             return Err(format!(
                 "samples {} over SCPI must be 1 … {} (the acquisition buffer)",
-                self.samples,
+                self.scope.samples,
                 sp::BUFFER_SAMPLES
             ));
         }
-        if self.pre == 0 || self.pre >= self.samples {
+        if self.scope.pre == 0 || self.scope.pre >= self.scope.samples {
             return Err(format!(
                 "pretrigger must be 1 … samples − 1 = {}",
-                self.samples.saturating_sub(1)
+                self.scope.samples.saturating_sub(1)
             ));
         }
-        if !(self.volts_per_count.is_finite() && self.volts_per_count > 0.0) {
+        if !(self.scope.volts_per_count.is_finite() && self.scope.volts_per_count > 0.0) {
             return Err("volts_per_count must be > 0".into());
         }
         Ok(())
@@ -111,37 +77,37 @@ impl ScpiConfig {
 
     /// The trigger as the board sees it: a negated input flips the edge and the level.
     fn board_trigger(&self) -> (Slope, i16) {
-        let i = match self.trigger_source {
+        let i = match self.scope.trigger_source {
             Input::In1 => 0,
             Input::In2 => 1,
         };
-        if self.negator[i] {
-            let slope = match self.trigger_slope {
+        if self.scope.negator[i] {
+            let slope = match self.scope.trigger_slope {
                 Slope::Rising => Slope::Falling,
                 Slope::Falling => Slope::Rising,
             };
-            (slope, self.trigger_level.saturating_neg())
+            (slope, self.scope.trigger_level.saturating_neg())
         } else {
-            (self.trigger_slope, self.trigger_level)
+            (self.scope.trigger_slope, self.scope.trigger_level)
         }
     }
 
     /// The `ACQ:TRig` source word.
     pub fn trigger_word(&self) -> &'static str {
         sp::trigger_source(
-            self.trigger_source,
+            self.scope.trigger_source,
             self.board_trigger().0,
-            self.trigger_mode,
+            self.scope.trigger_mode,
         )
     }
 
     /// The setup lines sent after each connect.
     pub fn setup_lines(&self) -> Vec<String> {
-        let level_volts = f64::from(self.board_trigger().1) * self.volts_per_count;
+        let level_volts = f64::from(self.board_trigger().1) * self.scope.volts_per_count;
         sp::setup_lines(
             self.decimation,
             level_volts,
-            sp::trigger_delay(self.samples, self.pre),
+            sp::trigger_delay(self.scope.samples, self.scope.pre),
         )
     }
 
@@ -153,7 +119,7 @@ impl ScpiConfig {
         };
         EventLayout {
             fields: vec![f("IN1"), f("IN2")],
-            records: self.samples as usize,
+            records: self.scope.samples as usize,
         }
     }
 }
@@ -330,14 +296,15 @@ fn connect(
     addr: SocketAddr,
     device: &str,
 ) -> Result<(Wire, String), DriverError> {
-    let s =
-        TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(|e| DriverError::Open {
+    let s = TcpStream::connect_timeout(&addr, cfg.scope.connect_timeout).map_err(|e| {
+        DriverError::Open {
             device: device.to_string(),
             detail: format!(
                 "{e}: is the board on, on this network, and is its SCPI server running (port {})?",
                 addr.port()
             ),
-        })?;
+        }
+    })?;
     let gone = |e: std::io::Error| DriverError::Disconnected {
         device: device.to_string(),
         detail: e.to_string(),
@@ -345,7 +312,8 @@ fn connect(
     s.set_nodelay(true).map_err(gone)?;
     s.set_read_timeout(Some(Duration::from_millis(10)))
         .map_err(gone)?;
-    s.set_write_timeout(Some(cfg.stall_timeout)).map_err(gone)?;
+    s.set_write_timeout(Some(cfg.scope.stall_timeout))
+        .map_err(gone)?;
     let mut w = Wire {
         s,
         buf: vec![0u8; RX_BYTES].into_boxed_slice(),
@@ -353,7 +321,7 @@ fn connect(
         end: 0,
     };
     w.s.write_all(b"*IDN?\r\n").map_err(gone)?;
-    let idn = match w.line(cfg.connect_timeout, device) {
+    let idn = match w.line(cfg.scope.connect_timeout, device) {
         Ok((a, b)) => String::from_utf8_lossy(&w.buf[a..b]).into_owned(),
         Err(Framing::Gone(e)) => {
             return Err(DriverError::Open {
@@ -377,25 +345,28 @@ fn connect(
 /// Connects and asks `*IDN?`; the answer (used by `devices --probe`).
 pub fn probe_scpi(addr: SocketAddr, timeout: Duration) -> Result<String, DriverError> {
     let cfg = ScpiConfig {
-        connect_timeout: timeout,
-        stall_timeout: timeout,
+        scope: ScopeConfig {
+            connect_timeout: timeout,
+            stall_timeout: timeout,
+            ..ScopeConfig::default()
+        },
         ..ScpiConfig::default()
     };
     connect(&cfg, addr, &format!("scpi:{addr}")).map(|(_, idn)| idn)
 }
 
-/// Opens the board at `cfg.address` over SCPI and configures the acquisition.
+/// Opens the board at `cfg.scope.address` over SCPI and configures the acquisition.
 pub fn open_scpi(cfg: ScpiConfig) -> Result<Scpi, DriverError> {
-    let device = format!("scpi:{}", cfg.address);
+    let device = format!("scpi:{}", cfg.scope.address);
     cfg.validate().map_err(|detail| DriverError::Config {
         device: device.clone(),
         detail,
     })?;
-    let addr = resolve(&cfg.address, sp::PORT).map_err(|detail| DriverError::Open {
+    let addr = resolve(&cfg.scope.address, sp::PORT).map_err(|detail| DriverError::Open {
         device: device.clone(),
         detail,
     })?;
-    let bytes = cfg.samples as usize * 2;
+    let bytes = cfg.scope.samples as usize * 2;
     let mut d = Scpi {
         info: DeviceInfo {
             family: Family::RedPitaya,
@@ -413,7 +384,7 @@ pub fn open_scpi(cfg: ScpiConfig) -> Result<Scpi, DriverError> {
         phase: Phase::Idle,
         running: false,
         next_attempt: Instant::now(),
-        wait: cfg.backoff.initial,
+        wait: cfg.scope.backoff.initial,
         stats: ScpiStats::default(),
         cfg,
     };
@@ -493,7 +464,7 @@ impl Scpi {
     /// Sends `query` and reads its text reply: its span in the receive buffer.
     fn query(&mut self, query: &[u8]) -> Result<(usize, usize), Framing> {
         self.send(query).map_err(Framing::Gone)?;
-        let stall = self.cfg.stall_timeout;
+        let stall = self.cfg.scope.stall_timeout;
         let device = &self.info.port;
         let Some(w) = self.wire.as_mut() else {
             return Err(Framing::Gone(not_connected(device)));
@@ -513,12 +484,12 @@ impl Scpi {
         let q = DataQuery {
             input: if i == 0 { Input::In1 } else { Input::In2 },
             start,
-            n: self.cfg.samples,
+            n: self.cfg.scope.samples,
         };
         // Writing into a Vec with capacity left allocates nothing.
         let _ = write!(self.cmd, "{q}");
         self.send_cmd().map_err(Framing::Gone)?;
-        let stall = self.cfg.stall_timeout;
+        let stall = self.cfg.scope.stall_timeout;
         let device = &self.info.port;
         let Some(w) = self.wire.as_mut() else {
             return Err(Framing::Gone(not_connected(device)));
@@ -563,11 +534,11 @@ impl Scpi {
                     String::from_utf8_lossy(self.reply(span))
                 ))
             })?;
-        let start = sp::window_start(tpos, self.cfg.pre);
+        let start = sp::window_start(tpos, self.cfg.scope.pre);
         self.block(0, start)?;
         self.block(1, start)?;
         let [a, b] = &self.chan;
-        let neg = self.cfg.negator;
+        let neg = self.cfg.scope.negator;
         for ((o, x), y) in out
             .chunks_exact_mut(SAMPLE_BYTES)
             .zip(a.chunks_exact(2))
@@ -702,26 +673,29 @@ impl Source for Scpi {
         match self.connect() {
             Ok(()) => {
                 self.stats.reconnects += 1;
-                self.wait = self.cfg.backoff.initial;
+                self.wait = self.cfg.scope.backoff.initial;
                 self.next_attempt = Instant::now();
                 Ok(true)
             }
             Err(_) => {
                 self.next_attempt = Instant::now() + self.wait;
-                self.wait = (self.wait * 2).min(self.cfg.backoff.max);
+                self.wait = (self.wait * 2).min(self.cfg.scope.backoff.max);
                 Ok(false)
             }
         }
     }
 
     fn channel_scales(&self) -> Vec<ChannelScale> {
-        crate::redpitaya::driver::trace_scales(self.cfg.volts_per_count, self.cfg.negator)
+        crate::redpitaya::driver::trace_scales(
+            self.cfg.scope.volts_per_count,
+            self.cfg.scope.negator,
+        )
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
         let c = &self.cfg;
         let (slope, level) = c.board_trigger();
-        vec![
+        let mut m = vec![
             ("redpitaya.transport".to_string(), "scpi".to_string()),
             ("redpitaya.address".to_string(), self.addr.to_string()),
             ("redpitaya.idn".to_string(), self.idn.clone()),
@@ -730,33 +704,21 @@ impl Source for Scpi {
                 "redpitaya.sample_interval_ns".to_string(),
                 format!("{}", 8 * c.decimation),
             ),
-            (
-                "redpitaya.volts_per_count".to_string(),
-                format!("{:e}", c.volts_per_count),
-            ),
-            (
-                "redpitaya.negators".to_string(),
-                format!("IN1 {}, IN2 {}", c.negator[0], c.negator[1]),
-            ),
-            (
-                "redpitaya.trigger".to_string(),
-                format!(
-                    "{} (board: {:?} level {} counts)",
-                    c.trigger_word(),
-                    slope,
-                    level
-                ),
-            ),
-            ("redpitaya.pretrigger".to_string(), c.pre.to_string()),
-            ("redpitaya.samples".to_string(), c.samples.to_string()),
-            (
-                "redpitaya.refused".to_string(),
-                self.stats.refused.to_string(),
-            ),
-            (
-                "redpitaya.reconnects".to_string(),
-                self.stats.reconnects.to_string(),
-            ),
-        ]
+        ];
+        m.extend(c.scope.run_metadata(format!(
+            "{} (board: {:?} level {} counts)",
+            c.trigger_word(),
+            slope,
+            level
+        )));
+        m.push((
+            "redpitaya.refused".to_string(),
+            self.stats.refused.to_string(),
+        ));
+        m.push((
+            "redpitaya.reconnects".to_string(),
+            self.stats.reconnects.to_string(),
+        ));
+        m
     }
 }

@@ -15,14 +15,14 @@
 
 use super::protocol::{encode_block, window_start, BUFFER_SAMPLES, DELAY_ZERO_POST};
 use crate::redpitaya::protocol::{ADC_MAX, ADC_MIN, SAMPLE_BYTES};
+use crate::redpitaya::sim_server::{SimBoard, SimServer, SimShared};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution as _, Exp, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Counts per volt of RAW data (LV jumpers: ±1 V over ±8192 counts).
@@ -335,87 +335,38 @@ pub fn expected_traces(
     out
 }
 
-struct Shared {
-    stop: AtomicBool,
-    vanished: AtomicBool,
-    transcript: Mutex<Vec<String>>,
-    clients: AtomicU64,
-    acquisitions: AtomicU64,
+/// A running simulated SCPI server; stops when dropped. The controls it shares with the
+/// MCPHA simulator (address, transcript of command lines without the `\r\n`, vanish and
+/// reappear, clients) are its [`SimServer`]'s.
+pub struct SimScpi {
+    server: SimServer<String>,
+    acquisitions: Arc<AtomicU64>,
 }
 
-/// A running simulated SCPI server; stops when dropped.
-pub struct SimScpi {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+impl std::ops::Deref for SimScpi {
+    type Target = SimServer<String>;
+    fn deref(&self) -> &SimServer<String> {
+        &self.server
+    }
 }
 
 impl SimScpi {
     /// Starts the server on `127.0.0.1:0`.
     pub fn start(cfg: ScpiSimConfig) -> std::io::Result<SimScpi> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            vanished: AtomicBool::new(false),
-            transcript: Mutex::new(Vec::new()),
-            clients: AtomicU64::new(0),
-            acquisitions: AtomicU64::new(0),
-        });
-        let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("sim-scpi".into())
-            .spawn(move || Server::new(cfg, sh).run(listener))?;
+        let acquisitions = Arc::new(AtomicU64::new(0));
+        let done = acquisitions.clone();
+        let server = SimServer::start("127.0.0.1:0", "sim-scpi", move |life| {
+            Server::new(cfg, life, done)
+        })?;
         Ok(SimScpi {
-            addr,
-            shared,
-            thread: Some(thread),
+            server,
+            acquisitions,
         })
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Every command line received so far (with `transcript` on), without the `\r\n`.
-    pub fn transcript(&self) -> Vec<String> {
-        self.shared
-            .transcript
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_default()
-    }
-
-    /// The board vanishes: the client's connection is reset, nobody is served until
-    /// [`SimScpi::reappear`].
-    pub fn vanish(&self) {
-        self.shared.vanished.store(true, Ordering::SeqCst);
-    }
-
-    /// The board is back with the state it had.
-    pub fn reappear(&self) {
-        self.shared.vanished.store(false, Ordering::SeqCst);
-    }
-
-    /// Clients accepted so far.
-    pub fn clients(&self) -> u64 {
-        self.shared.clients.load(Ordering::SeqCst)
     }
 
     /// Acquisitions completed so far.
     pub fn acquisitions(&self) -> u64 {
-        self.shared.acquisitions.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for SimScpi {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.acquisitions.load(Ordering::SeqCst)
     }
 }
 
@@ -427,7 +378,9 @@ enum Units {
 
 struct Server {
     cfg: ScpiSimConfig,
-    shared: Arc<Shared>,
+    life: Arc<SimShared<String>>,
+    /// Acquisitions completed so far ([`SimScpi::acquisitions`]).
+    acquisitions: Arc<AtomicU64>,
     acq: Acquisition,
     s: AcqSettings,
     units: Units,
@@ -442,11 +395,16 @@ struct Server {
 }
 
 impl Server {
-    fn new(cfg: ScpiSimConfig, shared: Arc<Shared>) -> Server {
+    fn new(
+        cfg: ScpiSimConfig,
+        life: Arc<SimShared<String>>,
+        acquisitions: Arc<AtomicU64>,
+    ) -> Server {
         Server {
             acq: Acquisition::new(&cfg),
             cfg,
-            shared,
+            life,
+            acquisitions,
             s: AcqSettings::default(),
             units: Units::Volts,
             binary: false,
@@ -459,37 +417,14 @@ impl Server {
         }
     }
 
-    fn run(mut self, listener: TcpListener) {
-        while !self.shared.stop.load(Ordering::SeqCst) {
-            if self.shared.vanished.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            match listener.accept() {
-                Ok((s, _)) => {
-                    self.shared.clients.fetch_add(1, Ordering::SeqCst);
-                    self.serve(s);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
-            }
-        }
-    }
-
-    fn serve(&mut self, mut s: TcpStream) {
+    fn serve_client(&mut self, mut s: TcpStream) {
         let _ = s.set_nonblocking(false);
         let _ = s.set_nodelay(true);
         let _ = s.set_read_timeout(Some(Duration::from_millis(5)));
         let mut line = Vec::with_capacity(256);
         let mut buf = [0u8; 1024];
         loop {
-            if self.shared.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if self.shared.vanished.load(Ordering::SeqCst) {
-                crate::redpitaya::simulator::reset(&s);
+            if self.life.client_must_go(&s) {
                 return;
             }
             match s.read(&mut buf) {
@@ -503,9 +438,7 @@ impl Server {
                             let text = String::from_utf8_lossy(&line).into_owned();
                             line.clear();
                             if self.cfg.transcript {
-                                if let Ok(mut t) = self.shared.transcript.lock() {
-                                    t.push(text.clone());
-                                }
+                                self.life.record(text.clone());
                             }
                             self.out.clear();
                             self.command(text.trim());
@@ -548,7 +481,7 @@ impl Server {
         };
         self.paced_done += budget;
         if self.acq.advance(&self.s, budget) {
-            self.shared.acquisitions.fetch_add(1, Ordering::SeqCst);
+            self.acquisitions.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -721,5 +654,11 @@ impl Server {
             let text = format!("{{{}}}", items.join(","));
             self.reply(&text);
         }
+    }
+}
+
+impl SimBoard for Server {
+    fn serve(&mut self, s: TcpStream) {
+        self.serve_client(s);
     }
 }

@@ -5,6 +5,7 @@ use super::protocol::{window_start, BUFFER_SAMPLES};
 use super::simulator::{expected_traces, AcqSettings, Acquisition, TriggerWord};
 use super::{open_scpi, probe_scpi, ScpiConfig, ScpiSimConfig, SimScpi};
 use crate::redpitaya::protocol::{Input, Slope};
+use crate::redpitaya::ScopeConfig;
 use crate::{DriverError, ReadOutcome, Source};
 use std::time::{Duration, Instant};
 
@@ -22,19 +23,29 @@ fn unpaced(seed: u64) -> ScpiSimConfig {
 
 fn config(sim: &SimScpi) -> ScpiConfig {
     ScpiConfig {
-        address: sim.addr().to_string(),
-        connect_timeout: Duration::from_secs(5),
-        stall_timeout: Duration::from_secs(5),
+        scope: ScopeConfig {
+            address: sim.addr().to_string(),
+            connect_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
+            ..ScopeConfig::default()
+        },
         ..ScpiConfig::default()
     }
 }
 
 /// The settings the simulator sees for `c` (level sent in volts, read back in counts).
+/// The default config with `f` applied to its scope.
+fn scoped(f: impl FnOnce(&mut ScopeConfig)) -> ScpiConfig {
+    let mut c = ScpiConfig::default();
+    f(&mut c.scope);
+    c
+}
+
 fn settings(c: &ScpiConfig, source: TriggerWord, level: i16) -> AcqSettings {
     AcqSettings {
         decimation: c.decimation,
         level,
-        delay: i64::from(c.samples) - i64::from(c.pre) - 8192,
+        delay: i64::from(c.scope.samples) - i64::from(c.scope.pre) - 8192,
         source: Some(source),
     }
 }
@@ -66,8 +77,8 @@ fn the_driver_sends_the_documented_cycle_and_reads_the_seeded_traces() {
     let want = expected_traces(
         &unpaced(5),
         &settings(&c, TriggerWord::Edge(0, true), 100),
-        c.pre,
-        c.samples,
+        c.scope.pre,
+        c.scope.samples,
         40,
     );
     assert_eq!(got.len(), 40);
@@ -76,7 +87,7 @@ fn the_driver_sends_the_documented_cycle_and_reads_the_seeded_traces() {
         // The trigger sample is the first at or above the level on IN1, at index pre.
         let at = |k: usize| i16::from_le_bytes([g[4 * k], g[4 * k + 1]]);
         assert!(
-            at(c.pre as usize - 1) < 100 && at(c.pre as usize) >= 100,
+            at(c.scope.pre as usize - 1) < 100 && at(c.scope.pre as usize) >= 100,
             "trace {i}"
         );
     }
@@ -87,7 +98,7 @@ fn the_driver_sends_the_documented_cycle_and_reads_the_seeded_traces() {
         .filter(|_| {
             a.start();
             while !a.advance(&st, u64::MAX) {}
-            window_start(a.tpos, c.pre) + c.samples > BUFFER_SAMPLES
+            window_start(a.tpos, c.scope.pre) + c.scope.samples > BUFFER_SAMPLES
         })
         .count();
     assert!(wrapped > 0, "no window wrapped: the test does not cover it");
@@ -134,9 +145,12 @@ fn negated_input_triggers_on_the_flipped_edge_and_stores_positive_pulses() {
     };
     let s = sim(sc.clone());
     let c = ScpiConfig {
-        negator: [true, false],
-        trigger_slope: Slope::Rising,
-        trigger_source: Input::In1,
+        scope: ScopeConfig {
+            negator: [true, false],
+            trigger_slope: Slope::Rising,
+            trigger_source: Input::In1,
+            ..config(&s).scope
+        },
         ..config(&s)
     };
     assert_eq!(c.trigger_word(), "CH1_NE");
@@ -146,8 +160,8 @@ fn negated_input_triggers_on_the_flipped_edge_and_stores_positive_pulses() {
     let want = expected_traces(
         &sc,
         &settings(&c, TriggerWord::Edge(0, false), -100),
-        c.pre,
-        c.samples,
+        c.scope.pre,
+        c.scope.samples,
         10,
     );
     for (g, w) in got.iter().zip(&want) {
@@ -160,7 +174,7 @@ fn negated_input_triggers_on_the_flipped_edge_and_stores_positive_pulses() {
             assert_eq!(gs[2..], ws[2..]);
         }
         let at = |k: usize| i16::from_le_bytes([g[4 * k], g[4 * k + 1]]);
-        assert!(at(c.pre as usize) >= 100);
+        assert!(at(c.scope.pre as usize) >= 100);
     }
     assert!(s
         .transcript()
@@ -182,8 +196,8 @@ fn garbage_is_refused_in_step_and_the_next_traces_are_the_right_ones() {
     let want = expected_traces(
         &sc,
         &settings(&c, TriggerWord::Edge(0, true), 100),
-        c.pre,
-        c.samples,
+        c.scope.pre,
+        c.scope.samples,
         12,
     );
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -210,8 +224,11 @@ fn the_board_vanishing_is_a_disconnect_then_a_reconnect_with_the_setup_again() {
         ..ScpiSimConfig::default()
     });
     let c = ScpiConfig {
-        connect_timeout: Duration::from_millis(300),
-        stall_timeout: Duration::from_millis(500),
+        scope: ScopeConfig {
+            connect_timeout: Duration::from_millis(300),
+            stall_timeout: Duration::from_millis(500),
+            ..config(&s).scope
+        },
         ..config(&s)
     };
     let mut d = open_scpi(c).unwrap();
@@ -253,20 +270,8 @@ fn bad_settings_are_refused_before_connecting() {
             },
             "power of two",
         ),
-        (
-            ScpiConfig {
-                samples: 20000,
-                ..ScpiConfig::default()
-            },
-            "1 … 16384",
-        ),
-        (
-            ScpiConfig {
-                pre: 1000,
-                ..ScpiConfig::default()
-            },
-            "pretrigger",
-        ),
+        (scoped(|s| s.samples = 20000), "1 … 16384"),
+        (scoped(|s| s.pre = 1000), "pretrigger"),
     ] {
         let e = open_scpi(c).err().unwrap().to_string();
         assert!(e.contains(says), "{e}");
