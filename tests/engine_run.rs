@@ -120,10 +120,7 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 /// Waits until the run has its plan and its sink has taken events.
 fn wait_running(dir: &Dir) -> PathBuf {
     wait_until("the run directory", Duration::from_secs(90), || {
-        dir.0
-            .join("runs")
-            .read_dir()
-            .is_ok_and(|mut d| d.next().is_some())
+        dir.0.join("runs").is_dir() && !runs::run_dirs_in(&dir.0.join("runs")).is_empty()
     });
     let run = dir.run_dir();
     let stats = || std::fs::read_to_string(run.join("stats.jsonl")).unwrap_or_default();
@@ -142,6 +139,18 @@ fn wait_running(dir: &Dir) -> PathBuf {
         std::thread::sleep(Duration::from_millis(20));
     }
     run
+}
+
+/// A run being made is a `.staging_*` directory before it is renamed to `run_*`: the
+/// test's look for "the" run directory passes over it (it took it once, under load, and
+/// waited 90 s on a path that had been renamed).
+#[test]
+fn the_run_directory_is_never_the_staging_one() {
+    let dir = Dir::new("staging");
+    std::fs::create_dir_all(dir.0.join("runs/.staging_1-0-0")).unwrap();
+    assert!(runs::run_dirs_in(&dir.0.join("runs")).is_empty());
+    std::fs::create_dir_all(dir.0.join("runs/run_2026-12-06T00-00-00")).unwrap();
+    assert_eq!(dir.run_dir(), dir.0.join("runs/run_2026-12-06T00-00-00"));
 }
 
 /// What [`ran`] waits for a run that has no reason to be slow: long enough for any load, and

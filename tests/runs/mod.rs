@@ -150,6 +150,21 @@ print(json.dumps(out))
 /// test fails).
 pub struct Dir(pub std::path::PathBuf);
 
+/// The run directories in `target`: its directories but the `.staging_*` one a starting run
+/// makes and then renames to `run_*` (a test that took that one waited on a path that was
+/// gone a moment later).
+pub fn run_dirs_in(target: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(target)
+        .unwrap_or_else(|e| panic!("{}: {e}", target.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect()
+}
+
 impl Dir {
     pub fn new(tag: &str) -> Dir {
         let d = std::env::temp_dir().join(format!("daq-e2e-{tag}-{}", std::process::id()));
@@ -164,22 +179,14 @@ impl Dir {
     }
     /// The one directory in it: the run directory of a run whose target directory it is.
     pub fn only_dir(&self) -> PathBuf {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
-            .collect();
+        let mut dirs = run_dirs_in(&self.0);
         assert_eq!(dirs.len(), 1, "{dirs:?}");
         dirs.pop().unwrap()
     }
 
     /// The one run directory under runs/.
     pub fn run_dir(&self) -> std::path::PathBuf {
-        let runs = self.0.join("runs");
-        let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(&runs)
-            .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut dirs = run_dirs_in(&self.0.join("runs"));
         assert_eq!(dirs.len(), 1, "expected one run directory: {dirs:?}");
         dirs.pop().unwrap()
     }
