@@ -48,6 +48,7 @@ key = b"bench"
 p.produce(topic, b"warm-up", b"warm-up")  # as ours: set up before the clock starts
 p.flush()
 t = time.perf_counter()
+cpu = time.process_time()
 for i in range(n):
     while True:
         try:
@@ -57,7 +58,8 @@ for i in range(n):
             p.poll(0.001)
     p.poll(0)
 p.flush()
-print(json.dumps({"seconds": time.perf_counter() - t, "delivered": delivered[0]}))
+print(json.dumps({"seconds": time.perf_counter() - t, "delivered": delivered[0],
+                  "cpu_seconds": time.process_time() - cpu}))
 "#;
 
 /// One timed case.
@@ -69,19 +71,48 @@ pub struct Throughput {
     pub bytes: u64,
     /// First send to last acknowledgement.
     pub seconds: f64,
+    /// CPU time of the client's process (every thread: its own and librdkafka's) over the
+    /// timed sends.
+    pub client_cpu_s: f64,
+    /// CPU time of the broker over the same run (NaN: not read).
+    pub broker_cpu_s: f64,
 }
 
 impl Throughput {
     fn line(&self, who: &str) -> String {
+        let per_msg = |s: f64| s * 1e6 / self.messages.max(1) as f64;
         format!(
-            "    {who:<24} {:>9.0} events/s {:>8.1} MB/s  ({} messages of {} B in {:.2} s)",
+            "    {who:<24} {:>9.0} events/s {:>8.1} MB/s  ({} messages of {} B in {:.2} s; \
+             CPU per message: client {:.1} µs, broker {:.1} µs)",
             self.messages as f64 / self.seconds,
             self.bytes as f64 / self.seconds / 1e6,
             self.messages,
             self.bytes / self.messages.max(1),
-            self.seconds
+            self.seconds,
+            per_msg(self.client_cpu_s),
+            per_msg(self.broker_cpu_s)
         )
     }
+}
+
+/// CPU time of this process, every thread, seconds.
+fn process_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// CPU time of the broker so far, seconds (NaN if it cannot be read).
+fn broker_cpu_s(broker: &Tansu) -> f64 {
+    broker
+        .pid()
+        .and_then(crate::procfs::Stat::read)
+        .and_then(|s| s.cpu_seconds())
+        .unwrap_or(f64::NAN)
 }
 
 fn features() -> Dtype {
@@ -102,6 +133,85 @@ fn features() -> Dtype {
 
 fn waveforms() -> Dtype {
     Dtype::parse([("chA", "f4"), ("chB", "f4"), ("chC", "f4"), ("chD", "f4")]).expect("static")
+}
+
+/// Wakes the sending thread when the producer has something to report (delivery reports
+/// free queue room): librdkafka writes to an eventfd when its main queue goes from empty to
+/// not empty. `BaseProducer::poll(t)` serves events until `t` has passed, always the whole
+/// `t`, where confluent-kafka's `poll(t)` (`rd_kafka_poll`) returns once it has served
+/// some; waiting on this instead, ours resumes as soon as theirs does.
+struct Reported {
+    queue: *mut rdkafka::bindings::rd_kafka_queue_t,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Reported {
+    fn new(p: &rdkafka::producer::BaseProducer<super::export::Counting>) -> Result<Self, String> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor that
+        // nothing else owns.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a valid descriptor owned by no one else (above).
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: the client pointer is valid while `p` lives, and `Reported` is dropped
+        // before `p` in `ours`; the queue handle is released in `drop`.
+        let queue = unsafe { rdkafka::bindings::rd_kafka_queue_get_main(p.client().native_ptr()) };
+        if queue.is_null() {
+            return Err("no main queue".into());
+        }
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: `queue` is valid; librdkafka copies the 8-byte payload, which an eventfd
+        // reads as a count, and writes it to `fd` (non-blocking) until disabled in `drop`.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_io_event_enable(
+                queue,
+                fd.as_raw_fd(),
+                one.as_ptr().cast(),
+                one.len(),
+            )
+        };
+        Ok(Reported { queue, fd })
+    }
+
+    /// Serves what is queued; if nothing was, waits until something is, at most `limit`.
+    fn wait(&self, p: &rdkafka::producer::BaseProducer<super::export::Counting>, limit: Duration) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `self.queue` is valid until `drop`.
+        let queued = || unsafe { rdkafka::bindings::rd_kafka_queue_length(self.queue) };
+        if queued() == 0 {
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ts = libc::timespec {
+                tv_sec: limit.as_secs() as libc::time_t,
+                tv_nsec: limit.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: one valid pollfd, a valid timeout, no signal mask.
+            unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+            let mut count = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into `count`; EAGAIN (nothing written) is fine.
+            unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        }
+        while queued() > 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        // SAFETY: `self.queue` is valid; a negative fd disables the writes before the
+        // eventfd closes, and the handle from rd_kafka_queue_get_main is released once.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
+            rdkafka::bindings::rd_kafka_queue_destroy(self.queue);
+        }
+    }
 }
 
 /// Our path: encode every event and hand it to the producer; timed until all are delivered.
@@ -127,8 +237,10 @@ fn ours(
     // the same).
     warm_up(&p, topic)?;
     reports.delivered.store(0, Ordering::Relaxed);
+    let reported = Reported::new(&p)?;
     let mut bytes = 0u64;
     let mut sample = Vec::new();
+    let cpu = process_cpu_s();
     let t = Instant::now();
     for i in 0..n {
         let now = crate::clock::wall_clock();
@@ -159,12 +271,14 @@ fn ours(
                     break;
                 }
                 Err((_, r)) => {
-                    // Queue full: wait for room (the benchmark measures the broker path),
-                    // 1 ms as the Python side does. (It waited 200 µs, which librdkafka's
-                    // millisecond timeout turns into 0: a busy loop that took a core from
-                    // the broker on two cores, and made our 64 KiB case look 0.65× theirs.)
+                    // Queue full: wait for room (the benchmark measures the broker path), as
+                    // the Python side does: until a report comes, at most 1 ms. (It waited
+                    // 200 µs, which librdkafka's millisecond timeout turns into 0: a busy
+                    // loop that took a core from the broker on two cores; then always a whole
+                    // 1 ms, `BaseProducer::poll`'s way, where Python's returns at the first
+                    // report: our 64 KiB case looked 0.64× theirs.)
                     record = r;
-                    p.poll(Duration::from_millis(1));
+                    reported.wait(&p, Duration::from_millis(1));
                 }
             }
         }
@@ -172,6 +286,8 @@ fn ours(
     p.flush(Duration::from_secs(300))
         .map_err(|e| e.to_string())?;
     let seconds = t.elapsed().as_secs_f64();
+    let client_cpu_s = process_cpu_s() - cpu;
+    drop(reported);
     let delivered = reports.delivered.load(Ordering::Relaxed);
     if delivered != n {
         return Err(format!("{delivered} of {n} delivered"));
@@ -181,6 +297,8 @@ fn ours(
             messages: n,
             bytes,
             seconds,
+            client_cpu_s,
+            broker_cpu_s: f64::NAN,
         },
         sample,
     ))
@@ -229,6 +347,8 @@ fn python(broker: &str, topic: &str, payload: &[u8], n: u64) -> Result<Throughpu
         messages: n,
         bytes: payload.len() as u64 * n,
         seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
+        client_cpu_s: v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+        broker_cpu_s: f64::NAN,
     })
 }
 
@@ -393,15 +513,19 @@ pub fn run(events: u64) -> Result<String, String> {
             let topic = format!("{who}_{i}_{k}");
             broker.create_topic(&topic, 1)?;
             if who == "ours" {
-                let (t, s) = ours(&b, &topic, &mut enc, &data, n)?;
+                let before = broker_cpu_s(&broker);
+                let (mut t, s) = ours(&b, &topic, &mut enc, &data, n)?;
+                t.broker_cpu_s = broker_cpu_s(&broker) - before;
                 out.push_str(&t.line("daq-engine (rdkafka)"));
                 out.push('\n');
                 mine.push(t);
                 sample = s;
             } else if let Ok(list) = &mut theirs {
                 // `sample`: a message of the first run of ours.
+                let before = broker_cpu_s(&broker);
                 match python(&b, &topic, &sample, n) {
-                    Ok(t) => {
+                    Ok(mut t) => {
+                        t.broker_cpu_s = broker_cpu_s(&broker) - before;
                         out.push_str(&t.line("confluent-kafka (Python)"));
                         out.push('\n');
                         list.push(t);

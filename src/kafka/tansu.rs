@@ -175,6 +175,11 @@ impl Tansu {
     /// Stops (`pause: true`, SIGSTOP) or continues (SIGCONT) the broker: while stopped it
     /// takes connections but answers nothing, as a hung or unreachable broker; its data and
     /// producer state stay, as a restarted broker with storage keeps them.
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn pause(&self, pause: bool) -> Result<(), String> {
         let Some(c) = &self.child else {
             return Err("the broker is not running".into());
