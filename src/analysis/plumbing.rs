@@ -99,8 +99,7 @@ const SINK_SPEC: FunctionSpec = FunctionSpec {
     name: "bench.sink",
     template: Template::Exporter,
     summary: "Counts the events of its source, checks counter order and the checksum, measures \
-              latency from the event timestamp (of one event in 64), and writes \
-              bench_<worker>_<process>.json.",
+              latency from the event timestamp, and writes bench_<worker>_<process>.json.",
     sources: Arity::ONE,
     sinks: Arity::NONE,
     observes: Arity::NONE,
@@ -240,10 +239,9 @@ pub struct SinkReport {
     pub corrupt: u64,
     /// Sum of counters (to check that a set of sinks saw every event once).
     pub counter_sum: u64,
-    /// Latency from the event timestamp to arrival, in microseconds: p50, p99, max, of the
-    /// events timed (one in [`LATENCY_SAMPLE_EVERY`]).
+    /// Latency from the event timestamp to arrival, in microseconds: p50, p99, max.
     pub latency_us: [f64; 3],
-    /// Seconds from the first to the last timed event.
+    /// Seconds from the first to the last event.
     pub seconds: f64,
     /// The first event's timestamp (when the source made it), Unix seconds.
     pub t_first_made: f64,
@@ -252,12 +250,6 @@ pub struct SinkReport {
     /// Sum of the 8-byte words read (keeps the reads from being optimised away).
     pub touched: u64,
 }
-
-/// `bench.sink` times one event in this many (the first, then every 64th it receives): a
-/// clock read costs ~20 ns here, a fifth of a small event's whole trip through the engine, so
-/// timing every event measured the sink's clock as much as the plumbing. Every event is still
-/// counted, ordered and checked.
-pub const LATENCY_SAMPLE_EVERY: u64 = 64;
 
 /// `bench.sink`.
 pub struct BenchSink {
@@ -308,19 +300,13 @@ impl Exporter for BenchSink {
             );
             std::process::exit(0);
         }
+        let now = wall_clock();
         let r = &mut self.report;
-        // Timed: every LATENCY_SAMPLE_EVERY-th event, the first among them.
-        let now = r
-            .events
-            .is_multiple_of(LATENCY_SAMPLE_EVERY)
-            .then(wall_clock);
         if r.events == 0 {
-            self.first_t = now.unwrap_or_default();
+            self.first_t = now;
             r.t_first_made = ev.meta.timestamp;
         }
-        if let Some(now) = now {
-            self.last_t = now;
-        }
+        self.last_t = now;
         r.events += 1;
         r.bytes += ev.data.len() as u64;
         let c = ev.meta.counter;
@@ -349,10 +335,8 @@ impl Exporter for BenchSink {
             }
             r.touched = r.touched.wrapping_add(sum);
         }
-        if let Some(now) = now {
-            let lat_us = ((now - ev.meta.timestamp) * 1e6).max(1.0) as u64;
-            let _ = self.hist.record(lat_us.min(3_600_000_000));
-        }
+        let lat_us = ((now - ev.meta.timestamp) * 1e6).max(1.0) as u64;
+        let _ = self.hist.record(lat_us.min(3_600_000_000));
         Ok(())
     }
 
