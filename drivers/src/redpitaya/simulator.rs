@@ -88,7 +88,7 @@ pub struct McphaSimConfig {
     /// Benchmarks: render this many traces, then repeat them (generation cost out of the
     /// measurement).
     pub repeat_after: Option<usize>,
-    /// Keep every received command word ([`SimMcpha::transcript`]).
+    /// Keep every received command word (`transcript()`).
     pub transcript: bool,
     /// Replace every n-th trace sent by garbage (0 = never), as [`SimMcpha::garbage`].
     pub garbage_every: u64,

@@ -62,7 +62,7 @@ pub struct ScpiSimConfig {
     pub in2_fraction: f64,
     /// Replace IN1's data of every n-th acquisition by out-of-range samples (0 = never).
     pub garbage_every: u64,
-    /// Keep every command line received ([`SimScpi::transcript`]).
+    /// Keep every command line received (`transcript()`).
     pub transcript: bool,
 }
 
