@@ -7,7 +7,7 @@ use crate::dtype::{Base, ByteOrder, Dtype};
 use crate::key;
 use crate::worker::{
     Arity, Build, BuildContext, EventMut, EventRef, Exporter, Function, FunctionSpec, Importer,
-    Key, Produced, Template, WiringError, WorkerError,
+    Key, Produced, Template, WorkerError,
 };
 use std::path::PathBuf;
 
@@ -46,19 +46,8 @@ pub struct Copy;
 
 impl Copy {
     fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
-        let src = &ctx.sources[0];
-        for s in &ctx.sinks {
-            if s.dtype != src.dtype || s.data_length != src.data_length {
-                return Err(WiringError::UnlikeSource {
-                    worker: ctx.worker.clone(),
-                    sink: s.name.clone(),
-                    sink_shape: format!("{} × {}", s.data_length, s.dtype),
-                    source_buffer: src.name.clone(),
-                    source_shape: format!("{} × {}", src.data_length, src.dtype),
-                }
-                .into());
-            }
-        }
+        // The spec's `Arity::SOME` sinks: never none here, so only the shapes are checked.
+        super::trace::sinks_like_source(ctx, &ctx.sources[0])?;
         Ok(Copy)
     }
 }
