@@ -39,10 +39,7 @@ impl Shield {
     /// Raises the shield around `cpu` (needs root and a cgroup v1 cpuset hierarchy), first
     /// dissolving what a killed bench left behind. `Err` says why there is none.
     pub fn raise(cpu: usize) -> Result<Shield, String> {
-        Shield::raise_in(Path::new(CPUSET_ROOT), cpu)
-    }
-
-    fn raise_in(root: &Path, cpu: usize) -> Result<Shield, String> {
+        let root = Path::new(CPUSET_ROOT);
         let mems = std::fs::read_to_string(root.join("cpuset.mems")).map_err(|e| {
             format!(
                 "no cgroup v1 cpuset hierarchy at {} ({e}); on cgroup v2 use isolcpus=",
