@@ -230,6 +230,8 @@ pub struct Replay {
     pace: Option<f64>,
     start: Option<(f64, Instant)>,
     events: u64,
+    /// Since when the run is paused (the files keep their events until the resume).
+    paused_at: Option<Instant>,
 }
 
 impl Replay {
@@ -260,6 +262,7 @@ impl Replay {
             pace,
             start: None,
             events: 0,
+            paused_at: None,
         })
     }
 
@@ -347,7 +350,23 @@ impl Replay {
 }
 
 impl Importer for Replay {
+    fn pause(&mut self, paused: bool) -> bool {
+        if paused {
+            self.paused_at = Some(Instant::now());
+        } else if let (Some(at), Some((_, wall0))) = (self.paused_at.take(), self.start.as_mut()) {
+            // Paced: the recorded time line goes on from where the pause stopped it.
+            *wall0 += at.elapsed();
+        }
+        true
+    }
+
     fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.paused_at.is_some() {
+            // The files keep their events until the resume; back within a short while, so
+            // a stop is seen.
+            std::thread::sleep(Duration::from_millis(100));
+            return Ok(Produced::Idle);
+        }
         if self.at == self.batch_len && !self.fill_batch()? {
             tracing::info!("replay: all {} events read", self.events);
             return Ok(Produced::End);
