@@ -33,74 +33,35 @@
 //! Guarantees: `process` allocates nothing (scratch is sized in `build`); no panics on data.
 
 use super::trace::{channels, choice, feature_fields, one_sink, one_source, positive, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor,
     Strings, Template, WiringError, WorkerError,
 };
 
-const THRESHOLD: Key<f64> = key!(
-    "threshold",
-    required,
-    "pulse start level above the baseline, in channel units × scale (V or ADC counts)"
-);
-const POLARITY: Key<str> = key!("polarity", "positive", "pulse sign: positive or negative");
-const BASELINE: Key<usize> = key!(
-    "baseline_samples",
-    50,
-    "samples at the start of the trace whose mean is the baseline; 0 = no subtraction"
-);
-const RELEASE: Key<f64> = key!(
-    "release_fraction",
-    0.5,
-    "a pulse ends when it falls below this fraction of threshold"
-);
-const TIME_FRACTION: Key<f64> = key!(
-    "time_fraction",
-    0.5,
-    "pulse time = leading-edge crossing of this fraction of the height"
-);
-const INTERVAL: Key<f64> = key!(
-    "sample_interval",
-    1.0,
-    "time between samples (s); 1 gives times and widths in samples"
-);
-const SCALE: Key<f64> = key!(
-    "scale",
-    1.0,
-    "multiplies the channel values (e.g. V per ADC count)"
-);
-const MAX_PULSES: Key<usize> = key!(
-    "max_pulses",
-    16,
-    "most pulses reported per channel and event"
-);
+keys! {
+    const THRESHOLD: Key<f64> = ("threshold", required, "pulse start level above the baseline, in channel units × scale (V or ADC counts)");
+    const POLARITY: Key<str> = ("polarity", "positive", "pulse sign: positive or negative");
+    const BASELINE: Key<usize> = ("baseline_samples", 50, "samples at the start of the trace whose mean is the baseline; 0 = no subtraction");
+    const RELEASE: Key<f64> = ("release_fraction", 0.5, "a pulse ends when it falls below this fraction of threshold");
+    const TIME_FRACTION: Key<f64> = ("time_fraction", 0.5, "pulse time = leading-edge crossing of this fraction of the height");
+    const INTERVAL: Key<f64> = ("sample_interval", 1.0, "time between samples (s); 1 gives times and widths in samples");
+    const SCALE: Key<f64> = ("scale", 1.0, "multiplies the channel values (e.g. V per ADC count)");
+    const MAX_PULSES: Key<usize> = ("max_pulses", 16, "most pulses reported per channel and event");
 
-/// `process.baseline`: the samples averaged.
-const BASELINE_SUBTRACTED: Key<usize> = key!(
-    "baseline_samples",
-    50,
-    "samples at the start of the trace (pre-trigger) whose mean is subtracted"
-);
-/// `process.baseline`: the channels corrected.
-const BASELINE_CHANNELS: MaybeKey<Strings> = key!(
-    "channels",
-    absent: "all fields",
-    "channels to correct; other fields are copied unchanged"
-);
-/// `process.pulses`: the channels searched.
-const PULSES_CHANNELS: MaybeKey<Strings> = key!(
-    "channels",
-    absent: "all fields",
-    "channels to search; `channel` in the output is the position in this list"
-);
-/// `process.pulse_pairs`: the channel searched.
-const PAIRS_CHANNEL: MaybeKey<str> =
-    key!("channel", absent: "first field", "the channel to search");
-/// `process.downsample`: the factor.
-const FACTOR: Key<u64> = key!("factor", required, "samples per output sample (≥ 1)");
-/// `process.downsample`: how.
-const MODE: Key<str> = key!("mode", "average", "average or decimate");
+    /// `process.baseline`: the samples averaged.
+    const BASELINE_SUBTRACTED: Key<usize> = ("baseline_samples", 50, "samples at the start of the trace (pre-trigger) whose mean is subtracted");
+    /// `process.baseline`: the channels corrected.
+    const BASELINE_CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels to correct; other fields are copied unchanged");
+    /// `process.pulses`: the channels searched.
+    const PULSES_CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels to search; `channel` in the output is the position in this list");
+    /// `process.pulse_pairs`: the channel searched.
+    const PAIRS_CHANNEL: MaybeKey<str> = ("channel", absent: "first field", "the channel to search");
+    /// `process.downsample`: the factor.
+    const FACTOR: Key<u64> = ("factor", required, "samples per output sample (≥ 1)");
+    /// `process.downsample`: how.
+    const MODE: Key<str> = ("mode", "average", "average or decimate");
+}
 
 /// The declaration of `process.baseline`.
 pub const BASELINE_SPEC: FunctionSpec = FunctionSpec {

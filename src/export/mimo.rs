@@ -30,7 +30,7 @@
 //! mimoCoRB2's reader does; a header that does not match the sink is refused before the run.
 
 use crate::dtype::{Base, Dtype, FieldType, Metadata, Shape};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec,
     Importer, Key, Produced, Template, WorkerError,
@@ -583,18 +583,12 @@ impl MimoReader {
     }
 }
 
-const FILENAME: Key<str> = key!(
-    "filename",
-    required,
-    "the mimo file to replay (data.export's <buffer>.mimo); relative to the setup file"
-);
-const RATE: Key<f64> = key!("rate", required, "events per second (> 0)");
-const DISTRIBUTION: Key<str> = key!(
-    "distribution",
-    "uniform",
-    "uniform (even gaps) or poisson (exponential gaps of mean 1/rate)"
-);
-const SEED: Key<u64> = key!("seed", 1, "random seed of the poisson gaps");
+keys! {
+    const FILENAME: Key<str> = ("filename", required, "the mimo file to replay (data.export's <buffer>.mimo); relative to the setup file");
+    const RATE: Key<f64> = ("rate", required, "events per second (> 0)");
+    const DISTRIBUTION: Key<str> = ("distribution", "uniform", "uniform (even gaps) or poisson (exponential gaps of mean 1/rate)");
+    const SEED: Key<u64> = ("seed", 1, "random seed of the poisson gaps");
+}
 
 /// The declaration of `data.export`.
 pub const EXPORT_SPEC: FunctionSpec = FunctionSpec {
