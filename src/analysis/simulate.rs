@@ -775,26 +775,11 @@ impl SimulatePulses {
                     *t = (*t * q.inv_lsb).round().clamp(q.lo, q.hi) * q.out_scale;
                 }
             }
-            let written = self.channels[k].store(out.data, trace);
-            if written != n {
-                return Err(WorkerError::SlotSize {
-                    function: "simulate.pulses".into(),
-                    slot: written,
-                    want: n,
-                    unit: "records",
-                });
-            }
+            slot_size(self.channels[k].store(out.data, trace), n, "records")?;
         }
         if self.planar {
             let nch = self.channels.len();
-            if out.data.len() != 4 * nch * n {
-                return Err(WorkerError::SlotSize {
-                    function: "simulate.pulses".into(),
-                    slot: out.data.len(),
-                    want: 4 * nch * n,
-                    unit: "bytes",
-                });
-            }
+            slot_size(out.data.len(), 4 * nch * n, "bytes")?;
             let (t, d) = (&self.trace[..], &mut *out.data);
             match nch {
                 1 => interleave::<1>(t, n, d),
@@ -811,6 +796,20 @@ impl SimulatePulses {
         }
         Ok(())
     }
+}
+
+/// The error of a slot that holds `slot` `unit` where `simulate.pulses` writes `want`.
+#[inline]
+fn slot_size(slot: usize, want: usize, unit: &'static str) -> Result<(), WorkerError> {
+    if slot == want {
+        return Ok(());
+    }
+    Err(WorkerError::SlotSize {
+        function: "simulate.pulses".into(),
+        slot,
+        want,
+        unit,
+    })
 }
 
 impl SimulatePulses {
@@ -848,14 +847,7 @@ impl SimulatePulses {
     ) -> Result<(), WorkerError> {
         let n = self.data_length;
         let nch = self.channels.len();
-        if out.data.len() != 4 * nch * n {
-            return Err(WorkerError::SlotSize {
-                function: "simulate.pulses".into(),
-                slot: out.data.len(),
-                want: 4 * nch * n,
-                unit: "bytes",
-            });
-        }
+        slot_size(out.data.len(), 4 * nch * n, "bytes")?;
         let table_len = self.noise_table.as_ref().map_or(0, |t| t.len());
         for k in 0..nch {
             let off = self.rng.random_range(0..=table_len - n);

@@ -20,7 +20,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::error::ExportError;
-use super::hdf5::{BufferOptions, Compression, RunFileWriter, RunInfo, RunStats, WriterOptions};
+use super::hdf5::{
+    BufferHandle, BufferOptions, Compression, RunFileWriter, RunInfo, RunStats, WriterOptions,
+};
 use crate::dtype::{Dtype, Metadata};
 
 /// Samples per channel in one benchmark event.
@@ -221,6 +223,22 @@ fn plain_write(path: &Path, pool: &[Vec<u8>], events: u64) -> Result<Measurement
     })
 }
 
+/// A run file at `path` with one buffer `raw` of the benchmark's events, in 1 MiB chunks
+/// (what `daq-engine bench hdf5` and the criterion bench both write).
+pub fn bench_file(
+    path: &Path,
+    compression: Compression,
+) -> Result<(RunFileWriter, BufferHandle), ExportError> {
+    let mut w = RunFileWriter::create(path, RunInfo::new("bench"), WriterOptions::default())?;
+    let options = BufferOptions {
+        compression,
+        chunk_bytes: 1 << 20,
+        ..BufferOptions::default()
+    };
+    let b = w.add_buffer("raw", &event_dtype(), SAMPLES, options)?;
+    Ok((w, b))
+}
+
 fn run_file_write(
     path: &Path,
     pool: &[Vec<u8>],
@@ -228,17 +246,7 @@ fn run_file_write(
     compression: Compression,
 ) -> Result<Measurement, ExportError> {
     let start = Instant::now();
-    let mut w = RunFileWriter::create(path, RunInfo::new("bench"), WriterOptions::default())?;
-    let b = w.add_buffer(
-        "raw",
-        &event_dtype(),
-        SAMPLES,
-        BufferOptions {
-            compression,
-            chunk_bytes: 1 << 20,
-            ..BufferOptions::default()
-        },
-    )?;
+    let (mut w, b) = bench_file(path, compression)?;
     for i in 0..events {
         let meta = Metadata {
             counter: i as i64,
@@ -480,9 +488,7 @@ mod tests {
 
     #[test]
     fn small_run_measures_every_writer_and_cleans_up() {
-        let dir = std::env::temp_dir().join(format!("daq-bench-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("bench-test");
         let r = run(&dir, 40).unwrap();
         assert_eq!(r.events, 40);
         for m in [&r.plain, &r.uncompressed, &r.compressed] {
