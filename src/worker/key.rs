@@ -20,6 +20,9 @@
 //! without a default value either is required ([`Key`] through `key!(name, required, doc)`)
 //! or reads as an `Option` ([`MaybeKey`], `key!(name, absent: "what absence means", doc)`,
 //! whose text is shown in parentheses).
+//!
+//! A function with several keys declares them as a table, one a line, with
+//! [`keys!`](crate::keys): `keys! { const LEVEL: Key<f64> = ("level", required, "…"); … }`.
 
 use super::api::{Config, ConfigError};
 use super::spec::{ConfigKey, KeyType};
