@@ -605,12 +605,8 @@ impl Dashboard {
     fn draw_trace(&self, f: &mut Frame, area: Rect) {
         let traces: Vec<&Trace> = self.files.traces().values().collect();
         let Some(t) = (!traces.is_empty()).then(|| traces[self.trace % traces.len()]) else {
-            f.render_widget(
-                Paragraph::new("no oscilloscope trace yet (observe.oscilloscope writes one)")
-                    .block(Block::bordered().title(" oscilloscope ")),
-                area,
-            );
-            return;
+            let text = "no oscilloscope trace yet (observe.oscilloscope writes one)";
+            return nothing_yet(f, area, text, " oscilloscope ");
         };
         let t_max = t.time.last().copied().unwrap_or(1.0).max(f64::MIN_POSITIVE);
         let (unit, k) = time_unit(t_max);
@@ -666,12 +662,8 @@ impl Dashboard {
     fn draw_histogram(&self, f: &mut Frame, area: Rect) {
         let hists: Vec<&HistogramFile> = self.files.histograms().values().collect();
         let Some(h) = (!hists.is_empty()).then(|| hists[self.histogram % hists.len()]) else {
-            f.render_widget(
-                Paragraph::new("no histogram yet (export.histogram writes them)")
-                    .block(Block::bordered().title(" histogram ")),
-                area,
-            );
-            return;
+            let text = "no histogram yet (export.histogram writes them)";
+            return nothing_yet(f, area, text, " histogram ");
         };
         let width = (area.width as usize).saturating_sub(10).max(10) * 2;
         let pts = rebinned(h, width);
@@ -707,6 +699,14 @@ impl Dashboard {
         );
         f.render_widget(chart, area);
     }
+}
+
+/// A bordered box titled `title` saying `text`: what a panel shows before its data exists.
+fn nothing_yet(f: &mut Frame, area: Rect, text: &str, title: &str) {
+    f.render_widget(
+        Paragraph::new(text).block(Block::bordered().title(title)),
+        area,
+    );
 }
 
 /// A bordered table titled `title` whose columns are `(header, width)`, the header bold.
