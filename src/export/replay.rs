@@ -16,7 +16,7 @@
 use super::raw;
 use super::read::{dtype_of, open_run_file};
 use crate::dtype::{metadata_dtype, Metadata};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, Produced, Strings, Template,
     WorkerError,
@@ -38,27 +38,12 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     keys: &[FILES.spec(), BUFFER.spec(), PACE.spec(), SPEED.spec()],
 };
 
-const FILES: Key<Strings> = key!(
-    "files",
-    required,
-    "run files or run directories, relative to the setup file; a directory gives every .h5 \
-     file holding the buffer, in the order they were written"
-);
-const BUFFER: Key<str> = key!(
-    "buffer",
-    "",
-    "the buffer (group) to read from the files; empty = the sink's name"
-);
-const PACE: Key<bool> = key!(
-    "pace",
-    false,
-    "true: events come at the recorded time intervals (divided by `speed`); false: flat out"
-);
-const SPEED: Key<f64> = key!(
-    "speed",
-    1.0,
-    "with `pace`: how many times faster than recorded"
-);
+keys! {
+    const FILES: Key<Strings> = ("files", required, "run files or run directories, relative to the setup file; a directory gives every .h5 file holding the buffer, in the order they were written");
+    const BUFFER: Key<str> = ("buffer", "", "the buffer (group) to read from the files; empty = the sink's name");
+    const PACE: Key<bool> = ("pace", false, "true: events come at the recorded time intervals (divided by `speed`); false: flat out");
+    const SPEED: Key<f64> = ("speed", 1.0, "with `pace`: how many times faster than recorded");
+}
 
 /// Events read from a file at once.
 const BATCH: usize = 256;

@@ -22,7 +22,7 @@
 
 use super::export::{ev44_fields, format_of, BROKERS, FORMAT, TIME_FIELD};
 use super::wire::{Decoder, Format};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Produced, Template,
     WorkerError,
@@ -62,42 +62,15 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-const TOPIC: MaybeKey<str> = key!(
-    "topic",
-    absent: "the sink buffer's name",
-    "the topic to read"
-);
-const GROUP_ID: Key<str> = key!(
-    "group_id",
-    "daq-engine",
-    "consumer group: instances with the same group share the partitions"
-);
-const FROM: Key<str> = key!(
-    "from",
-    "committed",
-    "committed (the group's offsets, else the beginning), beginning or end; `offset` and \
-     `from_time` override it"
-);
-const OFFSET: MaybeKey<u64> = key!(
-    "offset",
-    absent: "see from",
-    "start every partition at this offset"
-);
-const FROM_TIME: MaybeKey<f64> = key!(
-    "from_time",
-    absent: "see from",
-    "start at the first record at or after this time (seconds since the epoch)"
-);
-const SOURCE_NAME: MaybeKey<str> = key!(
-    "source_name",
-    absent: "every source in the topic",
-    "take only records with this key (export.kafka keys by source name)"
-);
-const IDLE_END: MaybeKey<f64> = key!(
-    "idle_end",
-    absent: "never: the run's limits or the operator end it",
-    "end the run after this many seconds without a message"
-);
+keys! {
+    const TOPIC: MaybeKey<str> = ("topic", absent: "the sink buffer's name", "the topic to read");
+    const GROUP_ID: Key<str> = ("group_id", "daq-engine", "consumer group: instances with the same group share the partitions");
+    const FROM: Key<str> = ("from", "committed", "committed (the group's offsets, else the beginning), beginning or end; `offset` and `from_time` override it");
+    const OFFSET: MaybeKey<u64> = ("offset", absent: "see from", "start every partition at this offset");
+    const FROM_TIME: MaybeKey<f64> = ("from_time", absent: "see from", "start at the first record at or after this time (seconds since the epoch)");
+    const SOURCE_NAME: MaybeKey<str> = ("source_name", absent: "every source in the topic", "take only records with this key (export.kafka keys by source name)");
+    const IDLE_END: MaybeKey<f64> = ("idle_end", absent: "never: the run's limits or the operator end it", "end the run after this many seconds without a message");
+}
 
 /// Where reading starts.
 #[derive(Clone, Copy, Debug, PartialEq)]

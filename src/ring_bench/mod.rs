@@ -708,11 +708,7 @@ const SPIN_BEFORE_DUE_NS: u64 = 30_000;
 fn wait_until(due: u64, spin_ns: u64) {
     let now = now_ns();
     if due > now + spin_ns {
-        let at = due - spin_ns;
-        let ts = libc::timespec {
-            tv_sec: (at / 1_000_000_000) as libc::time_t,
-            tv_nsec: (at % 1_000_000_000) as libc::c_long,
-        };
+        let ts = crate::clock::timespec(due - spin_ns);
         // SAFETY: `ts` is a valid absolute CLOCK_MONOTONIC time; the remainder pointer may be
         // null with TIMER_ABSTIME. An early return (signal) is fine: the spin below finishes.
         unsafe {
