@@ -708,3 +708,76 @@ pub fn bench_drivers(events: Option<u64>) -> i32 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(family: Family, model: &str) -> DeviceInfo {
+        DeviceInfo {
+            family,
+            model: model.into(),
+            serial: None,
+            port: "/dev/ttyUSB0".into(),
+            usb_id: None,
+        }
+    }
+
+    /// What `daq-engine devices` suggests for each family, as the command has always printed.
+    #[test]
+    fn every_family_suggests_its_function_and_setup() {
+        let want = [
+            (Family::Gmc, "x", "device.gmc", "setups/geiger_gmc.yaml"),
+            (
+                Family::LineCounter,
+                "NetIO GC10",
+                "device.gc10",
+                "setups/mightyohm.yaml (function: device.gc10)",
+            ),
+            (
+                Family::LineCounter,
+                "MightyOhm kit",
+                "device.mightyohm",
+                "setups/mightyohm.yaml",
+            ),
+            (
+                Family::LineCounter,
+                "CP210x (10c4:ea60): line-output counter - probe needed",
+                "device.mightyohm, device.gc10 or device.line_counter",
+                "setups/mightyohm.yaml",
+            ),
+            (
+                Family::CosmicWatch,
+                "x",
+                "device.cosmicwatch",
+                "setups/cosmicwatch.yaml",
+            ),
+            (
+                Family::PicoScope,
+                "x",
+                "device.picoscope",
+                "setups/picoscope_muon.yaml",
+            ),
+            (
+                Family::Hantek6022,
+                "x",
+                "device.hantek6022",
+                "setups/hantek6022.yaml",
+            ),
+            (Family::Drs4, "x", "device.drs4", "setups/drs4_sipm.yaml"),
+            (
+                Family::RedPitaya,
+                "x",
+                "device.redpitaya",
+                "setups/redpitaya_spectroscopy.yaml",
+            ),
+        ];
+        for (family, model, function, setup) in want {
+            assert_eq!(
+                function_for(&found(family, model)),
+                (function, setup),
+                "{family:?} {model}"
+            );
+        }
+    }
+}
