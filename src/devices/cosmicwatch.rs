@@ -157,3 +157,10 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         cfg.get(cosmicwatch_keys::EXPECT_DATA)?,
     )
 }
+
+/// The CosmicWatch family: `device.cosmicwatch`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::cosmicwatch::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.cosmicwatch", "setups/cosmicwatch.yaml"),
+};

@@ -211,3 +211,10 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         )
     }
 }
+
+/// The DRS4 family: `device.drs4`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::drs4::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.drs4", "setups/drs4_sipm.yaml"),
+};

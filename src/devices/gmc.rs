@@ -191,3 +191,10 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         expect_within,
     )
 }
+
+/// The GMC family: `device.gmc`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &gmc::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.gmc", "setups/geiger_gmc.yaml"),
+};

@@ -270,6 +270,13 @@ fn simulated_firmware() -> Result<hantek6022::firmware::FirmwareImage, WorkerErr
         .map_err(|e| WorkerError::Other(format!("device.hantek6022 --simulate: {e}")))
 }
 
+/// The Hantek 6022 family: `device.hantek6022`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::hantek6022::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.hantek6022", "setups/hantek6022.yaml"),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

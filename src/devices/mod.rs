@@ -37,8 +37,8 @@ pub mod redpitaya;
 
 use crate::key;
 use crate::run_dir::DeviceNotes;
+use crate::worker::Function;
 use crate::worker::{BufferShape, BuildContext, EventMut, Importer, Key, Produced, WorkerError};
-use crate::worker::{Build, Function};
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::PathBuf;
@@ -59,51 +59,54 @@ pub const BAD_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// One device importer's registration: its spec, the build that opens the device (wrapped
 /// as an Importer) and the check that makes every check of the build without opening it,
-/// registered together so that neither can be registered without the other.
-/// `importer!(family)` registers a family file's `SPEC`, `build` and `check`.
+/// registered together so that neither can be registered without the other:
+/// `importer!(SPEC, build, check)` in a family file's [`Family`].
 macro_rules! importer {
-    ($family:ident) => {
-        importer!($family::SPEC, $family::build, $family::check)
-    };
     ($spec:expr, $build:path, $check:path) => {
         (
-            Function {
+            $crate::worker::Function {
                 spec: $spec,
-                build: Build::Importer(|c| Ok(Box::new($build(c)?))),
+                build: $crate::worker::Build::Importer(|c| Ok(Box::new($build(c)?))),
             },
-            crate::worker::Check::Config($check),
+            $crate::worker::Check::Config($check),
         )
     };
 }
+pub(crate) use importer;
+
+/// A device family as the engine knows it, described once in its file
+/// (`src/devices/<family>.rs`, `pub const FAMILY`): the driver crate's description of it,
+/// the importer functions that serve it and what `daq-engine devices` suggests for a device
+/// of it that a scan found.
+pub struct Family {
+    /// The driver crate's description (setup name, scan, udev lines).
+    pub driver: &'static daq_drivers::FamilyInfo,
+    /// Its importer functions, each with the check of its config.
+    pub functions: &'static [(Function, crate::worker::Check)],
+    /// The importer function and example setup for a found device.
+    pub suggest: fn(&daq_drivers::DeviceInfo) -> (&'static str, &'static str),
+}
+
+/// Every device family, one line each, in the order of the driver crate's
+/// [`daq_drivers::FAMILIES`] (a test compares).
+pub const FAMILIES: &[&Family] = &[
+    &gmc::FAMILY,
+    &linecounter::FAMILY,
+    &cosmicwatch::FAMILY,
+    &picoscope::FAMILY,
+    &hantek6022::FAMILY,
+    &drs4::FAMILY,
+    &redpitaya::FAMILY,
+];
 
 /// Importer functions for the supported devices, each with the check of its config that
 /// `daq-engine check` runs: everything its build checks, opening no device (see
-/// [`crate::worker::Check`]). One entry per function registers it.
+/// [`crate::worker::Check`]). The families' functions, in [`FAMILIES`] order.
 pub fn functions() -> Vec<(Function, crate::worker::Check)> {
-    vec![
-        importer!(gmc),
-        importer!(
-            linecounter::MIGHTYOHM_SPEC,
-            linecounter::build_mightyohm,
-            linecounter::check_line
-        ),
-        importer!(
-            linecounter::GC10_SPEC,
-            linecounter::build_gc10,
-            linecounter::check_line
-        ),
-        importer!(
-            linecounter::LINE_COUNTER_SPEC,
-            linecounter::build_line_counter,
-            linecounter::check_line_counter
-        ),
-        importer!(cosmicwatch),
-        importer!(picoscope),
-        importer!(mimo_picoscope),
-        importer!(hantek6022),
-        importer!(drs4),
-        importer!(redpitaya),
-    ]
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.functions.iter().copied())
+        .collect()
 }
 
 /// The keys every device importer reads.

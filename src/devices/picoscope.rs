@@ -794,3 +794,18 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         cfg.get(SCOPE_EXPECT_DATA)?,
     )
 }
+
+/// The PicoScope family: `device.picoscope`, and `device.mimo_picoscope` for mimoCoRB2's
+/// PicoScope keys.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::picoscope::FAMILY,
+    functions: &[
+        super::importer!(SPEC, build, check),
+        super::importer!(
+            super::mimo_picoscope::SPEC,
+            super::mimo_picoscope::build,
+            super::mimo_picoscope::check
+        ),
+    ],
+    suggest: |_| ("device.picoscope", "setups/picoscope_muon.yaml"),
+};

@@ -817,6 +817,14 @@ fn build_scpi(
     )
 }
 
+/// The Red Pitaya family: `device.redpitaya`. Network devices are never found by the USB
+/// and serial scan: `daq-engine devices --probe HOST` asks the address.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::redpitaya::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.redpitaya", "setups/redpitaya_spectroscopy.yaml"),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! `DAQ_UDEV_RULES_DIR` says, in which case udev is not reloaded) and with `--dry-run`
 //! changes nothing. Must never: run `sudo` itself, or touch a device node.
 
-use daq_drivers::{DeviceInfo, Family};
+use daq_drivers::DeviceInfo;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,71 +24,19 @@ pub const PACKAGE_RULES_DIR: &str = "/usr/lib/udev/rules.d";
 /// Environment variable that redirects `udev install` (tests, packaging).
 pub const RULES_DIR_ENV: &str = "DAQ_UDEV_RULES_DIR";
 
-/// Which importer function and example setup serve a device.
+/// Which importer function and example setup serve a device: what its family's file says
+/// ([`super::Family::suggest`]).
 pub fn function_for(d: &DeviceInfo) -> (&'static str, &'static str) {
-    match d.family {
-        Family::Gmc => ("device.gmc", "setups/geiger_gmc.yaml"),
-        Family::LineCounter => {
-            let m = d.model.to_ascii_lowercase();
-            if m.contains("gc10") {
-                (
-                    "device.gc10",
-                    "setups/mightyohm.yaml (function: device.gc10)",
-                )
-            } else if m.contains("mightyohm") {
-                ("device.mightyohm", "setups/mightyohm.yaml")
-            } else {
-                (
-                    "device.mightyohm, device.gc10 or device.line_counter",
-                    "setups/mightyohm.yaml",
-                )
-            }
-        }
-        Family::CosmicWatch => ("device.cosmicwatch", "setups/cosmicwatch.yaml"),
-        Family::PicoScope => ("device.picoscope", "setups/picoscope_muon.yaml"),
-        Family::Hantek6022 => ("device.hantek6022", "setups/hantek6022.yaml"),
-        Family::Drs4 => ("device.drs4", "setups/drs4_sipm.yaml"),
-        // Network devices are never found by the USB and serial scan: `devices --probe`.
-        Family::RedPitaya => ("device.redpitaya", "setups/redpitaya_spectroscopy.yaml"),
-    }
+    super::FAMILIES
+        .iter()
+        .find(|f| f.driver.family == d.family)
+        .map_or(("-", "-"), |f| (f.suggest)(d))
 }
 
-/// Every connected supported device, and notes on scans that could not run.
+/// Every connected supported device, and notes on scans that could not run (the registered
+/// families' scans, [`daq_drivers::families::scan_all`]).
 pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
-    let mut found = daq_drivers::serial::scan();
-    let mut notes = Vec::new();
-    match daq_drivers::picoscope::scan_usb() {
-        Ok(v) => found.extend(v),
-        Err(e) => notes.push(e.to_string()),
-    }
-    let mut ids: Vec<(u16, u16)> = daq_drivers::hantek6022::protocol::USB_IDS.to_vec();
-    ids.push(daq_drivers::drs4::protocol::USB_ID);
-    match daq_drivers::usb::scan(&ids) {
-        Ok(v) => {
-            for e in v {
-                let (family, model) =
-                    if (e.vendor_id, e.product_id) == daq_drivers::drs4::protocol::USB_ID {
-                        (Family::Drs4, "PSI DRS4 evaluation board".to_string())
-                    } else {
-                        let state =
-                            daq_drivers::hantek6022::protocol::identify(e.vendor_id, e.product_id);
-                        (Family::Hantek6022, format!("Hantek 6022 ({state:?})"))
-                    };
-                found.push(DeviceInfo {
-                    family,
-                    model,
-                    serial: None,
-                    port: e.port(),
-                    usb_id: Some((e.vendor_id, e.product_id)),
-                });
-            }
-        }
-        Err(e) => notes.push(format!(
-            "USB scan for Hantek 6022 and DRS4: {e}; in a container pass the bus through \
-             (--device /dev/bus/usb), otherwise use --simulate"
-        )),
-    }
-    (found, notes)
+    daq_drivers::families::scan_all()
 }
 
 /// `daq-engine devices --probe HOST[:PORT]`: network devices are not enumerated, so the
@@ -160,6 +108,19 @@ pub fn probe(address: &str) -> i32 {
     }
 }
 
+/// What `daq-engine devices` says when it finds nothing: where it looked, what to check.
+fn nothing_found() -> String {
+    format!(
+        "No supported devices found: no serial detector ports (looked in /dev/serial/by-id, \
+         /dev/ttyUSB*, /dev/ttyACM*, /dev/daq) and no {} on USB.\n\
+         Plug the device in and check `dmesg`/`lsusb`; install the udev rules with \
+         `daq-engine udev install`; on Ubuntu with a CH340 (1a86:7523) check that brltty did \
+         not take the port. Without hardware, try any setup with --simulate, e.g.\n  \
+         daq-engine setups/geiger_gmc.yaml --simulate",
+        daq_drivers::families::usb_sought()
+    )
+}
+
 /// `daq-engine devices`.
 pub fn devices() -> i32 {
     let (found, notes) = scan_all();
@@ -167,15 +128,7 @@ pub fn devices() -> i32 {
         println!("note: {n}");
     }
     if found.is_empty() {
-        println!(
-            "No supported devices found: no serial detector ports (looked in /dev/serial/by-id, \
-             /dev/ttyUSB*, /dev/ttyACM*, /dev/daq) and no PicoScope (0ce9:*), Hantek 6022 \
-             (04b4:6022/602a/2020, 04b5:6022/602a, 1d50:608e) or DRS4 (04b4:1175) on USB.\n\
-             Plug the device in and check `dmesg`/`lsusb`; install the udev rules with \
-             `daq-engine udev install`; on Ubuntu with a CH340 (1a86:7523) check that brltty did \
-             not take the port. Without hardware, try any setup with --simulate, e.g.\n  \
-             daq-engine setups/geiger_gmc.yaml --simulate"
-        );
+        println!("{}", nothing_found());
         return 0;
     }
     println!(
@@ -712,6 +665,7 @@ pub fn bench_drivers(events: Option<u64>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daq_drivers::Family;
 
     fn found(family: Family, model: &str) -> DeviceInfo {
         DeviceInfo {
@@ -779,5 +733,51 @@ mod tests {
                 "{family:?} {model}"
             );
         }
+    }
+
+    /// The engine registers the same families as the driver crate, in the same order, and
+    /// the functions of every family are the importers the registry lists.
+    #[test]
+    fn engine_and_driver_families_agree() {
+        let engine: Vec<_> = super::super::FAMILIES
+            .iter()
+            .map(|f| f.driver.family)
+            .collect();
+        let drivers: Vec<_> = daq_drivers::FAMILIES.iter().map(|f| f.family).collect();
+        assert_eq!(engine, drivers);
+        let names: Vec<_> = super::super::functions()
+            .iter()
+            .map(|(f, _)| f.spec.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "device.gmc",
+                "device.mightyohm",
+                "device.gc10",
+                "device.line_counter",
+                "device.cosmicwatch",
+                "device.picoscope",
+                "importers.picoscope.source",
+                "device.hantek6022",
+                "device.drs4",
+                "device.redpitaya",
+            ]
+        );
+    }
+
+    /// What `daq-engine devices` prints with nothing plugged in, as it always has.
+    #[test]
+    fn nothing_found_names_every_usb_id_sought() {
+        assert_eq!(
+            nothing_found(),
+            "No supported devices found: no serial detector ports (looked in /dev/serial/by-id, \
+             /dev/ttyUSB*, /dev/ttyACM*, /dev/daq) and no PicoScope (0ce9:*), Hantek 6022 \
+             (04b4:6022/602a/2020, 04b5:6022/602a, 1d50:608e) or DRS4 (04b4:1175) on USB.\n\
+             Plug the device in and check `dmesg`/`lsusb`; install the udev rules with \
+             `daq-engine udev install`; on Ubuntu with a CH340 (1a86:7523) check that brltty did \
+             not take the port. Without hardware, try any setup with --simulate, e.g.\n  \
+             daq-engine setups/geiger_gmc.yaml --simulate"
+        );
     }
 }
