@@ -22,7 +22,7 @@ impl SimulatedPlug for SimDrs4 {
         SimDrs4::unplug(self);
     }
     /// Comes back power-cycled, at a new address.
-    fn replug(&mut self) -> Result<(), String> {
+    fn replug(&mut self) -> Result<(), super::plug::ReplugError> {
         SimDrs4::plug(self);
         Ok(())
     }

@@ -26,7 +26,7 @@ impl SimulatedPlug for SimHantek {
         SimHantek::unplug(self);
     }
     /// Comes back cold: the driver uploads the firmware again.
-    fn replug(&mut self) -> Result<(), String> {
+    fn replug(&mut self) -> Result<(), super::plug::ReplugError> {
         SimHantek::replug(self);
         Ok(())
     }
@@ -267,7 +267,7 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
 /// 8051 `LJMP 0x0000` (the simulator runs any image; this one just makes the upload real).
 fn simulated_firmware() -> Result<hantek6022::firmware::FirmwareImage, WorkerError> {
     hantek6022::firmware::FirmwareImage::from_binary(&[0x02, 0x00, 0x00], "simulator")
-        .map_err(|e| WorkerError::Other(format!("device.hantek6022 --simulate: {e}")))
+        .map_err(|e| WorkerError::failed("device.hantek6022 --simulate", e))
 }
 
 /// The Hantek 6022 family: `device.hantek6022`.

@@ -38,6 +38,7 @@ pub mod redpitaya;
 use crate::key;
 use crate::run_dir::DeviceNotes;
 use crate::worker::Function;
+use crate::worker::WiringError;
 use crate::worker::{BufferShape, BuildContext, EventMut, Importer, Key, Produced, WorkerError};
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
@@ -255,13 +256,54 @@ fn silence_config(
     Ok(((s > 0.0).then(|| Duration::from_secs_f64(s)), on))
 }
 
+/// How a sink buffer differs from the events the configured driver writes: what is wrong
+/// and how to declare it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "sink buffer '{sink}' does not match the device: {}. \
+     Declare it as  data_length: {records}  data_dtype: {{{want}}}  (the setup has \
+     data_length: {has_length}, data_dtype: {{{has}}})",
+    why.join("; ")
+)]
+pub struct SinkMismatch {
+    /// The worker.
+    pub worker: String,
+    /// Its function.
+    pub function: String,
+    /// The sink buffer.
+    pub sink: String,
+    /// Each difference, in words.
+    pub why: Vec<String>,
+    /// Records per event the driver writes.
+    pub records: usize,
+    /// The fields the driver writes, as a data_dtype.
+    pub want: String,
+    /// The sink's data_length.
+    pub has_length: usize,
+    /// The sink's fields, as a data_dtype.
+    pub has: String,
+    /// The sink has the driver's field names, in order, and its data_length: only the
+    /// types of fields differ (a sample format the buffer does not declare).
+    pub only_types: bool,
+}
+
+/// `worker 'W' (F): sink buffer …`, the mismatch kept whole as the source.
+impl From<Box<SinkMismatch>> for WorkerError {
+    fn from(e: Box<SinkMismatch>) -> WorkerError {
+        WorkerError::Failed {
+            doing: format!("worker '{}' ({})", e.worker, e.function),
+            source: e,
+        }
+    }
+}
+
 /// Checks that `sink` is declared exactly as the driver writes its events.
 pub fn check_layout(
     function: &str,
     worker: &str,
     layout: &EventLayout,
     sink: &BufferShape,
-) -> Result<(), WorkerError> {
+) -> Result<(), Box<SinkMismatch>> {
     let want: Vec<(String, Option<crate::dtype::Scalar>)> = layout
         .fields
         .iter()
@@ -335,17 +377,20 @@ pub fn check_layout(
             sink.data_length, layout.records
         ));
     }
-    Err(WorkerError::Other(format!(
-        "worker '{worker}' ({function}): sink buffer '{}' does not match the device: {}. \
-         Declare it as  data_length: {}  data_dtype: {{{}}}  (the setup has data_length: {}, \
-         data_dtype: {{{}}})",
-        sink.name,
-        why.join("; "),
-        layout.records,
-        show(&want),
-        sink.data_length,
-        show(&have),
-    )))
+    let only_types = sink.data_length == layout.records
+        && want.len() == have.len()
+        && want.iter().zip(&have).all(|(w, h)| w.0 == h.0);
+    Err(Box::new(SinkMismatch {
+        worker: worker.to_string(),
+        function: function.to_string(),
+        sink: sink.name.clone(),
+        why,
+        records: layout.records,
+        want: show(&want),
+        has_length: sink.data_length,
+        has: show(&have),
+        only_types,
+    }))
 }
 
 /// Writes how the counts of `buffer`'s fields become volts into the run directory
@@ -498,8 +543,10 @@ impl DeviceImporter {
         simulated: bool,
         expect_within: f64,
     ) -> Result<DeviceImporter, WorkerError> {
-        let sink = ctx.sinks.first().ok_or_else(|| {
-            WorkerError::Other(format!("{function} needs exactly one sink buffer"))
+        let sink = ctx.sinks.first().ok_or_else(|| WiringError::Count {
+            worker: ctx.worker.clone(),
+            want: "one sink buffer",
+            has: 0,
         })?;
         check_layout(function, &ctx.worker, source.layout(), sink)?;
         let reconnect = ctx.config.get(RECONNECT)?;
@@ -848,19 +895,127 @@ impl Drop for DeviceImporter {
     }
 }
 
-/// A failed open of real hardware, with the hint that `--simulate` needs none.
+/// A failed open of real hardware, with the hint that `--simulate` needs none; the kind of
+/// the driver's error is kept ([`WorkerError::Device`]).
 pub(crate) fn open_error(e: DriverError) -> WorkerError {
+    const HINT: &str = ". Without the hardware, try the setup with --simulate";
     match e {
-        DriverError::Open { .. } | DriverError::Vendor(_) => WorkerError::Other(format!(
-            "{e}. Without the hardware, try the setup with --simulate"
-        )),
-        e => e.into(),
+        DriverError::Open { device, detail } => DriverError::Open {
+            device,
+            detail: detail + HINT,
+        },
+        DriverError::Vendor(detail) => DriverError::Vendor(detail + HINT),
+        e => e,
     }
+    .into()
 }
 
 /// Maps an I/O error starting a simulator.
 pub(crate) fn sim_error(function: &str, e: std::io::Error) -> WorkerError {
-    WorkerError::Other(format!(
-        "{function}: cannot start the simulator (pseudo-terminal): {e}"
-    ))
+    WorkerError::failed(
+        format!("{function}: cannot start the simulator (pseudo-terminal)"),
+        e,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Dtype;
+    use daq_drivers::FieldSpec;
+
+    fn layout() -> EventLayout {
+        EventLayout {
+            fields: vec![
+                FieldSpec {
+                    name: "chA".into(),
+                    numpy_type: "f4",
+                },
+                FieldSpec {
+                    name: "chB".into(),
+                    numpy_type: "f4",
+                },
+            ],
+            records: 100,
+        }
+    }
+
+    fn sink(fields: [(&str, &str); 2], data_length: usize) -> BufferShape {
+        BufferShape {
+            name: "raw".into(),
+            dtype: Dtype::parse(fields).unwrap(),
+            data_length,
+        }
+    }
+
+    /// A sink that differs only in its types is told apart from one with other fields, as
+    /// the scopes' check needs (it then names the sample format key); the message is the one
+    /// the setup's author has always read.
+    #[test]
+    fn sink_mismatch_says_whether_only_types_differ() {
+        let l = layout();
+        assert!(check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "f4"), ("chB", "f4")], 100)
+        )
+        .is_ok());
+        let types = check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "i2"), ("chB", "i2")], 100),
+        )
+        .unwrap_err();
+        assert!(types.only_types);
+        let fields = check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "f4"), ("chC", "f4")], 100),
+        )
+        .unwrap_err();
+        assert!(!fields.only_types);
+        let length = check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "f4"), ("chB", "f4")], 10),
+        )
+        .unwrap_err();
+        assert!(!length.only_types);
+        let e = WorkerError::from(fields);
+        assert_eq!(
+            e.to_string(),
+            "worker 'w' (device.x): sink buffer 'raw' does not match the device: missing fields \
+             chB; fields the driver does not write: chC. Declare it as  data_length: 100  \
+             data_dtype: {chA: float32, chB: float32}  (the setup has data_length: 100, \
+             data_dtype: {chA: float32, chC: float32})"
+        );
+        let WorkerError::Failed { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(source.downcast_ref::<SinkMismatch>().is_some());
+    }
+
+    /// A device that cannot be opened stays a device error of its kind, with the hint.
+    #[test]
+    fn open_error_keeps_the_driver_error_and_adds_the_hint() {
+        let e = open_error(DriverError::Open {
+            device: "/dev/ttyUSB0".into(),
+            detail: "no such file".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "/dev/ttyUSB0: cannot open: no such file. Without the hardware, try the setup \
+             with --simulate"
+        );
+        assert!(matches!(e, WorkerError::Device(DriverError::Open { .. })));
+        let e = open_error(DriverError::Disconnected {
+            device: "d".into(),
+            detail: "gone".into(),
+        });
+        assert_eq!(e.to_string(), "d: disconnected: gone");
+    }
 }

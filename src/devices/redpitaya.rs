@@ -517,7 +517,7 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
         generator: generator(cfg)?,
     };
     c.validate()
-        .map_err(|p| WorkerError::Other(format!("worker '{}': Red Pitaya: {p}", cfg.worker)))?;
+        .map_err(|p| WorkerError::failed(format!("worker '{}': Red Pitaya", cfg.worker), p))?;
     Ok(c)
 }
 
@@ -591,7 +591,7 @@ pub fn board_config(ctx: &BuildContext) -> Result<BoardConfig, WorkerError> {
         poll: seconds(cfg, k::POLL_INTERVAL, 10.0)?.max(Duration::from_micros(100)),
     };
     c.validate().map_err(|p| {
-        WorkerError::Other(format!("worker '{}': Red Pitaya (scpi): {p}", cfg.worker))
+        WorkerError::failed(format!("worker '{}': Red Pitaya (scpi)", cfg.worker), p)
     })?;
     Ok(BoardConfig::Scpi(c))
 }
@@ -663,7 +663,7 @@ macro_rules! network_plug {
             fn unplug(&mut self) {
                 self.vanish();
             }
-            fn replug(&mut self) -> Result<(), String> {
+            fn replug(&mut self) -> Result<(), $crate::devices::plug::ReplugError> {
                 self.reappear();
                 Ok(())
             }
@@ -753,10 +753,11 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     if simulate {
         let sim = SimMcpha::start(sim_config(cfg, &config)?).map_err(|e| {
-            WorkerError::Other(format!(
+            WorkerError::failed(
                 "device.redpitaya --simulate: cannot start the simulated board on a loopback \
-                 port: {e}"
-            ))
+                 port",
+                e,
+            )
         })?;
         config.scope.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {
@@ -794,10 +795,11 @@ fn build_scpi(
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     if simulate {
         let sim = SimScpi::start(scpi_sim_config(cfg, &config)?).map_err(|e| {
-            WorkerError::Other(format!(
+            WorkerError::failed(
                 "device.redpitaya --simulate: cannot start the simulated SCPI server on a \
-                 loopback port: {e}"
-            ))
+                 loopback port",
+                e,
+            )
         })?;
         config.scope.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {

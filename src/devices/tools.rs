@@ -152,15 +152,43 @@ pub fn devices() -> i32 {
     0
 }
 
-fn run_udevadm(args: &[&str]) -> Result<(), String> {
+/// Why `udevadm` did not reload the rules.
+#[derive(Debug, thiserror::Error)]
+pub enum UdevadmError {
+    /// It could not be started (not installed, not on PATH).
+    #[error("cannot run udevadm {args}: {source}")]
+    Spawn {
+        /// Its arguments.
+        args: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran and failed.
+    #[error("udevadm {args} failed ({status})")]
+    Failed {
+        /// Its arguments.
+        args: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+}
+
+fn run_udevadm(args: &[&str]) -> Result<(), UdevadmError> {
     let status = std::process::Command::new("udevadm")
         .args(args)
         .status()
-        .map_err(|e| format!("cannot run udevadm {}: {e}", args.join(" ")))?;
+        .map_err(|source| UdevadmError::Spawn {
+            args: args.join(" "),
+            source,
+        })?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("udevadm {} failed ({status})", args.join(" ")))
+        Err(UdevadmError::Failed {
+            args: args.join(" "),
+            status,
+        })
     }
 }
 
@@ -518,8 +546,8 @@ pub fn measure(events: Option<u64>) -> Vec<Result<DriverRate, String>> {
     for family in daq_drivers::picoscope::family::FAMILIES {
         rows.push((|| {
             use daq_drivers::picoscope::{self, ChannelConfig, PicoScopeConfig};
-            let fake = super::usb::FakePico::load(family.soname)?;
-            fake.set(0.0, 1)?;
+            let fake = super::usb::FakePico::load(family.soname).map_err(|e| e.to_string())?;
+            fake.set(0.0, 1).map_err(|e| e.to_string())?;
             let mut cfg = PicoScopeConfig::muon_telescope(family);
             let channels = if family.name == "ps2000a" { 2 } else { 4 };
             for ch in cfg.channels.iter_mut().skip(channels) {
