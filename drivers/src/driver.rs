@@ -180,6 +180,18 @@ pub enum DriverError {
     },
 }
 
+/// Refuses an event buffer that is not the `want` bytes one event takes
+/// ([`DriverError::Config`] naming both sizes); allocates nothing when it fits.
+pub fn check_event_buffer(device: &str, got: usize, want: usize) -> Result<(), DriverError> {
+    if got == want {
+        return Ok(());
+    }
+    Err(DriverError::Config {
+        device: device.to_string(),
+        detail: format!("event buffer is {got} bytes, the layout needs {want}"),
+    })
+}
+
 /// A configured, opened device that produces events. One per Importer process.
 pub trait Source: Send {
     /// The device this is.
