@@ -199,8 +199,8 @@ pub fn udev_rules() -> String {
 mod tests {
     use super::*;
 
-    /// Every variant of [`Family`] is registered exactly once (the `match` stops compiling
-    /// when a variant is added, pointing here).
+    /// Every variant of [`Family`] is registered exactly once. The `match` stops compiling
+    /// when a variant is added: list the new one in `all` too.
     #[test]
     fn every_family_is_registered_once() {
         let all = [
