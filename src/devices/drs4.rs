@@ -217,4 +217,14 @@ pub const FAMILY: super::Family = super::Family {
     driver: &daq_drivers::drs4::FAMILY,
     functions: &[super::importer!(SPEC, build, check)],
     suggest: |_| ("device.drs4", "setups/drs4_sipm.yaml"),
+    bench,
 };
+
+/// `bench drivers`: the simulated board, 4 × 1024 calibrated volts.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    let n = super::tools::wave_events(events).min(5_000);
+    vec![super::tools::figures_row(
+        "drs4 sim, 4x1024 f4 calibrated",
+        daq_drivers::drs4::bench_simulated(n, false),
+    )]
+}

@@ -275,7 +275,22 @@ pub const FAMILY: super::Family = super::Family {
     driver: &daq_drivers::hantek6022::FAMILY,
     functions: &[super::importer!(SPEC, build, check)],
     suggest: |_| ("device.hantek6022", "setups/hantek6022.yaml"),
+    bench,
 };
+
+/// `bench drivers`: the simulated scope, 2 × 1000 samples as volts and as raw codes.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    let n = super::tools::wave_events(events);
+    [
+        (hantek6022::SampleFormat::Volts, "hantek6022 sim, 2x1000 f4"),
+        (hantek6022::SampleFormat::Raw, "hantek6022 sim, 2x1000 u1"),
+    ]
+    .into_iter()
+    .map(|(format, label)| {
+        super::tools::figures_row(label, hantek6022::bench_simulated(n, 1000, format))
+    })
+    .collect()
+}
 
 #[cfg(test)]
 mod tests {

@@ -264,4 +264,28 @@ pub const FAMILY: super::Family = super::Family {
             )
         }
     },
+    bench,
 };
+
+/// `bench drivers`: pulse lines at 50 kHz.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    use daq_drivers::linecounter;
+    vec![super::tools::serial_rate(
+        "line counter, pulse lines (pty, 50 kHz)",
+        super::tools::serial_events(events),
+        || {
+            linecounter::simulate(linecounter::LineSimConfig {
+                format: linecounter::SimFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
+                cps: 50_000.0,
+                ..linecounter::LineSimConfig::default()
+            })
+        },
+        |path| {
+            linecounter::open(linecounter::LineCounterConfig {
+                path,
+                format: linecounter::LineFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
+                ..linecounter::LineCounterConfig::default()
+            })
+        },
+    )]
+}

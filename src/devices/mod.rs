@@ -77,8 +77,8 @@ pub(crate) use importer;
 
 /// A device family as the engine knows it, described once in its file
 /// (`src/devices/<family>.rs`, `pub const FAMILY`): the driver crate's description of it,
-/// the importer functions that serve it and what `daq-engine devices` suggests for a device
-/// of it that a scan found.
+/// the importer functions that serve it, what `daq-engine devices` suggests for a device of
+/// it that a scan found, and its rows of `bench drivers`.
 pub struct Family {
     /// The driver crate's description (setup name, scan, udev lines).
     pub driver: &'static daq_drivers::FamilyInfo,
@@ -86,6 +86,9 @@ pub struct Family {
     pub functions: &'static [(Function, crate::worker::Check)],
     /// The importer function and example setup for a found device.
     pub suggest: fn(&daq_drivers::DeviceInfo) -> (&'static str, &'static str),
+    /// Its rows of `daq-engine bench drivers`: the simulated device through its driver,
+    /// reading about `events` (or the family's own number).
+    pub bench: fn(Option<u64>) -> Vec<Result<tools::DriverRate, String>>,
 }
 
 /// Every device family, one line each, in the order of the driver crate's

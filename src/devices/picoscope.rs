@@ -860,4 +860,38 @@ pub const FAMILY: super::Family = super::Family {
         ),
     ],
     suggest: |_| ("device.picoscope", "setups/picoscope_muon.yaml"),
+    bench,
 };
+
+/// `bench drivers`: the fake library, 4 × 500 samples volts (ps2000a: its 2 channels),
+/// captures at once, one row per Pico family.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    use daq_drivers::picoscope::{self, ChannelConfig, PicoScopeConfig};
+    let n = super::tools::wave_events(events);
+    daq_drivers::picoscope::family::FAMILIES
+        .iter()
+        .map(|family| {
+            let fake = FakePico::load(family.soname).map_err(|e| e.to_string())?;
+            fake.set(0.0, 1).map_err(|e| e.to_string())?;
+            let mut cfg = PicoScopeConfig::muon_telescope(family);
+            let channels = if family.name == "ps2000a" { 2 } else { 4 };
+            for ch in cfg.channels.iter_mut().skip(channels) {
+                *ch = ChannelConfig::OFF;
+            }
+            cfg.library = Some(fake.path.clone());
+            let size = channels * 500 * 4;
+            let f = picoscope::bench_fake(&cfg, n).map_err(|e| e.to_string())?;
+            Ok(super::tools::DriverRate {
+                device: format!(
+                    "picoscope {} fake, rapid block {channels}x500 f4 (copy path alone: {:.0} ev/s, {:.0} MB/s)",
+                    family.name, f.copy_events_per_s, f.copy_mb_per_s
+                ),
+                event_bytes: size,
+                events: f.events,
+                events_per_s: f.events_per_s,
+                mb_per_s: f.mb_per_s,
+                ring_events_per_s: None,
+            })
+        })
+        .collect()
+}

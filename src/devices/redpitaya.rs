@@ -825,7 +825,50 @@ pub const FAMILY: super::Family = super::Family {
     driver: &daq_drivers::redpitaya::FAMILY,
     functions: &[super::importer!(SPEC, build, check)],
     suggest: |_| ("device.redpitaya", "setups/redpitaya_spectroscopy.yaml"),
+    bench,
 };
+
+/// `bench drivers`: MCPHA traces over loopback TCP, beside a plain socket read of the same
+/// bytes.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    use super::tools::DriverRate;
+    let n_wave = super::tools::wave_events(events);
+    let mut rows = Vec::new();
+    for samples in [1000u32, 16384] {
+        let n = if samples > 4096 {
+            n_wave.min(5_000)
+        } else {
+            n_wave
+        };
+        match redpitaya::bench::bench_simulated(n, samples) {
+            Ok(b) => {
+                rows.push(Ok(DriverRate {
+                    device: format!(
+                        "redpitaya mcpha sim, 2x{samples} i2 (tcp loopback, code 31 sets of 100)"
+                    ),
+                    event_bytes: b.event_bytes,
+                    events: b.events,
+                    events_per_s: b.driver_events_per_s(),
+                    mb_per_s: b.driver_mb_per_s(),
+                    ring_events_per_s: None,
+                }));
+                rows.push(Ok(DriverRate {
+                    device: format!(
+                        "  the same bytes by a plain socket read (the limit): driver at {:.0} %",
+                        100.0 * b.ratio()
+                    ),
+                    event_bytes: b.event_bytes,
+                    events: b.events,
+                    events_per_s: b.raw_events_per_s(),
+                    mb_per_s: b.raw_mb_per_s(),
+                    ring_events_per_s: None,
+                }));
+            }
+            Err(e) => rows.push(Err(format!("redpitaya mcpha sim, 2x{samples}: {e}"))),
+        }
+    }
+    rows
+}
 
 #[cfg(test)]
 mod tests {

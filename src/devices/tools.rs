@@ -448,7 +448,7 @@ pub fn ring_rate(event_bytes: usize, events: u64) -> Result<f64, String> {
 
 /// A serial detector's rate: its simulator on a pty (`simulate`), the driver opened on the
 /// pty's path (`open`), `events` read as fast as they come.
-fn serial_rate<S: daq_drivers::Source>(
+pub(super) fn serial_rate<S: daq_drivers::Source>(
     name: &str,
     events: u64,
     simulate: impl FnOnce()
@@ -483,163 +483,41 @@ fn serial_rate<S: daq_drivers::Source>(
     })
 }
 
-/// Measures every simulated device through its driver, with the ring's rate beside it.
+/// Events a serial detector's row reads: `events`, or 2000, at most 5000 (the simulators
+/// pace them).
+pub(super) fn serial_events(events: Option<u64>) -> u64 {
+    events.unwrap_or(2_000).min(5_000)
+}
+
+/// Events a waveform device's row reads: `events`, or 20000.
+pub(super) fn wave_events(events: Option<u64>) -> u64 {
+    events.unwrap_or(20_000)
+}
+
+/// The row of a device measured through a [`daq_drivers::usb::BenchFigures`].
+pub(super) fn figures_row(
+    device: &str,
+    figures: Result<daq_drivers::usb::BenchFigures, daq_drivers::DriverError>,
+) -> Result<DriverRate, String> {
+    figures
+        .map(|f| DriverRate {
+            device: device.into(),
+            event_bytes: (f.bytes / f.events.max(1)) as usize,
+            events: f.events,
+            events_per_s: f.events_per_second(),
+            mb_per_s: f.megabytes_per_second(),
+            ring_events_per_s: None,
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Measures every simulated device through its driver (each family's rows,
+/// [`super::Family::bench`]), with the ring's rate beside it.
 pub fn measure(events: Option<u64>) -> Vec<Result<DriverRate, String>> {
-    use daq_drivers::{cosmicwatch, gmc, linecounter};
-    let mut rows = Vec::new();
-    let n_wave = events.unwrap_or(20_000);
-    let n_serial = events.unwrap_or(2_000).min(5_000);
-    // GMC heartbeat: one 2-byte frame per device second; device seconds of 0.2 ms.
-    rows.push(serial_rate(
-        "gmc heartbeat (pty, 0.2 ms device s)",
-        n_serial,
-        || {
-            gmc::simulate(gmc::GmcSimConfig {
-                cps: 30.0,
-                second: Duration::from_micros(200),
-                ..gmc::GmcSimConfig::default()
-            })
-        },
-        |path| {
-            gmc::open(gmc::GmcConfig {
-                path,
-                ..gmc::GmcConfig::default()
-            })
-        },
-    ));
-    rows.push(serial_rate(
-        "cosmicwatch v2 lines (pty, 50 kHz)",
-        n_serial,
-        || {
-            cosmicwatch::simulate(cosmicwatch::CosmicWatchSimConfig {
-                rate: 50_000.0,
-                ..cosmicwatch::CosmicWatchSimConfig::default()
-            })
-        },
-        |path| {
-            cosmicwatch::open(cosmicwatch::CosmicWatchConfig {
-                path,
-                ..cosmicwatch::CosmicWatchConfig::default()
-            })
-        },
-    ));
-    rows.push(serial_rate(
-        "line counter, pulse lines (pty, 50 kHz)",
-        n_serial,
-        || {
-            linecounter::simulate(linecounter::LineSimConfig {
-                format: linecounter::SimFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
-                cps: 50_000.0,
-                ..linecounter::LineSimConfig::default()
-            })
-        },
-        |path| {
-            linecounter::open(linecounter::LineCounterConfig {
-                path,
-                format: linecounter::LineFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
-                ..linecounter::LineCounterConfig::default()
-            })
-        },
-    ));
-    // PicoScope through the fake library, 4 × 500 samples volts (ps2000a: its 2 channels),
-    // captures at once, one row per family.
-    for family in daq_drivers::picoscope::family::FAMILIES {
-        rows.push((|| {
-            use daq_drivers::picoscope::{self, ChannelConfig, PicoScopeConfig};
-            let fake = super::usb::FakePico::load(family.soname).map_err(|e| e.to_string())?;
-            fake.set(0.0, 1).map_err(|e| e.to_string())?;
-            let mut cfg = PicoScopeConfig::muon_telescope(family);
-            let channels = if family.name == "ps2000a" { 2 } else { 4 };
-            for ch in cfg.channels.iter_mut().skip(channels) {
-                *ch = ChannelConfig::OFF;
-            }
-            cfg.library = Some(fake.path.clone());
-            let size = channels * 500 * 4;
-            let f = picoscope::bench_fake(&cfg, n_wave).map_err(|e| e.to_string())?;
-            Ok(DriverRate {
-                device: format!(
-                    "picoscope {} fake, rapid block {channels}x500 f4 (copy path alone: {:.0} ev/s, {:.0} MB/s)",
-                    family.name, f.copy_events_per_s, f.copy_mb_per_s
-                ),
-                event_bytes: size,
-                events: f.events,
-                events_per_s: f.events_per_s,
-                mb_per_s: f.mb_per_s,
-                ring_events_per_s: None,
-            })
-        })());
-    }
-    for (samples, fmt, label) in [
-        (
-            1000usize,
-            daq_drivers::hantek6022::SampleFormat::Volts,
-            "hantek6022 sim, 2x1000 f4",
-        ),
-        (
-            1000,
-            daq_drivers::hantek6022::SampleFormat::Raw,
-            "hantek6022 sim, 2x1000 u1",
-        ),
-    ] {
-        rows.push(
-            daq_drivers::hantek6022::bench_simulated(n_wave, samples, fmt)
-                .map(|f| DriverRate {
-                    device: label.into(),
-                    event_bytes: (f.bytes / f.events.max(1)) as usize,
-                    events: f.events,
-                    events_per_s: f.events_per_second(),
-                    mb_per_s: f.megabytes_per_second(),
-                    ring_events_per_s: None,
-                })
-                .map_err(|e| e.to_string()),
-        );
-    }
-    // Red Pitaya MCPHA traces over loopback TCP, beside a plain socket read of the same bytes.
-    for samples in [1000u32, 16384] {
-        let n = if samples > 4096 {
-            n_wave.min(5_000)
-        } else {
-            n_wave
-        };
-        match daq_drivers::redpitaya::bench::bench_simulated(n, samples) {
-            Ok(b) => {
-                rows.push(Ok(DriverRate {
-                    device: format!(
-                        "redpitaya mcpha sim, 2x{samples} i2 (tcp loopback, code 31 sets of 100)"
-                    ),
-                    event_bytes: b.event_bytes,
-                    events: b.events,
-                    events_per_s: b.driver_events_per_s(),
-                    mb_per_s: b.driver_mb_per_s(),
-                    ring_events_per_s: None,
-                }));
-                rows.push(Ok(DriverRate {
-                    device: format!(
-                        "  the same bytes by a plain socket read (the limit): driver at {:.0} %",
-                        100.0 * b.ratio()
-                    ),
-                    event_bytes: b.event_bytes,
-                    events: b.events,
-                    events_per_s: b.raw_events_per_s(),
-                    mb_per_s: b.raw_mb_per_s(),
-                    ring_events_per_s: None,
-                }));
-            }
-            Err(e) => rows.push(Err(format!("redpitaya mcpha sim, 2x{samples}: {e}"))),
-        }
-    }
-    rows.push(
-        daq_drivers::drs4::bench_simulated(n_wave.min(5_000), false)
-            .map(|f| DriverRate {
-                device: "drs4 sim, 4x1024 f4 calibrated".into(),
-                event_bytes: (f.bytes / f.events.max(1)) as usize,
-                events: f.events,
-                events_per_s: f.events_per_second(),
-                mb_per_s: f.megabytes_per_second(),
-                ring_events_per_s: None,
-            })
-            .map_err(|e| e.to_string()),
-    );
+    let mut rows: Vec<Result<DriverRate, String>> = super::FAMILIES
+        .iter()
+        .flat_map(|f| (f.bench)(events))
+        .collect();
     for r in rows.iter_mut().flatten() {
         let n = (200_000_000 / r.event_bytes.max(16) as u64).clamp(2_000, 200_000);
         r.ring_events_per_s = ring_rate(r.event_bytes.max(16), n).ok();
