@@ -8,11 +8,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use daq_engine::analysis::bench::{
-    prepared_events, pulse_features, pulse_finder, simulator, waveform_shape, SlotEmit,
+    prepared_events, pulse_features, pulse_finder, simulator, threshold, waveform_shape, SlotEmit,
 };
-use daq_engine::analysis::trigger::Threshold;
 use daq_engine::dtype::Metadata;
-use daq_engine::worker::{BuildContext, EventMut, EventRef, Filter, Importer, Processor};
+use daq_engine::worker::{EventMut, EventRef, Filter, Importer, Processor};
 use std::hint::black_box;
 
 fn analysis(c: &mut Criterion) {
@@ -41,13 +40,7 @@ fn analysis(c: &mut Criterion) {
         meta: Metadata::default(),
         dtype: &shape.dtype,
     };
-    let mut trig = Threshold::build(&BuildContext::for_test(
-        "bench_trigger",
-        serde_json::json!({"level": 100.0}),
-        vec![shape.clone()],
-        vec![shape.clone()],
-    ))
-    .expect("valid trigger config");
+    let mut trig = threshold(serde_json::json!({"level": 100.0})).expect("valid trigger config");
     let mut i = 0;
     g.bench_function("filter.threshold/no_crossing", |b| {
         b.iter(|| {

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use daq_engine::dtype::Metadata;
-use daq_engine::export::bench::{event_dtype, EVENT_BYTES, SAMPLES};
-use daq_engine::export::hdf5::{
-    BufferOptions, Compression, RunFileWriter, RunInfo, RunStats, WriterOptions,
-};
+use daq_engine::export::bench::{bench_file, EVENT_BYTES};
+use daq_engine::export::hdf5::{Compression, RunStats};
 
 fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("daq-bench-hdf5-{}", std::process::id()));
@@ -52,21 +50,7 @@ fn bench(c: &mut Criterion) {
                 n += 1;
                 let path = dir.join(format!("{name}-{n}.h5"));
                 let start = Instant::now();
-                let mut w =
-                    RunFileWriter::create(&path, RunInfo::new("bench"), WriterOptions::default())
-                        .unwrap();
-                let h = w
-                    .add_buffer(
-                        "raw",
-                        &event_dtype(),
-                        SAMPLES,
-                        BufferOptions {
-                            compression,
-                            chunk_bytes: 1 << 20,
-                            ..BufferOptions::default()
-                        },
-                    )
-                    .unwrap();
+                let (mut w, h) = bench_file(&path, compression).unwrap();
                 for i in 0..iters {
                     let meta = Metadata {
                         counter: i as i64,

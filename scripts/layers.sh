@@ -2,7 +2,7 @@
 # Prints each top-level module of src/ with the top-level modules it uses (`crate::X` on
 # lines of code, comments left out) and exits non-zero when they form a circle (tsort finds
 # it). Issue 18: the layers of ARCHITECTURE.md, from the bottom: procfs, shm, dtype, clock, fsio,
-# ring, ring_bench, worker, run_dir, runtime, setup, the functions (analysis, devices,
+# ring, worker, run_dir, runtime, ring_bench, setup, the functions (analysis, devices,
 # export, python), registry, engine, monitor, cli.
 set -euo pipefail
 cd "$(dirname "$0")/../src"

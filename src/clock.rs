@@ -17,6 +17,15 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `ns` nanoseconds as a `timespec`: a timeout, or a `CLOCK_MONOTONIC` time of [`now_ns`].
+#[inline]
+pub fn timespec(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
 /// The current wall-clock time in seconds since the Unix epoch.
 pub fn wall_clock() -> f64 {
     SystemTime::now()

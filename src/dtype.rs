@@ -793,15 +793,19 @@ pub fn metadata_dtype() -> Dtype {
     .expect("static metadata dtype is valid")
 }
 
-/// A read-only view of one field across the records of an event: `data_length` values of
-/// type `T`, `stride` bytes apart. Zero-copy over the slot's bytes; unaligned reads are fine
-/// (records are packed like numpy's, so a field need not be aligned).
+/// A view of one field across the records of an event: `data_length` values of type `T`,
+/// `stride` bytes apart. Zero-copy over the slot's bytes; unaligned reads are fine (records
+/// are packed like numpy's, so a field need not be aligned). Read-only over `&[u8]`;
+/// over `&mut [u8]` it is a [`ColumnMut`], which writes too.
 #[derive(Clone, Copy)]
-pub struct Column<'a, T: Element> {
-    bytes: &'a [u8],
+pub struct Column<'a, T: Element, B = &'a [u8]> {
+    bytes: B,
     at: Strided,
-    _t: std::marker::PhantomData<T>,
+    _t: std::marker::PhantomData<(&'a [u8], T)>,
 }
+
+/// A writable view of one field across the records of an event (see [`Column`]).
+pub type ColumnMut<'a, T> = Column<'a, T, &'a mut [u8]>;
 
 /// Where one field's values lie in an event's bytes: value `i` at `offset + i * stride`,
 /// `len` values. Invariant (checked by [`locate`]): every value lies inside the bytes the
@@ -890,7 +894,7 @@ fn read<T: Element>(src: &[u8]) -> T {
     unsafe { std::ptr::read_unaligned(src.as_ptr().cast::<T>()) }
 }
 
-impl<'a, T: Element> Column<'a, T> {
+impl<'a, T: Element, B: AsRef<[u8]>> Column<'a, T, B> {
     /// The column `name` of type `T` over `bytes`, which hold whole records of `dtype`.
     ///
     /// ```
@@ -902,9 +906,9 @@ impl<'a, T: Element> Column<'a, T> {
     /// assert_eq!(a.get(1), Some(1.5));
     /// assert!(Column::<f64>::new(&d, &bytes, "a").is_err());
     /// ```
-    pub fn new(dtype: &Dtype, bytes: &'a [u8], name: &str) -> Result<Self, ColumnError> {
+    pub fn new(dtype: &Dtype, bytes: B, name: &str) -> Result<Self, ColumnError> {
         Ok(Column {
-            at: locate::<T>(dtype, bytes.len(), name)?,
+            at: locate::<T>(dtype, bytes.as_ref().len(), name)?,
             bytes,
             _t: std::marker::PhantomData,
         })
@@ -923,7 +927,7 @@ impl<'a, T: Element> Column<'a, T> {
     /// Value `i`, or `None` past the end.
     #[inline]
     pub fn get(&self, i: usize) -> Option<T> {
-        Some(read(&self.bytes[self.at.range::<T>(i)?]))
+        Some(read(&self.bytes.as_ref()[self.at.range::<T>(i)?]))
     }
 
     /// Iterates over the values.
@@ -941,33 +945,7 @@ impl<'a, T: Element> Column<'a, T> {
     }
 }
 
-/// A writable view of one field across the records of an event (see [`Column`]).
-pub struct ColumnMut<'a, T: Element> {
-    bytes: &'a mut [u8],
-    at: Strided,
-    _t: std::marker::PhantomData<T>,
-}
-
-impl<'a, T: Element> ColumnMut<'a, T> {
-    /// The column `name` of type `T` over `bytes`, which hold whole records of `dtype`.
-    pub fn new(dtype: &Dtype, bytes: &'a mut [u8], name: &str) -> Result<Self, ColumnError> {
-        Ok(ColumnMut {
-            at: locate::<T>(dtype, bytes.len(), name)?,
-            bytes,
-            _t: std::marker::PhantomData,
-        })
-    }
-
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        self.at.len
-    }
-
-    /// True when the event has no records.
-    pub fn is_empty(&self) -> bool {
-        self.at.len == 0
-    }
-
+impl<T: Element> ColumnMut<'_, T> {
     /// Sets value `i`; does nothing past the end.
     #[inline]
     pub fn set(&mut self, i: usize, v: T) {
@@ -978,12 +956,6 @@ impl<'a, T: Element> ColumnMut<'a, T> {
         // SAFETY: `dst` is exactly size_of::<T>() bytes inside `self.bytes` (checked by the
         // slice index above) and write_unaligned has no alignment requirement.
         unsafe { std::ptr::write_unaligned(dst.as_mut_ptr().cast::<T>(), v) }
-    }
-
-    /// Value `i`, or `None` past the end.
-    #[inline]
-    pub fn get(&self, i: usize) -> Option<T> {
-        Some(read(&self.bytes[self.at.range::<T>(i)?]))
     }
 
     /// Writes `values` into the column (interleaving), up to the shorter length; returns how many.

@@ -83,14 +83,23 @@ pub fn append_line(file: &mut std::fs::File, line: &str) -> bool {
     false
 }
 
+/// A fresh, empty directory `daq-<tag>-<pid>` in the system's temporary directory, for unit
+/// tests (what an earlier run left there is removed first).
+#[cfg(test)]
+pub(crate) fn test_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("daq-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn atomic_write_replaces_whole_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("daq-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("files");
         let p = dir.join("summary.json");
         write_atomic(&p, b"{\"a\": 1}").unwrap();
         write_atomic(&p, b"{\"a\": 2}").unwrap();

@@ -13,40 +13,21 @@ use daq_engine::worker::{
     BufferShape, BuildContext, EventMut, EventRef, Exporter, Filter, Importer, Processor,
 };
 use serde_json::json;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+mod alloc_count;
+use alloc_count::allocations_in;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
+/// Allocations of 50 calls of `f` on this thread after a first one.
 fn allocations_during(mut f: impl FnMut()) -> u64 {
     f(); // the first call may touch lazily initialised state
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    for _ in 0..50 {
-        f();
-    }
-    ALLOCATIONS.load(Ordering::SeqCst) - before
+    allocations_in(|| {
+        for _ in 0..50 {
+            f();
+        }
+    })
 }
 
 fn ctx(cfg: serde_json::Value, src: &[&BufferShape], sink: &[&BufferShape]) -> BuildContext {

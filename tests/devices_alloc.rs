@@ -7,36 +7,13 @@ use daq_drivers::cosmicwatch::{self, CosmicWatchConfig, CosmicWatchSimConfig};
 use daq_engine::devices::DeviceImporter;
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::worker::{EventMut, Importer, Produced};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-struct CountingAlloc;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only bumps a thread-local counter besides.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNTING.try_with(|c| {
-            if c.get() {
-                let _ = COUNT.try_with(|n| n.set(n.get() + 1));
-            }
-        });
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr came from System.alloc with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod alloc_count;
+use alloc_count::allocations_in;
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 #[test]
 fn reading_events_allocates_nothing() {
@@ -92,11 +69,7 @@ fn allocations_reading(
         }
     };
     read(&mut imp, 20);
-    COUNT.with(|c| c.set(0));
-    COUNTING.with(|c| c.set(true));
-    read(&mut imp, n);
-    COUNTING.with(|c| c.set(false));
-    COUNT.with(|c| c.get())
+    allocations_in(|| read(&mut imp, n))
 }
 
 /// Both Red Pitaya transports read traces into the slot without allocating: the MCPHA

@@ -7,6 +7,7 @@ mod runs;
 
 use runs::{engine_in, finish, Dir};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const BUFFER: &str = "  raw:
     slot_count: 64
@@ -88,11 +89,13 @@ Buffers:
 /// `raw`) and records `raw` again with `export.hdf5` under `replayed`; `rest` follows: more
 /// lines of the recorder (its config) and further workers. The run directory.
 fn replay(dir: &Dir, buffers: &str, player: &str, rest: &str) -> PathBuf {
-    run(
-        dir,
-        "replayed.yaml",
-        &format!(
-            "target_directory: replayed
+    run(dir, "replayed.yaml", &replay_setup(buffers, player, rest))
+}
+
+/// The setup [`replay`] runs.
+fn replay_setup(buffers: &str, player: &str, rest: &str) -> String {
+    format!(
+        "target_directory: replayed
 Buffers:
 {buffers}Workers:
   player:
@@ -103,7 +106,6 @@ Buffers:
     function: export.hdf5
     sources: [raw]
 {rest}"
-        ),
     )
 }
 
@@ -222,6 +224,53 @@ fn paced_replay_delivers_every_event_in_order() {
         "",
     );
     assert_eq!(recorded(&first), recorded(&second));
+}
+
+/// A run paused in the middle of a replay loses none of the files' events: they wait in
+/// the files until the resume. Before, the engine went on taking them while paused and
+/// discarded them, as it does a live device's (what a pause means for a detector, not for
+/// a recording).
+#[test]
+fn a_paused_replay_keeps_every_event_for_after_the_resume() {
+    let dir = Dir::new("replay-paused");
+    let first = record_small(
+        &dir,
+        "n_events: 100, rate: 100, realtime: true, pretrigger_samples: 20, seed: 3",
+    );
+    // One second recorded, replayed at a fifth of its speed: 20 events a second, for 5 s.
+    let setup = dir.write(
+        "replayed.yaml",
+        &replay_setup(
+            &small_raw("{chA: float32}", 64),
+            &format!(
+                "files: [{}/raw.h5], pace: true, speed: 0.2",
+                first.display()
+            ),
+            "",
+        ),
+    );
+    let child = engine_in(&dir.0, &[setup.as_os_str()])
+        .args(["--quiet", "--no-tui"])
+        .spawn()
+        .unwrap();
+    let target = dir.0.join("replayed");
+    runs::wait_until("the replay under way", Duration::from_secs(120), || {
+        target.is_dir()
+            && runs::run_dirs_in(&target)
+                .first()
+                .is_some_and(|r| runs::last_stats(r, "raw").1 > 0)
+    });
+    let second = runs::run_dirs_in(&target).pop().unwrap();
+    runs::pause_a_while(&second, || {});
+    let (code, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    let (before, after) = (recorded(&first), recorded(&second));
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "events recorded, and replayed with a pause in the middle"
+    );
+    assert_eq!(before, after);
 }
 
 #[test]

@@ -10,7 +10,8 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
 use runs::{
-    books_balance, check, engine_in, exited_0, finish, finish_within, processes_with, summary, Dir,
+    books_balance, check, engine_in, exited_0, finish, finish_within, processes_with, summary,
+    wait_until, Dir,
 };
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
@@ -107,14 +108,6 @@ fn leftover_rings(run_dir: &Path) -> Vec<PathBuf> {
         .map(|r| PathBuf::from(r.as_str().unwrap()))
         .filter(|p| p.exists())
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Waits until the run has its plan and its sink has taken events.
@@ -1055,17 +1048,7 @@ fn worker_pid(run: &Path, name: &str) -> Option<u32> {
 
 /// events_in of `raw` and `paused` in the last whole line of stats.jsonl, with the line count.
 fn last_stats(run: &Path) -> (usize, u64, bool) {
-    let text = std::fs::read_to_string(run.join("stats.jsonl")).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let last = lines
-        .last()
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .unwrap_or_default();
-    (
-        lines.len(),
-        last["buffers"]["raw"]["events_in"].as_u64().unwrap_or(0),
-        last["paused"].as_bool().unwrap_or(false),
-    )
+    runs::last_stats(run, "raw")
 }
 
 /// issue 11 (left from the notebook work): an importer restarted while the run was paused

@@ -524,6 +524,35 @@ fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
     );
 }
 
+/// A run of `source.kafka` paused while its topic fills takes every record after the
+/// resume, once and in order: the topic keeps them (the partitions are paused at the client).
+/// Before, the engine went on taking records while paused and discarded them, as it does a
+/// live device's, and their offsets were committed: lost for good.
+#[test]
+fn a_paused_consumer_takes_every_record_after_the_resume() {
+    let test = "a_paused_consumer_takes_every_record_after_the_resume";
+    let Some((_broker, dir, b)) = with_broker(test, "paused", &["waveforms"], 1) else {
+        return;
+    };
+    let consumer = start(&dir, "analysis.yaml", &consumer_setup(&b, "analysis", 15.0));
+    wait_shared(&dir, &["analysis"], 1);
+    let run = runs::run_dirs_in(&dir.0.join("analysis")).pop().unwrap();
+    runs::pause_a_while(&run, || {
+        let host = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 300, ""));
+        ended(host, "host1: ", "");
+    });
+    ended(consumer, "analysis: ", "");
+    let sent = events(&run_dir(&dir, "host1").join("raw.h5"));
+    assert_eq!(sent.len(), 300);
+    let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "every record produced while the consumer was paused, taken after the resume"
+    );
+    assert!(got == sent, "in order, each once");
+}
+
 /// The last partition assignment `source.kafka` logged in the run under `dir/target`, if
 /// any yet.
 fn last_assignment(dir: &Dir, target: &str) -> Option<Vec<i32>> {

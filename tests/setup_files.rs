@@ -197,6 +197,20 @@ const BAD: &[(&str, &str, u64, u64)] = &[
         2,
         3,
     ),
+    // The Buffers and Workers sections share their checks (one message shape for both).
+    (
+        "buffers_not_a_mapping",
+        "Buffers: expected a mapping of buffer names to buffer specs, found a list",
+        1,
+        10,
+    ),
+    ("workers_empty", "Workers: no worker is declared", 3, 10),
+    (
+        "worker_name_a_number",
+        "a worker name must be a name, found the number 1.5",
+        4,
+        3,
+    ),
 ];
 
 #[test]

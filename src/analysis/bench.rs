@@ -190,6 +190,16 @@ pub fn pulse_finder() -> Result<PulseFinder, WorkerError> {
     ))
 }
 
+/// `filter.threshold` on [`waveform_shape`] with `config` (its `level`, …), as measured.
+pub fn threshold(config: serde_json::Value) -> Result<Threshold, WorkerError> {
+    Threshold::build(&BuildContext::for_test(
+        "bench_trigger",
+        config,
+        vec![waveform_shape()],
+        vec![waveform_shape()],
+    ))
+}
+
 /// Calls `step` until `min_time` has passed (at least 10 times); returns calls per second.
 fn rate(
     min_time: Duration,
@@ -248,24 +258,14 @@ pub fn run(min_time: Duration) -> Result<Report, WorkerError> {
         dtype: &shape.dtype,
     };
 
-    let mut never = Threshold::build(&BuildContext::for_test(
-        "bench_trigger",
-        serde_json::json!({"level": 100.0}),
-        vec![shape.clone()],
-        vec![shape.clone()],
-    ))?;
+    let mut never = threshold(serde_json::json!({"level": 100.0}))?;
     let eps = rate(min_time, |i| {
         black_box(never.select(&ev(i))?);
         Ok(())
     })?;
     push("filter.threshold (no crossing: every sample)", eps);
 
-    let mut trig = Threshold::build(&BuildContext::for_test(
-        "bench_trigger",
-        serde_json::json!({"level": 0.05, "channels": ["ch3"]}),
-        vec![shape.clone()],
-        vec![shape.clone()],
-    ))?;
+    let mut trig = threshold(serde_json::json!({"level": 0.05, "channels": ["ch3"]}))?;
     let eps = rate(min_time, |i| {
         black_box(trig.select(&ev(i))?);
         Ok(())

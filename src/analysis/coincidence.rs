@@ -22,7 +22,7 @@
 //! refuses to run as more than one process).
 
 use super::trace::{count, feature_fields, one_sink, positive, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
     WorkerError,
@@ -53,24 +53,12 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-const WINDOW: Key<f64> = key!("window", 1.0e-6, "largest |time b − time a| of a pair (s)");
-const TIME_FIELD: MaybeKey<str> = key!(
-    "time_field",
-    absent: "host timestamp",
-    "a field both sources have (record 0), holding the event time on a clock both share; the \
-     host timestamp when absent"
-);
-const TIME_UNIT: Key<f64> = key!(
-    "time_unit",
-    1.0,
-    "seconds per unit of time_field (1e-9 for nanoseconds)"
-);
-const MAX_PENDING: Key<usize> = key!(
-    "max_pending",
-    65536,
-    "events of one source held while waiting for the other; beyond this the source waits in \
-     its ring"
-);
+keys! {
+    const WINDOW: Key<f64> = ("window", 1.0e-6, "largest |time b − time a| of a pair (s)");
+    const TIME_FIELD: MaybeKey<str> = ("time_field", absent: "host timestamp", "a field both sources have (record 0), holding the event time on a clock both share; the host timestamp when absent");
+    const TIME_UNIT: Key<f64> = ("time_unit", 1.0, "seconds per unit of time_field (1e-9 for nanoseconds)");
+    const MAX_PENDING: Key<usize> = ("max_pending", 65536, "events of one source held while waiting for the other; beyond this the source waits in its ring");
+}
 
 /// An event waiting for a partner.
 #[derive(Clone, Copy, Debug, PartialEq)]

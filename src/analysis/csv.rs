@@ -13,7 +13,7 @@
 
 use super::trace::{one_source, positive};
 use crate::dtype::{Base, Dtype};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
@@ -37,14 +37,12 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec {
     keys: &[FILENAME.spec(), SAVE_INTERVAL.spec()],
 };
 
-/// `export.csv`: the file's name.
-const FILENAME: MaybeKey<str> = key!(
-    "filename",
-    absent: "the source buffer's name",
-    "file name in the run directory, without .csv"
-);
-/// `export.csv`: how often the text is appended.
-const SAVE_INTERVAL: Key<f64> = key!("save_interval", 1.0, "seconds between appends to the file");
+keys! {
+    /// `export.csv`: the file's name.
+    const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory, without .csv");
+    /// `export.csv`: how often the text is appended.
+    const SAVE_INTERVAL: Key<f64> = ("save_interval", 1.0, "seconds between appends to the file");
+}
 
 /// The declaration of `export.drain`.
 pub const DRAIN_SPEC: FunctionSpec = FunctionSpec {

@@ -26,7 +26,7 @@
 
 use super::fit::{self, ExponentialFit, FitError, GaussianFit};
 use super::trace::{one_source, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Items, Key, Mapping, Template,
     WorkerError,
@@ -58,21 +58,11 @@ pub const MIMOCORB2_SPEC: FunctionSpec = FunctionSpec {
     ..SPEC
 };
 
-const BINS: Key<Mapping> = key!(
-    "bins",
-    required,
-    "field → [min, max, n]: n bins over [min, max) in the field's unit"
-);
-const UPDATE_INTERVAL: Key<f64> = key!(
-    "update_interval",
-    1.0,
-    "seconds between rewrites of the CSV files"
-);
-const FIT: Key<Items> = key!(
-    "fit",
-    [],
-    "fits at the end: each {field, model: exponential|gaussian, min, max, background: false, name}"
-);
+keys! {
+    const BINS: Key<Mapping> = ("bins", required, "field → [min, max, n]: n bins over [min, max) in the field's unit");
+    const UPDATE_INTERVAL: Key<f64> = ("update_interval", 1.0, "seconds between rewrites of the CSV files");
+    const FIT: Key<Items> = ("fit", [], "fits at the end: each {field, model: exponential|gaussian, min, max, background: false, name}");
+}
 
 /// Most bins one histogram may have (128 MiB of counts).
 pub const MAX_BINS: usize = 1 << 24;

@@ -24,7 +24,7 @@
 
 use super::trace::{channels, one_source_or_observed, positive, FieldAccess};
 use crate::dtype::Metadata;
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventRef, FunctionSpec, Items, Key, MaybeKey, Numbers, Observer, Strings,
     Template, WorkerError,
@@ -54,45 +54,17 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-const UPDATE_INTERVAL: Key<f64> = key!(
-    "update_interval",
-    1.0,
-    "least time between two kept traces (s)"
-);
-const CHANNELS: MaybeKey<Strings> = key!("channels", absent: "all fields", "channels to show");
-const SAMPLE_INTERVAL: Key<f64> = key!(
-    "sample_interval",
-    1.0,
-    "time between samples (s); 1 gives the axis in samples"
-);
-const SCALE: Key<f64> = key!(
-    "scale",
-    1.0,
-    "volts per unit of the field (e.g. per ADC count)"
-);
-const OFFSET: Key<f64> = key!("offset", 0.0, "volts added after scaling");
-const T_SCALING: MaybeKey<Items> = key!(
-    "t_scaling",
-    absent: "sample_interval",
-    "mimoCoRB2's [scale, offset, unit]: sample i is at i·scale + offset, in unit (instead of \
-     sample_interval)"
-);
-const Y_SCALING: MaybeKey<Items> = key!(
-    "y_scaling",
-    absent: "scale, offset",
-    "mimoCoRB2's [scale, offset, unit]: values shown as stored·scale + offset, in unit \
-     (instead of scale and offset)"
-);
-const YLIM: MaybeKey<Numbers> = key!(
-    "ylim",
-    absent: "autoscale",
-    "[min, max] of the value axis on the web page"
-);
-const TRIGGER_LEVEL: MaybeKey<f64> = key!(
-    "trigger_level",
-    absent: "none",
-    "drawn as a dotted line on the web page (in the shown units)"
-);
+keys! {
+    const UPDATE_INTERVAL: Key<f64> = ("update_interval", 1.0, "least time between two kept traces (s)");
+    const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels to show");
+    const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 1.0, "time between samples (s); 1 gives the axis in samples");
+    const SCALE: Key<f64> = ("scale", 1.0, "volts per unit of the field (e.g. per ADC count)");
+    const OFFSET: Key<f64> = ("offset", 0.0, "volts added after scaling");
+    const T_SCALING: MaybeKey<Items> = ("t_scaling", absent: "sample_interval", "mimoCoRB2's [scale, offset, unit]: sample i is at i·scale + offset, in unit (instead of sample_interval)");
+    const Y_SCALING: MaybeKey<Items> = ("y_scaling", absent: "scale, offset", "mimoCoRB2's [scale, offset, unit]: values shown as stored·scale + offset, in unit (instead of scale and offset)");
+    const YLIM: MaybeKey<Numbers> = ("ylim", absent: "autoscale", "[min, max] of the value axis on the web page");
+    const TRIGGER_LEVEL: MaybeKey<f64> = ("trigger_level", absent: "none", "drawn as a dotted line on the web page (in the shown units)");
+}
 
 /// A mimoCoRB2 `[scale, offset, unit]` triple (`unit` may be left out).
 fn scaling(

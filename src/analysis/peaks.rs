@@ -40,7 +40,7 @@
 //! samples are never peaks, as in scipy's comparisons).
 
 use super::trace::{field_names, one_sink, one_source, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, KeyType, KeyValue, MaybeKey, Processor,
     Template, WiringError, WorkerError,
@@ -448,52 +448,18 @@ fn output(p: &Peak, k: usize) -> f64 {
     }
 }
 
-const CHANNEL: MaybeKey<str> = key!("channel", absent: "first field", "the channel searched");
-const HEIGHT: MaybeKey<Interval> = key!(
-    "height",
-    absent: "no condition",
-    "peak height: minimum, or [min, max]"
-);
-const THRESHOLD: MaybeKey<Interval> = key!(
-    "threshold",
-    absent: "no condition",
-    "vertical distance to both neighbouring samples: minimum, or [min, max]"
-);
-const DISTANCE: MaybeKey<f64> = key!(
-    "distance",
-    absent: "no condition",
-    "least samples between peaks (≥ 1); smaller peaks are removed first"
-);
-const PROMINENCE: MaybeKey<Interval> = key!(
-    "prominence",
-    absent: "no condition",
-    "height above the lowest contour line: minimum, or [min, max]"
-);
-const WIDTH: MaybeKey<Interval> = key!(
-    "width",
-    absent: "no condition",
-    "width in samples at rel_height of the prominence: minimum, or [min, max]"
-);
-const WLEN: MaybeKey<f64> = key!(
-    "wlen",
-    absent: "the whole trace",
-    "window (samples, > 1) around the peak in which its bases are searched"
-);
-const REL_HEIGHT: Key<f64> = key!(
-    "rel_height",
-    0.5,
-    "where the width is measured, as a fraction of the prominence below the peak"
-);
-const PLATEAU_SIZE: MaybeKey<Interval> = key!(
-    "plateau_size",
-    absent: "no condition",
-    "samples in the flat top: minimum, or [min, max]"
-);
-const ALL_PEAKS: Key<bool> = key!(
-    "all_peaks",
-    false,
-    "one record per peak; false writes only each event's first peak, as mimoCoRB2 0.0.4 does"
-);
+keys! {
+    const CHANNEL: MaybeKey<str> = ("channel", absent: "first field", "the channel searched");
+    const HEIGHT: MaybeKey<Interval> = ("height", absent: "no condition", "peak height: minimum, or [min, max]");
+    const THRESHOLD: MaybeKey<Interval> = ("threshold", absent: "no condition", "vertical distance to both neighbouring samples: minimum, or [min, max]");
+    const DISTANCE: MaybeKey<f64> = ("distance", absent: "no condition", "least samples between peaks (≥ 1); smaller peaks are removed first");
+    const PROMINENCE: MaybeKey<Interval> = ("prominence", absent: "no condition", "height above the lowest contour line: minimum, or [min, max]");
+    const WIDTH: MaybeKey<Interval> = ("width", absent: "no condition", "width in samples at rel_height of the prominence: minimum, or [min, max]");
+    const WLEN: MaybeKey<f64> = ("wlen", absent: "the whole trace", "window (samples, > 1) around the peak in which its bases are searched");
+    const REL_HEIGHT: Key<f64> = ("rel_height", 0.5, "where the width is measured, as a fraction of the prominence below the peak");
+    const PLATEAU_SIZE: MaybeKey<Interval> = ("plateau_size", absent: "no condition", "samples in the flat top: minimum, or [min, max]");
+    const ALL_PEAKS: Key<bool> = ("all_peaks", false, "one record per peak; false writes only each event's first peak, as mimoCoRB2 0.0.4 does");
+}
 
 /// The declaration of `analyzers.pha`.
 pub const PHA_SPEC: FunctionSpec = FunctionSpec {

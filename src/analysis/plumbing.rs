@@ -4,7 +4,7 @@
 //! order and integrity of what arrives, measures latency and writes a result file).
 
 use crate::dtype::{Base, ByteOrder, Dtype};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, Build, BuildContext, EventMut, EventRef, Exporter, Function, FunctionSpec, Importer,
     Key, Produced, Template, WorkerError,
@@ -69,20 +69,12 @@ const SOURCE_SPEC: FunctionSpec = FunctionSpec {
     keys: &[N_EVENTS.spec(), FAIL_AT.spec()],
 };
 
-/// `bench.source`: events to produce.
-const N_EVENTS: Key<u64> = key!(
-    "n_events",
-    200000,
-    "events to produce (over all processes of the worker), then end"
-);
-/// `bench.source`: the event after which to fail.
-const FAIL_AT: Key<i64> = key!(
-    "fail_at",
-    -1,
-    "fault injection: fail (an error, as a device gone wrong would) right after producing \
-     the event with this counter; -1 = never. With `restart: on-failure` the new process \
-     resumes after it and does not fail again"
-);
+keys! {
+    /// `bench.source`: events to produce.
+    const N_EVENTS: Key<u64> = ("n_events", 200000, "events to produce (over all processes of the worker), then end");
+    /// `bench.source`: the event after which to fail.
+    const FAIL_AT: Key<i64> = ("fail_at", -1, "fault injection: fail (an error, as a device gone wrong would) right after producing the event with this counter; -1 = never. With `restart: on-failure` the new process resumes after it and does not fail again");
+}
 
 const SINK_SPEC: FunctionSpec = FunctionSpec {
     name: "bench.sink",
@@ -95,19 +87,12 @@ const SINK_SPEC: FunctionSpec = FunctionSpec {
     keys: &[TOUCH.spec(), LEAVE_AFTER.spec()],
 };
 
-/// `bench.sink`: read every byte.
-const TOUCH: Key<bool> = key!(
-    "touch",
-    true,
-    "read every byte of each event (as a real consumer would)"
-);
-/// `bench.sink`: leave early.
-const LEAVE_AFTER: Key<u64> = key!(
-    "leave_after",
-    0,
-    "fault injection: after this many events the process writes its report and ends (exit \
-     0) though its source goes on, as a worker that returns early would; 0 = never"
-);
+keys! {
+    /// `bench.sink`: read every byte.
+    const TOUCH: Key<bool> = ("touch", true, "read every byte of each event (as a real consumer would)");
+    /// `bench.sink`: leave early.
+    const LEAVE_AFTER: Key<u64> = ("leave_after", 0, "fault injection: after this many events the process writes its report and ends (exit 0) though its source goes on, as a worker that returns early would; 0 = never");
+}
 
 /// The checksum `bench.source` writes: a mix of the counter.
 pub fn bench_checksum(counter: i64) -> u64 {

@@ -33,74 +33,35 @@
 //! Guarantees: `process` allocates nothing (scratch is sized in `build`); no panics on data.
 
 use super::trace::{channels, choice, feature_fields, one_sink, one_source, positive, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor,
     Strings, Template, WiringError, WorkerError,
 };
 
-const THRESHOLD: Key<f64> = key!(
-    "threshold",
-    required,
-    "pulse start level above the baseline, in channel units × scale (V or ADC counts)"
-);
-const POLARITY: Key<str> = key!("polarity", "positive", "pulse sign: positive or negative");
-const BASELINE: Key<usize> = key!(
-    "baseline_samples",
-    50,
-    "samples at the start of the trace whose mean is the baseline; 0 = no subtraction"
-);
-const RELEASE: Key<f64> = key!(
-    "release_fraction",
-    0.5,
-    "a pulse ends when it falls below this fraction of threshold"
-);
-const TIME_FRACTION: Key<f64> = key!(
-    "time_fraction",
-    0.5,
-    "pulse time = leading-edge crossing of this fraction of the height"
-);
-const INTERVAL: Key<f64> = key!(
-    "sample_interval",
-    1.0,
-    "time between samples (s); 1 gives times and widths in samples"
-);
-const SCALE: Key<f64> = key!(
-    "scale",
-    1.0,
-    "multiplies the channel values (e.g. V per ADC count)"
-);
-const MAX_PULSES: Key<usize> = key!(
-    "max_pulses",
-    16,
-    "most pulses reported per channel and event"
-);
+keys! {
+    const THRESHOLD: Key<f64> = ("threshold", required, "pulse start level above the baseline, in channel units × scale (V or ADC counts)");
+    const POLARITY: Key<str> = ("polarity", "positive", "pulse sign: positive or negative");
+    const BASELINE: Key<usize> = ("baseline_samples", 50, "samples at the start of the trace whose mean is the baseline; 0 = no subtraction");
+    const RELEASE: Key<f64> = ("release_fraction", 0.5, "a pulse ends when it falls below this fraction of threshold");
+    const TIME_FRACTION: Key<f64> = ("time_fraction", 0.5, "pulse time = leading-edge crossing of this fraction of the height");
+    const INTERVAL: Key<f64> = ("sample_interval", 1.0, "time between samples (s); 1 gives times and widths in samples");
+    const SCALE: Key<f64> = ("scale", 1.0, "multiplies the channel values (e.g. V per ADC count)");
+    const MAX_PULSES: Key<usize> = ("max_pulses", 16, "most pulses reported per channel and event");
 
-/// `process.baseline`: the samples averaged.
-const BASELINE_SUBTRACTED: Key<usize> = key!(
-    "baseline_samples",
-    50,
-    "samples at the start of the trace (pre-trigger) whose mean is subtracted"
-);
-/// `process.baseline`: the channels corrected.
-const BASELINE_CHANNELS: MaybeKey<Strings> = key!(
-    "channels",
-    absent: "all fields",
-    "channels to correct; other fields are copied unchanged"
-);
-/// `process.pulses`: the channels searched.
-const PULSES_CHANNELS: MaybeKey<Strings> = key!(
-    "channels",
-    absent: "all fields",
-    "channels to search; `channel` in the output is the position in this list"
-);
-/// `process.pulse_pairs`: the channel searched.
-const PAIRS_CHANNEL: MaybeKey<str> =
-    key!("channel", absent: "first field", "the channel to search");
-/// `process.downsample`: the factor.
-const FACTOR: Key<u64> = key!("factor", required, "samples per output sample (≥ 1)");
-/// `process.downsample`: how.
-const MODE: Key<str> = key!("mode", "average", "average or decimate");
+    /// `process.baseline`: the samples averaged.
+    const BASELINE_SUBTRACTED: Key<usize> = ("baseline_samples", 50, "samples at the start of the trace (pre-trigger) whose mean is subtracted");
+    /// `process.baseline`: the channels corrected.
+    const BASELINE_CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels to correct; other fields are copied unchanged");
+    /// `process.pulses`: the channels searched.
+    const PULSES_CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels to search; `channel` in the output is the position in this list");
+    /// `process.pulse_pairs`: the channel searched.
+    const PAIRS_CHANNEL: MaybeKey<str> = ("channel", absent: "first field", "the channel to search");
+    /// `process.downsample`: the factor.
+    const FACTOR: Key<u64> = ("factor", required, "samples per output sample (≥ 1)");
+    /// `process.downsample`: how.
+    const MODE: Key<str> = ("mode", "average", "average or decimate");
+}
 
 /// The declaration of `process.baseline`.
 pub const BASELINE_SPEC: FunctionSpec = FunctionSpec {
@@ -313,19 +274,24 @@ pub fn find_pulses(y: &[f32], s: &FinderSettings, out: &mut [Pulse]) -> usize {
     count
 }
 
-/// The finder's config, shared by `process.pulses` and `process.pulse_pairs`.
+/// The finder with its config and buffers, shared by `process.pulses` and
+/// `process.pulse_pairs`.
 #[derive(Clone, Debug)]
-struct FinderConfig {
+struct Finder {
     settings: FinderSettings,
     sign: f32,
     scale: f32,
     baseline_samples: usize,
     sample_interval: f64,
-    max_pulses: usize,
+    /// One trace, baseline-subtracted, positive and scaled (`data_length` samples).
+    y: Vec<f32>,
+    /// Room for `max_pulses` (at least the caller's least).
+    found: Vec<Pulse>,
 }
 
-impl FinderConfig {
-    fn from(ctx: &BuildContext, src: &BufferShape) -> Result<FinderConfig, WorkerError> {
+impl Finder {
+    /// The finder of `src`'s traces, with room for at least `least` pulses.
+    fn from(ctx: &BuildContext, src: &BufferShape, least: usize) -> Result<Finder, WorkerError> {
         let c = &ctx.config;
         let threshold = c.get(THRESHOLD)?;
         if !(threshold.is_finite() && threshold > 0.0) {
@@ -366,7 +332,7 @@ impl FinderConfig {
         if max_pulses == 0 {
             return Err(c.error(MAX_PULSES.name, "must be at least 1").into());
         }
-        Ok(FinderConfig {
+        Ok(Finder {
             settings: FinderSettings {
                 threshold: threshold as f32,
                 release_fraction: release_fraction as f32,
@@ -379,16 +345,25 @@ impl FinderConfig {
             scale: scale as f32,
             baseline_samples,
             sample_interval: positive(ctx, INTERVAL)?,
-            max_pulses,
+            y: vec![0f32; src.data_length],
+            found: vec![Pulse::default(); max_pulses.max(least)],
         })
+    }
+
+    /// The pulses of channel `ch` of `data`, in time order, times and widths in samples.
+    #[inline]
+    fn pulses(&mut self, ch: &FieldAccess, data: &[u8]) -> &[Pulse] {
+        let n = self.prepare(ch, data);
+        let m = find_pulses(&self.y[..n], &self.settings, &mut self.found);
+        &self.found[..m]
     }
 
     /// Loads channel `ch` of `data` into `y` as baseline-subtracted, positive, scaled values;
     /// returns the number of samples.
     #[inline]
-    fn prepare(&self, ch: &FieldAccess, data: &[u8], y: &mut [f32]) -> usize {
-        let n = ch.load(data, y);
-        let y = &mut y[..n];
+    fn prepare(&mut self, ch: &FieldAccess, data: &[u8]) -> usize {
+        let n = ch.load(data, &mut self.y);
+        let y = &mut self.y[..n];
         let b = mean(&y[..self.baseline_samples.min(n)]);
         let k = self.sign * self.scale;
         for v in y.iter_mut() {
@@ -475,11 +450,9 @@ const PULSE_FIELDS: [&str; 7] = [
 
 /// `process.pulses`.
 pub struct PulseFinder {
-    finder: FinderConfig,
+    finder: Finder,
     channels: Vec<FieldAccess>,
     outputs: Vec<(FieldAccess, usize)>,
-    y: Vec<f32>,
-    found: Vec<Pulse>,
     pulses_found: u64,
 }
 
@@ -488,13 +461,10 @@ impl PulseFinder {
     pub fn build(ctx: &BuildContext) -> Result<PulseFinder, WorkerError> {
         let src = one_source(ctx)?;
         let sink = one_sink(ctx)?;
-        let finder = FinderConfig::from(ctx, src)?;
         Ok(PulseFinder {
+            finder: Finder::from(ctx, src, 1)?,
             channels: channels(ctx, PULSES_CHANNELS, src)?,
             outputs: feature_fields(ctx, sink, &PULSE_FIELDS)?,
-            y: vec![0f32; src.data_length],
-            found: vec![Pulse::default(); finder.max_pulses],
-            finder,
             pulses_found: 0,
         })
     }
@@ -510,9 +480,7 @@ impl PulseFinder {
         let Some(ch) = self.channels.get(k) else {
             return &[];
         };
-        let n = self.finder.prepare(ch, event.data, &mut self.y);
-        let m = find_pulses(&self.y[..n], &self.finder.settings, &mut self.found);
-        &self.found[..m]
+        self.finder.pulses(ch, event.data)
     }
 }
 
@@ -520,10 +488,9 @@ impl Processor for PulseFinder {
     fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError> {
         let dt = self.finder.sample_interval;
         for (k, ch) in self.channels.iter().enumerate() {
-            let n = self.finder.prepare(ch, event.data, &mut self.y);
-            let m = find_pulses(&self.y[..n], &self.finder.settings, &mut self.found);
-            self.pulses_found += m as u64;
-            for (j, p) in self.found[..m].iter().enumerate() {
+            let found = self.finder.pulses(ch, event.data);
+            self.pulses_found += found.len() as u64;
+            for (j, p) in found.iter().enumerate() {
                 let outputs = &self.outputs;
                 out.emit(0, &mut |ev| {
                     for (f, what) in outputs {
@@ -550,12 +517,10 @@ const PAIR_FIELDS: [&str; 6] = ["delay", "channel", "time1", "time2", "height1",
 
 /// `process.pulse_pairs`.
 pub struct PulsePairs {
-    finder: FinderConfig,
+    finder: Finder,
     channel: FieldAccess,
     channel_index: usize,
     outputs: Vec<(FieldAccess, usize)>,
-    y: Vec<f32>,
-    found: Vec<Pulse>,
     pairs: u64,
 }
 
@@ -564,8 +529,7 @@ impl PulsePairs {
     pub fn build(ctx: &BuildContext) -> Result<PulsePairs, WorkerError> {
         let src = one_source(ctx)?;
         let sink = one_sink(ctx)?;
-        let mut finder = FinderConfig::from(ctx, src)?;
-        finder.max_pulses = finder.max_pulses.max(2);
+        let finder = Finder::from(ctx, src, 2)?;
         let first = src.dtype.fields()[0].name.clone();
         let name = ctx.config.get(PAIRS_CHANNEL)?.unwrap_or(&first).to_string();
         let channel = FieldAccess::new(src, &name)
@@ -587,8 +551,6 @@ impl PulsePairs {
             .into());
         }
         Ok(PulsePairs {
-            y: vec![0f32; src.data_length],
-            found: vec![Pulse::default(); finder.max_pulses],
             finder,
             channel,
             channel_index,
@@ -605,13 +567,11 @@ impl PulsePairs {
 
 impl Processor for PulsePairs {
     fn process(&mut self, event: &EventRef<'_>, out: &mut dyn Emit) -> Result<(), WorkerError> {
-        let n = self.finder.prepare(&self.channel, event.data, &mut self.y);
-        let m = find_pulses(&self.y[..n], &self.finder.settings, &mut self.found);
-        if m < 2 {
-            return Ok(());
-        }
-        let (a, b) = (self.found[0], self.found[1]);
         let dt = self.finder.sample_interval;
+        let (a, b) = match self.finder.pulses(&self.channel, event.data) {
+            [a, b, ..] => (*a, *b),
+            _ => return Ok(()),
+        };
         let ch = self.channel_index as f64;
         let outputs = &self.outputs;
         out.emit(0, &mut |ev| {

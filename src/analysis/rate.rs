@@ -23,7 +23,7 @@
 //! than one process, which would split them).
 
 use super::trace::{feature_fields, one_sink, one_source, positive, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
     WiringError, WorkerError,
@@ -67,38 +67,15 @@ pub const RATE_SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-const WINDOW: Key<f64> = key!("window", 10.0, "window length (s)");
-const TIME_FIELD: MaybeKey<str> = key!(
-    "time_field",
-    absent: "host timestamp",
-    "field with the detector's own clock (e.g. time_ms), or `counter` (event number × \
-     time_unit: one heartbeat per device second); the host timestamp when absent"
-);
-const TIME_UNIT: Key<f64> = key!(
-    "time_unit",
-    1.0,
-    "seconds per unit of time_field (0.001 for milliseconds)"
-);
-const DEADTIME_FIELD: MaybeKey<str> = key!(
-    "deadtime_field",
-    absent: "none",
-    "field with the detector's cumulative dead time (e.g. deadtime_ms)"
-);
-const DEADTIME_UNIT: Key<f64> = key!(
-    "deadtime_unit",
-    1.0,
-    "seconds per unit of deadtime_field (0.001 for milliseconds)"
-);
-const COUNT_FIELD: MaybeKey<str> = key!(
-    "count_field",
-    absent: "none",
-    "field with counts per event (e.g. a Geiger counter's cps); 1 per event when absent"
-);
-const DEAD_TIME_PER_COUNT: Key<f64> = key!(
-    "dead_time_per_count",
-    0.0,
-    "non-paralysable dead time of the counter per count (s), e.g. a Geiger tube's"
-);
+keys! {
+    const WINDOW: Key<f64> = ("window", 10.0, "window length (s)");
+    const TIME_FIELD: MaybeKey<str> = ("time_field", absent: "host timestamp", "field with the detector's own clock (e.g. time_ms), or `counter` (event number × time_unit: one heartbeat per device second); the host timestamp when absent");
+    const TIME_UNIT: Key<f64> = ("time_unit", 1.0, "seconds per unit of time_field (0.001 for milliseconds)");
+    const DEADTIME_FIELD: MaybeKey<str> = ("deadtime_field", absent: "none", "field with the detector's cumulative dead time (e.g. deadtime_ms)");
+    const DEADTIME_UNIT: Key<f64> = ("deadtime_unit", 1.0, "seconds per unit of deadtime_field (0.001 for milliseconds)");
+    const COUNT_FIELD: MaybeKey<str> = ("count_field", absent: "none", "field with counts per event (e.g. a Geiger counter's cps); 1 per event when absent");
+    const DEAD_TIME_PER_COUNT: Key<f64> = ("dead_time_per_count", 0.0, "non-paralysable dead time of the counter per count (s), e.g. a Geiger tube's");
+}
 
 /// One window being summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

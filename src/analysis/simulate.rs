@@ -25,7 +25,7 @@
 //! should choose `noise_generator: ziggurat`.
 
 use super::trace::{choice, positive, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced,
     Strings, Template, WiringError, WorkerError,
@@ -82,102 +82,34 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-const CHANNELS: MaybeKey<Strings> = key!(
-    "channels",
-    absent: "all fields",
-    "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)"
-);
-const SAMPLE_INTERVAL: Key<f64> = key!("sample_interval", 4.0e-9, "time between samples (s)");
-const PRETRIGGER_SAMPLES: Key<usize> = key!(
-    "pretrigger_samples",
-    100,
-    "sample at which the (first) pulse starts"
-);
-const RATE: Key<f64> = key!("rate", 1000.0, "mean event rate (Hz); gaps are exponential");
-const REALTIME: Key<bool> = key!(
-    "realtime",
-    false,
-    "sleep so events arrive at `rate` in wall time; false = as fast as possible"
-);
-const N_EVENTS: Key<u64> = key!("n_events", 0, "events to produce, then end; 0 = no limit");
-const SEED: Key<i64> = key!(
-    "seed",
-    1,
-    "random seed; the same seed gives the same events"
-);
-const SHAPE: Key<str> = key!(
-    "shape",
-    "exponential",
-    "pulse shape: `exponential` (rise and decay) or `template`"
-);
-const RISE_TIME: Key<f64> = key!(
-    "rise_time",
-    1.0e-8,
-    "exponential shape: rise time constant (s); 0 = instant rise"
-);
-const DECAY_TIME: Key<f64> = key!(
-    "decay_time",
-    4.0e-8,
-    "exponential shape: decay time constant (s)"
-);
-const TEMPLATE: MaybeKey<Numbers> = key!(
-    "template",
-    absent: "none",
-    "measured pulse, one value per sample_interval, scaled so its peak is 1"
-);
-const AMPLITUDE: Key<str> = key!(
-    "amplitude",
-    "gaussian",
-    "pulse height distribution: fixed, gaussian, exponential, landau (Moyal) or lines"
-);
-const AMPLITUDE_MEAN: Key<f64> = key!(
-    "amplitude_mean",
-    0.5,
-    "fixed/gaussian: mean height; exponential: mean; landau: most probable value (V)"
-);
-const AMPLITUDE_SIGMA: Key<f64> = key!(
-    "amplitude_sigma",
-    0.05,
-    "gaussian: standard deviation; landau: width (V)"
-);
-const LINE_AMPLITUDES: MaybeKey<Numbers> =
-    key!("line_amplitudes", absent: "none", "lines: the pulse height of each line (V)");
-const LINE_WEIGHTS: MaybeKey<Numbers> =
-    key!("line_weights", absent: "all equal", "lines: relative intensity of each line");
-const RESOLUTION: Key<f64> = key!(
-    "resolution",
-    0.03,
-    "lines: gaussian sigma as a fraction of the line's height"
-);
-const POLARITY: Key<str> = key!("polarity", "positive", "pulse sign: positive or negative");
-const BASELINE: Key<f64> = key!("baseline", 0.0, "constant offset of every sample (V)");
-const NOISE: Key<f64> = key!(
-    "noise",
-    0.002,
-    "gaussian noise RMS per sample (V); 0 = none"
-);
-const NOISE_GENERATOR: Key<str> = key!("noise_generator", "table", "`table` (precomputed normals at random offsets, fast) or `ziggurat` (exact, independent per sample)");
-const DECAY_FRACTION: Key<f64> = key!(
-    "decay_fraction",
-    0.0,
-    "fraction of events with a second pulse after an exponential delay"
-);
-const LIFETIME: Key<f64> = key!(
-    "lifetime",
-    2.197e-6,
-    "mean delay of the second pulse (s); the muon lifetime by default"
-);
-const COINCIDENCE: Key<bool> = key!(
-    "coincidence",
-    true,
-    "true: every channel has the pulses; false: one channel chosen at random per event"
-);
-const ADC_BITS: Key<usize> = key!("adc_bits", 0, "quantise to this many bits over ±adc_range; 0 = no quantisation for float fields, the field's width for integer fields");
-const ADC_RANGE: Key<f64> = key!(
-    "adc_range",
-    1.0,
-    "ADC full scale: values span ±adc_range (V)"
-);
+keys! {
+    const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)");
+    const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 4.0e-9, "time between samples (s)");
+    const PRETRIGGER_SAMPLES: Key<usize> = ("pretrigger_samples", 100, "sample at which the (first) pulse starts");
+    const RATE: Key<f64> = ("rate", 1000.0, "mean event rate (Hz); gaps are exponential");
+    const REALTIME: Key<bool> = ("realtime", false, "sleep so events arrive at `rate` in wall time; false = as fast as possible");
+    const N_EVENTS: Key<u64> = ("n_events", 0, "events to produce, then end; 0 = no limit");
+    const SEED: Key<i64> = ("seed", 1, "random seed; the same seed gives the same events");
+    const SHAPE: Key<str> = ("shape", "exponential", "pulse shape: `exponential` (rise and decay) or `template`");
+    const RISE_TIME: Key<f64> = ("rise_time", 1.0e-8, "exponential shape: rise time constant (s); 0 = instant rise");
+    const DECAY_TIME: Key<f64> = ("decay_time", 4.0e-8, "exponential shape: decay time constant (s)");
+    const TEMPLATE: MaybeKey<Numbers> = ("template", absent: "none", "measured pulse, one value per sample_interval, scaled so its peak is 1");
+    const AMPLITUDE: Key<str> = ("amplitude", "gaussian", "pulse height distribution: fixed, gaussian, exponential, landau (Moyal) or lines");
+    const AMPLITUDE_MEAN: Key<f64> = ("amplitude_mean", 0.5, "fixed/gaussian: mean height; exponential: mean; landau: most probable value (V)");
+    const AMPLITUDE_SIGMA: Key<f64> = ("amplitude_sigma", 0.05, "gaussian: standard deviation; landau: width (V)");
+    const LINE_AMPLITUDES: MaybeKey<Numbers> = ("line_amplitudes", absent: "none", "lines: the pulse height of each line (V)");
+    const LINE_WEIGHTS: MaybeKey<Numbers> = ("line_weights", absent: "all equal", "lines: relative intensity of each line");
+    const RESOLUTION: Key<f64> = ("resolution", 0.03, "lines: gaussian sigma as a fraction of the line's height");
+    const POLARITY: Key<str> = ("polarity", "positive", "pulse sign: positive or negative");
+    const BASELINE: Key<f64> = ("baseline", 0.0, "constant offset of every sample (V)");
+    const NOISE: Key<f64> = ("noise", 0.002, "gaussian noise RMS per sample (V); 0 = none");
+    const NOISE_GENERATOR: Key<str> = ("noise_generator", "table", "`table` (precomputed normals at random offsets, fast) or `ziggurat` (exact, independent per sample)");
+    const DECAY_FRACTION: Key<f64> = ("decay_fraction", 0.0, "fraction of events with a second pulse after an exponential delay");
+    const LIFETIME: Key<f64> = ("lifetime", 2.197e-6, "mean delay of the second pulse (s); the muon lifetime by default");
+    const COINCIDENCE: Key<bool> = ("coincidence", true, "true: every channel has the pulses; false: one channel chosen at random per event");
+    const ADC_BITS: Key<usize> = ("adc_bits", 0, "quantise to this many bits over ±adc_range; 0 = no quantisation for float fields, the field's width for integer fields");
+    const ADC_RANGE: Key<f64> = ("adc_range", 1.0, "ADC full scale: values span ±adc_range (V)");
+}
 
 /// A pulse shape with peak 1, tabulated at [`PHASES`] sub-sample phases.
 #[derive(Clone, Debug)]
@@ -843,26 +775,11 @@ impl SimulatePulses {
                     *t = (*t * q.inv_lsb).round().clamp(q.lo, q.hi) * q.out_scale;
                 }
             }
-            let written = self.channels[k].store(out.data, trace);
-            if written != n {
-                return Err(WorkerError::SlotSize {
-                    function: "simulate.pulses".into(),
-                    slot: written,
-                    want: n,
-                    unit: "records",
-                });
-            }
+            slot_size(self.channels[k].store(out.data, trace), n, "records")?;
         }
         if self.planar {
             let nch = self.channels.len();
-            if out.data.len() != 4 * nch * n {
-                return Err(WorkerError::SlotSize {
-                    function: "simulate.pulses".into(),
-                    slot: out.data.len(),
-                    want: 4 * nch * n,
-                    unit: "bytes",
-                });
-            }
+            slot_size(out.data.len(), 4 * nch * n, "bytes")?;
             let (t, d) = (&self.trace[..], &mut *out.data);
             match nch {
                 1 => interleave::<1>(t, n, d),
@@ -879,6 +796,20 @@ impl SimulatePulses {
         }
         Ok(())
     }
+}
+
+/// The error of a slot that holds `slot` `unit` where `simulate.pulses` writes `want`.
+#[inline]
+fn slot_size(slot: usize, want: usize, unit: &'static str) -> Result<(), WorkerError> {
+    if slot == want {
+        return Ok(());
+    }
+    Err(WorkerError::SlotSize {
+        function: "simulate.pulses".into(),
+        slot,
+        want,
+        unit,
+    })
 }
 
 impl SimulatePulses {
@@ -916,14 +847,7 @@ impl SimulatePulses {
     ) -> Result<(), WorkerError> {
         let n = self.data_length;
         let nch = self.channels.len();
-        if out.data.len() != 4 * nch * n {
-            return Err(WorkerError::SlotSize {
-                function: "simulate.pulses".into(),
-                slot: out.data.len(),
-                want: 4 * nch * n,
-                unit: "bytes",
-            });
-        }
+        slot_size(out.data.len(), 4 * nch * n, "bytes")?;
         let table_len = self.noise_table.as_ref().map_or(0, |t| t.len());
         for k in 0..nch {
             let off = self.rng.random_range(0..=table_len - n);

@@ -10,61 +10,43 @@
 //! Must never: modify the event (Filters copy it unchanged).
 
 use super::trace::{channels, choice, one_source, sinks_like_source, FieldAccess};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
 };
 
-const EDGE: Key<str> = key!("edge", "rising", "rising or falling");
+keys! {
+    const EDGE: Key<str> = ("edge", "rising", "rising or falling");
+}
 
 /// `filter.threshold`'s keys.
 mod threshold {
-    use crate::key;
+    use crate::keys;
     use crate::worker::{Key, MaybeKey, Strings};
-    pub const LEVEL: Key<f64> = key!(
-        "level",
-        required,
-        "trigger level in the channel's units (V for float fields, ADC counts for integer fields)"
-    );
-    pub const CHANNELS: MaybeKey<Strings> = key!(
-        "channels",
-        absent: "all fields",
-        "channels to look at; any one crossing passes the event"
-    );
-    pub const PRETRIGGER: Key<usize> = key!(
-        "pretrigger_samples",
-        0,
-        "first sample at which a crossing counts (earlier crossings are ignored)"
-    );
+    keys! {
+        pub const LEVEL: Key<f64> = ("level", required, "trigger level in the channel's units (V for float fields, ADC counts for integer fields)");
+        pub const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels to look at; any one crossing passes the event");
+        pub const PRETRIGGER: Key<usize> = ("pretrigger_samples", 0, "first sample at which a crossing counts (earlier crossings are ignored)");
+    }
 }
 
 /// `filter.coincidence`'s keys.
 mod coincidence {
-    use crate::key;
+    use crate::keys;
     use crate::worker::{Key, MaybeKey, Strings};
-    pub const LEVEL: Key<f64> = key!(
-        "level",
-        required,
-        "trigger level in the channel's units (V or ADC counts)"
-    );
-    pub const CHANNELS: MaybeKey<Strings> =
-        key!("channels", absent: "all fields", "channels taking part");
-    pub const MIN_CHANNELS: Key<usize> =
-        key!("min_channels", 2, "how many different channels must cross");
-    pub const WINDOW: Key<usize> = key!(
-        "window",
-        10,
-        "largest distance between the crossings (samples)"
-    );
-    pub const MAX_CROSSINGS: Key<usize> = key!(
-        "max_crossings",
-        256,
-        "crossings kept per channel and event (later ones are ignored)"
-    );
+    keys! {
+        pub const LEVEL: Key<f64> = ("level", required, "trigger level in the channel's units (V or ADC counts)");
+        pub const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels taking part");
+        pub const MIN_CHANNELS: Key<usize> = ("min_channels", 2, "how many different channels must cross");
+        pub const WINDOW: Key<usize> = ("window", 10, "largest distance between the crossings (samples)");
+        pub const MAX_CROSSINGS: Key<usize> = ("max_crossings", 256, "crossings kept per channel and event (later ones are ignored)");
+    }
 }
 
-/// `filter.prescale`: the factor.
-const FACTOR: Key<u64> = key!("factor", required, "keep 1 event in this many (≥ 1)");
+keys! {
+    /// `filter.prescale`: the factor.
+    const FACTOR: Key<u64> = ("factor", required, "keep 1 event in this many (≥ 1)");
+}
 
 /// The declaration of `filter.threshold`.
 pub const THRESHOLD_SPEC: FunctionSpec = FunctionSpec {

@@ -17,43 +17,17 @@ use std::any::Any;
 
 /// `device.cosmicwatch`'s own keys.
 mod cosmicwatch_keys {
-    use crate::key;
+    use crate::keys;
     use crate::worker::Key;
-    pub const VERSION: Key<str> = key!(
-        "version",
-        "v2",
-        "detector version: v2 (Arduino Nano, space-separated) or v3x (RP2040, tab-separated)"
-    );
-    pub const BAUD: Key<usize> = key!(
-        "baud",
-        0,
-        "baud rate; 0 = 9600 for v2, 115200 for v3x (ignored by USB CDC)"
-    );
-    pub const ENVIRONMENT: Key<bool> = key!(
-        "environment",
-        false,
-        "v3x: the BMP280 columns Temp[C] and Press[Pa] are printed"
-    );
-    pub const MOTION: Key<bool> = key!(
-        "motion",
-        false,
-        "v3x: the MPU-6050 accelerometer and gyroscope columns are printed"
-    );
-    pub const NAME_COLUMN: Key<bool> = key!(
-        "name_column",
-        false,
-        "v3x: the detector name is printed as the last column"
-    );
-    pub const SIM_RATE: Key<f64> = key!(
-        "sim_rate",
-        1.0,
-        "simulator only: mean events per device second"
-    );
-    pub const SIM_COINCIDENCE: Key<f64> = key!(
-        "sim_coincidence",
-        0.0,
-        "simulator only (v3x): probability that an event is flagged coincident"
-    );
+    keys! {
+        pub const VERSION: Key<str> = ("version", "v2", "detector version: v2 (Arduino Nano, space-separated) or v3x (RP2040, tab-separated)");
+        pub const BAUD: Key<usize> = ("baud", 0, "baud rate; 0 = 9600 for v2, 115200 for v3x (ignored by USB CDC)");
+        pub const ENVIRONMENT: Key<bool> = ("environment", false, "v3x: the BMP280 columns Temp[C] and Press[Pa] are printed");
+        pub const MOTION: Key<bool> = ("motion", false, "v3x: the MPU-6050 accelerometer and gyroscope columns are printed");
+        pub const NAME_COLUMN: Key<bool> = ("name_column", false, "v3x: the detector name is printed as the last column");
+        pub const SIM_RATE: Key<f64> = ("sim_rate", 1.0, "simulator only: mean events per device second");
+        pub const SIM_COINCIDENCE: Key<f64> = ("sim_coincidence", 0.0, "simulator only (v3x): probability that an event is flagged coincident");
+    }
     /// Muons come at ~1/s.
     pub const EXPECT_DATA: Key<f64> = super::expect_data_key!(60.0);
 }

@@ -30,43 +30,18 @@ impl SimulatedPlug for SimDrs4 {
 
 /// `device.drs4`'s own keys.
 mod drs4_keys {
-    use crate::key;
+    use crate::keys;
     use crate::worker::{Key, MaybeKey};
-    pub const SAMPLING_GHZ: Key<f64> =
-        key!("sampling_ghz", 5.0, "sampling frequency (GHz), 0.1 … 6");
-    pub const RANGE_CENTRE: Key<f64> = key!(
-        "range_centre",
-        0.0,
-        "centre of the 1 Vpp input range (V), 0 … 0.5"
-    );
-    pub const TRIGGER: Key<str> = key!(
-        "trigger",
-        "ch1",
-        "trigger source: ch1 … ch4, any (any input), external or software"
-    );
-    pub const TRIGGER_LEVEL: Key<f64> = key!("trigger_level", -0.05, "trigger level (V)");
-    pub const TRIGGER_EDGE: Key<str> = key!(
-        "trigger_edge",
-        "falling",
-        "falling (negative pulses) or rising"
-    );
-    pub const CALIBRATION_FILE: MaybeKey<str> = key!(
-        "calibration_file",
-        absent: "eeprom",
-        "per-cell calibration file (daq-engine text format); when absent, the calibration stored in the board's EEPROM (nominal, with a warning, if the board was never calibrated)"
-    );
-    pub const TIME_AXIS: Key<bool> = key!(
-        "time_axis",
-        false,
-        "also write the calibrated sample times as field t (ns)"
-    );
-    pub const FORMAT: Key<str> = key!(
-        "format",
-        "volts",
-        "counts (int16: the calibrated sample in 1/32768 V, 0 at range_centre, half the bytes \
-         of volts; volts = counts × volts_per_count + offset_volts, stored with the data) or \
-         volts (float32)"
-    );
+    keys! {
+        pub const SAMPLING_GHZ: Key<f64> = ("sampling_ghz", 5.0, "sampling frequency (GHz), 0.1 … 6");
+        pub const RANGE_CENTRE: Key<f64> = ("range_centre", 0.0, "centre of the 1 Vpp input range (V), 0 … 0.5");
+        pub const TRIGGER: Key<str> = ("trigger", "ch1", "trigger source: ch1 … ch4, any (any input), external or software");
+        pub const TRIGGER_LEVEL: Key<f64> = ("trigger_level", -0.05, "trigger level (V)");
+        pub const TRIGGER_EDGE: Key<str> = ("trigger_edge", "falling", "falling (negative pulses) or rising");
+        pub const CALIBRATION_FILE: MaybeKey<str> = ("calibration_file", absent: "eeprom", "per-cell calibration file (daq-engine text format); when absent, the calibration stored in the board's EEPROM (nominal, with a warning, if the board was never calibrated)");
+        pub const TIME_AXIS: Key<bool> = ("time_axis", false, "also write the calibrated sample times as field t (ns)");
+        pub const FORMAT: Key<str> = ("format", "volts", "counts (int16: the calibrated sample in 1/32768 V, 0 at range_centre, half the bytes of volts; volts = counts × volts_per_count + offset_volts, stored with the data) or volts (float32)");
+    }
 }
 
 /// `device.drs4`.

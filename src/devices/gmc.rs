@@ -14,38 +14,16 @@ use std::time::Duration;
 
 /// `device.gmc`'s own keys.
 mod gmc_keys {
-    use crate::key;
+    use crate::keys;
     use crate::worker::Key;
-    pub const BAUD: Key<usize> = key!(
-        "baud",
-        0,
-        "baud rate; 0 = probe 115200 then 57600 with <GETVER>>"
-    );
-    pub const MODE: Key<str> = key!(
-        "mode",
-        "heartbeat",
-        "heartbeat (one cps event per second) or poll_cpm (one cpm event per poll_interval)"
-    );
-    pub const POLL_INTERVAL: Key<f64> = key!(
-        "poll_interval",
-        60.0,
-        "poll_cpm: time between <GETCPM>> requests (s)"
-    );
-    pub const COUNT_WIDTH: Key<usize> = key!(
-        "count_width",
-        0,
-        "reply width override in bytes (2 or 4) for firmware that differs from its model; 0 = by model"
-    );
-    pub const REPLY_TIMEOUT: Key<f64> = key!(
-        "reply_timeout",
-        0.5,
-        "how long to wait for a reply to a command (s)"
-    );
-    pub const SIM_MODEL: Key<str> = key!(
-        "sim_model",
-        "gmc320",
-        "simulator only: gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800"
-    );
+    keys! {
+        pub const BAUD: Key<usize> = ("baud", 0, "baud rate; 0 = probe 115200 then 57600 with <GETVER>>");
+        pub const MODE: Key<str> = ("mode", "heartbeat", "heartbeat (one cps event per second) or poll_cpm (one cpm event per poll_interval)");
+        pub const POLL_INTERVAL: Key<f64> = ("poll_interval", 60.0, "poll_cpm: time between <GETCPM>> requests (s)");
+        pub const COUNT_WIDTH: Key<usize> = ("count_width", 0, "reply width override in bytes (2 or 4) for firmware that differs from its model; 0 = by model");
+        pub const REPLY_TIMEOUT: Key<f64> = ("reply_timeout", 0.5, "how long to wait for a reply to a command (s)");
+        pub const SIM_MODEL: Key<str> = ("sim_model", "gmc320", "simulator only: gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800");
+    }
     pub const EXPECT_DATA: Key<f64> = super::expect_data_key!(
         10.0,
         "; with poll_cpm, 3 × poll_interval when that is longer"

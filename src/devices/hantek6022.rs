@@ -34,56 +34,22 @@ impl SimulatedPlug for SimHantek {
 
 /// `device.hantek6022`'s own keys.
 mod hantek_keys {
-    use crate::key;
+    use crate::keys;
     use crate::worker::{Key, MaybeKey, PerChannel};
-    pub const FIRMWARE: MaybeKey<str> = key!(
-        "firmware",
-        absent: "none",
-        "firmware for a cold device, e.g. /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw (Debian package sigrok-firmware-fx2lafw)"
-    );
-    pub const SAMPLE_RATE: Key<u32> = key!(
-        "sample_rate",
-        1000000,
-        "samples per second per channel (must be in the firmware's table)"
-    );
-    pub const CHANNELS: Key<usize> = key!("channels", 2, "active channels: 1 (ch1) or 2");
-    pub const RANGES: Key<PerChannel> = key!(
-        "ranges",
-        5.0,
-        "± full scale per channel (V): 5, 2.5, 1 or 0.5; one number or a list"
-    );
-    pub const FORMAT: Key<str> = key!(
-        "format",
-        "volts",
-        "counts (int8 ADC counts, 0 ≈ 0 V, a quarter of the bytes of volts; volts = counts × \
-         volts_per_count + offset_volts, stored with the data), volts (float32) or raw (uint8 \
-         codes as the scope sends them, 0x80 ≈ 0 V)"
-    );
-    pub const SAMPLES_PER_EVENT: Key<usize> = key!(
-        "samples_per_event",
-        1000,
-        "samples per channel in one event"
-    );
-    pub const TRIGGER_CHANNEL: Key<usize> = key!(
-        "trigger_channel",
-        1,
-        "software trigger on ch1 or ch2; 0 = free-running gapless blocks"
-    );
-    pub const TRIGGER_LEVEL: Key<f64> =
-        key!("trigger_level", 0.2, "trigger level (V, after calibration)");
-    pub const TRIGGER_EDGE: Key<str> = key!("trigger_edge", "rising", "rising or falling");
-    pub const PRE_TRIGGER: Key<usize> =
-        key!("pre_trigger", 100, "samples kept before the trigger sample");
-    pub const SIM_RATE: Key<f64> = key!(
-        "sim_rate",
-        1000.0,
-        "simulator only: pulses per second on ch1 (paced at sample_rate)"
-    );
-    pub const SIM_AMPLITUDE: Key<f64> = key!(
-        "sim_amplitude",
-        1.0,
-        "simulator only: pulse height (V, sign = polarity)"
-    );
+    keys! {
+        pub const FIRMWARE: MaybeKey<str> = ("firmware", absent: "none", "firmware for a cold device, e.g. /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw (Debian package sigrok-firmware-fx2lafw)");
+        pub const SAMPLE_RATE: Key<u32> = ("sample_rate", 1000000, "samples per second per channel (must be in the firmware's table)");
+        pub const CHANNELS: Key<usize> = ("channels", 2, "active channels: 1 (ch1) or 2");
+        pub const RANGES: Key<PerChannel> = ("ranges", 5.0, "± full scale per channel (V): 5, 2.5, 1 or 0.5; one number or a list");
+        pub const FORMAT: Key<str> = ("format", "volts", "counts (int8 ADC counts, 0 ≈ 0 V, a quarter of the bytes of volts; volts = counts × volts_per_count + offset_volts, stored with the data), volts (float32) or raw (uint8 codes as the scope sends them, 0x80 ≈ 0 V)");
+        pub const SAMPLES_PER_EVENT: Key<usize> = ("samples_per_event", 1000, "samples per channel in one event");
+        pub const TRIGGER_CHANNEL: Key<usize> = ("trigger_channel", 1, "software trigger on ch1 or ch2; 0 = free-running gapless blocks");
+        pub const TRIGGER_LEVEL: Key<f64> = ("trigger_level", 0.2, "trigger level (V, after calibration)");
+        pub const TRIGGER_EDGE: Key<str> = ("trigger_edge", "rising", "rising or falling");
+        pub const PRE_TRIGGER: Key<usize> = ("pre_trigger", 100, "samples kept before the trigger sample");
+        pub const SIM_RATE: Key<f64> = ("sim_rate", 1000.0, "simulator only: pulses per second on ch1 (paced at sample_rate)");
+        pub const SIM_AMPLITUDE: Key<f64> = ("sim_amplitude", 1.0, "simulator only: pulse height (V, sign = polarity)");
+    }
 }
 
 /// `device.hantek6022`.

@@ -25,28 +25,14 @@ use std::any::Any;
 
 /// The line counters' keys (`device.mightyohm`, `device.gc10`, `device.line_counter`).
 mod line_keys {
-    use crate::key;
+    use crate::keys;
     use crate::worker::{Key, Strings};
-    pub const BAUD: Key<usize> = key!(
-        "baud",
-        9600,
-        "baud rate (MightyOhm and GC10: 9600; GC10next: 115200)"
-    );
-    pub const FIELDS: Key<Strings> = key!(
-        "fields",
-        ["time_us"],
-        "the line's fields in order: counts, pulse, time_s, time_ms, time_us (device time, converted to s) or skip"
-    );
-    pub const SEPARATOR: Key<str> = key!(
-        "separator",
-        "whitespace",
-        "field separator: whitespace (runs of spaces/tabs) or one character such as ',' or ';'"
-    );
-    pub const COMMENT: Key<str> = key!(
-        "comment",
-        "#",
-        "lines starting with this are ignored; empty = none"
-    );
+    keys! {
+        pub const BAUD: Key<usize> = ("baud", 9600, "baud rate (MightyOhm and GC10: 9600; GC10next: 115200)");
+        pub const FIELDS: Key<Strings> = ("fields", ["time_us"], "the line's fields in order: counts, pulse, time_s, time_ms, time_us (device time, converted to s) or skip");
+        pub const SEPARATOR: Key<str> = ("separator", "whitespace", "field separator: whitespace (runs of spaces/tabs) or one character such as ',' or ';'");
+        pub const COMMENT: Key<str> = ("comment", "#", "lines starting with this are ignored; empty = none");
+    }
     /// A line a second: silent after 10 s.
     pub const EXPECT_DATA: Key<f64> = super::expect_data_key!(10.0);
     /// A line per pulse can be sparse.

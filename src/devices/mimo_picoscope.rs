@@ -23,9 +23,9 @@
 use super::picoscope::{self, pico_keys};
 use super::usb;
 use super::{bad, importer_spec, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
-use crate::key;
 use crate::worker::WiringError;
 use crate::worker::{BuildContext, FunctionSpec, Key, MaybeKey, WorkerError};
+use crate::{key, keys};
 use serde_json::{json, Map, Value};
 
 /// The declaration.
@@ -64,13 +64,19 @@ pub const SPEC: FunctionSpec = importer_spec!(
     ],
 );
 
-const CHANNEL_COUPLING: Key<str> = key!("channel_coupling", required, "DC or AC");
-const CHANNEL_RANGE: MaybeKey<str> = key!(
-    "channel_range",
-    absent: "per channel",
-    "± full scale of every channel, Pico's name: 10MV, 20MV, 50MV, 100MV, 200MV, 500MV, 1V, \
-     2V, 5V, 10V, 20V"
-);
+keys! {
+    const CHANNEL_COUPLING: Key<str> = ("channel_coupling", required, "DC or AC");
+    const CHANNEL_RANGE: MaybeKey<str> = ("channel_range", absent: "per channel", "± full scale of every channel, Pico's name: 10MV, 20MV, 50MV, 100MV, 200MV, 500MV, 1V, 2V, 5V, 10V, 20V");
+    const ANALOGUE_OFFSET: MaybeKey<f64> = ("analogue_offset", absent: "per channel", "volts added to every input before digitising (V)");
+    const TRIGGER_CHANNEL: Key<str> = ("trigger_channel", required, "A..D (one not enabled means A, as in mimoCoRB2)");
+    const TRIGGER_THRESHOLD: Key<f64> = ("trigger_threshold", required, "trigger level (mV) of the digitised input + offset");
+    const TRIGGER_DIRECTION: Key<str> = ("trigger_direction", "RISING", "RISING, FALLING, ABOVE, BELOW or RISING_OR_FALLING");
+    const PRE_TRIGGER_SAMPLES: Key<u32> = ("pre_trigger_samples", required, "samples before the trigger");
+    const POST_TRIGGER_SAMPLES: Key<u32> = ("post_trigger_samples", required, "samples from the trigger on");
+    const TIMEBASE: Key<u32> = ("timebase", required, "Pico's timebase index (3000A D models: 2^n ns for n ≤ 2, then (n − 2) × 8 ns)");
+    const SEGMENTS: Key<u32> = ("number_of_memory_segments", required, "captures per RunBlock (memory segments)");
+}
+
 /// Without `channel_range`: channel A's, B's, C's and D's range.
 #[rustfmt::skip]
 const RANGES: [Key<str>; 4] = [
@@ -79,11 +85,6 @@ const RANGES: [Key<str>; 4] = [
     key!("channelC_range", "20V", "without channel_range: channel C's"),
     key!("channelD_range", "20V", "without channel_range: channel D's"),
 ];
-const ANALOGUE_OFFSET: MaybeKey<f64> = key!(
-    "analogue_offset",
-    absent: "per channel",
-    "volts added to every input before digitising (V)"
-);
 /// Without `analogue_offset`: channel A's, B's, C's and D's offset.
 #[rustfmt::skip]
 const OFFSETS: [Key<f64>; 4] = [
@@ -92,41 +93,6 @@ const OFFSETS: [Key<f64>; 4] = [
     key!("analogue_offset_chC", 0.0, "without analogue_offset: C's (V)"),
     key!("analogue_offset_chD", 0.0, "without analogue_offset: D's (V)"),
 ];
-const TRIGGER_CHANNEL: Key<str> = key!(
-    "trigger_channel",
-    required,
-    "A..D (one not enabled means A, as in mimoCoRB2)"
-);
-const TRIGGER_THRESHOLD: Key<f64> = key!(
-    "trigger_threshold",
-    required,
-    "trigger level (mV) of the digitised input + offset"
-);
-const TRIGGER_DIRECTION: Key<str> = key!(
-    "trigger_direction",
-    "RISING",
-    "RISING, FALLING, ABOVE, BELOW or RISING_OR_FALLING"
-);
-const PRE_TRIGGER_SAMPLES: Key<u32> = key!(
-    "pre_trigger_samples",
-    required,
-    "samples before the trigger"
-);
-const POST_TRIGGER_SAMPLES: Key<u32> = key!(
-    "post_trigger_samples",
-    required,
-    "samples from the trigger on"
-);
-const TIMEBASE: Key<u32> = key!(
-    "timebase",
-    required,
-    "Pico's timebase index (3000A D models: 2^n ns for n ≤ 2, then (n − 2) × 8 ns)"
-);
-const SEGMENTS: Key<u32> = key!(
-    "number_of_memory_segments",
-    required,
-    "captures per RunBlock (memory segments)"
-);
 
 /// mimoCoRB2's auto trigger: it asks for `2**16` ms, but `ps3000aSetSimpleTrigger` takes
 /// an `int16_t` and ctypes wraps it to 0: wait for a trigger for ever.

@@ -35,7 +35,7 @@ mod mimo_picoscope;
 pub mod picoscope;
 pub mod redpitaya;
 
-use crate::key;
+use crate::keys;
 use crate::run_dir::DeviceNotes;
 use crate::worker::Function;
 use crate::worker::WiringError;
@@ -113,32 +113,17 @@ pub fn functions() -> Vec<(Function, crate::worker::Check)> {
         .collect()
 }
 
-/// The keys every device importer reads.
-pub(crate) const SIMULATE: Key<bool> = key!(
-    "simulate",
-    false,
-    "run the family's simulator and open it through the same driver path (set by --simulate)"
-);
-/// See [`SIMULATE`].
-pub(crate) const RECONNECT: Key<bool> = key!(
-    "reconnect",
-    true,
-    "when the device disappears, wait and re-open it (the gap is logged); false = stop the run"
-);
-/// See [`SIMULATE`].
-pub(crate) const SEED: Key<i64> = key!(
-    "seed",
-    1,
-    "simulator only: random seed; the same seed gives the same events"
-);
+keys! {
+    /// The keys every device importer reads.
+    pub(crate) const SIMULATE: Key<bool> = ("simulate", false, "run the family's simulator and open it through the same driver path (set by --simulate)");
+    /// See [`SIMULATE`].
+    pub(crate) const RECONNECT: Key<bool> = ("reconnect", true, "when the device disappears, wait and re-open it (the gap is logged); false = stop the run");
+    /// See [`SIMULATE`].
+    pub(crate) const SEED: Key<i64> = ("seed", 1, "simulator only: random seed; the same seed gives the same events");
 
-/// See [`SIMULATE`]. What a long silence does.
-pub(crate) const ON_SILENCE: Key<str> = key!(
-    "on_silence",
-    "warn",
-    "after expect_data_within s without a good event: warn (log, device notes, status, page; \
-     the run goes on) or stop (the run stops cleanly, as at max_seconds)"
-);
+    /// See [`SIMULATE`]. What a long silence does.
+    pub(crate) const ON_SILENCE: Key<str> = ("on_silence", "warn", "after expect_data_within s without a good event: warn (log, device notes, status, page; the run goes on) or stop (the run stops cleanly, as at max_seconds)");
+}
 
 /// `expect_data_within` with the family's default (seconds): the longest time without a
 /// good event (nothing, or only bad data) before the silence is reported;

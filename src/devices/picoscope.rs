@@ -35,138 +35,36 @@ impl SimulatedPlug for FakePico {
 
 /// `device.picoscope`'s own keys.
 pub(super) mod pico_keys {
-    use crate::key;
+    use crate::keys;
     use crate::worker::{Key, MaybeKey, PerChannel, Strings};
-    pub const FAMILY: Key<str> = key!(
-        "family",
-        "ps5000a",
-        "driver family: ps5000a, ps3000a or ps2000a"
-    );
-    pub const LIBRARY: MaybeKey<str> = key!(
-        "library",
-        absent: "/opt/picoscope/lib",
-        "Pico's library file or its directory (libps5000a.so / libps3000a.so / libps2000a.so)"
-    );
-    pub const SERIAL: MaybeKey<str> = key!(
-        "serial",
-        absent: "the first unit",
-        "open the unit with this serial (e.g. JO123/0045)"
-    );
-    pub const RESOLUTION_BITS: Key<u32> = key!(
-        "resolution_bits",
-        8,
-        "vertical resolution (ps5000a: 8, 12, 14, 15, 16; ps3000a, ps2000a: 8)"
-    );
-    pub const CHANNELS: Key<Strings> = key!(
-        "channels",
-        ["A", "B", "C", "D"],
-        "enabled channels, letters A..D"
-    );
-    pub const RANGES: Key<PerChannel> = key!(
-        "ranges",
-        0.5,
-        "± full scale per enabled channel (V): one number for all, or a list; 0.01 … 50"
-    );
-    pub const COUPLING: Key<str> = key!("coupling", "dc", "input coupling: dc or ac");
-    pub const ANALOG_OFFSET: Key<f64> = key!(
-        "analog_offset",
-        0.0,
-        "volts added to every input before digitising (V)"
-    );
-    pub const SAMPLE_INTERVAL: Key<f64> = key!(
-        "sample_interval",
-        8.0e-9,
-        "requested time between samples (s); the nearest timebase is used"
-    );
-    pub const MODE: Key<str> = key!(
-        "mode",
-        "rapid_block",
-        "rapid_block (captures_per_run captures per RunBlock, fetched with GetValuesBulk), \
-         block (one capture per RunBlock, fetched with GetValues) or streaming"
-    );
-    pub const PRE_TRIGGER: Key<u32> = key!(
-        "pre_trigger",
-        100,
-        "block, rapid block: samples before the trigger"
-    );
-    pub const POST_TRIGGER: Key<u32> = key!(
-        "post_trigger",
-        400,
-        "block, rapid block: samples from the trigger on"
-    );
-    pub const CAPTURES_PER_RUN: Key<u32> = key!(
-        "captures_per_run",
-        100,
-        "rapid block: captures (memory segments) per RunBlock"
-    );
-    pub const TRIGGER_CHANNEL: Key<str> = key!(
-        "trigger_channel",
-        "A",
-        "block, rapid block: trigger channel A..D (enabled), or none for free-running captures"
-    );
-    pub const TRIGGER_LEVEL: Key<f64> =
-        key!("trigger_level", -0.05, "trigger level at the input (V)");
-    pub const TRIGGER_DIRECTION: Key<str> = key!(
-        "trigger_direction",
-        "falling",
-        "rising, falling, above, below or rising_or_falling"
-    );
-    pub const TRIGGER_DELAY: Key<u32> = key!(
-        "trigger_delay",
-        0,
-        "samples between the trigger and the reference point"
-    );
-    pub const AUTO_TRIGGER_MS: Key<usize> = key!(
-        "auto_trigger_ms",
-        0,
-        "fire anyway after this many ms without a trigger; 0 = wait for ever"
-    );
-    pub const SAMPLES_PER_EVENT: Key<u32> =
-        key!("samples_per_event", 1000, "streaming: samples per event");
-    pub const OVERVIEW_SAMPLES: Key<u32> = key!(
-        "overview_samples",
-        100000,
-        "streaming: the driver's overview buffer per channel (samples)"
-    );
-    pub const FORMAT: Key<str> = key!(
-        "format",
-        "volts",
-        "counts (int16 ADC counts as the scope gives them, half the bytes of volts; volts = \
-         counts × volts_per_count + offset_volts, stored with the data), volts (float32), \
-         millivolts (float32, ADC × range / max × 1000, the analog offset not subtracted: what \
-         mimoCoRB2's importer gives) or raw (the older name of counts)"
-    );
-    pub const TIMEBASE: MaybeKey<u32> = key!(
-        "timebase",
-        absent: "from sample_interval",
-        "a timebase index as Pico's programmer's guide numbers them, used as it is instead of \
-         the nearest to sample_interval (mimoCoRB2 takes this)"
-    );
-    pub const SIM_RATE: Key<f64> = key!(
-        "sim_rate",
-        100.0,
-        "simulator only: triggered captures per second (0 = as fast as possible)"
-    );
-    pub const DIGITAL_PORTS: Key<Strings> = key!(
-        "digital_ports",
-        [],
-        "MSO models: digital ports to record, D0_7 (Pico's PORT0: inputs D0..D7) and/or \
-         D8_15 (PORT1: D8..D15); each is a uint8 field of that name after the channels, bit k \
-         = input Dk (D8+k)"
-    );
-    pub const LOGIC_LEVEL: Key<PerChannel> = key!(
-        "logic_level",
-        1.5,
-        "threshold of the digital inputs (V), -5 … 5: one number for every port in \
-         digital_ports, or a list in their order"
-    );
-    pub const MODEL: MaybeKey<str> = key!(
-        "model",
-        absent: "any unit of the family",
-        "the model the setup is written for, as the scope names itself (e.g. 3406D MSO): \
-         check refuses channels, ranges and digital ports it lacks, open refuses another model; with \
-         simulate the fake scope presents this model"
-    );
+    keys! {
+        pub const FAMILY: Key<str> = ("family", "ps5000a", "driver family: ps5000a, ps3000a or ps2000a");
+        pub const LIBRARY: MaybeKey<str> = ("library", absent: "/opt/picoscope/lib", "Pico's library file or its directory (libps5000a.so / libps3000a.so / libps2000a.so)");
+        pub const SERIAL: MaybeKey<str> = ("serial", absent: "the first unit", "open the unit with this serial (e.g. JO123/0045)");
+        pub const RESOLUTION_BITS: Key<u32> = ("resolution_bits", 8, "vertical resolution (ps5000a: 8, 12, 14, 15, 16; ps3000a, ps2000a: 8)");
+        pub const CHANNELS: Key<Strings> = ("channels", ["A", "B", "C", "D"], "enabled channels, letters A..D");
+        pub const RANGES: Key<PerChannel> = ("ranges", 0.5, "± full scale per enabled channel (V): one number for all, or a list; 0.01 … 50");
+        pub const COUPLING: Key<str> = ("coupling", "dc", "input coupling: dc or ac");
+        pub const ANALOG_OFFSET: Key<f64> = ("analog_offset", 0.0, "volts added to every input before digitising (V)");
+        pub const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 8.0e-9, "requested time between samples (s); the nearest timebase is used");
+        pub const MODE: Key<str> = ("mode", "rapid_block", "rapid_block (captures_per_run captures per RunBlock, fetched with GetValuesBulk), block (one capture per RunBlock, fetched with GetValues) or streaming");
+        pub const PRE_TRIGGER: Key<u32> = ("pre_trigger", 100, "block, rapid block: samples before the trigger");
+        pub const POST_TRIGGER: Key<u32> = ("post_trigger", 400, "block, rapid block: samples from the trigger on");
+        pub const CAPTURES_PER_RUN: Key<u32> = ("captures_per_run", 100, "rapid block: captures (memory segments) per RunBlock");
+        pub const TRIGGER_CHANNEL: Key<str> = ("trigger_channel", "A", "block, rapid block: trigger channel A..D (enabled), or none for free-running captures");
+        pub const TRIGGER_LEVEL: Key<f64> = ("trigger_level", -0.05, "trigger level at the input (V)");
+        pub const TRIGGER_DIRECTION: Key<str> = ("trigger_direction", "falling", "rising, falling, above, below or rising_or_falling");
+        pub const TRIGGER_DELAY: Key<u32> = ("trigger_delay", 0, "samples between the trigger and the reference point");
+        pub const AUTO_TRIGGER_MS: Key<usize> = ("auto_trigger_ms", 0, "fire anyway after this many ms without a trigger; 0 = wait for ever");
+        pub const SAMPLES_PER_EVENT: Key<u32> = ("samples_per_event", 1000, "streaming: samples per event");
+        pub const OVERVIEW_SAMPLES: Key<u32> = ("overview_samples", 100000, "streaming: the driver's overview buffer per channel (samples)");
+        pub const FORMAT: Key<str> = ("format", "volts", "counts (int16 ADC counts as the scope gives them, half the bytes of volts; volts = counts × volts_per_count + offset_volts, stored with the data), volts (float32), millivolts (float32, ADC × range / max × 1000, the analog offset not subtracted: what mimoCoRB2's importer gives) or raw (the older name of counts)");
+        pub const TIMEBASE: MaybeKey<u32> = ("timebase", absent: "from sample_interval", "a timebase index as Pico's programmer's guide numbers them, used as it is instead of the nearest to sample_interval (mimoCoRB2 takes this)");
+        pub const SIM_RATE: Key<f64> = ("sim_rate", 100.0, "simulator only: triggered captures per second (0 = as fast as possible)");
+        pub const DIGITAL_PORTS: Key<Strings> = ("digital_ports", [], "MSO models: digital ports to record, D0_7 (Pico's PORT0: inputs D0..D7) and/or D8_15 (PORT1: D8..D15); each is a uint8 field of that name after the channels, bit k = input Dk (D8+k)");
+        pub const LOGIC_LEVEL: Key<PerChannel> = ("logic_level", 1.5, "threshold of the digital inputs (V), -5 … 5: one number for every port in digital_ports, or a list in their order");
+        pub const MODEL: MaybeKey<str> = ("model", absent: "any unit of the family", "the model the setup is written for, as the scope names itself (e.g. 3406D MSO): check refuses channels, ranges and digital ports it lacks, open refuses another model; with simulate the fake scope presents this model");
+    }
 }
 
 /// `device.picoscope`.

@@ -5,24 +5,18 @@
 //! Guarantees: the thread only sleeps and calls the simulator; dropping the [`PlugPuller`]
 //! stops it and then drops the device. Must never: touch real hardware.
 
-use crate::key;
+use crate::keys;
 use crate::worker::{Config, Key, WorkerError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `sim_unplug_at`: when the simulated device loses its plug (the serial setups' meaning).
-pub(crate) const UNPLUG_AT: Key<f64> = key!(
-    "sim_unplug_at",
-    0.0,
-    "simulator only: pull the simulated device's plug this many seconds after the start (0 = never), to try the reconnect"
-);
-/// `sim_unplug_for`: how long it stays unplugged.
-pub(crate) const UNPLUG_FOR: Key<f64> = key!(
-    "sim_unplug_for",
-    1.0,
-    "simulator only: seconds the device stays unplugged before it is plugged in again"
-);
+keys! {
+    /// `sim_unplug_at`: when the simulated device loses its plug (the serial setups' meaning).
+    pub(crate) const UNPLUG_AT: Key<f64> = ("sim_unplug_at", 0.0, "simulator only: pull the simulated device's plug this many seconds after the start (0 = never), to try the reconnect");
+    /// `sim_unplug_for`: how long it stays unplugged.
+    pub(crate) const UNPLUG_FOR: Key<f64> = ("sim_unplug_for", 1.0, "simulator only: seconds the device stays unplugged before it is plugged in again");
+}
 
 /// The simulated unplug a setup asks for with `sim_unplug_at` / `sim_unplug_for`:
 /// `Some((after, for))`, or `None` when `sim_unplug_at` is 0. Checked as for every device.

@@ -36,191 +36,51 @@ const EXPECT_DATA: Key<f64> = expect_data_key!(60.0);
 /// `device.redpitaya`'s own keys; the `M2_` ones are mimoCoRB2's names for three of ours
 /// (`importers.redpitaya.waveform` reads them), accepted in place of ours, never both.
 mod rp_keys {
-    use crate::key;
+    use crate::keys;
     use crate::worker::{Items, Key, MaybeKey};
-    pub const ADDRESS: MaybeKey<str> = key!(
-        "address",
-        absent: "required unless simulating",
-        "the board: host or host:port (MCPHA port 1001), e.g. rp-f0c38f.local"
-    );
-    pub const M2_IP: MaybeKey<str> =
-        key!("ip", absent: "see address", "mimoCoRB2's name for address");
-    pub const TRANSPORT: Key<str> = key!(
-        "transport",
-        "mcpha",
-        "mcpha (the MCPHA server, port 1001: traces, hardware histograms, generator) or scpi (the board's official SCPI server, port 5000: traces only, polled; decimation a power of two, at most 16384 samples)"
-    );
-    pub const MODE: Key<str> = key!(
-        "mode",
-        "traces",
-        "traces (one event per trace) or histogram (one event per readout of the hardware histograms)"
-    );
-    pub const ACQUISITION: Key<str> = key!(
-        "acquisition",
-        "stream",
-        "traces: stream (the fork's code 31, set_size traces per request, as mimoCoRB2) or poll (upstream server: arm, poll the status, read)"
-    );
-    pub const SET_SIZE: Key<i64> = key!("set_size", 100, "stream: traces asked for per request");
-    pub const POLL_INTERVAL: Key<f64> = key!(
-        "poll_interval",
-        0.001,
-        "poll and scpi: seconds between status polls"
-    );
-    pub const DECIMATION: Key<i64> = key!(
-        "decimation",
-        4,
-        "125 MS/s divided by this (1 … 8192; below 4: 125 MS/s)"
-    );
-    pub const M2_SAMPLE_RATE: MaybeKey<i64> = key!(
-        "sample_rate",
-        absent: "see decimation",
-        "mimoCoRB2's name for decimation"
-    );
-    pub const NEGATOR_IN1: Key<bool> = key!(
-        "negator_IN1",
-        false,
-        "invert IN1 (negative pulses become positive)"
-    );
-    pub const NEGATOR_IN2: Key<bool> = key!("negator_IN2", false, "invert IN2");
-    pub const TRIGGER_SOURCE: Key<str> = key!("trigger_source", "IN1", "IN1 or IN2");
-    pub const TRIGGER_SLOPE: Key<str> = key!("trigger_slope", "rising", "rising or falling");
-    pub const TRIGGER_MODE: Key<str> = key!(
-        "trigger_mode",
-        "normal",
-        "normal (only on a crossing) or auto (also at once after the pre-trigger samples)"
-    );
-    pub const TRIGGER_LEVEL: Key<i64> = key!(
-        "trigger_level",
-        100,
-        "trigger level in ADC counts (-8192 … 8191)"
-    );
-    pub const PRETRIGGER: Key<i64> = key!(
-        "pretrigger",
-        100,
-        "samples before the trigger (1 … samples − 1)"
-    );
-    pub const M2_PRETRIGGER: MaybeKey<i64> = key!(
-        "number_of_samples_before_trigger",
-        absent: "see pretrigger",
-        "mimoCoRB2's name for pretrigger"
-    );
-    pub const SAMPLES: MaybeKey<i64> = key!(
-        "samples",
-        absent: "the sink's data_length",
-        "samples per trace"
-    );
-    pub const DISCARD_TAIL: Key<i64> = key!(
-        "discard_tail",
-        100,
-        "samples requested beyond samples and dropped: the board may leave up to 63 stale samples at a window's end (mimoCoRB2 drops 100)"
-    );
-    pub const HISTOGRAM_INTERVAL: Key<f64> = key!(
-        "histogram_interval",
-        1.0,
-        "histogram mode: seconds between readouts"
-    );
-    pub const HARDWARE_HISTOGRAM_EVERY: Key<f64> = key!(
-        "hardware_histogram_every",
-        0.0,
-        "traces mode: also read the hardware histograms this often (s), between two sets of traces, into hardware_histogram_<worker>.csv; 0 = not"
-    );
-    pub const PHA_MIN: Key<i64> = key!(
-        "pha_min",
-        0,
-        "hardware histogram: lowest pulse height counted (counts)"
-    );
-    pub const PHA_MAX: Key<i64> = key!(
-        "pha_max",
-        4095,
-        "hardware histogram: highest pulse height counted (counts)"
-    );
-    pub const PHA_DELAY: Key<i64> = key!(
-        "pha_delay",
-        100,
-        "hardware histogram: PHA delay (samples, as the MCPHA GUI)"
-    );
-    pub const TIMER_PRESET: Key<f64> = key!(
-        "timer_preset",
-        0.0,
-        "hardware histogram: stop counting after this live time (s); 0 = never"
-    );
-    pub const RESET_HISTOGRAMS: Key<bool> = key!(
-        "reset_histograms",
-        true,
-        "hardware histogram: zero the histograms and timers at the start (not after a reconnect)"
-    );
-    pub const GENERATOR: Key<bool> = key!(
-        "generator",
-        false,
-        "start the board's pulse generator (OUT1/OUT2; cable them to the inputs to test the chain)"
-    );
-    pub const GENERATOR_RATE: Key<i64> =
-        key!("generator_rate", 1000, "generator: pulses per second");
-    pub const GENERATOR_DISTRIBUTION: Key<str> = key!(
-        "generator_distribution",
-        "poisson",
-        "generator: uniform (fixed interval) or poisson"
-    );
-    pub const GENERATOR_FALL_TIME: Key<i64> = key!(
-        "generator_fall_time",
-        10,
-        "generator: fall time (µs, 0 … 100)"
-    );
-    pub const GENERATOR_RISE_TIME: Key<i64> = key!(
-        "generator_rise_time",
-        50,
-        "generator: rise time (ns, 0 … 100)"
-    );
-    pub const GENERATOR_LOWER: Key<i64> = key!(
-        "generator_lower",
-        -8192,
-        "generator: lower output limit (counts)"
-    );
-    pub const GENERATOR_UPPER: Key<i64> = key!(
-        "generator_upper",
-        8191,
-        "generator: upper output limit (counts)"
-    );
-    pub const GENERATOR_SPECTRUM: MaybeKey<Items> = key!(
-        "generator_spectrum",
-        absent: "[[1000, 1]]: one height, bin 1000",
-        "generator: pulse heights as [bin, weight] pairs (bins 0 … 4095)"
-    );
-    pub const GENERATOR_KEEP_PULSING: Key<bool> = key!(
-        "generator_keep_pulsing",
-        false,
-        "generator: keep pulsing after the run disconnects"
-    );
-    pub const VOLTS_PER_COUNT: Key<f64> = key!(
-        "volts_per_count",
-        0.0001220703125,
-        "volts per ADC count for the run metadata (LV jumpers: 2 V / 16384; HV: 40 V / 16384; the effective full scale after the board's filter is unverified)"
-    );
-    pub const CONNECT_TIMEOUT: Key<f64> = key!(
-        "connect_timeout",
-        3.0,
-        "seconds to wait for the connection and the first status reply"
-    );
-    pub const STALL_TIMEOUT: Key<f64> = key!(
-        "stall_timeout",
-        5.0,
-        "seconds of silence in the middle of a reply before the board counts as gone (mimoCoRB2: 5)"
-    );
-    pub const SIM_RATE: Key<f64> = key!(
-        "sim_rate",
-        1000.0,
-        "simulator only: detector pulses per second"
-    );
-    pub const SIM_PACED: Key<bool> = key!(
-        "sim_paced",
-        true,
-        "simulator only: pulses arrive in real time (false: as fast as they are read)"
-    );
-    pub const SIM_GARBAGE_EVERY: Key<u64> = key!(
-        "sim_garbage_every",
-        0,
-        "simulator only: replace every n-th trace by garbage (0 = never), to see the bad records counted"
-    );
+    keys! {
+        pub const ADDRESS: MaybeKey<str> = ("address", absent: "required unless simulating", "the board: host or host:port (MCPHA port 1001), e.g. rp-f0c38f.local");
+        pub const M2_IP: MaybeKey<str> = ("ip", absent: "see address", "mimoCoRB2's name for address");
+        pub const TRANSPORT: Key<str> = ("transport", "mcpha", "mcpha (the MCPHA server, port 1001: traces, hardware histograms, generator) or scpi (the board's official SCPI server, port 5000: traces only, polled; decimation a power of two, at most 16384 samples)");
+        pub const MODE: Key<str> = ("mode", "traces", "traces (one event per trace) or histogram (one event per readout of the hardware histograms)");
+        pub const ACQUISITION: Key<str> = ("acquisition", "stream", "traces: stream (the fork's code 31, set_size traces per request, as mimoCoRB2) or poll (upstream server: arm, poll the status, read)");
+        pub const SET_SIZE: Key<i64> = ("set_size", 100, "stream: traces asked for per request");
+        pub const POLL_INTERVAL: Key<f64> = ("poll_interval", 0.001, "poll and scpi: seconds between status polls");
+        pub const DECIMATION: Key<i64> = ("decimation", 4, "125 MS/s divided by this (1 … 8192; below 4: 125 MS/s)");
+        pub const M2_SAMPLE_RATE: MaybeKey<i64> = ("sample_rate", absent: "see decimation", "mimoCoRB2's name for decimation");
+        pub const NEGATOR_IN1: Key<bool> = ("negator_IN1", false, "invert IN1 (negative pulses become positive)");
+        pub const NEGATOR_IN2: Key<bool> = ("negator_IN2", false, "invert IN2");
+        pub const TRIGGER_SOURCE: Key<str> = ("trigger_source", "IN1", "IN1 or IN2");
+        pub const TRIGGER_SLOPE: Key<str> = ("trigger_slope", "rising", "rising or falling");
+        pub const TRIGGER_MODE: Key<str> = ("trigger_mode", "normal", "normal (only on a crossing) or auto (also at once after the pre-trigger samples)");
+        pub const TRIGGER_LEVEL: Key<i64> = ("trigger_level", 100, "trigger level in ADC counts (-8192 … 8191)");
+        pub const PRETRIGGER: Key<i64> = ("pretrigger", 100, "samples before the trigger (1 … samples − 1)");
+        pub const M2_PRETRIGGER: MaybeKey<i64> = ("number_of_samples_before_trigger", absent: "see pretrigger", "mimoCoRB2's name for pretrigger");
+        pub const SAMPLES: MaybeKey<i64> = ("samples", absent: "the sink's data_length", "samples per trace");
+        pub const DISCARD_TAIL: Key<i64> = ("discard_tail", 100, "samples requested beyond samples and dropped: the board may leave up to 63 stale samples at a window's end (mimoCoRB2 drops 100)");
+        pub const HISTOGRAM_INTERVAL: Key<f64> = ("histogram_interval", 1.0, "histogram mode: seconds between readouts");
+        pub const HARDWARE_HISTOGRAM_EVERY: Key<f64> = ("hardware_histogram_every", 0.0, "traces mode: also read the hardware histograms this often (s), between two sets of traces, into hardware_histogram_<worker>.csv; 0 = not");
+        pub const PHA_MIN: Key<i64> = ("pha_min", 0, "hardware histogram: lowest pulse height counted (counts)");
+        pub const PHA_MAX: Key<i64> = ("pha_max", 4095, "hardware histogram: highest pulse height counted (counts)");
+        pub const PHA_DELAY: Key<i64> = ("pha_delay", 100, "hardware histogram: PHA delay (samples, as the MCPHA GUI)");
+        pub const TIMER_PRESET: Key<f64> = ("timer_preset", 0.0, "hardware histogram: stop counting after this live time (s); 0 = never");
+        pub const RESET_HISTOGRAMS: Key<bool> = ("reset_histograms", true, "hardware histogram: zero the histograms and timers at the start (not after a reconnect)");
+        pub const GENERATOR: Key<bool> = ("generator", false, "start the board's pulse generator (OUT1/OUT2; cable them to the inputs to test the chain)");
+        pub const GENERATOR_RATE: Key<i64> = ("generator_rate", 1000, "generator: pulses per second");
+        pub const GENERATOR_DISTRIBUTION: Key<str> = ("generator_distribution", "poisson", "generator: uniform (fixed interval) or poisson");
+        pub const GENERATOR_FALL_TIME: Key<i64> = ("generator_fall_time", 10, "generator: fall time (µs, 0 … 100)");
+        pub const GENERATOR_RISE_TIME: Key<i64> = ("generator_rise_time", 50, "generator: rise time (ns, 0 … 100)");
+        pub const GENERATOR_LOWER: Key<i64> = ("generator_lower", -8192, "generator: lower output limit (counts)");
+        pub const GENERATOR_UPPER: Key<i64> = ("generator_upper", 8191, "generator: upper output limit (counts)");
+        pub const GENERATOR_SPECTRUM: MaybeKey<Items> = ("generator_spectrum", absent: "[[1000, 1]]: one height, bin 1000", "generator: pulse heights as [bin, weight] pairs (bins 0 … 4095)");
+        pub const GENERATOR_KEEP_PULSING: Key<bool> = ("generator_keep_pulsing", false, "generator: keep pulsing after the run disconnects");
+        pub const VOLTS_PER_COUNT: Key<f64> = ("volts_per_count", 0.0001220703125, "volts per ADC count for the run metadata (LV jumpers: 2 V / 16384; HV: 40 V / 16384; the effective full scale after the board's filter is unverified)");
+        pub const CONNECT_TIMEOUT: Key<f64> = ("connect_timeout", 3.0, "seconds to wait for the connection and the first status reply");
+        pub const STALL_TIMEOUT: Key<f64> = ("stall_timeout", 5.0, "seconds of silence in the middle of a reply before the board counts as gone (mimoCoRB2: 5)");
+        pub const SIM_RATE: Key<f64> = ("sim_rate", 1000.0, "simulator only: detector pulses per second");
+        pub const SIM_PACED: Key<bool> = ("sim_paced", true, "simulator only: pulses arrive in real time (false: as fast as they are read)");
+        pub const SIM_GARBAGE_EVERY: Key<u64> = ("sim_garbage_every", 0, "simulator only: replace every n-th trace by garbage (0 = never), to see the bad records counted");
+    }
 }
 use rp_keys as k;
 

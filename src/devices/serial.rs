@@ -11,34 +11,20 @@
 use super::plug::{unplug_window, PlugPuller};
 use super::SEED;
 use super::SIMULATE;
-use crate::key;
+use crate::keys;
 use crate::worker::{BuildContext, Key, MaybeKey, WorkerError};
 use daq_drivers::serial::{Backoff, SimulatorHandle};
 use std::any::Any;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(super) const PORT: MaybeKey<str> = key!(
-    "port",
-    absent: "required unless simulate",
-    "serial port path, e.g. /dev/daq/geiger-0 (udev symlink) or /dev/ttyUSB0"
-);
-pub(super) const SIM_SECOND: Key<f64> = key!(
-    "sim_second",
-    1.0,
-    "simulator only: host seconds per device second (0.1 runs the device 10x faster)"
-);
-pub(super) const BACKOFF: Key<f64> = key!(
-    "reconnect_backoff_max",
-    2.0,
-    "longest wait between re-open attempts after an unplug (s); starts at 0.05 s, doubling"
-);
-/// `sim_rate` of the counters (GMC, line counters).
-pub(super) const SIM_COUNT_RATE: Key<f64> = key!(
-    "sim_rate",
-    0.5,
-    "simulator only: mean counts per device second (Poisson)"
-);
+keys! {
+    pub(super) const PORT: MaybeKey<str> = ("port", absent: "required unless simulate", "serial port path, e.g. /dev/daq/geiger-0 (udev symlink) or /dev/ttyUSB0");
+    pub(super) const SIM_SECOND: Key<f64> = ("sim_second", 1.0, "simulator only: host seconds per device second (0.1 runs the device 10x faster)");
+    pub(super) const BACKOFF: Key<f64> = ("reconnect_backoff_max", 2.0, "longest wait between re-open attempts after an unplug (s); starts at 0.05 s, doubling");
+    /// `sim_rate` of the counters (GMC, line counters).
+    pub(super) const SIM_COUNT_RATE: Key<f64> = ("sim_rate", 0.5, "simulator only: mean counts per device second (Poisson)");
+}
 
 /// Settings every serial importer reads.
 pub(super) struct Common {

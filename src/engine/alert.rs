@@ -232,16 +232,9 @@ impl Alerts {
 mod tests {
     use super::*;
 
-    fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("daq-alert-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn same_kind_and_subject_once_per_window() {
-        let d = dir("window");
+        let d = crate::fsio::test_dir("alert-window");
         let mut a = Alerts::new(Some("true".into()), &d);
         let t0 = Instant::now();
         assert!(a.raise_at(t0, Kind::BufferFull, "raw", "full"));
@@ -256,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_condition_alerts_when_it_starts() {
-        let d = dir("cond");
+        let d = crate::fsio::test_dir("alert-cond");
         let out = d.join("out.txt");
         let mut a = Alerts::new(
             Some(format!(
@@ -278,7 +271,7 @@ mod tests {
 
     #[test]
     fn without_a_command_nothing_runs() {
-        let d = dir("none");
+        let d = crate::fsio::test_dir("alert-none");
         let mut a = Alerts::new(None, &d);
         assert!(!a.raise(Kind::DiskLow, "x", "y"));
         assert!(!d.join("alerts.log").exists());

@@ -135,16 +135,9 @@ pub fn take(run_dir: &Path) -> Vec<Control> {
 mod tests {
     use super::*;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("daq-requests-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn requests_are_taken_once_in_order_and_answered() {
-        let d = scratch("order");
+        let d = crate::fsio::test_dir("requests-order");
         let run = d.clone();
         let taker = std::thread::spawn(move || {
             let mut seen = Vec::new();
@@ -167,7 +160,7 @@ mod tests {
 
     #[test]
     fn an_untaken_request_is_withdrawn_and_an_ended_run_refused() {
-        let d = scratch("untaken");
+        let d = crate::fsio::test_dir("requests-untaken");
         let e = request(&d, Control::Pause, Duration::from_millis(50)).unwrap_err();
         assert!(matches!(e, RequestError::NotTaken(..)), "{e}");
         // Withdrawn: a supervisor looking later finds nothing to carry out.
@@ -180,7 +173,7 @@ mod tests {
 
     #[test]
     fn half_written_and_foreign_files_are_not_requests() {
-        let d = scratch("foreign");
+        let d = crate::fsio::test_dir("requests-foreign");
         let c = d.join(CONTROL_DIR);
         std::fs::create_dir_all(&c).unwrap();
         std::fs::write(c.join(".1-2-3.pause"), "pause").unwrap();

@@ -311,6 +311,8 @@ pub struct Supervisor {
     failures: Vec<String>,
     /// The core of each worker process (see `placement`).
     placement: super::placement::Placement,
+    /// Held for the run when a real-time worker has a core of its own ([`hold_cpus_awake`]).
+    _idle_hold: Option<crate::runtime::realtime::NoIdle>,
     _places: Vec<ShmPlace>,
     /// Free space under the run directory: warns when low, stops the run at the reserve.
     disk: crate::export::disk::DiskWatch,
@@ -318,6 +320,38 @@ pub struct Supervisor {
     notify: super::notify::Notify,
     /// `options.alert_command`, run when a warning starts.
     alerts: super::alert::Alerts,
+}
+
+/// A run with a real-time worker (`priority:`) on a core of its own keeps every idle CPU
+/// from sleeping deeply for as long as it lasts ([`NoIdle`](crate::runtime::realtime::NoIdle)):
+/// such a worker spins a while before it sleeps (`ring::Reader::spin_on_own_core`), and
+/// when it sleeps all the same its CPU must wake in microseconds, not the 100 µs of a deep
+/// C-state or the milliseconds of a halted virtual CPU (measured: `bench ring`'s paced p99
+/// of a sleeping reader went from 1.3 µs to 21.8 µs as the machine went quiet and its CPUs
+/// halted). Costs power while the run lasts; runs without `priority:` never ask.
+fn hold_cpus_awake(
+    plan: &Plan,
+    placement: &super::placement::Placement,
+) -> Option<crate::runtime::realtime::NoIdle> {
+    let real_time_alone =
+        plan.workers.iter().enumerate().find(|(i, w)| {
+            w.priority.is_some() && (0..w.processes).any(|k| placement.alone(*i, k))
+        })?;
+    match crate::runtime::realtime::NoIdle::hold() {
+        Ok(hold) => {
+            tracing::info!(
+                "worker '{}' runs real-time on a core of its own: idle CPUs poll instead of \
+                 sleeping for this run ({} held at 0 µs)",
+                real_time_alone.1.name,
+                crate::runtime::realtime::CPU_LATENCY_QOS
+            );
+            Some(hold)
+        }
+        Err(e) => {
+            tracing::warn!("worker '{}': {e}", real_time_alone.1.name);
+            None
+        }
+    }
 }
 
 /// What the rings of one buffer (one per writing process) add up to.
@@ -421,6 +455,7 @@ impl Supervisor {
             &super::placement::seats_of_plan(&plan),
             &super::placement::isolated_cores(),
         );
+        let idle_hold = hold_cpus_awake(&plan, &placement);
         Ok(Supervisor {
             plan,
             plan_path,
@@ -439,6 +474,7 @@ impl Supervisor {
             pause_requests: 0,
             failures: Vec::new(),
             placement,
+            _idle_hold: idle_hold,
             _places: places,
             disk: crate::export::disk::DiskWatch::new(plan_run_dir, (disk_reserve_mb * 1e6) as u64),
             notify: super::notify::Notify::from_env(),

@@ -20,7 +20,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::error::ExportError;
-use super::hdf5::{BufferOptions, Compression, RunFileWriter, RunInfo, RunStats, WriterOptions};
+use super::hdf5::{
+    BufferHandle, BufferOptions, Compression, RunFileWriter, RunInfo, RunStats, WriterOptions,
+};
 use crate::dtype::{Dtype, Metadata};
 
 /// Samples per channel in one benchmark event.
@@ -221,6 +223,51 @@ fn plain_write(path: &Path, pool: &[Vec<u8>], events: u64) -> Result<Measurement
     })
 }
 
+/// The faster of two measurements of one writer.
+fn faster(a: Measurement, b: Measurement) -> Measurement {
+    if b.seconds < a.seconds {
+        b
+    } else {
+        a
+    }
+}
+
+/// Keeps in `kept` the fastest measurement so far.
+fn keep_best(kept: &mut Option<Measurement>, m: Measurement) {
+    *kept = Some(match kept.take() {
+        Some(p) => faster(p, m),
+        None => m,
+    });
+}
+
+/// Keeps in `kept` the fastest measurement so far, or the first error (which stays).
+fn keep_best_or_error(
+    kept: &mut Option<Result<Measurement, String>>,
+    m: Result<Measurement, String>,
+) {
+    *kept = Some(match (kept.take(), m) {
+        (Some(Ok(p)), Ok(m)) => Ok(faster(p, m)),
+        (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+        (None, m) => m,
+    });
+}
+
+/// A run file at `path` with one buffer `raw` of the benchmark's events, in 1 MiB chunks
+/// (what `daq-engine bench hdf5` and the criterion bench both write).
+pub fn bench_file(
+    path: &Path,
+    compression: Compression,
+) -> Result<(RunFileWriter, BufferHandle), ExportError> {
+    let mut w = RunFileWriter::create(path, RunInfo::new("bench"), WriterOptions::default())?;
+    let options = BufferOptions {
+        compression,
+        chunk_bytes: 1 << 20,
+        ..BufferOptions::default()
+    };
+    let b = w.add_buffer("raw", &event_dtype(), SAMPLES, options)?;
+    Ok((w, b))
+}
+
 fn run_file_write(
     path: &Path,
     pool: &[Vec<u8>],
@@ -228,17 +275,7 @@ fn run_file_write(
     compression: Compression,
 ) -> Result<Measurement, ExportError> {
     let start = Instant::now();
-    let mut w = RunFileWriter::create(path, RunInfo::new("bench"), WriterOptions::default())?;
-    let b = w.add_buffer(
-        "raw",
-        &event_dtype(),
-        SAMPLES,
-        BufferOptions {
-            compression,
-            chunk_bytes: 1 << 20,
-            ..BufferOptions::default()
-        },
-    )?;
+    let (mut w, b) = bench_file(path, compression)?;
     for i in 0..events {
         let meta = Metadata {
             counter: i as i64,
@@ -372,7 +409,10 @@ pub fn run(dir: impl AsRef<Path>, events: u64) -> Result<BenchReport, ExportErro
         p("h5repack.h5"),
     );
     let py = h5py_python();
-    let best = |a: Measurement, b: Measurement| if b.seconds < a.seconds { b } else { a };
+    let h5py = |compression: &str| match &py {
+        Ok(py) => h5py_write(py, &py_path, events, compression),
+        Err(why) => Err(why.clone()),
+    };
     let result = (|| {
         // The disk's speed drifts (write-back caches below the VM): the fast writers are
         // measured in alternation, ROUNDS times, and the best of each is reported.
@@ -392,29 +432,15 @@ pub fn run(dir: impl AsRef<Path>, events: u64) -> Result<BenchReport, ExportErro
                     0 => {
                         let m = plain_write(&plain_path, &pool, events)?;
                         let _ = std::fs::remove_file(&plain_path);
-                        plain = Some(match plain.take() {
-                            Some(p) => best(p, m),
-                            None => m,
-                        });
+                        keep_best(&mut plain, m);
                     }
                     1 => {
                         let m = run_file_write(&unc_path, &pool, events, Compression::None)?;
                         let _ = std::fs::remove_file(&unc_path);
-                        uncompressed = Some(match uncompressed.take() {
-                            Some(p) => best(p, m),
-                            None => m,
-                        });
+                        keep_best(&mut uncompressed, m);
                     }
                     _ => {
-                        let m = match &py {
-                            Ok(py) => h5py_write(py, &py_path, events, "none"),
-                            Err(why) => Err(why.clone()),
-                        };
-                        h5py_uncompressed = Some(match (h5py_uncompressed.take(), m) {
-                            (Some(Ok(p)), Ok(m)) => Ok(best(p, m)),
-                            (Some(Err(e)), _) | (_, Err(e)) => Err(e),
-                            (None, m) => m,
-                        });
+                        keep_best_or_error(&mut h5py_uncompressed, h5py("none"));
                     }
                 }
             }
@@ -429,20 +455,9 @@ pub fn run(dir: impl AsRef<Path>, events: u64) -> Result<BenchReport, ExportErro
                     let deflate = Compression::Deflate { level: 1 };
                     let m = run_file_write(&comp_path, &pool, events, deflate)?;
                     let _ = std::fs::remove_file(&comp_path);
-                    compressed = Some(match compressed.take() {
-                        Some(p) => best(p, m),
-                        None => m,
-                    });
+                    keep_best(&mut compressed, m);
                 } else {
-                    let m = match &py {
-                        Ok(py) => h5py_write(py, &py_path, events, "gzip1"),
-                        Err(why) => Err(why.clone()),
-                    };
-                    h5py_compressed = Some(match (h5py_compressed.take(), m) {
-                        (Some(Ok(p)), Ok(m)) => Ok(best(p, m)),
-                        (Some(Err(e)), _) | (_, Err(e)) => Err(e),
-                        (None, m) => m,
-                    });
+                    keep_best_or_error(&mut h5py_compressed, h5py("gzip1"));
                 }
             }
         }
@@ -480,9 +495,7 @@ mod tests {
 
     #[test]
     fn small_run_measures_every_writer_and_cleans_up() {
-        let dir = std::env::temp_dir().join(format!("daq-bench-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("bench-test");
         let r = run(&dir, 40).unwrap();
         assert_eq!(r.events, 40);
         for m in [&r.plain, &r.uncompressed, &r.compressed] {

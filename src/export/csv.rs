@@ -134,9 +134,7 @@ mod tests {
 
     #[test]
     fn columns_ints_and_full_precision_floats() {
-        let dir = std::env::temp_dir().join(format!("daq-csv-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("csv");
         let path = dir.join("features.csv");
         let d =
             Dtype::parse([("height", "f4"), ("n", "i2"), ("area", "f8"), ("id", "u8")]).unwrap();
@@ -175,9 +173,7 @@ mod tests {
 
     #[test]
     fn several_records_get_indexed_columns_and_interval_flush_reaches_the_file() {
-        let dir = std::env::temp_dir().join(format!("daq-csv2-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("csv2");
         let path = dir.join("f.csv");
         let d = Dtype::parse([("x", "u1")]).unwrap();
         let mut w = CsvWriter::create(&path, &d, 3, Duration::ZERO).unwrap();

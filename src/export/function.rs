@@ -11,7 +11,7 @@ use super::hdf5::{
     BufferHandle, BufferOptions, Compression, Rotation, RunFileWriter, RunInfo, RunStats,
     WriterOptions,
 };
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
@@ -38,32 +38,14 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-const FILENAME: MaybeKey<str> = key!(
-    "filename",
-    absent: "the source buffer's name",
-    "file name in the run directory, without .h5"
-);
-const COMPRESSION: Key<str> = key!(
-    "compression",
-    "deflate",
-    "deflate (shuffle + zlib, every reader can open it) or none (fastest)"
-);
-const LEVEL: Key<usize> = key!("level", 1, "deflate level 1 (fast) .. 9 (small)");
-const FLUSH_INTERVAL: Key<f64> = key!(
-    "flush_interval",
-    1.0,
-    "seconds between flushes: a crash loses at most this much"
-);
-const ROTATE_MB: MaybeKey<f64> = key!(
-    "rotate_mb",
-    absent: "none",
-    "start a new file (name_0001.h5, …) after this many MB"
-);
-const ROTATE_MINUTES: MaybeKey<f64> = key!(
-    "rotate_minutes",
-    absent: "none",
-    "start a new file after this many minutes"
-);
+keys! {
+    const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory, without .h5");
+    const COMPRESSION: Key<str> = ("compression", "deflate", "deflate (shuffle + zlib, every reader can open it) or none (fastest)");
+    const LEVEL: Key<usize> = ("level", 1, "deflate level 1 (fast) .. 9 (small)");
+    const FLUSH_INTERVAL: Key<f64> = ("flush_interval", 1.0, "seconds between flushes: a crash loses at most this much");
+    const ROTATE_MB: MaybeKey<f64> = ("rotate_mb", absent: "none", "start a new file (name_0001.h5, …) after this many MB");
+    const ROTATE_MINUTES: MaybeKey<f64> = ("rotate_minutes", absent: "none", "start a new file after this many minutes");
+}
 
 /// `export.hdf5`.
 pub struct Hdf5Export {

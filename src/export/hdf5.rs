@@ -2034,9 +2034,7 @@ mod tests {
     /// The files of a writer's earlier lives are found by name, and no other writer's.
     #[test]
     fn earlier_lives_are_this_writers_files_only() {
-        let dir = std::env::temp_dir().join(format!("daq-lives-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("lives");
         let ours = [
             "raw.h5",
             "raw_0001.h5",

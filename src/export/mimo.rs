@@ -30,7 +30,7 @@
 //! mimoCoRB2's reader does; a header that does not match the sink is refused before the run.
 
 use crate::dtype::{Base, Dtype, FieldType, Metadata, Shape};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec,
     Importer, Key, Produced, Template, WorkerError,
@@ -413,16 +413,21 @@ impl MimoHeader {
             p.push(b'J');
             p.extend_from_slice(&i.to_le_bytes());
         };
-        // One field's dtype as numpy reduces it: `numpy.dtype(code, False, True)` with the
-        // state (3, byte order, subarray, names, fields, elsize, alignment, flags).
-        let element = |p: &mut Vec<u8>, t: &FieldType| {
-            let full = t.element_str();
-            let (order, code) = full.split_at(1);
+        // A dtype as numpy reduces it: `numpy.dtype(code, False, True)`, then its state
+        // begins (3, byte order, …).
+        let reduce = |p: &mut Vec<u8>, code: &str, order: &str| {
             p.extend_from_slice(b"cnumpy\ndtype\n(");
             s(p, code);
             p.extend_from_slice(&[0x89, 0x88, b't', b'R', b'(']);
             int(p, 3);
             s(p, order);
+        };
+        // One field's dtype: the state (3, byte order, subarray, names, fields, elsize,
+        // alignment, flags).
+        let element = |p: &mut Vec<u8>, t: &FieldType| {
+            let full = t.element_str();
+            let (order, code) = full.split_at(1);
+            reduce(p, code, order);
             p.extend_from_slice(b"NNN");
             let (size, align, flags) = numpy_layout(t.base);
             int(p, size);
@@ -434,11 +439,7 @@ impl MimoHeader {
             if t.shape.is_scalar() {
                 return element(p, t);
             }
-            p.extend_from_slice(b"cnumpy\ndtype\n(");
-            s(p, &format!("V{}", t.size()));
-            p.extend_from_slice(&[0x89, 0x88, b't', b'R', b'(']);
-            int(p, 3);
-            s(p, "|");
+            reduce(p, &format!("V{}", t.size()), "|");
             p.push(b'(');
             element(
                 p,
@@ -455,11 +456,7 @@ impl MimoHeader {
             p.extend_from_slice(b"tb");
         };
         let structured = |p: &mut Vec<u8>, d: &Dtype| {
-            p.extend_from_slice(b"cnumpy\ndtype\n(");
-            s(p, &format!("V{}", d.record_size()));
-            p.extend_from_slice(&[0x89, 0x88, b't', b'R', b'(']);
-            int(p, 3);
-            s(p, "|");
+            reduce(p, &format!("V{}", d.record_size()), "|");
             p.extend_from_slice(b"N(");
             for f in d.fields() {
                 s(p, &f.name);
@@ -583,18 +580,12 @@ impl MimoReader {
     }
 }
 
-const FILENAME: Key<str> = key!(
-    "filename",
-    required,
-    "the mimo file to replay (data.export's <buffer>.mimo); relative to the setup file"
-);
-const RATE: Key<f64> = key!("rate", required, "events per second (> 0)");
-const DISTRIBUTION: Key<str> = key!(
-    "distribution",
-    "uniform",
-    "uniform (even gaps) or poisson (exponential gaps of mean 1/rate)"
-);
-const SEED: Key<u64> = key!("seed", 1, "random seed of the poisson gaps");
+keys! {
+    const FILENAME: Key<str> = ("filename", required, "the mimo file to replay (data.export's <buffer>.mimo); relative to the setup file");
+    const RATE: Key<f64> = ("rate", required, "events per second (> 0)");
+    const DISTRIBUTION: Key<str> = ("distribution", "uniform", "uniform (even gaps) or poisson (exponential gaps of mean 1/rate)");
+    const SEED: Key<u64> = ("seed", 1, "random seed of the poisson gaps");
+}
 
 /// The declaration of `data.export`.
 pub const EXPORT_SPEC: FunctionSpec = FunctionSpec {
@@ -934,8 +925,7 @@ mod tests {
     /// (File::create), losing every event written before the failure.
     #[test]
     fn a_restarted_export_keeps_the_events_of_its_earlier_process() {
-        let dir = std::env::temp_dir().join(format!("daq-mimo-restart-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("mimo-restart");
         let shape = crate::worker::BufferShape {
             name: "raw".into(),
             dtype: Dtype::parse([("a", "i2")]).unwrap(),

@@ -567,8 +567,7 @@ mod tests {
 
     #[test]
     fn a_finished_run_is_left_as_it_is() {
-        let run = std::env::temp_dir().join(format!("daq-recover-done-{}", std::process::id()));
-        std::fs::create_dir_all(&run).unwrap();
+        let run = crate::fsio::test_dir("recover-done");
         let summary = r#"{"exit_code": 0, "events": {"raw": 12}}"#;
         std::fs::write(run.join("summary.json"), summary).unwrap();
         let e = recover_run_dir(&run).unwrap_err();
@@ -582,8 +581,7 @@ mod tests {
 
     #[test]
     fn a_file_open_in_a_writer_stops_the_recovery_of_its_directory() {
-        let run = std::env::temp_dir().join(format!("daq-recover-open-{}", std::process::id()));
-        std::fs::create_dir_all(&run).unwrap();
+        let run = crate::fsio::test_dir("recover-open");
         let path = run.join("raw.h5");
         let w = crate::export::hdf5::RunFileWriter::create(
             &path,

@@ -16,7 +16,7 @@
 use super::raw;
 use super::read::{dtype_of, open_run_file};
 use crate::dtype::{metadata_dtype, Metadata};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, Produced, Strings, Template,
     WorkerError,
@@ -38,27 +38,12 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     keys: &[FILES.spec(), BUFFER.spec(), PACE.spec(), SPEED.spec()],
 };
 
-const FILES: Key<Strings> = key!(
-    "files",
-    required,
-    "run files or run directories, relative to the setup file; a directory gives every .h5 \
-     file holding the buffer, in the order they were written"
-);
-const BUFFER: Key<str> = key!(
-    "buffer",
-    "",
-    "the buffer (group) to read from the files; empty = the sink's name"
-);
-const PACE: Key<bool> = key!(
-    "pace",
-    false,
-    "true: events come at the recorded time intervals (divided by `speed`); false: flat out"
-);
-const SPEED: Key<f64> = key!(
-    "speed",
-    1.0,
-    "with `pace`: how many times faster than recorded"
-);
+keys! {
+    const FILES: Key<Strings> = ("files", required, "run files or run directories, relative to the setup file; a directory gives every .h5 file holding the buffer, in the order they were written");
+    const BUFFER: Key<str> = ("buffer", "", "the buffer (group) to read from the files; empty = the sink's name");
+    const PACE: Key<bool> = ("pace", false, "true: events come at the recorded time intervals (divided by `speed`); false: flat out");
+    const SPEED: Key<f64> = ("speed", 1.0, "with `pace`: how many times faster than recorded");
+}
 
 /// Events read from a file at once.
 const BATCH: usize = 256;
@@ -230,6 +215,8 @@ pub struct Replay {
     pace: Option<f64>,
     start: Option<(f64, Instant)>,
     events: u64,
+    /// Since when the run is paused (the files keep their events until the resume).
+    paused_at: Option<Instant>,
 }
 
 impl Replay {
@@ -260,6 +247,7 @@ impl Replay {
             pace,
             start: None,
             events: 0,
+            paused_at: None,
         })
     }
 
@@ -347,7 +335,23 @@ impl Replay {
 }
 
 impl Importer for Replay {
+    fn pause(&mut self, paused: bool) -> bool {
+        if paused {
+            self.paused_at = Some(Instant::now());
+        } else if let (Some(at), Some((_, wall0))) = (self.paused_at.take(), self.start.as_mut()) {
+            // Paced: the recorded time line goes on from where the pause stopped it.
+            *wall0 += at.elapsed();
+        }
+        true
+    }
+
     fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.paused_at.is_some() {
+            // The files keep their events until the resume; back within a short while, so
+            // a stop is seen.
+            std::thread::sleep(Duration::from_millis(100));
+            return Ok(Produced::Idle);
+        }
         if self.at == self.batch_len && !self.fill_batch()? {
             tracing::info!("replay: all {} events read", self.events);
             return Ok(Produced::End);

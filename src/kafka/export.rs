@@ -27,7 +27,7 @@
 use super::spool::Spool;
 use super::status::RunStatus;
 use super::wire::{self, Encoder, Ev44Fields, Format};
-use crate::key;
+use crate::keys;
 use crate::run_dir::KafkaCounts;
 use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
@@ -75,89 +75,24 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-pub(super) const BROKERS: Key<str> = key!(
-    "brokers",
-    "127.0.0.1:9092",
-    "bootstrap brokers, host:port[,host:port…]"
-);
-const TOPIC: MaybeKey<str> = key!(
-    "topic",
-    absent: "the source buffer's name",
-    "the topic (it must exist: create it first)"
-);
-const SOURCE_NAME: MaybeKey<str> = key!(
-    "source_name",
-    absent: "<setup>/<worker>/<buffer>",
-    "source_name of every message, and the record key"
-);
-pub(super) const FORMAT: Key<str> = key!(
-    "format",
-    "auto",
-    "da00, ev44, or auto: da00 for waveforms (data_length > 1 or array fields), ev44 when \
-     the buffer has the time field, else da00"
-);
-pub(super) const TIME_FIELD: Key<str> = key!(
-    "time_field",
-    "time",
-    "ev44: the field with each record's time after the event time (time of flight)"
-);
-pub(super) const TIME_UNIT: Key<f64> = key!(
-    "time_unit",
-    1.0,
-    "ev44: seconds per unit of the time field (1e-9 for a field in ns)"
-);
-pub(super) const PIXEL_FIELD: MaybeKey<str> = key!(
-    "pixel_field",
-    absent: "channel, when the buffer has it",
-    "ev44: the field sent as pixel id"
-);
-const CONTROL_TOPIC: MaybeKey<str> = key!(
-    "control_topic",
-    absent: "none: no run start/stop messages",
-    "topic for the pl72 run start and 6s4t run stop (the setup as metadata)"
-);
-const STATUS_TOPIC: MaybeKey<str> = key!(
-    "status_topic",
-    absent: "none: no status messages",
-    "topic for the run's state: f144 values (rates, counts, device readings), al00 alarms, \
-     x5f2 status (set it on one exporter of a run)"
-);
-const STATUS_INTERVAL: Key<f64> = key!(
-    "status_interval",
-    2.0,
-    "seconds between two rounds of status messages"
-);
-const LINGER_MS: Key<f64> = key!(
-    "linger_ms",
-    5.0,
-    "milliseconds a batch waits to fill (librdkafka linger.ms)"
-);
-const BATCH_KB: Key<usize> = key!(
-    "batch_kb",
-    1024,
-    "largest batch in KiB (librdkafka batch.size)"
-);
-const COMPRESSION: Key<str> = key!(
-    "compression",
-    "none",
-    "none, gzip, snappy or lz4 (librdkafka compression.type)"
-);
-const QUEUE_MB: Key<f64> = key!(
-    "queue_mb",
-    64.0,
-    "MB of messages the client holds in memory before events go to the spool"
-);
-const SPOOL_MB: Key<f64> = key!(
-    "spool_mb",
-    1024.0,
-    "largest spool file in MB while the broker is away; 0: no spool, a full client queue \
-     drops (counted)"
-);
-const DRAIN_SECONDS: Key<f64> = key!(
-    "drain_seconds",
-    30.0,
-    "at the end of the run, seconds to wait for delivery before what is left counts as lost"
-);
+keys! {
+    pub(super) const BROKERS: Key<str> = ("brokers", "127.0.0.1:9092", "bootstrap brokers, host:port[,host:port…]");
+    const TOPIC: MaybeKey<str> = ("topic", absent: "the source buffer's name", "the topic (it must exist: create it first)");
+    const SOURCE_NAME: MaybeKey<str> = ("source_name", absent: "<setup>/<worker>/<buffer>", "source_name of every message, and the record key");
+    pub(super) const FORMAT: Key<str> = ("format", "auto", "da00, ev44, or auto: da00 for waveforms (data_length > 1 or array fields), ev44 when the buffer has the time field, else da00");
+    pub(super) const TIME_FIELD: Key<str> = ("time_field", "time", "ev44: the field with each record's time after the event time (time of flight)");
+    pub(super) const TIME_UNIT: Key<f64> = ("time_unit", 1.0, "ev44: seconds per unit of the time field (1e-9 for a field in ns)");
+    pub(super) const PIXEL_FIELD: MaybeKey<str> = ("pixel_field", absent: "channel, when the buffer has it", "ev44: the field sent as pixel id");
+    const CONTROL_TOPIC: MaybeKey<str> = ("control_topic", absent: "none: no run start/stop messages", "topic for the pl72 run start and 6s4t run stop (the setup as metadata)");
+    const STATUS_TOPIC: MaybeKey<str> = ("status_topic", absent: "none: no status messages", "topic for the run's state: f144 values (rates, counts, device readings), al00 alarms, x5f2 status (set it on one exporter of a run)");
+    const STATUS_INTERVAL: Key<f64> = ("status_interval", 2.0, "seconds between two rounds of status messages");
+    const LINGER_MS: Key<f64> = ("linger_ms", 5.0, "milliseconds a batch waits to fill (librdkafka linger.ms)");
+    const BATCH_KB: Key<usize> = ("batch_kb", 1024, "largest batch in KiB (librdkafka batch.size)");
+    const COMPRESSION: Key<str> = ("compression", "none", "none, gzip, snappy or lz4 (librdkafka compression.type)");
+    const QUEUE_MB: Key<f64> = ("queue_mb", 64.0, "MB of messages the client holds in memory before events go to the spool");
+    const SPOOL_MB: Key<f64> = ("spool_mb", 1024.0, "largest spool file in MB while the broker is away; 0: no spool, a full client queue drops (counted)");
+    const DRAIN_SECONDS: Key<f64> = ("drain_seconds", 30.0, "at the end of the run, seconds to wait for delivery before what is left counts as lost");
+}
 
 /// What the config asks for, read and checked without connecting.
 struct Settings {

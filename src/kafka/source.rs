@@ -22,15 +22,16 @@
 
 use super::export::{ev44_fields, format_of, BROKERS, FORMAT, TIME_FIELD};
 use super::wire::{Decoder, Format};
-use crate::key;
+use crate::keys;
 use crate::worker::{
     Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Produced, Template,
     WorkerError,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The declaration.
@@ -61,42 +62,15 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     ],
 };
 
-const TOPIC: MaybeKey<str> = key!(
-    "topic",
-    absent: "the sink buffer's name",
-    "the topic to read"
-);
-const GROUP_ID: Key<str> = key!(
-    "group_id",
-    "daq-engine",
-    "consumer group: instances with the same group share the partitions"
-);
-const FROM: Key<str> = key!(
-    "from",
-    "committed",
-    "committed (the group's offsets, else the beginning), beginning or end; `offset` and \
-     `from_time` override it"
-);
-const OFFSET: MaybeKey<u64> = key!(
-    "offset",
-    absent: "see from",
-    "start every partition at this offset"
-);
-const FROM_TIME: MaybeKey<f64> = key!(
-    "from_time",
-    absent: "see from",
-    "start at the first record at or after this time (seconds since the epoch)"
-);
-const SOURCE_NAME: MaybeKey<str> = key!(
-    "source_name",
-    absent: "every source in the topic",
-    "take only records with this key (export.kafka keys by source name)"
-);
-const IDLE_END: MaybeKey<f64> = key!(
-    "idle_end",
-    absent: "never: the run's limits or the operator end it",
-    "end the run after this many seconds without a message"
-);
+keys! {
+    const TOPIC: MaybeKey<str> = ("topic", absent: "the sink buffer's name", "the topic to read");
+    const GROUP_ID: Key<str> = ("group_id", "daq-engine", "consumer group: instances with the same group share the partitions");
+    const FROM: Key<str> = ("from", "committed", "committed (the group's offsets, else the beginning), beginning or end; `offset` and `from_time` override it");
+    const OFFSET: MaybeKey<u64> = ("offset", absent: "see from", "start every partition at this offset");
+    const FROM_TIME: MaybeKey<f64> = ("from_time", absent: "see from", "start at the first record at or after this time (seconds since the epoch)");
+    const SOURCE_NAME: MaybeKey<str> = ("source_name", absent: "every source in the topic", "take only records with this key (export.kafka keys by source name)");
+    const IDLE_END: MaybeKey<f64> = ("idle_end", absent: "never: the run's limits or the operator end it", "end the run after this many seconds without a message");
+}
 
 /// Where reading starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -223,14 +197,27 @@ impl ConsumerContext for Assignments {
 /// `source.kafka`.
 pub struct KafkaSource {
     consumer: BaseConsumer<Assignments>,
-    decoder: Decoder,
-    source_name: Option<String>,
     idle_end: Option<Duration>,
     last: Instant,
+    errors: u64,
+    /// The run is paused: the assigned partitions are paused at the client, so the topic
+    /// keeps its records until the resume (nothing is taken and discarded).
+    paused: bool,
+    /// Records that came all the same while paused (from a partition assigned during the
+    /// pause, or fetched before it): handed on first after the resume, in the order they
+    /// came, unless their partition went to another member meanwhile.
+    held: VecDeque<OwnedMessage>,
+    records: Records,
+}
+
+/// What becomes of each record, and the counts of it: apart from the consumer, which a
+/// polled record borrows.
+struct Records {
     worker: String,
+    decoder: Decoder,
+    source_name: Option<String>,
     taken: u64,
     skipped: u64,
-    errors: u64,
     /// Per partition (by id), the offset after the last record this process handed on or
     /// skipped (`-1`: none yet).
     next_offset: Vec<i64>,
@@ -336,18 +323,22 @@ impl KafkaSource {
             _ => None,
         };
         Ok(KafkaSource {
-            from_time,
             consumer,
-            decoder,
-            source_name: s.source_name,
             idle_end: s.idle_end,
             last: Instant::now(),
-            worker: ctx.worker.clone(),
-            taken: 0,
-            skipped: 0,
             errors: 0,
-            next_offset: Vec::new(),
-            repeats: 0,
+            paused: false,
+            held: VecDeque::new(),
+            records: Records {
+                worker: ctx.worker.clone(),
+                decoder,
+                source_name: s.source_name,
+                taken: 0,
+                skipped: 0,
+                next_offset: Vec::new(),
+                repeats: 0,
+                from_time,
+            },
         })
     }
 }
@@ -375,36 +366,76 @@ impl FromTime {
     }
 }
 
-impl Importer for KafkaSource {
-    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
-        let Some(polled) = self.consumer.poll(Duration::from_millis(100)) else {
-            if self.idle_end.is_some_and(|d| self.last.elapsed() >= d) {
-                let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
-                tracing::info!(
-                    "worker '{}': no message for {:?}: {} events taken, {} skipped, {} came \
-                     again, {} before from_time; ending",
-                    self.worker,
-                    self.idle_end.unwrap_or_default(),
-                    self.taken,
-                    self.skipped,
-                    self.repeats,
-                    self.from_time.as_ref().map_or(0, |f| f.passed)
-                );
-                return Ok(Produced::End);
+impl KafkaSource {
+    /// Pauses (or resumes) every partition assigned now at the client.
+    fn pause_assigned(&self, pause: bool) {
+        let done = self.consumer.assignment().and_then(|a| {
+            if pause {
+                self.consumer.pause(&a)
+            } else {
+                self.consumer.resume(&a)
             }
-            return Ok(Produced::Idle);
-        };
-        self.last = Instant::now();
-        let m = match polled {
-            Ok(m) => m,
-            Err(e) => {
+        });
+        if let Err(e) = done {
+            tracing::warn!(
+                "worker '{}': Kafka {}: {e}",
+                self.records.worker,
+                if pause { "pause" } else { "resume" }
+            );
+        }
+    }
+
+    /// While paused: polls (the group needs it) and holds what comes all the same.
+    fn while_paused(&mut self) -> Produced {
+        match self.consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                self.held.push_back(m.detach());
+                // From a partition assigned since the pause: pause it too.
+                self.pause_assigned(true);
+            }
+            Some(Err(e)) => {
                 self.errors += 1;
                 if self.errors <= 5 {
-                    tracing::warn!("worker '{}': Kafka: {e}", self.worker);
+                    tracing::warn!("worker '{}': Kafka: {e}", self.records.worker);
                 }
-                return Ok(Produced::Idle);
             }
+            None => {}
+        }
+        Produced::Idle
+    }
+
+    /// A record held over a pause, if one is left whose partition is still this process's.
+    fn held_record(&mut self, out: &mut EventMut<'_>) -> Option<Produced> {
+        let m = self.held.pop_front()?;
+        let ours = self
+            .consumer
+            .assignment()
+            .is_ok_and(|a| a.find_partition(m.topic(), m.partition()).is_some());
+        if !ours {
+            // Its offset was never stored: the member that has the partition now reads it.
+            return Some(Produced::Idle);
+        }
+        let Some(handed) = self.records.take(&m, out) else {
+            return Some(Produced::Idle);
         };
+        // rd_kafka_offset_store keeps offset + 1, as for a polled record.
+        if let Err(e) = self
+            .consumer
+            .store_offset(m.topic(), m.partition(), m.offset())
+        {
+            self.errors += 1;
+            if self.errors <= 5 {
+                tracing::warn!("worker '{}': Kafka offset store: {e}", self.records.worker);
+            }
+        }
+        Some(handed)
+    }
+}
+
+impl Records {
+    /// Hands on (into `out`) or passes over one record: the common part of a polled and a
+    /// held one. `None` for a record that came again (its offset is not stored again).
+    fn take(&mut self, m: &impl Message, out: &mut EventMut<'_>) -> Option<Produced> {
         // A record at an offset this process is already past was handed on (or skipped)
         // before: it comes again after a rebalance whose revoke could not commit, or from a
         // broker that serves a fetch again. Not twice into the ring.
@@ -425,13 +456,13 @@ impl Importer for KafkaSource {
                     self.next_offset[partition]
                 );
             }
-            return Ok(Produced::Idle);
+            return None;
         }
         self.next_offset[partition] = m.offset() + 1;
         let handed = if self
             .from_time
             .as_mut()
-            .is_some_and(|f| f.passes_over(&m, partition))
+            .is_some_and(|f| f.passes_over(m, partition))
         {
             Produced::Idle
         } else if self
@@ -465,13 +496,66 @@ impl Importer for KafkaSource {
                 }
             }
         };
+        Some(handed)
+    }
+}
+
+impl Importer for KafkaSource {
+    fn pause(&mut self, paused: bool) -> bool {
+        self.paused = paused;
+        self.pause_assigned(paused);
+        if !paused {
+            // The pause is no silence of the topic's.
+            self.last = Instant::now();
+        }
+        true
+    }
+
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.paused {
+            return Ok(self.while_paused());
+        }
+        if let Some(handed) = self.held_record(out) {
+            return Ok(handed);
+        }
+        let Some(polled) = self.consumer.poll(Duration::from_millis(100)) else {
+            if self.idle_end.is_some_and(|d| self.last.elapsed() >= d) {
+                let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
+                tracing::info!(
+                    "worker '{}': no message for {:?}: {} events taken, {} skipped, {} came \
+                     again, {} before from_time; ending",
+                    self.records.worker,
+                    self.idle_end.unwrap_or_default(),
+                    self.records.taken,
+                    self.records.skipped,
+                    self.records.repeats,
+                    self.records.from_time.as_ref().map_or(0, |f| f.passed)
+                );
+                return Ok(Produced::End);
+            }
+            return Ok(Produced::Idle);
+        };
+        self.last = Instant::now();
+        let m = match polled {
+            Ok(m) => m,
+            Err(e) => {
+                self.errors += 1;
+                if self.errors <= 5 {
+                    tracing::warn!("worker '{}': Kafka: {e}", self.records.worker);
+                }
+                return Ok(Produced::Idle);
+            }
+        };
+        let Some(handed) = self.records.take(&m, out) else {
+            return Ok(Produced::Idle);
+        };
         // Done with this record: written into the slot (published as this returns) or
         // skipped. Only now is its offset stored; stored offsets are what a commit (timed,
         // on a rebalance's revoke, at the end) sends.
         if let Err(e) = self.consumer.store_offset_from_message(&m) {
             self.errors += 1;
             if self.errors <= 5 {
-                tracing::warn!("worker '{}': Kafka offset store: {e}", self.worker);
+                tracing::warn!("worker '{}': Kafka offset store: {e}", self.records.worker);
             }
         }
         Ok(handed)

@@ -309,8 +309,7 @@ mod tests {
 
     #[test]
     fn names_worker_and_field_from_the_file() {
-        let dir = std::env::temp_dir().join(format!("daq-monitor-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("monitor-files");
         std::fs::write(dir.join("histogram_my_spectra_height.csv"), CSV).unwrap();
         std::fs::write(dir.join("histogram_x_y.csv.tmp"), "garbage").unwrap();
         std::fs::write(

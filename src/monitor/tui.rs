@@ -568,34 +568,12 @@ impl Dashboard {
                 Span::raw(if b.closed { "closed" } else { "" }),
             ])
         });
-        let t = Table::new(
-            rows,
-            [
-                Constraint::Length(16),
-                Constraint::Length(12),
-                Constraint::Length(12),
-                Constraint::Length(11),
-                Constraint::Length(16),
-                Constraint::Length(10),
-                Constraint::Length(9),
-                Constraint::Length(7),
-            ],
-        )
-        .header(
-            Row::new(vec![
-                "buffer",
-                "events in",
-                "events out",
-                "rate Hz",
-                "fill",
-                "dead %",
-                "lost",
-                "",
-            ])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
-        )
-        .block(Block::bordered().title(" buffers "));
-        f.render_widget(t, area);
+        #[rustfmt::skip]
+        let columns = [
+            ("buffer", 16), ("events in", 12), ("events out", 12), ("rate Hz", 11), ("fill", 16),
+            ("dead %", 10), ("lost", 9), ("", 7),
+        ];
+        f.render_widget(table(rows, &columns, " buffers "), area);
     }
 
     fn draw_workers(&self, f: &mut Frame, area: Rect) {
@@ -616,43 +594,19 @@ impl Dashboard {
                 Span::raw(w.restarts.to_string()),
             ])
         });
-        let t = Table::new(
-            rows,
-            [
-                Constraint::Length(16),
-                Constraint::Length(12),
-                Constraint::Length(10),
-                Constraint::Length(12),
-                Constraint::Length(7),
-                Constraint::Length(12),
-                Constraint::Length(9),
-            ],
-        )
-        .header(
-            Row::new(vec![
-                "worker",
-                "state",
-                "processes",
-                "events",
-                "CPU %",
-                "core",
-                "restarts",
-            ])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
-        )
-        .block(Block::bordered().title(" workers "));
-        f.render_widget(t, area);
+        #[rustfmt::skip]
+        let columns = [
+            ("worker", 16), ("state", 12), ("processes", 10), ("events", 12), ("CPU %", 7),
+            ("core", 12), ("restarts", 9),
+        ];
+        f.render_widget(table(rows, &columns, " workers "), area);
     }
 
     fn draw_trace(&self, f: &mut Frame, area: Rect) {
         let traces: Vec<&Trace> = self.files.traces().values().collect();
         let Some(t) = (!traces.is_empty()).then(|| traces[self.trace % traces.len()]) else {
-            f.render_widget(
-                Paragraph::new("no oscilloscope trace yet (observe.oscilloscope writes one)")
-                    .block(Block::bordered().title(" oscilloscope ")),
-                area,
-            );
-            return;
+            let text = "no oscilloscope trace yet (observe.oscilloscope writes one)";
+            return nothing_yet(f, area, text, " oscilloscope ");
         };
         let t_max = t.time.last().copied().unwrap_or(1.0).max(f64::MIN_POSITIVE);
         let (unit, k) = time_unit(t_max);
@@ -708,12 +662,8 @@ impl Dashboard {
     fn draw_histogram(&self, f: &mut Frame, area: Rect) {
         let hists: Vec<&HistogramFile> = self.files.histograms().values().collect();
         let Some(h) = (!hists.is_empty()).then(|| hists[self.histogram % hists.len()]) else {
-            f.render_widget(
-                Paragraph::new("no histogram yet (export.histogram writes them)")
-                    .block(Block::bordered().title(" histogram ")),
-                area,
-            );
-            return;
+            let text = "no histogram yet (export.histogram writes them)";
+            return nothing_yet(f, area, text, " histogram ");
         };
         let width = (area.width as usize).saturating_sub(10).max(10) * 2;
         let pts = rebinned(h, width);
@@ -749,6 +699,28 @@ impl Dashboard {
         );
         f.render_widget(chart, area);
     }
+}
+
+/// A bordered box titled `title` saying `text`: what a panel shows before its data exists.
+fn nothing_yet(f: &mut Frame, area: Rect, text: &str, title: &str) {
+    f.render_widget(
+        Paragraph::new(text).block(Block::bordered().title(title)),
+        area,
+    );
+}
+
+/// A bordered table titled `title` whose columns are `(header, width)`, the header bold.
+fn table<'a>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    columns: &[(&'a str, u16)],
+    title: &'a str,
+) -> Table<'a> {
+    Table::new(rows, columns.iter().map(|&(_, w)| Constraint::Length(w)))
+        .header(
+            Row::new(columns.iter().map(|&(h, _)| h))
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(Block::bordered().title(title))
 }
 
 /// An axis label: plain for ordinary magnitudes, exponent otherwise.

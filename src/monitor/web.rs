@@ -1005,8 +1005,7 @@ mod tests {
 
     #[test]
     fn token_from_file_first_then_environment() {
-        let dir = std::env::temp_dir().join(format!("daq-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("token");
         let f = dir.join("token");
         std::fs::write(&f, "s3cret\n").unwrap();
         assert_eq!(

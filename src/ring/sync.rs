@@ -15,10 +15,7 @@ pub(crate) use std::sync::atomic::Ordering;
 /// between processes, so the non-private futex operations are used.
 #[cfg(not(daq_loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
-    };
+    let ts = crate::clock::timespec(timeout_ns);
     // SAFETY: `word` is a live, 4-byte aligned AtomicU32 (in a mapping that outlives this call);
     // FUTEX_WAIT only reads it and compares with `expected`; `ts` is a valid timespec on the stack.
     unsafe {
@@ -83,19 +80,7 @@ pub(crate) fn futex_wait_any(words: &[(Option<&AtomicU32>, u32)], timeout_ns: u6
         w.uaddr = word.map_or(0, |x| x.as_ptr() as u64);
         w.flags = FUTEX2_SIZE_U32;
     }
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let total = (now.tv_nsec as u64).saturating_add(timeout_ns);
-    let deadline = libc::timespec {
-        tv_sec: now
-            .tv_sec
-            .saturating_add((total / 1_000_000_000) as libc::time_t),
-        tv_nsec: (total % 1_000_000_000) as libc::c_long,
-    };
+    let deadline = crate::clock::timespec(crate::clock::now_ns().saturating_add(timeout_ns));
     // SAFETY: `waiters[..n]` are initialised futex_waitv entries pointing at live AtomicU32s;
     // the kernel only reads them. `deadline` is a valid absolute CLOCK_MONOTONIC timespec.
     let r = unsafe {

@@ -13,8 +13,9 @@
 //!   does), so no normal task waits there.
 //! - **Idle states.** A reader that sleeps between bursts lets its CPU halt; in a VM a
 //!   halted virtual CPU is woken by the host, which took milliseconds under load.
-//!   [`NoIdle`] holds the PM QoS request `/dev/cpu_dma_latency` at 0 µs (as `cyclictest`
-//!   does), so idle CPUs poll instead of halting.
+//!   [`NoIdle`](crate::runtime::realtime::NoIdle) holds the PM QoS request
+//!   `/dev/cpu_dma_latency` at 0 µs (as `cyclictest` does, and the engine for a run with a
+//!   real-time worker on a core of its own), so idle CPUs poll instead of halting.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -170,23 +171,5 @@ fn dissolve_leftovers(root: &Path) {
             e.path().display()
         );
         give_back(root, &e.path());
-    }
-}
-
-/// Idle CPUs poll instead of halting while this lives (the PM QoS request
-/// `/dev/cpu_dma_latency` held at 0 µs; closing the file withdraws it).
-pub struct NoIdle(#[allow(dead_code)] std::fs::File);
-
-impl NoIdle {
-    /// Makes the request (needs root). `Err` says why there is none.
-    pub fn hold() -> Result<NoIdle, String> {
-        const QOS: &str = "/dev/cpu_dma_latency";
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(QOS)
-            .map_err(|e| format!("{QOS}: {e}"))?;
-        f.write_all(&0i32.to_ne_bytes())
-            .map_err(|e| format!("{QOS}: {e}"))?;
-        Ok(NoIdle(f))
     }
 }

@@ -38,6 +38,7 @@ pub mod isolate;
 
 use crate::dtype::{Dtype, Scalar};
 use crate::ring::{Next, Policy, Ring, RingSpec};
+use crate::runtime::realtime::NoIdle;
 use crate::shm::{places, Backing, HugePages};
 use child::{now_ns, Child};
 use std::fmt;
@@ -274,6 +275,9 @@ pub struct RingReport {
     pub repeats: usize,
     /// Whether the benchmark processes ran under SCHED_FIFO.
     pub realtime: bool,
+    /// Whether idle CPUs polled instead of sleeping ([`NoIdle`], which the engine holds for
+    /// a run with a real-time worker on a core of its own), or why not.
+    pub idle: String,
     /// Paced rate, Hz (0: not run).
     pub paced_rate_hz: f64,
     /// The iceoryx2 baseline.
@@ -355,6 +359,16 @@ pub fn peer_program(opts: &RingBenchOptions) -> Result<PathBuf, String> {
 pub fn run(opts: &RingBenchOptions) -> Result<RingReport, RingBenchError> {
     validate(opts)?;
     let mut machine = machine_info();
+    // Real-time, the readers are what the engine's real-time worker on a core of its own
+    // is, and the engine keeps idle CPUs from sleeping for such a run: so does the bench.
+    let no_idle = opts.realtime.then(NoIdle::hold);
+    let idle = match &no_idle {
+        Some(Ok(_)) => "idle CPUs poll (/dev/cpu_dma_latency held at 0 µs, as the engine does \
+                        for a real-time worker on a core of its own)"
+            .to_string(),
+        Some(Err(e)) => format!("idle CPUs may sleep: {e}"),
+        None => "idle CPUs may sleep (not real-time)".to_string(),
+    };
     let mut peer_status = if opts.no_peer {
         PeerStatus::Skipped
     } else {
@@ -435,6 +449,7 @@ pub fn run(opts: &RingBenchOptions) -> Result<RingReport, RingBenchError> {
         consumer_cpu: opts.consumer_cpu,
         repeats: opts.repeats,
         realtime: opts.realtime,
+        idle,
         paced_rate_hz: opts.paced_rate_hz,
         peer: peer_status,
         rows,
@@ -467,7 +482,7 @@ pub struct LoadedReport {
     pub cpus: (usize, usize),
     /// How the reader's CPU was kept free of other tasks ([`isolate::Shield`]), or why not.
     pub shield: String,
-    /// Whether idle CPUs polled instead of halting ([`isolate::NoIdle`]), or why not.
+    /// Whether idle CPUs polled instead of halting ([`NoIdle`]), or why not.
     pub no_idle: String,
 }
 
@@ -532,7 +547,7 @@ pub fn loaded(
     let (shield, no_idle) = if opts.realtime {
         (
             Some(isolate::Shield::raise(opts.consumer_cpu)),
-            Some(isolate::NoIdle::hold()),
+            Some(NoIdle::hold()),
         )
     } else {
         (None, None)
@@ -693,11 +708,7 @@ const SPIN_BEFORE_DUE_NS: u64 = 30_000;
 fn wait_until(due: u64, spin_ns: u64) {
     let now = now_ns();
     if due > now + spin_ns {
-        let at = due - spin_ns;
-        let ts = libc::timespec {
-            tv_sec: (at / 1_000_000_000) as libc::time_t,
-            tv_nsec: (at % 1_000_000_000) as libc::c_long,
-        };
+        let ts = crate::clock::timespec(due - spin_ns);
         // SAFETY: `ts` is a valid absolute CLOCK_MONOTONIC time; the remainder pointer may be
         // null with TIMER_ABSTIME. An early return (signal) is fine: the spin below finishes.
         unsafe {
@@ -1167,6 +1178,7 @@ impl fmt::Display for RingReport {
             },
             self.repeats
         )?;
+        writeln!(f, "{}", self.idle)?;
         match &self.peer {
             PeerStatus::Ran(p) => writeln!(f, "iceoryx2 baseline: {}", p.display())?,
             PeerStatus::Skipped => writeln!(f, "iceoryx2 baseline: skipped")?,

@@ -285,8 +285,7 @@ mod tests {
 
     #[test]
     fn device_notes_round_trip_and_give_the_state() {
-        let dir = std::env::temp_dir().join(format!("daq-run-dir-notes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("run-dir-notes");
         let notes = DeviceNotes {
             entries: vec![
                 ("device.model".into(), "DS1054Z".into()),
@@ -308,8 +307,7 @@ mod tests {
     }
     #[test]
     fn the_last_whole_stats_line_and_a_kafka_workers_counts_summed_over_its_processes() {
-        let dir = std::env::temp_dir().join(format!("daq-run-dir-last-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("run-dir-last");
         let stats = dir.join(STATS);
         assert_eq!(last_stats_line(&stats), None, "no file");
         std::fs::write(&stats, "{\"t\": 1}\n{\"t\": 2}\n{\"t\": 3").unwrap();

@@ -126,8 +126,7 @@ mod tests {
 
     #[test]
     fn scales_round_trip_exactly() {
-        let dir = std::env::temp_dir().join(format!("daq-scales-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("scales");
         let s = SampleScales {
             buffer: "raw".into(),
             fields: vec![

@@ -736,11 +736,28 @@ pub(crate) fn importer_loop(
     // Of the current slot's wait for room, what the importer has been told already.
     let mut handed_ns = 0u64;
     let p = &mut sinks.producers[0];
+    // The pause state the source was last told of (it starts running).
+    let mut source_paused = false;
     let result = loop {
         if stop_requested() || limit.is_some_and(|l| taken >= l) {
             break Ok(());
         }
         let paused_now = paused();
+        if paused_now != source_paused {
+            source_paused = paused_now;
+            let holds = f.pause(paused_now);
+            if paused_now {
+                tracing::info!(
+                    "worker '{}' process {process}: paused; {}",
+                    w.name,
+                    if holds {
+                        "its source holds its data until the resume"
+                    } else {
+                        "what its source gives is discarded until the resume"
+                    }
+                );
+            }
+        }
         if paused_now || (p.ring().policy() == Policy::Drop && !p.has_room()) {
             // Paused, or full under `drop`: take the event anyway (keeps the device
             // flowing); under `drop` count it lost if there was one, when paused discard it.

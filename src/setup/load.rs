@@ -653,12 +653,21 @@ impl Loader {
         }
     }
 
-    fn buffers(&mut self, v: &Value, draft: &mut Draft) {
+    /// Calls `each` with the name, the name's position and the spec of every entry of the
+    /// section `v` (`Buffers`, `Workers`): a mapping of `what` names to `what` specs, not
+    /// empty. A section or a name that is not one is reported and skipped; names are checked.
+    fn each_named(
+        &mut self,
+        v: &Value,
+        section: &str,
+        what: &str,
+        mut each: impl FnMut(&mut Self, String, Loc, &Value),
+    ) {
         let Kind::Map(map) = &v.kind else {
             self.error(
                 v.at,
                 format!(
-                    "Buffers: expected a mapping of buffer names to buffer specs, found {}",
+                    "{section}: expected a mapping of {what} names to {what} specs, found {}",
                     v.describe()
                 ),
                 None,
@@ -666,26 +675,32 @@ impl Loader {
             return;
         };
         if map.is_empty() {
-            self.error(v.at, "Buffers: no buffer is declared", None);
+            self.error(v.at, format!("{section}: no {what} is declared"), None);
         }
         for (k, spec) in map {
             let Some(name) = k.key_text() else {
                 self.error(
                     k.at,
-                    format!("a buffer name must be a name, found {}", k.describe()),
+                    format!("a {what} name must be a name, found {}", k.describe()),
                     None,
                 );
                 continue;
             };
-            self.check_name(&name, k.at, "buffer");
+            self.check_name(&name, k.at, what);
+            each(self, name, k.at, spec);
+        }
+    }
+
+    fn buffers(&mut self, v: &Value, draft: &mut Draft) {
+        self.each_named(v, "Buffers", "buffer", |s, name, at, spec| {
             draft.declared_buffers.push(name.clone());
-            let Some(spec) = self.spec_node(spec, "buffer spec") else {
-                continue;
+            let Some(spec) = s.spec_node(spec, "buffer spec") else {
+                return;
             };
-            if let Some(b) = self.buffer(&name, k.at, &spec) {
+            if let Some(b) = s.buffer(&name, at, &spec) {
                 draft.buffers.push(b);
             }
-        }
+        });
     }
 
     fn check_name(&mut self, name: &str, at: Loc, what: &str) {
@@ -892,37 +907,14 @@ impl Loader {
     }
 
     fn workers(&mut self, v: &Value, base: &[ConfigItem], draft: &mut Draft) {
-        let Kind::Map(map) = &v.kind else {
-            self.error(
-                v.at,
-                format!(
-                    "Workers: expected a mapping of worker names to worker specs, found {}",
-                    v.describe()
-                ),
-                None,
-            );
-            return;
-        };
-        if map.is_empty() {
-            self.error(v.at, "Workers: no worker is declared", None);
-        }
-        for (k, spec) in map {
-            let Some(name) = k.key_text() else {
-                self.error(
-                    k.at,
-                    format!("a worker name must be a name, found {}", k.describe()),
-                    None,
-                );
-                continue;
+        self.each_named(v, "Workers", "worker", |s, name, at, spec| {
+            let Some(spec) = s.spec_node(spec, "worker spec") else {
+                return;
             };
-            self.check_name(&name, k.at, "worker");
-            let Some(spec) = self.spec_node(spec, "worker spec") else {
-                continue;
-            };
-            if let Some(w) = self.worker(&name, k.at, &spec, base) {
+            if let Some(w) = s.worker(&name, at, &spec, base) {
                 draft.workers.push(w);
             }
-        }
+        });
     }
 
     fn worker(

@@ -18,18 +18,22 @@ pub(crate) struct Loc {
     pub column: u64,
 }
 
-/// A YAML value.
+/// A YAML node whose children are `C`: a [`Kind`] as the setup reads it, or the parser's
+/// [`Raw`] tree before the positions are resolved.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Kind {
+pub(crate) enum Node<C> {
     Null,
     Bool(bool),
     Int(i64),
     UInt(u64),
     Float(f64),
     Str(String),
-    Seq(Vec<Value>),
-    Map(Vec<(Value, Value)>),
+    Seq(Vec<C>),
+    Map(Vec<(C, C)>),
 }
+
+/// A YAML value.
+pub(crate) type Kind = Node<Value>;
 
 /// A YAML value and where its text is (for an alias: where the anchored text is).
 #[derive(Clone, Debug, PartialEq)]
@@ -79,16 +83,8 @@ pub(crate) struct SyntaxError {
     pub message: String,
 }
 
-enum Raw {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Str(String),
-    Seq(Vec<Spanned<Raw>>),
-    Map(Vec<(Spanned<Raw>, Spanned<Raw>)>),
-}
+/// The tree as serde-saphyr hands it over: each node with its spans.
+struct Raw(Node<Spanned<Raw>>);
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -99,58 +95,58 @@ impl<'de> Deserialize<'de> for Raw {
                 f.write_str("any YAML value")
             }
             fn visit_unit<E>(self) -> Result<Raw, E> {
-                Ok(Raw::Null)
+                Ok(Raw(Node::Null))
             }
             fn visit_none<E>(self) -> Result<Raw, E> {
-                Ok(Raw::Null)
+                Ok(Raw(Node::Null))
             }
             fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
                 Raw::deserialize(d)
             }
             fn visit_bool<E>(self, b: bool) -> Result<Raw, E> {
-                Ok(Raw::Bool(b))
+                Ok(Raw(Node::Bool(b)))
             }
             fn visit_i64<E>(self, v: i64) -> Result<Raw, E> {
-                Ok(Raw::Int(v))
+                Ok(Raw(Node::Int(v)))
             }
             fn visit_u64<E>(self, v: u64) -> Result<Raw, E> {
-                Ok(Raw::UInt(v))
+                Ok(Raw(Node::UInt(v)))
             }
             fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Raw, E> {
                 i64::try_from(v)
-                    .map(Raw::Int)
+                    .map(|i| Raw(Node::Int(i)))
                     .map_err(|_| E::custom(format!("the number {v} is too large")))
             }
             fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Raw, E> {
                 u64::try_from(v)
-                    .map(Raw::UInt)
+                    .map(|u| Raw(Node::UInt(u)))
                     .map_err(|_| E::custom(format!("the number {v} is too large")))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
-                Ok(Raw::Float(v))
+                Ok(Raw(Node::Float(v)))
             }
             fn visit_str<E>(self, v: &str) -> Result<Raw, E> {
-                Ok(Raw::Str(v.to_string()))
+                Ok(Raw(Node::Str(v.to_string())))
             }
             fn visit_string<E>(self, v: String) -> Result<Raw, E> {
-                Ok(Raw::Str(v))
+                Ok(Raw(Node::Str(v)))
             }
             fn visit_bytes<E>(self, v: &[u8]) -> Result<Raw, E> {
-                Ok(Raw::Str(String::from_utf8_lossy(v).into_owned()))
+                Ok(Raw(Node::Str(String::from_utf8_lossy(v).into_owned())))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
                 let mut v = Vec::new();
                 while let Some(x) = a.next_element()? {
                     v.push(x);
                 }
-                Ok(Raw::Seq(v))
+                Ok(Raw(Node::Seq(v)))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
                 let mut v = Vec::new();
                 while let Some(entry) = a.next_entry()? {
                     v.push(entry);
                 }
-                Ok(Raw::Map(v))
+                Ok(Raw(Node::Map(v)))
             }
         }
         d.deserialize_any(V)
@@ -176,20 +172,20 @@ fn convert(raw: Spanned<Raw>, file: u32, parent: Loc, targets: &mut Vec<Loc>) ->
     if at != referenced {
         targets.push(at);
     }
-    let kind = match raw.value {
-        Raw::Null => Kind::Null,
-        Raw::Bool(b) => Kind::Bool(b),
-        Raw::Int(i) => Kind::Int(i),
-        Raw::UInt(u) => Kind::UInt(u),
-        Raw::Float(x) => Kind::Float(x),
-        Raw::Str(s) => Kind::Str(s),
-        Raw::Seq(items) => Kind::Seq(
+    let kind = match raw.value.0 {
+        Node::Null => Kind::Null,
+        Node::Bool(b) => Kind::Bool(b),
+        Node::Int(i) => Kind::Int(i),
+        Node::UInt(u) => Kind::UInt(u),
+        Node::Float(x) => Kind::Float(x),
+        Node::Str(s) => Kind::Str(s),
+        Node::Seq(items) => Kind::Seq(
             items
                 .into_iter()
                 .map(|x| convert(x, file, at, targets))
                 .collect(),
         ),
-        Raw::Map(entries) => Kind::Map(
+        Node::Map(entries) => Kind::Map(
             entries
                 .into_iter()
                 .map(|(k, v)| {

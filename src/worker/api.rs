@@ -364,6 +364,17 @@ pub trait Importer: Send {
     /// can react to a stop. Fill `out.meta.timestamp` with the time the data was taken.
     fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError>;
 
+    /// The run was paused (`true`) or resumed (`false`); called on each change, before the
+    /// next call to [`next`](Importer::next). While a run is paused the engine goes on calling
+    /// `next` and discards what it gives, so that a live device does not stall (mimoCoRB2's
+    /// pause): that is the default, which returns `false`. A source whose data waits for it
+    /// — a Kafka topic, recorded files — stops taking data instead, returns
+    /// [`Produced::Idle`] from `next` until it is resumed, and returns `true` here: nothing
+    /// of it is discarded by a pause.
+    fn pause(&mut self, _paused: bool) -> bool {
+        false
+    }
+
     /// Facts about the source to keep with the run (device serial, firmware, seed).
     fn run_metadata(&self) -> Vec<(String, String)> {
         Vec::new()

@@ -20,6 +20,9 @@
 //! without a default value either is required ([`Key`] through `key!(name, required, doc)`)
 //! or reads as an `Option` ([`MaybeKey`], `key!(name, absent: "what absence means", doc)`,
 //! whose text is shown in parentheses).
+//!
+//! A function with several keys declares them as a table, one a line, with
+//! [`keys!`](crate::keys): `keys! { const LEVEL: Key<f64> = ("level", required, "…"); … }`.
 
 use super::api::{Config, ConfigError};
 use super::spec::{ConfigKey, KeyType};
@@ -179,6 +182,25 @@ impl KeyValue for Items {
     }
 }
 
+/// `Clone`, `Copy` and `Debug` of a key type for every `T` (a derive would ask `T: Clone`,
+/// which `str` is not); `Debug` shows `Key(name: Type)`.
+macro_rules! copy_and_debug {
+    ($key:ident) => {
+        impl<T: KeyValue + ?Sized> Clone for $key<T> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<T: KeyValue + ?Sized> Copy for $key<T> {}
+
+        impl<T: KeyValue + ?Sized> std::fmt::Debug for $key<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({}: {:?})", stringify!($key), self.name, T::TYPE)
+            }
+        }
+    };
+}
+
 #[derive(Debug)]
 enum Fallback<D> {
     /// This value, shown as this text.
@@ -205,18 +227,7 @@ pub struct Key<T: KeyValue + ?Sized> {
     ty: PhantomData<fn() -> *const T>,
 }
 
-impl<T: KeyValue + ?Sized> Clone for Key<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: KeyValue + ?Sized> Copy for Key<T> {}
-
-impl<T: KeyValue + ?Sized> std::fmt::Debug for Key<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Key({}: {:?})", self.name, T::TYPE)
-    }
-}
+copy_and_debug!(Key);
 
 impl<T: KeyValue + ?Sized> Key<T> {
     /// A key the setup must give.
@@ -281,18 +292,7 @@ pub struct MaybeKey<T: KeyValue + ?Sized> {
     ty: PhantomData<fn() -> *const T>,
 }
 
-impl<T: KeyValue + ?Sized> Clone for MaybeKey<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: KeyValue + ?Sized> Copy for MaybeKey<T> {}
-
-impl<T: KeyValue + ?Sized> std::fmt::Debug for MaybeKey<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MaybeKey({}: {:?})", self.name, T::TYPE)
-    }
-}
+copy_and_debug!(MaybeKey);
 
 impl<T: KeyValue + ?Sized> MaybeKey<T> {
     /// A key that may be absent; `absent` says, in parentheses, what that means.
@@ -394,6 +394,33 @@ macro_rules! key {
     };
 }
 
+/// Declares a table of typed config keys, one a line, each with what [`key!`](crate::key)
+/// takes in its parentheses (a default, `required`, `absent: "…"` or a list):
+///
+/// ```
+/// use daq_engine::keys;
+/// use daq_engine::worker::{Key, MaybeKey};
+///
+/// keys! {
+///     /// The channel a trigger looks at.
+///     const CHANNEL: Key<str> = ("trigger_channel", required, "A..D");
+///     pub const LEVEL: Key<f64> = ("trigger_level", -0.05, "trigger level (V)");
+///     const NAME: MaybeKey<str> = ("filename", absent: "the source's name", "file");
+/// }
+/// assert_eq!(LEVEL.spec().default, Some("-0.05"));
+/// assert!(CHANNEL.spec().required);
+/// assert_eq!(NAME.spec().default, Some("(the source's name)"));
+/// ```
+///
+/// It is [`key!`](crate::key) in a form rustfmt leaves alone, so a function's key block
+/// reads as a table instead of five lines a key.
+#[macro_export]
+macro_rules! keys {
+    ($($(#[$attr:meta])* $vis:vis const $name:ident: $ty:ty = ($($args:tt)*);)*) => {
+        $($(#[$attr])* $vis const $name: $ty = $crate::key!($($args)*);)*
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,6 +463,31 @@ mod tests {
         );
         assert!(c.get(EDGE).is_err());
         assert!(c.get(NAME).is_err());
+    }
+
+    crate::keys! {
+        /// The table form of the keys above, and a list key.
+        const T_N: Key<u64> = ("n_events", 200000, "events");
+        const T_LEVEL: Key<f64> = ("level", -0.05, "volts");
+        const T_NAME: MaybeKey<str> = ("filename", absent: "the source's name", "file");
+        pub(crate) const T_NEED: Key<f64> = ("threshold", required, "level");
+        const T_NONE: Key<Strings> = ("none", [], "no channels");
+        const T_CHANNELS: Key<Strings> = ("channels", ["A", "B"], "channels");
+    }
+
+    #[test]
+    fn a_table_declares_the_same_keys() {
+        assert_eq!(T_N.spec(), N.spec());
+        assert_eq!(T_LEVEL.spec(), LEVEL.spec());
+        assert_eq!(T_NAME.spec(), NAME.spec());
+        assert_eq!(T_NEED.spec(), NEED.spec());
+        assert_eq!(T_CHANNELS.spec(), CHANNELS.spec());
+        assert_eq!(T_NONE.spec().default, Some("[]"));
+        assert_eq!(T_NONE.default_value(), Some(Vec::<String>::new()));
+        assert_eq!(
+            format!("{T_N:?} {T_NAME:?}"),
+            "Key(n_events: Int) MaybeKey(filename: Str)"
+        );
     }
 
     #[test]

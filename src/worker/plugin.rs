@@ -21,8 +21,9 @@ use std::path::Path;
 /// `engine_user::a_shared_library_filter_runs_in_the_pipeline` with a stale build). 5:
 /// `WorkerError` gained typed variants (`Output`, `Failed`, `Json`, `SlotSize`, `NoSink`,
 /// `Stalled`, `LostRoom`) and [`WiringError`](crate::worker::WiringError) four, which
-/// moves `Other` again.
-pub const ABI_VERSION: u32 = 5;
+/// moves `Other` again. 6: [`Importer`](crate::worker::Importer) gained `pause` (a source
+/// that holds its data while a run is paused), which moves its vtable.
+pub const ABI_VERSION: u32 = 6;
 /// The daq-engine version a plugin was built against (this crate's, expanded in the plugin).
 pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The compiler that built this crate.

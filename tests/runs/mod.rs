@@ -165,6 +165,49 @@ pub fn run_dirs_in(target: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Polls `f` every 20 ms until it holds; fails the test after `timeout`, naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// From the run's stats.jsonl: how many lines, the events that went into `buffer` by the
+/// last one, and whether the run was paused then.
+pub fn last_stats(run: &Path, buffer: &str) -> (usize, u64, bool) {
+    let text = std::fs::read_to_string(run.join("stats.jsonl")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_default();
+    (
+        lines.len(),
+        last["buffers"][buffer]["events_in"].as_u64().unwrap_or(0),
+        last["paused"].as_bool().unwrap_or(false),
+    )
+}
+
+/// Pauses the live `run` (as the dashboard's button does), does `during` once the run says
+/// it is paused, holds the pause for three more stats lines — a second or more, in which a
+/// source goes on as it does when paused — and resumes the run.
+pub fn pause_a_while(run: &Path, during: impl FnOnce()) {
+    use daq_engine::engine::{requests, Control};
+    requests::request(run, Control::Pause, Duration::from_secs(30)).unwrap();
+    wait_until("a paused stats line", Duration::from_secs(60), || {
+        last_stats(run, "").2
+    });
+    during();
+    let (lines, _, _) = last_stats(run, "");
+    wait_until("three more stats lines", Duration::from_secs(60), || {
+        last_stats(run, "").0 >= lines + 3
+    });
+    requests::request(run, Control::Resume, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("could not resume the run (did it end while paused?): {e:?}"));
+}
+
 impl Dir {
     pub fn new(tag: &str) -> Dir {
         let d = std::env::temp_dir().join(format!("daq-e2e-{tag}-{}", std::process::id()));
