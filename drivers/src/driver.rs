@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-/// Which family a device belongs to; names the driver a setup selects.
+/// Which family a device belongs to; names the driver a setup selects. Each variant has
+/// one [`FamilyInfo`](crate::FamilyInfo) in [`FAMILIES`](crate::FAMILIES).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// GQ Electronics GMC Geiger counters (GQ-RFC1201 / RFC1801).
@@ -31,17 +32,10 @@ pub enum Family {
 }
 
 impl Family {
-    /// The name used in setups and in `daq-engine devices`.
+    /// The name used in setups and in `daq-engine devices`, from the family's
+    /// [`FamilyInfo`](crate::FamilyInfo).
     pub fn name(self) -> &'static str {
-        match self {
-            Family::Gmc => "gmc",
-            Family::LineCounter => "line-counter",
-            Family::CosmicWatch => "cosmicwatch",
-            Family::PicoScope => "picoscope",
-            Family::Hantek6022 => "hantek6022",
-            Family::Drs4 => "drs4",
-            Family::RedPitaya => "redpitaya",
-        }
+        crate::families::info(self).map_or("unregistered", |f| f.name)
     }
 }
 
@@ -184,6 +178,18 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Refuses an event buffer that is not the `want` bytes one event takes
+/// ([`DriverError::Config`] naming both sizes); allocates nothing when it fits.
+pub fn check_event_buffer(device: &str, got: usize, want: usize) -> Result<(), DriverError> {
+    if got == want {
+        return Ok(());
+    }
+    Err(DriverError::Config {
+        device: device.to_string(),
+        detail: format!("event buffer is {got} bytes, the layout needs {want}"),
+    })
 }
 
 /// A configured, opened device that produces events. One per Importer process.

@@ -2,9 +2,11 @@
 //!
 //! One module per device family. Each family splits into `protocol` (pure, byte-level,
 //! no I/O), `transport` (serialport or rusb) and `simulator` (speaks the same protocol);
-//! `README.md` beside this crate says how to add a family.
+//! `README.md` beside this crate says how to add a family: a folder and one line in
+//! [`FAMILIES`].
 
 pub mod driver;
+pub mod families;
 
 // Serial detectors (issue 6).
 pub mod cosmicwatch;
@@ -25,3 +27,4 @@ pub use driver::{
     ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
     Source,
 };
+pub use families::{FamilyInfo, Found, FAMILIES};

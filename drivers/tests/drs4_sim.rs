@@ -234,6 +234,15 @@ fn measured_offset_calibration_removes_per_cell_offsets() {
         mean_offset_error < 15.0,
         "offsets found per physical cell: {mean_offset_error} counts"
     );
+    let said = board
+        .run_metadata()
+        .into_iter()
+        .find(|(k, _)| k == "drs4.calibration")
+        .map(|(_, v)| v);
+    assert_eq!(
+        said.as_deref(),
+        Some("offsets measured with 64 pedestal events, the rest from nominal: EEPROM not calibrated")
+    );
 }
 
 #[test]

@@ -246,3 +246,14 @@ fn udev_rules_pass_udevadm_verify_where_available() {
     }
     assert!(out.status.success(), "udevadm verify: {stderr}");
 }
+
+/// The shipped file is what the registered families' own udev lines make.
+#[test]
+fn udev_rules_file_is_built_from_the_families() {
+    let text = std::fs::read_to_string(rules_path()).expect("udev/70-daq-engine.rules exists");
+    assert!(
+        text == daq_drivers::families::udev_rules(),
+        "udev/70-daq-engine.rules differs from the families' udev lines: run\n  \
+         cargo run -p daq-drivers --example udev_rules > udev/70-daq-engine.rules"
+    );
+}

@@ -131,3 +131,32 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         cfg.get(cosmicwatch_keys::EXPECT_DATA)?,
     )
 }
+
+/// The CosmicWatch family: `device.cosmicwatch`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::cosmicwatch::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.cosmicwatch", "setups/cosmicwatch.yaml"),
+    bench,
+};
+
+/// `bench drivers`: v2 lines at 50 kHz.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    use daq_drivers::cosmicwatch;
+    vec![super::tools::serial_rate(
+        "cosmicwatch v2 lines (pty, 50 kHz)",
+        super::tools::serial_events(events),
+        || {
+            cosmicwatch::simulate(cosmicwatch::CosmicWatchSimConfig {
+                rate: 50_000.0,
+                ..cosmicwatch::CosmicWatchSimConfig::default()
+            })
+        },
+        |path| {
+            cosmicwatch::open(cosmicwatch::CosmicWatchConfig {
+                path,
+                ..cosmicwatch::CosmicWatchConfig::default()
+            })
+        },
+    )]
+}

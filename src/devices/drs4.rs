@@ -22,7 +22,7 @@ impl SimulatedPlug for SimDrs4 {
         SimDrs4::unplug(self);
     }
     /// Comes back power-cycled, at a new address.
-    fn replug(&mut self) -> Result<(), String> {
+    fn replug(&mut self) -> Result<(), super::plug::ReplugError> {
         SimDrs4::plug(self);
         Ok(())
     }
@@ -185,4 +185,21 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             cfg.get(SCOPE_EXPECT_DATA)?,
         )
     }
+}
+
+/// The DRS4 family: `device.drs4`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::drs4::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.drs4", "setups/drs4_sipm.yaml"),
+    bench,
+};
+
+/// `bench drivers`: the simulated board, 4 × 1024 calibrated volts.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    let n = super::tools::wave_events(events).min(5_000);
+    vec![super::tools::figures_row(
+        "drs4 sim, 4x1024 f4 calibrated",
+        daq_drivers::drs4::bench_simulated(n, false),
+    )]
 }

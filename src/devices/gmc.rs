@@ -169,3 +169,32 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         expect_within,
     )
 }
+
+/// The GMC family: `device.gmc`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &gmc::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.gmc", "setups/geiger_gmc.yaml"),
+    bench,
+};
+
+/// `bench drivers`: heartbeat frames, one 2-byte frame per device second of 0.2 ms.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    vec![super::tools::serial_rate(
+        "gmc heartbeat (pty, 0.2 ms device s)",
+        super::tools::serial_events(events),
+        || {
+            gmc::simulate(GmcSimConfig {
+                cps: 30.0,
+                second: Duration::from_micros(200),
+                ..GmcSimConfig::default()
+            })
+        },
+        |path| {
+            gmc::open(GmcConfig {
+                path,
+                ..GmcConfig::default()
+            })
+        },
+    )]
+}

@@ -26,7 +26,7 @@ impl SimulatedPlug for SimHantek {
         SimHantek::unplug(self);
     }
     /// Comes back cold: the driver uploads the firmware again.
-    fn replug(&mut self) -> Result<(), String> {
+    fn replug(&mut self) -> Result<(), super::plug::ReplugError> {
         SimHantek::replug(self);
         Ok(())
     }
@@ -233,7 +233,29 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
 /// 8051 `LJMP 0x0000` (the simulator runs any image; this one just makes the upload real).
 fn simulated_firmware() -> Result<hantek6022::firmware::FirmwareImage, WorkerError> {
     hantek6022::firmware::FirmwareImage::from_binary(&[0x02, 0x00, 0x00], "simulator")
-        .map_err(|e| WorkerError::Other(format!("device.hantek6022 --simulate: {e}")))
+        .map_err(|e| WorkerError::failed("device.hantek6022 --simulate", e))
+}
+
+/// The Hantek 6022 family: `device.hantek6022`.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::hantek6022::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.hantek6022", "setups/hantek6022.yaml"),
+    bench,
+};
+
+/// `bench drivers`: the simulated scope, 2 × 1000 samples as volts and as raw codes.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    let n = super::tools::wave_events(events);
+    [
+        (hantek6022::SampleFormat::Volts, "hantek6022 sim, 2x1000 f4"),
+        (hantek6022::SampleFormat::Raw, "hantek6022 sim, 2x1000 u1"),
+    ]
+    .into_iter()
+    .map(|(format, label)| {
+        super::tools::figures_row(label, hantek6022::bench_simulated(n, 1000, format))
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -224,3 +224,54 @@ pub fn build_line_counter(ctx: &BuildContext) -> Result<DeviceImporter, WorkerEr
     let g = grammar(ctx)?;
     build_line(ctx, "device.line_counter", LineFormat::Grammar(g))
 }
+
+/// The line counters: `device.mightyohm`, `device.gc10` and the configurable
+/// `device.line_counter`; a found port suggests the one its model names.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::linecounter::FAMILY,
+    functions: &[
+        super::importer!(MIGHTYOHM_SPEC, build_mightyohm, check_line),
+        super::importer!(GC10_SPEC, build_gc10, check_line),
+        super::importer!(LINE_COUNTER_SPEC, build_line_counter, check_line_counter),
+    ],
+    suggest: |d| {
+        let m = d.model.to_ascii_lowercase();
+        if m.contains("gc10") {
+            (
+                "device.gc10",
+                "setups/mightyohm.yaml (function: device.gc10)",
+            )
+        } else if m.contains("mightyohm") {
+            ("device.mightyohm", "setups/mightyohm.yaml")
+        } else {
+            (
+                "device.mightyohm, device.gc10 or device.line_counter",
+                "setups/mightyohm.yaml",
+            )
+        }
+    },
+    bench,
+};
+
+/// `bench drivers`: pulse lines at 50 kHz.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    use daq_drivers::linecounter;
+    vec![super::tools::serial_rate(
+        "line counter, pulse lines (pty, 50 kHz)",
+        super::tools::serial_events(events),
+        || {
+            linecounter::simulate(linecounter::LineSimConfig {
+                format: linecounter::SimFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
+                cps: 50_000.0,
+                ..linecounter::LineSimConfig::default()
+            })
+        },
+        |path| {
+            linecounter::open(linecounter::LineCounterConfig {
+                path,
+                format: linecounter::LineFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
+                ..linecounter::LineCounterConfig::default()
+            })
+        },
+    )]
+}

@@ -23,6 +23,7 @@
 use super::picoscope::{self, pico_keys};
 use super::usb;
 use super::{bad, importer_spec, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use crate::worker::WiringError;
 use crate::worker::{BuildContext, FunctionSpec, Key, MaybeKey, WorkerError};
 use crate::{key, keys};
 use serde_json::{json, Map, Value};
@@ -116,11 +117,10 @@ fn range_volts(name: &str) -> Option<f64> {
 /// `device.picoscope`'s config for this mimoCoRB2 config and sink.
 pub fn translate(ctx: &BuildContext) -> Result<Map<String, Value>, WorkerError> {
     let cfg = &ctx.config;
-    let sink = ctx.sinks.first().ok_or_else(|| {
-        WorkerError::Other(format!(
-            "worker '{}' needs exactly one sink buffer",
-            ctx.worker
-        ))
+    let sink = ctx.sinks.first().ok_or_else(|| WiringError::Count {
+        worker: ctx.worker.clone(),
+        want: "one sink buffer",
+        has: 0,
     })?;
     let n = sink.dtype.fields().len();
     if !(1..=4).contains(&n) {

@@ -37,8 +37,9 @@ pub mod redpitaya;
 
 use crate::keys;
 use crate::run_dir::DeviceNotes;
+use crate::worker::Function;
+use crate::worker::WiringError;
 use crate::worker::{BufferShape, BuildContext, EventMut, Importer, Key, Produced, WorkerError};
-use crate::worker::{Build, Function};
 use daq_drivers::{DriverError, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::PathBuf;
@@ -59,51 +60,57 @@ pub const BAD_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// One device importer's registration: its spec, the build that opens the device (wrapped
 /// as an Importer) and the check that makes every check of the build without opening it,
-/// registered together so that neither can be registered without the other.
-/// `importer!(family)` registers a family file's `SPEC`, `build` and `check`.
+/// registered together so that neither can be registered without the other:
+/// `importer!(SPEC, build, check)` in a family file's [`Family`].
 macro_rules! importer {
-    ($family:ident) => {
-        importer!($family::SPEC, $family::build, $family::check)
-    };
     ($spec:expr, $build:path, $check:path) => {
         (
-            Function {
+            $crate::worker::Function {
                 spec: $spec,
-                build: Build::Importer(|c| Ok(Box::new($build(c)?))),
+                build: $crate::worker::Build::Importer(|c| Ok(Box::new($build(c)?))),
             },
-            crate::worker::Check::Config($check),
+            $crate::worker::Check::Config($check),
         )
     };
 }
+pub(crate) use importer;
+
+/// A device family as the engine knows it, described once in its file
+/// (`src/devices/<family>.rs`, `pub const FAMILY`): the driver crate's description of it,
+/// the importer functions that serve it, what `daq-engine devices` suggests for a device of
+/// it that a scan found, and its rows of `bench drivers`.
+pub struct Family {
+    /// The driver crate's description (setup name, scan, udev lines).
+    pub driver: &'static daq_drivers::FamilyInfo,
+    /// Its importer functions, each with the check of its config.
+    pub functions: &'static [(Function, crate::worker::Check)],
+    /// The importer function and example setup for a found device.
+    pub suggest: fn(&daq_drivers::DeviceInfo) -> (&'static str, &'static str),
+    /// Its rows of `daq-engine bench drivers`: the simulated device through its driver,
+    /// reading about `events` (or the family's own number).
+    pub bench: fn(Option<u64>) -> Vec<Result<tools::DriverRate, String>>,
+}
+
+/// Every device family, one line each, in the order of the driver crate's
+/// [`daq_drivers::FAMILIES`] (a test compares).
+pub const FAMILIES: &[&Family] = &[
+    &gmc::FAMILY,
+    &linecounter::FAMILY,
+    &cosmicwatch::FAMILY,
+    &picoscope::FAMILY,
+    &hantek6022::FAMILY,
+    &drs4::FAMILY,
+    &redpitaya::FAMILY,
+];
 
 /// Importer functions for the supported devices, each with the check of its config that
 /// `daq-engine check` runs: everything its build checks, opening no device (see
-/// [`crate::worker::Check`]). One entry per function registers it.
+/// [`crate::worker::Check`]). The families' functions, in [`FAMILIES`] order.
 pub fn functions() -> Vec<(Function, crate::worker::Check)> {
-    vec![
-        importer!(gmc),
-        importer!(
-            linecounter::MIGHTYOHM_SPEC,
-            linecounter::build_mightyohm,
-            linecounter::check_line
-        ),
-        importer!(
-            linecounter::GC10_SPEC,
-            linecounter::build_gc10,
-            linecounter::check_line
-        ),
-        importer!(
-            linecounter::LINE_COUNTER_SPEC,
-            linecounter::build_line_counter,
-            linecounter::check_line_counter
-        ),
-        importer!(cosmicwatch),
-        importer!(picoscope),
-        importer!(mimo_picoscope),
-        importer!(hantek6022),
-        importer!(drs4),
-        importer!(redpitaya),
-    ]
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.functions.iter().copied())
+        .collect()
 }
 
 keys! {
@@ -237,13 +244,54 @@ fn silence_config(
     Ok(((s > 0.0).then(|| Duration::from_secs_f64(s)), on))
 }
 
+/// How a sink buffer differs from the events the configured driver writes: what is wrong
+/// and how to declare it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "sink buffer '{sink}' does not match the device: {}. \
+     Declare it as  data_length: {records}  data_dtype: {{{want}}}  (the setup has \
+     data_length: {has_length}, data_dtype: {{{has}}})",
+    why.join("; ")
+)]
+pub struct SinkMismatch {
+    /// The worker.
+    pub worker: String,
+    /// Its function.
+    pub function: String,
+    /// The sink buffer.
+    pub sink: String,
+    /// Each difference, in words.
+    pub why: Vec<String>,
+    /// Records per event the driver writes.
+    pub records: usize,
+    /// The fields the driver writes, as a data_dtype.
+    pub want: String,
+    /// The sink's data_length.
+    pub has_length: usize,
+    /// The sink's fields, as a data_dtype.
+    pub has: String,
+    /// The sink has the driver's field names, in order, and its data_length: only the
+    /// types of fields differ (a sample format the buffer does not declare).
+    pub only_types: bool,
+}
+
+/// `worker 'W' (F): sink buffer …`, the mismatch kept whole as the source.
+impl From<Box<SinkMismatch>> for WorkerError {
+    fn from(e: Box<SinkMismatch>) -> WorkerError {
+        WorkerError::Failed {
+            doing: format!("worker '{}' ({})", e.worker, e.function),
+            source: e,
+        }
+    }
+}
+
 /// Checks that `sink` is declared exactly as the driver writes its events.
 pub fn check_layout(
     function: &str,
     worker: &str,
     layout: &EventLayout,
     sink: &BufferShape,
-) -> Result<(), WorkerError> {
+) -> Result<(), Box<SinkMismatch>> {
     let want: Vec<(String, Option<crate::dtype::Scalar>)> = layout
         .fields
         .iter()
@@ -317,17 +365,20 @@ pub fn check_layout(
             sink.data_length, layout.records
         ));
     }
-    Err(WorkerError::Other(format!(
-        "worker '{worker}' ({function}): sink buffer '{}' does not match the device: {}. \
-         Declare it as  data_length: {}  data_dtype: {{{}}}  (the setup has data_length: {}, \
-         data_dtype: {{{}}})",
-        sink.name,
-        why.join("; "),
-        layout.records,
-        show(&want),
-        sink.data_length,
-        show(&have),
-    )))
+    let only_types = sink.data_length == layout.records
+        && want.len() == have.len()
+        && want.iter().zip(&have).all(|(w, h)| w.0 == h.0);
+    Err(Box::new(SinkMismatch {
+        worker: worker.to_string(),
+        function: function.to_string(),
+        sink: sink.name.clone(),
+        why,
+        records: layout.records,
+        want: show(&want),
+        has_length: sink.data_length,
+        has: show(&have),
+        only_types,
+    }))
 }
 
 /// Writes how the counts of `buffer`'s fields become volts into the run directory
@@ -480,8 +531,10 @@ impl DeviceImporter {
         simulated: bool,
         expect_within: f64,
     ) -> Result<DeviceImporter, WorkerError> {
-        let sink = ctx.sinks.first().ok_or_else(|| {
-            WorkerError::Other(format!("{function} needs exactly one sink buffer"))
+        let sink = ctx.sinks.first().ok_or_else(|| WiringError::Count {
+            worker: ctx.worker.clone(),
+            want: "one sink buffer",
+            has: 0,
         })?;
         check_layout(function, &ctx.worker, source.layout(), sink)?;
         let reconnect = ctx.config.get(RECONNECT)?;
@@ -830,19 +883,127 @@ impl Drop for DeviceImporter {
     }
 }
 
-/// A failed open of real hardware, with the hint that `--simulate` needs none.
+/// A failed open of real hardware, with the hint that `--simulate` needs none; the kind of
+/// the driver's error is kept ([`WorkerError::Device`]).
 pub(crate) fn open_error(e: DriverError) -> WorkerError {
+    const HINT: &str = ". Without the hardware, try the setup with --simulate";
     match e {
-        DriverError::Open { .. } | DriverError::Vendor(_) => WorkerError::Other(format!(
-            "{e}. Without the hardware, try the setup with --simulate"
-        )),
-        e => e.into(),
+        DriverError::Open { device, detail } => DriverError::Open {
+            device,
+            detail: detail + HINT,
+        },
+        DriverError::Vendor(detail) => DriverError::Vendor(detail + HINT),
+        e => e,
     }
+    .into()
 }
 
 /// Maps an I/O error starting a simulator.
 pub(crate) fn sim_error(function: &str, e: std::io::Error) -> WorkerError {
-    WorkerError::Other(format!(
-        "{function}: cannot start the simulator (pseudo-terminal): {e}"
-    ))
+    WorkerError::failed(
+        format!("{function}: cannot start the simulator (pseudo-terminal)"),
+        e,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Dtype;
+    use daq_drivers::FieldSpec;
+
+    fn layout() -> EventLayout {
+        EventLayout {
+            fields: vec![
+                FieldSpec {
+                    name: "chA".into(),
+                    numpy_type: "f4",
+                },
+                FieldSpec {
+                    name: "chB".into(),
+                    numpy_type: "f4",
+                },
+            ],
+            records: 100,
+        }
+    }
+
+    fn sink(fields: [(&str, &str); 2], data_length: usize) -> BufferShape {
+        BufferShape {
+            name: "raw".into(),
+            dtype: Dtype::parse(fields).unwrap(),
+            data_length,
+        }
+    }
+
+    /// A sink that differs only in its types is told apart from one with other fields, as
+    /// the scopes' check needs (it then names the sample format key); the message is the one
+    /// the setup's author has always read.
+    #[test]
+    fn sink_mismatch_says_whether_only_types_differ() {
+        let l = layout();
+        assert!(check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "f4"), ("chB", "f4")], 100)
+        )
+        .is_ok());
+        let types = check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "i2"), ("chB", "i2")], 100),
+        )
+        .unwrap_err();
+        assert!(types.only_types);
+        let fields = check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "f4"), ("chC", "f4")], 100),
+        )
+        .unwrap_err();
+        assert!(!fields.only_types);
+        let length = check_layout(
+            "device.x",
+            "w",
+            &l,
+            &sink([("chA", "f4"), ("chB", "f4")], 10),
+        )
+        .unwrap_err();
+        assert!(!length.only_types);
+        let e = WorkerError::from(fields);
+        assert_eq!(
+            e.to_string(),
+            "worker 'w' (device.x): sink buffer 'raw' does not match the device: missing fields \
+             chB; fields the driver does not write: chC. Declare it as  data_length: 100  \
+             data_dtype: {chA: float32, chB: float32}  (the setup has data_length: 100, \
+             data_dtype: {chA: float32, chC: float32})"
+        );
+        let WorkerError::Failed { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(source.downcast_ref::<SinkMismatch>().is_some());
+    }
+
+    /// A device that cannot be opened stays a device error of its kind, with the hint.
+    #[test]
+    fn open_error_keeps_the_driver_error_and_adds_the_hint() {
+        let e = open_error(DriverError::Open {
+            device: "/dev/ttyUSB0".into(),
+            detail: "no such file".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "/dev/ttyUSB0: cannot open: no such file. Without the hardware, try the setup \
+             with --simulate"
+        );
+        assert!(matches!(e, WorkerError::Device(DriverError::Open { .. })));
+        let e = open_error(DriverError::Disconnected {
+            device: "d".into(),
+            detail: "gone".into(),
+        });
+        assert_eq!(e.to_string(), "d: disconnected: gone");
+    }
 }

@@ -28,8 +28,8 @@ impl SimulatedPlug for FakePico {
             tracing::warn!("simulator: {e}");
         }
     }
-    fn replug(&mut self) -> Result<(), String> {
-        self.call(b"fakepico_replug")
+    fn replug(&mut self) -> Result<(), super::plug::ReplugError> {
+        Ok(self.call(b"fakepico_replug")?)
     }
 }
 
@@ -134,19 +134,65 @@ pub fn fake_picosdk_candidates() -> Vec<PathBuf> {
     c
 }
 
-/// The fake PicoScope library (`drivers/fake-picosdk`), or a message saying how to get it.
-pub fn fake_picosdk() -> Result<PathBuf, String> {
+/// Why the fake PicoScope library could not serve: each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FakePicoError {
+    /// `DAQ_FAKE_PICOSDK` names no file.
+    #[error(
+        "DAQ_FAKE_PICOSDK={} is not a file; build the fake PicoScope library with \
+         `cargo build -p fake-picosdk` (it lands in target/debug/libfake_picosdk.so)",
+        .0.display()
+    )]
+    NotAFile(PathBuf),
+    /// Not built: none of the places it lands in holds it.
+    #[error(
+        "the fake PicoScope library libfake_picosdk.so is not built (looked at {}); \
+         build it with `cargo build -p fake-picosdk` in the daq-engine source tree, or \
+         point DAQ_FAKE_PICOSDK at it",
+        looked_at.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NotBuilt {
+        /// Where it was looked for.
+        looked_at: Vec<PathBuf>,
+    },
+    /// Making the private copy failed.
+    #[error("{what}: {source}")]
+    Copy {
+        /// The directory made or the copy written.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The copy would not load, or lacks a control.
+    #[error("{what}{source}")]
+    Load {
+        /// `loading PATH: `, or nothing for a missing control.
+        what: String,
+        /// The loader's error.
+        #[source]
+        source: libloading::Error,
+    },
+    /// Already unloaded (it is only while dropping).
+    #[error("fake library not loaded")]
+    NotLoaded,
+    /// The model name has a NUL byte.
+    #[error(transparent)]
+    Nul(#[from] std::ffi::NulError),
+    /// The fake does not know the model.
+    #[error("the fake PicoScope refused model '{0}'")]
+    Refused(String),
+}
+
+/// The fake PicoScope library (`drivers/fake-picosdk`), or what to do to get it.
+pub fn fake_picosdk() -> Result<PathBuf, FakePicoError> {
     let candidates = fake_picosdk_candidates();
     if let Some(p) = std::env::var_os("DAQ_FAKE_PICOSDK") {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!(
-                "DAQ_FAKE_PICOSDK={} is not a file; build the fake PicoScope library with \
-                 `cargo build -p fake-picosdk` (it lands in target/debug/libfake_picosdk.so)",
-                p.display()
-            ))
+            Err(FakePicoError::NotAFile(p))
         };
     }
     candidates
@@ -154,17 +200,8 @@ pub fn fake_picosdk() -> Result<PathBuf, String> {
         .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
         .max()
         .map(|(_, p)| p)
-        .ok_or_else(|| {
-            format!(
-                "the fake PicoScope library libfake_picosdk.so is not built (looked at {}); \
-                 build it with `cargo build -p fake-picosdk` in the daq-engine source tree, or \
-                 point DAQ_FAKE_PICOSDK at it",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+        .ok_or(FakePicoError::NotBuilt {
+            looked_at: candidates,
         })
 }
 
@@ -179,7 +216,7 @@ pub struct FakePico {
 
 impl FakePico {
     /// Copies the fake library to a private directory as `soname` and loads it.
-    pub fn load(soname: &str) -> Result<FakePico, String> {
+    pub fn load(soname: &str) -> Result<FakePico, FakePicoError> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let src = fake_picosdk()?;
@@ -188,14 +225,22 @@ impl FakePico {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| FakePicoError::Copy {
+            what: dir.display().to_string(),
+            source,
+        })?;
         let path = dir.join(soname);
-        std::fs::copy(&src, &path)
-            .map_err(|e| format!("copying {} to {}: {e}", src.display(), path.display()))?;
+        std::fs::copy(&src, &path).map_err(|source| FakePicoError::Copy {
+            what: format!("copying {} to {}", src.display(), path.display()),
+            source,
+        })?;
         // SAFETY: the fake library is daq-engine's own (drivers/fake-picosdk); its
         // initialisers are Rust's std only and it has no load-time side effects.
-        let lib = unsafe { libloading::Library::new(&path) }
-            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+        let lib =
+            unsafe { libloading::Library::new(&path) }.map_err(|source| FakePicoError::Load {
+                what: format!("loading {}: ", path.display()),
+                source,
+            })?;
         Ok(FakePico {
             lib: Some(lib),
             dir,
@@ -204,52 +249,59 @@ impl FakePico {
     }
 
     /// Calls one of the fake's argument-less controls (`fakepico_unplug`, `fakepico_replug`).
-    fn call(&self, symbol: &[u8]) -> Result<(), String> {
-        let lib = self.lib.as_ref().ok_or("fake library not loaded")?;
+    fn call(&self, symbol: &[u8]) -> Result<(), FakePicoError> {
+        let lib = self.lib.as_ref().ok_or(FakePicoError::NotLoaded)?;
         // SAFETY: the fake exports fakepico_unplug and fakepico_replug as
         // `void f(void)`; only those two names are passed here.
         unsafe {
             let f: libloading::Symbol<unsafe extern "C" fn()> =
-                lib.get(symbol).map_err(|e| e.to_string())?;
+                lib.get(symbol).map_err(missing_control)?;
             f();
         }
         Ok(())
     }
 
     /// The model the fake's units report from now on (`3406D MSO`: with digital ports).
-    pub fn set_variant(&self, model: &str) -> Result<(), String> {
-        let lib = self.lib.as_ref().ok_or("fake library not loaded")?;
-        let name = std::ffi::CString::new(model).map_err(|e| e.to_string())?;
+    pub fn set_variant(&self, model: &str) -> Result<(), FakePicoError> {
+        let lib = self.lib.as_ref().ok_or(FakePicoError::NotLoaded)?;
+        let name = std::ffi::CString::new(model)?;
         // SAFETY: fake-picosdk exports `int32_t fakepico_set_variant(const char *)`; `name`
         // is NUL-terminated and outlives the call (the fake copies it).
         let r = unsafe {
-            let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> i32> = lib
-                .get(b"fakepico_set_variant")
-                .map_err(|e| e.to_string())?;
+            let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> i32> =
+                lib.get(b"fakepico_set_variant").map_err(missing_control)?;
             f(name.as_ptr())
         };
         if r == 0 {
             Ok(())
         } else {
-            Err(format!("the fake PicoScope refused model '{model}'"))
+            Err(FakePicoError::Refused(model.to_string()))
         }
     }
 
     /// Sets the simulated trigger rate (captures per second, 0 = at once) and the seed.
-    pub fn set(&self, captures_per_second: f64, seed: u64) -> Result<(), String> {
-        let lib = self.lib.as_ref().ok_or("fake library not loaded")?;
+    pub fn set(&self, captures_per_second: f64, seed: u64) -> Result<(), FakePicoError> {
+        let lib = self.lib.as_ref().ok_or(FakePicoError::NotLoaded)?;
         // SAFETY: both symbols are exported by fake-picosdk with exactly these C signatures:
         // fakepico_set_capture_rate(double) and fakepico_seed(uint64_t).
         unsafe {
             let rate: libloading::Symbol<unsafe extern "C" fn(f64)> = lib
                 .get(b"fakepico_set_capture_rate")
-                .map_err(|e| e.to_string())?;
+                .map_err(missing_control)?;
             rate(captures_per_second);
             let seed_fn: libloading::Symbol<unsafe extern "C" fn(u64)> =
-                lib.get(b"fakepico_seed").map_err(|e| e.to_string())?;
+                lib.get(b"fakepico_seed").map_err(missing_control)?;
             seed_fn(seed);
         }
         Ok(())
+    }
+}
+
+/// A control the fake library does not export (an older build of it).
+fn missing_control(source: libloading::Error) -> FakePicoError {
+    FakePicoError::Load {
+        what: String::new(),
+        source,
     }
 }
 
@@ -458,7 +510,7 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     };
     config
         .validate()
-        .map_err(|p| WorkerError::Other(format!("worker '{}': PicoScope: {p}", cfg.worker)))?;
+        .map_err(|p| WorkerError::failed(format!("worker '{}': PicoScope", cfg.worker), p))?;
     Ok(config)
 }
 
@@ -670,12 +722,12 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             ));
         }
         let fake = FakePico::load(config.family.soname)
-            .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
+            .map_err(|e| WorkerError::failed("device.picoscope --simulate", e))?;
         fake.set(rate, cfg.get(SEED)? as u64)
-            .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
+            .map_err(|e| WorkerError::failed("device.picoscope --simulate", e))?;
         if let Some(model) = config.model.as_deref() {
             fake.set_variant(model)
-                .map_err(|e| WorkerError::Other(format!("device.picoscope --simulate: {e}")))?;
+                .map_err(|e| WorkerError::failed("device.picoscope --simulate", e))?;
         }
         config.library = Some(fake.path.clone());
         keep.push(keep_simulated(fake, unplug));
@@ -691,4 +743,53 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         simulate,
         cfg.get(SCOPE_EXPECT_DATA)?,
     )
+}
+
+/// The PicoScope family: `device.picoscope`, and `device.mimo_picoscope` for mimoCoRB2's
+/// PicoScope keys.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::picoscope::FAMILY,
+    functions: &[
+        super::importer!(SPEC, build, check),
+        super::importer!(
+            super::mimo_picoscope::SPEC,
+            super::mimo_picoscope::build,
+            super::mimo_picoscope::check
+        ),
+    ],
+    suggest: |_| ("device.picoscope", "setups/picoscope_muon.yaml"),
+    bench,
+};
+
+/// `bench drivers`: the fake library, 4 × 500 samples volts (ps2000a: its 2 channels),
+/// captures at once, one row per Pico family.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    use daq_drivers::picoscope::{self, ChannelConfig, PicoScopeConfig};
+    let n = super::tools::wave_events(events);
+    daq_drivers::picoscope::family::FAMILIES
+        .iter()
+        .map(|family| {
+            let fake = FakePico::load(family.soname).map_err(|e| e.to_string())?;
+            fake.set(0.0, 1).map_err(|e| e.to_string())?;
+            let mut cfg = PicoScopeConfig::muon_telescope(family);
+            let channels = if family.name == "ps2000a" { 2 } else { 4 };
+            for ch in cfg.channels.iter_mut().skip(channels) {
+                *ch = ChannelConfig::OFF;
+            }
+            cfg.library = Some(fake.path.clone());
+            let size = channels * 500 * 4;
+            let f = picoscope::bench_fake(&cfg, n).map_err(|e| e.to_string())?;
+            Ok(super::tools::DriverRate {
+                device: format!(
+                    "picoscope {} fake, rapid block {channels}x500 f4 (copy path alone: {:.0} ev/s, {:.0} MB/s)",
+                    family.name, f.copy_events_per_s, f.copy_mb_per_s
+                ),
+                event_bytes: size,
+                events: f.events,
+                events_per_s: f.events_per_s,
+                mb_per_s: f.mb_per_s,
+                ring_events_per_s: None,
+            })
+        })
+        .collect()
 }

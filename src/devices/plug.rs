@@ -32,6 +32,9 @@ pub(crate) fn unplug_window(cfg: &Config) -> Result<Option<(Duration, Duration)>
     Ok((at > 0.0).then(|| (Duration::from_secs_f64(at), Duration::from_secs_f64(gone))))
 }
 
+/// Why a simulated device could not be plugged in again (its own error, kept whole).
+pub(crate) type ReplugError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A simulated device whose plug can be pulled and put back.
 pub(crate) trait SimulatedPlug: Send + 'static {
     /// What to call it in the log.
@@ -39,7 +42,7 @@ pub(crate) trait SimulatedPlug: Send + 'static {
     /// Pulls the plug.
     fn unplug(&mut self);
     /// Puts it back.
-    fn replug(&mut self) -> Result<(), String>;
+    fn replug(&mut self) -> Result<(), ReplugError>;
 }
 
 /// Owns a simulated device and pulls its plug once, `at` after it was built, for `gone`;
@@ -105,7 +108,7 @@ impl SimulatedPlug for daq_drivers::serial::SimulatorHandle {
         daq_drivers::serial::SimulatorHandle::unplug(self);
     }
 
-    fn replug(&mut self) -> Result<(), String> {
-        daq_drivers::serial::SimulatorHandle::replug(self).map_err(|e| e.to_string())
+    fn replug(&mut self) -> Result<(), ReplugError> {
+        Ok(daq_drivers::serial::SimulatorHandle::replug(self)?)
     }
 }

@@ -377,7 +377,7 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
         generator: generator(cfg)?,
     };
     c.validate()
-        .map_err(|p| WorkerError::Other(format!("worker '{}': Red Pitaya: {p}", cfg.worker)))?;
+        .map_err(|p| WorkerError::failed(format!("worker '{}': Red Pitaya", cfg.worker), p))?;
     Ok(c)
 }
 
@@ -451,7 +451,7 @@ pub fn board_config(ctx: &BuildContext) -> Result<BoardConfig, WorkerError> {
         poll: seconds(cfg, k::POLL_INTERVAL, 10.0)?.max(Duration::from_micros(100)),
     };
     c.validate().map_err(|p| {
-        WorkerError::Other(format!("worker '{}': Red Pitaya (scpi): {p}", cfg.worker))
+        WorkerError::failed(format!("worker '{}': Red Pitaya (scpi)", cfg.worker), p)
     })?;
     Ok(BoardConfig::Scpi(c))
 }
@@ -523,7 +523,7 @@ macro_rules! network_plug {
             fn unplug(&mut self) {
                 self.vanish();
             }
-            fn replug(&mut self) -> Result<(), String> {
+            fn replug(&mut self) -> Result<(), $crate::devices::plug::ReplugError> {
                 self.reappear();
                 Ok(())
             }
@@ -613,10 +613,11 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     if simulate {
         let sim = SimMcpha::start(sim_config(cfg, &config)?).map_err(|e| {
-            WorkerError::Other(format!(
+            WorkerError::failed(
                 "device.redpitaya --simulate: cannot start the simulated board on a loopback \
-                 port: {e}"
-            ))
+                 port",
+                e,
+            )
         })?;
         config.scope.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {
@@ -654,10 +655,11 @@ fn build_scpi(
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     if simulate {
         let sim = SimScpi::start(scpi_sim_config(cfg, &config)?).map_err(|e| {
-            WorkerError::Other(format!(
+            WorkerError::failed(
                 "device.redpitaya --simulate: cannot start the simulated SCPI server on a \
-                 loopback port: {e}"
-            ))
+                 loopback port",
+                e,
+            )
         })?;
         config.scope.address = sim.addr().to_string();
         keep.push(match unplug_window(cfg)? {
@@ -675,6 +677,57 @@ fn build_scpi(
         simulate,
         cfg.get(EXPECT_DATA)?,
     )
+}
+
+/// The Red Pitaya family: `device.redpitaya`. Network devices are never found by the USB
+/// and serial scan: `daq-engine devices --probe HOST` asks the address.
+pub const FAMILY: super::Family = super::Family {
+    driver: &daq_drivers::redpitaya::FAMILY,
+    functions: &[super::importer!(SPEC, build, check)],
+    suggest: |_| ("device.redpitaya", "setups/redpitaya_spectroscopy.yaml"),
+    bench,
+};
+
+/// `bench drivers`: MCPHA traces over loopback TCP, beside a plain socket read of the same
+/// bytes.
+fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
+    use super::tools::DriverRate;
+    let n_wave = super::tools::wave_events(events);
+    let mut rows = Vec::new();
+    for samples in [1000u32, 16384] {
+        let n = if samples > 4096 {
+            n_wave.min(5_000)
+        } else {
+            n_wave
+        };
+        match redpitaya::bench::bench_simulated(n, samples) {
+            Ok(b) => {
+                rows.push(Ok(DriverRate {
+                    device: format!(
+                        "redpitaya mcpha sim, 2x{samples} i2 (tcp loopback, code 31 sets of 100)"
+                    ),
+                    event_bytes: b.event_bytes,
+                    events: b.events,
+                    events_per_s: b.driver_events_per_s(),
+                    mb_per_s: b.driver_mb_per_s(),
+                    ring_events_per_s: None,
+                }));
+                rows.push(Ok(DriverRate {
+                    device: format!(
+                        "  the same bytes by a plain socket read (the limit): driver at {:.0} %",
+                        100.0 * b.ratio()
+                    ),
+                    event_bytes: b.event_bytes,
+                    events: b.events,
+                    events_per_s: b.raw_events_per_s(),
+                    mb_per_s: b.raw_mb_per_s(),
+                    ring_events_per_s: None,
+                }));
+            }
+            Err(e) => rows.push(Err(format!("redpitaya mcpha sim, 2x{samples}: {e}"))),
+        }
+    }
+    rows
 }
 
 #[cfg(test)]

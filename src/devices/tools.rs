@@ -6,7 +6,7 @@
 //! `DAQ_UDEV_RULES_DIR` says, in which case udev is not reloaded) and with `--dry-run`
 //! changes nothing. Must never: run `sudo` itself, or touch a device node.
 
-use daq_drivers::{DeviceInfo, Family};
+use daq_drivers::DeviceInfo;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,71 +24,19 @@ pub const PACKAGE_RULES_DIR: &str = "/usr/lib/udev/rules.d";
 /// Environment variable that redirects `udev install` (tests, packaging).
 pub const RULES_DIR_ENV: &str = "DAQ_UDEV_RULES_DIR";
 
-/// Which importer function and example setup serve a device.
+/// Which importer function and example setup serve a device: what its family's file says
+/// ([`super::Family::suggest`]).
 pub fn function_for(d: &DeviceInfo) -> (&'static str, &'static str) {
-    match d.family {
-        Family::Gmc => ("device.gmc", "setups/geiger_gmc.yaml"),
-        Family::LineCounter => {
-            let m = d.model.to_ascii_lowercase();
-            if m.contains("gc10") {
-                (
-                    "device.gc10",
-                    "setups/mightyohm.yaml (function: device.gc10)",
-                )
-            } else if m.contains("mightyohm") {
-                ("device.mightyohm", "setups/mightyohm.yaml")
-            } else {
-                (
-                    "device.mightyohm, device.gc10 or device.line_counter",
-                    "setups/mightyohm.yaml",
-                )
-            }
-        }
-        Family::CosmicWatch => ("device.cosmicwatch", "setups/cosmicwatch.yaml"),
-        Family::PicoScope => ("device.picoscope", "setups/picoscope_muon.yaml"),
-        Family::Hantek6022 => ("device.hantek6022", "setups/hantek6022.yaml"),
-        Family::Drs4 => ("device.drs4", "setups/drs4_sipm.yaml"),
-        // Network devices are never found by the USB and serial scan: `devices --probe`.
-        Family::RedPitaya => ("device.redpitaya", "setups/redpitaya_spectroscopy.yaml"),
-    }
+    super::FAMILIES
+        .iter()
+        .find(|f| f.driver.family == d.family)
+        .map_or(("-", "-"), |f| (f.suggest)(d))
 }
 
-/// Every connected supported device, and notes on scans that could not run.
+/// Every connected supported device, and notes on scans that could not run (the registered
+/// families' scans, [`daq_drivers::families::scan_all`]).
 pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
-    let mut found = daq_drivers::serial::scan();
-    let mut notes = Vec::new();
-    match daq_drivers::picoscope::scan_usb() {
-        Ok(v) => found.extend(v),
-        Err(e) => notes.push(e.to_string()),
-    }
-    let mut ids: Vec<(u16, u16)> = daq_drivers::hantek6022::protocol::USB_IDS.to_vec();
-    ids.push(daq_drivers::drs4::protocol::USB_ID);
-    match daq_drivers::usb::scan(&ids) {
-        Ok(v) => {
-            for e in v {
-                let (family, model) =
-                    if (e.vendor_id, e.product_id) == daq_drivers::drs4::protocol::USB_ID {
-                        (Family::Drs4, "PSI DRS4 evaluation board".to_string())
-                    } else {
-                        let state =
-                            daq_drivers::hantek6022::protocol::identify(e.vendor_id, e.product_id);
-                        (Family::Hantek6022, format!("Hantek 6022 ({state:?})"))
-                    };
-                found.push(DeviceInfo {
-                    family,
-                    model,
-                    serial: None,
-                    port: e.port(),
-                    usb_id: Some((e.vendor_id, e.product_id)),
-                });
-            }
-        }
-        Err(e) => notes.push(format!(
-            "USB scan for Hantek 6022 and DRS4: {e}; in a container pass the bus through \
-             (--device /dev/bus/usb), otherwise use --simulate"
-        )),
-    }
-    (found, notes)
+    daq_drivers::families::scan_all()
 }
 
 /// `daq-engine devices --probe HOST[:PORT]`: network devices are not enumerated, so the
@@ -160,6 +108,19 @@ pub fn probe(address: &str) -> i32 {
     }
 }
 
+/// What `daq-engine devices` says when it finds nothing: where it looked, what to check.
+fn nothing_found() -> String {
+    format!(
+        "No supported devices found: no serial detector ports (looked in /dev/serial/by-id, \
+         /dev/ttyUSB*, /dev/ttyACM*, /dev/daq) and no {} on USB.\n\
+         Plug the device in and check `dmesg`/`lsusb`; install the udev rules with \
+         `daq-engine udev install`; on Ubuntu with a CH340 (1a86:7523) check that brltty did \
+         not take the port. Without hardware, try any setup with --simulate, e.g.\n  \
+         daq-engine setups/geiger_gmc.yaml --simulate",
+        daq_drivers::families::usb_sought()
+    )
+}
+
 /// `daq-engine devices`.
 pub fn devices() -> i32 {
     let (found, notes) = scan_all();
@@ -167,15 +128,7 @@ pub fn devices() -> i32 {
         println!("note: {n}");
     }
     if found.is_empty() {
-        println!(
-            "No supported devices found: no serial detector ports (looked in /dev/serial/by-id, \
-             /dev/ttyUSB*, /dev/ttyACM*, /dev/daq) and no PicoScope (0ce9:*), Hantek 6022 \
-             (04b4:6022/602a/2020, 04b5:6022/602a, 1d50:608e) or DRS4 (04b4:1175) on USB.\n\
-             Plug the device in and check `dmesg`/`lsusb`; install the udev rules with \
-             `daq-engine udev install`; on Ubuntu with a CH340 (1a86:7523) check that brltty did \
-             not take the port. Without hardware, try any setup with --simulate, e.g.\n  \
-             daq-engine setups/geiger_gmc.yaml --simulate"
-        );
+        println!("{}", nothing_found());
         return 0;
     }
     println!(
@@ -199,15 +152,43 @@ pub fn devices() -> i32 {
     0
 }
 
-fn run_udevadm(args: &[&str]) -> Result<(), String> {
+/// Why `udevadm` did not reload the rules.
+#[derive(Debug, thiserror::Error)]
+pub enum UdevadmError {
+    /// It could not be started (not installed, not on PATH).
+    #[error("cannot run udevadm {args}: {source}")]
+    Spawn {
+        /// Its arguments.
+        args: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran and failed.
+    #[error("udevadm {args} failed ({status})")]
+    Failed {
+        /// Its arguments.
+        args: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+}
+
+fn run_udevadm(args: &[&str]) -> Result<(), UdevadmError> {
     let status = std::process::Command::new("udevadm")
         .args(args)
         .status()
-        .map_err(|e| format!("cannot run udevadm {}: {e}", args.join(" ")))?;
+        .map_err(|source| UdevadmError::Spawn {
+            args: args.join(" "),
+            source,
+        })?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("udevadm {} failed ({status})", args.join(" ")))
+        Err(UdevadmError::Failed {
+            args: args.join(" "),
+            status,
+        })
     }
 }
 
@@ -467,7 +448,7 @@ pub fn ring_rate(event_bytes: usize, events: u64) -> Result<f64, String> {
 
 /// A serial detector's rate: its simulator on a pty (`simulate`), the driver opened on the
 /// pty's path (`open`), `events` read as fast as they come.
-fn serial_rate<S: daq_drivers::Source>(
+pub(super) fn serial_rate<S: daq_drivers::Source>(
     name: &str,
     events: u64,
     simulate: impl FnOnce()
@@ -502,163 +483,41 @@ fn serial_rate<S: daq_drivers::Source>(
     })
 }
 
-/// Measures every simulated device through its driver, with the ring's rate beside it.
+/// Events a serial detector's row reads: `events`, or 2000, at most 5000 (the simulators
+/// pace them).
+pub(super) fn serial_events(events: Option<u64>) -> u64 {
+    events.unwrap_or(2_000).min(5_000)
+}
+
+/// Events a waveform device's row reads: `events`, or 20000.
+pub(super) fn wave_events(events: Option<u64>) -> u64 {
+    events.unwrap_or(20_000)
+}
+
+/// The row of a device measured through a [`daq_drivers::usb::BenchFigures`].
+pub(super) fn figures_row(
+    device: &str,
+    figures: Result<daq_drivers::usb::BenchFigures, daq_drivers::DriverError>,
+) -> Result<DriverRate, String> {
+    figures
+        .map(|f| DriverRate {
+            device: device.into(),
+            event_bytes: (f.bytes / f.events.max(1)) as usize,
+            events: f.events,
+            events_per_s: f.events_per_second(),
+            mb_per_s: f.megabytes_per_second(),
+            ring_events_per_s: None,
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Measures every simulated device through its driver (each family's rows,
+/// [`super::Family::bench`]), with the ring's rate beside it.
 pub fn measure(events: Option<u64>) -> Vec<Result<DriverRate, String>> {
-    use daq_drivers::{cosmicwatch, gmc, linecounter};
-    let mut rows = Vec::new();
-    let n_wave = events.unwrap_or(20_000);
-    let n_serial = events.unwrap_or(2_000).min(5_000);
-    // GMC heartbeat: one 2-byte frame per device second; device seconds of 0.2 ms.
-    rows.push(serial_rate(
-        "gmc heartbeat (pty, 0.2 ms device s)",
-        n_serial,
-        || {
-            gmc::simulate(gmc::GmcSimConfig {
-                cps: 30.0,
-                second: Duration::from_micros(200),
-                ..gmc::GmcSimConfig::default()
-            })
-        },
-        |path| {
-            gmc::open(gmc::GmcConfig {
-                path,
-                ..gmc::GmcConfig::default()
-            })
-        },
-    ));
-    rows.push(serial_rate(
-        "cosmicwatch v2 lines (pty, 50 kHz)",
-        n_serial,
-        || {
-            cosmicwatch::simulate(cosmicwatch::CosmicWatchSimConfig {
-                rate: 50_000.0,
-                ..cosmicwatch::CosmicWatchSimConfig::default()
-            })
-        },
-        |path| {
-            cosmicwatch::open(cosmicwatch::CosmicWatchConfig {
-                path,
-                ..cosmicwatch::CosmicWatchConfig::default()
-            })
-        },
-    ));
-    rows.push(serial_rate(
-        "line counter, pulse lines (pty, 50 kHz)",
-        n_serial,
-        || {
-            linecounter::simulate(linecounter::LineSimConfig {
-                format: linecounter::SimFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
-                cps: 50_000.0,
-                ..linecounter::LineSimConfig::default()
-            })
-        },
-        |path| {
-            linecounter::open(linecounter::LineCounterConfig {
-                path,
-                format: linecounter::LineFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),
-                ..linecounter::LineCounterConfig::default()
-            })
-        },
-    ));
-    // PicoScope through the fake library, 4 × 500 samples volts (ps2000a: its 2 channels),
-    // captures at once, one row per family.
-    for family in daq_drivers::picoscope::family::FAMILIES {
-        rows.push((|| {
-            use daq_drivers::picoscope::{self, ChannelConfig, PicoScopeConfig};
-            let fake = super::usb::FakePico::load(family.soname)?;
-            fake.set(0.0, 1)?;
-            let mut cfg = PicoScopeConfig::muon_telescope(family);
-            let channels = if family.name == "ps2000a" { 2 } else { 4 };
-            for ch in cfg.channels.iter_mut().skip(channels) {
-                *ch = ChannelConfig::OFF;
-            }
-            cfg.library = Some(fake.path.clone());
-            let size = channels * 500 * 4;
-            let f = picoscope::bench_fake(&cfg, n_wave).map_err(|e| e.to_string())?;
-            Ok(DriverRate {
-                device: format!(
-                    "picoscope {} fake, rapid block {channels}x500 f4 (copy path alone: {:.0} ev/s, {:.0} MB/s)",
-                    family.name, f.copy_events_per_s, f.copy_mb_per_s
-                ),
-                event_bytes: size,
-                events: f.events,
-                events_per_s: f.events_per_s,
-                mb_per_s: f.mb_per_s,
-                ring_events_per_s: None,
-            })
-        })());
-    }
-    for (samples, fmt, label) in [
-        (
-            1000usize,
-            daq_drivers::hantek6022::SampleFormat::Volts,
-            "hantek6022 sim, 2x1000 f4",
-        ),
-        (
-            1000,
-            daq_drivers::hantek6022::SampleFormat::Raw,
-            "hantek6022 sim, 2x1000 u1",
-        ),
-    ] {
-        rows.push(
-            daq_drivers::hantek6022::bench_simulated(n_wave, samples, fmt)
-                .map(|f| DriverRate {
-                    device: label.into(),
-                    event_bytes: (f.bytes / f.events.max(1)) as usize,
-                    events: f.events,
-                    events_per_s: f.events_per_second(),
-                    mb_per_s: f.megabytes_per_second(),
-                    ring_events_per_s: None,
-                })
-                .map_err(|e| e.to_string()),
-        );
-    }
-    // Red Pitaya MCPHA traces over loopback TCP, beside a plain socket read of the same bytes.
-    for samples in [1000u32, 16384] {
-        let n = if samples > 4096 {
-            n_wave.min(5_000)
-        } else {
-            n_wave
-        };
-        match daq_drivers::redpitaya::bench::bench_simulated(n, samples) {
-            Ok(b) => {
-                rows.push(Ok(DriverRate {
-                    device: format!(
-                        "redpitaya mcpha sim, 2x{samples} i2 (tcp loopback, code 31 sets of 100)"
-                    ),
-                    event_bytes: b.event_bytes,
-                    events: b.events,
-                    events_per_s: b.driver_events_per_s(),
-                    mb_per_s: b.driver_mb_per_s(),
-                    ring_events_per_s: None,
-                }));
-                rows.push(Ok(DriverRate {
-                    device: format!(
-                        "  the same bytes by a plain socket read (the limit): driver at {:.0} %",
-                        100.0 * b.ratio()
-                    ),
-                    event_bytes: b.event_bytes,
-                    events: b.events,
-                    events_per_s: b.raw_events_per_s(),
-                    mb_per_s: b.raw_mb_per_s(),
-                    ring_events_per_s: None,
-                }));
-            }
-            Err(e) => rows.push(Err(format!("redpitaya mcpha sim, 2x{samples}: {e}"))),
-        }
-    }
-    rows.push(
-        daq_drivers::drs4::bench_simulated(n_wave.min(5_000), false)
-            .map(|f| DriverRate {
-                device: "drs4 sim, 4x1024 f4 calibrated".into(),
-                event_bytes: (f.bytes / f.events.max(1)) as usize,
-                events: f.events,
-                events_per_s: f.events_per_second(),
-                mb_per_s: f.megabytes_per_second(),
-                ring_events_per_s: None,
-            })
-            .map_err(|e| e.to_string()),
-    );
+    let mut rows: Vec<Result<DriverRate, String>> = super::FAMILIES
+        .iter()
+        .flat_map(|f| (f.bench)(events))
+        .collect();
     for r in rows.iter_mut().flatten() {
         let n = (200_000_000 / r.event_bytes.max(16) as u64).clamp(2_000, 200_000);
         r.ring_events_per_s = ring_rate(r.event_bytes.max(16), n).ok();
@@ -706,5 +565,125 @@ pub fn bench_drivers(events: Option<u64>) -> i32 {
         1
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daq_drivers::Family;
+
+    fn found(family: Family, model: &str) -> DeviceInfo {
+        DeviceInfo {
+            family,
+            model: model.into(),
+            serial: None,
+            port: "/dev/ttyUSB0".into(),
+            usb_id: None,
+        }
+    }
+
+    /// What `daq-engine devices` suggests for each family, as the command has always printed.
+    #[test]
+    fn every_family_suggests_its_function_and_setup() {
+        let want = [
+            (Family::Gmc, "x", "device.gmc", "setups/geiger_gmc.yaml"),
+            (
+                Family::LineCounter,
+                "NetIO GC10",
+                "device.gc10",
+                "setups/mightyohm.yaml (function: device.gc10)",
+            ),
+            (
+                Family::LineCounter,
+                "MightyOhm kit",
+                "device.mightyohm",
+                "setups/mightyohm.yaml",
+            ),
+            (
+                Family::LineCounter,
+                "CP210x (10c4:ea60): line-output counter - probe needed",
+                "device.mightyohm, device.gc10 or device.line_counter",
+                "setups/mightyohm.yaml",
+            ),
+            (
+                Family::CosmicWatch,
+                "x",
+                "device.cosmicwatch",
+                "setups/cosmicwatch.yaml",
+            ),
+            (
+                Family::PicoScope,
+                "x",
+                "device.picoscope",
+                "setups/picoscope_muon.yaml",
+            ),
+            (
+                Family::Hantek6022,
+                "x",
+                "device.hantek6022",
+                "setups/hantek6022.yaml",
+            ),
+            (Family::Drs4, "x", "device.drs4", "setups/drs4_sipm.yaml"),
+            (
+                Family::RedPitaya,
+                "x",
+                "device.redpitaya",
+                "setups/redpitaya_spectroscopy.yaml",
+            ),
+        ];
+        for (family, model, function, setup) in want {
+            assert_eq!(
+                function_for(&found(family, model)),
+                (function, setup),
+                "{family:?} {model}"
+            );
+        }
+    }
+
+    /// The engine registers the same families as the driver crate, in the same order, and
+    /// the functions of every family are the importers the registry lists.
+    #[test]
+    fn engine_and_driver_families_agree() {
+        let engine: Vec<_> = super::super::FAMILIES
+            .iter()
+            .map(|f| f.driver.family)
+            .collect();
+        let drivers: Vec<_> = daq_drivers::FAMILIES.iter().map(|f| f.family).collect();
+        assert_eq!(engine, drivers);
+        let names: Vec<_> = super::super::functions()
+            .iter()
+            .map(|(f, _)| f.spec.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "device.gmc",
+                "device.mightyohm",
+                "device.gc10",
+                "device.line_counter",
+                "device.cosmicwatch",
+                "device.picoscope",
+                "importers.picoscope.source",
+                "device.hantek6022",
+                "device.drs4",
+                "device.redpitaya",
+            ]
+        );
+    }
+
+    /// What `daq-engine devices` prints with nothing plugged in, as it always has.
+    #[test]
+    fn nothing_found_names_every_usb_id_sought() {
+        assert_eq!(
+            nothing_found(),
+            "No supported devices found: no serial detector ports (looked in /dev/serial/by-id, \
+             /dev/ttyUSB*, /dev/ttyACM*, /dev/daq) and no PicoScope (0ce9:*), Hantek 6022 \
+             (04b4:6022/602a/2020, 04b5:6022/602a, 1d50:608e) or DRS4 (04b4:1175) on USB.\n\
+             Plug the device in and check `dmesg`/`lsusb`; install the udev rules with \
+             `daq-engine udev install`; on Ubuntu with a CH340 (1a86:7523) check that brltty did \
+             not take the port. Without hardware, try any setup with --simulate, e.g.\n  \
+             daq-engine setups/geiger_gmc.yaml --simulate"
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::any::Any;
 use std::time::Duration;
 
 /// The fake PicoScope library's loader, where the tools and the engine tests reach it.
-pub use super::picoscope::{fake_picosdk, fake_picosdk_candidates, FakePico};
+pub use super::picoscope::{fake_picosdk, fake_picosdk_candidates, FakePico, FakePicoError};
 
 /// What the importer keeps of a simulated device: the device itself, or the thread that
 /// pulls its plug (and owns it) when the setup asks for an unplug.
@@ -78,19 +78,12 @@ fn check_sink(
     let Some(sink) = ctx.sinks.first() else {
         return Ok(());
     };
-    let Err(e) = super::check_layout(function, &ctx.worker, layout, sink) else {
+    let Err(mismatch) = super::check_layout(function, &ctx.worker, layout, sink) else {
         return Ok(());
     };
-    let names: Vec<&str> = sink
-        .dtype
-        .fields()
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect();
-    let same_fields = names.len() == layout.fields.len()
-        && names.iter().zip(&layout.fields).all(|(n, f)| *n == f.name)
-        && sink.data_length == layout.records;
-    if !same_fields {
+    let only_types = mismatch.only_types;
+    let e = WorkerError::from(mismatch);
+    if !only_types {
         return Err(e);
     }
     let value = ctx.config.get(format)?;

@@ -14,3 +14,11 @@ pub mod simulator;
 pub use driver::{open, CosmicWatch, CosmicWatchConfig, CosmicWatchVersion};
 pub use protocol::V3Columns;
 pub use simulator::{simulate, CosmicWatchGen, CosmicWatchSimConfig, SimVersion};
+
+/// The family as the scan, udev and `daq-engine devices` know it.
+pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
+    family: crate::Family::CosmicWatch,
+    name: "cosmicwatch",
+    found: crate::Found::Serial(&[&crate::serial::chips::FT232R, &crate::serial::chips::RP2040]),
+    udev: "",
+};

@@ -1046,16 +1046,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<ReadOutcome, DriverError> {
-        if out.len() != self.layout.event_size() {
-            return Err(DriverError::Config {
-                device: self.info.port.clone(),
-                detail: format!(
-                    "event buffer is {} bytes, the layout needs {}",
-                    out.len(),
-                    self.layout.event_size()
-                ),
-            });
-        }
+        crate::driver::check_event_buffer(&self.info.port, out.len(), self.layout.event_size())?;
         self.check_connected()?;
         let soft = self.config.trigger == Drs4TriggerSource::Software;
         let Some(stop) = self.acquire(timeout, soft)? else {

@@ -19,6 +19,18 @@ pub use calibration::Drs4Calibration;
 pub use driver::{BoardIdentity, Drs4, Drs4Bus, Drs4Config, Drs4TriggerSource};
 pub use simulator::{SimDrs4, SimDrs4Config};
 
+/// The family as the scan, udev and `daq-engine devices` know it.
+pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
+    family: crate::Family::Drs4,
+    name: "drs4",
+    found: crate::Found::Usb {
+        what: "DRS4",
+        ids: &[protocol::USB_ID],
+        model: |_, _| "PSI DRS4 evaluation board".to_string(),
+    },
+    udev: include_str!("udev.rules"),
+};
+
 use std::time::{Duration, Instant};
 
 use crate::driver::{DriverError, ReadOutcome, Source};

@@ -164,7 +164,6 @@ use super::driver::{CalibrationSource, Drs4Bus};
 use super::eeprom::EepromLayout;
 use super::protocol::*;
 use super::simulator::{SimDrs4Bus, SimDrs4Handle};
-use super::Drs4TriggerSource;
 use crate::usb::{UsbBus, UsbDeviceEntry, UsbError};
 
 /// One bulk transfer as seen on the wire: OUT (EP 0x04) or IN (EP 0x88) and its bytes.
@@ -528,63 +527,6 @@ fn drs4_calibration_taken_at_another_range_centre_carries_over() {
     board.start().unwrap();
     let mut out = vec![0u8; board.layout().event_size()];
     assert_calibrated_event(&mut board, &sim, &mut out);
-}
-
-/// The measured-offset path on a board that opens nominal (blank EEPROM): offsets visible
-/// before, gone after. (This is what `drs4_sim.rs`'s
-/// `measured_offset_calibration_removes_per_cell_offsets` needs its simulator to be now
-/// that a calibrated EEPROM is the default.)
-#[test]
-fn drs4_measured_offsets_on_an_uncalibrated_board() {
-    let sim = SimDrs4::new(SimDrs4Config {
-        eeprom_calibrated: false,
-        ..SimDrs4Config::default()
-    });
-    let config = Drs4Config {
-        trigger: Drs4TriggerSource::Software,
-        ..Drs4Config::default()
-    };
-    let mut board = Drs4::open(&mut sim.bus(), config).unwrap();
-    board.start().unwrap();
-    let mut out = vec![0u8; board.layout().event_size()];
-    let mut pedestal_rms = |board: &mut Drs4<SimDrs4Handle>| {
-        let mut sum = 0.0f64;
-        for _ in 0..5 {
-            assert!(matches!(
-                board.read_event(&mut out, T).unwrap(),
-                ReadOutcome::Event(_)
-            ));
-            sum += (0..CELLS * 4)
-                .map(|i| ch(&out, i / 4, i % 4) as f64)
-                .map(|v| v * v)
-                .sum::<f64>();
-        }
-        (sum / (5 * CELLS * 4) as f64).sqrt()
-    };
-    assert!(pedestal_rms(&mut board) > 0.015);
-    board.calibrate_offsets(64).unwrap();
-    let residual = pedestal_rms(&mut board);
-    assert!(residual < 1.5 * 30.0 / 65536.0, "residual {residual}");
-    // At 0 V with nominal gains the measured offset also absorbs the cell's gain.
-    let mean_error = {
-        let s = sim.state();
-        let cal = board.calibration();
-        (0..CELLS)
-            .map(|c| {
-                let effective = s.true_offset[1][c] + 32768.0 / s.true_gain[1][c] - 32768.0;
-                (cal.offset[1][c] - effective).abs()
-            })
-            .sum::<f32>()
-            / CELLS as f32
-    };
-    assert!(
-        mean_error < 15.0,
-        "offsets per physical cell: {mean_error} counts"
-    );
-    assert_eq!(
-        meta(&board, "drs4.calibration").as_deref(),
-        Some("offsets measured with 64 pedestal events, the rest from nominal: EEPROM not calibrated")
-    );
 }
 
 mod garbage {

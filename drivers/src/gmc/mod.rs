@@ -15,3 +15,11 @@ pub mod simulator;
 pub use driver::{open, Gmc, GmcConfig, GmcMode, PROBE_BAUDS};
 pub use protocol::{CountWidth, ModelClass};
 pub use simulator::{counts_for_seed, simulate, GmcModel, GmcSimConfig};
+
+/// The family as the scan, udev and `daq-engine devices` know it.
+pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
+    family: crate::Family::Gmc,
+    name: "gmc",
+    found: crate::Found::Serial(&[&crate::serial::chips::CH340]),
+    udev: "",
+};

@@ -311,6 +311,21 @@ pub struct DeviceClock {
     pub second: u8,
 }
 
+impl DeviceClock {
+    /// From the six bytes GETDATETIME answers and SETDATETIME sends: `YY MM DD HH MM SS`
+    /// (not range-checked).
+    pub fn from_fields([yy, mo, dd, hh, mi, ss]: [u8; 6]) -> DeviceClock {
+        DeviceClock {
+            year: 2000 + u16::from(yy),
+            month: mo,
+            day: dd,
+            hour: hh,
+            minute: mi,
+            second: ss,
+        }
+    }
+}
+
 impl std::fmt::Display for DeviceClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -348,14 +363,7 @@ pub fn decode_datetime(bytes: &[u8]) -> Result<DeviceClock, GmcError> {
             detail: format!("field out of range: {bytes:02x?}"),
         });
     }
-    Ok(DeviceClock {
-        year: 2000 + u16::from(yy),
-        month: mo,
-        day: dd,
-        hour: hh,
-        minute: mi,
-        second: ss,
-    })
+    Ok(DeviceClock::from_fields([yy, mo, dd, hh, mi, ss]))
 }
 
 /// Encodes a clock as GETDATETIME answers it.

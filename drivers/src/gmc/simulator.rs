@@ -255,15 +255,8 @@ impl GmcDevice {
                 out.push(ACK)
             }
             b"SETDATETIME" => {
-                if let [yy, mo, dd, hh, mi, ss] = *params {
-                    self.device_clock = DeviceClock {
-                        year: 2000 + u16::from(yy),
-                        month: mo,
-                        day: dd,
-                        hour: hh,
-                        minute: mi,
-                        second: ss,
-                    };
+                if let Ok(fields) = <[u8; 6]>::try_from(params) {
+                    self.device_clock = DeviceClock::from_fields(fields);
                     self.device_clock_base = self.clock.ticks();
                 }
                 out.push(ACK)

@@ -1060,16 +1060,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<ReadOutcome, DriverError> {
-        if out.len() != self.cutter.event_size() {
-            return Err(DriverError::Config {
-                device: self.info.port.clone(),
-                detail: format!(
-                    "event buffer is {} bytes, the layout needs {}",
-                    out.len(),
-                    self.cutter.event_size()
-                ),
-            });
-        }
+        crate::driver::check_event_buffer(&self.info.port, out.len(), self.cutter.event_size())?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some((buf, len, pos)) = &mut self.current {

@@ -19,6 +19,19 @@ pub use driver::{
 pub use protocol::{Calibration, FirmwareFlavour, Gain, Model};
 pub use simulator::{SimHantek, SimHantekConfig, SimSignal};
 
+/// The family as the scan, udev and `daq-engine devices` know it: cold, custom-firmware
+/// and fx2lafw ids (HARDWARE.md A.11).
+pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
+    family: crate::Family::Hantek6022,
+    name: "hantek6022",
+    found: crate::Found::Usb {
+        what: "Hantek 6022",
+        ids: &protocol::USB_IDS,
+        model: |vendor, product| format!("Hantek 6022 ({:?})", protocol::identify(vendor, product)),
+    },
+    udev: include_str!("udev.rules"),
+};
+
 use std::time::{Duration, Instant};
 
 use crate::driver::{DriverError, ReadOutcome, Source};

@@ -12,3 +12,15 @@ pub mod simulator;
 pub use driver::{open, LineCounter, LineCounterConfig, LineFormat};
 pub use protocol::{GrammarField, LineGrammar, Separator};
 pub use simulator::{simulate, LineCounterSim, LineSimConfig, SimFormat};
+
+/// The family as the scan, udev and `daq-engine devices` know it; also the guess for a
+/// serial port behind no chip it knows.
+pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
+    family: crate::Family::LineCounter,
+    name: "line-counter",
+    found: crate::Found::Serial(&[
+        &crate::serial::chips::CP210X,
+        &crate::serial::chips::ARDUINO,
+    ]),
+    udev: "",
+};

@@ -111,26 +111,17 @@ impl LineCounterSim {
                 return;
             };
             let ms = (t * 1e3) as u64;
-            let sep = match g.separator {
-                super::protocol::Separator::Whitespace => ' ',
-                super::protocol::Separator::Byte(b) => b as char,
-            };
-            for (i, f) in g.fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(sep);
-                }
-                let _ = match f {
-                    GrammarField::TimeUs => write!(out, "{}", (t * 1e6) as u64),
-                    GrammarField::TimeMs => write!(out, "{ms}"),
-                    GrammarField::TimeS => write!(out, "{t:.6}"),
-                    GrammarField::Pulse => write!(out, "{}", self.pulses),
-                    // In the per-pulse sketch this column is the time since the last pulse.
-                    GrammarField::Skip => write!(out, "{}", ms - self.last_pulse_ms.min(ms)),
-                    GrammarField::Counts => Ok(()),
-                };
-            }
+            let (pulses, last_ms) = (self.pulses, self.last_pulse_ms.min(ms));
+            write_grammar_line(out, g, |out, f| match f {
+                GrammarField::TimeUs => write!(out, "{}", (t * 1e6) as u64),
+                GrammarField::TimeMs => write!(out, "{ms}"),
+                GrammarField::TimeS => write!(out, "{t:.6}"),
+                GrammarField::Pulse => write!(out, "{pulses}"),
+                // In the per-pulse sketch this column is the time since the last pulse.
+                GrammarField::Skip => write!(out, "{}", ms - last_ms),
+                GrammarField::Counts => Ok(()),
+            });
             self.last_pulse_ms = ms;
-            out.push_str("\r\n");
             return;
         }
         let drawn = self.counts.draw();
@@ -170,25 +161,15 @@ impl LineCounterSim {
             }
             SimFormat::Grammar(g) => {
                 self.history[idx] = drawn;
-                let sep = match g.separator {
-                    super::protocol::Separator::Whitespace => ' ',
-                    super::protocol::Separator::Byte(b) => b as char,
-                };
-                for (i, f) in g.fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(sep);
-                    }
-                    let s = self.seconds;
-                    let _ = match f {
-                        GrammarField::Counts => write!(out, "{drawn}"),
-                        GrammarField::TimeUs => write!(out, "{}", s * 1_000_000),
-                        GrammarField::TimeMs => write!(out, "{}", s * 1000),
-                        GrammarField::TimeS => write!(out, "{s}.000000"),
-                        GrammarField::Pulse => write!(out, "{s}"),
-                        GrammarField::Skip => write!(out, "0"),
-                    };
-                }
-                out.push_str("\r\n");
+                let s = self.seconds;
+                write_grammar_line(out, g, |out, f| match f {
+                    GrammarField::Counts => write!(out, "{drawn}"),
+                    GrammarField::TimeUs => write!(out, "{}", s * 1_000_000),
+                    GrammarField::TimeMs => write!(out, "{}", s * 1000),
+                    GrammarField::TimeS => write!(out, "{s}.000000"),
+                    GrammarField::Pulse => write!(out, "{s}"),
+                    GrammarField::Skip => write!(out, "0"),
+                });
             }
         }
     }
@@ -222,4 +203,24 @@ impl LineSource for LineCounterSim {
 pub fn simulate(config: LineSimConfig) -> std::io::Result<(SimulatorHandle, PathBuf)> {
     let second = config.second;
     simulate_lines("linecounter", second, move || LineCounterSim::new(&config))
+}
+/// Writes one line of `g`'s fields, each as `field` writes it, separated as `g` says and
+/// CRLF-terminated.
+fn write_grammar_line(
+    out: &mut String,
+    g: &LineGrammar,
+    mut field: impl FnMut(&mut String, &GrammarField) -> std::fmt::Result,
+) {
+    let sep = match g.separator {
+        super::protocol::Separator::Whitespace => ' ',
+        super::protocol::Separator::Byte(b) => b as char,
+    };
+    for (i, f) in g.fields.iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        // Writing into a String cannot fail.
+        let _ = field(out, f);
+    }
+    out.push_str("\r\n");
 }

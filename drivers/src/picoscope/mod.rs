@@ -37,6 +37,18 @@ pub use scope::{PicoCounters, PicoScope};
 pub use status::{PicoError, PicoStatus};
 pub use usb::{scan_usb, UsbScanError};
 
+/// The family as the scan, udev and `daq-engine devices` know it: every product of Pico's
+/// vendor id, scanned from their descriptors.
+pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
+    family: crate::Family::PicoScope,
+    name: "picoscope",
+    found: crate::Found::Scan {
+        what: "PicoScope (0ce9:*)",
+        scan: || scan_usb().map_err(|e| e.to_string()),
+    },
+    udev: include_str!("udev.rules"),
+};
+
 use crate::driver::{ReadOutcome, Source};
 
 /// What [`bench_fake`] measured.

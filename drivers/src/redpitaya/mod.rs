@@ -19,3 +19,12 @@ pub use driver::{
 };
 pub use sim_server::SimServer;
 pub use simulator::{McphaSimConfig, ScopeSettings, SimMcpha};
+
+/// The family as `daq-engine devices --probe` knows it: network devices are not scanned
+/// and need no udev rule.
+pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
+    family: crate::Family::RedPitaya,
+    name: "redpitaya",
+    found: crate::Found::Network,
+    udev: "",
+};

@@ -107,6 +107,20 @@ fn the_connect_sequence_is_mimocorb2s_byte_for_byte() {
     assert_eq!(t, want);
 }
 
+/// [`config`] with 400-sample traces, 50 of them before a trigger at 300 counts.
+fn traces_400(sim: &SimMcpha) -> McphaConfig {
+    let c = config(sim);
+    McphaConfig {
+        scope: ScopeConfig {
+            trigger_level: 300,
+            pre: 50,
+            samples: 400,
+            ..c.scope
+        },
+        ..c
+    }
+}
+
 #[test]
 fn streamed_traces_are_the_simulators_and_the_stale_tail_is_dropped() {
     let simcfg = McphaSimConfig {
@@ -115,14 +129,8 @@ fn streamed_traces_are_the_simulators_and_the_stale_tail_is_dropped() {
     };
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
     let cfg = McphaConfig {
-        scope: ScopeConfig {
-            trigger_level: 300,
-            pre: 50,
-            samples: 400,
-            ..config(&sim).scope
-        },
         mode: McphaMode::Traces(TraceAcquisition::Stream { set_size: 7 }),
-        ..config(&sim)
+        ..traces_400(&sim)
     };
     let want = expected_traces(&simcfg, &scope_of(&cfg), 30);
     let mut m = open(cfg).unwrap();
@@ -151,14 +159,8 @@ fn streamed_traces_are_the_simulators_and_the_stale_tail_is_dropped() {
     // Without dropping the tail, the stale samples of R.6 reach the events.
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
     let cfg = McphaConfig {
-        scope: ScopeConfig {
-            trigger_level: 300,
-            pre: 50,
-            samples: 400,
-            ..config(&sim).scope
-        },
         discard_tail: 0,
-        ..config(&sim)
+        ..traces_400(&sim)
     };
     let want = expected_traces(&simcfg, &scope_of(&cfg), 20);
     let mut m = open(cfg).unwrap();

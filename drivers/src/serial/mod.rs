@@ -12,6 +12,7 @@
 //!
 //! [`DriverError::Disconnected`]: crate::DriverError::Disconnected
 
+pub mod chips;
 mod link;
 mod pty;
 pub mod record;

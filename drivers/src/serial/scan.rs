@@ -1,6 +1,7 @@
 //! Scan for serial detector ports: `/dev/serial/by-id/*`, `/dev/ttyUSB*`, `/dev/ttyACM*`
 //! and `/dev/daq/*`, with USB vendor/product ids and serial numbers read from sysfs and
-//! mapped to the families that may sit behind them.
+//! mapped to the families that may sit behind them (the chips each family lists in its
+//! [`FamilyInfo`](crate::FamilyInfo); a port behind none is a line counter's, probe needed).
 //!
 //! Guarantees: never opens a port (opening resets an Arduino); every guess from a USB id
 //! says "probe needed", because one USB-serial chip serves many detectors. Must never:
@@ -10,38 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::{DeviceInfo, Family};
-
-/// What a USB id suggests. Sources in HARDWARE.md B.1, C.1 and D.
-fn guess(vid: u16, pid: u16) -> Option<(Family, &'static str)> {
-    Some(match (vid, pid) {
-        // WCH CH340: GQ GMC counters (pygmc README); also CosmicWatch v2 Nano clones.
-        (0x1a86, 0x7523) => (
-            Family::Gmc,
-            "CH340 (1a86:7523): GQ GMC counter or Nano clone - probe needed",
-        ),
-        // FTDI FT232R: original Arduino Nano (CosmicWatch v2) and many kits.
-        (0x0403, 0x6001) => (
-            Family::CosmicWatch,
-            "FTDI (0403:6001): CosmicWatch v2 or Arduino-style counter - probe needed",
-        ),
-        // Silicon Labs CP210x: ESP32 boards (GC10next-style counters).
-        (0x10c4, 0xea60) => (
-            Family::LineCounter,
-            "CP210x (10c4:ea60): line-output counter - probe needed",
-        ),
-        // Raspberry Pi RP2040 USB CDC: CosmicWatch v3X.
-        (0x2e8a, _) => (
-            Family::CosmicWatch,
-            "RP2040 CDC (2e8a): CosmicWatch v3X - probe needed",
-        ),
-        // Arduino SA / Arduino LLC boards.
-        (0x2341 | 0x2a03, _) => (
-            Family::LineCounter,
-            "Arduino: Arduino-style counter - probe needed",
-        ),
-        _ => return None,
-    })
-}
 
 fn read_hex(path: &Path) -> Option<u16> {
     let s = std::fs::read_to_string(path).ok()?;
@@ -125,7 +94,10 @@ pub fn scan_in(dev: &Path, sys: &Path) -> Vec<DeviceInfo> {
         .into_iter()
         .map(|(tty, (_, path))| {
             let facts = usb_facts(sys, &tty);
-            let (family, model) = match facts.as_ref().and_then(|(v, p, _)| guess(*v, *p)) {
+            let (family, model) = match facts
+                .as_ref()
+                .and_then(|(v, p, _)| crate::families::serial_guess(*v, *p))
+            {
                 Some((f, m)) => (f, m.to_string()),
                 None => (
                     Family::LineCounter,
