@@ -228,4 +228,43 @@ fn per_event_methods_do_not_allocate() {
         0,
         "drain"
     );
+    #[cfg(feature = "kafka")]
+    kafka_encoding_does_not_allocate();
+}
+
+/// export.kafka's per-event encoding allocates nothing: da00 writes each event into the
+/// message it laid out once (also after the scales became known), ev44 reuses its builder.
+/// Called from the one test of this file: the counter is global, a second test running
+/// beside it would count the other's allocations.
+#[cfg(feature = "kafka")]
+fn kafka_encoding_does_not_allocate() {
+    use daq_engine::kafka::wire::{Encoder, Ev44Fields, FieldScale, Format};
+    let waves = Dtype::parse([("chA", "<f4"), ("chB", "<i2")]).unwrap();
+    let data = vec![7u8; waves.record_size() * 4096];
+    let mut da00 = Encoder::new(Format::Da00, &waves, 4096, "a/b/c", None).unwrap();
+    let mut meta = Metadata::default();
+    let mut encode = |enc: &mut Encoder, data: &[u8]| {
+        meta.counter += 1;
+        meta.timestamp += 0.001;
+        std::hint::black_box(enc.encode(data, &meta).unwrap().len());
+    };
+    assert_eq!(allocations_during(|| encode(&mut da00, &data)), 0, "da00");
+    da00.set_scales(
+        &[FieldScale {
+            field: "chB".into(),
+            volts_per_count: 1e-3,
+            offset_volts: 0.0,
+        }],
+        "scales_x.txt",
+    );
+    assert_eq!(
+        allocations_during(|| encode(&mut da00, &data)),
+        0,
+        "da00, scaled"
+    );
+    let pulses = Dtype::parse([("channel", "<i4"), ("time", "<f8")]).unwrap();
+    let fields = Ev44Fields::new(&pulses, "time", 1.0, Some("channel")).unwrap();
+    let mut ev44 = Encoder::new(Format::Ev44, &pulses, 16, "a/b/d", Some(fields)).unwrap();
+    let data = vec![1u8; pulses.record_size() * 16];
+    assert_eq!(allocations_during(|| encode(&mut ev44, &data)), 0, "ev44");
 }

@@ -22,9 +22,16 @@
 //! - **al00** ([`alarm`]): a source's alarm state (OK, MINOR, MAJOR) with a message.
 //! - **x5f2** ([`status`]): the service's periodic status, its details as JSON.
 //!
-//! Guarantees: an [`Encoder`] reuses its builder and scratch space, so after the first events
-//! encoding allocates nothing; a [`Decoder`] writes straight into the slot and reports a
-//! message that does not fit the buffer as a [`WireError`], never panics on bytes.
+//! A da00 message's layout depends on the buffer's shape only, never on the values: the
+//! encoder builds it once (and again when the scales become known) and then writes each
+//! event's values, counter, dead time and time straight into that message, one pass over the
+//! event (building it anew zero-filled scratch space, gathered into it and copied that into
+//! the builder: three passes).
+//!
+//! Guarantees: an [`Encoder`] reuses its da00 message, its builder and scratch space (ev44),
+//! so after the first event encoding allocates nothing; a [`Decoder`] writes straight into the
+//! slot and reports a message that does not fit the buffer as a [`WireError`], never panics
+//! on bytes.
 
 use super::schemas::{al00, da00, ev44, f144, pl72, run_stop_6s4t, x5f2};
 use crate::dtype::{Base, ByteOrder, Dtype, Field, Metadata, Scalar};
@@ -222,8 +229,10 @@ pub struct Encoder {
     ev44: Option<Ev44Fields>,
     /// da00: per field its element type and shape; ev44: unused.
     da00: Vec<(da00::da00_dtype, Vec<i64>)>,
-    /// A field's values de-interleaved (da00) or the times/pixels (ev44).
-    scratch: Vec<u8>,
+    /// da00: the last message, whose values each event overwrites in place, and where they
+    /// are in it (empty for ev44).
+    da00_msg: Vec<u8>,
+    da00_at: Da00Places,
     ints: Vec<i32>,
     pixels: Vec<i32>,
     vars: Vec<flatbuffers::WIPOffset<da00::da00_Variable<'static>>>,
@@ -258,7 +267,7 @@ impl Encoder {
                 "ev44 needs a time field".to_string(),
             ));
         }
-        Ok(Encoder {
+        let mut enc = Encoder {
             fbb: FlatBufferBuilder::with_capacity(1024 + dtype.record_size() * data_length * 2),
             format,
             dtype: dtype.clone(),
@@ -266,14 +275,34 @@ impl Encoder {
             source_name: source_name.to_string(),
             ev44: if format == Format::Ev44 { ev44 } else { None },
             da00: da,
-            scratch: Vec::with_capacity(dtype.record_size() * data_length),
+            da00_msg: Vec::new(),
+            da00_at: Da00Places::default(),
             ints: Vec::with_capacity(data_length),
             pixels: Vec::with_capacity(data_length),
             vars: Vec::with_capacity(dtype.fields().len() + 3),
             axes: Vec::with_capacity(AXES.len()),
             scales: Vec::new(),
             scales_source: String::new(),
-        })
+        };
+        enc.lay_out_da00();
+        Ok(enc)
+    }
+
+    /// da00: builds the message once (values zero) and finds where each event's values go.
+    /// Its layout depends on the shape, the names and the scales only; `force_defaults`
+    /// keeps the timestamp's slot in it even while it is 0.
+    fn lay_out_da00(&mut self) {
+        if self.format != Format::Da00 {
+            return;
+        }
+        let zeros = vec![0u8; self.dtype.record_size() * self.data_length];
+        self.fbb.reset();
+        self.fbb.force_defaults(true);
+        self.da00(&zeros, &Metadata::default());
+        self.fbb.force_defaults(false);
+        self.da00_msg.clear();
+        self.da00_msg.extend_from_slice(self.fbb.finished_data());
+        self.da00_at = Da00Places::of(&self.da00_msg, self.dtype.fields().len());
     }
 
     /// From now on, da00 messages carry each of these fields' scale as the attribute
@@ -293,6 +322,7 @@ impl Encoder {
             })
             .collect();
         self.scales_source = source.to_string();
+        self.lay_out_da00();
     }
 
     /// The schema used.
@@ -315,12 +345,26 @@ impl Encoder {
                 self.data_length
             )));
         }
-        self.fbb.reset();
         match self.format {
-            Format::Da00 => self.da00(data, meta),
-            Format::Ev44 => self.ev44(data, meta),
+            Format::Da00 => {
+                let (msg, at) = (&mut self.da00_msg, &self.da00_at);
+                for (f, &start) in self.dtype.fields().iter().zip(&at.fields) {
+                    let size = f.ty.size();
+                    let out = &mut msg[start..start + self.data_length * size];
+                    gather(out, data, rs, f.offset, size);
+                }
+                let mut put = |at: usize, bytes: [u8; 8]| msg[at..at + 8].copy_from_slice(&bytes);
+                put(at.counter, meta.counter.to_le_bytes());
+                put(at.deadtime, meta.deadtime.to_le_bytes());
+                put(at.timestamp, epoch_ns(meta.timestamp).to_le_bytes());
+                Ok(&self.da00_msg)
+            }
+            Format::Ev44 => {
+                self.fbb.reset();
+                self.ev44(data, meta);
+                Ok(self.fbb.finished_data())
+            }
         }
-        Ok(self.fbb.finished_data())
     }
 
     fn da00(&mut self, data: &[u8], meta: &Metadata) {
@@ -330,10 +374,11 @@ impl Encoder {
         vars.clear();
         // One variable per field, then the two metadata variables.
         for (f, (ty, shape)) in self.dtype.fields().iter().zip(&self.da00) {
-            gather(&mut self.scratch, data, rs, f.offset, f.ty.size());
+            let mut values = vec![0u8; data.len() / rs * f.ty.size()];
+            gather(&mut values, data, rs, f.offset, f.ty.size());
             let name = fbb.create_string(&f.name);
             let shape_list = fbb.create_vector(shape);
-            let bytes = fbb.create_vector(&self.scratch);
+            let bytes = fbb.create_vector(&values);
             self.axes.clear();
             for axis in AXES.iter().take(shape.len()) {
                 self.axes.push(fbb.create_string(axis));
@@ -737,13 +782,48 @@ impl Decoder {
     }
 }
 
-/// Copies field `offset..offset + size` of every `rs`-byte record of `data` into `out`, one
-/// value after the other: a da00 variable's bytes. Sized once and filled with fixed-size
-/// copies (the common sizes known to the compiler), not grown 4 bytes at a time: that was
+/// Where an event's values go in a da00 message of [`Encoder::lay_out_da00`]: byte offsets.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Da00Places {
+    /// The first byte of each field's values (its variable's `data`), in field order.
+    fields: Vec<usize>,
+    /// The 8 bytes of `daq_counter`'s and `daq_deadtime`'s `data`.
+    counter: usize,
+    deadtime: usize,
+    /// The root table's `timestamp` (present: built with `force_defaults`).
+    timestamp: usize,
+}
+
+impl Da00Places {
+    /// The places in `msg`, a da00 message the encoder built: its first `n_fields` variables
+    /// are the fields, then come the counter and the dead time.
+    fn of(msg: &[u8], n_fields: usize) -> Da00Places {
+        let m = da00::root_as_da_00_data_array(msg).expect("the encoder's own da00 message");
+        let at = |bytes: &[u8]| bytes.as_ptr() as usize - msg.as_ptr() as usize;
+        let vars = m.data();
+        let data_of = |name: &str| {
+            vars.iter()
+                .find(|v| v.name() == name)
+                .map_or(0, |v| at(v.data().bytes()))
+        };
+        let table = &m._tab;
+        Da00Places {
+            fields: (0..n_fields)
+                .map(|i| at(vars.get(i).data().bytes()))
+                .collect(),
+            counter: data_of(COUNTER),
+            deadtime: data_of(DEADTIME),
+            timestamp: table.loc()
+                + table.vtable().get(da00::da00_DataArray::VT_TIMESTAMP) as usize,
+        }
+    }
+}
+
+/// Copies field `offset..offset + size` of every `rs`-byte record of `data` into `out` (one
+/// value after the other: a da00 variable's bytes, `out` exactly that long), with fixed-size
+/// copies for the common sizes (known to the compiler), not grown 4 bytes at a time: that was
 /// most of the encoder's time for a 64 KiB waveform (`bench kafka`).
-fn gather(out: &mut Vec<u8>, data: &[u8], rs: usize, offset: usize, size: usize) {
-    out.clear();
-    out.resize(data.len() / rs * size, 0);
+fn gather(out: &mut [u8], data: &[u8], rs: usize, offset: usize, size: usize) {
     match size {
         1 => gather_n::<1>(out, data, rs, offset),
         2 => gather_n::<2>(out, data, rs, offset),
@@ -774,13 +854,71 @@ mod tests {
         // same 15 as one 3-byte field at 12 (another size).
         let data: Vec<u8> = (0..15 * 100).map(|k| (k * 31 % 251) as u8).collect();
         for (offset, size) in [(0, 1), (1, 2), (3, 4), (7, 8), (12, 3)] {
-            let mut out = vec![9u8; 7];
+            let mut out = vec![9u8; 100 * size];
             gather(&mut out, &data, 15, offset, size);
             let want: Vec<u8> = data
                 .chunks_exact(15)
                 .flat_map(|r| r[offset..offset + size].to_vec())
                 .collect();
             assert_eq!(out, want, "field at {offset} of {size} bytes");
+        }
+    }
+
+    /// The da00 message written in place is, byte for byte, the one the builder makes for the
+    /// same event (values, counter, dead time, time), event after event, with and without
+    /// scales, and the FlatBuffers defaults (counter 0, time 0) included.
+    #[test]
+    fn da00_written_in_place_is_the_built_message() {
+        let d = Dtype::parse([
+            ("chA", "<f4"),
+            ("flags", "u1"),
+            ("chB", "<i2"),
+            ("t", "<f8"),
+        ])
+        .unwrap();
+        let n = 5;
+        let mut enc = Encoder::new(Format::Da00, &d, n, "demo/w/raw", None).unwrap();
+        let built = |enc: &mut Encoder, data: &[u8], meta: &Metadata| {
+            enc.fbb.reset();
+            enc.fbb.force_defaults(true);
+            enc.da00(data, meta);
+            enc.fbb.force_defaults(false);
+            enc.fbb.finished_data().to_vec()
+        };
+        for k in 0..6u64 {
+            if k == 3 {
+                enc.set_scales(
+                    &[FieldScale {
+                        field: "chB".into(),
+                        volts_per_count: 1e-3,
+                        offset_volts: 0.5,
+                    }],
+                    "scales_x.txt",
+                );
+            }
+            let data: Vec<u8> = (0..d.record_size() * n)
+                .map(|i| (i as u64 * 13 + k * 101) as u8)
+                .collect();
+            let meta = Metadata {
+                counter: k as i64,
+                timestamp: if k == 0 {
+                    0.0
+                } else {
+                    1_700_000_000.5 + k as f64
+                },
+                deadtime: k as f64 * 0.25,
+            };
+            let in_place = enc.encode(&data, &meta).unwrap().to_vec();
+            assert_eq!(in_place, built(&mut enc, &data, &meta), "event {k}");
+            let m = da00::root_as_da_00_data_array(&in_place).unwrap();
+            assert_eq!(m.timestamp(), epoch_ns(meta.timestamp));
+            let dec = Decoder::new(&d, n, None).unwrap();
+            let (mut out, mut back) = (vec![0u8; data.len()], Metadata::default());
+            assert_eq!(
+                dec.decode(&in_place, &mut out, &mut back).unwrap(),
+                Some(k as i64)
+            );
+            assert_eq!((out, back.deadtime), (data, meta.deadtime));
         }
     }
 
