@@ -677,7 +677,10 @@ mod tests {
             t += gap;
             p.arrived(|| t);
         }
-        assert_eq!(slept, 0, "of the last 1000 gaps, {slept} outlasted the spin");
+        assert_eq!(
+            slept, 0,
+            "of the last 1000 gaps, {slept} outlasted the spin"
+        );
         // Still not the longest spin: about twice the long gap.
         assert!(p.budget(t) < 1_000 * US);
     }
