@@ -99,11 +99,12 @@ fn da00_type(s: Scalar) -> da00::da00_dtype {
     }
 }
 
-/// The element of `f` as da00 carries it: a little-endian number, or why not.
+/// The element of `f` as da00 carries it: a little-endian number (one, or a subarray of
+/// them, whose dimensions follow the sample axis in the variable's shape), or why not.
 fn da00_scalar(f: &Field) -> Result<Scalar, WireError> {
-    match (f.ty.scalar(), f.ty.order) {
-        (Some(s), ByteOrder::Little) => Ok(s),
-        (Some(s), ByteOrder::Big) if s.size() == 1 => Ok(s),
+    match (f.ty.base, f.ty.order) {
+        (Base::Num(s), ByteOrder::Little) => Ok(s),
+        (Base::Num(s), ByteOrder::Big) if s.size() == 1 => Ok(s),
         _ => Err(WireError::Unsupported(format!(
             "field '{}' ({}): da00 carries little-endian numbers only",
             f.name,
@@ -991,6 +992,41 @@ mod tests {
         let short = Decoder::new(&d, 3, None).unwrap();
         assert!(short.decode(&msg, &mut [0; 18], &mut back).is_err());
         assert!(dec.decode(b"garbage!", &mut out, &mut back).is_err());
+    }
+
+    /// A subarray field (three values per record) travels as a variable of shape
+    /// `[data_length, 3]` with a `dim_1` axis, and comes back as it went. It was refused
+    /// ("da00 carries little-endian numbers only"), though the module says it travels.
+    #[test]
+    fn da00_carries_a_subarray_field_with_its_dimensions() {
+        let d = Dtype::parse([("xyz", "(3,)<f4"), ("n", "<u2")]).unwrap();
+        let mut data = Vec::new();
+        for i in 0..4u16 {
+            for k in 0..3 {
+                data.extend_from_slice(&(f32::from(i) + 0.25 * k as f32).to_le_bytes());
+            }
+            data.extend_from_slice(&(100 + i).to_le_bytes());
+        }
+        let meta = Metadata {
+            counter: 7,
+            timestamp: 1_700_000_000.5,
+            deadtime: 0.0,
+        };
+        let mut enc = Encoder::new(Format::Da00, &d, 4, "demo/w/tracks", None).unwrap();
+        let msg = enc.encode(&data, &meta).unwrap().to_vec();
+        let m = da00::root_as_da_00_data_array(&msg).unwrap();
+        let xyz = m.data().iter().find(|v| v.name() == "xyz").unwrap();
+        assert_eq!(xyz.shape().iter().collect::<Vec<_>>(), vec![4, 3]);
+        let axes: Vec<&str> = xyz.axes().unwrap().iter().collect();
+        assert_eq!(axes, ["sample", "dim_1"]);
+        assert_eq!(xyz.data_type(), da00::da00_dtype::float32);
+        // C order: record 1's three values follow record 0's.
+        assert_eq!(&xyz.data().bytes()[12..16], &1.0f32.to_le_bytes());
+        let dec = Decoder::new(&d, 4, None).unwrap();
+        let mut out = vec![0u8; data.len()];
+        let mut back = Metadata::default();
+        assert_eq!(dec.decode(&msg, &mut out, &mut back).unwrap(), Some(7));
+        assert_eq!(out, data);
     }
 
     #[test]
