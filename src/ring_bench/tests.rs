@@ -16,6 +16,15 @@ fn small(sizes: Vec<usize>, groups: Vec<usize>) -> RingBenchOptions {
     }
 }
 
+/// Held by every test here that makes rings: they run in one process, in parallel, and
+/// name their rings by the process id, so a test counting the ring files left in /dev/shm
+/// counted another test's live ring (it failed so in a clean-clone `make test`).
+static MAKES_RINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn making_rings() -> std::sync::MutexGuard<'static, ()> {
+    MAKES_RINGS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn our_ring_files() -> usize {
     let prefix = format!("daq-ring-bench-{}-", std::process::id());
     std::fs::read_dir("/dev/shm")
@@ -33,6 +42,7 @@ fn ordered(l: &Latency) -> bool {
 
 #[test]
 fn every_group_reads_every_event_in_other_processes() {
+    let _rings = making_rings();
     let report = run(&small(vec![64, 4096], vec![1, 2])).unwrap();
     assert_eq!(report.rows.len(), 4);
     let cases: Vec<(usize, usize)> = report.rows.iter().map(|r| (r.bytes, r.groups)).collect();
@@ -151,6 +161,7 @@ fn missing_peer_says_how_to_build_it() {
 /// Runs the real iceoryx2 baseline when it has been built; says so when it has not.
 #[test]
 fn iceoryx2_baseline_when_built() {
+    let _rings = making_rings();
     let opts = RingBenchOptions {
         no_peer: false,
         paced_events: 100,
@@ -175,6 +186,7 @@ fn iceoryx2_baseline_when_built() {
 /// leaves the throttling setting alone.
 #[test]
 fn loaded_case_counts_every_event_and_cleans_up() {
+    let _rings = making_rings();
     let before = read_trimmed(RT_RUNTIME);
     let opts = RingBenchOptions {
         realtime: false,
