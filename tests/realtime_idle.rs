@@ -1,13 +1,14 @@
 //! A run with a real-time worker (`priority:`) on a core of its own keeps idle CPUs from
 //! sleeping deeply while it lasts — the PM QoS request `/dev/cpu_dma_latency` held at 0 µs —
-//! and lets go when it ends; a run without one never asks. A test binary of its own, since
-//! the request is machine-wide and nothing else may hold it meanwhile. Needs root and two
-//! CPUs; prints SKIPPED otherwise.
+//! and lets go when it ends; a run without one never asks; `check` says so beforehand. A
+//! test binary of its own, since the request is machine-wide and nothing else may hold it
+//! meanwhile. The runs need root and two CPUs and print SKIPPED otherwise.
 
 mod runs;
 
 use daq_engine::runtime::realtime::cpu_latency_limit_us;
 use runs::{engine_in, finish_within, wait_until, Dir};
+use std::process::Command;
 use std::time::Duration;
 
 /// A slow simulated digitizer into `bench.sink`, whose worker lines are `sink_extra`.
@@ -83,4 +84,36 @@ fn a_real_time_worker_on_a_core_of_its_own_keeps_idle_cpus_awake_for_the_run_onl
     let (during, log) = limit_during_run("idle-no-hold", &setup("    cpu: [1]\n"));
     assert_eq!(during, before, "{log}");
     assert!(!log.contains("idle CPUs poll"), "{log}");
+}
+
+/// `check` names the worker for which a run will keep idle CPUs awake, and says nothing of
+/// it for a pinned worker without a priority (no root needed: nothing is held).
+#[test]
+fn check_says_when_a_run_will_keep_idle_cpus_awake() {
+    if !std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        eprintln!("SKIPPED: needs two CPUs");
+        return;
+    }
+    let dir = Dir::new("idle-check");
+    let check = |name: &str, extra: &str| {
+        let s = dir.write(name, &setup(extra));
+        let out = Command::new(env!("CARGO_BIN_EXE_daq-engine"))
+            .arg("check")
+            .arg(&s)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let text = check("rt.yaml", "    cpu: [1]\n    priority: 10\n");
+    assert!(
+        text.contains(
+            "idle CPUs: kept from sleeping while the run lasts, for the real-time worker \
+             'sink' on a core of its own (/dev/cpu_dma_latency at 0 µs; needs root)"
+        ),
+        "{text}"
+    );
+    let text = check("pinned.yaml", "    cpu: [1]\n");
+    assert!(!text.contains("idle CPUs"), "{text}");
 }

@@ -60,6 +60,8 @@ pub struct Seat<'a> {
     pub processes: usize,
     /// The cores its setup asks for (empty: the engine chooses).
     pub cpu: &'a [usize],
+    /// It asks for a real-time priority (`priority:`).
+    pub real_time: bool,
 }
 
 /// Where each process runs: `cores[w][k]` for process `k` of worker `w`, `None` when it is
@@ -118,6 +120,16 @@ impl Placement {
         holders.count() == 1
     }
 
+    /// The first worker that runs real-time with a process on a core of its own: for such a
+    /// run the supervisor keeps idle CPUs from sleeping (`supervisor::hold_cpus_awake`).
+    pub fn real_time_alone<'a>(&self, seats: &[Seat<'a>]) -> Option<&'a str> {
+        seats
+            .iter()
+            .enumerate()
+            .find(|(w, s)| s.real_time && (0..s.processes).any(|k| self.alone(*w, k)))
+            .map(|(_, s)| s.name)
+    }
+
     /// One line per worker for `check`: where its processes run and why.
     pub fn describe(&self, seats: &[Seat<'_>]) -> Vec<String> {
         let mut out = Vec::new();
@@ -157,6 +169,13 @@ impl Placement {
                 cores.join(",")
             ));
         }
+        if let Some(name) = self.real_time_alone(seats) {
+            out.push(format!(
+                "idle CPUs: kept from sleeping while the run lasts, for the real-time worker \
+                 '{name}' on a core of its own ({} at 0 µs; needs root)",
+                crate::runtime::realtime::CPU_LATENCY_QOS
+            ));
+        }
         out
     }
 }
@@ -170,6 +189,7 @@ pub fn seats_of_plan(plan: &crate::run_dir::plan::Plan) -> Vec<Seat<'_>> {
             role: Role::of(w.sources.len(), w.sinks.len(), w.observes.len()),
             processes: w.processes,
             cpu: &w.cpu,
+            real_time: w.priority.is_some(),
         })
         .collect()
 }
@@ -184,6 +204,7 @@ pub fn seats_of_setup(setup: &crate::setup::Setup) -> Vec<Seat<'_>> {
             role: Role::of(w.sources.len(), w.sinks.len(), w.observes.len()),
             processes: w.number_of_processes,
             cpu: &w.cpu,
+            real_time: w.priority.is_some(),
         })
         .collect()
 }
@@ -238,6 +259,7 @@ mod tests {
             role,
             processes,
             cpu,
+            real_time: false,
         }
     }
 

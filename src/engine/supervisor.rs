@@ -333,22 +333,18 @@ fn hold_cpus_awake(
     plan: &Plan,
     placement: &super::placement::Placement,
 ) -> Option<crate::runtime::realtime::NoIdle> {
-    let real_time_alone =
-        plan.workers.iter().enumerate().find(|(i, w)| {
-            w.priority.is_some() && (0..w.processes).any(|k| placement.alone(*i, k))
-        })?;
+    let name = placement.real_time_alone(&super::placement::seats_of_plan(plan))?;
     match crate::runtime::realtime::NoIdle::hold() {
         Ok(hold) => {
             tracing::info!(
-                "worker '{}' runs real-time on a core of its own: idle CPUs poll instead of \
-                 sleeping for this run ({} held at 0 µs)",
-                real_time_alone.1.name,
+                "worker '{name}' runs real-time on a core of its own: idle CPUs poll instead \
+                 of sleeping for this run ({} held at 0 µs)",
                 crate::runtime::realtime::CPU_LATENCY_QOS
             );
             Some(hold)
         }
         Err(e) => {
-            tracing::warn!("worker '{}': {e}", real_time_alone.1.name);
+            tracing::warn!("worker '{name}': {e}");
             None
         }
     }
