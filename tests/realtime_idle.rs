@@ -50,11 +50,7 @@ fn limit_during_run(tag: &str, text: &str) -> (Option<i32>, String) {
     });
     let during = cpu_latency_limit_us();
     let run = dir.run_dir();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    runs::interrupt(&child).unwrap();
     let (code, out) = finish_within(child, Duration::from_secs(120));
     assert_eq!(code, 0, "{out}");
     let log = std::fs::read_to_string(daq_engine::run_dir::log_path(&run)).unwrap_or_default();

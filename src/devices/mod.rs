@@ -942,36 +942,15 @@ mod tests {
     #[test]
     fn sink_mismatch_says_whether_only_types_differ() {
         let l = layout();
-        assert!(check_layout(
-            "device.x",
-            "w",
-            &l,
-            &sink([("chA", "f4"), ("chB", "f4")], 100)
-        )
-        .is_ok());
-        let types = check_layout(
-            "device.x",
-            "w",
-            &l,
-            &sink([("chA", "i2"), ("chB", "i2")], 100),
-        )
-        .unwrap_err();
+        let check = |fields: [(&str, &str); 2], length| {
+            check_layout("device.x", "w", &l, &sink(fields, length))
+        };
+        assert!(check([("chA", "f4"), ("chB", "f4")], 100).is_ok());
+        let types = check([("chA", "i2"), ("chB", "i2")], 100).unwrap_err();
         assert!(types.only_types);
-        let fields = check_layout(
-            "device.x",
-            "w",
-            &l,
-            &sink([("chA", "f4"), ("chC", "f4")], 100),
-        )
-        .unwrap_err();
+        let fields = check([("chA", "f4"), ("chC", "f4")], 100).unwrap_err();
         assert!(!fields.only_types);
-        let length = check_layout(
-            "device.x",
-            "w",
-            &l,
-            &sink([("chA", "f4"), ("chB", "f4")], 10),
-        )
-        .unwrap_err();
+        let length = check([("chA", "f4"), ("chB", "f4")], 10).unwrap_err();
         assert!(!length.only_types);
         let e = WorkerError::from(fields);
         assert_eq!(

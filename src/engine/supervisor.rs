@@ -330,10 +330,10 @@ pub struct Supervisor {
 /// of a sleeping reader went from 1.3 µs to 21.8 µs as the machine went quiet and its CPUs
 /// halted). Costs power while the run lasts; runs without `priority:` never ask.
 fn hold_cpus_awake(
-    plan: &Plan,
     placement: &super::placement::Placement,
+    seats: &[super::placement::Seat<'_>],
 ) -> Option<crate::runtime::realtime::NoIdle> {
-    let name = placement.real_time_alone(&super::placement::seats_of_plan(plan))?;
+    let name = placement.real_time_alone(seats)?;
     match crate::runtime::realtime::NoIdle::hold() {
         Ok(hold) => {
             tracing::info!(
@@ -447,11 +447,10 @@ impl Supervisor {
         })?;
         let (plan_run_dir, disk_reserve_mb) = (plan.run_dir.clone(), plan.disk_reserve_mb);
         let alerts = super::alert::Alerts::new(plan.alert_command.clone(), &plan.run_dir);
-        let placement = super::placement::place(
-            &super::placement::seats_of_plan(&plan),
-            &super::placement::isolated_cores(),
-        );
-        let idle_hold = hold_cpus_awake(&plan, &placement);
+        let seats = super::placement::seats_of_plan(&plan);
+        let placement = super::placement::place(&seats, &super::placement::isolated_cores());
+        let idle_hold = hold_cpus_awake(&placement, &seats);
+        drop(seats);
         Ok(Supervisor {
             plan,
             plan_path,

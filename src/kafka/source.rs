@@ -385,6 +385,14 @@ impl KafkaSource {
         }
     }
 
+    /// Counts an error of the client; the first five are logged (`what` after "Kafka").
+    fn client_error(&mut self, what: &str, e: &rdkafka::error::KafkaError) {
+        self.errors += 1;
+        if self.errors <= 5 {
+            tracing::warn!("worker '{}': Kafka{what}: {e}", self.records.worker);
+        }
+    }
+
     /// While paused: polls (the group needs it) and holds what comes all the same.
     fn while_paused(&mut self) -> Produced {
         match self.consumer.poll(Duration::from_millis(100)) {
@@ -393,12 +401,7 @@ impl KafkaSource {
                 // From a partition assigned since the pause: pause it too.
                 self.pause_assigned(true);
             }
-            Some(Err(e)) => {
-                self.errors += 1;
-                if self.errors <= 5 {
-                    tracing::warn!("worker '{}': Kafka: {e}", self.records.worker);
-                }
-            }
+            Some(Err(e)) => self.client_error("", &e),
             None => {}
         }
         Produced::Idle
@@ -423,10 +426,7 @@ impl KafkaSource {
             .consumer
             .store_offset(m.topic(), m.partition(), m.offset())
         {
-            self.errors += 1;
-            if self.errors <= 5 {
-                tracing::warn!("worker '{}': Kafka offset store: {e}", self.records.worker);
-            }
+            self.client_error(" offset store", &e);
         }
         Some(handed)
     }
@@ -539,10 +539,7 @@ impl Importer for KafkaSource {
         let m = match polled {
             Ok(m) => m,
             Err(e) => {
-                self.errors += 1;
-                if self.errors <= 5 {
-                    tracing::warn!("worker '{}': Kafka: {e}", self.records.worker);
-                }
+                self.client_error("", &e);
                 return Ok(Produced::Idle);
             }
         };
@@ -552,11 +549,10 @@ impl Importer for KafkaSource {
         // Done with this record: written into the slot (published as this returns) or
         // skipped. Only now is its offset stored; stored offsets are what a commit (timed,
         // on a rebalance's revoke, at the end) sends.
-        if let Err(e) = self.consumer.store_offset_from_message(&m) {
-            self.errors += 1;
-            if self.errors <= 5 {
-                tracing::warn!("worker '{}': Kafka offset store: {e}", self.records.worker);
-            }
+        let stored = self.consumer.store_offset_from_message(&m);
+        drop(m);
+        if let Err(e) = stored {
+            self.client_error(" offset store", &e);
         }
         Ok(handed)
     }

@@ -23,21 +23,24 @@ pub fn finish_within(mut child: Child, limit: Duration) -> (i32, String) {
     let t = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t.elapsed() > limit {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            );
+            let _ = interrupt(&child);
             std::thread::sleep(Duration::from_millis(500));
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            );
+            let _ = interrupt(&child);
             let (_, text) = finish(child);
             panic!("the run did not end within {limit:?}: {text}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     finish(child)
+}
+
+/// Sends the engine `child` SIGINT, as Ctrl-C does: the run drains and ends (a second one
+/// aborts it).
+pub fn interrupt(child: &Child) -> nix::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
 }
 
 /// Pids of live processes whose command line mentions `needle`.
