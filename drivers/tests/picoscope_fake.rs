@@ -16,10 +16,13 @@ use daq_drivers::picoscope::{
 use daq_drivers::{DriverError, ReadOutcome, Source};
 
 // Counts heap allocations made by the current thread (the fake library has its own
-// allocator, so only the driver's allocations are counted).
-#[path = "common/counting_alloc.rs"]
-mod counting_alloc;
-use counting_alloc::allocations;
+// allocator, so only the driver's allocations are counted). The main crate's tests share it.
+#[path = "../../tests/alloc_count/mod.rs"]
+mod alloc_count;
+use alloc_count::allocations_in;
+
+#[global_allocator]
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 /// The built fake library: next to this test binary, one level up, or in the target's
 /// `debug` (see [`fake_picosdk::built_library`]). Fails loudly if it is not there.
@@ -164,19 +167,35 @@ fn block_config(
         };
     }
     c.sample_interval_ns = 16.0;
+    // The muon telescope's trigger: falling on A at −50 mV.
+    let Acquisition::RapidBlock { trigger, .. } = c.acquisition else {
+        unreachable!("the muon telescope setup is rapid block")
+    };
     c.acquisition = Acquisition::RapidBlock {
         pre_trigger: 40,
         post_trigger: 160,
         captures_per_run: captures,
-        trigger: Some(TriggerConfig {
-            channel: 0,
-            level_v: -0.05,
-            direction: ThresholdDirection::Falling,
-            delay_samples: 0,
-            auto_trigger_ms: 0,
-        }),
+        trigger,
     };
     c.format = format;
+    c
+}
+
+/// [`block_config`] streaming at 1 µs a sample: events of `samples_per_event`, the driver's
+/// overview buffer `overview_samples` long.
+fn streaming_config(
+    family: &'static FamilyTable,
+    channels: usize,
+    format: SampleFormat,
+    samples_per_event: u32,
+    overview_samples: u32,
+) -> PicoScopeConfig {
+    let mut c = block_config(family, channels, 1, format);
+    c.sample_interval_ns = 1000.0;
+    c.acquisition = Acquisition::Streaming {
+        samples_per_event,
+        overview_samples,
+    };
     c
 }
 
@@ -187,6 +206,34 @@ fn read_one(scope: &mut PicoScope, out: &mut [u8]) {
     }
 }
 
+/// Reads `n` events through the engine's `Source` face; each read must give an event.
+fn read_events(scope: &mut PicoScope, out: &mut [u8], n: usize) {
+    for _ in 0..n {
+        assert!(matches!(
+            Source::read_event(scope, out, T),
+            Ok(ReadOutcome::Event(_))
+        ));
+    }
+}
+
+/// Reads through `Source` until a read fails: the events read before it (at most
+/// `at_most`) and the error.
+fn events_until_error(
+    scope: &mut PicoScope,
+    out: &mut [u8],
+    at_most: usize,
+) -> (usize, DriverError) {
+    let mut events = 0;
+    let err = loop {
+        match Source::read_event(scope, out, T) {
+            Ok(ReadOutcome::Event(_)) => events += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+        assert!(events <= at_most, "events before the failing read");
+    };
+    (events, err)
+}
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
@@ -360,34 +407,29 @@ fn eight_bit_counts_are_multiples_of_256_within_32512() {
 
 #[test]
 fn timebase_is_confirmed_and_stepped_past_refusals() {
-    let fake = Fake::new(&PS5000A);
     // 8-bit, 4 channels, 1 ns asked: the formula says n = 0, the device allows n >= 2.
-    let mut c = block_config(&PS5000A, 4, 1, SampleFormat::Raw);
-    c.sample_interval_ns = 1.0;
-    let scope = PicoScope::open(fake.config(c)).unwrap();
-    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (2, 4.0));
-    assert_eq!(fake.calls("ps5000aGetTimebase2"), 3);
-    drop(scope);
-
     // 12-bit, one channel, 1 µs: (n − 3) × 16 ns gives 992 (n = 65) or 1008 (n = 66),
     // both 8 ns away; a tie goes to the longer interval.
-    let fake = Fake::new(&PS5000A);
-    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Raw);
-    c.resolution = Resolution::Bits12;
-    c.sample_interval_ns = 1000.0;
-    let scope = PicoScope::open(fake.config(c)).unwrap();
-    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (66, 1008.0));
-    assert_eq!(fake.calls("ps5000aGetTimebase2"), 1);
-    drop(scope);
-
     // 16-bit needs one channel and gives 16 ns at best.
-    let fake = Fake::new(&PS5000A);
-    let mut c = block_config(&PS5000A, 1, 1, SampleFormat::Raw);
-    c.resolution = Resolution::Bits16;
-    c.sample_interval_ns = 2.0;
-    let scope = PicoScope::open(fake.config(c)).unwrap();
-    assert_eq!((scope.timebase(), scope.sample_interval_ns()), (4, 16.0));
-    drop(scope);
+    for (channels, resolution, asked_ns, timebase, interval_ns, timebase_calls) in [
+        (4, Resolution::Bits8, 1.0, 2, 4.0, Some(3)),
+        (1, Resolution::Bits12, 1000.0, 66, 1008.0, Some(1)),
+        (1, Resolution::Bits16, 2.0, 4, 16.0, None),
+    ] {
+        let fake = Fake::new(&PS5000A);
+        let mut c = block_config(&PS5000A, channels, 1, SampleFormat::Raw);
+        c.resolution = resolution;
+        c.sample_interval_ns = asked_ns;
+        let scope = PicoScope::open(fake.config(c)).unwrap();
+        assert_eq!(
+            (scope.timebase(), scope.sample_interval_ns()),
+            (timebase, interval_ns),
+            "{resolution:?}, {asked_ns} ns"
+        );
+        if let Some(calls) = timebase_calls {
+            assert_eq!(fake.calls("ps5000aGetTimebase2"), calls, "{resolution:?}");
+        }
+    }
 
     // ps2000a 2206A: 2^n × 2 ns, then (n − 2) × 16 ns.
     let fake = Fake::new(&PS2000A);
@@ -436,6 +478,17 @@ fn a_model_whose_timebases_the_formula_guesses_wrong_is_searched() {
     }
 }
 
+/// Reads `n` captures of volts, records interleaved over `channels` (A first): in each, the
+/// falling trigger on A at -50 mV crosses at sample 40.
+fn read_falling_edges_on_a(scope: &mut PicoScope, out: &mut [u8], channels: usize, n: usize) {
+    for _ in 0..n {
+        read_one(scope, out);
+        let v = f32s(out);
+        let (before, at) = (v[39 * channels], v[40 * channels]);
+        assert!(at <= -0.05 && before > -0.05, "A[39] {before} A[40] {at}");
+    }
+}
+
 #[test]
 fn ps2000a_rapid_block_through_its_own_signatures() {
     let fake = Fake::new(&PS2000A);
@@ -446,16 +499,7 @@ fn ps2000a_rapid_block_through_its_own_signatures() {
     let mut out = vec![0u8; scope.layout().event_size()];
     assert_eq!(out.len(), 200 * 2 * 4);
     scope.start_capture().unwrap();
-    for _ in 0..10 {
-        read_one(&mut scope, &mut out);
-        let v = f32s(&out);
-        assert!(
-            v[80] <= -0.05 && v[78] > -0.05,
-            "A[39] {} A[40] {}",
-            v[78],
-            v[80]
-        );
-    }
+    read_falling_edges_on_a(&mut scope, &mut out, 2, 10);
     assert_eq!(fake.calls("ps2000aGetValuesBulk"), 2);
     assert_eq!(fake.calls("ps2000aSetDataBuffer"), 10);
     // The 2206A has two channels: C and D were switched off (refusal ignored), and asking
@@ -481,17 +525,7 @@ fn ps3000a_rapid_block_through_its_own_signatures() {
     let mut out = vec![0u8; scope.layout().event_size()];
     assert_eq!(out.len(), 200 * 4 * 4);
     scope.start_capture().unwrap();
-    for _ in 0..10 {
-        read_one(&mut scope, &mut out);
-        let v = f32s(&out);
-        // Records are interleaved A B C D; the falling trigger on A crosses at sample 40.
-        assert!(
-            v[40 * 4] <= -0.05 && v[39 * 4] > -0.05,
-            "A[39] {} A[40] {}",
-            v[39 * 4],
-            v[40 * 4]
-        );
-    }
+    read_falling_edges_on_a(&mut scope, &mut out, 4, 10);
     assert_eq!(fake.calls("ps3000aGetValuesBulk"), 2);
     assert_eq!(fake.calls("ps3000aSetDataBuffer"), 20);
     assert!(fake.calls("ps3000aGetTimebase2") >= 1);
@@ -699,13 +733,14 @@ fn streaming_volts_have_pulses_and_noise() {
     for family in FAMILIES {
         let fake = Fake::new(family);
         fake.set_i32(b"fakepico_set_streaming_paced", 0);
-        let mut c = block_config(family, 1, 1, SampleFormat::Volts);
-        c.sample_interval_ns = 1000.0;
-        c.acquisition = Acquisition::Streaming {
-            samples_per_event: 4000,
-            overview_samples: 8192,
-        };
-        let mut scope = PicoScope::open(fake.config(c)).unwrap();
+        let mut scope = PicoScope::open(fake.config(streaming_config(
+            family,
+            1,
+            SampleFormat::Volts,
+            4000,
+            8192,
+        )))
+        .unwrap();
         let mut out = vec![0u8; scope.layout().event_size()];
         scope.start_capture().unwrap();
         let mut peak = 0f32;
@@ -996,34 +1031,17 @@ fn unplug_mid_run_is_a_disconnection_and_reconnect_reopens() {
             PicoScope::open(fake.config(block_config(family, 2, 5, SampleFormat::Volts))).unwrap();
         let mut out = vec![0u8; scope.layout().event_size()];
         Source::start(&mut scope).unwrap();
-        for _ in 0..7 {
-            assert!(matches!(
-                Source::read_event(&mut scope, &mut out, T),
-                Ok(ReadOutcome::Event(_))
-            ));
-        }
+        read_events(&mut scope, &mut out, 7);
         fake.unplug();
         // The three captures already fetched are handed out; the next fetch finds the scope gone.
-        let mut events = 0;
-        let err = loop {
-            match Source::read_event(&mut scope, &mut out, T) {
-                Ok(ReadOutcome::Event(_)) => events += 1,
-                Ok(other) => panic!("{other:?}"),
-                Err(e) => break e,
-            }
-        };
+        let (events, err) = events_until_error(&mut scope, &mut out, 3);
         assert_eq!(events, 3);
         assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
         assert!(err.to_string().contains("PICO_NOT_RESPONDING"), "{err}");
         assert!(!scope.reconnect().unwrap(), "still unplugged");
         fake.replug();
         assert!(scope.reconnect().unwrap());
-        for _ in 0..6 {
-            assert!(matches!(
-                Source::read_event(&mut scope, &mut out, T),
-                Ok(ReadOutcome::Event(_))
-            ));
-        }
+        read_events(&mut scope, &mut out, 6);
         // Open at start, a failed open while unplugged, the successful re-open; the dead
         // handle was closed once.
         assert_eq!(fake.calls(&format!("{}OpenUnit", family.name)), 3);
@@ -1057,31 +1075,16 @@ fn unplug_while_waiting_for_a_trigger_is_a_disconnection() {
 fn unplug_while_streaming_is_a_disconnection() {
     for family in FAMILIES {
         let fake = Fake::new(family);
-        let mut c = block_config(family, 1, 1, SampleFormat::Raw);
-        c.sample_interval_ns = 1000.0;
-        c.acquisition = Acquisition::Streaming {
-            samples_per_event: 200,
-            overview_samples: 1000,
-        };
-        let mut scope = PicoScope::open(fake.config(c)).unwrap();
+        let mut scope =
+            PicoScope::open(fake.config(streaming_config(family, 1, SampleFormat::Raw, 200, 1000)))
+                .unwrap();
         let mut out = vec![0u8; scope.layout().event_size()];
         Source::start(&mut scope).unwrap();
-        assert!(matches!(
-            Source::read_event(&mut scope, &mut out, T),
-            Ok(ReadOutcome::Event(_))
-        ));
+        read_events(&mut scope, &mut out, 1);
         fake.unplug();
         // Samples delivered before the unplug still make whole events (at most one overview
         // buffer's worth); then the scope is gone.
-        let mut events = 0;
-        let err = loop {
-            match Source::read_event(&mut scope, &mut out, T) {
-                Ok(ReadOutcome::Event(_)) => events += 1,
-                Ok(other) => panic!("{other:?}"),
-                Err(e) => break e,
-            }
-            assert!(events <= 5, "events after unplug");
-        };
+        let (_, err) = events_until_error(&mut scope, &mut out, 5);
         assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
     }
 }
@@ -1249,45 +1252,38 @@ fn bench_counts_what_it_reads() {
 fn reading_events_allocates_nothing() {
     // Rapid block: 60 events = 6 fetches and re-arms of 10 captures, volts.
     let fake = Fake::new(&PS5000A);
-    let at_open = allocations();
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 4, 10, SampleFormat::Volts))).unwrap();
+    let mut opened = None;
+    let at_open = allocations_in(|| {
+        opened = Some(
+            PicoScope::open(fake.config(block_config(&PS5000A, 4, 10, SampleFormat::Volts)))
+                .unwrap(),
+        );
+    });
+    let mut scope = opened.unwrap();
     assert!(
-        allocations() >= at_open + 40,
+        at_open >= 40,
         "the counter sees the 40 segment buffers of open"
     );
     let mut out = vec![0u8; scope.layout().event_size()];
     Source::start(&mut scope).unwrap();
     read_one(&mut scope, &mut out);
-    let before = allocations();
-    for _ in 0..60 {
-        assert!(matches!(
-            Source::read_event(&mut scope, &mut out, T),
-            Ok(ReadOutcome::Event(_))
-        ));
-    }
-    assert_eq!(allocations() - before, 0, "rapid block");
+    let reading = allocations_in(|| {
+        read_events(&mut scope, &mut out, 60);
+    });
+    assert_eq!(reading, 0, "rapid block");
 
     // Streaming, raw, chunks crossing event boundaries, idle polls included.
     let fake = Fake::new(&PS5000A);
-    let mut c = block_config(&PS5000A, 2, 1, SampleFormat::Raw);
-    c.sample_interval_ns = 1000.0;
-    c.acquisition = Acquisition::Streaming {
-        samples_per_event: 250,
-        overview_samples: 1000,
-    };
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut scope =
+        PicoScope::open(fake.config(streaming_config(&PS5000A, 2, SampleFormat::Raw, 250, 1000)))
+            .unwrap();
     let mut out = vec![0u8; scope.layout().event_size()];
     Source::start(&mut scope).unwrap();
     read_one(&mut scope, &mut out);
-    let before = allocations();
-    for _ in 0..40 {
-        assert!(matches!(
-            Source::read_event(&mut scope, &mut out, T),
-            Ok(ReadOutcome::Event(_))
-        ));
-    }
-    assert_eq!(allocations() - before, 0, "streaming");
+    let reading = allocations_in(|| {
+        read_events(&mut scope, &mut out, 40);
+    });
+    assert_eq!(reading, 0, "streaming");
 }
 
 #[test]
@@ -1441,10 +1437,9 @@ fn mso_rapid_block_in_every_family_carries_the_digital_pattern() {
         let level = (-0.05f64 / 0.5 * f64::from(scope.max_adc())).round() as i16;
         let mut allocated = 0;
         for n in 0..12u64 {
-            let before = allocations();
-            read_one(&mut scope, &mut out);
+            let reading = allocations_in(|| read_one(&mut scope, &mut out));
             if n > 0 {
-                allocated += allocations() - before;
+                allocated += reading;
             }
             let a: Vec<i16> = out
                 .chunks_exact(rec)
@@ -1479,12 +1474,7 @@ fn mso_streaming_digital_port_is_gapless() {
     let fake = Fake::new(&PS5000A);
     fake.set_variant("5444D MSO");
     fake.set_i32(b"fakepico_set_streaming_paced", 0);
-    let mut c = block_config(&PS5000A, 2, 1, SampleFormat::Volts);
-    c.sample_interval_ns = 1000.0;
-    c.acquisition = Acquisition::Streaming {
-        samples_per_event: 250,
-        overview_samples: 1000,
-    };
+    let mut c = streaming_config(&PS5000A, 2, SampleFormat::Volts, 250, 1000);
     c.digital = [Some(2.0), None];
     let mut scope = PicoScope::open(fake.config(c)).unwrap();
     let rec = 4 * 2 + 1;
@@ -1568,13 +1558,7 @@ fn mso_reconnect_switches_the_digital_port_on_again() {
     Source::start(&mut scope).unwrap();
     read_one(&mut scope, &mut out);
     fake.unplug();
-    let err = loop {
-        match Source::read_event(&mut scope, &mut out, T) {
-            Ok(ReadOutcome::Event(_)) => {}
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => break e,
-        }
-    };
+    let (_, err) = events_until_error(&mut scope, &mut out, usize::MAX);
     assert!(matches!(err, DriverError::Disconnected { .. }), "{err}");
     fake.replug();
     assert!(scope.reconnect().unwrap());
@@ -1623,10 +1607,9 @@ fn block_mode_in_every_family_gives_the_fakes_captures_through_get_values() {
         let level = (-0.05f64 / 0.5 * f64::from(scope.max_adc())).round() as i16;
         let mut allocated = 0;
         for n in 0..N {
-            let before = allocations();
-            read_one(&mut scope, &mut got);
+            let reading = allocations_in(|| read_one(&mut scope, &mut got));
             if n > 0 {
-                allocated += allocations() - before;
+                allocated += reading;
             }
             read_one(&mut reference, &mut want);
             assert!(got == want, "{} event {n} differs", family.name);

@@ -2,19 +2,22 @@
 //! counts allocations made by the test thread while it reads events (and idles) from each
 //! simulator. The simulator threads may allocate; they are not counted.
 
+#[path = "../../tests/alloc_count/mod.rs"]
+mod alloc_count;
 mod common;
-#[path = "common/counting_alloc.rs"]
-mod counting_alloc;
 
 use std::time::Duration;
 
-use counting_alloc::allocations;
+use alloc_count::allocations_in;
 use daq_drivers::cosmicwatch::{
     CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
 };
 use daq_drivers::gmc::{GmcConfig, GmcMode, GmcModel, GmcSimConfig};
 use daq_drivers::linecounter::{self, LineCounterConfig, LineSimConfig, SimFormat};
 use daq_drivers::{ReadOutcome, Source};
+
+#[global_allocator]
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 /// Reads `n` events (after 5 to warm up) plus `idles` Idle outcomes with a short timeout;
 /// returns the allocations the reads made.
@@ -34,29 +37,29 @@ fn allocations_while_reading(dev: &mut dyn Source, n: usize, idle_reads: usize) 
         }
     };
     read(5, &mut out);
-    let before = allocations();
-    read(n, &mut out);
+    let reading = allocations_in(|| read(n, &mut out));
     // Read with a tiny timeout until `idle_reads` Idle outcomes were seen (a backlog of
     // events is drained first; those reads count too).
-    let mut idles = 0;
-    let mut tries = 0;
-    while idles < idle_reads {
-        tries += 1;
-        assert!(tries < 100_000, "no idle read happened");
-        if let ReadOutcome::Idle = dev.read_event(&mut out, Duration::from_micros(1)).unwrap() {
-            idles += 1;
+    let idling = allocations_in(|| {
+        let mut idles = 0;
+        let mut tries = 0;
+        while idles < idle_reads {
+            tries += 1;
+            assert!(tries < 100_000, "no idle read happened");
+            if let ReadOutcome::Idle = dev.read_event(&mut out, Duration::from_micros(1)).unwrap() {
+                idles += 1;
+            }
         }
-    }
-    let after = allocations();
-    after - before
+    });
+    reading + idling
 }
 
 #[test]
 fn serial_reading_loops_do_not_allocate() {
     // The counter sees this thread's allocations at all.
-    let before = allocations();
-    let probe = std::hint::black_box(vec![1u8; 10]);
-    assert_eq!(allocations() - before, 1);
+    let mut probe = Vec::new();
+    let probing = allocations_in(|| probe = std::hint::black_box(vec![1u8; 10]));
+    assert_eq!(probing, 1);
     drop(probe);
 
     let fast = Duration::from_millis(5);
