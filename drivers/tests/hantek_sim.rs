@@ -31,6 +31,16 @@ fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
     path
 }
 
+/// A configuration that uploads the firmware file `name` (written with `bytes`) to a cold
+/// device and looks for its re-enumeration every millisecond.
+fn firmware_config(name: &str, bytes: &[u8]) -> HantekConfig {
+    HantekConfig {
+        firmware_path: Some(temp_file(name, bytes)),
+        rescan_interval: Duration::from_millis(1),
+        ..HantekConfig::default()
+    }
+}
+
 #[test]
 fn configure_start_stop_send_exact_control_transfers() {
     let sim = SimHantek::new(SimHantekConfig::default());
@@ -134,13 +144,8 @@ fn cold_device_gets_hex_firmware_and_reenumerates() {
         ..SimHantekConfig::default()
     });
     let hex = ":0300000002000BF0\n:02000300AA55FC\n:01100000EE01\n:00000001FF\n";
-    let path = temp_file("fw.hex", hex.as_bytes());
+    let config = firmware_config("fw.hex", hex.as_bytes());
     assert_eq!(sim.state().usb_id, (0x04b4, 0x6022));
-    let config = HantekConfig {
-        firmware_path: Some(path),
-        rescan_interval: Duration::from_millis(1),
-        ..HantekConfig::default()
-    };
     let scope = Hantek6022::open(&mut sim.bus(), config).unwrap();
     let s = sim.state();
     assert_eq!(
@@ -172,12 +177,7 @@ fn cold_device_gets_binary_fw_in_4096_byte_chunks() {
         ..SimHantekConfig::default()
     });
     let image: Vec<u8> = (0..9000u32).map(|i| (i * 7) as u8).collect();
-    let path = temp_file("fx2lafw-hantek-6022be.fw", &image);
-    let config = HantekConfig {
-        firmware_path: Some(path),
-        rescan_interval: Duration::from_millis(1),
-        ..HantekConfig::default()
-    };
+    let config = firmware_config("fx2lafw-hantek-6022be.fw", &image);
     let scope = Hantek6022::open(&mut sim.bus(), config).unwrap();
     let s = sim.state();
     let writes: Vec<(u16, usize)> = s.log[..5].iter().map(|t| (t.value, t.data.len())).collect();

@@ -130,11 +130,7 @@ fn serial_reading_loops_do_not_allocate() {
         "cosmicwatch v2"
     );
 
-    let cols = V3Columns {
-        environment: true,
-        motion: true,
-        name: true,
-    };
+    let cols = V3Columns::ALL;
     // 2 events per device second: 200 events span ~100 s, so a housekeeping line is read too.
     let (_sim, mut dev) = common::open_cosmicwatch(
         CosmicWatchSimConfig {

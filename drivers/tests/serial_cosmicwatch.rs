@@ -72,11 +72,7 @@ fn cosmicwatch_v2_every_field_and_poisson_timing() {
 
 #[test]
 fn cosmicwatch_v3x_all_columns_flags_and_housekeeping() {
-    let cols = V3Columns {
-        environment: true,
-        motion: true,
-        name: true,
-    };
+    let cols = V3Columns::ALL;
     let cfg = CosmicWatchSimConfig {
         version: SimVersion::V3X(cols),
         rate: 5.0,
@@ -186,11 +182,7 @@ fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
 #[test]
 #[ignore = "measurement: run in release with --ignored --nocapture"]
 fn cosmicwatch_v3x_throughput_measurement() {
-    let cols = V3Columns {
-        environment: true,
-        motion: true,
-        name: true,
-    };
+    let cols = V3Columns::ALL;
     let cfg = CosmicWatchSimConfig {
         version: SimVersion::V3X(cols),
         rate: 100_000.0,

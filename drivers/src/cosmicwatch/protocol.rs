@@ -123,6 +123,13 @@ pub struct V3Columns {
 }
 
 impl V3Columns {
+    /// Every optional column: BMP280, MPU-6050 and the name.
+    pub const ALL: V3Columns = V3Columns {
+        environment: true,
+        motion: true,
+        name: true,
+    };
+
     /// Columns per event line.
     pub fn count(self) -> usize {
         6 + 2 * usize::from(self.environment)
@@ -268,12 +275,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL: V3Columns = V3Columns {
-        environment: true,
-        motion: true,
-        name: true,
-    };
-
     #[test]
     fn v2_and_v3_lines() {
         let V2Line::Event(e) = parse_v2(b"12 34567 312 87.25 1234 23.41").unwrap() else {
@@ -291,7 +292,7 @@ mod tests {
         assert!(parse_v2(b"12 34567 312 87.25 99999 23.41").is_err());
         assert!(parse_v2(b"12 34567 312 87.25 1234").is_err());
         let l = b"7\t12.345678\t1\t2048\t123.4\t0.000084\t24.1\t101325\t0.012:-0.998:0.031\t-0.5:1.2:0.0\tAxel";
-        let V3Line::Event(e) = parse_v3(l, ALL).unwrap() else {
+        let V3Line::Event(e) = parse_v3(l, V3Columns::ALL).unwrap() else {
             panic!()
         };
         assert_eq!((e.event, e.flag, e.adc), (7, 1, 2048));
@@ -339,7 +340,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
             let _ = parse_v2(&bytes);
-            let _ = parse_v3(&bytes, ALL);
+            let _ = parse_v3(&bytes, V3Columns::ALL);
             let _ = parse_v3(&bytes, V3Columns::default());
         }
 
