@@ -17,6 +17,8 @@ use std::time::Duration;
 use crate::driver::DriverError;
 use crate::serial::Backoff;
 
+pub mod sim;
+
 /// What to tell a user whose device refused access.
 pub const UDEV_HINT: &str = "no permission on the USB device node: install the udev rules with \
 `daq-engine udev install` (file udev/70-daq-engine.rules), then replug the device";

@@ -19,7 +19,6 @@
 //! Deterministic for a seed. Must never be mistaken for hardware: port `sim:drs4`.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -30,7 +29,8 @@ use super::calibration::Drs4Calibration;
 use super::driver::Drs4Bus;
 use super::eeprom::{self, EepromContents, EepromLayout, PAGE_BYTES};
 use super::protocol::*;
-use crate::usb::{UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
+use crate::usb::sim::{SimUsb, SimUsbBus, SimUsbHandle, SimUsbState};
+use crate::usb::{UsbDeviceEntry, UsbError, UsbTransport};
 
 /// How the simulated board is built and what it sees.
 #[derive(Clone, Debug)]
@@ -589,23 +589,36 @@ impl SimDrs4State {
     }
 }
 
-/// A simulated DRS4 board on a simulated bus. Cloning shares the board.
-#[derive(Clone, Debug)]
-pub struct SimDrs4 {
-    state: Arc<Mutex<SimDrs4State>>,
+impl SimUsbState for SimDrs4State {
+    const INTERFACE: u8 = INTERFACE;
+
+    fn entry(&self) -> Option<UsbDeviceEntry> {
+        self.plugged.then_some(UsbDeviceEntry {
+            vendor_id: USB_ID.0,
+            product_id: USB_ID.1,
+            bus: 1,
+            address: self.usb_address,
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
 }
+
+/// A simulated DRS4 board on a simulated bus. Cloning shares the board.
+pub type SimDrs4 = SimUsb<SimDrs4State>;
+
+/// A simulated USB bus with one simulated DRS4 board.
+pub type SimDrs4Bus = SimUsbBus<SimDrs4State>;
+
+/// An open handle on the simulated board.
+pub type SimDrs4Handle = SimUsbHandle<SimDrs4State>;
 
 impl SimDrs4 {
     /// Powers up a simulated board.
     pub fn new(config: SimDrs4Config) -> Self {
-        SimDrs4 {
-            state: Arc::new(Mutex::new(SimDrs4State::new(config))),
-        }
-    }
-
-    /// The board state, for tests.
-    pub fn state(&self) -> MutexGuard<'_, SimDrs4State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        SimUsb::with_state(SimDrs4State::new(config))
     }
 
     /// Pulls the plug.
@@ -637,75 +650,11 @@ impl SimDrs4 {
     pub fn unplug_after_in_bytes(&self, bytes: usize) {
         self.state().unplug_after_in_bytes = Some(bytes);
     }
-
-    /// The bus this board is plugged into.
-    pub fn bus(&self) -> SimDrs4Bus {
-        SimDrs4Bus {
-            board: self.clone(),
-        }
-    }
-}
-
-/// A simulated USB bus with one simulated DRS4 board.
-#[derive(Clone, Debug)]
-pub struct SimDrs4Bus {
-    board: SimDrs4,
 }
 
 impl Drs4Bus for SimDrs4Bus {
     fn handle_for_reconnect(&self) -> Result<Self, UsbError> {
         Ok(self.clone())
-    }
-}
-
-impl UsbBus for SimDrs4Bus {
-    type Transport = SimDrs4Handle;
-
-    fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError> {
-        let s = self.board.state();
-        if !s.plugged {
-            return Ok(Vec::new());
-        }
-        Ok(vec![UsbDeviceEntry {
-            vendor_id: USB_ID.0,
-            product_id: USB_ID.1,
-            bus: 1,
-            address: s.usb_address,
-        }])
-    }
-
-    fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<SimDrs4Handle, UsbError> {
-        let generation = {
-            let s = self.board.state();
-            if !s.plugged || entry.address != s.usb_address {
-                return Err(UsbError::NoDevice);
-            }
-            s.generation
-        };
-        if interface != INTERFACE {
-            return Err(UsbError::Other(format!("no interface {interface}")));
-        }
-        Ok(SimDrs4Handle {
-            board: self.board.clone(),
-            generation,
-        })
-    }
-}
-
-/// An open handle on the simulated board.
-#[derive(Debug)]
-pub struct SimDrs4Handle {
-    board: SimDrs4,
-    generation: u64,
-}
-
-impl SimDrs4Handle {
-    fn live(&self) -> Result<MutexGuard<'_, SimDrs4State>, UsbError> {
-        let s = self.board.state();
-        if !s.plugged || s.generation != self.generation {
-            return Err(UsbError::NoDevice);
-        }
-        Ok(s)
     }
 }
 

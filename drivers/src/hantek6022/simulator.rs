@@ -10,7 +10,6 @@
 //! logged for byte-exact tests. Deterministic for a given seed; unpaced by default (data as fast as it is read).
 //! Must never be mistaken for hardware: its port is `sim:hantek6022`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -18,7 +17,8 @@ use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::protocol::*;
-use crate::usb::{UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
+use crate::usb::sim::{SimUsb, SimUsbBus, SimUsbHandle, SimUsbState};
+use crate::usb::{UsbDeviceEntry, UsbError, UsbTransport};
 
 /// What the simulated inputs see.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -387,24 +387,41 @@ fn cold_product_id(model: Model) -> u16 {
     }
 }
 
-/// A simulated scope plugged into a simulated bus. Cloning shares the device.
-#[derive(Clone, Debug)]
-pub struct SimHantek {
-    state: Arc<Mutex<SimHantekState>>,
+impl SimUsbState for SimHantekState {
+    const INTERFACE: u8 = INTERFACE;
+
+    fn entry(&self) -> Option<UsbDeviceEntry> {
+        self.plugged.then_some(UsbDeviceEntry {
+            vendor_id: self.usb_id.0,
+            product_id: self.usb_id.1,
+            bus: 1,
+            address: self.address,
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        u64::from(self.generation)
+    }
+
+    fn physical_port(&self, entry: &UsbDeviceEntry) -> Option<String> {
+        // One socket: the scope is always in hub port 4 of bus 1, whatever its address.
+        (entry.bus == 1).then(|| "1-4".to_string())
+    }
 }
+
+/// A simulated scope plugged into a simulated bus. Cloning shares the device.
+pub type SimHantek = SimUsb<SimHantekState>;
+
+/// A simulated USB bus with one simulated Hantek on it.
+pub type SimHantekBus = SimUsbBus<SimHantekState>;
+
+/// An open handle on the simulated scope; dies when the device re-enumerates.
+pub type SimHantekHandle = SimUsbHandle<SimHantekState>;
 
 impl SimHantek {
     /// Powers up a simulated scope.
     pub fn new(config: SimHantekConfig) -> Self {
-        SimHantek {
-            state: Arc::new(Mutex::new(SimHantekState::new(config))),
-        }
-    }
-
-    /// The device state, for tests to inspect.
-    pub fn state(&self) -> MutexGuard<'_, SimHantekState> {
-        // A panic while holding the lock only happens in a failing test; keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        SimUsb::with_state(SimHantekState::new(config))
     }
 
     /// Pulls the plug: every open handle fails with `NoDevice`, the bus lists nothing.
@@ -423,75 +440,6 @@ impl SimHantek {
         if !s.plugged {
             s.power_up_cold();
         }
-    }
-
-    /// The bus this device is plugged into.
-    pub fn bus(&self) -> SimHantekBus {
-        SimHantekBus {
-            device: self.clone(),
-        }
-    }
-}
-
-/// A simulated USB bus with one simulated Hantek on it.
-#[derive(Clone, Debug)]
-pub struct SimHantekBus {
-    device: SimHantek,
-}
-
-impl UsbBus for SimHantekBus {
-    type Transport = SimHantekHandle;
-
-    fn list(&mut self) -> Result<Vec<UsbDeviceEntry>, UsbError> {
-        let s = self.device.state();
-        if !s.plugged {
-            return Ok(Vec::new());
-        }
-        Ok(vec![UsbDeviceEntry {
-            vendor_id: s.usb_id.0,
-            product_id: s.usb_id.1,
-            bus: 1,
-            address: s.address,
-        }])
-    }
-
-    fn physical_port(&mut self, entry: &UsbDeviceEntry) -> Option<String> {
-        // One socket: the scope is always in hub port 4 of bus 1, whatever its address.
-        (entry.bus == 1).then(|| "1-4".to_string())
-    }
-
-    fn open(&mut self, entry: &UsbDeviceEntry, interface: u8) -> Result<SimHantekHandle, UsbError> {
-        let s = self.device.state();
-        if !s.plugged
-            || entry.address != s.address
-            || (entry.vendor_id, entry.product_id) != s.usb_id
-        {
-            return Err(UsbError::NoDevice);
-        }
-        if interface != INTERFACE {
-            return Err(UsbError::Other(format!("no interface {interface}")));
-        }
-        Ok(SimHantekHandle {
-            device: self.device.clone(),
-            generation: s.generation,
-        })
-    }
-}
-
-/// An open handle on the simulated scope; dies when the device re-enumerates.
-#[derive(Debug)]
-pub struct SimHantekHandle {
-    device: SimHantek,
-    generation: u32,
-}
-
-impl SimHantekHandle {
-    fn live(&self) -> Result<MutexGuard<'_, SimHantekState>, UsbError> {
-        let s = self.device.state();
-        if !s.plugged || s.generation != self.generation {
-            return Err(UsbError::NoDevice);
-        }
-        Ok(s)
     }
 }
 
