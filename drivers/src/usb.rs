@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::driver::DriverError;
+use crate::driver::{DriverError, ReadOutcome, Source};
 use crate::serial::Backoff;
 
 pub mod sim;
@@ -415,6 +415,40 @@ pub struct BenchFigures {
 }
 
 impl BenchFigures {
+    /// Measures `source`, a simulated device opened through its driver: starts it, reads
+    /// `events` events into one buffer (fewer if it ends), stops it. A read that waits 1 s
+    /// for nothing fails as a configuration error of `device` saying `idle`.
+    pub fn measure(
+        source: &mut dyn Source,
+        events: u64,
+        device: &str,
+        idle: &str,
+    ) -> Result<BenchFigures, DriverError> {
+        let mut out = vec![0u8; source.layout().event_size()];
+        source.start()?;
+        let started = std::time::Instant::now();
+        let mut written = 0u64;
+        while written < events {
+            match source.read_event(&mut out, Duration::from_secs(1))? {
+                ReadOutcome::Event(_) => written += 1,
+                ReadOutcome::Idle => {
+                    return Err(DriverError::Config {
+                        device: device.into(),
+                        detail: idle.into(),
+                    })
+                }
+                ReadOutcome::End => break,
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        source.stop()?;
+        Ok(BenchFigures {
+            events: written,
+            bytes: written * out.len() as u64,
+            seconds,
+        })
+    }
+
     /// Events per second.
     pub fn events_per_second(&self) -> f64 {
         self.events as f64 / self.seconds.max(f64::MIN_POSITIVE)

@@ -32,9 +32,7 @@ pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
     udev: include_str!("udev.rules"),
 };
 
-use std::time::{Duration, Instant};
-
-use crate::driver::{DriverError, ReadOutcome, Source};
+use crate::driver::DriverError;
 use crate::usb::BenchFigures;
 
 /// Measures the simulated scope through the whole driver (reader thread, buffer pool,
@@ -62,27 +60,10 @@ pub fn bench_simulated_with(
 ) -> Result<BenchFigures, DriverError> {
     let sim = SimHantek::new(SimHantekConfig::default());
     let mut scope = Hantek6022::open(&mut sim.bus(), config)?;
-    let mut out = vec![0u8; scope.layout().event_size()];
-    scope.start()?;
-    let started = Instant::now();
-    let mut written = 0u64;
-    while written < events {
-        match scope.read_event(&mut out, Duration::from_secs(1))? {
-            ReadOutcome::Event(_) => written += 1,
-            ReadOutcome::Idle => {
-                return Err(DriverError::Config {
-                    device: "sim:hantek6022".into(),
-                    detail: "simulator delivered nothing for 1 s".into(),
-                })
-            }
-            ReadOutcome::End => break,
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    scope.stop()?;
-    Ok(BenchFigures {
-        events: written,
-        bytes: written * out.len() as u64,
-        seconds,
-    })
+    BenchFigures::measure(
+        &mut scope,
+        events,
+        "sim:hantek6022",
+        "simulator delivered nothing for 1 s",
+    )
 }
