@@ -7,7 +7,8 @@
 //! transfers. Every libusb failure becomes a typed [`UsbError`]; nothing here panics when
 //! the machine has no USB bus at all. A driver that finds its device again after an unplug
 //! paces its look-ups with [`RetryPacing`] and recognises the device by
-//! [`UsbBus::physical_port`] where the bus reports one.
+//! [`UsbBus::physical_port`] where the bus reports one. The families' simulators share
+//! their simulated device, bus and handles ([`sim`]).
 //!
 //! Must never: call `rusb::devices()` or any other rusb global-context function (it panics
 //! without a USB bus), allocate inside a transfer, or print.

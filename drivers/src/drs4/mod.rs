@@ -48,7 +48,7 @@ pub fn bench_simulated(events: u64, time_axis: bool) -> Result<BenchFigures, Dri
             ..Drs4Config::default()
         },
     )?;
-    // The simulated board triggers by itself: it never ends and is never silent for 1 s.
+    // The simulated board triggers by itself and never ends.
     BenchFigures::measure(
         &mut board,
         events,
