@@ -1428,30 +1428,28 @@ fn ping(name: &str, fam: Fam, handle: i16) -> u32 {
 // ------------------------------------------------------------------------------------------
 // The exported C API, family by family.
 
+/// The functions every family exports, named `<prefix><Function>` as in Pico's headers
+/// (`common_exports!(Fam::Ps5000a, ps5000a)` gives `ps5000aCloseUnit` ...).
 macro_rules! common_exports {
-    ($fam:expr, $pfx:literal,
-     $close:ident, $stop:ident, $ping:ident, $info:ident, $enumerate:ident, $channel:ident,
-     $trigger:ident, $segments:ident, $captures:ident, $ready:ident, $buffer:ident,
-     $values:ident, $bulk:ident, $offset:ident, $offsets:ident, $streaming:ident, $latest:ident, $maxval:ident,
-     $digital:ident) => {
+    ($fam:expr, $pfx:ident) => { pastey::paste! {
         /// `PICO_STATUS CloseUnit(int16_t handle)`
         #[no_mangle]
-        pub extern "C" fn $close(handle: i16) -> u32 {
-            close_unit(concat!($pfx, "CloseUnit"), $fam, handle)
+        pub extern "C" fn [<$pfx CloseUnit>](handle: i16) -> u32 {
+            close_unit(concat!(stringify!($pfx), "CloseUnit"), $fam, handle)
         }
         /// `PICO_STATUS Stop(int16_t handle)`
         #[no_mangle]
-        pub extern "C" fn $stop(handle: i16) -> u32 {
-            stop(concat!($pfx, "Stop"), $fam, handle)
+        pub extern "C" fn [<$pfx Stop>](handle: i16) -> u32 {
+            stop(concat!(stringify!($pfx), "Stop"), $fam, handle)
         }
         /// `PICO_STATUS PingUnit(int16_t handle)`
         #[no_mangle]
-        pub extern "C" fn $ping(handle: i16) -> u32 {
-            ping(concat!($pfx, "PingUnit"), $fam, handle)
+        pub extern "C" fn [<$pfx PingUnit>](handle: i16) -> u32 {
+            ping(concat!(stringify!($pfx), "PingUnit"), $fam, handle)
         }
         /// `PICO_STATUS GetUnitInfo(int16_t handle, int8_t *string, int16_t len, int16_t *required, PICO_INFO info)`
         #[no_mangle]
-        pub extern "C" fn $info(
+        pub extern "C" fn [<$pfx GetUnitInfo>](
             handle: i16,
             s: *mut i8,
             len: i16,
@@ -1459,7 +1457,7 @@ macro_rules! common_exports {
             info: u32,
         ) -> u32 {
             unit_info(
-                concat!($pfx, "GetUnitInfo"),
+                concat!(stringify!($pfx), "GetUnitInfo"),
                 $fam,
                 handle,
                 s,
@@ -1470,12 +1468,12 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS EnumerateUnits(int16_t *count, int8_t *serials, int16_t *serialLth)`
         #[no_mangle]
-        pub extern "C" fn $enumerate(count: *mut i16, serials: *mut i8, len: *mut i16) -> u32 {
-            enumerate_units(concat!($pfx, "EnumerateUnits"), $fam, count, serials, len)
+        pub extern "C" fn [<$pfx EnumerateUnits>](count: *mut i16, serials: *mut i8, len: *mut i16) -> u32 {
+            enumerate_units(concat!(stringify!($pfx), "EnumerateUnits"), $fam, count, serials, len)
         }
         /// `PICO_STATUS SetChannel(handle, channel, int16_t enabled, coupling, range, float analogOffset)`
         #[no_mangle]
-        pub extern "C" fn $channel(
+        pub extern "C" fn [<$pfx SetChannel>](
             handle: i16,
             ch: i32,
             enabled: i16,
@@ -1484,7 +1482,7 @@ macro_rules! common_exports {
             offset: f32,
         ) -> u32 {
             set_channel(
-                concat!($pfx, "SetChannel"),
+                concat!(stringify!($pfx), "SetChannel"),
                 $fam,
                 handle,
                 ch,
@@ -1496,7 +1494,7 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS SetSimpleTrigger(handle, int16_t enable, source, int16_t threshold, direction, uint32_t delay, int16_t autoTrigger_ms)`
         #[no_mangle]
-        pub extern "C" fn $trigger(
+        pub extern "C" fn [<$pfx SetSimpleTrigger>](
             handle: i16,
             enable: i16,
             source: i32,
@@ -1506,7 +1504,7 @@ macro_rules! common_exports {
             auto_ms: i16,
         ) -> u32 {
             set_simple_trigger(
-                concat!($pfx, "SetSimpleTrigger"),
+                concat!(stringify!($pfx), "SetSimpleTrigger"),
                 $fam,
                 handle,
                 enable,
@@ -1519,22 +1517,22 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS MemorySegments(handle, uint32_t nSegments, int32_t *nMaxSamples)`
         #[no_mangle]
-        pub extern "C" fn $segments(handle: i16, n: u32, max: *mut i32) -> u32 {
-            memory_segments(concat!($pfx, "MemorySegments"), $fam, handle, n, max)
+        pub extern "C" fn [<$pfx MemorySegments>](handle: i16, n: u32, max: *mut i32) -> u32 {
+            memory_segments(concat!(stringify!($pfx), "MemorySegments"), $fam, handle, n, max)
         }
         /// `PICO_STATUS SetNoOfCaptures(handle, uint32_t nCaptures)`
         #[no_mangle]
-        pub extern "C" fn $captures(handle: i16, n: u32) -> u32 {
-            set_no_of_captures(concat!($pfx, "SetNoOfCaptures"), $fam, handle, n)
+        pub extern "C" fn [<$pfx SetNoOfCaptures>](handle: i16, n: u32) -> u32 {
+            set_no_of_captures(concat!(stringify!($pfx), "SetNoOfCaptures"), $fam, handle, n)
         }
         /// `PICO_STATUS IsReady(handle, int16_t *ready)`
         #[no_mangle]
-        pub extern "C" fn $ready(handle: i16, ready: *mut i16) -> u32 {
-            is_ready(concat!($pfx, "IsReady"), $fam, handle, ready)
+        pub extern "C" fn [<$pfx IsReady>](handle: i16, ready: *mut i16) -> u32 {
+            is_ready(concat!(stringify!($pfx), "IsReady"), $fam, handle, ready)
         }
         /// `PICO_STATUS SetDataBuffer(handle, channel, int16_t *buffer, int32_t len, uint32_t segment, ratioMode)`
         #[no_mangle]
-        pub extern "C" fn $buffer(
+        pub extern "C" fn [<$pfx SetDataBuffer>](
             handle: i16,
             ch: i32,
             buf: *mut i16,
@@ -1543,7 +1541,7 @@ macro_rules! common_exports {
             mode: i32,
         ) -> u32 {
             set_data_buffer(
-                concat!($pfx, "SetDataBuffer"),
+                concat!(stringify!($pfx), "SetDataBuffer"),
                 $fam,
                 handle,
                 ch,
@@ -1555,7 +1553,7 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS GetValues(handle, uint32_t startIndex, uint32_t *noOfSamples, uint32_t downSampleRatio, ratioMode, uint32_t segmentIndex, int16_t *overflow)`
         #[no_mangle]
-        pub extern "C" fn $values(
+        pub extern "C" fn [<$pfx GetValues>](
             handle: i16,
             start: u32,
             n: *mut u32,
@@ -1565,7 +1563,7 @@ macro_rules! common_exports {
             overflow: *mut i16,
         ) -> u32 {
             get_values(
-                concat!($pfx, "GetValues"),
+                concat!(stringify!($pfx), "GetValues"),
                 $fam,
                 handle,
                 start,
@@ -1578,7 +1576,7 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS GetValuesBulk(handle, uint32_t *noOfSamples, uint32_t from, uint32_t to, uint32_t ratio, mode, int16_t *overflow)`
         #[no_mangle]
-        pub extern "C" fn $bulk(
+        pub extern "C" fn [<$pfx GetValuesBulk>](
             handle: i16,
             n: *mut u32,
             from: u32,
@@ -1588,7 +1586,7 @@ macro_rules! common_exports {
             overflow: *mut i16,
         ) -> u32 {
             get_values_bulk(
-                concat!($pfx, "GetValuesBulk"),
+                concat!(stringify!($pfx), "GetValuesBulk"),
                 $fam,
                 handle,
                 n,
@@ -1601,14 +1599,14 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t segmentIndex)`
         #[no_mangle]
-        pub extern "C" fn $offset(
+        pub extern "C" fn [<$pfx GetTriggerTimeOffset64>](
             handle: i16,
             time: *mut i64,
             unit: *mut i32,
             segment: u32,
         ) -> u32 {
             trigger_offset(
-                concat!($pfx, "GetTriggerTimeOffset64"),
+                concat!(stringify!($pfx), "GetTriggerTimeOffset64"),
                 $fam,
                 handle,
                 time,
@@ -1618,7 +1616,7 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS GetValuesTriggerTimeOffsetBulk64(handle, int64_t *times, TIME_UNITS *units, uint32_t from, uint32_t to)`
         #[no_mangle]
-        pub extern "C" fn $offsets(
+        pub extern "C" fn [<$pfx GetValuesTriggerTimeOffsetBulk64>](
             handle: i16,
             times: *mut i64,
             units: *mut i32,
@@ -1626,7 +1624,7 @@ macro_rules! common_exports {
             to: u32,
         ) -> u32 {
             trigger_offsets(
-                concat!($pfx, "GetValuesTriggerTimeOffsetBulk64"),
+                concat!(stringify!($pfx), "GetValuesTriggerTimeOffsetBulk64"),
                 $fam,
                 handle,
                 times,
@@ -1637,7 +1635,7 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS RunStreaming(handle, uint32_t *sampleInterval, units, uint32_t maxPre, uint32_t maxPost, int16_t autoStop, uint32_t ratio, mode, uint32_t overviewBufferSize)`
         #[no_mangle]
-        pub extern "C" fn $streaming(
+        pub extern "C" fn [<$pfx RunStreaming>](
             handle: i16,
             interval: *mut u32,
             units: i32,
@@ -1649,7 +1647,7 @@ macro_rules! common_exports {
             overview: u32,
         ) -> u32 {
             run_streaming(
-                concat!($pfx, "RunStreaming"),
+                concat!(stringify!($pfx), "RunStreaming"),
                 $fam,
                 handle,
                 interval,
@@ -1664,9 +1662,9 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS GetStreamingLatestValues(handle, StreamingReady cb, void *pParameter)`
         #[no_mangle]
-        pub extern "C" fn $latest(handle: i16, cb: StreamingReady, param: *mut c_void) -> u32 {
+        pub extern "C" fn [<$pfx GetStreamingLatestValues>](handle: i16, cb: StreamingReady, param: *mut c_void) -> u32 {
             latest_values(
-                concat!($pfx, "GetStreamingLatestValues"),
+                concat!(stringify!($pfx), "GetStreamingLatestValues"),
                 $fam,
                 handle,
                 cb,
@@ -1675,15 +1673,15 @@ macro_rules! common_exports {
         }
         /// `PICO_STATUS MaximumValue(handle, int16_t *value)`
         #[no_mangle]
-        pub extern "C" fn $maxval(handle: i16, v: *mut i16) -> u32 {
-            maximum_value(concat!($pfx, "MaximumValue"), $fam, handle, v)
+        pub extern "C" fn [<$pfx MaximumValue>](handle: i16, v: *mut i16) -> u32 {
+            maximum_value(concat!(stringify!($pfx), "MaximumValue"), $fam, handle, v)
         }
         /// `PICO_STATUS SetDigitalPort(int16_t handle, DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
         /// (ps5000a names the port type `PS5000A_CHANNEL`)
         #[no_mangle]
-        pub extern "C" fn $digital(handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
+        pub extern "C" fn [<$pfx SetDigitalPort>](handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
             set_digital_port(
-                concat!($pfx, "SetDigitalPort"),
+                concat!(stringify!($pfx), "SetDigitalPort"),
                 $fam,
                 handle,
                 port,
@@ -1691,17 +1689,17 @@ macro_rules! common_exports {
                 level,
             )
         }
-    };
+    }};
 }
 
 /// `GetTimebase2` and `RunBlock` of one family. ps2000a and ps3000a carry an `int16_t
 /// oversample` argument (named by the last, optional macro argument, e.g. `_oversample`)
 /// that ps5000a lacks; the fake ignores it.
 macro_rules! block_exports {
-    ($fam:expr, $pfx:literal, $timebase:ident, $run_block:ident $(, $oversample:ident)?) => {
+    ($fam:expr, $pfx:ident $(, $oversample:ident)?) => { pastey::paste! {
         /// `PICO_STATUS GetTimebase2(handle, uint32_t timebase, int32_t noSamples, float *timeIntervalNanoseconds, [int16_t oversample,] int32_t *maxSamples, uint32_t segmentIndex)`
         #[no_mangle]
-        pub extern "C" fn $timebase(
+        pub extern "C" fn [<$pfx GetTimebase2>](
             handle: i16,
             tb: u32,
             samples: i32,
@@ -1711,7 +1709,7 @@ macro_rules! block_exports {
             segment: u32,
         ) -> u32 {
             get_timebase2(
-                concat!($pfx, "GetTimebase2"),
+                concat!(stringify!($pfx), "GetTimebase2"),
                 $fam,
                 handle,
                 tb,
@@ -1723,7 +1721,7 @@ macro_rules! block_exports {
         }
         /// `PICO_STATUS RunBlock(handle, int32_t noOfPreTriggerSamples, int32_t noOfPostTriggerSamples, uint32_t timebase, [int16_t oversample,] int32_t *timeIndisposedMs, uint32_t segmentIndex, BlockReady lpReady, void *pParameter)`
         #[no_mangle]
-        pub extern "C" fn $run_block(
+        pub extern "C" fn [<$pfx RunBlock>](
             handle: i16,
             pre: i32,
             post: i32,
@@ -1735,7 +1733,7 @@ macro_rules! block_exports {
             param: *mut c_void,
         ) -> u32 {
             run_block(
-                concat!($pfx, "RunBlock"),
+                concat!(stringify!($pfx), "RunBlock"),
                 BlockArgs {
                     fam: $fam,
                     handle,
@@ -1749,101 +1747,16 @@ macro_rules! block_exports {
                 },
             )
         }
-    };
+    }};
 }
 
-common_exports!(
-    Fam::Ps5000a,
-    "ps5000a",
-    ps5000aCloseUnit,
-    ps5000aStop,
-    ps5000aPingUnit,
-    ps5000aGetUnitInfo,
-    ps5000aEnumerateUnits,
-    ps5000aSetChannel,
-    ps5000aSetSimpleTrigger,
-    ps5000aMemorySegments,
-    ps5000aSetNoOfCaptures,
-    ps5000aIsReady,
-    ps5000aSetDataBuffer,
-    ps5000aGetValues,
-    ps5000aGetValuesBulk,
-    ps5000aGetTriggerTimeOffset64,
-    ps5000aGetValuesTriggerTimeOffsetBulk64,
-    ps5000aRunStreaming,
-    ps5000aGetStreamingLatestValues,
-    ps5000aMaximumValue,
-    ps5000aSetDigitalPort
-);
+common_exports!(Fam::Ps5000a, ps5000a);
+common_exports!(Fam::Ps2000a, ps2000a);
+common_exports!(Fam::Ps3000a, ps3000a);
 
-common_exports!(
-    Fam::Ps2000a,
-    "ps2000a",
-    ps2000aCloseUnit,
-    ps2000aStop,
-    ps2000aPingUnit,
-    ps2000aGetUnitInfo,
-    ps2000aEnumerateUnits,
-    ps2000aSetChannel,
-    ps2000aSetSimpleTrigger,
-    ps2000aMemorySegments,
-    ps2000aSetNoOfCaptures,
-    ps2000aIsReady,
-    ps2000aSetDataBuffer,
-    ps2000aGetValues,
-    ps2000aGetValuesBulk,
-    ps2000aGetTriggerTimeOffset64,
-    ps2000aGetValuesTriggerTimeOffsetBulk64,
-    ps2000aRunStreaming,
-    ps2000aGetStreamingLatestValues,
-    ps2000aMaximumValue,
-    ps2000aSetDigitalPort
-);
-
-common_exports!(
-    Fam::Ps3000a,
-    "ps3000a",
-    ps3000aCloseUnit,
-    ps3000aStop,
-    ps3000aPingUnit,
-    ps3000aGetUnitInfo,
-    ps3000aEnumerateUnits,
-    ps3000aSetChannel,
-    ps3000aSetSimpleTrigger,
-    ps3000aMemorySegments,
-    ps3000aSetNoOfCaptures,
-    ps3000aIsReady,
-    ps3000aSetDataBuffer,
-    ps3000aGetValues,
-    ps3000aGetValuesBulk,
-    ps3000aGetTriggerTimeOffset64,
-    ps3000aGetValuesTriggerTimeOffsetBulk64,
-    ps3000aRunStreaming,
-    ps3000aGetStreamingLatestValues,
-    ps3000aMaximumValue,
-    ps3000aSetDigitalPort
-);
-
-block_exports!(
-    Fam::Ps5000a,
-    "ps5000a",
-    ps5000aGetTimebase2,
-    ps5000aRunBlock
-);
-block_exports!(
-    Fam::Ps2000a,
-    "ps2000a",
-    ps2000aGetTimebase2,
-    ps2000aRunBlock,
-    _oversample
-);
-block_exports!(
-    Fam::Ps3000a,
-    "ps3000a",
-    ps3000aGetTimebase2,
-    ps3000aRunBlock,
-    _oversample
-);
+block_exports!(Fam::Ps5000a, ps5000a);
+block_exports!(Fam::Ps2000a, ps2000a, _oversample);
+block_exports!(Fam::Ps3000a, ps3000a, _oversample);
 
 /// `PICO_STATUS ps3000aOpenUnit(int16_t *handle, int8_t *serial)` (HARDWARE.md P).
 #[no_mangle]
