@@ -23,6 +23,9 @@ pub mod picoscope;
 pub mod redpitaya;
 pub mod usb;
 
+#[cfg(test)]
+mod testing;
+
 pub use driver::{
     ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
     Source,

@@ -455,11 +455,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6d630001),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::testing::fixed_seed(0x6d630001))]
 
         #[test]
         fn garbage_never_panics_and_never_counts_wrong_sizes(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
