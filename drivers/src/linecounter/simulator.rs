@@ -85,8 +85,22 @@ impl LineCounterSim {
         matches!(&self.format, SimFormat::Grammar(g) if !g.fields.contains(&GrammarField::Counts))
     }
 
+    /// The first `n` lines after the banner, as the simulator sends them (for tests).
+    pub fn lines(cfg: &LineSimConfig, n: usize) -> Vec<String> {
+        let mut g = LineCounterSim::new(cfg);
+        (0..n)
+            .map(|_| {
+                let mut s = String::new();
+                g.next_line(&mut s);
+                s
+            })
+            .collect()
+    }
+}
+
+impl LineSource for LineCounterSim {
     /// Device time (s) when the next line is due.
-    pub fn next_due(&self) -> f64 {
+    fn next_due(&self) -> f64 {
         if self.per_pulse() {
             self.arrivals.next_time()
         } else {
@@ -95,7 +109,7 @@ impl LineCounterSim {
     }
 
     /// Appends the banner (MightyOhm only) once.
-    pub fn banner(&mut self, out: &mut String) {
+    fn preamble(&mut self, out: &mut String) {
         if !self.banner_sent && self.format == SimFormat::MightyOhm {
             out.push_str("mightyohm.com Geiger Counter 1.00\r\nhttp://mightyohm.com/geiger\r\n");
         }
@@ -103,7 +117,7 @@ impl LineCounterSim {
     }
 
     /// Appends the next line (CRLF-terminated).
-    pub fn next_line(&mut self, out: &mut String) {
+    fn next_line(&mut self, out: &mut String) {
         if self.per_pulse() {
             let t = self.arrivals.pop();
             self.pulses += 1;
@@ -172,30 +186,6 @@ impl LineCounterSim {
                 });
             }
         }
-    }
-
-    /// The first `n` lines after the banner, as the simulator sends them (for tests).
-    pub fn lines(cfg: &LineSimConfig, n: usize) -> Vec<String> {
-        let mut g = LineCounterSim::new(cfg);
-        (0..n)
-            .map(|_| {
-                let mut s = String::new();
-                g.next_line(&mut s);
-                s
-            })
-            .collect()
-    }
-}
-
-impl LineSource for LineCounterSim {
-    fn preamble(&mut self, out: &mut String) {
-        self.banner(out);
-    }
-    fn next_due(&self) -> f64 {
-        LineCounterSim::next_due(self)
-    }
-    fn next_line(&mut self, out: &mut String) {
-        LineCounterSim::next_line(self, out);
     }
 }
 
