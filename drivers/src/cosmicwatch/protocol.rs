@@ -69,29 +69,33 @@ fn col<T>(v: Option<T>, index: usize, what: &'static str) -> Result<T, CwError> 
     v.ok_or(CwError::Column { index, what })
 }
 
+/// The columns of an event line split at `sep`, the first `N` of them kept; `expected` is
+/// how many the line must have. A line of blanks only is [`CwError::Empty`].
+fn columns<const N: usize>(line: &[u8], sep: u8, expected: usize) -> Result<[&[u8]; N], CwError> {
+    if line.iter().all(|&b| b == b' ' || b == b'\t') {
+        return Err(CwError::Empty);
+    }
+    let mut c: [&[u8]; N] = [&[]; N];
+    let mut n = 0;
+    for (i, f) in fields(line, Some(sep)).enumerate() {
+        if i < N {
+            c[i] = f;
+        }
+        n = i + 1;
+    }
+    if n != expected {
+        return Err(CwError::Columns { expected, found: n });
+    }
+    Ok(c)
+}
+
 /// Parses one v2 line. (The detector-name line after the header is not an event; the driver
 /// recognises it by position.)
 pub fn parse_v2(line: &[u8]) -> Result<V2Line, CwError> {
     if line.first() == Some(&b'#') {
         return Ok(V2Line::Comment);
     }
-    if line.iter().all(|&b| b == b' ' || b == b'\t') {
-        return Err(CwError::Empty);
-    }
-    let mut c: [&[u8]; 6] = [&[]; 6];
-    let mut n = 0;
-    for (i, f) in fields(line, Some(b' ')).enumerate() {
-        if i < 6 {
-            c[i] = f;
-        }
-        n = i + 1;
-    }
-    if n != 6 {
-        return Err(CwError::Columns {
-            expected: 6,
-            found: n,
-        });
-    }
+    let c: [&[u8]; 6] = columns(line, b' ', 6)?;
     let event = col(parse_u64(c[0]), 0, "event number")?;
     let time_ms = col(parse_u64(c[1]), 1, "time [ms]")?;
     let adc = col(parse_u64(c[2]).filter(|&a| a <= 1023), 2, "ADC 0..1023")? as u16;
@@ -200,21 +204,7 @@ pub fn parse_v3(line: &[u8], cols: V3Columns) -> Result<V3Line<'_>, CwError> {
     if line.first() == Some(&b'#') {
         return Ok(V3Line::Comment);
     }
-    if line.iter().all(|&b| b == b' ' || b == b'\t') {
-        return Err(CwError::Empty);
-    }
-    let mut c: [&[u8]; 11] = [&[]; 11];
-    let mut n = 0;
-    for (i, f) in fields(line, Some(b'\t')).enumerate() {
-        if i < 11 {
-            c[i] = f;
-        }
-        n = i + 1;
-    }
-    let expected = cols.count();
-    if n != expected {
-        return Err(CwError::Columns { expected, found: n });
-    }
+    let c: [&[u8]; 11] = columns(line, b'\t', cols.count())?;
     let event = col(parse_u64(c[0]), 0, "event number")?;
     let time_s = col(parse_decimal(c[1], false), 1, "timestamp [s]")?;
     let flag = match c[2] {
