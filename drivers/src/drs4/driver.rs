@@ -408,16 +408,21 @@ impl<T: UsbTransport> Drs4<T> {
         Ok(())
     }
 
+    /// Reads the `N` little-endian bytes of a register.
+    fn read_register<const N: usize>(
+        &mut self,
+        space: Space,
+        register: u32,
+    ) -> Result<[u8; N], DriverError> {
+        let mut b = [0u8; N];
+        let address = wire_address(space, register, N);
+        Self::read_into(&mut self.transport, &self.info.port, address, &mut b)?;
+        Ok(b)
+    }
+
     /// Reads a 16-bit register.
     pub fn read_register16(&mut self, space: Space, register: u32) -> Result<u16, DriverError> {
-        let mut b = [0u8; 2];
-        Self::read_into(
-            &mut self.transport,
-            &self.info.port,
-            wire_address(space, register, 2),
-            &mut b,
-        )?;
-        Ok(u16::from_le_bytes(b))
+        self.read_register(space, register).map(u16::from_le_bytes)
     }
 
     /// Writes a 16-bit control register.
@@ -427,14 +432,7 @@ impl<T: UsbTransport> Drs4<T> {
 
     /// Reads a 32-bit register.
     pub fn read_register32(&mut self, space: Space, register: u32) -> Result<u32, DriverError> {
-        let mut b = [0u8; 4];
-        Self::read_into(
-            &mut self.transport,
-            &self.info.port,
-            wire_address(space, register, 4),
-            &mut b,
-        )?;
-        Ok(u32::from_le_bytes(b))
+        self.read_register(space, register).map(u32::from_le_bytes)
     }
 
     /// Writes a 32-bit control register.
