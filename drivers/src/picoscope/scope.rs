@@ -166,6 +166,7 @@ impl std::fmt::Debug for PicoScope {
     }
 }
 
+/// OK, or the typed error naming `device` and `function`. Allocates only on error.
 fn check(device: &str, function: &'static str, s: PicoStatus) -> Result<(), PicoError> {
     if s == PicoStatus::Ok {
         Ok(())
@@ -272,14 +273,9 @@ impl PicoScope {
     /// OK, or the typed error naming this device and `function`. Allocates only on error.
     fn check(&self, function: &'static str, s: PicoStatus) -> Result<(), PicoError> {
         if s == PicoStatus::Ok {
-            Ok(())
-        } else {
-            Err(PicoError::Status {
-                device: self.device(),
-                function,
-                status: s,
-            })
+            return Ok(());
         }
+        check(&self.device(), function, s)
     }
 
     fn device(&self) -> String {

@@ -728,19 +728,26 @@ impl Mcpha {
         Ok(ReadOutcome::Event(EventInfo::default()))
     }
 
+    /// A reply that was asked for: `Ok` when it came whole; anything less within the stall
+    /// timeout, or a read error, loses the connection (`what` names the reply).
+    fn whole_reply(&mut self, r: Result<Got, DriverError>, what: &str) -> Result<(), DriverError> {
+        match r {
+            Ok(Got::Full) => Ok(()),
+            Ok(_) => {
+                let stall = self.cfg.scope.stall_timeout;
+                let e = self.gone(&format!("no {what} reply within {stall:?}"));
+                Err(self.lost(e))
+            }
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
     fn read_status(&mut self) -> Result<Status, DriverError> {
         self.send(&[Command::ReadStatus])?;
         let mut b = [0u8; STATUS_BYTES];
         let stall = self.cfg.scope.stall_timeout;
         let r = Self::read_reply(&mut self.conn, &mut b, true, stall, &self.info.port);
-        match r {
-            Ok(Got::Full) => {}
-            Ok(_) => {
-                let e = self.gone(&format!("no status reply within {stall:?}"));
-                return Err(self.lost(e));
-            }
-            Err(e) => return Err(self.lost(e)),
-        }
+        self.whole_reply(r, "status")?;
         self.stats.bytes += STATUS_BYTES as u64;
         // 36 bytes always decode.
         let st = Status::decode(&b).unwrap_or_default();
@@ -761,14 +768,7 @@ impl Mcpha {
                 stall,
                 &self.info.port,
             );
-            match r {
-                Ok(Got::Full) => {}
-                Ok(_) => {
-                    let e = self.gone(&format!("no histogram reply within {stall:?}"));
-                    return Err(self.lost(e));
-                }
-                Err(e) => return Err(self.lost(e)),
-            }
+            self.whole_reply(r, "histogram")?;
             self.stats.bytes += HIST_BYTES as u64;
             let c = input.chan() as usize;
             for (v, b) in self.hist[c].iter_mut().zip(self.hist_bytes.chunks_exact(4)) {
