@@ -82,6 +82,16 @@ impl EventLayout {
     pub fn event_size(&self) -> usize {
         self.record_size() * self.records
     }
+
+    /// The fields' names, in record order.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.fields.iter().map(|f| f.name.as_str())
+    }
+
+    /// The fields as (name, numpy type) pairs, in record order.
+    pub fn names_and_types(&self) -> impl Iterator<Item = (&str, &'static str)> + '_ {
+        self.fields.iter().map(|f| (f.name.as_str(), f.numpy_type))
+    }
 }
 
 /// Size in bytes of a numpy scalar type string this crate uses; 0 for anything else.

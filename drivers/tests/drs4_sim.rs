@@ -343,12 +343,7 @@ fn time_axis_field_follows_the_sampling_frequency() {
         ..Drs4Config::default()
     };
     let mut board = Drs4::open(&mut sim.bus(), config).unwrap();
-    let names: Vec<&str> = board
-        .layout()
-        .fields
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect();
+    let names: Vec<&str> = board.layout().names().collect();
     assert_eq!(names, ["ch1", "ch2", "ch3", "ch4", "t"]);
     assert_eq!(board.layout().event_size(), 1024 * 20);
     board.start().unwrap();

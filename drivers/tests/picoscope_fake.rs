@@ -256,11 +256,7 @@ fn rapid_block_writes_each_capture_with_the_pulse_at_the_trigger() {
         PicoScope::open(fake.config(block_config(&PS5000A, 4, 10, SampleFormat::Volts))).unwrap();
     let layout = scope.layout().clone();
     assert_eq!(layout.records, 200);
-    let names: Vec<_> = layout
-        .fields
-        .iter()
-        .map(|f| (f.name.as_str(), f.numpy_type))
-        .collect();
+    let names: Vec<_> = layout.names_and_types().collect();
     assert_eq!(
         names,
         [("chA", "f4"), ("chB", "f4"), ("chC", "f4"), ("chD", "f4")]
@@ -1423,12 +1419,7 @@ fn mso_rapid_block_in_every_family_carries_the_digital_pattern() {
         assert_eq!(fake.calls(&set_port), 2, "{model}");
         assert_eq!(fake.digital_level(0), 9830, "1.5 V / 5 V × 32767");
         assert_eq!(fake.digital_level(1), -3277, "-0.5 V / 5 V × 32767");
-        let names: Vec<&str> = scope
-            .layout()
-            .fields
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect();
+        let names: Vec<&str> = scope.layout().names().collect();
         assert_eq!(names, ["chA", "chB", "D0_7", "D8_15"]);
         let rec = 2 * 2 + 2;
         let mut out = vec![0u8; scope.layout().event_size()];

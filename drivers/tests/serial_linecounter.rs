@@ -103,12 +103,7 @@ fn arduino_per_pulse_grammar_keeps_device_time_and_rate() {
         ..Default::default()
     })
     .unwrap();
-    let names: Vec<_> = dev
-        .layout()
-        .fields
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect();
+    let names: Vec<_> = dev.layout().names().collect();
     assert_eq!(names, ["device_time", "pulse"]);
     let n = 400;
     let got = read_n(&mut dev, n);

@@ -674,11 +674,7 @@ mod tests {
         c.format = SampleFormat::Raw;
         c.digital = [Some(1.5), Some(-0.5)];
         let l = c.layout();
-        let names: Vec<(&str, &str)> = l
-            .fields
-            .iter()
-            .map(|f| (f.name.as_str(), f.numpy_type))
-            .collect();
+        let names: Vec<(&str, &str)> = l.names_and_types().collect();
         assert_eq!(
             names,
             [
