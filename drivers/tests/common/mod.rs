@@ -56,6 +56,12 @@ pub fn open_gmc(sim: GmcSimConfig, config: GmcConfig) -> (SimulatorHandle, Gmc) 
     (handle, dev)
 }
 
+/// One read that must give an event.
+pub fn expect_event(dev: &mut dyn Source, out: &mut [u8], timeout: Duration) {
+    let got = dev.read_event(out, timeout).unwrap();
+    assert!(matches!(got, ReadOutcome::Event(_)), "{got:?}");
+}
+
 /// The byte offset of the bad data a read refused; panics on any other outcome.
 pub fn refused_at(read: Result<ReadOutcome, DriverError>) -> u64 {
     match read {
