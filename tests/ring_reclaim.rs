@@ -44,8 +44,22 @@ fn produce_all(path: &Path, n: u64, rep: &Report) -> i32 {
 /// Reader process body. Reads and checks events; after `hold_after` events (if given) it
 /// takes one more, records its number + 1 in `other` and sleeps holding it until killed.
 fn consume(path: &Path, g: usize, m: usize, hold_after: Option<u64>, rep: &Report) -> i32 {
+    consume_with(path, g, m, hold_after, rep, false)
+}
+
+/// [`consume`], releasing in ranges as the engine's readers do when `ranges`
+/// (`Reader::set_small_events`).
+fn consume_with(
+    path: &Path,
+    g: usize,
+    m: usize,
+    hold_after: Option<u64>,
+    rep: &Report,
+    ranges: bool,
+) -> i32 {
     let ring = attach(path);
     let mut r = ring.reader(g, m).expect("member role");
+    r.set_small_events(ranges);
     let mut last: Option<u64> = None;
     let hold = |c: u64| {
         if hold_after == Some(rep.count.load(Ordering::SeqCst)) {
@@ -213,6 +227,53 @@ fn new_process_takes_over_a_dead_members_role() {
         ),
         over(0..N),
         "dead + successor + abandoned == every event once"
+    );
+    assert_eq!((s.published, s.groups[0].released), (N, N));
+}
+
+/// Group [1], read as the engine reads: the member releases what it read in ranges. It is
+/// killed holding an event, with the events before it in its claimed range read but not
+/// yet released; the successor's takeover counts those as read, and only the held event
+/// and the rest of the range as abandoned (before the `finished` mark, all of them were).
+#[test]
+fn a_member_killed_mid_range_leaves_what_it_read_counted_as_read() {
+    const N: u64 = 2_000;
+    const HOLD: u64 = 1_000;
+    // Room for every event: the producer never waits, so the member never releases early
+    // (it does when it sees the producer waiting) and its range stays unreleased.
+    let (ring, path, board, mut kids) = ring_with_board("ranges", Policy::Block, 4096, vec![1], 3);
+    let victim = kids.spawn(|| consume_with(&path, 0, 0, Some(HOLD), board.get(0), true));
+    kids.spawn(|| produce_all(&path, N, board.get(2)));
+    assert!(wait_for(Duration::from_secs(30), || board
+        .get(0)
+        .other
+        .load(Ordering::SeqCst)
+        != 0));
+    kill_child(&mut kids, victim);
+    let held = board.get(0).other.load(Ordering::SeqCst) - 1;
+    assert_eq!(
+        (held, board.get(0).count.load(Ordering::SeqCst)),
+        (HOLD, HOLD)
+    );
+    let before = ring.stats().groups[0].released;
+    assert!(
+        before < HOLD,
+        "the events read before the held one must be unreleased at the kill ({before} released)"
+    );
+    kids.spawn(|| consume_with(&path, 0, 0, None, board.get(1), true));
+    let codes = kids.wait_all_while(Duration::from_secs(60), || {});
+    assert_eq!(codes, vec![0; 2], "producer, successor");
+    let s = ring.stats();
+    let abandoned = s.groups[0].abandoned;
+    assert!(abandoned >= 1, "the held event is abandoned");
+    assert_eq!(board.get(1).errors.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        add(
+            add(board.get(0).tally(), board.get(1).tally()),
+            over(held..held + abandoned)
+        ),
+        over(0..N),
+        "read by the dead + by the successor + abandoned == every event once"
     );
     assert_eq!((s.published, s.groups[0].released), (N, N));
 }

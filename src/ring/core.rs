@@ -85,6 +85,10 @@
 //!   hand-over already orders it.
 //! - `Member::released`: a counter only the member's own process writes; nothing in the
 //!   protocol reads it, it hands over nothing.
+//! - `Member::finished` (a sole member releasing in ranges, once per event read): only the
+//!   member's own process writes it, and [`Core::reclaim`] reads it only once that process
+//!   is dead (its exit orders every store it made before the supervisor's look), so it
+//!   hands over nothing between live processes.
 //! - `ProducerStats::lost` and `blocked_ns` (in the producer): counters only the producer
 //!   writes, read for display; they hand over nothing.
 //! - The slot's `seq` word (seqlock for observers, in `producer.rs` and `observer.rs`):
@@ -230,6 +234,12 @@ pub(crate) struct Member {
     /// supervisor released for a dead holder. Written only by the member's own process
     /// (one live process per member), so it is a single-writer counter.
     pub released: AtomicU64,
+    /// A sole member that releases in ranges (`Reader::set_small_events`): every event
+    /// below this it has read, released or not yet. [`Core::reclaim`] counts the events of
+    /// a dead member below this mark as read, not abandoned, so the books are the same as
+    /// if it had released each event on reading it. 0 (never written) marks nothing.
+    /// Written only by the member's own process, read only after that process died.
+    pub finished: AtomicU64,
 }
 
 /// One consumer group.
@@ -284,6 +294,7 @@ impl Group {
                     pid: AtomicU32::new(0),
                     held: AtomicU64::new(HELD_NONE),
                     released: AtomicU64::new(0),
+                    finished: AtomicU64::new(0),
                 })
             }),
         }
@@ -653,8 +664,10 @@ impl<'a> Core<'a> {
 
     /// Releases the events member `m` of group `g` holds, on the word of the supervisor that
     /// `m`'s process, `dead_pid`, is dead. `alive(i)` says whether member `i`'s process lives.
-    /// Returns how many events were released for it and whether `m`'s record is now settled
-    /// (everything it covered is released or was never claimed); call again until it is.
+    /// Returns how many events were released for it unread (counted abandoned) and whether
+    /// `m`'s record is now settled (everything it covered is released or was never claimed);
+    /// call again until it is. Events below the member's `finished` mark, which it read but
+    /// had not released yet (a sole member releasing in ranges), are released as read.
     ///
     /// A new process may take member `m`'s place meanwhile (it swaps its pid in, then
     /// claims): once `m`'s pid is no longer `dead_pid`, `held` may be the newcomer's, so
@@ -677,8 +690,10 @@ impl<'a> Core<'a> {
         let Some((start, end)) = unpack_held(held) else {
             return (0, true);
         };
+        // The dead process wrote its mark before it died; nothing writes it now.
+        let read_mark = mem.finished.load(Ordering::SeqCst);
         let claimed = grp.claim.load(Ordering::SeqCst);
-        let mut released = 0;
+        let (mut released, mut read) = (0, 0);
         let mut settled = true;
         for e in start..end.min(claimed) {
             if e < grp.release.load(Ordering::SeqCst) {
@@ -705,10 +720,14 @@ impl<'a> Core<'a> {
                     .compare_exchange(seen, e + 1, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
-                released += 1;
+                if e < read_mark {
+                    read += 1;
+                } else {
+                    released += 1;
+                }
             }
         }
-        if released > 0 {
+        if released + read > 0 {
             grp.info.abandoned.fetch_add(released, Ordering::SeqCst);
             if grp.info.members.load(Ordering::SeqCst) == 1 {
                 // A sole member's cursor moves by store; catch it up over what we released.

@@ -336,6 +336,59 @@ fn takeover_racing_the_supervisors_reclaim_releases_only_the_dead_members_events
 }
 
 #[test]
+fn reclaim_counts_what_a_dead_range_reader_read_as_read() {
+    model(|| {
+        // Sole member 0 (pid 1) releases in ranges: it claims up to two events, reads the
+        // first (its `finished` mark says so) and dies before releasing any. The
+        // supervisor's reclaim releases the range, the event read as read and the rest as
+        // abandoned, while the producer waits for room; a successor reads on.
+        let m = Model::new(2, &[1]);
+        let core = m.core();
+        let mem = &m.groups[0].members[0].0;
+        mem.pid.store(1, Ordering::SeqCst);
+        let p = {
+            let m = m.clone();
+            thread::spawn(move || m.produce(3))
+        };
+        let (s, e) = loop {
+            match core.claim(0, 0, 2, true) {
+                Claim::Got(s, e) => break (s, e),
+                _ => thread::yield_now(),
+            }
+        };
+        let v = m.cells[(s % m.slots) as usize].with(|p| {
+            // SAFETY: loom checks this read against the producer's write.
+            unsafe { *p }
+        });
+        assert_eq!((s, v), (0, 1));
+        mem.finished.store(s + 1, Ordering::Relaxed);
+        let sup = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let core = m.core();
+                while !core.reclaim(0, 0, 1, &|_| false).1 {
+                    thread::yield_now();
+                }
+            })
+        };
+        sup.join().unwrap();
+        assert!(mem
+            .pid
+            .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok());
+        let a = m.consume(0, 0, 1);
+        p.join().unwrap();
+        let abandoned = m.groups[0].info.0.abandoned.load(Ordering::SeqCst);
+        assert_eq!(abandoned, e - s - 1, "only the unread rest of the range");
+        assert_eq!(
+            a,
+            (e..3).collect::<Vec<_>>(),
+            "the successor reads on after it"
+        );
+    });
+}
+
+#[test]
 fn detached_group_does_not_block_the_producer() {
     model(|| {
         let m = Model::new(2, &[1, 1]);

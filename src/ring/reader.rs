@@ -306,11 +306,11 @@ impl Reader {
     /// moves many small events: learn that an event is published from its slot's own
     /// sequence word instead of the producer's write cursor, and release what it read as
     /// one range (at the end of its claimed range, at `RELEASE_BYTES`, when the producer
-    /// sleeps, or at [`Reader::release_finished`]) instead of one by one. Off by default
-    /// (on in `bench ring`): a range released late changes what a reader that dies
-    /// mid-range leaves to the supervisor's reclaim, which the engine's books of restarted
-    /// exporters have not been checked against yet. (The engine's 4× slower `tiny_direct`
-    /// once blamed on this came from the producer's claim, see `SlotMut`.)
+    /// sleeps, or at [`Reader::release_finished`]) instead of one by one. Each event read
+    /// still moves a mark in the member's own line, so a reclaim after this process died
+    /// counts what it read as read and only the rest of its range as abandoned, exactly as
+    /// with one release per event. Off by default; the engine turns it on for every reader
+    /// of a `block` buffer, `bench ring` for its readers.
     pub fn set_small_events(&mut self, on: bool) {
         self.small_events = on;
     }
@@ -394,10 +394,15 @@ impl Reader {
         }
         self.finished = e + 1;
         self.unreleased += 1;
+        let inner = &*self.ring.inner;
+        // The mark a reclaim goes by if this process dies before the range is released: a
+        // store to this member's own line, which no other process reads while it lives.
+        inner.core().groups[self.group].members[self.member]
+            .finished
+            .store(self.finished, Ordering::Relaxed);
         // `waiting` is written only when the producer goes to sleep: reading it costs no
         // transfer of a line per event. A producer that sleeps just after this look is woken
         // at the latest when the claimed range is done.
-        let inner = &*self.ring.inner;
         let producer_waits = inner.core().ctl.space_wait.waiting.load(Ordering::Relaxed) != 0;
         // Large events: a few at a time, so the producer can go on writing while this
         // member reads (what batching saves is per event, not per byte).
