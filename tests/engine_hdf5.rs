@@ -10,7 +10,8 @@ mod hdf5_files;
 mod runs;
 
 use runs::{
-    command, disk_filling_setup, exited_0, fill_with_ballast, only_run, summary, SmallDisk, EXE,
+    command, disk_filling_setup, exited_0, fill_with_ballast, interrupt, only_run, summary,
+    SmallDisk, EXE,
 };
 
 fn setup(n: u64, flush: f64) -> String {
@@ -504,10 +505,9 @@ fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let engine = nix::unistd::Pid::from_raw(child.id() as i32);
     let file = wait_for_run_file(&dir, 2_000_000);
     let run = file.parent().unwrap().to_path_buf();
-    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
+    interrupt(&child).unwrap();
     let t = Instant::now();
     let status = loop {
         assert!(
