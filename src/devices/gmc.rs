@@ -119,22 +119,19 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     };
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
-        let model = match cfg.get(gmc_keys::SIM_MODEL)? {
-            "gmc300v3" => GmcModel::Gmc300V3,
-            "gmc300v4" => GmcModel::Gmc300V4,
-            "gmc320" => GmcModel::Gmc320,
-            "gmc500plus" => GmcModel::Gmc500Plus,
-            "gmc600plus" => GmcModel::Gmc600Plus,
-            "gmc800" => GmcModel::Gmc800,
-            other => {
-                return Err(cfg
-                    .error(
-                        gmc_keys::SIM_MODEL.name,
-                        format!("'{other}': choose gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800"),
-                    )
-                    .into())
-            }
-        };
+        let model = super::pick(
+            cfg,
+            gmc_keys::SIM_MODEL,
+            &[
+                ("gmc300v3", GmcModel::Gmc300V3),
+                ("gmc300v4", GmcModel::Gmc300V4),
+                ("gmc320", GmcModel::Gmc320),
+                ("gmc500plus", GmcModel::Gmc500Plus),
+                ("gmc600plus", GmcModel::Gmc600Plus),
+                ("gmc800", GmcModel::Gmc800),
+            ],
+            "choose gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800",
+        )?;
         Some(
             gmc::simulate(GmcSimConfig {
                 model,
