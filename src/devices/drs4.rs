@@ -8,7 +8,7 @@
 
 use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, SCOPE_EXPECT_DATA};
-use super::{bad, importer_spec, open_error, pick, DeviceImporter, SEED, SIMULATE};
+use super::{importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::usb::RusbBus;
@@ -74,22 +74,18 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
 
 /// The DRS4 configuration `cfg` describes.
 pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
-    let ghz = cfg.get(drs4_keys::SAMPLING_GHZ)?;
-    if !(0.1..=6.0).contains(&ghz) {
-        return Err(bad(
-            cfg,
-            drs4_keys::SAMPLING_GHZ.name,
-            "must be 0.1 … 6 (GHz)",
-        ));
-    }
-    let centre = cfg.get(drs4_keys::RANGE_CENTRE)?;
-    if !(0.0..=0.5).contains(&centre) {
-        return Err(bad(
-            cfg,
-            drs4_keys::RANGE_CENTRE.name,
-            "must be 0 … 0.5 (V)",
-        ));
-    }
+    let ghz = within(
+        cfg,
+        drs4_keys::SAMPLING_GHZ,
+        0.1..=6.0,
+        "must be 0.1 … 6 (GHz)",
+    )?;
+    let centre = within(
+        cfg,
+        drs4_keys::RANGE_CENTRE,
+        0.0..=0.5,
+        "must be 0 … 0.5 (V)",
+    )?;
     let trigger = pick(
         cfg,
         drs4_keys::TRIGGER,

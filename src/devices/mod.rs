@@ -226,6 +226,24 @@ pub(crate) fn pick<T: Clone>(
     }
 }
 
+/// The value of `key` if it lies in `range` (NaN never does); else the error `problem`.
+pub(crate) fn within<T>(
+    cfg: &crate::worker::Config,
+    key: Key<T>,
+    range: std::ops::RangeInclusive<T>,
+    problem: &str,
+) -> Result<T, WorkerError>
+where
+    T: for<'a> crate::worker::KeyValue<Out<'a> = T> + PartialOrd,
+{
+    let v = cfg.get(key)?;
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad(cfg, key.name, problem))
+    }
+}
+
 /// Checks `expect_data_within` (the family's `key`) and `on_silence` as a build reads them,
 /// opening nothing.
 pub(crate) fn check_silence(ctx: &BuildContext, key: Key<f64>) -> Result<(), WorkerError> {
