@@ -13,7 +13,8 @@ use std::process::Command;
 
 mod runs;
 use runs::{
-    books_balance, check, code_and_stderr, shipped_setup as setup_file, stderr, summary, Dir, EXE,
+    books_balance, check, code_and_stderr, h5_files, shipped_setup as setup_file, stderr, summary,
+    Dir, EXE,
 };
 
 /// setups/`name` with `lines` (worker-config YAML, 6 spaces) set in worker rp's config
@@ -92,13 +93,11 @@ fn note<'a>(n: &'a [(String, String)], key: &str) -> &'a str {
 
 /// The traces of buffer `oscilloscope` in the run's HDF5 file, as wire bytes.
 fn h5_traces(run_dir: &Path) -> Vec<Vec<u8>> {
-    let file = std::fs::read_dir(run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let file = h5_files(run_dir)
+        .into_iter()
         .find(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("oscilloscope"))
-                && p.extension().is_some_and(|x| x == "h5")
         })
         .unwrap_or_else(|| panic!("no .h5 in {}", run_dir.display()));
     let b = daq_engine::export::read_buffer(&file, "oscilloscope").unwrap();
@@ -525,11 +524,7 @@ fn hardware_histogram_mode_writes_growing_spectra_with_live_times() {
     let file = d.0.join("hist.yaml");
     std::fs::write(&file, setup).unwrap();
     let (rd, _) = ran(&d, &file, &["--max-events", "6", "--max-seconds", "60"]);
-    let h5 = std::fs::read_dir(&rd)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "h5"))
-        .unwrap();
+    let h5 = h5_files(&rd).pop().unwrap();
     let b = daq_engine::export::read_buffer(&h5, "spectra").unwrap();
     assert_eq!((b.events, b.data_length), (6, 4096));
     // Records of 4 + 4 + 8 + 8 bytes: counts IN1, IN2, live IN1, IN2 (s).
