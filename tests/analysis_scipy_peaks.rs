@@ -95,49 +95,48 @@ fn condition(r: &mut Rng, scale: f64) -> (Value, Bounds) {
     }
 }
 
+/// With odds 1 in `odds`: a condition `name` of `scale`, put in scipy's `kw` and returned as
+/// ours.
+fn maybe(
+    r: &mut Rng,
+    kw: &mut serde_json::Map<String, Value>,
+    odds: u64,
+    name: &str,
+    scale: f64,
+) -> Option<Bounds> {
+    (r.below(odds) == 0).then(|| {
+        let (j, b) = condition(r, scale);
+        kw.insert(name.into(), j);
+        b
+    })
+}
+
 fn settings(r: &mut Rng) -> (Value, PeakSettings) {
     let mut kw = serde_json::Map::new();
-    let mut s = PeakSettings::default();
-    if r.below(2) == 0 {
-        let (j, b) = condition(r, 5.0);
-        kw.insert("height".into(), j);
-        s.height = Some(b);
-    }
-    if r.below(4) == 0 {
-        let (j, b) = condition(r, 1.0);
-        kw.insert("threshold".into(), j);
-        s.threshold = Some(b);
-    }
+    // Struct fields are evaluated in the order written: the draws keep their order.
+    let mut s = PeakSettings {
+        height: maybe(r, &mut kw, 2, "height", 5.0),
+        threshold: maybe(r, &mut kw, 4, "threshold", 1.0),
+        ..PeakSettings::default()
+    };
     if r.below(2) == 0 {
         let d = 1.0 + 30.0 * r.unit();
         kw.insert("distance".into(), json!(d));
         s.distance = Some(d);
     }
-    if r.below(2) == 0 {
-        let (j, b) = condition(r, 3.0);
-        kw.insert("prominence".into(), j);
-        s.prominence = Some(b);
-    }
-    if r.below(2) == 0 {
-        let (j, b) = condition(r, 4.0);
-        kw.insert("width".into(), j);
-        s.width = Some(b);
-        if r.below(2) == 0 {
-            let h = [0.0, 0.25, 0.5, 0.9, 1.0, 1.5][r.below(6) as usize];
-            kw.insert("rel_height".into(), json!(h));
-            s.rel_height = h;
-        }
+    s.prominence = maybe(r, &mut kw, 2, "prominence", 3.0);
+    s.width = maybe(r, &mut kw, 2, "width", 4.0);
+    if s.width.is_some() && r.below(2) == 0 {
+        let h = [0.0, 0.25, 0.5, 0.9, 1.0, 1.5][r.below(6) as usize];
+        kw.insert("rel_height".into(), json!(h));
+        s.rel_height = h;
     }
     if r.below(3) == 0 && (s.prominence.is_some() || s.width.is_some()) {
         let w = 1.5 + 60.0 * r.unit();
         kw.insert("wlen".into(), json!(w));
         s.wlen = Some(w);
     }
-    if r.below(4) == 0 {
-        let (j, b) = condition(r, 3.0);
-        kw.insert("plateau_size".into(), j);
-        s.plateau_size = Some(b);
-    }
+    s.plateau_size = maybe(r, &mut kw, 4, "plateau_size", 3.0);
     (Value::Object(kw), s)
 }
 

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod runs;
-use runs::{check, code_and_stderr, shipped_setup as setup_file, stderr, summary, Dir, EXE};
+use runs::{
+    books_balance, check, code_and_stderr, h5_files, shipped_setup as setup_file, stderr, summary,
+    Dir, EXE,
+};
 
 /// setups/`name` with `lines` (worker-config YAML, 6 spaces) set in worker rp's config
 /// (replacing the setup's own line of a key) and `target_directory` pointing into `dir`.
@@ -60,8 +63,7 @@ fn ran(d: &Dir, file: &Path, args: &[&str]) -> (PathBuf, serde_json::Value) {
     let (code, err) = run(file, args);
     assert_eq!(code, 0, "{err}");
     let rd = d.only_dir();
-    let s = summary(&rd);
-    books_balance(&s);
+    let s = books_balance(&rd);
     (rd, s)
 }
 
@@ -91,39 +93,17 @@ fn note<'a>(n: &'a [(String, String)], key: &str) -> &'a str {
 
 /// The traces of buffer `oscilloscope` in the run's HDF5 file, as wire bytes.
 fn h5_traces(run_dir: &Path) -> Vec<Vec<u8>> {
-    let file = std::fs::read_dir(run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let file = h5_files(run_dir)
+        .into_iter()
         .find(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("oscilloscope"))
-                && p.extension().is_some_and(|x| x == "h5")
         })
         .unwrap_or_else(|| panic!("no .h5 in {}", run_dir.display()));
     let b = daq_engine::export::read_buffer(&file, "oscilloscope").unwrap();
     assert_eq!(b.data_length, 1000);
     let size = b.data.len() / b.events;
     b.data.chunks_exact(size).map(|c| c.to_vec()).collect()
-}
-
-/// The books of every buffer balance: what was produced was delivered to each reader, or
-/// booked lost, none pending at the end.
-fn books_balance(s: &serde_json::Value) {
-    let readers = s["readers"].as_object().unwrap_or_else(|| panic!("{s}"));
-    assert!(!readers.is_empty(), "{s}");
-    for (buffer, rs) in readers {
-        let produced = s["events"][buffer]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{s}"));
-        for (reader, b) in rs.as_object().unwrap() {
-            let (d, l, p) = (
-                b["delivered"].as_u64().unwrap(),
-                b["lost"].as_u64().unwrap(),
-                b["pending"].as_u64().unwrap(),
-            );
-            assert_eq!((d + l + p, p), (produced, 0), "{buffer}/{reader}: {s}");
-        }
-    }
 }
 
 #[test]
@@ -544,11 +524,7 @@ fn hardware_histogram_mode_writes_growing_spectra_with_live_times() {
     let file = d.0.join("hist.yaml");
     std::fs::write(&file, setup).unwrap();
     let (rd, _) = ran(&d, &file, &["--max-events", "6", "--max-seconds", "60"]);
-    let h5 = std::fs::read_dir(&rd)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "h5"))
-        .unwrap();
+    let h5 = h5_files(&rd).pop().unwrap();
     let b = daq_engine::export::read_buffer(&h5, "spectra").unwrap();
     assert_eq!((b.events, b.data_length), (6, 4096));
     // Records of 4 + 4 + 8 + 8 bytes: counts IN1, IN2, live IN1, IN2 (s).

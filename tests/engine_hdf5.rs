@@ -10,7 +10,8 @@ mod hdf5_files;
 mod runs;
 
 use runs::{
-    command, disk_filling_setup, exited_0, fill_with_ballast, only_run, summary, SmallDisk, EXE,
+    command, disk_filling_setup, exited_0, fill_with_ballast, interrupt, only_run, summary,
+    SmallDisk, EXE,
 };
 
 fn setup(n: u64, flush: f64) -> String {
@@ -68,7 +69,6 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
         ),
         Err(e) => println!("SKIPPED h5dump check: {e} (install hdf5-tools)"),
     }
-    let python = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import h5py, numpy as np\nf = h5py.File({:?}, 'r')\nd = f['raw']['data']\nm = f['raw']['metadata']\n\
          assert d.dtype.names == ('chA', 'chB', 'flag'), d.dtype\n\
@@ -78,19 +78,13 @@ fn every_event_is_in_the_file_once_and_readers_agree() {
          print('h5py ok')\n",
         file.display().to_string()
     );
-    match command(&python).arg("-c").arg(&script).output() {
-        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'h5py'") => {
-            println!(
-                "SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)"
-            )
-        }
-        Ok(o) => assert!(
+    if let Some(o) = h5py(&script) {
+        assert!(
             o.status.success(),
             "h5py: {}{}",
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => println!("SKIPPED h5py check: {python}: {e}"),
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -213,11 +207,29 @@ fn kill_9_of_the_whole_engine_keeps_every_flushed_event() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `script` with `$DAQ_PYTHON` (else python3); `None`, said as SKIPPED, when that
+/// Python cannot run or has no h5py.
+fn h5py(script: &str) -> Option<std::process::Output> {
+    let python = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
+    match command(&python).arg("-c").arg(script).output() {
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'h5py'") => {
+            println!(
+                "SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)"
+            );
+            None
+        }
+        Ok(o) => Some(o),
+        Err(e) => {
+            println!("SKIPPED h5py check: {python}: {e}");
+            None
+        }
+    }
+}
+
 /// Opens `file` with plain `h5py.File(path)` (no SWMR): asserts `data` and `metadata` have
 /// the same length, the counters are 0..n and the `events_written` attribute is n; returns
 /// n, or None when no Python with h5py is available.
 fn h5py_plain_events(file: &Path, recovered: Option<bool>) -> Option<u64> {
-    let python = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import h5py, numpy as np\nf = h5py.File({:?}, 'r')\nd = f['raw']['data']\nm = f['raw']['metadata']\n\
          assert d.shape[0] == m.shape[0], (d.shape, m.shape)\n\
@@ -232,12 +244,8 @@ fn h5py_plain_events(file: &Path, recovered: Option<bool>) -> Option<u64> {
             None => String::new(),
         }
     );
-    let o = command(&python).arg("-c").arg(&script).output().ok()?;
+    let o = h5py(&script)?;
     let err = String::from_utf8_lossy(&o.stderr);
-    if err.contains("No module named 'h5py'") {
-        println!("SKIPPED h5py check: {python} has no h5py (scripts/test.sh makes a venv with it)");
-        return None;
-    }
     assert!(
         o.status.success(),
         "plain h5py.File({}) failed: {err}",
@@ -504,10 +512,9 @@ fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let engine = nix::unistd::Pid::from_raw(child.id() as i32);
     let file = wait_for_run_file(&dir, 2_000_000);
     let run = file.parent().unwrap().to_path_buf();
-    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGINT).unwrap();
+    interrupt(&child).unwrap();
     let t = Instant::now();
     let status = loop {
         assert!(
@@ -604,7 +611,6 @@ Workers:
         }
         (Err(e), _) | (_, Err(e)) => println!("SKIPPED h5dump check: {e} (install hdf5-tools)"),
     }
-    let python = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import h5py\na = h5py.File({:?}, 'r')['raw']\nb = h5py.File({:?}, 'r')['raw']\n\
          assert a['data'].compression == 'gzip' and b['data'].compression is None\n\
@@ -613,12 +619,8 @@ Workers:
         deflated.display().to_string(),
         plain.display().to_string()
     );
-    match command(&python).arg("-c").arg(&script).output() {
-        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'h5py'") => {
-            println!("SKIPPED h5py check: {python} has no h5py")
-        }
-        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => println!("SKIPPED h5py check: {python}: {e}"),
+    if let Some(o) = h5py(&script) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,7 @@
 
 mod runs;
 
-use runs::{engine_in, finish, Dir};
+use runs::{engine_in, finish, h5_files, Dir};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -128,13 +128,10 @@ fn histograms(run: &Path) -> Vec<(String, Vec<u8>)> {
 /// (counter, timestamp) of every event of `raw` in the run's files, in counter order.
 fn recorded(run: &Path) -> Vec<(i64, f64)> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(run).unwrap().flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "h5") {
-            // The histogram exporter's file has no `raw`.
-            if let Ok(b) = daq_engine::export::read_buffer(&p, "raw") {
-                out.extend(b.metadata.iter().map(|m| (m.counter, m.timestamp)));
-            }
+    for p in h5_files(run) {
+        // The histogram exporter's file has no `raw`.
+        if let Ok(b) = daq_engine::export::read_buffer(&p, "raw") {
+            out.extend(b.metadata.iter().map(|m| (m.counter, m.timestamp)));
         }
     }
     out.sort_by_key(|x| x.0);
@@ -163,11 +160,7 @@ Buffers:
 {CHAIN}"
         ),
     );
-    let parts = std::fs::read_dir(&first)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "h5"))
-        .count();
+    let parts = h5_files(&first).len();
     assert!(
         parts >= 4,
         "{parts} files: the recording should come in parts"

@@ -10,8 +10,8 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
 use runs::{
-    books_balance, check, engine_in, exited_0, finish, finish_within, processes_with, summary,
-    wait_until, Dir,
+    books_balance, check, engine_in, exited_0, finish, finish_within, interrupt, processes_with,
+    summary, wait_until, Dir,
 };
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
@@ -250,7 +250,7 @@ Workers:
 #[test]
 fn sigint_drains_every_buffer_and_exits_0() {
     let (_dir, child, run) = running("sigint", &setup(1_000_000_000, 2, 1));
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
     let (code, text) = finish(child);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("stop requested"), "{text}");
@@ -326,8 +326,8 @@ fn a_second_sigint_aborts() {
     // A sink that never finishes on its own: the importer keeps producing until stopped,
     // and the second signal must not wait for the drain.
     let (_dir, child, run) = running("abort", &setup(1_000_000_000, 1, 1));
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
+    interrupt(&child).unwrap();
     let (code, text) = finish(child);
     assert!(code == 0 || code == 1, "{text}");
     if code == 1 {
@@ -688,7 +688,7 @@ fn run_with_a_stalled_reader(dir: &Dir, setup: &str, victim: &str) -> (i32, Stri
     std::thread::sleep(Duration::from_secs(6));
     kill(pids[0], nix::sys::signal::Signal::SIGCONT);
     std::thread::sleep(Duration::from_millis(1500));
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
     let (code, text) = finish_within(child, Duration::from_secs(120));
     (code, text, run)
 }
@@ -787,7 +787,7 @@ fn a_restarted_csv_exporter_keeps_what_it_wrote() {
         },
     );
     std::thread::sleep(Duration::from_millis(500));
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
     let (code, out) = finish_within(child, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}");
     let all = lines();
@@ -820,7 +820,7 @@ fn a_restarted_hdf5_exporter_keeps_its_file_and_goes_on_in_a_new_one() {
         std::fs::read_to_string(run.join("daq-engine.log")).is_ok_and(|l| l.contains("going on in"))
     });
     std::thread::sleep(Duration::from_millis(500));
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
     let (code, out) = finish_within(child, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}");
     let Some(files) = runs::h5py_rows(&run) else {
@@ -955,9 +955,9 @@ fn an_aborted_runs_hdf5_files_open_with_plain_h5py() {
     std::thread::sleep(Duration::from_millis(500));
     // Held, so the abort surely finds it writing.
     kill(h5, nix::sys::signal::Signal::SIGSTOP);
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
     let (code, out) = finish_within(child, Duration::from_secs(60));
     assert_eq!(code, 1, "{out}");
     let Some(files) = runs::h5py_rows(&run) else {
@@ -1086,7 +1086,7 @@ fn an_importer_restarted_while_paused_stays_paused() {
     wait_until("events after the resume", Duration::from_secs(60), || {
         last_stats(&run).1 > after
     });
-    kill(child.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&child).unwrap();
     let (code, out) = finish_within(child, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}");
     books_balance(&run);

@@ -12,7 +12,7 @@ mod runs;
 mod tansu;
 
 use daq_engine::export::read_buffer;
-use runs::{books_balance, finish_within, Dir};
+use runs::{books_balance, finish_within, interrupt, Dir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -649,7 +649,7 @@ fn a_rebalance_mid_stream_a_member_joins_and_one_leaves_every_event_once() {
     signal(writer[0], nix::sys::signal::Signal::SIGSTOP);
     std::thread::sleep(Duration::from_secs(3));
     flowing("A left");
-    signal(a.id(), nix::sys::signal::Signal::SIGINT);
+    interrupt(&a).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     signal(writer[0], nix::sys::signal::Signal::SIGCONT);
     ended(a, "analysis_a: ", "");

@@ -12,7 +12,7 @@ use std::time::Duration;
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
-use runs::{books_balance, engine_in, finish, finish_within, processes_with, Dir};
+use runs::{books_balance, engine_in, finish, finish_within, interrupt, processes_with, Dir};
 
 fn setups() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setups/mimocorb2_builtins")
@@ -243,11 +243,7 @@ Workers:
     std::thread::sleep(Duration::from_secs(2));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    interrupt(&child).unwrap();
     let (code, text) = finish_within(child, Duration::from_secs(120));
     assert_eq!(code, 0, "{text}");
     let summary = books_balance(&run);

@@ -418,7 +418,7 @@ fn summary_of(dir: &Path) -> serde_json::Value {
         .map(|e| e.unwrap().path())
         .find(|p| p.join("summary.json").exists())
         .expect("a run directory with summary.json");
-    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+    runs::summary(&run)
 }
 
 /// The real binary with `--http`: the page is served during the run and its stop button's

@@ -11,7 +11,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/daq-engine@.service");
 
 mod runs;
-use runs::{engine_in, finish_within, Dir};
+use runs::{engine_in, finish_within, interrupt, Dir};
 
 /// `systemd-analyze verify` on `unit` (ExecStart pointed at the built binary: the installed
 /// path does not exist here); its exit code and everything it said.
@@ -108,11 +108,7 @@ fn messages(tag: &str, abstract_socket: bool) -> Vec<String> {
         let pings = got.iter().filter(|m| *m == "WATCHDOG=1").count();
         if !stopped && statuses >= 3 && pings >= 3 {
             stopped = true;
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            )
-            .unwrap();
+            interrupt(&child).unwrap();
             break;
         }
     }

@@ -20,7 +20,7 @@ use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
 use runs::{
     books_balance, disk_filling_setup, engine_in, fill_with_ballast, finish_within, h5py_rows,
-    processes_with, SmallDisk,
+    interrupt, processes_with, SmallDisk,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -454,7 +454,7 @@ fn faults_keep_the_books_and_the_files_whole() {
     // A quiet tail: an unplugged detector is found again (the driver's backoff) and what
     // the devices sent is read before the stop.
     std::thread::sleep(Duration::from_secs(10));
-    signal(supervisor, Signal::SIGINT);
+    let _ = interrupt(&child);
     let (code, text) = finish_within(child, Duration::from_secs(180));
     let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap_or_default();
     assert_eq!(code, 0, "{text}\n{log}");

@@ -39,7 +39,7 @@
 //! lists are reserved for the most peaks a trace can hold); no panics on any data (NaN
 //! samples are never peaks, as in scipy's comparisons).
 
-use super::trace::{field_names, one_sink, one_source, FieldAccess};
+use super::trace::{field_names, one_record, one_sink, one_source, FieldAccess};
 use crate::keys;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, KeyType, KeyValue, MaybeKey, Processor,
@@ -545,16 +545,7 @@ impl Pha {
             "width" => settings.width.is_some(),
             _ => settings.plateau_size.is_some(),
         };
-        if sink.data_length != 1 {
-            return Err(WiringError::NotOneRecord {
-                worker: ctx.worker.clone(),
-                what: "sink",
-                sink: sink.name.clone(),
-                per: "peak",
-                has: sink.data_length,
-            }
-            .into());
-        }
+        one_record(ctx, sink, "sink", "peak")?;
         let mut outputs = Vec::new();
         for f in sink.dtype.fields() {
             let k = OUTPUTS

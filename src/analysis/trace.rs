@@ -305,6 +305,25 @@ pub fn sinks_like_source(ctx: &BuildContext, source: &BufferShape) -> Result<(),
     Ok(())
 }
 
+/// Checks that `sink` (`what`, to the user) has data_length 1: one record `per` result.
+pub fn one_record(
+    ctx: &BuildContext,
+    sink: &BufferShape,
+    what: &'static str,
+    per: &'static str,
+) -> Result<(), WiringError> {
+    if sink.data_length == 1 {
+        return Ok(());
+    }
+    Err(WiringError::NotOneRecord {
+        worker: ctx.worker.clone(),
+        what,
+        sink: sink.name.clone(),
+        per,
+        has: sink.data_length,
+    })
+}
+
 /// Checks a feature sink: data_length 1 and every field one of `allowed`; returns, per field,
 /// its accessor and its position in `allowed`.
 pub fn feature_fields(
@@ -312,16 +331,7 @@ pub fn feature_fields(
     sink: &BufferShape,
     allowed: &[&str],
 ) -> Result<Vec<(FieldAccess, usize)>, WorkerError> {
-    if sink.data_length != 1 {
-        return Err(WiringError::NotOneRecord {
-            worker: ctx.worker.clone(),
-            what: "feature sink",
-            sink: sink.name.clone(),
-            per: "result",
-            has: sink.data_length,
-        }
-        .into());
-    }
+    one_record(ctx, sink, "feature sink", "result")?;
     sink.dtype
         .fields()
         .iter()

@@ -8,7 +8,9 @@
 //! none is configured.
 
 use super::serial::{baud, check_common, common, path_of, rate, PORT, SIM_SECOND};
-use super::{expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, SIMULATE};
+use super::{
+    expect_data_key, importer_spec, open_error, sim_error, within, DeviceImporter, SIMULATE,
+};
 use crate::worker::{BuildContext, FunctionSpec, WorkerError};
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
@@ -94,12 +96,12 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let (version, sim_version) = cosmicwatch_version(ctx)?;
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
-        let coincidence = cfg.get(cosmicwatch_keys::SIM_COINCIDENCE)?;
-        if !(0.0..=1.0).contains(&coincidence) {
-            return Err(cfg
-                .error(cosmicwatch_keys::SIM_COINCIDENCE.name, "must be 0 … 1")
-                .into());
-        }
+        let coincidence = within(
+            cfg,
+            cosmicwatch_keys::SIM_COINCIDENCE,
+            0.0..=1.0,
+            "must be 0 … 1",
+        )?;
         Some(
             cosmicwatch::simulate(CosmicWatchSimConfig {
                 version: sim_version,

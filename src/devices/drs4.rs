@@ -8,7 +8,7 @@
 
 use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, SCOPE_EXPECT_DATA};
-use super::{bad, importer_spec, open_error, DeviceImporter, SEED, SIMULATE};
+use super::{importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
 use daq_drivers::usb::RusbBus;
@@ -74,49 +74,38 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
 
 /// The DRS4 configuration `cfg` describes.
 pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
-    let ghz = cfg.get(drs4_keys::SAMPLING_GHZ)?;
-    if !(0.1..=6.0).contains(&ghz) {
-        return Err(bad(
-            cfg,
-            drs4_keys::SAMPLING_GHZ.name,
-            "must be 0.1 … 6 (GHz)",
-        ));
-    }
-    let centre = cfg.get(drs4_keys::RANGE_CENTRE)?;
-    if !(0.0..=0.5).contains(&centre) {
-        return Err(bad(
-            cfg,
-            drs4_keys::RANGE_CENTRE.name,
-            "must be 0 … 0.5 (V)",
-        ));
-    }
-    let trigger = match cfg.get(drs4_keys::TRIGGER)? {
-        "ch1" => Drs4TriggerSource::Inputs(1),
-        "ch2" => Drs4TriggerSource::Inputs(2),
-        "ch3" => Drs4TriggerSource::Inputs(4),
-        "ch4" => Drs4TriggerSource::Inputs(8),
-        "any" => Drs4TriggerSource::Inputs(15),
-        "external" => Drs4TriggerSource::External,
-        "software" => Drs4TriggerSource::Software,
-        other => {
-            return Err(bad(
-                cfg,
-                drs4_keys::TRIGGER.name,
-                format!("'{other}': ch1, ch2, ch3, ch4, any, external or software"),
-            ))
-        }
-    };
-    let falling = match cfg.get(drs4_keys::TRIGGER_EDGE)? {
-        "falling" => true,
-        "rising" => false,
-        other => {
-            return Err(bad(
-                cfg,
-                drs4_keys::TRIGGER_EDGE.name,
-                format!("'{other}': falling or rising"),
-            ))
-        }
-    };
+    let ghz = within(
+        cfg,
+        drs4_keys::SAMPLING_GHZ,
+        0.1..=6.0,
+        "must be 0.1 … 6 (GHz)",
+    )?;
+    let centre = within(
+        cfg,
+        drs4_keys::RANGE_CENTRE,
+        0.0..=0.5,
+        "must be 0 … 0.5 (V)",
+    )?;
+    let trigger = pick(
+        cfg,
+        drs4_keys::TRIGGER,
+        &[
+            ("ch1", Drs4TriggerSource::Inputs(1)),
+            ("ch2", Drs4TriggerSource::Inputs(2)),
+            ("ch3", Drs4TriggerSource::Inputs(4)),
+            ("ch4", Drs4TriggerSource::Inputs(8)),
+            ("any", Drs4TriggerSource::Inputs(15)),
+            ("external", Drs4TriggerSource::External),
+            ("software", Drs4TriggerSource::Software),
+        ],
+        "ch1, ch2, ch3, ch4, any, external or software",
+    )?;
+    let falling = pick(
+        cfg,
+        drs4_keys::TRIGGER_EDGE,
+        &[("falling", true), ("rising", false)],
+        "falling or rising",
+    )?;
     Ok(Drs4Config {
         sampling_ghz: ghz,
         range_centre: centre,
@@ -125,17 +114,12 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
         trigger_falling: falling,
         calibration_file: cfg.get(drs4_keys::CALIBRATION_FILE)?.map(PathBuf::from),
         time_axis: cfg.get(drs4_keys::TIME_AXIS)?,
-        counts: match cfg.get(drs4_keys::FORMAT)? {
-            "counts" => true,
-            "volts" => false,
-            other => {
-                return Err(bad(
-                    cfg,
-                    drs4_keys::FORMAT.name,
-                    format!("'{other}': counts or volts"),
-                ))
-            }
-        },
+        counts: pick(
+            cfg,
+            drs4_keys::FORMAT,
+            &[("counts", true), ("volts", false)],
+            "counts or volts",
+        )?,
     })
 }
 

@@ -6,7 +6,9 @@
 //! path. Must never: open a real port when simulating, or guess a port when none is configured.
 
 use super::serial::{baud, check_common, common, path_of, rate, PORT, SIM_COUNT_RATE, SIM_SECOND};
-use super::{expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, SIMULATE};
+use super::{
+    expect_data_key, importer_spec, open_error, pick, sim_error, within, DeviceImporter, SIMULATE,
+};
 use crate::worker::{BuildContext, FunctionSpec, WorkerError};
 use daq_drivers::gmc::{self, CountWidth, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
 use std::any::Any;
@@ -65,12 +67,12 @@ fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64)
     let mode = match cfg.get(gmc_keys::MODE)? {
         "heartbeat" => GmcMode::Heartbeat,
         "poll_cpm" => {
-            let s = cfg.get(gmc_keys::POLL_INTERVAL)?;
-            if !(s.is_finite() && (0.01..=86400.0).contains(&s)) {
-                return Err(cfg
-                    .error(gmc_keys::POLL_INTERVAL.name, "must be 0.01 … 86400 (s)")
-                    .into());
-            }
+            let s = within(
+                cfg,
+                gmc_keys::POLL_INTERVAL,
+                0.01..=86400.0,
+                "must be 0.01 … 86400 (s)",
+            )?;
             GmcMode::PollCpm {
                 interval: Duration::from_secs_f64(s),
             }
@@ -94,12 +96,12 @@ fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64)
                 .into())
         }
     };
-    let reply = cfg.get(gmc_keys::REPLY_TIMEOUT)?;
-    if !(reply.is_finite() && (0.01..=10.0).contains(&reply)) {
-        return Err(cfg
-            .error(gmc_keys::REPLY_TIMEOUT.name, "must be 0.01 … 10 (s)")
-            .into());
-    }
+    let reply = within(
+        cfg,
+        gmc_keys::REPLY_TIMEOUT,
+        0.01..=10.0,
+        "must be 0.01 … 10 (s)",
+    )?;
     Ok((mode, width, reply))
 }
 
@@ -119,22 +121,19 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     };
     let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
     let sim = if c.simulate {
-        let model = match cfg.get(gmc_keys::SIM_MODEL)? {
-            "gmc300v3" => GmcModel::Gmc300V3,
-            "gmc300v4" => GmcModel::Gmc300V4,
-            "gmc320" => GmcModel::Gmc320,
-            "gmc500plus" => GmcModel::Gmc500Plus,
-            "gmc600plus" => GmcModel::Gmc600Plus,
-            "gmc800" => GmcModel::Gmc800,
-            other => {
-                return Err(cfg
-                    .error(
-                        gmc_keys::SIM_MODEL.name,
-                        format!("'{other}': choose gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800"),
-                    )
-                    .into())
-            }
-        };
+        let model = pick(
+            cfg,
+            gmc_keys::SIM_MODEL,
+            &[
+                ("gmc300v3", GmcModel::Gmc300V3),
+                ("gmc300v4", GmcModel::Gmc300V4),
+                ("gmc320", GmcModel::Gmc320),
+                ("gmc500plus", GmcModel::Gmc500Plus),
+                ("gmc600plus", GmcModel::Gmc600Plus),
+                ("gmc800", GmcModel::Gmc800),
+            ],
+            "choose gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800",
+        )?;
         Some(
             gmc::simulate(GmcSimConfig {
                 model,

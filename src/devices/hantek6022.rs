@@ -9,7 +9,7 @@
 
 use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, per_channel, SCOPE_EXPECT_DATA};
-use super::{bad, importer_spec, open_error, DeviceImporter, SEED, SIMULATE};
+use super::{bad, importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::hantek6022::{
     self, Calibration, Edge, Gain, Hantek6022, HantekConfig, SimHantek, SimHantekConfig, SimSignal,
@@ -86,10 +86,7 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
 
 /// The Hantek configuration `cfg` describes.
 pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
-    let channels = cfg.get(hantek_keys::CHANNELS)?;
-    if !(1..=2).contains(&channels) {
-        return Err(bad(cfg, hantek_keys::CHANNELS.name, "must be 1 or 2"));
-    }
+    let channels = within(cfg, hantek_keys::CHANNELS, 1..=2, "must be 1 or 2")?;
     let ranges = per_channel(cfg, hantek_keys::RANGES, channels)?;
     let mut gains = [Gain::X1; 2];
     for (g, r) in gains.iter_mut().zip(&ranges) {
@@ -101,40 +98,31 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
             )
         })?;
     }
-    let format = match cfg.get(hantek_keys::FORMAT)? {
-        "volts" => hantek6022::SampleFormat::Volts,
-        "counts" => hantek6022::SampleFormat::Counts,
-        "raw" => hantek6022::SampleFormat::Raw,
-        other => {
-            return Err(bad(
-                cfg,
-                hantek_keys::FORMAT.name,
-                format!("'{other}': counts, volts or raw"),
-            ))
-        }
-    };
-    let samples = cfg.get(hantek_keys::SAMPLES_PER_EVENT)?;
-    if !(1..=10_000_000).contains(&samples) {
-        return Err(bad(
-            cfg,
-            hantek_keys::SAMPLES_PER_EVENT.name,
-            "must be 1 … 10000000",
-        ));
-    }
+    let format = pick(
+        cfg,
+        hantek_keys::FORMAT,
+        &[
+            ("volts", hantek6022::SampleFormat::Volts),
+            ("counts", hantek6022::SampleFormat::Counts),
+            ("raw", hantek6022::SampleFormat::Raw),
+        ],
+        "counts, volts or raw",
+    )?;
+    let samples = within(
+        cfg,
+        hantek_keys::SAMPLES_PER_EVENT,
+        1..=10_000_000,
+        "must be 1 … 10000000",
+    )?;
     let trigger = match cfg.get(hantek_keys::TRIGGER_CHANNEL)? {
         0 => None,
         c @ (1 | 2) if c <= channels => {
-            let edge = match cfg.get(hantek_keys::TRIGGER_EDGE)? {
-                "rising" => Edge::Rising,
-                "falling" => Edge::Falling,
-                other => {
-                    return Err(bad(
-                        cfg,
-                        hantek_keys::TRIGGER_EDGE.name,
-                        format!("'{other}': rising or falling"),
-                    ))
-                }
-            };
+            let edge = pick(
+                cfg,
+                hantek_keys::TRIGGER_EDGE,
+                &[("rising", Edge::Rising), ("falling", Edge::Falling)],
+                "rising or falling",
+            )?;
             let pre = cfg.get(hantek_keys::PRE_TRIGGER)?;
             if pre >= samples {
                 return Err(bad(

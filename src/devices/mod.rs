@@ -211,6 +211,39 @@ pub(crate) fn bad(
     cfg.error(key, problem).into()
 }
 
+/// The value `choices` pairs with the text of `key`; any other text is an error that
+/// names it and what `expected` lists.
+pub(crate) fn pick<T: Clone>(
+    cfg: &crate::worker::Config,
+    key: Key<str>,
+    choices: &[(&str, T)],
+    expected: &str,
+) -> Result<T, WorkerError> {
+    let text = cfg.get(key)?;
+    match choices.iter().find(|(name, _)| *name == text) {
+        Some((_, value)) => Ok(value.clone()),
+        None => Err(bad(cfg, key.name, format!("'{text}': {expected}"))),
+    }
+}
+
+/// The value of `key` if it lies in `range` (NaN never does); else the error `problem`.
+pub(crate) fn within<T>(
+    cfg: &crate::worker::Config,
+    key: Key<T>,
+    range: std::ops::RangeInclusive<T>,
+    problem: &str,
+) -> Result<T, WorkerError>
+where
+    T: for<'a> crate::worker::KeyValue<Out<'a> = T> + PartialOrd,
+{
+    let v = cfg.get(key)?;
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad(cfg, key.name, problem))
+    }
+}
+
 /// Checks `expect_data_within` (the family's `key`) and `on_silence` as a build reads them,
 /// opening nothing.
 pub(crate) fn check_silence(ctx: &BuildContext, key: Key<f64>) -> Result<(), WorkerError> {
@@ -232,15 +265,12 @@ fn silence_config(
             )
             .into());
     }
-    let on = match c.get(ON_SILENCE)? {
-        "warn" => OnSilence::Warn,
-        "stop" => OnSilence::Stop,
-        other => {
-            return Err(c
-                .error(ON_SILENCE.name, format!("'{other}': warn or stop"))
-                .into())
-        }
-    };
+    let on = pick(
+        c,
+        ON_SILENCE,
+        &[("warn", OnSilence::Warn), ("stop", OnSilence::Stop)],
+        "warn or stop",
+    )?;
     Ok(((s > 0.0).then(|| Duration::from_secs_f64(s)), on))
 }
 

@@ -9,7 +9,7 @@
 
 use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, per_channel, SCOPE_EXPECT_DATA};
-use super::{bad, importer_spec, open_error, DeviceImporter, SEED, SIMULATE};
+use super::{bad, importer_spec, open_error, pick, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, PerChannelValue, WorkerError};
 use daq_drivers::picoscope::{
     self, Acquisition, ChannelConfig, Coupling, DigitalPort, PicoScope, PicoScopeConfig,
@@ -356,17 +356,17 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
     }
     enabled.sort_unstable();
     let ranges = per_channel(cfg, pico_keys::RANGES, enabled.len())?;
-    let coupling = match cfg.get(pico_keys::COUPLING)? {
-        "dc" | "DC" => Coupling::Dc,
-        "ac" | "AC" => Coupling::Ac,
-        other => {
-            return Err(bad(
-                cfg,
-                pico_keys::COUPLING.name,
-                format!("'{other}': dc or ac"),
-            ))
-        }
-    };
+    let coupling = pick(
+        cfg,
+        pico_keys::COUPLING,
+        &[
+            ("dc", Coupling::Dc),
+            ("DC", Coupling::Dc),
+            ("ac", Coupling::Ac),
+            ("AC", Coupling::Ac),
+        ],
+        "dc or ac",
+    )?;
     let offset = cfg.get(pico_keys::ANALOG_OFFSET)? as f32;
     let mut channels = [ChannelConfig::OFF; 4];
     for (&c, &r) in enabled.iter().zip(&ranges) {
@@ -420,22 +420,18 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                         ))
                     }
                 };
-                let direction = match cfg.get(pico_keys::TRIGGER_DIRECTION)? {
-                    "rising" => ThresholdDirection::Rising,
-                    "falling" => ThresholdDirection::Falling,
-                    "above" => ThresholdDirection::Above,
-                    "below" => ThresholdDirection::Below,
-                    "rising_or_falling" => ThresholdDirection::RisingOrFalling,
-                    other => {
-                        return Err(bad(
-                            cfg,
-                            pico_keys::TRIGGER_DIRECTION.name,
-                            format!(
-                                "'{other}': rising, falling, above, below or rising_or_falling"
-                            ),
-                        ))
-                    }
-                };
+                let direction = pick(
+                    cfg,
+                    pico_keys::TRIGGER_DIRECTION,
+                    &[
+                        ("rising", ThresholdDirection::Rising),
+                        ("falling", ThresholdDirection::Falling),
+                        ("above", ThresholdDirection::Above),
+                        ("below", ThresholdDirection::Below),
+                        ("rising_or_falling", ThresholdDirection::RisingOrFalling),
+                    ],
+                    "rising, falling, above, below or rising_or_falling",
+                )?;
                 let auto = cfg.get(pico_keys::AUTO_TRIGGER_MS)?;
                 Some(TriggerConfig {
                     channel,
@@ -478,18 +474,17 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             ))
         }
     };
-    let format = match cfg.get(pico_keys::FORMAT)? {
-        "volts" => picoscope::SampleFormat::Volts,
-        "millivolts" => picoscope::SampleFormat::Millivolts,
-        "counts" | "raw" => picoscope::SampleFormat::Raw,
-        other => {
-            return Err(bad(
-                cfg,
-                pico_keys::FORMAT.name,
-                format!("'{other}': counts, volts, millivolts or raw"),
-            ))
-        }
-    };
+    let format = pick(
+        cfg,
+        pico_keys::FORMAT,
+        &[
+            ("volts", picoscope::SampleFormat::Volts),
+            ("millivolts", picoscope::SampleFormat::Millivolts),
+            ("counts", picoscope::SampleFormat::Raw),
+            ("raw", picoscope::SampleFormat::Raw),
+        ],
+        "counts, volts, millivolts or raw",
+    )?;
     let digital = digital_ports(cfg)?;
     let model = cfg.get(pico_keys::MODEL)?.map(String::from);
     if let Some(m) = model.as_deref() {

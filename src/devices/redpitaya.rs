@@ -15,8 +15,8 @@
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
 use super::{
-    bad, expect_data_key, importer_spec, open_error, DeviceImporter, ON_SILENCE, RECONNECT, SEED,
-    SIMULATE,
+    bad, expect_data_key, importer_spec, open_error, pick, DeviceImporter, ON_SILENCE, RECONNECT,
+    SEED, SIMULATE,
 };
 use crate::worker::{BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, WorkerError};
 use daq_drivers::redpitaya::protocol::{Distribution, Input, Slope, TriggerMode, HIST_BINS};
@@ -232,17 +232,15 @@ fn generator(cfg: &Config) -> Result<Option<GeneratorConfig>, WorkerError> {
         lower: int_key(cfg, k::GENERATOR_LOWER, -32768..=32767)?,
         upper: int_key(cfg, k::GENERATOR_UPPER, -32768..=32767)?,
         rate: int_key(cfg, k::GENERATOR_RATE, 1..=10_000_000)?,
-        distribution: match cfg.get(k::GENERATOR_DISTRIBUTION)? {
-            "uniform" => Distribution::Uniform,
-            "poisson" => Distribution::Poisson,
-            other => {
-                return Err(bad(
-                    cfg,
-                    k::GENERATOR_DISTRIBUTION.name,
-                    format!("'{other}': uniform or poisson"),
-                ))
-            }
-        },
+        distribution: pick(
+            cfg,
+            k::GENERATOR_DISTRIBUTION,
+            &[
+                ("uniform", Distribution::Uniform),
+                ("poisson", Distribution::Poisson),
+            ],
+            "uniform or poisson",
+        )?,
         spectrum,
         keep_pulsing: cfg.get(k::GENERATOR_KEEP_PULSING)?,
     }))
@@ -332,28 +330,18 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
             stall_timeout,
             negator: [cfg.get(k::NEGATOR_IN1)?, cfg.get(k::NEGATOR_IN2)?],
             trigger_source: input(k::TRIGGER_SOURCE)?,
-            trigger_slope: match cfg.get(k::TRIGGER_SLOPE)? {
-                "rising" => Slope::Rising,
-                "falling" => Slope::Falling,
-                other => {
-                    return Err(bad(
-                        cfg,
-                        k::TRIGGER_SLOPE.name,
-                        format!("'{other}': rising or falling"),
-                    ))
-                }
-            },
-            trigger_mode: match cfg.get(k::TRIGGER_MODE)? {
-                "normal" => TriggerMode::Normal,
-                "auto" => TriggerMode::Auto,
-                other => {
-                    return Err(bad(
-                        cfg,
-                        k::TRIGGER_MODE.name,
-                        format!("'{other}': normal or auto"),
-                    ))
-                }
-            },
+            trigger_slope: pick(
+                cfg,
+                k::TRIGGER_SLOPE,
+                &[("rising", Slope::Rising), ("falling", Slope::Falling)],
+                "rising or falling",
+            )?,
+            trigger_mode: pick(
+                cfg,
+                k::TRIGGER_MODE,
+                &[("normal", TriggerMode::Normal), ("auto", TriggerMode::Auto)],
+                "normal or auto",
+            )?,
             trigger_level: int_key(cfg, k::TRIGGER_LEVEL, -8192..=8191)?,
             pre: int_in(cfg, pre_key, pre, 1..=8_388_606)?,
             samples: int_in(cfg, k::SAMPLES.name, samples, 1..=8_388_607)?,

@@ -9,8 +9,8 @@
 //! configured.
 
 use super::plug::{unplug_window, PlugPuller};
-use super::SEED;
 use super::SIMULATE;
+use super::{within, SEED};
 use crate::keys;
 use crate::worker::{BuildContext, Key, MaybeKey, WorkerError};
 use daq_drivers::serial::{Backoff, SimulatorHandle};
@@ -51,18 +51,13 @@ pub(super) fn common(ctx: &BuildContext) -> Result<Common, WorkerError> {
             )
             .into());
     }
-    let second = c.get(SIM_SECOND)?;
-    if !(second.is_finite() && (1e-4..=60.0).contains(&second)) {
-        return Err(c
-            .error(SIM_SECOND.name, "must be between 0.0001 and 60 (s)")
-            .into());
-    }
-    let max = c.get(BACKOFF)?;
-    if !(max.is_finite() && (0.05..=600.0).contains(&max)) {
-        return Err(c
-            .error(BACKOFF.name, "must be between 0.05 and 600 (s)")
-            .into());
-    }
+    let second = within(
+        c,
+        SIM_SECOND,
+        1e-4..=60.0,
+        "must be between 0.0001 and 60 (s)",
+    )?;
+    let max = within(c, BACKOFF, 0.05..=600.0, "must be between 0.05 and 600 (s)")?;
     Ok(Common {
         unplug: unplug_window(c)?,
         simulate,

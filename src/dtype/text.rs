@@ -25,6 +25,18 @@ fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
     a
 }
 
+/// The number of type `$t` at the start of `$b`, big-endian when `$big`.
+macro_rules! of_bytes {
+    ($t:ty, $b:expr, $big:expr) => {{
+        let a = arr::<{ std::mem::size_of::<$t>() }>($b);
+        if $big {
+            <$t>::from_be_bytes(a)
+        } else {
+            <$t>::from_le_bytes(a)
+        }
+    }};
+}
+
 fn float(out: &mut String, x: f64, as_f32: Option<f32>) {
     if x.is_nan() {
         out.push_str("nan");
@@ -41,25 +53,19 @@ fn float(out: &mut String, x: f64, as_f32: Option<f32>) {
 
 fn number(out: &mut String, s: Scalar, big: bool, b: &[u8]) {
     macro_rules! int {
-        ($t:ty, $n:expr) => {{
-            let a = arr::<$n>(b);
-            let v = if big {
-                <$t>::from_be_bytes(a)
-            } else {
-                <$t>::from_le_bytes(a)
-            };
-            let _ = write!(out, "{v}");
+        ($t:ty) => {{
+            let _ = write!(out, "{}", of_bytes!($t, b, big));
         }};
     }
     match s {
-        Scalar::I8 => int!(i8, 1),
-        Scalar::I16 => int!(i16, 2),
-        Scalar::I32 => int!(i32, 4),
-        Scalar::I64 => int!(i64, 8),
-        Scalar::U8 => int!(u8, 1),
-        Scalar::U16 => int!(u16, 2),
-        Scalar::U32 => int!(u32, 4),
-        Scalar::U64 => int!(u64, 8),
+        Scalar::I8 => int!(i8),
+        Scalar::I16 => int!(i16),
+        Scalar::I32 => int!(i32),
+        Scalar::I64 => int!(i64),
+        Scalar::U8 => int!(u8),
+        Scalar::U16 => int!(u16),
+        Scalar::U32 => int!(u32),
+        Scalar::U64 => int!(u64),
         Scalar::F32 => {
             let v = f32_of(b, big);
             float(out, f64::from(v), Some(v));
@@ -69,21 +75,11 @@ fn number(out: &mut String, s: Scalar, big: bool, b: &[u8]) {
 }
 
 fn f32_of(b: &[u8], big: bool) -> f32 {
-    let a = arr::<4>(b);
-    if big {
-        f32::from_be_bytes(a)
-    } else {
-        f32::from_le_bytes(a)
-    }
+    of_bytes!(f32, b, big)
 }
 
 fn f64_of(b: &[u8], big: bool) -> f64 {
-    let a = arr::<8>(b);
-    if big {
-        f64::from_be_bytes(a)
-    } else {
-        f64::from_le_bytes(a)
-    }
+    of_bytes!(f64, b, big)
 }
 
 /// `re+imj` / `re-imj` with each part in [`float`]'s form.

@@ -187,6 +187,15 @@ impl Model {
     }
 }
 
+/// Runs `f` on a new thread with its own handle on the model.
+fn spawn<T: Send + 'static>(
+    m: &Arc<Model>,
+    f: impl FnOnce(&Model) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let m = m.clone();
+    thread::spawn(move || f(&m))
+}
+
 /// Explores interleavings with at most 2 preemptions (bounded search, as in CHESS: most
 /// real concurrency bugs need very few), long enough executions for the spin-then-yield
 /// loops. Bound 3 runs for hours on these models.
@@ -205,14 +214,8 @@ fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
 fn broadcast_to_two_groups() {
     model(|| {
         let m = Model::new(2, &[1, 1]);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce(3))
-        };
-        let c = {
-            let m = m.clone();
-            thread::spawn(move || m.consume(1, 0, 2))
-        };
+        let p = spawn(&m, |m| m.produce(3));
+        let c = spawn(&m, |m| m.consume(1, 0, 2));
         let a = m.consume(0, 0, 1);
         let b = c.join().unwrap();
         p.join().unwrap();
@@ -225,14 +228,8 @@ fn broadcast_to_two_groups() {
 fn work_sharing_inside_a_group() {
     model(|| {
         let m = Model::new(2, &[2]);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce(3))
-        };
-        let c = {
-            let m = m.clone();
-            thread::spawn(move || m.consume(0, 1, 1))
-        };
+        let p = spawn(&m, |m| m.produce(3));
+        let c = spawn(&m, |m| m.consume(0, 1, 1));
         let a = m.consume(0, 0, 1);
         let b = c.join().unwrap();
         p.join().unwrap();
@@ -254,23 +251,17 @@ fn reclaim_releases_a_dead_members_events_only() {
         // slot it is reading to the producer.
         let m = Model::new(1, &[2]);
         let core = m.core();
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce(1))
-        };
+        let p = spawn(&m, |m| m.produce(1));
         // The doomed member claims once, if anything is there.
         while !matches!(core.claim(0, 1, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
-        let sup = {
-            let m = m.clone();
-            thread::spawn(move || {
-                let core = m.core();
-                while !core.reclaim(0, 1, 0, &|i| i == 0).1 {
-                    thread::yield_now();
-                }
-            })
-        };
+        let sup = spawn(&m, |m| {
+            let core = m.core();
+            while !core.reclaim(0, 1, 0, &|i| i == 0).1 {
+                thread::yield_now();
+            }
+        });
         let a = m.consume(0, 0, 1);
         sup.join().unwrap();
         p.join().unwrap();
@@ -296,22 +287,16 @@ fn takeover_racing_the_supervisors_reclaim_releases_only_the_dead_members_events
         let core = m.core();
         let pid = &m.groups[0].members[0].0.pid;
         pid.store(1, Ordering::SeqCst);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce(3))
-        };
+        let p = spawn(&m, |m| m.produce(3));
         while !matches!(core.claim(0, 0, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
-        let sup = {
-            let m = m.clone();
-            thread::spawn(move || {
-                let core = m.core();
-                while !core.reclaim(0, 0, 1, &|_| false).1 {
-                    thread::yield_now();
-                }
-            })
-        };
+        let sup = spawn(&m, |m| {
+            let core = m.core();
+            while !core.reclaim(0, 0, 1, &|_| false).1 {
+                thread::yield_now();
+            }
+        });
         // The newcomer settles the dead record itself, swaps its pid in and reads on.
         while !core.reclaim(0, 0, 1, &|_| false).1 {
             thread::yield_now();
@@ -392,10 +377,7 @@ fn reclaim_counts_what_a_dead_range_reader_read_as_read() {
 fn detached_group_does_not_block_the_producer() {
     model(|| {
         let m = Model::new(2, &[1, 1]);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce(4))
-        };
+        let p = spawn(&m, |m| m.produce(4));
         m.core().detach(1);
         let a = m.consume(0, 0, 1);
         p.join().unwrap();
@@ -412,13 +394,10 @@ fn detached_group_does_not_block_the_producer() {
 fn sleepers_on_the_futex_are_always_woken() {
     model(|| {
         let m = Model::new(1, &[1]);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || {
-                m.produce_sleeping(2);
-                m.core().close();
-            })
-        };
+        let p = spawn(&m, |m| {
+            m.produce_sleeping(2);
+            m.core().close();
+        });
         let core = m.core();
         let mut seen = Vec::new();
         loop {
@@ -484,10 +463,7 @@ fn a_merged_reader_asleep_on_two_rings_is_always_woken() {
 fn batch_publish_to_a_sole_reader_reading_the_slot_words() {
     model(|| {
         let m = Model::new(2, &[1]);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce_batched(5, 2))
-        };
+        let p = spawn(&m, |m| m.produce_batched(5, 2));
         let a = m.consume_batched(0, 0, 2);
         p.join().unwrap();
         assert_eq!(a, vec![0, 1, 2, 3, 4]);
@@ -501,14 +477,8 @@ fn batch_publish_to_a_sole_reader_reading_the_slot_words() {
 fn batch_publish_to_a_sole_reader_and_a_shared_group() {
     model(|| {
         let m = Model::new(2, &[1, 2]);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce_batched(3, 2))
-        };
-        let c = {
-            let m = m.clone();
-            thread::spawn(move || m.consume(1, 0, 2))
-        };
+        let p = spawn(&m, |m| m.produce_batched(3, 2));
+        let c = spawn(&m, |m| m.consume(1, 0, 2));
         let a = m.consume_batched(0, 0, 2);
         let b = c.join().unwrap();
         p.join().unwrap();
@@ -524,24 +494,21 @@ fn batch_publish_to_a_sole_reader_and_a_shared_group() {
 fn a_sole_reader_asleep_is_woken_by_a_batch_publish() {
     model(|| {
         let m = Model::new(2, &[1]);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || {
-                let core = m.core();
-                let mut cached = 0;
-                let mut w = 0;
-                while w < 4 {
-                    assert!(core.wait_room(w, &mut cached, u64::MAX, || 0));
-                    let end = (w + core.capacity - (w - cached)).min(4);
-                    for e in w..end {
-                        m.write_slot(e);
-                    }
-                    w = end;
-                    core.publish(w);
+        let p = spawn(&m, |m| {
+            let core = m.core();
+            let mut cached = 0;
+            let mut w = 0;
+            while w < 4 {
+                assert!(core.wait_room(w, &mut cached, u64::MAX, || 0));
+                let end = (w + core.capacity - (w - cached)).min(4);
+                for e in w..end {
+                    m.write_slot(e);
                 }
-                core.close();
-            })
-        };
+                w = end;
+                core.publish(w);
+            }
+            core.close();
+        });
         let core = m.core();
         let mut seen = Vec::new();
         loop {

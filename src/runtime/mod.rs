@@ -1164,23 +1164,23 @@ mod tests {
             libc::sigaddset(&mut set, pause_signal());
             libc::pthread_sigmask(how, &set, std::ptr::null_mut());
         };
+        // Queues `first` then `last` while the signal is blocked: both arrive together.
+        let queue_two = |seq: &mut u64, first: bool, last: bool| {
+            mask(libc::SIG_BLOCK);
+            send(pause_state(*seq + 1, first));
+            send(pause_state(*seq + 2, last));
+            *seq += 2;
+            mask(libc::SIG_UNBLOCK);
+        };
         let mut seq = 0;
         for _ in 0..10 {
-            mask(libc::SIG_BLOCK);
-            send(pause_state(seq + 1, true));
-            send(pause_state(seq + 2, false));
-            seq += 2;
-            mask(libc::SIG_UNBLOCK);
+            queue_two(&mut seq, true, false);
             assert!(
                 !paused(),
                 "a resume sent after a pause left the worker paused"
             );
             // And the other way round.
-            mask(libc::SIG_BLOCK);
-            send(pause_state(seq + 1, false));
-            send(pause_state(seq + 2, true));
-            seq += 2;
-            mask(libc::SIG_UNBLOCK);
+            queue_two(&mut seq, false, true);
             assert!(
                 paused(),
                 "a pause sent after a resume left the worker running"

@@ -240,6 +240,15 @@ impl Loader {
         );
     }
 
+    /// The text of mapping key `k`; a key that is not text is an error `{problem}, found …`.
+    fn key_text(&mut self, k: &Value, problem: impl std::fmt::Display) -> Option<String> {
+        let text = k.key_text();
+        if text.is_none() {
+            self.error(k.at, format!("{problem}, found {}", k.describe()), None);
+        }
+        text
+    }
+
     /// Errors recorded so far.
     pub fn error_count(&self) -> usize {
         self.diags.iter().filter(|(_, d)| d.is_error()).count()
@@ -347,12 +356,8 @@ impl Loader {
         };
         let mut out = Vec::new();
         for (k, val) in map {
-            let Some(key) = k.key_text() else {
-                self.error(
-                    k.at,
-                    format!("{context}: a key must be a name, found {}", k.describe()),
-                    None,
-                );
+            let Some(key) = self.key_text(k, format_args!("{context}: a key must be a name"))
+            else {
                 continue;
             };
             if valid.contains(&key.as_str()) {
@@ -491,12 +496,7 @@ impl Loader {
         let mut workers_node = None;
         let top_lines: Vec<u64> = map.iter().map(|(k, _)| k.at.line).collect();
         for (i, (k, v)) in map.iter().enumerate() {
-            let Some(key) = k.key_text() else {
-                self.error(
-                    k.at,
-                    format!("a top-level key must be a name, found {}", k.describe()),
-                    None,
-                );
+            let Some(key) = self.key_text(k, "a top-level key must be a name") else {
                 continue;
             };
             match key.as_str() {
@@ -678,12 +678,7 @@ impl Loader {
             self.error(v.at, format!("{section}: no {what} is declared"), None);
         }
         for (k, spec) in map {
-            let Some(name) = k.key_text() else {
-                self.error(
-                    k.at,
-                    format!("a {what} name must be a name, found {}", k.describe()),
-                    None,
-                );
+            let Some(name) = self.key_text(k, format_args!("a {what} name must be a name")) else {
                 continue;
             };
             self.check_name(&name, k.at, what);
@@ -810,15 +805,10 @@ impl Loader {
         let mut out = Vec::new();
         let mut ok = true;
         for (k, t) in fields {
-            let Some(name) = k.key_text() else {
-                self.error(
-                    k.at,
-                    format!(
-                        "{ctx}, data_dtype: a field name must be text, found {}",
-                        k.describe()
-                    ),
-                    None,
-                );
+            let Some(name) = self.key_text(
+                k,
+                format_args!("{ctx}, data_dtype: a field name must be text"),
+            ) else {
                 ok = false;
                 continue;
             };
@@ -873,8 +863,7 @@ impl Loader {
                 Kind::Null => {}
                 Kind::Map(entries) => {
                     for (k, val) in entries {
-                        let Some(key) = k.key_text() else {
-                            this.error(k.at, format!("{what}: a key must be a name, found {}", k.describe()), None);
+                        let Some(key) = this.key_text(k, format_args!("{what}: a key must be a name")) else {
                             continue;
                         };
                         let item = ConfigItem { key, key_at: k.at, value: val.clone(), from_base };
