@@ -202,33 +202,7 @@ fn group_whose_only_member_died_is_detached_and_the_producer_goes_on() {
 /// (which releases the dead one's batch) and reads on.
 #[test]
 fn new_process_takes_over_a_dead_members_role() {
-    const N: u64 = 20_000;
-    let (ring, path, board, mut kids) = ring_with_board("takeover", Policy::Block, 16, vec![1], 3);
-    let victim = kids.spawn(|| consume(&path, 0, 0, Some(1_000), board.get(0)));
-    kids.spawn(|| produce_all(&path, N, board.get(2)));
-    assert!(wait_for(Duration::from_secs(30), || board
-        .get(0)
-        .other
-        .load(Ordering::SeqCst)
-        != 0));
-    kill_child(&mut kids, victim);
-    let held = board.get(0).other.load(Ordering::SeqCst) - 1;
-    kids.spawn(|| consume(&path, 0, 0, None, board.get(1)));
-    let codes = kids.wait_all_while(Duration::from_secs(60), || {});
-    assert_eq!(codes, vec![0; 2], "producer, successor");
-    let s = ring.stats();
-    let abandoned = s.groups[0].abandoned;
-    assert!(abandoned >= 1);
-    assert_eq!(board.get(1).errors.load(Ordering::SeqCst), 0);
-    assert_eq!(
-        add(
-            add(board.get(0).tally(), board.get(1).tally()),
-            over(held..held + abandoned)
-        ),
-        over(0..N),
-        "dead + successor + abandoned == every event once"
-    );
-    assert_eq!((s.published, s.groups[0].released), (N, N));
+    kill_and_take_over("takeover", 16, 20_000, false);
 }
 
 /// Group [1], read as the engine reads: the member releases what it read in ranges. It is
@@ -237,13 +211,27 @@ fn new_process_takes_over_a_dead_members_role() {
 /// and the rest of the range as abandoned (before the `finished` mark, all of them were).
 #[test]
 fn a_member_killed_mid_range_leaves_what_it_read_counted_as_read() {
-    const N: u64 = 2_000;
-    const HOLD: u64 = 1_000;
     // Room for every event: the producer never waits, so the member never releases early
     // (it does when it sees the producer waiting) and its range stays unreleased.
-    let (ring, path, board, mut kids) = ring_with_board("ranges", Policy::Block, 4096, vec![1], 3);
-    let victim = kids.spawn(|| consume_with(&path, 0, 0, Some(HOLD), board.get(0), true));
-    kids.spawn(|| produce_all(&path, N, board.get(2)));
+    let released_at_kill = kill_and_take_over("ranges", 4096, 2_000, true);
+    assert!(
+        released_at_kill < HOLD,
+        "the events read before the held one must be unreleased at the kill \
+         ({released_at_kill} released)"
+    );
+}
+
+/// The event after which the member of [`kill_and_take_over`] is killed.
+const HOLD: u64 = 1_000;
+
+/// A ring of `slots` slots and one group of one member; `n` events. The member (releasing
+/// in ranges if `ranges`) is killed holding the event after [`HOLD`]; a new process takes its
+/// role and reads on. Checks that every event was read by one of them or abandoned, once,
+/// and returns the group's released count at the kill.
+fn kill_and_take_over(tag: &str, slots: usize, n: u64, ranges: bool) -> u64 {
+    let (ring, path, board, mut kids) = ring_with_board(tag, Policy::Block, slots, vec![1], 3);
+    let victim = kids.spawn(|| consume_with(&path, 0, 0, Some(HOLD), board.get(0), ranges));
+    kids.spawn(|| produce_all(&path, n, board.get(2)));
     assert!(wait_for(Duration::from_secs(30), || board
         .get(0)
         .other
@@ -255,12 +243,8 @@ fn a_member_killed_mid_range_leaves_what_it_read_counted_as_read() {
         (held, board.get(0).count.load(Ordering::SeqCst)),
         (HOLD, HOLD)
     );
-    let before = ring.stats().groups[0].released;
-    assert!(
-        before < HOLD,
-        "the events read before the held one must be unreleased at the kill ({before} released)"
-    );
-    kids.spawn(|| consume_with(&path, 0, 0, None, board.get(1), true));
+    let released_at_kill = ring.stats().groups[0].released;
+    kids.spawn(|| consume_with(&path, 0, 0, None, board.get(1), ranges));
     let codes = kids.wait_all_while(Duration::from_secs(60), || {});
     assert_eq!(codes, vec![0; 2], "producer, successor");
     let s = ring.stats();
@@ -272,10 +256,11 @@ fn a_member_killed_mid_range_leaves_what_it_read_counted_as_read() {
             add(board.get(0).tally(), board.get(1).tally()),
             over(held..held + abandoned)
         ),
-        over(0..N),
+        over(0..n),
         "read by the dead + by the successor + abandoned == every event once"
     );
-    assert_eq!((s.published, s.groups[0].released), (N, N));
+    assert_eq!((s.published, s.groups[0].released), (n, n));
+    released_at_kill
 }
 
 /// Six members spin for the events of a 4-slot ring, published one at a time, with batches

@@ -112,13 +112,25 @@ impl Model {
         }
     }
 
+    /// The payload of event `ev`'s slot (loom checks the read against the producer's write).
+    fn cell(&self, ev: u64) -> u64 {
+        self.cells[(ev % self.slots) as usize].with(|p| {
+            // SAFETY: loom checks this read against the producer's write.
+            unsafe { *p }
+        })
+    }
+
+    /// Reclaims what member `m` of group `g`, dead as `pid`, holds until its record settles.
+    fn settle(&self, g: usize, m: usize, pid: u32, alive: &dyn Fn(usize) -> bool) {
+        while !self.core().reclaim(g, m, pid, alive).1 {
+            thread::yield_now();
+        }
+    }
+
     /// Member `m` of group `g` reads the claimed events `s..e`, checks each and releases it.
     fn read(&self, g: usize, m: usize, (s, e): (u64, u64), seen: &mut Vec<u64>) {
         for ev in s..e {
-            let v = self.cells[(ev % self.slots) as usize].with(|p| {
-                // SAFETY: loom checks this read against the producer's write.
-                unsafe { *p }
-            });
+            let v = self.cell(ev);
             assert_eq!(v, ev * 10 + 1, "group {g} member {m} read a wrong slot");
             seen.push(ev);
             self.core().release(g, m, ev);
@@ -129,10 +141,7 @@ impl Model {
     /// member's batched release).
     fn read_then_release(&self, g: usize, m: usize, (s, e): (u64, u64), seen: &mut Vec<u64>) {
         for ev in s..e {
-            let v = self.cells[(ev % self.slots) as usize].with(|p| {
-                // SAFETY: loom checks this read against the producer's write.
-                unsafe { *p }
-            });
+            let v = self.cell(ev);
             assert_eq!(v, ev * 10 + 1, "group {g} member {m} read a wrong slot");
             seen.push(ev);
         }
@@ -256,12 +265,7 @@ fn reclaim_releases_a_dead_members_events_only() {
         while !matches!(core.claim(0, 1, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
-        let sup = spawn(&m, |m| {
-            let core = m.core();
-            while !core.reclaim(0, 1, 0, &|i| i == 0).1 {
-                thread::yield_now();
-            }
-        });
+        let sup = spawn(&m, |m| m.settle(0, 1, 0, &|i| i == 0));
         let a = m.consume(0, 0, 1);
         sup.join().unwrap();
         p.join().unwrap();
@@ -291,16 +295,9 @@ fn takeover_racing_the_supervisors_reclaim_releases_only_the_dead_members_events
         while !matches!(core.claim(0, 0, 1, true), Claim::Got(..)) {
             thread::yield_now();
         }
-        let sup = spawn(&m, |m| {
-            let core = m.core();
-            while !core.reclaim(0, 0, 1, &|_| false).1 {
-                thread::yield_now();
-            }
-        });
+        let sup = spawn(&m, |m| m.settle(0, 0, 1, &|_| false));
         // The newcomer settles the dead record itself, swaps its pid in and reads on.
-        while !core.reclaim(0, 0, 1, &|_| false).1 {
-            thread::yield_now();
-        }
+        m.settle(0, 0, 1, &|_| false);
         assert!(pid
             .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok());
@@ -331,31 +328,16 @@ fn reclaim_counts_what_a_dead_range_reader_read_as_read() {
         let core = m.core();
         let mem = &m.groups[0].members[0].0;
         mem.pid.store(1, Ordering::SeqCst);
-        let p = {
-            let m = m.clone();
-            thread::spawn(move || m.produce(3))
-        };
+        let p = spawn(&m, |m| m.produce(3));
         let (s, e) = loop {
             match core.claim(0, 0, 2, true) {
                 Claim::Got(s, e) => break (s, e),
                 _ => thread::yield_now(),
             }
         };
-        let v = m.cells[(s % m.slots) as usize].with(|p| {
-            // SAFETY: loom checks this read against the producer's write.
-            unsafe { *p }
-        });
-        assert_eq!((s, v), (0, 1));
+        assert_eq!((s, m.cell(s)), (0, 1));
         mem.finished.store(s + 1, Ordering::Relaxed);
-        let sup = {
-            let m = m.clone();
-            thread::spawn(move || {
-                let core = m.core();
-                while !core.reclaim(0, 0, 1, &|_| false).1 {
-                    thread::yield_now();
-                }
-            })
-        };
+        let sup = spawn(&m, |m| m.settle(0, 0, 1, &|_| false));
         sup.join().unwrap();
         assert!(mem
             .pid
