@@ -26,12 +26,153 @@ pub fn timespec(ns: u64) -> libc::timespec {
     }
 }
 
-/// The current wall-clock time in seconds since the Unix epoch.
+/// The current wall-clock time in seconds since the Unix epoch: every event's timestamp
+/// when its source gives none, read once per event.
+///
+/// Where the kernel itself keeps time with the CPU's time-stamp counter (clocksource `tsc`,
+/// a constant, non-stop TSC), this reads the counter (~8 ns here) and scales it from the
+/// last reading of `CLOCK_REALTIME` instead of asking the vDSO for that clock each time
+/// (~25–35 ns): at 10 M events/s, a quarter of a worker's time went to the clock. The
+/// anchor is renewed from `CLOCK_REALTIME` every 2^22 ticks (about a millisecond), so an
+/// NTP slew or a step of the system clock shows within that time, and the extrapolation
+/// stays within a few tens of nanoseconds of the system clock, below the resolution of an
+/// `f64` of seconds since the epoch (~240 ns). Elsewhere it reads `CLOCK_REALTIME`.
+#[inline]
 pub fn wall_clock() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    wall_ns() as f64 * 1e-9
+}
+
+/// [`wall_clock`] in nanoseconds since the Unix epoch.
+#[inline]
+pub fn wall_ns() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if tsc::usable() {
+        return tsc::wall_ns();
+    }
+    realtime_ns()
+}
+
+/// `CLOCK_REALTIME` in nanoseconds since the Unix epoch (0 before 1970).
+#[inline]
+fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The wall clock extrapolated from the time-stamp counter (see [`wall_clock`]).
+#[cfg(target_arch = "x86_64")]
+mod tsc {
+    use std::cell::Cell;
+    use std::sync::OnceLock;
+
+    /// Ticks after which the anchor is renewed from `CLOCK_REALTIME` (~1.4 ms at 3 GHz).
+    const SPAN: u64 = 1 << 22;
+    /// A pair of counter readings around one clock reading further apart than this was
+    /// interrupted; it is taken again.
+    const TIGHT: u64 = 2_000;
+
+    /// This thread's anchor: a `CLOCK_REALTIME` reading and the counter at that moment,
+    /// and the clock's nanoseconds per tick measured between anchors (0 until measured).
+    #[derive(Clone, Copy)]
+    struct Anchor {
+        tsc: u64,
+        ns: u64,
+        ns_per_tick: f64,
+    }
+
+    thread_local! {
+        static ANCHOR: Cell<Anchor> = const {
+            Cell::new(Anchor { tsc: 0, ns: 0, ns_per_tick: 0.0 })
+        };
+    }
+
+    fn rdtsc() -> u64 {
+        // SAFETY: RDTSC only reads the counter; every x86-64 CPU has it.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    /// Whether the kernel keeps time with this CPU's counter: then the counter runs at a
+    /// constant rate, in every state and on every core, and so may stand in for the clock.
+    pub(super) fn usable() -> bool {
+        static USABLE: OnceLock<bool> = OnceLock::new();
+        *USABLE.get_or_init(|| {
+            let source = std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .unwrap_or_default();
+            let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let flags = flags
+                .lines()
+                .find(|l| l.starts_with("flags"))
+                .unwrap_or_default();
+            let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+            source.trim() == "tsc" && has("constant_tsc") && has("nonstop_tsc")
+        })
+    }
+
+    /// A clock reading and the counter at its middle, from a tight pair of counter readings.
+    fn anchor_now() -> (u64, u64) {
+        let mut best = (0, 0, u64::MAX);
+        for _ in 0..4 {
+            let before = rdtsc();
+            let ns = super::realtime_ns();
+            let after = rdtsc();
+            let width = after.wrapping_sub(before);
+            if width < best.2 {
+                best = (before + width / 2, ns, width);
+            }
+            if width <= TIGHT {
+                break;
+            }
+        }
+        (best.0, best.1)
+    }
+
+    pub(super) fn wall_ns() -> u64 {
+        let t = rdtsc();
+        let a = ANCHOR.with(Cell::get);
+        let since = t.wrapping_sub(a.tsc);
+        if a.ns_per_tick > 0.0 && since < SPAN {
+            return a.ns + (since as f64 * a.ns_per_tick) as u64;
+        }
+        renew(a)
+    }
+
+    /// The slow path: a fresh clock reading, and the anchor renewed from it once the old one
+    /// is a span old (until the rate is first measured, the clock is read every time).
+    #[cold]
+    fn renew(a: Anchor) -> u64 {
+        let (tsc, ns) = anchor_now();
+        let ticks = tsc.wrapping_sub(a.tsc);
+        if a.tsc == 0 || ticks >= SPAN {
+            let mut next = Anchor {
+                tsc,
+                ns,
+                ns_per_tick: a.ns_per_tick,
+            };
+            if a.tsc != 0 && ns > a.ns && ticks < 1 << 40 {
+                let rate = (ns - a.ns) as f64 / ticks as f64;
+                // A rate far from the last one means the clock was stepped in between:
+                // keep the last (the new anchor already carries the step).
+                let plausible = (0.05..20.0).contains(&rate)
+                    && (a.ns_per_tick == 0.0 || (rate / a.ns_per_tick - 1.0).abs() < 1e-3);
+                if plausible {
+                    next.ns_per_tick = if a.ns_per_tick == 0.0 {
+                        rate
+                    } else {
+                        a.ns_per_tick + (rate - a.ns_per_tick) / 8.0
+                    };
+                }
+            }
+            ANCHOR.with(|c| c.set(next));
+        }
+        ns
+    }
 }
 
 /// A Unix time as UTC ISO 8601 with milliseconds, e.g. `2026-11-25T10:31:07.123Z`.
@@ -72,6 +213,38 @@ pub fn iso8601(secs: i64, millis: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Over a few milliseconds of back-to-back reads (several anchor renewals), every
+    /// reading lies between `CLOCK_REALTIME` read just before and just after it, give or
+    /// take 5 µs (the extrapolation's error is tens of ns), and the readings never go back
+    /// by more than that.
+    #[test]
+    fn the_wall_clock_keeps_to_the_system_clock() {
+        const SLACK: u64 = 5_000;
+        let start = realtime_ns();
+        let mut last = 0;
+        let mut reads = 0u64;
+        while realtime_ns() - start < 20_000_000 {
+            let before = realtime_ns();
+            let ours = wall_ns();
+            let after = realtime_ns();
+            assert!(
+                before <= ours + SLACK && ours <= after + SLACK,
+                "{before} <= {ours} <= {after} (ns), after {reads} reads"
+            );
+            assert!(ours + SLACK >= last, "{ours} after {last}");
+            last = ours;
+            reads += 1;
+        }
+        let secs = wall_clock();
+        let system = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((secs - system).abs() < 1e-3, "{secs} against {system}");
+    }
+
     #[test]
     fn iso_dates() {
         assert_eq!(super::utc_iso(0.0), "1970-01-01T00:00:00.000Z");
