@@ -151,16 +151,24 @@ fn run_and_kill_9(dir: &Path) -> PathBuf {
         );
     }
     let _ = child.wait();
-    // Wait until every victim has exited for good (a zombie or gone): only then has it
-    // closed its files and released their locks.
-    let t = Instant::now();
-    while victims.iter().any(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    // Wait until every thread of every victim has exited (a zombie or gone): only then are
+    // its files closed and their locks released. The thread-group leader of a killed
+    // process is a zombie while its other threads (the exporter's compression pool) may
+    // still be exiting, holding the shared file table and so the run directory's lock; so
+    // every thread is looked at, not the leader alone.
+    let alive = |pid: &i32| {
+        std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| !r.trim_start().starts_with('Z'))
+                })
+            })
         })
-    }) {
+    };
+    let t = Instant::now();
+    while victims.iter().any(alive) {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "a killed process lives on"
