@@ -77,17 +77,19 @@ mod tsc {
     const TIGHT: u64 = 2_000;
 
     /// This thread's anchor: a `CLOCK_REALTIME` reading and the counter at that moment,
-    /// and the clock's nanoseconds per tick measured between anchors (0 until measured).
+    /// the clock's nanoseconds per tick measured between anchors (0 until measured), and
+    /// how many measurements in a row disagreed with it.
     #[derive(Clone, Copy)]
     struct Anchor {
         tsc: u64,
         ns: u64,
         ns_per_tick: f64,
+        disagreed: u8,
     }
 
     thread_local! {
         static ANCHOR: Cell<Anchor> = const {
-            Cell::new(Anchor { tsc: 0, ns: 0, ns_per_tick: 0.0 })
+            Cell::new(Anchor { tsc: 0, ns: 0, ns_per_tick: 0.0, disagreed: 0 })
         };
     }
 
@@ -148,30 +150,104 @@ mod tsc {
     #[cold]
     fn renew(a: Anchor) -> u64 {
         let (tsc, ns) = anchor_now();
-        let ticks = tsc.wrapping_sub(a.tsc);
-        if a.tsc == 0 || ticks >= SPAN {
-            let mut next = Anchor {
-                tsc,
-                ns,
-                ns_per_tick: a.ns_per_tick,
-            };
-            if a.tsc != 0 && ns > a.ns && ticks < 1 << 40 {
-                let rate = (ns - a.ns) as f64 / ticks as f64;
-                // A rate far from the last one means the clock was stepped in between:
-                // keep the last (the new anchor already carries the step).
-                let plausible = (0.05..20.0).contains(&rate)
-                    && (a.ns_per_tick == 0.0 || (rate / a.ns_per_tick - 1.0).abs() < 1e-3);
-                if plausible {
-                    next.ns_per_tick = if a.ns_per_tick == 0.0 {
-                        rate
-                    } else {
-                        a.ns_per_tick + (rate - a.ns_per_tick) / 8.0
-                    };
-                }
-            }
-            ANCHOR.with(|c| c.set(next));
+        if a.tsc == 0 || tsc.wrapping_sub(a.tsc) >= SPAN {
+            ANCHOR.with(|c| c.set(advance(a, tsc, ns)));
         }
         ns
+    }
+
+    /// The anchor after `a`, from the clock reading `ns` at counter `tsc`: the rate measured
+    /// since `a` is smoothed into `a`'s; a rate far from it is taken for a step of the clock
+    /// (the new anchor carries the step, the rate stays), unless three come in a row: then
+    /// the counter's rate changed (a VM moved to another host) and the new one is taken.
+    fn advance(a: Anchor, tsc: u64, ns: u64) -> Anchor {
+        let ticks = tsc.wrapping_sub(a.tsc);
+        let mut next = Anchor {
+            tsc,
+            ns,
+            ns_per_tick: a.ns_per_tick,
+            disagreed: 0,
+        };
+        if a.tsc == 0 || ns <= a.ns || ticks >= 1 << 40 {
+            return next;
+        }
+        let rate = (ns - a.ns) as f64 / ticks as f64;
+        let agrees = a.ns_per_tick == 0.0 || (rate / a.ns_per_tick - 1.0).abs() < 1e-3;
+        if !(0.05..20.0).contains(&rate) {
+            // Not a counter's rate at all: a step of the clock.
+        } else if agrees {
+            next.ns_per_tick = if a.ns_per_tick == 0.0 {
+                rate
+            } else {
+                a.ns_per_tick + (rate - a.ns_per_tick) / 8.0
+            };
+        } else if a.disagreed >= 2 {
+            next.ns_per_tick = rate;
+        } else {
+            next.disagreed = a.disagreed + 1;
+        }
+        next
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Anchors every 3 M ticks of a 2 ns-per-tick counter, the clock at `ns(k)`.
+        fn run(ns: impl Fn(u64) -> u64, anchors: u64) -> Vec<Anchor> {
+            let mut a = Anchor {
+                tsc: 0,
+                ns: 0,
+                ns_per_tick: 0.0,
+                disagreed: 0,
+            };
+            (1..=anchors)
+                .map(|k| {
+                    a = advance(a, k * 3_000_000, ns(k));
+                    a
+                })
+                .collect()
+        }
+
+        #[test]
+        fn a_steady_counter_gives_its_rate() {
+            let a = run(|k| 1_000_000_000 + k * 6_000_000, 5);
+            assert_eq!(a[0].ns_per_tick, 0.0, "one anchor measures nothing");
+            assert!(a[1..].iter().all(|a| a.ns_per_tick == 2.0));
+        }
+
+        #[test]
+        fn a_step_of_the_clock_keeps_the_rate() {
+            // The clock is stepped a millisecond ahead between the 4th and 5th anchor, and
+            // a second ahead between the 7th and 8th (no counter's rate at all).
+            let step = |k: u64| match k {
+                ..=4 => 0,
+                5..=7 => 1_000_000,
+                _ => 1_001_000_000,
+            };
+            let a = run(|k| k * 6_000_000 + step(k), 9);
+            assert!(a.iter().skip(1).all(|a| a.ns_per_tick == 2.0));
+            assert_eq!((a[4].ns, a[4].disagreed), (31_000_000, 1));
+            assert_eq!((a[5].disagreed, a[7].disagreed), (0, 0));
+            assert_eq!(a[7].ns, 1_049_000_000, "the anchor carries the step");
+        }
+
+        #[test]
+        fn a_counter_whose_rate_changed_is_followed_after_three_looks() {
+            // From anchor 5 on, the counter runs at 2.5 ns a tick (the clock 1.25× as far).
+            let ns = |k: u64| {
+                if k <= 4 {
+                    k * 6_000_000
+                } else {
+                    24_000_000 + (k - 4) * 7_500_000
+                }
+            };
+            let a = run(ns, 9);
+            assert_eq!(a[3].ns_per_tick, 2.0);
+            assert_eq!(a[5].ns_per_tick, 2.0, "two looks are not yet a change");
+            assert_eq!(a[6].ns_per_tick, 2.5);
+            assert_eq!(a[8].ns_per_tick, 2.5);
+        }
     }
 }
 
