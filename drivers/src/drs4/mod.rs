@@ -3,7 +3,7 @@
 //!
 //! `protocol` holds the wire facts (pure), `calibration` the per-cell tables, `eeprom` the
 //! layout PSI's library reads those tables from in the board's EEPROM (pure), `driver` the
-//! [`Source`] over any [`UsbTransport`](crate::usb::UsbTransport),
+//! [`Source`](crate::driver::Source) over any [`UsbTransport`](crate::usb::UsbTransport),
 //! `simulator` a board answering the same transfers. Guarantees: the driver code that runs
 //! against the simulator is the code that runs against hardware. Must never print.
 
