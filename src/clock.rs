@@ -75,6 +75,9 @@ mod tsc {
     /// A pair of counter readings around one clock reading further apart than this was
     /// interrupted; it is taken again.
     const TIGHT: u64 = 2_000;
+    /// No anchor is taken from a pair further apart than this (~20 µs: the thread was
+    /// preempted every time); the clock is read as it is until a tight pair comes.
+    const LOOSE: u64 = 1 << 16;
 
     /// This thread's anchor: a `CLOCK_REALTIME` reading and the counter at that moment,
     /// the clock's nanoseconds per tick measured between anchors (0 until measured), and
@@ -117,16 +120,17 @@ mod tsc {
         })
     }
 
-    /// A clock reading and the counter at its middle, from a tight pair of counter readings.
-    fn anchor_now() -> (u64, u64) {
-        let mut best = (0, 0, u64::MAX);
+    /// A clock reading, and the counter at its middle when a pair of counter readings
+    /// around it was tight enough to anchor to (of four tries, the tightest below `LOOSE`).
+    fn anchor_now() -> (Option<u64>, u64) {
+        let mut best = (None, 0, LOOSE);
         for _ in 0..4 {
             let before = rdtsc();
             let ns = super::realtime_ns();
             let after = rdtsc();
             let width = after.wrapping_sub(before);
             if width < best.2 {
-                best = (before + width / 2, ns, width);
+                best = (Some(before + width / 2), ns, width);
             }
             if width <= TIGHT {
                 break;
@@ -150,7 +154,7 @@ mod tsc {
     #[cold]
     fn renew(a: Anchor) -> u64 {
         let (tsc, ns) = anchor_now();
-        if a.tsc == 0 || tsc.wrapping_sub(a.tsc) >= SPAN {
+        if let Some(tsc) = tsc.filter(|&t| a.tsc == 0 || t.wrapping_sub(a.tsc) >= SPAN) {
             ANCHOR.with(|c| c.set(advance(a, tsc, ns)));
         }
         ns
