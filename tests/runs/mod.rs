@@ -271,11 +271,32 @@ Workers:
 
 /// Fills the disk of `path` with a file there, at most `limit` bytes (the small disk's
 /// size and more; never more, should the tmpfs not be there).
+///
+/// Nearly all of the free space is taken in one `fallocate`, so the disk goes from roomy to
+/// full at once: written in 64 KiB blocks on a loaded machine, the fill took long enough
+/// for the run's disk watch to find the disk almost full and stop the run before the
+/// exporter ever met a full disk (what the tests that call this are about).
 pub fn fill_with_ballast(path: &Path, limit: usize) {
-    use std::io::Write;
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
     let mut f = std::fs::File::create(path).unwrap();
+    let mut taken = 0;
+    for _ in 0..20 {
+        let free = nix::sys::statvfs::statvfs(path).map_or(0, |v| {
+            v.blocks_available() as usize * v.fragment_size() as usize
+        });
+        let want = free.min(limit) as libc::off_t;
+        // SAFETY: `f` is an open file; fallocate only changes its allocation.
+        if want == 0 || unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, want) } == 0 {
+            taken = want as usize;
+            break;
+        }
+        // The run wrote meanwhile (ENOSPC undoes the whole call): look again.
+    }
+    // Then what is left, and what the run frees, block by block.
     let block = [0u8; 65536];
-    let mut written = 0;
+    let mut written = taken;
+    let _ = f.seek(std::io::SeekFrom::End(0));
     while written < limit && f.write_all(&block).is_ok() {
         written += block.len();
     }
