@@ -123,11 +123,21 @@ mod tsc {
     /// A clock reading, and the counter at its middle when a pair of counter readings
     /// around it was tight enough to anchor to (of four tries, the tightest below `LOOSE`).
     fn anchor_now() -> (Option<u64>, u64) {
-        let mut best = (None, 0, LOOSE);
-        for _ in 0..4 {
+        anchor_from(|| {
             let before = rdtsc();
             let ns = super::realtime_ns();
-            let after = rdtsc();
+            (before, ns, rdtsc())
+        })
+    }
+
+    /// [`anchor_now`] over `read`, which gives (counter, clock, counter) in that order. The
+    /// clock reading returned is the tightest pair's, or the last one when none was tight.
+    fn anchor_from(mut read: impl FnMut() -> (u64, u64, u64)) -> (Option<u64>, u64) {
+        let mut best = (None, 0, LOOSE);
+        let mut last = 0;
+        for _ in 0..4 {
+            let (before, ns, after) = read();
+            last = ns;
             let width = after.wrapping_sub(before);
             if width < best.2 {
                 best = (Some(before + width / 2), ns, width);
@@ -136,7 +146,10 @@ mod tsc {
                 break;
             }
         }
-        (best.0, best.1)
+        match best.0 {
+            Some(tsc) => (Some(tsc), best.1),
+            None => (None, last),
+        }
     }
 
     pub(super) fn wall_ns() -> u64 {
@@ -211,6 +224,26 @@ mod tsc {
                     a
                 })
                 .collect()
+        }
+
+        #[test]
+        fn a_preempted_clock_reading_gives_the_time_but_no_anchor() {
+            // Four pairs each ~100 µs wide: no anchor, but the clock's reading all the same
+            // (it was 0, "1970", before).
+            let mut k = 0;
+            let wide = anchor_from(|| {
+                k += 1;
+                (k * 1_000_000, 1_000 + k, k * 1_000_000 + 300_000)
+            });
+            assert_eq!(wide, (None, 1_004));
+            // A tight pair among them is taken, with its own reading.
+            let mut k = 0;
+            let tight = anchor_from(|| {
+                k += 1;
+                let width = if k == 2 { 1_000 } else { 300_000 };
+                (k * 1_000_000, 1_000 + k, k * 1_000_000 + width)
+            });
+            assert_eq!(tight, (Some(2_000_500), 1_002));
         }
 
         #[test]
