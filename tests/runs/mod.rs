@@ -277,17 +277,14 @@ Workers:
 /// for the run's disk watch to find the disk almost full and stop the run before the
 /// exporter ever met a full disk (what the tests that call this are about).
 pub fn fill_with_ballast(path: &Path, limit: usize) {
+    use nix::fcntl::{fallocate, FallocateFlags};
     use std::io::{Seek, Write};
-    use std::os::fd::AsRawFd;
     let mut f = std::fs::File::create(path).unwrap();
     let mut taken = 0;
     for _ in 0..20 {
-        let free = nix::sys::statvfs::statvfs(path).map_or(0, |v| {
-            v.blocks_available() as usize * v.fragment_size() as usize
-        });
-        let want = free.min(limit) as libc::off_t;
-        // SAFETY: `f` is an open file; fallocate only changes its allocation.
-        if want == 0 || unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, want) } == 0 {
+        let free = daq_engine::export::disk::free_bytes(path).unwrap_or(0);
+        let want = free.min(limit as u64) as libc::off_t;
+        if want == 0 || fallocate(&f, FallocateFlags::empty(), 0, want).is_ok() {
             taken = want as usize;
             break;
         }
