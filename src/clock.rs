@@ -8,13 +8,19 @@ use std::time::SystemTime;
 /// process of the machine.
 #[inline]
 pub fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Clock `id` (vDSO) in nanoseconds from its zero (0 for a time before it).
+#[inline]
+fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// `ns` nanoseconds as a `timespec`: a timeout, or a `CLOCK_MONOTONIC` time of [`now_ns`].
@@ -55,13 +61,7 @@ pub fn wall_ns() -> u64 {
 /// `CLOCK_REALTIME` in nanoseconds since the Unix epoch (0 before 1970).
 #[inline]
 fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_REALTIME)
 }
 
 /// The wall clock extrapolated from the time-stamp counter (see [`wall_clock`]).
