@@ -90,6 +90,17 @@ fn reader_from_start(broker: &str, group: &str, topic: &str) -> rdkafka::consume
     c
 }
 
+/// The event counter a da00 message carries (its `daq_counter` variable).
+fn da00_counter(payload: &[u8]) -> i64 {
+    let msg = daq_engine::kafka::schemas::da00::root_as_da_00_data_array(payload).expect("da00");
+    let v = msg
+        .data()
+        .iter()
+        .find(|v| v.name() == "daq_counter")
+        .expect("daq_counter");
+    i64::from_le_bytes(v.data().bytes().try_into().unwrap())
+}
+
 fn kafka_counts(run: &Path, worker: &str) -> serde_json::Value {
     let path = run.join(format!("kafka_{worker}_0.json"));
     serde_json::from_str(
@@ -768,15 +779,7 @@ fn a_broker_away_mid_run_loses_nothing_the_spool_replays_in_order() {
             seen.len()
         );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            let msg =
-                daq_engine::kafka::schemas::da00::root_as_da_00_data_array(m.payload().unwrap())
-                    .expect("da00");
-            let v = msg
-                .data()
-                .iter()
-                .find(|v| v.name() == "daq_counter")
-                .unwrap();
-            seen.push(i64::from_le_bytes(v.data().bytes().try_into().unwrap()));
+            seen.push(da00_counter(m.payload().unwrap()));
             quiet = std::time::Instant::now();
         }
     }
@@ -941,6 +944,78 @@ Workers:
         summary["readers"]["raw"]["raw_file"]["lost"], 0,
         "{summary}"
     );
+}
+
+/// A source faster than the broker: the exporter keeps librdkafka's queue short (a long one
+/// makes librdkafka's broker thread busy-wait) by waiting for room once the client holds
+/// `hold_kb` (two batches by default), and its source buffer holds the events meanwhile;
+/// with `hold_kb: 0` it never waits. Either way every event is delivered once, in order,
+/// and the counts agree everywhere.
+#[test]
+fn a_source_faster_than_the_broker_waits_for_room_instead_of_a_long_client_queue() {
+    use rdkafka::message::Message;
+    let test = "a_source_faster_than_the_broker_waits_for_room_instead_of_a_long_client_queue";
+    let Some((broker, dir, b)) = with_broker(test, "hold", &["held", "unheld"], 1) else {
+        return;
+    };
+    // 64 KiB events as fast as the simulator makes them: 98 MB, far more than two 1 MiB
+    // batches ahead of any broker.
+    let n = 1500u64;
+    let child = start(
+        &dir,
+        "hold.yaml",
+        &format!(
+            "target_directory: hold
+Buffers:
+  raw: {{slot_count: 16, data_length: 4096, policy: block,
+         data_dtype: {{chA: float32, chB: float32, chC: float32, chD: float32}}}}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{n_events: {n}, seed: 9, pretrigger_samples: 100}}
+  held:
+    function: export.kafka
+    sources: [raw]
+    config: {{brokers: '{b}', topic: held, drain_seconds: 120.0}}
+  unheld:
+    function: export.kafka
+    sources: [raw]
+    config: {{brokers: '{b}', topic: unheld, hold_kb: 0, drain_seconds: 120.0}}
+"
+        ),
+    );
+    ended(child, "", &broker.log());
+    let run = run_dir(&dir, "hold");
+    books_balance(&run);
+    for (worker, waits) in [("held", true), ("unheld", false)] {
+        let counts = kafka_counts_agree(&run, worker);
+        eprintln!("{worker}: {counts}");
+        assert_eq!(counts["delivered"], n, "{worker}: {counts}");
+        assert_eq!(counts["lost"], 0, "{worker}: {counts}");
+        let w = counts["waits_for_room"]
+            .as_u64()
+            .expect("waits_for_room counted");
+        assert_eq!(w > 0, waits, "{worker}: waits for room: {counts}");
+        assert!(
+            counts["waits_ran_out"]
+                .as_u64()
+                .expect("waits_ran_out counted")
+                <= w,
+            "{counts}"
+        );
+        // Every event once, in order.
+        let c = reader_from_start(&b, &format!("hold-{worker}"), worker);
+        let mut seen: Vec<i64> = Vec::new();
+        let t = std::time::Instant::now();
+        while seen.len() < n as usize {
+            assert!(t.elapsed() < RUN_LIMIT, "{worker}: {} events", seen.len());
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                seen.push(da00_counter(m.payload().unwrap()));
+            }
+        }
+        assert_eq!(seen, (0..n as i64).collect::<Vec<_>>(), "{worker}");
+    }
 }
 
 /// `daq-engine check` validates every key of both functions without connecting anywhere:

@@ -11,6 +11,7 @@
 //! reported with its reason, never estimated.
 
 use super::export::{producer, Reports};
+use super::outlet::Outlet;
 use super::tansu::Tansu;
 use super::wire::{Encoder, Ev44Fields, Format};
 use crate::dtype::{Dtype, Metadata};
@@ -26,24 +27,33 @@ use std::time::{Duration, Instant};
 /// The batching both clients use: linger 5 ms, batches up to 1 MiB (export.kafka's defaults).
 const LINGER_MS: f64 = 5.0;
 const BATCH_BYTES: usize = 1 << 20;
+/// export.kafka's default client queue (`queue_mb`), kB.
+const OUR_QUEUE_KB: u64 = 64_000;
+/// The short queue given to the other client for comparison: export.kafka's default
+/// `hold_kb` (two batches) in kB as librdkafka counts (`queue.buffering.max.kbytes`).
+const SHORT_QUEUE_KB: u64 = (2 * BATCH_BYTES as u64).div_ceil(1000);
 /// Latency: messages sent before the measured ones.
 const WARM_UP: u64 = 500;
 
 /// The Python producer: sends the payload in argv[3] (a file) argv[4] times to topic argv[2]
-/// with the same settings, prints `{"seconds": …, "delivered": …}`.
+/// with the same settings and a client queue of argv[5] kB (0: librdkafka's default, 1 GiB or
+/// 100 000 messages), prints `{"seconds": …, "delivered": …}`.
 const PY_PRODUCER: &str = r#"
 import json, sys, time
 from confluent_kafka import Producer
-broker, topic, path, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+broker, topic, path, n, queue_kb = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 payload = open(path, "rb").read()
 delivered = [0]
 def report(err, msg):
     if err is None:
         delivered[0] += 1
-p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "acks": "all",
-              "linger.ms": 5, "batch.size": 1 << 20, "compression.type": "none",
-              "queue.buffering.max.kbytes": 64000, "queue.buffering.max.messages": 2147483647,
-              "message.timeout.ms": 0})
+conf = {"bootstrap.servers": broker, "enable.idempotence": True, "acks": "all",
+        "linger.ms": 5, "batch.size": 1 << 20, "compression.type": "none",
+        "message.timeout.ms": 0}
+if queue_kb:
+    conf.update({"queue.buffering.max.kbytes": queue_kb,
+                 "queue.buffering.max.messages": 2147483647})
+p = Producer(conf)
 key = b"bench"
 p.produce(topic, b"warm-up", b"warm-up")  # as ours: set up before the clock starts
 p.flush()
@@ -123,86 +133,25 @@ fn waveforms() -> Dtype {
     Dtype::parse([("chA", "f4"), ("chB", "f4"), ("chC", "f4"), ("chD", "f4")]).expect("static")
 }
 
-/// Wakes the sending thread when the producer has something to report (delivery reports
-/// free queue room): librdkafka writes to an eventfd when its main queue goes from empty to
-/// not empty. `BaseProducer::poll(t)` serves events until `t` has passed, always the whole
-/// `t`, where confluent-kafka's `poll(t)` (`rd_kafka_poll`) returns once it has served
-/// some; waiting on this instead, ours resumes as soon as theirs does.
-struct Reported {
-    queue: *mut rdkafka::bindings::rd_kafka_queue_t,
-    fd: std::os::fd::OwnedFd,
+/// export.kafka's producer with the bench's batching and export.kafka's default queue.
+fn our_producer(
+    broker: &str,
+    reports: Arc<Reports>,
+) -> Result<rdkafka::producer::BaseProducer<super::export::Counting>, String> {
+    producer(
+        broker,
+        LINGER_MS,
+        BATCH_BYTES,
+        "none",
+        OUR_QUEUE_KB,
+        reports,
+    )
+    .map_err(|e| e.to_string())
 }
 
-impl Reported {
-    fn new(p: &rdkafka::producer::BaseProducer<super::export::Counting>) -> Result<Self, String> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor that
-        // nothing else owns.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a valid descriptor owned by no one else (above).
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        // SAFETY: the client pointer is valid while `p` lives, and `Reported` is dropped
-        // before `p` in `ours`; the queue handle is released in `drop`.
-        let queue = unsafe { rdkafka::bindings::rd_kafka_queue_get_main(p.client().native_ptr()) };
-        if queue.is_null() {
-            return Err("no main queue".into());
-        }
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: `queue` is valid; librdkafka copies the 8-byte payload, which an eventfd
-        // reads as a count, and writes it to `fd` (non-blocking) until disabled in `drop`.
-        unsafe {
-            rdkafka::bindings::rd_kafka_queue_io_event_enable(
-                queue,
-                fd.as_raw_fd(),
-                one.as_ptr().cast(),
-                one.len(),
-            )
-        };
-        Ok(Reported { queue, fd })
-    }
-
-    /// Serves what is queued; if nothing was, waits until something is, at most `limit`.
-    fn wait(&self, p: &rdkafka::producer::BaseProducer<super::export::Counting>, limit: Duration) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `self.queue` is valid until `drop`.
-        let queued = || unsafe { rdkafka::bindings::rd_kafka_queue_length(self.queue) };
-        if queued() == 0 {
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ts = libc::timespec {
-                tv_sec: limit.as_secs() as libc::time_t,
-                tv_nsec: limit.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: one valid pollfd, a valid timeout, no signal mask.
-            unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-            let mut count = [0u8; 8];
-            // SAFETY: reads at most 8 bytes into `count`; EAGAIN (nothing written) is fine.
-            unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-        }
-        while queued() > 0 {
-            p.poll(Duration::ZERO);
-        }
-    }
-}
-
-impl Drop for Reported {
-    fn drop(&mut self) {
-        // SAFETY: `self.queue` is valid; a negative fd disables the writes before the
-        // eventfd closes, and the handle from rd_kafka_queue_get_main is released once.
-        unsafe {
-            rdkafka::bindings::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
-            rdkafka::bindings::rd_kafka_queue_destroy(self.queue);
-        }
-    }
-}
-
-/// Our path: encode every event and hand it to the producer; timed until all are delivered.
+/// Our path, `export.kafka`'s own [`Outlet`] with its defaults (waiting for room while the
+/// client holds two batches): encode every event and send it; timed until all are
+/// delivered.
 fn ours(
     broker: &str,
     topic: &str,
@@ -211,21 +160,14 @@ fn ours(
     n: u64,
 ) -> Result<(Throughput, Vec<u8>), String> {
     let reports = Arc::new(Reports::default());
-    let p = producer(
-        broker,
-        LINGER_MS,
-        BATCH_BYTES,
-        "none",
-        64_000,
-        reports.clone(),
-    )
-    .map_err(|e| e.to_string())?;
+    let p = our_producer(broker, reports.clone())?;
     // One message delivered before the clock starts: the connection, the metadata and the
     // idempotent producer's id are set up once per run, not per event (the Python side does
     // the same).
     warm_up(&p, topic)?;
     reports.delivered.store(0, Ordering::Relaxed);
-    let reported = Reported::new(&p)?;
+    let hold = super::export::hold_bytes(BATCH_BYTES);
+    let mut out = Outlet::new(p, reports.clone(), topic.into(), "bench".into(), None, hold)?;
     let mut bytes = 0u64;
     let mut sample = Vec::new();
     let cpu = cpu_s(Some(std::process::id()));
@@ -244,41 +186,20 @@ fn ours(
             sample = msg.to_vec();
         }
         bytes += msg.len() as u64;
-        let mut record = BaseRecord::with_opaque_to(topic, 1usize)
-            .key("bench")
-            .payload(msg)
-            .timestamp((now * 1e3) as i64);
-        // As export.kafka sends: every POLL_EVERY sends, serve the delivery reports so far,
-        // without waiting.
-        loop {
-            match p.send(record) {
-                Ok(()) => {
-                    if i.is_multiple_of(super::export::POLL_EVERY) {
-                        p.poll(Duration::ZERO);
-                    }
-                    break;
-                }
-                Err((_, r)) => {
-                    // Queue full: wait for room (the benchmark measures the broker path), as
-                    // the Python side does: until a report comes, at most 1 ms. (It waited
-                    // 200 µs, which librdkafka's millisecond timeout turns into 0: a busy
-                    // loop that took a core from the broker on two cores; then always a whole
-                    // 1 ms, `BaseProducer::poll`'s way, where Python's returns at the first
-                    // report: our 64 KiB case looked 0.64× theirs.)
-                    record = r;
-                    reported.wait(&p, Duration::from_millis(1));
-                }
-            }
-        }
+        out.send(msg, (now * 1e3) as i64)
+            .map_err(|e| e.to_string())?;
     }
-    p.flush(Duration::from_secs(300))
+    out.drain(Duration::from_secs(300))
         .map_err(|e| e.to_string())?;
     let seconds = t.elapsed().as_secs_f64();
     let client_cpu_s = cpu_s(Some(std::process::id())) - cpu;
-    drop(reported);
     let delivered = reports.delivered.load(Ordering::Relaxed);
-    if delivered != n {
-        return Err(format!("{delivered} of {n} delivered"));
+    if delivered != n || out.lost() > 0 {
+        return Err(format!(
+            "{delivered} of {n} delivered, {} lost, {} spooled",
+            out.lost(),
+            out.spooled
+        ));
     }
     Ok((
         Throughput {
@@ -305,7 +226,13 @@ fn warm_up(
 }
 
 /// confluent-kafka sending `payload` `n` times, or why it could not.
-fn python(broker: &str, topic: &str, payload: &[u8], n: u64) -> Result<Throughput, String> {
+fn python(
+    broker: &str,
+    topic: &str,
+    payload: &[u8],
+    n: u64,
+    queue_kb: u64,
+) -> Result<Throughput, String> {
     let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".into());
     let path = std::env::temp_dir().join(format!("daq-bench-kafka-{}.bin", std::process::id()));
     std::fs::write(&path, payload).map_err(|e| e.to_string())?;
@@ -313,6 +240,7 @@ fn python(broker: &str, topic: &str, payload: &[u8], n: u64) -> Result<Throughpu
         .args(["-c", PY_PRODUCER, broker, topic])
         .arg(&path)
         .arg(n.to_string())
+        .arg(queue_kb.to_string())
         .output();
     let _ = std::fs::remove_file(&path);
     let out = out.map_err(|e| format!("cannot run {py}: {e}; set DAQ_PYTHON"))?;
@@ -361,9 +289,7 @@ fn latency(
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .map_err(|e| e.to_string())?;
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let reports = Arc::new(Reports::default());
-    let p = producer(broker, LINGER_MS, BATCH_BYTES, "none", 64_000, reports)
-        .map_err(|e| e.to_string())?;
+    let p = our_producer(broker, Arc::new(Reports::default()))?;
     // Connections and metadata first, so the figures are of the steady state.
     p.client()
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -493,45 +419,58 @@ pub fn run(events: u64) -> Result<String, String> {
             .map(|k| (k * 7 + 3) as u8)
             .collect();
         out.push_str(&format!(
-            "  {name}, {n} events, acks=all, idempotent, linger 5 ms, batch 1 MiB; runs in the \
-             order ours, theirs, theirs, ours (each into a fresh broker), so neither gains \
-             from going second:\n"
+            "  {name}, {n} events, acks=all, idempotent, linger 5 ms, batch 1 MiB; ours as \
+             export.kafka sends (waiting for room while the client holds two batches), \
+             theirs with librdkafka's default queue and again with a queue of two batches \
+             ({SHORT_QUEUE_KB} kB); runs in the order ours, theirs, \
+             theirs (our queue) twice, theirs, ours (each into a fresh broker), so none gains \
+             from its place:\n"
         ));
         let mut mine = Vec::new();
-        let mut theirs: Result<Vec<Throughput>, String> = Ok(Vec::new());
+        let mut theirs: Result<[Vec<Throughput>; 2], String> = Ok([Vec::new(), Vec::new()]);
         let mut sample = Vec::new();
-        for (k, who) in ["ours", "theirs", "theirs", "ours"].into_iter().enumerate() {
-            let topic = format!("{who}_{i}_{k}");
+        let order = [None, Some(0), Some(1), Some(1), Some(0), None];
+        for (k, who) in order.into_iter().enumerate() {
+            let topic = format!("run_{i}_{k}");
             let broker = fresh()?;
             let b = broker.address.clone();
             broker.create_topic(&topic, 1)?;
-            if who == "ours" {
-                let before = cpu_s(broker.pid());
+            let before = cpu_s(broker.pid());
+            let Some(q) = who else {
                 let (mut t, s) = ours(&b, &topic, &mut enc, &data, n)?;
                 t.broker_cpu_s = cpu_s(broker.pid()) - before;
                 out.push_str(&t.line("daq-engine (rdkafka)"));
                 out.push('\n');
                 mine.push(t);
                 sample = s;
-            } else if let Ok(list) = &mut theirs {
-                // `sample`: a message of the first run of ours.
-                let before = cpu_s(broker.pid());
-                match python(&b, &topic, &sample, n) {
-                    Ok(mut t) => {
-                        t.broker_cpu_s = cpu_s(broker.pid()) - before;
-                        out.push_str(&t.line("confluent-kafka (Python)"));
-                        out.push('\n');
-                        list.push(t);
-                    }
-                    Err(e) => theirs = Err(e),
+                continue;
+            };
+            let Ok(lists) = &mut theirs else {
+                continue;
+            };
+            // `sample`: a message of the first run of ours.
+            let queue_kb = [0, SHORT_QUEUE_KB][q];
+            match python(&b, &topic, &sample, n, queue_kb) {
+                Ok(mut t) => {
+                    t.broker_cpu_s = cpu_s(broker.pid()) - before;
+                    let who = match q {
+                        0 => "confluent-kafka, default q".to_string(),
+                        _ => format!("confluent-kafka, {queue_kb} kB"),
+                    };
+                    out.push_str(&t.line(&who));
+                    out.push('\n');
+                    lists[q].push(t);
                 }
+                Err(e) => theirs = Err(e),
             }
         }
         let seconds = |l: &[Throughput]| l.iter().map(|t| t.seconds).sum::<f64>();
         match theirs {
-            Ok(list) => out.push_str(&format!(
-                "    ratio (ours / theirs, events/s over both runs): {:.2}\n",
-                seconds(&list) / seconds(&mine)
+            Ok([wide, same]) => out.push_str(&format!(
+                "    ratio (ours / theirs, events/s over both runs): {:.2} against librdkafka's \
+                 default queue, {:.2} against a queue of two batches\n",
+                seconds(&wide) / seconds(&mine),
+                seconds(&same) / seconds(&mine)
             )),
             Err(e) => out.push_str(&format!("    confluent-kafka: not measured: {e}\n")),
         }

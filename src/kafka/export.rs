@@ -3,10 +3,13 @@
 //!
 //! Records are keyed by the source name (per-source order in one partition) and carry the
 //! event's time as their timestamp (the ESS file-writer seeks by time). The producer is
-//! idempotent with `acks=all`; librdkafka's queue is bounded (`queue_mb`) and its messages
-//! never time out while the run goes on. When that queue is full (the broker is away or
-//! slow) events go to a bounded spool file in the run directory and are replayed, in order,
-//! as soon as the queue has room again; once anything is spooled, newer events queue behind
+//! idempotent with `acks=all`; its messages never time out while the run goes on. While
+//! the broker keeps up, the client holds at most `hold_kb` (two batches): beyond that the
+//! exporter waits a little for room and the source buffer holds the events (a long client
+//! queue makes librdkafka busy-wait, see [`super::outlet`]). A broker that pauses longer
+//! fills the client's queue up to `queue_mb`; when that is full (the broker away or slow),
+//! events go to a bounded spool file in the run directory and are replayed, in order, as
+//! soon as the queue has room again; once anything is spooled, newer events queue behind
 //! it. Beyond the spool's bound an event is dropped and counted. At the end of the run the
 //! exporter waits up to `drain_seconds` for every message to be delivered; what is still
 //! undelivered then is counted lost. Every lost event (failed delivery, spool full,
@@ -24,6 +27,7 @@
 //! counts from an importer that wrote its scales (`scales_<worker>.txt`, through built-in
 //! filters too, as the HDF5 export finds them), read on the flush path until found.
 
+use super::outlet::Outlet;
 use super::spool::Spool;
 use super::status::RunStatus;
 use super::wire::{self, Encoder, Ev44Fields, Format};
@@ -33,10 +37,8 @@ use crate::worker::{
     Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,6 +71,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         LINGER_MS.spec(),
         BATCH_KB.spec(),
         COMPRESSION.spec(),
+        HOLD_KB.spec(),
         QUEUE_MB.spec(),
         SPOOL_MB.spec(),
         DRAIN_SECONDS.spec(),
@@ -89,7 +92,8 @@ keys! {
     const LINGER_MS: Key<f64> = ("linger_ms", 5.0, "milliseconds a batch waits to fill (librdkafka linger.ms)");
     const BATCH_KB: Key<usize> = ("batch_kb", 1024, "largest batch in KiB (librdkafka batch.size)");
     const COMPRESSION: Key<str> = ("compression", "none", "none, gzip, snappy or lz4 (librdkafka compression.type)");
-    const QUEUE_MB: Key<f64> = ("queue_mb", 64.0, "MB of messages the client holds in memory before events go to the spool");
+    const HOLD_KB: MaybeKey<usize> = ("hold_kb", absent: "two batches (2 × batch_kb)", "KiB of events in the client beyond which a send waits for room, at most 5 ms, so librdkafka's queue stays short while the broker keeps up; 0: never wait");
+    const QUEUE_MB: Key<f64> = ("queue_mb", 64.0, "MB of messages the client holds in memory (a broker that pauses) before events go to the spool");
     const SPOOL_MB: Key<f64> = ("spool_mb", 1024.0, "largest spool file in MB while the broker is away; 0: no spool, a full client queue drops (counted)");
     const DRAIN_SECONDS: Key<f64> = ("drain_seconds", 30.0, "at the end of the run, seconds to wait for delivery before what is left counts as lost");
 }
@@ -108,6 +112,7 @@ struct Settings {
     batch_bytes: usize,
     compression: &'static str,
     queue_kb: u64,
+    hold_bytes: u64,
     spool_bytes: u64,
     drain: Duration,
 }
@@ -257,6 +262,9 @@ impl Settings {
             batch_bytes: batch_kb * 1024,
             compression,
             queue_kb: (queue_mb * 1000.0) as u64,
+            hold_bytes: c
+                .get(HOLD_KB)?
+                .map_or(hold_bytes(batch_kb * 1024), |kb| kb as u64 * 1024),
             spool_bytes: (at_least(SPOOL_MB.name, c.get(SPOOL_MB)?, 0.0)? * 1e6) as u64,
             drain: Duration::from_secs_f64(at_least(
                 DRAIN_SECONDS.name,
@@ -265,6 +273,11 @@ impl Settings {
             )?),
         })
     }
+}
+
+/// The default `hold_kb` in bytes: two batches.
+pub(super) fn hold_bytes(batch_bytes: usize) -> u64 {
+    2 * batch_bytes as u64
 }
 
 /// Checks the config of `export.kafka` as [`KafkaExport::build`] does, connecting nowhere.
@@ -277,6 +290,8 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
 pub(super) struct Reports {
     pub(super) delivered: AtomicU64,
     pub(super) failed: AtomicU64,
+    /// Payload bytes of the event messages reported (delivered or failed).
+    pub(super) reported_bytes: AtomicU64,
     first_failure: std::sync::Mutex<Option<String>>,
 }
 
@@ -297,6 +312,12 @@ impl ProducerContext for Counting {
         if event == 0 {
             return;
         }
+        let m = match result {
+            Ok(m) | Err((_, m)) => m,
+        };
+        self.0
+            .reported_bytes
+            .fetch_add(m.payload_len() as u64, Ordering::Relaxed);
         match result {
             Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
             Err((e, _)) => {
@@ -311,7 +332,8 @@ impl ProducerContext for Counting {
 
 /// An idempotent, `acks=all` producer with the given batching, for the exporter and the
 /// benchmark. Its delivery reports and errors are served by [`BaseProducer::poll`] on the
-/// sending thread (`poll(0)` every [`POLL_EVERY`] sends, on a full queue and on flush), not
+/// sending thread (`poll(0)` every [`super::outlet::POLL_EVERY`] sends, on a full queue and
+/// on flush), not
 /// by a polling thread of its own: one thread less to wake per batch of reports on a busy
 /// machine.
 pub(super) fn producer(
@@ -335,194 +357,6 @@ pub(super) fn producer(
         // Never given up while the run goes on: the spool and the end-of-run drain decide.
         .set("message.timeout.ms", "0")
         .create_with_context(Counting(reports))
-}
-
-/// Sends between two non-blocking polls for delivery reports: a poll reads the clock three
-/// times (rdkafka's deadline), which showed as the sender's largest cost for small messages;
-/// the reports wait in librdkafka's queue meanwhile (served in one batch).
-pub(super) const POLL_EVERY: u64 = 32;
-
-/// Where the messages go: the producer, and the spool while its queue is full.
-struct Outlet {
-    producer: BaseProducer<Counting>,
-    reports: Arc<Reports>,
-    topic: String,
-    key: String,
-    spool: Option<Spool>,
-    /// Messages in the producer when its queue was last found full: the spool is replayed
-    /// once fewer than half of that are left (so a full queue is not retried every event).
-    full_at: i32,
-    replay: Vec<u8>,
-    /// Accepted by the producer.
-    produced: u64,
-    /// Went through the spool.
-    spooled: u64,
-    /// Handed from the spool to the producer.
-    replayed: u64,
-    /// Status messages that could not be queued.
-    status_dropped: u64,
-    /// Most records in the spool at once.
-    spool_peak: u64,
-    /// Refused: the spool was full (or off) while the queue was.
-    dropped: u64,
-    /// Refused by the producer for another reason (a message larger than the broker takes).
-    refused: u64,
-    /// Still in the spool or the producer when the run ended and the drain gave up.
-    undelivered: u64,
-    first_refusal: Option<String>,
-}
-
-fn queue_full(e: &KafkaError) -> bool {
-    matches!(
-        e,
-        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
-    )
-}
-
-impl Outlet {
-    /// Sends one event message (record timestamp `ts_ms`), through the spool when anything
-    /// waits there or the producer's queue is full. Never waits.
-    fn send(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
-        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
-            self.replay()?;
-        }
-        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
-            return self.spool_one(payload, ts_ms);
-        }
-        let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
-            .key(&self.key)
-            .payload(payload)
-            .timestamp(ts_ms);
-        let sent = self.producer.send(record);
-        if self.produced.is_multiple_of(POLL_EVERY) {
-            // Delivery reports so far (non-blocking).
-            self.producer.poll(Duration::ZERO);
-        }
-        match sent {
-            Ok(()) => {
-                self.produced += 1;
-                Ok(())
-            }
-            Err((e, _)) if queue_full(&e) => {
-                self.full_at = self.producer.in_flight_count();
-                self.spool_one(payload, ts_ms)
-            }
-            Err((e, _)) => {
-                self.refused += 1;
-                self.first_refusal.get_or_insert_with(|| e.to_string());
-                Ok(())
-            }
-        }
-    }
-
-    fn spool_one(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
-        let Some(spool) = &mut self.spool else {
-            self.dropped += 1;
-            return Ok(());
-        };
-        let path = spool.path().display().to_string();
-        match spool.append(ts_ms, payload) {
-            Ok(true) => {
-                self.spooled += 1;
-                self.spool_peak = self.spool_peak.max(spool.pending());
-                Ok(())
-            }
-            Ok(false) => {
-                self.dropped += 1;
-                Ok(())
-            }
-            Err(source) => Err(WorkerError::Io {
-                what: format!("the Kafka spool {path}"),
-                source,
-            }),
-        }
-    }
-
-    /// Hands spooled messages to the producer, oldest first, while its queue takes them.
-    fn replay(&mut self) -> Result<(), WorkerError> {
-        let Some(spool) = &mut self.spool else {
-            return Ok(());
-        };
-        self.producer.poll(Duration::ZERO);
-        if spool.is_empty() || self.producer.in_flight_count() > self.full_at / 2 {
-            return Ok(());
-        }
-        let io = |source, spool: &Spool| WorkerError::Io {
-            what: format!("the Kafka spool {}", spool.path().display()),
-            source,
-        };
-        loop {
-            let ts = match spool.peek(&mut self.replay) {
-                Ok(Some(ts)) => ts,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(io(e, spool)),
-            };
-            let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
-                .key(&self.key)
-                .payload(&self.replay)
-                .timestamp(ts);
-            match self.producer.send(record) {
-                Ok(()) => {
-                    self.produced += 1;
-                    self.replayed += 1;
-                }
-                Err((e, _)) if queue_full(&e) => {
-                    self.full_at = self.producer.in_flight_count();
-                    return Ok(());
-                }
-                Err((e, _)) => {
-                    self.refused += 1;
-                    self.first_refusal.get_or_insert_with(|| e.to_string());
-                }
-            }
-            let len = self.replay.len();
-            spool.advance(len).map_err(|e| io(e, spool))?;
-        }
-    }
-
-    /// Sends status messages (not events: not spooled; one that cannot be queued is
-    /// counted).
-    fn send_status(&mut self, topic: &str, messages: &[super::status::Message]) {
-        for (key, payload) in messages {
-            let record = BaseRecord::with_opaque_to(topic, 0usize)
-                .key(key)
-                .payload(payload)
-                .timestamp(now_ms() as i64);
-            if self.producer.send(record).is_err() {
-                self.status_dropped += 1;
-            }
-        }
-    }
-
-    /// Events lost so far: refused, dropped, failed in delivery, undelivered at the end.
-    fn lost(&self) -> u64 {
-        self.refused + self.dropped + self.undelivered + self.reports.failed.load(Ordering::Relaxed)
-    }
-
-    /// At the end: replay the spool and wait for delivery, up to `limit`; what is left then
-    /// is purged from the producer (its reports count it failed) or counted undelivered.
-    fn drain(&mut self, limit: Duration) -> Result<(), WorkerError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.full_at = i32::MAX;
-            self.replay()?;
-            let spool_empty = self.spool.as_ref().is_none_or(|s| s.is_empty());
-            if spool_empty && self.producer.in_flight_count() == 0 {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            // Serves delivery reports while it waits.
-            self.producer.poll(Duration::from_millis(10));
-        }
-        self.undelivered += self.spool.as_ref().map_or(0, |s| s.pending());
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        // The purged messages' reports arrive while flush polls.
-        let _ = self.producer.flush(Duration::from_secs(5));
-        Ok(())
-    }
 }
 
 /// True when a field of `dtype` holds integers (ADC counts).
@@ -577,7 +411,7 @@ fn uuid4() -> String {
     )
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -620,6 +454,15 @@ impl KafkaExport {
         } else {
             None
         };
+        let out = Outlet::new(
+            producer,
+            reports,
+            s.topic.clone(),
+            s.source_name.clone(),
+            spool,
+            s.hold_bytes,
+        )
+        .map_err(|e| WorkerError::failed(format!("worker '{}': Kafka producer", ctx.worker), e))?;
         let run_name = ctx
             .run_dir
             .file_name()
@@ -627,24 +470,7 @@ impl KafkaExport {
             .unwrap_or_default();
         let mut export = KafkaExport {
             encoder,
-            out: Outlet {
-                producer,
-                reports,
-                topic: s.topic.clone(),
-                key: s.source_name.clone(),
-                spool,
-                full_at: i32::MAX,
-                replay: Vec::new(),
-                produced: 0,
-                spooled: 0,
-                replayed: 0,
-                status_dropped: 0,
-                spool_peak: 0,
-                dropped: 0,
-                refused: 0,
-                undelivered: 0,
-                first_refusal: None,
-            },
+            out,
             drain: s.drain,
             run: None,
             // Only counts have a scale: a buffer of floats is in volts already.
@@ -743,6 +569,8 @@ impl KafkaExport {
             spool_pending: o.spool.as_ref().map_or(0, |s| s.pending()),
             spool_peak: o.spool_peak,
             status_dropped: o.status_dropped,
+            waits_for_room: o.waits,
+            waits_ran_out: o.overflows,
             done,
         }
     }

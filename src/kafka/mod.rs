@@ -7,7 +7,8 @@
 //!   (`status_topic`).
 //! - [`spool`]: the bounded local file that keeps a `block` buffer's events while the broker
 //!   is away, replayed in order when it is back.
-//! - [`export`]: `export.kafka`; [`source`]: `source.kafka`.
+//! - [`export`]: `export.kafka`; [`outlet`]: where its messages go (the client, kept short
+//!   while the broker keeps up, and the spool); [`source`]: `source.kafka`.
 //! - [`tansu`]: a loopback tansu broker for the tests and `bench kafka`; [`mod@bench`]: `bench
 //!   kafka`.
 //!
@@ -18,6 +19,7 @@
 
 pub mod bench;
 pub mod export;
+pub mod outlet;
 pub mod schemas;
 pub mod source;
 pub mod spool;

@@ -209,6 +209,12 @@ pub struct KafkaCounts {
     pub spool_peak: u64,
     /// Status messages (f144, al00, x5f2) that could not be queued (not events; not lost).
     pub status_dropped: u64,
+    /// Sends that waited for room because the client held `hold_kb` (its source buffer held
+    /// the events meanwhile; nothing lost).
+    pub waits_for_room: u64,
+    /// Of those, waits that ran out (5 ms): the broker paused and the client's queue took
+    /// the events.
+    pub waits_ran_out: u64,
     /// The run ended for this process: the counts are final.
     pub done: bool,
 }
@@ -254,6 +260,8 @@ impl KafkaCounts {
         self.spool_pending += c.spool_pending;
         self.spool_peak += c.spool_peak;
         self.status_dropped += c.status_dropped;
+        self.waits_for_room += c.waits_for_room;
+        self.waits_ran_out += c.waits_ran_out;
         self.done &= c.done;
     }
 }

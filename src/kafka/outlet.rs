@@ -1,0 +1,395 @@
+//! Where `export.kafka`'s messages go: the producer while the broker takes them, the spool
+//! while it is away.
+//!
+//! librdkafka's queue is kept short while the broker keeps up: a message waiting in a long
+//! queue behind the single produce request an idempotent producer has in flight makes
+//! librdkafka's broker thread poll with timeout 0 until that request is answered (a busy
+//! wait that takes a core from everything else; BENCHMARKS.md, "64 KiB waveforms"). So once
+//! `hold` bytes of events are in the client, `Outlet::send` waits for room, woken by
+//! librdkafka's own event (an eventfd, `Wakeup`), and the source buffer holds the events
+//! meanwhile. It waits at most `HOLD_WAIT`: a broker that pauses longer (a slow moment, or
+//! gone) must not hold the source buffer, so the client's queue takes the rest up to its hard
+//! bound (`queue_mb`) and the exporter waits again only once that queue is back under `hold`.
+//! When that queue is full too, events go to the spool and are replayed in order once the
+//! broker takes them again.
+//!
+//! Guarantees: every event handed to `Outlet::send` is either accepted by the producer
+//! (then its delivery report counts it delivered or failed), spooled, or counted (dropped:
+//! spool full or off; refused: a message the producer will not take); one event waits at
+//! most `HOLD_WAIT`, and only while the client holds `hold` bytes or more.
+
+use super::export::Counting;
+use super::spool::Spool;
+use crate::worker::WorkerError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Sends between two non-blocking polls for delivery reports: a poll reads the clock three
+/// times (rdkafka's deadline), which showed as the sender's largest cost for small messages;
+/// the reports wait in librdkafka's queue meanwhile (served in one batch).
+pub(super) const POLL_EVERY: u64 = 32;
+
+/// The longest single sleep for room: a report that comes wakes the sender at once.
+const NAP: Duration = Duration::from_millis(1);
+
+/// The longest an event waits for the client's queue to fall under `hold`: about four
+/// round trips of a 1 MiB request on loopback, and short against any source buffer's time
+/// (a 64-slot buffer of 20 MB/s waveforms holds 200 ms).
+pub(super) const HOLD_WAIT: Duration = Duration::from_millis(5);
+
+/// Wakes the sending thread when the producer has something to report (delivery reports
+/// free queue room): librdkafka writes to an eventfd when its main queue goes from empty to
+/// not empty. `BaseProducer::poll(t)` serves events until the whole `t` has passed, where
+/// confluent-kafka's `poll(t)` (`rd_kafka_poll`) returns once it has served some; waiting on
+/// this instead, ours resumes as soon as theirs does.
+pub(super) struct Wakeup {
+    queue: *mut rdkafka::bindings::rd_kafka_queue_t,
+    fd: std::os::fd::OwnedFd,
+}
+
+// SAFETY: the queue handle is librdkafka's reference-counted `rd_kafka_queue_t`, whose
+// functions lock the queue themselves and may be called from any thread; `Wakeup` owns its
+// reference (released once, in `drop`) and its eventfd.
+unsafe impl Send for Wakeup {}
+
+impl Wakeup {
+    /// Events of `p`'s main queue wake [`Wakeup::wait`]. `p` must outlive the `Wakeup`.
+    pub(super) fn new(p: &BaseProducer<Counting>) -> Result<Self, String> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor that
+        // nothing else owns.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a valid descriptor owned by no one else (above).
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: the client pointer is valid while `p` lives, which the caller keeps longer
+        // than this `Wakeup` (in `Outlet`, the field order drops it first); the queue
+        // reference is released in `drop`.
+        let queue = unsafe { rdkafka::bindings::rd_kafka_queue_get_main(p.client().native_ptr()) };
+        if queue.is_null() {
+            return Err("no main queue".into());
+        }
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: `queue` is valid; librdkafka copies the 8-byte payload, which an eventfd
+        // reads as a count, and writes it to `fd` (non-blocking) until disabled in `drop`.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_io_event_enable(
+                queue,
+                fd.as_raw_fd(),
+                one.as_ptr().cast(),
+                one.len(),
+            )
+        };
+        Ok(Wakeup { queue, fd })
+    }
+
+    /// Serves what is queued; if nothing was, waits until something is, at most `limit`.
+    pub(super) fn wait(&self, p: &BaseProducer<Counting>, limit: Duration) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `self.queue` is valid until `drop`.
+        let queued = || unsafe { rdkafka::bindings::rd_kafka_queue_length(self.queue) };
+        if queued() == 0 {
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ts = libc::timespec {
+                tv_sec: limit.as_secs() as libc::time_t,
+                tv_nsec: limit.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: one valid pollfd, a valid timeout, no signal mask.
+            unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+            let mut count = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into `count`; EAGAIN (nothing written) is fine.
+            unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        }
+        while queued() > 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        // SAFETY: `self.queue` is valid; a negative fd disables the writes before the
+        // eventfd closes, and the reference from rd_kafka_queue_get_main is released once.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
+            rdkafka::bindings::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
+
+fn queue_full(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+    )
+}
+
+/// Where the messages go: the producer, and the spool while the broker is away.
+pub(super) struct Outlet {
+    /// Before `producer`: dropped first (it holds a reference into the client).
+    wakeup: Wakeup,
+    pub(super) producer: BaseProducer<Counting>,
+    pub(super) reports: std::sync::Arc<super::export::Reports>,
+    pub(super) topic: String,
+    pub(super) key: String,
+    pub(super) spool: Option<Spool>,
+    /// Bytes of events in the client beyond which a send waits for room (0: never).
+    hold: u64,
+    /// Bytes of events accepted by the producer.
+    produced_bytes: u64,
+    /// A wait for room ran out: the client's queue takes events without waiting until it is
+    /// back under `hold`.
+    overflow: bool,
+    /// Messages in the producer when its queue was last found full: the spool is replayed
+    /// once fewer than half of that are left (so a full queue is not retried every event).
+    full_at: i32,
+    replay: Vec<u8>,
+    /// Accepted by the producer.
+    pub(super) produced: u64,
+    /// Went through the spool.
+    pub(super) spooled: u64,
+    /// Handed from the spool to the producer.
+    pub(super) replayed: u64,
+    /// Status messages that could not be queued.
+    pub(super) status_dropped: u64,
+    /// Most records in the spool at once.
+    pub(super) spool_peak: u64,
+    /// Refused: the spool was full (or off) while the queue was.
+    pub(super) dropped: u64,
+    /// Refused by the producer for another reason (a message larger than the broker takes).
+    pub(super) refused: u64,
+    /// Still in the spool or the producer when the run ended and the drain gave up.
+    pub(super) undelivered: u64,
+    /// Sends that waited for room (the client held `hold` bytes).
+    pub(super) waits: u64,
+    /// Waits for room that ran out ([`HOLD_WAIT`]): the broker paused, the client's queue
+    /// took the events.
+    pub(super) overflows: u64,
+    pub(super) first_refusal: Option<String>,
+}
+
+impl Outlet {
+    /// Sends `topic` messages keyed `key` through `producer` (whose reports count into
+    /// `reports`), waiting for room while it holds `hold` bytes of events, spooling to
+    /// `spool` while its queue is full (none: such an event is dropped and counted).
+    pub(super) fn new(
+        producer: BaseProducer<Counting>,
+        reports: std::sync::Arc<super::export::Reports>,
+        topic: String,
+        key: String,
+        spool: Option<Spool>,
+        hold: u64,
+    ) -> Result<Outlet, String> {
+        Ok(Outlet {
+            wakeup: Wakeup::new(&producer)?,
+            producer,
+            reports,
+            topic,
+            key,
+            spool,
+            hold,
+            produced_bytes: 0,
+            overflow: false,
+            full_at: i32::MAX,
+            replay: Vec::new(),
+            produced: 0,
+            spooled: 0,
+            replayed: 0,
+            status_dropped: 0,
+            spool_peak: 0,
+            dropped: 0,
+            refused: 0,
+            undelivered: 0,
+            waits: 0,
+            overflows: 0,
+            first_refusal: None,
+        })
+    }
+
+    /// Bytes of events the client holds: accepted and not yet reported.
+    fn outstanding(&self) -> u64 {
+        self.produced_bytes
+            .saturating_sub(self.reports.reported_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Waits, at most [`HOLD_WAIT`], while the client holds `hold` bytes or more (unless a
+    /// wait ran out and the client has not been back under `hold` since).
+    fn hold_back(&mut self) {
+        if self.hold == 0 || self.outstanding() < self.hold {
+            self.overflow = false;
+            return;
+        }
+        if self.overflow {
+            return;
+        }
+        self.waits += 1;
+        let end = Instant::now() + HOLD_WAIT;
+        loop {
+            self.wakeup.wait(&self.producer, NAP);
+            if self.outstanding() < self.hold {
+                return;
+            }
+            if Instant::now() >= end {
+                self.overflow = true;
+                self.overflows += 1;
+                return;
+            }
+        }
+    }
+
+    /// Sends one event message (record timestamp `ts_ms`): through the spool when anything
+    /// waits there or the producer's queue is full; waits first (a little) while the client
+    /// holds `hold` bytes.
+    pub(super) fn send(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            self.replay()?;
+        }
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            return self.spool_one(payload, ts_ms);
+        }
+        self.hold_back();
+        let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
+            .key(&self.key)
+            .payload(payload)
+            .timestamp(ts_ms);
+        let sent = self.producer.send(record);
+        if self.produced.is_multiple_of(POLL_EVERY) {
+            // Delivery reports so far (non-blocking).
+            self.producer.poll(Duration::ZERO);
+        }
+        match sent {
+            Ok(()) => {
+                self.produced += 1;
+                self.produced_bytes += payload.len() as u64;
+                Ok(())
+            }
+            Err((e, _)) if queue_full(&e) => {
+                self.full_at = self.producer.in_flight_count();
+                self.spool_one(payload, ts_ms)
+            }
+            Err((e, _)) => {
+                self.refused += 1;
+                self.first_refusal.get_or_insert_with(|| e.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn spool_one(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
+        let Some(spool) = &mut self.spool else {
+            self.dropped += 1;
+            return Ok(());
+        };
+        let path = spool.path().display().to_string();
+        match spool.append(ts_ms, payload) {
+            Ok(true) => {
+                self.spooled += 1;
+                self.spool_peak = self.spool_peak.max(spool.pending());
+                Ok(())
+            }
+            Ok(false) => {
+                self.dropped += 1;
+                Ok(())
+            }
+            Err(source) => Err(WorkerError::Io {
+                what: format!("the Kafka spool {path}"),
+                source,
+            }),
+        }
+    }
+
+    /// Hands spooled messages to the producer, oldest first, while its queue takes them.
+    pub(super) fn replay(&mut self) -> Result<(), WorkerError> {
+        let Some(spool) = &mut self.spool else {
+            return Ok(());
+        };
+        self.producer.poll(Duration::ZERO);
+        if spool.is_empty() || self.producer.in_flight_count() > self.full_at / 2 {
+            return Ok(());
+        }
+        let io = |source, spool: &Spool| WorkerError::Io {
+            what: format!("the Kafka spool {}", spool.path().display()),
+            source,
+        };
+        loop {
+            let ts = match spool.peek(&mut self.replay) {
+                Ok(Some(ts)) => ts,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(io(e, spool)),
+            };
+            let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
+                .key(&self.key)
+                .payload(&self.replay)
+                .timestamp(ts);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.produced += 1;
+                    self.produced_bytes += self.replay.len() as u64;
+                    self.replayed += 1;
+                }
+                Err((e, _)) if queue_full(&e) => {
+                    self.full_at = self.producer.in_flight_count();
+                    return Ok(());
+                }
+                Err((e, _)) => {
+                    self.refused += 1;
+                    self.first_refusal.get_or_insert_with(|| e.to_string());
+                }
+            }
+            let len = self.replay.len();
+            spool.advance(len).map_err(|e| io(e, spool))?;
+        }
+    }
+
+    /// Sends status messages (not events: not spooled; one that cannot be queued is
+    /// counted).
+    pub(super) fn send_status(&mut self, topic: &str, messages: &[super::status::Message]) {
+        for (key, payload) in messages {
+            let record = BaseRecord::with_opaque_to(topic, 0usize)
+                .key(key)
+                .payload(payload)
+                .timestamp(super::export::now_ms() as i64);
+            if self.producer.send(record).is_err() {
+                self.status_dropped += 1;
+            }
+        }
+    }
+
+    /// Events lost so far: refused, dropped, failed in delivery, undelivered at the end.
+    pub(super) fn lost(&self) -> u64 {
+        self.refused + self.dropped + self.undelivered + self.reports.failed.load(Ordering::Relaxed)
+    }
+
+    /// At the end: replay the spool and wait for delivery, up to `limit`; what is left then
+    /// is purged from the producer (its reports count it failed) or counted undelivered.
+    pub(super) fn drain(&mut self, limit: Duration) -> Result<(), WorkerError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.full_at = i32::MAX;
+            self.replay()?;
+            let spool_empty = self.spool.as_ref().is_none_or(|s| s.is_empty());
+            if spool_empty && self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            // Serves delivery reports as they come.
+            self.wakeup.wait(&self.producer, Duration::from_millis(10));
+        }
+        self.undelivered += self.spool.as_ref().map_or(0, |s| s.pending());
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        // The purged messages' reports arrive while flush polls.
+        let _ = self.producer.flush(Duration::from_secs(5));
+        Ok(())
+    }
+}
