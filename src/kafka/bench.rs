@@ -86,14 +86,19 @@ pub struct Throughput {
     pub client_cpu_s: f64,
     /// CPU time of the broker over the same run (NaN: not read).
     pub broker_cpu_s: f64,
+    /// Ours: sends that waited for room, and waits that ran out (the broker paused).
+    pub waits: Option<(u64, u64)>,
 }
 
 impl Throughput {
     fn line(&self, who: &str) -> String {
         let per_msg = |s: f64| s * 1e6 / self.messages.max(1) as f64;
+        let waits = self.waits.map_or(String::new(), |(w, out)| {
+            format!("; {w} waits for room, {out} ran out")
+        });
         format!(
             "    {who:<24} {:>9.0} events/s {:>8.1} MB/s  ({} messages of {} B in {:.2} s; \
-             CPU per message: client {:.1} µs, broker {:.1} µs)",
+             CPU per message: client {:.1} µs, broker {:.1} µs{waits})",
             self.messages as f64 / self.seconds,
             self.bytes as f64 / self.seconds / 1e6,
             self.messages,
@@ -168,6 +173,8 @@ fn ours(
     reports.delivered.store(0, Ordering::Relaxed);
     let hold = super::export::hold_bytes(BATCH_BYTES);
     let mut out = Outlet::new(p, reports.clone(), topic.into(), "bench".into(), None, hold)?;
+    // As the Python loop does when its queue is full (an exporter would spool).
+    out.wait_when_full = true;
     let mut bytes = 0u64;
     let mut sample = Vec::new();
     let cpu = cpu_s(Some(std::process::id()));
@@ -208,6 +215,7 @@ fn ours(
             seconds,
             client_cpu_s,
             broker_cpu_s: f64::NAN,
+            waits: Some((out.waits, out.overflows)),
         },
         sample,
     ))
@@ -265,6 +273,7 @@ fn python(
         seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
         client_cpu_s: v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
         broker_cpu_s: f64::NAN,
+        waits: None,
     })
 }
 

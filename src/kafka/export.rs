@@ -92,7 +92,7 @@ keys! {
     const LINGER_MS: Key<f64> = ("linger_ms", 5.0, "milliseconds a batch waits to fill (librdkafka linger.ms)");
     const BATCH_KB: Key<usize> = ("batch_kb", 1024, "largest batch in KiB (librdkafka batch.size)");
     const COMPRESSION: Key<str> = ("compression", "none", "none, gzip, snappy or lz4 (librdkafka compression.type)");
-    const HOLD_KB: MaybeKey<usize> = ("hold_kb", absent: "two batches (2 × batch_kb)", "KiB of events in the client beyond which a send waits for room, at most 5 ms, so librdkafka's queue stays short while the broker keeps up; 0: never wait");
+    const HOLD_KB: MaybeKey<usize> = ("hold_kb", absent: "two batches (2 × batch_kb)", "KiB of events in the client beyond which a send waits for room while the broker delivers (at most 50 ms), so librdkafka's queue stays short while the broker keeps up; 0: never wait");
     const QUEUE_MB: Key<f64> = ("queue_mb", 64.0, "MB of messages the client holds in memory (a broker that pauses) before events go to the spool");
     const SPOOL_MB: Key<f64> = ("spool_mb", 1024.0, "largest spool file in MB while the broker is away; 0: no spool, a full client queue drops (counted)");
     const DRAIN_SECONDS: Key<f64> = ("drain_seconds", 30.0, "at the end of the run, seconds to wait for delivery before what is left counts as lost");

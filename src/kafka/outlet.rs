@@ -7,8 +7,9 @@
 //! wait that takes a core from everything else; BENCHMARKS.md, "64 KiB waveforms"). So once
 //! `hold` bytes of events are in the client, `Outlet::send` waits for room, woken by
 //! librdkafka's own event (an eventfd, `Wakeup`), and the source buffer holds the events
-//! meanwhile. It waits at most `HOLD_WAIT`: a broker that pauses longer (a slow moment, or
-//! gone) must not hold the source buffer, so the client's queue takes the rest up to its hard
+//! meanwhile. It waits while deliveries come, at most `HOLD_WAIT` (50 ms), and stops when
+//! none came for `STILL` (20 ms): a broker that pauses (a slow moment, or gone) must not hold
+//! the source buffer, so the client's queue takes the rest up to its hard
 //! bound (`queue_mb`) and the exporter waits again only once that queue is back under `hold`.
 //! When that queue is full too, events go to the spool and are replayed in order once the
 //! broker takes them again.
@@ -34,10 +35,14 @@ pub(super) const POLL_EVERY: u64 = 32;
 /// The longest single sleep for room: a report that comes wakes the sender at once.
 const NAP: Duration = Duration::from_millis(1);
 
-/// The longest an event waits for the client's queue to fall under `hold`: about four
-/// round trips of a 1 MiB request on loopback, and short against any source buffer's time
-/// (a 64-slot buffer of 20 MB/s waveforms holds 200 ms).
-pub(super) const HOLD_WAIT: Duration = Duration::from_millis(5);
+/// The longest an event waits for the client's queue to fall under `hold`, while the broker
+/// delivers: a few round trips of a 1 MiB request, short against a source buffer's time (a
+/// 64-slot buffer of 20 MB/s waveforms holds 200 ms).
+pub(super) const HOLD_WAIT: Duration = Duration::from_millis(50);
+
+/// A wait for room ends when no delivery was reported for this long (the broker paused):
+/// a 1 MiB request on loopback is answered in ~1.3 ms.
+pub(super) const STILL: Duration = Duration::from_millis(20);
 
 /// Wakes the sending thread when the producer has something to report (delivery reports
 /// free queue room): librdkafka writes to an eventfd when its main queue goes from empty to
@@ -173,6 +178,9 @@ pub(super) struct Outlet {
     /// Waits for room that ran out ([`HOLD_WAIT`]): the broker paused, the client's queue
     /// took the events.
     pub(super) overflows: u64,
+    /// A full client queue waits for room instead of spooling: `bench kafka`, whose other
+    /// client (confluent-kafka's producer loop) does the same; never in a run.
+    pub(super) wait_when_full: bool,
     pub(super) first_refusal: Option<String>,
 }
 
@@ -210,18 +218,19 @@ impl Outlet {
             undelivered: 0,
             waits: 0,
             overflows: 0,
+            wait_when_full: false,
             first_refusal: None,
         })
     }
 
     /// Bytes of events the client holds: accepted and not yet reported.
     fn outstanding(&self) -> u64 {
-        self.produced_bytes
-            .saturating_sub(self.reports.reported_bytes.load(Ordering::Relaxed))
+        self.produced_bytes.saturating_sub(self.reported())
     }
 
-    /// Waits, at most [`HOLD_WAIT`], while the client holds `hold` bytes or more (unless a
-    /// wait ran out and the client has not been back under `hold` since).
+    /// Waits while the client holds `hold` bytes or more, as long as the broker reports
+    /// deliveries (none for [`STILL`]: it paused) and at most [`HOLD_WAIT`] in all; unless a
+    /// wait ran out and the client has not been back under `hold` since.
     fn hold_back(&mut self) {
         if self.hold == 0 || self.outstanding() < self.hold {
             self.overflow = false;
@@ -231,18 +240,27 @@ impl Outlet {
             return;
         }
         self.waits += 1;
-        let end = Instant::now() + HOLD_WAIT;
+        let start = Instant::now();
+        let (mut reported, mut moved) = (self.reported(), start);
         loop {
             self.wakeup.wait(&self.producer, NAP);
             if self.outstanding() < self.hold {
                 return;
             }
-            if Instant::now() >= end {
+            let now = Instant::now();
+            if self.reported() != reported {
+                (reported, moved) = (self.reported(), now);
+            }
+            if now - moved >= STILL || now - start >= HOLD_WAIT {
                 self.overflow = true;
                 self.overflows += 1;
                 return;
             }
         }
+    }
+
+    fn reported(&self) -> u64 {
+        self.reports.reported_bytes.load(Ordering::Relaxed)
     }
 
     /// Sends one event message (record timestamp `ts_ms`): through the spool when anything
@@ -256,30 +274,37 @@ impl Outlet {
             return self.spool_one(payload, ts_ms);
         }
         self.hold_back();
-        let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
+        let mut record = BaseRecord::with_opaque_to(&self.topic, 1usize)
             .key(&self.key)
             .payload(payload)
             .timestamp(ts_ms);
-        let sent = self.producer.send(record);
-        if self.produced.is_multiple_of(POLL_EVERY) {
-            // Delivery reports so far (non-blocking).
-            self.producer.poll(Duration::ZERO);
-        }
-        match sent {
-            Ok(()) => {
-                self.produced += 1;
-                self.produced_bytes += payload.len() as u64;
-                Ok(())
+        loop {
+            let sent = self.producer.send(record);
+            if self.produced.is_multiple_of(POLL_EVERY) {
+                // Delivery reports so far (non-blocking).
+                self.producer.poll(Duration::ZERO);
             }
-            Err((e, _)) if queue_full(&e) => {
-                self.full_at = self.producer.in_flight_count();
-                self.spool_one(payload, ts_ms)
-            }
-            Err((e, _)) => {
-                self.refused += 1;
-                self.first_refusal.get_or_insert_with(|| e.to_string());
-                Ok(())
-            }
+            return match sent {
+                Ok(()) => {
+                    self.produced += 1;
+                    self.produced_bytes += payload.len() as u64;
+                    Ok(())
+                }
+                Err((e, back)) if queue_full(&e) && self.wait_when_full => {
+                    self.wakeup.wait(&self.producer, NAP);
+                    record = back;
+                    continue;
+                }
+                Err((e, _)) if queue_full(&e) => {
+                    self.full_at = self.producer.in_flight_count();
+                    self.spool_one(payload, ts_ms)
+                }
+                Err((e, _)) => {
+                    self.refused += 1;
+                    self.first_refusal.get_or_insert_with(|| e.to_string());
+                    Ok(())
+                }
+            };
         }
     }
 

@@ -212,8 +212,8 @@ pub struct KafkaCounts {
     /// Sends that waited for room because the client held `hold_kb` (its source buffer held
     /// the events meanwhile; nothing lost).
     pub waits_for_room: u64,
-    /// Of those, waits that ran out (5 ms): the broker paused and the client's queue took
-    /// the events.
+    /// Of those, waits that ran out (no delivery for 20 ms, or 50 ms in all): the broker
+    /// paused and the client's queue took the events.
     pub waits_ran_out: u64,
     /// The run ended for this process: the counts are final.
     pub done: bool,
