@@ -375,6 +375,77 @@ fn ev44_fields() -> Option<Ev44Fields> {
     Ev44Fields::new(&features(), "time", 1.0, Some("channel")).ok()
 }
 
+/// The importer's dead time with `export.kafka` reading its buffer (issue 16: "the exporter
+/// must not slow the importer"): this very program runs `simulate.pulses` paced at 300 Hz
+/// of 4 × 4096 float32 (19.7 MB/s) into `raw` (64 slots, `block`), read by `export.kafka`
+/// with its defaults into a fresh broker, for 10 s. One line: events, what became of them
+/// and the dead time (`deadtime_total_s` of `raw`).
+fn dead_time(bin: &std::path::Path) -> Result<String, String> {
+    let broker = Tansu::start(bin, "bench-dead-time")?;
+    broker.create_topic("raw", 1)?;
+    let dir = std::env::temp_dir().join(format!("daq-bench-kafka-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let setup = dir.join("dead_time.yaml");
+    let text = format!(
+        "target_directory: {}
+Buffers:
+  raw: {{slot_count: 64, data_length: 4096, policy: block,
+         data_dtype: {{chA: float32, chB: float32, chC: float32, chD: float32}}}}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: 300.0, realtime: true, pretrigger_samples: 100}}
+  to_kafka:
+    function: export.kafka
+    sources: [raw]
+    config: {{brokers: '{}', topic: raw}}
+",
+        dir.join("runs").display(),
+        broker.address
+    );
+    let result = (|| {
+        std::fs::write(&setup, text).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let out = Command::new(exe)
+            .arg(&setup)
+            .args(["--max-seconds", "10", "--quiet", "--no-tui"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "the run failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let run = std::fs::read_dir(dir.join("runs"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+            .ok_or("no run directory")?;
+        let stats: serde_json::Value =
+            crate::run_dir::last_stats_line(&run.join(crate::run_dir::STATS))
+                .and_then(|l| serde_json::from_str(&l).ok())
+                .ok_or("no statistics")?;
+        let dead = stats["buffers"]["raw"]["deadtime_total_s"]
+            .as_f64()
+            .ok_or("no dead time in the statistics")?;
+        let k =
+            crate::run_dir::worker_kafka_counts(&run, "to_kafka", 1).ok_or("no Kafka counts")?;
+        Ok(format!(
+            "  importer dead time, simulate.pulses at 300 Hz of 64 KiB (19.7 MB/s) → 64 slots \
+             (block) → export.kafka (defaults), 10 s: {dead:.3} s; {} events, {} delivered, {} \
+             lost, {} through the spool, {} waits for room ({} ran out)\n",
+            k.events, k.delivered, k.lost, k.spooled, k.waits_for_room, k.waits_ran_out
+        ))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// Runs the benchmark; `events` scales the feature case (waveforms: events / 100).
 pub fn run(events: u64) -> Result<String, String> {
     let bin = super::tansu::binary().ok_or_else(|| {
@@ -497,5 +568,6 @@ pub fn run(events: u64) -> Result<String, String> {
         "  publish → consumer latency, 64 B features at 1000/s, 3000 events after {WARM_UP} \
          warm-up: p50 {p50:.2} ms, p99 {p99:.2} ms\n"
     ));
+    out.push_str(&dead_time(&bin)?);
     Ok(out)
 }
