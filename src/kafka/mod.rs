@@ -14,7 +14,8 @@
 //!
 //! Guarantees: the network never reaches an acquisition process (these are exporter and
 //! importer workers of their own); a broker that goes away never blocks the exporter's
-//! source ring — events go to the spool, and beyond its bound are counted lost, never
+//! source ring (a wait for room ends after 20 ms without a delivery, 50 ms in all) — events
+//! go to the client's queue, then the spool, and beyond its bound are counted lost, never
 //! dropped silently. Built only with the cargo feature `kafka` (on by default).
 
 pub mod bench;
