@@ -262,9 +262,9 @@ impl Settings {
             batch_bytes: batch_kb * 1024,
             compression,
             queue_kb: (queue_mb * 1000.0) as u64,
-            hold_bytes: c
-                .get(HOLD_KB)?
-                .map_or(hold_bytes(batch_kb * 1024), |kb| kb as u64 * 1024),
+            hold_bytes: c.get(HOLD_KB)?.map_or(hold_bytes(batch_kb * 1024), |kb| {
+                (kb as u64).saturating_mul(1024)
+            }),
             spool_bytes: (at_least(SPOOL_MB.name, c.get(SPOOL_MB)?, 0.0)? * 1e6) as u64,
             drain: Duration::from_secs_f64(at_least(
                 DRAIN_SECONDS.name,
@@ -332,10 +332,9 @@ impl ProducerContext for Counting {
 
 /// An idempotent, `acks=all` producer with the given batching, for the exporter and the
 /// benchmark. Its delivery reports and errors are served by [`BaseProducer::poll`] on the
-/// sending thread (`poll(0)` every [`super::outlet::POLL_EVERY`] sends, on a full queue and
-/// on flush), not
-/// by a polling thread of its own: one thread less to wake per batch of reports on a busy
-/// machine.
+/// sending thread (`poll(0)` every [`super::outlet::POLL_EVERY`] sends, while it waits for
+/// room and on flush), not by a polling thread of its own: one thread less to wake per batch
+/// of reports on a busy machine.
 pub(super) fn producer(
     brokers: &str,
     linger_ms: f64,
