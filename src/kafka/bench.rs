@@ -170,7 +170,6 @@ fn ours(
     // idempotent producer's id are set up once per run, not per event (the Python side does
     // the same).
     warm_up(&p, topic)?;
-    reports.delivered.store(0, Ordering::Relaxed);
     let hold = super::export::hold_bytes(BATCH_BYTES);
     let mut out = Outlet::new(p, reports.clone(), topic.into(), "bench".into(), None, hold)?;
     // As the Python loop does when its queue is full (an exporter would spool).
@@ -226,7 +225,8 @@ fn warm_up(
     p: &rdkafka::producer::BaseProducer<super::export::Counting>,
     topic: &str,
 ) -> Result<(), String> {
-    let record = BaseRecord::with_opaque_to(topic, 1usize)
+    // Not an event (opaque 0): its report counts neither delivered nor reported bytes.
+    let record = BaseRecord::with_opaque_to(topic, 0usize)
         .key("warm-up")
         .payload(&b"warm-up"[..]);
     p.send(record).map_err(|(e, _)| e.to_string())?;
