@@ -38,18 +38,18 @@ const NAP: Duration = Duration::from_millis(1);
 /// The longest an event waits for the client's queue to fall under `hold`, while the broker
 /// delivers: a few round trips of a 1 MiB request, short against a source buffer's time (a
 /// 64-slot buffer of 20 MB/s waveforms holds 200 ms).
-pub(super) const HOLD_WAIT: Duration = Duration::from_millis(50);
+const HOLD_WAIT: Duration = Duration::from_millis(50);
 
 /// A wait for room ends when no delivery was reported for this long (the broker paused):
 /// a 1 MiB request on loopback is answered in ~1.3 ms.
-pub(super) const STILL: Duration = Duration::from_millis(20);
+const STILL: Duration = Duration::from_millis(20);
 
 /// Wakes the sending thread when the producer has something to report (delivery reports
 /// free queue room): librdkafka writes to an eventfd when its main queue goes from empty to
 /// not empty. `BaseProducer::poll(t)` serves events until the whole `t` has passed, where
 /// confluent-kafka's `poll(t)` (`rd_kafka_poll`) returns once it has served some; waiting on
 /// this instead, ours resumes as soon as theirs does.
-pub(super) struct Wakeup {
+struct Wakeup {
     queue: *mut rdkafka::bindings::rd_kafka_queue_t,
     fd: std::os::fd::OwnedFd,
 }
@@ -61,7 +61,7 @@ unsafe impl Send for Wakeup {}
 
 impl Wakeup {
     /// Events of `p`'s main queue wake [`Wakeup::wait`]. `p` must outlive the `Wakeup`.
-    pub(super) fn new(p: &BaseProducer<Counting>) -> Result<Self, String> {
+    fn new(p: &BaseProducer<Counting>) -> Result<Self, String> {
         use std::os::fd::{AsRawFd, FromRawFd};
         // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor that
         // nothing else owns.
@@ -93,7 +93,7 @@ impl Wakeup {
     }
 
     /// Serves what is queued; if nothing was, waits until something is, at most `limit`.
-    pub(super) fn wait(&self, p: &BaseProducer<Counting>, limit: Duration) {
+    fn wait(&self, p: &BaseProducer<Counting>, limit: Duration) {
         use std::os::fd::AsRawFd;
         // SAFETY: `self.queue` is valid until `drop`.
         let queued = || unsafe { rdkafka::bindings::rd_kafka_queue_length(self.queue) };
@@ -158,7 +158,7 @@ pub(super) struct Outlet {
     full_at: i32,
     replay: Vec<u8>,
     /// Accepted by the producer.
-    pub(super) produced: u64,
+    produced: u64,
     /// Went through the spool.
     pub(super) spooled: u64,
     /// Handed from the spool to the producer.
