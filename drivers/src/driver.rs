@@ -202,6 +202,9 @@ pub fn check_event_buffer(device: &str, got: usize, want: usize) -> Result<(), D
     })
 }
 
+/// What a driver call returns: the value, or the [`DriverError`] naming the device.
+pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
 /// A configured, opened device that produces events. One per Importer process.
 pub trait Source: Send {
     /// The device this is.
@@ -210,21 +213,26 @@ pub trait Source: Send {
     /// The records this source writes per event, fixed once configured.
     fn layout(&self) -> &EventLayout;
 
-    /// Starts acquisition.
-    fn start(&mut self) -> Result<(), DriverError>;
+    /// Starts acquisition. The default does nothing, for a device that streams as soon as
+    /// it is open (a serial counter).
+    fn start(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// Waits at most `timeout` for the next event and writes it into `out`, which is exactly
     /// `layout().event_size()` bytes. Must not allocate. On `Err` or `Idle`, `out` may hold
     /// partial bytes but the caller does not publish it.
-    fn read_event(&mut self, out: &mut [u8], timeout: Duration)
-        -> Result<ReadOutcome, DriverError>;
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome>;
 
-    /// Stops acquisition; `start` may be called again.
-    fn stop(&mut self) -> Result<(), DriverError>;
+    /// Stops acquisition; `start` may be called again. The default does nothing, like
+    /// [`Source::start`]'s.
+    fn stop(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// After [`DriverError::Disconnected`]: tries once to open the device again at the same
     /// place and restart acquisition. `Ok(true)` when it is back.
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         Ok(false)
     }
 

@@ -19,13 +19,14 @@ use super::{
     SEED, SIMULATE,
 };
 use crate::worker::{BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, WorkerError};
+use daq_drivers::driver::Result;
 use daq_drivers::redpitaya::protocol::{Distribution, Input, Slope, TriggerMode, HIST_BINS};
 use daq_drivers::redpitaya::scpi::{self, ScpiConfig, ScpiSimConfig, SimScpi};
 use daq_drivers::redpitaya::{
     self, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaSimConfig, PhaConfig, ScopeConfig,
     SimMcpha, TraceAcquisition,
 };
-use daq_drivers::{DeviceInfo, DriverError, EventLayout, ReadOutcome, Source};
+use daq_drivers::{DeviceInfo, EventLayout, ReadOutcome, Source};
 use std::any::Any;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -564,22 +565,18 @@ impl Source for Board {
     fn layout(&self) -> &EventLayout {
         self.mcpha.layout()
     }
-    fn start(&mut self) -> Result<(), DriverError> {
+    fn start(&mut self) -> Result<()> {
         self.mcpha.start()
     }
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         let r = self.mcpha.read_event(out, timeout);
         self.write_histogram();
         r
     }
-    fn stop(&mut self) -> Result<(), DriverError> {
+    fn stop(&mut self) -> Result<()> {
         self.mcpha.stop()
     }
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         self.mcpha.reconnect()
     }
     fn run_metadata(&self) -> Vec<(String, String)> {

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::protocol::{is_v2_name, parse_v2, parse_v3, V2Line, V3Columns, V3Line};
+use crate::driver::Result;
 use crate::serial::{Backoff, LineUse, PortSettings, SerialLink};
 use crate::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
@@ -209,15 +210,7 @@ impl Source for CosmicWatch {
         &self.layout
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
-        Ok(())
-    }
-
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         let port = &self.info.port;
         let version = self.cfg.version;
         let (expect_name, name, housekeeping) = (
@@ -302,11 +295,7 @@ impl Source for CosmicWatch {
         }))
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
-        Ok(())
-    }
-
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         let back = self.link.reconnect()?;
         if back {
             // A replugged detector reboots: numbering and dead time start again.

@@ -27,7 +27,7 @@ use super::eeprom::{self, EepromError, EepromHeader, EepromLayout};
 use super::protocol::*;
 use crate::driver::{
     ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
-    Source,
+    Result, Source,
 };
 use crate::usb::{RetryPacing, RusbBus, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -330,7 +330,7 @@ impl<T: UsbTransport> Drs4<T> {
     }
 
     /// Reads and throws away whatever an earlier session left on EP 0x88.
-    fn drain(&mut self) -> Result<(), DriverError> {
+    fn drain(&mut self) -> Result<()> {
         for _ in 0..1000 {
             match self
                 .transport
@@ -349,7 +349,7 @@ impl<T: UsbTransport> Drs4<T> {
     }
 
     /// Writes `data` (≤ 16 bytes) to wire address `address`.
-    pub fn write(&mut self, address: u32, data: &[u8]) -> Result<(), DriverError> {
+    pub fn write(&mut self, address: u32, data: &[u8]) -> Result<()> {
         let mut frame = [0u8; 26];
         if data.len() > 16 || !data.len().is_multiple_of(2) || !address.is_multiple_of(2) {
             return Err(DriverError::Config {
@@ -378,12 +378,7 @@ impl<T: UsbTransport> Drs4<T> {
     }
 
     /// Reads `buf.len()` bytes from wire address `address`.
-    fn read_into(
-        transport: &mut T,
-        port: &str,
-        address: u32,
-        buf: &mut [u8],
-    ) -> Result<(), DriverError> {
+    fn read_into(transport: &mut T, port: &str, address: u32, buf: &mut [u8]) -> Result<()> {
         let head = header(CMD_READ, address, buf.len() as u32);
         transport
             .bulk_out(EP_OUT, &head, TRANSFER_TIMEOUT)
@@ -426,7 +421,7 @@ impl<T: UsbTransport> Drs4<T> {
     }
 
     /// Writes a 16-bit control register.
-    pub fn write_register16(&mut self, register: u32, value: u16) -> Result<(), DriverError> {
+    pub fn write_register16(&mut self, register: u32, value: u16) -> Result<()> {
         self.write(wire_address(Space::Ctrl, register, 2), &value.to_le_bytes())
     }
 
@@ -436,12 +431,12 @@ impl<T: UsbTransport> Drs4<T> {
     }
 
     /// Writes a 32-bit control register.
-    pub fn write_register32(&mut self, register: u32, value: u32) -> Result<(), DriverError> {
+    pub fn write_register32(&mut self, register: u32, value: u32) -> Result<()> {
         self.write(wire_address(Space::Ctrl, register, 4), &value.to_le_bytes())
     }
 
     /// Sets DAC `dac` to `volts`.
-    pub fn set_dac(&mut self, dac: u8, volts: f64) -> Result<(), DriverError> {
+    pub fn set_dac(&mut self, dac: u8, volts: f64) -> Result<()> {
         self.write_register16(REG_DAC_OFS + 2 * dac as u32, dac_counts(volts))
     }
 
@@ -469,7 +464,7 @@ impl<T: UsbTransport> Drs4<T> {
     }
 
     /// Keeps `identity` if this driver can read the board.
-    fn accept_identity(&mut self, identity: BoardIdentity) -> Result<(), DriverError> {
+    fn accept_identity(&mut self, identity: BoardIdentity) -> Result<()> {
         let firmware = identity.firmware;
         self.identity = identity;
         self.info.serial = Some(identity.serial.to_string());
@@ -509,7 +504,7 @@ impl<T: UsbTransport> Drs4<T> {
 
     /// Sets frequency, range and trigger; with `read_eeprom` and no calibration file, reads
     /// the calibration from the EEPROM after the DACs, before the trigger is enabled.
-    fn configure(&mut self, read_eeprom: bool) -> Result<(), DriverError> {
+    fn configure(&mut self, read_eeprom: bool) -> Result<()> {
         let port = self.info.port.clone();
         let (setting, actual) =
             frequency_setting(self.config.sampling_ghz).ok_or_else(|| DriverError::Config {
@@ -573,7 +568,7 @@ impl<T: UsbTransport> Drs4<T> {
     /// Reads EEPROM `page` into `buf` the way PSI's library does: page number, EEPROM-read
     /// control bit, wait for `SERIAL_BUSY` to clear, read the page from RAM address 0. Only
     /// reads: the EEPROM-write bit is never set.
-    pub fn read_eeprom_page(&mut self, page: u16, buf: &mut [u8]) -> Result<(), DriverError> {
+    pub fn read_eeprom_page(&mut self, page: u16, buf: &mut [u8]) -> Result<()> {
         self.write_register16(REG_EEPROM_PAGE_EVAL, page)?;
         self.write_register32(REG_CTRL, self.control | BIT_EEPROM_READ_TRIG)?;
         let mut polls = 0;
@@ -597,7 +592,7 @@ impl<T: UsbTransport> Drs4<T> {
 
     /// Reads and decodes the stored calibration; falls back to nominal when the EEPROM
     /// says the board is not calibrated.
-    fn load_eeprom_calibration(&mut self) -> Result<(), DriverError> {
+    fn load_eeprom_calibration(&mut self) -> Result<()> {
         let serial = self.identity.serial;
         let Some(layout) = EepromLayout::of_board_type(self.identity.board_type) else {
             return self.nominal_calibration(format!(
@@ -686,7 +681,7 @@ impl<T: UsbTransport> Drs4<T> {
         }
     }
 
-    fn nominal_calibration(&mut self, why: String) -> Result<(), DriverError> {
+    fn nominal_calibration(&mut self, why: String) -> Result<()> {
         self.use_calibration(Drs4Calibration::nominal());
         self.calibration_source = CalibrationSource::Nominal(why);
         Ok(())
@@ -757,7 +752,7 @@ impl<T: UsbTransport> Drs4<T> {
         self.last_stop_cell
     }
 
-    fn check_connected(&self) -> Result<(), DriverError> {
+    fn check_connected(&self) -> Result<()> {
         if self.connected {
             return Ok(());
         }
@@ -770,7 +765,7 @@ impl<T: UsbTransport> Drs4<T> {
         })
     }
 
-    fn arm(&mut self) -> Result<(), DriverError> {
+    fn arm(&mut self) -> Result<()> {
         self.write_register32(REG_CTRL, self.control | BIT_START_TRIG)?;
         self.armed = true;
         Ok(())
@@ -778,7 +773,7 @@ impl<T: UsbTransport> Drs4<T> {
 
     /// Waits until the armed board has triggered and read its cells into RAM. `false` on
     /// timeout (still armed).
-    fn wait_for_trigger(&mut self, deadline: Instant) -> Result<bool, DriverError> {
+    fn wait_for_trigger(&mut self, deadline: Instant) -> Result<bool> {
         loop {
             let status = self.read_register32(Space::Status, REG_STATUS)?;
             if status & BIT_RUNNING == 0 {
@@ -838,7 +833,7 @@ impl<T: UsbTransport> Drs4<T> {
     /// Measures per-cell offsets with `events` software-triggered readouts of inputs held at
     /// 0 V (disconnect them or terminate them), keeping the gains. Restores the trigger
     /// configuration afterwards.
-    pub fn calibrate_offsets(&mut self, events: usize) -> Result<(), DriverError> {
+    pub fn calibrate_offsets(&mut self, events: usize) -> Result<()> {
         let saved = self.control;
         self.control &= !BIT_ENABLE_TRIGGER1;
         self.write_register32(REG_CTRL, self.control | BIT_REINIT_TRIG)?;
@@ -971,7 +966,7 @@ impl<T: UsbTransport> Drs4<T> {
 
 impl<T: UsbTransport> Drs4<T> {
     /// One look at the bus for the board (see [`Source::reconnect`]).
-    fn look_for_the_board(&mut self) -> Result<bool, DriverError> {
+    fn look_for_the_board(&mut self) -> Result<bool> {
         // Until a board with our serial number is configured again, the transport may be a
         // dead handle or another board: nothing may use it.
         self.connected = false;
@@ -1033,17 +1028,13 @@ impl<T: UsbTransport> Source for Drs4<T> {
         self.config.channel_scales()
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
+    fn start(&mut self) -> Result<()> {
         self.check_connected()?;
         self.running = true;
         self.arm()
     }
 
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         crate::driver::check_event_buffer(&self.info.port, out.len(), self.layout.event_size())?;
         self.check_connected()?;
         let soft = self.config.trigger == Drs4TriggerSource::Software;
@@ -1055,7 +1046,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
         Ok(ReadOutcome::Event(EventInfo::default()))
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
+    fn stop(&mut self) -> Result<()> {
         self.armed = false;
         self.running = false;
         self.write_register32(REG_CTRL, self.control | BIT_REINIT_TRIG)
@@ -1066,7 +1057,7 @@ impl<T: UsbTransport> Source for Drs4<T> {
     /// calibration and re-arms it if acquisition was running. `Ok(false)` while no such board
     /// answers. The importer calls this on every turn while the board is gone, so the bus is
     /// looked at only when the pacing allows: at once, then 50 ms doubling to 1 s.
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         self.pacing.wait_turn();
         let back = self.look_for_the_board();
         match back {

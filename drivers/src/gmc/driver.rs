@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, cmd, CountWidth, GmcError, Version};
+use crate::driver::Result;
 use crate::serial::{Backoff, PortSettings, SerialLink};
 use crate::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
@@ -186,20 +187,18 @@ fn read_facts(
     v: &Version,
 ) -> Result<Vec<(String, String)>, DriverError> {
     let mut facts = vec![("gmc_version".to_string(), v.text.clone())];
-    let mut note = |link: &mut SerialLink,
-                    key: &str,
-                    r: Result<String, DriverError>|
-     -> Result<(), DriverError> {
-        match r {
-            Ok(s) => facts.push((key.to_string(), s)),
-            Err(e @ DriverError::Disconnected { .. }) => return Err(e),
-            Err(e) => {
-                facts.push((key.to_string(), format!("unavailable: {e}")));
-                link.discard_input(cfg.settle)?;
+    let mut note =
+        |link: &mut SerialLink, key: &str, r: Result<String, DriverError>| -> Result<()> {
+            match r {
+                Ok(s) => facts.push((key.to_string(), s)),
+                Err(e @ DriverError::Disconnected { .. }) => return Err(e),
+                Err(e) => {
+                    facts.push((key.to_string(), format!("unavailable: {e}")));
+                    link.discard_input(cfg.settle)?;
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     let t = cfg.reply_timeout;
     let r = ask(link, cmd::GETSERIAL, 7, t).and_then(|b| {
         protocol::decode_serial(&b).map_err(|e| protocol_error(link, link.offset(), e))
@@ -296,7 +295,7 @@ impl Source for Gmc {
         &self.layout
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
+    fn start(&mut self) -> Result<()> {
         match self.cfg.mode {
             GmcMode::Heartbeat => self.link.write_all(cmd::HEARTBEAT1)?,
             GmcMode::PollCpm { .. } => self.next_poll = Instant::now(),
@@ -305,11 +304,7 @@ impl Source for Gmc {
         Ok(())
     }
 
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         if out.len() != 4 {
             return Err(DriverError::Config {
                 device: self.link.device().to_string(),
@@ -370,7 +365,7 @@ impl Source for Gmc {
         Ok(ReadOutcome::Event(EventInfo::default()))
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
+    fn stop(&mut self) -> Result<()> {
         self.running = false;
         if self.cfg.mode == GmcMode::Heartbeat {
             self.link.write_all(cmd::HEARTBEAT0)?;
@@ -378,7 +373,7 @@ impl Source for Gmc {
         Ok(())
     }
 
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         if !self.link.reconnect()? {
             return Ok(false);
         }

@@ -24,7 +24,7 @@ use super::firmware::{upload, FirmwareImage};
 use super::protocol::*;
 use crate::driver::{
     ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
-    Source,
+    Result, Source,
 };
 use crate::usb::{RetryPacing, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -893,10 +893,7 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
 
     /// One attempt to bring the vanished scope back on `bus`: `Ok(false)` while it is not
     /// (yet) there or still re-enumerating.
-    fn rejoin_on(
-        &mut self,
-        bus: &mut (dyn UsbBus<Transport = T> + Send),
-    ) -> Result<bool, DriverError> {
+    fn rejoin_on(&mut self, bus: &mut (dyn UsbBus<Transport = T> + Send)) -> Result<bool> {
         let timeout = self.config.reenumeration_timeout;
         let found = match find_device_at(bus, self.rejoin.physical_port.as_deref()) {
             Ok(Some(found)) => found,
@@ -1008,7 +1005,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
         self.config.channel_scales()
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
+    fn start(&mut self) -> Result<()> {
         if self.run.is_some() {
             return Ok(());
         }
@@ -1055,11 +1052,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
         Ok(())
     }
 
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         crate::driver::check_event_buffer(&self.info.port, out.len(), self.cutter.event_size())?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -1111,7 +1104,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
         }
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
+    fn stop(&mut self) -> Result<()> {
         self.rejoin.running = false;
         let Some(mut transport) = self.join_reader()? else {
             return Ok(());
@@ -1129,7 +1122,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
     /// acquiring, the reader thread restarts with a fresh event cutter (the partial event of
     /// before the gap is dropped, the settling bytes are discarded again). `Ok(false)` while
     /// it is absent.
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         if !self.rejoin.lost {
             return Ok(true);
         }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::protocol::{parse_gc10, parse_mightyohm, LineGrammar, MightyOhmLine};
+use crate::driver::Result;
 use crate::serial::{Backoff, LineUse, PortSettings, SerialLink};
 use crate::{
     DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
@@ -127,15 +128,7 @@ impl Source for LineCounter {
         &self.layout
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
-        Ok(())
-    }
-
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         let (port, format, banner_seen) =
             (&self.info.port, &self.cfg.format, &mut self.banner_seen);
         let got = self.link.next_record(out, timeout, |line, offset, w| {
@@ -187,11 +180,7 @@ impl Source for LineCounter {
         Ok(got.map_or(ReadOutcome::Idle, |(_, info)| ReadOutcome::Event(info)))
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
-        Ok(())
-    }
-
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         self.link.reconnect()
     }
 

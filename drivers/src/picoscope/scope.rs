@@ -28,7 +28,8 @@ use super::family::{model_channels, model_has_digital_ports, same_model};
 use super::library::PicoLibrary;
 use super::status::{PicoError, PicoStatus};
 use crate::driver::{
-    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Result,
+    Source,
 };
 use crate::usb::RetryPacing;
 
@@ -1191,19 +1192,15 @@ impl Source for PicoScope {
         &self.layout
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
+    fn start(&mut self) -> Result<()> {
         self.start_capture().map_err(DriverError::from)
     }
 
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         self.read_capture(out, timeout).map_err(DriverError::from)
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
+    fn stop(&mut self) -> Result<()> {
         self.stop_capture().map_err(DriverError::from)
     }
 
@@ -1230,7 +1227,7 @@ impl Source for PicoScope {
     /// Waits its turn (50 ms after the first miss, doubling to 1 s), then tries
     /// [`reopen`](PicoScope::reopen) once; a unit that vanishes again while it is being set
     /// up counts as not back yet.
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         self.pacing.wait_turn();
         match self.reopen() {
             Ok(true) => {

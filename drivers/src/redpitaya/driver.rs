@@ -26,6 +26,7 @@ use super::protocol::{
     self, Command, Distribution, Input, Slope, Status, Timers, TriggerMode, HIST_BINS, HIST_BYTES,
     SAMPLE_BYTES, STATUS_BYTES,
 };
+use crate::driver::Result;
 use crate::serial::Backoff;
 use crate::{
     ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
@@ -600,7 +601,7 @@ impl Mcpha {
         &self.info.port
     }
 
-    fn connect(&mut self, first: bool) -> Result<(), DriverError> {
+    fn connect(&mut self, first: bool) -> Result<()> {
         self.conn = None;
         let (mut s, st) = probe(self.addr, self.cfg.scope.connect_timeout)?;
         self.last_status = st;
@@ -627,7 +628,7 @@ impl Mcpha {
         e
     }
 
-    fn send(&mut self, words: &[Command]) -> Result<(), DriverError> {
+    fn send(&mut self, words: &[Command]) -> Result<()> {
         let mut buf = [0u8; 24];
         let n = words.len().min(3);
         for (i, w) in words[..n].iter().enumerate() {
@@ -650,7 +651,7 @@ impl Mcpha {
         }
     }
 
-    fn set_timeout(&mut self, t: Duration) -> Result<(), DriverError> {
+    fn set_timeout(&mut self, t: Duration) -> Result<()> {
         let t = t.max(Duration::from_millis(1));
         if t != self.read_timeout {
             if let Some(s) = &self.conn {
@@ -695,7 +696,7 @@ impl Mcpha {
     }
 
     /// Reads one trace into `out` and its dropped tail; `expect` when it was asked for.
-    fn read_trace(&mut self, out: &mut [u8], expect: bool) -> Result<ReadOutcome, DriverError> {
+    fn read_trace(&mut self, out: &mut [u8], expect: bool) -> Result<ReadOutcome> {
         let stall = self.cfg.scope.stall_timeout;
         // The device name is borrowed, not cloned: this runs once per trace.
         let device = self.info.port.as_str();
@@ -730,7 +731,7 @@ impl Mcpha {
 
     /// A reply that was asked for: `Ok` when it came whole; anything less within the stall
     /// timeout, or a read error, loses the connection (`what` names the reply).
-    fn whole_reply(&mut self, r: Result<Got, DriverError>, what: &str) -> Result<(), DriverError> {
+    fn whole_reply(&mut self, r: Result<Got, DriverError>, what: &str) -> Result<()> {
         match r {
             Ok(Got::Full) => Ok(()),
             Ok(_) => {
@@ -756,7 +757,7 @@ impl Mcpha {
     }
 
     /// Reads the status and both hardware histograms into `self.hist`.
-    fn read_hw_histograms(&mut self) -> Result<(), DriverError> {
+    fn read_hw_histograms(&mut self) -> Result<()> {
         let st = self.read_status()?;
         let stall = self.cfg.scope.stall_timeout;
         for input in [Input::In1, Input::In2] {
@@ -790,7 +791,7 @@ impl Mcpha {
     }
 
     /// Reads the histograms when `histogram_every` says it is time.
-    fn histograms_if_due(&mut self) -> Result<(), DriverError> {
+    fn histograms_if_due(&mut self) -> Result<()> {
         if let Some(every) = self.cfg.histogram_every {
             let now = Instant::now();
             if now >= self.next_hist {
@@ -801,7 +802,7 @@ impl Mcpha {
         Ok(())
     }
 
-    fn read_histograms(&mut self, out: &mut [u8]) -> Result<ReadOutcome, DriverError> {
+    fn read_histograms(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
         self.read_hw_histograms()?;
         self.hist_fresh = false;
         let st = self.hist_status;
@@ -848,7 +849,7 @@ impl Source for Mcpha {
         &self.layout
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
+    fn start(&mut self) -> Result<()> {
         if self.conn.is_none() {
             self.connect(false)?;
         }
@@ -856,11 +857,7 @@ impl Source for Mcpha {
         Ok(())
     }
 
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         if self.resync {
             self.resync = false;
             let e = self.gone("re-opening after a short read");
@@ -926,7 +923,7 @@ impl Source for Mcpha {
         }
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
+    fn stop(&mut self) -> Result<()> {
         self.running = false;
         if let McphaMode::Traces(_) = self.cfg.mode {
             // Closing ends the fork's streaming (its send fails) and stops the generator
@@ -939,7 +936,7 @@ impl Source for Mcpha {
         Ok(())
     }
 
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         self.conn = None;
         let now = Instant::now();
         if now < self.next_attempt {

@@ -19,6 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self as sp, DataQuery, ScpiError};
+use crate::driver::Result;
 use crate::redpitaya::protocol::{Input, Slope, SAMPLE_BYTES};
 use crate::redpitaya::{resolve, ScopeConfig};
 use crate::{
@@ -162,7 +163,7 @@ const RX_BYTES: usize = 1 << 16;
 
 impl Wire {
     /// Makes room and reads more bytes; waits up to `stall` for the first one.
-    fn more(&mut self, stall: Duration, device: &str) -> Result<(), DriverError> {
+    fn more(&mut self, stall: Duration, device: &str) -> Result<()> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -234,7 +235,7 @@ impl Wire {
     }
 
     /// Fills `out` from the stream.
-    fn exact(&mut self, out: &mut [u8], stall: Duration, device: &str) -> Result<(), DriverError> {
+    fn exact(&mut self, out: &mut [u8], stall: Duration, device: &str) -> Result<()> {
         let mut at = 0;
         while at < out.len() {
             if self.have() == 0 {
@@ -249,7 +250,7 @@ impl Wire {
     }
 
     /// Drops `n` bytes of the stream.
-    fn skip(&mut self, mut n: usize, stall: Duration, device: &str) -> Result<(), DriverError> {
+    fn skip(&mut self, mut n: usize, stall: Duration, device: &str) -> Result<()> {
         while n > 0 {
             if self.have() == 0 {
                 self.more(stall, device)?;
@@ -403,7 +404,7 @@ impl Scpi {
         &self.idn
     }
 
-    fn connect(&mut self) -> Result<(), DriverError> {
+    fn connect(&mut self) -> Result<()> {
         let (mut w, idn) = connect(&self.cfg, self.addr, &self.info.port)?;
         for l in self.cfg.setup_lines() {
             w.s.write_all(l.as_bytes())
@@ -442,7 +443,7 @@ impl Scpi {
     }
 
     /// Sends the line in `self.cmd` (without its end).
-    fn send_cmd(&mut self) -> Result<(), DriverError> {
+    fn send_cmd(&mut self) -> Result<()> {
         self.cmd.extend_from_slice(sp::EOL);
         let device = &self.info.port;
         let Some(w) = self.wire.as_mut() else {
@@ -455,7 +456,7 @@ impl Scpi {
             })
     }
 
-    fn send(&mut self, line: &[u8]) -> Result<(), DriverError> {
+    fn send(&mut self, line: &[u8]) -> Result<()> {
         self.cmd.clear();
         self.cmd.extend_from_slice(line);
         self.send_cmd()
@@ -618,17 +619,13 @@ impl Source for Scpi {
         &self.layout
     }
 
-    fn start(&mut self) -> Result<(), DriverError> {
+    fn start(&mut self) -> Result<()> {
         self.running = true;
         self.phase = Phase::Idle;
         Ok(())
     }
 
-    fn read_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<ReadOutcome, DriverError> {
+    fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
         if self.wire.is_none() {
             return Err(not_connected(&self.info.port));
         }
@@ -651,7 +648,7 @@ impl Source for Scpi {
         }
     }
 
-    fn stop(&mut self) -> Result<(), DriverError> {
+    fn stop(&mut self) -> Result<()> {
         self.running = false;
         if self.wire.is_some() {
             let r = self.send(b"ACQ:STOP");
@@ -661,7 +658,7 @@ impl Source for Scpi {
         Ok(())
     }
 
-    fn reconnect(&mut self) -> Result<bool, DriverError> {
+    fn reconnect(&mut self) -> Result<bool> {
         self.wire = None;
         let now = Instant::now();
         if now < self.next_attempt {
