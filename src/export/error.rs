@@ -36,6 +36,20 @@ pub fn system_reason(stack: &str) -> String {
     }
 }
 
+/// Why `recover` leaves a run directory as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotRecoverable {
+    /// Its `summary.json` was written by the run itself.
+    #[error("the run finished (its summary was written by the run, not by a recovery): nothing to recover")]
+    Finished,
+    /// A running daq-engine holds the run directory's lock.
+    #[error("a running daq-engine holds this run directory; stop it first")]
+    Running,
+    /// Another process (its writer, or a reader such as h5py) has one of its files open.
+    #[error("another process has this file open (its writer, or a reader such as h5py); close it, then run `daq-engine recover` on the run directory")]
+    FileOpen,
+}
+
 /// A run-file operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -126,6 +140,14 @@ pub enum ExportError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// `recover` left a run directory (or file) alone: recovering it now would be wrong.
+    #[error("{path}: {why}")]
+    NotRecovered {
+        /// The run directory, or the file that stopped its recovery.
+        path: PathBuf,
+        /// Why it was left alone, and what to do.
+        why: NotRecoverable,
     },
     /// The writer was asked for after it closed its file.
     #[error("the HDF5 file is already closed")]

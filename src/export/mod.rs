@@ -28,6 +28,6 @@ mod read;
 pub mod recover;
 pub mod replay;
 
-pub use error::ExportError;
+pub use error::{ExportError, NotRecoverable};
 pub use inspect::inspect;
 pub use read::{read_buffer, BufferContents};

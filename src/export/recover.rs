@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use hdf5_metno as h5;
 
-use super::error::ExportError;
+use super::error::{ExportError, NotRecoverable};
 use super::hdf5::{
     compress, remove_partial_compressions, repack_filters, Compression, MetaRow, HISTOGRAM_GROUP,
 };
@@ -370,17 +370,15 @@ pub fn recover_run_dir_then_compress(
         source,
     };
     if finished(run_dir) {
-        return Err(ExportError::Read {
+        return Err(ExportError::NotRecovered {
             path: run_dir.join("summary.json"),
-            reason: "the run finished (its summary was written by the run, not by a \
-                     recovery): nothing to recover"
-                .into(),
+            why: NotRecoverable::Finished,
         });
     }
     let Some(lock) = RunDirLock::try_lock(run_dir).map_err(io)? else {
-        return Err(ExportError::Read {
+        return Err(ExportError::NotRecovered {
             path: run_dir.to_path_buf(),
-            reason: "a running daq-engine holds this run directory; stop it first".into(),
+            why: NotRecoverable::Running,
         });
     };
     let mut names: Vec<PathBuf> = std::fs::read_dir(run_dir)
@@ -403,11 +401,9 @@ pub fn recover_run_dir_then_compress(
     // (h5py) that has it open: touch nothing then.
     for p in &h5_files {
         if writer_holds(p) {
-            return Err(ExportError::Read {
+            return Err(ExportError::NotRecovered {
                 path: p.to_path_buf(),
-                reason: "another process has this file open (its writer, or a reader such as \
-                         h5py); close it, then run `daq-engine recover` on the run directory"
-                    .into(),
+                why: NotRecoverable::FileOpen,
             });
         }
     }
@@ -540,7 +536,13 @@ mod tests {
         // flock belongs to the open file: a second open, even in this process, is refused.
         assert!(RunDirLock::try_lock(&run).unwrap().is_none());
         assert!(unfinished_runs(&target).is_empty());
-        assert!(recover_run_dir(&run).is_err());
+        assert!(matches!(
+            recover_run_dir(&run),
+            Err(ExportError::NotRecovered {
+                why: NotRecoverable::Running,
+                ..
+            })
+        ));
         assert!(!run.join("summary.json").exists());
         drop(lock);
         // A 0-byte summary (what a full disk used to leave) is no summary.
@@ -572,6 +574,13 @@ mod tests {
         std::fs::write(run.join("summary.json"), summary).unwrap();
         let e = recover_run_dir(&run).unwrap_err();
         assert!(e.to_string().contains("nothing to recover"), "{e}");
+        assert!(matches!(
+            e,
+            ExportError::NotRecovered {
+                why: NotRecoverable::Finished,
+                ..
+            }
+        ));
         assert_eq!(
             std::fs::read_to_string(run.join("summary.json")).unwrap(),
             summary
@@ -591,6 +600,13 @@ mod tests {
         .unwrap();
         let e = recover_run_dir(&run).unwrap_err();
         assert!(e.to_string().contains("has this file open"), "{e}");
+        assert!(matches!(
+            e,
+            ExportError::NotRecovered {
+                why: NotRecoverable::FileOpen,
+                ..
+            }
+        ));
         assert!(!run.join("summary.json").exists());
         drop(w);
         std::fs::remove_dir_all(&run).unwrap();
