@@ -181,3 +181,45 @@ fn udev_rules_name_every_picoscope_family_by_product_id() {
         assert_eq!(got, want, "{}", f.name);
     }
 }
+
+/// `daq-engine devices --probe PORT` on a simulated MightyOhm: the line `devices` would
+/// print for it, with the function and setup, and the line that gave it away; a port that
+/// does not exist is exit 1 naming it.
+#[test]
+fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
+    use daq_drivers::linecounter::{self, LineSimConfig, SimFormat};
+    let (_sim, path) = linecounter::simulate(LineSimConfig {
+        format: SimFormat::MightyOhm,
+        cps: 5.0,
+        seed: 1,
+        second: std::time::Duration::from_millis(20),
+    })
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["devices", "--probe"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with(&path.display().to_string()), "{text}");
+    for want in ["MightyOhm kit", "device.mightyohm", "setups/mightyohm.yaml"] {
+        assert!(first.contains(want), "{want} missing: {text}");
+    }
+    assert!(
+        text.contains("  printed at 9600 baud: \"mightyohm.com Geiger Counter"),
+        "{text}"
+    );
+
+    let out = Command::new(EXE)
+        .args(["devices", "--probe", "/dev/daq-no-such-port"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("/dev/daq-no-such-port: cannot open: No such file or directory"),
+        "{text}"
+    );
+}

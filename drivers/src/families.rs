@@ -31,7 +31,12 @@ pub struct FamilyInfo {
 pub enum Found {
     /// Behind a USB-serial chip, by the serial port scan; the first family listing the chip
     /// of a port is the guess (always "probe needed"). Their rules are the chips'.
-    Serial(&'static [&'static Chip]),
+    Serial {
+        /// The chips it sits behind.
+        chips: &'static [&'static Chip],
+        /// How `daq-engine devices --probe PORT` recognises it ([`crate::probe`]).
+        probe: SerialProbe,
+    },
     /// By one shared libusb scan for these ids; `model` names what an id means.
     Usb {
         /// The family in words, as the scan's notes name it.
@@ -50,6 +55,23 @@ pub enum Found {
     },
     /// Never found by a scan: `daq-engine devices --probe HOST` asks the address.
     Network,
+}
+
+/// How [`crate::probe::serial`] tells a serial family's device from the others behind the
+/// same chips.
+#[derive(Debug, Clone, Copy)]
+pub enum SerialProbe {
+    /// It prints lines unasked, at one of `bauds`: `line` names the model a line shows, or
+    /// `None` for a line that is not this family's.
+    Listen {
+        /// The rates it may print at, most common first.
+        bauds: &'static [u32],
+        /// The model a line shows.
+        line: fn(&[u8]) -> Option<&'static str>,
+    },
+    /// It answers only when asked: `ask` opens the port (at the family's own rates), asks as
+    /// its driver does when it opens, and says what the device is.
+    Ask(fn(&std::path::Path) -> Result<DeviceInfo, crate::DriverError>),
 }
 
 /// Every family, one line each; the order is that of the scan and of the udev rules.
@@ -73,7 +95,7 @@ pub fn info(family: Family) -> Option<&'static FamilyInfo> {
 /// and what the scan says about it.
 pub fn serial_guess(vendor: u16, product: u16) -> Option<(Family, &'static str)> {
     FAMILIES.iter().find_map(|f| match f.found {
-        Found::Serial(chips) => chips
+        Found::Serial { chips, .. } => chips
             .iter()
             .find(|c| c.matches(vendor, product))
             .map(|c| (f.family, c.says)),
@@ -237,12 +259,12 @@ mod tests {
         for chip in CHIPS {
             let claimed = FAMILIES
                 .iter()
-                .filter(|f| matches!(f.found, Found::Serial(c) if c.iter().any(|c| std::ptr::eq(*c, *chip))))
+                .filter(|f| matches!(f.found, Found::Serial { chips: c, .. } if c.iter().any(|c| std::ptr::eq(*c, *chip))))
                 .count();
             assert_eq!(claimed, 1, "{chip:?}");
         }
         for f in FAMILIES {
-            if let Found::Serial(chips) = f.found {
+            if let Found::Serial { chips, .. } = f.found {
                 for c in chips {
                     assert!(CHIPS.iter().any(|x| std::ptr::eq(*x, *c)), "{c:?}");
                 }

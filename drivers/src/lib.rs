@@ -12,6 +12,7 @@ pub mod families;
 pub mod cosmicwatch;
 pub mod gmc;
 pub mod linecounter;
+pub mod probe;
 pub mod serial;
 
 // USB oscilloscopes and digitizers (issue 7).
@@ -30,4 +31,4 @@ pub use driver::{
     ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
     Source,
 };
-pub use families::{FamilyInfo, Found, FAMILIES};
+pub use families::{FamilyInfo, Found, SerialProbe, FAMILIES};

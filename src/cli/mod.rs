@@ -147,10 +147,12 @@ pub enum Command {
         reference: Option<PathBuf>,
     },
     /// List connected supported devices (serial detectors, PicoScope, Hantek 6022, DRS4)
-    /// with the function and setup to use for each; `--probe` asks a network device.
+    /// with the function and setup to use for each; `--probe` asks one serial port or
+    /// network device.
     Devices {
-        /// Ask a network device at this address instead (a Red Pitaya: HOST or HOST:PORT).
-        #[arg(long, value_name = "HOST[:PORT]")]
+        /// Find out which device is behind this serial port (a path: it listens, then asks),
+        /// or ask a network device at this address (a Red Pitaya: HOST or HOST:PORT).
+        #[arg(long, value_name = "PORT|HOST[:PORT]")]
         probe: Option<String>,
     },
     /// Check this machine's real-time readiness (isolated cores, RT throttling, CPU

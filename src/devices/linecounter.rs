@@ -236,7 +236,12 @@ pub const FAMILY: super::Family = super::Family {
     ],
     suggest: |d| {
         let m = d.model.to_ascii_lowercase();
-        if m.contains("gc10") {
+        if d.model == daq_drivers::linecounter::ONE_INTEGER {
+            (
+                "device.gc10 or device.line_counter",
+                "setups/mightyohm.yaml (function: device.gc10)",
+            )
+        } else if m.contains("gc10") {
             (
                 "device.gc10",
                 "setups/mightyohm.yaml (function: device.gc10)",

@@ -39,13 +39,16 @@ pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
     daq_drivers::families::scan_all()
 }
 
-/// `daq-engine devices --probe HOST[:PORT]`: network devices are not enumerated, so the
-/// address is asked: a Red Pitaya's MCPHA server answers a status request (code 11) with
-/// 36 bytes (port 1001 unless given), its SCPI server answers `*IDN?` (port 5000 unless
-/// given). Without a port both are tried, MCPHA first; with one, that port is asked both
-/// ways.
+/// `daq-engine devices --probe PORT|HOST[:PORT]`. A path (`/dev/ttyUSB0`) is a serial port:
+/// see [`daq_drivers::probe::serial`]. Anything else is a network address, since network devices are not
+/// enumerated: a Red Pitaya's MCPHA server answers a status request (code 11) with 36 bytes
+/// (port 1001 unless given), its SCPI server answers `*IDN?` (port 5000 unless given).
+/// Without a port both are tried, MCPHA first; with one, that port is asked both ways.
 pub fn probe(address: &str) -> i32 {
     use daq_drivers::redpitaya::{self, protocol, scpi};
+    if address.starts_with('/') {
+        return probe_serial(Path::new(address));
+    }
     let timeout = Duration::from_secs(2);
     let mut why = Vec::new();
     match redpitaya::resolve(address, protocol::PORT) {
@@ -136,20 +139,68 @@ pub fn devices() -> i32 {
         "port", "usb id", "serial", "model", "function"
     );
     for d in &found {
-        let (function, setup) = function_for(d);
-        println!(
-            "{:<28} {:<10} {:<12} {:<34} {:<20} {}",
-            d.port,
-            d.usb_id
-                .map(|(v, p)| format!("{v:04x}:{p:04x}"))
-                .unwrap_or_else(|| "-".into()),
-            d.serial.as_deref().unwrap_or("-"),
-            d.model,
-            function,
-            setup
-        );
+        println!("{}", row(d));
+    }
+    if let Some(hint) = probe_hint(&found) {
+        println!("{hint}");
     }
     0
+}
+
+/// After a scan that found a serial port it could only guess at ("probe needed": one chip
+/// serves many detectors), the command that finds out.
+fn probe_hint(found: &[DeviceInfo]) -> Option<String> {
+    let port = &found
+        .iter()
+        .find(|d| d.model.ends_with("probe needed"))?
+        .port;
+    Some(format!(
+        "probe needed: `daq-engine devices --probe {port}` listens to the port (and then asks, \
+         as a GMC counter is asked) and says which device it is"
+    ))
+}
+
+/// A device's line in `daq-engine devices`: port, USB id, serial, model, function, setup.
+fn row(d: &DeviceInfo) -> String {
+    let (function, setup) = function_for(d);
+    format!(
+        "{:<28} {:<10} {:<12} {:<34} {:<20} {}",
+        d.port,
+        d.usb_id
+            .map(|(v, p)| format!("{v:04x}:{p:04x}"))
+            .unwrap_or_else(|| "-".into()),
+        d.serial.as_deref().unwrap_or("-"),
+        d.model,
+        function,
+        setup
+    )
+}
+
+/// How long `devices --probe PORT` listens at each baud rate before it asks.
+const PROBE_LISTEN: Duration = Duration::from_secs(3);
+
+/// `daq-engine devices --probe PORT`: which family's device is behind a serial port
+/// ([`daq_drivers::probe::serial`]); prints its line as `daq-engine devices` would, with
+/// how it was recognised. 0 when recognised, 1 otherwise.
+fn probe_serial(port: &Path) -> i32 {
+    match daq_drivers::probe::serial(port, PROBE_LISTEN) {
+        Ok(p) => {
+            println!("{}", row(&p.info));
+            println!("  {}", p.evidence);
+            0
+        }
+        Err(e @ daq_drivers::probe::ProbeError::Port(_)) => {
+            println!("{e}");
+            1
+        }
+        Err(e) => {
+            println!(
+                "{}: {e}. Is it switched on, and is this its port?",
+                port.display()
+            );
+            1
+        }
+    }
 }
 
 /// Why `udevadm` did not reload the rules.
@@ -583,6 +634,24 @@ mod tests {
         }
     }
 
+    /// A scan's guess at a serial port ends in "probe needed"; the hint names the command
+    /// with the first such port.
+    #[test]
+    fn a_guessed_serial_port_gets_the_probe_command() {
+        let mut pico = found(Family::PicoScope, "PicoScope 3406D");
+        assert_eq!(probe_hint(std::slice::from_ref(&pico)), None);
+        let guess = found(
+            Family::LineCounter,
+            "CP210x (10c4:ea60): line-output counter - probe needed",
+        );
+        pico.port = "usb:1-2".into();
+        let hint = probe_hint(&[pico, guess]).unwrap();
+        assert!(
+            hint.starts_with("probe needed: `daq-engine devices --probe /dev/ttyUSB0` listens"),
+            "{hint}"
+        );
+    }
+
     /// What `daq-engine devices` suggests for each family, as the command has always printed.
     #[test]
     fn every_family_suggests_its_function_and_setup() {
@@ -592,6 +661,12 @@ mod tests {
                 Family::LineCounter,
                 "NetIO GC10",
                 "device.gc10",
+                "setups/mightyohm.yaml (function: device.gc10)",
+            ),
+            (
+                Family::LineCounter,
+                daq_drivers::linecounter::ONE_INTEGER,
+                "device.gc10 or device.line_counter",
                 "setups/mightyohm.yaml (function: device.gc10)",
             ),
             (

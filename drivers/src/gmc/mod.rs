@@ -20,6 +20,20 @@ pub use simulator::{counts_for_seed, simulate, GmcModel, GmcSimConfig};
 pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
     family: crate::Family::Gmc,
     name: "gmc",
-    found: crate::Found::Serial(&[&crate::serial::chips::CH340]),
+    found: crate::Found::Serial {
+        chips: &[&crate::serial::chips::CH340],
+        probe: crate::families::SerialProbe::Ask(ask),
+    },
     udev: "",
 };
+
+/// Opens the counter as the driver does (`<GETVER>>` at 115200, then 57600) and says what
+/// it answered: its model, firmware and serial number.
+fn ask(path: &std::path::Path) -> Result<crate::DeviceInfo, crate::DriverError> {
+    use crate::Source;
+    let gmc = open(GmcConfig {
+        path: path.to_path_buf(),
+        ..GmcConfig::default()
+    })?;
+    Ok(gmc.info().clone())
+}

@@ -18,9 +18,30 @@ pub use simulator::{simulate, LineCounterSim, LineSimConfig, SimFormat};
 pub const FAMILY: crate::FamilyInfo = crate::FamilyInfo {
     family: crate::Family::LineCounter,
     name: "line-counter",
-    found: crate::Found::Serial(&[
-        &crate::serial::chips::CP210X,
-        &crate::serial::chips::ARDUINO,
-    ]),
+    found: crate::Found::Serial {
+        chips: &[
+            &crate::serial::chips::CP210X,
+            &crate::serial::chips::ARDUINO,
+        ],
+        probe: crate::families::SerialProbe::Listen {
+            bauds: &[9600, 115200],
+            line: recognise,
+        },
+    },
     udev: "",
 };
+
+/// What a line printed without being asked shows of its model: a MightyOhm reading or banner,
+/// or an integer alone (a GC10's CPM, which a counting sketch may print as well; a sketch
+/// printing anything else is recognised by no one).
+pub const ONE_INTEGER: &str = "NetIO GC10 (or a sketch printing one integer a line)";
+
+fn recognise(line: &[u8]) -> Option<&'static str> {
+    if protocol::parse_mightyohm(line).is_ok() {
+        Some("MightyOhm kit")
+    } else if protocol::parse_gc10(line).is_ok() {
+        Some(ONE_INTEGER)
+    } else {
+        None
+    }
+}
