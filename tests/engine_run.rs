@@ -1117,3 +1117,61 @@ fn an_engine_dies_with_the_test_thread_that_started_it() {
         || child.try_wait().unwrap().is_some() && processes_with(&needle).is_empty(),
     );
 }
+
+/// A pause's length is in summary.json (`paused_seconds`, so that live time = `seconds` -
+/// `paused_seconds`) and in every stats line (`paused_s`), and what a live source gave while
+/// paused is said in the log at the resume: before, summary.json did not say the run had
+/// been paused at all, and the discarded events were counted nowhere.
+#[test]
+fn a_pause_is_in_the_summary_and_its_discarded_events_in_the_log() {
+    use daq_engine::engine::{requests, Control};
+    let (_dir, child, run) = running("pause-books", &setup(1_000_000_000, 1, 1));
+    requests::request(&run, Control::Pause, Duration::from_secs(30)).unwrap();
+    wait_until("a paused stats line", Duration::from_secs(30), || {
+        last_stats(&run).2
+    });
+    // The supervisor paused before it wrote that line, and resumes after the request below
+    // is sent: its pause holds this interval.
+    let held = std::time::Instant::now();
+    let (lines, _, _) = last_stats(&run);
+    wait_until("two more stats lines", Duration::from_secs(60), || {
+        last_stats(&run).0 >= lines + 2
+    });
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let paused_s: Vec<f64> = stats
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["paused"] == true)
+        .map(|v| v["paused_s"].as_f64().unwrap())
+        .collect();
+    assert!(paused_s.len() >= 2, "{stats}");
+    assert!(
+        paused_s.windows(2).all(|w| w[1] > w[0]) && paused_s[0] > 0.0,
+        "paused_s grows while paused: {paused_s:?}"
+    );
+    let held = held.elapsed().as_secs_f64();
+    requests::request(&run, Control::Resume, Duration::from_secs(30)).unwrap();
+    let (_, after, _) = last_stats(&run);
+    wait_until("events after the resume", Duration::from_secs(60), || {
+        last_stats(&run).1 > after
+    });
+    interrupt(&child).unwrap();
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    let summary = books_balance(&run);
+    let paused = summary["paused_seconds"].as_f64().expect("paused_seconds");
+    let seconds = summary["seconds"].as_f64().unwrap();
+    assert!(paused >= held && paused < seconds, "{summary}");
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("worker 'source' process 0: resumed; "))
+        .unwrap_or_else(|| panic!("no resume line in the log:\n{log}"));
+    let n: u64 = line
+        .split("resumed; ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(n > 0, "bench.source gives events while paused: {line}");
+}

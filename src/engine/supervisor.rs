@@ -95,6 +95,10 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     /// Seconds the run took.
     pub seconds: f64,
+    /// Of those, seconds the importers were paused (they took no events then): the live
+    /// time of the measurement is `seconds - paused_seconds`. Absent when never paused.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub paused_seconds: f64,
     /// Seconds from the stop (a signal, the monitor, `max_seconds`, a full disk) to the end
     /// of the last worker: the draining and the closing of every file. `None` when the run
     /// ended by itself (its sources were exhausted) or was aborted.
@@ -114,6 +118,10 @@ pub struct RunSummary {
     /// wrote at the end, as the last stats line and `status` show them).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kafka: BTreeMap<String, crate::run_dir::KafkaCounts>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The function whose workers write Kafka counts (`kafka_<worker>_<process>.json`).
@@ -306,6 +314,10 @@ pub struct Supervisor {
     /// The workers were killed (an abort): the run did not drain.
     aborted: bool,
     paused: bool,
+    /// Since when the importers are paused (while they are).
+    paused_since: Option<Instant>,
+    /// How long earlier pauses lasted, in all.
+    paused_before: Duration,
     /// Pause and resume requests so far (each carries its number to the importers).
     pause_requests: u64,
     failures: Vec<String>,
@@ -466,6 +478,8 @@ impl Supervisor {
             stopped_at: None,
             aborted: false,
             paused: false,
+            paused_since: None,
+            paused_before: Duration::ZERO,
             pause_requests: 0,
             failures: Vec::new(),
             placement,
@@ -781,6 +795,14 @@ impl Supervisor {
             Control::Pause | Control::Resume => {}
         }
         self.paused = c == Control::Pause;
+        match (self.paused, self.paused_since) {
+            (true, None) => self.paused_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                self.paused_before += since.elapsed();
+                self.paused_since = None;
+            }
+            _ => {}
+        }
         self.pause_requests += 1;
         tracing::info!(
             "{} requested from the monitor",
@@ -1192,6 +1214,7 @@ impl Supervisor {
             },
             ended,
             paused: self.paused,
+            paused_s: self.paused_seconds(),
             max_events: self.plan.max_events,
             max_seconds: self.plan.max_seconds,
             buffers,
@@ -1358,6 +1381,12 @@ impl Supervisor {
         }
     }
 
+    /// Seconds the importers have been paused in all, a pause going on included.
+    fn paused_seconds(&self) -> f64 {
+        (self.paused_before + self.paused_since.map_or(Duration::ZERO, |t| t.elapsed()))
+            .as_secs_f64()
+    }
+
     fn summary(&self) -> RunSummary {
         let mut events = BTreeMap::new();
         let mut lost = BTreeMap::new();
@@ -1385,6 +1414,7 @@ impl Supervisor {
             exit_code: i32::from(!self.failures.is_empty()),
             run_dir: self.plan.run_dir.clone(),
             seconds: self.start.elapsed().as_secs_f64(),
+            paused_seconds: self.paused_seconds(),
             stop_seconds: self
                 .stopped_at
                 .filter(|_| !self.aborted)

@@ -277,6 +277,13 @@ pub fn render(s: &Snapshot, progress: Option<&Progress>, finished: bool, run_dir
         "Time since the run started.",
     );
     t.float("daq_engine_run_elapsed_seconds", &[], s.t);
+    t.family(
+        "daq_engine_run_paused_seconds_total",
+        "counter",
+        "Time the importers were paused (they take no events then): elapsed minus this is \
+         the live time.",
+    );
+    t.float("daq_engine_run_paused_seconds_total", &[], s.paused_s);
     if let Some(p) = progress {
         t.family(
             "daq_engine_run_progress_ratio",
@@ -348,7 +355,7 @@ mod tests {
     fn counters_gauges_and_labels_from_a_snapshot() {
         let mut v = RunView::new(vec!["digitizer".into()]);
         v.update_json(&json!({
-            "t": 2.5, "max_events": 1000,
+            "t": 2.5, "max_events": 1000, "paused_s": 0.75,
             "buffers": {"ra\"w": {"events_in": 500, "produced": 510, "lost": 10,
                 "events_out": {"trigger": 490}, "rate_hz": 200.0, "fill": 0.25,
                 "deadtime": 0.01, "deadtime_total_s": 0.125, "closed": false,
@@ -377,6 +384,8 @@ mod tests {
             "daq_engine_device_connected{worker=\"digitizer\"} 0",
             "daq_engine_device_disconnects_total{worker=\"digitizer\"} 3",
             "daq_engine_run_elapsed_seconds 2.5",
+            "# TYPE daq_engine_run_paused_seconds_total counter",
+            "daq_engine_run_paused_seconds_total 0.75",
             "daq_engine_run_progress_ratio 0.5",
             "daq_engine_run_remaining_seconds 2.5",
             "daq_engine_run_finished 0",

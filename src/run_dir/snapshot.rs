@@ -106,6 +106,8 @@ pub struct Snapshot {
     pub max_seconds: Option<f64>,
     /// Importers are paused.
     pub paused: bool,
+    /// Seconds the importers have been paused since the run started, this pause included.
+    pub paused_s: f64,
     /// Importers were told to stop; buffers drain.
     pub stopping: bool,
     /// Seconds since the run started.
@@ -141,6 +143,9 @@ mod tests {
             "waiting_for": ["compressing raw.h5 (1.0 MB, 50%)"],
             "ended": false,
             "paused": false,
+            // Added after the type (issue 18's session 13): an older line without it reads
+            // as 0 (`missing_fields_read_as_zero`).
+            "paused_s": 0.0,
             "max_events": 1000,
             "max_seconds": null,
             "buffers": {"raw": {

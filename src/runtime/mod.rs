@@ -741,6 +741,8 @@ pub(crate) fn importer_loop(
     let p = &mut sinks.producers[0];
     // The pause state the source was last told of (it starts running).
     let mut source_paused = false;
+    // Events a live source gave during the current pause, discarded (said at the resume).
+    let mut discarded = 0u64;
     let result = loop {
         if stop_requested() || limit.is_some_and(|l| taken >= l) {
             break Ok(());
@@ -759,6 +761,13 @@ pub(crate) fn importer_loop(
                         "what its source gives is discarded until the resume"
                     }
                 );
+            } else if !holds {
+                tracing::info!(
+                    "worker '{}' process {process}: resumed; {discarded} events its source \
+                     gave while paused were discarded",
+                    w.name
+                );
+                discarded = 0;
             }
         }
         if paused_now || (p.ring().policy() == Policy::Drop && !p.has_room()) {
@@ -771,7 +780,7 @@ pub(crate) fn importer_loop(
                 dtype: &dtype,
             };
             match f.next(&mut ev) {
-                Ok(Produced::Event) if paused_now => {}
+                Ok(Produced::Event) if paused_now => discarded += 1,
                 Ok(Produced::Event) => {
                     p.count_lost(1);
                     counter += step;
@@ -829,6 +838,13 @@ pub(crate) fn importer_loop(
             }
         }
     };
+    if discarded > 0 {
+        tracing::info!(
+            "worker '{}' process {process}: ended paused; {discarded} events its source gave \
+             while paused were discarded",
+            w.name
+        );
+    }
     // The importer ends before its sinks close: a device's stop and its last notes come
     // before the exporters see the end and write the notes into their files.
     drop(f);
