@@ -571,3 +571,23 @@ pub fn run(events: u64) -> Result<String, String> {
     out.push_str(&dead_time(&bin)?);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bench's "ours" is export.kafka as a setup without these keys runs it: a change
+    /// of a default there must show here (the constants restated its defaults unchecked).
+    #[test]
+    fn the_bench_runs_export_kafkas_defaults() {
+        use super::super::export::{BATCH_KB, LINGER_MS, QUEUE_MB};
+        assert_eq!(LINGER_MS.default_value(), Some(super::LINGER_MS));
+        assert_eq!(BATCH_KB.default_value(), Some(BATCH_BYTES / 1024));
+        assert_eq!(
+            QUEUE_MB.default_value().map(|mb| (mb * 1000.0) as u64),
+            Some(OUR_QUEUE_KB)
+        );
+        // The Python producer is given the same batching.
+        assert!(PY_PRODUCER.contains(r#""linger.ms": 5, "batch.size": 1 << 20,"#));
+    }
+}

@@ -89,11 +89,11 @@ keys! {
     const CONTROL_TOPIC: MaybeKey<str> = ("control_topic", absent: "none: no run start/stop messages", "topic for the pl72 run start and 6s4t run stop (the setup as metadata)");
     const STATUS_TOPIC: MaybeKey<str> = ("status_topic", absent: "none: no status messages", "topic for the run's state: f144 values (rates, counts, device readings), al00 alarms, x5f2 status (set it on one exporter of a run)");
     const STATUS_INTERVAL: Key<f64> = ("status_interval", 2.0, "seconds between two rounds of status messages");
-    const LINGER_MS: Key<f64> = ("linger_ms", 5.0, "milliseconds a batch waits to fill (librdkafka linger.ms)");
-    const BATCH_KB: Key<usize> = ("batch_kb", 1024, "largest batch in KiB (librdkafka batch.size)");
+    pub(super) const LINGER_MS: Key<f64> = ("linger_ms", 5.0, "milliseconds a batch waits to fill (librdkafka linger.ms)");
+    pub(super) const BATCH_KB: Key<usize> = ("batch_kb", 1024, "largest batch in KiB (librdkafka batch.size)");
     const COMPRESSION: Key<str> = ("compression", "none", "none, gzip, snappy or lz4 (librdkafka compression.type)");
     const HOLD_KB: MaybeKey<usize> = ("hold_kb", absent: "two batches (2 × batch_kb)", "KiB of events in the client beyond which a send waits for room while the broker delivers (at most 50 ms), so librdkafka's queue stays short while the broker keeps up; 0: never wait");
-    const QUEUE_MB: Key<f64> = ("queue_mb", 64.0, "MB of messages the client holds in memory (a broker that pauses) before events go to the spool");
+    pub(super) const QUEUE_MB: Key<f64> = ("queue_mb", 64.0, "MB of messages the client holds in memory (a broker that pauses) before events go to the spool");
     const SPOOL_MB: Key<f64> = ("spool_mb", 1024.0, "largest spool file in MB while the broker is away; 0: no spool, a full client queue drops (counted)");
     const DRAIN_SECONDS: Key<f64> = ("drain_seconds", 30.0, "at the end of the run, seconds to wait for delivery before what is left counts as lost");
 }
