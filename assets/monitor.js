@@ -12,7 +12,8 @@ const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&l
 const colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 function show(s) {
-  $("time").textContent = `${fmt(s.t, 1)} s (${s.time || ""})`;
+  $("time").textContent = `${fmt(s.t, 1)} s (${s.time || ""})` +
+    (s.paused_s > 0 ? `, paused ${fmt(s.paused_s, 1)} s in all` : "");
   const st = $("state");
   st.textContent = s.state; st.className = s.state;
   const bt = $("buffers").tBodies[0];

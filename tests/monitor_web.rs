@@ -956,6 +956,10 @@ fn browser_buttons_pause_resume_stop() {
         s = next(&events);
     }
     assert!(s["paused"] == true && raw(&s).1 == 0.0, "{s}");
+    // How long the run has been paused, beside its run time.
+    wait_for("the page to show the pause's length", || {
+        text(&mut page, "time").contains(", paused ")
+    });
 
     page.eval("document.getElementById('resume').click()");
     wait_for("the page to show running", || {
@@ -984,6 +988,7 @@ fn browser_buttons_pause_resume_stop() {
     assert!(rate > 0.0, "the ended run's mean rate of 'raw': {rate}");
     let (summary, _web) = run.join().unwrap();
     assert_eq!(summary.exit_code, 0, "{:?}", summary.failures);
+    assert!(summary.paused_seconds > 0.0, "{summary:?}");
 }
 
 /// issue 16: a run of the real binary exporting to Kafka (a real tansu broker) shows its "to
