@@ -196,7 +196,7 @@ fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
     })
     .unwrap();
     let out = Command::new(EXE)
-        .args(["devices", "--probe"])
+        .args(["devices", "--listen", "10", "--probe"])
         .arg(&path)
         .output()
         .unwrap();
@@ -222,4 +222,13 @@ fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
         text.starts_with("/dev/daq-no-such-port: cannot open: No such file or directory"),
         "{text}"
     );
+
+    // A listening time that is no time is bad input, said before any port is opened.
+    let out = Command::new(EXE)
+        .args(["devices", "--listen=-1", "--probe", "/dev/daq-no-such-port"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(text, "--listen -1: give seconds, at least 0\n");
 }

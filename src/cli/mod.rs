@@ -154,6 +154,15 @@ pub enum Command {
         /// or ask a network device at this address (a Red Pitaya: HOST or HOST:PORT).
         #[arg(long, value_name = "PORT|HOST[:PORT]")]
         probe: Option<String>,
+        /// With `--probe PORT`: seconds to listen at each baud rate before asking (a counter
+        /// that prints less often needs more).
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 3.0,
+            requires = "probe"
+        )]
+        listen: f64,
     },
     /// Check this machine's real-time readiness (isolated cores, RT throttling, CPU
     /// governor, huge pages, memlock, irqbalance): what each costs and how to change it.
@@ -286,8 +295,11 @@ pub fn main(
                 exit::FAILED
             }
         },
-        Some(Command::Devices { probe: None }) => crate::devices::tools::devices(),
-        Some(Command::Devices { probe: Some(a) }) => crate::devices::tools::probe(&a),
+        Some(Command::Devices { probe: None, .. }) => crate::devices::tools::devices(),
+        Some(Command::Devices {
+            probe: Some(a),
+            listen,
+        }) => crate::devices::tools::probe(&a, listen),
         Some(Command::Tune {
             apply,
             restore,

@@ -44,10 +44,14 @@ pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
 /// enumerated: a Red Pitaya's MCPHA server answers a status request (code 11) with 36 bytes
 /// (port 1001 unless given), its SCPI server answers `*IDN?` (port 5000 unless given).
 /// Without a port both are tried, MCPHA first; with one, that port is asked both ways.
-pub fn probe(address: &str) -> i32 {
+pub fn probe(address: &str, listen_seconds: f64) -> i32 {
     use daq_drivers::redpitaya::{self, protocol, scpi};
     if address.starts_with('/') {
-        return probe_serial(Path::new(address));
+        let Ok(listen) = Duration::try_from_secs_f64(listen_seconds) else {
+            println!("--listen {listen_seconds}: give seconds, at least 0");
+            return 2;
+        };
+        return probe_serial(Path::new(address), listen);
     }
     let timeout = Duration::from_secs(2);
     let mut why = Vec::new();
@@ -176,14 +180,11 @@ fn row(d: &DeviceInfo) -> String {
     )
 }
 
-/// How long `devices --probe PORT` listens at each baud rate before it asks.
-const PROBE_LISTEN: Duration = Duration::from_secs(3);
-
 /// `daq-engine devices --probe PORT`: which family's device is behind a serial port
-/// ([`daq_drivers::probe::serial`]); prints its line as `daq-engine devices` would, with
+/// ([`daq_drivers::probe::serial`], listening `listen` at each rate); prints its line as `daq-engine devices` would, with
 /// how it was recognised. 0 when recognised, 1 otherwise.
-fn probe_serial(port: &Path) -> i32 {
-    match daq_drivers::probe::serial(port, PROBE_LISTEN) {
+fn probe_serial(port: &Path, listen: Duration) -> i32 {
+    match daq_drivers::probe::serial(port, listen) {
         Ok(p) => {
             println!("{}", row(&p.info));
             println!("  {}", p.evidence);
