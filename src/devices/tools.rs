@@ -40,10 +40,11 @@ pub fn scan_all() -> (Vec<DeviceInfo>, Vec<String>) {
 }
 
 /// `daq-engine devices --probe PORT|HOST[:PORT]`. A path (`/dev/ttyUSB0`) is a serial port:
-/// see [`daq_drivers::probe::serial`]. Anything else is a network address, since network devices are not
-/// enumerated: a Red Pitaya's MCPHA server answers a status request (code 11) with 36 bytes
-/// (port 1001 unless given), its SCPI server answers `*IDN?` (port 5000 unless given).
-/// Without a port both are tried, MCPHA first; with one, that port is asked both ways.
+/// see [`daq_drivers::probe::serial`]. Anything else is a network address, since network
+/// devices are not enumerated: a Red Pitaya's MCPHA server answers a status request (code
+/// 11) with 36 bytes (port 1001 unless given), its SCPI server answers `*IDN?` (port 5000
+/// unless given). Without a port both are tried, MCPHA first; with one, that port is asked
+/// both ways.
 pub fn probe(address: &str, listen_seconds: f64) -> i32 {
     use daq_drivers::redpitaya::{self, protocol, scpi};
     if address.starts_with('/') {
@@ -181,8 +182,8 @@ fn row(d: &DeviceInfo) -> String {
 }
 
 /// `daq-engine devices --probe PORT`: which family's device is behind a serial port
-/// ([`daq_drivers::probe::serial`], listening `listen` at each rate); prints its line as `daq-engine devices` would, with
-/// how it was recognised. 0 when recognised, 1 otherwise.
+/// ([`daq_drivers::probe::serial`], listening `listen` at each rate); prints its line as
+/// `daq-engine devices` would, with how it was recognised. 0 when recognised, 1 otherwise.
 fn probe_serial(port: &Path, listen: Duration) -> i32 {
     match daq_drivers::probe::serial(port, listen) {
         Ok(p) => {
