@@ -1145,6 +1145,14 @@ fn a_pause_is_in_the_summary_and_its_discarded_events_in_the_log() {
         .map(|v| v["paused_s"].as_f64().unwrap())
         .collect();
     assert!(paused_s.len() >= 2, "{stats}");
+    // `daq-engine status` says so too.
+    let out = Command::new(EXE).arg("status").arg(&run).output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    let first = status.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(" s in all (paused)") && first.contains(", paused "),
+        "{status}"
+    );
     assert!(
         paused_s.windows(2).all(|w| w[1] > w[0]) && paused_s[0] > 0.0,
         "paused_s grows while paused: {paused_s:?}"

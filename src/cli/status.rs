@@ -12,7 +12,7 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "run {}: {:.1} s at {}{}",
+        "run {}: {:.1} s at {}{}{}",
         run_dir.display(),
         snap.t,
         if snap.time.is_empty() {
@@ -20,10 +20,17 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
         } else {
             &snap.time
         },
+        if snap.paused_s > 0.0 {
+            format!(", paused {:.1} s in all", snap.paused_s)
+        } else {
+            String::new()
+        },
         if snap.ended {
             " (ended)"
         } else if snap.stopping {
             " (stopping)"
+        } else if snap.paused {
+            " (paused)"
         } else {
             ""
         }
