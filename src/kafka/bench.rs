@@ -426,13 +426,15 @@ Workers:
             .map(|e| e.path())
             .find(|p| p.is_dir())
             .ok_or("no run directory")?;
-        let stats: serde_json::Value =
+        let stats: crate::run_dir::Snapshot =
             crate::run_dir::last_stats_line(&run.join(crate::run_dir::STATS))
                 .and_then(|l| serde_json::from_str(&l).ok())
                 .ok_or("no statistics")?;
-        let dead = stats["buffers"]["raw"]["deadtime_total_s"]
-            .as_f64()
-            .ok_or("no dead time in the statistics")?;
+        let dead = stats
+            .buffers
+            .get("raw")
+            .ok_or("no buffer 'raw' in the statistics")?
+            .deadtime_total_s;
         let k =
             crate::run_dir::worker_kafka_counts(&run, "to_kafka", 1).ok_or("no Kafka counts")?;
         Ok(format!(
