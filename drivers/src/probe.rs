@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::families::{SerialProbe, FAMILIES};
 use crate::serial::{PortSettings, SerialLink};
-use crate::{DeviceInfo, Found};
+use crate::{DeviceInfo, FamilyInfo, Found};
 
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,19 +75,27 @@ pub fn serial(path: &Path, listen: Duration) -> Result<Probed, ProbeError> {
     Err(ProbeError::NotRecognised(said.join("; ")))
 }
 
+/// A line's model, as a [`SerialProbe::Listen`] family sees it.
+type See = fn(&[u8]) -> Option<&'static str>;
+
+/// The families that print unasked, in the families' order, with their rates.
+fn listeners() -> impl Iterator<Item = (&'static FamilyInfo, &'static [u32], See)> {
+    FAMILIES.iter().copied().filter_map(|f| match f.found {
+        Found::Serial {
+            probe: SerialProbe::Listen { bauds, line },
+            ..
+        } => Some((f, bauds, line)),
+        _ => None,
+    })
+}
+
 /// The rates the listening families print at, each once, in the families' order.
 fn listen_bauds() -> Vec<u32> {
     let mut bauds = Vec::new();
-    for f in FAMILIES {
-        if let Found::Serial {
-            probe: SerialProbe::Listen { bauds: b, .. },
-            ..
-        } = f.found
-        {
-            for &baud in b {
-                if !bauds.contains(&baud) {
-                    bauds.push(baud);
-                }
+    for (_, b, _) in listeners() {
+        for &baud in b {
+            if !bauds.contains(&baud) {
+                bauds.push(baud);
             }
         }
     }
@@ -105,15 +113,11 @@ enum Heard {
     },
 }
 
-/// The families listening at `baud` and the model they see in `line`, first family first.
-fn recognise(baud: u32, line: &[u8]) -> Option<(&'static crate::FamilyInfo, &'static str)> {
-    FAMILIES.iter().copied().find_map(|f| match f.found {
-        Found::Serial {
-            probe: SerialProbe::Listen { bauds, line: see },
-            ..
-        } if bauds.contains(&baud) => see(line).map(|model| (f, model)),
-        _ => None,
-    })
+/// The first family listening at `baud` that sees a model in `line`, and that model.
+fn recognise(baud: u32, line: &[u8]) -> Option<(&'static FamilyInfo, &'static str)> {
+    listeners()
+        .filter(|(_, bauds, _)| bauds.contains(&baud))
+        .find_map(|(f, _, see)| see(line).map(|model| (f, model)))
 }
 
 fn listen_at(path: &Path, baud: u32, listen: Duration) -> Result<Heard, crate::DriverError> {
@@ -124,8 +128,8 @@ fn listen_at(path: &Path, baud: u32, listen: Duration) -> Result<Heard, crate::D
     let deadline = Instant::now() + listen;
     let mut lines = 0;
     let mut first = None;
-    // The first recognised line, and whether a second one agreed.
-    let mut seen: Option<(&'static crate::FamilyInfo, &'static str, Vec<u8>)> = None;
+    // The first recognised line (a second one of the same model ends the listening).
+    let mut seen: Option<(&'static FamilyInfo, &'static str, Vec<u8>)> = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
