@@ -20,11 +20,8 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
         } else {
             &snap.time
         },
-        if snap.paused_s > 0.0 {
-            format!(", paused {:.1} s in all", snap.paused_s)
-        } else {
-            String::new()
-        },
+        snap.paused_text()
+            .map_or(String::new(), |p| format!(", {p}")),
         if snap.ended {
             " (ended)"
         } else if snap.stopping {

@@ -478,11 +478,7 @@ impl Dashboard {
                 ),
                 Span::styled(format!(" {} ", state.to_uppercase()), state_style),
                 Span::raw(format!("  run time {:.1} s  {}", s.t, s.time)),
-                Span::raw(if s.paused_s > 0.0 {
-                    format!("  paused {:.1} s in all", s.paused_s)
-                } else {
-                    String::new()
-                }),
+                Span::raw(s.paused_text().map_or(String::new(), |p| format!("  {p}"))),
             ])),
             head,
         );

@@ -127,6 +127,12 @@ impl Snapshot {
     pub fn from_json(line: &serde_json::Value) -> Snapshot {
         Snapshot::deserialize(line).unwrap_or_default()
     }
+
+    /// `paused 12.5 s in all` once the run has been paused, for the dashboard and `status`
+    /// (the page writes the same from `paused_s`).
+    pub fn paused_text(&self) -> Option<String> {
+        (self.paused_s > 0.0).then(|| format!("paused {:.1} s in all", self.paused_s))
+    }
 }
 
 #[cfg(test)]
