@@ -58,6 +58,31 @@ pub fn wall_ns() -> u64 {
     realtime_ns()
 }
 
+/// One moment on both clocks: `CLOCK_MONOTONIC`, to measure intervals with (the same clock in
+/// every process, never stepped), and the wall clock (`CLOCK_REALTIME`), to name it to people.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Moment {
+    /// [`now_ns`] then.
+    pub monotonic_ns: u64,
+    /// Seconds since the Unix epoch then.
+    pub unix_s: f64,
+}
+
+impl Moment {
+    /// Now.
+    pub fn now() -> Moment {
+        Moment {
+            monotonic_ns: now_ns(),
+            unix_s: realtime_ns() as f64 * 1e-9,
+        }
+    }
+
+    /// The wall-clock time as UTC ISO 8601 with milliseconds (see [`utc_iso`]).
+    pub fn iso(&self) -> String {
+        utc_iso(self.unix_s)
+    }
+}
+
 /// `CLOCK_REALTIME` in nanoseconds since the Unix epoch (0 before 1970).
 #[inline]
 fn realtime_ns() -> u64 {

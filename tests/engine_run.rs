@@ -1051,6 +1051,71 @@ fn last_stats(run: &Path) -> (usize, u64, bool) {
     runs::last_stats(run, "raw")
 }
 
+/// The HDF5 files carry the pause too: a file's `paused_seconds` and `pauses` (ISO 8601
+/// intervals) say how much of its span the importers were paused, so a rate computed from
+/// the file alone (events over `stop_time - start_time`) can use the live time. Before, only
+/// summary.json had it: the files said nothing of a pause.
+#[test]
+fn a_pause_is_in_the_hdf5_file_with_the_summarys_length() {
+    let text = "target_directory: runs
+options: {stats_interval: 0.2}
+Buffers:
+  raw: {slot_count: 64, data_length: 200, data_dtype: {ch0: int16}}
+Workers:
+  digitizer:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {rate: 2000, realtime: true}
+  save:
+    function: export.hdf5
+    sources: [raw]
+";
+    let (_dir, child, run) = running("pause-files", text);
+    let held = pause_and_hold(&run);
+    let (summary, held) = resume_and_stop(child, &run, held);
+    let paused = summary["paused_seconds"].as_f64().expect("paused_seconds");
+    let f = hdf5_metno::File::open(run.join("raw.h5")).unwrap();
+    let text_attr = |name: &str| -> String {
+        f.attr(name)
+            .unwrap()
+            .read_scalar::<hdf5_metno::types::VarLenUnicode>()
+            .unwrap()
+            .to_string()
+    };
+    let in_file = f
+        .attr("paused_seconds")
+        .expect("the file has paused_seconds")
+        .read_scalar::<f64>()
+        .unwrap();
+    // One pause, within the file's span: the same nanoseconds as the summary's.
+    assert_eq!(in_file, paused, "{summary}");
+    assert!(in_file >= held, "{in_file} s paused, {held} s held");
+    let pauses: Vec<String> = f
+        .attr("pauses")
+        .expect("the file has pauses")
+        .read_raw::<hdf5_metno::types::VarLenUnicode>()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+    let facts = daq_engine::export::inspect(run.join("raw.h5")).unwrap();
+    assert!(
+        facts.contains(&format!("@pauses = {}\n", pauses[0])),
+        "{facts}"
+    );
+    let (from, to) = pauses[0].split_once('/').expect("START/END");
+    // ISO 8601 of one form sorts as time.
+    assert!(
+        text_attr("start_time").as_str() <= from
+            && from < to
+            && to <= text_attr("stop_time").as_str(),
+        "{pauses:?} within {} .. {}",
+        text_attr("start_time"),
+        text_attr("stop_time")
+    );
+}
+
 /// issue 11 (left from the notebook work): an importer restarted while the run was paused
 /// came back unpaused and produced at full rate into a paused run.
 #[test]
@@ -1118,25 +1183,48 @@ fn an_engine_dies_with_the_test_thread_that_started_it() {
     );
 }
 
+/// Pauses the run in `run` and waits until two stats lines were written while paused; returns
+/// a moment the supervisor's pause began before.
+fn pause_and_hold(run: &Path) -> Instant {
+    use daq_engine::engine::{requests, Control};
+    requests::request(run, Control::Pause, Duration::from_secs(30)).unwrap();
+    wait_until("a paused stats line", Duration::from_secs(30), || {
+        last_stats(run).2
+    });
+    // The supervisor paused before it wrote that line, and resumes only when asked.
+    let held = Instant::now();
+    let (lines, _, _) = last_stats(run);
+    wait_until("two more stats lines", Duration::from_secs(60), || {
+        last_stats(run).0 >= lines + 2
+    });
+    held
+}
+
+/// Resumes the paused run, waits for events after the resume, stops the run and checks its
+/// books; returns its summary and the seconds from `held` to the resume request (all of them
+/// inside the pause).
+fn resume_and_stop(child: Child, run: &Path, held: Instant) -> (serde_json::Value, f64) {
+    use daq_engine::engine::{requests, Control};
+    let held = held.elapsed().as_secs_f64();
+    requests::request(run, Control::Resume, Duration::from_secs(30)).unwrap();
+    let (_, after, _) = last_stats(run);
+    wait_until("events after the resume", Duration::from_secs(60), || {
+        last_stats(run).1 > after
+    });
+    interrupt(&child).unwrap();
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    (books_balance(run), held)
+}
+
 /// A pause's length is in summary.json (`paused_seconds`, so that live time = `seconds` -
 /// `paused_seconds`) and in every stats line (`paused_s`), and what a live source gave while
 /// paused is said in the log at the resume: before, summary.json did not say the run had
 /// been paused at all, and the discarded events were counted nowhere.
 #[test]
 fn a_pause_is_in_the_summary_and_its_discarded_events_in_the_log() {
-    use daq_engine::engine::{requests, Control};
     let (_dir, child, run) = running("pause-books", &setup(1_000_000_000, 1, 1));
-    requests::request(&run, Control::Pause, Duration::from_secs(30)).unwrap();
-    wait_until("a paused stats line", Duration::from_secs(30), || {
-        last_stats(&run).2
-    });
-    // The supervisor paused before it wrote that line, and resumes after the request below
-    // is sent: its pause holds this interval.
-    let held = std::time::Instant::now();
-    let (lines, _, _) = last_stats(&run);
-    wait_until("two more stats lines", Duration::from_secs(60), || {
-        last_stats(&run).0 >= lines + 2
-    });
+    let held = pause_and_hold(&run);
     let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
     let paused_s: Vec<f64> = stats
         .lines()
@@ -1157,16 +1245,7 @@ fn a_pause_is_in_the_summary_and_its_discarded_events_in_the_log() {
         paused_s.windows(2).all(|w| w[1] > w[0]) && paused_s[0] > 0.0,
         "paused_s grows while paused: {paused_s:?}"
     );
-    let held = held.elapsed().as_secs_f64();
-    requests::request(&run, Control::Resume, Duration::from_secs(30)).unwrap();
-    let (_, after, _) = last_stats(&run);
-    wait_until("events after the resume", Duration::from_secs(60), || {
-        last_stats(&run).1 > after
-    });
-    interrupt(&child).unwrap();
-    let (code, out) = finish_within(child, Duration::from_secs(60));
-    assert_eq!(code, 0, "{out}");
-    let summary = books_balance(&run);
+    let (summary, held) = resume_and_stop(child, &run, held);
     let paused = summary["paused_seconds"].as_f64().expect("paused_seconds");
     let seconds = summary["seconds"].as_f64().unwrap();
     assert!(paused >= held && paused < seconds, "{summary}");

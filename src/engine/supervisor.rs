@@ -16,6 +16,7 @@
 
 use super::alert::Kind;
 use crate::ring::{Policy, Ring, RingSpec, RingStats};
+use crate::run_dir::pauses::PauseMark;
 use crate::run_dir::plan::{Plan, Restart};
 use crate::run_dir::{
     BufferStats, DeviceState, ReaderBooks, Snapshot, WorkerStats, FULL_LEVEL, FULL_WARNING_S,
@@ -315,9 +316,10 @@ pub struct Supervisor {
     aborted: bool,
     paused: bool,
     /// Since when the importers are paused (while they are).
-    paused_since: Option<Instant>,
-    /// How long earlier pauses lasted, in all.
-    paused_before: Duration,
+    paused_since: Option<crate::clock::Moment>,
+    /// How long earlier pauses lasted, in all, in `CLOCK_MONOTONIC` nanoseconds (the clock
+    /// of `pauses.jsonl`, so that a file spanning the run says the same).
+    paused_before_ns: u64,
     /// Pause and resume requests so far (each carries its number to the importers).
     pause_requests: u64,
     failures: Vec<String>,
@@ -479,7 +481,7 @@ impl Supervisor {
             aborted: false,
             paused: false,
             paused_since: None,
-            paused_before: Duration::ZERO,
+            paused_before_ns: 0,
             pause_requests: 0,
             failures: Vec::new(),
             placement,
@@ -795,13 +797,25 @@ impl Supervisor {
             Control::Pause | Control::Resume => {}
         }
         self.paused = c == Control::Pause;
-        match (self.paused, self.paused_since) {
-            (true, None) => self.paused_since = Some(Instant::now()),
-            (false, Some(since)) => {
-                self.paused_before += since.elapsed();
-                self.paused_since = None;
+        let now = crate::clock::Moment::now();
+        let changed = match (self.paused, self.paused_since) {
+            (true, None) => {
+                self.paused_since = Some(now);
+                true
             }
-            _ => {}
+            (false, Some(since)) => {
+                self.paused_before_ns += now.monotonic_ns.saturating_sub(since.monotonic_ns);
+                self.paused_since = None;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            // The files' record of the pause (see `run_dir::pauses`); without it the run
+            // goes on, and the summary still has the total.
+            if let Err(e) = PauseMark::new(self.paused, now).append(&self.plan.run_dir) {
+                tracing::warn!("the pause is not recorded for the HDF5 files: {e}");
+            }
         }
         self.pause_requests += 1;
         tracing::info!(
@@ -1383,8 +1397,11 @@ impl Supervisor {
 
     /// Seconds the importers have been paused in all, a pause going on included.
     fn paused_seconds(&self) -> f64 {
-        (self.paused_before + self.paused_since.map_or(Duration::ZERO, |t| t.elapsed()))
-            .as_secs_f64()
+        let now = crate::clock::now_ns();
+        let going_on = self
+            .paused_since
+            .map_or(0, |t| now.saturating_sub(t.monotonic_ns));
+        (self.paused_before_ns + going_on) as f64 / 1e9
     }
 
     fn summary(&self) -> RunSummary {

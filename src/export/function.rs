@@ -156,7 +156,7 @@ impl Hdf5Export {
             },
         )
         .map_err(io)?;
-        writer.keep_device_notes(&ctx.run_dir);
+        writer.keep_run_facts(&ctx.run_dir);
         let buffer = writer
             .add_buffer(
                 &src.name,

@@ -54,6 +54,7 @@ use super::deflate::{ChunkJob, Pool, STORED_RAW};
 use super::error::ExportError;
 use super::raw::{self, H5Error};
 use crate::dtype::{metadata_dtype, Dtype, Metadata};
+use crate::run_dir::pauses::Pauses;
 
 /// Size of the metadata record in bytes.
 const META_BYTES: usize = 24;
@@ -480,6 +481,8 @@ struct FileBuffer {
 struct OpenFile {
     file: h5::File,
     opened: Instant,
+    /// When it opened (its `start_time`), for the pauses within its span.
+    opened_at: crate::clock::Moment,
     /// The buffers' groups and datasets are in the file (the first file's are made at its
     /// first flush with events, a later file's when it opens).
     layout: bool,
@@ -514,7 +517,8 @@ pub struct RunFileWriter {
     histograms: Vec<Histogram>,
     failed: Option<String>,
     events_run: u64,
-    device_notes: Option<PathBuf>,
+    /// The run directory, when the files keep the run's facts (device notes, pauses).
+    run_dir: Option<PathBuf>,
     /// Compresses full chunks of `data` (started with the first one).
     deflater: Option<Deflater>,
     /// Events the files of this writer's earlier processes in this run hold.
@@ -710,7 +714,7 @@ impl RunFileWriter {
             stats: RunStats::default(),
             histograms: Vec::new(),
             failed: None,
-            device_notes: None,
+            run_dir: None,
             deflater: None,
             events_run: 0,
             earlier_events,
@@ -774,7 +778,8 @@ impl RunFileWriter {
             .with_fapl(|p| p.libver_latest())
             .create_excl(&path)
             .map_err(|e| create_err(hdf(e)))?;
-        let start = crate::clock::utc_now();
+        let opened_at = crate::clock::Moment::now();
+        let start = opened_at.iso();
         let put_str = |name: &str, value: &str| -> Result<(), H5Error> {
             file.new_attr::<VarLenUnicode>()
                 .create(name)
@@ -827,6 +832,7 @@ impl RunFileWriter {
         let of = OpenFile {
             file,
             opened: Instant::now(),
+            opened_at,
             layout: rotating,
             early: Vec::new(),
             buffers: Vec::with_capacity(self.specs.len()),
@@ -1299,11 +1305,13 @@ impl RunFileWriter {
         }
     }
 
-    /// Keeps the device facts of the run's importers with every file: when a file closes, each
-    /// `device_<worker>.txt` in `run_dir` (lines `key = value`: model, serial number, firmware,
-    /// voltage, clock, disconnect gaps) becomes root attributes `<worker>.<key>`.
-    pub fn keep_device_notes(&mut self, run_dir: impl Into<PathBuf>) {
-        self.device_notes = Some(run_dir.into());
+    /// Keeps the facts of the run in `run_dir` with every file, when the file closes: each
+    /// device importer's `device_<worker>.txt` (lines `key = value`: model, serial number,
+    /// firmware, voltage, clock, disconnect gaps) becomes root attributes `<worker>.<key>`,
+    /// and the pauses within the file's span (`pauses.jsonl`) its `paused_seconds` and
+    /// `pauses` (one ISO 8601 interval `START/END` per pause).
+    pub fn keep_run_facts(&mut self, run_dir: impl Into<PathBuf>) {
+        self.run_dir = Some(run_dir.into());
     }
 
     /// Takes the sample scales in `path` (see [`crate::run_dir::scales`]) for `buffer`:
@@ -1406,10 +1414,11 @@ impl RunFileWriter {
             let set = |name: &str, r: h5::Result<()>| {
                 r.map_err(|e| H5Error::call(format!("attribute '{name}'"), e))
             };
+            let closed_at = crate::clock::Moment::now();
             set(
                 "stop_time",
                 f.attr("stop_time")
-                    .and_then(|a| a.write_scalar(&to_str(&crate::clock::utc_now()))),
+                    .and_then(|a| a.write_scalar(&to_str(&closed_at.iso()))),
             )?;
             set(
                 "events_written",
@@ -1437,7 +1446,27 @@ impl RunFileWriter {
             for spec in self.specs.iter().filter(|s| !s.scales_in_file) {
                 write_scales(f, spec)?;
             }
-            if let Some(dir) = &self.device_notes {
+            if let Some(dir) = &self.run_dir {
+                // Made at the close only: a file whose writer was killed has none, rather
+                // than a 0 that would be wrong had the run been paused.
+                let paused = Pauses::read(dir).within(of.opened_at, closed_at);
+                set(
+                    "paused_seconds",
+                    f.new_attr::<f64>()
+                        .create("paused_seconds")
+                        .and_then(|a| a.write_scalar(&paused.seconds())),
+                )?;
+                if !paused.intervals.is_empty() {
+                    let texts: Vec<VarLenUnicode> =
+                        paused.intervals.iter().map(|t| to_str(t)).collect();
+                    set(
+                        "pauses",
+                        f.new_attr::<VarLenUnicode>()
+                            .shape(texts.len())
+                            .create("pauses")
+                            .and_then(|a| a.write(&texts)),
+                    )?;
+                }
                 for (name, text) in device_notes(dir) {
                     let put = || -> h5::Result<()> {
                         if f.attr(&name).is_err() {

@@ -22,7 +22,13 @@ fn attr_text(a: &h5::Attribute) -> String {
         Ok(td) => td,
         Err(e) => return format!("<unreadable: {}>", raw::describe(e)),
     };
-    if a.size() != 1 {
+    if a.size() != 1 || a.ndim() != 0 {
+        // A list of texts (the `pauses` intervals) reads as one.
+        if matches!(td, TypeDescriptor::VarLenUnicode) {
+            if let Ok(v) = a.read_raw::<VarLenUnicode>() {
+                return v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            }
+        }
         return format!("<{} values of {td}>", a.size());
     }
     let r = match td {

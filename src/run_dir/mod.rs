@@ -11,12 +11,14 @@
 //! | [`LOG`] `daq-engine.log` | every process of the run | people |
 //! | `device_<worker>.txt` ([`device_notes_path`]) | device importers, once a second | HDF5 export, supervisor, monitor |
 //! | `scales_<worker>.txt` ([`scales::scales_path`]) | importers storing ADC counts, once at start | HDF5 export |
+//! | [`pauses::PAUSES`] `pauses.jsonl` | supervisor, at each pause and resume | HDF5 export (at each file's close) |
 //! | `kafka_<worker>_<process>.json` ([`kafka_counts_path`], [`KafkaCounts`]) | `export.kafka`, once a second and at the end | supervisor (stats, summary), `status`, tests |
 //!
 //! Workers write result files of their own (HDF5 run files, `histogram_*.csv`,
 //! `fit_*.json`, `oscilloscope_<worker>.json`, `drain_<worker>_<process>.json`, CSV);
 //! their names are in the function reference (`daq-engine functions`).
 
+pub mod pauses;
 pub mod plan;
 pub mod scales;
 pub mod snapshot;
