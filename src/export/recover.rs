@@ -465,7 +465,7 @@ pub fn recover_run_dir_then_compress(
             .iter()
             .map(|(p, why)| format!("{}: not recovered: {why}", p.display())),
     );
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "recovered": true,
         "exit_code": 1,
         "run_dir": run_dir,
@@ -474,6 +474,18 @@ pub fn recover_run_dir_then_compress(
         "files": files,
         "failures": failures,
     });
+    // How long it ran and was paused, as of the supervisor's last stats line (at most a
+    // stats interval before it ended, unless it hung): the live time a week-long run that
+    // was killed still needs.
+    let last = crate::run_dir::last_stats_line(&run_dir.join(crate::run_dir::STATS))
+        .and_then(|l| serde_json::from_str::<crate::run_dir::Snapshot>(&l).ok());
+    if let Some(last) = last {
+        summary["seconds"] = last.t.into();
+        if last.paused_s > 0.0 {
+            summary["paused_seconds"] = last.paused_s.into();
+        }
+        summary["seconds_as_of"] = last.time.into();
+    }
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
     write_atomic(&run_dir.join("summary.json"), text.as_bytes()).map_err(|source| {
         ExportError::Io {
@@ -554,6 +566,8 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
                 .unwrap();
         assert_eq!(summary["recovered"], true);
+        // No stats line: nothing to say of its time.
+        assert!(summary.get("seconds").is_none(), "{summary}");
         assert!(unfinished_runs(&target).is_empty());
         // A staging directory of a start that died is removed; a locked one stays.
         let dead = target.join(".staging_1-0-0");
@@ -565,6 +579,33 @@ mod tests {
         assert!(!dead.exists() && live.exists());
         drop(held);
         std::fs::remove_dir_all(&target).unwrap();
+    }
+
+    /// A run killed while paused: its recovered summary has the time and the pause of its
+    /// last stats line (before, it said nothing of either).
+    #[test]
+    fn a_killed_runs_time_and_pause_come_from_its_last_stats_line() {
+        let run = crate::fsio::test_dir("recover-time");
+        let line = |t: f64, paused_s: f64| {
+            serde_json::to_string(&crate::run_dir::Snapshot {
+                t,
+                paused: paused_s > 0.0,
+                paused_s,
+                time: format!("2026-12-06T10:00:{:02}.000Z", t as u32),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let stats = format!("{}\n{}\n{{\"t\": 9", line(5.0, 0.0), line(8.0, 2.5));
+        std::fs::write(run.join(crate::run_dir::STATS), stats).unwrap();
+        recover_run_dir(&run).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["seconds"], 8.0, "{summary}");
+        assert_eq!(summary["paused_seconds"], 2.5, "{summary}");
+        assert_eq!(summary["seconds_as_of"], "2026-12-06T10:00:08.000Z");
+        std::fs::remove_dir_all(&run).unwrap();
     }
 
     #[test]
