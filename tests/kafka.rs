@@ -265,6 +265,8 @@ for buf in ["raw", "pulses", "beat"]:
         if field in ("events_in", "lost"):
             assert list(got) == sorted(got), (buf, field, got)
 assert values[f"{setup_name}/digitizer/events"][-1] <= 300
+# Never paused: the pause total says so.
+assert set(values[f"{setup_name}/paused_s"]) == {0.0}, values[f"{setup_name}/paused_s"]
 own = f"{setup_name}/to_kafka_raw/raw"
 for field in ["events", "delivered", "lost", "spooled"]:
     assert values[f"{own}/kafka_{field}"][-1] == counts[field], (field, values[f"{own}/kafka_{field}"], counts)
@@ -279,6 +281,7 @@ assert (last.software_name, last.service_id, last.update_interval) == ("daq-engi
 final = json.loads(last.status_json)
 assert final["ended"] and final["kafka"]["delivered"] == counts["delivered"] == 300, final
 assert final["run"] == run.rstrip("/").split("/")[-1]
+assert (final["paused"], final["paused_s"]) == (False, 0.0), final
 facts["f144"] = sum(len(v) for v in values.values())
 facts["al00"] = len(alarms)
 facts["x5f2"] = len(status)

@@ -3,14 +3,14 @@
 //!
 //! - **f144** slow values from the supervisor's latest statistics line: per buffer
 //!   `<setup>/<buffer>/events_in`, `rate_hz`, `fill`, `deadtime`, `lost`; per worker
-//!   `<setup>/<worker>/events`; every number in a device importer's notes (temperatures,
+//!   `<setup>/<worker>/events`; the run's `<setup>/paused_s`; every number in a device importer's notes (temperatures,
 //!   `device.events`, …) as `<setup>/<worker>/<key>`; the exporter's own counts as
 //!   `<source_name>/kafka_events`, `kafka_delivered`, `kafka_lost`, `kafka_spooled`.
 //! - **al00** when a source's alarm state changes (see [`Alarms`]): a buffer losing events
 //!   or full, a worker failed or started again, a device disconnected or silent, the
 //!   exporter itself losing events or spooling while the broker does not take them. A
 //!   state going back to normal is sent as OK.
-//! - **x5f2** status of the exporter: its counts and the run's time as JSON.
+//! - **x5f2** status of the exporter: its counts, the run's time and its pause as JSON.
 //!
 //! Guarantees: reads only the run directory's files (a tail of `stats.jsonl`, the device
 //! notes) on the exporter's flush path, never per event; a file missing or half written
@@ -165,6 +165,8 @@ pub fn values(
 ) -> Vec<(String, LogValue)> {
     let mut out = Vec::new();
     if let Some(s) = snap {
+        // The run's pause total: live time = elapsed - paused.
+        out.push((format!("{setup}/paused_s"), LogValue::Double(s.paused_s)));
         for (name, b) in &s.buffers {
             let long = |v: u64| LogValue::Long(i64::try_from(v).unwrap_or(i64::MAX));
             out.push((format!("{setup}/{name}/events_in"), long(b.events_in)));
@@ -281,6 +283,8 @@ impl RunStatus {
             "run": self.run_name,
             "setup": self.setup,
             "t": snap.as_ref().map_or(0.0, |s| s.t),
+            "paused": snap.as_ref().is_some_and(|s| s.paused),
+            "paused_s": snap.as_ref().map_or(0.0, |s| s.paused_s),
             "ended": ended,
             "kafka": own,
         })
@@ -380,7 +384,8 @@ mod tests {
 
     #[test]
     fn values_come_from_the_snapshot_the_notes_and_the_own_counts() {
-        let s = snap(3, 0.5, None);
+        let mut s = snap(3, 0.5, None);
+        s.paused_s = 1.5;
         let notes = vec![(
             "scope".to_string(),
             vec![
@@ -397,6 +402,7 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(v["s/raw/events_in"], LogValue::Long(10));
+        assert_eq!(v["s/paused_s"], LogValue::Double(1.5));
         assert_eq!(v["s/raw/lost"], LogValue::Long(3));
         assert_eq!(v["s/raw/fill"], LogValue::Double(0.5));
         assert_eq!(v["s/scope/events"], LogValue::Long(7));
