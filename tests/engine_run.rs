@@ -1183,6 +1183,45 @@ fn an_engine_dies_with_the_test_thread_that_started_it() {
     );
 }
 
+/// The locked-memory warning says its sizes in MiB below a GiB: with the common 8 MiB limit
+/// it read "need 0.01 GiB but only 0.01 GiB may be locked", which says nothing.
+#[test]
+fn check_says_the_locked_memory_shortfall_in_readable_units() {
+    let dir = Dir::new("memlock-text");
+    let s = dir.write(
+        "big.yaml",
+        "target_directory: runs
+Buffers:
+  raw: {slot_count: 192, data_length: 8192, data_dtype: {x: f8}}
+Workers:
+  source:
+    function: bench.source
+    sinks: [raw]
+  sink:
+    function: bench.sink
+    sources: [raw]
+",
+    );
+    // util-linux's prlimit: the limit of the check alone, nothing of this machine changes.
+    let out = Command::new("prlimit")
+        .arg(format!("--memlock={}", 8 << 20))
+        .arg(EXE)
+        .arg("check")
+        .arg(&s)
+        .output()
+        .expect("prlimit (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("may be locked in memory"))
+        .unwrap_or_else(|| panic!("no locked-memory warning: {err}"));
+    assert!(
+        warning.contains(" MiB but only 8.0 MiB may be locked") && !warning.contains("GiB"),
+        "{warning}"
+    );
+}
+
 /// Pauses the run in `run` and waits until two stats lines were written while paused; returns
 /// a moment the supervisor's pause began before.
 fn pause_and_hold(run: &Path) -> Instant {

@@ -620,8 +620,15 @@ fn memory_available() -> Option<u128> {
     Some(kib * 1024)
 }
 
+/// A memory size in GiB, or in MiB below one GiB (so that 12 MiB against a limit of 8 MiB
+/// does not read "0.01 GiB but only 0.01 GiB").
 fn gib(bytes: u128) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    }
 }
 
 /// The rings of every buffer (one per writing process) against the memory there is: more
