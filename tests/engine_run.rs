@@ -1202,24 +1202,39 @@ Workers:
     sources: [raw]
 ",
     );
-    // util-linux's prlimit: the limit of the check alone, nothing of this machine changes.
-    let out = Command::new("prlimit")
-        .arg(format!("--memlock={}", 8 << 20))
-        .arg(EXE)
-        .arg("check")
-        .arg(&s)
-        .output()
-        .expect("prlimit (util-linux)");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let warning = err
-        .lines()
-        .find(|l| l.contains("may be locked in memory"))
-        .unwrap_or_else(|| panic!("no locked-memory warning: {err}"));
+    // `check` under util-linux's prlimit: the limit of the check alone, nothing of this
+    // machine changes.
+    let warning = |setup: &Path| -> String {
+        let out = Command::new("prlimit")
+            .arg(format!("--memlock={}", 8 << 20))
+            .arg(EXE)
+            .arg("check")
+            .arg(setup)
+            .output()
+            .expect("prlimit (util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        err.lines()
+            .find(|l| l.contains("may be locked in memory"))
+            .unwrap_or_else(|| panic!("no locked-memory warning: {err}"))
+            .to_string()
+    };
+    let w = warning(&s);
     assert!(
-        warning.contains(" MiB but only 8.0 MiB may be locked") && !warning.contains("GiB"),
-        "{warning}"
+        w.contains(" MiB but only 8.0 MiB may be locked") && !w.contains("GiB"),
+        "{w}"
     );
+    // Rings just over the limit (their headers) say so in KiB rather than "8.0 MiB but only
+    // 8.0 MiB".
+    let s = dir.write(
+        "edge.yaml",
+        &std::fs::read_to_string(&s).unwrap().replace(
+            "slot_count: 192, data_length: 8192",
+            "slot_count: 128, data_length: 8192",
+        ),
+    );
+    let w = warning(&s);
+    assert!(w.contains(" KiB but only 8192 KiB may be locked"), "{w}");
 }
 
 /// Pauses the run in `run` and waits until two stats lines were written while paused; returns

@@ -681,13 +681,19 @@ fn check_memory(l: &mut Loader, draft: &Draft) {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
     {
         if limit != nix::sys::resource::RLIM_INFINITY && total > u128::from(limit) {
+            let (mut need, mut may) = (gib(total), gib(u128::from(limit)));
+            if need == may {
+                // Just over the limit (the rings' headers): in KiB they differ.
+                (need, may) = (
+                    format!("{} KiB", total.div_ceil(1024)),
+                    format!("{} KiB", limit / 1024),
+                );
+            }
             l.warn(
                 b.name_at,
                 format!(
-                    "the buffers' rings need {} but only {} may be locked in memory: they run \
-                     unlocked and may be paged out",
-                    gib(total),
-                    gib(u128::from(limit))
+                    "the buffers' rings need {need} but only {may} may be locked in memory: \
+                     they run unlocked and may be paged out"
                 ),
                 Some(
                     "`ulimit -l unlimited`, or `memlock unlimited` in /etc/security/limits.conf"
