@@ -633,7 +633,8 @@ fn gib(bytes: u128) -> String {
 
 /// The rings of every buffer (one per writing process) against the memory there is: more
 /// than MemAvailable is an error at the largest buffer; more than the locked-memory limit
-/// (the rings are locked) a warning, since the run goes on unlocked.
+/// (the rings are locked) a warning for a user other than root, since the run goes on
+/// unlocked.
 fn check_memory(l: &mut Loader, draft: &Draft) {
     let mut total: u128 = 0;
     let mut largest: Option<(u128, &BufferDraft)> = None;
@@ -680,7 +681,11 @@ fn check_memory(l: &mut Loader, draft: &Draft) {
     if let Ok((limit, _)) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
     {
-        if limit != nix::sys::resource::RLIM_INFINITY && total > u128::from(limit) {
+        // root locks memory whatever the limit says (CAP_IPC_LOCK), as `tune` says too.
+        if limit != nix::sys::resource::RLIM_INFINITY
+            && total > u128::from(limit)
+            && !nix::unistd::geteuid().is_root()
+        {
             let (mut need, mut may) = (gib(total), gib(u128::from(limit)));
             if need == may {
                 // Just over the limit (the rings' headers): in KiB they differ.
