@@ -477,9 +477,7 @@ pub fn recover_run_dir_then_compress(
     // How long it ran and was paused, as of the supervisor's last stats line (at most a
     // stats interval before it ended, unless it hung): the live time a week-long run that
     // was killed still needs.
-    let last = crate::run_dir::last_stats_line(&run_dir.join(crate::run_dir::STATS))
-        .and_then(|l| serde_json::from_str::<crate::run_dir::Snapshot>(&l).ok());
-    if let Some(last) = last {
+    if let Some(last) = crate::run_dir::last_snapshot(run_dir) {
         summary["seconds"] = last.t.into();
         if last.paused_s > 0.0 {
             summary["paused_seconds"] = last.paused_s.into();

@@ -426,10 +426,7 @@ Workers:
             .map(|e| e.path())
             .find(|p| p.is_dir())
             .ok_or("no run directory")?;
-        let stats: crate::run_dir::Snapshot =
-            crate::run_dir::last_stats_line(&run.join(crate::run_dir::STATS))
-                .and_then(|l| serde_json::from_str(&l).ok())
-                .ok_or("no statistics")?;
+        let stats = crate::run_dir::last_snapshot(&run).ok_or("no statistics")?;
         let dead = stats
             .buffers
             .get("raw")

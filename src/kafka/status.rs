@@ -261,9 +261,7 @@ impl RunStatus {
         let now = Instant::now();
         self.last = Some(now);
         let ns = wire::epoch_ns(crate::clock::wall_clock());
-        let snap: Option<Snapshot> =
-            crate::run_dir::last_stats_line(&self.run_dir.join(crate::run_dir::STATS))
-                .and_then(|l| serde_json::from_str(&l).ok());
+        let snap = crate::run_dir::last_snapshot(&self.run_dir);
         let notes = crate::run_dir::run_notes(&self.run_dir);
         let mut out: Vec<Message> = values(&self.setup, snap.as_ref(), &notes, &self.service, own)
             .into_iter()

@@ -289,6 +289,12 @@ pub fn last_stats_line(path: &Path) -> Option<String> {
     String::from_utf8(body[from..].to_vec()).ok()
 }
 
+/// The supervisor's latest statistics of the run in `run_dir`: the last complete line of its
+/// `stats.jsonl` ([`last_stats_line`]); `None` when there is none or it does not parse.
+pub fn last_snapshot(run_dir: &Path) -> Option<Snapshot> {
+    last_stats_line(&run_dir.join(STATS)).and_then(|l| serde_json::from_str(&l).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
