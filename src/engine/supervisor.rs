@@ -314,8 +314,7 @@ pub struct Supervisor {
     stopped_at: Option<Instant>,
     /// The workers were killed (an abort): the run did not drain.
     aborted: bool,
-    paused: bool,
-    /// Since when the importers are paused (while they are).
+    /// Since when the importers are paused; `None` while they run.
     paused_since: Option<crate::clock::Moment>,
     /// How long earlier pauses lasted, in all, in `CLOCK_MONOTONIC` nanoseconds (the clock
     /// of `pauses.jsonl`, so that a file spanning the run says the same).
@@ -479,7 +478,6 @@ impl Supervisor {
             stopping: false,
             stopped_at: None,
             aborted: false,
-            paused: false,
             paused_since: None,
             paused_before_ns: 0,
             pause_requests: 0,
@@ -610,7 +608,7 @@ impl Supervisor {
         }
         // An importer started again while the run is paused starts paused (a later resume
         // reaches it as a signal, held until its handlers are in place).
-        if self.paused {
+        if self.paused_since.is_some() {
             let state = crate::runtime::pause_state(self.pause_requests, true);
             cmd.env(crate::runtime::PAUSED_VAR, state.to_string());
         }
@@ -796,9 +794,9 @@ impl Supervisor {
             }
             Control::Pause | Control::Resume => {}
         }
-        self.paused = c == Control::Pause;
+        let paused = c == Control::Pause;
         let now = crate::clock::Moment::now();
-        let changed = match (self.paused, self.paused_since) {
+        let changed = match (paused, self.paused_since) {
             (true, None) => {
                 self.paused_since = Some(now);
                 true
@@ -813,19 +811,19 @@ impl Supervisor {
         if changed {
             // The files' record of the pause (see `run_dir::pauses`); without it the run
             // goes on, and the summary still has the total.
-            if let Err(e) = PauseMark::new(self.paused, now).append(&self.plan.run_dir) {
+            if let Err(e) = PauseMark::new(paused, now).append(&self.plan.run_dir) {
                 tracing::warn!("the pause is not recorded for the HDF5 files: {e}");
             }
         }
         self.pause_requests += 1;
         tracing::info!(
             "{} requested from the monitor",
-            if self.paused { "pause" } else { "resume" }
+            if paused { "pause" } else { "resume" }
         );
         // Each request carries its number: the importer keeps the latest, whatever order
         // its handlers run in (see `runtime::PAUSE`).
         let value = libc::sigval {
-            sival_ptr: crate::runtime::pause_state(self.pause_requests, self.paused) as usize
+            sival_ptr: crate::runtime::pause_state(self.pause_requests, paused) as usize
                 as *mut libc::c_void,
         };
         for p in &self.procs {
@@ -1227,7 +1225,7 @@ impl Supervisor {
                 Vec::new()
             },
             ended,
-            paused: self.paused,
+            paused: self.paused_since.is_some(),
             paused_s: self.paused_seconds(),
             max_events: self.plan.max_events,
             max_seconds: self.plan.max_seconds,
