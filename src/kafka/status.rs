@@ -3,9 +3,10 @@
 //!
 //! - **f144** slow values from the supervisor's latest statistics line: per buffer
 //!   `<setup>/<buffer>/events_in`, `rate_hz`, `fill`, `deadtime`, `lost`; per worker
-//!   `<setup>/<worker>/events`; the run's `<setup>/paused_s`; every number in a device importer's notes (temperatures,
-//!   `device.events`, …) as `<setup>/<worker>/<key>`; the exporter's own counts as
-//!   `<source_name>/kafka_events`, `kafka_delivered`, `kafka_lost`, `kafka_spooled`.
+//!   `<setup>/<worker>/events`; the run's `<setup>/paused_s`; every number in a device
+//!   importer's notes (temperatures, `device.events`, …) as `<setup>/<worker>/<key>`; the
+//!   exporter's own counts as `<source_name>/kafka_events`, `kafka_delivered`, `kafka_lost`,
+//!   `kafka_spooled`.
 //! - **al00** when a source's alarm state changes (see [`Alarms`]): a buffer losing events
 //!   or full, a worker failed or started again, a device disconnected or silent, the
 //!   exporter itself losing events or spooling while the broker does not take them. A

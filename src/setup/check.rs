@@ -622,7 +622,7 @@ fn memory_available() -> Option<u128> {
 
 /// A memory size in GiB, or in MiB below one GiB (so that 12 MiB against a limit of 8 MiB
 /// does not read "0.01 GiB but only 0.01 GiB").
-fn gib(bytes: u128) -> String {
+fn mem_size(bytes: u128) -> String {
     let b = bytes as f64;
     if b >= (1u64 << 30) as f64 {
         format!("{:.2} GiB", b / (1u64 << 30) as f64)
@@ -668,10 +668,10 @@ fn check_memory(l: &mut Loader, draft: &Draft) {
                 format!(
                     "the buffers' rings need {} of memory ({} of it for buffer '{}'), but this \
                      machine has {} available (MemAvailable)",
-                    gib(total),
-                    gib(bytes),
+                    mem_size(total),
+                    mem_size(bytes),
                     b.name,
-                    gib(available)
+                    mem_size(available)
                 ),
                 Some("lower slot_count or data_length".into()),
             );
@@ -686,7 +686,7 @@ fn check_memory(l: &mut Loader, draft: &Draft) {
             && total > u128::from(limit)
             && !nix::unistd::geteuid().is_root()
         {
-            let (mut need, mut may) = (gib(total), gib(u128::from(limit)));
+            let (mut need, mut may) = (mem_size(total), mem_size(u128::from(limit)));
             if need == may {
                 // Just over the limit (the rings' headers): in KiB they differ.
                 (need, may) = (
