@@ -1758,35 +1758,38 @@ block_exports!(Fam::Ps5000a, ps5000a);
 block_exports!(Fam::Ps2000a, ps2000a, _oversample);
 block_exports!(Fam::Ps3000a, ps3000a, _oversample);
 
-/// `PICO_STATUS ps3000aOpenUnit(int16_t *handle, int8_t *serial)` (HARDWARE.md P).
-#[no_mangle]
-pub extern "C" fn ps3000aOpenUnit(handle: *mut i16, serial: *const i8) -> u32 {
-    open_unit("ps3000aOpenUnit", Fam::Ps3000a, handle, serial, 0)
+/// `OpenUnit`, with the resolution argument where the family takes one, and
+/// `ChangePowerSource` where the family has it (HARDWARE.md P).
+macro_rules! open_exports {
+    ($fam:expr, $pfx:ident $(, $resolution:ident)? $(; $power:ident)?) => { pastey::paste! {
+        /// `PICO_STATUS OpenUnit(int16_t *handle, int8_t *serial[, PS5000A_DEVICE_RESOLUTION res])`
+        #[no_mangle]
+        pub extern "C" fn [<$pfx OpenUnit>](
+            handle: *mut i16,
+            serial: *const i8,
+            $($resolution: u32,)?
+        ) -> u32 {
+            open_unit(
+                concat!(stringify!($pfx), "OpenUnit"),
+                $fam,
+                handle,
+                serial,
+                0 $(+ $resolution)?,
+            )
+        }
+        $(
+        /// `PICO_STATUS ChangePowerSource(int16_t handle, PICO_STATUS powerState)`
+        #[no_mangle]
+        pub extern "C" fn [<$pfx $power>](handle: i16, state: u32) -> u32 {
+            change_power_source(concat!(stringify!($pfx), stringify!($power)), $fam, handle, state)
+        }
+        )?
+    }};
 }
 
-/// `PICO_STATUS ps3000aChangePowerSource(int16_t handle, PICO_STATUS powerState)`
-#[no_mangle]
-pub extern "C" fn ps3000aChangePowerSource(handle: i16, state: u32) -> u32 {
-    change_power_source("ps3000aChangePowerSource", Fam::Ps3000a, handle, state)
-}
-
-/// `PICO_STATUS ps5000aOpenUnit(int16_t *handle, int8_t *serial, PS5000A_DEVICE_RESOLUTION res)`
-#[no_mangle]
-pub extern "C" fn ps5000aOpenUnit(handle: *mut i16, serial: *const i8, resolution: u32) -> u32 {
-    open_unit("ps5000aOpenUnit", Fam::Ps5000a, handle, serial, resolution)
-}
-
-/// `PICO_STATUS ps2000aOpenUnit(int16_t *handle, int8_t *serial)`
-#[no_mangle]
-pub extern "C" fn ps2000aOpenUnit(handle: *mut i16, serial: *const i8) -> u32 {
-    open_unit("ps2000aOpenUnit", Fam::Ps2000a, handle, serial, 0)
-}
-
-/// `PICO_STATUS ps5000aChangePowerSource(int16_t handle, PICO_STATUS powerState)`
-#[no_mangle]
-pub extern "C" fn ps5000aChangePowerSource(handle: i16, state: u32) -> u32 {
-    change_power_source("ps5000aChangePowerSource", Fam::Ps5000a, handle, state)
-}
+open_exports!(Fam::Ps3000a, ps3000a; ChangePowerSource);
+open_exports!(Fam::Ps5000a, ps5000a, resolution; ChangePowerSource);
+open_exports!(Fam::Ps2000a, ps2000a);
 
 /// `PICO_STATUS ps5000aSetDeviceResolution(int16_t handle, PS5000A_DEVICE_RESOLUTION res)`
 #[no_mangle]
