@@ -103,18 +103,59 @@ impl UsbError {
     }
 }
 
+/// bmRequestType of a vendor request host → device (type vendor, recipient device).
+pub const VENDOR_OUT: u8 = 0x40;
+/// bmRequestType of a vendor request device → host.
+pub const VENDOR_IN: u8 = 0xC0;
+
+/// The setup stage of a control transfer (USB 2.0 §9.3) but its wLength, which is the
+/// length of the data or buffer that goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// bmRequestType: direction, type and recipient ([`VENDOR_OUT`], [`VENDOR_IN`]).
+    pub request_type: u8,
+    /// bRequest.
+    pub request: u8,
+    /// wValue.
+    pub value: u16,
+    /// wIndex.
+    pub index: u16,
+}
+
+impl Setup {
+    /// Vendor request `request` host → device, wValue and wIndex 0.
+    pub const fn vendor_out(request: u8) -> Self {
+        Self {
+            request_type: VENDOR_OUT,
+            request,
+            value: 0,
+            index: 0,
+        }
+    }
+
+    /// Vendor request `request` device → host, wValue and wIndex 0.
+    pub const fn vendor_in(request: u8) -> Self {
+        Self {
+            request_type: VENDOR_IN,
+            request,
+            ..Self::vendor_out(request)
+        }
+    }
+
+    /// The same request with wValue `value` (an address, an offset).
+    pub const fn with_value(self, value: u16) -> Self {
+        Self { value, ..self }
+    }
+}
+
 /// One opened USB device, seen as the four kinds of transfer a driver needs.
 ///
-/// `request_type` is the raw bmRequestType byte (0x40 vendor OUT, 0xC0 vendor IN).
 /// Each call returns the number of bytes moved.
 pub trait UsbTransport: Send {
     /// Control transfer host → device with `data` as payload.
     fn control_out(
         &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        index: u16,
+        setup: Setup,
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, UsbError>;
@@ -122,10 +163,7 @@ pub trait UsbTransport: Send {
     /// Control transfer device → host into `buf`.
     fn control_in(
         &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        index: u16,
+        setup: Setup,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, UsbError>;
@@ -342,29 +380,37 @@ impl Drop for RusbTransport {
 impl UsbTransport for RusbTransport {
     fn control_out(
         &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        index: u16,
+        setup: Setup,
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, UsbError> {
         self.handle
-            .write_control(request_type, request, value, index, data, timeout)
+            .write_control(
+                setup.request_type,
+                setup.request,
+                setup.value,
+                setup.index,
+                data,
+                timeout,
+            )
             .map_err(UsbError::from_rusb)
     }
 
     fn control_in(
         &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        index: u16,
+        setup: Setup,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, UsbError> {
         self.handle
-            .read_control(request_type, request, value, index, buf, timeout)
+            .read_control(
+                setup.request_type,
+                setup.request,
+                setup.value,
+                setup.index,
+                buf,
+                timeout,
+            )
             .map_err(UsbError::from_rusb)
     }
 

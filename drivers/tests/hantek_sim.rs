@@ -8,17 +8,14 @@ use daq_drivers::hantek6022::{
     bench_simulated, Edge, Gain, Hantek6022, HantekConfig, SampleFormat, SimHantek,
     SimHantekConfig, SimSignal, Trigger,
 };
-use daq_drivers::usb::{UsbBus, UsbError, UsbTransport};
+use daq_drivers::usb::{Setup, UsbBus, UsbError, UsbTransport};
 use daq_drivers::{DriverError, ReadOutcome, Source};
 
 const T: Duration = Duration::from_millis(100);
 
 fn out_transfer(request: u8, value: u16, data: &[u8]) -> ControlTransfer {
     ControlTransfer {
-        request_type: 0x40,
-        request,
-        value,
-        index: 0,
+        setup: Setup::vendor_out(request).with_value(value),
         data: data.to_vec(),
     }
 }
@@ -119,12 +116,21 @@ fn simulator_stalls_unknown_and_invalid_requests() {
         (0x41, 0xE0, 1),
     ] {
         assert_eq!(
-            h.control_out(request_type, request, 0, 0, &[byte], T),
+            h.control_out(
+                Setup {
+                    request_type,
+                    request,
+                    value: 0,
+                    index: 0
+                },
+                &[byte],
+                T
+            ),
             Err(UsbError::Stall),
             "{request_type:#x} {request:#x} [{byte}]"
         );
     }
-    assert_eq!(h.control_out(0x40, 0xE0, 0, 0, &[10], T), Ok(1));
+    assert_eq!(h.control_out(Setup::vendor_out(0xE0), &[10], T), Ok(1));
     let mut buf = [0u8; 16];
     assert_eq!(
         h.bulk_in(0x86, &mut buf, T),
@@ -133,7 +139,7 @@ fn simulator_stalls_unknown_and_invalid_requests() {
     );
     assert_eq!(h.bulk_in(0x82, &mut buf, T), Err(UsbError::Stall));
     let mut cal = [0u8; 8];
-    assert_eq!(h.control_in(0xC0, 0xA2, 0, 0, &mut cal, T), Ok(8));
+    assert_eq!(h.control_in(Setup::vendor_in(0xA2), &mut cal, T), Ok(8));
     assert_eq!(cal, [0xc0, 0xb4, 0x04, 0x22, 0x60, 0, 0, 0]);
 }
 
@@ -180,7 +186,10 @@ fn cold_device_gets_binary_fw_in_4096_byte_chunks() {
     let config = firmware_config("fx2lafw-hantek-6022be.fw", &image);
     let scope = Hantek6022::open(&mut sim.bus(), config).unwrap();
     let s = sim.state();
-    let writes: Vec<(u16, usize)> = s.log[..5].iter().map(|t| (t.value, t.data.len())).collect();
+    let writes: Vec<(u16, usize)> = s.log[..5]
+        .iter()
+        .map(|t| (t.setup.value, t.data.len()))
+        .collect();
     assert_eq!(
         writes,
         vec![
@@ -387,10 +396,7 @@ fn eeprom_reads_only_while_stopped_with_the_exact_request() {
     assert_eq!(
         last,
         ControlTransfer {
-            request_type: 0xC0,
-            request: 0xA2,
-            value: 8,
-            index: 0,
+            setup: Setup::vendor_in(0xA2).with_value(8),
             data: vec![0x82, 0x7e, 0x80, 0x81]
         }
     );

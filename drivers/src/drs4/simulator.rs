@@ -30,7 +30,7 @@ use super::driver::Drs4Bus;
 use super::eeprom::{self, EepromContents, EepromLayout, PAGE_BYTES};
 use super::protocol::*;
 use crate::usb::sim::{SimUsb, SimUsbBus, SimUsbHandle, SimUsbState};
-use crate::usb::{UsbDeviceEntry, UsbError, UsbTransport};
+use crate::usb::{Setup, UsbDeviceEntry, UsbError, UsbTransport};
 
 /// How the simulated board is built and what it sees.
 #[derive(Clone, Debug)]
@@ -659,28 +659,12 @@ impl Drs4Bus for SimDrs4Bus {
 }
 
 impl UsbTransport for SimDrs4Handle {
-    fn control_out(
-        &mut self,
-        _: u8,
-        _: u8,
-        _: u16,
-        _: u16,
-        _: &[u8],
-        _: Duration,
-    ) -> Result<usize, UsbError> {
+    fn control_out(&mut self, _: Setup, _: &[u8], _: Duration) -> Result<usize, UsbError> {
         drop(self.live()?);
         Err(UsbError::Stall)
     }
 
-    fn control_in(
-        &mut self,
-        _: u8,
-        _: u8,
-        _: u16,
-        _: u16,
-        _: &mut [u8],
-        _: Duration,
-    ) -> Result<usize, UsbError> {
+    fn control_in(&mut self, _: Setup, _: &mut [u8], _: Duration) -> Result<usize, UsbError> {
         drop(self.live()?);
         Err(UsbError::Stall)
     }

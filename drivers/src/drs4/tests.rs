@@ -164,7 +164,7 @@ use super::driver::{CalibrationSource, Drs4Bus};
 use super::eeprom::EepromLayout;
 use super::protocol::*;
 use super::simulator::{SimDrs4Bus, SimDrs4Handle};
-use crate::usb::{UsbBus, UsbDeviceEntry, UsbError};
+use crate::usb::{Setup, UsbBus, UsbDeviceEntry, UsbError};
 
 /// One bulk transfer as seen on the wire: OUT (EP 0x04) or IN (EP 0x88) and its bytes.
 #[derive(Clone, Debug, PartialEq)]
@@ -205,27 +205,11 @@ impl Drs4Bus for RecordingBus {
 }
 
 impl UsbTransport for RecordingHandle {
-    fn control_out(
-        &mut self,
-        a: u8,
-        b: u8,
-        c: u16,
-        d: u16,
-        e: &[u8],
-        t: Duration,
-    ) -> Result<usize, UsbError> {
-        self.inner.control_out(a, b, c, d, e, t)
+    fn control_out(&mut self, setup: Setup, data: &[u8], t: Duration) -> Result<usize, UsbError> {
+        self.inner.control_out(setup, data, t)
     }
-    fn control_in(
-        &mut self,
-        a: u8,
-        b: u8,
-        c: u16,
-        d: u16,
-        e: &mut [u8],
-        t: Duration,
-    ) -> Result<usize, UsbError> {
-        self.inner.control_in(a, b, c, d, e, t)
+    fn control_in(&mut self, setup: Setup, buf: &mut [u8], t: Duration) -> Result<usize, UsbError> {
+        self.inner.control_in(setup, buf, t)
     }
     fn bulk_out(&mut self, endpoint: u8, data: &[u8], t: Duration) -> Result<usize, UsbError> {
         assert_eq!(endpoint, EP_OUT);

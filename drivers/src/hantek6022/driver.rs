@@ -561,7 +561,7 @@ fn send_configuration<T: UsbTransport>(
 ) -> Result<(), (u8, UsbError)> {
     for (request, data) in configure_requests(config.channels, rate_code, config.gains) {
         transport
-            .control_out(VENDOR_OUT, request, 0, 0, &[data], CONTROL_TIMEOUT)
+            .control_out(Setup::vendor_out(request), &[data], CONTROL_TIMEOUT)
             .map_err(|e| (request, e))?;
     }
     Ok(())
@@ -789,10 +789,7 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
         };
         transport
             .control_in(
-                VENDOR_IN,
-                REQ_EEPROM,
-                offset as u16,
-                0,
+                Setup::vendor_in(REQ_EEPROM).with_value(offset as u16),
                 buf,
                 CONTROL_TIMEOUT,
             )
@@ -1018,7 +1015,7 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
                 detail: "the scope was lost in an earlier run; open it again".into(),
             })?;
         if let Err(e) =
-            transport.control_out(VENDOR_OUT, REQ_START_STOP, 0, 0, &[1], CONTROL_TIMEOUT)
+            transport.control_out(Setup::vendor_out(REQ_START_STOP), &[1], CONTROL_TIMEOUT)
         {
             self.transport = Some(transport);
             return Err(self.lost(e, "starting acquisition"));
@@ -1109,7 +1106,8 @@ impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
         let Some(mut transport) = self.join_reader()? else {
             return Ok(());
         };
-        let result = transport.control_out(VENDOR_OUT, REQ_START_STOP, 0, 0, &[0], CONTROL_TIMEOUT);
+        let result =
+            transport.control_out(Setup::vendor_out(REQ_START_STOP), &[0], CONTROL_TIMEOUT);
         self.transport = Some(transport);
         result
             .map(|_| ())

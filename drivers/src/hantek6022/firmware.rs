@@ -8,9 +8,7 @@
 
 use std::path::Path;
 
-use super::protocol::{
-    CONTROL_TIMEOUT, CPUCS_ADDRESS, FIRMWARE_CHUNK, REQ_FIRMWARE_RAM, VENDOR_OUT,
-};
+use super::protocol::{Setup, CONTROL_TIMEOUT, CPUCS_ADDRESS, FIRMWARE_CHUNK, REQ_FIRMWARE_RAM};
 use crate::usb::{UsbError, UsbTransport};
 
 /// Why a firmware image could not be read.
@@ -245,10 +243,7 @@ fn write_ram<T: UsbTransport + ?Sized>(
     data: &[u8],
 ) -> Result<(), UsbError> {
     let n = transport.control_out(
-        VENDOR_OUT,
-        REQ_FIRMWARE_RAM,
-        address,
-        0,
+        Setup::vendor_out(REQ_FIRMWARE_RAM).with_value(address),
         data,
         CONTROL_TIMEOUT,
     )?;

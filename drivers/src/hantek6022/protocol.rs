@@ -6,10 +6,7 @@
 
 use std::time::Duration;
 
-/// bmRequestType for vendor requests host → device.
-pub const VENDOR_OUT: u8 = 0x40;
-/// bmRequestType for vendor requests device → host.
-pub const VENDOR_IN: u8 = 0xC0;
+pub use crate::usb::{Setup, VENDOR_IN, VENDOR_OUT};
 /// CH1 gain; data byte 1, 2, 5 or 10.
 pub const REQ_CH1_GAIN: u8 = 0xE0;
 /// CH2 gain; data byte 1, 2, 5 or 10.
@@ -279,14 +276,8 @@ pub fn volts_table(gain: Gain, calibration: Calibration) -> [f32; 256] {
 /// One control transfer as sent on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControlTransfer {
-    /// bmRequestType.
-    pub request_type: u8,
-    /// bRequest.
-    pub request: u8,
-    /// wValue.
-    pub value: u16,
-    /// wIndex.
-    pub index: u16,
+    /// The setup stage.
+    pub setup: Setup,
     /// Payload (OUT) or bytes returned (IN).
     pub data: Vec<u8>,
 }

@@ -17,10 +17,7 @@ const T: Duration = Duration::from_secs(2);
 
 fn out_transfer(request: u8, value: u16, data: &[u8]) -> ControlTransfer {
     ControlTransfer {
-        request_type: VENDOR_OUT,
-        request,
-        value,
-        index: 0,
+        setup: Setup::vendor_out(request).with_value(value),
         data: data.to_vec(),
     }
 }

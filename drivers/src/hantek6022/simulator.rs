@@ -197,14 +197,14 @@ impl SimHantekState {
         self.rate_code = rate_code(flavour, 1_000_000).unwrap_or(1);
     }
 
-    fn control_out(
-        &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        data: &[u8],
-    ) -> Result<usize, UsbError> {
-        if request_type != VENDOR_OUT {
+    fn control_out(&mut self, setup: Setup, data: &[u8]) -> Result<usize, UsbError> {
+        let Setup {
+            request_type,
+            request,
+            value,
+            index,
+        } = setup;
+        if request_type != VENDOR_OUT || index != 0 {
             return Err(UsbError::Stall);
         }
         if request == REQ_FIRMWARE_RAM {
@@ -259,13 +259,13 @@ impl SimHantekState {
         Ok(1)
     }
 
-    fn control_in(
-        &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        buf: &mut [u8],
-    ) -> Result<usize, UsbError> {
+    fn control_in(&mut self, setup: Setup, buf: &mut [u8]) -> Result<usize, UsbError> {
+        let Setup {
+            request_type,
+            request,
+            value,
+            ..
+        } = setup;
         if request_type != VENDOR_IN || self.firmware.is_none() {
             return Err(UsbError::Stall);
         }
@@ -446,50 +446,35 @@ impl SimHantek {
 impl UsbTransport for SimHantekHandle {
     fn control_out(
         &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        index: u16,
+        setup: Setup,
         data: &[u8],
         _timeout: Duration,
     ) -> Result<usize, UsbError> {
         let mut s = self.live()?;
         s.log.push(ControlTransfer {
-            request_type,
-            request,
-            value,
-            index,
+            setup,
             data: data.to_vec(),
         });
-        if index != 0 {
-            return Err(UsbError::Stall);
-        }
-        s.control_out(request_type, request, value, data)
+        s.control_out(setup, data)
     }
 
     fn control_in(
         &mut self,
-        request_type: u8,
-        request: u8,
-        value: u16,
-        index: u16,
+        setup: Setup,
         buf: &mut [u8],
         _timeout: Duration,
     ) -> Result<usize, UsbError> {
         let mut s = self.live()?;
-        if index != 0 {
+        if setup.index != 0 {
             return Err(UsbError::Stall);
         }
-        let result = s.control_in(request_type, request, value, buf);
+        let result = s.control_in(setup, buf);
         let returned = result
             .as_ref()
             .map(|n| buf[..*n].to_vec())
             .unwrap_or_default();
         s.log.push(ControlTransfer {
-            request_type,
-            request,
-            value,
-            index,
+            setup,
             data: returned,
         });
         result
