@@ -98,13 +98,11 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
             ("external", Drs4TriggerSource::External),
             ("software", Drs4TriggerSource::Software),
         ],
-        "ch1, ch2, ch3, ch4, any, external or software",
     )?;
     let falling = pick(
         cfg,
         drs4_keys::TRIGGER_EDGE,
         &[("falling", true), ("rising", false)],
-        "falling or rising",
     )?;
     Ok(Drs4Config {
         sampling_ghz: ghz,
@@ -118,7 +116,6 @@ pub fn drs4_config(cfg: &Config) -> Result<Drs4Config, WorkerError> {
             cfg,
             drs4_keys::FORMAT,
             &[("counts", true), ("volts", false)],
-            "counts or volts",
         )?,
     })
 }

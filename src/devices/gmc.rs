@@ -132,7 +132,6 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
                 ("gmc600plus", GmcModel::Gmc600Plus),
                 ("gmc800", GmcModel::Gmc800),
             ],
-            "choose gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800",
         )?;
         Some(
             gmc::simulate(GmcSimConfig {

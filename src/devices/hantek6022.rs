@@ -106,7 +106,6 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
             ("counts", hantek6022::SampleFormat::Counts),
             ("raw", hantek6022::SampleFormat::Raw),
         ],
-        "counts, volts or raw",
     )?;
     let samples = within(
         cfg,
@@ -121,7 +120,6 @@ pub fn hantek_config(cfg: &Config) -> Result<HantekConfig, WorkerError> {
                 cfg,
                 hantek_keys::TRIGGER_EDGE,
                 &[("rising", Edge::Rising), ("falling", Edge::Falling)],
-                "rising or falling",
             )?;
             let pre = cfg.get(hantek_keys::PRE_TRIGGER)?;
             if pre >= samples {

@@ -212,18 +212,29 @@ pub(crate) fn bad(
 }
 
 /// The value `choices` pairs with the text of `key`; any other text is an error that
-/// names it and what `expected` lists.
+/// names it and lists the choices (a spelling that differs from an earlier one only in
+/// case is accepted but not listed).
 pub(crate) fn pick<T: Clone>(
     cfg: &crate::worker::Config,
     key: Key<str>,
     choices: &[(&str, T)],
-    expected: &str,
 ) -> Result<T, WorkerError> {
     let text = cfg.get(key)?;
-    match choices.iter().find(|(name, _)| *name == text) {
-        Some((_, value)) => Ok(value.clone()),
-        None => Err(bad(cfg, key.name, format!("'{text}': {expected}"))),
+    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
+        return Ok(value.clone());
     }
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in choices {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name);
+        }
+    }
+    let listed = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(bad(cfg, key.name, format!("'{text}': {listed}")))
 }
 
 /// The value of `key` if it lies in `range` (NaN never does); else the error `problem`.
@@ -269,7 +280,6 @@ fn silence_config(
         c,
         ON_SILENCE,
         &[("warn", OnSilence::Warn), ("stop", OnSilence::Stop)],
-        "warn or stop",
     )?;
     Ok(((s > 0.0).then(|| Duration::from_secs_f64(s)), on))
 }
@@ -1014,5 +1024,27 @@ mod tests {
             detail: "gone".into(),
         });
         assert_eq!(e.to_string(), "d: disconnected: gone");
+    }
+
+    /// `pick` takes every spelling in its table and, for any other text, lists the choices
+    /// once each, from the same table.
+    #[test]
+    fn pick_lists_its_own_choices_once_each() {
+        const COUPLING: Key<str> = crate::key!("coupling", "dc", "dc or ac");
+        let choices = [("dc", 'd'), ("DC", 'd'), ("ac", 'a'), ("AC", 'a')];
+        let read = |text: &str| {
+            let values = serde_json::json!({ "coupling": text });
+            let cfg = crate::worker::Config::new("scope", values.as_object().unwrap().clone());
+            pick(&cfg, COUPLING, &choices).map_err(|e| e.to_string())
+        };
+        assert_eq!(read("AC"), Ok('a'));
+        assert_eq!(read("dc"), Ok('d'));
+        let e = read("Dc").unwrap_err();
+        assert!(
+            e.contains("coupling") && e.ends_with("'Dc': dc or ac"),
+            "{e}"
+        );
+        let one = crate::worker::Config::new("w", serde_json::Map::new());
+        assert_eq!(pick(&one, COUPLING, &[("dc", 1)]).ok(), Some(1));
     }
 }

@@ -365,7 +365,6 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             ("ac", Coupling::Ac),
             ("AC", Coupling::Ac),
         ],
-        "dc or ac",
     )?;
     let offset = cfg.get(pico_keys::ANALOG_OFFSET)? as f32;
     let mut channels = [ChannelConfig::OFF; 4];
@@ -430,7 +429,6 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                         ("below", ThresholdDirection::Below),
                         ("rising_or_falling", ThresholdDirection::RisingOrFalling),
                     ],
-                    "rising, falling, above, below or rising_or_falling",
                 )?;
                 let auto = cfg.get(pico_keys::AUTO_TRIGGER_MS)?;
                 Some(TriggerConfig {
@@ -483,7 +481,6 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             ("counts", picoscope::SampleFormat::Raw),
             ("raw", picoscope::SampleFormat::Raw),
         ],
-        "counts, volts, millivolts or raw",
     )?;
     let digital = digital_ports(cfg)?;
     let model = cfg.get(pico_keys::MODEL)?.map(String::from);
