@@ -52,10 +52,25 @@ pub struct ExponentialFit {
     pub lower: f64,
     /// Upper end of the profile-likelihood interval.
     pub upper: f64,
+    /// What it was fitted to.
+    #[serde(flatten)]
+    pub input: FitInput,
+}
+
+/// What a fit was made from: the entries in its window, and the window.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct FitInput {
     /// Entries inside the window.
     pub entries: u64,
     /// The window actually used (snapped to bin edges for histograms).
     pub window: (f64, f64),
+}
+
+impl fmt::Display for FitInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (from, to) = self.window;
+        write!(f, "from {} entries in [{from:.4e}, {to:.4e}]", self.entries)
+    }
 }
 
 impl fmt::Display for ExponentialFit {
@@ -63,14 +78,8 @@ impl fmt::Display for ExponentialFit {
         write!(
             f,
             "exponential fit: lifetime = {:.6e} ± {:.2e} (profile interval [{:.6e}, {:.6e}]) \
-             from {} entries in [{:.4e}, {:.4e}]",
-            self.lifetime,
-            self.sigma,
-            self.lower,
-            self.upper,
-            self.entries,
-            self.window.0,
-            self.window.1
+             {}",
+            self.lifetime, self.sigma, self.lower, self.upper, self.input
         )
     }
 }
@@ -88,10 +97,9 @@ pub struct GaussianFit {
     pub width_sigma: f64,
     /// Fraction of the window's entries in the flat background (0 when not fitted).
     pub background_fraction: f64,
-    /// Entries inside the window.
-    pub entries: u64,
-    /// The window actually used (snapped to bin edges).
-    pub window: (f64, f64),
+    /// What it was fitted to (the window snapped to bin edges).
+    #[serde(flatten)]
+    pub input: FitInput,
 }
 
 impl fmt::Display for GaussianFit {
@@ -99,15 +107,13 @@ impl fmt::Display for GaussianFit {
         write!(
             f,
             "gaussian fit: mean = {:.6e} ± {:.2e}, width = {:.4e} ± {:.2e}, background fraction \
-             {:.3} from {} entries in [{:.4e}, {:.4e}]",
+             {:.3} {}",
             self.mean,
             self.mean_sigma,
             self.width,
             self.width_sigma,
             self.background_fraction,
-            self.entries,
-            self.window.0,
-            self.window.1
+            self.input
         )
     }
 }
@@ -234,8 +240,10 @@ pub fn exponential_events(
         sigma,
         lower,
         upper,
-        entries: n as u64,
-        window: (t_min, t_max),
+        input: FitInput {
+            entries: n as u64,
+            window: (t_min, t_max),
+        },
     })
 }
 
@@ -291,8 +299,10 @@ pub fn exponential_histogram(
         sigma,
         lower,
         upper,
-        entries: n as u64,
-        window: (a, b),
+        input: FitInput {
+            entries: n as u64,
+            window: (a, b),
+        },
     })
 }
 
@@ -545,8 +555,10 @@ pub fn gaussian_histogram(
         width,
         width_sigma: width * cov[1][1].sqrt(),
         background_fraction,
-        entries: n as u64,
-        window: (a, b),
+        input: FitInput {
+            entries: n as u64,
+            window: (a, b),
+        },
     })
 }
 
@@ -640,7 +652,7 @@ mod tests {
         }
         let unbinned = exponential_events(&times, 0.5, 15.0).unwrap();
         let binned = exponential_histogram(&h, 0.5, 15.0).unwrap();
-        assert_eq!(binned.window, (0.5, 15.0));
+        assert_eq!(binned.input.window, (0.5, 15.0));
         assert!((unbinned.lifetime - tau).abs() < 0.01, "{unbinned}");
         assert!(
             (binned.lifetime - unbinned.lifetime).abs() < 0.3 * unbinned.sigma,
