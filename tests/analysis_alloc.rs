@@ -109,44 +109,41 @@ fn per_event_methods_do_not_allocate() {
         );
     }
 
-    let feat = BufferShape {
-        name: "feat".into(),
-        dtype: Dtype::parse([
+    let feat = BufferShape::parse(
+        "feat",
+        [
             ("channel", "u1"),
             ("time", "f8"),
             ("height", "f4"),
             ("delay", "f8"),
-        ])
-        .unwrap(),
-        data_length: 1,
-    };
-    let pairs_feat = BufferShape {
-        name: "pairs".into(),
-        dtype: Dtype::parse([("delay", "f8"), ("height2", "f4")]).unwrap(),
-        data_length: 1,
-    };
-    let pulse_feat = BufferShape {
-        name: "pulses".into(),
-        dtype: Dtype::parse([("channel", "u1"), ("time", "f8"), ("height", "f4")]).unwrap(),
-        data_length: 1,
-    };
+        ],
+        1,
+    )
+    .unwrap();
+    let pairs_feat = BufferShape::parse("pairs", [("delay", "f8"), ("height2", "f4")], 1).unwrap();
+    let pulse_feat = BufferShape::parse(
+        "pulses",
+        [("channel", "u1"), ("time", "f8"), ("height", "f4")],
+        1,
+    )
+    .unwrap();
     let half = BufferShape {
         data_length: raw.data_length / 2,
         ..raw.clone()
     };
-    let peak_feat = BufferShape {
-        name: "peaks".into(),
-        dtype: Dtype::parse([
+    let peak_feat = BufferShape::parse(
+        "peaks",
+        [
             ("position", "i4"),
             ("peak_heights", "f8"),
             ("prominences", "f8"),
             ("widths", "f8"),
             ("left_ips", "f8"),
             ("plateau_sizes", "u2"),
-        ])
-        .unwrap(),
-        data_length: 1,
-    };
+        ],
+        1,
+    )
+    .unwrap();
     let mut procs: Vec<(&str, Box<dyn Processor>, SlotEmit)> = vec![
         (
             "pulses",

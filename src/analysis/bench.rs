@@ -166,18 +166,18 @@ pub fn prepared_events(seed: i64) -> Result<Vec<Vec<u8>>, WorkerError> {
 
 /// The feature buffer `process.pulses` writes in the measurements: one record per pulse.
 pub fn pulse_features() -> BufferShape {
-    BufferShape {
-        name: "pulses".into(),
-        dtype: Dtype::parse([
+    BufferShape::parse(
+        "pulses",
+        [
             ("channel", "u1"),
             ("time", "f8"),
             ("height", "f4"),
             ("area", "f4"),
             ("width", "f4"),
-        ])
-        .expect("valid dtype"),
-        data_length: 1,
-    }
+        ],
+        1,
+    )
+    .expect("valid dtype")
 }
 
 /// `process.pulses` from [`waveform_shape`] into [`pulse_features`], as measured.
@@ -279,17 +279,17 @@ pub fn run(min_time: Duration) -> Result<Report, WorkerError> {
 
     // mimoCoRB2's analyzers.pha on one of the channels, every find_peaks condition that
     // needs the prominence walk, one record per peak.
-    let peaks = BufferShape {
-        name: "peaks".into(),
-        dtype: Dtype::parse([
+    let peaks = BufferShape::parse(
+        "peaks",
+        [
             ("position", "i4"),
             ("peak_heights", "f8"),
             ("prominences", "f8"),
             ("widths", "f8"),
-        ])
-        .map_err(|e| WorkerError::failed("bench pha: the peaks dtype", e))?,
-        data_length: 1,
-    };
+        ],
+        1,
+    )
+    .map_err(|e| WorkerError::failed("bench pha: the peaks dtype", e))?;
     let mut pha = super::peaks::Pha::build(&BuildContext::for_test(
         "bench_pha",
         serde_json::json!({"height": 0.05, "prominence": 0.02, "width": 1, "distance": 5,

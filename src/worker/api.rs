@@ -722,6 +722,22 @@ pub struct BufferShape {
     pub data_length: usize,
 }
 
+impl BufferShape {
+    /// A buffer `name` of `data_length` records of the `(field, type)` pairs `fields`
+    /// (types as [`Dtype::parse`] reads them).
+    pub fn parse<'a>(
+        name: &str,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+        data_length: usize,
+    ) -> Result<BufferShape, crate::dtype::DtypeError> {
+        Ok(BufferShape {
+            name: name.to_string(),
+            dtype: Dtype::parse(fields)?,
+            data_length,
+        })
+    }
+}
+
 impl BuildContext {
     /// Refuses more than one process for `function`, which must see every event (`of`:
     /// " of both sources", or empty).

@@ -12,11 +12,7 @@ use serde_json::Value;
 
 /// Buffer `name` of events of `len` records with `fields`.
 pub fn shape(name: &str, fields: &[(&str, &str)], len: usize) -> BufferShape {
-    BufferShape {
-        name: name.into(),
-        dtype: Dtype::parse(fields.iter().copied()).unwrap(),
-        data_length: len,
-    }
+    BufferShape::parse(name, fields.iter().copied(), len).unwrap()
 }
 
 /// What the engine gives the build of `worker` with config `cfg`, sources `src` and sinks
