@@ -434,6 +434,34 @@ fn mimocorb2_ignored_keys_and_templates() {
         .contains("unknown top-level key `osc_template`"));
 }
 
+/// Readers that do different things are what a broadcast is for: `check` notes it without
+/// a warning (every setup in `setups/` has such a buffer). Readers that do the same thing
+/// (the case above) would do it twice: that stays a warning.
+#[test]
+fn different_readers_of_one_buffer_get_a_note_and_alike_ones_a_warning() {
+    let text = |b_config: &str| {
+        format!(
+            "Buffers:\n  raw: {{slot_count: 4, data_length: 1, data_dtype: {{a: i2}}}}\nWorkers:\n  src: {{function: simulate.pulses, sinks: [raw]}}\n  a: {{function: export.hdf5, sources: [raw], config: {{file: one}}}}\n  b: {{function: export.hdf5, sources: [raw], config: {b_config}}}\n  h: {{function: export.drain, sources: [raw]}}\n"
+        )
+    };
+    let severity = |b_config: &str| {
+        let (_, warnings) =
+            Setup::from_str(&text(b_config), Path::new("t.yaml"), catalog(), 2).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].message.contains("read by 3 workers (a, b, h)"));
+        (warnings[0].severity, warnings[0].to_string())
+    };
+    let (s, shown) = severity("{file: two}");
+    assert_eq!(s, Severity::Note);
+    assert!(
+        shown.starts_with("t.yaml:2:3: note: buffer 'raw'"),
+        "{shown}"
+    );
+    let (s, shown) = severity("{file: one}");
+    assert_eq!(s, Severity::Warning);
+    assert!(shown.contains("two of them do the same thing"), "{shown}");
+}
+
 #[test]
 fn two_reader_workers_get_the_broadcast_warning() {
     let text = "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\n  lonely: {slot_count: 4, data_length: 1, data_dtype: {a: i2}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  a: {function: export.drain, sources: [raw]}\n  b: {function: export.drain, sources: [raw]}\n";

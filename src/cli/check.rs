@@ -200,11 +200,15 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
         eprintln!("{d}");
     }
     if !checked.errors.is_empty() {
+        let warnings = checked
+            .warnings
+            .iter()
+            .filter(|w| w.severity == setup::Severity::Warning)
+            .count();
         eprintln!(
-            "{}: {} error(s), {} warning(s)",
+            "{}: {} error(s), {warnings} warning(s)",
             path.display(),
             checked.errors.len(),
-            checked.warnings.len()
         );
         return exit::BAD_INPUT;
     }

@@ -14,6 +14,9 @@ pub enum Severity {
     Error,
     /// The setup runs, but probably not as meant.
     Warning,
+    /// The setup runs as written; a fact about how, which a reader coming from mimoCoRB2
+    /// may not expect.
+    Note,
 }
 
 /// What a diagnostic is about, where callers treat some kinds apart (instead of matching
@@ -24,14 +27,15 @@ pub enum DiagnosticKind {
     #[default]
     General,
     /// A buffer read by several workers: each gets every event here, where mimoCoRB2 split
-    /// them. A note for setups carried over from mimoCoRB2: `check` shows it, a run does not.
+    /// them. For setups carried over from mimoCoRB2: `check` shows it, a run does not; a
+    /// note, or a warning where two of the readers do the same thing.
     Broadcast,
 }
 
 /// One message about one place in a setup file (or a file it includes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// Error or warning.
+    /// Error, warning or note.
     pub severity: Severity,
     /// What it is about.
     pub kind: DiagnosticKind,
@@ -59,6 +63,7 @@ impl fmt::Display for Diagnostic {
         let kind = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(
             f,

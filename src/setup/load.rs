@@ -265,15 +265,16 @@ impl Loader {
         );
     }
 
-    /// Records a warning of a kind callers treat apart.
-    pub fn warn_of(
+    /// Records a warning or a note of a kind callers treat apart.
+    pub fn diagnose(
         &mut self,
+        severity: Severity,
         kind: DiagnosticKind,
         at: Loc,
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        self.push(Severity::Warning, kind, at, message.into(), hint);
+        self.push(severity, kind, at, message.into(), hint);
     }
 
     /// Parses the text of file `id`; a syntax error is recorded.
