@@ -632,3 +632,49 @@ Workers:
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `daq-engine inspect` takes several files and run directories (all their .h5 files, by
+/// name); a file it cannot read is named with the system's reason, the others are still
+/// shown, and the exit code is 1.
+#[test]
+fn inspect_shows_every_file_of_a_run_and_names_the_one_it_cannot_read() {
+    let dir = fresh("inspect");
+    let text = "target_directory: runs
+Buffers:
+  raw: {slot_count: 8, data_length: 4, data_dtype: {chA: f4}}
+Workers:
+  source: {function: bench.source, sinks: [raw], config: {n_events: 20}}
+  a: {function: export.hdf5, sources: [raw], config: {filename: a}}
+  b: {function: export.hdf5, sources: [raw], config: {filename: b}}
+";
+    run_to_the_end(&dir, text);
+    let run = only_run(&dir);
+    let run_arg = run.to_str().unwrap();
+    let (code, out) = runs::engine(&dir, &["inspect", run_arg]);
+    assert_eq!(code, 0, "{out}");
+    let a = out
+        .find(&format!("{}", run.join("a.h5").display()))
+        .expect(&out);
+    let b = out
+        .find(&format!("{}", run.join("b.h5").display()))
+        .expect(&out);
+    assert!(a < b, "{out}");
+    assert_eq!(out.matches("20 events").count(), 2, "{out}");
+    let missing = dir.join("missing.h5");
+    let b_file = run.join("b.h5");
+    let (code, out) = runs::engine(
+        &dir,
+        &[
+            "inspect",
+            missing.to_str().unwrap(),
+            b_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("missing.h5: No such file or directory"),
+        "{out}"
+    );
+    assert!(!out.contains("unable to open file"), "{out}");
+    assert!(out.contains(&format!("{}", b_file.display())), "{out}");
+}

@@ -187,8 +187,9 @@ pub enum Command {
     },
     /// Print what an HDF5 run file holds: buffers, fields, events, counters, time span.
     Inspect {
-        /// The .h5 file.
-        file: PathBuf,
+        /// The .h5 files; a run directory stands for every .h5 file in it.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Print the state of a running or finished run from its run directory.
     Status {
@@ -285,16 +286,7 @@ pub fn main(
         Some(Command::Functions { name }) => functions(name.as_deref(), registry),
         Some(Command::Status { run_dir }) => status::status(&run_dir),
         Some(Command::Recover { run_dir }) => recover::recover(&run_dir),
-        Some(Command::Inspect { file }) => match crate::export::inspect(&file) {
-            Ok(text) => {
-                print!("{text}");
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("daq-engine: {e}");
-                exit::FAILED
-            }
-        },
+        Some(Command::Inspect { files }) => inspect(&files),
         Some(Command::Devices { probe: None, .. }) => crate::devices::tools::devices(),
         Some(Command::Devices {
             probe: Some(a),
@@ -410,4 +402,44 @@ pub fn run_main(registry: crate::worker::Registry) -> i32 {
         }
         command => main(cli.setup, cli.run, command, &registry),
     }
+}
+
+/// `daq-engine inspect FILE…`: each file in turn (a run directory: its .h5 files by name),
+/// a blank line between them. A file that cannot be read is reported and the others are
+/// still shown; the exit code says whether any failed.
+fn inspect(args: &[PathBuf]) -> i32 {
+    let mut files = Vec::new();
+    for arg in args {
+        if !arg.is_dir() {
+            files.push(arg.clone());
+            continue;
+        }
+        let mut h5: Vec<PathBuf> = std::fs::read_dir(arg)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        h5.retain(|p| p.extension().is_some_and(|e| e == "h5"));
+        if h5.is_empty() {
+            eprintln!(
+                "daq-engine: {}: no .h5 file in this directory",
+                arg.display()
+            );
+        }
+        h5.sort();
+        files.extend(h5);
+    }
+    let mut code = if files.len() < args.len() {
+        exit::FAILED
+    } else {
+        exit::OK
+    };
+    for (i, file) in files.iter().enumerate() {
+        match crate::export::inspect(file) {
+            Ok(text) => print!("{}{text}", if i > 0 { "\n" } else { "" }),
+            Err(e) => {
+                eprintln!("daq-engine: {e}");
+                code = exit::FAILED;
+            }
+        }
+    }
+    code
 }

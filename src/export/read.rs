@@ -33,6 +33,14 @@ pub struct BufferContents {
 /// Opens a run file read-only; a file still open for SWMR writing (or whose writer was
 /// killed) is opened in SWMR-read mode.
 pub(crate) fn open_run_file(path: &Path) -> Result<(h5::File, bool), ExportError> {
+    // What the system says of a file that is not there or not readable, rather than
+    // libhdf5's several lines around it.
+    if let Err(e) = std::fs::File::open(path) {
+        return Err(ExportError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        });
+    }
     match h5::File::open(path) {
         Ok(f) => Ok((f, false)),
         Err(first) => match h5::File::open_as(path, h5::OpenMode::ReadSWMR) {
