@@ -209,6 +209,23 @@ fn lifetime_errors(f: &dyn Fn(f64) -> f64, tau: f64, lo: f64, hi: f64) -> (f64, 
     (sigma, solve(tau, lo), solve(tau, hi))
 }
 
+/// The lifetime that maximises the log-likelihood `f` within `[lo, hi]`, with its errors.
+fn best_lifetime(
+    f: &dyn Fn(f64) -> f64,
+    (lo, hi): (f64, f64),
+    input: FitInput,
+) -> Result<ExponentialFit, FitError> {
+    let lifetime = maximise_lifetime(f, lo, hi)?;
+    let (sigma, lower, upper) = lifetime_errors(f, lifetime, lo, hi);
+    Ok(ExponentialFit {
+        lifetime,
+        sigma,
+        lower,
+        upper,
+        input,
+    })
+}
+
 /// Lifetime fit to a list of times, keeping those in `[t_min, t_max]`.
 pub fn exponential_events(
     times: &[f64],
@@ -232,19 +249,11 @@ pub fn exponential_events(
     }
     let len = t_max - t_min;
     let lnl = move |tau: f64| -n * tau.ln() - s / tau - n * ln_one_minus_exp_neg(len / tau);
-    let (lo, hi) = (len * 1e-4, len * 1e3);
-    let tau = maximise_lifetime(&lnl, lo, hi)?;
-    let (sigma, lower, upper) = lifetime_errors(&lnl, tau, lo, hi);
-    Ok(ExponentialFit {
-        lifetime: tau,
-        sigma,
-        lower,
-        upper,
-        input: FitInput {
-            entries: n as u64,
-            window: (t_min, t_max),
-        },
-    })
+    let input = FitInput {
+        entries: n as u64,
+        window: (t_min, t_max),
+    };
+    best_lifetime(&lnl, (len * 1e-4, len * 1e3), input)
 }
 
 /// The bins of `h` lying wholly inside `[lo, hi]` (a small tolerance keeps edges that equal
@@ -291,19 +300,11 @@ pub fn exponential_histogram(
     let lnl = move |tau: f64| {
         -s / tau + n * ln_one_minus_exp_neg(w / tau) - n * ln_one_minus_exp_neg(len / tau)
     };
-    let (lo, hi) = (w * 1e-2, len * 1e3);
-    let tau = maximise_lifetime(&lnl, lo, hi)?;
-    let (sigma, lower, upper) = lifetime_errors(&lnl, tau, lo, hi);
-    Ok(ExponentialFit {
-        lifetime: tau,
-        sigma,
-        lower,
-        upper,
-        input: FitInput {
-            entries: n as u64,
-            window: (a, b),
-        },
-    })
+    let input = FitInput {
+        entries: n as u64,
+        window: (a, b),
+    };
+    best_lifetime(&lnl, (w * 1e-2, len * 1e3), input)
 }
 
 /// Complementary error function (Chebyshev fit, relative error < 1.2e-7 everywhere).
