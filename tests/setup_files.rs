@@ -336,10 +336,7 @@ fn full_pipeline_resolves_includes_anchors_and_merges() {
     // base_config keys it does not read are left out of its config.
     assert_eq!(trig.config.len(), 2);
     assert!(trig.config.get("n_events").is_none());
-    assert_eq!(
-        (trig.number_of_processes, trig.restart),
-        (2, Restart::OnFailure)
-    );
+    assert_eq!((trig.processes, trig.restart), (2, Restart::OnFailure));
 
     // A worker spec from its own file, whose config path is relative to the setup file.
     let save = setup.worker("save").unwrap();

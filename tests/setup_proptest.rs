@@ -67,7 +67,7 @@ fn the_mimocorb2_way_setup_is_ported_to_a_valid_one() {
     let names: Vec<(&str, usize)> = setup
         .workers
         .iter()
-        .map(|w| (w.name.as_str(), w.number_of_processes))
+        .map(|w| (w.name.as_str(), w.processes))
         .collect();
     assert_eq!(
         names,

@@ -82,6 +82,7 @@ impl Case {
             name: name.into(),
             function: function.into(),
             file: None,
+            template: None,
             processes: 1,
             sources: sources.iter().map(|s| s.to_string()).collect(),
             sinks: sinks.iter().map(|s| s.to_string()).collect(),

@@ -221,7 +221,7 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
         return exit::BAD_INPUT;
     }
     print!("{}", setup::graph::text(&checked.setup));
-    let seats = crate::engine::placement::seats_of_setup(&checked.setup);
+    let seats = crate::engine::placement::seats_of(&checked.setup.workers);
     let placement =
         crate::engine::placement::place(&seats, &crate::engine::placement::isolated_cores());
     for line in placement.describe(&seats) {

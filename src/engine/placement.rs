@@ -180,29 +180,15 @@ impl Placement {
     }
 }
 
-/// The seats of a plan's workers, in plan order.
-pub fn seats_of_plan(plan: &crate::run_dir::plan::Plan) -> Vec<Seat<'_>> {
-    plan.workers
+/// The seats of a run's workers (a plan's, or a checked setup's: the same workers in the
+/// same order).
+pub fn seats_of(workers: &[crate::run_dir::plan::WorkerPlan]) -> Vec<Seat<'_>> {
+    workers
         .iter()
         .map(|w| Seat {
             name: &w.name,
             role: Role::of(w.sources.len(), w.sinks.len(), w.observes.len()),
             processes: w.processes,
-            cpu: &w.cpu,
-            real_time: w.priority.is_some(),
-        })
-        .collect()
-}
-
-/// The seats of a checked setup's workers, in setup order (the plan's order).
-pub fn seats_of_setup(setup: &crate::setup::Setup) -> Vec<Seat<'_>> {
-    setup
-        .workers
-        .iter()
-        .map(|w| Seat {
-            name: &w.name,
-            role: Role::of(w.sources.len(), w.sinks.len(), w.observes.len()),
-            processes: w.number_of_processes,
             cpu: &w.cpu,
             real_time: w.priority.is_some(),
         })

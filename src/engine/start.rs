@@ -3,7 +3,7 @@
 //! supervisor themselves.
 
 use crate::export::recover::RunDirLock;
-use crate::run_dir::plan::{BufferPlan, Plan, WorkerPlan};
+use crate::run_dir::plan::{BufferPlan, Plan};
 use crate::setup::Setup;
 use std::path::{Path, PathBuf};
 
@@ -118,24 +118,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
             rings: vec![],
         })
         .collect();
-    let workers = setup
-        .workers
-        .iter()
-        .map(|w| WorkerPlan {
-            name: w.name.clone(),
-            function: w.function.clone(),
-            file: w.file.clone(),
-            processes: w.number_of_processes,
-            sources: w.sources.clone(),
-            sinks: w.sinks.clone(),
-            observes: w.observes.clone(),
-            config: w.config.clone(),
-            cpu: w.cpu.clone(),
-            priority: w.priority.map(i32::from),
-            restart: w.restart,
-            python: w.python.clone(),
-        })
-        .collect();
+    let workers = setup.workers.clone();
     Plan {
         run_id: run_id.to_string(),
         run_dir: run_dir.to_path_buf(),

@@ -460,7 +460,7 @@ impl Supervisor {
         })?;
         let (plan_run_dir, disk_reserve_mb) = (plan.run_dir.clone(), plan.disk_reserve_mb);
         let alerts = super::alert::Alerts::new(plan.alert_command.clone(), &plan.run_dir);
-        let seats = super::placement::seats_of_plan(&plan);
+        let seats = super::placement::seats_of(&plan.workers);
         let placement = super::placement::place(&seats, &super::placement::isolated_cores());
         let idle_hold = hold_cpus_awake(&placement, &seats);
         drop(seats);

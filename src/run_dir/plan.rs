@@ -6,7 +6,7 @@
 
 use crate::dtype::{Dtype, FieldType};
 use crate::ring::Policy;
-use crate::worker::BufferShape;
+use crate::worker::{BufferShape, Config, Template};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -78,32 +78,39 @@ impl Restart {
     }
 }
 
-/// One worker of the run.
+/// One worker of the run, as the setup declares it (resolved: includes read, configs
+/// merged, paths made absolute) and as `plan.json` hands it to each worker process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WorkerPlan {
     /// Name in the setup.
     pub name: String,
-    /// Function name.
+    /// Function name (`filter.threshold`, or a user function in `file`).
     pub function: String,
-    /// Shared library holding the function (`file:`), resolved to an absolute path.
+    /// The user library or Python file holding the function (`file:`), resolved against
+    /// the setup's directory.
     pub file: Option<PathBuf>,
-    /// Processes.
+    /// The function's template, when it is a known built-in (the setup's check knows it;
+    /// `plan.json` does not carry it).
+    #[serde(skip)]
+    pub template: Option<Template>,
+    /// Processes sharing its work (`number_of_processes` in the setup).
     pub processes: usize,
     /// Buffers read, in setup order.
     pub sources: Vec<String>,
-    /// Buffers written.
+    /// Buffers written, in setup order.
     pub sinks: Vec<String>,
-    /// Buffers observed.
+    /// Buffers observed, in setup order.
     pub observes: Vec<String>,
-    /// Merged config.
+    /// The merged config (base_config, then the worker's layers).
     pub config: serde_json::Map<String, serde_json::Value>,
-    /// Cores to pin to (empty: the engine chooses).
+    /// Cores to pin its processes to (empty: the engine chooses).
     pub cpu: Vec<usize>,
-    /// SCHED_FIFO priority 1..99, if asked.
-    pub priority: Option<i32>,
-    /// Restart policy.
+    /// SCHED_FIFO priority 1..99, if asked for.
+    pub priority: Option<u8>,
+    /// What happens when it fails.
     pub restart: Restart,
-    /// The venv of a Python worker (setup `python:`), resolved to an absolute path.
+    /// The venv of a Python worker (its `python:`, else `options: python:`), resolved
+    /// against the setup's directory.
     #[serde(default)]
     pub python: Option<PathBuf>,
 }
@@ -113,6 +120,11 @@ impl WorkerPlan {
     /// so starts the data flow; it is paused, stopped first and placed first.
     pub fn is_importer(&self) -> bool {
         self.sources.is_empty() && self.observes.is_empty()
+    }
+
+    /// Its config, as a function reads it.
+    pub fn config(&self) -> Config {
+        Config::new(self.name.clone(), self.config.clone())
     }
 }
 
@@ -202,6 +214,7 @@ mod tests {
                 name: "sim".into(),
                 function: "simulate.pulses".into(),
                 file: None,
+                template: None,
                 processes: 1,
                 sources: vec![],
                 sinks: vec!["raw".into()],

@@ -19,9 +19,7 @@ use crate::dtype::{Dtype, Metadata};
 use crate::ring::{wait_any, Next, Policy, Producer, Reader, Ring, RingObserver};
 use crate::run_dir::plan::{BufferPlan, Plan, WorkerPlan};
 use crate::worker::{Build, Registry};
-use crate::worker::{
-    BuildContext, Config, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError,
-};
+use crate::worker::{BuildContext, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -629,7 +627,7 @@ fn context(plan: &Plan, w: &WorkerPlan, process: usize) -> Result<BuildContext, 
     Ok(BuildContext {
         worker: w.name.clone(),
         process: (process, w.processes),
-        config: Config::new(w.name.clone(), w.config.clone()),
+        config: w.config(),
         sources: shapes(&w.sources)?,
         sinks: shapes(&w.sinks)?,
         observes: shapes(&w.observes)?,

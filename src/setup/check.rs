@@ -9,7 +9,7 @@
 use super::diag::{unknown_name_hint, DiagnosticKind, Severity};
 use super::load::{to_json, BufferDraft, ConfigItem, Draft, Loader, WorkerDraft};
 use super::yaml::{Kind, Loc, Value};
-use super::{BufferSetup, PythonWorker, Setup, WorkerSetup};
+use super::{BufferSetup, PythonWorker, Setup, WorkerPlan};
 use crate::worker::{
     BufferShape, BuildContext, Catalog, FunctionSpec, KeyType, Template, WorkerError,
 };
@@ -320,12 +320,12 @@ pub(crate) fn check(
             .as_ref()
             .map(|(f, _)| super::load::beside_setup(&l.setup_dir, f));
         let names = |v: &[(String, Loc)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-        setup.workers.push(WorkerSetup {
+        setup.workers.push(WorkerPlan {
             name: w.name.clone(),
             function: function.clone(),
             file,
             template: templates.get(w.name.as_str()).copied(),
-            number_of_processes: w.number_of_processes,
+            processes: w.number_of_processes,
             sources: names(&w.sources),
             sinks: names(&w.sinks),
             observes: names(&w.observes),

@@ -4,7 +4,7 @@
 //! Guarantees: every buffer and worker of the setup appears; names are quoted so any name
 //! gives valid dot. Pure functions of the setup: they never read or write files.
 
-use super::{BufferSetup, Setup, WorkerSetup};
+use super::{BufferSetup, Setup, WorkerPlan};
 use crate::ring::Policy;
 use std::fmt::Write;
 
@@ -15,7 +15,7 @@ fn policy(b: &BufferSetup) -> &'static str {
     }
 }
 
-fn worker_label(w: &WorkerSetup) -> String {
+fn worker_label(w: &WorkerPlan) -> String {
     let what = match w.template {
         Some(t) => format!("{t} {}", w.function),
         None => match &w.file {
@@ -28,7 +28,7 @@ fn worker_label(w: &WorkerSetup) -> String {
             None => w.function.clone(),
         },
     };
-    format!("{} ({what}, ×{})", w.name, w.number_of_processes)
+    format!("{} ({what}, ×{})", w.name, w.processes)
 }
 
 /// A readable listing: each buffer with its writer, readers and observers, importers first.
@@ -51,9 +51,9 @@ pub fn text(setup: &Setup) -> String {
         if setup.workers.len() == 1 { "" } else { "s" }
     );
     // Workers in data-flow order: importers, then those fed by buffers already listed.
-    let mut order: Vec<&WorkerSetup> = Vec::new();
+    let mut order: Vec<&WorkerPlan> = Vec::new();
     let mut listed_buffers: Vec<&str> = Vec::new();
-    let mut remaining: Vec<&WorkerSetup> = setup.workers.iter().collect();
+    let mut remaining: Vec<&WorkerPlan> = setup.workers.iter().collect();
     while !remaining.is_empty() {
         let ready = remaining.iter().position(|w| {
             w.sources
@@ -161,8 +161,8 @@ pub fn dot(setup: &Setup) -> String {
     }
     for w in &setup.workers {
         let label = match w.template {
-            Some(t) => format!("{}\n{t} {}\n×{}", w.name, w.function, w.number_of_processes),
-            None => format!("{}\n{}\n×{}", w.name, w.function, w.number_of_processes),
+            Some(t) => format!("{}\n{t} {}\n×{}", w.name, w.function, w.processes),
+            None => format!("{}\n{}\n×{}", w.name, w.function, w.processes),
         };
         let _ = writeln!(
             out,

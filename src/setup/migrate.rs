@@ -19,7 +19,7 @@
 //! file it cannot parse gets no changes (check reports why).
 
 use super::yaml::{self, Kind, Value};
-use super::{Checked, WorkerSetup};
+use super::{Checked, WorkerPlan};
 
 /// One change made, or one thing looked at and left alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,7 +181,7 @@ fn overwrites(
 }
 
 /// Whether two workers do the same thing (all but the name and the process count).
-fn alike(a: &WorkerSetup, b: &WorkerSetup) -> bool {
+fn alike(a: &WorkerPlan, b: &WorkerPlan) -> bool {
     (
         &a.function,
         &a.file,
@@ -220,7 +220,7 @@ fn readers(
     let ws = &checked.setup.workers;
     let mut merged: Vec<&str> = Vec::new();
     for b in &checked.setup.buffers {
-        let readers: Vec<&WorkerSetup> = ws
+        let readers: Vec<&WorkerPlan> = ws
             .iter()
             .filter(|w| w.sources.contains(&b.name) && !merged.contains(&w.name.as_str()))
             .collect();
@@ -230,7 +230,7 @@ fn readers(
         if rest.is_empty() {
             continue;
         }
-        let (same, differ): (Vec<&WorkerSetup>, Vec<&WorkerSetup>) =
+        let (same, differ): (Vec<&WorkerPlan>, Vec<&WorkerPlan>) =
             rest.iter().partition(|w| alike(first, w));
         for w in &differ {
             changes.push(Change {
@@ -252,8 +252,7 @@ fn readers(
         let Some((first_key, first_value)) = node(&first.name) else {
             continue;
         };
-        let n =
-            first.number_of_processes + same.iter().map(|w| w.number_of_processes).sum::<usize>();
+        let n = first.processes + same.iter().map(|w| w.processes).sum::<usize>();
         let names: Vec<&str> = same.iter().map(|w| w.name.as_str()).collect();
         let Some(edit) = set_processes(text, lines, first_key, first_value, n) else {
             continue;
@@ -264,7 +263,7 @@ fn readers(
             what: format!(
                 "worker '{}' now has number_of_processes: {n} (was {}), in place of {}",
                 first.name,
-                first.number_of_processes,
+                first.processes,
                 names.join(", ")
             ),
             why: format!(

@@ -73,12 +73,12 @@ pub use diag::{Diagnostic, DiagnosticKind, SetupError, Severity};
 
 use crate::dtype::Dtype;
 use crate::ring::Policy;
-use crate::worker::{Catalog, Config, Template};
+use crate::worker::{Catalog, Template};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-pub use crate::run_dir::plan::Restart;
+pub use crate::run_dir::plan::{Restart, WorkerPlan};
 
 pub use crate::shm::HugePages;
 
@@ -132,51 +132,6 @@ pub struct BufferSetup {
     pub policy: Policy,
 }
 
-/// One worker: `number_of_processes` processes running one function.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WorkerSetup {
-    /// Its name.
-    pub name: String,
-    /// The function (`filter.threshold`, or a user function in `file`).
-    pub function: String,
-    /// The user library (or Python file) named by `file:`, resolved against the setup's
-    /// directory.
-    pub file: Option<PathBuf>,
-    /// The function's template, when it is a known built-in.
-    pub template: Option<Template>,
-    /// Processes sharing its work.
-    pub number_of_processes: usize,
-    /// Buffers read, in order.
-    pub sources: Vec<String>,
-    /// Buffers written, in order.
-    pub sinks: Vec<String>,
-    /// Buffers observed, in order.
-    pub observes: Vec<String>,
-    /// The merged config (base_config, then the worker's layers).
-    pub config: serde_json::Map<String, serde_json::Value>,
-    /// Cores to pin its processes to (empty: the engine chooses).
-    pub cpu: Vec<usize>,
-    /// SCHED_FIFO priority, if asked for.
-    pub priority: Option<u8>,
-    /// What happens when it fails.
-    pub restart: Restart,
-    /// The venv of a Python worker (its `python:`, else `options: python:`), resolved
-    /// against the setup's directory.
-    pub python: Option<PathBuf>,
-}
-
-impl WorkerSetup {
-    /// Its config, as a function reads it.
-    pub fn config(&self) -> Config {
-        Config::new(self.name.clone(), self.config.clone())
-    }
-
-    /// True for an importer: it reads no buffer (no sources, no observes).
-    pub fn is_importer(&self) -> bool {
-        self.sources.is_empty() && self.observes.is_empty()
-    }
-}
-
 /// A resolved setup: includes read, configs merged, spans dropped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Setup {
@@ -191,7 +146,7 @@ pub struct Setup {
     /// Buffers in file order.
     pub buffers: Vec<BufferSetup>,
     /// Workers in file order.
-    pub workers: Vec<WorkerSetup>,
+    pub workers: Vec<WorkerPlan>,
 }
 
 /// A worker written in Python (mimoCoRB2's templates), run by the embedded interpreter.
@@ -374,19 +329,19 @@ impl Setup {
     }
 
     /// The worker with this name.
-    pub fn worker(&self, name: &str) -> Option<&WorkerSetup> {
+    pub fn worker(&self, name: &str) -> Option<&WorkerPlan> {
         self.workers.iter().find(|w| w.name == name)
     }
 
     /// The worker writing `buffer` (the first, should a broken setup have several).
-    pub fn writer_of(&self, buffer: &str) -> Option<&WorkerSetup> {
+    pub fn writer_of(&self, buffer: &str) -> Option<&WorkerPlan> {
         self.workers
             .iter()
             .find(|w| w.sinks.iter().any(|s| s == buffer))
     }
 
     /// Workers reading `buffer`, in file order (each one a consumer group).
-    pub fn readers_of(&self, buffer: &str) -> Vec<&WorkerSetup> {
+    pub fn readers_of(&self, buffer: &str) -> Vec<&WorkerPlan> {
         self.workers
             .iter()
             .filter(|w| w.sources.iter().any(|s| s == buffer))
@@ -394,7 +349,7 @@ impl Setup {
     }
 
     /// Workers observing `buffer`, in file order.
-    pub fn observers_of(&self, buffer: &str) -> Vec<&WorkerSetup> {
+    pub fn observers_of(&self, buffer: &str) -> Vec<&WorkerPlan> {
         self.workers
             .iter()
             .filter(|w| w.observes.iter().any(|s| s == buffer))
@@ -475,7 +430,7 @@ impl Serialize for BufferYaml<'_> {
     }
 }
 
-struct WorkerYaml<'a>(&'a WorkerSetup);
+struct WorkerYaml<'a>(&'a WorkerPlan);
 
 impl Serialize for WorkerYaml<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -485,7 +440,7 @@ impl Serialize for WorkerYaml<'_> {
         if let Some(f) = &w.file {
             m.serialize_entry("file", &f.to_string_lossy())?;
         }
-        m.serialize_entry("number_of_processes", &w.number_of_processes)?;
+        m.serialize_entry("number_of_processes", &w.processes)?;
         m.serialize_entry("sources", &w.sources)?;
         m.serialize_entry("sinks", &w.sinks)?;
         m.serialize_entry("observes", &w.observes)?;
