@@ -792,3 +792,21 @@ fn mimocorb2_builtins_by_their_own_names() {
         first.hint
     );
 }
+
+/// A buffer too big for the machine is an error of check, and the functions of its
+/// workers are not built: simulate.pulses would allocate one 400 GB event and abort the
+/// check (it did, "memory allocation of 400000000000 bytes failed").
+#[test]
+fn a_buffer_too_big_for_memory_is_refused_without_building_its_functions() {
+    let text = "Buffers:\n  raw: {slot_count: 8, data_length: 100000000000, data_dtype: {a: f4}}\nWorkers:\n  src: {function: simulate.pulses, sinks: [raw]}\n  out: {function: export.drain, sources: [raw]}\n";
+    let registry = daq_engine::worker::Registry::builtin();
+    let c = Setup::check_bytes(text.as_bytes(), Path::new("big.yaml"), &registry, 2);
+    assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+    assert!(
+        c.errors[0].message.contains("the buffers' rings need")
+            && c.errors[0].message.contains("available (MemAvailable)"),
+        "{:?}",
+        c.errors
+    );
+    assert_eq!((c.errors[0].line, c.errors[0].column), (2, 3));
+}

@@ -189,12 +189,23 @@ pub(crate) fn check(
     }
 
     find_cycles(l, &draft);
-    check_memory(l, &draft);
+    let too_big = check_memory(l, &draft);
 
     // Functions, buffer counts, Filter shapes, config keys.
     let mut templates: HashMap<&str, Template> = HashMap::new();
     // Workers with an error of their own so far: their functions' checks would repeat it.
     let mut refused: HashSet<&str> = HashSet::new();
+    // Workers of a buffer that cannot fit: building their functions could ask for more
+    // memory than there is (and abort), and the setup cannot run anyway.
+    for w in &draft.workers {
+        let sides = [&w.sources, &w.sinks, &w.observes];
+        if sides
+            .iter()
+            .any(|side| side.iter().any(|(b, _)| too_big.contains(&b.as_str())))
+        {
+            refused.insert(&w.name);
+        }
+    }
     for w in &draft.workers {
         let Some((function, f_at)) = &w.function else {
             continue;
@@ -673,9 +684,13 @@ fn mem_size(bytes: u128) -> String {
 /// than MemAvailable is an error at the largest buffer; more than the locked-memory limit
 /// (the rings are locked) a warning for a user other than root, since the run goes on
 /// unlocked.
-fn check_memory(l: &mut Loader, draft: &Draft) {
+/// Checks that the rings fit in memory (and warns where they cannot all be locked).
+/// Returns the buffers whose rings alone need more than the machine has: their workers'
+/// functions are not built (one of their events may be more than can be allocated).
+fn check_memory<'a>(l: &mut Loader, draft: &'a Draft) -> Vec<&'a str> {
     let mut total: u128 = 0;
     let mut largest: Option<(u128, &BufferDraft)> = None;
+    let mut each = Vec::new();
     for b in &draft.buffers {
         let writers = draft
             .workers
@@ -691,16 +706,22 @@ fn check_memory(l: &mut Loader, draft: &Draft) {
             crate::ring::ring_bytes(b.dtype.record_size(), b.data_length, b.slot_count, groups)
                 .map_or(u128::from(u64::MAX), |n| n as u128);
         let bytes = ring * writers as u128;
+        each.push((bytes, b.name.as_str()));
         total += bytes;
         if largest.is_none_or(|(n, _)| bytes > n) {
             largest = Some((bytes, b));
         }
     }
     let Some((bytes, b)) = largest else {
-        return;
+        return Vec::new();
     };
     if let Some(available) = memory_available() {
         if total > available {
+            let too_big = each
+                .iter()
+                .filter(|(n, _)| *n > available)
+                .map(|(_, name)| *name)
+                .collect();
             l.error(
                 b.name_at,
                 format!(
@@ -713,7 +734,7 @@ fn check_memory(l: &mut Loader, draft: &Draft) {
                 ),
                 Some("lower slot_count or data_length".into()),
             );
-            return;
+            return too_big;
         }
     }
     if let Ok((limit, _)) =
@@ -745,6 +766,7 @@ fn check_memory(l: &mut Loader, draft: &Draft) {
             );
         }
     }
+    Vec::new()
 }
 
 /// Problems with functions' key declarations, as `check`, `daq-engine functions` and the
