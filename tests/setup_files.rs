@@ -182,7 +182,12 @@ const BAD: &[(&str, &str, u64, u64)] = &[
         18,
         28,
     ),
-    ("duplicate_key", "duplicate mapping key: data_length", 5, 5),
+    (
+        "duplicate_key",
+        "`data_length` is given twice in this mapping (first at line 4, column 5)",
+        5,
+        5,
+    ),
     ("tab_indent", "tabs disallowed", 3, 2),
     (
         "max_seconds_negative",

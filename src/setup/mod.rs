@@ -51,6 +51,9 @@
 //! | `acc: *wavee` | `unknown anchor at line 6 column 8` | `line 6 column 8: alias references unknown anchor` |
 //! | `slot_count` twice (lines 3, 4) | `duplicate field `slot_count` at line 3 column 5` (the first, valid one) | `line 4 column 5: duplicate mapping key: slot_count` (the duplicate) |
 //!
+//! (A repeated key is now reported by `yaml.rs` itself, naming both places: the library's
+//! full message went on to name its own `DuplicateKeyPolicy` option.)
+//!
 //! serde-saphyr's syntax messages say what is wrong in the user's words and point at the
 //! offending character (the unclosed bracket, the tab, the duplicate), and — the deciding
 //! point — it has `Spanned<T>`, which gives a line and column for every key and value, also

@@ -153,6 +153,39 @@ impl<'de> Deserialize<'de> for Raw {
     }
 }
 
+/// The first key, in file order, that a mapping of `v` holds twice: (its text, where it
+/// first stands, where it stands again).
+fn first_repeated_key(v: &Value) -> Option<(String, Loc, Loc)> {
+    let mut found: Option<(String, Loc, Loc)> = None;
+    let mut keep = |f: (String, Loc, Loc)| {
+        let earlier = |x: &Loc, y: &Loc| (x.line, x.column) < (y.line, y.column);
+        if found.as_ref().is_none_or(|g| earlier(&f.2, &g.2)) {
+            found = Some(f);
+        }
+    };
+    match &v.kind {
+        Kind::Seq(items) => items.iter().filter_map(first_repeated_key).for_each(keep),
+        Kind::Map(entries) => {
+            let mut seen: std::collections::HashMap<String, Loc> = Default::default();
+            for (k, value) in entries {
+                if let Some(text) = k.key_text() {
+                    match seen.get(&text) {
+                        Some(first) => keep((text, *first, k.at)),
+                        None => {
+                            seen.insert(text, k.at);
+                        }
+                    }
+                }
+                if let Some(f) = first_repeated_key(value) {
+                    keep(f);
+                }
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
 fn convert(raw: Spanned<Raw>, file: u32, parent: Loc, targets: &mut Vec<Loc>) -> Value {
     let loc = |l: &serde_saphyr::Location| Loc {
         file,
@@ -257,8 +290,11 @@ pub(crate) fn parse(bytes: &[u8], file: u32) -> Result<Parsed, SyntaxError> {
     // quickly while leaving room for long config lists. YAML 1.2 booleans (only
     // true/false): with YAML 1.1's, a config key `n:` or `y:` or a value `off` turned into a
     // boolean, and a physicist's `n: 3` became "unknown key 'false'".
+    // Repeated keys are handed over (not refused by the library, whose message names its
+    // own option): `first_repeated_key` reports them with both places.
     let options = serde_saphyr::options! {
         strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
         budget: serde_saphyr::budget! {
             max_nodes: MAX_NODES,
             max_aliases: 10_000,
@@ -273,6 +309,17 @@ pub(crate) fn parse(bytes: &[u8], file: u32) -> Result<Parsed, SyntaxError> {
                 column: 1,
             };
             let root = convert(raw, file, top, &mut alias_targets);
+            if let Some((key, first, again)) = first_repeated_key(&root) {
+                return Err(SyntaxError {
+                    line: again.line,
+                    column: again.column,
+                    message: format!(
+                        "`{key}` is given twice in this mapping (first at line {}, column {}): \
+                         a key may appear once",
+                        first.line, first.column
+                    ),
+                });
+            }
             Ok(Parsed {
                 root,
                 alias_targets,
@@ -306,6 +353,22 @@ mod tests {
         // The alias's content points at the anchored text.
         assert_eq!((m[1].1.at.line, m[1].1.at.column), (1, 7));
         assert!(p.alias_targets.contains(&m[0].1.at));
+    }
+
+    /// A key given twice is named with both places, in our words (the library's message
+    /// named its own DuplicateKeyPolicy option); a merge that a key overrides is not a
+    /// repetition.
+    #[test]
+    fn a_repeated_key_names_both_places() {
+        let e = parse(b"Workers:\n  out: {function: a}\n  src: {function: b, sinks: [raw], sinks: [x]}\n  out: {function: c}\n", 0).err().unwrap();
+        assert_eq!((e.line, e.column), (3, 36));
+        assert_eq!(
+            e.message,
+            "`sinks` is given twice in this mapping (first at line 3, column 22): a key may \
+             appear once"
+        );
+        let p = parse(b"base: &b {a: 1, c: 2}\nw:\n  <<: *b\n  a: 3\n", 0);
+        assert!(p.is_ok());
     }
 
     #[test]
