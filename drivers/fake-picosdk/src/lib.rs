@@ -466,7 +466,9 @@ impl Fake {
         Some(self.injections.remove(i).status)
     }
 
-    fn unit(&mut self, handle: i16, fam: Fam) -> Result<&mut Unit, u32> {
+    /// The open unit of `handle` that still answers (also while it waits for
+    /// `ChangePowerSource`).
+    fn answering(&mut self, handle: i16, fam: Fam) -> Result<&mut Unit, u32> {
         let unit = self
             .units
             .iter_mut()
@@ -475,6 +477,12 @@ impl Fake {
         if unit.dead {
             return Err(st::NOT_RESPONDING);
         }
+        Ok(unit)
+    }
+
+    /// The open unit of `handle`, ready for work: it answers and no power prompt waits.
+    fn unit(&mut self, handle: i16, fam: Fam) -> Result<&mut Unit, u32> {
+        let unit = self.answering(handle, fam)?;
         if let Some(p) = unit.power_pending {
             return Err(p);
         }
@@ -658,16 +666,10 @@ fn change_power_source(name: &str, fam: Fam, handle: i16, state: u32) -> u32 {
     if let Some(s) = g.enter(name) {
         return s;
     }
-    let Some(u) = g
-        .units
-        .iter_mut()
-        .find(|u| u.handle == handle && u.fam == fam)
-    else {
-        return st::INVALID_HANDLE;
+    let u = match g.answering(handle, fam) {
+        Ok(u) => u,
+        Err(s) => return s,
     };
-    if u.dead {
-        return st::NOT_RESPONDING;
-    }
     match (u.power_pending, state) {
         // The answer must repeat the prompt's own code (Pico's C example passes the
         // status OpenUnit/RunBlock returned).
@@ -699,12 +701,10 @@ fn unit_info(
     if let Some(s) = g.enter(name) {
         return s;
     }
-    let Some(u) = g.units.iter().find(|u| u.handle == handle && u.fam == fam) else {
-        return st::INVALID_HANDLE;
+    let u = match g.answering(handle, fam) {
+        Ok(u) => u,
+        Err(s) => return s,
     };
-    if u.dead {
-        return st::NOT_RESPONDING;
-    }
     let text: &str = match info {
         0 => "fake-picosdk 0.1.0",
         1 => "3.0",
