@@ -178,6 +178,15 @@ impl Fam {
             Fam::Ps3000a | Fam::Ps5000a => 4,
         }
     }
+    /// Channels that may be on at `resolution` (ps5000a's `PS5000A_DEVICE_RESOLUTION`: 15
+    /// bits, code 3, allows two; 16 bits, code 4, one; the others take no resolution).
+    fn channels_at(self, resolution: u32) -> usize {
+        match (self, resolution) {
+            (Fam::Ps5000a, 3) => 2,
+            (Fam::Ps5000a, 4) => 1,
+            _ => self.channels(),
+        }
+    }
     /// Capture memory in samples.
     fn memory(self) -> u64 {
         match self {
@@ -601,12 +610,7 @@ fn open_unit(name: &str, fam: Fam, handle: *mut i16, serial: *const i8, resoluti
     });
     if let Some(u) = g.units.last_mut() {
         // Channels the model lacks, or the resolution does not allow, start switched off.
-        let allowed = match (fam, u.resolution) {
-            (Fam::Ps5000a, 3) => 2,
-            (Fam::Ps5000a, 4) => 1,
-            _ => fam.channels(),
-        };
-        for c in allowed..4 {
+        for c in fam.channels_at(u.resolution)..4 {
             u.chans[c].enabled = false;
         }
     }
@@ -770,7 +774,7 @@ fn set_resolution(name: &str, fam: Fam, handle: i16, res: u32) -> u32 {
         if res > 4 {
             return st::INVALID_DEVICE_RESOLUTION;
         }
-        if (res == 3 && u.enabled() > 2) || (res == 4 && u.enabled() > 1) {
+        if u.enabled() > fam.channels_at(res) {
             return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
         }
         u.resolution = res;
@@ -805,7 +809,7 @@ fn set_channel(
             offset_v: offset,
         };
         let n = next.iter().filter(|c| c.enabled).count();
-        if fam == Fam::Ps5000a && ((u.resolution == 3 && n > 2) || (u.resolution == 4 && n > 1)) {
+        if n > fam.channels_at(u.resolution) {
             return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
         }
         u.chans = next;
