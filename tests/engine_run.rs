@@ -1334,3 +1334,36 @@ fn a_pause_is_in_the_summary_and_its_discarded_events_in_the_log() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!(n > 0, "bench.source gives events while paused: {line}");
 }
+
+/// A limit on the command line that is no limit is refused with its flag named, exit 2 and
+/// no run directory; a negative one too (the argument parser took `-1` for a flag and
+/// suggested `-- -1`).
+#[test]
+fn a_bad_limit_on_the_command_line_names_its_flag_and_starts_nothing() {
+    let dir = runs::fresh("bad-limits");
+    let setup = runs::shipped_setup("demo.yaml");
+    let target = dir.join("runs");
+    for (args, says) in [
+        (
+            ["--max-seconds", "-1"],
+            "--max-seconds -1 must be a number of seconds above 0",
+        ),
+        (
+            ["--max-seconds", "0"],
+            "--max-seconds 0 must be a number of seconds above 0",
+        ),
+        (
+            ["--max-events", "-5"],
+            "'-5' is not a whole number of events (1 or more)",
+        ),
+        (["--max-events", "0"], "--max-events must be at least 1"),
+    ] {
+        let mut all = vec![setup.to_str().unwrap(), "-q", "--target-directory"];
+        all.push(target.to_str().unwrap());
+        all.extend(args);
+        let (code, out) = runs::engine(&dir, &all);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+        assert!(!target.exists(), "{args:?} made {}", target.display());
+    }
+}

@@ -50,15 +50,21 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A count of events as `--max-events` takes it (0 is refused with the setup's limits).
+fn event_count(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("'{s}' is not a whole number of events (1 or more)"))
+}
+
 /// Options of a run.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
     /// Stop after this many events per importer (overrides `options.max_events`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = event_count)]
     pub max_events: Option<u64>,
 
     /// Stop after this many seconds (overrides `options.max_seconds`).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub max_seconds: Option<f64>,
 
     /// Print plain progress lines instead of the live display.
