@@ -1367,3 +1367,29 @@ fn a_bad_limit_on_the_command_line_names_its_flag_and_starts_nothing() {
         assert!(!target.exists(), "{args:?} made {}", target.display());
     }
 }
+
+/// An oscilloscope that keeps a trace an hour does not hold the end of the run: the runtime
+/// offers an observer events at its own interval but looks for the end at least every
+/// 0.2 s. It slept the whole update_interval between looks, read from the raw config (a run
+/// with `update_interval: 20` took 40 s to end after its 50 events).
+#[test]
+fn a_slow_oscilloscope_does_not_hold_the_end_of_the_run() {
+    let dir = runs::fresh("slow-scope");
+    std::fs::write(
+        dir.join("s.yaml"),
+        "target_directory: runs
+Buffers:
+  raw: {slot_count: 8, data_length: 64, data_dtype: {chA: f4}}
+Workers:
+  src: {function: simulate.pulses, sinks: [raw], config: {n_events: 50, pretrigger_samples: 10}}
+  out: {function: export.drain, sources: [raw]}
+  scope: {function: observe.oscilloscope, observes: [raw], config: {update_interval: 3600}}
+",
+    )
+    .unwrap();
+    let child = runs::engine_in(&dir, &["s.yaml", "-q"]).spawn().unwrap();
+    let (code, out) = runs::finish_within(child, Duration::from_secs(120));
+    assert_eq!(code, 0, "{out}");
+    let summary = runs::summary(&runs::only_run(&dir));
+    assert_eq!(summary["events"]["raw"], 50, "{summary}");
+}

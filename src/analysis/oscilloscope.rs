@@ -269,6 +269,10 @@ impl Oscilloscope {
 }
 
 impl Observer for Oscilloscope {
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
     fn observe(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
         let now = Instant::now();
         if self

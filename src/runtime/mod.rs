@@ -1116,12 +1116,9 @@ fn observer_loop(
         let ring = Ring::attach(path, Some(&dtype), Some(b.data_length))?;
         observers.push(ring.observer());
     }
-    let interval = w
-        .config
-        .get("update_interval")
-        .and_then(|v| v.as_f64())
-        .unwrap_or(0.2)
-        .max(0.001);
+    let interval = f
+        .interval()
+        .clamp(Duration::from_millis(1), Duration::from_millis(200));
     let mut data = vec![0u8; b.data_length * dtype.record_size()];
     let mut meta = Metadata::default();
     loop {
@@ -1141,7 +1138,7 @@ fn observer_loop(
         if all_closed && !fresh {
             break;
         }
-        std::thread::sleep(Duration::from_secs_f64(interval));
+        std::thread::sleep(interval);
     }
     Ok(f.finish()?)
 }

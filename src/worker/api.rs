@@ -513,8 +513,15 @@ pub trait Exporter: Send {
 
 /// Looks at copies of the latest events, never holding the writer back.
 pub trait Observer: Send {
-    /// A copy of a recent event (at most `config.update_interval` apart).
+    /// A copy of a recent event: the latest one, offered at most every
+    /// [`interval`](Observer::interval) (and every 0.2 s at the longest, so that the end of
+    /// the run is seen soon).
     fn observe(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError>;
+
+    /// The least time between two events it wants (its `update_interval`, if it has one).
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(200)
+    }
 
     /// Called once at the end.
     fn finish(&mut self) -> Result<(), WorkerError> {
