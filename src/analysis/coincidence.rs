@@ -34,24 +34,22 @@ use std::path::PathBuf;
 const FIELDS: [&str; 6] = ["time", "dt", "time_a", "time_b", "counter_a", "counter_b"];
 
 /// The declaration of `process.coincidence`.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "process.coincidence",
-    template: Template::Processor,
-    summary: "Pairs events of its two sources (a, b in source_list order) whose times lie \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "process.coincidence",
+    Template::Processor,
+    "Pairs events of its two sources (a, b in source_list order) whose times lie \
               within `window` of each other; one record per pair. Sink (data_length 1) fields, \
               any of: time (the earlier of the two, s), dt (time b − time a, s), time_a, \
               time_b, counter_a, counter_b (the events' counters). Greedy: each event pairs \
               at most once, with the earliest unpaired partner. Runs as one process.",
-    sources: Arity { min: 2, max: 2 },
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         WINDOW.spec(),
         TIME_FIELD.spec(),
         TIME_UNIT.spec(),
         MAX_PENDING.spec(),
     ],
-};
+)
+.with_sources(Arity { min: 2, max: 2 });
 
 keys! {
     const WINDOW: Key<f64> = ("window", 1.0e-6, "largest |time b − time a| of a pair (s)");

@@ -15,7 +15,7 @@ use super::trace::{one_source, positive};
 use crate::dtype::{Base, Dtype};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
+    BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -26,16 +26,13 @@ use std::time::{Duration, Instant};
 const TEXT_CAPACITY: usize = 1 << 20;
 
 /// The declaration of `export.csv`.
-pub const CSV_SPEC: FunctionSpec = FunctionSpec {
-    name: "export.csv",
-    template: Template::Exporter,
-    summary: "Writes every record of its source (small feature records) as a CSV line: \
+pub const CSV_SPEC: FunctionSpec = FunctionSpec::new(
+    "export.csv",
+    Template::Exporter,
+    "Writes every record of its source (small feature records) as a CSV line: \
               counter, timestamp, deadtime, then the fields; integers as integers.",
-    sources: Arity::ONE,
-    sinks: Arity::ANY,
-    observes: Arity::NONE,
-    keys: &[FILENAME.spec(), SAVE_INTERVAL.spec()],
-};
+    &[FILENAME.spec(), SAVE_INTERVAL.spec()],
+);
 
 keys! {
     /// `export.csv`: the file's name.
@@ -45,16 +42,13 @@ keys! {
 }
 
 /// The declaration of `export.drain`.
-pub const DRAIN_SPEC: FunctionSpec = FunctionSpec {
-    name: "export.drain",
-    template: Template::Exporter,
-    summary: "Consumes and counts every event (for benchmarks and tests); writes \
+pub const DRAIN_SPEC: FunctionSpec = FunctionSpec::new(
+    "export.drain",
+    Template::Exporter,
+    "Consumes and counts every event (for benchmarks and tests); writes \
               drain_<worker>_<process>.json with the counts at the end.",
-    sources: Arity::ONE,
-    sinks: Arity::ANY,
-    observes: Arity::NONE,
-    keys: &[],
-};
+    &[],
+);
 
 /// `export.csv`.
 pub struct CsvExport {

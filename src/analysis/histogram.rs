@@ -28,25 +28,21 @@ use super::fit::{self, ExponentialFit, FitError, GaussianFit};
 use super::trace::{one_source, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Items, Key, Mapping, Template,
-    WorkerError,
+    BuildContext, EventRef, Exporter, FunctionSpec, Items, Key, Mapping, Template, WorkerError,
 };
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The declaration of `export.histogram`.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "export.histogram",
-    template: Template::Exporter,
-    summary: "Fills 1-D histograms of chosen feature fields (n bins over [min, max), with \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "export.histogram",
+    Template::Exporter,
+    "Fills 1-D histograms of chosen feature fields (n bins over [min, max), with \
               under/overflow), writes them as CSV into the run directory periodically and at the \
               end, and optionally fits them at the end (exponential lifetime or gaussian peaks).",
-    sources: Arity::ONE,
-    sinks: Arity::ANY,
-    observes: Arity::NONE,
-    keys: &[BINS.spec(), UPDATE_INTERVAL.spec(), FIT.spec()],
-};
+    &[BINS.spec(), UPDATE_INTERVAL.spec(), FIT.spec()],
+);
 
 /// The declaration of `exporters.histogram`: mimoCoRB2's name for `export.histogram`, which
 /// also writes mimoCoRB2's `Histograms_<buffer>/` files.

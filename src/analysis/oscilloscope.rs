@@ -26,22 +26,19 @@ use super::trace::{channels, one_source_or_observed, positive, FieldAccess};
 use crate::dtype::Metadata;
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventRef, FunctionSpec, Items, Key, MaybeKey, Numbers, Observer, Strings,
+    BuildContext, EventRef, FunctionSpec, Items, Key, MaybeKey, Numbers, Observer, Strings,
     Template, WorkerError,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The declaration of `observe.oscilloscope`.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "observe.oscilloscope",
-    template: Template::Observer,
-    summary: "Keeps the latest event's channels in volts with a time axis, at most once per \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "observe.oscilloscope",
+    Template::Observer,
+    "Keeps the latest event's channels in volts with a time axis, at most once per \
               update_interval, and writes them to oscilloscope_<worker>.json in the run directory.",
-    sources: Arity::NONE,
-    sinks: Arity::NONE,
-    observes: Arity::ONE,
-    keys: &[
+    &[
         UPDATE_INTERVAL.spec(),
         CHANNELS.spec(),
         SAMPLE_INTERVAL.spec(),
@@ -52,7 +49,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         YLIM.spec(),
         TRIGGER_LEVEL.spec(),
     ],
-};
+);
 
 keys! {
     const UPDATE_INTERVAL: Key<f64> = ("update_interval", 1.0, "least time between two kept traces (s)");

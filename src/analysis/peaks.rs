@@ -42,7 +42,7 @@
 use super::trace::{field_names, one_record, one_sink, one_source, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, KeyType, KeyValue, MaybeKey, Processor,
+    BuildContext, Emit, EventRef, FunctionSpec, Key, KeyType, KeyValue, MaybeKey, Processor,
     Template, WiringError, WorkerError,
 };
 use serde_json::Value;
@@ -462,18 +462,15 @@ keys! {
 }
 
 /// The declaration of `analyzers.pha`.
-pub const PHA_SPEC: FunctionSpec = FunctionSpec {
-    name: "analyzers.pha",
-    template: Template::Processor,
-    summary: "mimoCoRB2's pulse height analysis: scipy.signal.find_peaks (height, threshold, \
+pub const PHA_SPEC: FunctionSpec = FunctionSpec::new(
+    "analyzers.pha",
+    Template::Processor,
+    "mimoCoRB2's pulse height analysis: scipy.signal.find_peaks (height, threshold, \
               distance, prominence, width, wlen, rel_height, plateau_size) on one channel; \
               writes the first peak of each event (or every peak) into a data_length-1 sink \
               whose fields name scipy's properties (position, peak_heights, prominences, \
               widths, left_ips, …).",
-    sources: Arity::ONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         CHANNEL.spec(),
         HEIGHT.spec(),
         THRESHOLD.spec(),
@@ -485,7 +482,7 @@ pub const PHA_SPEC: FunctionSpec = FunctionSpec {
         PLATEAU_SIZE.spec(),
         ALL_PEAKS.spec(),
     ],
-};
+);
 
 /// `analyzers.pha`.
 pub struct Pha {

@@ -29,17 +29,14 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-const COPY_SPEC: FunctionSpec = FunctionSpec {
-    name: "misc.copy",
-    template: Template::Filter,
-    summary: "Passes every event to every sink, as mimoCoRB2's misc.copy does (there it was the \
+const COPY_SPEC: FunctionSpec = FunctionSpec::new(
+    "misc.copy",
+    Template::Filter,
+    "Passes every event to every sink, as mimoCoRB2's misc.copy does (there it was the \
               only way to give two consumers every event; here every reading worker sees every \
               event anyway, so it is needed only to decouple two stages).",
-    sources: Arity::ONE,
-    sinks: Arity::SOME,
-    observes: Arity::NONE,
-    keys: &[],
-};
+    &[],
+);
 
 /// `misc.copy`.
 pub struct Copy;
@@ -58,16 +55,13 @@ impl crate::worker::Filter for Copy {
     }
 }
 
-const SOURCE_SPEC: FunctionSpec = FunctionSpec {
-    name: "bench.source",
-    template: Template::Importer,
-    summary: "Copies one prepared event into its sink per call, stamped with the event counter \
+const SOURCE_SPEC: FunctionSpec = FunctionSpec::new(
+    "bench.source",
+    Template::Importer,
+    "Copies one prepared event into its sink per call, stamped with the event counter \
               in its first 8 bytes and a checksum in its last 8: the cost of the plumbing alone.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[N_EVENTS.spec(), FAIL_AT.spec()],
-};
+    &[N_EVENTS.spec(), FAIL_AT.spec()],
+);
 
 keys! {
     /// `bench.source`: events to produce.
@@ -76,16 +70,14 @@ keys! {
     const FAIL_AT: Key<i64> = ("fail_at", -1, "fault injection: fail (an error, as a device gone wrong would) right after producing the event with this counter; -1 = never. With `restart: on-failure` the new process resumes after it and does not fail again");
 }
 
-const SINK_SPEC: FunctionSpec = FunctionSpec {
-    name: "bench.sink",
-    template: Template::Exporter,
-    summary: "Counts the events of its source, checks counter order and the checksum, measures \
+const SINK_SPEC: FunctionSpec = FunctionSpec::new(
+    "bench.sink",
+    Template::Exporter,
+    "Counts the events of its source, checks counter order and the checksum, measures \
               latency from the event timestamp, and writes bench_<worker>_<process>.json.",
-    sources: Arity::ONE,
-    sinks: Arity::NONE,
-    observes: Arity::NONE,
-    keys: &[TOUCH.spec(), LEAVE_AFTER.spec()],
-};
+    &[TOUCH.spec(), LEAVE_AFTER.spec()],
+)
+.with_sinks(Arity::NONE);
 
 keys! {
     /// `bench.sink`: read every byte.

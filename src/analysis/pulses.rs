@@ -35,8 +35,8 @@
 use super::trace::{channels, choice, feature_fields, one_sink, one_source, positive, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    Arity, BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor,
-    Strings, Template, WiringError, WorkerError,
+    BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Strings,
+    Template, WiringError, WorkerError,
 };
 
 keys! {
@@ -64,28 +64,22 @@ keys! {
 }
 
 /// The declaration of `process.baseline`.
-pub const BASELINE_SPEC: FunctionSpec = FunctionSpec {
-    name: "process.baseline",
-    template: Template::Processor,
-    summary: "Copies each event with the mean of its first `baseline_samples` samples subtracted \
+pub const BASELINE_SPEC: FunctionSpec = FunctionSpec::new(
+    "process.baseline",
+    Template::Processor,
+    "Copies each event with the mean of its first `baseline_samples` samples subtracted \
               from every chosen channel. The sink has the source's dtype and data_length.",
-    sources: Arity::ONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[BASELINE_SUBTRACTED.spec(), BASELINE_CHANNELS.spec()],
-};
+    &[BASELINE_SUBTRACTED.spec(), BASELINE_CHANNELS.spec()],
+);
 
 /// The declaration of `process.pulses`.
-pub const PULSES_SPEC: FunctionSpec = FunctionSpec {
-    name: "process.pulses",
-    template: Template::Processor,
-    summary: "Finds every pulse on every chosen channel and emits one record per pulse into a \
+pub const PULSES_SPEC: FunctionSpec = FunctionSpec::new(
+    "process.pulses",
+    Template::Processor,
+    "Finds every pulse on every chosen channel and emits one record per pulse into a \
               feature buffer with data_length 1 whose fields are any of: channel, pulse, index, \
               time, height, area, width.",
-    sources: Arity::ONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         THRESHOLD.spec(),
         PULSES_CHANNELS.spec(),
         POLARITY.spec(),
@@ -96,19 +90,16 @@ pub const PULSES_SPEC: FunctionSpec = FunctionSpec {
         SCALE.spec(),
         MAX_PULSES.spec(),
     ],
-};
+);
 
 /// The declaration of `process.pulse_pairs`.
-pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec {
-    name: "process.pulse_pairs",
-    template: Template::Processor,
-    summary: "For events with at least two pulses on `channel`, emits one record with the delay \
+pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec::new(
+    "process.pulse_pairs",
+    Template::Processor,
+    "For events with at least two pulses on `channel`, emits one record with the delay \
               between the first two (e.g. a muon and its decay electron). Sink fields: delay \
               (required), and any of channel, time1, time2, height1, height2.",
-    sources: Arity::ONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         THRESHOLD.spec(),
         PAIRS_CHANNEL.spec(),
         POLARITY.spec(),
@@ -119,20 +110,17 @@ pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec {
         SCALE.spec(),
         MAX_PULSES.spec(),
     ],
-};
+);
 
 /// The declaration of `process.downsample`.
-pub const DOWNSAMPLE_SPEC: FunctionSpec = FunctionSpec {
-    name: "process.downsample",
-    template: Template::Processor,
-    summary: "Reduces every field by `factor`: the mean of each group of `factor` samples \
+pub const DOWNSAMPLE_SPEC: FunctionSpec = FunctionSpec::new(
+    "process.downsample",
+    Template::Processor,
+    "Reduces every field by `factor`: the mean of each group of `factor` samples \
               (average) or its first sample (decimate). The sink has the source's dtype and \
               data_length = source data_length / factor (rounded down).",
-    sources: Arity::ONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[FACTOR.spec(), MODE.spec()],
-};
+    &[FACTOR.spec(), MODE.spec()],
+);
 
 /// One pulse found by [`find_pulses`]. Positions are in samples from the trace start.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -25,8 +25,8 @@
 use super::trace::{feature_fields, one_sink, one_source, positive, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
-    WiringError, WorkerError,
+    BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template, WiringError,
+    WorkerError,
 };
 
 /// Empty windows emitted one by one after a gap; a longer gap is one record.
@@ -44,19 +44,16 @@ const RATE_FIELDS: [&str; 7] = [
 ];
 
 /// The declaration of `process.rate`.
-pub const RATE_SPEC: FunctionSpec = FunctionSpec {
-    name: "process.rate",
-    template: Template::Processor,
-    summary: "Counts events (or sums `count_field`) in consecutive windows of `window` seconds \
+pub const RATE_SPEC: FunctionSpec = FunctionSpec::new(
+    "process.rate",
+    Template::Processor,
+    "Counts events (or sums `count_field`) in consecutive windows of `window` seconds \
               and emits one record per window with the dead-time corrected rate. Sink \
               (data_length 1) fields, any of: time (window start, s), duration (s), counts, \
               live_time (s), rate (Hz), rate_error (Hz, Poisson), deadtime_fraction. The first \
               event starts the clock; the last window ends at the last event. Runs as one \
               process.",
-    sources: Arity::ONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         WINDOW.spec(),
         TIME_FIELD.spec(),
         TIME_UNIT.spec(),
@@ -65,7 +62,7 @@ pub const RATE_SPEC: FunctionSpec = FunctionSpec {
         COUNT_FIELD.spec(),
         DEAD_TIME_PER_COUNT.spec(),
     ],
-};
+);
 
 keys! {
     const WINDOW: Key<f64> = ("window", 10.0, "window length (s)");

@@ -27,8 +27,8 @@
 use super::trace::{choice, positive, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced,
-    Strings, Template, WiringError, WorkerError,
+    BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced, Strings,
+    Template, WiringError, WorkerError,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1, StandardNormal};
@@ -42,17 +42,14 @@ pub const PHASES: usize = 16;
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 
 /// The declaration of `simulate.pulses`.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "simulate.pulses",
-    template: Template::Importer,
-    summary: "Simulated detector pulses on every channel (sink field): baseline, gaussian noise, \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "simulate.pulses",
+    Template::Importer,
+    "Simulated detector pulses on every channel (sink field): baseline, gaussian noise, \
               a pulse at the trigger position with a chosen shape and amplitude distribution, an \
               optional second pulse after an exponential delay (muon decay), Poisson arrivals, \
               ADC quantisation, reproducible from a seed.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         CHANNELS.spec(),
         SAMPLE_INTERVAL.spec(),
         PRETRIGGER_SAMPLES.spec(),
@@ -80,7 +77,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         ADC_BITS.spec(),
         ADC_RANGE.spec(),
     ],
-};
+);
 
 keys! {
     const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)");

@@ -12,7 +12,7 @@
 use super::trace::{channels, choice, one_source, sinks_like_source, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
+    BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
 };
 
 keys! {
@@ -49,32 +49,26 @@ keys! {
 }
 
 /// The declaration of `filter.threshold`.
-pub const THRESHOLD_SPEC: FunctionSpec = FunctionSpec {
-    name: "filter.threshold",
-    template: Template::Filter,
-    summary: "Passes an event when any of the chosen channels crosses `level` on the chosen edge \
+pub const THRESHOLD_SPEC: FunctionSpec = FunctionSpec::new(
+    "filter.threshold",
+    Template::Filter,
+    "Passes an event when any of the chosen channels crosses `level` on the chosen edge \
               at or after sample `pretrigger_samples`; otherwise drops it.",
-    sources: Arity::ONE,
-    sinks: Arity::SOME,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         threshold::LEVEL.spec(),
         EDGE.spec(),
         threshold::CHANNELS.spec(),
         threshold::PRETRIGGER.spec(),
     ],
-};
+);
 
 /// The declaration of `filter.coincidence`.
-pub const COINCIDENCE_SPEC: FunctionSpec = FunctionSpec {
-    name: "filter.coincidence",
-    template: Template::Filter,
-    summary: "Passes an event when at least `min_channels` different channels cross `level` \
+pub const COINCIDENCE_SPEC: FunctionSpec = FunctionSpec::new(
+    "filter.coincidence",
+    Template::Filter,
+    "Passes an event when at least `min_channels` different channels cross `level` \
               within `window` samples of each other.",
-    sources: Arity::ONE,
-    sinks: Arity::SOME,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         coincidence::LEVEL.spec(),
         EDGE.spec(),
         coincidence::CHANNELS.spec(),
@@ -82,18 +76,15 @@ pub const COINCIDENCE_SPEC: FunctionSpec = FunctionSpec {
         coincidence::WINDOW.spec(),
         coincidence::MAX_CROSSINGS.spec(),
     ],
-};
+);
 
 /// The declaration of `filter.prescale`.
-pub const PRESCALE_SPEC: FunctionSpec = FunctionSpec {
-    name: "filter.prescale",
-    template: Template::Filter,
-    summary: "Passes one event in `factor`: the 1st, (factor+1)th, … event this process sees.",
-    sources: Arity::ONE,
-    sinks: Arity::SOME,
-    observes: Arity::NONE,
-    keys: &[FACTOR.spec()],
-};
+pub const PRESCALE_SPEC: FunctionSpec = FunctionSpec::new(
+    "filter.prescale",
+    Template::Filter,
+    "Passes one event in `factor`: the 1st, (factor+1)th, … event this process sees.",
+    &[FACTOR.spec()],
+);
 
 /// Which way a crossing goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use super::{
     expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT,
     SEED, SIMULATE,
 };
-use crate::worker::{Arity, BuildContext, FunctionSpec, Template, WorkerError};
+use crate::worker::{BuildContext, FunctionSpec, Template, WorkerError};
 use daq_drivers::linecounter::{
     self, GrammarField, LineCounterConfig, LineFormat, LineGrammar, LineSimConfig, Separator,
     SimFormat,
@@ -76,16 +76,13 @@ pub const MIGHTYOHM_SPEC: FunctionSpec = line_counter_spec!(
 );
 
 /// `device.gc10`.
-pub const GC10_SPEC: FunctionSpec = FunctionSpec {
-    name: "device.gc10",
-    template: Template::Importer,
-    summary: "NetIO GC10-style counter (one CPM line per second): sink field cpm: uint32, \
-              data_length 1.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: MIGHTYOHM_SPEC.keys,
-};
+pub const GC10_SPEC: FunctionSpec = FunctionSpec::new(
+    "device.gc10",
+    Template::Importer,
+    "NetIO GC10-style counter (one CPM line per second): sink field cpm: uint32, \
+     data_length 1.",
+    MIGHTYOHM_SPEC.keys,
+);
 
 /// `device.line_counter`.
 pub const LINE_COUNTER_SPEC: FunctionSpec = line_counter_spec!(

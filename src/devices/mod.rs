@@ -151,15 +151,12 @@ pub(crate) use expect_data_key;
 /// reconnect and its backoff, the family's `expect_data_within`, `on_silence`).
 macro_rules! importer_spec {
     (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?] $(,)?) => {
-        $crate::worker::FunctionSpec {
-            name: $name,
-            template: $crate::worker::Template::Importer,
-            summary: $summary,
-            sources: $crate::worker::Arity::NONE,
-            sinks: $crate::worker::Arity::ONE,
-            observes: $crate::worker::Arity::NONE,
-            keys: &[$($key),*],
-        }
+        $crate::worker::FunctionSpec::new(
+            $name,
+            $crate::worker::Template::Importer,
+            $summary,
+            &[$($key),*],
+        )
     };
     (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
      then: scope $(,)?) => {

@@ -13,22 +13,19 @@ use super::hdf5::{
 };
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
+    BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use std::time::Duration;
 
 /// The declaration.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "export.hdf5",
-    template: Template::Exporter,
-    summary: "Writes every event of its source into an HDF5 file in the run directory: group \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "export.hdf5",
+    Template::Exporter,
+    "Writes every event of its source into an HDF5 file in the run directory: group \
               /<buffer> with `data` (events × data_length, compound type exactly the buffer's \
               dtype) and `metadata` (counter, timestamp, deadtime), chunked and compressed, \
               flushed in SWMR mode so h5py can read it during the run and after a crash.",
-    sources: Arity::ONE,
-    sinks: Arity::ANY,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         FILENAME.spec(),
         COMPRESSION.spec(),
         LEVEL.spec(),
@@ -36,7 +33,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         ROTATE_MB.spec(),
         ROTATE_MINUTES.spec(),
     ],
-};
+);
 
 keys! {
     const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory, without .h5");

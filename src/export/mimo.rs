@@ -32,8 +32,8 @@
 use crate::dtype::{Base, Dtype, FieldType, Metadata, Shape};
 use crate::keys;
 use crate::worker::{
-    Arity, Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec,
-    Importer, Key, Produced, Template, WorkerError,
+    Build, BuildContext, Check, EventMut, EventRef, Exporter, Function, FunctionSpec, Importer,
+    Key, Produced, Template, WorkerError,
 };
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -588,47 +588,38 @@ keys! {
 }
 
 /// The declaration of `data.export`.
-pub const EXPORT_SPEC: FunctionSpec = FunctionSpec {
-    name: "data.export",
-    template: Template::Exporter,
-    summary: "mimoCoRB2's data.export: writes every event of its source into <buffer>.mimo in \
+pub const EXPORT_SPEC: FunctionSpec = FunctionSpec::new(
+    "data.export",
+    Template::Exporter,
+    "mimoCoRB2's data.export: writes every event of its source into <buffer>.mimo in \
               the run directory, mimoCoRB2's own format (a pickled header with the numpy dtypes, \
               then data and metadata bytes per event); events pass on unchanged to sinks of the \
               source's shape.",
-    sources: Arity::ONE,
-    sinks: Arity::ANY,
-    observes: Arity::NONE,
-    keys: &[],
-};
+    &[],
+);
 
 /// The declaration of `data.simulate_importer`.
-pub const SIMULATE_SPEC: FunctionSpec = FunctionSpec {
-    name: "data.simulate_importer",
-    template: Template::Importer,
-    summary: "mimoCoRB2's data.simulate_importer: replays a mimo file with the recorded gaps \
+pub const SIMULATE_SPEC: FunctionSpec = FunctionSpec::new(
+    "data.simulate_importer",
+    Template::Importer,
+    "mimoCoRB2's data.simulate_importer: replays a mimo file with the recorded gaps \
               between its timestamps; new counter and timestamp, as mimoCoRB2's Importer sets.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[FILENAME.spec()],
-};
+    &[FILENAME.spec()],
+);
 
 /// The declaration of `data.clocked_importer`.
-pub const CLOCKED_SPEC: FunctionSpec = FunctionSpec {
-    name: "data.clocked_importer",
-    template: Template::Importer,
-    summary: "mimoCoRB2's data.clocked_importer: replays a mimo file at `rate` events per \
+pub const CLOCKED_SPEC: FunctionSpec = FunctionSpec::new(
+    "data.clocked_importer",
+    Template::Importer,
+    "mimoCoRB2's data.clocked_importer: replays a mimo file at `rate` events per \
               second, evenly or as a Poisson process; new counter and timestamp.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         FILENAME.spec(),
         RATE.spec(),
         DISTRIBUTION.spec(),
         SEED.spec(),
     ],
-};
+);
 
 /// The three functions, for the registry, with their checks.
 pub fn functions() -> Vec<(Function, Check)> {

@@ -18,25 +18,21 @@ use super::read::{dtype_of, open_run_file};
 use crate::dtype::{metadata_dtype, Metadata};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, Produced, Strings, Template,
-    WorkerError,
+    BuildContext, EventMut, FunctionSpec, Importer, Key, Produced, Strings, Template, WorkerError,
 };
 use hdf5_metno as h5;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The declaration.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "replay.hdf5",
-    template: Template::Importer,
-    summary: "Reads the events of a buffer back from HDF5 run files (export.hdf5's) into its \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "replay.hdf5",
+    Template::Importer,
+    "Reads the events of a buffer back from HDF5 run files (export.hdf5's) into its \
               sink, with their recorded counters and timestamps, flat out or paced by the \
               recorded time: recorded data through the same analysis chain again.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[FILES.spec(), BUFFER.spec(), PACE.spec(), SPEED.spec()],
-};
+    &[FILES.spec(), BUFFER.spec(), PACE.spec(), SPEED.spec()],
+);
 
 keys! {
     const FILES: Key<Strings> = ("files", required, "run files or run directories, relative to the setup file; a directory gives every .h5 file holding the buffer, in the order they were written");

@@ -34,7 +34,7 @@ use super::wire::{self, Encoder, Ev44Fields, Format};
 use crate::keys;
 use crate::run_dir::KafkaCounts;
 use crate::worker::{
-    Arity, BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
+    BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -45,19 +45,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The declaration.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "export.kafka",
-    template: Template::Exporter,
-    summary: "Publishes every event of its source to a Kafka topic as an ESS FlatBuffers \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "export.kafka",
+    Template::Exporter,
+    "Publishes every event of its source to a Kafka topic as an ESS FlatBuffers \
               message: da00 (one variable per field, shape and dtype kept) for waveforms, ev44 \
               (reference time = event time in ns since the epoch, time of flight from the time \
               field, pixel id from the channel) for features with a time. Keyed by source name, \
               record time = event time, idempotent with acks=all; a broker that is away never \
               blocks the run: events spool to a bounded file and are replayed in order.",
-    sources: Arity::ONE,
-    sinks: Arity::ANY,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         BROKERS.spec(),
         TOPIC.spec(),
         SOURCE_NAME.spec(),
@@ -76,7 +73,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         SPOOL_MB.spec(),
         DRAIN_SECONDS.spec(),
     ],
-};
+);
 
 keys! {
     pub(super) const BROKERS: Key<str> = ("brokers", "127.0.0.1:9092", "bootstrap brokers, host:port[,host:port…]");

@@ -24,8 +24,7 @@ use super::export::{ev44_fields, format_of, BROKERS, FORMAT, TIME_FIELD};
 use super::wire::{Decoder, Format};
 use crate::keys;
 use crate::worker::{
-    Arity, BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Produced, Template,
-    WorkerError,
+    BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Produced, Template, WorkerError,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -35,18 +34,15 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The declaration.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "source.kafka",
-    template: Template::Importer,
-    summary: "Reads ev44 and da00 messages from a Kafka topic into its sink, in the dtype the \
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "source.kafka",
+    Template::Importer,
+    "Reads ev44 and da00 messages from a Kafka topic into its sink, in the dtype the \
               setup declares (da00: one variable per field; ev44: time of flight into the time \
               field, pixel id into the pixel field), event time from the message; as one \
               consumer group (several hosts share the partitions) or from the beginning, the \
               end, an offset or a time.",
-    sources: Arity::NONE,
-    sinks: Arity::ONE,
-    observes: Arity::NONE,
-    keys: &[
+    &[
         BROKERS.spec(),
         TOPIC.spec(),
         GROUP_ID.spec(),
@@ -60,7 +56,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
         super::export::PIXEL_FIELD.spec(),
         IDLE_END.spec(),
     ],
-};
+);
 
 keys! {
     const TOPIC: MaybeKey<str> = ("topic", absent: "the sink buffer's name", "the topic to read");

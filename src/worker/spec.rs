@@ -166,6 +166,48 @@ pub struct FunctionSpec {
 }
 
 impl FunctionSpec {
+    /// A function of `template` with the buffers that template usually takes: an importer
+    /// writes one buffer; a filter reads one and passes events to one or more; a processor
+    /// reads one and writes one; an exporter reads one (and may pass its events on to any
+    /// number of buffers of their shape); an observer observes one. [`with_sources`] and
+    /// [`with_sinks`] say otherwise.
+    ///
+    /// [`with_sources`]: FunctionSpec::with_sources
+    /// [`with_sinks`]: FunctionSpec::with_sinks
+    pub const fn new(
+        name: &'static str,
+        template: Template,
+        summary: &'static str,
+        keys: &'static [ConfigKey],
+    ) -> FunctionSpec {
+        let (sources, sinks, observes) = match template {
+            Template::Importer => (Arity::NONE, Arity::ONE, Arity::NONE),
+            Template::Filter => (Arity::ONE, Arity::SOME, Arity::NONE),
+            Template::Processor => (Arity::ONE, Arity::ONE, Arity::NONE),
+            Template::Exporter => (Arity::ONE, Arity::ANY, Arity::NONE),
+            Template::Observer => (Arity::NONE, Arity::NONE, Arity::ONE),
+        };
+        FunctionSpec {
+            name,
+            template,
+            summary,
+            sources,
+            sinks,
+            observes,
+            keys,
+        }
+    }
+
+    /// The same function reading `sources` buffers.
+    pub const fn with_sources(self, sources: Arity) -> FunctionSpec {
+        FunctionSpec { sources, ..self }
+    }
+
+    /// The same function writing `sinks` buffers.
+    pub const fn with_sinks(self, sinks: Arity) -> FunctionSpec {
+        FunctionSpec { sinks, ..self }
+    }
+
     /// The key with this name.
     pub fn key(&self, name: &str) -> Option<&ConfigKey> {
         self.keys.iter().find(|k| k.name == name)
@@ -237,15 +279,11 @@ mod tests {
 
     #[test]
     fn slice_catalog_finds_by_name() {
-        const F: [FunctionSpec; 1] = [FunctionSpec {
-            name: "export.drain",
-            template: Template::Exporter,
-            summary: "",
-            sources: Arity::ONE,
-            sinks: Arity::NONE,
-            observes: Arity::NONE,
-            keys: &[],
-        }];
+        const F: [FunctionSpec; 1] =
+            [
+                FunctionSpec::new("export.drain", Template::Exporter, "", &[])
+                    .with_sinks(Arity::NONE),
+            ];
         assert!(F[..].function("export.drain").is_some());
         assert!(F[..].function("export.csv").is_none());
         assert_eq!(F[..].names(), vec!["export.drain"]);
