@@ -38,20 +38,16 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "process.coincidence",
     Template::Processor,
     "Pairs events of its two sources (a, b in source_list order) whose times lie \
-              within `window` of each other; one record per pair. Sink (data_length 1) fields, \
-              any of: time (the earlier of the two, s), dt (time b − time a, s), time_a, \
-              time_b, counter_a, counter_b (the events' counters). Greedy: each event pairs \
-              at most once, with the earliest unpaired partner. Runs as one process.",
-    &[
-        WINDOW.spec(),
-        TIME_FIELD.spec(),
-        TIME_UNIT.spec(),
-        MAX_PENDING.spec(),
-    ],
+     within `window` of each other; one record per pair. Sink (data_length 1) fields, \
+     any of: time (the earlier of the two, s), dt (time b − time a, s), time_a, \
+     time_b, counter_a, counter_b (the events' counters). Greedy: each event pairs \
+     at most once, with the earliest unpaired partner. Runs as one process.",
+    KEYS,
 )
 .with_sources(Arity { min: 2, max: 2 });
 
 keys! {
+    list KEYS;
     const WINDOW: Key<f64> = ("window", 1.0e-6, "largest |time b − time a| of a pair (s)");
     const TIME_FIELD: MaybeKey<str> = ("time_field", absent: "host timestamp", "a field both sources have (record 0), holding the event time on a clock both share; the host timestamp when absent");
     const TIME_UNIT: Key<f64> = ("time_unit", 1.0, "seconds per unit of time_field (1e-9 for nanoseconds)");

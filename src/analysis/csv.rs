@@ -30,11 +30,12 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec::new(
     "export.csv",
     Template::Exporter,
     "Writes every record of its source (small feature records) as a CSV line: \
-              counter, timestamp, deadtime, then the fields; integers as integers.",
-    &[FILENAME.spec(), SAVE_INTERVAL.spec()],
+     counter, timestamp, deadtime, then the fields; integers as integers.",
+    KEYS,
 );
 
 keys! {
+    list KEYS;
     /// `export.csv`: the file's name.
     const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory, without .csv");
     /// `export.csv`: how often the text is appended.
@@ -46,7 +47,7 @@ pub const DRAIN_SPEC: FunctionSpec = FunctionSpec::new(
     "export.drain",
     Template::Exporter,
     "Consumes and counts every event (for benchmarks and tests); writes \
-              drain_<worker>_<process>.json with the counts at the end.",
+     drain_<worker>_<process>.json with the counts at the end.",
     &[],
 );
 

@@ -39,9 +39,9 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "export.histogram",
     Template::Exporter,
     "Fills 1-D histograms of chosen feature fields (n bins over [min, max), with \
-              under/overflow), writes them as CSV into the run directory periodically and at the \
-              end, and optionally fits them at the end (exponential lifetime or gaussian peaks).",
-    &[BINS.spec(), UPDATE_INTERVAL.spec(), FIT.spec()],
+     under/overflow), writes them as CSV into the run directory periodically and at the \
+     end, and optionally fits them at the end (exponential lifetime or gaussian peaks).",
+    KEYS,
 );
 
 /// The declaration of `exporters.histogram`: mimoCoRB2's name for `export.histogram`, which
@@ -55,6 +55,7 @@ pub const MIMOCORB2_SPEC: FunctionSpec = FunctionSpec {
 };
 
 keys! {
+    list KEYS;
     const BINS: Key<Mapping> = ("bins", required, "field → [min, max, n]: n bins over [min, max) in the field's unit");
     const UPDATE_INTERVAL: Key<f64> = ("update_interval", 1.0, "seconds between rewrites of the CSV files");
     const FIT: Key<Items> = ("fit", [], "fits at the end: each {field, model: exponential|gaussian, min, max, background: false, name}");

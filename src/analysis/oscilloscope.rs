@@ -37,21 +37,12 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "observe.oscilloscope",
     Template::Observer,
     "Keeps the latest event's channels in volts with a time axis, at most once per \
-              update_interval, and writes them to oscilloscope_<worker>.json in the run directory.",
-    &[
-        UPDATE_INTERVAL.spec(),
-        CHANNELS.spec(),
-        SAMPLE_INTERVAL.spec(),
-        SCALE.spec(),
-        OFFSET.spec(),
-        T_SCALING.spec(),
-        Y_SCALING.spec(),
-        YLIM.spec(),
-        TRIGGER_LEVEL.spec(),
-    ],
+     update_interval, and writes them to oscilloscope_<worker>.json in the run directory.",
+    KEYS,
 );
 
 keys! {
+    list KEYS;
     const UPDATE_INTERVAL: Key<f64> = ("update_interval", 1.0, "least time between two kept traces (s)");
     const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "channels to show");
     const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 1.0, "time between samples (s); 1 gives the axis in samples");

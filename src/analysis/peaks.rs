@@ -449,6 +449,7 @@ fn output(p: &Peak, k: usize) -> f64 {
 }
 
 keys! {
+    list KEYS;
     const CHANNEL: MaybeKey<str> = ("channel", absent: "first field", "the channel searched");
     const HEIGHT: MaybeKey<Interval> = ("height", absent: "no condition", "peak height: minimum, or [min, max]");
     const THRESHOLD: MaybeKey<Interval> = ("threshold", absent: "no condition", "vertical distance to both neighbouring samples: minimum, or [min, max]");
@@ -466,22 +467,11 @@ pub const PHA_SPEC: FunctionSpec = FunctionSpec::new(
     "analyzers.pha",
     Template::Processor,
     "mimoCoRB2's pulse height analysis: scipy.signal.find_peaks (height, threshold, \
-              distance, prominence, width, wlen, rel_height, plateau_size) on one channel; \
-              writes the first peak of each event (or every peak) into a data_length-1 sink \
-              whose fields name scipy's properties (position, peak_heights, prominences, \
-              widths, left_ips, …).",
-    &[
-        CHANNEL.spec(),
-        HEIGHT.spec(),
-        THRESHOLD.spec(),
-        DISTANCE.spec(),
-        PROMINENCE.spec(),
-        WIDTH.spec(),
-        WLEN.spec(),
-        REL_HEIGHT.spec(),
-        PLATEAU_SIZE.spec(),
-        ALL_PEAKS.spec(),
-    ],
+     distance, prominence, width, wlen, rel_height, plateau_size) on one channel; \
+     writes the first peak of each event (or every peak) into a data_length-1 sink \
+     whose fields name scipy's properties (position, peak_heights, prominences, \
+     widths, left_ips, …).",
+    KEYS,
 );
 
 /// `analyzers.pha`.

@@ -33,8 +33,8 @@ const COPY_SPEC: FunctionSpec = FunctionSpec::new(
     "misc.copy",
     Template::Filter,
     "Passes every event to every sink, as mimoCoRB2's misc.copy does (there it was the \
-              only way to give two consumers every event; here every reading worker sees every \
-              event anyway, so it is needed only to decouple two stages).",
+     only way to give two consumers every event; here every reading worker sees every \
+     event anyway, so it is needed only to decouple two stages).",
     &[],
 );
 
@@ -59,11 +59,12 @@ const SOURCE_SPEC: FunctionSpec = FunctionSpec::new(
     "bench.source",
     Template::Importer,
     "Copies one prepared event into its sink per call, stamped with the event counter \
-              in its first 8 bytes and a checksum in its last 8: the cost of the plumbing alone.",
-    &[N_EVENTS.spec(), FAIL_AT.spec()],
+     in its first 8 bytes and a checksum in its last 8: the cost of the plumbing alone.",
+    SOURCE_KEYS,
 );
 
 keys! {
+    list SOURCE_KEYS;
     /// `bench.source`: events to produce.
     const N_EVENTS: Key<u64> = ("n_events", 200000, "events to produce (over all processes of the worker), then end");
     /// `bench.source`: the event after which to fail.
@@ -74,12 +75,13 @@ const SINK_SPEC: FunctionSpec = FunctionSpec::new(
     "bench.sink",
     Template::Exporter,
     "Counts the events of its source, checks counter order and the checksum, measures \
-              latency from the event timestamp, and writes bench_<worker>_<process>.json.",
-    &[TOUCH.spec(), LEAVE_AFTER.spec()],
+     latency from the event timestamp, and writes bench_<worker>_<process>.json.",
+    SINK_KEYS,
 )
 .with_sinks(Arity::NONE);
 
 keys! {
+    list SINK_KEYS;
     /// `bench.sink`: read every byte.
     const TOUCH: Key<bool> = ("touch", true, "read every byte of each event (as a real consumer would)");
     /// `bench.sink`: leave early.

@@ -68,7 +68,7 @@ pub const BASELINE_SPEC: FunctionSpec = FunctionSpec::new(
     "process.baseline",
     Template::Processor,
     "Copies each event with the mean of its first `baseline_samples` samples subtracted \
-              from every chosen channel. The sink has the source's dtype and data_length.",
+     from every chosen channel. The sink has the source's dtype and data_length.",
     &[BASELINE_SUBTRACTED.spec(), BASELINE_CHANNELS.spec()],
 );
 
@@ -77,8 +77,8 @@ pub const PULSES_SPEC: FunctionSpec = FunctionSpec::new(
     "process.pulses",
     Template::Processor,
     "Finds every pulse on every chosen channel and emits one record per pulse into a \
-              feature buffer with data_length 1 whose fields are any of: channel, pulse, index, \
-              time, height, area, width.",
+     feature buffer with data_length 1 whose fields are any of: channel, pulse, index, \
+     time, height, area, width.",
     &[
         THRESHOLD.spec(),
         PULSES_CHANNELS.spec(),
@@ -97,8 +97,8 @@ pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec::new(
     "process.pulse_pairs",
     Template::Processor,
     "For events with at least two pulses on `channel`, emits one record with the delay \
-              between the first two (e.g. a muon and its decay electron). Sink fields: delay \
-              (required), and any of channel, time1, time2, height1, height2.",
+     between the first two (e.g. a muon and its decay electron). Sink fields: delay \
+     (required), and any of channel, time1, time2, height1, height2.",
     &[
         THRESHOLD.spec(),
         PAIRS_CHANNEL.spec(),
@@ -117,8 +117,8 @@ pub const DOWNSAMPLE_SPEC: FunctionSpec = FunctionSpec::new(
     "process.downsample",
     Template::Processor,
     "Reduces every field by `factor`: the mean of each group of `factor` samples \
-              (average) or its first sample (decimate). The sink has the source's dtype and \
-              data_length = source data_length / factor (rounded down).",
+     (average) or its first sample (decimate). The sink has the source's dtype and \
+     data_length = source data_length / factor (rounded down).",
     &[FACTOR.spec(), MODE.spec()],
 );
 

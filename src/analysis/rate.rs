@@ -48,23 +48,16 @@ pub const RATE_SPEC: FunctionSpec = FunctionSpec::new(
     "process.rate",
     Template::Processor,
     "Counts events (or sums `count_field`) in consecutive windows of `window` seconds \
-              and emits one record per window with the dead-time corrected rate. Sink \
-              (data_length 1) fields, any of: time (window start, s), duration (s), counts, \
-              live_time (s), rate (Hz), rate_error (Hz, Poisson), deadtime_fraction. The first \
-              event starts the clock; the last window ends at the last event. Runs as one \
-              process.",
-    &[
-        WINDOW.spec(),
-        TIME_FIELD.spec(),
-        TIME_UNIT.spec(),
-        DEADTIME_FIELD.spec(),
-        DEADTIME_UNIT.spec(),
-        COUNT_FIELD.spec(),
-        DEAD_TIME_PER_COUNT.spec(),
-    ],
+     and emits one record per window with the dead-time corrected rate. Sink \
+     (data_length 1) fields, any of: time (window start, s), duration (s), counts, \
+     live_time (s), rate (Hz), rate_error (Hz, Poisson), deadtime_fraction. The first \
+     event starts the clock; the last window ends at the last event. Runs as one \
+     process.",
+    KEYS,
 );
 
 keys! {
+    list KEYS;
     const WINDOW: Key<f64> = ("window", 10.0, "window length (s)");
     const TIME_FIELD: MaybeKey<str> = ("time_field", absent: "host timestamp", "field with the detector's own clock (e.g. time_ms), or `counter` (event number × time_unit: one heartbeat per device second); the host timestamp when absent");
     const TIME_UNIT: Key<f64> = ("time_unit", 1.0, "seconds per unit of time_field (0.001 for milliseconds)");

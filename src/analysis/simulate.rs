@@ -46,40 +46,14 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "simulate.pulses",
     Template::Importer,
     "Simulated detector pulses on every channel (sink field): baseline, gaussian noise, \
-              a pulse at the trigger position with a chosen shape and amplitude distribution, an \
-              optional second pulse after an exponential delay (muon decay), Poisson arrivals, \
-              ADC quantisation, reproducible from a seed.",
-    &[
-        CHANNELS.spec(),
-        SAMPLE_INTERVAL.spec(),
-        PRETRIGGER_SAMPLES.spec(),
-        RATE.spec(),
-        REALTIME.spec(),
-        N_EVENTS.spec(),
-        SEED.spec(),
-        SHAPE.spec(),
-        RISE_TIME.spec(),
-        DECAY_TIME.spec(),
-        TEMPLATE.spec(),
-        AMPLITUDE.spec(),
-        AMPLITUDE_MEAN.spec(),
-        AMPLITUDE_SIGMA.spec(),
-        LINE_AMPLITUDES.spec(),
-        LINE_WEIGHTS.spec(),
-        RESOLUTION.spec(),
-        POLARITY.spec(),
-        BASELINE.spec(),
-        NOISE.spec(),
-        NOISE_GENERATOR.spec(),
-        DECAY_FRACTION.spec(),
-        LIFETIME.spec(),
-        COINCIDENCE.spec(),
-        ADC_BITS.spec(),
-        ADC_RANGE.spec(),
-    ],
+     a pulse at the trigger position with a chosen shape and amplitude distribution, an \
+     optional second pulse after an exponential delay (muon decay), Poisson arrivals, \
+     ADC quantisation, reproducible from a seed.",
+    KEYS,
 );
 
 keys! {
+    list KEYS;
     const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)");
     const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 4.0e-9, "time between samples (s)");
     const PRETRIGGER_SAMPLES: Key<usize> = ("pretrigger_samples", 100, "sample at which the (first) pulse starts");

@@ -44,6 +44,7 @@ mod coincidence {
 }
 
 keys! {
+    list PRESCALE_KEYS;
     /// `filter.prescale`: the factor.
     const FACTOR: Key<u64> = ("factor", required, "keep 1 event in this many (≥ 1)");
 }
@@ -53,7 +54,7 @@ pub const THRESHOLD_SPEC: FunctionSpec = FunctionSpec::new(
     "filter.threshold",
     Template::Filter,
     "Passes an event when any of the chosen channels crosses `level` on the chosen edge \
-              at or after sample `pretrigger_samples`; otherwise drops it.",
+     at or after sample `pretrigger_samples`; otherwise drops it.",
     &[
         threshold::LEVEL.spec(),
         EDGE.spec(),
@@ -67,7 +68,7 @@ pub const COINCIDENCE_SPEC: FunctionSpec = FunctionSpec::new(
     "filter.coincidence",
     Template::Filter,
     "Passes an event when at least `min_channels` different channels cross `level` \
-              within `window` samples of each other.",
+     within `window` samples of each other.",
     &[
         coincidence::LEVEL.spec(),
         EDGE.spec(),
@@ -83,7 +84,7 @@ pub const PRESCALE_SPEC: FunctionSpec = FunctionSpec::new(
     "filter.prescale",
     Template::Filter,
     "Passes one event in `factor`: the 1st, (factor+1)th, … event this process sees.",
-    &[FACTOR.spec()],
+    PRESCALE_KEYS,
 );
 
 /// Which way a crossing goes.

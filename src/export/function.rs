@@ -22,20 +22,14 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "export.hdf5",
     Template::Exporter,
     "Writes every event of its source into an HDF5 file in the run directory: group \
-              /<buffer> with `data` (events × data_length, compound type exactly the buffer's \
-              dtype) and `metadata` (counter, timestamp, deadtime), chunked and compressed, \
-              flushed in SWMR mode so h5py can read it during the run and after a crash.",
-    &[
-        FILENAME.spec(),
-        COMPRESSION.spec(),
-        LEVEL.spec(),
-        FLUSH_INTERVAL.spec(),
-        ROTATE_MB.spec(),
-        ROTATE_MINUTES.spec(),
-    ],
+     /<buffer> with `data` (events × data_length, compound type exactly the buffer's \
+     dtype) and `metadata` (counter, timestamp, deadtime), chunked and compressed, \
+     flushed in SWMR mode so h5py can read it during the run and after a crash.",
+    KEYS,
 );
 
 keys! {
+    list KEYS;
     const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory, without .h5");
     const COMPRESSION: Key<str> = ("compression", "deflate", "deflate (shuffle + zlib, every reader can open it) or none (fastest)");
     const LEVEL: Key<usize> = ("level", 1, "deflate level 1 (fast) .. 9 (small)");

@@ -581,6 +581,7 @@ impl MimoReader {
 }
 
 keys! {
+    list KEYS;
     const FILENAME: Key<str> = ("filename", required, "the mimo file to replay (data.export's <buffer>.mimo); relative to the setup file");
     const RATE: Key<f64> = ("rate", required, "events per second (> 0)");
     const DISTRIBUTION: Key<str> = ("distribution", "uniform", "uniform (even gaps) or poisson (exponential gaps of mean 1/rate)");
@@ -592,9 +593,9 @@ pub const EXPORT_SPEC: FunctionSpec = FunctionSpec::new(
     "data.export",
     Template::Exporter,
     "mimoCoRB2's data.export: writes every event of its source into <buffer>.mimo in \
-              the run directory, mimoCoRB2's own format (a pickled header with the numpy dtypes, \
-              then data and metadata bytes per event); events pass on unchanged to sinks of the \
-              source's shape.",
+     the run directory, mimoCoRB2's own format (a pickled header with the numpy dtypes, \
+     then data and metadata bytes per event); events pass on unchanged to sinks of the \
+     source's shape.",
     &[],
 );
 
@@ -603,7 +604,7 @@ pub const SIMULATE_SPEC: FunctionSpec = FunctionSpec::new(
     "data.simulate_importer",
     Template::Importer,
     "mimoCoRB2's data.simulate_importer: replays a mimo file with the recorded gaps \
-              between its timestamps; new counter and timestamp, as mimoCoRB2's Importer sets.",
+     between its timestamps; new counter and timestamp, as mimoCoRB2's Importer sets.",
     &[FILENAME.spec()],
 );
 
@@ -612,13 +613,8 @@ pub const CLOCKED_SPEC: FunctionSpec = FunctionSpec::new(
     "data.clocked_importer",
     Template::Importer,
     "mimoCoRB2's data.clocked_importer: replays a mimo file at `rate` events per \
-              second, evenly or as a Poisson process; new counter and timestamp.",
-    &[
-        FILENAME.spec(),
-        RATE.spec(),
-        DISTRIBUTION.spec(),
-        SEED.spec(),
-    ],
+     second, evenly or as a Poisson process; new counter and timestamp.",
+    KEYS,
 );
 
 /// The three functions, for the registry, with their checks.

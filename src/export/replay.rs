@@ -29,12 +29,13 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "replay.hdf5",
     Template::Importer,
     "Reads the events of a buffer back from HDF5 run files (export.hdf5's) into its \
-              sink, with their recorded counters and timestamps, flat out or paced by the \
-              recorded time: recorded data through the same analysis chain again.",
-    &[FILES.spec(), BUFFER.spec(), PACE.spec(), SPEED.spec()],
+     sink, with their recorded counters and timestamps, flat out or paced by the \
+     recorded time: recorded data through the same analysis chain again.",
+    KEYS,
 );
 
 keys! {
+    list KEYS;
     const FILES: Key<Strings> = ("files", required, "run files or run directories, relative to the setup file; a directory gives every .h5 file holding the buffer, in the order they were written");
     const BUFFER: Key<str> = ("buffer", "", "the buffer (group) to read from the files; empty = the sink's name");
     const PACE: Key<bool> = ("pace", false, "true: events come at the recorded time intervals (divided by `speed`); false: flat out");

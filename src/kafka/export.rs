@@ -49,33 +49,16 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "export.kafka",
     Template::Exporter,
     "Publishes every event of its source to a Kafka topic as an ESS FlatBuffers \
-              message: da00 (one variable per field, shape and dtype kept) for waveforms, ev44 \
-              (reference time = event time in ns since the epoch, time of flight from the time \
-              field, pixel id from the channel) for features with a time. Keyed by source name, \
-              record time = event time, idempotent with acks=all; a broker that is away never \
-              blocks the run: events spool to a bounded file and are replayed in order.",
-    &[
-        BROKERS.spec(),
-        TOPIC.spec(),
-        SOURCE_NAME.spec(),
-        FORMAT.spec(),
-        TIME_FIELD.spec(),
-        TIME_UNIT.spec(),
-        PIXEL_FIELD.spec(),
-        CONTROL_TOPIC.spec(),
-        STATUS_TOPIC.spec(),
-        STATUS_INTERVAL.spec(),
-        LINGER_MS.spec(),
-        BATCH_KB.spec(),
-        COMPRESSION.spec(),
-        HOLD_KB.spec(),
-        QUEUE_MB.spec(),
-        SPOOL_MB.spec(),
-        DRAIN_SECONDS.spec(),
-    ],
+     message: da00 (one variable per field, shape and dtype kept) for waveforms, ev44 \
+     (reference time = event time in ns since the epoch, time of flight from the time \
+     field, pixel id from the channel) for features with a time. Keyed by source name, \
+     record time = event time, idempotent with acks=all; a broker that is away never \
+     blocks the run: events spool to a bounded file and are replayed in order.",
+    KEYS,
 );
 
 keys! {
+    list KEYS;
     pub(super) const BROKERS: Key<str> = ("brokers", "127.0.0.1:9092", "bootstrap brokers, host:port[,host:port…]");
     const TOPIC: MaybeKey<str> = ("topic", absent: "the source buffer's name", "the topic (it must exist: create it first)");
     const SOURCE_NAME: MaybeKey<str> = ("source_name", absent: "<setup>/<worker>/<buffer>", "source_name of every message, and the record key");

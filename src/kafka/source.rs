@@ -38,10 +38,10 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     "source.kafka",
     Template::Importer,
     "Reads ev44 and da00 messages from a Kafka topic into its sink, in the dtype the \
-              setup declares (da00: one variable per field; ev44: time of flight into the time \
-              field, pixel id into the pixel field), event time from the message; as one \
-              consumer group (several hosts share the partitions) or from the beginning, the \
-              end, an offset or a time.",
+     setup declares (da00: one variable per field; ev44: time of flight into the time \
+     field, pixel id into the pixel field), event time from the message; as one \
+     consumer group (several hosts share the partitions) or from the beginning, the \
+     end, an offset or a time.",
     &[
         BROKERS.spec(),
         TOPIC.spec(),

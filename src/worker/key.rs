@@ -414,8 +414,31 @@ macro_rules! key {
 ///
 /// It is [`key!`](crate::key) in a form rustfmt leaves alone, so a function's key block
 /// reads as a table instead of five lines a key.
+///
+/// A first line `list KEYS;` also declares `KEYS`, the declarations of the whole table in
+/// its order, as a [`FunctionSpec`](super::FunctionSpec) lists them: a function whose keys
+/// are the table names each key once.
+///
+/// ```
+/// use daq_engine::keys;
+/// use daq_engine::worker::{FunctionSpec, Key, Template};
+///
+/// keys! {
+///     list KEYS;
+///     const N: Key<u64> = ("n_events", 0, "events, then end; 0 = no limit");
+///     const RATE: Key<f64> = ("rate", 100.0, "events per second");
+/// }
+/// const SPEC: FunctionSpec = FunctionSpec::new("my.source", Template::Importer, "…", KEYS);
+/// assert_eq!(SPEC.keys.iter().map(|k| k.name).collect::<Vec<_>>(), ["n_events", "rate"]);
+/// # let _ = (N, RATE);
+/// ```
 #[macro_export]
 macro_rules! keys {
+    (list $list:ident; $($(#[$attr:meta])* $vis:vis const $name:ident: $ty:ty = ($($args:tt)*);)*) => {
+        /// The keys of this table, in its order, as a function's declaration lists them.
+        const $list: &[$crate::worker::ConfigKey] = &[$($name.spec()),*];
+        $crate::keys! { $($(#[$attr])* $vis const $name: $ty = ($($args)*);)* }
+    };
     ($($(#[$attr:meta])* $vis:vis const $name:ident: $ty:ty = ($($args:tt)*);)*) => {
         $($(#[$attr])* $vis const $name: $ty = $crate::key!($($args)*);)*
     };
