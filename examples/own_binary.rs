@@ -5,10 +5,10 @@
 //! and additionally knows `user.every_nth`.
 
 use daq_engine::key;
-use daq_engine::worker::{
-    Arity, BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
-};
 use daq_engine::worker::{Build, Function, Registry};
+use daq_engine::worker::{
+    BuildContext, EventRef, Filter, FunctionSpec, Key, SinkMask, Template, WorkerError,
+};
 
 /// The config key, declared once with its type and doc: the spec lists it, `daq-engine
 /// check` types the setup's value against it, and the build reads it through it.
@@ -17,15 +17,14 @@ const NTH: Key<u64> = key!("nth", required, "keep one event in n");
 /// Passes every n-th event by its counter.
 struct EveryNth(i64);
 
-const SPEC: FunctionSpec = FunctionSpec {
-    name: "user.every_nth",
-    template: Template::Filter,
-    summary: "Passes events whose counter is a multiple of nth (an example of a compiled-in user function).",
-    sources: Arity::ONE,
-    sinks: Arity::SOME,
-    observes: Arity::NONE,
-    keys: &[NTH.spec()],
-};
+/// A filter: one source, one or more sinks (as every filter; `with_sources`/`with_sinks`
+/// would say otherwise).
+const SPEC: FunctionSpec = FunctionSpec::new(
+    "user.every_nth",
+    Template::Filter,
+    "Passes events whose counter is a multiple of nth (an example of a compiled-in user function).",
+    &[NTH.spec()],
+);
 
 impl Filter for EveryNth {
     fn select(&mut self, event: &EventRef<'_>) -> Result<SinkMask, WorkerError> {

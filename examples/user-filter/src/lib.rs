@@ -11,11 +11,11 @@
 //!     config: {channel: ch0, level: 0.5}
 //! ```
 
+use daq_engine::worker::{Build, Function};
 use daq_engine::worker::{
-    Arity, BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
+    BuildContext, ConfigKey, EventRef, Filter, FunctionSpec, KeyType, SinkMask, Template,
     WorkerError,
 };
-use daq_engine::worker::{Build, Function};
 
 /// Passes events whose `channel` reaches `level` anywhere in the trace.
 pub struct PeakAbove {
@@ -24,14 +24,11 @@ pub struct PeakAbove {
 }
 
 /// The function's declaration: what `daq-engine check` validates a setup against.
-pub const SPEC: FunctionSpec = FunctionSpec {
-    name: "user.peak_above",
-    template: Template::Filter,
-    summary: "Passes events whose channel reaches `level` (an example of a user library).",
-    sources: Arity::ONE,
-    sinks: Arity::SOME,
-    observes: Arity::NONE,
-    keys: &[
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "user.peak_above",
+    Template::Filter,
+    "Passes events whose channel reaches `level` (an example of a user library).",
+    &[
         ConfigKey {
             name: "channel",
             ty: KeyType::Str,
@@ -47,7 +44,7 @@ pub const SPEC: FunctionSpec = FunctionSpec {
             doc: "pass when any sample is at or above this",
         },
     ],
-};
+);
 
 impl PeakAbove {
     fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
