@@ -683,10 +683,8 @@ fn mem_size(bytes: u128) -> String {
 /// The rings of every buffer (one per writing process) against the memory there is: more
 /// than MemAvailable is an error at the largest buffer; more than the locked-memory limit
 /// (the rings are locked) a warning for a user other than root, since the run goes on
-/// unlocked.
-/// Checks that the rings fit in memory (and warns where they cannot all be locked).
-/// Returns the buffers whose rings alone need more than the machine has: their workers'
-/// functions are not built (one of their events may be more than can be allocated).
+/// unlocked. Returns the buffers whose rings alone need more than MemAvailable: their
+/// workers' functions are not built (one of their events may be more than can be allocated).
 fn check_memory<'a>(l: &mut Loader, draft: &'a Draft) -> Vec<&'a str> {
     let mut total: u128 = 0;
     let mut largest: Option<(u128, &BufferDraft)> = None;
