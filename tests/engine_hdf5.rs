@@ -677,4 +677,14 @@ Workers:
     );
     assert!(!out.contains("unable to open file"), "{out}");
     assert!(out.contains(&format!("{}", b_file.display())), "{out}");
+    // A directory without run files beside one with them: named, and the exit code says so.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, out) = runs::engine(&dir, &["inspect", empty.to_str().unwrap(), run_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("empty: no .h5 file in this directory"),
+        "{out}"
+    );
+    assert_eq!(out.matches("20 events").count(), 2, "{out}");
 }

@@ -415,6 +415,7 @@ pub fn run_main(registry: crate::worker::Registry) -> i32 {
 /// still shown; the exit code says whether any failed.
 fn inspect(args: &[PathBuf]) -> i32 {
     let mut files = Vec::new();
+    let mut code = exit::OK;
     for arg in args {
         if !arg.is_dir() {
             files.push(arg.clone());
@@ -429,15 +430,11 @@ fn inspect(args: &[PathBuf]) -> i32 {
                 "daq-engine: {}: no .h5 file in this directory",
                 arg.display()
             );
+            code = exit::FAILED;
         }
         h5.sort();
         files.extend(h5);
     }
-    let mut code = if files.len() < args.len() {
-        exit::FAILED
-    } else {
-        exit::OK
-    };
     for (i, file) in files.iter().enumerate() {
         match crate::export::inspect(file) {
             Ok(text) => print!("{}{text}", if i > 0 { "\n" } else { "" }),
