@@ -419,3 +419,33 @@ Workers:
         }
     }
 }
+
+/// migrate's "OK for `daq-engine check`" means what check will say: it also loads the port's
+/// Python workers (check does, in a probe process). A worker file that does not load was
+/// ported and called OK, and check then refused the port.
+#[test]
+fn migrate_does_not_call_a_port_ok_whose_python_worker_does_not_load() {
+    let dir = Dir::new("migrate-python");
+    std::fs::write(dir.0.join("broken.py"), "def sink(:\n").unwrap();
+    std::fs::write(
+        dir.0.join("two.yaml"),
+        "Buffers:\n  raw: {slot_count: 8, data_length: 4, data_dtype: {ch: float32}}\nWorkers:\n  source: {function: simulate.pulses, sinks: [raw], config: {n_events: 10, pretrigger_samples: 1}}\n  a: {file: broken.py, function: sink, sources: [raw]}\n  b: {file: broken.py, function: sink, sources: [raw]}\n",
+    )
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["migrate", "two.yaml"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}{err}");
+    assert!(said.contains("wrote two_daq-engine.yaml"), "{said}");
+    assert!(!said.contains("OK for"), "{said}");
+    assert!(
+        err.contains("two_daq-engine.yaml: worker 'a'") && err.contains("left to fix by hand"),
+        "{err}"
+    );
+}

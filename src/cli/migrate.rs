@@ -59,17 +59,25 @@ pub fn migrate(path: &Path, output: Option<&Path>, registry: &Registry) -> i32 {
     }
     let after = Setup::check_bytes(port.text.as_bytes(), &out, registry, setup::online_cpus());
     println!("wrote {}", out.display());
-    if after.errors.is_empty() {
+    let mut errors: Vec<String> = after.errors.iter().map(|e| e.to_string()).collect();
+    if errors.is_empty() {
+        // As `check` does next: load its user libraries and Python workers (each in a
+        // probe process), so that "OK" means what `check` will say.
+        if let Err(found) = super::check::user_libraries(&after.setup, registry) {
+            errors.extend(found.iter().map(|e| format!("{}: {e}", out.display())));
+        }
+    }
+    if errors.is_empty() {
         println!("{}: OK for `daq-engine check`", out.display());
         exit::OK
     } else {
-        for e in &after.errors {
+        for e in &errors {
             eprintln!("{e}");
         }
         eprintln!(
             "{}: {} error(s) left to fix by hand",
             out.display(),
-            after.errors.len()
+            errors.len()
         );
         exit::BAD_INPUT
     }
