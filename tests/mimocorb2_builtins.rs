@@ -315,6 +315,15 @@ fn drained(run: &Path) -> std::collections::BTreeMap<String, u64> {
     out
 }
 
+/// `daq-engine migrate FILE` in `dir`, run to its end.
+fn migrate(dir: &Path, file: &str) -> std::process::Output {
+    Command::new(EXE)
+        .args(["migrate", file])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 /// `daq-engine migrate` ports what is read differently here and says so line by line; the
 /// port shares the events among the alike drains as mimoCoRB2 did, where the original run
 /// here gives each of them every event.
@@ -326,11 +335,7 @@ fn migrate_ports_a_mimocorb2_setup_and_the_port_shares_events_as_mimocorb2_did()
         dir.0.join("split_readers.yaml"),
     )
     .unwrap();
-    let out = Command::new(EXE)
-        .args(["migrate", "split_readers.yaml"])
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
+    let out = migrate(&dir.0, "split_readers.yaml");
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -381,18 +386,10 @@ Workers:
 "
     );
     // A second migrate does not overwrite the port.
-    let again = Command::new(EXE)
-        .args(["migrate", "split_readers.yaml"])
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
+    let again = migrate(&dir.0, "split_readers.yaml");
     assert_eq!(again.status.code(), Some(2));
     // The port of a port has nothing left to port.
-    let done = Command::new(EXE)
-        .args(["migrate", "split_readers_daq-engine.yaml"])
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
+    let done = migrate(&dir.0, "split_readers_daq-engine.yaml");
     assert_eq!(done.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&done.stdout).contains("nothing to port"));
 
@@ -432,11 +429,7 @@ fn migrate_does_not_call_a_port_ok_whose_python_worker_does_not_load() {
         "Buffers:\n  raw: {slot_count: 8, data_length: 4, data_dtype: {ch: float32}}\nWorkers:\n  source: {function: simulate.pulses, sinks: [raw], config: {n_events: 10, pretrigger_samples: 1}}\n  a: {file: broken.py, function: sink, sources: [raw]}\n  b: {file: broken.py, function: sink, sources: [raw]}\n",
     )
     .unwrap();
-    let out = Command::new(EXE)
-        .args(["migrate", "two.yaml"])
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
+    let out = migrate(&dir.0, "two.yaml");
     let (said, err) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
