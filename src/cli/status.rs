@@ -114,21 +114,20 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
 /// Prints the state of a run from its `stats.jsonl`.
 pub fn status(run_dir: &Path) -> i32 {
     let path = run_dir.join(crate::run_dir::STATS);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "daq-engine: {}: {e} (is this a run directory?)",
-                path.display()
-            );
-            return exit::BAD_INPUT;
-        }
-    };
-    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
+    if let Err(e) = std::fs::File::open(&path) {
+        eprintln!(
+            "daq-engine: {}: {e} (is this a run directory?)",
+            path.display()
+        );
+        return exit::BAD_INPUT;
+    }
+    // The last whole line, read from the file's end: a week's file is a gigabyte, and the
+    // line being written is not one yet.
+    let Some(last) = crate::run_dir::last_stats_line(&path) else {
         eprintln!("daq-engine: {}: no statistics written yet", path.display());
         return exit::FAILED;
     };
-    let v: serde_json::Value = match serde_json::from_str(last) {
+    let v: serde_json::Value = match serde_json::from_str(&last) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("daq-engine: {}: last line unreadable: {e}", path.display());
@@ -137,4 +136,29 @@ pub fn status(run_dir: &Path) -> i32 {
     };
     print!("{}", format_status(&v, run_dir));
     exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `status` of a live run reads the last whole line: the supervisor may be writing the
+    /// next one (it said "last line unreadable" and exited 1 while a line was half written).
+    #[test]
+    fn status_shows_the_last_whole_line_while_the_next_is_being_written() {
+        let run = crate::fsio::test_dir("status-partial");
+        let line = serde_json::to_string(&crate::run_dir::Snapshot {
+            t: 3.0,
+            time: "2026-12-06T10:00:03.000Z".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let path = run.join(crate::run_dir::STATS);
+        std::fs::write(&path, format!("{line}\n{{\"t\": 4.0, \"buff")).unwrap();
+        assert_eq!(status(&run), exit::OK);
+        std::fs::write(&path, "{\"t\": 1.0, \"buff").unwrap();
+        assert_eq!(status(&run), exit::FAILED, "no whole line yet");
+        std::fs::remove_dir_all(&run).unwrap();
+        assert_eq!(status(&run), exit::BAD_INPUT, "not a run directory");
+    }
 }
