@@ -1374,9 +1374,9 @@ fn a_bad_limit_on_the_command_line_names_its_flag_and_starts_nothing() {
 /// with `update_interval: 20` took 40 s to end after its 50 events).
 #[test]
 fn a_slow_oscilloscope_does_not_hold_the_end_of_the_run() {
-    let dir = runs::fresh("slow-scope");
-    std::fs::write(
-        dir.join("s.yaml"),
+    let dir = Dir::new("slow-scope");
+    let (_, run) = ran(
+        &dir,
         "target_directory: runs
 Buffers:
   raw: {slot_count: 8, data_length: 64, data_dtype: {chA: f4}}
@@ -1385,11 +1385,9 @@ Workers:
   out: {function: export.drain, sources: [raw]}
   scope: {function: observe.oscilloscope, observes: [raw], config: {update_interval: 3600}}
 ",
-    )
-    .unwrap();
-    let child = runs::engine_in(&dir, &["s.yaml", "-q"]).spawn().unwrap();
-    let (code, out) = runs::finish_within(child, Duration::from_secs(120));
-    assert_eq!(code, 0, "{out}");
-    let summary = runs::summary(&runs::only_run(&dir));
+        &["-q"],
+        Duration::from_secs(120),
+    );
+    let summary = runs::summary(&run);
     assert_eq!(summary["events"]["raw"], 50, "{summary}");
 }
