@@ -122,6 +122,28 @@ impl WorkerPlan {
         self.sources.is_empty() && self.observes.is_empty()
     }
 
+    /// Whether `other` does the same thing: all but the name, the process count and the
+    /// placement (cores, priority, restart) alike.
+    pub fn does_the_same(&self, other: &WorkerPlan) -> bool {
+        (
+            &self.function,
+            &self.file,
+            &self.sources,
+            &self.sinks,
+            &self.observes,
+            &self.config,
+            &self.python,
+        ) == (
+            &other.function,
+            &other.file,
+            &other.sources,
+            &other.sinks,
+            &other.observes,
+            &other.config,
+            &other.python,
+        )
+    }
+
     /// Its config, as a function reads it.
     pub fn config(&self) -> Config {
         Config::new(self.name.clone(), self.config.clone())

@@ -121,14 +121,14 @@ pub(crate) fn check(
 
     // Writers and readers per buffer.
     let mut writers: HashMap<&str, Vec<(&str, Loc)>> = HashMap::new();
-    let mut readers: HashMap<&str, Vec<&WorkerDraft>> = HashMap::new();
+    let mut readers: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut observers: HashMap<&str, Vec<&str>> = HashMap::new();
     for w in &draft.workers {
         for (b, at) in &w.sinks {
             writers.entry(b).or_default().push((&w.name, *at));
         }
         for (b, _) in &w.sources {
-            readers.entry(b).or_default().push(w);
+            readers.entry(b).or_default().push(&w.name);
         }
         for (b, _) in &w.observes {
             observers.entry(b).or_default().push(&w.name);
@@ -158,32 +158,6 @@ pub(crate) fn check(
                     if observed { " (only observed)" } else { "" }
                 ),
                 Some("add a worker with it in `sources:` (e.g. an exporter), or remove the buffer".into()),
-            );
-        }
-        if rs.len() > 1 {
-            let names: Vec<&str> = rs.iter().map(|w| w.name.as_str()).collect();
-            // Readers that do different things (a filter and an exporter) are what a
-            // broadcast is for: a note. Two that do the same thing would do it twice: a
-            // warning.
-            let twins = rs
-                .iter()
-                .enumerate()
-                .any(|(i, a)| rs[i + 1..].iter().any(|b| does_the_same(a, b)));
-            let (severity, hint) = if twins {
-                (Severity::Warning, "two of them do the same thing, so here they would do it twice over: to share the events, make them one worker with number_of_processes: N (`daq-engine migrate` does that)")
-            } else {
-                (Severity::Note, "to share the events between processes instead, use one worker with number_of_processes: N")
-            };
-            l.diagnose(
-                severity,
-                DiagnosticKind::Broadcast,
-                b.name_at,
-                format!(
-                    "buffer '{name}' is read by {} workers ({}): here each of them gets every event (broadcast); mimoCoRB2 split the events between them",
-                    rs.len(),
-                    names.join(", ")
-                ),
-                Some(hint.into()),
             );
         }
     }
@@ -357,7 +331,46 @@ pub(crate) fn check(
             check_worker(l, w, &setup, catalog);
         }
     }
+    broadcasts(l, &draft, &setup);
     (setup, python)
+}
+
+/// Notes each buffer read by several workers: here each gets every event, where mimoCoRB2
+/// split them. Readers that do different things (a filter and an exporter) are what a
+/// broadcast is for: a note. Two that do the same thing would do it twice: a warning.
+fn broadcasts(l: &mut Loader, draft: &Draft, setup: &Setup) {
+    for b in &draft.buffers {
+        let rs: Vec<&WorkerPlan> = setup
+            .workers
+            .iter()
+            .filter(|w| w.sources.contains(&b.name))
+            .collect();
+        if rs.len() < 2 {
+            continue;
+        }
+        let names: Vec<&str> = rs.iter().map(|w| w.name.as_str()).collect();
+        let twins = rs
+            .iter()
+            .enumerate()
+            .any(|(i, a)| rs[i + 1..].iter().any(|b| a.does_the_same(b)));
+        let (severity, hint) = if twins {
+            (Severity::Warning, "two of them do the same thing, so here they would do it twice over: to share the events, make them one worker with number_of_processes: N (`daq-engine migrate` does that)")
+        } else {
+            (Severity::Note, "to share the events between processes instead, use one worker with number_of_processes: N")
+        };
+        l.diagnose(
+            severity,
+            DiagnosticKind::Broadcast,
+            b.name_at,
+            format!(
+                "buffer '{}' is read by {} workers ({}): here each of them gets every event (broadcast); mimoCoRB2 split the events between them",
+                b.name,
+                rs.len(),
+                names.join(", ")
+            ),
+            Some(hint.into()),
+        );
+    }
 }
 
 /// Runs the function's own check of worker `w` (see [`Catalog::check_worker`]) when all its
@@ -576,30 +589,6 @@ fn check_config(
             ),
         }
     }
-}
-
-/// Whether two workers do the same thing: all but their name, process count and place.
-fn does_the_same(a: &WorkerDraft, b: &WorkerDraft) -> bool {
-    fn names(side: &[(String, Loc)]) -> Vec<&str> {
-        side.iter().map(|(n, _)| n.as_str()).collect()
-    }
-    fn config(w: &WorkerDraft) -> Option<Vec<(&str, serde_json::Value)>> {
-        let mut items: Vec<_> = w
-            .config
-            .iter()
-            .map(|c| to_json(&c.value).ok().map(|v| (c.key.as_str(), v)))
-            .collect::<Option<_>>()?;
-        items.sort_by(|x, y| x.0.cmp(y.0));
-        Some(items)
-    }
-    let text = |v: &Option<(String, Loc)>| v.as_ref().map(|(t, _)| t.clone());
-    text(&a.function) == text(&b.function)
-        && text(&a.file) == text(&b.file)
-        && a.python == b.python
-        && names(&a.sources) == names(&b.sources)
-        && names(&a.sinks) == names(&b.sinks)
-        && names(&a.observes) == names(&b.observes)
-        && config(a).is_some_and(|c| Some(c) == config(b))
 }
 
 /// Reports every cycle buffer → worker → buffer, at the sink that closes it.

@@ -180,25 +180,10 @@ fn overwrites(
     }
 }
 
-/// Whether two workers do the same thing (all but the name and the process count).
+/// Whether `b` can become a process of `a`: it does the same thing and writes no buffer
+/// (the processes of one worker write their own rings of its sinks).
 fn alike(a: &WorkerPlan, b: &WorkerPlan) -> bool {
-    (
-        &a.function,
-        &a.file,
-        &a.sources,
-        &a.sinks,
-        &a.observes,
-        &a.config,
-        &a.python,
-    ) == (
-        &b.function,
-        &b.file,
-        &b.sources,
-        &b.sinks,
-        &b.observes,
-        &b.config,
-        &b.python,
-    ) && a.sinks.is_empty()
+    a.does_the_same(b) && a.sinks.is_empty()
 }
 
 fn readers(
