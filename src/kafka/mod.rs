@@ -2,7 +2,8 @@
 //! `export.kafka` publishes a buffer, `source.kafka` turns a topic back into a buffer.
 //!
 //! - [`wire`]: events ⇄ ev44/da00 messages, run start/stop (pl72/6s4t); pure.
-//! - [`schemas`]: the code flatc generated from the ESS `.fbs` files.
+//! - [`schemas`]: the ESS message types in use (the code flatc generated from their `.fbs`
+//!   files, from the `isis_streaming_data_types` crate).
 //! - [`status`]: the run's state as f144 values, al00 alarms and x5f2 status
 //!   (`status_topic`).
 //! - [`spool`]: the bounded local file that keeps a `block` buffer's events while the broker

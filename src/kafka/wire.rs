@@ -540,6 +540,7 @@ pub fn run_stop(stop_ms: u64, run_name: &str, job_id: &str, command_id: &str) ->
         job_id: s(job_id),
         service_id: s("daq-engine"),
         command_id: s(command_id),
+        ..Default::default()
     };
     let root = run_stop_6s4t::RunStop::create(&mut fbb, &args);
     run_stop_6s4t::finish_run_stop_buffer(&mut fbb, root);
