@@ -197,7 +197,8 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the state of a running or finished run from its run directory.
+    /// Print the state of a running or finished run from its run directory; exits 1 for a run
+    /// that did not finish (none of its processes is alive and its last line is not its end).
     Status {
         /// The run directory (`target/run_…`).
         run_dir: PathBuf,

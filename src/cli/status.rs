@@ -135,7 +135,36 @@ pub fn status(run_dir: &Path) -> i32 {
         }
     };
     print!("{}", format_status(&v, run_dir));
-    exit::OK
+    let ended = v.get("ended").and_then(serde_json::Value::as_bool) == Some(true);
+    match ended_early(run_dir, ended) {
+        Some(why) => {
+            println!("{why}");
+            exit::FAILED
+        }
+        None => exit::OK,
+    }
+}
+
+/// Why a run whose last line is not its end will not write one (`None` while it lives, and
+/// for a run that ended or finished): none of its processes holds the run directory's lock
+/// any more, so it was killed or the machine stopped.
+fn ended_early(run_dir: &Path, ended: bool) -> Option<String> {
+    use crate::export::recover::{finished, RunDirLock};
+    if ended || finished(run_dir) || RunDirLock::held_by_a_live_run(run_dir) != Some(false) {
+        return None;
+    }
+    let dir = run_dir.display();
+    Some(if run_dir.join("summary.json").exists() {
+        "did not finish: its processes ended before the run did (killed, or the machine \
+         stopped); it was recovered, summary.json and the files hold what it took"
+            .to_string()
+    } else {
+        format!(
+            "did not finish: none of its processes is alive (killed, or the machine stopped) \
+             and it wrote no summary; `daq-engine recover {dir}` makes its files readable \
+             everywhere (a run started into the same target directory does it by itself)"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -160,5 +189,49 @@ mod tests {
         assert_eq!(status(&run), exit::FAILED, "no whole line yet");
         std::fs::remove_dir_all(&run).unwrap();
         assert_eq!(status(&run), exit::BAD_INPUT, "not a run directory");
+    }
+
+    /// A run whose processes are gone (kill -9, power cut) was shown as running, exit 0, for
+    /// ever: its last line is not its end. `status` now asks the run directory's lock.
+    #[test]
+    fn a_run_whose_processes_are_gone_is_not_shown_as_running() {
+        use crate::export::recover::RunDirLock;
+        let run = crate::fsio::test_dir("status-gone");
+        let line = serde_json::to_string(&crate::run_dir::Snapshot {
+            t: 3.0,
+            time: "2026-12-06T10:00:03.000Z".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        std::fs::write(run.join(crate::run_dir::STATS), format!("{line}\n")).unwrap();
+        // Without a lock file (not made by a run of this engine) nothing can be said.
+        assert_eq!(status(&run), exit::OK);
+        assert_eq!(ended_early(&run, false), None);
+        // Live: the supervisor holds the lock.
+        let lock = RunDirLock::try_lock(&run).unwrap().expect("free");
+        assert_eq!(status(&run), exit::OK);
+        assert_eq!(ended_early(&run, false), None);
+        assert!(
+            RunDirLock::try_lock(&run).unwrap().is_none(),
+            "asking did not take the lock from the run"
+        );
+        // Gone: nobody holds it and there is no summary.
+        drop(lock);
+        let why = ended_early(&run, false).expect("a dead run");
+        assert!(
+            why.contains("did not finish") && why.contains("daq-engine recover"),
+            "{why}"
+        );
+        assert_eq!(status(&run), exit::FAILED);
+        // A run that ended says nothing more.
+        assert_eq!(ended_early(&run, true), None);
+        // Recovered.
+        std::fs::write(run.join("summary.json"), "{\"recovered\": true}").unwrap();
+        let why = ended_early(&run, false).expect("recovered");
+        assert!(why.contains("recovered"), "{why}");
+        // Finished: its summary is its own.
+        std::fs::write(run.join("summary.json"), "{\"events\": 1}").unwrap();
+        assert_eq!(ended_early(&run, false), None);
+        std::fs::remove_dir_all(&run).unwrap();
     }
 }

@@ -51,6 +51,20 @@ impl RunDirLock {
         }
     }
 
+    /// Whether a live run holds `run_dir`, asked without taking the directory from it:
+    /// `Some(true)` while a supervisor or one of its workers lives, `Some(false)` when none
+    /// does, `None` when the directory has no lock file (not a run directory of this engine).
+    /// A shared lock, let go at once: a run or `recover` trying for the lock in that instant
+    /// sees the directory as live and leaves it alone, which is safe.
+    pub fn held_by_a_live_run(run_dir: &Path) -> Option<bool> {
+        let f = std::fs::File::open(run_dir.join(LOCK_FILE)).ok()?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(_) => Some(false),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Some(true),
+            Err(_) => None,
+        }
+    }
+
     /// Lets the processes this one starts from now on (the run's workers) hold the lock too:
     /// the run directory stays locked until the last of them has ended, also when the
     /// supervisor was killed and its workers drain on.
