@@ -171,17 +171,22 @@ fn ended_early(run_dir: &Path, ended: bool) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A stats line of a run 3 s in, not ended.
+    fn a_live_line() -> String {
+        serde_json::to_string(&crate::run_dir::Snapshot {
+            t: 3.0,
+            time: "2026-12-06T10:00:03.000Z".into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     /// `status` of a live run reads the last whole line: the supervisor may be writing the
     /// next one (it said "last line unreadable" and exited 1 while a line was half written).
     #[test]
     fn status_shows_the_last_whole_line_while_the_next_is_being_written() {
         let run = crate::fsio::test_dir("status-partial");
-        let line = serde_json::to_string(&crate::run_dir::Snapshot {
-            t: 3.0,
-            time: "2026-12-06T10:00:03.000Z".into(),
-            ..Default::default()
-        })
-        .unwrap();
+        let line = a_live_line();
         let path = run.join(crate::run_dir::STATS);
         std::fs::write(&path, format!("{line}\n{{\"t\": 4.0, \"buff")).unwrap();
         assert_eq!(status(&run), exit::OK);
@@ -197,12 +202,7 @@ mod tests {
     fn a_run_whose_processes_are_gone_is_not_shown_as_running() {
         use crate::export::recover::RunDirLock;
         let run = crate::fsio::test_dir("status-gone");
-        let line = serde_json::to_string(&crate::run_dir::Snapshot {
-            t: 3.0,
-            time: "2026-12-06T10:00:03.000Z".into(),
-            ..Default::default()
-        })
-        .unwrap();
+        let line = a_live_line();
         std::fs::write(run.join(crate::run_dir::STATS), format!("{line}\n")).unwrap();
         // Without a lock file (not made by a run of this engine) nothing can be said.
         assert_eq!(status(&run), exit::OK);
