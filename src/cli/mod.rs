@@ -208,7 +208,8 @@ pub enum Command {
     /// compress, and write summary.json marked "recovered". A run started into the same
     /// target directory does this by itself.
     Recover {
-        /// The run directory (`target/run_…`).
+        /// The run directory (`target/run_…`); a target directory stands for each run in it
+        /// that did not finish.
         run_dir: PathBuf,
     },
     /// Print the manual page (roff), made from this command line's help:

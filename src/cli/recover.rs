@@ -86,11 +86,17 @@ fn report_recovery(
     }
 }
 
-/// `daq-engine recover RUN_DIR`.
+/// `daq-engine recover RUN_DIR`; also `daq-engine recover TARGET_DIR`, which recovers each
+/// run in it that did not finish.
 pub fn recover(run_dir: &Path) -> i32 {
     if !run_dir.is_dir() {
         eprintln!("daq-engine: {} is not a run directory", run_dir.display());
         return exit::BAD_INPUT;
+    }
+    // Every run directory has its lock file from the moment it appears; a directory without
+    // one got a summary.json and a lock file of its own (a target directory, a home).
+    if !run_dir.join(crate::export::recover::LOCK_FILE).is_file() {
+        return recover_target(run_dir);
     }
     if crate::export::recover::finished(run_dir) {
         eprintln!(
@@ -109,4 +115,86 @@ pub fn recover(run_dir: &Path) -> i32 {
         );
     }
     code
+}
+
+/// `daq-engine recover` of a directory that is not a run directory: the runs in it (a
+/// target directory) that did not finish, each recovered; nothing written when it holds
+/// none.
+fn recover_target(target: &Path) -> i32 {
+    let runs = crate::export::recover::unfinished_runs(target);
+    if runs.is_empty() {
+        let any_run = std::fs::read_dir(target).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.path().join(crate::export::recover::LOCK_FILE).is_file()))
+        });
+        if any_run {
+            eprintln!(
+                "daq-engine: {}: every run in it finished or is running: nothing to recover",
+                target.display()
+            );
+            return exit::OK;
+        }
+        eprintln!(
+            "daq-engine: {} is not a run directory (it has no .lock file, which every run \
+             directory has from its start) and holds none: give a run directory \
+             (TARGET/run_…)",
+            target.display()
+        );
+        return exit::BAD_INPUT;
+    }
+    let mut code = exit::OK;
+    for dir in runs {
+        eprintln!(
+            "daq-engine: {} did not finish (no readable summary.json): recovering its files",
+            dir.display()
+        );
+        let r = crate::export::recover::recover_run_dir(&dir);
+        let c = report_recovery(&dir, r);
+        if c == exit::OK {
+            eprintln!(
+                "daq-engine: {} recovered; summary.json says what it holds",
+                dir.display()
+            );
+        }
+        code = code.max(c);
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `recover` of a directory that is not a run directory wrote a summary.json ("recovered",
+    /// no files) and a lock file into it and said it was recovered. Now it refuses one that
+    /// holds no runs, writing nothing, and recovers the unfinished runs of a target directory.
+    #[test]
+    fn recover_of_a_directory_that_is_not_a_run_writes_nothing_there() {
+        let home = crate::fsio::test_dir("recover-not-a-run");
+        std::fs::write(home.join("notes.txt"), "mine").unwrap();
+        assert_eq!(recover(&home), exit::BAD_INPUT);
+        let mut left: Vec<_> = std::fs::read_dir(&home)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes.txt"], "nothing written into it");
+
+        // A target directory with one killed run (lock file, stats, no summary) and one
+        // finished run: the killed one is recovered, the target itself gets nothing.
+        let killed = home.join("run_2026-12-06T10-00-00");
+        let done = home.join("run_2026-12-06T11-00-00");
+        for run in [&killed, &done] {
+            std::fs::create_dir(run).unwrap();
+            std::fs::write(run.join(crate::export::recover::LOCK_FILE), "").unwrap();
+        }
+        std::fs::write(done.join("summary.json"), "{\"events\": {}}").unwrap();
+        assert_eq!(recover(&home), exit::OK);
+        assert!(!home.join("summary.json").exists());
+        assert!(!home.join(crate::export::recover::LOCK_FILE).exists());
+        let summary = std::fs::read_to_string(killed.join("summary.json")).unwrap();
+        assert!(summary.contains("\"recovered\": true"), "{summary}");
+        // Again: every run in it has its summary now.
+        assert_eq!(recover(&home), exit::OK);
+        std::fs::remove_dir_all(&home).unwrap();
+    }
 }
