@@ -223,6 +223,25 @@ fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
         "{text}"
     );
 
+    // A port where nothing answers: what each rate heard and each question got, and the
+    // question to the user once (it was asked twice, the second time by the command).
+    let mute = daq_drivers::serial::SimulatorHandle::start("mute", |_| {
+        Box::new(daq_drivers::serial::ScriptedDevice::new(Vec::new()))
+    })
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["devices", "--listen", "0.1", "--probe"])
+        .arg(mute.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("no supported serial device recognised"),
+        "{text}"
+    );
+    assert_eq!(text.matches("this its port?").count(), 1, "{text}");
+
     // A listening time that is no time is bad input, said before any port is opened.
     let out = Command::new(EXE)
         .args(["devices", "--listen=-1", "--probe", "/dev/daq-no-such-port"])

@@ -195,11 +195,10 @@ fn probe_serial(port: &Path, listen: Duration) -> i32 {
             println!("{e}");
             1
         }
+        // What each rate heard and each question got; the last question's answer asks the
+        // user whether the device is on and this is its port.
         Err(e) => {
-            println!(
-                "{}: {e}. Is it switched on, and is this its port?",
-                port.display()
-            );
+            println!("{}: {e}", port.display());
             1
         }
     }
