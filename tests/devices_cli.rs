@@ -188,6 +188,18 @@ fn udev_rules_name_every_picoscope_family_by_product_id() {
 #[test]
 fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
     use daq_drivers::linecounter::{self, LineSimConfig, SimFormat};
+    // `daq-engine devices ARGS… --probe PORT`: its exit code and what it printed.
+    let probe = |args: &[&str], port: &std::path::Path| {
+        let out = Command::new(EXE)
+            .arg("devices")
+            .args(args)
+            .arg("--probe")
+            .arg(port)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
     let (_sim, path) = linecounter::simulate(LineSimConfig {
         format: SimFormat::MightyOhm,
         cps: 5.0,
@@ -195,13 +207,8 @@ fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
         second: std::time::Duration::from_millis(20),
     })
     .unwrap();
-    let out = Command::new(EXE)
-        .args(["devices", "--listen", "10", "--probe"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = probe(&["--listen", "10"], &path);
+    assert_eq!(code, Some(0), "{text}");
     let first = text.lines().next().unwrap();
     assert!(first.starts_with(&path.display().to_string()), "{text}");
     for want in ["MightyOhm kit", "device.mightyohm", "setups/mightyohm.yaml"] {
@@ -212,12 +219,9 @@ fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
         "{text}"
     );
 
-    let out = Command::new(EXE)
-        .args(["devices", "--probe", "/dev/daq-no-such-port"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let missing = std::path::Path::new("/dev/daq-no-such-port");
+    let (code, text) = probe(&[], missing);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.starts_with("/dev/daq-no-such-port: cannot open: No such file or directory"),
         "{text}"
@@ -229,13 +233,8 @@ fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
         Box::new(daq_drivers::serial::ScriptedDevice::new(Vec::new()))
     })
     .unwrap();
-    let out = Command::new(EXE)
-        .args(["devices", "--listen", "0.1", "--probe"])
-        .arg(mute.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = probe(&["--listen", "0.1"], mute.path());
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("no supported serial device recognised"),
         "{text}"
@@ -243,11 +242,7 @@ fn devices_probe_tells_which_counter_is_behind_a_serial_port() {
     assert_eq!(text.matches("this its port?").count(), 1, "{text}");
 
     // A listening time that is no time is bad input, said before any port is opened.
-    let out = Command::new(EXE)
-        .args(["devices", "--listen=-1", "--probe", "/dev/daq-no-such-port"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let (code, text) = probe(&["--listen=-1"], missing);
+    assert_eq!(code, Some(2), "{text}");
     assert_eq!(text, "--listen -1: give seconds, at least 0\n");
 }
