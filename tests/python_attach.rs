@@ -60,6 +60,9 @@ fn py(dir: &Dir, script: &str, args: &[&str]) -> (i32, String) {
 /// Starts the binary on `setup` (in `dir`); returns it and its run directory, once that
 /// has its plan.json (written before any worker starts; looked for every 5 ms, for a minute).
 fn start(dir: &Dir, setup: &Path) -> (std::process::Child, PathBuf) {
+    // The package first: built here (minutes on a busy machine after a change to it), it
+    // took longer than the run's 120 s and the script found the run ended.
+    python();
     let child = engine_in(&dir.0, &[setup.as_os_str(), "--quiet".as_ref()])
         .spawn()
         .unwrap();
