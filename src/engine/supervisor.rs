@@ -302,7 +302,7 @@ pub struct Supervisor {
     procs: Vec<Proc>,
     opts: RunOptions,
     start: Instant,
-    stats_file: std::fs::File,
+    stats_file: crate::run_dir::stats_file::StatsFile,
     /// When stats were last written, with each buffer's (published, blocked ns) then.
     last_stats: Option<(Instant, Counts)>,
     /// When the progress line was last made, with each buffer's events published then.
@@ -454,10 +454,13 @@ impl Supervisor {
             source,
         })?;
         let stats_path = plan.run_dir.join(crate::run_dir::STATS);
-        let stats_file = std::fs::File::create(&stats_path).map_err(|source| EngineError::Io {
-            path: stats_path,
-            source,
-        })?;
+        let stats_file =
+            crate::run_dir::stats_file::StatsFile::create(&stats_path).map_err(|source| {
+                EngineError::Io {
+                    path: stats_path,
+                    source,
+                }
+            })?;
         let (plan_run_dir, disk_reserve_mb) = (plan.run_dir.clone(), plan.disk_reserve_mb);
         let alerts = super::alert::Alerts::new(plan.alert_command.clone(), &plan.run_dir);
         let seats = super::placement::seats_of(&plan.workers);
@@ -1079,7 +1082,7 @@ impl Supervisor {
     fn write_stats(&mut self, ended: bool) -> Snapshot {
         let snapshot = self.snapshot(ended);
         let line = serde_json::to_string(&snapshot).unwrap_or_default();
-        crate::fsio::append_line(&mut self.stats_file, &line);
+        self.stats_file.append(&line);
         snapshot
     }
 

@@ -6,7 +6,7 @@
 //! | file | written by | read by |
 //! |---|---|---|
 //! | [`PLAN`] `plan.json` | supervisor, before any worker starts | every worker process, the monitor |
-//! | [`STATS`] `stats.jsonl` | supervisor, a line every `stats_interval` | monitor, `status`, tests |
+//! | [`STATS`] `stats.jsonl` | supervisor, a line every `stats_interval`, thinned past 32 MiB ([`stats_file`]) | monitor, `status`, tests |
 //! | [`SUMMARY`] `summary.json` | `run`, atomically at the end; `recover` | `recover`, tests |
 //! | [`LOG`] `daq-engine.log` | every process of the run | people |
 //! | `device_<worker>.txt` ([`device_notes_path`]) | device importers, once a second | HDF5 export, supervisor, monitor |
@@ -22,6 +22,7 @@ pub mod pauses;
 pub mod plan;
 pub mod scales;
 pub mod snapshot;
+pub mod stats_file;
 
 pub use snapshot::{BufferStats, DeviceState, Snapshot, WorkerStats};
 

@@ -77,12 +77,21 @@ class Run:
     def stats(self):
         """The newest statistics snapshot (the last complete line of stats.jsonl) as a dict,
         or None before the first one is written."""
+        # From the file's end (its last MiB), as `daq-engine status` reads it: the file of a
+        # long run holds hours of lines.
         try:
-            text = (self.run_dir / "stats.jsonl").read_text()
+            with open(self.run_dir / "stats.jsonl", "rb") as f:
+                size = f.seek(0, 2)
+                start = max(0, size - (1 << 20))
+                f.seek(start)
+                text = f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return None
+        lines = text.split("\n")
+        if start > 0:
+            lines = lines[1:]  # begun in the middle of a line
         # The supervisor appends; a line without its newline may still be being written.
-        for line in reversed(text.split("\n")[:-1]):
+        for line in reversed(lines[:-1]):
             if line.strip():
                 try:
                     return json.loads(line)
