@@ -11,7 +11,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 mod runs;
 use runs::{
     books_balance, check, engine_in, exited_0, finish, finish_within, interrupt, processes_with,
-    summary, wait_until, Dir,
+    stderr, summary, wait_until, Dir,
 };
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
@@ -483,6 +483,49 @@ fn check_and_the_run_refuse_what_would_fail_after_the_start() {
     }
     // A port that is not there is what --simulate is for.
     exited_0(check(&["--simulate"], &dir.0.join("bad.yaml")));
+}
+
+/// A `target_directory` a run cannot make its run directory in passed `check` and failed at
+/// the start of the run (exit 1). `check` now refuses it (exit 2), naming what is in the
+/// way: a file where a directory would go, a directory this user may not write into.
+#[test]
+fn check_refuses_a_target_directory_a_run_could_not_write_into() {
+    let dir = Dir::new("target-blocked");
+    let setup = |target: &str| {
+        format!(
+            "target_directory: {target}\nBuffers:\n  raw: {{slot_count: 8, data_length: 4, data_dtype: {{x: f8}}}}\nWorkers:\n  src: {{function: bench.source, sinks: [raw], config: {{n_events: 10}}}}\n  out: {{function: export.drain, sources: [raw]}}\n"
+        )
+    };
+    dir.write("afile", "");
+    let s = dir.write("blocked.yaml", &setup("afile/runs"));
+    let out = check(&[], &s);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("target_directory") && err.contains("afile is a file, not a directory"),
+        "{err}"
+    );
+    // A directory to be made below one that exists is fine.
+    exited_0(check(&[], &dir.write("fine.yaml", &setup("new/runs"))));
+    assert!(!dir.0.join("new").exists(), "check made nothing");
+
+    // As user nobody, below a directory of root's (0755): not writable. (Root may write
+    // anywhere, so this part needs the test to run as root to become someone else.)
+    if nix::unistd::geteuid().is_root() {
+        let theirs = dir.0.join("roots");
+        std::fs::create_dir(&theirs).unwrap();
+        let s = dir.write("theirs.yaml", &setup("roots/runs"));
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(EXE)
+            .arg("check")
+            .arg(&s)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("roots is not writable"), "{err}");
+    }
 }
 
 /// A config value of the wrong type is refused by `check` (exit 2) at the value's file, line

@@ -192,6 +192,40 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
 
 /// `daq-engine check SETUP`: validates and prints the pipeline; with `simulate`, as a run
 /// with `--simulate` would start.
+/// Why a run could not make its run directory in `target` (made with its parents when
+/// missing): the nearest part of the path that exists must be a directory this user may
+/// write into. `None` when it can.
+fn target_problem(target: &Path) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let mut p = target;
+    let existing = loop {
+        match std::fs::metadata(p) {
+            Ok(m) => break (p, m),
+            // Missing, or below a file (ENOTDIR): look at the part above.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                match p.parent() {
+                    Some(up) if !up.as_os_str().is_empty() => p = up,
+                    _ => return None,
+                }
+            }
+            Err(e) => return Some(format!("{}: {e}", p.display())),
+        }
+    };
+    let (p, meta) = existing;
+    if !meta.is_dir() {
+        return Some(format!("{} is a file, not a directory", p.display()));
+    }
+    match access(p, AccessFlags::W_OK | AccessFlags::X_OK) {
+        Ok(()) => None,
+        Err(e) => Some(format!("{} is not writable: {}", p.display(), e.desc())),
+    }
+}
+
 pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registry) -> i32 {
     let simulated = Simulated(registry);
     let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
@@ -218,6 +252,16 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
             eprintln!("{}: {e}", path.display());
         }
         eprintln!("{}: {} error(s)", path.display(), errors.len());
+        return exit::BAD_INPUT;
+    }
+    // Where the run directory goes: a run given no --target-directory makes it there.
+    if let Some(why) = target_problem(&checked.setup.target_directory) {
+        eprintln!(
+            "{}: error: target_directory {}: a run cannot make its run directory there: {why} \
+             (or give the run another with --target-directory)",
+            path.display(),
+            checked.setup.target_directory.display()
+        );
         return exit::BAD_INPUT;
     }
     print!("{}", setup::graph::text(&checked.setup));
