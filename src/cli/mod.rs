@@ -200,7 +200,7 @@ pub enum Command {
     /// Print the state of a running or finished run from its run directory; exits 1 for a run
     /// that did not finish (none of its processes is alive and its last line is not its end).
     Status {
-        /// The run directory (`target/run_…`).
+        /// The run directory (`target/run_…`); a target directory stands for its newest run.
         run_dir: PathBuf,
     },
     /// Make the files of a run that did not finish (killed, power cut) readable everywhere:

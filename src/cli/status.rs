@@ -114,6 +114,18 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
 /// Prints the state of a run from its `stats.jsonl`.
 pub fn status(run_dir: &Path) -> i32 {
     let path = run_dir.join(crate::run_dir::STATS);
+    // A target directory (what `--target-directory` and `target_directory` name): its
+    // newest run.
+    if !path.exists() && !run_dir.join(crate::export::recover::LOCK_FILE).exists() {
+        if let Some(newest) = newest_run(run_dir) {
+            println!(
+                "{} holds runs; the newest is {}:",
+                run_dir.display(),
+                newest.display()
+            );
+            return status(&newest);
+        }
+    }
     if let Err(e) = std::fs::File::open(&path) {
         eprintln!(
             "daq-engine: {}: {e} (is this a run directory?)",
@@ -143,6 +155,27 @@ pub fn status(run_dir: &Path) -> i32 {
         }
         None => exit::OK,
     }
+}
+
+/// The newest run directory in `target` (run directories are named by their start time,
+/// `run_<UTC>` and `run_<UTC>_<n>` for a second one in the same second).
+fn newest_run(target: &Path) -> Option<std::path::PathBuf> {
+    let key = |p: &Path| {
+        let name = p.file_name()?.to_str()?.strip_prefix("run_")?.to_string();
+        let (stamp, n) = match name.split_once('_') {
+            Some((stamp, n)) => (stamp.to_string(), n.parse::<u32>().ok()?),
+            None => (name, 1),
+        };
+        Some((stamp, n))
+    };
+    std::fs::read_dir(target)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(crate::export::recover::LOCK_FILE).is_file())
+        .filter_map(|p| key(&p).map(|k| (k, p)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, p)| p)
 }
 
 /// Why a run whose last line is not its end will not write one (`None` while it lives, and
@@ -194,6 +227,36 @@ mod tests {
         assert_eq!(status(&run), exit::FAILED, "no whole line yet");
         std::fs::remove_dir_all(&run).unwrap();
         assert_eq!(status(&run), exit::BAD_INPUT, "not a run directory");
+    }
+
+    /// `status` of a target directory said "stats.jsonl: No such file or directory (is this
+    /// a run directory?)": it shows the newest run in it (by its name's time, the second
+    /// run of one second after the first).
+    #[test]
+    fn status_of_a_target_directory_shows_its_newest_run() {
+        let target = crate::fsio::test_dir("status-target");
+        assert_eq!(status(&target), exit::BAD_INPUT, "no runs in it");
+        for name in [
+            "run_2026-12-06T10-00-00",
+            "run_2026-12-06T11-00-00",
+            "run_2026-12-06T11-00-00_2",
+            "run_2026-12-06T09-00-00_3",
+        ] {
+            let run = target.join(name);
+            std::fs::create_dir(&run).unwrap();
+            std::fs::write(run.join(crate::export::recover::LOCK_FILE), "").unwrap();
+        }
+        std::fs::create_dir(target.join("run_2027-01-01T00-00-00")).unwrap(); // no lock file
+        let newest = target.join("run_2026-12-06T11-00-00_2");
+        assert_eq!(newest_run(&target), Some(newest.clone()));
+        std::fs::write(newest.join(crate::run_dir::STATS), "").unwrap();
+        assert_eq!(status(&target), exit::FAILED, "no statistics written yet");
+        let line = a_live_line();
+        std::fs::write(newest.join(crate::run_dir::STATS), format!("{line}\n")).unwrap();
+        let lock = crate::export::recover::RunDirLock::try_lock(&newest).unwrap();
+        assert_eq!(status(&target), exit::OK);
+        drop(lock);
+        std::fs::remove_dir_all(&target).unwrap();
     }
 
     /// A run whose processes are gone (kill -9, power cut) was shown as running, exit 0, for
