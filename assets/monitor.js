@@ -27,7 +27,7 @@ function show(s) {
   }).join("");
   const wt = $("workers").tBodies[0];
   wt.innerHTML = Object.entries(s.workers || {}).map(([name, w]) =>
-    `<tr><td>${esc(name)}</td><td>${esc(w.state)}</td><td>${w.processes}</td><td>${w.events}</td>` +
+    `<tr><td>${esc(name)}</td><td>${esc(w.state)}</td><td>${w.processes}</td><td>${w.observer ? "–" : w.events}</td>` +
     `<td>${fmt((s.cpu_percent || {})[name], 0)} %</td><td>${esc((s.cores_text || {})[name] || "–")}</td>` +
     `<td>${w.restarts}</td></tr>`).join("");
   const kafka = Object.entries(s.workers || {}).filter(([, w]) => w.kafka);

@@ -176,6 +176,14 @@ fn tui_in_tmux() {
     tmux.wait_for("the oscilloscope and histogram", |s| {
         s.contains("oscilloscope scope: event") && s.contains("histogram spectra/height")
     });
+    // The oscilloscope observes and takes no events: `-` in its events column (it said 0).
+    let s = tmux.screen();
+    let scope = s
+        .lines()
+        .map(|l| l.trim_start_matches(['│', ' ']))
+        .find(|l| l.starts_with("scope "))
+        .unwrap_or_else(|| panic!("no row of the worker scope:\n{s}"));
+    assert_eq!(scope.split_whitespace().nth(3), Some("-"), "{s}");
 
     // p: paused, and the importer's buffer stops growing.
     tmux.run(&["send-keys", "-t", "run", "p"]);

@@ -942,6 +942,15 @@ fn browser_buttons_pause_resume_stop() {
         page.eval("tracePlot.data[0][tracePlot.data[0].length - 1]"),
         1023
     );
+    // The oscilloscope observes and takes no events: "–" in its events column (it said 0).
+    wait_for("the workers table", || {
+        text(&mut page, "workers").contains("scope")
+    });
+    let scope_events = page.eval(
+        "Array.from(document.querySelectorAll('#workers tbody tr'))\
+         .find((r) => r.cells[0].textContent === 'scope').cells[3].textContent",
+    );
+    assert_eq!(scope_events, "–");
     let events = subscribe(addr);
 
     page.eval("document.getElementById('pause').click()");

@@ -67,7 +67,7 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
             s,
             "{:<20} {:>12} {:>10} {:>9} {:>10.2} {:>12}",
             name,
-            w.events,
+            w.events_text(),
             w.state,
             w.processes,
             w.cpu_s,
@@ -227,6 +227,31 @@ mod tests {
         assert_eq!(status(&run), exit::FAILED, "no whole line yet");
         std::fs::remove_dir_all(&run).unwrap();
         assert_eq!(status(&run), exit::BAD_INPUT, "not a run directory");
+    }
+
+    /// An observer takes no events: its row says `-`, not 0.
+    #[test]
+    fn an_observer_shows_no_events_count() {
+        let mut snap = crate::run_dir::Snapshot::default();
+        for (name, observer) in [("scope", true), ("digitizer", false)] {
+            snap.workers.insert(
+                name.into(),
+                crate::run_dir::WorkerStats {
+                    state: "running".into(),
+                    observer,
+                    ..Default::default()
+                },
+            );
+        }
+        let v = serde_json::to_value(&snap).unwrap();
+        assert!(v["workers"]["digitizer"].get("observer").is_none(), "{v}");
+        let text = format_status(&v, Path::new("run"));
+        let row = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line.split_whitespace().nth(1).unwrap().to_string()
+        };
+        assert_eq!(row("scope"), "-", "{text}");
+        assert_eq!(row("digitizer"), "0", "{text}");
     }
 
     /// `status` of a target directory said "stats.jsonl: No such file or directory (is this

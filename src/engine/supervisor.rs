@@ -1210,6 +1210,7 @@ impl Supervisor {
                         .collect(),
                     device,
                     kafka,
+                    observer: !w.observes.is_empty(),
                 },
             );
         }

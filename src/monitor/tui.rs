@@ -589,7 +589,7 @@ impl Dashboard {
                 Span::raw(name.clone()),
                 Span::styled(w.state.clone(), style),
                 Span::raw(w.processes.to_string()),
-                Span::raw(w.events.to_string()),
+                Span::raw(w.events_text()),
                 Span::raw(format!("{:.0}", self.view.cpu_percent(name))),
                 Span::raw(w.cores_text()),
                 Span::raw(w.restarts.to_string()),

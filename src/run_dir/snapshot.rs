@@ -46,8 +46,12 @@ pub struct WorkerStats {
     pub cpu_s: f64,
     /// For a device importer: its connection state.
     pub device: Option<DeviceState>,
-    /// Events it produced (importers) or took from its first source.
+    /// Events it produced (importers) or took from its first source; 0 for an observer.
     pub events: u64,
+    /// An observer (`observes:`): it looks at the newest event of a buffer now and then and
+    /// takes none, so `events` does not apply (shown as `-`). Absent for other workers.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub observer: bool,
     /// For `export.kafka`: what became of its events (delivered, spooled, replayed,
     /// dropped, lost); absent for other workers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,15 @@ pub struct DeviceState {
 }
 
 impl WorkerStats {
+    /// Its events as the tables show them: `-` for an observer, which takes none.
+    pub fn events_text(&self) -> String {
+        if self.observer {
+            "-".into()
+        } else {
+            self.events.to_string()
+        }
+    }
+
     /// Where its processes run, e.g. `1` or `0,1`, with `pinned` noted; `-` when none runs.
     pub fn cores_text(&self) -> String {
         if self.cores.is_empty() {
