@@ -1250,6 +1250,10 @@ Workers:
     // `check` under util-linux's prlimit (the limit of the check alone, nothing of this
     // machine changes), as user `nobody` when the test runs as root; the warning, if any.
     let root = nix::unistd::geteuid().is_root();
+    // A target directory `nobody` may write into: `check` refuses one a run could not.
+    let runs = dir.0.join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    std::fs::set_permissions(&runs, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let check = |setup: &Path, as_nobody: bool| -> Option<String> {
         let mut cmd = Command::new(if as_nobody { "setpriv" } else { "prlimit" });
         if as_nobody {
