@@ -423,22 +423,37 @@ Workers:
 #[test]
 fn migrate_does_not_call_a_port_ok_whose_python_worker_does_not_load() {
     let dir = Dir::new("migrate-python");
+    // `daq-engine migrate NAME` of `text` written as NAME: exit code, stdout, stderr.
+    let port = |name: &str, text: &str| {
+        std::fs::write(dir.0.join(name), text).unwrap();
+        let out = migrate(&dir.0, name);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), said, err)
+    };
+    let source = "  source: {function: simulate.pulses, sinks: [raw], config: {n_events: 10, pretrigger_samples: 1}}\n";
+    let buffers = "Buffers:\n  raw: {slot_count: 8, data_length: 4, data_dtype: {ch: float32}}\n";
     std::fs::write(dir.0.join("broken.py"), "def sink(:\n").unwrap();
-    std::fs::write(
-        dir.0.join("two.yaml"),
-        "Buffers:\n  raw: {slot_count: 8, data_length: 4, data_dtype: {ch: float32}}\nWorkers:\n  source: {function: simulate.pulses, sinks: [raw], config: {n_events: 10, pretrigger_samples: 1}}\n  a: {file: broken.py, function: sink, sources: [raw]}\n  b: {file: broken.py, function: sink, sources: [raw]}\n",
-    )
-    .unwrap();
-    let out = migrate(&dir.0, "two.yaml");
-    let (said, err) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let (code, said, err) = port(
+        "two.yaml",
+        &format!("{buffers}Workers:\n{source}  a: {{file: broken.py, function: sink, sources: [raw]}}\n  b: {{file: broken.py, function: sink, sources: [raw]}}\n"),
     );
-    assert_eq!(out.status.code(), Some(2), "{said}{err}");
+    assert_eq!(code, Some(2), "{said}{err}");
     assert!(said.contains("wrote two_daq-engine.yaml"), "{said}");
     assert!(!said.contains("OK for"), "{said}");
     assert!(
         err.contains("two_daq-engine.yaml: worker 'a'") && err.contains("left to fix by hand"),
         "{err}"
     );
+
+    // Nor one whose target directory a run could not make its run directory in; and a
+    // setup with nothing to port was said to "run here as it is" after the setup check alone.
+    std::fs::write(dir.0.join("afile"), "").unwrap();
+    let (code, said, err) = port(
+        "target.yaml",
+        &format!("target_directory: afile/runs\n{buffers}Workers:\n{source}"),
+    );
+    assert_eq!(code, Some(2), "{said}{err}");
+    assert!(!said.contains("runs here"), "{said}");
+    assert!(err.contains("afile is a file, not a directory"), "{err}");
 }

@@ -226,6 +226,22 @@ fn target_problem(target: &Path) -> Option<String> {
     }
 }
 
+/// What `check` refuses beyond the setup file itself (`migrate` asks the same before it
+/// calls a port OK): user libraries and Python workers that do not load (each tried in a
+/// probe process, as the run would), and a target directory a run given no
+/// `--target-directory` could not make its run directory in.
+pub(super) fn beyond_the_setup(setup: &Setup, registry: &Registry) -> Vec<String> {
+    let mut errors = user_libraries(setup, registry).err().unwrap_or_default();
+    if let Some(why) = target_problem(&setup.target_directory) {
+        errors.push(format!(
+            "error: target_directory {}: a run cannot make its run directory there: {why} \
+             (or give the run another with --target-directory)",
+            setup.target_directory.display()
+        ));
+    }
+    errors
+}
+
 pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registry) -> i32 {
     let simulated = Simulated(registry);
     let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
@@ -246,22 +262,12 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
         );
         return exit::BAD_INPUT;
     }
-    // User libraries are loaded as the run would (each in a probe process first).
-    if let Err(errors) = user_libraries(&checked.setup, registry) {
+    let errors = beyond_the_setup(&checked.setup, registry);
+    if !errors.is_empty() {
         for e in &errors {
             eprintln!("{}: {e}", path.display());
         }
         eprintln!("{}: {} error(s)", path.display(), errors.len());
-        return exit::BAD_INPUT;
-    }
-    // Where the run directory goes: a run given no --target-directory makes it there.
-    if let Some(why) = target_problem(&checked.setup.target_directory) {
-        eprintln!(
-            "{}: error: target_directory {}: a run cannot make its run directory there: {why} \
-             (or give the run another with --target-directory)",
-            path.display(),
-            checked.setup.target_directory.display()
-        );
         return exit::BAD_INPUT;
     }
     print!("{}", setup::graph::text(&checked.setup));

@@ -32,17 +32,26 @@ pub fn migrate(path: &Path, output: Option<&Path>, registry: &Registry) -> i32 {
         println!("{name}:{}: {mark}: {}\n  = why: {}", c.line, c.what, c.why);
     }
     if !port.changed() {
-        let errors = checked.errors.len();
-        if errors == 0 {
+        let mut errors: Vec<String> = checked.errors.iter().map(|e| e.to_string()).collect();
+        if errors.is_empty() {
+            // What check refuses beyond the file, as for a port below: "runs here" means
+            // what check will say.
+            let found = super::check::beyond_the_setup(&checked.setup, registry);
+            errors.extend(found.iter().map(|e| format!("{name}: {e}")));
+        }
+        if errors.is_empty() {
             println!(
                 "{name}: runs here as it is; nothing to port (`daq-engine check` shows the notes)"
             );
             return exit::OK;
         }
-        for e in &checked.errors {
+        for e in &errors {
             eprintln!("{e}");
         }
-        eprintln!("{name}: nothing migrate can port; {errors} error(s) to fix by hand");
+        eprintln!(
+            "{name}: nothing migrate can port; {} error(s) to fix by hand",
+            errors.len()
+        );
         return exit::BAD_INPUT;
     }
     let out = output.map_or_else(|| default_output(path), Path::to_path_buf);
@@ -61,11 +70,10 @@ pub fn migrate(path: &Path, output: Option<&Path>, registry: &Registry) -> i32 {
     println!("wrote {}", out.display());
     let mut errors: Vec<String> = after.errors.iter().map(|e| e.to_string()).collect();
     if errors.is_empty() {
-        // As `check` does next: load its user libraries and Python workers (each in a
-        // probe process), so that "OK" means what `check` will say.
-        if let Err(found) = super::check::user_libraries(&after.setup, registry) {
-            errors.extend(found.iter().map(|e| format!("{}: {e}", out.display())));
-        }
+        // As `check` does next (its user libraries and Python workers loaded in probe
+        // processes, its target directory), so that "OK" means what `check` will say.
+        let found = super::check::beyond_the_setup(&after.setup, registry);
+        errors.extend(found.iter().map(|e| format!("{}: {e}", out.display())));
     }
     if errors.is_empty() {
         println!("{}: OK for `daq-engine check`", out.display());
