@@ -687,4 +687,12 @@ Workers:
         "{out}"
     );
     assert_eq!(out.matches("20 events").count(), 2, "{out}");
+    // The target directory instead of a run in it: the run to give is named.
+    let target = run.parent().unwrap();
+    let (code, out) = runs::engine(&dir, &["inspect", target.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("it holds runs: give one, the newest is {run_arg}")),
+        "{out}"
+    );
 }

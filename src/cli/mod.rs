@@ -428,8 +428,15 @@ fn inspect(args: &[PathBuf]) -> i32 {
             .unwrap_or_default();
         h5.retain(|p| p.extension().is_some_and(|e| e == "h5"));
         if h5.is_empty() {
+            // A target directory: say which run to give.
+            let hint = status::newest_run(arg).map_or(String::new(), |run| {
+                format!(
+                    " (it holds runs: give one, the newest is {})",
+                    run.display()
+                )
+            });
             eprintln!(
-                "daq-engine: {}: no .h5 file in this directory",
+                "daq-engine: {}: no .h5 file in this directory{hint}",
                 arg.display()
             );
             code = exit::FAILED;

@@ -159,7 +159,7 @@ pub fn status(run_dir: &Path) -> i32 {
 
 /// The newest run directory in `target` (run directories are named by their start time,
 /// `run_<UTC>` and `run_<UTC>_<n>` for a second one in the same second).
-fn newest_run(target: &Path) -> Option<std::path::PathBuf> {
+pub(super) fn newest_run(target: &Path) -> Option<std::path::PathBuf> {
     let key = |p: &Path| {
         let name = p.file_name()?.to_str()?.strip_prefix("run_")?.to_string();
         let (stamp, n) = match name.split_once('_') {
