@@ -93,9 +93,9 @@ pub fn recover(run_dir: &Path) -> i32 {
         eprintln!("daq-engine: {} is not a run directory", run_dir.display());
         return exit::BAD_INPUT;
     }
-    // Every run directory has its lock file from the moment it appears; a directory without
-    // one got a summary.json and a lock file of its own (a target directory, a home).
-    if !run_dir.join(crate::export::recover::LOCK_FILE).is_file() {
+    // A directory that is not a run's got a summary.json and a lock file of its own (a
+    // target directory, a home).
+    if !crate::export::recover::is_run_dir(run_dir) {
         return recover_target(run_dir);
     }
     if crate::export::recover::finished(run_dir) {
@@ -124,7 +124,7 @@ fn recover_target(target: &Path) -> i32 {
     let runs = crate::export::recover::unfinished_runs(target);
     if runs.is_empty() {
         let any_run = std::fs::read_dir(target).is_ok_and(|mut d| {
-            d.any(|e| e.is_ok_and(|e| e.path().join(crate::export::recover::LOCK_FILE).is_file()))
+            d.any(|e| e.is_ok_and(|e| crate::export::recover::is_run_dir(&e.path())))
         });
         if any_run {
             eprintln!(
@@ -135,8 +135,8 @@ fn recover_target(target: &Path) -> i32 {
         }
         eprintln!(
             "daq-engine: {} is not a run directory (it has no .lock file, which every run \
-             directory has from its start) and holds none: give a run directory \
-             (TARGET/run_…)",
+             directory has from its start, nor a plan.json) and holds none: give a run \
+             directory (TARGET/run_…)",
             target.display()
         );
         return exit::BAD_INPUT;
@@ -196,5 +196,12 @@ mod tests {
         // Again: every run in it has its summary now.
         assert_eq!(recover(&home), exit::OK);
         std::fs::remove_dir_all(&home).unwrap();
+
+        // A run of an engine before the lock file: its plan says it is one.
+        let old = crate::fsio::test_dir("recover-old-run");
+        std::fs::write(old.join(crate::run_dir::PLAN), "{}").unwrap();
+        assert_eq!(recover(&old), exit::OK);
+        assert!(old.join("summary.json").exists());
+        std::fs::remove_dir_all(&old).unwrap();
     }
 }

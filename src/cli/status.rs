@@ -116,7 +116,7 @@ pub fn status(run_dir: &Path) -> i32 {
     let path = run_dir.join(crate::run_dir::STATS);
     // A target directory (what `--target-directory` and `target_directory` name): its
     // newest run.
-    if !path.exists() && !run_dir.join(crate::export::recover::LOCK_FILE).exists() {
+    if !path.exists() && !crate::export::recover::is_run_dir(run_dir) {
         if let Some(newest) = newest_run(run_dir) {
             println!(
                 "{} holds runs; the newest is {}:",
@@ -172,7 +172,7 @@ pub(super) fn newest_run(target: &Path) -> Option<std::path::PathBuf> {
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join(crate::export::recover::LOCK_FILE).is_file())
+        .filter(|p| crate::export::recover::is_run_dir(p))
         .filter_map(|p| key(&p).map(|k| (k, p)))
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, p)| p)

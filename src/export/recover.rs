@@ -30,6 +30,12 @@ use crate::fsio::write_atomic;
 /// The file in a run directory that the run's supervisor holds locked while it lives.
 pub const LOCK_FILE: &str = ".lock";
 
+/// Whether `dir` is a run directory: its lock file (every run directory has it from the
+/// moment it appears) or, for one of an engine before the lock file, its plan.
+pub fn is_run_dir(dir: &Path) -> bool {
+    dir.join(LOCK_FILE).is_file() || dir.join(crate::run_dir::PLAN).is_file()
+}
+
 /// The lock a live run holds on its run directory (released when dropped or when the
 /// process dies, also by SIGKILL or a power cut).
 #[derive(Debug)]
