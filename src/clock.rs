@@ -319,6 +319,14 @@ pub fn utc_iso(unix_seconds: f64) -> String {
     iso8601(ms.div_euclid(1000), ms.rem_euclid(1000) as u32)
 }
 
+/// Seconds since the epoch of a time as [`utc_iso`] writes it (any RFC 3339 time); `None`
+/// for text that is not one.
+pub fn parse_iso(text: &str) -> Option<f64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 * 1e-9)
+}
+
 /// The current time in UTC as ISO 8601 with milliseconds, e.g. `2026-11-25T10:27:00.123Z`.
 pub fn utc_now() -> String {
     let d = SystemTime::now()
@@ -352,6 +360,16 @@ pub fn iso8601(secs: i64, millis: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_times_read_back_to_the_millisecond() {
+        for t in [0.0, 1_796_579_445.016, 1_796_579_445.999, 951_782_400.5] {
+            let back = parse_iso(&utc_iso(t)).unwrap();
+            assert!((back - t).abs() < 1e-3, "{t} → {} → {back}", utc_iso(t));
+        }
+        assert_eq!(parse_iso("2026-12-06T10:00:08.000Z"), Some(1_796_551_208.0));
+        assert_eq!(parse_iso("yesterday"), None);
+    }
 
     /// Over a few milliseconds of back-to-back reads (several anchor renewals), every
     /// reading lies between `CLOCK_REALTIME` read just before and just after it, give or

@@ -307,8 +307,46 @@ fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
     let recover = || {
         exited_0(command(EXE).arg("recover").arg(&run).output().unwrap());
     };
+    // Killed while paused: a pause 0.2 s after the file opened, never resumed, and the run's
+    // last stats line 0.5 s after it opened (written here, so that the span does not depend
+    // on when the kill came). The recovered file counts the pause to that line, 0.3 s, as its
+    // writer would have at a close; a recovered file had no paused_seconds at all.
+    let attr = |text: &str, name: &str| -> String {
+        let at = format!("@{name} = ");
+        let line = text.lines().find(|l| l.trim_start().starts_with(&at));
+        line.unwrap_or_else(|| panic!("no {name}: {text}"))
+            .trim_start()[at.len()..]
+            .to_string()
+    };
+    let facts = daq_engine::export::inspect(&file).unwrap();
+    let opened = daq_engine::clock::parse_iso(&attr(&facts, "start_time")).unwrap();
+    let pause = daq_engine::clock::Moment {
+        monotonic_ns: 1,
+        unix_s: opened + 0.2,
+    };
+    daq_engine::run_dir::pauses::PauseMark::new(true, pause)
+        .append(&run)
+        .unwrap();
+    let last = daq_engine::run_dir::Snapshot {
+        t: 0.5,
+        time: daq_engine::clock::utc_iso(opened + 0.5),
+        ..Default::default()
+    };
+    let mut stats = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.join("stats.jsonl"))
+        .unwrap();
+    // After a line the kill may have cut short.
+    std::io::Write::write_all(
+        &mut stats,
+        format!("\n{}\n", serde_json::to_string(&last).unwrap()).as_bytes(),
+    )
+    .unwrap();
     recover();
     assert_recovered(&run);
+    let facts = daq_engine::export::inspect(&file).unwrap();
+    let paused: f64 = attr(&facts, "paused_seconds").parse().unwrap();
+    assert!((paused - 0.3).abs() < 1e-3, "{facts}");
     // Recovering again changes nothing.
     let before = summary(&run)["events_written"].clone();
     recover();

@@ -170,6 +170,46 @@ fn compression_of(group: &h5::Group) -> Compression {
     }
 }
 
+/// The `paused_seconds` and `pauses` its writer would have written at the close, for a run
+/// file recovered in its run directory: the run's pauses (`pauses.jsonl`) within the file's
+/// span, from its `start_time` to the run's last stats line (the latest time the run is
+/// known to have lived; a pause still open then ends there), on the wall clock. Nothing
+/// when either end is unknown (no stats line, a file without `start_time`).
+fn put_pauses(file: &h5::File, path: &Path) -> h5::Result<()> {
+    use crate::run_dir::pauses::Pauses;
+    use h5::types::VarLenUnicode;
+    let Some(run_dir) = path.parent() else {
+        return Ok(());
+    };
+    let from = file
+        .attr("start_time")
+        .and_then(|a| a.read_scalar::<VarLenUnicode>())
+        .ok()
+        .and_then(|t| crate::clock::parse_iso(t.as_str()));
+    let to = crate::run_dir::last_snapshot(run_dir).and_then(|s| crate::clock::parse_iso(&s.time));
+    let (Some(from), Some(to)) = (from, to) else {
+        return Ok(());
+    };
+    let paused = Pauses::read(run_dir)
+        .on_the_wall_clock()
+        .within(Pauses::wall_moment(from), Pauses::wall_moment(to));
+    file.new_attr::<f64>()
+        .create("paused_seconds")?
+        .write_scalar(&paused.seconds())?;
+    if !paused.intervals.is_empty() {
+        let texts: Vec<VarLenUnicode> = paused
+            .intervals
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        file.new_attr::<VarLenUnicode>()
+            .shape(texts.len())
+            .create("pauses")?
+            .write(&texts)?;
+    }
+    Ok(())
+}
+
 /// Recovers one run file that no process writes any more: clears the writer's flags (as
 /// `h5clear -s` does), cuts `data` and `metadata` of every buffer to the events both hold,
 /// records that count (`events_written`, `recovered` = 1), and compresses the file as its
@@ -295,6 +335,9 @@ pub(crate) fn cut_to_whole_events(
                             .new_attr::<u8>()
                             .create("recovered")?
                             .write_scalar(&1u8)?,
+                    }
+                    if file.attr("paused_seconds").is_err() {
+                        put_pauses(&file, path)?;
                     }
                 }
                 file.flush()

@@ -104,6 +104,27 @@ impl Pauses {
         Pauses(out)
     }
 
+    /// The same pauses measured on the wall clock: for a recovery, after the run's processes
+    /// (and maybe the boot whose monotonic clock they used) are gone, where a file's span is
+    /// known only as wall-clock times. Pass [`Moment`]s made by [`Pauses::wall_moment`].
+    pub fn on_the_wall_clock(&self) -> Pauses {
+        let wall = |m: &Moment| Pauses::wall_moment(m.unix_s);
+        Pauses(
+            self.0
+                .iter()
+                .map(|(a, b)| (wall(a), b.as_ref().map(wall)))
+                .collect(),
+        )
+    }
+
+    /// A moment known only by its wall-clock time, for [`Pauses::on_the_wall_clock`].
+    pub fn wall_moment(unix_s: f64) -> Moment {
+        Moment {
+            monotonic_ns: (unix_s.max(0.0) * 1e9) as u64,
+            unix_s,
+        }
+    }
+
     /// What of the pauses lies between `from` and `to`; a pause still open ends at `to`.
     pub fn within(&self, from: Moment, to: Moment) -> PausedWithin {
         let mut out = PausedWithin::default();
