@@ -190,8 +190,6 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
     }
 }
 
-/// `daq-engine check SETUP`: validates and prints the pipeline; with `simulate`, as a run
-/// with `--simulate` would start.
 /// Why a run could not make its run directory in `target` (made with its parents when
 /// missing): the nearest part of the path that exists must be a directory this user may
 /// write into. `None` when it can.
@@ -242,6 +240,8 @@ pub(super) fn beyond_the_setup(setup: &Setup, registry: &Registry) -> Vec<String
     errors
 }
 
+/// `daq-engine check SETUP`: validates and prints the pipeline; with `simulate`, as a run
+/// with `--simulate` would start.
 pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registry) -> i32 {
     let simulated = Simulated(registry);
     let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
