@@ -1094,13 +1094,9 @@ fn last_stats(run: &Path) -> (usize, u64, bool) {
     runs::last_stats(run, "raw")
 }
 
-/// The HDF5 files carry the pause too: a file's `paused_seconds` and `pauses` (ISO 8601
-/// intervals) say how much of its span the importers were paused, so a rate computed from
-/// the file alone (events over `stop_time - start_time`) can use the live time. Before, only
-/// summary.json had it: the files said nothing of a pause.
-#[test]
-fn a_pause_is_in_the_hdf5_file_with_the_summarys_length() {
-    let text = "target_directory: runs
+/// Simulated waveforms in real time (2 kHz) into an HDF5 file, stats every 0.2 s: the run
+/// of the pause tests.
+const WAVEFORMS_TO_A_FILE: &str = "target_directory: runs
 options: {stats_interval: 0.2}
 Buffers:
   raw: {slot_count: 64, data_length: 200, data_dtype: {ch0: int16}}
@@ -1113,7 +1109,14 @@ Workers:
     function: export.hdf5
     sources: [raw]
 ";
-    let (_dir, child, run) = running("pause-files", text);
+
+/// The HDF5 files carry the pause too: a file's `paused_seconds` and `pauses` (ISO 8601
+/// intervals) say how much of its span the importers were paused, so a rate computed from
+/// the file alone (events over `stop_time - start_time`) can use the live time. Before, only
+/// summary.json had it: the files said nothing of a pause.
+#[test]
+fn a_pause_is_in_the_hdf5_file_with_the_summarys_length() {
+    let (_dir, child, run) = running("pause-files", WAVEFORMS_TO_A_FILE);
     let held = pause_and_hold(&run);
     let (summary, held) = resume_and_stop(child, &run, held);
     let paused = summary["paused_seconds"].as_f64().expect("paused_seconds");
@@ -1157,6 +1160,37 @@ Workers:
         text_attr("start_time"),
         text_attr("stop_time")
     );
+}
+
+/// A run stopped while paused: the pause ends at the stop. It was counted to the run's end
+/// in the summary and to the file's close in the file, so the drain after the stop was booked
+/// as paused time, and the pause file had no end for it.
+#[test]
+fn a_pause_going_on_ends_at_the_stop() {
+    let (_dir, child, run) = running("pause-stop", WAVEFORMS_TO_A_FILE);
+    pause_and_hold(&run);
+    interrupt(&child).unwrap();
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    let summary = books_balance(&run);
+    let pauses = daq_engine::run_dir::pauses::Pauses::read(&run).0;
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+    let (from, to) = pauses[0];
+    let to = to.expect("the pause ends at the stop");
+    let ns = to.monotonic_ns - from.monotonic_ns;
+    // The summary and the file: the same nanoseconds, from the pause to the stop.
+    assert_eq!(
+        summary["paused_seconds"].as_f64(),
+        Some(ns as f64 / 1e9),
+        "{summary}"
+    );
+    let in_file = hdf5_metno::File::open(run.join("raw.h5"))
+        .unwrap()
+        .attr("paused_seconds")
+        .unwrap()
+        .read_scalar::<f64>()
+        .unwrap();
+    assert_eq!(in_file, ns as f64 / 1e9);
 }
 
 /// issue 11 (left from the notebook work): an importer restarted while the run was paused

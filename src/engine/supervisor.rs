@@ -795,29 +795,16 @@ impl Supervisor {
                 }
                 return;
             }
+            // The importers are stopping (a pause going on ended at the stop): a pause now
+            // would book the drain as paused time.
+            Control::Pause | Control::Resume if self.stopping => {
+                tracing::info!("{c:?} requested while the run is stopping: nothing to do");
+                return;
+            }
             Control::Pause | Control::Resume => {}
         }
         let paused = c == Control::Pause;
-        let now = crate::clock::Moment::now();
-        let changed = match (paused, self.paused_since) {
-            (true, None) => {
-                self.paused_since = Some(now);
-                true
-            }
-            (false, Some(since)) => {
-                self.paused_before_ns += now.monotonic_ns.saturating_sub(since.monotonic_ns);
-                self.paused_since = None;
-                true
-            }
-            _ => false,
-        };
-        if changed {
-            // The files' record of the pause (see `run_dir::pauses`); without it the run
-            // goes on, and the summary still has the total.
-            if let Err(e) = PauseMark::new(paused, now).append(&self.plan.run_dir) {
-                tracing::warn!("the pause is not recorded for the HDF5 files: {e}");
-            }
-        }
+        self.book_pause(paused);
         self.pause_requests += 1;
         tracing::info!(
             "{} requested from the monitor",
@@ -840,6 +827,25 @@ impl Supervisor {
         }
     }
 
+    /// Starts (`paused`) or ends a pause in the books: the time paused so far, and the pause
+    /// file the HDF5 files read at their close (see `run_dir::pauses`). Nothing when the run
+    /// already is so.
+    fn book_pause(&mut self, paused: bool) {
+        let now = crate::clock::Moment::now();
+        match (paused, self.paused_since) {
+            (true, None) => self.paused_since = Some(now),
+            (false, Some(since)) => {
+                self.paused_before_ns += now.monotonic_ns.saturating_sub(since.monotonic_ns);
+                self.paused_since = None;
+            }
+            _ => return,
+        }
+        // Without the mark the run goes on, and the summary still has the total.
+        if let Err(e) = PauseMark::new(paused, now).append(&self.plan.run_dir) {
+            tracing::warn!("the pause is not recorded for the HDF5 files: {e}");
+        }
+    }
+
     fn log_and_say(&self, msg: &str) {
         tracing::warn!("{msg}");
         // Never waits for the terminal (see `terminal`): the log has every line.
@@ -852,6 +858,11 @@ impl Supervisor {
     }
 
     fn stop_importers(&mut self) {
+        // A pause going on ends here: from the stop on the importers take nothing either way,
+        // and the drain is not paused time (it was counted as such to the run's end, in the
+        // summary, and to each file's close, in the files). Importers are not started again
+        // while the run stops, so none starts unpaused.
+        self.book_pause(false);
         self.stopping = true;
         self.stopped_at.get_or_insert_with(Instant::now);
         self.notify.stopping();
