@@ -527,6 +527,26 @@ pub struct RunFileWriter {
     kept_closed: u64,
 }
 
+/// Writes a run file's `paused_seconds` and, when it was paused, `pauses` (one ISO 8601
+/// interval `START/END` a pause): at its close, and when a file whose writer was killed is
+/// recovered.
+pub(crate) fn write_paused(
+    f: &h5::File,
+    paused: &crate::run_dir::pauses::PausedWithin,
+) -> h5::Result<()> {
+    f.new_attr::<f64>()
+        .create("paused_seconds")?
+        .write_scalar(&paused.seconds())?;
+    if !paused.intervals.is_empty() {
+        let texts: Vec<VarLenUnicode> = paused.intervals.iter().map(|t| to_str(t)).collect();
+        f.new_attr::<VarLenUnicode>()
+            .shape(texts.len())
+            .create("pauses")?
+            .write(&texts)?;
+    }
+    Ok(())
+}
+
 fn to_str(s: &str) -> VarLenUnicode {
     // A str without NUL bytes always converts; NULs (which HDF5 strings cannot hold) are
     // replaced.
@@ -1450,23 +1470,7 @@ impl RunFileWriter {
                 // Made at the close only: a file whose writer was killed has none, rather
                 // than a 0 that would be wrong had the run been paused.
                 let paused = Pauses::read(dir).within(of.opened_at, closed_at);
-                set(
-                    "paused_seconds",
-                    f.new_attr::<f64>()
-                        .create("paused_seconds")
-                        .and_then(|a| a.write_scalar(&paused.seconds())),
-                )?;
-                if !paused.intervals.is_empty() {
-                    let texts: Vec<VarLenUnicode> =
-                        paused.intervals.iter().map(|t| to_str(t)).collect();
-                    set(
-                        "pauses",
-                        f.new_attr::<VarLenUnicode>()
-                            .shape(texts.len())
-                            .create("pauses")
-                            .and_then(|a| a.write(&texts)),
-                    )?;
-                }
+                set("paused_seconds", write_paused(f, &paused))?;
                 for (name, text) in device_notes(dir) {
                     let put = || -> h5::Result<()> {
                         if f.attr(&name).is_err() {

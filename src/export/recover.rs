@@ -193,21 +193,7 @@ fn put_pauses(file: &h5::File, path: &Path) -> h5::Result<()> {
     let paused = Pauses::read(run_dir)
         .on_the_wall_clock()
         .within(Pauses::wall_moment(from), Pauses::wall_moment(to));
-    file.new_attr::<f64>()
-        .create("paused_seconds")?
-        .write_scalar(&paused.seconds())?;
-    if !paused.intervals.is_empty() {
-        let texts: Vec<VarLenUnicode> = paused
-            .intervals
-            .iter()
-            .filter_map(|t| t.parse().ok())
-            .collect();
-        file.new_attr::<VarLenUnicode>()
-            .shape(texts.len())
-            .create("pauses")?
-            .write(&texts)?;
-    }
-    Ok(())
+    super::hdf5::write_paused(file, &paused)
 }
 
 /// Recovers one run file that no process writes any more: clears the writer's flags (as
