@@ -12,10 +12,7 @@ pub fn recover_unfinished(target: &Path) -> Option<std::thread::JoinHandle<()>> 
     crate::export::recover::remove_stale_staging(target);
     let mut later = Vec::new();
     for dir in crate::export::recover::unfinished_runs(target) {
-        eprintln!(
-            "daq-engine: {} did not finish (no readable summary.json): recovering its files",
-            dir.display()
-        );
+        say_recovering(&dir);
         match crate::export::recover::recover_run_dir_then_compress(&dir) {
             Ok((rec, c)) => {
                 report_recovery(&dir, Ok(rec));
@@ -123,10 +120,7 @@ pub fn recover(run_dir: &Path) -> i32 {
 fn recover_target(target: &Path) -> i32 {
     let runs = crate::export::recover::unfinished_runs(target);
     if runs.is_empty() {
-        let any_run = std::fs::read_dir(target).is_ok_and(|mut d| {
-            d.any(|e| e.is_ok_and(|e| crate::export::recover::is_run_dir(&e.path())))
-        });
-        if any_run {
+        if super::status::newest_run(target).is_some() {
             eprintln!(
                 "daq-engine: {}: every run in it finished or is running: nothing to recover",
                 target.display()
@@ -143,21 +137,18 @@ fn recover_target(target: &Path) -> i32 {
     }
     let mut code = exit::OK;
     for dir in runs {
-        eprintln!(
-            "daq-engine: {} did not finish (no readable summary.json): recovering its files",
-            dir.display()
-        );
-        let r = crate::export::recover::recover_run_dir(&dir);
-        let c = report_recovery(&dir, r);
-        if c == exit::OK {
-            eprintln!(
-                "daq-engine: {} recovered; summary.json says what it holds",
-                dir.display()
-            );
-        }
-        code = code.max(c);
+        say_recovering(&dir);
+        code = code.max(recover(&dir));
     }
     code
+}
+
+/// The line that says a run is being recovered, before its files are.
+fn say_recovering(dir: &Path) {
+    eprintln!(
+        "daq-engine: {} did not finish (no readable summary.json): recovering its files",
+        dir.display()
+    );
 }
 
 #[cfg(test)]

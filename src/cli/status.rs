@@ -187,7 +187,7 @@ fn ended_early(run_dir: &Path, ended: bool) -> Option<String> {
         return None;
     }
     let dir = run_dir.display();
-    Some(if run_dir.join("summary.json").exists() {
+    Some(if run_dir.join(crate::run_dir::SUMMARY).exists() {
         "did not finish: its processes ended before the run did (killed, or the machine \
          stopped); it was recovered, summary.json and the files hold what it took"
             .to_string()
