@@ -528,6 +528,33 @@ fn check_refuses_a_target_directory_a_run_could_not_write_into() {
     }
 }
 
+/// A disk with no more free space than `disk_reserve_mb` (here a reserve larger than any
+/// disk): the run started, found the disk full at its first look and stopped within a second
+/// with exit 0 and a run directory of nothing. `check` and the run now refuse it (exit 2,
+/// no run directory), naming the free space and the key.
+#[test]
+fn check_and_the_run_refuse_a_disk_without_room_above_the_reserve() {
+    let dir = Dir::new("no-room");
+    let text = setup(1000, 1, 1).replace(
+        "options: {stats_interval: 0.2}",
+        "options: {stats_interval: 0.2, disk_reserve_mb: 1.0e12}",
+    );
+    let s = dir.write("full.yaml", &text);
+    let out = check(&[], &s);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for part in [
+        "MB free on its disk, no more than the 1000000000000.0 MB a run keeps free",
+        "options.disk_reserve_mb",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    let (code, text) = finish(start(&dir, &s, &[]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("options.disk_reserve_mb"), "{text}");
+    assert!(!dir.0.join("runs").exists(), "no run directory: {text}");
+}
+
 /// A config value of the wrong type is refused by `check` (exit 2) at the value's file, line
 /// and column, for a function's key and for a device importer's: every key is declared with
 /// its type, and the declaration is what `check` and the function's read both use.

@@ -190,15 +190,14 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
     }
 }
 
-/// Why a run could not make its run directory in `target` (made with its parents when
-/// missing): the nearest part of the path that exists must be a directory this user may
-/// write into. `None` when it can.
-fn target_problem(target: &Path) -> Option<String> {
-    use nix::unistd::{access, AccessFlags};
+/// The nearest part of `target` that exists (the run makes the rest with its parents),
+/// with its metadata; `Err` with why when it cannot be looked at, `Ok(None)` when no part
+/// of a relative path exists.
+fn nearest_existing(target: &Path) -> Result<Option<(&Path, std::fs::Metadata)>, String> {
     let mut p = target;
-    let existing = loop {
+    loop {
         match std::fs::metadata(p) {
-            Ok(m) => break (p, m),
+            Ok(m) => return Ok(Some((p, m))),
             // Missing, or below a file (ENOTDIR): look at the part above.
             Err(e)
                 if matches!(
@@ -208,13 +207,24 @@ fn target_problem(target: &Path) -> Option<String> {
             {
                 match p.parent() {
                     Some(up) if !up.as_os_str().is_empty() => p = up,
-                    _ => return None,
+                    _ => return Ok(None),
                 }
             }
-            Err(e) => return Some(format!("{}: {e}", p.display())),
+            Err(e) => return Err(format!("{}: {e}", p.display())),
         }
+    }
+}
+
+/// Why a run could not make its run directory in `target` (made with its parents when
+/// missing): the nearest part of the path that exists must be a directory this user may
+/// write into. `None` when it can.
+fn target_problem(target: &Path) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let (p, meta) = match nearest_existing(target) {
+        Ok(Some(x)) => x,
+        Ok(None) => return None,
+        Err(why) => return Some(why),
     };
-    let (p, meta) = existing;
     if !meta.is_dir() {
         return Some(format!("{} is a file, not a directory", p.display()));
     }
@@ -224,10 +234,31 @@ fn target_problem(target: &Path) -> Option<String> {
     }
 }
 
+/// Why a run into `target` would stop as soon as it started: its disk has no more free
+/// space than the `disk_reserve_mb` the run keeps free. `None` when it has more, or when
+/// the disk cannot be read (the run's disk watch never stops a run for that either).
+pub(super) fn disk_problem(target: &Path, reserve_mb: f64) -> Option<String> {
+    let (p, _) = nearest_existing(target).ok()??;
+    let free = crate::export::disk::free_bytes(p)?;
+    let reserve = (reserve_mb * 1e6) as u64;
+    (free <= reserve).then(|| {
+        format!(
+            "error: target_directory {}: {:.1} MB free on its disk, no more than the {:.1} MB \
+             a run keeps free there (options.disk_reserve_mb): the run would stop as soon as \
+             it started. Free some space, give the run another directory with \
+             --target-directory, or lower disk_reserve_mb",
+            target.display(),
+            free as f64 / 1e6,
+            reserve as f64 / 1e6
+        )
+    })
+}
+
 /// What `check` refuses beyond the setup file itself (`migrate` asks the same before it
 /// calls a port OK): user libraries and Python workers that do not load (each tried in a
 /// probe process, as the run would), and a target directory a run given no
-/// `--target-directory` could not make its run directory in.
+/// `--target-directory` could not make its run directory in, or whose disk has no room
+/// above the reserve.
 pub(super) fn beyond_the_setup(setup: &Setup, registry: &Registry) -> Vec<String> {
     let mut errors = user_libraries(setup, registry).err().unwrap_or_default();
     if let Some(why) = target_problem(&setup.target_directory) {
@@ -236,6 +267,8 @@ pub(super) fn beyond_the_setup(setup: &Setup, registry: &Registry) -> Vec<String
              (or give the run another with --target-directory)",
             setup.target_directory.display()
         ));
+    } else if let Some(why) = disk_problem(&setup.target_directory, setup.options.disk_reserve_mb) {
+        errors.push(why);
     }
     errors
 }

@@ -45,6 +45,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         .target_directory
         .clone()
         .unwrap_or_else(|| setup.target_directory.clone());
+    if let Some(why) = super::check::disk_problem(&target, setup.options.disk_reserve_mb) {
+        eprintln!("daq-engine: {why}");
+        return exit::BAD_INPUT;
+    }
     let recovering = recover_unfinished(&target);
     let (run_dir, run_id, _run_lock) = match make_locked_run_dir(&target) {
         Ok(x) => x,
