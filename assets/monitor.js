@@ -53,6 +53,7 @@ function connect() {
     $("state").textContent = sum.exit_code === 0 ? "finished" : "FAILED";
     $("state").className = "finished";
     $("msg").textContent = `run ended after ${fmt(sum.seconds, 1)} s` +
+      (sum.stopped_by_text ? `, stopped by ${sum.stopped_by_text}` : "") +
       ((sum.failures || []).length ? ": " + sum.failures.join("; ") : "");
     es.close();
   });

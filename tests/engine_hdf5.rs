@@ -422,8 +422,13 @@ fn a_filling_disk_stops_the_run_cleanly_with_every_count_right() {
         .map(|e| e.path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run_"))
         .unwrap();
+    assert!(
+        err.contains("stopped by the disk reaching its reserve (disk_reserve_mb)"),
+        "{err}"
+    );
     let summary = summary(&run);
     assert_eq!(summary["exit_code"], 0, "{summary}");
+    assert_eq!(summary["stopped_by"], "disk_full", "{summary}");
     let produced = summary["events"]["raw"].as_u64().unwrap();
     assert_eq!(summary["lost"]["raw"], 0, "{summary}");
     let file = run.join("raw.h5");

@@ -218,6 +218,9 @@ fn every_event_arrives_exactly_once_through_multiprocess_workers() {
     assert_eq!(last["buffers"]["raw"]["events_out"]["filter"], n);
     assert_eq!(last["buffers"]["copy"]["events_in"], n);
     assert_eq!(last["workers"]["sink"]["state"], "finished");
+    // Why it ended, in summary.json and on the last stats line alike.
+    assert_eq!(summary(&run)["stopped_by"], "sources_ended");
+    assert_eq!(last["stopped_by"], "sources_ended");
     nothing_left(&run);
 }
 
@@ -254,7 +257,12 @@ fn sigint_drains_every_buffer_and_exits_0() {
     let (code, text) = finish(child);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("stop requested"), "{text}");
+    assert!(
+        text.contains("stopped by a stop signal (Ctrl-C, SIGTERM, SIGHUP)"),
+        "{text}"
+    );
     let summary = summary(&run);
+    assert_eq!(summary["stopped_by"], "signal", "{summary}");
     let produced = summary["events"]["raw"].as_u64().unwrap();
     assert!(produced > 1000 && produced < 1_000_000_000);
     // Nothing that was taken is lost: every reader got every event the source published.
@@ -289,6 +297,7 @@ fn a_killed_worker_stops_the_run_with_exit_1_and_no_leftovers() {
         text.contains("worker 'sink' process 1") && text.contains("SIGKILL"),
         "the message names the worker, the process and the signal: {text}"
     );
+    assert_eq!(summary(&run)["stopped_by"], "worker_failed");
     assert!(
         leftover_rings(&run).is_empty(),
         "{:?}",
@@ -332,6 +341,7 @@ fn a_second_sigint_aborts() {
     assert!(code == 0 || code == 1, "{text}");
     if code == 1 {
         assert!(text.contains("abort"), "{text}");
+        assert_eq!(summary(&run)["stopped_by"], "aborted");
     }
     nothing_left(&run);
 }
@@ -347,6 +357,7 @@ fn max_events_stops_the_importer_exactly() {
     );
     assert_eq!(sink_reports(&run, "sink").events, 12_345);
     assert_eq!(sink_reports(&run, "sink2").events, 12_345);
+    assert_eq!(summary(&run)["stopped_by"], "max_events");
 }
 
 /// What `check` knows without opening anything: each of these passed it and failed after
@@ -794,6 +805,11 @@ fn progress_rates_full_buffers_and_status_of_an_ended_run() {
         status.lines().next().unwrap().ends_with("(ended)"),
         "{status}"
     );
+    assert_eq!(
+        status.lines().nth(1),
+        Some("stopped by a stop signal (Ctrl-C, SIGTERM, SIGHUP)"),
+        "{status}"
+    );
     let raw: Vec<&str> = status
         .lines()
         .find(|l| l.starts_with("raw "))
@@ -1010,6 +1026,7 @@ fn a_terminal_nobody_reads_does_not_hold_the_run() {
     let run = dir.run_dir();
     let summary = books_balance(&run);
     assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["stopped_by"], "max_seconds");
 }
 
 /// Found by the hour-long soak: after an abort (a second Ctrl-C) the HDF5 exporters were

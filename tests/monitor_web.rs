@@ -987,7 +987,13 @@ fn browser_buttons_pause_resume_stop() {
     wait_for("the page to show the end", || {
         text(&mut page, "state") == "finished"
     });
-    assert!(text(&mut page, "msg").starts_with("run ended after"));
+    let msg = text(&mut page, "msg");
+    assert!(msg.starts_with("run ended after"), "{msg}");
+    // Why it ended, as summary.json says it.
+    assert!(
+        msg.contains(", stopped by a stop from the live page"),
+        "{msg}"
+    );
     // issue 12, item 11: an ended run shows its mean rates (they read 0.0).
     let rate = page.eval(
         "Array.from(document.querySelectorAll('#buffers tbody tr'))\

@@ -215,6 +215,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             .unwrap_or_default(),
         run_dir.display()
     );
+    say!("  stopped by {}", summary.stopped_by.text());
     for (b, n) in &summary.events {
         let lost = summary.lost.get(b).copied().unwrap_or(0);
         say!(

@@ -32,6 +32,9 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
             ""
         }
     );
+    if let Some(c) = snap.stopped_by {
+        let _ = writeln!(s, "stopped by {}", c.text());
+    }
     // An ended run shows its means (its last snapshot carries them).
     let ended = snap.ended;
     let _ = writeln!(

@@ -19,7 +19,8 @@ use crate::ring::{Policy, Ring, RingSpec, RingStats};
 use crate::run_dir::pauses::PauseMark;
 use crate::run_dir::plan::{Plan, Restart};
 use crate::run_dir::{
-    BufferStats, DeviceState, ReaderBooks, Snapshot, WorkerStats, FULL_LEVEL, FULL_WARNING_S,
+    BufferStats, DeviceState, ReaderBooks, Snapshot, StopCause, WorkerStats, FULL_LEVEL,
+    FULL_WARNING_S,
 };
 use crate::runtime::ring_name;
 use crate::shm::{places, ShmPlace};
@@ -113,6 +114,8 @@ pub struct RunSummary {
     /// produced (`events` + `lost`). Whatever a reader had not read when the run ended is
     /// lost for it.
     pub readers: BTreeMap<String, BTreeMap<String, ReaderBooks>>,
+    /// Why the run stopped.
+    pub stopped_by: StopCause,
     /// What went wrong, if anything.
     pub failures: Vec<String>,
     /// Per `export.kafka` worker: what became of its events (the counts its processes
@@ -312,6 +315,9 @@ pub struct Supervisor {
     stopping: bool,
     /// When the importers were told to stop.
     stopped_at: Option<Instant>,
+    /// Why: the first stop's cause (an abort overrides it); `None` while the run goes on
+    /// and when its importers ended by themselves.
+    stop_cause: Option<StopCause>,
     /// The workers were killed (an abort): the run did not drain.
     aborted: bool,
     /// Since when the importers are paused; `None` while they run.
@@ -480,6 +486,7 @@ impl Supervisor {
             alarms: BTreeMap::new(),
             stopping: false,
             stopped_at: None,
+            stop_cause: None,
             aborted: false,
             paused_since: None,
             paused_before_ns: 0,
@@ -683,7 +690,7 @@ impl Supervisor {
                     self.log_and_say(
                         "stop requested: importers stop, buffers drain (Ctrl-C again to abort)",
                     );
-                    self.stop_importers();
+                    self.stop_importers(StopCause::Signal);
                 } else if signals >= 2 {
                     self.log_and_say("second stop signal: aborting");
                     self.failures.push("aborted by a second stop signal".into());
@@ -694,7 +701,7 @@ impl Supervisor {
             if let Some(max) = self.plan.max_seconds {
                 if !self.stopping && self.start.elapsed().as_secs_f64() >= max {
                     tracing::info!("max_seconds {max} reached: stopping importers");
-                    self.stop_importers();
+                    self.stop_importers(StopCause::MaxSeconds);
                 }
             }
             self.reap();
@@ -712,7 +719,7 @@ impl Supervisor {
                 Some(crate::export::disk::DiskNews::Stop(m)) if !self.stopping => {
                     self.log_and_say(&m);
                     self.alerts.raise(Kind::DiskFull, &disk, &m);
-                    self.stop_importers();
+                    self.stop_importers(StopCause::DiskFull);
                 }
                 _ => {}
             }
@@ -791,7 +798,7 @@ impl Supervisor {
                     self.log_and_say(
                         "stop requested from the monitor: importers stop, buffers drain",
                     );
-                    self.stop_importers();
+                    self.stop_importers(StopCause::Monitor);
                 }
                 return;
             }
@@ -857,7 +864,7 @@ impl Supervisor {
         super::terminal::say(format!("{clear}daq-engine: {msg}\n"));
     }
 
-    fn stop_importers(&mut self) {
+    fn stop_importers(&mut self, cause: StopCause) {
         // A pause going on ends here: from the stop on the importers take nothing either way,
         // and the drain is not paused time (it was counted as such to the run's end, in the
         // summary, and to each file's close, in the files). Importers are not started again
@@ -865,6 +872,7 @@ impl Supervisor {
         self.book_pause(false);
         self.stopping = true;
         self.stopped_at.get_or_insert_with(Instant::now);
+        self.stop_cause.get_or_insert(cause);
         self.notify.stopping();
         for p in &self.procs {
             if p.is_importer && p.status.is_none() {
@@ -878,6 +886,7 @@ impl Supervisor {
 
     fn kill_all(&mut self) {
         self.aborted = true;
+        self.stop_cause = Some(StopCause::Aborted);
         for p in &mut self.procs {
             p.restart_at = None;
             if let Some(c) = p.child.as_mut() {
@@ -974,7 +983,7 @@ impl Supervisor {
             // Its readers no longer hold anyone up, what it wrote is closed, and the
             // importers stop so everything else drains.
             self.let_go(wi, k);
-            self.stop_importers();
+            self.stop_importers(StopCause::WorkerFailed);
         }
         // A process that ended well normally drained its sources and closed its sinks. One
         // that returned early (its source still had events) must neither hold its producer
@@ -1031,7 +1040,7 @@ impl Supervisor {
             self.alerts.raise(Kind::WorkerFailed, &name, &msg);
             self.failures.push(what);
             self.let_go(wi, k);
-            self.stop_importers();
+            self.stop_importers(StopCause::WorkerFailed);
         }
     }
 
@@ -1230,6 +1239,7 @@ impl Supervisor {
             t,
             time: crate::clock::utc_now(),
             stopping: self.stopping && !ended,
+            stopped_by: (self.stopping || ended).then(|| self.stopped_by()),
             // What a clean stop waits for besides draining: files being compressed.
             waiting_for: if self.stopping && !ended {
                 crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir)
@@ -1417,6 +1427,30 @@ impl Supervisor {
         (self.paused_before_ns + going_on) as f64 / 1e9
     }
 
+    /// Why the run stops or stopped: the first stop's cause, or else (the importers ended by
+    /// themselves) `max_events` when every importer took that many, its sources otherwise.
+    fn stopped_by(&self) -> StopCause {
+        if let Some(c) = self.stop_cause {
+            return c;
+        }
+        let took = |w: &crate::run_dir::plan::WorkerPlan| {
+            let sink = w.sinks.first()?;
+            let b = self.buffers.iter().find(|b| &b.name == sink)?;
+            Some(
+                b.rings
+                    .iter()
+                    .map(|r| r.stats())
+                    .map(|s| s.published + s.lost)
+                    .sum::<u64>(),
+            )
+        };
+        let importers = || self.plan.workers.iter().filter(|w| w.is_importer());
+        match self.plan.max_events {
+            Some(n) if importers().all(|w| took(w).is_some_and(|t| t >= n)) => StopCause::MaxEvents,
+            _ => StopCause::SourcesEnded,
+        }
+    }
+
     fn summary(&self) -> RunSummary {
         let mut events = BTreeMap::new();
         let mut lost = BTreeMap::new();
@@ -1452,6 +1486,7 @@ impl Supervisor {
             events,
             lost,
             readers,
+            stopped_by: self.stopped_by(),
             failures: self.failures.clone(),
             kafka: self
                 .plan

@@ -327,7 +327,11 @@ impl Dashboard {
                     }
                     Ok(Msg::Finish(summary)) => {
                         self.note = if summary.exit_code == 0 {
-                            format!("run finished after {:.1} s", summary.seconds)
+                            format!(
+                                "run finished after {:.1} s, stopped by {}",
+                                summary.seconds,
+                                summary.stopped_by.text()
+                            )
                         } else {
                             format!("run FAILED: {}", summary.failures.join("; "))
                         };

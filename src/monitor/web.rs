@@ -410,9 +410,12 @@ impl Watcher for Web {
 
     fn finish(&mut self, summary: &RunSummary) {
         self.view.set_finished();
-        self.publish(Some(
-            serde_json::to_string(summary).unwrap_or_else(|_| "{}".into()),
-        ));
+        // The summary as summary.json has it, and why the run stopped in words for the page.
+        let mut v = serde_json::to_value(summary).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("stopped_by_text".into(), summary.stopped_by.text().into());
+        }
+        self.publish(Some(v.to_string()));
     }
 }
 

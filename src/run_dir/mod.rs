@@ -24,7 +24,7 @@ pub mod scales;
 pub mod snapshot;
 pub mod stats_file;
 
-pub use snapshot::{BufferStats, DeviceState, Snapshot, WorkerStats};
+pub use snapshot::{BufferStats, DeviceState, Snapshot, StopCause, WorkerStats};
 
 use std::path::{Path, PathBuf};
 

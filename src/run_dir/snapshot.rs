@@ -121,6 +121,10 @@ pub struct Snapshot {
     pub paused: bool,
     /// Seconds the importers have been paused since the run started, this pause included.
     pub paused_s: f64,
+    /// Why the run stops or stopped: on the lines of a stopping run and on its last line.
+    /// Absent while it runs (and on lines of versions before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<StopCause>,
     /// Importers were told to stop; buffers drain.
     pub stopping: bool,
     /// Seconds since the run started.
@@ -132,6 +136,47 @@ pub struct Snapshot {
     pub waiting_for: Vec<String>,
     /// Workers by name.
     pub workers: BTreeMap<String, WorkerStats>,
+}
+
+/// Why a run stopped (`stopped_by` in summary.json and on the last stats line): what a
+/// physicist back from a week away asks first. The first cause wins; an abort overrides it
+/// (the run did not drain).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// The importers ended by themselves: their sources had no more events.
+    SourcesEnded,
+    /// Every importer took `max_events`.
+    MaxEvents,
+    /// `max_seconds` passed.
+    MaxSeconds,
+    /// A stop signal: Ctrl-C, SIGTERM (`systemctl stop`), SIGHUP.
+    Signal,
+    /// A stop asked for on the live page, the dashboard or through the Python package.
+    Monitor,
+    /// The free space on the run's disk reached `disk_reserve_mb`.
+    DiskFull,
+    /// A worker failed for good (see `failures`).
+    WorkerFailed,
+    /// The workers were killed before they drained: a second stop signal, or workers that
+    /// did not drain within 30 s of a failure.
+    Aborted,
+}
+
+impl StopCause {
+    /// What it was, in words after "stopped by", for the last lines of a run and `status`.
+    pub fn text(self) -> &'static str {
+        match self {
+            StopCause::SourcesEnded => "its sources running out of events",
+            StopCause::MaxEvents => "reaching max_events",
+            StopCause::MaxSeconds => "reaching max_seconds",
+            StopCause::Signal => "a stop signal (Ctrl-C, SIGTERM, SIGHUP)",
+            StopCause::Monitor => "a stop from the live page, the dashboard or Python",
+            StopCause::DiskFull => "the disk reaching its reserve (disk_reserve_mb)",
+            StopCause::WorkerFailed => "a worker that failed",
+            StopCause::Aborted => "an abort: the workers were killed before they drained",
+        }
+    }
 }
 
 impl Snapshot {
