@@ -521,6 +521,7 @@ pub fn recover_run_dir_then_compress(
         "events_written": rec.events(),
         "events": events,
         "files": files,
+        "stopped_by": crate::run_dir::StopCause::Killed,
         "failures": failures,
     });
     // How long it ran and was paused, as of the supervisor's last stats line (at most a
@@ -613,6 +614,7 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
                 .unwrap();
         assert_eq!(summary["recovered"], true);
+        assert_eq!(summary["stopped_by"], "killed");
         // No stats line: nothing to say of its time.
         assert!(summary.get("seconds").is_none(), "{summary}");
         assert!(unfinished_runs(&target).is_empty());

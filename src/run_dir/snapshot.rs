@@ -161,6 +161,9 @@ pub enum StopCause {
     /// The workers were killed before they drained: a second stop signal, or workers that
     /// did not drain within 30 s of a failure.
     Aborted,
+    /// Its supervisor ended without a summary (killed, or the machine stopped); only the
+    /// summary `recover` writes says this.
+    Killed,
 }
 
 impl StopCause {
@@ -175,6 +178,7 @@ impl StopCause {
             StopCause::DiskFull => "the disk reaching its reserve (disk_reserve_mb)",
             StopCause::WorkerFailed => "a worker that failed",
             StopCause::Aborted => "an abort: the workers were killed before they drained",
+            StopCause::Killed => "the end of its supervisor (killed, or the machine stopped)",
         }
     }
 }
