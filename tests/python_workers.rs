@@ -54,12 +54,17 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn daq(d: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(EXE)
-        .args(args)
-        .env("VIRTUAL_ENV", venv())
-        .current_dir(d)
-        .output()
-        .unwrap();
+    daq_with(d, args, Some(venv()))
+}
+
+/// `daq-engine ARGS` in `d` with `VIRTUAL_ENV` set to `venv`, or unset.
+fn daq_with(d: &Path, args: &[&str], venv: Option<&Path>) -> (i32, String) {
+    let mut cmd = Command::new(EXE);
+    match venv {
+        Some(v) => cmd.env("VIRTUAL_ENV", v),
+        None => cmd.env_remove("VIRTUAL_ENV"),
+    };
+    let out = cmd.args(args).current_dir(d).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -609,6 +614,58 @@ Workers:
     std::fs::write(d.join("setup.yaml"), setup("good.py", "source")).unwrap();
     let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
     assert_eq!(code, 0, "{stderr}");
+    // Workers failing alike are told once, naming them all (a setup of four Python
+    // workers without numpy printed the same traceback four times).
+    let twice = setup("broken.py", "source").replace(
+        "  sink:\n    function: bench.sink\n    sources: [raw]\n",
+        "  sink:\n    file: broken.py\n    function: sink\n    sources: [raw]\n",
+    );
+    assert!(twice.contains("function: sink"), "{twice}");
+    std::fs::write(d.join("setup.yaml"), twice).unwrap();
+    let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.matches("SyntaxError").count(), 1, "{stderr}");
+    assert!(stderr.contains("workers 'source', 'sink': "), "{stderr}");
+}
+
+/// Without numpy (no venv selected, and the system Python has none) every Python worker
+/// fails alike: said once, naming the workers, without the traceback into daq-engine's own
+/// module it printed once per worker.
+#[test]
+fn python_workers_without_numpy_are_told_once_naming_them_all() {
+    let system_numpy = Command::new("/usr/bin/python3")
+        .args(["-c", "import numpy"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if system_numpy {
+        println!("SKIPPED: the system Python has numpy, so it is never missing");
+        return;
+    }
+    let d = dir("no-numpy");
+    std::fs::write(
+        d.join("w.py"),
+        "def source(buffer_io):\n    pass\n\ndef sink(buffer_io):\n    pass\n",
+    )
+    .unwrap();
+    let workers = "  source: {file: w.py, function: source, sinks: [raw]}\n  \
+                   sink: {file: w.py, function: sink, sources: [raw]}\n";
+    let buffers = "  raw: {slot_count: 4, data_length: 8, data_dtype: {ch0: 'f4'}}\n";
+    std::fs::write(
+        d.join("setup.yaml"),
+        format!("target_directory: runs\nBuffers:\n{buffers}Workers:\n{workers}"),
+    )
+    .unwrap();
+    let (code, stderr) = daq_with(&d, &["check", "setup.yaml"], None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "workers 'source', 'sink': starting Python: ModuleNotFoundError: No module named \
+             'numpy' (no venv is selected"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Traceback"), "{stderr}");
 }
 
 /// The reference setups of mimoCoRB2's benchmark (tests/setups/mimocorb2, with the

@@ -130,11 +130,18 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Re
 pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<String>> {
     let mut seen: Vec<&Path> = Vec::new();
     let mut errors = Vec::new();
+    // Python workers failing alike (no numpy without a venv, one broken file for several
+    // workers) are told once, naming them all: each message with its workers.
+    let mut python: Vec<(String, Vec<&str>)> = Vec::new();
     for w in &setup.workers {
         let Some(f) = w.file.as_deref() else { continue };
         if crate::worker::is_python(Some(f)) {
             if let Err(e) = probe_python(f, &w.function, w.python.as_deref()) {
-                errors.push(format!("worker '{}': {e:#}", w.name));
+                let text = format!("{e:#}");
+                match python.iter_mut().find(|(t, _)| *t == text) {
+                    Some((_, names)) => names.push(&w.name),
+                    None => python.push((text, vec![&w.name])),
+                }
             }
             continue;
         }
@@ -145,6 +152,15 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
         if let Err(e) = probe_library(f) {
             errors.push(format!("worker '{}': {e:#}", w.name));
         }
+    }
+    for (text, names) in python {
+        let names: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        let workers = if names.len() == 1 {
+            "worker"
+        } else {
+            "workers"
+        };
+        errors.push(format!("{workers} {}: {text}", names.join(", ")));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -102,8 +102,10 @@ fn start(venv: Option<&Path>) -> Result<(), StartError> {
         let _ = sys.setattr("argv", PyList::new(py, ["daq-engine"]).ok());
         for (name, code) in [("daq_engine", TEMPLATES), ("mimocorb2", MIMOCORB2)] {
             let m = module_from(py, name, code).map_err(|e| {
-                let hint = if e.is_instance_of::<pyo3::exceptions::PyImportError>(py) {
-                    match venv {
+                // A package missing for daq-engine's own modules (numpy): the traceback
+                // would point into them, not at anything of the user's; the error says it.
+                let said = if e.is_instance_of::<pyo3::exceptions::PyImportError>(py) {
+                    let hint = match venv {
                         Some(v) => format!(
                             " (install numpy into the venv: {}/bin/pip install numpy)",
                             v.display()
@@ -111,11 +113,12 @@ fn start(venv: Option<&Path>) -> Result<(), StartError> {
                         None => " (no venv is selected: set `python: PATH_TO_VENV` in the \
                                  setup's options or activate one, VIRTUAL_ENV)"
                             .into(),
-                    }
+                    };
+                    format!("{e}{hint}")
                 } else {
-                    String::new()
+                    traceback(py, &e)
                 };
-                StartError::raised("starting Python: ", format!("{}{hint}", traceback(py, &e)))
+                StartError::raised("starting Python: ", said)
             })?;
             if name == "mimocorb2" {
                 let modules = sys
