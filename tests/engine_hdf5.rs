@@ -703,6 +703,15 @@ Workers:
         .expect(&out);
     assert!(a < b, "{out}");
     assert_eq!(out.matches("20 events").count(), 2, "{out}");
+    // The setup both files carry is shown once (it was printed whole with each file).
+    assert_eq!(out.matches("\nsetup (").count(), 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "setup: the same as {}'s",
+            run.join("a.h5").display()
+        )),
+        "{out}"
+    );
     let missing = dir.join("missing.h5");
     let b_file = run.join("b.h5");
     let (code, out) = runs::engine(

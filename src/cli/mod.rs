@@ -413,8 +413,9 @@ pub fn run_main(registry: crate::worker::Registry) -> i32 {
 }
 
 /// `daq-engine inspect FILE…`: each file in turn (a run directory: its .h5 files by name),
-/// a blank line between them. A file that cannot be read is reported and the others are
-/// still shown; the exit code says whether any failed.
+/// a blank line between them, and the setup a file carries unless it is the one shown last
+/// (the files of one run carry the same). A file that cannot be read is reported and the
+/// others are still shown; the exit code says whether any failed.
 fn inspect(args: &[PathBuf]) -> i32 {
     let mut files = Vec::new();
     let mut code = exit::OK;
@@ -444,9 +445,23 @@ fn inspect(args: &[PathBuf]) -> i32 {
         h5.sort();
         files.extend(h5);
     }
+    // The setup shown last, and the file it was shown with.
+    let mut shown: Option<(String, &PathBuf)> = None;
     for (i, file) in files.iter().enumerate() {
-        match crate::export::inspect(file) {
-            Ok(text) => print!("{}{text}", if i > 0 { "\n" } else { "" }),
+        match crate::export::inspect_apart(file) {
+            Ok((text, setup)) => {
+                print!("{}{text}", if i > 0 { "\n" } else { "" });
+                match (setup, &shown) {
+                    (Some(s), Some((last, with))) if &s == last => {
+                        println!("\nsetup: the same as {}'s", with.display());
+                    }
+                    (Some(s), _) => {
+                        print!("{}", crate::export::setup_text(&s));
+                        shown = Some((s, file));
+                    }
+                    (None, _) => {}
+                }
+            }
             Err(e) => {
                 eprintln!("daq-engine: {e}");
                 code = exit::FAILED;

@@ -174,8 +174,27 @@ fn describe_buffer(out: &mut String, name: &str, g: &h5::Group) {
 
 /// A readable summary of the run file at `path`: attributes, buffers (fields and types,
 /// shape, chunks, compression, events, counter range with gaps and duplicates, time span)
-/// and histograms.
+/// and histograms, then the setup the file carries.
 pub fn inspect(path: impl AsRef<Path>) -> Result<String, ExportError> {
+    let (mut out, setup) = inspect_apart(path)?;
+    if let Some(s) = setup {
+        out.push_str(&setup_text(&s));
+    }
+    Ok(out)
+}
+
+/// The setup a run file carries, as [`inspect`] shows it.
+pub fn setup_text(setup: &str) -> String {
+    let mut out = format!("\nsetup ({} lines):\n", setup.lines().count());
+    for line in setup.lines() {
+        let _ = writeln!(out, "  | {line}");
+    }
+    out
+}
+
+/// As [`inspect`], with the setup the file carries apart (the files of one run carry the
+/// same: `inspect RUN_DIR` shows it once).
+pub fn inspect_apart(path: impl AsRef<Path>) -> Result<(String, Option<String>), ExportError> {
     let path = path.as_ref();
     let (file, swmr) = open_run_file(path)?;
     let mut out = String::new();
@@ -234,11 +253,5 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<String, ExportError> {
             }
         }
     }
-    if let Some(s) = setup {
-        let _ = writeln!(out, "\nsetup ({} lines):", s.lines().count());
-        for line in s.lines() {
-            let _ = writeln!(out, "  | {line}");
-        }
-    }
-    Ok(out)
+    Ok((out, setup))
 }

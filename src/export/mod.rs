@@ -29,5 +29,5 @@ pub mod recover;
 pub mod replay;
 
 pub use error::{ExportError, NotRecoverable};
-pub use inspect::inspect;
+pub use inspect::{inspect, inspect_apart, setup_text};
 pub use read::{read_buffer, BufferContents};
