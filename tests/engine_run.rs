@@ -987,6 +987,33 @@ fn alert_commands_run_once_per_warning_and_never_hold_the_run() {
     );
 }
 
+/// A week-long run that ends by itself (its limit, its sources, a full disk, a failure)
+/// ended without a word to the alert command: only warnings were alerted. Its end is now
+/// (`run_ended`, with why and its events); a run a person stopped is not (the test above).
+#[test]
+fn the_end_of_a_run_is_alerted_with_why_and_its_events() {
+    let dir = Dir::new("alert-end");
+    let command = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_SUBJECT|$DAQ_ALERT_TEXT" >> alerts.txt"#;
+    let text = setup(1_000_000_000, 1, 1).replace(
+        "options: {stats_interval: 0.2}",
+        &format!("options:\n  stats_interval: 0.2\n  alert_command: '{command}'"),
+    );
+    assert!(text.contains("alert_command"), "{text}");
+    let (out, run) = ran(&dir, &text, &["--max-events", "777"], LONG);
+    let said = std::fs::read_to_string(dir.0.join("alerts.txt")).unwrap_or_default();
+    let ended: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("run_ended|"))
+        .collect();
+    assert_eq!(ended.len(), 1, "{said}\n{out}");
+    let start = format!("run_ended|{}|the run finished after ", run.display());
+    assert!(
+        ended[0].starts_with(&start)
+            && ended[0].ends_with(", stopped by reaching max_events; events: copy 777, raw 777"),
+        "{said}"
+    );
+}
+
 /// Found by the hour-long soak: a supervisor whose stderr nobody reads (a full pipe, a stalled
 /// `| tee`) blocked on its next progress line and the whole run stood still. Its terminal
 /// output now never waits: the run ends on time and writes its summary.

@@ -1,11 +1,11 @@
 //! Alerts: the setup's `options.alert_command`, run through `sh -c` when a warning starts
-//! (device gone, buffer full, events lost, worker failed or restarted, disk low), with the
-//! warning in the environment:
+//! (device gone, buffer full, events lost, worker failed or restarted, disk low) and when
+//! the run ends unless a person stopped it, with the warning in the environment:
 //!
 //! | variable | what |
 //! |---|---|
-//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full` |
-//! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk) |
+//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_ended` |
+//! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk, run end) |
 //! | `DAQ_ALERT_TEXT` | the warning as the log says it |
 //! | `DAQ_RUN_DIR` | the run directory |
 //!
@@ -14,7 +14,9 @@
 //! supervisor's loop, and killed with its whole group after [`TIMEOUT`]; a command that
 //! cannot start, fails or is killed is logged. The same kind and subject alert at most once
 //! per [`REPEAT_AFTER`], and no more than [`MAX_RUNNING`] commands run at once (further
-//! alerts are logged and skipped). Must never fail or slow the run.
+//! alerts are logged and skipped). When the run has ended, commands still running get
+//! [`END_GRACE`] to finish ([`END_ALERT_GRACE`] when the run's end is alerted). Must never
+//! fail or slow the run.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -28,6 +30,10 @@ pub const REPEAT_AFTER: Duration = Duration::from_secs(600);
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many alert commands run at once.
 pub const MAX_RUNNING: usize = 8;
+/// After the run's end, how long commands still running may finish.
+pub const END_GRACE: Duration = Duration::from_secs(2);
+/// As [`END_GRACE`] when the end itself is alerted: time for a mail or a webhook's reply.
+pub const END_ALERT_GRACE: Duration = Duration::from_secs(10);
 
 /// What a warning is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,6 +52,9 @@ pub enum Kind {
     DiskLow,
     /// The disk reserve is reached: the run stops.
     DiskFull,
+    /// The run ended, and not because a person stopped it (a signal, the monitor): its
+    /// limit, its sources' end, a full disk, a failure.
+    RunEnded,
 }
 
 impl Kind {
@@ -59,6 +68,7 @@ impl Kind {
             Kind::WorkerRestarted => "worker_restarted",
             Kind::DiskLow => "disk_low",
             Kind::DiskFull => "disk_full",
+            Kind::RunEnded => "run_ended",
         }
     }
 }
@@ -207,10 +217,10 @@ impl Alerts {
         });
     }
 
-    /// The run ends: commands still running get a last chance to finish (at most two seconds),
-    /// then are killed like at the timeout.
-    pub fn finish(&mut self) {
-        let until = Instant::now() + Duration::from_secs(2);
+    /// The run ends: commands still running get a last chance to finish (at most `grace`:
+    /// [`END_GRACE`] or [`END_ALERT_GRACE`]), then are killed like at the timeout.
+    pub fn finish(&mut self, grace: Duration) {
+        let until = Instant::now() + grace;
         while !self.running.is_empty() && Instant::now() < until {
             self.reap();
             std::thread::sleep(Duration::from_millis(20));
@@ -243,7 +253,7 @@ mod tests {
         assert!(a.raise_at(t0, Kind::BufferFull, "copy", "full"));
         assert!(a.raise_at(t0, Kind::EventsLost, "raw", "lost"));
         assert!(a.raise_at(t0 + REPEAT_AFTER, Kind::BufferFull, "raw", "full"));
-        a.finish();
+        a.finish(END_GRACE);
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -261,7 +271,7 @@ mod tests {
         a.condition(Kind::DeviceGone, "scope", false, "here");
         a.condition(Kind::DeviceGone, "scope", true, "gone");
         a.condition(Kind::DeviceGone, "scope", true, "gone");
-        a.finish();
+        a.finish(END_GRACE);
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "device_gone scope gone\n"

@@ -777,12 +777,12 @@ impl Supervisor {
             }
         }
         self.notify.stopping();
-        self.alerts.finish();
         if self.opts.progress == Progress::Live {
             super::terminal::say("\r\x1b[2K".into());
         }
         let line = self.write_stats(true);
         let summary = self.summary();
+        self.alert_the_end(&summary);
         if let Some(w) = watcher {
             w.update(&line);
             w.finish(&summary);
@@ -1425,6 +1425,43 @@ impl Supervisor {
             .paused_since
             .map_or(0, |t| now.saturating_sub(t.monotonic_ns));
         (self.paused_before_ns + going_on) as f64 / 1e9
+    }
+
+    /// Runs the alert command for the run's end (`run_ended`) unless a person stopped it,
+    /// then lets every command still running finish within its grace.
+    fn alert_the_end(&mut self, summary: &RunSummary) {
+        use super::alert::{END_ALERT_GRACE, END_GRACE};
+        let by_a_person = matches!(summary.stopped_by, StopCause::Signal | StopCause::Monitor);
+        let mut grace = END_GRACE;
+        if !by_a_person {
+            let events: Vec<String> = summary
+                .events
+                .iter()
+                .map(|(b, n)| match summary.lost.get(b).copied().unwrap_or(0) {
+                    0 => format!("{b} {n}"),
+                    lost => format!("{b} {n} ({lost} lost)"),
+                })
+                .collect();
+            let mut text = format!(
+                "the run {} after {:.1} s, stopped by {}; events: {}",
+                if summary.exit_code == 0 {
+                    "finished"
+                } else {
+                    "FAILED"
+                },
+                summary.seconds,
+                summary.stopped_by.text(),
+                events.join(", ")
+            );
+            if !summary.failures.is_empty() {
+                text.push_str(&format!("; failures: {}", summary.failures.join("; ")));
+            }
+            let dir = self.plan.run_dir.display().to_string();
+            if self.alerts.raise(Kind::RunEnded, &dir, &text) {
+                grace = END_ALERT_GRACE;
+            }
+        }
+        self.alerts.finish(grace);
     }
 
     /// Why the run stops or stopped: the first stop's cause, or else (the importers ended by
