@@ -24,6 +24,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     r
 }
 
+/// Removes from `dir` the temporary files of [`write_atomic`] and [`replace`] that a killed
+/// writer left (`<name>.tmp` beside a `<name>`: the rewrite was cut short, the file it would
+/// have replaced is whole). Call only when nothing writes in `dir` any more. Returns the
+/// names removed.
+pub fn remove_interrupted_rewrites(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(base) = name.strip_suffix(".tmp") else {
+            continue;
+        };
+        if dir.join(base).is_file() && std::fs::remove_file(&path).is_ok() {
+            removed.push(name.to_string());
+        }
+    }
+    removed.sort();
+    removed
+}
+
 /// True for the errors of a full disk: no space left (ENOSPC) or the quota reached (EDQUOT).
 pub fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
@@ -109,6 +133,31 @@ mod tests {
         std::fs::create_dir_all(q.join("x")).unwrap();
         assert!(write_atomic(&q, b"x").is_err());
         assert!(!dir.join("sub.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A writer killed in a rewrite leaves `<name>.tmp` beside the whole `<name>`: removed.
+    /// A `.tmp` without its file is not one of these and is left alone.
+    #[test]
+    fn interrupted_rewrites_are_removed_and_nothing_else() {
+        let dir = test_dir("rewrites");
+        for (name, text) in [
+            ("stats.jsonl", "{}\n"),
+            ("stats.jsonl.tmp", "{}\n{\"t\""),
+            ("oscilloscope_scope.json", "{}"),
+            ("oscilloscope_scope.json.tmp", "{"),
+            ("mine.tmp", "a user's file"),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        assert_eq!(
+            remove_interrupted_rewrites(&dir),
+            ["oscilloscope_scope.json.tmp", "stats.jsonl.tmp"]
+        );
+        for kept in ["stats.jsonl", "oscilloscope_scope.json", "mine.tmp"] {
+            assert!(dir.join(kept).exists(), "{kept}");
+        }
+        assert!(remove_interrupted_rewrites(&dir).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -335,6 +335,10 @@ fn a_second_sigint_aborts() {
     // A sink that never finishes on its own: the importer keeps producing until stopped,
     // and the second signal must not wait for the drain.
     let (_dir, child, run) = running("abort", &setup(1_000_000_000, 1, 1));
+    // What a worker killed in a rewrite leaves (an oscilloscope's trace file, rewritten
+    // twice a second): removed at the end, the file it would have replaced kept.
+    std::fs::write(run.join("oscilloscope_x.json"), "{}").unwrap();
+    std::fs::write(run.join("oscilloscope_x.json.tmp"), "{").unwrap();
     interrupt(&child).unwrap();
     interrupt(&child).unwrap();
     let (code, text) = finish(child);
@@ -343,6 +347,8 @@ fn a_second_sigint_aborts() {
         assert!(text.contains("abort"), "{text}");
         assert_eq!(summary(&run)["stopped_by"], "aborted");
     }
+    assert!(run.join("oscilloscope_x.json").exists());
+    assert!(!run.join("oscilloscope_x.json.tmp").exists());
     nothing_left(&run);
 }
 

@@ -174,6 +174,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     // now (writer flags cleared, data and metadata cut to equal lengths), so plain h5py opens
     // them; a finished run's summary stops any later recovery.
     crate::export::recover::make_whole_after_abort(&run_dir);
+    // Likewise the temporary files of rewrites its killed workers did not finish.
+    for name in crate::fsio::remove_interrupted_rewrites(&run_dir) {
+        tracing::info!("removed {name}, left by a rewrite cut short");
+    }
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {

@@ -430,6 +430,13 @@ pub fn recover_run_dir_then_compress(
             why: NotRecoverable::Running,
         });
     };
+    // Nothing writes here any more: what a killed rewrite left goes.
+    for name in crate::fsio::remove_interrupted_rewrites(run_dir) {
+        tracing::info!(
+            "{}: removed {name}, left by a rewrite cut short",
+            run_dir.display()
+        );
+    }
     let mut names: Vec<PathBuf> = std::fs::read_dir(run_dir)
         .map_err(io)?
         .flatten()
@@ -608,7 +615,12 @@ mod tests {
         // A 0-byte summary (what a full disk used to leave) is no summary.
         std::fs::write(run.join("summary.json"), "").unwrap();
         assert_eq!(unfinished_runs(&target), vec![run.clone()]);
+        // A device notes file whose rewrite was cut short by the kill.
+        std::fs::write(run.join("device_x.txt"), "connected: true\n").unwrap();
+        std::fs::write(run.join("device_x.txt.tmp"), "conn").unwrap();
         let rec = recover_run_dir(&run).unwrap();
+        assert!(!run.join("device_x.txt.tmp").exists());
+        assert!(run.join("device_x.txt").exists());
         assert_eq!(rec.events(), 0);
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
