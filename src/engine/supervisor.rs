@@ -1465,10 +1465,24 @@ impl Supervisor {
     }
 
     /// Why the run stops or stopped: the first stop's cause, or else (the importers ended by
-    /// themselves) `max_events` when every importer took that many, its sources otherwise.
+    /// themselves) a silent device when an importer's notes say its device is silent (it
+    /// ended for that: `on_silence: stop`), `max_events` when every importer took that many,
+    /// its sources otherwise.
     fn stopped_by(&self) -> StopCause {
         if let Some(c) = self.stop_cause {
             return c;
+        }
+        let silent = |w: &&crate::run_dir::plan::WorkerPlan| {
+            device_state(&self.plan.run_dir, &w.name).is_some_and(|d| d.silent)
+        };
+        if self
+            .plan
+            .workers
+            .iter()
+            .filter(|w| w.is_importer())
+            .any(|w| silent(&w))
+        {
+            return StopCause::DeviceSilent;
         }
         let took = |w: &crate::run_dir::plan::WorkerPlan| {
             let sink = w.sinks.first()?;

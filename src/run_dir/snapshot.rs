@@ -148,6 +148,9 @@ pub enum StopCause {
     SourcesEnded,
     /// Every importer took `max_events`.
     MaxEvents,
+    /// A device sent no good event for longer than its `expect_data_within`, and its
+    /// importer ended for it (`on_silence: stop`).
+    DeviceSilent,
     /// `max_seconds` passed.
     MaxSeconds,
     /// A stop signal: Ctrl-C, SIGTERM (`systemctl stop`), SIGHUP.
@@ -172,6 +175,9 @@ impl StopCause {
         match self {
             StopCause::SourcesEnded => "its sources running out of events",
             StopCause::MaxEvents => "reaching max_events",
+            StopCause::DeviceSilent => {
+                "a device silent for longer than its expect_data_within (on_silence: stop)"
+            }
             StopCause::MaxSeconds => "reaching max_seconds",
             StopCause::Signal => "a stop signal (Ctrl-C, SIGTERM, SIGHUP)",
             StopCause::Monitor => "a stop from the live page, the dashboard or Python",
