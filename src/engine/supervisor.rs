@@ -1472,16 +1472,11 @@ impl Supervisor {
         if let Some(c) = self.stop_cause {
             return c;
         }
-        let silent = |w: &&crate::run_dir::plan::WorkerPlan| {
+        let importers = || self.plan.workers.iter().filter(|w| w.is_importer());
+        let silent = |w: &crate::run_dir::plan::WorkerPlan| {
             device_state(&self.plan.run_dir, &w.name).is_some_and(|d| d.silent)
         };
-        if self
-            .plan
-            .workers
-            .iter()
-            .filter(|w| w.is_importer())
-            .any(|w| silent(&w))
-        {
+        if importers().any(silent) {
             return StopCause::DeviceSilent;
         }
         let took = |w: &crate::run_dir::plan::WorkerPlan| {
@@ -1495,7 +1490,6 @@ impl Supervisor {
                     .sum::<u64>(),
             )
         };
-        let importers = || self.plan.workers.iter().filter(|w| w.is_importer());
         match self.plan.max_events {
             Some(n) if importers().all(|w| took(w).is_some_and(|t| t >= n)) => StopCause::MaxEvents,
             _ => StopCause::SourcesEnded,
