@@ -122,8 +122,12 @@ pub struct Snapshot {
     /// Seconds the importers have been paused since the run started, this pause included.
     pub paused_s: f64,
     /// Why the run stops or stopped: on the lines of a stopping run and on its last line.
-    /// Absent while it runs (and on lines of versions before it).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Absent while it runs (and on lines of versions before it); a cause this version does
+    /// not know reads as absent, not as a line of zeros.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "known_cause"
+    )]
     pub stopped_by: Option<StopCause>,
     /// Importers were told to stop; buffers drain.
     pub stopping: bool,
@@ -167,6 +171,12 @@ pub enum StopCause {
     /// Its supervisor ended without a summary (killed, or the machine stopped); only the
     /// summary `recover` writes says this.
     Killed,
+}
+
+/// `stopped_by` as far as this version knows the cause: one a later version adds is `None`.
+fn known_cause<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StopCause>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 impl StopCause {
@@ -261,5 +271,16 @@ mod tests {
         assert_eq!(s.t, 1.0);
         assert_eq!(s.buffers["b"], BufferStats::default());
         assert!(s.workers.is_empty());
+    }
+
+    /// A stop cause of a later version: the line still reads, without it.
+    #[test]
+    fn an_unknown_stop_cause_reads_as_none_and_the_line_as_itself() {
+        let line = r#"{"t": 7.5, "ended": true, "stopped_by": "meteor_strike"}"#;
+        let s = Snapshot::from_json(&serde_json::from_str(line).unwrap());
+        assert_eq!((s.t, s.ended, s.stopped_by), (7.5, true, None));
+        let line = r#"{"t": 7.5, "stopped_by": "disk_full"}"#;
+        let s = Snapshot::from_json(&serde_json::from_str(line).unwrap());
+        assert_eq!(s.stopped_by, Some(StopCause::DiskFull));
     }
 }
