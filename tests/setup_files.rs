@@ -258,7 +258,8 @@ fn an_error_inside_an_included_file_points_into_that_file() {
     assert_eq!(c.errors.len(), 1, "{}", listing(&c));
     assert_eq!(c.files.len(), 2);
     let e = &c.errors[0];
-    assert_eq!(e.file, dir().join("bad/../include/broken_config.yaml"));
+    // `bad/../include/…` in the setup: named without the detour (`bad` is a directory).
+    assert_eq!(e.file, dir().join("include/broken_config.yaml"));
     assert_eq!((e.line, e.column), (2, 10));
     assert!(e.message.contains("unclosed bracket '['"), "{e}");
 }

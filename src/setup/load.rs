@@ -175,12 +175,36 @@ pub(crate) fn beside_setup(setup_dir: &Path, p: &str) -> PathBuf {
     under(setup_dir, expand_home(p))
 }
 
-/// `p`, or `dir/p` when `p` is relative.
+/// `p`, or `dir/p` when `p` is relative, with each `name/..` folded where `name` is a
+/// directory and not a link (`make demo` said `run directory setups/../target/demo-runs/…`).
 pub(crate) fn under(dir: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() {
         p
     } else {
-        dir.join(p)
+        fold_parents(&dir.join(p))
+    }
+}
+
+/// `path` with `name/..` taken out where `name` is a directory on disk and not a symbolic
+/// link: there both name the same place. Through a link, `..` is the parent of the link's
+/// target, so those stay, as do names that do not exist (yet).
+fn fold_parents(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        let folds = c == Component::ParentDir
+            && matches!(out.components().next_back(), Some(Component::Normal(_)))
+            && std::fs::symlink_metadata(&out).is_ok_and(|m| m.is_dir());
+        if folds {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 
@@ -1092,4 +1116,32 @@ pub(crate) fn to_json(v: &Value) -> Result<serde_json::Value, (Loc, String)> {
             J::Object(m)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dir/..` is folded only where `dir` is a real directory: through a link or a name not
+    /// there yet, `..` is left for the system to resolve.
+    #[test]
+    fn parents_are_folded_only_through_real_directories() {
+        let base = crate::fsio::test_dir("fold-parents");
+        std::fs::create_dir_all(base.join("setups/sub")).unwrap();
+        std::os::unix::fs::symlink(base.join("setups/sub"), base.join("link")).unwrap();
+        let folded = |p: &str| under(&base.join("setups"), PathBuf::from(p));
+        assert_eq!(folded("../target/runs"), base.join("target/runs"));
+        assert_eq!(folded("sub/../../x"), base.join("x"));
+        assert_eq!(folded("../link/../y"), base.join("link/../y"));
+        assert_eq!(folded("new/../z"), base.join("setups/new/../z"));
+        assert_eq!(
+            under(Path::new("."), "runs".into()),
+            PathBuf::from("./runs")
+        );
+        assert_eq!(
+            under(Path::new("."), "/abs/../x".into()),
+            PathBuf::from("/abs/../x")
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
