@@ -315,8 +315,8 @@ pub struct Supervisor {
     stopping: bool,
     /// When the importers were told to stop.
     stopped_at: Option<Instant>,
-    /// Why: the first stop's cause (an abort overrides it); `None` while the run goes on
-    /// and when its importers ended by themselves.
+    /// Why: the first stop's cause (an abort overrides it); `None` while the run goes on.
+    /// When its importers ended by themselves, filled in at the end (see `stopped_by`).
     stop_cause: Option<StopCause>,
     /// The workers were killed (an abort): the run did not drain.
     aborted: bool,
@@ -780,6 +780,9 @@ impl Supervisor {
         if self.opts.progress == Progress::Live {
             super::terminal::say("\r\x1b[2K".into());
         }
+        // The cause is final now: worked out once when the importers ended by themselves, for
+        // the last stats line and the summary alike.
+        self.stop_cause = Some(self.stopped_by());
         let line = self.write_stats(true);
         let summary = self.summary();
         self.alert_the_end(&summary);
@@ -1239,7 +1242,7 @@ impl Supervisor {
             t,
             time: crate::clock::utc_now(),
             stopping: self.stopping && !ended,
-            stopped_by: (self.stopping || ended).then(|| self.stopped_by()),
+            stopped_by: self.stop_cause,
             // What a clean stop waits for besides draining: files being compressed.
             waiting_for: if self.stopping && !ended {
                 crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir)
