@@ -257,15 +257,16 @@ pub(super) fn disk_problem(target: &Path, reserve_mb: f64) -> Option<String> {
     let (p, _) = nearest_existing(target).ok()??;
     let free = crate::export::disk::free_bytes(p)?;
     let reserve = (reserve_mb * 1e6) as u64;
+    let mb = crate::export::disk::mb;
     (free <= reserve).then(|| {
         format!(
-            "error: target_directory {}: {:.1} MB free on its disk, no more than the {:.1} MB \
-             a run keeps free there (options.disk_reserve_mb): the run would stop as soon as \
-             it started. Free some space, give the run another directory with \
-             --target-directory, or lower disk_reserve_mb",
+            "error: target_directory {}: {} free on its disk, no more than the {} a run keeps \
+             free there (options.disk_reserve_mb): the run would stop as soon as it started. \
+             Free some space, give the run another directory with --target-directory, or \
+             lower disk_reserve_mb",
             target.display(),
-            free as f64 / 1e6,
-            reserve as f64 / 1e6
+            mb(free as f64),
+            mb(reserve as f64)
         )
     })
 }

@@ -47,7 +47,8 @@ const STOP_TAKES: Duration = Duration::from_secs(1);
 /// At most one warning this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
-fn mb(bytes: f64) -> String {
+/// Bytes as the disk's messages say them: `15.7 MB`.
+pub fn mb(bytes: f64) -> String {
     format!("{:.1} MB", bytes / 1e6)
 }
 
