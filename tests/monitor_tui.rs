@@ -38,6 +38,9 @@ fn tui_host() {
     let mut tui = Tui::new(&run_dir).unwrap();
     let summary = sup.run_watched(Some(&mut tui)).unwrap();
     drop(tui);
+    // Before `exit`, which the tests wait for.
+    let cause = serde_json::to_string(&summary.stopped_by).unwrap();
+    std::fs::write(dir.join("stopped_by"), cause).unwrap();
     std::fs::write(dir.join("exit"), summary.exit_code.to_string()).unwrap();
     std::fs::write(dir.join("run_dir"), run_dir.to_string_lossy().as_bytes()).unwrap();
 }
@@ -252,6 +255,10 @@ fn hangup_stops_the_run_cleanly() {
         last["buffers"]["raw"]["events_in"],
         last["buffers"]["raw"]["events_out"]["trigger"]
     );
+    // Whichever was noticed first, the run says its terminal went away (not "a stop from
+    // the dashboard").
+    let cause = std::fs::read_to_string(tmux.dir.0.join("stopped_by")).unwrap();
+    assert_eq!(cause, r#""hung_up""#);
 }
 
 /// Ctrl-C in the dashboard (raw mode: a key, not a signal) still drains the run: exit 0.

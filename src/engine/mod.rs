@@ -12,7 +12,8 @@ pub mod terminal;
 
 pub use start::{make_locked_run_dir, make_run_dir, plan_of};
 pub use supervisor::{
-    signals_received, Control, EngineError, Progress, RunOptions, RunSummary, Supervisor, Watcher,
+    hung_up, signals_received, terminal_gone, Control, EngineError, Progress, RunOptions,
+    RunSummary, Supervisor, Watcher,
 };
 
 /// The file the log currently goes to; `init_log` replaces it, so a process that supervises

@@ -28,13 +28,45 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
+/// The number of the latest stop signal (0 until one came): it names why the run stopped.
+/// Stored before the count goes up, so whoever sees the count sees its signal.
+static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The run's terminal hung up (SIGHUP, or the dashboard found it gone).
+static HUNG_UP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
+    // A terminal hangs up once: a second SIGHUP (the shell passing its own on to its jobs)
+    // is no request to abort.
+    if sig == libc::SIGHUP && HUNG_UP.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    LAST_SIGNAL.store(sig, Ordering::SeqCst);
     SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Whether the terminal the run was started from hung up, so that the dashboard stops
+/// drawing on it.
+pub fn hung_up() -> bool {
+    HUNG_UP.load(Ordering::SeqCst)
+}
+
+/// The dashboard cannot read or draw on its terminal any more: the run stops as for a
+/// SIGHUP (once, whichever of the two is noticed first).
+pub fn terminal_gone() {
+    on_signal(libc::SIGHUP);
+}
+
+/// The stop signal that just came, as the cause of the stop.
+fn signal_cause() -> StopCause {
+    match LAST_SIGNAL.load(Ordering::SeqCst) {
+        libc::SIGHUP => StopCause::HungUp,
+        libc::SIGTERM => StopCause::Terminated,
+        _ => StopCause::Signal,
+    }
 }
 
 /// How many Ctrl-C, SIGTERM and SIGHUP this process received since its run started
@@ -690,7 +722,7 @@ impl Supervisor {
                     self.log_and_say(
                         "stop requested: importers stop, buffers drain (Ctrl-C again to abort)",
                     );
-                    self.stop_importers(StopCause::Signal);
+                    self.stop_importers(signal_cause());
                 } else if signals >= 2 {
                     self.log_and_say("second stop signal: aborting");
                     self.failures.push("aborted by a second stop signal".into());
@@ -1434,6 +1466,8 @@ impl Supervisor {
     /// then lets every command still running finish within its grace.
     fn alert_the_end(&mut self, summary: &RunSummary) {
         use super::alert::{END_ALERT_GRACE, END_GRACE};
+        // Ctrl-C and the stop buttons are a person watching; SIGTERM (a shutdown, a service
+        // stop) and SIGHUP (a dropped ssh session) are alerted: nobody may have seen them.
         let by_a_person = matches!(summary.stopped_by, StopCause::Signal | StopCause::Monitor);
         let mut grace = END_GRACE;
         if !by_a_person {

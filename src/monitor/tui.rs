@@ -10,8 +10,9 @@
 //!   workers' stderr) goes to `console.log` in the run directory instead of scribbling over
 //!   the screen; its latest lines are shown in the dashboard and it is replayed on the
 //!   terminal when the dashboard closes.
-//! - When the terminal goes away (SIGHUP, or reading keys or drawing fails) the run is
-//!   asked to stop (drain) and the dashboard stops drawing.
+//! - When the terminal goes away (SIGHUP, or reading keys or drawing fails) the dashboard
+//!   stops drawing and the run stops (drains) as for a SIGHUP, `stopped_by: hung_up`,
+//!   whichever of them is noticed first.
 //!
 //! Must never: slow the supervisor. It runs in its own thread; `update` only sends the
 //! snapshot on a channel and `poll` only takes key presses from one.
@@ -37,8 +38,6 @@ use std::time::{Duration, Instant};
 
 /// The terminal is in raw mode on the alternate screen.
 static RAW: AtomicBool = AtomicBool::new(false);
-/// The terminal hung up (SIGHUP).
-static HANGUP: AtomicBool = AtomicBool::new(false);
 /// A copy of the real stderr while it points at console.log; -1 otherwise.
 static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
 static HOOK: std::sync::Once = std::sync::Once::new();
@@ -54,10 +53,6 @@ const COLORS: [Color; 6] = [
     Color::Red,
     Color::Blue,
 ];
-
-extern "C" fn on_hangup(_: libc::c_int) {
-    HANGUP.store(true, Ordering::SeqCst);
-}
 
 /// Gives the terminal back and points stderr at the terminal again; safe to call twice.
 fn restore_terminal() {
@@ -146,7 +141,6 @@ pub struct Tui {
     thread: Option<JoinHandle<()>>,
     done: Receiver<()>,
     console: PathBuf,
-    hangup_seen: bool,
 }
 
 impl Tui {
@@ -166,16 +160,6 @@ impl Tui {
                 previous(info);
             }));
         });
-        {
-            use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-            let act = SigAction::new(
-                SigHandler::Handler(on_hangup),
-                SaFlags::SA_RESTART,
-                SigSet::empty(),
-            );
-            // SAFETY: `on_hangup` only stores to an atomic, which is async-signal-safe.
-            unsafe { sigaction(Signal::SIGHUP, &act) }.map_err(std::io::Error::from)?;
-        }
         let console = run_dir.join("console.log");
         redirect_stderr(&console)?;
         let started = terminal::enable_raw_mode().and_then(|_| {
@@ -219,7 +203,6 @@ impl Tui {
             thread: Some(thread),
             done,
             console,
-            hangup_seen: false,
         })
     }
 
@@ -250,11 +233,6 @@ impl Watcher for Tui {
     }
 
     fn poll(&mut self) -> Option<Control> {
-        if HANGUP.load(Ordering::SeqCst) && !self.hangup_seen {
-            // Also here, in case the drawing thread is stuck on the dead terminal.
-            self.hangup_seen = true;
-            return Some(Control::Stop);
-        }
         self.controls.try_recv().ok()
     }
 
@@ -352,10 +330,10 @@ impl Dashboard {
                 }
                 return;
             }
-            if HANGUP.load(Ordering::SeqCst) && alive {
+            if crate::engine::hung_up() && alive {
+                // The supervisor stops the run for the SIGHUP itself.
                 tracing::warn!("the terminal hung up: stopping the run (buffers drain)");
                 alive = false;
-                ask(Control::Stop, &mut asked_stop);
             }
             if !RAW.load(Ordering::SeqCst) {
                 // The terminal was given back (a panic elsewhere): draw no more.
@@ -372,7 +350,7 @@ impl Dashboard {
                 if term.draw(|f| self.draw(f)).is_err() {
                     tracing::warn!("cannot draw on the terminal any more: stopping the run");
                     alive = false;
-                    ask(Control::Stop, &mut asked_stop);
+                    crate::engine::terminal_gone();
                     continue;
                 }
             }
@@ -382,7 +360,7 @@ impl Dashboard {
                 Input::Gone => {
                     tracing::warn!("the terminal hung up: stopping the run (buffers drain)");
                     alive = false;
-                    ask(Control::Stop, &mut asked_stop);
+                    crate::engine::terminal_gone();
                     continue;
                 }
                 Input::Nothing => continue,
@@ -421,13 +399,13 @@ impl Dashboard {
                     Ok(_) => last_draw = None,
                     Err(_) => {
                         alive = false;
-                        ask(Control::Stop, &mut asked_stop);
+                        crate::engine::terminal_gone();
                     }
                 },
                 Err(_) => {
                     tracing::warn!("cannot read the terminal any more: stopping the run");
                     alive = false;
-                    ask(Control::Stop, &mut asked_stop);
+                    crate::engine::terminal_gone();
                 }
             }
         }

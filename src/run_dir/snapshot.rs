@@ -157,8 +157,12 @@ pub enum StopCause {
     DeviceSilent,
     /// `max_seconds` passed.
     MaxSeconds,
-    /// A stop signal: Ctrl-C, SIGTERM (`systemctl stop`), SIGHUP.
+    /// Ctrl-C (SIGINT): a person at the run's terminal.
     Signal,
+    /// SIGTERM: `systemctl stop`, `kill`, or the machine shutting down.
+    Terminated,
+    /// SIGHUP: the terminal or ssh session the run was started from went away.
+    HungUp,
     /// A stop asked for on the live page, the dashboard or through the Python package.
     Monitor,
     /// The free space on the run's disk reached `disk_reserve_mb`.
@@ -189,7 +193,11 @@ impl StopCause {
                 "a device silent for longer than its expect_data_within (on_silence: stop)"
             }
             StopCause::MaxSeconds => "reaching max_seconds",
-            StopCause::Signal => "a stop signal (Ctrl-C, SIGTERM, SIGHUP)",
+            StopCause::Signal => "Ctrl-C (SIGINT)",
+            StopCause::Terminated => "SIGTERM (systemctl stop, kill, or the machine shutting down)",
+            StopCause::HungUp => {
+                "SIGHUP: the terminal or ssh session the run was started from went away"
+            }
             StopCause::Monitor => "a stop from the live page, the dashboard or Python",
             StopCause::DiskFull => "the disk reaching its reserve (disk_reserve_mb)",
             StopCause::WorkerFailed => "a worker that failed",
