@@ -191,7 +191,14 @@ fn kill(pid: u32, sig: nix::sys::signal::Signal) {
 fn every_event_arrives_exactly_once_through_multiprocess_workers() {
     let dir = Dir::new("exact");
     let n = 200_000u64;
-    let (_, run) = ran(&dir, &setup(n, 2, 2), &[], LONG);
+    let (out, run) = ran(&dir, &setup(n, 2, 2), &[], LONG);
+    // The memory behind the buffers, said once for buffers alike (a line each filled the
+    // dashboard's messages for the whole run).
+    let said: Vec<&str> = out.lines().filter(|l| l.starts_with("  buffer")).collect();
+    assert!(
+        said.len() == 1 && said[0].starts_with("  buffers raw, copy: "),
+        "{out}"
+    );
     let expected_sum = n * (n - 1) / 2;
     // `sink` (2 processes) reads `copy`, written by 2 filter processes: together every event.
     let a = sink_reports(&run, "sink");

@@ -147,8 +147,22 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     };
     if !args.quiet {
         eprintln!("daq-engine: run directory {}", run_dir.display());
+        // One line for the buffers of each kind of memory (usually all of them alike): on
+        // the dashboard these lines stay in view.
+        let mut kinds: Vec<(String, Vec<String>)> = Vec::new();
         for (b, backing) in sup.backings() {
-            eprintln!("  buffer {b}: {backing}");
+            match kinds.iter_mut().find(|(k, _)| *k == backing) {
+                Some((_, names)) => names.push(b),
+                None => kinds.push((backing, vec![b])),
+            }
+        }
+        for (backing, names) in kinds {
+            let noun = if names.len() == 1 {
+                "buffer"
+            } else {
+                "buffers"
+            };
+            eprintln!("  {noun} {}: {backing}", names.join(", "));
         }
     }
     for w in sup.realtime_warnings() {
