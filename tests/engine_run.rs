@@ -320,8 +320,9 @@ fn sighup_stops_the_run_cleanly_like_sigint() {
     );
 }
 
-/// SIGTERM (`systemctl stop`, a machine shutting down) drains the run as Ctrl-C does, says
-/// so in the summary and alerts the end: a reboot in the night is not a person watching.
+/// SIGTERM (`kill`, a machine shutting down) drains the run as Ctrl-C does, says so in the
+/// summary, names its sender in the log and alerts the end: a reboot in the night is not a
+/// person watching.
 #[test]
 fn sigterm_stops_the_run_cleanly_and_alerts_the_end() {
     let text = alerting(&setup(1_000_000_000, 2, 1));
@@ -338,10 +339,18 @@ fn sigterm_stops_the_run_cleanly_and_alerts_the_end() {
         said.lines()
             .any(|l| l.starts_with("run_ended|the run finished after ")
                 && l.contains(
-                    ", stopped by SIGTERM (systemctl stop, kill, or the machine shutting down)"
+                    ", stopped by a stop from the service manager or another process \
+                     (systemctl stop, a shutdown, SIGTERM)"
                 )),
         "{said}"
     );
+    // Who sent it is in the log, for the one who finds the run stopped.
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    let sender = format!(
+        "the stop came by SIGTERM from process {}",
+        std::process::id()
+    );
+    assert!(log.contains(&sender), "{log}");
 }
 
 #[test]

@@ -112,7 +112,10 @@ fn start_host(tag: &str) -> Option<Tmux> {
     };
     let me = std::env::current_exe().unwrap();
     let cmd = format!(
-        "env DAQ_MONITOR_TUI_DIR={} {} --ignored --exact tui_host --nocapture --test-threads=1",
+        // As if under a service manager (INVOCATION_ID): a Ctrl-C at the dashboard is still
+        // a person's.
+        "env INVOCATION_ID=0123 DAQ_MONITOR_TUI_DIR={} {} --ignored --exact tui_host --nocapture \
+         --test-threads=1",
         tmux.dir.0.display(),
         me.display()
     );
@@ -278,4 +281,8 @@ fn ctrl_c_drains_as_without_the_dashboard() {
         log.contains("stop requested: importers stop, buffers drain"),
         "{log}"
     );
+    // A person's Ctrl-C, even under a service manager (`start_host` says it is one): the key
+    // is passed on from this very process.
+    let cause = std::fs::read_to_string(tmux.dir.0.join("stopped_by")).unwrap();
+    assert_eq!(cause, r#""signal""#);
 }

@@ -11,7 +11,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/daq-engine@.service");
 
 mod runs;
-use runs::{engine_in, finish_within, interrupt, Dir};
+use runs::{engine_in, finish_within, interrupt, summary, Dir};
 
 /// `systemd-analyze verify` on `unit` (ExecStart pointed at the built binary: the installed
 /// path does not exist here); its exit code and everything it said.
@@ -115,6 +115,9 @@ fn messages(tag: &str, abstract_socket: bool) -> Vec<String> {
     assert!(stopped, "no READY/STATUS/WATCHDOG within a minute: {got:?}");
     let (code, out) = finish_within(child, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}");
+    // systemd stops a unit with its KillSignal, SIGINT: under a service manager that is no
+    // person's Ctrl-C, and the end is alerted as such.
+    assert_eq!(summary(&dir.run_dir())["stopped_by"], "terminated");
     while let Ok(n) = sock.recv(&mut buf) {
         got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }

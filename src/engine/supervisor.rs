@@ -35,15 +35,26 @@ static SIGNALS: AtomicU32 = AtomicU32::new(0);
 /// The number of the latest stop signal (0 until one came): it names why the run stopped.
 /// Stored before the count goes up, so whoever sees the count sees its signal.
 static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The process that sent the latest stop signal; 0 for the kernel (Ctrl-C at the terminal,
+/// a hang-up) or when it is not known.
+static LAST_SENDER: AtomicI32 = AtomicI32::new(0);
 /// The run's terminal hung up (SIGHUP, or the dashboard found it gone).
 static HUNG_UP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(sig: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // A terminal hangs up once: a second SIGHUP (the shell passing its own on to its jobs)
     // is no request to abort.
     if sig == libc::SIGHUP && HUNG_UP.swap(true, Ordering::SeqCst) {
         return;
     }
+    let sender = if info.is_null() {
+        0
+    } else {
+        // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler; si_pid is
+        // the sender's pid for a signal sent by kill(2) and 0 for one the kernel raises.
+        unsafe { (*info).si_pid() }
+    };
+    LAST_SENDER.store(sender, Ordering::SeqCst);
     LAST_SIGNAL.store(sig, Ordering::SeqCst);
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
@@ -57,16 +68,44 @@ pub fn hung_up() -> bool {
 /// The dashboard cannot read or draw on its terminal any more: the run stops as for a
 /// SIGHUP (once, whichever of the two is noticed first).
 pub fn terminal_gone() {
-    on_signal(libc::SIGHUP);
+    on_signal(libc::SIGHUP, std::ptr::null_mut(), std::ptr::null_mut());
 }
 
-/// The stop signal that just came, as the cause of the stop.
-fn signal_cause() -> StopCause {
+/// The stop signal that just came, as the cause of the stop. Ctrl-C at a terminal comes from
+/// the kernel (or from the dashboard, which passes the key on); under a service manager a
+/// SIGINT sent by a process is its stop (systemd sends the unit's `KillSignal=SIGINT`), not
+/// a person's Ctrl-C.
+fn signal_cause(service: bool) -> StopCause {
+    let sender = LAST_SENDER.load(Ordering::SeqCst);
+    let from_terminal = sender == 0 || sender == std::process::id() as i32;
     match LAST_SIGNAL.load(Ordering::SeqCst) {
         libc::SIGHUP => StopCause::HungUp,
-        libc::SIGTERM => StopCause::Terminated,
-        _ => StopCause::Signal,
+        libc::SIGINT if from_terminal || !service => StopCause::Signal,
+        _ => StopCause::Terminated,
     }
+}
+
+/// Which signal came and from whom, for the log: `SIGTERM from process 812 (systemd)`.
+fn signal_origin() -> String {
+    let sig = LAST_SIGNAL.load(Ordering::SeqCst);
+    let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+    match LAST_SENDER.load(Ordering::SeqCst) {
+        0 => name.to_string(),
+        pid => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            match comm.trim() {
+                "" => format!("{name} from process {pid}"),
+                comm => format!("{name} from process {pid} ({comm})"),
+            }
+        }
+    }
+}
+
+/// Whether this process runs as a service (systemd sets `INVOCATION_ID` for every unit,
+/// and `NOTIFY_SOCKET` for ours).
+fn under_service_manager() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+        || std::env::var_os(super::notify::SOCKET_VAR).is_some()
 }
 
 /// How many Ctrl-C, SIGTERM and SIGHUP this process received since its run started
@@ -220,13 +259,14 @@ struct BufferRings {
 fn install_signals() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let act = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
+        SigHandler::SigAction(on_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
         SigSet::empty(),
     );
     // SIGHUP: the terminal the run was started from went away; stop cleanly, as for Ctrl-C.
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: `on_signal` only increments an atomic, which is async-signal-safe.
+        // SAFETY: `on_signal` only reads its siginfo and stores to atomics, which is
+        // async-signal-safe.
         let _ = unsafe { sigaction(sig, &act) };
     }
 }
@@ -722,7 +762,9 @@ impl Supervisor {
                     self.log_and_say(
                         "stop requested: importers stop, buffers drain (Ctrl-C again to abort)",
                     );
-                    self.stop_importers(signal_cause());
+                    // Who stopped the run, for the one who finds it stopped.
+                    tracing::info!("the stop came by {}", signal_origin());
+                    self.stop_importers(signal_cause(under_service_manager()));
                 } else if signals >= 2 {
                     self.log_and_say("second stop signal: aborting");
                     self.failures.push("aborted by a second stop signal".into());

@@ -159,7 +159,8 @@ pub enum StopCause {
     MaxSeconds,
     /// Ctrl-C (SIGINT): a person at the run's terminal.
     Signal,
-    /// SIGTERM: `systemctl stop`, `kill`, or the machine shutting down.
+    /// A stop sent by the service manager or another process: SIGTERM (`kill`, a shutdown),
+    /// or the SIGINT systemd sends for `systemctl stop` (the unit's `KillSignal`).
     Terminated,
     /// SIGHUP: the terminal or ssh session the run was started from went away.
     HungUp,
@@ -194,7 +195,10 @@ impl StopCause {
             }
             StopCause::MaxSeconds => "reaching max_seconds",
             StopCause::Signal => "Ctrl-C (SIGINT)",
-            StopCause::Terminated => "SIGTERM (systemctl stop, kill, or the machine shutting down)",
+            StopCause::Terminated => {
+                "a stop from the service manager or another process (systemctl stop, a \
+                 shutdown, SIGTERM)"
+            }
             StopCause::HungUp => {
                 "SIGHUP: the terminal or ssh session the run was started from went away"
             }

@@ -347,7 +347,11 @@ pub fn engine_in<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Command {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Not a service, even where the tests run under one (CI as a systemd unit): their
+        // SIGINT stands for a person's Ctrl-C. A test of the service sets these itself.
+        .env_remove("INVOCATION_ID")
+        .env_remove("NOTIFY_SOCKET");
     daq_engine::runtime::child_ends_with_parent(&mut cmd, libc::SIGKILL);
     cmd
 }
