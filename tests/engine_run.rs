@@ -639,6 +639,51 @@ fn check_and_the_run_refuse_a_disk_without_room_above_the_reserve() {
     assert!(!dir.0.join("runs").exists(), "no run directory: {text}");
 }
 
+/// An alert command that cannot work was found out when the first alert of a long run failed,
+/// written to a log nobody read. `check` and the run now refuse one `sh` cannot parse (exit
+/// 2, no run directory) and warn of a program that is not there, at the key's position.
+#[test]
+fn check_refuses_an_alert_command_sh_cannot_parse_and_warns_of_a_missing_program() {
+    let dir = Dir::new("alert-check");
+    let with = |command: &str| {
+        let options = format!("options:\n  stats_interval: 0.2\n  alert_command: '{command}'");
+        setup(1000, 1, 1).replace("options: {stats_interval: 0.2}", &options)
+    };
+    let s = dir.write(
+        "bad.yaml",
+        &with(r#"if [ -n "$DAQ_ALERT_TEXT" ]; then echo x"#),
+    );
+    let out = check(&[], &s);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let at = format!(
+        "{}:4:18: error: options.alert_command: sh cannot parse it: ",
+        s.display()
+    );
+    assert!(err.contains(&at), "{err}");
+    let (code, text) = finish(start(&dir, &s, &[]));
+    assert_eq!(code, 2, "{text}");
+    assert!(!dir.0.join("runs").exists(), "no run directory: {text}");
+
+    let gone = format!("no-such-mailer-{}", std::process::id());
+    let s = dir.write(
+        "missing.yaml",
+        &with(&format!(
+            r#"printf "%s" "$DAQ_ALERT_TEXT" | {gone} -s "$DAQ_ALERT_KIND" lab"#
+        )),
+    );
+    let out = check(&[], &s);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error: {err}");
+    let at = format!(
+        "{}:4:18: warning: options.alert_command: `{gone}` is neither a program on PATH nor a \
+         shell builtin here: every alert would fail",
+        s.display()
+    );
+    assert!(err.contains(&at), "{err}");
+    assert!(!err.contains("`printf`"), "{err}");
+}
+
 /// A config value of the wrong type is refused by `check` (exit 2) at the value's file, line
 /// and column, for a function's key and for a device importer's: every key is declared with
 /// its type, and the declaration is what `check` and the function's read both use.

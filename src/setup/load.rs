@@ -289,6 +289,38 @@ impl Loader {
         );
     }
 
+    /// What can be known of `options.alert_command` now: `sh` must parse it (an error), and
+    /// each program it starts should exist here (a warning: see `setup::shell`).
+    fn alert_command(&mut self, at: Loc, command: &str) {
+        if let Some(why) = super::shell::syntax_error(command) {
+            self.error(
+                at,
+                format!("options.alert_command: sh cannot parse it: {why}"),
+                Some("it is run as `sh -c COMMAND`; try it in a shell with the DAQ_ALERT_* variables set".into()),
+            );
+            return;
+        }
+        for program in super::shell::missing_programs(command) {
+            self.warn(
+                at,
+                format!(
+                    "options.alert_command: `{program}` is neither a program on PATH nor a shell \
+                     builtin here: every alert would fail"
+                ),
+                Some(format!(
+                    "install it{}, or give its full path (a service's PATH may differ: \
+                     `systemctl show-environment`)",
+                    match program.as_str() {
+                        "mail" | "mailx" => " (Debian: mailutils, or bsd-mailx)",
+                        "curl" => " (Debian: curl)",
+                        "jq" => " (Debian: jq)",
+                        _ => "",
+                    }
+                )),
+            );
+        }
+    }
+
     /// Records a warning or a note of a kind callers treat apart.
     pub fn diagnose(
         &mut self,
@@ -623,7 +655,10 @@ impl Loader {
                                 "options.alert_command: is empty (leave it out for no alerts)",
                                 None,
                             ),
-                            Some(c) => o.alert_command = Some(c.to_string()),
+                            Some(c) => {
+                                self.alert_command(val.at, c);
+                                o.alert_command = Some(c.to_string());
+                            }
                             None => {}
                         }
                     }

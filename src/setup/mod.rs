@@ -70,6 +70,7 @@ mod check;
 pub use check::key_declaration_problems;
 mod load;
 pub mod migrate;
+mod shell;
 mod yaml;
 
 pub use diag::{Diagnostic, DiagnosticKind, SetupError, Severity};
