@@ -285,6 +285,18 @@ fn alerting(text: &str) -> String {
     text
 }
 
+/// The lines of alert `kind` in `alerts.txt` (each `kind|…`, as the alert commands of these
+/// tests write it), and the whole file for messages.
+fn alerts_of(dir: &Dir, kind: &str) -> (Vec<String>, String) {
+    let said = std::fs::read_to_string(dir.0.join("alerts.txt")).unwrap_or_default();
+    let lines = said
+        .lines()
+        .filter(|l| l.split('|').next() == Some(kind))
+        .map(str::to_string)
+        .collect();
+    (lines, said)
+}
+
 /// The terminal a run was started from goes away (ssh logout): the run stops as for Ctrl-C,
 /// every file closed and the summary written, instead of the supervisor dying on the spot.
 /// The shell passes its SIGHUP on to its jobs as the kernel sends one, so it may come twice:
@@ -395,6 +407,44 @@ fn workers_exit_and_clean_up_when_the_supervisor_is_killed() {
         "{:?}; the workers said: {said}",
         leftover_rings(&run)
     );
+}
+
+/// A supervisor killed outright (SIGKILL, the OOM killer, a power cut) alerts nothing: it is
+/// gone. The next run in the same target directory (systemd starts it again 10 s later, or
+/// the machine's boot does) recovers it and alerts that, with how long it ran and what was
+/// kept; before, it started quietly and the week's gap showed only in the files.
+#[test]
+fn a_killed_run_is_alerted_by_the_next_run_in_its_target() {
+    let text = alerting(&setup(1_000_000_000, 1, 1));
+    let (dir, mut child, run) = running("killed-alert", &text);
+    wait_until("a stats line", Duration::from_secs(30), || {
+        std::fs::read_to_string(run.join("stats.jsonl")).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    let needle = run.to_string_lossy().into_owned();
+    kill(child.id(), nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    wait_until("every worker to exit", Duration::from_secs(30), || {
+        processes_with(&needle).is_empty()
+    });
+    let s = dir.write("again.yaml", &alerting(&setup(100, 1, 1)));
+    let (code, out) = finish_within(start(&dir, &s, &[]), LONG);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(summary(&run)["stopped_by"], "killed");
+    let (killed, said) = alerts_of(&dir, "run_killed");
+    assert_eq!(killed.len(), 1, "{said}\n{out}");
+    assert!(
+        killed[0].starts_with(
+            "run_killed|the run ended without its summary (its supervisor was killed or ran out \
+             of memory, or the machine stopped) after "
+        ) && killed[0].contains(", its last sign of life at 20")
+            && killed[0].contains("; recovered at the next run's start: "),
+        "{said}"
+    );
+    // The new run's log says it too.
+    let runs = runs::run_dirs_in(&dir.0.join("runs"));
+    let newer = runs.iter().find(|r| **r != run).expect("the second run");
+    let log = std::fs::read_to_string(newer.join("daq-engine.log")).unwrap();
+    assert!(log.contains("the run ended without its summary"), "{log}");
 }
 
 #[test]
@@ -1118,11 +1168,7 @@ fn the_end_of_a_run_is_alerted_with_why_and_its_events() {
     );
     assert!(text.contains("alert_command"), "{text}");
     let (out, run) = ran(&dir, &text, &["--max-events", "777"], LONG);
-    let said = std::fs::read_to_string(dir.0.join("alerts.txt")).unwrap_or_default();
-    let ended: Vec<&str> = said
-        .lines()
-        .filter(|l| l.starts_with("run_ended|"))
-        .collect();
+    let (ended, said) = alerts_of(&dir, "run_ended");
     assert_eq!(ended.len(), 1, "{said}\n{out}");
     let start = format!("run_ended|{}|the run finished after ", run.display());
     assert!(

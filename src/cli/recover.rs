@@ -4,17 +4,28 @@
 use super::exit;
 use std::path::Path;
 
+/// What recovering the unfinished runs of a target directory left for the new run.
+pub struct Unfinished {
+    /// Compressing the recovered files, going on at the lowest priority.
+    pub compressing: Option<std::thread::JoinHandle<()>>,
+    /// Each recovered run's directory and what happened to it, in words, for the new run's
+    /// `run_killed` alert.
+    pub killed: Vec<(std::path::PathBuf, String)>,
+}
+
 /// Recovers the runs in `target` that did not finish (see [`crate::export::recover`]),
 /// saying what it does on stderr and in the log. Their files are readable and summarised
 /// when it returns; compressing them (minutes for a large file) goes on in the returned
 /// thread, at the lowest priority, while the new run starts.
-pub fn recover_unfinished(target: &Path) -> Option<std::thread::JoinHandle<()>> {
+pub fn recover_unfinished(target: &Path) -> Unfinished {
     crate::export::recover::remove_stale_staging(target);
     let mut later = Vec::new();
+    let mut killed = Vec::new();
     for dir in crate::export::recover::unfinished_runs(target) {
         say_recovering(&dir);
         match crate::export::recover::recover_run_dir_then_compress(&dir) {
             Ok((rec, c)) => {
+                killed.push((dir.clone(), killed_text(&dir, Some(&rec))));
                 report_recovery(&dir, Ok(rec));
                 for (f, bytes) in c.files() {
                     eprintln!(
@@ -26,18 +37,50 @@ pub fn recover_unfinished(target: &Path) -> Option<std::thread::JoinHandle<()>> 
                 later.push(c);
             }
             Err(e) => {
+                killed.push((dir.clone(), killed_text(&dir, None)));
                 report_recovery(&dir, Err(e));
             }
         }
     }
-    if later.iter().all(|c| c.files().is_empty()) {
-        return None;
+    let compressing = (!later.iter().all(|c| c.files().is_empty())).then(|| {
+        std::thread::spawn(move || {
+            for c in later {
+                c.run();
+            }
+        })
+    });
+    Unfinished {
+        compressing,
+        killed,
     }
-    Some(std::thread::spawn(move || {
-        for c in later {
-            c.run();
+}
+
+/// What became of the unfinished run in `dir`, for its alert: how long it ran as of its
+/// last stats line, and what its recovery kept (`None`: the recovery failed).
+fn killed_text(dir: &Path, rec: Option<&crate::export::recover::RunRecovery>) -> String {
+    let mut text = "the run ended without its summary (its supervisor was killed or ran out \
+                    of memory, or the machine stopped)"
+        .to_string();
+    if let Some(last) = crate::run_dir::last_snapshot(dir) {
+        text.push_str(&format!(
+            " after {:.0} s, its last sign of life at {}",
+            last.t, last.time
+        ));
+    }
+    match rec {
+        Some(r) => {
+            text.push_str(&format!(
+                "; recovered at the next run's start: {} events in {} file(s)",
+                r.events(),
+                r.files.len()
+            ));
+            if !r.failed.is_empty() {
+                text.push_str(&format!(", {} file(s) not recovered", r.failed.len()));
+            }
         }
-    }))
+        None => text.push_str("; its recovery failed (see the next run's log)"),
+    }
+    text
 }
 
 /// Prints what recovering `dir` did; returns the exit code of `daq-engine recover`.

@@ -131,7 +131,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         }
     };
     let plan = plan_of(&setup, &run_dir, &run_id);
-    let sup = match Supervisor::prepare(
+    let mut sup = match Supervisor::prepare(
         plan,
         RunOptions {
             worker_exe: exe,
@@ -145,6 +145,14 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             return exit::FAILED;
         }
     };
+    // An earlier run here that was killed could not alert its own end: this run does.
+    for (dir, text) in &recovering.killed {
+        sup.alert(
+            crate::engine::alert::Kind::RunKilled,
+            &dir.display().to_string(),
+            text,
+        );
+    }
     if !args.quiet {
         eprintln!("daq-engine: run directory {}", run_dir.display());
         // One line for the buffers of each kind of memory (usually all of them alike): on
@@ -268,7 +276,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             }
         }
     }
-    if let Some(t) = recovering.filter(|t| !t.is_finished()) {
+    if let Some(t) = recovering.compressing.filter(|t| !t.is_finished()) {
         say!("daq-engine: waiting for the compression of a recovered run's files");
         let _ = t.join();
     }

@@ -1,11 +1,12 @@
 //! Alerts: the setup's `options.alert_command`, run through `sh -c` when a warning starts
-//! (device gone, buffer full, events lost, worker failed or restarted, disk low) and when
-//! the run ends unless a person stopped it, with the warning in the environment:
+//! (device gone, buffer full, events lost, worker failed or restarted, disk low), when
+//! the run ends unless a person stopped it, and at its start for each earlier run in its
+//! target directory that was killed (recovered then), with the warning in the environment:
 //!
 //! | variable | what |
 //! |---|---|
-//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_ended` |
-//! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk, run end) |
+//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_ended`, `run_killed` |
+//! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk, run end; the killed run's for `run_killed`) |
 //! | `DAQ_ALERT_TEXT` | the warning as the log says it |
 //! | `DAQ_RUN_DIR` | the run directory |
 //!
@@ -55,6 +56,10 @@ pub enum Kind {
     /// The run ended, and not because a person stopped it (a signal, the monitor): its
     /// limit, its sources' end, a full disk, a failure.
     RunEnded,
+    /// An earlier run in the same target directory ended without its summary (its
+    /// supervisor was killed, or the machine stopped) and was recovered at this run's start:
+    /// nothing could alert its end.
+    RunKilled,
 }
 
 impl Kind {
@@ -69,6 +74,7 @@ impl Kind {
             Kind::DiskLow => "disk_low",
             Kind::DiskFull => "disk_full",
             Kind::RunEnded => "run_ended",
+            Kind::RunKilled => "run_killed",
         }
     }
 }

@@ -634,6 +634,13 @@ impl Supervisor {
         out
     }
 
+    /// Something from before the run that nobody may have seen: logged as a warning, and
+    /// `alert_command` run for it (beside the run, as for any alert).
+    pub fn alert(&mut self, kind: super::alert::Kind, subject: &str, text: &str) {
+        tracing::warn!("{subject}: {text}");
+        self.alerts.raise(kind, subject, text);
+    }
+
     /// The pages each buffer's rings got, for the start-up report.
     pub fn backings(&self) -> Vec<(String, String)> {
         self.buffers
