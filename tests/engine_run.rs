@@ -377,6 +377,11 @@ fn a_killed_worker_stops_the_run_with_exit_1_and_no_leftovers() {
         "the message names the worker, the process and the signal: {text}"
     );
     assert_eq!(summary(&run)["stopped_by"], "worker_failed");
+    // What would have kept the run going, where it is read.
+    assert!(
+        text.contains("stopping the run (with `restart: on-failure`, worker 'sink' would be started again instead)"),
+        "{text}"
+    );
     assert!(
         leftover_rings(&run).is_empty(),
         "{:?}",

@@ -1060,7 +1060,15 @@ impl Supervisor {
                     continue;
                 }
             }
-            let msg = format!("{what}; stopping the run");
+            let msg = if w.restart == Restart::Never {
+                format!(
+                    "{what}; stopping the run (with `restart: on-failure`, worker '{}' would be \
+                     started again instead)",
+                    w.name
+                )
+            } else {
+                format!("{what}; stopping the run")
+            };
             self.log_and_say(&msg);
             self.alerts.raise(Kind::WorkerFailed, &w.name, &msg);
             self.failures.push(what);
