@@ -2,6 +2,7 @@
 //! workers, clean stops on SIGINT, failures named and cleaned up, no orphans and no
 //! leftover shared memory — also when the supervisor itself is killed.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -737,6 +738,52 @@ fn check_refuses_an_alert_command_sh_cannot_parse_and_warns_of_a_missing_program
     );
     assert!(err.contains(&at), "{err}");
     assert!(!err.contains("`printf`"), "{err}");
+}
+
+/// `daq-engine check --test-alert SETUP` in `dir` (where the command writes alerts.txt).
+fn test_alert(dir: &Dir, setup: &Path) -> std::process::Output {
+    engine_in(
+        &dir.0,
+        &[
+            OsStr::new("check"),
+            OsStr::new("--test-alert"),
+            setup.as_os_str(),
+        ],
+    )
+    .output()
+    .unwrap()
+}
+
+/// `check --test-alert` runs the alert command once, as a run would, so that the mail is
+/// seen to arrive before the week starts; a command that fails says why (exit 1).
+#[test]
+fn check_test_alert_runs_the_command_once_and_says_how_it_went() {
+    let dir = Dir::new("test-alert");
+    let s = dir.write("ok.yaml", &alerting(&setup(1000, 1, 1)));
+    let out = test_alert(&dir, &s);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (tests, said) = alerts_of(&dir, "test");
+    assert_eq!(
+        tests,
+        ["test|a test of options.alert_command from `daq-engine check --test-alert`"],
+        "{said}"
+    );
+    assert!(!dir.0.join("runs").exists(), "no run directory");
+
+    let failing = setup(1000, 1, 1).replace(
+        "options: {stats_interval: 0.2}",
+        "options:\n  alert_command: 'echo no route to the mail server; exit 3'",
+    );
+    let s = dir.write("failing.yaml", &failing);
+    let out = test_alert(&dir, &s);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "the test alert failed: it exited with status 3; it said: no route to the mail server"
+        ),
+        "{err}"
+    );
 }
 
 /// A config value of the wrong type is refused by `check` (exit 2) at the value's file, line

@@ -291,8 +291,14 @@ pub(super) fn beyond_the_setup(setup: &Setup, registry: &Registry) -> Vec<String
 }
 
 /// `daq-engine check SETUP`: validates and prints the pipeline; with `simulate`, as a run
-/// with `--simulate` would start.
-pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registry) -> i32 {
+/// with `--simulate` would start; with `test_alert`, then runs its alert command once.
+pub fn check(
+    path: &Path,
+    dot: Option<&Path>,
+    simulate: bool,
+    test_alert: bool,
+    registry: &Registry,
+) -> i32 {
     let simulated = Simulated(registry);
     let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
     let checked = Setup::check_file(path, catalog, setup::online_cpus());
@@ -334,5 +340,35 @@ pub fn check(path: &Path, dot: Option<&Path>, simulate: bool, registry: &Registr
         }
     }
     println!("{}: OK", path.display());
+    if test_alert {
+        return test_alert_command(path, &checked.setup);
+    }
     exit::OK
+}
+
+/// `daq-engine check --test-alert SETUP`, after a check that passed: runs the setup's
+/// `alert_command` once as an alert of kind `test` and says what came of it.
+fn test_alert_command(path: &Path, setup: &Setup) -> i32 {
+    let Some(command) = &setup.options.alert_command else {
+        eprintln!(
+            "{}: no options.alert_command to test (alerts go to the run's log only)",
+            path.display()
+        );
+        return exit::BAD_INPUT;
+    };
+    let subject = path.display().to_string();
+    eprintln!("daq-engine: running options.alert_command as a `test` alert…");
+    match crate::engine::alert::test(command, &subject, &setup.target_directory) {
+        Ok(said) => {
+            for line in said.lines() {
+                eprintln!("  {line}");
+            }
+            eprintln!("daq-engine: alert_command ran and exited 0; see that its message arrived");
+            exit::OK
+        }
+        Err(why) => {
+            eprintln!("daq-engine: the test alert failed: {why}");
+            exit::FAILED
+        }
+    }
 }

@@ -125,6 +125,11 @@ pub enum Command {
         /// Check as a run with --simulate would start (no serial port needs to exist).
         #[arg(long)]
         simulate: bool,
+        /// Then run options.alert_command once (DAQ_ALERT_KIND=test, DAQ_RUN_DIR the target
+        /// directory) and say whether it worked: see the mail arrive before the run relies
+        /// on it.
+        #[arg(long)]
+        test_alert: bool,
     },
     /// Port a mimoCoRB2 setup: writes NAME_daq-engine.yaml beside it with what is read
     /// differently here changed, and prints each change and why.
@@ -287,7 +292,8 @@ pub fn main(
             setup,
             dot,
             simulate,
-        }) => check::check(&setup, dot.as_deref(), simulate, registry),
+            test_alert,
+        }) => check::check(&setup, dot.as_deref(), simulate, test_alert, registry),
         Some(Command::Migrate { setup, output }) => {
             migrate::migrate(&setup, output.as_deref(), registry)
         }

@@ -60,6 +60,8 @@ pub enum Kind {
     /// supervisor was killed, or the machine stopped) and was recovered at this run's start:
     /// nothing could alert its end.
     RunKilled,
+    /// A try of the command from `daq-engine check --test-alert`; no run.
+    Test,
 }
 
 impl Kind {
@@ -75,7 +77,82 @@ impl Kind {
             Kind::DiskFull => "disk_full",
             Kind::RunEnded => "run_ended",
             Kind::RunKilled => "run_killed",
+            Kind::Test => "test",
         }
+    }
+}
+
+/// `sh -c command` with the alert in its environment, in its own process group, stdin
+/// closed.
+fn shell(command: &str, kind: Kind, subject: &str, text: &str, run_dir: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .env("DAQ_ALERT_KIND", kind.name())
+        .env("DAQ_ALERT_SUBJECT", subject)
+        .env("DAQ_ALERT_TEXT", text)
+        .env("DAQ_RUN_DIR", run_dir)
+        .env_remove(super::notify::SOCKET_VAR)
+        .stdin(Stdio::null())
+        .process_group(0);
+    cmd
+}
+
+/// Runs `command` once as an alert of kind `test` would run (`dir` as `DAQ_RUN_DIR`),
+/// waiting at most [`TIMEOUT`]: what it printed when it succeeded, else why it failed with
+/// what it printed. For `daq-engine check --test-alert`, so that a mail or a webhook is
+/// seen to arrive before a long run relies on it.
+pub fn test(command: &str, subject: &str, dir: &Path) -> Result<String, String> {
+    let text = "a test of options.alert_command from `daq-engine check --test-alert`";
+    // Its output into an unnamed file rather than a pipe: a program it leaves behind (a
+    // mailer's delivery) may keep a pipe open long after it ended.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(std::env::temp_dir())
+            .map_err(|e| format!("cannot make a file for its output: {e}"))?
+    };
+    let copy = file
+        .try_clone()
+        .and_then(|a| Ok((a, file.try_clone()?)))
+        .map_err(|e| format!("cannot make a file for its output: {e}"))?;
+    let mut child = shell(command, Kind::Test, subject, text, dir)
+        .stdout(Stdio::from(copy.0))
+        .stderr(Stdio::from(copy.1))
+        .spawn()
+        .map_err(|e| format!("cannot start `sh -c`: {e}"))?;
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if started.elapsed() >= TIMEOUT => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("cannot wait for it: {e}")),
+        }
+    };
+    if status.is_none() {
+        let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+    }
+    let mut bytes = Vec::new();
+    let mut file = file;
+    let _ = std::io::Seek::rewind(&mut file)
+        .and_then(|_| std::io::Read::read_to_end(&mut file, &mut bytes));
+    let said = String::from_utf8_lossy(&bytes).trim_end().to_string();
+    match status {
+        Some(st) if st.success() => Ok(said),
+        Some(st) => Err(format!(
+            "it {}; it said: {said}",
+            super::supervisor::describe(st)
+        )),
+        None => Err(format!(
+            "it still ran after {} s (a run kills it then); it said: {said}",
+            TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -148,18 +225,9 @@ impl Alerts {
         let Some(command) = &self.command else {
             return false;
         };
-        let spawned = Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .env("DAQ_ALERT_KIND", kind.name())
-            .env("DAQ_ALERT_SUBJECT", subject)
-            .env("DAQ_ALERT_TEXT", text)
-            .env("DAQ_RUN_DIR", &self.run_dir)
-            .env_remove(super::notify::SOCKET_VAR)
-            .stdin(Stdio::null())
+        let spawned = shell(command, kind, subject, text, &self.run_dir)
             .stdout(out)
             .stderr(err)
-            .process_group(0)
             .spawn();
         match spawned {
             Ok(child) => {
