@@ -352,7 +352,7 @@ fn sigterm_stops_the_run_cleanly_and_alerts_the_end() {
         said.lines()
             .any(|l| l.starts_with("run_ended|the run finished after ")
                 && l.contains(
-                    ", stopped by a stop from the service manager or another process \
+                    ", stopped by the service manager or another process \
                      (systemctl stop, a shutdown, SIGTERM)"
                 )),
         "{said}"

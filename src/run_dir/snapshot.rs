@@ -196,7 +196,7 @@ impl StopCause {
             StopCause::MaxSeconds => "reaching max_seconds",
             StopCause::Signal => "Ctrl-C (SIGINT)",
             StopCause::Terminated => {
-                "a stop from the service manager or another process (systemctl stop, a \
+                "the service manager or another process (systemctl stop, a \
                  shutdown, SIGTERM)"
             }
             StopCause::HungUp => {
