@@ -130,13 +130,14 @@ pub fn test(command: &str, subject: &str, dir: &Path) -> Result<String, String> 
             Ok(Some(st)) => break Some(st),
             Ok(None) if started.elapsed() >= TIMEOUT => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("cannot wait for it: {e}")),
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(format!("cannot wait for it: {e}"));
+            }
         }
     };
     if status.is_none() {
-        let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = child.wait();
+        kill_group(&mut child);
     }
     let mut bytes = Vec::new();
     let mut file = file;
@@ -154,6 +155,13 @@ pub fn test(command: &str, subject: &str, dir: &Path) -> Result<String, String> 
             TIMEOUT.as_secs()
         )),
     }
+}
+
+/// Kills the command `child` with its whole process group (what it started too) and reaps it.
+fn kill_group(child: &mut Child) {
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
 }
 
 /// One command still running.
@@ -273,9 +281,7 @@ impl Alerts {
                 false
             }
             Ok(None) if now.duration_since(r.started) >= TIMEOUT => {
-                let group = nix::unistd::Pid::from_raw(-(r.child.id() as i32));
-                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-                let _ = r.child.wait();
+                kill_group(&mut r.child);
                 tracing::warn!(
                     "alert {}: alert_command still ran after {} s: killed",
                     r.what,
@@ -300,9 +306,7 @@ impl Alerts {
             std::thread::sleep(Duration::from_millis(20));
         }
         for r in &mut self.running {
-            let group = nix::unistd::Pid::from_raw(-(r.child.id() as i32));
-            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-            let _ = r.child.wait();
+            kill_group(&mut r.child);
             tracing::warn!(
                 "alert {}: alert_command still ran when the run ended: killed",
                 r.what
