@@ -778,10 +778,11 @@ fn check_test_alert_runs_the_command_once_and_says_how_it_went() {
     let out = test_alert(&dir, &s);
     let why =
         "the test alert failed: it exited with status 3; it said: no route to the mail server";
+    let err = stderr(&out);
     assert_eq!(
-        (out.status.code(), stderr(&out).contains(why)),
+        (out.status.code(), err.contains(why)),
         (Some(1), true),
-        "{out:?}"
+        "{err}"
     );
 }
 
