@@ -6,8 +6,9 @@
 //! The programs are found by a reading of the command that is simpler than the shell's: its
 //! simple commands split at unquoted `|`, `;`, `&`, newlines, parentheses and backquotes,
 //! the first word of each after assignments, redirections and keywords (`if`, `then`, `!`,
-//! …). A word holding `$` or a glob is not looked up (it is only known when the command
-//! runs); loop headers (`for`, `case`) are skipped. What is missing is a warning, not an
+//! …), and the commands of `$(…)` substitutions, quoted or not. A word holding `$` or a
+//! glob is not looked up (it is only known when the command runs); loop headers (`for`,
+//! `case`) are skipped. What is missing is a warning, not an
 //! error: the reading is not the shell's own.
 
 use std::process::{Command, Stdio};
@@ -124,6 +125,8 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
     let mut in_word = false;
     let mut quoted = false;
     let mut chars = command.chars().peekable();
+    // The commands of `"$(…)"` substitutions, after the others.
+    let mut substituted = Vec::new();
     let end_word = |all: &mut Vec<Vec<(String, bool)>>,
                     word: &mut String,
                     in_word: &mut bool,
@@ -159,7 +162,26 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
                                 word.push(n);
                             }
                         }
-                        // `"$(…)"` and `"$X"`: the word is only known when it runs.
+                        // `"$(…)"`: its commands are commands too; the word itself (like
+                        // one with `"$X"`) is only known when it runs.
+                        '$' if chars.peek() == Some(&'(') => {
+                            chars.next();
+                            let mut inner = String::new();
+                            let mut depth = 1;
+                            for n in chars.by_ref() {
+                                depth += match n {
+                                    '(' => 1,
+                                    ')' => -1,
+                                    _ => 0,
+                                };
+                                if depth == 0 {
+                                    break;
+                                }
+                                inner.push(n);
+                            }
+                            substituted.extend(simple_commands(&inner));
+                            word.push('$');
+                        }
                         _ => word.push(q),
                     }
                 }
@@ -218,6 +240,7 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
         }
     }
     end_word(&mut all, &mut word, &mut in_word, &mut quoted);
+    all.extend(substituted);
     all.retain(|w| !w.is_empty());
     all
 }
@@ -231,7 +254,7 @@ mod tests {
         let mail = r#"printf "%s\n\n%s\n" "$DAQ_ALERT_TEXT" "$DAQ_RUN_DIR" | mail -s "daq-engine: $DAQ_ALERT_KIND $DAQ_ALERT_SUBJECT" lab@example.org"#;
         assert_eq!(programs(mail), ["printf", "mail"]);
         let chat = r#"curl -fsS -m 10 -H 'Content-Type: application/json' --data "$(jq -n --arg t "daq-engine $DAQ_ALERT_KIND $DAQ_ALERT_SUBJECT: $DAQ_ALERT_TEXT" '{text: $t}')" https://chat.example.org/hooks/XXXXXXXX"#;
-        assert_eq!(programs(chat), ["curl"]);
+        assert_eq!(programs(chat), ["curl", "jq"]);
         let tests = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_TEXT" >> alerts.txt"#;
         assert_eq!(programs(tests), ["echo"]);
     }
