@@ -269,6 +269,10 @@ Workers:
     )
 }
 
+/// What [`fill_with_ballast`]'s one `fallocate` leaves for its 64 KiB blocks: the run's
+/// writes of a few milliseconds at its 4 MB/s.
+const BALLAST_SLACK: u64 = 1 << 20;
+
 /// Fills the disk of `path` with a file there, at most `limit` bytes (the small disk's
 /// size and more; never more, should the tmpfs not be there).
 ///
@@ -276,6 +280,12 @@ Workers:
 /// full at once: written in 64 KiB blocks on a loaded machine, the fill took long enough
 /// for the run's disk watch to find the disk almost full and stop the run before the
 /// exporter ever met a full disk (what the tests that call this are about).
+///
+/// The `fallocate` leaves [`BALLAST_SLACK`] for the blocks: one asking for all that was free
+/// a moment before failed whenever the run wrote in between (ENOSPC undoes the whole call),
+/// and with a run writing all the time every try failed, the fill fell back to blocks, and
+/// the disk watch stopped the run with 1.4 MB free, which the exporter's last write fitted
+/// into (a clean-clone CI run of session 18).
 pub fn fill_with_ballast(path: &Path, limit: usize) {
     use nix::fcntl::{fallocate, FallocateFlags};
     use std::io::{Seek, Write};
@@ -283,7 +293,7 @@ pub fn fill_with_ballast(path: &Path, limit: usize) {
     let mut taken = 0;
     for _ in 0..20 {
         let free = daq_engine::export::disk::free_bytes(path).unwrap_or(0);
-        let want = free.min(limit as u64) as libc::off_t;
+        let want = free.saturating_sub(BALLAST_SLACK).min(limit as u64) as libc::off_t;
         if want == 0 || fallocate(&f, FallocateFlags::empty(), 0, want).is_ok() {
             taken = want as usize;
             break;
