@@ -125,7 +125,7 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
     let mut in_word = false;
     let mut quoted = false;
     let mut chars = command.chars().peekable();
-    // The commands of `"$(…)"` substitutions, after the others.
+    // The commands of `$(…)` substitutions, after the others.
     let mut substituted = Vec::new();
     let end_word = |all: &mut Vec<Vec<(String, bool)>>,
                     word: &mut String,
@@ -162,25 +162,8 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
                                 word.push(n);
                             }
                         }
-                        // `"$(…)"`: its commands are commands too; the word itself (like
-                        // one with `"$X"`) is only known when it runs.
                         '$' if chars.peek() == Some(&'(') => {
-                            chars.next();
-                            let mut inner = String::new();
-                            let mut depth = 1;
-                            for n in chars.by_ref() {
-                                depth += match n {
-                                    '(' => 1,
-                                    ')' => -1,
-                                    _ => 0,
-                                };
-                                if depth == 0 {
-                                    break;
-                                }
-                                inner.push(n);
-                            }
-                            substituted.extend(simple_commands(&inner));
-                            word.push('$');
+                            substitution(&mut chars, &mut substituted, &mut word);
                         }
                         _ => word.push(q),
                     }
@@ -191,6 +174,10 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
                 if let Some(n) = chars.next() {
                     word.push(n);
                 }
+            }
+            '$' if chars.peek() == Some(&'(') => {
+                in_word = true;
+                substitution(&mut chars, &mut substituted, &mut word);
             }
             '#' if !in_word => {
                 // A comment to the end of the line.
@@ -204,14 +191,6 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
             }
             '|' | ';' | '&' | '\n' | '(' | ')' | '`' => {
                 end_word(&mut all, &mut word, &mut in_word, &mut quoted);
-                // `$(`: the `$` belongs to no word.
-                if c == '(' && word.is_empty() {
-                    if let Some((last, _)) = all.last_mut().and_then(|w| w.last_mut()) {
-                        if last == "$" {
-                            all.last_mut().expect("one list at least").pop();
-                        }
-                    }
-                }
                 // `>&2`, `2>&1`: a redirection, not a separator.
                 if c == '&'
                     && all
@@ -245,6 +224,32 @@ fn simple_commands(command: &str) -> Vec<Vec<(String, bool)>> {
     all
 }
 
+/// A `$(…)` substitution, its `$` just read and `(` next in `chars`: its commands go to
+/// `commands` (they are commands too), and the word it stands in is marked with `$` (like
+/// one with `$X`, it is only known when the command runs). Quoted or not alike.
+fn substitution(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    commands: &mut Vec<Vec<(String, bool)>>,
+    word: &mut String,
+) {
+    chars.next();
+    let mut inner = String::new();
+    let mut depth = 1;
+    for n in chars.by_ref() {
+        depth += match n {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
+        if depth == 0 {
+            break;
+        }
+        inner.push(n);
+    }
+    commands.extend(simple_commands(&inner));
+    word.push('$');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +278,12 @@ mod tests {
             ["./notify.sh"]
         );
         assert_eq!(programs("'my tool' --x"), ["my tool"]);
+        // A substitution's commands, quoted or not; what follows it is an argument.
+        assert_eq!(
+            programs("printf %s $(hostname) there"),
+            ["printf", "hostname"]
+        );
+        assert_eq!(programs("$(command -v mail) -s x y"), ["mail"]);
     }
 
     #[test]
