@@ -324,9 +324,10 @@ fn sighup_stops_the_run_cleanly_like_sigint() {
         ),
         "{text}"
     );
-    let said = std::fs::read_to_string(dir.0.join("alerts.txt")).unwrap_or_default();
+    let (ended, said) = alerts_of(&dir, "run_ended");
     assert!(
-        said.lines()
+        ended
+            .iter()
             .any(|l| l.starts_with("run_ended|the run finished after ")
                 && l.contains(", stopped by SIGHUP: ")),
         "{said}"
@@ -347,9 +348,10 @@ fn sigterm_stops_the_run_cleanly_and_alerts_the_end() {
     assert_eq!(summary["stopped_by"], "terminated", "{summary}");
     let produced = summary["events"]["raw"].as_u64().unwrap();
     assert_eq!(sink_reports(&run, "sink").events, produced);
-    let said = std::fs::read_to_string(dir.0.join("alerts.txt")).unwrap_or_default();
+    let (ended, said) = alerts_of(&dir, "run_ended");
     assert!(
-        said.lines()
+        ended
+            .iter()
             .any(|l| l.starts_with("run_ended|the run finished after ")
                 && l.contains(
                     ", stopped by the service manager or another process \
