@@ -3,8 +3,9 @@
 //! waits for room and a slot is reused), with slot contents in loom cells so a read of
 //! a slot the producer may be writing is reported as a data race.
 //!
-//! Run: `RUSTFLAGS="--cfg daq_loom" cargo test --release --lib ring::loom_tests`
-//! (with `CARGO_TARGET_DIR=target/loom` to keep the normal build).
+//! Run: `RUSTFLAGS="--cfg daq_loom" CARGO_TARGET_DIR=target/loom cargo test --profile loom
+//! --no-default-features --lib ring::loom_tests` (the last step of `scripts/test.sh`; its own
+//! target directory keeps the normal build).
 
 use super::core::{Claim, Control, Core, Group, SeqWords};
 use super::reader::{wait_any, WaitToken};
