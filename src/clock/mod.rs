@@ -1,36 +1,14 @@
 //! Time: the monotonic clock of the ring and the benchmarks, the wall clock of event
 //! timestamps, and the one UTC ISO 8601 formatter (HDF5 attributes, stats lines, run
-//! directory names). Depends on nothing of the crate.
+//! directory names). Depends on nothing of the crate; its monotonic part (`monotonic.rs`)
+//! depends on nothing but `libc`, so the ring benchmark's iceoryx2 peer (`benches/peer`)
+//! compiles that file as a module of its own.
 
 use std::time::SystemTime;
 
-/// Current `CLOCK_MONOTONIC` time in nanoseconds (vDSO, no syscall); the same clock in every
-/// process of the machine.
-#[inline]
-pub fn now_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-/// Clock `id` (vDSO) in nanoseconds from its zero (0 for a time before it).
-#[inline]
-fn clock_ns(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// `ns` nanoseconds as a `timespec`: a timeout, or a `CLOCK_MONOTONIC` time of [`now_ns`].
-#[inline]
-pub fn timespec(ns: u64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    }
-}
+mod monotonic;
+use monotonic::clock_ns;
+pub use monotonic::{now_ns, timespec, wait_until};
 
 /// The current wall-clock time in seconds since the Unix epoch: every event's timestamp
 /// when its source gives none, read once per event.

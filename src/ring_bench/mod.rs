@@ -703,28 +703,6 @@ fn make_source(event_bytes: usize) -> (Vec<u8>, usize) {
 /// it publishes on time although a wake-up from sleep takes tens of µs in a VM.
 const SPIN_BEFORE_DUE_NS: u64 = 30_000;
 
-/// Waits until `due` (`CLOCK_MONOTONIC` ns): sleeps until `spin_ns` before, then spins, so a
-/// paced producer keeps its CPU mostly free (and within the real-time budget).
-fn wait_until(due: u64, spin_ns: u64) {
-    let now = now_ns();
-    if due > now + spin_ns {
-        let ts = crate::clock::timespec(due - spin_ns);
-        // SAFETY: `ts` is a valid absolute CLOCK_MONOTONIC time; the remainder pointer may be
-        // null with TIMER_ABSTIME. An early return (signal) is fine: the spin below finishes.
-        unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
-    }
-    while now_ns() < due {
-        std::hint::spin_loop();
-    }
-}
-
 /// Spins of a polling reader before it yields its CPU (as the iceoryx2 subscribers do).
 const POLL_SPINS: u32 = 2_000;
 
@@ -759,7 +737,7 @@ struct ProducerMode {
     /// SCHED_FIFO (the readers run SCHED_FIFO whenever [`RingBenchOptions::realtime`] is set,
     /// and then also lock their memory).
     realtime: bool,
-    /// Paced: spin this long before each due time ([`wait_until`]).
+    /// Paced: spin this long before each due time ([`crate::clock::wait_until`]).
     spin_ns: u64,
 }
 
@@ -893,7 +871,7 @@ fn write_events(
     while i < events {
         if period > 0.0 {
             let due = t0 + (i as f64 * period) as u64;
-            wait_until(due, spin_ns);
+            crate::clock::wait_until(due, spin_ns);
         }
         let want = batch.min((events - i) as usize);
         let mut slots = producer

@@ -27,6 +27,16 @@ use std::process::{Command, Stdio};
 
 type Failure = Box<dyn std::error::Error>;
 
+/// daq-engine's `src/clock/monotonic.rs` (it depends on nothing but libc): the same clock and
+/// paced wait as the ring side, without making this baseline depend on daq-engine.
+#[path = "../../../src/clock/monotonic.rs"]
+mod clock;
+use clock::now_ns;
+
+/// How long a paced publisher spins before each due time, after sleeping until then (as the
+/// ring side does, `ring_bench::SPIN_BEFORE_DUE_NS`).
+const SPIN_BEFORE_DUE_NS: u64 = 30_000;
+
 /// Spin iterations before a polling subscriber yields its CPU (the same count daq-engine's
 /// ring spins before it sleeps).
 const SPINS: u32 = 2_000;
@@ -35,16 +45,6 @@ const SPINS: u32 = 2_000;
 /// timed, as daq-engine's side does (`ring_bench::FULL_SPEED_STAMP_EVERY`): a clock read
 /// costs as much as a small event's trip. Paced runs time every event.
 const STAMP_EVERY: u64 = 64;
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn pin(cpu: usize, realtime: bool) -> Result<(), Failure> {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write only into `set`, and
@@ -66,33 +66,6 @@ fn pin(cpu: usize, realtime: bool) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-/// Waits until `due` (`CLOCK_MONOTONIC` ns): sleeps until shortly before, then spins, so a
-/// paced producer keeps its CPU mostly free (and within the real-time budget).
-fn wait_until(due: u64) {
-    const SLACK_NS: u64 = 30_000;
-    let now = now_ns();
-    if due > now + SLACK_NS {
-        let at = due - SLACK_NS;
-        let ts = libc::timespec {
-            tv_sec: (at / 1_000_000_000) as libc::time_t,
-            tv_nsec: (at % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: `ts` is a valid absolute CLOCK_MONOTONIC time; the remainder pointer may be
-        // null with TIMER_ABSTIME. An early return (signal) is fine: the spin below finishes.
-        unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
-    }
-    while now_ns() < due {
-        std::hint::spin_loop();
-    }
 }
 
 /// Bytes of the source events are copied from (see the module comment).
@@ -330,7 +303,7 @@ fn publish(a: &Args) -> Result<(), Failure> {
     for i in 0..a.events {
         if period > 0.0 {
             let due = t0 + (i as f64 * period) as u64;
-            wait_until(due);
+            clock::wait_until(due, SPIN_BEFORE_DUE_NS);
         }
         let off = (i as usize % events_in_source) * words;
         let sample = publisher.loan_slice_uninit(words)?;
