@@ -207,11 +207,19 @@ pub type Result<T, E = DriverError> = std::result::Result<T, E>;
 
 /// A configured, opened device that produces events. One per Importer process.
 pub trait Source: Send {
+    /// The device this is and the records it writes per event (fixed once configured): the
+    /// two facts every driver holds from its `open`, given by one method.
+    fn described(&self) -> (&DeviceInfo, &EventLayout);
+
     /// The device this is.
-    fn info(&self) -> &DeviceInfo;
+    fn info(&self) -> &DeviceInfo {
+        self.described().0
+    }
 
     /// The records this source writes per event, fixed once configured.
-    fn layout(&self) -> &EventLayout;
+    fn layout(&self) -> &EventLayout {
+        self.described().1
+    }
 
     /// Starts acquisition. The default does nothing, for a device that streams as soon as
     /// it is open (a serial counter).

@@ -556,11 +556,8 @@ impl Board {
 }
 
 impl Source for Board {
-    fn info(&self) -> &DeviceInfo {
-        self.mcpha.info()
-    }
-    fn layout(&self) -> &EventLayout {
-        self.mcpha.layout()
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        self.mcpha.described()
     }
     fn start(&mut self) -> Result<()> {
         self.mcpha.start()

@@ -202,12 +202,8 @@ impl CosmicWatch {
 }
 
 impl Source for CosmicWatch {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {

@@ -1016,12 +1016,8 @@ impl<T: UsbTransport> Drs4<T> {
 }
 
 impl<T: UsbTransport> Source for Drs4<T> {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn channel_scales(&self) -> Vec<ChannelScale> {

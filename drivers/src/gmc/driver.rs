@@ -287,12 +287,8 @@ impl Gmc {
 }
 
 impl Source for Gmc {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn start(&mut self) -> Result<()> {

@@ -990,12 +990,8 @@ impl<T: UsbTransport + 'static> Hantek6022<T> {
 }
 
 impl<T: UsbTransport + 'static> Source for Hantek6022<T> {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn channel_scales(&self) -> Vec<ChannelScale> {

@@ -120,12 +120,8 @@ impl LineCounter {
 }
 
 impl Source for LineCounter {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn read_event(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {

@@ -1184,12 +1184,8 @@ impl PicoScope {
 }
 
 impl Source for PicoScope {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn start(&mut self) -> Result<()> {

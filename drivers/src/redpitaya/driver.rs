@@ -841,12 +841,8 @@ pub(crate) fn trace_scales(volts_per_count: f64, negator: [bool; 2]) -> Vec<Chan
 }
 
 impl Source for Mcpha {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn start(&mut self) -> Result<()> {

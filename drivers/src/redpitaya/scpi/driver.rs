@@ -611,12 +611,8 @@ fn not_connected(device: &str) -> DriverError {
 }
 
 impl Source for Scpi {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn layout(&self) -> &EventLayout {
-        &self.layout
+    fn described(&self) -> (&DeviceInfo, &EventLayout) {
+        (&self.info, &self.layout)
     }
 
     fn start(&mut self) -> Result<()> {
