@@ -54,6 +54,24 @@ pub struct DeviceInfo {
     pub usb_id: Option<(u16, u16)>,
 }
 
+impl DeviceInfo {
+    /// A `family` device answering as `model` on the serial port `path`, with the USB ids
+    /// of its adapter where it is one (from sysfs; none for a pty).
+    pub fn on_serial_port(
+        family: Family,
+        model: impl Into<String>,
+        path: &std::path::Path,
+    ) -> Self {
+        DeviceInfo {
+            family,
+            model: model.into(),
+            serial: None,
+            port: path.display().to_string(),
+            usb_id: crate::serial::usb_identity(path).map(|(v, p, _)| (v, p)),
+        }
+    }
+}
+
 /// One field of the records a driver writes: name and numpy type string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldSpec {
@@ -61,6 +79,16 @@ pub struct FieldSpec {
     pub name: String,
     /// numpy type string (e.g. `f4`, `int16`, `u4`).
     pub numpy_type: &'static str,
+}
+
+impl FieldSpec {
+    /// Field `name` of numpy type `numpy_type`.
+    pub fn new(name: impl Into<String>, numpy_type: &'static str) -> Self {
+        FieldSpec {
+            name: name.into(),
+            numpy_type,
+        }
+    }
 }
 
 /// The shape of the events a configured driver writes.
@@ -73,6 +101,20 @@ pub struct EventLayout {
 }
 
 impl EventLayout {
+    /// Events of `records` records of the (name, numpy type) `fields`.
+    pub fn of<N: Into<String>>(
+        fields: impl IntoIterator<Item = (N, &'static str)>,
+        records: usize,
+    ) -> Self {
+        EventLayout {
+            fields: fields
+                .into_iter()
+                .map(|(n, t)| FieldSpec::new(n, t))
+                .collect(),
+            records,
+        }
+    }
+
     /// Bytes one record takes.
     pub fn record_size(&self) -> usize {
         self.fields.iter().map(|f| numpy_size(f.numpy_type)).sum()

@@ -947,22 +947,9 @@ pub(crate) fn sim_error(function: &str, e: std::io::Error) -> WorkerError {
 mod tests {
     use super::*;
     use crate::dtype::Dtype;
-    use daq_drivers::FieldSpec;
 
     fn layout() -> EventLayout {
-        EventLayout {
-            fields: vec![
-                FieldSpec {
-                    name: "chA".into(),
-                    numpy_type: "f4",
-                },
-                FieldSpec {
-                    name: "chB".into(),
-                    numpy_type: "f4",
-                },
-            ],
-            records: 100,
-        }
+        EventLayout::of([("chA", "f4"), ("chB", "f4")], 100)
     }
 
     fn sink(fields: [(&str, &str); 2], data_length: usize) -> BufferShape {

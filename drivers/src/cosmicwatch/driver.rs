@@ -21,9 +21,7 @@ use std::time::Duration;
 use super::protocol::{is_v2_name, parse_v2, parse_v3, V2Line, V3Columns, V3Line};
 use crate::driver::Result;
 use crate::serial::{Backoff, LineUse, PortSettings, SerialLink};
-use crate::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
-};
+use crate::{DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source};
 
 /// Detector version and its columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,23 +131,8 @@ pub fn open(config: CosmicWatchConfig) -> Result<CosmicWatch, DriverError> {
         CosmicWatchVersion::V3X(_) => "CosmicWatch v3X",
     };
     Ok(CosmicWatch {
-        info: DeviceInfo {
-            family: Family::CosmicWatch,
-            model: model.into(),
-            serial: None,
-            port: config.path.display().to_string(),
-            usb_id: crate::serial::usb_identity(&config.path).map(|(v, p, _)| (v, p)),
-        },
-        layout: EventLayout {
-            fields: layout_for(config.version)
-                .into_iter()
-                .map(|(n, t)| FieldSpec {
-                    name: n.into(),
-                    numpy_type: t,
-                })
-                .collect(),
-            records: 1,
-        },
+        info: DeviceInfo::on_serial_port(Family::CosmicWatch, model, &config.path),
+        layout: EventLayout::of(layout_for(config.version), 1),
         name: None,
         housekeeping: String::with_capacity(HK_CAPACITY),
         last_event: None,

@@ -26,8 +26,8 @@ use super::calibration::Drs4Calibration;
 use super::eeprom::{self, EepromError, EepromHeader, EepromLayout};
 use super::protocol::*;
 use crate::driver::{
-    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
-    Result, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Result,
+    Source,
 };
 use crate::usb::{RetryPacing, RusbBus, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -106,22 +106,11 @@ impl Drs4Config {
     /// and `t` (`f4` ns) with the time axis, 1024 of them. Known without the board.
     pub fn layout(&self) -> EventLayout {
         let sample = if self.counts { "i2" } else { "f4" };
-        let mut fields: Vec<FieldSpec> = (1..=4)
-            .map(|c| FieldSpec {
-                name: format!("ch{c}"),
-                numpy_type: sample,
-            })
-            .collect();
-        if self.time_axis {
-            fields.push(FieldSpec {
-                name: "t".into(),
-                numpy_type: "f4",
-            });
-        }
-        EventLayout {
-            fields,
-            records: CELLS,
-        }
+        let time = self.time_axis.then(|| ("t".to_string(), "f4"));
+        EventLayout::of(
+            (1..=4).map(|c| (format!("ch{c}"), sample)).chain(time),
+            CELLS,
+        )
     }
 
     /// With `counts`: how each channel's counts become volts (1/32768 V per count, the

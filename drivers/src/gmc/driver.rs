@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, cmd, CountWidth, GmcError, Version};
 use crate::driver::Result;
 use crate::serial::{Backoff, PortSettings, SerialLink};
-use crate::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
-};
+use crate::{DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source};
 
 /// How counts are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,19 +243,10 @@ pub fn open(config: GmcConfig) -> Result<Gmc, DriverError> {
         .map(|(_, v)| v.clone());
     Ok(Gmc {
         info: DeviceInfo {
-            family: Family::Gmc,
-            model: version.text.clone(),
             serial,
-            port: config.path.display().to_string(),
-            usb_id: crate::serial::usb_identity(&config.path).map(|(v, p, _)| (v, p)),
+            ..DeviceInfo::on_serial_port(Family::Gmc, version.text.clone(), &config.path)
         },
-        layout: EventLayout {
-            fields: vec![FieldSpec {
-                name: field.into(),
-                numpy_type: "u4",
-            }],
-            records: 1,
-        },
+        layout: EventLayout::of([(field, "u4")], 1),
         width,
         version,
         facts,

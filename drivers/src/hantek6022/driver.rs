@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use super::firmware::{upload, FirmwareImage};
 use super::protocol::*;
 use crate::driver::{
-    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
-    Result, Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Result,
+    Source,
 };
 use crate::usb::{RetryPacing, UsbBus, UsbDeviceEntry, UsbError, UsbTransport};
 
@@ -76,15 +76,10 @@ impl HantekConfig {
     /// The records the scope writes per event: `ch1` (and `ch2`) in the sample format,
     /// `samples_per_event` of them. Known without the device.
     pub fn layout(&self) -> EventLayout {
-        EventLayout {
-            fields: (1..=self.channels)
-                .map(|c| FieldSpec {
-                    name: format!("ch{c}"),
-                    numpy_type: self.format.numpy_type(),
-                })
-                .collect(),
-            records: self.samples_per_event,
-        }
+        EventLayout::of(
+            (1..=self.channels).map(|c| (format!("ch{c}"), self.format.numpy_type())),
+            self.samples_per_event,
+        )
     }
 
     /// How each channel's integer samples become volts (as [`raw_to_volts`] does, with the

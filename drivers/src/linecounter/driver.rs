@@ -13,9 +13,7 @@ use std::time::Duration;
 use super::protocol::{parse_gc10, parse_mightyohm, LineGrammar, MightyOhmLine};
 use crate::driver::Result;
 use crate::serial::{Backoff, LineUse, PortSettings, SerialLink};
-use crate::{
-    DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome, Source,
-};
+use crate::{DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source};
 
 /// Which line format the counter prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,23 +87,8 @@ pub fn open(config: LineCounterConfig) -> Result<LineCounter, DriverError> {
     })?;
     link.set_backoff(config.backoff);
     Ok(LineCounter {
-        info: DeviceInfo {
-            family: Family::LineCounter,
-            model: model.into(),
-            serial: None,
-            usb_id: crate::serial::usb_identity(&config.path).map(|(v, p, _)| (v, p)),
-            port: device,
-        },
-        layout: EventLayout {
-            fields: fields
-                .into_iter()
-                .map(|(n, t)| FieldSpec {
-                    name: n.into(),
-                    numpy_type: t,
-                })
-                .collect(),
-            records: 1,
-        },
+        info: DeviceInfo::on_serial_port(Family::LineCounter, model, &config.path),
+        layout: EventLayout::of(fields, 1),
         banner_seen: false,
         link,
         cfg: config,

@@ -422,24 +422,19 @@ impl PicoScopeConfig {
     /// `f4` (volts, millivolts) or `i2` (ADC counts), then `D0_7` / `D8_15` (`u1`) of the
     /// enabled digital ports. Known without the device.
     pub fn layout(&self) -> crate::EventLayout {
+        let sample = match self.format {
+            SampleFormat::Volts | SampleFormat::Millivolts => "f4",
+            SampleFormat::Raw => "i2",
+        };
         let analogue = self
             .enabled_channels()
             .into_iter()
-            .map(|c| crate::FieldSpec {
-                name: format!("ch{}", channel_letter(c)),
-                numpy_type: match self.format {
-                    SampleFormat::Volts | SampleFormat::Millivolts => "f4",
-                    SampleFormat::Raw => "i2",
-                },
-            });
-        let digital = self.enabled_ports().into_iter().map(|p| crate::FieldSpec {
-            name: p.field().to_string(),
-            numpy_type: "u1",
-        });
-        crate::EventLayout {
-            fields: analogue.chain(digital).collect(),
-            records: self.records(),
-        }
+            .map(|c| (format!("ch{}", channel_letter(c)), sample));
+        let digital = self
+            .enabled_ports()
+            .into_iter()
+            .map(|p| (p.field().to_string(), "u1"));
+        crate::EventLayout::of(analogue.chain(digital), self.records())
     }
 
     /// What the configured `model` lacks for this setup (family, channels, ranges, digital

@@ -29,8 +29,7 @@ use super::protocol::{
 use crate::driver::Result;
 use crate::serial::Backoff;
 use crate::{
-    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
-    Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source,
 };
 
 /// How traces are taken.
@@ -269,24 +268,20 @@ impl McphaConfig {
 
     /// The record layout events have in this mode.
     pub fn layout(&self) -> EventLayout {
-        let f = |name: &str, t: &'static str| FieldSpec {
-            name: name.into(),
-            numpy_type: t,
-        };
         match self.mode {
-            McphaMode::Traces(_) => EventLayout {
-                fields: vec![f("IN1", "int16"), f("IN2", "int16")],
-                records: self.scope.samples as usize,
-            },
-            McphaMode::Histogram { .. } => EventLayout {
-                fields: vec![
-                    f("IN1", "uint32"),
-                    f("IN2", "uint32"),
-                    f("live_IN1", "float64"),
-                    f("live_IN2", "float64"),
+            McphaMode::Traces(_) => EventLayout::of(
+                [("IN1", "int16"), ("IN2", "int16")],
+                self.scope.samples as usize,
+            ),
+            McphaMode::Histogram { .. } => EventLayout::of(
+                [
+                    ("IN1", "uint32"),
+                    ("IN2", "uint32"),
+                    ("live_IN1", "float64"),
+                    ("live_IN2", "float64"),
                 ],
-                records: HIST_BINS,
-            },
+                HIST_BINS,
+            ),
         }
     }
 

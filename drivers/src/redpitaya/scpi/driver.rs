@@ -23,8 +23,7 @@ use crate::driver::Result;
 use crate::redpitaya::protocol::{Input, Slope, SAMPLE_BYTES};
 use crate::redpitaya::{resolve, ScopeConfig};
 use crate::{
-    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, FieldSpec, ReadOutcome,
-    Source,
+    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source,
 };
 
 /// Settings of a board read over SCPI (setup keys map onto these fields).
@@ -114,14 +113,10 @@ impl ScpiConfig {
 
     /// The records of an event.
     pub fn layout(&self) -> EventLayout {
-        let f = |name: &str| FieldSpec {
-            name: name.into(),
-            numpy_type: "int16",
-        };
-        EventLayout {
-            fields: vec![f("IN1"), f("IN2")],
-            records: self.scope.samples as usize,
-        }
+        EventLayout::of(
+            [("IN1", "int16"), ("IN2", "int16")],
+            self.scope.samples as usize,
+        )
     }
 }
 
