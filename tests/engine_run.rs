@@ -417,14 +417,10 @@ fn workers_exit_and_clean_up_when_the_supervisor_is_killed() {
     );
 }
 
-/// A supervisor killed outright (SIGKILL, the OOM killer, a power cut) alerts nothing: it is
-/// gone. The next run in the same target directory (systemd starts it again 10 s later, or
-/// the machine's boot does) recovers it and alerts that, with how long it ran and what was
-/// kept; before, it started quietly and the week's gap showed only in the files.
-#[test]
-fn a_killed_run_is_alerted_by_the_next_run_in_its_target() {
-    let text = alerting(&setup(1_000_000_000, 1, 1));
-    let (dir, mut child, run) = running("killed-alert", &text);
+/// Setup `text` run in a new `tag` directory until it has written stats, then its supervisor
+/// killed outright (SIGKILL) and every worker gone: the directory and the run left unfinished.
+fn killed_run(tag: &str, text: &str) -> (Dir, PathBuf) {
+    let (dir, mut child, run) = running(tag, text);
     wait_until("a stats line", Duration::from_secs(30), || {
         std::fs::read_to_string(run.join("stats.jsonl")).is_ok_and(|t| t.lines().count() >= 2)
     });
@@ -434,6 +430,17 @@ fn a_killed_run_is_alerted_by_the_next_run_in_its_target() {
     wait_until("every worker to exit", Duration::from_secs(30), || {
         processes_with(&needle).is_empty()
     });
+    (dir, run)
+}
+
+/// A supervisor killed outright (SIGKILL, the OOM killer, a power cut) alerts nothing: it is
+/// gone. The next run in the same target directory (systemd starts it again 10 s later, or
+/// the machine's boot does) recovers it and alerts that, with how long it ran and what was
+/// kept; before, it started quietly and the week's gap showed only in the files.
+#[test]
+fn a_killed_run_is_alerted_by_the_next_run_in_its_target() {
+    let text = alerting(&setup(1_000_000_000, 1, 1));
+    let (dir, run) = killed_run("killed-alert", &text);
     let s = dir.write("again.yaml", &alerting(&setup(100, 1, 1)));
     let (code, out) = finish_within(start(&dir, &s, &[]), LONG);
     assert_eq!(code, 0, "{out}");
@@ -453,6 +460,68 @@ fn a_killed_run_is_alerted_by_the_next_run_in_its_target() {
     let newer = runs.iter().find(|r| **r != run).expect("the second run");
     let log = std::fs::read_to_string(newer.join("daq-engine.log")).unwrap();
     assert!(log.contains("the run ended without its summary"), "{log}");
+}
+
+/// A run that cannot start at all, as systemd would start it again and again: with a disk
+/// at its reserve, or a web page whose port another program holds. Under a service manager
+/// the start is retried five times and given up; before, nothing was alerted (and a killed
+/// run recovered by the refused start was not alerted either), so a week could pass with
+/// the service dead and nobody told. Now each refusal is alerted with why, the killed run
+/// with it, and the command is waited for before the exit.
+#[test]
+fn a_refused_start_is_alerted_with_the_killed_run_it_found() {
+    let text = alerting(&setup(1_000_000_000, 1, 1));
+    let (dir, run) = killed_run("refused-alert", &text);
+
+    // The disk: refused before anything is written, the killed run named (not recovered).
+    let full = text.replace(
+        "stats_interval: 0.2\n",
+        "stats_interval: 0.2\n  disk_reserve_mb: 1.0e12\n",
+    );
+    assert!(full.contains("disk_reserve_mb"), "{full}");
+    let s = dir.write("full.yaml", &full);
+    let (code, out) = finish_within(start(&dir, &s, &[]), LONG);
+    assert_eq!(code, 2, "{out}");
+    let (refused, said) = alerts_of(&dir, "run_refused");
+    assert_eq!(refused.len(), 1, "{said}\n{out}");
+    let name = run.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        refused[0].starts_with(&format!(
+            "run_refused|the run of {} could not start: target_directory ",
+            s.display()
+        )) && refused[0].contains("options.disk_reserve_mb")
+            && refused[0].contains("1 earlier run(s) here ended without a summary")
+            && refused[0].contains(&name),
+        "{said}"
+    );
+    assert!(alerts_of(&dir, "run_killed").0.is_empty(), "{said}");
+    assert!(
+        !run.join("summary.json").exists(),
+        "not recovered on a full disk"
+    );
+
+    // The web page's port taken: refused after the recovery, which is alerted with it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let s = dir.write("again.yaml", &text);
+    let (code, out) = finish_within(start(&dir, &s, &["--http", &addr]), LONG);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(summary(&run)["stopped_by"], "killed");
+    let (killed, said) = alerts_of(&dir, "run_killed");
+    assert_eq!(killed.len(), 1, "{said}\n{out}");
+    assert!(
+        killed[0].contains("; recovered at the next run's start: "),
+        "{said}"
+    );
+    let (refused, said) = alerts_of(&dir, "run_refused");
+    assert_eq!(refused.len(), 2, "{said}\n{out}");
+    assert!(
+        refused[1].starts_with(&format!(
+            "run_refused|the run of {} could not start: --http {addr}: ",
+            s.display()
+        )),
+        "{said}"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::check::{load, user_libraries};
 use super::exit;
-use super::recover::recover_unfinished;
+use super::recover::{recover_unfinished, Unfinished};
 use super::RunArgs;
 use crate::engine::{make_locked_run_dir, plan_of, terminal, Progress, RunOptions, Supervisor};
 use crate::setup;
@@ -21,13 +21,28 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         eprintln!("daq-engine: {e}");
         return exit::BAD_INPUT;
     }
+    let target = args
+        .target_directory
+        .clone()
+        .unwrap_or_else(|| setup.target_directory.clone());
+    // From here on a run that cannot start is alerted: under a service manager nobody sees
+    // the start being tried again and given up.
+    let alert_command = setup.options.alert_command.clone();
+    let refuse = |why: &str, recovered: Option<Unfinished>, code: i32| {
+        refused(
+            alert_command.as_deref(),
+            path,
+            &target,
+            why,
+            recovered,
+            code,
+        )
+    };
     let registry = match user_libraries(&setup, registry) {
         Ok(r) => r,
         Err(errors) => {
-            for e in errors {
-                eprintln!("daq-engine: {e}");
-            }
-            return exit::BAD_INPUT;
+            let why: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return refuse(&why.join("\n"), None, exit::BAD_INPUT);
         }
     };
     let registry = &registry;
@@ -41,23 +56,29 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             }
         }
     }
-    let target = args
-        .target_directory
-        .clone()
-        .unwrap_or_else(|| setup.target_directory.clone());
-    if let Some(why) = super::check::disk_problem(&target, setup.options.disk_reserve_mb) {
-        eprintln!("daq-engine: {why}");
-        return exit::BAD_INPUT;
+    if let Some(mut why) = super::check::disk_problem(&target, setup.options.disk_reserve_mb) {
+        // Not recovered on a disk this full: said, so that a killed run is not forgotten.
+        let unfinished = crate::export::recover::unfinished_runs(&target);
+        if !unfinished.is_empty() {
+            why.push_str(&format!(
+                "; {} earlier run(s) here ended without a summary and are recovered by the \
+                 next run that starts: {}",
+                unfinished.len(),
+                unfinished
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        return refuse(&why, None, exit::BAD_INPUT);
     }
     let recovering = recover_unfinished(&target);
     let (run_dir, run_id, _run_lock) = match make_locked_run_dir(&target) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!(
-                "daq-engine: cannot make a run directory in {}: {e}",
-                target.display()
-            );
-            return exit::FAILED;
+            let why = format!("cannot make a run directory in {}: {e}", target.display());
+            return refuse(&why, Some(recovering), exit::FAILED);
         }
     };
     crate::engine::init_log(&crate::run_dir::log_path(&run_dir));
@@ -76,8 +97,8 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     ];
     for (name, text) in writes {
         if let Err(e) = std::fs::write(run_dir.join(name), text) {
-            eprintln!("daq-engine: {}: {e}", run_dir.join(name).display());
-            return exit::FAILED;
+            let why = format!("{}: {e}", run_dir.join(name).display());
+            return refuse(&why, Some(recovering), exit::FAILED);
         }
     }
     let mut watchers = crate::monitor::Watchers::new();
@@ -93,9 +114,12 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 watchers.push(Box::new(w));
             }
             Err(e) => {
-                eprintln!("daq-engine: --http {addr}: {e}");
                 let _ = std::fs::remove_dir_all(&run_dir);
-                return exit::BAD_INPUT;
+                return refuse(
+                    &format!("--http {addr}: {e}"),
+                    Some(recovering),
+                    exit::BAD_INPUT,
+                );
             }
         }
     }
@@ -126,8 +150,8 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("daq-engine: cannot find my own executable to start workers: {e}");
-            return exit::FAILED;
+            let why = format!("cannot find my own executable to start workers: {e}");
+            return refuse(&why, Some(recovering), exit::FAILED);
         }
     };
     let plan = plan_of(&setup, &run_dir, &run_id);
@@ -140,10 +164,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         },
     ) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("daq-engine: {e}");
-            return exit::FAILED;
-        }
+        Err(e) => return refuse(&e.to_string(), Some(recovering), exit::FAILED),
     };
     // An earlier run here that was killed could not alert its own end: this run does.
     for (dir, text) in &recovering.killed {
@@ -287,6 +308,44 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     terminal::drain(std::time::Duration::from_secs(5));
     tracing::info!("run ended with exit code {}", summary.exit_code);
     summary.exit_code
+}
+
+/// The run of `path` cannot start: says `why` on stderr and, with `options.alert_command`,
+/// alerts it (`run_refused`, `DAQ_RUN_DIR` the target directory) and each killed run
+/// `recovered` for it (`run_killed`, which the run would have sent), waiting for the
+/// commands (at most [`alert::TIMEOUT`](crate::engine::alert::TIMEOUT)) and for the
+/// compression of the recovered files. Under a service manager a refused start is tried
+/// again a few times and then given up: without the alert nobody away would know. Returns
+/// `code`.
+fn refused(
+    alert_command: Option<&str>,
+    path: &Path,
+    target: &Path,
+    why: &str,
+    recovered: Option<Unfinished>,
+    code: i32,
+) -> i32 {
+    use crate::engine::alert::{Alerts, Kind, TIMEOUT};
+    eprintln!("daq-engine: {why}");
+    let (killed, compressing) = recovered
+        .map(|r| (r.killed, r.compressing))
+        .unwrap_or_default();
+    if alert_command.is_some() {
+        let mut alerts = Alerts::before_run(alert_command.map(str::to_string), target);
+        for (dir, text) in &killed {
+            alerts.raise(Kind::RunKilled, &dir.display().to_string(), text);
+        }
+        let reason = why.strip_prefix("error: ").unwrap_or(why);
+        let text = format!("the run of {} could not start: {reason}", path.display());
+        alerts.raise(Kind::RunRefused, &path.display().to_string(), &text);
+        alerts.finish(TIMEOUT);
+    }
+    // Cut short, it would leave a partial file beside the recovered one for good.
+    if let Some(t) = compressing.filter(|t| !t.is_finished()) {
+        eprintln!("daq-engine: waiting for the compression of a recovered run's files");
+        let _ = t.join();
+    }
+    code
 }
 
 /// Writes summary.json. A disk that is full may be full for a moment only, as when another

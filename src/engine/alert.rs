@@ -1,17 +1,20 @@
 //! Alerts: the setup's `options.alert_command`, run through `sh -c` when a warning starts
 //! (device gone, buffer full, events lost, worker failed or restarted, disk low), when
-//! the run ends unless a person stopped it, and at its start for each earlier run in its
-//! target directory that was killed (recovered then), with the warning in the environment:
+//! the run ends unless a person stopped it, at its start for each earlier run in its
+//! target directory that was killed (recovered then), and when the run cannot start at all
+//! (under a service manager it is tried again and then given up: nobody would see it), with
+//! the warning in the environment:
 //!
 //! | variable | what |
 //! |---|---|
-//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_ended`, `run_killed` |
-//! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk, run end; the killed run's for `run_killed`) |
+//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_ended`, `run_killed`, `run_refused` |
+//! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk, run end; the killed run's for `run_killed`; the setup file for `run_refused`) |
 //! | `DAQ_ALERT_TEXT` | the warning as the log says it |
-//! | `DAQ_RUN_DIR` | the run directory |
+//! | `DAQ_RUN_DIR` | the run directory (the target directory when a refused run has none) |
 //!
 //! Guarantees: the run never waits for a command. It is spawned (its own process group,
-//! stdin closed, output appended to `alerts.log` in the run directory), reaped from the
+//! stdin closed, output appended to `alerts.log` in the run directory, or to the supervisor's
+//! stderr before there is one), reaped from the
 //! supervisor's loop, and killed with its whole group after [`TIMEOUT`]; a command that
 //! cannot start, fails or is killed is logged. The same kind and subject alert at most once
 //! per [`REPEAT_AFTER`], and no more than [`MAX_RUNNING`] commands run at once (further
@@ -20,6 +23,7 @@
 //! fail or slow the run.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,6 +64,9 @@ pub enum Kind {
     /// supervisor was killed, or the machine stopped) and was recovered at this run's start:
     /// nothing could alert its end.
     RunKilled,
+    /// The run could not start (the disk reserve, the run directory, the web page's
+    /// address, the buffers, the workers): the command is waited for before the exit.
+    RunRefused,
     /// A try of the command from `daq-engine check --test-alert`; no run.
     Test,
 }
@@ -77,6 +84,7 @@ impl Kind {
             Kind::DiskFull => "disk_full",
             Kind::RunEnded => "run_ended",
             Kind::RunKilled => "run_killed",
+            Kind::RunRefused => "run_refused",
             Kind::Test => "test",
         }
     }
@@ -177,6 +185,10 @@ pub struct Alerts {
     /// `options.alert_command`; `None`: alerts only go to the log.
     command: Option<String>,
     run_dir: PathBuf,
+    /// Whether `run_dir` is the run's own directory, where the commands' output goes to
+    /// `alerts.log` and what goes wrong with them to the run's log; before there is one
+    /// (a refused start), both go to stderr.
+    in_run_dir: bool,
     /// When each (kind, subject) last ran its command.
     last: BTreeMap<(Kind, String), Instant>,
     /// Conditions that hold now (see [`Alerts::condition`]).
@@ -190,9 +202,29 @@ impl Alerts {
         Alerts {
             command,
             run_dir: run_dir.to_path_buf(),
+            in_run_dir: true,
             last: BTreeMap::new(),
             holding: BTreeMap::new(),
             running: Vec::new(),
+        }
+    }
+
+    /// Alerts of a run refused before its run directory was made (`DAQ_RUN_DIR` is the
+    /// target directory): the commands' output and failures go to stderr (the journal under
+    /// a service manager).
+    pub fn before_run(command: Option<String>, target: &Path) -> Alerts {
+        Alerts {
+            in_run_dir: false,
+            ..Alerts::new(command, target)
+        }
+    }
+
+    /// A problem with an alert command, for the run's log (or stderr before the run).
+    fn note(&self, text: &str) {
+        if self.in_run_dir {
+            tracing::warn!("{text}");
+        } else {
+            eprintln!("daq-engine: {text}");
         }
     }
 
@@ -222,13 +254,20 @@ impl Alerts {
             return false;
         }
         self.last.insert(key, now);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.run_dir.join("alerts.log"));
-        let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
-            Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
-            Err(_) => (Stdio::null(), Stdio::null()),
+        let (out, err) = if self.in_run_dir {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.run_dir.join("alerts.log"));
+            match log.and_then(|f| Ok((f.try_clone()?, f))) {
+                Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
+                Err(_) => (Stdio::null(), Stdio::null()),
+            }
+        } else {
+            // Its stdout onto stderr too: with the supervisor's words in the journal, and
+            // not taken for the command line's output.
+            let out = std::io::stderr().as_fd().try_clone_to_owned();
+            (out.map_or(Stdio::null(), Stdio::from), Stdio::inherit())
         };
         let Some(command) = &self.command else {
             return false;
@@ -248,7 +287,9 @@ impl Alerts {
                 true
             }
             Err(e) => {
-                tracing::warn!("alert {what}: cannot start `sh -c` for alert_command: {e}");
+                self.note(&format!(
+                    "alert {what}: cannot start `sh -c` for alert_command: {e}"
+                ));
                 false
             }
         }
@@ -269,32 +310,44 @@ impl Alerts {
     /// from the supervisor's loop.
     pub fn reap(&mut self) {
         let now = Instant::now();
+        let mut notes = Vec::new();
         self.running.retain_mut(|r| match r.child.try_wait() {
             Ok(Some(st)) => {
                 if !st.success() {
-                    tracing::warn!(
-                        "alert {}: alert_command {} (its output is in alerts.log)",
+                    notes.push(format!(
+                        "alert {}: alert_command {}{}",
                         r.what,
-                        super::supervisor::describe(st)
-                    );
+                        super::supervisor::describe(st),
+                        if self.in_run_dir {
+                            " (its output is in alerts.log)"
+                        } else {
+                            ""
+                        }
+                    ));
                 }
                 false
             }
             Ok(None) if now.duration_since(r.started) >= TIMEOUT => {
                 kill_group(&mut r.child);
-                tracing::warn!(
+                notes.push(format!(
                     "alert {}: alert_command still ran after {} s: killed",
                     r.what,
                     TIMEOUT.as_secs()
-                );
+                ));
                 false
             }
             Ok(None) => true,
             Err(e) => {
-                tracing::warn!("alert {}: cannot wait for alert_command: {e}", r.what);
+                notes.push(format!(
+                    "alert {}: cannot wait for alert_command: {e}",
+                    r.what
+                ));
                 false
             }
         });
+        for n in notes {
+            self.note(&n);
+        }
     }
 
     /// The run ends: commands still running get a last chance to finish (at most `grace`:
@@ -305,14 +358,13 @@ impl Alerts {
             self.reap();
             std::thread::sleep(Duration::from_millis(20));
         }
-        for r in &mut self.running {
+        for mut r in std::mem::take(&mut self.running) {
             kill_group(&mut r.child);
-            tracing::warn!(
+            self.note(&format!(
                 "alert {}: alert_command still ran when the run ended: killed",
                 r.what
-            );
+            ));
         }
-        self.running.clear();
     }
 }
 
