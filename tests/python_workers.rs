@@ -505,6 +505,66 @@ fn an_exception_fails_the_worker_with_its_traceback_in_the_log_and_on_the_termin
     }
 }
 
+const PRINTING: &str = r#"
+import os
+import mimocorb2 as mi2
+
+def chatty(buffer_io):
+    flt = mi2.Filter(buffer_io)
+    seen = [0]
+
+    def ufunc(data):
+        seen[0] += 1
+        print("chatty saw event", seen[0])
+        if seen[0] == 5:
+            print("chatty leaves without a flush")
+            os._exit(3)
+        return True
+
+    flt(ufunc)
+"#;
+
+/// A worker's prints (mimoCoRB2's workers print as they please) go where its messages go,
+/// never onto stdout: under the dashboard stdout is the screen it draws, and the prints
+/// scribbled over it (only stderr went to console.log). Each line as it is printed: held in
+/// Python's 8 KiB block, the prints of a worker that dies were lost.
+#[test]
+fn a_workers_prints_go_with_its_messages_a_line_at_a_time() {
+    let d = dir("prints");
+    std::fs::write(d.join("failing.py"), FAILING).unwrap();
+    std::fs::write(d.join("printing.py"), PRINTING).unwrap();
+    let setup = failing_setup(false, "never").replace(
+        "    file: failing.py\n    function: fragile",
+        "    file: printing.py\n    function: chatty",
+    );
+    assert!(setup.contains("chatty"), "{setup}");
+    std::fs::write(d.join("setup.yaml"), setup).unwrap();
+    // As on a lab machine (this one may set it for its own tools).
+    let out = Command::new(EXE)
+        .env("VIRTUAL_ENV", venv())
+        .env_remove("PYTHONUNBUFFERED")
+        .args(["setup.yaml", "--no-tui"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("chatty"), "on stdout:\n{stdout}");
+    for n in 1..=5 {
+        assert!(
+            stderr.contains(&format!("chatty saw event {n}\n")),
+            "{n}:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("chatty leaves without a flush\n"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_failed_python_worker_restarts_and_the_run_finishes() {
     let (_, r) = run_workers(

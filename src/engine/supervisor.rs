@@ -25,6 +25,7 @@ use crate::run_dir::{
 use crate::runtime::ring_name;
 use crate::shm::{places, ShmPlace};
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -668,6 +669,12 @@ impl Supervisor {
             .env_remove(super::notify::SOCKET_VAR)
             .stdin(Stdio::null())
             .process_group(0);
+        // What a worker prints (a Python worker's `print`) goes where its messages go: under
+        // the dashboard into console.log, not over the screen the dashboard draws on stdout;
+        // otherwise the terminal or the journal, as before.
+        if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
+            cmd.stdout(Stdio::from(err));
+        }
         // A worker starts with the pause signal blocked and unblocks it once its handler is
         // in place (`runtime::install_signals`): a pause sent while it is still starting
         // waits for it instead of killing it (the default action of a real-time signal).

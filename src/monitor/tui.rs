@@ -8,8 +8,11 @@
 //!   the run's end, an error, a drop, and a panic (a hook restores it before the message).
 //! - While the dashboard is up, the process's stderr (the supervisor's messages, the
 //!   workers' stderr) goes to `console.log` in the run directory instead of scribbling over
-//!   the screen; its latest lines are shown in the dashboard and it is replayed on the
-//!   terminal when the dashboard closes.
+//!   the screen (the workers' stdout too: a worker's prints go with its messages); its
+//!   latest lines are shown in the dashboard and its last 40 replayed on the terminal when
+//!   the dashboard closes. Past [`CONSOLE_MAX`] its last [`CONSOLE_KEEP`] go to
+//!   `console.log.1` and it starts again, saying so: a worker printing every event for a
+//!   week would otherwise fill the disk and stop the run.
 //! - When the terminal goes away (SIGHUP, or reading keys or drawing fails) the dashboard
 //!   stops drawing and the run stops (drains) as for a SIGHUP, `stopped_by: hung_up`,
 //!   whichever of them is noticed first.
@@ -41,6 +44,71 @@ static RAW: AtomicBool = AtomicBool::new(false);
 /// A copy of the real stderr while it points at console.log; -1 otherwise.
 static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
 static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// console.log is cut past this size ([`bound_console`]).
+pub const CONSOLE_MAX: u64 = 64 << 20;
+/// What is kept of it then, in console.log.1.
+pub const CONSOLE_KEEP: u64 = 1 << 20;
+
+/// The last `n` bytes of the file at `path` (all of it when shorter), as text; a line cut
+/// at the front is dropped. Reads only those bytes, however large the file.
+fn tail(path: &Path, n: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let from = len.saturating_sub(n);
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut bytes = Vec::new();
+    f.take(n).read_to_end(&mut bytes).ok()?;
+    if from > 0 {
+        let start = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.drain(..start);
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// When the file at `path` (console.log) is larger than `max`: its last `keep` bytes (from
+/// a line's start) replace `<path>.1`, and it is emptied, with a first line saying what was
+/// dropped (all of it when `<path>.1` cannot be written: the space is the run's). Everything
+/// writing to it holds it with `O_APPEND` and writes on at its new end. Returns the bytes
+/// dropped, or `None` when it was not larger.
+pub fn bound_console(path: &Path, max: u64, keep: u64) -> std::io::Result<Option<u64>> {
+    let len = std::fs::metadata(path)?.len();
+    if len <= max {
+        return Ok(None);
+    }
+    let kept = tail(path, keep).unwrap_or_default();
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    let saved = crate::fsio::write_atomic(Path::new(&old), kept.as_bytes());
+    let f = std::fs::OpenOptions::new().append(true).open(path)?;
+    f.set_len(0)?;
+    let mb = |b: u64| b as f64 / 1e6;
+    let said = match saved {
+        Ok(()) => {
+            let dropped = len - kept.len() as u64;
+            let _ = writeln!(
+                &f,
+                "daq-engine: console.log had {:.1} MB: its last {} kB are in console.log.1, \
+                 the {:.1} MB before them were dropped",
+                mb(len),
+                kept.len() / 1000,
+                mb(dropped)
+            );
+            dropped
+        }
+        Err(e) => {
+            let _ = writeln!(
+                &f,
+                "daq-engine: console.log had {:.1} MB, dropped: console.log.1 could not be \
+                 written ({e})",
+                mb(len)
+            );
+            len
+        }
+    };
+    Ok(Some(said))
+}
 
 /// Least time between two redraws.
 const FRAME: Duration = Duration::from_millis(250);
@@ -214,7 +282,7 @@ impl Tui {
             }
             restore_terminal();
             // What went to stderr while the dashboard was up, for the scrollback.
-            if let Ok(text) = std::fs::read_to_string(&self.console) {
+            if let Some(text) = tail(&self.console, 64 * 1024) {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.contains('\x1b')).collect();
                 let from = lines.len().saturating_sub(40);
                 // Not eprintln!: the terminal may be gone, and that must not panic.
@@ -258,6 +326,8 @@ struct Dashboard {
     console: PathBuf,
     console_tail: Vec<String>,
     console_len: u64,
+    /// Cutting console.log failed once: not tried again (and not warned every frame).
+    console_uncut: bool,
     histogram: usize,
     trace: usize,
     note: String,
@@ -271,6 +341,7 @@ impl Dashboard {
             console,
             console_tail: Vec::new(),
             console_len: 0,
+            console_uncut: false,
             histogram: 0,
             trace: 0,
             note: String::new(),
@@ -411,16 +482,20 @@ impl Dashboard {
         }
     }
 
-    /// Keeps the last few readable lines of console.log.
+    /// Keeps the last few readable lines of console.log (cut when it grew too large).
     fn read_console(&mut self) {
         let len = std::fs::metadata(&self.console).map_or(0, |m| m.len());
         if len == self.console_len {
             return;
         }
+        if len > CONSOLE_MAX && !self.console_uncut {
+            if let Err(e) = bound_console(&self.console, CONSOLE_MAX, CONSOLE_KEEP) {
+                tracing::warn!("cannot cut {}: {e}; it grows on", self.console.display());
+                self.console_uncut = true;
+            }
+        }
         self.console_len = len;
-        if let Ok(text) = std::fs::read(&self.console) {
-            let start = text.len().saturating_sub(8192);
-            let text = String::from_utf8_lossy(&text[start..]);
+        if let Some(text) = tail(&self.console, 8192) {
             self.console_tail = text
                 .lines()
                 .map(|l| l.rsplit('\r').next().unwrap_or(l))
@@ -769,6 +844,64 @@ fn rebinned(h: &HistogramFile, width: usize) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A console.log grown past its bound by a writer that keeps writing (as every worker
+    /// holds it, `O_APPEND`): its last lines are kept in console.log.1, it starts again with
+    /// a line saying what was dropped, and the writer's next line follows that line (no
+    /// hole, nothing of it lost).
+    #[test]
+    fn console_log_past_its_bound_keeps_its_end_and_writers_go_on() {
+        let dir = std::env::temp_dir().join(format!("daq-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("console.log");
+        let _ = std::fs::remove_file(&path);
+        let mut writer = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut all = String::new();
+        for i in 0..1000 {
+            let line = format!("worker printed line {i}\n");
+            writer.write_all(line.as_bytes()).unwrap();
+            all.push_str(&line);
+        }
+        assert_eq!(bound_console(&path, 1 << 20, 100).unwrap(), None);
+        let dropped = bound_console(&path, 1000, 100).unwrap().unwrap();
+        let kept = std::fs::read_to_string(dir.join("console.log.1")).unwrap();
+        assert!(
+            all.ends_with(&kept) && kept.starts_with("worker printed line 99"),
+            "{kept}"
+        );
+        assert!(kept.len() <= 100, "{kept}");
+        assert_eq!(dropped, (all.len() - kept.len()) as u64);
+        writer.write_all(b"worker printed line 1000\n").unwrap();
+        let now = std::fs::read_to_string(&path).unwrap();
+        let mut lines = now.lines();
+        let note = lines.next().unwrap();
+        assert!(
+            note.starts_with(
+                "daq-engine: console.log had 0.0 MB: its last 0 kB are in console.log.1"
+            ),
+            "{now}"
+        );
+        assert_eq!(
+            lines.collect::<Vec<_>>(),
+            ["worker printed line 1000"],
+            "{now:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tail_reads_whole_lines_of_the_end() {
+        let path = std::env::temp_dir().join(format!("daq-tail-{}", std::process::id()));
+        std::fs::write(&path, "aaa\nbbb\nccc\n").unwrap();
+        assert_eq!(tail(&path, 10).unwrap(), "bbb\nccc\n");
+        assert_eq!(tail(&path, 100).unwrap(), "aaa\nbbb\nccc\n");
+        assert_eq!(tail(&path, 3).unwrap(), "");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn rebinning_keeps_every_count() {

@@ -100,6 +100,13 @@ fn start(venv: Option<&Path>) -> Result<(), StartError> {
                 })?;
         }
         let _ = sys.setattr("argv", PyList::new(py, ["daq-engine"]).ok());
+        // stdout is a file or the journal, not a terminal: Python would hold a worker's
+        // prints in blocks of 8 KiB (and lose them when the worker dies). A line at a time.
+        let kwargs = pyo3::types::PyDict::new(py);
+        let _ = kwargs.set_item("line_buffering", true);
+        let _ = sys
+            .getattr("stdout")
+            .and_then(|o| o.call_method("reconfigure", (), Some(&kwargs)));
         for (name, code) in [("daq_engine", TEMPLATES), ("mimocorb2", MIMOCORB2)] {
             let m = module_from(py, name, code).map_err(|e| {
                 // A package missing for daq-engine's own modules (numpy): the traceback
