@@ -5,6 +5,19 @@
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// The last `n` bytes of the file at `path` (all of it when shorter), reading only those
+/// however large the file, and whether it has more before them.
+pub fn tail(path: &Path, n: u64) -> Option<(Vec<u8>, bool)> {
+    use std::io::{Read, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(n);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(n).read_to_end(&mut buf).ok()?;
+    Some((buf, start > 0))
+}
+
 /// Writes `bytes` to `path` atomically: into `<path>.tmp` in the same directory, synced, then
 /// renamed over `path`. On failure `path` is unchanged (or absent) and the temporary file is
 /// removed: a reader never sees a partly written or 0-byte file.

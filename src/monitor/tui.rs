@@ -53,14 +53,8 @@ pub const CONSOLE_KEEP: u64 = 1 << 20;
 /// The last `n` bytes of the file at `path` (all of it when shorter), as text; a line cut
 /// at the front is dropped. Reads only those bytes, however large the file.
 fn tail(path: &Path, n: u64) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let from = len.saturating_sub(n);
-    f.seek(SeekFrom::Start(from)).ok()?;
-    let mut bytes = Vec::new();
-    f.take(n).read_to_end(&mut bytes).ok()?;
-    if from > 0 {
+    let (mut bytes, cut) = crate::fsio::tail(path, n)?;
+    if cut {
         let start = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
         bytes.drain(..start);
     }

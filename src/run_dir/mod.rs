@@ -272,19 +272,12 @@ impl KafkaCounts {
 /// The last complete line of the statistics file `path` (`stats.jsonl`), read from its end
 /// (at most the last 1 MiB); `None` when there is none yet.
 pub fn last_stats_line(path: &Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    const TAIL: u64 = 1 << 20;
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(TAIL);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(TAIL).read_to_end(&mut buf).ok()?;
+    let (buf, cut) = crate::fsio::tail(path, 1 << 20)?;
     // Only whole lines: the file's last byte is a newline unless a line is being written.
     let end = buf.iter().rposition(|&b| b == b'\n')?;
     let body = &buf[..end];
     let from = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if from == 0 && start > 0 {
+    if from == 0 && cut {
         return None;
     }
     String::from_utf8(body[from..].to_vec()).ok()
