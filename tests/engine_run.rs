@@ -506,6 +506,12 @@ fn a_refused_start_is_alerted_with_the_killed_run_it_found() {
     let s = dir.write("again.yaml", &text);
     let (code, out) = finish_within(start(&dir, &s, &["--http", &addr]), LONG);
     assert_eq!(code, 2, "{out}");
+    // Its own run directory is not left for the next start to take for a killed run.
+    assert_eq!(
+        runs::run_dirs_in(&dir.0.join("runs")),
+        std::slice::from_ref(&run),
+        "{out}"
+    );
     assert_eq!(summary(&run)["stopped_by"], "killed");
     let (killed, said) = alerts_of(&dir, "run_killed");
     assert_eq!(killed.len(), 1, "{said}\n{out}");

@@ -28,7 +28,11 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     // From here on a run that cannot start is alerted: under a service manager nobody sees
     // the start being tried again and given up.
     let alert_command = setup.options.alert_command.clone();
-    let refuse = |why: &str, recovered: Option<Unfinished>, code: i32| {
+    let refuse = |why: &str, recovered: Option<Unfinished>, made: Option<&Path>, code: i32| {
+        if let Some(dir) = made {
+            // Nothing ran in it: left, the next start would take it for a killed run.
+            let _ = std::fs::remove_dir_all(dir);
+        }
         refused(
             alert_command.as_deref(),
             path,
@@ -42,7 +46,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         Ok(r) => r,
         Err(errors) => {
             let why: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            return refuse(&why.join("\n"), None, exit::BAD_INPUT);
+            return refuse(&why.join("\n"), None, None, exit::BAD_INPUT);
         }
     };
     let registry = &registry;
@@ -71,14 +75,14 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                     .join(", ")
             ));
         }
-        return refuse(&why, None, exit::BAD_INPUT);
+        return refuse(&why, None, None, exit::BAD_INPUT);
     }
     let recovering = recover_unfinished(&target);
     let (run_dir, run_id, _run_lock) = match make_locked_run_dir(&target) {
         Ok(x) => x,
         Err(e) => {
             let why = format!("cannot make a run directory in {}: {e}", target.display());
-            return refuse(&why, Some(recovering), exit::FAILED);
+            return refuse(&why, Some(recovering), None, exit::FAILED);
         }
     };
     crate::engine::init_log(&crate::run_dir::log_path(&run_dir));
@@ -98,7 +102,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     for (name, text) in writes {
         if let Err(e) = std::fs::write(run_dir.join(name), text) {
             let why = format!("{}: {e}", run_dir.join(name).display());
-            return refuse(&why, Some(recovering), exit::FAILED);
+            return refuse(&why, Some(recovering), Some(&run_dir), exit::FAILED);
         }
     }
     let mut watchers = crate::monitor::Watchers::new();
@@ -114,12 +118,8 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 watchers.push(Box::new(w));
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&run_dir);
-                return refuse(
-                    &format!("--http {addr}: {e}"),
-                    Some(recovering),
-                    exit::BAD_INPUT,
-                );
+                let why = format!("--http {addr}: {e}");
+                return refuse(&why, Some(recovering), Some(&run_dir), exit::BAD_INPUT);
             }
         }
     }
@@ -151,7 +151,9 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         Ok(e) => e,
         Err(e) => {
             let why = format!("cannot find my own executable to start workers: {e}");
-            return refuse(&why, Some(recovering), exit::FAILED);
+            // The terminal back first: the dashboard sends stderr into the run directory.
+            drop(tui);
+            return refuse(&why, Some(recovering), Some(&run_dir), exit::FAILED);
         }
     };
     let plan = plan_of(&setup, &run_dir, &run_id);
@@ -164,7 +166,15 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         },
     ) {
         Ok(s) => s,
-        Err(e) => return refuse(&e.to_string(), Some(recovering), exit::FAILED),
+        Err(e) => {
+            drop(tui);
+            return refuse(
+                &e.to_string(),
+                Some(recovering),
+                Some(&run_dir),
+                exit::FAILED,
+            );
+        }
     };
     // An earlier run here that was killed could not alert its own end: this run does.
     for (dir, text) in &recovering.killed {
@@ -326,7 +336,9 @@ fn refused(
     code: i32,
 ) -> i32 {
     use crate::engine::alert::{Alerts, Kind, TIMEOUT};
-    eprintln!("daq-engine: {why}");
+    for line in why.lines() {
+        eprintln!("daq-engine: {line}");
+    }
     let (killed, compressing) = recovered
         .map(|r| (r.killed, r.compressing))
         .unwrap_or_default();
