@@ -530,6 +530,61 @@ fn a_refused_start_is_alerted_with_the_killed_run_it_found() {
     );
 }
 
+/// A detector not plugged in when the service starts (after a power cut, before the USB
+/// adapter is up) is refused with the setup, whose check looks for its port: that refusal is
+/// alerted like the others. A person who started the run at a terminal sees the refusal
+/// there and is not alerted.
+#[test]
+fn a_detector_missing_at_the_start_is_alerted_unless_a_person_watches() {
+    let dir = Dir::new("refused-port");
+    let command = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_TEXT" >> alerts.txt"#;
+    let s = dir.write(
+        "counter.yaml",
+        &format!(
+            "target_directory: runs
+options:
+  alert_command: '{command}'
+Buffers:
+  counts: {{slot_count: 16, data_length: 1, data_dtype: {{cps: uint32}}}}
+Workers:
+  counter:
+    function: device.gmc
+    sinks: [counts]
+    config: {{port: /dev/daq-engine-test-no-such-port}}
+  sink:
+    function: bench.sink
+    sources: [counts]
+"
+        ),
+    );
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let at_a_terminal = engine_in(&dir.0, &[s.as_os_str()])
+        .stdin(Stdio::from(pty.slave))
+        .output()
+        .unwrap();
+    let said = stderr(&at_a_terminal);
+    assert_eq!(at_a_terminal.status.code(), Some(2), "{said}");
+    assert!(said.contains("no such serial port"), "{said}");
+    assert!(
+        !dir.0.join("alerts.txt").exists(),
+        "alerted a person at the terminal"
+    );
+    let (code, out) = finish_within(start(&dir, &s, &[]), LONG);
+    assert_eq!(code, 2, "{out}");
+    let (refused, said) = alerts_of(&dir, "run_refused");
+    assert_eq!(refused.len(), 1, "{said}\n{out}");
+    assert!(
+        refused[0].starts_with(&format!(
+            "run_refused|the run of {} could not start: {}:10:20: error: worker 'counter', \
+             config key 'port': /dev/daq-engine-test-no-such-port: no such serial port",
+            s.display(),
+            s.display()
+        )),
+        "{said}"
+    );
+    assert!(!dir.0.join("runs").exists(), "{out}");
+}
+
 #[test]
 fn a_second_sigint_aborts() {
     // A sink that never finishes on its own: the importer keeps producing until stopped,

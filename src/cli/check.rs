@@ -36,10 +36,13 @@ impl crate::worker::Catalog for Simulated<'_> {
     }
 }
 
-pub(super) fn load(path: &Path, registry: &Registry, simulate: bool) -> Option<Setup> {
+pub(super) fn load(path: &Path, registry: &Registry, simulate: bool) -> Result<Setup, Rejected> {
     let simulated = Simulated(registry);
     let catalog: &dyn crate::worker::Catalog = if simulate { &simulated } else { registry };
-    match Setup::load(path, catalog, setup::online_cpus()) {
+    let checked = Setup::check_file(path, catalog, setup::online_cpus());
+    let alert_command = checked.setup.options.alert_command.clone();
+    let target_directory = checked.setup.target_directory.clone();
+    match checked.into_result() {
         Ok((s, warnings)) => {
             // The broadcast note is for setups carried over from mimoCoRB2; `check` shows it,
             // a run does not repeat it every time.
@@ -49,13 +52,35 @@ pub(super) fn load(path: &Path, registry: &Registry, simulate: bool) -> Option<S
             {
                 eprintln!("{w}");
             }
-            Some(s)
+            Ok(s)
         }
         Err(e) => {
             eprintln!("{e}");
-            None
+            let errors = e
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == setup::Severity::Error)
+                .map(|d| d.to_string().lines().next().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            Err(Rejected {
+                alert_command,
+                target_directory,
+                errors,
+            })
         }
     }
+}
+
+/// A setup [`load`] refused (already said on stderr), with what its refusal's alert needs
+/// of what could be read of it.
+pub(super) struct Rejected {
+    /// `options.alert_command` (kept only when `sh` parses it).
+    pub alert_command: Option<String>,
+    /// `target_directory`.
+    pub target_directory: std::path::PathBuf,
+    /// Its errors, one line each.
+    pub errors: String,
 }
 
 /// Longest a user library may take to load in the probe process.

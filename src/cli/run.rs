@@ -14,8 +14,19 @@ use std::time::Duration;
 
 /// `daq-engine SETUP`: runs it. Returns the exit code.
 pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
-    let Some(mut setup) = load(path, registry, args.simulate) else {
-        return exit::BAD_INPUT;
+    let mut setup = match load(path, registry, args.simulate) {
+        Ok(s) => s,
+        Err(rejected) => {
+            // A detector not plugged in when the service starts (after a power cut) is
+            // refused here: that is alerted too.
+            let target = args
+                .target_directory
+                .clone()
+                .unwrap_or(rejected.target_directory);
+            let command = rejected.alert_command.as_deref();
+            alert_refusal(command, path, &target, &rejected.errors, &[]);
+            return exit::BAD_INPUT;
+        }
     };
     if let Err(e) = setup.apply_limits(args.max_events, args.max_seconds) {
         eprintln!("daq-engine: {e}");
@@ -320,13 +331,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     summary.exit_code
 }
 
-/// The run of `path` cannot start: says `why` on stderr and, with `options.alert_command`,
-/// alerts it (`run_refused`, `DAQ_RUN_DIR` the target directory) and each killed run
-/// `recovered` for it (`run_killed`, which the run would have sent), waiting for the
-/// commands (at most [`alert::TIMEOUT`](crate::engine::alert::TIMEOUT)) and for the
-/// compression of the recovered files. Under a service manager a refused start is tried
-/// again a few times and then given up: without the alert nobody away would know. Returns
-/// `code`.
+/// The run of `path` cannot start: says `why` on stderr, alerts it with the killed runs
+/// `recovered` for it ([`alert_refusal`]), and waits for the compression of the recovered
+/// files. Under a service manager a refused start is tried again a few times and then given
+/// up: without the alert nobody away would know. Returns `code`.
 fn refused(
     alert_command: Option<&str>,
     path: &Path,
@@ -335,29 +343,45 @@ fn refused(
     recovered: Option<Unfinished>,
     code: i32,
 ) -> i32 {
-    use crate::engine::alert::{Alerts, Kind, TIMEOUT};
     for line in why.lines() {
         eprintln!("daq-engine: {line}");
     }
     let (killed, compressing) = recovered
         .map(|r| (r.killed, r.compressing))
         .unwrap_or_default();
-    if alert_command.is_some() {
-        let mut alerts = Alerts::before_run(alert_command.map(str::to_string), target);
-        for (dir, text) in &killed {
-            alerts.raise(Kind::RunKilled, &dir.display().to_string(), text);
-        }
-        let reason = why.strip_prefix("error: ").unwrap_or(why);
-        let text = format!("the run of {} could not start: {reason}", path.display());
-        alerts.raise(Kind::RunRefused, &path.display().to_string(), &text);
-        alerts.finish(TIMEOUT);
-    }
+    alert_refusal(alert_command, path, target, why, &killed);
     // Cut short, it would leave a partial file beside the recovered one for good.
     if let Some(t) = compressing.filter(|t| !t.is_finished()) {
         eprintln!("daq-engine: waiting for the compression of a recovered run's files");
         let _ = t.join();
     }
     code
+}
+
+/// With `alert_command`, and nobody at a terminal to see the refusal (stdin is not one: a
+/// service, cron, a script), alerts that the run of `path` could not start (`run_refused`,
+/// `DAQ_RUN_DIR` the `target` directory) after the `killed` runs its start recovered
+/// (`run_killed`), and waits for the commands (at most
+/// [`alert::TIMEOUT`](crate::engine::alert::TIMEOUT)).
+fn alert_refusal(
+    alert_command: Option<&str>,
+    path: &Path,
+    target: &Path,
+    why: &str,
+    killed: &[(PathBuf, String)],
+) {
+    use crate::engine::alert::{Alerts, Kind, TIMEOUT};
+    if alert_command.is_none() || std::io::stdin().is_terminal() {
+        return;
+    }
+    let mut alerts = Alerts::before_run(alert_command.map(str::to_string), target);
+    for (dir, text) in killed {
+        alerts.raise(Kind::RunKilled, &dir.display().to_string(), text);
+    }
+    let reason = why.strip_prefix("error: ").unwrap_or(why);
+    let text = format!("the run of {} could not start: {reason}", path.display());
+    alerts.raise(Kind::RunRefused, &path.display().to_string(), &text);
+    alerts.finish(TIMEOUT);
 }
 
 /// Writes summary.json. A disk that is full may be full for a moment only, as when another

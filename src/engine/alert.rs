@@ -2,8 +2,8 @@
 //! (device gone, buffer full, events lost, worker failed or restarted, disk low), when
 //! the run ends unless a person stopped it, at its start for each earlier run in its
 //! target directory that was killed (recovered then), and when the run cannot start at all
-//! (under a service manager it is tried again and then given up: nobody would see it), with
-//! the warning in the environment:
+//! and nobody is at a terminal to see it (under a service manager it is tried again and then
+//! given up), with the warning in the environment:
 //!
 //! | variable | what |
 //! |---|---|
@@ -64,8 +64,9 @@ pub enum Kind {
     /// supervisor was killed, or the machine stopped) and was recovered at this run's start:
     /// nothing could alert its end.
     RunKilled,
-    /// The run could not start (the disk reserve, the run directory, the web page's
-    /// address, the buffers, the workers): the command is waited for before the exit.
+    /// The run could not start (its setup refused, e.g. a detector not plugged in; the disk
+    /// reserve, the run directory, the web page's address, the buffers): the command is
+    /// waited for before the exit.
     RunRefused,
     /// A try of the command from `daq-engine check --test-alert`; no run.
     Test,

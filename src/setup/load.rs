@@ -290,15 +290,16 @@ impl Loader {
     }
 
     /// What can be known of `options.alert_command` now: `sh` must parse it (an error), and
-    /// each program it starts should exist here (a warning: see `setup::shell`).
-    fn alert_command(&mut self, at: Loc, command: &str) {
+    /// each program it starts should exist here (a warning: see `setup::shell`). Whether it
+    /// parses: one that does not is not kept, so a rejected setup never runs it.
+    fn alert_command(&mut self, at: Loc, command: &str) -> bool {
         if let Some(why) = super::shell::syntax_error(command) {
             self.error(
                 at,
                 format!("options.alert_command: sh cannot parse it: {why}"),
                 Some("it is run as `sh -c COMMAND`; try it in a shell with the DAQ_ALERT_* variables set".into()),
             );
-            return;
+            return false;
         }
         for program in super::shell::missing_programs(command) {
             self.warn(
@@ -319,6 +320,7 @@ impl Loader {
                 )),
             );
         }
+        true
     }
 
     /// Records a warning or a note of a kind callers treat apart.
@@ -656,8 +658,8 @@ impl Loader {
                                 None,
                             ),
                             Some(c) => {
-                                self.alert_command(val.at, c);
-                                o.alert_command = Some(c.to_string());
+                                o.alert_command =
+                                    self.alert_command(val.at, c).then(|| c.to_string());
                             }
                             None => {}
                         }
