@@ -3,9 +3,11 @@
 //! waits for room and a slot is reused), with slot contents in loom cells so a read of
 //! a slot the producer may be writing is reported as a data race.
 //!
-//! Run: `RUSTFLAGS="--cfg daq_loom" CARGO_TARGET_DIR=target/loom cargo test --profile loom
-//! --no-default-features --lib ring::loom_tests` (the last step of `scripts/test.sh`; its own
-//! target directory keeps the normal build).
+//! Run as the last step of `scripts/test.sh` does: `cargo rustc --lib --profile test
+//! --features loom-models -- --cfg daq_loom` (the cfg for this crate alone, so the
+//! dependencies of `cargo test` are used as they are), then the test binary it names with
+//! `ring::loom_tests`. Or `RUSTFLAGS="--cfg daq_loom" cargo test --features loom-models --lib
+//! ring::loom_tests` in a target directory of its own.
 
 use super::core::{Claim, Control, Core, Group, SeqWords};
 use super::reader::{wait_any, WaitToken};

@@ -1,4 +1,5 @@
-//! Atomics and the futex, switchable to loom's models under `--cfg daq_loom`.
+//! Atomics and the futex, switchable to loom's models under `--cfg daq_loom` (with the
+//! `loom-models` feature, which brings loom in).
 //!
 //! Under loom the shared-memory types are built on the heap with loom's atomics so the model
 //! checker explores every interleaving of the cursor protocol; a futex wait becomes a yield.
