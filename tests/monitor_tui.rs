@@ -13,17 +13,40 @@ mod monitor_common;
 mod runs;
 
 /// The demo pipeline, smaller ([`monitor_common::demo_setup`]): raw waveforms of 512
-/// samples, stats and monitors every 0.25 s, at most a minute.
-fn setup() -> String {
-    monitor_common::demo_setup(
-        "{stats_interval: 0.25, max_seconds: 60}",
+/// samples, stats and monitors every 0.25 s, at most a minute. With `chatty` (a venv with
+/// numpy), a Python worker that prints every pulse, [`CHATTY`], reads the pulses too.
+fn setup(chatty: Option<&str>) -> String {
+    let options = match chatty {
+        Some(venv) => format!("{{stats_interval: 0.25, max_seconds: 60, python: '{venv}'}}"),
+        None => "{stats_interval: 0.25, max_seconds: 60}".into(),
+    };
+    let text = monitor_common::demo_setup(
+        &options,
         "    data_length: 512\n    data_dtype: {chA: float32, chB: float32}\n",
         (300, 7),
         0.25,
         "",
         ", sample_interval: 4.0e-9",
-    )
+    );
+    match chatty {
+        Some(_) => format!(
+            "{text}  chatty:\n    file: chatty.py\n    function: chatty\n    sources: [pulses]\n"
+        ),
+        None => text,
+    }
 }
+
+/// A worker that prints a line for every pulse, as mimoCoRB2's workers print as they please.
+const CHATTY: &str = r#"
+import mimocorb2 as mi2
+
+def chatty(buffer_io):
+    exporter = mi2.Exporter(buffer_io)
+    n = 0
+    for data, metadata in exporter:
+        n += 1
+        print("chatty saw pulse", n)
+"#;
 
 /// The run with the dashboard, inside tmux. Does nothing unless started by `tui_in_tmux`.
 #[test]
@@ -33,7 +56,9 @@ fn tui_host() {
         return;
     };
     let setup_path = dir.join("setup.yaml");
-    std::fs::write(&setup_path, setup()).unwrap();
+    let chatty = std::env::var("DAQ_MONITOR_TUI_CHATTY").ok();
+    std::fs::write(dir.join("chatty.py"), CHATTY).unwrap();
+    std::fs::write(&setup_path, setup(chatty.as_deref())).unwrap();
     let (sup, run_dir) = monitor_common::prepare(&setup_path, &dir.join("runs"));
     let mut tui = Tui::new(&run_dir).unwrap();
     let summary = sup.run_watched(Some(&mut tui)).unwrap();
@@ -101,6 +126,11 @@ fn events_in(screen: &str, buffer: &str) -> Option<u64> {
 
 /// Starts `tui_host` in a fresh tmux server; `None` (with the reason printed) without tmux.
 fn start_host(tag: &str) -> Option<Tmux> {
+    start_host_with(tag, "")
+}
+
+/// As [`start_host`], with more `NAME=value` words for `env`.
+fn start_host_with(tag: &str, env: &str) -> Option<Tmux> {
     if Command::new("tmux").arg("-V").output().is_err() {
         eprintln!("SKIPPED: tmux is not installed");
         return None;
@@ -114,8 +144,8 @@ fn start_host(tag: &str) -> Option<Tmux> {
     let cmd = format!(
         // As if under a service manager (INVOCATION_ID): a Ctrl-C at the dashboard is still
         // a person's.
-        "env INVOCATION_ID=0123 DAQ_MONITOR_TUI_DIR={} {} --ignored --exact tui_host --nocapture \
-         --test-threads=1",
+        "env INVOCATION_ID=0123 {env} DAQ_MONITOR_TUI_DIR={} {} --ignored --exact tui_host \
+         --nocapture --test-threads=1",
         tmux.dir.0.display(),
         me.display()
     );
@@ -285,4 +315,39 @@ fn ctrl_c_drains_as_without_the_dashboard() {
     // is passed on from this very process.
     let cause = std::fs::read_to_string(tmux.dir.0.join("stopped_by")).unwrap();
     assert_eq!(cause, r#""signal""#);
+}
+
+/// A worker printing every pulse under the dashboard: its prints go to console.log with its
+/// messages (the latest few in the dashboard's message lines), not over the screen. Before,
+/// its stdout was the terminal the dashboard draws on, and the prints ran across it.
+#[test]
+fn a_workers_prints_stay_off_the_dashboard() {
+    let Some(venv) = std::env::var_os("DAQ_PYVENV") else {
+        eprintln!("SKIPPED: DAQ_PYVENV names no venv with numpy (scripts/test.sh makes one)");
+        return;
+    };
+    let env = format!("DAQ_MONITOR_TUI_CHATTY={}", venv.to_string_lossy());
+    let Some(tmux) = start_host_with("chatty", &env) else {
+        return;
+    };
+    let dir = tmux.dir.0.clone();
+    tmux.wait_for("the dashboard with pulses", |s| {
+        s.contains("RUNNING") && events_in(s, "pulses").is_some_and(|n| n > 200)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let s = tmux.screen();
+    let printed = s.lines().filter(|l| l.contains("chatty saw pulse")).count();
+    assert!(
+        printed <= 5,
+        "{printed} lines of prints on the screen:\n{s}"
+    );
+    assert!(
+        s.lines().next().is_some_and(|l| l.contains("daq-engine")),
+        "{s}"
+    );
+    tmux.run(&["send-keys", "-t", "run", "s"]);
+    assert_eq!(exit_code(&tmux), "0");
+    let run_dir = PathBuf::from(std::fs::read_to_string(dir.join("run_dir")).unwrap());
+    let console = std::fs::read_to_string(run_dir.join("console.log")).unwrap();
+    assert!(console.contains("chatty saw pulse 200\n"), "{console}");
 }
