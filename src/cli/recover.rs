@@ -13,6 +13,21 @@ pub struct Unfinished {
     pub killed: Vec<(std::path::PathBuf, String)>,
 }
 
+impl Unfinished {
+    /// Waits for the compression of the recovered files if it still goes on, saying so with
+    /// `say` first: cut short by the exit, it would leave a partial file beside the recovered
+    /// one for good.
+    pub fn wait_for_compression(
+        compressing: Option<std::thread::JoinHandle<()>>,
+        say: impl FnOnce(),
+    ) {
+        if let Some(t) = compressing.filter(|t| !t.is_finished()) {
+            say();
+            let _ = t.join();
+        }
+    }
+}
+
 /// Recovers the runs in `target` that did not finish (see [`crate::export::recover`]),
 /// saying what it does on stderr and in the log. Their files are readable and summarised
 /// when it returns; compressing them (minutes for a large file) goes on in the returned

@@ -318,10 +318,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             }
         }
     }
-    if let Some(t) = recovering.compressing.filter(|t| !t.is_finished()) {
-        say!("daq-engine: waiting for the compression of a recovered run's files");
-        let _ = t.join();
-    }
+    Unfinished::wait_for_compression(recovering.compressing, || say!("{WAITING_FOR_COMPRESSION}"));
     let dropped = terminal::dropped();
     if dropped > 0 {
         tracing::warn!("{dropped} lines for the terminal were dropped: nothing read it");
@@ -330,6 +327,10 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     tracing::info!("run ended with exit code {}", summary.exit_code);
     summary.exit_code
 }
+
+/// What a run's end or a refusal says while a recovered run's files are still compressed.
+const WAITING_FOR_COMPRESSION: &str =
+    "daq-engine: waiting for the compression of a recovered run's files";
 
 /// The run of `path` cannot start: says `why` on stderr, alerts it with the killed runs
 /// `recovered` for it ([`alert_refusal`]), and waits for the compression of the recovered
@@ -350,11 +351,7 @@ fn refused(
         .map(|r| (r.killed, r.compressing))
         .unwrap_or_default();
     alert_refusal(alert_command, path, target, why, &killed);
-    // Cut short, it would leave a partial file beside the recovered one for good.
-    if let Some(t) = compressing.filter(|t| !t.is_finished()) {
-        eprintln!("daq-engine: waiting for the compression of a recovered run's files");
-        let _ = t.join();
-    }
+    Unfinished::wait_for_compression(compressing, || eprintln!("{WAITING_FOR_COMPRESSION}"));
     code
 }
 
