@@ -277,10 +277,12 @@ fn sigint_drains_every_buffer_and_exits_0() {
     nothing_left(&run);
 }
 
+/// The alert command of these tests: each alert as a line `kind|text` of `alerts.txt`.
+const ALERT_TO_FILE: &str = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_TEXT" >> alerts.txt"#;
+
 /// `text` with an alert command that appends `KIND|TEXT` lines to `alerts.txt` beside it.
 fn alerting(text: &str) -> String {
-    let command = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_TEXT" >> alerts.txt"#;
-    let options = format!("options:\n  stats_interval: 0.2\n  alert_command: '{command}'");
+    let options = format!("options:\n  stats_interval: 0.2\n  alert_command: '{ALERT_TO_FILE}'");
     let text = text.replace("options: {stats_interval: 0.2}", &options);
     assert!(text.contains("alert_command"), "{text}");
     text
@@ -537,13 +539,12 @@ fn a_refused_start_is_alerted_with_the_killed_run_it_found() {
 #[test]
 fn a_detector_missing_at_the_start_is_alerted_unless_a_person_watches() {
     let dir = Dir::new("refused-port");
-    let command = r#"echo "$DAQ_ALERT_KIND|$DAQ_ALERT_TEXT" >> alerts.txt"#;
     let s = dir.write(
         "counter.yaml",
         &format!(
             "target_directory: runs
 options:
-  alert_command: '{command}'
+  alert_command: '{ALERT_TO_FILE}'
 Buffers:
   counts: {{slot_count: 16, data_length: 1, data_dtype: {{cps: uint32}}}}
 Workers:

@@ -57,7 +57,9 @@ fn tui_host() {
     };
     let setup_path = dir.join("setup.yaml");
     let chatty = std::env::var("DAQ_MONITOR_TUI_CHATTY").ok();
-    std::fs::write(dir.join("chatty.py"), CHATTY).unwrap();
+    if chatty.is_some() {
+        std::fs::write(dir.join("chatty.py"), CHATTY).unwrap();
+    }
     std::fs::write(&setup_path, setup(chatty.as_deref())).unwrap();
     let (sup, run_dir) = monitor_common::prepare(&setup_path, &dir.join("runs"));
     let mut tui = Tui::new(&run_dir).unwrap();
