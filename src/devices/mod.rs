@@ -502,7 +502,8 @@ pub struct DeviceImporter {
     bad: BadData,
     silence: Silence,
     /// Host wall clock (Unix s) at or after which an event triggers [`Self::check`]: the
-    /// event's own timestamp is compared, so the event path reads no extra clock.
+    /// event's own timestamp is compared, so the event path reads no extra clock (see
+    /// [`Self::check_due`] for a clock set back).
     check_due_wall: f64,
     /// When the notes were last written.
     notes_at: Instant,
@@ -768,6 +769,14 @@ impl DeviceImporter {
         }
     }
 
+    /// Whether an event stamped `now` (host wall clock) is to run [`Self::check`]: its time
+    /// has come, or the clock was set back since the last check (by more than a second:
+    /// waiting for it to catch up would hold the checks off for as long as it went back).
+    fn check_due(&self, now: f64) -> bool {
+        let every = NOTES_EVERY.as_secs_f64();
+        now >= self.check_due_wall || now < self.check_due_wall - 2.0 * every
+    }
+
     fn try_reconnect(&mut self) -> Result<Produced, WorkerError> {
         match self.source.reconnect() {
             Ok(true) => {
@@ -808,7 +817,7 @@ impl Importer for DeviceImporter {
                 let now = crate::clock::wall_clock();
                 out.meta.timestamp = now;
                 self.events += 1;
-                if now >= self.check_due_wall {
+                if self.check_due(now) {
                     // At most once a second: the event already read the clock.
                     self.check(Instant::now());
                 }
@@ -1008,6 +1017,59 @@ mod tests {
             detail: "gone".into(),
         });
         assert_eq!(e.to_string(), "d: disconnected: gone");
+    }
+
+    /// A source that has an event whenever asked.
+    struct Steady {
+        info: daq_drivers::DeviceInfo,
+        layout: EventLayout,
+    }
+
+    impl Source for Steady {
+        fn described(&self) -> (&daq_drivers::DeviceInfo, &EventLayout) {
+            (&self.info, &self.layout)
+        }
+        fn read_event(&mut self, _: &mut [u8], _: Duration) -> Result<ReadOutcome, DriverError> {
+            Ok(ReadOutcome::Event(Default::default()))
+        }
+    }
+
+    /// The wall clock set back (NTP stepping a clock that ran ahead, an RTC-less board
+    /// setting its time after the run started) while events flow: the once-a-second check
+    /// still comes at the next event, instead of when the clock has caught up again (an
+    /// hour without fresh device notes, bad-record sums or a silence ending noticed).
+    #[test]
+    fn a_wall_clock_set_back_does_not_hold_off_the_checks() {
+        let dir = std::env::temp_dir().join(format!("daq-clock-back-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = Steady {
+            info: daq_drivers::DeviceInfo::on_serial_port(
+                daq_drivers::Family::LineCounter,
+                "steady",
+                std::path::Path::new("/dev/null"),
+            ),
+            layout: EventLayout::of([("counts", "u4")], 1),
+        };
+        let mut imp =
+            DeviceImporter::new("device.x", "w", Box::new(source), Vec::new(), false).unwrap();
+        let notes = dir.join("device_w.txt");
+        imp.notes = Some(notes.clone());
+        // A check ran a moment ago (the notes are due again), and the clock then went back
+        // by an hour: the next check was set for an hour ahead of the clock as it is now.
+        imp.notes_at = Instant::now() - 2 * NOTES_EVERY;
+        imp.check_due_wall = crate::clock::wall_clock() + 3600.0;
+        let (mut data, mut meta) = ([0u8; 4], crate::dtype::Metadata::default());
+        let dtype = Dtype::parse([("counts", "u4")]).unwrap();
+        let mut ev = EventMut {
+            data: &mut data,
+            meta: &mut meta,
+            dtype: &dtype,
+        };
+        assert!(matches!(imp.next(&mut ev), Ok(Produced::Event)));
+        let text = std::fs::read_to_string(&notes).unwrap_or_default();
+        assert!(text.contains("device.events = 1\n"), "notes: {text:?}");
+        drop(imp);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// `pick` takes every spelling in its table and, for any other text, lists the choices
