@@ -764,8 +764,9 @@ impl Decoder {
                     {
                         pulse += 1;
                     }
-                    let t =
-                        tof.as_ref().map_or(0, |t| t.get(i)) as f64 + (refs.get(pulse) - t0) as f64;
+                    // Another producer's reference times may lie any distance apart.
+                    let since_t0 = i128::from(refs.get(pulse)) - i128::from(t0);
+                    let t = tof.as_ref().map_or(0, |t| t.get(i)) as f64 + since_t0 as f64;
                     e.time.write(rec, t / e.ns_per_unit);
                     if let (Some(p), Some(ids)) = (&e.pixel, &pixels) {
                         if i < ids.len() {
@@ -1069,6 +1070,55 @@ mod tests {
         assert_eq!(&out[rs..rs + 2], &3i16.to_le_bytes());
         // height does not travel in ev44: zero.
         assert_eq!(&out[10..14], &[0; 4]);
+    }
+
+    /// An ev44 message of any contents, as another producer on the topic might send.
+    fn ev44_message(refs: &[i64], index: &[i32], tof: &[i32], pixels: &[i32]) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let args = ev44::Event44MessageArgs {
+            source_name: Some(fbb.create_string("other")),
+            message_id: 1,
+            reference_time: Some(fbb.create_vector(refs)),
+            reference_time_index: Some(fbb.create_vector(index)),
+            time_of_flight: Some(fbb.create_vector(tof)),
+            pixel_id: Some(fbb.create_vector(pixels)),
+        };
+        let root = ev44::Event44Message::create(&mut fbb, &args);
+        ev44::finish_event_44_message_buffer(&mut fbb, root);
+        fbb.finished_data().to_vec()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a message on the topic holds (any reference times, indices, times of
+        /// flight and pixels; or a valid message with bytes changed), decoding it is a
+        /// decoded event or an error for the count of refused messages, never a panic.
+        #[test]
+        fn no_message_makes_the_decoder_panic(
+            refs in proptest::collection::vec(proptest::num::i64::ANY, 0..4),
+            index in proptest::collection::vec(-1i32..5, 0..4),
+            tof in proptest::collection::vec(proptest::num::i32::ANY, 0..5),
+            pixels in proptest::collection::vec(proptest::num::i32::ANY, 0..5),
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 0..6),
+        ) {
+            let d = Dtype::parse([("channel", "i2"), ("time", "f8")]).unwrap();
+            let fields = Ev44Fields::new(&d, "time", 1.0, Some("channel")).unwrap();
+            let dec = Decoder::new(&d, 4, Some(fields.clone())).unwrap();
+            let mut out = vec![0u8; 4 * d.record_size()];
+            let mut meta = Metadata::default();
+            let msg = ev44_message(&refs, &index, &tof, &pixels);
+            let _ = dec.decode(&msg, &mut out, &mut meta);
+            let mut da00 = Encoder::new(Format::Da00, &d, 4, "s", None).unwrap();
+            let data: Vec<u8> = (0..out.len()).map(|k| k as u8).collect();
+            for mut m in [msg, da00.encode(&data, &meta).unwrap().to_vec()] {
+                for &(at, x) in &flips {
+                    let n = m.len();
+                    m[at % n] ^= x;
+                }
+                let _ = dec.decode(&m, &mut out, &mut meta);
+            }
+        }
     }
 
     #[test]
