@@ -93,12 +93,68 @@ fn bad(what: impl std::fmt::Display) -> MimoError {
     MimoError::NotMimo(what.to_string())
 }
 
+/// How deep a header's values may nest and how many it may make in all (memo copies
+/// included). numpy's reduction of a dtype nests 6 deep (a subarray's element type inside
+/// its state inside the field list) and a header of a thousand fields makes some ten
+/// thousand values: a pickle past these is damaged or made to exhaust the stack or the
+/// memory, and is refused before it does.
+const MAX_DEPTH: u32 = 32;
+const MAX_VALUES: u64 = 1 << 20;
+
+/// A value on the pickle machine's stack with how deep it nests and how many values it
+/// holds, so that no value past [`MAX_DEPTH`] or [`MAX_VALUES`] is ever made.
+#[derive(Clone)]
+struct Sized {
+    py: Py,
+    depth: u32,
+    values: u64,
+}
+
+impl Sized {
+    fn leaf(py: Py) -> Sized {
+        Sized {
+            py,
+            depth: 1,
+            values: 1,
+        }
+    }
+
+    /// `self` holding `part` besides what it held.
+    fn holding(&mut self, part: &Sized) -> Result<(), MimoError> {
+        grow(&mut self.depth, &mut self.values, part)
+    }
+
+    /// A container `make` builds from `parts`.
+    fn of(parts: Vec<Sized>, make: impl FnOnce(Vec<Py>) -> Py) -> Result<Sized, MimoError> {
+        let mut v = Sized::leaf(Py::None);
+        for p in &parts {
+            v.holding(p)?;
+        }
+        v.py = make(parts.into_iter().map(|p| p.py).collect());
+        Ok(v)
+    }
+}
+
+/// The depth and size of a value that comes to hold `part` besides what it held.
+fn grow(depth: &mut u32, values: &mut u64, part: &Sized) -> Result<(), MimoError> {
+    *depth = (*depth).max(part.depth + 1);
+    *values += part.values;
+    if *depth > MAX_DEPTH {
+        return Err(bad(format!(
+            "pickle values nested deeper than {MAX_DEPTH} (no mimo header does)"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs the pickle at the start of `r`; returns the value and the bytes it took.
 fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
-    let mut stack: Vec<Py> = Vec::new();
+    let mut stack: Vec<Sized> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
-    let mut memo: Vec<Option<Py>> = Vec::new();
+    let mut memo: Vec<Option<Sized>> = Vec::new();
     let mut used = 0usize;
+    // Values made so far, each copy out of or into the memo counted whole.
+    let mut made = 0u64;
     let mut take = |n: usize, used: &mut usize| -> Result<Vec<u8>, MimoError> {
         if n > 1 << 20 {
             return Err(bad("a pickle item larger than 1 MiB"));
@@ -109,16 +165,26 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
         *used += n;
         Ok(b)
     };
-    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x));
-    let pop = |stack: &mut Vec<Py>| stack.pop().ok_or_else(|| bad("pickle stack underflow"));
-    let since_mark = |stack: &mut Vec<Py>, marks: &mut Vec<usize>| -> Result<Vec<Py>, MimoError> {
-        let m = marks.pop().ok_or_else(|| bad("pickle without its mark"))?;
-        if m > stack.len() {
-            return Err(bad("pickle mark past the stack"));
+    let mut count = |v: &Sized| -> Result<(), MimoError> {
+        made += v.values;
+        if made > MAX_VALUES {
+            return Err(bad(format!(
+                "a pickle larger than {MAX_VALUES} values (no mimo header is)"
+            )));
         }
-        Ok(stack.split_off(m))
+        Ok(())
     };
-    let put = |memo: &mut Vec<Option<Py>>, i: usize, v: Py| -> Result<(), MimoError> {
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x));
+    let pop = |stack: &mut Vec<Sized>| stack.pop().ok_or_else(|| bad("pickle stack underflow"));
+    let since_mark =
+        |stack: &mut Vec<Sized>, marks: &mut Vec<usize>| -> Result<Vec<Sized>, MimoError> {
+            let m = marks.pop().ok_or_else(|| bad("pickle without its mark"))?;
+            if m > stack.len() {
+                return Err(bad("pickle mark past the stack"));
+            }
+            Ok(stack.split_off(m))
+        };
+    let put = |memo: &mut Vec<Option<Sized>>, i: usize, v: Sized| -> Result<(), MimoError> {
         if i > 1 << 16 {
             return Err(bad("pickle memo index too large"));
         }
@@ -130,26 +196,23 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
     };
     loop {
         let op = take(1, &mut used)?[0];
-        match op {
-            0x80 => drop(take(1, &mut used)?),           // PROTO
-            0x95 => drop(take(8, &mut used)?),           // FRAME
-            b'.' => return Ok((pop(&mut stack)?, used)), // STOP
-            b'(' => marks.push(stack.len()),             // MARK
-            b'N' => stack.push(Py::None),
-            0x88 => stack.push(Py::Bool(true)),
-            0x89 => stack.push(Py::Bool(false)),
-            b'K' => {
-                let b = take(1, &mut used)?;
-                stack.push(Py::Int(i64::from(b[0])));
+        let leaf = match op {
+            // PROTO, FRAME: their argument says nothing a header needs.
+            0x80 | 0x95 => {
+                take(if op == 0x80 { 1 } else { 8 }, &mut used)?;
+                None
             }
-            b'M' => {
-                let b = take(2, &mut used)?;
-                stack.push(Py::Int(le(&b) as i64));
+            b'.' => return Ok((pop(&mut stack)?.py, used)), // STOP
+            b'(' => {
+                marks.push(stack.len()); // MARK
+                None
             }
-            b'J' => {
-                let b = take(4, &mut used)?;
-                stack.push(Py::Int(i64::from(le(&b) as u32 as i32)));
-            }
+            b'N' => Some(Py::None),
+            0x88 => Some(Py::Bool(true)),
+            0x89 => Some(Py::Bool(false)),
+            b'K' => Some(Py::Int(i64::from(take(1, &mut used)?[0]))),
+            b'M' => Some(Py::Int(le(&take(2, &mut used)?) as i64)),
+            b'J' => Some(Py::Int(i64::from(le(&take(4, &mut used)?) as u32 as i32))),
             0x8c | b'X' | 0x8d => {
                 let width = match op {
                     0x8c => 1,
@@ -159,7 +222,7 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 let n = le(&take(width, &mut used)?) as usize;
                 let s = String::from_utf8(take(n, &mut used)?)
                     .map_err(|_| bad("a pickled string is not UTF-8"))?;
-                stack.push(Py::Str(s));
+                Some(Py::Str(s))
             }
             b'c' => {
                 // GLOBAL: "module\nname\n".
@@ -179,20 +242,21 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 let mut parts = text.split('\n');
                 let m = parts.next().unwrap_or_default().to_string();
                 let n = parts.next().unwrap_or_default().to_string();
-                stack.push(Py::Global(m, n));
+                Some(Py::Global(m, n))
             }
             0x93 => {
                 // STACK_GLOBAL
                 let (n, m) = (pop(&mut stack)?, pop(&mut stack)?);
-                match (m, n) {
-                    (Py::Str(m), Py::Str(n)) => stack.push(Py::Global(m, n)),
+                match (m.py, n.py) {
+                    (Py::Str(m), Py::Str(n)) => Some(Py::Global(m, n)),
                     _ => return Err(bad("STACK_GLOBAL without two names")),
                 }
             }
-            b')' => stack.push(Py::Tuple(Vec::new())),
+            b')' => Some(Py::Tuple(Vec::new())),
             b't' => {
                 let items = since_mark(&mut stack, &mut marks)?;
-                stack.push(Py::Tuple(items));
+                stack.push(Sized::of(items, Py::Tuple)?);
+                None
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -200,9 +264,10 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                     return Err(bad("pickle stack underflow"));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Py::Tuple(items));
+                stack.push(Sized::of(items, Py::Tuple)?);
+                None
             }
-            b'}' => stack.push(Py::Dict(Vec::new())),
+            b'}' => Some(Py::Dict(Vec::new())),
             b'u' | b's' => {
                 let items = if op == b'u' {
                     since_mark(&mut stack, &mut marks)?
@@ -214,25 +279,46 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 if items.len() % 2 != 0 {
                     return Err(bad("SETITEMS with an odd number of items"));
                 }
-                let Some(Py::Dict(d)) = stack.last_mut() else {
+                let Some(Sized {
+                    py: Py::Dict(d),
+                    depth,
+                    values,
+                }) = stack.last_mut()
+                else {
                     return Err(bad("SETITEMS without a dict"));
                 };
+                for item in &items {
+                    grow(depth, values, item)?;
+                }
                 let mut it = items.into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    d.push((k, v));
+                    d.push((k.py, v.py));
                 }
+                None
             }
             b'R' => {
                 let args = pop(&mut stack)?;
                 let class = pop(&mut stack)?;
-                stack.push(Py::Object(Box::new(class), Box::new(args), None));
+                stack.push(Sized::of(vec![class, args], |mut p| {
+                    let args = p.pop().unwrap_or(Py::None);
+                    let class = p.pop().unwrap_or(Py::None);
+                    Py::Object(Box::new(class), Box::new(args), None)
+                })?);
+                None
             }
             b'b' => {
                 let state = pop(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Py::Object(_, _, s)) => *s = Some(Box::new(state)),
-                    _ => return Err(bad("BUILD without an object")),
-                }
+                let Some(Sized {
+                    py: Py::Object(_, _, s),
+                    depth,
+                    values,
+                }) = stack.last_mut()
+                else {
+                    return Err(bad("BUILD without an object"));
+                };
+                grow(depth, values, &state)?;
+                *s = Some(Box::new(state.py));
+                None
             }
             0x94 => {
                 // MEMOIZE
@@ -240,13 +326,17 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                     .last()
                     .cloned()
                     .ok_or_else(|| bad("MEMOIZE on nothing"))?;
+                count(&top)?;
                 let i = memo.len();
                 put(&mut memo, i, top)?;
+                None
             }
             b'q' | b'r' => {
                 let i = le(&take(if op == b'q' { 1 } else { 4 }, &mut used)?) as usize;
                 let top = stack.last().cloned().ok_or_else(|| bad("PUT on nothing"))?;
+                count(&top)?;
                 put(&mut memo, i, top)?;
+                None
             }
             b'h' | b'j' => {
                 let i = le(&take(if op == b'h' { 1 } else { 4 }, &mut used)?) as usize;
@@ -255,13 +345,20 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                     .cloned()
                     .flatten()
                     .ok_or_else(|| bad(format!("pickle memo {i} is empty")))?;
+                count(&v)?;
                 stack.push(v);
+                None
             }
             other => {
                 return Err(bad(format!(
                     "pickle opcode 0x{other:02x} (not one a mimo header uses)"
                 )))
             }
+        };
+        if let Some(py) = leaf {
+            let v = Sized::leaf(py);
+            count(&v)?;
+            stack.push(v);
         }
     }
 }
@@ -972,6 +1069,51 @@ mod tests {
         // Cut anywhere, it is an error, never a panic.
         for n in 0..p.len() {
             assert!(MimoHeader::read(&mut &p[..n]).is_err());
+        }
+    }
+
+    /// Headers a damaged or foreign file might start with: our own header with bytes
+    /// changed, inserted or cut off is read or refused, never a panic.
+    #[test]
+    fn a_damaged_header_is_read_or_refused() {
+        use proptest::prelude::*;
+        let d = Dtype::parse([("ch0", "f4"), ("sub", "(2,3)>i2"), ("s", "S4")]).unwrap();
+        let good = MimoHeader::to_pickle(&d, 16);
+        let edits = proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..8);
+        proptest!(ProptestConfig::with_cases(3000), |(edits in edits)| {
+            let mut p = good.clone();
+            for (at, x, how) in edits {
+                let at = at % (p.len() + 1);
+                match how {
+                    0 if at < p.len() => p[at] ^= x.max(1),
+                    1 => p.insert(at, x),
+                    _ => p.truncate(at.max(1)),
+                }
+            }
+            let _ = MimoHeader::read(&mut &p[..]);
+        });
+    }
+
+    /// Pickles made to nest deeper or grow larger than any header: refused at once with
+    /// a message, where unbounded they exhaust the stack (dropping a million nested
+    /// values) or the memory (a value doubled through the memo 64 times).
+    #[test]
+    fn a_pickle_bomb_is_refused() {
+        // None, then (None, REDUCE) a million times: class(args) nested a million deep.
+        let mut deep = vec![0x80, 2, b'N'];
+        for _ in 0..1_000_000 {
+            deep.extend_from_slice(b"NR");
+        }
+        deep.push(b'.');
+        // A string, then 64 times: MEMOIZE, GET, TUPLE2: each tuple holds the last twice.
+        let mut wide = vec![0x80, 2, 0x8c, 1, b'x'];
+        for i in 0..64u8 {
+            wide.extend_from_slice(&[0x94, b'h', i, 0x86]);
+        }
+        wide.push(b'.');
+        for bomb in [deep, wide] {
+            let e = MimoHeader::read(&mut &bomb[..]).unwrap_err().to_string();
+            assert!(e.contains("deeper") || e.contains("larger"), "{e}");
         }
     }
 }
