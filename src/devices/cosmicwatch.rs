@@ -79,12 +79,8 @@ fn cosmicwatch_version(
         "v2" => (CosmicWatchVersion::V2, SimVersion::V2),
         "v3x" | "v3X" => (CosmicWatchVersion::V3X(cols), SimVersion::V3X(cols)),
         other => {
-            return Err(cfg
-                .error(
-                    cosmicwatch_keys::VERSION.name,
-                    format!("'{other}': v2 or v3x"),
-                )
-                .into())
+            let key = cosmicwatch_keys::VERSION.name;
+            return Err(super::not_one_of(cfg, key, other, "v2 or v3x"));
         }
     })
 }

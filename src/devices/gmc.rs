@@ -78,12 +78,8 @@ fn gmc_settings(ctx: &BuildContext) -> Result<(GmcMode, Option<CountWidth>, f64)
             }
         }
         other => {
-            return Err(cfg
-                .error(
-                    gmc_keys::MODE.name,
-                    format!("'{other}' is not a mode: heartbeat or poll_cpm"),
-                )
-                .into())
+            let key = gmc_keys::MODE.name;
+            return Err(super::not_one_of(cfg, key, other, "heartbeat or poll_cpm"));
         }
     };
     let width = match cfg.get(gmc_keys::COUNT_WIDTH)? {

@@ -182,14 +182,12 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
             "time_us" => GrammarField::TimeUs,
             "skip" => GrammarField::Skip,
             other => {
-                return Err(cfg
-                    .error(
-                        line_keys::FIELDS.name,
-                        format!(
-                        "'{other}' is not a field: counts, pulse, time_s, time_ms, time_us or skip"
-                    ),
-                    )
-                    .into())
+                return Err(super::not_one_of(
+                    cfg,
+                    line_keys::FIELDS.name,
+                    other,
+                    "counts, pulse, time_s, time_ms, time_us or skip",
+                ))
             }
         });
     }
@@ -198,12 +196,12 @@ pub fn grammar(ctx: &BuildContext) -> Result<LineGrammar, WorkerError> {
         s if s.len() == 1 && s.is_ascii() => Separator::Byte(s.as_bytes()[0]),
         "\\t" | "tab" => Separator::Byte(b'\t'),
         other => {
-            return Err(cfg
-                .error(
-                    line_keys::SEPARATOR.name,
-                    format!("'{other}': whitespace, tab or one ASCII character such as ','"),
-                )
-                .into())
+            return Err(super::not_one_of(
+                cfg,
+                line_keys::SEPARATOR.name,
+                other,
+                "whitespace, tab or one ASCII character such as ','",
+            ))
         }
     };
     let g = LineGrammar {

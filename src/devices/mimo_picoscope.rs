@@ -22,7 +22,9 @@
 
 use super::picoscope::{self, pico_keys};
 use super::usb;
-use super::{bad, importer_spec, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
+use super::{
+    bad, importer_spec, not_one_of, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
+};
 use crate::worker::WiringError;
 use crate::worker::{BuildContext, FunctionSpec, Key, MaybeKey, WorkerError};
 use crate::{key, keys};
@@ -134,13 +136,7 @@ pub fn translate(ctx: &BuildContext) -> Result<Map<String, Value>, WorkerError> 
     let coupling = match cfg.get(CHANNEL_COUPLING)?.to_ascii_uppercase().as_str() {
         "DC" => "dc",
         "AC" => "ac",
-        other => {
-            return Err(bad(
-                cfg,
-                CHANNEL_COUPLING.name,
-                format!("'{other}': DC or AC"),
-            ))
-        }
+        other => return Err(not_one_of(cfg, CHANNEL_COUPLING.name, other, "DC or AC")),
     };
     let range = |key: &str, name: &str| {
         range_volts(name).ok_or_else(|| {

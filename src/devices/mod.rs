@@ -208,6 +208,17 @@ pub(crate) fn bad(
     cfg.error(key, problem).into()
 }
 
+/// The error for `text`, the value of config key `key`, which is none of `choices` (their
+/// names as a sentence: "traces or histogram").
+pub(crate) fn not_one_of(
+    cfg: &crate::worker::Config,
+    key: &str,
+    text: &str,
+    choices: &str,
+) -> WorkerError {
+    bad(cfg, key, format!("'{text}': {choices}"))
+}
+
 /// The value `choices` pairs with the text of `key`; any other text is an error that
 /// names it and lists the choices (a spelling that differs from an earlier one only in
 /// case is accepted but not listed).
@@ -231,7 +242,7 @@ pub(crate) fn pick<T: Clone>(
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => String::new(),
     };
-    Err(bad(cfg, key.name, format!("'{text}': {listed}")))
+    Err(not_one_of(cfg, key.name, text, &listed))
 }
 
 /// The value of `key` if it lies in `range` (NaN never does); else the error `problem`.

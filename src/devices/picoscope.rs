@@ -9,7 +9,7 @@
 
 use super::plug::{unplug_window, SimulatedPlug};
 use super::usb::{check_scope, keep_simulated, per_channel, SCOPE_EXPECT_DATA};
-use super::{bad, importer_spec, open_error, pick, DeviceImporter, SEED, SIMULATE};
+use super::{bad, importer_spec, not_one_of, open_error, pick, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, PerChannelValue, WorkerError};
 use daq_drivers::picoscope::{
     self, Acquisition, ChannelConfig, Coupling, DigitalPort, PicoScope, PicoScopeConfig,
@@ -412,11 +412,8 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
                     "C" => 2,
                     "D" => 3,
                     _ => {
-                        return Err(bad(
-                            cfg,
-                            pico_keys::TRIGGER_CHANNEL.name,
-                            format!("'{tc}': A..D or none"),
-                        ))
+                        let key = pico_keys::TRIGGER_CHANNEL.name;
+                        return Err(not_one_of(cfg, key, tc, "A..D or none"));
                     }
                 };
                 let direction = pick(
@@ -465,11 +462,8 @@ pub fn picoscope_config(cfg: &Config) -> Result<PicoScopeConfig, WorkerError> {
             overview_samples: cfg.get(pico_keys::OVERVIEW_SAMPLES)?,
         },
         other => {
-            return Err(bad(
-                cfg,
-                pico_keys::MODE.name,
-                format!("'{other}': rapid_block, block or streaming"),
-            ))
+            let choices = "rapid_block, block or streaming";
+            return Err(not_one_of(cfg, pico_keys::MODE.name, other, choices));
         }
     };
     let format = pick(

@@ -15,8 +15,8 @@
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
 use super::{
-    bad, expect_data_key, importer_spec, open_error, pick, DeviceImporter, ON_SILENCE, RECONNECT,
-    SEED, SIMULATE,
+    bad, expect_data_key, importer_spec, not_one_of, open_error, pick, DeviceImporter, ON_SILENCE,
+    RECONNECT, SEED, SIMULATE,
 };
 use crate::worker::{BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, WorkerError};
 use daq_drivers::driver::Result;
@@ -281,23 +281,18 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
                 poll: seconds(cfg, k::POLL_INTERVAL, 10.0)?.max(Duration::from_micros(100)),
             },
             other => {
-                return Err(bad(
+                return Err(not_one_of(
                     cfg,
                     k::ACQUISITION.name,
-                    format!("'{other}': stream or poll"),
+                    other,
+                    "stream or poll",
                 ))
             }
         }),
         "histogram" => McphaMode::Histogram {
             interval: seconds(cfg, k::HISTOGRAM_INTERVAL, 86400.0)?.max(Duration::from_millis(10)),
         },
-        other => {
-            return Err(bad(
-                cfg,
-                k::MODE.name,
-                format!("'{other}': traces or histogram"),
-            ))
-        }
+        other => return Err(not_one_of(cfg, k::MODE.name, other, "traces or histogram")),
     };
     let samples = match (cfg.get(k::SAMPLES)?, mode, ctx.sinks.first()) {
         (Some(n), _, _) => n,
@@ -308,7 +303,7 @@ pub fn redpitaya_config(ctx: &BuildContext) -> Result<McphaConfig, WorkerError> 
         match cfg.get(key)? {
             "IN1" | "in1" => Ok(Input::In1),
             "IN2" | "in2" => Ok(Input::In2),
-            other => Err(bad(cfg, key.name, format!("'{other}': IN1 or IN2"))),
+            other => Err(not_one_of(cfg, key.name, other, "IN1 or IN2")),
         }
     };
     let pha = PhaConfig {
@@ -403,13 +398,7 @@ pub fn board_config(ctx: &BuildContext) -> Result<BoardConfig, WorkerError> {
     match cfg.get(k::TRANSPORT)? {
         "mcpha" => return redpitaya_config(ctx).map(BoardConfig::Mcpha),
         "scpi" => {}
-        other => {
-            return Err(bad(
-                cfg,
-                k::TRANSPORT.name,
-                format!("'{other}': mcpha or scpi"),
-            ))
-        }
+        other => return Err(not_one_of(cfg, k::TRANSPORT.name, other, "mcpha or scpi")),
     }
     if let Some(key) = MCPHA_ONLY
         .iter()
