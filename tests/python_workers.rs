@@ -73,17 +73,20 @@ fn daq_with(d: &Path, args: &[&str], venv: Option<&Path>) -> (i32, String) {
 
 fn run(d: &Path, setup: &str) -> Ran {
     let (code, stderr) = daq(d, &[setup, "--quiet"]);
-    let runs = d.join("runs");
-    let run_dir = std::fs::read_dir(&runs)
-        .ok()
-        .and_then(|mut r| r.next())
-        .map(|e| e.unwrap().path())
-        .unwrap_or_default();
     Ran {
         code,
         stderr,
-        run_dir,
+        run_dir: run_in(&d.join("runs")),
     }
+}
+
+/// The run directory in the target directory `target` (empty when there is none).
+fn run_in(target: &Path) -> PathBuf {
+    std::fs::read_dir(target)
+        .ok()
+        .and_then(|mut r| r.next())
+        .map(|e| e.unwrap().path())
+        .unwrap_or_default()
 }
 
 /// Runs the setup `setup` with the Python workers `file` (name and text) in a fresh directory
@@ -785,12 +788,7 @@ fn the_python_examples_run() {
         ],
     );
     assert_eq!(code, 0, "{stderr}");
-    let run_dir = std::fs::read_dir(&d)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run_dir = run_in(&d);
     let summary = json(&run_dir.join("summary.json"));
     let events = |b: &str| summary["events"][b].as_u64().unwrap();
     assert_eq!(events("raw"), 2000, "{summary}");
@@ -801,4 +799,95 @@ fn the_python_examples_run() {
     );
     let csv = std::fs::read_to_string(run_dir.join("save_heights.csv")).unwrap();
     assert_eq!(csv.lines().count() as u64, events("heights") + 1);
+}
+
+/// An exporter that stops taking events for good (here a call that never returns, as a
+/// network write to a dead host or a deadlock in a worker's own code would).
+const STUCK: &str = r#"
+import time
+import mimocorb2 as mi2
+
+def stuck(buffer_io):
+    exporter = mi2.Exporter(buffer_io)
+    n = 0
+    for data, metadata in exporter:
+        n += 1
+        if n == 20:
+            time.sleep(1e6)
+"#;
+
+/// A stop (here `max_seconds`) waited for ever on a worker that takes no more events: the
+/// drain never ended, so a service run never ended either and a script waiting for it hung.
+/// Now, once no event has moved through any buffer for `drain_stall_seconds` while some are
+/// still waiting, the workers are killed, the run ends failed saying which reader held the
+/// drain up, and the events it never took are counted lost for it.
+#[test]
+fn a_worker_stuck_while_the_run_drains_is_killed_once_nothing_moves() {
+    let d = dir("stuck");
+    std::fs::write(d.join("stuck.py"), STUCK).unwrap();
+    std::fs::write(
+        d.join("setup.yaml"),
+        "target_directory: runs
+options: {max_seconds: 1, drain_stall_seconds: 2}
+Buffers:
+  raw: {slot_count: 8, data_length: 16, data_dtype: {ch0: float32}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {rate: 500, realtime: true, pretrigger_samples: 4}
+  sink:
+    file: stuck.py
+    function: stuck
+    sources: [raw]
+",
+    )
+    .unwrap();
+    let mut child = Command::new(EXE)
+        .args(["setup.yaml", "--quiet"])
+        .env("VIRTUAL_ENV", venv())
+        .current_dir(&d)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A guard against the hang this test is about, not a measure of time: the run ends a
+    // few seconds after its stop.
+    let mut waited = 0;
+    while child.try_wait().unwrap().is_none() {
+        if waited == 1200 {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", "stuck.py"])
+                .status();
+            panic!("the run still drains 2 minutes after its stop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no event has moved for 2 s")
+            && stderr.contains("events wait for reader 'sink'")
+            && stderr.contains("drain_stall_seconds"),
+        "{stderr}"
+    );
+    let summary = json(&run_in(&d.join("runs")).join("summary.json"));
+    let events = summary["events"]["raw"].as_u64().unwrap();
+    let books = &summary["readers"]["raw"]["sink"];
+    let delivered = books["delivered"].as_u64().unwrap();
+    let lost = books["lost"].as_u64().unwrap();
+    // The worker read 20 events (the last of them, and any its reader had claimed with it,
+    // unreleased when it was killed); the rest of the buffer waited for it.
+    assert!(delivered < 20 && lost > 0, "{summary}");
+    assert_eq!(delivered + lost, events, "{summary}");
+    assert_eq!(books["pending"], 0, "{summary}");
+    assert!(
+        summary["failures"][0]
+            .as_str()
+            .is_some_and(|f| f.contains("no event has moved")),
+        "{summary}"
+    );
 }

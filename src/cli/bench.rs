@@ -128,6 +128,7 @@ impl Case {
             stats_interval: 1.0,
             huge_pages: crate::shm::HugePages::Auto,
             disk_reserve_mb: 0.0,
+            drain_stall_seconds: crate::run_dir::plan::DRAIN_STALL_SECONDS,
             alert_command: None,
         }
     }

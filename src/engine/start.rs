@@ -130,6 +130,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
         stats_interval: setup.options.stats_interval,
         huge_pages: setup.options.huge_pages,
         disk_reserve_mb: setup.options.disk_reserve_mb,
+        drain_stall_seconds: setup.options.drain_stall_seconds,
         alert_command: setup.options.alert_command.clone(),
     }
 }

@@ -388,6 +388,9 @@ pub struct Supervisor {
     stopping: bool,
     /// When the importers were told to stop.
     stopped_at: Option<Instant>,
+    /// While the run drains: the events moved through every buffer so far (published,
+    /// claimed and released, summed), and when that sum last changed.
+    drain_moved: Option<(u64, Instant)>,
     /// Why: the first stop's cause (an abort overrides it); `None` while the run goes on.
     /// When its importers ended by themselves, filled in at the end (see `stopped_by`).
     stop_cause: Option<StopCause>,
@@ -558,6 +561,7 @@ impl Supervisor {
             last_progress: None,
             alarms: BTreeMap::new(),
             stopping: false,
+            drain_moved: None,
             stopped_at: None,
             stop_cause: None,
             aborted: false,
@@ -851,6 +855,12 @@ impl Supervisor {
             if last_watch.elapsed() >= Duration::from_secs(1) {
                 last_watch = Instant::now();
                 self.watch_buffers();
+                if let Some(stalled) = self.drain_stalled() {
+                    self.log_and_say(&stalled);
+                    self.failures.push(stalled);
+                    self.kill_all();
+                    break;
+                }
             }
             match self.opts.progress {
                 Progress::Live if last_progress.elapsed() >= Duration::from_millis(500) => {
@@ -973,6 +983,61 @@ impl Supervisor {
                 );
             }
         }
+    }
+
+    /// While the run drains: the reason to kill the workers when no event has moved through
+    /// any buffer for `drain_stall_seconds` while some wait to be read (a worker stuck for
+    /// good would hold the stop, and so a service's run, for ever); `None` while events
+    /// move, none wait (the workers close their files), or the run is not stopping.
+    fn drain_stalled(&mut self) -> Option<String> {
+        if !self.stopping {
+            return None;
+        }
+        let stats = self.ring_stats();
+        let moved: u64 = stats
+            .iter()
+            .flat_map(|(_, rings)| rings)
+            .map(|s| {
+                let taken: u64 = s.groups.iter().map(|g| g.claimed + g.released).sum();
+                s.published + taken
+            })
+            .sum();
+        let now = Instant::now();
+        match self.drain_moved {
+            Some((m, since)) if m == moved => {
+                let quiet = now.duration_since(since).as_secs_f64();
+                if quiet < self.plan.drain_stall_seconds {
+                    return None;
+                }
+            }
+            _ => {
+                self.drain_moved = Some((moved, now));
+                return None;
+            }
+        }
+        let mut holding = Vec::new();
+        for (name, rings) in &stats {
+            let Some(pb) = self.plan.buffer(name) else {
+                continue;
+            };
+            for (reader, books) in reader_books(&pb.readers, rings) {
+                if books.pending > 0 {
+                    holding.push(format!(
+                        "buffer '{name}': {} events wait for reader '{reader}'",
+                        books.pending
+                    ));
+                }
+            }
+        }
+        if holding.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "the run is stopping but no event has moved for {} s ({}; \
+             options.drain_stall_seconds): killing the workers; the unread events count as lost",
+            self.plan.drain_stall_seconds,
+            holding.join(", ")
+        ))
     }
 
     fn kill_all(&mut self) {

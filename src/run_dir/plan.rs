@@ -174,9 +174,21 @@ pub struct Plan {
     /// Stop the run cleanly when less than this many MB are free on the run's disk.
     #[serde(default)]
     pub disk_reserve_mb: f64,
+    /// After a stop, seconds without any event moving while some wait before the workers
+    /// are killed (`options.drain_stall_seconds`).
+    #[serde(default = "default_drain_stall")]
+    pub drain_stall_seconds: f64,
     /// The setup's `options.alert_command`, run by the supervisor when a warning starts.
     #[serde(default)]
     pub alert_command: Option<String>,
+}
+
+/// `options.drain_stall_seconds` when the setup does not say.
+pub const DRAIN_STALL_SECONDS: f64 = 300.0;
+
+/// The drain stall time of a plan that does not say (one written before the option).
+fn default_drain_stall() -> f64 {
+    DRAIN_STALL_SECONDS
 }
 
 impl Plan {
@@ -252,6 +264,7 @@ mod tests {
             stats_interval: 1.0,
             huge_pages: crate::shm::HugePages::Auto,
             disk_reserve_mb: 0.0,
+            drain_stall_seconds: DRAIN_STALL_SECONDS,
             alert_command: None,
         }
     }

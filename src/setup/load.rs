@@ -40,12 +40,13 @@ pub(crate) const WORKER_KEYS: [&str; 11] = [
     "restart",
     "python",
 ];
-pub(crate) const OPTION_KEYS: [&str; 7] = [
+pub(crate) const OPTION_KEYS: [&str; 8] = [
     "max_events",
     "max_seconds",
     "stats_interval",
     "huge_pages",
     "disk_reserve_mb",
+    "drain_stall_seconds",
     "python",
     "alert_command",
 ];
@@ -574,7 +575,7 @@ impl Loader {
                 "Options" => self.warn(
                     k.at,
                     "`Options:` is a mimoCoRB2 section (output_directory, debug_workers) and is ignored here",
-                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages, disk_reserve_mb, alert_command); every run writes to target_directory/run_<UTC time>/".into()),
+                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages, disk_reserve_mb, drain_stall_seconds, alert_command); every run writes to target_directory/run_<UTC time>/".into()),
                 ),
                 "overwrite" => self.warn(
                     k.at,
@@ -677,6 +678,15 @@ impl Loader {
                     Some(_) => self.error(
                         val.at,
                         "options.stats_interval: must be at least 0.01 seconds",
+                        None,
+                    ),
+                    None => {}
+                },
+                "drain_stall_seconds" => match self.number(val, "options.drain_stall_seconds") {
+                    Some(x) if x >= 0.1 && x.is_finite() => o.drain_stall_seconds = x,
+                    Some(_) => self.error(
+                        val.at,
+                        "options.drain_stall_seconds: must be at least 0.1 seconds",
                         None,
                     ),
                     None => {}
