@@ -48,19 +48,24 @@ pub enum Refused {
     },
 }
 
-/// Parses a kernel CPU list like `0-2,5`.
+/// Cores a Linux kernel can have at most (`NR_CPUS` of the largest configuration).
+const MAX_CPUS: usize = 8192;
+
+/// Parses a kernel CPU list like `0-2,5`; cores from [`MAX_CPUS`] on are left out.
 pub fn parse_cpu_list(s: &str) -> Vec<usize> {
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
                 if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
-                    out.extend(a..=b);
+                    out.extend(a..=b.min(MAX_CPUS - 1));
                 }
             }
             None => {
                 if let Ok(a) = part.trim().parse() {
-                    out.push(a);
+                    if a < MAX_CPUS {
+                        out.push(a);
+                    }
                 }
             }
         }
@@ -157,6 +162,16 @@ mod tests {
         assert_eq!(super::parse_cpu_list("0-2,5"), vec![0, 1, 2, 5]);
         assert_eq!(super::parse_cpu_list(""), Vec::<usize>::new());
         assert_eq!(super::parse_cpu_list("3"), vec![3]);
+    }
+
+    /// A list from the environment (`DAQ_ISOLATED_CPUS`) with a range no machine has, as a
+    /// slip of the finger makes it: the cores past any kernel's limit are left out, instead
+    /// of a list of 10^19 cores that takes all memory.
+    #[test]
+    fn a_range_past_any_machine_is_cut_to_the_cores_a_kernel_can_have() {
+        let cores = super::parse_cpu_list("2-18446744073709551615,7");
+        assert_eq!(cores.len(), super::MAX_CPUS - 2 + 1);
+        assert_eq!(cores.last(), Some(&7));
     }
 
     #[test]
