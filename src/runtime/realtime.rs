@@ -51,7 +51,8 @@ pub enum Refused {
 /// Cores a Linux kernel can have at most (`NR_CPUS` of the largest configuration).
 const MAX_CPUS: usize = 8192;
 
-/// Parses a kernel CPU list like `0-2,5`; cores from [`MAX_CPUS`] on are left out.
+/// Parses a kernel CPU list like `0-2,5`; cores from 8192 (the largest `NR_CPUS`) on are
+/// left out.
 pub fn parse_cpu_list(s: &str) -> Vec<usize> {
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
