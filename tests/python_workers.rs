@@ -808,10 +808,7 @@ import time
 import mimocorb2 as mi2
 
 def stuck(buffer_io):
-    exporter = mi2.Exporter(buffer_io)
-    n = 0
-    for data, metadata in exporter:
-        n += 1
+    for n, _ in enumerate(mi2.Exporter(buffer_io), 1):
         if n == 20:
             time.sleep(1e6)
 "#;

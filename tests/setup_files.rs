@@ -816,3 +816,40 @@ fn a_buffer_too_big_for_memory_is_refused_without_building_its_functions() {
     );
     assert_eq!((c.errors[0].line, c.errors[0].column), (2, 3));
 }
+
+/// The run options with a lower bound: each out-of-range value is its own positioned error
+/// naming the option and its bound, and values in range are taken.
+#[test]
+fn run_options_below_their_bound_are_positioned_errors() {
+    let text = |options: &str| {
+        format!(
+            "Buffers:\n  raw: {{slot_count: 4, data_length: 1, data_dtype: {{a: i2}}}}\nWorkers:\n  src: {{function: simulate.pulses, sinks: [raw]}}\n  out: {{function: export.drain, sources: [raw]}}\noptions: {options}\n"
+        )
+    };
+    let bad = text("{stats_interval: 0.001, drain_stall_seconds: 0, disk_reserve_mb: -1}");
+    let c = Setup::check_bytes(bad.as_bytes(), Path::new("o.yaml"), catalog(), 2);
+    let errors: Vec<String> = c.errors.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            "o.yaml:6:27: error: options.stats_interval: must be at least 0.01 seconds",
+            "o.yaml:6:55: error: options.drain_stall_seconds: must be at least 0.1 seconds",
+            "o.yaml:6:75: error: options.disk_reserve_mb: must be 0 or more (MB kept free on the \
+             run's disk)",
+        ],
+        "{}",
+        listing(&c)
+    );
+    let good = text("{stats_interval: 0.5, drain_stall_seconds: 60, disk_reserve_mb: 0}");
+    let (setup, _) = Setup::from_str(&good, Path::new("o.yaml"), catalog(), 2).expect("valid");
+    assert_eq!(
+        (
+            setup.options.stats_interval,
+            setup.options.drain_stall_seconds,
+            setup.options.disk_reserve_mb
+        ),
+        (0.5, 60.0, 0.0)
+    );
+    let (default, _) = Setup::from_str(&text("{}"), Path::new("o.yaml"), catalog(), 2).unwrap();
+    assert_eq!(default.options.drain_stall_seconds, 300.0);
+}

@@ -457,6 +457,16 @@ impl Loader {
         }
     }
 
+    /// The number `v` if it is at least `min`; else the error `what: problem`.
+    fn at_least(&mut self, v: &Value, what: &str, min: f64, problem: &str) -> Option<f64> {
+        let x = self.number(v, what)?;
+        if x < min {
+            self.error(v.at, format!("{what}: {problem}"), None);
+            return None;
+        }
+        Some(x)
+    }
+
     fn number(&mut self, v: &Value, what: &str) -> Option<f64> {
         match v.kind {
             Kind::UInt(u) => Some(u as f64),
@@ -673,33 +683,24 @@ impl Loader {
                             .map(super::load::expand_home);
                     }
                 }
-                "stats_interval" => match self.number(val, "options.stats_interval") {
-                    Some(x) if x >= 0.01 => o.stats_interval = x,
-                    Some(_) => self.error(
-                        val.at,
-                        "options.stats_interval: must be at least 0.01 seconds",
-                        None,
-                    ),
-                    None => {}
-                },
-                "drain_stall_seconds" => match self.number(val, "options.drain_stall_seconds") {
-                    Some(x) if x >= 0.1 && x.is_finite() => o.drain_stall_seconds = x,
-                    Some(_) => self.error(
-                        val.at,
-                        "options.drain_stall_seconds: must be at least 0.1 seconds",
-                        None,
-                    ),
-                    None => {}
-                },
-                "disk_reserve_mb" => match self.number(val, "options.disk_reserve_mb") {
-                    Some(x) if x >= 0.0 && x.is_finite() => o.disk_reserve_mb = x,
-                    Some(_) => self.error(
-                        val.at,
-                        "options.disk_reserve_mb: must be 0 or more (MB kept free on the run's disk)",
-                        None,
-                    ),
-                    None => {}
-                },
+                "stats_interval" => {
+                    let why = "must be at least 0.01 seconds";
+                    if let Some(x) = self.at_least(val, "options.stats_interval", 0.01, why) {
+                        o.stats_interval = x;
+                    }
+                }
+                "drain_stall_seconds" => {
+                    let why = "must be at least 0.1 seconds";
+                    if let Some(x) = self.at_least(val, "options.drain_stall_seconds", 0.1, why) {
+                        o.drain_stall_seconds = x;
+                    }
+                }
+                "disk_reserve_mb" => {
+                    let why = "must be 0 or more (MB kept free on the run's disk)";
+                    if let Some(x) = self.at_least(val, "options.disk_reserve_mb", 0.0, why) {
+                        o.disk_reserve_mb = x;
+                    }
+                }
                 // YAML 1.1 readers take a bare `off`/`on` for false/true.
                 _ if matches!(val.kind, Kind::Bool(false)) => o.huge_pages = HugePages::Off,
                 _ if matches!(val.kind, Kind::Bool(true)) => o.huge_pages = HugePages::Auto,
