@@ -269,18 +269,37 @@ impl KafkaCounts {
     }
 }
 
-/// The last complete line of the statistics file `path` (`stats.jsonl`), read from its end
-/// (at most the last 1 MiB); `None` when there is none yet.
+/// The last complete line of the statistics file `path` (`stats.jsonl`) that is a JSON
+/// object, read from its end (at most the last 1 MiB); `None` when there is none yet. Lines
+/// after it that are not one are passed over: after a power cut the file may end in zeros
+/// or in bytes that never were a line, and the run's last statistics are still the ones
+/// before them.
 pub fn last_stats_line(path: &Path) -> Option<String> {
     let (buf, cut) = crate::fsio::tail(path, 1 << 20)?;
     // Only whole lines: the file's last byte is a newline unless a line is being written.
     let end = buf.iter().rposition(|&b| b == b'\n')?;
     let body = &buf[..end];
-    let from = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if from == 0 && cut {
-        return None;
+    let mut stop = body.len();
+    loop {
+        let from = body[..stop]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if from == 0 && cut {
+            // The start of the tail is the end of a line read only in part.
+            return None;
+        }
+        let object = std::str::from_utf8(&body[from..stop]).ok().filter(|t| {
+            t.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok()
+        });
+        if let Some(line) = object {
+            return Some(line.to_string());
+        }
+        if from == 0 {
+            return None;
+        }
+        stop = from - 1;
     }
-    String::from_utf8(body[from..].to_vec()).ok()
 }
 
 /// The supervisor's latest statistics of the run in `run_dir`: the last complete line of its
@@ -325,6 +344,14 @@ mod tests {
         assert_eq!(last_stats_line(&stats).as_deref(), Some("{\"t\": 2}"));
         std::fs::write(&stats, "{\"t\": 1}\n").unwrap();
         assert_eq!(last_stats_line(&stats).as_deref(), Some("{\"t\": 1}"));
+        // A power cut: the file's size was written, its last blocks were not (zeros), or
+        // they hold bytes that never were a line; the last good line is still the run's.
+        let mut cut = b"{\"t\": 1}\n{\"t\": 2}\n".to_vec();
+        cut.extend_from_slice(&[0; 40]);
+        cut.extend_from_slice(b"\n\xff\xfe{\"t\n{\"t\": 9, \"buf\n");
+        std::fs::write(&stats, &cut).unwrap();
+        assert_eq!(last_stats_line(&stats).as_deref(), Some("{\"t\": 2}"));
+        assert_eq!(last_snapshot(&dir).map(|s| s.t), Some(2.0));
         for (p, delivered, done) in [(0, 5, true), (1, 7, false)] {
             let c = KafkaCounts {
                 topic: "raw".into(),
