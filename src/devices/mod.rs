@@ -507,7 +507,14 @@ pub struct DeviceImporter {
     simulated: bool,
     reconnect: bool,
     lost: Option<Lost>,
+    /// Gaps listed one by one: this process's first [`GAPS_LISTED`] and latest
+    /// [`GAPS_LISTED`].
     gaps: Vec<Gap>,
+    /// Gaps in all, those of earlier processes of this worker included, and their seconds.
+    gap_count: u64,
+    gap_seconds: f64,
+    /// Of `gap_count`, the gaps of earlier processes (the index of this one's first).
+    gaps_before: u64,
     events: u64,
     notes: Option<PathBuf>,
     bad: BadData,
@@ -540,7 +547,10 @@ impl DeviceImporter {
             simulated: false,
             reconnect,
             lost: None,
-            gaps: Vec::with_capacity(16),
+            gaps: Vec::with_capacity(2 * GAPS_LISTED),
+            gap_count: 0,
+            gap_seconds: 0.0,
+            gaps_before: 0,
             events: 0,
             notes: None,
             bad: BadData {
@@ -616,7 +626,7 @@ impl DeviceImporter {
         Ok(imp)
     }
 
-    /// The disconnect gaps so far.
+    /// The disconnect gaps this process listed (see [`GAPS_LISTED`]).
     pub fn gaps(&self) -> &[Gap] {
         &self.gaps
     }
@@ -760,6 +770,12 @@ impl DeviceImporter {
         self.events = before.count(DeviceNotes::EVENTS);
         self.bad.count = before.count(DeviceNotes::BAD_RECORDS);
         self.silence.spells = before.count(DeviceNotes::SILENCES);
+        self.gap_count = before.count(DeviceNotes::GAPS);
+        self.gaps_before = self.gap_count;
+        self.gap_seconds = before
+            .get(DeviceNotes::GAP_SECONDS)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
         self.silence.events_then = self.events;
         tracing::info!(
             "{}: going on from an earlier process of this worker: {} events, {} bad records",
@@ -805,6 +821,11 @@ impl DeviceImporter {
                         gap.seconds,
                         gap.events_before
                     );
+                    self.gap_count += 1;
+                    self.gap_seconds += gap.seconds;
+                    if self.gaps.len() == 2 * GAPS_LISTED {
+                        self.gaps.remove(GAPS_LISTED);
+                    }
                     self.gaps.push(gap);
                     self.write_notes();
                 }
@@ -911,10 +932,20 @@ impl Importer for DeviceImporter {
             m.push(("device.usb_id".into(), format!("{v:04x}:{p:04x}")));
         }
         m.extend(self.source.run_metadata());
-        m.push(("device.gaps".into(), self.gaps.len().to_string()));
-        for (i, g) in self.gaps.iter().enumerate() {
+        m.push((DeviceNotes::GAPS.into(), self.gap_count.to_string()));
+        m.push((
+            DeviceNotes::GAP_SECONDS.into(),
+            format!("{:.3}", self.gap_seconds),
+        ));
+        let (first, len) = (self.gaps_before, self.gaps.len() as u64);
+        for (i, g) in (0u64..).zip(&self.gaps) {
+            let n = if i < GAPS_LISTED as u64 {
+                first + i
+            } else {
+                self.gap_count - len + i
+            };
             m.push((
-                format!("device.gap.{i}"),
+                format!("device.gap.{n}"),
                 format!(
                     "lost at unix {:.3}, back after {:.3} s, {} events before; {}",
                     g.lost_at_unix, g.seconds, g.events_before, g.detail
@@ -924,6 +955,11 @@ impl Importer for DeviceImporter {
         m
     }
 }
+
+/// Gaps the notes list one by one: the first and the latest this many each. The count and
+/// the time gone cover every gap: a loose cable over a week makes thousands, and the notes
+/// are rewritten every second.
+pub const GAPS_LISTED: usize = 20;
 
 /// Every ending of the importer (finished, a stop, a run limit, an error) drops it: the
 /// driver's `stop` runs (the device is left as it was found), what is not yet logged is
@@ -1030,19 +1066,58 @@ mod tests {
         assert_eq!(e.to_string(), "d: disconnected: gone");
     }
 
-    /// A source that has an event whenever asked.
-    struct Steady {
+    /// A counter with an event whenever asked; `flaps`: gone at every other read and back
+    /// at once (a loose cable over a long run).
+    struct Counter {
         info: daq_drivers::DeviceInfo,
         layout: EventLayout,
+        flaps: bool,
+        reads: u64,
     }
 
-    impl Source for Steady {
+    impl Counter {
+        fn new(flaps: bool) -> Counter {
+            Counter {
+                info: daq_drivers::DeviceInfo::on_serial_port(
+                    daq_drivers::Family::LineCounter,
+                    "counter",
+                    std::path::Path::new("/dev/null"),
+                ),
+                layout: EventLayout::of([("counts", "u4")], 1),
+                flaps,
+                reads: 0,
+            }
+        }
+    }
+
+    impl Source for Counter {
         fn described(&self) -> (&daq_drivers::DeviceInfo, &EventLayout) {
             (&self.info, &self.layout)
         }
         fn read_event(&mut self, _: &mut [u8], _: Duration) -> Result<ReadOutcome, DriverError> {
+            self.reads += 1;
+            if self.flaps && self.reads.is_multiple_of(2) {
+                return Err(DriverError::Disconnected {
+                    device: "counter".into(),
+                    detail: "the cable moved".into(),
+                });
+            }
             Ok(ReadOutcome::Event(Default::default()))
         }
+        fn reconnect(&mut self) -> Result<bool, DriverError> {
+            Ok(true)
+        }
+    }
+
+    /// One call of the importer's `next` for an event of one count.
+    fn next_event(imp: &mut DeviceImporter) -> Result<Produced, WorkerError> {
+        let dtype = Dtype::parse([("counts", "u4")]).unwrap();
+        let (mut data, mut meta) = ([0u8; 4], crate::dtype::Metadata::default());
+        imp.next(&mut EventMut {
+            data: &mut data,
+            meta: &mut meta,
+            dtype: &dtype,
+        })
     }
 
     /// The wall clock set back (NTP stepping a clock that ran ahead, an RTC-less board
@@ -1053,33 +1128,65 @@ mod tests {
     fn a_wall_clock_set_back_does_not_hold_off_the_checks() {
         let dir = std::env::temp_dir().join(format!("daq-clock-back-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let source = Steady {
-            info: daq_drivers::DeviceInfo::on_serial_port(
-                daq_drivers::Family::LineCounter,
-                "steady",
-                std::path::Path::new("/dev/null"),
-            ),
-            layout: EventLayout::of([("counts", "u4")], 1),
-        };
-        let mut imp =
-            DeviceImporter::new("device.x", "w", Box::new(source), Vec::new(), false).unwrap();
+        let counter = Box::new(Counter::new(false));
+        let mut imp = DeviceImporter::new("device.x", "w", counter, Vec::new(), false).unwrap();
         let notes = dir.join("device_w.txt");
         imp.notes = Some(notes.clone());
         // A check ran a moment ago (the notes are due again), and the clock then went back
         // by an hour: the next check was set for an hour ahead of the clock as it is now.
         imp.notes_at = Instant::now() - 2 * NOTES_EVERY;
         imp.check_due_wall = crate::clock::wall_clock() + 3600.0;
-        let (mut data, mut meta) = ([0u8; 4], crate::dtype::Metadata::default());
-        let dtype = Dtype::parse([("counts", "u4")]).unwrap();
-        let mut ev = EventMut {
-            data: &mut data,
-            meta: &mut meta,
-            dtype: &dtype,
-        };
-        assert!(matches!(imp.next(&mut ev), Ok(Produced::Event)));
+        assert!(matches!(next_event(&mut imp), Ok(Produced::Event)));
         let text = std::fs::read_to_string(&notes).unwrap_or_default();
         assert!(text.contains("device.events = 1\n"), "notes: {text:?}");
         drop(imp);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A device that comes and goes thousands of times (a loose cable over a week): the
+    /// notes, rewritten every second, list the first and the latest gaps, not every one
+    /// (they grew by a line a gap, 100 kB after a thousand), while the count and the time
+    /// gone cover all; and a worker started again goes on counting them, as it does its
+    /// events (the count went back to 0, and a Prometheus counter with it).
+    #[test]
+    fn a_device_that_comes_and_goes_all_week_keeps_its_notes_short_and_its_count_whole() {
+        let dir = std::env::temp_dir().join(format!("daq-flapping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let notes = dir.join("device_w.txt");
+        let open = || {
+            let counter = Box::new(Counter::new(true));
+            let mut imp = DeviceImporter::new("device.x", "w", counter, Vec::new(), true).unwrap();
+            imp.notes = Some(notes.clone());
+            imp.carry_on();
+            imp
+        };
+        let flap = |imp: &mut DeviceImporter, times: u64| {
+            for _ in 0..2 * times {
+                next_event(imp).unwrap();
+            }
+            imp.write_notes();
+        };
+        let mut imp = open();
+        flap(&mut imp, 1000);
+        let text = std::fs::read_to_string(&notes).unwrap();
+        let listed = |text: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("device.gap."))
+                .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        };
+        assert!(text.contains("device.gaps = 1000\n"), "{text}");
+        let want: Vec<u64> = (0..20).chain(980..1000).collect();
+        assert_eq!(listed(&text), want);
+        assert!(text.len() < 8 << 10, "{} bytes of notes", text.len());
+        drop(imp);
+        // The worker fails and is started again: it goes on from the earlier count.
+        let mut again = open();
+        flap(&mut again, 3);
+        let text = std::fs::read_to_string(&notes).unwrap();
+        assert!(text.contains("device.gaps = 1003\n"), "{text}");
+        assert_eq!(listed(&text), [1000, 1001, 1002]);
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

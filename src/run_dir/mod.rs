@@ -120,6 +120,8 @@ impl DeviceNotes {
     pub const BAD_RECORDS: &'static str = "device.bad_records";
     /// Disconnects it came back from.
     pub const GAPS: &'static str = "device.gaps";
+    /// Seconds it was gone in all, over those disconnects.
+    pub const GAP_SECONDS: &'static str = "device.gap_seconds";
     /// `true` while no good event came for longer than `expect_data_within`.
     pub const SILENT: &'static str = "device.silent";
     /// Silent spells so far.
