@@ -104,15 +104,15 @@ const MAX_VALUES: u64 = 1 << 20;
 /// A value on the pickle machine's stack with how deep it nests and how many values it
 /// holds, so that no value past [`MAX_DEPTH`] or [`MAX_VALUES`] is ever made.
 #[derive(Clone)]
-struct Sized {
+struct Weighed {
     py: Py,
     depth: u32,
     values: u64,
 }
 
-impl Sized {
-    fn leaf(py: Py) -> Sized {
-        Sized {
+impl Weighed {
+    fn leaf(py: Py) -> Weighed {
+        Weighed {
             py,
             depth: 1,
             values: 1,
@@ -120,13 +120,13 @@ impl Sized {
     }
 
     /// `self` holding `part` besides what it held.
-    fn holding(&mut self, part: &Sized) -> Result<(), MimoError> {
+    fn holding(&mut self, part: &Weighed) -> Result<(), MimoError> {
         grow(&mut self.depth, &mut self.values, part)
     }
 
     /// A container `make` builds from `parts`.
-    fn of(parts: Vec<Sized>, make: impl FnOnce(Vec<Py>) -> Py) -> Result<Sized, MimoError> {
-        let mut v = Sized::leaf(Py::None);
+    fn of(parts: Vec<Weighed>, make: impl FnOnce(Vec<Py>) -> Py) -> Result<Weighed, MimoError> {
+        let mut v = Weighed::leaf(Py::None);
         for p in &parts {
             v.holding(p)?;
         }
@@ -136,7 +136,7 @@ impl Sized {
 }
 
 /// The depth and size of a value that comes to hold `part` besides what it held.
-fn grow(depth: &mut u32, values: &mut u64, part: &Sized) -> Result<(), MimoError> {
+fn grow(depth: &mut u32, values: &mut u64, part: &Weighed) -> Result<(), MimoError> {
     *depth = (*depth).max(part.depth + 1);
     *values += part.values;
     if *depth > MAX_DEPTH {
@@ -149,11 +149,11 @@ fn grow(depth: &mut u32, values: &mut u64, part: &Sized) -> Result<(), MimoError
 
 /// Runs the pickle at the start of `r`; returns the value and the bytes it took.
 fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
-    let mut stack: Vec<Sized> = Vec::new();
+    let mut stack: Vec<Weighed> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
-    let mut memo: Vec<Option<Sized>> = Vec::new();
+    let mut memo: Vec<Option<Weighed>> = Vec::new();
     let mut used = 0usize;
-    // Values made so far, each copy out of or into the memo counted whole.
+    // Values made so far: one a value or container, a copy out of or into the memo whole.
     let mut made = 0u64;
     let mut take = |n: usize, used: &mut usize| -> Result<Vec<u8>, MimoError> {
         if n > 1 << 20 {
@@ -165,8 +165,8 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
         *used += n;
         Ok(b)
     };
-    let mut count = |v: &Sized| -> Result<(), MimoError> {
-        made += v.values;
+    let mut count = |values: u64| -> Result<(), MimoError> {
+        made += values;
         if made > MAX_VALUES {
             return Err(bad(format!(
                 "a pickle larger than {MAX_VALUES} values (no mimo header is)"
@@ -175,16 +175,16 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
         Ok(())
     };
     let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x));
-    let pop = |stack: &mut Vec<Sized>| stack.pop().ok_or_else(|| bad("pickle stack underflow"));
+    let pop = |stack: &mut Vec<Weighed>| stack.pop().ok_or_else(|| bad("pickle stack underflow"));
     let since_mark =
-        |stack: &mut Vec<Sized>, marks: &mut Vec<usize>| -> Result<Vec<Sized>, MimoError> {
+        |stack: &mut Vec<Weighed>, marks: &mut Vec<usize>| -> Result<Vec<Weighed>, MimoError> {
             let m = marks.pop().ok_or_else(|| bad("pickle without its mark"))?;
             if m > stack.len() {
                 return Err(bad("pickle mark past the stack"));
             }
             Ok(stack.split_off(m))
         };
-    let put = |memo: &mut Vec<Option<Sized>>, i: usize, v: Sized| -> Result<(), MimoError> {
+    let put = |memo: &mut Vec<Option<Weighed>>, i: usize, v: Weighed| -> Result<(), MimoError> {
         if i > 1 << 16 {
             return Err(bad("pickle memo index too large"));
         }
@@ -255,7 +255,8 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
             b')' => Some(Py::Tuple(Vec::new())),
             b't' => {
                 let items = since_mark(&mut stack, &mut marks)?;
-                stack.push(Sized::of(items, Py::Tuple)?);
+                stack.push(Weighed::of(items, Py::Tuple)?);
+                count(1)?;
                 None
             }
             0x85..=0x87 => {
@@ -264,7 +265,8 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                     return Err(bad("pickle stack underflow"));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Sized::of(items, Py::Tuple)?);
+                stack.push(Weighed::of(items, Py::Tuple)?);
+                count(1)?;
                 None
             }
             b'}' => Some(Py::Dict(Vec::new())),
@@ -279,7 +281,7 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 if items.len() % 2 != 0 {
                     return Err(bad("SETITEMS with an odd number of items"));
                 }
-                let Some(Sized {
+                let Some(Weighed {
                     py: Py::Dict(d),
                     depth,
                     values,
@@ -299,16 +301,17 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
             b'R' => {
                 let args = pop(&mut stack)?;
                 let class = pop(&mut stack)?;
-                stack.push(Sized::of(vec![class, args], |mut p| {
+                stack.push(Weighed::of(vec![class, args], |mut p| {
                     let args = p.pop().unwrap_or(Py::None);
                     let class = p.pop().unwrap_or(Py::None);
                     Py::Object(Box::new(class), Box::new(args), None)
                 })?);
+                count(1)?;
                 None
             }
             b'b' => {
                 let state = pop(&mut stack)?;
-                let Some(Sized {
+                let Some(Weighed {
                     py: Py::Object(_, _, s),
                     depth,
                     values,
@@ -326,7 +329,7 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                     .last()
                     .cloned()
                     .ok_or_else(|| bad("MEMOIZE on nothing"))?;
-                count(&top)?;
+                count(top.values)?;
                 let i = memo.len();
                 put(&mut memo, i, top)?;
                 None
@@ -334,7 +337,7 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
             b'q' | b'r' => {
                 let i = le(&take(if op == b'q' { 1 } else { 4 }, &mut used)?) as usize;
                 let top = stack.last().cloned().ok_or_else(|| bad("PUT on nothing"))?;
-                count(&top)?;
+                count(top.values)?;
                 put(&mut memo, i, top)?;
                 None
             }
@@ -345,7 +348,7 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                     .cloned()
                     .flatten()
                     .ok_or_else(|| bad(format!("pickle memo {i} is empty")))?;
-                count(&v)?;
+                count(v.values)?;
                 stack.push(v);
                 None
             }
@@ -356,8 +359,8 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
             }
         };
         if let Some(py) = leaf {
-            let v = Sized::leaf(py);
-            count(&v)?;
+            let v = Weighed::leaf(py);
+            count(v.values)?;
             stack.push(v);
         }
     }
@@ -1096,7 +1099,8 @@ mod tests {
 
     /// Pickles made to nest deeper or grow larger than any header: refused at once with
     /// a message, where unbounded they exhaust the stack (dropping a million nested
-    /// values) or the memory (a value doubled through the memo 64 times).
+    /// values) or the memory (a value doubled through the memo 64 times, or millions of
+    /// values each 24 times the two bytes that make it).
     #[test]
     fn a_pickle_bomb_is_refused() {
         // None, then (None, REDUCE) a million times: class(args) nested a million deep.
@@ -1111,7 +1115,13 @@ mod tests {
             wide.extend_from_slice(&[0x94, b'h', i, 0x86]);
         }
         wide.push(b'.');
-        for bomb in [deep, wide] {
+        // A million empty tuples side by side: no value deep or large, but each one made.
+        let mut many = vec![0x80, 2];
+        for _ in 0..=MAX_VALUES {
+            many.extend_from_slice(b"(t");
+        }
+        many.push(b'.');
+        for bomb in [deep, wide, many] {
             let e = MimoHeader::read(&mut &bomb[..]).unwrap_err().to_string();
             assert!(e.contains("deeper") || e.contains("larger"), "{e}");
         }
