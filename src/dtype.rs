@@ -487,11 +487,19 @@ fn parse_base(e: &str) -> Result<Base, Option<DtypeError>> {
             Base::Complex128
         }
         _ => {
+            // The length of S<n>, a<n>, U<n>: none (or 0) is numpy's empty field; digits past
+            // u32 are a field too large; anything else after the letter is no type.
             let string = |prefixes: &[&str]| {
-                prefixes
-                    .iter()
-                    .find_map(|p| e.strip_prefix(p))
-                    .map(|n| n.parse::<u32>().ok().filter(|&n| n > 0).ok_or(()))
+                prefixes.iter().find_map(|p| e.strip_prefix(p)).map(|n| {
+                    if !n.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(None);
+                    }
+                    if n.bytes().all(|b| b == b'0') {
+                        return Err(Some(DtypeError::NoLength(e.to_string())));
+                    }
+                    n.parse::<u32>()
+                        .map_err(|_| Some(DtypeError::TooLarge(e.to_string())))
+                })
             };
             if matches!(
                 e,
@@ -501,9 +509,9 @@ fn parse_base(e: &str) -> Result<Base, Option<DtypeError>> {
                 return Err(Some(DtypeError::NoLength(e.to_string())));
             }
             if let Some(n) = string(&["S", "a"]) {
-                Base::Bytes(n.map_err(|_| Some(DtypeError::NoLength(e.to_string())))?)
+                Base::Bytes(n?)
             } else if let Some(n) = string(&["U"]) {
-                Base::Unicode(n.map_err(|_| Some(DtypeError::NoLength(e.to_string())))?)
+                Base::Unicode(n?)
             } else {
                 Base::Num(scalar_name(e).ok_or(None)?)
             }
@@ -1038,10 +1046,26 @@ mod tests {
 
     #[test]
     fn types_numpy_refuses_or_makes_empty_are_refused() {
-        for text in ["S", "U", "S0", "U0", "str", "bytes", "a"] {
+        for text in ["S", "U", "S0", "U0", "U000", "str", "bytes", "a"] {
             assert!(
                 matches!(FieldType::parse(text), Err(DtypeError::NoLength(_))),
                 "{text}"
+            );
+        }
+        // A length, but past what a field holds; not a length at all: said as such, not
+        // as a missing length.
+        for text in ["S99999999999999999999", "U4294967296"] {
+            assert!(
+                matches!(FieldType::parse(text), Err(DtypeError::TooLarge(_))),
+                "{text}: {:?}",
+                FieldType::parse(text)
+            );
+        }
+        for text in ["S1x", "U-4", "S 4"] {
+            assert!(
+                matches!(FieldType::parse(text), Err(DtypeError::UnknownType(_))),
+                "{text}: {:?}",
+                FieldType::parse(text)
             );
         }
         for text in ["(0,)f4", "(2,f4", "(2,x)f4", "<(2,)>f4"] {
