@@ -8,8 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
-const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
+mod runs;
+use runs::EXE;
 
 fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
@@ -82,10 +84,12 @@ fn run(d: &Path, setup: &str) -> Ran {
 
 /// The run directory in the target directory `target` (empty when there is none).
 fn run_in(target: &Path) -> PathBuf {
-    std::fs::read_dir(target)
-        .ok()
-        .and_then(|mut r| r.next())
-        .map(|e| e.unwrap().path())
+    if !target.is_dir() {
+        return PathBuf::new();
+    }
+    runs::run_dirs_in(target)
+        .into_iter()
+        .next()
         .unwrap_or_default()
 }
 
@@ -840,31 +844,14 @@ Workers:
 ",
     )
     .unwrap();
-    let mut child = Command::new(EXE)
-        .args(["setup.yaml", "--quiet"])
+    let child = runs::engine_in(&d, &["setup.yaml", "--quiet"])
         .env("VIRTUAL_ENV", venv())
-        .current_dir(&d)
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // A guard against the hang this test is about, not a measure of time: the run ends a
     // few seconds after its stop.
-    let mut waited = 0;
-    while child.try_wait().unwrap().is_none() {
-        if waited == 1200 {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = Command::new("pkill")
-                .args(["-KILL", "-f", "stuck.py"])
-                .status();
-            panic!("the run still drains 2 minutes after its stop");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        waited += 1;
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = runs::finish_within(child, Duration::from_secs(120));
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("no event has moved for 2 s")
             && stderr.contains("events wait for reader 'sink'")
