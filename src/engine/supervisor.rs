@@ -854,8 +854,10 @@ impl Supervisor {
             }
             if last_watch.elapsed() >= Duration::from_secs(1) {
                 last_watch = Instant::now();
-                self.watch_buffers();
-                if let Some(stalled) = self.drain_stalled() {
+                // One read of the rings' counters for both.
+                let stats = self.ring_stats();
+                self.watch_buffers(&stats);
+                if let Some(stalled) = self.drain_stalled(&stats) {
                     self.log_and_say(&stalled);
                     self.failures.push(stalled);
                     self.kill_all();
@@ -989,11 +991,10 @@ impl Supervisor {
     /// any buffer for `drain_stall_seconds` while some wait to be read (a worker stuck for
     /// good would hold the stop, and so a service's run, for ever); `None` while events
     /// move, none wait (the workers close their files), or the run is not stopping.
-    fn drain_stalled(&mut self) -> Option<String> {
+    fn drain_stalled(&mut self, stats: &[(String, Vec<RingStats>)]) -> Option<String> {
         if !self.stopping {
             return None;
         }
-        let stats = self.ring_stats();
         let moved: u64 = stats
             .iter()
             .flat_map(|(_, rings)| rings)
@@ -1016,7 +1017,7 @@ impl Supervisor {
             }
         }
         let mut holding = Vec::new();
-        for (name, rings) in &stats {
+        for (name, rings) in stats {
             let Some(pb) = self.plan.buffer(name) else {
                 continue;
             };
@@ -1503,15 +1504,15 @@ impl Supervisor {
 
     /// Tells the log when a buffer has been full for a while, when it has room again, and
     /// (at most every 10 s per buffer) how many events it lost.
-    fn watch_buffers(&mut self) {
-        for (name, rings) in self.ring_stats() {
+    fn watch_buffers(&mut self, stats: &[(String, Vec<RingStats>)]) {
+        for (name, rings) in stats {
             let alarm = self.alarms.entry(name.clone()).or_default();
             let closed = rings.iter().all(|s| s.closed);
             let full = rings
                 .iter()
                 .any(|s| s.filled as f64 >= s.slot_count as f64 * FULL_LEVEL);
-            let slowest = self.plan.buffer(&name).and_then(|pb| {
-                reader_books(&pb.readers, &rings)
+            let slowest = self.plan.buffer(name).and_then(|pb| {
+                reader_books(&pb.readers, rings)
                     .into_iter()
                     .filter(|(_, b)| b.pending > 0)
                     .max_by_key(|(_, b)| b.pending)
@@ -1524,7 +1525,7 @@ impl Supervisor {
             let policy = self
                 .buffers
                 .iter()
-                .find(|b| b.name == name)
+                .find(|b| b.name == *name)
                 .and_then(|b| b.rings.first())
                 .map(|r| r.policy());
             match (&mut alarm.full_since, full && !closed) {
@@ -1543,7 +1544,7 @@ impl Supervisor {
                             slowest
                         );
                         tracing::warn!("{msg}");
-                        self.alerts.raise(Kind::BufferFull, &name, &msg);
+                        self.alerts.raise(Kind::BufferFull, name, &msg);
                     }
                 }
                 (Some((since, told)), false) => {
@@ -1575,7 +1576,7 @@ impl Supervisor {
                     slowest
                 );
                 tracing::warn!("{msg}");
-                self.alerts.raise(Kind::EventsLost, &name, &msg);
+                self.alerts.raise(Kind::EventsLost, name, &msg);
                 alarm.lost_logged = lost;
                 alarm.lost_logged_at = Some(Instant::now());
             }
