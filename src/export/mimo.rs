@@ -194,9 +194,11 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
         memo[i] = Some(v);
         Ok(())
     };
+    let leaf = |py| Some(Weighed::leaf(py));
     loop {
         let op = take(1, &mut used)?[0];
-        let leaf = match op {
+        // A value this op makes, pushed and counted below.
+        let made = match op {
             // PROTO, FRAME: their argument says nothing a header needs.
             0x80 | 0x95 => {
                 take(if op == 0x80 { 1 } else { 8 }, &mut used)?;
@@ -207,12 +209,12 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 marks.push(stack.len()); // MARK
                 None
             }
-            b'N' => Some(Py::None),
-            0x88 => Some(Py::Bool(true)),
-            0x89 => Some(Py::Bool(false)),
-            b'K' => Some(Py::Int(i64::from(take(1, &mut used)?[0]))),
-            b'M' => Some(Py::Int(le(&take(2, &mut used)?) as i64)),
-            b'J' => Some(Py::Int(i64::from(le(&take(4, &mut used)?) as u32 as i32))),
+            b'N' => leaf(Py::None),
+            0x88 => leaf(Py::Bool(true)),
+            0x89 => leaf(Py::Bool(false)),
+            b'K' => leaf(Py::Int(i64::from(take(1, &mut used)?[0]))),
+            b'M' => leaf(Py::Int(le(&take(2, &mut used)?) as i64)),
+            b'J' => leaf(Py::Int(i64::from(le(&take(4, &mut used)?) as u32 as i32))),
             0x8c | b'X' | 0x8d => {
                 let width = match op {
                     0x8c => 1,
@@ -222,7 +224,7 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 let n = le(&take(width, &mut used)?) as usize;
                 let s = String::from_utf8(take(n, &mut used)?)
                     .map_err(|_| bad("a pickled string is not UTF-8"))?;
-                Some(Py::Str(s))
+                leaf(Py::Str(s))
             }
             b'c' => {
                 // GLOBAL: "module\nname\n".
@@ -242,22 +244,20 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 let mut parts = text.split('\n');
                 let m = parts.next().unwrap_or_default().to_string();
                 let n = parts.next().unwrap_or_default().to_string();
-                Some(Py::Global(m, n))
+                leaf(Py::Global(m, n))
             }
             0x93 => {
                 // STACK_GLOBAL
                 let (n, m) = (pop(&mut stack)?, pop(&mut stack)?);
                 match (m.py, n.py) {
-                    (Py::Str(m), Py::Str(n)) => Some(Py::Global(m, n)),
+                    (Py::Str(m), Py::Str(n)) => leaf(Py::Global(m, n)),
                     _ => return Err(bad("STACK_GLOBAL without two names")),
                 }
             }
-            b')' => Some(Py::Tuple(Vec::new())),
+            b')' => leaf(Py::Tuple(Vec::new())),
             b't' => {
                 let items = since_mark(&mut stack, &mut marks)?;
-                stack.push(Weighed::of(items, Py::Tuple)?);
-                count(1)?;
-                None
+                Some(Weighed::of(items, Py::Tuple)?)
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -265,11 +265,9 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                     return Err(bad("pickle stack underflow"));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Weighed::of(items, Py::Tuple)?);
-                count(1)?;
-                None
+                Some(Weighed::of(items, Py::Tuple)?)
             }
-            b'}' => Some(Py::Dict(Vec::new())),
+            b'}' => leaf(Py::Dict(Vec::new())),
             b'u' | b's' => {
                 let items = if op == b'u' {
                     since_mark(&mut stack, &mut marks)?
@@ -301,13 +299,11 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
             b'R' => {
                 let args = pop(&mut stack)?;
                 let class = pop(&mut stack)?;
-                stack.push(Weighed::of(vec![class, args], |mut p| {
+                Some(Weighed::of(vec![class, args], |mut p| {
                     let args = p.pop().unwrap_or(Py::None);
                     let class = p.pop().unwrap_or(Py::None);
                     Py::Object(Box::new(class), Box::new(args), None)
-                })?);
-                count(1)?;
-                None
+                })?)
             }
             b'b' => {
                 let state = pop(&mut stack)?;
@@ -323,20 +319,14 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 *s = Some(Box::new(state.py));
                 None
             }
-            0x94 => {
-                // MEMOIZE
-                let top = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| bad("MEMOIZE on nothing"))?;
-                count(top.values)?;
-                let i = memo.len();
-                put(&mut memo, i, top)?;
-                None
-            }
-            b'q' | b'r' => {
-                let i = le(&take(if op == b'q' { 1 } else { 4 }, &mut used)?) as usize;
-                let top = stack.last().cloned().ok_or_else(|| bad("PUT on nothing"))?;
+            // MEMOIZE (at the next index), PUT (at the index that follows, 1 or 4 bytes).
+            0x94 | b'q' | b'r' => {
+                let (i, what) = match op {
+                    0x94 => (memo.len(), "MEMOIZE on nothing"),
+                    b'q' => (le(&take(1, &mut used)?) as usize, "PUT on nothing"),
+                    _ => (le(&take(4, &mut used)?) as usize, "PUT on nothing"),
+                };
+                let top = stack.last().cloned().ok_or_else(|| bad(what))?;
                 count(top.values)?;
                 put(&mut memo, i, top)?;
                 None
@@ -358,9 +348,8 @@ fn unpickle(r: &mut impl Read) -> Result<(Py, usize), MimoError> {
                 )))
             }
         };
-        if let Some(py) = leaf {
-            let v = Weighed::leaf(py);
-            count(v.values)?;
+        if let Some(v) = made {
+            count(1)?;
             stack.push(v);
         }
     }
