@@ -710,3 +710,31 @@ fn fast_compressed_run_is_within_5_percent_of_h5repack() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A file another program wrote, whose `data` is plain numbers rather than our compound
+/// records: `inspect` names the type it cannot take and still counts the bytes the numbers
+/// hold, rather than saying "480 bytes stored for 0 bytes of records".
+#[test]
+fn inspect_counts_the_bytes_of_data_that_is_not_compound() {
+    let dir = temp_dir("not-compound");
+    let path = dir.join("foreign.h5");
+    {
+        let f = hdf5_metno::File::create(&path).unwrap();
+        let g = f.create_group("raw").unwrap();
+        let values: Vec<f32> = (0..120).map(|i| i as f32).collect();
+        let ds = g
+            .new_dataset::<f32>()
+            .shape((4, 30))
+            .create("data")
+            .unwrap();
+        ds.write_raw(&values).unwrap();
+    }
+    let text = inspect(&path).unwrap();
+    assert!(text.contains("data: shape [4, 30]"), "{text}");
+    assert!(text.contains("not a compound type"), "{text}");
+    assert!(
+        text.contains("480 bytes stored for 480 bytes of records (ratio 1.00)"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

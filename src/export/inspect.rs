@@ -95,10 +95,12 @@ fn describe_buffer(out: &mut String, name: &str, g: &h5::Group) {
                 }
             }
             let filters: Vec<String> = ds.filters().iter().map(|f| format!("{f:?}")).collect();
-            let logical: u64 = match &dtype {
-                Ok(d) => shape.iter().product::<usize>() as u64 * d.record_size() as u64,
-                Err(_) => 0,
+            // The element size libhdf5 stores, for data whose type is not one of ours too.
+            let element = match &dtype {
+                Ok(d) => d.record_size(),
+                Err(_) => ds.dtype().map(|t| t.size()).unwrap_or(0),
             };
+            let logical = shape.iter().product::<usize>() as u64 * element as u64;
             let stored = ds.storage_size();
             let _ = writeln!(
                 out,
