@@ -817,6 +817,16 @@ def stuck(buffer_io):
             time.sleep(1e6)
 "#;
 
+/// Runs `setup.yaml` in `d`, whose Python worker gets stuck, with a guard against the hang
+/// these tests are about (not a measure of time): its exit code and stderr.
+fn run_stuck(d: &Path) -> (i32, String) {
+    let child = runs::engine_in(d, &["setup.yaml", "--quiet"])
+        .env("VIRTUAL_ENV", venv())
+        .spawn()
+        .unwrap();
+    runs::finish_within(child, Duration::from_secs(120))
+}
+
 /// A stop (here `max_seconds`) waited for ever on a worker that takes no more events: the
 /// drain never ended, so a service run never ended either and a script waiting for it hung.
 /// Now, once no event has moved through any buffer for `drain_stall_seconds` while some are
@@ -844,13 +854,8 @@ Workers:
 ",
     )
     .unwrap();
-    let child = runs::engine_in(&d, &["setup.yaml", "--quiet"])
-        .env("VIRTUAL_ENV", venv())
-        .spawn()
-        .unwrap();
-    // A guard against the hang this test is about, not a measure of time: the run ends a
-    // few seconds after its stop.
-    let (code, stderr) = runs::finish_within(child, Duration::from_secs(120));
+    // The run ends a few seconds after its stop.
+    let (code, stderr) = run_stuck(&d);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("no event has moved for 2 s")
@@ -873,5 +878,104 @@ Workers:
             .as_str()
             .is_some_and(|f| f.contains("no event has moved")),
         "{summary}"
+    );
+}
+
+/// Sleeps for good in its 20th event the first time it runs (the marker file says it has);
+/// started again, it reads on.
+const STUCK_ONCE: &str = r#"
+import os, time
+import mimocorb2 as mi2
+
+def stuck_once(buffer_io):
+    first = not os.path.exists("stuck.marker")
+    for n, _ in enumerate(mi2.Exporter(buffer_io), 1):
+        if first and n == 20:
+            open("stuck.marker", "w").close()
+            time.sleep(1e6)
+"#;
+
+/// The setup of the stall tests: a stuck reader of a small `block` buffer holds its source.
+fn stall_setup(d: &Path, restart: &str, options: &str) {
+    std::fs::write(d.join("stuck_once.py"), STUCK_ONCE).unwrap();
+    std::fs::write(
+        d.join("setup.yaml"),
+        format!(
+            "target_directory: runs
+options: {{{options}}}
+Buffers:
+  raw: {{slot_count: 8, data_length: 16, data_dtype: {{ch0: float32}}}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{n_events: 300, rate: 500, realtime: true, pretrigger_samples: 4}}
+  sink:
+    file: stuck_once.py
+    function: stuck_once
+    sources: [raw]
+    restart: {restart}
+"
+        ),
+    )
+    .unwrap();
+}
+
+/// A worker stuck for good in the middle of a run (its own code deadlocked, a call that
+/// never returns) held its source, and with it the whole run, for ever: the buffer filled,
+/// the importer waited, and the only sign was a `buffer_full` warning. A worker that says
+/// `restart: on-failure` has asked to be started again when it goes wrong: once it has taken
+/// no event for `options.worker_stall_seconds` while events wait for it, it is killed and
+/// started again, and the run goes on to its end with the books balanced.
+#[test]
+fn a_worker_stuck_mid_run_is_killed_and_started_again() {
+    let d = dir("stall-restart");
+    stall_setup(&d, "on-failure", "worker_stall_seconds: 2");
+    let (code, stderr) = run_stuck(&d);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(d.join("stuck.marker").exists(), "{stderr}");
+    assert!(
+        stderr.contains("worker 'sink' has taken no event for 2 s")
+            && stderr.contains("events wait in 'raw'")
+            && stderr.contains("killing it to start it again"),
+        "{stderr}"
+    );
+    let summary = json(&run_in(&d.join("runs")).join("summary.json"));
+    assert_eq!(summary["events"]["raw"], 300, "{summary}");
+    let books = &summary["readers"]["raw"]["sink"];
+    let delivered = books["delivered"].as_u64().unwrap();
+    let lost = books["lost"].as_u64().unwrap();
+    // What it held when it was killed is lost for it; the rest it read after its restart.
+    assert!(lost >= 1 && delivered >= 300 - 8, "{summary}");
+    assert_eq!(delivered + lost, 300, "{summary}");
+    let run = run_in(&d.join("runs"));
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(last["workers"]["sink"]["restarts"], 1, "{last}");
+}
+
+/// A worker that was not asked to be started again (`restart: never`, the default) is left
+/// running, but the log names it once as the one that holds the run up.
+#[test]
+fn a_worker_stuck_mid_run_without_restart_is_named_once() {
+    let d = dir("stall-named");
+    stall_setup(
+        &d,
+        "never",
+        "worker_stall_seconds: 1, drain_stall_seconds: 1, max_seconds: 5",
+    );
+    let (code, stderr) = run_stuck(&d);
+    // The stop's drain stall ends it (`a_worker_stuck_while_the_run_drains_…`).
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("worker 'sink' has taken no event for 1 s")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("it is left running (with `restart: on-failure` it would be"),
+        "{stderr}"
     );
 }

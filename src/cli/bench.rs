@@ -129,6 +129,7 @@ impl Case {
             huge_pages: crate::shm::HugePages::Auto,
             disk_reserve_mb: 0.0,
             drain_stall_seconds: crate::run_dir::plan::DRAIN_STALL_SECONDS,
+            worker_stall_seconds: crate::run_dir::plan::WORKER_STALL_SECONDS,
             alert_command: None,
         }
     }

@@ -5,6 +5,7 @@ pub mod alert;
 pub mod notify;
 pub mod placement;
 pub mod requests;
+pub mod stall;
 pub mod start;
 
 pub mod supervisor;

@@ -131,6 +131,7 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
         huge_pages: setup.options.huge_pages,
         disk_reserve_mb: setup.options.disk_reserve_mb,
         drain_stall_seconds: setup.options.drain_stall_seconds,
+        worker_stall_seconds: setup.options.worker_stall_seconds,
         alert_command: setup.options.alert_command.clone(),
     }
 }

@@ -391,6 +391,8 @@ pub struct Supervisor {
     /// While the run drains: the events moved through every buffer so far (published,
     /// claimed and released, summed), and when that sum last changed.
     drain_moved: Option<(u64, Instant)>,
+    /// While the run goes on: since when each reader has taken no event while some wait.
+    stalls: super::stall::StallWatch,
     /// Why: the first stop's cause (an abort overrides it); `None` while the run goes on.
     /// When its importers ended by themselves, filled in at the end (see `stopped_by`).
     stop_cause: Option<StopCause>,
@@ -562,6 +564,7 @@ impl Supervisor {
             alarms: BTreeMap::new(),
             stopping: false,
             drain_moved: None,
+            stalls: super::stall::StallWatch::default(),
             stopped_at: None,
             stop_cause: None,
             aborted: false,
@@ -857,6 +860,7 @@ impl Supervisor {
                 // One read of the rings' counters for both.
                 let stats = self.ring_stats();
                 self.watch_buffers(&stats);
+                self.watch_readers(&stats);
                 if let Some(stalled) = self.drain_stalled(&stats) {
                     self.log_and_say(&stalled);
                     self.failures.push(stalled);
@@ -1039,6 +1043,45 @@ impl Supervisor {
             self.plan.drain_stall_seconds,
             holding.join(", ")
         ))
+    }
+
+    /// While the run goes on: a reader that has taken no event for `worker_stall_seconds`
+    /// while events wait for it (see `stall`) is stuck for good in its own code. Under
+    /// `restart: on-failure` its processes are killed, so that it is started again as after
+    /// any failure; otherwise it is left running and named once in the log.
+    fn watch_readers(&mut self, stats: &[(String, Vec<RingStats>)]) {
+        let limit = self.plan.worker_stall_seconds;
+        if self.stopping || limit <= 0.0 {
+            return;
+        }
+        let procs = &self.procs;
+        let alive = |wi: usize| {
+            let mut mine = procs.iter().filter(|p| p.worker == wi).peekable();
+            mine.peek().is_some() && mine.all(|p| p.status.is_none() && p.restart_at.is_none())
+        };
+        let looks = super::stall::looks(&self.plan, stats, alive);
+        for (wi, waiting) in self.stalls.check(Instant::now(), limit, &looks) {
+            let w = &self.plan.workers[wi];
+            let stuck = format!(
+                "worker '{}' has taken no event for {limit} s while {waiting} \
+                 (options.worker_stall_seconds)",
+                w.name
+            );
+            if w.restart == Restart::OnFailure {
+                self.log_and_say(&format!("{stuck}: killing it to start it again"));
+                for p in self.procs.iter().filter(|p| p.worker == wi) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p.pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            } else {
+                self.log_and_say(&format!(
+                    "{stuck}: it is left running (with `restart: on-failure` it would be \
+                     killed and started again)"
+                ));
+            }
+        }
     }
 
     fn kill_all(&mut self) {

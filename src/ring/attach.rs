@@ -701,7 +701,7 @@ impl Ring {
 }
 
 /// Counters of one consumer group.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupStats {
     /// Events fully released.
     pub released: u64,
@@ -716,7 +716,7 @@ pub struct GroupStats {
 }
 
 /// A snapshot of a ring's counters.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RingStats {
     /// Events published.
     pub published: u64,

@@ -178,6 +178,10 @@ pub struct Plan {
     /// are killed (`options.drain_stall_seconds`).
     #[serde(default = "default_drain_stall")]
     pub drain_stall_seconds: f64,
+    /// While the run goes on, seconds a reader may take no event while events wait for it
+    /// before it counts as stuck (`options.worker_stall_seconds`); 0: never.
+    #[serde(default = "default_worker_stall")]
+    pub worker_stall_seconds: f64,
     /// The setup's `options.alert_command`, run by the supervisor when a warning starts.
     #[serde(default)]
     pub alert_command: Option<String>,
@@ -189,6 +193,14 @@ pub const DRAIN_STALL_SECONDS: f64 = 300.0;
 /// The drain stall time of a plan that does not say (one written before the option).
 fn default_drain_stall() -> f64 {
     DRAIN_STALL_SECONDS
+}
+
+/// `options.worker_stall_seconds` when the setup does not say.
+pub const WORKER_STALL_SECONDS: f64 = 300.0;
+
+/// The worker stall time of a plan that does not say (one written before the option).
+fn default_worker_stall() -> f64 {
+    WORKER_STALL_SECONDS
 }
 
 impl Plan {
@@ -265,6 +277,7 @@ mod tests {
             huge_pages: crate::shm::HugePages::Auto,
             disk_reserve_mb: 0.0,
             drain_stall_seconds: DRAIN_STALL_SECONDS,
+            worker_stall_seconds: WORKER_STALL_SECONDS,
             alert_command: None,
         }
     }

@@ -40,13 +40,14 @@ pub(crate) const WORKER_KEYS: [&str; 11] = [
     "restart",
     "python",
 ];
-pub(crate) const OPTION_KEYS: [&str; 8] = [
+pub(crate) const OPTION_KEYS: [&str; 9] = [
     "max_events",
     "max_seconds",
     "stats_interval",
     "huge_pages",
     "disk_reserve_mb",
     "drain_stall_seconds",
+    "worker_stall_seconds",
     "python",
     "alert_command",
 ];
@@ -585,7 +586,7 @@ impl Loader {
                 "Options" => self.warn(
                     k.at,
                     "`Options:` is a mimoCoRB2 section (output_directory, debug_workers) and is ignored here",
-                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages, disk_reserve_mb, drain_stall_seconds, alert_command); every run writes to target_directory/run_<UTC time>/".into()),
+                    Some("run limits and run settings go under `options:` (max_events, max_seconds, stats_interval, huge_pages, disk_reserve_mb, drain_stall_seconds, worker_stall_seconds, alert_command); every run writes to target_directory/run_<UTC time>/".into()),
                 ),
                 "overwrite" => self.warn(
                     k.at,
@@ -693,6 +694,16 @@ impl Loader {
                     let why = "must be at least 0.1 seconds";
                     if let Some(x) = self.at_least(val, "options.drain_stall_seconds", 0.1, why) {
                         o.drain_stall_seconds = x;
+                    }
+                }
+                "worker_stall_seconds" => {
+                    let why = "must be at least 0.1 seconds, or 0 for never";
+                    match self.at_least(val, "options.worker_stall_seconds", 0.0, why) {
+                        Some(x) if x > 0.0 && x < 0.1 => {
+                            self.error(val.at, format!("options.worker_stall_seconds: {why}"), None)
+                        }
+                        Some(x) => o.worker_stall_seconds = x,
+                        None => {}
                     }
                 }
                 "disk_reserve_mb" => {

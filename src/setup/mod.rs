@@ -12,7 +12,9 @@
 //! (`max_events`, `max_seconds`, `stats_interval` (s, default 1), `huge_pages: auto|off`,
 //! `disk_reserve_mb` (MB kept free on the run's disk: the run stops cleanly there; default 100),
 //! `drain_stall_seconds` (a stop's drain that moves no event for this long while some wait
-//! ends with the workers killed; default 300),
+//! ends with the workers killed; default 300), `worker_stall_seconds` (a reader that takes no
+//! event for this long while events wait for it is stuck: killed and started again under
+//! `restart: on-failure`, else named in the log; default 300, 0 never),
 //! `alert_command` (a shell command run when a warning starts; see `engine::alert`)).
 //! A buffer or worker spec may be given inline or as the path of a YAML file holding it.
 //! `config` and `base_config` are a mapping, a file path, or a list of both, merged in order;
@@ -104,6 +106,9 @@ pub struct RunOptions {
     /// After a stop, seconds the drain may go without any event moving through any buffer
     /// while some still wait, before the workers holding it up are killed.
     pub drain_stall_seconds: f64,
+    /// While the run goes on, seconds a reader may take no event while events wait for it
+    /// before it counts as stuck; 0: never.
+    pub worker_stall_seconds: f64,
     /// The venv of the setup's Python workers (`options: python:`), as written (`~`
     /// expanded; relative to the setup file's directory).
     pub python: Option<PathBuf>,
@@ -121,6 +126,7 @@ impl Default for RunOptions {
             huge_pages: HugePages::Auto,
             disk_reserve_mb: 100.0,
             drain_stall_seconds: crate::run_dir::plan::DRAIN_STALL_SECONDS,
+            worker_stall_seconds: crate::run_dir::plan::WORKER_STALL_SECONDS,
             python: None,
             alert_command: None,
         }

@@ -1,0 +1,269 @@
+//! Workers stuck while the run goes on: a reader that has taken no event from its sources
+//! for `options.worker_stall_seconds` while events wait for it.
+//!
+//! Guarantees: a worker counts as stuck only when events wait for it in *every* one of its
+//! sources (a coincidence worker waiting on its quiet input is not stuck) and none of its
+//! sinks under `policy: block` is full (then it waits for a reader further down, the one to
+//! name); claiming or releasing one event starts its time over. Pure bookkeeping: the
+//! supervisor decides what a stall means for the worker.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::ring::{Policy, RingStats};
+use crate::run_dir::plan::Plan;
+
+/// How one running reader stands this second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Look {
+    /// The worker's index in the plan.
+    pub worker: usize,
+    /// Events its consumer groups have claimed and released so far, summed over its sources.
+    pub moved: u64,
+    /// What waits for it ("12 events wait in 'raw'"), `None` when it cannot be stuck now
+    /// (a source without waiting events, or a full `block` sink).
+    pub waiting: Option<String>,
+}
+
+/// How the running readers stand: `alive(worker)` says which workers have every process
+/// running (not ended, not waiting to be started again).
+pub fn looks(
+    plan: &Plan,
+    stats: &[(String, Vec<RingStats>)],
+    alive: impl Fn(usize) -> bool,
+) -> Vec<Look> {
+    let rings_of = |name: &str| stats.iter().find(|(b, _)| b == name).map(|(_, r)| r);
+    let mut out = Vec::new();
+    for (wi, w) in plan.workers.iter().enumerate() {
+        if w.sources.is_empty() || !alive(wi) {
+            continue;
+        }
+        let mut moved = 0;
+        let mut waits = Vec::new();
+        for src in &w.sources {
+            let (Some(pb), Some(rings)) = (plan.buffer(src), rings_of(src)) else {
+                continue;
+            };
+            let Some(g) = pb.group_of(&w.name) else {
+                continue;
+            };
+            let mut pending = 0;
+            for (s, gs) in rings
+                .iter()
+                .filter_map(|s| s.groups.get(g).map(|gs| (s, gs)))
+            {
+                moved += gs.claimed + gs.released;
+                if gs.active {
+                    pending += s.published.saturating_sub(gs.released);
+                }
+            }
+            waits.push((src, pending));
+        }
+        let sink_full = w.sinks.iter().any(|sink| {
+            plan.buffer(sink)
+                .is_some_and(|pb| pb.policy == Policy::Block)
+                && rings_of(sink)
+                    .is_some_and(|rings| rings.iter().any(|s| s.filled >= s.slot_count))
+        });
+        let waiting =
+            (!waits.is_empty() && waits.iter().all(|(_, n)| *n > 0) && !sink_full).then(|| {
+                waits
+                    .iter()
+                    .map(|(src, n)| format!("{n} events wait in '{src}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+        out.push(Look {
+            worker: wi,
+            moved,
+            waiting,
+        });
+    }
+    out
+}
+
+/// Since when each reader has not moved while events waited for it.
+#[derive(Default)]
+pub struct StallWatch {
+    seen: BTreeMap<usize, Seen>,
+}
+
+struct Seen {
+    moved: u64,
+    since: Instant,
+    told: bool,
+}
+
+impl StallWatch {
+    /// The workers stuck for `limit` seconds at `now`, each with what waits for it, each
+    /// said once per stall. Workers not among `looks` (ended, restarting) are forgotten.
+    pub fn check(&mut self, now: Instant, limit: f64, looks: &[Look]) -> Vec<(usize, String)> {
+        self.seen
+            .retain(|w, _| looks.iter().any(|l| l.worker == *w));
+        let mut stuck = Vec::new();
+        for l in looks {
+            let Some(waiting) = &l.waiting else {
+                self.seen.remove(&l.worker);
+                continue;
+            };
+            let seen = self.seen.entry(l.worker).or_insert(Seen {
+                moved: l.moved,
+                since: now,
+                told: false,
+            });
+            if seen.moved != l.moved {
+                *seen = Seen {
+                    moved: l.moved,
+                    since: now,
+                    told: false,
+                };
+            } else if !seen.told && now.duration_since(seen.since).as_secs_f64() >= limit {
+                seen.told = true;
+                stuck.push((l.worker, waiting.clone()));
+            }
+        }
+        stuck
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn look(moved: u64, waiting: bool) -> Look {
+        Look {
+            worker: 0,
+            moved,
+            waiting: waiting.then(|| "8 events wait in 'raw'".to_string()),
+        }
+    }
+
+    /// The instant `s` seconds after the test's start.
+    fn seconds_on() -> impl Fn(u64) -> Instant {
+        let t0 = Instant::now();
+        move |s| t0 + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_reader_is_stuck_once_it_has_not_moved_for_the_limit_and_said_once() {
+        let (mut w, at) = (StallWatch::default(), seconds_on());
+        assert!(w.check(at(0), 5.0, &[look(3, true)]).is_empty());
+        assert!(w.check(at(4), 5.0, &[look(3, true)]).is_empty());
+        let stuck = w.check(at(5), 5.0, &[look(3, true)]);
+        assert_eq!(stuck, vec![(0, "8 events wait in 'raw'".to_string())]);
+        assert!(w.check(at(60), 5.0, &[look(3, true)]).is_empty());
+        // One event moves: its time starts over, and a new stall is said again.
+        assert!(w.check(at(61), 5.0, &[look(4, true)]).is_empty());
+        assert!(w.check(at(65), 5.0, &[look(4, true)]).is_empty());
+        assert_eq!(w.check(at(66), 5.0, &[look(4, true)]).len(), 1);
+    }
+
+    /// A coincidence-like worker reading `a` and `b` and writing `out` (all `block`).
+    fn plan() -> Plan {
+        let buffer = |name: &str, writer: &str, reader: &str| {
+            serde_json::json!({"name": name, "fields": [["x", "float32"]], "data_length": 1,
+                "slot_count": 4, "policy": "block", "writer": writer, "readers": [reader],
+                "observers": [], "rings": []})
+        };
+        let worker = |name: &str, sources: &[&str], sinks: &[&str]| {
+            serde_json::json!({"name": name, "function": "f", "file": null, "processes": 1,
+                "sources": sources, "sinks": sinks, "observes": [], "config": {}, "cpu": [],
+                "priority": null, "restart": "on-failure"})
+        };
+        serde_json::from_value(serde_json::json!({
+            "run_id": "r", "run_dir": "/", "setup_dir": "/", "max_events": null,
+            "max_seconds": null, "stats_interval": 1.0, "huge_pages": "auto",
+            "buffers": [buffer("a", "sa", "co"), buffer("b", "sb", "co"),
+                        buffer("out", "co", "writer")],
+            "workers": [worker("sa", &[], &["a"]), worker("sb", &[], &["b"]),
+                        worker("co", &["a", "b"], &["out"]), worker("writer", &["out"], &[])],
+        }))
+        .unwrap()
+    }
+
+    /// A ring with `published` events of which its one group claimed and released these.
+    fn ring(published: u64, claimed: u64, released: u64, filled: u64) -> RingStats {
+        RingStats {
+            published,
+            filled,
+            slot_count: 4,
+            groups: vec![crate::ring::GroupStats {
+                released,
+                claimed,
+                active: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reader_waits_only_with_events_in_every_source_and_room_in_its_sinks() {
+        let p = plan();
+        let stats = |a: RingStats, b: RingStats, out: RingStats| {
+            vec![
+                ("a".to_string(), vec![a]),
+                ("b".to_string(), vec![b]),
+                ("out".to_string(), vec![out]),
+            ]
+        };
+        let co = |stats: &[(String, Vec<RingStats>)]| {
+            looks(&p, stats, |_| true)
+                .into_iter()
+                .find(|l| l.worker == 2)
+                .unwrap()
+        };
+        // Events wait in both sources and `out` has room: it may be stuck.
+        let both = co(&stats(
+            ring(10, 7, 6, 4),
+            ring(5, 3, 3, 2),
+            ring(0, 0, 0, 0),
+        ));
+        assert_eq!(both.moved, 7 + 6 + 3 + 3);
+        assert_eq!(
+            both.waiting.as_deref(),
+            Some("4 events wait in 'a', 2 events wait in 'b'")
+        );
+        // Its quiet input `b` has nothing: it waits for it, as a coincidence does.
+        let quiet = co(&stats(
+            ring(10, 7, 6, 4),
+            ring(3, 3, 3, 0),
+            ring(0, 0, 0, 0),
+        ));
+        assert_eq!(quiet.waiting, None);
+        // `out` is full under `block`: it waits for `writer`, the one to name.
+        let held = co(&stats(
+            ring(10, 7, 6, 4),
+            ring(5, 3, 3, 2),
+            ring(8, 4, 4, 4),
+        ));
+        assert_eq!(held.waiting, None);
+        let writer = looks(
+            &p,
+            &stats(ring(0, 0, 0, 0), ring(0, 0, 0, 0), ring(8, 4, 4, 4)),
+            |_| true,
+        )
+        .into_iter()
+        .find(|l| l.worker == 3)
+        .unwrap();
+        assert_eq!(writer.waiting.as_deref(), Some("4 events wait in 'out'"));
+        // Importers are never looked at, nor a worker that is not running whole.
+        let s = stats(ring(10, 7, 6, 4), ring(5, 3, 3, 2), ring(0, 0, 0, 0));
+        let all = looks(&p, &s, |w| w != 3);
+        assert_eq!(all.iter().map(|l| l.worker).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn nothing_waiting_or_a_restart_starts_the_time_over() {
+        let (mut w, at) = (StallWatch::default(), seconds_on());
+        assert!(w.check(at(0), 5.0, &[look(3, true)]).is_empty());
+        // Nothing waits for a moment (or its sink is full): not stuck.
+        assert!(w.check(at(3), 5.0, &[look(3, false)]).is_empty());
+        assert!(w.check(at(6), 5.0, &[look(3, true)]).is_empty());
+        // Gone from the looks (restarting): forgotten.
+        assert!(w.check(at(10), 5.0, &[]).is_empty());
+        assert!(w.check(at(12), 5.0, &[look(3, true)]).is_empty());
+        assert_eq!(w.check(at(17), 5.0, &[look(3, true)]).len(), 1);
+    }
+}
