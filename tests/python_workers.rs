@@ -817,6 +817,40 @@ def stuck(buffer_io):
             time.sleep(1e6)
 "#;
 
+/// Writes `setup.yaml` in `d`: `simulate.pulses` (with `source` config) into a `block`
+/// buffer of `slots` slots read by the Python worker `script` (name, code) with `restart`.
+fn stuck_setup(
+    d: &Path,
+    (name, code): (&str, &str),
+    restart: &str,
+    options: &str,
+    slots: u32,
+    source: &str,
+) {
+    std::fs::write(d.join(format!("{name}.py")), code).unwrap();
+    std::fs::write(
+        d.join("setup.yaml"),
+        format!(
+            "target_directory: runs
+options: {{{options}}}
+Buffers:
+  raw: {{slot_count: {slots}, data_length: 16, data_dtype: {{ch0: float32}}}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{{source}, pretrigger_samples: 4}}
+  sink:
+    file: {name}.py
+    function: {name}
+    sources: [raw]
+    restart: {restart}
+"
+        ),
+    )
+    .unwrap();
+}
+
 /// Runs `setup.yaml` in `d`, whose Python worker gets stuck, with a guard against the hang
 /// these tests are about (not a measure of time): its exit code and stderr.
 fn run_stuck(d: &Path) -> (i32, String) {
@@ -835,25 +869,14 @@ fn run_stuck(d: &Path) -> (i32, String) {
 #[test]
 fn a_worker_stuck_while_the_run_drains_is_killed_once_nothing_moves() {
     let d = dir("stuck");
-    std::fs::write(d.join("stuck.py"), STUCK).unwrap();
-    std::fs::write(
-        d.join("setup.yaml"),
-        "target_directory: runs
-options: {max_seconds: 1, drain_stall_seconds: 2}
-Buffers:
-  raw: {slot_count: 8, data_length: 16, data_dtype: {ch0: float32}}
-Workers:
-  source:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {rate: 500, realtime: true, pretrigger_samples: 4}
-  sink:
-    file: stuck.py
-    function: stuck
-    sources: [raw]
-",
-    )
-    .unwrap();
+    stuck_setup(
+        &d,
+        ("stuck", STUCK),
+        "never",
+        "max_seconds: 1, drain_stall_seconds: 2",
+        8,
+        "rate: 500, realtime: true",
+    );
     // The run ends a few seconds after its stop.
     let (code, stderr) = run_stuck(&d);
     assert_eq!(code, 1, "{stderr}");
@@ -881,6 +904,32 @@ Workers:
     );
 }
 
+/// The drain at the natural end of a run (its importer's events ran out, as a replay's do at
+/// the end of its file) waited for ever on a worker that takes no more events: only a stop
+/// was watched for a stalled drain, so the run never ended. It ends the same way now.
+#[test]
+fn a_worker_stuck_after_the_importers_ran_out_does_not_hold_the_end() {
+    let d = dir("stuck-end");
+    let options = "drain_stall_seconds: 2";
+    stuck_setup(&d, ("stuck", STUCK), "never", options, 64, "n_events: 50");
+    let (code, stderr) = run_stuck(&d);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the run drains but no event has moved for 2 s")
+            && stderr.contains("events wait for reader 'sink'"),
+        "{stderr}"
+    );
+    let summary = json(&run_in(&d.join("runs")).join("summary.json"));
+    assert_eq!(summary["events"]["raw"], 50, "{summary}");
+    let books = &summary["readers"]["raw"]["sink"];
+    let (delivered, lost) = (books["delivered"].as_u64(), books["lost"].as_u64());
+    assert_eq!(delivered.unwrap() + lost.unwrap(), 50, "{summary}");
+    assert!(lost.unwrap() > 0, "{summary}");
+}
+
+/// The source of the stall tests: more events than a stuck reader's buffer holds.
+const STALL_SOURCE: &str = "n_events: 300, rate: 500, realtime: true";
+
 /// Sleeps for good in its 20th event the first time it runs (the marker file says it has);
 /// started again, it reads on.
 const STUCK_ONCE: &str = r#"
@@ -895,32 +944,6 @@ def stuck_once(buffer_io):
             time.sleep(1e6)
 "#;
 
-/// The setup of the stall tests: a stuck reader of a small `block` buffer holds its source.
-fn stall_setup(d: &Path, restart: &str, options: &str) {
-    std::fs::write(d.join("stuck_once.py"), STUCK_ONCE).unwrap();
-    std::fs::write(
-        d.join("setup.yaml"),
-        format!(
-            "target_directory: runs
-options: {{{options}}}
-Buffers:
-  raw: {{slot_count: 8, data_length: 16, data_dtype: {{ch0: float32}}}}
-Workers:
-  source:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {{n_events: 300, rate: 500, realtime: true, pretrigger_samples: 4}}
-  sink:
-    file: stuck_once.py
-    function: stuck_once
-    sources: [raw]
-    restart: {restart}
-"
-        ),
-    )
-    .unwrap();
-}
-
 /// A worker stuck for good in the middle of a run (its own code deadlocked, a call that
 /// never returns) held its source, and with it the whole run, for ever: the buffer filled,
 /// the importer waited, and the only sign was a `buffer_full` warning. A worker that says
@@ -930,7 +953,9 @@ Workers:
 #[test]
 fn a_worker_stuck_mid_run_is_killed_and_started_again() {
     let d = dir("stall-restart");
-    stall_setup(&d, "on-failure", "worker_stall_seconds: 2");
+    let options = "worker_stall_seconds: 2";
+    let script = ("stuck_once", STUCK_ONCE);
+    stuck_setup(&d, script, "on-failure", options, 8, STALL_SOURCE);
     let (code, stderr) = run_stuck(&d);
     assert_eq!(code, 0, "{stderr}");
     assert!(d.join("stuck.marker").exists(), "{stderr}");
@@ -959,11 +984,9 @@ fn a_worker_stuck_mid_run_is_killed_and_started_again() {
 #[test]
 fn a_worker_stuck_mid_run_without_restart_is_named_once() {
     let d = dir("stall-named");
-    stall_setup(
-        &d,
-        "never",
-        "worker_stall_seconds: 1, drain_stall_seconds: 1, max_seconds: 5",
-    );
+    let options = "worker_stall_seconds: 1, drain_stall_seconds: 1, max_seconds: 5";
+    let script = ("stuck_once", STUCK_ONCE);
+    stuck_setup(&d, script, "never", options, 8, STALL_SOURCE);
     let (code, stderr) = run_stuck(&d);
     // The stop's drain stall ends it (`a_worker_stuck_while_the_run_drains_…`).
     assert_eq!(code, 1, "{stderr}");

@@ -4,7 +4,8 @@
 //! Guarantees: a worker counts as stuck only when events wait for it in *every* one of its
 //! sources (a coincidence worker waiting on its quiet input is not stuck) and none of its
 //! sinks under `policy: block` is full (then it waits for a reader further down, the one to
-//! name); claiming or releasing one event starts its time over. Pure bookkeeping: the
+//! name); claiming or releasing one event, or a process of it started again, starts its time
+//! over. Pure bookkeeping: the
 //! supervisor decides what a stall means for the worker.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,8 @@ use crate::run_dir::plan::Plan;
 pub struct Look {
     /// The worker's index in the plan.
     pub worker: usize,
+    /// How often its processes were started again so far.
+    pub restarts: u32,
     /// Events its consumer groups have claimed and released so far, summed over its sources.
     pub moved: u64,
     /// What waits for it ("12 events wait in 'raw'"), `None` when it cannot be stuck now
@@ -25,19 +28,19 @@ pub struct Look {
     pub waiting: Option<String>,
 }
 
-/// How the running readers stand: `alive(worker)` says which workers have every process
-/// running (not ended, not waiting to be started again).
+/// How the running readers stand: `running(worker)` is the restarts of a worker whose every
+/// process runs (none ended or waiting to be started again), `None` for any other.
 pub fn looks(
     plan: &Plan,
     stats: &[(String, Vec<RingStats>)],
-    alive: impl Fn(usize) -> bool,
+    running: impl Fn(usize) -> Option<u32>,
 ) -> Vec<Look> {
     let rings_of = |name: &str| stats.iter().find(|(b, _)| b == name).map(|(_, r)| r);
     let mut out = Vec::new();
     for (wi, w) in plan.workers.iter().enumerate() {
-        if w.sources.is_empty() || !alive(wi) {
+        let Some(restarts) = running(wi).filter(|_| !w.sources.is_empty()) else {
             continue;
-        }
+        };
         let mut moved = 0;
         let mut waits = Vec::new();
         for src in &w.sources {
@@ -75,6 +78,7 @@ pub fn looks(
             });
         out.push(Look {
             worker: wi,
+            restarts,
             moved,
             waiting,
         });
@@ -89,6 +93,7 @@ pub struct StallWatch {
 }
 
 struct Seen {
+    restarts: u32,
     moved: u64,
     since: Instant,
     told: bool,
@@ -107,12 +112,14 @@ impl StallWatch {
                 continue;
             };
             let seen = self.seen.entry(l.worker).or_insert(Seen {
+                restarts: l.restarts,
                 moved: l.moved,
                 since: now,
                 told: false,
             });
-            if seen.moved != l.moved {
+            if (seen.moved, seen.restarts) != (l.moved, l.restarts) {
                 *seen = Seen {
+                    restarts: l.restarts,
                     moved: l.moved,
                     since: now,
                     told: false,
@@ -134,6 +141,7 @@ mod tests {
     fn look(moved: u64, waiting: bool) -> Look {
         Look {
             worker: 0,
+            restarts: 0,
             moved,
             waiting: waiting.then(|| "8 events wait in 'raw'".to_string()),
         }
@@ -209,7 +217,7 @@ mod tests {
             ]
         };
         let co = |stats: &[(String, Vec<RingStats>)]| {
-            looks(&p, stats, |_| true)
+            looks(&p, stats, |_| Some(0))
                 .into_iter()
                 .find(|l| l.worker == 2)
                 .unwrap()
@@ -242,7 +250,7 @@ mod tests {
         let writer = looks(
             &p,
             &stats(ring(0, 0, 0, 0), ring(0, 0, 0, 0), ring(8, 4, 4, 4)),
-            |_| true,
+            |_| Some(0),
         )
         .into_iter()
         .find(|l| l.worker == 3)
@@ -250,7 +258,7 @@ mod tests {
         assert_eq!(writer.waiting.as_deref(), Some("4 events wait in 'out'"));
         // Importers are never looked at, nor a worker that is not running whole.
         let s = stats(ring(10, 7, 6, 4), ring(5, 3, 3, 2), ring(0, 0, 0, 0));
-        let all = looks(&p, &s, |w| w != 3);
+        let all = looks(&p, &s, |w| (w != 3).then_some(0));
         assert_eq!(all.iter().map(|l| l.worker).collect::<Vec<_>>(), [2]);
     }
 
@@ -265,5 +273,18 @@ mod tests {
         assert!(w.check(at(10), 5.0, &[]).is_empty());
         assert!(w.check(at(12), 5.0, &[look(3, true)]).is_empty());
         assert_eq!(w.check(at(17), 5.0, &[look(3, true)]).len(), 1);
+        // Started again between two looks (a kill, a crash): its time starts over even
+        // though the new process has not moved yet.
+        let again = Look {
+            restarts: 1,
+            ..look(3, true)
+        };
+        assert!(w
+            .check(at(18), 5.0, std::slice::from_ref(&again))
+            .is_empty());
+        assert!(w
+            .check(at(22), 5.0, std::slice::from_ref(&again))
+            .is_empty());
+        assert_eq!(w.check(at(23), 5.0, &[again]).len(), 1);
     }
 }

@@ -991,12 +991,24 @@ impl Supervisor {
         }
     }
 
+    /// Whether the run drains: it was told to stop, or every importer has ended by itself
+    /// (its events ran out: a replay at the end of its file) and none waits to be started
+    /// again. Nothing new comes in; what is in the buffers goes through and the run ends.
+    fn draining(&self) -> bool {
+        self.stopping
+            || self
+                .procs
+                .iter()
+                .filter(|p| p.is_importer)
+                .all(|p| p.status.is_some() && p.restart_at.is_none())
+    }
+
     /// While the run drains: the reason to kill the workers when no event has moved through
     /// any buffer for `drain_stall_seconds` while some wait to be read (a worker stuck for
     /// good would hold the stop, and so a service's run, for ever); `None` while events
-    /// move, none wait (the workers close their files), or the run is not stopping.
+    /// move, none wait (the workers close their files), or the run is not draining.
     fn drain_stalled(&mut self, stats: &[(String, Vec<RingStats>)]) -> Option<String> {
-        if !self.stopping {
+        if !self.draining() {
             return None;
         }
         let moved: u64 = stats
@@ -1038,28 +1050,33 @@ impl Supervisor {
             return None;
         }
         Some(format!(
-            "the run is stopping but no event has moved for {} s ({}; \
+            "the run drains but no event has moved for {} s ({}; \
              options.drain_stall_seconds): killing the workers; the unread events count as lost",
             self.plan.drain_stall_seconds,
             holding.join(", ")
         ))
     }
 
-    /// While the run goes on: a reader that has taken no event for `worker_stall_seconds`
+    /// While the run takes data: a reader that has taken no event for `worker_stall_seconds`
     /// while events wait for it (see `stall`) is stuck for good in its own code. Under
     /// `restart: on-failure` its processes are killed, so that it is started again as after
     /// any failure; otherwise it is left running and named once in the log.
     fn watch_readers(&mut self, stats: &[(String, Vec<RingStats>)]) {
         let limit = self.plan.worker_stall_seconds;
-        if self.stopping || limit <= 0.0 {
+        // A drain has its own watch: `drain_stalled`.
+        if self.draining() || limit <= 0.0 {
             return;
         }
         let procs = &self.procs;
-        let alive = |wi: usize| {
-            let mut mine = procs.iter().filter(|p| p.worker == wi).peekable();
-            mine.peek().is_some() && mine.all(|p| p.status.is_none() && p.restart_at.is_none())
+        let running = |wi: usize| {
+            let mine: Vec<&Proc> = procs.iter().filter(|p| p.worker == wi).collect();
+            let all = !mine.is_empty()
+                && mine
+                    .iter()
+                    .all(|p| p.status.is_none() && p.restart_at.is_none());
+            all.then(|| mine.iter().map(|p| p.restarts).sum())
         };
-        let looks = super::stall::looks(&self.plan, stats, alive);
+        let looks = super::stall::looks(&self.plan, stats, running);
         for (wi, waiting) in self.stalls.check(Instant::now(), limit, &looks) {
             let w = &self.plan.workers[wi];
             let stuck = format!(

@@ -11,8 +11,9 @@
 //! directory, `~` expanded), `base_config`, `Buffers`, `Workers`; plus `options:`
 //! (`max_events`, `max_seconds`, `stats_interval` (s, default 1), `huge_pages: auto|off`,
 //! `disk_reserve_mb` (MB kept free on the run's disk: the run stops cleanly there; default 100),
-//! `drain_stall_seconds` (a stop's drain that moves no event for this long while some wait
-//! ends with the workers killed; default 300), `worker_stall_seconds` (a reader that takes no
+//! `drain_stall_seconds` (a drain, after a stop or once the importers ran out, that moves no
+//! event for this long while some wait ends with the workers killed; default 300),
+//! `worker_stall_seconds` (while the importers run, a reader that takes no
 //! event for this long while events wait for it is stuck: killed and started again under
 //! `restart: on-failure`, else named in the log; default 300, 0 never),
 //! `alert_command` (a shell command run when a warning starts; see `engine::alert`)).
@@ -103,10 +104,10 @@ pub struct RunOptions {
     pub huge_pages: HugePages,
     /// Stop the run cleanly when less than this many MB are free on the run's disk.
     pub disk_reserve_mb: f64,
-    /// After a stop, seconds the drain may go without any event moving through any buffer
+    /// After a stop or once the importers ran out, seconds the drain may go without any event moving through any buffer
     /// while some still wait, before the workers holding it up are killed.
     pub drain_stall_seconds: f64,
-    /// While the run goes on, seconds a reader may take no event while events wait for it
+    /// While the importers run, seconds a reader may take no event while events wait for it
     /// before it counts as stuck; 0: never.
     pub worker_stall_seconds: f64,
     /// The venv of the setup's Python workers (`options: python:`), as written (`~`
