@@ -71,6 +71,19 @@ fn finish(dir: &Dir, mut child: Child, limit: Duration) -> (i32, String, PathBuf
     )
 }
 
+/// Stops the run with SIGTERM (as `systemctl stop` would, but for the signal) and waits
+/// for it to end cleanly (exit 0); returns its stderr and its run directory.
+fn terminate(dir: &Dir, child: Child) -> (String, PathBuf) {
+    signal(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+    let (code, err, rd) = finish(dir, child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}\n{}", log(&rd));
+    (err, rd)
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+}
+
 fn run(dir: &Dir, setup: &Path, args: &[&str]) -> (i32, String, PathBuf) {
     let child = start(dir, setup, args);
     finish(dir, child, Duration::from_secs(120))
@@ -268,13 +281,7 @@ fn on_sigterm_the_gmc_heartbeat_is_switched_off_and_the_notes_were_current_all_a
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(notes.exists());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let (code, err, rd) = finish(&d, child, Duration::from_secs(60));
-    assert_eq!(code, 0, "{err}\n{}", log(&rd));
+    let (_, rd) = terminate(&d, child);
     assert_heartbeat_switched_off(&sim);
     let rows = csv_column(&rd, "cps").len().to_string();
     assert_eq!(note(&rd, "device.events"), Some(rows), "final notes");
@@ -364,4 +371,81 @@ fn check_knows_expect_data_within_and_on_silence() {
     let (code, err) = check(&["expect_data_within: -5"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("up to a week"), "{err}");
+}
+
+/// Kills a process when dropped: a stopped one must not outlive a failing test.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// A device importer stuck in a call that never returns (a vendor library that hangs; here
+/// its process is stopped with SIGSTOP) took no data, rewrote no notes and raised no
+/// warning: its last notes said all was well, so the run looked healthy for as long as it
+/// went on. Its notes are its heartbeat now: under `restart: on-failure` it is killed after
+/// `worker_stall_seconds` and started again, and it reads its device on, counting on.
+#[test]
+fn a_device_importer_that_stops_coming_round_its_loop_is_started_again() {
+    let d = Dir::new("cw-wedged");
+    let config = ["simulate: true".to_string(), "sim_rate: 50".into()];
+    let s = setup(&d, "device.cosmicwatch", COSMICWATCH_V2_DTYPE, &config);
+    let text = std::fs::read_to_string(&s).unwrap().replacen(
+        "    config:\n",
+        "    restart: on-failure\n    config:\n",
+        1,
+    );
+    std::fs::write(&s, text + "options: {worker_stall_seconds: 2}\n").unwrap();
+    // On the code before, the wait below fails and the run ends at its limit.
+    let child = start(&d, &s, &["--max-seconds", "60"]);
+    let events = |rd: &Path| {
+        note(rd, "device.events")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut found = None;
+    runs::wait_until(
+        "the importer counting events",
+        Duration::from_secs(60),
+        || {
+            let runs = d.0.join("runs");
+            let Some(rd) = runs
+                .exists()
+                .then(|| runs::run_dirs_in(&runs).pop())
+                .flatten()
+            else {
+                return false;
+            };
+            let pid = log(&rd)
+                .split("started worker 'detector' process 0 (pid ")
+                .nth(1)
+                .and_then(|t| t.split(')').next()?.parse::<i32>().ok());
+            found = pid.map(|p| (rd.clone(), p));
+            found.is_some() && events(&rd) >= 3
+        },
+    );
+    let (rd, pid) = found.unwrap();
+    let _stopped = KillOnDrop(pid);
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let before = events(&rd);
+    runs::wait_until(
+        "the importer started again",
+        Duration::from_secs(60),
+        || log(&rd).contains("starting it again") && events(&rd) >= before + 5,
+    );
+    let (err, rd) = terminate(&d, child);
+    assert!(
+        err.contains("worker 'detector' has not come round its loop for 2 s")
+            && err.contains("killing it to start it again"),
+        "{err}"
+    );
+    runs::books_balance(&rd);
+    let stats = std::fs::read_to_string(rd.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(last["workers"]["detector"]["restarts"], 1, "{last}");
 }

@@ -43,7 +43,7 @@ pub const END_ALERT_GRACE: Duration = Duration::from_secs(10);
 /// What a warning is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
-    /// A device importer lost its device.
+    /// A device importer lost its device, or stopped coming round its loop (`engine::stall`).
     DeviceGone,
     /// A buffer has been full for a while.
     BufferFull,

@@ -1,12 +1,15 @@
-//! Workers stuck while the run goes on: a reader that has taken no event from its sources
-//! for `options.worker_stall_seconds` while events wait for it.
+//! Workers stuck while the importers run: a reader that has taken no event from its sources
+//! for `options.worker_stall_seconds` while events wait for it, and a device importer that
+//! has not come round its loop for as long (its device notes, rewritten once a second while
+//! its loop goes round, are its heartbeat: a call into a driver or a vendor library that
+//! never returns stops them, and with them every other sign of trouble).
 //!
-//! Guarantees: a worker counts as stuck only when events wait for it in *every* one of its
-//! sources (a coincidence worker waiting on its quiet input is not stuck) and none of its
-//! sinks under `policy: block` is full (then it waits for a reader further down, the one to
-//! name); claiming or releasing one event, or a process of it started again, starts its time
-//! over. Pure bookkeeping: the
-//! supervisor decides what a stall means for the worker.
+//! Guarantees: a reader counts as stuck only when events wait for it in *every* one of its
+//! sources (a coincidence worker waiting on its quiet input is not stuck); no worker counts
+//! as stuck while one of its sinks under `policy: block` is full (then it waits for a reader
+//! further down, the one to name). Claiming or releasing one event, a heartbeat, or a
+//! process of it started again starts its time over. Pure bookkeeping: the supervisor
+//! decides what a stall means for the worker.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,33 +17,63 @@ use std::time::Instant;
 use crate::ring::{Policy, RingStats};
 use crate::run_dir::plan::Plan;
 
-/// How one running reader stands this second.
+/// How one running worker stands this second.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Look {
     /// The worker's index in the plan.
     pub worker: usize,
     /// How often its processes were started again so far.
     pub restarts: u32,
-    /// Events its consumer groups have claimed and released so far, summed over its sources.
+    /// What changes while it works: a reader's events claimed and released, summed over its
+    /// sources; a device importer's heartbeat.
     pub moved: u64,
-    /// What waits for it ("12 events wait in 'raw'"), `None` when it cannot be stuck now
-    /// (a source without waiting events, or a full `block` sink).
-    pub waiting: Option<String>,
+    /// How it would be stuck now; `None` when it cannot be (a reader with a source without
+    /// waiting events, a worker with a full `block` sink).
+    pub stuck: Option<Stuck>,
 }
 
-/// How the running readers stand: `running(worker)` is the restarts of a worker whose every
-/// process runs (none ended or waiting to be started again), `None` for any other.
+/// How a worker is stuck.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stuck {
+    /// A reader: what waits for it ("12 events wait in 'raw'").
+    Reading(String),
+    /// A device importer: its loop does not come round.
+    Looping,
+}
+
+/// How the running workers stand: `running(worker)` is the restarts of a worker whose every
+/// process runs (none ended or waiting to be started again), `None` for any other;
+/// `heartbeat(worker)` a device importer's heartbeat, `None` for an importer without one
+/// (not watched).
 pub fn looks(
     plan: &Plan,
     stats: &[(String, Vec<RingStats>)],
     running: impl Fn(usize) -> Option<u32>,
+    heartbeat: impl Fn(usize) -> Option<u64>,
 ) -> Vec<Look> {
     let rings_of = |name: &str| stats.iter().find(|(b, _)| b == name).map(|(_, r)| r);
     let mut out = Vec::new();
     for (wi, w) in plan.workers.iter().enumerate() {
-        let Some(restarts) = running(wi).filter(|_| !w.sources.is_empty()) else {
+        let Some(restarts) = running(wi) else {
             continue;
         };
+        let sink_full = w.sinks.iter().any(|sink| {
+            plan.buffer(sink)
+                .is_some_and(|pb| pb.policy == Policy::Block)
+                && rings_of(sink)
+                    .is_some_and(|rings| rings.iter().any(|s| s.filled >= s.slot_count))
+        });
+        if w.sources.is_empty() {
+            if let Some(beat) = heartbeat(wi) {
+                out.push(Look {
+                    worker: wi,
+                    restarts,
+                    moved: beat,
+                    stuck: (!sink_full).then_some(Stuck::Looping),
+                });
+            }
+            continue;
+        }
         let mut moved = 0;
         let mut waits = Vec::new();
         for src in &w.sources {
@@ -62,25 +95,21 @@ pub fn looks(
             }
             waits.push((src, pending));
         }
-        let sink_full = w.sinks.iter().any(|sink| {
-            plan.buffer(sink)
-                .is_some_and(|pb| pb.policy == Policy::Block)
-                && rings_of(sink)
-                    .is_some_and(|rings| rings.iter().any(|s| s.filled >= s.slot_count))
-        });
-        let waiting =
-            (!waits.is_empty() && waits.iter().all(|(_, n)| *n > 0) && !sink_full).then(|| {
+        let waiting = !waits.is_empty() && waits.iter().all(|(_, n)| *n > 0) && !sink_full;
+        let stuck = waiting.then(|| {
+            Stuck::Reading(
                 waits
                     .iter()
                     .map(|(src, n)| format!("{n} events wait in '{src}'"))
                     .collect::<Vec<_>>()
-                    .join(", ")
-            });
+                    .join(", "),
+            )
+        });
         out.push(Look {
             worker: wi,
             restarts,
             moved,
-            waiting,
+            stuck,
         });
     }
     out
@@ -100,14 +129,14 @@ struct Seen {
 }
 
 impl StallWatch {
-    /// The workers stuck for `limit` seconds at `now`, each with what waits for it, each
-    /// said once per stall. Workers not among `looks` (ended, restarting) are forgotten.
-    pub fn check(&mut self, now: Instant, limit: f64, looks: &[Look]) -> Vec<(usize, String)> {
+    /// The workers stuck for `limit` seconds at `now`, each with how, each said once per
+    /// stall. Workers not among `looks` (ended, restarting) are forgotten.
+    pub fn check(&mut self, now: Instant, limit: f64, looks: &[Look]) -> Vec<(usize, Stuck)> {
         self.seen
             .retain(|w, _| looks.iter().any(|l| l.worker == *w));
-        let mut stuck = Vec::new();
+        let mut found = Vec::new();
         for l in looks {
-            let Some(waiting) = &l.waiting else {
+            let Some(stuck) = &l.stuck else {
                 self.seen.remove(&l.worker);
                 continue;
             };
@@ -126,10 +155,10 @@ impl StallWatch {
                 };
             } else if !seen.told && now.duration_since(seen.since).as_secs_f64() >= limit {
                 seen.told = true;
-                stuck.push((l.worker, waiting.clone()));
+                found.push((l.worker, stuck.clone()));
             }
         }
-        stuck
+        found
     }
 }
 
@@ -143,8 +172,12 @@ mod tests {
             worker: 0,
             restarts: 0,
             moved,
-            waiting: waiting.then(|| "8 events wait in 'raw'".to_string()),
+            stuck: waiting.then(|| reading("8 events wait in 'raw'")),
         }
+    }
+
+    fn reading(what: &str) -> Stuck {
+        Stuck::Reading(what.to_string())
     }
 
     /// The instant `s` seconds after the test's start.
@@ -159,7 +192,7 @@ mod tests {
         assert!(w.check(at(0), 5.0, &[look(3, true)]).is_empty());
         assert!(w.check(at(4), 5.0, &[look(3, true)]).is_empty());
         let stuck = w.check(at(5), 5.0, &[look(3, true)]);
-        assert_eq!(stuck, vec![(0, "8 events wait in 'raw'".to_string())]);
+        assert_eq!(stuck, vec![(0, reading("8 events wait in 'raw'"))]);
         assert!(w.check(at(60), 5.0, &[look(3, true)]).is_empty());
         // One event moves: its time starts over, and a new stall is said again.
         assert!(w.check(at(61), 5.0, &[look(4, true)]).is_empty());
@@ -217,7 +250,7 @@ mod tests {
             ]
         };
         let co = |stats: &[(String, Vec<RingStats>)]| {
-            looks(&p, stats, |_| Some(0))
+            looks(&p, stats, |_| Some(0), |_| None)
                 .into_iter()
                 .find(|l| l.worker == 2)
                 .unwrap()
@@ -229,37 +262,67 @@ mod tests {
             ring(0, 0, 0, 0),
         ));
         assert_eq!(both.moved, 7 + 6 + 3 + 3);
-        assert_eq!(
-            both.waiting.as_deref(),
-            Some("4 events wait in 'a', 2 events wait in 'b'")
-        );
+        let wait = "4 events wait in 'a', 2 events wait in 'b'";
+        assert_eq!(both.stuck, Some(reading(wait)));
         // Its quiet input `b` has nothing: it waits for it, as a coincidence does.
         let quiet = co(&stats(
             ring(10, 7, 6, 4),
             ring(3, 3, 3, 0),
             ring(0, 0, 0, 0),
         ));
-        assert_eq!(quiet.waiting, None);
+        assert_eq!(quiet.stuck, None);
         // `out` is full under `block`: it waits for `writer`, the one to name.
         let held = co(&stats(
             ring(10, 7, 6, 4),
             ring(5, 3, 3, 2),
             ring(8, 4, 4, 4),
         ));
-        assert_eq!(held.waiting, None);
+        assert_eq!(held.stuck, None);
         let writer = looks(
             &p,
             &stats(ring(0, 0, 0, 0), ring(0, 0, 0, 0), ring(8, 4, 4, 4)),
             |_| Some(0),
+            |_| None,
         )
         .into_iter()
         .find(|l| l.worker == 3)
         .unwrap();
-        assert_eq!(writer.waiting.as_deref(), Some("4 events wait in 'out'"));
-        // Importers are never looked at, nor a worker that is not running whole.
+        assert_eq!(writer.stuck, Some(reading("4 events wait in 'out'")));
+        // Importers without a heartbeat are not looked at, nor a worker not running whole.
         let s = stats(ring(10, 7, 6, 4), ring(5, 3, 3, 2), ring(0, 0, 0, 0));
-        let all = looks(&p, &s, |w| (w != 3).then_some(0));
+        let all = looks(&p, &s, |w| (w != 3).then_some(0), |_| None);
         assert_eq!(all.iter().map(|l| l.worker).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn an_importer_with_a_heartbeat_is_stuck_only_with_room_in_its_sink() {
+        let p = plan();
+        let s = |filled: u64| {
+            let a = ring(4, 0, 0, filled);
+            vec![("a".to_string(), vec![a])]
+        };
+        let sa = |filled: u64| {
+            looks(&p, &s(filled), |_| Some(2), |w| (w == 0).then_some(77))
+                .into_iter()
+                .filter(|l| l.worker < 2)
+                .collect::<Vec<_>>()
+        };
+        let looking = Look {
+            worker: 0,
+            restarts: 2,
+            moved: 77,
+            stuck: Some(Stuck::Looping),
+        };
+        // `sb` has no heartbeat: not watched.
+        assert_eq!(sa(3), std::slice::from_ref(&looking));
+        // Its `block` sink is full: it waits for room, not in a call that never returns.
+        assert_eq!(
+            sa(4),
+            [Look {
+                stuck: None,
+                ..looking
+            }]
+        );
     }
 
     #[test]

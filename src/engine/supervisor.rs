@@ -292,6 +292,16 @@ fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
 /// A device importer's state from its notes (`device_<worker>.txt`): whether the device is
 /// connected now, how many disconnect gaps it had, how many bad records were skipped and
 /// whether it is silent; null for other workers.
+/// A device importer's heartbeat: its notes file as last rewritten (inode and modification
+/// time, which change with every rewrite); `None` without notes (not a device importer, or
+/// not yet opened).
+fn notes_heartbeat(notes: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(notes).ok()?;
+    let mtime = (m.mtime() as u64).wrapping_mul(1_000_000_000) ^ m.mtime_nsec() as u64;
+    Some(mtime ^ m.ino().rotate_left(32))
+}
+
 fn device_state(run_dir: &Path, worker: &str) -> Option<DeviceState> {
     crate::run_dir::DeviceNotes::read(&crate::run_dir::device_notes_path(run_dir, worker)).state()
 }
@@ -860,7 +870,7 @@ impl Supervisor {
                 // One read of the rings' counters for both.
                 let stats = self.ring_stats();
                 self.watch_buffers(&stats);
-                self.watch_readers(&stats);
+                self.watch_stalls(&stats);
                 if let Some(stalled) = self.drain_stalled(&stats) {
                     self.log_and_say(&stalled);
                     self.failures.push(stalled);
@@ -1058,10 +1068,13 @@ impl Supervisor {
     }
 
     /// While the run takes data: a reader that has taken no event for `worker_stall_seconds`
-    /// while events wait for it (see `stall`) is stuck for good in its own code. Under
-    /// `restart: on-failure` its processes are killed, so that it is started again as after
-    /// any failure; otherwise it is left running and named once in the log.
-    fn watch_readers(&mut self, stats: &[(String, Vec<RingStats>)]) {
+    /// while events wait for it, or a device importer whose loop has not come round for as
+    /// long (see `stall`), is stuck for good in its own code or in a call that never returns.
+    /// Under `restart: on-failure` its processes are killed, so that it is started again as
+    /// after any failure; otherwise it is left running and named once in the log (an
+    /// importer is alerted as its device gone: nothing else would tell).
+    fn watch_stalls(&mut self, stats: &[(String, Vec<RingStats>)]) {
+        use super::stall::Stuck;
         let limit = self.plan.worker_stall_seconds;
         // A drain has its own watch: `drain_stalled`.
         if self.draining() || limit <= 0.0 {
@@ -1076,14 +1089,27 @@ impl Supervisor {
                     .all(|p| p.status.is_none() && p.restart_at.is_none());
             all.then(|| mine.iter().map(|p| p.restarts).sum())
         };
-        let looks = super::stall::looks(&self.plan, stats, running);
-        for (wi, waiting) in self.stalls.check(Instant::now(), limit, &looks) {
+        let (plan, run_dir) = (&self.plan, &self.plan.run_dir);
+        let heartbeat = |wi: usize| {
+            let notes = crate::run_dir::device_notes_path(run_dir, &plan.workers[wi].name);
+            notes_heartbeat(&notes)
+        };
+        let looks = super::stall::looks(&self.plan, stats, running, heartbeat);
+        for (wi, how) in self.stalls.check(Instant::now(), limit, &looks) {
             let w = &self.plan.workers[wi];
-            let stuck = format!(
-                "worker '{}' has taken no event for {limit} s while {waiting} \
-                 (options.worker_stall_seconds)",
-                w.name
-            );
+            let stuck = match &how {
+                Stuck::Reading(waiting) => format!(
+                    "worker '{}' has taken no event for {limit} s while {waiting} \
+                     (options.worker_stall_seconds)",
+                    w.name
+                ),
+                Stuck::Looping => format!(
+                    "worker '{}' has not come round its loop for {limit} s: its device notes \
+                     stay as they were, a call into its driver or the device's library does \
+                     not return (options.worker_stall_seconds)",
+                    w.name
+                ),
+            };
             if w.restart == Restart::OnFailure {
                 self.log_and_say(&format!("{stuck}: killing it to start it again"));
                 for p in self.procs.iter().filter(|p| p.worker == wi) {
@@ -1093,10 +1119,15 @@ impl Supervisor {
                     );
                 }
             } else {
-                self.log_and_say(&format!(
+                let msg = format!(
                     "{stuck}: it is left running (with `restart: on-failure` it would be \
                      killed and started again)"
-                ));
+                );
+                self.log_and_say(&msg);
+                if how == Stuck::Looping {
+                    let name = w.name.clone();
+                    self.alerts.raise(Kind::DeviceGone, &name, &msg);
+                }
             }
         }
     }

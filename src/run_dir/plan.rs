@@ -178,8 +178,9 @@ pub struct Plan {
     /// are killed (`options.drain_stall_seconds`).
     #[serde(default = "default_drain_stall")]
     pub drain_stall_seconds: f64,
-    /// While the importers run, seconds a reader may take no event while events wait for it
-    /// before it counts as stuck (`options.worker_stall_seconds`); 0: never.
+    /// While the importers run, seconds a reader may take no event while events wait for it,
+    /// or a device importer's loop may not come round, before it counts as stuck
+    /// (`options.worker_stall_seconds`); 0: never.
     #[serde(default = "default_worker_stall")]
     pub worker_stall_seconds: f64,
     /// The setup's `options.alert_command`, run by the supervisor when a warning starts.

@@ -13,8 +13,9 @@
 //! `disk_reserve_mb` (MB kept free on the run's disk: the run stops cleanly there; default 100),
 //! `drain_stall_seconds` (a drain, after a stop or once the importers ran out, that moves no
 //! event for this long while some wait ends with the workers killed; default 300),
-//! `worker_stall_seconds` (while the importers run, a reader that takes no
-//! event for this long while events wait for it is stuck: killed and started again under
+//! `worker_stall_seconds` (while the importers run, a reader that takes no event for this
+//! long while events wait for it, or a device importer whose loop does not come round for
+//! as long, is stuck: killed and started again under
 //! `restart: on-failure`, else named in the log; default 300, 0 never),
 //! `alert_command` (a shell command run when a warning starts; see `engine::alert`)).
 //! A buffer or worker spec may be given inline or as the path of a YAML file holding it.
@@ -107,8 +108,8 @@ pub struct RunOptions {
     /// After a stop or once the importers ran out, seconds the drain may go without any event moving through any buffer
     /// while some still wait, before the workers holding it up are killed.
     pub drain_stall_seconds: f64,
-    /// While the importers run, seconds a reader may take no event while events wait for it
-    /// before it counts as stuck; 0: never.
+    /// While the importers run, seconds a reader may take no event while events wait for it,
+    /// or a device importer's loop may not come round, before it counts as stuck; 0: never.
     pub worker_stall_seconds: f64,
     /// The venv of the setup's Python workers (`options: python:`), as written (`~`
     /// expanded; relative to the setup file's directory).
