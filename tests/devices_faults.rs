@@ -400,7 +400,7 @@ fn a_device_importer_that_stops_coming_round_its_loop_is_started_again() {
         "    restart: on-failure\n    config:\n",
         1,
     );
-    std::fs::write(&s, text + "options: {worker_stall_seconds: 2}\n").unwrap();
+    std::fs::write(&s, text + "options: {worker_stall_seconds: 3}\n").unwrap();
     // On the code before, the wait below fails and the run ends at its limit.
     let child = start(&d, &s, &["--max-seconds", "60"]);
     let events = |rd: &Path| {
@@ -440,7 +440,7 @@ fn a_device_importer_that_stops_coming_round_its_loop_is_started_again() {
     );
     let (err, rd) = terminate(&d, child);
     assert!(
-        err.contains("worker 'detector' has not come round its loop for 2 s")
+        err.contains("worker 'detector' has not come round its loop for 3 s")
             && err.contains("killing it to start it again"),
         "{err}"
     );

@@ -953,14 +953,14 @@ def stuck_once(buffer_io):
 #[test]
 fn a_worker_stuck_mid_run_is_killed_and_started_again() {
     let d = dir("stall-restart");
-    let options = "worker_stall_seconds: 2";
+    let options = "worker_stall_seconds: 3";
     let script = ("stuck_once", STUCK_ONCE);
     stuck_setup(&d, script, "on-failure", options, 8, STALL_SOURCE);
     let (code, stderr) = run_stuck(&d);
     assert_eq!(code, 0, "{stderr}");
     assert!(d.join("stuck.marker").exists(), "{stderr}");
     assert!(
-        stderr.contains("worker 'sink' has taken no event for 2 s")
+        stderr.contains("worker 'sink' has taken no event for 3 s")
             && stderr.contains("events wait in 'raw'")
             && stderr.contains("killing it to start it again"),
         "{stderr}"
@@ -984,7 +984,7 @@ fn a_worker_stuck_mid_run_is_killed_and_started_again() {
 #[test]
 fn a_worker_stuck_mid_run_without_restart_is_named_once() {
     let d = dir("stall-named");
-    let options = "worker_stall_seconds: 1, drain_stall_seconds: 1, max_seconds: 5";
+    let options = "worker_stall_seconds: 3, drain_stall_seconds: 1, max_seconds: 8";
     let script = ("stuck_once", STUCK_ONCE);
     stuck_setup(&d, script, "never", options, 8, STALL_SOURCE);
     let (code, stderr) = run_stuck(&d);
@@ -992,7 +992,7 @@ fn a_worker_stuck_mid_run_without_restart_is_named_once() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         stderr
-            .matches("worker 'sink' has taken no event for 1 s")
+            .matches("worker 'sink' has taken no event for 3 s")
             .count(),
         1,
         "{stderr}"

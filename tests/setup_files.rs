@@ -853,8 +853,8 @@ fn run_options_below_their_bound_are_positioned_errors() {
     let (default, _) = Setup::from_str(&text("{}"), Path::new("o.yaml"), catalog(), 2).unwrap();
     assert_eq!(default.options.drain_stall_seconds, 300.0);
     assert_eq!(default.options.worker_stall_seconds, 300.0);
-    // The worker stall takes 0 for never, or at least 0.1 s.
-    for (value, error) in [("0.05", true), ("-1", true), ("0", false), ("0.1", false)] {
+    // The worker stall takes 0 for never, or at least 3 s.
+    for (value, error) in [("2.9", true), ("-1", true), ("0", false), ("3", false)] {
         let c = Setup::check_bytes(
             text(&format!("{{worker_stall_seconds: {value}}}")).as_bytes(),
             Path::new("o.yaml"),
@@ -862,13 +862,14 @@ fn run_options_below_their_bound_are_positioned_errors() {
             2,
         );
         let errors: Vec<String> = c.errors.iter().map(|d| d.to_string()).collect();
-        let expected: &[&str] =
-            if error {
-                &["o.yaml:6:33: error: options.worker_stall_seconds: must be at least 0.1 seconds, \
-               or 0 for never"]
-            } else {
-                &[]
-            };
+        let expected: &[&str] = if error {
+            &[
+                "o.yaml:6:33: error: options.worker_stall_seconds: must be at least 3 seconds \
+                   (the watch looks once a second), or 0 for never",
+            ]
+        } else {
+            &[]
+        };
         assert_eq!(errors, expected, "{value}: {}", listing(&c));
     }
 }

@@ -697,9 +697,12 @@ impl Loader {
                     }
                 }
                 "worker_stall_seconds" => {
-                    let why = "must be at least 0.1 seconds, or 0 for never";
+                    // The watch looks once a second and a device importer's heartbeat comes
+                    // once a second: a shorter stall would be a false alarm.
+                    let why = "must be at least 3 seconds (the watch looks once a second), or 0 \
+                               for never";
                     match self.at_least(val, "options.worker_stall_seconds", 0.0, why) {
-                        Some(x) if x > 0.0 && x < 0.1 => {
+                        Some(x) if x > 0.0 && x < 3.0 => {
                             self.error(val.at, format!("options.worker_stall_seconds: {why}"), None)
                         }
                         Some(x) => o.worker_stall_seconds = x,

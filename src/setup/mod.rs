@@ -16,7 +16,7 @@
 //! `worker_stall_seconds` (while the importers run, a reader that takes no event for this
 //! long while events wait for it, or a device importer whose loop does not come round for
 //! as long, is stuck: killed and started again under
-//! `restart: on-failure`, else named in the log; default 300, 0 never),
+//! `restart: on-failure`, else named in the log; default 300, at least 3, 0 never),
 //! `alert_command` (a shell command run when a warning starts; see `engine::alert`)).
 //! A buffer or worker spec may be given inline or as the path of a YAML file holding it.
 //! `config` and `base_config` are a mapping, a file path, or a list of both, merged in order;
