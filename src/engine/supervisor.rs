@@ -289,9 +289,6 @@ fn cpu_and_core(pid: u32) -> Option<(f64, Option<u32>)> {
     Some((stat.cpu_seconds()?, core))
 }
 
-/// A device importer's state from its notes (`device_<worker>.txt`): whether the device is
-/// connected now, how many disconnect gaps it had, how many bad records were skipped and
-/// whether it is silent; null for other workers.
 /// A device importer's heartbeat: its notes file as last rewritten (inode and modification
 /// time, which change with every rewrite); `None` without notes (not a device importer, or
 /// not yet opened).
@@ -302,6 +299,9 @@ fn notes_heartbeat(notes: &Path) -> Option<u64> {
     Some(mtime ^ m.ino().rotate_left(32))
 }
 
+/// A device importer's state from its notes (`device_<worker>.txt`): whether the device is
+/// connected now, how many disconnect gaps it had, how many bad records were skipped and
+/// whether it is silent; null for other workers.
 fn device_state(run_dir: &Path, worker: &str) -> Option<DeviceState> {
     crate::run_dir::DeviceNotes::read(&crate::run_dir::device_notes_path(run_dir, worker)).state()
 }
@@ -401,7 +401,8 @@ pub struct Supervisor {
     /// While the run drains: the events moved through every buffer so far (published,
     /// claimed and released, summed), and when that sum last changed.
     drain_moved: Option<(u64, Instant)>,
-    /// While the run goes on: since when each reader has taken no event while some wait.
+    /// While the importers run: since when each reader or device importer has not moved
+    /// (see `watch_stalls`).
     stalls: super::stall::StallWatch,
     /// Why: the first stop's cause (an abort overrides it); `None` while the run goes on.
     /// When its importers ended by themselves, filled in at the end (see `stopped_by`).
