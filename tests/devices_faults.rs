@@ -431,6 +431,9 @@ fn a_device_importer_that_stops_coming_round_its_loop_is_started_again() {
     );
     let (rd, pid) = found.unwrap();
     let _stopped = KillOnDrop(pid);
+    // Half a second after a rewrite of its notes, as a hang would come at any moment (it
+    // reads on meanwhile: the notes trail what it published until the next rewrite).
+    std::thread::sleep(Duration::from_millis(500));
     signal(pid, nix::sys::signal::Signal::SIGSTOP);
     let before = events(&rd);
     runs::wait_until(
@@ -448,4 +451,13 @@ fn a_device_importer_that_stops_coming_round_its_loop_is_started_again() {
     let stats = std::fs::read_to_string(rd.join("stats.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
     assert_eq!(last["workers"]["detector"]["restarts"], 1, "{last}");
+    // It counted on over its restart from what its first process had published, not from
+    // its notes of up to a second before the stop: the notes' events are the file's rows
+    // (one more when the stop came between reading an event and publishing it).
+    let rows = csv_column(&rd, "event").len() as u64;
+    let counted: u64 = note(&rd, "device.events").unwrap().parse().unwrap();
+    assert!(
+        (rows..=rows + 1).contains(&counted),
+        "{counted} counted, {rows} rows"
+    );
 }

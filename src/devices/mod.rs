@@ -760,7 +760,8 @@ impl DeviceImporter {
 
     /// An earlier process of this worker (it failed and was started again) left its notes:
     /// go on counting from them, so a restart does not reset the device's events, bad
-    /// records and silences (what it counted after its last notes, ≤ 1 s, is not known).
+    /// records and silences (what it read after its last notes, ≤ 1 s, is not known here:
+    /// the engine tells what it published in [`Importer::restarted`]).
     fn carry_on(&mut self) {
         let Some(path) = &self.notes else { return };
         let before = DeviceNotes::read(path);
@@ -882,6 +883,22 @@ impl Importer for DeviceImporter {
                 self.try_reconnect()
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The earlier process's notes trail what it read by up to a second (they are rewritten
+    /// once a second, and it may have been killed just before the next rewrite); what it
+    /// published or counted lost it had read, so the device's count is at least that.
+    fn restarted(&mut self, taken: u64) {
+        if taken > self.events {
+            tracing::info!(
+                "{}: its earlier process read {} events after its last notes",
+                self.worker,
+                taken - self.events
+            );
+            self.events = taken;
+            self.silence.events_then = taken;
+            self.write_notes();
         }
     }
 

@@ -724,6 +724,7 @@ pub(crate) fn importer_loop(
             "worker '{}' process {process}: resuming after {resumed} events in '{sink_name}'",
             w.name
         );
+        f.restarted(resumed);
     }
     let mut counter = process as i64 + resumed as i64 * step;
     let limit = plan.max_events.map(|n| {

@@ -379,6 +379,11 @@ pub trait Importer: Send {
     fn run_metadata(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+
+    /// This process was started again after an earlier one of its worker ended: the earlier
+    /// ones published or counted lost `taken` events into its sink. Called once, before the
+    /// first [`next`](Importer::next), and only when `taken` > 0. The default ignores it.
+    fn restarted(&mut self, _taken: u64) {}
 }
 
 /// Which sinks an event goes to: bit `i` set means sink `i` (in setup order). Sinks whose bit
