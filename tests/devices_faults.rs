@@ -430,7 +430,7 @@ fn a_device_importer_that_stops_coming_round_its_loop_is_started_again() {
         },
     );
     let (rd, pid) = found.unwrap();
-    let _stopped = KillOnDrop(pid);
+    let stopped = KillOnDrop(pid);
     // Half a second after a rewrite of its notes, as a hang would come at any moment (it
     // reads on meanwhile: the notes trail what it published until the next rewrite).
     std::thread::sleep(Duration::from_millis(500));
@@ -441,6 +441,8 @@ fn a_device_importer_that_stops_coming_round_its_loop_is_started_again() {
         Duration::from_secs(60),
         || log(&rd).contains("starting it again") && events(&rd) >= before + 5,
     );
+    // The supervisor killed and reaped it: its pid may be another process's by now.
+    std::mem::forget(stopped);
     let (err, rd) = terminate(&d, child);
     assert!(
         err.contains("worker 'detector' has not come round its loop for 3 s")
