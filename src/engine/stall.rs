@@ -83,17 +83,13 @@ pub fn looks(
             let Some(g) = pb.group_of(&w.name) else {
                 continue;
             };
-            let mut pending = 0;
-            for (s, gs) in rings
+            moved += rings
                 .iter()
-                .filter_map(|s| s.groups.get(g).map(|gs| (s, gs)))
-            {
-                moved += gs.claimed + gs.released;
-                if gs.active {
-                    pending += s.published.saturating_sub(gs.released);
-                }
-            }
-            waits.push((src, pending));
+                .filter_map(|s| s.groups.get(g))
+                .map(|gs| gs.claimed + gs.released)
+                .sum::<u64>();
+            let books = super::supervisor::reader_books(&pb.readers, rings);
+            waits.push((src, books.get(&w.name).map_or(0, |b| b.pending)));
         }
         let waiting = !waits.is_empty() && waits.iter().all(|(_, n)| *n > 0) && !sink_full;
         let stuck = waiting.then(|| {
