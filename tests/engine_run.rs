@@ -622,6 +622,66 @@ fn max_events_stops_the_importer_exactly() {
     assert_eq!(summary(&run)["stopped_by"], "max_events");
 }
 
+/// A run whose importers ended by themselves (here at `max_events`) drains as after a stop,
+/// but its stats lines said `stopping: false` with no cause: `status` and the page showed it
+/// "running" at 0/s until its last reader was done, and a Ctrl-C in that drain was taken for
+/// the cause ("stopped by Ctrl-C"), hiding that the measurement had reached its end. Now the
+/// lines say it drains and why, and the first cause stays.
+#[test]
+fn a_run_draining_after_its_importers_ended_says_so_and_keeps_its_cause() {
+    let dir = Dir::new("drains");
+    let s = dir.write(
+        "setup.yaml",
+        "target_directory: runs
+options: {stats_interval: 0.1, max_events: 60}
+Buffers:
+  raw: {slot_count: 128, data_length: 16, data_dtype: {ch0: f4}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {rate: 60, realtime: true, pretrigger_samples: 4}
+  sink: {function: export.drain, sources: [raw]}
+",
+    );
+    let child = start(&dir, &s, &[]);
+    wait_until("the run directory", LONG, || {
+        dir.0.join("runs").is_dir() && !runs::run_dirs_in(&dir.0.join("runs")).is_empty()
+    });
+    let run = dir.run_dir();
+    let mut sink = None;
+    wait_until("the sink's process", LONG, || {
+        sink = processes_with(&format!("{} sink 0", run.join("plan.json").display()))
+            .first()
+            .copied();
+        sink.is_some()
+    });
+    // Held, so the buffer still holds events when the importer has taken its 60.
+    let sink = sink.unwrap();
+    kill(sink, nix::sys::signal::Signal::SIGSTOP);
+    let mut last = None;
+    wait_until("the importer's end", LONG, || {
+        last = daq_engine::run_dir::last_snapshot(&run)
+            .filter(|s| s.workers.get("source").is_some_and(|w| w.processes == 0));
+        last.is_some()
+    });
+    let last = last.unwrap();
+    assert!(last.stopping, "{last:?}");
+    assert_eq!(
+        last.stopped_by,
+        Some(daq_engine::run_dir::StopCause::MaxEvents),
+        "{last:?}"
+    );
+    // A stop while it drains does not take the place of the cause.
+    interrupt(&child).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    kill(sink, nix::sys::signal::Signal::SIGCONT);
+    let (code, out) = finish_within(child, LONG);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(books_balance(&run)["stopped_by"], "max_events", "{out}");
+    assert_eq!(summary(&run)["events"]["raw"], 60);
+}
+
 /// What `check` knows without opening anything: each of these passed it and failed after
 /// the run had started (exit 1, a run directory left behind).
 #[test]

@@ -811,6 +811,7 @@ impl Supervisor {
                 }
             }
             self.reap();
+            self.note_importers_ended();
             if self.procs.iter().all(|p| p.status.is_none()) {
                 self.notify.ready();
             }
@@ -1012,6 +1013,25 @@ impl Supervisor {
                 .iter()
                 .filter(|p| p.is_importer)
                 .all(|p| p.status.is_some() && p.restart_at.is_none())
+    }
+
+    /// Once every importer has ended by itself (its events ran out, `max_events`, a silent
+    /// device under `on_silence: stop`) the run drains as after a stop, and says so: its
+    /// stats lines say `stopping` with the cause (status and the page showed "running" at
+    /// 0/s until the end), the service manager hears `STOPPING=1`, and the cause is fixed
+    /// now, so a stop that comes while the run drains does not take its place (the first
+    /// cause wins).
+    fn note_importers_ended(&mut self) {
+        if self.stop_cause.is_some() || !self.draining() {
+            return;
+        }
+        let cause = self.stopped_by();
+        self.stop_cause = Some(cause);
+        self.notify.stopping();
+        tracing::info!(
+            "the importers ended, stopped by {}: buffers drain",
+            cause.text()
+        );
     }
 
     /// While the run drains: the reason to kill the workers when no event has moved through
@@ -1495,10 +1515,10 @@ impl Supervisor {
         Snapshot {
             t,
             time: crate::clock::utc_now(),
-            stopping: self.stopping && !ended,
+            stopping: self.draining() && !ended,
             stopped_by: self.stop_cause,
             // What a clean stop waits for besides draining: files being compressed.
-            waiting_for: if self.stopping && !ended {
+            waiting_for: if self.draining() && !ended {
                 crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir)
                     .iter()
                     .map(|c| c.to_string())
@@ -1582,7 +1602,7 @@ impl Supervisor {
                 }
             ));
         }
-        if self.stopping {
+        if self.draining() {
             // What a clean stop waits for: the buffers, then the compression of closed files.
             let packing = crate::export::hdf5::Compressing::in_dir(&self.plan.run_dir);
             parts.extend(packing.iter().map(|c| format!("draining: {c}")));

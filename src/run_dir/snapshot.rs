@@ -129,7 +129,8 @@ pub struct Snapshot {
         deserialize_with = "known_cause"
     )]
     pub stopped_by: Option<StopCause>,
-    /// Importers were told to stop; buffers drain.
+    /// Nothing new comes in and the buffers drain: the importers were told to stop, or
+    /// every one ended by itself (`stopped_by` says which).
     pub stopping: bool,
     /// Seconds since the run started.
     pub t: f64,
