@@ -826,15 +826,16 @@ fn run_options_below_their_bound_are_positioned_errors() {
             "Buffers:\n  raw: {{slot_count: 4, data_length: 1, data_dtype: {{a: i2}}}}\nWorkers:\n  src: {{function: simulate.pulses, sinks: [raw]}}\n  out: {{function: export.drain, sources: [raw]}}\noptions: {options}\n"
         )
     };
-    let bad = text("{stats_interval: 0.001, drain_stall_seconds: 0, disk_reserve_mb: -1}");
+    let bad = text("{stats_interval: 0.001, drain_stall_seconds: 0.5, disk_reserve_mb: -1}");
     let c = Setup::check_bytes(bad.as_bytes(), Path::new("o.yaml"), catalog(), 2);
     let errors: Vec<String> = c.errors.iter().map(|d| d.to_string()).collect();
     assert_eq!(
         errors,
         [
             "o.yaml:6:27: error: options.stats_interval: must be at least 0.01 seconds",
-            "o.yaml:6:55: error: options.drain_stall_seconds: must be at least 0.1 seconds",
-            "o.yaml:6:75: error: options.disk_reserve_mb: must be 0 or more (MB kept free on the \
+            "o.yaml:6:55: error: options.drain_stall_seconds: must be at least 1 second (the \
+             drain is looked at once a second)",
+            "o.yaml:6:77: error: options.disk_reserve_mb: must be 0 or more (MB kept free on the \
              run's disk)",
         ],
         "{}",

@@ -691,8 +691,9 @@ impl Loader {
                     }
                 }
                 "drain_stall_seconds" => {
-                    let why = "must be at least 0.1 seconds";
-                    if let Some(x) = self.at_least(val, "options.drain_stall_seconds", 0.1, why) {
+                    // The drain is looked at once a second: less would act as a second.
+                    let why = "must be at least 1 second (the drain is looked at once a second)";
+                    if let Some(x) = self.at_least(val, "options.drain_stall_seconds", 1.0, why) {
                         o.drain_stall_seconds = x;
                     }
                 }

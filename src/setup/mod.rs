@@ -12,7 +12,7 @@
 //! (`max_events`, `max_seconds`, `stats_interval` (s, default 1), `huge_pages: auto|off`,
 //! `disk_reserve_mb` (MB kept free on the run's disk: the run stops cleanly there; default 100),
 //! `drain_stall_seconds` (a drain, after a stop or once the importers ran out, that moves no
-//! event for this long while some wait ends with the workers killed; default 300),
+//! event for this long while some wait ends with the workers killed; default 300, at least 1),
 //! `worker_stall_seconds` (while the importers run, a reader that takes no event for this
 //! long while events wait for it, or a device importer whose loop does not come round for
 //! as long, is stuck: killed and started again under
