@@ -188,6 +188,44 @@ fn wrong_sink_dtype_names_the_fields_to_declare() {
     );
 }
 
+/// A device importer with `number_of_processes: 2` (as a mimoCoRB2 user writes for a slow
+/// stage) passed `check`; at the run each process opened the same device: two simulators
+/// whose events interleaved under the same numbers, and on hardware a second open of the
+/// same port, USB device or board. `check` and the run refuse it now, naming the worker.
+#[test]
+fn a_device_importer_in_two_processes_is_refused_before_the_run() {
+    let d = Dir::new("two-procs");
+    for (name, function) in [
+        ("cosmicwatch.yaml", "device.cosmicwatch"),
+        ("geiger_gmc.yaml", "device.gmc"),
+        ("hantek6022.yaml", "device.hantek6022"),
+        ("picoscope_muon.yaml", "device.picoscope"),
+        ("redpitaya_scpi.yaml", "device.redpitaya"),
+    ] {
+        let line = format!("    function: {function}\n");
+        let text = std::fs::read_to_string(setup(name)).unwrap().replacen(
+            &line,
+            &format!("{line}    number_of_processes: 2\n"),
+            1,
+        );
+        let file = d.write(name, &text);
+        let out = runs::check(&["--simulate"], &file);
+        let err = runs::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{function} reads one device, which one process opens; set number_of_processes: \
+                 1 (it has 2)"
+            )),
+            "{name}: {err}"
+        );
+        let target = d.0.join(format!("runs-{name}"));
+        let (code, err) = code_and_stderr(&mut simulated(&file, 3, &target));
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(!target.exists(), "{name}: a run directory was made");
+    }
+}
+
 /// A serial detector unplugged in the middle of a run: the simulator pulls its plug 0.6 s
 /// in and is back 0.5 s later; the run goes on to its N events, the log names the
 /// disconnect and the gap, and the device notes hold the gap.

@@ -61,15 +61,22 @@ pub const BAD_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// One device importer's registration: its spec, the build that opens the device (wrapped
 /// as an Importer) and the check that makes every check of the build without opening it,
 /// registered together so that neither can be registered without the other:
-/// `importer!(SPEC, build, check)` in a family file's [`Family`].
+/// `importer!(SPEC, build, check)` in a family file's [`Family`]. Both refuse more than one
+/// process ([`BuildContext::one_device`]): a device is opened by one.
 macro_rules! importer {
     ($spec:expr, $build:path, $check:path) => {
         (
             $crate::worker::Function {
                 spec: $spec,
-                build: $crate::worker::Build::Importer(|c| Ok(Box::new($build(c)?))),
+                build: $crate::worker::Build::Importer(|c| {
+                    c.one_device($spec.name)?;
+                    Ok(Box::new($build(c)?))
+                }),
             },
-            $crate::worker::Check::Config($check),
+            $crate::worker::Check::Config(|c| {
+                c.one_device($spec.name)?;
+                $check(c)
+            }),
         )
     };
 }
@@ -602,12 +609,8 @@ impl DeviceImporter {
         imp.expect_data_within(within, on);
         imp.simulated = simulated;
         if ctx.run_dir.is_dir() && ctx.run_dir != std::env::temp_dir() {
-            let name = if ctx.process.1 > 1 {
-                format!("device_{}_{}.txt", ctx.worker, ctx.process.0)
-            } else {
-                format!("device_{}.txt", ctx.worker)
-            };
-            imp.notes = Some(ctx.run_dir.join(name));
+            // One process (see `importer!`), so one notes file.
+            imp.notes = Some(crate::run_dir::device_notes_path(&ctx.run_dir, &ctx.worker));
         }
         imp.carry_on();
         imp.write_notes();

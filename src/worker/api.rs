@@ -294,6 +294,19 @@ pub enum WiringError {
         /// Its number_of_processes.
         has: usize,
     },
+    /// A device importer runs in several processes: each would open the same device.
+    #[error(
+        "worker '{worker}': {function} reads one device, which one process opens; set \
+         number_of_processes: 1 (it has {has}) and give a second device a worker of its own"
+    )]
+    OneDevice {
+        /// The worker.
+        worker: String,
+        /// The function's name.
+        function: &'static str,
+        /// Its number_of_processes.
+        has: usize,
+    },
     /// A buffer without fields where the function needs a default field.
     #[error("buffer '{buffer}' has no fields")]
     NoFields {
@@ -759,6 +772,20 @@ impl BuildContext {
                 worker: self.worker.clone(),
                 function,
                 of,
+                has: self.process.1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses more than one process for device importer `function`: a second process
+    /// would open the same port, USB device or board (and fail, or take its bytes, or
+    /// configure it anew under the first).
+    pub fn one_device(&self, function: &'static str) -> Result<(), WiringError> {
+        if self.process.1 > 1 {
+            return Err(WiringError::OneDevice {
+                worker: self.worker.clone(),
+                function,
                 has: self.process.1,
             });
         }
