@@ -214,8 +214,8 @@ fn a_device_importer_in_two_processes_is_refused_before_the_run() {
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(
             err.contains(&format!(
-                "{function} reads one device, which one process opens; set number_of_processes: \
-                 1 (it has 2)"
+                "{function} in 2 processes would open its device 2 times; set \
+                 number_of_processes: 1 (a second device gets a worker of its own)"
             )),
             "{name}: {err}"
         );

@@ -302,6 +302,19 @@ Buffers:
     let (code, err) = check(setup("{chA: float32}", 64, dir.0.display().to_string()));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no .h5 file there"), "{err}");
+    // Two processes each replayed every file: every event twice (it passed before).
+    let two = setup("{chA: float32}", 64, file.clone()).replace(
+        "    function: replay.hdf5\n",
+        "    function: replay.hdf5\n    number_of_processes: 2\n",
+    );
+    let (code, err) = check(two);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "replay.hdf5 in 2 processes would open its files 2 times; set number_of_processes: 1"
+        ),
+        "{err}"
+    );
     let (code, err) = check(setup("{chA: float32}", 64, file));
     assert_eq!(code, Some(0), "{err}");
     assert!(!dir.0.join("bad").exists(), "check made a run directory");

@@ -1037,6 +1037,8 @@ fn check_refuses_bad_kafka_keys_without_a_broker() {
   raw: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
   back: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
   big: {slot_count: 16, data_length: 64, data_dtype: {chA: '>f4'}}
+  again: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
+  shared: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
 Workers:
   sim:
     function: simulate.pulses
@@ -1063,6 +1065,21 @@ Workers:
   d2:
     function: export.drain
     sources: [big]
+  s3:
+    function: source.kafka
+    number_of_processes: 2
+    sinks: [again]
+    config: {from: beginning}
+  d3:
+    function: export.drain
+    sources: [again]
+  s4:
+    function: source.kafka
+    number_of_processes: 2
+    sinks: [shared]
+  d4:
+    function: export.drain
+    sources: [shared]
 ",
     );
     let out = Command::new(EXE)
@@ -1079,9 +1096,14 @@ Workers:
         "worker 'k2', config key 'time_field': the buffer has no field 'time'",
         "worker 's1', config key 'from': 'yesterday'",
         "worker 's2', config key 'format': field 'chA' (>f4): da00 carries little-endian numbers only",
+        // Each process was assigned every partition: every record twice (passed before).
+        "worker 's3': source.kafka in 2 processes would open every partition of its topic 2 \
+         times; set number_of_processes: 1 (with `from: committed`",
     ] {
         assert!(text.contains(needle), "{needle} not in: {text}");
     }
+    // In the group the processes share the partitions.
+    assert!(!text.contains("worker 's4'"), "{text}");
     // No run directory for a rejected setup.
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "{text}");
 }

@@ -62,25 +62,31 @@ pub const BAD_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// as an Importer) and the check that makes every check of the build without opening it,
 /// registered together so that neither can be registered without the other:
 /// `importer!(SPEC, build, check)` in a family file's [`Family`]. Both refuse more than one
-/// process ([`BuildContext::one_device`]): a device is opened by one.
+/// process ([`one_device`]): a device is opened by one.
 macro_rules! importer {
     ($spec:expr, $build:path, $check:path) => {
         (
             $crate::worker::Function {
                 spec: $spec,
                 build: $crate::worker::Build::Importer(|c| {
-                    c.one_device($spec.name)?;
+                    $crate::devices::one_device(c, $spec.name)?;
                     Ok(Box::new($build(c)?))
                 }),
             },
             $crate::worker::Check::Config(|c| {
-                c.one_device($spec.name)?;
+                $crate::devices::one_device(c, $spec.name)?;
                 $check(c)
             }),
         )
     };
 }
 pub(crate) use importer;
+
+/// Refuses more than one process for device importer `function` (see [`importer!`]).
+pub(crate) fn one_device(ctx: &BuildContext, function: &'static str) -> Result<(), WorkerError> {
+    let instead = " (a second device gets a worker of its own)";
+    Ok(ctx.one_opener(function, "its device", instead)?)
+}
 
 /// A device family as the engine knows it, described once in its file
 /// (`src/devices/<family>.rs`, `pub const FAMILY`): the driver crate's description of it,

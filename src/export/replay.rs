@@ -54,6 +54,12 @@ struct Settings {
 
 impl Settings {
     fn read(ctx: &BuildContext) -> Result<Settings, WorkerError> {
+        // Each process would replay every file: every event twice.
+        ctx.one_opener(
+            "replay.hdf5",
+            "its files",
+            " (one process replays them in order)",
+        )?;
         let c = &ctx.config;
         let sink = &ctx.sinks[0];
         let buffer = match c.get(BUFFER)? {

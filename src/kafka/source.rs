@@ -116,6 +116,13 @@ impl Settings {
                     .into())
             }
         };
+        // Assigned every partition, each process would read the whole topic: every record
+        // once per process. In the group (`committed`) the processes share the partitions.
+        if start != Start::Committed {
+            let instead = " (with `from: committed` the processes of one group share the \
+                           partitions)";
+            ctx.one_opener("source.kafka", "every partition of its topic", instead)?;
+        }
         // ev44 needs the time field; a buffer without it takes da00 only.
         let ev44 = match format_of(ctx, sink)? {
             Format::Ev44 => Some(ev44_fields(ctx, sink)?),

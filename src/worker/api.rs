@@ -294,18 +294,23 @@ pub enum WiringError {
         /// Its number_of_processes.
         has: usize,
     },
-    /// A device importer runs in several processes: each would open the same device.
+    /// An importer runs in several processes, each of which would open the same thing and
+    /// take all of it.
     #[error(
-        "worker '{worker}': {function} reads one device, which one process opens; set \
-         number_of_processes: 1 (it has {has}) and give a second device a worker of its own"
+        "worker '{worker}': {function} in {has} processes would open {what} {has} times; set \
+         number_of_processes: 1{instead}"
     )]
-    OneDevice {
+    OneOpener {
         /// The worker.
         worker: String,
         /// The function's name.
         function: &'static str,
+        /// What it opens ("its device").
+        what: &'static str,
         /// Its number_of_processes.
         has: usize,
+        /// What to do instead (" (a second device gets a worker of its own)"), or empty.
+        instead: &'static str,
     },
     /// A buffer without fields where the function needs a default field.
     #[error("buffer '{buffer}' has no fields")]
@@ -778,15 +783,23 @@ impl BuildContext {
         Ok(())
     }
 
-    /// Refuses more than one process for device importer `function`: a second process
-    /// would open the same port, USB device or board (and fail, or take its bytes, or
-    /// configure it anew under the first).
-    pub fn one_device(&self, function: &'static str) -> Result<(), WiringError> {
+    /// Refuses more than one process for importer `function`, each of which would open
+    /// `what` and take all of it: a device (a second open of the same port, USB device or
+    /// board fails, takes its bytes or configures it anew under the first), or files
+    /// replayed (every event twice). `instead`: what to do instead, or empty.
+    pub fn one_opener(
+        &self,
+        function: &'static str,
+        what: &'static str,
+        instead: &'static str,
+    ) -> Result<(), WiringError> {
         if self.process.1 > 1 {
-            return Err(WiringError::OneDevice {
+            return Err(WiringError::OneOpener {
                 worker: self.worker.clone(),
                 function,
+                what,
                 has: self.process.1,
+                instead,
             });
         }
         Ok(())
