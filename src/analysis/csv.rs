@@ -72,6 +72,8 @@ pub struct CsvExport {
 /// What the config of `export.csv` asks for: the file name (without .csv), the record type,
 /// the save interval; read and checked without opening anything. Any dtype is written.
 fn settings(ctx: &BuildContext) -> Result<(&str, Dtype, f64), WorkerError> {
+    // One file, written in order: a second process wrote over the first's rows.
+    ctx.one_process("export.csv", "")?;
     let src = one_source(ctx)?;
     let name = ctx.config.file_name(FILENAME, &src.name)?;
     Ok((name, src.dtype.clone(), positive(ctx, SAVE_INTERVAL)?))

@@ -253,6 +253,9 @@ impl HistogramExport {
 
     /// Builds it; every histogrammed field must exist in the source.
     pub fn build(ctx: &BuildContext) -> Result<HistogramExport, WorkerError> {
+        // Its files hold every event's entries: a second process's histograms, written over
+        // the first's, held only the events it took.
+        ctx.one_process("export.histogram", "")?;
         let c = &ctx.config;
         let src = one_source(ctx)?;
         let bins = c.get(BINS)?;
