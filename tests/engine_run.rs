@@ -1344,6 +1344,57 @@ fn a_restarted_csv_exporter_keeps_what_it_wrote() {
     }
 }
 
+/// A histogram exporter started again after a failure (here SIGKILL; as the stall watch
+/// does to a stuck one) began from empty histograms and wrote them over its earlier
+/// process's files: a spectrum of days gone, while the books said every event delivered.
+/// It goes on from its files now, and what its earlier process took after their last
+/// write is counted lost: the histograms hold exactly the events delivered.
+#[test]
+fn a_restarted_histogram_exporter_goes_on_from_its_counts() {
+    let text = setup(1_000_000_000, 1, 1)
+        + "  hist:\n    function: export.histogram\n    sources: [raw]\n    \
+           restart: on-failure\n    config: {update_interval: 0.1, bins: {ch0: [0, 1, 8]}}\n";
+    let (_dir, child, run) = running("histrestart", &text);
+    let csv = run.join("histogram_hist_ch0.csv");
+    // Every record of every event is filled once: 16 per event.
+    let records = || {
+        let text = std::fs::read_to_string(&csv).unwrap_or_default();
+        daq_engine::monitor::files::parse_histogram_csv(&text)
+            .map_or(0, |f| f.entries + f.underflow + f.overflow + f.invalid)
+    };
+    wait_until("a histogram written", Duration::from_secs(30), || {
+        records() > 16 * 2000
+    });
+    let before = records();
+    kill(
+        the_process(&run, "hist 0"),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_until(
+        "the exporter started again",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(run.join("daq-engine.log"))
+                .is_ok_and(|l| l.contains("'hist' process 0") && l.contains("starting it again"))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&child).unwrap();
+    let (code, out) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    let summary = books_balance(&run);
+    let delivered = summary["readers"]["raw"]["hist"]["delivered"]
+        .as_u64()
+        .unwrap();
+    assert!(records() >= before, "{} after, {before} before", records());
+    assert_eq!(
+        records(),
+        16 * delivered,
+        "{}",
+        summary["readers"]["raw"]["hist"]
+    );
+}
+
 /// issue 12: an HDF5 exporter started again after a crash neither fails (its file exists)
 /// nor overwrites what it wrote: the earlier file is made whole and the new process goes on
 /// in `<stem>_r1.h5`; both open with plain h5py.

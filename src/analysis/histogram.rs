@@ -8,7 +8,8 @@
 //!
 //! Files (each replaced atomically, so a reader never sees half a file):
 //! - `histogram_<worker>_<field>.csv`: comment lines `# field`, `# entries/underflow/overflow/
-//!   invalid`, then `bin_low,bin_high,count`, one line per bin;
+//!   invalid`, `# events` (the events counted), then `bin_low,bin_high,count`, one line per
+//!   bin ([`parse_histogram_csv`] reads it);
 //! - for `exporters.histogram` (mimoCoRB2's name) also mimoCoRB2's files:
 //!   `Histograms_<source buffer>/info.csv` (`Channel,Min,Max,NBins`) and `<field>.npy` (the
 //!   counts as int64), rewritten at the same times. mimoCoRB2 binned with
@@ -21,7 +22,10 @@
 //!   [`HistogramExport::summary`].
 //!
 //! Guarantees: `consume` allocates nothing and does no I/O; files are written in
-//! `flush`/`finish` only. The live histograms can be read with
+//! `flush`/`finish` only. A process started again after a failure (`restart: on-failure`)
+//! goes on from the counts its earlier process last wrote, and the events that process took
+//! after that write are counted lost for the worker (see [`Exporter::kept_from_earlier`]):
+//! the histograms hold every event the books say they were delivered. The live histograms can be read with
 //! [`HistogramExport::histograms`] (edges and counts) by a monitor in the same process.
 
 use super::fit::{self, ExponentialFit, FitError, GaussianFit};
@@ -167,8 +171,8 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
-    /// The CSV text described in the module documentation.
-    pub fn to_csv(&self, field: &str) -> String {
+    /// The CSV text described in the module documentation, with `# events:` when given.
+    pub fn to_csv(&self, field: &str, events: Option<u64>) -> String {
         let mut s = String::with_capacity(32 * self.counts.len() + 128);
         let _ = writeln!(s, "# field: {field}");
         let _ = writeln!(
@@ -179,12 +183,154 @@ impl Histogram {
             self.overflow,
             self.invalid
         );
+        if let Some(n) = events {
+            let _ = writeln!(s, "# events: {n}");
+        }
         s.push_str("bin_low,bin_high,count\n");
         for (i, c) in self.counts.iter().enumerate() {
             let _ = writeln!(s, "{},{},{}", self.edge(i), self.edge(i + 1), c);
         }
         s
     }
+}
+
+impl Histogram {
+    /// Takes the counts of `file` (as written by this histogram's worker earlier in the
+    /// run), when its bins are this histogram's; else says how they differ.
+    pub fn restore(&mut self, file: &HistogramFile) -> Result<(), String> {
+        let n = self.counts.len();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (self.hi - self.lo);
+        let (Some(&lo), Some(&hi)) = (file.edges.first(), file.edges.last()) else {
+            return Err("it has no bins".into());
+        };
+        if file.counts.len() != n || !close(lo, self.lo) || !close(hi, self.hi) {
+            return Err(format!(
+                "its {} bins over [{lo}, {hi}) are not the {n} over [{}, {}) configured",
+                file.counts.len(),
+                self.lo,
+                self.hi
+            ));
+        }
+        self.counts.copy_from_slice(&file.counts);
+        self.underflow = file.underflow;
+        self.overflow = file.overflow;
+        self.invalid = file.invalid;
+        Ok(())
+    }
+}
+
+/// One histogram of one `export.histogram` worker.
+#[derive(Clone, Debug, Default, serde::Serialize, PartialEq)]
+pub struct HistogramFile {
+    /// The worker that wrote it.
+    pub worker: String,
+    /// The histogrammed field.
+    pub field: String,
+    /// Entries inside the bins.
+    pub entries: u64,
+    /// Entries below the first bin.
+    pub underflow: u64,
+    /// Entries at or above the last bin's upper edge.
+    pub overflow: u64,
+    /// NaN entries.
+    pub invalid: u64,
+    /// Events counted (`# events:`; absent in files of versions before it).
+    pub events: Option<u64>,
+    /// Bin edges, one more than counts.
+    pub edges: Vec<f64>,
+    /// Counts per bin.
+    pub counts: Vec<u64>,
+}
+
+/// Why a histogram file could not be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum HistogramCsvError {
+    /// A line is not `low,high,count`.
+    #[error("line {line}: expected 'bin_low,bin_high,count' numbers, found {text:?}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// The line (shortened).
+        text: String,
+    },
+    /// A bin does not start where the previous one ended, or is not increasing.
+    #[error("line {line}: bin edges are not contiguous and increasing")]
+    BadEdges {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// The `bin_low,bin_high,count` header or every bin is missing.
+    #[error("no 'bin_low,bin_high,count' header or no bins")]
+    NoBins,
+}
+
+fn comment_number(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!("{key}: "))?;
+    let rest = &line[at + key.len() + 2..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Parses the CSV that `export.histogram` writes (see `analysis::histogram`).
+pub fn parse_histogram_csv(text: &str) -> Result<HistogramFile, HistogramCsvError> {
+    let mut h = HistogramFile::default();
+    let mut header = false;
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if let Some(c) = line.strip_prefix('#') {
+            let c = c.trim();
+            if let Some(f) = c.strip_prefix("field:") {
+                h.field = f.trim().to_string();
+            } else if c.starts_with("entries:") {
+                h.entries = comment_number(c, "entries").unwrap_or(0);
+                h.underflow = comment_number(c, "underflow").unwrap_or(0);
+                h.overflow = comment_number(c, "overflow").unwrap_or(0);
+                h.invalid = comment_number(c, "invalid").unwrap_or(0);
+            } else if c.starts_with("events:") {
+                h.events = comment_number(c, "events");
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        if !header {
+            if line.trim() == "bin_low,bin_high,count" {
+                header = true;
+                continue;
+            }
+            return Err(HistogramCsvError::NoBins);
+        }
+        let bad = || HistogramCsvError::BadLine {
+            line: line_no,
+            text: line.chars().take(60).collect(),
+        };
+        let mut parts = line.split(',');
+        let (Some(lo), Some(hi), Some(n), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let lo: f64 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: f64 = hi.trim().parse().map_err(|_| bad())?;
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        if !lo.is_finite() || !hi.is_finite() || hi <= lo {
+            return Err(HistogramCsvError::BadEdges { line: line_no });
+        }
+        match h.edges.last() {
+            None => h.edges.push(lo),
+            Some(&last) if (last - lo).abs() <= 1e-9 * (hi - lo).abs().max(last.abs()) => {}
+            Some(_) => return Err(HistogramCsvError::BadEdges { line: line_no }),
+        }
+        h.edges.push(hi);
+        h.counts.push(n);
+    }
+    if h.counts.is_empty() {
+        return Err(HistogramCsvError::NoBins);
+    }
+    Ok(h)
 }
 
 /// The result of one configured fit.
@@ -227,6 +373,10 @@ pub struct HistogramExport {
     results: Vec<(String, Result<FitOutcome, FitError>)>,
     /// `Histograms_<buffer>` for mimoCoRB2's files, with its info.csv text.
     npy: Option<(PathBuf, String)>,
+    /// Events counted, by this process and the earlier ones it went on from.
+    events: u64,
+    /// Of those, the ones counted by earlier processes (see `resume`).
+    earlier_events: u64,
 }
 
 impl HistogramExport {
@@ -352,7 +502,7 @@ impl HistogramExport {
             });
         }
         let interval = super::trace::positive(ctx, UPDATE_INTERVAL)?;
-        Ok(HistogramExport {
+        let mut h = HistogramExport {
             worker: ctx.worker.clone(),
             run_dir: ctx.run_dir.clone(),
             fields,
@@ -361,7 +511,57 @@ impl HistogramExport {
             last_write: Instant::now(),
             results: Vec::new(),
             npy: None,
-        })
+            events: 0,
+            earlier_events: 0,
+        };
+        // A check builds it with no run directory: it reads nothing then.
+        if !ctx.run_dir.as_os_str().is_empty() {
+            h.resume();
+        }
+        Ok(h)
+    }
+
+    /// Goes on from the files an earlier process of this worker wrote in this run (it failed
+    /// and this one was started in its place): their counts, and as events counted the
+    /// fewest any of them holds. A file that cannot be taken (unreadable, other bins) is
+    /// kept beside as `<name>.earlier` and its histogram starts empty, never written over.
+    fn resume(&mut self) {
+        let mut earlier: Option<u64> = None;
+        for i in 0..self.fields.len() {
+            let path = self.csv_path(&self.fields[i].0.name);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let taken = parse_histogram_csv(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|f| self.fields[i].1.restore(&f).map(|()| f.events.unwrap_or(0)));
+            match taken {
+                Ok(n) => {
+                    earlier = Some(earlier.map_or(n, |e| e.min(n)));
+                }
+                Err(why) => {
+                    let aside = path.with_extension("csv.earlier");
+                    let _ = std::fs::rename(&path, &aside);
+                    tracing::warn!(
+                        "{}: cannot go on from {} ({why}): kept as {}; this histogram starts \
+                         empty",
+                        self.worker,
+                        path.display(),
+                        aside.display()
+                    );
+                    earlier = Some(0);
+                }
+            }
+        }
+        if let Some(n) = earlier {
+            self.events = n;
+            self.earlier_events = n;
+            tracing::info!(
+                "{}: resuming the histograms after {n} events counted by an earlier process \
+                 of this worker",
+                self.worker
+            );
+        }
     }
 
     /// The live histograms: field name and histogram (edges and counts).
@@ -437,7 +637,8 @@ impl HistogramExport {
 
     fn write_all(&mut self) -> Result<(), WorkerError> {
         for (f, h) in &self.fields {
-            crate::worker::write_atomically(&self.csv_path(&f.name), h.to_csv(&f.name).as_bytes())?;
+            let text = h.to_csv(&f.name, Some(self.events));
+            crate::worker::write_atomically(&self.csv_path(&f.name), text.as_bytes())?;
         }
         if let Some((dir, info)) = &self.npy {
             std::fs::create_dir_all(dir).map_err(|source| WorkerError::Io {
@@ -478,7 +679,12 @@ pub fn npy_int64(counts: &[u64]) -> Vec<u8> {
 }
 
 impl Exporter for HistogramExport {
+    fn kept_from_earlier(&self) -> Option<u64> {
+        Some(self.earlier_events)
+    }
+
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
+        self.events += 1;
         let records = event.len();
         for (f, h) in &mut self.fields {
             for i in 0..records {
@@ -544,8 +750,33 @@ mod tests {
         assert_eq!(h.edges(), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         assert!(Histogram::new(1.0, 1.0, 3).is_none());
         assert!(Histogram::new(0.0, 1.0, 0).is_none());
-        let csv = h.to_csv("x");
+        let csv = h.to_csv("x", None);
         assert!(csv.contains("bin_low,bin_high,count\n0,2,2\n"), "{csv}");
         assert!(csv.contains("underflow: 1, overflow: 1, invalid: 1"));
+    }
+
+    #[test]
+    fn restores_its_own_file_and_refuses_other_bins() {
+        let mut h = Histogram::new(0.0, 10.0, 5).unwrap();
+        for x in [-1.0, 0.5, 3.0, 3.5, 11.0, f64::NAN] {
+            h.fill(x);
+        }
+        let file = parse_histogram_csv(&h.to_csv("x", Some(6))).unwrap();
+        assert_eq!(file.events, Some(6));
+        let mut again = Histogram::new(0.0, 10.0, 5).unwrap();
+        again.restore(&file).unwrap();
+        assert_eq!(again, h);
+        again.fill(9.0);
+        assert_eq!(again.counts(), &[1, 2, 0, 0, 1]);
+        for other in [
+            Histogram::new(0.0, 10.0, 4),
+            Histogram::new(0.0, 12.0, 5),
+            Histogram::new(1.0, 10.0, 5),
+        ] {
+            let mut other = other.unwrap();
+            let err = other.restore(&file).unwrap_err();
+            assert!(err.contains("5 bins over [0, 10)"), "{err}");
+            assert_eq!(other.entries(), 0);
+        }
     }
 }

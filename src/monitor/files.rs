@@ -6,6 +6,7 @@
 //! that is half-written, garbage or too large is skipped (the last good copy is kept),
 //! never a panic. Temporary files (`*.tmp`) are ignored.
 
+pub use crate::analysis::histogram::{parse_histogram_csv, HistogramCsvError, HistogramFile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,116 +46,6 @@ pub struct Trace {
     /// A level to draw as a line.
     #[serde(default)]
     pub trigger_level: Option<f64>,
-}
-
-/// One histogram of one `export.histogram` worker.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct HistogramFile {
-    /// The worker that wrote it.
-    pub worker: String,
-    /// The histogrammed field.
-    pub field: String,
-    /// Entries inside the bins.
-    pub entries: u64,
-    /// Entries below the first bin.
-    pub underflow: u64,
-    /// Entries at or above the last bin's upper edge.
-    pub overflow: u64,
-    /// NaN entries.
-    pub invalid: u64,
-    /// Bin edges, one more than counts.
-    pub edges: Vec<f64>,
-    /// Counts per bin.
-    pub counts: Vec<u64>,
-}
-
-/// Why a histogram file could not be read.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum HistogramCsvError {
-    /// A line is not `low,high,count`.
-    #[error("line {line}: expected 'bin_low,bin_high,count' numbers, found {text:?}")]
-    BadLine {
-        /// 1-based line number.
-        line: usize,
-        /// The line (shortened).
-        text: String,
-    },
-    /// A bin does not start where the previous one ended, or is not increasing.
-    #[error("line {line}: bin edges are not contiguous and increasing")]
-    BadEdges {
-        /// 1-based line number.
-        line: usize,
-    },
-    /// The `bin_low,bin_high,count` header or every bin is missing.
-    #[error("no 'bin_low,bin_high,count' header or no bins")]
-    NoBins,
-}
-
-fn comment_number(line: &str, key: &str) -> Option<u64> {
-    let at = line.find(&format!("{key}: "))?;
-    let rest = &line[at + key.len() + 2..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// Parses the CSV that `export.histogram` writes (see `analysis::histogram`).
-pub fn parse_histogram_csv(text: &str) -> Result<HistogramFile, HistogramCsvError> {
-    let mut h = HistogramFile::default();
-    let mut header = false;
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if let Some(c) = line.strip_prefix('#') {
-            let c = c.trim();
-            if let Some(f) = c.strip_prefix("field:") {
-                h.field = f.trim().to_string();
-            } else if c.starts_with("entries:") {
-                h.entries = comment_number(c, "entries").unwrap_or(0);
-                h.underflow = comment_number(c, "underflow").unwrap_or(0);
-                h.overflow = comment_number(c, "overflow").unwrap_or(0);
-                h.invalid = comment_number(c, "invalid").unwrap_or(0);
-            }
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        if !header {
-            if line.trim() == "bin_low,bin_high,count" {
-                header = true;
-                continue;
-            }
-            return Err(HistogramCsvError::NoBins);
-        }
-        let bad = || HistogramCsvError::BadLine {
-            line: line_no,
-            text: line.chars().take(60).collect(),
-        };
-        let mut parts = line.split(',');
-        let (Some(lo), Some(hi), Some(n), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
-        let lo: f64 = lo.trim().parse().map_err(|_| bad())?;
-        let hi: f64 = hi.trim().parse().map_err(|_| bad())?;
-        let n: u64 = n.trim().parse().map_err(|_| bad())?;
-        if !lo.is_finite() || !hi.is_finite() || hi <= lo {
-            return Err(HistogramCsvError::BadEdges { line: line_no });
-        }
-        match h.edges.last() {
-            None => h.edges.push(lo),
-            Some(&last) if (last - lo).abs() <= 1e-9 * (hi - lo).abs().max(last.abs()) => {}
-            Some(_) => return Err(HistogramCsvError::BadEdges { line: line_no }),
-        }
-        h.edges.push(hi);
-        h.counts.push(n);
-    }
-    if h.counts.is_empty() {
-        return Err(HistogramCsvError::NoBins);
-    }
-    Ok(h)
 }
 
 /// Parses an `oscilloscope_<worker>.json`; `None` unless every channel has one value per
@@ -297,13 +188,13 @@ mod tests {
         for x in [0.1, 0.2, 0.7, 1.4, 2.0, -1.0, f64::NAN] {
             h.fill(x);
         }
-        let f = parse_histogram_csv(&h.to_csv("height")).unwrap();
+        let f = parse_histogram_csv(&h.to_csv("height", Some(7))).unwrap();
         assert_eq!(f.field, "height");
         assert_eq!(f.counts, vec![2, 1, 1]);
         assert_eq!(f.edges, vec![0.0, 0.5, 1.0, 1.5]);
         assert_eq!(
-            (f.entries, f.underflow, f.overflow, f.invalid),
-            (4, 1, 1, 1)
+            (f.entries, f.underflow, f.overflow, f.invalid, f.events),
+            (4, 1, 1, 1, Some(7))
         );
     }
 
