@@ -113,6 +113,11 @@ fn leftover_rings(run_dir: &Path) -> Vec<PathBuf> {
 
 /// Waits until the run has its plan and its sink has taken events.
 fn wait_running(dir: &Dir) -> PathBuf {
+    wait_running_at(dir, "raw", 1000)
+}
+
+/// Waits until the run has its plan and more than `events` went into `buffer`.
+fn wait_running_at(dir: &Dir, buffer: &str, events: u64) -> PathBuf {
     wait_until("the run directory", Duration::from_secs(90), || {
         dir.0.join("runs").is_dir() && !runs::run_dirs_in(&dir.0.join("runs")).is_empty()
     });
@@ -121,7 +126,7 @@ fn wait_running(dir: &Dir) -> PathBuf {
     let t = Instant::now();
     while !stats().lines().any(|l| {
         serde_json::from_str::<serde_json::Value>(l)
-            .is_ok_and(|v| v["buffers"]["raw"]["events_in"].as_u64().unwrap_or(0) > 1000)
+            .is_ok_and(|v| v["buffers"][buffer]["events_in"].as_u64().unwrap_or(0) > events)
     }) {
         // What the run did instead, should it never get going (seen once at load 25).
         assert!(
@@ -622,6 +627,24 @@ fn max_events_stops_the_importer_exactly() {
     assert_eq!(summary(&run)["stopped_by"], "max_events");
 }
 
+/// A setup with `options`: simulated pulses at `rate` Hz in real time into `raw` (128
+/// slots), read by `reader` (a worker, on one line).
+fn paced(options: &str, rate: u32, reader: &str) -> String {
+    format!(
+        "target_directory: runs
+options: {options}
+Buffers:
+  raw: {{slot_count: 128, data_length: 16, data_dtype: {{ch0: f4}}}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: {rate}, realtime: true, pretrigger_samples: 4}}
+  {reader}
+"
+    )
+}
+
 /// A run whose importers ended by themselves (here at `max_events`) drains as after a stop,
 /// but its stats lines said `stopping: false` with no cause: `status` and the page showed it
 /// "running" at 0/s until its last reader was done, and a Ctrl-C in that drain was taken for
@@ -630,20 +653,12 @@ fn max_events_stops_the_importer_exactly() {
 #[test]
 fn a_run_draining_after_its_importers_ended_says_so_and_keeps_its_cause() {
     let dir = Dir::new("drains");
-    let s = dir.write(
-        "setup.yaml",
-        "target_directory: runs
-options: {stats_interval: 0.1, max_events: 60}
-Buffers:
-  raw: {slot_count: 128, data_length: 16, data_dtype: {ch0: f4}}
-Workers:
-  source:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {rate: 60, realtime: true, pretrigger_samples: 4}
-  sink: {function: export.drain, sources: [raw]}
-",
+    let text = paced(
+        "{stats_interval: 0.1, max_events: 60}",
+        60,
+        "sink: {function: export.drain, sources: [raw]}",
     );
+    let s = dir.write("setup.yaml", &text);
     let child = start(&dir, &s, &[]);
     wait_until("the run directory", LONG, || {
         dir.0.join("runs").is_dir() && !runs::run_dirs_in(&dir.0.join("runs")).is_empty()
@@ -1393,6 +1408,37 @@ fn a_restarted_histogram_exporter_goes_on_from_its_counts() {
         "{}",
         summary["readers"]["raw"]["hist"]
     );
+}
+
+/// The run directory deleted while the run went on (a clean-up script, a wrong `rm -rf`):
+/// the writers went on into files that no longer had a name, for as long as the run was to
+/// last, and the run ended "finished", exit 0, saying the next run would recover it. Now the
+/// run stops at once, failed, says why on the terminal and alerts it.
+#[test]
+fn a_run_whose_directory_is_deleted_stops_failed_and_says_so() {
+    let dir = Dir::new("rundir-gone");
+    let text = alerting(&paced(
+        "{stats_interval: 0.2}",
+        200,
+        "h5: {function: export.hdf5, sources: [raw]}",
+    ));
+    let child = start(
+        &dir,
+        &dir.write("setup.yaml", &text),
+        &["--max-seconds", "120"],
+    );
+    let run = wait_running_at(&dir, "raw", 100);
+    std::fs::remove_dir_all(&run).unwrap();
+    let (code, out) = finish_within(child, LONG);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("was deleted while the run went on")
+            && out.contains("no summary: the run directory is gone")
+            && !out.contains("recovers this one"),
+        "{out}"
+    );
+    let (gone, said) = alerts_of(&dir, "run_dir_gone");
+    assert_eq!(gone.len(), 1, "{said}");
 }
 
 /// issue 12: an HDF5 exporter started again after a crash neither fails (its file exists)

@@ -262,11 +262,15 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
         crate::run_dir::FULL_DISK_WAIT,
         &mut |line| say!("{line}"),
     ) {
-        say!(
-            "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
-            summary_path.display(),
-            target.display()
-        );
+        if run_dir.is_dir() {
+            say!(
+                "daq-engine: could not write {}: {e}; the next run in {} recovers this one",
+                summary_path.display(),
+                target.display()
+            );
+        } else {
+            say!("daq-engine: no summary: the run directory is gone");
+        }
         tracing::warn!("could not write {}: {e}", summary_path.display());
     }
     say!(

@@ -7,7 +7,7 @@
 //!
 //! | variable | what |
 //! |---|---|
-//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_ended`, `run_killed`, `run_refused` |
+//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_dir_gone`, `run_ended`, `run_killed`, `run_refused` |
 //! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk, run end; the killed run's for `run_killed`; the setup file for `run_refused`) |
 //! | `DAQ_ALERT_TEXT` | the warning as the log says it |
 //! | `DAQ_RUN_DIR` | the run directory (the target directory when a refused run has none) |
@@ -57,6 +57,8 @@ pub enum Kind {
     DiskLow,
     /// The disk reserve is reached: the run stops.
     DiskFull,
+    /// The run directory was deleted while the run went on: the run stops, failed.
+    RunDirGone,
     /// The run ended, and not because a person stopped it (a signal, the monitor): its
     /// limit, its sources' end, a full disk, a failure.
     RunEnded,
@@ -83,6 +85,7 @@ impl Kind {
             Kind::WorkerRestarted => "worker_restarted",
             Kind::DiskLow => "disk_low",
             Kind::DiskFull => "disk_full",
+            Kind::RunDirGone => "run_dir_gone",
             Kind::RunEnded => "run_ended",
             Kind::RunKilled => "run_killed",
             Kind::RunRefused => "run_refused",

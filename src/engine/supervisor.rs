@@ -828,6 +828,13 @@ impl Supervisor {
                     self.alerts.raise(Kind::DiskFull, &disk, &m);
                     self.stop_importers(StopCause::DiskFull);
                 }
+                Some(crate::export::disk::DiskNews::Gone(m)) => {
+                    self.log_and_say(&m);
+                    self.alerts.raise(Kind::RunDirGone, &disk, &m);
+                    self.failures
+                        .push(format!("the run directory {disk} was deleted"));
+                    self.stop_importers(StopCause::RunDirGone);
+                }
                 _ => {}
             }
             for b in &self.buffers {

@@ -4,7 +4,11 @@
 //! something to say; below twice the reserve, or when the reserve would be reached within
 //! ten minutes at the current rate, it warns with the time left (at most every 30 s); when
 //! the reserve would be reached within a second at the current rate (or is reached) it asks
-//! once for the run to stop, so the buffers drain and the files close while there is room. Must never stop a run for a disk it cannot read.
+//! once for the run to stop, so the buffers drain and the files close while there is room.
+//! The run directory is held open: when it is deleted while the run goes on (its link count
+//! drops to 0; a directory moved keeps its links) the files in it went with it and
+//! everything written from then on would go nowhere, so it asks once for the run to stop.
+//! Must never stop a run for a disk it cannot read.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,6 +20,12 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
         .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
 }
 
+/// The link count of the open file or directory `f` (one `fstat`).
+fn links(f: &std::fs::File) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    f.metadata().ok().map(|m| m.nlink())
+}
+
 /// What the disk watch has to say.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DiskNews {
@@ -23,6 +33,8 @@ pub enum DiskNews {
     Low(String),
     /// The reserve is reached: stop the run now (said once).
     Stop(String),
+    /// The run directory was deleted: stop the run now, it failed (said once).
+    Gone(String),
 }
 
 /// Watches the free space under a run directory.
@@ -37,6 +49,9 @@ pub struct DiskWatch {
     rate: f64,
     warned: Option<Instant>,
     stopped: bool,
+    /// The run directory held open while it had links (see the module documentation), until
+    /// it was found deleted.
+    held: Option<std::fs::File>,
 }
 
 /// Warn when the reserve is this near at the current rate.
@@ -55,19 +70,43 @@ pub fn mb(bytes: f64) -> String {
 impl DiskWatch {
     /// Watches the disk of `dir`, asking for a stop when less than `reserve_bytes` are free.
     pub fn new(dir: impl Into<PathBuf>, reserve_bytes: u64) -> Self {
+        let dir = dir.into();
+        // A file system that gives directories no link count is not watched for it.
+        let held = std::fs::File::open(&dir)
+            .ok()
+            .filter(|f| links(f).is_some_and(|n| n > 0));
         DiskWatch {
-            dir: dir.into(),
+            dir,
             reserve: reserve_bytes,
             last: None,
             rate: 0.0,
             warned: None,
             stopped: false,
+            held,
         }
     }
 
     /// Samples the free space now; see [`DiskNews`].
     pub fn check(&mut self) -> Option<DiskNews> {
-        let free = free_bytes(&self.dir)?;
+        if let Some(dir) = &self.held {
+            if links(dir) == Some(0) {
+                self.held = None;
+                return Some(DiskNews::Gone(format!(
+                    "the run directory {} was deleted while the run went on: the files in it \
+                     went with it, and what comes now would be written nowhere; stopping the \
+                     run",
+                    self.dir.display()
+                )));
+            }
+        }
+        // Through the open directory while there is one: a run directory moved elsewhere on
+        // its disk is watched on.
+        let free = match &self.held {
+            Some(dir) => nix::sys::statvfs::fstatvfs(dir)
+                .ok()
+                .map(|s| s.blocks_available().saturating_mul(s.fragment_size())),
+            None => free_bytes(&self.dir),
+        }?;
         self.check_at(Instant::now(), free)
     }
 
@@ -176,5 +215,32 @@ mod tests {
         // 100 MB/s: 95 MB above the reserve is less than a second away.
         let n = w.check_at(t + Duration::from_secs(1), 100_000_000);
         assert!(matches!(n, Some(DiskNews::Stop(_))), "{n:?}");
+    }
+
+    #[test]
+    fn a_deleted_run_directory_stops_the_run_once_and_a_moved_one_does_not() {
+        let base = crate::fsio::test_dir("disk-gone");
+        let dir = base.join("run");
+        std::fs::create_dir(&dir).unwrap();
+        let mut w = DiskWatch::new(&dir, 0);
+        assert_eq!(w.check(), None);
+        // A reserve no disk has: any reading of the free space asks for a stop.
+        let mut full = DiskWatch::new(&dir, u64::MAX);
+        // Moved, its files are still there: nothing to say, and its disk is watched on.
+        let moved = base.join("moved");
+        std::fs::rename(&dir, &moved).unwrap();
+        assert_eq!(w.check(), None);
+        assert!(matches!(full.check(), Some(DiskNews::Stop(_))));
+        std::fs::remove_dir_all(&moved).unwrap();
+        let n = w.check();
+        let Some(DiskNews::Gone(m)) = n else {
+            panic!("{n:?}")
+        };
+        assert!(
+            m.contains("run directory") && m.contains("was deleted"),
+            "{m}"
+        );
+        assert_eq!(w.check(), None);
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

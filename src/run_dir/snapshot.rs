@@ -169,6 +169,8 @@ pub enum StopCause {
     Monitor,
     /// The free space on the run's disk reached `disk_reserve_mb`.
     DiskFull,
+    /// The run directory was deleted while the run went on (its files with it).
+    RunDirGone,
     /// A worker failed for good (see `failures`).
     WorkerFailed,
     /// The workers were killed before they drained: a second stop signal, or workers that
@@ -205,6 +207,7 @@ impl StopCause {
             }
             StopCause::Monitor => "a stop from the live page, the dashboard or Python",
             StopCause::DiskFull => "the disk reaching its reserve (disk_reserve_mb)",
+            StopCause::RunDirGone => "the deletion of its run directory while it ran",
             StopCause::WorkerFailed => "a worker that failed",
             StopCause::Aborted => "an abort: the workers were killed before they drained",
             StopCause::Killed => "the end of its supervisor (killed, or the machine stopped)",
