@@ -226,22 +226,63 @@ fn paced_replay_delivers_every_event_in_order() {
 #[test]
 fn a_paused_replay_keeps_every_event_for_after_the_resume() {
     let dir = Dir::new("replay-paused");
+    let (first, child, second) = slow_replay(&dir, "");
+    runs::pause_a_while(&second, || {});
+    let (code, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    let (before, after) = (recorded(&first), recorded(&second));
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "events recorded, and replayed with a pause in the middle"
+    );
+    assert_eq!(before, after);
+}
+
+/// A replay started again after a failure (here SIGKILL; as the stall watch does to one
+/// stuck on a hung network disk) read its files from the start once more: the events it had
+/// replayed came twice, under the same counters. It goes on after them now.
+#[test]
+fn a_restarted_replay_goes_on_after_what_it_replayed() {
+    let dir = Dir::new("replay-restarted");
+    let (first, child, second) = slow_replay(&dir, "    restart: on-failure\n");
+    let player = format!("{} player 0", second.join("plan.json").display());
+    let pids = runs::processes_with(&player);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (code, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("starting it again"), "{err}");
+    let (before, after) = (recorded(&first), recorded(&second));
+    assert_eq!(before.len(), after.len(), "events recorded and replayed");
+    assert_eq!(before, after);
+}
+
+/// Records 100 events in one second and starts their replay at a fifth of that speed (20
+/// events a second, for 5 s), `player` lines added to the player's: the recording, the
+/// replaying engine, and its run directory once events arrive.
+fn slow_replay(dir: &Dir, player: &str) -> (PathBuf, std::process::Child, PathBuf) {
     let first = record_small(
-        &dir,
+        dir,
         "n_events: 100, rate: 100, realtime: true, pretrigger_samples: 20, seed: 3",
     );
-    // One second recorded, replayed at a fifth of its speed: 20 events a second, for 5 s.
-    let setup = dir.write(
-        "replayed.yaml",
-        &replay_setup(
-            &small_raw("{chA: float32}", 64),
-            &format!(
-                "files: [{}/raw.h5], pace: true, speed: 0.2",
-                first.display()
-            ),
-            "",
+    let text = replay_setup(
+        &small_raw("{chA: float32}", 64),
+        &format!(
+            "files: [{}/raw.h5], pace: true, speed: 0.2",
+            first.display()
         ),
+        "",
+    )
+    .replace(
+        "    function: replay.hdf5\n",
+        &format!("    function: replay.hdf5\n{player}"),
     );
+    let setup = dir.write("replayed.yaml", &text);
     let child = engine_in(&dir.0, &[setup.as_os_str()])
         .args(["--quiet", "--no-tui"])
         .spawn()
@@ -254,16 +295,7 @@ fn a_paused_replay_keeps_every_event_for_after_the_resume() {
                 .is_some_and(|r| runs::last_stats(r, "raw").1 > 0)
     });
     let second = runs::run_dirs_in(&target).pop().unwrap();
-    runs::pause_a_while(&second, || {});
-    let (code, err) = finish(child);
-    assert_eq!(code, 0, "{err}");
-    let (before, after) = (recorded(&first), recorded(&second));
-    assert_eq!(
-        before.len(),
-        after.len(),
-        "events recorded, and replayed with a pause in the middle"
-    );
-    assert_eq!(before, after);
+    (first, child, second)
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //! Guarantees: `check` opens every file and refuses one whose buffer's dtype or data_length
 //! differs from the sink's, naming the file. Events are read a batch at a time into buffers
 //! made once; the per-event step copies bytes and allocates nothing. A file written by a
-//! writer that was killed is read up to its last whole event (data and metadata both).
+//! writer that was killed is read up to its last whole event (data and metadata both). A
+//! replay started again after a failure goes on after the events its earlier processes
+//! replayed (counted over the files in order), so none comes twice; it runs as one process.
 
 use super::raw;
 use super::read::{dtype_of, open_run_file};
@@ -220,6 +222,9 @@ pub struct Replay {
     events: u64,
     /// Since when the run is paused (the files keep their events until the resume).
     paused_at: Option<Instant>,
+    /// Events of the files still to pass over: what an earlier process of this worker
+    /// replayed before it ended (see [`Importer::restarted`]).
+    skip: u64,
 }
 
 impl Replay {
@@ -251,6 +256,7 @@ impl Replay {
             start: None,
             events: 0,
             paused_at: None,
+            skip: 0,
         })
     }
 
@@ -272,12 +278,20 @@ impl Replay {
         let rows = |d: &h5::Dataset| d.shape().first().copied().unwrap_or(0) as u64;
         let events = rows(&data).min(rows(&meta));
         tracing::info!("replay: {} ({events} events)", path.display());
+        let next = self.skip.min(events);
+        if next > 0 {
+            self.skip -= next;
+            tracing::info!(
+                "replay: {}: going on after its first {next} events, replayed before the restart",
+                path.display()
+            );
+        }
         self.open = Some(Open {
             path,
             data,
             meta,
             events,
-            next: 0,
+            next,
         });
         Ok(true)
     }
@@ -391,6 +405,13 @@ impl Importer for Replay {
         self.at += 1;
         self.events += 1;
         Ok(Produced::Event)
+    }
+
+    /// Goes on after the events the earlier processes replayed (counted over the files in
+    /// their order), so none comes twice.
+    fn restarted(&mut self, taken: u64) {
+        self.skip = taken;
+        self.events = taken;
     }
 
     fn run_metadata(&self) -> Vec<(String, String)> {
