@@ -655,7 +655,7 @@ fn a_run_draining_after_its_importers_ended_says_so_and_keeps_its_cause() {
     let dir = Dir::new("drains");
     let text = paced(
         "{stats_interval: 0.1, max_events: 60}",
-        60,
+        20,
         "sink: {function: export.drain, sources: [raw]}",
     );
     let s = dir.write("setup.yaml", &text);
