@@ -410,6 +410,56 @@ fn csv_writes_header_and_integers_as_integers() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A histogram exporter built where its worker's files are (it was started again) goes on
+/// from their counts; the events it says it holds are the fewest any file holds, none when
+/// one is missing; a file it cannot take is kept beside, not written over.
+#[test]
+fn a_histogram_exporter_goes_on_from_its_files_and_keeps_what_it_cannot_take() {
+    let dir = temp_dir("hist-resume");
+    // Only this test's files.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let feat = shape("feat", &[("a", "f4"), ("b", "f4")], 1);
+    let build = |bins: Value| {
+        let mut c = ctx("h", json!({ "bins": bins }), &[&feat], &[]);
+        c.run_dir = dir.clone();
+        HistogramExport::build(&c).unwrap()
+    };
+    let bins = json!({"a": [0.0, 1.0, 2], "b": [0.0, 1.0, 2]});
+    let mut first = build(bins.clone());
+    let mut d = vec![0u8; 8];
+    FieldAccess::new(&feat, "a").unwrap().set(&mut d, 0, 0.2);
+    FieldAccess::new(&feat, "b").unwrap().set(&mut d, 0, 0.7);
+    for _ in 0..3 {
+        first
+            .consume(&EventRef {
+                data: &d,
+                meta: Metadata::default(),
+                dtype: &feat.dtype,
+            })
+            .unwrap();
+    }
+    first.finish().unwrap();
+    let counts = |h: &HistogramExport| -> Vec<Vec<u64>> {
+        h.histograms().map(|(_, x)| x.counts().to_vec()).collect()
+    };
+    let again = build(bins.clone());
+    assert_eq!(counts(&again), [vec![3, 0], vec![0, 3]]);
+    assert_eq!(again.kept_from_earlier(), Some(3));
+    // One file gone: its histogram starts empty, and no file is said to hold events.
+    std::fs::remove_file(dir.join("histogram_h_b.csv")).unwrap();
+    let again = build(bins);
+    assert_eq!(counts(&again), [vec![3, 0], vec![0, 0]]);
+    assert_eq!(again.kept_from_earlier(), Some(0));
+    // Other bins: the file is kept beside.
+    let again = build(json!({"a": [0.0, 2.0, 2], "b": [0.0, 1.0, 2]}));
+    assert_eq!(counts(&again), [vec![0, 0], vec![0, 0]]);
+    assert!(dir.join("histogram_h_a.csv.earlier").exists());
+    assert!(!dir.join("histogram_h_a.csv").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn histogram_csv_and_oscilloscope_json_are_written() {
     let dir = temp_dir("hist");

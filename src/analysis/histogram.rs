@@ -25,8 +25,9 @@
 //! `flush`/`finish` only. A process started again after a failure (`restart: on-failure`)
 //! goes on from the counts its earlier process last wrote, and the events that process took
 //! after that write are counted lost for the worker (see [`Exporter::kept_from_earlier`]):
-//! the histograms hold every event the books say they were delivered. The live histograms can be read with
-//! [`HistogramExport::histograms`] (edges and counts) by a monitor in the same process.
+//! the histograms hold every event the books say they were delivered. The live histograms
+//! can be read with [`HistogramExport::histograms`] (edges and counts) by a monitor in the
+//! same process.
 
 use super::fit::{self, ExponentialFit, FitError, GaussianFit};
 use super::trace::{one_source, FieldAccess};
@@ -523,13 +524,17 @@ impl HistogramExport {
 
     /// Goes on from the files an earlier process of this worker wrote in this run (it failed
     /// and this one was started in its place): their counts, and as events counted the
-    /// fewest any of them holds. A file that cannot be taken (unreadable, other bins) is
-    /// kept beside as `<name>.earlier` and its histogram starts empty, never written over.
+    /// fewest any of them holds (none for a file missing beside others: the books never
+    /// say a file holds more than it does). A file that cannot be taken (unreadable, other
+    /// bins) is kept beside as `<name>.earlier` and its histogram starts empty, never
+    /// written over.
     fn resume(&mut self) {
         let mut earlier: Option<u64> = None;
+        let mut missing = false;
         for i in 0..self.fields.len() {
             let path = self.csv_path(&self.fields[i].0.name);
             let Ok(text) = std::fs::read_to_string(&path) else {
+                missing = true;
                 continue;
             };
             let taken = parse_histogram_csv(&text)
@@ -553,7 +558,7 @@ impl HistogramExport {
                 }
             }
         }
-        if let Some(n) = earlier {
+        if let Some(n) = earlier.map(|n| if missing { 0 } else { n }) {
             self.events = n;
             self.earlier_events = n;
             tracing::info!(
