@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 /// Free bytes for an unprivileged writer on the file system holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
-    nix::sys::statvfs::statvfs(dir)
-        .ok()
-        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+    nix::sys::statvfs::statvfs(dir).ok().map(available)
+}
+
+/// Free bytes for an unprivileged writer that `s` says.
+fn available(s: nix::sys::statvfs::Statvfs) -> u64 {
+    s.blocks_available().saturating_mul(s.fragment_size())
 }
 
 /// The link count of the open file or directory `f` (one `fstat`).
@@ -102,9 +105,7 @@ impl DiskWatch {
         // Through the open directory while there is one: a run directory moved elsewhere on
         // its disk is watched on.
         let free = match &self.held {
-            Some(dir) => nix::sys::statvfs::fstatvfs(dir)
-                .ok()
-                .map(|s| s.blocks_available().saturating_mul(s.fragment_size())),
+            Some(dir) => nix::sys::statvfs::fstatvfs(dir).ok().map(available),
             None => free_bytes(&self.dir),
         }?;
         self.check_at(Instant::now(), free)

@@ -597,10 +597,7 @@ fn free_bytes(path: &Path) -> u64 {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    match nix::sys::statvfs::statvfs(dir) {
-        Ok(s) => s.blocks_available().saturating_mul(s.fragment_size()),
-        Err(_) => 0,
-    }
+    super::disk::free_bytes(dir).unwrap_or(0)
 }
 
 fn check_name(name: &str) -> Result<(), ExportError> {
