@@ -193,9 +193,7 @@ impl Histogram {
         }
         s
     }
-}
 
-impl Histogram {
     /// Takes the counts of `file` (as written by this histogram's worker earlier in the
     /// run), when its bins are this histogram's; else says how they differ.
     pub fn restore(&mut self, file: &HistogramFile) -> Result<(), String> {

@@ -404,8 +404,9 @@ pub struct Supervisor {
     /// While the importers run: since when each reader or device importer has not moved
     /// (see `watch_stalls`).
     stalls: super::stall::StallWatch,
-    /// Why: the first stop's cause (an abort overrides it); `None` while the run goes on.
-    /// When its importers ended by themselves, filled in at the end (see `stopped_by`).
+    /// Why: the first stop's cause (an abort overrides it), or, once every importer has
+    /// ended by itself, why they did (`note_importers_ended`); `None` while the run takes
+    /// data.
     stop_cause: Option<StopCause>,
     /// The workers were killed (an abort): the run did not drain.
     aborted: bool,
@@ -903,8 +904,8 @@ impl Supervisor {
         if self.opts.progress == Progress::Live {
             super::terminal::say("\r\x1b[2K".into());
         }
-        // The cause is final now: worked out once when the importers ended by themselves, for
-        // the last stats line and the summary alike.
+        // The cause is final now, for the last stats line and the summary alike (already set
+        // by a stop or by the importers' end; worked out here should the loop end otherwise).
         self.stop_cause = Some(self.stopped_by());
         let line = self.write_stats(true);
         let summary = self.summary();

@@ -174,8 +174,8 @@ pub struct Plan {
     /// Stop the run cleanly when less than this many MB are free on the run's disk.
     #[serde(default)]
     pub disk_reserve_mb: f64,
-    /// After a stop or once the importers ran out, seconds without any event moving while some wait before the workers
-    /// are killed (`options.drain_stall_seconds`).
+    /// After a stop or once the importers ran out, seconds without any event moving while
+    /// some wait before the workers are killed (`options.drain_stall_seconds`).
     #[serde(default = "default_drain_stall")]
     pub drain_stall_seconds: f64,
     /// While the importers run, seconds a reader may take no event while events wait for it,

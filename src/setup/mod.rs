@@ -105,8 +105,9 @@ pub struct RunOptions {
     pub huge_pages: HugePages,
     /// Stop the run cleanly when less than this many MB are free on the run's disk.
     pub disk_reserve_mb: f64,
-    /// After a stop or once the importers ran out, seconds the drain may go without any event moving through any buffer
-    /// while some still wait, before the workers holding it up are killed.
+    /// After a stop or once the importers ran out, seconds the drain may go without any
+    /// event moving through any buffer while some still wait, before the workers holding it
+    /// up are killed.
     pub drain_stall_seconds: f64,
     /// While the importers run, seconds a reader may take no event while events wait for it,
     /// or a device importer's loop may not come round, before it counts as stuck; 0: never.
