@@ -246,11 +246,9 @@ fn a_paused_replay_keeps_every_event_for_after_the_resume() {
 fn a_restarted_replay_goes_on_after_what_it_replayed() {
     let dir = Dir::new("replay-restarted");
     let (first, child, second) = slow_replay(&dir, "    restart: on-failure\n");
-    let player = format!("{} player 0", second.join("plan.json").display());
-    let pids = runs::processes_with(&player);
-    assert_eq!(pids.len(), 1, "{pids:?}");
+    let player = runs::the_process(&second, "player 0");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pids[0] as i32),
+        nix::unistd::Pid::from_raw(player as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();

@@ -12,7 +12,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 mod runs;
 use runs::{
     books_balance, check, engine_in, exited_0, finish, finish_within, interrupt, processes_with,
-    stderr, summary, wait_until, Dir,
+    stderr, summary, the_process, wait_until, Dir,
 };
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
@@ -173,14 +173,6 @@ fn running(tag: &str, text: &str) -> (Dir, Child, PathBuf) {
     let child = start(&dir, &s, &[]);
     let run = wait_running(&dir);
     (dir, child, run)
-}
-
-/// The pid of the one worker process `worker_process` ("<worker> <index>") of the run.
-fn the_process(run: &Path, worker_process: &str) -> u32 {
-    let needle = format!("{} {worker_process}", run.join("plan.json").display());
-    let found = processes_with(&needle);
-    assert_eq!(found.len(), 1, "{worker_process}: {found:?}");
-    found[0]
 }
 
 /// No ring file and no process of the run is left.

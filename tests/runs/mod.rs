@@ -67,6 +67,14 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     out
 }
 
+/// The pid of the one worker process `worker_process` ("<worker> <index>") of the run.
+pub fn the_process(run: &Path, worker_process: &str) -> u32 {
+    let needle = format!("{} {worker_process}", run.join("plan.json").display());
+    let found = processes_with(&needle);
+    assert_eq!(found.len(), 1, "{worker_process}: {found:?}");
+    found[0]
+}
+
 /// The accounting invariant over summary.json and the last stats line: for every buffer and
 /// every reader, produced = delivered + lost (+ pending, 0 once the run ended). Returns the
 /// summary.
