@@ -38,7 +38,7 @@
 //! statvfs(2); a missing value is left out, never written as a made-up zero.
 
 use super::view::{Progress, Snapshot};
-use std::fmt::{Display, Write};
+use std::fmt::Write;
 use std::path::Path;
 
 /// The Content-Type of the text format.
@@ -50,34 +50,93 @@ const WORKER_STATES: [&str; 4] = ["running", "finished", "failed", "not started"
 /// The exposition text being written: one family (HELP, TYPE, samples) after another.
 struct Text(String);
 
+/// A sample's value: a count, or a float (left out unless finite); `None` leaves the
+/// sample out.
+#[derive(Clone, Copy)]
+enum Value {
+    Count(u64),
+    Real(f64),
+    None,
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Value {
+        Value::Count(v)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Real(v)
+    }
+}
+
+impl From<Option<u64>> for Value {
+    fn from(v: Option<u64>) -> Value {
+        v.map_or(Value::None, Value::Count)
+    }
+}
+
+/// The family whose HELP and TYPE lines were just written: its samples come next.
+struct Family<'t> {
+    text: &'t mut Text,
+    name: &'static str,
+}
+
 impl Text {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    fn family(&mut self, name: &'static str, kind: &str, help: &str) -> Family<'_> {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family { text: self, name }
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
-        self.0.push_str(name);
+    fn counter(&mut self, name: &'static str, help: &str) -> Family<'_> {
+        self.family(name, "counter", help)
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &str) -> Family<'_> {
+        self.family(name, "gauge", help)
+    }
+}
+
+impl Family<'_> {
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<Value>) {
+        let value = match value.into() {
+            Value::Count(n) => n.to_string(),
+            Value::Real(x) if x.is_finite() => x.to_string(),
+            Value::Real(_) | Value::None => return,
+        };
+        let out = &mut self.text.0;
+        out.push_str(self.name);
         if !labels.is_empty() {
-            self.0.push('{');
+            out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
                 if i > 0 {
-                    self.0.push(',');
+                    out.push(',');
                 }
                 let v = v
                     .replace('\\', "\\\\")
                     .replace('"', "\\\"")
                     .replace('\n', "\\n");
-                let _ = write!(self.0, "{k}=\"{v}\"");
+                let _ = write!(out, "{k}=\"{v}\"");
             }
-            self.0.push('}');
+            out.push('}');
         }
-        let _ = writeln!(self.0, " {value}");
+        let _ = writeln!(out, " {value}");
     }
 
-    /// A float sample; a non-finite value is left out.
-    fn float(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        if value.is_finite() {
-            self.sample(name, labels, value);
+    /// The family's one sample.
+    fn one(mut self, labels: &[(&str, &str)], value: impl Into<Value>) {
+        self.sample(labels, value);
+    }
+
+    /// A sample for each of `rows` (labels, item), its value read from the item.
+    fn each<'l, L, R, V>(mut self, rows: impl Iterator<Item = (L, R)>, value: impl Fn(R) -> V)
+    where
+        L: AsRef<[(&'l str, &'l str)]>,
+        V: Into<Value>,
+    {
+        for (labels, row) in rows {
+            self.sample(labels.as_ref(), value(row));
         }
     }
 }
@@ -88,78 +147,46 @@ pub fn render(s: &Snapshot, progress: Option<&Progress>, finished: bool, run_dir
     let mut t = Text(String::with_capacity(4096));
     let buffers = || s.buffers.iter().map(|(n, b)| ([("buffer", n.as_str())], b));
 
-    t.family(
+    t.counter(
         "daq_engine_buffer_events_total",
-        "counter",
         "Events published into the buffer.",
-    );
-    for (l, b) in buffers() {
-        t.sample("daq_engine_buffer_events_total", &l, b.events_in);
-    }
-    t.family(
+    )
+    .each(buffers(), |b| b.events_in);
+    t.counter(
         "daq_engine_buffer_produced_total",
-        "counter",
         "Events the buffer's writers produced: published plus lost.",
-    );
-    for (l, b) in buffers() {
-        t.sample(
-            "daq_engine_buffer_produced_total",
-            &l,
-            b.produced.max(b.events_in + b.lost),
-        );
-    }
-    t.family(
+    )
+    .each(buffers(), |b| b.produced.max(b.events_in + b.lost));
+    t.counter(
         "daq_engine_buffer_lost_total",
-        "counter",
         "Events lost because the ring was full (policy drop).",
-    );
-    for (l, b) in buffers() {
-        t.sample("daq_engine_buffer_lost_total", &l, b.lost);
-    }
-    t.family(
+    )
+    .each(buffers(), |b| b.lost);
+    t.gauge(
         "daq_engine_buffer_events_per_second",
-        "gauge",
         "Events published per second over the last statistics interval (the run's mean once it ended).",
-    );
-    for (l, b) in buffers() {
-        t.float("daq_engine_buffer_events_per_second", &l, b.rate_hz);
-    }
-    t.family(
+    )
+    .each(buffers(), |b| b.rate_hz);
+    t.gauge(
         "daq_engine_buffer_fill_ratio",
-        "gauge",
         "Fill level of the buffer's fullest ring, 0 to 1.",
-    );
-    for (l, b) in buffers() {
-        t.float("daq_engine_buffer_fill_ratio", &l, b.fill);
-    }
-    t.family(
+    )
+    .each(buffers(), |b| b.fill);
+    t.counter(
         "daq_engine_buffer_deadtime_seconds_total",
-        "counter",
         "Time the buffer's writers waited for a free slot (policy block).",
-    );
-    for (l, b) in buffers() {
-        t.float(
-            "daq_engine_buffer_deadtime_seconds_total",
-            &l,
-            b.deadtime_total_s,
-        );
-    }
-    t.family(
+    )
+    .each(buffers(), |b| b.deadtime_total_s);
+    t.gauge(
         "daq_engine_buffer_deadtime_ratio",
-        "gauge",
         "Share of the last statistics interval the writers waited for a free slot.",
-    );
-    for (l, b) in buffers() {
-        t.float("daq_engine_buffer_deadtime_ratio", &l, b.deadtime);
-    }
-    t.family(
+    )
+    .each(buffers(), |b| b.deadtime);
+    t.gauge(
         "daq_engine_buffer_closed",
-        "gauge",
         "1 once no more events will come into the buffer.",
-    );
-    for (l, b) in buffers() {
-        t.sample("daq_engine_buffer_closed", &l, u8::from(b.closed));
-    }
+    )
+    .each(buffers(), |b| u64::from(b.closed));
 
     let readers = || {
         s.buffers.iter().flat_map(|(n, b)| {
@@ -168,136 +195,100 @@ pub fn render(s: &Snapshot, progress: Option<&Progress>, finished: bool, run_dir
                 .map(move |(r, books)| ([("buffer", n.as_str()), ("reader", r.as_str())], books))
         })
     };
-    t.family(
+    t.counter(
         "daq_engine_reader_delivered_total",
-        "counter",
         "Events of the buffer the reading worker took.",
-    );
-    for (l, r) in readers() {
-        t.sample("daq_engine_reader_delivered_total", &l, r.delivered);
-    }
-    t.family(
+    )
+    .each(readers(), |r| r.delivered);
+    t.counter(
         "daq_engine_reader_lost_total",
-        "counter",
         "Events of the buffer the reading worker will never read.",
-    );
-    for (l, r) in readers() {
-        t.sample("daq_engine_reader_lost_total", &l, r.lost);
-    }
-    t.family(
+    )
+    .each(readers(), |r| r.lost);
+    t.gauge(
         "daq_engine_reader_pending_events",
-        "gauge",
         "Events published into the buffer that the reading worker has yet to read.",
-    );
-    for (l, r) in readers() {
-        t.sample("daq_engine_reader_pending_events", &l, r.pending);
-    }
+    )
+    .each(readers(), |r| r.pending);
 
     let workers = || s.workers.iter().map(|(n, w)| ([("worker", n.as_str())], w));
-    t.family(
+    let states = s.workers.iter().flat_map(|(name, w)| {
+        let state = |s: &&'static str| ([("worker", name.as_str()), ("state", *s)], w.state == *s);
+        WORKER_STATES.iter().map(state)
+    });
+    t.gauge(
         "daq_engine_worker_state",
-        "gauge",
         "1 for the worker's state (running, finished, failed, not started), 0 for the others.",
-    );
-    for (name, w) in &s.workers {
-        for state in WORKER_STATES {
-            let l = [("worker", name.as_str()), ("state", state)];
-            t.sample("daq_engine_worker_state", &l, u8::from(w.state == state));
-        }
-    }
-    t.family(
+    )
+    .each(states, u64::from);
+    t.gauge(
         "daq_engine_worker_processes",
-        "gauge",
         "Processes of the worker alive.",
-    );
-    for (l, w) in workers() {
-        t.sample("daq_engine_worker_processes", &l, w.processes);
-    }
-    t.family(
+    )
+    .each(workers(), |w| w.processes);
+    t.counter(
         "daq_engine_worker_events_total",
-        "counter",
         "Events the worker produced (importers) or took from its first source.",
-    );
-    for (l, w) in workers() {
-        t.sample("daq_engine_worker_events_total", &l, w.events);
-    }
-    t.family(
+    )
+    .each(workers(), |w| w.events);
+    t.counter(
         "daq_engine_worker_cpu_seconds_total",
-        "counter",
         "CPU time used by the worker's processes.",
-    );
-    for (l, w) in workers() {
-        t.float("daq_engine_worker_cpu_seconds_total", &l, w.cpu_s);
-    }
-    t.family(
+    )
+    .each(workers(), |w| w.cpu_s);
+    t.counter(
         "daq_engine_worker_restarts_total",
-        "counter",
         "Times a process of the worker was started again.",
-    );
-    for (l, w) in workers() {
-        t.sample("daq_engine_worker_restarts_total", &l, w.restarts);
-    }
+    )
+    .each(workers(), |w| u64::from(w.restarts));
 
     let devices = || workers().filter_map(|(l, w)| Some((l, w.device?)));
-    t.family(
+    t.gauge(
         "daq_engine_device_connected",
-        "gauge",
         "1 while the device importer's device answers.",
-    );
-    for (l, d) in devices() {
-        t.sample("daq_engine_device_connected", &l, u8::from(d.connected));
-    }
-    t.family(
+    )
+    .each(devices(), |d| u64::from(d.connected));
+    t.counter(
         "daq_engine_device_disconnects_total",
-        "counter",
         "Disconnects of the device that the importer came back from.",
-    );
-    for (l, d) in devices() {
-        t.sample("daq_engine_device_disconnects_total", &l, d.gaps);
-    }
-    t.family(
+    )
+    .each(devices(), |d| d.gaps);
+    let notes = devices().map(|(l, _)| (l, l[0].1));
+    t.counter(
         "daq_engine_device_bad_records_total",
-        "counter",
         "Records from the device that the driver rejected.",
-    );
-    for (l, _) in devices() {
-        let notes = crate::run_dir::read_notes(&crate::run_dir::device_notes_path(run_dir, l[0].1));
-        let bad = notes
+    )
+    .each(notes, |worker| {
+        let notes = crate::run_dir::read_notes(&crate::run_dir::device_notes_path(run_dir, worker));
+        notes
             .iter()
             .find(|(k, _)| k == "device.bad_records")
-            .and_then(|(_, v)| v.parse::<u64>().ok());
-        if let Some(bad) = bad {
-            t.sample("daq_engine_device_bad_records_total", &l, bad);
-        }
-    }
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    });
 
-    t.family(
+    t.gauge(
         "daq_engine_run_elapsed_seconds",
-        "gauge",
         "Time since the run started.",
-    );
-    t.float("daq_engine_run_elapsed_seconds", &[], s.t);
-    t.family(
+    )
+    .one(&[], s.t);
+    t.counter(
         "daq_engine_run_paused_seconds_total",
-        "counter",
         "Time the importers were paused (they take no events then): elapsed minus this is \
          the live time.",
-    );
-    t.float("daq_engine_run_paused_seconds_total", &[], s.paused_s);
+    )
+    .one(&[], s.paused_s);
     if let Some(p) = progress {
-        t.family(
+        t.gauge(
             "daq_engine_run_progress_ratio",
-            "gauge",
             "Progress of the run against its limit (max_events or max_seconds), 0 to 1.",
-        );
-        t.float("daq_engine_run_progress_ratio", &[], p.fraction);
+        )
+        .one(&[], p.fraction);
         if let Some(left) = p.seconds_left {
-            t.family(
+            t.gauge(
                 "daq_engine_run_remaining_seconds",
-                "gauge",
                 "Estimated time until the run reaches its limit.",
-            );
-            t.float("daq_engine_run_remaining_seconds", &[], left);
+            )
+            .one(&[], left);
         }
     }
     let flags = [
@@ -318,8 +309,7 @@ pub fn render(s: &Snapshot, progress: Option<&Progress>, finished: bool, run_dir
         ),
     ];
     for (name, help, on) in flags {
-        t.family(name, "gauge", help);
-        t.sample(name, &[], u8::from(on));
+        t.gauge(name, help).one(&[], u64::from(on));
     }
 
     if let Ok(fs) = nix::sys::statvfs::statvfs(run_dir) {
@@ -338,8 +328,7 @@ pub fn render(s: &Snapshot, progress: Option<&Progress>, finished: bool, run_dir
             ),
         ];
         for (name, help, v) in disk {
-            t.family(name, "gauge", help);
-            t.sample(name, &[("path", &path)], v);
+            t.gauge(name, help).one(&[("path", &path)], v);
         }
     }
     t.0
