@@ -1152,8 +1152,7 @@ mod tests {
     /// hour without fresh device notes, bad-record sums or a silence ending noticed).
     #[test]
     fn a_wall_clock_set_back_does_not_hold_off_the_checks() {
-        let dir = std::env::temp_dir().join(format!("daq-clock-back-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("clock-back");
         let counter = Box::new(Counter::new(false));
         let mut imp = DeviceImporter::new("device.x", "w", counter, Vec::new(), false).unwrap();
         let notes = dir.join("device_w.txt");
@@ -1176,8 +1175,7 @@ mod tests {
     /// events (the count went back to 0, and a Prometheus counter with it).
     #[test]
     fn a_device_that_comes_and_goes_all_week_keeps_its_notes_short_and_its_count_whole() {
-        let dir = std::env::temp_dir().join(format!("daq-flapping-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("flapping");
         let notes = dir.join("device_w.txt");
         let open = || {
             let counter = Box::new(Counter::new(true));

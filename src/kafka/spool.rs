@@ -118,8 +118,7 @@ mod tests {
 
     #[test]
     fn records_come_back_once_in_order_and_the_bound_refuses() {
-        let dir = std::env::temp_dir().join(format!("daq-spool-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("spool");
         let path = dir.join("spool.bin");
         // Room for exactly three records of 8 bytes.
         let mut s = Spool::create(&path, 3 * (HEADER as u64 + 8)).unwrap();

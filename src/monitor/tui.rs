@@ -845,10 +845,8 @@ mod tests {
     /// hole, nothing of it lost).
     #[test]
     fn console_log_past_its_bound_keeps_its_end_and_writers_go_on() {
-        let dir = std::env::temp_dir().join(format!("daq-console-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::fsio::test_dir("console");
         let path = dir.join("console.log");
-        let _ = std::fs::remove_file(&path);
         let mut writer = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
