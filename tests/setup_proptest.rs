@@ -42,7 +42,7 @@ fn positioned(bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert!(!d.message.is_empty(), "{d}");
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
-        let port = daq_engine::setup::migrate::migrate(text, &c);
+        let port = daq_engine::setup::migrate::migrate(text, &c, &TEST_CATALOG);
         Setup::check_bytes(port.text.as_bytes(), Path::new("p.yaml"), &TEST_CATALOG, 2);
         prop_assert_eq!(port.changed(), port.text != text);
     }
@@ -53,7 +53,7 @@ fn positioned(bytes: &[u8]) -> Result<(), TestCaseError> {
 fn the_mimocorb2_way_setup_is_ported_to_a_valid_one() {
     let c = Setup::check_bytes(MIMO.as_bytes(), Path::new("p.yaml"), &TEST_CATALOG, 2);
     assert!(c.errors.is_empty(), "{:?}", c.errors);
-    let port = daq_engine::setup::migrate::migrate(MIMO, &c);
+    let port = daq_engine::setup::migrate::migrate(MIMO, &c, &TEST_CATALOG);
     let (setup, warnings) = Setup::from_str(&port.text, Path::new("p.yaml"), &TEST_CATALOG, 2)
         .unwrap_or_else(|e| panic!("{e}\n{}", port.text));
     // `c` passes the events on, so it is not like `a`: the two stay apart and the

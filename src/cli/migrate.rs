@@ -25,7 +25,7 @@ pub fn migrate(path: &Path, output: Option<&Path>, registry: &Registry) -> i32 {
         }
     };
     let checked = Setup::check_bytes(text.as_bytes(), path, registry, setup::online_cpus());
-    let port = setup::migrate::migrate(&text, &checked);
+    let port = setup::migrate::migrate(&text, &checked, registry);
     let name = path.display();
     for c in &port.changes {
         let mark = if c.changed { "changed" } else { "note" };
@@ -88,5 +88,46 @@ pub fn migrate(path: &Path, output: Option<&Path>, registry: &Registry) -> i32 {
             errors.len()
         );
         exit::BAD_INPUT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two alike exporters of a buffer that take one process each: in mimoCoRB2 they shared
+    /// its events; made one worker of two processes, check would refuse the port. They stay
+    /// apart (each writes every event here), and migrate says why.
+    #[test]
+    fn alike_one_process_exporters_stay_apart_and_the_port_checks() {
+        let dir = crate::fsio::test_dir("migrate");
+        let setup = dir.join("alike_tables.yaml");
+        let text = include_str!("../../tests/setups/mimocorb2_builtins/alike_tables.yaml");
+        std::fs::write(&setup, text).unwrap();
+        let registry = Registry::builtin();
+        let code = migrate(&setup, None, &registry);
+        let port = std::fs::read_to_string(default_output(&setup)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(code, exit::OK, "{port}");
+        // The drains became one worker of two processes; the tables are both still there.
+        assert!(!port.contains("sink_b"), "{port}");
+        assert!(port.contains("number_of_processes: 2"), "{port}");
+        assert!(
+            port.contains("table_a:") && port.contains("table_b:"),
+            "{port}"
+        );
+
+        let checked = Setup::check_bytes(text.as_bytes(), &setup, &registry, 2);
+        let changes = crate::setup::migrate::migrate(text, &checked, &registry).changes;
+        let note = changes
+            .iter()
+            .find(|c| c.what.contains("'table_b'"))
+            .expect("a note on table_b");
+        assert!(!note.changed, "{note:?}");
+        assert_eq!(note.line, 14, "{note:?}");
+        assert!(
+            note.why.contains("exporters.csv takes one process"),
+            "{note:?}"
+        );
     }
 }

@@ -10,11 +10,8 @@ use super::diag::{unknown_name_hint, DiagnosticKind, Severity};
 use super::load::{to_json, BufferDraft, ConfigItem, Draft, Loader, WorkerDraft};
 use super::yaml::{Kind, Loc, Value};
 use super::{BufferSetup, PythonWorker, Setup, WorkerPlan};
-use crate::worker::{
-    BufferShape, BuildContext, Catalog, FunctionSpec, KeyType, Template, WorkerError,
-};
+use crate::worker::{Catalog, FunctionSpec, KeyType, Template, WorkerError};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 
 const SIDES: [&str; 3] = ["sources", "sinks", "observes"];
 
@@ -380,33 +377,8 @@ fn check_worker(l: &mut Loader, w: &WorkerDraft, setup: &Setup, catalog: &dyn Ca
     let (Some((function, f_at)), Some(ws)) = (&w.function, setup.worker(&w.name)) else {
         return;
     };
-    let shapes = |names: &[String]| -> Option<Vec<BufferShape>> {
-        names
-            .iter()
-            .map(|n| {
-                setup.buffer(n).map(|b| BufferShape {
-                    name: b.name.clone(),
-                    dtype: b.dtype.clone(),
-                    data_length: b.data_length,
-                })
-            })
-            .collect()
-    };
-    let (Some(sources), Some(sinks), Some(observes)) =
-        (shapes(&ws.sources), shapes(&ws.sinks), shapes(&ws.observes))
-    else {
+    let Some(ctx) = setup.check_context(ws, w.number_of_processes) else {
         return;
-    };
-    let ctx = BuildContext {
-        worker: w.name.clone(),
-        process: (0, w.number_of_processes.max(1)),
-        config: ws.config(),
-        sources,
-        sinks,
-        observes,
-        // Nothing is written by a check; output names are checked as names.
-        run_dir: PathBuf::new(),
-        setup_dir: setup.setup_dir.clone(),
     };
     let Err(e) = catalog.check_worker(function, &ctx) else {
         return;

@@ -11,7 +11,9 @@
 //!   which shares the events as mimoCoRB2 did.
 //!
 //! Readers that differ (an exporter and a filter on one buffer) are left as they are and
-//! listed: whether each should see every event is the user's call. The rest of the file —
+//! listed: whether each should see every event is the user's call. So are alike readers
+//! whose function takes one process (an exporter writing one file must see every event):
+//! each of them gets every event here. The rest of the file —
 //! comments, anchors, order, formatting — is kept byte for byte: edits are line or span
 //! deletions and insertions at positions the parser reports.
 //!
@@ -20,6 +22,7 @@
 
 use super::yaml::{self, Kind, Value};
 use super::{Checked, WorkerPlan};
+use crate::worker::{Catalog, WiringError, WorkerError};
 
 /// One change made, or one thing looked at and left alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,8 +60,9 @@ struct Edit {
     with: String,
 }
 
-/// Ports `text` (the setup file `checked` was made from).
-pub fn migrate(text: &str, checked: &Checked) -> Migration {
+/// Ports `text` (the setup file `checked` was made from); `catalog` (the one `checked` was
+/// checked with) says which workers can run in several processes.
+pub fn migrate(text: &str, checked: &Checked, catalog: &dyn Catalog) -> Migration {
     let Ok(parsed) = yaml::parse(text.as_bytes(), 0) else {
         return Migration {
             text: text.to_string(),
@@ -81,7 +85,16 @@ pub fn migrate(text: &str, checked: &Checked) -> Migration {
         match k.key_text().as_deref() {
             Some("Options") => options(text, &lines, k, v, has_target, &mut edits, &mut changes),
             Some("Buffers") => overwrites(text, &lines, v, &mut edits, &mut changes),
-            Some("Workers") => readers(text, &lines, v, checked, &mut edits, &mut changes),
+            Some("Workers") => {
+                readers(
+                    text,
+                    &lines,
+                    v,
+                    (checked, catalog),
+                    &mut edits,
+                    &mut changes,
+                );
+            }
             _ => {}
         }
     }
@@ -186,11 +199,25 @@ fn alike(a: &WorkerPlan, b: &WorkerPlan) -> bool {
     a.does_the_same(b) && a.sinks.is_empty()
 }
 
+/// Whether worker `w`'s function refuses to run in `n` processes (it must see every event,
+/// or opens something only one process can).
+fn one_process(checked: &Checked, catalog: &dyn Catalog, w: &WorkerPlan, n: usize) -> bool {
+    let Some(ctx) = checked.setup.check_context(w, n) else {
+        return false;
+    };
+    matches!(
+        catalog.check_worker(&w.function, &ctx),
+        Err(WorkerError::Wiring(
+            WiringError::OneProcess { .. } | WiringError::OneOpener { .. }
+        ))
+    )
+}
+
 fn readers(
     text: &str,
     lines: &LineIndex<'_>,
     workers: &Value,
-    checked: &Checked,
+    (checked, catalog): (&Checked, &dyn Catalog),
     edits: &mut Vec<Edit>,
     changes: &mut Vec<Change>,
 ) {
@@ -209,20 +236,23 @@ fn readers(
             .iter()
             .filter(|w| w.sources.contains(&b.name) && !merged.contains(&w.name.as_str()))
             .collect();
-        let Some((first, rest)) = readers.split_first() else {
+        let Some(head) = readers.first() else {
             continue;
         };
-        if rest.is_empty() {
-            continue;
+        // The readers in groups of alike ones, in the order of the file.
+        let mut groups: Vec<(&WorkerPlan, Vec<&WorkerPlan>)> = Vec::new();
+        for w in &readers {
+            match groups.iter_mut().find(|(first, _)| alike(first, w)) {
+                Some((_, same)) => same.push(w),
+                None => groups.push((w, Vec::new())),
+            }
         }
-        let (same, differ): (Vec<&WorkerPlan>, Vec<&WorkerPlan>) =
-            rest.iter().partition(|w| alike(first, w));
-        for w in &differ {
+        for (w, _) in groups.iter().skip(1) {
             changes.push(Change {
                 line: node(&w.name).map_or(1, |(k, _)| k.at.line),
                 what: format!(
                     "left as it is: worker '{}' reads buffer '{}' beside worker '{}'",
-                    w.name, b.name, first.name
+                    w.name, b.name, head.name
                 ),
                 why: "here each of them gets every event; in mimoCoRB2 each event went to one \
                       of them. They do different things, so they are kept apart; if they were \
@@ -231,51 +261,73 @@ fn readers(
                 changed: false,
             });
         }
-        if same.is_empty() {
-            continue;
-        }
-        let Some((first_key, first_value)) = node(&first.name) else {
-            continue;
-        };
-        let n = first.processes + same.iter().map(|w| w.processes).sum::<usize>();
-        let names: Vec<&str> = same.iter().map(|w| w.name.as_str()).collect();
-        let Some(edit) = set_processes(text, lines, first_key, first_value, n) else {
-            continue;
-        };
-        edits.push(edit);
-        changes.push(Change {
-            line: first_key.at.line,
-            what: format!(
-                "worker '{}' now has number_of_processes: {n} (was {}), in place of {}",
-                first.name,
-                first.processes,
-                names.join(", ")
-            ),
-            why: format!(
+        for (first, same) in groups {
+            if same.is_empty() {
+                continue;
+            }
+            let n = first.processes + same.iter().map(|w| w.processes).sum::<usize>();
+            if one_process(checked, catalog, first, n) {
+                for w in &same {
+                    changes.push(Change {
+                        line: node(&w.name).map_or(1, |(k, _)| k.at.line),
+                        what: format!(
+                        "left as it is: worker '{}' reads buffer '{}' beside worker '{}', which \
+                         does the same",
+                        w.name, b.name, first.name
+                    ),
+                        why: format!(
+                            "here each of them gets every event; in mimoCoRB2 each event went to \
+                         one of them. {} takes one process, so they cannot become one worker \
+                         sharing the events",
+                            w.function
+                        ),
+                        changed: false,
+                    });
+                }
+                continue;
+            }
+            let Some((first_key, first_value)) = node(&first.name) else {
+                continue;
+            };
+            let names: Vec<&str> = same.iter().map(|w| w.name.as_str()).collect();
+            let Some(edit) = set_processes(text, lines, first_key, first_value, n) else {
+                continue;
+            };
+            edits.push(edit);
+            changes.push(Change {
+                line: first_key.at.line,
+                what: format!(
+                    "worker '{}' now has number_of_processes: {n} (was {}), in place of {}",
+                    first.name,
+                    first.processes,
+                    names.join(", ")
+                ),
+                why: format!(
                 "in mimoCoRB2 these workers shared the events of buffer '{}' (each event to one \
                  of them); here every worker reading a buffer gets every event, and the \
                  processes of one worker share them",
                 b.name
             ),
-            changed: true,
-        });
-        for w in same {
-            let Some((k, _)) = node(&w.name) else {
-                continue;
-            };
-            if let Some((start, end)) = entry_span(text, lines, k) {
-                edits.push(Edit {
-                    start,
-                    end,
-                    with: String::new(),
-                });
-                changes.push(Change {
-                    line: k.at.line,
-                    what: format!("removed worker '{}'", w.name),
-                    why: format!("it is now a process of worker '{}'", first.name),
-                    changed: true,
-                });
-                merged.push(&w.name);
+                changed: true,
+            });
+            for w in same {
+                let Some((k, _)) = node(&w.name) else {
+                    continue;
+                };
+                if let Some((start, end)) = entry_span(text, lines, k) {
+                    edits.push(Edit {
+                        start,
+                        end,
+                        with: String::new(),
+                    });
+                    changes.push(Change {
+                        line: k.at.line,
+                        what: format!("removed worker '{}'", w.name),
+                        why: format!("it is now a process of worker '{}'", first.name),
+                        changed: true,
+                    });
+                    merged.push(&w.name);
+                }
             }
         }
     }

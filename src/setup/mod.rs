@@ -83,7 +83,7 @@ pub use diag::{Diagnostic, DiagnosticKind, SetupError, Severity};
 
 use crate::dtype::Dtype;
 use crate::ring::Policy;
-use crate::worker::{Catalog, Template};
+use crate::worker::{BufferShape, BuildContext, Catalog, Template};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -350,6 +350,34 @@ impl Setup {
     /// The worker with this name.
     pub fn worker(&self, name: &str) -> Option<&WorkerPlan> {
         self.workers.iter().find(|w| w.name == name)
+    }
+
+    /// The context worker `w` is checked in (see [`Catalog::check_worker`]) when it runs in
+    /// `processes` processes; `None` when it names a buffer the setup lacks. A check writes
+    /// nothing: there is no run directory, output names are checked as names.
+    pub fn check_context(&self, w: &WorkerPlan, processes: usize) -> Option<BuildContext> {
+        let shapes = |names: &[String]| -> Option<Vec<BufferShape>> {
+            names
+                .iter()
+                .map(|n| {
+                    self.buffer(n).map(|b| BufferShape {
+                        name: b.name.clone(),
+                        dtype: b.dtype.clone(),
+                        data_length: b.data_length,
+                    })
+                })
+                .collect()
+        };
+        Some(BuildContext {
+            worker: w.name.clone(),
+            process: (0, processes.max(1)),
+            config: w.config(),
+            sources: shapes(&w.sources)?,
+            sinks: shapes(&w.sinks)?,
+            observes: shapes(&w.observes)?,
+            run_dir: PathBuf::new(),
+            setup_dir: self.setup_dir.clone(),
+        })
     }
 
     /// The worker writing `buffer` (the first, should a broken setup have several).
