@@ -260,4 +260,27 @@ mod tests {
             );
         }
     }
+
+    /// A refusal of a mimoCoRB2 name's worker names the function as the setup wrote it.
+    #[test]
+    fn an_alias_refused_in_several_processes_is_named_as_written() {
+        let r = Registry::builtin();
+        let raw = crate::worker::BufferShape::parse("raw", [("x", "float64")], 1).unwrap();
+        for (alias, ours) in [
+            ("exporters.csv", "export.csv"),
+            ("exporters.histogram", "export.histogram"),
+        ] {
+            let mut ctx = crate::worker::BuildContext::for_test(
+                "table",
+                serde_json::json!({}),
+                vec![raw.clone()],
+                vec![],
+            );
+            ctx.process = (0, 2);
+            let e = r.check(alias, &ctx).unwrap_err().to_string();
+            assert!(e.contains(&format!("{alias} must see every event")), "{e}");
+            let e = r.check(ours, &ctx).unwrap_err().to_string();
+            assert!(e.contains(&format!("{ours} must see every event")), "{e}");
+        }
+    }
 }

@@ -7,7 +7,7 @@
 
 use crate::worker::{
     BuildContext, Catalog, Exporter, Filter, FunctionSpec, Importer, Observer, Processor, Template,
-    WorkerError,
+    WiringError, WorkerError,
 };
 
 /// A constructor for one template.
@@ -145,12 +145,13 @@ impl Registry {
         self.aliases.push(a);
     }
 
-    /// Runs the check of function `name` (see [`Check`]) in `ctx`; Ok when it has none.
+    /// Runs the check of function `name` (see [`Check`]) in `ctx`; Ok when it has none. A
+    /// refusal of its process count names `name` (an alias's, not its target's).
     pub fn check(&self, name: &str, ctx: &BuildContext) -> Result<(), WorkerError> {
         let Some(f) = self.get(name) else {
             return Ok(());
         };
-        match self.checks.iter().find(|(n, _)| *n == name) {
+        let checked = match self.checks.iter().find(|(n, _)| *n == name) {
             None => Ok(()),
             Some((_, Check::Config(check))) => check(ctx),
             Some((_, Check::Build)) => match f.build {
@@ -160,7 +161,16 @@ impl Registry {
                 Build::Exporter(b) => b(ctx).map(drop),
                 Build::Observer(b) => b(ctx).map(drop),
             },
-        }
+        };
+        checked.map_err(|mut e| {
+            if let WorkerError::Wiring(
+                WiringError::OneProcess { function, .. } | WiringError::OneOpener { function, .. },
+            ) = &mut e
+            {
+                *function = f.spec.name;
+            }
+            e
+        })
     }
 
     /// Adds a function; a later one of the same name replaces the earlier (a user's own
