@@ -1402,6 +1402,22 @@ fn a_restarted_histogram_exporter_goes_on_from_its_counts() {
     );
 }
 
+/// A run of 200 events a second into an HDF5 file, with an alert command, that would go on
+/// for two minutes; returned once 100 events went through, with its run directory.
+fn writing_hdf5_for_two_minutes(dir: &Dir) -> (Child, PathBuf) {
+    let text = alerting(&paced(
+        "{stats_interval: 0.2}",
+        200,
+        "h5: {function: export.hdf5, sources: [raw]}",
+    ));
+    let child = start(
+        dir,
+        &dir.write("setup.yaml", &text),
+        &["--max-seconds", "120"],
+    );
+    (child, wait_running_at(dir, "raw", 100))
+}
+
 /// The run directory deleted while the run went on (a clean-up script, a wrong `rm -rf`):
 /// the writers went on into files that no longer had a name, for as long as the run was to
 /// last, and the run ended "finished", exit 0, saying the next run would recover it. Now the
@@ -1409,17 +1425,7 @@ fn a_restarted_histogram_exporter_goes_on_from_its_counts() {
 #[test]
 fn a_run_whose_directory_is_deleted_stops_failed_and_says_so() {
     let dir = Dir::new("rundir-gone");
-    let text = alerting(&paced(
-        "{stats_interval: 0.2}",
-        200,
-        "h5: {function: export.hdf5, sources: [raw]}",
-    ));
-    let child = start(
-        &dir,
-        &dir.write("setup.yaml", &text),
-        &["--max-seconds", "120"],
-    );
-    let run = wait_running_at(&dir, "raw", 100);
+    let (child, run) = writing_hdf5_for_two_minutes(&dir);
     std::fs::remove_dir_all(&run).unwrap();
     let (code, out) = finish_within(child, LONG);
     assert_eq!(code, 1, "{out}");
@@ -1431,6 +1437,39 @@ fn a_run_whose_directory_is_deleted_stops_failed_and_says_so() {
     );
     let (gone, said) = alerts_of(&dir, "run_dir_gone");
     assert_eq!(gone.len(), 1, "{said}");
+}
+
+/// The run directory renamed while the run went on (filed away under a better name): the
+/// workers, which write by its old name, failed one after another, and the run ended
+/// saying its directory was gone, not where it went. Now it stops at once, says where the
+/// directory is, and `recover` there writes the summary the run could not.
+#[test]
+fn a_run_whose_directory_is_moved_stops_failed_and_says_where_it_went() {
+    let dir = Dir::new("rundir-moved");
+    let (child, run) = writing_hdf5_for_two_minutes(&dir);
+    let filed = dir.0.join("week_1");
+    std::fs::rename(&run, &filed).unwrap();
+    let (code, out) = finish_within(child, LONG);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "was moved or renamed while the run went on: it is now {}",
+            filed.display()
+        )) && out.contains("no summary: the run directory is gone"),
+        "{out}"
+    );
+    let (moved, said) = alerts_of(&dir, "run_dir_gone");
+    assert_eq!(moved.len(), 1, "{said}");
+    exited_0(
+        engine_in(&dir.0, &[OsStr::new("recover"), filed.as_os_str()])
+            .output()
+            .unwrap(),
+    );
+    let summary = summary(&filed);
+    assert!(
+        summary["events"]["raw"].as_u64().unwrap() >= 100,
+        "{summary}"
+    );
 }
 
 /// issue 12: an HDF5 exporter started again after a crash neither fails (its file exists)

@@ -269,7 +269,11 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 target.display()
             );
         } else {
-            say!("daq-engine: no summary: the run directory is gone");
+            say!(
+                "daq-engine: no summary: the run directory is gone ({}: deleted, moved or \
+                 renamed; see the failure below)",
+                run_dir.display()
+            );
         }
         tracing::warn!("could not write {}: {e}", summary_path.display());
     }

@@ -57,7 +57,8 @@ pub enum Kind {
     DiskLow,
     /// The disk reserve is reached: the run stops.
     DiskFull,
-    /// The run directory was deleted while the run went on: the run stops, failed.
+    /// The run directory was deleted, moved or renamed while the run went on: the run stops,
+    /// failed.
     RunDirGone,
     /// The run ended, and not because a person stopped it (a signal, the monitor): its
     /// limit, its sources' end, a full disk, a failure.

@@ -829,11 +829,10 @@ impl Supervisor {
                     self.alerts.raise(Kind::DiskFull, &disk, &m);
                     self.stop_importers(StopCause::DiskFull);
                 }
-                Some(crate::export::disk::DiskNews::Gone(m)) => {
-                    self.log_and_say(&m);
-                    self.alerts.raise(Kind::RunDirGone, &disk, &m);
-                    self.failures
-                        .push(format!("the run directory {disk} was deleted"));
+                Some(crate::export::disk::DiskNews::Gone { failure, message }) => {
+                    self.log_and_say(&message);
+                    self.alerts.raise(Kind::RunDirGone, &disk, &message);
+                    self.failures.push(failure);
                     self.stop_importers(StopCause::RunDirGone);
                 }
                 _ => {}

@@ -6,9 +6,12 @@
 //! the reserve would be reached within a second at the current rate (or is reached) it asks
 //! once for the run to stop, so the buffers drain and the files close while there is room.
 //! The run directory is held open: when it is deleted while the run goes on (its link count
-//! drops to 0; a directory moved keeps its links) the files in it went with it and
-//! everything written from then on would go nowhere, so it asks once for the run to stop.
-//! Must never stop a run for a disk it cannot read.
+//! drops to 0) the files in it went with it and everything written from then on would go
+//! nowhere; when it is moved or renamed (its name no longer names it) the workers, which
+//! write their files by its name, fail one after another. Either way it asks once for the
+//! run to stop, saying which and, for a move, where the directory is now. Must never stop
+//! a run for a disk it cannot read: a name that cannot be looked up for any other reason
+//! than its absence (an NFS server away) is not a move.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +32,50 @@ fn links(f: &std::fs::File) -> Option<u64> {
     f.metadata().ok().map(|m| m.nlink())
 }
 
+/// What became of the held run directory `held`, whose name was `dir`: `None` while `dir`
+/// names it (or cannot be looked up for a reason other than its absence); else
+/// [`DiskNews::Gone`]: deleted, or moved or renamed and where it is now.
+fn vanished(held: &std::fs::File, dir: &Path) -> Option<DiskNews> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
+    let it = held.metadata().ok()?;
+    let dir_text = dir.display();
+    if it.nlink() == 0 {
+        let failure = format!("the run directory {dir_text} was deleted");
+        return Some(DiskNews::Gone {
+            message: format!(
+                "{failure} while the run went on: the files in it went with it, and what \
+                 comes now would be written nowhere; stopping the run"
+            ),
+            failure,
+        });
+    }
+    let named = match std::fs::metadata(dir) {
+        Ok(m) => Some(id(&m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => None,
+        Err(_) => return None,
+    };
+    if named == Some(id(&it)) {
+        return None;
+    }
+    use std::os::fd::AsRawFd;
+    let now = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd())).map_or_else(
+        |_| "a place this process cannot name".into(),
+        |p| p.display().to_string(),
+    );
+    let failure = format!("the run directory {dir_text} was moved or renamed to {now}");
+    Some(DiskNews::Gone {
+        message: format!(
+            "the run directory {dir_text} was moved or renamed while the run went on: it is \
+             now {now}; the workers write their files by its old name and would fail one \
+             after another; stopping the run (`daq-engine recover {now}` writes its summary \
+             there)"
+        ),
+        failure,
+    })
+}
+
 /// What the disk watch has to say.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DiskNews {
@@ -36,8 +83,14 @@ pub enum DiskNews {
     Low(String),
     /// The reserve is reached: stop the run now (said once).
     Stop(String),
-    /// The run directory was deleted: stop the run now, it failed (said once).
-    Gone(String),
+    /// The run directory was deleted, moved or renamed: stop the run now, it failed (said
+    /// once). `failure`: what happened, in a few words; `message`: that, and what it means.
+    Gone {
+        /// "the run directory … was deleted".
+        failure: String,
+        /// The whole message.
+        message: String,
+    },
 }
 
 /// Watches the free space under a run directory.
@@ -91,19 +144,13 @@ impl DiskWatch {
 
     /// Samples the free space now; see [`DiskNews`].
     pub fn check(&mut self) -> Option<DiskNews> {
-        if let Some(dir) = &self.held {
-            if links(dir) == Some(0) {
+        if let Some(held) = &self.held {
+            if let Some(gone) = vanished(held, &self.dir) {
                 self.held = None;
-                return Some(DiskNews::Gone(format!(
-                    "the run directory {} was deleted while the run went on: the files in it \
-                     went with it, and what comes now would be written nowhere; stopping the \
-                     run",
-                    self.dir.display()
-                )));
+                return Some(gone);
             }
         }
-        // Through the open directory while there is one: a run directory moved elsewhere on
-        // its disk is watched on.
+        // Through the open directory while there is one.
         let free = match &self.held {
             Some(dir) => nix::sys::statvfs::fstatvfs(dir).ok().map(available),
             None => free_bytes(&self.dir),
@@ -218,23 +265,25 @@ mod tests {
         assert!(matches!(n, Some(DiskNews::Stop(_))), "{n:?}");
     }
 
-    #[test]
-    fn a_deleted_run_directory_stops_the_run_once_and_a_moved_one_does_not() {
-        let base = crate::fsio::test_dir("disk-gone");
+    /// A scratch directory holding `run`, and a watch of `run` that has nothing to say yet.
+    fn watched_run_dir(tag: &str) -> (PathBuf, PathBuf, DiskWatch) {
+        let base = crate::fsio::test_dir(tag);
         let dir = base.join("run");
         std::fs::create_dir(&dir).unwrap();
         let mut w = DiskWatch::new(&dir, 0);
         assert_eq!(w.check(), None);
+        (base, dir, w)
+    }
+
+    #[test]
+    fn a_deleted_run_directory_stops_the_run_once() {
+        let (base, dir, mut w) = watched_run_dir("disk-gone");
         // A reserve no disk has: any reading of the free space asks for a stop.
         let mut full = DiskWatch::new(&dir, u64::MAX);
-        // Moved, its files are still there: nothing to say, and its disk is watched on.
-        let moved = base.join("moved");
-        std::fs::rename(&dir, &moved).unwrap();
-        assert_eq!(w.check(), None);
         assert!(matches!(full.check(), Some(DiskNews::Stop(_))));
-        std::fs::remove_dir_all(&moved).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         let n = w.check();
-        let Some(DiskNews::Gone(m)) = n else {
+        let Some(DiskNews::Gone { message: m, .. }) = n else {
             panic!("{n:?}")
         };
         assert!(
@@ -242,6 +291,34 @@ mod tests {
             "{m}"
         );
         assert_eq!(w.check(), None);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// A run directory renamed under a run: its workers, writing by its old name, failed one
+    /// by one and the run ended saying its directory was gone; nothing said where it was.
+    #[test]
+    fn a_moved_run_directory_stops_the_run_once_saying_where_it_is() {
+        let (base, dir, mut w) = watched_run_dir("disk-moved");
+        let moved = base.join("week_1");
+        std::fs::rename(&dir, &moved).unwrap();
+        let n = w.check();
+        let Some(DiskNews::Gone { message: m, .. }) = n else {
+            panic!("{n:?}")
+        };
+        assert!(
+            m.contains(&format!(
+                "{} was moved or renamed while the run went on: it is now {}",
+                dir.display(),
+                moved.display()
+            )),
+            "{m}"
+        );
+        assert_eq!(w.check(), None);
+        // Another directory made under the old name is not the run's either.
+        let mut w = DiskWatch::new(&moved, 0);
+        std::fs::rename(&moved, &dir).unwrap();
+        std::fs::create_dir(&moved).unwrap();
+        assert!(matches!(w.check(), Some(DiskNews::Gone { .. })));
         let _ = std::fs::remove_dir_all(&base);
     }
 }

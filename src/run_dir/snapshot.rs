@@ -169,7 +169,8 @@ pub enum StopCause {
     Monitor,
     /// The free space on the run's disk reached `disk_reserve_mb`.
     DiskFull,
-    /// The run directory was deleted while the run went on (its files with it).
+    /// The run directory was deleted (its files with it), moved or renamed while the run
+    /// went on.
     RunDirGone,
     /// A worker failed for good (see `failures`).
     WorkerFailed,
@@ -207,7 +208,9 @@ impl StopCause {
             }
             StopCause::Monitor => "a stop from the live page, the dashboard or Python",
             StopCause::DiskFull => "the disk reaching its reserve (disk_reserve_mb)",
-            StopCause::RunDirGone => "the deletion of its run directory while it ran",
+            StopCause::RunDirGone => {
+                "its run directory going from its name while it ran (deleted, moved or renamed)"
+            }
             StopCause::WorkerFailed => "a worker that failed",
             StopCause::Aborted => "an abort: the workers were killed before they drained",
             StopCause::Killed => "the end of its supervisor (killed, or the machine stopped)",
