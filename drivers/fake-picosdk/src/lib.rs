@@ -517,6 +517,19 @@ fn with_unit(
     }
 }
 
+/// Runs `f` on the unit after the checks of a call that a power prompt does not block
+/// (injection, handle, unplug).
+fn with_answering_unit(name: &str, fam: Fam, handle: i16, f: impl FnOnce(&mut Unit) -> u32) -> u32 {
+    let mut g = fake();
+    if let Some(s) = g.enter(name) {
+        return s;
+    }
+    match g.answering(handle, fam) {
+        Ok(u) => f(u),
+        Err(s) => s,
+    }
+}
+
 /// Cancels a unit's block run and streaming; returns the thread to join outside the lock.
 fn stop_unit(u: &mut Unit) -> Option<JoinHandle<()>> {
     u.run_id += 1;
@@ -666,15 +679,7 @@ fn stop(name: &str, fam: Fam, handle: i16) -> u32 {
 }
 
 fn change_power_source(name: &str, fam: Fam, handle: i16, state: u32) -> u32 {
-    let mut g = fake();
-    if let Some(s) = g.enter(name) {
-        return s;
-    }
-    let u = match g.answering(handle, fam) {
-        Ok(u) => u,
-        Err(s) => return s,
-    };
-    match (u.power_pending, state) {
+    with_answering_unit(name, fam, handle, |u| match (u.power_pending, state) {
         // The answer must repeat the prompt's own code (Pico's C example passes the
         // status OpenUnit/RunBlock returned).
         (Some(p), s) if p == s => {
@@ -689,7 +694,7 @@ fn change_power_source(name: &str, fam: Fam, handle: i16, state: u32) -> u32 {
             | st::USB3_0_DEVICE_NON_USB3_0_PORT,
         ) => st::OK,
         (None, _) => st::INVALID_PARAMETER,
-    }
+    })
 }
 
 fn unit_info(
@@ -701,41 +706,35 @@ fn unit_info(
     required: *mut i16,
     info: u32,
 ) -> u32 {
-    let mut g = fake();
-    if let Some(s) = g.enter(name) {
-        return s;
-    }
-    let u = match g.answering(handle, fam) {
-        Ok(u) => u,
-        Err(s) => return s,
-    };
-    let text: &str = match info {
-        0 => "fake-picosdk 0.1.0",
-        1 => "3.0",
-        2 => "1",
-        3 => u.variant,
-        4 => fam.serial(),
-        5 => "01Jan26",
-        6 => "fake kernel driver",
-        // PICO_DIGITAL_HARDWARE_VERSION: only units with digital hardware have one.
-        7 if u.mso => "1",
-        _ => return st::INVALID_PARAMETER,
-    };
-    let bytes = text.as_bytes();
-    if !required.is_null() {
-        // SAFETY: non-null pointer to one int16_t per the API.
-        unsafe { *required = bytes.len() as i16 + 1 };
-    }
-    if out.is_null() || len <= 0 {
-        return st::OK;
-    }
-    let n = bytes.len().min(len as usize - 1);
-    // SAFETY: the caller gave `len` writable bytes at `out`; we write n + 1 <= len.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const i8, out, n);
-        *out.add(n) = 0;
-    }
-    st::OK
+    with_answering_unit(name, fam, handle, |u| {
+        let text: &str = match info {
+            0 => "fake-picosdk 0.1.0",
+            1 => "3.0",
+            2 => "1",
+            3 => u.variant,
+            4 => fam.serial(),
+            5 => "01Jan26",
+            6 => "fake kernel driver",
+            // PICO_DIGITAL_HARDWARE_VERSION: only units with digital hardware have one.
+            7 if u.mso => "1",
+            _ => return st::INVALID_PARAMETER,
+        };
+        let bytes = text.as_bytes();
+        if !required.is_null() {
+            // SAFETY: non-null pointer to one int16_t per the API.
+            unsafe { *required = bytes.len() as i16 + 1 };
+        }
+        if out.is_null() || len <= 0 {
+            return st::OK;
+        }
+        let n = bytes.len().min(len as usize - 1);
+        // SAFETY: the caller gave `len` writable bytes at `out`; we write n + 1 <= len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const i8, out, n);
+            *out.add(n) = 0;
+        }
+        st::OK
+    })
 }
 
 fn enumerate_units(name: &str, fam: Fam, count: *mut i16, serials: *mut i8, len: *mut i16) -> u32 {
@@ -1263,6 +1262,7 @@ fn copy_values(
     st::OK
 }
 
+/// `GetTriggerTimeOffset64`: the offsets of segments `segment..=segment`.
 fn trigger_offset(
     name: &str,
     fam: Fam,
@@ -1271,25 +1271,10 @@ fn trigger_offset(
     unit: *mut i32,
     segment: u32,
 ) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
-            return st::NO_SAMPLES_AVAILABLE;
-        };
-        if time.is_null() || unit.is_null() {
-            return st::NULL_PARAMETER;
-        }
-        if segment >= u.segments {
-            return st::SEGMENT_OUT_OF_RANGE;
-        }
-        // SAFETY: non-null pointers to one int64_t and one TIME_UNITS each.
-        unsafe {
-            *time = block.offsets_ps[segment as usize];
-            *unit = 1; // PS
-        }
-        st::OK
-    })
+    trigger_offsets(name, fam, handle, time, unit, segment, segment)
 }
 
+/// `GetValuesTriggerTimeOffsetBulk64`: one offset and one time unit per segment `from..=to`.
 fn trigger_offsets(
     name: &str,
     fam: Fam,
@@ -1432,267 +1417,73 @@ fn ping(name: &str, fam: Fam, handle: i16) -> u32 {
 // ------------------------------------------------------------------------------------------
 // The exported C API, family by family.
 
-/// The functions every family exports, named `<prefix><Function>` as in Pico's headers
-/// (`common_exports!(Fam::Ps5000a, ps5000a)` gives `ps5000aCloseUnit` ...).
+/// Exported C functions, each named `<prefix><Function>` as in Pico's headers and calling
+/// its family-independent implementation with that name, the family and its own arguments
+/// in order. One line a function: `Function => implementation(argument: type, ...);`.
+macro_rules! c_exports {
+    ($fam:expr, $pfx:ident; $($(#[$doc:meta])* $func:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?);)*) => { pastey::paste! { $(
+        $(#[$doc])*
+        #[no_mangle]
+        pub extern "C" fn [<$pfx $func>]($($arg: $ty),*) -> u32 {
+            $imp(concat!(stringify!($pfx), stringify!($func)), $fam, $($arg),*)
+        }
+    )* }};
+}
+
+/// The functions every family exports (`common_exports!(Fam::Ps5000a, ps5000a)` gives
+/// `ps5000aCloseUnit` ...).
 macro_rules! common_exports {
-    ($fam:expr, $pfx:ident) => { pastey::paste! {
+    ($fam:expr, $pfx:ident) => { c_exports! { $fam, $pfx;
         /// `PICO_STATUS CloseUnit(int16_t handle)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx CloseUnit>](handle: i16) -> u32 {
-            close_unit(concat!(stringify!($pfx), "CloseUnit"), $fam, handle)
-        }
+        CloseUnit => close_unit(handle: i16);
         /// `PICO_STATUS Stop(int16_t handle)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx Stop>](handle: i16) -> u32 {
-            stop(concat!(stringify!($pfx), "Stop"), $fam, handle)
-        }
+        Stop => stop(handle: i16);
         /// `PICO_STATUS PingUnit(int16_t handle)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx PingUnit>](handle: i16) -> u32 {
-            ping(concat!(stringify!($pfx), "PingUnit"), $fam, handle)
-        }
+        PingUnit => ping(handle: i16);
         /// `PICO_STATUS GetUnitInfo(int16_t handle, int8_t *string, int16_t len, int16_t *required, PICO_INFO info)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx GetUnitInfo>](
-            handle: i16,
-            s: *mut i8,
-            len: i16,
-            required: *mut i16,
-            info: u32,
-        ) -> u32 {
-            unit_info(
-                concat!(stringify!($pfx), "GetUnitInfo"),
-                $fam,
-                handle,
-                s,
-                len,
-                required,
-                info,
-            )
-        }
+        GetUnitInfo => unit_info(handle: i16, s: *mut i8, len: i16, required: *mut i16, info: u32);
         /// `PICO_STATUS EnumerateUnits(int16_t *count, int8_t *serials, int16_t *serialLth)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx EnumerateUnits>](count: *mut i16, serials: *mut i8, len: *mut i16) -> u32 {
-            enumerate_units(concat!(stringify!($pfx), "EnumerateUnits"), $fam, count, serials, len)
-        }
+        EnumerateUnits => enumerate_units(count: *mut i16, serials: *mut i8, len: *mut i16);
         /// `PICO_STATUS SetChannel(handle, channel, int16_t enabled, coupling, range, float analogOffset)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx SetChannel>](
-            handle: i16,
-            ch: i32,
-            enabled: i16,
-            coupling: i32,
-            range: i32,
-            offset: f32,
-        ) -> u32 {
-            set_channel(
-                concat!(stringify!($pfx), "SetChannel"),
-                $fam,
-                handle,
-                ch,
-                enabled,
-                coupling,
-                range,
-                offset,
-            )
-        }
+        SetChannel => set_channel(handle: i16, ch: i32, enabled: i16, coupling: i32, range: i32, offset: f32);
         /// `PICO_STATUS SetSimpleTrigger(handle, int16_t enable, source, int16_t threshold, direction, uint32_t delay, int16_t autoTrigger_ms)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx SetSimpleTrigger>](
-            handle: i16,
-            enable: i16,
-            source: i32,
-            threshold: i16,
-            direction: i32,
-            delay: u32,
-            auto_ms: i16,
-        ) -> u32 {
-            set_simple_trigger(
-                concat!(stringify!($pfx), "SetSimpleTrigger"),
-                $fam,
-                handle,
-                enable,
-                source,
-                threshold,
-                direction,
-                delay,
-                auto_ms,
-            )
-        }
+        SetSimpleTrigger => set_simple_trigger(
+            handle: i16, enable: i16, source: i32, threshold: i16, direction: i32, delay: u32, auto_ms: i16
+        );
         /// `PICO_STATUS MemorySegments(handle, uint32_t nSegments, int32_t *nMaxSamples)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx MemorySegments>](handle: i16, n: u32, max: *mut i32) -> u32 {
-            memory_segments(concat!(stringify!($pfx), "MemorySegments"), $fam, handle, n, max)
-        }
+        MemorySegments => memory_segments(handle: i16, n: u32, max: *mut i32);
         /// `PICO_STATUS SetNoOfCaptures(handle, uint32_t nCaptures)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx SetNoOfCaptures>](handle: i16, n: u32) -> u32 {
-            set_no_of_captures(concat!(stringify!($pfx), "SetNoOfCaptures"), $fam, handle, n)
-        }
+        SetNoOfCaptures => set_no_of_captures(handle: i16, n: u32);
         /// `PICO_STATUS IsReady(handle, int16_t *ready)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx IsReady>](handle: i16, ready: *mut i16) -> u32 {
-            is_ready(concat!(stringify!($pfx), "IsReady"), $fam, handle, ready)
-        }
+        IsReady => is_ready(handle: i16, ready: *mut i16);
         /// `PICO_STATUS SetDataBuffer(handle, channel, int16_t *buffer, int32_t len, uint32_t segment, ratioMode)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx SetDataBuffer>](
-            handle: i16,
-            ch: i32,
-            buf: *mut i16,
-            len: i32,
-            segment: u32,
-            mode: i32,
-        ) -> u32 {
-            set_data_buffer(
-                concat!(stringify!($pfx), "SetDataBuffer"),
-                $fam,
-                handle,
-                ch,
-                buf,
-                len,
-                segment,
-                mode,
-            )
-        }
+        SetDataBuffer => set_data_buffer(handle: i16, ch: i32, buf: *mut i16, len: i32, segment: u32, mode: i32);
         /// `PICO_STATUS GetValues(handle, uint32_t startIndex, uint32_t *noOfSamples, uint32_t downSampleRatio, ratioMode, uint32_t segmentIndex, int16_t *overflow)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx GetValues>](
-            handle: i16,
-            start: u32,
-            n: *mut u32,
-            ratio: u32,
-            mode: i32,
-            segment: u32,
-            overflow: *mut i16,
-        ) -> u32 {
-            get_values(
-                concat!(stringify!($pfx), "GetValues"),
-                $fam,
-                handle,
-                start,
-                n,
-                ratio,
-                mode,
-                segment,
-                overflow,
-            )
-        }
+        GetValues => get_values(
+            handle: i16, start: u32, n: *mut u32, ratio: u32, mode: i32, segment: u32, overflow: *mut i16
+        );
         /// `PICO_STATUS GetValuesBulk(handle, uint32_t *noOfSamples, uint32_t from, uint32_t to, uint32_t ratio, mode, int16_t *overflow)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx GetValuesBulk>](
-            handle: i16,
-            n: *mut u32,
-            from: u32,
-            to: u32,
-            ratio: u32,
-            mode: i32,
-            overflow: *mut i16,
-        ) -> u32 {
-            get_values_bulk(
-                concat!(stringify!($pfx), "GetValuesBulk"),
-                $fam,
-                handle,
-                n,
-                from,
-                to,
-                ratio,
-                mode,
-                overflow,
-            )
-        }
+        GetValuesBulk => get_values_bulk(
+            handle: i16, n: *mut u32, from: u32, to: u32, ratio: u32, mode: i32, overflow: *mut i16
+        );
         /// `PICO_STATUS GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t segmentIndex)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx GetTriggerTimeOffset64>](
-            handle: i16,
-            time: *mut i64,
-            unit: *mut i32,
-            segment: u32,
-        ) -> u32 {
-            trigger_offset(
-                concat!(stringify!($pfx), "GetTriggerTimeOffset64"),
-                $fam,
-                handle,
-                time,
-                unit,
-                segment,
-            )
-        }
+        GetTriggerTimeOffset64 => trigger_offset(handle: i16, time: *mut i64, unit: *mut i32, segment: u32);
         /// `PICO_STATUS GetValuesTriggerTimeOffsetBulk64(handle, int64_t *times, TIME_UNITS *units, uint32_t from, uint32_t to)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx GetValuesTriggerTimeOffsetBulk64>](
-            handle: i16,
-            times: *mut i64,
-            units: *mut i32,
-            from: u32,
-            to: u32,
-        ) -> u32 {
-            trigger_offsets(
-                concat!(stringify!($pfx), "GetValuesTriggerTimeOffsetBulk64"),
-                $fam,
-                handle,
-                times,
-                units,
-                from,
-                to,
-            )
-        }
+        GetValuesTriggerTimeOffsetBulk64 => trigger_offsets(
+            handle: i16, times: *mut i64, units: *mut i32, from: u32, to: u32
+        );
         /// `PICO_STATUS RunStreaming(handle, uint32_t *sampleInterval, units, uint32_t maxPre, uint32_t maxPost, int16_t autoStop, uint32_t ratio, mode, uint32_t overviewBufferSize)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx RunStreaming>](
-            handle: i16,
-            interval: *mut u32,
-            units: i32,
-            pre: u32,
-            post: u32,
-            auto_stop: i16,
-            ratio: u32,
-            mode: i32,
-            overview: u32,
-        ) -> u32 {
-            run_streaming(
-                concat!(stringify!($pfx), "RunStreaming"),
-                $fam,
-                handle,
-                interval,
-                units,
-                pre,
-                post,
-                auto_stop,
-                ratio,
-                mode,
-                overview,
-            )
-        }
+        RunStreaming => run_streaming(
+            handle: i16, interval: *mut u32, units: i32, pre: u32, post: u32, auto_stop: i16, ratio: u32,
+            mode: i32, overview: u32
+        );
         /// `PICO_STATUS GetStreamingLatestValues(handle, StreamingReady cb, void *pParameter)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx GetStreamingLatestValues>](handle: i16, cb: StreamingReady, param: *mut c_void) -> u32 {
-            latest_values(
-                concat!(stringify!($pfx), "GetStreamingLatestValues"),
-                $fam,
-                handle,
-                cb,
-                param,
-            )
-        }
+        GetStreamingLatestValues => latest_values(handle: i16, cb: StreamingReady, param: *mut c_void);
         /// `PICO_STATUS MaximumValue(handle, int16_t *value)`
-        #[no_mangle]
-        pub extern "C" fn [<$pfx MaximumValue>](handle: i16, v: *mut i16) -> u32 {
-            maximum_value(concat!(stringify!($pfx), "MaximumValue"), $fam, handle, v)
-        }
+        MaximumValue => maximum_value(handle: i16, v: *mut i16);
         /// `PICO_STATUS SetDigitalPort(int16_t handle, DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
         /// (ps5000a names the port type `PS5000A_CHANNEL`)
-        #[no_mangle]
-        pub extern "C" fn [<$pfx SetDigitalPort>](handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
-            set_digital_port(
-                concat!(stringify!($pfx), "SetDigitalPort"),
-                $fam,
-                handle,
-                port,
-                enabled,
-                level,
-            )
-        }
+        SetDigitalPort => set_digital_port(handle: i16, port: i32, enabled: i16, level: i16);
     }};
 }
 
