@@ -362,6 +362,89 @@ pub fn resolve(address: &str, default_port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{with_port}' resolves to no address"))
 }
 
+/// The checks of opening a board over `server` (`mcpha`, `scpi`) before connecting: the
+/// configuration's own check (`valid`) and the resolution of `address` (port
+/// `default_port` unless it names one). Gives the address and the board's [`DeviceInfo`]
+/// as `model` there; the error names the device `<server>:<address>`.
+pub(crate) fn locate(
+    server: &str,
+    model: &str,
+    address: &str,
+    valid: std::result::Result<(), String>,
+    default_port: u16,
+) -> Result<(SocketAddr, DeviceInfo)> {
+    let device = format!("{server}:{address}");
+    valid.map_err(|detail| DriverError::Config {
+        device: device.clone(),
+        detail,
+    })?;
+    let addr = resolve(address, default_port).map_err(|detail| DriverError::Open {
+        device: device.clone(),
+        detail,
+    })?;
+    let info = DeviceInfo {
+        family: Family::RedPitaya,
+        model: model.into(),
+        serial: None,
+        port: format!("{server}:{addr}"),
+        usb_id: None,
+    };
+    Ok((addr, info))
+}
+
+/// When a driver tries a lost board again: at once after a loss, then, while attempts
+/// fail, after waits doubling from the backoff's initial wait up to its maximum. Sleeps
+/// at most 100 ms a call, so that a run waiting for the board still stops quickly.
+#[derive(Clone, Debug)]
+pub(crate) struct Redial {
+    backoff: Backoff,
+    next_attempt: Instant,
+    wait: Duration,
+}
+
+impl Redial {
+    /// The first attempt at once.
+    pub(crate) fn new(backoff: Backoff) -> Self {
+        Redial {
+            backoff,
+            next_attempt: Instant::now(),
+            wait: backoff.initial,
+        }
+    }
+
+    /// Waits for the next attempt, 100 ms at most; whether it is due now.
+    pub(crate) fn due(&self) -> bool {
+        let now = Instant::now();
+        if now < self.next_attempt {
+            std::thread::sleep((self.next_attempt - now).min(Duration::from_millis(100)));
+            if Instant::now() < self.next_attempt {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes in the outcome of an attempt: whether it connected. A configuration error,
+    /// which no retry cures, is returned; any other error makes the next attempt wait.
+    pub(crate) fn settle(&mut self, outcome: Result<()>) -> Result<bool> {
+        match outcome {
+            Ok(()) => {
+                self.wait = self.backoff.initial;
+                self.next_attempt = Instant::now();
+                Ok(true)
+            }
+            Err(DriverError::Config { device, detail }) => {
+                Err(DriverError::Config { device, detail })
+            }
+            Err(_) => {
+                self.next_attempt = Instant::now() + self.wait;
+                self.wait = (self.wait * 2).min(self.backoff.max);
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// What a timed read came to.
 pub(crate) enum Got {
     /// The buffer is full.
@@ -464,8 +547,7 @@ pub struct Mcpha {
     resync: bool,
     running: bool,
     next_readout: Instant,
-    next_attempt: Instant,
-    wait: Duration,
+    redial: Redial,
     stats: McphaStats,
     last_status: Status,
 }
@@ -518,15 +600,13 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> Result<(TcpStream, Status),
 
 /// Opens the board at `cfg.scope.address`, configures it and arms the scope.
 pub fn open(cfg: McphaConfig) -> Result<Mcpha, DriverError> {
-    let device = format!("mcpha:{}", cfg.scope.address);
-    cfg.validate().map_err(|detail| DriverError::Config {
-        device: device.clone(),
-        detail,
-    })?;
-    let addr = resolve(&cfg.scope.address, protocol::PORT).map_err(|detail| DriverError::Open {
-        device: device.clone(),
-        detail,
-    })?;
+    let (addr, info) = locate(
+        "mcpha",
+        "Red Pitaya MCPHA server",
+        &cfg.scope.address,
+        cfg.validate(),
+        protocol::PORT,
+    )?;
     let layout = cfg.layout();
     let (scratch, hists) = match cfg.mode {
         McphaMode::Traces(_) => (
@@ -537,13 +617,7 @@ pub fn open(cfg: McphaConfig) -> Result<Mcpha, DriverError> {
     };
     let now = Instant::now();
     let mut m = Mcpha {
-        info: DeviceInfo {
-            family: Family::RedPitaya,
-            model: "Red Pitaya MCPHA server".into(),
-            serial: None,
-            port: format!("mcpha:{addr}"),
-            usb_id: None,
-        },
+        info,
         addr,
         conn: None,
         read_timeout: Duration::ZERO,
@@ -566,8 +640,7 @@ pub fn open(cfg: McphaConfig) -> Result<Mcpha, DriverError> {
         resync: false,
         running: false,
         next_readout: now,
-        next_attempt: now,
-        wait: cfg.scope.backoff.initial,
+        redial: Redial::new(cfg.scope.backoff),
         stats: McphaStats::default(),
         last_status: Status::default(),
         cfg,
@@ -929,29 +1002,13 @@ impl Source for Mcpha {
 
     fn reconnect(&mut self) -> Result<bool> {
         self.conn = None;
-        let now = Instant::now();
-        if now < self.next_attempt {
-            std::thread::sleep((self.next_attempt - now).min(Duration::from_millis(100)));
-            if Instant::now() < self.next_attempt {
-                return Ok(false);
-            }
+        if !self.redial.due() {
+            return Ok(false);
         }
-        match self.connect(false) {
-            Ok(()) => {
-                self.stats.reconnects += 1;
-                self.wait = self.cfg.scope.backoff.initial;
-                self.next_attempt = Instant::now();
-                Ok(true)
-            }
-            Err(DriverError::Config { device, detail }) => {
-                Err(DriverError::Config { device, detail })
-            }
-            Err(_) => {
-                self.next_attempt = Instant::now() + self.wait;
-                self.wait = (self.wait * 2).min(self.cfg.scope.backoff.max);
-                Ok(false)
-            }
-        }
+        let outcome = self.connect(false);
+        let connected = self.redial.settle(outcome)?;
+        self.stats.reconnects += u64::from(connected);
+        Ok(connected)
     }
 
     fn channel_scales(&self) -> Vec<ChannelScale> {

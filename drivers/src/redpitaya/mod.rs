@@ -13,6 +13,7 @@ pub mod simulator;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use driver::{locate, Redial};
 pub use driver::{
     open, probe, resolve, GeneratorConfig, Mcpha, McphaConfig, McphaMode, McphaStats, PhaConfig,
     ScopeConfig, TraceAcquisition,

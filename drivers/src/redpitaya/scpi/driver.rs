@@ -21,10 +21,8 @@ use std::time::{Duration, Instant};
 use super::protocol::{self as sp, DataQuery, ScpiError};
 use crate::driver::Result;
 use crate::redpitaya::protocol::{Input, Slope, SAMPLE_BYTES};
-use crate::redpitaya::{resolve, ScopeConfig};
-use crate::{
-    ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source,
-};
+use crate::redpitaya::{locate, Redial, ScopeConfig};
+use crate::{ChannelScale, DeviceInfo, DriverError, EventInfo, EventLayout, ReadOutcome, Source};
 
 /// Settings of a board read over SCPI (setup keys map onto these fields).
 #[derive(Clone, Debug, PartialEq)]
@@ -282,8 +280,7 @@ pub struct Scpi {
     cmd: Vec<u8>,
     phase: Phase,
     running: bool,
-    next_attempt: Instant,
-    wait: Duration,
+    redial: Redial,
     stats: ScpiStats,
 }
 
@@ -353,24 +350,16 @@ pub fn probe_scpi(addr: SocketAddr, timeout: Duration) -> Result<String, DriverE
 
 /// Opens the board at `cfg.scope.address` over SCPI and configures the acquisition.
 pub fn open_scpi(cfg: ScpiConfig) -> Result<Scpi, DriverError> {
-    let device = format!("scpi:{}", cfg.scope.address);
-    cfg.validate().map_err(|detail| DriverError::Config {
-        device: device.clone(),
-        detail,
-    })?;
-    let addr = resolve(&cfg.scope.address, sp::PORT).map_err(|detail| DriverError::Open {
-        device: device.clone(),
-        detail,
-    })?;
+    let (addr, info) = locate(
+        "scpi",
+        "Red Pitaya SCPI server",
+        &cfg.scope.address,
+        cfg.validate(),
+        sp::PORT,
+    )?;
     let bytes = cfg.scope.samples as usize * 2;
     let mut d = Scpi {
-        info: DeviceInfo {
-            family: Family::RedPitaya,
-            model: "Red Pitaya SCPI server".into(),
-            serial: None,
-            port: format!("scpi:{addr}"),
-            usb_id: None,
-        },
+        info,
         addr,
         wire: None,
         layout: cfg.layout(),
@@ -379,8 +368,7 @@ pub fn open_scpi(cfg: ScpiConfig) -> Result<Scpi, DriverError> {
         cmd: Vec::with_capacity(128),
         phase: Phase::Idle,
         running: false,
-        next_attempt: Instant::now(),
-        wait: cfg.scope.backoff.initial,
+        redial: Redial::new(cfg.scope.backoff),
         stats: ScpiStats::default(),
         cfg,
     };
@@ -651,26 +639,14 @@ impl Source for Scpi {
 
     fn reconnect(&mut self) -> Result<bool> {
         self.wire = None;
-        let now = Instant::now();
-        if now < self.next_attempt {
-            std::thread::sleep((self.next_attempt - now).min(Duration::from_millis(100)));
-            if Instant::now() < self.next_attempt {
-                return Ok(false);
-            }
+        if !self.redial.due() {
+            return Ok(false);
         }
-        match self.connect() {
-            Ok(()) => {
-                self.stats.reconnects += 1;
-                self.wait = self.cfg.scope.backoff.initial;
-                self.next_attempt = Instant::now();
-                Ok(true)
-            }
-            Err(_) => {
-                self.next_attempt = Instant::now() + self.wait;
-                self.wait = (self.wait * 2).min(self.cfg.scope.backoff.max);
-                Ok(false)
-            }
-        }
+        // Connecting over SCPI has no configuration error: every failure is retried.
+        let outcome = self.connect();
+        let connected = self.redial.settle(outcome)?;
+        self.stats.reconnects += u64::from(connected);
+        Ok(connected)
     }
 
     fn channel_scales(&self) -> Vec<ChannelScale> {
