@@ -546,22 +546,12 @@ impl SimDrs4State {
                 let payload = &data[10..];
                 match space {
                     Space::Ctrl => {
-                        let end = offset
-                            .checked_add(size)
-                            .filter(|e| *e <= self.ctrl.len())
-                            .ok_or(UsbError::Stall)?;
-                        self.ctrl[offset..end].copy_from_slice(payload);
+                        write_into(&mut self.ctrl, offset, payload)?;
                         if offset < 4 {
                             self.control_written();
                         }
                     }
-                    Space::Ram => {
-                        let end = offset
-                            .checked_add(size)
-                            .filter(|e| *e <= self.ram.len())
-                            .ok_or(UsbError::Stall)?;
-                        self.ram[offset..end].copy_from_slice(payload);
-                    }
+                    Space::Ram => write_into(&mut self.ram, offset, payload)?,
                     Space::Status | Space::Fifo => {}
                 }
             }
@@ -587,6 +577,17 @@ impl SimDrs4State {
         }
         Ok(data.len())
     }
+}
+
+/// Copies a write command's `payload` into `memory` from `offset`; one that does not fit
+/// stalls, as the board does.
+fn write_into(memory: &mut [u8], offset: usize, payload: &[u8]) -> Result<(), UsbError> {
+    let end = offset
+        .checked_add(payload.len())
+        .filter(|e| *e <= memory.len())
+        .ok_or(UsbError::Stall)?;
+    memory[offset..end].copy_from_slice(payload);
+    Ok(())
 }
 
 impl SimUsbState for SimDrs4State {

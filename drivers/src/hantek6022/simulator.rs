@@ -325,12 +325,7 @@ impl SimHantekState {
         }
     }
 
-    fn bulk_in(
-        &mut self,
-        endpoint: u8,
-        buf: &mut [u8],
-        timeout: Duration,
-    ) -> Result<usize, UsbError> {
+    fn bulk_in(&mut self, endpoint: u8, buf: &mut [u8]) -> Result<usize, UsbError> {
         if endpoint != SAMPLE_ENDPOINT || self.firmware.is_none() {
             return Err(UsbError::Stall);
         }
@@ -347,7 +342,6 @@ impl SimHantekState {
             let due = (self.started_at.elapsed().as_secs_f64() * rate as f64) as u64 * channels;
             let available = due.saturating_sub(self.stream_bytes) as usize;
             if available == 0 {
-                let _ = timeout;
                 return Err(UsbError::Timeout);
             }
             n = n.min(available);
@@ -496,7 +490,7 @@ impl UsbTransport for SimHantekHandle {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, UsbError> {
-        let result = self.live()?.bulk_in(endpoint, buf, timeout);
+        let result = self.live()?.bulk_in(endpoint, buf);
         if result == Err(UsbError::Timeout) {
             // A real read blocks for its timeout; stay short so stop() stays quick.
             std::thread::sleep(timeout.min(Duration::from_millis(2)));
