@@ -33,21 +33,25 @@ fn assert_calibrated_event(board: &mut Drs4<impl UsbTransport>, sim: &SimDrs4, o
     assert!(baseline < 2.0 * 30.0 / 65536.0, "baseline rms {baseline}");
 }
 
-fn board_with_true_calibration(sim: &SimDrs4) -> Drs4<super::simulator::SimDrs4Handle> {
-    let board = Drs4::open(&mut sim.bus(), Drs4Config::default()).unwrap();
+/// The board of `sim` opened with the calibration in its EEPROM and started, and a buffer
+/// for one event.
+fn started_board_with_true_calibration(
+    sim: &SimDrs4,
+) -> (Drs4<super::simulator::SimDrs4Handle>, Vec<u8>) {
+    let mut board = Drs4::open(&mut sim.bus(), Drs4Config::default()).unwrap();
     assert_eq!(
         board.calibration_source().to_string(),
         "eeprom (voltage, timing)"
     );
-    board
+    let out = vec![0u8; board.layout().event_size()];
+    board.start().unwrap();
+    (board, out)
 }
 
 #[test]
 fn drs4_reconnect_after_unplug_finds_the_same_board_and_events_flow_again() {
     let sim = SimDrs4::new(SimDrs4Config::default());
-    let mut board = board_with_true_calibration(&sim);
-    let mut out = vec![0u8; board.layout().event_size()];
-    board.start().unwrap();
+    let (mut board, mut out) = started_board_with_true_calibration(&sim);
     for _ in 0..3 {
         assert_calibrated_event(&mut board, &sim, &mut out);
     }
@@ -98,9 +102,7 @@ fn drs4_reconnect_after_unplug_finds_the_same_board_and_events_flow_again() {
 #[test]
 fn drs4_unplug_in_the_middle_of_a_readout_publishes_nothing_torn() {
     let sim = SimDrs4::new(SimDrs4Config::default());
-    let mut board = board_with_true_calibration(&sim);
-    let mut out = vec![0u8; board.layout().event_size()];
-    board.start().unwrap();
+    let (mut board, mut out) = started_board_with_true_calibration(&sim);
     assert_calibrated_event(&mut board, &sim, &mut out);
     // The next readout (18436 bytes) breaks off after 5000 bytes.
     sim.unplug_after_in_bytes(5000);
@@ -129,9 +131,7 @@ fn drs4_unplug_in_the_middle_of_a_readout_publishes_nothing_torn() {
 #[test]
 fn drs4_reconnect_refuses_another_board_at_the_same_place() {
     let sim = SimDrs4::new(SimDrs4Config::default());
-    let mut board = board_with_true_calibration(&sim);
-    let mut out = vec![0u8; board.layout().event_size()];
-    board.start().unwrap();
+    let (mut board, mut out) = started_board_with_true_calibration(&sim);
     sim.unplug();
     // Another board (serial 3001) is plugged in where ours was: REG_SERIAL_BOARD 0x24,
     // word-swapped to 0x26.

@@ -1063,6 +1063,13 @@ impl SimBoard for Board {
 mod tests {
     use super::*;
 
+    /// A client connected to `sim`, its reads timing out after `timeout`.
+    fn client(sim: &SimMcpha, timeout: Duration) -> TcpStream {
+        let s = TcpStream::connect(sim.addr()).unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
+        s
+    }
+
     fn talk(s: &mut TcpStream, c: Command) {
         s.write_all(&c.encode()).unwrap();
     }
@@ -1099,8 +1106,7 @@ mod tests {
             ..McphaSimConfig::default()
         };
         let sim = SimMcpha::start(cfg.clone()).unwrap();
-        let mut s = TcpStream::connect(sim.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = client(&sim, Duration::from_secs(5));
         let sc = ScopeSettings {
             total: 200,
             pre: 20,
@@ -1145,8 +1151,7 @@ mod tests {
     fn stale_tail_and_generator_and_histogram() {
         let cfg = McphaSimConfig::default();
         let sim = SimMcpha::start(cfg.clone()).unwrap();
-        let mut s = TcpStream::connect(sim.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = client(&sim, Duration::from_secs(5));
         let sc = ScopeSettings {
             total: 300,
             pre: 10,
@@ -1209,14 +1214,10 @@ mod tests {
     #[test]
     fn one_client_at_a_time_and_faults() {
         let sim = SimMcpha::start(McphaSimConfig::default()).unwrap();
-        let mut a = TcpStream::connect(sim.addr()).unwrap();
-        a.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let mut a = client(&sim, Duration::from_millis(300));
         talk(&mut a, Command::ReadStatus);
         read_n(&mut a, 36);
-        let mut b = TcpStream::connect(sim.addr()).unwrap();
-        b.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let mut b = client(&sim, Duration::from_millis(300));
         talk(&mut b, Command::ReadStatus);
         let mut x = [0u8; 1];
         assert!(b.read(&mut x).is_err(), "the second client waits");
@@ -1232,8 +1233,7 @@ mod tests {
         assert_eq!(got.len(), 10);
         assert_eq!(e.map_err(|e| e.kind()), Err(ErrorKind::ConnectionReset));
         // Garbage of the right length.
-        let mut c = TcpStream::connect(sim.addr()).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut c = client(&sim, Duration::from_secs(5));
         configure(&mut c, &ScopeSettings::default());
         sim.garbage(1);
         talk(&mut c, Command::StartDaq(2));

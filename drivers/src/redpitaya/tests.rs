@@ -62,6 +62,27 @@ fn m2(code: u64, number: u64, value: i64) -> [u8; 8] {
     (code << 56 | number << 52 | (value as u64 & 0xFFFFFFFFFFFFF)).to_le_bytes()
 }
 
+/// `base` with its traces streamed (the fork's code 31) in sets of `set_size`.
+fn streamed_in_sets_of(set_size: u32, base: McphaConfig) -> McphaConfig {
+    McphaConfig {
+        mode: McphaMode::Traces(TraceAcquisition::Stream { set_size }),
+        ..base
+    }
+}
+
+/// The driver opened with `cfg` and started, and the first `n` traces the simulator of
+/// `simcfg` sends it.
+fn started_with_expected_traces(
+    simcfg: &McphaSimConfig,
+    cfg: McphaConfig,
+    n: usize,
+) -> (Mcpha, Vec<Vec<u8>>) {
+    let want = expected_traces(simcfg, &scope_of(&cfg), n);
+    let mut m = open(cfg).unwrap();
+    m.start().unwrap();
+    (m, want)
+}
+
 fn next_event(m: &mut Mcpha, out: &mut [u8]) -> Result<(), DriverError> {
     let t0 = Instant::now();
     loop {
@@ -128,13 +149,8 @@ fn streamed_traces_are_the_simulators_and_the_stale_tail_is_dropped() {
         ..McphaSimConfig::default()
     };
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
-    let cfg = McphaConfig {
-        mode: McphaMode::Traces(TraceAcquisition::Stream { set_size: 7 }),
-        ..traces_400(&sim)
-    };
-    let want = expected_traces(&simcfg, &scope_of(&cfg), 30);
-    let mut m = open(cfg).unwrap();
-    m.start().unwrap();
+    let cfg = streamed_in_sets_of(7, traces_400(&sim));
+    let (mut m, want) = started_with_expected_traces(&simcfg, cfg, 30);
     let mut out = vec![0u8; 1600];
     for (i, w) in want.iter().enumerate() {
         next_event(&mut m, &mut out).unwrap();
@@ -162,9 +178,7 @@ fn streamed_traces_are_the_simulators_and_the_stale_tail_is_dropped() {
         discard_tail: 0,
         ..traces_400(&sim)
     };
-    let want = expected_traces(&simcfg, &scope_of(&cfg), 20);
-    let mut m = open(cfg).unwrap();
-    m.start().unwrap();
+    let (mut m, want) = started_with_expected_traces(&simcfg, cfg, 20);
     let mut differ = 0;
     for w in &want {
         next_event(&mut m, &mut out).unwrap();
@@ -193,9 +207,7 @@ fn polled_traces_arm_poll_read_and_rearm() {
         discard_tail: 64,
         ..config(&sim)
     };
-    let want = expected_traces(&simcfg, &scope_of(&cfg), 5);
-    let mut m = open(cfg).unwrap();
-    m.start().unwrap();
+    let (mut m, want) = started_with_expected_traces(&simcfg, cfg, 5);
     let mut out = vec![0u8; 1200];
     for w in &want {
         next_event(&mut m, &mut out).unwrap();
@@ -285,11 +297,7 @@ fn histogram_mode_reads_spectra_and_live_time() {
 fn a_reset_mid_trace_is_a_disconnect_and_the_stream_goes_on() {
     let simcfg = McphaSimConfig::default();
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
-    let mut m = open(McphaConfig {
-        mode: McphaMode::Traces(TraceAcquisition::Stream { set_size: 5 }),
-        ..config(&sim)
-    })
-    .unwrap();
+    let mut m = open(streamed_in_sets_of(5, config(&sim))).unwrap();
     m.start().unwrap();
     let mut out = vec![0u8; 4000];
     for _ in 0..3 {
@@ -326,11 +334,7 @@ fn a_reset_mid_trace_is_a_disconnect_and_the_stream_goes_on() {
 #[test]
 fn a_stall_mid_trace_is_a_bad_record_then_a_reconnect() {
     let sim = SimMcpha::start(McphaSimConfig::default()).unwrap();
-    let mut m = open(McphaConfig {
-        mode: McphaMode::Traces(TraceAcquisition::Stream { set_size: 3 }),
-        ..config(&sim)
-    })
-    .unwrap();
+    let mut m = open(streamed_in_sets_of(3, config(&sim))).unwrap();
     m.start().unwrap();
     let mut out = vec![0u8; 4000];
     next_event(&mut m, &mut out).unwrap();
@@ -368,13 +372,8 @@ fn a_stall_mid_trace_is_a_bad_record_then_a_reconnect() {
 fn garbage_traces_are_refused_and_the_next_ones_are_exact() {
     let simcfg = McphaSimConfig::default();
     let sim = SimMcpha::start(simcfg.clone()).unwrap();
-    let cfg = McphaConfig {
-        mode: McphaMode::Traces(TraceAcquisition::Stream { set_size: 4 }),
-        ..config(&sim)
-    };
-    let want = expected_traces(&simcfg, &scope_of(&cfg), 20);
-    let mut m = open(cfg).unwrap();
-    m.start().unwrap();
+    let cfg = streamed_in_sets_of(4, config(&sim));
+    let (mut m, want) = started_with_expected_traces(&simcfg, cfg, 20);
     let mut out = vec![0u8; 4000];
     for w in &want[..3] {
         next_event(&mut m, &mut out).unwrap();
@@ -520,9 +519,7 @@ fn traces_and_the_hardware_histogram_from_one_connection() {
         }; 2],
         ..config(&sim)
     };
-    let want = expected_traces(&simcfg, &scope_of(&cfg), 30);
-    let mut m = open(cfg).unwrap();
-    m.start().unwrap();
+    let (mut m, want) = started_with_expected_traces(&simcfg, cfg, 30);
     let mut out = vec![0u8; 4000];
     let mut readouts = Vec::new();
     for w in &want {
