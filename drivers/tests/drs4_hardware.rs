@@ -5,8 +5,20 @@ use std::time::Duration;
 
 use daq_drivers::drs4::protocol::{REQUIRED_FIRMWARE, USB_ID};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource};
-use daq_drivers::usb::{scan, RusbBus};
+use daq_drivers::usb::{scan, RusbBus, RusbTransport};
 use daq_drivers::{ReadOutcome, Source};
+
+/// The board on the real bus, opened with software triggers, with the time axis in its
+/// events when `time_axis`.
+fn open_soft_triggered(time_axis: bool) -> Drs4<RusbTransport> {
+    let mut bus = RusbBus::new().expect("USB bus");
+    let config = Drs4Config {
+        trigger: Drs4TriggerSource::Software,
+        time_axis,
+        ..Drs4Config::default()
+    };
+    Drs4::open(&mut bus, config).unwrap()
+}
 
 #[test]
 #[ignore = "needs a DRS4 evaluation board connected"]
@@ -20,13 +32,7 @@ fn scan_finds_the_board() {
 #[test]
 #[ignore = "needs a DRS4 evaluation board connected"]
 fn identifies_and_reads_soft_triggered_events() {
-    let mut bus = RusbBus::new().expect("USB bus");
-    let config = Drs4Config {
-        trigger: Drs4TriggerSource::Software,
-        time_axis: true,
-        ..Drs4Config::default()
-    };
-    let mut board = Drs4::open(&mut bus, config).unwrap();
+    let mut board = open_soft_triggered(true);
     assert!(board.identity().firmware >= REQUIRED_FIRMWARE);
     let mut out = vec![0u8; board.layout().event_size()];
     board.start().unwrap();
@@ -43,12 +49,7 @@ fn identifies_and_reads_soft_triggered_events() {
 #[test]
 #[ignore = "needs a DRS4 evaluation board connected, inputs open"]
 fn measured_offsets_flatten_the_pedestal() {
-    let mut bus = RusbBus::new().expect("USB bus");
-    let config = Drs4Config {
-        trigger: Drs4TriggerSource::Software,
-        ..Drs4Config::default()
-    };
-    let mut board = Drs4::open(&mut bus, config).unwrap();
+    let mut board = open_soft_triggered(false);
     board.calibrate_offsets(100).unwrap();
     let mut out = vec![0u8; board.layout().event_size()];
     board.start().unwrap();
@@ -69,12 +70,7 @@ fn measured_offsets_flatten_the_pedestal() {
 #[test]
 #[ignore = "needs a DRS4 evaluation board connected (calibrated with PSI's drsosc)"]
 fn reads_the_calibration_stored_in_the_eeprom() {
-    let mut bus = RusbBus::new().expect("USB bus");
-    let config = Drs4Config {
-        trigger: Drs4TriggerSource::Software,
-        ..Drs4Config::default()
-    };
-    let board = Drs4::open(&mut bus, config).unwrap();
+    let board = open_soft_triggered(false);
     let facts = board.run_metadata();
     let used = facts
         .iter()

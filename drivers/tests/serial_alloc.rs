@@ -12,8 +12,9 @@ use alloc_count::allocations_in;
 use daq_drivers::cosmicwatch::{
     CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
 };
-use daq_drivers::gmc::{GmcConfig, GmcMode, GmcModel, GmcSimConfig};
+use daq_drivers::gmc::{Gmc, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
 use daq_drivers::linecounter::{self, LineCounterConfig, LineSimConfig, SimFormat};
+use daq_drivers::serial::SimulatorHandle;
 use daq_drivers::{ReadOutcome, Source};
 
 #[global_allocator]
@@ -54,6 +55,22 @@ fn allocations_while_reading(dev: &mut dyn Source, n: usize, idle_reads: usize) 
     reading + idling
 }
 
+/// A simulated GMC `model` counting 20 a (simulated) `second`, and its driver opened with
+/// `config` and started; the simulator runs as long as its handle lives.
+fn started_gmc(model: GmcModel, second: Duration, config: GmcConfig) -> (SimulatorHandle, Gmc) {
+    let (sim, mut dev) = common::open_gmc(
+        GmcSimConfig {
+            model,
+            cps: 20.0,
+            second,
+            ..Default::default()
+        },
+        config,
+    );
+    dev.start().unwrap();
+    (sim, dev)
+}
+
 #[test]
 fn serial_reading_loops_do_not_allocate() {
     // The counter sees this thread's allocations at all.
@@ -64,16 +81,7 @@ fn serial_reading_loops_do_not_allocate() {
 
     let fast = Duration::from_millis(5);
 
-    let (_sim, mut dev) = common::open_gmc(
-        GmcSimConfig {
-            model: GmcModel::Gmc320,
-            cps: 20.0,
-            second: fast,
-            ..Default::default()
-        },
-        GmcConfig::default(),
-    );
-    dev.start().unwrap();
+    let (_sim, mut dev) = started_gmc(GmcModel::Gmc320, fast, GmcConfig::default());
     assert_eq!(
         allocations_while_reading(&mut dev, 50, 5),
         0,
@@ -83,19 +91,14 @@ fn serial_reading_loops_do_not_allocate() {
     let mode = GmcMode::PollCpm {
         interval: Duration::from_millis(2),
     };
-    let (_sim, mut dev) = common::open_gmc(
-        GmcSimConfig {
-            model: GmcModel::Gmc600Plus,
-            cps: 20.0,
-            second: fast,
-            ..Default::default()
-        },
+    let (_sim, mut dev) = started_gmc(
+        GmcModel::Gmc600Plus,
+        fast,
         GmcConfig {
             mode,
             ..Default::default()
         },
     );
-    dev.start().unwrap();
     assert_eq!(
         allocations_while_reading(&mut dev, 20, 0),
         0,
