@@ -549,7 +549,9 @@ fn join(t: Option<JoinHandle<()>>) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Family-independent implementations; the exported functions below only add the name.
+// Family-independent implementations; the exported functions below add the name and the
+// family, and for the functions of a unit (those taking `u: &mut Unit`) the common checks
+// of `with_unit`.
 
 fn open_unit(name: &str, fam: Fam, handle: *mut i16, serial: *const i8, resolution: u32) -> u32 {
     if handle.is_null() {
@@ -768,111 +770,90 @@ fn enumerate_units(name: &str, fam: Fam, count: *mut i16, serials: *mut i8, len:
     st::OK
 }
 
-fn set_resolution(name: &str, fam: Fam, handle: i16, res: u32) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if res > 4 {
-            return st::INVALID_DEVICE_RESOLUTION;
-        }
-        if u.enabled() > fam.channels_at(res) {
-            return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
-        }
-        u.resolution = res;
-        st::OK
-    })
+fn set_resolution(u: &mut Unit, res: u32) -> u32 {
+    if res > 4 {
+        return st::INVALID_DEVICE_RESOLUTION;
+    }
+    if u.enabled() > u.fam.channels_at(res) {
+        return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
+    }
+    u.resolution = res;
+    st::OK
 }
 
-fn set_channel(
-    name: &str,
-    fam: Fam,
-    handle: i16,
-    ch: i32,
-    enabled: i16,
-    coupling: i32,
-    range: i32,
-    offset: f32,
-) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if !(0..fam.channels() as i32).contains(&ch) {
-            return st::INVALID_CHANNEL;
-        }
-        if !(0..=1).contains(&coupling) {
-            return st::INVALID_COUPLING;
-        }
-        if enabled != 0 && !u.range_ok(range) {
-            return st::INVALID_VOLTAGE_RANGE;
-        }
-        let mut next = u.chans;
-        next[ch as usize] = Chan {
-            enabled: enabled != 0,
-            range,
-            offset_v: offset,
-        };
-        let n = next.iter().filter(|c| c.enabled).count();
-        if n > fam.channels_at(u.resolution) {
-            return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
-        }
-        u.chans = next;
-        st::OK
-    })
+fn set_channel(u: &mut Unit, ch: i32, enabled: i16, coupling: i32, range: i32, offset: f32) -> u32 {
+    if !(0..u.fam.channels() as i32).contains(&ch) {
+        return st::INVALID_CHANNEL;
+    }
+    if !(0..=1).contains(&coupling) {
+        return st::INVALID_COUPLING;
+    }
+    if enabled != 0 && !u.range_ok(range) {
+        return st::INVALID_VOLTAGE_RANGE;
+    }
+    let mut next = u.chans;
+    next[ch as usize] = Chan {
+        enabled: enabled != 0,
+        range,
+        offset_v: offset,
+    };
+    let n = next.iter().filter(|c| c.enabled).count();
+    if n > u.fam.channels_at(u.resolution) {
+        return st::INVALID_NUMBER_CHANNELS_FOR_RESOLUTION;
+    }
+    u.chans = next;
+    st::OK
 }
 
 fn get_timebase2(
-    name: &str,
-    fam: Fam,
-    handle: i16,
+    u: &mut Unit,
     tb: u32,
     samples: i32,
     interval: *mut f32,
     max: *mut i32,
     segment: u32,
 ) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        let Some(ns) = fam.interval_ns(u.resolution, tb, u.enabled()) else {
-            return st::INVALID_TIMEBASE;
-        };
-        if segment >= u.segments {
-            return st::SEGMENT_OUT_OF_RANGE;
+    let Some(ns) = u.fam.interval_ns(u.resolution, tb, u.enabled()) else {
+        return st::INVALID_TIMEBASE;
+    };
+    if segment >= u.segments {
+        return st::SEGMENT_OUT_OF_RANGE;
+    }
+    let max_samples = max_per_segment(u);
+    if samples < 0 || i64::from(samples) > max_samples {
+        return st::TOO_MANY_SAMPLES;
+    }
+    // SAFETY: optional out-pointers to one float / one int32_t each.
+    unsafe {
+        if !interval.is_null() {
+            *interval = ns as f32;
         }
-        let max_samples = max_per_segment(u);
-        if samples < 0 || i64::from(samples) > max_samples {
-            return st::TOO_MANY_SAMPLES;
+        if !max.is_null() {
+            *max = max_samples as i32;
         }
-        // SAFETY: optional out-pointers to one float / one int32_t each.
-        unsafe {
-            if !interval.is_null() {
-                *interval = ns as f32;
-            }
-            if !max.is_null() {
-                *max = max_samples as i32;
-            }
-        }
-        st::OK
-    })
+    }
+    st::OK
 }
 
 fn max_per_segment(u: &Unit) -> i64 {
     (u.fam.memory() / u64::from(u.segments.max(1)) / u.sources().max(1) as u64) as i64
 }
 
-fn set_digital_port(name: &str, fam: Fam, handle: i16, port: i32, enabled: i16, level: i16) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        // [unverified] the code Pico's library gives a model without digital ports.
-        if !u.mso || !(0x80..=0x81).contains(&port) {
-            return st::INVALID_DIGITAL_PORT;
-        }
-        if level == i16::MIN {
-            // Outside PS*_MIN_LOGIC_LEVEL (−32767).
-            return st::INVALID_PARAMETER;
-        }
-        u.ports[(port - 0x80) as usize] = (enabled != 0).then_some(level);
-        st::OK
-    })
+fn set_digital_port(u: &mut Unit, port: i32, enabled: i16, level: i16) -> u32 {
+    // [unverified] the code Pico's library gives a model without digital ports.
+    if !u.mso || !(0x80..=0x81).contains(&port) {
+        return st::INVALID_DIGITAL_PORT;
+    }
+    if level == i16::MIN {
+        // Outside PS*_MIN_LOGIC_LEVEL (−32767).
+        return st::INVALID_PARAMETER;
+    }
+    u.ports[(port - 0x80) as usize] = (enabled != 0).then_some(level);
+    st::OK
 }
 
 fn set_simple_trigger(
-    name: &str,
-    fam: Fam,
-    handle: i16,
+    u: &mut Unit,
     enable: i16,
     source: i32,
     threshold: i16,
@@ -880,81 +861,64 @@ fn set_simple_trigger(
     delay: u32,
     auto_ms: i16,
 ) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if enable != 0 && !(0..fam.channels() as i32).contains(&source) {
-            return st::INVALID_TRIGGER_CHANNEL;
-        }
-        if !(0..=4).contains(&direction) {
-            return st::INVALID_PARAMETER;
-        }
-        u.trig = Trig {
-            enabled: enable != 0,
-            source,
-            threshold,
-            direction,
-            delay,
-            auto_ms,
-        };
-        st::OK
-    })
+    if enable != 0 && !(0..u.fam.channels() as i32).contains(&source) {
+        return st::INVALID_TRIGGER_CHANNEL;
+    }
+    if !(0..=4).contains(&direction) {
+        return st::INVALID_PARAMETER;
+    }
+    u.trig = Trig {
+        enabled: enable != 0,
+        source,
+        threshold,
+        direction,
+        delay,
+        auto_ms,
+    };
+    st::OK
 }
 
-fn memory_segments(name: &str, fam: Fam, handle: i16, n: u32, max: *mut i32) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if n == 0 || n > fam.max_segments() {
-            return st::TOO_MANY_SEGMENTS;
-        }
-        u.segments = n;
-        u.captures = u.captures.min(n);
-        u.buffers.clear();
-        if !max.is_null() {
-            // SAFETY: non-null pointer to one int32_t.
-            unsafe { *max = (fam.memory() / u64::from(n)) as i32 };
-        }
-        st::OK
-    })
+fn memory_segments(u: &mut Unit, n: u32, max: *mut i32) -> u32 {
+    if n == 0 || n > u.fam.max_segments() {
+        return st::TOO_MANY_SEGMENTS;
+    }
+    u.segments = n;
+    u.captures = u.captures.min(n);
+    u.buffers.clear();
+    if !max.is_null() {
+        // SAFETY: non-null pointer to one int32_t.
+        unsafe { *max = (u.fam.memory() / u64::from(n)) as i32 };
+    }
+    st::OK
 }
 
-fn set_no_of_captures(name: &str, fam: Fam, handle: i16, n: u32) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if n == 0 || n > u.segments {
-            return st::INVALID_PARAMETER;
-        }
-        u.captures = n;
-        st::OK
-    })
+fn set_no_of_captures(u: &mut Unit, n: u32) -> u32 {
+    if n == 0 || n > u.segments {
+        return st::INVALID_PARAMETER;
+    }
+    u.captures = n;
+    st::OK
 }
 
-fn set_data_buffer(
-    name: &str,
-    fam: Fam,
-    handle: i16,
-    ch: i32,
-    buf: *mut i16,
-    len: i32,
-    segment: u32,
-    mode: i32,
-) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if (0x80..=0x83).contains(&ch) {
-            if !u.mso || ch > 0x81 {
-                return st::INVALID_DIGITAL_PORT;
-            }
-        } else if !(0..fam.channels() as i32).contains(&ch) {
-            return st::INVALID_CHANNEL;
+fn set_data_buffer(u: &mut Unit, ch: i32, buf: *mut i16, len: i32, segment: u32, mode: i32) -> u32 {
+    if (0x80..=0x83).contains(&ch) {
+        if !u.mso || ch > 0x81 {
+            return st::INVALID_DIGITAL_PORT;
         }
-        if segment >= u.segments {
-            return st::SEGMENT_OUT_OF_RANGE;
-        }
-        if mode != 0 {
-            return st::RATIO_MODE_NOT_SUPPORTED;
-        }
-        u.buffers.retain(|b| !(b.0 == ch && b.1 == segment));
-        if !buf.is_null() && len > 0 {
-            u.buffers.push((ch, segment, buf as usize, len));
-        }
-        st::OK
-    })
+    } else if !(0..u.fam.channels() as i32).contains(&ch) {
+        return st::INVALID_CHANNEL;
+    }
+    if segment >= u.segments {
+        return st::SEGMENT_OUT_OF_RANGE;
+    }
+    if mode != 0 {
+        return st::RATIO_MODE_NOT_SUPPORTED;
+    }
+    u.buffers.retain(|b| !(b.0 == ch && b.1 == segment));
+    if !buf.is_null() && len > 0 {
+        u.buffers.push((ch, segment, buf as usize, len));
+    }
+    st::OK
 }
 
 struct BlockArgs {
@@ -1151,24 +1115,20 @@ fn block_thread(fam: Fam, handle: i16, id: u64, delay: Duration, cb: BlockReady,
     }
 }
 
-fn is_ready(name: &str, fam: Fam, handle: i16, ready: *mut i16) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if ready.is_null() {
-            return st::NULL_PARAMETER;
-        }
-        let r = u.block.as_ref().is_some_and(|b| b.ready);
-        // SAFETY: non-null pointer to one int16_t.
-        unsafe { *ready = i16::from(r) };
-        st::OK
-    })
+fn is_ready(u: &mut Unit, ready: *mut i16) -> u32 {
+    if ready.is_null() {
+        return st::NULL_PARAMETER;
+    }
+    let r = u.block.as_ref().is_some_and(|b| b.ready);
+    // SAFETY: non-null pointer to one int16_t.
+    unsafe { *ready = i16::from(r) };
+    st::OK
 }
 
 /// `GetValuesBulk`: segments `from..=to`, each from its first sample, one overflow flag per
 /// segment.
 fn get_values_bulk(
-    name: &str,
-    fam: Fam,
-    handle: i16,
+    u: &mut Unit,
     n: *mut u32,
     from: u32,
     to: u32,
@@ -1176,16 +1136,12 @@ fn get_values_bulk(
     mode: i32,
     overflow: *mut i16,
 ) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        copy_values(u, n, ratio, mode, None, from, to, overflow)
-    })
+    copy_values(u, n, ratio, mode, None, from, to, overflow)
 }
 
 /// `GetValues`: one segment from sample `start`, one overflow flag.
 fn get_values(
-    name: &str,
-    fam: Fam,
-    handle: i16,
+    u: &mut Unit,
     start: u32,
     n: *mut u32,
     ratio: u32,
@@ -1193,9 +1149,7 @@ fn get_values(
     segment: u32,
     overflow: *mut i16,
 ) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        copy_values(u, n, ratio, mode, Some(start), segment, segment, overflow)
-    })
+    copy_values(u, n, ratio, mode, Some(start), segment, segment, overflow)
 }
 
 /// Copies the ready block's segments `from..=to` into the buffers registered with
@@ -1263,54 +1217,35 @@ fn copy_values(
 }
 
 /// `GetTriggerTimeOffset64`: the offsets of segments `segment..=segment`.
-fn trigger_offset(
-    name: &str,
-    fam: Fam,
-    handle: i16,
-    time: *mut i64,
-    unit: *mut i32,
-    segment: u32,
-) -> u32 {
-    trigger_offsets(name, fam, handle, time, unit, segment, segment)
+fn trigger_offset(u: &mut Unit, time: *mut i64, unit: *mut i32, segment: u32) -> u32 {
+    trigger_offsets(u, time, unit, segment, segment)
 }
 
 /// `GetValuesTriggerTimeOffsetBulk64`: one offset and one time unit per segment `from..=to`.
-fn trigger_offsets(
-    name: &str,
-    fam: Fam,
-    handle: i16,
-    times: *mut i64,
-    units: *mut i32,
-    from: u32,
-    to: u32,
-) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
-            return st::NO_SAMPLES_AVAILABLE;
-        };
-        if times.is_null() || units.is_null() {
-            return st::NULL_PARAMETER;
+fn trigger_offsets(u: &mut Unit, times: *mut i64, units: *mut i32, from: u32, to: u32) -> u32 {
+    let Some(block) = u.block.as_ref().filter(|b| b.ready) else {
+        return st::NO_SAMPLES_AVAILABLE;
+    };
+    if times.is_null() || units.is_null() {
+        return st::NULL_PARAMETER;
+    }
+    if from > to || to >= u.segments {
+        return st::SEGMENT_OUT_OF_RANGE;
+    }
+    for seg in from..=to {
+        let i = (seg - from) as usize;
+        // SAFETY: both arrays hold one element per segment from..=to.
+        unsafe {
+            *times.add(i) = block.offsets_ps[seg as usize];
+            *units.add(i) = 1; // PS
         }
-        if from > to || to >= u.segments {
-            return st::SEGMENT_OUT_OF_RANGE;
-        }
-        for seg in from..=to {
-            let i = (seg - from) as usize;
-            // SAFETY: both arrays hold one element per segment from..=to.
-            unsafe {
-                *times.add(i) = block.offsets_ps[seg as usize];
-                *units.add(i) = 1; // PS
-            }
-        }
-        st::OK
-    })
+    }
+    st::OK
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_streaming(
-    name: &str,
-    fam: Fam,
-    handle: i16,
+    u: &mut Unit,
     interval: *mut u32,
     units: i32,
     _pre: u32,
@@ -1320,49 +1255,47 @@ fn run_streaming(
     mode: i32,
     overview: u32,
 ) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if interval.is_null() {
-            return st::NULL_PARAMETER;
+    if interval.is_null() {
+        return st::NULL_PARAMETER;
+    }
+    if mode != 0 || ratio > 1 {
+        return st::RATIO_MODE_NOT_SUPPORTED;
+    }
+    if !(0..=5).contains(&units) || overview == 0 {
+        return st::INVALID_PARAMETER;
+    }
+    // SAFETY: non-null pointer to one uint32_t (in: requested, out: actual interval).
+    let requested = unsafe { *interval };
+    let unit_ns = 10f64.powi(units * 3 - 6);
+    let req_ns = f64::from(requested) * unit_ns;
+    // Streaming runs on the slow timebases: round to the nearest one at or above the
+    // fastest allowed.
+    let (_, last, _, offset, step) = u.fam.timebases(u.resolution);
+    let n = ((req_ns / step).round() as u32 + offset).max(last + 1);
+    let Some(ns) = u.fam.interval_ns(u.resolution, n, u.enabled()) else {
+        return st::INVALID_SAMPLE_INTERVAL;
+    };
+    if requested == 0 || ns / unit_ns > f64::from(u32::MAX) {
+        return st::INVALID_SAMPLE_INTERVAL;
+    }
+    for c in 0..SOURCES {
+        if u.source_on(c) && u.buffer(c, 0).is_none() {
+            return st::BUFFERS_NOT_SET;
         }
-        if mode != 0 || ratio > 1 {
-            return st::RATIO_MODE_NOT_SUPPORTED;
-        }
-        if !(0..=5).contains(&units) || overview == 0 {
-            return st::INVALID_PARAMETER;
-        }
-        // SAFETY: non-null pointer to one uint32_t (in: requested, out: actual interval).
-        let requested = unsafe { *interval };
-        let unit_ns = 10f64.powi(units * 3 - 6);
-        let req_ns = f64::from(requested) * unit_ns;
-        // Streaming runs on the slow timebases: round to the nearest one at or above the
-        // fastest allowed.
-        let (_, last, _, offset, step) = fam.timebases(u.resolution);
-        let n = ((req_ns / step).round() as u32 + offset).max(last + 1);
-        let Some(ns) = fam.interval_ns(u.resolution, n, u.enabled()) else {
-            return st::INVALID_SAMPLE_INTERVAL;
-        };
-        if requested == 0 || ns / unit_ns > f64::from(u32::MAX) {
-            return st::INVALID_SAMPLE_INTERVAL;
-        }
-        for c in 0..SOURCES {
-            if u.source_on(c) && u.buffer(c, 0).is_none() {
-                return st::BUFFERS_NOT_SET;
-            }
-        }
-        // SAFETY: as above.
-        unsafe { *interval = (ns / unit_ns).round().max(1.0) as u32 };
-        u.run_id += 1;
-        u.stream = Some(Stream {
-            interval_ns: ns,
-            start: Instant::now(),
-            delivered: 0,
-            write_pos: 0,
-            overview,
-            pulse_age: None,
-            pulse_amp: [0.0; 4],
-        });
-        st::OK
-    })
+    }
+    // SAFETY: as above.
+    unsafe { *interval = (ns / unit_ns).round().max(1.0) as u32 };
+    u.run_id += 1;
+    u.stream = Some(Stream {
+        interval_ns: ns,
+        start: Instant::now(),
+        delivered: 0,
+        write_pos: 0,
+        overview,
+        pulse_age: None,
+        pulse_amp: [0.0; 4],
+    });
+    st::OK
 }
 
 fn latest_values(name: &str, fam: Fam, handle: i16, cb: StreamingReady, param: *mut c_void) -> u32 {
@@ -1399,19 +1332,17 @@ fn latest_values(name: &str, fam: Fam, handle: i16, cb: StreamingReady, param: *
     s
 }
 
-fn maximum_value(name: &str, fam: Fam, handle: i16, v: *mut i16) -> u32 {
-    with_unit(name, fam, handle, |u, _| {
-        if v.is_null() {
-            return st::NULL_PARAMETER;
-        }
-        // SAFETY: non-null pointer to one int16_t.
-        unsafe { *v = fam.max_value(u.resolution) };
-        st::OK
-    })
+fn maximum_value(u: &mut Unit, v: *mut i16) -> u32 {
+    if v.is_null() {
+        return st::NULL_PARAMETER;
+    }
+    // SAFETY: non-null pointer to one int16_t.
+    unsafe { *v = u.fam.max_value(u.resolution) };
+    st::OK
 }
 
-fn ping(name: &str, fam: Fam, handle: i16) -> u32 {
-    with_unit(name, fam, handle, |_, _| st::OK)
+fn ping(_: &mut Unit) -> u32 {
+    st::OK
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1430,61 +1361,81 @@ macro_rules! c_exports {
     )* }};
 }
 
+/// Exported C functions of a unit, named as [`c_exports`] names them, whose first argument
+/// is the handle: each calls its implementation on the unit after the common checks
+/// ([`with_unit`]), with its other arguments in order. One line a function:
+/// `Function => implementation(argument after the handle: type, ...);`.
+macro_rules! unit_exports {
+    ($fam:expr, $pfx:ident; $($(#[$doc:meta])* $func:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?);)*) => { pastey::paste! { $(
+        $(#[$doc])*
+        #[no_mangle]
+        pub extern "C" fn [<$pfx $func>](handle: i16, $($arg: $ty),*) -> u32 {
+            with_unit(concat!(stringify!($pfx), stringify!($func)), $fam, handle, |u, _| {
+                $imp(u, $($arg),*)
+            })
+        }
+    )* }};
+}
+
 /// The functions every family exports (`common_exports!(Fam::Ps5000a, ps5000a)` gives
 /// `ps5000aCloseUnit` ...).
 macro_rules! common_exports {
-    ($fam:expr, $pfx:ident) => { c_exports! { $fam, $pfx;
-        /// `PICO_STATUS CloseUnit(int16_t handle)`
-        CloseUnit => close_unit(handle: i16);
-        /// `PICO_STATUS Stop(int16_t handle)`
-        Stop => stop(handle: i16);
-        /// `PICO_STATUS PingUnit(int16_t handle)`
-        PingUnit => ping(handle: i16);
-        /// `PICO_STATUS GetUnitInfo(int16_t handle, int8_t *string, int16_t len, int16_t *required, PICO_INFO info)`
-        GetUnitInfo => unit_info(handle: i16, s: *mut i8, len: i16, required: *mut i16, info: u32);
-        /// `PICO_STATUS EnumerateUnits(int16_t *count, int8_t *serials, int16_t *serialLth)`
-        EnumerateUnits => enumerate_units(count: *mut i16, serials: *mut i8, len: *mut i16);
-        /// `PICO_STATUS SetChannel(handle, channel, int16_t enabled, coupling, range, float analogOffset)`
-        SetChannel => set_channel(handle: i16, ch: i32, enabled: i16, coupling: i32, range: i32, offset: f32);
-        /// `PICO_STATUS SetSimpleTrigger(handle, int16_t enable, source, int16_t threshold, direction, uint32_t delay, int16_t autoTrigger_ms)`
-        SetSimpleTrigger => set_simple_trigger(
-            handle: i16, enable: i16, source: i32, threshold: i16, direction: i32, delay: u32, auto_ms: i16
-        );
-        /// `PICO_STATUS MemorySegments(handle, uint32_t nSegments, int32_t *nMaxSamples)`
-        MemorySegments => memory_segments(handle: i16, n: u32, max: *mut i32);
-        /// `PICO_STATUS SetNoOfCaptures(handle, uint32_t nCaptures)`
-        SetNoOfCaptures => set_no_of_captures(handle: i16, n: u32);
-        /// `PICO_STATUS IsReady(handle, int16_t *ready)`
-        IsReady => is_ready(handle: i16, ready: *mut i16);
-        /// `PICO_STATUS SetDataBuffer(handle, channel, int16_t *buffer, int32_t len, uint32_t segment, ratioMode)`
-        SetDataBuffer => set_data_buffer(handle: i16, ch: i32, buf: *mut i16, len: i32, segment: u32, mode: i32);
-        /// `PICO_STATUS GetValues(handle, uint32_t startIndex, uint32_t *noOfSamples, uint32_t downSampleRatio, ratioMode, uint32_t segmentIndex, int16_t *overflow)`
-        GetValues => get_values(
-            handle: i16, start: u32, n: *mut u32, ratio: u32, mode: i32, segment: u32, overflow: *mut i16
-        );
-        /// `PICO_STATUS GetValuesBulk(handle, uint32_t *noOfSamples, uint32_t from, uint32_t to, uint32_t ratio, mode, int16_t *overflow)`
-        GetValuesBulk => get_values_bulk(
-            handle: i16, n: *mut u32, from: u32, to: u32, ratio: u32, mode: i32, overflow: *mut i16
-        );
-        /// `PICO_STATUS GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t segmentIndex)`
-        GetTriggerTimeOffset64 => trigger_offset(handle: i16, time: *mut i64, unit: *mut i32, segment: u32);
-        /// `PICO_STATUS GetValuesTriggerTimeOffsetBulk64(handle, int64_t *times, TIME_UNITS *units, uint32_t from, uint32_t to)`
-        GetValuesTriggerTimeOffsetBulk64 => trigger_offsets(
-            handle: i16, times: *mut i64, units: *mut i32, from: u32, to: u32
-        );
-        /// `PICO_STATUS RunStreaming(handle, uint32_t *sampleInterval, units, uint32_t maxPre, uint32_t maxPost, int16_t autoStop, uint32_t ratio, mode, uint32_t overviewBufferSize)`
-        RunStreaming => run_streaming(
-            handle: i16, interval: *mut u32, units: i32, pre: u32, post: u32, auto_stop: i16, ratio: u32,
-            mode: i32, overview: u32
-        );
-        /// `PICO_STATUS GetStreamingLatestValues(handle, StreamingReady cb, void *pParameter)`
-        GetStreamingLatestValues => latest_values(handle: i16, cb: StreamingReady, param: *mut c_void);
-        /// `PICO_STATUS MaximumValue(handle, int16_t *value)`
-        MaximumValue => maximum_value(handle: i16, v: *mut i16);
-        /// `PICO_STATUS SetDigitalPort(int16_t handle, DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
-        /// (ps5000a names the port type `PS5000A_CHANNEL`)
-        SetDigitalPort => set_digital_port(handle: i16, port: i32, enabled: i16, level: i16);
-    }};
+    ($fam:expr, $pfx:ident) => {
+        c_exports! { $fam, $pfx;
+            /// `PICO_STATUS CloseUnit(int16_t handle)`
+            CloseUnit => close_unit(handle: i16);
+            /// `PICO_STATUS Stop(int16_t handle)`
+            Stop => stop(handle: i16);
+            /// `PICO_STATUS GetUnitInfo(int16_t handle, int8_t *string, int16_t len, int16_t *required, PICO_INFO info)`
+            GetUnitInfo => unit_info(handle: i16, s: *mut i8, len: i16, required: *mut i16, info: u32);
+            /// `PICO_STATUS EnumerateUnits(int16_t *count, int8_t *serials, int16_t *serialLth)`
+            EnumerateUnits => enumerate_units(count: *mut i16, serials: *mut i8, len: *mut i16);
+            /// `PICO_STATUS GetStreamingLatestValues(handle, StreamingReady cb, void *pParameter)`
+            GetStreamingLatestValues => latest_values(handle: i16, cb: StreamingReady, param: *mut c_void);
+        }
+        unit_exports! { $fam, $pfx;
+            /// `PICO_STATUS PingUnit(int16_t handle)`
+            PingUnit => ping();
+            /// `PICO_STATUS SetChannel(handle, channel, int16_t enabled, coupling, range, float analogOffset)`
+            SetChannel => set_channel(ch: i32, enabled: i16, coupling: i32, range: i32, offset: f32);
+            /// `PICO_STATUS SetSimpleTrigger(handle, int16_t enable, source, int16_t threshold, direction, uint32_t delay, int16_t autoTrigger_ms)`
+            SetSimpleTrigger => set_simple_trigger(
+                enable: i16, source: i32, threshold: i16, direction: i32, delay: u32, auto_ms: i16
+            );
+            /// `PICO_STATUS MemorySegments(handle, uint32_t nSegments, int32_t *nMaxSamples)`
+            MemorySegments => memory_segments(n: u32, max: *mut i32);
+            /// `PICO_STATUS SetNoOfCaptures(handle, uint32_t nCaptures)`
+            SetNoOfCaptures => set_no_of_captures(n: u32);
+            /// `PICO_STATUS IsReady(handle, int16_t *ready)`
+            IsReady => is_ready(ready: *mut i16);
+            /// `PICO_STATUS SetDataBuffer(handle, channel, int16_t *buffer, int32_t len, uint32_t segment, ratioMode)`
+            SetDataBuffer => set_data_buffer(ch: i32, buf: *mut i16, len: i32, segment: u32, mode: i32);
+            /// `PICO_STATUS GetValues(handle, uint32_t startIndex, uint32_t *noOfSamples, uint32_t downSampleRatio, ratioMode, uint32_t segmentIndex, int16_t *overflow)`
+            GetValues => get_values(
+                start: u32, n: *mut u32, ratio: u32, mode: i32, segment: u32, overflow: *mut i16
+            );
+            /// `PICO_STATUS GetValuesBulk(handle, uint32_t *noOfSamples, uint32_t from, uint32_t to, uint32_t ratio, mode, int16_t *overflow)`
+            GetValuesBulk => get_values_bulk(
+                n: *mut u32, from: u32, to: u32, ratio: u32, mode: i32, overflow: *mut i16
+            );
+            /// `PICO_STATUS GetTriggerTimeOffset64(handle, int64_t *time, TIME_UNITS *timeUnits, uint32_t segmentIndex)`
+            GetTriggerTimeOffset64 => trigger_offset(time: *mut i64, unit: *mut i32, segment: u32);
+            /// `PICO_STATUS GetValuesTriggerTimeOffsetBulk64(handle, int64_t *times, TIME_UNITS *units, uint32_t from, uint32_t to)`
+            GetValuesTriggerTimeOffsetBulk64 => trigger_offsets(
+                times: *mut i64, units: *mut i32, from: u32, to: u32
+            );
+            /// `PICO_STATUS RunStreaming(handle, uint32_t *sampleInterval, units, uint32_t maxPre, uint32_t maxPost, int16_t autoStop, uint32_t ratio, mode, uint32_t overviewBufferSize)`
+            RunStreaming => run_streaming(
+                interval: *mut u32, units: i32, pre: u32, post: u32, auto_stop: i16, ratio: u32,
+                mode: i32, overview: u32
+            );
+            /// `PICO_STATUS MaximumValue(handle, int16_t *value)`
+            MaximumValue => maximum_value(v: *mut i16);
+            /// `PICO_STATUS SetDigitalPort(int16_t handle, DIGITAL_PORT port, int16_t enabled, int16_t logicLevel)`
+            /// (ps5000a names the port type `PS5000A_CHANNEL`)
+            SetDigitalPort => set_digital_port(port: i32, enabled: i16, level: i16);
+        }
+    };
 }
 
 /// `GetTimebase2` and `RunBlock` of one family. ps2000a and ps3000a carry an `int16_t
@@ -1503,16 +1454,9 @@ macro_rules! block_exports {
             max: *mut i32,
             segment: u32,
         ) -> u32 {
-            get_timebase2(
-                concat!(stringify!($pfx), "GetTimebase2"),
-                $fam,
-                handle,
-                tb,
-                samples,
-                interval,
-                max,
-                segment,
-            )
+            with_unit(concat!(stringify!($pfx), "GetTimebase2"), $fam, handle, |u, _| {
+                get_timebase2(u, tb, samples, interval, max, segment)
+            })
         }
         /// `PICO_STATUS RunBlock(handle, int32_t noOfPreTriggerSamples, int32_t noOfPostTriggerSamples, uint32_t timebase, [int16_t oversample,] int32_t *timeIndisposedMs, uint32_t segmentIndex, BlockReady lpReady, void *pParameter)`
         #[no_mangle]
@@ -1586,15 +1530,9 @@ open_exports!(Fam::Ps3000a, ps3000a; ChangePowerSource);
 open_exports!(Fam::Ps5000a, ps5000a, resolution; ChangePowerSource);
 open_exports!(Fam::Ps2000a, ps2000a);
 
-/// `PICO_STATUS ps5000aSetDeviceResolution(int16_t handle, PS5000A_DEVICE_RESOLUTION res)`
-#[no_mangle]
-pub extern "C" fn ps5000aSetDeviceResolution(handle: i16, resolution: u32) -> u32 {
-    set_resolution(
-        "ps5000aSetDeviceResolution",
-        Fam::Ps5000a,
-        handle,
-        resolution,
-    )
+unit_exports! { Fam::Ps5000a, ps5000a;
+    /// `PICO_STATUS ps5000aSetDeviceResolution(int16_t handle, PS5000A_DEVICE_RESOLUTION res)`
+    SetDeviceResolution => set_resolution(resolution: u32);
 }
 
 // ------------------------------------------------------------------------------------------
