@@ -64,6 +64,11 @@ impl Fake {
         c
     }
 
+    /// The driver opened on this fake with `c`, which must open.
+    fn open(&self, c: PicoScopeConfig) -> PicoScope {
+        PicoScope::open(self.config(c)).unwrap()
+    }
+
     fn inject(&self, function: &str, status: u32) {
         self.inject_after(function, status, 0);
     }
@@ -248,12 +253,27 @@ fn i16s(bytes: &[u8]) -> Vec<i16> {
         .collect()
 }
 
+/// `family`'s fake making noiseless pulses of 0.2..0.8 of full scale, and the driver on it
+/// in rapid block of `captures` captures a run with `channels` channels, volts.
+fn pulsing_in_rapid_block(
+    family: &'static FamilyTable,
+    channels: usize,
+    captures: u32,
+) -> (Fake, PicoScope) {
+    let fake = Fake::new(family);
+    fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
+    let scope = fake.open(block_config(
+        family,
+        channels,
+        captures,
+        SampleFormat::Volts,
+    ));
+    (fake, scope)
+}
+
 #[test]
 fn rapid_block_writes_each_capture_with_the_pulse_at_the_trigger() {
-    let fake = Fake::new(&PS5000A);
-    fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 4, 10, SampleFormat::Volts))).unwrap();
+    let (fake, mut scope) = pulsing_in_rapid_block(&PS5000A, 4, 10);
     let layout = scope.layout().clone();
     assert_eq!(layout.records, 200);
     let names: Vec<_> = layout.names_and_types().collect();
@@ -317,7 +337,7 @@ fn rising_trigger_sees_positive_pulses_at_the_trigger() {
             auto_trigger_ms: 0,
         });
     }
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut scope = fake.open(c);
     let mut out = vec![0u8; scope.layout().event_size()];
     scope.start_capture().unwrap();
     for _ in 0..12 {
@@ -345,8 +365,8 @@ fn volts_are_counts_times_range_over_max_minus_offset() {
     };
     let mut volt_cfg = raw_cfg.clone();
     volt_cfg.format = SampleFormat::Volts;
-    let mut raw = PicoScope::open(raw_fake.config(raw_cfg)).unwrap();
-    let mut volts = PicoScope::open(volt_fake.config(volt_cfg)).unwrap();
+    let mut raw = raw_fake.open(raw_cfg);
+    let mut volts = volt_fake.open(volt_cfg);
     assert_eq!(raw.max_adc(), 32767);
     assert_eq!(raw.layout().fields[0].numpy_type, "i2");
     assert_eq!(raw.layout().event_size(), 200 * 2 * 2);
@@ -383,8 +403,7 @@ fn volts_are_counts_times_range_over_max_minus_offset() {
 fn eight_bit_counts_are_multiples_of_256_within_32512() {
     let fake = Fake::new(&PS5000A);
     fake.set_pulse(0.5, 1.5, 2.0, 20.0, 0.01); // some pulses clip
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 2, 8, SampleFormat::Raw))).unwrap();
+    let mut scope = fake.open(block_config(&PS5000A, 2, 8, SampleFormat::Raw));
     assert_eq!(scope.max_adc(), 32512);
     let mut out = vec![0u8; scope.layout().event_size()];
     scope.start_capture().unwrap();
@@ -416,7 +435,7 @@ fn timebase_is_confirmed_and_stepped_past_refusals() {
         let mut c = block_config(&PS5000A, channels, 1, SampleFormat::Raw);
         c.resolution = resolution;
         c.sample_interval_ns = asked_ns;
-        let scope = PicoScope::open(fake.config(c)).unwrap();
+        let scope = fake.open(c);
         assert_eq!(
             (scope.timebase(), scope.sample_interval_ns()),
             (timebase, interval_ns),
@@ -431,15 +450,14 @@ fn timebase_is_confirmed_and_stepped_past_refusals() {
     let fake = Fake::new(&PS2000A);
     let mut c = block_config(&PS2000A, 2, 1, SampleFormat::Raw);
     c.sample_interval_ns = 32.0;
-    let scope = PicoScope::open(fake.config(c)).unwrap();
+    let scope = fake.open(c);
     assert_eq!(scope.variant(), "2206A");
     assert_eq!((scope.timebase(), scope.sample_interval_ns()), (4, 32.0));
 
     // One refusal injected: the driver steps to the next timebase and reports its interval.
     let fake = Fake::new(&PS5000A);
     fake.inject("ps5000aGetTimebase2", 0x0E);
-    let scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 1, 1, SampleFormat::Raw))).unwrap();
+    let scope = fake.open(block_config(&PS5000A, 1, 1, SampleFormat::Raw));
     assert_eq!((scope.timebase(), scope.sample_interval_ns()), (5, 24.0));
 }
 
@@ -464,7 +482,7 @@ fn a_model_whose_timebases_the_formula_guesses_wrong_is_searched() {
     ] {
         let mut c = block_config(&PS2000A, 2, 1, SampleFormat::Raw);
         c.sample_interval_ns = wanted;
-        let scope = PicoScope::open(fake.config(c)).unwrap();
+        let scope = fake.open(c);
         assert_eq!(scope.variant(), "2206B");
         assert_eq!(
             (scope.timebase(), scope.sample_interval_ns()),
@@ -474,12 +492,31 @@ fn a_model_whose_timebases_the_formula_guesses_wrong_is_searched() {
     }
 }
 
-/// Reads `n` captures of volts, records interleaved over `channels` (A first): in each, the
-/// falling trigger on A at -50 mV crosses at sample 40.
-fn read_falling_edges_on_a(scope: &mut PicoScope, out: &mut [u8], channels: usize, n: usize) {
+/// The falling trigger's −50 mV in `scope`'s ADC counts on the ±500 mV range.
+fn trigger_level_counts(scope: &PicoScope) -> i16 {
+    (-0.05f64 / 0.5 * f64::from(scope.max_adc())).round() as i16
+}
+
+/// Reads the `n`-th event (from 0) into `out`; the allocations the read made, not counted
+/// for the first read.
+fn allocations_of_read(scope: &mut PicoScope, out: &mut [u8], n: u64) -> u64 {
+    let reading = allocations_in(|| read_one(scope, out));
+    if n > 0 {
+        reading
+    } else {
+        0
+    }
+}
+
+/// Starts `scope` and reads `n` captures of 200 records of volts, interleaved over
+/// `channels` (A first): in each, the falling trigger on A at -50 mV crosses at sample 40.
+fn start_and_read_falling_edges_on_a(scope: &mut PicoScope, channels: usize, n: usize) {
+    let mut out = vec![0u8; scope.layout().event_size()];
+    assert_eq!(out.len(), 200 * channels * 4);
+    scope.start_capture().unwrap();
     for _ in 0..n {
-        read_one(scope, out);
-        let v = f32s(out);
+        read_one(scope, &mut out);
+        let v = f32s(&out);
         let (before, at) = (v[39 * channels], v[40 * channels]);
         assert!(at <= -0.05 && before > -0.05, "A[39] {before} A[40] {at}");
     }
@@ -487,15 +524,9 @@ fn read_falling_edges_on_a(scope: &mut PicoScope, out: &mut [u8], channels: usiz
 
 #[test]
 fn ps2000a_rapid_block_through_its_own_signatures() {
-    let fake = Fake::new(&PS2000A);
-    fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS2000A, 2, 5, SampleFormat::Volts))).unwrap();
+    let (fake, mut scope) = pulsing_in_rapid_block(&PS2000A, 2, 5);
     assert_eq!(scope.max_adc(), 32512);
-    let mut out = vec![0u8; scope.layout().event_size()];
-    assert_eq!(out.len(), 200 * 2 * 4);
-    scope.start_capture().unwrap();
-    read_falling_edges_on_a(&mut scope, &mut out, 2, 10);
+    start_and_read_falling_edges_on_a(&mut scope, 2, 10);
     assert_eq!(fake.calls("ps2000aGetValuesBulk"), 2);
     assert_eq!(fake.calls("ps2000aSetDataBuffer"), 10);
     // The 2206A has two channels: C and D were switched off (refusal ignored), and asking
@@ -509,19 +540,13 @@ fn ps2000a_rapid_block_through_its_own_signatures() {
 
 #[test]
 fn ps3000a_rapid_block_through_its_own_signatures() {
-    let fake = Fake::new(&PS3000A);
-    fake.set_pulse(0.2, 0.8, 2.0, 20.0, 0.0);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS3000A, 4, 5, SampleFormat::Volts))).unwrap();
+    let (fake, mut scope) = pulsing_in_rapid_block(&PS3000A, 4, 5);
     assert_eq!(scope.max_adc(), 32512);
     assert_eq!(scope.variant(), "3406D");
     // 3406D, 4-channel row of HARDWARE.md P: (n − 2) × 8 ns, so 16 ns is timebase 4.
     assert_eq!(scope.timebase(), 4);
     assert_eq!(scope.sample_interval_ns(), 16.0);
-    let mut out = vec![0u8; scope.layout().event_size()];
-    assert_eq!(out.len(), 200 * 4 * 4);
-    scope.start_capture().unwrap();
-    read_falling_edges_on_a(&mut scope, &mut out, 4, 10);
+    start_and_read_falling_edges_on_a(&mut scope, 4, 10);
     assert_eq!(fake.calls("ps3000aGetValuesBulk"), 2);
     assert_eq!(fake.calls("ps3000aSetDataBuffer"), 20);
     assert!(fake.calls("ps3000aGetTimebase2") >= 1);
@@ -553,9 +578,7 @@ fn ps3000a_without_its_adapter_changes_the_power_source_and_runs() {
     for (prompt, says) in [(0x11Au32, "DC adapter"), (0x11E, "USB 3 port")] {
         let fake = Fake::new(&PS3000A);
         assert_eq!(fake.set_u32(b"fakepico_set_open_power", prompt), 0);
-        let mut scope =
-            PicoScope::open(fake.config(block_config(&PS3000A, 4, 2, SampleFormat::Volts)))
-                .unwrap();
+        let mut scope = fake.open(block_config(&PS3000A, 4, 2, SampleFormat::Volts));
         assert_eq!(fake.calls("ps3000aChangePowerSource"), 1);
         let note = power_note(&scope);
         assert!(note.contains(says), "{note}");
@@ -574,8 +597,7 @@ fn ps3000a_without_its_adapter_changes_the_power_source_and_runs() {
 fn ps3000a_adapter_plugged_and_pulled_mid_run_the_run_goes_on() {
     let fake = Fake::new(&PS3000A);
     assert_eq!(fake.set_u32(b"fakepico_set_open_power", 0x11A), 0);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS3000A, 4, 2, SampleFormat::Volts))).unwrap();
+    let mut scope = fake.open(block_config(&PS3000A, 4, 2, SampleFormat::Volts));
     let mut out = vec![0u8; scope.layout().event_size()];
     scope.start_capture().unwrap();
     read_one(&mut scope, &mut out);
@@ -608,8 +630,7 @@ fn ps3000a_adapter_plugged_and_pulled_mid_run_the_run_goes_on() {
 #[test]
 fn ps3000a_refused_power_change_is_a_typed_error() {
     let fake = Fake::new(&PS3000A);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS3000A, 4, 1, SampleFormat::Volts))).unwrap();
+    let mut scope = fake.open(block_config(&PS3000A, 4, 1, SampleFormat::Volts));
     let mut out = vec![0u8; scope.layout().event_size()];
     scope.start_capture().unwrap();
     read_one(&mut scope, &mut out);
@@ -642,9 +663,7 @@ fn open_accepts_both_power_prompts() {
     for prompt in [0x11Au32, 0x11E] {
         let fake = Fake::new(&PS5000A);
         fake.inject("ps5000aOpenUnit", prompt);
-        let mut scope =
-            PicoScope::open(fake.config(block_config(&PS5000A, 4, 2, SampleFormat::Volts)))
-                .unwrap();
+        let mut scope = fake.open(block_config(&PS5000A, 4, 2, SampleFormat::Volts));
         assert_eq!(fake.calls("ps5000aChangePowerSource"), 1);
         let mut out = vec![0u8; scope.layout().event_size()];
         scope.start_capture().unwrap();
@@ -685,7 +704,7 @@ fn streaming_cuts_a_gapless_sample_sequence_into_events() {
                 samples_per_event: records,
                 overview_samples: overview,
             };
-            let mut scope = PicoScope::open(fake.config(c)).unwrap();
+            let mut scope = fake.open(c);
             assert_eq!(scope.layout().records, records as usize);
             let mut out = vec![0u8; scope.layout().event_size()];
             scope.start_capture().unwrap();
@@ -729,14 +748,7 @@ fn streaming_volts_have_pulses_and_noise() {
     for family in FAMILIES {
         let fake = Fake::new(family);
         fake.set_i32(b"fakepico_set_streaming_paced", 0);
-        let mut scope = PicoScope::open(fake.config(streaming_config(
-            family,
-            1,
-            SampleFormat::Volts,
-            4000,
-            8192,
-        )))
-        .unwrap();
+        let mut scope = fake.open(streaming_config(family, 1, SampleFormat::Volts, 4000, 8192));
         let mut out = vec![0u8; scope.layout().event_size()];
         scope.start_capture().unwrap();
         let mut peak = 0f32;
@@ -937,7 +949,7 @@ fn a_power_change_at_run_block_in_every_family() {
                 if mode == Mode::Block {
                     c.acquisition = block_mode(&c);
                 }
-                let mut scope = PicoScope::open(fake.config(c)).unwrap();
+                let mut scope = fake.open(c);
                 let mut out = vec![0u8; scope.layout().event_size()];
                 scope.start_capture().unwrap();
                 read_one(&mut scope, &mut out);
@@ -989,8 +1001,7 @@ fn a_timebase_refused_everywhere_is_a_configuration_error() {
 #[test]
 fn a_short_block_is_bad_data_and_the_next_block_is_read() {
     let fake = Fake::new(&PS5000A);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 2, 5, SampleFormat::Volts))).unwrap();
+    let mut scope = fake.open(block_config(&PS5000A, 2, 5, SampleFormat::Volts));
     let mut out = vec![0u8; scope.layout().event_size()];
     Source::start(&mut scope).unwrap();
     let mut events = 0;
@@ -1023,8 +1034,7 @@ fn a_short_block_is_bad_data_and_the_next_block_is_read() {
 fn unplug_mid_run_is_a_disconnection_and_reconnect_reopens() {
     for family in FAMILIES {
         let fake = Fake::new(family);
-        let mut scope =
-            PicoScope::open(fake.config(block_config(family, 2, 5, SampleFormat::Volts))).unwrap();
+        let mut scope = fake.open(block_config(family, 2, 5, SampleFormat::Volts));
         let mut out = vec![0u8; scope.layout().event_size()];
         Source::start(&mut scope).unwrap();
         read_events(&mut scope, &mut out, 7);
@@ -1050,8 +1060,7 @@ fn unplug_while_waiting_for_a_trigger_is_a_disconnection() {
     for family in FAMILIES {
         let fake = Fake::new(family);
         fake.set_capture_rate(1.0); // 4 captures take 4 s
-        let mut scope =
-            PicoScope::open(fake.config(block_config(family, 1, 4, SampleFormat::Volts))).unwrap();
+        let mut scope = fake.open(block_config(family, 1, 4, SampleFormat::Volts));
         let mut out = vec![0u8; scope.layout().event_size()];
         scope.start_capture().unwrap();
         assert_eq!(
@@ -1071,9 +1080,7 @@ fn unplug_while_waiting_for_a_trigger_is_a_disconnection() {
 fn unplug_while_streaming_is_a_disconnection() {
     for family in FAMILIES {
         let fake = Fake::new(family);
-        let mut scope =
-            PicoScope::open(fake.config(streaming_config(family, 1, SampleFormat::Raw, 200, 1000)))
-                .unwrap();
+        let mut scope = fake.open(streaming_config(family, 1, SampleFormat::Raw, 200, 1000));
         let mut out = vec![0u8; scope.layout().event_size()];
         Source::start(&mut scope).unwrap();
         read_events(&mut scope, &mut out, 1);
@@ -1097,7 +1104,7 @@ fn an_unreachable_trigger_level_waits_and_auto_trigger_fires() {
     {
         t.level_v = -0.2;
     }
-    let mut scope = PicoScope::open(fake.config(c.clone())).unwrap();
+    let mut scope = fake.open(c.clone());
     let mut out = vec![0u8; scope.layout().event_size()];
     scope.start_capture().unwrap();
     for _ in 0..3 {
@@ -1118,7 +1125,7 @@ fn an_unreachable_trigger_level_waits_and_auto_trigger_fires() {
     {
         t.auto_trigger_ms = 10;
     }
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut scope = fake.open(c);
     scope.start_capture().unwrap();
     read_one(&mut scope, &mut out);
     assert!(
@@ -1217,8 +1224,7 @@ fn wrong_serial_and_wrong_output_size_are_reported() {
     c.serial = Some("JO999/0001".into());
     let err = PicoScope::open(c).unwrap_err();
     assert_eq!(err.status(), Some(PicoStatus::NotFound));
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 1, 1, SampleFormat::Volts))).unwrap();
+    let mut scope = fake.open(block_config(&PS5000A, 1, 1, SampleFormat::Volts));
     scope.start_capture().unwrap();
     let mut small = vec![0u8; 10];
     let err = Source::read_event(&mut scope, &mut small, T).unwrap_err();
@@ -1244,42 +1250,36 @@ fn bench_counts_what_it_reads() {
     assert!(f.copy_events_per_s > 0.0 && f.copy_mb_per_s > 0.0);
 }
 
+/// Starts `scope` through `Source`, reads one event, then counts the allocations of reading
+/// `n` more.
+fn allocations_reading_events(scope: &mut PicoScope, n: usize) -> u64 {
+    let mut out = vec![0u8; scope.layout().event_size()];
+    Source::start(scope).unwrap();
+    read_one(scope, &mut out);
+    allocations_in(|| {
+        read_events(scope, &mut out, n);
+    })
+}
+
 #[test]
 fn reading_events_allocates_nothing() {
     // Rapid block: 60 events = 6 fetches and re-arms of 10 captures, volts.
     let fake = Fake::new(&PS5000A);
     let mut opened = None;
     let at_open = allocations_in(|| {
-        opened = Some(
-            PicoScope::open(fake.config(block_config(&PS5000A, 4, 10, SampleFormat::Volts)))
-                .unwrap(),
-        );
+        opened = Some(fake.open(block_config(&PS5000A, 4, 10, SampleFormat::Volts)));
     });
     let mut scope = opened.unwrap();
     assert!(
         at_open >= 40,
         "the counter sees the 40 segment buffers of open"
     );
-    let mut out = vec![0u8; scope.layout().event_size()];
-    Source::start(&mut scope).unwrap();
-    read_one(&mut scope, &mut out);
-    let reading = allocations_in(|| {
-        read_events(&mut scope, &mut out, 60);
-    });
-    assert_eq!(reading, 0, "rapid block");
+    assert_eq!(allocations_reading_events(&mut scope, 60), 0, "rapid block");
 
     // Streaming, raw, chunks crossing event boundaries, idle polls included.
     let fake = Fake::new(&PS5000A);
-    let mut scope =
-        PicoScope::open(fake.config(streaming_config(&PS5000A, 2, SampleFormat::Raw, 250, 1000)))
-            .unwrap();
-    let mut out = vec![0u8; scope.layout().event_size()];
-    Source::start(&mut scope).unwrap();
-    read_one(&mut scope, &mut out);
-    let reading = allocations_in(|| {
-        read_events(&mut scope, &mut out, 40);
-    });
-    assert_eq!(reading, 0, "streaming");
+    let mut scope = fake.open(streaming_config(&PS5000A, 2, SampleFormat::Raw, 250, 1000));
+    assert_eq!(allocations_reading_events(&mut scope, 40), 0, "streaming");
 }
 
 #[test]
@@ -1336,8 +1336,7 @@ fn a_failed_re_arm_is_reported_after_the_fetched_captures() {
     let fake = Fake::new(&PS5000A);
     // The second RunBlock (the re-arm right after the first fetch) fails.
     fake.inject_after("ps5000aRunBlock", 0x15, 1);
-    let mut scope =
-        PicoScope::open(fake.config(block_config(&PS5000A, 1, 4, SampleFormat::Volts))).unwrap();
+    let mut scope = fake.open(block_config(&PS5000A, 1, 4, SampleFormat::Volts));
     let mut out = vec![0u8; scope.layout().event_size()];
     scope.start_capture().unwrap();
     for _ in 0..4 {
@@ -1414,7 +1413,7 @@ fn mso_rapid_block_in_every_family_carries_the_digital_pattern() {
         let mut c = block_config(family, 2, 5, SampleFormat::Raw);
         c.digital = [Some(1.5), Some(-0.5)];
         c.model = Some(model.to_string());
-        let mut scope = PicoScope::open(fake.config(c)).unwrap();
+        let mut scope = fake.open(c);
         let set_port = format!("{}SetDigitalPort", family.name);
         assert_eq!(fake.calls(&set_port), 2, "{model}");
         assert_eq!(fake.digital_level(0), 9830, "1.5 V / 5 V × 32767");
@@ -1425,13 +1424,10 @@ fn mso_rapid_block_in_every_family_carries_the_digital_pattern() {
         let mut out = vec![0u8; scope.layout().event_size()];
         assert_eq!(out.len(), 200 * rec);
         scope.start_capture().unwrap();
-        let level = (-0.05f64 / 0.5 * f64::from(scope.max_adc())).round() as i16;
+        let level = trigger_level_counts(&scope);
         let mut allocated = 0;
         for n in 0..12u64 {
-            let reading = allocations_in(|| read_one(&mut scope, &mut out));
-            if n > 0 {
-                allocated += reading;
-            }
+            allocated += allocations_of_read(&mut scope, &mut out, n);
             let a: Vec<i16> = out
                 .chunks_exact(rec)
                 .map(|r| i16::from_le_bytes([r[0], r[1]]))
@@ -1467,7 +1463,7 @@ fn mso_streaming_digital_port_is_gapless() {
     fake.set_i32(b"fakepico_set_streaming_paced", 0);
     let mut c = streaming_config(&PS5000A, 2, SampleFormat::Volts, 250, 1000);
     c.digital = [Some(2.0), None];
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut scope = fake.open(c);
     let rec = 4 * 2 + 1;
     let mut out = vec![0u8; scope.layout().event_size()];
     assert_eq!(out.len(), 250 * rec);
@@ -1523,7 +1519,7 @@ fn digital_ports_on_a_model_without_them_are_refused_at_open() {
     );
 
     fake.set_variant("3406D MSO");
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut scope = fake.open(c);
     // The library's own call above, then both ports off.
     assert_eq!(fake.calls("ps3000aSetDigitalPort"), 3);
     assert_eq!(fake.digital_level(0), i32::MIN, "PORT0 off");
@@ -1543,7 +1539,7 @@ fn mso_reconnect_switches_the_digital_port_on_again() {
     fake.set_variant("3406D MSO");
     let mut c = block_config(&PS3000A, 1, 4, SampleFormat::Raw);
     c.digital = [None, Some(3.3)];
-    let mut scope = PicoScope::open(fake.config(c)).unwrap();
+    let mut scope = fake.open(c);
     let rec = 2 + 1;
     let mut out = vec![0u8; scope.layout().event_size()];
     Source::start(&mut scope).unwrap();
@@ -1582,8 +1578,8 @@ fn block_mode_in_every_family_gives_the_fakes_captures_through_get_values() {
         let rapid = block_config(family, channels, 1, SampleFormat::Raw);
         let mut block = rapid.clone();
         block.acquisition = block_mode(&rapid);
-        let mut scope = PicoScope::open(block_fake.config(block)).unwrap();
-        let mut reference = PicoScope::open(bulk_fake.config(rapid)).unwrap();
+        let mut scope = block_fake.open(block);
+        let mut reference = bulk_fake.open(rapid);
         assert_eq!(scope.layout(), reference.layout());
         let meta = scope.run_metadata();
         assert!(
@@ -1595,13 +1591,10 @@ fn block_mode_in_every_family_gives_the_fakes_captures_through_get_values() {
         let (mut got, mut want) = (vec![0u8; size], vec![0u8; size]);
         scope.start_capture().unwrap();
         reference.start_capture().unwrap();
-        let level = (-0.05f64 / 0.5 * f64::from(scope.max_adc())).round() as i16;
+        let level = trigger_level_counts(&scope);
         let mut allocated = 0;
         for n in 0..N {
-            let reading = allocations_in(|| read_one(&mut scope, &mut got));
-            if n > 0 {
-                allocated += reading;
-            }
+            allocated += allocations_of_read(&mut scope, &mut got, n);
             read_one(&mut reference, &mut want);
             assert!(got == want, "{} event {n} differs", family.name);
             let a: Vec<i16> = i16s(&got).into_iter().step_by(channels).collect();
@@ -1645,7 +1638,7 @@ fn ps3000a_ranges_by_model_are_refused_before_open_and_by_set_channel() {
     let mut c = block_config(&PS3000A, 2, 2, SampleFormat::Raw);
     c.channels[1].range = VoltageRange::Mv20;
     // The default fake unit, a 3406D, has ±20 mV.
-    let scope = PicoScope::open(fake.config(c.clone())).unwrap();
+    let scope = fake.open(c.clone());
     assert_eq!(scope.variant(), "3406D");
     drop(scope);
     for model in ["3204A", "3405B", "3206 MSO"] {
@@ -1680,10 +1673,10 @@ fn ps3000a_ranges_by_model_are_refused_before_open_and_by_set_channel() {
         let mut ok = c.clone();
         ok.channels[1].range = VoltageRange::Mv50;
         ok.model = Some(model.into());
-        PicoScope::open(fake.config(ok)).unwrap();
+        fake.open(ok);
     }
     fake.set_variant("3206D MSO");
     let mut d = c.clone();
     d.model = Some("3206D MSO".into());
-    PicoScope::open(fake.config(d)).unwrap();
+    fake.open(d);
 }
