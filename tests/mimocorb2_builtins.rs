@@ -12,7 +12,9 @@ use std::time::Duration;
 const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
-use runs::{books_balance, engine_in, finish, finish_within, interrupt, processes_with, Dir};
+use runs::{
+    books_balance, engine_in, finish, finish_within, interrupt, processes_with, run_python, Dir,
+};
 
 fn setups() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setups/mimocorb2_builtins")
@@ -176,12 +178,7 @@ fn a_mimocorb2_style_spectrum_runs_with_its_builtins_and_counts_every_event() {
         println!("SKIPPED the scipy comparison: set DAQ_PYTHON to a Python with h5py and scipy");
         return;
     };
-    let o = Command::new(&py)
-        .args(["-c", SCIPY])
-        .arg(run.join("raw.h5"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_python(&py, SCIPY, &[run.join("raw.h5").as_os_str()], "");
     let scipy: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(scipy.len() as u64, peaks, "events with a peak");

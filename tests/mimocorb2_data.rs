@@ -6,11 +6,10 @@
 
 use daq_engine::export::mimo::MimoReader;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 mod runs;
-use runs::{books_balance, engine_in, finish, finish_within, Dir};
+use runs::{books_balance, engine_in, finish, finish_within, run_python, Dir};
 
 const DTYPE: &str = "{ch0: float32, ch1: int16, flag: uint8}";
 
@@ -133,21 +132,11 @@ fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
         return;
     };
     // mimoCoRB2's reader takes our file.
-    let o = Command::new(&py)
-        .args(["-c", MIMOCORB2_READ])
-        .arg(rec.join("raw.mimo"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_python(&py, MIMOCORB2_READ, &[rec.join("raw.mimo").as_os_str()], "");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "500");
     // A file mimoCoRB2 wrote (pickle protocol 4 or 5) replays at a fixed rate.
     let written = dir.0.join("python.mimo");
-    let o = Command::new(&py)
-        .args(["-c", MIMOCORB2_WRITE])
-        .arg(&written)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_python(&py, MIMOCORB2_WRITE, &[written.as_os_str()], "");
     let (code, out, clocked) = run(&dir, "clocked");
     assert_eq!(code, 0, "{out}");
     let original = events(&written);
@@ -254,16 +243,12 @@ fn data_export_writes_every_kind_of_field_numpy_reads_back() {
     for protocol in ["2", "5"] {
         let dir = Dir::new(&format!("m2datakinds{protocol}"));
         let written = dir.0.join("kinds.mimo");
-        let o = Command::new(&py)
-            .args([
-                "-c",
-                &MIMOCORB2_WRITE_ALL_KINDS.replace("KINDS", ALL_KINDS_NUMPY),
-            ])
-            .arg(&written)
-            .arg(protocol)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_python(
+            &py,
+            &MIMOCORB2_WRITE_ALL_KINDS.replace("KINDS", ALL_KINDS_NUMPY),
+            &[written.as_os_str(), protocol.as_ref()],
+            "",
+        );
         // Our reader takes numpy's pickles of every kind.
         let header = MimoReader::open(&written).unwrap().header;
         let want = daq_engine::dtype::Dtype::parse([
@@ -287,16 +272,11 @@ fn data_export_writes_every_kind_of_field_numpy_reads_back() {
         let (code, out) = finish_within(child, Duration::from_secs(120));
         assert_eq!(code, 0, "{out}");
         let run = dir.run_dir();
-        let o = Command::new(&py)
-            .args(["-c", &MIMOCORB2_COMPARE.replace("KINDS", ALL_KINDS_NUMPY)])
-            .arg(run.join("raw.mimo"))
-            .arg(&written)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "protocol {protocol}: {}",
-            String::from_utf8_lossy(&o.stderr)
+        run_python(
+            &py,
+            &MIMOCORB2_COMPARE.replace("KINDS", ALL_KINDS_NUMPY),
+            &[run.join("raw.mimo").as_os_str(), written.as_os_str()],
+            &format!("protocol {protocol}: "),
         );
     }
 }

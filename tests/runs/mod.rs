@@ -143,18 +143,31 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.h5"))):
         }
 print(json.dumps(out))
 "#;
-    let o = Command::new(&py)
+    let o = run_python(
+        &py,
+        script,
+        &[run.as_os_str()],
+        "plain h5py could not read the run's files: ",
+    );
+    let v: FileRows = serde_json::from_slice(&o.stdout).unwrap();
+    Some(v)
+}
+
+/// Runs `python -c script` with `args` to its end and returns its output; fails the test
+/// unless it exited 0, the message `what` followed by the script's stderr.
+#[track_caller]
+pub fn run_python(python: &str, script: &str, args: &[&std::ffi::OsStr], what: &str) -> Output {
+    let o = Command::new(python)
         .args(["-c", script])
-        .arg(run)
+        .args(args)
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "plain h5py could not read the run's files: {}",
+        "{what}{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let v: FileRows = serde_json::from_slice(&o.stdout).unwrap();
-    Some(v)
+    o
 }
 
 /// A scratch directory for one test's run, removed afterwards (when dropped, also when the
