@@ -63,6 +63,15 @@ fn spec(name: &str, dtype: &Dtype, data_length: usize, groups: Vec<usize>) -> Ri
     }
 }
 
+/// A fresh ring of [`spec`] on the plain places, named after `tag`.
+fn new_ring(tag: &str, dtype: &Dtype, data_length: usize, groups: Vec<usize>) -> Ring {
+    Ring::create(
+        &places(HugePages::Off, None),
+        &spec(&unique(tag), dtype, data_length, groups),
+    )
+    .unwrap()
+}
+
 fn f4() -> Dtype {
     Dtype::parse([("ch0", "f4")]).unwrap()
 }
@@ -95,11 +104,7 @@ fn valid_bytes() -> Vec<u8> {
 }
 
 fn valid_bytes_with(dtype: &Dtype, data_length: usize, groups: Vec<usize>) -> Vec<u8> {
-    let ring = Ring::create(
-        &places(HugePages::Off, None),
-        &spec(&unique("src"), dtype, data_length, groups),
-    )
-    .unwrap();
+    let ring = new_ring("src", dtype, data_length, groups);
     std::fs::read(ring.path()).unwrap()
 }
 
@@ -144,11 +149,7 @@ fn assert_consistent(ring: &Ring) {
 
 #[test]
 fn a_valid_file_attaches_with_and_without_expectations() {
-    let ring = Ring::create(
-        &places(HugePages::Off, None),
-        &spec(&unique("ok"), &f4(), 16, vec![2, 1]),
-    )
-    .unwrap();
+    let ring = new_ring("ok", &f4(), 16, vec![2, 1]);
     let a = Ring::attach(ring.path(), Some(&f4()), Some(16)).unwrap();
     assert_eq!(a.dtype(), &f4());
     assert_eq!(a.data_length(), 16);
@@ -218,11 +219,7 @@ fn half_built_ring_is_not_ready_rather_than_not_a_ring() {
 
 #[test]
 fn mismatching_dtype_says_what_differs() {
-    let ring = Ring::create(
-        &places(HugePages::Off, None),
-        &spec(&unique("dtype"), &f4(), 16, vec![1]),
-    )
-    .unwrap();
+    let ring = new_ring("dtype", &f4(), 16, vec![1]);
     let other = Dtype::parse([("ch0", "f8")]).unwrap();
     match Ring::attach(ring.path(), Some(&other), Some(16)) {
         Err(e @ AttachError::Schema { .. }) => {
@@ -243,11 +240,7 @@ fn mismatching_dtype_says_what_differs() {
 
 #[test]
 fn mismatching_data_length_says_what_differs() {
-    let ring = Ring::create(
-        &places(HugePages::Off, None),
-        &spec(&unique("len"), &f4(), 16, vec![1]),
-    )
-    .unwrap();
+    let ring = new_ring("len", &f4(), 16, vec![1]);
     match Ring::attach(ring.path(), Some(&f4()), Some(32)) {
         Err(e @ AttachError::Length { .. }) => {
             let AttachError::Length {
@@ -366,11 +359,7 @@ fn every_field_type_round_trips_through_the_header() {
         ("n", ">U2"),
     ])
     .unwrap();
-    let ring = Ring::create(
-        &places(HugePages::Off, None),
-        &spec(&unique("types"), &d, 4, vec![1]),
-    )
-    .unwrap();
+    let ring = new_ring("types", &d, 4, vec![1]);
     assert_eq!(
         Ring::attach(ring.path(), Some(&d), Some(4))
             .unwrap()
