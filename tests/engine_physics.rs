@@ -186,11 +186,7 @@ fn check_refuses_a_coincidence_sink_field_it_does_not_fill() {
     let importers = pulses("a_det", "a", 10, 1) + &pulses("b_det", "b", 10, 2);
     let setup = coincidence_setup(&importers, 1e-6).replace("counter_b: int64", "bogus: int64");
     let file = dir.write("setup.yaml", &setup);
-    let out = Command::new(env!("CARGO_BIN_EXE_daq-engine"))
-        .arg("check")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = runs::check(&[], &file);
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("'bogus'"), "{text}");

@@ -11,8 +11,8 @@ const EXE: &str = env!("CARGO_BIN_EXE_daq-engine");
 
 mod runs;
 use runs::{
-    books_balance, check, engine_in, exited_0, finish, finish_within, interrupt, processes_with,
-    stderr, summary, the_process, wait_until, Dir,
+    books_balance, check, check_in, engine_in, exited_0, finish, finish_within, interrupt,
+    processes_with, stderr, summary, the_process, wait_until, Dir,
 };
 
 fn setup(n_events: u64, sink_procs: usize, filter_procs: usize) -> String {
@@ -1058,12 +1058,7 @@ fn check_refuses_a_wrong_typed_config_key_at_its_position() {
             "target_directory: runs\nBuffers:\n  raw: {{slot_count: 8, data_length: 1000, data_dtype: {dtype}}}\nWorkers:\n{out}\n  src:\n    function: {function}\n    sinks: [raw]\n{line9}\n"
         );
         let s = dir.write("typed.yaml", &text);
-        let check = Command::new(EXE)
-            .arg("check")
-            .arg(&s)
-            .current_dir(&dir.0)
-            .output()
-            .unwrap();
+        let check = check_in(&dir.0, &s);
         let err = String::from_utf8_lossy(&check.stderr);
         assert_eq!(check.status.code(), Some(2), "case {i}: {err}");
         let at = format!("typed.yaml:9:{column}: error: ");

@@ -12,7 +12,7 @@ mod runs;
 mod tansu;
 
 use daq_engine::export::read_buffer;
-use runs::{books_balance, finish_within, interrupt, Dir};
+use runs::{books_balance, check_in, finish_within, interrupt, Dir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -1082,12 +1082,7 @@ Workers:
     sources: [shared]
 ",
     );
-    let out = Command::new(EXE)
-        .arg("check")
-        .arg(&setup)
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
+    let out = check_in(&dir.0, &setup);
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{text}");

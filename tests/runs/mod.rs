@@ -436,6 +436,14 @@ pub fn check(args: &[&str], setup: &Path) -> Output {
         .unwrap()
 }
 
+/// `daq-engine check <setup>` in `dir` (where the setup's relative paths lead), run to its
+/// end.
+pub fn check_in(dir: &Path, setup: &Path) -> Output {
+    let mut cmd = Command::new(EXE);
+    cmd.arg("check").arg(setup).current_dir(dir);
+    cmd.output().unwrap()
+}
+
 /// A setup shipped in the repository's `setups/`.
 pub fn shipped_setup(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
