@@ -182,6 +182,21 @@ fn exit_code(tmux: &Tmux) -> String {
     }
 }
 
+/// The run `tag` under the dashboard, ended with `tmux_command` once the dashboard shows
+/// events and waited for until it exited 0: the host, the run directory and the run's log.
+#[track_caller]
+fn run_ended_by(tag: &str, tmux_command: &[&str]) -> Option<(Tmux, PathBuf, String)> {
+    let tmux = start_host(tag)?;
+    tmux.wait_for("the dashboard with events", |s| {
+        s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > 0)
+    });
+    tmux.run(tmux_command);
+    assert_eq!(exit_code(&tmux), "0");
+    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.0.join("run_dir")).unwrap());
+    let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
+    Some((tmux, run_dir, log))
+}
+
 #[test]
 fn tui_in_tmux() {
     let Some(tmux) = start_host("keys") else {
@@ -265,16 +280,9 @@ fn tui_in_tmux() {
 /// The terminal goes away (tmux kills the pane: SIGHUP): the run stops cleanly, exit 0.
 #[test]
 fn hangup_stops_the_run_cleanly() {
-    let Some(tmux) = start_host("hangup") else {
+    let Some((tmux, run_dir, log)) = run_ended_by("hangup", &["kill-session", "-t", "run"]) else {
         return;
     };
-    tmux.wait_for("the dashboard with events", |s| {
-        s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > 0)
-    });
-    tmux.run(&["kill-session", "-t", "run"]);
-    assert_eq!(exit_code(&tmux), "0");
-    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.0.join("run_dir")).unwrap());
-    let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
     // SIGHUP, the failed read or the failed draw, whichever the dashboard noticed first (a
     // loaded machine drew a frame between the hang-up and the read: the draw failed first).
     assert!(
@@ -299,16 +307,9 @@ fn hangup_stops_the_run_cleanly() {
 /// Ctrl-C in the dashboard (raw mode: a key, not a signal) still drains the run: exit 0.
 #[test]
 fn ctrl_c_drains_as_without_the_dashboard() {
-    let Some(tmux) = start_host("ctrlc") else {
+    let Some((tmux, _, log)) = run_ended_by("ctrlc", &["send-keys", "-t", "run", "C-c"]) else {
         return;
     };
-    tmux.wait_for("the dashboard with events", |s| {
-        s.contains("RUNNING") && events_in(s, "raw").is_some_and(|n| n > 0)
-    });
-    tmux.run(&["send-keys", "-t", "run", "C-c"]);
-    assert_eq!(exit_code(&tmux), "0");
-    let run_dir = PathBuf::from(std::fs::read_to_string(tmux.dir.0.join("run_dir")).unwrap());
-    let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
     assert!(
         log.contains("stop requested: importers stop, buffers drain"),
         "{log}"
