@@ -916,22 +916,59 @@ fn open_page(browser: &str, dir: &Path, url: &str, addr: SocketAddr) -> (Browser
     (chrome, DevTools::connect(&ws_url))
 }
 
+/// A run of [`SETUP`] with a web monitor (with `token`, if any) and its page in a headless
+/// chromium. A test binds every field: the page goes first, then the browser, the scratch
+/// directory and, last, the lock that keeps the browser tests to one at a time.
+struct LivePage {
+    page: DevTools,
+    addr: SocketAddr,
+    run: std::thread::JoinHandle<(RunSummary, Web)>,
+    _browser: Browser,
+    _dir: Dir,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The run of a browser test (`tag`), its page opened at `/` and `fragment` once it shows
+/// the run's numbers; None, with a SKIPPED line, where chromium is not installed.
+fn live_page(tag: &str, token: Option<&str>, fragment: &str) -> Option<LivePage> {
+    let one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED the browser test: chromium is not installed (apt-get install chromium)");
+        return None;
+    };
+    let dir = Dir::new(tag);
+    let (addr, _run_dir, run) = start_run(&dir.0, token);
+    let url = format!("http://{addr}/{fragment}");
+    let (chrome, mut page) = open_page(browser, &dir.0, &url, addr);
+    wait_for("numbers on the page", || {
+        page.text("state") == "running" && page.text("buffers").contains("raw")
+    });
+    Some(LivePage {
+        page,
+        addr,
+        run,
+        _browser: chrome,
+        _dir: dir,
+        _one: one,
+    })
+}
+
 /// The page's buttons in a real browser: pause stops the rates, resume restarts them, stop
 /// ends the run with exit 0 and the page says so.
 #[test]
 fn browser_buttons_pause_resume_stop() {
-    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(browser) = chromium() else {
-        eprintln!("SKIPPED the browser test: chromium is not installed (apt-get install chromium)");
+    let Some(LivePage {
+        mut page,
+        addr,
+        run,
+        _browser,
+        _dir,
+        _one,
+    }) = live_page("buttons", None, "")
+    else {
         return;
     };
-    let dir = Dir::new("buttons");
-    let (addr, _run_dir, run) = start_run(&dir.0, None);
-    let (_browser, mut page) = open_page(browser, &dir.0, &format!("http://{addr}/"), addr);
     let text = |page: &mut DevTools, id: &str| page.text(id);
-    wait_for("numbers on the page", || {
-        text(&mut page, "state") == "running" && text(&mut page, "buffers").contains("raw")
-    });
     // issue 12, item 11: an oscilloscope without sample_interval is drawn in samples (it
     // was labelled µs and ran to 4e9).
     wait_for("the trace plot", || {
@@ -1111,19 +1148,18 @@ fn a_failing_server_costs_the_page_not_the_run() {
 /// that the event stream carries, and leaves the address bar.
 #[test]
 fn browser_page_with_a_token() {
-    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(browser) = chromium() else {
-        eprintln!("SKIPPED the browser test: chromium is not installed (apt-get install chromium)");
+    let Some(LivePage {
+        mut page,
+        run,
+        _browser,
+        _dir,
+        _one,
+        ..
+    }) = live_page("browser-token", Some("pag3-s3cret"), "#token=pag3-s3cret")
+    else {
         return;
     };
-    let dir = Dir::new("browser-token");
-    let (addr, _run_dir, run) = start_run(&dir.0, Some("pag3-s3cret"));
-    let url = format!("http://{addr}/#token=pag3-s3cret");
-    let (_browser, mut page) = open_page(browser, &dir.0, &url, addr);
     let text = |page: &mut DevTools, id: &str| page.text(id);
-    wait_for("numbers on the page", || {
-        text(&mut page, "state") == "running" && text(&mut page, "buffers").contains("raw")
-    });
     assert_eq!(page.eval("location.hash"), "");
     assert_eq!(page.eval("document.cookie"), "", "the cookie is HttpOnly");
     page.eval("document.getElementById('stop').click()");
