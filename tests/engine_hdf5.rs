@@ -35,6 +35,17 @@ Workers:
     )
 }
 
+/// The run of setup `text`, written to `dir` as `s.yaml`: `daq-engine s.yaml --quiet` in
+/// `dir` with stdin closed, for the caller to say where its output goes and to start.
+fn run_of(dir: &Path, text: &str) -> std::process::Command {
+    std::fs::write(dir.join("s.yaml"), text).unwrap();
+    let mut cmd = command(EXE);
+    cmd.args(["s.yaml", "--quiet"])
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// A fresh directory for the test `tag`.
 fn fresh(tag: &str) -> PathBuf {
     runs::fresh(&format!("h5-{tag}"))
@@ -130,11 +141,7 @@ fn wait_for_run_file(dir: &Path, bytes: u64) -> PathBuf {
 /// holds data and several flushes passed, and kills the supervisor and every worker with
 /// SIGKILL at once. Returns the run file.
 fn run_and_kill_9(dir: &Path) -> PathBuf {
-    std::fs::write(dir.join("s.yaml"), setup(1_000_000_000, 0.1)).unwrap();
-    let mut child = command(EXE)
-        .args(["s.yaml", "--quiet"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
+    let mut child = run_of(dir, &setup(1_000_000_000, 0.1))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -265,12 +272,7 @@ fn h5py_plain_events(file: &Path, recovered: Option<bool>) -> Option<u64> {
 
 /// Runs setup `text` in `dir` (as `s.yaml`) to its end; asserts exit 0 and returns stderr.
 fn run_to_the_end(dir: &Path, text: &str) -> String {
-    std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let out = command(EXE)
-        .args(["s.yaml", "--quiet"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let out = run_of(dir, text).output().unwrap();
     runs::stderr(&exited_0(out))
 }
 
@@ -464,11 +466,7 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     // No reserve (the disk watch never stops the run first) and a long flush interval (at
     // the moment the disk fills, the exporter holds up to a second of events).
     let text = disk_filling_setup(&disk.0.join("runs"), 0, "flush_interval: 1.0");
-    std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let mut child = command(EXE)
-        .args(["s.yaml", "--quiet"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
+    let mut child = run_of(&dir, &text)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -555,14 +553,7 @@ fn a_clean_stop_of_a_compressed_run_compresses_nothing_at_the_end() {
     // file was 62 % of the events' size), which is not what this test is about.
     let text = setup(1_000_000_000, 600.0)
         .replace("compression: deflate", "compression: deflate, level: 9");
-    std::fs::write(dir.join("s.yaml"), text).unwrap();
-    let mut child = command(EXE)
-        .args(["s.yaml", "--quiet"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_of(&dir, &text).stderr(Stdio::null()).spawn().unwrap();
     let file = wait_for_run_file(&dir, 2_000_000);
     let run = file.parent().unwrap().to_path_buf();
     interrupt(&child).unwrap();
