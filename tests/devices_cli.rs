@@ -20,22 +20,33 @@ fn temp(tag: &str) -> std::path::PathBuf {
     d
 }
 
+/// The stdout of `daq-engine <args…>`, which must exit 0, on a machine with nothing
+/// connected; None, with a line that the test (`skipped` more closely) is skipped, where a
+/// serial port or a USB device is present.
+#[track_caller]
+fn with_nothing_connected(args: &[&str], skipped: &str) -> Option<String> {
+    let scan = daq_drivers::serial::scan();
+    if !scan.is_empty() {
+        eprintln!("serial ports present ({scan:?}); skipping{skipped}");
+        return None;
+    }
+    let out = Command::new(EXE).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text.contains("usb:") {
+        eprintln!("USB devices present; skipping{skipped}");
+        return None;
+    }
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    Some(text)
+}
+
 /// This machine has no USB bus and no serial detector: the command says so and succeeds.
 /// (On a machine with a detector plugged in the test is skipped, not failed.)
 #[test]
 fn devices_says_clearly_when_none_are_found() {
-    let scan = daq_drivers::serial::scan();
-    if !scan.is_empty() {
-        eprintln!("serial ports present ({scan:?}); skipping the none-found check");
+    let Some(text) = with_nothing_connected(&["devices"], " the none-found check") else {
         return;
-    }
-    let out = Command::new(EXE).arg("devices").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("usb:") {
-        eprintln!("USB devices present; skipping the none-found check");
-        return;
-    }
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    };
     assert!(text.contains("No supported devices found"), "{text}");
     assert!(
         text.contains("04b4:1175") && text.contains("0ce9"),
@@ -141,17 +152,9 @@ fn every_device_function_takes_simulate_and_every_setup_checks() {
 /// `udev check` with nothing connected: says so, reports the rules' state, succeeds.
 #[test]
 fn udev_check_with_nothing_connected() {
-    if !daq_drivers::serial::scan().is_empty() {
-        eprintln!("serial ports present; skipping");
+    let Some(text) = with_nothing_connected(&["udev", "check"], "") else {
         return;
-    }
-    let out = Command::new(EXE).args(["udev", "check"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("usb:") {
-        eprintln!("USB devices present; skipping");
-        return;
-    }
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    };
     assert!(text.starts_with("udev rules: "), "{text}");
     assert!(text.contains("no supported devices connected"), "{text}");
 }
