@@ -140,6 +140,14 @@ fn port(sim: &SimulatorHandle) -> String {
     format!("port: {}", sim.path().display())
 }
 
+/// The setup in `d` of a CosmicWatch v2 (`device.cosmicwatch`) on the simulated device `sim`,
+/// with `config` lines besides its port.
+fn scripted_cosmicwatch(d: &Dir, sim: &SimulatorHandle, config: &[&str]) -> PathBuf {
+    let mut lines = vec![port(sim)];
+    lines.extend(config.iter().map(|l| l.to_string()));
+    setup(d, "device.cosmicwatch", COSMICWATCH_V2_DTYPE, &lines)
+}
+
 #[test]
 fn a_noise_line_from_a_cosmicwatch_is_counted_and_skipped_and_the_run_goes_on() {
     let lines = CosmicWatchGen::event_lines(&cosmicwatch_v2(), 10);
@@ -157,12 +165,7 @@ fn a_noise_line_from_a_cosmicwatch_is_counted_and_skipped_and_the_run_goes_on() 
     }
     let sim = scripted(script.into_bytes());
     let d = Dir::new("cw-noise");
-    let s = setup(
-        &d,
-        "device.cosmicwatch",
-        COSMICWATCH_V2_DTYPE,
-        &[port(&sim), "version: v2".into()],
-    );
+    let s = scripted_cosmicwatch(&d, &sim, &["version: v2"]);
     let (code, err, rd) = run(&d, &s, &["--max-events", "10"]);
     assert_eq!(code, 0, "{err}\n{}", log(&rd));
     let events: Vec<String> = csv_column(&rd, "event");
@@ -293,12 +296,7 @@ fn a_cosmicwatch_sending_only_garbage_is_reported_silent_and_the_run_goes_on() {
     script.push_str("1 2 3\r\nzz\r\n4 5 6 7\r\n");
     let sim = scripted(script.into_bytes());
     let d = Dir::new("cw-silent");
-    let s = setup(
-        &d,
-        "device.cosmicwatch",
-        COSMICWATCH_V2_DTYPE,
-        &[port(&sim), "expect_data_within: 0.5".into()],
-    );
+    let s = scripted_cosmicwatch(&d, &sim, &["expect_data_within: 0.5"]);
     let (code, err, rd) = run(&d, &s, &["--max-seconds", "3"]);
     assert_eq!(code, 0, "{err}\n{}", log(&rd));
     let log = log(&rd);
@@ -322,16 +320,7 @@ fn a_cosmicwatch_sending_only_garbage_is_reported_silent_and_the_run_goes_on() {
 fn a_silent_cosmicwatch_stops_the_run_with_on_silence_stop() {
     let sim = scripted(cosmicwatch_header().into_bytes());
     let d = Dir::new("cw-stop");
-    let s = setup(
-        &d,
-        "device.cosmicwatch",
-        COSMICWATCH_V2_DTYPE,
-        &[
-            port(&sim),
-            "expect_data_within: 0.5".into(),
-            "on_silence: stop".into(),
-        ],
-    );
+    let s = scripted_cosmicwatch(&d, &sim, &["expect_data_within: 0.5", "on_silence: stop"]);
     // Without the stop the run would last until max_seconds, and `finish` fails first.
     let child = start(&d, &s, &["--max-seconds", "600"]);
     let (code, err, rd) = finish(&d, child, Duration::from_secs(60));
