@@ -122,6 +122,15 @@ fn apply(text: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
+/// `text` with `ms` applied, in order.
+fn mutated(text: &str, ms: &[Mutation]) -> Vec<u8> {
+    let mut text = text.as_bytes().to_vec();
+    for m in ms {
+        apply(&mut text, m);
+    }
+    text
+}
+
 #[test]
 fn the_unmutated_setup_is_valid() {
     let (setup, warnings) =
@@ -154,10 +163,7 @@ proptest! {
 
     #[test]
     fn mutated_setups_never_panic(ms in prop::collection::vec(mutation(), 1..4)) {
-        let mut text = GOOD.as_bytes().to_vec();
-        for m in &ms {
-            apply(&mut text, m);
-        }
+        let text = mutated(GOOD, &ms);
         positioned(&text)?;
         // A mutation that still parses into a runnable setup must resolve to sane values.
         if let Ok(text) = std::str::from_utf8(&text) {
@@ -172,10 +178,7 @@ proptest! {
 
     #[test]
     fn mutated_mimocorb2_setups_never_panic_in_migrate(ms in prop::collection::vec(mutation(), 1..4)) {
-        let mut text = MIMO.as_bytes().to_vec();
-        for m in &ms {
-            apply(&mut text, m);
-        }
+        let text = mutated(MIMO, &ms);
         positioned(&text)?;
     }
 
