@@ -91,6 +91,17 @@ fn kill_child(kids: &mut Children, pid: Pid) {
     kids.0.retain(|&p| p != pid);
 }
 
+/// Kills the child `victim` once it holds the event it was told to hold (it sets `other` of
+/// its report `rep` then), waiting 30 s at the most; the test fails with `never` after that.
+fn kill_holding(kids: &mut Children, victim: Pid, rep: &Report, never: &str) {
+    assert!(
+        wait_for(Duration::from_secs(30), || rep.other.load(Ordering::SeqCst)
+            != 0),
+        "{never}"
+    );
+    kill_child(kids, victim);
+}
+
 // ------------------------------------------------------------------ the tests
 
 /// Groups [2, 1]: member 0 of group 0 is killed holding an event (and the rest of its
@@ -106,15 +117,12 @@ fn killed_member_is_reclaimed_and_every_event_accounted() {
     kids.spawn(|| consume(&path, 0, 1, None, board.get(1)));
     kids.spawn(|| consume(&path, 1, 0, None, board.get(2)));
     kids.spawn(|| produce_all(&path, N, board.get(3)));
-    assert!(
-        wait_for(Duration::from_secs(30), || board
-            .get(0)
-            .other
-            .load(Ordering::SeqCst)
-            != 0),
-        "the victim never got its 501st event"
+    kill_holding(
+        &mut kids,
+        victim,
+        board.get(0),
+        "the victim never got its 501st event",
     );
-    kill_child(&mut kids, victim);
     let held = board.get(0).other.load(Ordering::SeqCst) - 1;
     let mut reclaimed = 0;
     let codes = kids.wait_all_while(Duration::from_secs(60), || reclaimed += ring.reclaim_dead());
@@ -160,12 +168,12 @@ fn group_whose_only_member_died_is_detached_and_the_producer_goes_on() {
     kids.spawn(|| consume(&path, 0, 0, None, board.get(0)));
     let victim = kids.spawn(|| consume(&path, 1, 0, Some(100), board.get(1)));
     kids.spawn(|| produce_all(&path, N, board.get(2)));
-    assert!(wait_for(Duration::from_secs(30), || board
-        .get(1)
-        .other
-        .load(Ordering::SeqCst)
-        != 0));
-    kill_child(&mut kids, victim);
+    kill_holding(
+        &mut kids,
+        victim,
+        board.get(1),
+        "the member of group 1 never got its 101st event",
+    );
     // The dead group holds the ring: the producer fills it up to the dead group's release
     // cursor and waits.
     assert!(
@@ -247,12 +255,12 @@ fn kill_and_take_over(tag: &str, slots: usize, n: u64, ranges: bool) -> u64 {
     if !all_first {
         kids.spawn(|| produce_all(&path, n, board.get(2)));
     }
-    assert!(wait_for(Duration::from_secs(30), || board
-        .get(0)
-        .other
-        .load(Ordering::SeqCst)
-        != 0));
-    kill_child(&mut kids, victim);
+    kill_holding(
+        &mut kids,
+        victim,
+        board.get(0),
+        "the member never got its 1001st event",
+    );
     let held = board.get(0).other.load(Ordering::SeqCst) - 1;
     assert_eq!(
         (held, board.get(0).count.load(Ordering::SeqCst)),
