@@ -126,6 +126,24 @@ fn group_got(g: usize, members: &[&Report], sent: Tally) {
 
 // ------------------------------------------------------------------ the tests
 
+/// Starts the observer (report 5) and `produce` (report 0) beside the four readers already
+/// started, and waits for all six children to exit 0.
+fn observe_produce_and_wait(
+    kids: &mut Children,
+    path: &Path,
+    board: &Board,
+    produce: impl FnOnce(&Path, &Report) -> i32,
+) {
+    kids.spawn(|| observe(path, board.get(5)));
+    kids.spawn(|| produce(path, board.get(0)));
+    let codes = kids.wait_all(Duration::from_secs(120));
+    assert_eq!(
+        codes,
+        vec![0; 6],
+        "exit codes (readers, observer, producer)"
+    );
+}
+
 /// One producer, groups [2, 2], one observer, `n` events through a 64-slot `block` ring.
 fn broadcast_and_share(n: u64) {
     let t0 = Instant::now();
@@ -135,14 +153,7 @@ fn broadcast_and_share(n: u64) {
         let (path, rep) = (&path, board.get(1 + i));
         kids.spawn(move || consume_all(path, g, m, Duration::ZERO, rep));
     }
-    kids.spawn(|| observe(&path, board.get(5)));
-    kids.spawn(|| produce_all(&path, n, board.get(0)));
-    let codes = kids.wait_all(Duration::from_secs(120));
-    assert_eq!(
-        codes,
-        vec![0; 6],
-        "exit codes (readers, observer, producer)"
-    );
+    observe_produce_and_wait(&mut kids, &path, &board, |p, rep| produce_all(p, n, rep));
 
     let want = expected(n);
     assert_eq!(totals(&[board.get(0)]), want, "producer");
@@ -332,14 +343,9 @@ fn batched_counts_every_event(policy: Policy, n: u64) {
     kids.spawn(|| consume(&path, (1, 0), Duration::ZERO, true, board.get(2)));
     kids.spawn(|| consume(&path, (2, 0), Duration::ZERO, true, board.get(3)));
     kids.spawn(|| consume(&path, (2, 1), Duration::ZERO, true, board.get(4)));
-    kids.spawn(|| observe(&path, board.get(5)));
-    kids.spawn(|| produce_batched(&path, n, board.get(0)));
-    let codes = kids.wait_all(Duration::from_secs(120));
-    assert_eq!(
-        codes,
-        vec![0; 6],
-        "exit codes (readers, observer, producer)"
-    );
+    observe_produce_and_wait(&mut kids, &path, &board, |p, rep| {
+        produce_batched(p, n, rep)
+    });
 
     let prod = board.get(0);
     assert_eq!(prod.errors.load(Ordering::SeqCst), 0, "producer");
