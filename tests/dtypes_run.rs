@@ -225,6 +225,13 @@ fn h5py_check(dir: &Path, run: &Path, dtype: &Dtype, csv: bool, n: i64) {
     println!("{}", stdout.trim());
 }
 
+/// Runs the setup `file` in `dir` to its end; asserts exit 0 and returns the run directory.
+fn run_to_the_end(dir: &Path, file: &str) -> PathBuf {
+    let (code, text) = engine(dir, &[file, "--quiet"]);
+    assert_eq!(code, 0, "{text}");
+    only_run(dir)
+}
+
 /// The setup of the issue, as written: `check` passes, the run goes through every
 /// pass-through function, h5py returns the setup's dtype and the bytes `bench.source` made.
 #[test]
@@ -234,9 +241,7 @@ fn the_issue_setup_checks_runs_and_reads_back_in_h5py() {
     std::fs::write(dir.join("s.yaml"), pipeline(ISSUE_DTYPE, n)).unwrap();
     let (code, text) = engine(&dir, &["check", "s.yaml"]);
     assert_eq!(code, 0, "{text}");
-    let (code, text) = engine(&dir, &["s.yaml", "--quiet"]);
-    assert_eq!(code, 0, "{text}");
-    let run = only_run(&dir);
+    let run = run_to_the_end(&dir, "s.yaml");
     let sink: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("bench_sink_0.json")).unwrap())
             .unwrap();
@@ -271,9 +276,7 @@ fn every_kind_round_trips_through_hdf5_and_csv() {
     let dir = fresh("all");
     let n = 120;
     std::fs::write(dir.join("s.yaml"), pipeline(ALL_DTYPE, n)).unwrap();
-    let (code, text) = engine(&dir, &["s.yaml", "--quiet"]);
-    assert_eq!(code, 0, "{text}");
-    let run = only_run(&dir);
+    let run = run_to_the_end(&dir, "s.yaml");
     let dtype = dtype_of(ALL_DTYPE);
     h5py_check(&dir, &run, &dtype, true, n);
     // Replayed through the same kind of chain (replay.hdf5 → export.hdf5), every field
@@ -300,11 +303,9 @@ Workers:
         run.join("copied.h5").display()
     );
     std::fs::write(replay.join("r.yaml"), setup).unwrap();
-    let (code, text) = engine(&replay, &["r.yaml", "--quiet"]);
-    assert_eq!(code, 0, "{text}");
+    let replayed = run_to_the_end(&replay, "r.yaml");
     let first = daq_engine::export::read_buffer(run.join("copied.h5"), "copied").unwrap();
-    let again =
-        daq_engine::export::read_buffer(only_run(&replay).join("copied.h5"), "copied").unwrap();
+    let again = daq_engine::export::read_buffer(replayed.join("copied.h5"), "copied").unwrap();
     assert_eq!(again.dtype, dtype);
     assert_eq!(again.data, expected_events(&dtype, 16, n));
     let stamps = |b: &daq_engine::export::BufferContents| -> Vec<(i64, f64)> {
