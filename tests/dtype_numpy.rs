@@ -8,6 +8,8 @@
 use daq_engine::dtype::{Dtype, FieldType};
 use std::process::Command;
 
+mod runs;
+
 /// Type texts as a setup may write them (every spelling `FieldType::parse` documents).
 const TYPES: &[&str] = &[
     "int8",
@@ -166,18 +168,13 @@ fn sizes_and_offsets_equal_numpys() {
         }
     }
     let refused: Vec<String> = REFUSED.iter().map(|t| format!("{t:?}")).collect();
-    let out = Command::new(&py)
-        .args(["-c", CHECK])
-        .arg(format!("[{}]", cases.join(", ")))
-        .arg(format!("[{}]", refused.join(", ")))
-        .arg(format!("[{}]", groups.join(", ")))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("numpy ok"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    runs::script_says(
+        Command::new(&py)
+            .args(["-c", CHECK])
+            .arg(format!("[{}]", cases.join(", ")))
+            .arg(format!("[{}]", refused.join(", ")))
+            .arg(format!("[{}]", groups.join(", "))),
+        "numpy ok",
+        "",
     );
-    println!("{}", stdout.trim());
 }

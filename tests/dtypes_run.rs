@@ -15,7 +15,7 @@ use daq_engine::analysis::plumbing::{bench_checksum, bench_template};
 use daq_engine::dtype::Dtype;
 
 mod runs;
-use runs::{command, engine, only_run};
+use runs::{command, engine, only_run, script_says};
 
 /// A fresh directory for the test `tag`.
 fn fresh(tag: &str) -> PathBuf {
@@ -206,23 +206,18 @@ fn h5py_check(dir: &Path, run: &Path, dtype: &Dtype, csv: bool, n: i64) {
     } else {
         String::new()
     };
-    let out = command(&py)
-        .args(["-c", CHECK])
-        .arg(run.join("copied.h5"))
-        .arg(csvfile)
-        .arg(format!("[{}]", fields.join(", ")))
-        .arg(&expected)
-        .arg(n.to_string())
-        .arg("16")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("h5py ok"),
-        "h5py check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    script_says(
+        command(&py)
+            .args(["-c", CHECK])
+            .arg(run.join("copied.h5"))
+            .arg(csvfile)
+            .arg(format!("[{}]", fields.join(", ")))
+            .arg(&expected)
+            .arg(n.to_string())
+            .arg("16"),
+        "h5py ok",
+        "h5py check failed:\n",
     );
-    println!("{}", stdout.trim());
 }
 
 /// Runs the setup `file` in `dir` to its end; asserts exit 0 and returns the run directory.

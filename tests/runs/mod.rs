@@ -170,6 +170,20 @@ pub fn run_python(python: &str, script: &str, args: &[&std::ffi::OsStr], what: &
     o
 }
 
+/// Runs the checking script of `cmd` to its end and prints what it printed; fails the test
+/// unless it exited 0 and said `ok`, the message `what` followed by its stdout and stderr.
+#[track_caller]
+pub fn script_says(cmd: &mut Command, ok: &str, what: &str) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(ok),
+        "{what}{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", stdout.trim());
+}
+
 /// A scratch directory for one test's run, removed afterwards (when dropped, also when the
 /// test fails).
 pub struct Dir(pub std::path::PathBuf);
