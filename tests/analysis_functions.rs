@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 mod analysis_common;
-use analysis_common::{ctx, next_of, pulse_finder, shape, simulator};
+use analysis_common::{ctx, ctx_in, next_of, pulse_finder, shape, simulator};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("daq_analysis_{tag}_{}", std::process::id()));
@@ -361,8 +361,7 @@ fn pulse_finder_emits_one_record_per_pulse_with_the_event_counter() {
 fn csv_writes_header_and_integers_as_integers() {
     let dir = temp_dir("csv");
     let feat = shape("feat", &[("channel", "u1"), ("height", "f4")], 1);
-    let mut c = ctx("csv", json!({"filename": "pulses"}), &[&feat], &[]);
-    c.run_dir = dir.clone();
+    let c = ctx_in(&dir, "csv", json!({"filename": "pulses"}), &[&feat]);
     let mut csv = CsvExport::build(&c).unwrap();
     let ch = FieldAccess::new(&feat, "channel").unwrap();
     let h = FieldAccess::new(&feat, "height").unwrap();
@@ -389,8 +388,7 @@ fn csv_writes_header_and_integers_as_integers() {
         "counter,timestamp,deadtime,channel,height\n50,1.5,0,0,0\n51,1.5,0,1,0.25\n52,1.5,0,2,0.5\n"
     );
     assert_eq!(csv.rows(), 3);
-    let mut dc = ctx("drain", json!({}), &[&feat], &[]);
-    dc.run_dir = dir.clone();
+    let dc = ctx_in(&dir, "drain", json!({}), &[&feat]);
     let mut drain = Drain::build(&dc).unwrap();
     let d = vec![0u8; feat.dtype.record_size()];
     for _ in 0..7 {
@@ -422,8 +420,7 @@ fn a_histogram_exporter_goes_on_from_its_files_and_keeps_what_it_cannot_take() {
     }
     let feat = shape("feat", &[("a", "f4"), ("b", "f4")], 1);
     let build = |bins: Value| {
-        let mut c = ctx("h", json!({ "bins": bins }), &[&feat], &[]);
-        c.run_dir = dir.clone();
+        let c = ctx_in(&dir, "h", json!({ "bins": bins }), &[&feat]);
         HistogramExport::build(&c).unwrap()
     };
     let bins = json!({"a": [0.0, 1.0, 2], "b": [0.0, 1.0, 2]});
@@ -464,13 +461,12 @@ fn a_histogram_exporter_goes_on_from_its_files_and_keeps_what_it_cannot_take() {
 fn histogram_csv_and_oscilloscope_json_are_written() {
     let dir = temp_dir("hist");
     let feat = shape("feat", &[("height", "f4")], 1);
-    let mut c = ctx(
+    let c = ctx_in(
+        &dir,
         "h",
         json!({"bins": {"height": [0.0, 1.0, 4]}, "update_interval": 1e-9}),
         &[&feat],
-        &[],
     );
-    c.run_dir = dir.clone();
     let mut h = HistogramExport::build(&c).unwrap();
     let acc = FieldAccess::new(&feat, "height").unwrap();
     for x in [0.1, 0.3, 0.3, 0.9, 1.0, -0.5] {
@@ -497,13 +493,12 @@ fn histogram_csv_and_oscilloscope_json_are_written() {
     assert_eq!(hist.edges().len(), 5);
 
     let raw = shape("raw", &[("ch0", "i2"), ("ch1", "i2")], 4);
-    let mut oc = ctx(
+    let oc = ctx_in(
+        &dir,
         "scope",
         json!({"update_interval": 1000.0, "scale": 0.5, "sample_interval": 2e-9, "channels": ["ch1"]}),
         &[&raw],
-        &[],
     );
-    oc.run_dir = dir.clone();
     let mut osc = Oscilloscope::build(&oc).unwrap();
     assert!(osc.latest().is_none());
     let mut d = vec![0u8; 16];
@@ -558,8 +553,7 @@ fn the_oscilloscope_takes_mimocorb2s_scalings() {
     let raw = shape("raw", &[("ch0", "i2")], 3);
     let config = json!({"update_interval": 1000.0, "t_scaling": [4.0, -8.0, "ns"],
         "y_scaling": [0.5, 1.0, "mV"], "ylim": [-10, 10], "trigger_level": 2.5});
-    let mut oc = ctx("scope", config, &[&raw], &[]);
-    oc.run_dir = dir.clone();
+    let oc = ctx_in(&dir, "scope", config, &[&raw]);
     let mut osc = Oscilloscope::build(&oc).unwrap();
     let mut d = vec![0u8; 6];
     FieldAccess::new(&raw, "ch0")

@@ -11,7 +11,7 @@ use daq_engine::worker::{EventMut, EventRef, Exporter, Filter, Importer, Process
 use serde_json::{json, Value};
 
 mod analysis_common;
-use analysis_common::{ctx, next_of, pulse_finder, shape, simulator};
+use analysis_common::{ctx, ctx_in, next_of, pulse_finder, shape, simulator};
 
 /// Produces one event into `data`; panics if the simulator does not produce one.
 fn produce(sim: &mut SimulatePulses, data: &mut [u8], meta: &mut Metadata, dtype: &Dtype) {
@@ -183,15 +183,14 @@ fn muon_lifetime_chain_recovers_the_injected_lifetime() {
         &[&delays],
     ))
     .unwrap();
-    let mut hctx = ctx(
+    let hctx = ctx_in(
+        &dir,
         "lifetime",
         json!({"bins": {"delay": [0.0, 1.6e-5, 160]},
                "fit": [{"field": "delay", "model": "exponential", "min": 4e-7, "max": 1.5e-5,
                         "name": "muon_lifetime"}]}),
         &[&delays],
-        &[],
     );
-    hctx.run_dir = dir.clone();
     let mut hist = HistogramExport::build(&hctx).unwrap();
 
     let mut data = vec![0u8; 4096 * 8];
@@ -292,15 +291,14 @@ fn two_line_spectrum_peaks_are_found_where_injected() {
         &raw,
         &feat,
     );
-    let mut hctx = ctx(
+    let hctx = ctx_in(
+        &dir,
         "spectrum",
         json!({"bins": {"height": [0.0, 1.0, 400]},
                "fit": [{"field": "height", "model": "gaussian", "min": 0.25, "max": 0.35, "name": "line1"},
                        {"field": "height", "model": "gaussian", "min": 0.5, "max": 0.7, "name": "line2"}]}),
         &[&feat],
-        &[],
     );
-    hctx.run_dir = dir.clone();
     let mut hist = HistogramExport::build(&hctx).unwrap();
     let mut data = vec![0u8; 256 * 4];
     let mut meta = Metadata::default();

@@ -9,6 +9,7 @@ use daq_engine::analysis::simulate::SimulatePulses;
 use daq_engine::dtype::{Dtype, Metadata};
 use daq_engine::worker::{BufferShape, BuildContext, EventMut, Importer, Produced};
 use serde_json::Value;
+use std::path::Path;
 
 /// Buffer `name` of events of `len` records with `fields`.
 pub fn shape(name: &str, fields: &[(&str, &str)], len: usize) -> BufferShape {
@@ -24,6 +25,14 @@ pub fn ctx(worker: &str, cfg: Value, src: &[&BufferShape], sink: &[&BufferShape]
         src.iter().map(|s| (*s).clone()).collect(),
         sink.iter().map(|s| (*s).clone()).collect(),
     )
+}
+
+/// As [`ctx`] for the exporter or observer `worker` reading `src`, its run directory `dir`
+/// (where it writes its files).
+pub fn ctx_in(dir: &Path, worker: &str, cfg: Value, src: &[&BufferShape]) -> BuildContext {
+    let mut c = ctx(worker, cfg, src, &[]);
+    c.run_dir = dir.to_path_buf();
+    c
 }
 
 /// `simulate.pulses` as worker `worker` with config `cfg`, into `raw`.
