@@ -12,7 +12,7 @@ mod runs;
 mod tansu;
 
 use daq_engine::export::read_buffer;
-use runs::{books_balance, check_in, finish_within, interrupt, Dir};
+use runs::{books_balance, check_in, finish_within, interrupt, succeeded, Dir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -365,15 +365,12 @@ Workers:
     assert_eq!(pulses["format"], "ev44");
     assert!(pulses["events"].as_u64().unwrap() > 100, "{pulses}");
     assert_eq!(pulses["delivered"], pulses["events"], "{pulses}");
-    let out = Command::new(&py)
-        .args(["-c", CHECK_PY, &b, run.to_str().unwrap(), "kinds"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python check: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        Command::new(&py)
+            .args(["-c", CHECK_PY, &b, run.to_str().unwrap(), "kinds"])
+            .output()
+            .unwrap(),
+        "python check: ",
     );
     let facts: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("one JSON line");

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 mod runs;
-use runs::{books_balance, engine_in, finish_within, Dir};
+use runs::{books_balance, engine_in, finish_within, succeeded, Dir};
 
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
@@ -24,15 +24,12 @@ fn python() -> &'static Path {
             Some(v) => PathBuf::from(v),
             None => {
                 let venv = root.join("target/pyattach");
-                let out = Command::new(root.join("scripts/python_package.sh"))
-                    .arg(&venv)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "building the Python package failed:\n{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                succeeded(
+                    Command::new(root.join("scripts/python_package.sh"))
+                        .arg(&venv)
+                        .output()
+                        .unwrap(),
+                    "building the Python package failed:\n",
                 );
                 venv
             }

@@ -421,6 +421,19 @@ pub fn exited_0(out: Output) -> Output {
     out
 }
 
+/// Asserts that the process of `out` succeeded, the message `what` followed by its stdout
+/// and its stderr; returns `out`.
+#[track_caller]
+pub fn succeeded(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `daq-engine <setup> --simulate --no-tui --quiet --max-events <n> --target-directory
 /// <target>`: a whole simulated run that ends after exactly `n` events. A `Command`, so that
 /// callers can add to it (`--max-seconds`, the fake's environment).
