@@ -44,6 +44,15 @@ pub struct Finding {
     pub changes: Vec<Change>,
 }
 
+/// A finding's cost or fix: `text` when it is not `ok`, empty when it is.
+fn unless(ok: bool, text: impl Into<String>) -> String {
+    if ok {
+        String::new()
+    } else {
+        text.into()
+    }
+}
+
 /// The machine below `root`.
 pub struct Machine {
     root: PathBuf,
@@ -158,23 +167,21 @@ impl Machine {
                         params.join(" ")
                     }
                 ),
-                cost: if missing.is_empty() {
-                    String::new()
-                } else {
+                cost: unless(
+                    missing.is_empty(),
                     format!(
                         "without {} the isolated cores still take the scheduler tick and RCU \
                          callbacks: jitter of a few µs every ms",
                         missing.join(" and ")
-                    )
-                },
-                fix: if missing.is_empty() {
-                    String::new()
-                } else {
+                    ),
+                ),
+                fix: unless(
+                    missing.is_empty(),
                     format!(
                         "add {} for the same cores and reboot",
                         missing.join(" and ")
-                    )
-                },
+                    ),
+                ),
                 changes: vec![],
             }
         }
@@ -251,18 +258,15 @@ impl Machine {
             } else {
                 slow.join(", ")
             },
-            cost: if slow.is_empty() {
-                String::new()
-            } else {
+            cost: unless(
+                slow.is_empty(),
                 "a core that clocks down between events needs tens of µs to come back: the \
-                 first events after a pause are handled late"
-                    .into()
-            },
-            fix: if slow.is_empty() {
-                String::new()
-            } else {
-                "`--apply` sets `performance` (more power drawn; `--restore` undoes it)".into()
-            },
+                 first events after a pause are handled late",
+            ),
+            fix: unless(
+                slow.is_empty(),
+                "`--apply` sets `performance` (more power drawn; `--restore` undoes it)",
+            ),
             changes,
         }
     }
@@ -306,20 +310,16 @@ impl Machine {
             name: "transparent huge pages",
             ok: changes.is_empty(),
             state: format!("enabled {enabled}, defrag {defrag}"),
-            cost: if changes.is_empty() {
-                String::new()
-            } else {
+            cost: unless(
+                changes.is_empty(),
                 "with `always`, any process may stall in a page fault while the kernel \
-                 compacts memory, and khugepaged moves pages under running workers"
-                    .into()
-            },
-            fix: if changes.is_empty() {
-                String::new()
-            } else {
+                 compacts memory, and khugepaged moves pages under running workers",
+            ),
+            fix: unless(
+                changes.is_empty(),
                 "`--apply` sets `madvise` (programs that ask still get huge pages; the rings \
-                 ask)"
-                    .into()
-            },
+                 ask)",
+            ),
             changes,
         }
     }
@@ -348,20 +348,16 @@ impl Machine {
             name: "huge pages",
             ok: free > 0,
             state: format!("{total} reserved, {free} free"),
-            cost: if free > 0 {
-                String::new()
-            } else {
+            cost: unless(
+                free > 0,
                 "rings fall back to transparent huge pages or 4 KiB pages: more TLB misses \
-                 on large events (a few % of throughput)"
-                    .into()
-            },
-            fix: if free > 0 {
-                String::new()
-            } else {
+                 on large events (a few % of throughput)",
+            ),
+            fix: unless(
+                free > 0,
                 "`--apply --hugepages N` reserves N × 2 MiB (taken from free memory until \
-                 `--restore`); for every boot: vm.nr_hugepages = N in /etc/sysctl.d/"
-                    .into()
-            },
+                 `--restore`); for every boot: vm.nr_hugepages = N in /etc/sysctl.d/",
+            ),
             changes,
         }
     }
@@ -377,20 +373,16 @@ impl Machine {
                 (None, _) => "unlimited".into(),
                 (Some(l), _) => format!("{} KiB", l / 1024),
             },
-            cost: if ok {
-                String::new()
-            } else {
+            cost: unless(
+                ok,
                 "rings and workers that cannot be locked may be paged out under memory \
-                 pressure: a page fault on the event path costs ms"
-                    .into()
-            },
-            fix: if ok {
-                String::new()
-            } else {
+                 pressure: a page fault on the event path costs ms",
+            ),
+            fix: unless(
+                ok,
                 "`@daq - memlock unlimited` in /etc/security/limits.d/daq.conf (log in again), \
-                 or `LimitMEMLOCK=infinity` in the service"
-                    .into()
-            },
+                 or `LimitMEMLOCK=infinity` in the service",
+            ),
             changes: vec![],
         }
     }
@@ -424,20 +416,16 @@ impl Machine {
                 (true, true) => "running, keeping away from banned cores".into(),
                 (true, false) => "running".into(),
             },
-            cost: if ok {
-                String::new()
-            } else {
+            cost: unless(
+                ok,
                 "it may move device interrupts onto the isolated cores, where they interrupt \
-                 the importers"
-                    .into()
-            },
-            fix: if ok {
-                String::new()
-            } else {
+                 the importers",
+            ),
+            fix: unless(
+                ok,
                 "set IRQBALANCE_BANNED_CPULIST to the isolated cores in /etc/default/irqbalance \
-                 and restart irqbalance"
-                    .into()
-            },
+                 and restart irqbalance",
+            ),
             changes: vec![],
         }
     }
@@ -462,18 +450,17 @@ impl Machine {
                 }
                 _ => format!("cpuidle driver {driver}"),
             },
-            cost: if halts_at_once {
+            cost: unless(
+                !halts_at_once,
                 "an idle virtual CPU halts at once and waits for the host to wake it: \
-                 milliseconds on a busy host before a sleeping reader sees its next event"
-                    .into()
-            } else {
-                String::new()
-            },
-            fix: if halts_at_once {
-                format!("write 200000 to /{POLL} (or boot with haltpoll.guest_halt_poll_ns=200000)")
-            } else {
-                String::new()
-            },
+                 milliseconds on a busy host before a sleeping reader sees its next event",
+            ),
+            fix: unless(
+                !halts_at_once,
+                format!(
+                    "write 200000 to /{POLL} (or boot with haltpoll.guest_halt_poll_ns=200000)"
+                ),
+            ),
             changes: if halts_at_once {
                 vec![Change {
                     path: POLL.into(),
