@@ -647,17 +647,24 @@ mod tests {
 
     const US: u64 = 1_000;
 
+    /// A reader's patience (spins of 1 ms at most) after `events` events `gap` apart, and
+    /// the time of the last.
+    fn fed(events: usize, gap: u64) -> (Patience, u64) {
+        let mut p = Patience::new(1_000 * US);
+        let mut t = 0;
+        for _ in 0..events {
+            p.budget(t);
+            t += gap;
+            p.arrived(|| t);
+        }
+        (p, t)
+    }
+
     /// A reader that sees events 100 µs apart spins about twice that, and not longer than
     /// the spell it is in allows.
     #[test]
     fn the_spin_budget_follows_the_idle_times_seen() {
-        let mut p = Patience::new(1_000 * US);
-        let mut t = 0;
-        for _ in 0..1_024 {
-            p.budget(t);
-            t += 100 * US;
-            p.arrived(|| t);
-        }
+        let (mut p, t) = fed(1_024, 100 * US);
         let b = p.budget(t);
         assert!((180 * US..=220 * US).contains(&b), "budget {b} ns");
         // Later in the same idle spell: what is left of it.
@@ -694,13 +701,7 @@ mod tests {
     /// longer than the budget, none either, until events come close again.
     #[test]
     fn rare_events_and_idleness_mean_sleeping_at_once() {
-        let mut p = Patience::new(1_000 * US);
-        let mut t = 0;
-        for _ in 0..64 {
-            p.budget(t);
-            t += 5_000 * US;
-            p.arrived(|| t);
-        }
+        let (mut p, mut t) = fed(64, 5_000 * US);
         assert_eq!(p.budget(t), 0);
         // Back to 100 µs apart: spinning again within a few dozen events.
         let mut spins = 0;
