@@ -7,7 +7,7 @@
 //! back to the simulator when real hardware was asked for.
 
 use super::plug::{unplug_window, SimulatedPlug};
-use super::usb::{check_scope, keep_simulated, SCOPE_EXPECT_DATA};
+use super::usb::{check_scope, keep_simulated, scope_importer};
 use super::{importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
@@ -144,27 +144,18 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         });
         let board = Drs4::open(&mut sim.bus(), config)?;
         say_calibration_warnings(ctx, &board);
-        DeviceImporter::build(
+        scope_importer(
             "device.drs4",
             ctx,
             Box::new(board),
-            vec![keep_simulated(sim, unplug)],
-            true,
-            cfg.get(SCOPE_EXPECT_DATA)?,
+            Some(keep_simulated(sim, unplug)),
         )
     } else {
         let mut bus = RusbBus::new()
             .map_err(|e| open_error(e.into_driver_error("drs4", "starting libusb")))?;
         let board = Drs4::open(&mut bus, config).map_err(open_error)?;
         say_calibration_warnings(ctx, &board);
-        DeviceImporter::build(
-            "device.drs4",
-            ctx,
-            Box::new(board),
-            Vec::new(),
-            false,
-            cfg.get(SCOPE_EXPECT_DATA)?,
-        )
+        scope_importer("device.drs4", ctx, Box::new(board), None)
     }
 }
 

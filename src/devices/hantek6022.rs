@@ -8,7 +8,7 @@
 //! Must never: fall back to the simulator when real hardware was asked for.
 
 use super::plug::{unplug_window, SimulatedPlug};
-use super::usb::{check_scope, keep_simulated, per_channel, SCOPE_EXPECT_DATA};
+use super::usb::{check_scope, keep_simulated, per_channel, scope_importer};
 use super::{bad, importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::hantek6022::{
@@ -192,26 +192,17 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             // The simulated scope takes any image; a replugged (cold) one gets this one.
             scope.set_firmware_image(simulated_firmware()?);
         }
-        DeviceImporter::build(
+        scope_importer(
             "device.hantek6022",
             ctx,
             Box::new(scope),
-            vec![keep_simulated(sim, unplug)],
-            true,
-            cfg.get(SCOPE_EXPECT_DATA)?,
+            Some(keep_simulated(sim, unplug)),
         )
     } else {
         let bus = RusbBus::new()
             .map_err(|e| open_error(e.into_driver_error("hantek6022", "starting libusb")))?;
         let scope = Hantek6022::open_reconnectable(bus, config).map_err(open_error)?;
-        DeviceImporter::build(
-            "device.hantek6022",
-            ctx,
-            Box::new(scope),
-            Vec::new(),
-            false,
-            cfg.get(SCOPE_EXPECT_DATA)?,
-        )
+        scope_importer("device.hantek6022", ctx, Box::new(scope), None)
     }
 }
 

@@ -8,14 +8,13 @@
 //! it answer PICO_NOT_FOUND. Must never: load the fake library when not simulating.
 
 use super::plug::{unplug_window, SimulatedPlug};
-use super::usb::{check_scope, keep_simulated, per_channel, SCOPE_EXPECT_DATA};
+use super::usb::{check_scope, keep_simulated, per_channel, scope_importer};
 use super::{bad, importer_spec, not_one_of, open_error, pick, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, PerChannelValue, WorkerError};
 use daq_drivers::picoscope::{
     self, Acquisition, ChannelConfig, Coupling, DigitalPort, PicoScope, PicoScopeConfig,
     Resolution, ThresholdDirection, TriggerConfig, VoltageRange, LOGIC_LEVEL_MAX_V,
 };
-use std::any::Any;
 use std::path::{Path, PathBuf};
 
 impl SimulatedPlug for FakePico {
@@ -697,7 +696,7 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let mut config = picoscope_config(cfg)?;
     let simulate = cfg.get(SIMULATE)?;
     let unplug = unplug_window(cfg)?;
-    let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
+    let mut simulated = None;
     if simulate {
         let rate = cfg.get(pico_keys::SIM_RATE)?;
         if !(rate.is_finite() && rate >= 0.0) {
@@ -716,19 +715,12 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
                 .map_err(|e| WorkerError::failed("device.picoscope --simulate", e))?;
         }
         config.library = Some(fake.path.clone());
-        keep.push(keep_simulated(fake, unplug));
+        simulated = Some(keep_simulated(fake, unplug));
     }
     let scope =
         PicoScope::open(config).map_err(|e| open_error(daq_drivers::DriverError::from(e)))?;
-    // The scope is dropped (closing the unit) before `keep` (unloading the fake library).
-    DeviceImporter::build(
-        "device.picoscope",
-        ctx,
-        Box::new(scope),
-        keep,
-        simulate,
-        cfg.get(SCOPE_EXPECT_DATA)?,
-    )
+    // The scope is dropped (closing the unit) before `simulated` (unloading the fake library).
+    scope_importer("device.picoscope", ctx, Box::new(scope), simulated)
 }
 
 /// The PicoScope family: `device.picoscope`, and `device.mimo_picoscope` for mimoCoRB2's

@@ -11,7 +11,7 @@
 //! library when not simulating.
 
 use super::plug::{unplug_window, PlugPuller, SimulatedPlug};
-use super::{bad, expect_data_key};
+use super::{bad, expect_data_key, DeviceImporter};
 use crate::worker::{BuildContext, Config, Key, PerChannel, PerChannelValue, WorkerError};
 use std::any::Any;
 use std::time::Duration;
@@ -29,6 +29,26 @@ pub(super) fn keep_simulated<D: SimulatedPlug>(
         Some((at, gone)) => Box::new(PlugPuller::start(device, at, gone)),
         None => Box::new(device),
     }
+}
+
+/// A scope's importer: `function` reading `source`, keeping `simulated` (what
+/// [`keep_simulated`] kept of its simulated device; `None` for hardware), with the scopes'
+/// `expect_data_within`.
+pub(super) fn scope_importer(
+    function: &'static str,
+    ctx: &BuildContext,
+    source: Box<dyn daq_drivers::Source>,
+    simulated: Option<Box<dyn Any + Send>>,
+) -> Result<DeviceImporter, WorkerError> {
+    let simulate = simulated.is_some();
+    DeviceImporter::build(
+        function,
+        ctx,
+        source,
+        simulated.into_iter().collect(),
+        simulate,
+        ctx.config.get(SCOPE_EXPECT_DATA)?,
+    )
 }
 
 /// `expect_data_within` of the scopes (s): a trigger on noise fires often; a high threshold
