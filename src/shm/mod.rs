@@ -129,6 +129,23 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> S
     }
 }
 
+/// As [`io_err`], but an error of `kind` (the one the caller looks out for) is `expected`
+/// of the path.
+fn open_err<'a>(
+    path: &'a Path,
+    what: &'static str,
+    kind: io::ErrorKind,
+    expected: fn(PathBuf) -> ShmError,
+) -> impl FnOnce(io::Error) -> ShmError + 'a {
+    move |e| {
+        if e.kind() == kind {
+            expected(path.to_path_buf())
+        } else {
+            io_err(path, what)(e)
+        }
+    }
+}
+
 /// A directory ring files can be created in, with the pages it gives.
 #[derive(Debug)]
 pub struct ShmPlace {
@@ -343,15 +360,12 @@ impl ShmFile {
             .create_new(true)
             .mode(0o660)
             .open(path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    ShmError::Exists {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    io_err(path, "creating")(e)
-                }
-            })?;
+            .map_err(open_err(
+                path,
+                "creating",
+                io::ErrorKind::AlreadyExists,
+                |path| ShmError::Exists { path },
+            ))?;
         let result = (|| {
             file.set_len(len as u64).map_err(io_err(path, "sizing"))?;
             Self::map(path, &file, len, backing, true)
@@ -419,15 +433,9 @@ impl ShmFile {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    ShmError::NotFound {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    io_err(path, "opening")(e)
-                }
-            })?;
+            .map_err(open_err(path, "opening", io::ErrorKind::NotFound, |path| {
+                ShmError::NotFound { path }
+            }))?;
         let len = file.metadata().map_err(io_err(path, "reading size"))?.len() as usize;
         let backing = backing_of(path);
         Self::map(path, &file, len, backing, false)
@@ -547,10 +555,32 @@ mod tests {
         ));
     }
 
+    /// Whether this test may mount a tmpfs (as root only); says it skips when not.
+    fn may_mount() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            println!("SKIPPED: mounting a tmpfs needs root");
+        }
+        root
+    }
+
+    /// Creates `dir` and mounts a tmpfs named as the engine names its own, with
+    /// `huge=advise`, on it; whether the mount was allowed.
+    fn mount_huge(dir: &Path) -> bool {
+        std::fs::create_dir_all(dir).unwrap();
+        nix::mount::mount(
+            Some("daq-engine"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("huge=advise"),
+        )
+        .is_ok()
+    }
+
     #[test]
     fn stale_huge_mounts_of_dead_engines_are_removed() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("SKIPPED: mounting a tmpfs needs root");
+        if !may_mount() {
             return;
         }
         let state = std::env::temp_dir().join(format!("daq-shm-state-{}", std::process::id()));
@@ -559,16 +589,7 @@ mod tests {
         let dead_pid = dead.id();
         let _ = { dead }.wait();
         let stale = state.join(format!("huge-{dead_pid}"));
-        std::fs::create_dir_all(&stale).unwrap();
-        if nix::mount::mount(
-            Some("daq-engine"),
-            &stale,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("huge=advise"),
-        )
-        .is_err()
-        {
+        if !mount_huge(&stale) {
             let _ = std::fs::remove_dir_all(&state);
             println!("SKIPPED: tmpfs mount refused here");
             return;
@@ -584,8 +605,7 @@ mod tests {
 
     #[test]
     fn a_live_engines_mount_is_neither_borrowed_nor_removed() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("SKIPPED: mounting a tmpfs needs root");
+        if !may_mount() {
             return;
         }
         let state = std::env::temp_dir().join(format!("daq-shm-live-{}", std::process::id()));
@@ -595,15 +615,7 @@ mod tests {
             .spawn()
             .unwrap();
         let theirs = state.join(format!("huge-{}", other.id()));
-        std::fs::create_dir_all(&theirs).unwrap();
-        let mounted = nix::mount::mount(
-            Some("daq-engine"),
-            &theirs,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("huge=advise"),
-        )
-        .is_ok();
+        let mounted = mount_huge(&theirs);
         if mounted {
             let got = places(HugePages::Auto, Some(&state));
             let still = mounts().iter().any(|(d, _, _)| d == &theirs);
