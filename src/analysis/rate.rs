@@ -392,18 +392,15 @@ mod tests {
         got
     }
 
+    /// The windows of events of one count each, at `times`, with no dead time.
+    fn windows_of_single_counts(w: f64, times: &[f64]) -> Vec<Window> {
+        let events: Vec<(f64, f64, f64)> = times.iter().map(|&t| (t, 1.0, 0.0)).collect();
+        windows(w, &events)
+    }
+
     #[test]
     fn counts_fall_into_their_windows_and_the_first_event_starts_the_clock() {
-        let got = windows(
-            1.0,
-            &[
-                (10.0, 1.0, 0.0),
-                (10.5, 1.0, 0.0),
-                (10.9, 1.0, 0.0),
-                (11.2, 1.0, 0.0),
-                (13.5, 1.0, 0.0),
-            ],
-        );
+        let got = windows_of_single_counts(1.0, &[10.0, 10.5, 10.9, 11.2, 13.5]);
         let summary: Vec<(f64, f64, f64)> = got
             .iter()
             .map(|w| (w.start, w.duration, w.counts))
@@ -459,17 +456,7 @@ mod tests {
 
     #[test]
     fn a_clock_reset_and_a_long_gap_neither_panic_nor_invent_counts() {
-        let got = windows(
-            1.0,
-            &[
-                (5.0, 1.0, 0.0),
-                (5.5, 1.0, 0.0),
-                (1.0, 1.0, 0.0),
-                (1.2, 1.0, 0.0),
-                (5000.5, 1.0, 0.0),
-                (f64::NAN, 1.0, 0.0),
-            ],
-        );
+        let got = windows_of_single_counts(1.0, &[5.0, 5.5, 1.0, 1.2, 5000.5, f64::NAN]);
         let total: f64 = got.iter().map(|w| w.counts).sum();
         // Counted: 5.5 (after the start at 5.0), 1.2 (after the restart at 1.0), 5000.5.
         assert_eq!(total, 3.0, "{got:?}");
