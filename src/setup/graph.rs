@@ -132,6 +132,17 @@ fn quote(s: &str) -> String {
     q
 }
 
+/// A dot node `id` drawn as `shape` with `label`, and the further attributes `style`
+/// (empty, or starting with a comma).
+fn node(out: &mut String, id: &str, shape: &str, label: &str, style: &str) {
+    let _ = writeln!(
+        out,
+        "  {} [shape={shape}, label={}{style}];",
+        quote(id),
+        quote(label)
+    );
+}
+
 /// Graphviz dot: buffers as boxes (root buffers filled), workers as ellipses, data edges
 /// solid, observe edges dotted.
 pub fn dot(setup: &Setup) -> String {
@@ -152,11 +163,12 @@ pub fn dot(setup: &Setup) -> String {
         } else {
             ""
         };
-        let _ = writeln!(
-            out,
-            "  {} [shape=box, label={}{style}];",
-            quote(&format!("buffer:{}", b.name)),
-            quote(&label)
+        node(
+            &mut out,
+            &format!("buffer:{}", b.name),
+            "box",
+            &label,
+            style,
         );
     }
     for w in &setup.workers {
@@ -164,11 +176,12 @@ pub fn dot(setup: &Setup) -> String {
             Some(t) => format!("{}\n{t} {}\n×{}", w.name, w.function, w.processes),
             None => format!("{}\n{}\n×{}", w.name, w.function, w.processes),
         };
-        let _ = writeln!(
-            out,
-            "  {} [shape=ellipse, label={}];",
-            quote(&format!("worker:{}", w.name)),
-            quote(&label)
+        node(
+            &mut out,
+            &format!("worker:{}", w.name),
+            "ellipse",
+            &label,
+            "",
         );
     }
     for w in &setup.workers {
