@@ -32,7 +32,10 @@
 //!
 //! Guarantees: `process` allocates nothing (scratch is sized in `build`); no panics on data.
 
-use super::trace::{channels, choice, feature_fields, one_sink, one_source, positive, FieldAccess};
+use super::trace::{
+    channels, choice, feature_fields, feature_fields_needing, one_sink, one_source, positive,
+    FieldAccess,
+};
 use crate::keys;
 use crate::worker::{
     BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Strings,
@@ -528,16 +531,7 @@ impl PulsePairs {
             .iter()
             .position(|f| f.name == name)
             .unwrap_or(0);
-        let outputs = feature_fields(ctx, sink, &PAIR_FIELDS)?;
-        if !outputs.iter().any(|(_, w)| *w == 0) {
-            return Err(WiringError::MissingOutput {
-                worker: ctx.worker.clone(),
-                sink: sink.name.clone(),
-                field: "delay",
-                example: "",
-            }
-            .into());
-        }
+        let outputs = feature_fields_needing(ctx, sink, &PAIR_FIELDS, 0, "")?;
         Ok(PulsePairs {
             finder,
             channel,

@@ -22,11 +22,10 @@
 //! skipped and counted. Must never: see only part of the events (it refuses to run as more
 //! than one process, which would split them).
 
-use super::trace::{feature_fields, one_sink, one_source, positive, FieldAccess};
+use super::trace::{feature_fields_needing, one_sink, one_source, positive, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template, WiringError,
-    WorkerError,
+    BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template, WorkerError,
 };
 
 /// Empty windows emitted one by one after a gap; a longer gap is one record.
@@ -274,16 +273,7 @@ impl Rate {
                 )
                 .into());
         }
-        let outputs = feature_fields(ctx, sink, &RATE_FIELDS)?;
-        if !outputs.iter().any(|(_, k)| *k == 4) {
-            return Err(WiringError::MissingOutput {
-                worker: ctx.worker.clone(),
-                sink: sink.name.clone(),
-                field: "rate",
-                example: " (e.g. rate: float64)",
-            }
-            .into());
-        }
+        let outputs = feature_fields_needing(ctx, sink, &RATE_FIELDS, 4, " (e.g. rate: float64)")?;
         Ok(Rate {
             counter: RateCounter::new(window),
             clock,

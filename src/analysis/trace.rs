@@ -350,6 +350,28 @@ pub fn feature_fields(
         .collect()
 }
 
+/// As [`feature_fields`], for a sink that must have the field `allowed[required]`; the
+/// message for one without it adds `example` (e.g. " (e.g. rate: float64)", or empty).
+pub fn feature_fields_needing(
+    ctx: &BuildContext,
+    sink: &BufferShape,
+    allowed: &[&'static str],
+    required: usize,
+    example: &'static str,
+) -> Result<Vec<(FieldAccess, usize)>, WorkerError> {
+    let outputs = feature_fields(ctx, sink, allowed)?;
+    if !outputs.iter().any(|(_, k)| *k == required) {
+        return Err(WiringError::MissingOutput {
+            worker: ctx.worker.clone(),
+            sink: sink.name.clone(),
+            field: allowed[required],
+            example,
+        }
+        .into());
+    }
+    Ok(outputs)
+}
+
 /// A config value that must be one of `choices`.
 pub fn choice<'a>(
     ctx: &'a BuildContext,
