@@ -5,6 +5,13 @@
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// The last component of `path` as text (lossily), empty when it has none (`/`, `..`).
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// The last `n` bytes of the file at `path` (all of it when shorter), reading only those
 /// however large the file, and whether it has more before them.
 pub fn tail(path: &Path, n: u64) -> Option<(Vec<u8>, bool)> {

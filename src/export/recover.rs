@@ -495,11 +495,7 @@ pub fn recover_run_dir_then_compress(
         .files
         .iter()
         .map(|f| {
-            let name = f
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = crate::fsio::file_name(&f.path);
             let b: serde_json::Map<String, serde_json::Value> = f
                 .buffers
                 .iter()

@@ -442,11 +442,7 @@ impl KafkaExport {
             s.hold_bytes,
         )
         .map_err(|e| WorkerError::failed(format!("worker '{}': Kafka producer", ctx.worker), e))?;
-        let run_name = ctx
-            .run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let run_name = crate::fsio::file_name(&ctx.run_dir);
         let mut export = KafkaExport {
             encoder,
             out,
@@ -567,10 +563,7 @@ impl KafkaExport {
             return;
         };
         if let Some(scales) = crate::run_dir::scales::SampleScales::read(path) {
-            let from = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let from = crate::fsio::file_name(path);
             self.encoder.set_scales(&scales.fields, &from);
             self.scales_file = None;
         }

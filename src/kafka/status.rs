@@ -232,10 +232,7 @@ impl RunStatus {
     /// The status of the exporter `service` in the run `run_dir` of setup `setup`, every
     /// `interval`.
     pub fn new(run_dir: PathBuf, setup: &str, service: &str, interval: Duration) -> RunStatus {
-        let run_name = run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let run_name = crate::fsio::file_name(&run_dir);
         RunStatus {
             run_dir,
             setup: setup.to_string(),

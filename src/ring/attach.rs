@@ -491,10 +491,7 @@ impl Ring {
                 });
             }
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = crate::fsio::file_name(path);
         let mut inner = Inner {
             shm,
             geo,
