@@ -413,15 +413,7 @@ impl Processor for Baseline {
             scratch,
         } = self;
         out.emit(0, &mut |ev| {
-            if ev.data.len() != event.data.len() {
-                return Err(WorkerError::SlotSize {
-                    function: "process.baseline".into(),
-                    slot: ev.data.len(),
-                    want: event.data.len(),
-                    unit: "bytes",
-                });
-            }
-            ev.data.copy_from_slice(event.data);
+            ev.copy_data_from("process.baseline", event.data)?;
             for ch in channels.iter() {
                 let n = ch.load(event.data, scratch);
                 let b = mean(&scratch[..(*samples).min(n)]);

@@ -978,15 +978,7 @@ impl Importer for Replay {
                 return Ok(Produced::Idle);
             }
         }
-        if out.data.len() != self.buf.len() {
-            return Err(WorkerError::SlotSize {
-                function: "data.import".into(),
-                slot: out.data.len(),
-                want: self.buf.len(),
-                unit: "bytes",
-            });
-        }
-        out.data.copy_from_slice(&self.buf);
+        out.copy_data_from("data.import", &self.buf)?;
         out.meta.timestamp = crate::clock::wall_clock();
         self.pending = None;
         Ok(Produced::Event)

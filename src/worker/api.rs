@@ -64,6 +64,25 @@ impl<'a> EventMut<'a> {
         Column::new(self.dtype, self.data, name)
     }
 
+    /// Copies `bytes` into the records; a slot of another size is [`WorkerError::SlotSize`]
+    /// of `function`.
+    pub(crate) fn copy_data_from(
+        &mut self,
+        function: &str,
+        bytes: &[u8],
+    ) -> Result<(), WorkerError> {
+        if self.data.len() != bytes.len() {
+            return Err(WorkerError::SlotSize {
+                function: function.into(),
+                slot: self.data.len(),
+                want: bytes.len(),
+                unit: "bytes",
+            });
+        }
+        self.data.copy_from_slice(bytes);
+        Ok(())
+    }
+
     /// Records in the event.
     pub fn len(&self) -> usize {
         self.data.len() / self.dtype.record_size()
