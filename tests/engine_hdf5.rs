@@ -458,8 +458,9 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     let Some(disk) = SmallDisk::mount(&dir.join("mnt"), 24) else {
         return;
     };
-    // No reserve (the disk watch never stops the run first) and a long flush interval (at
-    // the moment the disk fills, the exporter holds up to a second of events).
+    // No reserve (the disk goes from roomy to full at once, held still: the watch cannot
+    // stop the run while room is left) and a long flush interval (at the moment the disk
+    // fills, the exporter holds up to a second of events).
     let text = disk_filling_setup(&disk.0.join("runs"), 0, "flush_interval: 1.0");
     let mut child = run_of(&dir, &text)
         .stdout(Stdio::null())
@@ -484,7 +485,7 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     let run = file.parent().unwrap().to_path_buf();
     let ballast = disk.0.join("ballast");
     // At most a little more than the small disk, should the tmpfs not be there.
-    fill_with_ballast(&ballast, 32 << 20);
+    fill_with_ballast(&ballast, 32 << 20, child.id(), &run);
     // Full until the run has ended its exporter, then space again.
     let t = Instant::now();
     while !said.lock().unwrap().contains("disk full") {

@@ -272,7 +272,7 @@ fn small_disk_runs(dir: &Path, stop: &AtomicBool) -> Option<SmallDiskRuns> {
         if ballast {
             std::thread::sleep(Duration::from_millis(1000));
             let path = mount.join("ballast");
-            fill_with_ballast(&path, 32 << 20);
+            fill_with_ballast(&path, 32 << 20, child.id(), &run);
             std::thread::sleep(Duration::from_millis(1500));
             std::fs::remove_file(&path).unwrap();
         }

@@ -304,45 +304,49 @@ Workers:
     )
 }
 
-/// What [`fill_with_ballast`]'s one `fallocate` leaves for its 64 KiB blocks: the run's
-/// writes of a few milliseconds at its 4 MB/s.
-const BALLAST_SLACK: u64 = 1 << 20;
-
 /// Fills the disk of `path` with a file there, at most `limit` bytes (the small disk's
-/// size and more; never more, should the tmpfs not be there).
+/// size and more; never more, should the tmpfs not be there), while the run of supervisor
+/// `supervisor` with run directory `run` is held still (SIGSTOP, SIGCONT after): the disk
+/// goes from roomy to full between two instants of the run.
 ///
-/// Nearly all of the free space is taken in one `fallocate`, so the disk goes from roomy to
-/// full at once: written in 64 KiB blocks on a loaded machine, the fill took long enough
-/// for the run's disk watch to find the disk almost full and stop the run before the
-/// exporter ever met a full disk (what the tests that call this are about).
-///
-/// The `fallocate` leaves [`BALLAST_SLACK`] for the blocks: one asking for all that was free
-/// a moment before failed whenever the run wrote in between (ENOSPC undoes the whole call),
-/// and with a run writing all the time every try failed, the fill fell back to blocks, and
-/// the disk watch stopped the run with 1.4 MB free, which the exporter's last write fitted
-/// into (a clean-clone CI run of session 18).
-pub fn fill_with_ballast(path: &Path, limit: usize) {
-    use nix::fcntl::{fallocate, FallocateFlags};
-    use std::io::{Seek, Write};
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut taken = 0;
-    for _ in 0..20 {
-        let free = daq_engine::export::disk::free_bytes(path).unwrap_or(0);
-        let want = free.saturating_sub(BALLAST_SLACK).min(limit as u64) as libc::off_t;
-        if want == 0 || fallocate(&f, FallocateFlags::empty(), 0, want).is_ok() {
-            taken = want as usize;
-            break;
+/// Filled while the run went on, the disk passed through "almost full": once in a loaded
+/// clean-clone CI run of session 18 and again in session 23 (the fill's last blocks written
+/// while a build ran beside the suite), the run's disk watch found the disk almost full and
+/// stopped the run, and the exporter's last write fitted into what was left: it never met
+/// a full disk, which is what the tests that call this are about.
+pub fn fill_with_ballast(path: &Path, limit: usize, supervisor: u32, run: &Path) {
+    use nix::sys::signal::{kill, Signal};
+    use std::io::Write;
+    let mut held = processes_with(&run.join("plan.json").display().to_string());
+    held.push(supervisor);
+    let signal = |s: Signal| {
+        for &pid in &held {
+            let _ = kill(nix::unistd::Pid::from_raw(pid as i32), s);
         }
-        // The run wrote meanwhile (ENOSPC undoes the whole call): look again.
+    };
+    signal(Signal::SIGSTOP);
+    let stopped = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| matches!(r.trim_start().as_bytes()[0], b'T' | b'Z'))
+        })
+    };
+    wait_until("the run held still", Duration::from_secs(10), || {
+        held.iter().all(|&p| stopped(p))
+    });
+    // Nothing writes now: one fallocate takes what is free, then blocks what rounding left.
+    let mut f = std::fs::File::create(path).unwrap();
+    let free = daq_engine::export::disk::free_bytes(path).unwrap_or(0);
+    let want = free.min(limit as u64) as libc::off_t;
+    let mut written = 0;
+    if want > 0 && nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, want).is_ok() {
+        written = want as usize;
     }
-    // Then what is left, and what the run frees, block by block.
-    let block = [0u8; 65536];
-    let mut written = taken;
-    let _ = f.seek(std::io::SeekFrom::End(0));
+    let block = [0u8; 4096];
     while written < limit && f.write_all(&block).is_ok() {
         written += block.len();
     }
-    let _ = f.write_all(&block[..4096]);
+    signal(Signal::SIGCONT);
 }
 
 /// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
