@@ -1447,10 +1447,9 @@ fn a_run_whose_directory_is_moved_stops_failed_and_says_where_it_went() {
     let (code, out) = finish_within(child, LONG);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(&format!(
-            "was moved or renamed while the run went on: it is now {}",
-            filed.display()
-        )) && out.contains("no summary: the run directory is gone"),
+        out.contains("was moved or renamed while the run went on")
+            && out.contains(&format!("it is now {}", filed.display()))
+            && out.contains("no summary: the run directory is gone"),
         "{out}"
     );
     let (moved, said) = alerts_of(&dir, "run_dir_gone");

@@ -1,10 +1,11 @@
 //! Free space on the disk a run writes to, watched while the run goes on.
 //!
-//! Guarantees: [`DiskWatch::check`] makes one `statvfs` call and no allocation unless it has
-//! something to say; below twice the reserve, or when the reserve would be reached within
-//! ten minutes at the current rate, it warns with the time left (at most every 30 s); when
-//! the reserve would be reached within a second at the current rate (or is reached) it asks
-//! once for the run to stop, so the buffers drain and the files close while there is room.
+//! Guarantees: [`DiskWatch::check`] makes one `fstat`, one `stat` and one `statvfs` call
+//! and no allocation unless it has something to say; below twice the reserve, or when the
+//! reserve would be reached within ten minutes at the current rate, it warns with the time
+//! left (at most every 30 s); when the reserve would be reached within a second at the
+//! current rate (or is reached) it asks once for the run to stop, so the buffers drain and
+//! the files close while there is room.
 //! The run directory is held open: when it is deleted while the run goes on (its link count
 //! drops to 0) the files in it went with it and everything written from then on would go
 //! nowhere; when it is moved or renamed (its name no longer names it) the workers, which
@@ -60,19 +61,23 @@ fn vanished(held: &std::fs::File, dir: &Path) -> Option<DiskNews> {
         return None;
     }
     use std::os::fd::AsRawFd;
-    let now = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd())).map_or_else(
-        |_| "a place this process cannot name".into(),
-        |p| p.display().to_string(),
-    );
-    let failure = format!("the run directory {dir_text} was moved or renamed to {now}");
+    let failure = format!("the run directory {dir_text} was moved or renamed");
+    let said = "while the run went on: the workers write their files by its old name and \
+                would fail one after another; stopping the run";
+    // Where it is now, as the kernel names the open directory.
+    let Ok(now) = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd())) else {
+        return Some(DiskNews::Gone {
+            message: format!("{failure} {said}"),
+            failure,
+        });
+    };
+    let now = now.display();
     Some(DiskNews::Gone {
         message: format!(
-            "the run directory {dir_text} was moved or renamed while the run went on: it is \
-             now {now}; the workers write their files by its old name and would fail one \
-             after another; stopping the run (`daq-engine recover {now}` writes its summary \
+            "{failure} {said}; it is now {now} (`daq-engine recover {now}` writes its summary \
              there)"
         ),
-        failure,
+        failure: format!("{failure} to {now}"),
     })
 }
 
@@ -305,12 +310,10 @@ mod tests {
         let Some(DiskNews::Gone { message: m, .. }) = n else {
             panic!("{n:?}")
         };
+        let (was, now) = (dir.display(), moved.display());
         assert!(
-            m.contains(&format!(
-                "{} was moved or renamed while the run went on: it is now {}",
-                dir.display(),
-                moved.display()
-            )),
+            m.contains(&format!("{was} was moved or renamed while the run went on"))
+                && m.contains(&format!("it is now {now} (`daq-engine recover {now}`")),
             "{m}"
         );
         assert_eq!(w.check(), None);

@@ -13,9 +13,9 @@
 //! Readers that differ (an exporter and a filter on one buffer) are left as they are and
 //! listed: whether each should see every event is the user's call. So are alike readers
 //! whose function takes one process (an exporter writing one file must see every event):
-//! each of them gets every event here. The rest of the file —
-//! comments, anchors, order, formatting — is kept byte for byte: edits are line or span
-//! deletions and insertions at positions the parser reports.
+//! each of them gets every event here. The rest of the file — comments, anchors, order,
+//! formatting — is kept byte for byte: edits are line or span deletions and insertions at
+//! positions the parser reports.
 //!
 //! Guarantees: pure (text in, text and a list of changes out); never panics on any input; a
 //! file it cannot parse gets no changes (check reports why).
@@ -271,14 +271,14 @@ fn readers(
                     changes.push(Change {
                         line: node(&w.name).map_or(1, |(k, _)| k.at.line),
                         what: format!(
-                        "left as it is: worker '{}' reads buffer '{}' beside worker '{}', which \
-                         does the same",
-                        w.name, b.name, first.name
-                    ),
+                            "left as it is: worker '{}' reads buffer '{}' beside worker '{}', \
+                             which does the same",
+                            w.name, b.name, first.name
+                        ),
                         why: format!(
-                            "here each of them gets every event; in mimoCoRB2 each event went to \
-                         one of them. {} takes one process, so they cannot become one worker \
-                         sharing the events",
+                            "here each of them gets every event; in mimoCoRB2 each event went \
+                             to one of them. {} takes one process, so they cannot become one \
+                             worker sharing the events",
                             w.function
                         ),
                         changed: false,
@@ -303,11 +303,11 @@ fn readers(
                     names.join(", ")
                 ),
                 why: format!(
-                "in mimoCoRB2 these workers shared the events of buffer '{}' (each event to one \
-                 of them); here every worker reading a buffer gets every event, and the \
-                 processes of one worker share them",
-                b.name
-            ),
+                    "in mimoCoRB2 these workers shared the events of buffer '{}' (each event to \
+                     one of them); here every worker reading a buffer gets every event, and the \
+                     processes of one worker share them",
+                    b.name
+                ),
                 changed: true,
             });
             for w in same {
