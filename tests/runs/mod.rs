@@ -317,14 +317,25 @@ Workers:
 pub fn fill_with_ballast(path: &Path, limit: usize, supervisor: u32, run: &Path) {
     use nix::sys::signal::{kill, Signal};
     use std::io::Write;
-    let mut held = processes_with(&run.join("plan.json").display().to_string());
-    held.push(supervisor);
-    let signal = |s: Signal| {
-        for &pid in &held {
-            let _ = kill(nix::unistd::Pid::from_raw(pid as i32), s);
+    /// The run's processes, stopped; they go on when this is dropped (also when the test
+    /// fails while they are held).
+    struct Held(Vec<u32>);
+    impl Held {
+        fn signal(&self, s: Signal) {
+            for &pid in &self.0 {
+                let _ = kill(nix::unistd::Pid::from_raw(pid as i32), s);
+            }
         }
-    };
-    signal(Signal::SIGSTOP);
+    }
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.signal(Signal::SIGCONT);
+        }
+    }
+    let mut pids = processes_with(&run.join("plan.json").display().to_string());
+    pids.push(supervisor);
+    let held = Held(pids);
+    held.signal(Signal::SIGSTOP);
     let stopped = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
             s.rsplit_once(')')
@@ -332,7 +343,7 @@ pub fn fill_with_ballast(path: &Path, limit: usize, supervisor: u32, run: &Path)
         })
     };
     wait_until("the run held still", Duration::from_secs(10), || {
-        held.iter().all(|&p| stopped(p))
+        held.0.iter().all(|&p| stopped(p))
     });
     // Nothing writes now: one fallocate takes what is free, then blocks what rounding left.
     let mut f = std::fs::File::create(path).unwrap();
@@ -346,7 +357,7 @@ pub fn fill_with_ballast(path: &Path, limit: usize, supervisor: u32, run: &Path)
     while written < limit && f.write_all(&block).is_ok() {
         written += block.len();
     }
-    signal(Signal::SIGCONT);
+    drop(held);
 }
 
 /// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).

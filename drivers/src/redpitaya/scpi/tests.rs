@@ -33,7 +33,6 @@ fn config(sim: &SimScpi) -> ScpiConfig {
     }
 }
 
-/// The settings the simulator sees for `c` (level sent in volts, read back in counts).
 /// The default config with `f` applied to its scope.
 fn scoped(f: impl FnOnce(&mut ScopeConfig)) -> ScpiConfig {
     let mut c = ScpiConfig::default();
@@ -41,6 +40,7 @@ fn scoped(f: impl FnOnce(&mut ScopeConfig)) -> ScpiConfig {
     c
 }
 
+/// The settings the simulator sees for `c` (level sent in volts, read back in counts).
 fn settings(c: &ScpiConfig, source: TriggerWord, level: i16) -> AcqSettings {
     AcqSettings {
         decimation: c.decimation,
