@@ -110,8 +110,8 @@ pub struct DiskWatch {
     rate: f64,
     warned: Option<Instant>,
     stopped: bool,
-    /// The run directory held open while it had links (see the module documentation), until
-    /// it was found deleted.
+    /// The run directory held open (see the module documentation), until it was found
+    /// deleted, moved or renamed.
     held: Option<std::fs::File>,
 }
 

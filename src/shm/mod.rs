@@ -278,23 +278,14 @@ pub fn places(huge: HugePages, state_dir: Option<&Path>) -> Vec<ShmPlace> {
         if !have_tmpfs && nix::unistd::geteuid().is_root() {
             if let Some(state) = state_dir {
                 let dir = state.join(format!("huge-{}", std::process::id()));
-                if std::fs::create_dir_all(&dir).is_ok() {
-                    let r = nix::mount::mount(
-                        Some("daq-engine"),
-                        &dir,
-                        Some("tmpfs"),
-                        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-                        Some("huge=advise,mode=1777"),
-                    );
-                    if r.is_ok() {
-                        out.push(ShmPlace {
-                            dir,
-                            backing: Backing::TmpfsHuge,
-                            mounted_by_us: true,
-                        });
-                    } else {
-                        let _ = std::fs::remove_dir(&dir);
-                    }
+                if mount_huge_tmpfs(&dir) {
+                    out.push(ShmPlace {
+                        dir,
+                        backing: Backing::TmpfsHuge,
+                        mounted_by_us: true,
+                    });
+                } else {
+                    let _ = std::fs::remove_dir(&dir);
                 }
             }
         }
@@ -305,6 +296,21 @@ pub fn places(huge: HugePages, state_dir: Option<&Path>) -> Vec<ShmPlace> {
         mounted_by_us: false,
     });
     out
+}
+
+/// Creates `dir` and mounts on it the tmpfs with transparent huge pages an engine makes for
+/// its rings when the machine has none (named `daq-engine`, so that a later engine knows
+/// it); whether both were allowed.
+fn mount_huge_tmpfs(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).is_ok()
+        && nix::mount::mount(
+            Some("daq-engine"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some("huge=advise,mode=1777"),
+        )
+        .is_ok()
 }
 
 /// A mapped shared-memory file.
@@ -564,20 +570,6 @@ mod tests {
         root
     }
 
-    /// Creates `dir` and mounts a tmpfs named as the engine names its own, with
-    /// `huge=advise`, on it; whether the mount was allowed.
-    fn mount_huge(dir: &Path) -> bool {
-        std::fs::create_dir_all(dir).unwrap();
-        nix::mount::mount(
-            Some("daq-engine"),
-            dir,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("huge=advise"),
-        )
-        .is_ok()
-    }
-
     #[test]
     fn stale_huge_mounts_of_dead_engines_are_removed() {
         if !may_mount() {
@@ -589,7 +581,8 @@ mod tests {
         let dead_pid = dead.id();
         let _ = { dead }.wait();
         let stale = state.join(format!("huge-{dead_pid}"));
-        if !mount_huge(&stale) {
+        std::fs::create_dir_all(&stale).unwrap();
+        if !mount_huge_tmpfs(&stale) {
             let _ = std::fs::remove_dir_all(&state);
             println!("SKIPPED: tmpfs mount refused here");
             return;
@@ -615,7 +608,8 @@ mod tests {
             .spawn()
             .unwrap();
         let theirs = state.join(format!("huge-{}", other.id()));
-        let mounted = mount_huge(&theirs);
+        std::fs::create_dir_all(&theirs).unwrap();
+        let mounted = mount_huge_tmpfs(&theirs);
         if mounted {
             let got = places(HugePages::Auto, Some(&state));
             let still = mounts().iter().any(|(d, _, _)| d == &theirs);

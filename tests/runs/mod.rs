@@ -154,7 +154,7 @@ print(json.dumps(out))
 }
 
 /// Runs `python -c script` with `args` to its end and returns its output; fails the test
-/// unless it exited 0, the message `what` followed by the script's stderr.
+/// unless it exited 0, the message `what` followed by the script's stdout and stderr.
 #[track_caller]
 pub fn run_python(python: &str, script: &str, args: &[&std::ffi::OsStr], what: &str) -> Output {
     let o = Command::new(python)
@@ -162,12 +162,7 @@ pub fn run_python(python: &str, script: &str, args: &[&std::ffi::OsStr], what: &
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{what}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    succeeded(o, what)
 }
 
 /// Runs the checking script of `cmd` to its end and prints what it printed; fails the test
@@ -470,20 +465,19 @@ pub fn code_and_stderr(cmd: &mut Command) -> (i32, String) {
 
 /// `daq-engine check <args…> <setup>`, run to its end.
 pub fn check(args: &[&str], setup: &Path) -> Output {
-    Command::new(EXE)
-        .arg("check")
-        .args(args)
-        .arg(setup)
-        .output()
-        .unwrap()
+    check_command(args, setup).output().unwrap()
 }
 
 /// `daq-engine check <setup>` in `dir` (where the setup's relative paths lead), run to its
 /// end.
 pub fn check_in(dir: &Path, setup: &Path) -> Output {
+    check_command(&[], setup).current_dir(dir).output().unwrap()
+}
+
+fn check_command(args: &[&str], setup: &Path) -> Command {
     let mut cmd = Command::new(EXE);
-    cmd.arg("check").arg(setup).current_dir(dir);
-    cmd.output().unwrap()
+    cmd.arg("check").args(args).arg(setup);
+    cmd
 }
 
 /// A setup shipped in the repository's `setups/`.
