@@ -274,6 +274,52 @@ fn kill_9_leaves_a_readable_file_with_every_flushed_event() {
     std::fs::remove_dir_all(&w.dir).unwrap();
 }
 
+/// A run file cut short after a crash (a power cut before its tail reached the disk, a
+/// copy that stopped): `inspect` and `read_buffer` answer (events or an error naming the
+/// file), never hang. libhdf5 retries a SWMR read whose checksum fails, sleeping twice as
+/// long each time; at its default of 100 tries a metadata block that is not there (read as
+/// zeros) kept `daq-engine inspect` asleep for hours.
+#[test]
+fn a_killed_writers_file_cut_short_gives_an_answer_not_a_hang() {
+    let Some(mut w) = writer_child(
+        "a_killed_writers_file_cut_short_gives_an_answer_not_a_hang",
+        "killed-writer",
+        killed_writer,
+        "cut",
+    ) else {
+        return;
+    };
+    next_line(&mut w.out, "ready");
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    let whole = std::fs::read(&w.path).unwrap();
+    let mut cuts: Vec<usize> = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+        .iter()
+        .map(|k| k * 1024)
+        .collect();
+    cuts.push(whole.len() / 2);
+    for cut in cuts {
+        let path = w.dir.join(format!("cut_{cut}.h5"));
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let inspected = inspect(&p).map(drop);
+            let read = read_buffer(&p, "raw").map(drop);
+            tx.send((inspected, read)).ok();
+        });
+        // Not a time limit on the answer (it comes in well under a second): a hang here
+        // would otherwise hold the test for hours.
+        let (inspected, read) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{}: no answer in 120 s", path.display()));
+        for e in [inspected.err(), read.err()].into_iter().flatten() {
+            assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}");
+        }
+    }
+    std::fs::remove_dir_all(&w.dir).unwrap();
+}
+
 /// Child role "slow-killed-writer": a compressed run slower than a chunk per flush, with the
 /// default chunks (1 MiB, sized by the writer at its first flush): 15 flushes 90 events
 /// (369 kB) apart, then 7 more events; waits to be killed.

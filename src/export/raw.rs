@@ -11,7 +11,7 @@
 
 use hdf5_metno as h5;
 use hdf5_metno::Dataset;
-use hdf5_metno_sys::h5::hsize_t;
+use hdf5_metno_sys::h5::{haddr_t, hsize_t};
 use hdf5_metno_sys::h5i::hid_t;
 use hdf5_metno_sys::{h5d, h5p, h5s, h5t};
 use std::ffi::CString;
@@ -709,6 +709,23 @@ pub(crate) fn clear_status_flags(path: &std::path::Path) -> Result<(), H5Error> 
 extern "C" {
     /// HDF5 ≥ 1.10.2: sets a file's end-of-allocation to max(EOA, EOF) + `increment`.
     fn H5Fincrement_filesize(file_id: hid_t, increment: hsize_t) -> hdf5_metno_sys::h5::herr_t;
+    /// HDF5 ≥ 1.10.2: a file's end-of-allocation (on opening, the end of file its
+    /// superblock records).
+    fn H5Fget_eoa(file_id: hid_t, eoa: *mut haddr_t) -> hdf5_metno_sys::h5::herr_t;
+}
+
+/// The end of the file as its superblock recorded it at the writer's last flush (every
+/// flush also sets the file's length to it): a file shorter than this was cut short.
+pub(crate) fn recorded_end(file: &h5::File) -> Result<u64, H5Error> {
+    let mut eoa: haddr_t = 0;
+    locked(|| {
+        // SAFETY: `file.id()` is a live file id and `eoa` a live local of the C type.
+        check(
+            unsafe { H5Fget_eoa(file.id(), &mut eoa) },
+            "read the end of allocation",
+        )
+    })?;
+    Ok(eoa)
 }
 
 /// Opens dataset `name` (a path from the file's root) with a raw-data chunk cache of

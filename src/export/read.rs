@@ -30,6 +30,13 @@ pub struct BufferContents {
     pub metadata: Vec<Metadata>,
 }
 
+/// How many times a SWMR read of a metadata block whose checksum fails is tried. A failing
+/// checksum may be a block the writer is writing at that moment, so libhdf5 tries again,
+/// sleeping 1 ns, then twice as long each time; its default of 100 tries sleeps for ever
+/// (2^99 ns) on a block that is not there, as in a file cut short by a crash. 28 tries wait
+/// at most 2^27 ns (0.13 s) for a block, far longer than the write of one takes.
+const SWMR_READ_ATTEMPTS: u32 = 28;
+
 /// Opens a run file read-only; a file still open for SWMR writing (or whose writer was
 /// killed) is opened in SWMR-read mode.
 pub(crate) fn open_run_file(path: &Path) -> Result<(h5::File, bool), ExportError> {
@@ -43,8 +50,31 @@ pub(crate) fn open_run_file(path: &Path) -> Result<(h5::File, bool), ExportError
     }
     match h5::File::open(path) {
         Ok(f) => Ok((f, false)),
-        Err(first) => match h5::File::open_as(path, h5::OpenMode::ReadSWMR) {
-            Ok(f) => Ok((f, true)),
+        Err(first) => match h5::File::with_options()
+            .with_fapl(|p| p.metadata_read_attempts(SWMR_READ_ATTEMPTS))
+            .open_as(path, h5::OpenMode::ReadSWMR)
+        {
+            Ok(f) => {
+                // libhdf5 does not compare the two in SWMR mode (a reader may see the
+                // file's end before the writer's superblock does), and parts of a file cut
+                // short read as zeros that it may loop over for ever.
+                let recorded = raw::recorded_end(&f).map_err(|e| ExportError::Read {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                let len = std::fs::metadata(path).map_or(0, |m| m.len());
+                if len < recorded {
+                    return Err(ExportError::Read {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "the file is cut short: {len} bytes of the {recorded} its writer \
+                             recorded (a copy that stopped, or a crash before its end reached \
+                             the disk); what it holds cannot be read safely"
+                        ),
+                    });
+                }
+                Ok((f, true))
+            }
             Err(_) => Err(ExportError::Read {
                 path: path.to_path_buf(),
                 reason: raw::describe(first),
