@@ -41,11 +41,12 @@ pub(crate) fn describe(e: h5::Error) -> String {
     match e {
         h5::Error::Internal(s) => s,
         h5::Error::HDF5(stack) => match stack.expand() {
-            Ok(frames) if !frames.is_empty() => frames
-                .iter()
-                .map(|f| f.desc().to_string())
-                .collect::<Vec<_>>()
-                .join(": "),
+            Ok(frames) if !frames.is_empty() => {
+                let mut descs: Vec<&str> = frames.iter().map(|f| f.desc()).collect();
+                // A frame the library pushed at several levels of one call says one thing.
+                descs.dedup();
+                descs.join(": ")
+            }
             Ok(frames) => frames.description().to_string(),
             Err(e) => e.to_string(),
         },
@@ -815,6 +816,36 @@ mod tests {
             }
         );
         assert_eq!(e.to_string(), "internal: 12 bytes for 3 rows of 24 bytes");
+    }
+
+    /// A file whose root group's header is zeroed (a bad disk block): the library's message
+    /// says each step once, not "link iteration failed: link iteration failed: …" as libhdf5
+    /// pushes a frame at every level it passes.
+    #[test]
+    fn a_damaged_files_error_says_each_step_once() {
+        let dir = crate::fsio::test_dir("damaged");
+        let path = dir.join("damaged.h5");
+        let file = h5::File::with_options()
+            .with_fapl(|p| p.libver_latest())
+            .create(&path)
+            .unwrap();
+        file.create_group("raw").unwrap();
+        drop(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Superblock version 2 and 3: signature, 4 bytes, then the base, extension, end of
+        // file and root object header addresses, 8 bytes each.
+        assert_eq!(bytes[8], 3);
+        let root = u64::from_le_bytes(bytes[36..44].try_into().unwrap()) as usize;
+        bytes[root..root + 64].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = h5::File::open(&path)
+            .and_then(|f| f.member_names())
+            .unwrap_err();
+        let text = describe(e);
+        let steps: Vec<&str> = text.split(": ").collect();
+        assert!(steps.len() > 2, "{text}");
+        assert!(steps.windows(2).all(|w| w[0] != w[1]), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The writer tells a full disk by the kind of its error (ENOSPC in the library's stack
