@@ -1,5 +1,10 @@
 //! The README's function reference names every built-in function and every one of its config
-//! keys, so the documentation cannot drift from the program.
+//! keys, so the documentation cannot drift from the program; and the commands that print it
+//! (and the others that only print) behave as Unix printers when their reader goes.
+
+use std::time::Duration;
+
+mod hdf5_files;
 
 #[test]
 fn readme_documents_every_function_and_key() {
@@ -51,4 +56,41 @@ fn readme_reference_is_the_output_of_daq_engine_functions() {
         "README's function reference differs from `daq-engine functions`: paste its output \
          between the ```text fences"
     );
+}
+
+/// `daq-engine functions | head`, `check … | less` quit early: the commands that only print
+/// end as any Unix printer does (SIGPIPE, which the shell does not report) instead of
+/// panicking with "failed printing to stdout" and a backtrace. The pipe's read end is closed
+/// before the command starts, so its first write finds no reader.
+#[test]
+fn printing_commands_end_quietly_when_their_reader_has_gone() {
+    use std::os::unix::process::ExitStatusExt;
+    let setup = concat!(env!("CARGO_MANIFEST_DIR"), "/setups/demo.yaml");
+    let dir = hdf5_files::temp_dir("pipe");
+    let file = dir.join("run.h5");
+    let w = hdf5_files::writer_flushing_every(&file, "a file to inspect", Duration::from_secs(1));
+    w.finish(Default::default()).unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["functions"],
+        vec!["check", setup],
+        vec!["man"],
+        vec!["inspect", file],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_daq-engine"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.code() == Some(0),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

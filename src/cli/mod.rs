@@ -268,6 +268,35 @@ pub enum UdevAction {
     Check,
 }
 
+impl Command {
+    /// Whether the command only reads and prints (nothing it would leave half done, no
+    /// socket), so that a reader that stops early (`| head`) may simply end it.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Check { .. }
+                | Command::Functions { .. }
+                | Command::Status { .. }
+                | Command::Inspect { .. }
+                | Command::Devices { probe: None, .. }
+                | Command::Man
+        )
+    }
+}
+
+/// Lets SIGPIPE end the process, as it ends any Unix command whose output reader has gone
+/// (`daq-engine inspect run.h5 | head`): Rust ignores the signal, and the next `println!`
+/// would panic instead. Only for commands that only print: a run keeps ignoring it (a web
+/// client or broker that hangs up is an error there, not an end).
+fn end_quietly_when_output_goes() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called on the main thread before any other thread starts; setting the default
+    // disposition installs no handler code.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("daq-engine: could not restore SIGPIPE: {e}");
+    }
+}
+
 /// Runs a parsed command line (everything but the hidden worker mode); returns the exit code.
 pub fn main(
     setup: Option<PathBuf>,
@@ -275,6 +304,9 @@ pub fn main(
     command: Option<Command>,
     registry: &crate::worker::Registry,
 ) -> i32 {
+    if command.as_ref().is_some_and(Command::only_prints) {
+        end_quietly_when_output_goes();
+    }
     match command {
         None => match setup {
             Some(path) => run::run(&path, &run, registry),
