@@ -300,22 +300,19 @@ mod tests {
 
     #[test]
     fn ids_map_to_states() {
-        assert_eq!(
-            identify(0x04b4, 0x6022),
-            Some(DeviceState::Cold(Model::Dso6022Be))
-        );
-        assert_eq!(
-            identify(0x04b4, 0x2020),
-            Some(DeviceState::Cold(Model::Dso2020))
-        );
-        assert_eq!(
-            identify(0x04b5, 0x602a),
-            Some(DeviceState::Running(FirmwareFlavour::Custom))
-        );
-        assert_eq!(
-            identify(0x1d50, 0x608e),
-            Some(DeviceState::Running(FirmwareFlavour::Fx2lafw))
-        );
+        use DeviceState::{Cold, Running};
+        for (vendor, product, state) in [
+            (0x04b4, 0x6022, Cold(Model::Dso6022Be)),
+            (0x04b4, 0x2020, Cold(Model::Dso2020)),
+            (0x04b5, 0x602a, Running(FirmwareFlavour::Custom)),
+            (0x1d50, 0x608e, Running(FirmwareFlavour::Fx2lafw)),
+        ] {
+            assert_eq!(
+                identify(vendor, product),
+                Some(state),
+                "{vendor:04x}:{product:04x}"
+            );
+        }
         assert_eq!(identify(0x0ce9, 0x1007), None);
         assert!(USB_IDS.iter().all(|(v, p)| identify(*v, *p).is_some()));
     }
