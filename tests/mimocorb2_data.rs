@@ -71,27 +71,42 @@ with open(sys.argv[1], "rb") as f:
 print(count)
 "#;
 
-/// mimoCoRB2 0.0.4's `mimoFile.from_buffer_object` and `write_data`, writing 300 events.
-const MIMOCORB2_WRITE: &str = r#"
+/// mimoCoRB2 0.0.4's `mimoFile.from_buffer_object` and `write_data` as a Python function:
+/// `write(path, dt, length, n, fill, protocol)` pickles the header (with `protocol`, None for
+/// pickle's default), then appends `n` events, each `length` records of `dt` filled by
+/// `fill(d, i)` and its metadata: counter `i`, timestamp 1000 s + `i` ms.
+const MIMOCORB2_WRITER: &str = r#"
 import pickle, sys, numpy as np
-dt = np.dtype([("ch0", "<f4"), ("ch1", "<i2"), ("flag", "u1")])
 md = np.dtype([("counter", "<i8"), ("timestamp", "<f8"), ("deadtime", "<f8")])
-info = {"version": 1, "header": "This is a mimoCoRB file", "data_dtype": dt, "data_length": 32,
-        "metadata_dtype": md, "metadata_length": 1}
-with open(sys.argv[1], "wb") as f:
-    pickle.dump(info, f)
+def write(path, dt, length, n, fill, protocol=None):
+    info = {"version": 1, "header": "This is a mimoCoRB file", "data_dtype": dt,
+            "data_length": length, "metadata_dtype": md, "metadata_length": 1}
+    with open(path, "wb") as f:
+        pickle.dump(info, f, protocol=protocol)
+    with open(path, "ab") as f:
+        for i in range(n):
+            d = np.zeros(length, dt)
+            fill(d, i)
+            m = np.zeros(1, md)
+            m["counter"] = i
+            m["timestamp"] = 1000 + i * 0.001
+            f.write(d.tobytes())
+            f.write(m.tobytes())
+"#;
+
+/// Runs `script` with `args` after [`MIMOCORB2_WRITER`], whose `write` it calls.
+fn write_like_mimocorb2(py: &str, script: &str, args: &[&std::ffi::OsStr]) {
+    run_python(py, &format!("{MIMOCORB2_WRITER}{script}"), args, "");
+}
+
+/// mimoCoRB2 writing 300 events of 32 records.
+const MIMOCORB2_WRITE: &str = r#"
 rng = np.random.default_rng(3)
-with open(sys.argv[1], "ab") as f:
-    for i in range(300):
-        d = np.zeros(32, dt)
-        d["ch0"] = rng.normal(size=32)
-        d["ch1"] = i
-        d["flag"] = i % 7
-        m = np.zeros(1, md)
-        m["counter"] = i
-        m["timestamp"] = 1000 + i * 0.001
-        f.write(d.tobytes())
-        f.write(m.tobytes())
+def fill(d, i):
+    d["ch0"] = rng.normal(size=32)
+    d["ch1"] = i
+    d["flag"] = i % 7
+write(sys.argv[1], np.dtype([("ch0", "<f4"), ("ch1", "<i2"), ("flag", "u1")]), 32, 300, fill)
 "#;
 
 #[test]
@@ -136,7 +151,7 @@ fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "500");
     // A file mimoCoRB2 wrote (pickle protocol 4 or 5) replays at a fixed rate.
     let written = dir.0.join("python.mimo");
-    run_python(&py, MIMOCORB2_WRITE, &[written.as_os_str()], "");
+    write_like_mimocorb2(&py, MIMOCORB2_WRITE, &[written.as_os_str()]);
     let (code, out, clocked) = run(&dir, "clocked");
     assert_eq!(code, 0, "{out}");
     let original = events(&written);
@@ -179,29 +194,17 @@ const ALL_KINDS_NUMPY: &str = r#"[("b", "?"), ("s", "S5"), ("u", "<U3"), ("c", "
 /// mimoCoRB2 writing a file of every kind of field (pickle protocol `argv[2]`), 40 events of 4
 /// records; prints nothing.
 const MIMOCORB2_WRITE_ALL_KINDS: &str = r#"
-import pickle, sys, numpy as np
-dt = np.dtype(KINDS)
-md = np.dtype([("counter", "<i8"), ("timestamp", "<f8"), ("deadtime", "<f8")])
-info = {"version": 1, "header": "This is a mimoCoRB file", "data_dtype": dt, "data_length": 4,
-        "metadata_dtype": md, "metadata_length": 1}
 rng = np.random.default_rng(5)
-with open(sys.argv[1], "wb") as f:
-    pickle.dump(info, f, protocol=int(sys.argv[2]))
-    for i in range(40):
-        d = np.zeros(4, dt)
-        d["b"] = rng.random(4) < 0.5
-        d["s"] = [bytes([65 + (i + k) % 26]) * (1 + k) for k in range(4)]
-        d["u"] = ["µ", "αβ", "x", "ñ"][i % 4]
-        d["c"] = rng.normal(size=4) + 1j * rng.normal(size=4)
-        d["z"] = rng.normal(size=4) - 2j
-        d["be"] = rng.normal(size=4)
-        d["sub"] = rng.integers(-999, 999, size=(4, 2, 3))
-        d["us"] = [["a", "ßü"]] * 4
-        m = np.zeros(1, md)
-        m["counter"] = i
-        m["timestamp"] = 1000 + i * 0.001
-        f.write(d.tobytes())
-        f.write(m.tobytes())
+def fill(d, i):
+    d["b"] = rng.random(4) < 0.5
+    d["s"] = [bytes([65 + (i + k) % 26]) * (1 + k) for k in range(4)]
+    d["u"] = ["µ", "αβ", "x", "ñ"][i % 4]
+    d["c"] = rng.normal(size=4) + 1j * rng.normal(size=4)
+    d["z"] = rng.normal(size=4) - 2j
+    d["be"] = rng.normal(size=4)
+    d["sub"] = rng.integers(-999, 999, size=(4, 2, 3))
+    d["us"] = [["a", "ßü"]] * 4
+write(sys.argv[1], np.dtype(KINDS), 4, 40, fill, protocol=int(sys.argv[2]))
 "#;
 
 /// mimoCoRB2's reader on our file: the dtype is numpy's own, and the data bytes equal those
@@ -243,11 +246,10 @@ fn data_export_writes_every_kind_of_field_numpy_reads_back() {
     for protocol in ["2", "5"] {
         let dir = Dir::new(&format!("m2datakinds{protocol}"));
         let written = dir.0.join("kinds.mimo");
-        run_python(
+        write_like_mimocorb2(
             &py,
             &MIMOCORB2_WRITE_ALL_KINDS.replace("KINDS", ALL_KINDS_NUMPY),
             &[written.as_os_str(), protocol.as_ref()],
-            "",
         );
         // Our reader takes numpy's pickles of every kind.
         let header = MimoReader::open(&written).unwrap().header;
