@@ -481,13 +481,19 @@ Workers:
     )
 }
 
+/// Runs [`failing_setup`] (`always`, `restart`) with [`FAILING`] in a fresh directory `tag`:
+/// the directory and the run.
+fn run_failing(tag: &str, always: bool, restart: &str) -> (PathBuf, Ran) {
+    run_workers(
+        tag,
+        ("failing.py", FAILING),
+        &failing_setup(always, restart),
+    )
+}
+
 #[test]
 fn an_exception_fails_the_worker_with_its_traceback_in_the_log_and_on_the_terminal() {
-    let (d, r) = run_workers(
-        "exception",
-        ("failing.py", FAILING),
-        &failing_setup(true, "never"),
-    );
+    let (d, r) = run_failing("exception", true, "never");
     assert_ne!(r.code, 0, "{}", r.stderr);
     let file = d.join("failing.py");
     let line = FAILING
@@ -574,11 +580,7 @@ fn a_workers_prints_go_with_its_messages_a_line_at_a_time() {
 
 #[test]
 fn a_failed_python_worker_restarts_and_the_run_finishes() {
-    let (_, r) = run_workers(
-        "restart",
-        ("failing.py", FAILING),
-        &failing_setup(false, "on-failure"),
-    );
+    let (_, r) = run_failing("restart", false, "on-failure");
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.run_dir.join("failed_once").exists());
     let log = std::fs::read_to_string(r.run_dir.join("daq-engine.log")).unwrap();
@@ -598,11 +600,7 @@ fn a_failed_python_worker_restarts_and_the_run_finishes() {
 /// once the budget of restarts per minute is spent.
 #[test]
 fn a_worker_that_keeps_failing_is_restarted_after_growing_pauses_then_given_up() {
-    let (_, r) = run_workers(
-        "backoff",
-        ("failing.py", FAILING),
-        &failing_setup(true, "on-failure"),
-    );
+    let (_, r) = run_failing("backoff", true, "on-failure");
     assert_ne!(r.code, 0, "{}", r.stderr);
     let log = std::fs::read_to_string(r.run_dir.join("daq-engine.log")).unwrap();
     let pauses: Vec<&str> = log
