@@ -62,16 +62,17 @@ fn small_raw(dtype: &str, length: u32) -> String {
     )
 }
 
-/// Runs `simulate.pulses` with `digitizer` (its config's keys) into a [`small_raw`] of 64
-/// float32 samples, recorded by `export.hdf5` under `recorded`: the run directory.
-fn record_small(dir: &Dir, digitizer: &str) -> PathBuf {
+/// Runs `simulate.pulses` with `digitizer` (its config's keys) into `buffers` (their lines,
+/// one of them `raw`), recorded by `export.hdf5` under `recorded`; `rest` follows: more lines
+/// of the recorder (its config) and further workers. The run directory.
+fn record(dir: &Dir, buffers: &str, digitizer: &str, rest: &str) -> PathBuf {
     run(
         dir,
         "recorded.yaml",
         &format!(
             "target_directory: recorded
 Buffers:
-{}Workers:
+{buffers}Workers:
   digitizer:
     function: simulate.pulses
     sinks: [raw]
@@ -79,10 +80,14 @@ Buffers:
   waveforms:
     function: export.hdf5
     sources: [raw]
-",
-            small_raw("{chA: float32}", 64)
+{rest}"
         ),
     )
+}
+
+/// [`record`] into a [`small_raw`] of 64 float32 samples.
+fn record_small(dir: &Dir, digitizer: &str) -> PathBuf {
+    record(dir, &small_raw("{chA: float32}", 64), digitizer, "")
 }
 
 /// Replays with `replay.hdf5` (its config `player`) into `buffers` (their lines, one of them
@@ -142,23 +147,11 @@ fn recorded(run: &Path) -> Vec<(i64, f64)> {
 fn a_replayed_run_gives_the_same_histograms_bit_for_bit() {
     let dir = Dir::new("replay");
     // Recorded: 3000 simulated waveforms (2 KiB each, 6 MB), written in parts of 1 MB.
-    let first = run(
+    let first = record(
         &dir,
-        "recorded.yaml",
-        &format!(
-            "target_directory: recorded
-Buffers:
-{BUFFER}Workers:
-  digitizer:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {{n_events: 3000, sample_interval: 4.0e-9, pretrigger_samples: 100, noise: 0.003, seed: 9}}
-  waveforms:
-    function: export.hdf5
-    sources: [raw]
-    config: {{compression: none, rotate_mb: 1, flush_interval: 0.2}}
-{CHAIN}"
-        ),
+        BUFFER,
+        "n_events: 3000, sample_interval: 4.0e-9, pretrigger_samples: 100, noise: 0.003, seed: 9",
+        &format!("    config: {{compression: none, rotate_mb: 1, flush_interval: 0.2}}\n{CHAIN}"),
     );
     let parts = h5_files(&first).len();
     assert!(
