@@ -14,6 +14,18 @@ use daq_drivers::{DriverError, ReadOutcome, Source};
 /// A device second long enough that no tick happens during a transcript.
 const FROZEN: Duration = Duration::from_secs(3600);
 
+/// A simulated `model` counting `cps` per device second (Poisson, `seed`), its seconds
+/// 10 ms long.
+fn counting(model: GmcModel, cps: f64, seed: u64) -> GmcSimConfig {
+    GmcSimConfig {
+        model,
+        cps,
+        seed,
+        second: Duration::from_millis(10),
+        ..Default::default()
+    }
+}
+
 fn client(path: &std::path::Path) -> Box<dyn serialport::SerialPort> {
     serialport::new(path.to_string_lossy(), 115200)
         .timeout(Duration::from_millis(300))
@@ -216,12 +228,8 @@ fn gmc_heartbeat_delivers_the_simulated_poisson_counts() {
     for (model, reserved) in [(GmcModel::Gmc320, 0xC000u16), (GmcModel::Gmc500Plus, 0)] {
         let seed = 7;
         let cfg = GmcSimConfig {
-            model,
-            cps: 50.0,
-            seed,
-            second: Duration::from_millis(10),
             reserved_bits: reserved,
-            ..Default::default()
+            ..counting(model, 50.0, seed)
         };
         let (_sim, mut dev) = common::open_gmc(cfg, GmcConfig::default());
         dev.start().unwrap();
@@ -247,15 +255,8 @@ fn gmc_heartbeat_delivers_the_simulated_poisson_counts() {
 #[test]
 fn gmc_polled_cpm_is_a_sixty_second_sum_of_the_counts() {
     let seed = 11;
-    let cfg = GmcSimConfig {
-        model: GmcModel::Gmc300V4,
-        cps: 20.0,
-        seed,
-        second: Duration::from_millis(10),
-        ..Default::default()
-    };
     let (_sim, mut dev) = common::open_gmc(
-        cfg,
+        counting(GmcModel::Gmc300V4, 20.0, seed),
         GmcConfig {
             mode: GmcMode::PollCpm {
                 interval: Duration::from_millis(40),
@@ -284,12 +285,7 @@ fn gmc_polled_cpm_is_a_sixty_second_sum_of_the_counts() {
 
 #[test]
 fn gmc_unplug_is_reported_and_reconnect_resumes_with_backoff() {
-    let cfg = GmcSimConfig {
-        model: GmcModel::Gmc600Plus,
-        cps: 10.0,
-        second: Duration::from_millis(10),
-        ..Default::default()
-    };
+    let cfg = counting(GmcModel::Gmc600Plus, 10.0, 1);
     let backoff = Backoff {
         initial: Duration::from_millis(5),
         max: Duration::from_millis(40),
@@ -348,13 +344,9 @@ fn gmc_width_override_and_silent_first_getver() {
     // A GMC-500+ whose firmware answers 2-byte counts and ignores the first GETVER.
     let seed = 5;
     let cfg = GmcSimConfig {
-        model: GmcModel::Gmc500Plus,
-        cps: 30.0,
-        seed,
-        second: Duration::from_millis(10),
         width: Some(CountWidth::Two),
         mute_first_getver: true,
-        ..Default::default()
+        ..counting(GmcModel::Gmc500Plus, 30.0, seed)
     };
     let (sim, mut dev) = common::open_gmc(
         cfg,
