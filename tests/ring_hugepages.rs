@@ -11,7 +11,7 @@ use daq_engine::dtype::Dtype;
 use daq_engine::ring::{Next, Policy, Ring, RingSpec};
 use daq_engine::shm::{free_huge_pages, places, Backing, HugePages};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 const HUGE: usize = 2 * 1024 * 1024;
@@ -25,8 +25,15 @@ fn skip(test: &str, why: &str) {
     println!("SKIPPED {test}: {why}");
 }
 
-fn root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// The turn of `test`, which needs root (see [`SERIAL`]); `None`, the test skipped, when not
+/// root: `why` says what root is needed for.
+fn turn_as_root(test: &str, why: &str) -> Option<MutexGuard<'static, ()>> {
+    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !nix::unistd::geteuid().is_root() {
+        skip(test, &format!("not root: {why}"));
+        return None;
+    }
+    Some(turn)
 }
 
 /// Restores `nr_hugepages` when dropped.
@@ -159,13 +166,9 @@ fn flows(ring: &Ring, n: u64) {
 #[test]
 fn hugetlbfs_is_taken_when_it_has_free_pages() {
     const TEST: &str = "hugetlbfs_is_taken_when_it_has_free_pages";
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !root() {
-        return skip(
-            TEST,
-            "not root: cannot reserve huge pages or mount a hugetlbfs",
-        );
-    }
+    let Some(_turn) = turn_as_root(TEST, "cannot reserve huge pages or mount a hugetlbfs") else {
+        return;
+    };
     // 16 slots of 64 KiB + the control pages: a little over 1 MiB → one 2 MiB page; reserve
     // two so a rounding change does not turn this into a skip.
     let sp = spec("tlb", 64 * 1024, 16);
@@ -241,13 +244,10 @@ fn hugetlbfs_is_taken_when_it_has_free_pages() {
 #[test]
 fn tmpfs_with_huge_advise_gives_huge_pages() {
     const TEST: &str = "tmpfs_with_huge_advise_gives_huge_pages";
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !root() {
-        return skip(
-            TEST,
-            "not root: places() mounts its huge=advise tmpfs only as root",
-        );
-    }
+    let Some(_turn) = turn_as_root(TEST, "places() mounts its huge=advise tmpfs only as root")
+    else {
+        return;
+    };
     let shmem = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
         .unwrap_or_default();
     if shmem.contains("[deny]") {
