@@ -268,14 +268,19 @@ Workers:
 #[test]
 fn check_refuses_a_pass_through_sink_of_another_shape_and_a_mistyped_shared_key() {
     let dir = scratch("m2refuse");
+    // What `check` says of `setup`, which it refuses.
+    let refused = |setup: &str| {
+        let (code, out) = finish(daq(&dir, &["check", setup]));
+        assert_eq!(code, 2, "{out}");
+        out
+    };
     let text = std::fs::read_to_string(dir.0.join("spectrum.yaml")).unwrap();
     let other = text.replace(
         "  peaks_hist: *peaks\n",
         "  peaks_hist: {slot_count: 8, data_length: 1, data_dtype: {position: int64}}\n",
     );
     dir.write("other.yaml", &other);
-    let (code, out) = finish(daq(&dir, &["check", "other.yaml"]));
-    assert_eq!(code, 2, "{out}");
+    let out = refused("other.yaml");
     assert!(
         out.contains("worker 'histogram' is an exporter: it passes every event of 'peaks_csv'")
             && out.contains("but sink 'peaks_hist' holds 1 records of {position: int64}"),
@@ -286,8 +291,7 @@ fn check_refuses_a_pass_through_sink_of_another_shape_and_a_mistyped_shared_key(
         "spectrum_config.yaml",
         &config.replace("save_interval:", "save_intervall:"),
     );
-    let (code, out) = finish(daq(&dir, &["check", "spectrum.yaml"]));
-    assert_eq!(code, 2, "{out}");
+    let out = refused("spectrum.yaml");
     assert!(
         out.contains("spectrum_config.yaml:3:1: error: worker 'csv': function exporters.csv has no config key 'save_intervall'")
             && out.contains("did you mean `save_interval`"),
