@@ -411,6 +411,15 @@ fn wait_events(addr: SocketAddr, headers: &[&str]) {
     });
 }
 
+/// [`spawn_binary`] without arguments in a fresh [`Dir`] `tag`, once the run has events
+/// ([`wait_events`]): the directory, the binary and the page's address.
+fn running(tag: &str) -> (Dir, std::process::Child, SocketAddr) {
+    let dir = Dir::new(tag);
+    let (child, addr) = spawn_binary(&dir.0, &[], &[]);
+    wait_events(addr, &[]);
+    (dir, child, addr)
+}
+
 /// The run's `summary.json` under `dir/runs`.
 fn summary_of(dir: &Path) -> serde_json::Value {
     let run = std::fs::read_dir(dir.join("runs"))
@@ -474,9 +483,7 @@ fn nice_of_threads(pid: u32, prefix: &str) -> Vec<(String, i64)> {
 /// supervisor does not.
 #[test]
 fn the_server_threads_yield_to_acquisition() {
-    let dir = Dir::new("nice");
-    let (child, addr) = spawn_binary(&dir.0, &[], &[]);
-    wait_events(addr, &[]);
+    let (_dir, child, addr) = running("nice");
     let pid = child.id();
     let server = nice_of_threads(pid, "monitor-http");
     assert!(!server.is_empty(), "no monitor-http thread in {pid}");
@@ -522,9 +529,7 @@ fn paced_client(addr: SocketAddr, period: Duration, stop: &std::sync::atomic::At
 #[test]
 fn the_server_wakes_once_per_tick_however_many_clients() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = Dir::new("tick");
-    let (child, addr) = spawn_binary(&dir.0, &[], &[]);
-    wait_events(addr, &[]);
+    let (_dir, child, addr) = running("tick");
     let pid = child.id();
     let stop = AtomicBool::new(false);
     let clients = 64;
@@ -574,9 +579,7 @@ fn the_server_wakes_once_per_tick_however_many_clients() {
 /// server allocated the unread body: "memory allocation … failed", exit 134, no summary).
 #[test]
 fn huge_content_length_does_not_end_the_run() {
-    let dir = Dir::new("huge");
-    let (child, addr) = spawn_binary(&dir.0, &[], &[]);
-    wait_events(addr, &[]);
+    let (dir, child, addr) = running("huge");
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /state HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n")
         .unwrap();
