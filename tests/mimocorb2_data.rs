@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod runs;
-use runs::{books_balance, engine_in, finish, finish_within, run_python, Dir};
+use runs::{books_balance, engine, engine_in, finish_within, run_python, Dir};
 
 const DTYPE: &str = "{ch0: float32, ch1: int16, flag: uint8}";
 
@@ -172,10 +172,7 @@ fn a_mimo_file_of_other_records_is_refused_before_the_run() {
         "target_directory: other\nBuffers:\n  raw: {{slot_count: 8, data_length: 16, data_dtype: {DTYPE}}}\nWorkers:\n  replay: {{function: data.simulate_importer, sinks: [raw], config: {{filename: recorded.mimo}}}}\n  drain: {{function: exporters.drain, sources: [raw]}}\n"
     );
     let setup = dir.write("other.yaml", &text);
-    let o = engine_in(&dir.0, &["check".as_ref(), setup.as_os_str()])
-        .spawn()
-        .unwrap();
-    let (code, out) = finish(o);
+    let (code, out) = engine(&dir.0, &["check", setup.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("other.yaml:5:79: error:")
