@@ -67,6 +67,20 @@ fn ran(d: &Dir, file: &Path, args: &[&str]) -> (PathBuf, serde_json::Value) {
     (rd, s)
 }
 
+/// [`variant`] of setups/`name` with `lines` in a fresh [`Dir`] `tag`, [`ran`] with `args`:
+/// the directory, the run directory and its summary.
+fn ran_variant(
+    tag: &str,
+    name: &str,
+    lines: &[&str],
+    args: &[&str],
+) -> (Dir, PathBuf, serde_json::Value) {
+    let d = Dir::new(tag);
+    let file = variant(&d, name, lines);
+    let (rd, s) = ran(&d, &file, args);
+    (d, rd, s)
+}
+
 /// `daq-engine devices --probe <addr>`: (exit code, stdout).
 fn probe(addr: std::net::SocketAddr) -> (Option<i32>, String) {
     let out = Command::new(EXE)
@@ -108,13 +122,12 @@ fn h5_traces(run_dir: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn simulated_run_writes_the_seeded_traces_to_hdf5() {
-    let d = Dir::new("rp-traces");
-    let file = variant(
-        &d,
+    let (_d, rd, s) = ran_variant(
+        "rp-traces",
         "redpitaya_spectroscopy.yaml",
         &["sim_paced: false", "seed: 11"],
+        &["--max-events", "300"],
     );
-    let (rd, s) = ran(&d, &file, &["--max-events", "300"]);
     assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(300), "{s}");
     // Not paced, every triggering pulse becomes a trace, in order: the file holds exactly
     // the simulator's first 300 (1000 samples each; the 100 stale-tail samples dropped).
@@ -165,9 +178,8 @@ fn csv_counts(path: &Path, col: usize) -> Vec<(f64, f64)> {
 
 #[test]
 fn our_spectrum_agrees_with_the_boards_hardware_histogram() {
-    let d = Dir::new("rp-spectra");
-    let file = variant(
-        &d,
+    let (_d, rd, _) = ran_variant(
+        "rp-spectra",
         "redpitaya_spectroscopy.yaml",
         // Not paced: every pulse above the level becomes a trace (a loaded machine cannot
         // stretch the board's dead time), and the board counts the same pulses (pha_min =
@@ -177,8 +189,8 @@ fn our_spectrum_agrees_with_the_boards_hardware_histogram() {
             "hardware_histogram_every: 0.2",
             "set_size: 50",
         ],
+        &["--max-events", "3000", "--max-seconds", "120"],
     );
-    let (rd, _) = ran(&d, &file, &["--max-events", "3000", "--max-seconds", "120"]);
     let ours = csv_counts(&rd.join("histogram_spectrum_height.csv"), 2);
     let board = csv_counts(&rd.join("hardware_histogram_rp.csv"), 1);
     assert_eq!((ours.len(), board.len()), (512, 4096));
@@ -215,17 +227,16 @@ fn our_spectrum_agrees_with_the_boards_hardware_histogram() {
 /// What a run of `setup` whose simulated board vanishes 2 s in for 1 s left: the gap's
 /// length (s), the events before it and in all; every check both transports share done.
 fn vanishing_run(tag: &str, setup: &str) -> (f64, u64, u64) {
-    let d = Dir::new(tag);
-    let file = variant(
-        &d,
+    let (_d, rd, s) = ran_variant(
+        tag,
         setup,
         &[
             "sim_unplug_at: 2.0",
             "sim_unplug_for: 1.0",
             "connect_timeout: 0.3",
         ],
+        &["--max-seconds", "9"],
     );
-    let (rd, s) = ran(&d, &file, &["--max-seconds", "9"]);
     let n = notes(&rd, "rp");
     assert_eq!(note(&n, "device.gaps"), "1", "{n:?}");
     assert_eq!(note(&n, "device.connected"), "true");
@@ -266,13 +277,12 @@ fn the_board_vanishing_mid_run_is_a_gap_and_the_run_goes_on() {
 
 #[test]
 fn garbage_is_counted_and_never_an_event() {
-    let d = Dir::new("rp-garbage");
-    let file = variant(
-        &d,
+    let (_d, rd, _) = ran_variant(
+        "rp-garbage",
         "redpitaya_spectroscopy.yaml",
         &["sim_paced: false", "sim_garbage_every: 10"],
+        &["--max-events", "450"],
     );
-    let (rd, _) = ran(&d, &file, &["--max-events", "450"]);
     let n = notes(&rd, "rp");
     let bad: u64 = note(&n, "device.bad_records").parse().unwrap();
     // 450 good traces with every 10th sent replaced: 50 refused (49 or 50 by the end).
@@ -423,9 +433,12 @@ fn check_refuses_bad_configs_with_exit_2_and_makes_no_run_dir() {
 fn scpi_simulated_run_writes_the_seeded_traces_to_hdf5() {
     use daq_drivers::redpitaya::scpi::simulator::{expected_traces, AcqSettings, TriggerWord};
     use daq_drivers::redpitaya::scpi::ScpiSimConfig;
-    let d = Dir::new("rp-scpi-traces");
-    let file = variant(&d, "redpitaya_scpi.yaml", &["sim_paced: false", "seed: 11"]);
-    let (rd, s) = ran(&d, &file, &["--max-events", "150"]);
+    let (_d, rd, s) = ran_variant(
+        "rp-scpi-traces",
+        "redpitaya_scpi.yaml",
+        &["sim_paced: false", "seed: 11"],
+        &["--max-events", "150"],
+    );
     assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(150), "{s}");
     // Each trace is one acquisition of the seeded signal, read from where the trigger
     // fell in the wrapping buffer: the file holds exactly the simulator's first 150.
