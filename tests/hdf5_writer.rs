@@ -513,6 +513,32 @@ fn write_events(
     std::fs::metadata(path).unwrap().len()
 }
 
+/// [`write_events`] twice into `dir`: deflated (level 1, shuffled) as `d.h5` and
+/// uncompressed as `p.h5`; their sizes.
+fn write_deflated_and_plain(
+    dir: &Path,
+    dtype: &Dtype,
+    data_length: usize,
+    events: &[Vec<u8>],
+    chunk_events: usize,
+    flush_after: impl Fn(usize) -> bool,
+) -> (u64, u64) {
+    let deflate = Compression::Deflate { level: 1 };
+    let write = |name: &str, compression| {
+        let path = dir.join(name);
+        write_events(
+            &path,
+            dtype,
+            data_length,
+            events,
+            compression,
+            chunk_events,
+            &flush_after,
+        )
+    };
+    (write("d.h5", deflate), write("p.h5", Compression::None))
+}
+
 /// (filter mask, count) of the chunks of `/raw/data`, sorted by mask.
 fn chunk_masks(path: &Path) -> Vec<(u32, usize)> {
     let mut masks = std::collections::BTreeMap::new();
@@ -549,10 +575,8 @@ fn direct_compressed_chunks_read_back_like_an_uncompressed_file() {
     let events = compressible_events(&dtype, 100, 203);
     // 5 events a chunk; flushes inside chunks 2 and 7 (events 12 and 37), none at the end.
     let flush = |c: usize| c == 12 || c == 37;
-    let (deflated, plain) = (dir.join("deflated.h5"), dir.join("plain.h5"));
-    let deflate = Compression::Deflate { level: 1 };
-    write_events(&deflated, &dtype, 100, &events, deflate, 5, flush);
-    write_events(&plain, &dtype, 100, &events, Compression::None, 5, flush);
+    write_deflated_and_plain(&dir, &dtype, 100, &events, 5, flush);
+    let (deflated, plain) = (dir.join("d.h5"), dir.join("p.h5"));
     // 41 chunks: 39 deflated, the two a flush stored while they grew stay raw.
     assert_eq!(chunk_masks(&deflated), vec![(0, 39), (3, 2)]);
     let got = read_buffer(&deflated, "raw").unwrap();
@@ -593,17 +617,7 @@ fn slow_compressible_run_is_no_larger_than_uncompressed() {
     let dtype = waveform_dtype();
     let events = compressible_events(&dtype, 100, 400);
     let flush = |c: usize| c % 2 == 1;
-    let deflate = Compression::Deflate { level: 1 };
-    let deflated = write_events(&dir.join("d.h5"), &dtype, 100, &events, deflate, 4, flush);
-    let plain = write_events(
-        &dir.join("p.h5"),
-        &dtype,
-        100,
-        &events,
-        Compression::None,
-        4,
-        flush,
-    );
+    let (deflated, plain) = write_deflated_and_plain(&dir, &dtype, 100, &events, 4, flush);
     assert!(
         deflated <= plain + plain / 50,
         "compressed {deflated} bytes, uncompressed {plain}"
@@ -630,18 +644,9 @@ fn a_slow_compressed_run_is_compressed() {
     // with the default 1 MiB chunks.
     let flush = |c: usize| c % 200 == 199;
     let chunk_events = (1 << 20) / event;
-    let deflate = Compression::Deflate { level: 1 };
-    let (d, p) = (dir.join("d.h5"), dir.join("p.h5"));
-    let deflated = write_events(&d, &dtype, 100, &events, deflate, chunk_events, flush);
-    let plain = write_events(
-        &p,
-        &dtype,
-        100,
-        &events,
-        Compression::None,
-        chunk_events,
-        flush,
-    );
+    let (deflated, plain) =
+        write_deflated_and_plain(&dir, &dtype, 100, &events, chunk_events, flush);
+    let d = dir.join("d.h5");
     println!(
         "slow run, 300 kB a flush: deflated {deflated} bytes, uncompressed {plain} bytes ({:.3})",
         deflated as f64 / plain as f64
@@ -669,26 +674,8 @@ fn fast_compressed_run_is_within_5_percent_of_h5repack() {
     let dir = temp_dir("vs-h5repack");
     let dtype = waveform_dtype();
     let events = compressible_events(&dtype, 1000, 600);
-    let deflate = Compression::Deflate { level: 1 };
     // 1 MiB-ish chunks (70 events of 15 kB), no flush but the close.
-    let ours = write_events(
-        &dir.join("d.h5"),
-        &dtype,
-        1000,
-        &events,
-        deflate,
-        70,
-        |_| false,
-    );
-    write_events(
-        &dir.join("p.h5"),
-        &dtype,
-        1000,
-        &events,
-        Compression::None,
-        70,
-        |_| false,
-    );
+    let (ours, _) = write_deflated_and_plain(&dir, &dtype, 1000, &events, 70, |_| false);
     let mut cmd = Command::new("h5repack");
     no_inherited_files(&mut cmd);
     let out = cmd
