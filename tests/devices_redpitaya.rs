@@ -120,15 +120,28 @@ fn h5_traces(run_dir: &Path) -> Vec<Vec<u8>> {
     b.data.chunks_exact(size).map(|c| c.to_vec()).collect()
 }
 
+/// The simulators' seed in the runs whose traces are compared with theirs.
+const SEED: u64 = 11;
+
+/// [`ran_variant`] of setups/`name` unpaced with [`SEED`] for `n` events: all `n` in the
+/// summary and in the file. The directory, the run directory and the file's traces.
+fn seeded_run(tag: &str, name: &str, n: u64) -> (Dir, PathBuf, Vec<Vec<u8>>) {
+    let seed = format!("seed: {SEED}");
+    let (d, rd, s) = ran_variant(
+        tag,
+        name,
+        &["sim_paced: false", &seed],
+        &["--max-events", &n.to_string()],
+    );
+    assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(n), "{s}");
+    let got = h5_traces(&rd);
+    assert_eq!(got.len() as u64, n);
+    (d, rd, got)
+}
+
 #[test]
 fn simulated_run_writes_the_seeded_traces_to_hdf5() {
-    let (_d, rd, s) = ran_variant(
-        "rp-traces",
-        "redpitaya_spectroscopy.yaml",
-        &["sim_paced: false", "seed: 11"],
-        &["--max-events", "300"],
-    );
-    assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(300), "{s}");
+    let (_d, rd, got) = seeded_run("rp-traces", "redpitaya_spectroscopy.yaml", 300);
     // Not paced, every triggering pulse becomes a trace, in order: the file holds exactly
     // the simulator's first 300 (1000 samples each; the 100 stale-tail samples dropped).
     // The setup's scope settings are the simulator's defaults: decimation 4, no negator,
@@ -147,12 +160,10 @@ fn simulated_run_writes_the_seeded_traces_to_hdf5() {
     );
     assert_eq!((set.level, set.pre, set.total), (100, 100, 1100));
     let sim = McphaSimConfig {
-        seed: 11,
+        seed: SEED,
         ..McphaSimConfig::default()
     };
     let want = expected_traces(&sim, &scope, 300);
-    let got = h5_traces(&rd);
-    assert_eq!(got.len(), 300);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!(g[..] == w[..4000], "trace {i} differs");
     }
@@ -243,18 +254,15 @@ fn vanishing_run(tag: &str, setup: &str) -> (f64, u64, u64) {
     assert_eq!(note(&n, "redpitaya.reconnects"), "1");
     let gap = note(&n, "device.gap.0");
     assert!(gap.contains("back after"), "{gap}");
-    let secs: f64 = gap
-        .split("back after ")
-        .nth(1)
-        .and_then(|x| x.split(' ').next())
-        .and_then(|x| x.parse().ok())
-        .unwrap();
-    let before: u64 = gap
-        .split(", ")
-        .nth(2)
-        .and_then(|x| x.split(' ').next())
-        .and_then(|x| x.parse().ok())
-        .unwrap();
+    // The first word of the `i`th piece of the gap note split at `sep`.
+    let word = |sep: &str, i: usize| {
+        gap.split(sep)
+            .nth(i)
+            .and_then(|x| x.split(' ').next())
+            .unwrap_or_else(|| panic!("{gap}"))
+    };
+    let secs: f64 = word("back after ", 1).parse().unwrap();
+    let before: u64 = word(", ", 2).parse().unwrap();
     // Every trace in the file is a whole trace.
     for t in h5_traces(&rd) {
         protocol::check_trace(&t).unwrap();
@@ -311,8 +319,7 @@ fn mimocorb2s_importer_name_and_keys_run() {
          sources: [oscilloscope]\n",
         d.0.display()
     );
-    let file = d.0.join("m2.yaml");
-    std::fs::write(&file, setup).unwrap();
+    let file = d.write("m2.yaml", &setup);
     let (code, text) = check_setup(&["--simulate"], &file);
     assert_eq!(code, Some(0), "{text}");
     let (code, err) = run(&file, &["--max-events", "50"]);
@@ -433,18 +440,12 @@ fn check_refuses_bad_configs_with_exit_2_and_makes_no_run_dir() {
 fn scpi_simulated_run_writes_the_seeded_traces_to_hdf5() {
     use daq_drivers::redpitaya::scpi::simulator::{expected_traces, AcqSettings, TriggerWord};
     use daq_drivers::redpitaya::scpi::ScpiSimConfig;
-    let (_d, rd, s) = ran_variant(
-        "rp-scpi-traces",
-        "redpitaya_scpi.yaml",
-        &["sim_paced: false", "seed: 11"],
-        &["--max-events", "150"],
-    );
-    assert_eq!(s["events"]["oscilloscope"].as_u64(), Some(150), "{s}");
+    let (_d, rd, got) = seeded_run("rp-scpi-traces", "redpitaya_scpi.yaml", 150);
     // Each trace is one acquisition of the seeded signal, read from where the trigger
     // fell in the wrapping buffer: the file holds exactly the simulator's first 150.
     let want = expected_traces(
         &ScpiSimConfig {
-            seed: 11,
+            seed: SEED,
             ..ScpiSimConfig::default()
         },
         &AcqSettings {
@@ -457,8 +458,6 @@ fn scpi_simulated_run_writes_the_seeded_traces_to_hdf5() {
         1000,
         150,
     );
-    let got = h5_traces(&rd);
-    assert_eq!(got.len(), 150);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!(g == w, "trace {i} differs");
     }
@@ -534,8 +533,7 @@ fn hardware_histogram_mode_writes_growing_spectra_with_live_times() {
          function: export.hdf5\n    sources: [spectra]\n",
         d.0.display()
     );
-    let file = d.0.join("hist.yaml");
-    std::fs::write(&file, setup).unwrap();
+    let file = d.write("hist.yaml", &setup);
     let (rd, _) = ran(&d, &file, &["--max-events", "6", "--max-seconds", "60"]);
     let h5 = h5_files(&rd).pop().unwrap();
     let b = daq_engine::export::read_buffer(&h5, "spectra").unwrap();
