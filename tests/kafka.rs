@@ -406,9 +406,9 @@ Workers:
     )
 }
 
-/// Every event of `part` (its records and timestamp), in order.
-fn events(file: &Path) -> Vec<(Vec<u8>, f64)> {
-    let b = read_buffer(file, "raw").unwrap();
+/// Every event of the run's `raw.h5` (its records and timestamp), in order.
+fn events(run: &Path) -> Vec<(Vec<u8>, f64)> {
+    let b = read_buffer(run.join("raw.h5"), "raw").unwrap();
     let size = b.data.len() / b.events.max(1);
     b.data
         .chunks_exact(size.max(1))
@@ -438,14 +438,14 @@ fn two_producing_engines_and_a_consuming_one_every_event_once_in_order_per_sourc
         ended(child, &format!("{name}: "), "");
     }
     ended(consumer, "analysis: ", "");
-    let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
+    let got = events(&run_dir(&dir, "analysis"));
     let mut total = 0;
     for (host, n) in [("host1", 600), ("host2", 500)] {
         let run = run_dir(&dir, host);
         books_balance(&run);
         let counts = kafka_counts(&run, "to_kafka");
         assert_eq!(counts["delivered"], n, "{host}: {counts}");
-        let sent = events(&run.join("raw.h5"));
+        let sent = events(&run);
         assert_eq!(sent.len(), n);
         // This source's events in the consumer's file: the same, in the same order.
         let mine: Vec<&(Vec<u8>, f64)> = got.iter().filter(|e| sent.contains(e)).collect();
@@ -507,7 +507,7 @@ fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
     }
     let got: Vec<Vec<(Vec<u8>, f64)>> = ["analysis_a", "analysis_c"]
         .iter()
-        .map(|t| events(&run_dir(&dir, t).join("raw.h5")))
+        .map(|t| events(&run_dir(&dir, t)))
         .collect();
     assert!(
         got.iter().all(|g| !g.is_empty()),
@@ -519,7 +519,7 @@ fn two_consuming_engines_in_one_group_share_the_partitions_every_event_once() {
     for (host, n) in [("host1", 600), ("host2", 500)] {
         let run = run_dir(&dir, host);
         assert_eq!(kafka_counts(&run, "to_kafka")["delivered"], n, "{host}");
-        let sent = events(&run.join("raw.h5"));
+        let sent = events(&run);
         let mut seen = 0;
         for g in &got {
             // Where this consumer's events of this source stand in what was sent: rising.
@@ -558,9 +558,9 @@ fn a_paused_consumer_takes_every_record_after_the_resume() {
         ended(host, "host1: ", "");
     });
     ended(consumer, "analysis: ", "");
-    let sent = events(&run_dir(&dir, "host1").join("raw.h5"));
+    let sent = events(&run_dir(&dir, "host1"));
     assert_eq!(sent.len(), 300);
-    let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
+    let got = events(&run_dir(&dir, "analysis"));
     assert_eq!(
         got.len(),
         sent.len(),
@@ -679,12 +679,12 @@ fn a_rebalance_mid_stream_a_member_joins_and_one_leaves_every_event_once() {
     }
     let got: Vec<Vec<(Vec<u8>, f64)>> = ["analysis_a", "analysis_b"]
         .iter()
-        .map(|t| events(&run_dir(&dir, t).join("raw.h5")))
+        .map(|t| events(&run_dir(&dir, t)))
         .collect();
     for host in ["host1", "host2"] {
         let run = run_dir(&dir, host);
         assert_eq!(kafka_counts(&run, "to_kafka")["delivered"], n, "{host}");
-        let sent = events(&run.join("raw.h5"));
+        let sent = events(&run);
         assert_eq!(sent.len() as u64, n, "{host}");
         let index: std::collections::HashMap<(&[u8], u64), usize> = sent
             .iter()
@@ -850,7 +850,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_every_event_once() {
     for (name, child) in [("host1", one), ("host2", two), ("analysis", consumer)] {
         ended(child, &format!("{name}: "), &broker.log());
     }
-    let got = events(&run_dir(&dir, "analysis").join("raw.h5"));
+    let got = events(&run_dir(&dir, "analysis"));
     for host in ["host1", "host2"] {
         let run = run_dir(&dir, host);
         books_balance(&run);
@@ -866,7 +866,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_every_event_once() {
             "{host}: the broker was away for 4 s: events should have gone through the spool: \
              {counts}"
         );
-        let sent = events(&run.join("raw.h5"));
+        let sent = events(&run);
         assert_eq!(sent.len() as u64, n, "{host}");
         let set: std::collections::HashSet<(&[u8], u64)> = sent.iter().map(hashable).collect();
         let mine: Vec<&(Vec<u8>, f64)> =
