@@ -21,12 +21,14 @@ fn with_keys(dir: &Dir, name: &str, after: &str, keys: &str) -> PathBuf {
     file
 }
 
-/// Runs `file` with `--simulate --max-events n`; returns (exit code, stderr, run dir). The
-/// setups' own `max_seconds: 5` is lifted (to 10 minutes): on a loaded machine the simulated
-/// scopes make fewer events in 5 s, and the run must end by its event count, not by time.
-fn run(dir: &Dir, file: &Path, n: u64) -> (i32, String, PathBuf) {
+/// Runs [`with_keys`] of `name`, `after` and `keys` in `dir` with `--simulate --max-events
+/// n`; returns (exit code, stderr, run dir). The setups' own `max_seconds: 5` is lifted (to
+/// 10 minutes): on a loaded machine the simulated scopes make fewer events in 5 s, and the
+/// run must end by its event count, not by time.
+fn run(dir: &Dir, name: &str, after: &str, keys: &str, n: u64) -> (i32, String, PathBuf) {
+    let file = with_keys(dir, name, after, keys);
     let runs = dir.0.join("runs");
-    let (code, err) = code_and_stderr(simulated(file, n, &runs).args(["--max-seconds", "600"]));
+    let (code, err) = code_and_stderr(simulated(&file, n, &runs).args(["--max-seconds", "600"]));
     let run_dir = std::fs::read_dir(&runs)
         .ok()
         .and_then(|mut d| d.next())
@@ -129,8 +131,7 @@ struct Unplug {
 /// directory, the run directory and the gap.
 fn run_through_gap(u: &Unplug, n: u64, notes_say: &[&str]) -> (Dir, PathBuf, Gap) {
     let d = Dir::new(u.tag);
-    let file = with_keys(&d, u.setup, u.after, u.keys);
-    let (code, err, rd) = run(&d, &file, n);
+    let (code, err, rd) = run(&d, u.setup, u.after, u.keys, n);
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary_events(&rd, "raw"), n);
     let gap = one_gap(&rd, u.worker, u.simulator);
@@ -234,13 +235,13 @@ fn unplugged_drs4_is_power_cycled_found_again_and_the_run_goes_on() {
 #[test]
 fn unplugged_hantek_with_reconnect_off_stops_the_run_with_the_disconnect() {
     let d = Dir::new("hantek-noreconnect");
-    let file = with_keys(
+    let (code, err, _) = run(
         &d,
         "hantek6022.yaml",
         "      sim_amplitude: 1.0\n",
         "      sim_unplug_at: 0.3\n      sim_unplug_for: 0.2\n      reconnect: false\n",
+        100_000,
     );
-    let (code, err, _) = run(&d, &file, 100_000);
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("disconnected"), "{err}");
     assert!(
@@ -266,8 +267,7 @@ fn unplug_keys_are_checked_like_the_serial_ones() {
             "must be 0 … 3600 (s)",
         ),
     ] {
-        let file = with_keys(&d, name, after, keys);
-        let (code, err, _) = run(&d, &file, 3);
+        let (code, err, _) = run(&d, name, after, keys, 3);
         assert!(code == 1 || code == 2, "{name}: exit {code}: {err}");
         assert!(
             err.contains("sim_unplug_") && err.contains(problem),
