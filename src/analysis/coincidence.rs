@@ -21,7 +21,7 @@
 //! written to `coincidence_<worker>.json`. Must never: see only part of the events (it
 //! refuses to run as more than one process).
 
-use super::trace::{count, feature_fields, one_sink, positive, FieldAccess};
+use super::trace::{count, feature_fields, one_sink, positive, set_features, FieldAccess};
 use crate::keys;
 use crate::worker::{
     Arity, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template,
@@ -264,17 +264,14 @@ impl Processor for CoincidenceWorker {
         out.emit(0, &mut |ev| {
             ev.meta.counter = number;
             ev.meta.timestamp = pair.a.timestamp.min(pair.b.timestamp);
-            for (f, what) in outputs {
-                let v = match what {
-                    0 => pair.a.time.min(pair.b.time),
-                    1 => pair.b.time - pair.a.time,
-                    2 => pair.a.time,
-                    3 => pair.b.time,
-                    4 => pair.a.counter as f64,
-                    _ => pair.b.counter as f64,
-                };
-                f.set(ev.data, 0, v);
-            }
+            set_features(outputs, ev.data, |what| match what {
+                0 => pair.a.time.min(pair.b.time),
+                1 => pair.b.time - pair.a.time,
+                2 => pair.a.time,
+                3 => pair.b.time,
+                4 => pair.a.counter as f64,
+                _ => pair.b.counter as f64,
+            });
             Ok(())
         })
     }

@@ -39,7 +39,7 @@
 //! lists are reserved for the most peaks a trace can hold); no panics on any data (NaN
 //! samples are never peaks, as in scipy's comparisons).
 
-use super::trace::{field_names, one_record, one_sink, one_source, FieldAccess};
+use super::trace::{field_names, one_record, one_sink, one_source, set_features, FieldAccess};
 use crate::keys;
 use crate::worker::{
     BuildContext, Emit, EventRef, FunctionSpec, Key, KeyType, KeyValue, MaybeKey, Processor,
@@ -582,9 +582,7 @@ impl Processor for Pha {
         for p in &peaks[..take] {
             let outputs = &self.outputs;
             out.emit(0, &mut |ev| {
-                for (f, k) in outputs {
-                    f.set(ev.data, 0, output(p, *k));
-                }
+                set_features(outputs, ev.data, |k| output(p, k));
                 Ok(())
             })?;
         }

@@ -34,7 +34,7 @@
 
 use super::trace::{
     channels, choice, feature_fields, feature_fields_needing, one_sink, one_source, positive,
-    FieldAccess,
+    set_features, FieldAccess,
 };
 use crate::keys;
 use crate::worker::{
@@ -476,18 +476,15 @@ impl Processor for PulseFinder {
             for (j, p) in found.iter().enumerate() {
                 let outputs = &self.outputs;
                 out.emit(0, &mut |ev| {
-                    for (f, what) in outputs {
-                        let v = match what {
-                            0 => k as f64,
-                            1 => j as f64,
-                            2 => p.index as f64,
-                            3 => p.time * dt,
-                            4 => p.height,
-                            5 => p.area * dt,
-                            _ => p.width * dt,
-                        };
-                        f.set(ev.data, 0, v);
-                    }
+                    set_features(outputs, ev.data, |what| match what {
+                        0 => k as f64,
+                        1 => j as f64,
+                        2 => p.index as f64,
+                        3 => p.time * dt,
+                        4 => p.height,
+                        5 => p.area * dt,
+                        _ => p.width * dt,
+                    });
                     Ok(())
                 })?;
             }
@@ -549,17 +546,14 @@ impl Processor for PulsePairs {
         let ch = self.channel_index as f64;
         let outputs = &self.outputs;
         out.emit(0, &mut |ev| {
-            for (f, what) in outputs {
-                let v = match what {
-                    0 => (b.time - a.time) * dt,
-                    1 => ch,
-                    2 => a.time * dt,
-                    3 => b.time * dt,
-                    4 => a.height,
-                    _ => b.height,
-                };
-                f.set(ev.data, 0, v);
-            }
+            set_features(outputs, ev.data, |what| match what {
+                0 => (b.time - a.time) * dt,
+                1 => ch,
+                2 => a.time * dt,
+                3 => b.time * dt,
+                4 => a.height,
+                _ => b.height,
+            });
             Ok(())
         })?;
         self.pairs += 1;

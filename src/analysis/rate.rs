@@ -22,7 +22,9 @@
 //! skipped and counted. Must never: see only part of the events (it refuses to run as more
 //! than one process, which would split them).
 
-use super::trace::{feature_fields_needing, one_sink, one_source, positive, FieldAccess};
+use super::trace::{
+    feature_fields_needing, one_sink, one_source, positive, set_features, FieldAccess,
+};
 use crate::keys;
 use crate::worker::{
     BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Template, WorkerError,
@@ -303,19 +305,16 @@ impl Rate {
         let number = *emitted;
         out.emit(0, &mut |ev| {
             ev.meta.counter = number;
-            for (f, what) in outputs {
-                let v = match what {
-                    0 => w.start,
-                    1 => w.duration,
-                    2 => w.counts,
-                    3 => live,
-                    4 => rate,
-                    5 => err,
-                    _ if w.duration > 0.0 => 1.0 - live / w.duration,
-                    _ => 0.0,
-                };
-                f.set(ev.data, 0, v);
-            }
+            set_features(outputs, ev.data, |what| match what {
+                0 => w.start,
+                1 => w.duration,
+                2 => w.counts,
+                3 => live,
+                4 => rate,
+                5 => err,
+                _ if w.duration > 0.0 => 1.0 - live / w.duration,
+                _ => 0.0,
+            });
             Ok(())
         })?;
         *emitted += 1;

@@ -372,6 +372,18 @@ pub fn feature_fields_needing(
     Ok(outputs)
 }
 
+/// Writes one feature record into `data`: each of `outputs` (field and position, as
+/// [`feature_fields`] returns them) gets `value(k)` of its position `k` in the allowed names.
+pub fn set_features(
+    outputs: &[(FieldAccess, usize)],
+    data: &mut [u8],
+    value: impl Fn(usize) -> f64,
+) {
+    for (f, k) in outputs {
+        f.set(data, 0, value(*k));
+    }
+}
+
 /// A config value that must be one of `choices`.
 pub fn choice<'a>(
     ctx: &'a BuildContext,
