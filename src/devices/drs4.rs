@@ -6,8 +6,8 @@
 //! board, which comes back power-cycled at a new address from an unplug. Must never: fall
 //! back to the simulator when real hardware was asked for.
 
-use super::plug::{unplug_window, SimulatedPlug};
-use super::usb::{check_scope, keep_simulated, scope_importer};
+use super::plug::{keep_simulated, unplug_window, SimulatedPlug};
+use super::usb::{check_scope, scope_importer};
 use super::{importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};

@@ -7,8 +7,8 @@
 //! scope, which comes back cold from an unplug (the driver uploads the firmware again).
 //! Must never: fall back to the simulator when real hardware was asked for.
 
-use super::plug::{unplug_window, SimulatedPlug};
-use super::usb::{check_scope, keep_simulated, per_channel, scope_importer};
+use super::plug::{keep_simulated, unplug_window, SimulatedPlug};
+use super::usb::{check_scope, per_channel, scope_importer};
 use super::{bad, importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::hantek6022::{

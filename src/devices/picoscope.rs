@@ -7,8 +7,8 @@
 //! loaded through the very `libloading` path used for Pico's library, and an unplug makes
 //! it answer PICO_NOT_FOUND. Must never: load the fake library when not simulating.
 
-use super::plug::{unplug_window, SimulatedPlug};
-use super::usb::{check_scope, keep_simulated, per_channel, scope_importer};
+use super::plug::{keep_simulated, unplug_window, SimulatedPlug};
+use super::usb::{check_scope, per_channel, scope_importer};
 use super::{bad, importer_spec, not_one_of, open_error, pick, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, PerChannelValue, WorkerError};
 use daq_drivers::picoscope::{

@@ -99,6 +99,18 @@ impl Drop for PlugPuller {
     }
 }
 
+/// What the importer keeps of a simulated device: the device itself, or the thread that
+/// pulls its plug (and owns it) when the setup asks for an `unplug` (see [`unplug_window`]).
+pub(crate) fn keep_simulated<D: SimulatedPlug>(
+    device: D,
+    unplug: Option<(Duration, Duration)>,
+) -> Box<dyn std::any::Any + Send> {
+    match unplug {
+        Some((at, gone)) => Box::new(PlugPuller::start(device, at, gone)),
+        None => Box::new(device),
+    }
+}
+
 impl SimulatedPlug for daq_drivers::serial::SimulatorHandle {
     fn name(&self) -> String {
         self.path().display().to_string()

@@ -13,7 +13,7 @@
 //! to `hardware_histogram_<worker>.csv` in the run directory, beside the spectrum the setup
 //! makes from the traces. Must never: fall back to the simulator when a board was asked for.
 
-use super::plug::{unplug_window, PlugPuller, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
+use super::plug::{keep_simulated, unplug_window, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
 use super::{
     bad, expect_data_key, importer_spec, not_one_of, open_error, pick, DeviceImporter, ON_SILENCE,
     RECONNECT, SEED, SIMULATE,
@@ -588,10 +588,7 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             )
         })?;
         config.scope.address = sim.addr().to_string();
-        keep.push(match unplug_window(cfg)? {
-            Some((at, gone)) => Box::new(PlugPuller::start(sim, at, gone)),
-            None => Box::new(sim),
-        });
+        keep.push(keep_simulated(sim, unplug_window(cfg)?));
     }
     let histogram_csv = (config.histogram_every.is_some() && ctx.run_dir.is_dir()).then(|| {
         ctx.run_dir
@@ -630,10 +627,7 @@ fn build_scpi(
             )
         })?;
         config.scope.address = sim.addr().to_string();
-        keep.push(match unplug_window(cfg)? {
-            Some((at, gone)) => Box::new(PlugPuller::start(sim, at, gone)),
-            None => Box::new(sim),
-        });
+        keep.push(keep_simulated(sim, unplug_window(cfg)?));
     }
     let board = scpi::open_scpi(config).map_err(open_error)?;
     // The board is dropped (disconnecting) before `keep` (the simulator).

@@ -8,7 +8,7 @@
 //! `/dev/ttyUSB0`. Must never: open a real port when simulating, or guess a port when none is
 //! configured.
 
-use super::plug::{unplug_window, PlugPuller};
+use super::plug::{keep_simulated, unplug_window};
 use super::SIMULATE;
 use super::{within, SEED};
 use crate::keys;
@@ -104,10 +104,7 @@ pub(super) fn path_of(
 ) -> PathBuf {
     match sim {
         Some((handle, path)) => {
-            match c.unplug {
-                Some((at, gone)) => keep.push(Box::new(PlugPuller::start(handle, at, gone))),
-                None => keep.push(Box::new(handle)),
-            }
+            keep.push(keep_simulated(handle, c.unplug));
             path
         }
         None => c.port.clone().unwrap_or_default(),

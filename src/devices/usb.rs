@@ -10,29 +10,16 @@
 //! never: fall back to a simulator when real hardware was asked for, or load the fake
 //! library when not simulating.
 
-use super::plug::{unplug_window, PlugPuller, SimulatedPlug};
+use super::plug::unplug_window;
 use super::{bad, expect_data_key, DeviceImporter};
 use crate::worker::{BuildContext, Config, Key, PerChannel, PerChannelValue, WorkerError};
 use std::any::Any;
-use std::time::Duration;
 
 /// The fake PicoScope library's loader, where the tools and the engine tests reach it.
 pub use super::picoscope::{fake_picosdk, fake_picosdk_candidates, FakePico, FakePicoError};
 
-/// What the importer keeps of a simulated device: the device itself, or the thread that
-/// pulls its plug (and owns it) when the setup asks for an unplug.
-pub(super) fn keep_simulated<D: SimulatedPlug>(
-    device: D,
-    unplug: Option<(Duration, Duration)>,
-) -> Box<dyn Any + Send> {
-    match unplug {
-        Some((at, gone)) => Box::new(PlugPuller::start(device, at, gone)),
-        None => Box::new(device),
-    }
-}
-
 /// A scope's importer: `function` reading `source`, keeping `simulated` (what
-/// [`keep_simulated`] kept of its simulated device; `None` for hardware), with the scopes'
+/// [`keep_simulated`](super::plug::keep_simulated) kept of its simulated device; `None` for hardware), with the scopes'
 /// `expect_data_within`.
 pub(super) fn scope_importer(
     function: &'static str,
