@@ -158,7 +158,7 @@ pub(crate) use expect_data_key;
 
 /// A device importer's [`FunctionSpec`](crate::worker::FunctionSpec): no sources, one sink,
 /// nothing observed; its keys in the order `daq-engine functions` lists them. After the
-/// family's own keys, `then: scope` adds what every USB scope ends with (seed, simulated
+/// family's own keys, `then: scope` adds what every scope (USB, and the Red Pitaya) ends with (seed, simulated
 /// unplug, reconnect, the scopes' `expect_data_within`, `on_silence`) and
 /// `then: serial(EXPECT)` what every serial detector ends with (seed, simulated unplug,
 /// reconnect and its backoff, the family's `expect_data_within`, `on_silence`).

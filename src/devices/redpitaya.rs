@@ -13,11 +13,9 @@
 //! to `hardware_histogram_<worker>.csv` in the run directory, beside the spectrum the setup
 //! makes from the traces. Must never: fall back to the simulator when a board was asked for.
 
-use super::plug::{keep_simulated, unplug_window, SimulatedPlug, UNPLUG_AT, UNPLUG_FOR};
-use super::{
-    bad, expect_data_key, importer_spec, not_one_of, open_error, pick, DeviceImporter, ON_SILENCE,
-    RECONNECT, SEED, SIMULATE,
-};
+use super::plug::{keep_simulated, unplug_window, SimulatedPlug};
+use super::usb::{check_scope_keys, scope_importer};
+use super::{bad, importer_spec, not_one_of, open_error, pick, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, Key, KeyValue, MaybeKey, WorkerError};
 use daq_drivers::driver::Result;
 use daq_drivers::redpitaya::protocol::{Distribution, Input, Slope, TriggerMode, HIST_BINS};
@@ -27,12 +25,8 @@ use daq_drivers::redpitaya::{
     SimMcpha, TraceAcquisition,
 };
 use daq_drivers::{DeviceInfo, EventLayout, ReadOutcome, Source};
-use std::any::Any;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// `expect_data_within` (s): a trigger level above the pulses waits for ever.
-const EXPECT_DATA: Key<f64> = expect_data_key!(60.0);
 
 /// `device.redpitaya`'s own keys; the `M2_` ones are mimoCoRB2's names for three of ours
 /// (`importers.redpitaya.waveform` reads them), accepted in place of ours, never both.
@@ -139,13 +133,8 @@ pub const SPEC: FunctionSpec = importer_spec!(
         k::SIM_RATE.spec(),
         k::SIM_PACED.spec(),
         k::SIM_GARBAGE_EVERY.spec(),
-        SEED.spec(),
-        UNPLUG_AT.spec(),
-        UNPLUG_FOR.spec(),
-        RECONNECT.spec(),
-        EXPECT_DATA.spec(),
-        ON_SILENCE.spec(),
     ],
+    then: scope,
 );
 
 /// A key of ours or mimoCoRB2's name for it, whichever the config gives (ours, or its
@@ -483,8 +472,7 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
     if let Some(sink) = ctx.sinks.first() {
         super::check_layout(SPEC.name, &ctx.worker, &layout, sink)?;
     }
-    super::check_silence(ctx, EXPECT_DATA)?;
-    unplug_window(&ctx.config).map(drop)
+    check_scope_keys(ctx)
 }
 
 /// A simulated server on loopback whose network goes away for a while on `sim_unplug_at`:
@@ -578,7 +566,7 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         BoardConfig::Mcpha(c) => c,
         BoardConfig::Scpi(c) => return build_scpi(ctx, c, simulate),
     };
-    let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
+    let mut simulated = None;
     if simulate {
         let sim = SimMcpha::start(sim_config(cfg, &config)?).map_err(|e| {
             WorkerError::failed(
@@ -588,26 +576,20 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             )
         })?;
         config.scope.address = sim.addr().to_string();
-        keep.push(keep_simulated(sim, unplug_window(cfg)?));
+        simulated = Some(keep_simulated(sim, unplug_window(cfg)?));
     }
     let histogram_csv = (config.histogram_every.is_some() && ctx.run_dir.is_dir()).then(|| {
         ctx.run_dir
             .join(format!("hardware_histogram_{}.csv", ctx.worker))
     });
     let mcpha = redpitaya::open(config).map_err(open_error)?;
-    // The board is dropped (disconnecting) before `keep` (the simulator).
-    DeviceImporter::build(
-        "device.redpitaya",
-        ctx,
-        Box::new(Board {
-            mcpha,
-            histogram_csv,
-            worker: ctx.worker.clone(),
-        }),
-        keep,
-        simulate,
-        cfg.get(EXPECT_DATA)?,
-    )
+    // The board is dropped (disconnecting) before `simulated` (the simulator).
+    let board = Board {
+        mcpha,
+        histogram_csv,
+        worker: ctx.worker.clone(),
+    };
+    scope_importer(SPEC.name, ctx, Box::new(board), simulated)
 }
 
 /// Builds `device.redpitaya` with `transport: scpi`.
@@ -617,7 +599,7 @@ fn build_scpi(
     simulate: bool,
 ) -> Result<DeviceImporter, WorkerError> {
     let cfg = &ctx.config;
-    let mut keep: Vec<Box<dyn Any + Send>> = Vec::new();
+    let mut simulated = None;
     if simulate {
         let sim = SimScpi::start(scpi_sim_config(cfg, &config)?).map_err(|e| {
             WorkerError::failed(
@@ -627,18 +609,11 @@ fn build_scpi(
             )
         })?;
         config.scope.address = sim.addr().to_string();
-        keep.push(keep_simulated(sim, unplug_window(cfg)?));
+        simulated = Some(keep_simulated(sim, unplug_window(cfg)?));
     }
     let board = scpi::open_scpi(config).map_err(open_error)?;
-    // The board is dropped (disconnecting) before `keep` (the simulator).
-    DeviceImporter::build(
-        "device.redpitaya",
-        ctx,
-        Box::new(board),
-        keep,
-        simulate,
-        cfg.get(EXPECT_DATA)?,
-    )
+    // The board is dropped (disconnecting) before `simulated` (the simulator).
+    scope_importer(SPEC.name, ctx, Box::new(board), simulated)
 }
 
 /// The Red Pitaya family: `device.redpitaya`. Network devices are never found by the USB

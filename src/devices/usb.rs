@@ -1,7 +1,8 @@
-//! What the USB waveform sources' Importer functions share: the simulated device kept
-//! (or its plug puller), the scopes' `expect_data_within`, per-channel numbers, and the
-//! check of a scope's sink and common keys. Each family's spec, keys, check and build are
-//! in a file of its own (`picoscope.rs`, `hantek6022.rs`, `drs4.rs`).
+//! What the USB waveform sources' Importer functions share: the scopes' `expect_data_within`,
+//! per-channel numbers, and the check of a scope's sink and common keys. Each family's
+//! spec, keys, check and build are in a file of its own (`picoscope.rs`, `hantek6022.rs`,
+//! `drs4.rs`). The Red Pitaya, a scope on the network (`redpitaya.rs`), shares the scopes'
+//! common keys, their check and the importer.
 //!
 //! Guarantees: with `simulate: true` the same driver code runs against the simulated device
 //! (for PicoScope: a private copy of `libfake_picosdk.so` loaded through the very
@@ -19,8 +20,8 @@ use std::any::Any;
 pub use super::picoscope::{fake_picosdk, fake_picosdk_candidates, FakePico, FakePicoError};
 
 /// A scope's importer: `function` reading `source`, keeping `simulated` (what
-/// [`keep_simulated`](super::plug::keep_simulated) kept of its simulated device; `None` for hardware), with the scopes'
-/// `expect_data_within`.
+/// [`keep_simulated`](super::plug::keep_simulated) kept of its simulated device; `None` for
+/// hardware), with the scopes' `expect_data_within`.
 pub(super) fn scope_importer(
     function: &'static str,
     ctx: &BuildContext,
@@ -69,6 +70,12 @@ pub(super) fn check_scope(
     format: Key<str>,
 ) -> Result<(), WorkerError> {
     check_sink(ctx, function, layout, format)?;
+    check_scope_keys(ctx)
+}
+
+/// The checks of the keys `then: scope` adds to a scope's spec, as its build makes them:
+/// `expect_data_within` and `on_silence`, and the simulated unplug window.
+pub(super) fn check_scope_keys(ctx: &BuildContext) -> Result<(), WorkerError> {
     super::check_silence(ctx, SCOPE_EXPECT_DATA)?;
     unplug_window(&ctx.config).map(drop)
 }
