@@ -231,11 +231,16 @@ class Base:
             if not ok:
                 raise SetupError(f"worker '{self.name}': {what} must have {want} {side}, it has {have}")
 
+    def _works_on(self, buffer):
+        """`buffer`, the one the template works on: mimoCoRB2's `data_example` and
+        `metadata_example` are its."""
+        self.data_example = buffer.data_example
+        self.metadata_example = buffer.metadata_example
+        return buffer
+
     def _one_source_to_sinks(self, what):
         self._need(what, 1, "1+", 0)
-        self.data_example = self.io.data_in_examples[0]
-        self.metadata_example = self.io.metadata_in_examples[0]
-        self.reader = self.read[0]
+        self.reader = self._works_on(self.read[0])
         self.writers = self.write
 
     def _started(self, ufunc):
@@ -258,9 +263,7 @@ class Importer(Base):
     def __init__(self, io):
         super().__init__(io)
         self._need("Importer", 0, 1, 0)
-        self.data_example = self.io.data_out_examples[0]
-        self.metadata_example = self.io.metadata_out_examples[0]
-        self.writer = self.write[0]
+        self.writer = self._works_on(self.write[0])
 
     def __call__(self, ufunc):
         if not callable(ufunc):
@@ -285,9 +288,7 @@ class Exporter(Base):
         self._need("Exporter", 1, len(self.write), 0)
         if self.write:
             self._same_shape_sinks("Exporter")
-        self.data_example = self.io.data_in_examples[0]
-        self.metadata_example = self.io.metadata_in_examples[0]
-        self.reader = self.read[0]
+        self.reader = self._works_on(self.read[0])
 
     def __iter__(self):
         native = self._native
@@ -376,9 +377,7 @@ class Observer(Base):
     def __init__(self, io):
         super().__init__(io)
         self._need("Observer", 0, 0, 1)
-        self.data_example = self.io.data_observe_examples[0]
-        self.metadata_example = self.io.metadata_observe_examples[0]
-        self.observer = self.observe[0]
+        self.observer = self._works_on(self.observe[0])
 
     def __call__(self):
         while True:
