@@ -143,7 +143,7 @@ fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
     use daq_drivers::cosmicwatch;
     vec![super::tools::serial_rate(
         "cosmicwatch v2 lines (pty, 50 kHz)",
-        super::tools::serial_events(events),
+        events,
         || {
             cosmicwatch::simulate(cosmicwatch::CosmicWatchSimConfig {
                 rate: 50_000.0,

@@ -7,11 +7,10 @@
 //! back to the simulator when real hardware was asked for.
 
 use super::plug::{keep_simulated, unplug_window, SimulatedPlug};
-use super::usb::{check_scope, scope_importer};
+use super::usb::{check_scope, libusb, scope_importer};
 use super::{importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::drs4::{Drs4, Drs4Config, Drs4TriggerSource, SimDrs4, SimDrs4Config};
-use daq_drivers::usb::RusbBus;
 use std::path::PathBuf;
 
 impl SimulatedPlug for SimDrs4 {
@@ -145,17 +144,16 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
         let board = Drs4::open(&mut sim.bus(), config)?;
         say_calibration_warnings(ctx, &board);
         scope_importer(
-            "device.drs4",
+            SPEC.name,
             ctx,
             Box::new(board),
             Some(keep_simulated(sim, unplug)),
         )
     } else {
-        let mut bus = RusbBus::new()
-            .map_err(|e| open_error(e.into_driver_error("drs4", "starting libusb")))?;
+        let mut bus = libusb("drs4")?;
         let board = Drs4::open(&mut bus, config).map_err(open_error)?;
         say_calibration_warnings(ctx, &board);
-        scope_importer("device.drs4", ctx, Box::new(board), None)
+        scope_importer(SPEC.name, ctx, Box::new(board), None)
     }
 }
 

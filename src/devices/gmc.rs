@@ -176,7 +176,7 @@ pub const FAMILY: super::Family = super::Family {
 fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
     vec![super::tools::serial_rate(
         "gmc heartbeat (pty, 0.2 ms device s)",
-        super::tools::serial_events(events),
+        events,
         || {
             gmc::simulate(GmcSimConfig {
                 cps: 30.0,

@@ -8,14 +8,13 @@
 //! Must never: fall back to the simulator when real hardware was asked for.
 
 use super::plug::{keep_simulated, unplug_window, SimulatedPlug};
-use super::usb::{check_scope, per_channel, scope_importer};
+use super::usb::{check_scope, libusb, per_channel, scope_importer};
 use super::{bad, importer_spec, open_error, pick, within, DeviceImporter, SEED, SIMULATE};
 use crate::worker::{BuildContext, Config, FunctionSpec, WorkerError};
 use daq_drivers::hantek6022::{
     self, Calibration, Edge, Gain, Hantek6022, HantekConfig, SimHantek, SimHantekConfig, SimSignal,
     Trigger,
 };
-use daq_drivers::usb::RusbBus;
 use std::path::PathBuf;
 
 impl SimulatedPlug for SimHantek {
@@ -193,16 +192,15 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
             scope.set_firmware_image(simulated_firmware()?);
         }
         scope_importer(
-            "device.hantek6022",
+            SPEC.name,
             ctx,
             Box::new(scope),
             Some(keep_simulated(sim, unplug)),
         )
     } else {
-        let bus = RusbBus::new()
-            .map_err(|e| open_error(e.into_driver_error("hantek6022", "starting libusb")))?;
-        let scope = Hantek6022::open_reconnectable(bus, config).map_err(open_error)?;
-        scope_importer("device.hantek6022", ctx, Box::new(scope), None)
+        let scope =
+            Hantek6022::open_reconnectable(libusb("hantek6022")?, config).map_err(open_error)?;
+        scope_importer(SPEC.name, ctx, Box::new(scope), None)
     }
 }
 

@@ -258,7 +258,7 @@ fn bench(events: Option<u64>) -> Vec<Result<super::tools::DriverRate, String>> {
     use daq_drivers::linecounter;
     vec![super::tools::serial_rate(
         "line counter, pulse lines (pty, 50 kHz)",
-        super::tools::serial_events(events),
+        events,
         || {
             linecounter::simulate(linecounter::LineSimConfig {
                 format: linecounter::SimFormat::Grammar(linecounter::LineGrammar::pulse_time_us()),

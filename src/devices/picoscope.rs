@@ -720,7 +720,7 @@ pub fn build(ctx: &BuildContext) -> Result<DeviceImporter, WorkerError> {
     let scope =
         PicoScope::open(config).map_err(|e| open_error(daq_drivers::DriverError::from(e)))?;
     // The scope is dropped (closing the unit) before `simulated` (unloading the fake library).
-    scope_importer("device.picoscope", ctx, Box::new(scope), simulated)
+    scope_importer(SPEC.name, ctx, Box::new(scope), simulated)
 }
 
 /// The PicoScope family: `device.picoscope`, and `device.mimo_picoscope` for mimoCoRB2's

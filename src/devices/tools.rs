@@ -499,14 +499,16 @@ pub fn ring_rate(event_bytes: usize, events: u64) -> Result<f64, String> {
 }
 
 /// A serial detector's rate: its simulator on a pty (`simulate`), the driver opened on the
-/// pty's path (`open`), `events` read as fast as they come.
+/// pty's path (`open`), `events` (or 2000; at most 5000: the simulators pace them) read as
+/// fast as they come.
 pub(super) fn serial_rate<S: daq_drivers::Source>(
     name: &str,
-    events: u64,
+    events: Option<u64>,
     simulate: impl FnOnce()
         -> std::io::Result<(daq_drivers::serial::SimulatorHandle, std::path::PathBuf)>,
     open: impl FnOnce(std::path::PathBuf) -> Result<S, daq_drivers::DriverError>,
 ) -> Result<DriverRate, String> {
+    let events = events.unwrap_or(2_000).min(5_000);
     let (_sim, path) = simulate().map_err(|e| e.to_string())?;
     let mut src = open(path).map_err(|e| e.to_string())?;
     let size = src.layout().event_size();
@@ -533,12 +535,6 @@ pub(super) fn serial_rate<S: daq_drivers::Source>(
         mb_per_s: (n as f64 * size as f64) / 1e6 / secs,
         ring_events_per_s: None,
     })
-}
-
-/// Events a serial detector's row reads: `events`, or 2000, at most 5000 (the simulators
-/// pace them).
-pub(super) fn serial_events(events: Option<u64>) -> u64 {
-    events.unwrap_or(2_000).min(5_000)
 }
 
 /// Events a waveform device's row reads: `events`, or 20000.

@@ -39,6 +39,12 @@ pub(super) fn scope_importer(
     )
 }
 
+/// libusb, for the build of USB `family` on hardware (its error says to try --simulate).
+pub(super) fn libusb(family: &str) -> Result<daq_drivers::usb::RusbBus, WorkerError> {
+    daq_drivers::usb::RusbBus::new()
+        .map_err(|e| super::open_error(e.into_driver_error(family, "starting libusb")))
+}
+
 /// `expect_data_within` of the scopes (s): a trigger on noise fires often; a high threshold
 /// may wait longer, then raise it.
 pub(super) const SCOPE_EXPECT_DATA: Key<f64> = expect_data_key!(60.0);
