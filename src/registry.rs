@@ -74,13 +74,23 @@ fn kafka_functions() -> Vec<(Function, Check)> {
     return Vec::new();
 }
 
+/// Why a key of mimoCoRB2's visualizers is ignored by an exporter.
+const VISUALIZER_KEY: &str =
+    "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter";
+
+/// Why a visualizer's drawing keys are ignored here.
+const DRAWN_HERE: &str = "the dashboard and the web page draw the histograms their own way";
+
+/// Why a visualizer ignores a key of exporters.csv in the config it shares with it.
+const CSV_KEY: &str = "a key of exporters.csv (a config shared with it)";
+
 /// Keys of mimoCoRB2's exporters.csv and visualizers.csv that a config file shared with
 /// exporters.histogram holds; exporters.histogram reads none of them.
 const SHARED_WITH_CSV: &[(&str, &str)] = &[
     ("filename", "exporters.histogram writes Histograms_<buffer>/ and histogram_<worker>_<field>.csv; `filename` is exporters.csv's"),
     ("save_interval", "exporters.histogram writes every `update_interval` seconds; `save_interval` is exporters.csv's"),
-    ("plot_type", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
-    ("histtype", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
+    ("plot_type", VISUALIZER_KEY),
+    ("histtype", VISUALIZER_KEY),
 ];
 
 /// What check says about mimoCoRB2's visualizers here.
@@ -110,8 +120,8 @@ pub static MIMOCORB2_ALIASES: [Alias; 6] = [
                 "update_interval",
                 "exporters.csv writes every `save_interval` seconds",
             ),
-            ("plot_type", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
-            ("histtype", "a key of mimoCoRB2's visualizers (matplotlib), not read by an exporter"),
+            ("plot_type", VISUALIZER_KEY),
+            ("histtype", VISUALIZER_KEY),
         ],
         note: None,
     },
@@ -123,13 +133,10 @@ pub static MIMOCORB2_ALIASES: [Alias; 6] = [
                   page show every histogram exporter's histograms; this worker adds the latest \
                   record of the observed buffer.",
         ignored: &[
-            (
-                "plot_type",
-                "the dashboard and the web page draw the histograms their own way",
-            ),
+            ("plot_type", DRAWN_HERE),
             ("bins", "visualizers.histogram reads no `bins` (a config shared with exporters.histogram)"),
-            ("filename", "a key of exporters.csv (a config shared with it)"),
-            ("save_interval", "a key of exporters.csv (a config shared with it)"),
+            ("filename", CSV_KEY),
+            ("save_interval", CSV_KEY),
             ("histtype", "a key of visualizers.csv (a config shared with it)"),
         ],
         note: Some(VISUALIZER_NOTE),
@@ -147,15 +154,9 @@ pub static MIMOCORB2_ALIASES: [Alias; 6] = [
                 "histograms on the dashboard come from an exporters.histogram worker: give it these bins",
             ),
             ("filename", "nothing is read back from the CSV file"),
-            (
-                "plot_type",
-                "the dashboard and the web page draw the histograms their own way",
-            ),
-            (
-                "histtype",
-                "the dashboard and the web page draw the histograms their own way",
-            ),
-            ("save_interval", "a key of exporters.csv (a config shared with it)"),
+            ("plot_type", DRAWN_HERE),
+            ("histtype", DRAWN_HERE),
+            ("save_interval", CSV_KEY),
         ],
         note: Some(VISUALIZER_NOTE),
     },
