@@ -238,25 +238,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn config(values: serde_json::Value) -> Config {
-        Config::new("scope", values.as_object().unwrap().clone())
-    }
-
     /// A `firmware` that is not a path must be refused, not taken as "no firmware" (a cold
     /// scope would then fail to start far from the setup line that caused it).
     #[test]
     fn hantek_firmware_of_the_wrong_type_is_an_error() {
-        let e = hantek_config(&config(json!({"firmware": 42}))).unwrap_err();
+        let e = hantek_config(&Config::from_json("scope", json!({"firmware": 42}))).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("config key 'firmware'") && text.contains("expected a string"),
             "{text}"
         );
-        let ok = hantek_config(&config(json!({"firmware": "/lib/fw.hex"}))).unwrap();
+        let path = Config::from_json("scope", json!({"firmware": "/lib/fw.hex"}));
+        let ok = hantek_config(&path).unwrap();
         assert_eq!(ok.firmware_path, Some(PathBuf::from("/lib/fw.hex")));
-        assert_eq!(
-            hantek_config(&config(json!({}))).unwrap().firmware_path,
-            None
-        );
+        let none = Config::from_json("scope", json!({}));
+        assert_eq!(hantek_config(&none).unwrap().firmware_path, None);
     }
 }

@@ -1221,8 +1221,8 @@ mod tests {
         const COUPLING: Key<str> = crate::key!("coupling", "dc", "dc or ac");
         let choices = [("dc", 'd'), ("DC", 'd'), ("ac", 'a'), ("AC", 'a')];
         let read = |text: &str| {
-            let values = serde_json::json!({ "coupling": text });
-            let cfg = crate::worker::Config::new("scope", values.as_object().unwrap().clone());
+            let cfg =
+                crate::worker::Config::from_json("scope", serde_json::json!({ "coupling": text }));
             pick(&cfg, COUPLING, &choices).map_err(|e| e.to_string())
         };
         assert_eq!(read("AC"), Ok('a'));

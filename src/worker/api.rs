@@ -605,6 +605,15 @@ impl Config {
         }
     }
 
+    /// A config for `worker` from a JSON value: the keys of an object, none of anything else.
+    pub(crate) fn from_json(worker: impl Into<String>, values: serde_json::Value) -> Self {
+        let values = match values {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        Config::new(worker, values)
+    }
+
     /// An error about `key`.
     pub fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -831,14 +840,10 @@ impl BuildContext {
         sources: Vec<BufferShape>,
         sinks: Vec<BufferShape>,
     ) -> BuildContext {
-        let values = match config {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        };
         BuildContext {
             worker: worker.to_string(),
             process: (0, 1),
-            config: Config::new(worker, values),
+            config: Config::from_json(worker, config),
             sources,
             sinks,
             observes: Vec::new(),
@@ -853,13 +858,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn cfg(v: serde_json::Value) -> Config {
-        Config::new("trig", v.as_object().unwrap().clone())
-    }
-
     #[test]
     fn typed_getters_name_worker_and_key() {
-        let c = cfg(json!({"level": 0.5, "n": 3, "edge": "rising", "chs": ["a", "b"], "bad": "x"}));
+        let c = Config::from_json(
+            "trig",
+            json!({"level": 0.5, "n": 3, "edge": "rising", "chs": ["a", "b"], "bad": "x"}),
+        );
         assert_eq!(c.f64("level").unwrap(), 0.5);
         assert_eq!(c.f64_or("missing", 2.0).unwrap(), 2.0);
         assert_eq!(c.usize_or("n", 0).unwrap(), 3);

@@ -457,7 +457,7 @@ mod tests {
     const NEED: Key<f64> = crate::key!("threshold", required, "level");
 
     fn cfg(v: Value) -> Config {
-        Config::new("w", v.as_object().unwrap().clone())
+        Config::from_json("w", v)
     }
 
     #[test]
