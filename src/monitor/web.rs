@@ -656,6 +656,11 @@ fn who(req: &Request) -> String {
         .map_or_else(|| "?".into(), |c| c.0.to_string())
 }
 
+/// The request and who sent it, for the log: `GET /path from 127.0.0.1:50000`.
+fn request(req: &Request) -> String {
+    format!("{} {} from {}", req.method(), req.uri().path(), who(req))
+}
+
 /// Refuses a request that does not name this machine in `Host`, or comes from a page of
 /// another origin.
 async fn this_machine_only(
@@ -672,10 +677,8 @@ async fn this_machine_only(
     };
     if !shared.access.host_allowed(host) {
         tracing::debug!(
-            "monitor: refused {} {} from {}: Host {host:?} is not this machine",
-            req.method(),
-            req.uri().path(),
-            who(&req)
+            "monitor: refused {}: Host {host:?} is not this machine",
+            request(&req)
         );
         return text(
             StatusCode::FORBIDDEN,
@@ -690,10 +693,8 @@ async fn this_machine_only(
             .is_some_and(|o| o.eq_ignore_ascii_case(host));
         if !same {
             tracing::warn!(
-                "monitor: refused {} {} from {}: page of another site ({origin:?})",
-                req.method(),
-                req.uri().path(),
-                who(&req)
+                "monitor: refused {}: page of another site ({origin:?})",
+                request(&req)
             );
             return text(
                 StatusCode::FORBIDDEN,
