@@ -44,6 +44,34 @@ pub struct Finding {
     pub changes: Vec<Change>,
 }
 
+impl Finding {
+    /// `name` as an acquisition machine wants it, found in `state`: it costs nothing, there
+    /// is nothing to fix or change.
+    fn fine(name: &'static str, state: impl Into<String>) -> Finding {
+        Finding::checked(name, true, state, "", "")
+    }
+
+    /// `name`, `ok` or not, found in `state`; when not `ok`, it costs `cost` and `fix` says
+    /// how to change it (both left empty when `ok`). No `changes`: a finding that `--apply`
+    /// can fix sets its own.
+    fn checked(
+        name: &'static str,
+        ok: bool,
+        state: impl Into<String>,
+        cost: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            name,
+            ok,
+            state: state.into(),
+            cost: unless(ok, cost),
+            fix: unless(ok, fix),
+            changes: vec![],
+        }
+    }
+}
+
 /// A finding's cost or fix: `text` when it is not `ok`, empty when it is.
 fn unless(ok: bool, text: impl Into<String>) -> String {
     if ok {
@@ -136,29 +164,27 @@ impl Machine {
                 .to_string()
         };
         if cores.is_empty() {
-            Finding {
-                name: "isolated cores",
-                ok: false,
-                state: "none".into(),
-                cost: "importers share their cores with every other program and the kernel's \
-                       housekeeping: wake-ups late by tens of µs to ms, dead time under load"
-                    .into(),
-                fix: format!(
+            Finding::checked(
+                "isolated cores",
+                false,
+                "none",
+                "importers share their cores with every other program and the kernel's \
+                 housekeeping: wake-ups late by tens of µs to ms, dead time under load",
+                format!(
                     "add `{suggest}` to GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub \
                      and reboot; the engine then places importers, analysis and exporters there \
                      (`daq-engine check` shows where)"
                 ),
-                changes: vec![],
-            }
+            )
         } else {
             let missing: Vec<&str> = ["nohz_full=", "rcu_nocbs="]
                 .into_iter()
                 .filter(|k| !params.iter().any(|p| p.starts_with(k)))
                 .collect();
-            Finding {
-                name: "isolated cores",
-                ok: missing.is_empty(),
-                state: format!(
+            Finding::checked(
+                "isolated cores",
+                missing.is_empty(),
+                format!(
                     "{} ({})",
                     crate::engine::placement::cpu_list(&cores),
                     if params.is_empty() {
@@ -167,23 +193,16 @@ impl Machine {
                         params.join(" ")
                     }
                 ),
-                cost: unless(
-                    missing.is_empty(),
-                    format!(
-                        "without {} the isolated cores still take the scheduler tick and RCU \
-                         callbacks: jitter of a few µs every ms",
-                        missing.join(" and ")
-                    ),
+                format!(
+                    "without {} the isolated cores still take the scheduler tick and RCU \
+                     callbacks: jitter of a few µs every ms",
+                    missing.join(" and ")
                 ),
-                fix: unless(
-                    missing.is_empty(),
-                    format!(
-                        "add {} for the same cores and reboot",
-                        missing.join(" and ")
-                    ),
+                format!(
+                    "add {} for the same cores and reboot",
+                    missing.join(" and ")
                 ),
-                changes: vec![],
-            }
+            )
         }
     }
 
@@ -200,19 +219,15 @@ impl Machine {
         // whose real-time tasks starve them, whatever this says (measured: a SCHED_FIFO loop
         // beside a busy loop stopped 50-54 ms once a second with throttling off); only
         // isolated cores keep normal tasks away.
-        Finding {
-            name: "RT throttling",
-            ok: true,
-            state: format!(
+        Finding::fine(
+            "RT throttling",
+            format!(
                 "{state}; kept: workers sleep when idle, so only a runaway SCHED_FIFO process \
                  is ever throttled (and on Linux 6.12 and later a real-time task that starves \
                  normal tasks on its core yields it to them 50 ms a second either way: \
                  isolated cores avoid that)"
             ),
-            cost: String::new(),
-            fix: String::new(),
-            changes: vec![],
-        }
+        )
     }
 
     fn governor(&self) -> Finding {
@@ -241,33 +256,25 @@ impl Machine {
             }
         }
         if seen == 0 {
-            return Finding {
-                name: "CPU governor",
-                ok: true,
-                state: "no cpufreq here (a virtual machine, or the firmware decides)".into(),
-                cost: String::new(),
-                fix: String::new(),
-                changes,
-            };
+            return Finding::fine(
+                "CPU governor",
+                "no cpufreq here (a virtual machine, or the firmware decides)",
+            );
         }
         Finding {
-            name: "CPU governor",
-            ok: slow.is_empty(),
-            state: if slow.is_empty() {
-                format!("performance on all {seen} cores")
-            } else {
-                slow.join(", ")
-            },
-            cost: unless(
+            changes,
+            ..Finding::checked(
+                "CPU governor",
                 slow.is_empty(),
+                if slow.is_empty() {
+                    format!("performance on all {seen} cores")
+                } else {
+                    slow.join(", ")
+                },
                 "a core that clocks down between events needs tens of µs to come back: the \
                  first events after a pause are handled late",
-            ),
-            fix: unless(
-                slow.is_empty(),
                 "`--apply` sets `performance` (more power drawn; `--restore` undoes it)",
-            ),
-            changes,
+            )
         }
     }
 
@@ -284,14 +291,7 @@ impl Machine {
             .read("sys/kernel/mm/transparent_hugepage/defrag")
             .and_then(|s| selected(&s));
         let (Some(enabled), Some(defrag)) = (enabled, defrag) else {
-            return Finding {
-                name: "transparent huge pages",
-                ok: true,
-                state: "not in this kernel".into(),
-                cost: String::new(),
-                fix: String::new(),
-                changes: vec![],
-            };
+            return Finding::fine("transparent huge pages", "not in this kernel");
         };
         let mut changes = Vec::new();
         if enabled == "always" {
@@ -306,21 +306,18 @@ impl Machine {
                 value: "madvise".into(),
             });
         }
+        let ok = changes.is_empty();
         Finding {
-            name: "transparent huge pages",
-            ok: changes.is_empty(),
-            state: format!("enabled {enabled}, defrag {defrag}"),
-            cost: unless(
-                changes.is_empty(),
+            changes,
+            ..Finding::checked(
+                "transparent huge pages",
+                ok,
+                format!("enabled {enabled}, defrag {defrag}"),
                 "with `always`, any process may stall in a page fault while the kernel \
                  compacts memory, and khugepaged moves pages under running workers",
-            ),
-            fix: unless(
-                changes.is_empty(),
                 "`--apply` sets `madvise` (programs that ask still get huge pages; the rings \
                  ask)",
-            ),
-            changes,
+            )
         }
     }
 
@@ -345,46 +342,35 @@ impl Machine {
             _ => vec![],
         };
         Finding {
-            name: "huge pages",
-            ok: free > 0,
-            state: format!("{total} reserved, {free} free"),
-            cost: unless(
+            changes,
+            ..Finding::checked(
+                "huge pages",
                 free > 0,
+                format!("{total} reserved, {free} free"),
                 "rings fall back to transparent huge pages or 4 KiB pages: more TLB misses \
                  on large events (a few % of throughput)",
-            ),
-            fix: unless(
-                free > 0,
                 "`--apply --hugepages N` reserves N × 2 MiB (taken from free memory until \
                  `--restore`); for every boot: vm.nr_hugepages = N in /etc/sysctl.d/",
-            ),
-            changes,
+            )
         }
     }
 
     fn memlock(&self) -> Finding {
         let (limit, is_root) = self.memlock;
         let ok = is_root || limit.is_none();
-        Finding {
-            name: "locked memory",
+        Finding::checked(
+            "locked memory",
             ok,
-            state: match (limit, is_root) {
+            match (limit, is_root) {
                 (_, true) => "root: no limit".into(),
                 (None, _) => "unlimited".into(),
                 (Some(l), _) => format!("{} KiB", l / 1024),
             },
-            cost: unless(
-                ok,
-                "rings and workers that cannot be locked may be paged out under memory \
-                 pressure: a page fault on the event path costs ms",
-            ),
-            fix: unless(
-                ok,
-                "`@daq - memlock unlimited` in /etc/security/limits.d/daq.conf (log in again), \
-                 or `LimitMEMLOCK=infinity` in the service",
-            ),
-            changes: vec![],
-        }
+            "rings and workers that cannot be locked may be paged out under memory \
+             pressure: a page fault on the event path costs ms",
+            "`@daq - memlock unlimited` in /etc/security/limits.d/daq.conf (log in again), \
+             or `LimitMEMLOCK=infinity` in the service",
+        )
     }
 
     fn irqbalance(&self) -> Finding {
@@ -408,26 +394,19 @@ impl Machine {
             })
         });
         let ok = !running || !isolated || banned;
-        Finding {
-            name: "irqbalance",
+        Finding::checked(
+            "irqbalance",
             ok,
-            state: match (running, banned) {
-                (false, _) => "not running".into(),
-                (true, true) => "running, keeping away from banned cores".into(),
-                (true, false) => "running".into(),
+            match (running, banned) {
+                (false, _) => "not running",
+                (true, true) => "running, keeping away from banned cores",
+                (true, false) => "running",
             },
-            cost: unless(
-                ok,
-                "it may move device interrupts onto the isolated cores, where they interrupt \
-                 the importers",
-            ),
-            fix: unless(
-                ok,
-                "set IRQBALANCE_BANNED_CPULIST to the isolated cores in /etc/default/irqbalance \
-                 and restart irqbalance",
-            ),
-            changes: vec![],
-        }
+            "it may move device interrupts onto the isolated cores, where they interrupt \
+             the importers",
+            "set IRQBALANCE_BANNED_CPULIST to the isolated cores in /etc/default/irqbalance \
+             and restart irqbalance",
+        )
     }
 
     /// How idle CPUs wait. In a VM with the `haltpoll` idle driver and
@@ -442,25 +421,6 @@ impl Machine {
         let poll_ns = self.read(POLL);
         let halts_at_once = driver == "haltpoll" && poll_ns.as_deref() == Some("0");
         Finding {
-            name: "idle states",
-            ok: !halts_at_once,
-            state: match &poll_ns {
-                Some(ns) if driver == "haltpoll" => {
-                    format!("cpuidle driver haltpoll (a VM), polls {ns} ns before halting")
-                }
-                _ => format!("cpuidle driver {driver}"),
-            },
-            cost: unless(
-                !halts_at_once,
-                "an idle virtual CPU halts at once and waits for the host to wake it: \
-                 milliseconds on a busy host before a sleeping reader sees its next event",
-            ),
-            fix: unless(
-                !halts_at_once,
-                format!(
-                    "write 200000 to /{POLL} (or boot with haltpoll.guest_halt_poll_ns=200000)"
-                ),
-            ),
             changes: if halts_at_once {
                 vec![Change {
                     path: POLL.into(),
@@ -469,6 +429,21 @@ impl Machine {
             } else {
                 vec![]
             },
+            ..Finding::checked(
+                "idle states",
+                !halts_at_once,
+                match &poll_ns {
+                    Some(ns) if driver == "haltpoll" => {
+                        format!("cpuidle driver haltpoll (a VM), polls {ns} ns before halting")
+                    }
+                    _ => format!("cpuidle driver {driver}"),
+                },
+                "an idle virtual CPU halts at once and waits for the host to wake it: \
+                 milliseconds on a busy host before a sleeping reader sees its next event",
+                format!(
+                    "write 200000 to /{POLL} (or boot with haltpoll.guest_halt_poll_ns=200000)"
+                ),
+            )
         }
     }
 
