@@ -212,6 +212,43 @@ fn paced_replay_delivers_every_event_in_order() {
     assert_eq!(recorded(&first), recorded(&second));
 }
 
+/// A paced replay of a file with damaged times (an infinite one, one 10^300 s away) waits
+/// for none of them and delivers every event; before, the worker panicked converting the
+/// wait to a Duration and the run failed.
+#[test]
+fn paced_replay_of_damaged_times_delivers_every_event() {
+    let dir = Dir::new("replay-damaged");
+    let first = record_small(&dir, "n_events: 20, pretrigger_samples: 20, seed: 2");
+    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    runs::run_python(
+        &py,
+        r#"
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    m = f["raw"]["metadata"]
+    for row, t in ((7, float("inf")), (12, 1e300)):
+        r = m[row]
+        r["timestamp"] = t
+        m[row] = r
+"#,
+        &[first.join("raw.h5").as_os_str()],
+        "damaging two recorded times with h5py: ",
+    );
+    let second = replay(
+        &dir,
+        &small_raw("{chA: float32}", 64),
+        &format!("files: [{}/raw.h5], pace: true, speed: 4", first.display()),
+        "",
+    );
+    let times = recorded(&second);
+    assert_eq!(recorded(&first), times);
+    assert_eq!(times.len(), 20);
+    assert!(
+        times[7].1.is_infinite() && times[12].1 == 1e300,
+        "{times:?}"
+    );
+}
+
 /// A run paused in the middle of a replay loses none of the files' events: they wait in
 /// the files until the resume. Before, the engine went on taking them while paused and
 /// discarded them, as it does a live device's (what a pause means for a detector, not for

@@ -388,7 +388,10 @@ impl Importer for Replay {
             let (t0, wall0) = *self
                 .start
                 .get_or_insert((recorded.timestamp, Instant::now()));
-            let due = Duration::from_secs_f64(((recorded.timestamp - t0) / speed).max(0.0));
+            // A recorded time that is no time (infinite, or more than 2^64 s on: a damaged
+            // row) is not waited for.
+            let due = Duration::try_from_secs_f64(((recorded.timestamp - t0) / speed).max(0.0))
+                .unwrap_or(Duration::ZERO);
             let waited = wall0.elapsed();
             if waited < due {
                 // Back within a short while, so a stop is seen.
