@@ -61,6 +61,23 @@ impl Stat {
     }
 }
 
+/// The bytes process `pid` has read and written through system calls so far (`rchar` plus
+/// `wchar` of `/proc/PID/io`, page-cache hits included); `None` when it is gone or the file
+/// cannot be read.
+pub fn io_bytes(pid: u32) -> Option<u64> {
+    io_bytes_in(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+}
+
+/// `rchar` plus `wchar` of the text of a `/proc/PID/io` file.
+fn io_bytes_in(text: &str) -> Option<u64> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(field("rchar:")? + field("wchar:")?)
+}
+
 /// What some threads of a process used so far.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
@@ -128,6 +145,15 @@ fn cpu_model_in(cpuinfo: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_bytes_are_what_was_read_and_written() {
+        let text = "rchar: 1200\nwchar: 34\nsyscr: 5\nsyscw: 2\nread_bytes: 4096\n";
+        assert_eq!(io_bytes_in(text), Some(1234));
+        assert_eq!(io_bytes_in("rchar: 1200\n"), None);
+        // This process has read its own source files, at least.
+        assert!(io_bytes(std::process::id()).is_some_and(|n| n > 0));
+    }
 
     #[test]
     fn a_stat_line_is_counted_from_the_last_parenthesis_of_the_name() {

@@ -239,6 +239,14 @@ pub enum Command {
         /// The venv whose packages it imports.
         venv: Option<PathBuf>,
     },
+    #[command(hide = true, name = "__recover-file")]
+    /// Internal: cuts one run file of a run that did not finish to its whole events
+    /// (started by the recovery, so that a libhdf5 that loops over a damaged file can be
+    /// stopped).
+    RecoverFile {
+        /// The run file.
+        file: PathBuf,
+    },
     #[command(hide = true, name = "__worker")]
     /// Internal: one worker process (started by the supervisor).
     Worker {
@@ -367,6 +375,7 @@ pub fn main(
             reference,
         }) => bench::bench(&what, events, reference.as_deref(), registry),
         Some(Command::Worker { .. }) => exit::BAD_INPUT,
+        Some(Command::RecoverFile { file }) => recover::cut_file(&file),
         Some(Command::PythonProbe {
             file,
             function,

@@ -2,7 +2,81 @@
 //! starts in the same target directory.
 
 use super::exit;
+use crate::export::recover::FileRecovery;
 use std::path::Path;
+
+/// CPU time a file's recovery may spend without reading or writing one byte before it is
+/// taken for one of libhdf5's endless loops over a damaged file (1.10 loops over a global
+/// heap whose object a power cut zeroed). Recovering reads and writes all the time: a
+/// pass over 65536 metadata rows is 1.5 MB of reads and milliseconds of CPU.
+const SPIN_LIMIT_S: f64 = 5.0;
+
+/// Cuts run file `path` to its whole events (as [`crate::export::recover::cut_here`]) in a
+/// child process, `daq-engine __recover-file`, which is stopped when libhdf5 loops in it
+/// (see [`SPIN_LIMIT_S`]): the file is then kept as it left it, and the recovery of the other
+/// files, and the run starting after them, go on.
+fn cut_apart(path: &Path) -> Result<(FileRecovery, Vec<String>), String> {
+    use std::process::{Command, Stdio};
+    let failed = |why: String| format!("cannot read {}: {why}", path.display());
+    let exe =
+        std::env::current_exe().map_err(|e| failed(format!("cannot find daq-engine: {e}")))?;
+    let mut child = Command::new(exe)
+        .args(["__recover-file", "--"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| failed(format!("cannot start its recovery: {e}")))?;
+    let pid = child.id();
+    let cpu = || crate::procfs::Stat::read(pid).and_then(|s| s.cpu_seconds());
+    // The child's I/O and CPU time when it last read or wrote.
+    let mut last = (crate::procfs::io_bytes(pid), cpu().unwrap_or(0.0));
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(failed(format!("waiting for its recovery: {e}"))),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (io, spent) = (crate::procfs::io_bytes(pid), cpu().unwrap_or(last.1));
+        if io != last.0 {
+            last = (io, spent);
+        } else if spent - last.1 > SPIN_LIMIT_S {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!(
+                "libhdf5 spent {SPIN_LIMIT_S} s of CPU without reading or writing a byte of \
+                 it, a loop over a damaged part (a power cut leaves zeros where the disk had \
+                 not written yet); the file is kept as its recovery left it"
+            )));
+        }
+    };
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        use std::io::Read;
+        let _ = o.read_to_string(&mut out);
+    }
+    match serde_json::from_str::<Result<(FileRecovery, Vec<String>), String>>(&out) {
+        Ok(r) => r,
+        Err(_) => Err(failed(format!(
+            "its recovery ended ({status}) without an answer"
+        ))),
+    }
+}
+
+/// `daq-engine __recover-file FILE`: the child process a recovery cuts each file in. Cuts
+/// it and prints the outcome as JSON; exit 0 when it printed one.
+pub fn cut_file(path: &Path) -> i32 {
+    let outcome = crate::export::recover::cut_here(path);
+    match serde_json::to_string(&outcome) {
+        Ok(text) => {
+            println!("{text}");
+            exit::OK
+        }
+        Err(_) => exit::FAILED,
+    }
+}
 
 /// What recovering the unfinished runs of a target directory left for the new run.
 pub struct Unfinished {
@@ -38,7 +112,7 @@ pub fn recover_unfinished(target: &Path) -> Unfinished {
     let mut killed = Vec::new();
     for dir in crate::export::recover::unfinished_runs(target) {
         say_recovering(&dir);
-        match crate::export::recover::recover_run_dir_then_compress(&dir) {
+        match crate::export::recover::recover_run_dir_then_compress(&dir, &cut_apart) {
             Ok((rec, c)) => {
                 killed.push((dir.clone(), killed_text(&dir, Some(&rec))));
                 report_recovery(&dir, Ok(rec));
@@ -161,7 +235,7 @@ pub fn recover(run_dir: &Path) -> i32 {
         );
         return exit::OK;
     }
-    let r = crate::export::recover::recover_run_dir(run_dir);
+    let r = crate::export::recover::recover_run_dir(run_dir, &cut_apart);
     let code = report_recovery(run_dir, r);
     if code == 0 {
         eprintln!(

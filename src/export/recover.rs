@@ -87,7 +87,7 @@ impl RunDirLock {
 }
 
 /// What recovery found in one file.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FileRecovery {
     /// The file.
     pub path: PathBuf,
@@ -358,11 +358,23 @@ fn writer_holds(path: &Path) -> bool {
     )
 }
 
-/// Recovers every `.h5` file of a run directory that did not finish, removes `.packing`
-/// files a killed compression left, and writes `summary.json` with `"recovered": true`.
-/// Refuses a directory a live run holds.
-pub fn recover_run_dir(run_dir: &Path) -> Result<RunRecovery, ExportError> {
-    let (mut rec, later) = recover_run_dir_then_compress(run_dir)?;
+/// How a recovery cuts one file to its whole events: [`cut_here`], or the same work done
+/// where a libhdf5 that never returns can be stopped (the command line runs it in a child
+/// process). The file's recovery and the filters to compress it with, or why it failed.
+pub type Cut<'a> = &'a dyn Fn(&Path) -> Result<(FileRecovery, Vec<String>), String>;
+
+/// Cuts `path` to its whole events in this process: clears the writer's flags, cuts `data`
+/// and `metadata` to the events both hold and records that count (see [`recover_file`]);
+/// returns the filters it is to be compressed with (none: it is compressed already).
+pub fn cut_here(path: &Path) -> Result<(FileRecovery, Vec<String>), String> {
+    cut_to_whole_events(path, true).map_err(|e| e.to_string())
+}
+
+/// Recovers every `.h5` file of a run directory that did not finish (each cut by `cut`),
+/// removes `.packing` files a killed compression left, and writes `summary.json` with
+/// `"recovered": true`. Refuses a directory a live run holds.
+pub fn recover_run_dir(run_dir: &Path, cut: Cut<'_>) -> Result<RunRecovery, ExportError> {
+    let (mut rec, later) = recover_run_dir_then_compress(run_dir, cut)?;
     for (path, result) in later.run() {
         if let Some(f) = rec.files.iter_mut().find(|f| f.path == path) {
             match result {
@@ -413,6 +425,7 @@ impl Compressions {
 /// are returned to be run (e.g. in the background while a new run starts).
 pub fn recover_run_dir_then_compress(
     run_dir: &Path,
+    cut: Cut<'_>,
 ) -> Result<(RunRecovery, Compressions), ExportError> {
     let io = |source: std::io::Error| ExportError::Io {
         path: run_dir.to_path_buf(),
@@ -470,7 +483,7 @@ pub fn recover_run_dir_then_compress(
         files: Vec::new(),
     };
     for p in h5_files {
-        match cut_to_whole_events(p, true) {
+        match cut(p) {
             Ok((f, filters)) => {
                 if !filters.is_empty() {
                     later.files.push((p.clone(), filters));
@@ -488,7 +501,7 @@ pub fn recover_run_dir_then_compress(
                 }
                 rec.files.push(f);
             }
-            Err(e) => rec.failed.push((p.clone(), e.to_string())),
+            Err(e) => rec.failed.push((p.clone(), e)),
         }
     }
     let files: serde_json::Map<String, serde_json::Value> = rec
@@ -600,7 +613,7 @@ mod tests {
         assert!(RunDirLock::try_lock(&run).unwrap().is_none());
         assert!(unfinished_runs(&target).is_empty());
         assert!(matches!(
-            recover_run_dir(&run),
+            recover_run_dir(&run, &cut_here),
             Err(ExportError::NotRecovered {
                 why: NotRecoverable::Running,
                 ..
@@ -614,7 +627,7 @@ mod tests {
         // A device notes file whose rewrite was cut short by the kill.
         std::fs::write(run.join("device_x.txt"), "connected: true\n").unwrap();
         std::fs::write(run.join("device_x.txt.tmp"), "conn").unwrap();
-        let rec = recover_run_dir(&run).unwrap();
+        let rec = recover_run_dir(&run, &cut_here).unwrap();
         assert!(!run.join("device_x.txt.tmp").exists());
         assert!(run.join("device_x.txt").exists());
         assert_eq!(rec.events(), 0);
@@ -655,7 +668,7 @@ mod tests {
         };
         let stats = format!("{}\n{}\n{{\"t\": 9", line(5.0, 0.0), line(8.0, 2.5));
         std::fs::write(run.join(crate::run_dir::STATS), stats).unwrap();
-        recover_run_dir(&run).unwrap();
+        recover_run_dir(&run, &cut_here).unwrap();
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
                 .unwrap();
@@ -670,7 +683,7 @@ mod tests {
         let run = crate::fsio::test_dir("recover-done");
         let summary = r#"{"exit_code": 0, "events": {"raw": 12}}"#;
         std::fs::write(run.join("summary.json"), summary).unwrap();
-        let e = recover_run_dir(&run).unwrap_err();
+        let e = recover_run_dir(&run, &cut_here).unwrap_err();
         assert!(e.to_string().contains("nothing to recover"), "{e}");
         assert!(matches!(
             e,
@@ -696,7 +709,7 @@ mod tests {
             Default::default(),
         )
         .unwrap();
-        let e = recover_run_dir(&run).unwrap_err();
+        let e = recover_run_dir(&run, &cut_here).unwrap_err();
         assert!(e.to_string().contains("has this file open"), "{e}");
         assert!(matches!(
             e,
