@@ -9,6 +9,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 mod catalog;
+mod runs;
 use catalog::{key, spec, ListCatalog};
 
 /// A catalog shaped like the engine's built-ins (the real registry comes from the engine).
@@ -873,4 +874,69 @@ fn run_options_below_their_bound_are_positioned_errors() {
         };
         assert_eq!(errors, expected, "{value}: {}", listing(&c));
     }
+}
+
+/// A time key with a value no clock can wait (10^300 s, minutes) is refused by `check` at its
+/// line, exit 2, as any other bad value; before, `check` panicked on `rotate_minutes`
+/// converting it, and passed the others, whose worker then panicked at the run's start.
+#[test]
+fn times_longer_than_a_clock_holds_are_refused_by_check() {
+    let demo = std::fs::read_to_string(runs::shipped_setup("demo.yaml")).unwrap();
+    let dir = std::env::temp_dir().join(format!("daq-long-times-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, to, key) in [
+        (
+            "flush_interval: 1.0}",
+            "flush_interval: 1.0e300}",
+            "flush_interval",
+        ),
+        (
+            "flush_interval: 1.0}",
+            "rotate_minutes: 1.0e300}",
+            "rotate_minutes",
+        ),
+        (
+            "update_interval: 0.5,",
+            "update_interval: 1.0e300,",
+            "update_interval",
+        ),
+        (
+            "width: [0.0, 2.0e-7, 100]",
+            "width: [0.0, 2.0e-7, 100]\n      update_interval: 1.0e300",
+            "update_interval",
+        ),
+        (
+            "function: export.csv\n",
+            "function: export.csv\n    config: {save_interval: 1.0e300}\n",
+            "save_interval",
+        ),
+        (
+            "function: export.csv\n",
+            "function: export.kafka\n    config: {status_interval: 1.0e300}\n",
+            "status_interval",
+        ),
+        (
+            "function: export.csv\n",
+            "function: export.kafka\n    config: {drain_seconds: 1.0e300}\n",
+            "drain_seconds",
+        ),
+    ] {
+        assert!(demo.contains(from), "{from}");
+        let setup = dir.join("long.yaml");
+        std::fs::write(&setup, demo.replacen(from, to, 1)).unwrap();
+        let out = runs::check(&[], &setup);
+        let text = runs::stdout_and_stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{key}: {text}");
+        let line = demo
+            .replacen(from, to, 1)
+            .lines()
+            .position(|l| l.contains("e300"))
+            .unwrap()
+            + 1;
+        assert!(
+            text.contains(&format!("long.yaml:{line}:")) && text.contains(key),
+            "{key}: {text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

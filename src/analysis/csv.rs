@@ -11,7 +11,7 @@
 //! I/O until the buffer is nearly full; `flush` appends it to the file every `save_interval`,
 //! `finish` appends the rest and syncs the file. A write error names the file.
 
-use super::trace::{one_source, positive};
+use super::trace::{one_source, positive_seconds};
 use crate::dtype::{Base, Dtype};
 use crate::keys;
 use crate::worker::{
@@ -71,12 +71,16 @@ pub struct CsvExport {
 
 /// What the config of `export.csv` asks for: the file name (without .csv), the record type,
 /// the save interval; read and checked without opening anything. Any dtype is written.
-fn settings(ctx: &BuildContext) -> Result<(&str, Dtype, f64), WorkerError> {
+fn settings(ctx: &BuildContext) -> Result<(&str, Dtype, Duration), WorkerError> {
     // One file, written in order: a second process wrote over the first's rows.
     ctx.one_process("export.csv", "")?;
     let src = one_source(ctx)?;
     let name = ctx.config.file_name(FILENAME, &src.name)?;
-    Ok((name, src.dtype.clone(), positive(ctx, SAVE_INTERVAL)?))
+    Ok((
+        name,
+        src.dtype.clone(),
+        positive_seconds(ctx, SAVE_INTERVAL)?,
+    ))
 }
 
 /// Most bytes one CSV line of `dtype` can take: the metadata, and per element its longest
@@ -135,7 +139,7 @@ impl CsvExport {
             }
         };
         Ok(CsvExport {
-            interval: Duration::from_secs_f64(interval),
+            interval,
             path,
             file,
             max_line: max_line(&dtype),

@@ -500,13 +500,13 @@ impl HistogramExport {
                 hi,
             });
         }
-        let interval = super::trace::positive(ctx, UPDATE_INTERVAL)?;
+        let interval = super::trace::positive_seconds(ctx, UPDATE_INTERVAL)?;
         let mut h = HistogramExport {
             worker: ctx.worker.clone(),
             run_dir: ctx.run_dir.clone(),
             fields,
             fits,
-            interval: Duration::from_secs_f64(interval),
+            interval,
             last_write: Instant::now(),
             results: Vec::new(),
             npy: None,

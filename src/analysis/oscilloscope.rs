@@ -22,7 +22,7 @@
 //! once per `update_interval`) allocates and does file I/O: an Observer runs beside the data
 //! path, not on it.
 
-use super::trace::{channels, one_source_or_observed, positive, FieldAccess};
+use super::trace::{channels, one_source_or_observed, positive, positive_seconds, FieldAccess};
 use crate::dtype::Metadata;
 use crate::keys;
 use crate::worker::{
@@ -181,7 +181,7 @@ impl Oscilloscope {
                 .map(|f| (f.name.clone(), vec![0f32; buf.data_length]))
                 .collect(),
             fields,
-            interval: Duration::from_secs_f64(positive(ctx, UPDATE_INTERVAL)?),
+            interval: positive_seconds(ctx, UPDATE_INTERVAL)?,
             last: None,
             meta: Metadata::default(),
             sample_interval,

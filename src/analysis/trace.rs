@@ -413,6 +413,15 @@ pub fn positive(ctx: &BuildContext, key: Key<f64>) -> Result<f64, ConfigError> {
     }
 }
 
+/// A time key that must be above 0: its value as a duration (at most a year, see
+/// [`crate::worker::Config::duration`]).
+pub fn positive_seconds(
+    ctx: &BuildContext,
+    key: Key<f64>,
+) -> Result<std::time::Duration, ConfigError> {
+    ctx.config.duration(key.name, positive(ctx, key)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

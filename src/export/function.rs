@@ -52,7 +52,7 @@ pub struct Hdf5Export {
 /// What the config of `export.hdf5` asks for, read and checked without opening anything.
 struct Settings {
     compression: Compression,
-    flush: f64,
+    flush: Duration,
     rotation: Rotation,
     stem: String,
 }
@@ -101,10 +101,15 @@ impl Settings {
         };
         Ok(Settings {
             compression,
-            flush: above_zero(FLUSH_INTERVAL.name, c.get(FLUSH_INTERVAL)?)?,
+            flush: c.duration(
+                FLUSH_INTERVAL.name,
+                above_zero(FLUSH_INTERVAL.name, c.get(FLUSH_INTERVAL)?)?,
+            )?,
             rotation: Rotation {
                 max_bytes: given(ROTATE_MB)?.map(|mb| (mb * 1e6) as u64),
-                max_duration: given(ROTATE_MINUTES)?.map(|m| Duration::from_secs_f64(m * 60.0)),
+                max_duration: given(ROTATE_MINUTES)?
+                    .map(|m| c.duration(ROTATE_MINUTES.name, m * 60.0))
+                    .transpose()?,
             },
             stem: c.file_name(FILENAME, &src.name)?.to_string(),
         })
@@ -142,7 +147,7 @@ impl Hdf5Export {
             &path,
             RunInfo::new(setup_text),
             WriterOptions {
-                flush_interval: Duration::from_secs_f64(flush),
+                flush_interval: flush,
                 rotation,
             },
         )

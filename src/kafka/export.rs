@@ -233,11 +233,10 @@ impl Settings {
                 .get(STATUS_TOPIC)?
                 .map(|t| non_empty(STATUS_TOPIC.name, t))
                 .transpose()?,
-            status_interval: Duration::from_secs_f64(at_least(
+            status_interval: c.duration(
                 STATUS_INTERVAL.name,
-                c.get(STATUS_INTERVAL)?,
-                0.1,
-            )?),
+                at_least(STATUS_INTERVAL.name, c.get(STATUS_INTERVAL)?, 0.1)?,
+            )?,
             linger_ms: at_least(LINGER_MS.name, c.get(LINGER_MS)?, 0.0)?,
             batch_bytes: batch_kb * 1024,
             compression,
@@ -246,11 +245,10 @@ impl Settings {
                 (kb as u64).saturating_mul(1024)
             }),
             spool_bytes: (at_least(SPOOL_MB.name, c.get(SPOOL_MB)?, 0.0)? * 1e6) as u64,
-            drain: Duration::from_secs_f64(at_least(
+            drain: c.duration(
                 DRAIN_SECONDS.name,
-                c.get(DRAIN_SECONDS)?,
-                0.0,
-            )?),
+                at_least(DRAIN_SECONDS.name, c.get(DRAIN_SECONDS)?, 0.0)?,
+            )?,
         })
     }
 }

@@ -132,7 +132,7 @@ impl Settings {
         let decoder = Decoder::new(&sink.dtype, sink.data_length, ev44)
             .map_err(|e| WorkerError::from(c.error(FORMAT.name, e.to_string())))?;
         let idle_end = match c.get(IDLE_END)? {
-            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            Some(s) if s > 0.0 && s.is_finite() => Some(c.duration(IDLE_END.name, s)?),
             Some(s) => {
                 return Err(c
                     .error(IDLE_END.name, format!("{s}: must be a number above 0"))

@@ -640,6 +640,26 @@ impl Config {
         super::key::given::<T>(self, key.name)
     }
 
+    /// `seconds`, the value of time key `key`, as a [`Duration`](std::time::Duration):
+    /// refused unless it is a number from 0 to [`Config::LONGEST`], the longest wait a key
+    /// may ask for (beyond it, a clock's arithmetic overflows, and no run waits that long).
+    pub fn duration(&self, key: &str, seconds: f64) -> Result<std::time::Duration, ConfigError> {
+        if (0.0..=Self::LONGEST).contains(&seconds) {
+            Ok(std::time::Duration::from_secs_f64(seconds))
+        } else {
+            Err(self.error(
+                key,
+                format!(
+                    "{seconds} s: a time must be from 0 to a year ({} s)",
+                    Self::LONGEST
+                ),
+            ))
+        }
+    }
+
+    /// The longest time a key may give, in seconds: a year.
+    pub const LONGEST: f64 = 365.0 * 86400.0;
+
     /// An output file name (without its extension) from `key`, or `absent` when the setup
     /// does not give one: checked to be a plain name as [`Config::file_name_or`] does.
     pub fn file_name<'a>(
