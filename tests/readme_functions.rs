@@ -1,6 +1,7 @@
 //! The README's function reference names every built-in function and every one of its config
 //! keys, so the documentation cannot drift from the program; and the commands that print it
-//! (and the others that only print) behave as Unix printers when their reader goes.
+//! (and the others that only print) behave as Unix printers when their reader goes; `bench`
+//! refuses what it cannot use.
 
 use std::time::Duration;
 
@@ -93,4 +94,26 @@ fn printing_commands_end_quietly_when_their_reader_has_gone() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `bench … --events` is refused where it would mean nothing, exit 2: 0 events (before,
+/// every bench ran and printed rows of zeros as if measured) and a count for the benches
+/// that run each case for a set time (before, silently ignored).
+#[test]
+fn bench_refuses_an_events_count_it_cannot_use() {
+    for (args, says) in [
+        (["pipeline", "--events", "0"], "--events"),
+        (["ring-loaded", "--events", "0"], "--events"),
+        (["ring", "--events", "5"], "leave --events out"),
+        (["analysis", "--events", "5"], "leave --events out"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_daq-engine"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }

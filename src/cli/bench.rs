@@ -413,6 +413,13 @@ pub fn bench(
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
+    if events.is_some() && matches!(what, "ring" | "analysis" | "web") {
+        eprintln!(
+            "daq-engine: bench {what} runs each case for a set time, not a count of events: \
+             leave --events out"
+        );
+        return exit::BAD_INPUT;
+    }
     match what {
         "drivers" => crate::devices::tools::bench_drivers(events),
         "pipeline" => pipeline(events, reference, registry),

@@ -150,8 +150,9 @@ pub enum Command {
     Bench {
         /// What to measure.
         what: String,
-        /// Events per case (defaults depend on the benchmark).
-        #[arg(long)]
+        /// Events per case (defaults depend on the benchmark; `ring`, `analysis` and `web`
+        /// run each case for a set time instead).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         events: Option<u64>,
         /// For `pipeline` and `python`: also run mimoCoRB2 from this reference directory.
         #[arg(long, value_name = "DIR")]
