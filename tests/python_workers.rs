@@ -925,6 +925,44 @@ fn a_worker_stuck_after_the_importers_ran_out_does_not_hold_the_end() {
     assert!(lost.unwrap() > 0, "{summary}");
 }
 
+/// An exporter that hangs after its last event (an upload at the end that never returns):
+/// nothing waited to be read, so the drain's watch let it hold the end for ever, and a
+/// service's `systemctl stop` until systemd killed everything. Now a drain in which nothing
+/// has moved for `drain_stall_seconds` also ends when none waits, naming who did not end.
+#[test]
+fn a_worker_stuck_after_its_last_event_does_not_hold_the_end() {
+    let d = dir("stuck-after");
+    let code = r#"
+import time
+import mimocorb2 as mi2
+
+def stuck_after(buffer_io):
+    for _ in mi2.Exporter(buffer_io):
+        pass
+    time.sleep(1e6)
+"#;
+    let options = "drain_stall_seconds: 2";
+    stuck_setup(
+        &d,
+        ("stuck_after", code),
+        "never",
+        options,
+        64,
+        "n_events: 50",
+    );
+    let (code, stderr) = run_stuck(&d);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no event has moved for 2 s and none waits")
+            && stderr.contains("worker 'sink' process 0"),
+        "{stderr}"
+    );
+    let summary = json(&run_in(&d.join("runs")).join("summary.json"));
+    let books = &summary["readers"]["raw"]["sink"];
+    assert_eq!(books["delivered"], 50, "{summary}");
+    assert_eq!(books["lost"], 0, "{summary}");
+}
+
 /// The source of the stall tests: more events than a stuck reader's buffer holds.
 const STALL_SOURCE: &str = "n_events: 300, rate: 500, realtime: true";
 

@@ -1058,17 +1058,15 @@ impl Supervisor {
             })
             .sum();
         let now = Instant::now();
-        match self.drain_moved {
-            Some((m, since)) if m == moved => {
-                let quiet = now.duration_since(since).as_secs_f64();
-                if quiet < self.plan.drain_stall_seconds {
-                    return None;
-                }
-            }
+        let quiet = match self.drain_moved {
+            Some((m, since)) if m == moved => now.duration_since(since).as_secs_f64(),
             _ => {
                 self.drain_moved = Some((moved, now));
                 return None;
             }
+        };
+        if quiet < self.plan.drain_stall_seconds {
+            return None;
         }
         let mut holding = Vec::new();
         for (name, rings) in stats {
@@ -1085,13 +1083,55 @@ impl Supervisor {
             }
         }
         if holding.is_empty() {
-            return None;
+            return self.stuck_at_the_end(quiet);
         }
         Some(format!(
             "the run drains but no event has moved for {} s ({}; \
              options.drain_stall_seconds): killing the workers; the unread events count as lost",
             self.plan.drain_stall_seconds,
             holding.join(", ")
+        ))
+    }
+
+    /// While the run drains and no event waits to be read, yet nothing has moved for `quiet`
+    /// seconds: the processes that have not ended by then are stuck after their last event
+    /// (an importer in a read that never returns, an exporter in an upload at its end), and
+    /// the reason to kill them. A worker that delivers its last events for a set time after
+    /// the stop (`export.kafka`'s `drain_seconds`) is given that time on top.
+    fn stuck_at_the_end(&self, quiet: f64) -> Option<String> {
+        let delivering = self
+            .plan
+            .workers
+            .iter()
+            .filter_map(|w| w.config.get("drain_seconds").and_then(|v| v.as_f64()))
+            .fold(0.0, f64::max);
+        if quiet < self.plan.drain_stall_seconds + delivering {
+            return None;
+        }
+        let live = |p: &&Proc| p.status.is_none() && p.restart_at.is_none();
+        // Readers wait for a live importer to end its buffers: it is the one stuck.
+        let importer_lives = self.procs.iter().filter(live).any(|p| p.is_importer);
+        let alive: Vec<String> = self
+            .procs
+            .iter()
+            .filter(live)
+            .filter(|p| p.is_importer || !importer_lives)
+            .map(|p| {
+                format!(
+                    "worker '{}' process {} (pid {})",
+                    self.plan.workers[p.worker].name, p.index, p.pid
+                )
+            })
+            .collect();
+        if alive.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "the run drains but no event has moved for {} s and none waits to be read, while \
+             {} did not end (stuck after its last event, in its own code or in a call that \
+             never returns; options.drain_stall_seconds): killing the workers",
+            self.plan.drain_stall_seconds,
+            alive.join(", ")
         ))
     }
 
