@@ -902,22 +902,29 @@ fn a_worker_stuck_while_the_run_drains_is_killed_once_nothing_moves() {
     );
 }
 
+/// Runs 50 events into the Python worker `script` (name, code), which gets stuck, with
+/// `drain_stall_seconds: 2`; asserts the run ended failed: its stderr and summary.
+fn stuck_at_the_end(tag: &str, script: (&str, &str)) -> (String, serde_json::Value) {
+    let d = dir(tag);
+    let options = "drain_stall_seconds: 2";
+    stuck_setup(&d, script, "never", options, 64, "n_events: 50");
+    let (code, stderr) = run_stuck(&d);
+    assert_eq!(code, 1, "{stderr}");
+    let summary = json(&run_in(&d.join("runs")).join("summary.json"));
+    (stderr, summary)
+}
+
 /// The drain at the natural end of a run (its importer's events ran out, as a replay's do at
 /// the end of its file) waited for ever on a worker that takes no more events: only a stop
 /// was watched for a stalled drain, so the run never ended. It ends the same way now.
 #[test]
 fn a_worker_stuck_after_the_importers_ran_out_does_not_hold_the_end() {
-    let d = dir("stuck-end");
-    let options = "drain_stall_seconds: 2";
-    stuck_setup(&d, ("stuck", STUCK), "never", options, 64, "n_events: 50");
-    let (code, stderr) = run_stuck(&d);
-    assert_eq!(code, 1, "{stderr}");
+    let (stderr, summary) = stuck_at_the_end("stuck-end", ("stuck", STUCK));
     assert!(
         stderr.contains("the run drains but no event has moved for 2 s")
             && stderr.contains("events wait for reader 'sink'"),
         "{stderr}"
     );
-    let summary = json(&run_in(&d.join("runs")).join("summary.json"));
     assert_eq!(summary["events"]["raw"], 50, "{summary}");
     let books = &summary["readers"]["raw"]["sink"];
     let (delivered, lost) = (books["delivered"].as_u64(), books["lost"].as_u64());
@@ -931,7 +938,6 @@ fn a_worker_stuck_after_the_importers_ran_out_does_not_hold_the_end() {
 /// has moved for `drain_stall_seconds` also ends when none waits, naming who did not end.
 #[test]
 fn a_worker_stuck_after_its_last_event_does_not_hold_the_end() {
-    let d = dir("stuck-after");
     let code = r#"
 import time
 import mimocorb2 as mi2
@@ -941,23 +947,12 @@ def stuck_after(buffer_io):
         pass
     time.sleep(1e6)
 "#;
-    let options = "drain_stall_seconds: 2";
-    stuck_setup(
-        &d,
-        ("stuck_after", code),
-        "never",
-        options,
-        64,
-        "n_events: 50",
-    );
-    let (code, stderr) = run_stuck(&d);
-    assert_eq!(code, 1, "{stderr}");
+    let (stderr, summary) = stuck_at_the_end("stuck-after", ("stuck_after", code));
     assert!(
         stderr.contains("no event has moved for 2 s and none waits")
             && stderr.contains("worker 'sink' process 0"),
         "{stderr}"
     );
-    let summary = json(&run_in(&d.join("runs")).join("summary.json"));
     let books = &summary["readers"]["raw"]["sink"];
     assert_eq!(books["delivered"], 50, "{summary}");
     assert_eq!(books["lost"], 0, "{summary}");
