@@ -679,6 +679,19 @@ Workers:
     std::fs::write(d.join("setup.yaml"), setup("good.py", "source")).unwrap();
     let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
     assert_eq!(code, 0, "{stderr}");
+    // A file that writes more than a pipe holds to stderr as it is imported (a package's
+    // warnings) imports at once: check read that stderr only once the import had ended,
+    // so the import waited on the full pipe, and after 20 s check said "loading it did not
+    // finish".
+    std::fs::write(
+        d.join("loud.py"),
+        "import sys\nfor i in range(2000):\n    print('warning', i, 'x' * 40, file=sys.stderr)\n\n\
+         def source(buffer_io):\n    pass\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("setup.yaml"), setup("loud.py", "source")).unwrap();
+    let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
     // Workers failing alike are told once, naming them all (a setup of four Python
     // workers without numpy printed the same traceback four times).
     let twice = setup("broken.py", "source").replace(

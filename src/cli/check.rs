@@ -113,6 +113,16 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Re
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("cannot start the library probe")?;
+    // Read as it comes: a file that writes more than a pipe holds while it loads (a
+    // package's warnings) would otherwise wait on the full pipe until the limit.
+    let said = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
     let t0 = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -134,11 +144,7 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Re
     if status.success() {
         return Ok(());
     }
-    let mut text = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut text);
-    }
+    let text = said.and_then(|t| t.join().ok()).unwrap_or_default();
     Err(match status.code() {
         Some(_) if !text.trim().is_empty() => anyhow::Error::msg(text.trim().to_string()),
         _ => anyhow::anyhow!(
