@@ -332,10 +332,29 @@ fn controls_need_the_token_when_one_is_set() {
         .0,
         403
     );
+    // Behind the TLS proxy the README recommends, the page's origin is https (to a Host the
+    // proxy may keep or set to this address); the browser says the request is its own page's
+    // (`Sec-Fetch-Site`, which no page may set). Both were refused: the buttons and the
+    // token's exchange for a cookie failed there.
+    let https = format!("Origin: https://{addr}");
+    assert_eq!(http(addr, "POST", "/control/pause", &[&https, auth]).0, 202);
+    let proxied = [
+        "Origin: https://lab.example",
+        "Sec-Fetch-Site: same-origin",
+        auth,
+    ];
+    assert_eq!(http(addr, "POST", "/control/resume", &proxied).0, 202);
+    let cross = [
+        "Origin: https://lab.example",
+        "Sec-Fetch-Site: cross-site",
+        auth,
+    ];
+    assert_eq!(http(addr, "POST", "/control/stop", &cross).0, 403);
     assert_eq!(http(addr, "POST", "/control/jump", &[auth]).0, 404);
     use daq_engine::engine::Control;
-    assert_eq!(web.poll(), Some(Control::Pause));
-    assert_eq!(web.poll(), Some(Control::Resume));
+    for expected in [Control::Pause, Control::Resume].repeat(2) {
+        assert_eq!(web.poll(), Some(expected));
+    }
     assert_eq!(web.poll(), None);
 }
 

@@ -686,11 +686,21 @@ async fn this_machine_only(
         );
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
+        // This server's own page: its origin is this Host, over http, or over https through
+        // a TLS proxy that keeps the Host; or the browser says so (`Sec-Fetch-Site`, which
+        // no page can set), as through a proxy that forwards to this address.
         let same = origin
             .to_str()
             .ok()
-            .and_then(|o| o.strip_prefix("http://"))
-            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+            .and_then(|o| {
+                o.strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"))
+            })
+            .is_some_and(|o| o.eq_ignore_ascii_case(host))
+            || req
+                .headers()
+                .get("sec-fetch-site")
+                .is_some_and(|v| v.as_bytes() == b"same-origin");
         if !same {
             tracing::warn!(
                 "monitor: refused {}: page of another site ({origin:?})",
