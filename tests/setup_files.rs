@@ -940,3 +940,51 @@ fn times_longer_than_a_clock_holds_are_refused_by_check() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Two exporters that would write one file (both named after their buffer) are refused by
+/// `check` at the second one's function. Before, it said OK: two `export.hdf5` ended the
+/// run failed (the second took the first's live file for one a crashed process left), and
+/// two `export.csv` or `data.export` kept one exporter's events while the books said both
+/// were written.
+#[test]
+fn two_writers_of_one_file_are_refused_by_check() {
+    let dir = std::env::temp_dir().join(format!("daq-one-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (function, file, hint) in [
+        ("export.hdf5", "raw.h5", "its own `filename`"),
+        ("export.csv", "raw.csv", "its own `filename`"),
+        ("data.export", "raw.mimo", "keep one of them"),
+    ] {
+        let setup = dir.join("two.yaml");
+        std::fs::write(
+            &setup,
+            format!(
+                "Buffers:
+  raw: {{slot_count: 16, data_length: 1, data_dtype: {{x: float64}}}}
+Workers:
+  source:
+    function: bench.source
+    sinks: [raw]
+  first:
+    function: {function}
+    sources: [raw]
+  second:
+    function: {function}
+    sources: [raw]
+"
+            ),
+        )
+        .unwrap();
+        let out = runs::check(&[], &setup);
+        let text = runs::stdout_and_stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{function}: {text}");
+        assert!(
+            text.contains(&format!(
+                "two.yaml:11:15: error: worker 'second' ({function}) would write {file}, as \
+                 worker 'first' does"
+            )) && text.contains(hint),
+            "{function}: {text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -32,7 +32,12 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec::new(
     "Writes every record of its source (small feature records) as a CSV line: \
      counter, timestamp, deadtime, then the fields; integers as integers.",
     KEYS,
-);
+)
+.writing(crate::worker::Writes {
+    name_key: Some("filename"),
+    extension: "csv",
+    per_process: false,
+});
 
 keys! {
     list KEYS;

@@ -97,7 +97,8 @@ mod tests {
 
     /// Two alike exporters of a buffer that take one process each: in mimoCoRB2 they shared
     /// its events; made one worker of two processes, check would refuse the port. They stay
-    /// apart (each writes every event here), and migrate says why.
+    /// apart (each writes every event here, the second into a file of its own), and migrate
+    /// says why.
     #[test]
     fn alike_one_process_exporters_stay_apart_and_the_port_checks() {
         let dir = crate::fsio::test_dir("migrate");
@@ -116,6 +117,9 @@ mod tests {
             port.contains("table_a:") && port.contains("table_b:"),
             "{port}"
         );
+        // Both would write raw.csv, each over the other's events (check refuses that now):
+        // the second has a file of its own.
+        assert!(port.contains("config: {filename: table_b}"), "{port}");
 
         let checked = Setup::check_bytes(text.as_bytes(), &setup, &registry, 2);
         let changes = crate::setup::migrate::migrate(text, &checked, &registry).changes;

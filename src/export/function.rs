@@ -26,7 +26,12 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
      dtype) and `metadata` (counter, timestamp, deadtime), chunked and compressed, \
      flushed in SWMR mode so h5py can read it during the run and after a crash.",
     KEYS,
-);
+)
+.writing(crate::worker::Writes {
+    name_key: Some("filename"),
+    extension: "h5",
+    per_process: true,
+});
 
 keys! {
     list KEYS;

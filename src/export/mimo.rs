@@ -686,7 +686,12 @@ pub const EXPORT_SPEC: FunctionSpec = FunctionSpec::new(
      then data and metadata bytes per event); events pass on unchanged to sinks of the \
      source's shape.",
     &[],
-);
+)
+.writing(crate::worker::Writes {
+    name_key: None,
+    extension: "mimo",
+    per_process: false,
+});
 
 /// The declaration of `data.simulate_importer`.
 pub const SIMULATE_SPEC: FunctionSpec = FunctionSpec::new(

@@ -329,7 +329,57 @@ pub(crate) fn check(
         }
     }
     broadcasts(l, &draft, &setup);
+    one_writer_a_file(l, &draft, &setup, catalog);
     (setup, python)
+}
+
+/// Refuses two workers that would write the same file in the run directory (two
+/// `export.hdf5` of one buffer, both named after it): each would overwrite the other's
+/// events, or take the other's live file for one its crashed process left.
+fn one_writer_a_file(l: &mut Loader, draft: &Draft, setup: &Setup, catalog: &dyn Catalog) {
+    let mut written: Vec<(String, &str)> = Vec::new();
+    for w in &draft.workers {
+        let (Some((function, at)), Some(ws)) = (&w.function, setup.worker(&w.name)) else {
+            continue;
+        };
+        if w.file.is_some() {
+            continue;
+        }
+        let Some(writes) = catalog.function(function).and_then(|f| f.writes) else {
+            continue;
+        };
+        let named = writes
+            .name_key
+            .and_then(|k| ws.config.get(k))
+            .and_then(|v| v.as_str());
+        let Some(stem) = named.or(ws.sources.first().map(String::as_str)) else {
+            continue;
+        };
+        let files: Vec<String> = if writes.per_process && ws.processes > 1 {
+            (0..ws.processes)
+                .map(|i| format!("{stem}_p{i}.{}", writes.extension))
+                .collect()
+        } else {
+            vec![format!("{stem}.{}", writes.extension)]
+        };
+        for file in files {
+            match written.iter().find(|(f, _)| *f == file) {
+                Some((_, first)) => l.error(
+                    *at,
+                    format!(
+                        "worker '{}' ({function}) would write {file}, as worker '{first}' \
+                         does: each would overwrite the other's events",
+                        w.name
+                    ),
+                    Some(match writes.name_key {
+                        Some(k) => format!("give one of them its own `{k}`"),
+                        None => "keep one of them: both write every event of the buffer".into(),
+                    }),
+                ),
+                None => written.push((file, &w.name)),
+            }
+        }
+    }
 }
 
 /// Notes each buffer read by several workers: here each gets every event, where mimoCoRB2

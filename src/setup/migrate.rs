@@ -193,6 +193,50 @@ fn overwrites(
     }
 }
 
+/// Gives worker `w`, kept apart from `first` which does the same, a file of its own (its
+/// name) when both would write the one their buffer names: `check` refuses two writers of
+/// one file.
+fn own_files(
+    text: &str,
+    lines: &LineIndex<'_>,
+    (w, first, node): (&WorkerPlan, &WorkerPlan, Option<&(Value, Value)>),
+    catalog: &dyn Catalog,
+    edits: &mut Vec<Edit>,
+    changes: &mut Vec<Change>,
+) {
+    let Some(name_key) = catalog
+        .function(&w.function)
+        .and_then(|f| f.writes)
+        .and_then(|f| f.name_key)
+    else {
+        return;
+    };
+    if w.config.get(name_key) != first.config.get(name_key) {
+        return;
+    }
+    let Some((k, v)) = node else { return };
+    // The key in its config, or a config made with it.
+    let edit = match entries_and(v, "config").and_then(|(_, c)| c) {
+        Some((ck, cv)) => set_key(text, lines, (ck, cv), name_key, &w.name),
+        None => {
+            let config = format!("{{{name_key}: {}}}", w.name);
+            set_key(text, lines, (k, v), "config", &config)
+        }
+    };
+    let Some(edit) = edit else { return };
+    edits.push(edit);
+    changes.push(Change {
+        line: k.at.line,
+        what: format!("worker '{}' now has `{name_key}: {}`", w.name, w.name),
+        why: format!(
+            "beside worker '{}' it would write the same file, and each would overwrite the \
+             other's events",
+            first.name
+        ),
+        changed: true,
+    });
+}
+
 /// Whether `b` can become a process of `a`: it does the same thing and writes no buffer
 /// (the processes of one worker write their own rings of its sinks).
 fn alike(a: &WorkerPlan, b: &WorkerPlan) -> bool {
@@ -283,6 +327,14 @@ fn readers(
                         ),
                         changed: false,
                     });
+                    own_files(
+                        text,
+                        lines,
+                        (w, first, node(&w.name)),
+                        catalog,
+                        edits,
+                        changes,
+                    );
                 }
                 continue;
             }
@@ -342,19 +394,47 @@ fn set_processes(
     value: &Value,
     n: usize,
 ) -> Option<Edit> {
+    set_key(
+        text,
+        lines,
+        (key, value),
+        "number_of_processes",
+        &n.to_string(),
+    )
+}
+
+/// A mapping's entry: its key and value nodes.
+type Entry = (Value, Value);
+
+/// The entries of mapping `value` and the one named `name` among them; `None` for a node
+/// that is not a mapping.
+fn entries_and<'a>(value: &'a Value, name: &str) -> Option<(&'a [Entry], Option<&'a Entry>)> {
     let Kind::Map(entries) = &value.kind else {
         return None;
     };
-    if let Some((_, v)) = entries
+    let found = entries
         .iter()
-        .find(|(k, _)| k.key_text().as_deref() == Some("number_of_processes"))
-    {
+        .find(|(k, _)| k.key_text().as_deref() == Some(name));
+    Some((entries, found))
+}
+
+/// The edit that sets `name: with` in the mapping `value` (the value of `key`): its value
+/// replaced when it is there (a plain scalar), else the entry added first.
+fn set_key(
+    text: &str,
+    lines: &LineIndex<'_>,
+    (key, value): (&Value, &Value),
+    name: &str,
+    with: &str,
+) -> Option<Edit> {
+    let (entries, found) = entries_and(value, name)?;
+    if let Some((_, v)) = found {
         let start = lines.offset(v.at)?;
         let end = start + scalar_len(&text[start..]);
         return Some(Edit {
             start,
             end,
-            with: n.to_string(),
+            with: with.to_string(),
         });
     }
     let (first_key, _) = entries.first()?;
@@ -364,7 +444,7 @@ fn set_processes(
         return Some(Edit {
             start,
             end: start,
-            with: format!("number_of_processes: {n}, "),
+            with: format!("{name}: {with}, "),
         });
     }
     let indent = " ".repeat(first_key.at.column.saturating_sub(1) as usize);
@@ -372,7 +452,7 @@ fn set_processes(
     Some(Edit {
         start: line_start,
         end: line_start,
-        with: format!("{indent}number_of_processes: {n}\n"),
+        with: format!("{indent}{name}: {with}\n"),
     })
 }
 

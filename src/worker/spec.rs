@@ -146,6 +146,19 @@ pub const fn opt(
     }
 }
 
+/// The file a function writes in the run directory, so that `check` refuses two workers
+/// that would write the same one (each would overwrite the other's events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Writes {
+    /// The config key that names the file (without its extension); absent or not given,
+    /// the file is named after the worker's first source buffer.
+    pub name_key: Option<&'static str>,
+    /// The file's extension, without the dot.
+    pub extension: &'static str,
+    /// Each process writes its own file, `<name>_p<i>.<extension>`, when there are several.
+    pub per_process: bool,
+}
+
 /// Everything the setup validator and the docs need to know about a worker function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FunctionSpec {
@@ -163,6 +176,9 @@ pub struct FunctionSpec {
     pub observes: Arity,
     /// Config keys it reads; any other key is an error (with a "did you mean").
     pub keys: &'static [ConfigKey],
+    /// The file it writes in the run directory, if it is named by the setup (see
+    /// [`Writes`]); `None` for one named after the worker, or none.
+    pub writes: Option<Writes>,
 }
 
 impl FunctionSpec {
@@ -195,6 +211,15 @@ impl FunctionSpec {
             sinks,
             observes,
             keys,
+            writes: None,
+        }
+    }
+
+    /// The same function writing the file `writes` says.
+    pub const fn writing(self, writes: Writes) -> FunctionSpec {
+        FunctionSpec {
+            writes: Some(writes),
+            ..self
         }
     }
 

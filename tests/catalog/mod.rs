@@ -20,6 +20,7 @@ pub const fn spec(
         sinks,
         observes,
         keys,
+        writes: None,
     }
 }
 
