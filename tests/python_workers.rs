@@ -971,6 +971,36 @@ def stuck_after(buffer_io):
     assert_eq!(books["lost"], 0, "{summary}");
 }
 
+/// A reader whose worker ends before the run does (here it returns after 20 events) loses
+/// every later event of its buffer. The log said so once, when it ended; no `events_lost`
+/// alert followed, and the run's last lines showed the buffer whole. Now the losses as they
+/// go on are warned and alerted (rate-limited), and the end says how many it lost.
+#[test]
+fn events_lost_for_a_reader_that_ended_are_warned_and_said_at_the_end() {
+    let d = dir("reader-lost");
+    let code = r#"
+import mimocorb2 as mi2
+
+def leaves(buffer_io):
+    for n, _ in enumerate(mi2.Exporter(buffer_io), 1):
+        if n == 20:
+            return
+"#;
+    let source = "n_events: 3000, rate: 1000, realtime: true";
+    stuck_setup(&d, ("leaves", code), "never", "", 16, source);
+    let (_, stderr) = run_stuck(&d);
+    let run = run_in(&d.join("runs"));
+    let summary = json(&run.join("summary.json"));
+    let lost = summary["readers"]["raw"]["sink"]["lost"].as_u64().unwrap();
+    assert!(lost > 2000, "{summary}");
+    assert!(
+        stderr.contains(&format!("{lost} of them lost for reader 'sink'")),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(log.contains("events lost for reader 'sink' ("), "{log}");
+}
+
 /// The source of the stall tests: more events than a stuck reader's buffer holds.
 const STALL_SOURCE: &str = "n_events: 300, rate: 500, realtime: true";
 

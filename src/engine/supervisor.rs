@@ -375,6 +375,8 @@ struct Alarm {
     /// Lost events already logged, and when.
     lost_logged: u64,
     lost_logged_at: Option<Instant>,
+    /// Per reader: its own lost events (beyond the ring's) already logged, and when.
+    reader_lost_logged: BTreeMap<String, (u64, Option<Instant>)>,
 }
 
 /// Seconds between two log lines about events being lost in one buffer.
@@ -1738,6 +1740,26 @@ impl Supervisor {
                 self.alerts.raise(Kind::EventsLost, name, &msg);
                 alarm.lost_logged = lost;
                 alarm.lost_logged_at = Some(Instant::now());
+            }
+            // Lost for one reader alone: its worker ended, or a process of it died, while
+            // events waited for it (the ring's own losses are told above).
+            let Some(pb) = self.plan.buffer(name) else {
+                continue;
+            };
+            for (reader, books) in reader_books(&pb.readers, rings) {
+                let own = books.lost.saturating_sub(lost);
+                let (told, at) = alarm.reader_lost_logged.entry(reader.clone()).or_default();
+                let due = at.is_none_or(|t| t.elapsed().as_secs_f64() >= LOST_LOG_INTERVAL_S);
+                if own > *told && due {
+                    let msg = format!(
+                        "buffer '{name}': {} events lost for reader '{reader}' ({own} in all): \
+                         its worker ended, or a process of it died, before reading them",
+                        own - *told
+                    );
+                    tracing::warn!("{msg}");
+                    self.alerts.raise(Kind::EventsLost, name, &msg);
+                    (*told, *at) = (own, Some(Instant::now()));
+                }
             }
         }
     }
