@@ -123,7 +123,7 @@ pub type FileRows = BTreeMap<String, BTreeMap<String, (u64, u64)>>;
 /// h5py (no SWMR, no h5clear): file → group → (data rows, metadata rows). `None` without a
 /// Python with h5py.
 pub fn h5py_rows(run: &Path) -> Option<FileRows> {
-    let py = std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let py = python();
     let ok = Command::new(&py)
         .args(["-c", "import h5py"])
         .output()
@@ -151,6 +151,12 @@ print(json.dumps(out))
     );
     let v: FileRows = serde_json::from_slice(&o.stdout).unwrap();
     Some(v)
+}
+
+/// The Python the tests run scripts with: `$DAQ_PYTHON` (scripts/test.sh's venv, with h5py
+/// and numpy), else `python3`.
+pub fn python() -> String {
+    std::env::var("DAQ_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
 /// Runs `python -c script` with `args` to its end and returns its output; fails the test
