@@ -34,7 +34,7 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec::new(
     KEYS,
 )
 .writing(crate::worker::Writes {
-    name_key: Some("filename"),
+    name_key: Some(FILENAME.name),
     extension: "csv",
     per_process: false,
 });

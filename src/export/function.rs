@@ -27,11 +27,14 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
      flushed in SWMR mode so h5py can read it during the run and after a crash.",
     KEYS,
 )
-.writing(crate::worker::Writes {
-    name_key: Some("filename"),
+.writing(WRITES);
+
+/// `export.hdf5`'s file: `<filename>.h5`, by default the source's name; one a process.
+const WRITES: crate::worker::Writes = crate::worker::Writes {
+    name_key: Some(FILENAME.name),
     extension: "h5",
     per_process: true,
-});
+};
 
 keys! {
     list KEYS;
@@ -137,11 +140,7 @@ impl Hdf5Export {
             stem,
         } = Settings::read(ctx)?;
         let (me, n) = ctx.process;
-        let name = if n > 1 {
-            format!("{stem}_p{me}.h5")
-        } else {
-            format!("{stem}.h5")
-        };
+        let name = WRITES.file(&stem, me, n);
         let path = ctx.run_dir.join(name);
         let setup_text =
             std::fs::read_to_string(ctx.run_dir.join("setup.yaml")).unwrap_or_default();

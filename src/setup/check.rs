@@ -355,13 +355,11 @@ fn one_writer_a_file(l: &mut Loader, draft: &Draft, setup: &Setup, catalog: &dyn
         let Some(stem) = named.or(ws.sources.first().map(String::as_str)) else {
             continue;
         };
-        let files: Vec<String> = if writes.per_process && ws.processes > 1 {
-            (0..ws.processes)
-                .map(|i| format!("{stem}_p{i}.{}", writes.extension))
-                .collect()
-        } else {
-            vec![format!("{stem}.{}", writes.extension)]
-        };
+        let mut files: Vec<String> = (0..ws.processes.max(1))
+            .map(|i| writes.file(stem, i, ws.processes))
+            .collect();
+        // The processes of a worker that writes one file share it.
+        files.dedup();
         for file in files {
             match written.iter().find(|(f, _)| *f == file) {
                 Some((_, first)) => l.error(

@@ -159,6 +159,17 @@ pub struct Writes {
     pub per_process: bool,
 }
 
+impl Writes {
+    /// The file that process `process` of `processes` writes, named `stem`.
+    pub fn file(&self, stem: &str, process: usize, processes: usize) -> String {
+        if self.per_process && processes > 1 {
+            format!("{stem}_p{process}.{}", self.extension)
+        } else {
+            format!("{stem}.{}", self.extension)
+        }
+    }
+}
+
 /// Everything the setup validator and the docs need to know about a worker function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FunctionSpec {
