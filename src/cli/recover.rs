@@ -2,7 +2,7 @@
 //! starts in the same target directory.
 
 use super::exit;
-use crate::export::recover::FileRecovery;
+use crate::export::recover::CutOutcome;
 use std::path::Path;
 
 /// CPU time a file's recovery may spend without reading or writing one byte before it is
@@ -15,7 +15,7 @@ const SPIN_LIMIT_S: f64 = 5.0;
 /// child process, `daq-engine __recover-file`, which is stopped when libhdf5 loops in it
 /// (see [`SPIN_LIMIT_S`]): the file is then kept as it left it, and the recovery of the other
 /// files, and the run starting after them, go on.
-fn cut_apart(path: &Path) -> Result<(FileRecovery, Vec<String>), String> {
+fn cut_apart(path: &Path) -> CutOutcome {
     use std::process::{Command, Stdio};
     let failed = |why: String| format!("cannot read {}: {why}", path.display());
     let exe =
@@ -57,7 +57,7 @@ fn cut_apart(path: &Path) -> Result<(FileRecovery, Vec<String>), String> {
         use std::io::Read;
         let _ = o.read_to_string(&mut out);
     }
-    match serde_json::from_str::<Result<(FileRecovery, Vec<String>), String>>(&out) {
+    match serde_json::from_str::<CutOutcome>(&out) {
         Ok(r) => r,
         Err(_) => Err(failed(format!(
             "its recovery ended ({status}) without an answer"

@@ -360,13 +360,16 @@ fn writer_holds(path: &Path) -> bool {
 
 /// How a recovery cuts one file to its whole events: [`cut_here`], or the same work done
 /// where a libhdf5 that never returns can be stopped (the command line runs it in a child
-/// process). The file's recovery and the filters to compress it with, or why it failed.
-pub type Cut<'a> = &'a dyn Fn(&Path) -> Result<(FileRecovery, Vec<String>), String>;
+/// process).
+pub type Cut<'a> = &'a dyn Fn(&Path) -> CutOutcome;
+
+/// One file cut: its recovery and the filters to compress it with, or why it failed.
+pub type CutOutcome = Result<(FileRecovery, Vec<String>), String>;
 
 /// Cuts `path` to its whole events in this process: clears the writer's flags, cuts `data`
 /// and `metadata` to the events both hold and records that count (see [`recover_file`]);
 /// returns the filters it is to be compressed with (none: it is compressed already).
-pub fn cut_here(path: &Path) -> Result<(FileRecovery, Vec<String>), String> {
+pub fn cut_here(path: &Path) -> CutOutcome {
     cut_to_whole_events(path, true).map_err(|e| e.to_string())
 }
 
