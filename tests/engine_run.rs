@@ -402,9 +402,8 @@ fn workers_exit_and_clean_up_when_the_supervisor_is_killed() {
     wait_until("every worker to exit", Duration::from_secs(30), || {
         processes_with(&needle).is_empty()
     });
-    // The workers wrote to the supervisor's stderr, which they inherited: with them all
-    // gone, it reads to its end. (Ring files were left here once in a few full runs of this
-    // file, cause unknown; what the workers said goes with the failure.)
+    // What the workers said through the supervisor before it was killed (ring files were
+    // left here once in a few full runs of this file, cause unknown) goes with the failure.
     let mut said = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut said);

@@ -1075,3 +1075,85 @@ fn a_worker_stuck_mid_run_without_restart_is_named_once() {
         "{stderr}"
     );
 }
+
+/// A worker's prints stalled the run when nobody read the run's stderr: a `| tee` that
+/// stalled, a pipe to a program that had ended its reading, a terminal paused with Ctrl-S.
+/// Each worker's stdout and stderr were the supervisor's stderr itself, so once that pipe
+/// was full a worker that printed waited in its `print` for ever, its buffer filled and the
+/// importer lost events (only the supervisor's own lines went through its bounded queue).
+/// Here the test holds the pipe and reads it only after the run: every event still reaches
+/// the worker, and the lines the terminal could not take are counted in the log.
+#[test]
+fn a_worker_that_prints_does_not_wait_for_a_terminal_nobody_reads() {
+    let d = dir("prints-unread");
+    let code = r#"
+import mimocorb2 as mi2
+
+def loud(buffer_io):
+    for n, _ in enumerate(mi2.Exporter(buffer_io), 1):
+        print("loud took event", n, "x" * 200)
+"#;
+    // 2000 lines of 220 bytes: some six times what a pipe holds.
+    stuck_setup(&d, ("loud", code), "never", "", 64, "n_events: 2000");
+    let (code, stderr) = run_stuck(&d);
+    assert_eq!(code, 0, "{stderr}");
+    let run = run_in(&d.join("runs"));
+    let summary = json(&run.join("summary.json"));
+    let books = &summary["readers"]["raw"]["sink"];
+    assert_eq!(summary["events"]["raw"], 2000, "{summary}");
+    assert_eq!(books["delivered"], 2000, "{summary}");
+    assert_eq!(books["lost"], 0, "{summary}");
+    // What the pipe took: the lines as printed, whole.
+    assert!(
+        stderr.contains(&format!("loud took event 1 {}\n", "x".repeat(200))),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(log.contains("lines for the terminal were dropped"), "{log}");
+}
+
+/// The other side of the pipe above: once the supervisor is gone (killed outright, the OOM
+/// killer) nothing reads what its workers print. A worker that prints while it drains goes
+/// on to its end, its prints going nowhere, instead of failing in its `print` on the closed
+/// pipe (Python's BrokenPipeError).
+#[test]
+fn a_worker_that_prints_ends_its_drain_when_the_supervisor_is_killed() {
+    let d = dir("prints-orphaned");
+    let code = r#"
+import mimocorb2 as mi2
+
+def loud(buffer_io):
+    n = 0
+    for n, _ in enumerate(mi2.Exporter(buffer_io), 1):
+        print("loud took event", n)
+        if n == 50:
+            open("running", "w").close()
+    print("loud is done after", n)
+    with open("done", "w") as f:
+        f.write(str(n))
+"#;
+    let source = "n_events: 1000000000, rate: 1000, realtime: true";
+    stuck_setup(&d, ("loud", code), "never", "", 64, source);
+    let mut child = runs::engine_in(&d, &["setup.yaml", "--quiet"])
+        .env("VIRTUAL_ENV", venv())
+        .spawn()
+        .unwrap();
+    let long = Duration::from_secs(60);
+    runs::wait_until("the worker to take 50 events", long, || {
+        d.join("running").exists()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+    runs::wait_until("the worker to end its drain", long, || {
+        d.join("done").exists()
+    });
+    let took: u64 = std::fs::read_to_string(d.join("done"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(took >= 50, "{took}");
+}

@@ -431,6 +431,9 @@ pub struct Supervisor {
     notify: super::notify::Notify,
     /// `options.alert_command`, run when a warning starts.
     alerts: super::alert::Alerts,
+    /// What the workers print, on its way to the terminal; `None` when no pipe could be
+    /// made (then they print onto the supervisor's stderr itself).
+    prints: Option<super::terminal::Prints>,
 }
 
 /// A run with a real-time worker (`priority:`) on a core of its own keeps every idle CPU
@@ -592,6 +595,9 @@ impl Supervisor {
             disk: crate::export::disk::DiskWatch::new(plan_run_dir, (disk_reserve_mb * 1e6) as u64),
             notify: super::notify::Notify::from_env(),
             alerts,
+            prints: super::terminal::Prints::open()
+                .inspect_err(|e| tracing::warn!("no pipe for the workers' prints: {e}"))
+                .ok(),
         })
     }
 
@@ -690,11 +696,19 @@ impl Supervisor {
             .env_remove(super::notify::SOCKET_VAR)
             .stdin(Stdio::null())
             .process_group(0);
-        // What a worker prints (a Python worker's `print`) goes where its messages go: under
-        // the dashboard into console.log, not over the screen the dashboard draws on stdout;
-        // otherwise the terminal or the journal, as before.
-        if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
-            cmd.stdout(Stdio::from(err));
+        // What a worker prints (a Python worker's `print`) goes where the supervisor's
+        // messages go: under the dashboard into console.log, not over the screen the
+        // dashboard draws on stdout; otherwise the terminal or the journal. Through the
+        // pipe of `prints`, so that a terminal nobody reads never holds a worker up.
+        match self.prints.as_ref().map(|p| p.for_worker()) {
+            Some(Ok((out, err))) => {
+                cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+            }
+            _ => {
+                if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
+                    cmd.stdout(Stdio::from(err));
+                }
+            }
         }
         // A worker starts with the pause signal blocked and unblocks it once its handler is
         // in place (`runtime::install_signals`): a pause sent while it is still starting
@@ -1905,6 +1919,11 @@ impl Drop for Supervisor {
                     let _ = c.wait();
                 }
             }
+        }
+        // Every worker has ended: what they printed last reaches the terminal's queue
+        // before the run's last lines.
+        if let Some(prints) = self.prints.take() {
+            prints.close(Duration::from_secs(2));
         }
     }
 }

@@ -1,11 +1,13 @@
 //! What the supervisor says on its terminal while a run goes on (progress lines, warnings),
 //! written by a thread of its own, so that a terminal or pipe nobody reads (a full pipe, a
 //! `| tee` that stalls, a suspended terminal) never holds the run up: lines that do not fit
-//! the bounded queue are dropped and counted; the run log has them all.
+//! the bounded queue are dropped and counted; the run log has them all. What the workers
+//! print ([`Prints`]) takes the same way.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -69,5 +71,119 @@ pub fn drain(limit: Duration) {
     let t0 = Instant::now();
     while t.waiting.load(Ordering::SeqCst) > 0 && t0.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The longest piece of a line without an end that is passed on at once (a worker that
+/// prints megabytes without a newline is shown in pieces, not held in memory).
+const LONGEST_LINE: usize = 64 * 1024;
+
+/// Where the workers' prints and messages go (a Python worker's `print`, a traceback, a
+/// failing worker's last words): a pipe whose write end is every worker's stdout and stderr,
+/// read by a thread of the supervisor that passes each line on through [`say`]. So a worker
+/// never waits for a terminal or pipe that nobody reads: before, each worker wrote to the
+/// supervisor's stderr itself and, once a pipe nobody read was full, waited in its `print`
+/// for ever while its buffer filled.
+pub struct Prints {
+    write: OwnedFd,
+    /// Says when the thread has passed on everything (every write end is closed).
+    done: Receiver<()>,
+}
+
+impl Prints {
+    /// The pipe and its reading thread.
+    pub fn open() -> std::io::Result<Prints> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (tx, done) = channel();
+        std::thread::Builder::new()
+            .name("daq-prints".into())
+            .spawn(move || {
+                pass_on(std::fs::File::from(read), say);
+                let _ = tx.send(());
+            })?;
+        Ok(Prints { write, done })
+    }
+
+    /// A worker's stdout and stderr: the pipe's write end, twice.
+    pub fn for_worker(&self) -> std::io::Result<(OwnedFd, OwnedFd)> {
+        Ok((self.write.try_clone()?, self.write.try_clone()?))
+    }
+
+    /// Closes the supervisor's write end and waits at most `limit` for the lines still in
+    /// the pipe to be passed on: the thread ends once every worker that held the pipe has
+    /// ended (a process a worker left behind may hold it longer; then what it prints later
+    /// is not waited for).
+    pub fn close(self, limit: Duration) {
+        drop(self.write);
+        let _ = self.done.recv_timeout(limit);
+    }
+}
+
+/// Reads `from` to its end and gives `say` each line (and each [`LONGEST_LINE`] of a line
+/// without an end) as it comes.
+fn pass_on(mut from: impl Read, mut say: impl FnMut(String)) {
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut line = Vec::new();
+    let mut say_line = |line: &mut Vec<u8>| {
+        say(String::from_utf8_lossy(line).into_owned());
+        line.clear();
+    };
+    loop {
+        let n = match from.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let mut rest = &chunk[..n];
+        while !rest.is_empty() {
+            let room = &rest[..rest.len().min(LONGEST_LINE - line.len())];
+            let take = room
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(room.len(), |end| end + 1);
+            line.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if line.ends_with(b"\n") || line.len() == LONGEST_LINE {
+                say_line(&mut line);
+            }
+        }
+    }
+    if !line.is_empty() {
+        say_line(&mut line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines come whole, however the reads cut them; a line with no end is said in pieces
+    /// of [`LONGEST_LINE`]; bytes that are not UTF-8 do not lose the line; the last piece
+    /// without an end is said when the pipe ends.
+    #[test]
+    fn prints_are_passed_on_a_line_at_a_time() {
+        let long = "y".repeat(LONGEST_LINE + 10);
+        let mut bytes = b"first\nsec\xffond\n".to_vec();
+        bytes.extend_from_slice(long.as_bytes());
+        bytes.extend_from_slice(b"\nlast");
+        let mut said = Vec::new();
+        // A reader that hands out 7 bytes at a time, as a pipe may.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(7);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        pass_on(Trickle(&bytes), |l| said.push(l));
+        assert_eq!(said[0], "first\n");
+        assert_eq!(said[1], "sec\u{fffd}ond\n");
+        assert_eq!(said[2].len(), LONGEST_LINE);
+        assert_eq!(said[3], "y".repeat(10) + "\n");
+        assert_eq!(said[4], "last");
+        assert_eq!(said.len(), 5);
     }
 }

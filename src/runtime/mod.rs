@@ -21,7 +21,7 @@ use crate::run_dir::plan::{BufferPlan, Plan, WorkerPlan};
 use crate::worker::{Build, Registry};
 use crate::worker::{BuildContext, Emit, EventMut, EventRef, Produced, SinkMask, WorkerError};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -30,8 +30,29 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// handlers of signals that were pending together in reverse), the latest one wins.
 static PAUSE: AtomicU64 = AtomicU64::new(0);
 
+/// The supervisor's pid, in a worker process (0 until known).
+static SUPERVISOR: AtomicI32 = AtomicI32::new(0);
+
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+    let supervisor = SUPERVISOR.load(Ordering::SeqCst);
+    // SAFETY: getppid, open, dup2 and close are async-signal-safe; the path is a constant
+    // C string. A worker's stdout and stderr are a pipe the supervisor reads
+    // (`engine::terminal::Prints`); once the supervisor is gone nothing reads it, and what
+    // the worker prints while it drains would fail (a Python `print` raising
+    // BrokenPipeError) or, in a pipe a leftover process still holds, wait for ever. The
+    // kernel sends this signal again each time the worker is handed to a new parent, the
+    // last time when the supervisor's last thread has gone and `getppid` names another.
+    unsafe {
+        if supervisor > 0 && libc::getppid() != supervisor {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if null >= 0 {
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+                libc::close(null);
+            }
+        }
+    }
 }
 
 extern "C" fn on_pause_state(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -200,10 +221,13 @@ pub fn run(
     registry: &Registry,
     python: PythonWorker,
 ) -> i32 {
-    install_signals();
     let supervisor = std::env::var("DAQ_SUPERVISOR_PID")
         .ok()
         .and_then(|s| s.parse::<i32>().ok());
+    if let Some(pid) = supervisor {
+        SUPERVISOR.store(pid, Ordering::SeqCst);
+    }
+    install_signals();
     // Only fails for an invalid signal number.
     let _ = signal_on_parent_death(libc::SIGTERM);
     if let Some(pid) = supervisor {
@@ -234,10 +258,10 @@ pub fn run(
     let plan = match Plan::load(plan_path) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!(
+            say(format_args!(
                 "daq-engine worker {worker}: cannot read {}: {e}",
                 plan_path.display()
-            );
+            ));
             return 1;
         }
     };
@@ -259,10 +283,19 @@ pub fn run(
         Outcome::Finished => 0,
         Outcome::Failed(msg) => {
             tracing::error!("worker '{worker}' process {process}: {msg}");
-            eprintln!("daq-engine: worker '{worker}' process {process}: {msg}");
+            say(format_args!(
+                "daq-engine: worker '{worker}' process {process}: {msg}"
+            ));
             1
         }
     }
+}
+
+/// Writes `line` to stderr; unlike `eprintln!`, never panics when it cannot (the
+/// supervisor that read it is gone).
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// True when `supervisor` will not clean up after this worker, whose parent is `parent`: it is
