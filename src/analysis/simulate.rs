@@ -52,6 +52,11 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
     KEYS,
 );
 
+/// The most normals `noise_generator: table` precomputes: 16 Mi (64 MiB), eight events of
+/// 2 Mi samples. Longer events draw each sample (as `ziggurat`): their table, eight events
+/// long, took 4 GB and half a minute to fill for 10^8 samples, in `check` as in the run.
+const LARGEST_NOISE_TABLE: usize = 1 << 24;
+
 keys! {
     list KEYS;
     const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)");
@@ -74,7 +79,7 @@ keys! {
     const POLARITY: Key<str> = ("polarity", "positive", "pulse sign: positive or negative");
     const BASELINE: Key<f64> = ("baseline", 0.0, "constant offset of every sample (V)");
     const NOISE: Key<f64> = ("noise", 0.002, "gaussian noise RMS per sample (V); 0 = none");
-    const NOISE_GENERATOR: Key<str> = ("noise_generator", "table", "`table` (precomputed normals at random offsets, fast) or `ziggurat` (exact, independent per sample)");
+    const NOISE_GENERATOR: Key<str> = ("noise_generator", "table", "`table` (precomputed normals at random offsets, fast; for events over 2 Mi samples as ziggurat) or `ziggurat` (exact, independent per sample)");
     const DECAY_FRACTION: Key<f64> = ("decay_fraction", 0.0, "fraction of events with a second pulse after an exponential delay");
     const LIFETIME: Key<f64> = ("lifetime", 2.197e-6, "mean delay of the second pulse (s); the muon lifetime by default");
     const COINCIDENCE: Key<bool> = ("coincidence", true, "true: every channel has the pulses; false: one channel chosen at random per event");
@@ -532,7 +537,7 @@ impl SimulatePulses {
         let seed = c.get(SEED)? as u64;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let noise_table = match choice(ctx, NOISE_GENERATOR, &["table", "ziggurat"])? {
-            "table" if noise > 0.0 => {
+            "table" if noise > 0.0 && 8 * n <= LARGEST_NOISE_TABLE => {
                 let size = (1usize << 20).max((8 * n).next_power_of_two());
                 let mut t = vec![0f32; size];
                 for v in &mut t {
