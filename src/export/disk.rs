@@ -2,10 +2,12 @@
 //!
 //! Guarantees: [`DiskWatch::check`] makes one `fstat`, one `stat` and one `statvfs` call
 //! and no allocation unless it has something to say; below twice the reserve, or when the
-//! reserve would be reached within ten minutes at the current rate, it warns with the time
-//! left (at most every 30 s); when the reserve would be reached within a second at the
-//! current rate (or is reached) it asks once for the run to stop, so the buffers drain and
-//! the files close while there is room.
+//! reserve would be reached within ten minutes at the sustained rate (the free space's fall
+//! averaged over about the last minute) or within a minute at the rate of the last second, it
+//! warns with the time left (at most every 30 s), so a few seconds' burst by another program
+//! on a roomy disk does not warn; when the reserve would be reached within a second at the
+//! rate of the last second (or is reached) it asks once for the run to stop, so the buffers
+//! drain and the files close while there is room.
 //! The run directory is held open: when it is deleted while the run goes on (its link count
 //! drops to 0) the files in it went with it and everything written from then on would go
 //! nowhere; when it is moved or renamed (its name no longer names it) the workers, which
@@ -108,6 +110,10 @@ pub struct DiskWatch {
     /// Bytes per second the free space shrank over the last window of a second or more (0
     /// when it did not shrink, or before the first second).
     rate: f64,
+    /// `rate` averaged over about the last [`SUSTAINED_OVER`], each window weighted by
+    /// `1 - e^(-its length / SUSTAINED_OVER)`; 0 before the first second, and never more
+    /// than the largest `rate` so far.
+    sustained: f64,
     warned: Option<Instant>,
     stopped: bool,
     /// The run directory held open (see the module documentation), until it was found
@@ -115,8 +121,20 @@ pub struct DiskWatch {
     held: Option<std::fs::File>,
 }
 
-/// Warn when the reserve is this near at the current rate.
+/// Warn when the reserve is this near at the sustained rate.
 const WARN_AHEAD: Duration = Duration::from_secs(600);
+/// How long a change in the rate takes to show in the sustained rate, and so how near the
+/// reserve must be at the rate of the last second to warn without waiting for it.
+///
+/// The sustained rate is an exponential average rather than the fall over a minute of
+/// kept samples: one number, nothing kept or allocated, and the same bound. A burst of `B`
+/// bytes written by someone else raises it by at most `B / SUSTAINED_OVER`, so it warns
+/// only when what is free above the reserve is under `WARN_AHEAD / SUSTAINED_OVER` (ten)
+/// times the burst: the tester's 4 GB on a disk with 67 GB free does not warn. A run that
+/// fills the disk from its start is warned with four fifths or more of its time left, or of
+/// ten minutes if it has more: the average starts at 0 and follows within about a minute;
+/// with less than a minute left no average is waited for.
+const SUSTAINED_OVER: Duration = Duration::from_secs(60);
 /// About how long a run takes to stop (importers end, buffers drain); the run is stopped
 /// when the reserve would be reached within this time.
 const STOP_TAKES: Duration = Duration::from_secs(1);
@@ -141,6 +159,7 @@ impl DiskWatch {
             reserve: reserve_bytes,
             last: None,
             rate: 0.0,
+            sustained: 0.0,
             warned: None,
             stopped: false,
             held,
@@ -172,6 +191,8 @@ impl DiskWatch {
                 let dt = now.duration_since(t0).as_secs_f64();
                 if dt >= 1.0 {
                     self.rate = ((f0 as f64 - free as f64) / dt).max(0.0);
+                    let weight = 1.0 - (-dt / SUSTAINED_OVER.as_secs_f64()).exp();
+                    self.sustained += weight * (self.rate - self.sustained);
                     self.last = Some((now, free));
                 }
             }
@@ -194,10 +215,20 @@ impl DiskWatch {
                 mb(self.reserve as f64)
             )));
         }
-        let left = if self.rate > 0.0 {
-            (free - self.reserve) as f64 / self.rate
-        } else {
-            f64::INFINITY
+        // Seconds until the reserve at `rate`.
+        let above = (free - self.reserve) as f64;
+        let until = |rate: f64| {
+            if rate > 0.0 {
+                above / rate
+            } else {
+                f64::INFINITY
+            }
+        };
+        // The rate of the last second only when it leaves no time to wait for the sustained
+        // one (see SUSTAINED_OVER).
+        let (rate, left) = match until(self.rate) {
+            soon if soon < SUSTAINED_OVER.as_secs_f64() => (self.rate, soon),
+            _ => (self.sustained, until(self.sustained)),
         };
         let low = free < self.reserve.saturating_mul(2) || left < WARN_AHEAD.as_secs_f64();
         if low
@@ -209,7 +240,7 @@ impl DiskWatch {
             let when = if left.is_finite() {
                 format!(
                     "at {}/s the run stops in about {:.0} s",
-                    mb(self.rate),
+                    mb(rate),
                     left.max(0.0)
                 )
             } else {
@@ -268,6 +299,64 @@ mod tests {
         // 100 MB/s: 95 MB above the reserve is less than a second away.
         let n = w.check_at(t + Duration::from_secs(1), 100_000_000);
         assert!(matches!(n, Some(DiskNews::Stop(_))), "{n:?}");
+    }
+
+    /// A tester's run with 67 GB free warned "at … /s the run stops in about 123 s" and
+    /// raised the low-disk alert while another program wrote 4 GB to the disk within a few
+    /// seconds: the rate of the last second saw the burst, not the run. Neither at the start
+    /// of a run nor two minutes in does such a burst warn.
+    #[test]
+    fn a_burst_by_another_program_does_not_warn() {
+        for burst_at in [1, 121] {
+            let t = Instant::now();
+            let mut w = DiskWatch::new("/", 100_000_000);
+            let mut free = 67_000_000_000u64;
+            assert_eq!(w.check_at(t, free), None);
+            // The run writes 1 MB/s for ten minutes; the other program 500 MB/s for 8 s.
+            for i in 1..=600 {
+                free -= 1_000_000;
+                if (burst_at..burst_at + 8).contains(&i) {
+                    free -= 500_000_000;
+                }
+                let n = w.check_at(t + Duration::from_secs(i), free);
+                assert_eq!(n, None, "burst at {burst_at} s, {i} s in");
+            }
+        }
+    }
+
+    /// A run that fills the disk at a steady rate from its start is warned while minutes are
+    /// left, and stopped a second before the reserve as before.
+    #[test]
+    fn a_run_filling_the_disk_is_warned_minutes_ahead() {
+        let t = Instant::now();
+        let reserve = 100_000_000;
+        let mut w = DiskWatch::new("/", reserve);
+        // 20 MB/s with 10 GB above the reserve: 500 s.
+        let mut free = reserve + 10_000_000_000;
+        assert_eq!(w.check_at(t, free), None);
+        let mut warned = None;
+        for i in 1..=500 {
+            free -= 20_000_000;
+            match w.check_at(t + Duration::from_secs(i), free) {
+                None => {}
+                Some(DiskNews::Low(m)) => {
+                    warned.get_or_insert((i, m));
+                }
+                Some(DiskNews::Stop(_)) => {
+                    // With one second of writing left, no later.
+                    assert_eq!(free, reserve + 20_000_000, "stopped at {i} s");
+                    let (at, m) = warned.expect("a warning before the stop");
+                    // Five minutes or more were left when it warned.
+                    assert!(
+                        at <= 200 && m.contains("the run stops in about"),
+                        "{at} s: {m}"
+                    );
+                    return;
+                }
+                n => panic!("{n:?}"),
+            }
+        }
+        panic!("no stop; warned: {warned:?}");
     }
 
     /// A scratch directory holding `run`, and a watch of `run` that has nothing to say yet.
