@@ -38,8 +38,8 @@ use super::trace::{
 };
 use crate::keys;
 use crate::worker::{
-    BufferShape, BuildContext, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor, Strings,
-    Template, WiringError, WorkerError,
+    BufferShape, BuildContext, ConfigKey, Emit, EventRef, FunctionSpec, Key, MaybeKey, Processor,
+    Strings, Template, WiringError, WorkerError,
 };
 
 keys! {
@@ -82,18 +82,9 @@ pub const PULSES_SPEC: FunctionSpec = FunctionSpec::new(
     "Finds every pulse on every chosen channel and emits one record per pulse into a \
      feature buffer with data_length 1 whose fields are any of: channel, pulse, index, \
      time, height, area, width.",
-    &[
-        THRESHOLD.spec(),
-        PULSES_CHANNELS.spec(),
-        POLARITY.spec(),
-        BASELINE.spec(),
-        RELEASE.spec(),
-        TIME_FRACTION.spec(),
-        INTERVAL.spec(),
-        SCALE.spec(),
-        MAX_PULSES.spec(),
-    ],
+    &PULSES_KEYS,
 );
+const PULSES_KEYS: [ConfigKey; 9] = finder_keys(PULSES_CHANNELS.spec());
 
 /// The declaration of `process.pulse_pairs`.
 pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec::new(
@@ -102,9 +93,17 @@ pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec::new(
     "For events with at least two pulses on `channel`, emits one record with the delay \
      between the first two (e.g. a muon and its decay electron). Sink fields: delay \
      (required), and any of channel, time1, time2, height1, height2.",
-    &[
+    &PULSE_PAIRS_KEYS,
+);
+const PULSE_PAIRS_KEYS: [ConfigKey; 9] = finder_keys(PAIRS_CHANNEL.spec());
+
+/// The keys of a function that finds pulses: `threshold`, then `channels`, its key for the
+/// channels searched, then the other keys the pulse finder reads ([`Finder::from`]), so a
+/// key the finder comes to read is declared for every function that uses it.
+const fn finder_keys(channels: ConfigKey) -> [ConfigKey; 9] {
+    [
         THRESHOLD.spec(),
-        PAIRS_CHANNEL.spec(),
+        channels,
         POLARITY.spec(),
         BASELINE.spec(),
         RELEASE.spec(),
@@ -112,8 +111,8 @@ pub const PULSE_PAIRS_SPEC: FunctionSpec = FunctionSpec::new(
         INTERVAL.spec(),
         SCALE.spec(),
         MAX_PULSES.spec(),
-    ],
-);
+    ]
+}
 
 /// The declaration of `process.downsample`.
 pub const DOWNSAMPLE_SPEC: FunctionSpec = FunctionSpec::new(
