@@ -1157,3 +1157,52 @@ def loud(buffer_io):
         .unwrap();
     assert!(took >= 50, "{took}");
 }
+
+/// `sys.exit(0)` is how a Python program says it is done: a worker that called it mid-run
+/// failed the run ("exited with status 1"), while one that returned (or called
+/// `os._exit(0)`) ended as finished. It ends as a return does now; any other exit code,
+/// or a message, still fails the worker.
+#[test]
+fn a_worker_that_calls_sys_exit_0_ends_as_one_that_returns() {
+    let code = r#"
+import sys
+import mimocorb2 as mi2
+
+def leaves(buffer_io):
+    for n, _ in enumerate(mi2.Exporter(buffer_io), 1):
+        if n == 20:
+            sys.exit(buffer_io["code"])
+"#;
+    for (exit, fails) in [
+        ("0", false),
+        ("null", false),
+        ("3", true),
+        ("'enough'", true),
+    ] {
+        let d = dir(&format!("sys-exit-{}", exit.trim_matches('\'')));
+        stuck_setup(&d, ("leaves", code), "never", "", 16, "n_events: 200");
+        let setup = std::fs::read_to_string(d.join("setup.yaml")).unwrap();
+        let config = format!("restart: never\n    config: {{code: {exit}}}");
+        std::fs::write(
+            d.join("setup.yaml"),
+            setup.replace("restart: never", &config),
+        )
+        .unwrap();
+        let (status, stderr) = run_stuck(&d);
+        let summary = json(&run_in(&d.join("runs")).join("summary.json"));
+        let books = &summary["readers"]["raw"]["sink"];
+        assert_eq!(books["delivered"], 20, "sys.exit({exit}): {summary}");
+        assert_eq!(
+            books["delivered"].as_u64().unwrap() + books["lost"].as_u64().unwrap(),
+            summary["events"]["raw"].as_u64().unwrap(),
+            "sys.exit({exit}): {summary}"
+        );
+        if fails {
+            assert_eq!(status, 1, "sys.exit({exit}): {stderr}");
+            assert!(stderr.contains("SystemExit"), "sys.exit({exit}): {stderr}");
+        } else {
+            assert_eq!(status, 0, "sys.exit({exit}): {stderr}");
+            assert_eq!(summary["failures"], serde_json::json!([]), "{summary}");
+        }
+    }
+}

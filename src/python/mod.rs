@@ -213,7 +213,18 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize) -> Outcome {
                     buffers(plan, &w.observes),
                 ),
             )?;
-            function.call1((io,))?;
+            match function.call1((io,)) {
+                Ok(_) => {}
+                Err(e) if done(py, &e) => tracing::info!(
+                    "worker '{}' process {process}: Python function '{}' called                      sys.exit({}): it ended as a return ends it",
+                    w.name,
+                    w.function,
+                    e.value(py)
+                        .getattr("code")
+                        .map_or_else(|_| "None".into(), |c| c.to_string())
+                ),
+                Err(e) => return Err(e),
+            }
             // The function returned: streams it did not end itself end now, as a Rust
             // worker's do when it finishes.
             native.borrow_mut(py).finish();
@@ -229,6 +240,15 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize) -> Outcome {
             )),
         }
     })
+}
+
+/// True when `e` is `SystemExit` with the code 0 or None: `sys.exit()` or `sys.exit(0)`,
+/// how a Python program says it is done (and mimoCoRB2's worker process ended as done).
+fn done(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+        && e.value(py)
+            .getattr("code")
+            .is_ok_and(|c| c.is_none() || c.extract::<i64>().is_ok_and(|c| c == 0))
 }
 
 /// `daq-engine __python-probe FILE FUNCTION [VENV]`: imports the worker file as a worker
