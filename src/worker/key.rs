@@ -415,9 +415,11 @@ macro_rules! key {
 /// It is [`key!`](crate::key) in a form rustfmt leaves alone, so a function's key block
 /// reads as a table instead of five lines a key.
 ///
-/// A first line `list KEYS;` also declares `KEYS`, the declarations of the whole table in
-/// its order, as a [`FunctionSpec`](super::FunctionSpec) lists them: a function whose keys
-/// are the table names each key once.
+/// A first line `list KEYS;` (or `list pub KEYS;`, with a visibility) also declares `KEYS`,
+/// the declarations of the whole table in its order, as a
+/// [`FunctionSpec`](super::FunctionSpec) lists them: a function whose keys are the table
+/// names each key once. A function whose keys are its own table and keys it shares with
+/// others joins the lists with [`join_keys!`](crate::join_keys).
 ///
 /// ```
 /// use daq_engine::keys;
@@ -434,14 +436,45 @@ macro_rules! key {
 /// ```
 #[macro_export]
 macro_rules! keys {
-    (list $list:ident; $($(#[$attr:meta])* $vis:vis const $name:ident: $ty:ty = ($($args:tt)*);)*) => {
+    (list $list_vis:vis $list:ident; $($(#[$attr:meta])* $vis:vis const $name:ident: $ty:ty = ($($args:tt)*);)*) => {
         /// The keys of this table, in its order, as a function's declaration lists them.
-        const $list: &[$crate::worker::ConfigKey] = &[$($name.spec()),*];
+        $list_vis const $list: &[$crate::worker::ConfigKey] = &[$($name.spec()),*];
         $crate::keys! { $($(#[$attr])* $vis const $name: $ty = ($($args)*);)* }
     };
     ($($(#[$attr:meta])* $vis:vis const $name:ident: $ty:ty = ($($args:tt)*);)*) => {
         $($(#[$attr])* $vis const $name: $ty = $crate::key!($($args)*);)*
     };
+}
+
+/// Key lists (each a `&[ConfigKey]`: a [`keys!`](crate::keys) table's `list`, or
+/// `&[KEY.spec()]`), one after the other, as one `&'static [ConfigKey]`, joined at compile
+/// time: a function whose keys are its own table followed by keys others share names each
+/// key once.
+///
+/// ```
+/// use daq_engine::{join_keys, keys};
+/// use daq_engine::worker::{ConfigKey, FunctionSpec, Key, Template};
+///
+/// const SEED: Key<i64> = daq_engine::key!("seed", 1, "random seed");
+/// keys! {
+///     list OWN;
+///     const RATE: Key<f64> = ("rate", 100.0, "events per second");
+///     const N: Key<u64> = ("n_events", 0, "events, then end; 0 = no limit");
+/// }
+/// const KEYS: &[ConfigKey] = join_keys!(OWN, &[SEED.spec()]);
+/// const SPEC: FunctionSpec = FunctionSpec::new("my.source", Template::Importer, "…", KEYS);
+/// let names: Vec<_> = SPEC.keys.iter().map(|k| k.name).collect();
+/// assert_eq!(names, ["rate", "n_events", "seed"]);
+/// # let _ = (RATE, N);
+/// ```
+#[macro_export]
+macro_rules! join_keys {
+    ($($list:expr),* $(,)?) => {{
+        const LISTS: &[&[$crate::worker::ConfigKey]] = &[$($list),*];
+        const KEYS: [$crate::worker::ConfigKey; $crate::worker::ConfigKey::count(LISTS)] =
+            $crate::worker::ConfigKey::join(LISTS);
+        &KEYS
+    }};
 }
 
 #[cfg(test)]
@@ -489,6 +522,7 @@ mod tests {
     }
 
     crate::keys! {
+        list pub(crate) T_KEYS;
         /// The table form of the keys above, and a list key.
         const T_N: Key<u64> = ("n_events", 200000, "events");
         const T_LEVEL: Key<f64> = ("level", -0.05, "volts");
@@ -511,6 +545,28 @@ mod tests {
             format!("{T_N:?} {T_NAME:?}"),
             "Key(n_events: Int) MaybeKey(filename: Str)"
         );
+    }
+
+    #[test]
+    fn joined_lists_keep_every_key_in_their_order() {
+        const JOINED: &[ConfigKey] =
+            crate::join_keys!(&[], &[N.spec()], T_KEYS, &[], &[EDGE.spec()]);
+        let names: Vec<&str> = JOINED.iter().map(|k| k.name).collect();
+        assert_eq!(
+            names,
+            [
+                "n_events",
+                "n_events",
+                "level",
+                "filename",
+                "threshold",
+                "none",
+                "channels",
+                "edge"
+            ]
+        );
+        assert_eq!(JOINED[3], T_NAME.spec());
+        assert_eq!(crate::join_keys!(), &[] as &[ConfigKey]);
     }
 
     #[test]

@@ -130,6 +130,50 @@ pub struct ConfigKey {
     pub doc: &'static str,
 }
 
+impl ConfigKey {
+    /// How many keys `lists` hold together: the length of [`ConfigKey::join`]'s array.
+    pub const fn count(lists: &[&[ConfigKey]]) -> usize {
+        let mut n = 0;
+        let mut i = 0;
+        while i < lists.len() {
+            n += lists[i].len();
+            i += 1;
+        }
+        n
+    }
+
+    /// The keys of `lists`, one list after the other, as one array of `N` keys, `N` being
+    /// their [`count`](ConfigKey::count) (another `N` is an error, at compile time in a
+    /// const). [`join_keys!`](crate::join_keys) calls it for a function's declaration.
+    pub const fn join<const N: usize>(lists: &[&[ConfigKey]]) -> [ConfigKey; N] {
+        /// What each place holds until its key is copied in (none is left so).
+        const UNSET: ConfigKey = ConfigKey {
+            name: "",
+            ty: KeyType::Any,
+            required: false,
+            default: None,
+            doc: "",
+        };
+        assert!(
+            ConfigKey::count(lists) == N,
+            "the array must be as long as the lists together"
+        );
+        let mut out = [UNSET; N];
+        let mut at = 0;
+        let mut i = 0;
+        while i < lists.len() {
+            let mut j = 0;
+            while j < lists[i].len() {
+                out[at] = lists[i][j];
+                at += 1;
+                j += 1;
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
 /// An optional config key with a default (given as YAML text).
 pub const fn opt(
     name: &'static str,
@@ -311,6 +355,17 @@ mod tests {
         assert!(Arity::ANY.allows(0));
         assert_eq!(Arity::SOME.to_string(), "at least 1");
         assert_eq!(Arity::ONE.to_string(), "exactly 1");
+    }
+
+    #[test]
+    fn a_join_must_be_as_long_as_its_lists() {
+        const A: ConfigKey = opt("a", KeyType::Int, "1", "");
+        const B: ConfigKey = opt("b", KeyType::Str, "x", "");
+        let lists: &[&[ConfigKey]] = &[&[A], &[], &[B, A]];
+        assert_eq!(ConfigKey::count(lists), 3);
+        assert_eq!(ConfigKey::join::<3>(lists), [A, B, A]);
+        assert!(std::panic::catch_unwind(|| ConfigKey::join::<2>(lists)).is_err());
+        assert!(std::panic::catch_unwind(|| ConfigKey::join::<4>(lists)).is_err());
     }
 
     #[test]
