@@ -7,10 +7,8 @@
 //! opens its slave path. Must never: open a real port when simulating, or guess a port when
 //! none is configured.
 
-use super::serial::{baud, check_common, common, path_of, rate, PORT, SIM_SECOND};
-use super::{
-    expect_data_key, importer_spec, open_error, sim_error, within, DeviceImporter, SIMULATE,
-};
+use super::serial::{baud, check_common, common, path_of, rate};
+use super::{expect_data_key, importer_spec, open_error, sim_error, within, DeviceImporter};
 use crate::worker::{BuildContext, FunctionSpec, WorkerError};
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion, V3Columns,
@@ -22,11 +20,15 @@ mod cosmicwatch_keys {
     use crate::keys;
     use crate::worker::Key;
     keys! {
+        list pub OWN;
         pub const VERSION: Key<str> = ("version", "v2", "detector version: v2 (Arduino Nano, space-separated) or v3x (RP2040, tab-separated)");
         pub const BAUD: Key<usize> = ("baud", 0, "baud rate; 0 = 9600 for v2, 115200 for v3x (ignored by USB CDC)");
         pub const ENVIRONMENT: Key<bool> = ("environment", false, "v3x: the BMP280 columns Temp[C] and Press[Pa] are printed");
         pub const MOTION: Key<bool> = ("motion", false, "v3x: the MPU-6050 accelerometer and gyroscope columns are printed");
         pub const NAME_COLUMN: Key<bool> = ("name_column", false, "v3x: the detector name is printed as the last column");
+    }
+    keys! {
+        list pub SIM;
         pub const SIM_RATE: Key<f64> = ("sim_rate", 1.0, "simulator only: mean events per device second");
         pub const SIM_COINCIDENCE: Key<f64> = ("sim_coincidence", 0.0, "simulator only (v3x): probability that an event is flagged coincident");
     }
@@ -43,18 +45,8 @@ pub const SPEC: FunctionSpec = importer_spec!(
               time_s: float64, flag: uint8, adc: uint16, sipm_mv: float32, deadtime_s: float64, \
               then temp_c, pressure_pa (environment) and accel_x/y/z, gyro_x/y/z (motion), all \
               float32. The detector's own time and cumulative dead time stay in their fields.",
-    keys: [
-        PORT.spec(),
-        cosmicwatch_keys::VERSION.spec(),
-        cosmicwatch_keys::BAUD.spec(),
-        cosmicwatch_keys::ENVIRONMENT.spec(),
-        cosmicwatch_keys::MOTION.spec(),
-        cosmicwatch_keys::NAME_COLUMN.spec(),
-        SIMULATE.spec(),
-        cosmicwatch_keys::SIM_RATE.spec(),
-        cosmicwatch_keys::SIM_COINCIDENCE.spec(),
-        SIM_SECOND.spec(),
-    ],
+    keys: [cosmicwatch_keys::OWN],
+    simulator: [cosmicwatch_keys::SIM],
     then: serial(cosmicwatch_keys::EXPECT_DATA),
 );
 

@@ -32,6 +32,7 @@ mod drs4_keys {
     use crate::keys;
     use crate::worker::{Key, MaybeKey};
     keys! {
+        list pub OWN;
         pub const SAMPLING_GHZ: Key<f64> = ("sampling_ghz", 5.0, "sampling frequency (GHz), 0.1 … 6");
         pub const RANGE_CENTRE: Key<f64> = ("range_centre", 0.0, "centre of the 1 Vpp input range (V), 0 … 0.5");
         pub const TRIGGER: Key<str> = ("trigger", "ch1", "trigger source: ch1 … ch4, any (any input), external or software");
@@ -50,17 +51,8 @@ pub const SPEC: FunctionSpec = importer_spec!(
               cells per event with the per-cell calibration applied. Sink fields ch1..ch4 \
               int16 counts of 1/32768 V (format counts) or float32 volts (and t: float32 ns \
               with time_axis); data_length 1024.",
-    keys: [
-        drs4_keys::SAMPLING_GHZ.spec(),
-        drs4_keys::RANGE_CENTRE.spec(),
-        drs4_keys::TRIGGER.spec(),
-        drs4_keys::TRIGGER_LEVEL.spec(),
-        drs4_keys::TRIGGER_EDGE.spec(),
-        drs4_keys::CALIBRATION_FILE.spec(),
-        drs4_keys::TIME_AXIS.spec(),
-        drs4_keys::FORMAT.spec(),
-        SIMULATE.spec(),
-    ],
+    keys: [drs4_keys::OWN],
+    simulator: [],
     then: scope,
 );
 

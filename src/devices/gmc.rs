@@ -5,10 +5,8 @@
 //! `simulate: true` the GMC simulator runs on a pseudo-terminal and the driver opens its slave
 //! path. Must never: open a real port when simulating, or guess a port when none is configured.
 
-use super::serial::{baud, check_common, common, path_of, rate, PORT, SIM_COUNT_RATE, SIM_SECOND};
-use super::{
-    expect_data_key, importer_spec, open_error, pick, sim_error, within, DeviceImporter, SIMULATE,
-};
+use super::serial::{baud, check_common, common, path_of, rate, SIM_COUNT_RATE};
+use super::{expect_data_key, importer_spec, open_error, pick, sim_error, within, DeviceImporter};
 use crate::worker::{BuildContext, FunctionSpec, WorkerError};
 use daq_drivers::gmc::{self, CountWidth, GmcConfig, GmcMode, GmcModel, GmcSimConfig};
 use std::any::Any;
@@ -19,11 +17,15 @@ mod gmc_keys {
     use crate::keys;
     use crate::worker::Key;
     keys! {
+        list pub OWN;
         pub const BAUD: Key<usize> = ("baud", 0, "baud rate; 0 = probe 115200 then 57600 with <GETVER>>");
         pub const MODE: Key<str> = ("mode", "heartbeat", "heartbeat (one cps event per second) or poll_cpm (one cpm event per poll_interval)");
         pub const POLL_INTERVAL: Key<f64> = ("poll_interval", 60.0, "poll_cpm: time between <GETCPM>> requests (s)");
         pub const COUNT_WIDTH: Key<usize> = ("count_width", 0, "reply width override in bytes (2 or 4) for firmware that differs from its model; 0 = by model");
         pub const REPLY_TIMEOUT: Key<f64> = ("reply_timeout", 0.5, "how long to wait for a reply to a command (s)");
+    }
+    keys! {
+        list pub SIM;
         pub const SIM_MODEL: Key<str> = ("sim_model", "gmc320", "simulator only: gmc300v3, gmc300v4, gmc320, gmc500plus, gmc600plus or gmc800");
     }
     pub const EXPECT_DATA: Key<f64> = super::expect_data_key!(
@@ -39,18 +41,8 @@ pub const SPEC: FunctionSpec = importer_spec!(
               model detection, heartbeat counts per second (sink field cps: uint32) or polled \
               CPM (cpm: uint32), data_length 1. Serial number, voltage and clock go into the \
               run's device notes.",
-    keys: [
-        PORT.spec(),
-        gmc_keys::BAUD.spec(),
-        gmc_keys::MODE.spec(),
-        gmc_keys::POLL_INTERVAL.spec(),
-        gmc_keys::COUNT_WIDTH.spec(),
-        gmc_keys::REPLY_TIMEOUT.spec(),
-        SIMULATE.spec(),
-        gmc_keys::SIM_MODEL.spec(),
-        SIM_COUNT_RATE.spec(),
-        SIM_SECOND.spec(),
-    ],
+    keys: [gmc_keys::OWN],
+    simulator: [gmc_keys::SIM, &[SIM_COUNT_RATE.spec()]],
     then: serial(gmc_keys::EXPECT_DATA),
 );
 

@@ -36,6 +36,7 @@ mod hantek_keys {
     use crate::keys;
     use crate::worker::{Key, MaybeKey, PerChannel};
     keys! {
+        list pub OWN;
         pub const FIRMWARE: MaybeKey<str> = ("firmware", absent: "none", "firmware for a cold device, e.g. /usr/share/sigrok-firmware/fx2lafw-hantek-6022be.fw (Debian package sigrok-firmware-fx2lafw)");
         pub const SAMPLE_RATE: Key<u32> = ("sample_rate", 1000000, "samples per second per channel (must be in the firmware's table)");
         pub const CHANNELS: Key<usize> = ("channels", 2, "active channels: 1 (ch1) or 2");
@@ -46,6 +47,9 @@ mod hantek_keys {
         pub const TRIGGER_LEVEL: Key<f64> = ("trigger_level", 0.2, "trigger level (V, after calibration)");
         pub const TRIGGER_EDGE: Key<str> = ("trigger_edge", "rising", "rising or falling");
         pub const PRE_TRIGGER: Key<usize> = ("pre_trigger", 100, "samples kept before the trigger sample");
+    }
+    keys! {
+        list pub SIM;
         pub const SIM_RATE: Key<f64> = ("sim_rate", 1000.0, "simulator only: pulses per second on ch1 (paced at sample_rate)");
         pub const SIM_AMPLITUDE: Key<f64> = ("sim_amplitude", 1.0, "simulator only: pulse height (V, sign = polarity)");
     }
@@ -58,21 +62,8 @@ pub const SPEC: FunctionSpec = importer_spec!(
               continuous bulk reads, software trigger (or free-running blocks) into events. \
               Sink fields ch1 (and ch2 with 2 channels): int8 counts (format counts), float32 \
               volts or uint8 raw codes; data_length = samples_per_event.",
-    keys: [
-        hantek_keys::FIRMWARE.spec(),
-        hantek_keys::SAMPLE_RATE.spec(),
-        hantek_keys::CHANNELS.spec(),
-        hantek_keys::RANGES.spec(),
-        hantek_keys::FORMAT.spec(),
-        hantek_keys::SAMPLES_PER_EVENT.spec(),
-        hantek_keys::TRIGGER_CHANNEL.spec(),
-        hantek_keys::TRIGGER_LEVEL.spec(),
-        hantek_keys::TRIGGER_EDGE.spec(),
-        hantek_keys::PRE_TRIGGER.spec(),
-        SIMULATE.spec(),
-        hantek_keys::SIM_RATE.spec(),
-        hantek_keys::SIM_AMPLITUDE.spec(),
-    ],
+    keys: [hantek_keys::OWN],
+    simulator: [hantek_keys::SIM],
     then: scope,
 );
 

@@ -8,14 +8,8 @@
 //! opens its slave path. Must never: open a real port when simulating, or guess a port when
 //! none is configured.
 
-use super::plug::{UNPLUG_AT, UNPLUG_FOR};
-use super::serial::{
-    baud, check_common, common, path_of, rate, BACKOFF, PORT, SIM_COUNT_RATE, SIM_SECOND,
-};
-use super::{
-    expect_data_key, importer_spec, open_error, sim_error, DeviceImporter, ON_SILENCE, RECONNECT,
-    SEED, SIMULATE,
-};
+use super::serial::{baud, check_common, common, path_of, rate, SIM_COUNT_RATE};
+use super::{expect_data_key, importer_spec, open_error, sim_error, DeviceImporter};
 use crate::worker::{BuildContext, FunctionSpec, Template, WorkerError};
 use daq_drivers::linecounter::{
     self, GrammarField, LineCounterConfig, LineFormat, LineGrammar, LineSimConfig, Separator,
@@ -29,6 +23,10 @@ mod line_keys {
     use crate::worker::{Key, Strings};
     keys! {
         pub const BAUD: Key<usize> = ("baud", 9600, "baud rate (MightyOhm and GC10: 9600; GC10next: 115200)");
+    }
+    // `device.line_counter`'s grammar.
+    keys! {
+        list pub GRAMMAR;
         pub const FIELDS: Key<Strings> = ("fields", ["time_us"], "the line's fields in order: counts, pulse, time_s, time_ms, time_us (device time, converted to s) or skip");
         pub const SEPARATOR: Key<str> = ("separator", "whitespace", "field separator: whitespace (runs of spaces/tabs) or one character such as ',' or ';'");
         pub const COMMENT: Key<str> = ("comment", "#", "lines starting with this are ignored; empty = none");
@@ -39,40 +37,15 @@ mod line_keys {
     pub const COUNTER_EXPECT_DATA: Key<f64> = super::expect_data_key!(120.0);
 }
 
-/// A line counter's spec: port and baud, the grammar's keys (`device.line_counter` only),
-/// then the simulator, reconnect, unplug and silence keys all three share, in the order
-/// `daq-engine functions` lists them.
-macro_rules! line_counter_spec {
-    ($name:literal, $summary:expr, [$($grammar:expr),*], $expect:expr) => {
-        importer_spec!(
-            name: $name,
-            summary: $summary,
-            keys: [
-                PORT.spec(),
-                line_keys::BAUD.spec(),
-                $($grammar,)*
-                SIMULATE.spec(),
-                SIM_COUNT_RATE.spec(),
-                SIM_SECOND.spec(),
-                SEED.spec(),
-                RECONNECT.spec(),
-                BACKOFF.spec(),
-                UNPLUG_AT.spec(),
-                UNPLUG_FOR.spec(),
-                $expect.spec(),
-                ON_SILENCE.spec(),
-            ]
-        )
-    };
-}
-
 /// `device.mightyohm`.
-pub const MIGHTYOHM_SPEC: FunctionSpec = line_counter_spec!(
-    "device.mightyohm",
-    "MightyOhm Geiger kit (one line per second, 9600 baud): sink fields cps: uint32, \
-     cpm: uint32, usv_per_hr: float32, mode: uint8 (0 slow, 1 fast, 2 inst), data_length 1.",
-    [],
-    line_keys::EXPECT_DATA
+pub const MIGHTYOHM_SPEC: FunctionSpec = importer_spec!(
+    name: "device.mightyohm",
+    summary: "MightyOhm Geiger kit (one line per second, 9600 baud): sink fields cps: uint32, \
+              cpm: uint32, usv_per_hr: float32, mode: uint8 (0 slow, 1 fast, 2 inst), \
+              data_length 1.",
+    keys: [&[line_keys::BAUD.spec()]],
+    simulator: [&[SIM_COUNT_RATE.spec()]],
+    then: serial(line_keys::EXPECT_DATA),
 );
 
 /// `device.gc10`.
@@ -85,17 +58,15 @@ pub const GC10_SPEC: FunctionSpec = FunctionSpec::new(
 );
 
 /// `device.line_counter`.
-pub const LINE_COUNTER_SPEC: FunctionSpec = line_counter_spec!(
-    "device.line_counter",
-    "Arduino-style counter printing one line per pulse or per interval, described by a \
-     grammar. Sink fields, in grammar order: counts: uint32 (counts), pulse: uint64 \
-     (pulse), device_time: float64 (time_s/time_ms/time_us, in seconds); data_length 1.",
-    [
-        line_keys::FIELDS.spec(),
-        line_keys::SEPARATOR.spec(),
-        line_keys::COMMENT.spec()
-    ],
-    line_keys::COUNTER_EXPECT_DATA
+pub const LINE_COUNTER_SPEC: FunctionSpec = importer_spec!(
+    name: "device.line_counter",
+    summary: "Arduino-style counter printing one line per pulse or per interval, described \
+              by a grammar. Sink fields, in grammar order: counts: uint32 (counts), pulse: \
+              uint64 (pulse), device_time: float64 (time_s/time_ms/time_us, in seconds); \
+              data_length 1.",
+    keys: [&[line_keys::BAUD.spec()], line_keys::GRAMMAR],
+    simulator: [&[SIM_COUNT_RATE.spec()]],
+    then: serial(line_keys::COUNTER_EXPECT_DATA),
 );
 
 /// Checks the config of `device.mightyohm` and `device.gc10`, opening nothing.

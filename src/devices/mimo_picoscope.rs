@@ -22,21 +22,20 @@
 
 use super::picoscope::{self, pico_keys};
 use super::usb;
-use super::{
-    bad, importer_spec, not_one_of, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE,
-};
+use super::{bad, not_one_of, DeviceImporter, ON_SILENCE, RECONNECT, SEED, SIMULATE};
 use crate::worker::WiringError;
-use crate::worker::{BuildContext, FunctionSpec, Key, MaybeKey, WorkerError};
+use crate::worker::{BuildContext, FunctionSpec, Key, MaybeKey, Template, WorkerError};
 use crate::{key, keys};
 use serde_json::{json, Map, Value};
 
 /// The declaration.
-pub const SPEC: FunctionSpec = importer_spec!(
-    name: "importers.picoscope.source",
-    summary: "mimoCoRB2's PicoScope 3000A importer with its own keys, run by device.picoscope \
-              (family ps3000a, rapid block): events in mV (float32, the analogue offset not \
-              subtracted) as mimoCoRB2 gives them; sink fields chA.. for the first N channels.",
-    keys: [
+pub const SPEC: FunctionSpec = FunctionSpec::new(
+    "importers.picoscope.source",
+    Template::Importer,
+    "mimoCoRB2's PicoScope 3000A importer with its own keys, run by device.picoscope (family \
+     ps3000a, rapid block): events in mV (float32, the analogue offset not subtracted) as \
+     mimoCoRB2 gives them; sink fields chA.. for the first N channels.",
+    &[
         CHANNEL_COUPLING.spec(),
         CHANNEL_RANGE.spec(),
         RANGES[0].spec(),

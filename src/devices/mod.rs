@@ -157,47 +157,51 @@ macro_rules! expect_data_key {
 pub(crate) use expect_data_key;
 
 /// A device importer's [`FunctionSpec`](crate::worker::FunctionSpec): no sources, one sink,
-/// nothing observed; its keys in the order `daq-engine functions` lists them. After the
-/// family's own keys, `then: scope` adds what every scope (USB, and the Red Pitaya) ends with (seed, simulated
-/// unplug, reconnect, the scopes' `expect_data_within`, `on_silence`) and
-/// `then: serial(EXPECT)` what every serial detector ends with (seed, simulated unplug,
-/// reconnect and its backoff, the family's `expect_data_within`, `on_silence`).
+/// nothing observed; its keys in the order `daq-engine functions` lists them, each named
+/// once. `keys` and `simulator` are lists of key lists (a family table's `list`, or
+/// `&[KEY.spec()]` for a key declared elsewhere): the family's own keys, then `simulate`
+/// and the simulator's keys, then what every device of its kind ends with. `then: scope`
+/// is every scope (USB, and the Red Pitaya): seed, simulated unplug, reconnect, the
+/// scopes' `expect_data_within`, `on_silence`. `then: serial(EXPECT)` is every serial
+/// detector: the port before the family's keys; `sim_second` after the simulator's; then
+/// seed, simulated unplug, reconnect and its backoff, the family's `expect_data_within`,
+/// `on_silence`.
 macro_rules! importer_spec {
-    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?] $(,)?) => {
+    (name: $name:literal, summary: $summary:expr, keys: [$($own:expr),* $(,)?],
+     simulator: [$($sim:expr),* $(,)?], then: scope $(,)?) => {
+        $crate::devices::importer_spec!(
+            @join $name, $summary, [$($own),*], [$($sim),*],
+            [$crate::devices::usb::SCOPE_EXPECT_DATA.spec()]
+        )
+    };
+    (name: $name:literal, summary: $summary:expr, keys: [$($own:expr),* $(,)?],
+     simulator: [$($sim:expr),* $(,)?], then: serial($expect:expr) $(,)?) => {
+        $crate::devices::importer_spec!(
+            @join $name, $summary,
+            [&[$crate::devices::serial::PORT.spec()], $($own),*],
+            [$($sim,)* &[$crate::devices::serial::SIM_SECOND.spec()]],
+            [$crate::devices::serial::BACKOFF.spec(), $expect.spec()]
+        )
+    };
+    (@join $name:literal, $summary:expr, [$($own:expr),*], [$($sim:expr),*],
+     [$($silence:expr),*]) => {
         $crate::worker::FunctionSpec::new(
             $name,
             $crate::worker::Template::Importer,
             $summary,
-            &[$($key),*],
-        )
-    };
-    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
-     then: scope $(,)?) => {
-        $crate::devices::importer_spec!(
-            @tail $name, $summary, [$($key),*],
-            [$crate::devices::usb::SCOPE_EXPECT_DATA.spec()]
-        )
-    };
-    (name: $name:literal, summary: $summary:expr, keys: [$($key:expr),* $(,)?],
-     then: serial($expect:expr) $(,)?) => {
-        $crate::devices::importer_spec!(
-            @tail $name, $summary, [$($key),*],
-            [$crate::devices::serial::BACKOFF.spec(), $expect.spec()]
-        )
-    };
-    (@tail $name:literal, $summary:expr, [$($key:expr),*], [$($silence:expr),*]) => {
-        $crate::devices::importer_spec!(
-            name: $name,
-            summary: $summary,
-            keys: [
-                $($key,)*
-                $crate::devices::SEED.spec(),
-                $crate::devices::plug::UNPLUG_AT.spec(),
-                $crate::devices::plug::UNPLUG_FOR.spec(),
-                $crate::devices::RECONNECT.spec(),
-                $($silence,)*
-                $crate::devices::ON_SILENCE.spec(),
-            ]
+            $crate::join_keys!(
+                $($own,)*
+                &[$crate::devices::SIMULATE.spec()],
+                $($sim,)*
+                &[
+                    $crate::devices::SEED.spec(),
+                    $crate::devices::plug::UNPLUG_AT.spec(),
+                    $crate::devices::plug::UNPLUG_FOR.spec(),
+                    $crate::devices::RECONNECT.spec(),
+                    $($silence,)*
+                    $crate::devices::ON_SILENCE.spec(),
+                ],
+            ),
         )
     };
 }

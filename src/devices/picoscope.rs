@@ -37,6 +37,7 @@ pub(super) mod pico_keys {
     use crate::keys;
     use crate::worker::{Key, MaybeKey, PerChannel, Strings};
     keys! {
+        list pub OWN;
         pub const FAMILY: Key<str> = ("family", "ps5000a", "driver family: ps5000a, ps3000a or ps2000a");
         pub const LIBRARY: MaybeKey<str> = ("library", absent: "/opt/picoscope/lib", "Pico's library file or its directory (libps5000a.so / libps3000a.so / libps2000a.so)");
         pub const SERIAL: MaybeKey<str> = ("serial", absent: "the first unit", "open the unit with this serial (e.g. JO123/0045)");
@@ -46,6 +47,7 @@ pub(super) mod pico_keys {
         pub const COUPLING: Key<str> = ("coupling", "dc", "input coupling: dc or ac");
         pub const ANALOG_OFFSET: Key<f64> = ("analog_offset", 0.0, "volts added to every input before digitising (V)");
         pub const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 8.0e-9, "requested time between samples (s); the nearest timebase is used");
+        pub const TIMEBASE: MaybeKey<u32> = ("timebase", absent: "from sample_interval", "a timebase index as Pico's programmer's guide numbers them, used as it is instead of the nearest to sample_interval (mimoCoRB2 takes this)");
         pub const MODE: Key<str> = ("mode", "rapid_block", "rapid_block (captures_per_run captures per RunBlock, fetched with GetValuesBulk), block (one capture per RunBlock, fetched with GetValues) or streaming");
         pub const PRE_TRIGGER: Key<u32> = ("pre_trigger", 100, "block, rapid block: samples before the trigger");
         pub const POST_TRIGGER: Key<u32> = ("post_trigger", 400, "block, rapid block: samples from the trigger on");
@@ -58,11 +60,13 @@ pub(super) mod pico_keys {
         pub const SAMPLES_PER_EVENT: Key<u32> = ("samples_per_event", 1000, "streaming: samples per event");
         pub const OVERVIEW_SAMPLES: Key<u32> = ("overview_samples", 100000, "streaming: the driver's overview buffer per channel (samples)");
         pub const FORMAT: Key<str> = ("format", "volts", "counts (int16 ADC counts as the scope gives them, half the bytes of volts; volts = counts × volts_per_count + offset_volts, stored with the data), volts (float32), millivolts (float32, ADC × range / max × 1000, the analog offset not subtracted: what mimoCoRB2's importer gives) or raw (the older name of counts)");
-        pub const TIMEBASE: MaybeKey<u32> = ("timebase", absent: "from sample_interval", "a timebase index as Pico's programmer's guide numbers them, used as it is instead of the nearest to sample_interval (mimoCoRB2 takes this)");
-        pub const SIM_RATE: Key<f64> = ("sim_rate", 100.0, "simulator only: triggered captures per second (0 = as fast as possible)");
         pub const DIGITAL_PORTS: Key<Strings> = ("digital_ports", [], "MSO models: digital ports to record, D0_7 (Pico's PORT0: inputs D0..D7) and/or D8_15 (PORT1: D8..D15); each is a uint8 field of that name after the channels, bit k = input Dk (D8+k)");
         pub const LOGIC_LEVEL: Key<PerChannel> = ("logic_level", 1.5, "threshold of the digital inputs (V), -5 … 5: one number for every port in digital_ports, or a list in their order");
         pub const MODEL: MaybeKey<str> = ("model", absent: "any unit of the family", "the model the setup is written for, as the scope names itself (e.g. 3406D MSO): check refuses channels, ranges and digital ports it lacks, open refuses another model; with simulate the fake scope presents this model");
+    }
+    keys! {
+        list pub SIM;
+        pub const SIM_RATE: Key<f64> = ("sim_rate", 100.0, "simulator only: triggered captures per second (0 = as fast as possible)");
     }
 }
 
@@ -77,35 +81,8 @@ pub const SPEC: FunctionSpec = importer_spec!(
               exporters) or float32 volts (format volts), then uint8 fields D0_7 / D8_15 for \
               the digital ports of MSO models (digital_ports); data_length = pre_trigger + \
               post_trigger (block, rapid block) or samples_per_event (streaming).",
-    keys: [
-        pico_keys::FAMILY.spec(),
-        pico_keys::LIBRARY.spec(),
-        pico_keys::SERIAL.spec(),
-        pico_keys::RESOLUTION_BITS.spec(),
-        pico_keys::CHANNELS.spec(),
-        pico_keys::RANGES.spec(),
-        pico_keys::COUPLING.spec(),
-        pico_keys::ANALOG_OFFSET.spec(),
-        pico_keys::SAMPLE_INTERVAL.spec(),
-        pico_keys::TIMEBASE.spec(),
-        pico_keys::MODE.spec(),
-        pico_keys::PRE_TRIGGER.spec(),
-        pico_keys::POST_TRIGGER.spec(),
-        pico_keys::CAPTURES_PER_RUN.spec(),
-        pico_keys::TRIGGER_CHANNEL.spec(),
-        pico_keys::TRIGGER_LEVEL.spec(),
-        pico_keys::TRIGGER_DIRECTION.spec(),
-        pico_keys::TRIGGER_DELAY.spec(),
-        pico_keys::AUTO_TRIGGER_MS.spec(),
-        pico_keys::SAMPLES_PER_EVENT.spec(),
-        pico_keys::OVERVIEW_SAMPLES.spec(),
-        pico_keys::FORMAT.spec(),
-        pico_keys::DIGITAL_PORTS.spec(),
-        pico_keys::LOGIC_LEVEL.spec(),
-        pico_keys::MODEL.spec(),
-        SIMULATE.spec(),
-        pico_keys::SIM_RATE.spec(),
-    ],
+    keys: [pico_keys::OWN],
+    simulator: [pico_keys::SIM],
     then: scope,
 );
 

@@ -34,6 +34,7 @@ mod rp_keys {
     use crate::keys;
     use crate::worker::{Items, Key, MaybeKey};
     keys! {
+        list pub OWN;
         pub const ADDRESS: MaybeKey<str> = ("address", absent: "required unless simulating", "the board: host or host:port (MCPHA port 1001), e.g. rp-f0c38f.local");
         pub const M2_IP: MaybeKey<str> = ("ip", absent: "see address", "mimoCoRB2's name for address");
         pub const TRANSPORT: Key<str> = ("transport", "mcpha", "mcpha (the MCPHA server, port 1001: traces, hardware histograms, generator) or scpi (the board's official SCPI server, port 5000: traces only, polled; decimation a power of two, at most 16384 samples)");
@@ -72,6 +73,9 @@ mod rp_keys {
         pub const VOLTS_PER_COUNT: Key<f64> = ("volts_per_count", 0.0001220703125, "volts per ADC count for the run metadata (LV jumpers: 2 V / 16384; HV: 40 V / 16384; the effective full scale after the board's filter is unverified)");
         pub const CONNECT_TIMEOUT: Key<f64> = ("connect_timeout", 3.0, "seconds to wait for the connection and the first status reply");
         pub const STALL_TIMEOUT: Key<f64> = ("stall_timeout", 5.0, "seconds of silence in the middle of a reply before the board counts as gone (mimoCoRB2: 5)");
+    }
+    keys! {
+        list pub SIM;
         pub const SIM_RATE: Key<f64> = ("sim_rate", 1000.0, "simulator only: detector pulses per second");
         pub const SIM_PACED: Key<bool> = ("sim_paced", true, "simulator only: pulses arrive in real time (false: as fast as they are read)");
         pub const SIM_GARBAGE_EVERY: Key<u64> = ("sim_garbage_every", 0, "simulator only: replace every n-th trace by garbage (0 = never), to see the bad records counted");
@@ -90,50 +94,8 @@ pub const SPEC: FunctionSpec = importer_spec!(
               IN2: uint32, live_IN1: float64, live_IN2: float64}, data_length 4096). Also \
               configures the board's pulse generator. With transport: scpi, the same traces \
               through the board's official SCPI server (port 5000), polled.",
-    keys: [
-        k::ADDRESS.spec(),
-        k::M2_IP.spec(),
-        k::TRANSPORT.spec(),
-        k::MODE.spec(),
-        k::ACQUISITION.spec(),
-        k::SET_SIZE.spec(),
-        k::POLL_INTERVAL.spec(),
-        k::DECIMATION.spec(),
-        k::M2_SAMPLE_RATE.spec(),
-        k::NEGATOR_IN1.spec(),
-        k::NEGATOR_IN2.spec(),
-        k::TRIGGER_SOURCE.spec(),
-        k::TRIGGER_SLOPE.spec(),
-        k::TRIGGER_MODE.spec(),
-        k::TRIGGER_LEVEL.spec(),
-        k::PRETRIGGER.spec(),
-        k::M2_PRETRIGGER.spec(),
-        k::SAMPLES.spec(),
-        k::DISCARD_TAIL.spec(),
-        k::HISTOGRAM_INTERVAL.spec(),
-        k::HARDWARE_HISTOGRAM_EVERY.spec(),
-        k::PHA_MIN.spec(),
-        k::PHA_MAX.spec(),
-        k::PHA_DELAY.spec(),
-        k::TIMER_PRESET.spec(),
-        k::RESET_HISTOGRAMS.spec(),
-        k::GENERATOR.spec(),
-        k::GENERATOR_RATE.spec(),
-        k::GENERATOR_DISTRIBUTION.spec(),
-        k::GENERATOR_FALL_TIME.spec(),
-        k::GENERATOR_RISE_TIME.spec(),
-        k::GENERATOR_LOWER.spec(),
-        k::GENERATOR_UPPER.spec(),
-        k::GENERATOR_SPECTRUM.spec(),
-        k::GENERATOR_KEEP_PULSING.spec(),
-        k::VOLTS_PER_COUNT.spec(),
-        k::CONNECT_TIMEOUT.spec(),
-        k::STALL_TIMEOUT.spec(),
-        SIMULATE.spec(),
-        k::SIM_RATE.spec(),
-        k::SIM_PACED.spec(),
-        k::SIM_GARBAGE_EVERY.spec(),
-    ],
+    keys: [k::OWN],
+    simulator: [k::SIM],
     then: scope,
 );
 
