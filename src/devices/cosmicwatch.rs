@@ -15,7 +15,7 @@ use daq_drivers::cosmicwatch::{
 };
 use std::any::Any;
 
-/// `device.cosmicwatch`'s own keys.
+/// `device.cosmicwatch`'s own keys: the device's (`OWN`), then its simulator's (`SIM`).
 mod cosmicwatch_keys {
     use crate::keys;
     use crate::worker::Key;

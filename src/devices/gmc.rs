@@ -12,7 +12,7 @@ use daq_drivers::gmc::{self, CountWidth, GmcConfig, GmcMode, GmcModel, GmcSimCon
 use std::any::Any;
 use std::time::Duration;
 
-/// `device.gmc`'s own keys.
+/// `device.gmc`'s own keys: the device's (`OWN`), then its simulator's (`SIM`).
 mod gmc_keys {
     use crate::keys;
     use crate::worker::Key;

@@ -31,7 +31,7 @@ impl SimulatedPlug for SimHantek {
     }
 }
 
-/// `device.hantek6022`'s own keys.
+/// `device.hantek6022`'s own keys: the device's (`OWN`), then its simulator's (`SIM`).
 mod hantek_keys {
     use crate::keys;
     use crate::worker::{Key, MaybeKey, PerChannel};

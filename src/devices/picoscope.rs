@@ -32,7 +32,7 @@ impl SimulatedPlug for FakePico {
     }
 }
 
-/// `device.picoscope`'s own keys.
+/// `device.picoscope`'s own keys: the device's (`OWN`), then its simulator's (`SIM`).
 pub(super) mod pico_keys {
     use crate::keys;
     use crate::worker::{Key, MaybeKey, PerChannel, Strings};

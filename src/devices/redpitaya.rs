@@ -28,8 +28,9 @@ use daq_drivers::{DeviceInfo, EventLayout, ReadOutcome, Source};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `device.redpitaya`'s own keys; the `M2_` ones are mimoCoRB2's names for three of ours
-/// (`importers.redpitaya.waveform` reads them), accepted in place of ours, never both.
+/// `device.redpitaya`'s own keys: the device's (`OWN`), then its simulator's (`SIM`). The
+/// `M2_` ones are mimoCoRB2's names for three of ours (`importers.redpitaya.waveform` reads
+/// them), accepted in place of ours, never both.
 mod rp_keys {
     use crate::keys;
     use crate::worker::{Items, Key, MaybeKey};
