@@ -1206,3 +1206,40 @@ def leaves(buffer_io):
         }
     }
 }
+
+/// A Ctrl-C while the run was already stopping (here `max_seconds`, its drain held up by a
+/// stuck worker) was neither acted on nor said: the one who pressed it saw nothing happen.
+/// It changes nothing still (the next one aborts), and says so.
+#[test]
+fn a_stop_signal_while_the_run_stops_is_answered() {
+    let d = dir("stop-while-stopping");
+    let options = "max_seconds: 1, drain_stall_seconds: 3";
+    stuck_setup(
+        &d,
+        ("stuck", STUCK),
+        "never",
+        options,
+        8,
+        "rate: 500, realtime: true",
+    );
+    let child = runs::engine_in(&d, &["setup.yaml", "--quiet"])
+        .env("VIRTUAL_ENV", venv())
+        .spawn()
+        .unwrap();
+    runs::wait_until("the stop at max_seconds", Duration::from_secs(60), || {
+        let log = std::fs::read_to_string(run_in(&d.join("runs")).join("daq-engine.log"));
+        log.is_ok_and(|l| l.contains("max_seconds 1 reached"))
+    });
+    runs::interrupt(&child).unwrap();
+    let (code, stderr) = runs::finish_within(child, Duration::from_secs(120));
+    assert!(
+        stderr.contains(
+            "stop signal: the run is already stopping (stopped by reaching max_seconds); its \
+             buffers drain (Ctrl-C again to abort)"
+        ),
+        "{stderr}"
+    );
+    // The drain stalled on the stuck worker and ended as it would have without the signal.
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no event has moved for 3 s"), "{stderr}");
+}

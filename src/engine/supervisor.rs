@@ -814,6 +814,18 @@ impl Supervisor {
                     // Who stopped the run, for the one who finds it stopped.
                     tracing::info!("the stop came by {}", signal_origin());
                     self.stop_importers(signal_cause(under_service_manager()));
+                } else if signals == 1 {
+                    // The run was stopping already (a run limit, a failure, the page): the
+                    // signal changes nothing, which the person who sent it should hear.
+                    let why = self
+                        .stop_cause
+                        .map(|c| format!(" (stopped by {})", c.text()))
+                        .unwrap_or_default();
+                    self.log_and_say(&format!(
+                        "stop signal: the run is already stopping{why}; its buffers drain \
+                         (Ctrl-C again to abort)"
+                    ));
+                    tracing::info!("the signal came by {}", signal_origin());
                 } else if signals >= 2 {
                     self.log_and_say("second stop signal: aborting");
                     self.failures.push("aborted by a second stop signal".into());
