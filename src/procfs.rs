@@ -69,7 +69,7 @@ pub fn io_bytes(pid: u32) -> Option<u64> {
 }
 
 /// `rchar` plus `wchar` of the text of a `/proc/PID/io` file.
-fn io_bytes_in(text: &str) -> Option<u64> {
+pub fn io_bytes_in(text: &str) -> Option<u64> {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))

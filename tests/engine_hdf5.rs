@@ -378,6 +378,20 @@ fn the_next_run_recovers_a_killed_run_by_itself() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Zeroes the first objects of the global heap of run file `file` (the heap of its string
+/// attributes), as a power cut can leave a block the disk had not written yet.
+fn zero_the_global_heap(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    // The global heap collection: "GCOL", version, 3 reserved bytes, its size (8); then its
+    // objects, each with a 16-byte header (index, references, reserved, size).
+    let heap = bytes
+        .windows(4)
+        .position(|w| w == b"GCOL")
+        .expect("a global heap in the run file");
+    bytes[heap + 16..heap + 16 + 256].fill(0);
+    std::fs::write(file, &bytes).unwrap();
+}
+
 /// A power cut can leave zeros where the disk had not yet written a block. libhdf5 (1.10)
 /// loops for ever over a global heap whose object is zeroed (the heap of the files' string
 /// attributes): the next run's recovery of the killed run never returned, and the new run,
@@ -388,15 +402,7 @@ fn a_file_zeroed_in_part_by_a_power_cut_does_not_keep_the_next_run_from_starting
     let dir = fresh("zeroed");
     let file = run_and_kill_9(&dir);
     let killed = file.parent().unwrap().to_path_buf();
-    let mut bytes = std::fs::read(&file).unwrap();
-    // The global heap collection: "GCOL", version, 3 reserved bytes, its size (8); then its
-    // objects, each with a 16-byte header (index, references, reserved, size).
-    let heap = bytes
-        .windows(4)
-        .position(|w| w == b"GCOL")
-        .expect("a global heap in the run file");
-    bytes[heap + 16..heap + 16 + 256].fill(0);
-    std::fs::write(&file, &bytes).unwrap();
+    zero_the_global_heap(&file);
     let (code, err) = runs::finish_within(
         run_of(&dir, &setup(1000, 0.2))
             .stderr(Stdio::piped())
@@ -415,6 +421,27 @@ fn a_file_zeroed_in_part_by_a_power_cut_does_not_keep_the_next_run_from_starting
     assert!(err.contains("raw.h5"), "{err}");
     let new = the_run_after(&dir, &killed);
     assert_eq!(summary(&new)["exit_code"], 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `inspect` of such a file spun in libhdf5's loop until Ctrl-C (only `recover` read it
+/// apart). It ends now, naming the file, as for a file it cannot read (exit 1).
+#[test]
+fn inspect_of_a_file_zeroed_in_part_ends_naming_it() {
+    let dir = fresh("zeroed-read");
+    let file = run_and_kill_9(&dir);
+    zero_the_global_heap(&file);
+    let said = "raw.h5: libhdf5 spent 5 s of CPU without reading or writing a byte of it";
+    let inspect = command(EXE)
+        .arg("inspect")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err) = runs::finish_within(inspect, Duration::from_secs(120));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(said), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -496,7 +496,11 @@ fn inspect(args: &[PathBuf]) -> i32 {
     // The setup shown last, and the file it was shown with.
     let mut shown: Option<(String, &PathBuf)> = None;
     for (i, file) in files.iter().enumerate() {
-        match crate::export::inspect_apart(file) {
+        let read = {
+            let _spin = crate::export::spin::SpinGuard::watch(file, exit::FAILED);
+            crate::export::inspect_apart(file)
+        };
+        match read {
             Ok((text, setup)) => {
                 print!("{}{text}", if i > 0 { "\n" } else { "" });
                 match (setup, &shown) {

@@ -5,15 +5,9 @@ use super::exit;
 use crate::export::recover::CutOutcome;
 use std::path::Path;
 
-/// CPU time a file's recovery may spend without reading or writing one byte before it is
-/// taken for one of libhdf5's endless loops over a damaged file (1.10 loops over a global
-/// heap whose object a power cut zeroed). Recovering reads and writes all the time: a
-/// pass over 65536 metadata rows is 1.5 MB of reads and milliseconds of CPU.
-const SPIN_LIMIT_S: f64 = 5.0;
-
 /// Cuts run file `path` to its whole events (as [`crate::export::recover::cut_here`]) in a
 /// child process, `daq-engine __recover-file`, which is stopped when libhdf5 loops in it
-/// (see [`SPIN_LIMIT_S`]): the file is then kept as it left it, and the recovery of the other
+/// ([`Spin`](crate::export::spin::Spin)): the file is then kept as it left it, and the recovery of the other
 /// files, and the run starting after them, go on.
 fn cut_apart(path: &Path) -> CutOutcome {
     use std::process::{Command, Stdio};
@@ -30,8 +24,8 @@ fn cut_apart(path: &Path) -> CutOutcome {
         .map_err(|e| failed(format!("cannot start its recovery: {e}")))?;
     let pid = child.id();
     let cpu = || crate::procfs::Stat::read(pid).and_then(|s| s.cpu_seconds());
-    // The child's I/O and CPU time when it last read or wrote.
-    let mut last = (crate::procfs::io_bytes(pid), cpu().unwrap_or(0.0));
+    let mut spin =
+        crate::export::spin::Spin::new(crate::procfs::io_bytes(pid), cpu().unwrap_or(0.0));
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -39,17 +33,14 @@ fn cut_apart(path: &Path) -> CutOutcome {
             Err(e) => return Err(failed(format!("waiting for its recovery: {e}"))),
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let (io, spent) = (crate::procfs::io_bytes(pid), cpu().unwrap_or(last.1));
-        if io != last.0 {
-            last = (io, spent);
-        } else if spent - last.1 > SPIN_LIMIT_S {
+        let Some(spent) = cpu() else { continue };
+        if spin.spinning(crate::procfs::io_bytes(pid), spent) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(failed(format!(
-                "libhdf5 spent {SPIN_LIMIT_S} s of CPU without reading or writing a byte of \
-                 it, a loop over a damaged part (a power cut leaves zeros where the disk had \
-                 not written yet); the file is kept as its recovery left it"
-            )));
+            return Err(format!(
+                "cannot read {}; the file is kept as its recovery left it",
+                crate::export::spin::Spin::said(path)
+            ));
         }
     };
     let mut out = String::new();

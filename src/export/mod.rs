@@ -9,6 +9,7 @@
 //!   everywhere, with equal `data` and `metadata`, and writes its summary.
 //! - [`mimo`]: mimoCoRB2's own data files and its `data.*` built-ins around them.
 //! - [`disk`]: free space under a run directory, watched while the run goes on.
+//! - [`spin`]: tells libhdf5 looping over a damaged file, for what reads one.
 //! - [`mod@bench`]: the `daq-engine bench hdf5` measurement.
 //!
 //! Guarantees: nothing here allocates per event; every failure is an [`ExportError`] naming
@@ -27,6 +28,7 @@ mod raw;
 mod read;
 pub mod recover;
 pub mod replay;
+pub mod spin;
 
 pub use error::{ExportError, NotRecoverable};
 pub use inspect::{inspect, inspect_apart, setup_text};
