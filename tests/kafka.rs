@@ -951,6 +951,120 @@ Workers:
     );
 }
 
+/// Topics the broker does not have (tansu creates none by itself): the run goes on, and the
+/// run log names each missing topic with the broker at once, while events flow. `waveforms`,
+/// created by the operator mid-run, takes every event from then on, those the spool kept
+/// meanwhile included; `never` counts every event lost at the end, with that reason — not
+/// the client's purge at close. Before, nothing was said while the run went on, and the end
+/// named only librdkafka's PurgeQueue (or, after 30 s, its UnknownTopicOrPartition).
+#[test]
+fn a_topic_the_broker_does_not_have_is_named_at_once_and_its_losses_say_so() {
+    use rdkafka::message::Message;
+    let test = "a_topic_the_broker_does_not_have_is_named_at_once_and_its_losses_say_so";
+    let Some((broker, dir, b)) = with_broker(test, "missing-topic", &[], 1) else {
+        return;
+    };
+    // 12000 events at 400 Hz: 30 s of flow, time to see the warning and create the topic.
+    let n = 12_000u64;
+    let setup = producer_setup(&b, "missing", 6, n, ", drain_seconds: 120.0")
+        + &format!(
+            "  never:
+    function: export.kafka
+    sources: [raw]
+    config: {{brokers: '{b}', topic: never, drain_seconds: 1.0}}
+"
+        );
+    let mut child = start(&dir, "missing.yaml", &setup);
+    // The run log, once there is one.
+    let log = |dir: &Dir| {
+        std::fs::read_dir(dir.0.join("missing"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| std::fs::read_to_string(e.path().join("daq-engine.log")).ok())
+            .unwrap_or_default()
+    };
+    let said = |log: &str, topic: &str| {
+        let missing = format!("topic '{topic}' does not exist on broker {b}");
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains(&missing))
+    };
+    // The warning comes while the run goes on; without it the run ends with nothing said.
+    let t = std::time::Instant::now();
+    while !(said(&log(&dir), "waveforms") && said(&log(&dir), "never")) {
+        if child.try_wait().unwrap().is_some() || t.elapsed() > RUN_LIMIT {
+            let text = ended(child, "", &broker.log());
+            panic!(
+                "the run ended without a warning that names the missing topics with the \
+                 broker: {}\n{text}",
+                log(&dir)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The operator creates the topic: delivery starts while the run goes on.
+    broker.create_topic("waveforms", 1);
+    let text = ended(child, "", &broker.log());
+    let run = run_dir(&dir, "missing");
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    books_balance(&run);
+    let late = kafka_counts_agree(&run, "to_kafka");
+    let never = kafka_counts_agree(&run, "never");
+    eprintln!("to_kafka: {late}\nnever: {never}");
+    let count = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap();
+    for (worker, c) in [("to_kafka", &late), ("never", &never)] {
+        assert_eq!(count(c, "events"), n, "{worker}: {c}");
+        assert_eq!(
+            count(c, "delivered") + count(c, "lost"),
+            n,
+            "{worker}: every event delivered or counted lost: {c}"
+        );
+    }
+    assert_eq!(count(&never, "lost"), n, "{never}");
+    assert!(
+        log.contains(&format!(
+            "never: topic 'never' does not exist on broker {b}: {n} events lost to it"
+        )),
+        "the end names why never's events are lost: {log}\n{text}"
+    );
+    assert!(
+        log.contains(&format!(
+            "to_kafka: topic 'waveforms' exists now on broker {b}"
+        )),
+        "the log says when the topic is there: {log}"
+    );
+    assert!(!log.contains("PurgeQueue"), "{log}");
+    // The events the spool kept while the topic was missing reached it once it was there.
+    // Lost at most: the first few, when one came before the broker's first answer (librdkafka
+    // held it, and returned it failed with the answer).
+    let lost = count(&late, "lost");
+    assert_eq!(lost, count(&late, "failed"), "{late}");
+    assert!(lost < 100, "{late}");
+    if lost > 0 {
+        assert!(
+            log.contains(&format!(
+                "to_kafka: topic 'waveforms' did not exist on broker {b} for a while: {lost} \
+                 events lost to it"
+            )),
+            "{log}"
+        );
+    }
+    assert!(count(&late, "spooled") > 0, "{late}");
+    assert_eq!(count(&late, "replayed"), count(&late, "spooled"), "{late}");
+    // Each delivered event once, in order, on the topic.
+    let c = reader_from_start(&b, "missing-check", "waveforms");
+    let mut seen: Vec<i64> = Vec::new();
+    let t = std::time::Instant::now();
+    while seen.len() < (n - lost) as usize {
+        assert!(t.elapsed() < RUN_LIMIT, "{} of {n} events", seen.len());
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            seen.push(da00_counter(m.payload().unwrap()));
+        }
+    }
+    let expected: Vec<i64> = (lost as i64..n as i64).collect();
+    assert_eq!(seen, expected, "in order, each once");
+}
+
 /// A source faster than the broker: the exporter keeps librdkafka's queue short (a long one
 /// makes librdkafka's broker thread busy-wait) by waiting for room once the client holds
 /// `hold_kb` (two batches by default), and its source buffer holds the events meanwhile;

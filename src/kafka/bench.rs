@@ -225,8 +225,8 @@ fn warm_up(
     p: &rdkafka::producer::BaseProducer<super::export::Counting>,
     topic: &str,
 ) -> Result<(), String> {
-    // Not an event (opaque 0): its report counts neither delivered nor reported bytes.
-    let record = BaseRecord::with_opaque_to(topic, 0usize)
+    // Not an event: its report counts neither delivered nor reported bytes.
+    let record = BaseRecord::with_opaque_to(topic, super::outlet::NOT_AN_EVENT)
         .key("warm-up")
         .payload(&b"warm-up"[..]);
     p.send(record).map_err(|(e, _)| e.to_string())?;

@@ -10,10 +10,13 @@
 //! fills the client's queue up to `queue_mb`; when that is full (the broker away or slow),
 //! events go to a bounded spool file in the run directory and are replayed, in order, as
 //! soon as the queue has room again; once anything is spooled, newer events queue behind
-//! it. Beyond the spool's bound an event is dropped and counted. At the end of the run the
-//! exporter waits up to `drain_seconds` for every message to be delivered; what is still
-//! undelivered then is counted lost. Every lost event (failed delivery, spool full,
-//! undelivered at the end) is booked in the source ring as released unread, so stats,
+//! it. A topic the broker does not have is said in the run log at once (with the broker,
+//! and again every minute while so); the run goes on, its events are spooled as while the
+//! broker is away and sent once the topic is created. Beyond the spool's bound an event is
+//! dropped and counted. At the end of the run the exporter waits up to `drain_seconds` for
+//! every message to be delivered; what is still undelivered then is counted lost (the
+//! summary names a missing topic as the reason). Every lost event (failed delivery, spool
+//! full, undelivered at the end) is booked in the source ring as released unread, so stats,
 //! `status`, the page and summary.json show it.
 //!
 //! With `control_topic`, the first process sends a pl72 run start (the setup as metadata)
@@ -27,7 +30,7 @@
 //! counts from an importer that wrote its scales (`scales_<worker>.txt`, through built-in
 //! filters too, as the HDF5 export finds them), read on the flush path until found.
 
-use super::outlet::Outlet;
+use super::outlet::{no_topic, Outlet, NOT_AN_EVENT, PROBE};
 use super::spool::Spool;
 use super::status::RunStatus;
 use super::wire::{self, Encoder, Ev44Fields, Format};
@@ -268,13 +271,20 @@ pub fn check(ctx: &BuildContext) -> Result<(), WorkerError> {
 pub(super) struct Reports {
     pub(super) delivered: AtomicU64,
     pub(super) failed: AtomicU64,
+    /// Of `failed`: returned because the broker does not have the topic (the messages
+    /// librdkafka held when the broker first said so).
+    pub(super) failed_no_topic: AtomicU64,
+    /// Probes that failed (see [`super::outlet::NoTopic`]): not lost, they stay in the
+    /// spool.
+    pub(super) probes_failed: AtomicU64,
     /// Payload bytes of the event messages reported (delivered or failed).
     pub(super) reported_bytes: AtomicU64,
     first_failure: std::sync::Mutex<Option<String>>,
 }
 
-/// The producer's context: counts delivery reports of event messages (opaque 1) apart from
-/// the run start/stop (opaque 0).
+/// The producer's context: counts delivery reports of event messages (opaque
+/// [`super::outlet::EVENT`] or [`PROBE`]) apart from the run start/stop and status
+/// ([`NOT_AN_EVENT`]).
 pub(super) struct Counting(pub(super) Arc<Reports>);
 
 impl ClientContext for Counting {
@@ -286,8 +296,8 @@ impl ClientContext for Counting {
 impl ProducerContext for Counting {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, event: usize) {
-        if event == 0 {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        if opaque == NOT_AN_EVENT {
             return;
         }
         let m = match result {
@@ -298,7 +308,11 @@ impl ProducerContext for Counting {
             .fetch_add(m.payload_len() as u64, Ordering::Relaxed);
         match result {
             Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(_) if opaque == PROBE => self.0.probes_failed.fetch_add(1, Ordering::Relaxed),
             Err((e, _)) => {
+                if no_topic(e) {
+                    self.0.failed_no_topic.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Ok(mut first) = self.0.first_failure.lock() {
                     first.get_or_insert_with(|| e.to_string());
                 }
@@ -333,6 +347,13 @@ pub(super) fn producer(
         .set("queue.buffering.max.messages", "2147483647")
         // Never given up while the run goes on: the spool and the end-of-run drain decide.
         .set("message.timeout.ms", "0")
+        // A topic the broker does not have is known at its first metadata answer, not 30 s
+        // later: until then librdkafka holds the messages, and fails them all at once when
+        // the time is up. Known, its messages are refused at once (the outlet spools them)
+        // and a topic created later is found within a second (librdkafka asks every second
+        // for a topic without partitions). A broker creating topics itself answers "leader
+        // not available" meanwhile, never "unknown topic": it is not affected.
+        .set("topic.metadata.propagation.max.ms", "0")
         .create_with_context(Counting(reports))
 }
 
@@ -363,7 +384,15 @@ pub struct KafkaExport {
     worker: String,
     process: usize,
     run_dir: std::path::PathBuf,
+    /// `bootstrap.servers`, for the messages.
+    brokers: String,
+    /// While the broker does not have the topic: when the run log last said so.
+    told_no_topic: Option<Instant>,
 }
+
+/// While the broker does not have the topic, the run log says so again this often (with
+/// what waits and what was lost), so a week-long run's log keeps showing it.
+const NO_TOPIC_REMINDER: Duration = Duration::from_secs(60);
 
 /// The pl72/6s4t messages of one run, sent by the first process.
 struct RunCommands {
@@ -462,6 +491,8 @@ impl KafkaExport {
             worker: ctx.worker.clone(),
             process: me,
             run_dir: ctx.run_dir.clone(),
+            brokers: s.brokers.clone(),
+            told_no_topic: None,
         };
         if let (Some(topic), 0) = (&s.status_topic, me) {
             let status = RunStatus::new(
@@ -509,7 +540,7 @@ impl KafkaExport {
 
     /// Sends a run command (not counted as an event).
     fn command(&self, topic: &str, msg: &[u8]) -> Result<(), WorkerError> {
-        let record = BaseRecord::with_opaque_to(topic, 0usize)
+        let record = BaseRecord::with_opaque_to(topic, NOT_AN_EVENT)
             .key(&self.out.key)
             .payload(msg)
             .timestamp(now_ms() as i64);
@@ -579,6 +610,65 @@ impl KafkaExport {
         let topic = topic.clone();
         self.out.send_status(&topic, &messages);
     }
+
+    /// Says in the run log, at once, that the broker does not have the topic (and again
+    /// every [`NO_TOPIC_REMINDER`] while so), and when it has it again.
+    fn tell_topic(&mut self) {
+        let o = &self.out;
+        let (w, t, b) = (&self.worker, &o.topic, &self.brokers);
+        match (o.no_topic.since, self.told_no_topic) {
+            (Some(_), None) => {
+                let meanwhile = match &o.spool {
+                    Some(s) => format!(
+                        "its events wait in the spool {} and are sent once the topic is \
+                         created (beyond spool_mb they are lost, counted)",
+                        s.path().display()
+                    ),
+                    None => "its events are lost (counted) until the topic is created (no \
+                             spool: spool_mb is 0)"
+                        .to_string(),
+                };
+                tracing::warn!(
+                    "{w}: topic '{t}' does not exist on broker {b}: create it; the run goes on, \
+                     {meanwhile}"
+                );
+                self.told_no_topic = Some(Instant::now());
+            }
+            (Some(since), Some(at)) if at.elapsed() >= NO_TOPIC_REMINDER => {
+                tracing::warn!(
+                    "{w}: topic '{t}' still does not exist on broker {b} ({:.0} s now): {} \
+                     events wait in the spool, {} lost so far",
+                    since.elapsed().as_secs_f64(),
+                    o.spool.as_ref().map_or(0, |s| s.pending()),
+                    o.lost()
+                );
+                self.told_no_topic = Some(Instant::now());
+            }
+            (None, Some(_)) => {
+                tracing::info!(
+                    "{w}: topic '{t}' exists now on broker {b}: delivery resumes ({} events \
+                     wait in the spool)",
+                    o.spool.as_ref().map_or(0, |s| s.pending())
+                );
+                self.told_no_topic = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Events lost because the broker does not have the topic: those librdkafka held when
+    /// the broker first said so, those dropped meanwhile, and, when it still does not have
+    /// it at the end, those undelivered then.
+    fn lost_to_no_topic(&self) -> u64 {
+        let o = &self.out;
+        o.reports.failed_no_topic.load(Ordering::Relaxed)
+            + o.no_topic.dropped
+            + if o.no_topic.since.is_some() {
+                o.undelivered
+            } else {
+                0
+            }
+    }
 }
 
 impl Exporter for KafkaExport {
@@ -589,13 +679,17 @@ impl Exporter for KafkaExport {
             .encoder
             .encode(event.data, &event.meta)
             .map_err(WorkerError::output)?;
-        self.out.send(msg, ts_ms)
+        self.out.send(msg, ts_ms)?;
+        self.tell_topic();
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), WorkerError> {
         // Delivery reports while no event comes (replay polls too, when there is a spool).
         self.out.producer.poll(Duration::ZERO);
+        self.out.check_topic()?;
         self.out.replay()?;
+        self.tell_topic();
         self.find_scale();
         let counts = self.counts(false);
         self.write_counts(&counts);
@@ -644,6 +738,19 @@ impl Exporter for KafkaExport {
             o.undelivered,
             o.spooled,
         ));
+        let no_topic = self.lost_to_no_topic();
+        if o.no_topic.since.is_some() {
+            self.summary.push(format!(
+                "{}: topic '{}' does not exist on broker {}: {no_topic} events lost to it",
+                self.worker, o.topic, self.brokers
+            ));
+        } else if no_topic > 0 {
+            self.summary.push(format!(
+                "{}: topic '{}' did not exist on broker {} for a while: {no_topic} events lost \
+                 to it",
+                self.worker, o.topic, self.brokers
+            ));
+        }
         if let Some(e) = o.reports.first_failure.lock().ok().and_then(|f| f.clone()) {
             self.summary.push(format!("first delivery failure: {e}"));
         }

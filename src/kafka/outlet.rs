@@ -1,5 +1,5 @@
 //! Where `export.kafka`'s messages go: the producer while the broker takes them, the spool
-//! while it is away.
+//! while it is away or does not have the topic.
 //!
 //! librdkafka's queue is kept short while the broker keeps up: a message waiting in a long
 //! queue behind the single produce request an idempotent producer has in flight makes
@@ -12,12 +12,15 @@
 //! the source buffer, so the client's queue takes the rest up to its hard
 //! bound (`queue_mb`) and the exporter waits again only once that queue is back under `hold`.
 //! When that queue is full too, events go to the spool and are replayed in order once the
-//! broker takes them again.
+//! broker takes them again. While the broker does not have the topic, events go to the spool
+//! too, and only the spool's oldest is sent, once a second, to learn when it has it
+//! (`NoTopic`).
 //!
 //! Guarantees: every event handed to `Outlet::send` is either accepted by the producer
 //! (then its delivery report counts it delivered or failed), spooled, or counted (dropped:
-//! spool full or off; refused: a message the producer will not take); one event waits at
-//! most `HOLD_WAIT`, and only while the client holds `hold` bytes or more.
+//! spool full or off; refused: a message the producer will not take); a probe is an event
+//! of the spool, counted delivered when it is and kept in the spool until then; one event
+//! waits at most `HOLD_WAIT`, and only while the client holds `hold` bytes or more.
 
 use super::export::Counting;
 use super::spool::Spool;
@@ -130,6 +133,42 @@ impl Drop for Wakeup {
     }
 }
 
+/// librdkafka's handle of the events' topic, held from the start: making it asks the broker
+/// about the topic at once, so a topic the broker does not have is known before the first
+/// event (which is then spooled) instead of at the answer to that event's own question (the
+/// events sent until then are returned failed).
+struct TopicHandle(*mut rdkafka::bindings::rd_kafka_topic_t);
+
+// SAFETY: librdkafka's topic handles are reference-counted and locked by librdkafka itself;
+// this one is only destroyed, once, in `drop`.
+unsafe impl Send for TopicHandle {}
+
+impl TopicHandle {
+    /// The handle of `topic` in `p`, which must outlive it; `None` when librdkafka makes
+    /// none (a name it refuses: the sends say so then).
+    fn new(p: &BaseProducer<Counting>, topic: &str) -> Option<TopicHandle> {
+        let name = std::ffi::CString::new(topic).ok()?;
+        // SAFETY: the client pointer is valid while `p` lives, which the caller keeps longer
+        // than this handle (in `Outlet`, the field order drops it first); librdkafka copies
+        // the name; a null configuration takes the client's topic defaults, as a send does.
+        let h = unsafe {
+            rdkafka::bindings::rd_kafka_topic_new(
+                p.client().native_ptr(),
+                name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        (!h.is_null()).then_some(TopicHandle(h))
+    }
+}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: a valid handle from rd_kafka_topic_new, released once.
+        unsafe { rdkafka::bindings::rd_kafka_topic_destroy(self.0) };
+    }
+}
+
 fn queue_full(e: &KafkaError) -> bool {
     matches!(
         e,
@@ -137,10 +176,77 @@ fn queue_full(e: &KafkaError) -> bool {
     )
 }
 
+/// True when `e` says the broker does not have the topic: librdkafka refusing a message
+/// (`UnknownTopic`) or returning the ones it held (`UnknownTopicOrPartition`).
+pub(super) fn no_topic(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
+/// The delivery-report opaque of a run command or status message (not an event).
+pub(super) const NOT_AN_EVENT: usize = 0;
+/// The opaque of an event message.
+pub(super) const EVENT: usize = 1;
+/// The opaque of a probe: the spool's oldest event, sent while the broker does not have
+/// the topic to learn whether it has it now. It stays in the spool until it is delivered.
+pub(super) const PROBE: usize = 2;
+
+/// While the broker does not have the topic, the spool's oldest event is sent this often to
+/// learn whether it has it now (librdkafka asks the broker again every second).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the outlet knows of a topic the broker said it does not have. librdkafka says so by
+/// refusing a message (`UnknownTopic`) or by returning those it held (their reports); but it
+/// forgets it within a second (it asks the broker again), and what it takes meanwhile it
+/// returns, failed, at the next answer. So while the topic is missing, no event goes to the
+/// producer but one probe at a time (the spool's oldest, kept there until it is delivered):
+/// the first delivery shows the topic exists.
+#[derive(Default)]
+pub(super) struct NoTopic {
+    /// Since when the broker has not had the topic; `None` while it takes its messages.
+    pub(super) since: Option<Instant>,
+    /// `reports.delivered` at `since`: a delivery after it shows the topic exists again.
+    delivered_then: u64,
+    /// `reports.failed_no_topic` at the last look.
+    failures_seen: u64,
+    /// The payload bytes of the probe in the producer, until its report comes.
+    probe: Option<usize>,
+    /// When the last probe was tried.
+    probed_at: Option<Instant>,
+    /// `reports.probes_failed` at the last look.
+    probe_failures_seen: u64,
+    /// Events dropped (spool full or off) while the topic was missing.
+    pub(super) dropped: u64,
+}
+
+impl NoTopic {
+    /// The broker does not have the topic (from now, unless that was known).
+    fn begin(&mut self, reports: &super::export::Reports) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            self.delivered_then = reports.delivered.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// A failed read or write of `spool`.
+fn spool_error(spool: &Spool, source: std::io::Error) -> WorkerError {
+    WorkerError::Io {
+        what: format!("the Kafka spool {}", spool.path().display()),
+        source,
+    }
+}
+
 /// Where the messages go: the producer, and the spool while the broker is away.
 pub(super) struct Outlet {
     /// Before `producer`: dropped first (it holds a reference into the client).
     wakeup: Wakeup,
+    /// Before `producer` too, for the same reason.
+    _topic_handle: Option<TopicHandle>,
     pub(super) producer: BaseProducer<Counting>,
     pub(super) reports: std::sync::Arc<super::export::Reports>,
     pub(super) topic: String,
@@ -182,6 +288,8 @@ pub(super) struct Outlet {
     /// client (confluent-kafka's producer loop) does the same; never in a run.
     pub(super) wait_when_full: bool,
     pub(super) first_refusal: Option<String>,
+    /// While the broker does not have the topic.
+    pub(super) no_topic: NoTopic,
 }
 
 impl Outlet {
@@ -198,6 +306,7 @@ impl Outlet {
     ) -> Result<Outlet, String> {
         Ok(Outlet {
             wakeup: Wakeup::new(&producer)?,
+            _topic_handle: TopicHandle::new(&producer, &topic),
             producer,
             reports,
             topic,
@@ -220,6 +329,7 @@ impl Outlet {
             overflows: 0,
             wait_when_full: false,
             first_refusal: None,
+            no_topic: NoTopic::default(),
         })
     }
 
@@ -267,14 +377,17 @@ impl Outlet {
     /// waits there or the producer's queue is full; waits first (a little) while the client
     /// holds `hold` bytes.
     pub(super) fn send(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
+        self.check_topic()?;
         if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
             self.replay()?;
         }
-        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+        // While the topic is missing, what the producer took would be returned failed.
+        let spooling = self.no_topic.since.is_some() && self.spool.is_some();
+        if spooling || self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
             return self.spool_one(payload, ts_ms);
         }
         self.hold_back();
-        let mut record = BaseRecord::with_opaque_to(&self.topic, 1usize)
+        let mut record = BaseRecord::with_opaque_to(&self.topic, EVENT)
             .key(&self.key)
             .payload(payload)
             .timestamp(ts_ms);
@@ -299,6 +412,10 @@ impl Outlet {
                     self.full_at = self.producer.in_flight_count();
                     self.spool_one(payload, ts_ms)
                 }
+                Err((e, _)) if no_topic(&e) => {
+                    self.no_topic.begin(&self.reports);
+                    self.spool_one(payload, ts_ms)
+                }
                 Err((e, _)) => {
                     self.refused += 1;
                     self.first_refusal.get_or_insert_with(|| e.to_string());
@@ -309,11 +426,12 @@ impl Outlet {
     }
 
     fn spool_one(&mut self, payload: &[u8], ts_ms: i64) -> Result<(), WorkerError> {
+        let missing = u64::from(self.no_topic.since.is_some());
         let Some(spool) = &mut self.spool else {
             self.dropped += 1;
+            self.no_topic.dropped += missing;
             return Ok(());
         };
-        let path = spool.path().display().to_string();
         match spool.append(ts_ms, payload) {
             Ok(true) => {
                 self.spooled += 1;
@@ -322,35 +440,37 @@ impl Outlet {
             }
             Ok(false) => {
                 self.dropped += 1;
+                self.no_topic.dropped += missing;
                 Ok(())
             }
-            Err(source) => Err(WorkerError::Io {
-                what: format!("the Kafka spool {path}"),
-                source,
-            }),
+            Err(e) => Err(spool_error(spool, e)),
         }
     }
 
     /// Hands spooled messages to the producer, oldest first, while its queue takes them.
+    /// While the broker does not have the topic, only probes (see [`NoTopic`]).
     pub(super) fn replay(&mut self) -> Result<(), WorkerError> {
+        if self.spool.is_none() {
+            return Ok(());
+        }
+        self.producer.poll(Duration::ZERO);
+        self.check_topic()?;
+        if self.no_topic.since.is_some() {
+            return self.probe();
+        }
         let Some(spool) = &mut self.spool else {
             return Ok(());
         };
-        self.producer.poll(Duration::ZERO);
         if spool.is_empty() || self.producer.in_flight_count() > self.full_at / 2 {
             return Ok(());
         }
-        let io = |source, spool: &Spool| WorkerError::Io {
-            what: format!("the Kafka spool {}", spool.path().display()),
-            source,
-        };
         loop {
             let ts = match spool.peek(&mut self.replay) {
                 Ok(Some(ts)) => ts,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(io(e, spool)),
+                Err(e) => return Err(spool_error(spool, e)),
             };
-            let record = BaseRecord::with_opaque_to(&self.topic, 1usize)
+            let record = BaseRecord::with_opaque_to(&self.topic, EVENT)
                 .key(&self.key)
                 .payload(&self.replay)
                 .timestamp(ts);
@@ -364,13 +484,17 @@ impl Outlet {
                     self.full_at = self.producer.in_flight_count();
                     return Ok(());
                 }
+                Err((e, _)) if no_topic(&e) => {
+                    self.no_topic.begin(&self.reports);
+                    return Ok(());
+                }
                 Err((e, _)) => {
                     self.refused += 1;
                     self.first_refusal.get_or_insert_with(|| e.to_string());
                 }
             }
             let len = self.replay.len();
-            spool.advance(len).map_err(|e| io(e, spool))?;
+            spool.advance(len).map_err(|e| spool_error(spool, e))?;
         }
     }
 
@@ -378,7 +502,7 @@ impl Outlet {
     /// counted).
     pub(super) fn send_status(&mut self, topic: &str, messages: &[super::status::Message]) {
         for (key, payload) in messages {
-            let record = BaseRecord::with_opaque_to(topic, 0usize)
+            let record = BaseRecord::with_opaque_to(topic, NOT_AN_EVENT)
                 .key(key)
                 .payload(payload)
                 .timestamp(super::export::now_ms() as i64);
@@ -386,6 +510,75 @@ impl Outlet {
                 self.status_dropped += 1;
             }
         }
+    }
+
+    /// Sends the spool's oldest event as a probe (see [`NoTopic`]), unless one is in the
+    /// producer or the last was tried less than [`PROBE_EVERY`] ago; it leaves the spool
+    /// only when delivered ([`Outlet::check_topic`]).
+    fn probe(&mut self) -> Result<(), WorkerError> {
+        let nt = &mut self.no_topic;
+        if nt.probe.is_some() || nt.probed_at.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return Ok(());
+        }
+        let Some(spool) = &mut self.spool else {
+            return Ok(());
+        };
+        let ts = match spool.peek(&mut self.replay) {
+            Ok(Some(ts)) => ts,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(spool_error(spool, e)),
+        };
+        nt.probed_at = Some(Instant::now());
+        let record = BaseRecord::with_opaque_to(&self.topic, PROBE)
+            .key(&self.key)
+            .payload(&self.replay)
+            .timestamp(ts);
+        match self.producer.send(record) {
+            Ok(()) => {
+                nt.probe = Some(self.replay.len());
+                self.produced += 1;
+                self.produced_bytes += self.replay.len() as u64;
+                Ok(())
+            }
+            // Still missing, or the queue full: the next probe in a while.
+            Err((e, _)) if no_topic(&e) || queue_full(&e) => Ok(()),
+            // A message the producer never takes (too large): refused, as in `replay`.
+            Err((e, _)) => {
+                self.refused += 1;
+                self.first_refusal.get_or_insert_with(|| e.to_string());
+                let len = self.replay.len();
+                spool.advance(len).map_err(|e| spool_error(spool, e))
+            }
+        }
+    }
+
+    /// Takes in what the delivery reports served so far say of the topic: messages
+    /// returned because the broker does not have it (it is missing from then on), a
+    /// delivery while it was missing (it exists: a delivered probe leaves the spool), a
+    /// failed probe (it stays in the spool, the next is tried later).
+    pub(super) fn check_topic(&mut self) -> Result<(), WorkerError> {
+        let r = &self.reports;
+        let nt = &mut self.no_topic;
+        let failed = r.failed_no_topic.load(Ordering::Relaxed);
+        if failed > nt.failures_seen {
+            nt.failures_seen = failed;
+            nt.begin(r);
+        }
+        let probes_failed = r.probes_failed.load(Ordering::Relaxed);
+        if probes_failed > nt.probe_failures_seen {
+            nt.probe_failures_seen = probes_failed;
+            nt.probe = None;
+        }
+        if nt.since.is_none() || r.delivered.load(Ordering::Relaxed) <= nt.delivered_then {
+            return Ok(());
+        }
+        nt.since = None;
+        nt.probed_at = None;
+        if let (Some(len), Some(spool)) = (nt.probe.take(), &mut self.spool) {
+            self.replayed += 1;
+            spool.advance(len).map_err(|e| spool_error(spool, e))?;
+        }
+        Ok(())
     }
 
     /// Events lost so far: refused, dropped, failed in delivery, undelivered at the end.
@@ -410,11 +603,13 @@ impl Outlet {
             // Serves delivery reports as they come.
             self.wakeup.wait(&self.producer, Duration::from_millis(10));
         }
-        self.undelivered += self.spool.as_ref().map_or(0, |s| s.pending());
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
-        // The purged messages' reports arrive while flush polls.
+        // The purged messages' reports arrive while flush polls; a probe delivered
+        // meanwhile leaves the spool.
         let _ = self.producer.flush(Duration::from_secs(5));
+        self.check_topic()?;
+        self.undelivered += self.spool.as_ref().map_or(0, |s| s.pending());
         Ok(())
     }
 }
