@@ -600,13 +600,14 @@ impl KafkaExport {
 
     /// A round of status messages when one is due (or `ended`).
     fn status_round(&mut self, counts: &KafkaCounts, ended: bool) {
+        let no_topic = self.out.no_topic.since.map(|_| self.no_topic());
         let Some((status, topic)) = &mut self.status else {
             return;
         };
         if !ended && !status.due(Instant::now()) {
             return;
         }
-        let messages = status.messages(counts, ended);
+        let messages = status.messages(counts, no_topic.as_deref(), ended);
         let topic = topic.clone();
         self.out.send_status(&topic, &messages);
     }
@@ -629,8 +630,8 @@ impl KafkaExport {
                         .to_string(),
                 };
                 tracing::warn!(
-                    "{w}: topic '{t}' does not exist on broker {b}: create it; the run goes on, \
-                     {meanwhile}"
+                    "{w}: {}: create it; the run goes on, {meanwhile}",
+                    self.no_topic()
                 );
                 self.told_no_topic = Some(Instant::now());
             }
@@ -654,6 +655,14 @@ impl KafkaExport {
             }
             _ => {}
         }
+    }
+
+    /// That the broker does not have the topic, named with the broker.
+    fn no_topic(&self) -> String {
+        format!(
+            "topic '{}' does not exist on broker {}",
+            self.out.topic, self.brokers
+        )
     }
 
     /// Events lost because the broker does not have the topic: those librdkafka held when
@@ -741,8 +750,9 @@ impl Exporter for KafkaExport {
         let no_topic = self.lost_to_no_topic();
         if o.no_topic.since.is_some() {
             self.summary.push(format!(
-                "{}: topic '{}' does not exist on broker {}: {no_topic} events lost to it",
-                self.worker, o.topic, self.brokers
+                "{}: {}: {no_topic} events lost to it",
+                self.worker,
+                self.no_topic()
             ));
         } else if no_topic > 0 {
             self.summary.push(format!(

@@ -53,15 +53,17 @@ impl Alarms {
             .is_some_and(|r| now.duration_since(r.0) <= LOST_ALARM)
     }
 
-    /// The alarm states now, from the latest snapshot and the exporter's own counts:
-    /// (source, severity, message) for every source whose state differs from what was last
-    /// sent (a source never in alarm is not sent).
+    /// The alarm states now, from the latest snapshot and the exporter's own counts, with
+    /// `no_topic` saying that the broker does not have the exporter's topic: (source,
+    /// severity, message) for every source whose state differs from what was last sent (a
+    /// source never in alarm is not sent).
     pub fn update(
         &mut self,
         setup: &str,
         snap: Option<&Snapshot>,
         own_source: &str,
         own: &KafkaCounts,
+        no_topic: Option<&str>,
         now: Instant,
     ) -> Vec<(String, Severity, String)> {
         let mut states: Vec<(String, Severity, String)> = Vec::new();
@@ -118,9 +120,16 @@ impl Alarms {
             }
         }
         let own_state = if self.losing(own_source, own.lost, now) {
+            let why = no_topic.map(|w| format!(": {w}")).unwrap_or_default();
             (
                 Severity::Major,
-                format!("{} events lost on the way to Kafka", own.lost),
+                format!("{} events lost on the way to Kafka{why}", own.lost),
+            )
+        } else if let Some(why) = no_topic {
+            // Not passing, as a broker away may be: someone must create the topic.
+            (
+                Severity::Major,
+                format!("{why}: {} events wait in the spool", own.spool_pending),
             )
         } else if own.spool_pending > 0 {
             (
@@ -254,8 +263,14 @@ impl RunStatus {
     }
 
     /// The messages of one status round: the f144 values, the al00 alarms that changed, the
-    /// x5f2 status; `ended` for the last one.
-    pub fn messages(&mut self, own: &KafkaCounts, ended: bool) -> Vec<Message> {
+    /// x5f2 status; `ended` for the last one. `no_topic`: that the broker does not have the
+    /// exporter's topic.
+    pub fn messages(
+        &mut self,
+        own: &KafkaCounts,
+        no_topic: Option<&str>,
+        ended: bool,
+    ) -> Vec<Message> {
         let now = Instant::now();
         self.last = Some(now);
         let ns = wire::epoch_ns(crate::clock::wall_clock());
@@ -268,10 +283,14 @@ impl RunStatus {
                 (source, m)
             })
             .collect();
-        for (source, severity, message) in
-            self.alarms
-                .update(&self.setup, snap.as_ref(), &self.service, own, now)
-        {
+        for (source, severity, message) in self.alarms.update(
+            &self.setup,
+            snap.as_ref(),
+            &self.service,
+            own,
+            no_topic,
+            now,
+        ) {
             let m = wire::alarm(&source, ns, severity, &message);
             out.push((source, m));
         }
@@ -336,11 +355,11 @@ mod tests {
         });
         // All well: nothing is sent.
         assert!(a
-            .update("s", Some(&snap(0, 0.1, up)), "k", &own, t0)
+            .update("s", Some(&snap(0, 0.1, up)), "k", &own, None, t0)
             .is_empty());
         // Losing events and a device gone.
         let down = Some(DeviceState::default());
-        let got = a.update("s", Some(&snap(5, 1.0, down)), "k", &own, t0);
+        let got = a.update("s", Some(&snap(5, 1.0, down)), "k", &own, None, t0);
         let sev: Vec<(&str, Severity)> = got.iter().map(|x| (x.0.as_str(), x.1)).collect();
         assert_eq!(
             sev,
@@ -350,11 +369,11 @@ mod tests {
         assert!(got[1].2.contains("disconnected"), "{got:?}");
         // The same state again: nothing new.
         assert!(a
-            .update("s", Some(&snap(5, 1.0, down)), "k", &own, t0)
+            .update("s", Some(&snap(5, 1.0, down)), "k", &own, None, t0)
             .is_empty());
         // Later the losses stopped but the ring is full; the device is back.
         let later = t0 + LOST_ALARM + Duration::from_secs(1);
-        let got = a.update("s", Some(&snap(5, 1.0, up)), "k", &own, later);
+        let got = a.update("s", Some(&snap(5, 1.0, up)), "k", &own, None, later);
         let sev: Vec<(&str, Severity)> = got.iter().map(|x| (x.0.as_str(), x.1)).collect();
         assert_eq!(
             sev,
@@ -365,16 +384,63 @@ mod tests {
             spool_pending: 3,
             ..Default::default()
         };
-        let got = a.update("s", None, "k", &spooling, later);
+        let got = a.update("s", None, "k", &spooling, None, later);
         assert_eq!((got[0].0.as_str(), got[0].1), ("k", Severity::Minor));
         let losing = KafkaCounts {
             lost: 2,
             ..Default::default()
         };
-        let got = a.update("s", None, "k", &losing, later);
+        let got = a.update("s", None, "k", &losing, None, later);
         assert_eq!(
             (got[0].1, got[0].2.as_str()),
             (Severity::Major, "2 events lost on the way to Kafka")
+        );
+    }
+
+    #[test]
+    fn a_topic_the_broker_does_not_have_is_a_major_alarm_named_until_it_exists() {
+        let mut a = Alarms::default();
+        let t0 = Instant::now();
+        let why = "topic 'raw' does not exist on broker b:9092";
+        let spooling = KafkaCounts {
+            spool_pending: 3,
+            ..Default::default()
+        };
+        let got = a.update("s", None, "k", &spooling, Some(why), t0);
+        assert_eq!(
+            (got[0].1, got[0].2.as_str()),
+            (
+                Severity::Major,
+                "topic 'raw' does not exist on broker b:9092: 3 events wait in the spool"
+            )
+        );
+        // The spool full: events lost, said with the reason.
+        let losing = KafkaCounts {
+            lost: 2,
+            spool_pending: 3,
+            ..Default::default()
+        };
+        let got = a.update("s", None, "k", &losing, Some(why), t0);
+        assert_eq!(
+            got[0].2,
+            "2 events lost on the way to Kafka: topic 'raw' does not exist on broker b:9092"
+        );
+        // The topic created, the spool replayed, no loss for a while: back to normal.
+        let later = t0 + LOST_ALARM + Duration::from_secs(1);
+        let got = a.update(
+            "s",
+            None,
+            "k",
+            &KafkaCounts {
+                lost: 2,
+                ..Default::default()
+            },
+            None,
+            later,
+        );
+        assert_eq!(
+            (got[0].1, got[0].2.as_str()),
+            (Severity::Ok, "back to normal")
         );
     }
 
