@@ -955,8 +955,9 @@ Workers:
 /// run log names each missing topic with the broker at once, while events flow. `waveforms`,
 /// created by the operator mid-run, takes every event from then on, those the spool kept
 /// meanwhile included; `never` counts every event lost at the end, with that reason — not
-/// the client's purge at close. Before, nothing was said while the run went on, and the end
-/// named only librdkafka's PurgeQueue (or, after 30 s, its UnknownTopicOrPartition).
+/// the client's purge at close; its run start and stop to a missing control topic are said
+/// lost too. Before, nothing was said while the run went on, and the end named only
+/// librdkafka's PurgeQueue (or, after 30 s, its UnknownTopicOrPartition).
 #[test]
 fn a_topic_the_broker_does_not_have_is_named_at_once_and_its_losses_say_so() {
     use rdkafka::message::Message;
@@ -971,7 +972,7 @@ fn a_topic_the_broker_does_not_have_is_named_at_once_and_its_losses_say_so() {
             "  never:
     function: export.kafka
     sources: [raw]
-    config: {{brokers: '{b}', topic: never, drain_seconds: 1.0}}
+    config: {{brokers: '{b}', topic: never, control_topic: ctl, drain_seconds: 1.0}}
 "
         );
     let mut child = start(&dir, "missing.yaml", &setup);
@@ -1034,6 +1035,11 @@ fn a_topic_the_broker_does_not_have_is_named_at_once_and_its_losses_say_so() {
         "the log says when the topic is there: {log}"
     );
     assert!(!log.contains("PurgeQueue"), "{log}");
+    // Not events, but lost too: the run start and stop to a control topic that is not there.
+    assert!(
+        said(&log, "ctl"),
+        "the run log names the missing control topic: {log}"
+    );
     // The events the spool kept while the topic was missing reached it once it was there.
     // Lost at most: the first few, when one came before the broker's first answer (librdkafka
     // held it, and returned it failed with the answer).

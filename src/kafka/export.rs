@@ -284,8 +284,38 @@ pub(super) struct Reports {
 
 /// The producer's context: counts delivery reports of event messages (opaque
 /// [`super::outlet::EVENT`] or [`PROBE`]) apart from the run start/stop and status
-/// ([`NOT_AN_EVENT`]).
-pub(super) struct Counting(pub(super) Arc<Reports>);
+/// ([`NOT_AN_EVENT`]), whose failures it says in the run log (once per topic).
+pub(super) struct Counting {
+    reports: Arc<Reports>,
+    /// `bootstrap.servers`, for the messages.
+    brokers: String,
+    /// The topics whose run command or status message failed, said once each.
+    told: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Counting {
+    /// Says (once per topic) that a run command or status message to `topic` failed.
+    fn not_delivered(&self, topic: &str, e: &KafkaError) {
+        let Ok(mut told) = self.told.lock() else {
+            return;
+        };
+        if !told.insert(topic.to_string()) {
+            return;
+        }
+        let b = &self.brokers;
+        if no_topic(e) {
+            tracing::warn!(
+                "kafka: topic '{topic}' does not exist on broker {b}: the run commands or \
+                 status messages sent there are lost; create it"
+            );
+        } else {
+            tracing::warn!(
+                "kafka: a run command or status message to topic '{topic}' on broker {b} was \
+                 not delivered: {e}"
+            );
+        }
+    }
+}
 
 impl ClientContext for Counting {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -298,25 +328,28 @@ impl ProducerContext for Counting {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         if opaque == NOT_AN_EVENT {
+            if let Err((e, m)) = result {
+                self.not_delivered(rdkafka::Message::topic(m), e);
+            }
             return;
         }
         let m = match result {
             Ok(m) | Err((_, m)) => m,
         };
-        self.0
-            .reported_bytes
+        let r = &self.reports;
+        r.reported_bytes
             .fetch_add(m.payload_len() as u64, Ordering::Relaxed);
         match result {
-            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
-            Err(_) if opaque == PROBE => self.0.probes_failed.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => r.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(_) if opaque == PROBE => r.probes_failed.fetch_add(1, Ordering::Relaxed),
             Err((e, _)) => {
                 if no_topic(e) {
-                    self.0.failed_no_topic.fetch_add(1, Ordering::Relaxed);
+                    r.failed_no_topic.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Ok(mut first) = self.0.first_failure.lock() {
+                if let Ok(mut first) = r.first_failure.lock() {
                     first.get_or_insert_with(|| e.to_string());
                 }
-                self.0.failed.fetch_add(1, Ordering::Relaxed)
+                r.failed.fetch_add(1, Ordering::Relaxed)
             }
         };
     }
@@ -354,7 +387,11 @@ pub(super) fn producer(
         // for a topic without partitions). A broker creating topics itself answers "leader
         // not available" meanwhile, never "unknown topic": it is not affected.
         .set("topic.metadata.propagation.max.ms", "0")
-        .create_with_context(Counting(reports))
+        .create_with_context(Counting {
+            reports,
+            brokers: brokers.to_string(),
+            told: Default::default(),
+        })
 }
 
 /// True when a field of `dtype` holds integers (ADC counts).
