@@ -384,8 +384,10 @@ pub(super) fn producer(
         // later: until then librdkafka holds the messages, and fails them all at once when
         // the time is up. Known, its messages are refused at once (the outlet spools them)
         // and a topic created later is found within a second (librdkafka asks every second
-        // for a topic without partitions). A broker creating topics itself answers "leader
-        // not available" meanwhile, never "unknown topic": it is not affected.
+        // for a topic without partitions). A broker that creates topics itself (Kafka's
+        // auto.create.topics.enable) answers "leader not available" while it does; one that
+        // said "unknown" meanwhile would cost a second's delay, no event (the outlet spools
+        // and probes until the topic takes a message).
         .set("topic.metadata.propagation.max.ms", "0")
         .create_with_context(Counting {
             reports,
