@@ -1203,6 +1203,13 @@ def leaves(buffer_io):
         } else {
             assert_eq!(status, 0, "sys.exit({exit}): {stderr}");
             assert_eq!(summary["failures"], serde_json::json!([]), "{summary}");
+            let log = std::fs::read_to_string(run_in(&d.join("runs")).join("daq-engine.log"));
+            let code = if exit == "null" { "None" } else { exit };
+            let said = format!("called sys.exit({code}): it ended as a return ends it");
+            assert!(
+                log.as_ref().is_ok_and(|l| l.contains(&said)),
+                "{said}: {log:?}"
+            );
         }
     }
 }

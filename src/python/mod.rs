@@ -216,7 +216,8 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize) -> Outcome {
             match function.call1((io,)) {
                 Ok(_) => {}
                 Err(e) if done(py, &e) => tracing::info!(
-                    "worker '{}' process {process}: Python function '{}' called                      sys.exit({}): it ended as a return ends it",
+                    "worker '{}' process {process}: Python function '{}' called sys.exit({}): \
+                     it ended as a return ends it",
                     w.name,
                     w.function,
                     e.value(py)
