@@ -1035,6 +1035,18 @@ fn a_topic_the_broker_does_not_have_is_named_at_once_and_its_losses_say_so() {
         "the log says when the topic is there: {log}"
     );
     assert!(!log.contains("PurgeQueue"), "{log}");
+    // The supervisor says it on the terminal (and alerts it) as it does a device gone, and
+    // when the topic is there.
+    for said in [
+        format!(
+            "daq-engine: worker 'never': topic 'never' does not exist on broker {b}: create it; \
+             its events wait in its spool meanwhile"
+        ),
+        format!("daq-engine: worker 'to_kafka': topic 'waveforms' does not exist on broker {b}"),
+        "daq-engine: worker 'to_kafka': its Kafka topic exists now".to_string(),
+    ] {
+        assert!(text.contains(&said), "{said}:\n{text}");
+    }
     // Not events, but lost too: the run start and stop to a control topic that is not there.
     assert!(
         said(&log, "ctl"),

@@ -7,7 +7,7 @@
 //!
 //! | variable | what |
 //! |---|---|
-//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_dir_gone`, `run_ended`, `run_killed`, `run_refused` |
+//! | `DAQ_ALERT_KIND` | one of [`Kind`]'s names: `device_gone`, `buffer_full`, `events_lost`, `kafka_topic_missing`, `worker_failed`, `worker_restarted`, `disk_low`, `disk_full`, `run_dir_gone`, `run_ended`, `run_killed`, `run_refused` |
 //! | `DAQ_ALERT_SUBJECT` | the buffer, the worker, or the run directory (disk, run end; the killed run's for `run_killed`; the setup file for `run_refused`) |
 //! | `DAQ_ALERT_TEXT` | the warning as the log says it |
 //! | `DAQ_RUN_DIR` | the run directory (the target directory when a refused run has none) |
@@ -49,6 +49,9 @@ pub enum Kind {
     BufferFull,
     /// A buffer lost events (policy: drop).
     EventsLost,
+    /// The Kafka broker an `export.kafka` sends to does not have its topic (the events wait
+    /// in its spool until the topic is created).
+    KafkaTopicMissing,
     /// A worker process failed and is not started again.
     WorkerFailed,
     /// A worker process failed and was started again.
@@ -80,6 +83,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::DeviceGone => "device_gone",
+            Kind::KafkaTopicMissing => "kafka_topic_missing",
             Kind::BufferFull => "buffer_full",
             Kind::EventsLost => "events_lost",
             Kind::WorkerFailed => "worker_failed",
@@ -301,7 +305,8 @@ impl Alerts {
     }
 
     /// A condition (e.g. a device being gone) is `on` or not now: alerts when it turns on.
-    pub fn condition(&mut self, kind: Kind, subject: &str, on: bool, text: &str) {
+    /// Returns whether it turned on or off now.
+    pub fn condition(&mut self, kind: Kind, subject: &str, on: bool, text: &str) -> bool {
         let was = self
             .holding
             .insert((kind, subject.to_string()), on)
@@ -309,6 +314,7 @@ impl Alerts {
         if on && !was {
             self.raise(kind, subject, text);
         }
+        on != was
     }
 
     /// Collects ended commands (logging failures) and kills those past [`TIMEOUT`]; called

@@ -1515,6 +1515,8 @@ impl Supervisor {
             );
         }
         let mut workers = BTreeMap::new();
+        // What turned on or off, for the terminal once the loop is done.
+        let mut said = Vec::new();
         for (wi, w) in self.plan.workers.iter().enumerate() {
             let ps: Vec<&Proc> = self.procs.iter().filter(|p| p.worker == wi).collect();
             let live: Vec<&&Proc> = ps.iter().filter(|p| p.status.is_none()).collect();
@@ -1565,6 +1567,20 @@ impl Supervisor {
                 device.is_some_and(|d| !d.connected),
                 &format!("worker '{}': its device is disconnected", w.name),
             );
+            let no_topic = kafka.as_ref().and_then(|k| k.no_topic.as_deref());
+            let text = match no_topic {
+                Some(t) => format!(
+                    "worker '{}': {t}: create it; its events wait in its spool meanwhile",
+                    w.name
+                ),
+                None => format!("worker '{}': its Kafka topic exists now", w.name),
+            };
+            if self
+                .alerts
+                .condition(Kind::KafkaTopicMissing, &w.name, no_topic.is_some(), &text)
+            {
+                said.push(text);
+            }
             workers.insert(
                 w.name.clone(),
                 WorkerStats {
@@ -1585,6 +1601,9 @@ impl Supervisor {
                     observer: !w.observes.is_empty(),
                 },
             );
+        }
+        for text in said {
+            self.log_and_say(&text);
         }
         self.last_stats = Some((now, cur));
         Snapshot {

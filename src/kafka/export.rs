@@ -614,6 +614,7 @@ impl KafkaExport {
             status_dropped: o.status_dropped,
             waits_for_room: o.waits,
             waits_ran_out: o.overflows,
+            no_topic: o.no_topic.since.map(|_| self.no_topic()),
             done,
         }
     }

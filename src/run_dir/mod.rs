@@ -220,6 +220,10 @@ pub struct KafkaCounts {
     /// Of those, waits that ran out (no delivery for 20 ms, or 50 ms in all): the broker
     /// paused and the client's queue took the events.
     pub waits_ran_out: u64,
+    /// While the broker does not have the topic: that, named with the broker (its events
+    /// wait in the spool meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_topic: Option<String>,
     /// The run ended for this process: the counts are final.
     pub done: bool,
 }
@@ -267,6 +271,9 @@ impl KafkaCounts {
         self.status_dropped += c.status_dropped;
         self.waits_for_room += c.waits_for_room;
         self.waits_ran_out += c.waits_ran_out;
+        if self.no_topic.is_none() {
+            self.no_topic.clone_from(&c.no_topic);
+        }
         self.done &= c.done;
     }
 }
