@@ -30,6 +30,18 @@ struct SourceState {
     views: Vec<Vec<Option<Views>>>,
 }
 
+/// A worker that raised ends without `finish`: the event it held goes back with its source
+/// all the same. Its reader, dropped next, gives its member up (pid 0), after which the
+/// supervisor reclaims nothing of it: an event kept past that held its group, and with it
+/// the whole run, for good.
+impl Drop for SourceState {
+    fn drop(&mut self) {
+        if let Some((r, k)) = self.kept.take() {
+            self.source.readers[r].release_kept(k);
+        }
+    }
+}
+
 /// The rings of one worker process, for the Python templates.
 #[pyclass(unsendable, module = "_daq_engine")]
 pub struct Io {
