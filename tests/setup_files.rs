@@ -988,3 +988,52 @@ Workers:
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A file named by the setup can be one another function names after its worker: an
+/// `export.hdf5` with `filename: histograms_h` wrote `histograms_h.h5`, which the
+/// `export.histogram` worker `h` then wrote over at the end (every waveform gone while the
+/// books said delivered); an `export.csv` with `filename: histogram_h_height` lost its rows
+/// to `h`'s CSV of the field `height`. `check` refuses both.
+#[test]
+fn a_file_named_as_another_worker_names_its_own_is_refused_by_check() {
+    let dir = std::env::temp_dir().join(format!("daq-worker-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (function, filename, file) in [
+        ("export.hdf5", "histograms_h", "histograms_h.h5"),
+        ("export.csv", "histogram_h_height", "histogram_h_height.csv"),
+    ] {
+        let setup = dir.join("clash.yaml");
+        std::fs::write(
+            &setup,
+            format!(
+                "Buffers:
+  raw: {{slot_count: 16, data_length: 1, data_dtype: {{height: float64}}}}
+Workers:
+  source:
+    function: bench.source
+    sinks: [raw]
+  h:
+    function: export.histogram
+    sources: [raw]
+    config: {{bins: {{height: [0, 1, 10]}}}}
+  w:
+    function: {function}
+    sources: [raw]
+    config: {{filename: {filename}}}
+"
+            ),
+        )
+        .unwrap();
+        let out = runs::check(&[], &setup);
+        let text = runs::stdout_and_stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{function}: {text}");
+        assert!(
+            text.contains(&format!(
+                "clash.yaml:12:15: error: worker 'w' ({function}) would write {file}, which \
+                 worker 'h' (export.histogram) writes: each would overwrite the other's"
+            )) && text.contains("give worker 'w' its own `filename`"),
+            "{function}: {text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -47,7 +47,19 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
      under/overflow), writes them as CSV into the run directory periodically and at the \
      end, and optionally fits them at the end (exponential lifetime or gaussian peaks).",
     KEYS,
-);
+)
+.naming_after_worker(&[
+    crate::worker::WorkerFiles {
+        prefix: "histograms_",
+        extension: "h5",
+        more: false,
+    },
+    crate::worker::WorkerFiles {
+        prefix: "histogram_",
+        extension: "csv",
+        more: true,
+    },
+]);
 
 /// The declaration of `exporters.histogram`: mimoCoRB2's name for `export.histogram`, which
 /// also writes mimoCoRB2's `Histograms_<buffer>/` files.

@@ -338,6 +338,18 @@ pub(crate) fn check(
 /// events, or take the other's live file for one its crashed process left.
 fn one_writer_a_file(l: &mut Loader, draft: &Draft, setup: &Setup, catalog: &dyn Catalog) {
     let mut written: Vec<(String, &str)> = Vec::new();
+    // The workers whose functions name files after them, with those files.
+    let naming: Vec<(&str, &str, &[crate::worker::WorkerFiles])> = draft
+        .workers
+        .iter()
+        .filter(|w| w.file.is_none())
+        .filter_map(|w| {
+            let (function, _) = w.function.as_ref()?;
+            let f = catalog.function(function)?;
+            Some((w.name.as_str(), f.name, f.worker_files))
+        })
+        .filter(|(_, _, files)| !files.is_empty())
+        .collect();
     for w in &draft.workers {
         let (Some((function, at)), Some(ws)) = (&w.function, setup.worker(&w.name)) else {
             continue;
@@ -361,6 +373,28 @@ fn one_writer_a_file(l: &mut Loader, draft: &Draft, setup: &Setup, catalog: &dyn
         // The processes of a worker that writes one file share it.
         files.dedup();
         for file in files {
+            let theirs = naming.iter().find_map(|(other, f, kinds)| {
+                kinds
+                    .iter()
+                    .find(|k| k.holds(&file, other))
+                    .map(|k| (other, f, k))
+            });
+            if let Some((other, f, kind)) = theirs {
+                l.error(
+                    *at,
+                    format!(
+                        "worker '{}' ({function}) would write {file}, which worker '{other}' \
+                         ({f}) writes: each would overwrite the other's ({f} names its files \
+                         {})",
+                        w.name,
+                        kind.pattern()
+                    ),
+                    writes
+                        .name_key
+                        .map(|k| format!("give worker '{}' its own `{k}`", w.name)),
+                );
+                continue;
+            }
             match written.iter().find(|(f, _)| *f == file) {
                 Some((_, first)) => l.error(
                     *at,

@@ -15,7 +15,9 @@ pub use key::{
     Items, Key, KeyValue, Lookup, Mapping, MaybeKey, Numbers, PerChannel, PerChannelValue, Strings,
 };
 pub use registry::{Alias, Build, Check, Function, Registry};
-pub use spec::{opt, Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template, Writes};
+pub use spec::{
+    opt, Arity, Catalog, ConfigKey, FunctionSpec, KeyType, Template, WorkerFiles, Writes,
+};
 
 /// Writes a worker's result file `path` by a rename ([`crate::fsio::replace`]), so a reader
 /// never sees a half-written file; a failure is [`WorkerError::Io`] naming the file.

@@ -214,6 +214,44 @@ impl Writes {
     }
 }
 
+/// Files a function names after its worker: `<prefix><worker>.<extension>`, or with `more`,
+/// `<prefix><worker>_<anything>.<extension>`; `check` refuses a file named by the setup
+/// that is one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerFiles {
+    /// What comes before the worker's name.
+    pub prefix: &'static str,
+    /// The extension, without the dot.
+    pub extension: &'static str,
+    /// Whether more follows the worker's name (after a `_`).
+    pub more: bool,
+}
+
+impl WorkerFiles {
+    /// True when `file` is one of these files of worker `worker`.
+    pub fn holds(&self, file: &str, worker: &str) -> bool {
+        let Some(rest) = file
+            .strip_prefix(self.prefix)
+            .and_then(|r| r.strip_prefix(worker))
+            .and_then(|r| r.strip_suffix(self.extension))
+            .and_then(|r| r.strip_suffix('.'))
+        else {
+            return false;
+        };
+        if self.more {
+            rest.strip_prefix('_').is_some_and(|r| !r.is_empty())
+        } else {
+            rest.is_empty()
+        }
+    }
+
+    /// How the files are named, for messages: `histograms_<worker>.h5`.
+    pub fn pattern(&self) -> String {
+        let more = if self.more { "_…" } else { "" };
+        format!("{}<worker>{more}.{}", self.prefix, self.extension)
+    }
+}
+
 /// Everything the setup validator and the docs need to know about a worker function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FunctionSpec {
@@ -234,6 +272,8 @@ pub struct FunctionSpec {
     /// The file it writes in the run directory, if it is named by the setup (see
     /// [`Writes`]); `None` for one named after the worker, or none.
     pub writes: Option<Writes>,
+    /// The files it names after its worker (see [`WorkerFiles`]).
+    pub worker_files: &'static [WorkerFiles],
 }
 
 impl FunctionSpec {
@@ -267,6 +307,7 @@ impl FunctionSpec {
             observes,
             keys,
             writes: None,
+            worker_files: &[],
         }
     }
 
@@ -274,6 +315,14 @@ impl FunctionSpec {
     pub const fn writing(self, writes: Writes) -> FunctionSpec {
         FunctionSpec {
             writes: Some(writes),
+            ..self
+        }
+    }
+
+    /// The same function naming the files `files` after its worker.
+    pub const fn naming_after_worker(self, files: &'static [WorkerFiles]) -> FunctionSpec {
+        FunctionSpec {
+            worker_files: files,
             ..self
         }
     }

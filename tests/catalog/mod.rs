@@ -21,6 +21,7 @@ pub const fn spec(
         observes,
         keys,
         writes: None,
+        worker_files: &[],
     }
 }
 
