@@ -955,10 +955,9 @@ fn two_writers_of_one_file_are_refused_by_check() {
         ("export.csv", "raw.csv", "its own `filename`"),
         ("data.export", "raw.mimo", "keep one of them"),
     ] {
-        let setup = dir.join("two.yaml");
-        std::fs::write(
-            &setup,
-            format!(
+        let text = refused_by_check(
+            &dir.join("two.yaml"),
+            &format!(
                 "Buffers:
   raw: {{slot_count: 16, data_length: 1, data_dtype: {{x: float64}}}}
 Workers:
@@ -973,11 +972,7 @@ Workers:
     sources: [raw]
 "
             ),
-        )
-        .unwrap();
-        let out = runs::check(&[], &setup);
-        let text = runs::stdout_and_stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{function}: {text}");
+        );
         assert!(
             text.contains(&format!(
                 "two.yaml:11:15: error: worker 'second' ({function}) would write {file}, as \
@@ -987,6 +982,15 @@ Workers:
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Writes setup `text` to `setup` and checks it: refused (exit 2), what check said.
+fn refused_by_check(setup: &Path, text: &str) -> String {
+    std::fs::write(setup, text).unwrap();
+    let out = runs::check(&[], setup);
+    let said = runs::stdout_and_stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    said
 }
 
 /// A file named by the setup can be one another function names after its worker: an
@@ -1002,10 +1006,9 @@ fn a_file_named_as_another_worker_names_its_own_is_refused_by_check() {
         ("export.hdf5", "histograms_h", "histograms_h.h5"),
         ("export.csv", "histogram_h_height", "histogram_h_height.csv"),
     ] {
-        let setup = dir.join("clash.yaml");
-        std::fs::write(
-            &setup,
-            format!(
+        let text = refused_by_check(
+            &dir.join("clash.yaml"),
+            &format!(
                 "Buffers:
   raw: {{slot_count: 16, data_length: 1, data_dtype: {{height: float64}}}}
 Workers:
@@ -1022,11 +1025,7 @@ Workers:
     config: {{filename: {filename}}}
 "
             ),
-        )
-        .unwrap();
-        let out = runs::check(&[], &setup);
-        let text = runs::stdout_and_stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{function}: {text}");
+        );
         assert!(
             text.contains(&format!(
                 "clash.yaml:12:15: error: worker 'w' ({function}) would write {file}, which \
