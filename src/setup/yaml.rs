@@ -3,7 +3,7 @@
 //! Guarantees: parsing never panics on any input (bytes that are not UTF-8 included); every
 //! node and every mapping key has a 1-based line and column; a syntax error is one
 //! positioned message. Anchors, aliases and `<<` merge keys are resolved by serde-saphyr,
-//! whose resource budget (depth 64, node and alias limits) bounds what a hostile file costs.
+//! whose resource budget (depth 32, node and alias limits) bounds what a hostile file costs.
 //! Must never read other files: includes are the resolver's business.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -250,14 +250,18 @@ fn position_of(bytes: &[u8], offset: usize) -> (u64, u64) {
 /// Most values (scalars, lists, mappings, aliases expanded) one file may hold.
 pub(crate) const MAX_NODES: usize = 50_000;
 
+/// Most aliases (`*name`) one file may use.
+const MAX_ALIASES: usize = 10_000;
+
+/// Deepest lists and mappings may nest inside each other. A setup nests a handful of
+/// levels; the file is read recursively, and at the library's own bound (64) a file nested
+/// 65 deep overflowed a 2 MiB thread stack in a debug build (a test thread's) instead of
+/// being refused. At 32 the reading stays within about half of that.
+const MAX_DEPTH: usize = 32;
+
 /// Strips serde-saphyr's " at line L, column C" suffix: the position is printed in front.
 fn bare_message(text: &str) -> String {
     let first = text.lines().next().unwrap_or("").trim();
-    if first.contains("budget breached") {
-        return format!(
-            "the file expands to more than {MAX_NODES} values or too many aliases (aliases of aliases?): no setup needs that many"
-        );
-    }
     let cut = first
         .rfind(" at line ")
         .filter(|i| first[*i..].contains("column"))
@@ -267,6 +271,145 @@ fn bare_message(text: &str) -> String {
         "the file is not valid YAML".to_string()
     } else {
         cut.to_string()
+    }
+}
+
+/// The text of line `line` (1-based), without its line break.
+fn line_text(text: &str, line: u64) -> &str {
+    let index = usize::try_from(line.saturating_sub(1)).unwrap_or(usize::MAX);
+    text.lines().nth(index).unwrap_or("")
+}
+
+/// True for a line that starts a document (`---`) or ends one (`...`): the marker at its
+/// start, followed by nothing or a blank.
+fn document_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+}
+
+/// A file with a second document, said where the second one starts: at its `---` line,
+/// or (after an end marker `...` with no `---`) where its text starts, at `line`:`column`.
+fn second_document(text: &str, line: u64, column: u64) -> SyntaxError {
+    let marker = (1..=line)
+        .rev()
+        .map(|l| (l, line_text(text, l)))
+        .find(|(_, t)| document_marker(t, "---") || document_marker(t, "..."));
+    match marker {
+        Some((l, t)) if t.starts_with("---") => SyntaxError {
+            line: l,
+            column: 1,
+            message: "a setup is one YAML document, and this file has a second one starting \
+                      here (`---`): remove the line, or put what follows in a file of its own"
+                .into(),
+        },
+        _ => SyntaxError {
+            line,
+            column,
+            message: "a setup is one YAML document, and this file has a second one starting \
+                      here (after the end marker `...`): remove what follows, or put it in a \
+                      file of its own"
+                .into(),
+        },
+    }
+}
+
+/// For an alias whose anchor is not defined: the name, read from the text at the alias.
+fn unknown_anchor(text: &str, line: u64, column: u64) -> String {
+    let skip = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+    let from: String = line_text(text, line).chars().skip(skip).collect();
+    let name: String = from
+        .strip_prefix('*')
+        .unwrap_or("")
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c))
+        .collect();
+    if name.is_empty() {
+        return "an alias (`*name`) names an anchor that is not defined before it in this file \
+                (`&name`)"
+            .into();
+    }
+    format!(
+        "`*{name}`: no anchor `&{name}` before it in this file (an alias copies the value \
+         marked `&{name}` earlier in the same file)"
+    )
+}
+
+/// A number the YAML reads as infinite or not-a-number.
+fn non_finite(value: &str) -> String {
+    let lower = value.to_ascii_lowercase();
+    let what = if lower.contains("nan") {
+        "not a number (NaN)".to_string()
+    } else if lower.contains("inf") {
+        "infinite".to_string()
+    } else {
+        format!(
+            "beyond the largest number a setup can hold ({:e})",
+            f64::MAX
+        )
+    };
+    format!(
+        "`{value}` is {what}: a setup's numbers must be finite (quote it, '{value}', if it is \
+         meant as text)"
+    )
+}
+
+/// A resource limit the file went over, in our words.
+fn over_budget(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match breach {
+        B::Nodes { .. } | B::Events { .. } => format!(
+            "the file expands to more than {MAX_NODES} values or too many aliases (aliases of \
+             aliases?): no setup needs that many"
+        ),
+        B::Aliases { .. } | B::AliasAnchorRatio { .. } => format!(
+            "the file uses more than {MAX_ALIASES} aliases (`*name`), or many aliases for few \
+             anchors: no setup needs that many"
+        ),
+        B::Depth { .. } => format!(
+            "lists and mappings nest more than {MAX_DEPTH} levels deep here: no setup nests \
+             that deep (a bracket left open?)"
+        ),
+        B::Documents { .. } => {
+            "the file holds too many YAML documents (`---`): a setup is one".into()
+        }
+        _ => "the file is larger or more complex than any setup (too many anchors, merge keys \
+              or too much text): no setup needs that"
+            .into(),
+    }
+}
+
+/// A parse error of serde-saphyr, positioned and said in our words (the library's own
+/// words name its API and options: "use from_str_multiple", "rejected by the configured
+/// policy").
+fn syntax_error(text: &str, e: &serde_saphyr::Error) -> SyntaxError {
+    use serde_saphyr::Error as E;
+    let (line, column) = e
+        .location()
+        .filter(|l| l.line() > 0)
+        .map_or((1, 1), |l| (l.line(), l.column().max(1)));
+    // The error itself, out of the library's wrappers (an alias's, a snippet's).
+    let mut inner = e;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let message = match inner {
+        E::MultipleDocuments { .. } => return second_document(text, line, column),
+        E::UnknownAnchor { .. } => unknown_anchor(text, line, column),
+        E::NonFiniteFloat { value, .. } => non_finite(value),
+        E::Budget { breach, .. } => over_budget(breach),
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => {
+            "the aliases expand to too many values (aliases of aliases?): no setup needs that \
+             many"
+                .into()
+        }
+        _ => bare_message(&inner.to_string()),
+    };
+    SyntaxError {
+        line,
+        column,
+        message,
     }
 }
 
@@ -297,7 +440,8 @@ pub(crate) fn parse(bytes: &[u8], file: u32) -> Result<Parsed, SyntaxError> {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
         budget: serde_saphyr::budget! {
             max_nodes: MAX_NODES,
-            max_aliases: 10_000,
+            max_aliases: MAX_ALIASES,
+            max_depth: MAX_DEPTH,
         },
     };
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
@@ -325,17 +469,7 @@ pub(crate) fn parse(bytes: &[u8], file: u32) -> Result<Parsed, SyntaxError> {
                 alias_targets,
             })
         }
-        Err(e) => {
-            let (line, column) = e
-                .location()
-                .filter(|l| l.line() > 0)
-                .map_or((1, 1), |l| (l.line(), l.column().max(1)));
-            Err(SyntaxError {
-                line,
-                column,
-                message: bare_message(&e.without_snippet().to_string()),
-            })
-        }
+        Err(e) => Err(syntax_error(text, &e)),
     }
 }
 
@@ -378,5 +512,94 @@ mod tests {
         assert!(e.message.contains("unclosed"), "{}", e.message);
         let e = parse(b"a: 1\nb: \xff\n", 0).err().unwrap();
         assert_eq!((e.line, e.column), (2, 4));
+    }
+
+    /// Line, column and message of the error `text` gives.
+    fn refusal(text: &str) -> (u64, u64, String) {
+        let e = parse(text.as_bytes(), 0).err().unwrap();
+        (e.line, e.column, e.message)
+    }
+
+    /// Asserts that `text` is refused at `at` (line, column) with a message starting `start`.
+    fn refused_at(text: &str, at: (u64, u64), start: &str) {
+        let (line, column, message) = refusal(text);
+        assert_eq!((line, column), at, "{message}");
+        assert!(message.starts_with(start), "{message}");
+    }
+
+    /// A second document is pointed at by its `---` (the library named its own API: "use
+    /// from_str_multiple or from_str_multiple_with_options", at the line after the marker).
+    #[test]
+    fn a_second_document_is_pointed_at_by_its_marker() {
+        assert_eq!(
+            refusal("a: 1\n---\nb: 2\n"),
+            (
+                2,
+                1,
+                "a setup is one YAML document, and this file has a second one starting here \
+                 (`---`): remove the line, or put what follows in a file of its own"
+                    .into()
+            )
+        );
+        refused_at(
+            "---\na: 1\n...\nb: 2\n",
+            (4, 1),
+            "a setup is one YAML document, and this file has a second one starting here (after \
+             the end marker `...`)",
+        );
+    }
+
+    /// An alias to no anchor names it (the library said "alias references unknown anchor").
+    #[test]
+    fn an_alias_to_no_anchor_names_it() {
+        assert_eq!(
+            refusal("x: 1\nBuffers:\n  raw: *nope\n"),
+            (
+                3,
+                8,
+                "`*nope`: no anchor `&nope` before it in this file (an alias copies the value \
+                 marked `&nope` earlier in the same file)"
+                    .into()
+            )
+        );
+        refused_at("a: [1, *nope]\n", (1, 8), "`*nope`: no anchor `&nope`");
+    }
+
+    /// A number that is not finite is said so (the library said "non-finite float `.inf`
+    /// rejected by the configured policy").
+    #[test]
+    fn a_number_that_is_not_finite_is_said_so() {
+        assert_eq!(
+            refusal("a: .inf\n"),
+            (
+                1,
+                4,
+                "`.inf` is infinite: a setup's numbers must be finite (quote it, '.inf', if it \
+                 is meant as text)"
+                    .into()
+            )
+        );
+        refused_at(
+            "a: [1e999]\n",
+            (1, 5),
+            "`1e999` is beyond the largest number",
+        );
+        refused_at("a: {b: .NaN}\n", (1, 8), "`.NaN` is not a number (NaN)");
+    }
+
+    /// Lists nested too deep are said to be, on a test thread's 2 MiB stack too (the
+    /// library's depth limit was reported as "more than 50000 values", and a file nested
+    /// 65 deep overflowed this stack before reaching it).
+    #[test]
+    fn nesting_too_deep_is_said_so() {
+        let (line, _, message) = refusal(&format!("a: {}1{}\n", "[".repeat(70), "]".repeat(70)));
+        assert_eq!(line, 1);
+        assert!(
+            message.starts_with("lists and mappings nest more than 32 levels deep here"),
+            "{message}"
+        );
+        // At the bound (the top mapping and 31 lists) the file is read.
+        let deepest = format!("a: {}1{}\n", "[".repeat(31), "]".repeat(31));
+        assert!(parse(deepest.as_bytes(), 0).is_ok());
     }
 }
