@@ -1036,3 +1036,28 @@ Workers:
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `check` knows where the target directory and each worker's `file:` and `function:` were
+/// written, in the setup or in the file a worker spec was included from.
+#[test]
+fn the_places_check_points_at_are_where_the_values_were_written() {
+    let pipeline = dir().join("good/pipeline.yaml");
+    let c = Setup::check_file(&pipeline, catalog(), 2);
+    let at = |p: Option<&daq_engine::setup::Place>| p.map(|p| (p.file.clone(), p.line, p.column));
+    assert_eq!(
+        at(Some(&c.places.target_directory)),
+        Some((pipeline.clone(), 2, 19))
+    );
+    assert_eq!(
+        at(c.places.function_of("source")),
+        Some((pipeline.clone(), 23, 15))
+    );
+    assert_eq!(
+        at(c.places.function_of("save")),
+        Some((dir().join("good/workers/save.yaml"), 1, 11))
+    );
+    assert_eq!(at(c.places.file_of("source")), None);
+    let python = dir().join("bad/python_worker.yaml");
+    let c = Setup::check_file(&python, catalog(), 2);
+    assert_eq!(at(c.places.file_of("save")), Some((python, 20, 11)));
+}

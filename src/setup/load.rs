@@ -7,7 +7,7 @@
 
 use super::diag::{unknown_name_hint, Diagnostic, DiagnosticKind, Severity};
 use super::yaml::{self, Kind, Loc, Value};
-use super::{HugePages, Restart, RunOptions};
+use super::{HugePages, Place, Restart, RunOptions};
 use crate::dtype::{Dtype, DtypeError, FieldType};
 use crate::ring::Policy;
 use std::collections::HashMap;
@@ -96,11 +96,27 @@ pub(crate) struct WorkerDraft {
 /// Everything read from a setup and its includes.
 pub(crate) struct Draft {
     pub target_directory: PathBuf,
+    /// Where `target_directory:` was written, if it was.
+    pub target_directory_at: Option<Loc>,
     pub options: RunOptions,
     /// Every buffer name declared, valid or not (so a bad buffer is not also "missing").
     pub declared_buffers: Vec<String>,
     pub buffers: Vec<BufferDraft>,
     pub workers: Vec<WorkerDraft>,
+}
+
+impl Draft {
+    /// Nothing read yet: runs go to `target` beside the setup, with the default options.
+    pub fn empty(setup_dir: &Path) -> Draft {
+        Draft {
+            target_directory: setup_dir.join("target"),
+            target_directory_at: None,
+            options: RunOptions::default(),
+            declared_buffers: Vec::new(),
+            buffers: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
 }
 
 /// Reads a setup and collects diagnostics.
@@ -236,23 +252,32 @@ impl Loader {
         message: String,
         hint: Option<String>,
     ) {
-        let file = self
-            .files
-            .get(at.file as usize)
-            .cloned()
-            .unwrap_or_default();
+        let Place { file, line, column } = self.place(at);
         self.diags.push((
             at,
             Diagnostic {
                 severity,
                 kind,
                 file,
-                line: at.line.max(1),
-                column: at.column.max(1),
+                line,
+                column,
                 message,
                 hint,
             },
         ));
+    }
+
+    /// The file, line and column `at` stands for.
+    pub fn place(&self, at: Loc) -> Place {
+        Place {
+            file: self
+                .files
+                .get(at.file as usize)
+                .cloned()
+                .unwrap_or_default(),
+            line: at.line.max(1),
+            column: at.column.max(1),
+        }
     }
 
     /// Records an error.
@@ -536,21 +561,11 @@ impl Loader {
 
     /// Reads the whole setup from the root of file 0.
     pub fn read(&mut self, bytes: &[u8]) -> Draft {
-        let mut draft = Draft {
-            target_directory: self.setup_dir.join("target"),
-            options: RunOptions::default(),
-            declared_buffers: Vec::new(),
-            buffers: Vec::new(),
-            workers: Vec::new(),
-        };
+        let mut draft = Draft::empty(&self.setup_dir);
         let Some(root) = self.parse(bytes, 0) else {
             return draft;
         };
-        let top = Loc {
-            file: 0,
-            line: 1,
-            column: 1,
-        };
+        let top = Loc::SETUP_START;
         let Kind::Map(map) = &root.kind else {
             self.error(
                 root.at,
@@ -574,6 +589,7 @@ impl Loader {
                 "target_directory" => {
                     if let Some(s) = self.text(v, "target_directory") {
                         draft.target_directory = beside_setup(&self.setup_dir, s);
+                        draft.target_directory_at = Some(v.at);
                     }
                 }
                 "base_config" => {

@@ -181,6 +181,71 @@ pub struct PythonWorker {
     pub template: Option<Template>,
 }
 
+/// Where a value was written: a file (the setup or one it includes), a 1-based line and
+/// column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
+
+impl Place {
+    /// An error about what is written here.
+    pub fn error(&self, message: impl Into<String>, hint: Option<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            kind: DiagnosticKind::General,
+            file: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            message: message.into(),
+            hint,
+        }
+    }
+}
+
+/// Where a worker's `file:` and `function:` were written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerPlaces {
+    /// The worker's name.
+    pub worker: String,
+    /// Its `file:`, if it has one.
+    pub file: Option<Place>,
+    /// Its `function:`, if it has one.
+    pub function: Option<Place>,
+}
+
+/// Where the setup wrote what `check` looks at beyond the file itself (the target
+/// directory; the user libraries and Python files, loaded in probe processes), so that what
+/// it finds there points at the line to change like any other error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Places {
+    /// `target_directory:`; the setup file's first line when it gives none.
+    pub target_directory: Place,
+    /// Each worker's, in file order.
+    pub workers: Vec<WorkerPlaces>,
+}
+
+impl Places {
+    /// Where worker `name`'s `file:` was written.
+    pub fn file_of(&self, name: &str) -> Option<&Place> {
+        self.worker(name).and_then(|w| w.file.as_ref())
+    }
+
+    /// Where worker `name`'s `function:` was written.
+    pub fn function_of(&self, name: &str) -> Option<&Place> {
+        self.worker(name).and_then(|w| w.function.as_ref())
+    }
+
+    fn worker(&self, name: &str) -> Option<&WorkerPlaces> {
+        self.workers.iter().find(|w| w.worker == name)
+    }
+}
+
 /// The full outcome of checking a setup, for `daq-engine check`: the setup as far as it
 /// could be read, all errors and warnings, and the Python workers by name.
 #[derive(Clone, Debug)]
@@ -195,6 +260,8 @@ pub struct Checked {
     pub python_workers: Vec<PythonWorker>,
     /// Every file read: the setup first, then its includes in the order they were read.
     pub files: Vec<PathBuf>,
+    /// Where the setup wrote its target directory and its workers' files and functions.
+    pub places: Places,
 }
 
 impl Checked {
@@ -289,19 +356,12 @@ impl Setup {
             Ok(bytes) => Setup::check_bytes(&bytes, path, catalog, online_cpus),
             Err(e) => {
                 let mut l = load::Loader::new(path, online_cpus);
-                let at = yaml::Loc {
-                    file: 0,
-                    line: 1,
-                    column: 1,
-                };
-                l.error(at, format!("cannot read the setup file: {e}"), None);
-                let draft = load::Draft {
-                    target_directory: l.setup_dir.join("target"),
-                    options: RunOptions::default(),
-                    declared_buffers: Vec::new(),
-                    buffers: Vec::new(),
-                    workers: Vec::new(),
-                };
+                l.error(
+                    yaml::Loc::SETUP_START,
+                    format!("cannot read the setup file: {e}"),
+                    None,
+                );
+                let draft = load::Draft::empty(&l.setup_dir);
                 finish(l, draft, catalog)
             }
         }
@@ -430,6 +490,18 @@ impl Setup {
 }
 
 fn finish(mut l: load::Loader, draft: load::Draft, catalog: &dyn Catalog) -> Checked {
+    let places = Places {
+        target_directory: l.place(draft.target_directory_at.unwrap_or(yaml::Loc::SETUP_START)),
+        workers: draft
+            .workers
+            .iter()
+            .map(|w| WorkerPlaces {
+                worker: w.name.clone(),
+                file: w.file.as_ref().map(|(_, at)| l.place(*at)),
+                function: w.function.as_ref().map(|(_, at)| l.place(*at)),
+            })
+            .collect(),
+    };
     let (setup, python_workers) = check::check(&mut l, draft, catalog);
     let mut diags = std::mem::take(&mut l.diags);
     diags.sort_by(|(a, da), (b, db)| (a, da.severity).cmp(&(b, db.severity)));
@@ -444,6 +516,7 @@ fn finish(mut l: load::Loader, draft: load::Draft, catalog: &dyn Catalog) -> Che
         warnings,
         python_workers,
         files: l.files,
+        places,
     }
 }
 

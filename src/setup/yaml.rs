@@ -18,6 +18,15 @@ pub(crate) struct Loc {
     pub column: u64,
 }
 
+impl Loc {
+    /// The setup file's first character: where what concerns the whole file points.
+    pub const SETUP_START: Loc = Loc {
+        file: 0,
+        line: 1,
+        column: 1,
+    };
+}
+
 /// A YAML node whose children are `C`: a [`Kind`] as the setup reads it, or the parser's
 /// [`Raw`] tree before the positions are resolved.
 #[derive(Clone, Debug, PartialEq)]
