@@ -615,12 +615,11 @@ fn a_worker_that_keeps_failing_is_restarted_after_growing_pauses_then_given_up()
     assert!(log.contains("giving up"), "{log}");
 }
 
-#[test]
-fn check_imports_the_file_and_reports_errors_with_file_and_line() {
-    let d = dir("check");
-    let setup = |file: &str, function: &str| {
-        format!(
-            "target_directory: runs
+/// A setup whose worker 'source' runs `function` of the Python file `file` (its `file:` at
+/// line 6, column 11; its `function:` at line 7, column 15), read by a `bench.sink`.
+fn python_source_setup(file: &str, function: &str) -> String {
+    format!(
+        "target_directory: runs
 Buffers:
   raw: {{slot_count: 4, data_length: 8, data_dtype: {{ch0: 'f4'}}}}
 Workers:
@@ -632,8 +631,13 @@ Workers:
     function: bench.sink
     sources: [raw]
 "
-        )
-    };
+    )
+}
+
+#[test]
+fn check_imports_the_file_and_reports_errors_with_file_and_line() {
+    let d = dir("check");
+    let setup = python_source_setup;
     std::fs::write(
         d.join("broken.py"),
         "import mimocorb2\n\ndef source(buffer_io)\n    pass\n",
@@ -649,7 +653,10 @@ Workers:
         (
             "broken.py",
             "source",
-            format!("{}:3: SyntaxError", d.join("broken.py").display()),
+            format!(
+                "{}:3:22: error: SyntaxError: expected ':'",
+                d.join("broken.py").display()
+            ),
         ),
         (
             "missing_import.py",
@@ -704,6 +711,90 @@ Workers:
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.matches("SyntaxError").count(), 1, "{stderr}");
     assert!(stderr.contains("workers 'source', 'sink': "), "{stderr}");
+}
+
+/// `check` points at the place of each error of a Python worker file, as at any other
+/// error: a syntax error at its line and column, with its text and a mark under it; an
+/// import that fails at the import, in the file that has it, with the user's frames only
+/// (not importlib's or daq-engine's); a function the file does not have at the setup's
+/// `function:`. Before, each was "setup.yaml: worker 'source': " and Python's traceback
+/// (a syntax error with its line only).
+#[test]
+fn check_points_at_the_place_of_each_python_worker_error() {
+    let d = dir("check-places");
+    let files = [
+        ("broken.py", "def source(buffer_io)\n    pass\n"),
+        (
+            "missing_import.py",
+            "x = 1\nimport no_such_package_here\n\ndef source(buffer_io):\n    pass\n",
+        ),
+        ("helper.py", "x = 1\nimport no_such_thing\n"),
+        (
+            "indirect.py",
+            "import helper\n\ndef source(buffer_io):\n    pass\n",
+        ),
+        ("good.py", "def source(buffer_io):\n    pass\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    let note = "  = note: worker 'source': found while importing its `file:` (setup.yaml:6:11)";
+    let at = |f: &str| d.join(f).display().to_string();
+    let cases = [
+        (
+            "broken.py",
+            "source",
+            format!(
+                "{}:1:22: error: SyntaxError: expected ':'\n    def source(buffer_io)\n    \
+                 {}^\n{note}",
+                at("broken.py"),
+                " ".repeat(21)
+            ),
+        ),
+        (
+            "missing_import.py",
+            "source",
+            format!(
+                "{0}:2:1: error: ModuleNotFoundError: No module named 'no_such_package_here'\n  \
+                 Traceback (most recent call last):\n    File \"{0}\", line 2, in <module>\n      \
+                 import no_such_package_here\n{note}",
+                at("missing_import.py")
+            ),
+        ),
+        (
+            "indirect.py",
+            "source",
+            format!(
+                "{}:2:1: error: ModuleNotFoundError: No module named 'no_such_thing'\n  \
+                 Traceback (most recent call last):\n    File \"{}\", line 1, in <module>\n      \
+                 import helper\n    File \"{}\", line 2, in <module>\n      import \
+                 no_such_thing\n{note}",
+                at("helper.py"),
+                at("indirect.py"),
+                at("helper.py")
+            ),
+        ),
+        (
+            "good.py",
+            "sauce",
+            "setup.yaml:7:15: error: worker 'source': good.py has no function 'sauce' (it \
+             has: source)"
+                .to_string(),
+        ),
+    ];
+    for (file, function, expected) in cases {
+        std::fs::write(d.join("setup.yaml"), python_source_setup(file, function)).unwrap();
+        let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
+        assert_eq!(code, 2, "{file}: {stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "{file}: expected\n{expected}\nin:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("<frozen") && !stderr.contains("<daq-engine>"),
+            "{file}: {stderr}"
+        );
+    }
 }
 
 /// Without numpy (no venv selected, and the system Python has none) every Python worker

@@ -1037,6 +1037,42 @@ Workers:
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A target directory a run could not make its run directory in is refused by `check` at
+/// the `target_directory:` value, like any other error in the file (it was said with the
+/// setup's name only, no line and column); with no `target_directory:`, at the file's start.
+#[test]
+fn a_target_directory_under_a_file_is_refused_at_its_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("daq-target-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("afile"), "not a directory\n").unwrap();
+    std::fs::write(dir.join("target"), "not a directory either\n").unwrap();
+    let body = "Buffers:
+  raw: {slot_count: 4, data_length: 8, data_dtype: {ch0: float32}}
+Workers:
+  source: {function: bench.source, sinks: [raw]}
+  sink: {function: bench.sink, sources: [raw]}
+";
+    for (head, line, column, target, file) in [
+        ("target_directory: afile/sub\n", 1, 19, "afile/sub", "afile"),
+        ("# runs go to the default\n", 1, 1, "target", "target"),
+    ] {
+        let setup = dir.join("s.yaml");
+        std::fs::write(&setup, format!("{head}{body}")).unwrap();
+        let out = runs::check(&[], &setup);
+        let text = runs::stdout_and_stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let expected = format!(
+            "{}:{line}:{column}: error: target_directory {}: a run cannot make its run \
+             directory there: {} is a file, not a directory",
+            setup.display(),
+            dir.join(target).display(),
+            dir.join(file).display()
+        );
+        assert!(text.contains(&expected), "expected {expected} in:\n{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `check` knows where the target directory and each worker's `file:` and `function:` were
 /// written, in the setup or in the file a worker spec was included from.
 #[test]

@@ -88,22 +88,33 @@ const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Loads `library` in a child process first (`daq-engine __plugin-probe`), so that one that
 /// crashes or hangs while loading costs that process, not this one.
-fn probe_library(library: &Path) -> anyhow::Result<()> {
+fn probe_library(library: &Path) -> Result<(), Failed> {
     probe(library, &["__plugin-probe", "--"], &[])
 }
 
 /// Imports the Python worker file `file` in a child process (`daq-engine __python-probe`),
-/// as a worker process would, and checks that it has `function` taking one argument.
-fn probe_python(file: &Path, function: &str, venv: Option<&Path>) -> anyhow::Result<()> {
+/// as a worker process would, and checks that it has `function` taking one argument. What
+/// it found is about a place in the Python file, or the setup's `function:`, or neither
+/// (see [`crate::python::PROBE_FAILED_IN_FILE`]).
+fn probe_python(file: &Path, function: &str, venv: Option<&Path>) -> Result<(), Failed> {
     let mut tail = vec![std::ffi::OsStr::new(function)];
     tail.extend(venv.map(Path::as_os_str));
     probe(file, &["__python-probe", "--"], &tail)
 }
 
+/// A probe process that failed: how it exited, and what it printed (or why it did not end).
+struct Failed {
+    /// Its exit status; `None` when it crashed, did not finish or could not start.
+    code: Option<i32>,
+    /// What it said.
+    text: String,
+}
+
 /// Runs `daq-engine ARGS FILE TAIL` and returns what it printed when it failed.
-fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let exe = std::env::current_exe().context("cannot find daq-engine itself")?;
+fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(), Failed> {
+    let failed = |text: String| Failed { code: None, text };
+    let exe = std::env::current_exe()
+        .map_err(|e| failed(format!("cannot find daq-engine itself: {e}")))?;
     let mut child = std::process::Command::new(exe)
         .args(args)
         .arg(library)
@@ -112,7 +123,7 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Re
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .context("cannot start the library probe")?;
+        .map_err(|e| failed(format!("cannot start the library probe: {e}")))?;
     // Read as it comes: a file that writes more than a pipe holds while it loads (a
     // package's warnings) would otherwise wait on the full pipe until the limit.
     let said = child.stderr.take().map(|mut e| {
@@ -133,11 +144,11 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Re
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                anyhow::bail!(
+                return Err(failed(format!(
                     "{}: loading it did not finish within {} s",
                     library.display(),
                     PROBE_LIMIT.as_secs()
-                );
+                )));
             }
         }
     };
@@ -146,32 +157,119 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> anyhow::Re
     }
     let text = said.and_then(|t| t.join().ok()).unwrap_or_default();
     Err(match status.code() {
-        Some(_) if !text.trim().is_empty() => anyhow::Error::msg(text.trim().to_string()),
-        _ => anyhow::anyhow!(
+        Some(code) if !text.trim().is_empty() => Failed {
+            code: Some(code),
+            text: text.trim().to_string(),
+        },
+        _ => failed(format!(
             "{}: the library crashed while loading ({})",
             library.display(),
             crate::engine::supervisor::describe(status)
-        ),
+        )),
     })
+}
+
+/// What a problem found beyond the setup file is about: the place `check` points at.
+enum About {
+    /// The setup's `target_directory`.
+    TargetDirectory,
+    /// The `file:` of these workers (a library or Python file that does not load).
+    File(Vec<String>),
+    /// The `function:` of these workers (not in their file, or taking other buffers).
+    Function(Vec<String>),
+    /// A place in a Python file these workers import, which the message starts with
+    /// (`FILE:LINE:COLUMN: error: `).
+    InPython(Vec<String>),
+    /// The user libraries together (loading them into the registry failed).
+    Libraries,
+}
+
+/// A problem found beyond the setup file.
+struct Finding {
+    about: About,
+    message: String,
+}
+
+/// `worker 'a'` or `workers 'a', 'b'`.
+fn workers(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    let noun = if names.len() == 1 {
+        "worker"
+    } else {
+        "workers"
+    };
+    format!("{noun} {}", quoted.join(", "))
+}
+
+impl Finding {
+    /// As a run and `migrate` say it: the workers it is about first.
+    fn plain(&self) -> String {
+        match &self.about {
+            About::TargetDirectory => format!("error: {}", self.message),
+            About::File(names) | About::Function(names) | About::InPython(names) => {
+                format!("{}: {}", workers(names), self.message)
+            }
+            About::Libraries => self.message.clone(),
+        }
+    }
+
+    /// As `check` says it: `FILE:LINE:COLUMN: error: …` at the place to change, in the
+    /// setup (`setup` names it where no place is known) or in the Python file.
+    fn at(&self, places: &setup::Places, setup: &Path) -> String {
+        let place = match &self.about {
+            About::TargetDirectory => Some(&places.target_directory),
+            About::File(names) => names.first().and_then(|n| places.file_of(n)),
+            About::Function(names) => names.first().and_then(|n| places.function_of(n)),
+            About::InPython(names) => {
+                let from = names
+                    .first()
+                    .and_then(|n| places.file_of(n))
+                    .map(|p| format!(" ({}:{}:{})", p.file.display(), p.line, p.column))
+                    .unwrap_or_default();
+                let whose = if names.len() == 1 { "its" } else { "their" };
+                return format!(
+                    "{}\n  = note: {}: found while importing {whose} `file:`{from}",
+                    self.message,
+                    workers(names)
+                );
+            }
+            About::Libraries => None,
+        };
+        let message = match &self.about {
+            About::File(names) | About::Function(names) => {
+                format!("{}: {}", workers(names), self.message)
+            }
+            _ => self.message.clone(),
+        };
+        match place {
+            Some(p) => p.error(message, None).to_string(),
+            None => format!("{}: error: {message}", setup.display()),
+        }
+    }
 }
 
 /// The registry with the user libraries the setup names (each probed in a child process
 /// first), after checking that each such worker's function is there and takes the setup's
 /// buffers; or every error found.
 pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<String>> {
+    library_findings(setup, registry).map_err(|found| found.iter().map(Finding::plain).collect())
+}
+
+/// As [`user_libraries`], each error with what it is about.
+fn library_findings(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<Finding>> {
+    use crate::python::{PROBE_FAILED_IN_FILE, PROBE_NO_FUNCTION};
     let mut seen: Vec<&Path> = Vec::new();
     let mut errors = Vec::new();
     // Python workers failing alike (no numpy without a venv, one broken file for several
     // workers) are told once, naming them all: each message with its workers.
-    let mut python: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut python: Vec<(Option<i32>, String, Vec<String>)> = Vec::new();
     for w in &setup.workers {
         let Some(f) = w.file.as_deref() else { continue };
         if crate::worker::is_python(Some(f)) {
             if let Err(e) = probe_python(f, &w.function, w.python.as_deref()) {
-                let text = format!("{e:#}");
-                match python.iter_mut().find(|(t, _)| *t == text) {
-                    Some((_, names)) => names.push(&w.name),
-                    None => python.push((text, vec![&w.name])),
+                match python.iter_mut().find(|(_, t, _)| *t == e.text) {
+                    Some((_, _, names)) => names.push(w.name.clone()),
+                    None => python.push((e.code, e.text, vec![w.name.clone()])),
                 }
             }
             continue;
@@ -181,37 +279,49 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
         }
         seen.push(f);
         if let Err(e) = probe_library(f) {
-            errors.push(format!("worker '{}': {e:#}", w.name));
+            errors.push(Finding {
+                about: About::File(vec![w.name.clone()]),
+                message: e.text,
+            });
         }
     }
-    for (text, names) in python {
-        let names: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
-        let workers = if names.len() == 1 {
-            "worker"
-        } else {
-            "workers"
+    for (code, text, names) in python {
+        let (about, message) = match code {
+            Some(PROBE_FAILED_IN_FILE) => (About::InPython(names), text),
+            // The message is its last line: what the file printed while it ran comes before.
+            Some(PROBE_NO_FUNCTION) => (
+                About::Function(names),
+                text.lines().last().unwrap_or_default().to_string(),
+            ),
+            _ => (About::File(names), text),
         };
-        errors.push(format!("{workers} {}: {text}", names.join(", ")));
+        errors.push(Finding { about, message });
     }
     if !errors.is_empty() {
         return Err(errors);
     }
-    let registry = registry
-        .with_libraries(seen.iter().copied())
-        .map_err(|e| vec![e.to_string()])?;
+    let registry = registry.with_libraries(seen.iter().copied()).map_err(|e| {
+        vec![Finding {
+            about: About::Libraries,
+            message: e.to_string(),
+        }]
+    })?;
     for w in setup
         .workers
         .iter()
         .filter(|w| w.file.is_some() && !crate::worker::is_python(w.file.as_deref()))
     {
+        let about = || About::Function(vec![w.name.clone()]);
         match registry.get(&w.function) {
-            None => errors.push(format!(
-                "worker '{}': {} has no function '{}' (it has: {})",
-                w.name,
-                w.file.as_deref().unwrap_or(Path::new("")).display(),
-                w.function,
-                registry.names_from(w.file.as_deref())
-            )),
+            None => errors.push(Finding {
+                about: about(),
+                message: format!(
+                    "{} has no function '{}' (it has: {})",
+                    w.file.as_deref().unwrap_or(Path::new("")).display(),
+                    w.function,
+                    registry.names_from(w.file.as_deref())
+                ),
+            }),
             Some(f) => {
                 let s = &f.spec;
                 let sides = [
@@ -221,10 +331,13 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
                 ];
                 for (side, arity, n) in sides {
                     if !arity.allows(n) {
-                        errors.push(format!(
-                            "worker '{}': {} '{}' takes {arity} {side}, the setup gives {n}",
-                            w.name, s.template, s.name
-                        ));
+                        errors.push(Finding {
+                            about: about(),
+                            message: format!(
+                                "{} '{}' takes {arity} {side}, the setup gives {n}",
+                                s.template, s.name
+                            ),
+                        });
                     }
                 }
             }
@@ -285,13 +398,18 @@ fn target_problem(target: &Path) -> Option<String> {
 /// space than the `disk_reserve_mb` the run keeps free. `None` when it has more, or when
 /// the disk cannot be read (the run's disk watch never stops a run for that either).
 pub(super) fn disk_problem(target: &Path, reserve_mb: f64) -> Option<String> {
+    disk_shortfall(target, reserve_mb).map(|why| format!("error: {why}"))
+}
+
+/// [`disk_problem`]'s message, without the `error: ` in front.
+fn disk_shortfall(target: &Path, reserve_mb: f64) -> Option<String> {
     let (p, _) = nearest_existing(target).ok()??;
     let free = crate::export::disk::free_bytes(p)?;
     let reserve = (reserve_mb * 1e6) as u64;
     let mb = crate::export::disk::mb;
     (free <= reserve).then(|| {
         format!(
-            "error: target_directory {}: {} free on its disk, no more than the {} a run keeps \
+            "target_directory {}: {} free on its disk, no more than the {} a run keeps \
              free there (options.disk_reserve_mb): the run would stop as soon as it started. \
              Free some space, give the run another directory with --target-directory, or \
              lower disk_reserve_mb",
@@ -308,15 +426,30 @@ pub(super) fn disk_problem(target: &Path, reserve_mb: f64) -> Option<String> {
 /// `--target-directory` could not make its run directory in, or whose disk has no room
 /// above the reserve.
 pub(super) fn beyond_the_setup(setup: &Setup, registry: &Registry) -> Vec<String> {
-    let mut errors = user_libraries(setup, registry).err().unwrap_or_default();
-    if let Some(why) = target_problem(&setup.target_directory) {
-        errors.push(format!(
-            "error: target_directory {}: a run cannot make its run directory there: {why} \
-             (or give the run another with --target-directory)",
-            setup.target_directory.display()
-        ));
-    } else if let Some(why) = disk_problem(&setup.target_directory, setup.options.disk_reserve_mb) {
-        errors.push(why);
+    findings(setup, registry)
+        .iter()
+        .map(Finding::plain)
+        .collect()
+}
+
+/// As [`beyond_the_setup`], each error with what it is about.
+fn findings(setup: &Setup, registry: &Registry) -> Vec<Finding> {
+    let mut errors = library_findings(setup, registry).err().unwrap_or_default();
+    let target = &setup.target_directory;
+    let why = target_problem(target)
+        .map(|why| {
+            format!(
+                "target_directory {}: a run cannot make its run directory there: {why} \
+                 (or give the run another with --target-directory)",
+                target.display()
+            )
+        })
+        .or_else(|| disk_shortfall(target, setup.options.disk_reserve_mb));
+    if let Some(message) = why {
+        errors.push(Finding {
+            about: About::TargetDirectory,
+            message,
+        });
     }
     errors
 }
@@ -349,10 +482,10 @@ pub fn check(
         );
         return exit::BAD_INPUT;
     }
-    let errors = beyond_the_setup(&checked.setup, registry);
+    let errors = findings(&checked.setup, registry);
     if !errors.is_empty() {
         for e in &errors {
-            eprintln!("{}: {e}", path.display());
+            eprintln!("{}", e.at(&checked.places, path));
         }
         eprintln!("{}: {} error(s)", path.display(), errors.len());
         return exit::BAD_INPUT;

@@ -252,9 +252,21 @@ fn done(py: Python<'_>, e: &PyErr) -> bool {
             .is_ok_and(|c| c.is_none() || c.extract::<i64>().is_ok_and(|c| c == 0))
 }
 
+/// How `daq-engine __python-probe` ends when the file does not do: its message (on stderr)
+/// starts with the place in a Python file, `FILE:LINE:COLUMN: error: ` (a syntax error, an
+/// import that fails, an exception while the file runs).
+pub const PROBE_FAILED_IN_FILE: i32 = 3;
+
+/// How `daq-engine __python-probe` ends when the file imports but has no `function`, or one
+/// that cannot be called with the one argument a worker function takes: the setup's
+/// `function:` is the place to point at. Any other failure ends with 1 (Python could not
+/// start, an error with no place in a file).
+pub const PROBE_NO_FUNCTION: i32 = 4;
+
 /// `daq-engine __python-probe FILE FUNCTION [VENV]`: imports the worker file as a worker
 /// process would and checks that `function` is there and takes one argument. Prints what is
-/// wrong (a syntax or import error with its file and line) and returns 1, or 0.
+/// wrong (a syntax or import error with its file, line and column) and returns
+/// [`PROBE_FAILED_IN_FILE`], [`PROBE_NO_FUNCTION`] or 1; or 0.
 pub fn probe(file: &Path, function: &str, venv: Option<&Path>) -> i32 {
     let venv = self::venv(venv);
     if let Err(e) = start(venv.as_deref()) {
@@ -268,31 +280,152 @@ pub fn probe(file: &Path, function: &str, venv: Option<&Path>) -> i32 {
         match loaded {
             Ok(_) => 0,
             Err(e) => {
-                eprintln!("{}", probe_message(py, &e));
-                1
+                let (code, message) = probe_message(py, &e);
+                eprintln!("{message}");
+                code
             }
         }
     })
 }
 
-/// A short message for `check`: the error's own line, and for a syntax error the
-/// `file:line` and the offending text; otherwise the traceback's last frames.
-fn probe_message(py: Python<'_>, e: &PyErr) -> String {
-    if e.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
-        let v = e.value(py);
-        let get = |k: &str| v.getattr(k).ok().and_then(|x| x.extract::<String>().ok());
-        let line = v
-            .getattr("lineno")
+/// One frame of a traceback, as `traceback.extract_tb` gives it.
+struct Frame {
+    file: String,
+    line: Option<u64>,
+    /// 1-based.
+    column: Option<u64>,
+    function: String,
+    text: String,
+}
+
+/// The frames of `e`'s traceback, outermost first.
+fn frames(py: Python<'_>, e: &PyErr) -> Vec<Frame> {
+    let Some(tb) = e.traceback(py) else {
+        return Vec::new();
+    };
+    let Ok(list) = py
+        .import("traceback")
+        .and_then(|t| t.call_method1("extract_tb", (tb,)))
+        .and_then(|l| l.extract::<Vec<Bound<'_, PyAny>>>())
+    else {
+        return Vec::new();
+    };
+    let text = |f: &Bound<'_, PyAny>, k: &str| {
+        f.getattr(k)
+            .and_then(|x| x.extract::<String>())
+            .unwrap_or_default()
+    };
+    let number = |f: &Bound<'_, PyAny>, k: &str| {
+        f.getattr(k)
             .ok()
-            .and_then(|x| x.extract::<i64>().ok());
-        let file = get("filename").unwrap_or_default();
-        let msg = get("msg").unwrap_or_else(|| e.to_string());
-        let text = get("text")
-            .map(|t| format!("\n    {}", t.trim_end()))
-            .unwrap_or_default();
-        return format!("{file}:{}: SyntaxError: {msg}{text}", line.unwrap_or(0));
+            .and_then(|x| x.extract::<Option<u64>>().ok())
+            .flatten()
+    };
+    list.iter()
+        .map(|f| Frame {
+            file: text(f, "filename"),
+            line: number(f, "lineno"),
+            // Python counts these columns from 0.
+            column: number(f, "colno").map(|c| c + 1),
+            function: text(f, "name"),
+            text: text(f, "line"),
+        })
+        .collect()
+}
+
+/// `FILE:LINE:COLUMN: error: TYPE: MESSAGE`, or without the column when it is not known.
+fn headline(file: &str, line: u64, column: Option<u64>, kind: &str, message: &str) -> String {
+    match column {
+        Some(c) => format!("{file}:{line}:{c}: error: {kind}: {message}"),
+        None => format!("{file}:{line}: error: {kind}: {message}"),
     }
-    traceback(py, e)
+}
+
+/// What `check` says of the error `e` that importing a worker file gave, and how the probe
+/// ends ([`PROBE_FAILED_IN_FILE`], [`PROBE_NO_FUNCTION`] or 1): at the place in the Python
+/// file where the error is (a syntax error's own; else the innermost frame of the user's
+/// files, with those frames below it), or, for a file without a usable `function`, its
+/// message alone (`check` points at the setup's `function:`).
+fn probe_message(py: Python<'_>, e: &PyErr) -> (i32, String) {
+    let kind = e
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Error".into());
+    let v = e.value(py);
+    let said = |k: &str| v.getattr(k).ok().and_then(|x| x.extract::<String>().ok());
+    let number = |k: &str| {
+        v.getattr(k)
+            .ok()
+            .and_then(|x| x.extract::<Option<u64>>().ok())
+            .flatten()
+    };
+    if e.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
+        let file = said("filename").unwrap_or_default();
+        let msg = said("msg").unwrap_or_else(|| e.to_string());
+        let Some(line) = number("lineno") else {
+            return (1, format!("{file}: error: {kind}: {msg}"));
+        };
+        let column = number("offset");
+        let mut out = headline(&file, line, column, &kind, &msg);
+        if let Some(text) = said("text").filter(|t| !t.trim().is_empty()) {
+            let text = text.trim_end();
+            out.push_str(&format!("\n    {text}"));
+            if let Some(c) = column.filter(|c| *c >= 1) {
+                // The mark under the offending text (`^^^` over its extent on this line).
+                let same_line = number("end_lineno") == Some(line);
+                let width = number("end_offset")
+                    .filter(|end| same_line && *end > c)
+                    .map_or(1, |end| end - c);
+                let indent: String = text
+                    .chars()
+                    .take(usize::try_from(c - 1).unwrap_or(0))
+                    .map(|ch| if ch == '\t' { '\t' } else { ' ' })
+                    .collect();
+                out.push_str(&format!(
+                    "\n    {indent}{}",
+                    "^".repeat(usize::try_from(width).unwrap_or(1))
+                ));
+            }
+        }
+        return (PROBE_FAILED_IN_FILE, out);
+    }
+    let frames = frames(py, e);
+    // Raised by `_load` itself, once the file had run: the function is missing or unusable.
+    if frames
+        .last()
+        .is_some_and(|f| f.file.starts_with("<daq-engine>/") && f.function == "_load")
+    {
+        return (PROBE_NO_FUNCTION, v.to_string());
+    }
+    // The user's own frames: not Python's import machinery (`<frozen …>`), not ours.
+    let own: Vec<&Frame> = frames
+        .iter()
+        .filter(|f| !f.file.starts_with('<') && f.line.is_some())
+        .collect();
+    let Some(inner) = own.last() else {
+        return (1, traceback(py, e));
+    };
+    let mut out = headline(
+        &inner.file,
+        inner.line.unwrap_or(1),
+        inner.column,
+        &kind,
+        &v.to_string(),
+    );
+    out.push_str("\n  Traceback (most recent call last):");
+    for f in &own {
+        out.push_str(&format!(
+            "\n    File \"{}\", line {}, in {}",
+            f.file,
+            f.line.unwrap_or(0),
+            f.function
+        ));
+        if !f.text.trim().is_empty() {
+            out.push_str(&format!("\n      {}", f.text.trim()));
+        }
+    }
+    (PROBE_FAILED_IN_FILE, out)
 }
 
 #[pymodule]
