@@ -217,6 +217,25 @@ const BAD: &[(&str, &str, u64, u64)] = &[
         4,
         3,
     ),
+    // What the YAML library refuses, in our words (its own named its API and options).
+    (
+        "second_document",
+        "a setup is one YAML document, and this file has a second one starting here (`---`)",
+        5,
+        1,
+    ),
+    (
+        "alias_to_no_anchor",
+        "`*wav`: no anchor `&wav` before it in this file",
+        3,
+        9,
+    ),
+    (
+        "number_not_finite",
+        "`.inf` is infinite: a setup's numbers must be finite",
+        4,
+        68,
+    ),
 ];
 
 #[test]

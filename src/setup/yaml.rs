@@ -405,6 +405,10 @@ fn syntax_error(text: &str, e: &serde_saphyr::Error) -> SyntaxError {
         E::MultipleDocuments { .. } => return second_document(text, line, column),
         E::UnknownAnchor { .. } => unknown_anchor(text, line, column),
         E::NonFiniteFloat { value, .. } => non_finite(value),
+        E::BinaryNotUtf8 { .. } => "this `!!binary` value decodes to bytes that are not UTF-8 \
+                                    text, and a setup's values are text, numbers, lists or \
+                                    mappings: write the value itself"
+            .into(),
         E::Budget { breach, .. } => over_budget(breach),
         E::AliasReplayLimitExceeded { .. }
         | E::AliasExpansionLimitExceeded { .. }
@@ -594,6 +598,17 @@ mod tests {
             "`1e999` is beyond the largest number",
         );
         refused_at("a: {b: .NaN}\n", (1, 8), "`.NaN` is not a number (NaN)");
+    }
+
+    /// A `!!binary` value that is not text is said so (the library's message named its own
+    /// option, "set ignore_binary_tag_for_string in Options").
+    #[test]
+    fn binary_that_is_not_text_is_said_so() {
+        refused_at(
+            "a: !!binary \"/w==\"\n",
+            (1, 13),
+            "this `!!binary` value decodes to bytes that are not UTF-8 text",
+        );
     }
 
     /// Lists nested too deep are said to be, on a test thread's 2 MiB stack too (the
