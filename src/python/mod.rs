@@ -310,27 +310,29 @@ fn frames(py: Python<'_>, e: &PyErr) -> Vec<Frame> {
     else {
         return Vec::new();
     };
-    let text = |f: &Bound<'_, PyAny>, k: &str| {
-        f.getattr(k)
-            .and_then(|x| x.extract::<String>())
-            .unwrap_or_default()
-    };
-    let number = |f: &Bound<'_, PyAny>, k: &str| {
-        f.getattr(k)
-            .ok()
-            .and_then(|x| x.extract::<Option<u64>>().ok())
-            .flatten()
-    };
     list.iter()
         .map(|f| Frame {
-            file: text(f, "filename"),
-            line: number(f, "lineno"),
+            file: text_attr(f, "filename").unwrap_or_default(),
+            line: count_attr(f, "lineno"),
             // Python counts these columns from 0.
-            column: number(f, "colno").map(|c| c + 1),
-            function: text(f, "name"),
-            text: text(f, "line"),
+            column: count_attr(f, "colno").map(|c| c + 1),
+            function: text_attr(f, "name").unwrap_or_default(),
+            text: text_attr(f, "line").unwrap_or_default(),
         })
         .collect()
+}
+
+/// Attribute `k` of `o`, when it is text.
+fn text_attr(o: &Bound<'_, PyAny>, k: &str) -> Option<String> {
+    o.getattr(k).ok().and_then(|x| x.extract::<String>().ok())
+}
+
+/// Attribute `k` of `o`, when it is a count (not None, not negative).
+fn count_attr(o: &Bound<'_, PyAny>, k: &str) -> Option<u64> {
+    o.getattr(k)
+        .ok()
+        .and_then(|x| x.extract::<Option<u64>>().ok())
+        .flatten()
 }
 
 /// `FILE:LINE:COLUMN: error: TYPE: MESSAGE`, or without the column when it is not known.
@@ -353,25 +355,20 @@ fn probe_message(py: Python<'_>, e: &PyErr) -> (i32, String) {
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "Error".into());
     let v = e.value(py);
-    let said = |k: &str| v.getattr(k).ok().and_then(|x| x.extract::<String>().ok());
-    let number = |k: &str| {
-        v.getattr(k)
-            .ok()
-            .and_then(|x| x.extract::<Option<u64>>().ok())
-            .flatten()
-    };
+    let said = |k: &str| text_attr(v, k);
+    let number = |k: &str| count_attr(v, k);
     if e.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
         let file = said("filename").unwrap_or_default();
         let msg = said("msg").unwrap_or_else(|| e.to_string());
         let Some(line) = number("lineno") else {
             return (1, format!("{file}: error: {kind}: {msg}"));
         };
-        let column = number("offset");
+        let column = number("offset").filter(|c| *c >= 1);
         let mut out = headline(&file, line, column, &kind, &msg);
         if let Some(text) = said("text").filter(|t| !t.trim().is_empty()) {
             let text = text.trim_end();
             out.push_str(&format!("\n    {text}"));
-            if let Some(c) = column.filter(|c| *c >= 1) {
+            if let Some(c) = column {
                 // The mark under the offending text (`^^^` over its extent on this line).
                 let same_line = number("end_lineno") == Some(line);
                 let width = number("end_offset")
