@@ -299,10 +299,14 @@ fn document_marker(line: &str, marker: &str) -> bool {
 /// A file with a second document, said where the second one starts: at its `---` line,
 /// or (after an end marker `...` with no `---`) where its text starts, at `line`:`column`.
 fn second_document(text: &str, line: u64, column: u64) -> SyntaxError {
-    let marker = (1..=line)
+    let upto = usize::try_from(line).unwrap_or(usize::MAX);
+    let lines: Vec<&str> = text.lines().take(upto).collect();
+    let marker = lines
+        .iter()
+        .enumerate()
         .rev()
-        .map(|l| (l, line_text(text, l)))
-        .find(|(_, t)| document_marker(t, "---") || document_marker(t, "..."));
+        .find(|(_, t)| document_marker(t, "---") || document_marker(t, "..."))
+        .map(|(i, t)| (i as u64 + 1, *t));
     match marker {
         Some((l, t)) if t.starts_with("---") => SyntaxError {
             line: l,
