@@ -129,7 +129,7 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
                 watchers.push(Box::new(w));
             }
             Err(e) => {
-                let why = format!("--http {addr}: {e}");
+                let why = e.to_string();
                 return refuse(&why, Some(recovering), Some(&run_dir), exit::BAD_INPUT);
             }
         }
