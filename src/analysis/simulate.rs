@@ -27,8 +27,8 @@
 use super::trace::{choice, positive, FieldAccess};
 use crate::keys;
 use crate::worker::{
-    BuildContext, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced, Strings,
-    Template, WiringError, WorkerError,
+    BuildContext, Config, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced,
+    Strings, Template, WiringError, WorkerError,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1, StandardNormal};
@@ -57,12 +57,17 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
 /// long, took 4 GB and half a minute to fill for 10^8 samples, in `check` as in the run.
 const LARGEST_NOISE_TABLE: usize = 1 << 24;
 
+/// The shortest `sample_interval`: a picosecond, shorter than any digitiser's (the fastest
+/// take a sample every few ps). Much shorter, the pulse's time constants in samples outgrow
+/// what a machine word counts.
+const SHORTEST_SAMPLE_INTERVAL: f64 = 1e-12;
+
 keys! {
     list KEYS;
     const CHANNELS: MaybeKey<Strings> = ("channels", absent: "all fields", "sink fields to fill, one per channel (f4/f8 in volts, integer types in ADC counts)");
-    const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 4.0e-9, "time between samples (s)");
+    const SAMPLE_INTERVAL: Key<f64> = ("sample_interval", 4.0e-9, "time between samples (s), from 1e-12 (a picosecond) to a year");
     const PRETRIGGER_SAMPLES: Key<usize> = ("pretrigger_samples", 100, "sample at which the (first) pulse starts");
-    const RATE: Key<f64> = ("rate", 1000.0, "mean event rate (Hz); gaps are exponential");
+    const RATE: Key<f64> = ("rate", 1000.0, "mean event rate (Hz), at least one event a year (3.17e-8); gaps are exponential");
     const REALTIME: Key<bool> = ("realtime", false, "sleep so events arrive at `rate` in wall time; false = as fast as possible");
     const N_EVENTS: Key<u64> = ("n_events", 0, "events to produce, then end; 0 = no limit");
     const SEED: Key<i64> = ("seed", 1, "random seed; the same seed gives the same events");
@@ -142,14 +147,22 @@ impl PulseShape {
             let tp = rise * decay / (decay - rise) * (decay / rise).ln();
             (-tp / decay).exp() - (-tp / rise).exp()
         };
-        let len = ((rise.max(0.0) + decay) * 12.0).ceil() as usize + 2;
+        // In floating point: time constants of more samples than a machine word counts are
+        // cut to `max_len` rather than overflow.
+        let len = ((rise.max(0.0) + decay) * 12.0).ceil() + 2.0;
+        let max_len = max_len.max(1);
+        let len = if len < max_len as f64 {
+            len as usize
+        } else {
+            max_len
+        };
         PulseShape::tabulate(
             ShapeKind::Exponential {
                 rise,
                 decay,
                 norm: peak,
             },
-            len.min(max_len.max(1)),
+            len,
         )
     }
 
@@ -427,6 +440,18 @@ impl SimulatePulses {
             .into());
         }
         let dt = positive(ctx, SAMPLE_INTERVAL)?;
+        c.duration(SAMPLE_INTERVAL.name, dt)?;
+        if dt < SHORTEST_SAMPLE_INTERVAL {
+            return Err(c
+                .error(
+                    SAMPLE_INTERVAL.name,
+                    format!(
+                        "{dt:?} s: must be from {SHORTEST_SAMPLE_INTERVAL:e} s (a picosecond, \
+                         shorter than any digitiser's) to a year"
+                    ),
+                )
+                .into());
+        }
         let pretrigger = c.get(PRETRIGGER_SAMPLES)?;
         if pretrigger >= n {
             return Err(c
@@ -437,6 +462,17 @@ impl SimulatePulses {
                 .into());
         }
         let rate = positive(ctx, RATE)?;
+        // The mean gap between events is a time like any key's, at most a year: longer, the
+        // arrival times overflow the clock that paces them.
+        let least_rate = 1.0 / Config::LONGEST;
+        if rate < least_rate {
+            return Err(c
+                .error(
+                    RATE.name,
+                    format!("{rate:?} Hz: must be at least one event a year ({least_rate:.3e} Hz)"),
+                )
+                .into());
+        }
         let shape = match choice(ctx, SHAPE, &["exponential", "template"])? {
             "template" => {
                 let t = c.get(TEMPLATE)?.ok_or_else(|| {
@@ -451,7 +487,9 @@ impl SimulatePulses {
                 if !(rise.is_finite() && rise >= 0.0) {
                     return Err(c.error(RISE_TIME.name, "must be a number ≥ 0 (s)").into());
                 }
+                c.duration(RISE_TIME.name, rise)?;
                 let decay = positive(ctx, DECAY_TIME)?;
+                c.duration(DECAY_TIME.name, decay)?;
                 if rise > 0.0 && rise > decay {
                     return Err(c
                         .error(RISE_TIME.name, "must not be longer than decay_time")
@@ -554,6 +592,7 @@ impl SimulatePulses {
                 .into());
         }
         let lifetime = positive(ctx, LIFETIME)?;
+        c.duration(LIFETIME.name, lifetime)?;
         let range = positive(ctx, ADC_RANGE)?;
         let bits = c.get(ADC_BITS)?;
         if bits > 32 {
@@ -954,6 +993,22 @@ mod tests {
         assert!((peak - 1.0).abs() < 1e-6, "{peak}");
         let half = s.rise_crossing(0.5).unwrap();
         assert!((s.value(half) - 0.5).abs() < 1e-3);
+    }
+
+    /// Time constants of more samples than a machine word counts give a shape cut to its
+    /// longest; before, its length overflowed (`check` panicked on `decay_time: 1e300`).
+    #[test]
+    fn huge_time_constants_give_a_shape_of_the_longest_length() {
+        for (rise, decay) in [
+            (0.0, 1e300),
+            (1e300, 1e300),
+            (f64::MAX, f64::MAX),
+            (1e19, 2e19),
+        ] {
+            assert_eq!(PulseShape::exponential(rise, decay, 4096).len(), 4096);
+        }
+        assert_eq!(PulseShape::exponential(1.0, 4.0, 4096).len(), 62);
+        assert_eq!(PulseShape::exponential(1.0, 4.0, 0).len(), 1);
     }
 
     #[test]
