@@ -84,3 +84,28 @@ fn simulate_pulses_times_and_rates_past_their_bounds_are_refused_by_check() {
     refused(&dir, rate, "rate: 3.1e-8 ", w, "rate", least);
     accepted(&dir, rate, "rate: 3.2e-8 ");
 }
+
+/// `export.hdf5` refuses `rotate_mb` below 1 and `rotate_minutes` below 0.1. Before, both
+/// took 1e-20: a file for every event, the writer throttled by opening and closing them.
+#[test]
+fn hdf5_rotation_below_its_least_is_refused_by_check() {
+    let dir = Dir::new("limits-rotate");
+    let config = "config: {compression: deflate, level: 1, flush_interval: 1.0}";
+    let w = "waveforms";
+    for (key, small, least, why) in [
+        ("rotate_mb", "1.0e-20", "1", "at least 1 MB"),
+        ("rotate_mb", "0.99", "1", "at least 1 MB"),
+        ("rotate_minutes", "1.0e-20", "0.1", "at least 0.1 minutes"),
+        ("rotate_minutes", "0.09", "0.1", "at least 0.1 minutes"),
+    ] {
+        refused(
+            &dir,
+            config,
+            &format!("config:\n      {key}: {small}"),
+            w,
+            key,
+            why,
+        );
+        accepted(&dir, config, &format!("config:\n      {key}: {least}"));
+    }
+}

@@ -42,9 +42,20 @@ keys! {
     const COMPRESSION: Key<str> = ("compression", "deflate", "deflate (shuffle + zlib, every reader can open it) or none (fastest)");
     const LEVEL: Key<usize> = ("level", 1, "deflate level 1 (fast) .. 9 (small)");
     const FLUSH_INTERVAL: Key<f64> = ("flush_interval", 1.0, "seconds between flushes: a crash loses at most this much");
-    const ROTATE_MB: MaybeKey<f64> = ("rotate_mb", absent: "none", "start a new file (name_0001.h5, …) after this many MB");
-    const ROTATE_MINUTES: MaybeKey<f64> = ("rotate_minutes", absent: "none", "start a new file after this many minutes");
+    const ROTATE_MB: MaybeKey<f64> = ("rotate_mb", absent: "none", "start a new file (name_0001.h5, …) after this many MB; at least 1 (data is written in chunks of up to 1 MiB)");
+    const ROTATE_MINUTES: MaybeKey<f64> = ("rotate_minutes", absent: "none", "start a new file after this many minutes; at least 0.1 (6 s, several flushes)");
 }
+
+/// The least `rotate_mb`. Data is written in chunks of up to 1 MiB (`chunk_bytes`): a smaller
+/// file holds less than one, and opening and closing it (its layout, the setup text, the
+/// closing attributes) costs more than its events. At 1e-20 every event got a file of its
+/// own (86 files in 2 s) and the writer fell behind its source.
+const LEAST_ROTATE_MB: f64 = 1.0;
+
+/// The least `rotate_minutes`: 6 s, several flushes at the default `flush_interval` (1 s),
+/// so that a file's opening and closing stay a small part of its time. At 1e-20 every event
+/// got a file of its own, as with `rotate_mb`.
+const LEAST_ROTATE_MINUTES: f64 = 0.1;
 
 /// `export.hdf5`.
 pub struct Hdf5Export {
@@ -107,6 +118,17 @@ impl Settings {
         let given = |key: MaybeKey<f64>| -> Result<Option<f64>, WorkerError> {
             c.get(key)?.map(|v| above_zero(key.name, v)).transpose()
         };
+        let at_least = |key: MaybeKey<f64>, least: f64, unit: &str, why: &str| match given(key)? {
+            Some(v) if v < least => Err(WorkerError::from(c.error(
+                key.name,
+                format!("{v:?}: must be at least {least} {unit} ({why})"),
+            ))),
+            v => Ok(v),
+        };
+        let chunks = "data is written in chunks of up to 1 MiB: a smaller file costs more to \
+                      open and close than to fill";
+        let flushes = "6 s, several flushes: a shorter file costs more to open and close than \
+                       to fill";
         Ok(Settings {
             compression,
             flush: c.duration(
@@ -114,8 +136,9 @@ impl Settings {
                 above_zero(FLUSH_INTERVAL.name, c.get(FLUSH_INTERVAL)?)?,
             )?,
             rotation: Rotation {
-                max_bytes: given(ROTATE_MB)?.map(|mb| (mb * 1e6) as u64),
-                max_duration: given(ROTATE_MINUTES)?
+                max_bytes: at_least(ROTATE_MB, LEAST_ROTATE_MB, "MB", chunks)?
+                    .map(|mb| (mb * 1e6) as u64),
+                max_duration: at_least(ROTATE_MINUTES, LEAST_ROTATE_MINUTES, "minutes", flushes)?
                     .map(|m| c.duration(ROTATE_MINUTES.name, m * 60.0))
                     .transpose()?,
             },
