@@ -1,9 +1,9 @@
 //! Numbers past what a key can mean are refused by `check` (exit 2, the file, line and
 //! column of the value, the worker and the key), never taken on to panic or to throttle the
-//! run.
+//! run; and a command-line time past a year is refused before a run directory is made.
 
 mod runs;
-use runs::{check, shipped_setup, stdout_and_stderr, value_at, Dir};
+use runs::{check, engine_in, shipped_setup, stdout_and_stderr, value_at, Dir};
 
 /// `daq-engine check` of the shipped demo with `from` replaced by `to`: its exit code, what
 /// it said, and the edited setup's text.
@@ -107,5 +107,42 @@ fn hdf5_rotation_below_its_least_is_refused_by_check() {
             why,
         );
         accepted(&dir, config, &format!("config:\n      {key}: {least}"));
+    }
+}
+
+/// `--progress-every` longer than a year is refused with the command line's usage error
+/// (exit 2) before anything is made. Before, 1e20 passed: the run directory was made and the
+/// engine panicked turning it into a Duration (exit 101), and the next run "recovered" that
+/// directory and alerted `run_killed`.
+#[test]
+fn progress_every_past_a_year_is_refused_before_a_run_directory_is_made() {
+    let dir = Dir::new("limits-progress");
+    let demo = shipped_setup("demo.yaml");
+    for every in ["1e20", "31536001", "inf"] {
+        let out = engine_in(
+            &dir.0,
+            &[
+                demo.as_os_str(),
+                "--no-tui".as_ref(),
+                "--max-events".as_ref(),
+                "1".as_ref(),
+                "--target-directory".as_ref(),
+                dir.0.join("runs").as_os_str(),
+                "--progress-every".as_ref(),
+                every.as_ref(),
+            ],
+        )
+        .output()
+        .unwrap();
+        let said = stdout_and_stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{every}: {said}");
+        assert!(
+            said.contains("--progress-every") && said.contains("a year"),
+            "{said}"
+        );
+        assert!(
+            !dir.0.join("runs").exists(),
+            "{every}: a run directory was made: {said}"
+        );
     }
 }

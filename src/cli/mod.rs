@@ -42,11 +42,16 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// A positive, finite number of seconds.
+/// A number of seconds above 0 and at most a year ([`crate::worker::Config::LONGEST`], the
+/// longest a setup's time keys may give): a longer wait is none a run has, and past it a
+/// clock's arithmetic overflows.
 fn positive_seconds(s: &str) -> Result<f64, String> {
+    let longest = crate::worker::Config::LONGEST;
     match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
+        Ok(x) if x > 0.0 && x <= longest => Ok(x),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds above 0 and at most a year ({longest} s)"
+        )),
     }
 }
 
@@ -521,4 +526,25 @@ fn inspect(args: &[PathBuf]) -> i32 {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--progress-every` takes a year and refuses what is not above 0 or is longer: past
+    /// a year, the progress clock's arithmetic overflowed and the run panicked.
+    #[test]
+    fn progress_every_is_above_0_and_at_most_a_year() {
+        let every = |arg: &str| {
+            Cli::try_parse_from(["daq-engine", "s.yaml", "--progress-every", arg])
+                .map(|cli| cli.run.progress_every)
+        };
+        assert_eq!(every("31536000").unwrap(), 31_536_000.0);
+        assert_eq!(every("0.5").unwrap(), 0.5);
+        for bad in ["31536001", "1e20", "inf", "nan", "0"] {
+            let e = every(bad).unwrap_err().to_string();
+            assert!(e.contains("at most a year (31536000 s)"), "{bad}: {e}");
+        }
+    }
 }
