@@ -650,7 +650,7 @@ impl Config {
             Err(self.error(
                 key,
                 format!(
-                    "{seconds} s: a time must be from 0 to a year ({} s)",
+                    "{seconds:?} s: a time must be from 0 to a year ({} s)",
                     Self::LONGEST
                 ),
             ))
@@ -900,6 +900,22 @@ mod tests {
             .to_string()
             .contains("is required"));
         assert!(c.usize_or("level", 0).is_err());
+    }
+
+    /// A time past a year is refused with its value written as short as it reads in the
+    /// setup: before, `1e300` was printed with all its 301 digits.
+    #[test]
+    fn a_time_past_a_year_is_refused_with_its_value_as_written() {
+        let c = Config::from_json("w", json!({}));
+        let said = |s: f64| c.duration("t", s).unwrap_err().to_string();
+        assert_eq!(
+            said(1e300),
+            "worker 'w', config key 't': 1e300 s: a time must be from 0 to a year (31536000 s)"
+        );
+        assert!(said(-1e-20).contains("'t': -1e-20 s: "), "{}", said(-1e-20));
+        assert!(said(31_536_001.0).contains("'t': 31536001.0 s: "));
+        assert!(said(f64::NAN).contains("'t': NaN s: "));
+        assert_eq!(c.duration("t", 31_536_000.0).unwrap().as_secs(), 31_536_000);
     }
 
     #[test]
