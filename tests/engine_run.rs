@@ -505,7 +505,10 @@ fn a_refused_start_is_alerted_with_the_killed_run_it_found() {
     let (code, out) = finish_within(start(&dir, &s, &["--http", &addr]), LONG);
     assert_eq!(code, 2, "{out}");
     // Said once: the option and address were written twice ("--http A: --http A: …").
-    assert!(out.contains(&format!("--http {addr}: cannot listen")), "{out}");
+    assert!(
+        out.contains(&format!("--http {addr}: cannot listen")),
+        "{out}"
+    );
     assert!(!out.contains(&format!("--http {addr}: --http")), "{out}");
     // Its own run directory is not left for the next start to take for a killed run.
     assert_eq!(

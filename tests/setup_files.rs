@@ -1116,3 +1116,28 @@ fn the_places_check_points_at_are_where_the_values_were_written() {
     let c = Setup::check_file(&python, catalog(), 2);
     assert_eq!(at(c.places.file_of("save")), Some((python, 20, 11)));
 }
+
+/// `options.stats_interval: 1e30` was taken: stats.jsonl then held its first and last lines
+/// only, and the dashboard, the page and the service's status stood still for the whole run.
+#[test]
+fn a_stats_interval_past_an_hour_is_refused() {
+    let text = |interval: &str| {
+        format!(
+            "Buffers:\n  raw: {{slot_count: 4, data_length: 1, data_dtype: {{a: i2}}}}\nWorkers:\n  src: {{function: simulate.pulses, sinks: [raw]}}\n  out: {{function: export.drain, sources: [raw]}}\noptions: {{stats_interval: {interval}}}\n"
+        )
+    };
+    let c = Setup::check_bytes(text("1e30").as_bytes(), Path::new("o.yaml"), catalog(), 2);
+    let errors: Vec<String> = c.errors.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            "o.yaml:6:27: error: options.stats_interval: must be at most 3600 seconds (an hour): \
+          the dashboard, the page and the service's status are only as fresh as the last stats \
+          line"
+        ],
+        "{}",
+        listing(&c)
+    );
+    let (setup, _) = Setup::from_str(&text("3600"), Path::new("o.yaml"), catalog(), 2).unwrap();
+    assert_eq!(setup.options.stats_interval, 3600.0);
+}

@@ -701,9 +701,18 @@ impl Loader {
                     }
                 }
                 "stats_interval" => {
+                    // At most an hour: the dashboard, the page, the service's status and a
+                    // recovered run's length are only as fresh as the last line.
                     let why = "must be at least 0.01 seconds";
                     if let Some(x) = self.at_least(val, "options.stats_interval", 0.01, why) {
-                        o.stats_interval = x;
+                        if x > 3600.0 {
+                            let why = "must be at most 3600 seconds (an hour): the dashboard, \
+                                       the page and the service's status are only as fresh as \
+                                       the last stats line";
+                            self.error(val.at, format!("options.stats_interval: {why}"), None);
+                        } else {
+                            o.stats_interval = x;
+                        }
                     }
                 }
                 "drain_stall_seconds" => {
