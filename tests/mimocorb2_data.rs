@@ -16,7 +16,18 @@ const DTYPE: &str = "{ch0: float32, ch1: int16, flag: uint8}";
 /// Runs `tests/setups/mimocorb2_builtins/data_<name>.yaml` in `dir`; (exit code, output,
 /// run directory).
 fn run(dir: &Dir, name: &str) -> (i32, String, Option<PathBuf>) {
-    let target = format!("runs_{name}");
+    let (child, target) = start(dir, name);
+    let (code, out) = finish_within(child, Duration::from_secs(120));
+    let run = std::fs::read_dir(target)
+        .ok()
+        .and_then(|mut d| d.next())
+        .map(|e| e.unwrap().path());
+    (code, out, run)
+}
+
+/// Starts `tests/setups/mimocorb2_builtins/data_<name>.yaml` in `dir`: the engine, and the
+/// target directory its run directory goes into.
+fn start(dir: &Dir, name: &str) -> (std::process::Child, PathBuf) {
     let file = format!("data_{name}.yaml");
     let setup = dir.0.join(&file);
     std::fs::copy(
@@ -29,12 +40,7 @@ fn run(dir: &Dir, name: &str) -> (i32, String, Option<PathBuf>) {
     let child = engine_in(&dir.0, &[setup.as_os_str(), "--no-tui".as_ref()])
         .spawn()
         .unwrap();
-    let (code, out) = finish_within(child, Duration::from_secs(120));
-    let run = std::fs::read_dir(dir.0.join(&target))
-        .ok()
-        .and_then(|mut d| d.next())
-        .map(|e| e.unwrap().path());
-    (code, out, run)
+    (child, dir.0.join(format!("runs_{name}")))
 }
 
 /// Every event of a mimo file: (data bytes, counter, timestamp).
@@ -160,6 +166,35 @@ fn data_export_writes_mimocorb2_files_and_the_importers_replay_them() {
     assert_eq!(replayed.len(), 300);
     assert!(original.iter().zip(&replayed).all(|(a, b)| a.0 == b.0));
     assert!(span(&replayed) >= 0.95 * 0.299, "{}", span(&replayed));
+}
+
+/// A pause in the middle of a mimo file's replay discarded what the file gave meanwhile
+/// (as for a live device), and the counters, numbered again, showed no gap. The file now
+/// keeps its events for after the resume, as `replay.hdf5`'s do.
+#[test]
+fn a_paused_mimo_replay_keeps_every_event_for_after_the_resume() {
+    let dir = Dir::new("m2paused");
+    let (code, out, rec) = run(&dir, "record");
+    assert_eq!(code, 0, "{out}");
+    let rec = rec.unwrap();
+    let recorded = events(&rec.join("raw.mimo"));
+    std::fs::copy(rec.join("raw.mimo"), dir.0.join("recorded.mimo")).unwrap();
+    let (child, target) = start(&dir, "paused");
+    let mut run = None;
+    runs::wait_until("the replay under way", Duration::from_secs(60), || {
+        run = std::fs::read_dir(&target)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path());
+        run.as_ref().is_some_and(|r| r.join("stats.jsonl").exists())
+    });
+    let run = run.unwrap();
+    runs::pause_a_while(&run, || {});
+    let (code, out) = finish_within(child, Duration::from_secs(120));
+    assert_eq!(code, 0, "{out}");
+    let replayed = events(&run.join("raw.mimo"));
+    assert_eq!(replayed.len(), recorded.len(), "{out}");
+    assert!(recorded.iter().zip(&replayed).all(|(a, b)| a.0 == b.0));
 }
 
 #[test]
