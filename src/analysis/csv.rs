@@ -9,7 +9,10 @@
 //!
 //! Guarantees: `consume` formats into a text buffer reserved in `build` (1 MiB) and does no
 //! I/O until the buffer is nearly full; `flush` appends it to the file every `save_interval`,
-//! `finish` appends the rest and syncs the file. A write error names the file.
+//! `finish` appends the rest and syncs the file. A write error names the file. A failed
+//! write (a full disk) never leaves part of a line or of an event: the file is cut back to
+//! the end of the last event it holds whole, and [`Exporter::events_kept`] says how many
+//! events that is, so what it was delivered beyond them is counted lost.
 
 use super::trace::{one_source, positive_seconds};
 use crate::dtype::{Base, Dtype};
@@ -72,6 +75,22 @@ pub struct CsvExport {
     earlier_rows: u64,
     /// Rows one event makes (the source's data_length).
     rows_per_event: u64,
+    /// Bytes in the file: the header or what an earlier process left, and every write since.
+    written: u64,
+    /// Where the last event consumed ends, counting the file and then `text`.
+    end: Mark,
+    /// Where the last event the file holds whole ends (at most `written`): a failed write
+    /// cuts the file back to it.
+    kept: Mark,
+}
+
+/// The end of an event in the CSV text: its byte offset in the file, the rows up to it
+/// (earlier processes' included) and the events of this process up to it.
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    bytes: u64,
+    rows: u64,
+    events: u64,
 }
 
 /// What the config of `export.csv` asks for: the file name (without .csv), the record type,
@@ -143,6 +162,18 @@ impl CsvExport {
                 })
             }
         };
+        let written = file
+            .metadata()
+            .map_err(|source| WorkerError::Io {
+                what: format!("reading the length of {}", path.display()),
+                source,
+            })?
+            .len();
+        let start = Mark {
+            bytes: written,
+            rows,
+            events: 0,
+        };
         Ok(CsvExport {
             interval,
             path,
@@ -154,6 +185,9 @@ impl CsvExport {
             rows,
             earlier_rows: rows,
             rows_per_event: one_source(ctx)?.data_length as u64,
+            written,
+            end: start,
+            kept: start,
         })
     }
 
@@ -169,22 +203,62 @@ impl CsvExport {
 
     fn write_out(&mut self) -> Result<(), WorkerError> {
         if !self.text.is_empty() {
-            self.file
-                .write_all(self.text.as_bytes())
-                .map_err(|source| WorkerError::Io {
+            if let Err(source) = self.file.write_all(self.text.as_bytes()) {
+                self.cut_back();
+                return Err(WorkerError::Io {
                     what: format!("appending to {}", self.path.display()),
                     source,
-                })?;
+                });
+            }
+            self.written += self.text.len() as u64;
             self.text.clear();
+            // The text ended with the last event consumed, or inside the one after it.
+            self.kept = self.end;
         }
         self.last_write = Instant::now();
         Ok(())
+    }
+
+    /// After a failed write, which may have written part of the text (as much as a full
+    /// disk took): cuts the file back to the end of the last event it holds whole, and
+    /// drops the text, so no cut line or event is left and the counts are the file's. A
+    /// cut that fails too is said in the log; the events counted kept stay the whole ones.
+    fn cut_back(&mut self) {
+        use std::io::Seek as _;
+        let kept = self.kept;
+        let cut = self
+            .file
+            .set_len(kept.bytes)
+            .and_then(|()| self.file.seek(std::io::SeekFrom::Start(kept.bytes)));
+        match cut {
+            Ok(_) => tracing::warn!(
+                "{}: the write failed; the file is cut back to its last whole event ({} \
+                 rows), the events after it are counted lost",
+                self.path.display(),
+                kept.rows
+            ),
+            Err(e) => tracing::warn!(
+                "{}: the write failed, and cutting the file back to its last whole event \
+                 ({} bytes) failed too ({e}): its last line may be cut",
+                self.path.display(),
+                kept.bytes
+            ),
+        }
+        self.text.clear();
+        self.written = kept.bytes;
+        self.rows = kept.rows;
+        self.end = kept;
     }
 }
 
 impl Exporter for CsvExport {
     fn kept_from_earlier(&self) -> Option<u64> {
         Some(self.earlier_rows / self.rows_per_event.max(1))
+    }
+
+    fn events_kept(&self) -> Option<u64> {
+        self.kept_from_earlier()
+            .map(|earlier| earlier + self.kept.events)
     }
 
     fn consume(&mut self, event: &EventRef<'_>) -> Result<(), WorkerError> {
@@ -201,6 +275,11 @@ impl Exporter for CsvExport {
             self.text.push('\n');
             self.rows += 1;
         }
+        self.end = Mark {
+            bytes: self.written + self.text.len() as u64,
+            rows: self.rows,
+            events: self.end.events + 1,
+        };
         Ok(())
     }
 
