@@ -10,6 +10,7 @@
 //!   metadata were both flushed) is the file's `events_written` attribute with `recovered`
 //!   = 1, the file is compressed as a cleanly closed one would be, no `.packing` file is
 //!   left, and `summary.json` says `"recovered": true` with the events of every file.
+//! - Every `.csv` file ends with a whole line (a line cut by the kill is removed).
 //! - Files and summaries are replaced atomically ([`write_atomic`]): a crash during recovery
 //!   leaves the old file or the new one, never half of one.
 //!
@@ -507,6 +508,20 @@ pub fn recover_run_dir_then_compress(
             Err(e) => rec.failed.push((p.clone(), e)),
         }
     }
+    // A CSV file (`export.csv`) may end in a line cut by the kill or a full disk, its last
+    // number cut short and still reading as a number: cut back to its last whole line.
+    for p in names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+    {
+        match crate::analysis::csv::cut_to_whole_lines(p) {
+            Ok(0) => {}
+            Ok(cut) => tracing::info!("{}: a cut last line removed ({cut} bytes)", p.display()),
+            Err(e) => rec
+                .failed
+                .push((p.clone(), format!("could not cut it to whole lines: {e}"))),
+        }
+    }
     let files: serde_json::Map<String, serde_json::Value> = rec
         .files
         .iter()
@@ -678,6 +693,28 @@ mod tests {
         assert_eq!(summary["seconds"], 8.0, "{summary}");
         assert_eq!(summary["paused_seconds"], 2.5, "{summary}");
         assert_eq!(summary["seconds_as_of"], "2026-12-06T10:00:08.000Z");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A CSV file whose last line a full disk cut (`…,100.` of `100.375`, still a number):
+    /// recovery used to leave the cut line. Now it is cut back to the last whole line, and a
+    /// whole file is left as it is.
+    #[test]
+    fn a_csv_file_is_cut_back_to_its_last_whole_line() {
+        let run = crate::fsio::test_dir("recover-csv");
+        let whole = "counter,timestamp,deadtime,height\n0,1.5,0,0.25\n1,1.75,0,0.5\n";
+        std::fs::write(run.join("feat.csv"), format!("{whole}2,2,0,100.")).unwrap();
+        std::fs::write(run.join("other.csv"), whole).unwrap();
+        let rec = recover_run_dir(&run, &cut_here).unwrap();
+        assert!(rec.failed.is_empty(), "{:?}", rec.failed);
+        assert_eq!(
+            std::fs::read_to_string(run.join("feat.csv")).unwrap(),
+            whole
+        );
+        assert_eq!(
+            std::fs::read_to_string(run.join("other.csv")).unwrap(),
+            whole
+        );
         std::fs::remove_dir_all(&run).unwrap();
     }
 
