@@ -6,7 +6,8 @@
 //! Guarantees: lines are formatted into a reused buffer and written through a buffered
 //! writer, flushed when the flush interval has passed (checked with the vDSO clock) and at
 //! `finish`; after warm-up `append` allocates nothing. Must never write a partial line
-//! through its own fault or print a float rounded.
+//! through its own fault or print a float rounded. [`cut_to_whole_lines`] takes back a line
+//! a crash or a full disk cut (for `recover`).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -126,6 +127,36 @@ impl CsvWriter {
         self.flush()?;
         Ok(self.rows)
     }
+}
+
+/// Cuts the CSV file at `path` back to its last whole line (a line cut by a crash or a full
+/// disk, whose last number may still read as a number); returns the bytes cut. Reads only
+/// the file's tail, back to its last newline. A file without any newline is left alone.
+pub fn cut_to_whole_lines(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.seek(std::io::SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            let whole = start + i as u64 + 1;
+            if whole < len {
+                file.set_len(whole)?;
+                file.sync_all()?;
+            }
+            return Ok(len - whole);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

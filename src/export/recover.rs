@@ -514,7 +514,7 @@ pub fn recover_run_dir_then_compress(
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "csv"))
     {
-        match crate::analysis::csv::cut_to_whole_lines(p) {
+        match super::csv::cut_to_whole_lines(p) {
             Ok(0) => {}
             Ok(cut) => tracing::info!("{}: a cut last line removed ({cut} bytes)", p.display()),
             Err(e) => rec
