@@ -303,11 +303,15 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
             }
         );
         // A reader that lost events of its own (its worker ended or died before reading
-        // them): said here, or a run whose filter read 1 event in 10 looked whole.
+        // them, or could not write or deliver them): said here, or a run whose filter read
+        // 1 event in 10 looked whole.
         for (reader, books) in summary.readers.get(b).into_iter().flatten() {
             let own = books.lost.saturating_sub(lost);
             if own > 0 {
-                say!("    {own} of them lost for reader '{reader}' (it ended before reading them)");
+                say!(
+                    "    {own} of them lost for reader '{reader}' (it ended before reading \
+                     them, or could not write or deliver them: the log says which)"
+                );
             }
         }
     }

@@ -1786,8 +1786,9 @@ impl Supervisor {
                 alarm.lost_logged = lost;
                 alarm.lost_logged_at = Some(Instant::now());
             }
-            // Lost for one reader alone: its worker ended, or a process of it died, while
-            // events waited for it (the ring's own losses are told above).
+            // Lost for one reader alone: its worker ended, a process of it died, or an
+            // exporter could not write or deliver them (a full disk, a Kafka topic missing
+            // at the end) (the ring's own losses are told above).
             let Some(pb) = self.plan.buffer(name) else {
                 continue;
             };
@@ -1798,7 +1799,8 @@ impl Supervisor {
                 if own > *told && due {
                     let msg = format!(
                         "buffer '{name}': {} events lost for reader '{reader}' ({own} in all): \
-                         its worker ended, or a process of it died, before reading them",
+                         its worker ended or a process of it died before reading them, or it \
+                         could not write or deliver them (the log says which)",
                         own - *told
                     );
                     tracing::warn!("{msg}");
