@@ -927,8 +927,8 @@ pub struct Replay {
     start: Option<(Instant, f64)>,
     /// Seconds after `start` the pending event is due.
     due: f64,
-    /// Since when the run is paused (the file keeps its events until the resume).
-    paused_at: Option<Instant>,
+    /// The file keeps its events while the run is paused.
+    hold: super::replay::Hold,
 }
 
 impl Replay {
@@ -945,7 +945,7 @@ impl Replay {
             buf: vec![0; size],
             start: None,
             due: 0.0,
-            paused_at: None,
+            hold: Default::default(),
         })
     }
 }
@@ -954,18 +954,12 @@ impl Importer for Replay {
     /// A recording waits for the resume, as `replay.hdf5`'s does: nothing of it is
     /// discarded, and its clock goes on from where the pause stopped it.
     fn pause(&mut self, paused: bool) -> bool {
-        if paused {
-            self.paused_at = Some(Instant::now());
-        } else if let (Some(at), Some((t0, _))) = (self.paused_at.take(), self.start.as_mut()) {
-            *t0 += at.elapsed();
-        }
-        true
+        self.hold
+            .pause(paused, self.start.as_mut().map(|(t0, _)| t0))
     }
 
     fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
-        if self.paused_at.is_some() {
-            // Back within a short while, so that a stop is seen.
-            std::thread::sleep(Duration::from_millis(100));
+        if self.hold.waits() {
             return Ok(Produced::Idle);
         }
         if self.pending.is_none() {

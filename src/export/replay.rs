@@ -220,8 +220,8 @@ pub struct Replay {
     pace: Option<f64>,
     start: Option<(f64, Instant)>,
     events: u64,
-    /// Since when the run is paused (the files keep their events until the resume).
-    paused_at: Option<Instant>,
+    /// The files keep their events while the run is paused.
+    hold: Hold,
     /// Events of the files still to pass over: what an earlier process of this worker
     /// replayed before it ended (see [`Importer::restarted`]).
     skip: u64,
@@ -255,7 +255,7 @@ impl Replay {
             pace,
             start: None,
             events: 0,
-            paused_at: None,
+            hold: Hold::default(),
             skip: 0,
         })
     }
@@ -351,22 +351,47 @@ impl Replay {
     }
 }
 
-impl Importer for Replay {
-    fn pause(&mut self, paused: bool) -> bool {
+/// A recording's pause: its events wait in the files until the resume (nothing of them is
+/// discarded, as a live device's are), and a paced replay's clock goes on from where the
+/// pause stopped it.
+#[derive(Default)]
+pub(crate) struct Hold {
+    /// Since when the run is paused.
+    since: Option<Instant>,
+}
+
+impl Hold {
+    /// The run was paused or resumed; on the resume, `clock` (the wall time the replay's
+    /// time line started at) moves on by the pause. Returns true, as
+    /// [`Importer::pause`] of a source that holds its data does.
+    pub(crate) fn pause(&mut self, paused: bool, clock: Option<&mut Instant>) -> bool {
         if paused {
-            self.paused_at = Some(Instant::now());
-        } else if let (Some(at), Some((_, wall0))) = (self.paused_at.take(), self.start.as_mut()) {
-            // Paced: the recorded time line goes on from where the pause stopped it.
-            *wall0 += at.elapsed();
+            self.since = Some(Instant::now());
+        } else if let (Some(at), Some(clock)) = (self.since.take(), clock) {
+            *clock += at.elapsed();
         }
         true
     }
 
-    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
-        if self.paused_at.is_some() {
-            // The files keep their events until the resume; back within a short while, so
-            // a stop is seen.
+    /// True while paused, after a short sleep (the importer's `next` gives Idle and comes
+    /// back within a while, so a stop is seen).
+    pub(crate) fn waits(&self) -> bool {
+        if self.since.is_some() {
             std::thread::sleep(Duration::from_millis(100));
+        }
+        self.since.is_some()
+    }
+}
+
+impl Importer for Replay {
+    fn pause(&mut self, paused: bool) -> bool {
+        // Paced: the recorded time line goes on from where the pause stopped it.
+        self.hold
+            .pause(paused, self.start.as_mut().map(|(_, wall0)| wall0))
+    }
+
+    fn next(&mut self, out: &mut EventMut<'_>) -> Result<Produced, WorkerError> {
+        if self.hold.waits() {
             return Ok(Produced::Idle);
         }
         if self.at == self.batch_len && !self.fill_batch()? {

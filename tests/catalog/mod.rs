@@ -13,15 +13,10 @@ pub const fn spec(
     keys: &'static [ConfigKey],
 ) -> FunctionSpec {
     FunctionSpec {
-        name,
-        template,
-        summary: "",
         sources,
         sinks,
         observes,
-        keys,
-        writes: None,
-        worker_files: &[],
+        ..FunctionSpec::new(name, template, "", keys)
     }
 }
 
