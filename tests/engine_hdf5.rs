@@ -351,6 +351,97 @@ fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The bytes and modification time of `file`: what a file left alone keeps.
+fn bytes_and_mtime(file: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    let mtime = std::fs::metadata(file).unwrap().modified().unwrap();
+    (std::fs::read(file).unwrap(), mtime)
+}
+
+/// A writer with rotation started again after `kill -9`: every earlier file, also those
+/// closed cleanly long before, was opened for writing and grown by 64 MiB (the last one
+/// twice), and the log said the writer went on in `raw_r1.h5`, a file that never appears.
+/// Now a cleanly closed file keeps its bytes and its mtime, the killed one grows by a partly
+/// written chunk at most, and the log names the first new file, `raw_r1_0001.h5`.
+#[test]
+fn a_restarted_rotating_writer_leaves_its_cleanly_closed_files_alone() {
+    let dir = fresh("restart-rotate");
+    // At most two minutes: a failing check leaves no run going on.
+    let text = "target_directory: runs
+options: {max_seconds: 120}
+Buffers:
+  raw: {slot_count: 128, data_length: 16, data_dtype: {ch0: f4}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {rate: 10000, realtime: true, pretrigger_samples: 4}
+  writer:
+    function: export.hdf5
+    sources: [raw]
+    restart: on-failure
+    config: {compression: none, flush_interval: 0.1, rotate_mb: 1}
+";
+    let child = run_of(&dir, text).stderr(Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    let run = loop {
+        let run = std::fs::read_dir(dir.join("runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        if let Some(run) = run.filter(|r| r.join("raw_0004.h5").exists()) {
+            break run;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "no fourth rotated file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Files 1 and 2 were closed before file 4 was begun.
+    let closed = [run.join("raw_0001.h5"), run.join("raw_0002.h5")];
+    let before: Vec<_> = closed.iter().map(|f| bytes_and_mtime(f)).collect();
+    // The writer's process, among those working in `dir` (its plan path is relative).
+    let writer = pids_in(&dir)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("plan.json\0writer\x000"))
+        })
+        .expect("the writer's process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(writer),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let log = || std::fs::read_to_string(run.join("daq-engine.log")).unwrap_or_default();
+    runs::wait_until("the restarted writer", Duration::from_secs(60), || {
+        log().contains("going on in")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    runs::interrupt(&child).unwrap();
+    let (code, out) = runs::finish_within(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    for (f, was) in closed.iter().zip(&before) {
+        let now = bytes_and_mtime(f);
+        assert!(
+            now == *was,
+            "{}: a cleanly closed file was changed: {} bytes before, {} after",
+            f.display(),
+            was.0.len(),
+            now.0.len()
+        );
+    }
+    // Every file, the killed one too, is about its data's size (1 MB a file, a chunk more).
+    for f in runs::h5_files(&run) {
+        let bytes = std::fs::metadata(&f).unwrap().len();
+        assert!(bytes < 3 << 20, "{}: {bytes} bytes", f.display());
+    }
+    let said = log();
+    assert!(said.contains("raw_r1_0001.h5"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The one run in `dir/runs` besides the `killed` one.
 fn the_run_after(dir: &Path, killed: &Path) -> PathBuf {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))

@@ -707,11 +707,6 @@ impl RunFileWriter {
                 }
             }
             base = next_life(&base);
-            tracing::info!(
-                "an earlier process of this worker wrote {} file(s); going on in {}",
-                earlier.len(),
-                base.display()
-            );
         }
         let meta_type = raw::compound_type(&metadata_dtype()).map_err(|e| ExportError::Create {
             path: base.clone(),
@@ -737,6 +732,19 @@ impl RunFileWriter {
             earlier_events,
             kept_closed: 0,
         };
+        if !earlier.is_empty() {
+            // The name of the first new file: with rotation on, `<stem>_r<N>_0001.h5`.
+            tracing::info!(
+                "an earlier process of this worker wrote {} file(s); going on in {}{}",
+                earlier.len(),
+                w.numbered_path(1).display(),
+                if w.options.rotation.enabled() {
+                    " and the files after it"
+                } else {
+                    ""
+                }
+            );
+        }
         if !to_pack.is_empty() {
             // Files of a version that compressed at close: complete, left uncompressed
             // (`daq-engine recover` on the run directory compresses them).

@@ -693,18 +693,96 @@ pub(crate) fn clear_status_flags(path: &std::path::Path) -> Result<(), H5Error> 
         };
         // A writer killed between flushes may have written raw-data chunks past the
         // end-of-allocation its superblock records; readers then fail with "addr overflow".
-        // Move the end of allocation to the end of the file, as `h5clear --increment` does.
+        // Move the end of allocation to the end of the file, as `h5clear --increment=0` does.
         // SAFETY: `file.id` is a live file id opened read-write; the function only updates
         // the file's end-of-allocation (HDF5 ≥ 1.10.2; Debian ships 1.10.8).
-        // The last chunk may also be only partly on disk: with the end of allocation past it,
-        // its missing tail reads as zeros (which `read_buffer` cuts off) instead of failing.
         check(
-            unsafe { H5Fincrement_filesize(file.id, 64 << 20) },
+            unsafe { H5Fincrement_filesize(file.id, 0) },
             "move the end of allocation to the end of the file",
         )?;
         drop(file);
-        Ok(())
-    })
+        Ok::<(), H5Error>(())
+    })?;
+    cover_last_chunks(path)
+}
+
+/// The last chunk of a dataset may be only partly on disk (the writer was killed while
+/// writing it, or the disk filled): its index entry reached the file, its bytes only in
+/// part. Moves the file's end of allocation to the end of the furthest such chunk, so that
+/// its missing tail reads as zeros (which `read_buffer` and recovery cut off) instead of
+/// failing. The file grows by that missing tail at most (less than one chunk), and not at
+/// all when every chunk is whole: making a file whole again adds nothing.
+fn cover_last_chunks(path: &std::path::Path) -> Result<(), H5Error> {
+    let library = |e| H5Error::Library(describe(e));
+    let file = h5::File::open_rw(path).map_err(library)?;
+    let eof = std::fs::metadata(path).map_or(0, |m| m.len());
+    // A group or chunk index that does not read is left to the steps after this one, which
+    // say what is wrong with it: here it only has no chunk to cover.
+    let need = file
+        .groups()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|g| g.datasets().unwrap_or_default())
+        .filter_map(|ds| last_chunks_end(&ds, eof).ok())
+        .max()
+        .unwrap_or(0);
+    let end = recorded_end(&file)?.max(eof);
+    if need > end {
+        locked(|| {
+            // SAFETY: `file.id()` is a live file id opened read-write; the function only
+            // moves the file's end-of-allocation, here to max(EOA, EOF) + the increment.
+            check(
+                unsafe { H5Fincrement_filesize(file.id(), need - end) },
+                "move the end of allocation past the last chunk",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Where the last two chunks along the first dimension of `ds` end in the file (0 when it
+/// is not chunked or has none): those are the chunks a killed appending writer may have
+/// left partly written. A chunk that starts at or past `eof` is not counted: none of it
+/// reached the disk, and covering it would only add zeros.
+fn last_chunks_end(ds: &Dataset, eof: u64) -> Result<u64, H5Error> {
+    let Some(chunk) = ds.chunk() else {
+        return Ok(0);
+    };
+    let rows = ds.shape().first().copied().unwrap_or(0) as u64;
+    let step = chunk.first().copied().unwrap_or(1).max(1) as u64;
+    if rows == 0 {
+        return Ok(0);
+    }
+    let last = (rows - 1) / step;
+    let mut end = 0u64;
+    for index in last.saturating_sub(1)..=last {
+        let mut offset = vec![0 as hsize_t; chunk.len()];
+        offset[0] = index * step;
+        let mut mask: std::ffi::c_uint = 0;
+        let mut addr: haddr_t = hdf5_metno_sys::h5::HADDR_UNDEF;
+        let mut size: hsize_t = 0;
+        locked(|| {
+            // SAFETY: `ds.id()` is a live chunked dataset; `offset` holds one coordinate per
+            // dimension of the dataset (the chunk shape's rank), and the outputs are live
+            // locals of the C types.
+            check(
+                unsafe {
+                    h5d::H5Dget_chunk_info_by_coord(
+                        ds.id(),
+                        offset.as_ptr(),
+                        &mut mask,
+                        &mut addr,
+                        &mut size,
+                    )
+                },
+                "find the last chunks",
+            )
+        })?;
+        if addr != hdf5_metno_sys::h5::HADDR_UNDEF && addr < eof {
+            end = end.max(addr.saturating_add(size));
+        }
+    }
+    Ok(end)
 }
 
 extern "C" {

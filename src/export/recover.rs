@@ -103,6 +103,19 @@ pub struct FileRecovery {
     pub compress_error: Option<String>,
 }
 
+impl FileRecovery {
+    /// Nothing found in `path` yet.
+    fn of(path: &Path) -> FileRecovery {
+        FileRecovery {
+            path: path.to_path_buf(),
+            buffers: Vec::new(),
+            rows_cut: Vec::new(),
+            compressed: false,
+            compress_error: None,
+        }
+    }
+}
+
 /// What recovery did to a run directory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecovery {
@@ -251,6 +264,61 @@ pub fn make_whole_after_abort(run_dir: &Path) {
     }
 }
 
+/// What [`cut_to_whole_events`] would return for a file that has nothing left to make
+/// whole, found without writing to it: it opens without the writer's flags, every buffer's
+/// `data` and `metadata` hold the same whole events, `events_written` counts them, and it
+/// says it was recovered, or (when not to be marked recovered) that it was closed cleanly.
+/// `None` when any of that is not so. Such a file is left as it is, not even opened for
+/// writing: a cleanly closed or already recovered file keeps its bytes and its mtime.
+fn whole_already(path: &Path, mark_recovered: bool) -> Option<(FileRecovery, Vec<String>)> {
+    let file = h5::File::open(path).ok()?;
+    let flag = |name: &str| {
+        file.attr(name)
+            .and_then(|a| a.read_scalar::<u8>())
+            .is_ok_and(|v| v == 1)
+    };
+    if !(flag("recovered") || (!mark_recovered && flag("closed_cleanly"))) {
+        return None;
+    }
+    let mut out = FileRecovery::of(path);
+    let mut filters = Vec::new();
+    for name in file.member_names().ok()? {
+        if name == HISTOGRAM_GROUP {
+            continue;
+        }
+        let Ok(group) = file.group(&name) else {
+            continue;
+        };
+        let Ok(data) = group.dataset("data") else {
+            continue;
+        };
+        if group.dataset("metadata").is_err() {
+            continue;
+        }
+        let (n, data_rows, meta_rows) = events_in(&group).ok()?;
+        if data_rows != n || meta_rows != n {
+            return None;
+        }
+        if !deflated(&data) {
+            filters.extend(repack_filters(&name, compression_of(&group)));
+        }
+        out.rows_cut.push(0);
+        out.buffers.push((name, n));
+    }
+    let total: u64 = out.buffers.iter().map(|(_, n)| n).sum();
+    let written = file
+        .attr("events_written")
+        .and_then(|a| a.read_scalar::<u64>());
+    (written.ok()? == total).then_some((out, filters))
+}
+
+/// Whether `data` is stored compressed (its chunks deflated).
+fn deflated(data: &h5::Dataset) -> bool {
+    data.filters()
+        .iter()
+        .any(|f| matches!(f, h5::filters::Filter::Deflate(_)))
+}
+
 /// The part of [`recover_file`] that makes the file consistent: flags cleared, `data` and
 /// `metadata` cut to the events both hold, `events_written` set (and `recovered` = 1 when
 /// `mark_recovered`). Also returns the `h5repack` filters the file still needs.
@@ -262,15 +330,12 @@ pub(crate) fn cut_to_whole_events(
         path: path.to_path_buf(),
         reason,
     };
+    if let Some(whole) = whole_already(path, mark_recovered) {
+        return Ok(whole);
+    }
     raw::clear_status_flags(path)
         .map_err(|r| err(format!("could not clear the writer's flags: {r}")))?;
-    let mut out = FileRecovery {
-        path: path.to_path_buf(),
-        buffers: Vec::new(),
-        rows_cut: Vec::new(),
-        compressed: false,
-        compress_error: None,
-    };
+    let mut out = FileRecovery::of(path);
     let mut filters = Vec::new();
     {
         let file = h5::File::open_rw(path).map_err(|e| err(raw::describe(e)))?;
@@ -295,11 +360,7 @@ pub(crate) fn cut_to_whole_events(
                         ))
                     })?;
             }
-            let already = data
-                .filters()
-                .iter()
-                .any(|f| matches!(f, h5::filters::Filter::Deflate(_)));
-            if !already {
+            if !deflated(&data) {
                 filters.extend(repack_filters(name, compression_of(&group)));
             }
             out.rows_cut.push(data_rows.saturating_sub(n));
