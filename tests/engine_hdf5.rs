@@ -357,6 +357,50 @@ fn bytes_and_mtime(file: &Path) -> (Vec<u8>, std::time::SystemTime) {
     (std::fs::read(file).unwrap(), mtime)
 }
 
+/// Making a killed run's file whole moved its end of allocation 64 MiB past the file's end,
+/// every time: each `recover` (and each recovery of the file alone) added 64 MiB to it (a
+/// 7 MB file was 208 MB after three), and a second `recover` of a recovered run rewrote its
+/// files and its summary. Now the file grows by a partly written last chunk at most (less
+/// than a chunk, 1 MiB here), a recovered file made whole again keeps its size, and a second
+/// `recover` says the run was recovered already and leaves files and summary as they are.
+#[test]
+fn recovering_a_killed_run_again_and_again_adds_nothing_to_its_file() {
+    let dir = fresh("recover-size");
+    let file = run_and_kill_9(&dir);
+    let run = file.parent().unwrap().to_path_buf();
+    let size = |f: &Path| std::fs::metadata(f).unwrap().len();
+    let killed = size(&file);
+    exited_0(command(EXE).arg("recover").arg(&run).output().unwrap());
+    let recovered = size(&file);
+    assert!(
+        recovered <= killed + (1 << 20),
+        "{killed} bytes when killed, {recovered} once recovered"
+    );
+    assert_recovered(&run);
+    let files = bytes_and_mtime(&file);
+    let summary_text = std::fs::read(run.join("summary.json")).unwrap();
+    let out = exited_0(command(EXE).arg("recover").arg(&run).output().unwrap());
+    let said = runs::stderr(&out);
+    assert!(said.contains("was recovered already"), "{said}");
+    assert!(
+        bytes_and_mtime(&file) == files,
+        "the second recover changed the file: {recovered} bytes before, {} after",
+        size(&file)
+    );
+    assert_eq!(
+        std::fs::read(run.join("summary.json")).unwrap(),
+        summary_text,
+        "the second recover rewrote the summary"
+    );
+    // Made whole again and again (as a restarted writer and a full disk do): the size stays.
+    for _ in 0..3 {
+        daq_engine::export::hdf5::recover(&file).unwrap();
+    }
+    assert_eq!(size(&file), recovered, "made whole three times more");
+    assert_recovered(&run);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A writer with rotation started again after `kill -9`: every earlier file, also those
 /// closed cleanly long before, was opened for writing and grown by 64 MiB (the last one
 /// twice), and the log said the writer went on in `raw_r1.h5`, a file that never appears.

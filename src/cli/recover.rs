@@ -226,6 +226,21 @@ pub fn recover(run_dir: &Path) -> i32 {
         );
         return exit::OK;
     }
+    // Its files hold what they held when it was recovered: recovering again would only write
+    // a new "recovered at" into the summary.
+    if let Some(at) = crate::export::recover::recovered_already(run_dir) {
+        eprintln!(
+            "daq-engine: {} was recovered already{}: nothing to recover, its files and \
+             summary.json are left as they are",
+            run_dir.display(),
+            if at.is_empty() {
+                String::new()
+            } else {
+                format!(" (at {at})")
+            }
+        );
+        return exit::OK;
+    }
     let r = crate::export::recover::recover_run_dir(run_dir, &cut_apart);
     let code = report_recovery(run_dir, r);
     if code == 0 {

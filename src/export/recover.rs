@@ -408,6 +408,32 @@ pub fn finished(run_dir: &Path) -> bool {
     summary_of(run_dir).is_some_and(|v| v.get("recovered") != Some(&serde_json::Value::Bool(true)))
 }
 
+/// When `run_dir` was recovered already, and whole: the line of its summary that says when
+/// (`None`: not recovered, or a file of it was not recovered then or came after, so that
+/// recovering again has something to do).
+pub fn recovered_already(run_dir: &Path) -> Option<String> {
+    let summary = summary_of(run_dir)?;
+    if summary.get("recovered") != Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    let files = summary.get("files")?.as_object()?;
+    let every_file_in_it = std::fs::read_dir(run_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "h5"))
+        .all(|p| files.contains_key(&crate::fsio::file_name(&p)));
+    if !every_file_in_it {
+        return None;
+    }
+    let failures = summary.get("failures")?.as_array()?;
+    let when = failures.iter().filter_map(|f| f.as_str()).find_map(|f| {
+        f.split_once("; recovered at ")
+            .map(|(_, at)| at.to_string())
+    });
+    Some(when.unwrap_or_default())
+}
+
 /// True when another process holds the lock libhdf5 takes on a file it has open (writers
 /// exclusive, readers shared).
 fn writer_holds(path: &Path) -> bool {
