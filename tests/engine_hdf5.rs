@@ -943,3 +943,28 @@ Workers:
         "{out}"
     );
 }
+
+/// A file whose `data` and `metadata` differ in length (a writer stopped between the two, a
+/// copy cut short, another program's hand) was shown as if whole: the metadata's events
+/// only, nothing said of the data's. `inspect` now says both and what `recover` would keep.
+#[test]
+fn inspect_says_when_data_and_metadata_differ_in_length() {
+    let dir = fresh("uneven");
+    run_to_the_end(&dir, &setup(5, 0.2));
+    let file = only_run(&dir).join("raw.h5");
+    let cut = format!(
+        "import h5py\nf = h5py.File({:?}, 'r+')\nf['raw']['metadata'].resize((3,))\nf.close()\n",
+        file.display().to_string()
+    );
+    let Some(o) = h5py(&cut) else { return };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let facts = daq_engine::export::inspect(&file).unwrap();
+    assert!(
+        facts.contains(
+            "  data holds 5 events and metadata 3: the file was cut between the two (`daq-engine \
+             recover` keeps the 3 both hold)"
+        ),
+        "{facts}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

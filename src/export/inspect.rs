@@ -67,9 +67,12 @@ fn time_text(t: f64) -> String {
 
 fn describe_buffer(out: &mut String, name: &str, g: &h5::Group) {
     let _ = writeln!(out, "\nbuffer '{name}'");
+    // The events `data` holds, to compare with `metadata`'s.
+    let mut data_events = None;
     match g.dataset("data") {
         Ok(ds) => {
             let shape = ds.shape();
+            data_events = shape.first().copied();
             let dtype = dtype_of(&ds);
             let _ = writeln!(out, "  data: shape {shape:?} (events, data_length)");
             match &dtype {
@@ -136,6 +139,15 @@ fn describe_buffer(out: &mut String, name: &str, g: &h5::Group) {
                 );
             }
             let _ = writeln!(out);
+            if let Some(d) = data_events.filter(|&d| d != rows.len()) {
+                let _ = writeln!(
+                    out,
+                    "  data holds {d} events and metadata {}: the file was cut between the two \
+                     (`daq-engine recover` keeps the {} both hold)",
+                    rows.len(),
+                    d.min(rows.len())
+                );
+            }
             if let (Some(first), Some(last)) = (written.first(), written.last()) {
                 let mut counters: Vec<i64> = written.iter().map(|m| m.counter).collect();
                 counters.sort_unstable();
