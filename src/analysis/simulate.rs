@@ -24,7 +24,7 @@
 //! is harmless for everything computed per trace; a study of correlations between events
 //! should choose `noise_generator: ziggurat`.
 
-use super::trace::{choice, positive, FieldAccess};
+use super::trace::{choice, positive, positive_time, FieldAccess};
 use crate::keys;
 use crate::worker::{
     BuildContext, Config, EventMut, FunctionSpec, Importer, Key, MaybeKey, Numbers, Produced,
@@ -439,8 +439,7 @@ impl SimulatePulses {
             }
             .into());
         }
-        let dt = positive(ctx, SAMPLE_INTERVAL)?;
-        c.duration(SAMPLE_INTERVAL.name, dt)?;
+        let dt = positive_time(ctx, SAMPLE_INTERVAL)?;
         if dt < SHORTEST_SAMPLE_INTERVAL {
             return Err(c
                 .error(
@@ -488,8 +487,7 @@ impl SimulatePulses {
                     return Err(c.error(RISE_TIME.name, "must be a number ≥ 0 (s)").into());
                 }
                 c.duration(RISE_TIME.name, rise)?;
-                let decay = positive(ctx, DECAY_TIME)?;
-                c.duration(DECAY_TIME.name, decay)?;
+                let decay = positive_time(ctx, DECAY_TIME)?;
                 if rise > 0.0 && rise > decay {
                     return Err(c
                         .error(RISE_TIME.name, "must not be longer than decay_time")
@@ -591,8 +589,7 @@ impl SimulatePulses {
                 .error(DECAY_FRACTION.name, "must be between 0 and 1")
                 .into());
         }
-        let lifetime = positive(ctx, LIFETIME)?;
-        c.duration(LIFETIME.name, lifetime)?;
+        let lifetime = positive_time(ctx, LIFETIME)?;
         let range = positive(ctx, ADC_RANGE)?;
         let bits = c.get(ADC_BITS)?;
         if bits > 32 {

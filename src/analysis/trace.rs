@@ -413,6 +413,15 @@ pub fn positive(ctx: &BuildContext, key: Key<f64>) -> Result<f64, ConfigError> {
     }
 }
 
+/// A time key that must be above 0 and at most a year (see
+/// [`crate::worker::Config::duration`]): its value in seconds, for a time finer than a
+/// duration's nanoseconds (a sample interval).
+pub fn positive_time(ctx: &BuildContext, key: Key<f64>) -> Result<f64, ConfigError> {
+    let seconds = positive(ctx, key)?;
+    ctx.config.duration(key.name, seconds)?;
+    Ok(seconds)
+}
+
 /// A time key that must be above 0: its value as a duration (at most a year, see
 /// [`crate::worker::Config::duration`]).
 pub fn positive_seconds(
