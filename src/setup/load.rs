@@ -252,19 +252,8 @@ impl Loader {
         message: String,
         hint: Option<String>,
     ) {
-        let Place { file, line, column } = self.place(at);
-        self.diags.push((
-            at,
-            Diagnostic {
-                severity,
-                kind,
-                file,
-                line,
-                column,
-                message,
-                hint,
-            },
-        ));
+        let d = self.place(at).diagnostic(severity, kind, message, hint);
+        self.diags.push((at, d));
     }
 
     /// The file, line and column `at` stands for.

@@ -196,13 +196,29 @@ pub struct Place {
 impl Place {
     /// An error about what is written here.
     pub fn error(&self, message: impl Into<String>, hint: Option<String>) -> Diagnostic {
+        self.clone().diagnostic(
+            Severity::Error,
+            DiagnosticKind::General,
+            message.into(),
+            hint,
+        )
+    }
+
+    /// A diagnostic about what is written here.
+    pub(crate) fn diagnostic(
+        self,
+        severity: Severity,
+        kind: DiagnosticKind,
+        message: String,
+        hint: Option<String>,
+    ) -> Diagnostic {
         Diagnostic {
-            severity: Severity::Error,
-            kind: DiagnosticKind::General,
-            file: self.file.clone(),
+            severity,
+            kind,
+            file: self.file,
             line: self.line,
             column: self.column,
-            message: message.into(),
+            message,
             hint,
         }
     }
