@@ -27,7 +27,18 @@ impl Stat {
 
     /// The stat line of process `pid`; `None` when it is gone.
     pub fn read(pid: u32) -> Option<Stat> {
-        Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        Stat::read_in(&format!("/proc/{pid}"))
+    }
+
+    /// The stat line of thread `tid` of process `pid` (its own CPU time, not the
+    /// process's); `None` when it is gone.
+    pub fn read_thread(pid: u32, tid: u32) -> Option<Stat> {
+        Stat::read_in(&format!("/proc/{pid}/task/{tid}"))
+    }
+
+    /// The stat line in the /proc directory `dir` of a process or thread.
+    fn read_in(dir: &str) -> Option<Stat> {
+        Stat::parse(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)
     }
 
     /// Parses one stat line. The command name (field 2) is in parentheses and may itself
@@ -68,8 +79,13 @@ pub fn io_bytes(pid: u32) -> Option<u64> {
     io_bytes_in(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
 }
 
+/// As [`io_bytes`], of thread `tid` of process `pid` alone.
+pub fn thread_io_bytes(pid: u32, tid: u32) -> Option<u64> {
+    io_bytes_in(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/io")).ok()?)
+}
+
 /// `rchar` plus `wchar` of the text of a `/proc/PID/io` file.
-pub fn io_bytes_in(text: &str) -> Option<u64> {
+fn io_bytes_in(text: &str) -> Option<u64> {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))

@@ -63,18 +63,12 @@ pub struct SpinGuard {
 impl SpinGuard {
     /// Starts the watch of this thread reading `path`.
     pub fn watch(path: &Path, code: i32) -> SpinGuard {
+        use crate::procfs::{thread_io_bytes, Stat};
         let pid = std::process::id();
-        let tid = nix::unistd::gettid().as_raw();
-        let task = format!("/proc/{pid}/task/{tid}");
+        let tid = nix::unistd::gettid().as_raw() as u32;
         let look = move || {
-            let io = std::fs::read_to_string(format!("{task}/io"))
-                .ok()
-                .and_then(|t| crate::procfs::io_bytes_in(&t));
-            let cpu = std::fs::read_to_string(format!("{task}/stat"))
-                .ok()
-                .and_then(|t| crate::procfs::Stat::parse(&t))
-                .and_then(|s| s.cpu_seconds());
-            (io, cpu)
+            let cpu = Stat::read_thread(pid, tid).and_then(|s| s.cpu_seconds());
+            (thread_io_bytes(pid, tid), cpu)
         };
         let said = format!("daq-engine: {}; stopped here\n", Spin::said(path));
         let (stop, stopped) = channel::<()>();
