@@ -109,6 +109,12 @@ fn pids_in(dir: &Path) -> Vec<i32> {
 /// The run file `raw.h5` of the run in `dir/runs`, once it is larger than `bytes` (waits up
 /// to a minute).
 fn wait_for_run_file(dir: &Path, bytes: u64) -> PathBuf {
+    wait_for_file(dir, "raw.h5", bytes)
+}
+
+/// The file `name` of the run in `dir/runs`, once it is larger than `bytes` (waits up to a
+/// minute).
+fn wait_for_file(dir: &Path, name: &str, bytes: u64) -> PathBuf {
     let t = Instant::now();
     loop {
         let f = std::fs::read_dir(dir.join("runs"))
@@ -120,7 +126,7 @@ fn wait_for_run_file(dir: &Path, bytes: u64) -> PathBuf {
                 })
             })
             .and_then(|e| e.ok())
-            .map(|e| e.path().join("raw.h5"));
+            .map(|e| e.path().join(name));
         if let Some(f) = f.filter(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > bytes)) {
             return f;
         }
@@ -136,11 +142,15 @@ fn wait_for_run_file(dir: &Path, bytes: u64) -> PathBuf {
 /// holds data and several flushes passed, and kills the supervisor and every worker with
 /// SIGKILL at once. Returns the run file.
 fn run_and_kill_9(dir: &Path) -> PathBuf {
-    let mut child = run_of(dir, &setup(1_000_000_000, 0.1))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let file = wait_for_run_file(dir, 200_000);
+    kill_9_when_written(dir, &setup(1_000_000_000, 0.1), "raw.h5")
+}
+
+/// Starts the endless run of setup `text` in `dir`, waits until its file `name` holds data
+/// and 0.6 s more passed, and kills the supervisor and every worker with SIGKILL at once.
+/// Returns the file.
+fn kill_9_when_written(dir: &Path, text: &str, name: &str) -> PathBuf {
+    let mut child = run_of(dir, text).stderr(Stdio::null()).spawn().unwrap();
+    let file = wait_for_file(dir, name, 200_000);
     // Let several flush intervals (0.1 s) pass: before the first flush no event is promised.
     std::thread::sleep(Duration::from_millis(600));
     // Kill everything of this run at once: supervisor and every worker.
@@ -348,6 +358,62 @@ fn recover_command_makes_a_killed_run_open_with_plain_h5py() {
     let before = summary(&run)["events_written"].clone();
     recover();
     assert_eq!(summary(&run)["events_written"], before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A killed run that wrote its events as CSV only: its recovered summary.json named no file
+/// and no events (`"events": {}`), though the file held them. Now it names the CSV file with
+/// the events it holds whole, as it names an HDF5 file, and the rows of an event cut short
+/// (a kill between the lines of one event) are cut from the file.
+#[test]
+fn a_killed_runs_csv_file_is_in_its_recovered_summary_with_its_whole_events() {
+    let dir = fresh("recover-csv");
+    let text = "target_directory: runs
+Buffers:
+  raw:
+    slot_count: 64
+    data_length: 4
+    data_dtype: {a: f4, b: i2, c: u1}
+Workers:
+  source:
+    function: bench.source
+    sinks: [raw]
+    config: {n_events: 1000000000}
+  table:
+    function: export.csv
+    sources: [raw]
+    config: {save_interval: 0.1}
+";
+    let file = kill_9_when_written(&dir, text, "raw.csv");
+    let run = file.parent().unwrap().to_path_buf();
+    // Whole events (the kill may have cut a line or come between the lines of an event),
+    // then one row of an event whose other three rows never came.
+    let old = std::fs::read_to_string(&file).unwrap();
+    let whole: Vec<&str> = old
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .collect();
+    let rows = (whole.len() - 1) / 4 * 4;
+    assert!(rows >= 4, "{rows} rows");
+    let text = format!("{}{},0,0,0,0,0\n", whole[..1 + rows].concat(), rows / 4);
+    std::fs::write(&file, text).unwrap();
+    exited_0(command(EXE).arg("recover").arg(&run).output().unwrap());
+    let summary = summary(&run);
+    let events = (rows / 4) as u64;
+    assert_eq!(
+        summary["files"]["raw.csv"]["raw"].as_u64(),
+        Some(events),
+        "{summary}"
+    );
+    assert_eq!(summary["events"]["raw"].as_u64(), Some(events), "{summary}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        1 + rows,
+        "the row of the cut event stays"
+    );
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with(&format!("{},", events - 1)), "{last}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

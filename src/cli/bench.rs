@@ -95,6 +95,7 @@ impl Case {
             priority: None,
             restart: Restart::Never,
             python: None,
+            files: vec![],
         };
         let (buffers, workers) = if self.filter {
             (

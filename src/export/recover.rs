@@ -10,7 +10,9 @@
 //!   metadata were both flushed) is the file's `events_written` attribute with `recovered`
 //!   = 1, the file is compressed as a cleanly closed one would be, no `.packing` file is
 //!   left, and `summary.json` says `"recovered": true` with the events of every file.
-//! - Every `.csv` file ends with a whole line (a line cut by the kill is removed).
+//! - Every `.csv` file ends with a whole line (a line cut by the kill is removed); the file
+//!   of an `export.csv` worker holds whole events (the rows of one cut short are removed)
+//!   and is in `summary.json` with its events, as an HDF5 file is.
 //! - Files and summaries are replaced atomically ([`write_atomic`]): a crash during recovery
 //!   leaves the old file or the new one, never half of one.
 //!
@@ -121,7 +123,7 @@ impl FileRecovery {
 pub struct RunRecovery {
     /// The run directory.
     pub run_dir: PathBuf,
-    /// Every `.h5` file, in name order.
+    /// Every `.h5` file, in name order, then each `export.csv` file the plan names.
     pub files: Vec<FileRecovery>,
     /// Files that could not be recovered, with the reason.
     pub failed: Vec<(PathBuf, String)>,
@@ -609,6 +611,15 @@ pub fn recover_run_dir_then_compress(
                 .push((p.clone(), format!("could not cut it to whole lines: {e}"))),
         }
     }
+    let h5_count = rec.files.len();
+    for (p, got) in csv_events(run_dir) {
+        match got {
+            Ok(f) => rec.files.push(f),
+            Err(e) => rec
+                .failed
+                .push((p, format!("could not count its events: {e}"))),
+        }
+    }
     let files: serde_json::Map<String, serde_json::Value> = rec
         .files
         .iter()
@@ -622,9 +633,15 @@ pub fn recover_run_dir_then_compress(
             (name, b.into())
         })
         .collect();
+    // A buffer's events: those of its HDF5 files added up (a rotating writer's files
+    // follow each other); a CSV file of the same buffer holds the same events again.
     let mut events = std::collections::BTreeMap::<String, u64>::new();
-    for (b, n) in rec.files.iter().flat_map(|f| f.buffers.iter()) {
+    for (b, n) in rec.files[..h5_count].iter().flat_map(|f| f.buffers.iter()) {
         *events.entry(b.clone()).or_default() += n;
+    }
+    for (b, n) in rec.files[h5_count..].iter().flat_map(|f| f.buffers.iter()) {
+        let e = events.entry(b.clone()).or_default();
+        *e = (*e).max(*n);
     }
     let mut failures = vec![format!(
         "the run ended without a summary (killed, or the machine stopped); recovered at {}",
@@ -663,6 +680,48 @@ pub fn recover_run_dir_then_compress(
         }
     })?;
     Ok((rec, later))
+}
+
+/// The CSV files the run's plan names (an `export.csv` worker's file: one line of header,
+/// then a line a record, `data_length` records an event) with the events each holds whole;
+/// rows of an event cut short (a kill between its lines) are cut from the file. None
+/// without a plan.
+fn csv_events(run_dir: &Path) -> Vec<(PathBuf, Result<FileRecovery, std::io::Error>)> {
+    let Ok(plan) = crate::run_dir::plan::Plan::load(&run_dir.join(crate::run_dir::PLAN)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for w in &plan.workers {
+        let [source] = w.sources.as_slice() else {
+            continue;
+        };
+        let Some(buffer) = plan.buffer(source) else {
+            continue;
+        };
+        for name in w.files.iter().filter(|f| f.ends_with(".csv")) {
+            let path = run_dir.join(name);
+            if !path.exists() {
+                continue;
+            }
+            let got = super::csv::cut_to_whole_events(&path, buffer.data_length as u64).map(
+                |(events, cut)| {
+                    if cut > 0 {
+                        tracing::info!(
+                            "{}: {cut} rows of an event cut short removed",
+                            path.display()
+                        );
+                    }
+                    FileRecovery {
+                        buffers: vec![(source.clone(), events)],
+                        rows_cut: vec![cut],
+                        ..FileRecovery::of(&path)
+                    }
+                },
+            );
+            out.push((path, got));
+        }
+    }
+    out
 }
 
 /// Removes the staging directories (`.staging_*`, see `engine::launch::make_locked_run_dir`)

@@ -113,6 +113,13 @@ pub struct WorkerPlan {
     /// against the setup's directory.
     #[serde(default)]
     pub python: Option<PathBuf>,
+    /// The files it names in the run directory, as its function declares them
+    /// ([`crate::worker::Writes`]): one, or one per process that writes its own; a rotating
+    /// HDF5 writer numbers the files after the first. Empty for a function that declares
+    /// none (and in the plan of an engine from before this field). `recover` reads it to
+    /// know whose events a CSV file holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 impl WorkerPlan {
@@ -271,6 +278,7 @@ mod tests {
                 priority: None,
                 restart: Restart::OnFailure,
                 python: None,
+                files: vec!["raw.h5".into()],
             }],
             max_events: Some(10),
             max_seconds: None,

@@ -321,6 +321,7 @@ pub(crate) fn check(
                 .map(super::load::expand_home)
                 .or_else(|| draft.options.python.clone())
                 .map(|p| super::load::under(&l.setup_dir, p)),
+            files: Vec::new(),
         });
     }
     for w in &draft.workers {
@@ -329,14 +330,25 @@ pub(crate) fn check(
         }
     }
     broadcasts(l, &draft, &setup);
-    one_writer_a_file(l, &draft, &setup, catalog);
+    for (worker, files) in one_writer_a_file(l, &draft, &setup, catalog) {
+        if let Some(w) = setup.workers.iter_mut().find(|w| w.name == worker) {
+            w.files = files;
+        }
+    }
     (setup, python)
 }
 
 /// Refuses two workers that would write the same file in the run directory (two
 /// `export.hdf5` of one buffer, both named after it): each would overwrite the other's
-/// events, or take the other's live file for one its crashed process left.
-fn one_writer_a_file(l: &mut Loader, draft: &Draft, setup: &Setup, catalog: &dyn Catalog) {
+/// events, or take the other's live file for one its crashed process left. Returns the
+/// files each built-in worker names (for the plan).
+fn one_writer_a_file(
+    l: &mut Loader,
+    draft: &Draft,
+    setup: &Setup,
+    catalog: &dyn Catalog,
+) -> Vec<(String, Vec<String>)> {
+    let mut named_files = Vec::new();
     let mut written: Vec<(String, &str)> = Vec::new();
     // The workers whose functions name files after them, with those files.
     let naming: Vec<(&str, &str, &[crate::worker::WorkerFiles])> = draft
@@ -372,6 +384,7 @@ fn one_writer_a_file(l: &mut Loader, draft: &Draft, setup: &Setup, catalog: &dyn
             .collect();
         // The processes of a worker that writes one file share it.
         files.dedup();
+        named_files.push((w.name.clone(), files.clone()));
         for file in files {
             let theirs = naming.iter().find_map(|(other, f, kinds)| {
                 kinds
@@ -412,6 +425,7 @@ fn one_writer_a_file(l: &mut Loader, draft: &Draft, setup: &Setup, catalog: &dyn
             }
         }
     }
+    named_files
 }
 
 /// Notes each buffer read by several workers: here each gets every event, where mimoCoRB2
