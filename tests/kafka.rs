@@ -1498,3 +1498,38 @@ Workers:
         "the end of the run counts what it took: {log}"
     );
 }
+
+/// The drain watch read an exporter's delivery time from its config by the key's name: an
+/// `export.kafka` that left `drain_seconds` at its default (30 s) was given none, so with
+/// `options: drain_stall_seconds` below 30 it was killed as stuck while it still delivered
+/// to a slow broker. The time comes from the function's declaration now, given or not.
+#[test]
+fn the_drain_watch_gives_a_kafka_exporter_its_drain_time_given_or_not() {
+    let registry = daq_engine::worker::Registry::builtin();
+    let text = |config: &str| {
+        format!(
+            "Buffers:
+  raw: {{slot_count: 8, data_length: 1, data_dtype: {{x: f4}}}}
+Workers:
+  sim:
+    function: bench.source
+    sinks: [raw]
+  k:
+    function: export.kafka
+    sources: [raw]
+    config: {{brokers: '127.0.0.1:9', topic: t{config}}}
+  h5:
+    function: export.hdf5
+    sources: [raw]
+"
+        )
+    };
+    for (config, want) in [("", 30.0), (", drain_seconds: 5", 5.0)] {
+        let text = text(config);
+        let (setup, _) =
+            daq_engine::setup::Setup::from_str(&text, Path::new("k.yaml"), &registry, 2)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let time = |w: &str| setup.worker(w).unwrap().delivery_seconds;
+        assert_eq!((time("k"), time("h5"), time("sim")), (want, 0.0, 0.0));
+    }
+}

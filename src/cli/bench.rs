@@ -96,6 +96,7 @@ impl Case {
             restart: Restart::Never,
             python: None,
             files: vec![],
+            delivery_seconds: 0.0,
         };
         let (buffers, workers) = if self.filter {
             (

@@ -1125,13 +1125,14 @@ impl Supervisor {
     /// seconds: the processes that have not ended by then are stuck after their last event
     /// (an importer in a read that never returns, an exporter in an upload at its end), and
     /// the reason to kill them. A worker that delivers its last events for a set time after
-    /// the stop (`export.kafka`'s `drain_seconds`) is given that time on top.
+    /// the stop (`export.kafka`'s `drain_seconds`, given or not; see
+    /// [`crate::run_dir::plan::WorkerPlan::delivery_seconds`]) is given that time on top.
     fn stuck_at_the_end(&self, quiet: f64) -> Option<String> {
         let delivering = self
             .plan
             .workers
             .iter()
-            .filter_map(|w| w.config.get("drain_seconds").and_then(|v| v.as_f64()))
+            .map(|w| w.delivery_seconds)
             .fold(0.0, f64::max);
         if quiet < self.plan.drain_stall_seconds + delivering {
             return None;

@@ -58,7 +58,8 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
      record time = event time, idempotent with acks=all; a broker that is away never \
      blocks the run: events spool to a bounded file and are replayed in order.",
     KEYS,
-);
+)
+.delivering_after_stop(DRAIN_SECONDS);
 
 keys! {
     list KEYS;

@@ -120,6 +120,15 @@ pub struct WorkerPlan {
     /// know whose events a CSV file holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// Seconds it may go on delivering after the stop, once its sources are drained (see
+    /// [`crate::worker::FunctionSpec::delivers_after_stop`]): the drain watch gives it that
+    /// time on top of `drain_stall_seconds`. 0 for most.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delivery_seconds: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl WorkerPlan {
@@ -279,6 +288,7 @@ mod tests {
                 restart: Restart::OnFailure,
                 python: None,
                 files: vec!["raw.h5".into()],
+                delivery_seconds: 0.5,
             }],
             max_events: Some(10),
             max_seconds: None,

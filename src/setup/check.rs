@@ -302,6 +302,16 @@ pub(crate) fn check(
             .as_ref()
             .map(|(f, _)| super::load::beside_setup(&l.setup_dir, f));
         let names = |v: &[(String, Loc)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        // Checked with the rest of the config (a value of the wrong type is refused there).
+        let delivery_seconds = catalog
+            .function(function)
+            .and_then(|f| f.delivers_after_stop)
+            .and_then(|k| {
+                crate::worker::Config::new(w.name.clone(), config.clone())
+                    .get(k)
+                    .ok()
+            })
+            .unwrap_or(0.0);
         setup.workers.push(WorkerPlan {
             name: w.name.clone(),
             function: function.clone(),
@@ -322,6 +332,7 @@ pub(crate) fn check(
                 .or_else(|| draft.options.python.clone())
                 .map(|p| super::load::under(&l.setup_dir, p)),
             files: Vec::new(),
+            delivery_seconds,
         });
     }
     for w in &draft.workers {

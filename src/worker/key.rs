@@ -229,6 +229,15 @@ pub struct Key<T: KeyValue + ?Sized> {
 
 copy_and_debug!(Key);
 
+/// Two keys are the same when they declare the same: name, type, default and doc.
+impl<T: KeyValue + ?Sized> PartialEq for Key<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.spec() == other.spec()
+    }
+}
+
+impl<T: KeyValue + ?Sized> Eq for Key<T> {}
+
 impl<T: KeyValue + ?Sized> Key<T> {
     /// A key the setup must give.
     pub const fn required(name: &'static str, doc: &'static str) -> Self {

@@ -274,6 +274,10 @@ pub struct FunctionSpec {
     pub writes: Option<Writes>,
     /// The files it names after its worker (see [`WorkerFiles`]).
     pub worker_files: &'static [WorkerFiles],
+    /// The key of the seconds it may go on delivering after the run stopped and its source
+    /// is drained (an upload to a network service), if it does: the run's drain watch
+    /// gives it that time before it counts as stuck.
+    pub delivers_after_stop: Option<super::Key<f64>>,
 }
 
 impl FunctionSpec {
@@ -308,6 +312,7 @@ impl FunctionSpec {
             keys,
             writes: None,
             worker_files: &[],
+            delivers_after_stop: None,
         }
     }
 
@@ -323,6 +328,15 @@ impl FunctionSpec {
     pub const fn naming_after_worker(self, files: &'static [WorkerFiles]) -> FunctionSpec {
         FunctionSpec {
             worker_files: files,
+            ..self
+        }
+    }
+
+    /// The same function delivering, after the stop, for up to the seconds of `key` (see
+    /// [`FunctionSpec::delivers_after_stop`]).
+    pub const fn delivering_after_stop(self, key: super::Key<f64>) -> FunctionSpec {
+        FunctionSpec {
+            delivers_after_stop: Some(key),
             ..self
         }
     }
