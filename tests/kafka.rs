@@ -1533,3 +1533,42 @@ Workers:
         assert_eq!((time("k"), time("h5"), time("sim")), (want, 0.0, 0.0));
     }
 }
+
+/// Events given up at the end of the drain because no broker could be reached were put down
+/// to librdkafka's "PurgeQueue (Local: Purged in queue)"; the run now says they were not
+/// delivered within `drain_seconds` and gives the client's last error (the refused
+/// connection). No broker runs here: nothing listens on port 9.
+#[test]
+fn events_given_up_at_the_end_say_why_the_broker_did_not_take_them() {
+    let dir = runs::fresh("kafka-unreachable");
+    std::fs::write(
+        dir.join("s.yaml"),
+        "target_directory: runs
+Buffers:
+  raw: {slot_count: 64, data_length: 1, data_dtype: {x: f4}}
+Workers:
+  sim:
+    function: bench.source
+    sinks: [raw]
+    config: {n_events: 50}
+  k:
+    function: export.kafka
+    sources: [raw]
+    config: {brokers: '127.0.0.1:9', topic: t, drain_seconds: 1}
+",
+    )
+    .unwrap();
+    let (_, text) = runs::engine(&dir, &["s.yaml", "--quiet"]);
+    assert!(
+        text.contains("first delivery failure: not delivered within drain_seconds (1 s) and given up; the client's last error: ")
+            && text.contains("Connection refused"),
+        "{text}"
+    );
+    let k = &runs::summary(&runs::only_run(&dir))["kafka"]["k"];
+    assert_eq!(
+        (k["events"].as_u64(), k["lost"].as_u64()),
+        (Some(50), Some(50)),
+        "{k}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -40,7 +40,7 @@ use crate::worker::{
     BuildContext, EventRef, Exporter, FunctionSpec, Key, MaybeKey, Template, WorkerError,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -281,7 +281,30 @@ pub(super) struct Reports {
     /// Payload bytes of the event messages reported (delivered or failed).
     pub(super) reported_bytes: AtomicU64,
     first_failure: std::sync::Mutex<Option<String>>,
+    /// The client's last error of its own (a broker it cannot reach), for what is given
+    /// up at the end.
+    last_client_error: std::sync::Mutex<Option<String>>,
 }
+
+impl Reports {
+    /// Why the first event that failed did: librdkafka's error, or for one given up at
+    /// the end of the drain (purged), that, with the client's last error.
+    fn first_failure(&self, drain: Duration) -> Option<String> {
+        let first = self.first_failure.lock().ok()?.clone()?;
+        if first != PURGED {
+            return Some(first);
+        }
+        let why = self.last_client_error.lock().ok().and_then(|e| e.clone());
+        Some(format!(
+            "not delivered within drain_seconds ({} s) and given up{}",
+            drain.as_secs_f64(),
+            why.map_or(String::new(), |e| format!("; the client's last error: {e}"))
+        ))
+    }
+}
+
+/// How [`Reports::first_failure`] holds a message purged at the end of the drain.
+const PURGED: &str = "purged";
 
 /// The producer's context: counts delivery reports of event messages (opaque
 /// [`super::outlet::EVENT`] or [`PROBE`]) apart from the run start/stop and status
@@ -321,6 +344,9 @@ impl Counting {
 impl ClientContext for Counting {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!("kafka: {error}: {reason}");
+        if let Ok(mut last) = self.reports.last_client_error.lock() {
+            *last = Some(reason.to_string());
+        }
     }
 }
 
@@ -348,7 +374,19 @@ impl ProducerContext for Counting {
                     r.failed_no_topic.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Ok(mut first) = r.first_failure.lock() {
-                    first.get_or_insert_with(|| e.to_string());
+                    let purged = matches!(
+                        e,
+                        KafkaError::MessageProduction(
+                            RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                        )
+                    );
+                    first.get_or_insert_with(|| {
+                        if purged {
+                            PURGED.to_string()
+                        } else {
+                            e.to_string()
+                        }
+                    });
                 }
                 r.failed.fetch_add(1, Ordering::Relaxed)
             }
@@ -802,7 +840,7 @@ impl Exporter for KafkaExport {
                 self.worker, o.topic, self.brokers
             ));
         }
-        if let Some(e) = o.reports.first_failure.lock().ok().and_then(|f| f.clone()) {
+        if let Some(e) = o.reports.first_failure(self.drain) {
             self.summary.push(format!("first delivery failure: {e}"));
         }
         if let Some(e) = &o.first_refusal {
