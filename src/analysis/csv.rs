@@ -147,8 +147,9 @@ impl CsvExport {
             source,
         };
         // The file exists when an earlier process of this worker wrote it in this run (it
-        // failed and was started again): go on after its last whole line, never truncate.
-        let (file, rows) = match resume(&path, &header) {
+        // failed and was started again): go on after its last whole event, never truncate.
+        let rows_per_event = one_source(ctx)?.data_length as u64;
+        let (file, rows) = match resume(&path, &header, rows_per_event) {
             Ok(Some(resumed)) => resumed,
             Ok(None) => {
                 let mut file = std::fs::File::create(&path).map_err(io)?;
@@ -184,7 +185,7 @@ impl CsvExport {
             last_write: Instant::now(),
             rows,
             earlier_rows: rows,
-            rows_per_event: one_source(ctx)?.data_length as u64,
+            rows_per_event,
             written,
             end: start,
             kept: start,
@@ -299,39 +300,49 @@ impl Exporter for CsvExport {
     }
 }
 
-/// Opens an existing CSV file of this run for appending after its last whole line (a line
-/// cut by a crash is removed and said in the log); `None` when there is no file yet. A file
-/// with another header is refused: it is not this worker's.
-fn resume(path: &std::path::Path, header: &str) -> std::io::Result<Option<(std::fs::File, u64)>> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
+/// Opens an existing CSV file of this run for appending after its last whole event (a line
+/// cut by a crash, and the rows of an event whose other rows never came, are removed and
+/// said in the log); returns it with the rows it holds, `None` when there is no file yet. A
+/// file with another header is refused: it is not this worker's. Reads the file once, in
+/// pieces (a week's file is not taken into memory).
+fn resume(
+    path: &std::path::Path,
+    header: &str,
+    rows_per_event: u64,
+) -> std::io::Result<Option<(std::fs::File, u64)>> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(header.len());
+    match std::fs::File::open(path) {
+        Ok(f) => f.take(header.len() as u64).read_to_end(&mut head)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    if text.len() < header.len() && header.as_bytes().starts_with(&text) {
+    if head.len() < header.len() && header.as_bytes().starts_with(&head) {
         // Cut inside the header: nothing was written yet; start the file again.
         return Ok(None);
     }
-    if !text.starts_with(header.as_bytes()) {
+    if head != header.as_bytes() {
         return Err(std::io::Error::other(
             "the file exists with another header (not written by this worker)",
         ));
     }
-    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let rows = text[header.len()..whole]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count() as u64;
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    if whole < text.len() {
+    let cut = crate::export::csv::cut_to_whole_lines(path)?;
+    if cut > 0 {
         tracing::warn!(
-            "{}: removing a line cut by the previous process's crash ({} bytes)",
-            path.display(),
-            text.len() - whole
+            "{}: removing a line cut by the previous process's crash ({cut} bytes)",
+            path.display()
         );
-        file.set_len(whole as u64)?;
     }
-    let mut file = file;
+    let (events, cut_rows) = crate::export::csv::cut_to_whole_events(path, rows_per_event)?;
+    if cut_rows > 0 {
+        tracing::warn!(
+            "{}: removing {cut_rows} rows of an event the previous process did not finish \
+             writing ({rows_per_event} rows an event)",
+            path.display()
+        );
+    }
+    let rows = events * rows_per_event;
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
     use std::io::Seek;
     file.seek(std::io::SeekFrom::End(0))?;
     tracing::info!(
