@@ -4,10 +4,12 @@
 //! delay (a stopped muon decaying). Arrivals are Poisson in simulated time.
 //!
 //! Guarantees: the same `seed` and config give the same samples, byte for byte, and the
-//! same gaps between timestamps (timestamps count from the wall-clock time of `build`). `next`
-//! allocates nothing; the pulse shape is tabulated in `build` at 16 sub-sample phases, and
-//! noise comes either from a precomputed table (`noise_generator: table`, the default, at
-//! memory speed) or from the Ziggurat sampler (`ziggurat`, exact and independent per sample).
+//! same gaps between timestamps (timestamps count from the wall-clock time of `build`); a
+//! process started again after `taken` events draws new ones, the same for the same
+//! `taken`. `next` allocates nothing; the pulse shape is tabulated in `build` at 16
+//! sub-sample phases, and noise comes either from a precomputed table (`noise_generator:
+//! table`, the default, at memory speed) or from the Ziggurat sampler (`ziggurat`, exact and
+//! independent per sample).
 //! [`SimulatePulses::truth`] tells tests what was injected.
 //!
 //! Must never: sleep unless `realtime: true`, and then at most 100 ms per call.
@@ -974,6 +976,18 @@ impl Importer for SimulatePulses {
                 (self.lifetime_samples * self.sample_interval).to_string(),
             ),
         ]
+    }
+
+    /// Started again after `taken` events of earlier lives: the draws go on from a stream
+    /// of their own, seeded by `seed` and `taken` (the seed alone would give the first
+    /// life's events again), and `n_events` counts the earlier events.
+    fn restarted(&mut self, taken: u64) {
+        // Odd multiplier: a different `taken` gives a different seed for the same `seed`.
+        let life = self
+            .seed
+            .wrapping_add(taken.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.rng = Xoshiro256PlusPlus::seed_from_u64(life);
+        self.produced = taken;
     }
 }
 
