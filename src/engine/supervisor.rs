@@ -1232,14 +1232,19 @@ impl Supervisor {
     fn kill_all(&mut self) {
         self.aborted = true;
         self.stop_cause = Some(StopCause::Aborted);
+        let mut killed = std::collections::BTreeSet::new();
         for p in &mut self.procs {
             p.restart_at = None;
             if let Some(c) = p.child.as_mut() {
                 if p.status.is_none() {
                     let _ = c.kill();
                     p.status = c.wait().ok();
+                    killed.insert(p.worker);
                 }
             }
+        }
+        for wi in killed {
+            self.book_output_of_the_gone(wi);
         }
     }
 
@@ -1397,24 +1402,77 @@ impl Supervisor {
         }
     }
 
+    /// Buffer `buffer`'s plan and rings, and the consumer group of worker `worker` in it.
+    fn group_in(
+        &self,
+        buffer: &str,
+        worker: &str,
+    ) -> Option<(&crate::run_dir::plan::BufferPlan, &BufferRings, usize)> {
+        let b = self.plan.buffer(buffer)?;
+        let br = self.buffers.iter().find(|x| x.name == buffer)?;
+        Some((b, br, b.group_of(worker)?))
+    }
+
+    /// The exporter `wi`, all of whose processes are gone without a clean end (killed, failed
+    /// for good, or by an abort): what its group was delivered beyond what its files hold
+    /// whole (made whole now) is counted lost, so the books match the files. A worker whose
+    /// process died and comes back does this itself (`Exporter::kept_from_earlier`); one
+    /// that ended well wrote all it was delivered.
+    fn book_output_of_the_gone(&mut self, wi: usize) {
+        let w = &self.plan.workers[wi];
+        let ([src], false) = (w.sources.as_slice(), w.files.is_empty()) else {
+            return;
+        };
+        let Some((b, br, g)) = self.group_in(src, &w.name) else {
+            return;
+        };
+        let delivered: u64 = br
+            .rings
+            .iter()
+            .filter_map(|r| r.stats().groups.get(g).map(|x| x.released - x.abandoned))
+            .sum();
+        let Some(kept) = crate::export::recover::events_in_files(
+            &self.plan.run_dir,
+            &w.files,
+            src,
+            b.data_length,
+        ) else {
+            return;
+        };
+        if delivered <= kept {
+            return;
+        }
+        let mut unwritten = delivered - kept;
+        tracing::warn!(
+            "worker '{}': {unwritten} events it was delivered are not in its files ({}: {kept} \
+             events; it ended before writing them); counted lost",
+            w.name,
+            w.files.join(", ")
+        );
+        for r in &br.rings {
+            unwritten -= r.count_unused(g, unwritten);
+        }
+    }
+
     /// Process `k` of worker `wi` is gone for good: when it was the worker's last, its
     /// consumer groups are detached (the producers stop waiting for them and what they did
     /// not read is counted lost), and the ring it wrote is closed so its readers drain.
     fn let_go(&mut self, wi: usize, k: usize) {
-        let w = &self.plan.workers[wi];
         let alive_siblings = self
             .procs
             .iter()
             .any(|p| p.worker == wi && (p.status.is_none() || p.restart_at.is_some()));
+        let failed = self
+            .procs
+            .iter()
+            .any(|p| p.worker == wi && p.status.is_some_and(|s| !s.success()));
+        if !alive_siblings && failed {
+            self.book_output_of_the_gone(wi);
+        }
+        let w = &self.plan.workers[wi];
         if !alive_siblings {
             for src in w.sources.iter() {
-                let (Some(b), Some(br)) = (
-                    self.plan.buffer(src),
-                    self.buffers.iter().find(|x| &x.name == src),
-                ) else {
-                    continue;
-                };
-                let Some(g) = b.group_of(&w.name) else {
+                let Some((_, br, g)) = self.group_in(src, &w.name) else {
                     continue;
                 };
                 let mut unread = 0;

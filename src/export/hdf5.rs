@@ -1595,7 +1595,7 @@ fn packing_path(path: &Path) -> PathBuf {
 /// The files a writer whose first file is `base` (`<stem>.h5`) has made in its directory,
 /// in all its processes' lives: `<stem>.h5`, `<stem>_0001.h5` (rotation), `<stem>_r1.h5`,
 /// `<stem>_r1_0001.h5`, … Sorted by name.
-fn earlier_lives(base: &Path) -> Vec<PathBuf> {
+pub(crate) fn earlier_lives(base: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(stem), Some(ext)) = (
         base.parent(),
         base.file_stem().and_then(|s| s.to_str()),

@@ -231,6 +231,61 @@ pub fn recover_file(path: &Path) -> Result<FileRecovery, ExportError> {
     Ok(out)
 }
 
+/// How many events of `buffer` the files a worker names (`files`, as its plan has them)
+/// hold whole in `run_dir`, once made whole: every life and rotation of an HDF5 writer's
+/// file, a CSV file of `data_length` rows an event. For the books of an exporter whose
+/// processes are gone without a clean end (what it was delivered beyond this is lost).
+/// `None` when a file is of a kind not counted here or could not be read (said in the log).
+pub fn events_in_files(
+    run_dir: &Path,
+    files: &[String],
+    buffer: &str,
+    data_length: usize,
+) -> Option<u64> {
+    let mut events = 0;
+    for name in files {
+        let path = run_dir.join(name);
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("h5") => {
+                for life in super::hdf5::earlier_lives(&path) {
+                    let clean = h5::File::open(&life)
+                        .ok()
+                        .and_then(|f| f.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
+                        == Some(1);
+                    match cut_to_whole_events(&life, !clean) {
+                        Ok((r, _)) => {
+                            events += r
+                                .buffers
+                                .iter()
+                                .filter(|(b, _)| b == buffer)
+                                .map(|(_, n)| n)
+                                .sum::<u64>();
+                        }
+                        Err(e) => {
+                            tracing::warn!("{}: cannot count its events: {e}", life.display());
+                            return None;
+                        }
+                    }
+                }
+            }
+            Some("csv") if path.exists() => {
+                let counted = super::csv::cut_to_whole_lines(&path)
+                    .and_then(|_| super::csv::cut_to_whole_events(&path, data_length as u64));
+                match counted {
+                    Ok((n, _)) => events += n,
+                    Err(e) => {
+                        tracing::warn!("{}: cannot count its events: {e}", path.display());
+                        return None;
+                    }
+                }
+            }
+            Some("csv") => {}
+            _ => return None,
+        }
+    }
+    Some(events)
+}
+
 /// After a run whose workers are all gone (an abort killed them): every `.h5` file in
 /// `run_dir` that was not closed cleanly is made whole (cut to whole events, marked
 /// recovered); it stays uncompressed. Failures are logged.

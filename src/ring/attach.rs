@@ -637,6 +637,24 @@ impl Ring {
         }
     }
 
+    /// Counts `n` events consumer group `group` read but did not use as released unread (see
+    /// [`Reader::count_unused`](super::Reader::count_unused)); the supervisor's way for a
+    /// group whose processes are gone. At most what the group read from this ring and has
+    /// not counted so; returns how many were counted.
+    pub fn count_unused(&self, group: usize, n: u64) -> u64 {
+        let Some(g) = self.inner.core().groups.get(group) else {
+            return 0;
+        };
+        let read = self
+            .stats()
+            .groups
+            .get(group)
+            .map_or(0, |g| g.released.saturating_sub(g.abandoned));
+        let n = n.min(read);
+        g.info.abandoned.fetch_add(n, Ordering::SeqCst);
+        n
+    }
+
     /// Supervisor: ends the stream on the producer's behalf (its process died).
     pub fn close(&self) {
         self.inner.core().close();

@@ -213,17 +213,7 @@ impl Reader {
     /// has not counted so; returns how many were counted.
     pub fn count_unused(&mut self, n: u64) -> u64 {
         self.flush();
-        let group = &self.ring.inner.core().groups[self.group];
-        let info = &group.info;
-        let read = self
-            .ring
-            .stats()
-            .groups
-            .get(self.group)
-            .map_or(0, |g| g.released.saturating_sub(g.abandoned));
-        let n = n.min(read);
-        info.abandoned.fetch_add(n, Ordering::SeqCst);
-        n
+        self.ring.count_unused(self.group, n)
     }
 
     /// Sets how many events a member claims at once (1 ..= 65535). Larger batches cost
