@@ -1169,6 +1169,38 @@ mod tests {
         d.write_csv_cells(&rec, &mut line);
         assert_eq!(line, ",False,\"q\"\"\\x0a\\xff\",\"é \",nan-0.5j,-2,7,inf");
     }
+    /// Floats far from 1 were written in full: 1e300 as 301 digits, 1e-300 as 302
+    /// characters (the tester's 80-digit cells), past the 32 bytes a CSV line reserves per
+    /// number. They are written as Python's repr writes them now: an exponent below 1e-4
+    /// and from 1e16 on, still the shortest text that reads back to the same value.
+    #[test]
+    fn floats_far_from_one_are_written_with_an_exponent() {
+        let d = Dtype::parse([("x", "f8"), ("y", "f4")]).unwrap();
+        let cells = |x: f64, y: f32| {
+            let mut rec = x.to_le_bytes().to_vec();
+            rec.extend(y.to_le_bytes());
+            let mut line = String::new();
+            d.write_csv_cells(&rec, &mut line);
+            line
+        };
+        assert_eq!(cells(1e300, 3.4e38), ",1e300,3.4e38");
+        assert_eq!(cells(-1.5e-300, 1e-45), ",-1.5e-300,1e-45");
+        assert_eq!(
+            cells(f64::MIN_POSITIVE, -f32::MAX),
+            ",2.2250738585072014e-308,-3.4028235e38"
+        );
+        assert_eq!(cells(1e16, 1e-5), ",1e16,1e-5");
+        assert_eq!(cells(9999999999999998.0, 1e-4), ",9999999999999998,0.0001");
+        assert_eq!(cells(51.0, 0.1), ",51,0.1");
+        assert_eq!(cells(0.0, -0.0), ",0,-0");
+        for x in [1e300, -1.5e-300, f64::MIN_POSITIVE, 1e16, 123.456] {
+            let text = cells(x, 0.0);
+            let cell = text.split(',').nth(1).unwrap();
+            assert_eq!(cell.parse::<f64>().unwrap(), x);
+            assert!(cell.len() <= 24, "{cell}");
+        }
+    }
+
     #[test]
     fn layout_is_packed_in_order() {
         let d = Dtype::parse([("a", "int16"), ("b", "f8"), ("c", "u1")]).unwrap();

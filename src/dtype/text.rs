@@ -2,7 +2,8 @@
 //!
 //! One cell per element (a subarray field `xy: (2,)f4` is the columns `xy[0]`, `xy[1]`; a
 //! two-dimensional one `m[0][0]`, `m[0][1]`, …, in numpy's C order):
-//! - integers as integers, floats in the shortest form that reads back to the same value;
+//! - integers as integers, floats in the shortest form that reads back to the same value,
+//!   with an exponent below 1e-4 and from 1e16 on as Python's repr (`1e300`, `1.5e-7`);
 //!   `nan`, `inf`, `-inf` spelled as Python reads them;
 //! - bool as `True`/`False` (what `str(numpy.bool_)` and `numpy.savetxt(fmt='%s')` write);
 //! - complex as `a+bj` (`1.5-2j`, Python's `complex()` reads it);
@@ -43,9 +44,13 @@ fn float(out: &mut String, x: f64, as_f32: Option<f32>) {
     } else if x.is_infinite() {
         out.push_str(if x > 0.0 { "inf" } else { "-inf" });
     } else {
+        // Python's repr: an exponent below 1e-4 and from 1e16 on (1e300 in full is 301
+        // digits). Both forms are the shortest digits that read back to the same value.
         // Writing into a String cannot fail.
         let _ = match as_f32 {
+            Some(f) if f != 0.0 && !(1e-4..1e16).contains(&f.abs()) => write!(out, "{f:e}"),
             Some(f) => write!(out, "{f}"),
+            None if x != 0.0 && !(1e-4..1e16).contains(&x.abs()) => write!(out, "{x:e}"),
             None => write!(out, "{x}"),
         };
     }
