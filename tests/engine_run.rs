@@ -1170,6 +1170,12 @@ fn a_restarted_importer_resumes_and_its_consumers_get_every_event() {
     assert_eq!(summary["readers"]["raw"]["sink2"]["delivered"], n);
     let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
     assert!(log.contains("resuming after 5000 events"), "{log}");
+    // The restart is in the summary and the last lines, not only in the log and the stats.
+    assert_eq!(summary["restarts"]["source"], 1, "{summary}");
+    assert!(
+        out.contains("worker 'source' was started again 1 time(s) after a failure"),
+        "{out}"
+    );
 }
 
 /// issue 12, item 3: the events a killed consumer will never read are counted lost for it,

@@ -318,6 +318,11 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     for f in &summary.failures {
         say!("  failure: {f}");
     }
+    for (worker, n) in &summary.restarts {
+        say!(
+            "  worker '{worker}' was started again {n} time(s) after a failure (the log says why)"
+        );
+    }
     // What exporters had to say at the end (fit results), in worker order.
     if let Ok(entries) = std::fs::read_dir(&run_dir) {
         let mut files: Vec<PathBuf> = entries

@@ -194,6 +194,10 @@ pub struct RunSummary {
     /// wrote at the end, as the last stats line and `status` show them).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kafka: BTreeMap<String, crate::run_dir::KafkaCounts>,
+    /// Per worker that was started again after a failure (`restart: on-failure`): how many
+    /// times, over its processes. Absent when none was.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restarts: BTreeMap<String, u32>,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -1995,6 +1999,21 @@ impl Supervisor {
             readers,
             stopped_by: self.stopped_by(),
             failures: self.failures.clone(),
+            restarts: self.plan.workers.iter().enumerate().fold(
+                BTreeMap::new(),
+                |mut m, (wi, w)| {
+                    let n: u32 = self
+                        .procs
+                        .iter()
+                        .filter(|p| p.worker == wi)
+                        .map(|p| p.restarts)
+                        .sum();
+                    if n > 0 {
+                        m.insert(w.name.clone(), n);
+                    }
+                    m
+                },
+            ),
             kafka: self
                 .plan
                 .workers
