@@ -1016,14 +1016,34 @@ fn refused_by_check(setup: &Path, text: &str) -> String {
 /// `export.hdf5` with `filename: histograms_h` wrote `histograms_h.h5`, which the
 /// `export.histogram` worker `h` then wrote over at the end (every waveform gone while the
 /// books said delivered); an `export.csv` with `filename: histogram_h_height` lost its rows
-/// to `h`'s CSV of the field `height`. `check` refuses both.
+/// to `h`'s CSV of the field `height`. `check` refuses both, and an `export.hdf5` with
+/// `filename: histograms` beside an `export.histogram` worker `r1`: started again, it would
+/// go on in `histograms_r1.h5`.
 #[test]
 fn a_file_named_as_another_worker_names_its_own_is_refused_by_check() {
     let dir = std::env::temp_dir().join(format!("daq-worker-file-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (function, filename, file) in [
-        ("export.hdf5", "histograms_h", "histograms_h.h5"),
-        ("export.csv", "histogram_h_height", "histogram_h_height.csv"),
+    let numbers = "(it names its files histograms.h5, histograms_NNNN.h5 when rotating, \
+                   histograms_rN.h5 and histograms_rN_NNNN.h5 when started again)";
+    for (function, filename, h, file) in [
+        (
+            "export.hdf5",
+            "histograms_h",
+            "h",
+            "histograms_h.h5".to_string(),
+        ),
+        (
+            "export.csv",
+            "histogram_h_height",
+            "h",
+            "histogram_h_height.csv".to_string(),
+        ),
+        (
+            "export.hdf5",
+            "histograms",
+            "r1",
+            format!("histograms_r1.h5 {numbers}"),
+        ),
     ] {
         let text = refused_by_check(
             &dir.join("clash.yaml"),
@@ -1034,7 +1054,7 @@ Workers:
   source:
     function: bench.source
     sinks: [raw]
-  h:
+  {h}:
     function: export.histogram
     sources: [raw]
     config: {{bins: {{height: [0, 1, 10]}}}}
@@ -1048,10 +1068,118 @@ Workers:
         assert!(
             text.contains(&format!(
                 "clash.yaml:12:15: error: worker 'w' ({function}) would write {file}, which \
-                 worker 'h' (export.histogram) writes: each would overwrite the other's"
+                 worker '{h}' (export.histogram) writes: each would overwrite the other's"
             )) && text.contains("give worker 'w' its own `filename`"),
             "{function}: {text}"
         );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An `export.hdf5` writer's files are its first, `<stem>.h5`, and those it numbers after it:
+/// `<stem>_NNNN.h5` when it rotates, `<stem>_rN.h5` and `<stem>_rN_NNNN.h5` when it is started
+/// again. A file another exporter names as one of them is refused by `check`, at the second
+/// worker's function, naming both workers and how the first names its files. Before, `check`
+/// said OK, and a rotating writer of `raw` took the `raw_0001.h5` of a writer named
+/// `raw_0001` for its own earlier file: the run ended failed, `attribute 'paused_seconds':
+/// unable to create attribute: attribute already exists`.
+#[test]
+fn a_file_another_hdf5_writer_numbers_after_its_first_is_refused_by_check() {
+    let dir = std::env::temp_dir().join(format!("daq-numbered-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = |first: (&str, &str), second: (&str, &str)| {
+        format!(
+            "Buffers:
+  raw:  {{slot_count: 16, data_length: 8, data_dtype: {{x: float32}}}}
+  raw2: {{slot_count: 16, data_length: 8, data_dtype: {{x: float32}}}}
+Workers:
+  src:  {{function: bench.source, sinks: [raw], config: {{n_events: 50}}}}
+  cp:   {{function: misc.copy, sources: [raw], sinks: [raw2]}}
+  {}:
+    function: export.hdf5
+    sources: [raw]
+    {}
+  {}:
+    function: export.hdf5
+    sources: [raw2]
+    {}
+  csvb: {{function: export.csv, sources: [raw], config: {{filename: raw_hist}}}}
+",
+            first.0, first.1, second.0, second.1
+        )
+    };
+    let numbers = "raw.h5, raw_NNNN.h5 when rotating, raw_rN.h5 and raw_rN_NNNN.h5 when \
+                   started again";
+    // What check says when `h5b` is named as a file the writer `h5a` of `raw` numbers.
+    let numbered_by_h5a = |file: &str| {
+        format!(
+            "clash.yaml:12:15: error: worker 'h5b' (export.hdf5) would write {file}, which \
+             worker 'h5a' (export.hdf5) writes too (it names its files {numbers}): each would \
+             take the other's files for its own"
+        )
+    };
+    for (first, second, message) in [
+        // The tester's setup: a rotating writer, and one named as its first numbered file.
+        (
+            ("h5a", "config: {rotate_mb: 1}"),
+            ("h5b", "config: {filename: raw_0001}"),
+            numbered_by_h5a("raw_0001.h5"),
+        ),
+        // Without rotation: started again, the writer of `raw` goes on in `raw_r1.h5`.
+        (
+            ("h5a", "config: {}"),
+            ("h5b", "config: {filename: raw_r1}"),
+            numbered_by_h5a("raw_r1.h5"),
+        ),
+        // The other way round: the numbering writer comes second.
+        (
+            ("h5b", "config: {filename: raw_0001}"),
+            ("h5a", "config: {filename: raw}"),
+            format!(
+                "clash.yaml:12:15: error: worker 'h5a' (export.hdf5) would write raw_0001.h5 \
+                 (it names its files {numbers}), which worker 'h5b' (export.hdf5) writes too: \
+                 each would take the other's files for its own"
+            ),
+        ),
+        // A process of a worker with two numbers the files after its own, `raw_p1.h5`.
+        (
+            ("h5a", "number_of_processes: 2"),
+            ("h5b", "config: {filename: raw_p1_r2_0003}"),
+            "clash.yaml:12:15: error: worker 'h5b' (export.hdf5) would write \
+             raw_p1_r2_0003.h5, which worker 'h5a' (export.hdf5) writes too (it names its \
+             files raw_p1.h5, raw_p1_NNNN.h5 when rotating, raw_p1_rN.h5 and \
+             raw_p1_rN_NNNN.h5 when started again)"
+                .to_string(),
+        ),
+    ] {
+        let path = dir.join("clash.yaml");
+        let text = refused_by_check(&path, &setup(first, second));
+        assert!(
+            text.contains(&message) && text.contains("give one of them its own `filename`"),
+            "{first:?} {second:?}: {text}"
+        );
+        // The run is refused as `check` is, before it makes a run directory.
+        let target = dir.join("runs");
+        let (code, said) = runs::code_and_stderr(&mut runs::simulated(&path, 50, &target));
+        assert_eq!(code, 2, "{first:?} {second:?}: {said}");
+        assert!(
+            !target.exists() || runs::run_dirs_in(&target).is_empty(),
+            "{said}"
+        );
+    }
+    // Files no writer of `raw` ever numbers are another writer's own: not refused.
+    for (first, second) in [
+        ("config: {rotate_mb: 1}", "config: {filename: raw_big}"),
+        ("config: {rotate_mb: 1}", "config: {filename: raw_01}"),
+        ("config: {}", "config: {filename: raw_r0}"),
+        ("config: {}", "config: {filename: raw_r1_1}"),
+        ("number_of_processes: 2", "config: {filename: raw_p2}"),
+    ] {
+        let path = dir.join("fine.yaml");
+        std::fs::write(&path, setup(("h5a", first), ("h5b", second))).unwrap();
+        let out = runs::check(&[], &path);
+        let said = runs::stdout_and_stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{first} {second}: {said}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -40,6 +40,7 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec::new(
     name_key: Some(FILENAME.name),
     extension: "csv",
     per_process: false,
+    numbered: false,
 });
 
 keys! {

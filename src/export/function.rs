@@ -9,7 +9,7 @@
 
 use super::hdf5::{
     BufferHandle, BufferOptions, Compression, Rotation, RunFileWriter, RunInfo, RunStats,
-    WriterOptions,
+    WriterOptions, RUN_FILES,
 };
 use crate::keys;
 use crate::worker::{
@@ -29,11 +29,12 @@ pub const SPEC: FunctionSpec = FunctionSpec::new(
 )
 .writing(WRITES);
 
-/// `export.hdf5`'s file: `<filename>.h5`, by default the source's name; one a process.
+/// `export.hdf5`'s file: `<filename>.h5`, by default the source's name; one a process; the
+/// later files numbered after it as the run file writer numbers them ([`RUN_FILES`]).
 const WRITES: crate::worker::Writes = crate::worker::Writes {
     name_key: Some(FILENAME.name),
-    extension: "h5",
     per_process: true,
+    ..RUN_FILES
 };
 
 keys! {

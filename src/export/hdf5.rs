@@ -55,6 +55,7 @@ use super::error::ExportError;
 use super::raw::{self, H5Error};
 use crate::dtype::{metadata_dtype, Dtype, Metadata};
 use crate::run_dir::pauses::Pauses;
+use crate::worker::Writes;
 
 /// Size of the metadata record in bytes.
 const META_BYTES: usize = 24;
@@ -495,6 +496,19 @@ struct OpenFile {
     swmr: bool,
 }
 
+/// How a [`RunFileWriter`] names its files: the first `<stem>.h5`, the later ones numbered
+/// after it (`<stem>_0001.h5` when it rotates, `<stem>_r1.h5` and `<stem>_r1_0001.h5` when a
+/// writer goes on after an earlier process's files). Started again, it takes every file of
+/// those names for one of its earlier processes' ([`RunFileWriter::create_after_earlier`]);
+/// `check` refuses another worker's file of such a name by the same rule
+/// ([`Writes::holds`]).
+pub const RUN_FILES: Writes = Writes {
+    name_key: None,
+    extension: "h5",
+    per_process: false,
+    numbered: true,
+};
+
 /// Writes the events of one run into one HDF5 file, or a numbered series of files when
 /// rotation is on.
 ///
@@ -789,7 +803,8 @@ impl RunFileWriter {
             .extension()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "h5".to_string());
-        self.base.with_file_name(format!("{stem}_{index:04}.{ext}"))
+        self.base
+            .with_file_name(format!("{}.{ext}", Writes::rotated(&stem, index)))
     }
 
     fn open_next(&mut self) -> Result<(), ExportError> {
@@ -1594,41 +1609,21 @@ fn packing_path(path: &Path) -> PathBuf {
 
 /// The files a writer whose first file is `base` (`<stem>.h5`) has made in its directory,
 /// in all its processes' lives: `<stem>.h5`, `<stem>_0001.h5` (rotation), `<stem>_r1.h5`,
-/// `<stem>_r1_0001.h5`, … Sorted by name.
+/// `<stem>_r1_0001.h5`, … ([`RUN_FILES`]). Sorted by name.
 pub(crate) fn earlier_lives(base: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(stem), Some(ext)) = (
-        base.parent(),
-        base.file_stem().and_then(|s| s.to_str()),
-        base.extension().and_then(|s| s.to_str()),
-    ) else {
+    let (Some(dir), Some(first)) = (base.parent(), base.file_name().and_then(|s| s.to_str()))
+    else {
         return Vec::new();
-    };
-    let digits = |s: &str, n: Option<usize>| {
-        !s.is_empty() && n.is_none_or(|n| s.len() == n) && s.bytes().all(|b| b.is_ascii_digit())
-    };
-    let ours = |name: &str| -> bool {
-        let Some(rest) = name
-            .strip_suffix(ext)
-            .and_then(|r| r.strip_suffix('.'))
-            .and_then(|r| r.strip_prefix(stem))
-        else {
-            return false;
-        };
-        // "", "_0001", "_r1", "_r1_0001"
-        let rest = match rest.strip_prefix("_r") {
-            Some(r) => match r.split_once('_') {
-                Some((life, index)) if digits(life, None) => return digits(index, Some(4)),
-                _ => return digits(r, None),
-            },
-            None => rest,
-        };
-        rest.is_empty() || rest.strip_prefix('_').is_some_and(|i| digits(i, Some(4)))
     };
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(ours))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|name| RUN_FILES.holds(first, name))
+        })
         .map(|e| e.path())
         .collect();
     out.sort();
@@ -1647,7 +1642,7 @@ fn next_life(base: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "h5".into());
     (1..)
-        .map(|n| base.with_file_name(format!("{stem}_r{n}.{ext}")))
+        .map(|n| base.with_file_name(format!("{}.{ext}", Writes::life(&stem, n))))
         .find(|b| earlier_lives(b).is_empty())
         .expect("an unused life number")
 }
@@ -2079,6 +2074,7 @@ mod tests {
             "raw_r1.h5",
             "raw_r1_0002.h5",
             "raw_r12.h5",
+            "raw_10000.h5",
         ];
         let others = [
             "raw_big.h5",
@@ -2087,6 +2083,8 @@ mod tests {
             "rawx.h5",
             "raw_r.h5",
             "raw_r1_01.h5",
+            "raw_r0.h5",
+            "raw_0000.h5",
             "pulses.h5",
         ];
         for f in ours.iter().chain(&others) {

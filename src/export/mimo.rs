@@ -691,6 +691,7 @@ pub const EXPORT_SPEC: FunctionSpec = FunctionSpec::new(
     name_key: None,
     extension: "mimo",
     per_process: false,
+    numbered: false,
 });
 
 /// The declaration of `data.simulate_importer`.

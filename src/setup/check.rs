@@ -10,7 +10,7 @@ use super::diag::{unknown_name_hint, DiagnosticKind, Severity};
 use super::load::{to_json, BufferDraft, ConfigItem, Draft, Loader, WorkerDraft};
 use super::yaml::{Kind, Loc, Value};
 use super::{BufferSetup, PythonWorker, Setup, WorkerPlan};
-use crate::worker::{Catalog, FunctionSpec, KeyType, Template, WorkerError};
+use crate::worker::{Catalog, FunctionSpec, KeyType, Template, WorkerError, Writes};
 use std::collections::{HashMap, HashSet};
 
 const SIDES: [&str; 3] = ["sources", "sinks", "observes"];
@@ -350,9 +350,10 @@ pub(crate) fn check(
 }
 
 /// Refuses two workers that would write the same file in the run directory (two
-/// `export.hdf5` of one buffer, both named after it): each would overwrite the other's
-/// events, or take the other's live file for one its crashed process left. Returns the
-/// files each built-in worker names (for the plan).
+/// `export.hdf5` of one buffer, both named after it; one named as a file the other numbers
+/// after its first, `raw_0001` beside a rotating writer of `raw`): each would overwrite the
+/// other's events, or take the other's live file for one its crashed process left. Returns
+/// the files each built-in worker names (for the plan).
 fn one_writer_a_file(
     l: &mut Loader,
     draft: &Draft,
@@ -360,7 +361,8 @@ fn one_writer_a_file(
     catalog: &dyn Catalog,
 ) -> Vec<(String, Vec<String>)> {
     let mut named_files = Vec::new();
-    let mut written: Vec<(String, &str)> = Vec::new();
+    // The first files of the workers before, each with its worker, function and rule.
+    let mut written: Vec<(String, &str, &str, Writes)> = Vec::new();
     // The workers whose functions name files after them, with those files.
     let naming: Vec<(&str, &str, &[crate::worker::WorkerFiles])> = draft
         .workers
@@ -380,7 +382,10 @@ fn one_writer_a_file(
         if w.file.is_some() {
             continue;
         }
-        let Some(writes) = catalog.function(function).and_then(|f| f.writes) else {
+        let Some((ours, writes)) = catalog
+            .function(function)
+            .and_then(|f| Some((f.name, f.writes?)))
+        else {
             continue;
         };
         let named = writes
@@ -396,20 +401,33 @@ fn one_writer_a_file(
         // The processes of a worker that writes one file share it.
         files.dedup();
         named_files.push((w.name.clone(), files.clone()));
+        // How a worker that numbers its files after its first, `first`, names them.
+        let names =
+            |rule: &Writes, first: &str| format!(" (it names its files {})", rule.pattern(first));
         for file in files {
+            // A file of theirs this worker writes: its first, or one it numbers after it.
             let theirs = naming.iter().find_map(|(other, f, kinds)| {
-                kinds
-                    .iter()
-                    .find(|k| k.holds(&file, other))
-                    .map(|k| (other, f, k))
+                kinds.iter().find_map(|k| {
+                    let common = if k.holds(&file, other) {
+                        Some(file.clone())
+                    } else {
+                        k.only_file(other).filter(|o| writes.holds(&file, o))
+                    };
+                    common.map(|c| (other, f, k, c))
+                })
             });
-            if let Some((other, f, kind)) = theirs {
+            if let Some((other, f, kind, common)) = theirs {
+                let how = if common == file {
+                    String::new()
+                } else {
+                    names(&writes, &file)
+                };
                 l.error(
                     *at,
                     format!(
-                        "worker '{}' ({function}) would write {file}, which worker '{other}' \
-                         ({f}) writes: each would overwrite the other's ({f} names its files \
-                         {})",
+                        "worker '{}' ({function}) would write {common}{how}, which worker \
+                         '{other}' ({f}) writes: each would overwrite the other's ({f} names \
+                         its files {})",
                         w.name,
                         kind.pattern()
                     ),
@@ -419,21 +437,44 @@ fn one_writer_a_file(
                 );
                 continue;
             }
-            match written.iter().find(|(f, _)| *f == file) {
-                Some((_, first)) => l.error(
+            let clash = written.iter().find(|(first, _, _, their)| {
+                their.holds(first, &file) || writes.holds(&file, first)
+            });
+            let Some((first, who, their_function, their)) = clash else {
+                written.push((file, &w.name, ours, writes));
+                continue;
+            };
+            let give_own = |k: Option<&str>| k.map(|k| format!("give one of them its own `{k}`"));
+            if *first == file {
+                l.error(
                     *at,
                     format!(
-                        "worker '{}' ({function}) would write {file}, as worker '{first}' \
+                        "worker '{}' ({function}) would write {file}, as worker '{who}' \
                          does: each would overwrite the other's events",
                         w.name
                     ),
-                    Some(match writes.name_key {
-                        Some(k) => format!("give one of them its own `{k}`"),
-                        None => "keep one of them: both write every event of the buffer".into(),
-                    }),
-                ),
-                None => written.push((file, &w.name)),
+                    Some(give_own(writes.name_key).unwrap_or_else(|| {
+                        "keep one of them: both write every event of the buffer".into()
+                    })),
+                );
+                continue;
             }
+            // One of them numbers the other's file after its own first.
+            let (common, how, theirs) = if their.holds(first, &file) {
+                (&file, String::new(), names(their, first))
+            } else {
+                (first, names(&writes, &file), String::new())
+            };
+            l.error(
+                *at,
+                format!(
+                    "worker '{}' ({function}) would write {common}{how}, which worker '{who}' \
+                     ({their_function}) writes too{theirs}: each would take the other's files \
+                     for its own",
+                    w.name
+                ),
+                give_own(writes.name_key.or(their.name_key)),
+            );
         }
     }
     named_files

@@ -201,6 +201,12 @@ pub struct Writes {
     pub extension: &'static str,
     /// Each process writes its own file, `<name>_p<i>.<extension>`, when there are several.
     pub per_process: bool,
+    /// Later files follow the first, `<stem>.<extension>`, named after it: `<stem>_NNNN`
+    /// when the writer rotates ([`Writes::rotated`]), `<stem>_rN` and `<stem>_rN_NNNN` when
+    /// it is started again in the same run ([`Writes::life`]). The writer takes any file of
+    /// that name in the run directory for its own (see [`Writes::holds`]), so no other
+    /// writer may name one so. False for a writer that only ever writes its first file.
+    pub numbered: bool,
 }
 
 impl Writes {
@@ -210,6 +216,67 @@ impl Writes {
             format!("{stem}_p{process}.{}", self.extension)
         } else {
             format!("{stem}.{}", self.extension)
+        }
+    }
+
+    /// The stem of a numbered writer's file number `index` (from 1) after its first stem
+    /// `stem`: `<stem>_0001`, … `<stem>_9999`, `<stem>_10000`.
+    pub fn rotated(stem: &str, index: u32) -> String {
+        format!("{stem}_{index:04}")
+    }
+
+    /// The first stem of life `life` (from 1: the writer was started again `life` times)
+    /// of a numbered writer whose first stem is `stem`: `<stem>_r1`, `<stem>_r2`, …
+    pub fn life(stem: &str, life: u32) -> String {
+        format!("{stem}_r{life}")
+    }
+
+    /// True when `file` is one of the files of a writer whose first file is `first` (as
+    /// [`Writes::file`] names it): `first` itself and, for a [`numbered`](Writes::numbered)
+    /// writer, each name [`Writes::rotated`] and [`Writes::life`] give after its stem, with
+    /// its extension. Exactly those: `<stem>_01` or `<stem>_r0` are never one of them.
+    pub fn holds(&self, first: &str, file: &str) -> bool {
+        if file == first {
+            return true;
+        }
+        let Some((stem, extension)) = first.rsplit_once('.').filter(|_| self.numbered) else {
+            return false;
+        };
+        let Some(rest) = file
+            .strip_suffix(extension)
+            .and_then(|r| r.strip_suffix('.'))
+            .and_then(|r| r.strip_prefix(stem))
+        else {
+            return false;
+        };
+        // A number as `{n}` writes it: digits, no leading zero, at least 1.
+        let number =
+            |s: &str| !s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
+        // A file index as `{index:04}` writes it: four digits, or more without a leading
+        // zero; at least 1.
+        let index = |s: &str| {
+            s.bytes().all(|b| b.is_ascii_digit())
+                && (s.len() == 4 && s != "0000" || s.len() > 4 && !s.starts_with('0'))
+        };
+        // "_0001", "_r1", "_r1_0001"
+        match rest.strip_prefix("_r") {
+            Some(r) => match r.split_once('_') {
+                Some((life, i)) => number(life) && index(i),
+                None => number(r),
+            },
+            None => rest.strip_prefix('_').is_some_and(index),
+        }
+    }
+
+    /// How the files of a writer whose first file is `first` are named, for messages:
+    /// `raw.h5, raw_NNNN.h5 when rotating, raw_rN.h5 and raw_rN_NNNN.h5 when started again`.
+    pub fn pattern(&self, first: &str) -> String {
+        match first.rsplit_once('.') {
+            Some((stem, ext)) if self.numbered => format!(
+                "{first}, {stem}_NNNN.{ext} when rotating, {stem}_rN.{ext} and \
+                 {stem}_rN_NNNN.{ext} when started again"
+            ),
+            _ => first.to_string(),
         }
     }
 }
@@ -243,6 +310,12 @@ impl WorkerFiles {
         } else {
             rest.is_empty()
         }
+    }
+
+    /// The one file of worker `worker` (`histograms_<worker>.h5`); `None` when more follows
+    /// the worker's name (there are many).
+    pub fn only_file(&self, worker: &str) -> Option<String> {
+        (!self.more).then(|| format!("{}{worker}.{}", self.prefix, self.extension))
     }
 
     /// How the files are named, for messages: `histograms_<worker>.h5`.
@@ -429,6 +502,75 @@ mod tests {
         assert_eq!(ConfigKey::join::<3>(lists), [A, B, A]);
         assert!(std::panic::catch_unwind(|| ConfigKey::join::<2>(lists)).is_err());
         assert!(std::panic::catch_unwind(|| ConfigKey::join::<4>(lists)).is_err());
+    }
+
+    /// A numbered writer's files are exactly those `rotated` and `life` name after its first
+    /// (with its extension), whatever its first is called; a writer that does not number
+    /// its files has its first only.
+    #[test]
+    fn a_numbered_writer_holds_exactly_the_files_it_names() {
+        const H5: Writes = Writes {
+            name_key: None,
+            extension: "h5",
+            per_process: true,
+            numbered: true,
+        };
+        const CSV: Writes = Writes {
+            name_key: None,
+            extension: "csv",
+            per_process: false,
+            numbered: false,
+        };
+        for first in ["raw.h5", "raw_p1.h5", "run.2024.h5"] {
+            let stem = first.strip_suffix(".h5").unwrap();
+            let r2 = Writes::life(stem, 2);
+            let named = [
+                first.to_string(),
+                format!("{}.h5", Writes::rotated(stem, 1)),
+                format!("{}.h5", Writes::rotated(stem, 9999)),
+                format!("{}.h5", Writes::rotated(stem, 10000)),
+                format!("{}.h5", Writes::life(stem, 1)),
+                format!("{}.h5", Writes::life(stem, 12)),
+                format!("{r2}.h5"),
+                format!("{}.h5", Writes::rotated(&r2, 3)),
+            ];
+            assert_eq!(named[1], format!("{stem}_0001.h5"));
+            assert_eq!(named[7], format!("{stem}_r2_0003.h5"));
+            for file in &named {
+                assert!(H5.holds(first, file), "{first}: {file}");
+                assert_eq!(CSV.holds(first, file), file == first, "{first}: {file}");
+            }
+            for other in [
+                "big",
+                "_big",
+                "_01",
+                "_00001",
+                "_0000",
+                "_r",
+                "_r0",
+                "_r01",
+                "_r1_01",
+                "_r1_",
+                "_r1_0000",
+                "_0001_0001",
+                "_p0",
+                "x",
+            ] {
+                let file = format!("{stem}{other}.h5");
+                assert!(!H5.holds(first, &file), "{first}: {file}");
+            }
+            for file in [format!("{stem}_0001.csv"), format!("{stem}_0001.h5.tmp")] {
+                assert!(!H5.holds(first, &file), "{first}: {file}");
+            }
+        }
+        // The stem is the name without its extension only.
+        assert!(!H5.holds("raw.h5", "raw_0001.h5_0001.h5"));
+        assert!(CSV.holds("raw.csv", "raw.csv") && !CSV.holds("raw.csv", "raw_0001.csv"));
+        assert_eq!(
+            H5.pattern("raw.h5"),
+            "raw.h5, raw_NNNN.h5 when rotating, raw_rN.h5 and raw_rN_NNNN.h5 when started again"
+        );
+        assert_eq!(CSV.pattern("raw.csv"), "raw.csv");
     }
 
     #[test]
