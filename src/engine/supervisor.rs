@@ -1738,34 +1738,26 @@ impl Supervisor {
             parts.push(format!("{:.0}% of {max} s", (t / max * 100.0).min(100.0)));
         }
         if let Some(n) = self.plan.max_events {
-            let roots: u64 = self
-                .plan
-                .workers
-                .iter()
-                .filter(|w| w.is_importer())
-                .filter_map(|w| w.sinks.first())
-                .filter_map(|s| self.buffers.iter().find(|b| &b.name == s))
-                .flat_map(|b| b.rings.iter().map(|r| r.stats().published))
-                .sum();
-            let importers = self
-                .plan
-                .workers
-                .iter()
-                .filter(|w| w.is_importer())
-                .count()
-                .max(1) as u64;
-            let frac = roots as f64 / (n * importers) as f64;
-            let eta = if frac > 0.0 { t / frac - t } else { f64::NAN };
-            parts.push(format!(
-                "{:.0}% of {} events, {} s left",
-                (frac * 100.0).min(100.0),
-                human(n as f64),
-                if eta.is_finite() {
-                    format!("{eta:.0}")
-                } else {
-                    "?".into()
-                }
-            ));
+            // Per importer: what its limit counts (published plus lost in its first sink),
+            // and whether all its processes ended.
+            let taken: Vec<(u64, bool)> = (self.plan.workers.iter().enumerate())
+                .filter(|(_, w)| w.is_importer())
+                .map(|(wi, w)| {
+                    let took = (w.sinks.first())
+                        .and_then(|s| self.buffers.iter().find(|b| &b.name == s))
+                        .map_or(0, |b| {
+                            b.rings
+                                .iter()
+                                .map(|r| r.stats())
+                                .map(|s| s.published + s.lost)
+                                .sum()
+                        });
+                    let ended = (self.procs.iter().filter(|p| p.worker == wi))
+                        .all(|p| p.status.is_some() && p.restart_at.is_none());
+                    (took, ended)
+                })
+                .collect();
+            parts.push(events_progress_text(n, t, self.paused_seconds(), &taken));
         }
         if self.draining() {
             // What a clean stop waits for: the buffers, then the compression of closed files.
@@ -2070,6 +2062,20 @@ pub fn reader_books(readers: &[String], rings: &[RingStats]) -> BTreeMap<String,
         .collect()
 }
 
+/// The progress line's part for `max_events` = `n` after `t` s, `paused_s` of them paused,
+/// from what each importer took and whether it ended.
+fn events_progress_text(n: u64, t: f64, paused_s: f64, taken: &[(u64, bool)]) -> String {
+    use crate::run_dir::snapshot::{events_fraction, seconds_left};
+    let taken = taken.iter().map(|&(took, ended)| (!ended).then_some(took));
+    let frac = events_fraction(n, taken).unwrap_or(0.0);
+    format!(
+        "{:.0}% of {} events, {} s left",
+        (frac * 100.0).floor(),
+        human(n as f64),
+        seconds_left(frac, t - paused_s).map_or("?".into(), |s| format!("{s:.0}"))
+    )
+}
+
 /// 1234567 → "1.23 M".
 pub fn human(x: f64) -> String {
     let a = x.abs();
@@ -2095,6 +2101,28 @@ mod tests {
         assert_eq!(dead_fraction(602_000_000, 0.506, 1), 1.0);
         assert_eq!(dead_fraction(500_000_000, 2.0, 2), 0.125);
         assert_eq!(dead_fraction(0, 0.0, 0), 0.0);
+    }
+
+    /// `max_events` is per importer and the run ends with the slowest: with a fast importer
+    /// done and one at 100 Hz 20 events in, the line said "50% of 1001 events, 0 s left"
+    /// (the mean over importers) while the run needed 10 s more.
+    #[test]
+    fn events_progress_follows_the_slowest_importer() {
+        let text = |t, paused, taken: &[(u64, bool)]| events_progress_text(1001, t, paused, taken);
+        assert_eq!(
+            text(0.2, 0.0, &[(1001, true), (20, false)]),
+            "1% of 1001 events, 10 s left"
+        );
+        assert_eq!(
+            text(5.0, 0.0, &[(1001, true), (501, false)]),
+            "50% of 1001 events, 5 s left"
+        );
+        // Paused for 10 of 20 s: the rate is over the 10 s it ran.
+        assert_eq!(
+            text(20.0, 10.0, &[(1001, true), (501, false)]),
+            "50% of 1001 events, 10 s left"
+        );
+        assert_eq!(text(1.0, 0.0, &[(0, false)]), "0% of 1001 events, ? s left");
     }
 
     /// A worker's CPU time is read finer than /proc's clock ticks (10 ms), so a per-event

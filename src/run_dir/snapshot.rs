@@ -232,6 +232,28 @@ impl Snapshot {
     }
 }
 
+/// How far a run with `max_events` has come, 0…1, from what each importer took so far
+/// (published plus lost in its first sink; `None` for one that ended, which holds nothing
+/// up): each importer takes `max_events` on its own and the run ends with the slowest, so
+/// this is the least of theirs. `None` without importers. One rule for the dashboard, the
+/// page, `/metrics` and the terminal's progress line.
+pub fn events_fraction(
+    max_events: u64,
+    taken: impl IntoIterator<Item = Option<u64>>,
+) -> Option<f64> {
+    let max = max_events.max(1) as f64;
+    taken
+        .into_iter()
+        .map(|t| t.map_or(1.0, |t| (t as f64 / max).clamp(0.0, 1.0)))
+        .reduce(f64::min)
+}
+
+/// Seconds left for a run `fraction` of the way to its limit after `live_s` seconds not
+/// paused, at its mean rate so far; `None` before it has come any way.
+pub fn seconds_left(fraction: f64, live_s: f64) -> Option<f64> {
+    (fraction > 0.0 && live_s > 0.0).then(|| (live_s / fraction - live_s).max(0.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
