@@ -22,14 +22,16 @@ function show(s) {
     const out = outs.length ? Math.min(...outs) : null;
     const pct = Math.round((b.fill || 0) * 100);
     return `<tr><td>${esc(name)}</td><td>${b.events_in}</td><td>${out === null ? "–" : out}</td>` +
-      `<td>${fmt(b.rate_hz, 1)}</td><td><span class="bar${pct >= 95 ? " full" : ""}"><span style="width:${pct}%"></span></span> ${pct}%</td>` +
+      `<td>${fmt((s.rate_hz || {})[name] ?? b.rate_hz, 1)}</td><td><span class="bar${pct >= 95 ? " full" : ""}"><span style="width:${pct}%"></span></span> ${pct}%</td>` +
       `<td>${fmt((b.deadtime || 0) * 100, 2)} %</td><td>${b.lost}</td></tr>`;
   }).join("");
+  // A worker's own losses as a reader (it died, was restarted or left holding them).
+  const lost = (name) => (s.reader_lost || {})[name] || 0;
   const wt = $("workers").tBodies[0];
   wt.innerHTML = Object.entries(s.workers || {}).map(([name, w]) =>
     `<tr><td>${esc(name)}</td><td>${esc(w.state)}</td><td>${w.processes}</td><td>${w.observer ? "–" : w.events}</td>` +
     `<td>${fmt((s.cpu_percent || {})[name], 0)} %</td><td>${esc((s.cores_text || {})[name] || "–")}</td>` +
-    `<td>${w.restarts}</td></tr>`).join("");
+    `<td>${w.restarts}</td><td${lost(name) ? ' class="lost"' : ""}>${lost(name)}</td></tr>`).join("");
   const kafka = Object.entries(s.workers || {}).filter(([, w]) => w.kafka);
   $("kafka").hidden = kafka.length === 0;
   $("kafka").tBodies[0].innerHTML = kafka.map(([name, w]) => {

@@ -6,7 +6,7 @@ use std::path::Path;
 /// A readable report of one stats.jsonl line.
 pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
     use std::fmt::Write;
-    let mut view = crate::monitor::RunView::new(Vec::new());
+    let mut view = crate::monitor::RunView::for_run(run_dir);
     view.update(&crate::run_dir::Snapshot::from_json(v));
     let snap = view.snapshot();
     let mut s = String::new();
@@ -35,7 +35,18 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
     if let Some(c) = snap.stopped_by {
         let _ = writeln!(s, "stopped by {}", c.text());
     }
-    // An ended run shows its means (its last snapshot carries them).
+    if let Some(p) = view.progress().filter(|_| !snap.ended) {
+        let _ = writeln!(
+            s,
+            "progress: {:.0}% of {}{}",
+            (p.fraction * 100.0).floor(),
+            p.of,
+            p.seconds_left
+                .map_or(String::new(), |l| format!(", {l:.0} s left"))
+        );
+    }
+    // An ended run shows its means over the time it was not paused (a line under the table
+    // says so when it was paused).
     let ended = snap.ended;
     let _ = writeln!(
         s,
@@ -48,7 +59,7 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
         "lost"
     );
     for (name, b) in &snap.buffers {
-        let rate = b.rate_hz;
+        let rate = view.rate_hz(name);
         let _ = writeln!(
             s,
             "{:<20} {:>12} {:>10.1} {:>5.0}% {:>8.2}% {:>8}",
@@ -60,21 +71,33 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
             b.lost
         );
     }
+    if ended && snap.paused_s > 0.0 {
+        let _ = writeln!(
+            s,
+            "mean Hz: over the {:.1} s not paused ({:.1} s of the run's {:.1} s were paused)",
+            snap.t - snap.paused_s,
+            snap.paused_s,
+            snap.t
+        );
+    }
+    // `lost`: events the worker will never read of the buffers it reads, beyond what they
+    // dropped themselves (it died, was restarted or left holding them), as summary.json.
     let _ = writeln!(
         s,
-        "{:<20} {:>12} {:>10} {:>9} {:>10} {:>12}",
-        "worker", "events", "state", "processes", "cpu s", "core"
+        "{:<20} {:>12} {:>10} {:>9} {:>10} {:>12} {:>8}",
+        "worker", "events", "state", "processes", "cpu s", "core", "lost"
     );
     for (name, w) in &snap.workers {
         let _ = writeln!(
             s,
-            "{:<20} {:>12} {:>10} {:>9} {:>10.2} {:>12}",
+            "{:<20} {:>12} {:>10} {:>9} {:>10.2} {:>12} {:>8}",
             name,
             w.events_text(),
             w.state,
             w.processes,
             w.cpu_s,
-            w.cores_text()
+            w.cores_text(),
+            view.reader_lost(name)
         );
     }
     let kafka: Vec<(&String, &crate::run_dir::KafkaCounts)> = snap
@@ -255,6 +278,47 @@ mod tests {
         };
         assert_eq!(row("scope"), "-", "{text}");
         assert_eq!(row("digitizer"), "0", "{text}");
+    }
+
+    /// The column of a row of `text` starting with `name` (0 is the name).
+    fn column(text: &str, name: &str, n: usize) -> String {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(n).unwrap().to_string()
+    }
+
+    /// A finished run whose reader 'h5' lost 161 events (summary.json: "161 of them lost for
+    /// reader 'h5'") showed `raw 5852 … lost 0` and no warning: the worker's row has its own
+    /// losses and a warning names it.
+    #[test]
+    fn a_reader_that_lost_events_is_shown_with_its_losses() {
+        let v = serde_json::json!({"t": 14.6, "ended": true,
+            "buffers": {"raw": {"events_in": 5852, "produced": 5852, "lost": 0,
+                "events_out": {"h5": 5691},
+                "readers": {"h5": {"delivered": 5691, "lost": 161, "pending": 0}}}},
+            "workers": {"h5": {"events": 5691, "state": "finished", "restarts": 1},
+                        "dig": {"events": 5852, "state": "finished"}}});
+        let text = format_status(&v, Path::new("run"));
+        assert_eq!(column(&text, "worker", 7), "lost", "{text}"); // `cpu s` is two words
+        assert_eq!(column(&text, "h5 ", 6), "161", "{text}");
+        assert_eq!(column(&text, "dig ", 6), "0", "{text}");
+        assert!(
+            text.contains("warning: reader 'h5' lost 161 event(s) of buffer 'raw'"),
+            "{text}"
+        );
+    }
+
+    /// A run paused 10.1 s of its 30.1 s showed a mean of 332.9 Hz where it took ~500 Hz
+    /// while it ran: the mean is over the time not paused, and says so.
+    #[test]
+    fn the_mean_rate_of_a_paused_run_is_over_the_time_it_ran() {
+        let v = serde_json::json!({"t": 30.1, "paused_s": 10.1, "ended": true,
+            "buffers": {"raw": {"events_in": 10020, "rate_hz": 332.9}}});
+        let text = format_status(&v, Path::new("run"));
+        assert_eq!(column(&text, "raw ", 2), "501.0", "{text}");
+        assert!(
+            text.contains("mean Hz: over the 20.0 s not paused (10.1 s of the run's 30.1 s"),
+            "{text}"
+        );
     }
 
     /// `status` of a target directory said "stats.jsonl: No such file or directory (is this

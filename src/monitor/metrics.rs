@@ -376,7 +376,8 @@ mod tests {
             "# TYPE daq_engine_run_paused_seconds_total counter",
             "daq_engine_run_paused_seconds_total 0.75",
             "daq_engine_run_progress_ratio 0.5",
-            "daq_engine_run_remaining_seconds 2.5",
+            // At the rate over the 1.75 s not paused (2.5 s was over the whole 2.5 s).
+            "daq_engine_run_remaining_seconds 1.75",
             "daq_engine_run_finished 0",
         ] {
             assert!(

@@ -603,7 +603,7 @@ impl Dashboard {
                 Span::raw(name.clone()),
                 Span::raw(b.events_in.to_string()),
                 Span::raw(out.map_or("–".into(), |o| o.to_string())),
-                Span::raw(format!("{:.1}", b.rate_hz)),
+                Span::raw(format!("{:.1}", self.view.rate_hz(name))),
                 Span::styled(
                     bar,
                     Style::default().fg(if full { Color::Red } else { Color::Green }),
@@ -631,6 +631,7 @@ impl Dashboard {
     fn draw_workers(&self, f: &mut Frame, area: Rect) {
         let s = self.view.snapshot();
         let rows = s.workers.iter().map(|(name, w)| {
+            let lost = self.view.reader_lost(name);
             let style = match w.state.as_str() {
                 "failed" => Style::default().fg(Color::Red),
                 "running" => Style::default().fg(Color::Green),
@@ -644,12 +645,21 @@ impl Dashboard {
                 Span::raw(format!("{:.0}", self.view.cpu_percent(name))),
                 Span::raw(w.cores_text()),
                 Span::raw(w.restarts.to_string()),
+                // Its own losses as a reader (it died, was restarted or left holding them).
+                Span::styled(
+                    lost.to_string(),
+                    if lost > 0 {
+                        Style::default().fg(Color::Red)
+                    } else {
+                        Style::default()
+                    },
+                ),
             ])
         });
         #[rustfmt::skip]
         let columns = [
             ("worker", 16), ("state", 12), ("processes", 10), ("events", 12), ("CPU %", 7),
-            ("core", 12), ("restarts", 9),
+            ("core", 12), ("restarts", 9), ("lost", 9),
         ];
         f.render_widget(table(rows, &columns, " workers "), area);
     }

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use crate::run_dir::Snapshot;
 use crate::run_dir::{FULL_LEVEL, FULL_WARNING_S};
@@ -25,10 +25,22 @@ pub struct Progress {
     pub of: String,
 }
 
+/// A worker that only writes, and the buffer it writes first (what `max_events` counts).
+#[derive(Clone, Debug, Default)]
+struct Importer {
+    name: String,
+    /// Its first sink; `None` when not known (its own `events` count then).
+    sink: Option<String>,
+}
+
 /// Everything the dashboard and the page show, kept up to date from snapshots.
 #[derive(Clone, Debug, Default)]
 pub struct RunView {
-    importers: Vec<String>,
+    importers: Vec<Importer>,
+    /// The run directory whose `plan.json` is still to be read: the page and the dashboard
+    /// start before the supervisor writes it, so it is read at the first snapshot that finds
+    /// it (before, progress against `max_events` was never shown).
+    plan_from: Option<PathBuf>,
     snapshot: Snapshot,
     previous: Option<Snapshot>,
     full_since: BTreeMap<String, f64>,
@@ -41,28 +53,47 @@ impl RunView {
     /// A view for a run whose importers (workers that only write) are `importers`.
     pub fn new(importers: Vec<String>) -> RunView {
         RunView {
-            importers,
+            importers: importers
+                .into_iter()
+                .map(|name| Importer { name, sink: None })
+                .collect(),
             ..RunView::default()
         }
     }
 
-    /// A view for the run in `run_dir`, with its importers read from `plan.json` (none when
-    /// it cannot be read: progress against `max_events` is then not shown).
+    /// A view for the run in `run_dir`, with its importers read from `plan.json`; while that
+    /// cannot be read (the supervisor has not written it yet), it is tried again at each
+    /// snapshot, and progress against `max_events` is not shown.
     pub fn for_run(run_dir: &Path) -> RunView {
-        let importers = crate::run_dir::plan::Plan::load(&run_dir.join(crate::run_dir::PLAN))
-            .map(|p| {
-                p.workers
-                    .iter()
-                    .filter(|w| w.is_importer())
-                    .map(|w| w.name.clone())
-                    .collect()
+        let mut view = RunView {
+            plan_from: Some(run_dir.to_path_buf()),
+            ..RunView::default()
+        };
+        view.read_plan();
+        view
+    }
+
+    /// The importers and their first sinks from `plan.json` of `plan_from`, once it reads.
+    fn read_plan(&mut self) {
+        let Some(dir) = &self.plan_from else { return };
+        let Ok(plan) = crate::run_dir::plan::Plan::load(&dir.join(crate::run_dir::PLAN)) else {
+            return;
+        };
+        self.importers = plan
+            .workers
+            .iter()
+            .filter(|w| w.is_importer())
+            .map(|w| Importer {
+                name: w.name.clone(),
+                sink: w.sinks.first().cloned(),
             })
-            .unwrap_or_default();
-        RunView::new(importers)
+            .collect();
+        self.plan_from = None;
     }
 
     /// Takes a new snapshot (the JSON object the supervisor passes to `Watcher::update`).
     pub fn update(&mut self, snap: &Snapshot) {
+        self.read_plan();
         let snap = snap.clone();
         let t = snap.t;
         for (name, b) in &snap.buffers {
@@ -115,8 +146,8 @@ impl RunView {
     }
 
     /// The importers' names.
-    pub fn importers(&self) -> &[String] {
-        &self.importers
+    pub fn importers(&self) -> Vec<&str> {
+        self.importers.iter().map(|i| i.name.as_str()).collect()
     }
 
     /// CPU use of `worker` since the previous snapshot, in percent of one core; once the
@@ -141,6 +172,23 @@ impl RunView {
         }
     }
 
+    /// Events per second into `buffer`: since the previous snapshot while the run goes on;
+    /// once it ended, the run's mean over the time it was not paused (the last line's own
+    /// mean is over the whole run, pauses included, so a run paused a third of its time
+    /// showed a third less than its live rate).
+    pub fn rate_hz(&self, buffer: &str) -> f64 {
+        let s = &self.snapshot;
+        let Some(b) = s.buffers.get(buffer) else {
+            return 0.0;
+        };
+        let live = s.t - s.paused_s;
+        if s.ended && live > 0.0 {
+            b.events_in as f64 / live
+        } else {
+            b.rate_hz
+        }
+    }
+
     /// A word for the run's state: `running`, `paused`, `stopping` or `finished`.
     pub fn state(&self) -> &'static str {
         if self.finished || self.snapshot.ended {
@@ -155,6 +203,11 @@ impl RunView {
     }
 
     /// Progress against the run's limits (the one nearer its end), or `None` without one.
+    ///
+    /// `max_events` is a limit per importer (each takes that many, see `runtime`), so the
+    /// run ends with the slowest: the fraction is the least of the importers' (one that
+    /// ended by itself holds nothing up and counts as done), and the time left is that
+    /// importer's at its mean rate over the time not paused.
     pub fn progress(&self) -> Option<Progress> {
         let s = &self.snapshot;
         let by_time = s.max_seconds.filter(|m| *m > 0.0).map(|max| Progress {
@@ -163,17 +216,20 @@ impl RunView {
             of: format!("{max} s"),
         });
         let by_events = s.max_events.filter(|n| *n > 0).and_then(|max| {
-            let done = self
-                .importers
-                .iter()
-                .filter_map(|w| s.workers.get(w))
-                .map(|w| w.events)
-                .min()?;
-            let fraction = (done as f64 / max as f64).clamp(0.0, 1.0);
-            let seconds_left = (fraction > 0.0 && s.t > 0.0).then(|| s.t / fraction - s.t);
+            let taken = self.importers.iter().filter_map(|i| {
+                let w = s.workers.get(&i.name)?;
+                // What the importer's limit counts: its events published plus lost.
+                let took = i
+                    .sink
+                    .as_ref()
+                    .and_then(|b| s.buffers.get(b))
+                    .map_or(w.events, |b| b.produced.max(b.events_in));
+                Some((w.state != "finished").then_some(took))
+            });
+            let fraction = crate::run_dir::snapshot::events_fraction(max, taken)?;
             Some(Progress {
                 fraction,
-                seconds_left,
+                seconds_left: crate::run_dir::snapshot::seconds_left(fraction, s.t - s.paused_s),
                 of: format!("{max} events"),
             })
         });
@@ -181,6 +237,33 @@ impl RunView {
             (Some(a), Some(b)) => Some(if a.fraction >= b.fraction { a } else { b }),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Events each reading worker lost of its own, by buffer and reader: what its books say
+    /// it will never read beyond the buffer's own losses under `policy: drop` (its worker
+    /// died or was restarted holding them, left early with `leave_after`, or ended first),
+    /// as the run's last lines and summary.json count them. Only readers that lost some.
+    pub fn reader_losses(&self) -> Vec<(&str, &str, u64)> {
+        let mut out = Vec::new();
+        for (buffer, b) in &self.snapshot.buffers {
+            for (reader, books) in &b.readers {
+                let own = books.lost.saturating_sub(b.lost);
+                if own > 0 {
+                    out.push((buffer.as_str(), reader.as_str(), own));
+                }
+            }
+        }
+        out
+    }
+
+    /// Events `worker` lost of its own as a reader, over the buffers it reads (see
+    /// [`RunView::reader_losses`]); 0 for a worker that reads none.
+    pub fn reader_lost(&self, worker: &str) -> u64 {
+        self.reader_losses()
+            .iter()
+            .filter(|(_, r, _)| *r == worker)
+            .map(|(_, _, n)| n)
+            .sum()
     }
 
     /// What needs attention now: buffers full for long, events being lost, failed or
@@ -208,6 +291,12 @@ impl RunView {
                      policy drop)"
                 ));
             }
+        }
+        for (buffer, reader, lost) in self.reader_losses() {
+            out.push(format!(
+                "reader '{reader}' lost {lost} event(s) of buffer '{buffer}' (its worker died, \
+                 was restarted or left before reading them: the run log says which)"
+            ));
         }
         for (name, w) in &s.workers {
             if w.state == "failed" {
@@ -251,8 +340,9 @@ impl RunView {
     }
 
     /// The snapshot with what is derived from it, as sent to the web page: the snapshot's
-    /// fields plus `state`, `progress`, `warnings`, and `cpu_percent` and `cores_text` per
-    /// worker.
+    /// fields plus `state`, `progress`, `warnings`, `rate_hz` per buffer
+    /// ([`RunView::rate_hz`]), and `cpu_percent`, `cores_text` and `reader_lost` (its own
+    /// losses as a reader, [`RunView::reader_lost`]) per worker.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.snapshot).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
@@ -276,6 +366,20 @@ impl RunView {
                 .map(|(name, w)| (name.clone(), w.cores_text().into()))
                 .collect();
             o.insert("cores_text".into(), cores.into());
+            let lost: serde_json::Map<String, serde_json::Value> = self
+                .snapshot
+                .workers
+                .keys()
+                .map(|w| (w.clone(), self.reader_lost(w).into()))
+                .collect();
+            o.insert("reader_lost".into(), lost.into());
+            let rates: serde_json::Map<String, serde_json::Value> = self
+                .snapshot
+                .buffers
+                .keys()
+                .map(|b| (b.clone(), self.rate_hz(b).into()))
+                .collect();
+            o.insert("rate_hz".into(), rates.into());
             o.insert("updates".into(), self.updates.into());
         }
         v
@@ -386,6 +490,118 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("no good event"), "{w:?}");
         assert!(w[1].contains("3 bad record(s)"), "{w:?}");
+    }
+
+    /// Losses of one reader (its worker killed and restarted, or leaving with
+    /// `leave_after`) were shown nowhere: the warnings and the lost column knew only the
+    /// buffer's drops under `policy: drop`, while summary.json said "161 of them lost for
+    /// reader 'h5'". They are warned, naming reader, buffer and count, and listed per worker
+    /// as summary.json counts them (the reader's lost beyond the buffer's own).
+    #[test]
+    fn a_reader_that_lost_events_is_warned_and_its_losses_listed() {
+        let mut v = RunView::new(vec![]);
+        v.update_json(&json!({"t": 11.0, "ended": true,
+            "buffers": {
+                "raw": {"events_in": 5852, "produced": 5852, "lost": 0, "readers": {
+                    "h5": {"delivered": 5691, "lost": 161, "pending": 0},
+                    "quitter": {"delivered": 1000, "lost": 4852, "pending": 0},
+                    "csv": {"delivered": 5852, "lost": 0, "pending": 0}}},
+                "dropping": {"events_in": 95, "produced": 100, "lost": 5, "readers": {
+                    "csv": {"delivered": 95, "lost": 5, "pending": 0}}}},
+            "workers": {"h5": {"events": 5691, "state": "finished", "restarts": 1},
+                        "quitter": {"events": 1002, "state": "finished"},
+                        "csv": {"events": 5947, "state": "finished"}}}));
+        let w = v.warnings();
+        let said = |reader: &str| w.iter().filter(|x| x.contains(reader)).count();
+        assert!(
+            w.contains(
+                &"reader 'h5' lost 161 event(s) of buffer 'raw' (its worker died, was \
+                  restarted or left before reading them: the run log says which)"
+                    .to_string()
+            ),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|x| x.starts_with("reader 'quitter' lost 4852 event(s)")),
+            "{w:?}"
+        );
+        // csv lost only what the buffer dropped: that is the buffer's loss, not its own.
+        assert_eq!(said("reader 'csv'"), 0, "{w:?}");
+        assert_eq!(
+            v.to_json()["reader_lost"],
+            json!({"h5": 161, "quitter": 4852, "csv": 0})
+        );
+    }
+
+    /// A plan of importers `src` (writing `raw`) and `src2` (writing `b2`), and a reader.
+    fn two_importers_plan(run_dir: &Path) -> crate::run_dir::plan::Plan {
+        let buffer = |name: &str, writer: &str| {
+            json!({"name": name, "fields": [["x", "float32"]], "data_length": 1,
+                "slot_count": 4, "policy": "block", "writer": writer, "readers": ["h5"],
+                "observers": [], "rings": []})
+        };
+        let worker = |name: &str, sources: &[&str], sinks: &[&str]| {
+            json!({"name": name, "function": "f", "file": null, "processes": 1,
+                "sources": sources, "sinks": sinks, "observes": [], "config": {}, "cpu": [],
+                "priority": null, "restart": "never"})
+        };
+        serde_json::from_value(json!({
+            "run_id": "r", "run_dir": run_dir, "setup_dir": "/", "max_events": 1001,
+            "max_seconds": null, "stats_interval": 1.0, "huge_pages": "auto",
+            "buffers": [buffer("raw", "src"), buffer("b2", "src2")],
+            "workers": [worker("src", &[], &["raw"]), worker("src2", &[], &["b2"]),
+                        worker("h5", &["raw", "b2"], &[])],
+        }))
+        .unwrap()
+    }
+
+    /// A snapshot `t` s in (`paused_s` of them paused) of that plan's run: `src` ended after
+    /// its 1001 events, `src2` took `took` events, `lost` of them lost.
+    fn two_importers_at(t: f64, paused_s: f64, took: u64, lost: u64) -> Snapshot {
+        Snapshot::from_json(&json!({"t": t, "paused_s": paused_s, "max_events": 1001,
+            "buffers": {"raw": {"events_in": 1001, "produced": 1001},
+                        "b2": {"events_in": took - lost, "produced": took, "lost": lost}},
+            "workers": {"src": {"events": 1001, "state": "finished"},
+                        "src2": {"events": took - lost, "state": "running"},
+                        "h5": {"events": 1001, "state": "running"}}}))
+    }
+
+    /// The page and the dashboard start before the supervisor writes plan.json: their view
+    /// read no importers, and `/state` said `"progress": null` for a whole `max_events`
+    /// run. The plan is read at the first snapshot that finds it.
+    #[test]
+    fn progress_is_shown_when_plan_json_comes_after_the_view() {
+        let dir = crate::fsio::test_dir("view-late-plan");
+        let mut v = RunView::for_run(&dir);
+        v.update(&two_importers_at(0.2, 0.0, 20, 0));
+        assert_eq!(
+            v.progress(),
+            None,
+            "no plan yet: which workers are importers is unknown"
+        );
+        two_importers_plan(&dir).save().unwrap();
+        v.update(&two_importers_at(0.4, 0.0, 40, 0));
+        let p = v.progress().expect("progress once plan.json is there");
+        assert!((p.fraction - 40.0 / 1001.0).abs() < 1e-12, "{p:?}");
+        assert_eq!(v.to_json()["progress"]["of"], "1001 events");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `max_events` is per importer and the run ends with the slowest: the progress is that
+    /// importer's (what its limit counts: published plus lost), one that ended holds nothing
+    /// up, and the time left is at its rate over the time not paused.
+    #[test]
+    fn progress_follows_the_slowest_importer_over_the_time_not_paused() {
+        let dir = crate::fsio::test_dir("view-slowest");
+        two_importers_plan(&dir).save().unwrap();
+        let mut v = RunView::for_run(&dir);
+        v.update(&two_importers_at(20.0, 10.0, 500, 50));
+        let p = v.progress().unwrap();
+        assert!((p.fraction - 500.0 / 1001.0).abs() < 1e-12, "{p:?}");
+        let left = 10.0 / (500.0 / 1001.0) - 10.0;
+        assert!((p.seconds_left.unwrap() - left).abs() < 1e-9, "{p:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
