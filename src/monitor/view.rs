@@ -352,38 +352,30 @@ impl RunView {
                 serde_json::to_value(self.progress()).unwrap_or_default(),
             );
             o.insert("warnings".into(), self.warnings().into());
-            let cpu: serde_json::Map<String, serde_json::Value> = self
-                .snapshot
-                .workers
-                .keys()
-                .map(|w| (w.clone(), self.cpu_percent(w).into()))
-                .collect();
-            o.insert("cpu_percent".into(), cpu.into());
-            let cores: serde_json::Map<String, serde_json::Value> = self
-                .snapshot
-                .workers
-                .iter()
-                .map(|(name, w)| (name.clone(), w.cores_text().into()))
-                .collect();
-            o.insert("cores_text".into(), cores.into());
-            let lost: serde_json::Map<String, serde_json::Value> = self
-                .snapshot
-                .workers
-                .keys()
-                .map(|w| (w.clone(), self.reader_lost(w).into()))
-                .collect();
-            o.insert("reader_lost".into(), lost.into());
-            let rates: serde_json::Map<String, serde_json::Value> = self
-                .snapshot
-                .buffers
-                .keys()
-                .map(|b| (b.clone(), self.rate_hz(b).into()))
-                .collect();
-            o.insert("rate_hz".into(), rates.into());
+            let workers = || self.snapshot.workers.iter();
+            let cpu = per_name(workers(), |w, _| self.cpu_percent(w).into());
+            o.insert("cpu_percent".into(), cpu);
+            o.insert(
+                "cores_text".into(),
+                per_name(workers(), |_, w| w.cores_text().into()),
+            );
+            let lost = per_name(workers(), |w, _| self.reader_lost(w).into());
+            o.insert("reader_lost".into(), lost);
+            let rates = per_name(self.snapshot.buffers.iter(), |b, _| self.rate_hz(b).into());
+            o.insert("rate_hz".into(), rates);
             o.insert("updates".into(), self.updates.into());
         }
         v
     }
+}
+
+/// `{name: f(name, item)}` for each of `items`, for the objects per worker or buffer that
+/// [`RunView::to_json`] adds.
+fn per_name<'a, T: 'a>(
+    items: impl Iterator<Item = (&'a String, &'a T)>,
+    f: impl Fn(&str, &T) -> serde_json::Value,
+) -> serde_json::Value {
+    serde_json::Value::Object(items.map(|(n, x)| (n.clone(), f(n, x))).collect())
 }
 
 #[cfg(test)]
