@@ -1752,8 +1752,10 @@ impl Supervisor {
                                 .map(|s| s.published + s.lost)
                                 .sum()
                         });
-                    let ended = (self.procs.iter().filter(|p| p.worker == wi))
-                        .all(|p| p.status.is_some() && p.restart_at.is_none());
+                    // Not before it started: a worker without processes yet holds the run.
+                    let mut procs = self.procs.iter().filter(|p| p.worker == wi).peekable();
+                    let ended = procs.peek().is_some()
+                        && procs.all(|p| p.status.is_some() && p.restart_at.is_none());
                     (took, ended)
                 })
                 .collect();
