@@ -891,6 +891,16 @@ fn check_refuses_a_target_directory_a_run_could_not_write_into() {
         err.contains("target_directory") && err.contains("afile is a file, not a directory"),
         "{err}"
     );
+    // A file system that takes no directory, even from root: the run said "0.0 MB free on
+    // its disk" (the tester's /proc/nope); it says what is in the way now.
+    let out = check(&[], &dir.write("proc.yaml", &setup("/proc/nope")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("a run cannot make its run directory there: /proc takes no new directory")
+            && !err.contains("MB free"),
+        "{err}"
+    );
     // A directory to be made below one that exists is fine.
     exited_0(check(&[], &dir.write("fine.yaml", &setup("new/runs"))));
     assert!(!dir.0.join("new").exists(), "check made nothing");

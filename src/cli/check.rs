@@ -377,7 +377,7 @@ fn nearest_existing(target: &Path) -> Result<Option<(&Path, std::fs::Metadata)>,
 
 /// Why a run could not make its run directory in `target` (made with its parents when
 /// missing): the nearest part of the path that exists must be a directory this user may
-/// write into. `None` when it can.
+/// write into, and one that takes a new directory. `None` when it can.
 fn target_problem(target: &Path) -> Option<String> {
     use nix::unistd::{access, AccessFlags};
     let (p, meta) = match nearest_existing(target) {
@@ -388,9 +388,19 @@ fn target_problem(target: &Path) -> Option<String> {
     if !meta.is_dir() {
         return Some(format!("{} is a file, not a directory", p.display()));
     }
-    match access(p, AccessFlags::W_OK | AccessFlags::X_OK) {
-        Ok(()) => None,
-        Err(e) => Some(format!("{} is not writable: {}", p.display(), e.desc())),
+    if let Err(e) = access(p, AccessFlags::W_OK | AccessFlags::X_OK) {
+        return Some(format!("{} is not writable: {}", p.display(), e.desc()));
+    }
+    // Permission bits are not all (root passes them everywhere): a read-only mount, or a
+    // file system of the kernel's (/proc, /sys), takes no new directory. One is made and
+    // removed at once to know.
+    let probe = p.join(format!(".daq-engine-check-{}", std::process::id()));
+    match std::fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(&probe);
+            None
+        }
+        Err(e) => Some(format!("{} takes no new directory: {e}", p.display())),
     }
 }
 
