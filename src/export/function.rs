@@ -43,8 +43,8 @@ keys! {
     const COMPRESSION: Key<str> = ("compression", "deflate", "deflate (shuffle + zlib, every reader can open it) or none (fastest)");
     const LEVEL: Key<usize> = ("level", 1, "deflate level 1 (fast) .. 9 (small)");
     const FLUSH_INTERVAL: Key<f64> = ("flush_interval", 1.0, "seconds between flushes: a crash loses at most this much");
-    const ROTATE_MB: MaybeKey<f64> = ("rotate_mb", absent: "none", "start a new file (name_0001.h5, …) after this many MB; at least 1 (data is written in chunks of up to 1 MiB)");
-    const ROTATE_MINUTES: MaybeKey<f64> = ("rotate_minutes", absent: "none", "start a new file after this many minutes; at least 0.1 (6 s, several flushes)");
+    const ROTATE_MB: MaybeKey<f64> = ("rotate_mb", absent: "none", "start a new file (name_0001.h5, …) after this many MB of events, counted before compression (a compressed file is smaller); at least 1 (data is written in chunks of up to 1 MiB)");
+    const ROTATE_MINUTES: MaybeKey<f64> = ("rotate_minutes", absent: "none", "start a new file with the first event after this many minutes (a pause, which brings no events, stays in the file); at least 0.1 (6 s, several flushes)");
 }
 
 /// The least `rotate_mb`. Data is written in chunks of up to 1 MiB (`chunk_bytes`): a smaller
