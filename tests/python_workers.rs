@@ -837,6 +837,31 @@ fn python_workers_without_numpy_are_told_once_naming_them_all() {
     assert!(!stderr.contains("Traceback"), "{stderr}");
 }
 
+/// A `python:` that is no venv at all (the tester's `/usr`) was told "the venv /usr has no
+/// lib/python3.11/site-packages … make the venv with that Python (`/usr/bin/python3 -m venv
+/// /usr`)": a venv made over /usr. It is said to be no venv now, with how to make one.
+#[test]
+fn a_python_that_is_no_venv_is_said_so() {
+    let d = dir("not-a-venv");
+    std::fs::write(d.join("w.py"), "def sink(buffer_io):\n    pass\n").unwrap();
+    std::fs::create_dir_all(d.join("project")).unwrap();
+    std::fs::write(
+        d.join("setup.yaml"),
+        "target_directory: runs\nBuffers:\n  raw: {slot_count: 4, data_length: 8, data_dtype: {ch0: 'f4'}}\n\
+         Workers:\n  src: {function: bench.source, sinks: [raw]}\n  \
+         sink: {file: w.py, function: sink, sources: [raw], python: project}\n",
+    )
+    .unwrap();
+    let (code, stderr) = daq_with(&d, &["check", "setup.yaml"], None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("project is not a venv (it has no pyvenv.cfg")
+            && stderr.contains("`/usr/bin/python3 -m venv DIR`")
+            && !stderr.contains("-m venv /"),
+        "{stderr}"
+    );
+}
+
 /// The reference setups of mimoCoRB2's benchmark (tests/setups/mimocorb2, with the
 /// unmodified bench_workers.py) pass check and run.
 #[test]

@@ -58,6 +58,21 @@ pub enum StartError {
         /// The embedded Python's version, as `3.11`.
         version: String,
     },
+    /// The directory given as the venv is none (no `pyvenv.cfg`, no site-packages of the
+    /// embedded Python): `/usr`, a project directory, a mistyped path.
+    #[error(
+        "{} is not a venv (it has no pyvenv.cfg and no lib/python{version}/site-packages): \
+         make one with the Python daq-engine embeds (`/usr/bin/python3 -m venv DIR`, Python \
+         {version}), install numpy into it (`DIR/bin/pip install numpy`) and give DIR as \
+         `python:`",
+        venv.display()
+    )]
+    NotAVenv {
+        /// The directory given.
+        venv: PathBuf,
+        /// The embedded Python's version, as `3.11`.
+        version: String,
+    },
     /// Python raised while starting; `doing` says what was being done, `python` what it
     /// said (a traceback, with a hint where one helps).
     #[error("{doing}{python}")]
@@ -87,6 +102,12 @@ fn start(venv: Option<&Path>) -> Result<(), StartError> {
         if let Some(v) = venv {
             let version = embedded_version(py);
             let site = v.join(format!("lib/python{version}/site-packages"));
+            if !site.is_dir() && !v.join("pyvenv.cfg").is_file() {
+                return Err(StartError::NotAVenv {
+                    venv: v.to_path_buf(),
+                    version,
+                });
+            }
             if !site.is_dir() {
                 return Err(StartError::WrongVenv {
                     venv: v.to_path_buf(),
