@@ -839,7 +839,8 @@ fn python_workers_without_numpy_are_told_once_naming_them_all() {
 
 /// A `python:` that is no venv at all (the tester's `/usr`) was told "the venv /usr has no
 /// lib/python3.11/site-packages … make the venv with that Python (`/usr/bin/python3 -m venv
-/// /usr`)": a venv made over /usr. It is said to be no venv now, with how to make one.
+/// /usr`)": a venv made over /usr, at the worker's `file:` line. It is said to be no venv
+/// now, with how to make one, at the `python:` line.
 #[test]
 fn a_python_that_is_no_venv_is_said_so() {
     let d = dir("not-a-venv");
@@ -849,13 +850,15 @@ fn a_python_that_is_no_venv_is_said_so() {
         d.join("setup.yaml"),
         "target_directory: runs\nBuffers:\n  raw: {slot_count: 4, data_length: 8, data_dtype: {ch0: 'f4'}}\n\
          Workers:\n  src: {function: bench.source, sinks: [raw]}\n  \
-         sink: {file: w.py, function: sink, sources: [raw], python: project}\n",
+         sink:\n    file: w.py\n    function: sink\n    sources: [raw]\n    python: project\n",
     )
     .unwrap();
     let (code, stderr) = daq_with(&d, &["check", "setup.yaml"], None);
     assert_eq!(code, 2, "{stderr}");
+    // At the `python:` line (line 10), not the worker's `file:` (line 7).
     assert!(
-        stderr.contains("project is not a venv (it has no pyvenv.cfg")
+        stderr.starts_with("setup.yaml:10:13: error: worker 'sink': ")
+            && stderr.contains("project is not a venv (it has no pyvenv.cfg")
             && stderr.contains("`/usr/bin/python3 -m venv DIR`")
             && !stderr.contains("-m venv /"),
         "{stderr}"

@@ -177,6 +177,9 @@ enum About {
     File(Vec<String>),
     /// The `function:` of these workers (not in their file, or taking other buffers).
     Function(Vec<String>),
+    /// The venv of these Python workers (their `python:`, else `options: python:`; their
+    /// `file:` when neither is written and `VIRTUAL_ENV` gave it).
+    Venv(Vec<String>),
     /// A place in a Python file these workers import, which the message starts with
     /// (`FILE:LINE:COLUMN: error: `).
     InPython(Vec<String>),
@@ -206,7 +209,10 @@ impl Finding {
     fn plain(&self) -> String {
         match &self.about {
             About::TargetDirectory => format!("error: {}", self.message),
-            About::File(names) | About::Function(names) | About::InPython(names) => {
+            About::File(names)
+            | About::Function(names)
+            | About::Venv(names)
+            | About::InPython(names) => {
                 format!("{}: {}", workers(names), self.message)
             }
             About::Libraries => self.message.clone(),
@@ -220,6 +226,9 @@ impl Finding {
             About::TargetDirectory => Some(&places.target_directory),
             About::File(names) => names.first().and_then(|n| places.file_of(n)),
             About::Function(names) => names.first().and_then(|n| places.function_of(n)),
+            About::Venv(names) => names
+                .first()
+                .and_then(|n| places.python_of(n).or_else(|| places.file_of(n))),
             About::InPython(names) => {
                 let from = names
                     .first()
@@ -236,7 +245,7 @@ impl Finding {
             About::Libraries => None,
         };
         let message = match &self.about {
-            About::File(names) | About::Function(names) => {
+            About::File(names) | About::Function(names) | About::Venv(names) => {
                 format!("{}: {}", workers(names), self.message)
             }
             _ => self.message.clone(),
@@ -257,7 +266,7 @@ pub(super) fn user_libraries(setup: &Setup, registry: &Registry) -> Result<Regis
 
 /// As [`user_libraries`], each error with what it is about.
 fn library_findings(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<Finding>> {
-    use crate::python::{PROBE_FAILED_IN_FILE, PROBE_NO_FUNCTION};
+    use crate::python::{PROBE_BAD_VENV, PROBE_FAILED_IN_FILE, PROBE_NO_FUNCTION};
     let mut seen: Vec<&Path> = Vec::new();
     let mut errors = Vec::new();
     // Python workers failing alike (no numpy without a venv, one broken file for several
@@ -288,6 +297,7 @@ fn library_findings(setup: &Setup, registry: &Registry) -> Result<Registry, Vec<
     for (code, text, names) in python {
         let (about, message) = match code {
             Some(PROBE_FAILED_IN_FILE) => (About::InPython(names), text),
+            Some(PROBE_BAD_VENV) => (About::Venv(names), text),
             // The message is its last line: what the file printed while it ran comes before.
             Some(PROBE_NO_FUNCTION) => (
                 About::Function(names),

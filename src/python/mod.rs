@@ -284,6 +284,10 @@ pub const PROBE_FAILED_IN_FILE: i32 = 3;
 /// start, an error with no place in a file).
 pub const PROBE_NO_FUNCTION: i32 = 4;
 
+/// How `daq-engine __python-probe` ends when the venv it was given is none, or one of
+/// another Python: the setup's `python:` is the place to point at.
+pub const PROBE_BAD_VENV: i32 = 5;
+
 /// `daq-engine __python-probe FILE FUNCTION [VENV]`: imports the worker file as a worker
 /// process would and checks that `function` is there and takes one argument. Prints what is
 /// wrong (a syntax or import error with its file, line and column) and returns
@@ -292,7 +296,10 @@ pub fn probe(file: &Path, function: &str, venv: Option<&Path>) -> i32 {
     let venv = self::venv(venv);
     if let Err(e) = start(venv.as_deref()) {
         eprintln!("{e}");
-        return 1;
+        return match e {
+            StartError::NotAVenv { .. } | StartError::WrongVenv { .. } => PROBE_BAD_VENV,
+            StartError::Raised { .. } => 1,
+        };
     }
     Python::attach(|py| {
         let loaded = py

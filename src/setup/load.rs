@@ -91,6 +91,8 @@ pub(crate) struct WorkerDraft {
     pub restart: Restart,
     /// The venv of a Python worker (`python:`), as written.
     pub python: Option<String>,
+    /// Where its `python:` was written, if it was.
+    pub python_at: Option<Loc>,
 }
 
 /// Everything read from a setup and its includes.
@@ -132,6 +134,8 @@ pub(crate) struct Loader {
     base_complete: bool,
     /// Cleared when an include of the config being read fails.
     layers_complete: bool,
+    /// Where `options: python:` was written, if it was.
+    pub options_python_at: Option<Loc>,
 }
 
 /// The most a setup file or an included file may hold.
@@ -241,6 +245,7 @@ impl Loader {
             includes: HashMap::new(),
             base_complete: true,
             layers_complete: true,
+            options_python_at: None,
         }
     }
 
@@ -684,6 +689,7 @@ impl Loader {
                 }
                 "python" => {
                     if !matches!(val.kind, Kind::Null) {
+                        self.options_python_at = Some(val.at);
                         o.python = self
                             .text(val, "options.python")
                             .map(super::load::expand_home);
@@ -1044,6 +1050,7 @@ impl Loader {
             priority: None,
             restart: Restart::Never,
             python: None,
+            python_at: None,
         };
         for (key, k, val) in self.entries(spec, &ctx, &WORKER_KEYS) {
             let what = format!("{ctx}, {key}");
@@ -1097,6 +1104,7 @@ impl Loader {
                 "cpu" => w.cpu = self.cpus(val, &what),
                 "python" => {
                     if !matches!(val.kind, Kind::Null) {
+                        w.python_at = Some(val.at);
                         w.python = self.text(val, &what).map(str::to_string);
                     }
                 }

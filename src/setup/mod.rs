@@ -233,6 +233,8 @@ pub struct WorkerPlaces {
     pub file: Option<Place>,
     /// Its `function:`, if it has one.
     pub function: Option<Place>,
+    /// Its venv: its own `python:`, else `options: python:`, if either is written.
+    pub python: Option<Place>,
 }
 
 /// Where the setup wrote what `check` looks at beyond the file itself (the target
@@ -255,6 +257,11 @@ impl Places {
     /// Where worker `name`'s `function:` was written.
     pub fn function_of(&self, name: &str) -> Option<&Place> {
         self.worker(name).and_then(|w| w.function.as_ref())
+    }
+
+    /// Where worker `name`'s venv was given (its `python:`, else `options: python:`).
+    pub fn python_of(&self, name: &str) -> Option<&Place> {
+        self.worker(name).and_then(|w| w.python.as_ref())
     }
 
     fn worker(&self, name: &str) -> Option<&WorkerPlaces> {
@@ -515,6 +522,7 @@ fn finish(mut l: load::Loader, draft: load::Draft, catalog: &dyn Catalog) -> Che
                 worker: w.name.clone(),
                 file: w.file.as_ref().map(|(_, at)| l.place(*at)),
                 function: w.function.as_ref().map(|(_, at)| l.place(*at)),
+                python: w.python_at.or(l.options_python_at).map(|at| l.place(at)),
             })
             .collect(),
     };
