@@ -172,15 +172,33 @@ pub fn status(run_dir: &Path) -> i32 {
             return exit::FAILED;
         }
     };
-    print!("{}", format_status(&v, run_dir));
-    let ended = v.get("ended").and_then(serde_json::Value::as_bool) == Some(true);
-    match ended_early(run_dir, ended) {
+    let (text, early) = shown(run_dir, v);
+    print!("{text}");
+    match early {
         Some(why) => {
             println!("{why}");
             exit::FAILED
         }
         None => exit::OK,
     }
+}
+
+/// What `status` prints of the run in `run_dir` whose last stats line is `v`, and why it
+/// did not finish when it did not. The workers of a run whose processes are all gone are
+/// shown `gone`, not in the state of that line (a killed run's table said `running`).
+fn shown(run_dir: &Path, mut v: serde_json::Value) -> (String, Option<String>) {
+    let ended = v.get("ended").and_then(serde_json::Value::as_bool) == Some(true);
+    let early = ended_early(run_dir, ended);
+    if early.is_some() {
+        if let Some(workers) = v.get_mut("workers").and_then(|w| w.as_object_mut()) {
+            for w in workers.values_mut() {
+                if w.get("state").and_then(|s| s.as_str()) != Some("finished") {
+                    w["state"] = "gone".into();
+                }
+            }
+        }
+    }
+    (format_status(&v, run_dir), early)
 }
 
 /// The newest run directory in `target` (run directories are named by their start time,
@@ -378,6 +396,15 @@ mod tests {
             "{why}"
         );
         assert_eq!(status(&run), exit::FAILED);
+        // Its workers are not shown in the state of its last line (the tester's killed run
+        // showed them `running`).
+        let v = serde_json::json!({"t": 3.0, "buffers": {},
+            "workers": {"digitizer": {"events": 10, "state": "running", "processes": 1}}});
+        let (text, _) = shown(&run, v);
+        assert!(
+            column(&text, "digitizer ", 2) == "gone" && !text.contains("running"),
+            "{text}"
+        );
         // A run that ended says nothing more.
         assert_eq!(ended_early(&run, true), None);
         // Recovered.
