@@ -1441,7 +1441,7 @@ impl Supervisor {
         let delivered: u64 = br
             .rings
             .iter()
-            .filter_map(|r| r.stats().groups.get(g).map(|x| x.released - x.abandoned))
+            .filter_map(|r| r.stats().groups.get(g).map(|x| x.read()))
             .sum();
         let Some(kept) = crate::export::recover::events_in_files(
             &self.plan.run_dir,
@@ -2051,7 +2051,7 @@ pub fn reader_books(readers: &[String], rings: &[RingStats]) -> BTreeMap<String,
             for s in rings {
                 let Some(gs) = s.groups.get(g) else { continue };
                 let unread = s.published.saturating_sub(gs.released);
-                b.delivered += gs.released.saturating_sub(gs.abandoned);
+                b.delivered += gs.read();
                 b.lost += s.lost + gs.abandoned;
                 if gs.active {
                     b.pending += unread;

@@ -645,11 +645,7 @@ impl Ring {
         let Some(g) = self.inner.core().groups.get(group) else {
             return 0;
         };
-        let read = self
-            .stats()
-            .groups
-            .get(group)
-            .map_or(0, |g| g.released.saturating_sub(g.abandoned));
+        let read = self.stats().groups.get(group).map_or(0, GroupStats::read);
         let n = n.min(read);
         g.info.abandoned.fetch_add(n, Ordering::SeqCst);
         n
@@ -728,6 +724,14 @@ pub struct GroupStats {
     pub abandoned: u64,
     /// Whether the producer waits for this group.
     pub active: bool,
+}
+
+impl GroupStats {
+    /// Events the group read: released, less those released unread (its books'
+    /// `delivered`).
+    pub fn read(&self) -> u64 {
+        self.released.saturating_sub(self.abandoned)
+    }
 }
 
 /// A snapshot of a ring's counters.

@@ -374,8 +374,7 @@ impl Source {
     fn delivered(&self) -> u64 {
         self.readers
             .iter()
-            .filter_map(|r| r.ring().stats().groups.get(self.group).cloned())
-            .map(|g| g.released.saturating_sub(g.abandoned))
+            .filter_map(|r| r.ring().stats().groups.get(self.group).map(|g| g.read()))
             .sum()
     }
 
