@@ -674,10 +674,7 @@ impl RunFileWriter {
         let mut earlier_events = 0u64;
         if !earlier.is_empty() {
             for f in &earlier {
-                let clean = h5::File::open(f)
-                    .ok()
-                    .and_then(|h| h.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
-                    == Some(1);
+                let clean = closed_cleanly(f);
                 let _ = std::fs::remove_file(packing_path(f));
                 // The earlier process (or an older version's h5repack) may still hold the
                 // file for a moment after it died: wait for it a little before giving up.
@@ -1605,6 +1602,15 @@ fn packing_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".packing");
     PathBuf::from(tmp)
+}
+
+/// Whether the run file at `path` says its writer closed it cleanly (false for one that
+/// does not open or has no such attribute).
+pub(crate) fn closed_cleanly(path: &Path) -> bool {
+    h5::File::open(path)
+        .ok()
+        .and_then(|h| h.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
+        == Some(1)
 }
 
 /// The files a writer whose first file is `base` (`<stem>.h5`) has made in its directory,

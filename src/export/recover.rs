@@ -266,11 +266,7 @@ pub fn events_in_files(
         match path.extension().and_then(|e| e.to_str()) {
             Some("h5") => {
                 for life in super::hdf5::earlier_lives(&path) {
-                    let clean = h5::File::open(&life)
-                        .ok()
-                        .and_then(|f| f.attr("closed_cleanly").ok()?.read_scalar::<u8>().ok())
-                        == Some(1);
-                    match cut_to_whole_events(&life, !clean) {
+                    match cut_to_whole_events(&life, !super::hdf5::closed_cleanly(&life)) {
                         Ok((r, _)) => {
                             events += r
                                 .buffers
