@@ -135,23 +135,41 @@ impl RunRecovery {
         self.buffer_events().values().sum()
     }
 
-    /// Events kept per buffer: those of its HDF5 files added up (a rotating writer's files
-    /// follow each other); a CSV file of the same buffer holds the same events again, so
-    /// it counts where it holds more.
+    /// Events kept per buffer. The files of one writer (as the run's plan names them: its
+    /// processes' files, each rotation and life of an HDF5 writer's) hold events that follow
+    /// each other, so they add up; two writers of the same buffer (HDF5 and CSV, or two HDF5
+    /// exporters) hold the same events again, so the buffer counts as the writer that holds
+    /// more. Files no writer of the plan names (no plan) count as one writer's per kind
+    /// (HDF5, CSV).
     pub fn buffer_events(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut events = std::collections::BTreeMap::<String, u64>::new();
-        let csv = |f: &&FileRecovery| f.path.extension().is_some_and(|e| e == "csv");
-        for (b, n) in self
-            .files
+        let plan = crate::run_dir::plan::Plan::load(&self.run_dir.join(crate::run_dir::PLAN));
+        let firsts: Vec<(usize, &str)> = plan
             .iter()
-            .filter(|f| !csv(f))
-            .flat_map(|f| &f.buffers)
-        {
-            *events.entry(b.clone()).or_default() += n;
+            .flat_map(|p| p.workers.iter().enumerate())
+            .flat_map(|(i, w)| w.files.iter().map(move |f| (i, f.as_str())))
+            .collect();
+        let writer_of = |f: &FileRecovery| {
+            let name = crate::fsio::file_name(&f.path);
+            let holds = |first: &str| match first.ends_with(".h5") {
+                true => super::hdf5::RUN_FILES.holds(first, &name),
+                false => first == name,
+            };
+            let kind = f.path.extension().map(|e| e.to_string_lossy().into_owned());
+            let planned = firsts.iter().find(|(_, first)| holds(first));
+            planned.map(|(i, _)| *i).ok_or(kind)
+        };
+        let mut per_writer =
+            std::collections::BTreeMap::<(&str, Result<usize, Option<String>>), u64>::new();
+        for f in &self.files {
+            let writer = writer_of(f);
+            for (b, n) in &f.buffers {
+                *per_writer.entry((b.as_str(), writer.clone())).or_default() += n;
+            }
         }
-        for (b, n) in self.files.iter().filter(csv).flat_map(|f| &f.buffers) {
-            let e = events.entry(b.clone()).or_default();
-            *e = (*e).max(*n);
+        let mut events = std::collections::BTreeMap::<String, u64>::new();
+        for ((b, _), n) in per_writer {
+            let e = events.entry(b.to_string()).or_default();
+            *e = (*e).max(n);
         }
         events
     }
@@ -469,8 +487,8 @@ pub(crate) fn cut_to_whole_events(
 
 /// The run's `summary.json`, if there is one that reads as JSON (a 0-byte or cut one, as a
 /// full disk used to leave, counts as none).
-fn summary_of(run_dir: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+pub fn summary_of(run_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join(crate::run_dir::SUMMARY)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -943,6 +961,39 @@ mod tests {
             failed: Vec::new(),
         };
         assert_eq!(rec.events(), 15);
+    }
+
+    /// Two HDF5 exporters of one buffer, one rotating (`a.h5`, `a_0001.h5`), one not
+    /// (`b.h5`): each holds the buffer's events, so the buffer counts as the one that holds
+    /// more, not as every file added up (it said 30 for 15 events).
+    #[test]
+    fn a_buffer_two_hdf5_writers_hold_counts_once() {
+        let run = crate::fsio::test_dir("recover-two-writers");
+        let mut plan = crate::run_dir::plan::Plan::example();
+        plan.run_dir = run.clone();
+        let writer = |name: &str, file: &str| crate::run_dir::plan::WorkerPlan {
+            name: name.into(),
+            function: "export.hdf5".into(),
+            sources: vec!["raw".into()],
+            sinks: vec![],
+            files: vec![file.into()],
+            ..plan.workers[0].clone()
+        };
+        plan.workers = vec![writer("h5a", "a.h5"), writer("h5b", "b.h5")];
+        plan.save().unwrap();
+        let file = |name: &str, n: u64| FileRecovery {
+            buffers: vec![("raw".into(), n)],
+            rows_cut: vec![0],
+            ..FileRecovery::of(&run.join(name))
+        };
+        let rec = RunRecovery {
+            run_dir: run.clone(),
+            files: vec![file("a.h5", 10), file("a_0001.h5", 5), file("b.h5", 15)],
+            failed: Vec::new(),
+        };
+        assert_eq!(rec.events(), 15);
+        assert_eq!(rec.buffer_events()["raw"], 15);
+        std::fs::remove_dir_all(&run).unwrap();
     }
 
     #[test]

@@ -239,20 +239,10 @@ impl Plan {
         Ok(path)
     }
 
-    /// Reads a plan file.
-    pub fn load(path: &Path) -> std::io::Result<Plan> {
-        let text = std::fs::read_to_string(path)?;
-        serde_json::from_str(&text).map_err(std::io::Error::other)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dtype::Scalar;
-    use crate::shm::HugePages;
-
-    fn plan() -> Plan {
+    /// A plan of one simulator writing `raw` into `raw.h5`, for tests.
+    #[cfg(test)]
+    pub(crate) fn example() -> Plan {
+        use crate::dtype::Scalar;
         Plan {
             run_id: "r1".into(),
             run_dir: "/tmp/run".into(),
@@ -301,10 +291,22 @@ mod tests {
         }
     }
 
+    /// Reads a plan file.
+    pub fn load(path: &Path) -> std::io::Result<Plan> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::HugePages;
+
     /// plan.json keeps the spellings it had as strings, and reads back as the same plan.
     #[test]
     fn a_plan_round_trips_with_its_former_spellings() {
-        let p = plan();
+        let p = Plan::example();
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["buffers"][0]["policy"], "drop");
         assert_eq!(
@@ -338,7 +340,7 @@ mod tests {
             ("/workers/0/restart", "always"),
             ("/huge_pages", "sometimes"),
         ] {
-            let mut v = serde_json::to_value(plan()).unwrap();
+            let mut v = serde_json::to_value(Plan::example()).unwrap();
             *v.pointer_mut(path).unwrap() = bad.into();
             let e = serde_json::from_value::<Plan>(v).unwrap_err().to_string();
             assert!(e.contains(bad), "{path}: {e}");
