@@ -3,8 +3,9 @@
 use super::exit;
 use std::path::Path;
 
-/// A readable report of one stats.jsonl line.
-pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
+/// A readable report of one stats.jsonl line; `gone`: the run's processes ended before
+/// the run did (no progress is shown, it will make none).
+pub fn format_status(v: &serde_json::Value, run_dir: &Path, gone: bool) -> String {
     use std::fmt::Write;
     let mut view = crate::monitor::RunView::for_run(run_dir);
     view.update(&crate::run_dir::Snapshot::from_json(v));
@@ -35,7 +36,7 @@ pub fn format_status(v: &serde_json::Value, run_dir: &Path) -> String {
     if let Some(c) = snap.stopped_by {
         let _ = writeln!(s, "stopped by {}", c.text());
     }
-    if let Some(p) = view.progress().filter(|_| !snap.ended) {
+    if let Some(p) = view.progress().filter(|_| !snap.ended && !gone) {
         let _ = writeln!(
             s,
             "progress: {:.0}% of {}{}",
@@ -198,7 +199,7 @@ fn shown(run_dir: &Path, mut v: serde_json::Value) -> (String, Option<String>) {
             }
         }
     }
-    (format_status(&v, run_dir), early)
+    (format_status(&v, run_dir, early.is_some()), early)
 }
 
 /// The newest run directory in `target` (run directories are named by their start time,
@@ -226,15 +227,30 @@ pub(super) fn newest_run(target: &Path) -> Option<std::path::PathBuf> {
 /// for a run that ended or finished): none of its processes holds the run directory's lock
 /// any more, so it was killed or the machine stopped.
 fn ended_early(run_dir: &Path, ended: bool) -> Option<String> {
-    use crate::export::recover::{finished, RunDirLock};
+    use crate::export::recover::{finished, summary_of, RunDirLock};
     if ended || finished(run_dir) || RunDirLock::held_by_a_live_run(run_dir) != Some(false) {
         return None;
     }
     let dir = run_dir.display();
-    Some(if run_dir.join(crate::run_dir::SUMMARY).exists() {
-        "did not finish: its processes ended before the run did (killed, or the machine \
-         stopped); it was recovered, summary.json and the files hold what it took"
-            .to_string()
+    Some(if let Some(summary) = summary_of(run_dir) {
+        // The events its files hold, which the last stats line (up to a stats interval
+        // before the end) does not know.
+        let held: Vec<String> = summary
+            .get("events")
+            .and_then(|e| e.as_object())
+            .into_iter()
+            .flatten()
+            .map(|(b, n)| format!("{b} {n} events"))
+            .collect();
+        format!(
+            "did not finish: its processes ended before the run did (killed, or the machine \
+             stopped); it was recovered: its files hold {} (summary.json)",
+            if held.is_empty() {
+                "no events".to_string()
+            } else {
+                held.join(", ")
+            }
+        )
     } else {
         format!(
             "did not finish: none of its processes is alive (killed, or the machine stopped) \
@@ -289,7 +305,7 @@ mod tests {
         }
         let v = serde_json::to_value(&snap).unwrap();
         assert!(v["workers"]["digitizer"].get("observer").is_none(), "{v}");
-        let text = format_status(&v, Path::new("run"));
+        let text = format_status(&v, Path::new("run"), false);
         let row = |name: &str| {
             let line = text.lines().find(|l| l.starts_with(name)).unwrap();
             line.split_whitespace().nth(1).unwrap().to_string()
@@ -315,7 +331,7 @@ mod tests {
                 "readers": {"h5": {"delivered": 5691, "lost": 161, "pending": 0}}}},
             "workers": {"h5": {"events": 5691, "state": "finished", "restarts": 1},
                         "dig": {"events": 5852, "state": "finished"}}});
-        let text = format_status(&v, Path::new("run"));
+        let text = format_status(&v, Path::new("run"), false);
         assert_eq!(column(&text, "worker", 7), "lost", "{text}"); // `cpu s` is two words
         assert_eq!(column(&text, "h5 ", 6), "161", "{text}");
         assert_eq!(column(&text, "dig ", 6), "0", "{text}");
@@ -331,7 +347,7 @@ mod tests {
     fn the_mean_rate_of_a_paused_run_is_over_the_time_it_ran() {
         let v = serde_json::json!({"t": 30.1, "paused_s": 10.1, "ended": true,
             "buffers": {"raw": {"events_in": 10020, "rate_hz": 332.9}}});
-        let text = format_status(&v, Path::new("run"));
+        let text = format_status(&v, Path::new("run"), false);
         assert_eq!(column(&text, "raw ", 2), "501.0", "{text}");
         assert!(
             text.contains("mean Hz: over the 20.0 s not paused (10.1 s of the run's 30.1 s"),
@@ -411,6 +427,40 @@ mod tests {
         std::fs::write(run.join("summary.json"), "{\"recovered\": true}").unwrap();
         let why = ended_early(&run, false).expect("recovered");
         assert!(why.contains("recovered"), "{why}");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A killed run of 60 s was shown "progress: 10% of 60 s, 54 s left" as if it went on,
+    /// and, recovered, only the events of its last stats line (1818), not the 2044 its files
+    /// hold. Now no progress, and the recovered summary's events.
+    #[test]
+    fn a_gone_run_shows_no_progress_and_a_recovered_one_what_its_files_hold() {
+        use crate::export::recover::RunDirLock;
+        let run = crate::fsio::test_dir("status-gone-progress");
+        drop(RunDirLock::try_lock(&run).unwrap().expect("free"));
+        let v = serde_json::json!({"t": 6.0, "time": "2026-12-08T02:51:40.535Z", "max_seconds": 60.0,
+            "buffers": {"raw": {"events_in": 1818}},
+            "workers": {"sim": {"events": 1818, "state": "running", "processes": 1}}});
+        let (text, why) = shown(&run, v.clone());
+        assert!(why.is_some());
+        assert!(
+            !text.contains("progress:") && !text.contains("left"),
+            "{text}"
+        );
+        std::fs::write(
+            run.join("summary.json"),
+            r#"{"recovered": true, "events": {"raw": 2044}, "events_written": 2044}"#,
+        )
+        .unwrap();
+        let (text, why) = shown(&run, v);
+        let why = why.expect("recovered");
+        assert!(why.contains("raw 2044 events"), "{text}{why}");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    #[test]
+    fn a_finished_summary_is_its_own() {
+        let run = crate::fsio::test_dir("status-finished");
         // Finished: its summary is its own.
         std::fs::write(run.join("summary.json"), "{\"events\": 1}").unwrap();
         assert_eq!(ended_early(&run, false), None);
