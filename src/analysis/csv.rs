@@ -5,7 +5,10 @@
 //! integers, floats in the shortest form that reads back exactly (mimoCoRB2 cast everything
 //! to one type and printed `51.0`). Any dtype is taken: bool as `True`/`False`, complex as
 //! `a+bj`, bytes and unicode as (quoted when needed) text, a subarray field as one column per
-//! element `name[0]`, … (see [`crate::dtype::Dtype::write_csv_cells`]).
+//! element `name[0]`, … (see [`crate::dtype::Dtype::write_csv_cells`]). A field named
+//! `counter`, `timestamp` or `deadtime` is a second column of that name, as in mimoCoRB2's
+//! file (pandas reads it as `timestamp.1`): renaming either would break the readers of
+//! files mimoCoRB2 wrote.
 //!
 //! Guarantees: `consume` formats into a text buffer reserved in `build` (1 MiB) and does no
 //! I/O until the buffer is nearly full; `flush` appends it to the file every `save_interval`,
