@@ -569,6 +569,56 @@ fn a_paused_consumer_takes_every_record_after_the_resume() {
     assert!(got == sent, "in order, each once");
 }
 
+/// A `source.kafka` reading `from: beginning` (every partition assigned, no group) killed
+/// after it took a first producer's 100 records, started again: it goes on after them.
+/// Before, the new process began at the beginning again and wrote the first 100 records
+/// into the run a second time. (In a group, a process started again gets its partition
+/// only once the group drops the killed member, after librdkafka's session timeout of
+/// 45 s: too long for this suite.)
+#[test]
+fn a_restarted_source_takes_no_record_twice() {
+    let test = "a_restarted_source_takes_no_record_twice";
+    let Some((_broker, dir, b)) = with_broker(test, "resume", &["waveforms"], 1) else {
+        return;
+    };
+    let text = consumer_setup(&b, "analysis", 10.0)
+        .replace("group_id: analysis", "from: beginning")
+        .replace(
+            "    sinks: [raw]\n    config: {brokers",
+            "    sinks: [raw]\n    restart: on-failure\n    config: {brokers",
+        );
+    assert!(text.contains("from: beginning") && text.contains("restart: on-failure"));
+    let consumer = start(&dir, "analysis.yaml", &text);
+    let first = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 100, ""));
+    ended(first, "host1: ", "");
+    let run = runs::run_dirs_in(&dir.0.join("analysis")).pop().unwrap();
+    runs::wait_until("the first 100 records in the run", RUN_LIMIT, || {
+        runs::last_stats(&run, "raw").1 >= 100
+    });
+    let source = runs::the_process(&run, "from_kafka 0");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(source as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let second = start(&dir, "host2.yaml", &producer_setup(&b, "host2", 4, 100, ""));
+    ended(second, "host2: ", "");
+    let (_, out) = finish_within(consumer, RUN_LIMIT);
+    let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap();
+    assert!(log.contains("starting it again"), "{out}\n{log}");
+    assert!(
+        log.contains(
+            "goes on after the records its earlier process took: partition 0 at offset 100"
+        ),
+        "{log}"
+    );
+    let mut sent = events(&run_dir(&dir, "host1"));
+    sent.extend(events(&run_dir(&dir, "host2")));
+    let got = events(&run);
+    assert_eq!(got.len(), sent.len(), "each record once\n{log}");
+    assert!(got == sent, "in order");
+}
+
 /// The last partition assignment `source.kafka` logged in the run under `dir/target`, if
 /// any yet.
 fn last_assignment(dir: &Dir, target: &str) -> Option<Vec<i32>> {

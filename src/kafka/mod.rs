@@ -9,7 +9,8 @@
 //! - [`spool`]: the bounded local file that keeps a `block` buffer's events while the broker
 //!   is away, replayed in order when it is back.
 //! - [`export`]: `export.kafka`; [`outlet`]: where its messages go (the client, kept short
-//!   while the broker keeps up, and the spool); [`source`]: `source.kafka`.
+//!   while the broker keeps up, and the spool); [`source`]: `source.kafka`, and
+//!   [`positions`]: where it stands in each partition, for a process started again.
 //! - [`tansu`]: a loopback tansu broker for the tests and `bench kafka`; [`mod@bench`]: `bench
 //!   kafka`.
 //!
@@ -22,6 +23,7 @@
 pub mod bench;
 pub mod export;
 pub mod outlet;
+pub mod positions;
 pub mod schemas;
 pub mod source;
 pub mod spool;

@@ -21,6 +21,7 @@
 //! the partition in a rebalance) is read by the member that takes the partition over.
 
 use super::export::{ev44_fields, format_of, BROKERS, FORMAT, TIME_FIELD};
+use super::positions::{self, Position, Positions};
 use super::wire::{Decoder, Format};
 use crate::keys;
 use crate::worker::{
@@ -228,6 +229,9 @@ struct Records {
     repeats: u64,
     /// With `from_time`: which partitions have reached it.
     from_time: Option<FromTime>,
+    /// `next_offset` and `from_time`'s partitions reached, kept for a process of this worker
+    /// started again in this run (`None` when the file could not be made: said in the log).
+    positions: Option<Positions>,
 }
 
 /// Where `from_time` stands in each partition.
@@ -244,6 +248,18 @@ impl KafkaSource {
     /// Connects, joins the group or assigns the partitions.
     pub fn build(ctx: &BuildContext) -> Result<Self, WorkerError> {
         let (s, decoder) = Settings::read(ctx)?;
+        let (positions, earlier) =
+            match Positions::open(&positions::path(&ctx.run_dir, &ctx.worker, ctx.process.0)) {
+                Ok((p, earlier)) => (Some(p), earlier),
+                Err(e) => {
+                    tracing::warn!(
+                        "worker '{}': cannot keep its positions in the run directory ({e}): \
+                         started again, it would read from where the setup says",
+                        ctx.worker
+                    );
+                    (None, Vec::new())
+                }
+            };
         let fail = |what: &str, e: rdkafka::error::KafkaError| {
             WorkerError::failed(
                 format!(
@@ -315,16 +331,34 @@ impl KafkaSource {
                     .offsets_for_times(tpl, Duration::from_secs(10))
                     .map_err(|e| fail("offsets for time", e))?;
             }
+            // A process started again goes on where the earlier one stopped.
+            for e in &earlier {
+                if partitions.contains(&e.partition) {
+                    tpl.set_partition_offset(&s.topic, e.partition, Offset::Offset(e.next))
+                        .map_err(|e| fail("partition list", e))?;
+                }
+            }
             consumer.assign(&tpl).map_err(|e| fail("assign", e))?;
         }
         let from_time = match s.start {
             Start::Time(ms) => Some(FromTime {
                 ms,
-                reached: Vec::new(),
+                reached: by_partition(&earlier, false, |e| e.reached),
                 passed: 0,
             }),
             _ => None,
         };
+        if !earlier.is_empty() {
+            let at: Vec<String> = earlier
+                .iter()
+                .map(|e| format!("partition {} at offset {}", e.partition, e.next))
+                .collect();
+            tracing::info!(
+                "worker '{}': goes on after the records its earlier process took: {}",
+                ctx.worker,
+                at.join(", ")
+            );
+        }
         Ok(KafkaSource {
             consumer,
             idle_end: s.idle_end,
@@ -338,12 +372,27 @@ impl KafkaSource {
                 source_name: s.source_name,
                 taken: 0,
                 skipped: 0,
-                next_offset: Vec::new(),
+                next_offset: by_partition(&earlier, -1, |e| e.next),
                 repeats: 0,
                 from_time,
+                positions,
             },
         })
     }
+}
+
+/// Per partition (by id), what `of` says of each partition an earlier process left a
+/// position of, `none` for the others.
+fn by_partition<T: Clone>(earlier: &[Position], none: T, of: impl Fn(&Position) -> T) -> Vec<T> {
+    let mut out = Vec::new();
+    for e in earlier {
+        let i = usize::try_from(e.partition).unwrap_or(0);
+        if i >= out.len() {
+            out.resize(i + 1, none.clone());
+        }
+        out[i] = of(e);
+    }
+    out
 }
 
 impl FromTime {
@@ -462,11 +511,17 @@ impl Records {
             return None;
         }
         self.next_offset[partition] = m.offset() + 1;
-        let handed = if self
+        let passes_over = self
             .from_time
             .as_mut()
-            .is_some_and(|f| f.passes_over(m, partition))
-        {
+            .is_some_and(|f| f.passes_over(m, partition));
+        if let Some(p) = &mut self.positions {
+            p.set(partition, m.offset() + 1);
+            if self.from_time.is_some() && !passes_over {
+                p.reached(partition);
+            }
+        }
+        let handed = if passes_over {
             Produced::Idle
         } else if self
             .source_name
