@@ -277,12 +277,12 @@ impl Tui {
             restore_terminal();
             // What went to stderr while the dashboard was up, for the scrollback.
             if let Some(text) = tail(&self.console, 64 * 1024) {
-                let lines: Vec<&str> = text.lines().filter(|l| !l.contains('\x1b')).collect();
+                let lines = readable_lines(&text);
                 let from = lines.len().saturating_sub(40);
                 // Not eprintln!: the terminal may be gone, and that must not panic.
                 let mut err = std::io::stderr().lock();
                 for l in &lines[from..] {
-                    let _ = writeln!(err, "{}", l.rsplit('\r').next().unwrap_or(l));
+                    let _ = writeln!(err, "{l}");
                 }
             }
         }
@@ -325,6 +325,17 @@ struct Dashboard {
     histogram: usize,
     trace: usize,
     note: String,
+}
+
+/// The lines of console text as a terminal shows them: of a line rewritten with `\r` (a
+/// progress line) its last state, without escape codes (colours, cursor moves: they would
+/// scribble over the dashboard), blank lines left out.
+fn readable_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.rsplit('\r').next().unwrap_or(l))
+        .map(|l| anstream::adapter::strip_str(l).to_string())
+        .filter(|l| !l.trim().is_empty())
+        .collect()
 }
 
 impl Dashboard {
@@ -490,12 +501,7 @@ impl Dashboard {
         }
         self.console_len = len;
         if let Some(text) = tail(&self.console, 8192) {
-            self.console_tail = text
-                .lines()
-                .map(|l| l.rsplit('\r').next().unwrap_or(l))
-                .filter(|l| !l.trim().is_empty() && !l.contains('\x1b'))
-                .map(str::to_string)
-                .collect();
+            self.console_tail = readable_lines(&text);
             let from = self.console_tail.len().saturating_sub(3);
             self.console_tail.drain(..from);
         }
@@ -891,6 +897,27 @@ mod tests {
             lines.collect::<Vec<_>>(),
             ["worker printed line 1000"],
             "{now:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A Python worker's coloured log line (`\x1b[31m…\x1b[0m`) was dropped from the
+    /// dashboard's console lines: its text is shown now, without the escape codes (which
+    /// would scribble over the dashboard), as is the last state of a `\r` progress line.
+    #[test]
+    fn coloured_console_lines_are_shown_without_their_escape_codes() {
+        let dir = crate::fsio::test_dir("console-colour");
+        let console = dir.join("console.log");
+        std::fs::write(
+            &console,
+            "plain line\n\x1b[1;31mERROR\x1b[0m worker 'fit': no peak\n10 %\r55 %\r\x1b[32m100 %\x1b[0m\n",
+        )
+        .unwrap();
+        let mut d = Dashboard::new(&dir, console);
+        d.read_console();
+        assert_eq!(
+            d.console_tail,
+            ["plain line", "ERROR worker 'fit': no peak", "100 %"],
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
