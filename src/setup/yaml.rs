@@ -391,6 +391,35 @@ fn over_budget(breach: &serde_saphyr::budget::BudgetBreach) -> String {
     }
 }
 
+/// A value at `line`, `column` that its `!!` tag does not fit (`!!int x`); `ty` is the
+/// library's name of what the tag asks for (`u64`, `floating point`, `boolean`).
+fn tag_not_fitting(text: &str, line: u64, column: u64, ty: &str) -> String {
+    let what = match ty {
+        "floating point" => "a number",
+        "boolean" => "true or false",
+        t if t.starts_with(['u', 'i']) => "an integer",
+        other => other,
+    };
+    let line = line_text(text, line);
+    let at = line
+        .char_indices()
+        .nth(usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX))
+        .map_or(line.len(), |(i, _)| i);
+    let value: String = line[at..]
+        .chars()
+        .take_while(|c| !matches!(c, ',' | '}' | ']' | '#'))
+        .collect();
+    let value = value.trim();
+    match line[..at].rfind("!!") {
+        Some(i) => format!(
+            "`{value}` is not {what}, which its tag `{}` asks for: write the value itself, or \
+             drop the tag",
+            line[i..at].split_whitespace().next().unwrap_or_default()
+        ),
+        None => format!("`{value}` is not {what}, which is asked for here"),
+    }
+}
+
 /// A parse error of serde-saphyr, positioned and said in our words (the library's own
 /// words name its API and options: "use from_str_multiple", "rejected by the configured
 /// policy").
@@ -414,6 +443,8 @@ fn syntax_error(text: &str, e: &serde_saphyr::Error) -> SyntaxError {
                                     mappings: write the value itself"
             .into(),
         E::Budget { breach, .. } => over_budget(breach),
+        E::InvalidScalar { ty, .. } => tag_not_fitting(text, line, column, ty),
+        E::InvalidBooleanStrict { .. } => tag_not_fitting(text, line, column, "boolean"),
         E::AliasReplayLimitExceeded { .. }
         | E::AliasExpansionLimitExceeded { .. }
         | E::AliasReplayStackDepthExceeded { .. } => {
@@ -542,6 +573,27 @@ mod tests {
         let (line, column, message) = refusal(text);
         assert_eq!((line, column), at, "{message}");
         assert!(message.starts_with(start), "{message}");
+    }
+
+    /// A value its `!!` tag does not fit was said in the library's words ("invalid u64").
+    #[test]
+    fn a_value_its_tag_does_not_fit_is_said_in_our_words() {
+        refused_at(
+            "raw: {slot_count: !!int x, data_length: 16}\n",
+            (1, 25),
+            "`x` is not an integer, which its tag `!!int` asks for: write the value itself, or \
+             drop the tag",
+        );
+        refused_at(
+            "config:\n  rate: !!float abc\n",
+            (2, 17),
+            "`abc` is not a number, which its tag `!!float` asks for",
+        );
+        refused_at(
+            "config:\n  on: !!bool maybe # a comment\n",
+            (2, 14),
+            "`maybe` is not true or false, which its tag `!!bool` asks for",
+        );
     }
 
     /// A second document is pointed at by its `---` (the library named its own API: "use
