@@ -34,6 +34,14 @@ impl crate::worker::Catalog for Simulated<'_> {
         }
         self.0.check(function, ctx)
     }
+
+    fn ignored_keys(&self, function: &str) -> &[(&'static str, &'static str)] {
+        self.0.ignored_keys(function)
+    }
+
+    fn note(&self, function: &str) -> Option<&'static str> {
+        self.0.note(function)
+    }
 }
 
 pub(super) fn load(path: &Path, registry: &Registry, simulate: bool) -> Result<Setup, Rejected> {
@@ -554,5 +562,49 @@ fn test_alert_command(path: &Path, setup: &Setup) -> i32 {
             eprintln!("daq-engine: the test alert failed: {why}");
             exit::FAILED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::Catalog;
+
+    /// `check --simulate` and `--simulate` refused mimoCoRB2's keys a plain check takes
+    /// (`visualizers.histogram`'s `bins`: "has no config key 'bins'") and dropped the
+    /// functions' notes: the wrapper that turns devices into simulators said nothing of
+    /// either. It says what the registry says now.
+    #[test]
+    fn simulated_devices_take_the_keys_and_notes_of_the_registry() {
+        let registry = Registry::builtin();
+        let simulated = Simulated(&registry);
+        for name in registry.names() {
+            assert_eq!(
+                simulated.ignored_keys(name),
+                registry.ignored_keys(name),
+                "{name}"
+            );
+            assert_eq!(simulated.note(name), registry.note(name), "{name}");
+        }
+        assert!(!registry.ignored_keys("visualizers.histogram").is_empty());
+        let dir = crate::fsio::test_dir("check-simulated-keys");
+        let setup = dir.join("vis.yaml");
+        std::fs::write(
+            &setup,
+            "Buffers:\n  raw: {slot_count: 16, data_length: 1, data_dtype: {h: float32}}\n\
+             Workers:\n  src: {function: bench.source, sinks: [raw]}\n  \
+             hist: {function: exporters.histogram, sources: [raw], config: {bins: {h: [0, 1, 10]}}}\n  \
+             show: {function: visualizers.histogram, observes: [raw], config: {bins: {h: [0, 1, 10]}}}\n",
+        )
+        .unwrap();
+        for simulate in [false, true] {
+            let loaded = load(&setup, &registry, simulate);
+            assert!(
+                loaded.is_ok(),
+                "simulate {simulate}: {}",
+                loaded.err().map(|r| r.errors).unwrap_or_default()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
