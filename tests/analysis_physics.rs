@@ -150,6 +150,56 @@ fn integer_adc_heights_scale_back_to_volts() {
     );
 }
 
+/// An ADC wider than its integer field (`adc_bits: 16` into int8) was taken and every
+/// pulse saturated at 127, with the 16-bit scale in the file: `check` refuses it now.
+#[test]
+fn adc_bits_wider_than_the_field_are_refused() {
+    let raw = shape("raw", &[("chA", "i1")], 200);
+    let e = SimulatePulses::build(&ctx("sim", json!({"adc_bits": 16}), &[], &[&raw]))
+        .err()
+        .expect("refused");
+    let text = e.to_string();
+    assert!(
+        text.contains("adc_bits") && text.contains("chA") && text.contains("8 bits"),
+        "{text}"
+    );
+    // As wide as the field is fine.
+    simulator("sim", json!({"adc_bits": 8}), &raw);
+}
+
+/// An unsigned field holds offset binary: 0 V is mid-scale (32768 for 16 bits), and its
+/// scale's offset says so. Before, the codes were signed and cast: the negative half of
+/// the noise was clipped to 0 (half the baseline samples 0), the baseline biased.
+#[test]
+fn an_unsigned_adc_field_holds_offset_binary() {
+    let raw = shape("raw", &[("chA", "u2")], 512);
+    let dir = std::env::temp_dir().join(format!("daq_unsigned_adc_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = ctx(
+        "sim",
+        json!({"noise": 0.003, "pretrigger_samples": 400, "seed": 5}),
+        &[],
+        &[&raw],
+    );
+    c.run_dir = dir.clone();
+    let mut sim = SimulatePulses::build(&c).unwrap();
+    let mut data = vec![0u8; 512 * 2];
+    let mut meta = Metadata::default();
+    produce(&mut sim, &mut data, &mut meta, &raw.dtype);
+    let counts: Vec<u16> = data
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    // The baseline, before the pulse: noise around mid-scale, none clipped.
+    let baseline = &counts[..300];
+    assert!(baseline.iter().all(|&v| v > 30_000), "{baseline:?}");
+    let mean = baseline.iter().map(|&v| f64::from(v)).sum::<f64>() / 300.0;
+    assert!((mean - 32768.0).abs() < 20.0, "baseline mean {mean}");
+    let scales = std::fs::read_to_string(dir.join("scales_sim.txt")).unwrap();
+    assert!(scales.contains("offset_volts"), "{scales}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The muon-lifetime chain, by hand: simulate.pulses → filter.threshold →
 /// process.pulse_pairs → export.histogram (with its exponential fit at the end).
 #[test]

@@ -90,7 +90,7 @@ keys! {
     const DECAY_FRACTION: Key<f64> = ("decay_fraction", 0.0, "fraction of events with a second pulse after an exponential delay");
     const LIFETIME: Key<f64> = ("lifetime", 2.197e-6, "mean delay of the second pulse (s); the muon lifetime by default");
     const COINCIDENCE: Key<bool> = ("coincidence", true, "true: every channel has the pulses; false: one channel chosen at random per event");
-    const ADC_BITS: Key<usize> = ("adc_bits", 0, "quantise to this many bits over ±adc_range; 0 = no quantisation for float fields, the field's width for integer fields");
+    const ADC_BITS: Key<usize> = ("adc_bits", 0, "quantise to this many bits over ±adc_range; 0 = no quantisation for float fields, the field's width for integer fields (at most that; an unsigned field holds offset binary, 0 V at mid-scale)");
     const ADC_RANGE: Key<f64> = ("adc_range", 1.0, "ADC full scale: values span ±adc_range (V)");
 }
 
@@ -367,10 +367,12 @@ pub struct Truth {
     pub delay: Option<f64>,
 }
 
-/// The quantiser: round to `lsb` steps and clamp to the ADC's codes.
+/// The quantiser: round to `lsb` steps and clamp to the ADC's codes (two's complement, or
+/// offset binary for an unsigned field: 0 V at mid-scale, `offset` counts).
 #[derive(Clone, Copy, Debug)]
 struct Quantiser {
     inv_lsb: f32,
+    offset: f32,
     lo: f32,
     hi: f32,
     /// 1 to write counts (integer fields), `lsb` to write volts (float fields).
@@ -597,6 +599,25 @@ impl SimulatePulses {
         if bits > 32 {
             return Err(c.error(ADC_BITS.name, "must be at most 32").into());
         }
+        // An integer field holds the ADC's codes whole, or they are clipped.
+        if let Some(ch) = channels
+            .iter()
+            .find(|ch| ch.is_integer() && bits > 8 * ch.scalar.size())
+        {
+            return Err(c
+                .error(
+                    ADC_BITS.name,
+                    format!(
+                        "{bits} bits do not fit field '{}' ({}, {} bits): give at most {}, or \
+                         a wider field",
+                        ch.name,
+                        ch.scalar.name(),
+                        8 * ch.scalar.size(),
+                        8 * ch.scalar.size()
+                    ),
+                )
+                .into());
+        }
         // The ADC's bits for a channel, and the volts of one count.
         let field_bits = |ch: &FieldAccess| {
             if bits == 0 && ch.is_integer() {
@@ -615,10 +636,12 @@ impl SimulatePulses {
                 }
                 let half = 2f64.powi(b as i32 - 1);
                 let lsb = lsb_of(b);
+                let offset = if ch.is_unsigned() { half } else { 0.0 };
                 Some(Quantiser {
                     inv_lsb: (1.0 / lsb) as f32,
-                    lo: -half as f32,
-                    hi: (half - 1.0) as f32,
+                    offset: offset as f32,
+                    lo: (offset - half) as f32,
+                    hi: (offset + half - 1.0) as f32,
                     out_scale: if ch.is_integer() { 1.0 } else { lsb as f32 },
                 })
             })
@@ -632,7 +655,8 @@ impl SimulatePulses {
                 .map(|ch| crate::run_dir::scales::FieldScale {
                     field: ch.name.clone(),
                     volts_per_count: lsb_of(field_bits(ch)),
-                    offset_volts: 0.0,
+                    // Offset binary: mid-scale is 0 V.
+                    offset_volts: if ch.is_unsigned() { -range } else { 0.0 },
                 })
                 .collect(),
         };
@@ -786,7 +810,7 @@ impl SimulatePulses {
             }
             if let Some(q) = self.quantisers[k] {
                 for t in trace.iter_mut() {
-                    *t = (*t * q.inv_lsb).round().clamp(q.lo, q.hi) * q.out_scale;
+                    *t = (*t * q.inv_lsb + q.offset).round().clamp(q.lo, q.hi) * q.out_scale;
                 }
             }
             slot_size(self.channels[k].store(out.data, trace), n, "records")?;

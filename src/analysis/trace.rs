@@ -81,6 +81,14 @@ impl FieldAccess {
         !matches!(self.scalar, Scalar::F32 | Scalar::F64)
     }
 
+    /// True for the unsigned integer types (ADC counts in offset binary).
+    pub fn is_unsigned(&self) -> bool {
+        matches!(
+            self.scalar,
+            Scalar::U8 | Scalar::U16 | Scalar::U32 | Scalar::U64
+        )
+    }
+
     /// Converts the field of the first `out.len()` records of `data` to `f32` into `out`;
     /// returns how many values were written (fewer when `data` holds fewer records).
     #[inline]
