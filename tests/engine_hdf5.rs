@@ -728,14 +728,98 @@ fn a_filling_disk_stops_the_run_cleanly_with_every_count_right() {
 /// the space is back, and the file holds exactly what the books say was delivered.
 #[test]
 fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
-    let dir = fresh("ballast");
-    let Some(disk) = SmallDisk::mount(&dir.join("mnt"), 24) else {
-        return;
-    };
     // No reserve (the disk goes from roomy to full at once, held still: the watch cannot
     // stop the run while room is left) and a long flush interval (at the moment the disk
     // fills, the exporter holds up to a second of events).
-    let text = disk_filling_setup(&disk.0.join("runs"), 0, "flush_interval: 1.0");
+    let Some(filled) = a_run_whose_disk_fills("ballast", "disk full", |text| text) else {
+        return;
+    };
+    let (status, err, run, file) = (&filled.status, &filled.said, &filled.run, &filled.file);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let summary = summary(run);
+    let produced = summary["events"]["raw"].as_u64().unwrap();
+    let books = &summary["readers"]["raw"]["writer"];
+    let (delivered, lost) = (
+        books["delivered"].as_u64().unwrap(),
+        books["lost"].as_u64().unwrap(),
+    );
+    assert_eq!(delivered + lost, produced, "{summary}");
+    let c = counters(file);
+    assert_eq!(
+        c.len() as u64,
+        delivered,
+        "the file holds what was delivered: {summary}"
+    );
+    assert_eq!(c, (0..delivered as i64).collect::<Vec<_>>());
+    // Cut to whole events after the failure as recovery does (and then marked so), unless
+    // the failed write left it whole.
+    if let Some(n) = h5py_plain_events(file, None) {
+        assert_eq!(n, delivered);
+    }
+    println!("{delivered} events in the file, {lost} counted lost, of {produced}");
+}
+
+/// A tester's exporter with `restart: on-failure` met a full disk: it was started again
+/// and again (each new process failing to create `raw_r1.h5` on the full disk, or hanging
+/// on it), the run hung until `drain_stall_seconds` and ended "aborted", with a 0-byte
+/// `raw_r1.h5` left. A writer that fails while the run stops for a full disk is not
+/// started again: the run ends stopped by the full disk, its file whole.
+#[test]
+fn a_writer_failing_on_a_full_disk_is_not_started_again() {
+    // Space comes back only once the run waits to write its summary.
+    let Some(filled) = a_run_whose_disk_fills("ballast-restart", "for space to write", |text| {
+        text.replace(
+            "options: {disk_reserve_mb: 0}",
+            "options: {disk_reserve_mb: 0, drain_stall_seconds: 20}",
+        )
+        .replace(
+            "  writer:\n    function: export.hdf5\n",
+            "  writer:\n    function: export.hdf5\n    restart: on-failure\n",
+        )
+    }) else {
+        return;
+    };
+    let (err, run) = (&filled.said, &filled.run);
+    let summary = summary(run);
+    assert_eq!(summary["stopped_by"], "disk_full", "{summary}\n{err}");
+    assert!(summary["restarts"].get("writer").is_none(), "{summary}");
+    assert!(!run.join("raw_r1.h5").exists(), "{err}");
+    assert!(err.contains("not started again"), "{err}");
+    let books = &summary["readers"]["raw"]["writer"];
+    assert_eq!(
+        counters(&filled.file).len() as u64,
+        books["delivered"].as_u64().unwrap(),
+        "{summary}"
+    );
+}
+
+/// What [`a_run_whose_disk_fills`] leaves to look at.
+struct Filled {
+    status: std::process::ExitStatus,
+    /// What the run said on stderr (its log is on the full disk).
+    said: String,
+    run: PathBuf,
+    /// Its `raw.h5`.
+    file: PathBuf,
+    _disk: SmallDisk,
+}
+
+/// Runs [`disk_filling_setup`] with no reserve and a flush interval of 1 s (as `edit`
+/// changes it) on a 24 MiB tmpfs that another program fills once the run file holds a
+/// second of events; space comes back half a second after the run said `space_after`. None
+/// (skipped) without the tmpfs.
+fn a_run_whose_disk_fills(
+    tag: &str,
+    space_after: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Option<Filled> {
+    let dir = fresh(tag);
+    let disk = SmallDisk::mount(&dir.join("mnt"), 24)?;
+    let text = edit(disk_filling_setup(
+        &disk.0.join("runs"),
+        0,
+        "flush_interval: 1.0",
+    ));
     let mut child = run_of(&dir, &text)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -760,12 +844,12 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     let ballast = disk.0.join("ballast");
     // At most a little more than the small disk, should the tmpfs not be there.
     fill_with_ballast(&ballast, 32 << 20, child.id(), &run);
-    // Full until the run has ended its exporter, then space again.
+    // Full until the run has said `space_after`, then space again.
     let t = Instant::now();
-    while !said.lock().unwrap().contains("disk full") {
+    while !said.lock().unwrap().contains(space_after) {
         assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the exporter never met the full disk; the run said: {}",
+            t.elapsed() < Duration::from_secs(120),
+            "the run never said '{space_after}'; it said: {}",
             said.lock().unwrap()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -774,31 +858,14 @@ fn a_disk_filled_by_another_program_keeps_books_and_file_equal() {
     std::fs::remove_file(&ballast).unwrap();
     let status = child.wait().unwrap();
     reading.join().unwrap();
-    let err = said.lock().unwrap().clone();
-    assert_eq!(status.code(), Some(1), "{err}");
-    let summary = summary(&run);
-    let produced = summary["events"]["raw"].as_u64().unwrap();
-    let books = &summary["readers"]["raw"]["writer"];
-    let (delivered, lost) = (
-        books["delivered"].as_u64().unwrap(),
-        books["lost"].as_u64().unwrap(),
-    );
-    assert_eq!(delivered + lost, produced, "{summary}");
-    let c = counters(&file);
-    assert_eq!(
-        c.len() as u64,
-        delivered,
-        "the file holds what was delivered: {summary}"
-    );
-    assert_eq!(c, (0..delivered as i64).collect::<Vec<_>>());
-    // Cut to whole events after the failure as recovery does (and then marked so), unless
-    // the failed write left it whole.
-    if let Some(n) = h5py_plain_events(&file, None) {
-        assert_eq!(n, delivered);
-    }
-    println!("{delivered} events in the file, {lost} counted lost, of {produced}");
-    drop(disk);
-    let _ = std::fs::remove_dir_all(&dir);
+    let said = said.lock().unwrap().clone();
+    Some(Filled {
+        status,
+        said,
+        run,
+        file,
+        _disk: disk,
+    })
 }
 
 /// The h5repack processes working in `dir`.

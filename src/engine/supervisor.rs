@@ -360,6 +360,10 @@ pub const RESTART_BURST: usize = 5;
 /// See [`RESTART_BURST`].
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
+/// Free bytes above the reserve that still count as a full disk for a failed writer (less
+/// than one chunk of a run file).
+const FULL_MARGIN: u64 = 1 << 20;
+
 /// How long to wait before starting a failed process again, given how many times it was
 /// started again within [`RESTART_WINDOW`]: the first time at once (a glitch), then 0.5 s,
 /// 1 s, 2 s, 4 s. A worker that fails because something outside it is briefly wrong (a
@@ -858,25 +862,7 @@ impl Supervisor {
             }
             self.notify.tick(Instant::now());
             self.alerts.reap();
-            let disk = self.plan.run_dir.display().to_string();
-            match self.disk.check() {
-                Some(crate::export::disk::DiskNews::Low(m)) => {
-                    self.log_and_say(&m);
-                    self.alerts.raise(Kind::DiskLow, &disk, &m);
-                }
-                Some(crate::export::disk::DiskNews::Stop(m)) if !self.stopping => {
-                    self.log_and_say(&m);
-                    self.alerts.raise(Kind::DiskFull, &disk, &m);
-                    self.stop_importers(StopCause::DiskFull);
-                }
-                Some(crate::export::disk::DiskNews::Gone { failure, message }) => {
-                    self.log_and_say(&message);
-                    self.alerts.raise(Kind::RunDirGone, &disk, &message);
-                    self.failures.push(failure);
-                    self.stop_importers(StopCause::RunDirGone);
-                }
-                _ => {}
-            }
+            self.watch_disk();
             for b in &self.buffers {
                 for r in &b.rings {
                     let n = r.reclaim_dead();
@@ -954,6 +940,42 @@ impl Supervisor {
             w.finish(&summary);
         }
         Ok(summary)
+    }
+
+    /// Samples the run directory's disk: warns when it runs low, stops the run at its
+    /// reserve or when the directory is gone.
+    fn watch_disk(&mut self) {
+        let disk = self.plan.run_dir.display().to_string();
+        match self.disk.check() {
+            Some(crate::export::disk::DiskNews::Low(m)) => {
+                self.log_and_say(&m);
+                self.alerts.raise(Kind::DiskLow, &disk, &m);
+            }
+            Some(crate::export::disk::DiskNews::Stop(m)) if !self.stopping => {
+                self.log_and_say(&m);
+                self.alerts.raise(Kind::DiskFull, &disk, &m);
+                self.stop_importers(StopCause::DiskFull);
+            }
+            Some(crate::export::disk::DiskNews::Gone { failure, message }) => {
+                self.log_and_say(&message);
+                self.alerts.raise(Kind::RunDirGone, &disk, &message);
+                self.failures.push(failure);
+                self.stop_importers(StopCause::RunDirGone);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the run stops for a full disk that is full still (nothing above the reserve
+    /// free): a worker writing into the run directory that fails now is not started again,
+    /// its new process would fail on the same disk (or hang creating its file) until the
+    /// drain watch gave up on it. What it held is counted lost.
+    fn stopping_on_a_full_disk(&mut self) -> bool {
+        // The disk watch may not have seen it yet: the writer's failure came first.
+        self.watch_disk();
+        self.stop_cause == Some(StopCause::DiskFull)
+            && crate::export::disk::free_bytes(&self.plan.run_dir)
+                .is_none_or(|free| free <= self.disk.reserve().saturating_add(FULL_MARGIN))
     }
 
     /// Carries out a watcher's request; logged in the run log.
@@ -1316,8 +1338,13 @@ impl Supervisor {
                 self.let_go(wi, k);
                 continue;
             }
+            // A writer failing on a full disk would only fail again.
+            let disk_full = !w.files.is_empty()
+                && w.restart == Restart::OnFailure
+                && self.stopping_on_a_full_disk();
             // Readers are started again while the run drains too: they finish the draining.
-            let restartable = w.restart == Restart::OnFailure && !(importer && self.stopping);
+            let restartable =
+                w.restart == Restart::OnFailure && !(importer && self.stopping) && !disk_full;
             if restartable && !restart_allowed(&mut self.procs[i].recent_restarts, now) {
                 self.log_and_say(&format!(
                     "{what}; it was started again {RESTART_BURST} times within {} s: giving up",
@@ -1338,7 +1365,12 @@ impl Supervisor {
                     continue;
                 }
             }
-            let msg = if w.restart == Restart::Never {
+            let msg = if disk_full {
+                format!(
+                    "{what}; not started again: the run stops for a full disk, and its new \
+                     process could not write there either"
+                )
+            } else if w.restart == Restart::Never {
                 format!(
                     "{what}; stopping the run (with `restart: on-failure`, worker '{}' would be \
                      started again instead)",

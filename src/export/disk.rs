@@ -166,6 +166,11 @@ impl DiskWatch {
         }
     }
 
+    /// The reserve, in bytes.
+    pub fn reserve(&self) -> u64 {
+        self.reserve
+    }
+
     /// Samples the free space now; see [`DiskNews`].
     pub fn check(&mut self) -> Option<DiskNews> {
         if let Some(held) = &self.held {
