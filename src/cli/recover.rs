@@ -103,9 +103,13 @@ pub fn recover_unfinished(target: &Path) -> Unfinished {
     let mut killed = Vec::new();
     for dir in crate::export::recover::unfinished_runs(target) {
         say_recovering(&dir);
+        // A run that ended, its summary not written for a full disk, alerted its own end.
+        let ended = crate::export::recover::ended_without_summary(&dir);
         match crate::export::recover::recover_run_dir_then_compress(&dir, &cut_apart) {
             Ok((rec, c)) => {
-                killed.push((dir.clone(), killed_text(&dir, Some(&rec))));
+                if !ended {
+                    killed.push((dir.clone(), killed_text(&dir, Some(&rec))));
+                }
                 report_recovery(&dir, Ok(rec));
                 for (f, bytes) in c.files() {
                     eprintln!(
@@ -117,7 +121,9 @@ pub fn recover_unfinished(target: &Path) -> Unfinished {
                 later.push(c);
             }
             Err(e) => {
-                killed.push((dir.clone(), killed_text(&dir, None)));
+                if !ended {
+                    killed.push((dir.clone(), killed_text(&dir, None)));
+                }
                 report_recovery(&dir, Err(e));
             }
         }
@@ -283,15 +289,50 @@ fn recover_target(target: &Path) -> i32 {
 
 /// The line that says a run is being recovered, before its files are.
 fn say_recovering(dir: &Path) {
-    eprintln!(
-        "daq-engine: {} did not finish (no readable summary.json): recovering its files",
-        dir.display()
-    );
+    let why = if crate::export::recover::ended_without_summary(dir) {
+        "ended but wrote no summary.json (a full disk?)"
+    } else {
+        "did not finish (no readable summary.json)"
+    };
+    eprintln!("daq-engine: {} {why}: recovering its files", dir.display());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run that ended but had no room for its summary was recovered by the next run as
+    /// killed, with a `run_killed` alert ("its supervisor was killed or ran out of memory"):
+    /// it alerted its own end. A killed run beside it still is.
+    #[test]
+    fn a_run_that_ended_without_room_for_its_summary_raises_no_killed_alert() {
+        let target = crate::fsio::test_dir("recover-ended-alert");
+        let line = |ended: bool| {
+            serde_json::to_string(&crate::run_dir::Snapshot {
+                t: 5.0,
+                ended,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        for (name, ended) in [
+            ("run_2026-12-08T03-00-00", true),
+            ("run_2026-12-08T04-00-00", false),
+        ] {
+            let run = target.join(name);
+            std::fs::create_dir(&run).unwrap();
+            std::fs::write(run.join(crate::export::recover::LOCK_FILE), "").unwrap();
+            std::fs::write(
+                run.join(crate::run_dir::STATS),
+                format!("{}\n", line(ended)),
+            )
+            .unwrap();
+        }
+        let u = recover_unfinished(&target);
+        let killed: Vec<_> = u.killed.iter().map(|(d, _)| d.clone()).collect();
+        assert_eq!(killed, [target.join("run_2026-12-08T04-00-00")]);
+        std::fs::remove_dir_all(&target).unwrap();
+    }
 
     /// `recover` of a directory that is not a run directory wrote a summary.json ("recovered",
     /// no files) and a lock file into it and said it was recovered. Now it refuses one that

@@ -492,6 +492,14 @@ pub fn summary_of(run_dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
+/// True when the run in `run_dir` ended (its last stats line says so) but wrote no summary
+/// (no room for it on a full disk): it was not killed.
+pub fn ended_without_summary(run_dir: &Path) -> bool {
+    crate::run_dir::last_snapshot(run_dir).is_some_and(|l| l.ended)
+        && summary_of(run_dir)
+            .is_none_or(|v| v.get("recovered") == Some(&serde_json::Value::Bool(true)))
+}
+
 /// True when `run_dir` has a summary its run wrote (one a recovery wrote may be redone).
 pub fn finished(run_dir: &Path) -> bool {
     summary_of(run_dir).is_some_and(|v| v.get("recovered") != Some(&serde_json::Value::Bool(true)))
@@ -720,10 +728,21 @@ pub fn recover_run_dir_then_compress(
         })
         .collect();
     let events = rec.buffer_events();
-    let mut failures = vec![format!(
-        "the run ended without a summary (killed, or the machine stopped); recovered at {}",
-        crate::clock::utc_now()
-    )];
+    let last = crate::run_dir::last_snapshot(run_dir);
+    // A run that ended but found no room for its summary (a full disk): its last line has
+    // its end and its books.
+    let ended = last.as_ref().filter(|l| l.ended);
+    let mut failures = vec![match ended {
+        Some(_) => format!(
+            "the run ended (its last stats line says so) but could not write its summary (a \
+             full disk?); recovered at {}",
+            crate::clock::utc_now()
+        ),
+        None => format!(
+            "the run ended without a summary (killed, or the machine stopped); recovered at {}",
+            crate::clock::utc_now()
+        ),
+    }];
     failures.extend(
         rec.failed
             .iter()
@@ -739,10 +758,23 @@ pub fn recover_run_dir_then_compress(
         "stopped_by": crate::run_dir::StopCause::Killed,
         "failures": failures,
     });
+    if let Some(line) = ended {
+        summary["stopped_by"] =
+            serde_json::json!(line.stopped_by.unwrap_or(crate::run_dir::StopCause::Killed));
+        let per_buffer = |f: &dyn Fn(&crate::run_dir::BufferStats) -> serde_json::Value| {
+            line.buffers
+                .iter()
+                .map(|(b, s)| (b.clone(), f(s)))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        summary["events"] = per_buffer(&|s| s.events_in.into()).into();
+        summary["lost"] = per_buffer(&|s| s.lost.into()).into();
+        summary["readers"] = per_buffer(&|s| serde_json::json!(s.readers)).into();
+    }
     // How long it ran and was paused, as of the supervisor's last stats line (at most a
     // stats interval before it ended, unless it hung): the live time a week-long run that
     // was killed still needs.
-    if let Some(last) = crate::run_dir::last_snapshot(run_dir) {
+    if let Some(last) = last {
         summary["seconds"] = last.t.into();
         if last.paused_s > 0.0 {
             summary["paused_seconds"] = last.paused_s.into();
@@ -916,6 +948,49 @@ mod tests {
         assert_eq!(summary["seconds"], 8.0, "{summary}");
         assert_eq!(summary["paused_seconds"], 2.5, "{summary}");
         assert_eq!(summary["seconds_as_of"], "2026-12-06T10:00:08.000Z");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A run that ended (its last stats line says so, stopped by a full disk) but could not
+    /// write its summary (the disk was full) was recovered as killed: `stopped_by: killed`,
+    /// "ended without a summary", no books, the files' 975 events as the buffer's. The
+    /// recovered summary says how it ended and carries the books of that line.
+    #[test]
+    fn a_run_that_ended_without_room_for_its_summary_is_not_called_killed() {
+        use crate::run_dir::{snapshot::BufferStats, ReaderBooks, Snapshot, StopCause};
+        let run = crate::fsio::test_dir("recover-ended");
+        let books = ReaderBooks {
+            delivered: 975,
+            lost: 945,
+            pending: 0,
+        };
+        let line = Snapshot {
+            t: 12.0,
+            ended: true,
+            stopped_by: Some(StopCause::DiskFull),
+            time: "2026-12-08T03:16:45.000Z".into(),
+            buffers: [(
+                "raw".to_string(),
+                BufferStats {
+                    events_in: 1920,
+                    produced: 1920,
+                    readers: [("wave".to_string(), books)].into(),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        std::fs::write(run.join(crate::run_dir::STATS), format!("{text}\n")).unwrap();
+        recover_run_dir(&run, &cut_here).unwrap();
+        let summary = summary_of(&run).unwrap();
+        assert_eq!(summary["stopped_by"], "disk_full", "{summary}");
+        assert_eq!(summary["events"]["raw"], 1920, "{summary}");
+        assert_eq!(summary["readers"]["raw"]["wave"]["lost"], 945, "{summary}");
+        let why = summary["failures"][0].as_str().unwrap();
+        assert!(why.contains("could not write its summary"), "{why}");
+        assert!(ended_without_summary(&run));
         std::fs::remove_dir_all(&run).unwrap();
     }
 
