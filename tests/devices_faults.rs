@@ -186,6 +186,18 @@ fn a_noise_line_from_a_cosmicwatch_is_counted_and_skipped_and_the_run_goes_on() 
         "{facts}"
     );
     assert!(facts.contains("@detector.device.events = 10"), "{facts}");
+    // And with the run's summary, in summary.json and its last lines (they said nothing of
+    // the device's bad data).
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rd.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["devices"]["detector"]["bad_records"], 4,
+        "{summary}"
+    );
+    assert!(
+        err.contains("worker 'detector': its device sent 4 bad records"),
+        "{err}"
+    );
 }
 
 #[test]

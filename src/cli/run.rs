@@ -318,6 +318,16 @@ pub fn run(path: &Path, args: &RunArgs, registry: &Registry) -> i32 {
     for f in &summary.failures {
         say!("  failure: {f}");
     }
+    for (worker, d) in &summary.devices {
+        if d.bad_records > 0 || d.gaps > 0 {
+            say!(
+                "  worker '{worker}': its device sent {} bad records (skipped, the log says \
+                 where) and came back from {} disconnect(s)",
+                d.bad_records,
+                d.gaps
+            );
+        }
+    }
     for (worker, n) in &summary.restarts {
         say!(
             "  worker '{worker}' was started again {n} time(s) after a failure (the log says why)"

@@ -198,6 +198,11 @@ pub struct RunSummary {
     /// times, over its processes. Absent when none was.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub restarts: BTreeMap<String, u32>,
+    /// Per device importer: its device's health at the end (bad records skipped,
+    /// disconnects it came back from), as its notes and the last stats line say. Absent
+    /// without device importers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub devices: BTreeMap<String, DeviceState>,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -2048,6 +2053,15 @@ impl Supervisor {
                 .filter_map(|w| {
                     crate::run_dir::worker_kafka_counts(&self.plan.run_dir, &w.name, w.processes)
                         .map(|c| (w.name.clone(), c))
+                })
+                .collect(),
+            devices: self
+                .plan
+                .workers
+                .iter()
+                .filter(|w| w.is_importer())
+                .filter_map(|w| {
+                    device_state(&self.plan.run_dir, &w.name).map(|d| (w.name.clone(), d))
                 })
                 .collect(),
         }
