@@ -193,7 +193,7 @@ fn wait_for_input(timeout: Duration) -> Input {
 
 enum Msg {
     Stats(Box<Snapshot>),
-    Finish(RunSummary),
+    Finish(Box<RunSummary>),
 }
 
 /// The terminal dashboard: a [`Watcher`] drawing the run in its own thread.
@@ -299,7 +299,7 @@ impl Watcher for Tui {
     }
 
     fn finish(&mut self, summary: &RunSummary) {
-        let _ = self.tx.send(Msg::Finish(summary.clone()));
+        let _ = self.tx.send(Msg::Finish(Box::new(summary.clone())));
         self.close();
     }
 }
