@@ -209,7 +209,8 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Print the state of a running or finished run from its run directory; exits 1 for a run
-    /// that did not finish (none of its processes is alive and its last line is not its end).
+    /// that did not finish (none of its processes is alive and its last line is not its end)
+    /// and for a live run whose supervisor writes no statistics any more (stopped or hung).
     Status {
         /// The run directory (`target/run_…`); a target directory stands for its newest run.
         run_dir: PathBuf,

@@ -173,15 +173,40 @@ pub fn status(run_dir: &Path) -> i32 {
             return exit::FAILED;
         }
     };
+    let now = crate::clock::parse_iso(&crate::clock::utc_now()).unwrap_or(0.0);
+    let stale = stale(run_dir, &v, now);
     let (text, early) = shown(run_dir, v);
     print!("{text}");
-    match early {
+    match early.or(stale) {
         Some(why) => {
             println!("{why}");
             exit::FAILED
         }
         None => exit::OK,
     }
+}
+
+/// For a live run whose last stats line (`v`) is much older than its stats interval at
+/// `now` (seconds since the epoch): its supervisor is stopped (SIGSTOP) or hung, which the
+/// line alone does not show (it was shown as if current, exit 0).
+fn stale(run_dir: &Path, v: &serde_json::Value, now: f64) -> Option<String> {
+    use crate::export::recover::RunDirLock;
+    if v.get("ended").and_then(serde_json::Value::as_bool) == Some(true)
+        || RunDirLock::held_by_a_live_run(run_dir) != Some(true)
+    {
+        return None;
+    }
+    let at = crate::clock::parse_iso(v.get("time")?.as_str()?)?;
+    let interval = crate::run_dir::plan::Plan::load(&run_dir.join(crate::run_dir::PLAN))
+        .map_or(1.0, |p| p.stats_interval);
+    let age = now - at;
+    (age > 3.0 * interval + 10.0).then(|| {
+        format!(
+            "not answering: its last statistics line is {age:.0} s old (one every {interval} s \
+             normally) while its processes are alive: the supervisor is stopped (SIGSTOP) or \
+             hung"
+        )
+    })
 }
 
 /// What `status` prints of the run in `run_dir` whose last stats line is `v`, and why it
@@ -264,11 +289,12 @@ fn ended_early(run_dir: &Path, ended: bool) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// A stats line of a run 3 s in, not ended.
+    /// A stats line of a run 3 s in, not ended, written now (a line of a live run that is
+    /// much older says its supervisor answers no more, see [`stale`]).
     fn a_live_line() -> String {
         serde_json::to_string(&crate::run_dir::Snapshot {
             t: 3.0,
-            time: "2026-12-06T10:00:03.000Z".into(),
+            time: crate::clock::utc_now(),
             ..Default::default()
         })
         .unwrap()
@@ -427,6 +453,24 @@ mod tests {
         std::fs::write(run.join("summary.json"), "{\"recovered\": true}").unwrap();
         let why = ended_early(&run, false).expect("recovered");
         assert!(why.contains("recovered"), "{why}");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A live run whose supervisor was stopped (SIGSTOP) was shown from its last line as if
+    /// current ("progress: 5% of 50 s, 47 s left"), exit 0: a monitoring script could not
+    /// tell. A line much older than the stats interval is said so now.
+    #[test]
+    fn a_live_run_whose_last_line_is_old_is_said_to_answer_no_more() {
+        use crate::export::recover::RunDirLock;
+        let run = crate::fsio::test_dir("status-stale");
+        let line = serde_json::json!({"t": 2.6, "time": "2026-12-08T03:00:00.000Z"});
+        std::fs::write(run.join(crate::run_dir::STATS), format!("{line}\n")).unwrap();
+        let at = crate::clock::parse_iso("2026-12-08T03:00:00.000Z").unwrap();
+        let _live = RunDirLock::try_lock(&run).unwrap().expect("free");
+        assert_eq!(stale(&run, &line, at + 2.0), None);
+        let why = stale(&run, &line, at + 60.0).expect("60 s without a line");
+        assert!(why.contains("60 s old"), "{why}");
+        assert_eq!(status(&run), exit::FAILED);
         std::fs::remove_dir_all(&run).unwrap();
     }
 
