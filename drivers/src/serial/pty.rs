@@ -138,6 +138,7 @@ impl SimulatorHandle {
         name: &str,
         factory: impl FnMut(u32) -> Box<dyn SimulatedDevice> + Send + 'static,
     ) -> std::io::Result<SimulatorHandle> {
+        remove_dirs_of_the_dead(&std::env::temp_dir());
         let dir = std::env::temp_dir().join(format!(
             "daq-sim-{}-{}",
             std::process::id(),
@@ -241,6 +242,31 @@ impl SimulatorHandle {
     }
 }
 
+/// Removes the simulator directories (`daq-sim-<pid>-<k>`) in `tmp` of processes that are
+/// gone: one killed (a stalled worker's SIGKILL, a test's) could not remove its own, and
+/// they piled up in /tmp, each with a link to a pty long closed.
+fn remove_dirs_of_the_dead(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("daq-sim-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone && pid > 0 {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl Drop for SimulatorHandle {
     fn drop(&mut self) {
         self.unplug();
@@ -306,4 +332,33 @@ fn run_device(
         }
     }
     // Dropping `master` here closes it: the slave side sees the hang-up.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tester found seven `daq-sim-<pid>-0` directories in /tmp, left by simulated device
+    /// workers killed with SIGKILL. Those of processes that are gone are removed when a
+    /// simulator starts; a live process's stay.
+    #[test]
+    fn the_simulator_directories_of_dead_processes_are_removed() {
+        let tmp = std::env::temp_dir().join(format!("daq-sim-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let theirs = tmp.join(format!("daq-sim-{dead}-0"));
+        let mine = tmp.join(format!("daq-sim-{}-0", std::process::id()));
+        for d in [&theirs, &mine] {
+            std::fs::create_dir_all(d).unwrap();
+            std::os::unix::fs::symlink("/dev/pts/999", d.join("gmc")).unwrap();
+        }
+        let other = tmp.join("daq-sim-notes");
+        std::fs::create_dir_all(&other).unwrap();
+        remove_dirs_of_the_dead(&tmp);
+        assert!(!theirs.exists());
+        assert!(mine.exists() && other.exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }
