@@ -93,6 +93,13 @@ const BAD: &[(&str, &str, u64, u64)] = &[
         3,
         17,
     ),
+    // It said "≥ 0", and 0 is refused too.
+    (
+        "slot_count_negative",
+        "slot_count: expected a whole number ≥ 1, found the number -16",
+        3,
+        17,
+    ),
     ("data_length_zero", "data_length must be at least 1", 4, 18),
     ("dtype_unknown_type", "unknown data type 'f5'", 5, 23),
     ("dtype_no_length", "'S' has no length", 5, 23),

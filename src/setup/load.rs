@@ -459,7 +459,9 @@ impl Loader {
         out
     }
 
-    fn uint(&mut self, v: &Value, what: &str) -> Option<u64> {
+    /// The whole number `v`, or an error saying it must be one of at least `least` (which
+    /// the caller checks; the message said "≥ 0" of a count that must be 1 or more).
+    fn uint(&mut self, v: &Value, what: &str, least: u64) -> Option<u64> {
         match v.kind {
             Kind::UInt(u) => Some(u),
             Kind::Int(i) if i >= 0 => Some(i as u64),
@@ -467,7 +469,7 @@ impl Loader {
                 self.error(
                     v.at,
                     format!(
-                        "{what}: expected a whole number ≥ 0, found {}",
+                        "{what}: expected a whole number ≥ {least}, found {}",
                         v.describe()
                     ),
                     None,
@@ -655,7 +657,7 @@ impl Loader {
             match key.as_str() {
                 "max_events" => {
                     if !matches!(val.kind, Kind::Null) {
-                        match self.uint(val, "options.max_events") {
+                        match self.uint(val, "options.max_events", 1) {
                             Some(0) => self.error(val.at, "options.max_events: must be at least 1 (leave it out for no limit)", None),
                             Some(n) => o.max_events = Some(n),
                             None => {}
@@ -830,7 +832,7 @@ impl Loader {
         for (key, _, val) in &entries {
             match key.as_str() {
                 "slot_count" => {
-                    if let Some(n) = self.uint(val, &format!("{ctx}, slot_count")) {
+                    if let Some(n) = self.uint(val, &format!("{ctx}, slot_count"), 1) {
                         if (1..=1 << 30).contains(&n) {
                             slots = usize::try_from(n).ok();
                         } else {
@@ -845,7 +847,7 @@ impl Loader {
                         ok = false;
                     }
                 }
-                "data_length" => match self.uint(val, &format!("{ctx}, data_length")) {
+                "data_length" => match self.uint(val, &format!("{ctx}, data_length"), 1) {
                     Some(0) => {
                         self.error(
                             val.at,
@@ -1069,7 +1071,7 @@ impl Loader {
                         }
                     }
                 },
-                "number_of_processes" => match self.uint(val, &what) {
+                "number_of_processes" => match self.uint(val, &what, 1) {
                     Some(n) if (1..=256).contains(&n) => w.number_of_processes = n as usize,
                     Some(n) => self.error(
                         val.at,
@@ -1110,7 +1112,7 @@ impl Loader {
                 }
                 "priority" => {
                     if !matches!(val.kind, Kind::Null) {
-                        match self.uint(val, &what) {
+                        match self.uint(val, &what, 1) {
                             Some(p) if (1..=99).contains(&p) => w.priority = Some(p as u8),
                             Some(p) => self.error(val.at, format!("{what}: {p} is not a SCHED_FIFO priority (1 to 99)"), Some("1 is the lowest real-time priority, 99 the highest; leave it out for normal scheduling".into())),
                             None => {}
@@ -1156,7 +1158,7 @@ impl Loader {
         };
         let mut out = Vec::new();
         for i in items {
-            if let Some(c) = self.uint(i, what) {
+            if let Some(c) = self.uint(i, what, 0) {
                 if c as usize >= self.online_cpus || c > u32::MAX as u64 {
                     self.error(
                         i.at,

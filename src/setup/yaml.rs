@@ -59,6 +59,9 @@ impl Value {
             Kind::Bool(b) => format!("`{b}`"),
             Kind::Int(i) => format!("the number {i}"),
             Kind::UInt(u) => format!("the number {u}"),
+            // Past 2^53 a float's digits are not the ones written (a whole number too large
+            // for 64 bits came as 18446744073709551616 and was shown 18446744073709552000).
+            Kind::Float(x) if x.abs() >= 1e16 => format!("the number {x:e}"),
             Kind::Float(x) => format!("the number {x}"),
             Kind::Str(s) => format!("the text '{s}'"),
             Kind::Seq(_) => "a list".into(),
@@ -573,6 +576,19 @@ mod tests {
         let (line, column, message) = refusal(text);
         assert_eq!((line, column), at, "{message}");
         assert!(message.starts_with(start), "{message}");
+    }
+
+    /// A whole number too large for 64 bits (a tester's seed 18446744073709551616) reads as a
+    /// float and was said as "the number 18446744073709552000", digits nobody wrote.
+    #[test]
+    fn a_number_past_whole_numbers_is_said_with_an_exponent() {
+        let Ok(p) = parse(b"seed: 18446744073709551616\n", 0) else {
+            panic!("parses")
+        };
+        let Kind::Map(entries) = &p.root.kind else {
+            panic!("a mapping")
+        };
+        assert_eq!(entries[0].1.describe(), "the number 1.8446744073709552e19");
     }
 
     /// A value its `!!` tag does not fit was said in the library's words ("invalid u64").
