@@ -350,6 +350,15 @@ fn controls_need_the_token_when_one_is_set() {
         auth,
     ];
     assert_eq!(http(addr, "POST", "/control/stop", &cross).0, 403);
+    // A request the browser says comes from another site, without an Origin (a tester's):
+    // it was taken (202).
+    let unsaid = ["Sec-Fetch-Site: cross-site", auth];
+    assert_eq!(http(addr, "POST", "/control/stop", &unsaid).0, 403);
+    // A link from another site to the page is no steering: read as ever.
+    assert_eq!(
+        http(addr, "GET", "/", &["Sec-Fetch-Site: cross-site"]).0,
+        200
+    );
     assert_eq!(http(addr, "POST", "/control/jump", &[auth]).0, 404);
     use daq_engine::engine::Control;
     for expected in [Control::Pause, Control::Resume].repeat(2) {

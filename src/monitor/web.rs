@@ -685,6 +685,21 @@ async fn this_machine_only(
             "this server answers only to this machine's names\n",
         );
     }
+    // A browser says where a request comes from (`Sec-Fetch-Site`, which no page can set);
+    // one from another site that changes something is refused even without an `Origin`
+    // (a link to the page from another site, a GET, is still followed).
+    let from_elsewhere = req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| matches!(v.as_bytes(), b"cross-site" | b"same-site"));
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if from_elsewhere && changes && req.headers().get(header::ORIGIN).is_none() {
+        tracing::warn!("monitor: refused {}: from another site", request(&req));
+        return text(
+            StatusCode::FORBIDDEN,
+            "requests must come from this server's own page\n",
+        );
+    }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         // This server's own page: its origin is this Host, over http, or over https through
         // a TLS proxy that keeps the Host; or the browser says so (`Sec-Fetch-Site`, which
