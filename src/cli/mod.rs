@@ -482,6 +482,19 @@ fn inspect(args: &[PathBuf]) -> i32 {
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         h5.retain(|p| p.extension().is_some_and(|e| e == "h5"));
+        // A FIFO named like a run file would make the reading wait for a writer for ever.
+        h5.retain(|p| {
+            let file = p.is_file();
+            if !file {
+                eprintln!(
+                    "daq-engine: {}: not a regular file (a FIFO, a device or a directory): \
+                     passed over",
+                    p.display()
+                );
+                code = exit::FAILED;
+            }
+            file
+        });
         if h5.is_empty() {
             // A target directory: say which run to give.
             let hint = status::newest_run(arg).map_or(String::new(), |run| {

@@ -649,10 +649,17 @@ pub fn recover_run_dir_then_compress(
         files: Vec::new(),
         failed: Vec::new(),
     };
-    let h5_files: Vec<&PathBuf> = names
+    let (h5_files, not_files): (Vec<&PathBuf>, Vec<&PathBuf>) = names
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "h5"))
-        .collect();
+        .partition(|p| p.is_file());
+    // A FIFO or a device named like a run file: opening it would wait for a writer.
+    for p in not_files {
+        rec.failed.push((
+            p.clone(),
+            "not a regular file (a FIFO, a device or a directory): left alone".into(),
+        ));
+    }
     // A writer that holds no run-directory lock (a daq-engine from before the lock, a
     // worker started by hand) still holds libhdf5's lock on its file, and so does a reader
     // (h5py) that has it open: touch nothing then.
@@ -696,7 +703,7 @@ pub fn recover_run_dir_then_compress(
     // number cut short and still reading as a number: cut back to its last whole line.
     for p in names
         .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv") && p.is_file())
     {
         match super::csv::cut_to_whole_lines(p) {
             Ok(0) => {}
@@ -809,7 +816,7 @@ fn csv_events(run_dir: &Path) -> Vec<(PathBuf, Result<FileRecovery, std::io::Err
         };
         for name in w.files.iter().filter(|f| f.ends_with(".csv")) {
             let path = run_dir.join(name);
-            if !path.exists() {
+            if !path.is_file() {
                 continue;
             }
             let got = super::csv::cut_to_whole_events(&path, buffer.data_length as u64).map(
@@ -991,6 +998,27 @@ mod tests {
         let why = summary["failures"][0].as_str().unwrap();
         assert!(why.contains("could not write its summary"), "{why}");
         assert!(ended_without_summary(&run));
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A FIFO named `*.h5` in a run directory made `recover` wait for a writer for ever. It
+    /// is left alone now and named among the files not recovered.
+    #[test]
+    fn a_fifo_named_like_a_run_file_is_left_alone() {
+        let run = crate::fsio::test_dir("recover-fifo");
+        let fifo = run.join("raw.h5");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = run.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(recover_run_dir(&dir, &cut_here).map(|r| r.failed));
+        });
+        let failed = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("recover of a directory with a FIFO never returned")
+            .unwrap();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].1.contains("not a regular file"), "{failed:?}");
         std::fs::remove_dir_all(&run).unwrap();
     }
 
