@@ -344,7 +344,8 @@ pub fn make_whole_after_abort(run_dir: &Path) {
         }
         match cut_to_whole_events(&path, true) {
             Ok((r, _)) => tracing::warn!(
-                "{}: its writer was killed; made whole with {} events (left uncompressed)",
+                "{}: its writer ended without closing it (killed, or it failed); made whole \
+                 with {} events (left uncompressed)",
                 path.display(),
                 r.buffers.iter().map(|b| b.1).sum::<u64>()
             ),
