@@ -177,6 +177,9 @@ pub fn status(run_dir: &Path) -> i32 {
     let stale = stale(run_dir, &v, now);
     let (text, early) = shown(run_dir, v);
     print!("{text}");
+    if let Some(note) = no_summary(run_dir) {
+        println!("{note}");
+    }
     match early.or(stale) {
         Some(why) => {
             println!("{why}");
@@ -184,6 +187,24 @@ pub fn status(run_dir: &Path) -> i32 {
         }
         None => exit::OK,
     }
+}
+
+/// For a run that ended (its last line says so) but wrote no summary.json (no room on a
+/// full disk), and was not recovered since: what to do. `status` showed it "(ended)" and
+/// said nothing of the missing summary.
+fn no_summary(run_dir: &Path) -> Option<String> {
+    use crate::export::recover::{summary_of, RunDirLock};
+    let ended = crate::export::recover::ended_without_summary(run_dir)
+        && summary_of(run_dir).is_none()
+        && RunDirLock::held_by_a_live_run(run_dir) == Some(false);
+    ended.then(|| {
+        format!(
+            "it ended but could not write its summary.json (a full disk?): `daq-engine \
+             recover {}` writes one from this line (a run started into the same target \
+             directory does it by itself)",
+            run_dir.display()
+        )
+    })
 }
 
 /// For a live run whose last stats line (`v`) is much older than its stats interval at
@@ -453,6 +474,20 @@ mod tests {
         std::fs::write(run.join("summary.json"), "{\"recovered\": true}").unwrap();
         let why = ended_early(&run, false).expect("recovered");
         assert!(why.contains("recovered"), "{why}");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A run that ended without room for its summary was shown "(ended)" and nothing more.
+    #[test]
+    fn a_run_that_ended_without_its_summary_says_how_to_get_one() {
+        let run = crate::fsio::test_dir("status-no-summary");
+        let line = serde_json::json!({"t": 2.0, "ended": true, "time": crate::clock::utc_now()});
+        std::fs::write(run.join(crate::run_dir::STATS), format!("{line}\n")).unwrap();
+        std::fs::write(run.join(crate::export::recover::LOCK_FILE), "").unwrap();
+        let note = no_summary(&run).expect("said");
+        assert!(note.contains("daq-engine recover"), "{note}");
+        std::fs::write(run.join(crate::run_dir::SUMMARY), "{\"events\": {}}").unwrap();
+        assert_eq!(no_summary(&run), None);
         std::fs::remove_dir_all(&run).unwrap();
     }
 
