@@ -1444,3 +1444,81 @@ Workers:
     // Every event taken passed but the one that raised.
     assert_eq!(summary["events"]["out"], delivered - 1, "{summary}");
 }
+
+/// An observer that never looks for the end of its buffer's stream (mimoCoRB2's observers
+/// often loop on a plot until their process is ended): it holds no events, yet the drain
+/// waited for it until `drain_stall_seconds` killed every worker and the good run ended
+/// FAILED ("stopped by an abort"). Now, once every other worker has ended, the supervisor
+/// ends the observers that remain (SIGTERM, then SIGKILL for one that ignores it), says so
+/// in the log as a note, and the run keeps its cause and its exit 0.
+#[test]
+fn an_observer_that_never_ends_is_ended_once_the_drain_is_done() {
+    let ignores = "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n";
+    for (tag, deaf, ended) in [
+        (
+            "forever-observer",
+            "",
+            "ended as told (exited with status 0)",
+        ),
+        (
+            "deaf-observer",
+            ignores,
+            "ended as told (was killed by SIGKILL)",
+        ),
+    ] {
+        let d = dir(tag);
+        std::fs::write(
+            d.join("obs.py"),
+            format!(
+                "import signal\nimport time\nimport mimocorb2 as mi2\n\n\
+                 def forever_obs(buffer_io):\n{deaf}    o = mi2.Observer(buffer_io)\n    \
+                 while True:\n        time.sleep(0.5)\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("setup.yaml"),
+            "target_directory: runs
+options: {max_seconds: 1, drain_stall_seconds: 2}
+Buffers:
+  raw: {slot_count: 16, data_length: 16, data_dtype: {ch0: float32}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {rate: 100, realtime: true, pretrigger_samples: 4}
+  o:
+    file: obs.py
+    function: forever_obs
+    observes: [raw]
+  drain:
+    function: export.drain
+    sources: [raw]
+",
+        )
+        .unwrap();
+        let (code, stderr) = run_stuck(&d);
+        let run_dir = run_in(&d.join("runs"));
+        let log = std::fs::read_to_string(run_dir.join("daq-engine.log")).unwrap();
+        assert_eq!(code, 0, "{tag}: {stderr}\n{log}");
+        let summary = json(&run_dir.join("summary.json"));
+        assert_eq!(summary["stopped_by"], "max_seconds", "{tag}: {summary}");
+        assert_eq!(
+            summary["failures"].as_array().map(Vec::len),
+            Some(0),
+            "{summary}"
+        );
+        let events = summary["events"]["raw"].as_u64().unwrap();
+        assert!(events > 0, "{tag}: {summary}");
+        assert_eq!(
+            summary["readers"]["raw"]["drain"]["delivered"], events,
+            "{summary}"
+        );
+        assert!(
+            log.contains("observer 'o' process 0")
+                && log.contains("every other worker has ended")
+                && log.contains(&format!("observer 'o' process 0 {ended}")),
+            "{tag}: {log}"
+        );
+    }
+}

@@ -267,7 +267,15 @@ struct Proc {
     cpu_s: f64,
     /// The core it last ran on.
     core: Option<u32>,
+    /// An observer the supervisor told to end (SIGTERM) once every other worker had ended,
+    /// when; and whether it was killed after [`OBSERVER_GRACE`]. How it ends is no failure.
+    told_to_end: Option<(Instant, bool)>,
 }
+
+/// How long an observer told to end (see [`Supervisor::end_observers`]) has before it is
+/// killed: enough for a built-in observer to notice its buffer's end, which it looks for
+/// at least every 200 ms.
+const OBSERVER_GRACE: Duration = Duration::from_secs(2);
 
 struct BufferRings {
     name: String,
@@ -806,6 +814,7 @@ impl Supervisor {
                     restart_at: None,
                     cpu_s: 0.0,
                     core: None,
+                    told_to_end: None,
                 });
             }
         }
@@ -862,6 +871,7 @@ impl Supervisor {
             }
             self.reap();
             self.note_importers_ended();
+            self.end_observers();
             if self.procs.iter().all(|p| p.status.is_none()) {
                 self.notify.ready();
             }
@@ -1108,6 +1118,56 @@ impl Supervisor {
         );
     }
 
+    /// Once the run drains and every worker but the observers has ended (the drain is
+    /// done), ends the observers still running: an observer holds no events, and one that
+    /// never looks for the end of its buffer's stream (mimoCoRB2's often loop until their
+    /// process is ended) would otherwise hold the run until `drain_stall_seconds` killed
+    /// it as stuck and the run ended failed. SIGTERM first (a Python observer ends its
+    /// function on it; a built-in one ends by itself at its buffer's end), SIGKILL after
+    /// [`OBSERVER_GRACE`]. Either is a note in the log, not a failure.
+    fn end_observers(&mut self) {
+        if !self.draining() {
+            return;
+        }
+        let workers = &self.plan.workers;
+        let others_live = self.procs.iter().any(|p| {
+            (p.status.is_none() || p.restart_at.is_some()) && !workers[p.worker].only_observes()
+        });
+        if others_live {
+            return;
+        }
+        let now = Instant::now();
+        for p in &mut self.procs {
+            if p.status.is_some() || !workers[p.worker].only_observes() {
+                continue;
+            }
+            let who = format!(
+                "observer '{}' process {} (pid {})",
+                workers[p.worker].name, p.index, p.pid
+            );
+            let pid = nix::unistd::Pid::from_raw(p.pid as i32);
+            match p.told_to_end {
+                None => {
+                    tracing::info!(
+                        "{who} still runs though every other worker has ended (the drain is \
+                         done; an observer holds no events): ending it"
+                    );
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                    p.told_to_end = Some((now, false));
+                }
+                Some((since, false)) if now.duration_since(since) >= OBSERVER_GRACE => {
+                    tracing::info!(
+                        "{who} did not end within {} s of being told to: killing it",
+                        OBSERVER_GRACE.as_secs()
+                    );
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    p.told_to_end = Some((since, true));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     /// While the run drains: the reason to kill the workers when no event has moved through
     /// any buffer for `drain_stall_seconds` while some wait to be read (a worker stuck for
     /// good would hold the stop, and so a service's run, for ever); `None` while events
@@ -1176,7 +1236,9 @@ impl Supervisor {
         if quiet < self.plan.drain_stall_seconds + delivering {
             return None;
         }
-        let live = |p: &&Proc| p.status.is_none() && p.restart_at.is_none();
+        // An observer being ended (`end_observers`) is not stuck: it has its grace.
+        let live =
+            |p: &&Proc| p.status.is_none() && p.restart_at.is_none() && p.told_to_end.is_none();
         // Readers wait for a live importer to end its buffers: it is the one stuck.
         let importer_lives = self.procs.iter().filter(live).any(|p| p.is_importer);
         let alive: Vec<String> = self
@@ -1303,7 +1365,15 @@ impl Supervisor {
                 }
                 if let Ok(Some(st)) = c.try_wait() {
                     p.status = Some(st);
-                    if !st.success() {
+                    if p.told_to_end.is_some() {
+                        tracing::info!(
+                            "observer '{}' process {} ended as told ({})",
+                            self.plan.workers[p.worker].name,
+                            p.index,
+                            describe(st)
+                        );
+                        finished.push(i);
+                    } else if !st.success() {
                         failed.push(i);
                     } else {
                         tracing::info!(

@@ -41,6 +41,22 @@ class UfuncError(RuntimeError):
     """The user's function returned something the template cannot use."""
 
 
+class _Ended(BaseException):
+    """Raised in an observer's function by SIGTERM: the supervisor ends the observers still
+    running once every other worker has ended (an observer that loops for ever would hold
+    the run). Not an Exception, so a user's `except Exception` lets it through."""
+
+
+def _end_on_sigterm():
+    """SIGTERM ends this (observer) process's function as a return would."""
+    import signal
+
+    def ended(signum, frame):
+        raise _Ended()
+
+    signal.signal(signal.SIGTERM, ended)
+
+
 class _Flag:
     """mimoCoRB2's `is_shutdown` (a shared value): `.value` is True once the stream ended."""
 

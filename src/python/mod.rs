@@ -234,8 +234,19 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize) -> Outcome {
                     buffers(plan, &w.observes),
                 ),
             )?;
+            // An observer still running once every other worker has ended is ended by the
+            // supervisor with SIGTERM: its function ends as a return would.
+            if w.only_observes() {
+                templates.call_method0("_end_on_sigterm")?;
+            }
             match function.call1((io,)) {
                 Ok(_) => {}
+                Err(e) if ended(py, &e) => tracing::info!(
+                    "worker '{}' process {process}: Python function '{}' ended on SIGTERM, \
+                     as an observer is told to once every other worker has ended",
+                    w.name,
+                    w.function
+                ),
                 Err(e) if done(py, &e) => tracing::info!(
                     "worker '{}' process {process}: Python function '{}' called sys.exit({}): \
                      it ended as a return ends it",
@@ -262,6 +273,13 @@ pub fn run_worker(plan: &Plan, w: &WorkerPlan, process: usize) -> Outcome {
             )),
         }
     })
+}
+
+/// True when `e` is `daq_engine._Ended`: the SIGTERM that ends an observer.
+fn ended(py: Python<'_>, e: &PyErr) -> bool {
+    py.import("daq_engine")
+        .and_then(|t| t.getattr("_Ended"))
+        .is_ok_and(|c| e.matches(py, c).unwrap_or(false))
 }
 
 /// True when `e` is `SystemExit` with the code 0 or None: `sys.exit()` or `sys.exit(0)`,

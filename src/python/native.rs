@@ -409,6 +409,8 @@ impl Io {
             if rings.iter().all(|o| o.ring().stats().closed) {
                 return Ok(None);
             }
+            // A SIGTERM (an observer told to end, see `_end_on_sigterm`) ends the wait.
+            py.check_signals()?;
             py.detach(|| std::thread::sleep(std::time::Duration::from_millis(20)));
         }
     }

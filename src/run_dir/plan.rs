@@ -138,6 +138,12 @@ impl WorkerPlan {
         self.sources.is_empty() && self.observes.is_empty()
     }
 
+    /// Whether it takes no events and is no importer: it only observes, so it holds no
+    /// event and nothing waits for it to drain.
+    pub fn only_observes(&self) -> bool {
+        self.sources.is_empty() && !self.observes.is_empty()
+    }
+
     /// Whether `other` does the same thing: all but the name, the process count and the
     /// placement (cores, priority, restart) alike.
     pub fn does_the_same(&self, other: &WorkerPlan) -> bool {
