@@ -1522,3 +1522,40 @@ Workers:
         );
     }
 }
+
+/// What a mimoCoRB2 worker says through `io.logger` (mimoCoRB2 logged INFO and up to a
+/// file) reaches the run log naming the worker: `info` was dropped (Python's logger stood
+/// at WARNING with no handler) and `warning` reached only the terminal.
+#[test]
+fn a_workers_logger_messages_reach_the_run_log_naming_it() {
+    let code = r#"
+import mimocorb2 as mi2
+
+def talker(buffer_io):
+    buffer_io.logger.info("talker starts")
+    n = 0
+    for _ in mi2.Exporter(buffer_io):
+        n += 1
+    buffer_io.logger.warning(f"talker saw {n} events")
+    buffer_io.logger.debug("talker whispers")
+"#;
+    let d = dir("logger");
+    stuck_setup(&d, ("talker", code), "never", "", 16, "n_events: 5");
+    let (code, stderr) = run_stuck(&d);
+    assert_eq!(code, 0, "{stderr}");
+    let log = std::fs::read_to_string(run_in(&d.join("runs")).join("daq-engine.log")).unwrap();
+    let line = |text: &str| log.lines().find(|l| l.contains(text)).unwrap_or_default();
+    let info = line("talker starts");
+    assert!(
+        info.contains("INFO") && info.contains("worker 'sink'"),
+        "{log}"
+    );
+    let warning = line("talker saw 5 events");
+    assert!(
+        warning.contains("WARN") && warning.contains("worker 'sink'"),
+        "{log}"
+    );
+    assert!(!log.contains("talker whispers"), "{log}");
+    // A warning is still shown on the terminal too.
+    assert!(stderr.contains("talker saw 5 events"), "{stderr}");
+}

@@ -57,6 +57,38 @@ def _end_on_sigterm():
     signal.signal(signal.SIGTERM, ended)
 
 
+class _RunLog(logging.Handler):
+    """Passes a worker's log records to the run log (daq-engine.log), naming the worker, as
+    mimoCoRB2 wrote them to its log file; WARNING and up also to the terminal, as before."""
+
+    def __init__(self, who):
+        super().__init__(logging.INFO)
+        self._who = who
+
+    def emit(self, record):
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        _daq_engine.log(record.levelno, f"{self._who}: {text}")
+        if record.levelno >= logging.WARNING:
+            import sys
+
+            print(text, file=sys.stderr)
+
+
+def _logger(native, name):
+    """The worker's `logger`: INFO and up reach the run log through `_RunLog`."""
+    parent = logging.getLogger("daq_engine")
+    if not any(isinstance(h, _RunLog) for h in parent.handlers):
+        parent.addHandler(_RunLog(native.who()))
+        parent.setLevel(logging.INFO)
+        # Python's last resort would print WARNING and up a second time.
+        parent.propagate = False
+    return logging.getLogger(f"daq_engine.{name}")
+
+
 class _Flag:
     """mimoCoRB2's `is_shutdown` (a shared value): `.value` is True once the stream ended."""
 
@@ -149,7 +181,7 @@ class BufferIO:
         self.config = dict(config)
         self.setup_dir = Path(setup_dir)
         self.run_dir = Path(run_dir)
-        self.logger = logging.getLogger(f"daq_engine.{name}")
+        self.logger = _logger(native, name)
         self.read = read
         self.write = write
         self.observe = observe

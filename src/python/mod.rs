@@ -473,5 +473,6 @@ fn probe_message(py: Python<'_>, e: &PyErr) -> (i32, String) {
 
 #[pymodule]
 fn _daq_engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<native::Io>()
+    m.add_class::<native::Io>()?;
+    m.add_function(pyo3::wrap_pyfunction!(native::log, m)?)
 }

@@ -415,6 +415,11 @@ impl Io {
         }
     }
 
+    /// `worker 'NAME' process K`, how the run log names this process (see `log`).
+    fn who(&self) -> String {
+        format!("worker '{}' process {}", self.worker.name, self.process)
+    }
+
     /// Runs the Importer: `next_event()` returns the next event as an array of exactly the
     /// sink's bytes, or None at the end. The engine's importer loop does the rest (counter,
     /// timestamp, dead time, run limits, pause, `drop`), as for a Rust Importer.
@@ -479,5 +484,20 @@ impl Importer for PyImporter {
                 }
             }
         })
+    }
+}
+
+/// Writes `text` to the run log at Python's logging level `level`: what a worker's `logger`
+/// says (`daq_engine._RunLog`, which names the worker in `text`). A function of the module,
+/// not of [`Io`]: a handler holding the `Io` would keep it, and the event it holds, alive
+/// after the worker function raised.
+#[pyfunction]
+pub fn log(level: i32, text: &str) {
+    // Python's levels: DEBUG 10, INFO 20, WARNING 30, ERROR 40, CRITICAL 50.
+    match level {
+        l if l >= 40 => tracing::error!("{text}"),
+        l if l >= 30 => tracing::warn!("{text}"),
+        l if l >= 20 => tracing::info!("{text}"),
+        _ => tracing::debug!("{text}"),
     }
 }
