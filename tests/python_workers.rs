@@ -1559,3 +1559,34 @@ def talker(buffer_io):
     // A warning is still shown on the terminal too.
     assert!(stderr.contains("talker saw 5 events"), "{stderr}");
 }
+
+/// `check` refuses a worker file whose import ends the process with status 0
+/// (`os._exit(0)`): it said OK, and the run "finished" with no event. One that ends it with
+/// another status is said to end while Python imports it, not to be a crashed library.
+#[test]
+fn check_refuses_a_python_file_that_ends_its_process_while_imported() {
+    let d = dir("check-exit");
+    for (status, said) in [("0", "exited with status 0"), ("1", "exited with status 1")] {
+        std::fs::write(
+            d.join("osexit.py"),
+            format!("import os\nos._exit({status})\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("setup.yaml"),
+            python_source_setup("osexit.py", "gen"),
+        )
+        .unwrap();
+        let (code, stderr) = daq(&d, &["check", "setup.yaml"]);
+        assert_eq!(code, 2, "os._exit({status}): {stderr}");
+        assert!(
+            stderr.contains("osexit.py")
+                && stderr.contains("worker 'source'")
+                && stderr.contains("ended while Python imported it")
+                && stderr.contains("function 'gen'")
+                && stderr.contains(said)
+                && !stderr.contains("library"),
+            "os._exit({status}): {stderr}"
+        );
+    }
+}

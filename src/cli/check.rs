@@ -97,7 +97,7 @@ const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Loads `library` in a child process first (`daq-engine __plugin-probe`), so that one that
 /// crashes or hangs while loading costs that process, not this one.
 fn probe_library(library: &Path) -> Result<(), Failed> {
-    probe(library, &["__plugin-probe", "--"], &[])
+    probe(library, Probing::Library, &["__plugin-probe", "--"], &[])
 }
 
 /// Imports the Python worker file `file` in a child process (`daq-engine __python-probe`),
@@ -107,7 +107,23 @@ fn probe_library(library: &Path) -> Result<(), Failed> {
 fn probe_python(file: &Path, function: &str, venv: Option<&Path>) -> Result<(), Failed> {
     let mut tail = vec![std::ffi::OsStr::new(function)];
     tail.extend(venv.map(Path::as_os_str));
-    probe(file, &["__python-probe", "--"], &tail)
+    probe(
+        file,
+        Probing::Python(function),
+        &["__python-probe", "--"],
+        &tail,
+    )
+}
+
+/// What a probe process loads.
+#[derive(Clone, Copy)]
+enum Probing<'a> {
+    /// A user library (`__plugin-probe`).
+    Library,
+    /// A Python worker file, for this function (`__python-probe`). It succeeded only when it
+    /// said [`crate::python::PROBE_FOUND`]: a file whose import ends the process with status
+    /// 0 (`os._exit(0)`) was taken as good, and its run "finished" with no event.
+    Python(&'a str),
 }
 
 /// A probe process that failed: how it exited, and what it printed (or why it did not end).
@@ -118,8 +134,14 @@ struct Failed {
     text: String,
 }
 
-/// Runs `daq-engine ARGS FILE TAIL` and returns what it printed when it failed.
-fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(), Failed> {
+/// Runs `daq-engine ARGS FILE TAIL`, which loads `library` as `kind` says, and returns
+/// what it printed when it failed.
+fn probe(
+    library: &Path,
+    kind: Probing<'_>,
+    args: &[&str],
+    tail: &[&std::ffi::OsStr],
+) -> Result<(), Failed> {
     let failed = |text: String| Failed { code: None, text };
     let exe = std::env::current_exe()
         .map_err(|e| failed(format!("cannot find daq-engine itself: {e}")))?;
@@ -128,20 +150,25 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(),
         .arg(library)
         .args(tail)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| failed(format!("cannot start the library probe: {e}")))?;
     // Read as it comes: a file that writes more than a pipe holds while it loads (a
     // package's warnings) would otherwise wait on the full pipe until the limit.
-    let said = child.stderr.take().map(|mut e| {
+    fn read_all(
+        from: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<String> {
         std::thread::spawn(move || {
-            use std::io::Read;
             let mut text = String::new();
-            let _ = e.read_to_string(&mut text);
+            if let Some(mut from) = from {
+                let _ = from.read_to_string(&mut text);
+            }
             text
         })
-    });
+    }
+    let said = read_all(child.stderr.take());
+    let printed = read_all(child.stdout.take());
     let t0 = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -160,20 +187,39 @@ fn probe(library: &Path, args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<(),
             }
         }
     };
-    if status.success() {
-        return Ok(());
+    let text = said.join().unwrap_or_default();
+    let printed = printed.join().unwrap_or_default();
+    let how = crate::engine::supervisor::describe(status);
+    match kind {
+        Probing::Library if status.success() => return Ok(()),
+        Probing::Python(_)
+            if status.success() && printed.lines().any(|l| l == crate::python::PROBE_FOUND) =>
+        {
+            return Ok(())
+        }
+        _ => {}
     }
-    let text = said.and_then(|t| t.join().ok()).unwrap_or_default();
-    Err(match status.code() {
-        Some(code) if !text.trim().is_empty() => Failed {
+    Err(match (status.code(), kind) {
+        (Some(code), _) if code != 0 && !text.trim().is_empty() => Failed {
             code: Some(code),
             text: text.trim().to_string(),
         },
-        _ => failed(format!(
-            "{}: the library crashed while loading ({})",
-            library.display(),
-            crate::engine::supervisor::describe(status)
+        (_, Probing::Library) => failed(format!(
+            "{}: the library crashed while loading ({how})",
+            library.display()
         )),
+        (_, Probing::Python(function)) => {
+            let said = match text.trim() {
+                "" => String::new(),
+                t => format!("; it printed:\n{t}"),
+            };
+            failed(format!(
+                "{}: the process ended while Python imported it ({how}), before daq-engine \
+                 could look for function '{function}' in it: a worker file must not end its \
+                 process when imported (`os._exit`, a crash in a package it imports){said}",
+                library.display()
+            ))
+        }
     })
 }
 

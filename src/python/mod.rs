@@ -302,6 +302,11 @@ pub const PROBE_FAILED_IN_FILE: i32 = 3;
 /// start, an error with no place in a file).
 pub const PROBE_NO_FUNCTION: i32 = 4;
 
+/// What `daq-engine __python-probe` prints on stdout, last, once it imported the file and
+/// found the function: a file whose import ends the process (`os._exit(0)`) exits with
+/// status 0 all the same, but without it.
+pub const PROBE_FOUND: &str = "daq-engine: the worker function was found";
+
 /// How `daq-engine __python-probe` ends when the venv it was given is none, or one of
 /// another Python: the setup's `python:` is the place to point at.
 pub const PROBE_BAD_VENV: i32 = 5;
@@ -324,7 +329,12 @@ pub fn probe(file: &Path, function: &str, venv: Option<&Path>) -> i32 {
             .import("daq_engine")
             .and_then(|t| t.call_method1("_load", (file.to_string_lossy(), function)));
         match loaded {
-            Ok(_) => 0,
+            Ok(_) => {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                let said = writeln!(out, "{PROBE_FOUND}").and_then(|()| out.flush());
+                i32::from(said.is_err())
+            }
             Err(e) => {
                 let (code, message) = probe_message(py, &e);
                 eprintln!("{message}");
