@@ -1590,3 +1590,57 @@ fn check_refuses_a_python_file_that_ends_its_process_while_imported() {
         );
     }
 }
+
+/// Each line a Python worker prints stays whole however many workers print at once (the
+/// README promises a line at a time): all workers shared one pipe, and Python writes a
+/// `print`'s text and its "\n" in two writes, so the lines of three workers came cut and
+/// glued ("worker raw event 17 endworker raw event 13 end", then an empty line).
+#[test]
+fn the_prints_of_several_workers_stay_whole_lines() {
+    let code = r#"
+import mimocorb2 as mi2
+
+def pr(buffer_io):
+    e = mi2.Exporter(buffer_io)
+    for n, _ in enumerate(e):
+        print(f"worker {e.reader.name} event {n} end")
+"#;
+    let d = dir("prints-whole");
+    std::fs::write(d.join("pr.py"), code).unwrap();
+    let readers: String = ["a", "b", "c"]
+        .iter()
+        .map(|w| format!("  {w}:\n    file: pr.py\n    function: pr\n    sources: [raw]\n"))
+        .collect();
+    std::fs::write(
+        d.join("setup.yaml"),
+        format!(
+            "target_directory: runs
+Buffers:
+  raw: {{slot_count: 64, data_length: 200, data_dtype: {{ch0: float32}}}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: 5000, realtime: true, n_events: 2000, pretrigger_samples: 4}}
+{readers}"
+        ),
+    )
+    .unwrap();
+    // Read as the run goes (`output`): a pipe nobody reads would drop lines at the terminal.
+    let (code, stderr) = daq(&d, &["setup.yaml", "--quiet"]);
+    assert_eq!(code, 0, "{stderr}");
+    let printed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("worker raw"))
+        .collect();
+    let whole = printed
+        .iter()
+        .filter(|l| {
+            let n = l
+                .strip_prefix("worker raw event ")
+                .and_then(|l| l.strip_suffix(" end"));
+            n.is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n < 2000))
+        })
+        .count();
+    assert_eq!((whole, printed.len()), (6000, 6000), "{stderr}");
+}

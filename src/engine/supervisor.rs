@@ -460,8 +460,8 @@ pub struct Supervisor {
     notify: super::notify::Notify,
     /// `options.alert_command`, run when a warning starts.
     alerts: super::alert::Alerts,
-    /// What the workers print, on its way to the terminal; `None` when no pipe could be
-    /// made (then they print onto the supervisor's stderr itself).
+    /// What the workers print, on its way to the terminal (a worker for which no pipe
+    /// could be made prints onto the supervisor's stderr itself); taken at the end.
     prints: Option<super::terminal::Prints>,
 }
 
@@ -624,9 +624,7 @@ impl Supervisor {
             disk: crate::export::disk::DiskWatch::new(plan_run_dir, (disk_reserve_mb * 1e6) as u64),
             notify: super::notify::Notify::from_env(),
             alerts,
-            prints: super::terminal::Prints::open()
-                .inspect_err(|e| tracing::warn!("no pipe for the workers' prints: {e}"))
-                .ok(),
+            prints: Some(super::terminal::Prints::new()),
         })
     }
 
@@ -733,7 +731,14 @@ impl Supervisor {
             Some(Ok((out, err))) => {
                 cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
             }
-            _ => {
+            found => {
+                if let Some(Err(e)) = found {
+                    tracing::warn!(
+                        "no pipe for the prints of worker '{}' process {index}: {e}; it \
+                         prints onto the terminal itself",
+                        w.name
+                    );
+                }
                 if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
                     cmd.stdout(Stdio::from(err));
                 }

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -79,43 +79,66 @@ pub fn drain(limit: Duration) {
 const LONGEST_LINE: usize = 64 * 1024;
 
 /// Where the workers' prints and messages go (a Python worker's `print`, a traceback, a
-/// failing worker's last words): a pipe whose write end is every worker's stdout and stderr,
-/// read by a thread of the supervisor that passes each line on through [`say`]. So a worker
-/// never waits for a terminal or pipe that nobody reads: before, each worker wrote to the
-/// supervisor's stderr itself and, once a pipe nobody read was full, waited in its `print`
-/// for ever while its buffer filled.
+/// failing worker's last words): a pipe per worker process, whose write end is its stdout
+/// and stderr, read by a thread of the supervisor that passes each line on through [`say`].
+/// So a worker never waits for a terminal or pipe that nobody reads: before, each worker
+/// wrote to the supervisor's stderr itself and, once a pipe nobody read was full, waited in
+/// its `print` for ever while its buffer filled. A pipe of its own per process keeps each
+/// line whole: in one pipe shared by all, Python's two writes of a `print` (its text, then
+/// its "\n") were cut apart by other workers' ("…event 17 endworker raw event 13 end").
 pub struct Prints {
-    write: OwnedFd,
-    /// Says when the thread has passed on everything (every write end is closed).
+    /// Each reading thread says here when it has passed on everything (its pipe's write
+    /// ends are closed).
+    ended: Sender<()>,
     done: Receiver<()>,
+    /// Reading threads started so far.
+    opened: AtomicU64,
 }
 
 impl Prints {
-    /// The pipe and its reading thread.
-    pub fn open() -> std::io::Result<Prints> {
+    /// No pipe yet: each worker process gets one from [`Prints::for_worker`].
+    pub fn new() -> Prints {
+        let (ended, done) = channel();
+        Prints {
+            ended,
+            done,
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    /// A worker process's stdout and stderr: the write end, twice, of a pipe of its own,
+    /// whose thread passes each line on.
+    pub fn for_worker(&self) -> std::io::Result<(OwnedFd, OwnedFd)> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let (tx, done) = channel();
+        let out = write.try_clone()?;
+        let ended = self.ended.clone();
         std::thread::Builder::new()
             .name("daq-prints".into())
             .spawn(move || {
                 pass_on(std::fs::File::from(read), say);
-                let _ = tx.send(());
+                let _ = ended.send(());
             })?;
-        Ok(Prints { write, done })
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok((out, write))
     }
 
-    /// A worker's stdout and stderr: the pipe's write end, twice.
-    pub fn for_worker(&self) -> std::io::Result<(OwnedFd, OwnedFd)> {
-        Ok((self.write.try_clone()?, self.write.try_clone()?))
-    }
-
-    /// Closes the supervisor's write end and waits at most `limit` for the lines still in
-    /// the pipe to be passed on: the thread ends once every worker that held the pipe has
-    /// ended (a process a worker left behind may hold it longer; then what it prints later
-    /// is not waited for).
+    /// Waits at most `limit` for the lines still in the pipes to be passed on: a pipe's
+    /// thread ends once its worker has ended (a process a worker left behind may hold it
+    /// longer; then what it prints later is not waited for).
     pub fn close(self, limit: Duration) {
-        drop(self.write);
-        let _ = self.done.recv_timeout(limit);
+        let deadline = Instant::now() + limit;
+        for _ in 0..self.opened.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.done.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+impl Default for Prints {
+    fn default() -> Prints {
+        Prints::new()
     }
 }
 
