@@ -7,6 +7,8 @@
 //! - The first SIGINT/SIGTERM (or a run limit) stops the Importers only; every buffer then
 //!   drains through the pipeline and every exporter closes its files; exit 0.
 //!   A second SIGINT aborts at once (SIGKILL to every worker; exit 1).
+//! - Observers hold no events: those still running once every other worker has ended are
+//!   ended (SIGTERM, SIGKILL after a grace), which is no failure.
 //! - A worker process that exits non-zero or is killed is named with its status; its held
 //!   slots are released, the producer stops waiting for it and what it wrote is closed, so
 //!   the rest drains; then the run ends with exit 1 — or the process is started again when
