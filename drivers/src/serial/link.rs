@@ -74,6 +74,16 @@ pub enum LineUse<T> {
     Record(T),
 }
 
+/// Bytes that came with one read of the port (see [`SerialLink::read_up_to`]).
+pub struct Arrived<'a> {
+    /// Stream offset of `bytes[0]`.
+    pub offset: u64,
+    /// The bytes, consumed.
+    pub bytes: &'a [u8],
+    /// When the read that brought them returned.
+    pub at: Instant,
+}
+
 /// An open serial port with a fixed read buffer.
 pub struct SerialLink {
     settings: PortSettings,
@@ -87,6 +97,12 @@ pub struct SerialLink {
     offset: u64,
     /// Set after an over-long line: drop bytes up to the next newline.
     skip_to_newline: bool,
+    /// When the last read from the port brought bytes: every byte buffered arrived then or
+    /// earlier (see [`SerialLink::read_up_to`]).
+    filled_at: Instant,
+    /// What the disconnect said, kept for the calls after it (a line reader first reports
+    /// the unterminated line the disconnect cut off, then this).
+    lost_detail: Option<String>,
     /// First bytes of the last line or reply a driver refused: `rejected[..rejected_len]`.
     rejected: [u8; REJECTED_BYTES],
     /// Invariant: `rejected_len <= REJECTED_BYTES`.
@@ -138,6 +154,8 @@ impl SerialLink {
             end: 0,
             offset: 0,
             skip_to_newline: false,
+            filled_at: Instant::now(),
+            lost_detail: None,
             rejected: [0; REJECTED_BYTES],
             rejected_len: 0,
             backoff,
@@ -180,6 +198,12 @@ impl SerialLink {
         rejected[..*len].copy_from_slice(&bytes[..*len]);
     }
 
+    /// Keeps the first bytes of something a driver refused that is no longer in the buffer
+    /// (a heartbeat frame's first bytes it held) as [`SerialLink::rejected`].
+    pub fn note_rejected(&mut self, bytes: &[u8]) {
+        Self::keep_rejected(&mut self.rejected, &mut self.rejected_len, bytes);
+    }
+
     /// Drops the bytes buffered so far (a partial or garbled reply), keeping their first
     /// bytes as [`SerialLink::rejected`], so the next read starts with what the device sends
     /// next. Returns how many were dropped.
@@ -217,6 +241,7 @@ impl SerialLink {
     }
 
     fn disconnected(&mut self, detail: String) -> DriverError {
+        self.lost_detail = Some(detail.clone());
         if self.port.take().is_some() {
             self.stats.disconnects += 1;
             self.lost_at = Some(Instant::now());
@@ -231,9 +256,13 @@ impl SerialLink {
 
     fn port(&mut self) -> Result<&mut TTYPort, DriverError> {
         if self.port.is_none() {
+            let detail = match &self.lost_detail {
+                Some(d) => format!("{d}; the port is closed since, call reconnect"),
+                None => "port is closed since the device vanished; call reconnect".into(),
+            };
             return Err(DriverError::Disconnected {
                 device: self.device.clone(),
-                detail: "port is closed since the device vanished; call reconnect".into(),
+                detail,
             });
         }
         Ok(self.port.as_mut().expect("checked above"))
@@ -337,6 +366,7 @@ impl SerialLink {
                 }
                 Ok(n) => {
                     self.end += n;
+                    self.filled_at = Instant::now();
                     return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -377,6 +407,30 @@ impl SerialLink {
         self.consume(n);
         // consume() may reset start/end to 0 but never touches the bytes themselves.
         Ok(Some((offset, &self.buf[at..at + n])))
+    }
+
+    /// Waits at most `timeout` for at least one byte and returns at most `n` of the buffered
+    /// bytes, consumed, with their stream offset and when they arrived (the time of the read
+    /// that brought them). Reads the port only when nothing is buffered, so all the bytes
+    /// returned came with one read; `Ok(None)` on timeout. For streams whose framing rests on
+    /// timing (the GMC heartbeat).
+    pub fn read_up_to(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Option<Arrived<'_>>, DriverError> {
+        if self.start == self.end && !self.fill(Instant::now() + timeout)? {
+            return Ok(None);
+        }
+        let n = n.min(self.end - self.start);
+        let (at, offset) = (self.start, self.offset);
+        self.consume(n);
+        // consume() may reset start/end to 0 but never touches the bytes themselves.
+        Ok(Some(Arrived {
+            offset,
+            bytes: &self.buf[at..at + n],
+            at: self.filled_at,
+        }))
     }
 
     /// Reads a reply of unknown length: at least `min` bytes, then until no byte arrived for
@@ -501,10 +555,69 @@ impl SerialLink {
                     });
                 }
             }
-            if !self.fill(deadline)? {
-                return Ok(None);
+            match self.fill(deadline) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e @ DriverError::Disconnected { .. }) => {
+                    // Report the line the disconnect cut off first; the next call says
+                    // the device is gone.
+                    return Err(self.cut_line("at the disconnect").unwrap_or(e));
+                }
+                Err(e) => return Err(e),
             }
             // fill() may have compacted the buffer; `searched` counts from start, still valid.
+        }
+    }
+
+    /// The bytes after the last line end in the buffer — a line the stop or a disconnect cut
+    /// off — dropped and kept as [`SerialLink::rejected`], as a [`DriverError::Protocol`]
+    /// at their offset saying how many there were and `when` they were cut. Such a line is
+    /// never taken as a record, even when it parses: it may be cut short (`0.1` of `0.11`).
+    /// `None` when there are none, or they are the rest of an over-long line already
+    /// reported. Whole lines before them (read at the stop, so after it) are dropped too.
+    fn cut_line(&mut self, when: &str) -> Option<DriverError> {
+        let held = &self.buf[self.start..self.end];
+        let tail = held.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let (total, n) = (held.len(), held.len() - tail);
+        if n == 0 {
+            return None;
+        }
+        let offset = self.offset + tail as u64;
+        let skipping = self.skip_to_newline && tail == 0;
+        if !skipping {
+            Self::keep_rejected(
+                &mut self.rejected,
+                &mut self.rejected_len,
+                &self.buf[self.start + tail..self.end],
+            );
+        }
+        self.consume(total);
+        self.skip_to_newline = false;
+        (!skipping).then(|| DriverError::Protocol {
+            device: self.device.clone(),
+            offset,
+            detail: format!(
+                "{n} byte(s) without a line end discarded {when}: a line cut off there may \
+                 be cut short, so it is not taken as a record"
+            ),
+        })
+    }
+
+    /// At the stop of a line device: reads what has arrived and is still waiting (without
+    /// waiting for more), then reports a last line without its line end as
+    /// [`DriverError::Protocol`] (see `cut_line`), so it is counted as bad data instead of
+    /// vanishing. Whole lines read here came after the stop and are left unread.
+    pub fn end_lines(&mut self) -> Result<(), DriverError> {
+        while self.port.is_some() {
+            match self.fill(Instant::now() + Duration::from_millis(1)) {
+                Ok(true) => {}
+                Ok(false) | Err(DriverError::Disconnected { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        match self.cut_line("at the stop") {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -540,6 +653,7 @@ impl SerialLink {
                 self.end = 0;
                 self.offset = 0;
                 self.skip_to_newline = false;
+                self.lost_detail = None;
                 self.stats.reconnects += 1;
                 if let Some(lost) = self.lost_at.take() {
                     self.stats.gap_seconds += lost.elapsed().as_secs_f64();

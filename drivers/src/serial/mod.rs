@@ -20,6 +20,6 @@ pub mod scan;
 pub mod simclock;
 pub mod text;
 
-pub use link::{Backoff, LineUse, LinkStats, PortSettings, SerialLink};
+pub use link::{Arrived, Backoff, LineUse, LinkStats, PortSettings, SerialLink};
 pub use pty::{ScriptedDevice, SimulatedDevice, SimulatorHandle, Wire};
 pub use scan::{scan, scan_in, scan_summary, usb_identity};
