@@ -468,3 +468,106 @@ fn after_a_short_poll_reply_the_next_polls_are_in_step() {
         "every whole reply, none shifted by the stale byte"
     );
 }
+
+/// A GMC-320 that, once its heartbeat runs, writes one stray byte 0x55 right after its
+/// second frame (line noise, as the tester's fake device did).
+struct StrayAfterSecondFrame {
+    inner: gmc::simulator::GmcDevice,
+    beating: bool,
+    /// Heartbeat bytes sent so far (the stray one not counted).
+    sent: usize,
+    stray_sent: bool,
+}
+
+impl daq_drivers::serial::SimulatedDevice for StrayAfterSecondFrame {
+    fn receive(&mut self, bytes: &[u8], now: Duration, out: &mut Vec<u8>) {
+        self.inner.receive(bytes, now, out);
+        if bytes.windows(13).any(|w| w == b"<HEARTBEAT1>>") {
+            self.beating = true;
+        }
+    }
+    fn advance(&mut self, now: Duration, out: &mut Vec<u8>) {
+        let from = out.len();
+        self.inner.advance(now, out);
+        if !self.beating {
+            return;
+        }
+        let new = out.len() - from;
+        if !self.stray_sent && self.sent + new >= 4 {
+            out.insert(from + (4 - self.sent), 0x55);
+            self.stray_sent = true;
+        }
+        self.sent += new;
+    }
+    fn next_wakeup(&self) -> Option<Duration> {
+        self.inner.next_wakeup()
+    }
+}
+
+/// One stray byte in the heartbeat stream: the frame it would shift straddles the pause
+/// before the next heartbeat, so that byte is refused once (at its offset, as rejected
+/// bytes) and every count before and after it is the one the device sent. The reserved
+/// bits 15–14 are set on every frame, so they cannot be what re-synchronises.
+#[test]
+fn a_stray_heartbeat_byte_is_refused_once_and_the_counts_stay_in_step() {
+    use daq_drivers::serial::SimulatorHandle;
+    let (seed, cps) = (11, 5.0);
+    let sim_cfg = GmcSimConfig {
+        model: GmcModel::Gmc320,
+        cps,
+        seed,
+        // Heartbeats 400 ms apart, against a 150 ms gap rule: the test takes ~3 s.
+        second: Duration::from_millis(400),
+        reserved_bits: 0xC000,
+        ..Default::default()
+    };
+    let sim = SimulatorHandle::start("stray", move |_| {
+        Box::new(StrayAfterSecondFrame {
+            inner: gmc::simulator::GmcDevice::new(sim_cfg.clone()),
+            beating: false,
+            sent: 0,
+            stray_sent: false,
+        })
+    })
+    .unwrap();
+    let mut dev = gmc::open(GmcConfig {
+        path: sim.path().to_path_buf(),
+        baud: Some(115200),
+        heartbeat_gap: Duration::from_millis(150),
+        ..GmcConfig::default()
+    })
+    .unwrap();
+    let first_frame = dev.link().offset();
+    dev.start().unwrap();
+    let mut out = [0u8; 4];
+    let (mut got, mut refused) = (Vec::new(), Vec::new());
+    let mut idle = 0;
+    while got.len() < 6 {
+        match dev.read_event(&mut out, Duration::from_millis(500)) {
+            Ok(ReadOutcome::Event(_)) => got.push(u32::from_le_bytes(out)),
+            Ok(_) => {
+                idle += 1;
+                assert!(idle < 10, "simulator stopped sending");
+            }
+            Err(DriverError::Protocol { offset, detail, .. }) => {
+                refused.push((offset, detail, dev.rejected_bytes().to_vec()))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    dev.stop().unwrap();
+    let all = gmc::counts_for_seed(seed, cps, 400);
+    assert!(
+        find_window(&all, &got).is_some(),
+        "received counts {got:?} are not a run of the generated ones {:?}",
+        &all[..12]
+    );
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (offset, detail, bytes) = &refused[0];
+    assert_eq!(*offset, first_frame + 4, "{detail}");
+    assert_eq!(bytes, &[0x55]);
+    assert!(
+        detail.contains("heartbeat out of step: 1 byte(s)"),
+        "{detail}"
+    );
+}

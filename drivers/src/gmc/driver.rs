@@ -3,13 +3,16 @@
 //!
 //! Guarantees: one event per heartbeat frame (field `cps: u4`, counts in that device second)
 //! or per poll (field `cpm: u4`); a reply of the wrong size or a missing poll reply is an
-//! error with the byte offset, never a zero count. The reading loop allocates nothing. Must
+//! error with the byte offset, never a zero count. A heartbeat frame whose bytes straddle
+//! the pause between two heartbeats (a stray or lost byte) is an error at the offset of its
+//! early bytes, which are dropped, so the next frames are in step again
+//! ([`HeartbeatFramer`]). The reading loop allocates nothing. Must
 //! never: leave the heartbeat running after `stop`, or trust the VID alone for the model.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, cmd, CountWidth, GmcError, Version};
+use super::protocol::{self, cmd, CountWidth, GmcError, HeartbeatFramer, Version};
 use crate::driver::Result;
 use crate::serial::{Backoff, PortSettings, SerialLink};
 use crate::{DeviceInfo, DriverError, EventInfo, EventLayout, Family, ReadOutcome, Source};
@@ -43,6 +46,10 @@ pub struct GmcConfig {
     pub reply_timeout: Duration,
     /// How long to drain input after `<HEARTBEAT0>>` on connect.
     pub settle: Duration,
+    /// In heartbeat mode, a pause longer than this inside a frame means its bytes belong to
+    /// different heartbeats ([`HeartbeatFramer::GAP`], half the 1 s period; shorter only
+    /// for simulators that run faster than real time).
+    pub heartbeat_gap: Duration,
     /// Reconnect backoff.
     pub backoff: Backoff,
 }
@@ -56,6 +63,7 @@ impl Default for GmcConfig {
             width: None,
             reply_timeout: Duration::from_millis(500),
             settle: Duration::from_millis(100),
+            heartbeat_gap: HeartbeatFramer::GAP,
             backoff: Backoff::default(),
         }
     }
@@ -78,6 +86,9 @@ pub struct Gmc {
     facts: Vec<(String, String)>,
     running: bool,
     next_poll: Instant,
+    /// Heartbeat frames by arrival time; arrival times count from `epoch`.
+    framer: HeartbeatFramer,
+    epoch: Instant,
     events: u64,
 }
 
@@ -252,6 +263,8 @@ pub fn open(config: GmcConfig) -> Result<Gmc, DriverError> {
         facts,
         running: false,
         next_poll: Instant::now(),
+        framer: HeartbeatFramer::new(width),
+        epoch: Instant::now(),
         events: 0,
         link,
         cfg: config,
@@ -273,6 +286,41 @@ impl Gmc {
     pub fn link(&self) -> &SerialLink {
         &self.link
     }
+
+    /// Heartbeat mode's `read_event`: hands the bytes to the framer as they arrive, with the
+    /// time of the read that brought them, until a frame is whole (an event) or out of step
+    /// (its early bytes refused, with their offset).
+    fn next_heartbeat(&mut self, out: &mut [u8], timeout: Duration) -> Result<ReadOutcome> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((_, value)) = self.framer.frame() {
+                out.copy_from_slice(&value.to_le_bytes());
+                self.events += 1;
+                return Ok(ReadOutcome::Event(EventInfo::default()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(got) = self.link.read_up_to(self.framer.wants(), left)? else {
+                return Ok(ReadOutcome::Idle);
+            };
+            let at = got.at.saturating_duration_since(self.epoch);
+            let gap = self.cfg.heartbeat_gap;
+            if let Err(m) = self.framer.push(got.bytes, got.offset, at, gap) {
+                self.link.note_rejected(&m.bytes[..m.len]);
+                return Err(DriverError::Protocol {
+                    device: self.link.device().to_string(),
+                    offset: m.offset,
+                    detail: format!(
+                        "heartbeat out of step: {} byte(s) came {:.3} s before the next ones, \
+                         so they are not part of the next {}-byte frame (a stray or lost byte \
+                         on the line); dropped, the counts go on in step",
+                        m.len,
+                        m.early_by.as_secs_f64(),
+                        self.width.bytes()
+                    ),
+                });
+            }
+        }
+    }
 }
 
 impl Source for Gmc {
@@ -282,7 +330,10 @@ impl Source for Gmc {
 
     fn start(&mut self) -> Result<()> {
         match self.cfg.mode {
-            GmcMode::Heartbeat => self.link.write_all(cmd::HEARTBEAT1)?,
+            GmcMode::Heartbeat => {
+                self.framer.reset();
+                self.link.write_all(cmd::HEARTBEAT1)?
+            }
             GmcMode::PollCpm { .. } => self.next_poll = Instant::now(),
         }
         self.running = true;
@@ -300,11 +351,8 @@ impl Source for Gmc {
             });
         }
         let n = self.width.bytes();
-        let (offset, bytes, heartbeat) = match self.cfg.mode {
-            GmcMode::Heartbeat => match self.link.read_exact(n, timeout)? {
-                Some((o, b)) => (o, b, true),
-                None => return Ok(ReadOutcome::Idle),
-            },
+        let (offset, bytes) = match self.cfg.mode {
+            GmcMode::Heartbeat => return self.next_heartbeat(out, timeout),
             GmcMode::PollCpm { interval } => {
                 let now = Instant::now();
                 if self.next_poll > now {
@@ -322,7 +370,7 @@ impl Source for Gmc {
                 self.link.write_all(cmd::GETCPM)?;
                 let t = self.cfg.reply_timeout;
                 match self.link.read_exact(n, t)? {
-                    Some((o, b)) => (o, b, false),
+                    Some((o, b)) => (o, b),
                     None => {
                         let offset = self.link.offset();
                         let got = self.link.reject_buffered();
@@ -338,7 +386,7 @@ impl Source for Gmc {
                 }
             }
         };
-        let value = protocol::decode_count(bytes, self.width, heartbeat).map_err(|e| {
+        let value = protocol::decode_count(bytes, self.width, false).map_err(|e| {
             DriverError::Protocol {
                 device: self.link.device().to_string(),
                 offset,
@@ -376,6 +424,7 @@ impl Source for Gmc {
                 ),
             });
         }
+        self.framer.reset();
         if self.running {
             self.start()?;
         }

@@ -228,6 +228,123 @@ pub fn encode_count(value: u32, width: CountWidth, reserved: u16, out: &mut Vec<
     }
 }
 
+/// Heartbeat bytes that are not a frame: the first bytes of a frame arrived more than
+/// [`HeartbeatFramer::GAP`] before the rest, so they belong to another second (a stray byte
+/// on the line, or a byte lost from a frame) and were dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Misaligned {
+    /// Stream offset of the first dropped byte.
+    pub offset: u64,
+    /// The dropped bytes: `bytes[..len]`.
+    pub bytes: [u8; 4],
+    /// How many were dropped (1..width).
+    pub len: usize,
+    /// How long before the next byte they arrived.
+    pub early_by: std::time::Duration,
+}
+
+/// Cuts the `<HEARTBEAT1>>` stream into count frames by arrival time. The stream has no
+/// marker to re-synchronise on: the reserved bits 15–14 of a 2-byte frame may be set by the
+/// device (RFC1201 says only that they are reserved), and a 4-byte frame has none. What it
+/// has is timing: the device sends one frame a second, its bytes together (2 or 4 bytes,
+/// well under a millisecond on the line), so a frame whose bytes straddle the pause between
+/// two heartbeats is out of step. The framer drops the early bytes and starts the frame
+/// again with the late ones, so one stray byte costs one refused fragment, not every count
+/// after it.
+///
+/// Pure: arrival times come in as durations on any clock (the driver's reads, or a test's
+/// numbers). Limit: a stray byte that arrives together with the next frame still forms a
+/// frame with its first byte (one wrong count); the byte left over is then caught at the
+/// next pause.
+#[derive(Clone, Debug)]
+pub struct HeartbeatFramer {
+    width: CountWidth,
+    /// The frame so far: `held[..held_len]`; invariant `held_len < width.bytes()` between
+    /// calls, except while a whole frame waits in [`HeartbeatFramer::frame`].
+    held: [u8; 4],
+    held_len: usize,
+    /// Stream offset of `held[0]`.
+    held_offset: u64,
+    /// When the last held byte arrived.
+    held_at: std::time::Duration,
+}
+
+impl HeartbeatFramer {
+    /// A pause longer than this between bytes of one frame means they belong to different
+    /// heartbeats: half the 1 s period, far above the time a frame takes on the line and a
+    /// USB-serial chip's latency.
+    pub const GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
+    /// A framer at the start of the stream.
+    pub fn new(width: CountWidth) -> HeartbeatFramer {
+        HeartbeatFramer {
+            width,
+            held: [0; 4],
+            held_len: 0,
+            held_offset: 0,
+            held_at: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Forgets a partial frame (a new stream: after a reconnect or a new `<HEARTBEAT1>>`).
+    pub fn reset(&mut self) {
+        self.held_len = 0;
+    }
+
+    /// How many bytes the frame still needs (0 when a whole one waits in `frame`).
+    pub fn wants(&self) -> usize {
+        self.width.bytes() - self.held_len
+    }
+
+    /// Takes bytes (at most [`HeartbeatFramer::wants`]; more are ignored) that arrived
+    /// together at `at`, the first at stream offset `offset`. With `gap` between the held
+    /// bytes and these, the held ones are dropped and returned as [`Misaligned`]; these
+    /// start the frame afresh.
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        offset: u64,
+        at: std::time::Duration,
+        gap: std::time::Duration,
+    ) -> Result<(), Misaligned> {
+        let bytes = &bytes[..bytes.len().min(self.wants())];
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut dropped = None;
+        let early_by = at.saturating_sub(self.held_at);
+        if self.held_len > 0 && early_by > gap {
+            dropped = Some(Misaligned {
+                offset: self.held_offset,
+                bytes: self.held,
+                len: self.held_len,
+                early_by,
+            });
+            self.held_len = 0;
+        }
+        if self.held_len == 0 {
+            self.held_offset = offset;
+        }
+        self.held[self.held_len..self.held_len + bytes.len()].copy_from_slice(bytes);
+        self.held_len += bytes.len();
+        self.held_at = at;
+        dropped.map_or(Ok(()), Err)
+    }
+
+    /// The next whole frame, decoded (2-byte counts masked to 14 bits), with its stream
+    /// offset; `None` until one is complete.
+    pub fn frame(&mut self) -> Option<(u64, u32)> {
+        if self.wants() > 0 {
+            return None;
+        }
+        self.held_len = 0;
+        let bytes = &self.held[..self.width.bytes()];
+        decode_count(bytes, self.width, true)
+            .ok()
+            .map(|v| (self.held_offset, v))
+    }
+}
+
 /// A decoded GETVER reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -452,6 +569,83 @@ mod tests {
         let mut out = Vec::new();
         encode_datetime(&c, &mut out);
         assert_eq!(out, [24, 6, 30, 23, 59, 58, 0xAA]);
+    }
+
+    /// Feeds `bursts` (bytes arriving together at a time in ms, offsets counted on) the way
+    /// the driver does, at most `wants()` bytes at a time; returns the counts and the
+    /// dropped fragments as (offset, bytes).
+    fn frame_bursts(width: CountWidth, bursts: &[(u64, &[u8])]) -> (Vec<u32>, Vec<(u64, Vec<u8>)>) {
+        use std::time::Duration;
+        let mut f = HeartbeatFramer::new(width);
+        let (mut counts, mut dropped) = (Vec::new(), Vec::new());
+        let mut offset = 0u64;
+        for &(ms, burst) in bursts {
+            let mut rest = burst;
+            while !rest.is_empty() {
+                let n = f.wants().min(rest.len());
+                let at = Duration::from_millis(ms);
+                if let Err(m) = f.push(&rest[..n], offset, at, HeartbeatFramer::GAP) {
+                    dropped.push((m.offset, m.bytes[..m.len].to_vec()));
+                }
+                offset += n as u64;
+                rest = &rest[n..];
+                if let Some((_, v)) = f.frame() {
+                    counts.push(v);
+                }
+            }
+        }
+        (counts, dropped)
+    }
+
+    /// The tester's stream: cps 3, 4, then a stray 0x55 right after the second frame, then
+    /// 5, 6, 7, 3, one frame a second, reserved bits set. The stray byte straddles the pause
+    /// before the third heartbeat: it alone is dropped, at its offset, and no count is
+    /// wrong. A stray byte that arrives together with the next frame costs that one frame
+    /// (the documented limit) and is caught at the next pause.
+    #[test]
+    fn heartbeat_framer_resyncs_on_the_pause_after_a_stray_byte() {
+        let two = CountWidth::Two;
+        let f = |v: u16| (v | 0xC000).to_be_bytes();
+        let (b3, b4, b5, b6, b7) = (f(3), f(4), f(5), f(6), f(7));
+        let stray_after = [b4[0], b4[1], 0x55];
+        let bursts: [(u64, &[u8]); 6] = [
+            (1000, &b3),
+            (2000, &stray_after),
+            (3000, &b5),
+            (4000, &b6),
+            (5000, &b7),
+            (6000, &b3),
+        ];
+        let (counts, dropped) = frame_bursts(two, &bursts);
+        assert_eq!(counts, [3, 4, 5, 6, 7, 3]);
+        assert_eq!(dropped, [(4, vec![0x55])]);
+        // The stray byte alone, 10 ms after its frame: the same.
+        let bursts: [(u64, &[u8]); 4] = [(1000, &b3), (2000, &b4), (2010, &[0x55]), (3000, &b5)];
+        let (counts, dropped) = frame_bursts(two, &bursts);
+        assert_eq!(counts, [3, 4, 5]);
+        assert_eq!(dropped, [(4, vec![0x55])]);
+        // Together with the next frame: one wrong frame, then in step from the next pause.
+        let stray_before = [0x55, b5[0], b5[1]];
+        let bursts: [(u64, &[u8]); 4] =
+            [(1000, &b3), (2000, &stray_before), (3000, &b6), (4000, &b7)];
+        let (counts, dropped) = frame_bursts(two, &bursts);
+        let glued = u32::from(u16::from_be_bytes([0x55, b5[0]]) & HEARTBEAT14_MASK);
+        assert_eq!(counts, [3, glued, 6, 7]);
+        assert_eq!(dropped, [(4, vec![b5[1]])]);
+        // A lost byte: the frame's lone half is dropped, not glued to the next frame.
+        let bursts: [(u64, &[u8]); 3] = [(1000, &b3), (2000, &b4[..1]), (3000, &b5)];
+        let (counts, dropped) = frame_bursts(two, &bursts);
+        assert_eq!(counts, [3, 5]);
+        assert_eq!(dropped, [(2, vec![b4[0]])]);
+        // 4-byte frames, several read together after a slow read: no false alarm.
+        let mut late = Vec::new();
+        for v in [9u32, 10, 11] {
+            late.extend_from_slice(&v.to_be_bytes());
+        }
+        let bursts: [(u64, &[u8]); 2] = [(1000, &8u32.to_be_bytes()), (4000, &late)];
+        let (counts, dropped) = frame_bursts(CountWidth::Four, &bursts);
+        assert_eq!(counts, [8, 9, 10, 11]);
+        assert!(dropped.is_empty());
     }
 
     proptest! {
