@@ -172,6 +172,74 @@ fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
         other => panic!("{other:?}"),
     }
     assert_eq!(refused_at(dev.read_event(&mut out, t)), 90);
+    // The log shows the refused line, not the one refused before it.
+    assert_eq!(
+        dev.rejected_bytes().escape_ascii().to_string(),
+        "3 400 70 25.00 12 22.10"
+    );
+}
+
+/// A v2 detector reset mid-run (a brown-out): it prints its header and name line again and
+/// numbers its events from 1 again. That is a restart, said in the run metadata: the name
+/// line is the name, every event is kept, nothing is bad data.
+#[test]
+fn a_v2_detector_that_restarts_mid_run_keeps_its_name_and_every_event() {
+    let gen = CosmicWatchGen::new(&CosmicWatchSimConfig {
+        name: "Alice".into(),
+        ..Default::default()
+    });
+    let mut script = String::new();
+    gen.header(&mut script);
+    let event = |n: u64| format!("{n} {} 312 87.25 {} 23.41\r\n", 1000 * n, 10 * n);
+    (1..=5).for_each(|n| script.push_str(&event(n)));
+    let restart_at = script.len();
+    gen.header(&mut script);
+    let first_after = script.len() as u64;
+    (1..=3).for_each(|n| script.push_str(&event(n)));
+    let sim = daq_drivers::serial::SimulatorHandle::start("restart", move |_| {
+        Box::new(daq_drivers::serial::ScriptedDevice::new(script.clone()))
+    })
+    .unwrap();
+    let mut dev = cosmicwatch::open(CosmicWatchConfig {
+        path: sim.path().into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut out = [0u8; 34];
+    let mut numbers = Vec::new();
+    let mut idle = 0;
+    while numbers.len() < 8 {
+        match dev.read_event(&mut out, Duration::from_millis(500)) {
+            Ok(ReadOutcome::Event(info)) => {
+                assert_eq!(info.device_lost, 0);
+                numbers.push(u64_at(&out, 0));
+            }
+            Ok(_) => {
+                idle += 1;
+                assert!(idle < 4, "only {numbers:?} arrived");
+            }
+            Err(e) => panic!(
+                "{e}; first bytes {:?}",
+                String::from_utf8_lossy(dev.rejected_bytes())
+            ),
+        }
+    }
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 1, 2, 3]);
+    assert_eq!(dev.name(), Some("Alice"));
+    let meta = dev.run_metadata();
+    assert!(
+        meta.contains(&("cosmicwatch_restarts".into(), "1".into())),
+        "{meta:?}"
+    );
+    let said = &meta
+        .iter()
+        .find(|(k, _)| k == "cosmicwatch_last_restart")
+        .unwrap_or_else(|| panic!("no restart in {meta:?} (header at byte {restart_at})"))
+        .1;
+    assert!(
+        said.starts_with(&format!("at byte {first_after}: ")) && said.contains("after event 5"),
+        "{said}"
+    );
 }
 
 /// Throughput through the pty (measurement, not a check): run with

@@ -11,9 +11,13 @@
 //!
 //! Guarantees: header, name, comment and housekeeping lines make no event; a line that does
 //! not parse, or an event number that goes backwards, is a [`DriverError::Protocol`] with the
-//! byte offset, and the next read starts at the next line (the numbering follows the new
-//! numbers). The reading loop allocates nothing (housekeeping text goes into a buffer
-//! reserved at open). Must never: send anything to the detector.
+//! byte offset, the refused line's first bytes kept for the log, and the next read starts at
+//! the next line (the numbering follows the new numbers). A v2 detector that prints its
+//! header again (a reset or brown-out) and then numbers from the start again restarted: its
+//! name line is read as the name, its events are kept, and the restart is counted in the
+//! run metadata (`cosmicwatch_restarts`, `cosmicwatch_last_restart`). The reading loop
+//! allocates nothing (housekeeping text goes into a buffer reserved at open). Must never:
+//! send anything to the detector.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +76,12 @@ pub struct CosmicWatch {
     last_event: Option<u64>,
     /// True until the first line after the header of a (re)started detector was seen.
     expect_name: bool,
+    /// Since the last event, a v2 header line came: the detector may have restarted.
+    header_since_event: bool,
+    /// Restarts seen mid-run (header, then numbering from the start again).
+    restarts: u64,
+    /// The latest restart: byte offset of its first event, and the event number before it.
+    last_restart: Option<(u64, u64)>,
     /// Last cumulative dead time, seconds.
     last_dead: f64,
     events: u64,
@@ -137,6 +147,9 @@ pub fn open(config: CosmicWatchConfig) -> Result<CosmicWatch, DriverError> {
         housekeeping: String::with_capacity(HK_CAPACITY),
         last_event: None,
         expect_name: true,
+        header_since_event: false,
+        restarts: 0,
+        last_restart: None,
         last_dead: 0.0,
         events: 0,
         lost: 0,
@@ -160,28 +173,52 @@ impl CosmicWatch {
     pub fn link(&self) -> &SerialLink {
         &self.link
     }
+}
 
-    /// Checks the event number sequence; returns how many numbers were skipped.
-    fn sequence(&mut self, event: u64, offset: u64) -> Result<u64, DriverError> {
-        let lost = match self.last_event {
-            Some(prev) if event <= prev => {
-                // Follow the new numbering: this line is refused, the next ones are not.
-                self.last_event = Some(event);
-                return Err(DriverError::Protocol {
-                    device: self.info.port.clone(),
-                    offset,
-                    detail: format!(
-                        "event number {event} after {prev}: the detector restarted or lines \
-                         were merged; if it rebooted, reconnect"
-                    ),
-                });
-            }
-            Some(prev) => event - prev - 1,
-            None => 0,
-        };
-        self.last_event = Some(event);
-        Ok(lost)
-    }
+/// What the event numbering says of an event: how many numbers were skipped before it.
+/// A number not above the previous one is refused, unless a header came since the previous
+/// event (a v2 detector printing its header again restarted): then the numbering starts
+/// afresh and the restart is counted. Either way the numbering follows the new numbers.
+fn sequence(
+    seq: &mut Sequence<'_>,
+    event: u64,
+    offset: u64,
+    port: &str,
+) -> Result<u64, DriverError> {
+    let lost = match *seq.last_event {
+        Some(prev) if event <= prev && *seq.header_since_event => {
+            *seq.restarts += 1;
+            *seq.last_restart = Some((offset, prev));
+            *seq.last_dead = 0.0;
+            event.saturating_sub(1)
+        }
+        Some(prev) if event <= prev => {
+            // Follow the new numbering: this line is refused, the next ones are not.
+            *seq.last_event = Some(event);
+            return Err(DriverError::Protocol {
+                device: port.to_string(),
+                offset,
+                detail: format!(
+                    "event number {event} after {prev}: the detector restarted or lines \
+                     were merged; if it rebooted, reconnect"
+                ),
+            });
+        }
+        Some(prev) => event - prev - 1,
+        None => 0,
+    };
+    *seq.last_event = Some(event);
+    *seq.header_since_event = false;
+    Ok(lost)
+}
+
+/// The driver's numbering state, borrowed apart from its serial link.
+struct Sequence<'a> {
+    last_event: &'a mut Option<u64>,
+    header_since_event: &'a mut bool,
+    restarts: &'a mut u64,
+    last_restart: &'a mut Option<(u64, u64)>,
+    last_dead: &'a mut f64,
 }
 
 impl Source for CosmicWatch {
@@ -197,6 +234,13 @@ impl Source for CosmicWatch {
             &mut self.name,
             &mut self.housekeeping,
         );
+        let mut seq = Sequence {
+            last_event: &mut self.last_event,
+            header_since_event: &mut self.header_since_event,
+            restarts: &mut self.restarts,
+            last_restart: &mut self.last_restart,
+            last_dead: &mut self.last_dead,
+        };
         let got = self.link.next_record(out, timeout, |line, offset, w| {
             let bad = |detail: String| DriverError::Protocol {
                 device: port.clone(),
@@ -205,7 +249,13 @@ impl Source for CosmicWatch {
             };
             let fields = match version {
                 CosmicWatchVersion::V2 => match parse_v2(line) {
-                    Ok(V2Line::Comment) => return Ok(LineUse::Skip),
+                    Ok(V2Line::Comment) => {
+                        // Only the boot header has `#` lines, and the name line follows it:
+                        // seen mid-run, the detector was reset.
+                        *expect_name = true;
+                        *seq.header_since_event = true;
+                        return Ok(LineUse::Skip);
+                    }
                     Ok(V2Line::Event(e)) => {
                         w.u64(e.event);
                         w.u64(e.time_ms);
@@ -256,17 +306,19 @@ impl Source for CosmicWatch {
                     Err(e) => return Err(bad(format!("CosmicWatch v3X line: {e}"))),
                 },
             };
-            Ok(LineUse::Record(fields))
+            let (event, time_s, dead_s) = fields;
+            *expect_name = false;
+            // Checked here, so a refused number keeps its own line as the rejected bytes.
+            let lost = sequence(&mut seq, event, offset, port)?;
+            let dead_increment = (dead_s - *seq.last_dead).max(0.0);
+            *seq.last_dead = dead_s;
+            Ok(LineUse::Record((lost, time_s, dead_increment)))
         })?;
-        let Some((offset, (event, time_s, dead_s))) = got else {
+        let Some((_, (lost, time_s, dead_increment))) = got else {
             return Ok(ReadOutcome::Idle);
         };
-        self.expect_name = false;
-        let lost = self.sequence(event, offset)?;
         self.lost += lost;
         self.events += 1;
-        let dead_increment = (dead_s - self.last_dead).max(0.0);
-        self.last_dead = dead_s;
         Ok(ReadOutcome::Event(EventInfo {
             device_time: Some(time_s),
             device_deadtime: Some(dead_increment),
@@ -281,6 +333,7 @@ impl Source for CosmicWatch {
             self.last_event = None;
             self.last_dead = 0.0;
             self.expect_name = true;
+            self.header_since_event = false;
         }
         Ok(back)
     }
@@ -299,6 +352,17 @@ impl Source for CosmicWatch {
         ];
         if let Some(n) = &self.name {
             m.push(("cosmicwatch_name".into(), n.clone()));
+        }
+        m.push(("cosmicwatch_restarts".into(), self.restarts.to_string()));
+        if let Some((offset, prev)) = self.last_restart {
+            m.push((
+                "cosmicwatch_last_restart".into(),
+                format!(
+                    "at byte {offset}: the detector printed its header again and numbered \
+                     from the start after event {prev} (a reset or brown-out); its events \
+                     are kept"
+                ),
+            ));
         }
         if !self.housekeeping.is_empty() {
             m.push(("cosmicwatch_housekeeping".into(), self.housekeeping.clone()));
