@@ -231,6 +231,33 @@ fn a_noise_line_from_a_line_counter_is_counted_and_skipped_and_the_run_goes_on()
     );
 }
 
+/// A MightyOhm whose last line lost its CR LF (the run stopped, or the cable went, while
+/// it was printing): the three whole lines are events, the cut one is a bad record, counted
+/// at the stop and logged with the device, its offset and how many bytes were dropped.
+#[test]
+fn a_line_cut_off_at_the_stop_is_a_bad_record_in_the_notes_and_the_log() {
+    let sim = scripted(
+        b"CPS, 1, CPM, 19, uSv/hr, 0.10, SLOW\r\nCPS, 2, CPM, 21, uSv/hr, 0.11, SLOW\r\n\
+          CPS, 3, CPM, 24, uSv/hr, 0.13, SLOW\r\nCPS, 2, CPM, 20, uSv/hr, 0.11, SLOW"
+            .to_vec(),
+    );
+    let d = Dir::new("lc-cut");
+    let dtype = "{cps: uint32, cpm: uint32, usv_per_hr: float32, mode: uint8}";
+    let s = setup(&d, "device.mightyohm", dtype, &[port(&sim)]);
+    let (code, err, rd) = run(&d, &s, &["--max-events", "3"]);
+    assert_eq!(code, 0, "{err}\n{}", log(&rd));
+    assert_eq!(csv_column(&rd, "cpm"), ["19", "21", "24"]);
+    assert_eq!(note(&rd, "device.events").as_deref(), Some("3"));
+    assert_eq!(note(&rd, "device.bad_records").as_deref(), Some("1"));
+    let log = log(&rd);
+    assert!(
+        log.contains(
+            "bad data skipped at byte 111: 35 byte(s) without a line end discarded at the stop"
+        ) && log.contains(&format!("{}: bad data", sim.path().display())),
+        "{log}"
+    );
+}
+
 /// The GMC simulator for a run: 50 device seconds a host second.
 fn gmc_sim() -> SimulatorHandle {
     gmc::simulate(GmcSimConfig {

@@ -271,3 +271,33 @@ fn cosmicwatch_v3x_throughput_measurement() {
         n as f64 / s
     );
 }
+
+/// An event line the stop cut off (no CR LF) is bad data at the stop, not a lost line and
+/// not an event: it may be cut short.
+#[test]
+fn a_cosmicwatch_line_cut_off_by_the_stop_is_bad_data() {
+    const SCRIPT: &[u8] = b"### header\r\nAxel\r\n1 100 60 21.00 3 22.10\r\n2 300 70 25.00 9 22.1";
+    let sim = scripted(SCRIPT);
+    let mut dev = cosmicwatch::open(CosmicWatchConfig {
+        path: sim.path().into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut out = [0u8; 34];
+    common::expect_event(&mut dev, &mut out, Duration::from_millis(500));
+    assert_eq!(
+        dev.read_event(&mut out, Duration::from_millis(100))
+            .unwrap(),
+        ReadOutcome::Idle
+    );
+    match dev.stop() {
+        Err(DriverError::Protocol { offset, detail, .. }) => {
+            assert_eq!(offset, 42);
+            assert!(
+                detail.contains("21 byte(s) without a line end discarded at the stop"),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

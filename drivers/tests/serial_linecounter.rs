@@ -150,6 +150,83 @@ fn garbage_line_is_an_error_at_its_offset_and_the_stream_goes_on() {
     );
 }
 
+/// Three whole MightyOhm lines, then one without its CR LF: a last line that parses, but
+/// could be cut short (`0.1` of `0.11`).
+const CUT_LAST_LINE: &[u8] = b"CPS, 1, CPM, 19, uSv/hr, 0.10, SLOW\r\nCPS, 2, CPM, 21, uSv/hr, 0.11, SLOW\r\nCPS, 3, CPM, 24, uSv/hr, 0.13, SLOW\r\nCPS, 2, CPM, 20, uSv/hr, 0.11, SLOW";
+
+/// The three whole lines as events, then the read that finds only the cut line.
+fn three_events_then_the_cut_line(dev: &mut linecounter::LineCounter) {
+    let mut out = [0u8; 13];
+    for cpm in [19, 21, 24] {
+        common::expect_event(dev, &mut out, Duration::from_millis(500));
+        assert_eq!(u32_at(&out, 4), cpm);
+    }
+    assert_eq!(
+        dev.read_event(&mut out, Duration::from_millis(100))
+            .unwrap(),
+        ReadOutcome::Idle
+    );
+}
+
+/// The bad data a call reported: its offset and message; panics on anything else.
+fn bad_data(r: Result<(), DriverError>) -> (u64, String) {
+    match r {
+        Err(DriverError::Protocol { offset, detail, .. }) => (offset, detail),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_last_line_without_its_line_end_is_bad_data_at_the_stop() {
+    let sim = scripted(CUT_LAST_LINE);
+    let mut dev = linecounter::open(LineCounterConfig {
+        path: sim.path().into(),
+        ..Default::default()
+    })
+    .unwrap();
+    dev.start().unwrap();
+    three_events_then_the_cut_line(&mut dev);
+    let (offset, detail) = bad_data(dev.stop());
+    assert_eq!(offset, 3 * 37);
+    assert!(
+        detail.contains("35 byte(s) without a line end discarded at the stop"),
+        "{detail}"
+    );
+    // Its first 32 bytes, for the log.
+    assert_eq!(
+        dev.rejected_bytes().escape_ascii().to_string(),
+        "CPS, 2, CPM, 20, uSv/hr, 0.11, S"
+    );
+    // Counted once: a second stop finds nothing.
+    dev.stop().unwrap();
+}
+
+#[test]
+fn a_line_cut_off_by_a_disconnect_is_bad_data_then_the_disconnect() {
+    let mut sim = scripted(CUT_LAST_LINE);
+    let mut dev = linecounter::open(LineCounterConfig {
+        path: sim.path().into(),
+        ..Default::default()
+    })
+    .unwrap();
+    three_events_then_the_cut_line(&mut dev);
+    sim.unplug();
+    let mut out = [0u8; 13];
+    let read = dev.read_event(&mut out, Duration::from_millis(500));
+    let (offset, detail) = bad_data(read.map(|_| ()));
+    assert_eq!(offset, 3 * 37);
+    assert!(
+        detail.contains("35 byte(s) without a line end discarded at the disconnect"),
+        "{detail}"
+    );
+    match dev.read_event(&mut out, Duration::from_millis(100)) {
+        Err(DriverError::Disconnected { detail, .. }) => {
+            assert!(detail.contains("at byte 146"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 mod wire_fuzz {
     use super::*;
     use proptest::prelude::*;

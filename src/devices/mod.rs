@@ -15,7 +15,9 @@
 //! skipped; the driver goes on at the next line or frame. No good event for
 //! `expect_data_within` is warned (or, with `on_silence: stop`, ends the importer cleanly).
 //! The notes are rewritten once a second off the per-event path. However the importer ends,
-//! dropping it runs the driver's `stop` and writes the notes a last time.
+//! dropping it runs the driver's `stop` (bad data the stop finds, such as a serial line
+//! device's last line without its line end, is counted like any other) and writes the
+//! notes a last time.
 //! Must never: publish a slot the driver did not fill, or spin without a timeout.
 
 // Shared by the families: the simulated plug, the serial and USB importers' common keys
@@ -992,13 +994,20 @@ impl Importer for DeviceImporter {
 pub const GAPS_LISTED: usize = 20;
 
 /// Every ending of the importer (finished, a stop, a run limit, an error) drops it: the
-/// driver's `stop` runs (the device is left as it was found), what is not yet logged is
-/// logged, and the notes are written a last time.
+/// driver's `stop` runs (the device is left as it was found; bad data it reports, like a
+/// last line cut off by the stop, is a bad record), what is not yet logged is logged, and
+/// the notes are written a last time.
 impl Drop for DeviceImporter {
     fn drop(&mut self) {
         if self.lost.is_none() {
-            if let Err(e) = self.source.stop() {
-                tracing::warn!("{}: stopping the device: {e}", self.worker);
+            match self.source.stop() {
+                Ok(()) => {}
+                Err(DriverError::Protocol {
+                    device,
+                    offset,
+                    detail,
+                }) => self.refuse(&device, offset, &detail),
+                Err(e) => tracing::warn!("{}: stopping the device: {e}", self.worker),
             }
         }
         self.sum_up_bad(Instant::now());

@@ -15,9 +15,10 @@
 //! the next line (the numbering follows the new numbers). A v2 detector that prints its
 //! header again (a reset or brown-out) and then numbers from the start again restarted: its
 //! name line is read as the name, its events are kept, and the restart is counted in the
-//! run metadata (`cosmicwatch_restarts`, `cosmicwatch_last_restart`). The reading loop
-//! allocates nothing (housekeeping text goes into a buffer reserved at open). Must never:
-//! send anything to the detector.
+//! run metadata (`cosmicwatch_restarts`, `cosmicwatch_last_restart`). A last line without
+//! its line end at the stop or a disconnect is bad data, never an event (it may be cut
+//! short). The reading loop allocates nothing (housekeeping text goes into a buffer
+//! reserved at open). Must never: send anything to the detector.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -336,6 +337,10 @@ impl Source for CosmicWatch {
             self.header_since_event = false;
         }
         Ok(back)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.link.end_lines()
     }
 
     fn rejected_bytes(&self) -> &[u8] {

@@ -4,8 +4,10 @@
 //! Records: MightyOhm `cps: u4, cpm: u4, usv_per_hr: f4, mode: u1` (0 SLOW, 1 FAST, 2 INST);
 //! GC10 `cpm: u4`; grammar: its fields in order (`counts: u4`, `pulse: u8`,
 //! `device_time: f8`). Guarantees: banner and comment lines produce no event; a line that does
-//! not parse is a [`DriverError::Protocol`] with its byte offset, never a zero count. The
-//! reading loop allocates nothing. Must never: publish a partially written record as an event.
+//! not parse is a [`DriverError::Protocol`] with its byte offset, never a zero count; so is a
+//! last line without its line end at the stop or a disconnect, even one that parses (it may
+//! be cut short: `0.1` of `0.11`). The reading loop allocates nothing. Must never: publish a
+//! partially written record as an event.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -161,6 +163,10 @@ impl Source for LineCounter {
 
     fn reconnect(&mut self) -> Result<bool> {
         self.link.reconnect()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.link.end_lines()
     }
 
     fn rejected_bytes(&self) -> &[u8] {
