@@ -231,6 +231,36 @@ fn a_noise_line_from_a_line_counter_is_counted_and_skipped_and_the_run_goes_on()
     );
 }
 
+/// The tester's CosmicWatch v2 reset mid-run: header and name line `Alice` again, events
+/// from 1 again. Every event is in the file, nothing is bad data, the notes say it restarted.
+#[test]
+fn a_cosmicwatch_reset_mid_run_keeps_every_event_and_is_noted() {
+    let mut header = String::new();
+    CosmicWatchGen::new(&CosmicWatchSimConfig {
+        name: "Alice".into(),
+        ..cosmicwatch_v2()
+    })
+    .header(&mut header);
+    let event = |n: u64| format!("{n} {} 312 87.25 {} 23.41\r\n", 1000 * n, 10 * n);
+    let mut script = header.clone();
+    (1..=5).for_each(|n| script.push_str(&event(n)));
+    script.push_str(&header);
+    (1..=3).for_each(|n| script.push_str(&event(n)));
+    let sim = scripted(script.into_bytes());
+    let d = Dir::new("cw-reset");
+    let s = scripted_cosmicwatch(&d, &sim, &["version: v2"]);
+    // All 8 are sent at once; the time limit only ends a run that lost some.
+    let (code, err, rd) = run(&d, &s, &["--max-events", "8", "--max-seconds", "5"]);
+    assert_eq!(code, 0, "{err}\n{}", log(&rd));
+    assert_eq!(
+        csv_column(&rd, "event"),
+        ["1", "2", "3", "4", "5", "1", "2", "3"]
+    );
+    assert_eq!(note(&rd, "device.bad_records").as_deref(), Some("0"));
+    assert_eq!(note(&rd, "cosmicwatch_name").as_deref(), Some("Alice"));
+    assert_eq!(note(&rd, "cosmicwatch_restarts").as_deref(), Some("1"));
+}
+
 /// A MightyOhm whose last line lost its CR LF (the run stopped, or the cable went, while
 /// it was printing): the three whole lines are events, the cut one is a bad record, counted
 /// at the stop and logged with the device, its offset and how many bytes were dropped.
