@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use common::{read_n, refused_at, scripted, u64_at};
 use daq_drivers::cosmicwatch::protocol::{parse_v2, parse_v3, V2Line, V3Line};
+use daq_drivers::cosmicwatch::CosmicWatch;
 use daq_drivers::cosmicwatch::{
     self, CosmicWatchConfig, CosmicWatchGen, CosmicWatchSimConfig, CosmicWatchVersion, SimVersion,
     V3Columns,
 };
+use daq_drivers::serial::SimulatorHandle;
 use daq_drivers::{DriverError, ReadOutcome, Source};
 
 fn f64_at(b: &[u8], at: usize) -> f64 {
@@ -153,15 +155,21 @@ fn cosmicwatch_replug_restarts_numbering_without_error() {
     assert_eq!(dev.link().stats().reconnects, 1);
 }
 
-#[test]
-fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
-    const SCRIPT: &[u8] = b"### header\r\nAxel\r\n1 100 60 21.00 3 22.10\r\n2 2\xff0 61 21.00 6 22.10\r\n4 300 70 25.00 9 22.10\r\n3 400 70 25.00 12 22.10\r\n";
-    let sim = scripted(SCRIPT);
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
+/// A v2 driver on a device that sends `script` once (the handle keeps it plugged in).
+fn v2_on_script(script: &'static [u8]) -> (SimulatorHandle, CosmicWatch) {
+    let sim = scripted(script);
+    let dev = cosmicwatch::open(CosmicWatchConfig {
         path: sim.path().into(),
         ..Default::default()
     })
     .unwrap();
+    (sim, dev)
+}
+
+#[test]
+fn cosmicwatch_bad_lines_and_backward_numbers_are_errors_at_their_offset() {
+    const SCRIPT: &[u8] = b"### header\r\nAxel\r\n1 100 60 21.00 3 22.10\r\n2 2\xff0 61 21.00 6 22.10\r\n4 300 70 25.00 9 22.10\r\n3 400 70 25.00 12 22.10\r\n";
+    let (_sim, mut dev) = v2_on_script(SCRIPT);
     let mut out = [0u8; 34];
     let t = Duration::from_millis(500);
     common::expect_event(&mut dev, &mut out, t);
@@ -196,7 +204,7 @@ fn a_v2_detector_that_restarts_mid_run_keeps_its_name_and_every_event() {
     gen.header(&mut script);
     let first_after = script.len() as u64;
     (1..=3).for_each(|n| script.push_str(&event(n)));
-    let sim = daq_drivers::serial::SimulatorHandle::start("restart", move |_| {
+    let sim = SimulatorHandle::start("restart", move |_| {
         Box::new(daq_drivers::serial::ScriptedDevice::new(script.clone()))
     })
     .unwrap();
@@ -277,12 +285,7 @@ fn cosmicwatch_v3x_throughput_measurement() {
 #[test]
 fn a_cosmicwatch_line_cut_off_by_the_stop_is_bad_data() {
     const SCRIPT: &[u8] = b"### header\r\nAxel\r\n1 100 60 21.00 3 22.10\r\n2 300 70 25.00 9 22.1";
-    let sim = scripted(SCRIPT);
-    let mut dev = cosmicwatch::open(CosmicWatchConfig {
-        path: sim.path().into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let (_sim, mut dev) = v2_on_script(SCRIPT);
     let mut out = [0u8; 34];
     common::expect_event(&mut dev, &mut out, Duration::from_millis(500));
     assert_eq!(
