@@ -378,3 +378,62 @@ Buffers:
     assert_eq!(code, Some(0), "{err}");
     assert!(!dir.0.join("bad").exists(), "check made a run directory");
 }
+
+/// A run directory holding a file cut short (a copy that stopped, a disk that failed) is
+/// refused by `check`, which names the file and says why, as for the file named directly:
+/// before, the directory's listing passed over every file that did not open, so `check`
+/// said OK and the replay silently left that file's events out (or, with the cut file
+/// alone there, said no file held the buffer). A 0-byte file (a writer that could not
+/// write its file on a full disk) is refused too, naming it: it holds no events, but
+/// whether events are missing is the user's to judge, not the replay's to hide.
+#[test]
+fn check_refuses_a_directory_with_a_damaged_file_naming_it() {
+    let dir = Dir::new("replay-damaged-dir");
+    let first = record_small(&dir, "n_events: 20, pretrigger_samples: 20, seed: 2");
+    let whole = std::fs::read(first.join("raw.h5")).unwrap();
+    let parts = dir.0.join("parts");
+    std::fs::create_dir(&parts).unwrap();
+    let setup = format!(
+        "target_directory: bad
+Buffers:
+{}Workers:
+  player:
+    function: replay.hdf5
+    sinks: [raw]
+    config: {{files: [{}/]}}
+  sink:
+    function: export.drain
+    sources: [raw]
+",
+        small_raw("{chA: float32}", 64),
+        parts.display()
+    );
+    let check = || {
+        let out = runs::check(&[], &dir.write("dir.yaml", &setup));
+        (out.status.code(), runs::stderr(&out))
+    };
+    // The cut file alone: named, with why, not "no .h5 file there holds a buffer".
+    std::fs::write(parts.join("raw_0002.h5"), &whole[..whole.len() / 2]).unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("raw_0002.h5"), "{err}");
+    assert!(!err.contains("no .h5 file there"), "{err}");
+    // Beside a whole file: still refused, naming the cut one.
+    std::fs::write(parts.join("raw_0001.h5"), &whole).unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("raw_0002.h5"), "{err}");
+    // An empty file beside a whole one: refused, named, said to be empty.
+    std::fs::remove_file(parts.join("raw_0002.h5")).unwrap();
+    std::fs::write(parts.join("raw_0003.h5"), b"").unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("raw_0003.h5") && err.contains("0 bytes"),
+        "{err}"
+    );
+    // The whole file alone: OK.
+    std::fs::remove_file(parts.join("raw_0003.h5")).unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+}

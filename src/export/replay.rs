@@ -9,7 +9,8 @@
 //! recorded timestamps (`pace: true`, `speed`).
 //!
 //! Guarantees: `check` opens every file and refuses one whose buffer's dtype or data_length
-//! differs from the sink's, naming the file. Events are read a batch at a time into buffers
+//! differs from the sink's, naming the file; a directory's `.h5` file that cannot be read (cut
+//! short, 0 bytes) is refused by name, never passed over. Events are read a batch at a time into buffers
 //! made once; the per-event step copies bytes and allocates nothing. A file written by a
 //! writer that was killed is read up to its last whole event (data and metadata both). A
 //! replay started again after a failure goes on after the events its earlier processes
@@ -79,7 +80,7 @@ impl Settings {
         for given in c.get(FILES)? {
             let path = ctx.setup_dir.join(&given);
             if path.is_dir() {
-                let found = files_in(&path, &buffer);
+                let found = files_in(&path, &buffer).map_err(|why| c.error(FILES.name, why))?;
                 if found.is_empty() {
                     return Err(c
                         .error(
@@ -129,23 +130,37 @@ impl Settings {
 }
 
 /// The `.h5` files in `dir` with a group `buffer`, in the order of their first event counter.
-fn files_in(dir: &Path, buffer: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(i64, PathBuf)> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "h5"))
-        .filter_map(|p| {
-            let (file, _) = open_run_file(&p).ok()?;
-            let meta = file.group(buffer).ok()?.dataset("metadata").ok()?;
-            let first = first_counter(&meta).unwrap_or(i64::MAX);
-            Some((first, p))
-        })
-        .collect();
+/// A file that holds another buffer is passed over; one that cannot be read (cut short, 0
+/// bytes, not HDF5) is an error naming it, never passed over: its events would be missing
+/// from the replay without a word.
+fn files_in(dir: &Path, buffer: &str) -> Result<Vec<PathBuf>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list it: {e}", dir.display()))?;
+    let mut found: Vec<(i64, PathBuf)> = Vec::new();
+    for p in entries.flatten().map(|e| e.path()) {
+        if p.extension().is_none_or(|e| e != "h5") {
+            continue;
+        }
+        if std::fs::metadata(&p).is_ok_and(|m| m.len() == 0) {
+            return Err(format!(
+                "{}: 0 bytes, not a run file (a writer that could not write it, as on a full \
+                 disk, leaves one): remove it, or list the files to replay in `files`",
+                p.display()
+            ));
+        }
+        let (file, _) = open_run_file(&p).map_err(|e| {
+            format!("{e} (a damaged file in the directory; remove it, or list the files to replay in `files`)")
+        })?;
+        let Ok(group) = file.group(buffer) else {
+            continue;
+        };
+        let meta = group
+            .dataset("metadata")
+            .map_err(|_| format!("{}: buffer '{buffer}' has no metadata", p.display()))?;
+        found.push((first_counter(&meta).unwrap_or(i64::MAX), p));
+    }
     found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
+    Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
 /// The counter of a metadata dataset's first row.
