@@ -134,4 +134,76 @@ mod tests {
             "{note:?}"
         );
     }
+
+    /// Ports `text` written as `name` in a fresh directory `tag` beside `others` (name,
+    /// text); the exit code, the port (empty when none was written) and whether it checks.
+    fn port_of(tag: &str, name: &str, text: &str, others: &[(&str, &str)]) -> (i32, String) {
+        let dir = crate::fsio::test_dir(tag);
+        for (n, t) in others {
+            std::fs::write(dir.join(n), t).unwrap();
+        }
+        let setup = dir.join(name);
+        std::fs::write(&setup, text).unwrap();
+        let code = migrate(&setup, None, &Registry::builtin());
+        let port = std::fs::read_to_string(default_output(&setup)).unwrap_or_default();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (code, port)
+    }
+
+    const TWO_BUFFERS: &str = "Buffers:
+  raw: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
+  other: {slot_count: 16, data_length: 64, data_dtype: {chA: float32}}
+Workers:
+  gen:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {n_events: 20, pretrigger_samples: 20}
+  gen2:
+    function: simulate.pulses
+    sinks: [other]
+    config: {n_events: 20, pretrigger_samples: 20}
+";
+
+    /// An alike reader whose anchor a later worker copies (`<<: *s`) stays: removed, it took
+    /// the anchor with it and the port did not parse (`*s: no anchor &s before it`, exit 2).
+    #[test]
+    fn an_alike_reader_whose_anchor_is_used_stays_and_the_port_checks() {
+        let text = format!(
+            "{TWO_BUFFERS}  sink_a:
+    function: export.drain
+    sources: [raw]
+  sink_b: &s
+    function: export.drain
+    sources: [raw]
+  sink_c:
+    <<: *s
+    sources: [other]
+"
+        );
+        let (code, port) = port_of("migrate-anchor", "mig.yaml", &text, &[]);
+        assert_eq!(code, exit::OK, "{port}");
+        assert!(port.is_empty() || port.contains("sink_b: &s"), "{port}");
+
+        // Beside a third alike reader with no anchor, that one is merged all the same.
+        let three = text.replace(
+            "  sink_c:",
+            "  sink_d:\n    function: export.drain\n    sources: [raw]\n  sink_c:",
+        );
+        let (code, port) = port_of("migrate-anchor3", "mig.yaml", &three, &[]);
+        assert_eq!(code, exit::OK, "{port}");
+        assert!(
+            port.contains("sink_b: &s") && port.contains("<<: *s"),
+            "{port}"
+        );
+        assert!(!port.contains("sink_d"), "{port}");
+        assert!(port.contains("number_of_processes: 2"), "{port}");
+
+        // The `Options:` block likewise, when an alias copies from it.
+        let options = format!(
+            "Options: {{output_directory: &d out}}\ntarget_directory: *d\n{TWO_BUFFERS}  sink:\n    function: export.drain\n    sources: [raw]\n  sink2: {{function: export.drain, sources: [other]}}\n"
+        );
+        let (code, port) = port_of("migrate-anchor-options", "opt.yaml", &options, &[]);
+        assert_eq!(code, exit::OK, "{port}");
+        assert!(port.is_empty() || port.contains("&d"), "{port}");
+    }
 }

@@ -13,7 +13,9 @@
 //! Readers that differ (an exporter and a filter on one buffer) are left as they are and
 //! listed: whether each should see every event is the user's call. So are alike readers
 //! whose function takes one process (an exporter writing one file must see every event):
-//! each of them gets every event here. The rest of the file — comments, anchors, order,
+//! each of them gets every event here. So is text that an alias (`*name`, `<<: *name`)
+//! elsewhere copies: removed, the alias would name no anchor; changed, the change would reach
+//! the copy too. The rest of the file — comments, anchors, order,
 //! formatting — is kept byte for byte: edits are line or span deletions and insertions at
 //! positions the parser reports.
 //!
@@ -53,6 +55,28 @@ impl Migration {
     }
 }
 
+/// Where the file's anchors in use are: text an alias (`*name`) or merge key (`<<: *name`)
+/// copies. Text holding one is neither removed (the alias would name no anchor, and the file
+/// would not read) nor changed (the change would reach every copy).
+struct Anchors<'a> {
+    lines: &'a LineIndex<'a>,
+    used: &'a [yaml::Loc],
+}
+
+impl Anchors<'_> {
+    /// True when the bytes `span` hold anchored text that an alias copies (or when the span
+    /// is not known: nothing is touched then).
+    fn used_in(&self, span: Option<(usize, usize)>) -> bool {
+        let Some((start, end)) = span else {
+            return true;
+        };
+        self.used
+            .iter()
+            .filter_map(|at| self.lines.offset(*at))
+            .any(|o| (start..end).contains(&o))
+    }
+}
+
 /// An edit: replace bytes `start..end` of the original with `with`.
 struct Edit {
     start: usize,
@@ -70,6 +94,10 @@ pub fn migrate(text: &str, checked: &Checked, catalog: &dyn Catalog) -> Migratio
         };
     };
     let lines = LineIndex::new(text);
+    let anchors = Anchors {
+        lines: &lines,
+        used: &parsed.alias_targets,
+    };
     let mut edits = Vec::new();
     let mut changes = Vec::new();
     let Kind::Map(top) = &parsed.root.kind else {
@@ -83,6 +111,18 @@ pub fn migrate(text: &str, checked: &Checked, catalog: &dyn Catalog) -> Migratio
         .any(|(k, _)| k.key_text().as_deref() == Some("target_directory"));
     for (k, v) in top {
         match k.key_text().as_deref() {
+            Some("Options")
+                if entry_span(text, &lines, k).is_some_and(|span| anchors.used_in(Some(span))) =>
+            {
+                changes.push(Change {
+                    line: k.at.line,
+                    what: "left the `Options:` block as it is".into(),
+                    why: "an alias (`*name`) elsewhere copies an anchor (`&name`) in it: \
+                          removed, the file would not read; it is ignored here"
+                        .into(),
+                    changed: false,
+                });
+            }
             Some("Options") => options(text, &lines, k, v, has_target, &mut edits, &mut changes),
             Some("Buffers") => overwrites(text, &lines, v, &mut edits, &mut changes),
             Some("Workers") => {
@@ -90,7 +130,7 @@ pub fn migrate(text: &str, checked: &Checked, catalog: &dyn Catalog) -> Migratio
                     text,
                     &lines,
                     v,
-                    (checked, catalog),
+                    (checked, catalog, &anchors),
                     &mut edits,
                     &mut changes,
                 );
@@ -261,7 +301,7 @@ fn readers(
     text: &str,
     lines: &LineIndex<'_>,
     workers: &Value,
-    (checked, catalog): (&Checked, &dyn Catalog),
+    (checked, catalog, anchors): (&Checked, &dyn Catalog, &Anchors<'_>),
     edits: &mut Vec<Edit>,
     changes: &mut Vec<Change>,
 ) {
@@ -305,10 +345,44 @@ fn readers(
                 changed: false,
             });
         }
-        for (first, same) in groups {
+        // A worker whose text an alias copies stays as it is: neither removed nor given
+        // more processes (a `<<: *name` copy would get them too).
+        let anchored = |w: &WorkerPlan| {
+            anchors.used_in(node(&w.name).and_then(|(k, _)| entry_span(text, lines, k)))
+        };
+        let groups = groups.into_iter().filter_map(|(first, same)| {
             if same.is_empty() {
-                continue;
+                return None;
             }
+            let all: Vec<&WorkerPlan> = std::iter::once(first).chain(same).collect();
+            let (kept, free): (Vec<&WorkerPlan>, Vec<&WorkerPlan>) =
+                all.iter().partition(|w| anchored(w));
+            for w in kept {
+                let twin = all
+                    .iter()
+                    .find(|o| o.name != w.name)
+                    .map_or("", |o| &o.name);
+                changes.push(Change {
+                    line: node(&w.name).map_or(1, |(k, _)| k.at.line),
+                    what: format!(
+                        "left as it is: worker '{}' reads buffer '{}' beside worker '{twin}', \
+                         which does the same",
+                        w.name, b.name
+                    ),
+                    why: "here each of them gets every event; in mimoCoRB2 each event went to \
+                          one of them. An alias (`*name`) elsewhere copies an anchor (`&name`) \
+                          in this worker, so it is not made part of another: to share the \
+                          events, move the anchor and make them one worker with \
+                          number_of_processes by hand"
+                        .into(),
+                    changed: false,
+                });
+            }
+            let (first, same) = free.split_first()?;
+            (!same.is_empty()).then(|| (*first, same.to_vec()))
+        });
+        let groups: Vec<(&WorkerPlan, Vec<&WorkerPlan>)> = groups.collect();
+        for (first, same) in groups {
             let n = first.processes + same.iter().map(|w| w.processes).sum::<usize>();
             if one_process(checked, catalog, first, n) {
                 for w in &same {
