@@ -206,4 +206,18 @@ Workers:
         assert_eq!(code, exit::OK, "{port}");
         assert!(port.is_empty() || port.contains("&d"), "{port}");
     }
+
+    /// Alike readers given as the path of one worker file (`sink_a: sinkw.yaml`) become one
+    /// worker of two processes, as check's hint says migrate does: before, migrate said
+    /// "runs here as it is; nothing to port".
+    #[test]
+    fn alike_readers_given_as_a_file_become_one_worker() {
+        let text = format!("{TWO_BUFFERS}  sink_a: sinkw.yaml\n  sink_b: sinkw.yaml\n");
+        let worker = "# the sink\nfunction: export.drain\nsources: [raw]\n";
+        let (code, port) = port_of("migrate-files", "m3.yaml", &text, &[("sinkw.yaml", worker)]);
+        assert_eq!(code, exit::OK, "{port}");
+        assert!(!port.contains("sink_b"), "{port}");
+        assert!(port.contains("number_of_processes: 2"), "{port}");
+        assert!(port.contains("# the sink"), "{port}");
+    }
 }

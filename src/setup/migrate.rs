@@ -19,7 +19,11 @@
 //! formatting — is kept byte for byte: edits are line or span deletions and insertions at
 //! positions the parser reports.
 //!
-//! Guarantees: pure (text in, text and a list of changes out); never panics on any input; a
+//! Alike readers given as the path of one worker file (`sink_a: sink.yaml`) are made one
+//! worker the same way: the file's text is written in place of the path, with the key.
+//!
+//! Guarantees: pure (text in, text and a list of changes out; it reads no file but the worker
+//! files the setup names); never panics on any input; a
 //! file it cannot parse gets no changes (check reports why).
 
 use super::yaml::{self, Kind, Value};
@@ -53,6 +57,65 @@ impl Migration {
     pub fn changed(&self) -> bool {
         self.changes.iter().any(|c| c.changed)
     }
+}
+
+/// The edit that puts the text of worker file `file` (the value of `key`, a path) in place
+/// of its path, indented under the key, with `number_of_processes: n` first: a worker given
+/// as a file path has no place for the key. `None` (nothing is changed) for a flow-style
+/// entry, a file that cannot be read, or one whose text would not read the same indented
+/// (not a block mapping from column 1, document markers or directives, anchors that could
+/// clash with the setup's).
+fn inline_with_processes(
+    text: &str,
+    lines: &LineIndex<'_>,
+    (key, value): (&Value, &Value),
+    file: &str,
+    checked: &Checked,
+    n: usize,
+) -> Option<Edit> {
+    let start = lines.offset(value.at)?;
+    if is_flow(text, start) || value.at.line != key.at.line {
+        return None;
+    }
+    let path = super::load::beside_setup(&checked.setup.setup_dir, file);
+    let body = std::fs::read_to_string(path).ok()?;
+    let parsed = yaml::parse(body.as_bytes(), 0).ok()?;
+    let Kind::Map(entries) = &parsed.root.kind else {
+        return None;
+    };
+    let block = entries.iter().all(|(k, _)| k.at.column == 1);
+    let markers = body
+        .lines()
+        .any(|l| l.starts_with("---") || l.starts_with("...") || l.starts_with('%'));
+    if entries.is_empty() || !block || markers || !parsed.alias_targets.is_empty() {
+        return None;
+    }
+    let end = match text[start..].chars().next()? {
+        q @ ('"' | '\'') => start + 1 + text[start + 1..].find(q)? + 1,
+        _ => start + scalar_len(&text[start..]),
+    };
+    // A comment after the path goes on the first line, where it stays a comment.
+    let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
+    let rest = text[end..line_end].trim();
+    let indent = " ".repeat(key.at.column.saturating_sub(1) as usize + 2);
+    let note = format!("the text of {file}, with number_of_processes");
+    let mut with = match rest {
+        "" => format!("# {note}"),
+        _ => format!("{rest} ({note})"),
+    };
+    with.push_str(&format!("\n{indent}number_of_processes: {n}"));
+    for line in body.trim_end().lines() {
+        with.push('\n');
+        if !line.trim().is_empty() {
+            with.push_str(&indent);
+            with.push_str(line);
+        }
+    }
+    Some(Edit {
+        start,
+        end: line_end,
+        with,
+    })
 }
 
 /// Where the file's anchors in use are: text an alias (`*name`) or merge key (`<<: *name`)
@@ -416,9 +479,43 @@ fn readers(
                 continue;
             };
             let names: Vec<&str> = same.iter().map(|w| w.name.as_str()).collect();
-            let Some(edit) = set_processes(text, lines, first_key, first_value, n) else {
+            let edit = match &first_value.kind {
+                Kind::Str(file) => {
+                    inline_with_processes(text, lines, (first_key, first_value), file, checked, n)
+                }
+                _ => set_processes(text, lines, first_key, first_value, n),
+            };
+            let Some(edit) = edit else {
+                changes.push(Change {
+                    line: first_key.at.line,
+                    what: format!(
+                        "left as it is: worker '{}' reads buffer '{}' beside {}, which do the same",
+                        first.name,
+                        b.name,
+                        names.join(", ")
+                    ),
+                    why: "here each of them gets every event; in mimoCoRB2 each event went to \
+                          one of them. migrate could not write number_of_processes into this \
+                          worker's text (a worker file it cannot place here as it is): make \
+                          them one worker with number_of_processes by hand"
+                        .into(),
+                    changed: false,
+                });
                 continue;
             };
+            if let Kind::Str(file) = &first_value.kind {
+                changes.push(Change {
+                    line: first_key.at.line,
+                    what: format!(
+                        "worker '{}': the text of its file '{file}' is now written here",
+                        first.name
+                    ),
+                    why: "a worker given as a file path has no place for number_of_processes; \
+                          the file is left as it is"
+                        .into(),
+                    changed: true,
+                });
+            }
             edits.push(edit);
             changes.push(Change {
                 line: first_key.at.line,
