@@ -1276,3 +1276,40 @@ fn a_stats_interval_past_an_hour_is_refused() {
     let (setup, _) = Setup::from_str(&text("3600"), Path::new("o.yaml"), catalog(), 2).unwrap();
     assert_eq!(setup.options.stats_interval, 3600.0);
 }
+
+/// `filename: raw.h5` (`raw.csv` for export.csv) names the file with its extension: it is
+/// the file `raw.h5`, so beside a writer of `raw.h5` check refuses it. Before, the extension
+/// was added again (the run wrote `raw.h5.h5`, without a word from check), so check passed.
+#[test]
+fn a_filename_with_its_extension_names_that_file() {
+    let dir = std::env::temp_dir().join(format!("daq-ext-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (function, file) in [("export.hdf5", "raw.h5"), ("export.csv", "raw.csv")] {
+        let text = refused_by_check(
+            &dir.join("two.yaml"),
+            &format!(
+                "Buffers:
+  raw: {{slot_count: 16, data_length: 1, data_dtype: {{x: float64}}}}
+Workers:
+  source:
+    function: bench.source
+    sinks: [raw]
+  first:
+    function: {function}
+    sources: [raw]
+  second:
+    function: {function}
+    sources: [raw]
+    config: {{filename: {file}}}
+"
+            ),
+        );
+        assert!(
+            text.contains(&format!(
+                "error: worker 'second' ({function}) would write {file}, as worker 'first' does"
+            )),
+            "{function}: {text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -39,17 +39,20 @@ pub const CSV_SPEC: FunctionSpec = FunctionSpec::new(
      counter, timestamp, deadtime, then the fields; integers as integers.",
     KEYS,
 )
-.writing(crate::worker::Writes {
+.writing(WRITES);
+
+/// The file it writes: `<filename>.csv`.
+const WRITES: crate::worker::Writes = crate::worker::Writes {
     name_key: Some(FILENAME.name),
     extension: "csv",
     per_process: false,
     numbered: false,
-});
+};
 
 keys! {
     list KEYS;
     /// `export.csv`: the file's name.
-    const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory, without .csv");
+    const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory; .csv is added when it does not end so");
     /// `export.csv`: how often the text is appended.
     const SAVE_INTERVAL: Key<f64> = ("save_interval", 1.0, "seconds between appends to the file");
 }
@@ -97,13 +100,13 @@ struct Mark {
     events: u64,
 }
 
-/// What the config of `export.csv` asks for: the file name (without .csv), the record type,
+/// What the config of `export.csv` asks for: the file name (without .csv, taken off when given), the record type,
 /// the save interval; read and checked without opening anything. Any dtype is written.
 fn settings(ctx: &BuildContext) -> Result<(&str, Dtype, Duration), WorkerError> {
     // One file, written in order: a second process wrote over the first's rows.
     ctx.one_process("export.csv", "")?;
     let src = one_source(ctx)?;
-    let name = ctx.config.file_name(FILENAME, &src.name)?;
+    let name = WRITES.stem(ctx.config.file_name(FILENAME, &src.name)?);
     Ok((
         name,
         src.dtype.clone(),

@@ -39,7 +39,7 @@ const WRITES: crate::worker::Writes = crate::worker::Writes {
 
 keys! {
     list KEYS;
-    const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory, without .h5");
+    const FILENAME: MaybeKey<str> = ("filename", absent: "the source buffer's name", "file name in the run directory; .h5 is added when it does not end so");
     const COMPRESSION: Key<str> = ("compression", "deflate", "deflate (shuffle + zlib, every reader can open it) or none (fastest)");
     const LEVEL: Key<usize> = ("level", 1, "deflate level 1 (fast) .. 9 (small)");
     const FLUSH_INTERVAL: Key<f64> = ("flush_interval", 1.0, "seconds between flushes: a crash loses at most this much");
@@ -143,7 +143,7 @@ impl Settings {
                     .map(|m| c.duration(ROTATE_MINUTES.name, m * 60.0))
                     .transpose()?,
             },
-            stem: c.file_name(FILENAME, &src.name)?.to_string(),
+            stem: WRITES.stem(c.file_name(FILENAME, &src.name)?).to_string(),
         })
     }
 }

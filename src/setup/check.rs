@@ -392,7 +392,10 @@ fn one_writer_a_file(
             .name_key
             .and_then(|k| ws.config.get(k))
             .and_then(|v| v.as_str());
-        let Some(stem) = named.or(ws.sources.first().map(String::as_str)) else {
+        let Some(stem) = named
+            .map(|n| writes.stem(n))
+            .or(ws.sources.first().map(String::as_str))
+        else {
             continue;
         };
         let mut files: Vec<String> = (0..ws.processes.max(1))

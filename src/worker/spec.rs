@@ -210,6 +210,15 @@ pub struct Writes {
 }
 
 impl Writes {
+    /// The stem of the file a worker names `name`: `name` without a trailing
+    /// `.<extension>` (`filename: data.h5` is the file `data.h5`, never `data.h5.h5`).
+    pub fn stem<'a>(&self, name: &'a str) -> &'a str {
+        name.strip_suffix(self.extension)
+            .and_then(|s| s.strip_suffix('.'))
+            .filter(|s| !s.is_empty())
+            .unwrap_or(name)
+    }
+
     /// The file that process `process` of `processes` writes, named `stem`.
     pub fn file(&self, stem: &str, process: usize, processes: usize) -> String {
         if self.per_process && processes > 1 {
