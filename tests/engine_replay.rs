@@ -325,17 +325,11 @@ fn slow_replay(dir: &Dir, player: &str) -> (PathBuf, std::process::Child, PathBu
     (first, child, second)
 }
 
-#[test]
-fn check_refuses_files_that_do_not_fit_the_sink() {
-    let dir = Dir::new("replay-check");
-    let first = record_small(&dir, "n_events: 20, pretrigger_samples: 20, seed: 2");
-    let check = |text: String| {
-        let out = runs::check(&[], &dir.write("bad.yaml", &text));
-        (out.status.code(), runs::stderr(&out))
-    };
-    let setup = |dtype: &str, length: u32, files: String| {
-        format!(
-            "target_directory: bad
+/// A setup replaying `files` (a list's items) into a [`small_raw`] of `length` records of
+/// `dtype`, drained.
+fn drained_replay(dtype: &str, length: u32, files: String) -> String {
+    format!(
+        "target_directory: bad
 Buffers:
 {}Workers:
   player:
@@ -346,9 +340,19 @@ Buffers:
     function: export.drain
     sources: [raw]
 ",
-            small_raw(dtype, length)
-        )
+        small_raw(dtype, length)
+    )
+}
+
+#[test]
+fn check_refuses_files_that_do_not_fit_the_sink() {
+    let dir = Dir::new("replay-check");
+    let first = record_small(&dir, "n_events: 20, pretrigger_samples: 20, seed: 2");
+    let check = |text: String| {
+        let out = runs::check(&[], &dir.write("bad.yaml", &text));
+        (out.status.code(), runs::stderr(&out))
     };
+    let setup = drained_replay;
     let file = first.join("raw.h5").display().to_string();
     let (code, err) = check(setup("{chA: float64}", 64, file.clone()));
     assert_eq!(code, Some(2), "{err}");
@@ -393,21 +397,7 @@ fn check_refuses_a_directory_with_a_damaged_file_naming_it() {
     let whole = std::fs::read(first.join("raw.h5")).unwrap();
     let parts = dir.0.join("parts");
     std::fs::create_dir(&parts).unwrap();
-    let setup = format!(
-        "target_directory: bad
-Buffers:
-{}Workers:
-  player:
-    function: replay.hdf5
-    sinks: [raw]
-    config: {{files: [{}/]}}
-  sink:
-    function: export.drain
-    sources: [raw]
-",
-        small_raw("{chA: float32}", 64),
-        parts.display()
-    );
+    let setup = drained_replay("{chA: float32}", 64, format!("{}/", parts.display()));
     let check = || {
         let out = runs::check(&[], &dir.write("dir.yaml", &setup));
         (out.status.code(), runs::stderr(&out))

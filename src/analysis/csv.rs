@@ -100,8 +100,9 @@ struct Mark {
     events: u64,
 }
 
-/// What the config of `export.csv` asks for: the file name (without .csv, taken off when given), the record type,
-/// the save interval; read and checked without opening anything. Any dtype is written.
+/// What the config of `export.csv` asks for: the file name (without .csv, taken off when
+/// given), the record type, the save interval; read and checked without opening anything.
+/// Any dtype is written.
 fn settings(ctx: &BuildContext) -> Result<(&str, Dtype, Duration), WorkerError> {
     // One file, written in order: a second process wrote over the first's rows.
     ctx.one_process("export.csv", "")?;

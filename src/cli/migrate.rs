@@ -200,7 +200,11 @@ Workers:
 
         // The `Options:` block likewise, when an alias copies from it.
         let options = format!(
-            "Options: {{output_directory: &d out}}\ntarget_directory: *d\n{TWO_BUFFERS}  sink:\n    function: export.drain\n    sources: [raw]\n  sink2: {{function: export.drain, sources: [other]}}\n"
+            "Options: {{output_directory: &d out}}
+target_directory: *d
+{TWO_BUFFERS}  sink: {{function: export.drain, sources: [raw]}}
+  sink2: {{function: export.drain, sources: [other]}}
+"
         );
         let (code, port) = port_of("migrate-anchor-options", "opt.yaml", &options, &[]);
         assert_eq!(code, exit::OK, "{port}");

@@ -8,13 +8,13 @@
 //! (`raw_r1.h5`) come in the order they were written. Flat out by default, or paced by the
 //! recorded timestamps (`pace: true`, `speed`).
 //!
-//! Guarantees: `check` opens every file and refuses one whose buffer's dtype or data_length
-//! differs from the sink's, naming the file; a directory's `.h5` file that cannot be read (cut
-//! short, 0 bytes) is refused by name, never passed over. Events are read a batch at a time into buffers
-//! made once; the per-event step copies bytes and allocates nothing. A file written by a
-//! writer that was killed is read up to its last whole event (data and metadata both). A
-//! replay started again after a failure goes on after the events its earlier processes
-//! replayed (counted over the files in order), so none comes twice; it runs as one process.
+//! Guarantees: `check` opens every file and refuses one whose buffer's dtype or data_length differs
+//! from the sink's, naming the file; a directory's `.h5` file that cannot be read (cut short, 0
+//! bytes) is refused by name, never passed over. Events are read a batch at a time into buffers
+//! made once; the per-event step copies bytes and allocates nothing. A file written by a writer
+//! that was killed is read up to its last whole event (data and metadata both). A replay started
+//! again after a failure goes on after the events its earlier processes replayed (counted over the
+//! files in order), so none comes twice; it runs as one process.
 
 use super::raw;
 use super::read::{dtype_of, open_run_file};
@@ -149,7 +149,10 @@ fn files_in(dir: &Path, buffer: &str) -> Result<Vec<PathBuf>, String> {
             ));
         }
         let (file, _) = open_run_file(&p).map_err(|e| {
-            format!("{e} (a damaged file in the directory; remove it, or list the files to replay in `files`)")
+            format!(
+                "{e} (a damaged file in the directory; remove it, or list the files to replay \
+                 in `files`)"
+            )
         })?;
         let Ok(group) = file.group(buffer) else {
             continue;
