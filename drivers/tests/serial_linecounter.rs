@@ -201,6 +201,47 @@ fn a_last_line_without_its_line_end_is_bad_data_at_the_stop() {
     dev.stop().unwrap();
 }
 
+/// A MightyOhm sending its fourth line as the run stops: the line's first half has come,
+/// its rest comes 250 ms after the device's start. The stop waits for the line to end: it
+/// is no bad data (the first version counted every line in progress at the stop as one,
+/// so a run of a streaming device ended with a bad record nearly every time).
+#[test]
+fn a_line_in_progress_at_the_stop_is_let_end_and_is_no_bad_data() {
+    struct Slow {
+        sent: u8,
+    }
+    impl daq_drivers::serial::SimulatedDevice for Slow {
+        fn receive(&mut self, _: &[u8], _: Duration, _: &mut Vec<u8>) {}
+        fn advance(&mut self, now: Duration, out: &mut Vec<u8>) {
+            let (first, rest) = CUT_LAST_LINE.split_at(CUT_LAST_LINE.len() - 10);
+            if self.sent == 0 {
+                out.extend_from_slice(first);
+                self.sent = 1;
+            } else if self.sent == 1 && now >= Duration::from_millis(250) {
+                out.extend_from_slice(rest);
+                out.extend_from_slice(b"\r\n");
+                self.sent = 2;
+            }
+        }
+        fn next_wakeup(&self) -> Option<Duration> {
+            (self.sent < 2).then_some(Duration::from_millis(250))
+        }
+    }
+    let sim = SimulatorHandle::start("slow", |_| Box::new(Slow { sent: 0 })).unwrap();
+    let mut dev = linecounter::open(LineCounterConfig {
+        path: sim.path().into(),
+        ..Default::default()
+    })
+    .unwrap();
+    dev.start().unwrap();
+    let mut out = [0u8; 13];
+    for cpm in [19, 21, 24] {
+        common::expect_event(&mut dev, &mut out, Duration::from_millis(500));
+        assert_eq!(u32_at(&out, 4), cpm);
+    }
+    dev.stop().unwrap();
+}
+
 #[test]
 fn a_line_cut_off_by_a_disconnect_is_bad_data_then_the_disconnect() {
     let mut sim = scripted(CUT_LAST_LINE);

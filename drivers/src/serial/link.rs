@@ -74,6 +74,12 @@ pub enum LineUse<T> {
     Record(T),
 }
 
+/// How long a line in progress at the stop may go without a byte before it counts as cut
+/// off (see [`SerialLink::end_lines`]): many byte times even at 1200 baud.
+const STOP_LINE_IDLE: Duration = Duration::from_millis(500);
+/// At most this long is waited at the stop for a line in progress to end.
+const STOP_LINE_MOST: Duration = Duration::from_secs(2);
+
 /// Bytes that came with one read of the port (see [`SerialLink::read_up_to`]).
 pub struct Arrived<'a> {
     /// Stream offset of `bytes[0]`.
@@ -603,13 +609,30 @@ impl SerialLink {
         })
     }
 
-    /// At the stop of a line device: reads what has arrived and is still waiting (without
-    /// waiting for more), then reports a last line without its line end as
-    /// [`DriverError::Protocol`] (see `cut_line`), so it is counted as bad data instead of
-    /// vanishing. Whole lines read here came after the stop and are left unread.
+    /// At the stop of a line device: a line in progress (its first bytes buffered, no line
+    /// end yet) is given time to end — a device sending as the run stops finishes its line
+    /// within a few byte times — and then dropped with whatever came after it (that came
+    /// after the stop). One still without its end after [`STOP_LINE_IDLE`] without a byte
+    /// was cut off: reported as [`DriverError::Protocol`] (see `cut_line`), so it is
+    /// counted as bad data instead of vanishing.
     pub fn end_lines(&mut self) -> Result<(), DriverError> {
-        while self.port.is_some() {
-            match self.fill(Instant::now() + Duration::from_millis(1)) {
+        let held = &self.buf[self.start..self.end];
+        if held.last().is_none_or(|&b| b == b'\n') {
+            return Ok(());
+        }
+        // Where the line in progress starts, from `start` (compaction keeps that).
+        let from = held.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let give_up = Instant::now() + STOP_LINE_MOST;
+        while self.port.is_some() && Instant::now() < give_up {
+            let ended = self.buf[self.start + from..self.end].contains(&b'\n');
+            if ended {
+                // The line ended after the stop: nothing was cut; it and what followed
+                // came after the stop and are left unread.
+                self.consume(self.end - self.start);
+                self.skip_to_newline = false;
+                return Ok(());
+            }
+            match self.fill(Instant::now() + STOP_LINE_IDLE) {
                 Ok(true) => {}
                 Ok(false) | Err(DriverError::Disconnected { .. }) => break,
                 Err(e) => return Err(e),
