@@ -122,7 +122,9 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
     Plan {
         run_id: run_id.to_string(),
         run_dir: run_dir.to_path_buf(),
-        setup_dir: setup.setup_dir.clone(),
+        // Absolute: a worker's `buffer_io.setup_dir` (and anything it opens beside the
+        // setup) must not depend on where the run was started from (it was `.`).
+        setup_dir: std::path::absolute(&setup.setup_dir).unwrap_or(setup.setup_dir.clone()),
         buffers,
         workers,
         max_events: setup.options.max_events,
@@ -133,5 +135,25 @@ pub fn plan_of(setup: &Setup, run_dir: &Path, run_id: &str) -> Plan {
         drain_stall_seconds: setup.options.drain_stall_seconds,
         worker_stall_seconds: setup.options.worker_stall_seconds,
         alert_command: setup.options.alert_command.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A setup given as `setup.yaml` (no directory) gave its workers `setup_dir` `.`
+    /// (`buffer_io.setup_dir` was `PosixPath('.')`, a tester found): absolute now.
+    #[test]
+    fn the_plan_names_the_setup_directory_in_full() {
+        let text = "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {x: f4}}\n\
+                    Workers:\n  src: {function: bench.source, sinks: [raw]}\n  \
+                    out: {function: export.drain, sources: [raw]}\n";
+        let registry = crate::worker::Registry::builtin();
+        let c = Setup::check_bytes(text.as_bytes(), Path::new("setup.yaml"), &registry, 2);
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let plan = plan_of(&c.setup, Path::new("/tmp/run"), "r1");
+        assert!(plan.setup_dir.is_absolute(), "{}", plan.setup_dir.display());
+        assert_eq!(plan.setup_dir, std::env::current_dir().unwrap());
     }
 }
