@@ -1439,10 +1439,12 @@ Workers:
         books["lost"].as_u64().unwrap(),
     );
     assert_eq!(delivered + lost, 3000, "{summary}");
-    // Lost: only what the raising process had claimed and not yet handed to Python.
-    assert!(lost <= 32, "{summary}");
-    // Every event taken passed but the one that raised.
-    assert_eq!(summary["events"]["out"], delivered - 1, "{summary}");
+    // Lost: the event it raised on (it was never used: the books said it was delivered,
+    // and it vanished, a tester found), and what the raising process had claimed and not
+    // yet handed to Python.
+    assert!((1..=33).contains(&lost), "{summary}");
+    // Every event delivered passed.
+    assert_eq!(summary["events"]["out"], delivered, "{summary}");
 }
 
 /// An observer that never looks for the end of its buffer's stream (mimoCoRB2's observers

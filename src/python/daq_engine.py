@@ -373,7 +373,12 @@ class Filter(Base):
             ev = take(0, False)
             if ev is None:
                 break
-            result = ufunc(ev[1])
+            try:
+                result = ufunc(ev[1])
+            except BaseException:
+                # Nothing came of this event: counted lost for this reader, not delivered.
+                native.unused(0)
+                raise
             if result is True:
                 copy(0, everywhere)
             elif result is False or result is None:
@@ -404,7 +409,11 @@ class Processor(Base):
             ev = take(0, False)
             if ev is None:
                 break
-            results = ufunc(ev[1])
+            try:
+                results = ufunc(ev[1])
+            except BaseException:
+                native.unused(0)
+                raise
             if results is None:
                 continue
             if len(results) != n:

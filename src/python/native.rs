@@ -247,6 +247,19 @@ impl Io {
         Ok(())
     }
 
+    /// Gives back the event of source `i` taken last, unused: the worker's function raised
+    /// on it. It is counted lost for this reader (it was read, but nothing came of it),
+    /// not delivered.
+    fn unused(&mut self, i: usize) -> PyResult<()> {
+        let s = self.source(i)?;
+        if let Some((r, k)) = s.kept.take() {
+            let reader = &mut s.source.readers[r];
+            reader.release_kept(k);
+            reader.count_unused(1);
+        }
+        Ok(())
+    }
+
     /// Copies the event of source `i` taken last, metadata included, into each sink whose
     /// bit is set in `mask`.
     fn copy(&mut self, i: usize, mask: u64) -> PyResult<()> {
