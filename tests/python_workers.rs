@@ -1447,6 +1447,62 @@ Workers:
     assert_eq!(summary["events"]["out"], delivered, "{summary}");
 }
 
+/// A setup with `options`: simulated pulses at 100 Hz into `raw`, observed by the Python
+/// function `function` of obs.py (worker `o`) and drained by `drain`.
+fn observed_setup(options: &str, function: &str) -> String {
+    format!(
+        "target_directory: runs
+options: {options}
+Buffers:
+  raw: {{slot_count: 16, data_length: 16, data_dtype: {{ch0: float32}}}}
+Workers:
+  source:
+    function: simulate.pulses
+    sinks: [raw]
+    config: {{rate: 100, realtime: true, pretrigger_samples: 4}}
+  o:
+    file: obs.py
+    function: {function}
+    observes: [raw]
+  drain:
+    function: export.drain
+    sources: [raw]
+"
+    )
+}
+
+/// An observer (a display) that fails with the default `restart: never` ended a tester's
+/// whole acquisition (worker_failed, exit 1): it holds no events and the data taking does
+/// not need it. The run goes on without it, says so and alerts it, and ends as it would
+/// have (here at max_seconds, exit 0, every event drained).
+#[test]
+fn a_failing_observer_does_not_end_the_run() {
+    let d = dir("failing-observer");
+    std::fs::write(
+        d.join("obs.py"),
+        "import mimocorb2 as mi2\n\n\
+         def bad_obs(buffer_io):\n    o = mi2.Observer(buffer_io)\n    \
+         raise RuntimeError('no display here')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("setup.yaml"),
+        observed_setup("{max_seconds: 1.5}", "bad_obs"),
+    )
+    .unwrap();
+    let (code, stderr) = run_stuck(&d);
+    let run_dir = run_in(&d.join("runs"));
+    let summary = json(&run_dir.join("summary.json"));
+    assert_eq!(code, 0, "{stderr}\n{summary}");
+    assert_eq!(summary["stopped_by"], "max_seconds", "{summary}");
+    let events = summary["events"]["raw"].as_u64().unwrap();
+    assert_eq!(summary["readers"]["raw"]["drain"]["delivered"], events);
+    assert!(
+        stderr.contains("no display here") && stderr.contains("the run goes on without it"),
+        "{stderr}"
+    );
+}
+
 /// An observer that never looks for the end of its buffer's stream (mimoCoRB2's observers
 /// often loop on a plot until their process is ended): it holds no events, yet the drain
 /// waited for it until `drain_stall_seconds` killed every worker and the good run ended
@@ -1480,23 +1536,7 @@ fn an_observer_that_never_ends_is_ended_once_the_drain_is_done() {
         .unwrap();
         std::fs::write(
             d.join("setup.yaml"),
-            "target_directory: runs
-options: {max_seconds: 1, drain_stall_seconds: 2}
-Buffers:
-  raw: {slot_count: 16, data_length: 16, data_dtype: {ch0: float32}}
-Workers:
-  source:
-    function: simulate.pulses
-    sinks: [raw]
-    config: {rate: 100, realtime: true, pretrigger_samples: 4}
-  o:
-    file: obs.py
-    function: forever_obs
-    observes: [raw]
-  drain:
-    function: export.drain
-    sources: [raw]
-",
+            observed_setup("{max_seconds: 1, drain_stall_seconds: 2}", "forever_obs"),
         )
         .unwrap();
         let (code, stderr) = run_stuck(&d);

@@ -1447,6 +1447,23 @@ impl Supervisor {
                     continue;
                 }
             }
+            if w.only_observes() {
+                // An observer (a display) holds no events and the data taking does not need
+                // it: a week's acquisition does not end for it.
+                let msg = format!(
+                    "{what}; it only observes (it holds no events): the run goes on without \
+                     it{}",
+                    if w.restart == Restart::Never {
+                        " (with `restart: on-failure` it would be started again)"
+                    } else {
+                        ""
+                    }
+                );
+                self.log_and_say(&msg);
+                self.alerts.raise(Kind::WorkerFailed, &w.name, &msg);
+                self.let_go(wi, k);
+                continue;
+            }
             let msg = if disk_full {
                 format!(
                     "{what}; not started again: the run stops for a full disk, and its new \
