@@ -186,6 +186,14 @@ fn events_in(group: &h5::Group) -> Result<(u64, u64, u64), raw::H5Error> {
     let meta_rows = meta.shape().first().copied().unwrap_or(0);
     let step = 1 << 16;
     let mut valid = 0usize;
+    // A writer that leaves metadata zero (a Python worker writing its own events, as
+    // mimoCoRB2 lets it) makes zero rows of every event: then only the fill value marks
+    // rows that never reached the disk.
+    let zeros_mark_the_end = meta
+        .read_slice_1d::<MetaRow, _>(0..meta_rows.min(1))
+        .ok()
+        .and_then(|first| first.first().copied())
+        .is_none_or(|m| !(m.counter == 0 && m.timestamp == 0.0 && m.deadtime == 0.0));
     'rows: while valid < meta_rows {
         let end = (valid + step).min(meta_rows);
         let Ok(part) = meta.read_slice_1d::<MetaRow, _>(valid..end) else {
@@ -194,7 +202,7 @@ fn events_in(group: &h5::Group) -> Result<(u64, u64, u64), raw::H5Error> {
         for (k, m) in part.iter().enumerate() {
             let i = valid + k;
             let zero = m.counter == 0 && m.timestamp == 0.0 && m.deadtime == 0.0;
-            if m.counter < 0 || (i > 0 && zero) {
+            if m.counter < 0 || (i > 0 && zero && zeros_mark_the_end) {
                 valid = i;
                 break 'rows;
             }
@@ -1000,6 +1008,35 @@ mod tests {
         assert!(why.contains("could not write its summary"), "{why}");
         assert!(ended_without_summary(&run));
         std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A Python worker that writes its events itself (`with io.write[0] as (metadata,
+    /// data)`) may leave their metadata all zero, as mimoCoRB2 does not fill it in: a
+    /// recovery took every zero row after the first for one that never reached the disk
+    /// and cut a tester's 243 events to 1. Zero rows mark the end only in a file whose
+    /// writer filled its metadata in (its first row is not zero).
+    #[test]
+    fn events_whose_writer_left_their_metadata_zero_are_kept() {
+        let dir = crate::fsio::test_dir("recover-zero-meta");
+        let path = dir.join("raw.h5");
+        let dtype = crate::dtype::Dtype::parse([("x", "f4")]).unwrap();
+        let mut w = crate::export::hdf5::RunFileWriter::create(
+            &path,
+            crate::export::hdf5::RunInfo::new("test"),
+            Default::default(),
+        )
+        .unwrap();
+        let b = w.add_buffer("raw", &dtype, 2, Default::default()).unwrap();
+        for _ in 0..5 {
+            w.append(b, &[0u8; 8], &crate::dtype::Metadata::default())
+                .unwrap();
+        }
+        drop(w);
+        let f = h5::File::open(&path).unwrap();
+        let (events, data_rows, _) = events_in(&f.group("raw").unwrap()).unwrap();
+        assert_eq!((events, data_rows), (5, 5));
+        drop(f);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A FIFO named `*.h5` in a run directory made `recover` wait for a writer for ever. It
