@@ -147,7 +147,13 @@ impl Default for Prints {
 fn pass_on(mut from: impl Read, mut say: impl FnMut(String)) {
     let mut chunk = vec![0u8; 16 * 1024];
     let mut line = Vec::new();
+    // Every piece ends its line: the last of a worker that printed no line end, or a piece
+    // of an over-long line, was glued to what came next (another worker's line, the run's
+    // last lines).
     let mut say_line = |line: &mut Vec<u8>| {
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
         say(String::from_utf8_lossy(line).into_owned());
         line.clear();
     };
@@ -183,7 +189,8 @@ mod tests {
 
     /// Lines come whole, however the reads cut them; a line with no end is said in pieces
     /// of [`LONGEST_LINE`]; bytes that are not UTF-8 do not lose the line; the last piece
-    /// without an end is said when the pipe ends.
+    /// without an end is said when the pipe ends. Each piece ends its line (a tester saw a
+    /// worker's last `sys.stdout.write` without one glued to the next worker's line).
     #[test]
     fn prints_are_passed_on_a_line_at_a_time() {
         let long = "y".repeat(LONGEST_LINE + 10);
@@ -204,9 +211,9 @@ mod tests {
         pass_on(Trickle(&bytes), |l| said.push(l));
         assert_eq!(said[0], "first\n");
         assert_eq!(said[1], "sec\u{fffd}ond\n");
-        assert_eq!(said[2].len(), LONGEST_LINE);
+        assert_eq!(said[2], "y".repeat(LONGEST_LINE) + "\n");
         assert_eq!(said[3], "y".repeat(10) + "\n");
-        assert_eq!(said[4], "last");
+        assert_eq!(said[4], "last\n");
         assert_eq!(said.len(), 5);
     }
 }
