@@ -619,6 +619,51 @@ fn a_restarted_source_takes_no_record_twice() {
     assert!(got == sent, "in order");
 }
 
+/// A `source.kafka` in a group whose only partition another member holds (as the group
+/// holds a killed member's until its session times out) ended after `idle_end` with 0
+/// events and exit 0, the topic's records left unread without a word (a tester). `idle_end`
+/// counts only while partitions are assigned now: it waits, says so, and takes the records
+/// once the other member leaves.
+#[test]
+fn a_source_without_partitions_waits_for_them_instead_of_ending_idle() {
+    use rdkafka::consumer::Consumer;
+    let test = "a_source_without_partitions_waits_for_them_instead_of_ending_idle";
+    let Some((_broker, dir, b)) = with_broker(test, "unassigned", &["waveforms"], 1) else {
+        return;
+    };
+    // The other member: in group `analysis`, holding the topic's one partition.
+    let other: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "analysis")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    other.subscribe(&["waveforms"]).unwrap();
+    runs::wait_until("the other member holds the partition", RUN_LIMIT, || {
+        let _ = other.poll(Duration::from_millis(100));
+        other.assignment().is_ok_and(|a| a.count() == 1)
+    });
+    let host = start(&dir, "host1.yaml", &producer_setup(&b, "host1", 1, 100, ""));
+    ended(host, "host1: ", "");
+    let mut consumer = start(&dir, "analysis.yaml", &consumer_setup(&b, "analysis", 3.0));
+    let target = dir.0.join("analysis");
+    runs::wait_until("the run directory", RUN_LIMIT, || {
+        target.is_dir() && !runs::run_dirs_in(&target).is_empty()
+    });
+    let run = runs::run_dirs_in(&target).pop().unwrap();
+    // Held until the run says it waits, or has ended (as it did: after 3 s, no events).
+    runs::wait_until("the run waits for partitions or ends", RUN_LIMIT, || {
+        let _ = other.poll(Duration::from_millis(10));
+        let log = std::fs::read_to_string(run.join("daq-engine.log")).unwrap_or_default();
+        log.contains("no partition assigned for") || consumer.try_wait().unwrap().is_some()
+    });
+    drop(other);
+    let out = ended(consumer, "analysis: ", "");
+    let (got, sent) = (events(&run), events(&run_dir(&dir, "host1")));
+    assert_eq!(got.len(), sent.len(), "every record\n{out}");
+    assert!(got == sent, "in order");
+}
+
 /// The last partition assignment `source.kafka` logged in the run under `dir/target`, if
 /// any yet.
 fn last_assignment(dir: &Dir, target: &str) -> Option<Vec<i32>> {

@@ -203,6 +203,9 @@ pub struct KafkaSource {
     consumer: BaseConsumer<Assignments>,
     idle_end: Option<Duration>,
     last: Instant,
+    /// Since when no partition has been assigned to this process (in a group), and
+    /// whether that was said.
+    unassigned: Option<(Instant, bool)>,
     errors: u64,
     /// The run is paused: the assigned partitions are paused at the client, so the topic
     /// keeps its records until the resume (nothing is taken and discarded).
@@ -363,6 +366,7 @@ impl KafkaSource {
             consumer,
             idle_end: s.idle_end,
             last: Instant::now(),
+            unassigned: None,
             errors: 0,
             paused: false,
             held: VecDeque::new(),
@@ -558,6 +562,32 @@ impl Records {
     }
 }
 
+impl KafkaSource {
+    /// Whether no partition of the topic is assigned to this process now (a group that
+    /// gives them to other members, or still holds those of a member that was killed until
+    /// its session times out: 45 s); said once when that lasts longer than `idle_end`.
+    /// Asked only while no record comes.
+    fn waits_for_partitions(&mut self) -> bool {
+        let none = self.consumer.assignment().is_ok_and(|a| a.count() == 0);
+        if !none {
+            self.unassigned = None;
+            return false;
+        }
+        let (since, said) = self.unassigned.get_or_insert((Instant::now(), false));
+        if !*said && self.idle_end.is_some_and(|d| since.elapsed() >= d) {
+            *said = true;
+            tracing::warn!(
+                "worker '{}': no partition assigned for {:.0} s (the group gives them to other \
+                 members, or holds a killed member's until its session times out, 45 s): \
+                 idle_end counts only while partitions are assigned",
+                self.records.worker,
+                since.elapsed().as_secs_f64()
+            );
+        }
+        true
+    }
+}
+
 impl Importer for KafkaSource {
     fn pause(&mut self, paused: bool) -> bool {
         self.paused = paused;
@@ -577,6 +607,11 @@ impl Importer for KafkaSource {
             return Ok(handed);
         }
         let Some(polled) = self.consumer.poll(Duration::from_millis(100)) else {
+            if self.idle_end.is_some() && self.waits_for_partitions() {
+                // `idle_end` is a silence of the topic's: none while no partition is ours.
+                self.last = Instant::now();
+                return Ok(Produced::Idle);
+            }
             if self.idle_end.is_some_and(|d| self.last.elapsed() >= d) {
                 let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
                 tracing::info!(
