@@ -612,7 +612,7 @@ impl SerialLink {
     /// At the stop of a line device: a line in progress (its first bytes buffered, no line
     /// end yet) is given time to end — a device sending as the run stops finishes its line
     /// within a few byte times — and then dropped with whatever came after it (that came
-    /// after the stop). One still without its end after [`STOP_LINE_IDLE`] without a byte
+    /// after the stop). One still without its end after `STOP_LINE_IDLE` (0.5 s) without a byte
     /// was cut off: reported as [`DriverError::Protocol`] (see `cut_line`), so it is
     /// counted as bad data instead of vanishing.
     pub fn end_lines(&mut self) -> Result<(), DriverError> {
