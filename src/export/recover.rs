@@ -768,7 +768,7 @@ pub fn recover_run_dir_then_compress(
         "recovered": true,
         "exit_code": 1,
         "run_dir": run_dir,
-        "events_written": rec.events(),
+        "events_written": events.values().sum::<u64>(),
         "events": events,
         "files": files,
         "stopped_by": crate::run_dir::StopCause::Killed,

@@ -685,47 +685,39 @@ async fn this_machine_only(
             "this server answers only to this machine's names\n",
         );
     }
-    // A browser says where a request comes from (`Sec-Fetch-Site`, which no page can set);
-    // one from another site that changes something is refused even without an `Origin`
-    // (a link to the page from another site, a GET, is still followed).
-    let from_elsewhere = req
-        .headers()
-        .get("sec-fetch-site")
-        .is_some_and(|v| matches!(v.as_bytes(), b"cross-site" | b"same-site"));
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
-    if from_elsewhere && changes && req.headers().get(header::ORIGIN).is_none() {
-        tracing::warn!("monitor: refused {}: from another site", request(&req));
+    // Where the browser says the request comes from (`Sec-Fetch-Site`, which no page can
+    // set).
+    let fetch_site = req.headers().get("sec-fetch-site").map(|v| v.as_bytes());
+    let refused = match req.headers().get(header::ORIGIN) {
+        // Without an `Origin`: one from another site that changes something is refused
+        // all the same (a link to the page from another site, a GET, is still followed).
+        None => {
+            let elsewhere = matches!(fetch_site, Some(b"cross-site" | b"same-site"));
+            let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+            (elsewhere && changes).then(|| "from another site".to_string())
+        }
+        // This server's own page: its origin is this Host, over http, or over https through
+        // a TLS proxy that keeps the Host; or the browser says so, as through a proxy that
+        // forwards to this address.
+        Some(origin) => {
+            let same = origin
+                .to_str()
+                .ok()
+                .and_then(|o| {
+                    o.strip_prefix("http://")
+                        .or_else(|| o.strip_prefix("https://"))
+                })
+                .is_some_and(|o| o.eq_ignore_ascii_case(host))
+                || fetch_site == Some(b"same-origin");
+            (!same).then(|| format!("page of another site ({origin:?})"))
+        }
+    };
+    if let Some(why) = refused {
+        tracing::warn!("monitor: refused {}: {why}", request(&req));
         return text(
             StatusCode::FORBIDDEN,
             "requests must come from this server's own page\n",
         );
-    }
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        // This server's own page: its origin is this Host, over http, or over https through
-        // a TLS proxy that keeps the Host; or the browser says so (`Sec-Fetch-Site`, which
-        // no page can set), as through a proxy that forwards to this address.
-        let same = origin
-            .to_str()
-            .ok()
-            .and_then(|o| {
-                o.strip_prefix("http://")
-                    .or_else(|| o.strip_prefix("https://"))
-            })
-            .is_some_and(|o| o.eq_ignore_ascii_case(host))
-            || req
-                .headers()
-                .get("sec-fetch-site")
-                .is_some_and(|v| v.as_bytes() == b"same-origin");
-        if !same {
-            tracing::warn!(
-                "monitor: refused {}: page of another site ({origin:?})",
-                request(&req)
-            );
-            return text(
-                StatusCode::FORBIDDEN,
-                "requests must come from this server's own page\n",
-            );
-        }
     }
     next.run(req).await
 }
